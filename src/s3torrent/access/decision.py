@@ -1,0 +1,257 @@
+"""The one access decision: may this principal perform this S3 action on this resource?"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from s3torrent.access.acl import (
+    ALL_USERS,
+    AUTHENTICATED_USERS,
+    PUBLIC_GROUPS,
+    AccessControlList,
+    CanonicalUser,
+    Group,
+    Owner,
+    Permission,
+)
+from s3torrent.access.policy import BucketPolicy, policy_is_public, statement_applies
+from s3torrent.access.principals import ACCOUNT_ID, ANONYMOUS, Principal
+from s3torrent.access.public_access import PublicAccessBlock
+
+
+class Scope(enum.Enum):
+    BUCKET = "bucket"
+    OBJECT = "object"
+
+
+# Which ACL (the bucket's or the object's) and which permission in it allows an action, after
+# the S3 user guide's table of ACL permissions. Keys are lower case: IAM actions are
+# case-insensitive. Actions missing here cannot be granted by an ACL at all.
+ACL_PERMISSIONS: Mapping[str, tuple[Scope, Permission]] = {
+    "s3:getobject": (Scope.OBJECT, Permission.READ),
+    "s3:getobjectversion": (Scope.OBJECT, Permission.READ),
+    "s3:getobjecttorrent": (Scope.OBJECT, Permission.READ),
+    "s3:getobjectversiontorrent": (Scope.OBJECT, Permission.READ),
+    "s3:getobjectattributes": (Scope.OBJECT, Permission.READ),
+    "s3:getobjectversionattributes": (Scope.OBJECT, Permission.READ),
+    "s3:getobjectacl": (Scope.OBJECT, Permission.READ_ACP),
+    "s3:getobjectversionacl": (Scope.OBJECT, Permission.READ_ACP),
+    "s3:putobjectacl": (Scope.OBJECT, Permission.WRITE_ACP),
+    "s3:putobjectversionacl": (Scope.OBJECT, Permission.WRITE_ACP),
+    "s3:putobject": (Scope.BUCKET, Permission.WRITE),
+    "s3:deleteobject": (Scope.BUCKET, Permission.WRITE),
+    "s3:deleteobjectversion": (Scope.BUCKET, Permission.WRITE),
+    "s3:abortmultipartupload": (Scope.BUCKET, Permission.WRITE),
+    "s3:listmultipartuploadparts": (Scope.BUCKET, Permission.WRITE),
+    "s3:listbucket": (Scope.BUCKET, Permission.READ),
+    "s3:listbucketversions": (Scope.BUCKET, Permission.READ),
+    "s3:listbucketmultipartuploads": (Scope.BUCKET, Permission.READ),
+    "s3:getbucketacl": (Scope.BUCKET, Permission.READ_ACP),
+    "s3:putbucketacl": (Scope.BUCKET, Permission.WRITE_ACP),
+}
+
+# Object actions that are really about the bucket's contents: the bucket owner may do them on
+# any object in its bucket, and a bucket policy may grant them whoever owns the object.
+_BUCKET_CONTENT_ACTIONS = frozenset(
+    {
+        "s3:putobject",
+        "s3:deleteobject",
+        "s3:deleteobjectversion",
+        "s3:abortmultipartupload",
+        "s3:listmultipartuploadparts",
+    }
+)
+
+# Only the bucket owner's account may run these, whatever a policy or ACL says; and the bucket
+# owner may always run them, even against an explicit Deny, so a policy cannot lock it out.
+OWNER_ONLY_ACTIONS = frozenset(
+    {
+        "s3:getbucketpolicy",
+        "s3:putbucketpolicy",
+        "s3:deletebucketpolicy",
+        "s3:getbucketpolicystatus",
+        "s3:getbucketpublicaccessblock",
+        "s3:putbucketpublicaccessblock",
+    }
+)
+_LOCKOUT_PROOF_ACTIONS = frozenset(
+    {"s3:getbucketpolicy", "s3:putbucketpolicy", "s3:deletebucketpolicy"}
+)
+
+# The object owner's implicit rights on its own object (FULL_CONTROL comes only from a grant).
+_OBJECT_OWNER_IMPLICIT = frozenset({Permission.READ_ACP, Permission.WRITE_ACP})
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    bucket: str
+    key: str | None = None
+
+    @property
+    def arn(self) -> str:
+        if self.key is None:
+            return f"arn:aws:s3:::{self.bucket}"
+        return f"arn:aws:s3:::{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What a request brings to condition keys; `values` holds the rest (s3:prefix, ...)."""
+
+    now: datetime
+    source_ip: str | None = None
+    secure_transport: bool = False
+    values: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessFacts:
+    """What the store knows about the bucket and (for object actions) the object."""
+
+    bucket_owner: Owner
+    bucket_acl: AccessControlList
+    object_acl: AccessControlList | None = None
+    policy: BucketPolicy | None = None
+    public_access_block: PublicAccessBlock | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    reason: str
+
+
+def condition_keys(principal: Principal, ctx: RequestContext) -> dict[str, Sequence[str]]:
+    """The request's condition keys, lower-cased, each with its list of values."""
+    now = ctx.now if ctx.now.tzinfo is not None else ctx.now.replace(tzinfo=UTC)
+    keys: dict[str, Sequence[str]] = {
+        "aws:securetransport": ["true" if ctx.secure_transport else "false"],
+        "aws:currenttime": [now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")],
+        "aws:epochtime": [str(int(now.timestamp()))],
+        "aws:principaltype": [principal.principal_type],
+    }
+    if ctx.source_ip is not None:
+        keys["aws:sourceip"] = [ctx.source_ip]
+    if not principal.is_anonymous:
+        assert principal.canonical_id is not None
+        keys["aws:userid"] = [principal.canonical_id]
+        keys["aws:principalaccount"] = [ACCOUNT_ID]
+        if principal.arn is not None:
+            keys["aws:principalarn"] = [principal.arn]
+        if principal.name is not None and not principal.is_root:
+            keys["aws:username"] = [principal.name]
+    for name, value in ctx.values.items():
+        keys[name.lower()] = [value] if isinstance(value, str) else list(value)
+    return keys
+
+
+def _grant_matches(grantee: CanonicalUser | Group, principal: Principal) -> bool:
+    if isinstance(grantee, CanonicalUser):
+        return grantee.id == principal.canonical_id
+    if grantee.uri == ALL_USERS:
+        return True
+    return grantee.uri == AUTHENTICATED_USERS and not principal.is_anonymous
+
+
+def _acl_grant(
+    acl: AccessControlList, principal: Principal, needed: Permission, ignore_public: bool
+) -> str | None:
+    """The grant that gives `principal` the `needed` permission, described; None if none."""
+    for grant in acl.grants:
+        if grant.permission not in (needed, Permission.FULL_CONTROL):
+            continue
+        grantee = grant.grantee
+        if ignore_public and isinstance(grantee, Group) and grantee.uri in PUBLIC_GROUPS:
+            continue
+        if _grant_matches(grantee, principal):
+            who = grantee.uri.rsplit("/", 1)[-1] if isinstance(grantee, Group) else grantee.id
+            return f"acl grant {grant.permission.value} to {who}"
+    return None
+
+
+def _object_owner(facts: AccessFacts) -> str:
+    """Who owns the object; a missing object counts as the bucket owner's."""
+    return facts.object_acl.owner.id if facts.object_acl else facts.bucket_owner.id
+
+
+def _touches_object_data(action_key: str, resource: Resource) -> bool:
+    return resource.key is not None and action_key not in _BUCKET_CONTENT_ACTIONS
+
+
+def decide(
+    principal: Principal,
+    action: str,
+    resource: Resource,
+    facts: AccessFacts,
+    ctx: RequestContext,
+) -> Decision:
+    """Decide one request: explicit Deny, root, owners, policy Allow, ACL grants, else deny.
+
+    The root user is the administrator: it is allowed everything and no policy binds it.
+    """
+    if principal.is_root:
+        return Decision(True, "root user")
+    action_key = action.lower()
+    is_bucket_owner = (
+        principal.canonical_id is not None and principal.canonical_id == facts.bucket_owner.id
+    )
+    policy = facts.policy
+    keys = condition_keys(principal, ctx) if policy is not None else {}
+    if policy is not None:
+        for statement in policy.statements:
+            if statement.effect != "Deny":
+                continue
+            if is_bucket_owner and action_key in _LOCKOUT_PROOF_ACTIONS:
+                continue
+            if statement_applies(statement, principal, action, resource.arn, keys):
+                return Decision(False, f"explicit deny by {statement.label}")
+
+    owns_object = _object_owner(facts) == principal.canonical_id
+    if is_bucket_owner and (owns_object or not _touches_object_data(action_key, resource)):
+        return Decision(True, "bucket owner")
+    if action_key in OWNER_ONLY_ACTIONS:
+        return Decision(False, "only the bucket owner may do this")
+
+    scope_permission = ACL_PERMISSIONS.get(action_key)
+    if (
+        owns_object
+        and resource.key is not None
+        and scope_permission is not None
+        and scope_permission[0] is Scope.OBJECT
+        and scope_permission[1] in _OBJECT_OWNER_IMPLICIT
+    ):
+        return Decision(True, "object owner")
+
+    pab = facts.public_access_block
+    if policy is not None and not (
+        # A bucket policy cannot reach objects its bucket's owner does not own.
+        _touches_object_data(action_key, resource) and _object_owner(facts) != facts.bucket_owner.id
+    ):
+        restricted = pab is not None and pab.restrict_public_buckets and policy_is_public(policy)
+        for statement in policy.statements:
+            if statement.effect != "Allow":
+                continue
+            if statement_applies(statement, principal, action, resource.arn, keys):
+                if restricted:
+                    break
+                return Decision(True, f"allow by {statement.label}")
+
+    if scope_permission is None:
+        return Decision(False, f"no grant: {action} cannot be granted by an ACL")
+    scope, needed = scope_permission
+    acl = facts.bucket_acl if scope is Scope.BUCKET else facts.object_acl
+    if acl is None or (scope is Scope.OBJECT and resource.key is None):
+        return Decision(False, f"no grant: no object ACL for {action}")
+    ignore_public = pab is not None and pab.ignore_public_acls
+    granted = _acl_grant(acl, principal, needed, ignore_public)
+    if granted is not None:
+        return Decision(True, granted)
+    return Decision(False, f"no grant: {needed.value} on the {scope.value} is not granted")
+
+
+def anonymously_readable(resource: Resource, facts: AccessFacts, ctx: RequestContext) -> bool:
+    """Whether anyone may GET this object: the test that makes an object torrent-able."""
+    return decide(ANONYMOUS, "s3:GetObject", resource, facts, ctx).allowed
