@@ -1,0 +1,369 @@
+"""Which torrents the tracker serves, and their swarms.
+
+The interface is async although the in-memory registry never awaits: the Redis registry that
+comes later does network round trips, and a sync interface would force it to block the loop.
+Time is always passed in as `now`; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+from s3torrent.tracker.protocol import (
+    AnnounceEvent,
+    AnnounceRequest,
+    PeerAddress,
+    ScrapeStats,
+)
+
+UNREGISTERED_TORRENT = "unregistered torrent"
+RATE_LIMITED = "rate limited"
+PEER_ID_IN_USE = "peer id in use from another address"
+
+
+@dataclass(frozen=True, slots=True)
+class TorrentRef:
+    """The object version a torrent belongs to, and the seeders we run for it."""
+
+    bucket: str
+    key: str
+    version_id: str
+    # Always in every peer list and counted as seeds: they guarantee the swarm can finish.
+    origin_seeders: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceResult:
+    complete: int
+    incomplete: int
+    peers: tuple[PeerAddress, ...]
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceFailure:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmStats:
+    completed: int  # completed downloads seen (once per peer)
+    seeders: int  # announcing seeds, origins not included
+    leechers: int
+    uploaded: int  # bytes, summed from per-peer deltas of what peers reported
+    downloaded: int
+
+
+class TrackerRegistry(Protocol):
+    async def register(self, info_hash: bytes, meta: TorrentRef) -> None:
+        """Serve this torrent; registering again updates its ref and keeps the swarm."""
+
+    async def deregister(self, info_hash: bytes) -> None:
+        """Stop serving this torrent and forget its peers at once."""
+
+    async def is_registered(self, info_hash: bytes) -> bool: ...
+
+    async def announce(self, req: AnnounceRequest, now: float) -> AnnounceResult | AnnounceFailure:
+        """Record the announce and pick peers for it."""
+
+    async def scrape(self, info_hashes: tuple[bytes, ...], now: float) -> dict[bytes, ScrapeStats]:
+        """Stats of the registered hashes among `info_hashes`; others are left out."""
+
+    async def stats(self, info_hash: bytes) -> SwarmStats:
+        """Counters of a registered torrent; KeyError if it is not registered."""
+
+    async def registered(self) -> list[bytes]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryLimits:
+    # Twice the default announce interval of 1800 s: one lost announce does not drop a peer.
+    peer_ttl: float = 3600.0
+    max_peers_per_torrent: int = 5000
+    max_peers_total: int = 1_000_000
+    # Per-IP token bucket. Generous because a NAT hides many clients, each with many torrents.
+    rate_per_ip: float = 5.0
+    rate_burst: float = 60.0
+    rate_table_size: int = 65536
+
+
+class _Peer:
+    __slots__ = ("completed", "downloaded", "ip", "key", "last_seen", "left", "port", "uploaded")
+
+    def __init__(self, req: AnnounceRequest, now: float) -> None:
+        self.ip = req.ip
+        self.port = req.port
+        self.left = req.left
+        self.key = req.key
+        self.last_seen = now
+        self.uploaded = 0
+        self.downloaded = 0
+        self.completed = False
+
+
+class _PeerIdSet:
+    """Peer ids with O(1) add, remove and uniform random sampling."""
+
+    __slots__ = ("_index", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[bytes] = []
+        self._index: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, peer_id: bytes) -> None:
+        if peer_id not in self._index:
+            self._index[peer_id] = len(self._items)
+            self._items.append(peer_id)
+
+    def discard(self, peer_id: bytes) -> None:
+        position = self._index.pop(peer_id, None)
+        if position is None:
+            return
+        last = self._items.pop()
+        if position < len(self._items):
+            self._items[position] = last
+            self._index[last] = position
+
+    def sample(self, count: int, rng: random.Random) -> list[bytes]:
+        return rng.sample(self._items, min(count, len(self._items)))
+
+
+class _Swarm:
+    __slots__ = (
+        "completed",
+        "downloaded",
+        "leechers",
+        "peers",
+        "ref",
+        "seeders",
+        "uploaded",
+    )
+
+    def __init__(self, ref: TorrentRef) -> None:
+        self.ref = ref
+        # Ordered by last announce (moved to the end on each one), so expiry pops the front.
+        self.peers: OrderedDict[bytes, _Peer] = OrderedDict()
+        self.seeders = _PeerIdSet()
+        self.leechers = _PeerIdSet()
+        self.completed = 0
+        self.uploaded = 0
+        self.downloaded = 0
+
+    def scrape_stats(self) -> ScrapeStats:
+        return ScrapeStats(
+            complete=len(self.seeders) + len(self.ref.origin_seeders),
+            incomplete=len(self.leechers),
+            downloaded=self.completed,
+        )
+
+
+class _TokenBuckets:
+    """Per-source announce budget with a bounded, least-recently-used table."""
+
+    __slots__ = ("_buckets", "_burst", "_rate", "_size")
+
+    def __init__(self, rate: float, burst: float, size: int) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._size = size
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def allow(self, source: str, now: float) -> bool:
+        tokens, stamp = self._buckets.pop(source, (self._burst, now))
+        tokens = min(self._burst, tokens + max(0.0, now - stamp) * self._rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._buckets[source] = (tokens, now)
+        # An evicted source starts again with a full bucket; the bound matters more than that.
+        while len(self._buckets) > self._size:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+def rate_limit_source(ip: str) -> str:
+    """The unit rate limits apply to: an IPv4 address, or an IPv6 /64 (one subscriber's LAN)."""
+    address = ipaddress.ip_address(ip)
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return ip
+
+
+class MemoryRegistry:
+    """The single-process registry: everything in dicts, expiry lazy plus `sweep`."""
+
+    def __init__(self, limits: RegistryLimits | None = None, rng: random.Random | None = None):
+        self._limits = limits or RegistryLimits()
+        self._rng = rng or random.Random()
+        self._swarms: dict[bytes, _Swarm] = {}
+        self._peer_count = 0
+        self._rate = _TokenBuckets(
+            self._limits.rate_per_ip, self._limits.rate_burst, self._limits.rate_table_size
+        )
+
+    async def register(self, info_hash: bytes, meta: TorrentRef) -> None:
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            self._swarms[info_hash] = _Swarm(meta)
+        else:
+            swarm.ref = meta
+
+    async def deregister(self, info_hash: bytes) -> None:
+        swarm = self._swarms.pop(info_hash, None)
+        if swarm is not None:
+            self._peer_count -= len(swarm.peers)
+
+    async def is_registered(self, info_hash: bytes) -> bool:
+        return info_hash in self._swarms
+
+    async def registered(self) -> list[bytes]:
+        return list(self._swarms)
+
+    async def stats(self, info_hash: bytes) -> SwarmStats:
+        swarm = self._swarms[info_hash]
+        return SwarmStats(
+            completed=swarm.completed,
+            seeders=len(swarm.seeders),
+            leechers=len(swarm.leechers),
+            uploaded=swarm.uploaded,
+            downloaded=swarm.downloaded,
+        )
+
+    async def scrape(self, info_hashes: tuple[bytes, ...], now: float) -> dict[bytes, ScrapeStats]:
+        result: dict[bytes, ScrapeStats] = {}
+        for info_hash in info_hashes:
+            swarm = self._swarms.get(info_hash)
+            if swarm is not None:
+                self._expire(swarm, now)
+                result[info_hash] = swarm.scrape_stats()
+        return result
+
+    def sweep(self, now: float) -> int:
+        """Drop every peer not seen for `peer_ttl`; returns how many were dropped."""
+        return sum(self._expire(swarm, now) for swarm in self._swarms.values())
+
+    async def announce(self, req: AnnounceRequest, now: float) -> AnnounceResult | AnnounceFailure:
+        swarm = self._swarms.get(req.info_hash)
+        if swarm is None:
+            return AnnounceFailure(UNREGISTERED_TORRENT)
+        # A peer leaving is exempt: dropping it would keep a dead peer in lists until expiry.
+        if req.event is not AnnounceEvent.STOPPED and not self._rate.allow(
+            rate_limit_source(req.ip), now
+        ):
+            return AnnounceFailure(RATE_LIMITED)
+        self._expire(swarm, now)
+        peer = swarm.peers.get(req.peer_id)
+        if peer is not None and not _same_peer(peer, req):
+            return AnnounceFailure(PEER_ID_IN_USE)
+        if req.event is AnnounceEvent.STOPPED:
+            if peer is not None:
+                self._account_transfer(swarm, peer, req)
+                self._remove(swarm, req.peer_id)
+            stats = swarm.scrape_stats()
+            return AnnounceResult(stats.complete, stats.incomplete, ())
+        if peer is None:
+            peer = self._admit(swarm, req, now)
+        if peer is not None:
+            self._update(swarm, req.peer_id, peer, req, now)
+        stats = swarm.scrape_stats()
+        peers = self._pick_peers(swarm, req)
+        return AnnounceResult(stats.complete, stats.incomplete, peers)
+
+    def _admit(self, swarm: _Swarm, req: AnnounceRequest, now: float) -> _Peer | None:
+        # When full, the newcomer is not remembered but is still answered with peers.
+        if (
+            len(swarm.peers) >= self._limits.max_peers_per_torrent
+            or self._peer_count >= self._limits.max_peers_total
+        ):
+            return None
+        peer = _Peer(req, now)
+        swarm.peers[req.peer_id] = peer
+        self._peer_count += 1
+        return peer
+
+    def _update(
+        self, swarm: _Swarm, peer_id: bytes, peer: _Peer, req: AnnounceRequest, now: float
+    ) -> None:
+        self._account_transfer(swarm, peer, req)
+        finished = req.event is AnnounceEvent.COMPLETED or (peer.left > 0 and req.left == 0)
+        if finished and not peer.completed:
+            # Some clients never send `completed`; the leecher -> seed transition counts too.
+            peer.completed = True
+            swarm.completed += 1
+        peer.ip = req.ip
+        peer.port = req.port
+        peer.left = req.left
+        peer.key = req.key if req.key is not None else peer.key
+        peer.last_seen = now
+        swarm.peers.move_to_end(peer_id)
+        if req.left == 0:
+            swarm.leechers.discard(peer_id)
+            swarm.seeders.add(peer_id)
+        else:
+            swarm.seeders.discard(peer_id)
+            swarm.leechers.add(peer_id)
+
+    @staticmethod
+    def _account_transfer(swarm: _Swarm, peer: _Peer, req: AnnounceRequest) -> None:
+        # Counters are "since started"; one that went backwards means the client restarted
+        # them, so everything it reports now is new.
+        up = req.uploaded - peer.uploaded
+        down = req.downloaded - peer.downloaded
+        swarm.uploaded += up if up >= 0 else req.uploaded
+        swarm.downloaded += down if down >= 0 else req.downloaded
+        peer.uploaded = req.uploaded
+        peer.downloaded = req.downloaded
+
+    def _remove(self, swarm: _Swarm, peer_id: bytes) -> None:
+        del swarm.peers[peer_id]
+        swarm.seeders.discard(peer_id)
+        swarm.leechers.discard(peer_id)
+        self._peer_count -= 1
+
+    def _expire(self, swarm: _Swarm, now: float) -> int:
+        deadline = now - self._limits.peer_ttl
+        dropped = 0
+        while swarm.peers:
+            peer_id, peer = next(iter(swarm.peers.items()))
+            if peer.last_seen >= deadline:
+                break
+            self._remove(swarm, peer_id)
+            dropped += 1
+        return dropped
+
+    def _pick_peers(self, swarm: _Swarm, req: AnnounceRequest) -> tuple[PeerAddress, ...]:
+        origins = [PeerAddress(ip, port) for ip, port in swarm.ref.origin_seeders]
+        wanted = max(0, req.numwant - len(origins))
+        # Leechers want seeds first; seeds only need leechers, another seed gives them nothing.
+        groups = (swarm.seeders, swarm.leechers) if req.left > 0 else (swarm.leechers,)
+        origin_addresses = {(o.ip, o.port) for o in origins}
+        chosen: list[PeerAddress] = []
+        for group in groups:
+            if len(chosen) >= wanted:
+                break
+            # One spare covers the requester itself being in this group.
+            for peer_id in group.sample(wanted - len(chosen) + 1, self._rng):
+                peer = swarm.peers[peer_id]
+                address = (peer.ip, peer.port)
+                if peer_id == req.peer_id or address == (req.ip, req.port):
+                    continue
+                if address in origin_addresses or len(chosen) >= wanted:
+                    continue
+                chosen.append(PeerAddress(peer.ip, peer.port, peer_id))
+        # Random positions spread first connections over the swarm instead of the origin.
+        for origin in origins:
+            chosen.insert(self._rng.randrange(len(chosen) + 1), origin)
+        return tuple(chosen)
+
+
+def _same_peer(peer: _Peer, req: AnnounceRequest) -> bool:
+    # BEP 3 `key` lets a client prove it is the same peer after its address changed; without
+    # it, another host could stop or move someone else's peer by reusing the peer id.
+    return peer.ip == req.ip or (peer.key is not None and peer.key == req.key) or peer.key is None

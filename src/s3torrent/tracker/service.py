@@ -1,0 +1,192 @@
+"""The one tracker handler every transport calls: bytes in, bytes out, `now` passed in."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+from s3torrent.tracker.protocol import (
+    UDP_MAX_SCRAPE_HASHES,
+    ScrapeStats,
+    TrackerError,
+    UdpAnnounce,
+    UdpConnect,
+    UdpScrape,
+    check_connection_id,
+    encode_announce_response,
+    encode_failure,
+    encode_scrape_response,
+    encode_udp_announce,
+    encode_udp_connect,
+    encode_udp_error,
+    encode_udp_scrape,
+    is_ipv6,
+    make_connection_id,
+    normalize_ip,
+    parse_http_announce,
+    parse_http_scrape,
+    parse_udp_request,
+    udp_transaction_id,
+)
+from s3torrent.tracker.registry import AnnounceFailure, TrackerRegistry
+
+log = logging.getLogger(__name__)
+
+_ZERO = ScrapeStats(0, 0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerSettings:
+    interval: int = 1800
+    min_interval: int = 60
+    max_numwant: int = 200
+    default_numwant: int = 50
+    # Honour the announce `ip` parameter / UDP ip field only when peers are trusted hosts.
+    trust_ip_param: bool = False
+    # Addresses or networks whose X-Forwarded-For we believe (a reverse proxy in front of us).
+    trusted_proxies: frozenset[str] = frozenset()
+    max_query_bytes: int = 4096
+    max_scrape_hashes: int = 64
+    # A full scrape lists every public torrent at once; off unless an operator wants it.
+    allow_full_scrape: bool = False
+    # Keys the UDP connection ids. Nodes behind one UDP address must share it.
+    udp_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+
+
+class TrackerService:
+    """Parses, asks the registry, encodes. Never raises: every input gets an answer body."""
+
+    def __init__(self, registry: TrackerRegistry, settings: TrackerSettings | None = None):
+        self._registry = registry
+        self._settings = settings or TrackerSettings()
+        self._proxies = tuple(
+            ipaddress.ip_network(proxy, strict=False) for proxy in self._settings.trusted_proxies
+        )
+
+    @property
+    def settings(self) -> TrackerSettings:
+        return self._settings
+
+    def client_ip(self, peer_ip: str, forwarded_for: str | None) -> str:
+        """The client's address: the socket peer, or the nearest untrusted X-Forwarded-For hop."""
+        hops = [hop.strip() for hop in (forwarded_for or "").split(",") if hop.strip()]
+        candidate = peer_ip
+        # Walk from the nearest hop outwards while the hop that told us is a trusted proxy.
+        while self._is_trusted_proxy(candidate) and hops:
+            candidate = hops.pop()
+        return candidate
+
+    def _is_trusted_proxy(self, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(normalize_ip(ip))
+        except TrackerError:
+            return False
+        return any(address in network for network in self._proxies)
+
+    async def handle_http_announce(self, raw_query: bytes, remote_ip: str, now: float) -> bytes:
+        """Bencoded answer to one HTTP announce; failures are `failure reason` bodies."""
+        s = self._settings
+        try:
+            req = parse_http_announce(
+                raw_query,
+                remote_ip=remote_ip,
+                trust_ip_param=s.trust_ip_param,
+                max_numwant=s.max_numwant,
+                default_numwant=s.default_numwant,
+                max_query_bytes=s.max_query_bytes,
+            )
+            result = await self._registry.announce(req, now)
+        except TrackerError as error:
+            return encode_failure(error.reason)
+        except Exception:
+            log.exception("tracker announce failed")
+            return encode_failure("internal error")
+        if isinstance(result, AnnounceFailure):
+            return encode_failure(result.reason)
+        return encode_announce_response(
+            interval=s.interval,
+            min_interval=s.min_interval,
+            complete=result.complete,
+            incomplete=result.incomplete,
+            peers=result.peers,
+            compact=req.compact,
+            no_peer_id=req.no_peer_id,
+            warning=result.warning,
+        )
+
+    async def handle_http_scrape(self, raw_query: bytes, now: float) -> bytes:
+        """BEP 48 answer: unregistered hashes are left out of `files`, as for unknown ones."""
+        s = self._settings
+        try:
+            req = parse_http_scrape(
+                raw_query, s.max_scrape_hashes, max_query_bytes=s.max_query_bytes
+            )
+            hashes = req.info_hashes
+            if not hashes:
+                if not s.allow_full_scrape:
+                    return encode_failure("full scrape not supported")
+                hashes = tuple(await self._registry.registered())
+            files = await self._registry.scrape(hashes, now)
+        except TrackerError as error:
+            return encode_failure(error.reason)
+        except Exception:
+            log.exception("tracker scrape failed")
+            return encode_failure("internal error")
+        return encode_scrape_response(files)
+
+    async def handle_udp(self, packet: bytes, addr: tuple[str, int], now: float) -> bytes | None:
+        """Answer one BEP 15 datagram; None means send nothing."""
+        transaction_id = udp_transaction_id(packet)
+        if transaction_id is None:
+            return None  # too short to address an answer to
+        try:
+            return await self._handle_udp(packet, addr, now)
+        except TrackerError as error:
+            return encode_udp_error(transaction_id, error.reason)
+        except Exception:
+            log.exception("udp tracker request failed")
+            return encode_udp_error(transaction_id, "internal error")
+
+    async def _handle_udp(self, packet: bytes, addr: tuple[str, int], now: float) -> bytes | None:
+        s = self._settings
+        request = parse_udp_request(
+            packet,
+            remote_ip=addr[0],
+            trust_ip_param=s.trust_ip_param,
+            max_numwant=s.max_numwant,
+            default_numwant=s.default_numwant,
+            max_scrape_hashes=UDP_MAX_SCRAPE_HASHES,
+        )
+        if isinstance(request, UdpConnect):
+            connection_id = make_connection_id(s.udp_secret, addr, now)
+            return encode_udp_connect(request.transaction_id, connection_id)
+        # The connection id proves the source address is real; without it our (bigger)
+        # answers could be aimed at a spoofed victim.
+        if not check_connection_id(s.udp_secret, addr, request.connection_id, now):
+            return encode_udp_error(request.transaction_id, "invalid connection id")
+        if isinstance(request, UdpAnnounce):
+            return await self._udp_announce(request, addr, now)
+        return await self._udp_scrape(request, now)
+
+    async def _udp_announce(self, request: UdpAnnounce, addr: tuple[str, int], now: float) -> bytes:
+        # BEP 15: the answer carries peers of the family of the socket the request came on.
+        ipv6 = is_ipv6(normalize_ip(addr[0]))
+        result = await self._registry.announce(request.request, now)
+        if isinstance(result, AnnounceFailure):
+            return encode_udp_error(request.transaction_id, result.reason)
+        return encode_udp_announce(
+            request.transaction_id,
+            self._settings.interval,
+            leechers=result.incomplete,
+            seeders=result.complete,
+            peers=result.peers,
+            ipv6=ipv6,
+        )
+
+    async def _udp_scrape(self, request: UdpScrape, now: float) -> bytes:
+        files = await self._registry.scrape(request.request.info_hashes, now)
+        # UDP answers are positional, so an unregistered hash must still take its slot.
+        stats = [files.get(info_hash, _ZERO) for info_hash in request.request.info_hashes]
+        return encode_udp_scrape(request.transaction_id, stats)

@@ -1,0 +1,274 @@
+"""MemoryRegistry behaviour in simulated time."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
+
+from s3torrent.tracker.protocol import AnnounceEvent, AnnounceRequest, PeerAddress
+from s3torrent.tracker.registry import (
+    RATE_LIMITED,
+    UNREGISTERED_TORRENT,
+    AnnounceFailure,
+    AnnounceResult,
+    MemoryRegistry,
+    RegistryLimits,
+    TorrentRef,
+    TrackerRegistry,
+)
+
+T = TypeVar("T")
+HASH = b"h" * 20
+REF = TorrentRef("bucket", "key", "v1")
+ORIGIN = ("198.51.100.1", 6881)
+NO_RATE_LIMIT = RegistryLimits(rate_burst=1e9, rate_per_ip=1e9)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def pid(n: int) -> bytes:
+    return n.to_bytes(20, "big")
+
+
+def req(
+    n: int,
+    *,
+    left: int = 100,
+    event: AnnounceEvent = AnnounceEvent.NONE,
+    numwant: int = 50,
+    info_hash: bytes = HASH,
+    ip: str | None = None,
+    uploaded: int = 0,
+    downloaded: int = 0,
+    key: bytes | None = None,
+) -> AnnounceRequest:
+    return AnnounceRequest(
+        info_hash=info_hash,
+        peer_id=pid(n),
+        ip=ip or f"10.0.{n // 256}.{n % 256}",
+        port=6881,
+        uploaded=uploaded,
+        downloaded=downloaded,
+        left=left,
+        event=event,
+        numwant=numwant,
+        compact=True,
+        no_peer_id=False,
+        key=key,
+        trackerid=None,
+    )
+
+
+def make(limits: RegistryLimits = NO_RATE_LIMIT, ref: TorrentRef = REF) -> MemoryRegistry:
+    registry = MemoryRegistry(limits, random.Random(1))
+    run(registry.register(HASH, ref))
+    return registry
+
+
+def ok(registry: MemoryRegistry, request: AnnounceRequest, now: float = 0.0) -> AnnounceResult:
+    result = run(registry.announce(request, now))
+    assert isinstance(result, AnnounceResult), result
+    return result
+
+
+def ids(result: AnnounceResult) -> set[bytes | None]:
+    return {peer.peer_id for peer in result.peers}
+
+
+def test_memory_registry_satisfies_the_protocol() -> None:
+    registry: TrackerRegistry = MemoryRegistry()
+    assert run(registry.registered()) == []
+
+
+def test_unregistered_torrent_is_refused() -> None:
+    registry = make()
+    result = run(registry.announce(req(1, info_hash=b"x" * 20), 0.0))
+    assert result == AnnounceFailure(UNREGISTERED_TORRENT)
+
+
+def test_peers_see_each_other_but_never_themselves() -> None:
+    registry = make()
+    ok(registry, req(1))
+    result = ok(registry, req(2))
+    assert ids(result) == {pid(1)}
+    assert ids(ok(registry, req(1))) == {pid(2)}
+
+
+def test_peers_expire_after_ttl_lazily_and_by_sweep() -> None:
+    registry = make(RegistryLimits(peer_ttl=100, rate_burst=1e9, rate_per_ip=1e9))
+    ok(registry, req(1), now=0)
+    ok(registry, req(2), now=50)
+    assert ids(ok(registry, req(3), now=99)) == {pid(1), pid(2)}
+    assert ids(ok(registry, req(3), now=101)) == {pid(2)}
+    assert run(registry.stats(HASH)).leechers == 2
+    assert registry.sweep(now=500) == 2
+    assert run(registry.scrape((HASH,), 500))[HASH].incomplete == 0
+
+
+def test_stopped_removes_the_peer() -> None:
+    registry = make()
+    ok(registry, req(1))
+    stopped = ok(registry, req(1, event=AnnounceEvent.STOPPED))
+    assert stopped.peers == ()
+    assert stopped.incomplete == 0
+    assert ids(ok(registry, req(2))) == set()
+
+
+def test_completed_is_counted_once_per_peer() -> None:
+    registry = make()
+    ok(registry, req(1, left=100, event=AnnounceEvent.STARTED))
+    ok(registry, req(1, left=0, event=AnnounceEvent.COMPLETED))
+    ok(registry, req(1, left=0, event=AnnounceEvent.COMPLETED))
+    ok(registry, req(1, left=0))
+    ok(registry, req(2, left=0))  # a seed from the start never completed a download here
+    ok(registry, req(3, left=50))
+    ok(registry, req(3, left=0))  # no `completed` event, but it finished
+    stats = run(registry.stats(HASH))
+    assert stats.completed == 2
+    assert (stats.seeders, stats.leechers) == (3, 0)
+    assert run(registry.scrape((HASH,), 0))[HASH].downloaded == 2
+
+
+def test_leechers_get_seeds_first_and_seeds_get_only_leechers() -> None:
+    registry = make()
+    for n in range(10):
+        ok(registry, req(n, left=0))
+    for n in range(10, 20):
+        ok(registry, req(n, left=5))
+    seeds = {pid(n) for n in range(10)}
+    leechers = {pid(n) for n in range(10, 20)}
+    assert ids(ok(registry, req(30, numwant=10))) == seeds
+    mixed = ids(ok(registry, req(30, numwant=15)))
+    assert seeds < mixed and len(mixed & leechers) == 5
+    assert ids(ok(registry, req(40, left=0, numwant=50))) == leechers | {pid(30)}
+
+
+def test_numwant_is_a_random_sample() -> None:
+    registry = make()
+    for n in range(100):
+        ok(registry, req(n, left=0))
+    first = ids(ok(registry, req(200, numwant=10)))
+    second = ids(ok(registry, req(200, numwant=10)))
+    assert len(first) == len(second) == 10
+    assert first != second
+
+
+def test_origin_is_always_included_and_counted_as_seed() -> None:
+    registry = make(ref=TorrentRef("b", "k", "v", origin_seeders=(ORIGIN,)))
+    origin = PeerAddress(*ORIGIN)
+    alone = ok(registry, req(1))
+    assert alone.peers == (origin,)
+    assert alone.complete == 1
+    for n in range(2, 60):
+        ok(registry, req(n, left=0))
+    full = ok(registry, req(1, numwant=10))
+    assert origin in full.peers and len(full.peers) == 10
+    assert ok(registry, req(70, left=0, numwant=0)).peers == (origin,)
+    assert run(registry.scrape((HASH,), 0))[HASH].complete == 58 + 1 + 1  # seeds, 70, origin
+
+
+def test_caps_keep_new_peers_out_but_still_answer_them() -> None:
+    limits = RegistryLimits(max_peers_per_torrent=2, rate_burst=1e9, rate_per_ip=1e9)
+    registry = make(limits)
+    ok(registry, req(1))
+    ok(registry, req(2))
+    assert ids(ok(registry, req(3))) == {pid(1), pid(2)}
+    assert run(registry.stats(HASH)).leechers == 2
+    assert pid(3) not in ids(ok(registry, req(1)))
+
+
+def test_total_cap_spans_torrents() -> None:
+    registry = make(RegistryLimits(max_peers_total=1, rate_burst=1e9, rate_per_ip=1e9))
+    other = b"o" * 20
+    run(registry.register(other, REF))
+    ok(registry, req(1))
+    ok(registry, req(2, info_hash=other))
+    assert run(registry.stats(other)).leechers == 0
+    run(registry.deregister(HASH))
+    ok(registry, req(2, info_hash=other))
+    assert run(registry.stats(other)).leechers == 1
+
+
+def test_rate_limit_per_ip_refills_over_time() -> None:
+    registry = make(RegistryLimits(rate_per_ip=1.0, rate_burst=3.0))
+    for _ in range(3):
+        ok(registry, req(1, ip="10.9.9.9"), now=0)
+    assert run(registry.announce(req(1, ip="10.9.9.9"), 0)) == AnnounceFailure(RATE_LIMITED)
+    ok(registry, req(2, ip="10.9.9.8"), now=0)  # another address has its own budget
+    ok(registry, req(1, ip="10.9.9.9"), now=1.0)
+    # Leaving is never refused, or the peer would linger in lists until it expires.
+    ok(registry, req(1, ip="10.9.9.9", event=AnnounceEvent.STOPPED), now=1.0)
+
+
+def test_rate_limit_groups_ipv6_by_slash_64() -> None:
+    registry = make(RegistryLimits(rate_per_ip=0.001, rate_burst=2.0))
+    ok(registry, req(1, ip="2001:db8::1"))
+    ok(registry, req(2, ip="2001:db8::2"))
+    assert isinstance(run(registry.announce(req(3, ip="2001:db8::3"), 0)), AnnounceFailure)
+    ok(registry, req(4, ip="2001:db8:1::1"))
+
+
+def test_rate_limit_table_is_bounded() -> None:
+    registry = make(RegistryLimits(rate_table_size=10))
+    for n in range(100):
+        ok(registry, req(n))
+    assert len(registry._rate._buckets) == 10
+
+
+def test_deregister_forgets_peers_at_once() -> None:
+    registry = make()
+    ok(registry, req(1))
+    run(registry.deregister(HASH))
+    assert not run(registry.is_registered(HASH))
+    assert run(registry.registered()) == []
+    assert run(registry.scrape((HASH,), 0)) == {}
+    with pytest.raises(KeyError):
+        run(registry.stats(HASH))
+    run(registry.register(HASH, REF))
+    assert ids(ok(registry, req(2))) == set()
+
+
+def test_register_again_keeps_swarm_and_updates_origins() -> None:
+    registry = make()
+    ok(registry, req(1))
+    run(registry.register(HASH, TorrentRef("b", "k", "v", origin_seeders=(ORIGIN,))))
+    assert ids(ok(registry, req(2))) == {pid(1), None}
+
+
+def test_transfer_sums_use_deltas_and_survive_counter_restarts() -> None:
+    registry = make()
+    ok(registry, req(1, uploaded=100, downloaded=10))
+    ok(registry, req(1, uploaded=150, downloaded=30))
+    ok(registry, req(1, uploaded=20, downloaded=5))  # the client restarted its counters
+    ok(registry, req(2, uploaded=1, downloaded=1))
+    ok(registry, req(2, uploaded=4, downloaded=2, event=AnnounceEvent.STOPPED))
+    stats = run(registry.stats(HASH))
+    assert (stats.uploaded, stats.downloaded) == (150 + 20 + 4, 30 + 5 + 2)
+
+
+def test_moved_peer_needs_its_key() -> None:
+    registry = make()
+    ok(registry, req(1, ip="10.1.1.1", key=b"secret"))
+    hijack = run(registry.announce(req(1, ip="10.6.6.6", key=b"guess"), 0))
+    assert isinstance(hijack, AnnounceFailure)
+    ok(registry, req(1, ip="10.2.2.2", key=b"secret"))
+    assert {p.ip for p in ok(registry, req(2)).peers} == {"10.2.2.2"}
+
+
+def test_ipv4_and_ipv6_peers_share_a_swarm() -> None:
+    registry = make()
+    ok(registry, req(1, ip="2001:db8::7"))
+    ok(registry, req(2, ip="192.0.2.7"))
+    assert {p.ip for p in ok(registry, req(3)).peers} == {"2001:db8::7", "192.0.2.7"}
+
+
+def test_same_address_with_new_peer_id_is_not_returned_to_itself() -> None:
+    registry = make()
+    ok(registry, req(1, ip="10.5.5.5"))
+    assert ids(ok(registry, req(2, ip="10.5.5.5"))) == set()
