@@ -1,0 +1,65 @@
+"""The in-process event bus: object written / deleted / access changed.
+
+The tracker's registry, the seeder's connections and the torrent cache subscribe. Handlers run
+synchronously in publish order on the event loop thread, so a revocation is applied before the
+request that caused it is answered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectWritten:
+    bucket: str
+    key: str
+    version_id: str
+    replaced_version_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectDeleted:
+    bucket: str
+    key: str
+    version_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccessChanged:
+    """An ACL, policy or public-access-block changed; key None means the whole bucket."""
+
+    bucket: str
+    key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TorrentHashed:
+    """Piece hashes of a version became available (after a background hashing job)."""
+
+    bucket: str
+    key: str
+    version_id: str
+
+
+Event = ObjectWritten | ObjectDeleted | AccessChanged | TorrentHashed
+Handler = Callable[[Event], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._handlers: list[Handler] = []
+
+    def subscribe(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    def publish(self, event: Event) -> None:
+        for handler in list(self._handlers):
+            try:
+                handler(event)
+            except Exception:  # one broken subscriber must not stop the others
+                log.exception("event handler failed for %r", event)

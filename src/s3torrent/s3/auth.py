@@ -1,0 +1,61 @@
+"""Who is asking: SigV4 verification at the edge, turned into an access Principal."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from aiohttp import web
+
+from s3torrent.access import ANONYMOUS, Principal
+from s3torrent.s3 import sigv4
+from s3torrent.store.users import UserDirectory
+
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+
+
+def _access_key_hint(request: web.Request, query_pairs: list[tuple[str, str]]) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth:
+        m = _CREDENTIAL.search(auth)
+        return m.group(1) if m else None
+    for k, v in query_pairs:
+        if k == "X-Amz-Credential":
+            return v.split("/", 1)[0]
+    return None
+
+
+async def authenticate(
+    request: web.Request,
+    *,
+    raw_path: str,
+    query_pairs: list[tuple[str, str]],
+    users: UserDirectory,
+    region: str,
+    now: datetime,
+) -> tuple[Principal, sigv4.VerifiedAuth | None]:
+    """The request's principal: anonymous when unsigned, else the verified user."""
+    headers = list(request.headers.items())
+    if not sigv4.has_auth(headers, query_pairs):
+        return ANONYMOUS, None
+    hint = _access_key_hint(request, query_pairs)
+    if hint is not None:
+        # Keys added with `s3torrent user add` while the server runs are looked up once.
+        await users.refresh_if_unknown(hint)
+
+    def lookup_secret(access_key: str) -> str | None:
+        user = users.by_access_key(access_key)
+        return user.secret_key if user else None
+
+    verified = sigv4.verify_request(
+        method=request.method,
+        raw_path=raw_path,
+        query_pairs=query_pairs,
+        headers=headers,
+        now=now,
+        lookup_secret=lookup_secret,
+        region=region,
+    )
+    user = users.by_access_key(verified.access_key)
+    assert user is not None  # verify_request found its secret
+    return Principal.user(user.canonical_id, user.name, is_root=user.is_root), verified

@@ -1,0 +1,204 @@
+"""Request bodies: plain or aws-chunked, with every integrity check S3 makes on them.
+
+`RequestBody.chunks()` yields the decoded payload; once it is exhausted, `verify()` checks
+Content-MD5, x-amz-content-sha256 and the x-amz-checksum-* value (header or trailer) and
+returns the checksum to store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from s3torrent.s3 import checksums
+from s3torrent.s3.chunked import AwsChunkedDecoder
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.sigv4 import VerifiedAuth
+
+READ_SIZE = 256 * 1024
+STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+UNSIGNED = "UNSIGNED-PAYLOAD"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChecksum:
+    algorithm: str
+    value: str  # base64, as S3 returns it
+
+
+class RequestBody:
+    """One request's body, decoded and verified as it streams."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        auth: VerifiedAuth | None,
+        *,
+        max_chunk_size: int,
+        read_timeout: float,
+    ) -> None:
+        self._request = request
+        self._auth = auth
+        self._read_timeout = read_timeout
+        headers = request.headers
+        payload_hash = auth.payload_hash if auth is not None else headers.get(
+            "x-amz-content-sha256", UNSIGNED
+        )
+        self.payload_hash = payload_hash
+        self.aws_chunked = payload_hash.startswith("STREAMING-")
+        self._decoder: AwsChunkedDecoder | None = None
+        if self.aws_chunked:
+            signed = payload_hash in (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER)
+            if signed and auth is None:
+                raise S3Error("AccessDenied", "A signed streaming payload needs a signed request.")
+            self._decoder = AwsChunkedDecoder(
+                signed=signed,
+                trailer=payload_hash.endswith("-TRAILER"),
+                auth=auth if signed else None,
+                max_chunk_size=max_chunk_size,
+            )
+        self.length = self._declared_length()
+        self._sha256 = (
+            hashlib.sha256()
+            if len(payload_hash) == 64 and all(c in "0123456789abcdef" for c in payload_hash)
+            else None
+        )
+        self._checksum_alg = self._requested_checksum()
+        self._checksum = (
+            checksums.new_checksum(self._checksum_alg) if self._checksum_alg is not None else None
+        )
+        self._md5_buffered: bytes | None = None
+        self.received = 0
+
+    def _declared_length(self) -> int | None:
+        """The payload length: x-amz-decoded-content-length for aws-chunked, else Content-Length."""
+        h = self._request.headers
+        name = "x-amz-decoded-content-length" if self.aws_chunked else "content-length"
+        raw = h.get(name)
+        if raw is None:
+            return None
+        try:
+            value = int(raw)
+        except ValueError as exc:
+            raise S3Error("InvalidArgument", f"Invalid {name}: {raw!r}") from exc
+        if value < 0:
+            raise S3Error("InvalidArgument", f"Invalid {name}: {raw!r}")
+        return value
+
+    def _requested_checksum(self) -> checksums.ChecksumAlgorithm | None:
+        h = self._request.headers
+        present = [a for a in checksums.ChecksumAlgorithm if a.header in h]
+        trailer = h.get("x-amz-trailer", "").strip().lower()
+        if trailer:
+            if not self.aws_chunked:
+                raise S3Error("InvalidRequest", "x-amz-trailer needs an aws-chunked body.")
+            trailed = [a for a in checksums.ChecksumAlgorithm if a.header == trailer]
+            if not trailed:
+                raise S3Error("InvalidRequest", f"The trailer {trailer!r} is not supported.")
+            present += trailed
+        if len(present) > 1:
+            raise S3Error(
+                "InvalidRequest", "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."
+            )
+        if present:
+            return present[0]
+        algo = h.get("x-amz-sdk-checksum-algorithm") or h.get("x-amz-checksum-algorithm")
+        if algo:
+            return checksums.ChecksumAlgorithm.from_header_value(algo)
+        return None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        stream = self._request.content
+        while True:
+            try:
+                data = await asyncio.wait_for(stream.read(READ_SIZE), self._read_timeout)
+            except TimeoutError as exc:
+                raise S3Error("RequestTimeout") from exc
+            if not data:
+                break
+            if self._decoder is not None:
+                for piece in self._decoder.feed(data):
+                    yield self._account(piece)
+            else:
+                yield self._account(data)
+        if self._decoder is not None:
+            self._decoder.finish()
+        if self.length is not None and self.received != self.length:
+            raise S3Error("IncompleteBody")
+
+    def _account(self, data: bytes | memoryview) -> bytes:
+        b = bytes(data)
+        self.received += len(b)
+        if self.length is not None and self.received > self.length:
+            raise S3Error("IncompleteBody", "The body is longer than its declared length.")
+        # The checksums below run on the event loop only for small bodies (XML, parts of
+        # small PUTs); the object write path feeds its own hashers off the loop instead.
+        return b
+
+    def observers(self) -> list[object]:
+        """The hashers the object write path must feed with every payload byte."""
+        return [h for h in (self._sha256, self._checksum) if h is not None]
+
+    def verify(self, *, md5: bytes | None) -> StoredChecksum | None:
+        """After the body is consumed: check every digest the client sent.
+
+        md5 is the body's MD5 when the caller computed it (the object write path does, for
+        the ETag); for bodies read with read_all it is computed here.
+        """
+        h = self._request.headers
+        if md5 is None:
+            md5 = self._md5_buffered
+        if "content-md5" in h:
+            try:
+                expected = base64.b64decode(h["content-md5"], validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise S3Error("InvalidDigest") from exc
+            if len(expected) != 16:
+                raise S3Error("InvalidDigest")
+            if md5 != expected:
+                raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
+        if self._sha256 is not None and self._sha256.hexdigest() != self.payload_hash:
+            raise S3Error(
+                "XAmzContentSHA256Mismatch",
+                extra={
+                    "ClientComputedContentSHA256": self.payload_hash,
+                    "S3ComputedContentSHA256": self._sha256.hexdigest(),
+                },
+            )
+        if self._checksum_alg is None or self._checksum is None:
+            return None
+        alg = self._checksum_alg
+        sent = h.get(alg.header)
+        if sent is None and self._decoder is not None:
+            sent = self._decoder.trailers.get(alg.header)
+        computed = self._checksum.b64()
+        if sent is not None:
+            checksums.decode_checksum(alg, sent)
+            if sent != computed:
+                raise S3Error(
+                    "BadDigest", f"The {alg.value} you specified did not match the calculated checksum."
+                )
+        return StoredChecksum(algorithm=alg.value, value=computed)
+
+    async def read_all(self, limit: int) -> bytes:
+        """A small body (XML) in memory; MaxMessageLengthExceeded beyond limit."""
+        if self.length is not None and self.length > limit:
+            raise S3Error("MaxMessageLengthExceeded")
+        out = bytearray()
+        async for chunk in self.chunks():
+            out += chunk
+            if len(out) > limit:
+                raise S3Error("MaxMessageLengthExceeded")
+        data = bytes(out)
+        for obs in self.observers():
+            obs.update(data)  # type: ignore[attr-defined]
+        self._md5_buffered = hashlib.md5(data).digest()
+        return data

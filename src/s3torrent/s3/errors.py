@@ -1,0 +1,131 @@
+"""S3 errors as values: a code, a message, and the HTTP status S3 gives that code."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# code -> (HTTP status, default message), after the AWS S3 API reference's error table.
+ERROR_TABLE: dict[str, tuple[int, str]] = {
+    "AccessDenied": (403, "Access Denied"),
+    "AccountProblem": (403, "There is a problem with your account."),
+    "AuthorizationHeaderMalformed": (400, "The authorization header is malformed."),
+    "AuthorizationQueryParametersError": (400, "Error parsing the X-Amz-Credential parameter."),
+    "BadDigest": (400, "The Content-MD5 or checksum you specified did not match what was received."),
+    "BucketAlreadyExists": (409, "The requested bucket name is not available."),
+    "BucketAlreadyOwnedByYou": (
+        409,
+        "Your previous request to create the named bucket succeeded and you already own it.",
+    ),
+    "BucketNotEmpty": (409, "The bucket you tried to delete is not empty."),
+    "EntityTooLarge": (400, "Your proposed upload exceeds the maximum allowed size."),
+    "EntityTooSmall": (400, "Your proposed upload is smaller than the minimum allowed size."),
+    "ExpiredToken": (400, "The provided token has expired."),
+    "IncompleteBody": (
+        400,
+        "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+    ),
+    "InternalError": (500, "We encountered an internal error. Please try again."),
+    "InvalidAccessKeyId": (
+        403,
+        "The AWS access key ID you provided does not exist in our records.",
+    ),
+    "InvalidArgument": (400, "Invalid Argument"),
+    "InvalidBucketName": (400, "The specified bucket is not valid."),
+    "InvalidBucketState": (409, "The request is not valid with the current state of the bucket."),
+    "InvalidDigest": (400, "The Content-MD5 or checksum you specified is not valid."),
+    "InvalidLocationConstraint": (400, "The specified location constraint is not valid."),
+    "InvalidObjectState": (403, "The operation is not valid for the current state of the object."),
+    "InvalidPart": (
+        400,
+        "One or more of the specified parts could not be found. The part may not have been "
+        "uploaded, or the specified entity tag may not match the part's entity tag.",
+    ),
+    "InvalidPartOrder": (
+        400,
+        "The list of parts was not in ascending order. Parts must be ordered by part number.",
+    ),
+    "InvalidPolicyDocument": (400, "The content of the form does not meet the conditions."),
+    "InvalidRange": (416, "The requested range is not satisfiable"),
+    "InvalidRequest": (400, "Invalid Request"),
+    "InvalidURI": (400, "Couldn't parse the specified URI."),
+    "KeyTooLongError": (400, "Your key is too long."),
+    "MalformedACLError": (
+        400,
+        "The XML you provided was not well-formed or did not validate against our published "
+        "schema.",
+    ),
+    "MalformedPolicy": (400, "Policies must be valid JSON and the first byte must be '{'."),
+    "MalformedXML": (
+        400,
+        "The XML you provided was not well-formed or did not validate against our published "
+        "schema.",
+    ),
+    "MaxMessageLengthExceeded": (400, "Your request was too big."),
+    "MetadataTooLarge": (400, "Your metadata headers exceed the maximum allowed metadata size."),
+    "MethodNotAllowed": (405, "The specified method is not allowed against this resource."),
+    "MissingContentLength": (411, "You must provide the Content-Length HTTP header."),
+    "MissingSecurityHeader": (400, "Your request is missing a required header."),
+    "NoSuchBucket": (404, "The specified bucket does not exist."),
+    "NoSuchBucketPolicy": (404, "The bucket policy does not exist."),
+    "NoSuchKey": (404, "The specified key does not exist."),
+    "NoSuchUpload": (
+        404,
+        "The specified upload does not exist. The upload ID may be invalid, or the upload may "
+        "have been aborted or completed.",
+    ),
+    "NoSuchVersion": (404, "The specified version does not exist."),
+    "NoSuchPublicAccessBlockConfiguration": (
+        404,
+        "The public access block configuration was not found.",
+    ),
+    "NoSuchTagSet": (404, "The TagSet does not exist."),
+    "NotImplemented": (501, "A header you provided implies functionality that is not implemented."),
+    "NotModified": (304, "Not Modified"),
+    "PreconditionFailed": (412, "At least one of the preconditions you specified did not hold."),
+    "RequestHeaderSectionTooLarge": (400, "Your request header section exceeds the maximum size."),
+    "RequestTimeTooSkewed": (
+        403,
+        "The difference between the request time and the server's time is too large.",
+    ),
+    "RequestTimeout": (
+        400,
+        "Your socket connection to the server was not read from or written to within the "
+        "timeout period.",
+    ),
+    "ServiceUnavailable": (503, "Please reduce your request rate."),
+    "SignatureDoesNotMatch": (
+        403,
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your key and signing method.",
+    ),
+    "SlowDown": (503, "Please reduce your request rate."),
+    "TooManyBuckets": (400, "You have attempted to create more buckets than allowed."),
+    "UnexpectedContent": (400, "This request does not support content."),
+    "XAmzContentSHA256Mismatch": (
+        400,
+        "The provided 'x-amz-content-sha256' header does not match what was computed.",
+    ),
+}
+
+
+class S3Error(Exception):
+    """An S3 error response: rendered once, by the server's error middleware."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str | None = None,
+        *,
+        status: int | None = None,
+        resource: str | None = None,
+        extra: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        default_status, default_message = ERROR_TABLE.get(code, (400, code))
+        self.code = code
+        self.message = message if message is not None else default_message
+        self.status = status if status is not None else default_status
+        self.resource = resource
+        self.extra: dict[str, str] = dict(extra or {})
+        self.headers: dict[str, str] = dict(headers or {})
+        super().__init__(f"{code}: {self.message}")

@@ -1,0 +1,146 @@
+"""Bucket operations: list, create, head, delete, location, versioning."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from sqlalchemy.engine import Connection
+
+from s3torrent.access import Owner, canned_acl, check_acl_allowed, grants_from_headers
+from s3torrent.s3 import authz
+from s3torrent.s3 import xml as s3xml
+from s3torrent.s3.body import RequestBody
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.routing import check_bucket_name
+from s3torrent.s3.server import S3Request
+from s3torrent.store import metadata as md
+
+if TYPE_CHECKING:
+    from s3torrent.app import Services
+
+
+def xml_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=body, content_type="application/xml", headers=headers)
+
+
+def display_name(svc: Services, canonical_id: str) -> str:
+    user = svc.users.by_id(canonical_id)
+    return user.name if user else ""
+
+
+def owner_xml(svc: Services, canonical_id: str) -> dict[str, str]:
+    return {"ID": canonical_id, "DisplayName": display_name(svc, canonical_id)}
+
+
+async def list_buckets(svc: Services, req: S3Request) -> web.StreamResponse:
+    p = req.principal
+    assert p.canonical_id is not None
+    owner_filter = None if p.is_root else p.canonical_id
+    rows = await svc.db.read(lambda c: md.list_buckets(c, owner_filter))
+    prefix = req.query.get("prefix")
+    if prefix:
+        rows = [b for b in rows if b.name.startswith(prefix)]
+    body = s3xml.render(
+        "ListAllMyBucketsResult",
+        {
+            "Owner": owner_xml(svc, p.canonical_id),
+            "Buckets": {
+                "Bucket": [
+                    {
+                        "Name": b.name,
+                        "CreationDate": s3xml.iso8601(b.created_at),
+                        "BucketRegion": b.region,
+                    }
+                    for b in rows
+                ]
+            },
+            "Prefix": prefix,
+        },
+    )
+    return xml_response(body)
+
+
+async def create_bucket(svc: Services, req: S3Request) -> web.StreamResponse:
+    name = req.bucket_name
+    check_bucket_name(name)
+    p = req.principal
+    assert p.canonical_id is not None
+    region = svc.settings.region
+    body = await RequestBody(req.http, req.auth, max_chunk_size=svc.settings.limits.max_chunk_size,
+                             read_timeout=svc.settings.limits.body_read_timeout).read_all(
+        svc.settings.limits.max_xml_body
+    )
+    if body.strip():
+        root = s3xml.parse(body)
+        if s3xml.local(root.tag) != "CreateBucketConfiguration":
+            raise S3Error("MalformedXML")
+        constraint = s3xml.text(root, "LocationConstraint")
+        if constraint is not None and constraint != region and not (
+            constraint == "" and region == "us-east-1"
+        ):
+            raise S3Error(
+                "IllegalLocationConstraintException",
+                f"The {constraint} location constraint is incompatible for the region specific "
+                f"endpoint this request was sent to.",
+                status=400,
+            )
+    owner = Owner(p.canonical_id, p.name or "")
+    headers = req.http.headers
+    acl = grants_from_headers(headers, owner)
+    if "x-amz-acl" in headers:
+        if acl is not None:
+            raise S3Error("InvalidRequest", "Specifying both Canned ACLs and Header Grants is not allowed")
+        acl = canned_acl(headers["x-amz-acl"], owner=owner, bucket_owner=owner)
+    if acl is not None:
+        check_acl_allowed(acl, None)
+    acl_text = authz.encode_acl(acl) if acl is not None else None
+
+    def txn(conn: Connection) -> None:
+        existing = md.get_bucket(conn, name)
+        if existing is not None:
+            if existing.owner_id == p.canonical_id:
+                raise S3Error("BucketAlreadyOwnedByYou", resource=f"/{name}", extra={"BucketName": name})
+            raise S3Error("BucketAlreadyExists", resource=f"/{name}", extra={"BucketName": name})
+        conn.execute(
+            md.buckets.insert().values(
+                name=name, owner_id=p.canonical_id, created_at=time.time(), region=region, acl=acl_text
+            )
+        )
+
+    await svc.db.write(txn)
+    return web.Response(status=200, headers={"Location": f"/{name}"})
+
+
+async def head_bucket(svc: Services, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    return web.Response(
+        status=200,
+        headers={"x-amz-bucket-region": req.bucket.region, "x-amz-access-point-alias": "false"},
+    )
+
+
+async def delete_bucket(svc: Services, req: S3Request) -> web.StreamResponse:
+    name = req.bucket_name
+
+    def txn(conn: Connection) -> None:
+        if md.bucket_has_objects(conn, name) or md.bucket_has_uploads(conn, name):
+            raise S3Error("BucketNotEmpty", resource=f"/{name}", extra={"BucketName": name})
+        conn.execute(md.buckets.delete().where(md.buckets.c.name == name))
+
+    await svc.db.write(txn)
+    return web.Response(status=204)
+
+
+async def get_bucket_location(svc: Services, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    region = req.bucket.region
+    # S3 answers an empty LocationConstraint for us-east-1.
+    text = None if region == "us-east-1" else region
+    return xml_response(s3xml.render("LocationConstraint", [], text=text))
+
+
+async def get_bucket_versioning(svc: Services, req: S3Request) -> web.StreamResponse:
+    # Versioning has never been enabled on any bucket: S3 answers an empty configuration.
+    return xml_response(s3xml.render("VersioningConfiguration", []))

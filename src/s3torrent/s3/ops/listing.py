@@ -1,0 +1,260 @@
+"""ListObjects (v1), ListObjectsV2 and ListObjectVersions: keyset pagination on (bucket, key).
+
+Each page is a few index range scans, whatever page it is: a page never re-reads the keys of
+the pages before it, and a common prefix is skipped with one seek past all its keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from aiohttp import web
+from sqlalchemy.engine import Connection
+
+from s3torrent.s3 import xml as s3xml
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ops.buckets import owner_xml, xml_response
+from s3torrent.s3.server import S3Request
+from s3torrent.store import metadata as md
+
+if TYPE_CHECKING:
+    from s3torrent.app import Services
+
+# UTF-8 never contains 0xFF, so prefix + 0xFF sorts after every key that starts with prefix.
+_AFTER_ALL = b"\xff"
+BATCH = 256
+
+
+@dataclass(slots=True)
+class Page:
+    objects: list[md.ObjectVersion] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+    truncated: bool = False
+    last: str | None = None  # the last key or common prefix returned
+
+
+def list_page(
+    conn: Connection, bucket: str, prefix: str, delimiter: str, after: str | None, max_keys: int
+) -> Page:
+    """One page of keys and common prefixes after `after`, in UTF-8 byte order."""
+    page = Page()
+    if max_keys == 0:
+        return page
+    pfx = prefix.encode("utf-8")
+    end = pfx + _AFTER_ALL if pfx else None
+    cursor: bytes | None = after.encode("utf-8") if after is not None else None
+    if cursor is not None and pfx and cursor < pfx:
+        cursor = None
+    if after is not None:
+        returned = _common_prefix(after, prefix, delimiter)
+        if returned == after:
+            # The previous page ended on this common prefix: skip all of its keys.
+            cursor = after.encode("utf-8") + _AFTER_ALL
+    count = 0
+    while True:
+        rows = list(md.iter_keys_from(conn, bucket, cursor, pfx, end, BATCH))
+        if not rows:
+            return page
+        for obj in rows:
+            key = obj.key
+            cp = _common_prefix(key, prefix, delimiter)
+            if count == max_keys:
+                page.truncated = True
+                return page
+            if cp is not None:
+                page.prefixes.append(cp)
+                page.last = cp
+                count += 1
+                # Seek past every key under this common prefix.
+                cursor = cp.encode("utf-8") + _AFTER_ALL
+                break
+            page.objects.append(obj)
+            page.last = key
+            count += 1
+            cursor = key.encode("utf-8")
+        else:
+            if len(rows) < BATCH:
+                return page
+
+
+def _common_prefix(key: str, prefix: str, delimiter: str) -> str | None:
+    if not delimiter:
+        return None
+    idx = key.find(delimiter, len(prefix))
+    if idx < 0:
+        return None
+    return key[: idx + len(delimiter)]
+
+
+@dataclass(frozen=True, slots=True)
+class ListParams:
+    prefix: str
+    delimiter: str
+    max_keys: int
+    url_encode: bool
+
+
+def list_params(svc: Services, req: S3Request) -> ListParams:
+    q = req.query
+    raw_max = q.get("max-keys", "1000")
+    try:
+        max_keys = int(raw_max)
+    except ValueError as exc:
+        raise S3Error("InvalidArgument", "Provided max-keys not an integer or within integer range",
+                      extra={"ArgumentName": "max-keys", "ArgumentValue": raw_max}) from exc
+    if max_keys < 0:
+        raise S3Error("InvalidArgument", "Argument maxKeys must be an integer between 0 and 2147483647",
+                      extra={"ArgumentName": "maxKeys", "ArgumentValue": raw_max})
+    enc = q.get("encoding-type")
+    if enc is not None and enc != "url":
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
+                      extra={"ArgumentName": "encoding-type", "ArgumentValue": enc})
+    return ListParams(
+        prefix=q.get("prefix", ""),
+        delimiter=q.get("delimiter", ""),
+        max_keys=min(max_keys, svc.settings.limits.max_keys),
+        url_encode=enc == "url",
+    )
+
+
+def _enc(value: str, url: bool) -> str:
+    return quote(value, safe="/") if url else value
+
+
+def _contents(svc: Services, objs: list[md.ObjectVersion], url: bool, owner: bool) -> list[dict[str, Any]]:
+    out = []
+    for o in objs:
+        item: dict[str, Any] = {
+            "Key": _enc(o.key, url),
+            "LastModified": s3xml.iso8601(o.last_modified),
+            "ETag": o.etag,
+        }
+        if o.checksum_algorithm:
+            item["ChecksumAlgorithm"] = o.checksum_algorithm
+            if o.checksum_type:
+                item["ChecksumType"] = o.checksum_type
+        item["Size"] = o.size
+        if owner:
+            item["Owner"] = owner_xml(svc, o.owner_id)
+        item["StorageClass"] = "STANDARD"
+        out.append(item)
+    return out
+
+
+async def list_objects(svc: Services, req: S3Request) -> web.StreamResponse:
+    p = list_params(svc, req)
+    marker = req.query.get("marker", "")
+    page = await svc.db.read(
+        lambda c: list_page(c, req.bucket_name, p.prefix, p.delimiter, marker or None, p.max_keys)
+    )
+    children: list[tuple[str, Any]] = [
+        ("Name", req.bucket_name),
+        ("Prefix", _enc(p.prefix, p.url_encode)),
+        ("Marker", _enc(marker, p.url_encode)),
+    ]
+    if page.truncated and p.delimiter and page.last is not None:
+        children.append(("NextMarker", _enc(page.last, p.url_encode)))
+    children += [
+        ("MaxKeys", p.max_keys),
+        ("Delimiter", _enc(p.delimiter, p.url_encode) if p.delimiter else None),
+        ("IsTruncated", page.truncated),
+    ]
+    if p.url_encode:
+        children.append(("EncodingType", "url"))
+    children += [("Contents", _contents(svc, page.objects, p.url_encode, True))]
+    children += [("CommonPrefixes", [{"Prefix": _enc(cp, p.url_encode)} for cp in page.prefixes])]
+    return xml_response(s3xml.render("ListBucketResult", children))
+
+
+def _encode_token(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode("utf-8")).decode("ascii")
+
+
+def _decode_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
+                      extra={"ArgumentName": "continuation-token"}) from exc
+
+
+async def list_objects_v2(svc: Services, req: S3Request) -> web.StreamResponse:
+    p = list_params(svc, req)
+    q = req.query
+    token = q.get("continuation-token")
+    start_after = q.get("start-after", "")
+    after: str | None = _decode_token(token) if token else (start_after or None)
+    if token == "":
+        raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
+                      extra={"ArgumentName": "continuation-token"})
+    fetch_owner = q.get("fetch-owner", "false").lower() == "true"
+    page = await svc.db.read(
+        lambda c: list_page(c, req.bucket_name, p.prefix, p.delimiter, after, p.max_keys)
+    )
+    children: list[tuple[str, Any]] = [
+        ("Name", req.bucket_name),
+        ("Prefix", _enc(p.prefix, p.url_encode)),
+        ("MaxKeys", p.max_keys),
+        ("Delimiter", _enc(p.delimiter, p.url_encode) if p.delimiter else None),
+        ("IsTruncated", page.truncated),
+        ("KeyCount", len(page.objects) + len(page.prefixes)),
+    ]
+    if p.url_encode:
+        children.append(("EncodingType", "url"))
+    if token:
+        children.append(("ContinuationToken", token))
+    if page.truncated and page.last is not None:
+        children.append(("NextContinuationToken", _encode_token(page.last)))
+    if start_after:
+        children.append(("StartAfter", _enc(start_after, p.url_encode)))
+    children += [("Contents", _contents(svc, page.objects, p.url_encode, fetch_owner))]
+    children += [("CommonPrefixes", [{"Prefix": _enc(cp, p.url_encode)} for cp in page.prefixes])]
+    return xml_response(s3xml.render("ListBucketResult", children))
+
+
+async def list_object_versions(svc: Services, req: S3Request) -> web.StreamResponse:
+    """Versioning is never enabled yet, so every object has one version, id "null"."""
+    p = list_params(svc, req)
+    q = req.query
+    key_marker = q.get("key-marker", "")
+    vid_marker = q.get("version-id-marker")
+    if vid_marker and not key_marker:
+        raise S3Error("InvalidArgument", "A version-id marker cannot be specified without a key marker.")
+    page = await svc.db.read(
+        lambda c: list_page(c, req.bucket_name, p.prefix, p.delimiter, key_marker or None, p.max_keys)
+    )
+    versions = []
+    for o in page.objects:
+        item: dict[str, Any] = {
+            "Key": _enc(o.key, p.url_encode),
+            "VersionId": "null",
+            "IsLatest": True,
+            "LastModified": s3xml.iso8601(o.last_modified),
+            "ETag": o.etag,
+            "Size": o.size,
+            "Owner": owner_xml(svc, o.owner_id),
+            "StorageClass": "STANDARD",
+        }
+        versions.append(item)
+    children: list[tuple[str, Any]] = [
+        ("Name", req.bucket_name),
+        ("Prefix", _enc(p.prefix, p.url_encode)),
+        ("KeyMarker", _enc(key_marker, p.url_encode)),
+        ("VersionIdMarker", vid_marker or ""),
+    ]
+    if page.truncated and page.last is not None:
+        children += [("NextKeyMarker", _enc(page.last, p.url_encode)), ("NextVersionIdMarker", "null")]
+    children += [
+        ("MaxKeys", p.max_keys),
+        ("Delimiter", _enc(p.delimiter, p.url_encode) if p.delimiter else None),
+        ("IsTruncated", page.truncated),
+    ]
+    if p.url_encode:
+        children.append(("EncodingType", "url"))
+    children += [("Version", versions)]
+    children += [("CommonPrefixes", [{"Prefix": _enc(cp, p.url_encode)} for cp in page.prefixes])]
+    return xml_response(s3xml.render("ListVersionsResult", children))

@@ -1,0 +1,379 @@
+"""Object operations: PUT, GET (ranges, conditions, sendfile), HEAD, DELETE, DeleteObjects."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from s3torrent.access import (
+    AccessControlList,
+    Owner,
+    canned_acl,
+    check_acl_allowed,
+    grants_from_headers,
+)
+from s3torrent.s3 import authz
+from s3torrent.s3 import xml as s3xml
+from s3torrent.s3.body import RequestBody, StoredChecksum
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ops.buckets import xml_response
+from s3torrent.s3.ranges import ByteRange, parse_range
+from s3torrent.s3.server import S3Request
+from s3torrent.store import metadata as md
+
+if TYPE_CHECKING:
+    from s3torrent.app import Services
+
+# Headers stored with an object and returned on GET/HEAD, as S3 does.
+STORED_HEADERS = (
+    "content-type",
+    "content-encoding",
+    "content-disposition",
+    "content-language",
+    "cache-control",
+    "expires",
+    "x-amz-website-redirect-location",
+    "x-amz-storage-class",
+)
+RESPONSE_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+
+
+def stored_headers(headers: Mapping[str, str], max_user_metadata: int) -> dict[str, str]:
+    """The headers to keep with a new object: content-* and x-amz-meta-* (size-limited)."""
+    out: dict[str, str] = {}
+    meta_size = 0
+    for name, value in headers.items():
+        lname = name.lower()
+        if lname.startswith("x-amz-meta-"):
+            meta_size += len(lname) - len("x-amz-meta-") + len(value.encode("utf-8"))
+            out[lname] = value
+        elif lname in STORED_HEADERS:
+            out[lname] = value
+    if meta_size > max_user_metadata:
+        raise S3Error(
+            "MetadataTooLarge",
+            extra={"Size": str(meta_size), "MaxSizeAllowed": str(max_user_metadata)},
+        )
+    return out
+
+
+def requested_acl(
+    headers: Mapping[str, str], owner: Owner, bucket: md.Bucket
+) -> AccessControlList | None:
+    """The ACL a write asks for via x-amz-acl or x-amz-grant-* (None: the default, private)."""
+    bucket_owner = authz.owner_of(bucket)
+    acl = grants_from_headers(headers, owner)
+    if "x-amz-acl" in headers:
+        if acl is not None:
+            raise S3Error(
+                "InvalidRequest", "Specifying both Canned ACLs and Header Grants is not allowed"
+            )
+        acl = canned_acl(headers["x-amz-acl"], owner=owner, bucket_owner=bucket_owner)
+    if acl is not None:
+        pab = (
+            authz.decode_public_access_block(bucket.public_access_block)
+            if bucket.public_access_block
+            else None
+        )
+        check_acl_allowed(acl, pab)
+    return acl
+
+
+def object_headers(
+    svc: Services, req: S3Request, obj: md.ObjectVersion, *, whole: bool = True
+) -> dict[str, str]:
+    h: dict[str, str] = {
+        "ETag": obj.etag,
+        "Last-Modified": s3xml.http_date(obj.last_modified),
+        "Accept-Ranges": "bytes",
+        "Content-Type": obj.headers.get("content-type", DEFAULT_CONTENT_TYPE),
+    }
+    for name, value in obj.headers.items():
+        if name == "content-type":
+            continue
+        if name == "x-amz-storage-class" and value == "STANDARD":
+            continue
+        h[_canonical_header(name)] = value
+    if obj.parts:
+        h["x-amz-mp-parts-count"] = str(len(obj.parts))
+    # A checksum describes the whole object, so S3 sends none with a partial response.
+    if (
+        whole
+        and obj.checksum_algorithm
+        and obj.checksum_value
+        and req.http.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
+    ):
+        h[f"x-amz-checksum-{obj.checksum_algorithm.lower()}"] = obj.checksum_value
+        if obj.checksum_type:
+            h["x-amz-checksum-type"] = obj.checksum_type
+    if req.query:
+        overrides = {q: v for q, v in req.query.items() if q in RESPONSE_OVERRIDES}
+        if overrides and req.principal.is_anonymous:
+            raise S3Error(
+                "InvalidRequest",
+                "Request specific response headers cannot be used for anonymous GET requests.",
+            )
+        for q, v in overrides.items():
+            h[RESPONSE_OVERRIDES[q]] = v
+    return h
+
+
+def _canonical_header(name: str) -> str:
+    if name.startswith("x-amz-"):
+        return name
+    return "-".join(p.capitalize() for p in name.split("-"))
+
+
+def _parse_http_date(value: str) -> float | None:
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    wanted = [t.strip() for t in header.split(",")]
+    bare = etag.strip('"')
+    return any(t == "*" or t.strip('"') == bare for t in wanted)
+
+
+def check_conditions(headers: Mapping[str, str], obj: md.ObjectVersion) -> None:
+    """If-Match / If-Unmodified-Since → 412; If-None-Match / If-Modified-Since → 304 (RFC 7232)."""
+    lm = int(obj.last_modified)
+    if_match = headers.get("If-Match")
+    if if_match is not None:
+        if not _etag_matches(if_match, obj.etag):
+            raise S3Error("PreconditionFailed", extra={"Condition": "If-Match"})
+    else:
+        ius = headers.get("If-Unmodified-Since")
+        t = _parse_http_date(ius) if ius else None
+        if t is not None and lm > t:
+            raise S3Error("PreconditionFailed", extra={"Condition": "If-Unmodified-Since"})
+    not_modified = {"ETag": obj.etag, "Last-Modified": s3xml.http_date(obj.last_modified)}
+    if_none = headers.get("If-None-Match")
+    if if_none is not None:
+        if _etag_matches(if_none, obj.etag):
+            raise S3Error("NotModified", headers=not_modified)
+    else:
+        ims = headers.get("If-Modified-Since")
+        t = _parse_http_date(ims) if ims else None
+        if t is not None and lm <= t:
+            raise S3Error("NotModified", headers=not_modified)
+
+
+# ---- PUT ----
+
+
+async def put_object(svc: Services, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    limits = svc.settings.limits
+    http = req.http
+    body = RequestBody(
+        http, req.auth, max_chunk_size=limits.max_chunk_size, read_timeout=limits.body_read_timeout
+    )
+    if body.length is None and http.headers.get("Transfer-Encoding", "").lower() != "chunked":
+        raise S3Error("MissingContentLength")
+    if body.length is not None and body.length > limits.max_put_size:
+        raise S3Error(
+            "EntityTooLarge",
+            extra={"ProposedSize": str(body.length), "MaxSizeAllowed": str(limits.max_put_size)},
+        )
+    owner_id = req.principal.canonical_id
+    assert owner_id is not None or req.principal.is_anonymous
+    owner = Owner(owner_id or req.bucket.owner_id, req.principal.name or "")
+    acl = requested_acl(http.headers, owner, req.bucket)
+    headers = stored_headers(http.headers, limits.max_user_metadata)
+    obj, checksum = await store_body(svc, req, body, owner.id, headers, acl)
+    resp_headers = {"ETag": obj.etag}
+    if checksum is not None:
+        resp_headers[f"x-amz-checksum-{checksum.algorithm.lower()}"] = checksum.value
+        resp_headers["x-amz-checksum-type"] = "FULL_OBJECT"
+    return web.Response(status=200, headers=resp_headers)
+
+
+async def store_body(
+    svc: Services,
+    req: S3Request,
+    body: RequestBody,
+    owner_id: str,
+    headers: dict[str, str],
+    acl: AccessControlList | None,
+) -> tuple[md.ObjectVersion, StoredChecksum | None]:
+    """Stream a request body into a new current version of req's key."""
+    store = svc.store
+    limits = svc.settings.limits
+    torrent_hasher = svc.torrents.hasher_for(body.length) if body.length is not None else None
+    observers: list[Any] = body.observers()
+    if torrent_hasher is not None:
+        observers.append(torrent_hasher)
+    writer = await asyncio.get_running_loop().run_in_executor(
+        store.executor, store.blobs.new_writer
+    )
+    version_id = store.new_version_id()
+    try:
+        stored = await store.stream_to_blob(
+            body.chunks(),
+            writer,
+            observers,
+            max_size=limits.max_put_size,
+            on_too_large=lambda: S3Error("EntityTooLarge"),
+        )
+        checksum = body.verify(md5=stored.md5)
+        await store.commit_blob(writer, version_id)
+    except BaseException:
+        await store.abort_blob(writer)
+        raise
+    obj = md.ObjectVersion(
+        bucket=req.bucket_name,
+        key=req.key,
+        version_id=version_id,
+        size=stored.size,
+        etag=f'"{stored.md5.hex()}"',
+        last_modified=time.time(),
+        owner_id=owner_id,
+        headers=headers,
+        acl=authz.encode_acl(acl) if acl is not None else None,
+        checksum_algorithm=checksum.algorithm if checksum else None,
+        checksum_value=checksum.value if checksum else None,
+        checksum_type="FULL_OBJECT" if checksum else None,
+    )
+    extra = svc.torrents.record_hashes(version_id, torrent_hasher) if torrent_hasher else None
+    await store.publish_version(obj, extra=extra)
+    return obj, checksum
+
+
+# ---- GET / HEAD ----
+
+
+async def get_object(svc: Services, req: S3Request) -> web.StreamResponse:
+    return await serve_object(svc, req, head=False)
+
+
+async def head_object(svc: Services, req: S3Request) -> web.StreamResponse:
+    return await serve_object(svc, req, head=True)
+
+
+async def serve_object(svc: Services, req: S3Request, *, head: bool) -> web.StreamResponse:
+    obj = req.obj
+    assert obj is not None
+    if "partNumber" in req.query:
+        raise S3Error("NotImplemented", "GetObject with partNumber is not implemented.")
+    check_conditions(req.http.headers, obj)
+    rng: ByteRange | None = parse_range(req.http.headers.get("Range"), obj.size)
+    headers = object_headers(svc, req, obj, whole=rng is None)
+    status = 200
+    offset, count = 0, obj.size
+    if rng is not None:
+        status = 206
+        offset, count = rng.start, rng.length
+        headers["Content-Range"] = f"bytes {rng.start}-{rng.end}/{obj.size}"
+    if head:
+        resp = web.Response(status=status, headers=headers)
+        resp.content_length = count
+        return resp
+    fobj = None
+    for _attempt in range(2):
+        path = svc.store.blobs.local_path(obj.version_id)
+        try:
+            fobj = open(path, "rb") if path is not None else None  # noqa: SIM115
+            break
+        except FileNotFoundError:
+            # Overwritten or deleted since we looked it up: look again, once.
+            fresh = await svc.store.get(req.bucket_name, req.key)
+            if fresh is None:
+                raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key}) from None
+            return await _reserve(svc, req, fresh, head)
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_length = count
+    if fobj is None:
+        data = await asyncio.get_running_loop().run_in_executor(
+            svc.store.executor, svc.store.blobs.read, obj.version_id, offset, count
+        )
+        await resp.prepare(req.http)
+        await resp.write(data)
+        await resp.write_eof()
+        return resp
+    with fobj:
+        await resp.prepare(req.http)
+        if count:
+            transport = req.http.transport
+            if transport is None:
+                raise ConnectionResetError("client went away")
+            await asyncio.get_running_loop().sendfile(transport, fobj, offset, count)
+        await resp.write_eof()
+    return resp
+
+
+async def _reserve(
+    svc: Services, req: S3Request, obj: md.ObjectVersion, head: bool
+) -> web.StreamResponse:
+    req.obj = obj
+    decision = authz.may(
+        req.principal, req.endpoint.action, req.bucket, req.key, obj, req.access_context()
+    ) if req.bucket is not None else None
+    if decision is None or not decision.allowed:
+        raise S3Error("AccessDenied", resource=req.resource)
+    return await serve_object(svc, req, head=head)
+
+
+# ---- DELETE ----
+
+
+async def delete_object(svc: Services, req: S3Request) -> web.StreamResponse:
+    await svc.store.delete(req.bucket_name, req.key)
+    return web.Response(status=204)
+
+
+async def delete_objects(svc: Services, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    limits = svc.settings.limits
+    body = RequestBody(
+        req.http, req.auth, max_chunk_size=limits.max_chunk_size, read_timeout=limits.body_read_timeout
+    )
+    if "content-md5" not in req.http.headers and not any(
+        h.startswith("x-amz-checksum-") or h == "x-amz-sdk-checksum-algorithm"
+        for h in (k.lower() for k in req.http.headers)
+    ):
+        raise S3Error(
+            "InvalidRequest", "Missing required header for this request: Content-MD5 or x-amz-checksum-*"
+        )
+    raw = await body.read_all(limits.max_xml_body)
+    body.verify(md5=None)
+    root = s3xml.parse(raw)
+    if s3xml.local(root.tag) != "Delete":
+        raise S3Error("MalformedXML")
+    quiet = (s3xml.text(root, "Quiet") or "").strip().lower() == "true"
+    entries = s3xml.children(root, "Object")
+    if not entries or len(entries) > limits.max_delete_objects:
+        raise S3Error("MalformedXML")
+    deleted: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    ctx = req.access_context()
+    for entry in entries:
+        key = s3xml.text(entry, "Key")
+        if key is None or key == "":
+            raise S3Error("MalformedXML")
+        if len(key.encode()) > 1024:
+            errors.append({"Key": key, "Code": "KeyTooLongError", "Message": "Your key is too long."})
+            continue
+        decision = authz.may(req.principal, "s3:DeleteObject", req.bucket, key, None, ctx)
+        if not decision.allowed:
+            errors.append({"Key": key, "Code": "AccessDenied", "Message": "Access Denied"})
+            continue
+        await svc.store.delete(req.bucket_name, key)
+        if not quiet:
+            deleted.append({"Key": key})
+    return xml_response(s3xml.render("DeleteResult", {"Deleted": deleted, "Error": errors}))

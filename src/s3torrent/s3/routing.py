@@ -1,0 +1,210 @@
+"""Request → endpoint: a pure router over a closed set of S3 operations.
+
+One table says which IAM action each endpoint is, so the access check happens before any
+handler runs and a new endpoint cannot forget it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from urllib.parse import unquote
+
+from s3torrent.s3.errors import S3Error
+
+
+class Endpoint(Enum):
+    # (value, IAM action, scope) — scope "service", "bucket" or "object".
+    ListBuckets = ("ListBuckets", "s3:ListAllMyBuckets", "service")
+    CreateBucket = ("CreateBucket", "s3:CreateBucket", "bucket")
+    HeadBucket = ("HeadBucket", "s3:ListBucket", "bucket")
+    DeleteBucket = ("DeleteBucket", "s3:DeleteBucket", "bucket")
+    GetBucketLocation = ("GetBucketLocation", "s3:GetBucketLocation", "bucket")
+    GetBucketVersioning = ("GetBucketVersioning", "s3:GetBucketVersioning", "bucket")
+    ListObjects = ("ListObjects", "s3:ListBucket", "bucket")
+    ListObjectsV2 = ("ListObjectsV2", "s3:ListBucket", "bucket")
+    ListObjectVersions = ("ListObjectVersions", "s3:ListBucketVersions", "bucket")
+    DeleteObjects = ("DeleteObjects", "s3:DeleteObject", "bucket")
+    GetBucketAcl = ("GetBucketAcl", "s3:GetBucketAcl", "bucket")
+    PutBucketAcl = ("PutBucketAcl", "s3:PutBucketAcl", "bucket")
+    GetBucketPolicy = ("GetBucketPolicy", "s3:GetBucketPolicy", "bucket")
+    PutBucketPolicy = ("PutBucketPolicy", "s3:PutBucketPolicy", "bucket")
+    DeleteBucketPolicy = ("DeleteBucketPolicy", "s3:DeleteBucketPolicy", "bucket")
+    GetPublicAccessBlock = ("GetPublicAccessBlock", "s3:GetBucketPublicAccessBlock", "bucket")
+    PutPublicAccessBlock = ("PutPublicAccessBlock", "s3:PutBucketPublicAccessBlock", "bucket")
+    DeletePublicAccessBlock = (
+        "DeletePublicAccessBlock",
+        "s3:PutBucketPublicAccessBlock",
+        "bucket",
+    )
+    ListMultipartUploads = ("ListMultipartUploads", "s3:ListBucketMultipartUploads", "bucket")
+    PutObject = ("PutObject", "s3:PutObject", "object")
+    CopyObject = ("CopyObject", "s3:PutObject", "object")
+    GetObject = ("GetObject", "s3:GetObject", "object")
+    HeadObject = ("HeadObject", "s3:GetObject", "object")
+    DeleteObject = ("DeleteObject", "s3:DeleteObject", "object")
+    GetObjectAcl = ("GetObjectAcl", "s3:GetObjectAcl", "object")
+    PutObjectAcl = ("PutObjectAcl", "s3:PutObjectAcl", "object")
+    GetObjectTorrent = ("GetObjectTorrent", "s3:GetObject", "object")
+    CreateMultipartUpload = ("CreateMultipartUpload", "s3:PutObject", "object")
+    UploadPart = ("UploadPart", "s3:PutObject", "object")
+    UploadPartCopy = ("UploadPartCopy", "s3:PutObject", "object")
+    CompleteMultipartUpload = ("CompleteMultipartUpload", "s3:PutObject", "object")
+    AbortMultipartUpload = ("AbortMultipartUpload", "s3:AbortMultipartUpload", "object")
+    ListParts = ("ListParts", "s3:ListMultipartUploadParts", "object")
+
+    def __init__(self, op: str, action: str, scope: str) -> None:
+        self.op = op
+        self.action = action
+        self.scope = scope
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a request points: bucket and key (both decoded), style of addressing."""
+
+    bucket: str | None
+    key: str | None
+    virtual_host: bool
+
+
+# Sub-resources that select another operation when present in the query.
+_BUCKET_SUBRESOURCES = {
+    "accelerate", "analytics", "cors", "encryption", "intelligent-tiering", "inventory",
+    "lifecycle", "logging", "metrics", "notification", "object-lock", "ownershipControls",
+    "policyStatus", "replication", "requestPayment", "tagging", "website", "session",
+}  # fmt: skip
+_OBJECT_SUBRESOURCES = {"tagging", "retention", "legal-hold", "restore", "select", "attributes"}
+
+
+def parse_target(raw_path: str, host: str | None, domain: str | None) -> Target:
+    """Split the request path (and Host, for virtual-hosted style) into bucket and key."""
+    path = raw_path.split("?", 1)[0]
+    try:
+        decoded = unquote(path, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise S3Error("InvalidURI", "Couldn't parse the specified URI.") from exc
+    if not decoded.startswith("/"):
+        raise S3Error("InvalidURI", "Couldn't parse the specified URI.")
+    if domain and host:
+        hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        hostname = hostname.lower()
+        suffix = "." + domain.lower()
+        if hostname.endswith(suffix) and len(hostname) > len(suffix):
+            bucket = hostname[: -len(suffix)]
+            key = decoded[1:]
+            return Target(bucket=bucket, key=key or None, virtual_host=True)
+    rest = decoded[1:]
+    if not rest:
+        return Target(bucket=None, key=None, virtual_host=False)
+    bucket, sep, key = rest.partition("/")
+    return Target(bucket=bucket, key=key if sep and key else None, virtual_host=False)
+
+
+def route(method: str, target: Target, query: Mapping[str, str], headers: Mapping[str, str]) -> Endpoint:
+    """The endpoint a request asks for; NotImplemented / MethodNotAllowed otherwise."""
+    m = method.upper()
+    if target.bucket is None:
+        if m in ("GET", "HEAD"):
+            return Endpoint.ListBuckets
+        raise S3Error("MethodNotAllowed", resource="/")
+    if target.key is None:
+        return _route_bucket(m, query)
+    return _route_object(m, query, headers)
+
+
+def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
+    table: dict[tuple[str, str], Endpoint] = {
+        ("GET", "location"): Endpoint.GetBucketLocation,
+        ("GET", "versioning"): Endpoint.GetBucketVersioning,
+        ("GET", "versions"): Endpoint.ListObjectVersions,
+        ("GET", "acl"): Endpoint.GetBucketAcl,
+        ("PUT", "acl"): Endpoint.PutBucketAcl,
+        ("GET", "policy"): Endpoint.GetBucketPolicy,
+        ("PUT", "policy"): Endpoint.PutBucketPolicy,
+        ("DELETE", "policy"): Endpoint.DeleteBucketPolicy,
+        ("GET", "publicAccessBlock"): Endpoint.GetPublicAccessBlock,
+        ("PUT", "publicAccessBlock"): Endpoint.PutPublicAccessBlock,
+        ("DELETE", "publicAccessBlock"): Endpoint.DeletePublicAccessBlock,
+        ("GET", "uploads"): Endpoint.ListMultipartUploads,
+        ("POST", "delete"): Endpoint.DeleteObjects,
+    }
+    for (method, sub), endpoint in table.items():
+        if m == method and sub in q:
+            return endpoint
+    for sub in q:
+        if sub in _BUCKET_SUBRESOURCES or sub in ("acl", "policy", "versioning", "uploads"):
+            raise S3Error("NotImplemented", f"The bucket operation '?{sub}' is not implemented.")
+    if m == "GET":
+        return Endpoint.ListObjectsV2 if q.get("list-type") == "2" else Endpoint.ListObjects
+    simple = {
+        "PUT": Endpoint.CreateBucket,
+        "HEAD": Endpoint.HeadBucket,
+        "DELETE": Endpoint.DeleteBucket,
+    }
+    if m in simple:
+        return simple[m]
+    raise S3Error("MethodNotAllowed")
+
+
+def _route_object(m: str, q: Mapping[str, str], h: Mapping[str, str]) -> Endpoint:
+    if "uploadId" in q:
+        if m == "PUT":
+            return Endpoint.UploadPartCopy if "x-amz-copy-source" in h else Endpoint.UploadPart
+        by_method = {
+            "POST": Endpoint.CompleteMultipartUpload,
+            "DELETE": Endpoint.AbortMultipartUpload,
+            "GET": Endpoint.ListParts,
+        }
+        if m in by_method:
+            return by_method[m]
+        raise S3Error("MethodNotAllowed")
+    if "uploads" in q and m == "POST":
+        return Endpoint.CreateMultipartUpload
+    if "acl" in q:
+        if m == "GET":
+            return Endpoint.GetObjectAcl
+        if m == "PUT":
+            return Endpoint.PutObjectAcl
+        raise S3Error("MethodNotAllowed")
+    if "torrent" in q and m in ("GET", "HEAD"):
+        return Endpoint.GetObjectTorrent
+    for sub in q:
+        if sub in _OBJECT_SUBRESOURCES:
+            raise S3Error("NotImplemented", f"The object operation '?{sub}' is not implemented.")
+    simple = {
+        "GET": Endpoint.GetObject,
+        "HEAD": Endpoint.HeadObject,
+        "DELETE": Endpoint.DeleteObject,
+    }
+    if m == "PUT":
+        return Endpoint.CopyObject if "x-amz-copy-source" in h else Endpoint.PutObject
+    if m in simple:
+        return simple[m]
+    raise S3Error("MethodNotAllowed")
+
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+
+
+def check_bucket_name(name: str) -> None:
+    """S3's general-purpose bucket naming rules; InvalidBucketName otherwise."""
+    bad = (
+        not _BUCKET_RE.match(name)
+        or ".." in name
+        or ".-" in name
+        or "-." in name
+        or _IP_RE.match(name) is not None
+        or name.startswith(("xn--", "sthree-", "amzn-s3-demo-"))
+        or name.endswith(("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"))
+    )
+    if bad:
+        raise S3Error("InvalidBucketName", resource=name, extra={"BucketName": name})
+
+
+def check_key(key: str) -> None:
+    if len(key.encode("utf-8")) > 1024:
+        raise S3Error("KeyTooLongError", extra={"Size": str(len(key.encode())), "MaxSizeAllowed": "1024"})

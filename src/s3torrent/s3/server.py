@@ -1,0 +1,249 @@
+"""The aiohttp application of the S3 API: request ids, error rendering, auth, dispatch."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from s3torrent.access import ANONYMOUS, Principal
+from s3torrent.s3 import authz
+from s3torrent.s3.auth import authenticate
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.routing import Endpoint, Target, check_key, parse_target, route
+from s3torrent.s3.sigv4 import VerifiedAuth
+from s3torrent.s3.xml import render
+from s3torrent.store import metadata as md
+
+if TYPE_CHECKING:
+    from s3torrent.app import Services
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_KEY = web.AppKey("request_id_counter", list)
+
+# Endpoints that act on an existing object and so need its row before the access check.
+_READS_EXISTING_OBJECT = {
+    Endpoint.GetObject,
+    Endpoint.HeadObject,
+    Endpoint.GetObjectAcl,
+    Endpoint.PutObjectAcl,
+    Endpoint.GetObjectTorrent,
+}
+
+
+@dataclass(slots=True)
+class S3Request:
+    """One S3 request as the handlers see it, after routing, authentication and access."""
+
+    http: web.Request
+    request_id: str
+    now: datetime
+    raw_path: str
+    target: Target
+    endpoint: Endpoint
+    query: dict[str, str]
+    query_pairs: list[tuple[str, str]]
+    principal: Principal = ANONYMOUS
+    auth: VerifiedAuth | None = None
+    bucket: md.Bucket | None = None
+    obj: md.ObjectVersion | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bucket_name(self) -> str:
+        assert self.target.bucket is not None
+        return self.target.bucket
+
+    @property
+    def key(self) -> str:
+        assert self.target.key is not None
+        return self.target.key
+
+    @property
+    def resource(self) -> str:
+        path = "/"
+        if self.target.bucket:
+            path += self.target.bucket
+            if self.target.key:
+                path += "/" + self.target.key
+        return path
+
+    @property
+    def source_ip(self) -> str | None:
+        return self.http.remote
+
+    def access_context(self, **values: str) -> authz.RequestContext:
+        return authz.context(self.now, self.source_ip, self.http.secure, **values)
+
+
+Handler = Callable[["Services", S3Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(err: S3Error, request_id: str, resource: str, head: bool) -> web.Response:
+    children: list[tuple[str, Any]] = [
+        ("Code", err.code),
+        ("Message", err.message),
+    ]
+    children += list(err.extra.items())
+    children += [("Resource", err.resource or resource), ("RequestId", request_id)]
+    body = b"" if head or err.status == 304 else render("Error", children, ns=False)
+    resp = web.Response(
+        status=err.status,
+        body=body if body else None,
+        content_type="application/xml" if body else None,
+        headers=err.headers,
+    )
+    if err.status == 503 and "Retry-After" not in err.headers:
+        resp.headers["Retry-After"] = "1"
+    return resp
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(8).upper()
+
+
+class S3Application:
+    """Builds the aiohttp app and dispatches every request to its endpoint handler."""
+
+    def __init__(self, services: Services, handlers: dict[Endpoint, Handler]) -> None:
+        self.svc = services
+        self.handlers = handlers
+        self.extra_routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {}
+
+    def add_route(
+        self, prefix: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> None:
+        """A non-S3 path (health, tracker, admin) that no bucket name can clash with."""
+        assert prefix.startswith("/_")
+        self.extra_routes[prefix] = handler
+
+    def build(self) -> web.Application:
+        app = web.Application(
+            middlewares=[self._middleware],
+            client_max_size=self.svc.settings.limits.max_xml_body,
+        )
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        app.on_response_prepare.append(self._stamp_headers)
+        return app
+
+    async def _stamp_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        rid = request.get("request_id") or new_request_id()
+        response.headers.setdefault("x-amz-request-id", rid)
+        response.headers.setdefault("x-amz-id-2", rid)
+        response.headers["Server"] = "s3torrent"
+
+    @web.middleware
+    async def _middleware(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        rid = new_request_id()
+        request["request_id"] = rid
+        try:
+            return await handler(request)
+        except S3Error as err:
+            if err.status >= 500:
+                log.warning("%s %s -> %s %s", request.method, request.path, err.code, err.message)
+            return error_response(err, rid, request.path, request.method == "HEAD")
+        except web.HTTPException:
+            raise
+        except (ConnectionResetError, TimeoutError):
+            raise
+        except Exception:
+            log.exception("internal error on %s %s", request.method, request.raw_path[:200])
+            return error_response(S3Error("InternalError"), rid, request.path, request.method == "HEAD")
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        raw = request.raw_path
+        raw_path, _, raw_query = raw.partition("?")
+        for prefix, extra in self.extra_routes.items():
+            if raw_path == prefix or raw_path.startswith(prefix + "/"):
+                return await extra(request)
+        settings = self.svc.settings
+        target = parse_target(raw_path, request.headers.get("Host"), settings.domain)
+        query_pairs = parse_qsl(raw_query, keep_blank_values=True)
+        query: dict[str, str] = {}
+        for k, v in query_pairs:
+            query.setdefault(k, v)
+        endpoint = route(request.method, target, query, request.headers)
+        now = datetime.now(UTC)
+        req = S3Request(
+            http=request,
+            request_id=request["request_id"],
+            now=now,
+            raw_path=raw_path,
+            target=target,
+            endpoint=endpoint,
+            query=query,
+            query_pairs=query_pairs,
+        )
+        if target.key is not None:
+            check_key(target.key)
+        req.principal, req.auth = await authenticate(
+            request,
+            raw_path=raw_path,
+            query_pairs=query_pairs,
+            users=self.svc.users,
+            region=settings.region,
+            now=now,
+        )
+        await self._authorize(req)
+        handler = self.handlers.get(endpoint)
+        if handler is None:
+            raise S3Error("NotImplemented", f"{endpoint.op} is not implemented.")
+        return await handler(self.svc, req)
+
+    async def _authorize(self, req: S3Request) -> None:
+        """Load the bucket (and object) and ask the one access decision."""
+        ep = req.endpoint
+        if ep.scope == "service" or ep is Endpoint.CreateBucket:
+            if req.principal.is_anonymous:
+                raise S3Error("AccessDenied")
+            if ep is Endpoint.CreateBucket:
+                req.bucket = await self.svc.store.get_bucket(req.bucket_name)
+            return
+        bucket = await self.svc.store.get_bucket(req.bucket_name)
+        if bucket is None:
+            raise S3Error("NoSuchBucket", resource=req.resource, extra={"BucketName": req.bucket_name})
+        req.bucket = bucket
+        key = req.target.key
+        if ep in _READS_EXISTING_OBJECT:
+            req.obj = await self.svc.store.get(bucket.name, req.key)
+            if req.obj is None:
+                # S3 says NoSuchKey only to those who may list the bucket; others get 403.
+                listing = authz.may(
+                    req.principal, "s3:ListBucket", bucket, None, None, req.access_context()
+                )
+                if listing.allowed:
+                    raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
+                raise S3Error("AccessDenied", resource=req.resource)
+        ctx = req.access_context(**self._condition_values(req))
+        decision = authz.may(req.principal, ep.action, bucket, key, req.obj, ctx)
+        if not decision.allowed:
+            raise S3Error("AccessDenied", resource=req.resource)
+
+    @staticmethod
+    def _condition_values(req: S3Request) -> dict[str, str]:
+        values: dict[str, str] = {}
+        q = req.query
+        for name in ("prefix", "delimiter", "max-keys"):
+            if name in q:
+                values[f"s3:{name}"] = q[name]
+        acl = req.http.headers.get("x-amz-acl")
+        if acl:
+            values["s3:x-amz-acl"] = acl
+        ua = req.http.headers.get("User-Agent")
+        if ua:
+            values["aws:UserAgent"] = ua
+        ref = req.http.headers.get("Referer")
+        if ref:
+            values["aws:Referer"] = ref
+        return values

@@ -1,0 +1,94 @@
+"""Blobs in a local directory: written to tmp/, fsynced, renamed into blobs/xx/yy/ID."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalBlobWriter:
+    def __init__(self, store: LocalBlobStore) -> None:
+        self._store = store
+        self.tmp_path = store.tmp_dir / f"{secrets.token_hex(12)}.part"
+        self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+            self.size += n
+
+    def commit(self, version_id: str) -> None:
+        if self._store.fsync:
+            os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        final = self._store.path_for(version_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.tmp_path, final)
+        if self._store.fsync:
+            _fsync_dir(final.parent)
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        try:
+            os.unlink(self.tmp_path)
+        except FileNotFoundError:
+            pass
+
+
+class LocalBlobStore:
+    """A directory of blobs; also works on a shared POSIX mount."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.blob_dir = root / "blobs"
+        self.tmp_dir = root / "tmp"
+        self.fsync = fsync
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, version_id: str) -> Path:
+        if not version_id.isalnum():
+            raise ValueError("bad version id")
+        return self.blob_dir / version_id[:2] / version_id[2:4] / version_id
+
+    def new_writer(self) -> LocalBlobWriter:
+        return LocalBlobWriter(self)
+
+    def local_path(self, version_id: str) -> Path | None:
+        return self.path_for(version_id)
+
+    def read(self, version_id: str, offset: int, length: int) -> bytes:
+        with open(self.path_for(version_id), "rb") as fh:
+            fh.seek(offset)
+            return fh.read(length)
+
+    def delete(self, version_id: str) -> None:
+        try:
+            os.unlink(self.path_for(version_id))
+        except FileNotFoundError:
+            pass
+
+    def list_ids(self) -> list[str]:
+        return [p.name for p in self.blob_dir.glob("*/*/*") if p.is_file()]
+
+    def clean_temporary(self) -> int:
+        n = 0
+        for p in self.tmp_dir.iterdir():
+            p.unlink(missing_ok=True)
+            n += 1
+        return n

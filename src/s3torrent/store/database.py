@@ -1,0 +1,130 @@
+"""Async access to the metadata database: reads on a small thread pool, writes group-committed.
+
+All writes go through one writer thread. It takes every write waiting in its queue, runs each
+in its own savepoint inside one transaction and commits once, so N concurrent PUTs cost one
+fsync of the WAL instead of N (group commit), while each caller still learns its own result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from s3torrent.store import metadata as md
+
+T = TypeVar("T")
+
+_STOP = object()
+
+
+class Database:
+    """The metadata database as the asyncio code sees it."""
+
+    def __init__(self, url: str, *, max_batch: int = 256, read_threads: int = 4) -> None:
+        self.engine = md.create_engine(url)
+        md.create_schema(self.engine)
+        self._max_batch = max_batch
+        self._readers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=read_threads, thread_name_prefix="db-read"
+        )
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="db-write", daemon=True)
+        self._writer.start()
+
+    # ---- reads ----
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, fn)
+
+    def read_sync(self, fn: Callable[[Connection], T]) -> T:
+        return self._run_read(fn)
+
+    def _run_read(self, fn: Callable[[Connection], T]) -> T:
+        with self.engine.connect() as conn:
+            return fn(conn)
+
+    # ---- writes ----
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run fn in the next group commit; returns once its transaction is durable."""
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put((fn, fut))
+        return await asyncio.wrap_future(fut)
+
+    def write_sync(self, fn: Callable[[Connection], T]) -> T:
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put((fn, fut))
+        return fut.result()
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            stop_after = False
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop_after = True
+                    break
+                batch.append(nxt)
+            self._commit_batch(batch)
+            if stop_after:
+                return
+
+    def _commit_batch(self, batch: list[tuple[Callable[[Connection], Any], Any]]) -> None:
+        results: list[tuple[Any, Any, BaseException | None]] = []
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                for fn, fut in batch:
+                    if not fut.set_running_or_notify_cancel():
+                        continue
+                    sp = conn.begin_nested()
+                    try:
+                        value = fn(conn)
+                    except BaseException as exc:  # each caller gets its own failure
+                        sp.rollback()
+                        results.append((fut, None, exc))
+                    else:
+                        sp.commit()
+                        results.append((fut, value, None))
+        except BaseException as exc:
+            for _fn, fut in batch:
+                if not fut.done():
+                    if fut.running():
+                        fut.set_exception(exc)
+                    else:
+                        try:
+                            fut.set_running_or_notify_cancel()
+                            fut.set_exception(exc)
+                        except Exception:
+                            pass
+            return
+        # Only now is the transaction committed (durable): tell the callers.
+        for fut, value, exc in results:
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(value)
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._writer.join(timeout=30)
+        self._readers.shutdown(wait=True)
+        self.engine.dispose()
+
+    def scalar_sync(self, stmt: sa.Executable) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(stmt).scalar()

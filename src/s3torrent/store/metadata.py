@@ -1,0 +1,320 @@
+"""Metadata schema and queries (SQLAlchemy Core; portable SQL for SQLite and PostgreSQL).
+
+Keys are stored as UTF-8 bytes so that ordering is byte order on every engine (S3 lists
+keys in UTF-8 binary order) without depending on a collation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+meta = sa.MetaData()
+
+users = sa.Table(
+    "users",
+    meta,
+    sa.Column("canonical_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("access_key", sa.String(128), nullable=False, unique=True),
+    sa.Column("secret_key", sa.String(128), nullable=False),
+    sa.Column("is_root", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+buckets = sa.Table(
+    "buckets",
+    meta,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("owner_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("region", sa.String(64), nullable=False),
+    sa.Column("acl", sa.Text, nullable=True),
+    sa.Column("policy", sa.Text, nullable=True),
+    sa.Column("public_access_block", sa.Text, nullable=True),
+    sa.Column("settings", sa.Text, nullable=True),
+)
+
+objects = sa.Table(
+    "objects",
+    meta,
+    sa.Column("bucket", sa.String(63), primary_key=True),
+    sa.Column("key", sa.LargeBinary, primary_key=True),
+    sa.Column("version_id", sa.String(40), nullable=False, unique=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("etag", sa.String(80), nullable=False),
+    sa.Column("last_modified", sa.Float, nullable=False),
+    sa.Column("owner_id", sa.String(64), nullable=False),
+    sa.Column("headers", sa.Text, nullable=False),
+    sa.Column("acl", sa.Text, nullable=True),
+    sa.Column("checksum_algorithm", sa.String(16), nullable=True),
+    sa.Column("checksum_value", sa.String(128), nullable=True),
+    sa.Column("checksum_type", sa.String(16), nullable=True),
+    sa.Column("parts", sa.Text, nullable=True),
+)
+
+torrents = sa.Table(
+    "torrents",
+    meta,
+    sa.Column("version_id", sa.String(40), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("piece_length", sa.Integer, nullable=False),
+    sa.Column("pieces_v1", sa.LargeBinary, nullable=True),
+    sa.Column("pieces_root", sa.LargeBinary, nullable=True),
+    sa.Column("piece_layer", sa.LargeBinary, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+uploads = sa.Table(
+    "uploads",
+    meta,
+    sa.Column("upload_id", sa.String(64), primary_key=True),
+    sa.Column("bucket", sa.String(63), nullable=False),
+    sa.Column("key", sa.LargeBinary, nullable=False),
+    sa.Column("owner_id", sa.String(64), nullable=False),
+    sa.Column("initiated", sa.Float, nullable=False),
+    sa.Column("headers", sa.Text, nullable=False),
+    sa.Column("acl", sa.Text, nullable=True),
+    sa.Column("checksum_algorithm", sa.String(16), nullable=True),
+    sa.Column("checksum_type", sa.String(16), nullable=True),
+    sa.Index("ix_uploads_bucket_key", "bucket", "key", "initiated"),
+)
+
+parts = sa.Table(
+    "parts",
+    meta,
+    sa.Column("upload_id", sa.String(64), primary_key=True),
+    sa.Column("part_number", sa.Integer, primary_key=True),
+    sa.Column("blob_id", sa.String(40), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("etag", sa.String(80), nullable=False),
+    sa.Column("last_modified", sa.Float, nullable=False),
+    sa.Column("checksum_value", sa.String(128), nullable=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectVersion:
+    """One stored object version (the current one for its key)."""
+
+    bucket: str
+    key: str
+    version_id: str
+    size: int
+    etag: str
+    last_modified: float
+    owner_id: str
+    headers: dict[str, str] = field(default_factory=dict)
+    acl: str | None = None
+    checksum_algorithm: str | None = None
+    checksum_value: str | None = None
+    checksum_type: str | None = None
+    parts: list[dict[str, Any]] | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "key": self.key.encode("utf-8"),
+            "version_id": self.version_id,
+            "size": self.size,
+            "etag": self.etag,
+            "last_modified": self.last_modified,
+            "owner_id": self.owner_id,
+            "headers": json.dumps(self.headers, separators=(",", ":")),
+            "acl": self.acl,
+            "checksum_algorithm": self.checksum_algorithm,
+            "checksum_value": self.checksum_value,
+            "checksum_type": self.checksum_type,
+            "parts": json.dumps(self.parts) if self.parts is not None else None,
+        }
+
+    @classmethod
+    def from_row(cls, row: Any) -> ObjectVersion:
+        m = row._mapping
+        return cls(
+            bucket=m["bucket"],
+            key=bytes(m["key"]).decode("utf-8"),
+            version_id=m["version_id"],
+            size=m["size"],
+            etag=m["etag"],
+            last_modified=m["last_modified"],
+            owner_id=m["owner_id"],
+            headers=json.loads(m["headers"]),
+            acl=m["acl"],
+            checksum_algorithm=m["checksum_algorithm"],
+            checksum_value=m["checksum_value"],
+            checksum_type=m["checksum_type"],
+            parts=json.loads(m["parts"]) if m["parts"] else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    name: str
+    owner_id: str
+    created_at: float
+    region: str
+    acl: str | None = None
+    policy: str | None = None
+    public_access_block: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: Any) -> Bucket:
+        m = row._mapping
+        return cls(
+            name=m["name"],
+            owner_id=m["owner_id"],
+            created_at=m["created_at"],
+            region=m["region"],
+            acl=m["acl"],
+            policy=m["policy"],
+            public_access_block=m["public_access_block"],
+            settings=json.loads(m["settings"]) if m["settings"] else {},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    canonical_id: str
+    name: str
+    access_key: str
+    secret_key: str
+    is_root: bool
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> User:
+        m = row._mapping
+        return cls(
+            canonical_id=m["canonical_id"],
+            name=m["name"],
+            access_key=m["access_key"],
+            secret_key=m["secret_key"],
+            is_root=bool(m["is_root"]),
+            created_at=m["created_at"],
+        )
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine with the durability settings each backend needs."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=8,
+            max_overflow=8,
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed transaction survives power loss, not only kill -9.
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+def create_schema(engine: sa.Engine) -> None:
+    meta.create_all(engine)
+
+
+# ---- queries (each takes a Connection; callers own transactions) ----
+
+
+def get_bucket(conn: Connection, name: str) -> Bucket | None:
+    row = conn.execute(sa.select(buckets).where(buckets.c.name == name)).first()
+    return Bucket.from_row(row) if row else None
+
+
+def list_buckets(conn: Connection, owner_id: str | None) -> list[Bucket]:
+    q = sa.select(buckets).order_by(buckets.c.name)
+    if owner_id is not None:
+        q = q.where(buckets.c.owner_id == owner_id)
+    return [Bucket.from_row(r) for r in conn.execute(q)]
+
+
+def get_object(conn: Connection, bucket: str, key: str) -> ObjectVersion | None:
+    row = conn.execute(
+        sa.select(objects).where(objects.c.bucket == bucket, objects.c.key == key.encode("utf-8"))
+    ).first()
+    return ObjectVersion.from_row(row) if row else None
+
+
+def get_object_by_version(conn: Connection, version_id: str) -> ObjectVersion | None:
+    row = conn.execute(sa.select(objects).where(objects.c.version_id == version_id)).first()
+    return ObjectVersion.from_row(row) if row else None
+
+
+def bucket_has_objects(conn: Connection, bucket: str) -> bool:
+    return (
+        conn.execute(sa.select(objects.c.version_id).where(objects.c.bucket == bucket).limit(1))
+        .first()
+        is not None
+    )
+
+
+def upsert_object(conn: Connection, obj: ObjectVersion) -> str | None:
+    """Make obj the current version of its key; return the replaced version id, if any."""
+    key = obj.key.encode("utf-8")
+    old = conn.execute(
+        sa.select(objects.c.version_id).where(objects.c.bucket == obj.bucket, objects.c.key == key)
+    ).first()
+    if old is not None:
+        conn.execute(
+            objects.delete().where(objects.c.bucket == obj.bucket, objects.c.key == key)
+        )
+        conn.execute(torrents.delete().where(torrents.c.version_id == old[0]))
+    conn.execute(objects.insert().values(**obj.to_row()))
+    return str(old[0]) if old is not None else None
+
+
+def delete_object(conn: Connection, bucket: str, key: str) -> str | None:
+    """Delete the current version of a key; return its version id, if there was one."""
+    k = key.encode("utf-8")
+    old = conn.execute(
+        sa.select(objects.c.version_id).where(objects.c.bucket == bucket, objects.c.key == k)
+    ).first()
+    if old is None:
+        return None
+    conn.execute(objects.delete().where(objects.c.bucket == bucket, objects.c.key == k))
+    conn.execute(torrents.delete().where(torrents.c.version_id == old[0]))
+    return str(old[0])
+
+
+def iter_keys_from(
+    conn: Connection, bucket: str, after: bytes | None, start: bytes, end: bytes | None, limit: int
+) -> Iterator[ObjectVersion]:
+    """Up to `limit` objects with start <= key < end and key > after, in key order."""
+    q = sa.select(objects).where(objects.c.bucket == bucket, objects.c.key >= start)
+    if after is not None:
+        q = q.where(objects.c.key > after)
+    if end is not None:
+        q = q.where(objects.c.key < end)
+    q = q.order_by(objects.c.key).limit(limit)
+    for row in conn.execute(q):
+        yield ObjectVersion.from_row(row)
+
+
+def bucket_has_uploads(conn: Connection, bucket: str) -> bool:
+    return (
+        conn.execute(sa.select(uploads.c.upload_id).where(uploads.c.bucket == bucket).limit(1))
+        .first()
+        is not None
+    )
+
+
+def referenced_blob_ids(conn: Connection) -> set[str]:
+    """Every blob id some metadata row still points at."""
+    ids = {str(r[0]) for r in conn.execute(sa.select(objects.c.version_id))}
+    ids |= {str(r[0]) for r in conn.execute(sa.select(parts.c.blob_id))}
+    return ids

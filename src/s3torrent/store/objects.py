@@ -1,0 +1,203 @@
+"""The object write path: stream to a temporary blob while hashing, fsync, rename, commit.
+
+The metadata transaction is the commit point: before it nothing is visible, after it the
+object is durable. A crash before it leaves only a temporary blob (removed on the next start);
+a crash after it but before the old blob is deleted leaves an unreferenced blob (also removed
+on the next start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy.engine import Connection
+
+from s3torrent.events import EventBus, ObjectDeleted, ObjectWritten
+from s3torrent.store import metadata as md
+from s3torrent.store.blobs import BlobStore
+from s3torrent.store.database import Database
+
+log = logging.getLogger(__name__)
+
+# Hash in ~1 MiB steps: large enough that hashlib releases the GIL and the thread hop is
+# amortised, small enough that memory per upload stays bounded (two buffers in flight).
+STEP = 1024 * 1024
+
+
+class StreamObserver(Protocol):
+    """Something that sees every byte of an upload (MD5, a checksum, the piece hasher)."""
+
+    def update(self, data: bytes | memoryview) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStream:
+    """What streaming a body into a temporary blob produced."""
+
+    size: int
+    md5: bytes
+
+
+class ObjectStore:
+    """Objects = metadata rows + blobs; the one place that writes either."""
+
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        events: EventBus,
+        *,
+        executor: concurrent.futures.Executor,
+        blob_delete_delay: float = 2.0,
+    ) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.events = events
+        self.executor = executor
+        self.blob_delete_delay = blob_delete_delay
+        self._pending_deletes: set[asyncio.TimerHandle] = set()
+
+    @staticmethod
+    def new_version_id() -> str:
+        return secrets.token_hex(16)
+
+    # ---- reads ----
+
+    async def get(self, bucket: str, key: str) -> md.ObjectVersion | None:
+        return await self.db.read(lambda c: md.get_object(c, bucket, key))
+
+    async def get_bucket(self, name: str) -> md.Bucket | None:
+        return await self.db.read(lambda c: md.get_bucket(c, name))
+
+    # ---- the write path ----
+
+    async def stream_to_blob(
+        self,
+        body: AsyncIterator[bytes],
+        writer: Any,
+        observers: Sequence[StreamObserver],
+        *,
+        max_size: int,
+        on_too_large: Callable[[], Exception],
+    ) -> StoredStream:
+        """Copy body into writer, feeding every byte to MD5 and the observers, off the loop."""
+        loop = asyncio.get_running_loop()
+        md5 = hashlib.md5()
+        sinks: list[StreamObserver] = [md5, *observers]
+        size = 0
+        pending: asyncio.Future[None] | None = None
+        buf = bytearray()
+
+        def process(data: bytes) -> None:
+            view = memoryview(data)
+            writer.write(view)
+            for sink in sinks:
+                sink.update(view)
+
+        async def flush(data: bytes) -> None:
+            nonlocal pending
+            if pending is not None:
+                await pending
+            pending = loop.run_in_executor(self.executor, process, data)
+
+        async for chunk in body:
+            size += len(chunk)
+            if size > max_size:
+                raise on_too_large()
+            buf += chunk
+            if len(buf) >= STEP:
+                await flush(bytes(buf))
+                buf.clear()
+        if buf:
+            await flush(bytes(buf))
+        if pending is not None:
+            await pending
+        return StoredStream(size=size, md5=md5.digest())
+
+    async def commit_blob(self, writer: Any, version_id: str) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.executor, writer.commit, version_id)
+
+    async def abort_blob(self, writer: Any) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.executor, writer.abort)
+
+    async def publish_version(
+        self,
+        obj: md.ObjectVersion,
+        *,
+        extra: Callable[[Connection], None] | None = None,
+    ) -> str | None:
+        """The commit point: make obj current (plus extra rows in the same transaction)."""
+
+        def txn(conn: Connection) -> str | None:
+            if md.get_bucket(conn, obj.bucket) is None:
+                raise BucketVanished(obj.bucket)
+            replaced = md.upsert_object(conn, obj)
+            if extra is not None:
+                extra(conn)
+            return replaced
+
+        try:
+            replaced = await self.db.write(txn)
+        except BucketVanished:
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.blobs.delete, obj.version_id
+            )
+            raise
+        if replaced is not None:
+            self._delete_blob_later(replaced)
+        self.events.publish(ObjectWritten(obj.bucket, obj.key, obj.version_id, replaced))
+        return replaced
+
+    async def delete(self, bucket: str, key: str) -> str | None:
+        removed = await self.db.write(lambda c: md.delete_object(c, bucket, key))
+        if removed is not None:
+            self._delete_blob_later(removed)
+            self.events.publish(ObjectDeleted(bucket, key, removed))
+        return removed
+
+    def _delete_blob_later(self, version_id: str) -> None:
+        # Readers that looked the old version up a moment ago still open its blob; they
+        # retry the lookup if it is gone, and the delay makes that rare.
+        loop = asyncio.get_running_loop()
+
+        def run() -> None:
+            self._pending_deletes.discard(handle)
+            loop.run_in_executor(self.executor, self.blobs.delete, version_id)
+
+        handle = loop.call_later(self.blob_delete_delay, run)
+        self._pending_deletes.add(handle)
+
+    def flush_pending_deletes(self) -> None:
+        """At shutdown: delete what was scheduled (a crash instead leaves it to cleanup)."""
+        for handle in list(self._pending_deletes):
+            handle.cancel()
+        self._pending_deletes.clear()
+
+    def cleanup_orphans(self) -> tuple[int, int]:
+        """At start: drop temporary blobs and blobs that no metadata row references."""
+        tmp = self.blobs.clean_temporary()
+        referenced = self.db.read_sync(md.referenced_blob_ids)
+        orphans = 0
+        for vid in self.blobs.list_ids():
+            if vid not in referenced:
+                self.blobs.delete(vid)
+                orphans += 1
+        if tmp or orphans:
+            log.info("startup cleanup: %d temporary and %d orphan blobs removed", tmp, orphans)
+        return tmp, orphans
+
+
+class BucketVanished(Exception):
+    """The bucket was deleted while an upload into it was in flight."""
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,155 @@
+"""Shared fixtures: a live s3torrent server on 127.0.0.1, and boto3 clients for it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT_AK = "S3TROOTTESTKEY000001"
+ROOT_SK = "root-secret-key-for-tests-0000000000000"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    """A running `s3torrent serve` process."""
+
+    data_dir: Path
+    port: int
+    peer_port: int
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        env = dict(os.environ)
+        env.update(
+            S3TORRENT_ROOT_ACCESS_KEY=ROOT_AK,
+            S3TORRENT_ROOT_SECRET_KEY=ROOT_SK,
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.env)
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "s3torrent.cli", "serve",
+                "--data-dir", str(self.data_dir),
+                "--listen", f"127.0.0.1:{self.port}",
+                "--peer-listen", f"127.0.0.1:{self.peer_port}",
+                *self.extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.endpoint + "/_health", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not become healthy")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "s3torrent.cli", "--data-dir", str(self.data_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "S3TORRENT_ROOT_ACCESS_KEY": ROOT_AK,
+                 "S3TORRENT_ROOT_SECRET_KEY": ROOT_SK},
+        )
+
+
+def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> LiveServer:
+    data = tmp / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    srv = LiveServer(data_dir=data, port=free_port(), peer_port=free_port(),
+                     extra_args=list(extra), env=env or {})
+    srv.start()
+    return srv
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    srv = start_server(tmp_path_factory.mktemp("server"))
+    yield srv
+    srv.stop()
+
+
+def make_client(endpoint: str, ak: str = ROOT_AK, sk: str = ROOT_SK, **cfg: Any) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=ak,
+        aws_secret_access_key=sk,
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, **cfg),
+    )
+
+
+@pytest.fixture(scope="session")
+def s3(server: LiveServer) -> Any:
+    return make_client(server.endpoint)
+
+
+_counter = [0]
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    _counter[0] += 1
+    name = f"test-{os.getpid()}-{_counter[0]}-{int(time.time() * 1000) % 100000}"
+    s3.create_bucket(Bucket=name)
+    return name
