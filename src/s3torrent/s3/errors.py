@@ -32,6 +32,15 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "InvalidArgument": (400, "Invalid Argument"),
     "InvalidBucketName": (400, "The specified bucket is not valid."),
     "InvalidBucketState": (409, "The request is not valid with the current state of the bucket."),
+    "InvalidChunkSizeError": (400, "Only the last chunk is allowed to have a size less than 8192 bytes"),
+    "IllegalLocationConstraintException": (
+        400,
+        "The specified location constraint is incompatible with this endpoint.",
+    ),
+    "UnresolvableGrantByEmailAddress": (
+        400,
+        "The email address you provided does not match any account on record.",
+    ),
     "InvalidDigest": (400, "The Content-MD5 or checksum you specified is not valid."),
     "InvalidLocationConstraint": (400, "The specified location constraint is not valid."),
     "InvalidObjectState": (403, "The operation is not valid for the current state of the object."),
