@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,17 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 @click.group()
-@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="TOML settings file (environment and flags override it).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Data directory (default ./s3torrent-data).")
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML settings file (environment and flags override it).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data directory (default ./s3torrent-data).",
+)
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
     """s3torrent: S3-compatible object storage that publishes public objects by BitTorrent."""
@@ -30,13 +36,22 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
 
 
 @cli.command()
-@click.option("--listen", default=None, help="HTTP listen address HOST:PORT (default 127.0.0.1:9000).")
-@click.option("--peer-listen", default=None, help="BitTorrent peer listen address (default 0.0.0.0:6881).")
+@click.option(
+    "--listen", default=None, help="HTTP listen address HOST:PORT (default 127.0.0.1:9000)."
+)
+@click.option(
+    "--peer-listen", default=None, help="BitTorrent peer listen address (default 0.0.0.0:6881)."
+)
 @click.option("--public-url", default=None, help="Base URL clients use to reach this server.")
 @click.option("--region", default=None, help="S3 region name (default us-east-1).")
 @click.option("--domain", default=None, help="Base domain for virtual-hosted-style requests.")
-@click.option("--data-dir", "data_dir_local", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Data directory (default ./s3torrent-data).")
+@click.option(
+    "--data-dir",
+    "data_dir_local",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data directory (default ./s3torrent-data).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 @click.pass_context
 def serve(
@@ -55,9 +70,12 @@ def serve(
     flags = ctx.obj["flags"]
     if data_dir_local is not None:
         flags["data_dir"] = data_dir_local
-    flags.update(listen=listen, peer_listen=peer_listen, public_url=public_url, region=region,
-                 domain=domain)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    flags.update(
+        listen=listen, peer_listen=peer_listen, public_url=public_url, region=region, domain=domain
+    )
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = _settings(ctx)
     asyncio.run(run_server(settings))
 
@@ -93,8 +111,10 @@ def user_add(ctx: click.Context, name: str) -> None:
         raise click.ClickException(str(exc)) from exc
     finally:
         db.close()
-    click.echo(f"name={u.name}\ncanonical_id={u.canonical_id}\naccess_key={u.access_key}\n"
-               f"secret_key={u.secret_key}")
+    click.echo(
+        f"name={u.name}\ncanonical_id={u.canonical_id}\naccess_key={u.access_key}\n"
+        f"secret_key={u.secret_key}"
+    )
 
 
 @user.command("list")
@@ -104,7 +124,9 @@ def user_list(ctx: click.Context) -> None:
     db, users = _users(ctx)
     try:
         for u in users.all():
-            click.echo(f"{u.name}\t{u.access_key}\t{u.canonical_id}\t{'root' if u.is_root else 'user'}")
+            click.echo(
+                f"{u.name}\t{u.access_key}\t{u.canonical_id}\t{'root' if u.is_root else 'user'}"
+            )
     finally:
         db.close()
 
@@ -131,4 +153,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -45,6 +45,9 @@ class StorageSettings(BaseModel):
     group_commit_max_ops: int = 256
     blob_delete_delay: float = 2.0
     """Seconds to keep an overwritten version's blob for readers that looked it up already."""
+    abandoned_upload_days: float = 7.0
+    """Multipart uploads older than this many days are aborted and their parts removed."""
+    upload_cleanup_interval: float = 3600.0
 
 
 class TorrentSettings(BaseModel):
@@ -53,6 +56,8 @@ class TorrentSettings(BaseModel):
     max_object_size: int = 5 * GiB
     web_seed: bool = True
     extra_trackers: list[str] = Field(default_factory=list)
+    disabled_buckets: list[str] = Field(default_factory=list)
+    """Buckets whose objects get no torrents (answered as S3 does where torrents are off)."""
     created_by: str = "s3torrent"
     hash_wait_timeout: float = 30.0
     hash_workers: int = 2

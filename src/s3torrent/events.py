@@ -20,6 +20,8 @@ class ObjectWritten:
     key: str
     version_id: str
     replaced_version_id: str | None
+    hashed: bool = False
+    """True when the version's torrent hashes were recorded in the same commit."""
 
 
 @dataclass(frozen=True, slots=True)

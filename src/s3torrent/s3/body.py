@@ -49,8 +49,8 @@ class RequestBody:
         self._auth = auth
         self._read_timeout = read_timeout
         headers = request.headers
-        payload_hash = auth.payload_hash if auth is not None else headers.get(
-            "x-amz-content-sha256", UNSIGNED
+        payload_hash = (
+            auth.payload_hash if auth is not None else headers.get("x-amz-content-sha256", UNSIGNED)
         )
         self.payload_hash = payload_hash
         self.aws_chunked = payload_hash.startswith("STREAMING-")
@@ -106,7 +106,8 @@ class RequestBody:
             present += trailed
         if len(present) > 1:
             raise S3Error(
-                "InvalidRequest", "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."
+                "InvalidRequest",
+                "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.",
             )
         if present:
             return present[0]
@@ -164,7 +165,9 @@ class RequestBody:
             if len(expected) != 16:
                 raise S3Error("InvalidDigest")
             if md5 != expected:
-                raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
+                raise S3Error(
+                    "BadDigest", "The Content-MD5 you specified did not match what we received."
+                )
         if self._sha256 is not None and self._sha256.hexdigest() != self.payload_hash:
             raise S3Error(
                 "XAmzContentSHA256Mismatch",
@@ -184,7 +187,8 @@ class RequestBody:
             checksums.decode_checksum(alg, sent)
             if sent != computed:
                 raise S3Error(
-                    "BadDigest", f"The {alg.value} you specified did not match the calculated checksum."
+                    "BadDigest",
+                    f"The {alg.value} you specified did not match the calculated checksum.",
                 )
         return StoredChecksum(algorithm=alg.value, value=computed)
 

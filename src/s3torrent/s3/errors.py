@@ -10,7 +10,10 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "AccountProblem": (403, "There is a problem with your account."),
     "AuthorizationHeaderMalformed": (400, "The authorization header is malformed."),
     "AuthorizationQueryParametersError": (400, "Error parsing the X-Amz-Credential parameter."),
-    "BadDigest": (400, "The Content-MD5 or checksum you specified did not match what was received."),
+    "BadDigest": (
+        400,
+        "The Content-MD5 or checksum you specified did not match what was received.",
+    ),
     "BucketAlreadyExists": (409, "The requested bucket name is not available."),
     "BucketAlreadyOwnedByYou": (
         409,
@@ -32,7 +35,10 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "InvalidArgument": (400, "Invalid Argument"),
     "InvalidBucketName": (400, "The specified bucket is not valid."),
     "InvalidBucketState": (409, "The request is not valid with the current state of the bucket."),
-    "InvalidChunkSizeError": (400, "Only the last chunk is allowed to have a size less than 8192 bytes"),
+    "InvalidChunkSizeError": (
+        400,
+        "Only the last chunk is allowed to have a size less than 8192 bytes",
+    ),
     "IllegalLocationConstraintException": (
         400,
         "The specified location constraint is incompatible with this endpoint.",

@@ -103,7 +103,9 @@ def parse_target(raw_path: str, host: str | None, domain: str | None) -> Target:
     return Target(bucket=bucket, key=key if sep and key else None, virtual_host=False)
 
 
-def route(method: str, target: Target, query: Mapping[str, str], headers: Mapping[str, str]) -> Endpoint:
+def route(
+    method: str, target: Target, query: Mapping[str, str], headers: Mapping[str, str]
+) -> Endpoint:
     """The endpoint a request asks for; NotImplemented / MethodNotAllowed otherwise."""
     m = method.upper()
     if target.bucket is None:
@@ -207,4 +209,6 @@ def check_bucket_name(name: str) -> None:
 
 def check_key(key: str) -> None:
     if len(key.encode("utf-8")) > 1024:
-        raise S3Error("KeyTooLongError", extra={"Size": str(len(key.encode())), "MaxSizeAllowed": "1024"})
+        raise S3Error(
+            "KeyTooLongError", extra={"Size": str(len(key.encode())), "MaxSizeAllowed": "1024"}
+        )

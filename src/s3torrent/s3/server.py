@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from s3torrent.access import ANONYMOUS, Principal
+from s3torrent.access import ANONYMOUS, Principal, RequestContext
 from s3torrent.s3 import authz
 from s3torrent.s3.auth import authenticate
 from s3torrent.s3.errors import S3Error
@@ -79,7 +79,7 @@ class S3Request:
     def source_ip(self) -> str | None:
         return self.http.remote
 
-    def access_context(self, **values: str) -> authz.RequestContext:
+    def access_context(self, **values: str) -> RequestContext:
         return authz.context(self.now, self.source_ip, self.http.secure, **values)
 
 
@@ -159,7 +159,9 @@ class S3Application:
             raise
         except Exception:
             log.exception("internal error on %s %s", request.method, request.raw_path[:200])
-            return error_response(S3Error("InternalError"), rid, request.path, request.method == "HEAD")
+            return error_response(
+                S3Error("InternalError"), rid, request.path, request.method == "HEAD"
+            )
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         raw = request.raw_path
@@ -212,7 +214,9 @@ class S3Application:
             return
         bucket = await self.svc.store.get_bucket(req.bucket_name)
         if bucket is None:
-            raise S3Error("NoSuchBucket", resource=req.resource, extra={"BucketName": req.bucket_name})
+            raise S3Error(
+                "NoSuchBucket", resource=req.resource, extra={"BucketName": req.bucket_name}
+            )
         req.bucket = bucket
         key = req.target.key
         if ep in _READS_EXISTING_OBJECT:

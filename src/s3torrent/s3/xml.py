@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,7 +46,7 @@ def _append(parent: ET.Element, name: str, value: XmlValue) -> None:
 
 def render(
     root: str,
-    children: dict[str, XmlValue] | Iterable[tuple[str, XmlValue]],
+    children: Mapping[str, Any] | Iterable[tuple[str, Any]],
     *,
     ns: bool = True,
     text: str | None = None,
@@ -56,10 +56,11 @@ def render(
     if ns:
         el.set("xmlns", S3_NS)
     el.text = text
-    items = children.items() if isinstance(children, dict) else children
+    items = children.items() if isinstance(children, Mapping) else children
     for name, value in items:
         _append(el, name, value)
-    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(el, encoding="utf-8")
+    body: bytes = ET.tostring(el, encoding="utf-8")
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + body
 
 
 def parse(body: bytes) -> ET.Element:

@@ -100,22 +100,22 @@ class Database:
                     else:
                         sp.commit()
                         results.append((fut, value, None))
-        except BaseException as exc:
+        except BaseException as batch_exc:
             for _fn, fut in batch:
                 if not fut.done():
                     if fut.running():
-                        fut.set_exception(exc)
+                        fut.set_exception(batch_exc)
                     else:
                         try:
                             fut.set_running_or_notify_cancel()
-                            fut.set_exception(exc)
+                            fut.set_exception(batch_exc)
                         except Exception:
                             pass
             return
         # Only now is the transaction committed (durable): tell the callers.
-        for fut, value, exc in results:
-            if exc is not None:
-                fut.set_exception(exc)
+        for fut, value, failure in results:
+            if failure is not None:
+                fut.set_exception(failure)
             else:
                 fut.set_result(value)
 

@@ -68,6 +68,11 @@ torrents = sa.Table(
     sa.Column("pieces_root", sa.LargeBinary, nullable=True),
     sa.Column("piece_layer", sa.LargeBinary, nullable=True),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # The 20-byte swarm ids (v1 info-hash; truncated v2 info-hash) of the torrent in the
+    # format it was last built in, so the tracker and seeder can find an object by hash.
+    sa.Column("format", sa.String(8), nullable=True),
+    sa.Column("swarm_v1", sa.LargeBinary, nullable=True, index=True),
+    sa.Column("swarm_v2", sa.LargeBinary, nullable=True, index=True),
 )
 
 uploads = sa.Table(
@@ -257,8 +262,9 @@ def get_object_by_version(conn: Connection, version_id: str) -> ObjectVersion | 
 
 def bucket_has_objects(conn: Connection, bucket: str) -> bool:
     return (
-        conn.execute(sa.select(objects.c.version_id).where(objects.c.bucket == bucket).limit(1))
-        .first()
+        conn.execute(
+            sa.select(objects.c.version_id).where(objects.c.bucket == bucket).limit(1)
+        ).first()
         is not None
     )
 
@@ -270,9 +276,7 @@ def upsert_object(conn: Connection, obj: ObjectVersion) -> str | None:
         sa.select(objects.c.version_id).where(objects.c.bucket == obj.bucket, objects.c.key == key)
     ).first()
     if old is not None:
-        conn.execute(
-            objects.delete().where(objects.c.bucket == obj.bucket, objects.c.key == key)
-        )
+        conn.execute(objects.delete().where(objects.c.bucket == obj.bucket, objects.c.key == key))
         conn.execute(torrents.delete().where(torrents.c.version_id == old[0]))
     conn.execute(objects.insert().values(**obj.to_row()))
     return str(old[0]) if old is not None else None
@@ -307,8 +311,9 @@ def iter_keys_from(
 
 def bucket_has_uploads(conn: Connection, bucket: str) -> bool:
     return (
-        conn.execute(sa.select(uploads.c.upload_id).where(uploads.c.bucket == bucket).limit(1))
-        .first()
+        conn.execute(
+            sa.select(uploads.c.upload_id).where(uploads.c.bucket == bucket).limit(1)
+        ).first()
         is not None
     )
 
@@ -318,3 +323,173 @@ def referenced_blob_ids(conn: Connection) -> set[str]:
     ids = {str(r[0]) for r in conn.execute(sa.select(objects.c.version_id))}
     ids |= {str(r[0]) for r in conn.execute(sa.select(parts.c.blob_id))}
     return ids
+
+
+# ---- multipart uploads ----
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A multipart upload in progress."""
+
+    upload_id: str
+    bucket: str
+    key: str
+    owner_id: str
+    initiated: float
+    headers: dict[str, str] = field(default_factory=dict)
+    acl: str | None = None
+    checksum_algorithm: str | None = None
+    checksum_type: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Upload:
+        m = row._mapping
+        return cls(
+            upload_id=m["upload_id"],
+            bucket=m["bucket"],
+            key=bytes(m["key"]).decode("utf-8"),
+            owner_id=m["owner_id"],
+            initiated=m["initiated"],
+            headers=json.loads(m["headers"]),
+            acl=m["acl"],
+            checksum_algorithm=m["checksum_algorithm"],
+            checksum_type=m["checksum_type"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    upload_id: str
+    part_number: int
+    blob_id: str
+    size: int
+    etag: str
+    last_modified: float
+    checksum_value: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Part:
+        m = row._mapping
+        return cls(
+            upload_id=m["upload_id"],
+            part_number=m["part_number"],
+            blob_id=m["blob_id"],
+            size=m["size"],
+            etag=m["etag"],
+            last_modified=m["last_modified"],
+            checksum_value=m["checksum_value"],
+        )
+
+
+def insert_upload(conn: Connection, up: Upload) -> None:
+    conn.execute(
+        uploads.insert().values(
+            upload_id=up.upload_id,
+            bucket=up.bucket,
+            key=up.key.encode("utf-8"),
+            owner_id=up.owner_id,
+            initiated=up.initiated,
+            headers=json.dumps(up.headers, separators=(",", ":")),
+            acl=up.acl,
+            checksum_algorithm=up.checksum_algorithm,
+            checksum_type=up.checksum_type,
+        )
+    )
+
+
+def get_upload(conn: Connection, upload_id: str) -> Upload | None:
+    row = conn.execute(sa.select(uploads).where(uploads.c.upload_id == upload_id)).first()
+    return Upload.from_row(row) if row else None
+
+
+def put_part(conn: Connection, part: Part) -> str | None:
+    """Record a part (replacing one with the same number); return the replaced blob id."""
+    where = (parts.c.upload_id == part.upload_id, parts.c.part_number == part.part_number)
+    old = conn.execute(sa.select(parts.c.blob_id).where(*where)).first()
+    if old is not None:
+        conn.execute(parts.delete().where(*where))
+    conn.execute(
+        parts.insert().values(
+            upload_id=part.upload_id,
+            part_number=part.part_number,
+            blob_id=part.blob_id,
+            size=part.size,
+            etag=part.etag,
+            last_modified=part.last_modified,
+            checksum_value=part.checksum_value,
+        )
+    )
+    return str(old[0]) if old is not None else None
+
+
+def list_parts(
+    conn: Connection, upload_id: str, after: int = 0, limit: int | None = None
+) -> list[Part]:
+    q = (
+        sa.select(parts)
+        .where(parts.c.upload_id == upload_id, parts.c.part_number > after)
+        .order_by(parts.c.part_number)
+    )
+    if limit is not None:
+        q = q.limit(limit)
+    return [Part.from_row(r) for r in conn.execute(q)]
+
+
+def delete_upload(conn: Connection, upload_id: str) -> list[str] | None:
+    """Drop an upload and its parts; return the part blob ids (None: no such upload)."""
+    if (
+        conn.execute(sa.select(uploads.c.upload_id).where(uploads.c.upload_id == upload_id)).first()
+        is None
+    ):
+        return None
+    blob_ids = [
+        str(r[0])
+        for r in conn.execute(sa.select(parts.c.blob_id).where(parts.c.upload_id == upload_id))
+    ]
+    conn.execute(parts.delete().where(parts.c.upload_id == upload_id))
+    conn.execute(uploads.delete().where(uploads.c.upload_id == upload_id))
+    return blob_ids
+
+
+def list_uploads(
+    conn: Connection,
+    bucket: str,
+    prefix: bytes,
+    key_marker: bytes | None,
+    upload_id_marker: str | None,
+    limit: int,
+) -> list[Upload]:
+    """Uploads in (key, initiated, upload id) order, after the markers as S3 defines them."""
+    q = sa.select(uploads).where(uploads.c.bucket == bucket)
+    if prefix:
+        q = q.where(uploads.c.key >= prefix)
+    if key_marker is not None:
+        if upload_id_marker:
+            marker = conn.execute(
+                sa.select(uploads.c.initiated).where(uploads.c.upload_id == upload_id_marker)
+            ).first()
+            after_same_key = (
+                sa.or_(
+                    uploads.c.initiated > marker[0],
+                    sa.and_(
+                        uploads.c.initiated == marker[0], uploads.c.upload_id > upload_id_marker
+                    ),
+                )
+                if marker is not None
+                else sa.false()
+            )
+            q = q.where(
+                sa.or_(
+                    uploads.c.key > key_marker, sa.and_(uploads.c.key == key_marker, after_same_key)
+                )
+            )
+        else:
+            q = q.where(uploads.c.key > key_marker)
+    q = q.order_by(uploads.c.key, uploads.c.initiated, uploads.c.upload_id).limit(limit)
+    return [Upload.from_row(r) for r in conn.execute(q)]
+
+
+def stale_uploads(conn: Connection, initiated_before: float, limit: int) -> list[str]:
+    q = sa.select(uploads.c.upload_id).where(uploads.c.initiated < initiated_before).limit(limit)
+    return [str(r[0]) for r in conn.execute(q)]

@@ -46,7 +46,9 @@ class UserDirectory:
         self._by_id: dict[str, md.User] = {}
 
     def load(self) -> None:
-        users = self.db.read_sync(lambda c: [md.User.from_row(r) for r in c.execute(sa.select(md.users))])
+        users = self.db.read_sync(
+            lambda c: [md.User.from_row(r) for r in c.execute(sa.select(md.users))]
+        )
         self._by_key = {u.access_key: u for u in users}
         self._by_id = {u.canonical_id: u for u in users}
 
@@ -62,7 +64,9 @@ class UserDirectory:
         if user is not None:
             return user
         row = await self.db.read(
-            lambda c: c.execute(sa.select(md.users).where(md.users.c.access_key == access_key)).first()
+            lambda c: c.execute(
+                sa.select(md.users).where(md.users.c.access_key == access_key)
+            ).first()
         )
         if row is None:
             return None
@@ -71,7 +75,9 @@ class UserDirectory:
         self._by_id[user.canonical_id] = user
         return user
 
-    def ensure_root(self, data_dir: Path, access_key: str | None, secret_key: str | None) -> tuple[md.User, bool]:
+    def ensure_root(
+        self, data_dir: Path, access_key: str | None, secret_key: str | None
+    ) -> tuple[md.User, bool]:
         """Create or update the root user; returns (root, whether new keys were generated)."""
         generated = False
         cred_file = data_dir / "root-credentials.json"

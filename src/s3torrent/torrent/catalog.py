@@ -1,14 +1,18 @@
 """The torrents of stored object versions: piece hashes in the metadata DB, metainfo on demand.
 
 Hashes are recorded in the same transaction that makes a version current (when they were
-computed during the upload), or by a background job later (multipart, copies, rehash).
+computed during the upload), or by a background job later (multipart, copies, rehash). The
+info dictionary depends only on the version and the format setting; everything outside it
+(trackers, web seeds) is built per request from the current settings.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -16,30 +20,85 @@ from sqlalchemy.engine import Connection
 from s3torrent.config import TorrentSettings
 from s3torrent.store import metadata as md
 from s3torrent.torrent.hasher import PieceHashes, TorrentHasher
+from s3torrent.torrent.metainfo import (
+    InfoHash,
+    TorrentFormat,
+    build_info,
+    build_torrent,
+    magnet_uri,
+    piece_layers_for,
+    torrent_name,
+)
 from s3torrent.torrent.pieces import piece_length_for
 
 READY = "ready"
 
 
 @dataclass(frozen=True, slots=True)
-class StoredHashes:
+class TorrentInfo:
+    """One version's info dictionary and its hashes, in one format."""
+
+    bucket: str
+    key: str
     version_id: str
+    name: str
+    fmt: TorrentFormat
     hashes: PieceHashes
+    info: bytes
+    info_hash: InfoHash
+    last_modified: float
+
+    @property
+    def swarm_ids(self) -> tuple[bytes, ...]:
+        return self.info_hash.swarm_ids
+
+
+def make_info(obj: md.ObjectVersion, hashes: PieceHashes, fmt: TorrentFormat) -> TorrentInfo:
+    name = torrent_name(obj.key)
+    info = build_info(
+        name=name,
+        hashes=hashes,
+        bucket=obj.bucket,
+        key=obj.key,
+        version_id=obj.version_id,
+        fmt=fmt,
+    )
+    return TorrentInfo(
+        bucket=obj.bucket,
+        key=obj.key,
+        version_id=obj.version_id,
+        name=name,
+        fmt=fmt,
+        hashes=hashes,
+        info=info,
+        info_hash=InfoHash.of(info, fmt),
+        last_modified=obj.last_modified,
+    )
+
+
+def object_url(base_url: str, bucket: str, key: str) -> str:
+    return f"{base_url}/{quote(bucket, safe='')}/{quote(key, safe='/')}"
 
 
 class TorrentCatalog:
-    """Piece hashes per object version, and the policy for computing them."""
+    """Piece hashes per object version, the policy for computing them, and metainfo."""
 
-    def __init__(self, settings: TorrentSettings) -> None:
+    def __init__(self, settings: TorrentSettings, *, cache_size: int = 1024) -> None:
         self.settings = settings
+        self._cache: OrderedDict[tuple[str, str], TorrentInfo] = OrderedDict()
+        self._cache_size = cache_size
+
+    @property
+    def fmt(self) -> TorrentFormat:
+        return self.settings.format
 
     @property
     def wants_v1(self) -> bool:
-        return self.settings.format in ("v1", "hybrid")
+        return self.fmt in ("v1", "hybrid")
 
     @property
     def wants_v2(self) -> bool:
-        return self.settings.format in ("v2", "hybrid")
+        return self.fmt in ("v2", "hybrid")
 
     def hasher_for(self, size: int) -> TorrentHasher | None:
         """A hasher to run inside the upload stream, when this upload can have a torrent."""
@@ -47,28 +106,100 @@ class TorrentCatalog:
             return None
         return TorrentHasher(piece_length_for(size), v1=self.wants_v1, v2=self.wants_v2)
 
-    @staticmethod
-    def record_hashes(version_id: str, hasher: TorrentHasher) -> Callable[[Connection], None]:
+    def record_hashes(
+        self, obj: md.ObjectVersion, hasher: TorrentHasher
+    ) -> Callable[[Connection], None]:
         """The insert that stores a finished upload's hashes, to run in its commit."""
-        hashes = hasher.finish()
+        info = self.info_for(obj, hasher.finish())
 
         def insert(conn: Connection) -> None:
-            store_hashes(conn, version_id, hashes)
+            store_hashes(conn, info)
 
         return insert
 
+    def has_hashes_for_format(self, hashes: PieceHashes) -> bool:
+        return (not self.wants_v1 or hashes.has_v1) and (not self.wants_v2 or hashes.has_v2)
 
-def store_hashes(conn: Connection, version_id: str, hashes: PieceHashes) -> None:
-    conn.execute(md.torrents.delete().where(md.torrents.c.version_id == version_id))
+    def info_for(self, obj: md.ObjectVersion, hashes: PieceHashes) -> TorrentInfo:
+        """The info dictionary of obj in the current format (cached per version)."""
+        ck = (obj.version_id, self.fmt)
+        hit = self._cache.get(ck)
+        if hit is not None:
+            self._cache.move_to_end(ck)
+            return hit
+        info = make_info(obj, hashes, self.fmt)
+        self._cache[ck] = info
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return info
+
+    def forget(self, version_id: str) -> None:
+        for ck in [k for k in self._cache if k[0] == version_id]:
+            del self._cache[ck]
+
+    def announce_url(self, base_url: str) -> str:
+        return f"{base_url}/_tracker/announce"
+
+    def trackers(self, base_url: str) -> list[str]:
+        return [self.announce_url(base_url), *self.settings.extra_trackers]
+
+    def web_seeds(
+        self, base_url: str, info: TorrentInfo, bucket_settings: dict[str, object]
+    ) -> list[str]:
+        if not self.settings.web_seed or bucket_settings.get("web_seed") is False:
+            return []
+        url = object_url(base_url, info.bucket, info.key)
+        if info.fmt != "v1" and info.key.rsplit("/", 1)[-1] == info.name:
+            # BEP 19 clients treat v2/hybrid torrents as multi-file and append the name to a
+            # URL ending in "/": name the key's parent so they land on the object itself.
+            url = url[: url.rfind("/") + 1]
+        mirrors = bucket_settings.get("mirrors")
+        extra = [str(m) for m in mirrors] if isinstance(mirrors, list) else []
+        return [url, *extra]
+
+    def torrent_file(
+        self, info: TorrentInfo, base_url: str, bucket_settings: dict[str, object]
+    ) -> bytes:
+        trackers = self.trackers(base_url)
+        return build_torrent(
+            info=info.info,
+            announce=trackers[0],
+            announce_list=[[t] for t in trackers],
+            url_list=self.web_seeds(base_url, info, bucket_settings),
+            creation_date=int(info.last_modified),
+            created_by=self.settings.created_by,
+            comment=None,
+            piece_layers=piece_layers_for(info.hashes) if info.fmt != "v1" else None,
+        )
+
+    def magnet(self, info: TorrentInfo, base_url: str, bucket_settings: dict[str, object]) -> str:
+        return magnet_uri(
+            info_hash_v1=info.info_hash.v1,
+            info_hash_v2=info.info_hash.v2,
+            name=info.name,
+            length=info.hashes.length,
+            trackers=self.trackers(base_url),
+            web_seeds=self.web_seeds(base_url, info, bucket_settings),
+            torrent_url=object_url(base_url, info.bucket, info.key) + "?torrent",
+        )
+
+
+def store_hashes(conn: Connection, info: TorrentInfo) -> None:
+    h = info.hashes
+    conn.execute(md.torrents.delete().where(md.torrents.c.version_id == info.version_id))
+    ids = info.info_hash
     conn.execute(
         md.torrents.insert().values(
-            version_id=version_id,
+            version_id=info.version_id,
             state=READY,
-            piece_length=hashes.piece_length,
-            pieces_v1=hashes.pieces_v1,
-            pieces_root=hashes.pieces_root,
-            piece_layer=hashes.piece_layer,
+            piece_length=h.piece_length,
+            pieces_v1=h.pieces_v1,
+            pieces_root=h.pieces_root,
+            piece_layer=h.piece_layer,
             updated_at=time.time(),
+            format=info.fmt,
+            swarm_v1=ids.v1,
+            swarm_v2=ids.v2_truncated,
         )
     )
 
@@ -89,3 +220,26 @@ def load_hashes(conn: Connection, obj: md.ObjectVersion) -> PieceHashes | None:
         pieces_root=m["pieces_root"],
         piece_layer=m["piece_layer"],
     )
+
+
+def find_by_swarm_id(conn: Connection, swarm_id: bytes) -> md.ObjectVersion | None:
+    """The current object version whose torrent has this 20-byte swarm id, if any."""
+    row = conn.execute(
+        sa.select(md.torrents.c.version_id).where(
+            sa.or_(md.torrents.c.swarm_v1 == swarm_id, md.torrents.c.swarm_v2 == swarm_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    return md.get_object_by_version(conn, str(row[0]))
+
+
+def versions_without_hashes(conn: Connection, max_size: int, limit: int) -> list[md.ObjectVersion]:
+    """Current versions that have no stored hashes (their hashing job did not finish)."""
+    q = (
+        sa.select(md.objects)
+        .outerjoin(md.torrents, md.torrents.c.version_id == md.objects.c.version_id)
+        .where(md.torrents.c.version_id.is_(None), md.objects.c.size <= max_size)
+        .limit(limit)
+    )
+    return [md.ObjectVersion.from_row(r) for r in conn.execute(q)]

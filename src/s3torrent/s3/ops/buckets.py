@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from s3torrent.app import Services
 
 
-def xml_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def xml_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(status=status, body=body, content_type="application/xml", headers=headers)
 
 
@@ -68,17 +70,21 @@ async def create_bucket(svc: Services, req: S3Request) -> web.StreamResponse:
     p = req.principal
     assert p.canonical_id is not None
     region = svc.settings.region
-    body = await RequestBody(req.http, req.auth, max_chunk_size=svc.settings.limits.max_chunk_size,
-                             read_timeout=svc.settings.limits.body_read_timeout).read_all(
-        svc.settings.limits.max_xml_body
-    )
+    body = await RequestBody(
+        req.http,
+        req.auth,
+        max_chunk_size=svc.settings.limits.max_chunk_size,
+        read_timeout=svc.settings.limits.body_read_timeout,
+    ).read_all(svc.settings.limits.max_xml_body)
     if body.strip():
         root = s3xml.parse(body)
         if s3xml.local(root.tag) != "CreateBucketConfiguration":
             raise S3Error("MalformedXML")
         constraint = s3xml.text(root, "LocationConstraint")
-        if constraint is not None and constraint != region and not (
-            constraint == "" and region == "us-east-1"
+        if (
+            constraint is not None
+            and constraint != region
+            and not (constraint == "" and region == "us-east-1")
         ):
             raise S3Error(
                 "IllegalLocationConstraintException",
@@ -91,7 +97,9 @@ async def create_bucket(svc: Services, req: S3Request) -> web.StreamResponse:
     acl = grants_from_headers(headers, owner)
     if "x-amz-acl" in headers:
         if acl is not None:
-            raise S3Error("InvalidRequest", "Specifying both Canned ACLs and Header Grants is not allowed")
+            raise S3Error(
+                "InvalidRequest", "Specifying both Canned ACLs and Header Grants is not allowed"
+            )
         acl = canned_acl(headers["x-amz-acl"], owner=owner, bucket_owner=owner)
     if acl is not None:
         check_acl_allowed(acl, None)
@@ -101,11 +109,17 @@ async def create_bucket(svc: Services, req: S3Request) -> web.StreamResponse:
         existing = md.get_bucket(conn, name)
         if existing is not None:
             if existing.owner_id == p.canonical_id:
-                raise S3Error("BucketAlreadyOwnedByYou", resource=f"/{name}", extra={"BucketName": name})
+                raise S3Error(
+                    "BucketAlreadyOwnedByYou", resource=f"/{name}", extra={"BucketName": name}
+                )
             raise S3Error("BucketAlreadyExists", resource=f"/{name}", extra={"BucketName": name})
         conn.execute(
             md.buckets.insert().values(
-                name=name, owner_id=p.canonical_id, created_at=time.time(), region=region, acl=acl_text
+                name=name,
+                owner_id=p.canonical_id,
+                created_at=time.time(),
+                region=region,
+                acl=acl_text,
             )
         )
 

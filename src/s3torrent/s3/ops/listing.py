@@ -104,15 +104,24 @@ def list_params(svc: Services, req: S3Request) -> ListParams:
     try:
         max_keys = int(raw_max)
     except ValueError as exc:
-        raise S3Error("InvalidArgument", "Provided max-keys not an integer or within integer range",
-                      extra={"ArgumentName": "max-keys", "ArgumentValue": raw_max}) from exc
+        raise S3Error(
+            "InvalidArgument",
+            "Provided max-keys not an integer or within integer range",
+            extra={"ArgumentName": "max-keys", "ArgumentValue": raw_max},
+        ) from exc
     if max_keys < 0:
-        raise S3Error("InvalidArgument", "Argument maxKeys must be an integer between 0 and 2147483647",
-                      extra={"ArgumentName": "maxKeys", "ArgumentValue": raw_max})
+        raise S3Error(
+            "InvalidArgument",
+            "Argument maxKeys must be an integer between 0 and 2147483647",
+            extra={"ArgumentName": "maxKeys", "ArgumentValue": raw_max},
+        )
     enc = q.get("encoding-type")
     if enc is not None and enc != "url":
-        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
-                      extra={"ArgumentName": "encoding-type", "ArgumentValue": enc})
+        raise S3Error(
+            "InvalidArgument",
+            "Invalid Encoding Method specified in Request",
+            extra={"ArgumentName": "encoding-type", "ArgumentValue": enc},
+        )
     return ListParams(
         prefix=q.get("prefix", ""),
         delimiter=q.get("delimiter", ""),
@@ -125,7 +134,9 @@ def _enc(value: str, url: bool) -> str:
     return quote(value, safe="/") if url else value
 
 
-def _contents(svc: Services, objs: list[md.ObjectVersion], url: bool, owner: bool) -> list[dict[str, Any]]:
+def _contents(
+    svc: Services, objs: list[md.ObjectVersion], url: bool, owner: bool
+) -> list[dict[str, Any]]:
     out = []
     for o in objs:
         item: dict[str, Any] = {
@@ -178,8 +189,11 @@ def _decode_token(token: str) -> str:
     try:
         return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
     except (binascii.Error, UnicodeError, ValueError) as exc:
-        raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
-                      extra={"ArgumentName": "continuation-token"}) from exc
+        raise S3Error(
+            "InvalidArgument",
+            "The continuation token provided is incorrect",
+            extra={"ArgumentName": "continuation-token"},
+        ) from exc
 
 
 async def list_objects_v2(svc: Services, req: S3Request) -> web.StreamResponse:
@@ -189,8 +203,11 @@ async def list_objects_v2(svc: Services, req: S3Request) -> web.StreamResponse:
     start_after = q.get("start-after", "")
     after: str | None = _decode_token(token) if token else (start_after or None)
     if token == "":
-        raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
-                      extra={"ArgumentName": "continuation-token"})
+        raise S3Error(
+            "InvalidArgument",
+            "The continuation token provided is incorrect",
+            extra={"ArgumentName": "continuation-token"},
+        )
     fetch_owner = q.get("fetch-owner", "false").lower() == "true"
     page = await svc.db.read(
         lambda c: list_page(c, req.bucket_name, p.prefix, p.delimiter, after, p.max_keys)
@@ -223,9 +240,13 @@ async def list_object_versions(svc: Services, req: S3Request) -> web.StreamRespo
     key_marker = q.get("key-marker", "")
     vid_marker = q.get("version-id-marker")
     if vid_marker and not key_marker:
-        raise S3Error("InvalidArgument", "A version-id marker cannot be specified without a key marker.")
+        raise S3Error(
+            "InvalidArgument", "A version-id marker cannot be specified without a key marker."
+        )
     page = await svc.db.read(
-        lambda c: list_page(c, req.bucket_name, p.prefix, p.delimiter, key_marker or None, p.max_keys)
+        lambda c: list_page(
+            c, req.bucket_name, p.prefix, p.delimiter, key_marker or None, p.max_keys
+        )
     )
     versions = []
     for o in page.objects:
@@ -247,7 +268,10 @@ async def list_object_versions(svc: Services, req: S3Request) -> web.StreamRespo
         ("VersionIdMarker", vid_marker or ""),
     ]
     if page.truncated and page.last is not None:
-        children += [("NextKeyMarker", _enc(page.last, p.url_encode)), ("NextVersionIdMarker", "null")]
+        children += [
+            ("NextKeyMarker", _enc(page.last, p.url_encode)),
+            ("NextVersionIdMarker", "null"),
+        ]
     children += [
         ("MaxKeys", p.max_keys),
         ("Delimiter", _enc(p.delimiter, p.url_encode) if p.delimiter else None),

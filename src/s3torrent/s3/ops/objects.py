@@ -250,8 +250,8 @@ async def store_body(
         checksum_value=checksum.value if checksum else None,
         checksum_type="FULL_OBJECT" if checksum else None,
     )
-    extra = svc.torrents.record_hashes(version_id, torrent_hasher) if torrent_hasher else None
-    await store.publish_version(obj, extra=extra)
+    extra = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
+    await store.publish_version(obj, extra=extra, hashed=extra is not None)
     return obj, checksum
 
 
@@ -281,9 +281,9 @@ async def serve_object(svc: Services, req: S3Request, *, head: bool) -> web.Stre
         offset, count = rng.start, rng.length
         headers["Content-Range"] = f"bytes {rng.start}-{rng.end}/{obj.size}"
     if head:
-        resp = web.Response(status=status, headers=headers)
-        resp.content_length = count
-        return resp
+        head_resp = web.Response(status=status, headers=headers)
+        head_resp.content_length = count
+        return head_resp
     fobj = None
     for _attempt in range(2):
         path = svc.store.blobs.local_path(obj.version_id)
@@ -321,9 +321,13 @@ async def _reserve(
     svc: Services, req: S3Request, obj: md.ObjectVersion, head: bool
 ) -> web.StreamResponse:
     req.obj = obj
-    decision = authz.may(
-        req.principal, req.endpoint.action, req.bucket, req.key, obj, req.access_context()
-    ) if req.bucket is not None else None
+    decision = (
+        authz.may(
+            req.principal, req.endpoint.action, req.bucket, req.key, obj, req.access_context()
+        )
+        if req.bucket is not None
+        else None
+    )
     if decision is None or not decision.allowed:
         raise S3Error("AccessDenied", resource=req.resource)
     return await serve_object(svc, req, head=head)
@@ -341,14 +345,18 @@ async def delete_objects(svc: Services, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     limits = svc.settings.limits
     body = RequestBody(
-        req.http, req.auth, max_chunk_size=limits.max_chunk_size, read_timeout=limits.body_read_timeout
+        req.http,
+        req.auth,
+        max_chunk_size=limits.max_chunk_size,
+        read_timeout=limits.body_read_timeout,
     )
     if "content-md5" not in req.http.headers and not any(
         h.startswith("x-amz-checksum-") or h == "x-amz-sdk-checksum-algorithm"
         for h in (k.lower() for k in req.http.headers)
     ):
         raise S3Error(
-            "InvalidRequest", "Missing required header for this request: Content-MD5 or x-amz-checksum-*"
+            "InvalidRequest",
+            "Missing required header for this request: Content-MD5 or x-amz-checksum-*",
         )
     raw = await body.read_all(limits.max_xml_body)
     body.verify(md5=None)
@@ -367,7 +375,9 @@ async def delete_objects(svc: Services, req: S3Request) -> web.StreamResponse:
         if key is None or key == "":
             raise S3Error("MalformedXML")
         if len(key.encode()) > 1024:
-            errors.append({"Key": key, "Code": "KeyTooLongError", "Message": "Your key is too long."})
+            errors.append(
+                {"Key": key, "Code": "KeyTooLongError", "Message": "Your key is too long."}
+            )
             continue
         decision = authz.may(req.principal, "s3:DeleteObject", req.bucket, key, None, ctx)
         if not decision.allowed:

@@ -1,0 +1,218 @@
+"""Which torrents are public right now: the bridge from events and the access decision to the
+tracker registry and the seeder.
+
+A torrent is published while its object version is current, anonymously readable (asked of
+the one access decision, as an anonymous GetObject), within the torrent limits and hashed.
+Events revoke at once (synchronously, before the request that caused them is answered);
+publication is eager for new versions and lazy for everything else: an announce or handshake
+for an unknown swarm id looks the id up in the metadata database and publishes it if allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from s3torrent.access import ANONYMOUS
+from s3torrent.config import Settings
+from s3torrent.events import AccessChanged, Event, ObjectDeleted, ObjectWritten, TorrentHashed
+from s3torrent.s3 import authz
+from s3torrent.store import metadata as md
+from s3torrent.store.database import Database
+from s3torrent.torrent.catalog import TorrentCatalog, TorrentInfo, find_by_swarm_id, load_hashes
+from s3torrent.tracker.protocol import AnnounceRequest, ScrapeStats
+from s3torrent.tracker.registry import (
+    AnnounceFailure,
+    AnnounceResult,
+    SwarmStats,
+    TorrentRef,
+    TrackerRegistry,
+)
+
+log = logging.getLogger(__name__)
+
+Revoked = Callable[[TorrentInfo], None]
+
+
+def torrent_refusal(settings: Settings, bucket: md.Bucket, obj: md.ObjectVersion) -> str | None:
+    """Why this version cannot have a public torrent (apart from access), or None."""
+    ts = settings.torrent
+    if (
+        not ts.enabled
+        or bucket.name in ts.disabled_buckets
+        or bucket.settings.get("torrent") is False
+    ):
+        return "disabled"
+    if obj.size > ts.max_object_size:
+        return "too large"
+    return None
+
+
+def anonymously_readable(bucket: md.Bucket, obj: md.ObjectVersion) -> bool:
+    """The one access decision, asked as an anonymous GetObject from nowhere in particular."""
+    ctx = authz.context(datetime.now(UTC), None, False)
+    return authz.may(ANONYMOUS, "s3:GetObject", bucket, obj.key, obj, ctx).allowed
+
+
+class PublicTorrents:
+    """The set of published torrents, kept in step with events."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        catalog: TorrentCatalog,
+        registry: TrackerRegistry,
+        origin_seeders: tuple[tuple[str, int], ...] = (),
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.catalog = catalog
+        self.registry = registry
+        self.origin_seeders = origin_seeders
+        self.by_swarm: dict[bytes, TorrentInfo] = {}
+        self.by_version: dict[str, TorrentInfo] = {}
+        self._revoked_listeners: list[Revoked] = []
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def on_revoked(self, listener: Revoked) -> None:
+        """The seeder subscribes here to close connections of revoked torrents."""
+        self._revoked_listeners.append(listener)
+
+    def get(self, swarm_id: bytes) -> TorrentInfo | None:
+        return self.by_swarm.get(swarm_id)
+
+    # ---- events ----
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, ObjectWritten):
+            if event.replaced_version_id:
+                self.revoke(event.replaced_version_id)
+            self._spawn(self.consider_version(event.version_id))
+        elif isinstance(event, TorrentHashed):
+            self._spawn(self.consider_version(event.version_id))
+        elif isinstance(event, ObjectDeleted):
+            self.revoke(event.version_id)
+        elif isinstance(event, AccessChanged):
+            affected = [
+                t
+                for t in self.by_version.values()
+                if t.bucket == event.bucket and (event.key is None or t.key == event.key)
+            ]
+            for t in affected:
+                self.revoke(t.version_id)
+            # Those still public come back at once; the rest stay revoked.
+            for t in affected:
+                self._spawn(self.consider_version(t.version_id))
+            if event.key is not None:
+                self._spawn(self.consider_key(event.bucket, event.key))
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def revoke(self, version_id: str) -> None:
+        info = self.by_version.pop(version_id, None)
+        self.catalog.forget(version_id)
+        if info is None:
+            return
+        for sid in info.swarm_ids:
+            self.by_swarm.pop(sid, None)
+            self._spawn(self.registry.deregister(sid))
+        for listener in self._revoked_listeners:
+            try:
+                listener(info)
+            except Exception:
+                log.exception("revocation listener failed")
+
+    # ---- publication ----
+
+    async def consider_key(self, bucket: str, key: str) -> TorrentInfo | None:
+        obj = await self.db.read(lambda c: md.get_object(c, bucket, key))
+        return await self.consider(obj) if obj is not None else None
+
+    async def consider_version(self, version_id: str) -> TorrentInfo | None:
+        obj = await self.db.read(lambda c: md.get_object_by_version(c, version_id))
+        return await self.consider(obj) if obj is not None else None
+
+    async def consider(self, obj: md.ObjectVersion) -> TorrentInfo | None:
+        """Publish obj's torrent if it may be public now; return it when published."""
+        known = self.by_version.get(obj.version_id)
+        if known is not None:
+            return known
+        bucket = await self.db.read(lambda c: md.get_bucket(c, obj.bucket))
+        if bucket is None or torrent_refusal(self.settings, bucket, obj) or obj.size == 0:
+            return None
+        if not anonymously_readable(bucket, obj):
+            return None
+        hashes = await self.db.read(lambda c: load_hashes(c, obj))
+        if hashes is None or not self.catalog.has_hashes_for_format(hashes):
+            return None
+        # Re-check currency after the awaits: a revocation may have raced us.
+        current = await self.db.read(lambda c: md.get_object(c, obj.bucket, obj.key))
+        if current is None or current.version_id != obj.version_id:
+            return None
+        info = self.catalog.info_for(obj, hashes)
+        self.by_version[obj.version_id] = info
+        ref = TorrentRef(obj.bucket, obj.key, obj.version_id, self.origin_seeders)
+        for sid in info.swarm_ids:
+            self.by_swarm[sid] = info
+            await self.registry.register(sid, ref)
+        return info
+
+    async def resolve(self, swarm_id: bytes) -> TorrentInfo | None:
+        """The published torrent for a swarm id, publishing it now if it may be."""
+        info = self.by_swarm.get(swarm_id)
+        if info is not None:
+            return info
+        obj = await self.db.read(lambda c: find_by_swarm_id(c, swarm_id))
+        if obj is None:
+            return None
+        info = await self.consider(obj)
+        if info is None or swarm_id not in info.swarm_ids:
+            return None
+        return info
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+
+class ResolvingRegistry:
+    """The tracker registry as the tracker sees it: unknown swarm ids are resolved lazily."""
+
+    def __init__(self, inner: TrackerRegistry, public: PublicTorrents) -> None:
+        self.inner = inner
+        self.public = public
+
+    async def register(self, info_hash: bytes, meta: TorrentRef) -> None:
+        await self.inner.register(info_hash, meta)
+
+    async def deregister(self, info_hash: bytes) -> None:
+        await self.inner.deregister(info_hash)
+
+    async def is_registered(self, info_hash: bytes) -> bool:
+        if await self.inner.is_registered(info_hash):
+            return True
+        return await self.public.resolve(info_hash) is not None
+
+    async def announce(self, req: AnnounceRequest, now: float) -> AnnounceResult | AnnounceFailure:
+        if not await self.inner.is_registered(req.info_hash):
+            await self.public.resolve(req.info_hash)
+        return await self.inner.announce(req, now)
+
+    async def scrape(self, info_hashes: tuple[bytes, ...], now: float) -> dict[bytes, ScrapeStats]:
+        for h in info_hashes:
+            if not await self.inner.is_registered(h):
+                await self.public.resolve(h)
+        return await self.inner.scrape(info_hashes, now)
+
+    async def stats(self, info_hash: bytes) -> SwarmStats:
+        return await self.inner.stats(info_hash)
+
+    async def registered(self) -> list[bytes]:
+        return await self.inner.registered()

@@ -1,0 +1,147 @@
+"""ACL operations: Get/PutBucketAcl and Get/PutObjectAcl."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from sqlalchemy.engine import Connection
+
+from s3torrent.access import (
+    AccessControlList,
+    CanonicalUser,
+    Grant,
+    Owner,
+    PublicAccessBlock,
+    acl_from_xml,
+    acl_to_xml,
+    canned_acl,
+    check_acl_allowed,
+    grants_from_headers,
+)
+from s3torrent.events import AccessChanged
+from s3torrent.s3 import authz
+from s3torrent.s3.body import RequestBody
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ops.buckets import display_name, xml_response
+from s3torrent.s3.server import S3Request
+from s3torrent.store import metadata as md
+
+if TYPE_CHECKING:
+    from s3torrent.app import Services
+
+
+def _known_user(svc: Services) -> Callable[[str], str | None]:
+    def known(canonical_id: str) -> str | None:
+        user = svc.users.by_id(canonical_id)
+        return user.name if user is not None else None
+
+    return known
+
+
+def _with_display_names(svc: Services, acl: AccessControlList) -> AccessControlList:
+    """Stored ACLs may predate a user's name; answer with the names we know now."""
+    grants = tuple(
+        Grant(CanonicalUser(g.grantee.id, display_name(svc, g.grantee.id)), g.permission)
+        if isinstance(g.grantee, CanonicalUser)
+        else g
+        for g in acl.grants
+    )
+    owner = Owner(acl.owner.id, display_name(svc, acl.owner.id))
+    return AccessControlList(owner, grants)
+
+
+def _pab(bucket: md.Bucket) -> PublicAccessBlock | None:
+    if not bucket.public_access_block:
+        return None
+    return authz.decode_public_access_block(bucket.public_access_block)
+
+
+async def _requested_acl(
+    svc: Services, req: S3Request, owner: Owner, bucket_owner: Owner
+) -> AccessControlList:
+    """The new ACL from x-amz-acl, x-amz-grant-* or an AccessControlPolicy body (one of them)."""
+    limits = svc.settings.limits
+    body = RequestBody(
+        req.http,
+        req.auth,
+        max_chunk_size=limits.max_chunk_size,
+        read_timeout=limits.body_read_timeout,
+    )
+    raw = await body.read_all(limits.max_xml_body)
+    body.verify(md5=None)
+    headers = req.http.headers
+    known = _known_user(svc)
+    acl = grants_from_headers(headers, owner, known_user=known)
+    if "x-amz-acl" in headers:
+        acl = canned_acl(headers["x-amz-acl"], owner=owner, bucket_owner=bucket_owner)
+    if acl is not None:
+        if raw.strip():
+            raise S3Error("UnexpectedContent", "This request does not support content")
+        return acl
+    if not raw.strip():
+        raise S3Error(
+            "MissingSecurityHeader",
+            "Your request was missing a required header",
+            extra={"MissingHeaderName": "x-amz-acl"},
+        )
+    return acl_from_xml(raw, expected_owner_id=owner.id, known_user=known)
+
+
+# ---- bucket ----
+
+
+async def get_bucket_acl(svc: Services, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    acl = _with_display_names(svc, authz.bucket_acl(req.bucket))
+    return xml_response(acl_to_xml(acl))
+
+
+async def put_bucket_acl(svc: Services, req: S3Request) -> web.StreamResponse:
+    bucket = req.bucket
+    assert bucket is not None
+    owner = Owner(bucket.owner_id, display_name(svc, bucket.owner_id))
+    acl = await _requested_acl(svc, req, owner, owner)
+    check_acl_allowed(acl, _pab(bucket))
+    text = authz.encode_acl(acl)
+
+    def txn(conn: Connection) -> None:
+        conn.execute(md.buckets.update().where(md.buckets.c.name == bucket.name).values(acl=text))
+
+    await svc.db.write(txn)
+    svc.events.publish(AccessChanged(bucket.name, None))
+    return web.Response(status=200)
+
+
+# ---- object ----
+
+
+async def get_object_acl(svc: Services, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None and req.obj is not None
+    acl = _with_display_names(svc, authz.object_acl(req.bucket, req.obj))
+    return xml_response(acl_to_xml(acl))
+
+
+async def put_object_acl(svc: Services, req: S3Request) -> web.StreamResponse:
+    bucket, obj = req.bucket, req.obj
+    assert bucket is not None and obj is not None
+    owner = Owner(obj.owner_id, display_name(svc, obj.owner_id))
+    bucket_owner = Owner(bucket.owner_id, display_name(svc, bucket.owner_id))
+    acl = await _requested_acl(svc, req, owner, bucket_owner)
+    check_acl_allowed(acl, _pab(bucket))
+    text = authz.encode_acl(acl)
+
+    def txn(conn: Connection) -> int:
+        # The version the access check saw: an overwrite since then keeps its own ACL.
+        result = conn.execute(
+            md.objects.update().where(md.objects.c.version_id == obj.version_id).values(acl=text)
+        )
+        return int(result.rowcount or 0)
+
+    if await svc.db.write(txn) == 0:
+        raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
+    req.obj = replace(obj, acl=text)
+    svc.events.publish(AccessChanged(bucket.name, req.key))
+    return web.Response(status=200)

@@ -1,0 +1,121 @@
+"""Bucket policy and Block Public Access operations."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from sqlalchemy.engine import Connection
+
+from s3torrent.access import (
+    PublicAccessBlock,
+    check_policy_allowed,
+    parse_policy,
+    public_access_block_from_xml,
+    public_access_block_to_xml,
+)
+from s3torrent.events import AccessChanged
+from s3torrent.s3 import authz
+from s3torrent.s3.body import RequestBody
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ops.buckets import xml_response
+from s3torrent.s3.server import S3Request
+from s3torrent.store import metadata as md
+
+if TYPE_CHECKING:
+    from s3torrent.app import Services
+
+
+async def _read_body(svc: Services, req: S3Request) -> bytes:
+    limits = svc.settings.limits
+    body = RequestBody(
+        req.http,
+        req.auth,
+        max_chunk_size=limits.max_chunk_size,
+        read_timeout=limits.body_read_timeout,
+    )
+    raw = await body.read_all(limits.max_xml_body)
+    body.verify(md5=None)
+    return raw
+
+
+async def _set_bucket_column(svc: Services, bucket: str, **values: Any) -> None:
+    """Store one access setting of a bucket, then tell the tracker, seeder and caches."""
+
+    def txn(conn: Connection) -> None:
+        conn.execute(md.buckets.update().where(md.buckets.c.name == bucket).values(**values))
+
+    await svc.db.write(txn)
+    svc.events.publish(AccessChanged(bucket, None))
+
+
+def _pab(bucket: md.Bucket) -> PublicAccessBlock | None:
+    if not bucket.public_access_block:
+        return None
+    return authz.decode_public_access_block(bucket.public_access_block)
+
+
+# ---- bucket policy ----
+
+
+async def get_bucket_policy(svc: Services, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    if req.bucket.policy is None:
+        raise S3Error(
+            "NoSuchBucketPolicy", resource=req.resource, extra={"BucketName": req.bucket_name}
+        )
+    return web.Response(
+        status=200, body=req.bucket.policy.encode("utf-8"), content_type="application/json"
+    )
+
+
+async def put_bucket_policy(svc: Services, req: S3Request) -> web.StreamResponse:
+    bucket = req.bucket
+    assert bucket is not None
+    raw = await _read_body(svc, req)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise S3Error("MalformedPolicy", "Policies must be valid UTF-8 JSON") from exc
+    policy = parse_policy(text, bucket=bucket.name)
+    check_policy_allowed(policy, _pab(bucket))
+    await _set_bucket_column(svc, bucket.name, policy=text)
+    return web.Response(status=204)
+
+
+async def delete_bucket_policy(svc: Services, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    if req.bucket.policy is not None:
+        await _set_bucket_column(svc, req.bucket_name, policy=None)
+    return web.Response(status=204)
+
+
+# ---- Block Public Access ----
+
+
+async def get_public_access_block(svc: Services, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    pab = _pab(req.bucket)
+    if pab is None:
+        raise S3Error(
+            "NoSuchPublicAccessBlockConfiguration",
+            resource=req.resource,
+            extra={"BucketName": req.bucket_name},
+        )
+    return xml_response(public_access_block_to_xml(pab))
+
+
+async def put_public_access_block(svc: Services, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    pab = public_access_block_from_xml(await _read_body(svc, req))
+    await _set_bucket_column(
+        svc, req.bucket_name, public_access_block=authz.encode_public_access_block(pab)
+    )
+    return web.Response(status=200)
+
+
+async def delete_public_access_block(svc: Services, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    if req.bucket.public_access_block is not None:
+        await _set_bucket_column(svc, req.bucket_name, public_access_block=None)
+    return web.Response(status=204)

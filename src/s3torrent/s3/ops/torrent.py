@@ -1,0 +1,87 @@
+"""GetObjectTorrent: `GET /bucket/key?torrent` (and `&format=magnet`)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from aiohttp import web
+
+from s3torrent.publication import anonymously_readable, torrent_refusal
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.server import S3Request
+from s3torrent.torrent.catalog import TorrentInfo, load_hashes
+
+if TYPE_CHECKING:
+    from s3torrent.app import Services
+
+
+def content_disposition(name: str) -> str:
+    """attachment; filename=NAME.torrent, with an RFC 6266/5987 form for non-ASCII names."""
+    filename = name + ".torrent"
+    ascii_name = filename.encode("ascii", "replace").decode("ascii").replace("?", "_")
+    ascii_name = ascii_name.replace("\\", "_").replace('"', "_")
+    value = f'attachment; filename="{ascii_name}"'
+    if ascii_name != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value
+
+
+async def torrent_info(svc: Services, req: S3Request) -> TorrentInfo:
+    """The version's torrent info, waiting (bounded) for a background hashing job."""
+    obj, bucket = req.obj, req.bucket
+    assert obj is not None and bucket is not None
+    refusal = torrent_refusal(svc.settings, bucket, obj)
+    if refusal == "disabled":
+        raise S3Error("NotImplemented", "BitTorrent is not enabled for this bucket.")
+    if refusal == "too large":
+        raise S3Error(
+            "EntityTooLarge",
+            f"Objects larger than {svc.settings.torrent.max_object_size} bytes have no torrent.",
+            extra={"MaxSizeAllowed": str(svc.settings.torrent.max_object_size)},
+        )
+    if not anonymously_readable(bucket, obj):
+        if req.principal.is_anonymous:
+            raise S3Error("AccessDenied", resource=req.resource)
+        raise S3Error(
+            "NoSuchKey",
+            "The object has no public torrent because it is not anonymously readable.",
+            resource=req.resource,
+            extra={"Key": req.key},
+        )
+    hashes = await svc.db.read(lambda c: load_hashes(c, obj))
+    if hashes is None or not svc.torrents.has_hashes_for_format(hashes):
+        job = svc.hash_jobs.ensure(obj)
+        try:
+            hashes = await asyncio.wait_for(
+                asyncio.shield(job), svc.settings.torrent.hash_wait_timeout
+            )
+        except TimeoutError:
+            raise S3Error(
+                "SlowDown",
+                "The torrent of this object is still being computed; retry shortly.",
+                headers={"Retry-After": "5"},
+            ) from None
+    return svc.torrents.info_for(obj, hashes)
+
+
+async def get_object_torrent(svc: Services, req: S3Request) -> web.StreamResponse:
+    info = await torrent_info(svc, req)
+    assert req.bucket is not None
+    base = svc.settings.base_url
+    if req.query.get("format") == "magnet":
+        text = svc.torrents.magnet(info, base, req.bucket.settings) + "\n"
+        return web.Response(text=text, content_type="text/plain")
+    body = svc.torrents.torrent_file(info, base, req.bucket.settings)
+    headers = {
+        "Content-Type": "application/x-bittorrent",
+        "Content-Disposition": content_disposition(info.name),
+        "ETag": '"' + hashlib.md5(body).hexdigest() + '"',
+    }
+    if req.http.method == "HEAD":
+        resp = web.Response(status=200, headers=headers)
+        resp.content_length = len(body)
+        return resp
+    return web.Response(status=200, body=body, headers=headers)
