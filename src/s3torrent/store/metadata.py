@@ -103,6 +103,50 @@ parts = sa.Table(
 )
 
 
+# ---- metering (written by s3torrent.metering.meter, read by s3torrent.metering.usage) ----
+
+# Requests and bytes per bucket, hour (epoch seconds of its start) and operation; the channel
+# is part of the operation name (GetObject, GetObjectTorrent, GetObject-BitTorrent, ...).
+# Storage is the operation "StandardStorage" with byte_hours.
+usage_hourly = sa.Table(
+    "usage_hourly",
+    meta,
+    sa.Column("hour", sa.BigInteger, primary_key=True),
+    sa.Column("bucket", sa.String(63), primary_key=True),
+    sa.Column("operation", sa.String(64), primary_key=True),
+    sa.Column("requests", sa.BigInteger, nullable=False, default=0),
+    sa.Column("bytes_out", sa.BigInteger, nullable=False, default=0),
+    sa.Column("bytes_in", sa.BigInteger, nullable=False, default=0),
+    sa.Column("byte_hours", sa.Float, nullable=False, default=0.0),
+)
+
+# Object bytes the origin sent, per object and channel, since the object was first served.
+usage_objects = sa.Table(
+    "usage_objects",
+    meta,
+    sa.Column("bucket", sa.String(63), primary_key=True),
+    sa.Column("key", sa.LargeBinary, primary_key=True),
+    sa.Column("operation", sa.String(64), primary_key=True),
+    sa.Column("requests", sa.BigInteger, nullable=False, default=0),
+    sa.Column("bytes_out", sa.BigInteger, nullable=False, default=0),
+)
+
+# What the tracker heard from each swarm, per hour: completed downloads and the sums of the
+# peers' reported transfer deltas.
+usage_swarms = sa.Table(
+    "usage_swarms",
+    meta,
+    sa.Column("hour", sa.BigInteger, primary_key=True),
+    sa.Column("info_hash", sa.String(40), primary_key=True),
+    sa.Column("bucket", sa.String(63), nullable=False),
+    sa.Column("key", sa.LargeBinary, nullable=False),
+    sa.Column("completed", sa.BigInteger, nullable=False, default=0),
+    sa.Column("uploaded", sa.BigInteger, nullable=False, default=0),
+    sa.Column("downloaded", sa.BigInteger, nullable=False, default=0),
+    sa.Index("ix_usage_swarms_object", "bucket", "key"),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectVersion:
     """One stored object version (the current one for its key)."""
@@ -299,9 +343,12 @@ def iter_keys_from(
     conn: Connection, bucket: str, after: bytes | None, start: bytes, end: bytes | None, limit: int
 ) -> Iterator[ObjectVersion]:
     """Up to `limit` objects with start <= key < end and key > after, in key order."""
-    q = sa.select(objects).where(objects.c.bucket == bucket, objects.c.key >= start)
-    if after is not None:
-        q = q.where(objects.c.key > after)
+    # One lower bound only: given both `key >= start` and `key > after`, SQLite may seek on
+    # the first and filter on the second, scanning every earlier key on every later page.
+    if after is not None and after >= start:
+        q = sa.select(objects).where(objects.c.bucket == bucket, objects.c.key > after)
+    else:
+        q = sa.select(objects).where(objects.c.bucket == bucket, objects.c.key >= start)
     if end is not None:
         q = q.where(objects.c.key < end)
     q = q.order_by(objects.c.key).limit(limit)

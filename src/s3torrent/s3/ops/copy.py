@@ -1,0 +1,208 @@
+"""CopyObject, and the copy-source rules UploadPartCopy shares with it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote
+
+from aiohttp import web
+
+from s3torrent.access import Owner
+from s3torrent.s3 import authz, checksums
+from s3torrent.s3 import xml as s3xml
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ops.buckets import xml_response
+from s3torrent.s3.ops.objects import (
+    _etag_matches,
+    _parse_http_date,
+    requested_acl,
+    stored_headers,
+)
+from s3torrent.s3.server import S3Request
+from s3torrent.store import metadata as md
+
+if TYPE_CHECKING:
+    from s3torrent.app import Services
+
+MAX_COPY_SIZE = 5 * 1024**3
+
+_ILLEGAL_SELF_COPY = (
+    "This copy request is illegal because it is trying to copy an object to itself without "
+    "changing the object's metadata, storage class, website redirect location or encryption "
+    "attributes."
+)
+
+
+def parse_copy_source(value: str) -> tuple[str, str, str | None]:
+    """x-amz-copy-source → (bucket, key, versionId or None); URL-encoded, leading / optional."""
+    path, _, query = value.partition("?")
+    try:
+        path = unquote(path, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise S3Error(
+            "InvalidArgument",
+            "Invalid copy source encoding",
+            extra={"ArgumentName": "x-amz-copy-source"},
+        ) from exc
+    bucket, _, key = path.lstrip("/").partition("/")
+    if not bucket or not key:
+        raise S3Error(
+            "InvalidArgument",
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+            extra={"ArgumentName": "x-amz-copy-source", "ArgumentValue": value},
+        )
+    version_id = dict(parse_qsl(query)).get("versionId") if query else None
+    return bucket, key, version_id
+
+
+async def readable_source(svc: Services, req: S3Request) -> tuple[md.Bucket, md.ObjectVersion]:
+    """The copy source, if it exists and the caller may read it (the one access decision)."""
+    name, key, version_id = parse_copy_source(req.http.headers["x-amz-copy-source"])
+    bucket = await svc.store.get_bucket(name)
+    if bucket is None:
+        raise S3Error("NoSuchBucket", resource=f"/{name}", extra={"BucketName": name})
+    obj = await svc.store.get(name, key)
+    ctx = req.access_context()
+    if obj is None:
+        if authz.may(req.principal, "s3:ListBucket", bucket, None, None, ctx).allowed:
+            raise S3Error("NoSuchKey", resource=f"/{name}/{key}", extra={"Key": key})
+        raise S3Error("AccessDenied", resource=f"/{name}/{key}")
+    if not authz.may(req.principal, "s3:GetObject", bucket, key, obj, ctx).allowed:
+        raise S3Error("AccessDenied", resource=f"/{name}/{key}")
+    if version_id is not None and version_id not in ("null", obj.version_id):
+        raise S3Error("NoSuchVersion", status=404, extra={"Key": key, "VersionId": version_id})
+    return bucket, obj
+
+
+def check_copy_conditions(headers: Mapping[str, str], obj: md.ObjectVersion) -> None:
+    """x-amz-copy-source-if-*: any that fails is 412 (a match beats a stale date, as in S3)."""
+    lm = int(obj.last_modified)
+
+    def failed(name: str) -> S3Error:
+        return S3Error("PreconditionFailed", extra={"Condition": f"x-amz-copy-source-{name}"})
+
+    if_match = headers.get("x-amz-copy-source-if-match")
+    if if_match is not None:
+        if not _etag_matches(if_match, obj.etag):
+            raise failed("If-Match")
+    else:
+        ius = headers.get("x-amz-copy-source-if-unmodified-since")
+        t = _parse_http_date(ius) if ius else None
+        if t is not None and lm > t:
+            raise failed("If-Unmodified-Since")
+    if_none = headers.get("x-amz-copy-source-if-none-match")
+    if if_none is not None:
+        if _etag_matches(if_none, obj.etag):
+            raise failed("If-None-Match")
+    else:
+        ims = headers.get("x-amz-copy-source-if-modified-since")
+        t = _parse_http_date(ims) if ims else None
+        if t is not None and lm <= t:
+            raise failed("If-Modified-Since")
+
+
+async def copy_object(svc: Services, req: S3Request) -> web.StreamResponse:
+    bucket = req.bucket
+    assert bucket is not None
+    http = req.http
+    src_bucket, src = await readable_source(svc, req)
+    check_copy_conditions(http.headers, src)
+    directive = http.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error(
+            "InvalidArgument",
+            "Unknown metadata directive.",
+            extra={"ArgumentName": "x-amz-metadata-directive", "ArgumentValue": directive},
+        )
+    requested_alg = http.headers.get("x-amz-checksum-algorithm")
+    changes_something = (
+        directive == "REPLACE"
+        or "x-amz-storage-class" in http.headers
+        or "x-amz-website-redirect-location" in http.headers
+        or requested_alg is not None
+    )
+    if src_bucket.name == bucket.name and src.key == req.key and not changes_something:
+        raise S3Error("InvalidRequest", _ILLEGAL_SELF_COPY)
+    if src.size > MAX_COPY_SIZE:
+        raise S3Error(
+            "InvalidRequest",
+            "The specified copy source is larger than the maximum allowable size for a copy "
+            f"source: {MAX_COPY_SIZE}",
+        )
+    limits = svc.settings.limits
+    if directive == "REPLACE":
+        headers = stored_headers(http.headers, limits.max_user_metadata)
+    else:
+        headers = dict(src.headers)
+        for name in ("x-amz-storage-class", "x-amz-website-redirect-location"):
+            if name in http.headers:
+                headers[name] = http.headers[name]
+    owner_id = req.principal.canonical_id or bucket.owner_id
+    acl = requested_acl(http.headers, Owner(owner_id, req.principal.name or ""), bucket)
+    alg_name = requested_alg or src.checksum_algorithm
+    algorithm = checksums.ChecksumAlgorithm.from_header_value(alg_name) if alg_name else None
+    obj = await copy_bytes(svc, req, src, headers, owner_id, acl, algorithm)
+    result: dict[str, Any] = {
+        "ETag": obj.etag,
+        "LastModified": s3xml.iso8601(obj.last_modified),
+    }
+    if obj.checksum_algorithm and obj.checksum_value:
+        result["ChecksumType"] = obj.checksum_type
+        result[f"Checksum{obj.checksum_algorithm}"] = obj.checksum_value
+    return xml_response(s3xml.render("CopyObjectResult", result))
+
+
+async def copy_bytes(
+    svc: Services,
+    req: S3Request,
+    src: md.ObjectVersion,
+    headers: dict[str, str],
+    owner_id: str,
+    acl: Any,
+    algorithm: checksums.ChecksumAlgorithm | None,
+) -> md.ObjectVersion:
+    """One pass over the source: the new blob, its MD5, checksum and torrent pieces together."""
+    store = svc.store
+    checksum = checksums.new_checksum(algorithm) if algorithm is not None else None
+    torrent_hasher = svc.torrents.hasher_for(src.size)
+    observers: list[Any] = [o for o in (checksum, torrent_hasher) if o is not None]
+    writer = await asyncio.get_running_loop().run_in_executor(
+        store.executor, store.blobs.new_writer
+    )
+    version_id = store.new_version_id()
+    try:
+        stored = await store.stream_to_blob(
+            store.blob_chunks(src.version_id, 0, src.size),
+            writer,
+            observers,
+            max_size=MAX_COPY_SIZE,
+            on_too_large=lambda: S3Error("EntityTooLarge"),
+        )
+        await store.commit_blob(writer, version_id)
+    except FileNotFoundError as exc:
+        await store.abort_blob(writer)
+        # The source was overwritten or deleted while we copied it.
+        raise S3Error("NoSuchKey", extra={"Key": src.key}) from exc
+    except BaseException:
+        await store.abort_blob(writer)
+        raise
+    obj = md.ObjectVersion(
+        bucket=req.bucket_name,
+        key=req.key,
+        version_id=version_id,
+        size=stored.size,
+        etag=f'"{stored.md5.hex()}"',
+        last_modified=time.time(),
+        owner_id=owner_id,
+        headers=headers,
+        acl=authz.encode_acl(acl) if acl is not None else None,
+        checksum_algorithm=algorithm.value if algorithm is not None else None,
+        checksum_value=checksum.b64() if checksum is not None else None,
+        checksum_type="FULL_OBJECT" if checksum is not None else None,
+    )
+    extra = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
+    await store.publish_version(obj, extra=extra, hashed=extra is not None)
+    return obj
