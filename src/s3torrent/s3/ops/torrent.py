@@ -81,7 +81,8 @@ async def get_object_torrent(svc: Services, req: S3Request) -> web.StreamRespons
         "ETag": '"' + hashlib.md5(body).hexdigest() + '"',
     }
     if req.http.method == "HEAD":
-        resp = web.Response(status=200, headers=headers)
+        # A StreamResponse: web.Response refuses an explicit Content-Length without a body.
+        resp = web.StreamResponse(status=200, headers=headers)
         resp.content_length = len(body)
         return resp
     return web.Response(status=200, body=body, headers=headers)
