@@ -64,7 +64,7 @@ class HashJobs:
             asyncio.get_running_loop().create_task(self._maybe_start(event))
 
     async def _maybe_start(self, event: ObjectWritten) -> None:
-        if not self.catalog.settings.enabled:
+        if not self.catalog.settings.enabled or event.bucket in self.catalog.settings.disabled_buckets:
             return
         obj = await self.db.read(lambda c: md.get_object_by_version(c, event.version_id))
         if obj is None or obj.size > self.catalog.settings.max_object_size:
