@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of s3torrent against anchor tools; run with `python -m bench`."""
