@@ -8,20 +8,23 @@ from datetime import datetime
 from aiohttp import web
 
 from s3torrent.access import ANONYMOUS, Principal
-from s3torrent.s3 import sigv4
+from s3torrent.s3 import sigv2, sigv4
 from s3torrent.store.users import UserDirectory
 
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+_SIGV2_KEY = re.compile(r"^\s*AWS\s+([^:\s]+):")
 
 
 def _access_key_hint(request: web.Request, query_pairs: list[tuple[str, str]]) -> str | None:
     auth = request.headers.get("authorization")
     if auth:
-        m = _CREDENTIAL.search(auth)
+        m = _CREDENTIAL.search(auth) or _SIGV2_KEY.match(auth)
         return m.group(1) if m else None
     for k, v in query_pairs:
         if k == "X-Amz-Credential":
             return v.split("/", 1)[0]
+        if k == "AWSAccessKeyId":
+            return v
     return None
 
 
@@ -33,6 +36,7 @@ async def authenticate(
     users: UserDirectory,
     region: str,
     now: datetime,
+    virtual_host_bucket: str | None = None,
 ) -> tuple[Principal, sigv4.VerifiedAuth | None]:
     """The request's principal: anonymous when unsigned, else the verified user."""
     headers = list(request.headers.items())
@@ -47,15 +51,26 @@ async def authenticate(
         user = users.by_access_key(access_key)
         return user.secret_key if user else None
 
-    verified = sigv4.verify_request(
-        method=request.method,
-        raw_path=raw_path,
-        query_pairs=query_pairs,
-        headers=headers,
-        now=now,
-        lookup_secret=lookup_secret,
-        region=region,
-    )
+    if sigv2.is_sigv2(headers, query_pairs):
+        verified = sigv2.verify_request(
+            method=request.method,
+            raw_path=raw_path,
+            query_pairs=query_pairs,
+            headers=headers,
+            now=now,
+            lookup_secret=lookup_secret,
+            virtual_host_bucket=virtual_host_bucket,
+        )
+    else:
+        verified = sigv4.verify_request(
+            method=request.method,
+            raw_path=raw_path,
+            query_pairs=query_pairs,
+            headers=headers,
+            now=now,
+            lookup_secret=lookup_secret,
+            region=region,
+        )
     user = users.by_access_key(verified.access_key)
     assert user is not None  # verify_request found its secret
     return Principal.user(user.canonical_id, user.name, is_root=user.is_root), verified

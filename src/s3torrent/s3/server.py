@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import itertools
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from s3torrent.access import ANONYMOUS, Principal, RequestContext
+from s3torrent.metering.meter import EXTRA_ROUTE, S3_REQUEST
 from s3torrent.s3 import authz
 from s3torrent.s3.auth import authenticate
 from s3torrent.s3.errors import S3Error
@@ -105,8 +107,12 @@ def error_response(err: S3Error, request_id: str, resource: str, head: bool) -> 
     return resp
 
 
+_REQUEST_IDS = itertools.count(secrets.randbits(62))
+
+
 def new_request_id() -> str:
-    return secrets.token_hex(8).upper()
+    """A unique id per request: a random start, then a counter (no syscall per request)."""
+    return f"{next(_REQUEST_IDS) & 0xFFFFFFFFFFFFFFFF:016X}"
 
 
 class S3Application:
@@ -116,6 +122,8 @@ class S3Application:
         self.svc = services
         self.handlers = handlers
         self.extra_routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {}
+        # Run around everything else (metering sees the rendered error responses too).
+        self.outer_middlewares: list[Any] = []
 
     def add_route(
         self, prefix: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -126,10 +134,11 @@ class S3Application:
 
     def build(self) -> web.Application:
         app = web.Application(
-            middlewares=[self._middleware],
+            middlewares=[*self.outer_middlewares, self._middleware],
             client_max_size=self.svc.settings.limits.max_xml_body,
         )
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        # [\s\S], not ".": keys may hold a newline (%0A), and "." does not match one.
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self._dispatch)
         app.on_response_prepare.append(self._stamp_headers)
         return app
 
@@ -168,6 +177,7 @@ class S3Application:
         raw_path, _, raw_query = raw.partition("?")
         for prefix, extra in self.extra_routes.items():
             if raw_path == prefix or raw_path.startswith(prefix + "/"):
+                request[EXTRA_ROUTE] = prefix
                 return await extra(request)
         settings = self.svc.settings
         target = parse_target(raw_path, request.headers.get("Host"), settings.domain)
@@ -187,6 +197,7 @@ class S3Application:
             query=query,
             query_pairs=query_pairs,
         )
+        request[S3_REQUEST] = req
         if target.key is not None:
             check_key(target.key)
         req.principal, req.auth = await authenticate(
@@ -196,6 +207,7 @@ class S3Application:
             users=self.svc.users,
             region=settings.region,
             now=now,
+            virtual_host_bucket=target.bucket if target.virtual_host else None,
         )
         await self._authorize(req)
         handler = self.handlers.get(endpoint)
@@ -212,15 +224,19 @@ class S3Application:
             if ep is Endpoint.CreateBucket:
                 req.bucket = await self.svc.store.get_bucket(req.bucket_name)
             return
-        bucket = await self.svc.store.get_bucket(req.bucket_name)
+        key = req.target.key
+        wants_object = ep in _READS_EXISTING_OBJECT
+        # One trip to the database for both rows: this is the hot path of every GET.
+        bucket, obj = await self.svc.store.get_bucket_and_object(
+            req.bucket_name, key if wants_object else None
+        )
         if bucket is None:
             raise S3Error(
                 "NoSuchBucket", resource=req.resource, extra={"BucketName": req.bucket_name}
             )
         req.bucket = bucket
-        key = req.target.key
-        if ep in _READS_EXISTING_OBJECT:
-            req.obj = await self.svc.store.get(bucket.name, req.key)
+        if wants_object:
+            req.obj = obj
             if req.obj is None:
                 # S3 says NoSuchKey only to those who may list the bucket; others get 403.
                 listing = authz.may(

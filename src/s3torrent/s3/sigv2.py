@@ -93,6 +93,27 @@ def canonical_amz_headers(amz: Sequence[tuple[str, str]]) -> str:
     return "".join(f"{name}:{','.join(grouped[name])}\n" for name in sorted(grouped))
 
 
+def _resource_path(raw_path: str, virtual_host_bucket: str | None) -> str:
+    """The path part of the resource: bucket first, and a bucket alone ends with "/"."""
+    path = raw_path or "/"
+    if virtual_host_bucket is not None:
+        return f"/{virtual_host_bucket}{path}"
+    if path != "/" and "/" not in path[1:]:
+        # Path-style bucket requests ("/bucket") sign "/bucket/", like virtual-hosted ones do.
+        return path + "/"
+    return path
+
+
+def _subresources(query_pairs: Sequence[tuple[str, str]]) -> str:
+    signed = sorted(
+        ((name, value) for name, value in query_pairs if name in SUBRESOURCES),
+        key=lambda pair: pair[0],
+    )
+    if not signed:
+        return ""
+    return "?" + "&".join(f"{name}={value}" if value else name for name, value in signed)
+
+
 def canonical_resource(
     raw_path: str,
     query_pairs: Sequence[tuple[str, str]],
@@ -102,16 +123,7 @@ def canonical_resource(
 
     Sub-resource values are the decoded ones; an empty value signs as the bare name.
     """
-    path = raw_path or "/"
-    if virtual_host_bucket is not None:
-        path = f"/{virtual_host_bucket}{path}"
-    signed = sorted(
-        ((name, value) for name, value in query_pairs if name in SUBRESOURCES),
-        key=lambda pair: pair[0],
-    )
-    if not signed:
-        return path
-    return path + "?" + "&".join(f"{name}={value}" if value else name for name, value in signed)
+    return _resource_path(raw_path, virtual_host_bucket) + _subresources(query_pairs)
 
 
 def string_to_sign(
@@ -196,7 +208,7 @@ def verify_request(
         values = grouped.get(name)
         return values[0].strip() if values else None
 
-    amz_headers: list[tuple[str, str]] = [(n, v) for n, v in headers if n.lower() != "authorization"]
+    amz_headers = list(headers)  # only the x-amz-* ones are signed
     if authorization is not None:
         if len(authorization) != 1:
             raise S3Error(
@@ -244,11 +256,18 @@ def verify_request(
     if secret is None:
         raise S3Error("InvalidAccessKeyId", extra={"AWSAccessKeyId": access_key})
 
-    resource = canonical_resource(raw_path, query_pairs, virtual_host_bucket)
-    candidates = [
-        string_to_sign(method, content_md5, content_type, date, amz_headers, resource)
-        for date in dict.fromkeys(dates)
-    ]
+    subresources = _subresources(query_pairs)
+    # S3's reading first; a client that signed a bare "/bucket" path as sent is accepted too.
+    paths = [_resource_path(raw_path, virtual_host_bucket), raw_path or "/"]
+    candidates = list(
+        dict.fromkeys(
+            string_to_sign(
+                method, content_md5, content_type, date, amz_headers, path + subresources
+            )
+            for path in (paths if virtual_host_bucket is None else paths[:1])
+            for date in dates
+        )
+    )
     provided = _utf8(signature)
     # Every candidate is checked (no early exit), so timing does not reveal which one matched.
     matched = [hmac.compare_digest(sign(secret, c).encode("ascii"), provided) for c in candidates]
@@ -312,7 +331,10 @@ def _check_header_time(
 def _check_expires(expires: str, now: datetime) -> None:
     if not _EPOCH.fullmatch(expires):
         raise S3Error("AccessDenied", f"Invalid date (should be seconds since epoch): {expires}")
-    expires_at = datetime.fromtimestamp(int(expires), UTC)
+    try:
+        expires_at = datetime.fromtimestamp(int(expires), UTC)
+    except (OverflowError, OSError, ValueError):
+        return  # beyond what a datetime holds: far in the future
     if expires_at < now:
         raise S3Error(
             "AccessDenied",
