@@ -1,0 +1,127 @@
+"""The cost of metering: small-object GETs per second with metering on and off."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench import servers
+from bench.harness import (
+    Context,
+    Row,
+    Target,
+    Unavailable,
+    alternate,
+    compare,
+    ensure_apt,
+    ensure_pip,
+)
+from bench.s3_small import CONNECTIONS, OBJECT_SIZE, Plan, asyncio_load, prepare, wrk_load
+from bench.s3_small import WRK_SCRIPT as CYCLE_SCRIPT
+from bench.servers import S3Endpoint
+
+TITLE = "Metering overhead"
+DESCRIPTION = (
+    "4 KiB GETs per second from two s3torrent servers that differ only in "
+    "`metering.enabled` (on: every request is counted per bucket, hour and operation in "
+    "memory and flushed to the metadata database every second; off: no metering middleware). "
+    f"Same presigned-URL load as `s3_small` ({CONNECTIONS} keep-alive connections), measured "
+    "alternately, on then off, so drifts of a shared machine hit both alike. The ratio is "
+    "metering on / metering off. Target: ≥ 0.97 (metering costs under 3%)."
+)
+
+
+@contextlib.contextmanager
+def _s3torrent(ctx: Context, metering: bool) -> Iterator[S3Endpoint]:
+    # servers.s3torrent passes our environment on to the server it starts.
+    key = "S3TORRENT_METERING__ENABLED"
+    old = os.environ.get(key)
+    os.environ[key] = "true" if metering else "false"
+    try:
+        cm = servers.s3torrent(ctx)
+        ep = cm.__enter__()
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+    try:
+        yield ep
+    finally:
+        cm.__exit__(None, None, None)
+
+
+def run(ctx: Context) -> list[Row]:
+    ensure_pip("boto3", module="boto3")
+    seconds = ctx.size(10, 3)
+    keys = ctx.size(1000, 200)
+    have_wrk = ensure_apt("wrk", binary="wrk") is not None
+    workdir = ctx.scratch("metering")
+    body = workdir / "body.bin"
+    body.write_bytes(os.urandom(OBJECT_SIZE))
+    script = workdir / "cycle.lua"
+    script.write_text(CYCLE_SCRIPT)
+
+    def measure(plan: Plan | Unavailable) -> float:
+        if isinstance(plan, Unavailable):
+            raise plan
+        if have_wrk:
+            load = wrk_load(plan.port, "GET", plan.paths["GET"], None, seconds, script)
+        else:
+            load = asyncio_load(plan.port, "GET", plan.paths["GET"], None, seconds)
+        if load.ok == 0 or load.non_2xx or load.errors:
+            raise RuntimeError(f"{load.non_2xx} non-2xx, {load.errors} errors")
+        return load.rate
+
+    with contextlib.ExitStack() as stack:
+        on = servers.enter(stack, lambda: _s3torrent(ctx, metering=True))
+        off = servers.enter(stack, lambda: _s3torrent(ctx, metering=False))
+        plans: list[Plan | Unavailable] = []
+        for ep, name in ((on, "on"), (off, "off")):
+            if isinstance(ep, Unavailable):
+                plans.append(ep)
+                continue
+            d = workdir / name
+            d.mkdir()
+            try:
+                plans.append(prepare(ep, d, keys, body))
+            except Exception as e:
+                plans.append(Unavailable(f"preparing objects failed: {e}"))
+        plan_on, plan_off = plans
+        ctx.log(f"  GET 4 KiB, metering on vs off ({seconds} s per run)")
+        s_on, s_off = alternate(
+            ctx,
+            [
+                ("metering on", lambda: measure(plan_on)),
+                ("metering off", lambda: measure(plan_off)),
+            ],
+        )
+    tool = "wrk" if have_wrk else "bench.loadgen"
+    return [
+        compare(
+            "GET 4 KiB, metering on vs off", "ops/s", s_on, s_off, Target(0.97), f"load by {tool}"
+        )
+    ]
+
+
+if __name__ == "__main__":
+    # Until the harness lists this module: python -m bench.metering [--quick] [--runs N]
+    quick = "--quick" in sys.argv
+    runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 5
+    with tempfile.TemporaryDirectory(prefix="bench-metering-") as tmp:
+        context = Context(
+            quick=quick,
+            runs=runs,
+            workdir=Path(tmp),
+            deadline=time.monotonic() + 900,
+            log=lambda msg: print(msg, file=sys.stderr, flush=True),
+        )
+        for row in run(context):
+            on = f"{row.ours.median:,.0f}" if row.ours else row.ours_error
+            off = f"{row.anchor.median:,.0f}" if row.anchor else row.anchor_error
+            print(f"{row.metric}: on {on} ops/s, off {off} ops/s, ratio {row.ratio}, met {row.met}")

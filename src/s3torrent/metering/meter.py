@@ -1,0 +1,441 @@
+"""Usage counters: requests and bytes per bucket, hour and operation, kept in memory and flushed.
+
+Every channel reports here once, at its edge: the S3 middleware for every REST request
+(GetObject and its ranges, web-seed range GETs, ?torrent, PutObject, UploadPart, List*, ...),
+the seeder for every piece it sends (`on_piece_sent`, channel GetObject-BitTorrent). Counting
+is a dict increment on the event loop thread; a background task flushes the counters to the
+metadata database at least once a second (one transaction per flush) and at shutdown, so a
+crash loses at most the last interval. The same task samples each bucket's stored bytes
+(byte-hours) and the tracker's swarm counters (per torrent and hour).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from aiohttp import web
+from sqlalchemy.engine import Connection
+
+from s3torrent.store import metadata as md
+from s3torrent.store.database import Database
+
+if TYPE_CHECKING:
+    from s3torrent.publication import PublicTorrents
+
+log = logging.getLogger(__name__)
+
+# The channel is part of the operation name, as S3 usage reports show it.
+OP_BITTORRENT = "GetObject-BitTorrent"
+OP_GET = "GetObject"
+OP_STORAGE = "StandardStorage"
+OP_TORRENT = "GetObjectTorrent"
+OP_UNKNOWN = "Unknown"  # refused before routing (bad method, unknown sub-resource, bad URI)
+
+# aiohttp request keys: the routed S3 request, set by the dispatcher; the body bytes a handler
+# streamed itself (sendfile), which the response object cannot know; non-S3 routes.
+S3_REQUEST = "s3_request"
+BODY_SENT = "metering_body_sent"
+EXTRA_ROUTE = "extra_route"
+
+# Operations also counted per object (for the savings report).
+PER_OBJECT = frozenset({OP_GET, OP_TORRENT, OP_BITTORRENT})
+
+CLIENT_CLOSED = 499  # status recorded when the client went away mid-response (nginx's code)
+
+LATENCY_BOUNDS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+HOUR = 3600
+
+
+def hour_of(t: float) -> int:
+    """Start (epoch seconds) of the UTC hour holding t."""
+    return int(t) - int(t) % HOUR
+
+
+@dataclass(slots=True)
+class Latency:
+    """A cumulative latency histogram: counts per LATENCY_BOUNDS bucket (+Inf last) and sum."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
+    total: float = 0.0
+
+
+@dataclass(slots=True)
+class Pending:
+    """Counters gathered since the last flush."""
+
+    # (hour, bucket, operation) -> [requests, bytes_out, bytes_in]
+    usage: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)
+    # (bucket, key, operation) -> [requests, bytes_out]
+    objects: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
+    # (hour, bucket) -> byte-hours
+    storage: dict[tuple[int, str], float] = field(default_factory=dict)
+    # (hour, info-hash hex) -> (bucket, key, [completed, uploaded, downloaded])
+    swarms: dict[tuple[int, str], tuple[str, str, list[int]]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.usage or self.objects or self.storage or self.swarms)
+
+    def merge(self, other: Pending) -> None:
+        """Add other's counts to ours (a failed flush's counts go back to the next one)."""
+        for k, v in other.usage.items():
+            mine = self.usage.setdefault(k, [0, 0, 0])
+            for i in range(3):
+                mine[i] += v[i]
+        for ko, vo in other.objects.items():
+            mo = self.objects.setdefault(ko, [0, 0])
+            mo[0] += vo[0]
+            mo[1] += vo[1]
+        for ks, vs in other.storage.items():
+            self.storage[ks] = self.storage.get(ks, 0.0) + vs
+        for kw, (bucket, key, vw) in other.swarms.items():
+            mw = self.swarms.setdefault(kw, (bucket, key, [0, 0, 0]))[2]
+            for i in range(3):
+                mw[i] += vw[i]
+
+
+class Meter:
+    """In-memory usage counters of one node, flushed to the metadata database."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        flush_interval: float = 1.0,
+        storage_sample_interval: float = 300.0,
+        public: PublicTorrents | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.flush_interval = flush_interval
+        self.storage_sample_interval = storage_sample_interval
+        self.public = public
+        self.clock = clock
+        self.pending = Pending()
+        # Cumulative since start, for /metrics.
+        self.requests_total: dict[tuple[str, int], int] = {}
+        self.bytes_total: dict[tuple[str, str], int] = {}
+        self.latency: dict[str, Latency] = {}
+        self.flushes = 0
+        self.flush_failures = 0
+        self.last_flush_seconds = 0.0
+        self._storage_sizes: dict[str, int] = {}
+        self._storage_at: float | None = None
+        self._swarm_seen: dict[bytes, tuple[int, int, int]] = {}
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- hot path ----
+
+    def record(
+        self,
+        bucket: str,
+        operation: str,
+        status: int,
+        bytes_out: int,
+        bytes_in: int,
+        seconds: float,
+        key: str | None = None,
+    ) -> None:
+        """One request at the edge; key names the object whose bytes went out, if any."""
+        now = self.clock()
+        ukey = (int(now) - int(now) % HOUR, bucket, operation)
+        c = self.pending.usage.get(ukey)
+        if c is None:
+            c = self.pending.usage[ukey] = [0, 0, 0]
+        c[0] += 1
+        c[1] += bytes_out
+        c[2] += bytes_in
+        if key is not None:
+            okey = (bucket, key, operation)
+            o = self.pending.objects.get(okey)
+            if o is None:
+                o = self.pending.objects[okey] = [0, 0]
+            o[0] += 1
+            o[1] += bytes_out
+        rkey = (operation, status)
+        self.requests_total[rkey] = self.requests_total.get(rkey, 0) + 1
+        if bytes_out:
+            bkey = (operation, "out")
+            self.bytes_total[bkey] = self.bytes_total.get(bkey, 0) + bytes_out
+        if bytes_in:
+            bkey = (operation, "in")
+            self.bytes_total[bkey] = self.bytes_total.get(bkey, 0) + bytes_in
+        lat = self.latency.get(operation)
+        if lat is None:
+            lat = self.latency[operation] = Latency()
+        lat.counts[bisect.bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        lat.total += seconds
+
+    def on_piece_sent(self, bucket: str, key: str, nbytes: int) -> None:
+        """The seeder sent one piece: one anonymous GetObject in the BitTorrent channel."""
+        self.record(bucket, OP_BITTORRENT, 200, nbytes, 0, 0.0, key)
+
+    # ---- sampling ----
+
+    def add_byte_hours(self, bucket: str, size: int, start: float, end: float) -> None:
+        """Account `size` bytes stored from start to end, split at hour boundaries."""
+        t = start
+        while t < end:
+            h = hour_of(t)
+            stop = min(end, h + HOUR)
+            k = (h, bucket)
+            self.pending.storage[k] = self.pending.storage.get(k, 0.0) + size * (stop - t) / HOUR
+            t = stop
+
+    async def sample_storage(self) -> None:
+        """Read each bucket's stored bytes; bill the previous sample's sizes up to now."""
+        sizes = await self.db.read(bucket_sizes)
+        now = self.clock()
+        if self._storage_at is not None:
+            for bucket, size in self._storage_sizes.items():
+                if size:
+                    self.add_byte_hours(bucket, size, self._storage_at, now)
+        self._storage_sizes = sizes
+        self._storage_at = now
+
+    async def sample_swarms(self) -> None:
+        """Add each published torrent's tracker counters since the last sample."""
+        public = self.public
+        if public is None:
+            return
+        hour = hour_of(self.clock())
+        seen: dict[bytes, tuple[int, int, int]] = {}
+        for info_hash, info in list(public.by_swarm.items()):
+            try:
+                s = await public.registry.stats(info_hash)
+            except KeyError:
+                continue
+            now = (s.completed, s.uploaded, s.downloaded)
+            seen[info_hash] = now
+            before = self._swarm_seen.get(info_hash, (0, 0, 0))
+            # A re-registered swarm starts again from zero.
+            delta = [n - b if n >= b else n for n, b in zip(now, before, strict=True)]
+            if any(delta):
+                k = (hour, info_hash.hex())
+                entry = self.pending.swarms.setdefault(k, (info.bucket, info.key, [0, 0, 0]))
+                for i in range(3):
+                    entry[2][i] += delta[i]
+        self._swarm_seen = seen
+
+    # ---- flushing ----
+
+    async def flush(self) -> None:
+        """Write everything counted so far in one transaction; on failure keep it for later."""
+        batch, self.pending = self.pending, Pending()
+        if not batch:
+            return
+        started = time.perf_counter()
+        try:
+            await self.db.write(lambda conn: write_pending(conn, batch))
+        except Exception:
+            self.flush_failures += 1
+            batch.merge(self.pending)
+            self.pending = batch
+            raise
+        self.flushes += 1
+        self.last_flush_seconds = time.perf_counter() - started
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        next_storage = 0.0
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.flush_interval)
+            try:
+                if time.monotonic() >= next_storage:
+                    next_storage = time.monotonic() + self.storage_sample_interval
+                    await self.sample_storage()
+                await self.sample_swarms()
+                await self.flush()
+            except Exception:
+                log.exception("metering flush failed; counts kept for the next attempt")
+
+    async def close(self) -> None:
+        """Stop the flusher, take final samples and flush; call after the listeners stop."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self.sample_storage()
+            await self.sample_swarms()
+        await self.flush()
+
+
+# ---- the edge ----
+
+
+def edge_middleware(
+    meter: Meter,
+) -> Callable[
+    [web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]],
+    Awaitable[web.StreamResponse],
+]:
+    """The outermost S3 middleware: one `meter.record` per S3 request, after its response."""
+
+    @web.middleware
+    async def metering(
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        response: web.StreamResponse | None = None
+        status = CLIENT_CLOSED
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            if EXTRA_ROUTE not in request:
+                _record(meter, request, response, status, time.perf_counter() - started)
+
+    return metering
+
+
+def _record(
+    meter: Meter,
+    request: web.Request,
+    response: web.StreamResponse | None,
+    status: int,
+    seconds: float,
+) -> None:
+    s3req: Any = request.get(S3_REQUEST)
+    key: str | None = None
+    if s3req is None:
+        bucket, operation = "", OP_UNKNOWN
+    else:
+        operation = s3req.endpoint.op
+        if s3req.bucket is not None:
+            bucket = s3req.bucket.name
+        elif operation == "CreateBucket" and status < 300:
+            bucket = s3req.target.bucket
+        else:
+            # No such bucket (or refused before it was looked up): nobody's usage.
+            bucket = ""
+        if operation in PER_OBJECT and (status < 300 or status == CLIENT_CLOSED):
+            key = s3req.target.key
+    sent = request.get(BODY_SENT)
+    if sent is not None:
+        bytes_out = int(sent)
+    elif request.method == "HEAD" or response is None or not isinstance(response, web.Response):
+        bytes_out = 0
+    else:
+        bytes_out = response.content_length or 0
+    bytes_in = request.content.total_bytes
+    meter.record(bucket, operation, status, bytes_out, bytes_in, seconds, key)
+
+
+# ---- database ----
+
+
+def bucket_sizes(conn: Connection) -> dict[str, int]:
+    """Stored bytes per bucket: current object versions plus parts of unfinished uploads."""
+    sizes: dict[str, int] = {}
+    q = sa.select(md.objects.c.bucket, sa.func.sum(md.objects.c.size)).group_by(md.objects.c.bucket)
+    for bucket, total in conn.execute(q):
+        sizes[bucket] = int(total or 0)
+    q = (
+        sa.select(md.uploads.c.bucket, sa.func.sum(md.parts.c.size))
+        .select_from(md.parts.join(md.uploads, md.parts.c.upload_id == md.uploads.c.upload_id))
+        .group_by(md.uploads.c.bucket)
+    )
+    for bucket, total in conn.execute(q):
+        sizes[bucket] = sizes.get(bucket, 0) + int(total or 0)
+    return sizes
+
+
+def write_pending(conn: Connection, p: Pending) -> None:
+    """Add one flush's counters to the usage tables (upserts: many nodes may add at once)."""
+    usage_rows: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for (hour, bucket, op), (reqs, out, in_) in p.usage.items():
+        usage_rows[(hour, bucket, op)] = {
+            "hour": hour, "bucket": bucket, "operation": op,
+            "requests": reqs, "bytes_out": out, "bytes_in": in_, "byte_hours": 0.0,
+        }  # fmt: skip
+    for (hour, bucket), byte_hours in p.storage.items():
+        usage_rows[(hour, bucket, OP_STORAGE)] = {
+            "hour": hour, "bucket": bucket, "operation": OP_STORAGE,
+            "requests": 0, "bytes_out": 0, "bytes_in": 0, "byte_hours": byte_hours,
+        }  # fmt: skip
+    _upsert_add(
+        conn,
+        md.usage_hourly,
+        list(usage_rows.values()),
+        ("hour", "bucket", "operation"),
+        ("requests", "bytes_out", "bytes_in", "byte_hours"),
+    )
+    _upsert_add(
+        conn,
+        md.usage_objects,
+        [
+            {"bucket": b, "key": k.encode("utf-8"), "operation": op, "requests": r, "bytes_out": o}
+            for (b, k, op), (r, o) in p.objects.items()
+        ],
+        ("bucket", "key", "operation"),
+        ("requests", "bytes_out"),
+    )
+    _upsert_add(
+        conn,
+        md.usage_swarms,
+        [
+            {
+                "hour": hour,
+                "info_hash": ih,
+                "bucket": b,
+                "key": k.encode("utf-8"),
+                "completed": v[0],
+                "uploaded": v[1],
+                "downloaded": v[2],
+            }
+            for (hour, ih), (b, k, v) in p.swarms.items()
+        ],
+        ("hour", "info_hash"),
+        ("completed", "uploaded", "downloaded"),
+    )
+
+
+def _upsert_add(
+    conn: Connection,
+    table: sa.Table,
+    rows: list[dict[str, Any]],
+    keys: tuple[str, ...],
+    counters: tuple[str, ...],
+) -> None:
+    """INSERT rows, adding their counters to existing rows with the same key."""
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        stmt: Any = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c: table.c[c] + stmt.excluded[c] for c in counters},
+        )
+        conn.execute(stmt, rows)
+        return
+    # Other engines: update, insert what was not there (single writer per node).
+    for row in rows:
+        where = [table.c[k] == row[k] for k in keys]
+        res = conn.execute(
+            table.update().where(*where).values({c: table.c[c] + row[c] for c in counters})
+        )
+        if res.rowcount == 0:
+            conn.execute(table.insert().values(**row))

@@ -1,0 +1,264 @@
+"""The meter's counters, flush and sampling, and the report math, without a server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from s3torrent.metering import usage as u
+from s3torrent.metering.meter import OP_BITTORRENT, OP_STORAGE, Meter, Pending
+from s3torrent.store import metadata as md
+from s3torrent.store.database import Database
+from s3torrent.tracker.registry import SwarmStats
+
+H = 1_700_000_000 - 1_700_000_000 % 3600  # an hour boundary
+D = 1_700_000_000 - 1_700_000_000 % 86400  # a day boundary (UTC)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    d = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    yield d
+    d.close()
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def rows(db: Database, table: sa.Table) -> list[tuple[Any, ...]]:
+    return db.read_sync(lambda c: [tuple(r) for r in c.execute(sa.select(table))])
+
+
+def test_requests_aggregate_per_hour_bucket_and_operation(db: Database) -> None:
+    clock = Clock(H + 10)
+    m = Meter(db, clock=clock)
+    m.record("b", "GetObject", 200, 100, 0, 0.001, "k")
+    m.record("b", "GetObject", 206, 50, 0, 0.002, "k")
+    m.record("b", "PutObject", 200, 0, 7, 0.003)
+    clock.t = H + 3600  # next hour
+    m.record("b", "GetObject", 200, 1, 0, 0.001, "k")
+    assert m.pending.usage == {
+        (H, "b", "GetObject"): [2, 150, 0],
+        (H, "b", "PutObject"): [1, 0, 7],
+        (H + 3600, "b", "GetObject"): [1, 1, 0],
+    }
+    assert m.pending.objects == {("b", "k", "GetObject"): [3, 151]}
+    assert m.requests_total == {("GetObject", 200): 2, ("GetObject", 206): 1, ("PutObject", 200): 1}
+    assert m.bytes_total == {("GetObject", "out"): 151, ("PutObject", "in"): 7}
+    assert sum(m.latency["GetObject"].counts) == 3
+
+
+def test_piece_sent_is_an_anonymous_get_in_the_bittorrent_channel(db: Database) -> None:
+    m = Meter(db, clock=Clock(H))
+    m.on_piece_sent("b", "k", 16384)
+    m.on_piece_sent("b", "k", 100)
+    assert m.pending.usage == {(H, "b", OP_BITTORRENT): [2, 16484, 0]}
+    assert m.pending.objects == {("b", "k", OP_BITTORRENT): [2, 16484]}
+
+
+def test_flush_adds_to_existing_rows_in_one_transaction(db: Database) -> None:
+    m = Meter(db, clock=Clock(H + 5))
+
+    async def go() -> None:
+        m.record("b", "GetObject", 200, 10, 0, 0.0, "k")
+        await m.flush()
+        m.record("b", "GetObject", 200, 5, 0, 0.0, "k")
+        m.on_piece_sent("b", "k", 3)
+        await m.flush()
+        await m.flush()  # nothing pending: no write
+
+    asyncio.run(go())
+    assert sorted(rows(db, md.usage_hourly)) == [
+        (H, "b", "GetObject", 2, 15, 0, 0.0),
+        (H, "b", OP_BITTORRENT, 1, 3, 0, 0.0),
+    ]
+    assert sorted(rows(db, md.usage_objects)) == [
+        ("b", b"k", "GetObject", 2, 15),
+        ("b", b"k", OP_BITTORRENT, 1, 3),
+    ]
+    assert m.flushes == 2
+
+
+def test_a_failed_flush_keeps_its_counts_for_the_next(db: Database) -> None:
+    m = Meter(db, clock=Clock(H))
+    real_write = db.write
+    calls = {"n": 0}
+
+    async def failing_write(fn: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("disk full")
+        return await real_write(fn)
+
+    db.write = failing_write  # type: ignore[method-assign]
+
+    async def go() -> None:
+        m.record("b", "GetObject", 200, 10, 0, 0.0)
+        with pytest.raises(RuntimeError):
+            await m.flush()
+        m.record("b", "GetObject", 200, 1, 0, 0.0)
+        await m.flush()
+
+    asyncio.run(go())
+    assert rows(db, md.usage_hourly) == [(H, "b", "GetObject", 2, 11, 0, 0.0)]
+    assert m.flush_failures == 1
+
+
+def test_byte_hours_split_at_hour_boundaries(db: Database) -> None:
+    m = Meter(db)
+    m.add_byte_hours("b", 3600, H + 1800, H + 3600 + 900)
+    assert m.pending.storage == {(H, "b"): 1800.0, (H + 3600, "b"): 900.0}
+
+
+def test_storage_samples_bill_the_previous_size_until_now(db: Database) -> None:
+    clock = Clock(H)
+    m = Meter(db, clock=clock)
+    db.write_sync(
+        lambda c: c.execute(
+            md.objects.insert(),
+            [md.ObjectVersion("b", f"k{i}", f"v{i}", 1000, '"e"', 0.0, "o").to_row()
+             for i in range(3)],
+        )
+    )  # fmt: skip
+
+    async def go() -> None:
+        await m.sample_storage()  # first sample: sizes only
+        clock.t = H + 7200
+        await m.sample_storage()
+        await m.flush()
+
+    asyncio.run(go())
+    assert sorted(rows(db, md.usage_hourly)) == [
+        (H, "b", OP_STORAGE, 0, 0, 0, 3000.0),
+        (H + 3600, "b", OP_STORAGE, 0, 0, 0, 3000.0),
+    ]
+
+
+@dataclass
+class FakeInfo:
+    bucket: str
+    key: str
+
+
+@dataclass
+class FakeRegistry:
+    stats_by_hash: dict[bytes, SwarmStats] = field(default_factory=dict)
+
+    async def stats(self, info_hash: bytes) -> SwarmStats:
+        return self.stats_by_hash[info_hash]
+
+
+@dataclass
+class FakePublic:
+    registry: FakeRegistry
+    by_swarm: dict[bytes, FakeInfo]
+
+
+def test_swarm_deltas_are_sampled_and_survive_a_reset(db: Database) -> None:
+    ih = b"\x01" * 20
+    reg = FakeRegistry({ih: SwarmStats(1, 0, 0, 10, 100)})
+    public = FakePublic(reg, {ih: FakeInfo("b", "k"), b"\x02" * 20: FakeInfo("b", "gone")})
+    m = Meter(db, public=public, clock=Clock(H))  # type: ignore[arg-type]
+
+    async def go() -> None:
+        await m.sample_swarms()
+        reg.stats_by_hash[ih] = SwarmStats(3, 0, 0, 15, 250)
+        await m.sample_swarms()
+        reg.stats_by_hash[ih] = SwarmStats(1, 0, 0, 0, 40)  # deregistered and back: from zero
+        await m.sample_swarms()
+        await m.flush()
+
+    asyncio.run(go())
+    assert rows(db, md.usage_swarms) == [(H, ih.hex(), "b", b"k", 4, 15, 290)]
+
+
+def test_pending_merge_adds_everything() -> None:
+    a, b = Pending(), Pending()
+    a.usage[(H, "b", "GetObject")] = [1, 2, 3]
+    b.usage[(H, "b", "GetObject")] = [1, 1, 1]
+    b.objects[("b", "k", "GetObject")] = [1, 5]
+    b.storage[(H, "b")] = 2.5
+    b.swarms[(H, "ab")] = ("b", "k", [1, 2, 3])
+    a.merge(b)
+    assert a.usage == {(H, "b", "GetObject"): [2, 3, 4]}
+    assert a.objects == {("b", "k", "GetObject"): [1, 5]}
+    assert a.storage == {(H, "b"): 2.5}
+    assert a.swarms == {(H, "ab"): ("b", "k", [1, 2, 3])}
+
+
+# ---- report math ----
+
+
+def test_request_tiers_follow_s3() -> None:
+    for op in ("PutObject", "CopyObject", "UploadPart", "ListObjectsV2", "ListBuckets"):
+        assert u.request_tier(op) == "Requests-Tier1", op
+    for op in ("GetObject", "HeadObject", "GetObjectTorrent", OP_BITTORRENT, "DeleteObject"):
+        assert u.request_tier(op) == "Requests-Tier2", op
+
+
+def test_usage_records_by_day_sum_hours(db: Database) -> None:
+    def seed(c: Any) -> None:
+        c.execute(
+            md.usage_hourly.insert(),
+            [
+                {"hour": D + i * 3600, "bucket": "b", "operation": "GetObject", "requests": 1,
+                 "bytes_out": 10, "bytes_in": 0, "byte_hours": 0.0}
+                for i in range(30)
+            ],
+        )  # fmt: skip
+
+    db.write_sync(seed)
+    recs = db.read_sync(lambda c: u.load_usage(c, u.UsageQuery(by="day")))
+    assert [(r.start, r.end, r.usage_type, r.value) for r in recs] == [
+        (D, D + 86400, "Requests-Tier2", 24),
+        (D, D + 86400, "DataTransfer-Out-Bytes", 240),
+        (D + 86400, D + 2 * 86400, "Requests-Tier2", 6),
+        (D + 86400, D + 2 * 86400, "DataTransfer-Out-Bytes", 60),
+    ]
+    q = u.UsageQuery(start=D + 3600, end=D + 3 * 3600, by="hour")
+    recs = db.read_sync(lambda c: u.load_usage(c, q))
+    assert [(r.start, r.end, r.value) for r in recs if r.usage_type == "Requests-Tier2"] == [
+        (D + 3600, D + 7200, 1),
+        (D + 7200, D + 10800, 1),
+    ]
+
+
+def test_bad_queries_are_refused() -> None:
+    with pytest.raises(u.ReportError):
+        u.UsageQuery(start=10, end=10)
+    with pytest.raises(u.ReportError):
+        u.UsageQuery(by="week")  # type: ignore[arg-type]
+    with pytest.raises(u.ReportError):
+        u.parse_time("last tuesday")
+    assert u.parse_time("2024-05-01") == 1714521600
+    assert u.parse_time("2024-05-01T01:00:00+01:00") == 1714521600
+
+
+def test_savings_offload_is_what_the_swarm_got_beyond_origin_bytes() -> None:
+    s = u.ObjectSavings("b", "k", 1, 100, 1, 2, 200, 3, 2**30 + 300, 0, 0.09)
+    assert s.origin_bytes == 300
+    assert s.offloaded_bytes == 2**30
+    assert s.offload_ratio == 2**30 / (2**30 + 300)
+    assert s.cost_avoided == pytest.approx(0.09)
+    none = u.ObjectSavings("b", "k", 1, 100, 0, 0, 0, 0, 50, 0, 0.09)
+    assert none.offloaded_bytes == 0 and none.offload_ratio == 0.0
+
+
+def test_number_and_human_formats() -> None:
+    assert u.number(5) == "5"
+    assert u.number(2.5) == "2.5"
+    assert u.number(1 / 3) == "0.333333"
+    assert u.human_bytes(1023) == "1023 B"
+    assert u.human_bytes(1536) == "1.50 KiB"
+    assert u.human_value("Requests-Tier1", 12345) == "12,345"
