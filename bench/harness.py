@@ -31,6 +31,10 @@ BENCHMARKS: dict[str, str] = {
     "s3_large": "bench.s3_large",
     "s3_small": "bench.s3_small",
     "tracker": "bench.tracker",
+    "seeder": "bench.seeder",
+    "swarm": "bench.swarm",
+    "metering": "bench.metering",
+    "hashing": "bench.hashing",
 }
 
 

@@ -12,12 +12,17 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from s3torrent.config import Settings
+from s3torrent.config import Settings, split_host_port
 from s3torrent.events import EventBus
+from s3torrent.events_redis import RedisEventRelay
+from s3torrent.metering.meter import Meter, edge_middleware
+from s3torrent.metering.metrics import MetricsEndpoint
+from s3torrent.metering.usage import admin_handler
+from s3torrent.peer.seeder import Seeder, advertised_address
 from s3torrent.publication import PublicTorrents, ResolvingRegistry
 from s3torrent.s3.routing import Endpoint
 from s3torrent.s3.server import Handler, S3Application
-from s3torrent.store.blobs.local import LocalBlobStore
+from s3torrent.store.blobs import open_blob_store
 from s3torrent.store.database import Database
 from s3torrent.store.objects import ObjectStore
 from s3torrent.store.users import UserDirectory
@@ -25,7 +30,9 @@ from s3torrent.torrent.catalog import TorrentCatalog
 from s3torrent.torrent.jobs import HashJobs
 from s3torrent.tracker import service as tracker_service
 from s3torrent.tracker.http import tracker_handler
-from s3torrent.tracker.registry import MemoryRegistry
+from s3torrent.tracker.redis_registry import RedisRegistry
+from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TrackerRegistry
+from s3torrent.tracker.udp import start_udp_tracker
 
 log = logging.getLogger("s3torrent")
 
@@ -44,6 +51,8 @@ class Services:
     hash_jobs: HashJobs
     public: PublicTorrents
     tracker: tracker_service.TrackerService
+    meter: Meter
+    relay: RedisEventRelay | None = None
 
 
 def build_services(settings: Settings) -> Services:
@@ -51,7 +60,7 @@ def build_services(settings: Settings) -> Services:
     db = Database(settings.database_url, max_batch=settings.storage.group_commit_max_ops)
     events = EventBus()
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="io")
-    blobs = LocalBlobStore(settings.data_dir, fsync=settings.storage.fsync)
+    blobs = open_blob_store(settings)
     store = ObjectStore(
         db, blobs, events, executor=executor, blob_delete_delay=settings.storage.blob_delete_delay
     )
@@ -59,9 +68,22 @@ def build_services(settings: Settings) -> Services:
     users.load()
     catalog = TorrentCatalog(settings.torrent)
     hash_jobs = HashJobs(db, store, catalog, events, workers=settings.torrent.hash_workers)
-    registry = MemoryRegistry()
-    public = PublicTorrents(settings, db, catalog, registry)
     ts = settings.tracker
+    limits = RegistryLimits(
+        max_peers_per_torrent=ts.max_peers_per_torrent,
+        max_peers_total=ts.max_peers_total,
+        rate_per_ip=ts.announce_rate_per_ip,
+        rate_burst=ts.announce_rate_burst,
+    )
+    registry: TrackerRegistry
+    relay: RedisEventRelay | None = None
+    if settings.redis_url:
+        # Several nodes: one swarm state and one event stream for all of them.
+        registry = RedisRegistry.from_url(settings.redis_url, limits)
+        relay = RedisEventRelay.from_url(events, settings.redis_url, node_id=settings.node_id)
+    else:
+        registry = MemoryRegistry(limits)
+    public = PublicTorrents(settings, db, catalog, registry)
     tracker = tracker_service.TrackerService(
         ResolvingRegistry(registry, public),
         tracker_service.TrackerSettings(
@@ -70,6 +92,8 @@ def build_services(settings: Settings) -> Services:
             max_numwant=ts.max_numwant,
             default_numwant=ts.default_numwant,
             trust_ip_param=ts.trust_ip_param,
+            trusted_proxies=frozenset(ts.trusted_proxies),
+            max_scrape_hashes=ts.max_scrape_hashes,
         ),
     )
     # Revocation first, then new jobs: a subscriber order that keeps revocation synchronous.
@@ -86,11 +110,18 @@ def build_services(settings: Settings) -> Services:
         hash_jobs=hash_jobs,
         public=public,
         tracker=tracker,
+        meter=Meter(
+            db,
+            flush_interval=settings.metering.flush_interval,
+            storage_sample_interval=settings.metering.storage_sample_interval,
+            public=public,
+        ),
+        relay=relay,
     )
 
 
 def handlers() -> dict[Endpoint, Handler]:
-    from s3torrent.s3.ops import buckets, listing, objects, torrent
+    from s3torrent.s3.ops import acl, buckets, copy, listing, multipart, objects, policy, torrent
 
     return {
         Endpoint.ListBuckets: buckets.list_buckets,
@@ -108,6 +139,24 @@ def handlers() -> dict[Endpoint, Handler]:
         Endpoint.DeleteObject: objects.delete_object,
         Endpoint.DeleteObjects: objects.delete_objects,
         Endpoint.GetObjectTorrent: torrent.get_object_torrent,
+        Endpoint.GetBucketAcl: acl.get_bucket_acl,
+        Endpoint.PutBucketAcl: acl.put_bucket_acl,
+        Endpoint.GetObjectAcl: acl.get_object_acl,
+        Endpoint.PutObjectAcl: acl.put_object_acl,
+        Endpoint.GetBucketPolicy: policy.get_bucket_policy,
+        Endpoint.PutBucketPolicy: policy.put_bucket_policy,
+        Endpoint.DeleteBucketPolicy: policy.delete_bucket_policy,
+        Endpoint.GetPublicAccessBlock: policy.get_public_access_block,
+        Endpoint.PutPublicAccessBlock: policy.put_public_access_block,
+        Endpoint.DeletePublicAccessBlock: policy.delete_public_access_block,
+        Endpoint.CopyObject: copy.copy_object,
+        Endpoint.CreateMultipartUpload: multipart.create_multipart_upload,
+        Endpoint.UploadPart: multipart.upload_part,
+        Endpoint.UploadPartCopy: multipart.upload_part_copy,
+        Endpoint.CompleteMultipartUpload: multipart.complete_multipart_upload,
+        Endpoint.AbortMultipartUpload: multipart.abort_multipart_upload,
+        Endpoint.ListParts: multipart.list_parts,
+        Endpoint.ListMultipartUploads: multipart.list_multipart_uploads,
     }
 
 
@@ -120,14 +169,60 @@ class Node:
         self.s3 = S3Application(self.svc, handlers())
         self.s3.add_route("/_health", self._health)
         self.s3.add_route("/_tracker", tracker_handler(self.svc.tracker))
+        self.s3.add_route("/_admin", lambda request: admin_handler(self.svc, request))
+        self.metrics: MetricsEndpoint | None = None
+        if settings.metering.enabled:
+            self.s3.outer_middlewares.append(edge_middleware(self.svc.meter))
+            if settings.metering.metrics_listen:
+                self.metrics = MetricsEndpoint(self.svc)
+        self.seeder: Seeder | None = None
+        if settings.seeder.enabled:
+            self.seeder = Seeder(
+                settings.seeder,
+                self.svc.public,
+                self.svc.store,
+                on_piece_sent=self.svc.meter.on_piece_sent if settings.metering.enabled else None,
+            )
+            self.s3.add_route("/_seeder/stats", self._seeder_stats)
+            if self.metrics is not None:
+                seeder = self.seeder
+                self.metrics.peer_connections = lambda: len(seeder.links)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tracker_server: web.Server | None = None
+        self._tracker_listener: asyncio.Server | None = None
         self._ready = False
 
     async def _health(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(
             {"status": "ok" if self._ready else "starting"}, status=200 if self._ready else 503
         )
+
+    async def _seeder_stats(self, request: web.Request) -> web.StreamResponse:
+        if self.seeder is None:
+            return web.json_response({"error": "seeder not running"}, status=503)
+        return web.json_response(self.seeder.stats_json())
+
+    async def _start_seeder(self) -> None:
+        # Before the HTTP listener: every torrent published from now on lists the origin.
+        if self.seeder is None:
+            return
+        host, port = self.settings.peer_host_port
+        try:
+            bound = await self.seeder.start(host, port)
+        except OSError as exc:
+            log.error("seeder disabled: cannot listen on %s:%d: %s", host, port, exc)
+            self.seeder = None
+            return
+        origin = await advertised_address(self.settings, bound)
+        # Every node's seeder, in the same order on each node (a shared registry keeps the
+        # ref of whichever node registered a torrent last).
+        origins = [split_host_port(a, 6881) for a in self.settings.seeder.peer_addresses]
+        if origin is not None and origin not in origins:
+            origins.append(origin)
+        if origins:
+            self.svc.public.origin_seeders = tuple(origins)
 
     def ensure_root(self) -> tuple[str, str, bool]:
         root, generated = self.svc.users.ensure_root(
@@ -136,7 +231,15 @@ class Node:
         return root.access_key, root.secret_key, generated
 
     async def start(self) -> None:
-        self.svc.store.cleanup_orphans()
+        ensure_bucket = getattr(self.svc.store.blobs, "ensure_bucket", None)
+        if ensure_bucket is not None:
+            await asyncio.get_running_loop().run_in_executor(self.svc.executor, ensure_bucket)
+        await asyncio.get_running_loop().run_in_executor(
+            self.svc.executor, self.svc.store.cleanup_orphans
+        )
+        if self.svc.relay is not None:
+            await self.svc.relay.start()
+        await self._start_seeder()
         app = self.s3.build()
         limits = self.settings.limits
         self._runner = web.AppRunner(
@@ -146,14 +249,26 @@ class Node:
             shutdown_timeout=limits.shutdown_timeout,
             max_field_size=limits.max_header_size,
             max_line_size=limits.max_header_size,
+            # S3 stores bodies as sent: Content-Encoding is metadata, never decoded here.
+            auto_decompress=False,
         )
         await self._runner.setup()
         host, port = self.settings.http_host_port
         site = web.TCPSite(self._runner, host, port, backlog=1024, reuse_address=True)
         await site.start()
+        await self._start_udp_tracker()
+        await self._start_tracker_listener()
         self._tasks.append(asyncio.create_task(self._reload_users()))
         self._tasks.append(asyncio.create_task(self._sweep_tracker()))
+        from s3torrent.s3.ops.multipart import expire_uploads_forever
+
+        self._tasks.append(asyncio.create_task(expire_uploads_forever(self.svc)))
         await self.svc.hash_jobs.resume()
+        if self.settings.metering.enabled:
+            self.svc.meter.start()
+        if self.metrics is not None:
+            assert self.settings.metering.metrics_listen is not None
+            await self.metrics.start(*split_host_port(self.settings.metering.metrics_listen, 9100))
         self._ready = True
         log.info(
             "s3torrent listening on http://%s:%d (public URL %s)",
@@ -161,6 +276,32 @@ class Node:
             port,
             self.settings.base_url,
         )
+
+    async def _start_tracker_listener(self) -> None:
+        # A bare aiohttp server for announces only: no router, no S3 middlewares, so each
+        # announce costs HTTP parsing plus the tracker itself.
+        listen = self.settings.tracker.http_listen
+        if not listen:
+            return
+        host, port = split_host_port(listen, 6969)
+        handler = tracker_handler(self.svc.tracker)
+        self._tracker_server = web.Server(handler, access_log=None)
+        loop = asyncio.get_running_loop()
+        self._tracker_listener = await loop.create_server(
+            self._tracker_server, host, port, backlog=1024, reuse_address=True
+        )
+        log.info("http tracker listening on %s:%d", host, port)
+
+    async def _start_udp_tracker(self) -> None:
+        ports: list[int] = []
+        for host, port in self.settings.tracker.udp_host_ports:
+            transport = await start_udp_tracker(self.svc.tracker, host, port, time.monotonic)
+            self._udp.append(transport)
+            bound = int(transport.get_extra_info("sockname")[1])
+            if bound not in ports:
+                ports.append(bound)
+            log.info("udp tracker listening on %s:%d", host, bound)
+        self.svc.torrents.udp_tracker_ports = ports
 
     async def _reload_users(self) -> None:
         # Users removed with the CLI while we run lose access within a few seconds.
@@ -186,11 +327,33 @@ class Node:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        for transport in self._udp:
+            transport.close()
+        self._udp.clear()
+        if self._tracker_listener is not None:
+            self._tracker_listener.close()
+            if self._tracker_server is not None:
+                await self._tracker_server.shutdown(1.0)
+            await self._tracker_listener.wait_closed()
         if self._runner is not None:
             # Stops accepting, waits (bounded) for in-flight requests, then closes.
             await self._runner.cleanup()
+        if self.seeder is not None:
+            await self.seeder.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
+        if self.settings.metering.enabled:
+            # After the listeners: the last requests are counted, then written.
+            with contextlib.suppress(Exception):
+                await self.svc.meter.close()
         await self.svc.hash_jobs.close()
         await self.svc.public.close()
+        if self.svc.relay is not None:
+            await self.svc.relay.close()
+        close_registry = getattr(self.svc.public.registry, "close", None)
+        if close_registry is not None:
+            with contextlib.suppress(Exception):
+                await close_registry()
         self.svc.store.flush_pending_deletes()
         self.svc.executor.shutdown(wait=True)
         self.svc.db.close()

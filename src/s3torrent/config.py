@@ -43,6 +43,8 @@ class StorageSettings(BaseModel):
     fsync: bool = True
     """fsync every blob and metadata commit before acknowledging a write."""
     group_commit_max_ops: int = 256
+    inline_max_size: int = 32 * 1024
+    """Objects up to this size are stored in their metadata row (0: always in a blob)."""
     blob_delete_delay: float = 2.0
     """Seconds to keep an overwritten version's blob for readers that looked it up already."""
     abandoned_upload_days: float = 7.0
@@ -70,6 +72,101 @@ class TrackerSettings(BaseModel):
     default_numwant: int = 50
     trust_ip_param: bool = False
     udp_listen: str | None = None
+    """BEP 15 UDP tracker address(es), comma-separated: '0.0.0.0:6969,[::]:6969'. Off if unset."""
+    http_listen: str | None = None
+    """HOST:PORT of a separate, lean HTTP listener for /announce and /scrape (the tracker
+    also stays on the main listener under /_tracker/). Off if unset."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses/networks of reverse proxies whose X-Forwarded-For names the real peer."""
+    max_scrape_hashes: int = 64
+    max_peers_per_torrent: int = 5000
+    max_peers_total: int = 1_000_000
+    announce_rate_per_ip: float = 5.0
+    """Announces per second per IPv4 address / IPv6 /64, with a burst of announce_rate_burst."""
+    announce_rate_burst: float = 60.0
+
+    @property
+    def udp_host_ports(self) -> list[tuple[str, int]]:
+        if not self.udp_listen:
+            return []
+        return [split_host_port(a, 6969) for a in self.udp_listen.split(",") if a.strip()]
+
+
+class MeteringSettings(BaseModel):
+    enabled: bool = True
+    """Count requests and bytes per bucket, operation and channel (usage reports, /metrics)."""
+    flush_interval: float = 1.0
+    """Seconds between flushes of the in-memory counters; a crash loses at most one interval."""
+    storage_sample_interval: float = 300.0
+    """Seconds between samples of each bucket's stored bytes (for TimedStorage-ByteHrs)."""
+    metrics_listen: str | None = None
+    """HOST:PORT of a separate HTTP listener serving Prometheus /metrics. Off if unset."""
+
+
+class SeederSettings(BaseModel):
+    """The origin seeder on the peer listener: bounds, and how much the origin sends."""
+
+    enabled: bool = True
+    mode: Literal["fastest", "offload", "auto"] = "auto"
+    """fastest: every peer gets every piece from us; offload: each piece goes out once and
+    peers trade the rest; auto: fastest while one peer downloads, offload when several do."""
+    max_connections: int = 2000
+    max_per_torrent: int = 400
+    max_per_ip: int = 32
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 180.0
+    keepalive_interval: float = 120.0
+    max_outstanding_requests: int = 250
+    max_request_length: int = 128 * 1024
+    write_high_water: int = 256 * 1024
+    """Control bytes queued for one peer above which we stop reading from it."""
+    public_host: str | None = None
+    """Address advertised in peer lists (default: the host of the public URL)."""
+    public_port: int | None = None
+    """Port advertised in peer lists (default: the peer_listen port)."""
+    choke_interval: float = 5.0
+    unchoke_slots: int = 8
+    alone_window: int = 16 * MiB
+    """Bytes revealed ahead to a peer that downloads alone (auto mode)."""
+    peer_window: int = 2 * MiB
+    """Bytes of pieces nobody has yet revealed ahead to each peer when several download."""
+    unspread_limit: int = 8 * MiB
+    """Bytes a peer may hold first-hand before others have them, while others still need them."""
+    stall_timeout: float = 3.0
+    """Seconds without progress after which a peer gets pieces others have, from us."""
+    carry_upload_rate: int = 1 * MiB
+    """Per-torrent bytes/s cap once connected peers hold every piece (0: no cap)."""
+    peer_addresses: list[str] = Field(default_factory=list)
+    """Several nodes: every node's seeder as IP:PORT, the same list on each node; all are in
+    every peer list (this node's own address is added if missing)."""
+
+
+class BlobSettings(BaseModel):
+    """The S3-compatible blob backend (used when blobs_url is s3://bucket/prefix)."""
+
+    endpoint_url: str | None = None
+    """http(s)://host:port of MinIO, Ceph RGW, ...; unset: AWS S3."""
+    region: str = "us-east-1"
+    access_key: str | None = None
+    secret_key: str | None = None
+    """Unset: boto3's usual credential chain (environment, profile, instance role)."""
+    part_size: int = 8 * MiB
+    """Bytes buffered per multipart part (memory per upload in flight)."""
+    read_ahead: int = 1 * MiB
+    """Smaller reads (seeder blocks) fetch this much at once and cache it."""
+    cache_bytes: int = 64 * MiB
+    orphan_grace: float = 3600.0
+    """Seconds an unreferenced blob or unfinished upload is left for another node's write in
+    flight before startup cleanup removes it."""
+    max_connections: int = 32
+
+
+class JobSettings(BaseModel):
+    claim_ttl: float = 30.0
+    """Seconds a node's claim on a hashing job lasts without a heartbeat (then another node
+    takes it over)."""
+    poll_interval: float = 5.0
+    """Seconds between looks for unclaimed or expired jobs."""
 
 
 class Settings(BaseSettings):
@@ -88,10 +185,20 @@ class Settings(BaseSettings):
     root_access_key: str | None = None
     root_secret_key: str | None = None
     metadata_url: str | None = None
+    redis_url: str | None = None
+    """redis://host:port/db: tracker registry and events shared by every node."""
+    blobs_url: str | None = None
+    """s3://bucket/prefix: blobs in an S3-compatible store (default: data_dir/blobs)."""
+    node_id: str | None = None
+    """This node's name in job claims and events (default: random per start)."""
+    blobs: BlobSettings = Field(default_factory=BlobSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     torrent: TorrentSettings = Field(default_factory=TorrentSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
+    seeder: SeederSettings = Field(default_factory=SeederSettings)
+    metering: MeteringSettings = Field(default_factory=MeteringSettings)
 
     @field_validator("public_url")
     @classmethod

@@ -22,6 +22,14 @@ from s3torrent.store import metadata as md
 T = TypeVar("T")
 
 _STOP = object()
+_MAX_RETRIES = 5
+# PostgreSQL: deadlock_detected, serialization_failure (nodes writing the same rows).
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def _transient(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
 
 
 class Database:
@@ -84,19 +92,27 @@ class Database:
             if stop_after:
                 return
 
-    def _commit_batch(self, batch: list[tuple[Callable[[Connection], Any], Any]]) -> None:
+    def _commit_batch(
+        self, batch: list[tuple[Callable[[Connection], Any], Any]], attempt: int = 0
+    ) -> None:
         results: list[tuple[Any, Any, BaseException | None]] = []
+        retry: list[tuple[Callable[[Connection], Any], Any]] = []
         try:
             with self.engine.connect() as conn, conn.begin():
                 for fn, fut in batch:
-                    if not fut.set_running_or_notify_cancel():
+                    if not fut.running() and not fut.set_running_or_notify_cancel():
                         continue
                     sp = conn.begin_nested()
                     try:
                         value = fn(conn)
                     except BaseException as exc:  # each caller gets its own failure
                         sp.rollback()
-                        results.append((fut, None, exc))
+                        if _transient(exc) and attempt < _MAX_RETRIES:
+                            # Another node's batch locked rows in the other order: our
+                            # savepoint released ours; run this one again in a batch of its own.
+                            retry.append((fn, fut))
+                        else:
+                            results.append((fut, None, exc))
                     else:
                         sp.commit()
                         results.append((fut, value, None))
@@ -118,6 +134,8 @@ class Database:
                 fut.set_exception(failure)
             else:
                 fut.set_result(value)
+        if retry:
+            self._commit_batch(retry, attempt + 1)
 
     def close(self) -> None:
         self._queue.put(_STOP)

@@ -56,7 +56,13 @@ objects = sa.Table(
     sa.Column("checksum_value", sa.String(128), nullable=True),
     sa.Column("checksum_type", sa.String(16), nullable=True),
     sa.Column("parts", sa.Text, nullable=True),
+    # Small objects live in their row: one group-committed transaction makes them durable,
+    # instead of two fsyncs of a file of their own.
+    sa.Column("inline_data", sa.LargeBinary, nullable=True),
 )
+
+# Every object column but the inline bytes: what listings read.
+OBJECT_INFO_COLUMNS = tuple(c for c in objects.c if c.name != "inline_data")
 
 torrents = sa.Table(
     "torrents",
@@ -164,6 +170,7 @@ class ObjectVersion:
     checksum_value: str | None = None
     checksum_type: str | None = None
     parts: list[dict[str, Any]] | None = None
+    inline: bytes | None = field(default=None, repr=False)
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -180,6 +187,7 @@ class ObjectVersion:
             "checksum_value": self.checksum_value,
             "checksum_type": self.checksum_type,
             "parts": json.dumps(self.parts) if self.parts is not None else None,
+            "inline_data": self.inline,
         }
 
     @classmethod
@@ -199,6 +207,7 @@ class ObjectVersion:
             checksum_value=m["checksum_value"],
             checksum_type=m["checksum_type"],
             parts=json.loads(m["parts"]) if m["parts"] else None,
+            inline=m.get("inline_data"),
         )
 
 
@@ -274,7 +283,48 @@ def create_engine(url: str) -> sa.Engine:
 
 
 def create_schema(engine: sa.Engine) -> None:
-    meta.create_all(engine)
+    """Bring the schema to the newest migration (Alembic), on any engine."""
+    from s3torrent.store import migrations
+
+    migrations.upgrade(engine)
+
+
+def _insert_if_absent(conn: Connection, table: sa.Table, row: dict[str, Any]) -> bool:
+    """INSERT row unless its primary key exists (waits for a concurrent inserter to finish)."""
+    dialect = conn.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        stmt: Any = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
+        # RETURNING, not rowcount: drivers report -1 for some INSERT forms.
+        stmt = stmt.values(**row).on_conflict_do_nothing().returning(*table.primary_key.columns)
+        return conn.execute(stmt).first() is not None
+    conn.execute(table.insert().values(**row))
+    return True
+
+
+def _replace_row(
+    conn: Connection,
+    table: sa.Table,
+    where: tuple[sa.ColumnElement[bool], ...],
+    row: dict[str, Any],
+    column: sa.Column[Any],
+) -> Any:
+    """Make row the one at `where` (a primary key); return `column` of the row it replaced.
+
+    Race-free across nodes: an existing row is locked (SELECT ... FOR UPDATE; a no-op on
+    SQLite, whose writer holds the database lock) and updated in place; an absent one is
+    inserted with ON CONFLICT DO NOTHING, and if another transaction inserted it meanwhile
+    we go round again and replace that one. The last committer wins; no reader ever sees
+    the key missing or two rows for it.
+    """
+    while True:
+        old = conn.execute(sa.select(column).where(*where).with_for_update()).first()
+        if old is not None:
+            conn.execute(table.update().where(*where).values(**row))
+            return old[0]
+        if _insert_if_absent(conn, table, row):
+            return None
 
 
 # ---- queries (each takes a Connection; callers own transactions) ----
@@ -315,26 +365,24 @@ def bucket_has_objects(conn: Connection, bucket: str) -> bool:
 
 def upsert_object(conn: Connection, obj: ObjectVersion) -> str | None:
     """Make obj the current version of its key; return the replaced version id, if any."""
-    key = obj.key.encode("utf-8")
-    old = conn.execute(
-        sa.select(objects.c.version_id).where(objects.c.bucket == obj.bucket, objects.c.key == key)
-    ).first()
+    where = (objects.c.bucket == obj.bucket, objects.c.key == obj.key.encode("utf-8"))
+    old = _replace_row(conn, objects, where, obj.to_row(), objects.c.version_id)
     if old is not None:
-        conn.execute(objects.delete().where(objects.c.bucket == obj.bucket, objects.c.key == key))
-        conn.execute(torrents.delete().where(torrents.c.version_id == old[0]))
-    conn.execute(objects.insert().values(**obj.to_row()))
-    return str(old[0]) if old is not None else None
+        conn.execute(torrents.delete().where(torrents.c.version_id == old))
+    return str(old) if old is not None else None
 
 
 def delete_object(conn: Connection, bucket: str, key: str) -> str | None:
     """Delete the current version of a key; return its version id, if there was one."""
     k = key.encode("utf-8")
+    # One statement: of two nodes deleting the same key, exactly one learns the version id.
     old = conn.execute(
-        sa.select(objects.c.version_id).where(objects.c.bucket == bucket, objects.c.key == k)
+        objects.delete()
+        .where(objects.c.bucket == bucket, objects.c.key == k)
+        .returning(objects.c.version_id)
     ).first()
     if old is None:
         return None
-    conn.execute(objects.delete().where(objects.c.bucket == bucket, objects.c.key == k))
     conn.execute(torrents.delete().where(torrents.c.version_id == old[0]))
     return str(old[0])
 
@@ -346,9 +394,11 @@ def iter_keys_from(
     # One lower bound only: given both `key >= start` and `key > after`, SQLite may seek on
     # the first and filter on the second, scanning every earlier key on every later page.
     if after is not None and after >= start:
-        q = sa.select(objects).where(objects.c.bucket == bucket, objects.c.key > after)
+        q = sa.select(*OBJECT_INFO_COLUMNS).where(objects.c.bucket == bucket, objects.c.key > after)
     else:
-        q = sa.select(objects).where(objects.c.bucket == bucket, objects.c.key >= start)
+        q = sa.select(*OBJECT_INFO_COLUMNS).where(
+            objects.c.bucket == bucket, objects.c.key >= start
+        )
     if end is not None:
         q = q.where(objects.c.key < end)
     q = q.order_by(objects.c.key).limit(limit)
@@ -453,21 +503,17 @@ def get_upload(conn: Connection, upload_id: str) -> Upload | None:
 def put_part(conn: Connection, part: Part) -> str | None:
     """Record a part (replacing one with the same number); return the replaced blob id."""
     where = (parts.c.upload_id == part.upload_id, parts.c.part_number == part.part_number)
-    old = conn.execute(sa.select(parts.c.blob_id).where(*where)).first()
-    if old is not None:
-        conn.execute(parts.delete().where(*where))
-    conn.execute(
-        parts.insert().values(
-            upload_id=part.upload_id,
-            part_number=part.part_number,
-            blob_id=part.blob_id,
-            size=part.size,
-            etag=part.etag,
-            last_modified=part.last_modified,
-            checksum_value=part.checksum_value,
-        )
-    )
-    return str(old[0]) if old is not None else None
+    row = {
+        "upload_id": part.upload_id,
+        "part_number": part.part_number,
+        "blob_id": part.blob_id,
+        "size": part.size,
+        "etag": part.etag,
+        "last_modified": part.last_modified,
+        "checksum_value": part.checksum_value,
+    }
+    old = _replace_row(conn, parts, where, row, parts.c.blob_id)
+    return str(old) if old is not None else None
 
 
 def list_parts(

@@ -77,9 +77,54 @@ class ObjectStore:
     async def get_bucket(self, name: str) -> md.Bucket | None:
         return await self.db.read(lambda c: md.get_bucket(c, name))
 
+    async def get_bucket_and_object(
+        self, bucket: str, key: str | None
+    ) -> tuple[md.Bucket | None, md.ObjectVersion | None]:
+        """A bucket and (when key is given) its current object for key, in one read."""
+
+        def both(conn: Connection) -> tuple[md.Bucket | None, md.ObjectVersion | None]:
+            b = md.get_bucket(conn, bucket)
+            if b is None or key is None:
+                return b, None
+            return b, md.get_object(conn, bucket, key)
+
+        return await self.db.read(both)
+
     def read_range(self, obj: md.ObjectVersion, offset: int, length: int) -> bytes:
         """Bytes of an object version (blocking: call from a worker thread)."""
+        if obj.inline is not None:
+            return obj.inline[offset : offset + length]
         return self.blobs.read(obj.version_id, offset, length)
+
+    async def object_chunks(
+        self, obj: md.ObjectVersion, offset: int, length: int
+    ) -> AsyncIterator[bytes]:
+        """The bytes of an object version's range, inline or from its blob."""
+        if obj.inline is not None:
+            yield obj.inline[offset : offset + length]
+            return
+        async for chunk in self.blob_chunks(obj.version_id, offset, length):
+            yield chunk
+
+    async def stream_to_memory(
+        self,
+        body: AsyncIterator[bytes],
+        observers: Sequence[StreamObserver],
+        *,
+        max_size: int,
+        on_too_large: Callable[[], Exception],
+    ) -> tuple[StoredStream, bytes]:
+        """A small body, hashed as it arrives and kept for its metadata row."""
+        buf = bytearray()
+        async for chunk in body:
+            buf += chunk
+            if len(buf) > max_size:
+                raise on_too_large()
+        data = bytes(buf)
+        md5 = hashlib.md5(data)
+        for sink in observers:
+            sink.update(data)
+        return StoredStream(size=len(data), md5=md5.digest()), data
 
     # ---- the write path ----
 
@@ -152,7 +197,7 @@ class ObjectStore:
         """
 
         def run() -> None:
-            writer: Any = self.blobs.new_writer()
+            writer: Any = self.blobs.new_writer(version_id)
             try:
                 append = getattr(writer, "append_blob", None)
                 for blob_id, size in segments:

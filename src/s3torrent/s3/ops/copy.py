@@ -169,13 +169,13 @@ async def copy_bytes(
     checksum = checksums.new_checksum(algorithm) if algorithm is not None else None
     torrent_hasher = svc.torrents.hasher_for(src.size)
     observers: list[Any] = [o for o in (checksum, torrent_hasher) if o is not None]
-    writer = await asyncio.get_running_loop().run_in_executor(
-        store.executor, store.blobs.new_writer
-    )
     version_id = store.new_version_id()
+    writer = await asyncio.get_running_loop().run_in_executor(
+        store.executor, store.blobs.new_writer, version_id
+    )
     try:
         stored = await store.stream_to_blob(
-            store.blob_chunks(src.version_id, 0, src.size),
+            store.object_chunks(src, 0, src.size),
             writer,
             observers,
             max_size=MAX_COPY_SIZE,

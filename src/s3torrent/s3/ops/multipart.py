@@ -235,10 +235,10 @@ async def upload_part(svc: Services, req: S3Request) -> web.StreamResponse:
     if own is not None:
         observers.append(own)
     store = svc.store
-    writer = await asyncio.get_running_loop().run_in_executor(
-        store.executor, store.blobs.new_writer
-    )
     blob_id = store.new_version_id()
+    writer = await asyncio.get_running_loop().run_in_executor(
+        store.executor, store.blobs.new_writer, blob_id
+    )
     try:
         stored = await store.stream_to_blob(
             body.chunks(),
@@ -302,13 +302,13 @@ async def upload_part_copy(svc: Services, req: S3Request) -> web.StreamResponse:
     upload_alg = ChecksumAlgorithm(up.checksum_algorithm) if up.checksum_algorithm else None
     own = checksums.new_checksum(upload_alg) if upload_alg is not None else None
     store = svc.store
-    writer = await asyncio.get_running_loop().run_in_executor(
-        store.executor, store.blobs.new_writer
-    )
     blob_id = store.new_version_id()
+    writer = await asyncio.get_running_loop().run_in_executor(
+        store.executor, store.blobs.new_writer, blob_id
+    )
     try:
         stored = await store.stream_to_blob(
-            store.blob_chunks(src.version_id, offset, length),
+            store.object_chunks(src, offset, length),
             writer,
             [own] if own is not None else [],
             max_size=MAX_PART_SIZE,

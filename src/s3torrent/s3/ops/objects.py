@@ -17,6 +17,7 @@ from s3torrent.access import (
     check_acl_allowed,
     grants_from_headers,
 )
+from s3torrent.metering.meter import BODY_SENT
 from s3torrent.s3 import authz
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody, StoredChecksum
@@ -60,6 +61,12 @@ def stored_headers(headers: Mapping[str, str], max_user_metadata: int) -> dict[s
         if lname.startswith("x-amz-meta-"):
             meta_size += len(lname) - len("x-amz-meta-") + len(value.encode("utf-8"))
             out[lname] = value
+        elif lname == "content-encoding":
+            # aws-chunked describes this request's framing, not the object: S3 drops it.
+            codings = [c.strip() for c in value.split(",")]
+            kept = ", ".join(c for c in codings if c and c.lower() != "aws-chunked")
+            if kept:
+                out[lname] = kept
         elif lname in STORED_HEADERS:
             out[lname] = value
     if meta_size > max_user_metadata:
@@ -219,23 +226,34 @@ async def store_body(
     observers: list[Any] = body.observers()
     if torrent_hasher is not None:
         observers.append(torrent_hasher)
-    writer = await asyncio.get_running_loop().run_in_executor(
-        store.executor, store.blobs.new_writer
-    )
     version_id = store.new_version_id()
-    try:
-        stored = await store.stream_to_blob(
+    inline_max = svc.settings.storage.inline_max_size
+    inline: bytes | None = None
+    if body.length is not None and body.length <= inline_max:
+        stored, inline = await store.stream_to_memory(
             body.chunks(),
-            writer,
             observers,
-            max_size=limits.max_put_size,
-            on_too_large=lambda: S3Error("EntityTooLarge"),
+            max_size=inline_max,
+            on_too_large=lambda: S3Error("IncompleteBody"),
         )
         checksum = body.verify(md5=stored.md5)
-        await store.commit_blob(writer, version_id)
-    except BaseException:
-        await store.abort_blob(writer)
-        raise
+    else:
+        writer = await asyncio.get_running_loop().run_in_executor(
+            store.executor, store.blobs.new_writer, version_id
+        )
+        try:
+            stored = await store.stream_to_blob(
+                body.chunks(),
+                writer,
+                observers,
+                max_size=limits.max_put_size,
+                on_too_large=lambda: S3Error("EntityTooLarge"),
+            )
+            checksum = body.verify(md5=stored.md5)
+            await store.commit_blob(writer, version_id)
+        except BaseException:
+            await store.abort_blob(writer)
+            raise
     obj = md.ObjectVersion(
         bucket=req.bucket_name,
         key=req.key,
@@ -249,6 +267,7 @@ async def store_body(
         checksum_algorithm=checksum.algorithm if checksum else None,
         checksum_value=checksum.value if checksum else None,
         checksum_type="FULL_OBJECT" if checksum else None,
+        inline=inline,
     )
     extra = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
     await store.publish_version(obj, extra=extra, hashed=extra is not None)
@@ -266,13 +285,31 @@ async def head_object(svc: Services, req: S3Request) -> web.StreamResponse:
     return await serve_object(svc, req, head=True)
 
 
+def part_range(raw: str, headers: Mapping[str, str], obj: md.ObjectVersion) -> ByteRange | None:
+    """The bytes of one part of a multipart object (?partNumber=N); None: the whole object."""
+    if "Range" in headers:
+        raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query")
+    number = int(raw) if raw.isdigit() else 0
+    sizes = [int(p["size"]) for p in obj.parts] if obj.parts else [obj.size]
+    if not 1 <= number <= len(sizes):
+        raise S3Error(
+            "InvalidPartNumber", "The requested partnumber is not satisfiable", status=416
+        )
+    if obj.parts is None:
+        return None
+    start = sum(sizes[: number - 1])
+    return ByteRange(start, start + sizes[number - 1] - 1)
+
+
 async def serve_object(svc: Services, req: S3Request, *, head: bool) -> web.StreamResponse:
     obj = req.obj
     assert obj is not None
-    if "partNumber" in req.query:
-        raise S3Error("NotImplemented", "GetObject with partNumber is not implemented.")
     check_conditions(req.http.headers, obj)
-    rng: ByteRange | None = parse_range(req.http.headers.get("Range"), obj.size)
+    rng: ByteRange | None
+    if "partNumber" in req.query:
+        rng = part_range(req.query["partNumber"], req.http.headers, obj)
+    else:
+        rng = parse_range(req.http.headers.get("Range"), obj.size)
     headers = object_headers(svc, req, obj, whole=rng is None)
     status = 200
     offset, count = 0, obj.size
@@ -281,9 +318,14 @@ async def serve_object(svc: Services, req: S3Request, *, head: bool) -> web.Stre
         offset, count = rng.start, rng.length
         headers["Content-Range"] = f"bytes {rng.start}-{rng.end}/{obj.size}"
     if head:
-        head_resp = web.Response(status=status, headers=headers)
+        # A StreamResponse: web.Response refuses an explicit Content-Length without a body.
+        head_resp = web.StreamResponse(status=status, headers=headers)
         head_resp.content_length = count
         return head_resp
+    if obj.inline is not None:
+        small = web.Response(status=status, headers=headers, body=obj.inline[offset : offset + count])
+        req.http[BODY_SENT] = count
+        return small
     fobj = None
     for _attempt in range(2):
         path = svc.store.blobs.local_path(obj.version_id)
@@ -304,6 +346,7 @@ async def serve_object(svc: Services, req: S3Request, *, head: bool) -> web.Stre
         )
         await resp.prepare(req.http)
         await resp.write(data)
+        req.http[BODY_SENT] = len(data)
         await resp.write_eof()
         return resp
     with fobj:
@@ -312,7 +355,12 @@ async def serve_object(svc: Services, req: S3Request, *, head: bool) -> web.Stre
             transport = req.http.transport
             if transport is None:
                 raise ConnectionResetError("client went away")
-            await asyncio.get_running_loop().sendfile(transport, fobj, offset, count)
+            sent = 0
+            try:
+                sent = await asyncio.get_running_loop().sendfile(transport, fobj, offset, count)
+            finally:
+                # On failure sendfile leaves the file at offset + what it sent: meter that.
+                req.http[BODY_SENT] = sent or max(0, fobj.tell() - offset)
         await resp.write_eof()
     return resp
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from s3torrent.config import Settings
 
 
 class BlobWriter(Protocol):
@@ -21,7 +24,10 @@ class BlobWriter(Protocol):
 class BlobStore(Protocol):
     """The blob interface every backend implements; calls block and run off the event loop."""
 
-    def new_writer(self) -> BlobWriter: ...
+    def new_writer(self, version_id: str | None = None) -> BlobWriter:
+        """A writer; version_id, when known, is the id it will most likely be committed
+        under (a backend that cannot rename cheaply writes there directly)."""
+        ...
 
     def local_path(self, version_id: str) -> Path | None:
         """A file path for zero-copy reads (sendfile), when the backend is local."""
@@ -36,3 +42,28 @@ class BlobStore(Protocol):
     def clean_temporary(self) -> int:
         """Remove blobs of writes that never committed (after a crash); return how many."""
         ...
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    """The blob store the settings name: blobs_url s3://bucket/prefix, else data_dir."""
+    if settings.blobs_url:
+        from s3torrent.store.blobs.s3 import S3BlobStore, S3Location, make_client
+
+        b = settings.blobs
+        return S3BlobStore(
+            make_client(
+                endpoint_url=b.endpoint_url,
+                region=b.region,
+                access_key=b.access_key,
+                secret_key=b.secret_key,
+                max_connections=b.max_connections,
+            ),
+            S3Location.parse(settings.blobs_url),
+            part_size=b.part_size,
+            read_ahead=b.read_ahead,
+            cache_bytes=b.cache_bytes,
+            orphan_grace=b.orphan_grace,
+        )
+    from s3torrent.store.blobs.local import LocalBlobStore
+
+    return LocalBlobStore(settings.data_dir, fsync=settings.storage.fsync)

@@ -85,8 +85,8 @@ class LocalBlobStore:
             raise ValueError("bad version id")
         return self.blob_dir / version_id[:2] / version_id[2:4] / version_id
 
-    def new_writer(self) -> LocalBlobWriter:
-        return LocalBlobWriter(self)
+    def new_writer(self, version_id: str | None = None) -> LocalBlobWriter:
+        return LocalBlobWriter(self)  # a rename is cheap here: no need to know the id
 
     def local_path(self, version_id: str) -> Path | None:
         return self.path_for(version_id)
