@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import secrets
 import signal
 import time
 from dataclasses import dataclass
@@ -67,7 +68,17 @@ def build_services(settings: Settings) -> Services:
     users = UserDirectory(db)
     users.load()
     catalog = TorrentCatalog(settings.torrent)
-    hash_jobs = HashJobs(db, store, catalog, events, workers=settings.torrent.hash_workers)
+    node_id = settings.node_id or secrets.token_hex(8)
+    hash_jobs = HashJobs(
+        db,
+        store,
+        catalog,
+        events,
+        workers=settings.torrent.hash_workers,
+        node_id=node_id,
+        claim_ttl=settings.jobs.claim_ttl,
+        poll_interval=settings.jobs.poll_interval,
+    )
     ts = settings.tracker
     limits = RegistryLimits(
         max_peers_per_torrent=ts.max_peers_per_torrent,
@@ -80,7 +91,7 @@ def build_services(settings: Settings) -> Services:
     if settings.redis_url:
         # Several nodes: one swarm state and one event stream for all of them.
         registry = RedisRegistry.from_url(settings.redis_url, limits)
-        relay = RedisEventRelay.from_url(events, settings.redis_url, node_id=settings.node_id)
+        relay = RedisEventRelay.from_url(events, settings.redis_url, node_id=node_id)
     else:
         registry = MemoryRegistry(limits)
     public = PublicTorrents(settings, db, catalog, registry)

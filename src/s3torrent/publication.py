@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from s3torrent.access import ANONYMOUS
@@ -35,6 +36,9 @@ from s3torrent.tracker.registry import (
 log = logging.getLogger(__name__)
 
 Revoked = Callable[[TorrentInfo], None]
+_MAX_CONSIDER_ATTEMPTS = 3
+_EPOCH_SLOTS = 4096
+_UNPUBLISHABLE_MAX = 65536
 
 
 def torrent_refusal(settings: Settings, bucket: md.Bucket, obj: md.ObjectVersion) -> str | None:
@@ -72,11 +76,38 @@ class PublicTorrents:
         self.db = db
         self.catalog = catalog
         self.registry = registry
-        self.origin_seeders = origin_seeders
+        self._origin_seeders = origin_seeders
         self.by_swarm: dict[bytes, TorrentInfo] = {}
         self.by_version: dict[str, TorrentInfo] = {}
         self._revoked_listeners: list[Revoked] = []
         self._tasks: set[asyncio.Task[object]] = set()
+        # Change counters bumped by every event that may revoke, in a fixed number of slots
+        # per bucket and per key (a collision only costs a re-check). A publication decided
+        # on data read before a bump may be stale: an ACL change, overwrite or delete landed
+        # between its access check and its registration.
+        self._epochs = [0] * _EPOCH_SLOTS
+        # Swarm ids resolve() found unknown or not publishable, until the next event: an
+        # announce flood of random info-hashes costs a set lookup, not a database query each.
+        self._unpublishable: set[bytes] = set()
+        self._unpublishable_generation = 0
+
+    @property
+    def origin_seeders(self) -> tuple[tuple[str, int], ...]:
+        """Our seeders' (ip, port), put in every peer list of every published torrent."""
+        return self._origin_seeders
+
+    @origin_seeders.setter
+    def origin_seeders(self, value: tuple[tuple[str, int], ...]) -> None:
+        # Set once the seeder listens, possibly after torrents were published: re-register
+        # them so their swarms list the origin too.
+        self._origin_seeders = tuple(value)
+        for info in list(self.by_version.values()):
+            ref = self._ref(info)
+            for sid in info.swarm_ids:
+                self._spawn(self.registry.register(sid, ref))
+
+    def _ref(self, info: TorrentInfo) -> TorrentRef:
+        return TorrentRef(info.bucket, info.key, info.version_id, self._origin_seeders)
 
     def on_revoked(self, listener: Revoked) -> None:
         """The seeder subscribes here to close connections of revoked torrents."""
@@ -87,7 +118,20 @@ class PublicTorrents:
 
     # ---- events ----
 
+    def _epoch_slots(self, bucket: str, key: str | None) -> tuple[int, int]:
+        return hash((bucket,)) % _EPOCH_SLOTS, hash((bucket, key)) % _EPOCH_SLOTS
+
+    def _epoch(self, bucket: str, key: str) -> tuple[int, int]:
+        a, b = self._epoch_slots(bucket, key)
+        return self._epochs[a], self._epochs[b]
+
     def on_event(self, event: Event) -> None:
+        # Anything may have become publishable: forget what resolve() found was not.
+        self._unpublishable.clear()
+        self._unpublishable_generation += 1
+        if not isinstance(event, TorrentHashed):
+            bucket_slot, key_slot = self._epoch_slots(event.bucket, event.key)
+            self._epochs[bucket_slot if event.key is None else key_slot] += 1
         if isinstance(event, ObjectWritten):
             if event.replaced_version_id:
                 self.revoke(event.replaced_version_id)
@@ -141,6 +185,21 @@ class PublicTorrents:
 
     async def consider(self, obj: md.ObjectVersion) -> TorrentInfo | None:
         """Publish obj's torrent if it may be public now; return it when published."""
+        for _ in range(_MAX_CONSIDER_ATTEMPTS):
+            epoch = self._epoch(obj.bucket, obj.key)
+            info = await self._consider_once(obj)
+            if info is None or self._epoch(obj.bucket, obj.key) == epoch:
+                return info
+            # Revoked while we decided: undo and decide again on fresh data.
+            self.revoke(obj.version_id)
+            fresh = await self.db.read(partial(md.get_object_by_version, version_id=obj.version_id))
+            if fresh is None:
+                return None
+            obj = fresh
+        # Still racing revocations: stay unpublished; the next announce resolves it again.
+        return None
+
+    async def _consider_once(self, obj: md.ObjectVersion) -> TorrentInfo | None:
         known = self.by_version.get(obj.version_id)
         if known is not None:
             return known
@@ -158,7 +217,7 @@ class PublicTorrents:
             return None
         info = self.catalog.info_for(obj, hashes)
         self.by_version[obj.version_id] = info
-        ref = TorrentRef(obj.bucket, obj.key, obj.version_id, self.origin_seeders)
+        ref = self._ref(info)
         for sid in info.swarm_ids:
             self.by_swarm[sid] = info
             await self.registry.register(sid, ref)
@@ -169,11 +228,17 @@ class PublicTorrents:
         info = self.by_swarm.get(swarm_id)
         if info is not None:
             return info
-        obj = await self.db.read(lambda c: find_by_swarm_id(c, swarm_id))
-        if obj is None:
+        if swarm_id in self._unpublishable:
             return None
-        info = await self.consider(obj)
+        generation = self._unpublishable_generation
+        obj = await self.db.read(lambda c: find_by_swarm_id(c, swarm_id))
+        info = await self.consider(obj) if obj is not None else None
         if info is None or swarm_id not in info.swarm_ids:
+            # Only if no event came meanwhile: one may have made it publishable.
+            if generation == self._unpublishable_generation:
+                if len(self._unpublishable) >= _UNPUBLISHABLE_MAX:
+                    self._unpublishable.clear()
+                self._unpublishable.add(swarm_id)
             return None
         return info
 

@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -87,6 +87,8 @@ class TorrentCatalog:
         self.settings = settings
         self._cache: OrderedDict[tuple[str, str], TorrentInfo] = OrderedDict()
         self._cache_size = cache_size
+        # Set by the node once its UDP tracker listens; empty when it is off.
+        self.udp_tracker_ports: list[int] = []
 
     @property
     def fmt(self) -> TorrentFormat:
@@ -140,8 +142,21 @@ class TorrentCatalog:
     def announce_url(self, base_url: str) -> str:
         return f"{base_url}/_tracker/announce"
 
+    def own_trackers(self, base_url: str) -> list[str]:
+        """Our tracker's URLs: HTTP, then BEP 15 UDP on each port it listens on (same host)."""
+        urls = [self.announce_url(base_url)]
+        host = urlsplit(base_url).hostname or "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        urls += [f"udp://{host}:{port}/announce" for port in self.udp_tracker_ports]
+        return urls
+
     def trackers(self, base_url: str) -> list[str]:
-        return [self.announce_url(base_url), *self.settings.extra_trackers]
+        return [*self.own_trackers(base_url), *self.settings.extra_trackers]
+
+    def announce_tiers(self, base_url: str) -> list[list[str]]:
+        # Our URLs are one tracker reached two ways, so one BEP 12 tier: a client uses
+        # whichever answers first instead of announcing twice to the same swarm.
+        return [self.own_trackers(base_url), *([t] for t in self.settings.extra_trackers)]
 
     def web_seeds(
         self, base_url: str, info: TorrentInfo, bucket_settings: dict[str, object]
@@ -149,6 +164,11 @@ class TorrentCatalog:
         if not self.settings.web_seed or bucket_settings.get("web_seed") is False:
             return []
         url = object_url(base_url, info.bucket, info.key)
+        slashes = len(info.key) - len(info.key.rstrip("/"))
+        if slashes:
+            # BEP 19 clients append the name to a URL ending in "/": escape the key's
+            # trailing slashes so the URL still names the object itself.
+            url = url[: len(url) - slashes] + "%2F" * slashes
         if info.fmt != "v1" and info.key.rsplit("/", 1)[-1] == info.name:
             # BEP 19 clients treat v2/hybrid torrents as multi-file and append the name to a
             # URL ending in "/": name the key's parent so they land on the object itself.
@@ -164,7 +184,7 @@ class TorrentCatalog:
         return build_torrent(
             info=info.info,
             announce=trackers[0],
-            announce_list=[[t] for t in trackers],
+            announce_list=self.announce_tiers(base_url),
             url_list=self.web_seeds(base_url, info, bucket_settings),
             creation_date=int(info.last_modified),
             created_by=self.settings.created_by,

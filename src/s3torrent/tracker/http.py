@@ -14,10 +14,10 @@ BENCODE = "text/plain"
 
 def tracker_handler(
     service: TrackerService, clock: Callable[[], float] = time.monotonic
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """One handler for /_tracker/announce and /_tracker/scrape."""
+) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """One handler for .../announce and .../scrape (routed, or a bare `web.Server`)."""
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
         path, _, raw_query = request.raw_path.partition("?")
         remote = service.client_ip(request.remote or "", request.headers.get("X-Forwarded-For"))
         query = raw_query.encode("latin-1", "replace")

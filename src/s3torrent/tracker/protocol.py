@@ -9,11 +9,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
+import socket
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Final
+from urllib.parse import unquote_to_bytes
 
 # fastbencode is py.typed but re-exports without __all__, which strict mypy rejects.
 from fastbencode import bencode  # type: ignore[attr-defined]
@@ -57,6 +61,8 @@ class AnnounceRequest:
     no_peer_id: bool
     key: bytes | None
     trackerid: bytes | None
+    # Things the client should know about how its request was read (BEP 3 `warning message`).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,7 @@ class ScrapeStats:
     downloaded: int
 
 
+@lru_cache(maxsize=65536)  # called on every request, for a small set of addresses
 def normalize_ip(text: str) -> str:
     """Canonical text of an IP literal; IPv4-mapped IPv6 becomes plain IPv4.
 
@@ -99,23 +106,21 @@ def is_ipv6(ip: str) -> bool:
 
 # --- HTTP requests -------------------------------------------------------------------------
 
-_HEX_DIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
 _DIGITS: Final = frozenset(b"0123456789")
+
+
+_BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 def _percent_decode(raw: bytes) -> bytes:
     # Strict, and '+' stays a literal byte: BEP 3 values are RFC 3986 percent-encoded binary,
     # not HTML form text, so a lenient decoder could silently turn a bad hash into another one.
+    # unquote_to_bytes alone is lenient (it keeps a bad escape as is), hence the check first.
     if b"%" not in raw:
         return raw
-    head, *rest = raw.split(b"%")
-    out = bytearray(head)
-    for chunk in rest:
-        if len(chunk) < 2 or chunk[0] not in _HEX_DIGITS or chunk[1] not in _HEX_DIGITS:
-            raise TrackerError("malformed percent-encoding in query")
-        out.append(int(chunk[:2], 16))
-        out += chunk[2:]
-    return bytes(out)
+    if _BAD_ESCAPE.search(raw):
+        raise TrackerError("malformed percent-encoding in query")
+    return unquote_to_bytes(raw)
 
 
 def _split_query(raw_query: bytes, max_bytes: int) -> list[tuple[bytes, bytes]]:
@@ -154,8 +159,10 @@ def _parse_number(name: str, raw: bytes) -> int:
     return value
 
 
-def _parse_flag(name: str, raw: bytes | None) -> bool:
-    if raw is None or raw == b"0":
+def _parse_flag(name: str, raw: bytes | None, *, default: bool = False) -> bool:
+    if raw is None:
+        return default
+    if raw == b"0":
         return False
     if raw == b"1":
         return True
@@ -236,10 +243,15 @@ def parse_http_announce(
     numwant_raw = values.get(b"numwant")
     requested = None if numwant_raw is None else _parse_number("numwant", numwant_raw)
     ip_raw = values.get(b"ip")
+    warnings: list[str] = []
     if trust_ip_param and ip_raw:
         ip = normalize_ip(ip_raw.decode("ascii", "replace"))
     else:
         ip = normalize_ip(remote_ip)
+        if ip_raw:
+            warnings.append("ip parameter ignored; peers see the address you connected from")
+    if requested is not None and requested > max_numwant:
+        warnings.append(f"numwant capped at {max_numwant}")
     return AnnounceRequest(
         info_hash=info_hash,
         peer_id=peer_id,
@@ -250,10 +262,13 @@ def parse_http_announce(
         left=left,
         event=_parse_event(values.get(b"event")),
         numwant=_clamp_numwant(requested, max_numwant, default_numwant),
-        compact=_parse_flag("compact", values.get(b"compact")),
+        # BEP 23: compact is what every current client wants; a client that says nothing gets
+        # it too (as opentracker does), and only an explicit compact=0 gets the dict list.
+        compact=_parse_flag("compact", values.get(b"compact"), default=True),
         no_peer_id=_parse_flag("no_peer_id", values.get(b"no_peer_id")),
         key=values.get(b"key"),
         trackerid=values.get(b"trackerid"),
+        warnings=tuple(warnings),
     )
 
 
@@ -277,13 +292,24 @@ def parse_http_scrape(
 def _pack_compact(
     peers: Iterable[PeerAddress], family: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]
 ) -> bytes:
+    # The hot path of every announce: inet_pton and struct, not ipaddress objects (which
+    # cost several times the rest of the answer). Peer ips are canonical already
+    # (normalize_ip), so ":" tells the family.
+    want_v6 = family is ipaddress.IPv6Address
+    af = socket.AF_INET6 if want_v6 else socket.AF_INET
     out = bytearray()
     for peer in peers:
-        address = ipaddress.ip_address(peer.ip)
-        if isinstance(address, family):
-            out += address.packed
-            out += peer.port.to_bytes(2, "big")
+        if (":" in peer.ip) is want_v6:
+            try:
+                packed = socket.inet_pton(af, peer.ip)
+            except OSError:
+                continue  # not an address literal (a misconfigured origin): not packable
+            out += packed
+            out += _PORT.pack(peer.port)
     return bytes(out)
+
+
+_PORT: Final = struct.Struct(">H")
 
 
 def encode_announce_response(
@@ -533,7 +559,10 @@ _CONNECTION_ID_BUCKETS_ACCEPTED: Final = 3
 
 
 def _connection_id_for(secret: bytes, addr: tuple[str, int], bucket: int) -> int:
-    message = f"{normalize_ip(addr[0])}|{addr[1]}|{bucket}".encode("ascii")
+    # Bound to the IP only, as opentracker does: the IP is what spoofing would fake, while
+    # the port legitimately differs (libtorrent shares one connection id among every
+    # session of a process; NATs may rebind the source port between requests).
+    message = f"{normalize_ip(addr[0])}|{bucket}".encode("ascii")
     digest = hmac.new(secret, message, hashlib.sha256).digest()
     return int.from_bytes(digest[:8], "big")
 

@@ -21,6 +21,7 @@ from s3torrent.tracker.protocol import (
 )
 
 UNREGISTERED_TORRENT = "unregistered torrent"
+SWARM_FULL = "swarm full: you get peers but are not listed to others"
 RATE_LIMITED = "rate limited"
 PEER_ID_IN_USE = "peer id in use from another address"
 
@@ -268,13 +269,16 @@ class MemoryRegistry:
                 self._remove(swarm, req.peer_id)
             stats = swarm.scrape_stats()
             return AnnounceResult(stats.complete, stats.incomplete, ())
+        warning = None
         if peer is None:
             peer = self._admit(swarm, req, now)
+            if peer is None:
+                warning = SWARM_FULL
         if peer is not None:
             self._update(swarm, req.peer_id, peer, req, now)
         stats = swarm.scrape_stats()
         peers = self._pick_peers(swarm, req)
-        return AnnounceResult(stats.complete, stats.incomplete, peers)
+        return AnnounceResult(stats.complete, stats.incomplete, peers, warning)
 
     def _admit(self, swarm: _Swarm, req: AnnounceRequest, now: float) -> _Peer | None:
         # When full, the newcomer is not remembered but is still answered with peers.

@@ -105,6 +105,7 @@ class TrackerService:
             return encode_failure("internal error")
         if isinstance(result, AnnounceFailure):
             return encode_failure(result.reason)
+        warnings = [*req.warnings, *([result.warning] if result.warning else [])]
         return encode_announce_response(
             interval=s.interval,
             min_interval=s.min_interval,
@@ -113,7 +114,7 @@ class TrackerService:
             peers=result.peers,
             compact=req.compact,
             no_peer_id=req.no_peer_id,
-            warning=result.warning,
+            warning="; ".join(warnings) if warnings else None,
         )
 
     async def handle_http_scrape(self, raw_query: bytes, now: float) -> bytes:

@@ -1,0 +1,388 @@
+"""The tracker registry in Redis: one swarm state shared by every node.
+
+Per torrent (hex info-hash H, prefix P):
+  P:reg            hash  H -> TorrentRef as JSON (the set of registered torrents)
+  P:sw:{H}         hash  completed, uploaded, downloaded, origins (counters)
+  P:pe:{H}         hash  peer_id -> packed peer (ip, port, left, key, uploaded, downloaded, done)
+  P:ls:{H}         zset  peer_id by last announce time (expiry pops the low end)
+  P:sd:{H} P:lc:{H} sets of seeding / leeching peer ids (uniform sampling: SRANDMEMBER)
+  P:npeers         count of peers in all swarms (the global bound)
+  P:rt:SOURCE      token bucket of one announce source (expires when full again)
+
+An announce is one Lua script (one round trip, atomic): register check, rate limit, expiry,
+peer update, counters and the peer sample, with the same rules as MemoryRegistry. Time is the
+Redis server's clock by default: nodes' monotonic clocks differ, the caller's `now` would not
+order announces from different nodes. Tests may pass clock="caller" to drive time themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+
+from s3torrent.tracker.protocol import AnnounceEvent, AnnounceRequest, PeerAddress, ScrapeStats
+from s3torrent.tracker.registry import (
+    PEER_ID_IN_USE,
+    RATE_LIMITED,
+    SWARM_FULL,
+    UNREGISTERED_TORRENT,
+    AnnounceFailure,
+    AnnounceResult,
+    RegistryLimits,
+    SwarmStats,
+    TorrentRef,
+    rate_limit_source,
+)
+
+_CLOCK = """
+local function clock(now)
+  if tonumber(now) >= 0 then return tonumber(now) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function int(x) return string.format('%.0f', x) end
+local function unpack_peer(s)
+  local f = {}
+  for v in string.gmatch(s, '([^\\t]*)\\t?') do f[#f + 1] = v end
+  return {ip = f[1], port = f[2], left = tonumber(f[3]), key = f[4],
+          up = tonumber(f[5]), down = tonumber(f[6]), done = f[7]}
+end
+local function pack_peer(p)
+  return table.concat({p.ip, p.port, int(p.left), p.key, int(p.up), int(p.down), p.done}, '\\t')
+end
+local function remove_peer(pe, ls, sd, lc, np, pid)
+  redis.call('HDEL', pe, pid)
+  redis.call('ZREM', ls, pid)
+  redis.call('SREM', sd, pid)
+  redis.call('SREM', lc, pid)
+  redis.call('DECR', np)
+end
+local function expire(pe, ls, sd, lc, np, deadline)
+  local dead = redis.call('ZRANGEBYSCORE', ls, '-inf', '(' .. deadline, 'LIMIT', 0, 1000)
+  for _, pid in ipairs(dead) do remove_peer(pe, ls, sd, lc, np, pid) end
+  return #dead
+end
+"""
+
+# KEYS: reg sw pe ls sd lc npeers rate
+# ARGV: hash peer_id ip port left key uploaded downloaded event numwant now ttl
+#       max_per_torrent max_total rate burst
+_ANNOUNCE = (
+    _CLOCK
+    + """
+local reg, sw, pe, ls, sd, lc, np, rt = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
+  KEYS[7], KEYS[8]
+local ih, pid, ip, port = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local left, key = tonumber(ARGV[5]), ARGV[6]
+local up, down, event, numwant = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
+local now = clock(ARGV[11])
+local ttl, maxpt, maxtot = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+local rate, burst = tonumber(ARGV[15]), tonumber(ARGV[16])
+local ref = redis.call('HGET', reg, ih)
+if not ref then return {'F', 'unregistered'} end
+if event ~= 'stopped' then
+  local b = redis.call('HMGET', rt, 'tokens', 'stamp')
+  local tokens = tonumber(b[1]) or burst
+  local stamp = tonumber(b[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - stamp) * rate)
+  local allowed = tokens >= 1
+  if allowed then tokens = tokens - 1 end
+  redis.call('HSET', rt, 'tokens', tostring(tokens), 'stamp', tostring(now))
+  redis.call('EXPIRE', rt, math.ceil(burst / math.max(rate, 0.001)) + 1)
+  if not allowed then return {'F', 'rate'} end
+end
+expire(pe, ls, sd, lc, np, now - ttl)
+local packed = redis.call('HGET', pe, pid)
+local peer = nil
+if packed then
+  peer = unpack_peer(packed)
+  if not (peer.ip == ip or peer.key == '' or (key ~= '' and peer.key == key)) then
+    return {'F', 'inuse'}
+  end
+end
+local function account(p)
+  local du, dd = up - p.up, down - p.down
+  if du < 0 then du = up end
+  if dd < 0 then dd = down end
+  if du > 0 then redis.call('HINCRBY', sw, 'uploaded', int(du)) end
+  if dd > 0 then redis.call('HINCRBY', sw, 'downloaded', int(dd)) end
+  p.up, p.down = up, down
+end
+local origins = tonumber(redis.call('HGET', sw, 'origins') or '0')
+if event == 'stopped' then
+  if peer then
+    account(peer)
+    remove_peer(pe, ls, sd, lc, np, pid)
+  end
+  return {'R', redis.call('SCARD', sd) + origins, redis.call('SCARD', lc), ref, '', {}}
+end
+local warning = ''
+if not peer then
+  if redis.call('HLEN', pe) >= maxpt or tonumber(redis.call('GET', np) or '0') >= maxtot then
+    warning = 'full'
+  else
+    peer = {ip = ip, port = port, left = left, key = key, up = 0, down = 0, done = '0'}
+    redis.call('INCR', np)
+  end
+end
+if peer then
+  account(peer)
+  local finished = event == 'completed' or (peer.left > 0 and left == 0)
+  if finished and peer.done == '0' then
+    peer.done = '1'
+    redis.call('HINCRBY', sw, 'completed', 1)
+  end
+  peer.ip, peer.port, peer.left = ip, port, left
+  if key ~= '' then peer.key = key end
+  redis.call('HSET', pe, pid, pack_peer(peer))
+  redis.call('ZADD', ls, now, pid)
+  if left == 0 then
+    redis.call('SREM', lc, pid)
+    redis.call('SADD', sd, pid)
+  else
+    redis.call('SREM', sd, pid)
+    redis.call('SADD', lc, pid)
+  end
+end
+local complete, incomplete = redis.call('SCARD', sd) + origins, redis.call('SCARD', lc)
+local chosen, n = {}, 0
+local groups = {lc}
+if left > 0 then groups = {sd, lc} end
+for _, g in ipairs(groups) do
+  if n >= numwant then break end
+  local ids = redis.call('SRANDMEMBER', g, numwant - n + 1)
+  for _, id in ipairs(ids) do
+    if id ~= pid then
+      local p = redis.call('HGET', pe, id)
+      if p then
+        local q = unpack_peer(p)
+        if not (q.ip == ip and q.port == port) then
+          n = n + 1
+          chosen[#chosen + 1] = id
+          chosen[#chosen + 1] = q.ip
+          chosen[#chosen + 1] = q.port
+        end
+      end
+    end
+  end
+end
+return {'R', complete, incomplete, ref, warning, chosen}
+"""
+)
+
+# KEYS: reg sw pe ls sd lc npeers; ARGV: hash now ttl
+_SCRAPE = (
+    _CLOCK
+    + """
+local reg, sw, pe, ls, sd, lc, np = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+if redis.call('HEXISTS', reg, ARGV[1]) == 0 then return false end
+if tonumber(ARGV[3]) >= 0 then
+  expire(pe, ls, sd, lc, np, clock(ARGV[2]) - tonumber(ARGV[3]))
+end
+local c = redis.call('HMGET', sw, 'completed', 'uploaded', 'downloaded', 'origins')
+return {redis.call('SCARD', sd), redis.call('SCARD', lc), c[1] or '0', c[2] or '0',
+        c[3] or '0', c[4] or '0'}
+"""
+)
+
+# KEYS: reg sw pe ls sd lc npeers; ARGV: hash
+_DEREGISTER = """
+local reg, sw, pe, ls, sd, lc, np = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+redis.call('HDEL', reg, ARGV[1])
+local n = redis.call('HLEN', pe)
+if n > 0 then redis.call('DECRBY', np, n) end
+redis.call('DEL', sw, pe, ls, sd, lc)
+return n
+"""
+
+# KEYS: reg sw; ARGV: hash ref origins
+_REGISTER = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'origins', ARGV[3])
+return 1
+"""
+
+_FAILURES = {
+    "unregistered": UNREGISTERED_TORRENT,
+    "rate": RATE_LIMITED,
+    "inuse": PEER_ID_IN_USE,
+    "full": SWARM_FULL,
+}
+
+
+def _ref_json(ref: TorrentRef) -> str:
+    return json.dumps(
+        {
+            "b": ref.bucket,
+            "k": ref.key,
+            "v": ref.version_id,
+            "o": [[host, port] for host, port in ref.origin_seeders],
+        },
+        separators=(",", ":"),
+    )
+
+
+def _ref_from_json(raw: bytes | str) -> TorrentRef:
+    d = json.loads(raw)
+    return TorrentRef(d["b"], d["k"], d["v"], tuple((str(h), int(p)) for h, p in d["o"]))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisRegistry:
+    """TrackerRegistry on a Redis server shared by every node."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        limits: RegistryLimits | None = None,
+        *,
+        prefix: str = "s3t",
+        clock: Literal["redis", "caller"] = "redis",
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self._limits = limits or RegistryLimits()
+        self._prefix = prefix
+        self._caller_clock = clock == "caller"
+        self._rng = rng or random.Random()
+        self._announce = client.register_script(_ANNOUNCE)
+        self._scrape = client.register_script(_SCRAPE)
+        self._deregister = client.register_script(_DEREGISTER)
+        self._register = client.register_script(_REGISTER)
+
+    @classmethod
+    def from_url(cls, url: str, limits: RegistryLimits | None = None, **kw: Any) -> RedisRegistry:
+        return cls(aioredis.Redis.from_url(url), limits, **kw)
+
+    # ---- keys ----
+
+    @property
+    def _reg(self) -> str:
+        return f"{self._prefix}:reg"
+
+    def _swarm_keys(self, info_hash: bytes) -> list[str]:
+        h = info_hash.hex()
+        p = self._prefix
+        # The {hash} tag keeps one swarm's keys in one Redis Cluster slot.
+        return [
+            self._reg,
+            f"{p}:sw:{{{h}}}",
+            f"{p}:pe:{{{h}}}",
+            f"{p}:ls:{{{h}}}",
+            f"{p}:sd:{{{h}}}",
+            f"{p}:lc:{{{h}}}",
+            f"{p}:npeers",
+        ]
+
+    def _now(self, now: float) -> float:
+        return now if self._caller_clock else -1.0
+
+    # ---- TrackerRegistry ----
+
+    async def register(self, info_hash: bytes, meta: TorrentRef) -> None:
+        keys = self._swarm_keys(info_hash)
+        await self._register(
+            keys=keys[:2], args=[info_hash.hex(), _ref_json(meta), len(meta.origin_seeders)]
+        )
+
+    async def deregister(self, info_hash: bytes) -> None:
+        await self._deregister(keys=self._swarm_keys(info_hash), args=[info_hash.hex()])
+
+    async def is_registered(self, info_hash: bytes) -> bool:
+        return bool(await self.client.hexists(self._reg, info_hash.hex()))  # type: ignore[misc]
+
+    async def registered(self) -> list[bytes]:
+        keys = await self.client.hkeys(self._reg)  # type: ignore[misc]
+        return [bytes.fromhex(_text(k)) for k in keys]
+
+    async def stats(self, info_hash: bytes) -> SwarmStats:
+        row = await self._scrape(keys=self._swarm_keys(info_hash), args=[info_hash.hex(), -1, -1])
+        if not row:
+            raise KeyError(info_hash)
+        seeders, leechers, completed, uploaded, downloaded, _origins = (int(x) for x in row)
+        return SwarmStats(completed, seeders, leechers, uploaded, downloaded)
+
+    async def scrape(self, info_hashes: tuple[bytes, ...], now: float) -> dict[bytes, ScrapeStats]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for h in info_hashes:
+                await self._scrape(
+                    keys=self._swarm_keys(h),
+                    args=[h.hex(), self._now(now), self._limits.peer_ttl],
+                    client=pipe,
+                )
+            rows = await pipe.execute()
+        out: dict[bytes, ScrapeStats] = {}
+        for h, row in zip(info_hashes, rows, strict=True):
+            if row:
+                seeders, leechers, completed, _up, _down, origins = (int(x) for x in row)
+                out[h] = ScrapeStats(
+                    complete=seeders + origins, incomplete=leechers, downloaded=completed
+                )
+        return out
+
+    async def announce(self, req: AnnounceRequest, now: float) -> AnnounceResult | AnnounceFailure:
+        keys = [
+            *self._swarm_keys(req.info_hash),
+            f"{self._prefix}:rt:{rate_limit_source(req.ip)}",
+        ]
+        lim = self._limits
+        numwant = max(0, req.numwant)
+        args: list[bytes | str | int | float] = [
+            req.info_hash.hex(),
+            req.peer_id,
+            req.ip,
+            req.port,
+            req.left,
+            req.key if req.key is not None else "",
+            req.uploaded,
+            req.downloaded,
+            "stopped"
+            if req.event is AnnounceEvent.STOPPED
+            else "completed"
+            if req.event is AnnounceEvent.COMPLETED
+            else "",
+            numwant,
+            self._now(now),
+            lim.peer_ttl,
+            lim.max_peers_per_torrent,
+            lim.max_peers_total,
+            lim.rate_per_ip,
+            lim.rate_burst,
+        ]
+        row = await self._announce(keys=keys, args=args)
+        if _text(row[0]) == "F":
+            return AnnounceFailure(_FAILURES[_text(row[1])])
+        complete, incomplete = int(row[1]), int(row[2])
+        ref = _ref_from_json(row[3])
+        warning = _FAILURES.get(_text(row[4]))
+        if req.event is AnnounceEvent.STOPPED:
+            return AnnounceResult(complete, incomplete, ())
+        return AnnounceResult(complete, incomplete, self._peers(req, ref, row[5]), warning)
+
+    def _peers(
+        self, req: AnnounceRequest, ref: TorrentRef, flat: list[Any]
+    ) -> tuple[PeerAddress, ...]:
+        origins = [PeerAddress(ip, port) for ip, port in ref.origin_seeders]
+        origin_addresses = {(o.ip, o.port) for o in origins}
+        wanted = max(0, req.numwant - len(origins))
+        chosen: list[PeerAddress] = []
+        for i in range(0, len(flat), 3):
+            if len(chosen) >= wanted:
+                break
+            peer_id, ip, port = bytes(flat[i]), _text(flat[i + 1]), int(flat[i + 2])
+            if (ip, port) in origin_addresses:
+                continue
+            chosen.append(PeerAddress(ip, port, peer_id))
+        # Random positions spread first connections over the swarm instead of the origin.
+        for origin in origins:
+            chosen.insert(self._rng.randrange(len(chosen) + 1), origin)
+        return tuple(chosen)
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,477 @@
+"""The tracker over HTTP against a live server: raw announces and scrapes, and revocation."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_from_bytes
+
+import pytest
+from fastbencode import bdecode, bencode
+
+from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, free_port, make_client, start_server
+
+MAX_NUMWANT = 8
+
+
+@pytest.fixture(scope="module")
+def tracker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    # Everything here announces from 127.0.0.1, far faster than one real host would: lift the
+    # per-IP rate limit. X-Forwarded-For from loopback is believed, to test IPv6 peers.
+    srv = start_server(
+        tmp_path_factory.mktemp("tracker"),
+        env={
+            "S3TORRENT_TRACKER__ANNOUNCE_RATE_PER_IP": "100000",
+            "S3TORRENT_TRACKER__ANNOUNCE_RATE_BURST": "100000",
+            "S3TORRENT_TRACKER__MAX_NUMWANT": str(MAX_NUMWANT),
+            "S3TORRENT_TRACKER__TRUSTED_PROXIES": '["127.0.0.1/32"]',
+            # Exact peer lists below: no origin seeder in them (its own test sets one).
+            "S3TORRENT_SEEDER__ENABLED": "false",
+        },
+    )
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def ts3(tracker_server: LiveServer) -> Any:
+    return make_client(tracker_server.endpoint)
+
+
+@pytest.fixture
+def tbucket(ts3: Any) -> str:
+    name = f"trk-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+    ts3.create_bucket(Bucket=name)
+    return name
+
+
+# ---- helpers ----
+
+
+def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read()
+
+
+def info_hash_of(torrent: bytes) -> bytes:
+    meta = bdecode(torrent)
+    return hashlib.sha1(bencode(meta[b"info"])).digest()
+
+
+def publish(srv: LiveServer, s3: Any, bucket: str, key: str, data: bytes | None = None) -> bytes:
+    """Put a public object and return its torrent's v1 info-hash."""
+    s3.put_object(Bucket=bucket, Key=key, Body=data or os.urandom(40_000), ACL="public-read")
+    status, body = http_get(f"{srv.endpoint}/{bucket}/{key}?torrent")
+    assert status == 200, body[:300]
+    return info_hash_of(body)
+
+
+def peer_id(n: int) -> bytes:
+    return b"-TT0001-" + n.to_bytes(12, "big")
+
+
+def announce_query(info_hash: bytes, pid: bytes, port: int, **extra: str | int) -> str:
+    params = {"uploaded": 0, "downloaded": 0, "left": 1000, **extra}
+    q = f"info_hash={quote_from_bytes(info_hash)}&peer_id={quote_from_bytes(pid)}&port={port}"
+    return q + "".join(f"&{k}={v}" for k, v in params.items())
+
+
+def announce(
+    srv: LiveServer, query: str, headers: dict[str, str] | None = None
+) -> dict[bytes, Any]:
+    status, body = http_get(f"{srv.endpoint}/_tracker/announce?{query}", headers)
+    assert status == 200, body[:300]
+    decoded = bdecode(body)
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+def scrape(srv: LiveServer, *hashes: bytes) -> dict[bytes, Any]:
+    query = "&".join(f"info_hash={quote_from_bytes(h)}" for h in hashes)
+    status, body = http_get(f"{srv.endpoint}/_tracker/scrape?{query}")
+    assert status == 200, body[:300]
+    decoded = bdecode(body)
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+def compact_peers(blob: bytes) -> list[tuple[str, int]]:
+    assert len(blob) % 6 == 0
+    return [
+        (socket.inet_ntoa(blob[i : i + 4]), int.from_bytes(blob[i + 4 : i + 6], "big"))
+        for i in range(0, len(blob), 6)
+    ]
+
+
+def failure_within(srv: LiveServer, info_hash: bytes, seconds: float = 1.0) -> str:
+    """Announce until the tracker refuses; the refusal must come within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        answer = announce(srv, announce_query(info_hash, peer_id(999), 7999))
+        if b"failure reason" in answer:
+            return str(answer[b"failure reason"].decode())
+        assert time.monotonic() < deadline, f"still served after {seconds} s: {answer}"
+        time.sleep(0.02)
+
+
+# ---- announce answers ----
+
+
+def test_compact_is_the_default_answer(tracker_server: LiveServer, ts3: Any, tbucket: str) -> None:
+    ih = publish(tracker_server, ts3, tbucket, "compact")
+    announce(tracker_server, announce_query(ih, peer_id(1), 6001))
+    # No compact parameter at all: BEP 23 compact peers, as every modern tracker answers.
+    answer = announce(tracker_server, announce_query(ih, peer_id(2), 6002))
+    assert isinstance(answer[b"peers"], bytes)
+    assert ("127.0.0.1", 6001) in compact_peers(answer[b"peers"])
+    assert answer[b"interval"] > 0 and answer[b"min interval"] > 0
+    assert answer[b"incomplete"] == 2
+
+
+def test_compact_zero_gets_dicts_with_peer_ids(
+    tracker_server: LiveServer, ts3: Any, tbucket: str
+) -> None:
+    ih = publish(tracker_server, ts3, tbucket, "dicts")
+    announce(tracker_server, announce_query(ih, peer_id(1), 6001, left=0))
+    answer = announce(tracker_server, announce_query(ih, peer_id(2), 6002, compact=0))
+    assert answer[b"peers"] == [{b"ip": b"127.0.0.1", b"port": 6001, b"peer id": peer_id(1)}]
+    assert answer[b"complete"] == 1
+    no_ids = announce(tracker_server, announce_query(ih, peer_id(3), 6003, compact=0, no_peer_id=1))
+    assert all(b"peer id" not in p for p in no_ids[b"peers"])
+
+
+def test_numwant_is_capped_with_a_warning(
+    tracker_server: LiveServer, ts3: Any, tbucket: str
+) -> None:
+    ih = publish(tracker_server, ts3, tbucket, "many")
+    for n in range(MAX_NUMWANT + 5):
+        announce(tracker_server, announce_query(ih, peer_id(n), 6100 + n, left=0))
+    answer = announce(tracker_server, announce_query(ih, peer_id(100), 6999, numwant=500))
+    assert len(compact_peers(answer[b"peers"])) == MAX_NUMWANT
+    assert b"numwant capped" in answer[b"warning message"]
+    small = announce(tracker_server, announce_query(ih, peer_id(101), 6998, numwant=3))
+    assert len(compact_peers(small[b"peers"])) == 3
+    zero = announce(tracker_server, announce_query(ih, peer_id(102), 6997, numwant=0))
+    assert zero[b"peers"] == b""
+    assert zero[b"complete"] == MAX_NUMWANT + 5
+
+
+def test_ip_param_is_ignored_without_trust(
+    tracker_server: LiveServer, ts3: Any, tbucket: str
+) -> None:
+    ih = publish(tracker_server, ts3, tbucket, "ip")
+    first = announce(tracker_server, announce_query(ih, peer_id(1), 6001, ip="203.0.113.9"))
+    assert b"ip parameter ignored" in first[b"warning message"]
+    answer = announce(tracker_server, announce_query(ih, peer_id(2), 6002))
+    assert compact_peers(answer[b"peers"]) == [("127.0.0.1", 6001)]
+
+
+def test_ipv6_peers_come_in_peers6(tracker_server: LiveServer, ts3: Any, tbucket: str) -> None:
+    ih = publish(tracker_server, ts3, tbucket, "six")
+    # The loopback "proxy" is trusted, so the forwarded address is the peer's.
+    announce(
+        tracker_server,
+        announce_query(ih, peer_id(1), 6001, left=0),
+        {"X-Forwarded-For": "2001:db8::7"},
+    )
+    announce(tracker_server, announce_query(ih, peer_id(2), 6002, left=0))
+    answer = announce(tracker_server, announce_query(ih, peer_id(3), 6003))
+    assert compact_peers(answer[b"peers"]) == [("127.0.0.1", 6002)]
+    six = answer[b"peers6"]
+    assert len(six) == 18
+    assert ipaddress.IPv6Address(six[:16]) == ipaddress.IPv6Address("2001:db8::7")
+    assert int.from_bytes(six[16:], "big") == 6001
+
+
+def test_stopped_removes_the_peer_and_completed_is_counted(
+    tracker_server: LiveServer, ts3: Any, tbucket: str
+) -> None:
+    ih = publish(tracker_server, ts3, tbucket, "life")
+    announce(tracker_server, announce_query(ih, peer_id(1), 6001, event="started"))
+    announce(tracker_server, announce_query(ih, peer_id(1), 6001, left=0, event="completed"))
+    stats = scrape(tracker_server, ih)[b"files"][ih]
+    assert stats == {b"complete": 1, b"incomplete": 0, b"downloaded": 1}
+    announce(tracker_server, announce_query(ih, peer_id(1), 6001, left=0, event="stopped"))
+    answer = announce(tracker_server, announce_query(ih, peer_id(2), 6002))
+    assert answer[b"peers"] == b""
+    assert scrape(tracker_server, ih)[b"files"][ih][b"downloaded"] == 1
+
+
+def test_unknown_info_hash_is_unregistered(tracker_server: LiveServer) -> None:
+    unknown = announce(tracker_server, announce_query(os.urandom(20), peer_id(1), 6001))
+    assert unknown == {b"failure reason": b"unregistered torrent"}
+    assert scrape(tracker_server, os.urandom(20)) == {b"files": {}}
+
+
+MALFORMED = {
+    "no info_hash": "peer_id=-TT0001-000000000001&port=6881&left=0",
+    "short info_hash": "info_hash=abc&peer_id=-TT0001-000000000001&port=6881&left=0",
+    "long info_hash": "info_hash=" + "a" * 21 + "&peer_id=-TT0001-000000000001&port=6881&left=0",
+    "bad percent": "info_hash=%zz" + "a" * 18 + "&peer_id=-TT0001-000000000001&port=1&left=0",
+    "no peer_id": "info_hash=" + "a" * 20 + "&port=6881&left=0",
+    "short peer_id": "info_hash=" + "a" * 20 + "&peer_id=x&port=6881&left=0",
+    "no port": "info_hash=" + "a" * 20 + "&peer_id=-TT0001-000000000001&left=0",
+    "port zero": "info_hash=" + "a" * 20 + "&peer_id=-TT0001-000000000001&port=0&left=0",
+    "port too big": "info_hash=" + "a" * 20 + "&peer_id=-TT0001-000000000001&port=70000&left=0",
+    "port text": "info_hash=" + "a" * 20 + "&peer_id=-TT0001-000000000001&port=http&left=0",
+    "no left": "info_hash=" + "a" * 20 + "&peer_id=-TT0001-000000000001&port=6881",
+    "negative left": "info_hash=" + "a" * 20 + "&peer_id=-TT0001-000000000001&port=1&left=-1",
+    "absurd uploaded": "info_hash="
+    + "a" * 20
+    + "&peer_id=-TT0001-000000000001&port=1&left=0&uploaded="
+    + "9" * 400,
+    "absurd numwant": "info_hash="
+    + "a" * 20
+    + "&peer_id=-TT0001-000000000001&port=1&left=0&numwant=99999999999999999999",
+    "bad event": "info_hash=" + "a" * 20 + "&peer_id=-TT0001-000000000001&port=1&left=0&event=x",
+    "bad compact": "info_hash="
+    + "a" * 20
+    + "&peer_id=-TT0001-000000000001&port=1&left=0&compact=2",
+    "repeated info_hash": "info_hash="
+    + "a" * 20
+    + "&info_hash="
+    + "b" * 20
+    + "&peer_id=-TT0001-000000000001&port=1&left=0",
+    "query of 6 KB": "info_hash="
+    + "a" * 20
+    + "&peer_id=-TT0001-000000000001&port=1&left=0&x="
+    + "y" * 6000,
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("query", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_announce_is_a_failure_reason(tracker_server: LiveServer, query: str) -> None:
+    status, body = http_get(f"{tracker_server.endpoint}/_tracker/announce?{query}")
+    assert status == 200
+    answer = bdecode(body)
+    assert set(answer) == {b"failure reason"}, answer
+    assert answer[b"failure reason"]
+
+
+def test_huge_query_string_is_refused_without_a_500(tracker_server: LiveServer) -> None:
+    query = "info_hash=" + "a" * 20 + "&x=" + "y" * 200_000
+    status, body = http_get(f"{tracker_server.endpoint}/_tracker/announce?{query}")
+    # Past the HTTP line limit aiohttp refuses before we see it; below it we answer in bencode.
+    assert status < 500
+    if status == 200:
+        assert b"failure reason" in bdecode(body)
+    status, _ = http_get(f"{tracker_server.endpoint}/_health")
+    assert status == 200
+
+
+def test_tracker_survives_garbage_on_the_socket(tracker_server: LiveServer) -> None:
+    for junk in (b"GET /_tracker/announce?\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00" * 100):
+        with socket.create_connection(("127.0.0.1", tracker_server.port), timeout=5) as s:
+            s.sendall(junk)
+            s.shutdown(socket.SHUT_WR)
+            reply = s.recv(200)
+            assert not reply.startswith(b"HTTP/1.1 5"), reply
+    status, _ = http_get(f"{tracker_server.endpoint}/_health")
+    assert status == 200
+
+
+# ---- scrape ----
+
+
+def test_scrape_answers_several_info_hashes(
+    tracker_server: LiveServer, ts3: Any, tbucket: str
+) -> None:
+    a = publish(tracker_server, ts3, tbucket, "a")
+    b = publish(tracker_server, ts3, tbucket, "b")
+    announce(tracker_server, announce_query(a, peer_id(1), 6001, left=0))
+    announce(tracker_server, announce_query(a, peer_id(2), 6002))
+    announce(tracker_server, announce_query(b, peer_id(3), 6003))
+    unknown = os.urandom(20)
+    files = scrape(tracker_server, a, b, unknown, a)[b"files"]
+    assert set(files) == {a, b}
+    assert files[a] == {b"complete": 1, b"incomplete": 1, b"downloaded": 0}
+    assert files[b] == {b"complete": 0, b"incomplete": 1, b"downloaded": 0}
+
+
+def test_scrape_refusals_are_bencoded(tracker_server: LiveServer) -> None:
+    for query in ("", "info_hash=short", "&".join(["info_hash=" + "%41" * 20] * 2) + "&x=%q"):
+        status, body = http_get(f"{tracker_server.endpoint}/_tracker/scrape?{query}")
+        assert status == 200
+        assert b"failure reason" in bdecode(body)
+    many = "&".join(f"info_hash={quote_from_bytes(os.urandom(20))}" for _ in range(65))
+    status, body = http_get(f"{tracker_server.endpoint}/_tracker/scrape?{many}")
+    assert status == 200 and b"failure reason" in bdecode(body)
+
+
+def test_scrape_of_a_private_object_is_empty(
+    tracker_server: LiveServer, ts3: Any, tbucket: str
+) -> None:
+    ih = publish(tracker_server, ts3, tbucket, "soon-private")
+    assert ih in scrape(tracker_server, ih)[b"files"]
+    ts3.put_object_acl(Bucket=tbucket, Key="soon-private", ACL="private")
+    assert scrape(tracker_server, ih)[b"files"] == {}
+
+
+# ---- revocation ----
+
+
+def test_acl_change_to_private_revokes_within_a_second(
+    tracker_server: LiveServer, ts3: Any, tbucket: str
+) -> None:
+    ih = publish(tracker_server, ts3, tbucket, "acl")
+    assert b"peers" in announce(tracker_server, announce_query(ih, peer_id(1), 6001))
+    ts3.put_object_acl(Bucket=tbucket, Key="acl", ACL="private")
+    assert failure_within(tracker_server, ih) == "unregistered torrent"
+    # Public again: the same version's torrent is served again (lazily, on announce).
+    ts3.put_object_acl(Bucket=tbucket, Key="acl", ACL="public-read")
+    assert b"peers" in announce(tracker_server, announce_query(ih, peer_id(1), 6001))
+
+
+def test_acl_change_right_after_put_is_not_lost(
+    tracker_server: LiveServer, ts3: Any, tbucket: str
+) -> None:
+    # The put's eager publication may still be deciding when the ACL change lands.
+    for n in range(5):
+        ih = publish(tracker_server, ts3, tbucket, f"race{n}")
+        ts3.put_object_acl(Bucket=tbucket, Key=f"race{n}", ACL="private")
+        assert failure_within(tracker_server, ih) == "unregistered torrent"
+        time.sleep(0.1)
+        assert b"failure reason" in announce(tracker_server, announce_query(ih, peer_id(1), 6001))
+
+
+def test_delete_revokes_within_a_second(tracker_server: LiveServer, ts3: Any, tbucket: str) -> None:
+    ih = publish(tracker_server, ts3, tbucket, "del")
+    assert b"peers" in announce(tracker_server, announce_query(ih, peer_id(1), 6001))
+    ts3.delete_object(Bucket=tbucket, Key="del")
+    assert failure_within(tracker_server, ih) == "unregistered torrent"
+
+
+def test_overwrite_revokes_the_old_info_hash(
+    tracker_server: LiveServer, ts3: Any, tbucket: str
+) -> None:
+    old = publish(tracker_server, ts3, tbucket, "over", b"old" * 5000)
+    assert b"peers" in announce(tracker_server, announce_query(old, peer_id(1), 6001))
+    new = publish(tracker_server, ts3, tbucket, "over", b"new" * 5000)
+    assert new != old
+    assert failure_within(tracker_server, old) == "unregistered torrent"
+    assert b"peers" in announce(tracker_server, announce_query(new, peer_id(1), 6001))
+
+
+def test_public_access_block_revokes_within_a_second(
+    tracker_server: LiveServer, ts3: Any, tbucket: str
+) -> None:
+    ih = publish(tracker_server, ts3, tbucket, "pab")
+    assert b"peers" in announce(tracker_server, announce_query(ih, peer_id(1), 6001))
+    ts3.put_public_access_block(
+        Bucket=tbucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    assert failure_within(tracker_server, ih) == "unregistered torrent"
+    ts3.delete_public_access_block(Bucket=tbucket)
+    assert b"peers" in announce(tracker_server, announce_query(ih, peer_id(1), 6001))
+
+
+def test_bucket_policy_removal_revokes_within_a_second(
+    tracker_server: LiveServer, ts3: Any, tbucket: str
+) -> None:
+    ts3.put_object(Bucket=tbucket, Key="pol", Body=os.urandom(9000))
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{tbucket}/*",
+            }
+        ],
+    }
+    ts3.put_bucket_policy(Bucket=tbucket, Policy=json.dumps(policy))
+    status, torrent = http_get(f"{tracker_server.endpoint}/{tbucket}/pol?torrent")
+    assert status == 200
+    ih = info_hash_of(torrent)
+    assert b"peers" in announce(tracker_server, announce_query(ih, peer_id(1), 6001))
+    ts3.delete_bucket_policy(Bucket=tbucket)
+    assert failure_within(tracker_server, ih) == "unregistered torrent"
+
+
+# ---- the origin in peer lists (in-process node: the seeder sets origin_seeders) ----
+
+
+def test_origin_seeders_are_in_every_peer_list(tmp_path: Path) -> None:
+    asyncio.run(asyncio.wait_for(_origin_seeders_scenario(tmp_path), 60))
+
+
+async def _origin_seeders_scenario(tmp_path: Path) -> None:
+    import aiohttp
+
+    from s3torrent.app import Node
+    from s3torrent.config import Settings
+
+    port = free_port()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        listen=f"127.0.0.1:{port}",
+        root_access_key=ROOT_AK,
+        root_secret_key=ROOT_SK,
+        peer_listen=f"127.0.0.1:{free_port()}",
+        seeder={"enabled": False},
+    )
+    node = Node(settings)
+    node.ensure_root()
+    await node.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        s3 = make_client(endpoint)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="origin"))
+        await loop.run_in_executor(
+            None,
+            lambda: s3.put_object(
+                Bucket="origin", Key="before", Body=os.urandom(9000), ACL="public-read"
+            ),
+        )
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+
+            async def get(url: str) -> bytes:
+                async with http.get(url) as resp:
+                    assert resp.status == 200
+                    return await resp.read()
+
+            before = info_hash_of(await get(f"{endpoint}/origin/before?torrent"))
+            first = bdecode(
+                await get(f"{endpoint}/_tracker/announce?{announce_query(before, peer_id(1), 1)}")
+            )
+            assert first[b"peers"] == b""
+            # Set after a torrent was published, as the seeder does once it listens.
+            node.svc.public.origin_seeders = (("10.9.8.7", 6881),)
+            await asyncio.sleep(0.05)
+            await loop.run_in_executor(
+                None,
+                lambda: s3.put_object(
+                    Bucket="origin", Key="after", Body=os.urandom(9000), ACL="public-read"
+                ),
+            )
+            after = info_hash_of(await get(f"{endpoint}/origin/after?torrent"))
+            for ih in (before, after):
+                q = announce_query(ih, peer_id(2), 2, numwant=1)
+                answer = bdecode(await get(f"{endpoint}/_tracker/announce?{q}"))
+                assert compact_peers(answer[b"peers"]) == [("10.9.8.7", 6881)]
+                assert answer[b"complete"] == 1  # the origin counts as a seed
+    finally:
+        await node.stop()
