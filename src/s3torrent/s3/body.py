@@ -123,6 +123,10 @@ class RequestBody:
                 data = await asyncio.wait_for(stream.read(READ_SIZE), self._read_timeout)
             except TimeoutError as exc:
                 raise S3Error("RequestTimeout") from exc
+            except web.RequestPayloadError as exc:
+                # A body aiohttp cannot read (bad framing, a client that went away) is the
+                # client's fault: 400, never a 500 with a traceback.
+                raise S3Error("IncompleteBody", str(exc).strip() or None) from exc
             if not data:
                 break
             if self._decoder is not None:

@@ -108,6 +108,19 @@ parts = sa.Table(
     sa.Column("checksum_value", sa.String(128), nullable=True),
 )
 
+# Background hashing jobs (s3torrent.torrent.jobs), claimed by one node at a time: a claim
+# lasts until claimed_until and is renewed by its node's heartbeat; an expired claim is
+# taken over by another node.
+hash_jobs = sa.Table(
+    "hash_jobs",
+    meta,
+    sa.Column("version_id", sa.String(40), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("claimed_until", sa.Float, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Index("ix_hash_jobs_claimed_until", "claimed_until"),
+)
 
 # ---- metering (written by s3torrent.metering.meter, read by s3torrent.metering.usage) ----
 
@@ -289,7 +302,7 @@ def create_schema(engine: sa.Engine) -> None:
     migrations.upgrade(engine)
 
 
-def _insert_if_absent(conn: Connection, table: sa.Table, row: dict[str, Any]) -> bool:
+def insert_if_absent(conn: Connection, table: sa.Table, row: dict[str, Any]) -> bool:
     """INSERT row unless its primary key exists (waits for a concurrent inserter to finish)."""
     dialect = conn.dialect.name
     if dialect in ("sqlite", "postgresql"):
@@ -323,7 +336,7 @@ def _replace_row(
         if old is not None:
             conn.execute(table.update().where(*where).values(**row))
             return old[0]
-        if _insert_if_absent(conn, table, row):
+        if insert_if_absent(conn, table, row):
             return None
 
 

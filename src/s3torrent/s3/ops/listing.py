@@ -55,8 +55,11 @@ def list_page(
             # The previous page ended on this common prefix: skip all of its keys.
             cursor = after.encode("utf-8") + _AFTER_ALL
     count = 0
+    batch = BATCH
     while True:
-        rows = list(md.iter_keys_from(conn, bucket, cursor, pfx, end, BATCH))
+        # +1: one row past max_keys tells whether the page is truncated.
+        limit = min(batch, max_keys - count + 1)
+        rows = list(md.iter_keys_from(conn, bucket, cursor, pfx, end, limit))
         if not rows:
             return page
         for obj in rows:
@@ -69,16 +72,19 @@ def list_page(
                 page.prefixes.append(cp)
                 page.last = cp
                 count += 1
-                # Seek past every key under this common prefix.
+                # Seek past every key under this common prefix; the next rows may well be
+                # another prefix's, so read only a few before the next seek.
                 cursor = cp.encode("utf-8") + _AFTER_ALL
+                batch = 8
                 break
             page.objects.append(obj)
             page.last = key
             count += 1
             cursor = key.encode("utf-8")
         else:
-            if len(rows) < BATCH:
+            if len(rows) < limit:
                 return page
+            batch = min(BATCH, batch * 4)
 
 
 def _common_prefix(key: str, prefix: str, delimiter: str) -> str | None:

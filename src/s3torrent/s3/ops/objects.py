@@ -341,12 +341,25 @@ async def serve_object(svc: Services, req: S3Request, *, head: bool) -> web.Stre
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = count
     if fobj is None:
-        data = await asyncio.get_running_loop().run_in_executor(
-            svc.store.executor, svc.store.blobs.read, obj.version_id, offset, count
-        )
+        # A remote blob store: stream in bounded chunks (memory per GET stays ~1 MiB).
+        chunks = svc.store.blob_chunks(obj.version_id, offset, count)
+        try:
+            first = await anext(chunks, b"")
+        except FileNotFoundError:
+            fresh = await svc.store.get(req.bucket_name, req.key)
+            if fresh is None or fresh.version_id == obj.version_id:
+                raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key}) from None
+            return await _reserve(svc, req, fresh, head)
         await resp.prepare(req.http)
-        await resp.write(data)
-        req.http[BODY_SENT] = len(data)
+        sent = 0
+        try:
+            await resp.write(first)
+            sent = len(first)
+            async for chunk in chunks:
+                await resp.write(chunk)
+                sent += len(chunk)
+        finally:
+            req.http[BODY_SENT] = sent
         await resp.write_eof()
         return resp
     with fobj:

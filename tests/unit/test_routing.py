@@ -1,0 +1,165 @@
+"""Routing: request target parsing (path and virtual-host style), endpoints, bucket names."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.routing import (
+    Endpoint,
+    Target,
+    check_bucket_name,
+    check_key,
+    parse_target,
+    route,
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "bucket", "key"),
+    [
+        ("/", None, None),
+        ("/bucket", "bucket", None),
+        ("/bucket/", "bucket", None),
+        ("/bucket/key", "bucket", "key"),
+        ("/bucket/a/b/c", "bucket", "a/b/c"),
+        ("/bucket//double", "bucket", "/double"),
+        ("/bucket/trailing/", "bucket", "trailing/"),
+        ("/bucket/with%20space", "bucket", "with space"),
+        ("/bucket/plus+stays", "bucket", "plus+stays"),
+        ("/bucket/pct%2520", "bucket", "pct%20"),
+        ("/bucket/..%2F..%2Fetc", "bucket", "../../etc"),
+        ("/bucket/../x", "bucket", "../x"),
+        ("/bucket/%E6%97%A5%E6%9C%AC", "bucket", "日本"),
+        ("/bucket/q?acl", "bucket", "q"),
+    ],
+)
+def test_path_style_targets(raw: str, bucket: str | None, key: str | None) -> None:
+    assert parse_target(raw, "127.0.0.1:9000", None) == Target(bucket, key, False)
+
+
+@pytest.mark.parametrize(
+    ("host", "raw", "bucket", "key"),
+    [
+        ("photos.s3.example.com", "/", "photos", None),
+        ("photos.s3.example.com:9000", "/a/b.jpg", "photos", "a/b.jpg"),
+        ("PHOTOS.S3.EXAMPLE.COM", "/k", "photos", "k"),
+        ("my.dotted.bucket.s3.example.com", "/k", "my.dotted.bucket", "k"),
+    ],
+)
+def test_virtual_host_targets(host: str, raw: str, bucket: str, key: str | None) -> None:
+    assert parse_target(raw, host, "s3.example.com") == Target(bucket, key, True)
+
+
+@pytest.mark.parametrize("host", ["s3.example.com", "s3.example.com:9000", "127.0.0.1:9000",
+                                  "other.org", None])  # fmt: skip
+def test_hosts_outside_the_domain_are_path_style(host: str | None) -> None:
+    assert parse_target("/b/k", host, "s3.example.com") == Target("b", "k", False)
+
+
+@pytest.mark.parametrize("raw", ["/b/%C3%28", "/b/%FF", "nopath"])
+def test_undecodable_paths_are_invalid_uri(raw: str) -> None:
+    with pytest.raises(S3Error) as exc:
+        parse_target(raw, None, None)
+    assert exc.value.code == "InvalidURI"
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=50))
+def test_any_percent_encoded_key_round_trips(key: str) -> None:
+    from urllib.parse import quote
+
+    t = parse_target("/bucket/" + quote(key, safe=""), None, None)
+    assert t.key == key
+
+
+B = Target("b", None, False)
+O = Target("b", "k", False)  # noqa: E741
+S = Target(None, None, False)
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "query", "headers", "expected"),
+    [
+        ("GET", S, {}, {}, Endpoint.ListBuckets),
+        ("HEAD", S, {}, {}, Endpoint.ListBuckets),
+        ("PUT", B, {}, {}, Endpoint.CreateBucket),
+        ("HEAD", B, {}, {}, Endpoint.HeadBucket),
+        ("DELETE", B, {}, {}, Endpoint.DeleteBucket),
+        ("GET", B, {}, {}, Endpoint.ListObjects),
+        ("GET", B, {"list-type": "2"}, {}, Endpoint.ListObjectsV2),
+        ("GET", B, {"versions": ""}, {}, Endpoint.ListObjectVersions),
+        ("GET", B, {"location": ""}, {}, Endpoint.GetBucketLocation),
+        ("POST", B, {"delete": ""}, {}, Endpoint.DeleteObjects),
+        ("GET", B, {"uploads": ""}, {}, Endpoint.ListMultipartUploads),
+        ("PUT", O, {}, {}, Endpoint.PutObject),
+        ("PUT", O, {}, {"x-amz-copy-source": "/a/b"}, Endpoint.CopyObject),
+        ("GET", O, {}, {}, Endpoint.GetObject),
+        ("GET", O, {"response-content-type": "x"}, {}, Endpoint.GetObject),
+        ("HEAD", O, {}, {}, Endpoint.HeadObject),
+        ("DELETE", O, {}, {}, Endpoint.DeleteObject),
+        ("POST", O, {"uploads": ""}, {}, Endpoint.CreateMultipartUpload),
+        ("PUT", O, {"uploadId": "u", "partNumber": "1"}, {}, Endpoint.UploadPart),
+        ("POST", O, {"uploadId": "u"}, {}, Endpoint.CompleteMultipartUpload),
+        ("DELETE", O, {"uploadId": "u"}, {}, Endpoint.AbortMultipartUpload),
+        ("GET", O, {"uploadId": "u"}, {}, Endpoint.ListParts),
+        ("GET", O, {"torrent": ""}, {}, Endpoint.GetObjectTorrent),
+        ("GET", O, {"acl": ""}, {}, Endpoint.GetObjectAcl),
+    ],
+)
+def test_route_table(
+    method: str, target: Target, query: dict[str, str], headers: dict[str, str], expected: Endpoint
+) -> None:
+    assert route(method, target, query, headers) is expected
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "query"),
+    [("GET", B, {"lifecycle": ""}), ("PUT", B, {"cors": ""}), ("GET", O, {"tagging": ""}),
+     ("POST", O, {"restore": ""}), ("GET", B, {"website": ""})],
+)  # fmt: skip
+def test_unsupported_subresources_are_not_implemented(
+    method: str, target: Target, query: dict[str, str]
+) -> None:
+    with pytest.raises(S3Error) as exc:
+        route(method, target, query, {})
+    assert (exc.value.code, exc.value.status) == ("NotImplemented", 501)
+
+
+@pytest.mark.parametrize(
+    ("method", "target"), [("POST", S), ("DELETE", S), ("PATCH", O), ("POST", B), ("PATCH", B)]
+)
+def test_wrong_methods_are_method_not_allowed(method: str, target: Target) -> None:
+    with pytest.raises(S3Error) as exc:
+        route(method, target, {}, {})
+    assert exc.value.status == 405
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["abc", "a" * 63, "my-bucket", "my.bucket", "1bucket", "b-1.2-3", "bucket9"],
+)
+def test_valid_bucket_names(name: str) -> None:
+    check_bucket_name(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ab", "a" * 64, "Bucket", "bucket_", "-bucket", "bucket-", ".bucket", "bucket.",
+     "a..b", "a.-b", "a-.b", "192.168.1.1", "xn--abc", "sthree-x", "x-s3alias", "x--ol-s3",
+     "my bucket", "bücket", ""],
+)  # fmt: skip
+def test_invalid_bucket_names(name: str) -> None:
+    with pytest.raises(S3Error) as exc:
+        check_bucket_name(name)
+    assert exc.value.code == "InvalidBucketName"
+
+
+def test_key_length_limit_is_1024_utf8_bytes() -> None:
+    check_key("k" * 1024)
+    check_key("é" * 512)
+    for key in ("k" * 1025, "é" * 512 + "k"):
+        with pytest.raises(S3Error) as exc:
+            check_key(key)
+        assert exc.value.code == "KeyTooLongError"
