@@ -2,7 +2,7 @@
 
 Three parts, all on one test file (1 GiB, quick 64 MiB) written once with os.urandom:
 
-1. v1 piece hashing of the file by s3torrent's `hash_ranges_parallel` (2 threads, os.pread)
+1. v1 piece hashing of the file by s3torrent's `hash_file` (2 threads, memory-mapped)
    against mktorrent, libtorrent's `set_piece_hashes` and one thread of hashlib SHA-1, each
    run in its own process, alternately; every subject's pieces are checked to agree.
 2. One PutObject of the file to two s3torrent servers, torrent hashing on and off.
@@ -56,7 +56,7 @@ DESCRIPTION = (
     "cache. **Background hashing** (what a multipart object or a copy gets): v1 piece "
     "hashes of the file at the piece length s3torrent picks for that size "
     "(`piece_length_for`: 512 KiB for 1 GiB, 32 KiB for 64 MiB) by s3torrent's "
-    "`hash_ranges_parallel` (a ThreadPoolExecutor of 2 workers reading with `os.pread`), "
+    "`hash_file` (2 worker threads over a read-only memory map of the file), "
     "by `mktorrent -t 2`, by libtorrent's `set_piece_hashes` (v1 only, its default "
     "threads) and by hashlib SHA-1 on one thread, the one-core limit. Each runs in its own "
     "process, alternately; the Python subjects time the hashing inside the process (no "
@@ -142,22 +142,13 @@ class Clock:
 
 
 def _hash_ours(path: Path, plen: int, clock: Clock) -> bytes:
-    from s3torrent.torrent.hasher import hash_ranges_parallel
+    from s3torrent.torrent.hasher import hash_file
     from s3torrent.torrent.pieces import PieceLayout
 
     size = path.stat().st_size
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with ThreadPoolExecutor(HASH_WORKERS) as pool, clock:
-            hashes = hash_ranges_parallel(
-                lambda off, n: os.pread(fd, n, off),
-                PieceLayout(size, plen),
-                v1=True,
-                v2=False,
-                executor=pool,
-            )
-    finally:
-        os.close(fd)
+    # The same path the server's background jobs take for a local blob.
+    with ThreadPoolExecutor(HASH_WORKERS) as pool, clock:
+        hashes = hash_file(path, PieceLayout(size, plen), v1=True, v2=False, executor=pool)
     assert hashes.pieces_v1 is not None
     return hashes.pieces_v1
 

@@ -273,3 +273,22 @@ def test_parallel_multi_mib_object_against_streaming() -> None:
     piece = 65536
     expected = hash_in_chunks(data, piece, [1_000_000, 2_000_001], v1=True, v2=True)
     assert parallel(data, piece, batch_bytes=512 * 1024) == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, 16384 * 3 + 7])
+def test_hash_file_through_a_memory_map_matches_the_streaming_hasher(
+    tmp_path: Path, size: int
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from s3torrent.torrent.hasher import hash_file
+
+    data = os.urandom(size)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    layout = PieceLayout(size, 16384)
+    streaming = TorrentHasher(16384, v1=True, v2=True)
+    streaming.update(data)
+    with ThreadPoolExecutor(2) as pool:
+        mapped = hash_file(path, layout, v1=True, v2=True, executor=pool)
+    assert mapped == streaming.finish()

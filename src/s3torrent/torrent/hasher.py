@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import mmap
 import os
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -233,7 +234,7 @@ class TorrentHasher:
 
 
 def _hash_batch(
-    read: Callable[[int, int], bytes],
+    read: Callable[[int, int], bytes | memoryview],
     offset: int,
     length: int,
     piece_length: int,
@@ -250,7 +251,7 @@ def _hash_batch(
 
 
 def hash_ranges_parallel(
-    read: Callable[[int, int], bytes],
+    read: Callable[[int, int], bytes | memoryview],
     layout: PieceLayout,
     *,
     v1: bool,
@@ -317,3 +318,38 @@ def hash_ranges_parallel(
         pieces_root=_pieces_root(layer, layout.piece_length) if layer else None,
         piece_layer=layer,
     )
+
+
+def hash_file(
+    path: str | os.PathLike[str],
+    layout: PieceLayout,
+    *,
+    v1: bool,
+    v2: bool,
+    executor: concurrent.futures.Executor,
+    progress: Callable[[int], None] | None = None,
+) -> PieceHashes:
+    """Hash a local file through a read-only memory map: pages go from the page cache to
+    hashlib without a copy or an allocation per batch."""
+    if layout.total_length == 0:
+        return hash_ranges_parallel(
+            lambda _off, _n: b"", layout, v1=v1, v2=v2, executor=executor, progress=progress
+        )
+    with open(path, "rb") as fh:
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    view = memoryview(mapped)
+    try:
+        return hash_ranges_parallel(
+            lambda off, n: view[off : off + n],
+            layout,
+            v1=v1,
+            v2=v2,
+            executor=executor,
+            progress=progress,
+        )
+    finally:
+        view.release()
+        try:
+            mapped.close()
+        except BufferError:  # a slice still alive somewhere: the GC unmaps it later
+            pass
