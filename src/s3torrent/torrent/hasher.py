@@ -22,6 +22,7 @@ and the digests produced so far.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import mmap
 import os
@@ -349,7 +350,6 @@ def hash_file(
         )
     finally:
         view.release()
-        try:
+        # A slice still alive somewhere keeps the map open; the GC unmaps it later.
+        with contextlib.suppress(BufferError):
             mapped.close()
-        except BufferError:  # a slice still alive somewhere: the GC unmaps it later
-            pass
