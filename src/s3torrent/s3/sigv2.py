@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from s3torrent.s3.errors import S3Error
-from s3torrent.s3.sigv4 import UNSIGNED_PAYLOAD, VerifiedAuth
+from s3torrent.s3.sigv4 import UNSIGNED_PAYLOAD, VerifiedAuth, utf8_as_sent
 
 SCHEME = "AWS"
 
@@ -69,17 +69,9 @@ def is_sigv2(headers: Sequence[tuple[str, str]], query_pairs: Sequence[tuple[str
 # ---------------------------------------------------------------- primitives
 
 
-def _utf8(text: str) -> bytes:
-    # aiohttp hands over undecodable header bytes as surrogate escapes; give them back as sent.
-    try:
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass")
-
-
 def sign(secret: str, string_to_sign: str) -> str:
     """Base64 HMAC-SHA1 of ``string_to_sign`` under ``secret``: a SigV2 signature."""
-    digest = hmac.new(_utf8(secret), _utf8(string_to_sign), hashlib.sha1).digest()
+    digest = hmac.new(utf8_as_sent(secret), utf8_as_sent(string_to_sign), hashlib.sha1).digest()
     return base64.b64encode(digest).decode("ascii")
 
 
@@ -143,7 +135,7 @@ def string_to_sign(
 
 
 def _hex_bytes(text: str) -> str:
-    return " ".join(f"{b:02x}" for b in _utf8(text))
+    return " ".join(f"{b:02x}" for b in utf8_as_sent(text))
 
 
 def _format_server_time(moment: datetime) -> str:
@@ -268,7 +260,7 @@ def verify_request(
             for date in dates
         )
     )
-    provided = _utf8(signature)
+    provided = utf8_as_sent(signature)
     # Every candidate is checked (no early exit), so timing does not reveal which one matched.
     matched = [hmac.compare_digest(sign(secret, c).encode("ascii"), provided) for c in candidates]
     if not any(matched):

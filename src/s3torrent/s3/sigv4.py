@@ -113,7 +113,7 @@ class _SignedRequest:
 # ---------------------------------------------------------------- primitives
 
 
-def _utf8(text: str) -> bytes:
+def utf8_as_sent(text: str) -> bytes:
     # aiohttp hands over undecodable header bytes as surrogate escapes; give them back as sent.
     try:
         return text.encode("utf-8", "surrogateescape")
@@ -123,15 +123,15 @@ def _utf8(text: str) -> bytes:
 
 def hmac_hex(signing_key: bytes, msg: str) -> str:
     """Hex HMAC-SHA256 of ``msg`` under ``signing_key``: the form every SigV4 signature takes."""
-    return hmac.new(signing_key, _utf8(msg), hashlib.sha256).hexdigest()
+    return hmac.new(signing_key, utf8_as_sent(msg), hashlib.sha256).hexdigest()
 
 
 @functools.lru_cache(maxsize=1024)
 def signing_key(secret: str, date: str, region: str, service: str = SERVICE) -> bytes:
     """The SigV4 signing key; cached because it only changes daily per credential."""
-    key = hmac.new(_utf8("AWS4" + secret), _utf8(date), hashlib.sha256).digest()
+    key = hmac.new(utf8_as_sent("AWS4" + secret), utf8_as_sent(date), hashlib.sha256).digest()
     for part in (region, service, TERMINATOR):
-        key = hmac.new(key, _utf8(part), hashlib.sha256).digest()
+        key = hmac.new(key, utf8_as_sent(part), hashlib.sha256).digest()
     return key
 
 
@@ -164,11 +164,11 @@ def canonical_uri(raw_path: str) -> str:
     """S3's canonical URI: decode once, re-encode each byte; no dot-segment or slash folding."""
     if not raw_path:
         return "/"
-    return quote_from_bytes(unquote_to_bytes(_utf8(raw_path)), safe=_UNRESERVED_AND_SLASH)
+    return quote_from_bytes(unquote_to_bytes(utf8_as_sent(raw_path)), safe=_UNRESERVED_AND_SLASH)
 
 
 def _encode_strict(text: str) -> str:
-    return quote_from_bytes(_utf8(text), safe=_UNRESERVED)
+    return quote_from_bytes(utf8_as_sent(text), safe=_UNRESERVED)
 
 
 def canonical_query(query_pairs: Sequence[tuple[str, str]], *, exclude: str | None = None) -> str:
@@ -219,11 +219,13 @@ def canonical_request(
 
 def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
     """The SigV4 string to sign for a canonical request."""
-    return "\n".join((ALGORITHM, amz_date, scope, hashlib.sha256(_utf8(canonical)).hexdigest()))
+    return "\n".join(
+        (ALGORITHM, amz_date, scope, hashlib.sha256(utf8_as_sent(canonical)).hexdigest())
+    )
 
 
 def _hex_bytes(text: str) -> str:
-    return " ".join(f"{b:02x}" for b in _utf8(text))
+    return " ".join(f"{b:02x}" for b in utf8_as_sent(text))
 
 
 # ---------------------------------------------------------------- detection
@@ -323,7 +325,7 @@ def verify_request(
     to_sign = string_to_sign(signed.amz_date, credential.scope, canonical)
     key = signing_key(secret, credential.date, credential.region, credential.service)
     expected = hmac_hex(key, to_sign)
-    if not hmac.compare_digest(expected.encode("ascii"), _utf8(signed.signature)):
+    if not hmac.compare_digest(expected.encode("ascii"), utf8_as_sent(signed.signature)):
         raise S3Error(
             "SignatureDoesNotMatch",
             extra={

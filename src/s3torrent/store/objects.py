@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Connection
 
@@ -26,6 +26,8 @@ from s3torrent.store.blobs import BlobStore
 from s3torrent.store.database import Database
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Hash in ~1 MiB steps: large enough that hashlib releases the GIL and the thread hop is
 # amortised, small enough that memory per upload stays bounded (two buffers in flight).
@@ -170,6 +172,35 @@ class ObjectStore:
         if pending is not None:
             await pending
         return StoredStream(size=size, md5=md5.digest())
+
+    async def write_blob(
+        self,
+        chunks: AsyncIterator[bytes],
+        observers: Sequence[StreamObserver],
+        *,
+        max_size: int,
+        on_too_large: Callable[[], Exception],
+        check: Callable[[StoredStream], T] | None = None,
+    ) -> tuple[str, StoredStream, T | None]:
+        """Stream chunks into a new durable blob under a fresh id.
+
+        `check` sees the finished stream (size, MD5) before the commit and may raise to
+        abort it; whatever it returns is handed back. Nothing is left behind on failure.
+        """
+        blob_id = self.new_version_id()
+        writer = await asyncio.get_running_loop().run_in_executor(
+            self.executor, self.blobs.new_writer, blob_id
+        )
+        try:
+            stored = await self.stream_to_blob(
+                chunks, writer, observers, max_size=max_size, on_too_large=on_too_large
+            )
+            checked = check(stored) if check is not None else None
+            await self.commit_blob(writer, blob_id)
+        except BaseException:
+            await self.abort_blob(writer)
+            raise
+        return blob_id, stored, checked
 
     async def commit_blob(self, writer: Any, version_id: str) -> None:
         await asyncio.get_running_loop().run_in_executor(self.executor, writer.commit, version_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -169,26 +168,16 @@ async def copy_bytes(
     checksum = checksums.new_checksum(algorithm) if algorithm is not None else None
     torrent_hasher = svc.torrents.hasher_for(src.size)
     observers: list[Any] = [o for o in (checksum, torrent_hasher) if o is not None]
-    version_id = store.new_version_id()
-    writer = await asyncio.get_running_loop().run_in_executor(
-        store.executor, store.blobs.new_writer, version_id
-    )
     try:
-        stored = await store.stream_to_blob(
+        version_id, stored, _ = await store.write_blob(
             store.object_chunks(src, 0, src.size),
-            writer,
             observers,
             max_size=MAX_COPY_SIZE,
             on_too_large=lambda: S3Error("EntityTooLarge"),
         )
-        await store.commit_blob(writer, version_id)
     except FileNotFoundError as exc:
-        await store.abort_blob(writer)
         # The source was overwritten or deleted while we copied it.
         raise S3Error("NoSuchKey", extra={"Key": src.key}) from exc
-    except BaseException:
-        await store.abort_blob(writer)
-        raise
     obj = md.ObjectVersion(
         bucket=req.bucket_name,
         key=req.key,

@@ -235,23 +235,13 @@ async def upload_part(svc: Services, req: S3Request) -> web.StreamResponse:
     if own is not None:
         observers.append(own)
     store = svc.store
-    blob_id = store.new_version_id()
-    writer = await asyncio.get_running_loop().run_in_executor(
-        store.executor, store.blobs.new_writer, blob_id
+    blob_id, stored, sent = await store.write_blob(
+        body.chunks(),
+        observers,
+        max_size=max_size,
+        on_too_large=lambda: S3Error("EntityTooLarge"),
+        check=lambda s: body.verify(md5=s.md5),
     )
-    try:
-        stored = await store.stream_to_blob(
-            body.chunks(),
-            writer,
-            observers,
-            max_size=max_size,
-            on_too_large=lambda: S3Error("EntityTooLarge"),
-        )
-        sent = body.verify(md5=stored.md5)
-        await store.commit_blob(writer, blob_id)
-    except BaseException:
-        await store.abort_blob(writer)
-        raise
     value = own.b64() if own is not None else (sent.value if sent and upload_alg else None)
     part = md.Part(
         up.upload_id, number, blob_id, stored.size, f'"{stored.md5.hex()}"', time.time(), value
@@ -302,25 +292,15 @@ async def upload_part_copy(svc: Services, req: S3Request) -> web.StreamResponse:
     upload_alg = ChecksumAlgorithm(up.checksum_algorithm) if up.checksum_algorithm else None
     own = checksums.new_checksum(upload_alg) if upload_alg is not None else None
     store = svc.store
-    blob_id = store.new_version_id()
-    writer = await asyncio.get_running_loop().run_in_executor(
-        store.executor, store.blobs.new_writer, blob_id
-    )
     try:
-        stored = await store.stream_to_blob(
+        blob_id, stored, _ = await store.write_blob(
             store.object_chunks(src, offset, length),
-            writer,
             [own] if own is not None else [],
             max_size=MAX_PART_SIZE,
             on_too_large=lambda: S3Error("EntityTooLarge"),
         )
-        await store.commit_blob(writer, blob_id)
     except FileNotFoundError as exc:
-        await store.abort_blob(writer)
         raise S3Error("NoSuchKey", extra={"Key": src.key}) from exc
-    except BaseException:
-        await store.abort_blob(writer)
-        raise
     value = own.b64() if own is not None else None
     part = md.Part(
         up.upload_id, number, blob_id, stored.size, f'"{stored.md5.hex()}"', time.time(), value

@@ -226,10 +226,10 @@ async def store_body(
     observers: list[Any] = body.observers()
     if torrent_hasher is not None:
         observers.append(torrent_hasher)
-    version_id = store.new_version_id()
     inline_max = svc.settings.storage.inline_max_size
     inline: bytes | None = None
     if body.length is not None and body.length <= inline_max:
+        version_id = store.new_version_id()
         stored, inline = await store.stream_to_memory(
             body.chunks(),
             observers,
@@ -238,22 +238,13 @@ async def store_body(
         )
         checksum = body.verify(md5=stored.md5)
     else:
-        writer = await asyncio.get_running_loop().run_in_executor(
-            store.executor, store.blobs.new_writer, version_id
+        version_id, stored, checksum = await store.write_blob(
+            body.chunks(),
+            observers,
+            max_size=limits.max_put_size,
+            on_too_large=lambda: S3Error("EntityTooLarge"),
+            check=lambda s: body.verify(md5=s.md5),
         )
-        try:
-            stored = await store.stream_to_blob(
-                body.chunks(),
-                writer,
-                observers,
-                max_size=limits.max_put_size,
-                on_too_large=lambda: S3Error("EntityTooLarge"),
-            )
-            checksum = body.verify(md5=stored.md5)
-            await store.commit_blob(writer, version_id)
-        except BaseException:
-            await store.abort_blob(writer)
-            raise
     obj = md.ObjectVersion(
         bucket=req.bucket_name,
         key=req.key,
@@ -323,7 +314,8 @@ async def serve_object(svc: Services, req: S3Request, *, head: bool) -> web.Stre
         head_resp.content_length = count
         return head_resp
     if obj.inline is not None:
-        small = web.Response(status=status, headers=headers, body=obj.inline[offset : offset + count])
+        body = obj.inline[offset : offset + count]
+        small = web.Response(status=status, headers=headers, body=body)
         req.http[BODY_SENT] = count
         return small
     fobj = None

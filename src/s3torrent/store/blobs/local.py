@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -63,10 +64,8 @@ class LocalBlobWriter:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp_path)
-        except FileNotFoundError:
-            pass
 
 
 class LocalBlobStore:
@@ -97,10 +96,8 @@ class LocalBlobStore:
             return fh.read(length)
 
     def delete(self, version_id: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path_for(version_id))
-        except FileNotFoundError:
-            pass
 
     def list_ids(self) -> list[str]:
         return [p.name for p in self.blob_dir.glob("*/*/*") if p.is_file()]
