@@ -107,7 +107,8 @@ class RequestBody:
         if len(present) > 1:
             raise S3Error(
                 "InvalidRequest",
-                "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.",
+                "Expecting a single x-amz-checksum- header. "
+                "Multiple checksum Types are not allowed.",
             )
         if present:
             return present[0]
