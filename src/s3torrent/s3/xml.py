@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from defusedxml import ElementTree as SafeET
@@ -22,9 +23,14 @@ def iso8601(ts: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
+@lru_cache(maxsize=4096)
+def _http_date(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
 def http_date(ts: float) -> str:
-    """RFC 7231 IMF-fixdate, as in Last-Modified."""
-    return datetime.fromtimestamp(int(ts), UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    """RFC 7231 IMF-fixdate, as in Last-Modified (cached: objects share few seconds)."""
+    return _http_date(int(ts))
 
 
 def _append(parent: ET.Element, name: str, value: XmlValue) -> None:
