@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for pair in aria2c:aria2 transmission-show:transmission-cli transmission-daemon:transmission-daemon \
-            mktorrent:mktorrent nginx:nginx-light wrk:wrk opentracker:opentracker; do
+            mktorrent:mktorrent nginx:nginx-light wrk:wrk opentracker:opentracker \
+            redis-server:redis-server pg_ctlcluster:postgresql; do
   bin=${pair%%:*}; pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_apt+=("$pkg")
 done
@@ -26,4 +27,6 @@ python3 -m ruff check .
 python3 -m ruff format --check .
 python3 -m mypy
 
+# tests/scale starts PostgreSQL, Redis and moto itself; installed above, so fail, not skip.
+export S3TORRENT_REQUIRE_ENGINES=1
 python3 -m pytest -q -p no:cacheprovider tests "$@"

@@ -237,7 +237,7 @@ def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
 
     from s3torrent.publication import torrent_refusal
     from s3torrent.store import metadata as md
-    from s3torrent.store.blobs.local import LocalBlobStore
+    from s3torrent.store.blobs import open_blob_store
     from s3torrent.store.database import Database
     from s3torrent.torrent.catalog import TorrentCatalog, load_hashes, make_info, store_hashes
     from s3torrent.torrent.hasher import hash_ranges_parallel
@@ -247,7 +247,7 @@ def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
     if not settings.data_dir.is_dir():
         raise click.ClickException(f"no data directory at {settings.data_dir}")
     db = Database(settings.database_url)
-    blobs = LocalBlobStore(settings.data_dir)
+    blobs = open_blob_store(settings)
     catalog = TorrentCatalog(settings.torrent)
     fmt = settings.torrent.format
 

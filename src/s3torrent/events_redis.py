@@ -1,0 +1,156 @@
+"""Events across nodes: the local EventBus relayed through one Redis pub/sub channel.
+
+Every event published on this node's bus goes out as JSON (with our node id); every event
+another node sent is published on our bus, so its subscribers (revocation, the seeder's
+connections, hashing jobs) act on it as on their own. Pub/sub is fire-and-forget: a node that
+is cut off from Redis misses events; it logs that, and its caches fall back to the database
+on the next lookup (publication re-checks access and currency before registering).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import secrets
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from s3torrent.events import (
+    AccessChanged,
+    Event,
+    EventBus,
+    ObjectDeleted,
+    ObjectWritten,
+    TorrentHashed,
+)
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES: dict[str, type[Any]] = {
+    cls.__name__: cls for cls in (ObjectWritten, ObjectDeleted, AccessChanged, TorrentHashed)
+}
+_MAX_QUEUED = 100_000
+
+
+def encode_event(event: Event, node_id: str) -> bytes:
+    body = {"node": node_id, "type": type(event).__name__, "event": dataclasses.asdict(event)}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_event(raw: bytes | str) -> tuple[str, Event]:
+    """(sender node id, event); ValueError for anything that is not one of ours."""
+    try:
+        body = json.loads(raw)
+        cls = EVENT_TYPES[body["type"]]
+        return str(body["node"]), cls(**body["event"])
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not an s3torrent event: {exc}") from exc
+
+
+class RedisEventRelay:
+    """Subscribe it to the bus, `start()` it, and events flow both ways."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        client: aioredis.Redis,
+        *,
+        channel: str = "s3t:events",
+        node_id: str | None = None,
+        reconnect_delay: float = 0.5,
+    ) -> None:
+        self.bus = bus
+        self.client = client
+        self.channel = channel
+        self.node_id = node_id or secrets.token_hex(8)
+        self.reconnect_delay = reconnect_delay
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue(_MAX_QUEUED)
+        self._relaying = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscribed = asyncio.Event()
+        self.sent = 0
+        self.received = 0
+        self.dropped = 0
+
+    @classmethod
+    def from_url(cls, bus: EventBus, url: str, **kw: Any) -> RedisEventRelay:
+        return cls(bus, aioredis.Redis.from_url(url), **kw)
+
+    def on_event(self, event: Event) -> None:
+        """Subscribed to the local bus: queue our own events for the channel."""
+        if self._relaying:
+            return  # came from another node: do not echo it back
+        try:
+            self._outbox.put_nowait(encode_event(event, self.node_id))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Start relaying; returns once subscribed (bounded by timeout)."""
+        self.bus.subscribe(self.on_event)
+        self._tasks = [
+            asyncio.create_task(self._send_forever()),
+            asyncio.create_task(self._receive_forever()),
+        ]
+        await asyncio.wait_for(self._subscribed.wait(), timeout)
+
+    async def _send_forever(self) -> None:
+        while True:
+            payload = await self._outbox.get()
+            while True:
+                try:
+                    await self.client.publish(self.channel, payload)
+                    self.sent += 1
+                    break
+                except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                    log.warning("event relay: publish failed (%s); retrying", exc)
+                    await asyncio.sleep(self.reconnect_delay)
+
+    async def _receive_forever(self) -> None:
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                self._subscribed.set()
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is not None and msg.get("type") == "message":
+                        self._deliver(msg["data"])
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                log.warning("event relay: subscription lost (%s); events may be missed", exc)
+                await asyncio.sleep(self.reconnect_delay)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _deliver(self, raw: bytes) -> None:
+        try:
+            sender, event = decode_event(raw)
+        except ValueError:
+            log.warning("event relay: ignoring a malformed message")
+            return
+        if sender == self.node_id:
+            return
+        self.received += 1
+        self._relaying = True
+        try:
+            self.bus.publish(event)
+        finally:
+            self._relaying = False
+
+    async def close(self, drain_timeout: float = 2.0) -> None:
+        """Send what is queued (bounded), then stop."""
+        deadline = asyncio.get_running_loop().time() + drain_timeout
+        while not self._outbox.empty() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
