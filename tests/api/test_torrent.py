@@ -632,7 +632,7 @@ def test_hash_jobs_are_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
     data = os.urandom(300_000)
     calls: list[int] = []
-    real = jobs.hash_ranges_parallel
+    real = jobs.hash_file  # a local blob is hashed through its memory map
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -661,7 +661,7 @@ def test_hash_jobs_are_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         pool.shutdown()
         return results
 
-    monkeypatch.setattr(jobs, "hash_ranges_parallel", counting)
+    monkeypatch.setattr(jobs, "hash_file", counting)
     results = asyncio.run(scenario())
     assert calls == [1]
     assert len({r.pieces_v1 for r in results}) == 1
