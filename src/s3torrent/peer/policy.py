@@ -1,0 +1,471 @@
+"""The origin's offload policy: whom to unchoke, which pieces to reveal to whom, how fast.
+
+Sans-IO and clock-free: the seeder reports what it sees (peers joining and leaving, their
+bitfields and HAVEs, bytes sent) with ``now``, and asks for decisions, which come back as
+actions (unchoke, choke, reveal a piece, suggest a piece). Tests drive it in simulated time.
+
+How it keeps the origin's bytes near one copy (modes ``offload`` and ``auto``):
+
+* Peers are accepted super-seeding style: they are told we have nothing, and pieces are
+  revealed (HAVE) one window at a time, so a peer can only ask us for what we chose.
+* Each piece nobody holds yet (a *fresh* piece) is revealed to one peer only. Peers get
+  the rest from each other; their HAVEs tell us where every piece is.
+* A peer that keeps the pieces it got first-hand to itself (they never show up at other
+  peers while others still lack them) gets no new fresh pieces past ``unspread_limit``;
+  peers whose pieces spread rank first when unchoke slots are handed out.
+* A peer without progress for ``stall_timeout`` gets a window of the pieces it lacks that
+  are rarest in the swarm (the only way the origin sends a piece twice).
+* Once connected peers hold every piece, the origin's upload for the torrent is capped at
+  ``carry_rate``: the swarm can carry itself.
+* ``auto``: while a single peer downloads it gets a large window (as fast as the link
+  allows); ``fastest``: every peer gets every piece advertised and served.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
+
+__all__ = [
+    "Action",
+    "ChokePeer",
+    "Mode",
+    "PeerKey",
+    "PolicySettings",
+    "RevealPiece",
+    "SuggestPiece",
+    "SwarmPolicy",
+    "UnchokePeer",
+]
+
+Mode: TypeAlias = Literal["fastest", "offload", "auto"]
+PeerKey: TypeAlias = int
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    mode: Mode = "auto"
+    unchoke_slots: int = 8
+    round_interval: float = 5.0
+    alone_window: int = 16 * 1024 * 1024
+    peer_window: int = 2 * 1024 * 1024
+    unspread_limit: int = 8 * 1024 * 1024
+    stall_timeout: float = 3.0
+    carry_rate: int = 1024 * 1024  # bytes/s; 0: no cap
+    # An assignment (a fresh piece revealed to one peer) that makes no progress for this
+    # many stall timeouts stops blocking other peers from getting the piece.
+    stale_assignments: float = 3.0
+    suggestions: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class UnchokePeer:
+    peer: PeerKey
+
+
+@dataclass(frozen=True, slots=True)
+class ChokePeer:
+    peer: PeerKey
+
+
+@dataclass(frozen=True, slots=True)
+class RevealPiece:
+    """Tell the peer we have this piece (HAVE): it may now request it from us."""
+
+    peer: PeerKey
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class SuggestPiece:
+    peer: PeerKey
+    index: int
+
+
+Action: TypeAlias = UnchokePeer | ChokePeer | RevealPiece | SuggestPiece
+
+
+class _IndexSet:
+    """A set of ints with O(1) add, discard and uniform random choice."""
+
+    __slots__ = ("_items", "_pos")
+
+    def __init__(self, items: Iterable[int] = ()) -> None:
+        self._items: list[int] = []
+        self._pos: dict[int, int] = {}
+        for i in items:
+            self.add(i)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, item: int) -> bool:
+        return item in self._pos
+
+    def add(self, item: int) -> None:
+        if item not in self._pos:
+            self._pos[item] = len(self._items)
+            self._items.append(item)
+
+    def discard(self, item: int) -> None:
+        pos = self._pos.pop(item, None)
+        if pos is None:
+            return
+        last = self._items.pop()
+        if pos < len(self._items):
+            self._items[pos] = last
+            self._pos[last] = pos
+
+    def sample(self, rng: random.Random, limit: int) -> list[int]:
+        """Up to `limit` distinct random items (the whole set if it is small)."""
+        if len(self._items) <= limit:
+            items = list(self._items)
+            rng.shuffle(items)
+            return items
+        return rng.sample(self._items, limit)
+
+
+@dataclass(slots=True)
+class _Peer:
+    key: PeerKey
+    joined: float
+    super_seed: bool
+    has: bytearray  # one byte per piece: 0/1
+    has_count: int = 0
+    interested: bool = False
+    unchoked: bool = False
+    revealed: set[int] = field(default_factory=set)
+    # Fresh pieces revealed to this peer, not yet had: index -> when.
+    assigned: dict[int, float] = field(default_factory=dict)
+    # Pieces this peer holds first-hand (from us) that no other connected peer has yet.
+    unspread: set[int] = field(default_factory=set)
+    spread_credit: float = 0.0
+    last_progress: float = 0.0
+    bytes_from_us: int = 0
+    suggested: bool = False
+
+    def complete(self, piece_count: int) -> bool:
+        return self.has_count >= piece_count
+
+
+class SwarmPolicy:
+    """Decisions for one torrent's connections at the origin."""
+
+    def __init__(
+        self,
+        piece_count: int,
+        piece_length: int,
+        settings: PolicySettings | None = None,
+        *,
+        rng: random.Random | None = None,
+        now: float = 0.0,
+    ) -> None:
+        if piece_count <= 0 or piece_length <= 0:
+            raise ValueError("a torrent has at least one piece")
+        self.piece_count = piece_count
+        self.piece_length = piece_length
+        self.settings = settings or PolicySettings()
+        self.rng = rng or random.Random()
+        self.peers: dict[PeerKey, _Peer] = {}
+        self.availability = [0] * piece_count  # connected peers holding each piece
+        self.assigned_count = [0] * piece_count  # live assignments of each piece
+        self.origin_copies = [0] * piece_count  # pieces' bytes sent by us / piece length
+        self._fresh = _IndexSet(range(piece_count))  # nobody holds it, nobody assigned it
+        self._missing = piece_count  # pieces no connected peer holds
+        self._next_round = now
+        self._bucket = float(self._burst())
+        self._bucket_time = now
+        self.bytes_sent = 0
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def mode(self) -> Mode:
+        return self.settings.mode
+
+    def super_seed(self) -> bool:
+        """Whether a newly accepted peer is told we have nothing (pieces revealed later).
+
+        A one-piece torrent has nothing to share out, and revealing its only piece would
+        make us a seed the peer is not yet interested in (libtorrent drops those).
+        """
+        return self.mode != "fastest" and self.piece_count > 1
+
+    def downloaders(self) -> int:
+        return sum(1 for p in self.peers.values() if not p.complete(self.piece_count))
+
+    def carrying(self) -> bool:
+        """Connected peers hold every piece and at least two of them still download."""
+        return self._missing == 0 and self.downloaders() >= 1 and len(self.peers) >= 2
+
+    def distributed_copies(self) -> int:
+        return min(self.availability) if self.availability else 0
+
+    # ------------------------------------------------------------------ observations
+
+    def peer_joined(self, key: PeerKey, now: float, *, super_seed: bool) -> None:
+        if key in self.peers:
+            raise ValueError(f"peer {key} joined twice")
+        self.peers[key] = _Peer(
+            key, now, super_seed, bytearray(self.piece_count), last_progress=now
+        )
+
+    def peer_left(self, key: PeerKey, now: float) -> None:
+        peer = self.peers.pop(key, None)
+        if peer is None:
+            return
+        for index in list(peer.assigned):
+            self._unassign(peer, index)
+        if peer.has_count:
+            for index in range(self.piece_count):
+                if peer.has[index]:
+                    self._lose(index)
+
+    def peer_has(self, key: PeerKey, index: int, now: float) -> None:
+        peer = self.peers.get(key)
+        if peer is None or not 0 <= index < self.piece_count or peer.has[index]:
+            return
+        peer.has[index] = 1
+        peer.has_count += 1
+        peer.last_progress = now
+        first = self.availability[index] == 0
+        self._gain(index)
+        firsthand = index in peer.assigned
+        if firsthand:
+            self._unassign(peer, index)
+        if first and firsthand:
+            peer.unspread.add(index)
+        elif not first:
+            for other in self.peers.values():
+                if other is not peer and index in other.unspread:
+                    other.unspread.discard(index)
+                    other.spread_credit += 1.0
+
+    def peer_bitfield(self, key: PeerKey, bits: bytes, now: float) -> None:
+        peer = self.peers.get(key)
+        if peer is None:
+            return
+        for index in range(self.piece_count):
+            if bits[index >> 3] & (0x80 >> (index & 7)) and not peer.has[index]:
+                self.peer_has(key, index, now)
+
+    def peer_have_all(self, key: PeerKey, now: float) -> None:
+        peer = self.peers.get(key)
+        if peer is None:
+            return
+        for index in range(self.piece_count):
+            if not peer.has[index]:
+                self.peer_has(key, index, now)
+
+    def peer_interested(self, key: PeerKey, interested: bool, now: float) -> None:
+        peer = self.peers.get(key)
+        if peer is not None:
+            peer.interested = interested
+
+    def piece_sent(self, key: PeerKey, index: int, nbytes: int, now: float) -> None:
+        """Bytes of one block went to a peer (after upload_delay allowed them)."""
+        self.bytes_sent += nbytes
+        if 0 <= index < self.piece_count:
+            self.origin_copies[index] += nbytes
+        peer = self.peers.get(key)
+        if peer is not None:
+            peer.bytes_from_us += nbytes
+            peer.last_progress = now
+
+    # ------------------------------------------------------------------ rate cap
+
+    def _burst(self) -> int:
+        return max(self.settings.carry_rate, 4 * self.piece_length, 256 * 1024)
+
+    def upload_delay(self, nbytes: int, now: float) -> float:
+        """0 to send `nbytes` now (and charge them), else seconds to wait before asking again."""
+        rate = self.settings.carry_rate
+        elapsed = max(0.0, now - self._bucket_time)
+        self._bucket_time = now
+        if rate > 0:
+            self._bucket = min(float(self._burst()), self._bucket + elapsed * rate)
+        if self.mode == "fastest" or rate <= 0 or not self.carrying():
+            return 0.0
+        if self._bucket >= nbytes:
+            self._bucket -= nbytes
+            return 0.0
+        return (nbytes - self._bucket) / rate
+
+    # ------------------------------------------------------------------ decisions
+
+    def update(self, now: float) -> list[Action]:
+        """Decisions that cannot wait for the next round: fill free slots, top up windows."""
+        actions: list[Action] = []
+        self._expire_assignments(now)
+        if now >= self._next_round:
+            self._next_round = now + self.settings.round_interval
+            self._choke_round(now, actions)
+        else:
+            self._fill_slots(now, actions)
+        for peer in list(self.peers.values()):
+            if peer.unchoked:
+                self._top_up(peer, now, actions)
+        return actions
+
+    def _wants(self, peer: _Peer) -> bool:
+        if peer.complete(self.piece_count):
+            return False
+        if not peer.super_seed:
+            return peer.interested
+        return True
+
+    def _slots(self) -> int:
+        if self.mode == "fastest":
+            return len(self.peers)
+        return max(1, self.settings.unchoke_slots)
+
+    def _rank(self, peer: _Peer) -> tuple[int, float, float]:
+        # Peers with pieces of ours half-way first (their pieces must finish), then peers
+        # whose first-hand pieces spread, then a random order.
+        return (1 if peer.assigned else 0, peer.spread_credit, self.rng.random())
+
+    def _choke_round(self, now: float, actions: list[Action]) -> None:
+        for peer in self.peers.values():
+            peer.spread_credit *= 0.5
+        wanting = [p for p in self.peers.values() if self._wants(p)]
+        slots = self._slots()
+        wanting.sort(key=self._rank, reverse=True)
+        keep = wanting[: max(0, slots - 1)] if len(wanting) > slots else wanting
+        chosen = {p.key for p in keep}
+        rest = [p for p in wanting if p.key not in chosen]
+        if rest and len(chosen) < slots:
+            chosen.add(self.rng.choice(rest).key)  # optimistic unchoke
+        for peer in self.peers.values():
+            if peer.key in chosen and not peer.unchoked:
+                self._unchoke(peer, actions)
+            elif peer.key not in chosen and peer.unchoked:
+                peer.unchoked = False
+                actions.append(ChokePeer(peer.key))
+
+    def _fill_slots(self, now: float, actions: list[Action]) -> None:
+        unchoked = 0
+        for peer in self.peers.values():
+            if peer.unchoked and not self._wants(peer) and not peer.assigned:
+                peer.unchoked = False
+                actions.append(ChokePeer(peer.key))
+            elif peer.unchoked:
+                unchoked += 1
+        free = self._slots() - unchoked
+        if free <= 0:
+            return
+        waiting = [p for p in self.peers.values() if not p.unchoked and self._wants(p)]
+        waiting.sort(key=self._rank, reverse=True)
+        for peer in waiting[:free]:
+            self._unchoke(peer, actions)
+
+    def _unchoke(self, peer: _Peer, actions: list[Action]) -> None:
+        peer.unchoked = True
+        actions.append(UnchokePeer(peer.key))
+        if not peer.super_seed and not peer.suggested and self.settings.suggestions:
+            peer.suggested = True
+            for index in self._rarest_lacking(peer, self.settings.suggestions):
+                actions.append(SuggestPiece(peer.key, index))
+
+    def _window_bytes(self) -> int:
+        if self.mode == "auto" and self.downloaders() <= 1:
+            return self.settings.alone_window
+        return self.settings.peer_window
+
+    def _top_up(self, peer: _Peer, now: float, actions: list[Action]) -> None:
+        if not peer.super_seed or peer.complete(self.piece_count):
+            return
+        window = max(1, -(-self._window_bytes() // self.piece_length))
+        room = window - len(peer.assigned)
+        if room <= 0:
+            return
+        others_need = self.downloaders() > 1
+        gated = (
+            self.mode != "fastest"
+            and others_need
+            and len(peer.unspread) * self.piece_length >= self.settings.unspread_limit
+        )
+        batch: list[int] = []
+        if not gated and self._fresh:
+            for index in self._fresh.sample(self.rng, room + 8):
+                if len(batch) >= room:
+                    break
+                if not peer.has[index] and index not in peer.revealed:
+                    batch.append(index)
+        if len(batch) < room and now - peer.last_progress >= self.settings.stall_timeout:
+            rescue = self._rarest_lacking(peer, room - len(batch), exclude=batch)
+            if rescue:
+                peer.last_progress = now
+            batch += rescue
+        self._assign_batch(peer, batch, now, actions)
+
+    def _assign_batch(
+        self, peer: _Peer, batch: list[int], now: float, actions: list[Action]
+    ) -> None:
+        if not batch:
+            return
+        # Revealing a peer's last unrevealed piece makes us a seed in its eyes, and
+        # libtorrent drops a seed it is not interested in at that moment. A batch never
+        # leaves exactly one piece behind: the last goes out right after one the peer
+        # lacks, so the peer is interested when it sees us complete.
+        if self.piece_count - len(peer.revealed) - len(batch) == 1:
+            chosen = set(batch)
+            last = next(
+                i for i in range(self.piece_count) if i not in peer.revealed and i not in chosen
+            )
+            if not peer.has[last]:
+                batch.append(last)
+        for index in batch:
+            self._assign(peer, index, now, actions)
+
+    def _rarest_lacking(self, peer: _Peer, limit: int, exclude: Iterable[int] = ()) -> list[int]:
+        skip = set(exclude)
+        scored = [
+            (self.availability[i] + self.assigned_count[i], self.rng.random(), i)
+            for i in range(self.piece_count)
+            if not peer.has[i] and i not in peer.revealed and i not in skip
+        ]
+        scored.sort()
+        return [i for _, _, i in scored[:limit]]
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _assign(self, peer: _Peer, index: int, now: float, actions: list[Action]) -> None:
+        peer.assigned[index] = now
+        self.assigned_count[index] += 1
+        self._fresh.discard(index)
+        if index not in peer.revealed:
+            peer.revealed.add(index)
+            actions.append(RevealPiece(peer.key, index))
+
+    def _unassign(self, peer: _Peer, index: int) -> None:
+        if peer.assigned.pop(index, None) is None:
+            return
+        self.assigned_count[index] -= 1
+        self._refresh(index)
+
+    def _expire_assignments(self, now: float) -> None:
+        limit = self.settings.stall_timeout * self.settings.stale_assignments
+        for peer in self.peers.values():
+            if not peer.assigned or now - peer.last_progress < limit:
+                continue
+            for index, since in list(peer.assigned.items()):
+                if now - since >= limit:
+                    self._unassign(peer, index)
+
+    def _gain(self, index: int) -> None:
+        if self.availability[index] == 0:
+            self._missing -= 1
+        self.availability[index] += 1
+        self._fresh.discard(index)
+
+    def _lose(self, index: int) -> None:
+        self.availability[index] -= 1
+        if self.availability[index] == 0:
+            self._missing += 1
+        self._refresh(index)
+
+    def _refresh(self, index: int) -> None:
+        if self.availability[index] == 0 and self.assigned_count[index] == 0:
+            self._fresh.add(index)

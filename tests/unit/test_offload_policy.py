@@ -1,0 +1,278 @@
+"""The origin's offload policy, driven in simulated time by a toy swarm.
+
+The simulation: every leecher is connected to the origin and to every other leecher.
+The origin uploads `origin_rate` bytes per step, shared by the peers it unchoked, and
+only pieces it revealed; leechers trade pieces they hold (rarest first) at `peer_rate`
+each. Every completed piece is a HAVE the origin sees.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from s3torrent.peer.policy import (
+    Action,
+    ChokePeer,
+    PolicySettings,
+    RevealPiece,
+    SuggestPiece,
+    SwarmPolicy,
+    UnchokePeer,
+)
+
+PIECE = 64 * 1024
+DT = 0.05
+
+
+@dataclass
+class SimPeer:
+    key: int
+    has: set[int] = field(default_factory=set)
+    revealed: set[int] = field(default_factory=set)
+    unchoked: bool = False
+    progress: dict[int, int] = field(default_factory=dict)  # piece -> bytes so far
+    uploads: bool = True
+    done_at: float | None = None
+
+
+@dataclass
+class Sim:
+    policy: SwarmPolicy
+    pieces: int
+    origin_rate: int  # bytes per step
+    peer_rate: int
+    peers: dict[int, SimPeer] = field(default_factory=dict)
+    now: float = 0.0
+    origin_bytes: int = 0
+    rng: random.Random = field(default_factory=lambda: random.Random(1))
+
+    def join(self, key: int, *, uploads: bool = True) -> None:
+        self.peers[key] = SimPeer(key, uploads=uploads)
+        self.policy.peer_joined(key, self.now, super_seed=self.policy.super_seed())
+        if not self.policy.super_seed():
+            self.peers[key].revealed = set(range(self.pieces))
+
+    def leave(self, key: int) -> None:
+        del self.peers[key]
+        self.policy.peer_left(key, self.now)
+
+    def apply(self, actions: list[Action]) -> None:
+        slots = self.policy.settings.unchoke_slots
+        for a in actions:
+            peer = self.peers[a.peer]  # actions only ever name connected peers
+            match a:
+                case UnchokePeer():
+                    peer.unchoked = True
+                case ChokePeer():
+                    peer.unchoked = False
+                case RevealPiece(_, index):
+                    assert index not in peer.has and index not in peer.revealed
+                    peer.revealed.add(index)
+                case SuggestPiece():
+                    pass
+        if self.policy.mode != "fastest":
+            assert sum(p.unchoked for p in self.peers.values()) <= slots
+
+    def complete(self, peer: SimPeer, index: int) -> None:
+        peer.has.add(index)
+        peer.progress.pop(index, None)
+        self.policy.peer_has(peer.key, index, self.now)
+        if len(peer.has) == self.pieces and peer.done_at is None:
+            peer.done_at = self.now
+
+    def step(self) -> None:
+        for p in self.peers.values():  # peers say whether we have pieces they lack
+            self.policy.peer_interested(p.key, bool(p.revealed - p.has), self.now)
+        self.apply(self.policy.update(self.now))
+        # Origin: revealed, lacking pieces of unchoked peers, bandwidth shared evenly.
+        wanting = [p for p in self.peers.values() if p.unchoked and (p.revealed - p.has)]
+        if wanting:
+            share = self.origin_rate // len(wanting)
+            for p in wanting:
+                budget = share
+                for index in sorted(p.revealed - p.has):
+                    if budget <= 0:
+                        break
+                    if self.policy.upload_delay(min(budget, PIECE), self.now) > 0:
+                        break
+                    need = PIECE - p.progress.get(index, 0)
+                    n = min(need, budget)
+                    budget -= n
+                    self.origin_bytes += n
+                    self.policy.piece_sent(p.key, index, n, self.now)
+                    p.progress[index] = p.progress.get(index, 0) + n
+                    if p.progress[index] >= PIECE:
+                        self.complete(p, index)
+        # Peers trade: each uploader serves one lacking neighbour per step, rarest first.
+        holders = [p for p in self.peers.values() if p.uploads and p.has]
+        self.rng.shuffle(holders)
+        for up in holders:
+            budget = self.peer_rate
+            for down in self.rng.sample(list(self.peers.values()), len(self.peers)):
+                if down is up or budget <= 0:
+                    continue
+                useful = up.has - down.has
+                if not useful:
+                    continue
+                index = min(useful, key=lambda i: (sum(i in q.has for q in self.peers.values()), i))
+                need = PIECE - down.progress.get(index, 0)
+                n = min(need, budget)
+                budget -= n
+                down.progress[index] = down.progress.get(index, 0) + n
+                if down.progress[index] >= PIECE:
+                    self.complete(down, index)
+        self.now += DT
+
+    def run(self, limit: float) -> None:
+        while self.now < limit:
+            if self.peers and all(len(p.has) == self.pieces for p in self.peers.values()):
+                return
+            self.step()
+
+    @property
+    def size(self) -> int:
+        return self.pieces * PIECE
+
+
+def make_sim(
+    peers: int,
+    pieces: int,
+    *,
+    mode: str = "auto",
+    origin_rate: int = 4 * PIECE,
+    peer_rate: int = 2 * PIECE,
+    seed: int = 0,
+    **overrides: object,
+) -> Sim:
+    ps = PolicySettings(
+        mode=mode,  # type: ignore[arg-type]
+        peer_window=2 * PIECE,
+        alone_window=16 * PIECE,
+        unspread_limit=4 * PIECE,
+        stall_timeout=1.0,
+        round_interval=1.0,
+        carry_rate=PIECE * 4,
+        **overrides,  # type: ignore[arg-type]
+    )
+    policy = SwarmPolicy(pieces, PIECE, ps, rng=random.Random(seed))
+    sim = Sim(policy, pieces, origin_rate, peer_rate, rng=random.Random(seed + 1))
+    for key in range(peers):
+        sim.join(key)
+    return sim
+
+
+def test_a_lone_downloader_gets_every_piece_at_the_origins_pace() -> None:
+    sim = make_sim(1, 64)
+    sim.run(60)
+    peer = sim.peers[0]
+    assert peer.done_at is not None
+    assert sim.origin_bytes == sim.size
+    # 4 pieces per step at full speed = 16 steps; allow a few steps of reveal latency.
+    assert peer.done_at <= (64 / 4 + 4) * DT
+
+
+def test_eight_downloaders_get_about_one_copy_from_the_origin() -> None:
+    sim = make_sim(8, 128)
+    sim.run(120)
+    assert all(p.done_at is not None for p in sim.peers.values())
+    assert sim.origin_bytes <= 1.15 * sim.size
+    assert max(sim.policy.origin_copies) <= 3 * PIECE
+
+
+def test_fastest_mode_serves_every_downloader_a_full_copy() -> None:
+    sim = make_sim(4, 32, mode="fastest", peer_rate=0)
+    sim.run(120)
+    assert all(p.done_at is not None for p in sim.peers.values())
+    assert sim.origin_bytes == 4 * sim.size
+
+
+def test_pieces_of_a_departed_peer_are_sent_again() -> None:
+    sim = make_sim(4, 64)
+    for _ in range(20):
+        sim.step()
+    sim.leave(0)
+    sim.run(120)
+    assert all(p.done_at is not None for p in sim.peers.values())
+
+
+def test_free_riders_are_rescued_but_cannot_drain_the_origin() -> None:
+    sim = make_sim(0, 64)
+    sim.join(0, uploads=False)
+    sim.join(1, uploads=False)
+    sim.join(2)
+    sim.run(200)
+    assert all(p.done_at is not None for p in sim.peers.values())
+    # Every piece leaves once, plus rescues: far less than one copy per peer.
+    assert sim.origin_bytes < 2.5 * sim.size
+
+
+def test_upload_is_capped_once_the_swarm_holds_every_piece() -> None:
+    policy = SwarmPolicy(8, PIECE, PolicySettings(carry_rate=PIECE), rng=random.Random(3))
+    policy.peer_joined(1, 0.0, super_seed=True)
+    policy.peer_joined(2, 0.0, super_seed=True)
+    assert policy.upload_delay(PIECE, 0.0) == 0.0  # pieces still missing: no cap
+    policy.peer_have_all(1, 0.0)
+    assert policy.carrying()
+    sent = 0
+    t = 0.0
+    while t < 10.0:
+        if policy.upload_delay(16384, t) == 0.0:
+            sent += 16384
+        else:
+            t += 0.01
+    assert sent <= PIECE * 10 + policy._burst() + 16384
+
+
+def test_the_last_piece_is_never_revealed_on_its_own() -> None:
+    policy = SwarmPolicy(3, PIECE, PolicySettings(alone_window=PIECE), rng=random.Random(5))
+    policy.peer_joined(1, 0.0, super_seed=True)
+    seen: list[list[int]] = []
+    t = 0.0
+    revealed: set[int] = set()
+    while len(revealed) < 3 and t < 30:
+        batch = [a.index for a in policy.update(t) if isinstance(a, RevealPiece)]
+        if batch:
+            seen.append(batch)
+            revealed |= set(batch)
+        for i in batch:
+            policy.peer_has(1, i, t)
+        t += 0.1
+    assert revealed == {0, 1, 2}
+    assert len(seen[-1]) >= 2  # the final piece went out behind another one
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    peers=st.integers(min_value=1, max_value=10),
+    pieces=st.integers(min_value=1, max_value=48),
+    mode=st.sampled_from(["auto", "offload", "fastest"]),
+    seed=st.integers(min_value=0, max_value=1000),
+    leave=st.booleans(),
+)
+def test_every_peer_finishes_and_actions_stay_consistent(
+    peers: int, pieces: int, mode: str, seed: int, leave: bool
+) -> None:
+    sim = make_sim(peers, pieces, mode=mode, seed=seed)
+    for _ in range(10):
+        sim.step()
+    if leave and peers > 1:
+        sim.leave(0)
+    sim.run(400)
+    assert all(p.done_at is not None for p in sim.peers.values())
+    for index in range(pieces):
+        holders = sum(index in p.has for p in sim.peers.values())
+        assert sim.policy.availability[index] == holders
+    if mode != "fastest" and peers >= 2 and pieces > 1 and not leave:
+        assert sim.origin_bytes <= 2 * sim.size
+
+
+def test_peers_join_twice_is_a_bug() -> None:
+    policy = SwarmPolicy(4, PIECE)
+    policy.peer_joined(1, 0.0, super_seed=True)
+    with pytest.raises(ValueError):
+        policy.peer_joined(1, 0.0, super_seed=True)
