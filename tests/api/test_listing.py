@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import sqlite3
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
@@ -13,8 +12,10 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
+import sqlalchemy as sa
 from botocore.exceptions import ClientError
 
+from s3torrent.store import metadata as md
 from tests.conftest import LiveServer, make_client, sign_request, start_server
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
@@ -246,32 +247,36 @@ def test_listing_100k_keys_stays_fast_on_the_last_page(tmp_path: Path) -> None:
         client.create_bucket(Bucket="big")
         client.put_object(Bucket="big", Key="seed", Body=b"")
         srv.stop()
-        db = sqlite3.connect(srv.data_dir / "metadata.sqlite3")
-        owner, headers = db.execute(
-            "SELECT owner_id, headers FROM objects WHERE bucket='big'"
-        ).fetchone()
-        now = time.time()
-        rows = (
-            (
-                "big",
-                f"deep/{i // 1000:03d}/key-{i:06d}".encode(),
-                f"{i:032x}",
-                0,
-                '"d41d8cd98f00b204e9800998ecf8427e"',
-                now,
-                owner,
-                headers,
-            )
-            for i in range(100_000)
+        # Straight into the server's metadata database (SQLite or PostgreSQL), 100k rows.
+        url = srv.env.get("S3TORRENT_METADATA_URL") or (
+            f"sqlite:///{srv.data_dir / 'metadata.sqlite3'}"
         )
-        with db:
-            db.execute("DELETE FROM objects WHERE bucket='big'")
-            db.executemany(
-                "INSERT INTO objects (bucket, key, version_id, size, etag, last_modified,"
-                " owner_id, headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            seed = conn.execute(
+                sa.select(md.objects.c.owner_id, md.objects.c.headers).where(
+                    md.objects.c.bucket == "big"
+                )
+            ).one()
+            now = time.time()
+            conn.execute(md.objects.delete().where(md.objects.c.bucket == "big"))
+            conn.execute(
+                md.objects.insert(),
+                [
+                    {
+                        "bucket": "big",
+                        "key": f"deep/{i // 1000:03d}/key-{i:06d}".encode(),
+                        "version_id": f"{i:032x}",
+                        "size": 0,
+                        "etag": '"d41d8cd98f00b204e9800998ecf8427e"',
+                        "last_modified": now,
+                        "owner_id": seed.owner_id,
+                        "headers": seed.headers,
+                    }
+                    for i in range(100_000)
+                ],
             )
-        db.close()
+        engine.dispose()
         srv.start()
         client = make_client(srv.endpoint)
 

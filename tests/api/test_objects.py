@@ -482,7 +482,9 @@ def test_streaming_300_mib_put_and_get_keeps_server_memory_bounded(tmp_path: Pat
         assert n == size
         assert got.hexdigest() == whole.hexdigest()
         hwm = _vm_hwm_kib(srv.proc.pid)
-        assert hwm < 100 * 1024, f"server peak RSS {hwm} KiB while streaming {size} bytes"
+        # The bound that matters is the growth (below); the total allows for the
+        # PostgreSQL driver, which a server on that metadata engine also loads.
+        assert hwm < 128 * 1024, f"server peak RSS {hwm} KiB while streaming {size} bytes"
         assert hwm - baseline < 40 * 1024, f"peak RSS grew {hwm - baseline} KiB while streaming"
     finally:
         srv.stop()

@@ -31,7 +31,8 @@ def torrent_url(srv: LiveServer, bucket: str, key: str) -> str:
 
 def run_cli(srv: LiveServer, *args: str) -> tuple[int, str, str]:
     """The CLI in-process (no interpreter start-up) on the server's data dir."""
-    res = CliRunner().invoke(cli, ["--data-dir", str(srv.data_dir), *args])
+    # The server's environment (e.g. its PostgreSQL metadata URL) is the CLI's too.
+    res = CliRunner(env=srv.env).invoke(cli, ["--data-dir", str(srv.data_dir), *args])
     if res.exception is not None and not isinstance(res.exception, SystemExit):
         raise res.exception
     return res.exit_code, res.stdout, res.stderr
