@@ -31,8 +31,10 @@ def torrent_url(srv: LiveServer, bucket: str, key: str) -> str:
 
 def run_cli(srv: LiveServer, *args: str) -> tuple[int, str, str]:
     """The CLI in-process (no interpreter start-up) on the server's data dir."""
-    # The server's environment (e.g. its PostgreSQL metadata URL) is the CLI's too.
-    res = CliRunner(env=srv.env).invoke(cli, ["--data-dir", str(srv.data_dir), *args])
+    # Same metadata database as the server (SQLite in its data dir, or its PostgreSQL URL);
+    # the other settings are the CLI's own, as for an operator running it by hand.
+    env = {k: v for k, v in srv.env.items() if k == "S3TORRENT_METADATA_URL"}
+    res = CliRunner(env=env).invoke(cli, ["--data-dir", str(srv.data_dir), *args])
     if res.exception is not None and not isinstance(res.exception, SystemExit):
         raise res.exception
     return res.exit_code, res.stdout, res.stderr
