@@ -235,12 +235,14 @@ def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
     from sqlalchemy.engine import Connection
     from tqdm import tqdm
 
+    from s3torrent.events import EventBus
     from s3torrent.publication import torrent_refusal
     from s3torrent.store import metadata as md
     from s3torrent.store.blobs import open_blob_store
     from s3torrent.store.database import Database
+    from s3torrent.store.objects import ObjectStore
     from s3torrent.torrent.catalog import TorrentCatalog, load_hashes, make_info, store_hashes
-    from s3torrent.torrent.hasher import hash_ranges_parallel
+    from s3torrent.torrent.jobs import hash_version
     from s3torrent.torrent.pieces import PieceLayout, piece_length_for
 
     settings = _settings(ctx)
@@ -271,6 +273,7 @@ def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
 
     rehashed = skipped = 0
     pool = concurrent.futures.ThreadPoolExecutor(max(1, settings.torrent.hash_workers))
+    store = ObjectStore(db, blobs, EventBus(), executor=pool)
     try:
         if (
             bucket_name is not None
@@ -288,13 +291,10 @@ def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
                     bar.update(base + done - bar.n)
 
                 vid = obj.version_id
-
-                def read(offset: int, length: int, vid: str = vid) -> bytes:
-                    return blobs.read(vid, offset, length)
-
                 try:
-                    hashes = hash_ranges_parallel(
-                        read,
+                    hashes = hash_version(
+                        store,
+                        obj,
                         layout,
                         v1=catalog.wants_v1,
                         v2=catalog.wants_v2,

@@ -274,18 +274,9 @@ class HashJobs:
     def _hash_blocking(
         self, obj: md.ObjectVersion, layout: PieceLayout, progress: Callable[[int], None]
     ) -> PieceHashes:
-        path = self.store.blobs.local_path(obj.version_id) if obj.inline is None else None
-        if path is not None and path.exists():
-            return hash_file(
-                path,
-                layout,
-                v1=self.catalog.wants_v1,
-                v2=self.catalog.wants_v2,
-                executor=self._pool,
-                progress=progress,
-            )
-        return hash_ranges_parallel(
-            lambda off, n: self.store.read_range(obj, off, n),
+        return hash_version(
+            self.store,
+            obj,
             layout,
             v1=self.catalog.wants_v1,
             v2=self.catalog.wants_v2,
@@ -355,3 +346,28 @@ class HashJobs:
                     self.db.write(lambda c: release_claims(c, self.node_id, running)), 5
                 )
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def hash_version(
+    store: ObjectStore,
+    obj: md.ObjectVersion,
+    layout: PieceLayout,
+    *,
+    v1: bool,
+    v2: bool,
+    executor: concurrent.futures.Executor,
+    progress: Callable[[int], None] | None = None,
+) -> PieceHashes:
+    """Piece hashes of a stored version (blocking): a local blob through its memory map,
+    anything else (inline bytes, a remote backend) through ranged reads."""
+    path = store.blobs.local_path(obj.version_id) if obj.inline is None else None
+    if path is not None and path.exists():
+        return hash_file(path, layout, v1=v1, v2=v2, executor=executor, progress=progress)
+    return hash_ranges_parallel(
+        lambda off, n: store.read_range(obj, off, n),
+        layout,
+        v1=v1,
+        v2=v2,
+        executor=executor,
+        progress=progress,
+    )
