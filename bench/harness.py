@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, str] = {
     "swarm": "bench.swarm",
     "metering": "bench.metering",
     "hashing": "bench.hashing",
+    "scale": "bench.scale",
 }
 
 
