@@ -189,17 +189,22 @@ def opentracker(ctx: Context, hashes: list[bytes]) -> Iterator[str]:
     try:
         url = f"http://127.0.0.1:{port}"
         probe = f"{url}/announce?" + announce_queries(hashes, 1, 1)[0]
+        refusal = b""
         for _ in range(100):
             if proc.poll() is not None:
                 raise Unavailable(f"opentracker exited: {tail(log)}")
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(probe, timeout=1) as resp:
                     body = resp.read()
-                if b"failure reason" in body:
-                    raise Unavailable(f"opentracker refuses our hashes: {body[:100]!r}")
-                break
+                # Its whitelist loads in a thread after it starts listening: until then it
+                # refuses every hash, so a refusal only counts once it persists.
+                if b"failure reason" not in body:
+                    break
+                refusal = body
             time.sleep(0.1)
         else:
+            if refusal:
+                raise Unavailable(f"opentracker refuses our hashes: {refusal[:100]!r}")
             raise Unavailable(f"opentracker not ready: {tail(log)}")
         yield url
     finally:

@@ -25,7 +25,15 @@ MAX_NUMWANT = 8
 
 
 @pytest.fixture(scope="module")
-def tracker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def lean_port() -> int:
+    """Port of the separate tracker listener (`tracker.http_listen`)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def tracker_server(
+    tmp_path_factory: pytest.TempPathFactory, lean_port: int
+) -> Iterator[LiveServer]:
     # Everything here announces from 127.0.0.1, far faster than one real host would: lift the
     # per-IP rate limit. X-Forwarded-For from loopback is believed, to test IPv6 peers.
     srv = start_server(
@@ -37,6 +45,7 @@ def tracker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
             "S3TORRENT_TRACKER__TRUSTED_PROXIES": '["127.0.0.1/32"]',
             # Exact peer lists below: no origin seeder in them (its own test sets one).
             "S3TORRENT_SEEDER__ENABLED": "false",
+            "S3TORRENT_TRACKER__HTTP_LISTEN": f"127.0.0.1:{lean_port}",
         },
     )
     yield srv
@@ -475,3 +484,28 @@ async def _origin_seeders_scenario(tmp_path: Path) -> None:
                 assert answer[b"complete"] == 1  # the origin counts as a seed
     finally:
         await node.stop()
+
+
+# ---- the separate tracker listener ----
+
+
+def test_tracker_port_shares_swarms_with_the_main_listener(
+    tracker_server: LiveServer, ts3: Any, tbucket: str, lean_port: int
+) -> None:
+    ih = publish(tracker_server, ts3, tbucket, "lean")
+    lean = f"http://127.0.0.1:{lean_port}"
+    announce(tracker_server, announce_query(ih, peer_id(1), 6001, left=0))
+    status, body = http_get(
+        f"{lean}/announce?{announce_query(ih, peer_id(2), 6002)}",
+        {"X-Forwarded-For": "2001:db8::8"},  # loopback is a trusted proxy here
+    )
+    assert status == 200
+    answer = bdecode(body)
+    assert compact_peers(answer[b"peers"]) == [("127.0.0.1", 6001)]
+    assert (answer[b"complete"], answer[b"incomplete"]) == (1, 1)
+    seen = announce(tracker_server, announce_query(ih, peer_id(3), 6003, left=0))
+    assert ipaddress.IPv6Address(seen[b"peers6"][:16]) == ipaddress.IPv6Address("2001:db8::8")
+    status, body = http_get(f"{lean}/scrape?info_hash={quote_from_bytes(ih)}")
+    assert status == 200
+    assert bdecode(body)[b"files"][ih][b"complete"] == 2
+    assert http_get(f"{lean}/_tracker/nothing")[0] == 404

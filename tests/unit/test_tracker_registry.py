@@ -272,3 +272,64 @@ def test_same_address_with_new_peer_id_is_not_returned_to_itself() -> None:
     registry = make()
     ok(registry, req(1, ip="10.5.5.5"))
     assert ids(ok(registry, req(2, ip="10.5.5.5"))) == set()
+
+
+def test_every_member_is_sampled_about_equally_often() -> None:
+    registry = make()
+    for n in range(100):
+        ok(registry, req(n, left=0))
+    counts = dict.fromkeys((pid(n) for n in range(100)), 0)
+    for _ in range(2000):
+        for peer_id in ids(ok(registry, req(500, numwant=10))):
+            assert peer_id is not None
+            counts[peer_id] += 1
+    # 2000 draws of 10 out of 100: 200 each on average; a stuck or skewed order shows here.
+    assert min(counts.values()) > 120 and max(counts.values()) < 280
+
+
+def test_peer_lists_track_churn_exactly() -> None:
+    registry = make()
+    rng = random.Random(7)
+    live: dict[int, int] = {}  # peer -> left
+    for step in range(3000):
+        n = rng.randrange(60)
+        roll = rng.random()
+        if roll < 0.2:
+            ok(registry, req(n, event=AnnounceEvent.STOPPED), now=step)
+            live.pop(n, None)
+        else:
+            left = 0 if roll < 0.5 else 10
+            ok(registry, req(n, left=left), now=step)
+            live[n] = left
+    stats = run(registry.stats(HASH))
+    assert (stats.seeders, stats.leechers) == (
+        sum(1 for left in live.values() if left == 0),
+        sum(1 for left in live.values() if left > 0),
+    )
+    # A seed is answered with every leecher; a newcomer leecher with every seed and leecher.
+    everyone = ok(registry, req(999, numwant=200), now=3000)
+    assert len(everyone.peers) == len(ids(everyone)) == len(live)
+    assert ids(everyone) == {pid(n) for n in live}
+    leechers = ids(ok(registry, req(998, left=0, numwant=200), now=3000))
+    assert leechers == {pid(n) for n, left in live.items() if left > 0} | {pid(999)}
+
+
+def test_answers_carry_compact_entries_packed_once() -> None:
+    registry = make(ref=TorrentRef("b", "k", "v", origin_seeders=(ORIGIN, ("2001:db8::9", 7))))
+    first = ok(registry, req(1, ip="192.0.2.1"))
+    second = ok(registry, req(2, ip="192.0.2.2"))
+    peer = next(p for p in second.peers if p.peer_id == pid(1))
+    assert peer.compact == bytes([192, 0, 2, 1]) + (6881).to_bytes(2, "big")
+    origins = [p for p in second.peers if p.peer_id is None]
+    assert sorted(len(p.compact) for p in origins) == [6, 18]
+    # The same objects on every answer: nothing is rebuilt per announce.
+    assert {id(p) for p in first.peers if p.peer_id is None} == {id(p) for p in origins}
+    again = next(p for p in ok(registry, req(3)).peers if p.peer_id == pid(1))
+    assert again is peer
+
+
+def test_origin_that_announces_is_listed_once() -> None:
+    registry = make(ref=TorrentRef("b", "k", "v", origin_seeders=(ORIGIN,)))
+    ok(registry, req(1, ip=ORIGIN[0], left=0))  # the origin seeder announcing itself
+    answer = ok(registry, req(2))
+    assert [(p.ip, p.port) for p in answer.peers] == [ORIGIN]

@@ -11,6 +11,7 @@ import ipaddress
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 from s3torrent.tracker.protocol import (
@@ -18,6 +19,7 @@ from s3torrent.tracker.protocol import (
     AnnounceRequest,
     PeerAddress,
     ScrapeStats,
+    pack_compact_peer,
 )
 
 UNREGISTERED_TORRENT = "unregistered torrent"
@@ -93,11 +95,11 @@ class RegistryLimits:
 
 
 class _Peer:
-    __slots__ = ("completed", "downloaded", "ip", "key", "last_seen", "left", "port", "uploaded")
+    __slots__ = ("address", "completed", "downloaded", "key", "last_seen", "left", "uploaded")
 
     def __init__(self, req: AnnounceRequest, now: float) -> None:
-        self.ip = req.ip
-        self.port = req.port
+        # Immutable and packed once: peer lists hand out this very object, never a new one.
+        self.address = PeerAddress(req.ip, req.port, req.peer_id)
         self.left = req.left
         self.key = req.key
         self.last_seen = now
@@ -106,22 +108,43 @@ class _Peer:
         self.completed = False
 
 
-class _PeerIdSet:
-    """Peer ids with O(1) add, remove and uniform random sampling."""
+class _PeerGroup:
+    """Peer addresses keyed by peer id: O(1) add, replace and remove, O(count) sampling.
+
+    The list is kept in uniformly random order: each newcomer swaps places with a random
+    member (the inside-out Fisher-Yates shuffle), and a removal fills its hole with the last
+    member, which keeps the order uniform. A window at a random offset is then a uniformly
+    random subset, taken with one slice instead of `count` calls into the RNG (which cost
+    more than the rest of an announce). Successive windows share the order, so neighbours
+    in it tend to be listed together until joins and leaves move them; opentracker's
+    strided walk makes the same trade.
+    """
 
     __slots__ = ("_index", "_items")
 
     def __init__(self) -> None:
-        self._items: list[bytes] = []
+        self._items: list[PeerAddress] = []
         self._index: dict[bytes, int] = {}
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, peer_id: bytes) -> None:
-        if peer_id not in self._index:
-            self._index[peer_id] = len(self._items)
-            self._items.append(peer_id)
+    def add(self, peer_id: bytes, address: PeerAddress, rng: random.Random) -> None:
+        """Insert at a random position, or replace the address of a member in place."""
+        position = self._index.get(peer_id)
+        if position is not None:
+            self._items[position] = address
+            return
+        items = self._items
+        position = rng.randrange(len(items) + 1)
+        if position == len(items):
+            items.append(address)
+        else:
+            displaced = items[position]
+            items.append(displaced)
+            self._index[_peer_id(displaced)] = len(items) - 1
+            items[position] = address
+        self._index[peer_id] = position
 
     def discard(self, peer_id: bytes) -> None:
         position = self._index.pop(peer_id, None)
@@ -130,10 +153,25 @@ class _PeerIdSet:
         last = self._items.pop()
         if position < len(self._items):
             self._items[position] = last
-            self._index[last] = position
+            self._index[_peer_id(last)] = position
 
-    def sample(self, count: int, rng: random.Random) -> list[bytes]:
-        return rng.sample(self._items, min(count, len(self._items)))
+    def sample(self, count: int, rng: random.Random) -> list[PeerAddress]:
+        """`count` members (all of them if fewer), a fresh list the caller may keep."""
+        items = self._items
+        size = len(items)
+        if count >= size:
+            return items[:]
+        start = rng.randrange(size)
+        end = start + count
+        if end <= size:
+            return items[start:end]
+        return items[start:] + items[: end - size]
+
+
+def _peer_id(address: PeerAddress) -> bytes:
+    # Group members always come from announces, which always carry a peer id.
+    assert address.peer_id is not None
+    return address.peer_id
 
 
 class _Swarm:
@@ -141,6 +179,8 @@ class _Swarm:
         "completed",
         "downloaded",
         "leechers",
+        "origin_entries",
+        "origins",
         "peers",
         "ref",
         "seeders",
@@ -148,14 +188,20 @@ class _Swarm:
     )
 
     def __init__(self, ref: TorrentRef) -> None:
-        self.ref = ref
         # Ordered by last announce (moved to the end on each one), so expiry pops the front.
         self.peers: OrderedDict[bytes, _Peer] = OrderedDict()
-        self.seeders = _PeerIdSet()
-        self.leechers = _PeerIdSet()
+        self.seeders = _PeerGroup()
+        self.leechers = _PeerGroup()
         self.completed = 0
         self.uploaded = 0
         self.downloaded = 0
+        self.set_ref(ref)
+
+    def set_ref(self, ref: TorrentRef) -> None:
+        self.ref = ref
+        # Built once per registration, not per announce: every peer list carries them.
+        self.origins = tuple(PeerAddress(ip, port) for ip, port in ref.origin_seeders)
+        self.origin_entries = frozenset(o.compact for o in self.origins if o.compact)
 
     def scrape_stats(self) -> ScrapeStats:
         return ScrapeStats(
@@ -191,10 +237,14 @@ class _TokenBuckets:
 
 def rate_limit_source(ip: str) -> str:
     """The unit rate limits apply to: an IPv4 address, or an IPv6 /64 (one subscriber's LAN)."""
-    address = ipaddress.ip_address(ip)
-    if isinstance(address, ipaddress.IPv6Address):
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return ip
+    if ":" not in ip:
+        return ip  # IPv4 (every announce's ip is canonical): no need to parse it
+    return _ipv6_source(ip)
+
+
+@lru_cache(maxsize=4096)
+def _ipv6_source(ip: str) -> str:
+    return str(ipaddress.IPv6Network((ipaddress.IPv6Address(ip), 64), strict=False))
 
 
 class MemoryRegistry:
@@ -214,7 +264,7 @@ class MemoryRegistry:
         if swarm is None:
             self._swarms[info_hash] = _Swarm(meta)
         else:
-            swarm.ref = meta
+            swarm.set_ref(meta)
 
     async def deregister(self, info_hash: bytes) -> None:
         swarm = self._swarms.pop(info_hash, None)
@@ -301,18 +351,19 @@ class MemoryRegistry:
             # Some clients never send `completed`; the leecher -> seed transition counts too.
             peer.completed = True
             swarm.completed += 1
-        peer.ip = req.ip
-        peer.port = req.port
+        address = peer.address
+        if address.port != req.port or address.ip != req.ip:
+            address = peer.address = PeerAddress(req.ip, req.port, peer_id)
         peer.left = req.left
         peer.key = req.key if req.key is not None else peer.key
         peer.last_seen = now
         swarm.peers.move_to_end(peer_id)
         if req.left == 0:
             swarm.leechers.discard(peer_id)
-            swarm.seeders.add(peer_id)
+            swarm.seeders.add(peer_id, address, self._rng)
         else:
             swarm.seeders.discard(peer_id)
-            swarm.leechers.add(peer_id)
+            swarm.leechers.add(peer_id, address, self._rng)
 
     @staticmethod
     def _account_transfer(swarm: _Swarm, peer: _Peer, req: AnnounceRequest) -> None:
@@ -343,24 +394,22 @@ class MemoryRegistry:
         return dropped
 
     def _pick_peers(self, swarm: _Swarm, req: AnnounceRequest) -> tuple[PeerAddress, ...]:
-        origins = [PeerAddress(ip, port) for ip, port in swarm.ref.origin_seeders]
+        origins = swarm.origins
         wanted = max(0, req.numwant - len(origins))
+        # Neither the requester (its own address, whatever its peer id) nor an origin, which
+        # is added below anyway. Compact entries are equal exactly when ip and port are.
+        own = pack_compact_peer(req.ip, req.port)
+        excluded = swarm.origin_entries | {own} if swarm.origin_entries else {own}
         # Leechers want seeds first; seeds only need leechers, another seed gives them nothing.
         groups = (swarm.seeders, swarm.leechers) if req.left > 0 else (swarm.leechers,)
-        origin_addresses = {(o.ip, o.port) for o in origins}
         chosen: list[PeerAddress] = []
         for group in groups:
-            if len(chosen) >= wanted:
+            missing = wanted - len(chosen)
+            if missing <= 0:
                 break
             # One spare covers the requester itself being in this group.
-            for peer_id in group.sample(wanted - len(chosen) + 1, self._rng):
-                peer = swarm.peers[peer_id]
-                address = (peer.ip, peer.port)
-                if peer_id == req.peer_id or address == (req.ip, req.port):
-                    continue
-                if address in origin_addresses or len(chosen) >= wanted:
-                    continue
-                chosen.append(PeerAddress(peer.ip, peer.port, peer_id))
+            picked = [p for p in group.sample(missing + 1, self._rng) if p.compact not in excluded]
+            chosen += picked[:missing]
         # Random positions spread first connections over the swarm instead of the origin.
         for origin in origins:
             chosen.insert(self._rng.randrange(len(chosen) + 1), origin)
@@ -370,4 +419,8 @@ class MemoryRegistry:
 def _same_peer(peer: _Peer, req: AnnounceRequest) -> bool:
     # BEP 3 `key` lets a client prove it is the same peer after its address changed; without
     # it, another host could stop or move someone else's peer by reusing the peer id.
-    return peer.ip == req.ip or (peer.key is not None and peer.key == req.key) or peer.key is None
+    return (
+        peer.address.ip == req.ip
+        or (peer.key is not None and peer.key == req.key)
+        or peer.key is None
+    )

@@ -74,7 +74,7 @@ class TrackerService:
         hops = [hop.strip() for hop in (forwarded_for or "").split(",") if hop.strip()]
         candidate = peer_ip
         # Walk from the nearest hop outwards while the hop that told us is a trusted proxy.
-        while self._is_trusted_proxy(candidate) and hops:
+        while hops and self._is_trusted_proxy(candidate):
             candidate = hops.pop()
         return candidate
 

@@ -1,0 +1,451 @@
+"""A lean HTTP/1.1 listener for announces and scrapes only (`tracker.http_listen`).
+
+Announces are tiny GETs answered from memory, so a general HTTP stack costs more than the
+tracker itself. This module is the minimum a tracker needs: a strict, bounded parser for a
+request line and headers (sans-IO, `RequestHeadReader`), fixed response framing, and a thin
+`asyncio.Protocol` that calls `TrackerService` with the same clock as the UDP adapter. GET
+only, no request bodies; keep-alive and pipelining (answers strictly in request order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+from s3torrent.tracker.service import TrackerService
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_REQUEST_BYTES: Final = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class LeanHttpLimits:
+    # Request line plus headers, terminator included; GETs carry nothing else.
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # Seconds a connection may go without completing a request: idle keep-alive and slow
+    # (slowloris) request heads alike.
+    idle_timeout: float = 30.0
+    # Open connections; beyond it a newcomer gets a 503 and is closed.
+    max_connections: int = 4096
+
+
+class HttpRequestError(Exception):
+    """Input the parser refuses; the connection answers `status` and closes."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequestHead:
+    target: bytes  # origin-form: path and raw (still percent-encoded) query
+    keep_alive: bool
+    forwarded_for: str | None  # X-Forwarded-For, repeated headers joined by ","
+
+
+# RFC 9110 token characters, for methods and header names.
+_TOKEN: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE: Final = re.compile(rb"(" + _TOKEN + rb") (/[\x21-\x7e]*) HTTP/1\.([01])")
+# A field value: visible ASCII or obs-text, inner spaces and tabs, optional whitespace around.
+_HEADER: Final = re.compile(
+    rb"(" + _TOKEN + rb"):[ \t]*((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?)[ \t]*"
+)
+
+
+def parse_request_head(head: bytes) -> HttpRequestHead:
+    """One request line and its header lines, CRLF-separated, without the final blank line."""
+    lines = head.split(b"\r\n")
+    request_line = _REQUEST_LINE.fullmatch(lines[0])
+    if request_line is None:
+        raise HttpRequestError(400, "malformed request line")
+    method, target, minor = request_line.groups()
+    if method != b"GET":
+        raise HttpRequestError(405, "only GET is served here")
+    connection: list[bytes] = []
+    forwarded: list[bytes] = []
+    hosts = 0
+    for line in lines[1:]:
+        header = _HEADER.fullmatch(line)
+        if header is None:
+            # Bare CR or LF, control bytes, space before the colon, obsolete line folding.
+            raise HttpRequestError(400, "malformed header line")
+        name = header.group(1).lower()
+        value = header.group(2)
+        if name == b"connection":
+            connection += (token.strip().lower() for token in value.split(b","))
+        elif name == b"x-forwarded-for":
+            forwarded.append(value)
+        elif name == b"host":
+            hosts += 1
+        elif name == b"content-length":
+            # A body would have to be framed and skipped; announces never have one.
+            if value != b"0":
+                raise HttpRequestError(400, "request bodies are not accepted")
+        elif name == b"transfer-encoding":
+            raise HttpRequestError(400, "request bodies are not accepted")
+    http11 = minor == b"1"
+    if hosts > 1 or (http11 and hosts == 0):
+        raise HttpRequestError(400, "HTTP/1.1 needs exactly one Host header")
+    # HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes unless asked not to.
+    keep_alive = b"close" not in connection and (http11 or b"keep-alive" in connection)
+    return HttpRequestHead(
+        target=target,
+        keep_alive=keep_alive,
+        forwarded_for=b",".join(forwarded).decode("latin-1") if forwarded else None,
+    )
+
+
+class RequestHeadReader:
+    """Bytes in, request heads out, in order; never holds more than one request's bound.
+
+    `feed` any split of the stream; `next_request` returns the next complete head, None
+    while it is incomplete, and raises only `HttpRequestError`. After an error the stream
+    has no request boundary to resume from, so every later call raises it again.
+    """
+
+    __slots__ = ("_buffer", "_error", "_max", "_start")
+
+    def __init__(self, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
+        self._buffer = bytearray()
+        self._start = 0  # consumed prefix, dropped lazily so pipelined input stays linear
+        self._max = max_request_bytes
+        self._error: HttpRequestError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as part of a request."""
+        return len(self._buffer) - self._start
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next_request(self) -> HttpRequestHead | None:
+        if self._error is not None:
+            raise self._error
+        buffer, start = self._buffer, self._start
+        end = buffer.find(b"\r\n\r\n", start, start + self._max)
+        if end < 0:
+            if len(buffer) - start >= self._max:
+                self._error = HttpRequestError(431, "request head too large")
+                raise self._error
+            if start:
+                del buffer[:start]
+                self._start = 0
+            return None
+        self._start = end + 4
+        try:
+            return parse_request_head(bytes(buffer[start:end]))
+        except HttpRequestError as error:
+            self._error = error
+            raise
+
+
+_REASONS: Final = {
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
+}
+_OK_HEAD: Final = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+
+
+def encode_response(status: int, body: bytes, *, keep_alive: bool) -> bytes:
+    """A complete response: status line, Content-Type and Content-Length, then `body`."""
+    if status == 200:
+        head = _OK_HEAD
+    else:
+        reason = _REASONS.get(status, b"Error")
+        head = b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: " % (status, reason)
+    connection = b"\r\n\r\n" if keep_alive else b"\r\nConnection: close\r\n\r\n"
+    return b"".join((head, str(len(body)).encode("ascii"), connection, body))
+
+
+def error_response(error: HttpRequestError) -> bytes:
+    return encode_response(error.status, error.reason.encode("ascii") + b"\n", keep_alive=False)
+
+
+_NOT_FOUND: Final = encode_response(404, b"not found\n", keep_alive=True)
+_NOT_FOUND_CLOSE: Final = encode_response(404, b"not found\n", keep_alive=False)
+_BUSY: Final = encode_response(503, b"too many connections\n", keep_alive=False)
+_INTERNAL: Final = encode_response(500, b"internal error\n", keep_alive=False)
+
+
+# --- asyncio adapter -----------------------------------------------------------------------
+
+
+def _start_eagerly(coro: Coroutine[Any, Any, bytes]) -> bytes | Awaitable[bytes]:
+    """Run `coro` up to its first suspension: its answer, or the rest of it to await.
+
+    The in-memory registry never suspends, so most answers are ready at once and cost no
+    task (a task per request is a good part of a small request's cost). One that suspends
+    (resolving an unknown info-hash from the database) is finished by a task. Until then
+    there is no current task, which `asyncio.timeout` and `TaskGroup` refuse: only code
+    that uses neither may start here (see `LeanHttpTracker.eager`).
+    """
+    try:
+        suspended_on = coro.send(None)
+    except StopIteration as done:
+        return cast(bytes, done.value)
+    return _finish_later(coro, suspended_on)
+
+
+async def _finish_later(coro: Coroutine[Any, Any, bytes], suspended_on: Any) -> bytes:
+    return await _resume(coro, suspended_on)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, bytes], suspended_on: Any) -> Generator[Any, Any, bytes]:
+    # What a task does for any coroutine, from the point where `_start_eagerly` stopped:
+    # pass each yielded future up to the task and each wake-up (or exception) back down.
+    while True:
+        try:
+            yield suspended_on
+        except BaseException as exc:  # cancellation or an error the task throws in
+            try:
+                suspended_on = coro.throw(exc)
+            except StopIteration as done:
+                return cast(bytes, done.value)
+        else:
+            try:
+                suspended_on = coro.send(None)
+            except StopIteration as done:
+                return cast(bytes, done.value)
+
+
+class LeanTrackerProtocol(asyncio.Protocol):
+    """One client connection: parse heads, answer each in order, honour keep-alive."""
+
+    def __init__(self, server: LeanHttpTracker) -> None:
+        self._server = server
+        self._service = server.service
+        self._clock = server.clock
+        self._reader = RequestHeadReader(server.limits.max_request_bytes)
+        self._transport: asyncio.Transport | None = None
+        self._remote = ""
+        self._busy = False  # an answer is being computed by a task
+        self._write_paused = False
+        self._read_paused = False
+        self._closing = False
+        self._eof = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_request = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[bytes] | None = None
+
+    # -- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        if not self._server.admit(self):
+            self._transport.write(_BUSY)
+            self.close()
+            return
+        peer = transport.get_extra_info("peername")
+        self._remote = str(peer[0]) if peer else ""
+        self._loop = loop = asyncio.get_running_loop()
+        self._last_request = loop.time()
+        self._idle_timer = loop.call_later(self._server.limits.idle_timeout, self._check_idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._transport = None
+        self._server.release(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._reader.feed(data)
+        self._answer_ready_requests()
+
+    def eof_received(self) -> bool | None:
+        # The client half-closed: answer the requests it sent, then close.
+        self._eof = True
+        self._answer_ready_requests()
+        return True  # keep our half open until the answers are written
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._answer_ready_requests()
+
+    # -- requests
+
+    def _answer_ready_requests(self) -> None:
+        # Answers that are ready at once go out in one write, in request order.
+        out: list[bytes] = []
+        while not (self._busy or self._write_paused or self._closing):
+            try:
+                head = self._reader.next_request()
+            except HttpRequestError as error:
+                out.append(error_response(error))
+                self._closing = True
+                break
+            if head is None:
+                if self._eof:
+                    self._closing = True  # nothing more can come, and nothing is owed
+                break
+            assert self._loop is not None
+            self._last_request = self._loop.time()
+            answer = self._dispatch(head)
+            if answer is not None:
+                out.append(answer)
+                if not head.keep_alive:
+                    self._closing = True
+        self._flush(out)
+        self._throttle_reading()
+
+    def _dispatch(self, head: HttpRequestHead) -> bytes | None:
+        """The answer if it is ready now; None if a task will write it."""
+        path, _, query = head.target.partition(b"?")
+        if path.endswith(b"/announce"):
+            remote = self._service.client_ip(self._remote, head.forwarded_for)
+            coro = self._service.handle_http_announce(query, remote, self._clock())
+        elif path.endswith(b"/scrape"):
+            coro = self._service.handle_http_scrape(query, self._clock())
+        else:
+            return _NOT_FOUND if head.keep_alive else _NOT_FOUND_CLOSE
+        try:
+            started = _start_eagerly(coro) if self._server.eager else coro
+        except Exception:
+            log.exception("lean tracker request failed")
+            self._closing = True
+            return _INTERNAL
+        if isinstance(started, bytes):
+            return encode_response(200, started, keep_alive=head.keep_alive)
+        self._busy = True
+        task = asyncio.ensure_future(started)
+        self._task = task
+        # The answer is written by the callback, with any requests pipelined behind it.
+        task.add_done_callback(lambda done: self._finish(done, head.keep_alive))
+        return None
+
+    def _finish(self, task: asyncio.Future[bytes], keep_alive: bool) -> None:
+        self._task = None
+        self._busy = False
+        if task.cancelled() or self._transport is None:
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("lean tracker request failed", exc_info=error)
+            self._closing = True
+            self._flush([_INTERNAL])
+            return
+        answer = encode_response(200, task.result(), keep_alive=keep_alive)
+        if not keep_alive:
+            self._closing = True
+            self._flush([answer])
+            return
+        self._transport.write(answer)
+        self._answer_ready_requests()
+
+    def _flush(self, out: list[bytes]) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        if out:
+            transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if self._closing:
+            self.close()
+
+    def _throttle_reading(self) -> None:
+        # Input beyond one request's bound waits in the kernel (and the client) while we
+        # cannot consume it: a slow reader of answers cannot make us buffer without end.
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        blocked = self._busy or self._write_paused
+        bound = self._server.limits.max_request_bytes
+        if blocked and not self._read_paused and self._reader.buffered > bound:
+            transport.pause_reading()
+            self._read_paused = True
+        elif self._read_paused and not blocked:
+            transport.resume_reading()
+            self._read_paused = False
+
+    def _check_idle(self) -> None:
+        # One timer per connection, re-armed only when it fires: requests just move the
+        # deadline, which keeps timer churn off the per-request path.
+        self._idle_timer = None
+        if self._transport is None or self._loop is None:
+            return
+        remaining = self._last_request + self._server.limits.idle_timeout - self._loop.time()
+        if remaining <= 0 and not self._busy:
+            # Idle between requests, or a request head that never completed: done either way.
+            self.close()
+            return
+        self._idle_timer = self._loop.call_later(max(remaining, 0.05), self._check_idle)
+
+    def close(self) -> None:
+        """Close after what was written so far; no further requests are read."""
+        self._closing = True
+        if self._transport is not None:
+            self._transport.close()  # flushes what was written, then closes
+
+
+class LeanHttpTracker:
+    """The listener: owns the open connections and their cap."""
+
+    def __init__(
+        self,
+        service: TrackerService,
+        clock: Callable[[], float] = time.monotonic,
+        limits: LeanHttpLimits | None = None,
+        *,
+        eager: bool = False,
+    ) -> None:
+        # The clock must be the one the UDP adapter and the aiohttp route pass as `now`:
+        # peers from every transport share the registry and expire on one timeline.
+        self.service = service
+        self.clock = clock
+        self.limits = limits or LeanHttpLimits()
+        # Start answers inline rather than in a task per request. Only for a registry that
+        # needs no current task (the in-memory one); Redis's client uses asyncio.timeout.
+        self.eager = eager
+        self.connections: set[LeanTrackerProtocol] = set()
+        self._server: asyncio.Server | None = None
+
+    def admit(self, connection: LeanTrackerProtocol) -> bool:
+        if len(self.connections) >= self.limits.max_connections:
+            return False
+        self.connections.add(connection)
+        return True
+
+    def release(self, connection: LeanTrackerProtocol) -> None:
+        self.connections.discard(connection)
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        """Listen on host:port; returns the server (its sockets tell the bound port)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: LeanTrackerProtocol(self), host, port, backlog=1024, reuse_address=True
+        )
+        return self._server
+
+    async def close(self) -> None:
+        """Stop listening and close every connection (answers already written go out)."""
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
