@@ -81,6 +81,29 @@ local up, down, event, numwant = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], 
 local now = clock(ARGV[11])
 local ttl, maxpt, maxtot = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local rate, burst = tonumber(ARGV[15]), tonumber(ARGV[16])
+-- SRANDMEMBER with a count favours members in short hash chains; swarms up to this size are
+-- sampled exactly uniformly instead (partial Fisher-Yates, seeded by the caller).
+local exact_limit = tonumber(ARGV[18])
+-- Redis resets Lua's math.random for every script, so use our own generator (Park-Miller,
+-- exact in Lua's doubles), seeded by the caller on each call.
+local state = tonumber(ARGV[17]) % 2147483646 + 1
+local function rand_between(lo, hi)
+  state = (state * 16807) % 2147483647
+  return lo + (state % (hi - lo + 1))
+end
+local function sample(set, count)
+  local size = redis.call('SCARD', set)
+  if size > exact_limit then return redis.call('SRANDMEMBER', set, count) end
+  local all = redis.call('SMEMBERS', set)
+  local k = math.min(count, #all)
+  for i = 1, k do
+    local j = rand_between(i, #all)
+    all[i], all[j] = all[j], all[i]
+  end
+  local out = {}
+  for i = 1, k do out[i] = all[i] end
+  return out
+end
 local ref = redis.call('HGET', reg, ih)
 if not ref then return {'F', 'unregistered'} end
 if event ~= 'stopped' then
@@ -153,7 +176,7 @@ local groups = {lc}
 if left > 0 then groups = {sd, lc} end
 for _, g in ipairs(groups) do
   if n >= numwant then break end
-  local ids = redis.call('SRANDMEMBER', g, numwant - n + 1)
+  local ids = sample(g, numwant - n + 1)
   for _, id in ipairs(ids) do
     if id ~= pid then
       local p = redis.call('HGET', pe, id)
@@ -232,6 +255,10 @@ def _ref_from_json(raw: bytes | str) -> TorrentRef:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# Swarms up to this many seeds (or leechers) are sampled exactly uniformly.
+EXACT_SAMPLE_LIMIT = 2048
 
 
 class RedisRegistry:
@@ -354,6 +381,8 @@ class RedisRegistry:
             lim.max_peers_total,
             lim.rate_per_ip,
             lim.rate_burst,
+            self._rng.randrange(1 << 31),
+            EXACT_SAMPLE_LIMIT,
         ]
         row = await self._announce(keys=keys, args=args)
         if _text(row[0]) == "F":
