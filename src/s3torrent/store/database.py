@@ -92,13 +92,16 @@ class Database:
             if stop_after:
                 return
 
+    def _write_connection(self) -> Connection:
+        return self.engine.connect().execution_options(sqlite_begin="IMMEDIATE")
+
     def _commit_batch(
         self, batch: list[tuple[Callable[[Connection], Any], Any]], attempt: int = 0
     ) -> None:
         results: list[tuple[Any, Any, BaseException | None]] = []
         retry: list[tuple[Callable[[Connection], Any], Any]] = []
         try:
-            with self.engine.connect() as conn, conn.begin():
+            with self._write_connection() as conn, conn.begin():
                 for fn, fut in batch:
                     if not fut.running() and not fut.set_running_or_notify_cancel():
                         continue

@@ -290,6 +290,17 @@ def create_engine(url: str) -> sa.Engine:
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+            # pysqlite starts transactions lazily and lets the release of an outermost
+            # SAVEPOINT commit on its own: every savepoint of a group commit would then be a
+            # transaction (and an fsync) of its own. Take control of BEGIN instead.
+            dbapi_conn.isolation_level = None
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            # Writers ask for IMMEDIATE (take the write lock up front, so a busy database
+            # is waited for rather than failing mid-transaction); readers stay DEFERRED.
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
     return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
