@@ -132,6 +132,7 @@ def build_services(settings: Settings) -> Services:
             flush_interval=settings.metering.flush_interval,
             storage_sample_interval=settings.metering.storage_sample_interval,
             public=public,
+            node_id=node_id,
         ),
         relay=relay,
     )

@@ -262,3 +262,25 @@ def test_number_and_human_formats() -> None:
     assert u.human_bytes(1023) == "1023 B"
     assert u.human_bytes(1536) == "1.50 KiB"
     assert u.human_value("Requests-Tier1", 12345) == "12,345"
+
+
+def test_only_one_node_samples_shared_counters_and_a_takeover_starts_from_a_baseline(
+    db: Database,
+) -> None:
+    """Storage and swarm counters are shared by every node: one lease holder samples them."""
+    clock = Clock(1_000.0)
+    a = Meter(db, clock=clock, node_id="node-a", flush_interval=1.0)
+    b = Meter(db, clock=clock, node_id="node-b", flush_interval=1.0)
+
+    async def rounds() -> list[tuple[bool, bool]]:
+        out = [(await a.hold_sampling_lease(), await b.hold_sampling_lease())]
+        clock.t += 2.0  # a renews within its lease: b still waits
+        out.append((await a.hold_sampling_lease(), await b.hold_sampling_lease()))
+        clock.t += 60.0  # a stopped renewing (died): b takes over
+        out.append((await b.hold_sampling_lease(), await a.hold_sampling_lease()))
+        return out
+
+    assert asyncio.run(rounds()) == [(True, False), (True, False), (True, False)]
+    assert b.sampler and not a.sampler
+    # The new holder starts from a baseline: it does not bill time it never saw.
+    assert b._storage_at is None

@@ -57,6 +57,9 @@ LATENCY_BOUNDS = (
 HOUR = 3600
 
 
+SAMPLING_LEASE = "metering-samples"
+
+
 def hour_of(t: float) -> int:
     """Start (epoch seconds) of the UTC hour holding t."""
     return int(t) - int(t) % HOUR
@@ -115,8 +118,13 @@ class Meter:
         storage_sample_interval: float = 300.0,
         public: PublicTorrents | None = None,
         clock: Callable[[], float] = time.time,
+        node_id: str = "local",
     ) -> None:
         self.db = db
+        self.node_id = node_id
+        # Storage and swarm counters are shared by every node (one database, one tracker
+        # registry): only the holder of this lease samples them, so nothing counts twice.
+        self.sampler = False
         self.flush_interval = flush_interval
         self.storage_sample_interval = storage_sample_interval
         self.public = public
@@ -132,6 +140,7 @@ class Meter:
         self._storage_sizes: dict[str, int] = {}
         self._storage_at: float | None = None
         self._swarm_seen: dict[bytes, tuple[int, int, int]] = {}
+        self._swarm_baseline = False
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -193,6 +202,21 @@ class Meter:
             self.pending.storage[k] = self.pending.storage.get(k, 0.0) + size * (stop - t) / HOUR
             t = stop
 
+    async def hold_sampling_lease(self) -> bool:
+        """Take or keep the sampling lease; a node that just took it starts from a fresh
+        baseline, so the interval the previous holder already billed is not billed again."""
+        now = self.clock()
+        ttl = max(5.0, 5 * self.flush_interval)
+        held = await self.db.write(
+            lambda conn: md.hold_lease(conn, SAMPLING_LEASE, self.node_id, now, ttl)
+        )
+        if held and not self.sampler:
+            self._storage_at = None
+            self._swarm_seen = {}
+            self._swarm_baseline = True
+        self.sampler = held
+        return held
+
     async def sample_storage(self) -> None:
         """Read each bucket's stored bytes; bill the previous sample's sizes up to now."""
         sizes = await self.db.read(bucket_sizes)
@@ -210,6 +234,7 @@ class Meter:
         if public is None:
             return
         hour = hour_of(self.clock())
+        baseline, self._swarm_baseline = self._swarm_baseline, False
         seen: dict[bytes, tuple[int, int, int]] = {}
         for info_hash, info in list(public.by_swarm.items()):
             try:
@@ -218,6 +243,8 @@ class Meter:
                 continue
             now = (s.completed, s.uploaded, s.downloaded)
             seen[info_hash] = now
+            if baseline:
+                continue
             before = self._swarm_seen.get(info_hash, (0, 0, 0))
             # A re-registered swarm starts again from zero.
             delta = [n - b if n >= b else n for n, b in zip(now, before, strict=True)]
@@ -255,10 +282,11 @@ class Meter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.flush_interval)
             try:
-                if time.monotonic() >= next_storage:
-                    next_storage = time.monotonic() + self.storage_sample_interval
-                    await self.sample_storage()
-                await self.sample_swarms()
+                if await self.hold_sampling_lease():
+                    if time.monotonic() >= next_storage or self._storage_at is None:
+                        next_storage = time.monotonic() + self.storage_sample_interval
+                        await self.sample_storage()
+                    await self.sample_swarms()
                 await self.flush()
             except Exception:
                 log.exception("metering flush failed; counts kept for the next attempt")
@@ -269,9 +297,10 @@ class Meter:
         if self._task is not None:
             await self._task
             self._task = None
-        with contextlib.suppress(Exception):
-            await self.sample_storage()
-            await self.sample_swarms()
+        if self.sampler:
+            with contextlib.suppress(Exception):
+                await self.sample_storage()
+                await self.sample_swarms()
         await self.flush()
 
 

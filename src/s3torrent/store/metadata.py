@@ -122,6 +122,35 @@ hash_jobs = sa.Table(
     sa.Index("ix_hash_jobs_claimed_until", "claimed_until"),
 )
 
+# Work that exactly one node does at a time (e.g. sampling shared counters): a named lease.
+leases = sa.Table(
+    "leases",
+    meta,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+
+def hold_lease(conn: Connection, name: str, holder: str, now: float, ttl: float) -> bool:
+    """Take or renew the lease `name` for `holder` until now + ttl; False if another node
+    holds it. One conditional UPDATE (or the first INSERT) decides, on any engine."""
+    taken = conn.execute(
+        leases.update()
+        .where(
+            leases.c.name == name,
+            sa.or_(leases.c.holder == holder, leases.c.expires_at < now),
+        )
+        .values(holder=holder, expires_at=now + ttl)
+    ).rowcount
+    if taken:
+        return True
+    if conn.execute(sa.select(leases.c.name).where(leases.c.name == name)).first() is not None:
+        return False
+    conn.execute(leases.insert().values(name=name, holder=holder, expires_at=now + ttl))
+    return True
+
+
 # ---- metering (written by s3torrent.metering.meter, read by s3torrent.metering.usage) ----
 
 # Requests and bytes per bucket, hour (epoch seconds of its start) and operation; the channel
