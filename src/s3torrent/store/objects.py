@@ -142,22 +142,28 @@ class ObjectStore:
         """Copy body into writer, feeding every byte to MD5 and the observers, off the loop."""
         loop = asyncio.get_running_loop()
         md5 = hashlib.md5()
-        sinks: list[StreamObserver] = [md5, *observers]
         size = 0
-        pending: asyncio.Future[None] | None = None
+        pending: list[asyncio.Future[None]] = []
         buf = bytearray()
 
-        def process(data: bytes) -> None:
+        def store_step(data: bytes) -> None:
             view = memoryview(data)
             writer.write(view)
-            for sink in sinks:
+            md5.update(view)
+
+        def observe_step(data: bytes) -> None:
+            view = memoryview(data)
+            for sink in observers:
                 sink.update(view)
 
         async def flush(data: bytes) -> None:
+            # Write+MD5 and the other hashers (piece hashes, checksum) run on two threads at
+            # once (hashlib releases the GIL), while the loop reads the next step.
             nonlocal pending
-            if pending is not None:
-                await pending
-            pending = loop.run_in_executor(self.executor, process, data)
+            await asyncio.gather(*pending)
+            pending = [loop.run_in_executor(self.executor, store_step, data)]
+            if observers:
+                pending.append(loop.run_in_executor(self.executor, observe_step, data))
 
         async for chunk in body:
             size += len(chunk)
@@ -169,8 +175,7 @@ class ObjectStore:
                 buf.clear()
         if buf:
             await flush(bytes(buf))
-        if pending is not None:
-            await pending
+        await asyncio.gather(*pending)
         return StoredStream(size=size, md5=md5.digest())
 
     async def write_blob(
