@@ -56,7 +56,7 @@ class Database:
         return self._run_read(fn)
 
     def _run_read(self, fn: Callable[[Connection], T]) -> T:
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(sqlite_begin="") as conn:
             return fn(conn)
 
     # ---- writes ----

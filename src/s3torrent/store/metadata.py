@@ -327,9 +327,12 @@ def create_engine(url: str) -> sa.Engine:
         @sa.event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
             # Writers ask for IMMEDIATE (take the write lock up front, so a busy database
-            # is waited for rather than failing mid-transaction); readers stay DEFERRED.
+            # is waited for rather than failing mid-transaction); the request path's reads
+            # ask for none (each SELECT is its own snapshot, and BEGIN/ROLLBACK would cost
+            # more than the lookup); anything else gets a plain deferred transaction.
             mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            if mode:
+                conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
     return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
@@ -383,8 +386,17 @@ def _replace_row(
 # ---- queries (each takes a Connection; callers own transactions) ----
 
 
+# The hot lookups of every request, built once: constructing a statement costs several times
+# what SQLite takes to answer it.
+_BUCKET_BY_NAME = sa.select(buckets).where(buckets.c.name == sa.bindparam("name"))
+_OBJECT_BY_KEY = sa.select(objects).where(
+    objects.c.bucket == sa.bindparam("bucket"), objects.c.key == sa.bindparam("key")
+)
+_OBJECT_BY_VERSION = sa.select(objects).where(objects.c.version_id == sa.bindparam("vid"))
+
+
 def get_bucket(conn: Connection, name: str) -> Bucket | None:
-    row = conn.execute(sa.select(buckets).where(buckets.c.name == name)).first()
+    row = conn.execute(_BUCKET_BY_NAME, {"name": name}).first()
     return Bucket.from_row(row) if row else None
 
 
@@ -396,14 +408,12 @@ def list_buckets(conn: Connection, owner_id: str | None) -> list[Bucket]:
 
 
 def get_object(conn: Connection, bucket: str, key: str) -> ObjectVersion | None:
-    row = conn.execute(
-        sa.select(objects).where(objects.c.bucket == bucket, objects.c.key == key.encode("utf-8"))
-    ).first()
+    row = conn.execute(_OBJECT_BY_KEY, {"bucket": bucket, "key": key.encode("utf-8")}).first()
     return ObjectVersion.from_row(row) if row else None
 
 
 def get_object_by_version(conn: Connection, version_id: str) -> ObjectVersion | None:
-    row = conn.execute(sa.select(objects).where(objects.c.version_id == version_id)).first()
+    row = conn.execute(_OBJECT_BY_VERSION, {"vid": version_id}).first()
     return ObjectVersion.from_row(row) if row else None
 
 
