@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import socket
 import struct
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -190,3 +193,78 @@ class RawPeer:
         except TimeoutError:
             return False
         return False
+
+
+def run_until_file(
+    cmd: list[str],
+    target: Path,
+    data: bytes,
+    log: Path,
+    cwd: Path | None = None,
+    timeout: float = 60.0,
+) -> None:
+    """Run a download client until `target` holds exactly `data`, then stop its group."""
+    want = hashlib.sha256(data).digest()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (
+                target.exists()
+                and target.stat().st_size == len(data)
+                and hashlib.sha256(target.read_bytes()).digest() == want
+            ):
+                return
+            if proc.poll() is not None and proc.returncode != 0:
+                break
+            time.sleep(0.3)
+        raise AssertionError(f"{cmd[0]} did not download the file: {log.read_text()[-2000:]}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def transmission_download(
+    torrent: Path, out: Path, name: str, data: bytes, workdir: Path, port: int
+) -> None:
+    """transmission-cli downloads `torrent` into `out` (DHT, LPD, PEX, uTP off) until
+    `out/name` holds exactly `data`."""
+    out.mkdir(exist_ok=True)
+    config = workdir / "tr-config"
+    config.mkdir(exist_ok=True)
+    settings = {
+        "dht-enabled": False,
+        "lpd-enabled": False,
+        "pex-enabled": False,
+        "utp-enabled": False,
+        "rpc-enabled": False,
+        "port-forwarding-enabled": False,
+    }
+    (config / "settings.json").write_text(json.dumps(settings))
+    run_until_file(
+        [
+            "transmission-cli",
+            "--no-portmap",
+            "--no-uplimit",
+            "--no-downlimit",
+            "-p",
+            str(port),
+            "-g",
+            str(config),
+            "-w",
+            str(out),
+            str(torrent),
+        ],
+        out / name,
+        data,
+        workdir / "transmission.log",
+        cwd=workdir,
+    )

@@ -6,13 +6,9 @@ and PEX are off, so the only source of bytes is the peer listener our tracker ha
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -32,8 +28,10 @@ from tests.seeding import (
     lt_download,
     lt_session,
     put_public,
+    run_until_file,
     seeder_stats,
     sha256,
+    transmission_download,
     wait_for,
     without_web_seed,
 )
@@ -102,35 +100,6 @@ def test_magnet_link_downloads_with_libtorrent(
     assert sha256(path.read_bytes()) == sha256(data)
 
 
-def run_until_file(cmd: list[str], target: Path, data: bytes, log: Path, cwd: Path) -> None:
-    """Run a download client until `target` holds exactly `data`, then stop its group."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if (
-                target.exists()
-                and target.stat().st_size == len(data)
-                and sha256(target.read_bytes()) == sha256(data)
-            ):
-                return
-            if proc.poll() is not None and proc.returncode != 0:
-                break
-            time.sleep(0.3)
-        raise AssertionError(f"{cmd[0]} did not download the file: {log.read_text()[-2000:]}")
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 @pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c not installed")
 def test_aria2_downloads_from_the_seeder_alone(
     server: LiveServer, s3: Any, bucket: str, tmp_path: Path
@@ -188,37 +157,8 @@ def test_transmission_downloads_from_the_seeder_alone(tmp_path: Path) -> None:
         s3.create_bucket(Bucket="transmission")
         data, torrent = publish(s3, srv.endpoint, "transmission", "tr.bin", 3 * MiB + 11)
         (tmp_path / "t.torrent").write_bytes(torrent)
-        out = tmp_path / "out"
-        out.mkdir()
-        config = tmp_path / "tr-config"
-        config.mkdir()
-        settings = {
-            "dht-enabled": False,
-            "lpd-enabled": False,
-            "pex-enabled": False,
-            "utp-enabled": False,
-            "rpc-enabled": False,
-            "port-forwarding-enabled": False,
-        }
-        (config / "settings.json").write_text(json.dumps(settings))
-        run_until_file(
-            [
-                "transmission-cli",
-                "--no-portmap",
-                "--no-uplimit",
-                "--no-downlimit",
-                "-p",
-                str(free_port()),
-                "-g",
-                str(config),
-                "-w",
-                str(out),
-                str(tmp_path / "t.torrent"),
-            ],
-            out / "tr.bin",
-            data,
-            tmp_path / "transmission.log",
-            tmp_path,
+        transmission_download(
+            tmp_path / "t.torrent", tmp_path / "out", "tr.bin", data, tmp_path, free_port()
         )
     finally:
         srv.stop()

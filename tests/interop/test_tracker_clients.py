@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
-import signal
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +24,7 @@ import pytest
 from fastbencode import bdecode, bencode
 
 from tests.conftest import LiveServer, free_port, make_client, start_server
+from tests.seeding import run_until_file, transmission_download
 
 lt = pytest.importorskip("libtorrent")
 
@@ -176,37 +174,6 @@ def uploaded(handle: Any) -> int:
     return int(handle.status().total_payload_upload)
 
 
-def run_until_file(
-    cmd: list[str], target: Path, data: bytes, log: Path, cwd: Path | None = None
-) -> None:
-    """Run a download client until `target` holds exactly `data`, then stop its group."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
-        )
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            if (
-                target.exists()
-                and target.stat().st_size == len(data)
-                and hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(data).digest()
-            ):
-                return
-            if proc.poll() is not None and proc.returncode != 0:
-                break
-            time.sleep(0.3)
-        raise AssertionError(f"{cmd[0]} did not download the file: {log.read_text()[-2000:]}")
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 # ---- tests ----
 
 
@@ -269,37 +236,8 @@ def test_transmission_downloads_from_libtorrent_via_our_tracker(
     (tmp_path / "t.torrent").write_bytes(stripped)
     with seeding_libtorrent(stripped, data, tmp_path, announce_ip=ip) as a:
         tracker_saw(a, "client A's announce to be accepted")
-        out = tmp_path / "b"
-        out.mkdir()
-        config = tmp_path / "tr-config"
-        config.mkdir()
-        settings = {
-            "dht-enabled": False,
-            "lpd-enabled": False,
-            "pex-enabled": False,
-            "utp-enabled": False,
-            "rpc-enabled": False,
-            "port-forwarding-enabled": False,
-        }
-        (config / "settings.json").write_text(json.dumps(settings))
-        run_until_file(
-            [
-                "transmission-cli",
-                "--no-portmap",
-                "--no-uplimit",
-                "--no-downlimit",
-                "-p",
-                str(free_port()),
-                "-g",
-                str(config),
-                "-w",
-                str(out),
-                str(tmp_path / "t.torrent"),
-            ],
-            out / "payload.bin",
-            data,
-            tmp_path / "transmission.log",
-            cwd=tmp_path,
+        transmission_download(
+            tmp_path / "t.torrent", tmp_path / "b", "payload.bin", data, tmp_path, free_port()
         )
         wait_for(lambda: uploaded(a) >= len(data), "client A's upload counter", 10)
 
