@@ -54,10 +54,16 @@ class LiveServer:
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "s3torrent.cli", "serve",
-                "--data-dir", str(self.data_dir),
-                "--listen", f"127.0.0.1:{self.port}",
-                "--peer-listen", f"127.0.0.1:{self.peer_port}",
+                sys.executable,
+                "-m",
+                "s3torrent.cli",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--peer-listen",
+                f"127.0.0.1:{self.peer_port}",
                 *self.extra_args,
             ],
             stdout=log,
@@ -104,8 +110,12 @@ class LiveServer:
             capture_output=True,
             text=True,
             timeout=60,
-            env={**os.environ, **self.env, "S3TORRENT_ROOT_ACCESS_KEY": ROOT_AK,
-                 "S3TORRENT_ROOT_SECRET_KEY": ROOT_SK},
+            env={
+                **os.environ,
+                **self.env,
+                "S3TORRENT_ROOT_ACCESS_KEY": ROOT_AK,
+                "S3TORRENT_ROOT_SECRET_KEY": ROOT_SK,
+            },
         )
 
 
@@ -133,8 +143,13 @@ _pg_databases = [0]
 def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> LiveServer:
     data = tmp / "data"
     data.mkdir(parents=True, exist_ok=True)
-    srv = LiveServer(data_dir=data, port=free_port(), peer_port=free_port(),
-                     extra_args=list(extra), env={**metadata_env(), **(env or {})})
+    srv = LiveServer(
+        data_dir=data,
+        port=free_port(),
+        peer_port=free_port(),
+        extra_args=list(extra),
+        env={**metadata_env(), **(env or {})},
+    )
     srv.start()
     return srv
 
