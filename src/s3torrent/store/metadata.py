@@ -351,12 +351,19 @@ def insert_if_absent(conn: Connection, table: sa.Table, row: dict[str, Any]) -> 
     if dialect in ("sqlite", "postgresql"):
         from sqlalchemy.dialects import postgresql, sqlite
 
-        stmt: Any = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
-        # RETURNING, not rowcount: drivers report -1 for some INSERT forms.
-        stmt = stmt.values(**row).on_conflict_do_nothing().returning(*table.primary_key.columns)
-        return conn.execute(stmt).first() is not None
-    conn.execute(table.insert().values(**row))
+        stmt = _INSERT_IF_ABSENT.get((dialect, table.name))
+        if stmt is None:
+            base: Any = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
+            # RETURNING, not rowcount: drivers report -1 for some INSERT forms.
+            stmt = base.on_conflict_do_nothing().returning(*table.primary_key.columns)
+            _INSERT_IF_ABSENT[(dialect, table.name)] = stmt
+        # Values as parameters, not .values(): one statement object, compiled once.
+        return conn.execute(stmt, row).first() is not None
+    conn.execute(table.insert(), row)
     return True
+
+
+_INSERT_IF_ABSENT: dict[tuple[str, str], Any] = {}
 
 
 def _replace_row(
@@ -381,6 +388,18 @@ def _replace_row(
             return old[0]
         if insert_if_absent(conn, table, row):
             return None
+
+
+# The object write path's statements, built once (see _replace_row for the protocol).
+_LOCK_OBJECT = (
+    sa.select(objects.c.version_id)
+    .where(objects.c.bucket == sa.bindparam("w_bucket"), objects.c.key == sa.bindparam("w_key"))
+    .with_for_update()
+)
+_UPDATE_OBJECT = objects.update().where(
+    objects.c.bucket == sa.bindparam("w_bucket"), objects.c.key == sa.bindparam("w_key")
+)
+_DELETE_TORRENT = torrents.delete().where(torrents.c.version_id == sa.bindparam("w_vid"))
 
 
 # ---- queries (each takes a Connection; callers own transactions) ----
@@ -428,11 +447,16 @@ def bucket_has_objects(conn: Connection, bucket: str) -> bool:
 
 def upsert_object(conn: Connection, obj: ObjectVersion) -> str | None:
     """Make obj the current version of its key; return the replaced version id, if any."""
-    where = (objects.c.bucket == obj.bucket, objects.c.key == obj.key.encode("utf-8"))
-    old = _replace_row(conn, objects, where, obj.to_row(), objects.c.version_id)
-    if old is not None:
-        conn.execute(torrents.delete().where(torrents.c.version_id == old))
-    return str(old) if old is not None else None
+    row = obj.to_row()
+    at = {"w_bucket": obj.bucket, "w_key": row["key"]}
+    while True:
+        old = conn.execute(_LOCK_OBJECT, at).first()
+        if old is not None:
+            conn.execute(_UPDATE_OBJECT, {**at, **row})
+            conn.execute(_DELETE_TORRENT, {"w_vid": old[0]})
+            return str(old[0])
+        if insert_if_absent(conn, objects, row):
+            return None
 
 
 def delete_object(conn: Connection, bucket: str, key: str) -> str | None:

@@ -206,22 +206,28 @@ class TorrentCatalog:
 
 def store_hashes(conn: Connection, info: TorrentInfo) -> None:
     h = info.hashes
-    conn.execute(md.torrents.delete().where(md.torrents.c.version_id == info.version_id))
+    conn.execute(_DELETE_HASHES, {"vid": info.version_id})
     ids = info.info_hash
     conn.execute(
-        md.torrents.insert().values(
-            version_id=info.version_id,
-            state=READY,
-            piece_length=h.piece_length,
-            pieces_v1=h.pieces_v1,
-            pieces_root=h.pieces_root,
-            piece_layer=h.piece_layer,
-            updated_at=time.time(),
-            format=info.fmt,
-            swarm_v1=ids.v1,
-            swarm_v2=ids.v2_truncated,
-        )
+        _INSERT_HASHES,
+        {
+            "version_id": info.version_id,
+            "state": READY,
+            "piece_length": h.piece_length,
+            "pieces_v1": h.pieces_v1,
+            "pieces_root": h.pieces_root,
+            "piece_layer": h.piece_layer,
+            "updated_at": time.time(),
+            "format": info.fmt,
+            "swarm_v1": ids.v1,
+            "swarm_v2": ids.v2_truncated,
+        },
     )
+
+
+# Built once: this runs in the commit of every PUT.
+_DELETE_HASHES = md.torrents.delete().where(md.torrents.c.version_id == sa.bindparam("vid"))
+_INSERT_HASHES = md.torrents.insert()
 
 
 def load_hashes(conn: Connection, obj: md.ObjectVersion) -> PieceHashes | None:
