@@ -134,8 +134,10 @@ def test_rehash_objects_stored_while_torrents_were_disabled(tmp_path: Path) -> N
     finally:
         srv.stop()
 
-    # The same data dir with torrents enabled serves what the CLI computed.
-    srv = start_server(tmp_path)
+    # The same data dir (and metadata database) with torrents enabled serves what the CLI
+    # computed.
+    same_db = {k: v for k, v in srv.env.items() if k == "S3TORRENT_METADATA_URL"}
+    srv = start_server(tmp_path, env=same_db)
     try:
         for (b, k), data in objects.items():
             status, torrent = fetch(torrent_url(srv, b, k))
