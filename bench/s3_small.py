@@ -191,9 +191,16 @@ def wrk_load(
     return Load(ok, bad, sum(errs), micros / 1e6, str(firstbad) if firstbad else "")
 
 
-def asyncio_load(port: int, method: str, paths: Path, body: Path | None, seconds: int) -> Load:
+def asyncio_load(
+    port: int,
+    method: str,
+    paths: Path,
+    body: Path | None,
+    seconds: int,
+    connections: int = CONNECTIONS,
+) -> Load:
     cmd = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--method", method,
-           "--paths", str(paths), "--connections", str(CONNECTIONS),
+           "--paths", str(paths), "--connections", str(connections),
            "--duration", str(seconds)]  # fmt: skip
     if body:
         cmd += ["--body", str(body)]

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import os
 import re
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +42,7 @@ from bench.harness import (
     run_bounded,
 )
 from bench.s3_large import MB, curl_get, make_file
-from bench.s3_small import WRK_SCRIPT, Counts, Load
+from bench.s3_small import WRK_SCRIPT, Counts, Load, asyncio_load
 from bench.servers import S3Endpoint, with_log
 
 TITLE = "Scale-out: two nodes on shared engines, deep listings"
@@ -269,23 +267,7 @@ def wrk_load(
 
 
 def loadgen_load(s: Stream, method: str, body: Path | None, connections: int, seconds: int) -> Load:
-    cmd = [sys.executable, "-m", "bench.loadgen", "--port", str(s.port), "--method", method,
-           "--paths", str(s.paths), "--connections", str(connections),
-           "--duration", str(seconds)]  # fmt: skip
-    if body:
-        cmd += ["--body", str(body)]
-    out = run_bounded(cmd, timeout=seconds + 60, cwd=Path(__file__).resolve().parent.parent)
-    if out.returncode != 0:
-        raise RuntimeError(f"loadgen rc={out.returncode}: {out.stderr.strip()[-300:]}")
-    r = json.loads(out.stdout)
-    statuses: dict[str, int] = r["statuses"]
-    return Load(
-        int(r["ok"]),
-        int(r["non_2xx"]),
-        sum(r["errors"].values()),
-        float(r["seconds"]),
-        next(iter(statuses), ""),
-    )
+    return asyncio_load(s.port, method, s.paths, body, seconds, connections=connections)
 
 
 LoadFn = Callable[[Stream, str, Path | None, int], Load]
