@@ -268,3 +268,31 @@ def transmission_download(
         workdir / "transmission.log",
         cwd=workdir,
     )
+
+
+def aria2_download(
+    torrent: Path, out: Path, name: str, data: bytes, workdir: Path, port: int
+) -> None:
+    """aria2c downloads `torrent` into `out` (DHT, LPD, PEX off; no seeding afterwards) until
+    `out/name` holds exactly `data`."""
+    out.mkdir(exist_ok=True)
+    run_until_file(
+        [
+            "aria2c",
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--seed-time=0",
+            "--check-integrity=true",
+            f"--listen-port={port}",
+            f"--dir={out}",
+            "--console-log-level=warn",
+            "--summary-interval=0",
+            str(torrent),
+        ],
+        out / name,
+        data,
+        workdir / "aria2.log",
+        cwd=workdir,
+    )

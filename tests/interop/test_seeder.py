@@ -22,13 +22,13 @@ from fastbencode import bdecode  # type: ignore[attr-defined]
 from tests.conftest import LiveServer, free_port, make_client, start_server
 from tests.seeding import (
     RawPeer,
+    aria2_download,
     fetch_torrent,
     info_hash_v1,
     lt_add,
     lt_download,
     lt_session,
     put_public,
-    run_until_file,
     seeder_stats,
     sha256,
     transmission_download,
@@ -106,27 +106,8 @@ def test_aria2_downloads_from_the_seeder_alone(
 ) -> None:
     data, torrent = publish(s3, server.endpoint, bucket, "aria.bin", 5 * MiB + 3)
     (tmp_path / "t.torrent").write_bytes(torrent)
-    out = tmp_path / "out"
-    out.mkdir()
-    run_until_file(
-        [
-            "aria2c",
-            "--enable-dht=false",
-            "--enable-dht6=false",
-            "--bt-enable-lpd=false",
-            "--enable-peer-exchange=false",
-            "--seed-time=0",
-            "--check-integrity=true",
-            f"--listen-port={free_port()}",
-            f"--dir={out}",
-            "--console-log-level=warn",
-            "--summary-interval=0",
-            str(tmp_path / "t.torrent"),
-        ],
-        out / "aria.bin",
-        data,
-        tmp_path / "aria2.log",
-        tmp_path,
+    aria2_download(
+        tmp_path / "t.torrent", tmp_path / "out", "aria.bin", data, tmp_path, free_port()
     )
 
 

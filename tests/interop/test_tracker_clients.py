@@ -24,7 +24,7 @@ import pytest
 from fastbencode import bdecode, bencode
 
 from tests.conftest import LiveServer, free_port, make_client, start_server
-from tests.seeding import run_until_file, transmission_download
+from tests.seeding import aria2_download, transmission_download
 
 lt = pytest.importorskip("libtorrent")
 
@@ -198,26 +198,8 @@ def test_aria2_downloads_from_libtorrent_via_our_tracker(
     (tmp_path / "t.torrent").write_bytes(stripped)
     with seeding_libtorrent(stripped, data, tmp_path) as a:
         tracker_saw(a, "client A's announce to be accepted")
-        out = tmp_path / "b"
-        out.mkdir()
-        run_until_file(
-            [
-                "aria2c",
-                "--enable-dht=false",
-                "--enable-dht6=false",
-                "--bt-enable-lpd=false",
-                "--enable-peer-exchange=false",
-                "--seed-time=0",
-                "--check-integrity=true",
-                f"--listen-port={free_port()}",
-                f"--dir={out}",
-                "--console-log-level=warn",
-                "--summary-interval=0",
-                str(tmp_path / "t.torrent"),
-            ],
-            out / "payload.bin",
-            data,
-            tmp_path / "aria2.log",
+        aria2_download(
+            tmp_path / "t.torrent", tmp_path / "b", "payload.bin", data, tmp_path, free_port()
         )
         wait_for(lambda: uploaded(a) >= len(data), "client A's upload counter", 10)
 
