@@ -14,7 +14,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from s3torrent.access import ANONYMOUS
@@ -23,7 +22,13 @@ from s3torrent.events import AccessChanged, Event, ObjectDeleted, ObjectWritten,
 from s3torrent.s3 import authz
 from s3torrent.store import metadata as md
 from s3torrent.store.database import Database
-from s3torrent.torrent.catalog import TorrentCatalog, TorrentInfo, find_by_swarm_id, load_hashes
+from s3torrent.torrent.catalog import (
+    TorrentCatalog,
+    TorrentInfo,
+    find_by_swarm_id,
+    load_hashes,
+    lookup_hashes,
+)
 from s3torrent.tracker.protocol import AnnounceRequest, ScrapeStats
 from s3torrent.tracker.registry import (
     AnnounceFailure,
@@ -175,12 +180,23 @@ class PublicTorrents:
 
     # ---- publication ----
 
+    async def _object(self, bucket: str, key: str) -> md.ObjectVersion | None:
+        return await self.db.lookup(
+            lambda p: p.object(bucket, key), lambda c: md.get_object(c, bucket, key)
+        )
+
+    async def _version(self, version_id: str) -> md.ObjectVersion | None:
+        return await self.db.lookup(
+            lambda p: p.object_by_version(version_id),
+            lambda c: md.get_object_by_version(c, version_id),
+        )
+
     async def consider_key(self, bucket: str, key: str) -> TorrentInfo | None:
-        obj = await self.db.read(lambda c: md.get_object(c, bucket, key))
+        obj = await self._object(bucket, key)
         return await self.consider(obj) if obj is not None else None
 
     async def consider_version(self, version_id: str) -> TorrentInfo | None:
-        obj = await self.db.read(lambda c: md.get_object_by_version(c, version_id))
+        obj = await self._version(version_id)
         return await self.consider(obj) if obj is not None else None
 
     async def consider(self, obj: md.ObjectVersion) -> TorrentInfo | None:
@@ -192,7 +208,7 @@ class PublicTorrents:
                 return info
             # Revoked while we decided: undo and decide again on fresh data.
             self.revoke(obj.version_id)
-            fresh = await self.db.read(partial(md.get_object_by_version, version_id=obj.version_id))
+            fresh = await self._version(obj.version_id)
             if fresh is None:
                 return None
             obj = fresh
@@ -203,16 +219,20 @@ class PublicTorrents:
         known = self.by_version.get(obj.version_id)
         if known is not None:
             return known
-        bucket = await self.db.read(lambda c: md.get_bucket(c, obj.bucket))
+        bucket = await self.db.lookup(
+            lambda p: p.bucket(obj.bucket), lambda c: md.get_bucket(c, obj.bucket)
+        )
         if bucket is None or torrent_refusal(self.settings, bucket, obj) or obj.size == 0:
             return None
         if not anonymously_readable(bucket, obj):
             return None
-        hashes = await self.db.read(lambda c: load_hashes(c, obj))
+        hashes = await self.db.lookup(
+            lambda p: lookup_hashes(p, obj), lambda c: load_hashes(c, obj)
+        )
         if hashes is None or not self.catalog.has_hashes_for_format(hashes):
             return None
         # Re-check currency after the awaits: a revocation may have raced us.
-        current = await self.db.read(lambda c: md.get_object(c, obj.bucket, obj.key))
+        current = await self._object(obj.bucket, obj.key)
         if current is None or current.version_id != obj.version_id:
             return None
         info = self.catalog.info_for(obj, hashes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from s3torrent.store import metadata as md
+from s3torrent.store.loop_writer import LoopWriter
 
 T = TypeVar("T")
 
@@ -35,9 +37,23 @@ def _transient(exc: BaseException) -> bool:
 class Database:
     """The metadata database as the asyncio code sees it."""
 
-    def __init__(self, url: str, *, max_batch: int = 256, read_threads: int = 4) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_batch: int = 256,
+        read_threads: int = 4,
+        loop_writes: bool = True,
+    ) -> None:
         self.engine = md.create_engine(url)
         md.create_schema(self.engine)
+        # Point lookups of the request path on the caller's thread (SQLite files only).
+        self.point_reads = md.point_reads_for(self.engine)
+        # SQLite files: writes from the event loop are group-committed on the loop itself
+        # (see loop_writer.py); the writer thread serves everyone else.
+        self._loop_writes = loop_writes and self.point_reads is not None
+        self._loop_writer: LoopWriter | None = None
+        self._closed = False
         self._max_batch = max_batch
         self._readers = concurrent.futures.ThreadPoolExecutor(
             max_workers=read_threads, thread_name_prefix="db-read"
@@ -52,6 +68,18 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._run_read, fn)
 
+    async def lookup(
+        self, fast: Callable[[md.PointReads], T], slow: Callable[[Connection], T]
+    ) -> T:
+        """A point read: on the calling thread where the engine allows it (a SQLite file),
+        else (or while SQLite is busy) on the reader pool."""
+        if self.point_reads is not None:
+            try:
+                return fast(self.point_reads)
+            except sqlite3.OperationalError:
+                pass
+        return await self.read(slow)
+
     def read_sync(self, fn: Callable[[Connection], T]) -> T:
         return self._run_read(fn)
 
@@ -63,14 +91,24 @@ class Database:
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run fn in the next group commit; returns once its transaction is durable."""
-        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((fn, fut))
-        return await asyncio.wrap_future(fut)
+        if self._loop_writes:
+            loop = asyncio.get_running_loop()
+            if self._loop_writer is None and not self._closed:
+                self._loop_writer = LoopWriter(
+                    self.engine, loop, self._enqueue, max_batch=self._max_batch
+                )
+            if self._loop_writer is not None and self._loop_writer.loop is loop:
+                return await self._loop_writer.submit(fn)
+        return await asyncio.wrap_future(self._enqueue(fn))
 
     def write_sync(self, fn: Callable[[Connection], T]) -> T:
+        return self._enqueue(fn).result()
+
+    def _enqueue(self, fn: Callable[[Connection], T]) -> concurrent.futures.Future[T]:
+        """Queue fn for the writer thread's next group commit."""
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._queue.put((fn, fut))
-        return fut.result()
+        return fut
 
     def _write_loop(self) -> None:
         while True:
@@ -141,9 +179,14 @@ class Database:
             self._commit_batch(retry, attempt + 1)
 
     def close(self) -> None:
+        self._closed = True
+        if self._loop_writer is not None:
+            self._loop_writer.close()
         self._queue.put(_STOP)
         self._writer.join(timeout=30)
         self._readers.shutdown(wait=True)
+        if self.point_reads is not None:
+            self.point_reads.close()
         self.engine.dispose()
 
     def scalar_sync(self, stmt: sa.Executable) -> Any:

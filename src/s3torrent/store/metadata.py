@@ -7,7 +7,9 @@ keys in UTF-8 binary order) without depending on a collation.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,7 +236,10 @@ class ObjectVersion:
 
     @classmethod
     def from_row(cls, row: Any) -> ObjectVersion:
-        m = row._mapping
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any]) -> ObjectVersion:
         return cls(
             bucket=m["bucket"],
             key=bytes(m["key"]).decode("utf-8"),
@@ -266,7 +271,10 @@ class Bucket:
 
     @classmethod
     def from_row(cls, row: Any) -> Bucket:
-        m = row._mapping
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any]) -> Bucket:
         return cls(
             name=m["name"],
             owner_id=m["owner_id"],
@@ -355,15 +363,15 @@ def insert_if_absent(conn: Connection, table: sa.Table, row: dict[str, Any]) -> 
         if stmt is None:
             base: Any = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
             # RETURNING, not rowcount: drivers report -1 for some INSERT forms.
-            stmt = base.on_conflict_do_nothing().returning(*table.primary_key.columns)
+            stmt = Prepared(base.on_conflict_do_nothing().returning(*table.primary_key.columns))
             _INSERT_IF_ABSENT[(dialect, table.name)] = stmt
         # Values as parameters, not .values(): one statement object, compiled once.
-        return conn.execute(stmt, row).first() is not None
+        return stmt.run(conn, row).fetchone() is not None
     conn.execute(table.insert(), row)
     return True
 
 
-_INSERT_IF_ABSENT: dict[tuple[str, str], Any] = {}
+_INSERT_IF_ABSENT: dict[tuple[str, str], Prepared] = {}
 
 
 def _replace_row(
@@ -390,16 +398,74 @@ def _replace_row(
             return None
 
 
+class Prepared:
+    """A statement built once for the hot paths, run on SQLite's DBAPI connection directly.
+
+    On SQLite, SQLAlchemy's per-execution work (cache lookup, parameter and result
+    processing) costs several times what a primary-key statement itself costs, and the
+    write path's statements all run in the single writer thread. The columns involved are
+    plain (text, integers, floats, bytes), so nothing is lost by skipping SQLAlchemy's type
+    processing. Other engines run the statement through SQLAlchemy as usual.
+    """
+
+    __slots__ = ("columns", "defaults", "order", "sql", "stmt")
+
+    def __init__(self, stmt: sa.Executable) -> None:
+        from sqlalchemy.dialects import sqlite
+
+        self.stmt = stmt
+        compiled = stmt.compile(dialect=sqlite.dialect())  # type: ignore[attr-defined]
+        self.sql = str(compiled)
+        self.order = tuple(compiled.positiontup or ())
+        selected = getattr(stmt, "selected_columns", None)
+        returning = getattr(stmt, "_returning", ())
+        self.columns = tuple(c.name for c in (selected if selected is not None else returning))
+        # An INSERT compiled without values names every column: what a row leaves out gets
+        # the column's default (or NULL), as SQLAlchemy would give it.
+        # Literal values in the statement are bound parameters too: they travel with it.
+        self.defaults: dict[str, Any] = {
+            name: bind.effective_value
+            for name, bind in compiled.binds.items()
+            if not bind.required and name in self.order
+        }
+        if isinstance(stmt, sa.Insert):
+            for col in stmt.table.columns:  # type: ignore[attr-defined]
+                default = col.default
+                if default is not None and getattr(default, "is_scalar", False):
+                    self.defaults.setdefault(col.name, getattr(default, "arg", None))
+                elif default is None and col.nullable:
+                    self.defaults.setdefault(col.name, None)
+
+    def params(self, values: Mapping[str, Any]) -> list[Any]:
+        if not self.defaults:
+            return [values[name] for name in self.order]
+        d = self.defaults
+        return [values[n] if n in values else d[n] for n in self.order]
+
+    def run(self, conn: Connection, values: Mapping[str, Any]) -> Any:
+        """A cursor (fetchone, fetchall, rowcount; rows index like tuples)."""
+        if conn.dialect.name == "sqlite":
+            dbapi: Any = conn.connection.driver_connection
+            return dbapi.execute(self.sql, self.params(values))
+        return conn.execute(self.stmt, values)
+
+    def first(self, conn: Connection, values: Mapping[str, Any]) -> dict[str, Any] | None:
+        row = self.run(conn, values).fetchone()
+        return dict(zip(self.columns, row, strict=True)) if row is not None else None
+
+
 # The object write path's statements, built once (see _replace_row for the protocol).
-_LOCK_OBJECT = (
-    sa.select(objects.c.version_id)
+_LOCK_OBJECT = Prepared(
+    sa.select(objects.c.version_id, objects.c.inline_data.is_(None).label("has_blob"))
     .where(objects.c.bucket == sa.bindparam("w_bucket"), objects.c.key == sa.bindparam("w_key"))
     .with_for_update()
 )
-_UPDATE_OBJECT = objects.update().where(
-    objects.c.bucket == sa.bindparam("w_bucket"), objects.c.key == sa.bindparam("w_key")
+_UPDATE_OBJECT = Prepared(
+    objects.update().where(
+        objects.c.bucket == sa.bindparam("w_bucket"), objects.c.key == sa.bindparam("w_key")
+    )
 )
-_DELETE_TORRENT = torrents.delete().where(torrents.c.version_id == sa.bindparam("w_vid"))
+_DELETE_TORRENT = Prepared(torrents.delete().where(torrents.c.version_id == sa.bindparam("w_vid")))
 
 
 # ---- queries (each takes a Connection; callers own transactions) ----
@@ -407,16 +473,80 @@ _DELETE_TORRENT = torrents.delete().where(torrents.c.version_id == sa.bindparam(
 
 # The hot lookups of every request, built once: constructing a statement costs several times
 # what SQLite takes to answer it.
-_BUCKET_BY_NAME = sa.select(buckets).where(buckets.c.name == sa.bindparam("name"))
-_OBJECT_BY_KEY = sa.select(objects).where(
-    objects.c.bucket == sa.bindparam("bucket"), objects.c.key == sa.bindparam("key")
+_BUCKET_BY_NAME = Prepared(sa.select(buckets).where(buckets.c.name == sa.bindparam("name")))
+_OBJECT_BY_KEY = Prepared(
+    sa.select(objects).where(
+        objects.c.bucket == sa.bindparam("bucket"), objects.c.key == sa.bindparam("key")
+    )
 )
-_OBJECT_BY_VERSION = sa.select(objects).where(objects.c.version_id == sa.bindparam("vid"))
+_OBJECT_BY_VERSION = Prepared(sa.select(objects).where(objects.c.version_id == sa.bindparam("vid")))
+
+
+class PointReads:
+    """The request path's hottest lookups as plain DBAPI statements on SQLite.
+
+    Every GET and HEAD needs its bucket row and its object row. A primary-key lookup in
+    SQLite's page cache takes microseconds; handing it to a worker thread costs far more (a
+    hop each way, and the GIL contended by the loop and the pool). So these run on the
+    calling thread (the event loop's), each on its own read-only connection per thread. WAL
+    readers never wait for the writer; on the rare SQLITE_BUSY (recovery, a truncating
+    checkpoint) the call raises ``sqlite3.OperationalError`` at once, and the caller falls
+    back to the thread pool, which waits.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self._path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def first(self, stmt: Prepared, values: Mapping[str, Any]) -> dict[str, Any] | None:
+        row = self._connection().execute(stmt.sql, stmt.params(values)).fetchone()
+        return dict(zip(stmt.columns, row, strict=True)) if row is not None else None
+
+    def bucket(self, name: str) -> Bucket | None:
+        m = self.first(_BUCKET_BY_NAME, {"name": name})
+        return Bucket.from_mapping(m) if m is not None else None
+
+    def object(self, bucket: str, key: str) -> ObjectVersion | None:
+        m = self.first(_OBJECT_BY_KEY, {"bucket": bucket, "key": key.encode("utf-8")})
+        return ObjectVersion.from_mapping(m) if m is not None else None
+
+    def object_by_version(self, version_id: str) -> ObjectVersion | None:
+        m = self.first(_OBJECT_BY_VERSION, {"vid": version_id})
+        return ObjectVersion.from_mapping(m) if m is not None else None
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+
+
+def point_reads_for(engine: sa.Engine) -> PointReads | None:
+    """PointReads on a file-backed SQLite database; None elsewhere (a network hop is better
+    spent on a thread)."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return PointReads(url.database)
 
 
 def get_bucket(conn: Connection, name: str) -> Bucket | None:
-    row = conn.execute(_BUCKET_BY_NAME, {"name": name}).first()
-    return Bucket.from_row(row) if row else None
+    m = _BUCKET_BY_NAME.first(conn, {"name": name})
+    return Bucket.from_mapping(m) if m is not None else None
 
 
 def list_buckets(conn: Connection, owner_id: str | None) -> list[Bucket]:
@@ -427,13 +557,13 @@ def list_buckets(conn: Connection, owner_id: str | None) -> list[Bucket]:
 
 
 def get_object(conn: Connection, bucket: str, key: str) -> ObjectVersion | None:
-    row = conn.execute(_OBJECT_BY_KEY, {"bucket": bucket, "key": key.encode("utf-8")}).first()
-    return ObjectVersion.from_row(row) if row else None
+    m = _OBJECT_BY_KEY.first(conn, {"bucket": bucket, "key": key.encode("utf-8")})
+    return ObjectVersion.from_mapping(m) if m is not None else None
 
 
 def get_object_by_version(conn: Connection, version_id: str) -> ObjectVersion | None:
-    row = conn.execute(_OBJECT_BY_VERSION, {"vid": version_id}).first()
-    return ObjectVersion.from_row(row) if row else None
+    m = _OBJECT_BY_VERSION.first(conn, {"vid": version_id})
+    return ObjectVersion.from_mapping(m) if m is not None else None
 
 
 def bucket_has_objects(conn: Connection, bucket: str) -> bool:
@@ -445,33 +575,41 @@ def bucket_has_objects(conn: Connection, bucket: str) -> bool:
     )
 
 
-def upsert_object(conn: Connection, obj: ObjectVersion) -> str | None:
-    """Make obj the current version of its key; return the replaced version id, if any."""
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    """The version a write replaced or a delete removed."""
+
+    version_id: str
+    has_blob: bool  # False when its bytes lived in its row (nothing to delete after)
+
+
+def upsert_object(conn: Connection, obj: ObjectVersion) -> Replaced | None:
+    """Make obj the current version of its key; return the version it replaced, if any."""
     row = obj.to_row()
     at = {"w_bucket": obj.bucket, "w_key": row["key"]}
     while True:
-        old = conn.execute(_LOCK_OBJECT, at).first()
+        old = _LOCK_OBJECT.run(conn, at).fetchone()
         if old is not None:
-            conn.execute(_UPDATE_OBJECT, {**at, **row})
-            conn.execute(_DELETE_TORRENT, {"w_vid": old[0]})
-            return str(old[0])
+            _UPDATE_OBJECT.run(conn, {**at, **row})
+            _DELETE_TORRENT.run(conn, {"w_vid": old[0]})
+            return Replaced(str(old[0]), bool(old[1]))
         if insert_if_absent(conn, objects, row):
             return None
 
 
-def delete_object(conn: Connection, bucket: str, key: str) -> str | None:
-    """Delete the current version of a key; return its version id, if there was one."""
+def delete_object(conn: Connection, bucket: str, key: str) -> Replaced | None:
+    """Delete the current version of a key; return it, if there was one."""
     k = key.encode("utf-8")
     # One statement: of two nodes deleting the same key, exactly one learns the version id.
     old = conn.execute(
         objects.delete()
         .where(objects.c.bucket == bucket, objects.c.key == k)
-        .returning(objects.c.version_id)
+        .returning(objects.c.version_id, objects.c.inline_data.is_(None))
     ).first()
     if old is None:
         return None
     conn.execute(torrents.delete().where(torrents.c.version_id == old[0]))
-    return str(old[0])
+    return Replaced(str(old[0]), bool(old[1]))
 
 
 def iter_keys_from(

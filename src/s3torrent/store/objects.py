@@ -74,23 +74,31 @@ class ObjectStore:
     # ---- reads ----
 
     async def get(self, bucket: str, key: str) -> md.ObjectVersion | None:
-        return await self.db.read(lambda c: md.get_object(c, bucket, key))
+        return await self.db.lookup(
+            lambda p: p.object(bucket, key), lambda c: md.get_object(c, bucket, key)
+        )
 
     async def get_bucket(self, name: str) -> md.Bucket | None:
-        return await self.db.read(lambda c: md.get_bucket(c, name))
+        return await self.db.lookup(lambda p: p.bucket(name), lambda c: md.get_bucket(c, name))
 
     async def get_bucket_and_object(
         self, bucket: str, key: str | None
     ) -> tuple[md.Bucket | None, md.ObjectVersion | None]:
         """A bucket and (when key is given) its current object for key, in one read."""
 
-        def both(conn: Connection) -> tuple[md.Bucket | None, md.ObjectVersion | None]:
+        def slow(conn: Connection) -> tuple[md.Bucket | None, md.ObjectVersion | None]:
             b = md.get_bucket(conn, bucket)
             if b is None or key is None:
                 return b, None
             return b, md.get_object(conn, bucket, key)
 
-        return await self.db.read(both)
+        def fast(p: md.PointReads) -> tuple[md.Bucket | None, md.ObjectVersion | None]:
+            b = p.bucket(bucket)
+            if b is None or key is None:
+                return b, None
+            return b, p.object(bucket, key)
+
+        return await self.db.lookup(fast, slow)
 
     def read_range(self, obj: md.ObjectVersion, offset: int, length: int) -> bytes:
         """Bytes of an object version (blocking: call from a worker thread)."""
@@ -262,7 +270,7 @@ class ObjectStore:
     ) -> str | None:
         """The commit point: make obj current (plus extra rows in the same transaction)."""
 
-        def txn(conn: Connection) -> str | None:
+        def txn(conn: Connection) -> md.Replaced | None:
             if md.get_bucket(conn, obj.bucket) is None:
                 raise BucketVanished(obj.bucket)
             replaced = md.upsert_object(conn, obj)
@@ -273,21 +281,25 @@ class ObjectStore:
         try:
             replaced = await self.db.write(txn)
         except BucketVanished:
-            await asyncio.get_running_loop().run_in_executor(
-                self.executor, self.blobs.delete, obj.version_id
-            )
+            if obj.inline is None:
+                await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self.blobs.delete, obj.version_id
+                )
             raise
-        if replaced is not None:
-            self._delete_blob_later(replaced)
-        self.events.publish(ObjectWritten(obj.bucket, obj.key, obj.version_id, replaced, hashed))
-        return replaced
+        old_id = replaced.version_id if replaced is not None else None
+        if replaced is not None and replaced.has_blob:
+            self._delete_blob_later(replaced.version_id)
+        self.events.publish(ObjectWritten(obj.bucket, obj.key, obj.version_id, old_id, hashed))
+        return old_id
 
     async def delete(self, bucket: str, key: str) -> str | None:
         removed = await self.db.write(lambda c: md.delete_object(c, bucket, key))
-        if removed is not None:
-            self._delete_blob_later(removed)
-            self.events.publish(ObjectDeleted(bucket, key, removed))
-        return removed
+        if removed is None:
+            return None
+        if removed.has_blob:
+            self._delete_blob_later(removed.version_id)
+        self.events.publish(ObjectDeleted(bucket, key, removed.version_id))
+        return removed.version_id
 
     def _delete_blob_later(self, version_id: str) -> None:
         # Readers that looked the old version up a moment ago still open its blob; they

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, get_args
 from urllib.parse import quote, urlsplit
 
 import sqlalchemy as sa
@@ -136,8 +137,8 @@ class TorrentCatalog:
         return info
 
     def forget(self, version_id: str) -> None:
-        for ck in [k for k in self._cache if k[0] == version_id]:
-            del self._cache[ck]
+        for fmt in get_args(TorrentFormat):
+            self._cache.pop((version_id, fmt), None)
 
     def announce_url(self, base_url: str) -> str:
         return f"{base_url}/_tracker/announce"
@@ -206,10 +207,10 @@ class TorrentCatalog:
 
 def store_hashes(conn: Connection, info: TorrentInfo) -> None:
     h = info.hashes
-    conn.execute(_DELETE_HASHES, {"vid": info.version_id})
+    _DELETE_HASHES.run(conn, {"vid": info.version_id})
     ids = info.info_hash
-    conn.execute(
-        _INSERT_HASHES,
+    _INSERT_HASHES.run(
+        conn,
         {
             "version_id": info.version_id,
             "state": READY,
@@ -226,19 +227,31 @@ def store_hashes(conn: Connection, info: TorrentInfo) -> None:
 
 
 # Built once: this runs in the commit of every PUT.
-_DELETE_HASHES = md.torrents.delete().where(md.torrents.c.version_id == sa.bindparam("vid"))
-_INSERT_HASHES = md.torrents.insert()
+_DELETE_HASHES = md.Prepared(
+    md.torrents.delete().where(md.torrents.c.version_id == sa.bindparam("vid"))
+)
+_INSERT_HASHES = md.Prepared(md.torrents.insert())
+
+
+_READY_HASHES = md.Prepared(
+    sa.select(md.torrents).where(
+        md.torrents.c.version_id == sa.bindparam("vid"), md.torrents.c.state == READY
+    )
+)
 
 
 def load_hashes(conn: Connection, obj: md.ObjectVersion) -> PieceHashes | None:
-    row = conn.execute(
-        sa.select(md.torrents).where(
-            md.torrents.c.version_id == obj.version_id, md.torrents.c.state == READY
-        )
-    ).first()
-    if row is None:
+    return hashes_from(obj, _READY_HASHES.first(conn, {"vid": obj.version_id}))
+
+
+def lookup_hashes(reads: md.PointReads, obj: md.ObjectVersion) -> PieceHashes | None:
+    """load_hashes as a point read on the caller's thread (see Database.lookup)."""
+    return hashes_from(obj, reads.first(_READY_HASHES, {"vid": obj.version_id}))
+
+
+def hashes_from(obj: md.ObjectVersion, m: Mapping[str, Any] | None) -> PieceHashes | None:
+    if m is None:
         return None
-    m = row._mapping
     return PieceHashes(
         length=obj.size,
         piece_length=m["piece_length"],

@@ -1,0 +1,215 @@
+"""Group commit on the event loop's thread, for a SQLite file.
+
+SQLite statements on pages in memory take microseconds; what costs is handing each write to
+a writer thread and back: a future per caller, a wake-up per result, and a GIL handed to and
+fro around every statement (sqlite3 releases it for each step), which under load stalls the
+writer behind the busy loop for up to a switch interval each time. So on SQLite the writes
+themselves run here, on the loop, and only the COMMIT (the WAL write and its fsync, the part
+that waits for the disk) goes to a thread of its own.
+
+The protocol is the writer thread's (database.py): every write waiting when a batch starts
+runs in its own savepoint of one transaction, the transaction commits once, and each caller
+learns its own result only after the commit is durable. While a commit is in flight, new
+writes wait and form the next batch. If another process holds the write lock (BEGIN
+IMMEDIATE would have to wait), the batch goes to the writer thread, which may wait; the loop
+never does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# (write function, its caller's future)
+_Item = tuple[Callable[[Connection], Any], "asyncio.Future[Any]"]
+
+
+class LoopWriter:
+    """Group-committed writes on one loop, one connection, one commit thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        loop: asyncio.AbstractEventLoop,
+        fallback: Callable[[Callable[[Connection], Any]], concurrent.futures.Future[Any]],
+        *,
+        max_batch: int,
+    ) -> None:
+        self.loop = loop
+        self._engine = engine
+        self._fallback = fallback
+        self._max_batch = max_batch
+        self._pending: list[_Item] = []
+        self._busy = False
+        self._closed = False
+        self._conn: Connection | None = None
+        self._committer = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="db-commit"
+        )
+
+    def submit(self, fn: Callable[[Connection], T]) -> asyncio.Future[T]:
+        fut: asyncio.Future[T] = self.loop.create_future()
+        if self._closed:
+            self._hand_over([(fn, fut)])
+            return fut
+        self._pending.append((fn, fut))
+        if not self._busy:
+            self._busy = True
+            # Not now: writers arriving in this same turn of the loop join the batch.
+            self.loop.call_soon(self._start_batch)
+        return fut
+
+    # ---- one batch ----
+
+    def _connection(self) -> tuple[Connection, Any]:
+        if self._conn is None:
+            # No BEGIN from SQLAlchemy: this class issues BEGIN IMMEDIATE itself.
+            conn = self._engine.connect().execution_options(sqlite_begin="")
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            # Never wait for another process's write lock on the loop (see _start_batch).
+            driver.execute("PRAGMA busy_timeout=0")
+            self._conn = conn
+        return self._conn, self._conn.connection.driver_connection
+
+    def _start_batch(self) -> None:
+        batch = self._pending[: self._max_batch]
+        del self._pending[: self._max_batch]
+        batch = [(fn, fut) for fn, fut in batch if not fut.cancelled()]
+        if not batch:
+            self._next()
+            return
+        try:
+            conn, driver = self._connection()
+            driver.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            # Another process writes (the CLI, a second server on the file): let the
+            # writer thread wait for the lock instead of the loop.
+            self._reset()
+            self._hand_over(batch)
+            self._next()
+            return
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            for fn, fut in batch:
+                driver.execute("SAVEPOINT w")
+                try:
+                    value = fn(conn)
+                except Exception as exc:  # each caller gets its own failure
+                    driver.execute("ROLLBACK TO w")
+                    driver.execute("RELEASE w")
+                    results.append((fut, None, exc))
+                else:
+                    driver.execute("RELEASE w")
+                    results.append((fut, value, None))
+        except BaseException as exc:
+            # The transaction itself failed (disk, corruption): nobody's write happened.
+            self._rollback()
+            for _fn, fut in batch:
+                _fail(fut, exc)
+            self._next()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        committing = self.loop.run_in_executor(self._committer, _commit, driver)
+        committing.add_done_callback(lambda done: self._committed(done, results))
+
+    def _committed(
+        self,
+        done: asyncio.Future[None],
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
+    ) -> None:
+        exc = done.exception()
+        if exc is not None:
+            self._rollback()
+            for fut, _value, _failure in results:
+                _fail(fut, exc)
+        else:
+            assert self._conn is not None
+            self._conn.commit()  # SQLAlchemy's view: no transaction (nothing left to do)
+            for fut, value, failure in results:
+                if fut.done():
+                    continue
+                if failure is not None:
+                    fut.set_exception(failure)
+                else:
+                    fut.set_result(value)
+        self._next()
+
+    def _next(self) -> None:
+        if self._pending and not self._closed:
+            self.loop.call_soon(self._start_batch)
+        else:
+            self._busy = False
+            if self._closed and self._pending:
+                self._hand_over(self._pending)
+                self._pending = []
+
+    def _hand_over(self, batch: list[_Item]) -> None:
+        """Run these writes on the writer thread instead (it waits for the lock)."""
+        for fn, fut in batch:
+            if fut.done():
+                continue
+            wrapped = asyncio.wrap_future(self._fallback(fn), loop=self.loop)
+            wrapped.add_done_callback(lambda w, f=fut: _copy(w, f))  # type: ignore[misc]
+
+    def _rollback(self) -> None:
+        try:
+            if self._conn is not None:
+                driver = self._conn.connection.driver_connection
+                if driver is not None and driver.in_transaction:
+                    driver.execute("ROLLBACK")
+                self._conn.rollback()
+        except Exception:
+            log.exception("rollback failed; reconnecting")
+            self._reset()
+
+    def _reset(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.invalidate()
+                conn.close()
+            except Exception:
+                log.debug("closing the loop writer's connection failed", exc_info=True)
+
+    def close(self) -> None:
+        """Stop taking batches; what is still queued goes to the writer thread."""
+        self._closed = True
+        if not self._busy and self._pending:
+            self._hand_over(self._pending)
+            self._pending = []
+        self._committer.shutdown(wait=True)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _commit(driver: Any) -> None:
+    driver.execute("COMMIT")
+
+
+def _copy(src: asyncio.Future[Any], dst: asyncio.Future[Any]) -> None:
+    if dst.done():
+        return
+    if src.cancelled():
+        dst.cancel()
+    elif (exc := src.exception()) is not None:
+        dst.set_exception(exc)
+    else:
+        dst.set_result(src.result())
+
+
+def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

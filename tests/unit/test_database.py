@@ -1,0 +1,170 @@
+"""The metadata database's fast paths on SQLite: point reads and group commit on the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from s3torrent.store import metadata as md
+from s3torrent.store.database import Database
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    d = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    yield d
+    d.close()
+
+
+def _bucket(name: str) -> dict[str, object]:
+    return {"name": name, "owner_id": "o", "created_at": 1.0, "region": "us-east-1"}
+
+
+def _add_bucket(name: str) -> Callable[[Connection], str]:
+    def txn(conn: Connection) -> str:
+        conn.execute(md.buckets.insert(), _bucket(name))
+        return name
+
+    return txn
+
+
+def _names(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM buckets")}
+
+
+def test_concurrent_writes_commit_together_and_fail_alone(db: Database, tmp_path: Path) -> None:
+    def bad(conn: Connection) -> None:
+        conn.execute(md.buckets.insert(), _bucket("bad"))  # rolled back with its savepoint
+        raise ValueError("this write fails")
+
+    async def main() -> list[object]:
+        writes = [db.write(_add_bucket(f"b{i}")) for i in range(40)]
+        writes.insert(17, db.write(bad))
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert isinstance(results[17], ValueError)
+    assert [r for i, r in enumerate(results) if i != 17] == [f"b{i}" for i in range(40)]
+    # Durable and visible to another connection once acknowledged; the failed write left nothing.
+    assert _names(tmp_path / "m.sqlite3") == {f"b{i}" for i in range(40)}
+
+
+def test_a_duplicate_key_fails_only_its_own_write(db: Database) -> None:
+    async def main() -> list[object]:
+        await db.write(_add_bucket("dup"))
+        return await asyncio.gather(
+            db.write(_add_bucket("dup")),
+            db.write(_add_bucket("other")),
+            return_exceptions=True,
+        )
+
+    dup, other = asyncio.run(main())
+    assert isinstance(dup, sa.exc.IntegrityError)
+    assert other == "other"
+
+
+def test_a_write_lock_held_elsewhere_never_blocks_the_loop(db: Database, tmp_path: Path) -> None:
+    """Another process (the CLI, say) writing: our writes wait on a thread, the loop runs on."""
+    other = sqlite3.connect(tmp_path / "m.sqlite3", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    released = threading.Event()
+
+    def release_later() -> None:
+        time.sleep(0.5)
+        other.execute("COMMIT")
+        released.set()
+
+    async def main() -> tuple[str, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not released.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        t = asyncio.create_task(ticker())
+        threading.Thread(target=release_later, daemon=True).start()
+        result = await asyncio.wait_for(db.write(_add_bucket("late")), 10)
+        await t
+        return result, ticks
+
+    result, ticks = asyncio.run(main())
+    assert result == "late"
+    assert released.is_set()
+    # The loop kept turning while the lock was held (0.5 s at 10 ms a tick).
+    assert ticks >= 20
+    assert "late" in _names(tmp_path / "m.sqlite3")
+    other.close()
+
+
+def test_writes_after_the_lock_is_free_again_use_the_loop(db: Database) -> None:
+    async def main() -> list[str]:
+        return [await db.write(_add_bucket(f"s{i}")) for i in range(5)]
+
+    assert asyncio.run(main()) == [f"s{i}" for i in range(5)]
+
+
+def test_point_reads_see_what_was_committed(db: Database) -> None:
+    async def main() -> tuple[md.Bucket | None, md.Bucket | None]:
+        before = await db.lookup(lambda p: p.bucket("pr"), lambda c: md.get_bucket(c, "pr"))
+        await db.write(_add_bucket("pr"))
+        after = await db.lookup(lambda p: p.bucket("pr"), lambda c: md.get_bucket(c, "pr"))
+        return before, after
+
+    before, after = asyncio.run(main())
+    assert before is None
+    assert after is not None and after.name == "pr" and after.region == "us-east-1"
+
+
+def test_a_busy_point_read_falls_back_to_the_pool(db: Database) -> None:
+    asyncio.run(db.write(_add_bucket("fb")))
+    calls: list[str] = []
+
+    def busy(_p: md.PointReads) -> md.Bucket | None:
+        calls.append("fast")
+        raise sqlite3.OperationalError("database is locked")
+
+    def slow(c: Connection) -> md.Bucket | None:
+        calls.append("slow")
+        return md.get_bucket(c, "fb")
+
+    found = asyncio.run(db.lookup(busy, slow))
+    assert found is not None and found.name == "fb"
+    assert calls == ["fast", "slow"]
+
+
+def test_prepared_insert_fills_column_defaults(db: Database) -> None:
+    """A row that leaves out defaulted columns gets the defaults, as through SQLAlchemy."""
+
+    def txn(conn: Connection) -> bool:
+        return md.insert_if_absent(conn, md.hash_jobs, {"version_id": "v1", "created_at": 2.0})
+
+    assert asyncio.run(db.write(txn)) is True
+    assert asyncio.run(db.write(txn)) is False  # already there
+    row = db.read_sync(lambda c: c.execute(sa.select(md.hash_jobs)).one())
+    assert row.attempts == 0 and row.claimed_by is None and row.claimed_until is None
+
+
+def test_writes_from_another_thread_use_the_writer_thread(db: Database) -> None:
+    assert db.write_sync(_add_bucket("sync")) == "sync"
+
+    async def main() -> str:
+        return await db.write(_add_bucket("async"))
+
+    assert asyncio.run(main()) == "async"
+    # A second event loop (in another thread) still gets its writes done.
+    out: list[str] = []
+    th = threading.Thread(target=lambda: out.append(asyncio.run(db.write(_add_bucket("x")))))
+    th.start()
+    th.join(10)
+    assert out == ["x"]
