@@ -121,7 +121,12 @@ class RequestBody:
         stream = self._request.content
         while True:
             try:
-                data = await asyncio.wait_for(stream.read(READ_SIZE), self._read_timeout)
+                # What has arrived already is taken without a suspension (a small PUT's
+                # body usually comes with its headers); otherwise wait, bounded.
+                data = stream.read_nowait(READ_SIZE)
+                if not data and not stream.at_eof():
+                    async with asyncio.timeout(self._read_timeout):
+                        data = await stream.read(READ_SIZE)
             except TimeoutError as exc:
                 raise S3Error("RequestTimeout") from exc
             except web.RequestPayloadError as exc:

@@ -164,7 +164,12 @@ class S3Application:
             return error_response(err, rid, request.path, request.method == "HEAD")
         except web.HTTPException:
             raise
-        except (ConnectionResetError, TimeoutError):
+        except ConnectionResetError:
+            # The client went away mid-request (an aborted upload): nobody to answer, and
+            # nothing for the operator to act on.
+            log.debug("%s %s: client connection lost", request.method, request.path)
+            return web.Response(status=400)
+        except TimeoutError:
             raise
         except Exception:
             log.exception("internal error on %s %s", request.method, request.raw_path[:200])

@@ -167,7 +167,12 @@ def canonical_uri(raw_path: str) -> str:
     return quote_from_bytes(unquote_to_bytes(utf8_as_sent(raw_path)), safe=_UNRESERVED_AND_SLASH)
 
 
+_ALL_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
 def _encode_strict(text: str) -> str:
+    if _ALL_UNRESERVED.fullmatch(text):
+        return text  # nothing to encode (most names and values): skip the byte round trip
     return quote_from_bytes(utf8_as_sent(text), safe=_UNRESERVED)
 
 
