@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import platform
 import shlex
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,9 @@ from bench.harness import (
 OUT_DIR = BENCH_DIR / "out"
 PLOTS_DIR = BENCH_DIR / "plots"
 # Per-benchmark time box: no new run starts after it (a started run is bounded by its own timeouts).
-TIME_BOX = {True: 150.0, False: 900.0}
+TIME_BOX = {True: 60.0, False: 900.0}
+# Runs per subject unless --runs says otherwise.
+RUNS = {True: 2, False: 5}
 
 
 def log(msg: str) -> None:
@@ -66,14 +70,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench", description="Side-by-side benchmarks of s3torrent and anchors."
     )
     p.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks ({', '.join(BENCHMARKS)})")
-    p.add_argument("--quick", action="store_true", help="small sizes, all in under 3 minutes")
-    p.add_argument("--runs", type=int, help="runs per subject (default 5; quick 3)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test while developing: small sizes, short runs, all in under 3 minutes",
+    )
+    p.add_argument(
+        "--runs", type=int, help=f"runs per subject (default {RUNS[False]}; quick {RUNS[True]})"
+    )
     p.add_argument(
         "--out",
         type=Path,
         help="markdown report (default BENCHMARKS.md at the repo root; quick: bench/out/)",
     )
-    p.add_argument("--time-box", type=float, help="seconds per benchmark before runs stop")
+    p.add_argument(
+        "--time-box",
+        type=float,
+        help=f"seconds per benchmark before runs stop (default {TIME_BOX[False]:.0f}; "
+        f"quick {TIME_BOX[True]:.0f})",
+    )
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     p.add_argument("--list", action="store_true", help="list benchmarks and exit")
     p.add_argument(
@@ -120,15 +135,17 @@ def run_one(name: str, quick: bool, runs: int, time_box: float, workroot: Path, 
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
+    seconds = time.monotonic() - started
     if error:
         log(f"  ! {name} did not complete: {error}")
     print_rows(rows)
+    log(f"  ({name} took {seconds:.0f} s)")
     return report.BenchmarkResult(
         name=name,
         title=module.TITLE,
         description=module.DESCRIPTION,
         rows=rows,
-        seconds=time.monotonic() - started,
+        seconds=seconds,
         date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         commit=commit,
         quick=quick,
@@ -147,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         load_benchmark(name)  # unknown names fail before anything starts
     quick: bool = args.quick
-    runs = args.runs or (3 if quick else 5)
+    runs = args.runs or RUNS[quick]
     time_box = args.time_box or TIME_BOX[quick]
     out = args.out or (OUT_DIR / "BENCHMARKS.md" if quick else REPO_DIR / "BENCHMARKS.md")
     machine = machine_info()
@@ -173,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     results = report.merge_previous(
         results, OUT_DIR / f"results-{mode}.json", list(BENCHMARKS), quick
     )
-    for res in results:
-        png = report.plot(res, OUT_DIR)
+    # Plotting takes a few tenths of a second per benchmark: spread over the cores.
+    with ProcessPoolExecutor(max(1, min(len(results), core_count()))) as pool:
+        pngs = list(pool.map(report.plot, results, itertools.repeat(OUT_DIR)))
+    for res, png in zip(results, pngs, strict=True):
         if png is not None and not quick:
             PLOTS_DIR.mkdir(exist_ok=True)
             png = Path(shutil.copy2(png, PLOTS_DIR / png.name))

@@ -22,13 +22,12 @@ import http.client
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -353,53 +352,13 @@ def _raise(error: Exception) -> Callable[[], float]:
 # Parts 2 and 3: servers
 
 
-@contextlib.contextmanager
-def _environ(env: Mapping[str, str]) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _server_logs(ctx: Context) -> set[Path]:
-    return set(ctx.workdir.glob("s3torrent-*/s3torrent.log"))
-
-
 def start_servers(ctx: Context, stack: contextlib.ExitStack[Any]) -> list[S3Endpoint | Unavailable]:
-    """Two s3torrent servers, torrent hashing on and off, started at the same time.
-
-    servers.s3torrent hands our environment to the server it spawns, so each one starts
-    under its own setting of ENABLED_VAR, which stays in place until that server's log file
-    exists (its environment has been taken by then) or its start-up has ended.
-    """
-    started: list[tuple[contextlib.AbstractContextManager[S3Endpoint], Future[S3Endpoint]]] = []
-    with ThreadPoolExecutor(2) as pool:
-        for enabled in ("true", "false"):
-            cm = servers.s3torrent(ctx)
-            before = _server_logs(ctx)
-            with _environ({ENABLED_VAR: enabled}):
-                future = pool.submit(cm.__enter__)
-                while not (_server_logs(ctx) - before) and not future.done():
-                    time.sleep(0.02)
-            started.append((cm, future))
-    out: list[S3Endpoint | Unavailable] = []
-    for manager, started_future in started:
-        try:
-            ep = started_future.result()
-        except Unavailable as e:
-            out.append(e)
-        except (OSError, subprocess.SubprocessError) as e:
-            out.append(Unavailable(f"could not start: {type(e).__name__}: {e}"))
-        else:
-            stack.push(manager.__exit__)
-            out.append(ep)
-    return out
+    """Two s3torrent servers, torrent hashing on and off, started at the same time."""
+    return servers.enter_all(
+        stack,
+        lambda: servers.s3torrent(ctx, env={ENABLED_VAR: "true"}),
+        lambda: servers.s3torrent(ctx, env={ENABLED_VAR: "false"}),
+    )
 
 
 def put_client(ep: S3Endpoint) -> S3Client:

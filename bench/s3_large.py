@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import servers
@@ -165,8 +166,10 @@ def run(ctx: Context) -> list[Row]:
             lambda: servers.nginx(ctx, www),
         )
         ctx.log("  uploading the test object")
-        ours_url = _seeded(ours, src)
-        moto_url = _seeded(moto, src)
+        with ThreadPoolExecutor(2) as pool:  # set-up, not measured: both at once
+            ours_job = pool.submit(_seeded, ours, src)
+            moto_job = pool.submit(_seeded, moto, src)
+        ours_url, moto_url = ours_job.result(), moto_job.result()
         nginx_url = web if isinstance(web, Unavailable) else f"{web}/{KEY}"
 
         ctx.log(f"  GET {label}")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar
 
 from bench.harness import (
@@ -152,13 +153,17 @@ def _serve_flags(base: tuple[str, ...]) -> str:
 
 
 @contextlib.contextmanager
-def s3torrent(ctx: Context) -> Iterator[S3Endpoint]:
-    """A fresh s3torrent server with its own data directory, all listeners on 127.0.0.1."""
+def s3torrent(ctx: Context, env: Mapping[str, str] | None = None) -> Iterator[S3Endpoint]:
+    """A fresh s3torrent server with its own data directory, all listeners on 127.0.0.1.
+
+    It inherits our environment, plus `env` (settings such as `S3TORRENT_METERING__ENABLED`).
+    """
     base = s3torrent_command()
     workdir = ctx.scratch("s3torrent")
     access, secret = "benchroot", "benchroot-secret-key-0123456789"
-    env = {
+    full_env = {
         **os.environ,
+        **(env or {}),
         "S3TORRENT_ROOT_ACCESS_KEY": access,
         "S3TORRENT_ROOT_SECRET_KEY": secret,
     }
@@ -178,7 +183,7 @@ def s3torrent(ctx: Context) -> Iterator[S3Endpoint]:
         ready_path="/_health",
         ready=lambda s: s == 200,
         workdir=workdir,
-        env=env,
+        env=full_env,
     ) as port:
         yield S3Endpoint(
             "s3torrent",
@@ -274,11 +279,16 @@ def with_log(error: BaseException, server: object, lines: int = 3) -> RuntimeErr
 def enter_all(
     stack: contextlib.ExitStack[Any], *cms: Callable[[], contextlib.AbstractContextManager[Any]]
 ) -> list[Any]:
-    """Start several servers at once (start-up dominates short runs); as `enter`, in order."""
+    """Start several servers at once (start-up dominates short runs); as `enter`, in order.
+
+    They are also stopped at once when the stack unwinds (each stop waits for its process).
+    """
     managers = [make() for make in cms]
     with ThreadPoolExecutor(len(managers)) as pool:
         futures = [pool.submit(cm.__enter__) for cm in managers]
     out: list[Any] = []
+    entered: list[contextlib.AbstractContextManager[Any]] = []
+    failure: BaseException | None = None
     # If this thread is interrupted above, the processes are still stopped by
     # harness.stop_all (signals and exit), since spawn registers every one.
     for cm, fut in zip(managers, futures, strict=True):
@@ -288,10 +298,31 @@ def enter_all(
             out.append(e)
         except (OSError, subprocess.SubprocessError) as e:
             out.append(Unavailable(f"could not start: {type(e).__name__}: {e}"))
+        except BaseException as e:
+            failure = failure or e
         else:
-            stack.push(cm.__exit__)
+            entered.append(cm)
             out.append(value)
+    if entered:
+        stack.push(functools.partial(_exit_all, entered))
+    if failure is not None:
+        raise failure
     return out
+
+
+def _exit_all(
+    managers: Sequence[contextlib.AbstractContextManager[Any]],
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> bool:
+    """Leave several contexts at once, as an `ExitStack` callback; never suppresses `exc`."""
+    with ThreadPoolExecutor(len(managers)) as pool:
+        futures = [pool.submit(cm.__exit__, exc_type, exc, tb) for cm in reversed(managers)]
+    for fut in futures:
+        if (error := fut.exception()) is not None:
+            raise error
+    return False
 
 
 def enter(

@@ -9,7 +9,7 @@ import random
 import re
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote_from_bytes
@@ -100,21 +100,6 @@ end
 _RESULT = re.compile(
     r"BENCH_RESULT ok=(\d+) bad=(\d+) duration_us=(\d+) errors=(\d+) firstbad=(\S*)"
 )
-
-
-@contextlib.contextmanager
-def _environ(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for servers started inside (they inherit os.environ)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def publish_objects(ep: servers.S3Endpoint, count: int) -> list[bytes]:
@@ -227,9 +212,9 @@ def run_wrk(wrk: str, script: Path, paths: Path, base: str, seconds: int) -> flo
 
 
 def run(ctx: Context) -> list[Row]:
-    objects = ctx.size(full=300, quick=100)
+    objects = ctx.size(full=300, quick=50)
     peers = ctx.size(full=5000, quick=2000)
-    seconds = ctx.size(full=10, quick=3)
+    seconds = ctx.size(full=10, quick=1)
     wrk = ensure_apt("wrk", binary="wrk")
     workdir = ctx.scratch("tracker")
     script = workdir / "announce.lua"
@@ -242,8 +227,7 @@ def run(ctx: Context) -> list[Row]:
         "S3TORRENT_TRACKER__HTTP_LISTEN": f"127.0.0.1:{tracker_port}",
     }
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_environ(env))
-        ours = servers.enter(stack, lambda: servers.s3torrent(ctx))
+        ours = servers.enter(stack, lambda: servers.s3torrent(ctx, env=env))
         if isinstance(ours, Unavailable):
             return [compare("announces/s", "req/s", Samples("s3torrent", error=str(ours)))]
         ctx.log(f"  creating {objects} public objects")
