@@ -16,7 +16,7 @@ from aiohttp import web
 
 from s3torrent.config import Settings, split_host_port
 from s3torrent.events import EventBus
-from s3torrent.metering.meter import Meter, edge_middleware
+from s3torrent.metering.meter import Meter, edge_recorder
 from s3torrent.metering.metrics import MetricsEndpoint
 from s3torrent.metering.usage import admin_handler
 from s3torrent.peer.seeder import Seeder, advertised_address
@@ -190,7 +190,7 @@ class Node:
         self.s3.add_route("/_admin", lambda request: admin_handler(self.svc, request))
         self.metrics: MetricsEndpoint | None = None
         if settings.metering.enabled:
-            self.s3.outer_middlewares.append(edge_middleware(self.svc.meter))
+            self.s3.on_finished = edge_recorder(self.svc.meter)
             if settings.metering.metrics_listen:
                 self.metrics = MetricsEndpoint(self.svc)
         self.seeder: Seeder | None = None

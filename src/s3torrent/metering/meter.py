@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -307,34 +308,12 @@ class Meter:
 # ---- the edge ----
 
 
-def edge_middleware(
+def edge_recorder(
     meter: Meter,
-) -> Callable[
-    [web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]],
-    Awaitable[web.StreamResponse],
-]:
-    """The outermost S3 middleware: one `meter.record` per S3 request, after its response."""
-
-    @web.middleware
-    async def metering(
-        request: web.Request,
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
-        started = time.perf_counter()
-        response: web.StreamResponse | None = None
-        status = CLIENT_CLOSED
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            if EXTRA_ROUTE not in request:
-                _record(meter, request, response, status, time.perf_counter() - started)
-
-    return metering
+) -> Callable[[web.Request, web.StreamResponse | None, int, float], None]:
+    """The S3 edge's per-request hook: one `meter.record` per S3 request, after its response
+    (error responses included; the S3 application calls it, see S3Application.on_finished)."""
+    return functools.partial(_record, meter)
 
 
 def _record(
@@ -439,6 +418,9 @@ def write_pending(conn: Connection, p: Pending) -> None:
     )
 
 
+_UPSERT_ADD: dict[tuple[str, str], md.Prepared] = {}
+
+
 def _upsert_add(
     conn: Connection,
     table: sa.Table,
@@ -451,14 +433,21 @@ def _upsert_add(
         return
     dialect = conn.dialect.name
     if dialect in ("sqlite", "postgresql"):
-        from sqlalchemy.dialects import postgresql, sqlite
+        stmt = _UPSERT_ADD.get((dialect, table.name))
+        if stmt is None:
+            from sqlalchemy.dialects import postgresql, sqlite
 
-        stmt: Any = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={c: table.c[c] + stmt.excluded[c] for c in counters},
-        )
-        conn.execute(stmt, rows)
+            base: Any = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
+            stmt = md.Prepared(
+                base.on_conflict_do_update(
+                    index_elements=list(keys),
+                    set_={c: table.c[c] + base.excluded[c] for c in counters},
+                )
+            )
+            _UPSERT_ADD[(dialect, table.name)] = stmt
+        # On SQLite, one executemany on the DBAPI connection: the flush runs in the
+        # loop's group commit, and a busy second of GETs can leave thousands of rows.
+        stmt.run_many(conn, rows)
         return
     # Other engines: update, insert what was not there (single writer per node).
     for row in rows:

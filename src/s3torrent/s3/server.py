@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from s3torrent.access import ANONYMOUS, Principal, RequestContext
-from s3torrent.metering.meter import EXTRA_ROUTE, S3_REQUEST
+from s3torrent.metering.meter import CLIENT_CLOSED, EXTRA_ROUTE, S3_REQUEST
 from s3torrent.s3 import authz
 from s3torrent.s3.auth import authenticate
 from s3torrent.s3.errors import S3Error
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REQUEST_ID_KEY = web.AppKey("request_id_counter", list)
+
+# (request, its response or None if there was none, the status, seconds taken)
+FinishedHook = Callable[[web.Request, web.StreamResponse | None, int, float], None]
 
 # Endpoints that act on an existing object and so need its row before the access check.
 _READS_EXISTING_OBJECT = {
@@ -122,8 +126,9 @@ class S3Application:
         self.svc = services
         self.handlers = handlers
         self.extra_routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {}
-        # Run around everything else (metering sees the rendered error responses too).
-        self.outer_middlewares: list[Any] = []
+        # Called once per S3 request, after its response, error responses included
+        # (metering); None when nobody listens.
+        self.on_finished: FinishedHook | None = None
 
     def add_route(
         self, prefix: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -134,7 +139,7 @@ class S3Application:
 
     def build(self) -> web.Application:
         app = web.Application(
-            middlewares=[*self.outer_middlewares, self._middleware],
+            middlewares=[self._middleware],
             client_max_size=self.svc.settings.limits.max_xml_body,
         )
         # [\s\S], not ".": keys may hold a newline (%0A), and "." does not match one.
@@ -154,6 +159,25 @@ class S3Application:
         request: web.Request,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
+        started = time.perf_counter()
+        response: web.StreamResponse | None = None
+        status = CLIENT_CLOSED
+        try:
+            response = await self._respond(request, handler)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            if self.on_finished is not None and EXTRA_ROUTE not in request:
+                self.on_finished(request, response, status, time.perf_counter() - started)
+
+    async def _respond(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
         rid = new_request_id()
         request["request_id"] = rid
         try:
@@ -168,7 +192,7 @@ class S3Application:
             # The client went away mid-request (an aborted upload): nobody to answer, and
             # nothing for the operator to act on.
             log.debug("%s %s: client connection lost", request.method, request.path)
-            return web.Response(status=400)
+            return web.Response(status=CLIENT_CLOSED)
         except TimeoutError:
             raise
         except Exception:

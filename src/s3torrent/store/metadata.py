@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -448,6 +448,14 @@ class Prepared:
             dbapi: Any = conn.connection.driver_connection
             return dbapi.execute(self.sql, self.params(values))
         return conn.execute(self.stmt, values)
+
+    def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """The statement once per row (executemany)."""
+        if conn.dialect.name == "sqlite":
+            dbapi: Any = conn.connection.driver_connection
+            dbapi.executemany(self.sql, [self.params(r) for r in rows])
+        else:
+            conn.execute(self.stmt, list(rows))
 
     def first(self, conn: Connection, values: Mapping[str, Any]) -> dict[str, Any] | None:
         row = self.run(conn, values).fetchone()
