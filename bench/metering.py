@@ -42,7 +42,7 @@ def _s3torrent(ctx: Context, metering: bool) -> contextlib.AbstractContextManage
 
 def run(ctx: Context) -> list[Row]:
     ensure_pip("boto3", module="boto3")
-    seconds = ctx.size(10, 1)
+    seconds = ctx.size(6, 1)
     keys = ctx.size(1000, 100)
     have_wrk = ensure_apt("wrk", binary="wrk") is not None
     workdir = ctx.scratch("metering")

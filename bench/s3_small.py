@@ -275,7 +275,7 @@ def _prepared(
 
 def run(ctx: Context) -> list[Row]:
     ensure_pip("boto3", module="boto3")
-    seconds = ctx.size(10, 2)
+    seconds = ctx.size(6, 2)
     keys = ctx.size(1000, 200)
     have_wrk = ensure_apt("wrk", binary="wrk") is not None
     workdir = ctx.scratch("s3_small")

@@ -482,7 +482,7 @@ def run(ctx: Context) -> list[Row]:
     if ensure_apt("curl", binary="curl") is None:
         raise Unavailable("curl not available")
     have_wrk = ensure_apt("wrk", binary="wrk") is not None
-    seconds = ctx.size(10, 2)
+    seconds = ctx.size(6, 2)
     small_keys = ctx.size(1000, 100)
     large = ctx.size(256 * MIB, 32 * MIB)
     list_keys = ctx.size(1_000_000, 20_000)

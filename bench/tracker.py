@@ -214,7 +214,7 @@ def run_wrk(wrk: str, script: Path, paths: Path, base: str, seconds: int) -> flo
 def run(ctx: Context) -> list[Row]:
     objects = ctx.size(full=300, quick=50)
     peers = ctx.size(full=5000, quick=2000)
-    seconds = ctx.size(full=10, quick=1)
+    seconds = ctx.size(full=6, quick=1)
     wrk = ensure_apt("wrk", binary="wrk")
     workdir = ctx.scratch("tracker")
     script = workdir / "announce.lua"
