@@ -193,8 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     # Plotting takes a few tenths of a second per benchmark: spread over the cores.
     with ProcessPoolExecutor(max(1, min(len(results), core_count()))) as pool:
         pngs = list(pool.map(report.plot, results, itertools.repeat(OUT_DIR)))
+    # The committed plots follow the committed report only: a run written elsewhere (--out)
+    # keeps its plots in bench/out.
+    committed = out.resolve() == (REPO_DIR / "BENCHMARKS.md").resolve()
     for res, png in zip(results, pngs, strict=True):
-        if png is not None and not quick:
+        if png is not None and not quick and committed:
             PLOTS_DIR.mkdir(exist_ok=True)
             png = Path(shutil.copy2(png, PLOTS_DIR / png.name))
         res.plot = str(png) if png else None
