@@ -27,7 +27,6 @@ from s3torrent.torrent.catalog import (
     TorrentInfo,
     find_by_swarm_id,
     load_hashes,
-    lookup_hashes,
 )
 from s3torrent.tracker.protocol import AnnounceRequest, ScrapeStats
 from s3torrent.tracker.registry import (
@@ -181,15 +180,10 @@ class PublicTorrents:
     # ---- publication ----
 
     async def _object(self, bucket: str, key: str) -> md.ObjectVersion | None:
-        return await self.db.lookup(
-            lambda p: p.object(bucket, key), lambda c: md.get_object(c, bucket, key)
-        )
+        return await self.db.lookup(lambda rows: md.get_object(rows, bucket, key))
 
     async def _version(self, version_id: str) -> md.ObjectVersion | None:
-        return await self.db.lookup(
-            lambda p: p.object_by_version(version_id),
-            lambda c: md.get_object_by_version(c, version_id),
-        )
+        return await self.db.lookup(lambda rows: md.get_object_by_version(rows, version_id))
 
     async def consider_key(self, bucket: str, key: str) -> TorrentInfo | None:
         obj = await self._object(bucket, key)
@@ -219,16 +213,12 @@ class PublicTorrents:
         known = self.by_version.get(obj.version_id)
         if known is not None:
             return known
-        bucket = await self.db.lookup(
-            lambda p: p.bucket(obj.bucket), lambda c: md.get_bucket(c, obj.bucket)
-        )
+        bucket = await self.db.lookup(lambda rows: md.get_bucket(rows, obj.bucket))
         if bucket is None or torrent_refusal(self.settings, bucket, obj) or obj.size == 0:
             return None
         if not anonymously_readable(bucket, obj):
             return None
-        hashes = await self.db.lookup(
-            lambda p: lookup_hashes(p, obj), lambda c: load_hashes(c, obj)
-        )
+        hashes = await self.db.lookup(lambda rows: load_hashes(rows, obj))
         if hashes is None or not self.catalog.has_hashes_for_format(hashes):
             return None
         # Re-check currency after the awaits: a revocation may have raced us.

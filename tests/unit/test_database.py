@@ -116,9 +116,9 @@ def test_writes_after_the_lock_is_free_again_use_the_loop(db: Database) -> None:
 
 def test_point_reads_see_what_was_committed(db: Database) -> None:
     async def main() -> tuple[md.Bucket | None, md.Bucket | None]:
-        before = await db.lookup(lambda p: p.bucket("pr"), lambda c: md.get_bucket(c, "pr"))
+        before = await db.lookup(lambda rows: md.get_bucket(rows, "pr"))
         await db.write(_add_bucket("pr"))
-        after = await db.lookup(lambda p: p.bucket("pr"), lambda c: md.get_bucket(c, "pr"))
+        after = await db.lookup(lambda rows: md.get_bucket(rows, "pr"))
         return before, after
 
     before, after = asyncio.run(main())
@@ -130,15 +130,14 @@ def test_a_busy_point_read_falls_back_to_the_pool(db: Database) -> None:
     asyncio.run(db.write(_add_bucket("fb")))
     calls: list[str] = []
 
-    def busy(_p: md.PointReads) -> md.Bucket | None:
-        calls.append("fast")
-        raise sqlite3.OperationalError("database is locked")
-
-    def slow(c: Connection) -> md.Bucket | None:
+    def busy_on_the_loop(rows: md.Rows) -> md.Bucket | None:
+        if isinstance(rows, md.PointReads):
+            calls.append("fast")
+            raise sqlite3.OperationalError("database is locked")
         calls.append("slow")
-        return md.get_bucket(c, "fb")
+        return md.get_bucket(rows, "fb")
 
-    found = asyncio.run(db.lookup(busy, slow))
+    found = asyncio.run(db.lookup(busy_on_the_loop))
     assert found is not None and found.name == "fb"
     assert calls == ["fast", "slow"]
 

@@ -68,17 +68,15 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._run_read, fn)
 
-    async def lookup(
-        self, fast: Callable[[md.PointReads], T], slow: Callable[[Connection], T]
-    ) -> T:
-        """A point read: on the calling thread where the engine allows it (a SQLite file),
-        else (or while SQLite is busy) on the reader pool."""
+    async def lookup(self, fn: Callable[[md.Rows], T]) -> T:
+        """Point reads (md.get_bucket, md.get_object, ...): on the calling thread where the
+        engine allows it (a SQLite file), else (or while SQLite is busy) on the reader pool."""
         if self.point_reads is not None:
             try:
-                return fast(self.point_reads)
+                return fn(self.point_reads)
             except sqlite3.OperationalError:
                 pass
-        return await self.read(slow)
+        return await self.read(fn)
 
     def read_sync(self, fn: Callable[[Connection], T]) -> T:
         return self._run_read(fn)

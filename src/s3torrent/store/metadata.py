@@ -457,8 +457,11 @@ class Prepared:
         else:
             conn.execute(self.stmt, list(rows))
 
-    def first(self, conn: Connection, values: Mapping[str, Any]) -> dict[str, Any] | None:
-        row = self.run(conn, values).fetchone()
+    def first(self, rows: Rows, values: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The first row as a dict: through a Connection, or as a point read (PointReads)."""
+        if isinstance(rows, PointReads):
+            return rows.first(self, values)
+        row = self.run(rows, values).fetchone()
         return dict(zip(self.columns, row, strict=True)) if row is not None else None
 
 
@@ -524,23 +527,16 @@ class PointReads:
         row = self._connection().execute(stmt.sql, stmt.params(values)).fetchone()
         return dict(zip(stmt.columns, row, strict=True)) if row is not None else None
 
-    def bucket(self, name: str) -> Bucket | None:
-        m = self.first(_BUCKET_BY_NAME, {"name": name})
-        return Bucket.from_mapping(m) if m is not None else None
-
-    def object(self, bucket: str, key: str) -> ObjectVersion | None:
-        m = self.first(_OBJECT_BY_KEY, {"bucket": bucket, "key": key.encode("utf-8")})
-        return ObjectVersion.from_mapping(m) if m is not None else None
-
-    def object_by_version(self, version_id: str) -> ObjectVersion | None:
-        m = self.first(_OBJECT_BY_VERSION, {"vid": version_id})
-        return ObjectVersion.from_mapping(m) if m is not None else None
-
     def close(self) -> None:
         with self._lock:
             conns, self._all = self._all, []
         for conn in conns:
             conn.close()
+
+
+# Where the lookups below can run: a Connection (any engine, any thread), or SQLite point
+# reads on the calling thread (see Database.lookup).
+Rows = Connection | PointReads
 
 
 def point_reads_for(engine: sa.Engine) -> PointReads | None:
@@ -552,8 +548,8 @@ def point_reads_for(engine: sa.Engine) -> PointReads | None:
     return PointReads(url.database)
 
 
-def get_bucket(conn: Connection, name: str) -> Bucket | None:
-    m = _BUCKET_BY_NAME.first(conn, {"name": name})
+def get_bucket(rows: Rows, name: str) -> Bucket | None:
+    m = _BUCKET_BY_NAME.first(rows, {"name": name})
     return Bucket.from_mapping(m) if m is not None else None
 
 
@@ -564,13 +560,13 @@ def list_buckets(conn: Connection, owner_id: str | None) -> list[Bucket]:
     return [Bucket.from_row(r) for r in conn.execute(q)]
 
 
-def get_object(conn: Connection, bucket: str, key: str) -> ObjectVersion | None:
-    m = _OBJECT_BY_KEY.first(conn, {"bucket": bucket, "key": key.encode("utf-8")})
+def get_object(rows: Rows, bucket: str, key: str) -> ObjectVersion | None:
+    m = _OBJECT_BY_KEY.first(rows, {"bucket": bucket, "key": key.encode("utf-8")})
     return ObjectVersion.from_mapping(m) if m is not None else None
 
 
-def get_object_by_version(conn: Connection, version_id: str) -> ObjectVersion | None:
-    m = _OBJECT_BY_VERSION.first(conn, {"vid": version_id})
+def get_object_by_version(rows: Rows, version_id: str) -> ObjectVersion | None:
+    m = _OBJECT_BY_VERSION.first(rows, {"vid": version_id})
     return ObjectVersion.from_mapping(m) if m is not None else None
 
 

@@ -74,31 +74,23 @@ class ObjectStore:
     # ---- reads ----
 
     async def get(self, bucket: str, key: str) -> md.ObjectVersion | None:
-        return await self.db.lookup(
-            lambda p: p.object(bucket, key), lambda c: md.get_object(c, bucket, key)
-        )
+        return await self.db.lookup(lambda rows: md.get_object(rows, bucket, key))
 
     async def get_bucket(self, name: str) -> md.Bucket | None:
-        return await self.db.lookup(lambda p: p.bucket(name), lambda c: md.get_bucket(c, name))
+        return await self.db.lookup(lambda rows: md.get_bucket(rows, name))
 
     async def get_bucket_and_object(
         self, bucket: str, key: str | None
     ) -> tuple[md.Bucket | None, md.ObjectVersion | None]:
         """A bucket and (when key is given) its current object for key, in one read."""
 
-        def slow(conn: Connection) -> tuple[md.Bucket | None, md.ObjectVersion | None]:
-            b = md.get_bucket(conn, bucket)
+        def both(rows: md.Rows) -> tuple[md.Bucket | None, md.ObjectVersion | None]:
+            b = md.get_bucket(rows, bucket)
             if b is None or key is None:
                 return b, None
-            return b, md.get_object(conn, bucket, key)
+            return b, md.get_object(rows, bucket, key)
 
-        def fast(p: md.PointReads) -> tuple[md.Bucket | None, md.ObjectVersion | None]:
-            b = p.bucket(bucket)
-            if b is None or key is None:
-                return b, None
-            return b, p.object(bucket, key)
-
-        return await self.db.lookup(fast, slow)
+        return await self.db.lookup(both)
 
     def read_range(self, obj: md.ObjectVersion, offset: int, length: int) -> bytes:
         """Bytes of an object version (blocking: call from a worker thread)."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import get_args
 from urllib.parse import quote, urlsplit
 
 import sqlalchemy as sa
@@ -240,16 +240,8 @@ _READY_HASHES = md.Prepared(
 )
 
 
-def load_hashes(conn: Connection, obj: md.ObjectVersion) -> PieceHashes | None:
-    return hashes_from(obj, _READY_HASHES.first(conn, {"vid": obj.version_id}))
-
-
-def lookup_hashes(reads: md.PointReads, obj: md.ObjectVersion) -> PieceHashes | None:
-    """load_hashes as a point read on the caller's thread (see Database.lookup)."""
-    return hashes_from(obj, reads.first(_READY_HASHES, {"vid": obj.version_id}))
-
-
-def hashes_from(obj: md.ObjectVersion, m: Mapping[str, Any] | None) -> PieceHashes | None:
+def load_hashes(rows: md.Rows, obj: md.ObjectVersion) -> PieceHashes | None:
+    m = _READY_HASHES.first(rows, {"vid": obj.version_id})
     if m is None:
         return None
     return PieceHashes(

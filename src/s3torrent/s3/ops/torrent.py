@@ -12,7 +12,7 @@ from aiohttp import web
 from s3torrent.publication import anonymously_readable, torrent_refusal
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.server import S3Request
-from s3torrent.torrent.catalog import TorrentInfo, load_hashes, lookup_hashes
+from s3torrent.torrent.catalog import TorrentInfo, load_hashes
 
 if TYPE_CHECKING:
     from s3torrent.app import Services
@@ -51,7 +51,7 @@ async def torrent_info(svc: Services, req: S3Request) -> TorrentInfo:
             resource=req.resource,
             extra={"Key": req.key},
         )
-    hashes = await svc.db.lookup(lambda p: lookup_hashes(p, obj), lambda c: load_hashes(c, obj))
+    hashes = await svc.db.lookup(lambda rows: load_hashes(rows, obj))
     if hashes is None or not svc.torrents.has_hashes_for_format(hashes):
         job = svc.hash_jobs.ensure(obj)
         try:
