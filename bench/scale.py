@@ -38,7 +38,6 @@ from bench.harness import (
     compare,
     ensure_apt,
     ensure_pip,
-    free_port,
     run_bounded,
 )
 from bench.s3_large import MB, curl_get, make_file
@@ -80,8 +79,6 @@ PAGE = 1000
 FILL_BATCH = 20_000
 EXPIRES = 6 * 3600
 MIB = 1 << 20
-ACCESS_KEY = "benchroot"
-SECRET_KEY = "benchroot-secret-key-0123456789"
 
 # ---------------------------------------------------------------------------
 # Engines and nodes
@@ -148,34 +145,9 @@ def node(
     """One s3torrent node on `data_dir` with extra environment, all listeners on 127.0.0.1."""
     if isinstance(env, Unavailable):
         raise env
-    base = servers.s3torrent_command()
-    workdir = ctx.scratch(name)
-    full_env = {
-        **os.environ,
-        "S3TORRENT_ROOT_ACCESS_KEY": ACCESS_KEY,
-        "S3TORRENT_ROOT_SECRET_KEY": SECRET_KEY,
-        "S3TORRENT_NODE_ID": name,
-        **env,
-    }
-    peer_port = free_port() if "--peer-listen" in servers._serve_flags(base) else None
-
-    def command(port: int) -> list[str]:
-        cmd = [*base, "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"]
-        if peer_port is not None:
-            cmd += ["--peer-listen", f"127.0.0.1:{peer_port}"]
-        return cmd
-
-    with servers._serve(
-        name,
-        command,
-        ready_path="/_health",
-        ready=lambda s: s == 200,
-        workdir=workdir,
-        env=full_env,
-    ) as port:
-        yield S3Endpoint(
-            name, f"http://127.0.0.1:{port}", ACCESS_KEY, SECRET_KEY, workdir / f"{name}.log"
-        )
+    node_env = {"S3TORRENT_NODE_ID": name, **env}
+    with servers.s3torrent(ctx, node_env, name=name, data_dir=data_dir) as ep:
+        yield ep
 
 
 def _port(ep: S3Endpoint) -> int:

@@ -153,13 +153,20 @@ def _serve_flags(base: tuple[str, ...]) -> str:
 
 
 @contextlib.contextmanager
-def s3torrent(ctx: Context, env: Mapping[str, str] | None = None) -> Iterator[S3Endpoint]:
-    """A fresh s3torrent server with its own data directory, all listeners on 127.0.0.1.
+def s3torrent(
+    ctx: Context,
+    env: Mapping[str, str] | None = None,
+    *,
+    name: str = "s3torrent",
+    data_dir: Path | None = None,
+) -> Iterator[S3Endpoint]:
+    """A fresh s3torrent server, all listeners on 127.0.0.1, on its own data directory
+    unless given one (several nodes may share one).
 
     It inherits our environment, plus `env` (settings such as `S3TORRENT_METERING__ENABLED`).
     """
     base = s3torrent_command()
-    workdir = ctx.scratch("s3torrent")
+    workdir = ctx.scratch(name)
     access, secret = "benchroot", "benchroot-secret-key-0123456789"
     full_env = {
         **os.environ,
@@ -167,7 +174,7 @@ def s3torrent(ctx: Context, env: Mapping[str, str] | None = None) -> Iterator[S3
         "S3TORRENT_ROOT_ACCESS_KEY": access,
         "S3TORRENT_ROOT_SECRET_KEY": secret,
     }
-    data = workdir / "data"
+    data = data_dir or workdir / "data"
     # The peer listener defaults to 0.0.0.0:6881; keep it on loopback and out of the way.
     peer_port = free_port() if "--peer-listen" in _serve_flags(base) else None
 
@@ -178,7 +185,7 @@ def s3torrent(ctx: Context, env: Mapping[str, str] | None = None) -> Iterator[S3
         return cmd
 
     with _serve(
-        "s3torrent",
+        name,
         command,
         ready_path="/_health",
         ready=lambda s: s == 200,
@@ -186,11 +193,11 @@ def s3torrent(ctx: Context, env: Mapping[str, str] | None = None) -> Iterator[S3
         env=full_env,
     ) as port:
         yield S3Endpoint(
-            "s3torrent",
+            name,
             f"http://127.0.0.1:{port}",
             access,
             secret,
-            workdir / "s3torrent.log",
+            workdir / f"{name}.log",
             peer_port,
         )
 
