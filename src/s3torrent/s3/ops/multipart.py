@@ -35,6 +35,7 @@ from s3torrent.s3.ops.copy import check_copy_conditions, readable_source
 from s3torrent.s3.ops.objects import requested_acl, stored_headers
 from s3torrent.s3.server import S3Request
 from s3torrent.store import metadata as md
+from s3torrent.store.meta_uploads import scan_uploads
 
 if TYPE_CHECKING:
     from s3torrent.app import Services
@@ -551,43 +552,6 @@ async def list_parts(svc: Services, req: S3Request) -> web.StreamResponse:
     return xml_response(s3xml.render("ListPartsResult", result))
 
 
-def _scan_uploads(
-    conn: Connection,
-    bucket: str,
-    prefix: str,
-    delimiter: str,
-    key_marker: str,
-    upload_id_marker: str,
-    limit: int,
-) -> tuple[list[md.Upload | str], bool]:
-    """Up to `limit` entries (an upload, or a common prefix string) and whether there are more."""
-    entries: list[md.Upload | str] = []
-    km: bytes | None = key_marker.encode() if key_marker else None
-    um: str | None = upload_id_marker if key_marker else None
-    skip_prefix = key_marker if delimiter and key_marker.endswith(delimiter) else None
-    while True:
-        batch = md.list_uploads(conn, bucket, prefix.encode(), km, um, MAX_LIST)
-        for up in batch:
-            km, um = up.key.encode(), up.upload_id
-            if not up.key.startswith(prefix):
-                return entries, False
-            if skip_prefix and up.key.startswith(skip_prefix):
-                continue
-            entry: md.Upload | str = up
-            if delimiter:
-                cut = up.key.find(delimiter, len(prefix))
-                if cut >= 0:
-                    common = up.key[: cut + len(delimiter)]
-                    if entries and entries[-1] == common:
-                        continue
-                    entry = common
-            if len(entries) == limit:
-                return entries, True
-            entries.append(entry)
-        if len(batch) < MAX_LIST:
-            return entries, False
-
-
 async def list_multipart_uploads(svc: Services, req: S3Request) -> web.StreamResponse:
     q = req.query
     prefix = q.get("prefix", "")
@@ -607,7 +571,7 @@ async def list_multipart_uploads(svc: Services, req: S3Request) -> web.StreamRes
         return quote(value, safe="/") if url else value
 
     def scan(conn: Connection) -> tuple[list[md.Upload | str], bool]:
-        return _scan_uploads(
+        return scan_uploads(
             conn, req.bucket_name, prefix, delimiter, key_marker, upload_id_marker, max_uploads
         )
 

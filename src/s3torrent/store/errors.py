@@ -1,0 +1,42 @@
+"""The metadata store's own errors; the S3 edge maps each to its S3 error."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """A metadata change that cannot be made as asked."""
+
+
+class BucketAlreadyExists(StoreError):
+    def __init__(self, name: str, owner_id: str) -> None:
+        super().__init__(name)
+        self.name = name
+        self.owner_id = owner_id
+
+
+class BucketNotEmpty(StoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class NoSuchBucket(StoreError):
+    """The bucket was deleted while a write into it was in flight."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class NoSuchUpload(StoreError):
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(upload_id)
+        self.upload_id = upload_id
+
+
+class PartChanged(StoreError):
+    """A part of an upload being completed was replaced or removed meanwhile."""
+
+    def __init__(self, part_number: int) -> None:
+        super().__init__(str(part_number))
+        self.part_number = part_number

@@ -1,0 +1,93 @@
+"""Metadata store: buckets and their access settings (ACL, policy, Block Public Access)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+from sqlalchemy.engine import Connection
+
+from s3torrent.events import AccessChanged
+from s3torrent.store import queries as q
+from s3torrent.store.errors import BucketAlreadyExists, BucketNotEmpty
+from s3torrent.store.meta_base import SqlStoreBase
+from s3torrent.store.rows import Bucket
+from s3torrent.store.schema import buckets
+
+
+class BucketMetadata(Protocol):
+    async def bucket(self, name: str) -> Bucket | None: ...
+
+    async def list_buckets(self, owner_id: str | None) -> list[Bucket]: ...
+
+    async def create_bucket(
+        self, name: str, owner_id: str, region: str, acl: str | None
+    ) -> Bucket: ...
+
+    async def delete_bucket(self, name: str) -> None: ...
+
+    async def set_bucket_acl(self, name: str, acl: str) -> None: ...
+
+    async def set_bucket_policy(self, name: str, policy: str | None) -> None: ...
+
+    async def set_public_access_block(self, name: str, block: str | None) -> None: ...
+
+
+class SqlBuckets(SqlStoreBase):
+    async def bucket(self, name: str) -> Bucket | None:
+        return await self.db.lookup(lambda rows: q.get_bucket(rows, name))
+
+    async def list_buckets(self, owner_id: str | None) -> list[Bucket]:
+        return await self.db.read(lambda c: q.list_buckets(c, owner_id))
+
+    async def create_bucket(self, name: str, owner_id: str, region: str, acl: str | None) -> Bucket:
+        """Create a bucket; BucketAlreadyExists (with the existing owner) if it exists."""
+        bucket = Bucket(
+            name=name, owner_id=owner_id, created_at=time.time(), region=region, acl=acl
+        )
+
+        def txn(conn: Connection) -> None:
+            existing = q.get_bucket(conn, name)
+            if existing is not None:
+                raise BucketAlreadyExists(name, existing.owner_id)
+            conn.execute(
+                buckets.insert().values(
+                    name=name,
+                    owner_id=owner_id,
+                    created_at=bucket.created_at,
+                    region=region,
+                    acl=acl,
+                )
+            )
+
+        await self.db.write(txn)
+        return bucket
+
+    async def delete_bucket(self, name: str) -> None:
+        """Delete an empty bucket (no objects, no uploads in progress)."""
+
+        def txn(conn: Connection) -> None:
+            if q.bucket_has_objects(conn, name) or q.bucket_has_uploads(conn, name):
+                raise BucketNotEmpty(name)
+            conn.execute(buckets.delete().where(buckets.c.name == name))
+
+        await self.db.write(txn)
+        self._published(AccessChanged(name, None))
+
+    async def set_bucket_acl(self, name: str, acl: str) -> None:
+        await self._set_access_column(name, acl=acl)
+
+    async def set_bucket_policy(self, name: str, policy: str | None) -> None:
+        await self._set_access_column(name, policy=policy)
+
+    async def set_public_access_block(self, name: str, block: str | None) -> None:
+        await self._set_access_column(name, public_access_block=block)
+
+    async def _set_access_column(self, name: str, **values: Any) -> None:
+        """One access setting of a bucket; every torrent in it is decided again."""
+
+        def txn(conn: Connection) -> None:
+            conn.execute(buckets.update().where(buckets.c.name == name).values(**values))
+
+        await self.db.write(txn)
+        self._published(AccessChanged(name, None))

@@ -1,0 +1,155 @@
+"""Metadata store: multipart uploads and their parts."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sqlalchemy.engine import Connection
+
+from s3torrent.store import queries as q
+from s3torrent.store.errors import NoSuchBucket, NoSuchUpload, PartChanged
+from s3torrent.store.meta_base import SqlStoreBase
+from s3torrent.store.rows import ObjectVersion, Part, Replaced, Upload
+
+# Rows read per query while scanning uploads.
+SCAN_BATCH = 1000
+
+
+class UploadMetadata(Protocol):
+    async def create_upload(self, up: Upload) -> None: ...
+
+    async def upload(self, upload_id: str) -> Upload | None: ...
+
+    async def put_part(self, part: Part) -> str | None: ...
+
+    async def list_parts(
+        self, upload_id: str, after: int = 0, limit: int | None = None
+    ) -> list[Part]: ...
+
+    async def abort_upload(self, upload_id: str) -> list[str] | None: ...
+
+    async def complete_upload(
+        self, obj: ObjectVersion, upload_id: str, joined: dict[int, str]
+    ) -> tuple[Replaced | None, list[str]]: ...
+
+    async def scan_uploads(
+        self,
+        bucket: str,
+        prefix: str,
+        delimiter: str,
+        key_marker: str,
+        upload_id_marker: str,
+        limit: int,
+    ) -> tuple[list[Upload | str], bool]: ...
+
+    async def stale_uploads(self, initiated_before: float, limit: int) -> list[str]: ...
+
+
+class SqlUploads(SqlStoreBase):
+    async def create_upload(self, up: Upload) -> None:
+        def txn(conn: Connection) -> None:
+            if q.get_bucket(conn, up.bucket) is None:
+                raise NoSuchBucket(up.bucket)
+            q.insert_upload(conn, up)
+
+        await self.db.write(txn)
+
+    async def upload(self, upload_id: str) -> Upload | None:
+        return await self.db.read(lambda c: q.get_upload(c, upload_id))
+
+    async def put_part(self, part: Part) -> str | None:
+        """Record a part (replacing one with its number); returns the replaced blob id."""
+
+        def txn(conn: Connection) -> str | None:
+            if q.get_upload(conn, part.upload_id) is None:
+                raise NoSuchUpload(part.upload_id)
+            return q.put_part(conn, part)
+
+        return await self.db.write(txn)
+
+    async def list_parts(
+        self, upload_id: str, after: int = 0, limit: int | None = None
+    ) -> list[Part]:
+        return await self.db.read(lambda c: q.list_parts(c, upload_id, after, limit))
+
+    async def abort_upload(self, upload_id: str) -> list[str] | None:
+        """Drop an upload; returns its part blob ids (None: no such upload)."""
+        return await self.db.write(lambda c: q.delete_upload(c, upload_id))
+
+    async def complete_upload(
+        self, obj: ObjectVersion, upload_id: str, joined: dict[int, str]
+    ) -> tuple[Replaced | None, list[str]]:
+        """Make the joined object current and drop its upload, in one transaction; returns
+        the version it replaced and the part blobs no longer needed. `joined` maps each part
+        number to the blob that was joined: a part uploaded again meanwhile is PartChanged."""
+
+        def txn(conn: Connection) -> tuple[Replaced | None, list[str]]:
+            if q.get_upload(conn, upload_id) is None:
+                raise NoSuchUpload(upload_id)
+            now_parts = {p.part_number: p.blob_id for p in q.list_parts(conn, upload_id)}
+            for number, blob_id in joined.items():
+                if now_parts.get(number) != blob_id:
+                    raise PartChanged(number)
+            if q.get_bucket(conn, obj.bucket) is None:
+                raise NoSuchBucket(obj.bucket)
+            replaced = q.upsert_object(conn, obj)
+            return replaced, q.delete_upload(conn, upload_id) or []
+
+        replaced, released = await self.db.write(txn)
+        self._written(obj, replaced, False)
+        return replaced, released
+
+    async def scan_uploads(
+        self,
+        bucket: str,
+        prefix: str,
+        delimiter: str,
+        key_marker: str,
+        upload_id_marker: str,
+        limit: int,
+    ) -> tuple[list[Upload | str], bool]:
+        return await self.db.read(
+            lambda c: scan_uploads(
+                c, bucket, prefix, delimiter, key_marker, upload_id_marker, limit
+            )
+        )
+
+    async def stale_uploads(self, initiated_before: float, limit: int) -> list[str]:
+        return await self.db.read(lambda c: q.stale_uploads(c, initiated_before, limit))
+
+
+def scan_uploads(
+    conn: Connection,
+    bucket: str,
+    prefix: str,
+    delimiter: str,
+    key_marker: str,
+    upload_id_marker: str,
+    limit: int,
+) -> tuple[list[Upload | str], bool]:
+    """Up to `limit` entries (an upload, or a common prefix string) and whether there are more."""
+    entries: list[Upload | str] = []
+    km: bytes | None = key_marker.encode() if key_marker else None
+    um: str | None = upload_id_marker if key_marker else None
+    skip_prefix = key_marker if delimiter and key_marker.endswith(delimiter) else None
+    while True:
+        batch = q.list_uploads(conn, bucket, prefix.encode(), km, um, SCAN_BATCH)
+        for up in batch:
+            km, um = up.key.encode(), up.upload_id
+            if not up.key.startswith(prefix):
+                return entries, False
+            if skip_prefix and up.key.startswith(skip_prefix):
+                continue
+            entry: Upload | str = up
+            if delimiter:
+                cut = up.key.find(delimiter, len(prefix))
+                if cut >= 0:
+                    common = up.key[: cut + len(delimiter)]
+                    if entries and entries[-1] == common:
+                        continue
+                    entry = common
+            if len(entries) == limit:
+                return entries, True
+            entries.append(entry)
+        if len(batch) < SCAN_BATCH:
+            return entries, False

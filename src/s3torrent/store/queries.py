@@ -1,0 +1,275 @@
+"""Metadata queries: each takes a Connection (or point reads); callers own transactions.
+
+Only the metadata store (s3torrent.store) calls these: everything else asks the store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from s3torrent.store.rows import Bucket, ObjectVersion, Part, Replaced, Upload
+from s3torrent.store.schema import (
+    OBJECT_INFO_COLUMNS,
+    buckets,
+    leases,
+    objects,
+    parts,
+    torrents,
+    uploads,
+)
+from s3torrent.store.sql import Prepared, Rows, _replace_row, insert_if_absent
+
+
+def hold_lease(conn: Connection, name: str, holder: str, now: float, ttl: float) -> bool:
+    """Take or renew the lease `name` for `holder` until now + ttl; False if another node
+    holds it. One conditional UPDATE (or the first INSERT) decides, on any engine."""
+    taken = conn.execute(
+        leases.update()
+        .where(
+            leases.c.name == name,
+            sa.or_(leases.c.holder == holder, leases.c.expires_at < now),
+        )
+        .values(holder=holder, expires_at=now + ttl)
+    ).rowcount
+    if taken:
+        return True
+    if conn.execute(sa.select(leases.c.name).where(leases.c.name == name)).first() is not None:
+        return False
+    conn.execute(leases.insert().values(name=name, holder=holder, expires_at=now + ttl))
+    return True
+
+
+# The object write path's statements, built once (see _replace_row for the protocol).
+_LOCK_OBJECT = Prepared(
+    sa.select(objects.c.version_id, objects.c.inline_data.is_(None).label("has_blob"))
+    .where(objects.c.bucket == sa.bindparam("w_bucket"), objects.c.key == sa.bindparam("w_key"))
+    .with_for_update()
+)
+_UPDATE_OBJECT = Prepared(
+    objects.update().where(
+        objects.c.bucket == sa.bindparam("w_bucket"), objects.c.key == sa.bindparam("w_key")
+    )
+)
+_DELETE_TORRENT = Prepared(torrents.delete().where(torrents.c.version_id == sa.bindparam("w_vid")))
+
+
+# ---- queries (each takes a Connection; callers own transactions) ----
+
+
+# The hot lookups of every request, built once: constructing a statement costs several times
+# what SQLite takes to answer it.
+_BUCKET_BY_NAME = Prepared(sa.select(buckets).where(buckets.c.name == sa.bindparam("name")))
+_OBJECT_BY_KEY = Prepared(
+    sa.select(objects).where(
+        objects.c.bucket == sa.bindparam("bucket"), objects.c.key == sa.bindparam("key")
+    )
+)
+_OBJECT_BY_VERSION = Prepared(sa.select(objects).where(objects.c.version_id == sa.bindparam("vid")))
+
+
+def get_bucket(rows: Rows, name: str) -> Bucket | None:
+    m = _BUCKET_BY_NAME.first(rows, {"name": name})
+    return Bucket.from_mapping(m) if m is not None else None
+
+
+def list_buckets(conn: Connection, owner_id: str | None) -> list[Bucket]:
+    q = sa.select(buckets).order_by(buckets.c.name)
+    if owner_id is not None:
+        q = q.where(buckets.c.owner_id == owner_id)
+    return [Bucket.from_row(r) for r in conn.execute(q)]
+
+
+def get_object(rows: Rows, bucket: str, key: str) -> ObjectVersion | None:
+    m = _OBJECT_BY_KEY.first(rows, {"bucket": bucket, "key": key.encode("utf-8")})
+    return ObjectVersion.from_mapping(m) if m is not None else None
+
+
+def get_object_by_version(rows: Rows, version_id: str) -> ObjectVersion | None:
+    m = _OBJECT_BY_VERSION.first(rows, {"vid": version_id})
+    return ObjectVersion.from_mapping(m) if m is not None else None
+
+
+def bucket_has_objects(conn: Connection, bucket: str) -> bool:
+    return (
+        conn.execute(
+            sa.select(objects.c.version_id).where(objects.c.bucket == bucket).limit(1)
+        ).first()
+        is not None
+    )
+
+
+def upsert_object(conn: Connection, obj: ObjectVersion) -> Replaced | None:
+    """Make obj the current version of its key; return the version it replaced, if any."""
+    row = obj.to_row()
+    at = {"w_bucket": obj.bucket, "w_key": row["key"]}
+    while True:
+        old = _LOCK_OBJECT.run(conn, at).fetchone()
+        if old is not None:
+            _UPDATE_OBJECT.run(conn, {**at, **row})
+            _DELETE_TORRENT.run(conn, {"w_vid": old[0]})
+            return Replaced(str(old[0]), bool(old[1]))
+        if insert_if_absent(conn, objects, row):
+            return None
+
+
+def delete_object(conn: Connection, bucket: str, key: str) -> Replaced | None:
+    """Delete the current version of a key; return it, if there was one."""
+    k = key.encode("utf-8")
+    # One statement: of two nodes deleting the same key, exactly one learns the version id.
+    old = conn.execute(
+        objects.delete()
+        .where(objects.c.bucket == bucket, objects.c.key == k)
+        .returning(objects.c.version_id, objects.c.inline_data.is_(None))
+    ).first()
+    if old is None:
+        return None
+    conn.execute(torrents.delete().where(torrents.c.version_id == old[0]))
+    return Replaced(str(old[0]), bool(old[1]))
+
+
+def iter_keys_from(
+    conn: Connection, bucket: str, after: bytes | None, start: bytes, end: bytes | None, limit: int
+) -> Iterator[ObjectVersion]:
+    """Up to `limit` objects with start <= key < end and key > after, in key order."""
+    # One lower bound only: given both `key >= start` and `key > after`, SQLite may seek on
+    # the first and filter on the second, scanning every earlier key on every later page.
+    if after is not None and after >= start:
+        q = sa.select(*OBJECT_INFO_COLUMNS).where(objects.c.bucket == bucket, objects.c.key > after)
+    else:
+        q = sa.select(*OBJECT_INFO_COLUMNS).where(
+            objects.c.bucket == bucket, objects.c.key >= start
+        )
+    if end is not None:
+        q = q.where(objects.c.key < end)
+    q = q.order_by(objects.c.key).limit(limit)
+    for row in conn.execute(q):
+        yield ObjectVersion.from_row(row)
+
+
+def bucket_has_uploads(conn: Connection, bucket: str) -> bool:
+    return (
+        conn.execute(
+            sa.select(uploads.c.upload_id).where(uploads.c.bucket == bucket).limit(1)
+        ).first()
+        is not None
+    )
+
+
+def referenced_blob_ids(conn: Connection) -> set[str]:
+    """Every blob id some metadata row still points at."""
+    ids = {str(r[0]) for r in conn.execute(sa.select(objects.c.version_id))}
+    ids |= {str(r[0]) for r in conn.execute(sa.select(parts.c.blob_id))}
+    return ids
+
+
+def insert_upload(conn: Connection, up: Upload) -> None:
+    conn.execute(
+        uploads.insert().values(
+            upload_id=up.upload_id,
+            bucket=up.bucket,
+            key=up.key.encode("utf-8"),
+            owner_id=up.owner_id,
+            initiated=up.initiated,
+            headers=json.dumps(up.headers, separators=(",", ":")),
+            acl=up.acl,
+            checksum_algorithm=up.checksum_algorithm,
+            checksum_type=up.checksum_type,
+        )
+    )
+
+
+def get_upload(conn: Connection, upload_id: str) -> Upload | None:
+    row = conn.execute(sa.select(uploads).where(uploads.c.upload_id == upload_id)).first()
+    return Upload.from_row(row) if row else None
+
+
+def put_part(conn: Connection, part: Part) -> str | None:
+    """Record a part (replacing one with the same number); return the replaced blob id."""
+    where = (parts.c.upload_id == part.upload_id, parts.c.part_number == part.part_number)
+    row = {
+        "upload_id": part.upload_id,
+        "part_number": part.part_number,
+        "blob_id": part.blob_id,
+        "size": part.size,
+        "etag": part.etag,
+        "last_modified": part.last_modified,
+        "checksum_value": part.checksum_value,
+    }
+    old = _replace_row(conn, parts, where, row, parts.c.blob_id)
+    return str(old) if old is not None else None
+
+
+def list_parts(
+    conn: Connection, upload_id: str, after: int = 0, limit: int | None = None
+) -> list[Part]:
+    q = (
+        sa.select(parts)
+        .where(parts.c.upload_id == upload_id, parts.c.part_number > after)
+        .order_by(parts.c.part_number)
+    )
+    if limit is not None:
+        q = q.limit(limit)
+    return [Part.from_row(r) for r in conn.execute(q)]
+
+
+def delete_upload(conn: Connection, upload_id: str) -> list[str] | None:
+    """Drop an upload and its parts; return the part blob ids (None: no such upload)."""
+    if (
+        conn.execute(sa.select(uploads.c.upload_id).where(uploads.c.upload_id == upload_id)).first()
+        is None
+    ):
+        return None
+    blob_ids = [
+        str(r[0])
+        for r in conn.execute(sa.select(parts.c.blob_id).where(parts.c.upload_id == upload_id))
+    ]
+    conn.execute(parts.delete().where(parts.c.upload_id == upload_id))
+    conn.execute(uploads.delete().where(uploads.c.upload_id == upload_id))
+    return blob_ids
+
+
+def list_uploads(
+    conn: Connection,
+    bucket: str,
+    prefix: bytes,
+    key_marker: bytes | None,
+    upload_id_marker: str | None,
+    limit: int,
+) -> list[Upload]:
+    """Uploads in (key, initiated, upload id) order, after the markers as S3 defines them."""
+    q = sa.select(uploads).where(uploads.c.bucket == bucket)
+    if prefix:
+        q = q.where(uploads.c.key >= prefix)
+    if key_marker is not None:
+        if upload_id_marker:
+            marker = conn.execute(
+                sa.select(uploads.c.initiated).where(uploads.c.upload_id == upload_id_marker)
+            ).first()
+            after_same_key = (
+                sa.or_(
+                    uploads.c.initiated > marker[0],
+                    sa.and_(
+                        uploads.c.initiated == marker[0], uploads.c.upload_id > upload_id_marker
+                    ),
+                )
+                if marker is not None
+                else sa.false()
+            )
+            q = q.where(
+                sa.or_(
+                    uploads.c.key > key_marker, sa.and_(uploads.c.key == key_marker, after_same_key)
+                )
+            )
+        else:
+            q = q.where(uploads.c.key > key_marker)
+    q = q.order_by(uploads.c.key, uploads.c.initiated, uploads.c.upload_id).limit(limit)
+    return [Upload.from_row(r) for r in conn.execute(q)]
+
+
+def stale_uploads(conn: Connection, initiated_before: float, limit: int) -> list[str]:
+    q = sa.select(uploads.c.upload_id).where(uploads.c.initiated < initiated_before).limit(limit)
+    return [str(r[0]) for r in conn.execute(q)]

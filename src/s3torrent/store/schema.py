@@ -1,0 +1,216 @@
+"""The metadata schema (SQLAlchemy Core tables) and the engines that hold it.
+
+Keys are stored as UTF-8 bytes so that ordering is byte order on every engine (S3 lists
+keys in UTF-8 binary order) without depending on a collation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+meta = sa.MetaData()
+
+users = sa.Table(
+    "users",
+    meta,
+    sa.Column("canonical_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("access_key", sa.String(128), nullable=False, unique=True),
+    sa.Column("secret_key", sa.String(128), nullable=False),
+    sa.Column("is_root", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+buckets = sa.Table(
+    "buckets",
+    meta,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("owner_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("region", sa.String(64), nullable=False),
+    sa.Column("acl", sa.Text, nullable=True),
+    sa.Column("policy", sa.Text, nullable=True),
+    sa.Column("public_access_block", sa.Text, nullable=True),
+    sa.Column("settings", sa.Text, nullable=True),
+)
+
+objects = sa.Table(
+    "objects",
+    meta,
+    sa.Column("bucket", sa.String(63), primary_key=True),
+    sa.Column("key", sa.LargeBinary, primary_key=True),
+    sa.Column("version_id", sa.String(40), nullable=False, unique=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("etag", sa.String(80), nullable=False),
+    sa.Column("last_modified", sa.Float, nullable=False),
+    sa.Column("owner_id", sa.String(64), nullable=False),
+    sa.Column("headers", sa.Text, nullable=False),
+    sa.Column("acl", sa.Text, nullable=True),
+    sa.Column("checksum_algorithm", sa.String(16), nullable=True),
+    sa.Column("checksum_value", sa.String(128), nullable=True),
+    sa.Column("checksum_type", sa.String(16), nullable=True),
+    sa.Column("parts", sa.Text, nullable=True),
+    # Small objects live in their row: one group-committed transaction makes them durable,
+    # instead of two fsyncs of a file of their own.
+    sa.Column("inline_data", sa.LargeBinary, nullable=True),
+)
+
+# Every object column but the inline bytes: what listings read.
+OBJECT_INFO_COLUMNS = tuple(c for c in objects.c if c.name != "inline_data")
+
+torrents = sa.Table(
+    "torrents",
+    meta,
+    sa.Column("version_id", sa.String(40), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("piece_length", sa.Integer, nullable=False),
+    sa.Column("pieces_v1", sa.LargeBinary, nullable=True),
+    sa.Column("pieces_root", sa.LargeBinary, nullable=True),
+    sa.Column("piece_layer", sa.LargeBinary, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    # The 20-byte swarm ids (v1 info-hash; truncated v2 info-hash) of the torrent in the
+    # format it was last built in, so the tracker and seeder can find an object by hash.
+    sa.Column("format", sa.String(8), nullable=True),
+    sa.Column("swarm_v1", sa.LargeBinary, nullable=True, index=True),
+    sa.Column("swarm_v2", sa.LargeBinary, nullable=True, index=True),
+)
+
+uploads = sa.Table(
+    "uploads",
+    meta,
+    sa.Column("upload_id", sa.String(64), primary_key=True),
+    sa.Column("bucket", sa.String(63), nullable=False),
+    sa.Column("key", sa.LargeBinary, nullable=False),
+    sa.Column("owner_id", sa.String(64), nullable=False),
+    sa.Column("initiated", sa.Float, nullable=False),
+    sa.Column("headers", sa.Text, nullable=False),
+    sa.Column("acl", sa.Text, nullable=True),
+    sa.Column("checksum_algorithm", sa.String(16), nullable=True),
+    sa.Column("checksum_type", sa.String(16), nullable=True),
+    sa.Index("ix_uploads_bucket_key", "bucket", "key", "initiated"),
+)
+
+parts = sa.Table(
+    "parts",
+    meta,
+    sa.Column("upload_id", sa.String(64), primary_key=True),
+    sa.Column("part_number", sa.Integer, primary_key=True),
+    sa.Column("blob_id", sa.String(40), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("etag", sa.String(80), nullable=False),
+    sa.Column("last_modified", sa.Float, nullable=False),
+    sa.Column("checksum_value", sa.String(128), nullable=True),
+)
+
+# Background hashing jobs (s3torrent.torrent.jobs), claimed by one node at a time: a claim
+# lasts until claimed_until and is renewed by its node's heartbeat; an expired claim is
+# taken over by another node.
+hash_jobs = sa.Table(
+    "hash_jobs",
+    meta,
+    sa.Column("version_id", sa.String(40), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("claimed_until", sa.Float, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Index("ix_hash_jobs_claimed_until", "claimed_until"),
+)
+
+# Work that exactly one node does at a time (e.g. sampling shared counters): a named lease.
+leases = sa.Table(
+    "leases",
+    meta,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+
+# ---- metering (written by s3torrent.metering.meter, read by s3torrent.metering.usage) ----
+
+# Requests and bytes per bucket, hour (epoch seconds of its start) and operation; the channel
+# is part of the operation name (GetObject, GetObjectTorrent, GetObject-BitTorrent, ...).
+# Storage is the operation "StandardStorage" with byte_hours.
+usage_hourly = sa.Table(
+    "usage_hourly",
+    meta,
+    sa.Column("hour", sa.BigInteger, primary_key=True),
+    sa.Column("bucket", sa.String(63), primary_key=True),
+    sa.Column("operation", sa.String(64), primary_key=True),
+    sa.Column("requests", sa.BigInteger, nullable=False, default=0),
+    sa.Column("bytes_out", sa.BigInteger, nullable=False, default=0),
+    sa.Column("bytes_in", sa.BigInteger, nullable=False, default=0),
+    sa.Column("byte_hours", sa.Float, nullable=False, default=0.0),
+)
+
+# Object bytes the origin sent, per object and channel, since the object was first served.
+usage_objects = sa.Table(
+    "usage_objects",
+    meta,
+    sa.Column("bucket", sa.String(63), primary_key=True),
+    sa.Column("key", sa.LargeBinary, primary_key=True),
+    sa.Column("operation", sa.String(64), primary_key=True),
+    sa.Column("requests", sa.BigInteger, nullable=False, default=0),
+    sa.Column("bytes_out", sa.BigInteger, nullable=False, default=0),
+)
+
+# What the tracker heard from each swarm, per hour: completed downloads and the sums of the
+# peers' reported transfer deltas.
+usage_swarms = sa.Table(
+    "usage_swarms",
+    meta,
+    sa.Column("hour", sa.BigInteger, primary_key=True),
+    sa.Column("info_hash", sa.String(40), primary_key=True),
+    sa.Column("bucket", sa.String(63), nullable=False),
+    sa.Column("key", sa.LargeBinary, nullable=False),
+    sa.Column("completed", sa.BigInteger, nullable=False, default=0),
+    sa.Column("uploaded", sa.BigInteger, nullable=False, default=0),
+    sa.Column("downloaded", sa.BigInteger, nullable=False, default=0),
+    sa.Index("ix_usage_swarms_object", "bucket", "key"),
+)
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine with the durability settings each backend needs."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=8,
+            max_overflow=8,
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed transaction survives power loss, not only kill -9.
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+            # pysqlite starts transactions lazily and lets the release of an outermost
+            # SAVEPOINT commit on its own: every savepoint of a group commit would then be a
+            # transaction (and an fsync) of its own. Take control of BEGIN instead.
+            dbapi_conn.isolation_level = None
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            # Writers ask for IMMEDIATE (take the write lock up front, so a busy database
+            # is waited for rather than failing mid-transaction); the request path's reads
+            # ask for none (each SELECT is its own snapshot, and BEGIN/ROLLBACK would cost
+            # more than the lookup); anything else gets a plain deferred transaction.
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            if mode:
+                conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+def create_schema(engine: sa.Engine) -> None:
+    """Bring the schema to the newest migration (Alembic), on any engine."""
+    from s3torrent.store import migrations
+
+    migrations.upgrade(engine)

@@ -1,0 +1,179 @@
+"""Statement plumbing shared by the metadata queries: prepared statements, SQLite point
+reads, and race-free insert/replace on every engine."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+
+def insert_if_absent(conn: Connection, table: sa.Table, row: dict[str, Any]) -> bool:
+    """INSERT row unless its primary key exists (waits for a concurrent inserter to finish)."""
+    dialect = conn.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        stmt = _INSERT_IF_ABSENT.get((dialect, table.name))
+        if stmt is None:
+            base: Any = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
+            # RETURNING, not rowcount: drivers report -1 for some INSERT forms.
+            stmt = Prepared(base.on_conflict_do_nothing().returning(*table.primary_key.columns))
+            _INSERT_IF_ABSENT[(dialect, table.name)] = stmt
+        # Values as parameters, not .values(): one statement object, compiled once.
+        return stmt.run(conn, row).fetchone() is not None
+    conn.execute(table.insert(), row)
+    return True
+
+
+_INSERT_IF_ABSENT: dict[tuple[str, str], Prepared] = {}
+
+
+def _replace_row(
+    conn: Connection,
+    table: sa.Table,
+    where: tuple[sa.ColumnElement[bool], ...],
+    row: dict[str, Any],
+    column: sa.Column[Any],
+) -> Any:
+    """Make row the one at `where` (a primary key); return `column` of the row it replaced.
+
+    Race-free across nodes: an existing row is locked (SELECT ... FOR UPDATE; a no-op on
+    SQLite, whose writer holds the database lock) and updated in place; an absent one is
+    inserted with ON CONFLICT DO NOTHING, and if another transaction inserted it meanwhile
+    we go round again and replace that one. The last committer wins; no reader ever sees
+    the key missing or two rows for it.
+    """
+    while True:
+        old = conn.execute(sa.select(column).where(*where).with_for_update()).first()
+        if old is not None:
+            conn.execute(table.update().where(*where).values(**row))
+            return old[0]
+        if insert_if_absent(conn, table, row):
+            return None
+
+
+class Prepared:
+    """A statement built once for the hot paths, run on SQLite's DBAPI connection directly.
+
+    On SQLite, SQLAlchemy's per-execution work (cache lookup, parameter and result
+    processing) costs several times what a primary-key statement itself costs, and the
+    write path's statements all run in the single writer thread. The columns involved are
+    plain (text, integers, floats, bytes), so nothing is lost by skipping SQLAlchemy's type
+    processing. Other engines run the statement through SQLAlchemy as usual.
+    """
+
+    __slots__ = ("columns", "defaults", "order", "sql", "stmt")
+
+    def __init__(self, stmt: sa.Executable) -> None:
+        from sqlalchemy.dialects import sqlite
+
+        self.stmt = stmt
+        compiled = stmt.compile(dialect=sqlite.dialect())  # type: ignore[attr-defined]
+        self.sql = str(compiled)
+        self.order = tuple(compiled.positiontup or ())
+        selected = getattr(stmt, "selected_columns", None)
+        returning = getattr(stmt, "_returning", ())
+        self.columns = tuple(c.name for c in (selected if selected is not None else returning))
+        # An INSERT compiled without values names every column: what a row leaves out gets
+        # the column's default (or NULL), as SQLAlchemy would give it.
+        # Literal values in the statement are bound parameters too: they travel with it.
+        self.defaults: dict[str, Any] = {
+            name: bind.effective_value
+            for name, bind in compiled.binds.items()
+            if not bind.required and name in self.order
+        }
+        if isinstance(stmt, sa.Insert):
+            for col in stmt.table.columns:  # type: ignore[attr-defined]
+                default = col.default
+                if default is not None and getattr(default, "is_scalar", False):
+                    self.defaults.setdefault(col.name, getattr(default, "arg", None))
+                elif default is None and col.nullable:
+                    self.defaults.setdefault(col.name, None)
+
+    def params(self, values: Mapping[str, Any]) -> list[Any]:
+        if not self.defaults:
+            return [values[name] for name in self.order]
+        d = self.defaults
+        return [values[n] if n in values else d[n] for n in self.order]
+
+    def run(self, conn: Connection, values: Mapping[str, Any]) -> Any:
+        """A cursor (fetchone, fetchall, rowcount; rows index like tuples)."""
+        if conn.dialect.name == "sqlite":
+            dbapi: Any = conn.connection.driver_connection
+            return dbapi.execute(self.sql, self.params(values))
+        return conn.execute(self.stmt, values)
+
+    def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """The statement once per row (executemany)."""
+        if conn.dialect.name == "sqlite":
+            dbapi: Any = conn.connection.driver_connection
+            dbapi.executemany(self.sql, [self.params(r) for r in rows])
+        else:
+            conn.execute(self.stmt, list(rows))
+
+    def first(self, rows: Rows, values: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The first row as a dict: through a Connection, or as a point read (PointReads)."""
+        if isinstance(rows, PointReads):
+            return rows.first(self, values)
+        row = self.run(rows, values).fetchone()
+        return dict(zip(self.columns, row, strict=True)) if row is not None else None
+
+
+class PointReads:
+    """The request path's hottest lookups as plain DBAPI statements on SQLite.
+
+    Every GET and HEAD needs its bucket row and its object row. A primary-key lookup in
+    SQLite's page cache takes microseconds; handing it to a worker thread costs far more (a
+    hop each way, and the GIL contended by the loop and the pool). So these run on the
+    calling thread (the event loop's), each on its own read-only connection per thread. WAL
+    readers never wait for the writer; on the rare SQLITE_BUSY (recovery, a truncating
+    checkpoint) the call raises ``sqlite3.OperationalError`` at once, and the caller falls
+    back to the thread pool, which waits.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self._path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def first(self, stmt: Prepared, values: Mapping[str, Any]) -> dict[str, Any] | None:
+        row = self._connection().execute(stmt.sql, stmt.params(values)).fetchone()
+        return dict(zip(stmt.columns, row, strict=True)) if row is not None else None
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+
+
+# Where the lookups below can run: a Connection (any engine, any thread), or SQLite point
+# reads on the calling thread (see Database.lookup).
+Rows = Connection | PointReads
+
+
+def point_reads_for(engine: sa.Engine) -> PointReads | None:
+    """PointReads on a file-backed SQLite database; None elsewhere (a network hop is better
+    spent on a thread)."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return PointReads(url.database)
