@@ -16,6 +16,23 @@ from typing import Any
 
 import pytest
 
+# Markers by folder: `pytest -m "not slow"` is the fast inner loop (unit and API tests);
+# the README's command runs everything.
+_FOLDER_MARKS = {
+    "interop": ("interop", "slow"),
+    "scale": ("scale", "slow"),
+    "fault": ("slow",),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for folder, marks in _FOLDER_MARKS.items():
+            if f"{os.sep}tests{os.sep}{folder}{os.sep}" in str(item.path):
+                for mark in marks:
+                    item.add_marker(mark)
+
+
 ROOT_AK = "S3TROOTTESTKEY000001"
 ROOT_SK = "root-secret-key-for-tests-0000000000000"
 

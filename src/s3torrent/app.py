@@ -16,16 +16,21 @@ from aiohttp import web
 
 from s3torrent.config import Settings, split_host_port
 from s3torrent.events import EventBus
+from s3torrent.extras import check_extras
+from s3torrent.failures import logged_failure
 from s3torrent.metering.meter import Meter, edge_recorder
 from s3torrent.metering.metrics import MetricsEndpoint
 from s3torrent.metering.usage import admin_handler
 from s3torrent.peer.seeder import Seeder, advertised_address
 from s3torrent.publication import PublicTorrents, ResolvingRegistry
+from s3torrent.s3.context import S3Context
 from s3torrent.s3.routing import Endpoint
 from s3torrent.s3.server import Handler, S3Application
 from s3torrent.store.blobs import open_blob_store
 from s3torrent.store.database import Database
+from s3torrent.store.metastore import MetadataStore, open_metadata_store
 from s3torrent.store.objects import ObjectStore
+from s3torrent.store.upload_expiry import expire_uploads_forever
 from s3torrent.store.users import UserDirectory
 from s3torrent.torrent.catalog import TorrentCatalog
 from s3torrent.torrent.jobs import HashJobs
@@ -47,6 +52,7 @@ class Services:
 
     settings: Settings
     db: Database
+    meta: MetadataStore
     store: ObjectStore
     users: UserDirectory
     events: EventBus
@@ -60,13 +66,17 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
+    check_extras(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_url, max_batch=settings.storage.group_commit_max_ops)
     events = EventBus()
+    meta = open_metadata_store(
+        settings.database_url, events, max_batch=settings.storage.group_commit_max_ops
+    )
+    db = meta.db
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="io")
     blobs = open_blob_store(settings)
     store = ObjectStore(
-        db, blobs, events, executor=executor, blob_delete_delay=settings.storage.blob_delete_delay
+        meta, blobs, executor=executor, blob_delete_delay=settings.storage.blob_delete_delay
     )
     users = UserDirectory(db)
     users.load()
@@ -119,6 +129,7 @@ def build_services(settings: Settings) -> Services:
     return Services(
         settings=settings,
         db=db,
+        meta=meta,
         store=store,
         users=users,
         events=events,
@@ -184,7 +195,17 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.svc = build_services(settings)
-        self.s3 = S3Application(self.svc, handlers())
+        self.s3 = S3Application(
+            S3Context(
+                settings=settings,
+                meta=self.svc.meta,
+                store=self.svc.store,
+                users=self.svc.users,
+                torrents=self.svc.torrents,
+                hash_jobs=self.svc.hash_jobs,
+            ),
+            handlers(),
+        )
         self.s3.add_route("/_health", self._health)
         self.s3.add_route("/_tracker", tracker_handler(self.svc.tracker))
         self.s3.add_route("/_admin", lambda request: admin_handler(self.svc, request))
@@ -277,9 +298,9 @@ class Node:
         await self._start_tracker_listener()
         self._tasks.append(asyncio.create_task(self._reload_users()))
         self._tasks.append(asyncio.create_task(self._sweep_tracker()))
-        from s3torrent.s3.ops.multipart import expire_uploads_forever
-
-        self._tasks.append(asyncio.create_task(expire_uploads_forever(self.svc)))
+        self._tasks.append(
+            asyncio.create_task(expire_uploads_forever(self.svc.store, self.settings.storage))
+        )
         await self.svc.hash_jobs.resume()
         if self.settings.metering.enabled:
             self.svc.meter.start()
@@ -324,7 +345,7 @@ class Node:
         # Users removed with the CLI while we run lose access within a few seconds.
         while True:
             await asyncio.sleep(3)
-            with contextlib.suppress(Exception):
+            with logged_failure(log, "reloading users"):
                 await asyncio.get_running_loop().run_in_executor(
                     self.svc.executor, self.svc.users.load
                 )
@@ -342,7 +363,10 @@ class Node:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with (
+                contextlib.suppress(asyncio.CancelledError),
+                logged_failure(log, "a background task"),
+            ):
                 await t
         for transport in self._udp:
             transport.close()
@@ -358,7 +382,7 @@ class Node:
             await self.metrics.stop()
         if self.settings.metering.enabled:
             # After the listeners: the last requests are counted, then written.
-            with contextlib.suppress(Exception):
+            with logged_failure(log, "the last metering flush"):
                 await self.svc.meter.close()
         await self.svc.hash_jobs.close()
         await self.svc.public.close()
@@ -366,7 +390,7 @@ class Node:
             await self.svc.relay.close()
         close_registry = getattr(self.svc.public.registry, "close", None)
         if close_registry is not None:
-            with contextlib.suppress(Exception):
+            with logged_failure(log, "closing the tracker registry"):
                 await close_registry()
         self.svc.store.flush_pending_deletes()
         self.svc.executor.shutdown(wait=True)

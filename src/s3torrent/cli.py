@@ -77,7 +77,12 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = _settings(ctx)
-    asyncio.run(run_server(settings))
+    from s3torrent.extras import MissingExtra
+
+    try:
+        asyncio.run(run_server(settings))
+    except MissingExtra as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.group()
@@ -155,13 +160,11 @@ def torrent() -> None:
 
 def _torrent_state(settings: Settings, bucket: Any, obj: Any, hashed: bool) -> str:
     """ready / pending / not public, or why torrents are refused (disabled, too large)."""
-    from s3torrent.publication import anonymously_readable, torrent_refusal
+    from s3torrent.publication import anywhere_now, torrent_refusal
 
-    refusal = torrent_refusal(settings, bucket, obj)
+    refusal = torrent_refusal(settings.torrent, bucket, obj, anywhere_now())
     if refusal is not None:
-        return refusal
-    if not anonymously_readable(bucket, obj):
-        return "not public"
+        return refusal.value
     return "ready" if hashed else "pending"
 
 
@@ -236,12 +239,16 @@ def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
     from tqdm import tqdm
 
     from s3torrent.events import EventBus
-    from s3torrent.publication import torrent_refusal
+    from s3torrent.publication import Refusal, anywhere_now, torrent_refusal
     from s3torrent.store import metadata as md
     from s3torrent.store.blobs import open_blob_store
     from s3torrent.store.database import Database
+    from s3torrent.store.metastore import SqlMetadataStore
     from s3torrent.store.objects import ObjectStore
     from s3torrent.torrent.catalog import TorrentCatalog, load_hashes, make_info, store_hashes
+
+    not_hashed = (Refusal.DISABLED, Refusal.TOO_LARGE)
+    now = anywhere_now()
     from s3torrent.torrent.jobs import hash_version
     from s3torrent.torrent.pieces import PieceLayout, piece_length_for
 
@@ -264,7 +271,8 @@ def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
             if obj.bucket not in buckets:
                 buckets[obj.bucket] = md.get_bucket(conn, obj.bucket)
             b = buckets[obj.bucket]
-            if b is None or torrent_refusal(settings, b, obj) is not None:
+            # Private objects are hashed too: they may be made public later.
+            if b is None or torrent_refusal(settings.torrent, b, obj, now) in not_hashed:
                 continue
             hashes = load_hashes(conn, obj)
             if hashes is None or not catalog.has_hashes_for_format(hashes):
@@ -273,7 +281,7 @@ def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
 
     rehashed = skipped = 0
     pool = concurrent.futures.ThreadPoolExecutor(max(1, settings.torrent.hash_workers))
-    store = ObjectStore(db, blobs, EventBus(), executor=pool)
+    store = ObjectStore(SqlMetadataStore(db, EventBus()), blobs, executor=pool)
     try:
         if (
             bucket_name is not None

@@ -27,6 +27,7 @@ from s3torrent.events import (
     ObjectWritten,
     TorrentHashed,
 )
+from s3torrent.failures import logged_failure
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class RedisEventRelay:
                 log.warning("event relay: subscription lost (%s); events may be missed", exc)
                 await asyncio.sleep(self.reconnect_delay)
             finally:
-                with contextlib.suppress(Exception):
+                with logged_failure(log, "event relay: closing the subscription"):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _deliver(self, raw: bytes) -> None:
@@ -150,7 +151,7 @@ class RedisEventRelay:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(asyncio.CancelledError), logged_failure(log, "event relay"):
                 await task
-        with contextlib.suppress(Exception):
+        with logged_failure(log, "event relay: closing the Redis client"):
             await self.client.aclose()

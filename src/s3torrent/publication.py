@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
-from s3torrent.access import ANONYMOUS
-from s3torrent.config import Settings
+from s3torrent.access import RequestContext, facts
+from s3torrent.config import Settings, TorrentSettings
 from s3torrent.events import AccessChanged, Event, ObjectDeleted, ObjectWritten, TorrentHashed
-from s3torrent.s3 import authz
 from s3torrent.store import metadata as md
 from s3torrent.store.database import Database
 from s3torrent.torrent.catalog import (
@@ -30,6 +32,7 @@ from s3torrent.torrent.catalog import (
 )
 from s3torrent.tracker.protocol import AnnounceRequest, ScrapeStats
 from s3torrent.tracker.registry import (
+    UNREGISTERED_TORRENT,
     AnnounceFailure,
     AnnounceResult,
     SwarmStats,
@@ -43,26 +46,45 @@ Revoked = Callable[[TorrentInfo], None]
 _MAX_CONSIDER_ATTEMPTS = 3
 _EPOCH_SLOTS = 4096
 _UNPUBLISHABLE_MAX = 65536
+_DECISIONS_MAX = 65536
+# Re-decide a little after a policy's time boundary, so the clock is surely past it.
+_BOUNDARY_SLACK = 0.05
+# loop.call_later's longest useful delay; a later boundary is re-scheduled on the way.
+_MAX_TIMER = 86400.0
 
 
-def torrent_refusal(settings: Settings, bucket: md.Bucket, obj: md.ObjectVersion) -> str | None:
-    """Why this version cannot have a public torrent (apart from access), or None."""
-    ts = settings.torrent
-    if (
-        not ts.enabled
-        or bucket.name in ts.disabled_buckets
-        or bucket.settings.get("torrent") is False
-    ):
-        return "disabled"
-    if obj.size > ts.max_object_size:
-        return "too large"
+class Refusal(Enum):
+    """Why an object version has no public torrent."""
+
+    DISABLED = "disabled"  # torrents are off, for the server or the bucket
+    TOO_LARGE = "too large"  # over torrent.max_object_size
+    NOT_PUBLIC = "not public"  # anonymous callers may not fetch it by BitTorrent
+
+
+def torrent_refusal(
+    settings: TorrentSettings,
+    bucket: md.Bucket,
+    obj: md.ObjectVersion,
+    ctx: RequestContext,
+) -> Refusal | None:
+    """Why this version has no torrent for anonymous callers in ctx, or None when it has.
+
+    The one rule, asked by ?torrent, the tracker, the seeder, the web seed and the CLI.
+    """
+    if not settings.enabled or bucket.name in settings.disabled_buckets:
+        return Refusal.DISABLED
+    if bucket.settings.get("torrent") is False:
+        return Refusal.DISABLED
+    if obj.size > settings.max_object_size:
+        return Refusal.TOO_LARGE
+    if not facts.may_torrent(bucket, obj.key, obj, ctx):
+        return Refusal.NOT_PUBLIC
     return None
 
 
-def anonymously_readable(bucket: md.Bucket, obj: md.ObjectVersion) -> bool:
-    """The one access decision, asked as an anonymous GetObject from nowhere in particular."""
-    ctx = authz.context(datetime.now(UTC), None, False)
-    return authz.may(ANONYMOUS, "s3:GetObject", bucket, obj.key, obj, ctx).allowed
+def anywhere_now() -> RequestContext:
+    """The context of an anonymous caller from no particular address, now."""
+    return facts.context(datetime.now(UTC), None, False)
 
 
 class PublicTorrents:
@@ -94,6 +116,14 @@ class PublicTorrents:
         # announce flood of random info-hashes costs a set lookup, not a database query each.
         self._unpublishable: set[bytes] = set()
         self._unpublishable_generation = 0
+        # What each published torrent was decided on (its bucket and version rows); events
+        # revoke and re-decide, so these never outlive their facts.
+        self._facts: dict[str, tuple[md.Bucket, md.ObjectVersion]] = {}
+        # Per-announce / per-connection decisions by (version, source class): allowed, and
+        # until when (monotonic) the answer holds. Cleared by every event.
+        self._decisions: dict[tuple[str, str | None], tuple[bool, float]] = {}
+        # Per bucket: the re-evaluation at the next time boundary of its policy.
+        self._boundary_timers: dict[str, asyncio.TimerHandle] = {}
 
     @property
     def origin_seeders(self) -> tuple[tuple[str, int], ...]:
@@ -133,6 +163,7 @@ class PublicTorrents:
         # Anything may have become publishable: forget what resolve() found was not.
         self._unpublishable.clear()
         self._unpublishable_generation += 1
+        self._decisions.clear()
         if not isinstance(event, TorrentHashed):
             bucket_slot, key_slot = self._epoch_slots(event.bucket, event.key)
             self._epochs[bucket_slot if event.key is None else key_slot] += 1
@@ -165,6 +196,7 @@ class PublicTorrents:
 
     def revoke(self, version_id: str) -> None:
         info = self.by_version.pop(version_id, None)
+        self._facts.pop(version_id, None)
         self.catalog.forget(version_id)
         if info is None:
             return
@@ -214,9 +246,12 @@ class PublicTorrents:
         if known is not None:
             return known
         bucket = await self.db.lookup(lambda rows: md.get_bucket(rows, obj.bucket))
-        if bucket is None or torrent_refusal(self.settings, bucket, obj) or obj.size == 0:
+        # Zero-byte objects have a metainfo but nothing to seed: never registered.
+        if bucket is None or obj.size == 0:
             return None
-        if not anonymously_readable(bucket, obj):
+        # Published or not, a policy's next time boundary may change the answer.
+        self._schedule_boundary(bucket)
+        if torrent_refusal(self.settings.torrent, bucket, obj, anywhere_now()) is not None:
             return None
         hashes = await self.db.lookup(lambda rows: load_hashes(rows, obj))
         if hashes is None or not self.catalog.has_hashes_for_format(hashes):
@@ -227,6 +262,7 @@ class PublicTorrents:
             return None
         info = self.catalog.info_for(obj, hashes)
         self.by_version[obj.version_id] = info
+        self._facts[obj.version_id] = (bucket, obj)
         ref = self._ref(info)
         for sid in info.swarm_ids:
             self.by_swarm[sid] = info
@@ -252,9 +288,70 @@ class PublicTorrents:
             return None
         return info
 
+    # ---- the decision per announce and per peer connection ----
+
+    def admits(self, info: TorrentInfo, source_ip: str | None) -> bool:
+        """May an anonymous peer at source_ip use this published torrent now?
+
+        The one decision (torrent_refusal) with the peer's own context: its address and the
+        current time. Cached per torrent and source class until the next event or time
+        boundary, so an announce costs a dict lookup.
+        """
+        facts_ = self._facts.get(info.version_id)
+        if facts_ is None:
+            return False
+        bucket, obj = facts_
+        source = source_ip if facts.depends_on_source(bucket) else None
+        key = (info.version_id, source)
+        now_mono = time.monotonic()
+        cached = self._decisions.get(key)
+        if cached is not None and now_mono < cached[1]:
+            return cached[0]
+        now = datetime.now(UTC)
+        ctx = facts.context(now, source_ip, False)
+        allowed = torrent_refusal(self.settings.torrent, bucket, obj, ctx) is None
+        boundary = facts.next_time_boundary(bucket, now)
+        until = now_mono + (boundary - now).total_seconds() if boundary is not None else math.inf
+        if len(self._decisions) >= _DECISIONS_MAX:
+            self._decisions.clear()
+        self._decisions[key] = (allowed, until)
+        return allowed
+
+    async def admit(self, swarm_id: bytes, source_ip: str | None) -> TorrentInfo | None:
+        """The published torrent for swarm_id if a peer at source_ip may use it now."""
+        info = await self.resolve(swarm_id)
+        if info is None or not self.admits(info, source_ip):
+            return None
+        return info
+
+    def _schedule_boundary(self, bucket: md.Bucket) -> None:
+        """At the next time boundary of the bucket's policy, decide its torrents again."""
+        boundary = facts.next_time_boundary(bucket, datetime.now(UTC))
+        old = self._boundary_timers.pop(bucket.name, None)
+        if old is not None:
+            old.cancel()
+        if boundary is None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, (boundary - datetime.now(UTC)).total_seconds()) + _BOUNDARY_SLACK
+        self._boundary_timers[bucket.name] = loop.call_later(
+            min(delay, _MAX_TIMER), self._boundary_reached, bucket.name
+        )
+
+    def _boundary_reached(self, bucket: str) -> None:
+        self._boundary_timers.pop(bucket, None)
+        log.info(
+            "a time condition of bucket %s's policy changed: deciding its torrents again", bucket
+        )
+        # As if its access settings had changed: revoke, then republish what is still public.
+        self.on_event(AccessChanged(bucket, None))
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        for timer in self._boundary_timers.values():
+            timer.cancel()
+        self._boundary_timers.clear()
 
 
 class ResolvingRegistry:
@@ -276,8 +373,10 @@ class ResolvingRegistry:
         return await self.public.resolve(info_hash) is not None
 
     async def announce(self, req: AnnounceRequest, now: float) -> AnnounceResult | AnnounceFailure:
-        if not await self.inner.is_registered(req.info_hash):
-            await self.public.resolve(req.info_hash)
+        # Every announce asks the one decision with the peer's address and the time.
+        info = await self.public.admit(req.info_hash, req.ip)
+        if info is None:
+            return AnnounceFailure(UNREGISTERED_TORRENT)
         return await self.inner.announce(req, now)
 
     async def scrape(self, info_hashes: tuple[bytes, ...], now: float) -> dict[bytes, ScrapeStats]:

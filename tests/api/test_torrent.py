@@ -626,6 +626,7 @@ def test_hash_jobs_are_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     from s3torrent.store import metadata as md
     from s3torrent.store.blobs.local import LocalBlobStore
     from s3torrent.store.database import Database
+    from s3torrent.store.metastore import SqlMetadataStore
     from s3torrent.store.objects import ObjectStore
     from s3torrent.torrent import jobs
     from s3torrent.torrent.catalog import TorrentCatalog
@@ -644,7 +645,7 @@ def test_hash_jobs_are_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         blobs = LocalBlobStore(tmp_path / "d", fsync=False)
         events = EventBus()
         pool = concurrent.futures.ThreadPoolExecutor(2)
-        store = ObjectStore(db, blobs, events, executor=pool, blob_delete_delay=0)
+        store = ObjectStore(SqlMetadataStore(db, events), blobs, executor=pool, blob_delete_delay=0)
         catalog = TorrentCatalog(TorrentSettings())
         hj = jobs.HashJobs(db, store, catalog, events, workers=2)
         w = blobs.new_writer()

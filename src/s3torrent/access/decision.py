@@ -122,6 +122,8 @@ class AccessFacts:
 class Decision:
     allowed: bool
     reason: str
+    explicit_deny: bool = False
+    """True when a policy statement denied it (not merely nothing allowed it)."""
 
 
 def condition_keys(principal: Principal, ctx: RequestContext) -> dict[str, Sequence[str]]:
@@ -207,7 +209,7 @@ def decide(
             if is_bucket_owner and action_key in _LOCKOUT_PROOF_ACTIONS:
                 continue
             if statement_applies(statement, principal, action, resource.arn, keys):
-                return Decision(False, f"explicit deny by {statement.label}")
+                return Decision(False, f"explicit deny by {statement.label}", explicit_deny=True)
 
     owns_object = _object_owner(facts) == principal.canonical_id
     if is_bucket_owner and (owns_object or not _touches_object_data(action_key, resource)):

@@ -188,7 +188,7 @@ class _BlobSource:
     async def read(self, offset: int, length: int) -> bytes:
         if self._obj is None:
             vid = self.info.version_id
-            self._obj = await self.store.db.read(lambda c: md.get_object_by_version(c, vid))
+            self._obj = await self.store.meta.object_by_version(vid)
             if self._obj is None:
                 raise FileNotFoundError(f"version {vid} is gone")
         obj = self._obj
@@ -478,7 +478,12 @@ class _Link:
     def _on_handshake(self, ev: wire.HandshakeReceived, now: float) -> None:
         info = self.seeder.public.get(ev.info_hash)
         if info is not None:
-            self._accept(info, now)
+            # The one access decision, asked with this peer's address and the time.
+            if self.seeder.public.admits(info, self.ip):
+                self._accept(info, now)
+            else:
+                self.seeder.stats.refused_handshakes += 1
+                self.close("not allowed for this peer")
             return
         self.deciding = True
         self._pause_reading()
@@ -486,7 +491,7 @@ class _Link:
 
     async def _resolve(self, info_hash: bytes) -> None:
         try:
-            info = await self.seeder.public.resolve(info_hash)
+            info = await self.seeder.public.admit(info_hash, self.ip)
         except Exception:
             log.exception("resolving a handshake's info-hash failed")
             info = None

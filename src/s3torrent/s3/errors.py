@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from s3torrent.store import errors as store_errors
+from s3torrent.store.errors import StoreError
+
 # code -> (HTTP status, default message), after the AWS S3 API reference's error table.
 ERROR_TABLE: dict[str, tuple[int, str]] = {
     "AccessDenied": (403, "Access Denied"),
@@ -144,3 +147,21 @@ class S3Error(Exception):
         self.extra: dict[str, str] = dict(extra or {})
         self.headers: dict[str, str] = dict(headers or {})
         super().__init__(f"{code}: {self.message}")
+
+
+def s3_error_of(exc: StoreError) -> S3Error:
+    """The S3 error a metadata store error means to a client."""
+    if isinstance(exc, store_errors.NoSuchBucket):
+        return S3Error("NoSuchBucket", resource=f"/{exc.name}", extra={"BucketName": exc.name})
+    if isinstance(exc, store_errors.NoSuchUpload):
+        return S3Error("NoSuchUpload", extra={"UploadId": exc.upload_id})
+    if isinstance(exc, store_errors.PartChanged):
+        # Uploaded again while the parts were joined: the ETag asked for is gone.
+        return S3Error("InvalidPart", extra={"PartNumber": str(exc.part_number)})
+    if isinstance(exc, store_errors.BucketNotEmpty):
+        return S3Error("BucketNotEmpty", resource=f"/{exc.name}", extra={"BucketName": exc.name})
+    if isinstance(exc, store_errors.BucketAlreadyExists):
+        return S3Error(
+            "BucketAlreadyExists", resource=f"/{exc.name}", extra={"BucketName": exc.name}
+        )
+    return S3Error("InternalError")

@@ -7,25 +7,25 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from s3torrent.access import ANONYMOUS, Principal, RequestContext
+from s3torrent.access import facts as authz
 from s3torrent.metering.meter import CLIENT_CLOSED, EXTRA_ROUTE, S3_REQUEST
-from s3torrent.s3 import authz
 from s3torrent.s3.auth import authenticate
-from s3torrent.s3.errors import S3Error
+from s3torrent.s3.context import S3Context
+from s3torrent.s3.errors import S3Error, s3_error_of
+from s3torrent.s3.params import NO_PARAMS, Params, parse_params
 from s3torrent.s3.routing import Endpoint, Target, check_key, parse_target, route
 from s3torrent.s3.sigv4 import VerifiedAuth
 from s3torrent.s3.xml import render
-from s3torrent.store import metadata as md
-
-if TYPE_CHECKING:
-    from s3torrent.app import Services
+from s3torrent.store import rows as md
+from s3torrent.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,11 @@ class S3Request:
     endpoint: Endpoint
     query: dict[str, str]
     query_pairs: list[tuple[str, str]]
+    params: Params = NO_PARAMS
     principal: Principal = ANONYMOUS
     auth: VerifiedAuth | None = None
     bucket: md.Bucket | None = None
     obj: md.ObjectVersion | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def bucket_name(self) -> str:
@@ -85,11 +85,30 @@ class S3Request:
     def source_ip(self) -> str | None:
         return self.http.remote
 
-    def access_context(self, **values: str) -> RequestContext:
-        return authz.context(self.now, self.source_ip, self.http.secure, **values)
+    def access_context(self) -> RequestContext:
+        """The context the access decision is asked with: time, source, condition values."""
+        return authz.context(self.now, self.source_ip, self.http.secure, **self._condition_values())
+
+    def _condition_values(self) -> dict[str, str]:
+        values: dict[str, str] = {}
+        q = self.query
+        for name in ("prefix", "delimiter", "max-keys"):
+            if name in q:
+                values[f"s3:{name}"] = q[name]
+        headers = self.http.headers
+        acl = headers.get("x-amz-acl")
+        if acl:
+            values["s3:x-amz-acl"] = acl
+        ua = headers.get("User-Agent")
+        if ua:
+            values["aws:UserAgent"] = ua
+        ref = headers.get("Referer")
+        if ref:
+            values["aws:Referer"] = ref
+        return values
 
 
-Handler = Callable[["Services", S3Request], Awaitable[web.StreamResponse]]
+Handler = Callable[["S3Context", S3Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(err: S3Error, request_id: str, resource: str, head: bool) -> web.Response:
@@ -122,7 +141,7 @@ def new_request_id() -> str:
 class S3Application:
     """Builds the aiohttp app and dispatches every request to its endpoint handler."""
 
-    def __init__(self, services: Services, handlers: dict[Endpoint, Handler]) -> None:
+    def __init__(self, services: S3Context, handlers: dict[Endpoint, Handler]) -> None:
         self.svc = services
         self.handlers = handlers
         self.extra_routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {}
@@ -182,6 +201,9 @@ class S3Application:
         request["request_id"] = rid
         try:
             return await handler(request)
+        except StoreError as exc:
+            err = s3_error_of(exc)
+            return error_response(err, rid, request.path, request.method == "HEAD")
         except S3Error as err:
             if err.status >= 500:
                 log.warning("%s %s -> %s %s", request.method, request.path, err.code, err.message)
@@ -229,6 +251,7 @@ class S3Application:
         request[S3_REQUEST] = req
         if target.key is not None:
             check_key(target.key)
+        req.params = parse_params(endpoint, query, settings.limits.max_keys)
         req.principal, req.auth = await authenticate(
             request,
             raw_path=raw_path,
@@ -251,12 +274,12 @@ class S3Application:
             if req.principal.is_anonymous:
                 raise S3Error("AccessDenied")
             if ep is Endpoint.CreateBucket:
-                req.bucket = await self.svc.store.get_bucket(req.bucket_name)
+                req.bucket = await self.svc.meta.bucket(req.bucket_name)
             return
         key = req.target.key
         wants_object = ep in _READS_EXISTING_OBJECT
         # One trip to the database for both rows: this is the hot path of every GET.
-        bucket, obj = await self.svc.store.get_bucket_and_object(
+        bucket, obj = await self.svc.meta.bucket_and_object(
             req.bucket_name, key if wants_object else None
         )
         if bucket is None:
@@ -274,25 +297,7 @@ class S3Application:
                 if listing.allowed:
                     raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
                 raise S3Error("AccessDenied", resource=req.resource)
-        ctx = req.access_context(**self._condition_values(req))
+        ctx = req.access_context()
         decision = authz.may(req.principal, ep.action, bucket, key, req.obj, ctx)
         if not decision.allowed:
             raise S3Error("AccessDenied", resource=req.resource)
-
-    @staticmethod
-    def _condition_values(req: S3Request) -> dict[str, str]:
-        values: dict[str, str] = {}
-        q = req.query
-        for name in ("prefix", "delimiter", "max-keys"):
-            if name in q:
-                values[f"s3:{name}"] = q[name]
-        acl = req.http.headers.get("x-amz-acl")
-        if acl:
-            values["s3:x-amz-acl"] = acl
-        ua = req.http.headers.get("User-Agent")
-        if ua:
-            values["aws:UserAgent"] = ua
-        ref = req.http.headers.get("Referer")
-        if ref:
-            values["aws:Referer"] = ref
-        return values

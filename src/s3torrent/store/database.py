@@ -15,7 +15,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from s3torrent.store import metadata as md
@@ -186,7 +185,3 @@ class Database:
         if self.point_reads is not None:
             self.point_reads.close()
         self.engine.dispose()
-
-    def scalar_sync(self, stmt: sa.Executable) -> Any:
-        with self.engine.connect() as conn:
-            return conn.execute(stmt).scalar()

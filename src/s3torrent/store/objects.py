@@ -1,5 +1,8 @@
 """The object write path: stream to a temporary blob while hashing, fsync, rename, commit.
 
+Blobs are written here; the commit goes through the metadata store, which publishes the
+event that goes with it.
+
 The metadata transaction is the commit point: before it nothing is visible, after it the
 object is durable. A crash before it leaves only a temporary blob (removed on the next start);
 a crash after it but before the old blob is deleted leaves an unreferenced blob (also removed
@@ -18,12 +21,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy.engine import Connection
-
-from s3torrent.events import EventBus, ObjectDeleted, ObjectWritten
-from s3torrent.store import metadata as md
+from s3torrent.store import rows as md
 from s3torrent.store.blobs import BlobStore
-from s3torrent.store.database import Database
+from s3torrent.store.errors import NoSuchBucket
+from s3torrent.store.metastore import MetadataStore
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,14 @@ class ObjectStore:
 
     def __init__(
         self,
-        db: Database,
+        meta: MetadataStore,
         blobs: BlobStore,
-        events: EventBus,
         *,
         executor: concurrent.futures.Executor,
         blob_delete_delay: float = 2.0,
     ) -> None:
-        self.db = db
+        self.meta = meta
         self.blobs = blobs
-        self.events = events
         self.executor = executor
         self.blob_delete_delay = blob_delete_delay
         self._pending_deletes: set[asyncio.TimerHandle] = set()
@@ -70,27 +69,6 @@ class ObjectStore:
     @staticmethod
     def new_version_id() -> str:
         return secrets.token_hex(16)
-
-    # ---- reads ----
-
-    async def get(self, bucket: str, key: str) -> md.ObjectVersion | None:
-        return await self.db.lookup(lambda rows: md.get_object(rows, bucket, key))
-
-    async def get_bucket(self, name: str) -> md.Bucket | None:
-        return await self.db.lookup(lambda rows: md.get_bucket(rows, name))
-
-    async def get_bucket_and_object(
-        self, bucket: str, key: str | None
-    ) -> tuple[md.Bucket | None, md.ObjectVersion | None]:
-        """A bucket and (when key is given) its current object for key, in one read."""
-
-        def both(rows: md.Rows) -> tuple[md.Bucket | None, md.ObjectVersion | None]:
-            b = md.get_bucket(rows, bucket)
-            if b is None or key is None:
-                return b, None
-            return b, md.get_object(rows, bucket, key)
-
-        return await self.db.lookup(both)
 
     def read_range(self, obj: md.ObjectVersion, offset: int, length: int) -> bytes:
         """Bytes of an object version (blocking: call from a worker thread)."""
@@ -249,49 +227,40 @@ class ObjectStore:
 
         await asyncio.get_running_loop().run_in_executor(self.executor, run)
 
+    async def delete_blobs(self, blob_ids: list[str]) -> None:
+        """Delete blobs no row references any more (part blobs, a write that lost)."""
+        loop = asyncio.get_running_loop()
+        for blob_id in blob_ids:
+            await loop.run_in_executor(self.executor, self.blobs.delete, blob_id)
+
     def delete_blob_later(self, blob_id: str) -> None:
         """Delete a blob that is no longer referenced, after readers of it had time to finish."""
         self._delete_blob_later(blob_id)
 
     async def publish_version(
-        self,
-        obj: md.ObjectVersion,
-        *,
-        extra: Callable[[Connection], None] | None = None,
-        hashed: bool = False,
+        self, obj: md.ObjectVersion, hashes: md.TorrentHashes | None = None
     ) -> str | None:
-        """The commit point: make obj current (plus extra rows in the same transaction)."""
-
-        def txn(conn: Connection) -> md.Replaced | None:
-            if md.get_bucket(conn, obj.bucket) is None:
-                raise BucketVanished(obj.bucket)
-            replaced = md.upsert_object(conn, obj)
-            if extra is not None:
-                extra(conn)
-            return replaced
-
+        """The commit point: make obj current (with its torrent hashes, if computed)."""
         try:
-            replaced = await self.db.write(txn)
-        except BucketVanished:
+            replaced = await self.meta.commit_version(obj, hashes)
+        except NoSuchBucket:
             if obj.inline is None:
                 await asyncio.get_running_loop().run_in_executor(
                     self.executor, self.blobs.delete, obj.version_id
                 )
             raise
-        old_id = replaced.version_id if replaced is not None else None
-        if replaced is not None and replaced.has_blob:
+        return self.release_replaced(replaced)
+
+    def release_replaced(self, replaced: md.Replaced | None) -> str | None:
+        """After a commit: the replaced version's blob goes once its readers are done."""
+        if replaced is None:
+            return None
+        if replaced.has_blob:
             self._delete_blob_later(replaced.version_id)
-        self.events.publish(ObjectWritten(obj.bucket, obj.key, obj.version_id, old_id, hashed))
-        return old_id
+        return replaced.version_id
 
     async def delete(self, bucket: str, key: str) -> str | None:
-        removed = await self.db.write(lambda c: md.delete_object(c, bucket, key))
-        if removed is None:
-            return None
-        if removed.has_blob:
-            self._delete_blob_later(removed.version_id)
-        self.events.publish(ObjectDeleted(bucket, key, removed.version_id))
-        return removed.version_id
+        return self.release_replaced(await self.meta.delete_object(bucket, key))
 
     def _delete_blob_later(self, version_id: str) -> None:
         # Readers that looked the old version up a moment ago still open its blob; they
@@ -314,7 +283,7 @@ class ObjectStore:
     def cleanup_orphans(self) -> tuple[int, int]:
         """At start: drop temporary blobs and blobs that no metadata row references."""
         tmp = self.blobs.clean_temporary()
-        referenced = self.db.read_sync(md.referenced_blob_ids)
+        referenced = self.meta.referenced_blob_ids()
         orphans = 0
         for vid in self.blobs.list_ids():
             if vid not in referenced:
@@ -323,10 +292,6 @@ class ObjectStore:
         if tmp or orphans:
             log.info("startup cleanup: %d temporary and %d orphan blobs removed", tmp, orphans)
         return tmp, orphans
-
-
-class BucketVanished(Exception):
-    """The bucket was deleted while an upload into it was in flight."""
 
 
 def now() -> float:

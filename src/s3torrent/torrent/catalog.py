@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import get_args
 from urllib.parse import quote, urlsplit
@@ -20,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from s3torrent.config import TorrentSettings
 from s3torrent.store import metadata as md
+from s3torrent.store.rows import TorrentHashes
 from s3torrent.torrent.hasher import PieceHashes, TorrentHasher
 from s3torrent.torrent.metainfo import (
     InfoHash,
@@ -109,16 +109,9 @@ class TorrentCatalog:
             return None
         return TorrentHasher(piece_length_for(size), v1=self.wants_v1, v2=self.wants_v2)
 
-    def record_hashes(
-        self, obj: md.ObjectVersion, hasher: TorrentHasher
-    ) -> Callable[[Connection], None]:
-        """The insert that stores a finished upload's hashes, to run in its commit."""
-        info = self.info_for(obj, hasher.finish())
-
-        def insert(conn: Connection) -> None:
-            store_hashes(conn, info)
-
-        return insert
+    def record_hashes(self, obj: md.ObjectVersion, hasher: TorrentHasher) -> TorrentHashes:
+        """A finished upload's hashes and swarm ids, as its commit stores them."""
+        return stored_hashes(self.info_for(obj, hasher.finish()))
 
     def has_hashes_for_format(self, hashes: PieceHashes) -> bool:
         return (not self.wants_v1 or hashes.has_v1) and (not self.wants_v2 or hashes.has_v2)
@@ -203,6 +196,21 @@ class TorrentCatalog:
             web_seeds=self.web_seeds(base_url, info, bucket_settings),
             torrent_url=object_url(base_url, info.bucket, info.key) + "?torrent",
         )
+
+
+def stored_hashes(info: TorrentInfo) -> TorrentHashes:
+    """What the metadata store keeps of a torrent: its hashes and swarm ids."""
+    h = info.hashes
+    return TorrentHashes(
+        version_id=info.version_id,
+        piece_length=h.piece_length,
+        pieces_v1=h.pieces_v1,
+        pieces_root=h.pieces_root,
+        piece_layer=h.piece_layer,
+        fmt=info.fmt,
+        swarm_v1=info.info_hash.v1,
+        swarm_v2=info.info_hash.v2_truncated,
+    )
 
 
 def store_hashes(conn: Connection, info: TorrentInfo) -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from aiohttp import web
-from sqlalchemy.engine import Connection
 
 from s3torrent.access import (
     AccessControlList,
@@ -21,19 +19,16 @@ from s3torrent.access import (
     check_acl_allowed,
     grants_from_headers,
 )
-from s3torrent.events import AccessChanged
-from s3torrent.s3 import authz
+from s3torrent.access import facts as authz
 from s3torrent.s3.body import RequestBody
+from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import display_name, xml_response
 from s3torrent.s3.server import S3Request
-from s3torrent.store import metadata as md
-
-if TYPE_CHECKING:
-    from s3torrent.app import Services
+from s3torrent.store import rows as md
 
 
-def _known_user(svc: Services) -> Callable[[str], str | None]:
+def _known_user(svc: S3Context) -> Callable[[str], str | None]:
     def known(canonical_id: str) -> str | None:
         user = svc.users.by_id(canonical_id)
         return user.name if user is not None else None
@@ -41,7 +36,7 @@ def _known_user(svc: Services) -> Callable[[str], str | None]:
     return known
 
 
-def _with_display_names(svc: Services, acl: AccessControlList) -> AccessControlList:
+def _with_display_names(svc: S3Context, acl: AccessControlList) -> AccessControlList:
     """Stored ACLs may predate a user's name; answer with the names we know now."""
     grants = tuple(
         Grant(CanonicalUser(g.grantee.id, display_name(svc, g.grantee.id)), g.permission)
@@ -60,7 +55,7 @@ def _pab(bucket: md.Bucket) -> PublicAccessBlock | None:
 
 
 async def _requested_acl(
-    svc: Services, req: S3Request, owner: Owner, bucket_owner: Owner
+    svc: S3Context, req: S3Request, owner: Owner, bucket_owner: Owner
 ) -> AccessControlList:
     """The new ACL from x-amz-acl, x-amz-grant-* or an AccessControlPolicy body (one of them)."""
     limits = svc.settings.limits
@@ -93,13 +88,13 @@ async def _requested_acl(
 # ---- bucket ----
 
 
-async def get_bucket_acl(svc: Services, req: S3Request) -> web.StreamResponse:
+async def get_bucket_acl(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     acl = _with_display_names(svc, authz.bucket_acl(req.bucket))
     return xml_response(acl_to_xml(acl))
 
 
-async def put_bucket_acl(svc: Services, req: S3Request) -> web.StreamResponse:
+async def put_bucket_acl(svc: S3Context, req: S3Request) -> web.StreamResponse:
     bucket = req.bucket
     assert bucket is not None
     owner = Owner(bucket.owner_id, display_name(svc, bucket.owner_id))
@@ -107,24 +102,20 @@ async def put_bucket_acl(svc: Services, req: S3Request) -> web.StreamResponse:
     check_acl_allowed(acl, _pab(bucket))
     text = authz.encode_acl(acl)
 
-    def txn(conn: Connection) -> None:
-        conn.execute(md.buckets.update().where(md.buckets.c.name == bucket.name).values(acl=text))
-
-    await svc.db.write(txn)
-    svc.events.publish(AccessChanged(bucket.name, None))
+    await svc.meta.set_bucket_acl(bucket.name, text)
     return web.Response(status=200)
 
 
 # ---- object ----
 
 
-async def get_object_acl(svc: Services, req: S3Request) -> web.StreamResponse:
+async def get_object_acl(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None and req.obj is not None
     acl = _with_display_names(svc, authz.object_acl(req.bucket, req.obj))
     return xml_response(acl_to_xml(acl))
 
 
-async def put_object_acl(svc: Services, req: S3Request) -> web.StreamResponse:
+async def put_object_acl(svc: S3Context, req: S3Request) -> web.StreamResponse:
     bucket, obj = req.bucket, req.obj
     assert bucket is not None and obj is not None
     owner = Owner(obj.owner_id, display_name(svc, obj.owner_id))
@@ -133,15 +124,8 @@ async def put_object_acl(svc: Services, req: S3Request) -> web.StreamResponse:
     check_acl_allowed(acl, _pab(bucket))
     text = authz.encode_acl(acl)
 
-    def txn(conn: Connection) -> int:
-        # The version the access check saw: an overwrite since then keeps its own ACL.
-        result = conn.execute(
-            md.objects.update().where(md.objects.c.version_id == obj.version_id).values(acl=text)
-        )
-        return int(result.rowcount or 0)
-
-    if await svc.db.write(txn) == 0:
+    # Exactly the version the access check saw: an overwrite since then keeps its own ACL.
+    if not await svc.meta.set_object_acl(obj, text):
         raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
     req.obj = replace(obj, acl=text)
-    svc.events.publish(AccessChanged(bucket.name, req.key))
     return web.Response(status=200)

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
-
 from aiohttp import web
-from sqlalchemy.engine import Connection
 
 from s3torrent.access import Owner, canned_acl, check_acl_allowed, grants_from_headers
-from s3torrent.s3 import authz
+from s3torrent.access import facts as authz
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody
+from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
+from s3torrent.s3.params import ListParams
 from s3torrent.s3.routing import check_bucket_name
 from s3torrent.s3.server import S3Request
-from s3torrent.store import metadata as md
-
-if TYPE_CHECKING:
-    from s3torrent.app import Services
+from s3torrent.store.errors import BucketAlreadyExists, BucketNotEmpty
 
 
 def xml_response(
@@ -27,21 +22,22 @@ def xml_response(
     return web.Response(status=status, body=body, content_type="application/xml", headers=headers)
 
 
-def display_name(svc: Services, canonical_id: str) -> str:
-    user = svc.users.by_id(canonical_id)
-    return user.name if user else ""
+def display_name(svc: S3Context, canonical_id: str) -> str:
+    return svc.display_name(canonical_id)
 
 
-def owner_xml(svc: Services, canonical_id: str) -> dict[str, str]:
+def owner_xml(svc: S3Context, canonical_id: str) -> dict[str, str]:
     return {"ID": canonical_id, "DisplayName": display_name(svc, canonical_id)}
 
 
-async def list_buckets(svc: Services, req: S3Request) -> web.StreamResponse:
+async def list_buckets(svc: S3Context, req: S3Request) -> web.StreamResponse:
     p = req.principal
     assert p.canonical_id is not None
     owner_filter = None if p.is_root else p.canonical_id
-    rows = await svc.db.read(lambda c: md.list_buckets(c, owner_filter))
-    prefix = req.query.get("prefix")
+    rows = await svc.meta.list_buckets(owner_filter)
+    params = req.params
+    assert isinstance(params, ListParams)
+    prefix = params.prefix
     if prefix:
         rows = [b for b in rows if b.name.startswith(prefix)]
     body = s3xml.render(
@@ -64,7 +60,7 @@ async def list_buckets(svc: Services, req: S3Request) -> web.StreamResponse:
     return xml_response(body)
 
 
-async def create_bucket(svc: Services, req: S3Request) -> web.StreamResponse:
+async def create_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
     name = req.bucket_name
     check_bucket_name(name)
     p = req.principal
@@ -105,29 +101,17 @@ async def create_bucket(svc: Services, req: S3Request) -> web.StreamResponse:
         check_acl_allowed(acl, None)
     acl_text = authz.encode_acl(acl) if acl is not None else None
 
-    def txn(conn: Connection) -> None:
-        existing = md.get_bucket(conn, name)
-        if existing is not None:
-            if existing.owner_id == p.canonical_id:
-                raise S3Error(
-                    "BucketAlreadyOwnedByYou", resource=f"/{name}", extra={"BucketName": name}
-                )
-            raise S3Error("BucketAlreadyExists", resource=f"/{name}", extra={"BucketName": name})
-        conn.execute(
-            md.buckets.insert().values(
-                name=name,
-                owner_id=p.canonical_id,
-                created_at=time.time(),
-                region=region,
-                acl=acl_text,
-            )
+    try:
+        await svc.meta.create_bucket(name, p.canonical_id, region, acl_text)
+    except BucketAlreadyExists as exc:
+        code = (
+            "BucketAlreadyOwnedByYou" if exc.owner_id == p.canonical_id else "BucketAlreadyExists"
         )
-
-    await svc.db.write(txn)
+        raise S3Error(code, resource=f"/{name}", extra={"BucketName": name}) from None
     return web.Response(status=200, headers={"Location": f"/{name}"})
 
 
-async def head_bucket(svc: Services, req: S3Request) -> web.StreamResponse:
+async def head_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     return web.Response(
         status=200,
@@ -135,19 +119,17 @@ async def head_bucket(svc: Services, req: S3Request) -> web.StreamResponse:
     )
 
 
-async def delete_bucket(svc: Services, req: S3Request) -> web.StreamResponse:
+async def delete_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
     name = req.bucket_name
 
-    def txn(conn: Connection) -> None:
-        if md.bucket_has_objects(conn, name) or md.bucket_has_uploads(conn, name):
-            raise S3Error("BucketNotEmpty", resource=f"/{name}", extra={"BucketName": name})
-        conn.execute(md.buckets.delete().where(md.buckets.c.name == name))
-
-    await svc.db.write(txn)
+    try:
+        await svc.meta.delete_bucket(name)
+    except BucketNotEmpty:
+        raise S3Error("BucketNotEmpty", resource=f"/{name}", extra={"BucketName": name}) from None
     return web.Response(status=204)
 
 
-async def get_bucket_location(svc: Services, req: S3Request) -> web.StreamResponse:
+async def get_bucket_location(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     region = req.bucket.region
     # S3 answers an empty LocationConstraint for us-east-1.
@@ -155,6 +137,6 @@ async def get_bucket_location(svc: Services, req: S3Request) -> web.StreamRespon
     return xml_response(s3xml.render("LocationConstraint", [], text=text))
 
 
-async def get_bucket_versioning(svc: Services, req: S3Request) -> web.StreamResponse:
+async def get_bucket_versioning(svc: S3Context, req: S3Request) -> web.StreamResponse:
     # Versioning has never been enabled on any bucket: S3 answers an empty configuration.
     return xml_response(s3xml.render("VersioningConfiguration", []))

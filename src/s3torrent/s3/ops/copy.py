@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 
 from s3torrent.access import Owner
-from s3torrent.s3 import authz, checksums
+from s3torrent.access import facts as authz
+from s3torrent.s3 import checksums
 from s3torrent.s3 import xml as s3xml
+from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
 from s3torrent.s3.ops.objects import (
@@ -21,10 +23,7 @@ from s3torrent.s3.ops.objects import (
     stored_headers,
 )
 from s3torrent.s3.server import S3Request
-from s3torrent.store import metadata as md
-
-if TYPE_CHECKING:
-    from s3torrent.app import Services
+from s3torrent.store import rows as md
 
 MAX_COPY_SIZE = 5 * 1024**3
 
@@ -57,13 +56,13 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
     return bucket, key, version_id
 
 
-async def readable_source(svc: Services, req: S3Request) -> tuple[md.Bucket, md.ObjectVersion]:
+async def readable_source(svc: S3Context, req: S3Request) -> tuple[md.Bucket, md.ObjectVersion]:
     """The copy source, if it exists and the caller may read it (the one access decision)."""
     name, key, version_id = parse_copy_source(req.http.headers["x-amz-copy-source"])
-    bucket = await svc.store.get_bucket(name)
+    bucket = await svc.meta.bucket(name)
     if bucket is None:
         raise S3Error("NoSuchBucket", resource=f"/{name}", extra={"BucketName": name})
-    obj = await svc.store.get(name, key)
+    obj = await svc.meta.object(name, key)
     ctx = req.access_context()
     if obj is None:
         if authz.may(req.principal, "s3:ListBucket", bucket, None, None, ctx).allowed:
@@ -103,7 +102,7 @@ def check_copy_conditions(headers: Mapping[str, str], obj: md.ObjectVersion) -> 
             raise failed("If-Modified-Since")
 
 
-async def copy_object(svc: Services, req: S3Request) -> web.StreamResponse:
+async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     bucket = req.bucket
     assert bucket is not None
     http = req.http
@@ -155,7 +154,7 @@ async def copy_object(svc: Services, req: S3Request) -> web.StreamResponse:
 
 
 async def copy_bytes(
-    svc: Services,
+    svc: S3Context,
     req: S3Request,
     src: md.ObjectVersion,
     headers: dict[str, str],
@@ -192,6 +191,6 @@ async def copy_bytes(
         checksum_value=checksum.b64() if checksum is not None else None,
         checksum_type="FULL_OBJECT" if checksum is not None else None,
     )
-    extra = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
-    await store.publish_version(obj, extra=extra, hashed=extra is not None)
+    hashes = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
+    await store.publish_version(obj, hashes)
     return obj

@@ -8,61 +8,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
 from s3torrent.s3 import xml as s3xml
+from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import owner_xml, xml_response
+from s3torrent.s3.params import ListParams
 from s3torrent.s3.server import S3Request
-from s3torrent.store import metadata as md
-from s3torrent.store.listing import list_page
-
-if TYPE_CHECKING:
-    from s3torrent.app import Services
+from s3torrent.store import rows as md
 
 
-@dataclass(frozen=True, slots=True)
-class ListParams:
-    prefix: str
-    delimiter: str
-    max_keys: int
-    url_encode: bool
-
-
-def list_params(svc: Services, req: S3Request) -> ListParams:
-    q = req.query
-    raw_max = q.get("max-keys", "1000")
-    try:
-        max_keys = int(raw_max)
-    except ValueError as exc:
-        raise S3Error(
-            "InvalidArgument",
-            "Provided max-keys not an integer or within integer range",
-            extra={"ArgumentName": "max-keys", "ArgumentValue": raw_max},
-        ) from exc
-    if max_keys < 0:
-        raise S3Error(
-            "InvalidArgument",
-            "Argument maxKeys must be an integer between 0 and 2147483647",
-            extra={"ArgumentName": "maxKeys", "ArgumentValue": raw_max},
-        )
-    enc = q.get("encoding-type")
-    if enc is not None and enc != "url":
-        raise S3Error(
-            "InvalidArgument",
-            "Invalid Encoding Method specified in Request",
-            extra={"ArgumentName": "encoding-type", "ArgumentValue": enc},
-        )
-    return ListParams(
-        prefix=q.get("prefix", ""),
-        delimiter=q.get("delimiter", ""),
-        max_keys=min(max_keys, svc.settings.limits.max_keys),
-        url_encode=enc == "url",
-    )
+def list_params(req: S3Request) -> ListParams:
+    params = req.params
+    assert isinstance(params, ListParams)
+    return params
 
 
 def _enc(value: str, url: bool) -> str:
@@ -70,7 +33,7 @@ def _enc(value: str, url: bool) -> str:
 
 
 def _contents(
-    svc: Services, objs: list[md.ObjectVersion], url: bool, owner: bool
+    svc: S3Context, objs: list[md.ObjectVersion], url: bool, owner: bool
 ) -> list[dict[str, Any]]:
     out = []
     for o in objs:
@@ -91,11 +54,11 @@ def _contents(
     return out
 
 
-async def list_objects(svc: Services, req: S3Request) -> web.StreamResponse:
-    p = list_params(svc, req)
-    marker = req.query.get("marker", "")
-    page = await svc.db.read(
-        lambda c: list_page(c, req.bucket_name, p.prefix, p.delimiter, marker or None, p.max_keys)
+async def list_objects(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    p = list_params(req)
+    marker = p.marker
+    page = await svc.meta.list_page(
+        req.bucket_name, p.prefix, p.delimiter, marker or None, p.max_keys
     )
     children: list[tuple[str, Any]] = [
         ("Name", req.bucket_name),
@@ -131,22 +94,13 @@ def _decode_token(token: str) -> str:
         ) from exc
 
 
-async def list_objects_v2(svc: Services, req: S3Request) -> web.StreamResponse:
-    p = list_params(svc, req)
-    q = req.query
-    token = q.get("continuation-token")
-    start_after = q.get("start-after", "")
+async def list_objects_v2(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    p = list_params(req)
+    token = p.continuation_token
+    start_after = p.start_after
     after: str | None = _decode_token(token) if token else (start_after or None)
-    if token == "":
-        raise S3Error(
-            "InvalidArgument",
-            "The continuation token provided is incorrect",
-            extra={"ArgumentName": "continuation-token"},
-        )
-    fetch_owner = q.get("fetch-owner", "false").lower() == "true"
-    page = await svc.db.read(
-        lambda c: list_page(c, req.bucket_name, p.prefix, p.delimiter, after, p.max_keys)
-    )
+    fetch_owner = p.fetch_owner
+    page = await svc.meta.list_page(req.bucket_name, p.prefix, p.delimiter, after, p.max_keys)
     children: list[tuple[str, Any]] = [
         ("Name", req.bucket_name),
         ("Prefix", _enc(p.prefix, p.url_encode)),
@@ -168,20 +122,13 @@ async def list_objects_v2(svc: Services, req: S3Request) -> web.StreamResponse:
     return xml_response(s3xml.render("ListBucketResult", children))
 
 
-async def list_object_versions(svc: Services, req: S3Request) -> web.StreamResponse:
+async def list_object_versions(svc: S3Context, req: S3Request) -> web.StreamResponse:
     """Versioning is never enabled yet, so every object has one version, id "null"."""
-    p = list_params(svc, req)
-    q = req.query
-    key_marker = q.get("key-marker", "")
-    vid_marker = q.get("version-id-marker")
-    if vid_marker and not key_marker:
-        raise S3Error(
-            "InvalidArgument", "A version-id marker cannot be specified without a key marker."
-        )
-    page = await svc.db.read(
-        lambda c: list_page(
-            c, req.bucket_name, p.prefix, p.delimiter, key_marker or None, p.max_keys
-        )
+    p = list_params(req)
+    key_marker = p.key_marker
+    vid_marker = p.version_id_marker
+    page = await svc.meta.list_page(
+        req.bucket_name, p.prefix, p.delimiter, key_marker or None, p.max_keys
     )
     versions = []
     for o in page.objects:

@@ -8,9 +8,7 @@ hashing) keeps addressing one blob per version.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import functools
 import hashlib
 import itertools
 import logging
@@ -18,34 +16,31 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from sqlalchemy.engine import Connection
 
 from s3torrent.access import Owner
-from s3torrent.s3 import authz, checksums
+from s3torrent.access import facts as authz
+from s3torrent.s3 import checksums
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody
 from s3torrent.s3.checksums import ChecksumAlgorithm
+from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import owner_xml, xml_response
 from s3torrent.s3.ops.copy import check_copy_conditions, readable_source
 from s3torrent.s3.ops.objects import requested_acl, stored_headers
+from s3torrent.s3.params import MAX_PARTS, UploadListParams, UploadParams, ascii_int
 from s3torrent.s3.server import S3Request
-from s3torrent.store import metadata as md
-from s3torrent.store.meta_uploads import scan_uploads
-
-if TYPE_CHECKING:
-    from s3torrent.app import Services
+from s3torrent.store import rows as md
+from s3torrent.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 
 MIN_PART_SIZE = 5 * 1024**2
 MAX_PART_SIZE = 5 * 1024**3
-MAX_PARTS = 10_000
-MAX_LIST = 1000
 COMPOSITE = "COMPOSITE"
 FULL_OBJECT = "FULL_OBJECT"
 
@@ -53,33 +48,15 @@ FULL_OBJECT = "FULL_OBJECT"
 # ---- helpers ----
 
 
-def _part_number(query: Mapping[str, str]) -> int:
-    raw = query.get("partNumber", "")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PARTS:
-        raise S3Error(
-            "InvalidArgument",
-            f"Part number must be an integer between 1 and {MAX_PARTS}, inclusive",
-            extra={"ArgumentName": "partNumber", "ArgumentValue": raw},
-        )
-    return int(raw)
+def upload_params(req: S3Request) -> UploadParams:
+    params = req.params
+    assert isinstance(params, UploadParams)
+    return params
 
 
-def _int_param(query: Mapping[str, str], name: str, default: int, maximum: int) -> int:
-    raw = query.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit():
-        raise S3Error(
-            "InvalidArgument",
-            f"Provided {name} not an integer or within integer range",
-            extra={"ArgumentName": name, "ArgumentValue": raw},
-        )
-    return min(int(raw), maximum)
-
-
-async def _upload(svc: Services, req: S3Request) -> md.Upload:
-    upload_id = req.query.get("uploadId", "")
-    up = await svc.db.read(lambda c: md.get_upload(c, upload_id)) if upload_id else None
+async def _upload(svc: S3Context, req: S3Request) -> md.Upload:
+    upload_id = upload_params(req).upload_id
+    up = await svc.meta.upload(upload_id) if upload_id else None
     if up is None or up.bucket != req.bucket_name or up.key != req.key:
         raise S3Error("NoSuchUpload", resource=req.resource, extra={"UploadId": upload_id})
     return up
@@ -109,10 +86,8 @@ def _checksum_headers(up: md.Upload, value: str | None) -> dict[str, str]:
     return {ChecksumAlgorithm(up.checksum_algorithm).header: value}
 
 
-async def _delete_blobs(svc: Services, blob_ids: list[str]) -> None:
-    loop = asyncio.get_running_loop()
-    for blob_id in blob_ids:
-        await loop.run_in_executor(svc.store.executor, svc.store.blobs.delete, blob_id)
+async def _delete_blobs(svc: S3Context, blob_ids: list[str]) -> None:
+    await svc.store.delete_blobs(blob_ids)
 
 
 # ---- create ----
@@ -151,7 +126,7 @@ def _requested_checksum(headers: Mapping[str, str]) -> tuple[str | None, str | N
     return alg.value, ctype
 
 
-async def create_multipart_upload(svc: Services, req: S3Request) -> web.StreamResponse:
+async def create_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamResponse:
     bucket = req.bucket
     assert bucket is not None
     headers = req.http.headers
@@ -170,12 +145,7 @@ async def create_multipart_upload(svc: Services, req: S3Request) -> web.StreamRe
         checksum_type=ctype,
     )
 
-    def txn(conn: Connection) -> None:
-        if md.get_bucket(conn, bucket.name) is None:
-            raise S3Error("NoSuchBucket", extra={"BucketName": bucket.name})
-        md.insert_upload(conn, up)
-
-    await svc.db.write(txn)
+    await svc.meta.create_upload(up)
     resp_headers = {}
     if alg and ctype:
         resp_headers = {"x-amz-checksum-algorithm": alg, "x-amz-checksum-type": ctype}
@@ -189,16 +159,11 @@ async def create_multipart_upload(svc: Services, req: S3Request) -> web.StreamRe
 # ---- parts ----
 
 
-async def _record_part(svc: Services, up: md.Upload, part: md.Part) -> None:
+async def _record_part(svc: S3Context, up: md.Upload, part: md.Part) -> None:
     """Commit a part's row (replacing a part with its number), or drop its blob."""
 
-    def txn(conn: Connection) -> str | None:
-        if md.get_upload(conn, up.upload_id) is None:
-            raise S3Error("NoSuchUpload", extra={"UploadId": up.upload_id})
-        return md.put_part(conn, part)
-
     try:
-        replaced = await svc.db.write(txn)
+        replaced = await svc.meta.put_part(part)
     except BaseException:
         await _delete_blobs(svc, [part.blob_id])
         raise
@@ -207,8 +172,9 @@ async def _record_part(svc: Services, up: md.Upload, part: md.Part) -> None:
         svc.store.delete_blob_later(replaced)
 
 
-async def upload_part(svc: Services, req: S3Request) -> web.StreamResponse:
-    number = _part_number(req.query)
+async def upload_part(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    number = upload_params(req).part_number
+    assert number is not None
     up = await _upload(svc, req)
     limits = svc.settings.limits
     http = req.http
@@ -278,8 +244,9 @@ def _copy_range(headers: Mapping[str, str], size: int) -> tuple[int, int]:
     return first, last - first + 1
 
 
-async def upload_part_copy(svc: Services, req: S3Request) -> web.StreamResponse:
-    number = _part_number(req.query)
+async def upload_part_copy(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    number = upload_params(req).part_number
+    assert number is not None
     up = await _upload(svc, req)
     _src_bucket, src = await readable_source(svc, req)
     check_copy_conditions(req.http.headers, src)
@@ -324,14 +291,14 @@ def _requested_parts(root: Any, up: md.Upload) -> list[tuple[int, str, str | Non
         raise S3Error("MalformedXML")
     out: list[tuple[int, str, str | None]] = []
     for el in s3xml.children(root, "Part"):
-        num = (s3xml.text(el, "PartNumber") or "").strip()
+        num = ascii_int((s3xml.text(el, "PartNumber") or "").strip())
         etag = (s3xml.text(el, "ETag") or "").strip()
-        if not num.isdigit() or not etag:
+        if num is None or not etag:
             raise S3Error("MalformedXML")
         checksum = (
             s3xml.text(el, f"Checksum{up.checksum_algorithm}") if up.checksum_algorithm else None
         )
-        out.append((int(num), etag, checksum.strip() if checksum else None))
+        out.append((num, etag, checksum.strip() if checksum else None))
     if not out:
         raise S3Error(
             "MalformedXML",
@@ -423,7 +390,7 @@ def _verify_xml_digests(headers: Mapping[str, str], payload_hash: str, raw: byte
         raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
 
 
-async def complete_multipart_upload(svc: Services, req: S3Request) -> web.StreamResponse:
+async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamResponse:
     up = await _upload(svc, req)
     limits = svc.settings.limits
     body = RequestBody(
@@ -436,7 +403,7 @@ async def complete_multipart_upload(svc: Services, req: S3Request) -> web.Stream
     # Not body.verify(): here x-amz-checksum-* describes the object, not this XML body.
     _verify_xml_digests(req.http.headers, body.payload_hash, raw)
     requested = _requested_parts(s3xml.parse(raw), up)
-    stored = {p.part_number: p for p in await svc.db.read(lambda c: md.list_parts(c, up.upload_id))}
+    stored = {p.part_number: p for p in await svc.meta.list_parts(up.upload_id)}
     parts = _chosen_parts(requested, stored)
     checksum = object_checksum(up, parts)
     if checksum is not None and up.checksum_type == FULL_OBJECT:
@@ -471,24 +438,13 @@ async def complete_multipart_upload(svc: Services, req: S3Request) -> web.Stream
             for p in parts
         ],
     )
-    released: list[str] = []
     joined = {p.part_number: p.blob_id for p in parts}
-
-    def finish(conn: Connection) -> None:
-        if md.get_upload(conn, up.upload_id) is None:
-            raise S3Error("NoSuchUpload", extra={"UploadId": up.upload_id})
-        now_parts = {p.part_number: p.blob_id for p in md.list_parts(conn, up.upload_id)}
-        for number, blob_id in joined.items():
-            if now_parts.get(number) != blob_id:
-                # Uploaded again while we joined the parts: the ETag asked for is gone.
-                raise S3Error("InvalidPart", extra={"PartNumber": str(number)})
-        released.extend(md.delete_upload(conn, up.upload_id) or [])
-
     try:
-        await store.publish_version(obj, extra=finish)
-    except S3Error:
+        replaced, released = await svc.meta.complete_upload(obj, up.upload_id, joined)
+    except StoreError:
         await _delete_blobs(svc, [version_id])
         raise
+    svc.store.release_replaced(replaced)
     await _delete_blobs(svc, released)
     result: dict[str, Any] = {
         "Location": f"{svc.settings.base_url}/{quote(up.bucket)}/{quote(up.key)}",
@@ -505,24 +461,24 @@ async def complete_multipart_upload(svc: Services, req: S3Request) -> web.Stream
 # ---- abort, list ----
 
 
-async def abort_multipart_upload(svc: Services, req: S3Request) -> web.StreamResponse:
+async def abort_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamResponse:
     up = await _upload(svc, req)
-    blob_ids = await svc.db.write(lambda c: md.delete_upload(c, up.upload_id))
+    blob_ids = await svc.meta.abort_upload(up.upload_id)
     if blob_ids is None:
         raise S3Error("NoSuchUpload", resource=req.resource, extra={"UploadId": up.upload_id})
     await _delete_blobs(svc, blob_ids)
     return web.Response(status=204)
 
 
-def _initiator(svc: Services, up: md.Upload) -> dict[str, str]:
+def _initiator(svc: S3Context, up: md.Upload) -> dict[str, str]:
     return owner_xml(svc, up.owner_id)
 
 
-async def list_parts(svc: Services, req: S3Request) -> web.StreamResponse:
+async def list_parts(svc: S3Context, req: S3Request) -> web.StreamResponse:
     up = await _upload(svc, req)
-    marker = _int_param(req.query, "part-number-marker", 0, MAX_PARTS)
-    max_parts = _int_param(req.query, "max-parts", MAX_LIST, MAX_LIST)
-    rows = await svc.db.read(lambda c: md.list_parts(c, up.upload_id, marker, max_parts + 1))
+    marker = upload_params(req).part_number_marker
+    max_parts = upload_params(req).max_parts
+    rows = await svc.meta.list_parts(up.upload_id, marker, max_parts + 1)
     truncated = len(rows) > max_parts
     rows = rows[:max_parts]
     result: dict[str, Any] = {
@@ -552,30 +508,19 @@ async def list_parts(svc: Services, req: S3Request) -> web.StreamResponse:
     return xml_response(s3xml.render("ListPartsResult", result))
 
 
-async def list_multipart_uploads(svc: Services, req: S3Request) -> web.StreamResponse:
-    q = req.query
-    prefix = q.get("prefix", "")
-    delimiter = q.get("delimiter", "")
-    key_marker = q.get("key-marker", "")
-    upload_id_marker = q.get("upload-id-marker", "")
-    max_uploads = _int_param(q, "max-uploads", MAX_LIST, MAX_LIST)
-    url = q.get("encoding-type") == "url"
-    if "encoding-type" in q and not url:
-        raise S3Error(
-            "InvalidArgument",
-            "Invalid Encoding Method specified in Request",
-            extra={"ArgumentName": "encoding-type", "ArgumentValue": q["encoding-type"]},
-        )
+async def list_multipart_uploads(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    params = req.params
+    assert isinstance(params, UploadListParams)
+    prefix, delimiter = params.prefix, params.delimiter
+    key_marker, upload_id_marker = params.key_marker, params.upload_id_marker
+    max_uploads, url = params.max_uploads, params.url_encode
 
     def enc(value: str) -> str:
         return quote(value, safe="/") if url else value
 
-    def scan(conn: Connection) -> tuple[list[md.Upload | str], bool]:
-        return scan_uploads(
-            conn, req.bucket_name, prefix, delimiter, key_marker, upload_id_marker, max_uploads
-        )
-
-    entries, truncated = await svc.db.read(scan)
+    entries, truncated = await svc.meta.scan_uploads(
+        req.bucket_name, prefix, delimiter, key_marker, upload_id_marker, max_uploads
+    )
     uploads = [e for e in entries if isinstance(e, md.Upload)]
     prefixes = [e for e in entries if isinstance(e, str)]
     next_key = next_uid = None
@@ -610,39 +555,3 @@ async def list_multipart_uploads(svc: Services, req: S3Request) -> web.StreamRes
         "EncodingType": "url" if url else None,
     }
     return xml_response(s3xml.render("ListMultipartUploadsResult", result))
-
-
-# ---- abandoned uploads ----
-
-
-def _delete_upload(conn: Connection, upload_id: str) -> list[str] | None:
-    return md.delete_upload(conn, upload_id)
-
-
-async def abort_stale_uploads(svc: Services, older_than: float) -> int:
-    """Abort uploads initiated more than `older_than` seconds ago; return how many."""
-    cutoff = time.time() - older_than
-    total = 0
-    while True:
-        ids = await svc.db.read(lambda c: md.stale_uploads(c, cutoff, 100))
-        if not ids:
-            return total
-        for upload_id in ids:
-            blob_ids = await svc.db.write(functools.partial(_delete_upload, upload_id=upload_id))
-            if blob_ids is not None:
-                await _delete_blobs(svc, blob_ids)
-                total += 1
-
-
-async def expire_uploads_forever(svc: Services) -> None:
-    """The periodic cleanup of abandoned uploads (storage.abandoned_upload_days)."""
-    storage = svc.settings.storage
-    while True:
-        try:
-            n = await abort_stale_uploads(svc, storage.abandoned_upload_days * 86400)
-        except Exception:
-            log.exception("abandoned upload cleanup failed")
-        else:
-            if n:
-                log.info("aborted %d abandoned multipart uploads", n)
-        await asyncio.sleep(storage.upload_cleanup_interval)

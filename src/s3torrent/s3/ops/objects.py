@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -17,18 +17,17 @@ from s3torrent.access import (
     check_acl_allowed,
     grants_from_headers,
 )
+from s3torrent.access import facts as authz
 from s3torrent.metering.meter import BODY_SENT
-from s3torrent.s3 import authz
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody, StoredChecksum
+from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
+from s3torrent.s3.params import ObjectReadParams
 from s3torrent.s3.ranges import ByteRange, parse_range
 from s3torrent.s3.server import S3Request
-from s3torrent.store import metadata as md
-
-if TYPE_CHECKING:
-    from s3torrent.app import Services
+from s3torrent.store import rows as md
 
 # DeleteObjects: how many deletes are in flight at once (they share group commits).
 _DELETE_WAVE = 256
@@ -44,14 +43,6 @@ STORED_HEADERS = (
     "x-amz-website-redirect-location",
     "x-amz-storage-class",
 )
-RESPONSE_OVERRIDES = {
-    "response-content-type": "Content-Type",
-    "response-content-language": "Content-Language",
-    "response-expires": "Expires",
-    "response-cache-control": "Cache-Control",
-    "response-content-disposition": "Content-Disposition",
-    "response-content-encoding": "Content-Encoding",
-}
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 
 
@@ -103,7 +94,7 @@ def requested_acl(
 
 
 def object_headers(
-    svc: Services, req: S3Request, obj: md.ObjectVersion, *, whole: bool = True
+    svc: S3Context, req: S3Request, obj: md.ObjectVersion, *, whole: bool = True
 ) -> dict[str, str]:
     h: dict[str, str] = {
         "ETag": obj.etag,
@@ -129,15 +120,14 @@ def object_headers(
         h[f"x-amz-checksum-{obj.checksum_algorithm.lower()}"] = obj.checksum_value
         if obj.checksum_type:
             h["x-amz-checksum-type"] = obj.checksum_type
-    if req.query:
-        overrides = {q: v for q, v in req.query.items() if q in RESPONSE_OVERRIDES}
-        if overrides and req.principal.is_anonymous:
+    overrides = read_params(req).overrides
+    if overrides:
+        if req.principal.is_anonymous:
             raise S3Error(
                 "InvalidRequest",
                 "Request specific response headers cannot be used for anonymous GET requests.",
             )
-        for q, v in overrides.items():
-            h[RESPONSE_OVERRIDES[q]] = v
+        h.update(overrides)
     return h
 
 
@@ -187,7 +177,7 @@ def check_conditions(headers: Mapping[str, str], obj: md.ObjectVersion) -> None:
 # ---- PUT ----
 
 
-async def put_object(svc: Services, req: S3Request) -> web.StreamResponse:
+async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     limits = svc.settings.limits
     http = req.http
@@ -215,7 +205,7 @@ async def put_object(svc: Services, req: S3Request) -> web.StreamResponse:
 
 
 async def store_body(
-    svc: Services,
+    svc: S3Context,
     req: S3Request,
     body: RequestBody,
     owner_id: str,
@@ -263,27 +253,32 @@ async def store_body(
         checksum_type="FULL_OBJECT" if checksum else None,
         inline=inline,
     )
-    extra = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
-    await store.publish_version(obj, extra=extra, hashed=extra is not None)
+    hashes = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
+    await store.publish_version(obj, hashes)
     return obj, checksum
 
 
 # ---- GET / HEAD ----
 
 
-async def get_object(svc: Services, req: S3Request) -> web.StreamResponse:
+async def get_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     return await serve_object(svc, req, head=False)
 
 
-async def head_object(svc: Services, req: S3Request) -> web.StreamResponse:
+async def head_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     return await serve_object(svc, req, head=True)
 
 
-def part_range(raw: str, headers: Mapping[str, str], obj: md.ObjectVersion) -> ByteRange | None:
+def read_params(req: S3Request) -> ObjectReadParams:
+    params = req.params
+    assert isinstance(params, ObjectReadParams)
+    return params
+
+
+def part_range(number: int, headers: Mapping[str, str], obj: md.ObjectVersion) -> ByteRange | None:
     """The bytes of one part of a multipart object (?partNumber=N); None: the whole object."""
     if "Range" in headers:
         raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query")
-    number = int(raw) if raw.isdigit() else 0
     sizes = [int(p["size"]) for p in obj.parts] if obj.parts else [obj.size]
     if not 1 <= number <= len(sizes):
         raise S3Error(
@@ -295,13 +290,14 @@ def part_range(raw: str, headers: Mapping[str, str], obj: md.ObjectVersion) -> B
     return ByteRange(start, start + sizes[number - 1] - 1)
 
 
-async def serve_object(svc: Services, req: S3Request, *, head: bool) -> web.StreamResponse:
+async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.StreamResponse:
     obj = req.obj
     assert obj is not None
     check_conditions(req.http.headers, obj)
     rng: ByteRange | None
-    if "partNumber" in req.query:
-        rng = part_range(req.query["partNumber"], req.http.headers, obj)
+    part_number = read_params(req).part_number
+    if part_number is not None:
+        rng = part_range(part_number, req.http.headers, obj)
     else:
         rng = parse_range(req.http.headers.get("Range"), obj.size)
     headers = object_headers(svc, req, obj, whole=rng is None)
@@ -329,7 +325,7 @@ async def serve_object(svc: Services, req: S3Request, *, head: bool) -> web.Stre
             break
         except FileNotFoundError:
             # Overwritten or deleted since we looked it up: look again, once.
-            fresh = await svc.store.get(req.bucket_name, req.key)
+            fresh = await svc.meta.object(req.bucket_name, req.key)
             if fresh is None:
                 raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key}) from None
             return await _reserve(svc, req, fresh, head)
@@ -341,7 +337,7 @@ async def serve_object(svc: Services, req: S3Request, *, head: bool) -> web.Stre
         try:
             first = await anext(chunks, b"")
         except FileNotFoundError:
-            fresh = await svc.store.get(req.bucket_name, req.key)
+            fresh = await svc.meta.object(req.bucket_name, req.key)
             if fresh is None or fresh.version_id == obj.version_id:
                 raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key}) from None
             return await _reserve(svc, req, fresh, head)
@@ -374,7 +370,7 @@ async def serve_object(svc: Services, req: S3Request, *, head: bool) -> web.Stre
 
 
 async def _reserve(
-    svc: Services, req: S3Request, obj: md.ObjectVersion, head: bool
+    svc: S3Context, req: S3Request, obj: md.ObjectVersion, head: bool
 ) -> web.StreamResponse:
     req.obj = obj
     decision = (
@@ -392,12 +388,12 @@ async def _reserve(
 # ---- DELETE ----
 
 
-async def delete_object(svc: Services, req: S3Request) -> web.StreamResponse:
+async def delete_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     await svc.store.delete(req.bucket_name, req.key)
     return web.Response(status=204)
 
 
-async def delete_objects(svc: Services, req: S3Request) -> web.StreamResponse:
+async def delete_objects(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     limits = svc.settings.limits
     body = RequestBody(

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from aiohttp import web
-from sqlalchemy.engine import Connection
 
 from s3torrent.access import (
     PublicAccessBlock,
@@ -14,19 +11,16 @@ from s3torrent.access import (
     public_access_block_from_xml,
     public_access_block_to_xml,
 )
-from s3torrent.events import AccessChanged
-from s3torrent.s3 import authz
+from s3torrent.access import facts as authz
 from s3torrent.s3.body import RequestBody
+from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
 from s3torrent.s3.server import S3Request
-from s3torrent.store import metadata as md
-
-if TYPE_CHECKING:
-    from s3torrent.app import Services
+from s3torrent.store import rows as md
 
 
-async def _read_body(svc: Services, req: S3Request) -> bytes:
+async def _read_body(svc: S3Context, req: S3Request) -> bytes:
     limits = svc.settings.limits
     body = RequestBody(
         req.http,
@@ -39,16 +33,6 @@ async def _read_body(svc: Services, req: S3Request) -> bytes:
     return raw
 
 
-async def _set_bucket_column(svc: Services, bucket: str, **values: Any) -> None:
-    """Store one access setting of a bucket, then tell the tracker, seeder and caches."""
-
-    def txn(conn: Connection) -> None:
-        conn.execute(md.buckets.update().where(md.buckets.c.name == bucket).values(**values))
-
-    await svc.db.write(txn)
-    svc.events.publish(AccessChanged(bucket, None))
-
-
 def _pab(bucket: md.Bucket) -> PublicAccessBlock | None:
     if not bucket.public_access_block:
         return None
@@ -58,7 +42,7 @@ def _pab(bucket: md.Bucket) -> PublicAccessBlock | None:
 # ---- bucket policy ----
 
 
-async def get_bucket_policy(svc: Services, req: S3Request) -> web.StreamResponse:
+async def get_bucket_policy(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     if req.bucket.policy is None:
         raise S3Error(
@@ -69,7 +53,7 @@ async def get_bucket_policy(svc: Services, req: S3Request) -> web.StreamResponse
     )
 
 
-async def put_bucket_policy(svc: Services, req: S3Request) -> web.StreamResponse:
+async def put_bucket_policy(svc: S3Context, req: S3Request) -> web.StreamResponse:
     bucket = req.bucket
     assert bucket is not None
     raw = await _read_body(svc, req)
@@ -79,21 +63,21 @@ async def put_bucket_policy(svc: Services, req: S3Request) -> web.StreamResponse
         raise S3Error("MalformedPolicy", "Policies must be valid UTF-8 JSON") from exc
     policy = parse_policy(text, bucket=bucket.name)
     check_policy_allowed(policy, _pab(bucket))
-    await _set_bucket_column(svc, bucket.name, policy=text)
+    await svc.meta.set_bucket_policy(bucket.name, text)
     return web.Response(status=204)
 
 
-async def delete_bucket_policy(svc: Services, req: S3Request) -> web.StreamResponse:
+async def delete_bucket_policy(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     if req.bucket.policy is not None:
-        await _set_bucket_column(svc, req.bucket_name, policy=None)
+        await svc.meta.set_bucket_policy(req.bucket_name, None)
     return web.Response(status=204)
 
 
 # ---- Block Public Access ----
 
 
-async def get_public_access_block(svc: Services, req: S3Request) -> web.StreamResponse:
+async def get_public_access_block(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     pab = _pab(req.bucket)
     if pab is None:
@@ -105,17 +89,15 @@ async def get_public_access_block(svc: Services, req: S3Request) -> web.StreamRe
     return xml_response(public_access_block_to_xml(pab))
 
 
-async def put_public_access_block(svc: Services, req: S3Request) -> web.StreamResponse:
+async def put_public_access_block(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     pab = public_access_block_from_xml(await _read_body(svc, req))
-    await _set_bucket_column(
-        svc, req.bucket_name, public_access_block=authz.encode_public_access_block(pab)
-    )
+    await svc.meta.set_public_access_block(req.bucket_name, authz.encode_public_access_block(pab))
     return web.Response(status=200)
 
 
-async def delete_public_access_block(svc: Services, req: S3Request) -> web.StreamResponse:
+async def delete_public_access_block(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     if req.bucket.public_access_block is not None:
-        await _set_bucket_column(svc, req.bucket_name, public_access_block=None)
+        await svc.meta.set_public_access_block(req.bucket_name, None)
     return web.Response(status=204)

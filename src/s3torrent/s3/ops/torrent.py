@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from aiohttp import web
 
-from s3torrent.publication import anonymously_readable, torrent_refusal
+from s3torrent.publication import Refusal, torrent_refusal
+from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
+from s3torrent.s3.params import ObjectReadParams
 from s3torrent.s3.server import S3Request
 from s3torrent.torrent.catalog import TorrentInfo, load_hashes
-
-if TYPE_CHECKING:
-    from s3torrent.app import Services
 
 
 def content_disposition(name: str) -> str:
@@ -29,20 +27,20 @@ def content_disposition(name: str) -> str:
     return value
 
 
-async def torrent_info(svc: Services, req: S3Request) -> TorrentInfo:
+async def torrent_info(svc: S3Context, req: S3Request) -> TorrentInfo:
     """The version's torrent info, waiting (bounded) for a background hashing job."""
     obj, bucket = req.obj, req.bucket
     assert obj is not None and bucket is not None
-    refusal = torrent_refusal(svc.settings, bucket, obj)
-    if refusal == "disabled":
+    refusal = torrent_refusal(svc.settings.torrent, bucket, obj, req.access_context())
+    if refusal is Refusal.DISABLED:
         raise S3Error("NotImplemented", "BitTorrent is not enabled for this bucket.")
-    if refusal == "too large":
+    if refusal is Refusal.TOO_LARGE:
         raise S3Error(
             "EntityTooLarge",
             f"Objects larger than {svc.settings.torrent.max_object_size} bytes have no torrent.",
             extra={"MaxSizeAllowed": str(svc.settings.torrent.max_object_size)},
         )
-    if not anonymously_readable(bucket, obj):
+    if refusal is Refusal.NOT_PUBLIC:
         if req.principal.is_anonymous:
             raise S3Error("AccessDenied", resource=req.resource)
         raise S3Error(
@@ -51,7 +49,7 @@ async def torrent_info(svc: Services, req: S3Request) -> TorrentInfo:
             resource=req.resource,
             extra={"Key": req.key},
         )
-    hashes = await svc.db.lookup(lambda rows: load_hashes(rows, obj))
+    hashes = await svc.hash_jobs.db.lookup(lambda rows: load_hashes(rows, obj))  # MERGE
     if hashes is None or not svc.torrents.has_hashes_for_format(hashes):
         job = svc.hash_jobs.ensure(obj)
         try:
@@ -67,11 +65,13 @@ async def torrent_info(svc: Services, req: S3Request) -> TorrentInfo:
     return svc.torrents.info_for(obj, hashes)
 
 
-async def get_object_torrent(svc: Services, req: S3Request) -> web.StreamResponse:
+async def get_object_torrent(svc: S3Context, req: S3Request) -> web.StreamResponse:
     info = await torrent_info(svc, req)
     assert req.bucket is not None
     base = svc.settings.base_url
-    if req.query.get("format") == "magnet":
+    params = req.params
+    assert isinstance(params, ObjectReadParams)
+    if params.torrent_format == "magnet":
         text = svc.torrents.magnet(info, base, req.bucket.settings) + "\n"
         return web.Response(text=text, content_type="text/plain")
     body = svc.torrents.torrent_file(info, base, req.bucket.settings)

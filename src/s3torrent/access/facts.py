@@ -1,0 +1,211 @@
+"""From stored rows to the access decision's facts; every channel asks `may()` through here.
+
+The stored forms are read through two small Protocols (a bucket row and an object row), so
+access never depends on how or where they are stored.
+
+ACLs are stored as compact JSON; policies as the JSON the owner sent; decoding is cached by
+the stored text, so the hot path does not re-parse a bucket's policy on every request.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Protocol
+
+from s3torrent.access import (
+    ANONYMOUS,
+    AccessControlList,
+    AccessFacts,
+    BucketPolicy,
+    CanonicalUser,
+    Decision,
+    Grant,
+    Group,
+    Owner,
+    Permission,
+    Principal,
+    PublicAccessBlock,
+    RequestContext,
+    Resource,
+    canned_acl,
+    decide,
+    parse_policy,
+)
+from s3torrent.access.conditions import parse_date
+
+
+class StoredBucket(Protocol):
+    """A bucket's stored access settings (ACL and Block Public Access as JSON, the policy as
+    its owner sent it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def owner_id(self) -> str: ...
+    @property
+    def acl(self) -> str | None: ...
+    @property
+    def policy(self) -> str | None: ...
+    @property
+    def public_access_block(self) -> str | None: ...
+
+
+class StoredObject(Protocol):
+    """An object version's owner and stored ACL."""
+
+    @property
+    def owner_id(self) -> str: ...
+    @property
+    def acl(self) -> str | None: ...
+
+
+def encode_acl(acl: AccessControlList) -> str:
+    grants = []
+    for g in acl.grants:
+        if isinstance(g.grantee, CanonicalUser):
+            grants.append(["id", g.grantee.id, g.grantee.display_name, g.permission.value])
+        else:
+            grants.append(["uri", g.grantee.uri, "", g.permission.value])
+    return json.dumps(
+        {"owner": [acl.owner.id, acl.owner.display_name], "grants": grants}, separators=(",", ":")
+    )
+
+
+@lru_cache(maxsize=4096)
+def decode_acl(text: str) -> AccessControlList:
+    raw = json.loads(text)
+    grants: list[Grant] = []
+    for kind, ident, name, perm in raw["grants"]:
+        grantee = CanonicalUser(ident, name) if kind == "id" else Group(ident)
+        grants.append(Grant(grantee, Permission(perm)))
+    return AccessControlList(Owner(*raw["owner"]), tuple(grants))
+
+
+@lru_cache(maxsize=1024)
+def decode_policy(text: str, bucket: str) -> BucketPolicy:
+    return parse_policy(text, bucket=bucket)
+
+
+@lru_cache(maxsize=1024)
+def decode_public_access_block(text: str) -> PublicAccessBlock:
+    raw = json.loads(text)
+    return PublicAccessBlock(**raw)
+
+
+def encode_public_access_block(pab: PublicAccessBlock) -> str:
+    return json.dumps(
+        {
+            "block_public_acls": pab.block_public_acls,
+            "ignore_public_acls": pab.ignore_public_acls,
+            "block_public_policy": pab.block_public_policy,
+            "restrict_public_buckets": pab.restrict_public_buckets,
+        },
+        sort_keys=True,
+    )
+
+
+def owner_of(bucket: StoredBucket, display: str = "") -> Owner:
+    return Owner(bucket.owner_id, display)
+
+
+def bucket_acl(bucket: StoredBucket) -> AccessControlList:
+    if bucket.acl:
+        return decode_acl(bucket.acl)
+    owner = owner_of(bucket)
+    return canned_acl("private", owner=owner, bucket_owner=owner)
+
+
+def object_acl(bucket: StoredBucket, obj: StoredObject) -> AccessControlList:
+    if obj.acl:
+        return decode_acl(obj.acl)
+    owner = Owner(obj.owner_id, "")
+    return canned_acl("private", owner=owner, bucket_owner=owner_of(bucket))
+
+
+def facts_for(bucket: StoredBucket, obj: StoredObject | None) -> AccessFacts:
+    return AccessFacts(
+        bucket_owner=owner_of(bucket),
+        bucket_acl=bucket_acl(bucket),
+        object_acl=object_acl(bucket, obj) if obj is not None else None,
+        policy=decode_policy(bucket.policy, bucket.name) if bucket.policy else None,
+        public_access_block=(
+            decode_public_access_block(bucket.public_access_block)
+            if bucket.public_access_block
+            else None
+        ),
+    )
+
+
+def may(
+    principal: Principal,
+    action: str,
+    bucket: StoredBucket,
+    key: str | None,
+    obj: StoredObject | None,
+    ctx: RequestContext,
+) -> Decision:
+    """The one access decision, for any channel: REST, ?torrent, tracker, seeder, web seed."""
+    return decide(principal, action, Resource(bucket.name, key), facts_for(bucket, obj), ctx)
+
+
+def context(now: datetime, source_ip: str | None, secure: bool, **values: str) -> RequestContext:
+    """The context of one request: when, from where, over TLS or not, and condition values."""
+    return RequestContext(now=now, source_ip=source_ip, secure_transport=secure, values=values)
+
+
+def may_torrent(bucket: StoredBucket, key: str, obj: StoredObject, ctx: RequestContext) -> bool:
+    """May anonymous callers in ctx fetch this object by BitTorrent? Yes when an anonymous
+    GetObject is allowed and GetObjectTorrent is not explicitly denied: every anonymously
+    readable object has a torrent, and a Deny opts an object or prefix out."""
+    if not may(ANONYMOUS, "s3:GetObject", bucket, key, obj, ctx).allowed:
+        return False
+    return not may(ANONYMOUS, "s3:GetObjectTorrent", bucket, key, obj, ctx).explicit_deny
+
+
+_TIME_KEYS = frozenset({"aws:currenttime", "aws:epochtime"})
+
+
+@lru_cache(maxsize=1024)
+def policy_condition_keys(text: str, bucket: str) -> frozenset[str]:
+    """Every condition key a stored policy tests (lower case)."""
+    policy = decode_policy(text, bucket)
+    return frozenset(c.key for s in policy.statements for c in s.conditions)
+
+
+@lru_cache(maxsize=1024)
+def policy_time_boundaries(text: str, bucket: str) -> tuple[datetime, ...]:
+    """The instants at which a stored policy's time conditions may change a decision, sorted."""
+    policy = decode_policy(text, bucket)
+    moments: set[datetime] = set()
+    for statement in policy.statements:
+        for condition in statement.conditions:
+            if condition.key not in _TIME_KEYS:
+                continue
+            for value in condition.values:
+                try:
+                    moment = parse_date(value)
+                except (ValueError, OverflowError, OSError):
+                    continue
+                # Conditions compare whole seconds: the decision changes at the next one.
+                moments.add(moment)
+                moments.add(moment + timedelta(seconds=1))
+    return tuple(sorted(moments))
+
+
+def next_time_boundary(bucket: StoredBucket, now: datetime) -> datetime | None:
+    """The next instant after now when the bucket's policy may decide differently."""
+    if not bucket.policy:
+        return None
+    for moment in policy_time_boundaries(bucket.policy, bucket.name):
+        if moment > now:
+            return moment
+    return None
+
+
+def depends_on_source(bucket: StoredBucket) -> bool:
+    """Whether decisions on this bucket depend on the caller's address."""
+    return bool(bucket.policy) and "aws:sourceip" in policy_condition_keys(
+        bucket.policy or "", bucket.name
+    )

@@ -1,0 +1,28 @@
+"""What the S3 handlers may use: a narrow context, not the whole composition root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from s3torrent.config import Settings
+from s3torrent.store.metastore import MetadataStore
+from s3torrent.store.objects import ObjectStore
+from s3torrent.store.users import UserDirectory
+from s3torrent.torrent.catalog import TorrentCatalog
+from s3torrent.torrent.jobs import HashJobs
+
+
+@dataclass(frozen=True, slots=True)
+class S3Context:
+    """The services behind the S3 API: settings, metadata, blobs, users and torrents."""
+
+    settings: Settings
+    meta: MetadataStore
+    store: ObjectStore
+    users: UserDirectory
+    torrents: TorrentCatalog
+    hash_jobs: HashJobs
+
+    def display_name(self, canonical_id: str) -> str:
+        user = self.users.by_id(canonical_id)
+        return user.name if user else ""

@@ -1,0 +1,255 @@
+"""Query parameters parsed per endpoint, before any handler runs.
+
+Handlers receive typed values; a malformed number or header override is refused here with
+S3's error, the same way for every endpoint. Numbers are ASCII digits only, and bounded in
+length: `str.isdigit()` accepts Unicode digits (`²`) and Python refuses to convert very long
+digit strings, and neither may reach a handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.routing import Endpoint
+
+MAX_PARTS = 10_000
+# Longest integer accepted in a query parameter (2**31 - 1 has 10 digits).
+_MAX_DIGITS = 10
+_ASCII_DIGITS = frozenset("0123456789")
+
+RESPONSE_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+
+
+def ascii_int(raw: str) -> int | None:
+    """raw as a non-negative integer if it is 1..10 ASCII digits, else None."""
+    if not raw or len(raw) > _MAX_DIGITS or not _ASCII_DIGITS.issuperset(raw):
+        return None
+    return int(raw)
+
+
+def _int_param(query: Mapping[str, str], name: str, default: int, maximum: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    value = ascii_int(raw)
+    if value is None:
+        raise S3Error(
+            "InvalidArgument",
+            f"Provided {name} not an integer or within integer range",
+            extra={"ArgumentName": name, "ArgumentValue": raw[:64]},
+        )
+    return min(value, maximum)
+
+
+def _part_number(raw: str) -> int:
+    value = ascii_int(raw)
+    if value is None or not 1 <= value <= MAX_PARTS:
+        raise S3Error(
+            "InvalidArgument",
+            f"Part number must be an integer between 1 and {MAX_PARTS}, inclusive",
+            extra={"ArgumentName": "partNumber", "ArgumentValue": raw[:64]},
+        )
+    return value
+
+
+def _url_encoding(query: Mapping[str, str]) -> bool:
+    enc = query.get("encoding-type")
+    if enc is not None and enc != "url":
+        raise S3Error(
+            "InvalidArgument",
+            "Invalid Encoding Method specified in Request",
+            extra={"ArgumentName": "encoding-type", "ArgumentValue": enc[:64]},
+        )
+    return enc == "url"
+
+
+@dataclass(frozen=True, slots=True)
+class NoParams:
+    """An endpoint that takes no query parameters of its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListParams:
+    """ListObjects v1/v2, ListObjectVersions, ListBuckets."""
+
+    prefix: str = ""
+    delimiter: str = ""
+    max_keys: int = 1000
+    url_encode: bool = False
+    marker: str = ""
+    continuation_token: str | None = None
+    start_after: str = ""
+    fetch_owner: bool = False
+    key_marker: str = ""
+    version_id_marker: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadParams:
+    """An operation on one multipart upload (parts, complete, abort, list parts)."""
+
+    upload_id: str
+    part_number: int | None = None
+    part_number_marker: int = 0
+    max_parts: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class UploadListParams:
+    """ListMultipartUploads."""
+
+    prefix: str
+    delimiter: str
+    key_marker: str
+    upload_id_marker: str
+    max_uploads: int
+    url_encode: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectReadParams:
+    """GetObject, HeadObject and GetObjectTorrent."""
+
+    part_number: int | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    """Response header -> value, from the response-* parameters."""
+    torrent_format: str | None = None
+
+
+Params = NoParams | ListParams | UploadParams | UploadListParams | ObjectReadParams
+
+NO_PARAMS = NoParams()
+
+
+def _list_params(query: Mapping[str, str], max_keys_limit: int) -> ListParams:
+    raw_max = query.get("max-keys", "1000")
+    max_keys = ascii_int(raw_max)
+    if max_keys is None:
+        if raw_max.startswith("-") and ascii_int(raw_max[1:]) is not None:
+            raise S3Error(
+                "InvalidArgument",
+                "Argument maxKeys must be an integer between 0 and 2147483647",
+                extra={"ArgumentName": "maxKeys", "ArgumentValue": raw_max},
+            )
+        raise S3Error(
+            "InvalidArgument",
+            "Provided max-keys not an integer or within integer range",
+            extra={"ArgumentName": "max-keys", "ArgumentValue": raw_max[:64]},
+        )
+    token = query.get("continuation-token")
+    if token == "":
+        raise S3Error(
+            "InvalidArgument",
+            "The continuation token provided is incorrect",
+            extra={"ArgumentName": "continuation-token"},
+        )
+    key_marker = query.get("key-marker", "")
+    vid_marker = query.get("version-id-marker")
+    if vid_marker and not key_marker:
+        raise S3Error(
+            "InvalidArgument", "A version-id marker cannot be specified without a key marker."
+        )
+    return ListParams(
+        prefix=query.get("prefix", ""),
+        delimiter=query.get("delimiter", ""),
+        max_keys=min(max_keys, max_keys_limit),
+        url_encode=_url_encoding(query),
+        marker=query.get("marker", ""),
+        continuation_token=token,
+        start_after=query.get("start-after", ""),
+        fetch_owner=query.get("fetch-owner", "false").lower() == "true",
+        key_marker=key_marker,
+        version_id_marker=vid_marker,
+    )
+
+
+def _upload_params(endpoint: Endpoint, query: Mapping[str, str]) -> UploadParams:
+    number = None
+    if endpoint in (Endpoint.UploadPart, Endpoint.UploadPartCopy):
+        number = _part_number(query.get("partNumber", ""))
+    return UploadParams(
+        upload_id=query.get("uploadId", ""),
+        part_number=number,
+        part_number_marker=_int_param(query, "part-number-marker", 0, MAX_PARTS),
+        max_parts=_int_param(query, "max-parts", 1000, 1000),
+    )
+
+
+def _object_read_params(query: Mapping[str, str]) -> ObjectReadParams:
+    number = None
+    if "partNumber" in query:
+        raw = query["partNumber"]
+        number = ascii_int(raw)
+        if number is None:
+            raise S3Error(
+                "InvalidArgument",
+                "Part number must be an integer between 1 and 10000, inclusive",
+                extra={"ArgumentName": "partNumber", "ArgumentValue": raw[:64]},
+            )
+    overrides: dict[str, str] = {}
+    for name, header in RESPONSE_OVERRIDES.items():
+        value = query.get(name)
+        if value is None:
+            continue
+        if "\r" in value or "\n" in value:
+            # A header value may not hold a line break: it would end the header.
+            raise S3Error(
+                "InvalidArgument",
+                f"Header value cannot be represented using ISO-8859-1: {name}",
+                extra={"ArgumentName": name},
+            )
+        overrides[header] = value
+    return ObjectReadParams(
+        part_number=number, overrides=overrides, torrent_format=query.get("format")
+    )
+
+
+def parse_params(endpoint: Endpoint, query: Mapping[str, str], max_keys_limit: int) -> Params:
+    """The typed parameters of one request to `endpoint`."""
+    if endpoint in _LIST_ENDPOINTS:
+        return _list_params(query, max_keys_limit)
+    if endpoint in _UPLOAD_ENDPOINTS:
+        return _upload_params(endpoint, query)
+    if endpoint in _OBJECT_READ_ENDPOINTS:
+        return _object_read_params(query)
+    if endpoint is Endpoint.ListMultipartUploads:
+        return UploadListParams(
+            prefix=query.get("prefix", ""),
+            delimiter=query.get("delimiter", ""),
+            key_marker=query.get("key-marker", ""),
+            upload_id_marker=query.get("upload-id-marker", ""),
+            max_uploads=_int_param(query, "max-uploads", 1000, 1000),
+            url_encode=_url_encoding(query),
+        )
+    return NO_PARAMS
+
+
+_LIST_ENDPOINTS = frozenset(
+    {
+        Endpoint.ListBuckets,
+        Endpoint.ListObjects,
+        Endpoint.ListObjectsV2,
+        Endpoint.ListObjectVersions,
+    }
+)
+_UPLOAD_ENDPOINTS = frozenset(
+    {
+        Endpoint.UploadPart,
+        Endpoint.UploadPartCopy,
+        Endpoint.CompleteMultipartUpload,
+        Endpoint.AbortMultipartUpload,
+        Endpoint.ListParts,
+    }
+)
+_OBJECT_READ_ENDPOINTS = frozenset(
+    {Endpoint.GetObject, Endpoint.HeadObject, Endpoint.GetObjectTorrent}
+)
