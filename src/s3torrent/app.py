@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import secrets
 import signal
 import time
@@ -65,9 +66,22 @@ class Services:
     relay: RedisEventRelay | None = None
 
 
+def secure_data_dir(settings: Settings) -> None:
+    """The data directory holds every secret key (in the metadata database): owner only."""
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)
+    if settings.metadata_url is None:
+        # Created here with 0600 before SQLite opens it; SQLite gives its -wal and -shm files
+        # the database file's permissions.
+        db_path = data_dir / "metadata.sqlite3"
+        os.close(os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600))
+        db_path.chmod(0o600)
+
+
 def build_services(settings: Settings) -> Services:
     check_extras(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_data_dir(settings)
     events = EventBus()
     meta = open_metadata_store(
         settings.database_url, events, max_batch=settings.storage.group_commit_max_ops

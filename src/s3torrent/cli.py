@@ -13,8 +13,16 @@ from s3torrent.config import Settings, load_settings
 
 
 def _settings(ctx: click.Context) -> Settings:
+    from pydantic import ValidationError
+
     obj: dict[str, Any] = ctx.obj
-    return load_settings(obj.get("config"), **obj.get("flags", {}))
+    try:
+        return load_settings(obj.get("config"), **obj.get("flags", {}))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise click.ClickException(f"invalid settings: {problems}") from None
 
 
 @click.group()

@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 GiB = 1024**3
@@ -205,6 +205,19 @@ class Settings(BaseSettings):
     def _strip_slash(cls, v: str | None) -> str | None:
         return v.rstrip("/") if v else v
 
+    @model_validator(mode="after")
+    def _root_keys_together(self) -> Settings:
+        # Half a key pair would silently generate the other half: refuse instead.
+        if (self.root_access_key is None) != (self.root_secret_key is None):
+            raise ValueError(
+                "set both S3TORRENT_ROOT_ACCESS_KEY and S3TORRENT_ROOT_SECRET_KEY, or neither"
+            )
+        if self.root_secret_key is not None and len(self.root_secret_key) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"the root secret key must be at least {MIN_SECRET_LENGTH} characters long"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -239,6 +252,9 @@ class Settings(BaseSettings):
     @property
     def database_url(self) -> str:
         return self.metadata_url or f"sqlite:///{self.data_dir / 'metadata.sqlite3'}"
+
+
+MIN_SECRET_LENGTH = 8
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -162,9 +162,19 @@ class S3Application:
             client_max_size=self.svc.settings.limits.max_xml_body,
         )
         # [\s\S], not ".": keys may hold a newline (%0A), and "." does not match one.
-        app.router.add_route("*", r"/{tail:[\s\S]*}", self._dispatch)
+        app.router.add_route(
+            "*", r"/{tail:[\s\S]*}", self._dispatch, expect_handler=self._defer_expect
+        )
         app.on_response_prepare.append(self._stamp_headers)
         return app
+
+    @staticmethod
+    async def _defer_expect(request: web.Request) -> None:
+        """`Expect: 100-continue` is answered only once the request is authenticated and
+        authorized (in _dispatch): a refused upload gets its error without sending its body."""
+        expect = request.headers.get("Expect", "")
+        if expect.lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect[:64]}")
 
     async def _stamp_headers(self, request: web.Request, response: web.StreamResponse) -> None:
         rid = request.get("request_id") or new_request_id()
@@ -210,9 +220,10 @@ class S3Application:
             return error_response(err, rid, request.path, request.method == "HEAD")
         except web.HTTPException:
             raise
-        except ConnectionResetError:
-            # The client went away mid-request (an aborted upload): nobody to answer, and
-            # nothing for the operator to act on.
+        except ConnectionError:
+            # The client went away mid-request (an aborted upload, a GET cut short: reset or
+            # broken pipe): nobody to answer, nothing for the operator to act on, and the
+            # bytes it did receive are metered as a client abort (499).
             log.debug("%s %s: client connection lost", request.method, request.path)
             return web.Response(status=CLIENT_CLOSED)
         except TimeoutError:
@@ -265,6 +276,8 @@ class S3Application:
         handler = self.handlers.get(endpoint)
         if handler is None:
             raise S3Error("NotImplemented", f"{endpoint.op} is not implemented.")
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
         return await handler(self.svc, req)
 
     async def _authorize(self, req: S3Request) -> None:
