@@ -25,6 +25,7 @@ from s3torrent.s3.routing import Endpoint
 from s3torrent.s3.server import Handler, S3Application
 from s3torrent.store.blobs import open_blob_store
 from s3torrent.store.database import Database
+from s3torrent.store.metastore import MetadataStore, SqlMetadataStore
 from s3torrent.store.objects import ObjectStore
 from s3torrent.store.users import UserDirectory
 from s3torrent.torrent.catalog import TorrentCatalog
@@ -47,6 +48,7 @@ class Services:
 
     settings: Settings
     db: Database
+    meta: MetadataStore
     store: ObjectStore
     users: UserDirectory
     events: EventBus
@@ -68,15 +70,15 @@ def build_services(settings: Settings) -> Services:
     store = ObjectStore(
         db, blobs, events, executor=executor, blob_delete_delay=settings.storage.blob_delete_delay
     )
+    meta = SqlMetadataStore(db, events)
     users = UserDirectory(db)
     users.load()
     catalog = TorrentCatalog(settings.torrent)
     node_id = settings.node_id or secrets.token_hex(8)
     hash_jobs = HashJobs(
-        db,
-        store,
+        meta,
+        blobs,
         catalog,
-        events,
         workers=settings.torrent.hash_workers,
         node_id=node_id,
         claim_ttl=settings.jobs.claim_ttl,
@@ -119,6 +121,7 @@ def build_services(settings: Settings) -> Services:
     return Services(
         settings=settings,
         db=db,
+        meta=meta,
         store=store,
         users=users,
         events=events,
