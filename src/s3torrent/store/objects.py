@@ -24,6 +24,7 @@ from s3torrent.events import EventBus, ObjectDeleted, ObjectWritten
 from s3torrent.store import metadata as md
 from s3torrent.store.blobs import BlobStore
 from s3torrent.store.database import Database
+from s3torrent.store.hash_queries import record_hashes
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ class ObjectStore:
         self,
         obj: md.ObjectVersion,
         *,
-        extra: Callable[[Connection], None] | None = None,
+        extra: Callable[[Connection], None] | md.TorrentHashes | None = None,
         hashed: bool = False,
     ) -> str | None:
         """The commit point: make obj current (plus extra rows in the same transaction)."""
@@ -266,7 +267,10 @@ class ObjectStore:
             if md.get_bucket(conn, obj.bucket) is None:
                 raise BucketVanished(obj.bucket)
             replaced = md.upsert_object(conn, obj)
-            if extra is not None:
+            if isinstance(extra, md.TorrentHashes):
+                # Transitional: the lead's commit_version(obj, hashes) replaces this.
+                record_hashes(conn, extra)
+            elif extra is not None:
                 extra(conn)
             return replaced
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import get_args
+from typing import Any, get_args
 from urllib.parse import quote, urlsplit
 
 from s3torrent.config import TorrentSettings
@@ -221,3 +221,20 @@ def piece_hashes(obj: ObjectVersion, stored: TorrentHashes | None) -> PieceHashe
         pieces_root=stored.pieces_root,
         piece_layer=stored.piece_layer,
     )
+
+
+# ---- Transitional: until s3/ops/torrent.py and publication.py ask the metadata store
+# (`piece_hashes(obj, await meta.torrent_hashes(obj.version_id))` and
+# `await meta.version_by_swarm_id(swarm_id)`). Remove both with those call sites. ----
+
+
+def load_hashes(rows: Any, obj: ObjectVersion) -> PieceHashes | None:
+    from s3torrent.store import hash_queries
+
+    return piece_hashes(obj, hash_queries.load_hashes(rows, obj.version_id))
+
+
+def find_by_swarm_id(conn: Any, swarm_id: bytes) -> ObjectVersion | None:
+    from s3torrent.store import hash_queries
+
+    return hash_queries.find_by_swarm_id(conn, swarm_id)
