@@ -71,7 +71,7 @@ def build_services(settings: Settings) -> Services:
         db, blobs, events, executor=executor, blob_delete_delay=settings.storage.blob_delete_delay
     )
     meta = SqlMetadataStore(db, events)
-    users = UserDirectory(db)
+    users = UserDirectory(meta)
     users.load()
     catalog = TorrentCatalog(settings.torrent)
     node_id = settings.node_id or secrets.token_hex(8)
