@@ -16,9 +16,9 @@ from aiohttp import web
 
 from s3torrent.config import Settings, split_host_port
 from s3torrent.events import EventBus
+from s3torrent.metering.admin_http import admin_handler
 from s3torrent.metering.meter import Meter, edge_recorder
 from s3torrent.metering.metrics import MetricsEndpoint
-from s3torrent.metering.usage import admin_handler
 from s3torrent.peer.seeder import Seeder, advertised_address
 from s3torrent.publication import PublicTorrents, ResolvingRegistry
 from s3torrent.s3.routing import Endpoint
@@ -131,7 +131,7 @@ def build_services(settings: Settings) -> Services:
         public=public,
         tracker=tracker,
         meter=Meter(
-            db,
+            meta,
             flush_interval=settings.metering.flush_interval,
             storage_sample_interval=settings.metering.storage_sample_interval,
             public=public,
