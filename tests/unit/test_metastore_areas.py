@@ -16,13 +16,16 @@ from s3torrent.store.metastore import SqlMetadataStore, open_metadata_store
 from s3torrent.store.rows import ObjectVersion, TorrentHashes, User
 from s3torrent.store.usage_rows import OP_STORAGE, UsageCounts
 from s3torrent.store.users import UserDirectory, UserError
+from tests.conftest import metadata_env
 
 H = 1_700_000_000 - 1_700_000_000 % 3600
 
 
 @pytest.fixture
 def meta(tmp_path: Path) -> Iterator[SqlMetadataStore]:
-    store = open_metadata_store(f"sqlite:///{tmp_path / 'm.sqlite3'}", EventBus())
+    """SQLite; a fresh PostgreSQL database with S3TORRENT_TEST_METADATA=postgres."""
+    url = metadata_env().get("S3TORRENT_METADATA_URL", f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    store = open_metadata_store(url, EventBus())
     yield store
     store.close()
 
