@@ -15,20 +15,19 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from s3torrent.admin import admin_handler, seeder_stats_handler
 from s3torrent.config import Settings, split_host_port
 from s3torrent.events import EventBus
 from s3torrent.extras import check_extras
 from s3torrent.failures import logged_failure
 from s3torrent.metering.meter import Meter, edge_recorder
 from s3torrent.metering.metrics import MetricsEndpoint
-from s3torrent.metering.usage import admin_handler
 from s3torrent.peer.seeder import Seeder, advertised_address
 from s3torrent.publication import PublicTorrents, ResolvingRegistry
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.routing import Endpoint
 from s3torrent.s3.server import Handler, S3Application
 from s3torrent.store.blobs import open_blob_store
-from s3torrent.store.database import Database
 from s3torrent.store.metastore import MetadataStore, open_metadata_store
 from s3torrent.store.objects import ObjectStore
 from s3torrent.store.upload_expiry import expire_uploads_forever
@@ -52,7 +51,6 @@ class Services:
     """Everything a request handler may use; built once per process."""
 
     settings: Settings
-    db: Database
     meta: MetadataStore
     store: ObjectStore
     users: UserDirectory
@@ -86,21 +84,19 @@ def build_services(settings: Settings) -> Services:
     meta = open_metadata_store(
         settings.database_url, events, max_batch=settings.storage.group_commit_max_ops
     )
-    db = meta.db
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="io")
     blobs = open_blob_store(settings)
     store = ObjectStore(
         meta, blobs, executor=executor, blob_delete_delay=settings.storage.blob_delete_delay
     )
-    users = UserDirectory(db)
+    users = UserDirectory(meta)
     users.load()
     catalog = TorrentCatalog(settings.torrent)
     node_id = settings.node_id or secrets.token_hex(8)
     hash_jobs = HashJobs(
-        db,
-        store,
+        meta,
+        blobs,
         catalog,
-        events,
         workers=settings.torrent.hash_workers,
         node_id=node_id,
         claim_ttl=settings.jobs.claim_ttl,
@@ -124,7 +120,7 @@ def build_services(settings: Settings) -> Services:
         relay = RedisEventRelay.from_url(events, settings.redis_url, node_id=node_id)
     else:
         registry = MemoryRegistry(limits)
-    public = PublicTorrents(settings, db, catalog, registry)
+    public = PublicTorrents(settings, meta, catalog, registry)
     tracker = tracker_service.TrackerService(
         ResolvingRegistry(registry, public),
         tracker_service.TrackerSettings(
@@ -142,7 +138,6 @@ def build_services(settings: Settings) -> Services:
     events.subscribe(hash_jobs.on_event)
     return Services(
         settings=settings,
-        db=db,
         meta=meta,
         store=store,
         users=users,
@@ -153,7 +148,7 @@ def build_services(settings: Settings) -> Services:
         public=public,
         tracker=tracker,
         meter=Meter(
-            db,
+            meta,
             flush_interval=settings.metering.flush_interval,
             storage_sample_interval=settings.metering.storage_sample_interval,
             public=public,
@@ -209,25 +204,23 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.svc = build_services(settings)
-        self.s3 = S3Application(
-            S3Context(
-                settings=settings,
-                meta=self.svc.meta,
-                store=self.svc.store,
-                users=self.svc.users,
-                torrents=self.svc.torrents,
-                hash_jobs=self.svc.hash_jobs,
-            ),
-            handlers(),
+        self.context = S3Context(
+            settings=settings,
+            meta=self.svc.meta,
+            store=self.svc.store,
+            users=self.svc.users,
+            torrents=self.svc.torrents,
+            hash_jobs=self.svc.hash_jobs,
         )
+        self.s3 = S3Application(self.context, handlers())
         self.s3.add_route("/_health", self._health)
         self.s3.add_route("/_tracker", tracker_handler(self.svc.tracker))
-        self.s3.add_route("/_admin", lambda request: admin_handler(self.svc, request))
+        self.s3.add_route("/_admin", lambda request: admin_handler(self.context, request))
         self.metrics: MetricsEndpoint | None = None
         if settings.metering.enabled:
             self.s3.on_finished = edge_recorder(self.svc.meter)
             if settings.metering.metrics_listen:
-                self.metrics = MetricsEndpoint(self.svc)
+                self.metrics = MetricsEndpoint(self.svc.meter, self.svc.public, self.svc.hash_jobs)
         self.seeder: Seeder | None = None
         if settings.seeder.enabled:
             self.seeder = Seeder(
@@ -252,9 +245,7 @@ class Node:
         )
 
     async def _seeder_stats(self, request: web.Request) -> web.StreamResponse:
-        if self.seeder is None:
-            return web.json_response({"error": "seeder not running"}, status=503)
-        return web.json_response(self.seeder.stats_json())
+        return await seeder_stats_handler(self.context, self.seeder, request)
 
     async def _start_seeder(self) -> None:
         # Before the HTTP listener: every torrent published from now on lists the origin.
@@ -408,7 +399,7 @@ class Node:
                 await close_registry()
         self.svc.store.flush_pending_deletes()
         self.svc.executor.shutdown(wait=True)
-        self.svc.db.close()
+        self.svc.meta.close()
 
 
 async def serve(settings: Settings, *, announce: bool = True) -> None:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from s3torrent.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from s3torrent.store.blobs import BlobStore
+    from s3torrent.store.metastore import MetadataStore
+    from s3torrent.store.rows import Bucket, ObjectVersion
+    from s3torrent.store.users import UserDirectory
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -98,16 +106,32 @@ def user() -> None:
     """Manage users and their access keys."""
 
 
-def _users(ctx: click.Context) -> Any:
-    from s3torrent.store.database import Database
-    from s3torrent.store.users import UserDirectory
+@contextlib.contextmanager
+def _metadata(settings: Settings, *, create: bool = True) -> Iterator[MetadataStore]:
+    """The metadata store of the data directory (created first, unless create is False)."""
+    from s3torrent.events import EventBus
+    from s3torrent.store.metastore import open_metadata_store
 
-    settings = _settings(ctx)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_url)
-    users = UserDirectory(db)
-    users.load()
-    return db, users
+    if create:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    meta = open_metadata_store(settings.database_url, EventBus())
+    try:
+        yield meta
+    finally:
+        meta.close()
+
+
+@contextlib.contextmanager
+def _users(ctx: click.Context) -> Iterator[UserDirectory]:
+    from s3torrent.store.users import UserDirectory, UserError
+
+    with _metadata(_settings(ctx)) as meta:
+        users = UserDirectory(meta)
+        users.load()
+        try:
+            yield users
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from exc
 
 
 @user.command("add")
@@ -115,15 +139,8 @@ def _users(ctx: click.Context) -> Any:
 @click.pass_context
 def user_add(ctx: click.Context, name: str) -> None:
     """Create a user with new keys (printed once)."""
-    from s3torrent.store.users import UserError
-
-    db, users = _users(ctx)
-    try:
-        u = users.add(name)
-    except UserError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        db.close()
+    with _users(ctx) as users:
+        u = asyncio.run(users.add(name))
     click.echo(
         f"name={u.name}\ncanonical_id={u.canonical_id}\naccess_key={u.access_key}\n"
         f"secret_key={u.secret_key}"
@@ -134,14 +151,11 @@ def user_add(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def user_list(ctx: click.Context) -> None:
     """List users (without secrets)."""
-    db, users = _users(ctx)
-    try:
+    with _users(ctx) as users:
         for u in users.all():
             click.echo(
                 f"{u.name}\t{u.access_key}\t{u.canonical_id}\t{'root' if u.is_root else 'user'}"
             )
-    finally:
-        db.close()
 
 
 @user.command("remove")
@@ -149,15 +163,8 @@ def user_list(ctx: click.Context) -> None:
 @click.pass_context
 def user_remove(ctx: click.Context, name: str) -> None:
     """Remove a user; their keys stop working."""
-    from s3torrent.store.users import UserError
-
-    db, users = _users(ctx)
-    try:
-        users.remove(name)
-    except UserError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        db.close()
+    with _users(ctx) as users:
+        asyncio.run(users.remove(name))
     click.echo(f"removed {name}")
 
 
@@ -188,22 +195,15 @@ def _torrent_state(settings: Settings, bucket: Any, obj: Any, hashed: bool) -> s
 @click.pass_context
 def torrent_show(ctx: click.Context, bucket_name: str, key: str, base_url: str | None) -> None:
     """Print the torrent of BUCKET/KEY: state, info-hashes, pieces, magnet URI."""
-    from s3torrent.store import metadata as md
-    from s3torrent.store.database import Database
-    from s3torrent.torrent.catalog import TorrentCatalog, load_hashes, make_info
+    from s3torrent.torrent.catalog import TorrentCatalog, make_info, piece_hashes
     from s3torrent.torrent.pieces import PieceLayout, piece_length_for
 
     settings = _settings(ctx)
-    db = Database(settings.database_url)
-    try:
-        bucket = db.read_sync(lambda c: md.get_bucket(c, bucket_name))
-        obj = db.read_sync(lambda c: md.get_object(c, bucket_name, key))
+    with _metadata(settings, create=False) as meta:
+        bucket, obj = asyncio.run(meta.bucket_and_object(bucket_name, key))
         if bucket is None or obj is None:
             raise click.ClickException(f"no such object: {bucket_name}/{key}")
-        found = obj
-        hashes = db.read_sync(lambda c: load_hashes(c, found))
-    finally:
-        db.close()
+        hashes = piece_hashes(obj, asyncio.run(meta.torrent_hashes(obj.version_id)))
     catalog = TorrentCatalog(settings.torrent)
     has_format = hashes is not None and catalog.has_hashes_for_format(hashes)
     state = _torrent_state(settings, bucket, obj, has_format)
@@ -240,64 +240,52 @@ def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
 
     Safe while the server runs: reads blobs, writes one small transaction per object.
     """
-    import concurrent.futures
-
-    import sqlalchemy as sa
-    from sqlalchemy.engine import Connection
-    from tqdm import tqdm
-
-    from s3torrent.events import EventBus
-    from s3torrent.publication import Refusal, anywhere_now, torrent_refusal
-    from s3torrent.store import metadata as md
     from s3torrent.store.blobs import open_blob_store
-    from s3torrent.store.database import Database
-    from s3torrent.store.metastore import SqlMetadataStore
-    from s3torrent.store.objects import ObjectStore
-    from s3torrent.torrent.catalog import TorrentCatalog, load_hashes, make_info, store_hashes
-
-    not_hashed = (Refusal.DISABLED, Refusal.TOO_LARGE)
-    now = anywhere_now()
-    from s3torrent.torrent.jobs import hash_version
-    from s3torrent.torrent.pieces import PieceLayout, piece_length_for
 
     settings = _settings(ctx)
     if not settings.data_dir.is_dir():
         raise click.ClickException(f"no data directory at {settings.data_dir}")
-    db = Database(settings.database_url)
     blobs = open_blob_store(settings)
+    with _metadata(settings, create=False) as meta:
+        rehashed, skipped, total = asyncio.run(_rehash(settings, meta, blobs, bucket_name))
+    click.echo(f"rehashed {rehashed} objects ({total} bytes), skipped {skipped}")
+
+
+async def _rehash(
+    settings: Settings, meta: MetadataStore, blobs: BlobStore, bucket_name: str | None
+) -> tuple[int, int, int]:
+    """Hash the current versions that lack hashes in the configured format; returns
+    (rehashed, skipped, bytes to hash)."""
+    import concurrent.futures
+
+    from tqdm import tqdm
+
+    from s3torrent.publication import Refusal, anywhere_now, torrent_refusal
+    from s3torrent.torrent.catalog import TorrentCatalog, make_info, piece_hashes, stored_hashes
+    from s3torrent.torrent.jobs import hash_version
+    from s3torrent.torrent.pieces import PieceLayout, piece_length_for
+
     catalog = TorrentCatalog(settings.torrent)
-    fmt = settings.torrent.format
-
-    def candidates(conn: Connection) -> list[md.ObjectVersion]:
-        q = sa.select(md.objects).order_by(md.objects.c.bucket, md.objects.c.key)
-        if bucket_name is not None:
-            q = q.where(md.objects.c.bucket == bucket_name)
-        buckets: dict[str, md.Bucket | None] = {}
-        todo = []
-        for row in conn.execute(q):
-            obj = md.ObjectVersion.from_row(row)
-            if obj.bucket not in buckets:
-                buckets[obj.bucket] = md.get_bucket(conn, obj.bucket)
-            b = buckets[obj.bucket]
-            # Private objects are hashed too: they may be made public later.
-            if b is None or torrent_refusal(settings.torrent, b, obj, now) in not_hashed:
-                continue
-            hashes = load_hashes(conn, obj)
-            if hashes is None or not catalog.has_hashes_for_format(hashes):
-                todo.append(obj)
-        return todo
-
+    if bucket_name is not None and await meta.bucket(bucket_name) is None:
+        raise click.ClickException(f"no such bucket: {bucket_name}")
+    not_hashed = (Refusal.DISABLED, Refusal.TOO_LARGE)
+    now = anywhere_now()
+    buckets: dict[str, Bucket | None] = {}
+    todo: list[ObjectVersion] = []
+    for obj, stored in await meta.versions_and_hashes(bucket_name):
+        if obj.bucket not in buckets:
+            buckets[obj.bucket] = await meta.bucket(obj.bucket)
+        b = buckets[obj.bucket]
+        # Private objects are hashed too: they may be made public later.
+        if b is None or torrent_refusal(settings.torrent, b, obj, now) in not_hashed:
+            continue
+        hashes = piece_hashes(obj, stored)
+        if hashes is None or not catalog.has_hashes_for_format(hashes):
+            todo.append(obj)
     rehashed = skipped = 0
+    total = sum(o.size for o in todo)
     pool = concurrent.futures.ThreadPoolExecutor(max(1, settings.torrent.hash_workers))
-    store = ObjectStore(SqlMetadataStore(db, EventBus()), blobs, executor=pool)
     try:
-        if (
-            bucket_name is not None
-            and db.read_sync(lambda c: md.get_bucket(c, bucket_name)) is None
-        ):
-            raise click.ClickException(f"no such bucket: {bucket_name}")
-        todo = db.read_sync(candidates)
-        total = sum(o.size for o in todo)
         with tqdm(total=total, unit="B", unit_scale=True, desc="rehash") as bar:
             for obj in todo:
                 layout = PieceLayout(obj.size, piece_length_for(obj.size))
@@ -306,10 +294,10 @@ def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
                 def progress(done: int, base: int = base) -> None:
                     bar.update(base + done - bar.n)
 
-                vid = obj.version_id
                 try:
-                    hashes = hash_version(
-                        store,
+                    hashes = await asyncio.to_thread(
+                        hash_version,
+                        blobs,
                         obj,
                         layout,
                         v1=catalog.wants_v1,
@@ -322,30 +310,14 @@ def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
                     skipped += 1
                     bar.update(base + obj.size - bar.n)
                     continue
-                info = make_info(obj, hashes, fmt)
-
-                def txn(conn: Connection, info: Any = info, vid: str = vid) -> bool:
-                    if md.get_object_by_version(conn, vid) is None:
-                        return False
-                    store_hashes(conn, info)
-                    return True
-
-                if db.write_sync(txn):
+                info = make_info(obj, hashes, settings.torrent.format)
+                if await meta.record_hashes(obj, stored_hashes(info)):
                     rehashed += 1
                 else:
                     skipped += 1
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        db.close()
-    click.echo(f"rehashed {rehashed} objects ({total} bytes), skipped {skipped}")
-
-
-def _report_db(ctx: click.Context) -> Any:
-    from s3torrent.store.database import Database
-
-    settings = _settings(ctx)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return Database(settings.database_url)
+    return rehashed, skipped, total
 
 
 def _bucket_option(value: str | None) -> frozenset[str] | None:
@@ -398,11 +370,8 @@ def usage(
         query = u.UsageQuery(start=t0, end=t1, buckets=_bucket_option(bucket), by=granularity)
     except u.ReportError as exc:
         raise click.BadParameter(str(exc), param_hint="--to") from None
-    db = _report_db(ctx)
-    try:
-        records = db.read_sync(lambda c: u.load_usage(c, query))
-    finally:
-        db.close()
+    with _metadata(_settings(ctx)) as meta:
+        records = asyncio.run(u.load_usage(meta, query))
     if fmt == "csv":
         click.echo(u.usage_csv(records), nl=False)
     elif fmt == "json":
@@ -443,13 +412,10 @@ def savings(
     if price_per_gb < 0 or not math.isfinite(price_per_gb):
         raise click.BadParameter("must be a finite price of 0 or more", param_hint="--price-per-gb")
     buckets = _bucket_option(bucket)
-    db = _report_db(ctx)
-    try:
-        items = db.read_sync(
-            lambda c: u.load_savings(c, buckets=buckets, key=key, price_per_gb=price_per_gb)
+    with _metadata(_settings(ctx)) as meta:
+        items = asyncio.run(
+            u.load_savings(meta, buckets=buckets, key=key, price_per_gb=price_per_gb)
         )
-    finally:
-        db.close()
     if fmt == "csv":
         click.echo(u.savings_csv(items), nl=False)
     elif fmt == "json":

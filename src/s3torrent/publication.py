@@ -22,13 +22,12 @@ from typing import Any
 from s3torrent.access import RequestContext, facts
 from s3torrent.config import Settings, TorrentSettings
 from s3torrent.events import AccessChanged, Event, ObjectDeleted, ObjectWritten, TorrentHashed
-from s3torrent.store import metadata as md
-from s3torrent.store.database import Database
+from s3torrent.store import rows as md
+from s3torrent.store.metastore import MetadataStore
 from s3torrent.torrent.catalog import (
     TorrentCatalog,
     TorrentInfo,
-    find_by_swarm_id,
-    load_hashes,
+    piece_hashes,
 )
 from s3torrent.tracker.protocol import AnnounceRequest, ScrapeStats
 from s3torrent.tracker.registry import (
@@ -93,13 +92,13 @@ class PublicTorrents:
     def __init__(
         self,
         settings: Settings,
-        db: Database,
+        meta: MetadataStore,
         catalog: TorrentCatalog,
         registry: TrackerRegistry,
         origin_seeders: tuple[tuple[str, int], ...] = (),
     ) -> None:
         self.settings = settings
-        self.db = db
+        self.meta = meta
         self.catalog = catalog
         self.registry = registry
         self._origin_seeders = origin_seeders
@@ -212,10 +211,10 @@ class PublicTorrents:
     # ---- publication ----
 
     async def _object(self, bucket: str, key: str) -> md.ObjectVersion | None:
-        return await self.db.lookup(lambda rows: md.get_object(rows, bucket, key))
+        return await self.meta.object(bucket, key)
 
     async def _version(self, version_id: str) -> md.ObjectVersion | None:
-        return await self.db.lookup(lambda rows: md.get_object_by_version(rows, version_id))
+        return await self.meta.object_by_version(version_id)
 
     async def consider_key(self, bucket: str, key: str) -> TorrentInfo | None:
         obj = await self._object(bucket, key)
@@ -245,7 +244,7 @@ class PublicTorrents:
         known = self.by_version.get(obj.version_id)
         if known is not None:
             return known
-        bucket = await self.db.lookup(lambda rows: md.get_bucket(rows, obj.bucket))
+        bucket = await self.meta.bucket(obj.bucket)
         # Zero-byte objects have a metainfo but nothing to seed: never registered.
         if bucket is None or obj.size == 0:
             return None
@@ -253,7 +252,7 @@ class PublicTorrents:
         self._schedule_boundary(bucket)
         if torrent_refusal(self.settings.torrent, bucket, obj, anywhere_now()) is not None:
             return None
-        hashes = await self.db.lookup(lambda rows: load_hashes(rows, obj))
+        hashes = piece_hashes(obj, await self.meta.torrent_hashes(obj.version_id))
         if hashes is None or not self.catalog.has_hashes_for_format(hashes):
             return None
         # Re-check currency after the awaits: a revocation may have raced us.
@@ -277,7 +276,7 @@ class PublicTorrents:
         if swarm_id in self._unpublishable:
             return None
         generation = self._unpublishable_generation
-        obj = await self.db.read(lambda c: find_by_swarm_id(c, swarm_id))
+        obj = await self.meta.version_by_swarm_id(swarm_id)
         info = await self.consider(obj) if obj is not None else None
         if info is None or swarm_id not in info.swarm_ids:
             # Only if no event came meanwhile: one may have made it publishable.

@@ -627,7 +627,6 @@ def test_hash_jobs_are_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     from s3torrent.store.blobs.local import LocalBlobStore
     from s3torrent.store.database import Database
     from s3torrent.store.metastore import SqlMetadataStore
-    from s3torrent.store.objects import ObjectStore
     from s3torrent.torrent import jobs
     from s3torrent.torrent.catalog import TorrentCatalog
 
@@ -643,11 +642,9 @@ def test_hash_jobs_are_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     async def scenario() -> list[Any]:
         db = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}")
         blobs = LocalBlobStore(tmp_path / "d", fsync=False)
-        events = EventBus()
-        pool = concurrent.futures.ThreadPoolExecutor(2)
-        store = ObjectStore(SqlMetadataStore(db, events), blobs, executor=pool, blob_delete_delay=0)
+        meta = SqlMetadataStore(db, EventBus())
         catalog = TorrentCatalog(TorrentSettings())
-        hj = jobs.HashJobs(db, store, catalog, events, workers=2)
+        hj = jobs.HashJobs(meta, blobs, catalog, workers=2)
         w = blobs.new_writer()
         w.write(data)
         vid = "ab" * 16
@@ -659,7 +656,6 @@ def test_hash_jobs_are_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         results = await asyncio.gather(*tasks)
         await hj.close()
         db.close()
-        pool.shutdown()
         return results
 
     monkeypatch.setattr(jobs, "hash_file", counting)

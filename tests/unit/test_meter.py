@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from s3torrent.events import EventBus
 from s3torrent.metering import usage as u
 from s3torrent.metering.meter import OP_BITTORRENT, OP_STORAGE, Meter, Pending
 from s3torrent.store import metadata as md
 from s3torrent.store.database import Database
+from s3torrent.store.metastore import SqlMetadataStore
 from s3torrent.tracker.registry import SwarmStats
 
 H = 1_700_000_000 - 1_700_000_000 % 3600  # an hour boundary
@@ -26,6 +28,12 @@ def db(tmp_path: Path) -> Iterator[Database]:
     d = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}")
     yield d
     d.close()
+
+
+@pytest.fixture
+def meta(db: Database) -> SqlMetadataStore:
+    """The metadata store over db (closing db closes it)."""
+    return SqlMetadataStore(db, EventBus())
 
 
 class Clock:
@@ -40,9 +48,11 @@ def rows(db: Database, table: sa.Table) -> list[tuple[Any, ...]]:
     return db.read_sync(lambda c: [tuple(r) for r in c.execute(sa.select(table))])
 
 
-def test_requests_aggregate_per_hour_bucket_and_operation(db: Database) -> None:
+def test_requests_aggregate_per_hour_bucket_and_operation(
+    db: Database, meta: SqlMetadataStore
+) -> None:
     clock = Clock(H + 10)
-    m = Meter(db, clock=clock)
+    m = Meter(meta, clock=clock)
     m.record("b", "GetObject", 200, 100, 0, 0.001, "k")
     m.record("b", "GetObject", 206, 50, 0, 0.002, "k")
     m.record("b", "PutObject", 200, 0, 7, 0.003)
@@ -59,16 +69,20 @@ def test_requests_aggregate_per_hour_bucket_and_operation(db: Database) -> None:
     assert sum(m.latency["GetObject"].counts) == 3
 
 
-def test_piece_sent_is_an_anonymous_get_in_the_bittorrent_channel(db: Database) -> None:
-    m = Meter(db, clock=Clock(H))
+def test_piece_sent_is_an_anonymous_get_in_the_bittorrent_channel(
+    db: Database, meta: SqlMetadataStore
+) -> None:
+    m = Meter(meta, clock=Clock(H))
     m.on_piece_sent("b", "k", 16384)
     m.on_piece_sent("b", "k", 100)
     assert m.pending.usage == {(H, "b", OP_BITTORRENT): [2, 16484, 0]}
     assert m.pending.objects == {("b", "k", OP_BITTORRENT): [2, 16484]}
 
 
-def test_flush_adds_to_existing_rows_in_one_transaction(db: Database) -> None:
-    m = Meter(db, clock=Clock(H + 5))
+def test_flush_adds_to_existing_rows_in_one_transaction(
+    db: Database, meta: SqlMetadataStore
+) -> None:
+    m = Meter(meta, clock=Clock(H + 5))
 
     async def go() -> None:
         m.record("b", "GetObject", 200, 10, 0, 0.0, "k")
@@ -90,8 +104,8 @@ def test_flush_adds_to_existing_rows_in_one_transaction(db: Database) -> None:
     assert m.flushes == 2
 
 
-def test_a_failed_flush_keeps_its_counts_for_the_next(db: Database) -> None:
-    m = Meter(db, clock=Clock(H))
+def test_a_failed_flush_keeps_its_counts_for_the_next(db: Database, meta: SqlMetadataStore) -> None:
+    m = Meter(meta, clock=Clock(H))
     real_write = db.write
     calls = {"n": 0}
 
@@ -115,15 +129,17 @@ def test_a_failed_flush_keeps_its_counts_for_the_next(db: Database) -> None:
     assert m.flush_failures == 1
 
 
-def test_byte_hours_split_at_hour_boundaries(db: Database) -> None:
-    m = Meter(db)
+def test_byte_hours_split_at_hour_boundaries(db: Database, meta: SqlMetadataStore) -> None:
+    m = Meter(meta)
     m.add_byte_hours("b", 3600, H + 1800, H + 3600 + 900)
     assert m.pending.storage == {(H, "b"): 1800.0, (H + 3600, "b"): 900.0}
 
 
-def test_storage_samples_bill_the_previous_size_until_now(db: Database) -> None:
+def test_storage_samples_bill_the_previous_size_until_now(
+    db: Database, meta: SqlMetadataStore
+) -> None:
     clock = Clock(H)
-    m = Meter(db, clock=clock)
+    m = Meter(meta, clock=clock)
     db.write_sync(
         lambda c: c.execute(
             md.objects.insert(),
@@ -165,11 +181,11 @@ class FakePublic:
     by_swarm: dict[bytes, FakeInfo]
 
 
-def test_swarm_deltas_are_sampled_and_survive_a_reset(db: Database) -> None:
+def test_swarm_deltas_are_sampled_and_survive_a_reset(db: Database, meta: SqlMetadataStore) -> None:
     ih = b"\x01" * 20
     reg = FakeRegistry({ih: SwarmStats(1, 0, 0, 10, 100)})
     public = FakePublic(reg, {ih: FakeInfo("b", "k"), b"\x02" * 20: FakeInfo("b", "gone")})
-    m = Meter(db, public=public, clock=Clock(H))  # type: ignore[arg-type]
+    m = Meter(meta, public=public, clock=Clock(H))  # type: ignore[arg-type]
 
     async def go() -> None:
         await m.sample_swarms()
@@ -207,7 +223,7 @@ def test_request_tiers_follow_s3() -> None:
         assert u.request_tier(op) == "Requests-Tier2", op
 
 
-def test_usage_records_by_day_sum_hours(db: Database) -> None:
+def test_usage_records_by_day_sum_hours(db: Database, meta: SqlMetadataStore) -> None:
     def seed(c: Any) -> None:
         c.execute(
             md.usage_hourly.insert(),
@@ -219,7 +235,7 @@ def test_usage_records_by_day_sum_hours(db: Database) -> None:
         )  # fmt: skip
 
     db.write_sync(seed)
-    recs = db.read_sync(lambda c: u.load_usage(c, u.UsageQuery(by="day")))
+    recs = asyncio.run(u.load_usage(meta, u.UsageQuery(by="day")))
     assert [(r.start, r.end, r.usage_type, r.value) for r in recs] == [
         (D, D + 86400, "Requests-Tier2", 24),
         (D, D + 86400, "DataTransfer-Out-Bytes", 240),
@@ -227,7 +243,7 @@ def test_usage_records_by_day_sum_hours(db: Database) -> None:
         (D + 86400, D + 2 * 86400, "DataTransfer-Out-Bytes", 60),
     ]
     q = u.UsageQuery(start=D + 3600, end=D + 3 * 3600, by="hour")
-    recs = db.read_sync(lambda c: u.load_usage(c, q))
+    recs = asyncio.run(u.load_usage(meta, q))
     assert [(r.start, r.end, r.value) for r in recs if r.usage_type == "Requests-Tier2"] == [
         (D + 3600, D + 7200, 1),
         (D + 7200, D + 10800, 1),
@@ -265,12 +281,12 @@ def test_number_and_human_formats() -> None:
 
 
 def test_only_one_node_samples_shared_counters_and_a_takeover_starts_from_a_baseline(
-    db: Database,
+    db: Database, meta: SqlMetadataStore
 ) -> None:
     """Storage and swarm counters are shared by every node: one lease holder samples them."""
     clock = Clock(1_000.0)
-    a = Meter(db, clock=clock, node_id="node-a", flush_interval=1.0)
-    b = Meter(db, clock=clock, node_id="node-b", flush_interval=1.0)
+    a = Meter(meta, clock=clock, node_id="node-a", flush_interval=1.0)
+    b = Meter(meta, clock=clock, node_id="node-b", flush_interval=1.0)
 
     async def rounds() -> list[tuple[bool, bool]]:
         out = [(await a.hold_sampling_lease(), await b.hold_sampling_lease())]

@@ -4,7 +4,7 @@ Every channel reports here once, at its edge: the S3 middleware for every REST r
 (GetObject and its ranges, web-seed range GETs, ?torrent, PutObject, UploadPart, List*, ...),
 the seeder for every piece it sends (`on_piece_sent`, channel GetObject-BitTorrent). Counting
 is a dict increment on the event loop thread; a background task flushes the counters to the
-metadata database at least once a second (one transaction per flush) and at shutdown, so a
+metadata store at least once a second (one transaction per flush) and at shutdown, so a
 crash loses at most the last interval. The same task samples each bucket's stored bytes
 (byte-hours) and the tracker's swarm counters (per torrent and hour).
 """
@@ -21,22 +21,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from aiohttp import web
-from sqlalchemy.engine import Connection
 
-from s3torrent.store import metadata as md
-from s3torrent.store.database import Database
+from s3torrent.store.usage_rows import OP_STORAGE as OP_STORAGE
+from s3torrent.store.usage_rows import UsageCounts
 
 if TYPE_CHECKING:
     from s3torrent.publication import PublicTorrents
+    from s3torrent.store.meta_usage import UsageMetadata
 
 log = logging.getLogger(__name__)
 
 # The channel is part of the operation name, as S3 usage reports show it.
 OP_BITTORRENT = "GetObject-BitTorrent"
 OP_GET = "GetObject"
-OP_STORAGE = "StandardStorage"
 OP_TORRENT = "GetObjectTorrent"
 OP_UNKNOWN = "Unknown"  # refused before routing (bad method, unknown sub-resource, bad URI)
 
@@ -74,46 +72,16 @@ class Latency:
     total: float = 0.0
 
 
-@dataclass(slots=True)
-class Pending:
-    """Counters gathered since the last flush."""
-
-    # (hour, bucket, operation) -> [requests, bytes_out, bytes_in]
-    usage: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)
-    # (bucket, key, operation) -> [requests, bytes_out]
-    objects: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
-    # (hour, bucket) -> byte-hours
-    storage: dict[tuple[int, str], float] = field(default_factory=dict)
-    # (hour, info-hash hex) -> (bucket, key, [completed, uploaded, downloaded])
-    swarms: dict[tuple[int, str], tuple[str, str, list[int]]] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.usage or self.objects or self.storage or self.swarms)
-
-    def merge(self, other: Pending) -> None:
-        """Add other's counts to ours (a failed flush's counts go back to the next one)."""
-        for k, v in other.usage.items():
-            mine = self.usage.setdefault(k, [0, 0, 0])
-            for i in range(3):
-                mine[i] += v[i]
-        for ko, vo in other.objects.items():
-            mo = self.objects.setdefault(ko, [0, 0])
-            mo[0] += vo[0]
-            mo[1] += vo[1]
-        for ks, vs in other.storage.items():
-            self.storage[ks] = self.storage.get(ks, 0.0) + vs
-        for kw, (bucket, key, vw) in other.swarms.items():
-            mw = self.swarms.setdefault(kw, (bucket, key, [0, 0, 0]))[2]
-            for i in range(3):
-                mw[i] += vw[i]
+# A flush's counters; the store adds them to the tables (see UsageCounts).
+Pending = UsageCounts
 
 
 class Meter:
-    """In-memory usage counters of one node, flushed to the metadata database."""
+    """In-memory usage counters of one node, flushed to the metadata store."""
 
     def __init__(
         self,
-        db: Database,
+        meta: UsageMetadata,
         *,
         flush_interval: float = 1.0,
         storage_sample_interval: float = 300.0,
@@ -121,7 +89,7 @@ class Meter:
         clock: Callable[[], float] = time.time,
         node_id: str = "local",
     ) -> None:
-        self.db = db
+        self.meta = meta
         self.node_id = node_id
         # Storage and swarm counters are shared by every node (one database, one tracker
         # registry): only the holder of this lease samples them, so nothing counts twice.
@@ -208,9 +176,7 @@ class Meter:
         baseline, so the interval the previous holder already billed is not billed again."""
         now = self.clock()
         ttl = max(5.0, 5 * self.flush_interval)
-        held = await self.db.write(
-            lambda conn: md.hold_lease(conn, SAMPLING_LEASE, self.node_id, now, ttl)
-        )
+        held = await self.meta.hold_lease(SAMPLING_LEASE, self.node_id, now, ttl)
         if held and not self.sampler:
             self._storage_at = None
             self._swarm_seen = {}
@@ -220,7 +186,7 @@ class Meter:
 
     async def sample_storage(self) -> None:
         """Read each bucket's stored bytes; bill the previous sample's sizes up to now."""
-        sizes = await self.db.read(bucket_sizes)
+        sizes = await self.meta.bucket_sizes()
         now = self.clock()
         if self._storage_at is not None:
             for bucket, size in self._storage_sizes.items():
@@ -265,7 +231,7 @@ class Meter:
             return
         started = time.perf_counter()
         try:
-            await self.db.write(lambda conn: write_pending(conn, batch))
+            await self.meta.add_usage(batch)
         except Exception:
             self.flush_failures += 1
             batch.merge(self.pending)
@@ -347,113 +313,3 @@ def _record(
         bytes_out = response.content_length or 0
     bytes_in = request.content.total_bytes
     meter.record(bucket, operation, status, bytes_out, bytes_in, seconds, key)
-
-
-# ---- database ----
-
-
-def bucket_sizes(conn: Connection) -> dict[str, int]:
-    """Stored bytes per bucket: current object versions plus parts of unfinished uploads."""
-    sizes: dict[str, int] = {}
-    q = sa.select(md.objects.c.bucket, sa.func.sum(md.objects.c.size)).group_by(md.objects.c.bucket)
-    for bucket, total in conn.execute(q):
-        sizes[bucket] = int(total or 0)
-    q = (
-        sa.select(md.uploads.c.bucket, sa.func.sum(md.parts.c.size))
-        .select_from(md.parts.join(md.uploads, md.parts.c.upload_id == md.uploads.c.upload_id))
-        .group_by(md.uploads.c.bucket)
-    )
-    for bucket, total in conn.execute(q):
-        sizes[bucket] = sizes.get(bucket, 0) + int(total or 0)
-    return sizes
-
-
-def write_pending(conn: Connection, p: Pending) -> None:
-    """Add one flush's counters to the usage tables (upserts: many nodes may add at once)."""
-    usage_rows: dict[tuple[int, str, str], dict[str, Any]] = {}
-    for (hour, bucket, op), (reqs, out, in_) in p.usage.items():
-        usage_rows[(hour, bucket, op)] = {
-            "hour": hour, "bucket": bucket, "operation": op,
-            "requests": reqs, "bytes_out": out, "bytes_in": in_, "byte_hours": 0.0,
-        }  # fmt: skip
-    for (hour, bucket), byte_hours in p.storage.items():
-        usage_rows[(hour, bucket, OP_STORAGE)] = {
-            "hour": hour, "bucket": bucket, "operation": OP_STORAGE,
-            "requests": 0, "bytes_out": 0, "bytes_in": 0, "byte_hours": byte_hours,
-        }  # fmt: skip
-    _upsert_add(
-        conn,
-        md.usage_hourly,
-        list(usage_rows.values()),
-        ("hour", "bucket", "operation"),
-        ("requests", "bytes_out", "bytes_in", "byte_hours"),
-    )
-    _upsert_add(
-        conn,
-        md.usage_objects,
-        [
-            {"bucket": b, "key": k.encode("utf-8"), "operation": op, "requests": r, "bytes_out": o}
-            for (b, k, op), (r, o) in p.objects.items()
-        ],
-        ("bucket", "key", "operation"),
-        ("requests", "bytes_out"),
-    )
-    _upsert_add(
-        conn,
-        md.usage_swarms,
-        [
-            {
-                "hour": hour,
-                "info_hash": ih,
-                "bucket": b,
-                "key": k.encode("utf-8"),
-                "completed": v[0],
-                "uploaded": v[1],
-                "downloaded": v[2],
-            }
-            for (hour, ih), (b, k, v) in p.swarms.items()
-        ],
-        ("hour", "info_hash"),
-        ("completed", "uploaded", "downloaded"),
-    )
-
-
-_UPSERT_ADD: dict[tuple[str, str], md.Prepared] = {}
-
-
-def _upsert_add(
-    conn: Connection,
-    table: sa.Table,
-    rows: list[dict[str, Any]],
-    keys: tuple[str, ...],
-    counters: tuple[str, ...],
-) -> None:
-    """INSERT rows, adding their counters to existing rows with the same key."""
-    if not rows:
-        return
-    dialect = conn.dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        stmt = _UPSERT_ADD.get((dialect, table.name))
-        if stmt is None:
-            from sqlalchemy.dialects import postgresql, sqlite
-
-            base: Any = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
-            stmt = md.Prepared(
-                base.on_conflict_do_update(
-                    index_elements=list(keys),
-                    set_={c: table.c[c] + base.excluded[c] for c in counters},
-                )
-            )
-            _UPSERT_ADD[(dialect, table.name)] = stmt
-        # On SQLite, one executemany on the DBAPI connection: the flush runs in the
-        # loop's group commit, and a busy second of GETs can leave thousands of rows.
-        stmt.run_many(conn, rows)
-        return
-    # Other engines: update, insert what was not there (single writer per node).
-    for row in rows:
-        where = [table.c[k] == row[k] for k in keys]
-        res = conn.execute(
-            table.update().where(*where).values({c: table.c[c] + row[c] for c in counters})
-        )
-        if res.rowcount == 0:
-            conn.execute(table.insert().values(**row))

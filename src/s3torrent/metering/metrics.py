@@ -24,7 +24,9 @@ from prometheus_client.registry import Collector
 from s3torrent.metering.meter import LATENCY_BOUNDS, Meter
 
 if TYPE_CHECKING:
-    from s3torrent.app import Services
+    from s3torrent.metering.meter import Meter
+    from s3torrent.publication import PublicTorrents
+    from s3torrent.torrent.jobs import HashJobs
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +98,24 @@ class MeterCollector(Collector):
 class MetricsEndpoint:
     """The /metrics handler and its listener."""
 
-    def __init__(self, svc: Services, peer_connections: Callable[[], int] | None = None) -> None:
-        self.svc = svc
+    def __init__(
+        self,
+        meter: Meter,
+        public: PublicTorrents,
+        hash_jobs: HashJobs,
+        peer_connections: Callable[[], int] | None = None,
+    ) -> None:
+        self.public = public
+        self.hash_jobs = hash_jobs
         self.peer_connections = peer_connections
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = MeterCollector(svc.meter)
+        self.collector = MeterCollector(meter)
         self.registry.register(self.collector)
         self._runner: web.AppRunner | None = None
 
     async def refresh(self) -> None:
         """Read the gauges that live elsewhere (tracker registry, hashing, seeder)."""
-        public = self.svc.public
+        public = self.public
         seeders = leechers = 0
         for info_hash in list(public.by_swarm):
             try:
@@ -123,7 +132,7 @@ class MetricsEndpoint:
             ),
             "s3torrent_hash_jobs_queued": (
                 "Objects waiting for (or in) background piece hashing.",
-                float(self.svc.hash_jobs.queued),
+                float(self.hash_jobs.queued),
             ),
         }
         if self.peer_connections is not None:

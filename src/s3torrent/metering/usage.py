@@ -1,4 +1,4 @@
-"""Usage and savings reports from the metering tables: queries, formatting, the admin route.
+"""Usage and savings reports from the stored usage counters: records and their formats.
 
 The usage report follows the columns of the AWS S3 usage report (Service, Operation,
 UsageType, Resource, StartTime, EndTime, UsageValue) with S3's usage type names; the channel
@@ -14,17 +14,12 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl
-
-import sqlalchemy as sa
-from aiohttp import web
-from sqlalchemy.engine import Connection
 
 from s3torrent.metering.meter import OP_BITTORRENT, OP_GET, OP_STORAGE, OP_TORRENT
-from s3torrent.store import metadata as md
+from s3torrent.store.usage_rows import HourlyUsage, Traffic
 
 if TYPE_CHECKING:
-    from s3torrent.app import Services
+    from s3torrent.store.meta_usage import UsageMetadata
 
 SERVICE = "s3torrent"
 COLUMNS = ("Service", "Operation", "UsageType", "Resource", "StartTime", "EndTime", "UsageValue")
@@ -126,30 +121,22 @@ def number(value: float) -> str:
     return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
-def load_usage(conn: Connection, q: UsageQuery) -> list[UsageRecord]:
+async def load_usage(meta: UsageMetadata, q: UsageQuery) -> list[UsageRecord]:
+    """The usage records of q, from the stored hourly counters."""
+    return usage_records(await meta.hourly_usage(q.start, q.end, q.buckets), q)
+
+
+def usage_records(hours: Iterable[HourlyUsage], q: UsageQuery) -> list[UsageRecord]:
     """The usage records of q, one per period, bucket, operation and usage type."""
-    t = md.usage_hourly
-    stmt = sa.select(
-        t.c.hour, t.c.bucket, t.c.operation, t.c.requests, t.c.bytes_out, t.c.bytes_in,
-        t.c.byte_hours,
-    )  # fmt: skip
-    if q.start is not None:
-        stmt = stmt.where(t.c.hour >= q.start - q.start % 3600)
-    if q.end is not None:
-        stmt = stmt.where(t.c.hour < q.end)
-    if q.buckets is not None:
-        if not q.buckets:
-            return []
-        stmt = stmt.where(t.c.bucket.in_(sorted(q.buckets)))
     period = PERIOD[q.by]
     sums: dict[tuple[int, str, str], list[float]] = {}
-    for hour, bucket, op, reqs, out, in_, byte_hours in conn.execute(stmt):
-        start = int(hour) - int(hour) % period
-        acc = sums.setdefault((start, bucket, op), [0, 0, 0, 0.0])
-        acc[0] += reqs
-        acc[1] += out
-        acc[2] += in_
-        acc[3] += byte_hours
+    for h in hours:
+        start = h.hour - h.hour % period
+        acc = sums.setdefault((start, h.bucket, h.operation), [0, 0, 0, 0.0])
+        acc[0] += h.requests
+        acc[1] += h.bytes_out
+        acc[2] += h.bytes_in
+        acc[3] += h.byte_hours
     records: list[UsageRecord] = []
     for (start, bucket, op), (reqs, out, in_, byte_hours) in sorted(sums.items()):
         end = start + period
@@ -299,8 +286,8 @@ class ObjectSavings:
         return d
 
 
-def load_savings(
-    conn: Connection,
+async def load_savings(
+    meta: UsageMetadata,
     *,
     buckets: frozenset[str] | None = None,
     key: str | None = None,
@@ -309,37 +296,21 @@ def load_savings(
     """One entry per object with origin or swarm traffic, in bucket and key order."""
     if price_per_gb < 0:
         raise ReportError("the price per GB cannot be negative")
-    if buckets is not None and not buckets:
-        return []
-    o, s = md.usage_objects, md.usage_swarms
-    q_obj = sa.select(o.c.bucket, o.c.key, o.c.operation, o.c.requests, o.c.bytes_out)
-    q_swarm = sa.select(
-        s.c.bucket,
-        s.c.key,
-        sa.func.sum(s.c.completed),
-        sa.func.sum(s.c.downloaded),
-        sa.func.sum(s.c.uploaded),
-    ).group_by(s.c.bucket, s.c.key)
-    if buckets is not None:
-        q_obj = q_obj.where(o.c.bucket.in_(sorted(buckets)))
-        q_swarm = q_swarm.where(s.c.bucket.in_(sorted(buckets)))
-    if key is not None:
-        q_obj = q_obj.where(o.c.key == key.encode("utf-8"))
-        q_swarm = q_swarm.where(s.c.key == key.encode("utf-8"))
+    return savings(await meta.traffic(buckets, key), price_per_gb)
+
+
+def savings(traffic: Traffic, price_per_gb: float) -> list[ObjectSavings]:
+    """The savings of each object in traffic, in bucket and key order."""
     acc: dict[tuple[str, str], dict[str, int]] = {}
-
-    def entry(bucket: str, raw_key: bytes) -> dict[str, int]:
-        return acc.setdefault((bucket, bytes(raw_key).decode("utf-8")), {})
-
-    for bucket, raw_key, op, reqs, out in conn.execute(q_obj):
-        e = entry(bucket, raw_key)
-        e[op + ".requests"] = int(reqs)
-        e[op + ".bytes"] = int(out)
-    for bucket, raw_key, completed, downloaded, uploaded in conn.execute(q_swarm):
-        e = entry(bucket, raw_key)
-        e["completed"] = int(completed or 0)
-        e["downloaded"] = int(downloaded or 0)
-        e["uploaded"] = int(uploaded or 0)
+    for t in traffic.objects:
+        e = acc.setdefault((t.bucket, t.key), {})
+        e[t.operation + ".requests"] = t.requests
+        e[t.operation + ".bytes"] = t.bytes_out
+    for w in traffic.swarms:
+        e = acc.setdefault((w.bucket, w.key), {})
+        e["completed"] = w.completed
+        e["downloaded"] = w.downloaded
+        e["uploaded"] = w.uploaded
     return [
         ObjectSavings(
             bucket=bucket,
@@ -418,60 +389,3 @@ def savings_table(items: list[ObjectSavings], price_per_gb: float) -> str:
     headers = ["Object", "GetObject", "BitTorrent", "Swarm got", "Offloaded", "Ratio", "Avoided"]
     note = f"Egress priced at ${price_per_gb:g} per GB (2^30 bytes); offload is a lower bound.\n"
     return table(headers, rows, {1, 2, 3, 4, 5, 6}) + note
-
-
-# ---- the owner's view over HTTP: GET /_admin/usage, GET /_admin/savings ----
-
-
-async def admin_handler(svc: Services, request: web.Request) -> web.StreamResponse:
-    """Usage (or savings) as JSON for a signed request: root sees all buckets, a user theirs."""
-    from s3torrent.s3.auth import authenticate
-    from s3torrent.s3.errors import S3Error
-
-    raw_path, _, raw_query = request.raw_path.partition("?")
-    query_pairs = parse_qsl(raw_query, keep_blank_values=True)
-    principal, _auth = await authenticate(
-        request,
-        raw_path=raw_path,
-        query_pairs=query_pairs,
-        users=svc.users,
-        region=svc.settings.region,
-        now=datetime.now(UTC),
-    )
-    if principal.is_anonymous:
-        raise S3Error("AccessDenied", resource=raw_path)
-    if request.method != "GET":
-        raise S3Error("MethodNotAllowed", resource=raw_path)
-    params = dict(query_pairs)
-    visible: frozenset[str] | None = None
-    if not principal.is_root:
-        owner = principal.canonical_id
-        own = await svc.db.read(lambda c: md.list_buckets(c, owner))
-        visible = frozenset(b.name for b in own)
-    wanted = params.get("bucket")
-    if wanted:
-        if visible is not None and wanted not in visible:
-            raise S3Error("AccessDenied", resource=raw_path)
-        visible = frozenset({wanted})
-    try:
-        if raw_path.rstrip("/") == "/_admin/usage":
-            q = UsageQuery(
-                start=parse_time(params["from"]) if params.get("from") else None,
-                end=parse_time(params["to"]) if params.get("to") else None,
-                buckets=visible,
-                by=params.get("by", "day"),  # type: ignore[arg-type]
-            )
-            records = await svc.db.read(lambda c: load_usage(c, q))
-            body = usage_json(records, q)
-        elif raw_path.rstrip("/") == "/_admin/savings":
-            price = float(params.get("price-per-gb", "0.09"))
-            key = params.get("key") or None
-            items = await svc.db.read(
-                lambda c: load_savings(c, buckets=visible, key=key, price_per_gb=price)
-            )
-            body = savings_json(items, price)
-        else:
-            raise S3Error("NoSuchKey", resource=raw_path)
-    except (ReportError, ValueError) as exc:
-        raise S3Error("InvalidArgument", str(exc), resource=raw_path) from None
-    return web.json_response(body)

@@ -81,3 +81,14 @@ def versions_without_hashes(conn: Connection, max_size: int, limit: int) -> list
         .limit(limit)
     )
     return [ObjectVersion.from_row(r) for r in conn.execute(q)]
+
+
+def versions_and_hashes(
+    conn: Connection, bucket: str | None
+) -> list[tuple[ObjectVersion, TorrentHashes | None]]:
+    """Every current version (of one bucket, or all) with its stored hashes, in key order."""
+    q = sa.select(objects).order_by(objects.c.bucket, objects.c.key)
+    if bucket is not None:
+        q = q.where(objects.c.bucket == bucket)
+    found = [ObjectVersion.from_row(r) for r in conn.execute(q)]
+    return [(obj, load_hashes(conn, obj.version_id)) for obj in found]

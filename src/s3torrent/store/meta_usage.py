@@ -1,15 +1,48 @@
-"""Metadata store: usage (to be filled)."""
+"""Metadata store: usage counters (the meter's flushes and samples) and the reports' reads."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from s3torrent.store import usage_queries as uq
 from s3torrent.store.meta_base import SqlStoreBase
+from s3torrent.store.queries import hold_lease
+from s3torrent.store.usage_rows import HourlyUsage, Traffic, UsageCounts
 
 
 class UsageMetadata(Protocol):
-    pass
+    async def add_usage(self, counts: UsageCounts) -> None: ...
+
+    async def bucket_sizes(self) -> dict[str, int]: ...
+
+    async def hold_lease(self, name: str, holder: str, now: float, ttl: float) -> bool: ...
+
+    async def hourly_usage(
+        self, start: int | None, end: int | None, buckets: frozenset[str] | None
+    ) -> list[HourlyUsage]: ...
+
+    async def traffic(self, buckets: frozenset[str] | None, key: str | None) -> Traffic: ...
 
 
 class SqlUsage(SqlStoreBase):
-    pass
+    async def add_usage(self, counts: UsageCounts) -> None:
+        """Add one flush's counters to the stored ones, in one transaction."""
+        await self.db.write(lambda c: uq.add_counts(c, counts))
+
+    async def bucket_sizes(self) -> dict[str, int]:
+        """Stored bytes per bucket: current versions plus parts of unfinished uploads."""
+        return await self.db.read(uq.bucket_sizes)
+
+    async def hold_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
+        """Take or renew the lease `name` for holder until now + ttl (False: another holds it)."""
+        return await self.db.write(lambda c: hold_lease(c, name, holder, now, ttl))
+
+    async def hourly_usage(
+        self, start: int | None, end: int | None, buckets: frozenset[str] | None
+    ) -> list[HourlyUsage]:
+        """Stored hourly counters of the hours overlapping [start, end), of buckets (None: all)."""
+        return await self.db.read(lambda c: uq.hourly_usage(c, start, end, buckets))
+
+    async def traffic(self, buckets: frozenset[str] | None, key: str | None) -> Traffic:
+        """Per-object origin traffic and swarm totals (for the savings report)."""
+        return await self.db.read(lambda c: uq.traffic(c, buckets, key))

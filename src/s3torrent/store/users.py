@@ -9,12 +9,13 @@ import secrets
 import string
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from s3torrent.store.meta_users import UserExists
+from s3torrent.store.rows import User
 
-from s3torrent.store import metadata as md
-from s3torrent.store.database import Database
+if TYPE_CHECKING:
+    from s3torrent.store.meta_users import UserMetadata
 
 ROOT_NAME = "root"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.@+=,-]{1,64}$")
@@ -38,46 +39,40 @@ class UserError(Exception):
 
 
 class UserDirectory:
-    """Users, cached in memory by access key; misses fall back to the database."""
+    """Users, cached in memory by access key; misses fall back to the metadata store."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._by_key: dict[str, md.User] = {}
-        self._by_id: dict[str, md.User] = {}
+    def __init__(self, meta: UserMetadata) -> None:
+        self.meta = meta
+        self._by_key: dict[str, User] = {}
+        self._by_id: dict[str, User] = {}
 
     def load(self) -> None:
-        users = self.db.read_sync(
-            lambda c: [md.User.from_row(r) for r in c.execute(sa.select(md.users))]
-        )
+        """Read every user again (blocking: at start, or on a worker thread)."""
+        users = self.meta.all_users()
         self._by_key = {u.access_key: u for u in users}
         self._by_id = {u.canonical_id: u for u in users}
 
-    def by_access_key(self, access_key: str) -> md.User | None:
+    def by_access_key(self, access_key: str) -> User | None:
         return self._by_key.get(access_key)
 
-    def by_id(self, canonical_id: str) -> md.User | None:
+    def by_id(self, canonical_id: str) -> User | None:
         return self._by_id.get(canonical_id)
 
-    async def refresh_if_unknown(self, access_key: str) -> md.User | None:
-        """A key added by the CLI while we run: look it up in the database."""
+    async def refresh_if_unknown(self, access_key: str) -> User | None:
+        """A key added by the CLI while we run: look it up in the store."""
         user = self._by_key.get(access_key)
         if user is not None:
             return user
-        row = await self.db.read(
-            lambda c: c.execute(
-                sa.select(md.users).where(md.users.c.access_key == access_key)
-            ).first()
-        )
-        if row is None:
+        user = await self.meta.user_by_access_key(access_key)
+        if user is None:
             return None
-        user = md.User.from_row(row)
         self._by_key[user.access_key] = user
         self._by_id[user.canonical_id] = user
         return user
 
     def ensure_root(
         self, data_dir: Path, access_key: str | None, secret_key: str | None
-    ) -> tuple[md.User, bool]:
+    ) -> tuple[User, bool]:
         """Create or update the root user; returns (root, whether new keys were generated)."""
         generated = False
         cred_file = data_dir / "root-credentials.json"
@@ -93,38 +88,24 @@ class UserDirectory:
                     fh.flush()
                     os.fsync(fh.fileno())
                 generated = True
-        ak, sk = access_key, secret_key
-
-        def txn(conn: Connection) -> md.User:
-            row = conn.execute(sa.select(md.users).where(md.users.c.is_root.is_(True))).first()
-            if row is None:
-                conn.execute(
-                    md.users.insert().values(
-                        canonical_id=new_canonical_id(),
-                        name=ROOT_NAME,
-                        access_key=ak,
-                        secret_key=sk,
-                        is_root=True,
-                        created_at=time.time(),
-                    )
-                )
-            else:
-                conn.execute(
-                    md.users.update()
-                    .where(md.users.c.is_root.is_(True))
-                    .values(access_key=ak, secret_key=sk)
-                )
-            got = conn.execute(sa.select(md.users).where(md.users.c.is_root.is_(True))).one()
-            return md.User.from_row(got)
-
-        root = self.db.write_sync(txn)
+        root = self.meta.ensure_root(
+            User(
+                canonical_id=new_canonical_id(),
+                name=ROOT_NAME,
+                access_key=access_key,
+                secret_key=secret_key,
+                is_root=True,
+                created_at=time.time(),
+            )
+        )
         self.load()
         return root, generated
 
-    def add(self, name: str) -> md.User:
+    async def add(self, name: str) -> User:
+        """A new user with new keys; UserError if the name is invalid or taken."""
         if not _NAME_RE.match(name) or name == ROOT_NAME:
             raise UserError(f"invalid user name {name!r}")
-        user = md.User(
+        user = User(
             canonical_id=new_canonical_id(),
             name=name,
             access_key=new_access_key(),
@@ -132,36 +113,24 @@ class UserDirectory:
             is_root=False,
             created_at=time.time(),
         )
-
-        def txn(conn: Connection) -> None:
-            exists = conn.execute(sa.select(md.users.c.name).where(md.users.c.name == name)).first()
-            if exists:
-                raise UserError(f"user {name!r} already exists")
-            conn.execute(
-                md.users.insert().values(
-                    canonical_id=user.canonical_id,
-                    name=user.name,
-                    access_key=user.access_key,
-                    secret_key=user.secret_key,
-                    is_root=False,
-                    created_at=user.created_at,
-                )
-            )
-
-        self.db.write_sync(txn)
-        self.load()
+        try:
+            await self.meta.add_user(user)
+        except UserExists:
+            raise UserError(f"user {name!r} already exists") from None
+        self._by_key[user.access_key] = user
+        self._by_id[user.canonical_id] = user
         return user
 
-    def remove(self, name: str) -> None:
-        def txn(conn: Connection) -> None:
-            if name == ROOT_NAME:
-                raise UserError("the root user cannot be removed")
-            res = conn.execute(md.users.delete().where(md.users.c.name == name))
-            if res.rowcount == 0:
-                raise UserError(f"no user named {name!r}")
+    async def remove(self, name: str) -> None:
+        """Remove a user; UserError for the root user or an unknown name."""
+        if name == ROOT_NAME:
+            raise UserError("the root user cannot be removed")
+        if not await self.meta.remove_user(name):
+            raise UserError(f"no user named {name!r}")
+        gone = [u for u in self._by_id.values() if u.name == name]
+        for u in gone:
+            self._by_id.pop(u.canonical_id, None)
+            self._by_key.pop(u.access_key, None)
 
-        self.db.write_sync(txn)
-        self.load()
-
-    def all(self) -> list[md.User]:
+    def all(self) -> list[User]:
         return sorted(self._by_id.values(), key=lambda u: (not u.is_root, u.name))

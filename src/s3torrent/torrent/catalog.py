@@ -8,18 +8,13 @@ info dictionary depends only on the version and the format setting; everything o
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import get_args
 from urllib.parse import quote, urlsplit
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
 from s3torrent.config import TorrentSettings
-from s3torrent.store import metadata as md
-from s3torrent.store.rows import TorrentHashes
+from s3torrent.store.rows import ObjectVersion, TorrentHashes
 from s3torrent.torrent.hasher import PieceHashes, TorrentHasher
 from s3torrent.torrent.metainfo import (
     InfoHash,
@@ -31,8 +26,6 @@ from s3torrent.torrent.metainfo import (
     torrent_name,
 )
 from s3torrent.torrent.pieces import piece_length_for
-
-READY = "ready"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +47,7 @@ class TorrentInfo:
         return self.info_hash.swarm_ids
 
 
-def make_info(obj: md.ObjectVersion, hashes: PieceHashes, fmt: TorrentFormat) -> TorrentInfo:
+def make_info(obj: ObjectVersion, hashes: PieceHashes, fmt: TorrentFormat) -> TorrentInfo:
     name = torrent_name(obj.key)
     info = build_info(
         name=name,
@@ -109,14 +102,18 @@ class TorrentCatalog:
             return None
         return TorrentHasher(piece_length_for(size), v1=self.wants_v1, v2=self.wants_v2)
 
-    def record_hashes(self, obj: md.ObjectVersion, hasher: TorrentHasher) -> TorrentHashes:
-        """A finished upload's hashes and swarm ids, as its commit stores them."""
-        return stored_hashes(self.info_for(obj, hasher.finish()))
+    def record_hashes(self, obj: ObjectVersion, hasher: TorrentHasher) -> TorrentHashes:
+        """A finished upload's hashes as stored, for its commit (MetadataStore.commit_version)."""
+        return self.hashes_to_store(obj, hasher.finish())
+
+    def hashes_to_store(self, obj: ObjectVersion, hashes: PieceHashes) -> TorrentHashes:
+        """What to store of obj's hashes: with the swarm ids of its torrent in our format."""
+        return stored_hashes(self.info_for(obj, hashes))
 
     def has_hashes_for_format(self, hashes: PieceHashes) -> bool:
         return (not self.wants_v1 or hashes.has_v1) and (not self.wants_v2 or hashes.has_v2)
 
-    def info_for(self, obj: md.ObjectVersion, hashes: PieceHashes) -> TorrentInfo:
+    def info_for(self, obj: ObjectVersion, hashes: PieceHashes) -> TorrentInfo:
         """The info dictionary of obj in the current format (cached per version)."""
         ck = (obj.version_id, self.fmt)
         hit = self._cache.get(ck)
@@ -199,7 +196,7 @@ class TorrentCatalog:
 
 
 def stored_hashes(info: TorrentInfo) -> TorrentHashes:
-    """What the metadata store keeps of a torrent: its hashes and swarm ids."""
+    """What the metadata store keeps of a version's torrent: its hashes and swarm ids."""
     h = info.hashes
     return TorrentHashes(
         version_id=info.version_id,
@@ -213,72 +210,14 @@ def stored_hashes(info: TorrentInfo) -> TorrentHashes:
     )
 
 
-def store_hashes(conn: Connection, info: TorrentInfo) -> None:
-    h = info.hashes
-    _DELETE_HASHES.run(conn, {"vid": info.version_id})
-    ids = info.info_hash
-    _INSERT_HASHES.run(
-        conn,
-        {
-            "version_id": info.version_id,
-            "state": READY,
-            "piece_length": h.piece_length,
-            "pieces_v1": h.pieces_v1,
-            "pieces_root": h.pieces_root,
-            "piece_layer": h.piece_layer,
-            "updated_at": time.time(),
-            "format": info.fmt,
-            "swarm_v1": ids.v1,
-            "swarm_v2": ids.v2_truncated,
-        },
-    )
-
-
-# Built once: this runs in the commit of every PUT.
-_DELETE_HASHES = md.Prepared(
-    md.torrents.delete().where(md.torrents.c.version_id == sa.bindparam("vid"))
-)
-_INSERT_HASHES = md.Prepared(md.torrents.insert())
-
-
-_READY_HASHES = md.Prepared(
-    sa.select(md.torrents).where(
-        md.torrents.c.version_id == sa.bindparam("vid"), md.torrents.c.state == READY
-    )
-)
-
-
-def load_hashes(rows: md.Rows, obj: md.ObjectVersion) -> PieceHashes | None:
-    m = _READY_HASHES.first(rows, {"vid": obj.version_id})
-    if m is None:
+def piece_hashes(obj: ObjectVersion, stored: TorrentHashes | None) -> PieceHashes | None:
+    """The stored hashes of obj as the hasher's value (None stays None)."""
+    if stored is None:
         return None
     return PieceHashes(
         length=obj.size,
-        piece_length=m["piece_length"],
-        pieces_v1=m["pieces_v1"],
-        pieces_root=m["pieces_root"],
-        piece_layer=m["piece_layer"],
+        piece_length=stored.piece_length,
+        pieces_v1=stored.pieces_v1,
+        pieces_root=stored.pieces_root,
+        piece_layer=stored.piece_layer,
     )
-
-
-def find_by_swarm_id(conn: Connection, swarm_id: bytes) -> md.ObjectVersion | None:
-    """The current object version whose torrent has this 20-byte swarm id, if any."""
-    row = conn.execute(
-        sa.select(md.torrents.c.version_id).where(
-            sa.or_(md.torrents.c.swarm_v1 == swarm_id, md.torrents.c.swarm_v2 == swarm_id)
-        )
-    ).first()
-    if row is None:
-        return None
-    return md.get_object_by_version(conn, str(row[0]))
-
-
-def versions_without_hashes(conn: Connection, max_size: int, limit: int) -> list[md.ObjectVersion]:
-    """Current versions that have no stored hashes (their hashing job did not finish)."""
-    q = (
-        sa.select(md.objects)
-        .outerjoin(md.torrents, md.torrents.c.version_id == md.objects.c.version_id)
-        .where(md.torrents.c.version_id.is_(None), md.objects.c.size <= max_size)
-        .limit(limit)
-    )
-    return [md.ObjectVersion.from_row(r) for r in conn.execute(q)]

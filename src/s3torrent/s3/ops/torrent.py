@@ -13,7 +13,7 @@ from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.params import ObjectReadParams
 from s3torrent.s3.server import S3Request
-from s3torrent.torrent.catalog import TorrentInfo, load_hashes
+from s3torrent.torrent.catalog import TorrentInfo, piece_hashes
 
 
 def content_disposition(name: str) -> str:
@@ -49,7 +49,7 @@ async def torrent_info(svc: S3Context, req: S3Request) -> TorrentInfo:
             resource=req.resource,
             extra={"Key": req.key},
         )
-    hashes = await svc.hash_jobs.db.lookup(lambda rows: load_hashes(rows, obj))  # MERGE
+    hashes = piece_hashes(obj, await svc.meta.torrent_hashes(obj.version_id))
     if hashes is None or not svc.torrents.has_hashes_for_format(hashes):
         job = svc.hash_jobs.ensure(obj)
         try:

@@ -1,0 +1,57 @@
+"""Queries of the users table."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from s3torrent.store.rows import User
+from s3torrent.store.schema import users
+
+
+class UserExists(Exception):
+    """A user of that name exists already."""
+
+
+def all_users(conn: Connection) -> list[User]:
+    return [User.from_row(r) for r in conn.execute(sa.select(users))]
+
+
+def user_by_access_key(conn: Connection, access_key: str) -> User | None:
+    row = conn.execute(sa.select(users).where(users.c.access_key == access_key)).first()
+    return User.from_row(row) if row is not None else None
+
+
+def add_user(conn: Connection, user: User) -> None:
+    exists = conn.execute(sa.select(users.c.name).where(users.c.name == user.name)).first()
+    if exists:
+        raise UserExists(user.name)
+    conn.execute(
+        users.insert().values(
+            canonical_id=user.canonical_id,
+            name=user.name,
+            access_key=user.access_key,
+            secret_key=user.secret_key,
+            is_root=user.is_root,
+            created_at=user.created_at,
+        )
+    )
+
+
+def remove_user(conn: Connection, name: str) -> bool:
+    """Delete the user `name`; False if there is none."""
+    return bool(conn.execute(users.delete().where(users.c.name == name)).rowcount)
+
+
+def ensure_root(conn: Connection, new_root: User) -> User:
+    """Give the root user new_root's keys, creating it (as new_root) if there is none."""
+    is_root = users.c.is_root.is_(True)
+    if conn.execute(sa.select(users.c.canonical_id).where(is_root)).first() is None:
+        add_user(conn, new_root)
+    else:
+        conn.execute(
+            users.update()
+            .where(is_root)
+            .values(access_key=new_root.access_key, secret_key=new_root.secret_key)
+        )
+    return User.from_row(conn.execute(sa.select(users).where(is_root)).one())
