@@ -30,6 +30,7 @@ from s3torrent.access.decision import (
     condition_keys,
     decide,
 )
+from s3torrent.access.errors import AccessError
 from s3torrent.access.policy import BucketPolicy, Statement, parse_policy, policy_is_public
 from s3torrent.access.principals import (
     ACCOUNT_ID,
@@ -59,6 +60,7 @@ __all__ = [
     "OWNER_ONLY_ACTIONS",
     "ROOT_ARN",
     "AccessControlList",
+    "AccessError",
     "AccessFacts",
     "BucketPolicy",
     "CanonicalUser",

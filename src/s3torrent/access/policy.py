@@ -14,9 +14,9 @@ from s3torrent.access.conditions import (
     condition_holds,
     parse_condition_block,
 )
+from s3torrent.access.errors import AccessError
 from s3torrent.access.principals import ACCOUNT_ID, ROOT_ARN, Principal, is_canonical_id
 from s3torrent.access.wildcard import has_wildcard, wildcard_match
-from s3torrent.s3.errors import S3Error
 
 VERSIONS = frozenset({"2008-10-17", "2012-10-17"})
 MAX_POLICY_BYTES = 20 * 1024  # S3's bucket policy size limit
@@ -83,8 +83,8 @@ class BucketPolicy:
     statements: tuple[Statement, ...]
 
 
-def _malformed(message: str) -> S3Error:
-    return S3Error("MalformedPolicy", message)
+def _malformed(message: str) -> AccessError:
+    return AccessError("MalformedPolicy", message)
 
 
 def _string_list(statement: Mapping[str, object], field: str) -> tuple[str, ...]:
