@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from s3torrent.access import ANONYMOUS, Principal, RequestContext
+from s3torrent.access import ANONYMOUS, AccessError, Principal, RequestContext
 from s3torrent.metering.meter import CLIENT_CLOSED, EXTRA_ROUTE, S3_REQUEST
 from s3torrent.s3 import authz
 from s3torrent.s3.auth import authenticate
@@ -181,7 +181,10 @@ class S3Application:
         rid = new_request_id()
         request["request_id"] = rid
         try:
-            return await handler(request)
+            try:
+                return await handler(request)
+            except AccessError as exc:
+                raise S3Error(exc.code, exc.message or None, extra=exc.extra) from exc
         except S3Error as err:
             if err.status >= 500:
                 log.warning("%s %s -> %s %s", request.method, request.path, err.code, err.message)
