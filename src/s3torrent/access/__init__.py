@@ -26,7 +26,6 @@ from s3torrent.access.decision import (
     RequestContext,
     Resource,
     Scope,
-    anonymously_readable,
     condition_keys,
     decide,
 )
@@ -79,7 +78,6 @@ __all__ = [
     "acl_from_xml",
     "acl_is_public",
     "acl_to_xml",
-    "anonymously_readable",
     "canned_acl",
     "check_acl_allowed",
     "check_policy_allowed",
