@@ -98,7 +98,7 @@ def test_policy_keeps_its_text_and_accepts_both_versions_and_statement_shapes() 
             json.dumps({"Statement": [GOOD_STATEMENT, GOOD_STATEMENT]}),
             "must be unique",
         ),
-        (doc(Resource="arn:aws:s3:::b/" + "x" * 21000), "maximum allowed size"),
+        (doc(Resource="arn:aws:s3:::b/" + "x" * 21000), "maximum allowed document size"),
     ],
 )
 def test_malformed_policies_say_why(text: str, message: str) -> None:
