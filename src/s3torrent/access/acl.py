@@ -294,7 +294,7 @@ def acl_from_xml(
     """
     try:
         root = SafeET.fromstring(body)
-    except (ParseError, DefusedXmlException, ValueError) as exc:
+    except (ParseError, DefusedXmlException, ValueError, LookupError) as exc:
         raise _malformed("not well-formed XML") from exc
     if _local(root.tag) != "AccessControlPolicy":
         raise _malformed(f"root element is {_local(root.tag)}, not AccessControlPolicy")

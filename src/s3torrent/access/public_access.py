@@ -31,7 +31,7 @@ def public_access_block_from_xml(body: bytes) -> PublicAccessBlock:
     """Parse a PutPublicAccessBlock body; missing switches are false, as S3 treats them."""
     try:
         root = SafeET.fromstring(body)
-    except (ParseError, DefusedXmlException, ValueError) as exc:
+    except (ParseError, DefusedXmlException, ValueError, LookupError) as exc:
         raise AccessError("MalformedXML", _NOT_VALID) from exc
     if root.tag.rsplit("}", 1)[-1] != "PublicAccessBlockConfiguration":
         raise AccessError("MalformedXML", _NOT_VALID)
