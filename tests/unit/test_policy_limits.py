@@ -261,3 +261,19 @@ def test_parsing_a_20_kb_policy_is_fast() -> None:
     text = user_agent_policy(*patterns)
     assert len(text) < MAX_POLICY_BYTES
     assert best_seconds(lambda: parse_policy(text, bucket="b")) < 0.1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param('"' + '\\"' * 6000, id="escaped-quotes-never-closed"),
+        pytest.param('{"a": "' + "[" * 15000, id="brackets-in-an-open-string"),
+        pytest.param('{"Statement": [' + '"x", ' * 3000, id="many-strings-never-closed-list"),
+    ],
+)
+def test_measuring_nesting_is_one_pass(text: str) -> None:
+    def refused() -> None:
+        with pytest.raises(AccessError):
+            parse_policy(text, bucket="b")
+
+    assert best_seconds(refused) < 0.05

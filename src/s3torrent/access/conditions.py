@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from s3torrent.access.wildcard import WildcardPattern, compile_wildcard
+from s3torrent.access.wildcard import WildcardPattern
 
 # No date or IP address is longer than this; a longer request value is simply not one, and
 # is refused before the (slow, and for dates lenient) standard parsers see it.
@@ -76,7 +76,7 @@ def _lower(value: str) -> str:
 def _validate_arn(value: str) -> WildcardPattern:
     if value != "*" and not value.startswith("arn:"):
         raise ValueError(f"not an ARN: {value}")
-    return compile_wildcard(value)
+    return WildcardPattern.compile(value)
 
 
 def _like(context: Any, pattern: Any) -> bool:
@@ -113,8 +113,8 @@ def _date(test: Callable[[datetime, datetime], bool], negated: bool = False) -> 
 
 _STRING = _Operator(_identity, _identity, _equal, False)
 _STRING_NOT = _Operator(_identity, _identity, _equal, True)
-_LIKE = _Operator(compile_wildcard, _identity, _like, False)
-_LIKE_NOT = _Operator(compile_wildcard, _identity, _like, True)
+_LIKE = _Operator(WildcardPattern.compile, _identity, _like, False)
+_LIKE_NOT = _Operator(WildcardPattern.compile, _identity, _like, True)
 _ARN = _Operator(_validate_arn, _identity, _like, False)
 _ARN_NOT = _Operator(_validate_arn, _identity, _like, True)
 

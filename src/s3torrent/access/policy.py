@@ -16,13 +16,14 @@ from s3torrent.access.conditions import (
     parse_condition_block,
 )
 from s3torrent.access.errors import AccessError
-from s3torrent.access.principals import ACCOUNT_ID, ROOT_ARN, Principal, is_canonical_id
-from s3torrent.access.wildcard import (
-    WildcardPattern,
-    compile_wildcard,
-    has_wildcard,
-    wildcard_match,
+from s3torrent.access.principals import (
+    ACCOUNT_ID,
+    ROOT_ARN,
+    Principal,
+    is_canonical_id,
+    user_arn,
 )
+from s3torrent.access.wildcard import WildcardPattern, has_wildcard, wildcard_match
 
 VERSIONS = frozenset({"2008-10-17", "2012-10-17"})
 MAX_POLICY_BYTES = 20 * 1024  # S3's bucket policy size limit
@@ -54,9 +55,10 @@ _STATEMENT_FIELDS = frozenset(
 # such as log delivery) never sends requests here, so naming one changes nothing either way.
 # Federated identities do not exist here: a Deny naming one would silently deny nobody.
 _PRINCIPAL_KINDS = frozenset({"AWS", "CanonicalUser", "Service"})
-_ACCOUNT_ARN_PREFIX = f"arn:aws:iam::{ACCOUNT_ID}:"
-# A JSON string (escapes included) or a bracket outside one; possessive: no backtracking.
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*+"|[\[\]{}]', re.DOTALL)
+_USER_ARN_PREFIX = user_arn("")
+# A JSON string (escapes included), a bracket outside one, or a quote that opens a string
+# never closed; possessive, so a failed string is not retried: one pass over the text.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*+"|[\[\]{}"]', re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,17 +122,18 @@ def _string_list(statement: Mapping[str, object], field: str) -> tuple[str, ...]
 
 
 def _aws_principal(value: str) -> str:
-    """One entry of Principal.AWS: "*", our account (ROOT_ARN), or one of our users' ARN.
+    """One entry of Principal.AWS as "*", ROOT_ARN (our account), or one of our users' ARN.
 
     Anything else (another account, a role, a wildcard inside an ARN) could never match a
     request here, and a Deny naming it would deny nobody while looking like it did: refused.
     """
-    if value == "*" or value in (ACCOUNT_ID, ROOT_ARN):
-        return ROOT_ARN if value != "*" else value
-    if value.startswith(_ACCOUNT_ARN_PREFIX + "user/"):
-        name = value[len(_ACCOUNT_ARN_PREFIX + "user/") :]
-        if name and not has_wildcard(name):
-            return value
+    if value == "*":
+        return value
+    if value in (ACCOUNT_ID, ROOT_ARN):
+        return ROOT_ARN
+    name = value.removeprefix(_USER_ARN_PREFIX)
+    if value.startswith(_USER_ARN_PREFIX) and name and not has_wildcard(name):
+        return value
     raise _malformed(f"Invalid principal in policy: {value}")
 
 
@@ -228,13 +231,16 @@ def _parse_statement(raw: object, index: int, bucket: str) -> Statement:
         resources=resources,
         not_resource=not_resource,
         conditions=conditions,
-        action_patterns=tuple(compile_wildcard(a, ignore_case=True) for a in actions),
-        resource_patterns=tuple(compile_wildcard(r) for r in resources),
+        action_patterns=tuple(WildcardPattern.compile(a, ignore_case=True) for a in actions),
+        resource_patterns=tuple(WildcardPattern.compile(r) for r in resources),
     )
 
 
 def _nesting_depth(text: str) -> int:
-    """How deep brackets nest outside JSON strings (an unterminated string counts its inside)."""
+    """How deep brackets nest outside JSON strings, up to a string that is never closed.
+
+    json stops at such a string (it is invalid), so nothing after it can make it recurse.
+    """
     depth = deepest = 0
     for token in _JSON_TOKEN.finditer(text):
         bracket = token.group()
@@ -243,6 +249,8 @@ def _nesting_depth(text: str) -> int:
             deepest = max(deepest, depth)
         elif bracket in ("]", "}"):
             depth -= 1
+        elif bracket == '"':
+            break
     return deepest
 
 
@@ -361,11 +369,11 @@ _FIXED_OPERATORS = frozenset({"StringEquals", "StringLike", "ArnEquals", "ArnLik
 _MIN_PUBLIC_PREFIX = {4: 8, 6: 32}
 
 
-def _is_bad_action(pattern: str) -> bool:
-    lowered = pattern.lower()
+def _is_bad_action(pattern: WildcardPattern) -> bool:
+    lowered = pattern.source.lower()
     if lowered.startswith(_BAD_ACTION_PREFIXES) or lowered in _BAD_ACTIONS:
         return True
-    return any(wildcard_match(pattern, sample, ignore_case=True) for sample in _BAD_SAMPLES)
+    return any(pattern.matches(sample) for sample in _BAD_SAMPLES)
 
 
 def _restricting(condition: Condition) -> bool:
@@ -385,7 +393,7 @@ def statement_is_public(statement: Statement) -> bool:
     principals = statement.principals
     if not statement.not_principal and not principals.everyone:
         return False
-    if not statement.not_action and not any(_is_bad_action(a) for a in statement.actions):
+    if not statement.not_action and not any(_is_bad_action(a) for a in statement.action_patterns):
         return False
     return not any(_restricting(c) for c in statement.conditions)
 

@@ -159,15 +159,15 @@ class WildcardPattern:
         return True
 
 
-@lru_cache(maxsize=4096)
-def compile_wildcard(pattern: str, *, ignore_case: bool = False) -> WildcardPattern:
-    """The compiled pattern, shared by every policy that spells it the same way."""
+# Policies compile their own patterns once; this cache only serves one-off matches.
+@lru_cache(maxsize=256)
+def _compiled(pattern: str, ignore_case: bool) -> WildcardPattern:
     return WildcardPattern.compile(pattern, ignore_case=ignore_case)
 
 
 def wildcard_match(pattern: str, text: str, *, ignore_case: bool = False) -> bool:
-    """Match `text` against `pattern` (compiling it, or reusing a cached compilation)."""
-    return compile_wildcard(pattern, ignore_case=ignore_case).matches(text)
+    """Match `text` against `pattern`, for a one-off match; policies keep compiled patterns."""
+    return _compiled(pattern, ignore_case).matches(text)
 
 
 def has_wildcard(pattern: str) -> bool:
