@@ -26,6 +26,8 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m ruff check .
 python3 -m ruff format --check .
 python3 -m mypy
+# The layers of docs/ARCHITECTURE.md (contracts in pyproject.toml).
+lint-imports
 
 # tests/scale starts PostgreSQL, Redis and moto itself; installed above, so fail, not skip.
 export S3TORRENT_REQUIRE_ENGINES=1

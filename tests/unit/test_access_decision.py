@@ -28,7 +28,6 @@ from s3torrent.access import (
     PublicAccessBlock,
     RequestContext,
     Resource,
-    anonymously_readable,
     canned_acl,
     decide,
     parse_policy,
@@ -343,14 +342,6 @@ def test_decide(case: Case) -> None:
     )
     assert decision.allowed is case.expected, decision.reason
     assert case.reason in decision.reason
-
-
-def test_anonymously_readable_follows_decide() -> None:
-    public = AccessFacts(ALICE_OWNER, PRIVATE_BUCKET, PUBLIC_OBJ)
-    private = AccessFacts(ALICE_OWNER, PUBLIC_READ_BUCKET, PRIVATE_OBJ)
-    ctx = RequestContext(now=NOW)
-    assert anonymously_readable(Resource("b", "k"), public, ctx)
-    assert not anonymously_readable(Resource("b", "k"), private, ctx)
 
 
 def test_naive_now_is_taken_as_utc() -> None:

@@ -27,7 +27,7 @@ from s3torrent.access import (
     public_access_block_from_xml,
     public_access_block_to_xml,
 )
-from s3torrent.s3.errors import S3Error
+from s3torrent.access.errors import AccessError
 
 ALICE = Owner("a" * 64, "alice")
 BOB = Owner("b" * 64, "bob")
@@ -80,7 +80,7 @@ def test_bucket_owner_canned_acls_add_nothing_when_owner_is_bucket_owner() -> No
 
 
 def test_unknown_canned_acl_is_invalid_argument() -> None:
-    with pytest.raises(S3Error) as info:
+    with pytest.raises(AccessError) as info:
         canned_acl("world-writable", owner=ALICE, bucket_owner=ALICE)
     assert info.value.code == "InvalidArgument"
 
@@ -123,7 +123,7 @@ def test_no_grant_headers_means_no_acl() -> None:
 
 
 def test_canned_acl_and_header_grants_together_are_refused() -> None:
-    with pytest.raises(S3Error) as info:
+    with pytest.raises(AccessError) as info:
         grants_from_headers(
             {"x-amz-acl": "private", "x-amz-grant-read": f'uri="{ALL_USERS}"'}, ALICE
         )
@@ -143,7 +143,7 @@ def test_canned_acl_and_header_grants_together_are_refused() -> None:
     ],
 )
 def test_bad_header_grantees_are_refused(value: str, code: str) -> None:
-    with pytest.raises(S3Error) as info:
+    with pytest.raises(AccessError) as info:
         grants_from_headers({"x-amz-grant-read": value}, ALICE, known_user=known_user)
     assert info.value.code == code
 
@@ -268,7 +268,7 @@ def test_acl_xml_without_owner_keeps_the_owner() -> None:
     ],
 )
 def test_bad_acl_xml_is_refused(body: bytes, code: str) -> None:
-    with pytest.raises(S3Error) as info:
+    with pytest.raises(AccessError) as info:
         acl_from_xml(body, expected_owner_id=ALICE.id, known_user=known_user)
     assert info.value.code == code
 
@@ -301,7 +301,7 @@ def test_public_access_block_missing_fields_are_false() -> None:
     ],
 )
 def test_bad_public_access_block_xml_is_malformed(body: bytes) -> None:
-    with pytest.raises(S3Error) as info:
+    with pytest.raises(AccessError) as info:
         public_access_block_from_xml(body)
     assert info.value.code == "MalformedXML"
 
@@ -331,7 +331,7 @@ def test_block_public_acls_refuses_public_acls_only() -> None:
     public = canned_acl("public-read", owner=ALICE, bucket_owner=ALICE)
     private = canned_acl("private", owner=ALICE, bucket_owner=ALICE)
     blocked = PublicAccessBlock(block_public_acls=True)
-    with pytest.raises(S3Error) as info:
+    with pytest.raises(AccessError) as info:
         check_acl_allowed(public, blocked)
     assert info.value.code == "AccessDenied"
     check_acl_allowed(private, blocked)

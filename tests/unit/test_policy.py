@@ -23,7 +23,7 @@ from s3torrent.access import (
     wildcard_match,
 )
 from s3torrent.access.conditions import condition_holds, parse_condition_block
-from s3torrent.s3.errors import S3Error
+from s3torrent.access.errors import AccessError
 
 GOOD_STATEMENT: dict[str, Any] = {
     "Sid": "Read",
@@ -98,11 +98,11 @@ def test_policy_keeps_its_text_and_accepts_both_versions_and_statement_shapes() 
             json.dumps({"Statement": [GOOD_STATEMENT, GOOD_STATEMENT]}),
             "must be unique",
         ),
-        (doc(Resource="arn:aws:s3:::b/" + "x" * 21000), "maximum allowed size"),
+        (doc(Resource="arn:aws:s3:::b/" + "x" * 21000), "maximum allowed document size"),
     ],
 )
 def test_malformed_policies_say_why(text: str, message: str) -> None:
-    with pytest.raises(S3Error) as info:
+    with pytest.raises(AccessError) as info:
         parse_policy(text, bucket="b")
     assert info.value.code == "MalformedPolicy"
     assert message in info.value.message
@@ -291,7 +291,7 @@ def test_block_public_policy_refuses_public_policies_only() -> None:
     public = parse_policy(doc(), bucket="b")
     private = parse_policy(doc(Principal={"AWS": "000000000000"}), bucket="b")
     blocked = PublicAccessBlock(block_public_policy=True)
-    with pytest.raises(S3Error) as info:
+    with pytest.raises(AccessError) as info:
         check_policy_allowed(public, blocked)
     assert info.value.code == "AccessDenied"
     check_policy_allowed(private, blocked)

@@ -26,10 +26,10 @@ from s3torrent.access.decision import (
     RequestContext,
     Resource,
     Scope,
-    anonymously_readable,
     condition_keys,
     decide,
 )
+from s3torrent.access.errors import AccessError
 from s3torrent.access.policy import BucketPolicy, Statement, parse_policy, policy_is_public
 from s3torrent.access.principals import (
     ACCOUNT_ID,
@@ -59,6 +59,7 @@ __all__ = [
     "OWNER_ONLY_ACTIONS",
     "ROOT_ARN",
     "AccessControlList",
+    "AccessError",
     "AccessFacts",
     "BucketPolicy",
     "CanonicalUser",
@@ -77,7 +78,6 @@ __all__ = [
     "acl_from_xml",
     "acl_is_public",
     "acl_to_xml",
-    "anonymously_readable",
     "canned_acl",
     "check_acl_allowed",
     "check_policy_allowed",

@@ -11,7 +11,7 @@ from xml.sax.saxutils import escape
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from s3torrent.s3.errors import S3Error
+from s3torrent.access.errors import AccessError
 
 S3_XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -70,11 +70,10 @@ def _owner_grant(owner: Owner) -> Grant:
     return Grant(CanonicalUser(owner.id, owner.display_name), Permission.FULL_CONTROL)
 
 
-def _email_unresolvable() -> S3Error:
-    return S3Error(
+def _email_unresolvable() -> AccessError:
+    return AccessError(
         "UnresolvableGrantByEmailAddress",
         "The e-mail address you provided does not match any account on record.",
-        status=400,
     )
 
 
@@ -115,7 +114,7 @@ def canned_acl(name: str, *, owner: Owner, bucket_owner: Owner) -> AccessControl
         grants.append(Grant(Group(LOG_DELIVERY), Permission.WRITE))
         grants.append(Grant(Group(LOG_DELIVERY), Permission.READ_ACP))
     else:
-        raise S3Error(
+        raise AccessError(
             "InvalidArgument",
             f"Invalid canned ACL: {name}",
             extra={"ArgumentName": "x-amz-acl", "ArgumentValue": name},
@@ -156,7 +155,7 @@ def _split_grantee_list(value: str) -> Iterator[tuple[str, str]]:
         else:
             current.append(char)
     if quoted:
-        raise S3Error("InvalidArgument", f"Unbalanced quotes in grant header: {value}")
+        raise AccessError("InvalidArgument", f"Unbalanced quotes in grant header: {value}")
     items.append("".join(current))
     for item in items:
         item = item.strip()
@@ -165,7 +164,7 @@ def _split_grantee_list(value: str) -> Iterator[tuple[str, str]]:
         key, sep, raw = item.partition("=")
         raw = raw.strip()
         if not sep or not raw:
-            raise S3Error("InvalidArgument", f"Invalid grantee in grant header: {item}")
+            raise AccessError("InvalidArgument", f"Invalid grantee in grant header: {item}")
         if len(raw) >= 2 and raw[0] == raw[-1] == '"':
             raw = raw[1:-1]
         yield key.strip().lower(), raw
@@ -177,7 +176,7 @@ def _grantee_from_header(
     if key == "id":
         display_name = known_user(value) if known_user is not None else ""
         if display_name is None:
-            raise S3Error(
+            raise AccessError(
                 "InvalidArgument",
                 "Invalid id",
                 extra={"ArgumentName": "CanonicalUser/ID", "ArgumentValue": value},
@@ -185,7 +184,7 @@ def _grantee_from_header(
         return CanonicalUser(value, display_name)
     if key == "uri":
         if value not in KNOWN_GROUPS:
-            raise S3Error(
+            raise AccessError(
                 "InvalidArgument",
                 "Invalid group uri",
                 extra={"ArgumentName": "Group/URI", "ArgumentValue": value},
@@ -193,7 +192,7 @@ def _grantee_from_header(
         return Group(value)
     if key == "emailaddress":
         raise _email_unresolvable()
-    raise S3Error("InvalidArgument", f"Argument format not recognized: {key}")
+    raise AccessError("InvalidArgument", f"Argument format not recognized: {key}")
 
 
 def grants_from_headers(
@@ -211,7 +210,7 @@ def grants_from_headers(
     if not any(header in lowered for header in GRANT_HEADERS):
         return None
     if "x-amz-acl" in lowered:
-        raise S3Error(
+        raise AccessError(
             "InvalidRequest", "Specifying both Canned ACLs and Header Grants is not allowed"
         )
     grants: list[Grant] = []
@@ -222,15 +221,15 @@ def grants_from_headers(
         for key, raw in _split_grantee_list(value):
             grants.append(Grant(_grantee_from_header(key, raw, known_user), permission))
     if len(grants) > MAX_GRANTS:
-        raise S3Error("InvalidArgument", f"An ACL may hold at most {MAX_GRANTS} grants")
+        raise AccessError("InvalidArgument", f"An ACL may hold at most {MAX_GRANTS} grants")
     return AccessControlList(owner, tuple(grants))
 
 
 # --- AccessControlPolicy XML -----------------------------------------------------------------
 
 
-def _malformed(detail: str) -> S3Error:
-    return S3Error(
+def _malformed(detail: str) -> AccessError:
+    return AccessError(
         "MalformedACLError",
         "The XML you provided was not well-formed or did not validate against our published "
         f"schema ({detail}).",
@@ -263,7 +262,7 @@ def _grantee_from_xml(element: Element, known_user: Callable[[str], str | None])
             raise _malformed("CanonicalUser grantee without ID")
         display_name = known_user(user_id)
         if display_name is None:
-            raise S3Error(
+            raise AccessError(
                 "InvalidArgument",
                 "Invalid id",
                 extra={"ArgumentName": "CanonicalUser/ID", "ArgumentValue": user_id},
@@ -274,7 +273,7 @@ def _grantee_from_xml(element: Element, known_user: Callable[[str], str | None])
         if not uri:
             raise _malformed("Group grantee without URI")
         if uri not in KNOWN_GROUPS:
-            raise S3Error(
+            raise AccessError(
                 "InvalidArgument",
                 "Invalid group uri",
                 extra={"ArgumentName": "Group/URI", "ArgumentValue": uri},
@@ -295,7 +294,7 @@ def acl_from_xml(
     """
     try:
         root = SafeET.fromstring(body)
-    except (ParseError, DefusedXmlException, ValueError) as exc:
+    except (ParseError, DefusedXmlException, ValueError, LookupError) as exc:
         raise _malformed("not well-formed XML") from exc
     if _local(root.tag) != "AccessControlPolicy":
         raise _malformed(f"root element is {_local(root.tag)}, not AccessControlPolicy")
@@ -306,7 +305,7 @@ def acl_from_xml(
         if not owner_id:
             raise _malformed("Owner without ID")
         if owner_id != expected_owner_id:
-            raise S3Error("AccessDenied", "The Owner ID in the ACL is not the resource's owner")
+            raise AccessError("AccessDenied", "The Owner ID in the ACL is not the resource's owner")
     acl_element = _child(root, "AccessControlList")
     if acl_element is None:
         raise _malformed("missing AccessControlList")

@@ -5,10 +5,15 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from s3torrent.access.wildcard import wildcard_match
+from s3torrent.access.wildcard import WildcardPattern
+
+# No date or IP address is longer than this; a longer request value is simply not one, and
+# is refused before the (slow, and for dates lenient) standard parsers see it.
+_MAX_DATE_OR_ADDRESS = 64
 
 
 class ConditionError(ValueError):
@@ -25,6 +30,8 @@ def _parse_number(value: str) -> float:
 def parse_date(value: str) -> datetime:
     """An ISO 8601 date/time or epoch seconds, as IAM accepts them; naive values are UTC."""
     text = value.strip()
+    if len(text) > _MAX_DATE_OR_ADDRESS:
+        raise ValueError("too long for a date")
     try:
         moment = datetime.fromtimestamp(int(text), tz=UTC)
     except (ValueError, OverflowError, OSError):
@@ -34,12 +41,21 @@ def parse_date(value: str) -> datetime:
     return moment
 
 
-def _ip_in(context: str, cidr: str) -> bool:
-    network = ipaddress.ip_network(cidr, strict=False)
-    address = ipaddress.ip_address(context)
+def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(value, strict=False)
+
+
+def _ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if len(value) > _MAX_DATE_OR_ADDRESS:
+        raise ValueError("too long for an IP address")
+    address = ipaddress.ip_address(value)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.version == network.version and address in network
+        return address.ipv4_mapped
+    return address
+
+
+def _ip_in(address: Any, network: Any) -> bool:
+    return bool(address.version == network.version and address in network)
 
 
 def _bool_value(value: str) -> str:
@@ -49,86 +65,90 @@ def _bool_value(value: str) -> str:
     return lowered
 
 
-# A comparison takes (context value, policy value) and may raise ValueError on a bad
-# context value: the comparison is then false.
-Comparison = Callable[[str, str], bool]
-Validator = Callable[[str], object]
-
-
-def _identity(value: str) -> object:
+def _identity(value: str) -> str:
     return value
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+def _validate_arn(value: str) -> WildcardPattern:
+    if value != "*" and not value.startswith("arn:"):
+        raise ValueError(f"not an ARN: {value}")
+    return WildcardPattern.compile(value)
+
+
+def _like(context: Any, pattern: Any) -> bool:
+    return bool(pattern.matches(context))
+
+
+def _equal(context: Any, policy: Any) -> bool:
+    return bool(context == policy)
 
 
 @dataclass(frozen=True, slots=True)
 class _Operator:
-    compare: Comparison
+    """How one condition operator reads its values and compares them.
+
+    `prepare_policy` turns a policy value into what `compare` takes (raising ValueError on
+    a bad one: the policy is malformed), once, when the policy is parsed;
+    `prepare_context` does the same for a request's value (a ValueError there makes the
+    comparison false), once per value per condition, never once per policy value.
+    """
+
+    prepare_policy: Callable[[str], object]
+    prepare_context: Callable[[str], object]
+    compare: Callable[[Any, Any], bool]
     negated: bool
-    validate: Validator
 
 
-def _num(test: Callable[[float, float], bool]) -> Comparison:
-    return lambda ctx, pol: test(_parse_number(ctx), _parse_number(pol))
+def _num(test: Callable[[float, float], bool], negated: bool = False) -> _Operator:
+    return _Operator(_parse_number, _parse_number, test, negated)
 
 
-def _date(test: Callable[[datetime, datetime], bool]) -> Comparison:
-    return lambda ctx, pol: test(parse_date(ctx), parse_date(pol))
+def _date(test: Callable[[datetime, datetime], bool], negated: bool = False) -> _Operator:
+    return _Operator(parse_date, parse_date, test, negated)
 
 
-def _string_equals(ctx: str, pol: str) -> bool:
-    return ctx == pol
-
-
-def _string_equals_ignore_case(ctx: str, pol: str) -> bool:
-    return ctx.lower() == pol.lower()
-
-
-def _string_like(ctx: str, pol: str) -> bool:
-    return wildcard_match(pol, ctx)
-
-
-def _bool_equals(ctx: str, pol: str) -> bool:
-    return _bool_value(ctx) == _bool_value(pol)
-
-
-def _validate_cidr(value: str) -> object:
-    return ipaddress.ip_network(value, strict=False)
-
-
-def _validate_arn(value: str) -> object:
-    if value != "*" and not value.startswith("arn:"):
-        raise ValueError(f"not an ARN: {value}")
-    return value
-
+_STRING = _Operator(_identity, _identity, _equal, False)
+_STRING_NOT = _Operator(_identity, _identity, _equal, True)
+_LIKE = _Operator(WildcardPattern.compile, _identity, _like, False)
+_LIKE_NOT = _Operator(WildcardPattern.compile, _identity, _like, True)
+_ARN = _Operator(_validate_arn, _identity, _like, False)
+_ARN_NOT = _Operator(_validate_arn, _identity, _like, True)
 
 _OPERATORS: dict[str, _Operator] = {
-    "StringEquals": _Operator(_string_equals, False, _identity),
-    "StringNotEquals": _Operator(_string_equals, True, _identity),
-    "StringEqualsIgnoreCase": _Operator(_string_equals_ignore_case, False, _identity),
-    "StringNotEqualsIgnoreCase": _Operator(_string_equals_ignore_case, True, _identity),
-    "StringLike": _Operator(_string_like, False, _identity),
-    "StringNotLike": _Operator(_string_like, True, _identity),
-    "NumericEquals": _Operator(_num(lambda a, b: a == b), False, _parse_number),
-    "NumericNotEquals": _Operator(_num(lambda a, b: a == b), True, _parse_number),
-    "NumericLessThan": _Operator(_num(lambda a, b: a < b), False, _parse_number),
-    "NumericLessThanEquals": _Operator(_num(lambda a, b: a <= b), False, _parse_number),
-    "NumericGreaterThan": _Operator(_num(lambda a, b: a > b), False, _parse_number),
-    "NumericGreaterThanEquals": _Operator(_num(lambda a, b: a >= b), False, _parse_number),
-    "DateEquals": _Operator(_date(lambda a, b: a == b), False, parse_date),
-    "DateNotEquals": _Operator(_date(lambda a, b: a == b), True, parse_date),
-    "DateLessThan": _Operator(_date(lambda a, b: a < b), False, parse_date),
-    "DateLessThanEquals": _Operator(_date(lambda a, b: a <= b), False, parse_date),
-    "DateGreaterThan": _Operator(_date(lambda a, b: a > b), False, parse_date),
-    "DateGreaterThanEquals": _Operator(_date(lambda a, b: a >= b), False, parse_date),
-    "Bool": _Operator(_bool_equals, False, _bool_value),
-    "BinaryEquals": _Operator(_string_equals, False, _identity),
-    "IpAddress": _Operator(_ip_in, False, _validate_cidr),
-    "NotIpAddress": _Operator(_ip_in, True, _validate_cidr),
+    "StringEquals": _STRING,
+    "StringNotEquals": _STRING_NOT,
+    "StringEqualsIgnoreCase": _Operator(_lower, _lower, _equal, False),
+    "StringNotEqualsIgnoreCase": _Operator(_lower, _lower, _equal, True),
+    "StringLike": _LIKE,
+    "StringNotLike": _LIKE_NOT,
+    "NumericEquals": _num(lambda a, b: a == b),
+    "NumericNotEquals": _num(lambda a, b: a == b, negated=True),
+    "NumericLessThan": _num(lambda a, b: a < b),
+    "NumericLessThanEquals": _num(lambda a, b: a <= b),
+    "NumericGreaterThan": _num(lambda a, b: a > b),
+    "NumericGreaterThanEquals": _num(lambda a, b: a >= b),
+    "DateEquals": _date(lambda a, b: a == b),
+    "DateNotEquals": _date(lambda a, b: a == b, negated=True),
+    "DateLessThan": _date(lambda a, b: a < b),
+    "DateLessThanEquals": _date(lambda a, b: a <= b),
+    "DateGreaterThan": _date(lambda a, b: a > b),
+    "DateGreaterThanEquals": _date(lambda a, b: a >= b),
+    "Bool": _Operator(_bool_value, _bool_value, _equal, False),
+    "BinaryEquals": _STRING,
+    "IpAddress": _Operator(_network, _ip_address, _ip_in, False),
+    "NotIpAddress": _Operator(_network, _ip_address, _ip_in, True),
     # ArnEquals takes wildcards exactly like ArnLike does.
-    "ArnEquals": _Operator(_string_like, False, _validate_arn),
-    "ArnLike": _Operator(_string_like, False, _validate_arn),
-    "ArnNotEquals": _Operator(_string_like, True, _validate_arn),
-    "ArnNotLike": _Operator(_string_like, True, _validate_arn),
+    "ArnEquals": _ARN,
+    "ArnLike": _ARN,
+    "ArnNotEquals": _ARN_NOT,
+    "ArnNotLike": _ARN_NOT,
 }
+# Null is special: its one value says whether the key must be absent.
+_NULL = _Operator(_bool_value, _identity, _equal, False)
 
 OPERATOR_NAMES = frozenset(_OPERATORS) | {"Null"}
 
@@ -143,6 +163,8 @@ class Condition:
     if_exists: bool
     key: str  # lower case: condition keys are case-insensitive
     values: tuple[str, ...]
+    # `values` as the operator compares them (compiled wildcards, numbers, networks, ...).
+    prepared: tuple[object, ...] = field(default=(), compare=False)
 
     @property
     def negated(self) -> bool:
@@ -177,30 +199,31 @@ def parse_condition_block(block: object) -> tuple[Condition, ...]:
             if not items:
                 raise ConditionError(f"Condition {operator} on {key} has no values")
             values = tuple(_scalar(item) for item in items)
-            validate = _bool_value if base == "Null" else _OPERATORS[base].validate
+            prepare = (_NULL if base == "Null" else _OPERATORS[base]).prepare_policy
+            prepared: list[object] = []
             for value in values:
                 try:
-                    validate(value)
+                    prepared.append(prepare(value))
                 except ValueError as exc:
                     raise ConditionError(
                         f"Invalid value {value!r} for condition {operator} on {key}"
                     ) from exc
             conditions.append(
-                Condition(operator, base, set_operator, if_exists, key.lower(), values)
+                Condition(
+                    operator, base, set_operator, if_exists, key.lower(), values, tuple(prepared)
+                )
             )
     return tuple(conditions)
 
 
 def _value_matches(condition: Condition, context_value: str) -> bool:
     operator = _OPERATORS[condition.base]
-    hit = False
-    for policy_value in condition.values:
-        try:
-            if operator.compare(context_value, policy_value):
-                hit = True
-                break
-        except (ValueError, OverflowError):
-            continue
+    try:
+        context = operator.prepare_context(context_value)
+    except (ValueError, OverflowError):
+        hit = False
+    else:
+        hit = any(operator.compare(context, policy) for policy in condition.prepared)
     return not hit if operator.negated else hit
 
 

@@ -18,7 +18,7 @@ from s3torrent.access.acl import (
     Permission,
 )
 from s3torrent.access.policy import BucketPolicy, policy_is_public, statement_applies
-from s3torrent.access.principals import ACCOUNT_ID, ANONYMOUS, Principal
+from s3torrent.access.principals import ACCOUNT_ID, Principal
 from s3torrent.access.public_access import PublicAccessBlock
 
 
@@ -252,8 +252,3 @@ def decide(
     if granted is not None:
         return Decision(True, granted)
     return Decision(False, f"no grant: {needed.value} on the {scope.value} is not granted")
-
-
-def anonymously_readable(resource: Resource, facts: AccessFacts, ctx: RequestContext) -> bool:
-    """Whether anyone may GET this object: the test that makes an object torrent-able."""
-    return decide(ANONYMOUS, "s3:GetObject", resource, facts, ctx).allowed

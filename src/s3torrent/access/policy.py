@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from s3torrent.access.conditions import (
@@ -14,12 +15,26 @@ from s3torrent.access.conditions import (
     condition_holds,
     parse_condition_block,
 )
-from s3torrent.access.principals import ACCOUNT_ID, ROOT_ARN, Principal, is_canonical_id
-from s3torrent.access.wildcard import has_wildcard, wildcard_match
-from s3torrent.s3.errors import S3Error
+from s3torrent.access.errors import AccessError
+from s3torrent.access.principals import (
+    ACCOUNT_ID,
+    ROOT_ARN,
+    Principal,
+    is_canonical_id,
+    user_arn,
+)
+from s3torrent.access.wildcard import WildcardPattern, has_wildcard, wildcard_match
 
 VERSIONS = frozenset({"2008-10-17", "2012-10-17"})
 MAX_POLICY_BYTES = 20 * 1024  # S3's bucket policy size limit
+# The deepest legitimate policy nests 6 levels (Statement list > statement > Condition >
+# operator > key > value list); anything far deeper is refused before json recurses into it.
+MAX_POLICY_DEPTH = 16
+# Worst-case work per character of a request's text, summed over every wildcard in a policy
+# (units: one `str.find` step; see WildcardPattern.cost): 128 `*word*` patterns, or one with
+# a long `?`-bearing core. At the bound one decision against a 16 KiB header value takes
+# ~10-25 ms of event loop; a policy beyond it is refused rather than stalling every client.
+MAX_WILDCARD_COST = 128
 S3_ARN_PREFIX = "arn:aws:s3:::"
 
 _TOP_LEVEL_FIELDS = frozenset({"Version", "Id", "Statement"})
@@ -36,8 +51,14 @@ _STATEMENT_FIELDS = frozenset(
         "Condition",
     }
 )
-# Principal kinds S3 accepts; only AWS and CanonicalUser can name someone in this server.
-_PRINCIPAL_KINDS = frozenset({"AWS", "CanonicalUser", "Service", "Federated"})
+# Principal kinds we accept: AWS and CanonicalUser name our users; a Service (an AWS service
+# such as log delivery) never sends requests here, so naming one changes nothing either way.
+# Federated identities do not exist here: a Deny naming one would silently deny nobody.
+_PRINCIPAL_KINDS = frozenset({"AWS", "CanonicalUser", "Service"})
+_USER_ARN_PREFIX = user_arn("")
+# A JSON string (escapes included), a bracket outside one, or a quote that opens a string
+# never closed; possessive, so a failed string is not retried: one pass over the text.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*+"|[\[\]{}"]', re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +68,11 @@ class PrincipalSet:
     everyone: bool = False
     arns: frozenset[str] = frozenset()
     canonical_ids: frozenset[str] = frozenset()
+    # Our account named by its id or root ARN: like AWS, that covers the account's users.
+    account: bool = False
 
     def matches(self, principal: Principal) -> bool:
-        if self.everyone:
+        if self.everyone or (self.account and not principal.is_anonymous):
             return True
         if principal.canonical_id is not None and principal.canonical_id in self.canonical_ids:
             return True
@@ -67,6 +90,9 @@ class Statement:
     resources: tuple[str, ...]
     not_resource: bool
     conditions: tuple[Condition, ...]
+    # `actions` and `resources` compiled once, when the policy is parsed.
+    action_patterns: tuple[WildcardPattern, ...] = field(compare=False)
+    resource_patterns: tuple[WildcardPattern, ...] = field(compare=False)
 
     @property
     def label(self) -> str:
@@ -83,8 +109,8 @@ class BucketPolicy:
     statements: tuple[Statement, ...]
 
 
-def _malformed(message: str) -> S3Error:
-    return S3Error("MalformedPolicy", message)
+def _malformed(message: str) -> AccessError:
+    return AccessError("MalformedPolicy", message)
 
 
 def _string_list(statement: Mapping[str, object], field: str) -> tuple[str, ...]:
@@ -95,21 +121,19 @@ def _string_list(statement: Mapping[str, object], field: str) -> tuple[str, ...]
     return tuple(item for item in items if isinstance(item, str))
 
 
-def _aws_principal(value: str) -> tuple[bool, str | None]:
-    """(is everyone, ARN) for one entry of Principal.AWS."""
+def _aws_principal(value: str) -> str:
+    """One entry of Principal.AWS as "*", ROOT_ARN (our account), or one of our users' ARN.
+
+    Anything else (another account, a role, a wildcard inside an ARN) could never match a
+    request here, and a Deny naming it would deny nobody while looking like it did: refused.
+    """
     if value == "*":
-        return True, None
-    if value.isdigit() and len(value) == 12:
-        return False, ROOT_ARN if value == ACCOUNT_ID else f"arn:aws:iam::{value}:root"
-    parts = value.split(":", 5)
-    if (
-        len(parts) == 6
-        and parts[:3] == ["arn", "aws", "iam"]
-        and parts[4].isdigit()
-        and len(parts[4]) == 12
-        and (parts[5] == "root" or parts[5].startswith(("user/", "role/")))
-    ):
-        return False, value
+        return value
+    if value in (ACCOUNT_ID, ROOT_ARN):
+        return ROOT_ARN
+    name = value.removeprefix(_USER_ARN_PREFIX)
+    if value.startswith(_USER_ARN_PREFIX) and name and not has_wildcard(name):
+        return value
     raise _malformed(f"Invalid principal in policy: {value}")
 
 
@@ -118,7 +142,7 @@ def _parse_principals(raw: object, field: str) -> PrincipalSet:
         return PrincipalSet(everyone=True)
     if not isinstance(raw, dict) or not raw:
         raise _malformed(f'Invalid principal in policy: {field} must be "*" or an object')
-    everyone = False
+    everyone = account = False
     arns: set[str] = set()
     canonical_ids: set[str] = set()
     for kind, value in raw.items():
@@ -130,15 +154,16 @@ def _parse_principals(raw: object, field: str) -> PrincipalSet:
         for item in items:
             assert isinstance(item, str)
             if kind == "AWS":
-                is_everyone, arn = _aws_principal(item)
-                everyone = everyone or is_everyone
-                if arn is not None:
+                arn = _aws_principal(item)
+                everyone = everyone or arn == "*"
+                account = account or arn == ROOT_ARN
+                if arn not in ("*", ROOT_ARN):
                     arns.add(arn)
             elif kind == "CanonicalUser":
                 if not is_canonical_id(item):
                     raise _malformed(f"Invalid principal in policy: bad canonical id {item}")
                 canonical_ids.add(item)
-    return PrincipalSet(everyone, frozenset(arns), frozenset(canonical_ids))
+    return PrincipalSet(everyone, frozenset(arns), frozenset(canonical_ids), account)
 
 
 def _check_action(action: str) -> str:
@@ -206,16 +231,52 @@ def _parse_statement(raw: object, index: int, bucket: str) -> Statement:
         resources=resources,
         not_resource=not_resource,
         conditions=conditions,
+        action_patterns=tuple(WildcardPattern.compile(a, ignore_case=True) for a in actions),
+        resource_patterns=tuple(WildcardPattern.compile(r) for r in resources),
     )
+
+
+def _nesting_depth(text: str) -> int:
+    """How deep brackets nest outside JSON strings, up to a string that is never closed.
+
+    json stops at such a string (it is invalid), so nothing after it can make it recurse.
+    """
+    depth = deepest = 0
+    for token in _JSON_TOKEN.finditer(text):
+        bracket = token.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in ("]", "}"):
+            depth -= 1
+        elif bracket == '"':
+            break
+    return deepest
+
+
+def _wildcard_cost(statements: Sequence[Statement]) -> int:
+    patterns = [p for s in statements for p in (*s.action_patterns, *s.resource_patterns)]
+    patterns += [
+        p
+        for s in statements
+        for c in s.conditions
+        for p in c.prepared
+        if isinstance(p, WildcardPattern)
+    ]
+    return sum(p.cost for p in patterns)
 
 
 def parse_policy(text: str, *, bucket: str) -> BucketPolicy:
     """Validate a PutBucketPolicy body for `bucket`, raising MalformedPolicy with the reason."""
     if len(text.encode("utf-8")) > MAX_POLICY_BYTES:
-        raise _malformed(f"Policy exceeds the maximum allowed size of {MAX_POLICY_BYTES} bytes")
+        raise _malformed(
+            f"Policy exceeds the maximum allowed document size ({MAX_POLICY_BYTES} bytes)"
+        )
+    if _nesting_depth(text) > MAX_POLICY_DEPTH:
+        raise _malformed(f"Policies must be valid JSON: nested deeper than {MAX_POLICY_DEPTH}")
     try:
         document = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise _malformed(f"Policies must be valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise _malformed("Policies must be valid JSON and the first byte must be '{'")
@@ -241,6 +302,11 @@ def parse_policy(text: str, *, bucket: str) -> BucketPolicy:
     sids = [s.sid for s in statements if s.sid]
     if len(sids) != len(set(sids)):
         raise _malformed("Statement IDs (SID) in a single policy must be unique")
+    if _wildcard_cost(statements) > MAX_WILDCARD_COST:
+        raise _malformed(
+            "Policy wildcards are too costly to evaluate: use fewer `*...*` patterns, "
+            "or fewer `?` inside them"
+        )
     return BucketPolicy(text, version, policy_id, statements)
 
 
@@ -257,10 +323,10 @@ def statement_applies(
     """Whether the statement covers this principal, action, resource and request context."""
     if statement.principals.matches(principal) == statement.not_principal:
         return False
-    action_hit = any(wildcard_match(p, action, ignore_case=True) for p in statement.actions)
+    action_hit = any(p.matches(action) for p in statement.action_patterns)
     if action_hit == statement.not_action:
         return False
-    resource_hit = any(wildcard_match(p, resource_arn) for p in statement.resources)
+    resource_hit = any(p.matches(resource_arn) for p in statement.resource_patterns)
     if resource_hit == statement.not_resource:
         return False
     return all(condition_holds(c, context) for c in statement.conditions)
@@ -303,11 +369,11 @@ _FIXED_OPERATORS = frozenset({"StringEquals", "StringLike", "ArnEquals", "ArnLik
 _MIN_PUBLIC_PREFIX = {4: 8, 6: 32}
 
 
-def _is_bad_action(pattern: str) -> bool:
-    lowered = pattern.lower()
+def _is_bad_action(pattern: WildcardPattern) -> bool:
+    lowered = pattern.source.lower()
     if lowered.startswith(_BAD_ACTION_PREFIXES) or lowered in _BAD_ACTIONS:
         return True
-    return any(wildcard_match(pattern, sample, ignore_case=True) for sample in _BAD_SAMPLES)
+    return any(pattern.matches(sample) for sample in _BAD_SAMPLES)
 
 
 def _restricting(condition: Condition) -> bool:
@@ -327,7 +393,7 @@ def statement_is_public(statement: Statement) -> bool:
     principals = statement.principals
     if not statement.not_principal and not principals.everyone:
         return False
-    if not statement.not_action and not any(_is_bad_action(a) for a in statement.actions):
+    if not statement.not_action and not any(_is_bad_action(a) for a in statement.action_patterns):
         return False
     return not any(_restricting(c) for c in statement.conditions)
 

@@ -9,9 +9,13 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from s3torrent.access.acl import S3_XMLNS, AccessControlList, acl_is_public
+from s3torrent.access.errors import AccessError
 from s3torrent.access.policy import BucketPolicy, policy_is_public
-from s3torrent.s3.errors import S3Error
 
+# S3's own text for MalformedXML.
+_NOT_VALID = (
+    "The XML you provided was not well-formed or did not validate against our published schema."
+)
 _FIELDS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
 
 
@@ -27,16 +31,16 @@ def public_access_block_from_xml(body: bytes) -> PublicAccessBlock:
     """Parse a PutPublicAccessBlock body; missing switches are false, as S3 treats them."""
     try:
         root = SafeET.fromstring(body)
-    except (ParseError, DefusedXmlException, ValueError) as exc:
-        raise S3Error("MalformedXML") from exc
+    except (ParseError, DefusedXmlException, ValueError, LookupError) as exc:
+        raise AccessError("MalformedXML", _NOT_VALID) from exc
     if root.tag.rsplit("}", 1)[-1] != "PublicAccessBlockConfiguration":
-        raise S3Error("MalformedXML")
+        raise AccessError("MalformedXML", _NOT_VALID)
     values = dict.fromkeys(_FIELDS, False)
     for child in root:
         name = child.tag.rsplit("}", 1)[-1]
         text = (child.text or "").strip().lower()
         if name not in values or text not in ("true", "false"):
-            raise S3Error("MalformedXML")
+            raise AccessError("MalformedXML", _NOT_VALID)
         values[name] = text == "true"
     return PublicAccessBlock(
         block_public_acls=values["BlockPublicAcls"],
@@ -68,10 +72,12 @@ def public_access_block_to_xml(pab: PublicAccessBlock) -> bytes:
 def check_acl_allowed(acl: AccessControlList, pab: PublicAccessBlock | None) -> None:
     """Refuse to store a public ACL (bucket/object ACL or PUT with one) under BlockPublicAcls."""
     if pab is not None and pab.block_public_acls and acl_is_public(acl):
-        raise S3Error("AccessDenied", "Access Denied (BlockPublicAcls forbids a public ACL)")
+        raise AccessError("AccessDenied", "Access Denied (BlockPublicAcls forbids a public ACL)")
 
 
 def check_policy_allowed(policy: BucketPolicy, pab: PublicAccessBlock | None) -> None:
     """Refuse to store a public bucket policy under BlockPublicPolicy."""
     if pab is not None and pab.block_public_policy and policy_is_public(policy):
-        raise S3Error("AccessDenied", "Access Denied (BlockPublicPolicy forbids a public policy)")
+        raise AccessError(
+            "AccessDenied", "Access Denied (BlockPublicPolicy forbids a public policy)"
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from s3torrent.access.errors import AccessError
 from s3torrent.store import errors as store_errors
 from s3torrent.store.errors import StoreError
 
@@ -149,8 +150,10 @@ class S3Error(Exception):
         super().__init__(f"{code}: {self.message}")
 
 
-def s3_error_of(exc: StoreError) -> S3Error:
-    """The S3 error a metadata store error means to a client."""
+def s3_error_of(exc: StoreError | AccessError) -> S3Error:
+    """The S3 error an access or metadata store error means to a client."""
+    if isinstance(exc, AccessError):
+        return S3Error(exc.code, exc.message or None, extra=exc.extra)
     if isinstance(exc, store_errors.NoSuchBucket):
         return S3Error("NoSuchBucket", resource=f"/{exc.name}", extra={"BucketName": exc.name})
     if isinstance(exc, store_errors.NoSuchUpload):

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from s3torrent.access import ANONYMOUS, Principal, RequestContext
+from s3torrent.access import ANONYMOUS, AccessError, Principal, RequestContext
 from s3torrent.access import facts as authz
 from s3torrent.metering.meter import CLIENT_CLOSED, EXTRA_ROUTE, S3_REQUEST
 from s3torrent.s3.auth import authenticate
@@ -211,7 +211,8 @@ class S3Application:
         request["request_id"] = rid
         try:
             return await handler(request)
-        except StoreError as exc:
+        except (StoreError, AccessError) as exc:
+            # The inner layers' errors, as S3 errors.
             err = s3_error_of(exc)
             return error_response(err, rid, request.path, request.method == "HEAD")
         except S3Error as err:
