@@ -77,6 +77,22 @@ def secure_data_dir(settings: Settings) -> None:
         db_path.chmod(0o600)
 
 
+def persistent_node_id(settings: Settings) -> str:
+    """This node's name, kept in its data directory: a node restarted after a crash takes
+    back its own hashing-job claims at once instead of waiting for them to expire."""
+    path = settings.data_dir / "node-id"
+    try:
+        node_id = path.read_text().strip()
+    except FileNotFoundError:
+        node_id = ""
+    if not node_id:
+        node_id = secrets.token_hex(8)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(node_id + "\n")
+        tmp.replace(path)
+    return node_id
+
+
 def build_services(settings: Settings) -> Services:
     check_extras(settings)
     secure_data_dir(settings)
@@ -92,7 +108,7 @@ def build_services(settings: Settings) -> Services:
     users = UserDirectory(meta)
     users.load()
     catalog = TorrentCatalog(settings.torrent)
-    node_id = settings.node_id or secrets.token_hex(8)
+    node_id = settings.node_id or persistent_node_id(settings)
     hash_jobs = HashJobs(
         meta,
         blobs,

@@ -190,7 +190,7 @@ class Settings(BaseSettings):
     blobs_url: str | None = None
     """s3://bucket/prefix: blobs in an S3-compatible store (default: data_dir/blobs)."""
     node_id: str | None = None
-    """This node's name in job claims and events (default: random per start)."""
+    """This node's name in job claims and events (default: one kept in data_dir/node-id)."""
     blobs: BlobSettings = Field(default_factory=BlobSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from s3torrent.failures import logged_failure
 from s3torrent.store.usage_rows import OP_STORAGE as OP_STORAGE
 from s3torrent.store.usage_rows import UsageCounts
 
@@ -265,7 +266,7 @@ class Meter:
             await self._task
             self._task = None
         if self.sampler:
-            with contextlib.suppress(Exception):
+            with logged_failure(log, "the last usage samples"):
                 await self.sample_storage()
                 await self.sample_swarms()
         await self.flush()

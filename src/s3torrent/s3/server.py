@@ -130,6 +130,14 @@ def error_response(err: S3Error, request_id: str, resource: str, head: bool) -> 
     return resp
 
 
+_CONTINUED = "s3torrent.continued"
+
+
+def _awaits_continue(request: web.Request) -> bool:
+    """An `Expect: 100-continue` request not yet told to send its body."""
+    return request.headers.get("Expect", "").lower() == "100-continue" and _CONTINUED not in request
+
+
 _REQUEST_IDS = itertools.count(secrets.randbits(62))
 
 
@@ -213,12 +221,11 @@ class S3Application:
             return await handler(request)
         except (StoreError, AccessError) as exc:
             # The inner layers' errors, as S3 errors.
-            err = s3_error_of(exc)
-            return error_response(err, rid, request.path, request.method == "HEAD")
+            return self._error(request, s3_error_of(exc), rid)
         except S3Error as err:
             if err.status >= 500:
                 log.warning("%s %s -> %s %s", request.method, request.path, err.code, err.message)
-            return error_response(err, rid, request.path, request.method == "HEAD")
+            return self._error(request, err, rid)
         except web.HTTPException:
             raise
         except ConnectionError:
@@ -234,6 +241,15 @@ class S3Application:
             return error_response(
                 S3Error("InternalError"), rid, request.path, request.method == "HEAD"
             )
+
+    @staticmethod
+    def _error(request: web.Request, err: S3Error, rid: str) -> web.Response:
+        resp = error_response(err, rid, request.path, request.method == "HEAD")
+        if _awaits_continue(request):
+            # Refused before `100 Continue`: the client may or may not send its body, so the
+            # connection cannot be read further. Close it after this answer.
+            resp.force_close()
+        return resp
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         raw = request.raw_path
@@ -277,8 +293,9 @@ class S3Application:
         handler = self.handlers.get(endpoint)
         if handler is None:
             raise S3Error("NotImplemented", f"{endpoint.op} is not implemented.")
-        if request.headers.get("Expect", "").lower() == "100-continue":
+        if _awaits_continue(request):
             await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
+            request[_CONTINUED] = True
         return await handler(self.svc, req)
 
     async def _authorize(self, req: S3Request) -> None:

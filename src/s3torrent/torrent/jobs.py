@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from s3torrent.events import ObjectWritten
+from s3torrent.failures import logged_failure
 from s3torrent.store.blobs import BlobStore
 from s3torrent.store.rows import ObjectVersion
 from s3torrent.torrent.catalog import TorrentCatalog, piece_hashes
@@ -148,7 +149,7 @@ class HashJobs:
         while True:
             await asyncio.sleep(self.claim_ttl / 3)
             until = self._clock() + self.claim_ttl
-            with contextlib.suppress(Exception):
+            with logged_failure(log, f"hashing job {version_id}: renewing its claim"):
                 held = await self.meta.renew_hash_claims(self.node_id, [version_id], until)
                 if version_id not in held:
                     log.warning("hashing job %s: claim lost to another node", version_id)
@@ -161,7 +162,7 @@ class HashJobs:
             raise
         except Exception:
             # Let the poll (ours or another node's) try again, up to MAX_ATTEMPTS claims.
-            with contextlib.suppress(Exception):
+            with logged_failure(log, f"hashing job {obj.version_id}: releasing its claim"):
                 await self.meta.release_hash_claims(self.node_id, [obj.version_id])
             raise
         finally:
@@ -236,17 +237,18 @@ class HashJobs:
     async def close(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(asyncio.CancelledError), logged_failure(log, "job poller"):
                 await self._poller
         running = list(self._jobs)
         for task in [*self._jobs.values(), *self._waiters.values()]:
             task.cancel()
         for task in [*self._jobs.values(), *self._waiters.values()]:
-            with contextlib.suppress(BaseException):
+            # A job's own failure was reported to its waiters; here only its end matters.
+            with contextlib.suppress(asyncio.CancelledError), logged_failure(log, "a hashing job"):
                 await task
         if running:
             # Handed back at once instead of after claim_ttl: another node takes them over.
-            with contextlib.suppress(Exception):
+            with logged_failure(log, "releasing hashing claims at shutdown"):
                 await asyncio.wait_for(self.meta.release_hash_claims(self.node_id, running), 5)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
