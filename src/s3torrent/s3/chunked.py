@@ -9,7 +9,8 @@ Framing, per AWS's chunked-upload documentation::
 
 Errors: SignatureDoesNotMatch for a chunk or trailer signature that does not verify,
 InvalidChunkSizeError for a chunk above ``max_chunk_size``, IncompleteBody for a body that ends
-early or whose decoded length disagrees with ``x-amz-decoded-content-length``, and
+early or whose decoded length disagrees with ``x-amz-decoded-content-length``,
+MalformedTrailerError for trailers that differ from the ones ``x-amz-trailer`` declared, and
 InvalidRequest for any other malformed framing.
 """
 
@@ -19,6 +20,7 @@ import enum
 import hashlib
 import hmac
 import re
+from collections.abc import Collection
 
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.sigv4 import (
@@ -52,6 +54,15 @@ def _malformed(detail: str) -> S3Error:
     return S3Error("InvalidRequest", f"Malformed aws-chunked body: {detail}")
 
 
+def _malformed_trailer(name: str) -> S3Error:
+    return S3Error(
+        "MalformedTrailerError",
+        "The request contained trailing data that was not well-formed or did not conform "
+        "to our published schema.",
+        extra={"TrailerHeader": name},
+    )
+
+
 class AwsChunkedDecoder:
     """Feed raw body bytes in, get payload slices out; ``finish`` at end of body.
 
@@ -69,7 +80,10 @@ class AwsChunkedDecoder:
         max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE,
         max_trailer_bytes: int = DEFAULT_MAX_TRAILER_BYTES,
         expected_length: int | None = None,
+        declared_trailers: Collection[str] | None = None,
     ) -> None:
+        """``declared_trailers`` are the names ``x-amz-trailer`` announced: exactly those must
+        arrive. None leaves the trailer set unchecked (the caller checks what it needs)."""
         if signed and auth is None:
             raise ValueError("signed aws-chunked decoding needs the request's VerifiedAuth")
         self._signed = signed
@@ -79,6 +93,14 @@ class AwsChunkedDecoder:
         self._max_chunk_size = max_chunk_size
         self._max_trailer_bytes = max_trailer_bytes
         self._expected_length = expected_length
+        self._declared_trailers = (
+            None
+            if declared_trailers is None
+            else frozenset(name.strip().lower() for name in declared_trailers)
+        )
+        if self._declared_trailers and not trailer:
+            # The body's framing has no trailer section, so the declared one can never arrive.
+            raise _malformed_trailer(min(self._declared_trailers))
 
         self._state = _State.CHUNK_LINE
         self._line = bytearray()
@@ -101,6 +123,7 @@ class AwsChunkedDecoder:
         max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE,
         max_trailer_bytes: int = DEFAULT_MAX_TRAILER_BYTES,
         expected_length: int | None = None,
+        declared_trailers: Collection[str] | None = None,
     ) -> AwsChunkedDecoder:
         """A decoder for the STREAMING-* flavour named by the request's x-amz-content-sha256."""
         if not auth.chunked:
@@ -112,6 +135,7 @@ class AwsChunkedDecoder:
             max_chunk_size=max_chunk_size,
             max_trailer_bytes=max_trailer_bytes,
             expected_length=expected_length,
+            declared_trailers=declared_trailers,
         )
 
     @property
@@ -163,7 +187,7 @@ class AwsChunkedDecoder:
             # The closing CRLF is pure framing; everything it would close is already checked.
             self._state = _State.DONE
         elif state is _State.TRAILERS and not self._line and self._trailers_complete():
-            self._state = _State.DONE
+            self._close_trailers()
         if self._state is not _State.DONE:
             raise S3Error("IncompleteBody", "The aws-chunked body ended before its final chunk.")
         if self._expected_length is not None and self._decoded_length != self._expected_length:
@@ -261,7 +285,7 @@ class AwsChunkedDecoder:
             if self._trailer_lines or self._trailer_signature_verified or not self._signed:
                 if not self._trailers_complete():
                     raise _malformed("trailer signature missing")
-                self._state = _State.DONE
+                self._close_trailers()
             # A signed body may carry a blank line between the final chunk and its trailers.
             return
         if self._trailer_signature_verified:
@@ -287,6 +311,18 @@ class AwsChunkedDecoder:
 
     def _trailers_complete(self) -> bool:
         return self._trailer_signature_verified or not self._signed
+
+    def _close_trailers(self) -> None:
+        """End of the trailer section: what arrived must be what x-amz-trailer declared."""
+        declared = self._declared_trailers
+        if declared is not None:
+            missing = sorted(declared - self._trailers.keys())
+            if missing:
+                raise _malformed_trailer(missing[0])
+            undeclared = sorted(self._trailers.keys() - declared)
+            if undeclared:
+                raise _malformed_trailer(undeclared[0])
+        self._state = _State.DONE
 
     # ------------------------------------------------------------ signatures
 
