@@ -476,3 +476,38 @@ def test_declared_trailer_that_arrives_is_accepted_in_any_case() -> None:
     auth = auth_for(TRAILER_SEED, STREAMING_SIGNED_PAYLOAD_TRAILER)
     signed = AwsChunkedDecoder.for_request(auth, declared_trailers=["x-amz-checksum-crc32c"])
     assert decode(signed, [AWS_TRAILER_EXAMPLE_BODY]) == b"a" * 66560
+
+
+# ---------------------------------------------------------------- many small chunks in one feed
+
+
+def test_many_small_chunks_in_one_feed_decode_like_any_split() -> None:
+    body = b"".join(b"%x;ext=1\r\n%s\r\n" % (n, bytes([97 + n % 26]) * n) for n in range(1, 40))
+    body += b"0\r\n\r\n"
+    expected = b"".join(bytes([97 + n % 26]) * n for n in range(1, 40))
+    whole = AwsChunkedDecoder(signed=False, trailer=False, expected_length=len(expected))
+    assert decode(whole, [body]) == expected
+    bytewise = AwsChunkedDecoder(signed=False, trailer=False)
+    assert decode(bytewise, [body[i : i + 1] for i in range(len(body))]) == expected
+
+
+def test_many_small_chunks_beyond_declared_length_are_refused() -> None:
+    decoder = AwsChunkedDecoder(signed=False, trailer=False, expected_length=5)
+    with pytest.raises(S3Error) as info:
+        decoder.feed(b"1\r\na\r\n" * 10 + b"0\r\n\r\n")
+    assert info.value.code == "IncompleteBody"
+    assert decoder.decoded_length <= 6
+
+
+def test_oversized_chunk_after_small_ones_is_refused() -> None:
+    decoder = AwsChunkedDecoder(signed=False, trailer=False, max_chunk_size=1)
+    with pytest.raises(S3Error) as info:
+        decoder.feed(b"1\r\na\r\n" * 3 + b"2\r\nbb\r\n0\r\n\r\n")
+    assert info.value.code == "InvalidChunkSizeError"
+
+
+def test_small_chunk_without_its_crlf_is_malformed() -> None:
+    decoder = AwsChunkedDecoder(signed=False, trailer=False)
+    with pytest.raises(S3Error) as info:
+        decoder.feed(b"1\r\na\r\n1\r\nbXX0\r\n\r\n")
+    assert info.value.code == "InvalidRequest"

@@ -39,6 +39,11 @@ _HEX_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
 _SIGNATURE = re.compile(rb"chunk-signature=([0-9a-f]{64})")
 _TRAILER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _CRLF = b"\r\n"
+# The chunk line of an unsigned chunk, extensions ignored; bounded like any chunk line
+# (hex size, ";", extensions, CRLF within MAX_CHUNK_LINE_BYTES).
+_UNSIGNED_CHUNK_LINE = re.compile(
+    rb"([0-9a-fA-F]{1,16})(?:;[^\r\n]{0,%d})?\r\n" % (MAX_CHUNK_LINE_BYTES - 19)
+)
 
 
 class _State(enum.Enum):
@@ -167,6 +172,10 @@ class AwsChunkedDecoder:
             if state is _State.DATA:
                 pos = self._take_data(buffer, pos, out)
             elif state is _State.CHUNK_LINE or state is _State.TRAILERS:
+                if state is _State.CHUNK_LINE and not self._signed and not self._line:
+                    pos = self._take_whole_chunks(raw, buffer, pos, out)
+                    if pos == end:
+                        break
                 line, pos = self._take_line(raw, pos)
                 if line is None:
                     break
@@ -197,6 +206,45 @@ class AwsChunkedDecoder:
             )
 
     # ------------------------------------------------------------ framing steps
+
+    def _take_whole_chunks(
+        self, raw: bytes, buffer: memoryview, pos: int, out: list[memoryview]
+    ) -> int:
+        """Unsigned chunks whose line, data and CRLF have all arrived, taken in one step each.
+
+        Tiny chunks would otherwise cost one trip through the state machine per framing
+        element; a 1 MB body of one-byte chunks must stay cheap. Anything else (a frame split
+        across feeds, the final chunk, bad framing) is left to the state path, which decides.
+        """
+        match = _UNSIGNED_CHUNK_LINE.match
+        limit = self._max_chunk_size
+        # Bounded by x-amz-decoded-content-length when declared; the state path reports it.
+        room = (
+            self._expected_length - self._decoded_length
+            if self._expected_length is not None
+            else limit * len(raw)
+        )
+        end = len(raw)
+        taken = 0
+        while True:
+            line = match(raw, pos)
+            if line is None:
+                break
+            size = int(line[1], 16)
+            start = line.end()
+            stop = start + size
+            if (
+                not 0 < size <= limit
+                or taken + size > room
+                or stop + 2 > end
+                or raw[stop : stop + 2] != _CRLF
+            ):
+                break
+            out.append(buffer[start:stop])
+            taken += size
+            pos = stop + 2
+        self._decoded_length += taken
+        return pos
 
     def _take_line(self, raw: bytes, pos: int) -> tuple[bytes | None, int]:
         """The next CRLF-terminated line (without CRLF), or None if it is not complete yet."""
