@@ -245,3 +245,27 @@ def test_declared_checksum_trailer_that_never_arrives_is_refused_and_nothing_sto
     with pytest.raises(ClientError) as missing:
         s3.head_object(Bucket=bucket, Key="trailed")
     assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_upper_case_content_sha256_of_complete_multipart_upload_is_checked(
+    server: LiveServer, s3: Any, bucket: str
+) -> None:
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=1, Body=b"p")["ETag"]
+    xml = (
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>"
+        f"<ETag>{etag}</ETag></Part></CompleteMultipartUpload>"
+    ).encode()
+    path = f"/{bucket}/mp?uploadId={uid}"
+    for digest, status_wanted in (
+        (hashlib.sha256(b"other xml").hexdigest().upper(), 400),
+        (hashlib.sha256(xml).hexdigest().upper(), 200),
+    ):
+        headers = sign_request("POST", server.endpoint + path, body=xml, payload_hash=digest)
+        status, out = _send(server, CapturedRequest("POST", path, headers, xml), {})
+        assert status == status_wanted, out
+        if status == 400:
+            assert _element(out, "Code") == "XAmzContentSHA256Mismatch"
+            with pytest.raises(ClientError):
+                s3.head_object(Bucket=bucket, Key="mp")
+    assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"p"
