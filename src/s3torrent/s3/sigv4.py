@@ -1,6 +1,8 @@
 """AWS Signature Version 4, verified the way S3 verifies it (header and presigned URL forms).
 
 Pure: the caller hands in the request as received, the current time and a secret lookup.
+The signing primitives (canonical request, strings to sign, keys) are in
+:mod:`s3torrent.s3.sigv4_signing` and importable from here as well.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class VerifiedAuth:
     scope: str
     amz_date: str
     signature: str
-    payload_hash: str
+    payload_hash: str  # a payload marker, or the hex SHA-256 lowercased (parse_payload_hash)
     presigned: bool
 
     @property
