@@ -408,3 +408,106 @@ def test_mutated_valid_bodies_never_raise_anything_but_s3_error(
     if signed:
         # Whatever got through a signed body's checks must be exactly what was signed.
         assert out == data
+
+
+# ---------------------------------------------------------------- declared trailers
+
+
+def _trailer_error(decoder: AwsChunkedDecoder, body: bytes) -> S3Error:
+    with pytest.raises(S3Error) as info:
+        decode(decoder, [body])
+    return info.value
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_declared_trailer_that_never_arrives_is_malformed_trailer(signed: bool) -> None:
+    if signed:
+        auth = auth_for(SEED, STREAMING_SIGNED_PAYLOAD_TRAILER)
+        body = encode_signed(b"abc", 2, SEED, trailers=[])
+        decoder = AwsChunkedDecoder.for_request(auth, declared_trailers=["x-amz-checksum-crc32"])
+    else:
+        body = b"3\r\nabc\r\n0\r\n\r\n"
+        decoder = AwsChunkedDecoder(
+            signed=False, trailer=True, declared_trailers=["x-amz-checksum-crc32"]
+        )
+    err = _trailer_error(decoder, body)
+    assert (err.code, err.status) == ("MalformedTrailerError", 400)
+    assert err.extra["TrailerHeader"] == "x-amz-checksum-crc32"
+
+
+def test_body_ending_right_after_final_chunk_misses_its_declared_trailer() -> None:
+    decoder = AwsChunkedDecoder(
+        signed=False, trailer=True, declared_trailers=["x-amz-checksum-crc32"]
+    )
+    assert _trailer_error(decoder, b"3\r\nabc\r\n0\r\n").code == "MalformedTrailerError"
+
+
+def test_other_trailer_than_the_declared_one_is_malformed_trailer() -> None:
+    body = botocore_body(b"abc", Sha256Checksum, "x-amz-checksum-sha256", 1024)
+    decoder = AwsChunkedDecoder(
+        signed=False, trailer=True, declared_trailers=["x-amz-checksum-crc32"]
+    )
+    err = _trailer_error(decoder, body)
+    assert err.code == "MalformedTrailerError"
+    assert err.extra["TrailerHeader"] == "x-amz-checksum-crc32"
+
+
+def test_undeclared_trailer_is_malformed_trailer() -> None:
+    body = botocore_body(b"abc", CrtCrc32Checksum, "x-amz-checksum-crc32", 1024)
+    decoder = AwsChunkedDecoder(signed=False, trailer=True, declared_trailers=())
+    err = _trailer_error(decoder, body)
+    assert err.extra["TrailerHeader"] == "x-amz-checksum-crc32"
+
+
+def test_declared_trailer_on_a_body_without_trailer_section_is_refused_up_front() -> None:
+    with pytest.raises(S3Error) as info:
+        AwsChunkedDecoder.for_request(
+            auth_for(SEED, STREAMING_SIGNED_PAYLOAD), declared_trailers=["x-amz-checksum-crc32"]
+        )
+    assert info.value.code == "MalformedTrailerError"
+
+
+def test_declared_trailer_that_arrives_is_accepted_in_any_case() -> None:
+    body = botocore_body(b"abc", CrtCrc32Checksum, "x-amz-checksum-crc32", 1024)
+    decoder = AwsChunkedDecoder(
+        signed=False, trailer=True, declared_trailers=["X-Amz-Checksum-CRC32"]
+    )
+    assert decode(decoder, [body]) == b"abc"
+    auth = auth_for(TRAILER_SEED, STREAMING_SIGNED_PAYLOAD_TRAILER)
+    signed = AwsChunkedDecoder.for_request(auth, declared_trailers=["x-amz-checksum-crc32c"])
+    assert decode(signed, [AWS_TRAILER_EXAMPLE_BODY]) == b"a" * 66560
+
+
+# ---------------------------------------------------------------- many small chunks in one feed
+
+
+def test_many_small_chunks_in_one_feed_decode_like_any_split() -> None:
+    body = b"".join(b"%x;ext=1\r\n%s\r\n" % (n, bytes([97 + n % 26]) * n) for n in range(1, 40))
+    body += b"0\r\n\r\n"
+    expected = b"".join(bytes([97 + n % 26]) * n for n in range(1, 40))
+    whole = AwsChunkedDecoder(signed=False, trailer=False, expected_length=len(expected))
+    assert decode(whole, [body]) == expected
+    bytewise = AwsChunkedDecoder(signed=False, trailer=False)
+    assert decode(bytewise, [body[i : i + 1] for i in range(len(body))]) == expected
+
+
+def test_many_small_chunks_beyond_declared_length_are_refused() -> None:
+    decoder = AwsChunkedDecoder(signed=False, trailer=False, expected_length=5)
+    with pytest.raises(S3Error) as info:
+        decoder.feed(b"1\r\na\r\n" * 10 + b"0\r\n\r\n")
+    assert info.value.code == "IncompleteBody"
+    assert decoder.decoded_length <= 6
+
+
+def test_oversized_chunk_after_small_ones_is_refused() -> None:
+    decoder = AwsChunkedDecoder(signed=False, trailer=False, max_chunk_size=1)
+    with pytest.raises(S3Error) as info:
+        decoder.feed(b"1\r\na\r\n" * 3 + b"2\r\nbb\r\n0\r\n\r\n")
+    assert info.value.code == "InvalidChunkSizeError"
+
+
+def test_small_chunk_without_its_crlf_is_malformed() -> None:
+    decoder = AwsChunkedDecoder(signed=False, trailer=False)
+    with pytest.raises(S3Error) as info:
+        decoder.feed(b"1\r\na\r\n1\r\nbXX0\r\n\r\n")
+    assert info.value.code == "InvalidRequest"

@@ -19,7 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s3torrent.s3.errors import S3Error
-from s3torrent.s3.sigv2 import canonical_resource, is_sigv2, sign, verify_request
+from s3torrent.s3.sigv2 import (
+    canonical_amz_headers,
+    canonical_resource,
+    is_sigv2,
+    sign,
+    verify_request,
+)
 from s3torrent.s3.sigv4 import VerifiedAuth
 
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -658,3 +664,71 @@ def test_boto3_bucket_level_presigned_url_verifies() -> None:
     req = _from_url("GET", url)
     assert req[1] == "/bucket"
     verify(req, datetime.now(UTC))
+
+
+# ---------------------------------------------------------------- every x-amz-* header is signed
+
+SMUGGLED = [
+    ("x-amz-acl", "public-read"),
+    ("x-amz-grant-full-control", 'id="attacker"'),
+    ("x-amz-copy-source", "/bucket/secret"),
+    ("X-Amz-Meta-Owner", "mallory"),
+    ("X-AMZ-ACL", "public-read"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), SMUGGLED)
+def test_added_amz_header_breaks_a_header_signature(name: str, value: str) -> None:
+    req = sign_header("PUT", "k", headers={"Content-Type": "text/plain"})
+    verify(req)
+    err = expect_error("SignatureDoesNotMatch", _add_header(req, name, value))
+    assert f"\n{name.lower()}:{value}\n" in err.extra["StringToSign"]
+
+
+@pytest.mark.parametrize(("name", "value"), SMUGGLED)
+def test_added_amz_header_breaks_a_presigned_url(name: str, value: str) -> None:
+    req = presign("PUT", "k")
+    verify(req)
+    expect_error("SignatureDoesNotMatch", _add_header(req, name, value))
+
+
+def test_second_value_for_a_signed_amz_header_breaks_the_signature() -> None:
+    req = sign_header("PUT", "k", headers={"x-amz-acl": "private"})
+    err = expect_error("SignatureDoesNotMatch", _add_header(req, "X-Amz-Acl", "public-read"))
+    assert "\nx-amz-acl:private,public-read\n" in err.extra["StringToSign"]
+
+
+def test_amz_headers_are_lowercased_sorted_and_repeats_joined() -> None:
+    headers = [
+        ("X-Amz-Meta-Zeta", "z"),
+        ("x-amz-acl", " private "),
+        ("X-AMZ-META-A", "1"),
+        ("x-amz-meta-a", "2"),
+        ("Content-Type", "text/plain"),
+        ("Host", HOST),
+    ]
+    assert canonical_amz_headers(headers) == (
+        "x-amz-acl:private\nx-amz-meta-a:1,2\nx-amz-meta-zeta:z\n"
+    )
+
+
+amz_name = st.from_regex(r"x-amz-[a-z0-9-]{1,12}", fullmatch=True)
+amz_value = st.from_regex(r"[A-Za-z0-9=/._-]{1,12}", fullmatch=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    signed=st.lists(st.tuples(amz_name, amz_value), max_size=5),
+    added=st.tuples(amz_name, amz_value),
+    upper=st.booleans(),
+)
+def test_any_added_or_changed_amz_header_is_caught(
+    signed: list[tuple[str, str]], added: tuple[str, str], upper: bool
+) -> None:
+    req = sign_header("PUT", "k", headers=signed)
+    verify(req)
+    name, value = added
+    expect_error("SignatureDoesNotMatch", _add_header(req, name.upper() if upper else name, value))
+    if signed:
+        target = signed[0][0]
+        expect_error("SignatureDoesNotMatch", _replace_header(req, target, signed[0][1] + "x"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from datetime import UTC, datetime, timedelta
 from unittest import mock
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -22,7 +23,9 @@ from s3torrent.s3.sigv4 import (
     canonical_request,
     canonical_uri,
     has_auth,
+    must_be_signed,
     string_to_sign,
+    unsigned_headers,
     verify_request,
 )
 
@@ -539,7 +542,7 @@ def _with_auth(value: str, extra: list[tuple[str, str]] | None = None) -> Reques
 
 
 GOOD_CREDENTIAL = f"Credential={ACCESS_KEY}/20130524/us-east-1/s3/aws4_request"
-GOOD_REST = "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64
+GOOD_REST = "SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=" + "0" * 64
 
 
 @pytest.mark.parametrize(
@@ -750,3 +753,109 @@ def test_garbage_requests_never_raise_anything_but_s3_error(
         headers.append(("x-amz-content-sha256", content))
     with contextlib.suppress(S3Error):
         verify(("GET", raw_path, query, headers))
+
+
+# ---------------------------------------------------------------- headers outside SignedHeaders
+
+# A captured header-signed PUT (SignedHeaders=host;x-amz-content-sha256;x-amz-date) replayed
+# within the skew window with one of these added must not be obeyed.
+SMUGGLED = [
+    ("x-amz-acl", "public-read"),
+    ("x-amz-grant-full-control", 'id="attacker"'),
+    ("x-amz-copy-source", "/bucket/secret"),
+    ("X-Amz-Meta-Owner", "mallory"),
+    ("Content-MD5", "1B2M2Y8AsgTpgAmY7PhCfg=="),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), SMUGGLED)
+def test_header_signed_request_with_added_unsigned_header_is_denied(name: str, value: str) -> None:
+    method, path, pairs, headers = sign_header("PUT", "k", body=b"data")
+    signed_list = next(v for k, v in headers if k == "Authorization").split("SignedHeaders=")[1]
+    assert signed_list.startswith("host;x-amz-content-sha256;x-amz-date,")
+    err = expect_error("AccessDenied", (method, path, pairs, [*headers, (name, value)]))
+    assert err.status == 403
+    assert err.message == "There were headers present in the request which were not signed"
+    assert err.extra["HeadersNotSigned"] == name.lower()
+
+
+@pytest.mark.parametrize(("name", "value"), SMUGGLED)
+def test_presigned_request_with_added_unsigned_header_is_denied(name: str, value: str) -> None:
+    method, path, pairs, headers = presign("PUT", "k")
+    err = expect_error("AccessDenied", (method, path, pairs, [*headers, (name, value)]))
+    assert err.message == "There were headers present in the request which were not signed"
+    assert err.extra["HeadersNotSigned"] == name.lower()
+
+
+def test_every_unsigned_header_is_named_once_sorted() -> None:
+    method, path, pairs, headers = sign_header("PUT", "k")
+    extra = [("x-amz-acl", "a"), ("X-AMZ-ACL", "b"), ("content-md5", "c"), ("x-amz-b", "d")]
+    err = expect_error("AccessDenied", (method, path, pairs, [*headers, *extra]))
+    assert err.extra["HeadersNotSigned"] == "content-md5, x-amz-acl, x-amz-b"
+
+
+def test_signed_amz_headers_and_unsigned_ordinary_headers_verify() -> None:
+    signed = {
+        "x-amz-acl": "private",
+        "x-amz-meta-a": "1",
+        "Content-MD5": "1B2M2Y8AsgTpgAmY7PhCfg==",
+    }
+    method, path, pairs, headers = sign_header("PUT", "k", headers=signed)
+    # Headers S3 does not require to be signed may travel unsigned (proxies add some).
+    ordinary = [("User-Agent", "x"), ("Content-Type", "text/plain"), ("Expect", "100-continue")]
+    verify((method, path, pairs, [*headers, *ordinary]))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("x-amz-acl", True),
+        ("X-Amz-Security-Token", True),
+        ("x-amz-", True),
+        ("Host", True),
+        ("content-md5", True),
+        ("Content-Type", False),
+        ("x-amzn-trace-id", False),
+        ("Range", False),
+        ("amz-x-acl", False),
+    ],
+)
+def test_must_be_signed_covers_amz_host_and_content_md5(name: str, expected: bool) -> None:
+    assert must_be_signed(name) is expected
+
+
+def test_unsigned_headers_compares_names_case_insensitively() -> None:
+    present = ["Host", "X-Amz-Date", "x-amz-acl", "Content-Type"]
+    assert unsigned_headers(present, ["host", "X-AMZ-DATE"]) == ["x-amz-acl"]
+    assert unsigned_headers(present, ["host", "x-amz-date", "x-amz-acl"]) == []
+
+
+# ---------------------------------------------------------------- x-amz-content-sha256 case
+
+
+def _sign_with_payload_hash(payload_hash: str, body: bytes) -> Request:
+    class _Signer(S3SigV4Auth):
+        def payload(self, request: AWSRequest) -> str:
+            return payload_hash
+
+    req = AWSRequest(method="PUT", url=_url("k", []), headers={}, data=body)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=SIGNED_AT):
+        _Signer(Credentials(ACCESS_KEY, SECRET), "s3", REGION).add_auth(req)
+    return _as_received(req)
+
+
+def test_uppercase_content_sha256_verifies_and_is_normalised_to_lowercase() -> None:
+    digest = hashlib.sha256(b"body").hexdigest()
+    req = _sign_with_payload_hash(digest.upper(), b"body")
+    assert ("X-Amz-Content-SHA256", digest.upper()) in req[3]
+    auth = verify(req)
+    assert auth.payload_hash == digest
+    assert auth.payload_sha256 == digest
+
+
+def test_mixed_case_content_sha256_must_still_match_what_was_signed() -> None:
+    digest = hashlib.sha256(b"body").hexdigest()
+    method, path, pairs, headers = _sign_with_payload_hash(digest.upper(), b"body")
+    # The value is signed as sent: lowering it in transit breaks the signature.
+    lowered = [(k, v.lower() if k.lower() == "x-amz-content-sha256" else v) for k, v in headers]
+    expect_error("SignatureDoesNotMatch", (method, path, pairs, lowered))

@@ -19,7 +19,7 @@ from aiohttp import web
 from s3torrent.s3 import checksums
 from s3torrent.s3.chunked import AwsChunkedDecoder
 from s3torrent.s3.errors import S3Error
-from s3torrent.s3.sigv4 import VerifiedAuth
+from s3torrent.s3.sigv4 import VerifiedAuth, is_sha256_hex, parse_payload_hash
 
 READ_SIZE = 256 * 1024
 STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
@@ -49,11 +49,14 @@ class RequestBody:
         self._auth = auth
         self._read_timeout = read_timeout
         headers = request.headers
-        payload_hash = (
-            auth.payload_hash if auth is not None else headers.get("x-amz-content-sha256", UNSIGNED)
-        )
+        if auth is not None:
+            payload_hash = auth.payload_hash
+        else:
+            # Classified like a signed request's, so a hex digest is compared in one case.
+            payload_hash = parse_payload_hash(headers.get("x-amz-content-sha256", UNSIGNED).strip())
         self.payload_hash = payload_hash
         self.aws_chunked = payload_hash.startswith("STREAMING-")
+        self._declared_trailer = headers.get("x-amz-trailer", "").strip().lower() or None
         self._decoder: AwsChunkedDecoder | None = None
         if self.aws_chunked:
             signed = payload_hash in (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER)
@@ -64,13 +67,12 @@ class RequestBody:
                 trailer=payload_hash.endswith("-TRAILER"),
                 auth=auth if signed else None,
                 max_chunk_size=max_chunk_size,
+                declared_trailers=()
+                if self._declared_trailer is None
+                else (self._declared_trailer,),
             )
         self.length = self._declared_length()
-        self._sha256 = (
-            hashlib.sha256()
-            if len(payload_hash) == 64 and all(c in "0123456789abcdef" for c in payload_hash)
-            else None
-        )
+        self._sha256 = hashlib.sha256() if is_sha256_hex(payload_hash) else None
         self._checksum_alg = self._requested_checksum()
         self._checksum = (
             checksums.new_checksum(self._checksum_alg) if self._checksum_alg is not None else None
@@ -96,7 +98,7 @@ class RequestBody:
     def _requested_checksum(self) -> checksums.ChecksumAlgorithm | None:
         h = self._request.headers
         present = [a for a in checksums.ChecksumAlgorithm if a.header in h]
-        trailer = h.get("x-amz-trailer", "").strip().lower()
+        trailer = self._declared_trailer
         if trailer:
             if not self.aws_chunked:
                 raise S3Error("InvalidRequest", "x-amz-trailer needs an aws-chunked body.")
@@ -192,6 +194,15 @@ class RequestBody:
         sent = h.get(alg.header)
         if sent is None and self._decoder is not None:
             sent = self._decoder.trailers.get(alg.header)
+        if sent is None and self._declared_trailer is not None:
+            # The decoder refuses a missing declared trailer; this keeps an unverified
+            # checksum from being stored should a body ever bypass it.
+            raise S3Error(
+                "MalformedTrailerError",
+                "The request contained trailing data that was not well-formed or did not "
+                "conform to our published schema.",
+                extra={"TrailerHeader": self._declared_trailer},
+            )
         computed = self._checksum.b64()
         if sent is not None:
             checksums.decode_checksum(alg, sent)

@@ -9,7 +9,8 @@ Framing, per AWS's chunked-upload documentation::
 
 Errors: SignatureDoesNotMatch for a chunk or trailer signature that does not verify,
 InvalidChunkSizeError for a chunk above ``max_chunk_size``, IncompleteBody for a body that ends
-early or whose decoded length disagrees with ``x-amz-decoded-content-length``, and
+early or whose decoded length disagrees with ``x-amz-decoded-content-length``,
+MalformedTrailerError for trailers that differ from the ones ``x-amz-trailer`` declared, and
 InvalidRequest for any other malformed framing.
 """
 
@@ -19,6 +20,7 @@ import enum
 import hashlib
 import hmac
 import re
+from collections.abc import Collection
 
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.sigv4 import (
@@ -37,6 +39,11 @@ _HEX_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
 _SIGNATURE = re.compile(rb"chunk-signature=([0-9a-f]{64})")
 _TRAILER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _CRLF = b"\r\n"
+# The chunk line of an unsigned chunk, extensions ignored; bounded like any chunk line
+# (hex size, ";", extensions, CRLF within MAX_CHUNK_LINE_BYTES).
+_UNSIGNED_CHUNK_LINE = re.compile(
+    rb"([0-9a-fA-F]{1,16})(?:;[^\r\n]{0,%d})?\r\n" % (MAX_CHUNK_LINE_BYTES - 19)
+)
 
 
 class _State(enum.Enum):
@@ -50,6 +57,15 @@ class _State(enum.Enum):
 
 def _malformed(detail: str) -> S3Error:
     return S3Error("InvalidRequest", f"Malformed aws-chunked body: {detail}")
+
+
+def _malformed_trailer(name: str) -> S3Error:
+    return S3Error(
+        "MalformedTrailerError",
+        "The request contained trailing data that was not well-formed or did not conform "
+        "to our published schema.",
+        extra={"TrailerHeader": name},
+    )
 
 
 class AwsChunkedDecoder:
@@ -69,7 +85,10 @@ class AwsChunkedDecoder:
         max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE,
         max_trailer_bytes: int = DEFAULT_MAX_TRAILER_BYTES,
         expected_length: int | None = None,
+        declared_trailers: Collection[str] | None = None,
     ) -> None:
+        """``declared_trailers`` are the names ``x-amz-trailer`` announced: exactly those must
+        arrive. None leaves the trailer set unchecked (the caller checks what it needs)."""
         if signed and auth is None:
             raise ValueError("signed aws-chunked decoding needs the request's VerifiedAuth")
         self._signed = signed
@@ -79,6 +98,14 @@ class AwsChunkedDecoder:
         self._max_chunk_size = max_chunk_size
         self._max_trailer_bytes = max_trailer_bytes
         self._expected_length = expected_length
+        self._declared_trailers = (
+            None
+            if declared_trailers is None
+            else frozenset(name.strip().lower() for name in declared_trailers)
+        )
+        if self._declared_trailers and not trailer:
+            # The body's framing has no trailer section, so the declared one can never arrive.
+            raise _malformed_trailer(min(self._declared_trailers))
 
         self._state = _State.CHUNK_LINE
         self._line = bytearray()
@@ -101,6 +128,7 @@ class AwsChunkedDecoder:
         max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE,
         max_trailer_bytes: int = DEFAULT_MAX_TRAILER_BYTES,
         expected_length: int | None = None,
+        declared_trailers: Collection[str] | None = None,
     ) -> AwsChunkedDecoder:
         """A decoder for the STREAMING-* flavour named by the request's x-amz-content-sha256."""
         if not auth.chunked:
@@ -112,6 +140,7 @@ class AwsChunkedDecoder:
             max_chunk_size=max_chunk_size,
             max_trailer_bytes=max_trailer_bytes,
             expected_length=expected_length,
+            declared_trailers=declared_trailers,
         )
 
     @property
@@ -143,6 +172,10 @@ class AwsChunkedDecoder:
             if state is _State.DATA:
                 pos = self._take_data(buffer, pos, out)
             elif state is _State.CHUNK_LINE or state is _State.TRAILERS:
+                if state is _State.CHUNK_LINE and not self._signed and not self._line:
+                    pos = self._take_whole_chunks(raw, buffer, pos, out)
+                    if pos == end:
+                        break
                 line, pos = self._take_line(raw, pos)
                 if line is None:
                     break
@@ -163,7 +196,7 @@ class AwsChunkedDecoder:
             # The closing CRLF is pure framing; everything it would close is already checked.
             self._state = _State.DONE
         elif state is _State.TRAILERS and not self._line and self._trailers_complete():
-            self._state = _State.DONE
+            self._close_trailers()
         if self._state is not _State.DONE:
             raise S3Error("IncompleteBody", "The aws-chunked body ended before its final chunk.")
         if self._expected_length is not None and self._decoded_length != self._expected_length:
@@ -173,6 +206,45 @@ class AwsChunkedDecoder:
             )
 
     # ------------------------------------------------------------ framing steps
+
+    def _take_whole_chunks(
+        self, raw: bytes, buffer: memoryview, pos: int, out: list[memoryview]
+    ) -> int:
+        """Unsigned chunks whose line, data and CRLF have all arrived, taken in one step each.
+
+        Tiny chunks would otherwise cost one trip through the state machine per framing
+        element; a 1 MB body of one-byte chunks must stay cheap. Anything else (a frame split
+        across feeds, the final chunk, bad framing) is left to the state path, which decides.
+        """
+        match = _UNSIGNED_CHUNK_LINE.match
+        limit = self._max_chunk_size
+        # Bounded by x-amz-decoded-content-length when declared; the state path reports it.
+        room = (
+            self._expected_length - self._decoded_length
+            if self._expected_length is not None
+            else limit * len(raw)
+        )
+        end = len(raw)
+        taken = 0
+        while True:
+            line = match(raw, pos)
+            if line is None:
+                break
+            size = int(line[1], 16)
+            start = line.end()
+            stop = start + size
+            if (
+                not 0 < size <= limit
+                or taken + size > room
+                or stop + 2 > end
+                or raw[stop : stop + 2] != _CRLF
+            ):
+                break
+            out.append(buffer[start:stop])
+            taken += size
+            pos = stop + 2
+        self._decoded_length += taken
+        return pos
 
     def _take_line(self, raw: bytes, pos: int) -> tuple[bytes | None, int]:
         """The next CRLF-terminated line (without CRLF), or None if it is not complete yet."""
@@ -261,7 +333,7 @@ class AwsChunkedDecoder:
             if self._trailer_lines or self._trailer_signature_verified or not self._signed:
                 if not self._trailers_complete():
                     raise _malformed("trailer signature missing")
-                self._state = _State.DONE
+                self._close_trailers()
             # A signed body may carry a blank line between the final chunk and its trailers.
             return
         if self._trailer_signature_verified:
@@ -287,6 +359,18 @@ class AwsChunkedDecoder:
 
     def _trailers_complete(self) -> bool:
         return self._trailer_signature_verified or not self._signed
+
+    def _close_trailers(self) -> None:
+        """End of the trailer section: what arrived must be what x-amz-trailer declared."""
+        declared = self._declared_trailers
+        if declared is not None:
+            missing = sorted(declared - self._trailers.keys())
+            if missing:
+                raise _malformed_trailer(missing[0])
+            undeclared = sorted(self._trailers.keys() - declared)
+            if undeclared:
+                raise _malformed_trailer(undeclared[0])
+        self._state = _State.DONE
 
     # ------------------------------------------------------------ signatures
 

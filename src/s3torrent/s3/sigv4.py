@@ -1,42 +1,81 @@
 """AWS Signature Version 4, verified the way S3 verifies it (header and presigned URL forms).
 
 Pure: the caller hands in the request as received, the current time and a secret lookup.
+The signing primitives (canonical request, strings to sign, keys) are in
+:mod:`s3torrent.s3.sigv4_signing` and importable from here as well.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import hmac
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from s3torrent.s3.errors import S3Error
 
-ALGORITHM = "AWS4-HMAC-SHA256"
-SIGV4A_ALGORITHM = "AWS4-ECDSA-P256-SHA256"
-SERVICE = "s3"
-TERMINATOR = "aws4_request"
-
-UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
-STREAMING_SIGNED_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
-STREAMING_SIGNED_PAYLOAD_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
-STREAMING_UNSIGNED_PAYLOAD_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
-_SIGV4A_STREAMING = (
-    "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD",
-    "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER",
-)
-_KNOWN_PAYLOAD_MARKERS = (
-    UNSIGNED_PAYLOAD,
-    STREAMING_UNSIGNED_PAYLOAD_TRAILER,
+# The signing primitives live in sigv4_signing; they are re-exported so callers keep one
+# import path for everything SigV4.
+from s3torrent.s3.sigv4_signing import (
+    ALGORITHM,
+    EMPTY_SHA256,
+    PAYLOAD_MARKERS,
+    SERVICE,
+    SIGV4A_ALGORITHM,
+    SIGV4A_STREAMING,
     STREAMING_SIGNED_PAYLOAD,
     STREAMING_SIGNED_PAYLOAD_TRAILER,
+    STREAMING_UNSIGNED_PAYLOAD_TRAILER,
+    TERMINATOR,
+    UNSIGNED_PAYLOAD,
+    canonical_headers,
+    canonical_query,
+    canonical_request,
+    canonical_uri,
+    chunk_string_to_sign,
+    hmac_hex,
+    is_sha256_hex,
+    parse_payload_hash,
+    signing_key,
+    sigv4a_not_implemented,
+    string_to_sign,
+    trailer_string_to_sign,
+    utf8_as_sent,
 )
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+__all__ = [
+    "ALGORITHM",
+    "EMPTY_SHA256",
+    "PAYLOAD_MARKERS",
+    "PRESIGN_PARAMS",
+    "SERVICE",
+    "SIGV4A_ALGORITHM",
+    "SIGV4A_STREAMING",
+    "STREAMING_SIGNED_PAYLOAD",
+    "STREAMING_SIGNED_PAYLOAD_TRAILER",
+    "STREAMING_UNSIGNED_PAYLOAD_TRAILER",
+    "TERMINATOR",
+    "UNSIGNED_PAYLOAD",
+    "VerifiedAuth",
+    "canonical_headers",
+    "canonical_query",
+    "canonical_request",
+    "canonical_uri",
+    "chunk_string_to_sign",
+    "has_auth",
+    "hmac_hex",
+    "is_sha256_hex",
+    "must_be_signed",
+    "parse_payload_hash",
+    "signing_key",
+    "string_to_sign",
+    "trailer_string_to_sign",
+    "unsigned_headers",
+    "utf8_as_sent",
+    "verify_request",
+]
 
 PRESIGN_PARAMS = (
     "X-Amz-Algorithm",
@@ -48,9 +87,6 @@ PRESIGN_PARAMS = (
 )
 
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
-_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
-_UNRESERVED_AND_SLASH = b"-_.~/"
-_UNRESERVED = b"-_.~"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +98,7 @@ class VerifiedAuth:
     scope: str
     amz_date: str
     signature: str
-    payload_hash: str
+    payload_hash: str  # a payload marker, or the hex SHA-256 lowercased (parse_payload_hash)
     presigned: bool
 
     @property
@@ -81,7 +117,7 @@ class VerifiedAuth:
     @property
     def payload_sha256(self) -> str | None:
         """The hex SHA-256 the body must have, when the client signed one."""
-        return self.payload_hash.lower() if _SHA256_HEX.fullmatch(self.payload_hash) else None
+        return self.payload_hash if is_sha256_hex(self.payload_hash) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,127 +146,9 @@ class _SignedRequest:
     presigned: bool
 
 
-# ---------------------------------------------------------------- primitives
-
-
-def utf8_as_sent(text: str) -> bytes:
-    # aiohttp hands over undecodable header bytes as surrogate escapes; give them back as sent.
-    try:
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass")
-
-
-def hmac_hex(signing_key: bytes, msg: str) -> str:
-    """Hex HMAC-SHA256 of ``msg`` under ``signing_key``: the form every SigV4 signature takes."""
-    return hmac.new(signing_key, utf8_as_sent(msg), hashlib.sha256).hexdigest()
-
-
-@functools.lru_cache(maxsize=1024)
-def signing_key(secret: str, date: str, region: str, service: str = SERVICE) -> bytes:
-    """The SigV4 signing key; cached because it only changes daily per credential."""
-    key = hmac.new(utf8_as_sent("AWS4" + secret), utf8_as_sent(date), hashlib.sha256).digest()
-    for part in (region, service, TERMINATOR):
-        key = hmac.new(key, utf8_as_sent(part), hashlib.sha256).digest()
-    return key
-
-
-def chunk_string_to_sign(
-    amz_date: str, scope: str, previous_signature: str, chunk_data_sha256_hex: str
-) -> str:
-    """String to sign for one aws-chunked data chunk (STREAMING-AWS4-HMAC-SHA256-PAYLOAD)."""
-    return "\n".join(
-        (
-            "AWS4-HMAC-SHA256-PAYLOAD",
-            amz_date,
-            scope,
-            previous_signature,
-            EMPTY_SHA256,
-            chunk_data_sha256_hex,
-        )
-    )
-
-
-def trailer_string_to_sign(
-    amz_date: str, scope: str, previous_signature: str, trailer_sha256_hex: str
-) -> str:
-    """String to sign for the trailing headers of a signed aws-chunked body."""
-    return "\n".join(
-        ("AWS4-HMAC-SHA256-TRAILER", amz_date, scope, previous_signature, trailer_sha256_hex)
-    )
-
-
-def canonical_uri(raw_path: str) -> str:
-    """S3's canonical URI: decode once, re-encode each byte; no dot-segment or slash folding."""
-    if not raw_path:
-        return "/"
-    return quote_from_bytes(unquote_to_bytes(utf8_as_sent(raw_path)), safe=_UNRESERVED_AND_SLASH)
-
-
-_ALL_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
-
-
-def _encode_strict(text: str) -> str:
-    if _ALL_UNRESERVED.fullmatch(text):
-        return text  # nothing to encode (most names and values): skip the byte round trip
-    return quote_from_bytes(utf8_as_sent(text), safe=_UNRESERVED)
-
-
-def canonical_query(query_pairs: Sequence[tuple[str, str]], *, exclude: str | None = None) -> str:
-    """Encoded ``name=value`` pairs sorted by encoded name, then value."""
-    encoded = sorted(
-        (_encode_strict(name), _encode_strict(value))
-        for name, value in query_pairs
-        if name != exclude
-    )
-    return "&".join(f"{name}={value}" for name, value in encoded)
-
-
-def _trim_all(value: str) -> str:
-    return " ".join(value.split())
-
-
-def canonical_headers(headers: Sequence[tuple[str, str]], signed: Sequence[str]) -> str:
-    """One ``name:value\\n`` line per signed header; absent headers sign as empty."""
-    grouped: dict[str, list[str]] = {}
-    for name, value in headers:
-        grouped.setdefault(name.lower(), []).append(value)
-    return "".join(
-        f"{name}:{','.join(_trim_all(v) for v in grouped.get(name, ()))}\n" for name in signed
-    )
-
-
-def canonical_request(
-    method: str,
-    raw_path: str,
-    query_pairs: Sequence[tuple[str, str]],
-    headers: Sequence[tuple[str, str]],
-    signed_headers: str,
-    payload_hash: str,
-) -> str:
-    """The SigV4 canonical request; ``signed_headers`` is the client's ``a;b;c`` list verbatim."""
-    names = [name.lower() for name in signed_headers.split(";")]
-    return "\n".join(
-        (
-            method.upper(),
-            canonical_uri(raw_path),
-            canonical_query(query_pairs),
-            canonical_headers(headers, names),
-            signed_headers,
-            payload_hash,
-        )
-    )
-
-
-def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
-    """The SigV4 string to sign for a canonical request."""
-    return "\n".join(
-        (ALGORITHM, amz_date, scope, hashlib.sha256(utf8_as_sent(canonical)).hexdigest())
-    )
-
-
 def _hex_bytes(text: str) -> str:
-    return " ".join(f"{b:02x}" for b in utf8_as_sent(text))
+    # bytes.hex runs in C: an error response must not cost a Python step per byte.
+    return utf8_as_sent(text).hex(" ")
 
 
 # ---------------------------------------------------------------- detection
@@ -255,12 +173,43 @@ def _unsupported_mechanism() -> S3Error:
     )
 
 
-def _sigv4a_not_implemented() -> S3Error:
-    return S3Error(
-        "NotImplemented",
-        "SigV4a (AWS4-ECDSA-P256-SHA256) signatures are not supported; "
-        "sign requests with AWS4-HMAC-SHA256.",
+# ---------------------------------------------------------------- signed headers
+
+# Besides every x-amz-* header: Host (which request this is) and Content-MD5 (which body).
+_SIGNED_WHEN_PRESENT = frozenset({"host", "content-md5"})
+
+
+def must_be_signed(name: str) -> bool:
+    """Whether a header present in a request must be listed in its SignedHeaders.
+
+    S3's rule for both SigV4 forms: every ``x-amz-*`` header, Host and Content-MD5. The
+    presigned form's own X-Amz-* parameters travel in the query string, which is signed
+    whole (but for X-Amz-Signature), so no header is exempt.
+    """
+    lowered = name.lower()
+    return lowered.startswith("x-amz-") or lowered in _SIGNED_WHEN_PRESENT
+
+
+def unsigned_headers(present: Iterable[str], signed: Collection[str]) -> list[str]:
+    """The present headers (lowercased, sorted) that must be signed and are not in ``signed``."""
+    signed_names = {name.lower() for name in signed}
+    return sorted(
+        {
+            name.lower()
+            for name in present
+            if must_be_signed(name) and name.lower() not in signed_names
+        }
     )
+
+
+def _refuse_unsigned_headers(header_values: dict[str, list[str]], signed_headers: str) -> None:
+    unsigned = unsigned_headers(header_values, signed_headers.split(";"))
+    if unsigned:
+        raise S3Error(
+            "AccessDenied",
+            "There were headers present in the request which were not signed",
+            extra={"HeadersNotSigned": ", ".join(unsigned)},
+        )
 
 
 # ---------------------------------------------------------------- verification
@@ -315,6 +264,9 @@ def verify_request(
         raise _unsupported_mechanism()
     else:
         raise S3Error("AccessDenied", "Access Denied")
+    # Only what was signed may be obeyed: an unsigned x-amz-acl or x-amz-copy-source added to
+    # a captured request would otherwise be acted on under the signer's name.
+    _refuse_unsigned_headers(header_values, signed.signed_headers)
 
     secret = lookup_secret(signed.credential.access_key)
     if secret is None:
@@ -348,7 +300,7 @@ def verify_request(
         scope=credential.scope,
         amz_date=signed.amz_date,
         signature=signed.signature,
-        payload_hash=signed.payload_hash,
+        payload_hash=parse_payload_hash(signed.payload_hash),
         presigned=signed.presigned,
     )
 
@@ -430,6 +382,7 @@ def _check_signed_headers(signed_headers: str, code: str, message: str) -> None:
 
 
 def _payload_hash(header_values: dict[str, list[str]], *, required: bool) -> str:
+    """x-amz-content-sha256 as sent (it is what the client signed), after checking its form."""
     value = _single(header_values, "x-amz-content-sha256")
     if value is None:
         if required:
@@ -438,18 +391,8 @@ def _payload_hash(header_values: dict[str, list[str]], *, required: bool) -> str
                 "Missing required header for this request: x-amz-content-sha256",
             )
         return UNSIGNED_PAYLOAD
-    if value in _SIGV4A_STREAMING:
-        raise _sigv4a_not_implemented()
-    if value in _KNOWN_PAYLOAD_MARKERS or _SHA256_HEX.fullmatch(value):
-        return value
-    raise S3Error(
-        "InvalidArgument",
-        "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-UNSIGNED-PAYLOAD-TRAILER, "
-        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD, STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER, "
-        "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD, "
-        "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER or a valid sha256 value.",
-        extra={"ArgumentName": "x-amz-content-sha256", "ArgumentValue": value},
-    )
+    parse_payload_hash(value)
+    return value
 
 
 _HEADER_PREFIX = "The authorization header is malformed"
@@ -466,7 +409,7 @@ def _parse_header_auth(
     if algorithm == "AWS":
         raise _unsupported_mechanism()
     if algorithm == SIGV4A_ALGORITHM:
-        raise _sigv4a_not_implemented()
+        raise sigv4a_not_implemented()
     if algorithm != ALGORITHM:
         raise S3Error(
             "InvalidArgument",
@@ -570,7 +513,7 @@ def _parse_query_auth(
         )
     algorithm = params["X-Amz-Algorithm"]
     if algorithm == SIGV4A_ALGORITHM:
-        raise _sigv4a_not_implemented()
+        raise sigv4a_not_implemented()
     if algorithm != ALGORITHM:
         raise S3Error(
             "AuthorizationQueryParametersError",
@@ -615,16 +558,6 @@ def _parse_query_auth(
             },
         )
 
-    signed_names = {name.lower() for name in signed_headers.split(";")}
-    unsigned = sorted(
-        name for name in header_values if name.startswith("x-amz-") and name not in signed_names
-    )
-    if unsigned:
-        raise S3Error(
-            "AccessDenied",
-            "There were headers present in the request which were not signed",
-            extra={"HeadersNotSigned": ", ".join(unsigned)},
-        )
     return _SignedRequest(
         credential=credential,
         signed_headers=signed_headers,
