@@ -13,14 +13,14 @@ Piece payloads never pass through this module: ``send_piece_header`` queues the
 from __future__ import annotations
 
 import enum
-import functools
-import hashlib
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, TypeAlias
 
 import fastbencode
+
+from s3torrent.torrent.merkle import merkle_layers
 
 __all__ = [
     "BLOCK_SIZE",
@@ -96,7 +96,6 @@ _PROTOCOL_PREFIX: Final = b"\x13BitTorrent protocol"
 _U32: Final = struct.Struct(">I")
 _PREFIX_AND_ID: Final = struct.Struct(">IB")
 _HASH_HEADER: Final = struct.Struct(">32sIIII")
-_ZERO_HASH: Final = bytes(32)
 
 
 # --------------------------------------------------------------------------- messages
@@ -648,33 +647,6 @@ def _metadata_reply(metadata: bytes, piece: int) -> bytes:
 
 
 # ---------------------------------------------------------------------- BEP 52 merkle
-
-
-def _sha256_pair(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(left + right).digest()
-
-
-def _pad_hash(height: int) -> bytes:
-    """Root of a subtree of `2**height` zero leaves: fills a layer past the file's end."""
-    node = _ZERO_HASH
-    for _ in range(height):
-        node = _sha256_pair(node, node)
-    return node
-
-
-@functools.lru_cache(maxsize=64)
-def merkle_layers(piece_layer: bytes, piece_length: int) -> tuple[tuple[bytes, ...], ...]:
-    """Every layer of a file's tree from its piece layer (padded to 2**k) up to the root."""
-    pieces = [piece_layer[i : i + 32] for i in range(0, len(piece_layer), 32)]
-    width = 1 << max(0, (len(pieces) - 1).bit_length())
-    layer = pieces + [_pad_hash((piece_length // BLOCK_SIZE).bit_length() - 1)] * (
-        width - len(pieces)
-    )
-    layers = [tuple(layer)]
-    while len(layer) > 1:
-        layer = [_sha256_pair(layer[i], layer[i + 1]) for i in range(0, len(layer), 2)]
-        layers.append(tuple(layer))
-    return tuple(layers)
 
 
 def answer_hash_request(request: HashRequest, torrent: TorrentView) -> Hashes | HashReject:
