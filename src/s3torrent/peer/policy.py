@@ -200,9 +200,6 @@ class SwarmPolicy:
         """Connected peers hold every piece and at least two of them still download."""
         return self._missing == 0 and self.downloaders() >= 1 and len(self.peers) >= 2
 
-    def distributed_copies(self) -> int:
-        return min(self.availability) if self.availability else 0
-
     # ------------------------------------------------------------------ observations
 
     def peer_joined(self, key: PeerKey, now: float, *, super_seed: bool) -> None:
