@@ -40,7 +40,9 @@ from s3torrent.peer.handshake import (
 )
 from s3torrent.peer.hash_request import answer_hash_request
 from s3torrent.peer.messages import (
+    HASH_HEADER_SIZE,
     MAX_EXTENDED_PAYLOAD,
+    PIECE_HEADER_SIZE,
     AllowedFast,
     Bitfield,
     Cancel,
@@ -379,8 +381,8 @@ class SeedConnection:
         self._decoder.payload_limits = {
             Bitfield.MSG_ID: bitfield_size,
             Extended.MSG_ID: MAX_EXTENDED_PAYLOAD,
-            Piece.MSG_ID: 8,
-            Hashes.MSG_ID: 48,
+            Piece.MSG_ID: PIECE_HEADER_SIZE,
+            Hashes.MSG_ID: HASH_HEADER_SIZE,
         }
         self._peer_pieces = bytearray(bitfield_size)
         if self.extensions:

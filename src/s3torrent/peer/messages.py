@@ -15,7 +15,9 @@ from typing import ClassVar, Final, TypeAlias
 __all__ = [
     "BLOCK_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "HASH_HEADER_SIZE",
     "MAX_EXTENDED_PAYLOAD",
+    "PIECE_HEADER_SIZE",
     "AllowedFast",
     "Bitfield",
     "Cancel",
@@ -61,6 +63,9 @@ MAX_EXTENDED_PAYLOAD: Final = 17 * 1024
 _U32: Final = struct.Struct(">I")
 _PREFIX_AND_ID: Final = struct.Struct(">IB")
 _HASH_HEADER: Final = struct.Struct(">32sIIII")
+# Payload bytes before a piece's block / a hashes message's hashes.
+PIECE_HEADER_SIZE: Final = 8
+HASH_HEADER_SIZE: Final = _HASH_HEADER.size
 
 
 # --------------------------------------------------------------------------- messages
