@@ -282,3 +282,15 @@ def test_without_implied_padding_a_request_past_the_end_still_closes(
 def test_handshake_length_constant_matches_an_encoded_handshake() -> None:
     hs = Handshake.build(V1.info_hash, LEECH_ID, fast=True, extensions=True, v2=False)
     assert len(hs.encode()) == HANDSHAKE_LENGTH
+
+
+def test_a_run_of_requests_decodes_in_one_pass_like_one_at_a_time() -> None:
+    messages: list[Message] = [Request(i, i * BLOCK_SIZE, BLOCK_SIZE) for i in range(50)]
+    messages[10:10] = [Have(3), Interested()]
+    data = b"".join(encode_message(m) for m in messages)
+    whole = MessageDecoder().feed(data)
+    byte_by_byte: list[Message] = []
+    decoder = MessageDecoder()
+    for i in range(len(data)):
+        byte_by_byte += decoder.feed(data[i : i + 1])
+    assert whole == byte_by_byte == messages and decoder.buffered == 0

@@ -275,12 +275,14 @@ class PeerLink:
         if now < self.rate_wait_until:
             return
         conn = self.conn
+        policy = swarm.policy
+        capping = policy.capping()  # fixed while we queue: only peer events change it
         while self.queue and self.blocks_queued < MAX_QUEUED_BLOCKS and self.out_bytes < high:
             index, begin, length = self.queue[0]
             if not conn.is_pending(index, begin, length):
                 self.queue.popleft()
                 continue
-            delay = swarm.policy.upload_delay(length, now)
+            delay = policy.upload_delay(length, now) if capping else 0.0
             if delay > 0:
                 self.rate_wait_until = now + delay
                 self.seeder._wake_later(self, delay)

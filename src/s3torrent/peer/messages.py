@@ -62,6 +62,8 @@ MAX_EXTENDED_PAYLOAD: Final = 17 * 1024
 
 _U32: Final = struct.Struct(">I")
 _PREFIX_AND_ID: Final = struct.Struct(">IB")
+_REQUEST_FRAME: Final = struct.Struct(">IBIII")
+_REQUEST_PREFIX: Final = _PREFIX_AND_ID.pack(13, 6)  # length prefix and id of a request
 _HASH_HEADER: Final = struct.Struct(">32sIIII")
 # Payload bytes before a piece's block / a hashes message's hashes.
 PIECE_HEADER_SIZE: Final = 8
@@ -356,10 +358,19 @@ class MessageDecoder:
         """Decode every complete message in the buffered bytes plus `data`."""
         self._buffer += data
         messages: list[Message] = []
-        view = memoryview(self._buffer)
+        buffer = self._buffer
+        view = memoryview(buffer)
         offset = 0
         try:
             while True:
+                # A downloading peer sends long runs of requests: decode a run in one
+                # tight pass, without the general path's per-message lookups.
+                while buffer.startswith(_REQUEST_PREFIX, offset) and (
+                    len(buffer) - offset >= _REQUEST_FRAME.size
+                ):
+                    _, _, index, begin, length = _REQUEST_FRAME.unpack_from(buffer, offset)
+                    messages.append(Request(index, begin, length))
+                    offset += _REQUEST_FRAME.size
                 size = self._complete_message_size(view, offset)
                 if size is None:
                     break
