@@ -35,7 +35,7 @@ FEED_SLICE = 1024  # bytes of peer input per state-machine call: bounds replies 
 RECV_SIZE = 64 * 1024
 MAX_QUEUED_BLOCKS = 4  # blocks handed to the socket path per peer at a time
 BLOCKS_PER_PUMP = 64  # then yield to other connections (fairness on fast links)
-_ZEROS = bytes(wire.BLOCK_SIZE * 8)  # implied padding is at most one request long
+_ZEROS = bytes(wire.BLOCK_SIZE * 8)  # implied tail padding is sent in slices of this
 
 
 @dataclass(slots=True)
