@@ -117,6 +117,11 @@ class SeederSettings(BaseModel):
     idle_timeout: float = 180.0
     keepalive_interval: float = 120.0
     max_outstanding_requests: int = 250
+    """Requests a peer may have outstanding (its `reqq`): beyond it a Fast-extension peer
+    gets REJECT_REQUEST, and a peer without the extension is queued (BEP 3 has no refusal)."""
+    max_queued_requests: int = 2048
+    """Hard cap on queued requests of a peer without the Fast extension; the excess is
+    dropped (the peer requests it again)."""
     max_request_length: int = 128 * 1024
     write_high_water: int = 256 * 1024
     """Control bytes queued for one peer above which we stop reading from it."""

@@ -125,6 +125,34 @@ def test_a_protocol_violation_closes_that_connection_only(
     assert healthy(live)
 
 
+@pytest.mark.parametrize(
+    ("msg_id", "size"),
+    [
+        (wire.Bitfield.MSG_ID, MiB - 1),  # a re-advertised bitfield far above the torrent's 9 bytes
+        (wire.Extended.MSG_ID, 60 * 1024),  # no extension message is that large
+    ],
+    ids=["readvertised-bitfield", "extension"],
+)
+def test_an_oversized_message_closes_before_its_body_is_buffered(
+    live: LiveServer, published: tuple[bytes, bytes], msg_id: int, size: int
+) -> None:
+    bystander = unchoked_peer(live, published[1])
+    attacker = RawPeer(live.peer_port)
+    try:
+        assert attacker.handshake(published[1])
+        attacker.send(wire.Bitfield(bytes(9)), wire.Interested())  # 65 pieces: 9 bytes
+        # The header and most of the body, never its end: a seeder that waits for
+        # the whole message holds it all and keeps the connection open.
+        with contextlib.suppress(ConnectionError):
+            attacker.send_raw(struct.pack(">IB", 1 + size, msg_id) + bytes(size - 1024))
+        assert attacker.closed_by_peer(timeout=5)
+        bystander.send(wire.Request(2, 0, PIECE))
+        assert bystander.read_until(wire.Piece.MSG_ID)[8:] == published[0][2 * PIECE : 3 * PIECE]
+    finally:
+        attacker.close()
+        bystander.close()
+
+
 def test_ten_thousand_pipelined_requests_each_get_one_answer(
     live: LiveServer, published: tuple[bytes, bytes]
 ) -> None:
@@ -150,6 +178,30 @@ def test_ten_thousand_pipelined_requests_each_get_one_answer(
         peer.close()
     assert rss_kib(live.proc.pid) - rss_before < 40 * 1024  # type: ignore[union-attr]
     download_block(live, published)
+
+
+def test_a_plain_peer_pipelining_past_reqq_gets_every_block(
+    live: LiveServer, published: tuple[bytes, bytes]
+) -> None:
+    """rtorrent (no Fast extension) pipelines past our advertised reqq of 250."""
+    data, info_hash = published
+    peer = RawPeer(live.peer_port)
+    blocks = [(i % 64, i // 64, 1) for i in range(400)]
+    try:
+        assert peer.handshake(info_hash, fast=False)
+        peer.send(wire.Interested())
+        peer.read_until(wire.Unchoke.MSG_ID)
+        peer.send_raw(b"".join(wire.encode_message(wire.Request(*b)) for b in blocks))
+        peer.sock.settimeout(30)
+        served = set()
+        while len(served) < len(blocks):
+            payload = peer.read_until(wire.Piece.MSG_ID)
+            index, begin = struct.unpack(">II", payload[:8])
+            assert payload[8:] == data[index * PIECE + begin : index * PIECE + begin + 1]
+            served.add((index, begin, 1))
+        assert served == set(blocks)
+    finally:
+        peer.close()
 
 
 def test_a_slowloris_that_never_reads_stays_bounded(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import struct
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from urllib.parse import quote, quote_from_bytes
 import pytest
 from fastbencode import bdecode  # type: ignore[attr-defined]
 
+from s3torrent.peer import wire
 from tests.conftest import LiveServer, free_port, make_client, start_server
 from tests.seeding import (
     RawPeer,
@@ -187,3 +189,37 @@ def test_revocation_stops_a_download_and_refuses_reconnects(
     finally:
         session.remove_torrent(handle)
         del session
+
+
+def test_hybrid_last_piece_is_served_with_its_implied_zero_padding(tmp_path: Path) -> None:
+    """libtorrent 2.0.x asks for a hybrid torrent's last piece at its full length."""
+    srv = start_server(
+        tmp_path / "srv",
+        env={"S3TORRENT_TORRENT__FORMAT": "hybrid", "S3TORRENT_SEEDER__MODE": "fastest"},
+    )
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="padded")
+        data, torrent = publish(s3, srv.endpoint, "padded", "p.bin", 33 * MiB + 5)
+        info = bdecode(torrent)[b"info"]
+        piece_length = info[b"piece length"]
+        assert piece_length == 32 * 1024  # so a whole block lies in the padding
+        last = len(data) // piece_length
+        peer = RawPeer(srv.peer_port)
+        try:
+            assert peer.handshake(info_hash_v1(torrent))
+            peer.send(wire.Interested())
+            peer.read_until(wire.Unchoke.MSG_ID)
+            peer.send(
+                wire.Request(last, 0, 16 * 1024),  # 5 bytes of the object, then zeros
+                wire.Request(last, 16 * 1024, 16 * 1024),  # zeros only
+            )
+            first = peer.read_until(wire.Piece.MSG_ID)
+            second = peer.read_until(wire.Piece.MSG_ID)
+        finally:
+            peer.close()
+        assert first[:8] == struct.pack(">II", last, 0)
+        assert first[8:] == data[last * piece_length :] + bytes(16 * 1024 - 5)
+        assert second == struct.pack(">II", last, 16 * 1024) + bytes(16 * 1024)
+    finally:
+        srv.stop()

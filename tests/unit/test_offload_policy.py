@@ -216,8 +216,9 @@ def test_upload_is_capped_once_the_swarm_holds_every_piece() -> None:
     policy.peer_joined(1, 0.0, super_seed=True)
     policy.peer_joined(2, 0.0, super_seed=True)
     assert policy.upload_delay(PIECE, 0.0) == 0.0  # pieces still missing: no cap
+    assert not policy.capping()
     policy.peer_have_all(1, 0.0)
-    assert policy.carrying()
+    assert policy.carrying() and policy.capping()
     sent = 0
     t = 0.0
     while t < 10.0:
@@ -226,6 +227,16 @@ def test_upload_is_capped_once_the_swarm_holds_every_piece() -> None:
         else:
             t += 0.01
     assert sent <= PIECE * 10 + policy._burst() + 16384
+
+
+def test_fastest_mode_or_no_carry_rate_never_caps() -> None:
+    for chosen in (PolicySettings(mode="fastest"), PolicySettings(carry_rate=0)):
+        policy = SwarmPolicy(8, PIECE, chosen, rng=random.Random(3))
+        policy.peer_joined(1, 0.0, super_seed=False)
+        policy.peer_joined(2, 0.0, super_seed=False)
+        policy.peer_have_all(1, 0.0)
+        assert not policy.capping()
+        assert all(policy.upload_delay(PIECE, 0.0) == 0.0 for _ in range(100))
 
 
 def test_the_last_piece_is_never_revealed_on_its_own() -> None:

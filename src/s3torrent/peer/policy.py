@@ -200,9 +200,6 @@ class SwarmPolicy:
         """Connected peers hold every piece and at least two of them still download."""
         return self._missing == 0 and self.downloaders() >= 1 and len(self.peers) >= 2
 
-    def distributed_copies(self) -> int:
-        return min(self.availability) if self.availability else 0
-
     # ------------------------------------------------------------------ observations
 
     def peer_joined(self, key: PeerKey, now: float, *, super_seed: bool) -> None:
@@ -279,6 +276,14 @@ class SwarmPolicy:
     def _burst(self) -> int:
         return max(self.settings.carry_rate, 4 * self.piece_length, 256 * 1024)
 
+    def capping(self) -> bool:
+        """Whether upload_delay may hold bytes back now; while False it need not be asked.
+
+        It changes only with what peers hold (and the mode), so the seeder asks once per
+        run of blocks instead of once per block.
+        """
+        return self.mode != "fastest" and self.settings.carry_rate > 0 and self.carrying()
+
     def upload_delay(self, nbytes: int, now: float) -> float:
         """0 to send `nbytes` now (and charge them), else seconds to wait before asking again."""
         rate = self.settings.carry_rate
@@ -286,7 +291,7 @@ class SwarmPolicy:
         self._bucket_time = now
         if rate > 0:
             self._bucket = min(float(self._burst()), self._bucket + elapsed * rate)
-        if self.mode == "fastest" or rate <= 0 or not self.carrying():
+        if not self.capping():
             return 0.0
         if self._bucket >= nbytes:
             self._bucket -= nbytes

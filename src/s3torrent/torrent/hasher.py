@@ -27,54 +27,15 @@ import hashlib
 import mmap
 import os
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from s3torrent.torrent.merkle import HASH_SIZE, merkle_root, next_power_of_two, pieces_root
 from s3torrent.torrent.pieces import BLOCK_SIZE, PieceLayout, is_valid_piece_length
 
 SHA1_SIZE = 20
-SHA256_SIZE = 32
+SHA256_SIZE = HASH_SIZE
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
-
-
-def _zero_subtree_roots(levels: int) -> tuple[bytes, ...]:
-    roots = [bytes(SHA256_SIZE)]
-    for _ in range(levels):
-        roots.append(hashlib.sha256(roots[-1] + roots[-1]).digest())
-    return tuple(roots)
-
-
-# _ZERO_ROOTS[k] is the root of a subtree of 2**k zero leaves: the padding at height k.
-# 64 levels cover any file a 64-bit length can describe.
-_ZERO_ROOTS = _zero_subtree_roots(64)
-
-
-def _next_power_of_two(n: int) -> int:
-    return 1 if n <= 1 else 1 << (n - 1).bit_length()
-
-
-def _merkle_root(nodes: Sequence[bytes], width: int, height: int = 0) -> bytes:
-    """Root over ``nodes`` (at tree height ``height``) padded to ``width`` nodes.
-
-    ``width`` is a power of two >= len(nodes); missing nodes are zero subtrees.
-    """
-    level = list(nodes)
-    while width > 1:
-        if len(level) % 2:
-            level.append(_ZERO_ROOTS[height])
-        level = [hashlib.sha256(level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
-        width //= 2
-        height += 1
-    return level[0]
-
-
-def _pieces_root(piece_layer: bytes, piece_length: int) -> bytes:
-    """The file's merkle root from its piece layer (one or more 32-byte hashes)."""
-    hashes = [piece_layer[i : i + SHA256_SIZE] for i in range(0, len(piece_layer), SHA256_SIZE)]
-    if len(hashes) == 1:
-        return hashes[0]
-    piece_height = (piece_length // BLOCK_SIZE).bit_length() - 1
-    return _merkle_root(hashes, _next_power_of_two(len(hashes)), piece_height)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,11 +159,11 @@ class TorrentHasher:
             # A file of at most one piece has a tree only as wide as its own blocks;
             # any other piece is a full-width subtree of the file's tree.
             width = (
-                _next_power_of_two(len(self._leaves))
+                next_power_of_two(len(self._leaves))
                 if short_tree
                 else self._piece_length // BLOCK_SIZE
             )
-            self._piece_layer += _merkle_root(self._leaves, width)
+            self._piece_layer += merkle_root(self._leaves, width)
             self._leaves = []
         self._piece_fill = 0
         self._closed_pieces += 1
@@ -224,12 +185,12 @@ class TorrentHasher:
 
     def finish(self) -> PieceHashes:
         pieces_v1, piece_layer = self._finish_pieces(whole_file=True)
-        pieces_root = _pieces_root(piece_layer, self._piece_length) if piece_layer else None
+        root = pieces_root(piece_layer, self._piece_length) if piece_layer else None
         return PieceHashes(
             length=self._length,
             piece_length=self._piece_length,
             pieces_v1=pieces_v1,
-            pieces_root=pieces_root,
+            pieces_root=root,
             piece_layer=piece_layer,
         )
 
@@ -316,7 +277,7 @@ def hash_ranges_parallel(
         length=layout.total_length,
         piece_length=layout.piece_length,
         pieces_v1=bytes(pieces_v1) if v1 else None,
-        pieces_root=_pieces_root(layer, layout.piece_length) if layer else None,
+        pieces_root=pieces_root(layer, layout.piece_length) if layer else None,
         piece_layer=layer,
     )
 

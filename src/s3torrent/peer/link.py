@@ -1,0 +1,441 @@
+"""One peer connection of the origin seeder: socket callbacks around a SeedConnection.
+
+This layer only moves bytes: peer input goes to the sans-IO state machine in small
+slices, and piece payloads go from the blob file to the socket with ``os.sendfile``
+(no copy through Python), each right behind its 13-byte header sent with
+``MSG_MORE``; blobs without a local file are read off the loop. Reading stops while
+the control bytes we owe the peer sit above ``write_high_water``; at most a few
+blocks are queued per peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import socket
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from s3torrent.peer import wire
+from s3torrent.torrent.catalog import TorrentInfo
+
+if TYPE_CHECKING:
+    from s3torrent.peer.seeder import Seeder
+    from s3torrent.peer.swarm import Swarm
+
+__all__ = ["OwedBlock", "PeerLink"]
+
+log = logging.getLogger(__name__)
+
+FEED_SLICE = 1024  # bytes of peer input per state-machine call: bounds replies per step
+RECV_SIZE = 64 * 1024
+MAX_QUEUED_BLOCKS = 4  # blocks handed to the socket path per peer at a time
+BLOCKS_PER_PUMP = 64  # then yield to other connections (fairness on fast links)
+_ZEROS = bytes(wire.BLOCK_SIZE * 8)  # implied tail padding is sent in slices of this
+
+
+@dataclass(slots=True)
+class OwedBlock:
+    """A piece payload owed to the peer; its header was queued just before it."""
+
+    index: int
+    begin: int
+    length: int
+    offset: int  # in the object
+    valid: int  # bytes in the object; the rest of `length` is implied zero padding
+    done: int = 0
+    data: memoryview | None = None  # when read off the loop (no local file)
+    reading: bool = False
+
+
+class PeerLink:
+    """One peer connection: socket callbacks around a SeedConnection."""
+
+    def __init__(self, seeder: Seeder, sock: socket.socket, ip: str, key: int) -> None:
+        self.seeder = seeder
+        self.loop = seeder.loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.ip = ip
+        self.key = key
+        now = seeder.clock()
+        self.conn = wire.SeedConnection(seeder.peer_id, now, seeder.limits)
+        self.swarm: Swarm | None = None
+        self.out: deque[memoryview | OwedBlock] = deque()
+        self.out_bytes = 0
+        self.blocks_queued = 0
+        self.unfed = bytearray()
+        self.handshake_left = wire.HANDSHAKE_LENGTH
+        self.queue: deque[tuple[int, int, int]] = deque()
+        limits = seeder.limits
+        self.queue_bound = max(limits.max_queued_requests, limits.max_outstanding_requests)
+        self.reading = False
+        self.writing = False
+        self.closed = False
+        self.deciding = False
+        self.rate_wait_until = 0.0
+        self._pump_scheduled = False
+        self._resolve_task: asyncio.Task[None] | None = None
+        self._resume_reading()
+
+    # ---------------------------------------------------------------- reading
+
+    def _resume_reading(self) -> None:
+        if not self.reading and not self.closed:
+            self.reading = True
+            self.loop.add_reader(self.fd, self._on_readable)
+
+    def _pause_reading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.fd)
+
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close(f"recv: {exc}")
+            return
+        if not data:
+            self.close("peer closed")
+            return
+        self.unfed += data
+        self.seeder.stats.bytes_received += len(data)
+        self.feed()
+
+    def feed(self) -> None:
+        now = self.seeder.clock()
+        high = self.seeder.settings.write_high_water
+        while self.unfed and not self.closed and not self.deciding and self.out_bytes < high:
+            events = self.conn.receive_data(self._next_slice(), now)
+            self.collect()
+            self._handle(events, now)
+        if self.closed:
+            return
+        if self.unfed and (self.deciding or self.out_bytes >= high):
+            self._pause_reading()  # resumed when the peer reads what we owe it / decided
+        else:
+            self._resume_reading()
+        self.pump()
+
+    def _next_slice(self) -> bytes:
+        """The next bytes for the state machine: the handshake alone, then small slices.
+
+        The handshake goes first on its own so that nothing behind it is parsed before
+        the torrent is decided. The state machine bounds what it buffers by message
+        type, so a slice may end anywhere.
+        """
+        n = min(len(self.unfed), FEED_SLICE)
+        if self.handshake_left:
+            n = min(n, self.handshake_left)
+            self.handshake_left -= n
+        chunk = bytes(self.unfed[:n])
+        del self.unfed[:n]
+        return chunk
+
+    def _handle(self, events: list[wire.Event], now: float) -> None:
+        swarm = self.swarm
+        for ev in events:
+            match ev:
+                case wire.PieceRequested(index, begin, length):
+                    self.seeder.stats.requests += 1
+                    self.queue.append((index, begin, length))
+                    # Drop served and cancelled entries once they could outnumber the
+                    # pending ones; the state machine bounds those.
+                    if len(self.queue) > 2 * self.queue_bound:
+                        self.queue = deque(b for b in self.queue if self.conn.is_pending(*b))
+                case wire.HandshakeReceived():
+                    self._on_handshake(ev, now)
+                case wire.PeerHas(index) if swarm is not None:
+                    swarm.policy.peer_has(self.key, index, now)
+                    swarm.schedule_decide()
+                case wire.PeerBitfield(bits) if swarm is not None:
+                    swarm.policy.peer_bitfield(self.key, bits, now)
+                    swarm.schedule_decide()
+                case wire.PeerHaveAll() if swarm is not None:
+                    swarm.policy.peer_have_all(self.key, now)
+                    swarm.schedule_decide()
+                case wire.PeerInterested() if swarm is not None:
+                    swarm.policy.peer_interested(self.key, True, now)
+                    swarm.schedule_decide()
+                case wire.PeerNotInterested() if swarm is not None:
+                    swarm.policy.peer_interested(self.key, False, now)
+                    swarm.schedule_decide()
+                case wire.ConnectionClosed(reason):
+                    self.seeder.stats.protocol_errors += 1
+                    self.close(f"protocol: {reason}")
+                    return
+
+    # ---------------------------------------------------------------- handshake
+
+    def _on_handshake(self, ev: wire.HandshakeReceived, now: float) -> None:
+        info = self.seeder.public.get(ev.info_hash)
+        if info is not None:
+            # The one access decision, asked with this peer's address and the time.
+            if self.seeder.public.admits(info, self.ip):
+                self._accept(info, now)
+            else:
+                self.seeder.stats.refused_handshakes += 1
+                self.close("not allowed for this peer")
+            return
+        self.deciding = True
+        self._pause_reading()
+        self._resolve_task = self.loop.create_task(self._resolve(ev.info_hash))
+
+    async def _resolve(self, info_hash: bytes) -> None:
+        try:
+            info = await self.seeder.public.admit(info_hash, self.ip)
+        except Exception:
+            log.exception("resolving a handshake's info-hash failed")
+            info = None
+        self._resolve_task = None
+        if self.closed:
+            return
+        self.deciding = False
+        if info is None:
+            self.seeder.stats.refused_handshakes += 1
+            self.close("unknown info-hash")
+            return
+        now = self.seeder.clock()
+        self._accept(info, now)
+        if not self.closed:
+            self.feed()
+
+    def _accept(self, info: TorrentInfo, now: float) -> None:
+        swarm = self.seeder._swarm_for(info, now)
+        if swarm is None or len(swarm.links) >= self.seeder.settings.max_per_torrent:
+            self.seeder.stats.refused_handshakes += 1
+            self.conn.reject()
+            self.close("torrent refused")
+            return
+        self.swarm = swarm
+        super_seed = swarm.policy.super_seed()
+        # A hybrid torrent's peer that offers v2 expects the v2 info-hash back (BEP 52).
+        events = self.conn.accept(swarm.view, now, super_seed=super_seed, upgrade_to_v2=True)
+        swarm.add(self, now, super_seed=super_seed)
+        self.collect()
+        self._handle(events, now)
+        swarm.schedule_decide()
+
+    # ---------------------------------------------------------------- writing
+
+    def collect(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.out.append(memoryview(data))
+            self.out_bytes += len(data)
+
+    def pump(self) -> None:
+        """Queue requested blocks the policy lets through, and write what we can."""
+        if self.closed:
+            return
+        budget = BLOCKS_PER_PUMP
+        while True:
+            self._serve()
+            sent = self._flush(budget)
+            if sent < 0 or self.closed:
+                return
+            budget -= sent
+            if budget <= 0:
+                self._schedule_pump()  # let other connections run, then go on
+                break
+            if self.out or not self._servable():
+                break  # the socket is full (writer armed), a read is pending, or all done
+        high = self.seeder.settings.write_high_water
+        if self.unfed and not self.deciding and self.out_bytes < high:
+            self.loop.call_soon(self.feed)
+
+    def _servable(self) -> bool:
+        swarm = self.swarm
+        return (
+            bool(self.queue)
+            and swarm is not None
+            and not swarm.suspended
+            and not swarm.closed
+            and self.seeder.clock() >= self.rate_wait_until
+        )
+
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+
+            def run() -> None:
+                self._pump_scheduled = False
+                self.pump()
+
+            self.loop.call_soon(run)
+
+    def _serve(self) -> None:
+        swarm = self.swarm
+        if swarm is None or swarm.suspended or swarm.closed:
+            return
+        high = self.seeder.settings.write_high_water
+        now = self.seeder.clock()
+        if now < self.rate_wait_until:
+            return
+        conn = self.conn
+        policy = swarm.policy
+        capping = policy.capping()  # fixed while we queue: only peer events change it
+        while self.queue and self.blocks_queued < MAX_QUEUED_BLOCKS and self.out_bytes < high:
+            index, begin, length = self.queue[0]
+            if not conn.is_pending(index, begin, length):
+                self.queue.popleft()
+                continue
+            delay = policy.upload_delay(length, now) if capping else 0.0
+            if delay > 0:
+                self.rate_wait_until = now + delay
+                self.seeder._wake_later(self, delay)
+                return
+            self.queue.popleft()
+            if conn.send_piece_header(index, begin, length):
+                self.collect()
+                offset = index * swarm.view.piece_length + begin
+                valid = swarm.view.data_length(index, begin, length)
+                self.out.append(OwedBlock(index, begin, length, offset, valid))
+                self.blocks_queued += 1
+
+    def _flush(self, budget: int) -> int:
+        """Write queued bytes until the socket is full; the number of blocks finished, or -1."""
+        finished = 0
+        sock = self.sock
+        while self.out:
+            item = self.out[0]
+            if isinstance(item, memoryview):
+                flags = socket.MSG_MORE if len(self.out) > 1 else 0
+                try:
+                    n = sock.send(item, flags)
+                except (BlockingIOError, InterruptedError):
+                    self._want_write()
+                    return finished
+                except OSError as exc:
+                    self.close(f"send: {exc}")
+                    return -1
+                self.out_bytes -= n
+                if n < len(item):
+                    self.out[0] = item[n:]
+                    self._want_write()
+                    return finished
+                self.out.popleft()
+                continue
+            status = self._write_block(item)
+            if status < 0:
+                return -1
+            if status == 0:
+                return finished
+            self.out.popleft()
+            self.blocks_queued -= 1
+            now = self.seeder.clock()
+            self.conn.piece_sent(item.index, item.begin, item.length, now)
+            if self.swarm is not None:
+                self.swarm.piece_sent(self, item, now)
+            finished += 1
+            if finished >= budget:
+                break
+        if not self.out:
+            self._no_write()
+        return finished
+
+    def _write_block(self, block: OwedBlock) -> int:
+        """1 when the block is fully written, 0 when waiting (socket or disk), -1 when closed."""
+        swarm = self.swarm
+        if swarm is None:
+            self.close("block without a torrent")
+            return -1
+        fd = swarm.source.fd
+        while block.done < block.length:
+            try:
+                if block.done >= block.valid:
+                    # Implied padding past the object's end (hybrid torrents): zeros,
+                    # never a read past the blob.
+                    n = self.sock.send(_ZEROS[: block.length - block.done])
+                elif fd is not None:
+                    n = os.sendfile(
+                        self.fd, fd, block.offset + block.done, block.valid - block.done
+                    )
+                elif block.data is None:
+                    self._start_read(block)
+                    return 0
+                else:
+                    n = self.sock.send(block.data[block.done : block.valid])
+            except (BlockingIOError, InterruptedError):
+                self._want_write()
+                return 0
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    self._want_write()
+                    return 0
+                self.close(f"sendfile: {exc}")
+                return -1
+            if n == 0:
+                self.close("blob shorter than the torrent")
+                return -1
+            block.done += n
+        block.data = None
+        return 1
+
+    def _start_read(self, block: OwedBlock) -> None:
+        if block.reading or self.swarm is None:
+            return
+        block.reading = True
+        self._no_write()
+        source = self.swarm.source
+
+        async def read() -> None:
+            try:
+                data = await source.read(block.offset, block.valid)
+            except Exception as exc:
+                self.close(f"read: {exc}")
+                return
+            if len(data) != block.valid:
+                self.close("blob shorter than the torrent")
+                return
+            block.data = memoryview(data)
+            self.pump()
+
+        self.loop.create_task(read())
+
+    def _want_write(self) -> None:
+        if not self.writing and not self.closed:
+            self.writing = True
+            self.loop.add_writer(self.fd, self.pump)
+
+    def _no_write(self) -> None:
+        if self.writing:
+            self.writing = False
+            self.loop.remove_writer(self.fd)
+
+    # ---------------------------------------------------------------- timers, close
+
+    def tick(self, now: float) -> None:
+        if self.conn.timed_out(now):
+            self.seeder.stats.timeouts += 1
+            self.close("timed out")
+            return
+        if self.conn.keepalive_due(now):
+            self.conn.send_keepalive(now)
+            self.collect()
+            self.pump()
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        log.debug("peer %s:%d closed: %s", self.ip, self.key, reason)
+        self._pause_reading()
+        self._no_write()
+        if self._resolve_task is not None:
+            self._resolve_task.cancel()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        self.out.clear()
+        self.queue.clear()
+        self.unfed.clear()
+        self.seeder._forget(self)
+        if self.swarm is not None:
+            self.swarm.remove(self, self.seeder.clock())

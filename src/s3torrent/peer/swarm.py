@@ -1,0 +1,222 @@
+"""One published torrent at the origin seeder: its connections, offload policy and blob."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from s3torrent.config import SeederSettings
+from s3torrent.peer import wire
+from s3torrent.peer.policy import (
+    Action,
+    ChokePeer,
+    PolicySettings,
+    RevealPiece,
+    SuggestPiece,
+    SwarmPolicy,
+    UnchokePeer,
+)
+from s3torrent.store import metadata as md
+from s3torrent.store.objects import ObjectStore
+from s3torrent.torrent.catalog import TorrentInfo
+from s3torrent.torrent.metainfo import piece_layers_for
+
+if TYPE_CHECKING:
+    from s3torrent.peer.link import OwedBlock, PeerLink
+    from s3torrent.peer.seeder import Seeder
+
+__all__ = [
+    "BlobSource",
+    "Swarm",
+    "TorrentStats",
+    "apply_action",
+    "policy_settings",
+    "torrent_view",
+]
+
+log = logging.getLogger(__name__)
+
+
+def torrent_view(info: TorrentInfo) -> wire.TorrentView:
+    """What the wire needs to serve one published torrent."""
+    h, ih = info.hashes, info.info_hash
+    primary = ih.v1 if ih.v1 is not None else ih.v2_truncated
+    assert primary is not None
+    return wire.TorrentView(
+        info_hash=primary,
+        piece_count=h.layout.count,
+        piece_length=h.piece_length,
+        total_length=h.length,
+        metadata=info.info,
+        info_hash_v2=ih.v2,
+        piece_layers=piece_layers_for(h),
+    )
+
+
+def policy_settings(s: SeederSettings) -> PolicySettings:
+    return PolicySettings(
+        mode=s.mode,
+        unchoke_slots=s.unchoke_slots,
+        round_interval=s.choke_interval,
+        alone_window=s.alone_window,
+        peer_window=s.peer_window,
+        unspread_limit=s.unspread_limit,
+        stall_timeout=s.stall_timeout,
+        carry_rate=s.carry_upload_rate,
+    )
+
+
+@dataclass(slots=True)
+class TorrentStats:
+    bucket: str
+    key: str
+    version_id: str
+    bytes_sent: int = 0
+    blocks_sent: int = 0
+    connections: int = 0
+    peers_seen: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "version_id": self.version_id,
+            "bytes_sent": self.bytes_sent,
+            "blocks_sent": self.blocks_sent,
+            "connections": self.connections,
+            "peers_seen": self.peers_seen,
+        }
+
+
+class BlobSource:
+    """A version's bytes: an open file for sendfile, else reads off the loop."""
+
+    def __init__(self, store: ObjectStore, info: TorrentInfo) -> None:
+        self.store = store
+        self.info = info
+        self.fd: int | None = None
+        self._obj: md.ObjectVersion | None = None
+        path = store.blobs.local_path(info.version_id)
+        if path is not None:
+            with contextlib.suppress(OSError):
+                self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        if self.fd is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+
+    async def read(self, offset: int, length: int) -> bytes:
+        if self._obj is None:
+            vid = self.info.version_id
+            self._obj = await self.store.meta.object_by_version(vid)
+            if self._obj is None:
+                raise FileNotFoundError(f"version {vid} is gone")
+        obj = self._obj
+        return await asyncio.get_running_loop().run_in_executor(
+            self.store.executor, self.store.read_range, obj, offset, length
+        )
+
+    def close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+
+class Swarm:
+    """One published torrent's connections, policy and blob at this node."""
+
+    def __init__(self, seeder: Seeder, info: TorrentInfo, now: float) -> None:
+        self.seeder = seeder
+        self.info = info
+        self.view = torrent_view(info)
+        self.policy = SwarmPolicy(
+            self.view.piece_count,
+            self.view.piece_length,
+            policy_settings(seeder.settings),
+            now=now,
+        )
+        self.links: dict[int, PeerLink] = {}
+        self.source = BlobSource(seeder.store, info)
+        self.suspended = False
+        self.closed = False
+        self._decide_scheduled = False
+        hexid = (info.info_hash.v1 or info.info_hash.v2 or b"").hex()
+        stats = seeder.stats.torrents.get(hexid)
+        if stats is None or stats.version_id != info.version_id:
+            stats = TorrentStats(info.bucket, info.key, info.version_id)
+            seeder.stats.torrents[hexid] = stats
+        self.tstats = stats
+
+    def add(self, link: PeerLink, now: float, *, super_seed: bool) -> None:
+        self.links[link.key] = link
+        self.tstats.connections = len(self.links)
+        self.tstats.peers_seen += 1
+        self.policy.peer_joined(link.key, now, super_seed=super_seed)
+
+    def remove(self, link: PeerLink, now: float) -> None:
+        if self.links.pop(link.key, None) is None:
+            return
+        self.tstats.connections = len(self.links)
+        self.policy.peer_left(link.key, now)
+        if not self.links and not self.closed:
+            self.seeder._drop_swarm(self)
+        else:
+            self.schedule_decide()
+
+    def schedule_decide(self) -> None:
+        if not self._decide_scheduled and not self.closed:
+            self._decide_scheduled = True
+            asyncio.get_running_loop().call_soon(self.decide)
+
+    def decide(self) -> None:
+        self._decide_scheduled = False
+        if self.closed or self.suspended:
+            return
+        now = self.seeder.clock()
+        touched: set[PeerLink] = set()
+        for action in self.policy.update(now):
+            link = self.links.get(action.peer)
+            if link is None or link.closed:
+                continue
+            apply_action(link.conn, action)
+            touched.add(link)
+        for link in touched:
+            link.collect()
+            link.pump()
+
+    def piece_sent(self, link: PeerLink, block: OwedBlock, now: float) -> None:
+        n = block.length
+        self.policy.piece_sent(link.key, block.index, n, now)
+        self.tstats.bytes_sent += n
+        self.tstats.blocks_sent += 1
+        self.seeder.stats.bytes_sent += n
+        self.seeder.stats.blocks_sent += 1
+        callback = self.seeder.on_piece_sent
+        if callback is not None:
+            try:
+                callback(self.info.bucket, self.info.key, n)
+            except Exception:
+                log.exception("piece metering callback failed")
+
+    def close(self, reason: str) -> None:
+        self.closed = True
+        for link in list(self.links.values()):
+            link.close(reason)
+        self.links.clear()
+        self.source.close()
+
+
+def apply_action(conn: wire.SeedConnection, action: Action) -> None:
+    match action:
+        case UnchokePeer():
+            conn.unchoke()
+        case ChokePeer():
+            conn.choke()
+        case RevealPiece(_, index):
+            conn.have(index)
+        case SuggestPiece(_, index):
+            conn.suggest(index)
