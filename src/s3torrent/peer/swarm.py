@@ -20,7 +20,7 @@ from s3torrent.peer.policy import (
     SwarmPolicy,
     UnchokePeer,
 )
-from s3torrent.store import metadata as md
+from s3torrent.store import rows as md
 from s3torrent.store.objects import ObjectStore
 from s3torrent.torrent.catalog import TorrentInfo
 from s3torrent.torrent.metainfo import piece_layers_for

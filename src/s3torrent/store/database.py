@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
 
-from s3torrent.store import metadata as md
+from s3torrent.store import migrations
 from s3torrent.store.loop_writer import LoopWriter
+from s3torrent.store.schema import create_engine
+from s3torrent.store.sql import Rows, point_reads_for
 
 T = TypeVar("T")
 
@@ -44,10 +46,10 @@ class Database:
         read_threads: int = 4,
         loop_writes: bool = True,
     ) -> None:
-        self.engine = md.create_engine(url)
-        md.create_schema(self.engine)
+        self.engine = create_engine(url)
+        migrations.upgrade(self.engine)
         # Point lookups of the request path on the caller's thread (SQLite files only).
-        self.point_reads = md.point_reads_for(self.engine)
+        self.point_reads = point_reads_for(self.engine)
         # SQLite files: writes from the event loop are group-committed on the loop itself
         # (see loop_writer.py); the writer thread serves everyone else.
         self._loop_writes = loop_writes and self.point_reads is not None
@@ -67,8 +69,8 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._run_read, fn)
 
-    async def lookup(self, fn: Callable[[md.Rows], T]) -> T:
-        """Point reads (md.get_bucket, md.get_object, ...): on the calling thread where the
+    async def lookup(self, fn: Callable[[Rows], T]) -> T:
+        """Point reads (get_bucket, get_object, ...): on the calling thread where the
         engine allows it (a SQLite file), else (or while SQLite is busy) on the reader pool."""
         if self.point_reads is not None:
             try:

@@ -207,10 +207,3 @@ def create_engine(url: str) -> sa.Engine:
 
         return engine
     return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
-
-
-def create_schema(engine: sa.Engine) -> None:
-    """Bring the schema to the newest migration (Alembic), on any engine."""
-    from s3torrent.store import migrations
-
-    migrations.upgrade(engine)

@@ -54,7 +54,7 @@ def upgrade(engine: sa.Engine) -> None:
         return
     from alembic import command
 
-    from s3torrent.store import metadata as md
+    from s3torrent.store import schema as md
 
     with engine.begin() as conn:
         postgres = conn.dialect.name == "postgresql"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from s3torrent.store import metadata as md
+from s3torrent.store import schema as md
 
 config = context.config
 target_metadata = md.meta
