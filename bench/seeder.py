@@ -40,6 +40,7 @@ DESCRIPTION = (
 
 MB = 1_000_000
 BUCKET = "bench-seeder"
+ROOT_KEYS = ("benchroot", "benchroot-secret-key-0123456789")
 
 
 def lt() -> Any:
@@ -104,8 +105,8 @@ def s3torrent_seeder(ctx: Context, env: dict[str, str] | None = None) -> Iterato
     port, peer_port = free_port(), free_port()
     full_env = {
         **os.environ,
-        "S3TORRENT_ROOT_ACCESS_KEY": "benchroot",
-        "S3TORRENT_ROOT_SECRET_KEY": "benchroot-secret-key-0123456789",
+        "S3TORRENT_ROOT_ACCESS_KEY": ROOT_KEYS[0],
+        "S3TORRENT_ROOT_SECRET_KEY": ROOT_KEYS[1],
         "S3TORRENT_STORAGE__FSYNC": "false",
         **(env or {}),
     }
@@ -144,8 +145,8 @@ def publish(endpoint: str, peer_port: int, path: Path, key: str) -> Published:
         "s3",
         endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id="benchroot",
-        aws_secret_access_key="benchroot-secret-key-0123456789",
+        aws_access_key_id=ROOT_KEYS[0],
+        aws_secret_access_key=ROOT_KEYS[1],
         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
     )
     with contextlib.suppress(Exception):
@@ -177,7 +178,15 @@ def publish(endpoint: str, peer_port: int, path: Path, key: str) -> Published:
 def origin_bytes(pub: Published) -> int:
     import json
 
-    with urllib.request.urlopen(pub.stats_url, timeout=10) as r:
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    # Root only: the seeder's state names every torrent it ever seeded.
+    signed = AWSRequest(method="GET", url=pub.stats_url)
+    S3SigV4Auth(Credentials(*ROOT_KEYS), "s3", "us-east-1").add_auth(signed)
+    req = urllib.request.Request(pub.stats_url, headers=dict(signed.headers.items()))
+    with urllib.request.urlopen(req, timeout=10) as r:
         stats = json.loads(r.read())
     entry = stats["torrents"].get(pub.info_hash)
     return int(entry["bytes_sent"]) if entry else 0

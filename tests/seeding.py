@@ -48,7 +48,12 @@ def info_hash_v1(torrent: bytes) -> bytes:
 
 
 def seeder_stats(endpoint: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{endpoint}/_seeder/stats", timeout=10) as r:
+    """The seeder's state (root only: it names every torrent ever seeded)."""
+    from tests.conftest import sign_request
+
+    url = f"{endpoint}/_seeder/stats"
+    req = urllib.request.Request(url, headers=sign_request("GET", url))
+    with urllib.request.urlopen(req, timeout=10) as r:
         stats: dict[str, Any] = json.loads(r.read())
     return stats
 
