@@ -97,12 +97,13 @@ def test_access_control_policy_body_round_trips(s3: Any, bob_s3: Any, bucket: st
         (g["Grantee"]["Type"], g["Grantee"].get("ID") or g["Grantee"].get("URI"), g["Permission"])
         for g in got["Grants"]
     ]
+    # The same grants, in S3's order: groups, then the owner, then other users.
     assert triples == [
+        ("Group", ALL_USERS, "READ_ACP"),
         ("CanonicalUser", owner["ID"], "FULL_CONTROL"),
         ("CanonicalUser", bob_id, "READ"),
-        ("Group", ALL_USERS, "READ_ACP"),
     ]
-    bob_grant = got["Grants"][1]["Grantee"]
+    bob_grant = got["Grants"][2]["Grantee"]
     assert bob_grant["DisplayName"].startswith("bob")
     assert bob_s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"
 
@@ -230,3 +231,25 @@ def test_aws_cli_object_and_bucket_acl(s3: Any, server: LiveServer, bucket: str)
     res = _aws(server, "s3api", "get-bucket-acl", "--bucket", bucket)
     assert res.returncode == 0, res.stderr
     assert any(g["Permission"] == "READ" for g in json.loads(res.stdout)["Grants"])
+
+
+def test_acls_list_group_grants_first_then_owner_then_users(
+    s3: Any, bob_s3: Any, bucket: str
+) -> None:
+    bob_id = _canonical_id(bob_s3)
+    owner_id = _canonical_id(s3)
+    s3.put_bucket_acl(
+        Bucket=bucket,
+        GrantRead=f'id="{bob_id}"',
+        GrantFullControl=f'id="{owner_id}"',
+        GrantReadACP='uri="http://acs.amazonaws.com/groups/global/AllUsers"',
+    )
+    grants = s3.get_bucket_acl(Bucket=bucket)["Grants"]
+    kinds = [
+        "group"
+        if g["Grantee"]["Type"] == "Group"
+        else ("owner" if g["Grantee"].get("ID") == owner_id else "user")
+        for g in grants
+    ]
+    assert kinds == sorted(kinds, key=["group", "owner", "user"].index), kinds
+    assert kinds[0] == "group" and "user" in kinds

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import LiveServer
+from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, start_server
 
 
 def _err(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
@@ -105,10 +106,68 @@ def test_create_bucket_with_foreign_location_constraint_is_refused(s3: Any) -> N
         s3.head_bucket(Bucket=name)
 
 
-def test_creating_own_bucket_twice_is_bucket_already_owned_by_you(s3: Any, bucket: str) -> None:
+def test_recreating_own_bucket_in_us_east_1_succeeds_as_aws_legacy(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="kept", Body=b"x")
+    assert s3.create_bucket(Bucket=bucket)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    # Nothing was reset by it.
+    assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"x"
+
+
+def test_recreating_own_bucket_with_another_acl_is_bucket_already_exists(
+    s3: Any, bucket: str
+) -> None:
     with pytest.raises(ClientError) as exc:
-        s3.create_bucket(Bucket=bucket)
-    assert _err(exc) == ("BucketAlreadyOwnedByYou", 409)
+        s3.create_bucket(Bucket=bucket, ACL="public-read")
+    assert _err(exc) == ("BucketAlreadyExists", 409)
+
+
+def test_recreating_own_bucket_elsewhere_is_bucket_already_owned_by_you(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--region", "eu-west-1")
+    try:
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=srv.endpoint,
+            aws_access_key_id=ROOT_AK,
+            aws_secret_access_key=ROOT_SK,
+            region_name="eu-west-1",
+        )
+        conf = {"LocationConstraint": "eu-west-1"}
+        client.create_bucket(Bucket="mine-eu", CreateBucketConfiguration=conf)
+        with pytest.raises(ClientError) as exc:
+            client.create_bucket(Bucket="mine-eu", CreateBucketConfiguration=conf)
+        assert _err(exc) == ("BucketAlreadyOwnedByYou", 409)
+    finally:
+        srv.stop()
+
+
+def test_list_buckets_pages_with_max_buckets_and_filters(s3: Any) -> None:
+    names = sorted(_name(f"pg{i}") for i in range(5))
+    for n in names:
+        s3.create_bucket(Bucket=n)
+    prefix = names[0][: names[0].index("pg")]
+    seen: list[str] = []
+    token = None
+    pages = 0
+    while True:
+        kwargs: dict[str, Any] = {"MaxBuckets": 2, "Prefix": prefix}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = s3.list_buckets(**kwargs)
+        pages += 1
+        got = [b["Name"] for b in page["Buckets"]]
+        assert len(got) <= 2
+        seen += got
+        token = page.get("ContinuationToken")
+        if not token:
+            break
+    assert [n for n in seen if n in names] == names
+    assert pages >= 3
+    assert s3.list_buckets(Prefix=prefix, BucketRegion="eu-west-1")["Buckets"] == []
+    with pytest.raises(ClientError) as exc:
+        s3.list_buckets(MaxBuckets=10001)
+    assert _err(exc)[1] == 400
 
 
 def test_creating_another_users_bucket_is_bucket_already_exists(

@@ -323,3 +323,20 @@ def test_listing_100k_keys_stays_fast_on_the_last_page(tmp_path: Path) -> None:
         assert elapsed < 10 * max(first, 0.05), (elapsed, first)
     finally:
         srv.stop()
+
+
+def test_empty_continuation_token_is_as_if_absent(server: LiveServer, tree: str) -> None:
+    with_empty = raw_list(server, tree, {"list-type": "2", "continuation-token": ""})
+    without = raw_list(server, tree, {"list-type": "2"})
+    keys = [c.findtext(f"{NS}Key") for c in with_empty.findall(f"{NS}Contents")]
+    assert keys == [c.findtext(f"{NS}Key") for c in without.findall(f"{NS}Contents")]
+    assert keys
+
+
+def test_list_v1_url_encoding_leaves_the_prefix_as_asked(
+    server: LiveServer, s3: Any, bucket: str
+) -> None:
+    s3.put_object(Bucket=bucket, Key="a b/c d", Body=b"x")
+    root = raw_list(server, bucket, {"encoding-type": "url", "prefix": "a b/"})
+    assert root.findtext(f"{NS}Prefix") == "a b/"
+    assert [c.findtext(f"{NS}Key") for c in root.findall(f"{NS}Contents")] == ["a%20b/c%20d"]

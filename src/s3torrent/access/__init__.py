@@ -16,6 +16,7 @@ from s3torrent.access.acl import (
     acl_is_public,
     acl_to_xml,
     canned_acl,
+    canonical_order,
     grants_from_headers,
 )
 from s3torrent.access.decision import (
@@ -79,6 +80,7 @@ __all__ = [
     "acl_is_public",
     "acl_to_xml",
     "canned_acl",
+    "canonical_order",
     "check_acl_allowed",
     "check_policy_allowed",
     "condition_keys",

@@ -338,11 +338,22 @@ def _grantee_xml(grantee: Grantee) -> str:
     return f'<Grantee xmlns:xsi="{XSI_NS}" xsi:type="{kind}">{inner}</Grantee>'
 
 
+def canonical_order(acl: AccessControlList) -> list[Grant]:
+    """Grants as S3 lists them: group grants first, then the owner, then other users."""
+
+    def rank(grant: Grant) -> int:
+        if isinstance(grant.grantee, Group):
+            return 0
+        return 1 if grant.grantee.id == acl.owner.id else 2
+
+    return sorted(acl.grants, key=rank)
+
+
 def acl_to_xml(acl: AccessControlList) -> bytes:
     """The GetBucketAcl/GetObjectAcl response body."""
     grants = "".join(
         f"<Grant>{_grantee_xml(grant.grantee)}<Permission>{grant.permission.value}</Permission></Grant>"
-        for grant in acl.grants
+        for grant in canonical_order(acl)
     )
     owner = (
         f"<Owner><ID>{escape(acl.owner.id)}</ID>"

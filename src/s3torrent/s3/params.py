@@ -94,6 +94,16 @@ class ListParams:
 
 
 @dataclass(frozen=True, slots=True)
+class BucketListParams:
+    """ListBuckets."""
+
+    prefix: str = ""
+    max_buckets: int | None = None
+    continuation_token: str | None = None
+    bucket_region: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UploadParams:
     """An operation on one multipart upload (parts, complete, abort, list parts)."""
 
@@ -125,7 +135,9 @@ class ObjectReadParams:
     torrent_format: str | None = None
 
 
-Params = NoParams | ListParams | UploadParams | UploadListParams | ObjectReadParams
+Params = (
+    NoParams | BucketListParams | ListParams | UploadParams | UploadListParams | ObjectReadParams
+)
 
 NO_PARAMS = NoParams()
 
@@ -145,13 +157,8 @@ def _list_params(query: Mapping[str, str], max_keys_limit: int) -> ListParams:
             "Provided max-keys not an integer or within integer range",
             extra={"ArgumentName": "max-keys", "ArgumentValue": raw_max[:64]},
         )
-    token = query.get("continuation-token")
-    if token == "":
-        raise S3Error(
-            "InvalidArgument",
-            "The continuation token provided is incorrect",
-            extra={"ArgumentName": "continuation-token"},
-        )
+    # An empty continuation-token is as if none was sent (as S3 treats it).
+    token = query.get("continuation-token") or None
     key_marker = query.get("key-marker", "")
     vid_marker = query.get("version-id-marker")
     if vid_marker and not key_marker:
@@ -169,6 +176,28 @@ def _list_params(query: Mapping[str, str], max_keys_limit: int) -> ListParams:
         fetch_owner=query.get("fetch-owner", "false").lower() == "true",
         key_marker=key_marker,
         version_id_marker=vid_marker,
+    )
+
+
+MAX_BUCKETS = 10_000
+
+
+def _bucket_list_params(query: Mapping[str, str]) -> BucketListParams:
+    max_buckets = None
+    if "max-buckets" in query:
+        raw = query["max-buckets"]
+        max_buckets = ascii_int(raw)
+        if max_buckets is None or not 1 <= max_buckets <= MAX_BUCKETS:
+            raise S3Error(
+                "InvalidArgument",
+                f"max-buckets must be an integer between 1 and {MAX_BUCKETS}",
+                extra={"ArgumentName": "max-buckets", "ArgumentValue": raw[:64]},
+            )
+    return BucketListParams(
+        prefix=query.get("prefix", ""),
+        max_buckets=max_buckets,
+        continuation_token=query.get("continuation-token") or None,
+        bucket_region=query.get("bucket-region") or None,
     )
 
 
@@ -217,6 +246,8 @@ def parse_params(endpoint: Endpoint, query: Mapping[str, str], max_keys_limit: i
     """The typed parameters of one request to `endpoint`."""
     if endpoint in _LIST_ENDPOINTS:
         return _list_params(query, max_keys_limit)
+    if endpoint is Endpoint.ListBuckets:
+        return _bucket_list_params(query)
     if endpoint in _UPLOAD_ENDPOINTS:
         return _upload_params(endpoint, query)
     if endpoint in _OBJECT_READ_ENDPOINTS:
@@ -234,12 +265,7 @@ def parse_params(endpoint: Endpoint, query: Mapping[str, str], max_keys_limit: i
 
 
 _LIST_ENDPOINTS = frozenset(
-    {
-        Endpoint.ListBuckets,
-        Endpoint.ListObjects,
-        Endpoint.ListObjectsV2,
-        Endpoint.ListObjectVersions,
-    }
+    {Endpoint.ListObjects, Endpoint.ListObjectsV2, Endpoint.ListObjectVersions}
 )
 _UPLOAD_ENDPOINTS = frozenset(
     {

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from aiohttp import web
 
 from s3torrent.access import Owner, canned_acl, check_acl_allowed, grants_from_headers
@@ -10,7 +13,7 @@ from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
-from s3torrent.s3.params import ListParams
+from s3torrent.s3.params import BucketListParams
 from s3torrent.s3.routing import check_bucket_name
 from s3torrent.s3.server import S3Request
 from s3torrent.store.errors import BucketAlreadyExists, BucketNotEmpty
@@ -36,10 +39,19 @@ async def list_buckets(svc: S3Context, req: S3Request) -> web.StreamResponse:
     owner_filter = None if p.is_root else p.canonical_id
     rows = await svc.meta.list_buckets(owner_filter)
     params = req.params
-    assert isinstance(params, ListParams)
-    prefix = params.prefix
-    if prefix:
-        rows = [b for b in rows if b.name.startswith(prefix)]
+    assert isinstance(params, BucketListParams)
+    after = _decode_bucket_token(params.continuation_token) if params.continuation_token else ""
+    rows = [
+        b
+        for b in rows
+        if b.name.startswith(params.prefix)
+        and b.name > after
+        and (params.bucket_region is None or b.region == params.bucket_region)
+    ]
+    token = None
+    if params.max_buckets is not None and len(rows) > params.max_buckets:
+        rows = rows[: params.max_buckets]
+        token = _encode_bucket_token(rows[-1].name)
     body = s3xml.render(
         "ListAllMyBucketsResult",
         {
@@ -54,10 +66,26 @@ async def list_buckets(svc: S3Context, req: S3Request) -> web.StreamResponse:
                     for b in rows
                 ]
             },
-            "Prefix": prefix,
+            "ContinuationToken": token,
+            "Prefix": params.prefix or None,
         },
     )
     return xml_response(body)
+
+
+def _encode_bucket_token(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode("ascii")
+
+
+def _decode_bucket_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii")
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise S3Error(
+            "InvalidArgument",
+            "The continuation token provided is incorrect",
+            extra={"ArgumentName": "continuation-token"},
+        ) from exc
 
 
 async def create_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
@@ -104,9 +132,16 @@ async def create_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
     try:
         await svc.meta.create_bucket(name, p.canonical_id, region, acl_text)
     except BucketAlreadyExists as exc:
-        code = (
-            "BucketAlreadyOwnedByYou" if exc.owner_id == p.canonical_id else "BucketAlreadyExists"
-        )
+        if exc.owner_id != p.canonical_id:
+            raise S3Error(
+                "BucketAlreadyExists", resource=f"/{name}", extra={"BucketName": name}
+            ) from None
+        existing = await svc.meta.bucket(name)
+        same_acl = acl_text is None or (existing is not None and existing.acl == acl_text)
+        if region == "us-east-1" and same_acl:
+            # AWS's legacy behaviour in us-east-1: creating a bucket you own succeeds again.
+            return web.Response(status=200, headers={"Location": f"/{name}"})
+        code = "BucketAlreadyOwnedByYou" if same_acl else "BucketAlreadyExists"
         raise S3Error(code, resource=f"/{name}", extra={"BucketName": name}) from None
     return web.Response(status=200, headers={"Location": f"/{name}"})
 

@@ -62,7 +62,8 @@ async def list_objects(svc: S3Context, req: S3Request) -> web.StreamResponse:
     )
     children: list[tuple[str, Any]] = [
         ("Name", req.bucket_name),
-        ("Prefix", _enc(p.prefix, p.url_encode)),
+        # v1 encodes keys, markers and the delimiter, not the prefix it was asked for.
+        ("Prefix", p.prefix),
         ("Marker", _enc(marker, p.url_encode)),
     ]
     if page.truncated and p.delimiter and page.last is not None:
