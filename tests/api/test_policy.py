@@ -196,3 +196,46 @@ def test_malformed_public_access_block_is_refused(s3: Any, server: LiveServer, b
     r = requests.put(url, data=body, headers=headers, timeout=10)
     assert r.status_code == 400
     assert b"<Code>MalformedXML</Code>" in r.content
+
+
+def test_policy_conditions_see_the_grant_and_storage_class_headers(
+    s3: Any, bob_s3: Any, bob: Any, bucket: str
+) -> None:
+    """s3:x-amz-grant-* and s3:x-amz-storage-class are filled from the (signed) headers."""
+    bob_arn = f"arn:aws:iam::{ACCOUNT_ID}:user/{bob.name}"
+    arn = f"arn:aws:s3:::{bucket}/*"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": bob_arn},
+                "Action": "s3:PutObject",
+                "Resource": arn,
+            },
+            {
+                "Sid": "NoGrants",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": arn,
+                "Condition": {"Null": {"s3:x-amz-grant-read": "false"}},
+            },
+            {
+                "Sid": "OnlyStandard",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": arn,
+                "Condition": {"StringEquals": {"s3:x-amz-storage-class": "REDUCED_REDUNDANCY"}},
+            },
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    bob_s3.put_object(Bucket=bucket, Key="plain", Body=b"x")
+    with pytest.raises(ClientError) as exc:
+        bob_s3.put_object(Bucket=bucket, Key="granted", Body=b"x", GrantRead=f'id="{"a" * 64}"')
+    assert exc.value.response["Error"]["Code"] == "AccessDenied"
+    with pytest.raises(ClientError) as exc:
+        bob_s3.put_object(Bucket=bucket, Key="rr", Body=b"x", StorageClass="REDUCED_REDUNDANCY")
+    assert exc.value.response["Error"]["Code"] == "AccessDenied"

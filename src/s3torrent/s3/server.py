@@ -96,9 +96,13 @@ class S3Request:
             if name in q:
                 values[f"s3:{name}"] = q[name]
         headers = self.http.headers
-        acl = headers.get("x-amz-acl")
-        if acl:
-            values["s3:x-amz-acl"] = acl
+        for header, key in _HEADER_CONDITION_KEYS:
+            value = headers.get(header)
+            if value:
+                values[key] = value
+        version = q.get("versionId")
+        if version:
+            values["s3:versionid"] = version
         ua = headers.get("User-Agent")
         if ua:
             values["aws:UserAgent"] = ua
@@ -129,6 +133,28 @@ def error_response(err: S3Error, request_id: str, resource: str, head: bool) -> 
         resp.headers["Retry-After"] = "1"
     return resp
 
+
+# Request headers that bucket policies may test, as the condition keys AWS fills from them
+# (only where the request carries them; all of them are signed: see sigv4.unsigned_headers).
+_HEADER_CONDITION_KEYS = (
+    ("x-amz-acl", "s3:x-amz-acl"),
+    ("x-amz-grant-read", "s3:x-amz-grant-read"),
+    ("x-amz-grant-write", "s3:x-amz-grant-write"),
+    ("x-amz-grant-read-acp", "s3:x-amz-grant-read-acp"),
+    ("x-amz-grant-write-acp", "s3:x-amz-grant-write-acp"),
+    ("x-amz-grant-full-control", "s3:x-amz-grant-full-control"),
+    ("x-amz-server-side-encryption", "s3:x-amz-server-side-encryption"),
+    (
+        "x-amz-server-side-encryption-aws-kms-key-id",
+        "s3:x-amz-server-side-encryption-aws-kms-key-id",
+    ),
+    ("x-amz-storage-class", "s3:x-amz-storage-class"),
+    ("x-amz-object-lock-mode", "s3:object-lock-mode"),
+    ("x-amz-object-lock-retain-until-date", "s3:object-lock-retain-until-date"),
+    ("x-amz-object-lock-legal-hold", "s3:object-lock-legal-hold"),
+    ("x-amz-copy-source", "s3:x-amz-copy-source"),
+    ("x-amz-metadata-directive", "s3:x-amz-metadata-directive"),
+)
 
 _CONTINUED = "s3torrent.continued"
 
