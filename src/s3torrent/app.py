@@ -290,9 +290,9 @@ class Node:
         return root.access_key, root.secret_key, generated
 
     async def start(self) -> None:
-        ensure_bucket = getattr(self.svc.store.blobs, "ensure_bucket", None)
-        if ensure_bucket is not None:
-            await asyncio.get_running_loop().run_in_executor(self.svc.executor, ensure_bucket)
+        await asyncio.get_running_loop().run_in_executor(
+            self.svc.executor, self.svc.store.blobs.prepare
+        )
         await asyncio.get_running_loop().run_in_executor(
             self.svc.executor, self.svc.store.cleanup_orphans
         )
@@ -375,9 +375,7 @@ class Node:
         registry = self.svc.public.registry
         while True:
             await asyncio.sleep(30)
-            sweep = getattr(registry, "sweep", None)
-            if sweep is not None:
-                sweep(time.monotonic())
+            registry.sweep(time.monotonic())
 
     async def stop(self) -> None:
         self._ready = False
@@ -409,10 +407,8 @@ class Node:
         await self.svc.public.close()
         if self.svc.relay is not None:
             await self.svc.relay.close()
-        close_registry = getattr(self.svc.public.registry, "close", None)
-        if close_registry is not None:
-            with logged_failure(log, "closing the tracker registry"):
-                await close_registry()
+        with logged_failure(log, "closing the tracker registry"):
+            await self.svc.public.registry.close()
         self.svc.store.flush_pending_deletes()
         self.svc.executor.shutdown(wait=True)
         self.svc.meta.close()

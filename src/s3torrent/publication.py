@@ -389,3 +389,9 @@ class ResolvingRegistry:
 
     async def registered(self) -> list[bytes]:
         return await self.inner.registered()
+
+    def sweep(self, now: float) -> int:
+        return self.inner.sweep(now)
+
+    async def close(self) -> None:
+        await self.inner.close()

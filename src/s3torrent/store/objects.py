@@ -206,20 +206,15 @@ class ObjectStore:
     async def concat_blobs(self, segments: Sequence[tuple[str, int]], version_id: str) -> None:
         """Write blobs (id, size) end to end into a new blob named version_id, off the loop.
 
-        A writer with `append_blob` copies inside the backend (copy_file_range: in the kernel,
-        sharing extents on reflink file systems) so the bytes never pass through Python.
+        Writers copy inside the backend (copy_file_range: in the kernel, sharing extents on
+        reflink file systems; UploadPartCopy on S3) so the bytes never pass through Python.
         """
 
         def run() -> None:
-            writer: Any = self.blobs.new_writer(version_id)
+            writer = self.blobs.new_writer(version_id)
             try:
-                append = getattr(writer, "append_blob", None)
                 for blob_id, size in segments:
-                    if append is not None:
-                        append(blob_id, 0, size)
-                        continue
-                    for off in range(0, size, STEP):
-                        writer.write(self.blobs.read(blob_id, off, min(STEP, size - off)))
+                    writer.append_blob(blob_id, 0, size)
                 writer.commit(version_id)
             except BaseException:
                 writer.abort()

@@ -413,5 +413,9 @@ class RedisRegistry:
             chosen.insert(self._rng.randrange(len(chosen) + 1), origin)
         return tuple(chosen)
 
+    def sweep(self, now: float) -> int:
+        """Nothing to sweep: Redis expires peers on its own."""
+        return 0
+
     async def close(self) -> None:
         await self.client.aclose()

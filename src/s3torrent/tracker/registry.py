@@ -81,6 +81,12 @@ class TrackerRegistry(Protocol):
 
     async def registered(self) -> list[bytes]: ...
 
+    def sweep(self, now: float) -> int:
+        """Drop peers not seen for two intervals (a no-op where the engine expires them)."""
+        ...
+
+    async def close(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class RegistryLimits:
@@ -295,6 +301,9 @@ class MemoryRegistry:
                 self._expire(swarm, now)
                 result[info_hash] = swarm.scrape_stats()
         return result
+
+    async def close(self) -> None:
+        """Nothing to release: the swarms live in this process."""
 
     def sweep(self, now: float) -> int:
         """Drop every peer not seen for `peer_ttl`; returns how many were dropped."""

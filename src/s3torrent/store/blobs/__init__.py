@@ -20,6 +20,11 @@ class BlobWriter(Protocol):
 
     def abort(self) -> None: ...
 
+    def append_blob(self, blob_id: str, offset: int, length: int) -> None:
+        """Append a range of a committed blob, copied inside the backend (no bytes through
+        Python: copy_file_range locally, UploadPartCopy on S3)."""
+        ...
+
 
 class BlobStore(Protocol):
     """The blob interface every backend implements; calls block and run off the event loop."""
@@ -41,6 +46,10 @@ class BlobStore(Protocol):
 
     def clean_temporary(self) -> int:
         """Remove blobs of writes that never committed (after a crash); return how many."""
+        ...
+
+    def prepare(self) -> None:
+        """Create what the backend needs before the first write (an S3 bucket); blocking."""
         ...
 
 

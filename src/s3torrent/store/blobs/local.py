@@ -102,6 +102,9 @@ class LocalBlobStore:
     def list_ids(self) -> list[str]:
         return [p.name for p in self.blob_dir.glob("*/*/*") if p.is_file()]
 
+    def prepare(self) -> None:
+        """Nothing to create: the directories exist from the constructor on."""
+
     def clean_temporary(self) -> int:
         n = 0
         for p in self.tmp_dir.iterdir():

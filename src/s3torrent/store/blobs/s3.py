@@ -278,6 +278,9 @@ class S3BlobStore:
     def tmp_key(self) -> str:
         return f"{self.prefix}tmp/{secrets.token_hex(12)}"
 
+    def prepare(self) -> None:
+        self.ensure_bucket()
+
     def ensure_bucket(self) -> None:
         """Create the backend bucket if it does not exist (convenient for MinIO/tests)."""
         try:
