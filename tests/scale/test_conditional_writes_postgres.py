@@ -115,7 +115,7 @@ def test_create_only_insert_that_loses_the_race_is_a_conflict(pg_url: str) -> No
             try:
                 md.upsert_object(b, _version("k", b"B"), create_only)
                 outcome.append(None)
-            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            except BaseException as exc:
                 outcome.append(exc)
 
     import threading
