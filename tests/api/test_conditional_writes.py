@@ -250,3 +250,44 @@ def test_fifty_racing_create_only_writers_have_exactly_one_winner(
 ) -> None:
     for round_ in range(3):
         race_create_only([server.endpoint], bucket, f"race-{round_}")
+
+
+# ---- who may compare ETags ----
+
+
+def test_etag_conditions_need_read_permission(s3: Any, bucket: str, bob: Any, bob_s3: Any) -> None:
+    """If-Match tells its sender whether it guessed the ETag: a writer that may not read the
+    key must not learn that (S3 requires s3:GetObject too)."""
+    import json
+
+    from s3torrent.access.principals import user_arn
+
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": user_arn(bob.name)},
+                "Action": ["s3:PutObject", "s3:DeleteObject"],
+                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    etag = s3.put_object(Bucket=bucket, Key="secret", Body=b"s")["ETag"]
+    for guess in (etag, '"ffff"'):
+        with pytest.raises(ClientError) as exc:
+            bob_s3.put_object(Bucket=bucket, Key="secret", Body=b"b", IfMatch=guess)
+        assert _err(exc) == ("AccessDenied", 403)
+        with pytest.raises(ClientError) as exc:
+            bob_s3.delete_object(Bucket=bucket, Key="secret", IfMatch=guess)
+        assert _err(exc) == ("AccessDenied", 403)
+    resp = bob_s3.delete_objects(
+        Bucket=bucket, Delete={"Objects": [{"Key": "secret", "ETag": etag}]}
+    )
+    assert [e["Code"] for e in resp.get("Errors", [])] == ["AccessDenied"]
+    assert _body(s3, bucket, "secret") == b"s"
+    # Existence alone is what If-None-Match: * reveals, and PutObject already may learn it.
+    with pytest.raises(ClientError) as exc:
+        bob_s3.put_object(Bucket=bucket, Key="secret", Body=b"b", IfNoneMatch="*")
+    assert _err(exc) == ("PreconditionFailed", 412)

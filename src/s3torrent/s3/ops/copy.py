@@ -155,7 +155,7 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     acl = requested_acl(http.headers, Owner(owner_id, req.principal.name or ""), bucket)
     alg_name = requested_alg or src.checksum_algorithm
     algorithm = checksums.ChecksumAlgorithm.from_header_value(alg_name) if alg_name else None
-    await precheck_write(svc, bucket.name, req.key, condition)
+    await precheck_write(svc, req, condition)
     obj = await copy_bytes(svc, req, src, headers, owner_id, acl, algorithm, condition)
     result: dict[str, Any] = {
         "ETag": obj.etag,

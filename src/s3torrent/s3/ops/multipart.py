@@ -419,7 +419,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
                 "BadDigest",
                 f"The {up.checksum_algorithm} you specified did not match the calculated checksum.",
             )
-    await precheck_write(svc, up.bucket, up.key, condition)
+    await precheck_write(svc, req, condition)
     store = svc.store
     version_id = store.new_version_id()
     try:

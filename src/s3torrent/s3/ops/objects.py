@@ -195,12 +195,23 @@ def write_condition(headers: Mapping[str, str]) -> WriteCondition:
     )
 
 
-async def precheck_write(svc: S3Context, bucket: str, key: str, condition: WriteCondition) -> None:
-    """Fail a conditional write before its bytes are read or copied when it already cannot
-    hold; the commit checks the condition again, atomically, and that check decides."""
+def check_may_compare(req: S3Request, key: str, condition: WriteCondition) -> None:
+    """An ETag condition tells its sender whether it guessed the current ETag: as in S3, it
+    needs s3:GetObject on the key besides the write's own permission."""
+    if condition.if_match is None or condition.if_match == "*" or req.bucket is None:
+        return
+    ctx = req.access_context()
+    if not authz.may(req.principal, "s3:GetObject", req.bucket, key, None, ctx).allowed:
+        raise S3Error("AccessDenied", resource=f"/{req.bucket_name}/{key}")
+
+
+async def precheck_write(svc: S3Context, req: S3Request, condition: WriteCondition) -> None:
+    """Fail a conditional write to req's key before its bytes are read or copied when it
+    already cannot hold; the commit checks the condition again, atomically, and decides."""
     if condition:
-        current = await svc.meta.object(bucket, key)
-        condition.check(bucket, key, current.etag if current is not None else None)
+        check_may_compare(req, req.key, condition)
+        current = await svc.meta.object(req.bucket_name, req.key)
+        condition.check(req.bucket_name, req.key, current.etag if current is not None else None)
 
 
 # ---- PUT ----
@@ -226,7 +237,7 @@ async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     acl = requested_acl(http.headers, owner, req.bucket)
     headers = stored_headers(http.headers, limits.max_user_metadata)
     condition = write_condition(http.headers)
-    await precheck_write(svc, req.bucket_name, req.key, condition)
+    await precheck_write(svc, req, condition)
     obj, checksum = await store_body(svc, req, body, owner.id, headers, acl, condition)
     resp_headers = {"ETag": obj.etag}
     if checksum is not None:
@@ -432,6 +443,7 @@ def delete_condition(if_match: str | None) -> WriteCondition:
 
 async def delete_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     condition = delete_condition(req.http.headers.get("If-Match"))
+    check_may_compare(req, req.key, condition)
     await svc.store.delete(req.bucket_name, req.key, condition)
     return web.Response(status=204)
 
@@ -492,8 +504,12 @@ async def delete_objects(svc: S3Context, req: S3Request) -> web.StreamResponse:
             )
             continue
         decision = authz.may(req.principal, "s3:DeleteObject", req.bucket, key, None, ctx)
-        if not decision.allowed:
-            errors.append({"Key": key, "Code": "AccessDenied", "Message": "Access Denied"})
+        try:
+            if not decision.allowed:
+                raise S3Error("AccessDenied")
+            check_may_compare(req, key, condition)
+        except S3Error as refused:
+            errors.append({"Key": key, "Code": refused.code, "Message": refused.message})
             continue
         allowed.append((key, condition))
     # Issued together, the deletes share group commits instead of costing a commit each.
