@@ -11,8 +11,10 @@ import base64
 import hashlib
 import itertools
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -197,3 +199,79 @@ def test_expected_bucket_owner_is_checked(s3: Any, bucket: str) -> None:
         )
     assert exc.value.response["Error"]["Code"] == "AccessDenied"
     s3.copy_object(Bucket=bucket, Key="c", CopySource=src, ExpectedSourceBucketOwner=owner)
+
+
+# ---- the default flows of other clients send nothing the table refuses ----
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> str:
+    import subprocess
+
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, f"{cmd[:3]}: {res.stdout[-1500:]} {res.stderr[-1500:]}"
+    return res.stdout
+
+
+@pytest.mark.skipif(not shutil.which("rclone"), reason="rclone is not installed")
+def test_rclone_default_flow_passes(server: LiveServer, s3: Any, tmp_path: Path) -> None:
+    from tests.conftest import ROOT_AK, ROOT_SK
+
+    # rclone's AWS SDK reads a CA bundle named in the environment even for plain http.
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    env |= {
+        "RCLONE_CONFIG_S3T_TYPE": "s3",
+        "RCLONE_CONFIG_S3T_PROVIDER": "Other",
+        "RCLONE_CONFIG_S3T_ACCESS_KEY_ID": ROOT_AK,
+        "RCLONE_CONFIG_S3T_SECRET_ACCESS_KEY": ROOT_SK,
+        "RCLONE_CONFIG_S3T_ENDPOINT": server.endpoint,
+        "RCLONE_CONFIG_S3T_REGION": "us-east-1",
+    }
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "small.txt").write_bytes(b"small file\n")
+    (src / "big.bin").write_bytes(os.urandom(6 * 1024 * 1024 + 5))
+    name = f"rclone-{os.getpid()}"
+    _run(["rclone", "mkdir", f"s3t:{name}"], env)
+    # A cutoff below the big file's size: its upload is multipart.
+    _run(["rclone", "copy", "--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M",
+          str(src), f"s3t:{name}/dir"], env)  # fmt: skip
+    listed = _run(["rclone", "ls", f"s3t:{name}"], env)
+    assert "dir/small.txt" in listed and "dir/big.bin" in listed
+    back = tmp_path / "back"
+    _run(["rclone", "copy", f"s3t:{name}/dir", str(back)], env)
+    assert (back / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+    _run(["rclone", "check", str(src), f"s3t:{name}/dir"], env)
+    _run(["rclone", "purge", f"s3t:{name}"], env)
+    with pytest.raises(ClientError):
+        s3.head_bucket(Bucket=name)
+
+
+@pytest.mark.skipif(not shutil.which("s3cmd"), reason="s3cmd is not installed")
+def test_s3cmd_default_flow_passes(server: LiveServer, tmp_path: Path) -> None:
+    from tests.conftest import ROOT_AK, ROOT_SK
+
+    host = server.endpoint.removeprefix("http://")
+    cfg = tmp_path / "s3cfg"
+    cfg.write_text(
+        "[default]\n"
+        f"access_key = {ROOT_AK}\nsecret_key = {ROOT_SK}\n"
+        f"host_base = {host}\nhost_bucket = {host}\n"
+        "use_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n"
+    )
+    base = ["s3cmd", "-c", str(cfg)]
+    name = f"s3cmd-{os.getpid()}"
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"small file\n")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(6 * 1024 * 1024 + 5))
+    _run([*base, "mb", f"s3://{name}"])
+    _run([*base, "put", str(small), f"s3://{name}/small.txt"])
+    _run([*base, "put", "--multipart-chunk-size-mb=5", str(big), f"s3://{name}/big.bin"])
+    listed = _run([*base, "ls", f"s3://{name}"])
+    assert "small.txt" in listed and "big.bin" in listed
+    _run([*base, "get", f"s3://{name}/big.bin", str(tmp_path / "got.bin")])
+    assert (tmp_path / "got.bin").read_bytes() == big.read_bytes()
+    _run([*base, "info", f"s3://{name}/small.txt"])
+    _run([*base, "cp", f"s3://{name}/small.txt", f"s3://{name}/copy.txt"])
+    _run([*base, "del", f"s3://{name}/small.txt", f"s3://{name}/big.bin", f"s3://{name}/copy.txt"])
+    _run([*base, "rb", f"s3://{name}"])
