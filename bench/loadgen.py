@@ -95,10 +95,18 @@ async def _connection(
             writer.close()
 
 
-def build_requests(host: str, port: int, method: str, paths: list[str], body: bytes) -> list[bytes]:
+def build_requests(
+    host: str,
+    port: int,
+    method: str,
+    paths: list[str],
+    body: bytes,
+    headers: tuple[str, ...] = (),
+) -> list[bytes]:
     out = []
+    extra = "".join(f"{h}\r\n" for h in headers)
     for path in paths:
-        head = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}"
         if body or method in ("PUT", "POST"):
             head += f"Content-Length: {len(body)}\r\n"
         out.append(head.encode() + b"\r\n" + body)
@@ -113,8 +121,9 @@ async def generate(
     body: bytes,
     connections: int,
     duration: float,
+    headers: tuple[str, ...] = (),
 ) -> dict[str, object]:
-    requests = build_requests(host, port, method, paths, body)
+    requests = build_requests(host, port, method, paths, body, headers)
     tally = Tally()
     began = time.monotonic()
     stop_at = began + duration
@@ -144,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--body", help="file whose bytes are sent as every request's body")
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--duration", type=float, default=3.0)
+    p.add_argument("--header", action="append", default=[], help="'Name: value', every request")
     a = p.parse_args(argv)
     with open(a.paths) as f:
         paths = [line.strip() for line in f if line.strip()]
@@ -152,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         with open(a.body, "rb") as f:
             body = f.read()
     duration = min(a.duration, 600.0)
-    work = generate(a.host, a.port, a.method.upper(), paths, body, a.connections, duration)
+    if any("\r" in h or "\n" in h or ":" not in h for h in a.header):
+        p.error("--header takes one 'Name: value' line")
+    work = generate(
+        a.host, a.port, a.method.upper(), paths, body, a.connections, duration, tuple(a.header)
+    )
     try:
         import uvloop
     except ImportError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -38,7 +39,10 @@ DESCRIPTION = (
     "response are what is measured. PUT, GET and LIST run under `wrk` with a Lua script "
     "cycling over the URLs; HEAD runs under `bench.loadgen` (raw asyncio), because wrk "
     "waits for a body after a HEAD response. Only 2xx responses count; anything else is "
-    "reported as non-2xx. Targets: GET and HEAD ≥ 5× moto, PUT ≥ 3× moto."
+    "reported as non-2xx. `PUT 4 KiB, If-Match` is the same PUT with the conditional "
+    "header `If-Match: <the body's ETag>` (it always holds: every PUT writes the same bytes), "
+    "side by side with the unconditional row: the cost of deciding a condition in the "
+    "commit. Targets: GET and HEAD ≥ 5× moto, PUT ≥ 3× moto."
 )
 
 BUCKET = "bench-small"
@@ -49,6 +53,7 @@ EXPIRES = 6 * 3600
 
 TARGETS: dict[str, Target | None] = {
     "PUT": Target(3.0),
+    "PUT-IF": None,
     "GET": Target(5.0),
     "HEAD": Target(5.0),
     "LIST": None,
@@ -75,6 +80,12 @@ function init(args)
     body = f:read("*a")
     f:close()
   end
+  hdrs = nil
+  if args[4] ~= nil and args[4] ~= "" then
+    local name, value = string.match(args[4], "^([^:]+):%s*(.*)$")
+    hdrs = {}
+    hdrs[name] = value
+  end
   idx = ((id - 1) * math.floor(#paths / 2)) % #paths
   ok = 0
   bad = 0
@@ -82,7 +93,7 @@ function init(args)
 end
 function request()
   idx = idx % #paths + 1
-  return wrk.format(method, paths[idx], nil, body)
+  return wrk.format(method, paths[idx], hdrs, body)
 end
 function response(status, headers, body)
   if status >= 200 and status < 300 then
@@ -174,11 +185,18 @@ def _write_paths(path: Path, urls: list[str]) -> Path:
 
 
 def wrk_load(
-    port: int, method: str, paths: Path, body: Path | None, seconds: int, script: Path
+    port: int,
+    method: str,
+    paths: Path,
+    body: Path | None,
+    seconds: int,
+    script: Path,
+    header: str = "",
 ) -> Load:
+    """One timed wrk run; `header` ("Name: value") is sent with every request."""
     cmd = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s",
            "-s", str(script), f"http://127.0.0.1:{port}", "--",
-           method, str(paths), str(body) if body else ""]  # fmt: skip
+           method, str(paths), str(body) if body else "", header]  # fmt: skip
     out = run_bounded(cmd, timeout=seconds + 60)
     m = re.search(
         r"BENCH_RESULT ok=(\d+) bad=(\d+) firstbad=(\d+) duration_us=(\d+) "
@@ -198,12 +216,15 @@ def asyncio_load(
     body: Path | None,
     seconds: int,
     connections: int = CONNECTIONS,
+    header: str = "",
 ) -> Load:
     cmd = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--method", method,
            "--paths", str(paths), "--connections", str(connections),
            "--duration", str(seconds)]  # fmt: skip
     if body:
         cmd += ["--body", str(body)]
+    if header:
+        cmd += ["--header", header]
     out = run_bounded(cmd, timeout=seconds + 60, cwd=Path(__file__).resolve().parent.parent)
     if out.returncode != 0:
         raise RuntimeError(f"loadgen rc={out.returncode}: {out.stderr.strip()[-300:]}")
@@ -232,14 +253,19 @@ def _subject(
     plan: Plan | Unavailable,
     op: str,
     body: Path,
-    measure: Callable[[int, str, Path, Path | None], Load],
+    measure: Callable[[int, str, Path, Path | None, str], Load],
     counts: Counts,
 ) -> Subject:
+    writes = op in ("PUT", "PUT-IF")
+    # The body never changes, so its ETag is every key's current one: the condition holds.
+    header = f'If-Match: "{hashlib.md5(body.read_bytes()).hexdigest()}"' if op == "PUT-IF" else ""
+
     def run_once() -> float:
         if isinstance(plan, Unavailable):
             raise plan
-        method = "HEAD" if op == "HEAD" else "PUT" if op == "PUT" else "GET"
-        load = measure(plan.port, method, plan.paths[op], body if op == "PUT" else None)
+        method = "HEAD" if op == "HEAD" else "PUT" if writes else "GET"
+        paths = plan.paths["PUT" if writes else op]
+        load = measure(plan.port, method, paths, body if writes else None, header)
         counts.non_2xx += load.non_2xx
         counts.errors += load.errors
         counts.first_bad = counts.first_bad or load.first_bad
@@ -284,11 +310,11 @@ def run(ctx: Context) -> list[Row]:
     script = workdir / "cycle.lua"
     script.write_text(WRK_SCRIPT)
 
-    def by_wrk(port: int, method: str, paths: Path, data: Path | None) -> Load:
-        return wrk_load(port, method, paths, data, seconds, script)
+    def by_wrk(port: int, method: str, paths: Path, data: Path | None, header: str) -> Load:
+        return wrk_load(port, method, paths, data, seconds, script, header)
 
-    def by_asyncio(port: int, method: str, paths: Path, data: Path | None) -> Load:
-        return asyncio_load(port, method, paths, data, seconds)
+    def by_asyncio(port: int, method: str, paths: Path, data: Path | None, header: str) -> Load:
+        return asyncio_load(port, method, paths, data, seconds, header=header)
 
     rows: list[Row] = []
     with contextlib.ExitStack() as stack:
@@ -300,7 +326,7 @@ def run(ctx: Context) -> list[Row]:
             ours_job = pool.submit(_prepared, ours, workdir, keys, body)
             moto_job = pool.submit(_prepared, moto, workdir, keys, body)
         ours_plan, moto_plan = ours_job.result(), moto_job.result()
-        for op in ("PUT", "GET", "HEAD", "LIST"):
+        for op in ("PUT", "PUT-IF", "GET", "HEAD", "LIST"):
             use_wrk = have_wrk and op != "HEAD"
             tool = "wrk" if use_wrk else "bench.loadgen"
             measure = by_wrk if use_wrk else by_asyncio
@@ -315,7 +341,10 @@ def run(ctx: Context) -> list[Row]:
             )
             _describe(s_ours, c_ours)
             _describe(s_moto, c_moto)
-            label = "LIST (ListObjectsV2, 100 keys)" if op == "LIST" else f"{op} 4 KiB"
+            label = {
+                "LIST": "LIST (ListObjectsV2, 100 keys)",
+                "PUT-IF": "PUT 4 KiB, If-Match",
+            }.get(op, f"{op} 4 KiB")
             rows.append(
                 compare(label, "ops/s", s_ours, s_moto, TARGETS[op], note=f"load by {tool}")
             )

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 for pair in aria2c:aria2 transmission-show:transmission-cli transmission-daemon:transmission-daemon \
             mktorrent:mktorrent nginx:nginx-light wrk:wrk opentracker:opentracker \
-            redis-server:redis-server pg_ctlcluster:postgresql; do
+            redis-server:redis-server pg_ctlcluster:postgresql rclone:rclone s3cmd:s3cmd; do
   bin=${pair%%:*}; pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_apt+=("$pkg")
 done

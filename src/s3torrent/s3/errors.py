@@ -26,6 +26,12 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "BucketNotEmpty": (409, "The bucket you tried to delete is not empty."),
     "EntityTooLarge": (400, "Your proposed upload exceeds the maximum allowed size."),
     "EntityTooSmall": (400, "Your proposed upload is smaller than the minimum allowed size."),
+    "ConditionalRequestConflict": (
+        409,
+        "A conflicting operation occurred. If using PutObject you can retry the request. If "
+        "using multipart upload you should initiate another CreateMultipartUpload request and "
+        "re-upload each part.",
+    ),
     "ExpiredToken": (400, "The provided token has expired."),
     "IncompleteBody": (
         400,
@@ -66,6 +72,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "InvalidPolicyDocument": (400, "The content of the form does not meet the conditions."),
     "InvalidRange": (416, "The requested range is not satisfiable"),
     "InvalidRequest": (400, "Invalid Request"),
+    "InvalidStorageClass": (400, "The storage class you specified is not valid"),
     "InvalidURI": (400, "Couldn't parse the specified URI."),
     "KeyTooLongError": (400, "Your key is too long."),
     "MalformedACLError": (
@@ -161,6 +168,12 @@ def s3_error_of(exc: StoreError | AccessError) -> S3Error:
     if isinstance(exc, store_errors.PartChanged):
         # Uploaded again while the parts were joined: the ETag asked for is gone.
         return S3Error("InvalidPart", extra={"PartNumber": str(exc.part_number)})
+    if isinstance(exc, store_errors.PreconditionFailed):
+        return S3Error("PreconditionFailed", extra={"Condition": exc.condition})
+    if isinstance(exc, store_errors.ConditionalConflict):
+        return S3Error("ConditionalRequestConflict", resource=f"/{exc.bucket}/{exc.key}")
+    if isinstance(exc, store_errors.ObjectMissing):
+        return S3Error("NoSuchKey", resource=f"/{exc.bucket}/{exc.key}", extra={"Key": exc.key})
     if isinstance(exc, store_errors.BucketNotEmpty):
         return S3Error("BucketNotEmpty", resource=f"/{exc.name}", extra={"BucketName": exc.name})
     if isinstance(exc, store_errors.BucketAlreadyExists):

@@ -21,6 +21,7 @@ from s3torrent.s3.auth import authenticate
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error, s3_error_of
 from s3torrent.s3.params import NO_PARAMS, Params, parse_params
+from s3torrent.s3.refusals import refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key, parse_target, route
 from s3torrent.s3.sigv4 import VerifiedAuth
 from s3torrent.s3.xml import render
@@ -316,6 +317,9 @@ class S3Application:
             virtual_host_bucket=target.bucket if target.virtual_host else None,
         )
         await self._authorize(req)
+        # What changes S3's semantics and is not acted on is refused, before any body is read.
+        owner = req.bucket.owner_id if req.bucket is not None else None
+        refuse_unsupported(endpoint, request.headers, query, owner)
         handler = self.handlers.get(endpoint)
         if handler is None:
             raise S3Error("NotImplemented", f"{endpoint.op} is not implemented.")

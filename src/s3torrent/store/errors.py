@@ -40,3 +40,30 @@ class PartChanged(StoreError):
     def __init__(self, part_number: int) -> None:
         super().__init__(str(part_number))
         self.part_number = part_number
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write or delete whose condition the current version does not meet."""
+
+    def __init__(self, condition: str) -> None:
+        super().__init__(condition)
+        self.condition = condition
+
+
+class ConditionalConflict(StoreError):
+    """A conditional write lost to a concurrent write of the same key between its check
+    and its commit (S3's 409 ConditionalRequestConflict): the caller may retry."""
+
+    def __init__(self, bucket: str, key: str) -> None:
+        super().__init__(f"{bucket}/{key}")
+        self.bucket = bucket
+        self.key = key
+
+
+class ObjectMissing(StoreError):
+    """A write or delete conditional on an existing object found none."""
+
+    def __init__(self, bucket: str, key: str) -> None:
+        super().__init__(f"{bucket}/{key}")
+        self.bucket = bucket
+        self.key = key

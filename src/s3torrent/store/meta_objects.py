@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 from s3torrent.events import AccessChanged, ObjectDeleted
 from s3torrent.store import hash_queries as hq
 from s3torrent.store import queries as q
+from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import NoSuchBucket
 from s3torrent.store.listing import Page, list_page
 from s3torrent.store.meta_base import SqlStoreBase
@@ -31,10 +32,15 @@ class ObjectMetadata(Protocol):
     ) -> Page: ...
 
     async def commit_version(
-        self, obj: ObjectVersion, hashes: TorrentHashes | None = None
+        self,
+        obj: ObjectVersion,
+        hashes: TorrentHashes | None = None,
+        condition: WriteCondition = NO_CONDITION,
     ) -> Replaced | None: ...
 
-    async def delete_object(self, bucket: str, key: str) -> Replaced | None: ...
+    async def delete_object(
+        self, bucket: str, key: str, condition: WriteCondition = NO_CONDITION
+    ) -> Replaced | None: ...
 
     async def set_object_acl(self, obj: ObjectVersion, acl: str) -> bool: ...
 
@@ -69,15 +75,20 @@ class SqlObjects(SqlStoreBase):
         )
 
     async def commit_version(
-        self, obj: ObjectVersion, hashes: TorrentHashes | None = None
+        self,
+        obj: ObjectVersion,
+        hashes: TorrentHashes | None = None,
+        condition: WriteCondition = NO_CONDITION,
     ) -> Replaced | None:
         """The commit point of a write: obj becomes current (with its torrent hashes, when
-        they were computed in the upload stream); returns the version it replaced."""
+        they were computed in the upload stream) if `condition` holds in this transaction
+        (else store.errors.PreconditionFailed, ObjectMissing or ConditionalConflict);
+        returns the version it replaced."""
 
         def txn(conn: Connection) -> Replaced | None:
             if q.get_bucket(conn, obj.bucket) is None:
                 raise NoSuchBucket(obj.bucket)
-            replaced = q.upsert_object(conn, obj)
+            replaced = q.upsert_object(conn, obj, condition)
             if hashes is not None:
                 hq.record_hashes(conn, hashes)
             return replaced
@@ -86,9 +97,12 @@ class SqlObjects(SqlStoreBase):
         self._written(obj, replaced, hashes is not None)
         return replaced
 
-    async def delete_object(self, bucket: str, key: str) -> Replaced | None:
-        """Delete the current version of a key; returns it, if there was one."""
-        removed = await self.db.write(lambda c: q.delete_object(c, bucket, key))
+    async def delete_object(
+        self, bucket: str, key: str, condition: WriteCondition = NO_CONDITION
+    ) -> Replaced | None:
+        """Delete the current version of a key if `condition` holds; returns it, if there
+        was one."""
+        removed = await self.db.write(lambda c: q.delete_object(c, bucket, key, condition))
         if removed is not None:
             self._published(ObjectDeleted(bucket, key, removed.version_id))
         return removed

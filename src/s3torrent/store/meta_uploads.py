@@ -7,6 +7,7 @@ from typing import Protocol
 from sqlalchemy.engine import Connection
 
 from s3torrent.store import queries as q
+from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import NoSuchBucket, NoSuchUpload, PartChanged
 from s3torrent.store.meta_base import SqlStoreBase
 from s3torrent.store.rows import ObjectVersion, Part, Replaced, Upload
@@ -29,7 +30,11 @@ class UploadMetadata(Protocol):
     async def abort_upload(self, upload_id: str) -> list[str] | None: ...
 
     async def complete_upload(
-        self, obj: ObjectVersion, upload_id: str, joined: dict[int, str]
+        self,
+        obj: ObjectVersion,
+        upload_id: str,
+        joined: dict[int, str],
+        condition: WriteCondition = NO_CONDITION,
     ) -> tuple[Replaced | None, list[str]]: ...
 
     async def scan_uploads(
@@ -77,11 +82,17 @@ class SqlUploads(SqlStoreBase):
         return await self.db.write(lambda c: q.delete_upload(c, upload_id))
 
     async def complete_upload(
-        self, obj: ObjectVersion, upload_id: str, joined: dict[int, str]
+        self,
+        obj: ObjectVersion,
+        upload_id: str,
+        joined: dict[int, str],
+        condition: WriteCondition = NO_CONDITION,
     ) -> tuple[Replaced | None, list[str]]:
         """Make the joined object current and drop its upload, in one transaction; returns
         the version it replaced and the part blobs no longer needed. `joined` maps each part
-        number to the blob that was joined: a part uploaded again meanwhile is PartChanged."""
+        number to the blob that was joined: a part uploaded again meanwhile is PartChanged.
+        `condition` is checked in the same transaction (see commit_version); when it fails
+        the upload stays, so the client may retry."""
 
         def txn(conn: Connection) -> tuple[Replaced | None, list[str]]:
             if q.get_upload(conn, upload_id) is None:
@@ -92,7 +103,7 @@ class SqlUploads(SqlStoreBase):
                     raise PartChanged(number)
             if q.get_bucket(conn, obj.bucket) is None:
                 raise NoSuchBucket(obj.bucket)
-            replaced = q.upsert_object(conn, obj)
+            replaced = q.upsert_object(conn, obj, condition)
             return replaced, q.delete_upload(conn, upload_id) or []
 
         replaced, released = await self.db.write(txn)

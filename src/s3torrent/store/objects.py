@@ -23,7 +23,8 @@ from typing import Any, Protocol, TypeVar
 
 from s3torrent.store import rows as md
 from s3torrent.store.blobs import BlobStore
-from s3torrent.store.errors import NoSuchBucket
+from s3torrent.store.conditions import NO_CONDITION, WriteCondition
+from s3torrent.store.errors import StoreError
 from s3torrent.store.metastore import MetadataStore
 
 log = logging.getLogger(__name__)
@@ -233,12 +234,15 @@ class ObjectStore:
         self._delete_blob_later(blob_id)
 
     async def publish_version(
-        self, obj: md.ObjectVersion, hashes: md.TorrentHashes | None = None
+        self,
+        obj: md.ObjectVersion,
+        hashes: md.TorrentHashes | None = None,
+        condition: WriteCondition = NO_CONDITION,
     ) -> str | None:
         """The commit point: make obj current (with its torrent hashes, if computed)."""
         try:
-            replaced = await self.meta.commit_version(obj, hashes)
-        except NoSuchBucket:
+            replaced = await self.meta.commit_version(obj, hashes, condition)
+        except StoreError:  # no bucket any more, or a write condition that failed
             if obj.inline is None:
                 await asyncio.get_running_loop().run_in_executor(
                     self.executor, self.blobs.delete, obj.version_id
@@ -254,8 +258,10 @@ class ObjectStore:
             self._delete_blob_later(replaced.version_id)
         return replaced.version_id
 
-    async def delete(self, bucket: str, key: str) -> str | None:
-        return self.release_replaced(await self.meta.delete_object(bucket, key))
+    async def delete(
+        self, bucket: str, key: str, condition: WriteCondition = NO_CONDITION
+    ) -> str | None:
+        return self.release_replaced(await self.meta.delete_object(bucket, key, condition))
 
     def _delete_blob_later(self, version_id: str) -> None:
         # Readers that looked the old version up a moment ago still open its blob; they

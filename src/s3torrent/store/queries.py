@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from s3torrent.store.conditions import NO_CONDITION, WriteCondition
+from s3torrent.store.errors import ConditionalConflict
 from s3torrent.store.rows import Bucket, ObjectVersion, Part, Replaced, Upload
 from s3torrent.store.schema import (
     OBJECT_INFO_COLUMNS,
@@ -45,7 +47,9 @@ def hold_lease(conn: Connection, name: str, holder: str, now: float, ttl: float)
 
 # The object write path's statements, built once (see _replace_row for the protocol).
 _LOCK_OBJECT = Prepared(
-    sa.select(objects.c.version_id, objects.c.inline_data.is_(None).label("has_blob"))
+    sa.select(
+        objects.c.version_id, objects.c.inline_data.is_(None).label("has_blob"), objects.c.etag
+    )
     .where(objects.c.bucket == sa.bindparam("w_bucket"), objects.c.key == sa.bindparam("w_key"))
     .with_for_update()
 )
@@ -102,27 +106,44 @@ def bucket_has_objects(conn: Connection, bucket: str) -> bool:
     )
 
 
-def upsert_object(conn: Connection, obj: ObjectVersion) -> Replaced | None:
-    """Make obj the current version of its key; return the version it replaced, if any."""
+def upsert_object(
+    conn: Connection, obj: ObjectVersion, condition: WriteCondition = NO_CONDITION
+) -> Replaced | None:
+    """Make obj the current version of its key; return the version it replaced, if any.
+
+    `condition` is checked against the current version under its row lock (or, for an
+    absent key, by the insert that must create it), so it holds at the commit."""
     row = obj.to_row()
     at = {"w_bucket": obj.bucket, "w_key": row["key"]}
     while True:
         old = _LOCK_OBJECT.run(conn, at).fetchone()
         if old is not None:
+            condition.check(obj.bucket, obj.key, str(old[2]))
             _UPDATE_OBJECT.run(conn, {**at, **row})
             _DELETE_TORRENT.run(conn, {"w_vid": old[0]})
             return Replaced(str(old[0]), bool(old[1]))
+        condition.check(obj.bucket, obj.key, None)
         if insert_if_absent(conn, objects, row):
             return None
+        if condition:
+            # Another node created the key between our look and our insert: its write won.
+            raise ConditionalConflict(obj.bucket, obj.key)
 
 
-def delete_object(conn: Connection, bucket: str, key: str) -> Replaced | None:
+def delete_object(
+    conn: Connection, bucket: str, key: str, condition: WriteCondition = NO_CONDITION
+) -> Replaced | None:
     """Delete the current version of a key; return it, if there was one."""
     k = key.encode("utf-8")
+    where = (objects.c.bucket == bucket, objects.c.key == k)
+    if condition:
+        # Lock the row, check it, then delete: a racing writer waits for our decision.
+        current = conn.execute(sa.select(objects.c.etag).where(*where).with_for_update()).first()
+        condition.check(bucket, key, str(current[0]) if current is not None else None)
     # One statement: of two nodes deleting the same key, exactly one learns the version id.
     old = conn.execute(
         objects.delete()
-        .where(objects.c.bucket == bucket, objects.c.key == k)
+        .where(*where)
         .returning(objects.c.version_id, objects.c.inline_data.is_(None))
     ).first()
     if old is None:

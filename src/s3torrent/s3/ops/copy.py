@@ -19,11 +19,15 @@ from s3torrent.s3.ops.buckets import xml_response
 from s3torrent.s3.ops.objects import (
     _etag_matches,
     _parse_http_date,
+    precheck_write,
     requested_acl,
     stored_headers,
+    write_condition,
 )
+from s3torrent.s3.refusals import check_expected_owner
 from s3torrent.s3.server import S3Request
 from s3torrent.store import rows as md
+from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 
 MAX_COPY_SIZE = 5 * 1024**3
 
@@ -59,9 +63,19 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
 async def readable_source(svc: S3Context, req: S3Request) -> tuple[md.Bucket, md.ObjectVersion]:
     """The copy source, if it exists and the caller may read it (the one access decision)."""
     name, key, version_id = parse_copy_source(req.http.headers["x-amz-copy-source"])
+    if version_id is not None and version_id != "null":
+        # Versioning is never enabled: every object's one version is "null".
+        raise S3Error(
+            "InvalidArgument",
+            "Invalid version id specified",
+            extra={"ArgumentName": "x-amz-copy-source", "ArgumentValue": version_id[:64]},
+        )
     bucket = await svc.meta.bucket(name)
     if bucket is None:
         raise S3Error("NoSuchBucket", resource=f"/{name}", extra={"BucketName": name})
+    expected_owner = req.http.headers.get("x-amz-source-expected-bucket-owner")
+    if expected_owner is not None:
+        check_expected_owner(expected_owner, bucket.owner_id)
     obj = await svc.meta.object(name, key)
     ctx = req.access_context()
     if obj is None:
@@ -70,8 +84,6 @@ async def readable_source(svc: S3Context, req: S3Request) -> tuple[md.Bucket, md
         raise S3Error("AccessDenied", resource=f"/{name}/{key}")
     if not authz.may(req.principal, "s3:GetObject", bucket, key, obj, ctx).allowed:
         raise S3Error("AccessDenied", resource=f"/{name}/{key}")
-    if version_id is not None and version_id not in ("null", obj.version_id):
-        raise S3Error("NoSuchVersion", status=404, extra={"Key": key, "VersionId": version_id})
     return bucket, obj
 
 
@@ -106,6 +118,7 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     bucket = req.bucket
     assert bucket is not None
     http = req.http
+    condition = write_condition(http.headers)
     src_bucket, src = await readable_source(svc, req)
     check_copy_conditions(http.headers, src)
     directive = http.headers.get("x-amz-metadata-directive", "COPY").upper()
@@ -142,7 +155,8 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     acl = requested_acl(http.headers, Owner(owner_id, req.principal.name or ""), bucket)
     alg_name = requested_alg or src.checksum_algorithm
     algorithm = checksums.ChecksumAlgorithm.from_header_value(alg_name) if alg_name else None
-    obj = await copy_bytes(svc, req, src, headers, owner_id, acl, algorithm)
+    await precheck_write(svc, req, condition)
+    obj = await copy_bytes(svc, req, src, headers, owner_id, acl, algorithm, condition)
     result: dict[str, Any] = {
         "ETag": obj.etag,
         "LastModified": s3xml.iso8601(obj.last_modified),
@@ -161,8 +175,10 @@ async def copy_bytes(
     owner_id: str,
     acl: Any,
     algorithm: checksums.ChecksumAlgorithm | None,
+    condition: WriteCondition = NO_CONDITION,
 ) -> md.ObjectVersion:
-    """One pass over the source: the new blob, its MD5, checksum and torrent pieces together."""
+    """One pass over the source: the new blob, its MD5, checksum and torrent pieces together;
+    committed if `condition` holds for the destination key."""
     store = svc.store
     checksum = checksums.new_checksum(algorithm) if algorithm is not None else None
     torrent_hasher = svc.torrents.hasher_for(src.size)
@@ -192,5 +208,5 @@ async def copy_bytes(
         checksum_type="FULL_OBJECT" if checksum is not None else None,
     )
     hashes = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
-    await store.publish_version(obj, hashes)
+    await store.publish_version(obj, hashes, condition)
     return obj

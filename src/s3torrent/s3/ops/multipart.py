@@ -31,7 +31,12 @@ from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import owner_xml, xml_response
 from s3torrent.s3.ops.copy import check_copy_conditions, readable_source
-from s3torrent.s3.ops.objects import requested_acl, stored_headers
+from s3torrent.s3.ops.objects import (
+    precheck_write,
+    requested_acl,
+    stored_headers,
+    write_condition,
+)
 from s3torrent.s3.params import MAX_PARTS, UploadListParams, UploadParams, ascii_int
 from s3torrent.s3.server import S3Request
 from s3torrent.store import rows as md
@@ -391,6 +396,7 @@ def _verify_xml_digests(headers: Mapping[str, str], payload_hash: str, raw: byte
 
 
 async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    condition = write_condition(req.http.headers)
     up = await _upload(svc, req)
     limits = svc.settings.limits
     body = RequestBody(
@@ -413,6 +419,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
                 "BadDigest",
                 f"The {up.checksum_algorithm} you specified did not match the calculated checksum.",
             )
+    await precheck_write(svc, req, condition)
     store = svc.store
     version_id = store.new_version_id()
     try:
@@ -440,7 +447,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     )
     joined = {p.part_number: p.blob_id for p in parts}
     try:
-        replaced, released = await svc.meta.complete_upload(obj, up.upload_id, joined)
+        replaced, released = await svc.meta.complete_upload(obj, up.upload_id, joined, condition)
     except StoreError:
         await _delete_blobs(svc, [version_id])
         raise

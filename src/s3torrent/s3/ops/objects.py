@@ -22,12 +22,14 @@ from s3torrent.metering.meter import BODY_SENT
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody, StoredChecksum
 from s3torrent.s3.context import S3Context
-from s3torrent.s3.errors import S3Error
+from s3torrent.s3.errors import S3Error, s3_error_of
 from s3torrent.s3.ops.buckets import xml_response
 from s3torrent.s3.params import ObjectReadParams
 from s3torrent.s3.ranges import ByteRange, parse_range
 from s3torrent.s3.server import S3Request
 from s3torrent.store import rows as md
+from s3torrent.store.conditions import NO_CONDITION, WriteCondition
+from s3torrent.store.errors import StoreError
 
 # DeleteObjects: how many deletes are in flight at once (they share group commits).
 _DELETE_WAVE = 256
@@ -174,6 +176,44 @@ def check_conditions(headers: Mapping[str, str], obj: md.ObjectVersion) -> None:
             raise S3Error("NotModified", headers=not_modified)
 
 
+# ---- conditional writes ----
+
+
+def write_condition(headers: Mapping[str, str]) -> WriteCondition:
+    """The condition a write (PutObject, CopyObject, CompleteMultipartUpload) puts on the
+    key's current version: If-None-Match (only "*") and If-Match (an ETag, or "*")."""
+    if_none = headers.get("If-None-Match")
+    if if_none is not None and if_none.strip() != "*":
+        # Only "create if absent" is a write condition in S3; an ETag list here is not.
+        raise S3Error("NotImplemented", "If-None-Match on a write accepts only the value '*'.")
+    if_match = headers.get("If-Match")
+    if if_match is not None and not if_match.strip():
+        raise S3Error("InvalidArgument", "If-Match must not be empty.")
+    return WriteCondition(
+        if_none_match=if_none is not None,
+        if_match=if_match.strip() if if_match is not None else None,
+    )
+
+
+def check_may_compare(req: S3Request, key: str, condition: WriteCondition) -> None:
+    """An ETag condition tells its sender whether it guessed the current ETag: as in S3, it
+    needs s3:GetObject on the key besides the write's own permission."""
+    if condition.if_match is None or condition.if_match == "*" or req.bucket is None:
+        return
+    ctx = req.access_context()
+    if not authz.may(req.principal, "s3:GetObject", req.bucket, key, None, ctx).allowed:
+        raise S3Error("AccessDenied", resource=f"/{req.bucket_name}/{key}")
+
+
+async def precheck_write(svc: S3Context, req: S3Request, condition: WriteCondition) -> None:
+    """Fail a conditional write to req's key before its bytes are read or copied when it
+    already cannot hold; the commit checks the condition again, atomically, and decides."""
+    if condition:
+        check_may_compare(req, req.key, condition)
+        current = await svc.meta.object(req.bucket_name, req.key)
+        condition.check(req.bucket_name, req.key, current.etag if current is not None else None)
+
+
 # ---- PUT ----
 
 
@@ -196,7 +236,9 @@ async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     owner = Owner(owner_id or req.bucket.owner_id, req.principal.name or "")
     acl = requested_acl(http.headers, owner, req.bucket)
     headers = stored_headers(http.headers, limits.max_user_metadata)
-    obj, checksum = await store_body(svc, req, body, owner.id, headers, acl)
+    condition = write_condition(http.headers)
+    await precheck_write(svc, req, condition)
+    obj, checksum = await store_body(svc, req, body, owner.id, headers, acl, condition)
     resp_headers = {"ETag": obj.etag}
     if checksum is not None:
         resp_headers[f"x-amz-checksum-{checksum.algorithm.lower()}"] = checksum.value
@@ -211,8 +253,10 @@ async def store_body(
     owner_id: str,
     headers: dict[str, str],
     acl: AccessControlList | None,
+    condition: WriteCondition = NO_CONDITION,
 ) -> tuple[md.ObjectVersion, StoredChecksum | None]:
-    """Stream a request body into a new current version of req's key."""
+    """Stream a request body into a new current version of req's key (if `condition`
+    holds at the commit)."""
     store = svc.store
     limits = svc.settings.limits
     torrent_hasher = svc.torrents.hasher_for(body.length) if body.length is not None else None
@@ -254,7 +298,7 @@ async def store_body(
         inline=inline,
     )
     hashes = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
-    await store.publish_version(obj, hashes)
+    await store.publish_version(obj, hashes, condition)
     return obj, checksum
 
 
@@ -388,9 +432,38 @@ async def _reserve(
 # ---- DELETE ----
 
 
+def delete_condition(if_match: str | None) -> WriteCondition:
+    """A delete's condition: If-Match (an ETag, or "*": the object must exist)."""
+    if if_match is None:
+        return NO_CONDITION
+    if not if_match.strip():
+        raise S3Error("InvalidArgument", "If-Match must not be empty.")
+    return WriteCondition(if_match=if_match.strip())
+
+
 async def delete_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
-    await svc.store.delete(req.bucket_name, req.key)
+    condition = delete_condition(req.http.headers.get("If-Match"))
+    check_may_compare(req, req.key, condition)
+    await svc.store.delete(req.bucket_name, req.key, condition)
     return web.Response(status=204)
+
+
+def _delete_entry(entry: Any) -> tuple[str, WriteCondition]:
+    """One <Object> of a DeleteObjects body: its key and its condition (<ETag>)."""
+    key = s3xml.text(entry, "Key")
+    if key is None or key == "":
+        raise S3Error("MalformedXML")
+    for unsupported in ("LastModifiedTime", "Size"):
+        if s3xml.text(entry, unsupported) is not None:
+            raise S3Error("NotImplemented", f"DeleteObjects does not support <{unsupported}>.")
+    version_id = s3xml.text(entry, "VersionId")
+    if version_id is not None and version_id != "null":
+        raise S3Error(
+            "InvalidArgument",
+            "Invalid version id specified",
+            extra={"ArgumentName": "versionId", "ArgumentValue": version_id[:64]},
+        )
+    return key, delete_condition(s3xml.text(entry, "ETag"))
 
 
 async def delete_objects(svc: S3Context, req: S3Request) -> web.StreamResponse:
@@ -421,26 +494,37 @@ async def delete_objects(svc: S3Context, req: S3Request) -> web.StreamResponse:
         raise S3Error("MalformedXML")
     deleted: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
-    allowed: list[str] = []
+    allowed: list[tuple[str, WriteCondition]] = []
     ctx = req.access_context()
     for entry in entries:
-        key = s3xml.text(entry, "Key")
-        if key is None or key == "":
-            raise S3Error("MalformedXML")
+        key, condition = _delete_entry(entry)
         if len(key.encode()) > 1024:
             errors.append(
                 {"Key": key, "Code": "KeyTooLongError", "Message": "Your key is too long."}
             )
             continue
         decision = authz.may(req.principal, "s3:DeleteObject", req.bucket, key, None, ctx)
-        if not decision.allowed:
-            errors.append({"Key": key, "Code": "AccessDenied", "Message": "Access Denied"})
+        try:
+            if not decision.allowed:
+                raise S3Error("AccessDenied")
+            check_may_compare(req, key, condition)
+        except S3Error as refused:
+            errors.append({"Key": key, "Code": refused.code, "Message": refused.message})
             continue
-        allowed.append(key)
+        allowed.append((key, condition))
     # Issued together, the deletes share group commits instead of costing a commit each.
     for i in range(0, len(allowed), _DELETE_WAVE):
         wave = allowed[i : i + _DELETE_WAVE]
-        await asyncio.gather(*(svc.store.delete(req.bucket_name, k) for k in wave))
-    if not quiet:
-        deleted = [{"Key": k} for k in allowed]
+        results = await asyncio.gather(
+            *(svc.store.delete(req.bucket_name, k, c) for k, c in wave), return_exceptions=True
+        )
+        for (key, _), result in zip(wave, results, strict=True):
+            if isinstance(result, StoreError):
+                # A failed <ETag> condition is that key's error, not the request's.
+                err = s3_error_of(result)
+                errors.append({"Key": key, "Code": err.code, "Message": err.message})
+            elif isinstance(result, BaseException):
+                raise result
+            elif not quiet:
+                deleted.append({"Key": key})
     return xml_response(s3xml.render("DeleteResult", {"Deleted": deleted, "Error": errors}))

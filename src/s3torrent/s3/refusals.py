@@ -1,0 +1,231 @@
+"""What the server refuses rather than ignores: one table, checked once before any handler.
+
+A request header or query parameter that changes what S3 does (object lock, encryption,
+tagging, versions, storage classes, ...) and that this server does not act on is refused
+with S3's error, never accepted and silently ignored: a client that asked for a retention
+date or for encryption must learn that it did not get it. The README's "What is refused"
+section is this table, rendered by `markdown_table` (a unit test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from s3torrent.access.principals import ACCOUNT_ID
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.routing import Endpoint
+
+E = Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A header (or, with `in_query`, a query parameter) refused on `endpoints` (empty:
+    on every request) unless its value is one of `accepted` (compared case-insensitively)."""
+
+    name: str
+    endpoints: frozenset[Endpoint]
+    code: str
+    message: str
+    accepted: tuple[str, ...] = ()
+    in_query: bool = False
+
+    def applies_to(self, endpoint: Endpoint) -> bool:
+        return not self.endpoints or endpoint in self.endpoints
+
+    def refuses(self, value: str) -> bool:
+        folded = value.strip().lower()
+        return all(folded != ok.lower() for ok in self.accepted)
+
+
+_OBJECT_WRITES = frozenset({E.PutObject, E.CopyObject, E.CreateMultipartUpload})
+# Operations on one object version that S3 lets a client name by ?versionId=.
+_VERSIONED_READS = frozenset(
+    {
+        E.GetObject,
+        E.HeadObject,
+        E.DeleteObject,
+        E.GetObjectAcl,
+        E.PutObjectAcl,
+        E.GetObjectTorrent,
+    }
+)
+_NO_WRITE_CONDITIONS = frozenset(
+    {E.CreateMultipartUpload, E.UploadPart, E.UploadPartCopy, E.AbortMultipartUpload}
+)
+_NO_LOCK = "Bucket is missing Object Lock Configuration"
+_NO_SSE = "Server-side encryption is not implemented; the object would be stored unencrypted."
+_NO_DATE_CONDITION = "Date conditions on writes and deletes are not implemented."
+
+
+def _sse(name: str) -> Refusal:
+    return Refusal(name, frozenset(), "NotImplemented", _NO_SSE)
+
+
+REFUSALS: tuple[Refusal, ...] = (
+    # Object lock: no bucket has an Object Lock configuration, which is S3's own answer.
+    Refusal("x-amz-object-lock-mode", _OBJECT_WRITES, "InvalidRequest", _NO_LOCK),
+    Refusal("x-amz-object-lock-retain-until-date", _OBJECT_WRITES, "InvalidRequest", _NO_LOCK),
+    Refusal("x-amz-object-lock-legal-hold", _OBJECT_WRITES, "InvalidRequest", _NO_LOCK),
+    Refusal(
+        "x-amz-bucket-object-lock-enabled",
+        frozenset({E.CreateBucket}),
+        "NotImplemented",
+        "Object Lock is not implemented.",
+        accepted=("false",),
+    ),
+    Refusal(
+        "x-amz-bypass-governance-retention",
+        frozenset({E.DeleteObject, E.DeleteObjects}),
+        "NotImplemented",
+        "Object Lock is not implemented.",
+    ),
+    Refusal(
+        "x-amz-mfa",
+        frozenset({E.DeleteObject, E.DeleteObjects}),
+        "NotImplemented",
+        "MFA delete is not implemented.",
+    ),
+    # Versioning is never enabled: every object has one version, "null".
+    Refusal(
+        "versionId",
+        _VERSIONED_READS,
+        "InvalidArgument",
+        "Invalid version id specified",
+        accepted=("null",),
+        in_query=True,
+    ),
+    Refusal(
+        "x-amz-tagging", _OBJECT_WRITES, "NotImplemented", "Object tagging is not implemented."
+    ),
+    Refusal(
+        "x-amz-tagging-directive",
+        frozenset({E.CopyObject}),
+        "NotImplemented",
+        "Object tagging is not implemented.",
+        # No object has tags, so copying the source's tags copies none.
+        accepted=("COPY",),
+    ),
+    Refusal(
+        "x-amz-storage-class",
+        _OBJECT_WRITES,
+        "InvalidStorageClass",
+        "The storage class you specified is not valid",
+        accepted=("STANDARD", "REDUCED_REDUNDANCY"),
+    ),
+    Refusal(
+        "x-amz-object-ownership",
+        frozenset({E.CreateBucket}),
+        "NotImplemented",
+        "Only ObjectWriter object ownership (ACLs enabled) is implemented.",
+        accepted=("ObjectWriter",),
+    ),
+    Refusal(
+        "x-amz-write-offset-bytes",
+        frozenset({E.PutObject}),
+        "NotImplemented",
+        "Appending to an object is not implemented.",
+    ),
+    # Encryption (SSE-S3, SSE-KMS, SSE-C): not yet implemented, so never pretended.
+    _sse("x-amz-server-side-encryption"),
+    _sse("x-amz-server-side-encryption-aws-kms-key-id"),
+    _sse("x-amz-server-side-encryption-context"),
+    _sse("x-amz-server-side-encryption-bucket-key-enabled"),
+    _sse("x-amz-server-side-encryption-customer-algorithm"),
+    _sse("x-amz-server-side-encryption-customer-key"),
+    _sse("x-amz-server-side-encryption-customer-key-md5"),
+    _sse("x-amz-copy-source-server-side-encryption-customer-algorithm"),
+    _sse("x-amz-copy-source-server-side-encryption-customer-key"),
+    _sse("x-amz-copy-source-server-side-encryption-customer-key-md5"),
+    # Conditions where S3 takes none, or of kinds not implemented: refused, never skipped.
+    Refusal(
+        "If-Match",
+        _NO_WRITE_CONDITIONS | {E.PutObjectAcl},
+        "NotImplemented",
+        "This operation takes no If-Match condition.",
+    ),
+    Refusal(
+        "If-None-Match",
+        _NO_WRITE_CONDITIONS | {E.PutObjectAcl, E.DeleteObject},
+        "NotImplemented",
+        "This operation takes no If-None-Match condition.",
+    ),
+    Refusal(
+        "If-Modified-Since",
+        frozenset({E.PutObject, E.CopyObject, E.CompleteMultipartUpload, E.DeleteObject}),
+        "NotImplemented",
+        _NO_DATE_CONDITION,
+    ),
+    Refusal(
+        "If-Unmodified-Since",
+        frozenset({E.PutObject, E.CopyObject, E.CompleteMultipartUpload, E.DeleteObject}),
+        "NotImplemented",
+        _NO_DATE_CONDITION,
+    ),
+    Refusal(
+        "x-amz-if-match-last-modified-time",
+        frozenset({E.DeleteObject}),
+        "NotImplemented",
+        _NO_DATE_CONDITION,
+    ),
+    Refusal(
+        "x-amz-if-match-size",
+        frozenset({E.DeleteObject}),
+        "NotImplemented",
+        "Size conditions on deletes are not implemented.",
+    ),
+    Refusal(
+        "x-amz-if-match-initiated-time",
+        frozenset({E.AbortMultipartUpload}),
+        "NotImplemented",
+        _NO_DATE_CONDITION,
+    ),
+)
+
+
+def refuse_unsupported(
+    endpoint: Endpoint,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    bucket_owner_id: str | None,
+) -> None:
+    """Raise S3's error for the first header or parameter of REFUSALS this request carries
+    with a value that is not acted on; check `x-amz-expected-bucket-owner`."""
+    for refusal in REFUSALS:
+        if not refusal.applies_to(endpoint):
+            continue
+        value = query.get(refusal.name) if refusal.in_query else headers.get(refusal.name)
+        if value is not None and refusal.refuses(value):
+            extra = {"ArgumentName": refusal.name, "ArgumentValue": value[:64]}
+            raise S3Error(refusal.code, refusal.message, extra=extra)
+    expected = headers.get("x-amz-expected-bucket-owner")
+    if expected is not None and bucket_owner_id is not None:
+        check_expected_owner(expected, bucket_owner_id)
+
+
+def check_expected_owner(expected: str, bucket_owner_id: str) -> None:
+    """x-amz-expected-bucket-owner (or -source-): the bucket's owner, named by its canonical
+    id or by the one account every user lives in; anything else is 403, as in S3."""
+    if expected.strip() not in (bucket_owner_id, ACCOUNT_ID):
+        raise S3Error("AccessDenied")
+
+
+def _requests(refusal: Refusal) -> str:
+    if not refusal.endpoints:
+        return "every request"
+    return ", ".join(sorted(e.op for e in refusal.endpoints))
+
+
+def markdown_table() -> str:
+    """REFUSALS as the README's table (one row each)."""
+    lines = [
+        "| Header or parameter | On | Answer | Accepted values |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in REFUSALS:
+        name = f"`?{r.name}=`" if r.in_query else f"`{r.name}`"
+        status = S3Error(r.code).status
+        accepted = ", ".join(f"`{v}`" for v in r.accepted) or "none"
+        lines.append(f"| {name} | {_requests(r)} | {status} {r.code} | {accepted} |")
+    return "\n".join(lines) + "\n"

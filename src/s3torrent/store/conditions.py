@@ -1,0 +1,47 @@
+"""Write conditions: what a conditional write or delete requires of the key's current version.
+
+A condition travels into the metadata store as a value and is decided in the same
+transaction that commits the write, under the row lock: two racing `If-None-Match: *`
+writes can never both win.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from s3torrent.store.errors import ObjectMissing, PreconditionFailed
+
+
+def _bare(etag: str) -> str:
+    return etag.strip().strip('"')
+
+
+@dataclass(frozen=True, slots=True)
+class WriteCondition:
+    """`If-None-Match: *` (the key must have no object) and/or `If-Match: <etag>` (the
+    current object must have this ETag; "*": any object)."""
+
+    if_none_match: bool = False
+    if_match: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.if_none_match or self.if_match is not None
+
+    def check(self, bucket: str, key: str, current_etag: str | None) -> None:
+        """Raise unless the key's current version (its ETag, None: absent) satisfies this."""
+        if current_etag is None:
+            if self.if_match is not None:
+                # S3: a condition on an object that is not there is NoSuchKey, not 412.
+                raise ObjectMissing(bucket, key)
+            return
+        if self.if_none_match:
+            raise PreconditionFailed("If-None-Match")
+        if (
+            self.if_match is not None
+            and self.if_match.strip() != "*"
+            and _bare(self.if_match) != _bare(current_etag)
+        ):
+            raise PreconditionFailed("If-Match")
+
+
+NO_CONDITION = WriteCondition()

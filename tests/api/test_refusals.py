@@ -1,0 +1,283 @@
+"""Headers and parameters the server does not act on are refused, never accepted and ignored.
+
+Every row of s3torrent.s3.refusals.REFUSALS is tried on every endpoint it names, with raw
+signed requests, and must answer its error without changing anything; the values a row
+accepts, and the default flows of the clients, keep working.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from s3torrent.access.principals import ACCOUNT_ID
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.refusals import REFUSALS, Refusal
+from s3torrent.s3.routing import Endpoint
+from tests.conftest import LiveServer, sign_request
+
+_names = itertools.count()
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    query: str = ""
+    headers: dict[str, str] | None = None
+    body: bytes = b""
+
+
+@dataclass
+class Fixture:
+    server: LiveServer
+    bucket: str
+    upload_id: str
+
+    def call(self, endpoint: Endpoint) -> Call:
+        b, u = self.bucket, self.upload_id
+        copy = {"x-amz-copy-source": f"/{b}/obj"}
+        xml = b"<Delete><Object><Key>obj</Key></Object></Delete>"
+        md5 = base64.b64encode(hashlib.md5(xml).digest()).decode()
+        done = b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>"
+        done += b"<ETag>x</ETag></Part></CompleteMultipartUpload>"
+        calls = {
+            Endpoint.PutObject: Call("PUT", f"/{b}/new-{next(_names)}", body=b"data"),
+            Endpoint.CopyObject: Call("PUT", f"/{b}/copy-{next(_names)}", headers=copy),
+            Endpoint.CreateMultipartUpload: Call("POST", f"/{b}/mp2", "uploads="),
+            Endpoint.CreateBucket: Call("PUT", f"/refused-{os.getpid()}-{next(_names)}"),
+            Endpoint.DeleteObject: Call("DELETE", f"/{b}/obj"),
+            Endpoint.DeleteObjects: Call(
+                "POST", f"/{b}", "delete=", {"Content-MD5": md5}, body=xml
+            ),
+            Endpoint.GetObject: Call("GET", f"/{b}/obj"),
+            Endpoint.HeadObject: Call("HEAD", f"/{b}/obj"),
+            Endpoint.GetObjectAcl: Call("GET", f"/{b}/obj", "acl="),
+            Endpoint.PutObjectAcl: Call("PUT", f"/{b}/obj", "acl=", {"x-amz-acl": "private"}),
+            Endpoint.GetObjectTorrent: Call("GET", f"/{b}/obj", "torrent="),
+            Endpoint.UploadPart: Call("PUT", f"/{b}/mp", f"partNumber=1&uploadId={u}", body=b"p"),
+            Endpoint.UploadPartCopy: Call(
+                "PUT", f"/{b}/mp", f"partNumber=1&uploadId={u}", headers=copy
+            ),
+            Endpoint.AbortMultipartUpload: Call("DELETE", f"/{b}/mp", f"uploadId={u}"),
+            Endpoint.CompleteMultipartUpload: Call("POST", f"/{b}/mp", f"uploadId={u}", body=done),
+        }
+        return calls[endpoint]
+
+    def send(self, call: Call, extra: dict[str, str], query: str = "") -> requests.Response:
+        q = "&".join(p for p in (call.query, query) if p)
+        url = f"{self.server.endpoint}{call.path}" + (f"?{q}" if q else "")
+        headers = {**(call.headers or {}), **extra}
+        signed = sign_request(call.method, url, headers, call.body)
+        return requests.request(call.method, url, headers=signed, data=call.body, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def fx(server: LiveServer, s3: Any) -> Iterator[Fixture]:
+    name = f"refusals-{os.getpid()}"
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key="obj", Body=b"original")
+    upload_id = s3.create_multipart_upload(Bucket=name, Key="mp")["UploadId"]
+    yield Fixture(server, name, upload_id)
+
+
+def _refused_value(refusal: Refusal) -> str:
+    if "since" in refusal.name.lower() or "date" in refusal.name or "time" in refusal.name:
+        return "Wed, 01 Jan 2020 00:00:00 GMT"
+    return "not-acted-on"
+
+
+def _cases() -> list[tuple[Refusal, Endpoint]]:
+    every = [Endpoint.PutObject, Endpoint.GetObject, Endpoint.CreateMultipartUpload]
+    return [(r, e) for r in REFUSALS for e in (sorted(r.endpoints, key=str) or every)]
+
+
+def _code(resp: requests.Response) -> str:
+    text = resp.text
+    start = text.find("<Code>")
+    return text[start + 6 : text.find("</Code>")] if start >= 0 else ""
+
+
+@pytest.mark.parametrize(
+    ("refusal", "endpoint"), _cases(), ids=lambda v: v.op if isinstance(v, Endpoint) else v.name
+)
+def test_every_refused_header_and_parameter_is_refused_with_its_error(
+    fx: Fixture, s3: Any, refusal: Refusal, endpoint: Endpoint
+) -> None:
+    call = fx.call(endpoint)
+    value = _refused_value(refusal)
+    if refusal.in_query:
+        resp = fx.send(call, {}, f"{refusal.name}={value}")
+    else:
+        resp = fx.send(call, {refusal.name: value})
+    assert resp.status_code == S3Error(refusal.code).status, resp.text
+    if call.method != "HEAD":
+        assert _code(resp) == refusal.code, resp.text
+    # Nothing happened: the object is intact, no new key or bucket appeared.
+    assert s3.get_object(Bucket=fx.bucket, Key="obj")["Body"].read() == b"original"
+    if endpoint in (Endpoint.PutObject, Endpoint.CopyObject):
+        with pytest.raises(ClientError):
+            s3.head_object(Bucket=fx.bucket, Key=call.path.rsplit("/", 1)[1])
+    if endpoint is Endpoint.CreateBucket:
+        with pytest.raises(ClientError):
+            s3.head_bucket(Bucket=call.path.lstrip("/"))
+
+
+def test_the_lock_retention_from_the_issue_is_refused_and_nothing_is_stored(
+    s3: Any, bucket: str
+) -> None:
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(
+            Bucket=bucket,
+            Key="locked",
+            Body=b"x",
+            ObjectLockMode="COMPLIANCE",
+            ObjectLockRetainUntilDate="2030-01-01T00:00:00Z",
+        )
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert exc.value.response["Error"]["Code"] == "InvalidRequest"
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="locked")
+
+
+def test_accepted_values_are_acted_on(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="std", Body=b"s", StorageClass="STANDARD")
+    s3.put_object(Bucket=bucket, Key="rr", Body=b"r", StorageClass="REDUCED_REDUNDANCY")
+    assert s3.head_object(Bucket=bucket, Key="rr")["StorageClass"] == "REDUCED_REDUNDANCY"
+    assert s3.get_object(Bucket=bucket, Key="std", VersionId="null")["Body"].read() == b"s"
+    s3.head_object(Bucket=bucket, Key="std", VersionId="null")
+    s3.copy_object(
+        Bucket=bucket,
+        Key="copy",
+        CopySource={"Bucket": bucket, "Key": "std"},
+        TaggingDirective="COPY",
+    )
+    s3.copy_object(
+        Bucket=bucket, Key="copy2", CopySource={"Bucket": bucket, "Key": "std", "VersionId": "null"}
+    )
+    with pytest.raises(ClientError) as exc:
+        s3.copy_object(
+            Bucket=bucket,
+            Key="copy3",
+            CopySource={"Bucket": bucket, "Key": "std", "VersionId": "v1"},
+        )
+    assert exc.value.response["Error"]["Code"] == "InvalidArgument"
+    name = f"{bucket}-ok"
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=False, ObjectOwnership="ObjectWriter")
+    s3.delete_object(Bucket=bucket, Key="std", VersionId="null")
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="std")
+
+
+def test_expected_bucket_owner_is_checked(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="k", Body=b"k")
+    owner = s3.get_bucket_acl(Bucket=bucket)["Owner"]["ID"]
+    for ok in (owner, ACCOUNT_ID):
+        s3.head_object(Bucket=bucket, Key="k", ExpectedBucketOwner=ok)
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=bucket, Key="k", ExpectedBucketOwner="111122223333")
+    assert exc.value.response["Error"]["Code"] == "AccessDenied"
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="k", Body=b"new", ExpectedBucketOwner="111122223333")
+    assert exc.value.response["Error"]["Code"] == "AccessDenied"
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"k"
+    src = {"Bucket": bucket, "Key": "k"}
+    with pytest.raises(ClientError) as exc:
+        s3.copy_object(
+            Bucket=bucket, Key="c", CopySource=src, ExpectedSourceBucketOwner="111122223333"
+        )
+    assert exc.value.response["Error"]["Code"] == "AccessDenied"
+    s3.copy_object(Bucket=bucket, Key="c", CopySource=src, ExpectedSourceBucketOwner=owner)
+
+
+# ---- the default flows of other clients send nothing the table refuses ----
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> str:
+    import subprocess
+
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, f"{cmd[:3]}: {res.stdout[-1500:]} {res.stderr[-1500:]}"
+    return res.stdout
+
+
+@pytest.mark.skipif(
+    not shutil.which("rclone") and not os.environ.get("S3TORRENT_REQUIRE_ENGINES"),
+    reason="rclone is not installed (scripts/test.sh installs it and requires it)",
+)
+def test_rclone_default_flow_passes(server: LiveServer, s3: Any, tmp_path: Path) -> None:
+    from tests.conftest import ROOT_AK, ROOT_SK
+
+    # rclone's AWS SDK reads a CA bundle named in the environment even for plain http.
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    env |= {
+        "RCLONE_CONFIG_S3T_TYPE": "s3",
+        "RCLONE_CONFIG_S3T_PROVIDER": "Other",
+        "RCLONE_CONFIG_S3T_ACCESS_KEY_ID": ROOT_AK,
+        "RCLONE_CONFIG_S3T_SECRET_ACCESS_KEY": ROOT_SK,
+        "RCLONE_CONFIG_S3T_ENDPOINT": server.endpoint,
+        "RCLONE_CONFIG_S3T_REGION": "us-east-1",
+    }
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "small.txt").write_bytes(b"small file\n")
+    (src / "big.bin").write_bytes(os.urandom(6 * 1024 * 1024 + 5))
+    name = f"rclone-{os.getpid()}"
+    _run(["rclone", "mkdir", f"s3t:{name}"], env)
+    # A cutoff below the big file's size: its upload is multipart.
+    _run(["rclone", "copy", "--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M",
+          str(src), f"s3t:{name}/dir"], env)  # fmt: skip
+    listed = _run(["rclone", "ls", f"s3t:{name}"], env)
+    assert "dir/small.txt" in listed and "dir/big.bin" in listed
+    back = tmp_path / "back"
+    _run(["rclone", "copy", f"s3t:{name}/dir", str(back)], env)
+    assert (back / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+    _run(["rclone", "check", str(src), f"s3t:{name}/dir"], env)
+    _run(["rclone", "purge", f"s3t:{name}"], env)
+    with pytest.raises(ClientError):
+        s3.head_bucket(Bucket=name)
+
+
+@pytest.mark.skipif(
+    not shutil.which("s3cmd") and not os.environ.get("S3TORRENT_REQUIRE_ENGINES"),
+    reason="s3cmd is not installed (scripts/test.sh installs it and requires it)",
+)
+def test_s3cmd_default_flow_passes(server: LiveServer, tmp_path: Path) -> None:
+    from tests.conftest import ROOT_AK, ROOT_SK
+
+    host = server.endpoint.removeprefix("http://")
+    cfg = tmp_path / "s3cfg"
+    cfg.write_text(
+        "[default]\n"
+        f"access_key = {ROOT_AK}\nsecret_key = {ROOT_SK}\n"
+        f"host_base = {host}\nhost_bucket = {host}\n"
+        "use_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n"
+    )
+    base = ["s3cmd", "-c", str(cfg)]
+    name = f"s3cmd-{os.getpid()}"
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"small file\n")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(6 * 1024 * 1024 + 5))
+    _run([*base, "mb", f"s3://{name}"])
+    _run([*base, "put", str(small), f"s3://{name}/small.txt"])
+    _run([*base, "put", "--multipart-chunk-size-mb=5", str(big), f"s3://{name}/big.bin"])
+    listed = _run([*base, "ls", f"s3://{name}"])
+    assert "small.txt" in listed and "big.bin" in listed
+    _run([*base, "get", f"s3://{name}/big.bin", str(tmp_path / "got.bin")])
+    assert (tmp_path / "got.bin").read_bytes() == big.read_bytes()
+    _run([*base, "info", f"s3://{name}/small.txt"])
+    _run([*base, "cp", f"s3://{name}/small.txt", f"s3://{name}/copy.txt"])
+    _run([*base, "del", f"s3://{name}/small.txt", f"s3://{name}/big.bin", f"s3://{name}/copy.txt"])
+    _run([*base, "rb", f"s3://{name}"])
