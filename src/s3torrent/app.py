@@ -175,7 +175,17 @@ def build_services(settings: Settings) -> Services:
 
 
 def handlers() -> dict[Endpoint, Handler]:
-    from s3torrent.s3.ops import acl, buckets, copy, listing, multipart, objects, policy, torrent
+    from s3torrent.s3.ops import (
+        acl,
+        buckets,
+        copy,
+        listing,
+        multipart,
+        objects,
+        policy,
+        tagging,
+        torrent,
+    )
 
     return {
         Endpoint.ListBuckets: buckets.list_buckets,
@@ -211,6 +221,12 @@ def handlers() -> dict[Endpoint, Handler]:
         Endpoint.AbortMultipartUpload: multipart.abort_multipart_upload,
         Endpoint.ListParts: multipart.list_parts,
         Endpoint.ListMultipartUploads: multipart.list_multipart_uploads,
+        Endpoint.GetObjectTagging: tagging.get_object_tagging,
+        Endpoint.PutObjectTagging: tagging.put_object_tagging,
+        Endpoint.DeleteObjectTagging: tagging.delete_object_tagging,
+        Endpoint.GetBucketTagging: tagging.get_bucket_tagging,
+        Endpoint.PutBucketTagging: tagging.put_bucket_tagging,
+        Endpoint.DeleteBucketTagging: tagging.delete_bucket_tagging,
     }
 
 

@@ -108,7 +108,7 @@ def test_every_response_carries_a_request_id(server: LiveServer, s3: Any, bucket
         ("GET", "?cors"),
         ("GET", "?website"),
         ("GET", "?replication"),
-        ("GET", "/key?tagging"),
+        ("GET", "/key?legal-hold"),
         ("GET", "/key?retention"),
         ("POST", "/key?select&select-type=2"),
     ],

@@ -97,17 +97,6 @@ REFUSALS: tuple[Refusal, ...] = (
         in_query=True,
     ),
     Refusal(
-        "x-amz-tagging", _OBJECT_WRITES, "NotImplemented", "Object tagging is not implemented."
-    ),
-    Refusal(
-        "x-amz-tagging-directive",
-        frozenset({E.CopyObject}),
-        "NotImplemented",
-        "Object tagging is not implemented.",
-        # No object has tags, so copying the source's tags copies none.
-        accepted=("COPY",),
-    ),
-    Refusal(
         "x-amz-storage-class",
         _OBJECT_WRITES,
         "InvalidStorageClass",

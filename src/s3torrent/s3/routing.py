@@ -40,6 +40,9 @@ class Endpoint(Enum):
         "bucket",
     )
     ListMultipartUploads = ("ListMultipartUploads", "s3:ListBucketMultipartUploads", "bucket")
+    GetBucketTagging = ("GetBucketTagging", "s3:GetBucketTagging", "bucket")
+    PutBucketTagging = ("PutBucketTagging", "s3:PutBucketTagging", "bucket")
+    DeleteBucketTagging = ("DeleteBucketTagging", "s3:PutBucketTagging", "bucket")
     PutObject = ("PutObject", "s3:PutObject", "object")
     CopyObject = ("CopyObject", "s3:PutObject", "object")
     GetObject = ("GetObject", "s3:GetObject", "object")
@@ -54,6 +57,9 @@ class Endpoint(Enum):
     CompleteMultipartUpload = ("CompleteMultipartUpload", "s3:PutObject", "object")
     AbortMultipartUpload = ("AbortMultipartUpload", "s3:AbortMultipartUpload", "object")
     ListParts = ("ListParts", "s3:ListMultipartUploadParts", "object")
+    GetObjectTagging = ("GetObjectTagging", "s3:GetObjectTagging", "object")
+    PutObjectTagging = ("PutObjectTagging", "s3:PutObjectTagging", "object")
+    DeleteObjectTagging = ("DeleteObjectTagging", "s3:DeleteObjectTagging", "object")
 
     def __init__(self, op: str, action: str, scope: str) -> None:
         self.op = op
@@ -74,9 +80,9 @@ class Target:
 _BUCKET_SUBRESOURCES = {
     "accelerate", "analytics", "cors", "encryption", "intelligent-tiering", "inventory",
     "lifecycle", "logging", "metrics", "notification", "object-lock", "ownershipControls",
-    "policyStatus", "replication", "requestPayment", "tagging", "website", "session",
+    "policyStatus", "replication", "requestPayment", "website", "session",
 }  # fmt: skip
-_OBJECT_SUBRESOURCES = {"tagging", "retention", "legal-hold", "restore", "select", "attributes"}
+_OBJECT_SUBRESOURCES = {"retention", "legal-hold", "restore", "select", "attributes"}
 
 
 def parse_target(raw_path: str, host: str | None, domain: str | None) -> Target:
@@ -131,6 +137,9 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
         ("PUT", "publicAccessBlock"): Endpoint.PutPublicAccessBlock,
         ("DELETE", "publicAccessBlock"): Endpoint.DeletePublicAccessBlock,
         ("GET", "uploads"): Endpoint.ListMultipartUploads,
+        ("GET", "tagging"): Endpoint.GetBucketTagging,
+        ("PUT", "tagging"): Endpoint.PutBucketTagging,
+        ("DELETE", "tagging"): Endpoint.DeleteBucketTagging,
         ("POST", "delete"): Endpoint.DeleteObjects,
     }
     for (method, sub), endpoint in table.items():
@@ -173,6 +182,15 @@ def _route_object(m: str, q: Mapping[str, str], h: Mapping[str, str]) -> Endpoin
         raise S3Error("MethodNotAllowed")
     if "torrent" in q and m in ("GET", "HEAD"):
         return Endpoint.GetObjectTorrent
+    if "tagging" in q:
+        tagging = {
+            "GET": Endpoint.GetObjectTagging,
+            "PUT": Endpoint.PutObjectTagging,
+            "DELETE": Endpoint.DeleteObjectTagging,
+        }
+        if m in tagging:
+            return tagging[m]
+        raise S3Error("MethodNotAllowed")
     for sub in q:
         if sub in _OBJECT_SUBRESOURCES:
             raise S3Error("NotImplemented", f"The object operation '?{sub}' is not implemented.")

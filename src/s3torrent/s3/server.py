@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import secrets
@@ -17,6 +18,7 @@ from aiohttp import web
 from s3torrent.access import ANONYMOUS, AccessError, Principal, RequestContext
 from s3torrent.access import facts as authz
 from s3torrent.metering.meter import CLIENT_CLOSED, EXTRA_ROUTE, S3_REQUEST
+from s3torrent.s3 import tagging
 from s3torrent.s3.auth import authenticate
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error, s3_error_of
@@ -42,6 +44,9 @@ _READS_EXISTING_OBJECT = {
     Endpoint.GetObjectAcl,
     Endpoint.PutObjectAcl,
     Endpoint.GetObjectTorrent,
+    Endpoint.GetObjectTagging,
+    Endpoint.PutObjectTagging,
+    Endpoint.DeleteObjectTagging,
 }
 
 
@@ -104,6 +109,15 @@ class S3Request:
         version = q.get("versionId")
         if version:
             values["s3:versionid"] = version
+        if self.obj is not None and self.obj.tags:
+            values.update(tagging.condition_values(self.obj.tags, "s3:ExistingObjectTag"))
+        sent = headers.get("x-amz-tagging")
+        if sent is not None:
+            # Malformed tags are refused by the operation itself; here they just add nothing.
+            with contextlib.suppress(S3Error):
+                tags = tagging.from_header(sent)
+                values.update(tagging.condition_values(tags, "s3:RequestObjectTag"))
+                values["s3:RequestObjectTagKeys"] = ",".join(k for k, _ in tags)
         ua = headers.get("User-Agent")
         if ua:
             values["aws:UserAgent"] = ua

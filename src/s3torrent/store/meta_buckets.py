@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Protocol
 
@@ -31,6 +32,8 @@ class BucketMetadata(Protocol):
     async def set_bucket_policy(self, name: str, policy: str | None) -> None: ...
 
     async def set_public_access_block(self, name: str, block: str | None) -> None: ...
+
+    async def set_bucket_setting(self, name: str, setting: str, value: Any) -> None: ...
 
 
 class SqlBuckets(SqlStoreBase):
@@ -90,4 +93,23 @@ class SqlBuckets(SqlStoreBase):
             conn.execute(buckets.update().where(buckets.c.name == name).values(**values))
 
         await self.db.write(txn)
+        self._published(AccessChanged(name, None))
+
+    async def set_bucket_setting(self, name: str, setting: str, value: Any) -> None:
+        """One entry of a bucket's settings (tags, ...); None removes it."""
+
+        def txn(conn: Connection) -> None:
+            bucket = q.get_bucket(conn, name)
+            if bucket is None:
+                return
+            settings = dict(bucket.settings)
+            if value is None:
+                settings.pop(setting, None)
+            else:
+                settings[setting] = value
+            text = json.dumps(settings, separators=(",", ":")) if settings else None
+            conn.execute(buckets.update().where(buckets.c.name == name).values(settings=text))
+
+        await self.db.write(txn)
+        # Some settings decide torrents (a bucket's torrent switch): decide them again.
         self._published(AccessChanged(name, None))

@@ -13,7 +13,14 @@ from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import NoSuchBucket
 from s3torrent.store.listing import Page, list_page
 from s3torrent.store.meta_base import SqlStoreBase
-from s3torrent.store.rows import Bucket, ObjectVersion, Replaced, TorrentHashes
+from s3torrent.store.rows import (
+    Bucket,
+    ObjectVersion,
+    Replaced,
+    Tags,
+    TorrentHashes,
+    encode_tags,
+)
 from s3torrent.store.schema import objects
 from s3torrent.store.sql import Rows
 
@@ -43,6 +50,8 @@ class ObjectMetadata(Protocol):
     ) -> Replaced | None: ...
 
     async def set_object_acl(self, obj: ObjectVersion, acl: str) -> bool: ...
+
+    async def set_object_tags(self, obj: ObjectVersion, tags: Tags) -> bool: ...
 
     def referenced_blob_ids(self) -> set[str]: ...
 
@@ -114,6 +123,23 @@ class SqlObjects(SqlStoreBase):
             # The version the access check saw: an overwrite since then keeps its own ACL.
             result = conn.execute(
                 objects.update().where(objects.c.version_id == obj.version_id).values(acl=acl)
+            )
+            return int(result.rowcount or 0)
+
+        changed = await self.db.write(txn) > 0
+        if changed:
+            self._published(AccessChanged(obj.bucket, obj.key))
+        return changed
+
+    async def set_object_tags(self, obj: ObjectVersion, tags: Tags) -> bool:
+        """Set the tags of exactly this version (False: it is no longer stored). Tags feed
+        policy conditions (s3:ExistingObjectTag), so its torrent is decided again."""
+
+        def txn(conn: Connection) -> int:
+            result = conn.execute(
+                objects.update()
+                .where(objects.c.version_id == obj.version_id)
+                .values(tags=encode_tags(tags))
             )
             return int(result.rowcount or 0)
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import ConditionalConflict
-from s3torrent.store.rows import Bucket, ObjectVersion, Part, Replaced, Upload
+from s3torrent.store.rows import Bucket, ObjectVersion, Part, Replaced, Upload, encode_tags
 from s3torrent.store.schema import (
     OBJECT_INFO_COLUMNS,
     buckets,
@@ -199,6 +199,7 @@ def insert_upload(conn: Connection, up: Upload) -> None:
             acl=up.acl,
             checksum_algorithm=up.checksum_algorithm,
             checksum_type=up.checksum_type,
+            tags=encode_tags(up.tags),
         )
     )
 

@@ -7,6 +7,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# Tags as (key, value) pairs in the order they were given (S3 returns them so).
+Tags = tuple[tuple[str, str], ...]
+
+
+def encode_tags(tags: Tags) -> str | None:
+    return json.dumps([list(t) for t in tags], separators=(",", ":")) if tags else None
+
+
+def decode_tags(text: str | None) -> Tags:
+    return tuple((str(k), str(v)) for k, v in json.loads(text)) if text else ()
+
 
 @dataclass(frozen=True, slots=True)
 class ObjectVersion:
@@ -26,6 +37,7 @@ class ObjectVersion:
     checksum_type: str | None = None
     parts: list[dict[str, Any]] | None = None
     inline: bytes | None = field(default=None, repr=False)
+    tags: Tags = ()
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -43,6 +55,7 @@ class ObjectVersion:
             "checksum_type": self.checksum_type,
             "parts": json.dumps(self.parts) if self.parts is not None else None,
             "inline_data": self.inline,
+            "tags": encode_tags(self.tags),
         }
 
     @classmethod
@@ -66,6 +79,7 @@ class ObjectVersion:
             checksum_type=m["checksum_type"],
             parts=json.loads(m["parts"]) if m["parts"] else None,
             inline=m.get("inline_data"),
+            tags=decode_tags(m.get("tags")),
         )
 
 
@@ -144,6 +158,7 @@ class Upload:
     acl: str | None = None
     checksum_algorithm: str | None = None
     checksum_type: str | None = None
+    tags: Tags = ()
 
     @classmethod
     def from_row(cls, row: Any) -> Upload:
@@ -158,6 +173,7 @@ class Upload:
             acl=m["acl"],
             checksum_algorithm=m["checksum_algorithm"],
             checksum_type=m["checksum_type"],
+            tags=decode_tags(m.get("tags")),
         )
 
 

@@ -55,6 +55,8 @@ objects = sa.Table(
     # Small objects live in their row: one group-committed transaction makes them durable,
     # instead of two fsyncs of a file of their own.
     sa.Column("inline_data", sa.LargeBinary, nullable=True),
+    # Object tags as a JSON list of [key, value] pairs, in the order they were given.
+    sa.Column("tags", sa.Text, nullable=True),
 )
 
 # Every object column but the inline bytes: what listings read.
@@ -89,6 +91,7 @@ uploads = sa.Table(
     sa.Column("acl", sa.Text, nullable=True),
     sa.Column("checksum_algorithm", sa.String(16), nullable=True),
     sa.Column("checksum_type", sa.String(16), nullable=True),
+    sa.Column("tags", sa.Text, nullable=True),
     sa.Index("ix_uploads_bucket_key", "bucket", "key", "initiated"),
 )
 

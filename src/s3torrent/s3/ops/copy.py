@@ -11,7 +11,7 @@ from aiohttp import web
 
 from s3torrent.access import Owner
 from s3torrent.access import facts as authz
-from s3torrent.s3 import checksums
+from s3torrent.s3 import checksums, tagging
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
@@ -128,9 +128,21 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
             "Unknown metadata directive.",
             extra={"ArgumentName": "x-amz-metadata-directive", "ArgumentValue": directive},
         )
+    tagging_directive = http.headers.get("x-amz-tagging-directive", "COPY").upper()
+    if tagging_directive not in ("COPY", "REPLACE"):
+        raise S3Error(
+            "InvalidArgument",
+            "Unknown tagging directive.",
+            extra={"ArgumentName": "x-amz-tagging-directive", "ArgumentValue": tagging_directive},
+        )
+    if tagging_directive == "REPLACE":
+        tags = tagging.from_header(http.headers.get("x-amz-tagging", ""))
+    else:
+        tags = src.tags
     requested_alg = http.headers.get("x-amz-checksum-algorithm")
     changes_something = (
         directive == "REPLACE"
+        or tagging_directive == "REPLACE"
         or "x-amz-storage-class" in http.headers
         or "x-amz-website-redirect-location" in http.headers
         or requested_alg is not None
@@ -156,7 +168,7 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     alg_name = requested_alg or src.checksum_algorithm
     algorithm = checksums.ChecksumAlgorithm.from_header_value(alg_name) if alg_name else None
     await precheck_write(svc, req, condition)
-    obj = await copy_bytes(svc, req, src, headers, owner_id, acl, algorithm, condition)
+    obj = await copy_bytes(svc, req, src, headers, owner_id, acl, algorithm, condition, tags)
     result: dict[str, Any] = {
         "ETag": obj.etag,
         "LastModified": s3xml.iso8601(obj.last_modified),
@@ -176,6 +188,7 @@ async def copy_bytes(
     acl: Any,
     algorithm: checksums.ChecksumAlgorithm | None,
     condition: WriteCondition = NO_CONDITION,
+    tags: md.Tags = (),
 ) -> md.ObjectVersion:
     """One pass over the source: the new blob, its MD5, checksum and torrent pieces together;
     committed if `condition` holds for the destination key."""
@@ -206,6 +219,7 @@ async def copy_bytes(
         checksum_algorithm=algorithm.value if algorithm is not None else None,
         checksum_value=checksum.b64() if checksum is not None else None,
         checksum_type="FULL_OBJECT" if checksum is not None else None,
+        tags=tags,
     )
     hashes = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
     await store.publish_version(obj, hashes, condition)

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from s3torrent.access import Owner
 from s3torrent.access import facts as authz
-from s3torrent.s3 import checksums
+from s3torrent.s3 import checksums, tagging
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody
 from s3torrent.s3.checksums import ChecksumAlgorithm
@@ -148,6 +148,7 @@ async def create_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamR
         acl=authz.encode_acl(acl) if acl is not None else None,
         checksum_algorithm=alg,
         checksum_type=ctype,
+        tags=tagging.from_header(headers["x-amz-tagging"]) if "x-amz-tagging" in headers else (),
     )
 
     await svc.meta.create_upload(up)
@@ -437,6 +438,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         owner_id=up.owner_id,
         headers=up.headers,
         acl=up.acl,
+        tags=up.tags,
         checksum_algorithm=up.checksum_algorithm if checksum else None,
         checksum_value=checksum,
         checksum_type=up.checksum_type if checksum else None,

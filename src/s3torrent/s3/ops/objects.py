@@ -19,6 +19,7 @@ from s3torrent.access import (
 )
 from s3torrent.access import facts as authz
 from s3torrent.metering.meter import BODY_SENT
+from s3torrent.s3 import tagging
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody, StoredChecksum
 from s3torrent.s3.context import S3Context
@@ -110,8 +111,11 @@ def object_headers(
         if name == "x-amz-storage-class" and value == "STANDARD":
             continue
         h[_canonical_header(name)] = value
-    if obj.parts:
+    if obj.parts and read_params(req).part_number is not None:
+        # S3 names the part count only to a request for one part.
         h["x-amz-mp-parts-count"] = str(len(obj.parts))
+    if obj.tags:
+        h["x-amz-tagging-count"] = str(len(obj.tags))
     # A checksum describes the whole object, so S3 sends none with a partial response.
     if (
         whole
@@ -237,8 +241,13 @@ async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     acl = requested_acl(http.headers, owner, req.bucket)
     headers = stored_headers(http.headers, limits.max_user_metadata)
     condition = write_condition(http.headers)
+    tags = (
+        tagging.from_header(http.headers["x-amz-tagging"])
+        if "x-amz-tagging" in http.headers
+        else ()
+    )
     await precheck_write(svc, req, condition)
-    obj, checksum = await store_body(svc, req, body, owner.id, headers, acl, condition)
+    obj, checksum = await store_body(svc, req, body, owner.id, headers, acl, condition, tags)
     resp_headers = {"ETag": obj.etag}
     if checksum is not None:
         resp_headers[f"x-amz-checksum-{checksum.algorithm.lower()}"] = checksum.value
@@ -254,6 +263,7 @@ async def store_body(
     headers: dict[str, str],
     acl: AccessControlList | None,
     condition: WriteCondition = NO_CONDITION,
+    tags: md.Tags = (),
 ) -> tuple[md.ObjectVersion, StoredChecksum | None]:
     """Stream a request body into a new current version of req's key (if `condition`
     holds at the commit)."""
@@ -296,6 +306,7 @@ async def store_body(
         checksum_value=checksum.value if checksum else None,
         checksum_type="FULL_OBJECT" if checksum else None,
         inline=inline,
+        tags=tags,
     )
     hashes = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
     await store.publish_version(obj, hashes, condition)

@@ -1,0 +1,80 @@
+"""Object tagging (Get/Put/DeleteObjectTagging) and bucket tagging (Get/Put/DeleteBucketTagging)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from s3torrent.s3 import tagging
+from s3torrent.s3.body import RequestBody
+from s3torrent.s3.context import S3Context
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ops.buckets import xml_response
+from s3torrent.s3.server import S3Request
+
+BUCKET_TAGS = "tags"
+
+
+async def _read_body(svc: S3Context, req: S3Request) -> bytes:
+    limits = svc.settings.limits
+    body = RequestBody(
+        req.http,
+        req.auth,
+        max_chunk_size=limits.max_chunk_size,
+        read_timeout=limits.body_read_timeout,
+    )
+    raw = await body.read_all(limits.max_xml_body)
+    body.verify(md5=None)
+    return raw
+
+
+# ---- objects ----
+
+
+async def get_object_tagging(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    assert req.obj is not None
+    return xml_response(tagging.to_xml(req.obj.tags))
+
+
+async def put_object_tagging(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    obj = req.obj
+    assert obj is not None
+    tags = tagging.from_xml(await _read_body(svc, req), tagging.MAX_OBJECT_TAGS)
+    if not await svc.meta.set_object_tags(obj, tags):
+        raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
+    return web.Response(status=200)
+
+
+async def delete_object_tagging(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    obj = req.obj
+    assert obj is not None
+    if not await svc.meta.set_object_tags(obj, ()):
+        raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
+    return web.Response(status=204)
+
+
+# ---- buckets ----
+
+
+async def get_bucket_tagging(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    stored = req.bucket.settings.get(BUCKET_TAGS)
+    if not stored:
+        raise S3Error(
+            "NoSuchTagSet",
+            "The TagSet does not exist",
+            status=404,
+            resource=req.resource,
+            extra={"BucketName": req.bucket_name},
+        )
+    return xml_response(tagging.to_xml(tuple((str(k), str(v)) for k, v in stored)))
+
+
+async def put_bucket_tagging(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    tags = tagging.from_xml(await _read_body(svc, req), tagging.MAX_BUCKET_TAGS)
+    await svc.meta.set_bucket_setting(req.bucket_name, BUCKET_TAGS, [list(t) for t in tags])
+    return web.Response(status=204)
+
+
+async def delete_bucket_tagging(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    await svc.meta.set_bucket_setting(req.bucket_name, BUCKET_TAGS, None)
+    return web.Response(status=204)

@@ -1,0 +1,75 @@
+"""Object and bucket tags: the `x-amz-tagging` header, Tagging XML bodies, and S3's limits."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from s3torrent.s3 import xml as s3xml
+from s3torrent.s3.errors import S3Error
+from s3torrent.store.rows import Tags
+
+MAX_OBJECT_TAGS = 10
+MAX_BUCKET_TAGS = 50
+MAX_KEY_LENGTH = 128
+MAX_VALUE_LENGTH = 256
+# Letters, digits, spaces and + - = . _ : / @ in any script, as AWS documents for tags.
+_ALLOWED_PUNCTUATION = frozenset(" +-=._:/@")
+
+
+def _valid_chars(text: str) -> bool:
+    return all(c.isalnum() or c in _ALLOWED_PUNCTUATION for c in text)
+
+
+def validate(tags: Tags, limit: int) -> Tags:
+    """The tags if they meet S3's rules, else S3's error for the first one they break."""
+    if len(tags) > limit:
+        what = "Object" if limit == MAX_OBJECT_TAGS else "Bucket"
+        raise S3Error("BadRequest", f"{what} tags cannot be greater than {limit}", status=400)
+    seen: set[str] = set()
+    for key, value in tags:
+        if not key or len(key) > MAX_KEY_LENGTH or not _valid_chars(key):
+            raise S3Error("InvalidTag", "The TagKey you have provided is invalid", status=400)
+        if len(value) > MAX_VALUE_LENGTH or not _valid_chars(value):
+            raise S3Error("InvalidTag", "The TagValue you have provided is invalid", status=400)
+        if key.lower().startswith("aws:"):
+            raise S3Error("InvalidTag", "Your TagKey cannot be prefixed with aws:", status=400)
+        if key in seen:
+            raise S3Error(
+                "InvalidTag", "Cannot provide multiple Tags with the same key", status=400
+            )
+        seen.add(key)
+    return tags
+
+
+def from_header(value: str) -> Tags:
+    """`x-amz-tagging: k1=v1&k2=v2` (URL query encoding), validated for an object."""
+    pairs = parse_qsl(value, keep_blank_values=True, max_num_fields=MAX_OBJECT_TAGS + 1)
+    return validate(tuple(pairs), MAX_OBJECT_TAGS)
+
+
+def from_xml(body: bytes, limit: int) -> Tags:
+    """A `<Tagging><TagSet><Tag><Key/><Value/></Tag>...` body, validated."""
+    root = s3xml.parse(body)
+    if s3xml.local(root.tag) != "Tagging":
+        raise S3Error("MalformedXML")
+    tag_set = s3xml.child(root, "TagSet")
+    if tag_set is None:
+        raise S3Error("MalformedXML")
+    tags: list[tuple[str, str]] = []
+    for tag in s3xml.children(tag_set, "Tag"):
+        key = s3xml.text(tag, "Key")
+        if key is None:
+            raise S3Error("MalformedXML")
+        tags.append((key, s3xml.text(tag, "Value") or ""))
+        if len(tags) > limit:
+            break
+    return validate(tuple(tags), limit)
+
+
+def to_xml(tags: Tags) -> bytes:
+    return s3xml.render("Tagging", {"TagSet": {"Tag": [{"Key": k, "Value": v} for k, v in tags]}})
+
+
+def condition_values(tags: Tags, prefix: str) -> dict[str, str]:
+    """Policy condition values for tags: `<prefix>/<key>` for each tag."""
+    return {f"{prefix}/{k}": v for k, v in tags}
