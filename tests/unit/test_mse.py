@@ -11,6 +11,7 @@ import os
 import random
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -326,7 +327,9 @@ def test_plain_opening_passes_through_and_the_stream_can_be_dropped() -> None:
     assert s.droppable and s.responder is None
 
 
-def test_stream_owes_handshake_bytes_then_encrypts_in_wire_order() -> None:
+def test_stream_owes_handshake_bytes_then_encrypts_in_wire_order(tmp_path: Path) -> None:
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"0123456789" * 10)
     left, right = socket.socketpair()
     try:
         seen: list[bool] = []
@@ -341,12 +344,14 @@ def test_stream_owes_handshake_bytes_then_encrypts_in_wire_order() -> None:
         assert s.send(left, first) == 64 * 1024  # one sealed chunk per call
         assert s.send(left, first[64 * 1024 :]) == len(first) - 64 * 1024
         assert s.send(left, second) == len(second)
+        with blob.open("rb") as f:
+            assert s.send_file(left, f.fileno(), 5, 20) == 20
         assert s.flush(left)
         left.shutdown(socket.SHUT_WR)
         wire_bytes = b""
         while chunk := right.recv(1 << 20):
             wire_bytes += chunk
-        assert a.step4(wire_bytes) == first + second
+        assert a.step4(wire_bytes) == first + second + b"56789012345678901234"
     finally:
         left.close()
         right.close()

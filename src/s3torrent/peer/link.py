@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from s3torrent.peer import wire
-from s3torrent.peer.mse_stream import SEAL_CHUNK, MseStream
+from s3torrent.peer.mse_stream import MseStream
 from s3torrent.torrent.catalog import TorrentInfo
 
 if TYPE_CHECKING:
@@ -405,8 +405,9 @@ class PeerLink:
                     n = self._send(_ZEROS[: block.length - block.done])
                 elif fd is not None and self.mse is not None:
                     # RC4 rules sendfile out: read the block and encrypt it.
-                    size = min(block.valid - block.done, SEAL_CHUNK)
-                    n = self._send(os.pread(fd, size, block.offset + block.done))
+                    n = self.mse.send_file(
+                        self.sock, fd, block.offset + block.done, block.valid - block.done
+                    )
                 elif fd is not None:
                     n = os.sendfile(
                         self.fd, fd, block.offset + block.done, block.valid - block.done

@@ -10,6 +10,7 @@ done, drops its stream and goes back to the plain path (sendfile included).
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from typing import Final
@@ -82,6 +83,16 @@ class MseStream:
                 return False
             del self._owed[:n]
         return True
+
+    def send_file(self, sock: socket.socket, fd: int, offset: int, size: int) -> int:
+        """Like ``os.sendfile`` for a payload: read at most SEAL_CHUNK, encrypt, send.
+
+        The read is from the page cache on the loop, as sendfile's would be; nothing is
+        read while earlier ciphertext is still owed.
+        """
+        if not self.flush(sock):
+            raise BlockingIOError
+        return self.send(sock, os.pread(fd, min(size, SEAL_CHUNK), offset))
 
     def send(self, sock: socket.socket, data: bytes | memoryview, flags: int = 0) -> int:
         """Like ``sock.send`` for payload bytes: how many of ``data`` were taken.
