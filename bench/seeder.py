@@ -39,7 +39,9 @@ DESCRIPTION = (
     "(encryption disabled). Target: ≥ 0.8× the libtorrent seeder. A second row measures "
     "MSE/PE: the same leecher with encryption forced and RC4 required (so the seeder reads "
     "and encrypts every block instead of sendfile) against the plaintext wire, on the same "
-    "object in the same run; the ratio is the cost of encryption (no target)."
+    "object in the same run; the ratio is the cost of encryption (no target). A third row "
+    "compares that RC4 download with one from the libtorrent seeder, also RC4 (the leecher "
+    "decrypts in both, so this isolates the seeder's side)."
 )
 # libtorrent's settings_pack: enc_policy pe_forced, enc_level pe_rc4.
 RC4_FORCED = {"out_enc_policy": 0, "in_enc_policy": 0, "allowed_enc_level": 2}
@@ -308,18 +310,34 @@ def run(ctx: Context) -> list[Row]:
         def ours_rc4() -> float:
             return ours(RC4_FORCED)
 
-        def anchor() -> float:
+        def anchor(session_settings: dict[str, Any] | None = None) -> float:
             r = run_leechers(
-                pub.torrent, 1, seed_port, ctx.scratch("lt"), timeout=timeout, origin_sent=lambda: 0
+                pub.torrent,
+                1,
+                seed_port,
+                ctx.scratch("lt"),
+                timeout=timeout,
+                origin_sent=lambda: 0,
+                session_settings=session_settings,
             )
             return size / r.times[0] / MB
 
-        a, b, rc4 = alternate(
-            ctx, [("s3torrent", ours), ("libtorrent", anchor), ("s3torrent RC4", ours_rc4)]
+        def anchor_rc4() -> float:
+            return anchor(RC4_FORCED)
+
+        a, b, rc4, lt_rc4 = alternate(
+            ctx,
+            [
+                ("s3torrent", ours),
+                ("libtorrent", anchor),
+                ("s3torrent RC4", ours_rc4),
+                ("libtorrent RC4", anchor_rc4),
+            ],
         )
     label = f"{size >> 20} MiB" if size < 1 << 30 else f"{size >> 30} GiB"
     plaintext = Samples("s3torrent plaintext", a.values, a.error, a.notes)
     return [
         compare(f"one leecher, {label}", "MB/s", a, b, Target(0.8)),
         compare(f"one leecher, {label}, MSE RC4 vs plaintext", "MB/s", rc4, plaintext),
+        compare(f"one leecher, {label}, MSE RC4 both seeders", "MB/s", rc4, lt_rc4),
     ]
