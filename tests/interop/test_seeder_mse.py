@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from s3torrent.peer import mse
+from s3torrent.peer import mse, wire
 from tests.conftest import LiveServer, free_port, make_client, start_server
+from tests.mse_initiator import Initiator
 from tests.seeding import (
     RawPeer,
     aria2_download,
@@ -142,3 +143,49 @@ def test_disabled_encryption_refuses_mse_and_keeps_plain_peers(
         assert mse_counts(srv.endpoint) == {"plaintext": 0, "rc4": 0}
     finally:
         srv.stop()
+
+
+def mse_handshake(port: int, info_hash: bytes) -> bytes | None:
+    """An RC4-only MSE handshake carrying a BitTorrent handshake for info_hash: the
+    seeder's own handshake in the clear, or None when it closes the connection."""
+    handshake = wire.Handshake.build(
+        info_hash, b"-TT0001-" + os.urandom(12), fast=True, extensions=True, v2=False
+    ).encode()
+    a = Initiator(skey=info_hash, provide=mse.CRYPTO_RC4, initial_payload=handshake)
+    peer = RawPeer(port)
+    try:
+        peer.send_raw(a.opening())
+        step2 = peer.read_exactly(mse.KEY_LENGTH)
+        peer.send_raw(a.step3(step2))
+        while True:
+            try:
+                chunk = peer.sock.recv(65536)
+            except (ConnectionError, TimeoutError):
+                return None
+            if not chunk:
+                return None
+            try:
+                clear = a.step4(chunk)
+            except AssertionError:
+                continue  # VC not found yet: more bytes to come
+            while len(clear) < wire.HANDSHAKE_LENGTH:
+                more = peer.sock.recv(65536)
+                if not more:
+                    return None
+                clear += a.decrypt(more)
+            return clear[: wire.HANDSHAKE_LENGTH]
+    finally:
+        peer.close()
+
+
+def test_mse_reaches_published_torrents_only_while_public(
+    server: LiveServer, s3: Any, bucket: str
+) -> None:
+    _, torrent = publish(s3, server.endpoint, bucket, "toggle.bin", 70_000)
+    info_hash = info_hash_v1(torrent)
+    answer = mse_handshake(server.peer_port, info_hash)
+    assert answer is not None and wire.Handshake.parse(answer).info_hash == info_hash
+    s3.put_object_acl(Bucket=bucket, Key="toggle.bin", ACL="private")
+    wait_for(lambda: mse_handshake(server.peer_port, info_hash) is None, "MSE refusal", 10)
+    s3.put_object_acl(Bucket=bucket, Key="toggle.bin", ACL="public-read")
+    wait_for(lambda: mse_handshake(server.peer_port, info_hash) is not None, "MSE again", 10)
