@@ -151,8 +151,8 @@ class MseResponder:
     ``receive_data`` returns the peer's payload in the clear (IA first) and raises
     ``ProtocolError`` on anything the handshake does not allow; ``data_to_send`` drains
     the handshake bytes we owe; ``encrypt`` transforms our payload once established.
-    Input buffered before establishment is bounded by the spec's sizes (at most 628
-    bytes before the key is known, 530 after).
+    What it keeps between calls is bounded by the spec's sizes (under 532 bytes: PadA
+    and the synchronisation hash); the initial payload is streamed, never buffered.
     """
 
     def __init__(
@@ -163,7 +163,7 @@ class MseResponder:
     ) -> None:
         self._lookup = lookup
         self._random = random_bytes
-        self._private = int.from_bytes(random_bytes(_PRIVATE_KEY_BITS // 8), "big") | 1
+        self._private = int.from_bytes(random_bytes(_PRIVATE_KEY_BITS // 8), "big")
         self._phase = _Phase.AWAIT_KEY
         self._raw = bytearray()  # received, not yet consumed (still encrypted past SKEY)
         self._outgoing = bytearray()
