@@ -41,7 +41,7 @@ DESCRIPTION = (
     "and encrypts every block instead of sendfile) against the plaintext wire, on the same "
     "object in the same run; the ratio is the cost of encryption (no target). A third row "
     "compares that RC4 download with one from the libtorrent seeder, also RC4 (the leecher "
-    "decrypts in both, so this isolates the seeder's side)."
+    "decrypts in both, so the gap between them is the seeders' own cost)."
 )
 # libtorrent's settings_pack: enc_policy pe_forced, enc_level pe_rc4.
 RC4_FORCED = {"out_enc_policy": 0, "in_enc_policy": 0, "allowed_enc_level": 2}
