@@ -1,4 +1,5 @@
-"""Origin seeder throughput: one libtorrent leecher, our seeder vs a libtorrent seeder."""
+"""Origin seeder throughput: one libtorrent leecher, our seeder vs a libtorrent seeder,
+and the cost of MSE/PE with an RC4 payload against the plaintext wire on our seeder."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from bench import servers
 from bench.harness import (
     Context,
     Row,
+    Samples,
     Target,
     Unavailable,
     alternate,
@@ -34,9 +36,15 @@ DESCRIPTION = (
     "the peer port) and from a libtorrent seeder of the same .torrent and file. Payload MB/s "
     "from adding the torrent to the verified last piece (libtorrent checks every piece). "
     "Both sides serve from the page cache over loopback; leechers use the plaintext wire "
-    "(s3torrent does not speak MSE/PE encryption; libtorrent would otherwise spend about "
-    "1.5 s on an encrypted attempt first). Target: ≥ 0.8× the libtorrent seeder."
+    "(encryption disabled). Target: ≥ 0.8× the libtorrent seeder. A second row measures "
+    "MSE/PE: the same leecher with encryption forced and RC4 required (so the seeder reads "
+    "and encrypts every block instead of sendfile) against the plaintext wire, on the same "
+    "object in the same run; the ratio is the cost of encryption (no target). A third row "
+    "compares that RC4 download with one from the libtorrent seeder, also RC4 (the leecher "
+    "decrypts in both, so the gap between them is the seeders' own cost)."
 )
+# libtorrent's settings_pack: enc_policy pe_forced, enc_level pe_rc4.
+RC4_FORCED = {"out_enc_policy": 0, "in_enc_policy": 0, "allowed_enc_level": 2}
 
 MB = 1_000_000
 BUCKET = "bench-seeder"
@@ -63,8 +71,8 @@ def lt_session(**overrides: Any) -> Any:
         "allow_multiple_connections_per_ip": True,
         "enable_outgoing_utp": False,
         "enable_incoming_utp": False,
-        # Plaintext peer wire: s3torrent does not speak MSE/PE, and libtorrent's default
-        # would first try it and fall back after about a second and a half.
+        # Plaintext peer wire (pe_disabled): what the seeder rows compare; the MSE row
+        # overrides it.
         "out_enc_policy": 2,
         "alert_mask": 0,
     }
@@ -229,11 +237,12 @@ def run_leechers(
     *,
     timeout: float,
     origin_sent: Any,
+    session_settings: dict[str, Any] | None = None,
 ) -> SwarmRun:
     """n libtorrent leechers (one session each) start together; every one is told the
     seed and every other leecher (a full mesh, no tracker)."""
     lib = lt()
-    sessions = [lt_session() for _ in range(n)]
+    sessions = [lt_session(**(session_settings or {})) for _ in range(n)]
     handles = []
     before = origin_sent()
     try:
@@ -285,7 +294,7 @@ def run(ctx: Context) -> list[Row]:
         )
         timeout = 60 + size / (20 * MB)
 
-        def ours() -> float:
+        def ours(session_settings: dict[str, Any] | None = None) -> float:
             r = run_leechers(
                 pub.torrent,
                 1,
@@ -293,15 +302,41 @@ def run(ctx: Context) -> list[Row]:
                 ctx.scratch("ours"),
                 timeout=timeout,
                 origin_sent=lambda: origin_bytes(pub),
+                session_settings=session_settings,
             )
             return size / r.times[0] / MB
 
-        def anchor() -> float:
+        def ours_rc4() -> float:
+            return ours(RC4_FORCED)
+
+        def anchor(session_settings: dict[str, Any] | None = None) -> float:
             r = run_leechers(
-                pub.torrent, 1, seed_port, ctx.scratch("lt"), timeout=timeout, origin_sent=lambda: 0
+                pub.torrent,
+                1,
+                seed_port,
+                ctx.scratch("lt"),
+                timeout=timeout,
+                origin_sent=lambda: 0,
+                session_settings=session_settings,
             )
             return size / r.times[0] / MB
 
-        a, b = alternate(ctx, [("s3torrent", ours), ("libtorrent", anchor)])
+        def anchor_rc4() -> float:
+            return anchor(RC4_FORCED)
+
+        a, b, rc4, lt_rc4 = alternate(
+            ctx,
+            [
+                ("s3torrent", ours),
+                ("libtorrent", anchor),
+                ("s3torrent RC4", ours_rc4),
+                ("libtorrent RC4", anchor_rc4),
+            ],
+        )
     label = f"{size >> 20} MiB" if size < 1 << 30 else f"{size >> 30} GiB"
-    return [compare(f"one leecher, {label}", "MB/s", a, b, Target(0.8))]
+    plaintext = Samples("s3torrent plaintext", a.values, a.error, a.notes)
+    return [
+        compare(f"one leecher, {label}", "MB/s", a, b, Target(0.8)),
+        compare(f"one leecher, {label}, MSE RC4 vs plaintext", "MB/s", rc4, plaintext),
+        compare(f"one leecher, {label}, MSE RC4 both seeders", "MB/s", rc4, lt_rc4),
+    ]

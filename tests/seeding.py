@@ -48,12 +48,12 @@ def info_hash_v1(torrent: bytes) -> bytes:
 
 
 def seeder_stats(endpoint: str) -> dict[str, Any]:
-    """The seeder's state (root only: it names every torrent ever seeded)."""
+    """GET /_seeder/stats, signed by root (the stats are root only)."""
     from tests.conftest import sign_request
 
     url = f"{endpoint}/_seeder/stats"
-    req = urllib.request.Request(url, headers=sign_request("GET", url))
-    with urllib.request.urlopen(req, timeout=10) as r:
+    request = urllib.request.Request(url, headers=sign_request("GET", url))
+    with urllib.request.urlopen(request, timeout=10) as r:
         stats: dict[str, Any] = json.loads(r.read())
     return stats
 
@@ -276,10 +276,16 @@ def transmission_download(
 
 
 def aria2_download(
-    torrent: Path, out: Path, name: str, data: bytes, workdir: Path, port: int
+    torrent: Path,
+    out: Path,
+    name: str,
+    data: bytes,
+    workdir: Path,
+    port: int,
+    extra: tuple[str, ...] = (),
 ) -> None:
     """aria2c downloads `torrent` into `out` (DHT, LPD, PEX off; no seeding afterwards) until
-    `out/name` holds exactly `data`."""
+    `out/name` holds exactly `data`; `extra` options go before the torrent."""
     out.mkdir(exist_ok=True)
     run_until_file(
         [
@@ -294,6 +300,7 @@ def aria2_download(
             f"--dir={out}",
             "--console-log-level=warn",
             "--summary-interval=0",
+            *extra,
             str(torrent),
         ],
         out / name,

@@ -141,6 +141,10 @@ class SeederSettings(BaseModel):
     """Seconds without progress after which a peer gets pieces others have, from us."""
     carry_upload_rate: int = 1 * MiB
     """Per-torrent bytes/s cap once connected peers hold every piece (0: no cap)."""
+    encryption: Literal["enabled", "disabled"] = "enabled"
+    """MSE/PE (BitTorrent protocol encryption) on the peer listener: enabled accepts both
+    encrypted and plain handshakes (a plaintext payload after the handshake when the peer
+    allows it, RC4 when it insists); disabled accepts plain handshakes only."""
     peer_addresses: list[str] = Field(default_factory=list)
     """Several nodes: every node's seeder as IP:PORT, the same list on each node; all are in
     every peer list (this node's own address is added if missing)."""

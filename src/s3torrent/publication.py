@@ -42,6 +42,7 @@ from s3torrent.tracker.registry import (
 log = logging.getLogger(__name__)
 
 Revoked = Callable[[TorrentInfo], None]
+Published = Callable[[TorrentInfo], None]
 _MAX_CONSIDER_ATTEMPTS = 3
 _EPOCH_SLOTS = 4096
 _UNPUBLISHABLE_MAX = 65536
@@ -105,6 +106,7 @@ class PublicTorrents:
         self.by_swarm: dict[bytes, TorrentInfo] = {}
         self.by_version: dict[str, TorrentInfo] = {}
         self._revoked_listeners: list[Revoked] = []
+        self._published_listeners: list[Published] = []
         self._tasks: set[asyncio.Task[object]] = set()
         # Change counters bumped by every event that may revoke, in a fixed number of slots
         # per bucket and per key (a collision only costs a re-check). A publication decided
@@ -145,6 +147,10 @@ class PublicTorrents:
     def on_revoked(self, listener: Revoked) -> None:
         """The seeder subscribes here to close connections of revoked torrents."""
         self._revoked_listeners.append(listener)
+
+    def on_published(self, listener: Published) -> None:
+        """The seeder subscribes here to index swarm ids (MSE names torrents by a hash)."""
+        self._published_listeners.append(listener)
 
     def get(self, swarm_id: bytes) -> TorrentInfo | None:
         return self.by_swarm.get(swarm_id)
@@ -265,6 +271,12 @@ class PublicTorrents:
         ref = self._ref(info)
         for sid in info.swarm_ids:
             self.by_swarm[sid] = info
+        for listener in self._published_listeners:
+            try:
+                listener(info)
+            except Exception:
+                log.exception("publication listener failed")
+        for sid in info.swarm_ids:
             await self.registry.register(sid, ref)
         return info
 

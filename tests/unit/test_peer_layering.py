@@ -22,6 +22,7 @@ PURE = {
     "torrent_view",
     "wire",
     "policy",
+    "mse",
 }
 IO_MODULES = ("asyncio", "socket", "time", "os", "selectors", "s3torrent.store")
 

@@ -6,6 +6,10 @@ slices, and piece payloads go from the blob file to the socket with ``os.sendfil
 ``MSG_MORE``; blobs without a local file are read off the loop. Reading stops while
 the control bytes we owe the peer sit above ``write_high_water``; at most a few
 blocks are queued per peer.
+
+MSE/PE: while a link has an ``MseStream`` (mse_stream.py), every byte in and out goes
+through it; piece payloads are then read (``os.pread``, like sendfile a page-cache read
+on the loop) and encrypted in wire order. Plain and plaintext-selected links drop it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from s3torrent.peer import wire
+from s3torrent.peer.mse_stream import MseStream
 from s3torrent.torrent.catalog import TorrentInfo
 
 if TYPE_CHECKING:
@@ -80,6 +85,7 @@ class PeerLink:
         self.rate_wait_until = 0.0
         self._pump_scheduled = False
         self._resolve_task: asyncio.Task[None] | None = None
+        self.mse: MseStream | None = seeder.mse_stream()
         self._resume_reading()
 
     # ---------------------------------------------------------------- reading
@@ -105,8 +111,12 @@ class PeerLink:
         if not data:
             self.close("peer closed")
             return
-        self.unfed += data
         self.seeder.stats.bytes_received += len(data)
+        if self.mse is not None:
+            data = self._through_mse(data)
+            if self.closed:
+                return
+        self.unfed += data
         self.feed()
 
     def feed(self) -> None:
@@ -303,13 +313,14 @@ class PeerLink:
     def _flush(self, budget: int) -> int:
         """Write queued bytes until the socket is full; the number of blocks finished, or -1."""
         finished = 0
-        sock = self.sock
+        if self.mse is not None and not self._flush_mse():
+            return -1 if self.closed else 0
         while self.out:
             item = self.out[0]
             if isinstance(item, memoryview):
                 flags = socket.MSG_MORE if len(self.out) > 1 else 0
                 try:
-                    n = sock.send(item, flags)
+                    n = self._send(item, flags)
                 except (BlockingIOError, InterruptedError):
                     self._want_write()
                     return finished
@@ -338,8 +349,46 @@ class PeerLink:
             if finished >= budget:
                 break
         if not self.out:
-            self._no_write()
+            if self.mse is None or self.mse.idle:
+                self._no_write()
+            else:
+                self._want_write()  # ciphertext the socket did not take yet
         return finished
+
+    # ---------------------------------------------------------------- MSE
+
+    def _through_mse(self, data: bytes) -> bytes:
+        """The peer's clear payload from its bytes (empty while the MSE handshake runs)."""
+        assert self.mse is not None
+        try:
+            clear = self.mse.receive(data)
+        except wire.ProtocolError as exc:
+            self.seeder.stats.protocol_errors += 1
+            self.close(f"protocol: {exc}")
+            return b""
+        if self.mse.droppable:
+            self.mse = None
+        return clear
+
+    def _flush_mse(self) -> bool:
+        """Send the MSE bytes we owe; False while some are left (or when closed)."""
+        assert self.mse is not None
+        try:
+            done = self.mse.flush(self.sock)
+        except OSError as exc:
+            self.close(f"send: {exc}")
+            return False
+        if not done:
+            self._want_write()
+            return False
+        if self.mse.droppable:
+            self.mse = None
+        return True
+
+    def _send(self, data: bytes | memoryview, flags: int = 0) -> int:
+        if self.mse is None:
+            return self.sock.send(data, flags)
+        return self.mse.send(self.sock, data, flags)
 
     def _write_block(self, block: OwedBlock) -> int:
         """1 when the block is fully written, 0 when waiting (socket or disk), -1 when closed."""
@@ -353,7 +402,12 @@ class PeerLink:
                 if block.done >= block.valid:
                     # Implied padding past the object's end (hybrid torrents): zeros,
                     # never a read past the blob.
-                    n = self.sock.send(_ZEROS[: block.length - block.done])
+                    n = self._send(_ZEROS[: block.length - block.done])
+                elif fd is not None and self.mse is not None:
+                    # RC4 rules sendfile out: read the block and encrypt it.
+                    n = self.mse.send_file(
+                        self.sock, fd, block.offset + block.done, block.valid - block.done
+                    )
                 elif fd is not None:
                     n = os.sendfile(
                         self.fd, fd, block.offset + block.done, block.valid - block.done
@@ -362,7 +416,7 @@ class PeerLink:
                     self._start_read(block)
                     return 0
                 else:
-                    n = self.sock.send(block.data[block.done : block.valid])
+                    n = self._send(block.data[block.done : block.valid])
             except (BlockingIOError, InterruptedError):
                 self._want_write()
                 return 0

@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 from s3torrent.config import SeederSettings, Settings
 from s3torrent.peer import wire
 from s3torrent.peer.link import PeerLink
+from s3torrent.peer.mse import Established, obfuscated_swarm_id
+from s3torrent.peer.mse_stream import MseStream
 from s3torrent.peer.swarm import Swarm, TorrentStats
 from s3torrent.publication import PublicTorrents
 from s3torrent.store.objects import ObjectStore
@@ -80,6 +82,8 @@ class SeederStats:
     blocks_sent: int = 0
     bytes_received: int = 0
     requests: int = 0
+    mse_plaintext: int = 0  # MSE handshakes that selected a plaintext payload
+    mse_rc4: int = 0  # ... and an RC4 payload
     torrents: dict[str, TorrentStats] = field(default_factory=dict)  # by info-hash hex
 
 
@@ -113,7 +117,12 @@ class Seeder:
         self._next_key = 0
         self._tick_task: asyncio.Task[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
+        # MSE names a torrent by HASH('req2', info-hash): published swarm ids by that hash.
+        self._obfuscated: dict[bytes, bytes] = {}
         public.on_revoked(self.on_revoked)
+        public.on_published(self._index_swarm_ids)
+        for info in list(public.by_version.values()):
+            self._index_swarm_ids(info)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -224,8 +233,30 @@ class Seeder:
         swarm.closed = True
         swarm.source.close()
 
+    def _index_swarm_ids(self, info: TorrentInfo) -> None:
+        for sid in info.swarm_ids:
+            self._obfuscated[obfuscated_swarm_id(sid)] = sid
+
+    def swarm_id_by_obfuscated(self, obfuscated: bytes) -> bytes | None:
+        """The published swarm id an MSE handshake names (HASH('req2', SKEY))."""
+        return self._obfuscated.get(obfuscated)
+
+    def mse_stream(self) -> MseStream | None:
+        """A new connection's MSE layer; None when encryption is disabled (plain only)."""
+        if self.settings.encryption == "disabled":
+            return None
+        return MseStream(self.swarm_id_by_obfuscated, self._count_mse)
+
+    def _count_mse(self, established: Established) -> None:
+        if established.rc4:
+            self.stats.mse_rc4 += 1
+        else:
+            self.stats.mse_plaintext += 1
+
     def on_revoked(self, info: TorrentInfo) -> None:
         """A torrent stopped being public: stop serving now, close its peers shortly."""
+        for sid in info.swarm_ids:
+            self._obfuscated.pop(obfuscated_swarm_id(sid), None)
         swarm = self.swarms.get(info.version_id)
         if swarm is None or self._loop is None:
             return
@@ -298,5 +329,6 @@ class Seeder:
             "blocks_sent": s.blocks_sent,
             "bytes_received": s.bytes_received,
             "requests": s.requests,
+            "mse": {"plaintext": s.mse_plaintext, "rc4": s.mse_rc4},
             "torrents": {h: t.to_json() for h, t in s.torrents.items()},
         }
