@@ -210,6 +210,7 @@ def handlers() -> dict[Endpoint, Handler]:
         Endpoint.GetBucketPolicy: policy.get_bucket_policy,
         Endpoint.PutBucketPolicy: policy.put_bucket_policy,
         Endpoint.DeleteBucketPolicy: policy.delete_bucket_policy,
+        Endpoint.GetBucketPolicyStatus: policy.get_bucket_policy_status,
         Endpoint.GetPublicAccessBlock: policy.get_public_access_block,
         Endpoint.PutPublicAccessBlock: policy.put_public_access_block,
         Endpoint.DeletePublicAccessBlock: policy.delete_public_access_block,

@@ -340,3 +340,16 @@ def test_list_v1_url_encoding_leaves_the_prefix_as_asked(
     root = raw_list(server, bucket, {"encoding-type": "url", "prefix": "a b/"})
     assert root.findtext(f"{NS}Prefix") == "a b/"
     assert [c.findtext(f"{NS}Key") for c in root.findall(f"{NS}Contents")] == ["a%20b/c%20d"]
+
+
+def test_listings_report_the_storage_class_head_reports(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="rr", Body=b"x", StorageClass="REDUCED_REDUNDANCY")
+    s3.put_object(Bucket=bucket, Key="std", Body=b"x")
+    head = s3.head_object(Bucket=bucket, Key="rr")
+    assert head["StorageClass"] == "REDUCED_REDUNDANCY"
+    classes = {o["Key"]: o["StorageClass"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert classes == {"rr": "REDUCED_REDUNDANCY", "std": "STANDARD"}
+    v1 = {o["Key"]: o["StorageClass"] for o in s3.list_objects(Bucket=bucket)["Contents"]}
+    assert v1 == classes
+    versions = s3.list_object_versions(Bucket=bucket)["Versions"]
+    assert {v["Key"]: v["StorageClass"] for v in versions} == classes

@@ -239,3 +239,26 @@ def test_policy_conditions_see_the_grant_and_storage_class_headers(
     with pytest.raises(ClientError) as exc:
         bob_s3.put_object(Bucket=bucket, Key="rr", Body=b"x", StorageClass="REDUCED_REDUNDANCY")
     assert exc.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_policy_status_says_whether_the_policy_is_public(s3: Any, bucket: str) -> None:
+    with pytest.raises(ClientError):
+        s3.get_bucket_policy_status(Bucket=bucket)  # no policy: S3 answers NoSuchBucketPolicy
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket))
+    assert s3.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"] is True
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": False,
+            "IgnorePublicAcls": False,
+            "BlockPublicPolicy": False,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    assert s3.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"] is False
+    s3.delete_public_access_block(Bucket=bucket)
+    s3.put_bucket_policy(
+        Bucket=bucket,
+        Policy=_policy(bucket, principal={"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}),
+    )
+    assert s3.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"] is False

@@ -41,6 +41,7 @@ class Endpoint(Enum):
     )
     ListMultipartUploads = ("ListMultipartUploads", "s3:ListBucketMultipartUploads", "bucket")
     GetBucketTagging = ("GetBucketTagging", "s3:GetBucketTagging", "bucket")
+    GetBucketPolicyStatus = ("GetBucketPolicyStatus", "s3:GetBucketPolicyStatus", "bucket")
     PutBucketTagging = ("PutBucketTagging", "s3:PutBucketTagging", "bucket")
     DeleteBucketTagging = ("DeleteBucketTagging", "s3:PutBucketTagging", "bucket")
     PutObject = ("PutObject", "s3:PutObject", "object")
@@ -80,7 +81,7 @@ class Target:
 _BUCKET_SUBRESOURCES = {
     "accelerate", "analytics", "cors", "encryption", "intelligent-tiering", "inventory",
     "lifecycle", "logging", "metrics", "notification", "object-lock", "ownershipControls",
-    "policyStatus", "replication", "requestPayment", "website", "session",
+    "replication", "requestPayment", "website", "session",
 }  # fmt: skip
 _OBJECT_SUBRESOURCES = {"retention", "legal-hold", "restore", "select", "attributes"}
 
@@ -133,6 +134,7 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
         ("GET", "policy"): Endpoint.GetBucketPolicy,
         ("PUT", "policy"): Endpoint.PutBucketPolicy,
         ("DELETE", "policy"): Endpoint.DeleteBucketPolicy,
+        ("GET", "policyStatus"): Endpoint.GetBucketPolicyStatus,
         ("GET", "publicAccessBlock"): Endpoint.GetPublicAccessBlock,
         ("PUT", "publicAccessBlock"): Endpoint.PutPublicAccessBlock,
         ("DELETE", "publicAccessBlock"): Endpoint.DeletePublicAccessBlock,

@@ -22,6 +22,11 @@ from s3torrent.s3.server import S3Request
 from s3torrent.store import rows as md
 
 
+def storage_class(obj: md.ObjectVersion) -> str:
+    """The class the object was stored with: listings say what HEAD and GET say."""
+    return obj.headers.get("x-amz-storage-class", "STANDARD")
+
+
 def list_params(req: S3Request) -> ListParams:
     params = req.params
     assert isinstance(params, ListParams)
@@ -49,7 +54,7 @@ def _contents(
         item["Size"] = o.size
         if owner:
             item["Owner"] = owner_xml(svc, o.owner_id)
-        item["StorageClass"] = "STANDARD"
+        item["StorageClass"] = storage_class(o)
         out.append(item)
     return out
 
@@ -141,7 +146,7 @@ async def list_object_versions(svc: S3Context, req: S3Request) -> web.StreamResp
             "ETag": o.etag,
             "Size": o.size,
             "Owner": owner_xml(svc, o.owner_id),
-            "StorageClass": "STANDARD",
+            "StorageClass": storage_class(o),
         }
         versions.append(item)
     children: list[tuple[str, Any]] = [

@@ -8,10 +8,12 @@ from s3torrent.access import (
     PublicAccessBlock,
     check_policy_allowed,
     parse_policy,
+    policy_is_public,
     public_access_block_from_xml,
     public_access_block_to_xml,
 )
 from s3torrent.access import facts as authz
+from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
@@ -101,3 +103,21 @@ async def delete_public_access_block(svc: S3Context, req: S3Request) -> web.Stre
     if req.bucket.public_access_block is not None:
         await svc.meta.set_public_access_block(req.bucket_name, None)
     return web.Response(status=204)
+
+
+async def get_bucket_policy_status(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    """IsPublic: whether the bucket's policy grants anyone access (as Block Public Access
+    judges a public policy), and no setting restricts it to the owner's account."""
+    bucket = req.bucket
+    assert bucket is not None
+    if bucket.policy is None:
+        raise S3Error(
+            "NoSuchBucketPolicy", resource=req.resource, extra={"BucketName": req.bucket_name}
+        )
+    pab = _pab(bucket)
+    public = False
+    if bucket.policy:
+        public = policy_is_public(authz.decode_policy(bucket.policy, bucket.name)) and not (
+            pab is not None and pab.restrict_public_buckets
+        )
+    return xml_response(s3xml.render("PolicyStatus", {"IsPublic": public}))
