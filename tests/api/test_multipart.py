@@ -523,3 +523,34 @@ def test_aws_cli_large_multipart_upload(
     """256 MiB by default (~25 s here); S3TORRENT_TEST_LARGE_MIB=1024 for 1 GiB (~100 s)."""
     size = int(os.environ.get("S3TORRENT_TEST_LARGE_MIB", "256")) * MiB
     _cli_round_trip(server, s3, bucket, tmp_path, size)
+
+
+def test_repeated_completion_with_the_same_parts_answers_the_same(s3: Any, bucket: str) -> None:
+    """An SDK that lost the first answer retries: it must get that answer, not NoSuchUpload."""
+    up = s3.create_multipart_upload(Bucket=bucket, Key="retry")["UploadId"]
+    etags = [
+        s3.upload_part(Bucket=bucket, Key="retry", UploadId=up, PartNumber=n, Body=body)["ETag"]
+        for n, body in ((1, b"a" * 5 * 1024 * 1024), (2, b"b"))
+    ]
+    parts = {"Parts": [{"PartNumber": n + 1, "ETag": e} for n, e in enumerate(etags)]}
+    first = s3.complete_multipart_upload(
+        Bucket=bucket, Key="retry", UploadId=up, MultipartUpload=parts
+    )
+    again = s3.complete_multipart_upload(
+        Bucket=bucket, Key="retry", UploadId=up, MultipartUpload=parts
+    )
+    assert again["ETag"] == first["ETag"] and again["Key"] == "retry"
+    assert s3.head_object(Bucket=bucket, Key="retry")["ETag"] == first["ETag"]
+    # Another part list is not a retry of that completion.
+    with pytest.raises(ClientError) as exc:
+        s3.complete_multipart_upload(
+            Bucket=bucket,
+            Key="retry",
+            UploadId=up,
+            MultipartUpload={"Parts": parts["Parts"][:1]},
+        )
+    assert exc.value.response["Error"]["Code"] == "NoSuchUpload"
+    # Nor is the same upload id on another key.
+    with pytest.raises(ClientError) as exc:
+        s3.complete_multipart_upload(Bucket=bucket, Key="other", UploadId=up, MultipartUpload=parts)
+    assert exc.value.response["Error"]["Code"] == "NoSuchUpload"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from sqlalchemy.engine import Connection
@@ -10,7 +11,7 @@ from s3torrent.store import queries as q
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import NoSuchBucket, NoSuchUpload, PartChanged
 from s3torrent.store.meta_base import SqlStoreBase
-from s3torrent.store.rows import ObjectVersion, Part, Replaced, Upload
+from s3torrent.store.rows import ObjectVersion, Part, Replaced, Upload, UploadReceipt
 
 # Rows read per query while scanning uploads.
 SCAN_BATCH = 1000
@@ -35,7 +36,12 @@ class UploadMetadata(Protocol):
         upload_id: str,
         joined: dict[int, str],
         condition: WriteCondition = NO_CONDITION,
+        receipt: UploadReceipt | None = None,
     ) -> tuple[Replaced | None, list[str]]: ...
+
+    async def upload_receipt(self, upload_id: str) -> UploadReceipt | None: ...
+
+    async def expire_upload_receipts(self, completed_before: float) -> int: ...
 
     async def scan_uploads(
         self,
@@ -87,12 +93,14 @@ class SqlUploads(SqlStoreBase):
         upload_id: str,
         joined: dict[int, str],
         condition: WriteCondition = NO_CONDITION,
+        receipt: UploadReceipt | None = None,
     ) -> tuple[Replaced | None, list[str]]:
         """Make the joined object current and drop its upload, in one transaction; returns
         the version it replaced and the part blobs no longer needed. `joined` maps each part
         number to the blob that was joined: a part uploaded again meanwhile is PartChanged.
         `condition` is checked in the same transaction (see commit_version); when it fails
-        the upload stays, so the client may retry."""
+        the upload stays, so the client may retry. `receipt`, kept in the same transaction,
+        is what a retry of this completion is answered."""
 
         def txn(conn: Connection) -> tuple[Replaced | None, list[str]]:
             if q.get_upload(conn, upload_id) is None:
@@ -104,11 +112,19 @@ class SqlUploads(SqlStoreBase):
             if q.get_bucket(conn, obj.bucket) is None:
                 raise NoSuchBucket(obj.bucket)
             replaced = q.upsert_object(conn, obj, condition)
+            if receipt is not None:
+                q.insert_receipt(conn, receipt, time.time())
             return replaced, q.delete_upload(conn, upload_id) or []
 
         replaced, released = await self.db.write(txn)
         self._written(obj, replaced, False)
         return replaced, released
+
+    async def upload_receipt(self, upload_id: str) -> UploadReceipt | None:
+        return await self.db.read(lambda c: q.get_receipt(c, upload_id))
+
+    async def expire_upload_receipts(self, completed_before: float) -> int:
+        return await self.db.write(lambda c: q.delete_receipts(c, completed_before))
 
     async def scan_uploads(
         self,

@@ -13,7 +13,15 @@ from sqlalchemy.engine import Connection
 
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import ConditionalConflict
-from s3torrent.store.rows import Bucket, ObjectVersion, Part, Replaced, Upload, encode_tags
+from s3torrent.store.rows import (
+    Bucket,
+    ObjectVersion,
+    Part,
+    Replaced,
+    Upload,
+    UploadReceipt,
+    encode_tags,
+)
 from s3torrent.store.schema import (
     OBJECT_INFO_COLUMNS,
     buckets,
@@ -21,6 +29,7 @@ from s3torrent.store.schema import (
     objects,
     parts,
     torrents,
+    upload_receipts,
     uploads,
 )
 from s3torrent.store.sql import Prepared, Rows, _replace_row, insert_if_absent
@@ -295,3 +304,39 @@ def list_uploads(
 def stale_uploads(conn: Connection, initiated_before: float, limit: int) -> list[str]:
     q = sa.select(uploads.c.upload_id).where(uploads.c.initiated < initiated_before).limit(limit)
     return [str(r[0]) for r in conn.execute(q)]
+
+
+def insert_receipt(conn: Connection, r: UploadReceipt, now: float) -> None:
+    conn.execute(
+        upload_receipts.insert().values(
+            upload_id=r.upload_id,
+            bucket=r.bucket,
+            key=r.key.encode("utf-8"),
+            parts_digest=r.parts_digest,
+            result=r.result,
+            completed_at=now,
+        )
+    )
+
+
+def get_receipt(conn: Connection, upload_id: str) -> UploadReceipt | None:
+    row = conn.execute(
+        sa.select(upload_receipts).where(upload_receipts.c.upload_id == upload_id)
+    ).first()
+    if row is None:
+        return None
+    m = row._mapping
+    return UploadReceipt(
+        upload_id=m["upload_id"],
+        bucket=m["bucket"],
+        key=bytes(m["key"]).decode("utf-8"),
+        parts_digest=m["parts_digest"],
+        result=bytes(m["result"]),
+    )
+
+
+def delete_receipts(conn: Connection, completed_before: float) -> int:
+    result = conn.execute(
+        upload_receipts.delete().where(upload_receipts.c.completed_at < completed_before)
+    )
+    return int(result.rowcount or 0)

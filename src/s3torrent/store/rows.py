@@ -213,3 +213,14 @@ class TorrentHashes:
     fmt: str | None = None
     swarm_v1: bytes | None = None
     swarm_v2: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadReceipt:
+    """What a completed multipart upload answered, and for which part list."""
+
+    upload_id: str
+    bucket: str
+    key: str
+    parts_digest: str
+    result: bytes

@@ -107,6 +107,21 @@ parts = sa.Table(
     sa.Column("checksum_value", sa.String(128), nullable=True),
 )
 
+# What a completed multipart upload answered, so a client retrying its completion (same
+# upload id, same part list) gets the same answer instead of NoSuchUpload; kept as long as
+# abandoned uploads are (storage.abandoned_upload_days).
+upload_receipts = sa.Table(
+    "upload_receipts",
+    meta,
+    sa.Column("upload_id", sa.String(64), primary_key=True),
+    sa.Column("bucket", sa.String(63), nullable=False),
+    sa.Column("key", sa.LargeBinary, nullable=False),
+    sa.Column("parts_digest", sa.String(64), nullable=False),
+    sa.Column("result", sa.LargeBinary, nullable=False),
+    sa.Column("completed_at", sa.Float, nullable=False),
+    sa.Index("ix_upload_receipts_completed_at", "completed_at"),
+)
+
 # Background hashing jobs (s3torrent.torrent.jobs), claimed by one node at a time: a claim
 # lasts until claimed_until and is renewed by its node's heartbeat; an expired claim is
 # taken over by another node.

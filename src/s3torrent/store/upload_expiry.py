@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 async def abort_stale_uploads(store: ObjectStore, older_than: float) -> int:
     """Abort uploads initiated more than `older_than` seconds ago; return how many."""
     cutoff = time.time() - older_than
+    # Receipts of completed uploads answer retries for as long as an upload may live.
+    await store.meta.expire_upload_receipts(cutoff)
     total = 0
     while True:
         ids = await store.meta.stale_uploads(cutoff, 100)

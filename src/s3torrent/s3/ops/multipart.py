@@ -396,9 +396,20 @@ def _verify_xml_digests(headers: Mapping[str, str], payload_hash: str, raw: byte
         raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
 
 
+def _parts_digest(root: Any) -> str:
+    """Which part list a CompleteMultipartUpload body names (numbers and ETags)."""
+    h = hashlib.sha256()
+    for el in s3xml.children(root, "Part"):
+        number = (s3xml.text(el, "PartNumber") or "").strip()
+        etag = (s3xml.text(el, "ETag") or "").strip().strip('"')
+        h.update(f"{number}:{etag}\n".encode())
+    return h.hexdigest()
+
+
 async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamResponse:
     condition = write_condition(req.http.headers)
-    up = await _upload(svc, req)
+    upload_id = upload_params(req).upload_id
+    up = await svc.meta.upload(upload_id) if upload_id else None
     limits = svc.settings.limits
     body = RequestBody(
         req.http,
@@ -406,10 +417,13 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         max_chunk_size=limits.max_chunk_size,
         read_timeout=limits.body_read_timeout,
     )
+    if up is None or up.bucket != req.bucket_name or up.key != req.key:
+        return await _answer_retry(svc, req, body, upload_id)
     raw = await body.read_all(limits.max_xml_body)
     # Not body.verify(): here x-amz-checksum-* describes the object, not this XML body.
     _verify_xml_digests(req.http.headers, body.payload_hash, raw)
-    requested = _requested_parts(s3xml.parse(raw), up)
+    root = s3xml.parse(raw)
+    requested = _requested_parts(root, up)
     stored = {p.part_number: p for p in await svc.meta.list_parts(up.upload_id)}
     parts = _chosen_parts(requested, stored)
     checksum = object_checksum(up, parts)
@@ -448,13 +462,6 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         ],
     )
     joined = {p.part_number: p.blob_id for p in parts}
-    try:
-        replaced, released = await svc.meta.complete_upload(obj, up.upload_id, joined, condition)
-    except StoreError:
-        await _delete_blobs(svc, [version_id])
-        raise
-    svc.store.release_replaced(replaced)
-    await _delete_blobs(svc, released)
     result: dict[str, Any] = {
         "Location": f"{svc.settings.base_url}/{quote(up.bucket)}/{quote(up.key)}",
         "Bucket": up.bucket,
@@ -464,7 +471,31 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     }
     if checksum:
         result["ChecksumType"] = up.checksum_type
-    return xml_response(s3xml.render("CompleteMultipartUploadResult", result))
+    answer = s3xml.render("CompleteMultipartUploadResult", result)
+    receipt = md.UploadReceipt(up.upload_id, up.bucket, up.key, _parts_digest(root), answer)
+    try:
+        replaced, released = await svc.meta.complete_upload(
+            obj, up.upload_id, joined, condition, receipt
+        )
+    except StoreError:
+        await _delete_blobs(svc, [version_id])
+        raise
+    svc.store.release_replaced(replaced)
+    await _delete_blobs(svc, released)
+    return xml_response(answer)
+
+
+async def _answer_retry(
+    svc: S3Context, req: S3Request, body: RequestBody, upload_id: str
+) -> web.StreamResponse:
+    """A completion of an upload that is gone: if it was completed with the same part list,
+    the client is retrying (its first answer was lost): answer what was answered then."""
+    receipt = await svc.meta.upload_receipt(upload_id) if upload_id else None
+    if receipt is not None and receipt.bucket == req.bucket_name and receipt.key == req.key:
+        raw = await body.read_all(svc.settings.limits.max_xml_body)
+        if _parts_digest(s3xml.parse(raw)) == receipt.parts_digest:
+            return xml_response(receipt.result)
+    raise S3Error("NoSuchUpload", resource=req.resource, extra={"UploadId": upload_id})
 
 
 # ---- abort, list ----
