@@ -40,3 +40,10 @@ class PartChanged(StoreError):
     def __init__(self, part_number: int) -> None:
         super().__init__(str(part_number))
         self.part_number = part_number
+
+
+class StorageFull(StoreError):
+    """The disk (or quota) holding blobs or metadata is full: no new data until space returns."""
+
+    def __init__(self) -> None:
+        super().__init__("storage full")
