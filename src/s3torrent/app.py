@@ -30,7 +30,7 @@ from s3torrent.s3.server import Handler, S3Application
 from s3torrent.store.blobs import open_blob_store
 from s3torrent.store.metastore import MetadataStore, open_metadata_store
 from s3torrent.store.objects import ObjectStore
-from s3torrent.store.space import SpaceReserve
+from s3torrent.store.space import SpaceReserve, storage_full
 from s3torrent.store.upload_expiry import expire_uploads_forever
 from s3torrent.store.users import UserDirectory
 from s3torrent.torrent.catalog import TorrentCatalog
@@ -115,9 +115,18 @@ def build_services(settings: Settings) -> Services:
     secure_data_dir(settings)
     space = space_reserve(settings)
     events = EventBus()
-    meta = open_metadata_store(
-        settings.database_url, events, max_batch=settings.storage.group_commit_max_ops
-    )
+    try:
+        meta = open_metadata_store(
+            settings.database_url, events, max_batch=settings.storage.group_commit_max_ops
+        )
+    except Exception as exc:
+        if not storage_full(exc):
+            raise
+        # No reserve was left to give back (storage.reserve_bytes 0, or lost in a crash).
+        raise SystemExit(
+            f"s3torrent: the disk holding {settings.data_dir} is too full to open the metadata "
+            "database; free some space there and start again"
+        ) from None
     if space is not None:
         meta.db.on_full = space.release
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="io")

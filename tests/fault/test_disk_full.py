@@ -25,7 +25,6 @@ FS_SIZE = 48 * 1024 * 1024
 RESERVE = 4 * 1024 * 1024
 OBJECT = 1024 * 1024
 ENV = {
-    "S3TORRENT_STORAGE__RESERVE_BYTES": str(RESERVE),
     # Deleted blobs go at once, so the space a DELETE frees is there for the next PUT.
     "S3TORRENT_STORAGE__BLOB_DELETE_DELAY": "0.05",
 }
@@ -51,12 +50,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(data)], check=False)
 
 
-def _server(data: Path) -> LiveServer:
+def _server(data: Path, *, reserve: int = RESERVE) -> LiveServer:
     srv = LiveServer(
         data_dir=data,
         port=free_port(),
         peer_port=free_port(),
-        env={**metadata_env(), **ENV},
+        env={**metadata_env(), **ENV, "S3TORRENT_STORAGE__RESERVE_BYTES": str(reserve)},
     )
     srv.start()
     return srv
@@ -156,3 +155,21 @@ def test_full_disk_refuses_writes_keeps_deletes_and_restarts(small_disk: Path) -
         _assert_all_readable(client, stored)
     finally:
         srv.stop()
+
+
+def test_full_disk_without_a_reserve_refuses_to_start_with_one_clear_line(
+    small_disk: Path,
+) -> None:
+    srv = _server(small_disk, reserve=0)
+    try:
+        make_client(srv.endpoint).create_bucket(Bucket="full")
+    finally:
+        srv.stop()
+    assert not (small_disk / "space-reserve").exists()
+    _fill_to_the_last_block(small_disk / "filler")
+    with pytest.raises(RuntimeError) as exited:
+        srv.start()
+    assert srv.proc is not None and srv.proc.wait(10) == 1
+    srv.proc = None
+    assert "too full to open the metadata database" in str(exited.value)
+    assert "Traceback" not in str(exited.value)
