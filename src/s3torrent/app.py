@@ -30,6 +30,7 @@ from s3torrent.s3.server import Handler, S3Application
 from s3torrent.store.blobs import open_blob_store
 from s3torrent.store.metastore import MetadataStore, open_metadata_store
 from s3torrent.store.objects import ObjectStore
+from s3torrent.store.space import SpaceReserve, storage_full
 from s3torrent.store.upload_expiry import expire_uploads_forever
 from s3torrent.store.users import UserDirectory
 from s3torrent.torrent.catalog import TorrentCatalog
@@ -93,17 +94,49 @@ def persistent_node_id(settings: Settings) -> str:
     return node_id
 
 
+def space_reserve(settings: Settings) -> SpaceReserve | None:
+    """The data directory's reserve, made ready before the database opens (None when the
+    data directory holds neither the database nor the blobs)."""
+    size = settings.storage.reserve_bytes
+    if size <= 0 or (settings.metadata_url is not None and settings.blobs_url):
+        return None
+    reserve = SpaceReserve(settings.data_dir / "space-reserve", size)
+    if not reserve.prepare_at_start():
+        log.warning(
+            "storage full at start (%s): serving reads and deletes; new object data is "
+            "refused (507 InsufficientStorage) until space is freed",
+            settings.data_dir,
+        )
+    return reserve
+
+
 def build_services(settings: Settings) -> Services:
     check_extras(settings)
     secure_data_dir(settings)
+    space = space_reserve(settings)
     events = EventBus()
-    meta = open_metadata_store(
-        settings.database_url, events, max_batch=settings.storage.group_commit_max_ops
-    )
+    try:
+        meta = open_metadata_store(
+            settings.database_url, events, max_batch=settings.storage.group_commit_max_ops
+        )
+    except Exception as exc:
+        if not storage_full(exc):
+            raise
+        # No reserve was left to give back (storage.reserve_bytes 0, or lost in a crash).
+        raise SystemExit(
+            f"s3torrent: the disk holding {settings.data_dir} is too full to open the metadata "
+            "database; free some space there and start again"
+        ) from None
+    if space is not None:
+        meta.db.on_full = space.release
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="io")
     blobs = open_blob_store(settings)
     store = ObjectStore(
-        meta, blobs, executor=executor, blob_delete_delay=settings.storage.blob_delete_delay
+        meta,
+        blobs,
+        executor=executor,
+        blob_delete_delay=settings.storage.blob_delete_delay,
+        space=space,
     )
     users = UserDirectory(meta)
     users.load()

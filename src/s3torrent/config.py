@@ -50,6 +50,8 @@ class StorageSettings(BaseModel):
     abandoned_upload_days: float = 7.0
     """Multipart uploads older than this many days are aborted and their parts removed."""
     upload_cleanup_interval: float = 3600.0
+    reserve_bytes: int = 64 * MiB
+    """Space kept in a reserve file in data_dir so deletes can commit on a full disk (0: none)."""
 
 
 class TorrentSettings(BaseModel):

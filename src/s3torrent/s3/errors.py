@@ -37,6 +37,9 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
         400,
         "You did not provide the number of bytes specified by the Content-Length HTTP header.",
     ),
+    # WebDAV's 507, as MinIO answers a full disk: SDKs do not retry it blindly as they would
+    # a 503 SlowDown, so the client learns at once that space must be freed.
+    "InsufficientStorage": (507, "The server's storage is full; delete objects to free space."),
     "InternalError": (500, "We encountered an internal error. Please try again."),
     "InvalidAccessKeyId": (
         403,
@@ -163,6 +166,8 @@ def s3_error_of(exc: StoreError | AccessError) -> S3Error:
         return S3Error(exc.code, exc.message or None, extra=exc.extra)
     if isinstance(exc, store_errors.NoSuchBucket):
         return S3Error("NoSuchBucket", resource=f"/{exc.name}", extra={"BucketName": exc.name})
+    if isinstance(exc, store_errors.StorageFull):
+        return S3Error("InsufficientStorage")
     if isinstance(exc, store_errors.NoSuchUpload):
         return S3Error("NoSuchUpload", extra={"UploadId": exc.upload_id})
     if isinstance(exc, store_errors.PartChanged):

@@ -28,7 +28,8 @@ from s3torrent.s3.routing import Endpoint, Target, check_key, parse_target, rout
 from s3torrent.s3.sigv4 import VerifiedAuth
 from s3torrent.s3.xml import render
 from s3torrent.store import rows as md
-from s3torrent.store.errors import StoreError
+from s3torrent.store.errors import StorageFull, StoreError
+from s3torrent.store.space import storage_full
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,10 @@ class S3Application:
             return web.Response(status=CLIENT_CLOSED)
         except TimeoutError:
             raise
-        except Exception:
+        except Exception as exc:
+            if storage_full(exc):
+                # A full disk met outside the store's write path: still the client's answer.
+                return self._error(request, s3_error_of(StorageFull()), rid)
             log.exception("internal error on %s %s", request.method, request.raw_path[:200])
             return error_response(
                 S3Error("InternalError"), rid, request.path, request.method == "HEAD"

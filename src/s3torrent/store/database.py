@@ -18,8 +18,10 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Connection
 
 from s3torrent.store import migrations
+from s3torrent.store.errors import StorageFull
 from s3torrent.store.loop_writer import LoopWriter
 from s3torrent.store.schema import create_engine
+from s3torrent.store.space import storage_full
 from s3torrent.store.sql import Rows, point_reads_for
 
 T = TypeVar("T")
@@ -54,6 +56,9 @@ class Database:
         # (see loop_writer.py); the writer thread serves everyone else.
         self._loop_writes = loop_writes and self.point_reads is not None
         self._loop_writer: LoopWriter | None = None
+        # Set by the composition root (SpaceReserve.release): frees reserved space when a
+        # commit meets a full disk; True if it freed some, so the batch is worth another try.
+        self.on_full: Callable[[], bool] | None = None
         self._closed = False
         self._max_batch = max_batch
         self._readers = concurrent.futures.ThreadPoolExecutor(
@@ -89,19 +94,36 @@ class Database:
     # ---- writes ----
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        """Run fn in the next group commit; returns once its transaction is durable."""
-        if self._loop_writes:
-            loop = asyncio.get_running_loop()
-            if self._loop_writer is None and not self._closed:
-                self._loop_writer = LoopWriter(
-                    self.engine, loop, self._enqueue, max_batch=self._max_batch
-                )
-            if self._loop_writer is not None and self._loop_writer.loop is loop:
-                return await self._loop_writer.submit(fn)
-        return await asyncio.wrap_future(self._enqueue(fn))
+        """Run fn in the next group commit; returns once its transaction is durable.
+
+        Raises StorageFull if the disk was too full for it, even after the reserve went."""
+        try:
+            if self._loop_writes:
+                loop = asyncio.get_running_loop()
+                if self._loop_writer is None and not self._closed:
+                    self._loop_writer = LoopWriter(
+                        self.engine,
+                        loop,
+                        self._enqueue,
+                        max_batch=self._max_batch,
+                        on_full=self._release_space,
+                    )
+                if self._loop_writer is not None and self._loop_writer.loop is loop:
+                    return await self._loop_writer.submit(fn)
+            return await asyncio.wrap_future(self._enqueue(fn))
+        except Exception as exc:
+            _raise_if_full(exc)
+            raise
 
     def write_sync(self, fn: Callable[[Connection], T]) -> T:
-        return self._enqueue(fn).result()
+        try:
+            return self._enqueue(fn).result()
+        except Exception as exc:
+            _raise_if_full(exc)
+            raise
+
+    def _release_space(self) -> bool:
+        return self.on_full is not None and self.on_full()
 
     def _enqueue(self, fn: Callable[[Connection], T]) -> concurrent.futures.Future[T]:
         """Queue fn for the writer thread's next group commit."""
@@ -146,6 +168,8 @@ class Database:
                     try:
                         value = fn(conn)
                     except BaseException as exc:  # each caller gets its own failure
+                        if storage_full(exc):
+                            raise  # the whole batch again, once the reserve is free
                         sp.rollback()
                         if _transient(exc) and attempt < _MAX_RETRIES:
                             # Another node's batch locked rows in the other order: our
@@ -157,6 +181,10 @@ class Database:
                         sp.commit()
                         results.append((fut, value, None))
         except BaseException as batch_exc:
+            if attempt < _MAX_RETRIES and storage_full(batch_exc) and self._release_space():
+                # The reserve is free now: the same batch again (deletes among it).
+                self._commit_batch(batch, attempt + 1)
+                return
             for _fn, fut in batch:
                 if not fut.done():
                     if fut.running():
@@ -187,3 +215,9 @@ class Database:
         if self.point_reads is not None:
             self.point_reads.close()
         self.engine.dispose()
+
+
+def _raise_if_full(exc: Exception) -> None:
+    """The engine's many ways of saying "disk full", as the store's one error."""
+    if storage_full(exc) and not isinstance(exc, StorageFull):
+        raise StorageFull() from exc

@@ -67,3 +67,10 @@ class ObjectMissing(StoreError):
         super().__init__(f"{bucket}/{key}")
         self.bucket = bucket
         self.key = key
+
+
+class StorageFull(StoreError):
+    """The disk (or quota) holding blobs or metadata is full: no new data until space returns."""
+
+    def __init__(self) -> None:
+        super().__init__("storage full")

@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
+from s3torrent.store.space import storage_full
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -44,8 +46,11 @@ class LoopWriter:
         fallback: Callable[[Callable[[Connection], Any]], concurrent.futures.Future[Any]],
         *,
         max_batch: int,
+        on_full: Callable[[], bool] | None = None,
     ) -> None:
         self.loop = loop
+        # Frees reserved space when a batch meets a full disk (True: worth another try).
+        self._on_full = on_full
         self._engine = engine
         self._fallback = fallback
         self._max_batch = max_batch
@@ -106,6 +111,8 @@ class LoopWriter:
                 try:
                     value = fn(conn)
                 except Exception as exc:  # each caller gets its own failure
+                    if storage_full(exc):
+                        raise  # the whole batch again, once the reserve is free
                     driver.execute("ROLLBACK TO w")
                     driver.execute("RELEASE w")
                     results.append((fut, None, exc))
@@ -115,25 +122,36 @@ class LoopWriter:
         except BaseException as exc:
             # The transaction itself failed (disk, corruption): nobody's write happened.
             self._rollback()
-            for _fn, fut in batch:
-                _fail(fut, exc)
+            if not self._retried_after_full(exc, batch):
+                for _fn, fut in batch:
+                    _fail(fut, exc)
             self._next()
             if not isinstance(exc, Exception):
                 raise
             return
         committing = self.loop.run_in_executor(self._committer, _commit, driver)
-        committing.add_done_callback(lambda done: self._committed(done, results))
+        committing.add_done_callback(lambda done: self._committed(done, batch, results))
+
+    def _retried_after_full(self, exc: BaseException, batch: list[_Item]) -> bool:
+        """A full disk: free the reserve and queue the batch first again, if that freed any
+        (a second failure finds no reserve left and fails the batch)."""
+        if not storage_full(exc) or self._on_full is None or not self._on_full():
+            return False
+        self._pending[:0] = [(fn, fut) for fn, fut in batch if not fut.done()]
+        return True
 
     def _committed(
         self,
         done: asyncio.Future[None],
+        batch: list[_Item],
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
     ) -> None:
         exc = done.exception()
         if exc is not None:
             self._rollback()
-            for fut, _value, _failure in results:
-                _fail(fut, exc)
+            if not self._retried_after_full(exc, batch):
+                for fut, _value, _failure in results:
+                    _fail(fut, exc)
         else:
             assert self._conn is not None
             self._conn.commit()  # SQLAlchemy's view: no transaction (nothing left to do)

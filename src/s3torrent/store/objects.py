@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from s3torrent.store import rows as md
 from s3torrent.store.blobs import BlobStore
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
-from s3torrent.store.errors import StoreError
+from s3torrent.store.errors import StorageFull, StoreError
 from s3torrent.store.metastore import MetadataStore
+from s3torrent.store.space import SpaceReserve, storage_full
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +62,14 @@ class ObjectStore:
         *,
         executor: concurrent.futures.Executor,
         blob_delete_delay: float = 2.0,
+        space: SpaceReserve | None = None,
     ) -> None:
         self.meta = meta
         self.blobs = blobs
         self.executor = executor
         self.blob_delete_delay = blob_delete_delay
+        # The data directory's full-disk state (None: nothing local to fill, e.g. S3 blobs).
+        self.space = space
         self._pending_deletes: set[asyncio.TimerHandle] = set()
 
     @staticmethod
@@ -96,6 +101,7 @@ class ObjectStore:
         on_too_large: Callable[[], Exception],
     ) -> tuple[StoredStream, bytes]:
         """A small body, hashed as it arrives and kept for its metadata row."""
+        await self.check_writable()
         buf = bytearray()
         async for chunk in body:
             buf += chunk
@@ -171,20 +177,45 @@ class ObjectStore:
         `check` sees the finished stream (size, MD5) before the commit and may raise to
         abort it; whatever it returns is handed back. Nothing is left behind on failure.
         """
+        await self.check_writable()
         blob_id = self.new_version_id()
-        writer = await asyncio.get_running_loop().run_in_executor(
-            self.executor, self.blobs.new_writer, blob_id
-        )
-        try:
-            stored = await self.stream_to_blob(
-                chunks, writer, observers, max_size=max_size, on_too_large=on_too_large
+        with self._full_disk_refused():
+            writer = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.blobs.new_writer, blob_id
             )
-            checked = check(stored) if check is not None else None
-            await self.commit_blob(writer, blob_id)
+        try:
+            with self._full_disk_refused():
+                stored = await self.stream_to_blob(
+                    chunks, writer, observers, max_size=max_size, on_too_large=on_too_large
+                )
+                checked = check(stored) if check is not None else None
+                await self.commit_blob(writer, blob_id)
         except BaseException:
             await self.abort_blob(writer)
             raise
         return blob_id, stored, checked
+
+    async def check_writable(self) -> None:
+        """Refuse new object data (StorageFull) while the disk is full."""
+        if self.space is not None and self.space.full:
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.space.check_writable
+            )
+
+    @contextlib.contextmanager
+    def _full_disk_refused(self) -> Iterator[None]:
+        """A blob write that meets a full disk: refuse further data until space returns, and
+        tell the client so (StorageFull), never as an internal error."""
+        try:
+            yield
+        except Exception as exc:
+            if not storage_full(exc):
+                raise
+            if self.space is not None:
+                self.space.mark_full()
+            if isinstance(exc, StorageFull):
+                raise
+            raise StorageFull() from exc
 
     async def commit_blob(self, writer: Any, version_id: str) -> None:
         await asyncio.get_running_loop().run_in_executor(self.executor, writer.commit, version_id)
@@ -221,7 +252,9 @@ class ObjectStore:
                 writer.abort()
                 raise
 
-        await asyncio.get_running_loop().run_in_executor(self.executor, run)
+        await self.check_writable()
+        with self._full_disk_refused():
+            await asyncio.get_running_loop().run_in_executor(self.executor, run)
 
     async def delete_blobs(self, blob_ids: list[str]) -> None:
         """Delete blobs no row references any more (part blobs, a write that lost)."""

@@ -150,15 +150,18 @@ def delete_object(
         current = conn.execute(sa.select(objects.c.etag).where(*where).with_for_update()).first()
         condition.check(bucket, key, str(current[0]) if current is not None else None)
     # One statement: of two nodes deleting the same key, exactly one learns the version id.
+    # length(), not IS NULL: SQLite 3.40 answers `inline_data IS NULL` in a DELETE's
+    # RETURNING with 0 for a NULL in this column (added by ALTER TABLE in a migration), so
+    # a deleted object's blob was never removed (nor its space freed) until the next start.
     old = conn.execute(
         objects.delete()
         .where(*where)
-        .returning(objects.c.version_id, objects.c.inline_data.is_(None))
+        .returning(objects.c.version_id, sa.func.length(objects.c.inline_data))
     ).first()
     if old is None:
         return None
     conn.execute(torrents.delete().where(torrents.c.version_id == old[0]))
-    return Replaced(str(old[0]), bool(old[1]))
+    return Replaced(str(old[0]), old[1] is None)
 
 
 def iter_keys_from(
