@@ -16,6 +16,7 @@ from aiohttp import web
 
 from s3torrent.config import Settings, split_host_port
 from s3torrent.events import EventBus
+from s3torrent.listeners import AdmittedSite, ConnectionGate
 from s3torrent.metering.meter import Meter, edge_recorder
 from s3torrent.metering.metrics import MetricsEndpoint
 from s3torrent.metering.usage import admin_handler
@@ -31,7 +32,7 @@ from s3torrent.torrent.catalog import TorrentCatalog
 from s3torrent.torrent.jobs import HashJobs
 from s3torrent.tracker import service as tracker_service
 from s3torrent.tracker.http import tracker_handler
-from s3torrent.tracker.http_lean import LeanHttpTracker
+from s3torrent.tracker.http_lean import LeanHttpLimits, LeanHttpTracker
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TrackerRegistry
 from s3torrent.tracker.udp import start_udp_tracker
 
@@ -183,6 +184,8 @@ class Node:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Before any listener or file: raises the open file limit, caps connections below it.
+        self.gate = ConnectionGate.from_settings(settings.limits)
         self.svc = build_services(settings)
         self.s3 = S3Application(self.svc, handlers())
         self.s3.add_route("/_health", self._health)
@@ -268,10 +271,12 @@ class Node:
             max_line_size=limits.max_header_size,
             # S3 stores bodies as sent: Content-Encoding is metadata, never decoded here.
             auto_decompress=False,
+            # aiohttp's idle timer also runs before the first request: the header deadline.
+            keepalive_timeout=limits.header_read_timeout,
         )
         await self._runner.setup()
         host, port = self.settings.http_host_port
-        site = web.TCPSite(self._runner, host, port, backlog=1024, reuse_address=True)
+        site = AdmittedSite(self._runner, self.gate, host, port, backlog=1024)
         await site.start()
         await self._start_udp_tracker()
         await self._start_tracker_listener()
@@ -304,7 +309,12 @@ class Node:
         self._tracker_listener = LeanHttpTracker(
             self.svc.tracker,
             time.monotonic,
+            LeanHttpLimits(
+                idle_timeout=self.settings.limits.header_read_timeout,
+                max_connections=self.gate.admission.limits.max_connections,
+            ),
             eager=isinstance(self.svc.public.registry, MemoryRegistry),
+            gate=self.gate,
         )
         await self._tracker_listener.start(host, port)
         log.info("http tracker listening on %s:%d", host, port)

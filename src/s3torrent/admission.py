@@ -1,0 +1,183 @@
+"""Connection admission, sans-IO: who may hold an open connection, and accept back-off.
+
+Every listener of a process (S3 HTTP, the lean tracker, the seeder) draws from one file
+descriptor limit, so they share one `Admission`: a global cap kept below that limit and a
+cap per client address. When the global cap is reached, the connection that has waited
+longest for its first (or next) request is evicted for the newcomer, so idle or trickling
+connections cannot lock out clients that send requests; only when every slot is busy
+with a request is the newcomer refused. `AcceptBackoff` is what an accept loop does when
+the process is out of descriptors anyway: pause, retry, and say so once in a while.
+No sockets and no clock here: callers pass `now`.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Final, Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+# accept() errors that mean "no resources now", not "this connection is bad".
+EXHAUSTION_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+# Connections looked at per eviction before giving up: busy ones are moved to the back,
+# so a long run of busy connections costs one scan, not one per newcomer.
+EVICTION_SCAN: Final = 64
+
+
+class Refusal(enum.Enum):
+    PER_IP = "per-ip"
+    TOTAL = "total"
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    max_connections: int
+    max_per_ip: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision(Generic[K]):
+    """The answer to one newcomer: admitted (possibly by evicting `evicted`) or refused."""
+
+    refused: Refusal | None = None
+    evicted: K | None = None
+
+    @property
+    def admitted(self) -> bool:
+        return self.refused is None
+
+
+def connection_cap(configured: int, soft_file_limit: int, reserve: int) -> int:
+    """The global cap: the setting, lowered to leave `reserve` descriptors free.
+
+    A negative `soft_file_limit` means unlimited. Never below 1: a process whose limit is
+    smaller than its reserve still serves one connection at a time rather than none.
+    """
+    if soft_file_limit < 0:
+        return max(1, configured)
+    return max(1, min(configured, soft_file_limit - reserve))
+
+
+class Admission(Generic[K]):
+    """Open connections by client address and in admission order; the caps over them."""
+
+    __slots__ = ("_order", "_per_ip", "evicted", "limits", "refused_per_ip", "refused_total")
+
+    def __init__(self, limits: AdmissionLimits) -> None:
+        self.limits = limits
+        self._order: dict[K, str] = {}  # connection -> ip; oldest first (dicts keep order)
+        self._per_ip: dict[str, int] = {}
+        self.refused_per_ip = 0
+        self.refused_total = 0
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, connection: object) -> bool:
+        return connection in self._order
+
+    def count(self, ip: str) -> int:
+        return self._per_ip.get(ip, 0)
+
+    def admit(self, connection: K, ip: str, evictable: Callable[[K], bool]) -> Decision[K]:
+        """Admit `connection` from `ip`, or refuse it; a returned victim must be closed.
+
+        `evictable(c)` says whether c is waiting for a request (idle or trickling its
+        head), the only kind of connection that may be closed to make room.
+        """
+        if connection in self._order:
+            raise ValueError("connection admitted twice")
+        if self._per_ip.get(ip, 0) >= self.limits.max_per_ip:
+            self.refused_per_ip += 1
+            return Decision(refused=Refusal.PER_IP)
+        victim: K | None = None
+        if len(self._order) >= self.limits.max_connections:
+            victim = self._oldest_evictable(evictable)
+            if victim is None:
+                self.refused_total += 1
+                return Decision(refused=Refusal.TOTAL)
+            self.release(victim)
+            self.evicted += 1
+        self._order[connection] = ip
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        return Decision(evicted=victim)
+
+    def release(self, connection: K) -> None:
+        """Forget `connection` (closed, or evicted); unknown ones are ignored."""
+        ip = self._order.pop(connection, None)
+        if ip is None:
+            return
+        left = self._per_ip[ip] - 1
+        if left:
+            self._per_ip[ip] = left
+        else:
+            del self._per_ip[ip]
+
+    def _oldest_evictable(self, evictable: Callable[[K], bool]) -> K | None:
+        order = self._order
+        busy: list[K] = []
+        found: K | None = None
+        for connection in order:
+            if evictable(connection):
+                found = connection
+                break
+            busy.append(connection)
+            if len(busy) >= EVICTION_SCAN:
+                break
+        for connection in busy:
+            # To the back: the next scan starts with connections not looked at yet.
+            order[connection] = order.pop(connection)
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffStep:
+    """What to do after an exhausted accept: wait `delay`; log if `report` is set."""
+
+    delay: float
+    report: bool
+    failures: int  # exhausted accepts since the last report, this one included
+
+
+class AcceptBackoff:
+    """Pause lengths after accept() ran out of descriptors, and when to say so.
+
+    The delay starts short (descriptors free up as requests finish) and doubles up to
+    `max_delay`; a successful accept resets it. At most one report per `report_interval`,
+    counting the failures in between, so a flood of refused accepts is one log line.
+    """
+
+    __slots__ = ("_delay", "_failures", "_last_report", "max_delay", "min_delay", "report_interval")
+
+    def __init__(
+        self, min_delay: float = 0.05, max_delay: float = 1.0, report_interval: float = 60.0
+    ) -> None:
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.report_interval = report_interval
+        self._delay = 0.0
+        self._failures = 0
+        self._last_report: float | None = None
+
+    @property
+    def backing_off(self) -> bool:
+        return self._delay > 0
+
+    def exhausted(self, now: float) -> BackoffStep:
+        self._delay = min(self.max_delay, self._delay * 2) if self._delay else self.min_delay
+        self._failures += 1
+        last = self._last_report
+        report = last is None or now - last >= self.report_interval
+        failures = self._failures
+        if report:
+            self._last_report = now
+            self._failures = 0
+        return BackoffStep(delay=self._delay, report=report, failures=failures)
+
+    def accepted(self) -> None:
+        self._delay = 0.0
