@@ -2,11 +2,12 @@
 
 Every listener of a process (S3 HTTP, the lean tracker, the seeder) draws from one file
 descriptor limit, so they share one `Admission`: a global cap kept below that limit and a
-cap per client address. When the global cap is reached, the connection that has waited
-longest for its first (or next) request is evicted for the newcomer, so idle or trickling
-connections cannot lock out clients that send requests; only when every slot is busy
-with a request is the newcomer refused. `AcceptBackoff` is what an accept loop does when
-the process is out of descriptors anyway: pause, retry, and say so once in a while.
+cap per client address. When the global cap is reached, an idle connection is evicted for
+the newcomer (the oldest that never completed a request, else the oldest idle keep-alive
+one), so silent or trickling connections cannot lock out clients that send requests; only
+when every slot is busy with a request is the newcomer refused. `AcceptBackoff` is what an
+accept loop does when the process is out of descriptors anyway: pause, retry, and say so
+once in a while.
 No sockets and no clock here: callers pass `now`.
 """
 
@@ -26,6 +27,14 @@ EXHAUSTION_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
 # Connections looked at per eviction before giving up: busy ones are moved to the back,
 # so a long run of busy connections costs one scan, not one per newcomer.
 EVICTION_SCAN: Final = 64
+
+
+class Evictability(enum.IntEnum):
+    """How readily a connection may be closed to make room, from never to first."""
+
+    BUSY = 0  # serving a request (receiving its body, computing or sending the answer)
+    IDLE = 1  # between requests on keep-alive: a client that has sent requests before
+    NO_REQUEST = 2  # nothing complete received yet: silent, trickling, or just connected
 
 
 class Refusal(enum.Enum):
@@ -84,11 +93,12 @@ class Admission(Generic[K]):
     def count(self, ip: str) -> int:
         return self._per_ip.get(ip, 0)
 
-    def admit(self, connection: K, ip: str, evictable: Callable[[K], bool]) -> Decision[K]:
+    def admit(
+        self, connection: K, ip: str, evictability: Callable[[K], Evictability]
+    ) -> Decision[K]:
         """Admit `connection` from `ip`, or refuse it; a returned victim must be closed.
 
-        `evictable(c)` says whether c is waiting for a request (idle or trickling its
-        head), the only kind of connection that may be closed to make room.
+        `evictability(c)` says whether c may be closed to make room, and how readily.
         """
         if connection in self._order:
             raise ValueError("connection admitted twice")
@@ -97,12 +107,10 @@ class Admission(Generic[K]):
             return Decision(refused=Refusal.PER_IP)
         victim: K | None = None
         if len(self._order) >= self.limits.max_connections:
-            victim = self._oldest_evictable(evictable)
+            victim = self.evict_one(evictability)
             if victim is None:
                 self.refused_total += 1
                 return Decision(refused=Refusal.TOTAL)
-            self.release(victim)
-            self.evicted += 1
         self._order[connection] = ip
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         return Decision(evicted=victim)
@@ -118,20 +126,30 @@ class Admission(Generic[K]):
         else:
             del self._per_ip[ip]
 
-    def _oldest_evictable(self, evictable: Callable[[K], bool]) -> K | None:
+    def evict_one(self, evictability: Callable[[K], Evictability]) -> K | None:
+        """Forget the connection to close for room, if any; the caller must close it."""
         order = self._order
-        busy: list[K] = []
+        passed: list[K] = []
         found: K | None = None
+        best = Evictability.BUSY
         for connection in order:
-            if evictable(connection):
-                found = connection
+            rank = evictability(connection)
+            if rank > best:
+                if found is not None:
+                    passed.append(found)
+                found, best = connection, rank
+                if rank is Evictability.NO_REQUEST:
+                    break
+            else:
+                passed.append(connection)
+            if len(passed) >= EVICTION_SCAN:
                 break
-            busy.append(connection)
-            if len(busy) >= EVICTION_SCAN:
-                break
-        for connection in busy:
+        for connection in passed:
             # To the back: the next scan starts with connections not looked at yet.
             order[connection] = order.pop(connection)
+        if found is not None:
+            self.release(found)
+            self.evicted += 1
         return found
 
 

@@ -36,6 +36,7 @@ from s3torrent.admission import (
     AcceptBackoff,
     Admission,
     AdmissionLimits,
+    Evictability,
     Refusal,
     connection_cap,
 )
@@ -79,21 +80,21 @@ def raise_file_limit() -> int:
 class Slot:
     """One admitted connection, as the gate sees it; its owner attaches and releases it."""
 
-    __slots__ = ("_close", "_gate", "_phase", "ip")
+    __slots__ = ("_close", "_evictability", "_gate", "ip")
 
     def __init__(self, gate: ConnectionGate, ip: str) -> None:
         self._gate = gate
         self.ip = ip
         self._close: Callable[[], None] | None = None
-        self._phase: Callable[[], ConnectionPhase] | None = None
+        self._evictability: Callable[[], Evictability] | None = None
 
-    def attach(self, close: Callable[[], None], phase: Callable[[], ConnectionPhase]) -> None:
-        """Make the slot evictable: `close` ends the connection, `phase` tells its state."""
+    def attach(self, close: Callable[[], None], evictability: Callable[[], Evictability]) -> None:
+        """Make the slot evictable: `close` ends the connection, `evictability` tells when."""
         self._close = close
-        self._phase = phase
+        self._evictability = evictability
 
-    def evictable(self) -> bool:
-        return self._phase is not None and self._phase() is ConnectionPhase.IDLE
+    def evictability(self) -> Evictability:
+        return Evictability.BUSY if self._evictability is None else self._evictability()
 
     def evict(self) -> None:
         if self._close is not None:
@@ -150,7 +151,7 @@ class ConnectionGate:
     def admit(self, ip: str, now: float) -> Slot | Refusal:
         """A slot for a newcomer from `ip` (closing an idle connection if needed), or why not."""
         slot = Slot(self, ip)
-        decision = self.admission.admit(slot, ip, Slot.evictable)
+        decision = self.admission.admit(slot, ip, Slot.evictability)
         if decision.refused is not None:
             if decision.refused is Refusal.TOTAL:
                 self._report_cap(now, "no idle connection to close, refusing newcomers")
@@ -159,6 +160,14 @@ class ConnectionGate:
             self._report_cap(now, "closing the longest-idle connections for newcomers")
             decision.evicted.evict()
         return slot
+
+    def relieve(self) -> bool:
+        """Close one idle connection (the process is out of descriptors); False if none."""
+        victim = self.admission.evict_one(Slot.evictability)
+        if victim is None:
+            return False
+        victim.evict()
+        return True
 
     def _report_cap(self, now: float, what: str) -> None:
         last = self._cap_reported_at
@@ -208,7 +217,7 @@ class ConnectionGate:
         """Listen on host:port and hand each admitted, non-blocking socket to `on_socket`.
 
         For servers that drive sockets themselves (the seeder). The owner must call
-        `slot.attach(close, phase)` to let an idle connection be evicted, and
+        `slot.attach(close, evictability)` to let an idle connection be evicted, and
         `slot.release()` when it closes the socket.
         """
         listener = Listener(self, on_socket, name=name, refusal=b"")
@@ -314,16 +323,19 @@ class Listener(asyncio.AbstractServer):
 
     def _pause(self, listening: socket.socket, backoff: AcceptBackoff, exc: OSError) -> None:
         # The connection stays queued in the kernel; retry once descriptors may be free.
+        # Files or outgoing sockets took the reserve: an idle connection gives one back.
+        relieved = exc.errno in EXHAUSTION_ERRNOS and self.gate.relieve()
         step = backoff.exhausted(self._loop.time())
         if step.report:
             kind = "out of file descriptors" if exc.errno in EXHAUSTION_ERRNOS else "failing"
             log.warning(
-                "%s: accept %s (%s), pausing accepts up to %.2fs; %d such errors since the "
+                "%s: accept %s (%s), pausing accepts up to %.2fs%s; %d such errors since the "
                 "last report; %d connections open, cap %d",
                 self.name,
                 kind,
                 errno.errorcode.get(exc.errno or 0, exc.strerror or "?"),
                 backoff.max_delay,
+                ", closing idle connections" if relieved else "",
                 step.failures,
                 len(self.gate.admission),
                 self.gate.admission.limits.max_connections,
@@ -381,6 +393,7 @@ class AdmittedProtocol(asyncio.Protocol):
         "_last_received",
         "_loop",
         "_probe",
+        "_served",
         "_slot",
         "_timer",
         "_transport",
@@ -396,6 +409,7 @@ class AdmittedProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle_since: float | None = 0.0
+        self._served = False  # a complete request was received
         self._last_received = 0.0
         self._timer: asyncio.TimerHandle | None = None
         # How often a busy connection is looked at: how late the header deadline of a
@@ -409,12 +423,17 @@ class AdmittedProtocol(asyncio.Protocol):
     def phase(self) -> ConnectionPhase:
         return self._probe(self._inner)
 
+    def evictability(self) -> Evictability:
+        if self._probe(self._inner) is not ConnectionPhase.IDLE:
+            return Evictability.BUSY
+        return Evictability.IDLE if self._served else Evictability.NO_REQUEST
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self._loop = loop = asyncio.get_running_loop()
         now = loop.time()
         self._idle_since = self._last_received = now
-        self._slot.attach(self._close, self.phase)
+        self._slot.attach(self._close, self.evictability)
         self._timer = loop.call_at(now + self._gate.header_timeout, self._check)
         self._inner.connection_made(transport)
 
@@ -424,6 +443,7 @@ class AdmittedProtocol(asyncio.Protocol):
         self._inner.data_received(data)
         if self._idle_since is not None and self._probe(self._inner) is not ConnectionPhase.IDLE:
             self._idle_since = None  # a request head is complete
+            self._served = True
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received()

@@ -20,6 +20,7 @@ from s3torrent.admission import (
     AcceptBackoff,
     Admission,
     AdmissionLimits,
+    Evictability,
     Refusal,
     connection_cap,
 )
@@ -38,12 +39,12 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 # --- the pure core ---------------------------------------------------------------------------
 
 
-def never(_: object) -> bool:
-    return False
+def never(_: object) -> Evictability:
+    return Evictability.BUSY
 
 
-def always(_: object) -> bool:
-    return True
+def always(_: object) -> Evictability:
+    return Evictability.NO_REQUEST
 
 
 def test_per_ip_cap_refuses_the_excess_and_release_frees_a_place() -> None:
@@ -64,10 +65,24 @@ def test_total_cap_evicts_the_oldest_idle_connection() -> None:
     for n in (1, 2, 3):
         assert a.admit(n, f"10.0.0.{n}", never).admitted
     idle = {2, 3}
-    decision = a.admit(4, "10.0.0.4", idle.__contains__)
+
+    def evictability(c: int) -> Evictability:
+        return Evictability.NO_REQUEST if c in idle else Evictability.BUSY
+
+    decision = a.admit(4, "10.0.0.4", evictability)
     assert decision.admitted and decision.evicted == 2  # 1 is busy: skipped, not closed
     assert 2 not in a and 4 in a and a.count("10.0.0.2") == 0
     assert a.evicted == 1
+
+
+def test_eviction_prefers_connections_that_never_sent_a_request() -> None:
+    a: Admission[int] = Admission(AdmissionLimits(max_connections=3, max_per_ip=10))
+    for n in (1, 2, 3):
+        a.admit(n, "a", never)
+    ranks = {1: Evictability.IDLE, 2: Evictability.BUSY, 3: Evictability.NO_REQUEST}
+    assert a.admit(4, "b", ranks.__getitem__).evicted == 3
+    ranks[4] = Evictability.BUSY
+    assert a.admit(5, "c", ranks.__getitem__).evicted == 1  # then the oldest keep-alive one
 
 
 def test_total_cap_refuses_when_every_connection_is_busy() -> None:
@@ -85,9 +100,9 @@ def test_eviction_scan_is_bounded_and_moves_busy_connections_back() -> None:
         a.admit(c, "a" if c % 2 else "b", never)
     looked: list[int] = []
 
-    def idle_last(c: int) -> bool:
+    def idle_last(c: int) -> Evictability:
         looked.append(c)
-        return c == n - 1
+        return Evictability.IDLE if c == n - 1 else Evictability.BUSY
 
     assert a.admit(n, "c", idle_last).refused is Refusal.TOTAL
     assert looked == list(range(EVICTION_SCAN))
