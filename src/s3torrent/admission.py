@@ -2,10 +2,11 @@
 
 Every listener of a process (S3 HTTP, the lean tracker, the seeder) draws from one file
 descriptor limit, so they share one `Admission`: a global cap kept below that limit and a
-cap per client address. When the global cap is reached, an idle connection is evicted for
-the newcomer (the oldest that never completed a request, else the oldest idle keep-alive
-one), so silent or trickling connections cannot lock out clients that send requests; only
-when every slot is busy with a request is the newcomer refused. `AcceptBackoff` is what an
+cap per client address. When the global cap is reached, a newcomer from an address that
+holds less than its fair share (cap / addresses) gets an idle connection evicted for it (the
+oldest that never completed a request, else the oldest idle keep-alive one), so silent or
+trickling connections cannot lock out other clients; a newcomer from an address holding
+more, or with every slot busy with a request, is refused. `AcceptBackoff` is what an
 accept loop does when the process is out of descriptors anyway: pause, retry, and say so
 once in a while.
 No sockets and no clock here: callers pass `now`.
@@ -107,6 +108,11 @@ class Admission(Generic[K]):
             return Decision(refused=Refusal.PER_IP)
         victim: K | None = None
         if len(self._order) >= self.limits.max_connections:
+            if self._over_fair_share(ip):
+                # Cheap to say no: a flood from a few addresses is refused at accept
+                # instead of churning through evictions at the cost of a full setup each.
+                self.refused_total += 1
+                return Decision(refused=Refusal.TOTAL)
             victim = self.evict_one(evictability)
             if victim is None:
                 self.refused_total += 1
@@ -125,6 +131,13 @@ class Admission(Generic[K]):
             self._per_ip[ip] = left
         else:
             del self._per_ip[ip]
+
+    def _over_fair_share(self, ip: str) -> bool:
+        # With one address only (a reverse proxy), its idle connections make room for it.
+        addresses = len(self._per_ip)
+        if addresses < 2:
+            return False
+        return self._per_ip.get(ip, 0) >= max(1, self.limits.max_connections // addresses)
 
     def evict_one(self, evictability: Callable[[K], Evictability]) -> K | None:
         """Forget the connection to close for room, if any; the caller must close it."""

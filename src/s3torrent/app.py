@@ -276,7 +276,7 @@ class Node:
         )
         await self._runner.setup()
         host, port = self.settings.http_host_port
-        site = AdmittedSite(self._runner, self.gate, host, port, backlog=1024)
+        site = AdmittedSite(self._runner, self.gate, host, port, backlog=4096)
         await site.start()
         await self._start_udp_tracker()
         await self._start_tracker_listener()

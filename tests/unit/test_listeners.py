@@ -85,6 +85,24 @@ def test_eviction_prefers_connections_that_never_sent_a_request() -> None:
     assert a.admit(5, "c", ranks.__getitem__).evicted == 1  # then the oldest keep-alive one
 
 
+def test_full_gate_refuses_addresses_over_their_fair_share() -> None:
+    a: Admission[int] = Admission(AdmissionLimits(max_connections=6, max_per_ip=10))
+    for n in range(5):
+        a.admit(n, "flood", always)
+    a.admit(5, "client", always)
+    # Fair share: 6 // 2 addresses = 3; "flood" holds 5, "client" 1.
+    assert a.admit(6, "flood", always).refused is Refusal.TOTAL
+    assert a.admit(7, "client", always).evicted == 0
+    assert a.admit(8, "newcomer", always).evicted == 1
+
+
+def test_one_address_makes_room_for_itself() -> None:
+    a: Admission[int] = Admission(AdmissionLimits(max_connections=2, max_per_ip=10))
+    a.admit(1, "proxy", always)
+    a.admit(2, "proxy", always)
+    assert a.admit(3, "proxy", always).evicted == 1
+
+
 def test_total_cap_refuses_when_every_connection_is_busy() -> None:
     a: Admission[int] = Admission(AdmissionLimits(max_connections=2, max_per_ip=10))
     a.admit(1, "a", never)
