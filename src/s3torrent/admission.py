@@ -7,8 +7,9 @@ holds less than its fair share (cap / addresses) gets an idle connection evicted
 oldest that never completed a request, else the oldest idle keep-alive one), so silent or
 trickling connections cannot lock out other clients; a newcomer from an address holding
 more, or with every slot busy with a request, is refused. `AcceptBackoff` is what an
-accept loop does when the process is out of descriptors anyway: pause, retry, and say so
-once in a while.
+accept loop does when the process is out of descriptors anyway (files or outgoing sockets
+took the reserve): lower the cap and close idle connections (`Admission.shrink`), pause,
+retry, and say so once in a while.
 No sockets and no clock here: callers pass `now`.
 """
 
@@ -17,13 +18,17 @@ from __future__ import annotations
 import enum
 import errno
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
 # accept() errors that mean "no resources now", not "this connection is bad".
 EXHAUSTION_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+# Descriptors freed when accept() ran out of them below the cap: the cap drops this far
+# under the connections open, and idle ones are closed down to it.
+EXHAUSTION_MARGIN: Final = 32
 
 # Connections looked at per eviction before giving up: busy ones are moved to the back,
 # so a long run of busy connections costs one scan, not one per newcomer.
@@ -131,6 +136,24 @@ class Admission(Generic[K]):
             self._per_ip[ip] = left
         else:
             del self._per_ip[ip]
+
+    def shrink(self, evictability: Callable[[K], Evictability]) -> list[K]:
+        """Out of descriptors below the cap: lower it under the connections open now.
+
+        Returns the idle connections forgotten to get there (the caller closes them); the
+        freed descriptors serve accepts, refusals and files again.
+        """
+        target = max(1, len(self._order) - EXHAUSTION_MARGIN)
+        victims: list[K] = []
+        while len(self._order) > target:
+            victim = self.evict_one(evictability)
+            if victim is None:
+                break  # the rest are busy: no room for newcomers until they finish
+            victims.append(victim)
+        cap = max(target, len(self._order))
+        if cap < self.limits.max_connections:
+            self.limits = replace(self.limits, max_connections=cap)
+        return victims
 
     def _over_fair_share(self, ip: str) -> bool:
         # With one address only (a reverse proxy), its idle connections make room for it.

@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 ACCEPTS_PER_WAKE: Final = 128  # then let other callbacks run
 CAP_REPORT_INTERVAL: Final = 60.0
+# Seconds after the last exhaustion before a lowered cap is back to the configured one
+# (the descriptors may have been held by a passing burst of file reads).
+CAP_RESTORE_AFTER: Final = 30.0
 HTTP_REFUSAL: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
     b"Content-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
@@ -112,6 +115,8 @@ class ConnectionGate:
         self, limits: AdmissionLimits, *, header_timeout: float, body_idle_timeout: float
     ) -> None:
         self.admission: Admission[Slot] = Admission(limits)
+        self.configured = limits
+        self._lowered_at: float | None = None
         self.header_timeout = header_timeout
         self.body_idle_timeout = body_idle_timeout
         self.header_timeouts = 0
@@ -150,6 +155,10 @@ class ConnectionGate:
 
     def admit(self, ip: str, now: float) -> Slot | Refusal:
         """A slot for a newcomer from `ip` (closing an idle connection if needed), or why not."""
+        lowered = self._lowered_at
+        if lowered is not None and now - lowered >= CAP_RESTORE_AFTER:
+            self._lowered_at = None
+            self.admission.limits = self.configured
         slot = Slot(self, ip)
         decision = self.admission.admit(slot, ip, Slot.evictability)
         if decision.refused is not None:
@@ -161,13 +170,13 @@ class ConnectionGate:
             decision.evicted.evict()
         return slot
 
-    def relieve(self) -> bool:
-        """Close one idle connection (the process is out of descriptors); False if none."""
-        victim = self.admission.evict_one(Slot.evictability)
-        if victim is None:
-            return False
-        victim.evict()
-        return True
+    def relieve(self, now: float) -> int:
+        """Out of descriptors: lower the cap, close idle connections; how many closed."""
+        self._lowered_at = now
+        victims = self.admission.shrink(Slot.evictability)
+        for victim in victims:
+            victim.evict()
+        return len(victims)
 
     def _report_cap(self, now: float, what: str) -> None:
         last = self._cap_reported_at
@@ -324,8 +333,13 @@ class Listener(asyncio.AbstractServer):
     def _pause(self, listening: socket.socket, backoff: AcceptBackoff, exc: OSError) -> None:
         # The connection stays queued in the kernel; retry once descriptors may be free.
         # Files or outgoing sockets took the reserve: an idle connection gives one back.
-        relieved = exc.errno in EXHAUSTION_ERRNOS and self.gate.relieve()
-        step = backoff.exhausted(self._loop.time())
+        now = self._loop.time()
+        relieved = 0
+        if exc.errno in EXHAUSTION_ERRNOS and not backoff.backing_off:
+            # Once per streak: if descriptors stay short, something else holds them, and
+            # closing more connections would only feed it.
+            relieved = self.gate.relieve(now)
+        step = backoff.exhausted(now)
         if step.report:
             kind = "out of file descriptors" if exc.errno in EXHAUSTION_ERRNOS else "failing"
             log.warning(
@@ -335,7 +349,7 @@ class Listener(asyncio.AbstractServer):
                 kind,
                 errno.errorcode.get(exc.errno or 0, exc.strerror or "?"),
                 backoff.max_delay,
-                ", closing idle connections" if relieved else "",
+                f", cap lowered, {relieved} idle connections closed" if relieved else "",
                 step.failures,
                 len(self.gate.admission),
                 self.gate.admission.limits.max_connections,

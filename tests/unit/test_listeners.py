@@ -17,6 +17,7 @@ from aiohttp import web
 
 from s3torrent.admission import (
     EVICTION_SCAN,
+    EXHAUSTION_MARGIN,
     AcceptBackoff,
     Admission,
     AdmissionLimits,
@@ -130,6 +131,20 @@ def test_eviction_scan_is_bounded_and_moves_busy_connections_back() -> None:
     assert decision.refused is Refusal.TOTAL
     decision = a.admit(n, "c", idle_last)
     assert decision.evicted == n - 1
+
+
+def test_shrink_lowers_the_cap_under_the_open_connections_and_frees_idle_ones() -> None:
+    a: Admission[int] = Admission(AdmissionLimits(max_connections=1000, max_per_ip=1000))
+    for c in range(EXHAUSTION_MARGIN + 10):
+        a.admit(c, "a", never)
+    idle = set(range(5, 5 + EXHAUSTION_MARGIN))
+
+    def evictability(c: int) -> Evictability:
+        return Evictability.NO_REQUEST if c in idle else Evictability.BUSY
+
+    victims = a.shrink(evictability)
+    assert a.limits.max_connections == 10
+    assert sorted(victims) == sorted(idle) and len(a) == 10
 
 
 def test_connection_cap_stays_below_the_file_limit() -> None:
@@ -358,21 +373,27 @@ def test_accept_out_of_descriptors_backs_off_with_one_log_line(
 ) -> None:
     async def scenario() -> None:
         async with served_site() as (port, listener):
+            gate = listener.gate
+            idle = [await connect(port, "127.0.0.2") for _ in range(EXHAUSTION_MARGIN + 8)]
+            while len(gate.admission) < len(idle):
+                await asyncio.sleep(0.01)
             fake = ExhaustedSocket(listener.sockets[0])
             loop = asyncio.get_running_loop()
             loop.remove_reader(fake.fileno())
             loop.add_reader(fake.fileno(), listener._on_readable, fake)
-            clients = [await connect(port) for _ in range(3)]
+            clients = [await connect(port, "127.0.0.3") for _ in range(3)]
             await asyncio.sleep(1.5)
             # Paused between attempts (0.05 s doubling to 1 s), not spinning on them.
             assert 2 <= fake.attempts <= 8
+            # The cap went under what was open, and idle connections gave descriptors back.
+            assert gate.stats()["cap"] == 8 and gate.stats()["evicted"] == EXHAUSTION_MARGIN
             fake.exhausted = False
             w = clients[0][1]
             w.write(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")  # served once accepted
             assert (await asyncio.wait_for(clients[0][0].readuntil(b"ok"), 5)).startswith(
                 b"HTTP/1.1 200"
             )
-            for _, w in clients:
+            for _, w in clients + idle:
                 w.close()
 
     with caplog.at_level(logging.DEBUG, logger="s3torrent.listeners"):
