@@ -16,7 +16,8 @@ from aiohttp import web
 
 from s3torrent.config import Settings, split_host_port
 from s3torrent.events import EventBus
-from s3torrent.listeners import AdmittedSite, ConnectionGate
+from s3torrent.http_site import AdmittedSite
+from s3torrent.listeners import ConnectionGate
 from s3torrent.metering.meter import Meter, edge_recorder
 from s3torrent.metering.metrics import MetricsEndpoint
 from s3torrent.metering.usage import admin_handler

@@ -12,8 +12,8 @@ since they share one file descriptor limit) and the per-connection deadlines:
 over a cap is closed before any protocol exists, and running out of descriptors pauses
 accepting with one log line instead of asyncio's traceback per attempt. Protocols are
 wrapped in `AdmittedProtocol`, which learns from a `PhaseProbe` whether the inner
-protocol is waiting for a request, receiving a body, or busy. `AdmittedSite` is the
-aiohttp site that serves a runner through such a listener.
+protocol is waiting for a request, receiving a body, or busy. aiohttp's site for it is
+`s3torrent.http_site.AdmittedSite`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ import resource
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
-
-from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
 from s3torrent.admission import (
     EXHAUSTION_ERRNOS,
@@ -513,85 +510,12 @@ class AdmittedProtocol(asyncio.Protocol):
         self._timer = loop.call_at(deadline, self._check)
 
 
-# --- aiohttp ------------------------------------------------------------------------------
-
-# The RequestHandler state `aiohttp_phase` reads; checked at start so that an aiohttp
-# that renamed them fails loudly instead of timing out busy connections.
-_AIOHTTP_STATE: Final = ("_current_request", "_request_in_progress", "_messages")
-
-
-def aiohttp_phase(handler: Any) -> ConnectionPhase:
-    """The phase of an aiohttp `RequestHandler` (aiohttp has no public view of it)."""
-    request = handler._current_request
-    if request is not None:
-        return ConnectionPhase.BUSY if request.content.is_eof() else ConnectionPhase.BODY
-    if handler._request_in_progress or handler._messages:
-        return ConnectionPhase.BUSY  # writing an answer, or a parsed request queued
-    return ConnectionPhase.IDLE
-
-
-def check_aiohttp_state() -> None:
-    missing = [name for name in _AIOHTTP_STATE if not hasattr(RequestHandler, name)]
-    if missing:
-        raise RuntimeError(f"this aiohttp's RequestHandler has no {', '.join(missing)}")
-
-
-class AdmittedSite(web.BaseSite):
-    """An aiohttp site served through a gate's `Listener` (instead of `TCPSite`).
-
-    Give the runner `keepalive_timeout=gate.header_timeout` too: aiohttp then closes a
-    connection idle between requests exactly on time (this adapter's check may be late by
-    a quarter of the timeout).
-    """
-
-    __slots__ = ("_gate", "_host", "_port")
-
-    def __init__(
-        self,
-        runner: web.BaseRunner,
-        gate: ConnectionGate,
-        host: str | None,
-        port: int,
-        *,
-        backlog: int = 1024,
-    ) -> None:
-        super().__init__(runner, backlog=backlog)
-        self._gate = gate
-        self._host = host
-        self._port = port
-
-    @property
-    def name(self) -> str:
-        return f"http://{self._host or '0.0.0.0'}:{self._port}"
-
-    @property
-    def listener(self) -> Listener:
-        assert isinstance(self._server, Listener), "site not started"
-        return self._server
-
-    async def start(self) -> None:
-        check_aiohttp_state()
-        await super().start()
-        server = self._runner.server
-        assert server is not None
-        self._server = await self._gate.start_listener(
-            server,
-            self._host,
-            self._port,
-            phase=aiohttp_phase,
-            name=f"http {self._host}:{self._port}",
-            refusal=HTTP_REFUSAL,
-            backlog=self._backlog,
-        )
-
-
 __all__ = [
+    "HTTP_REFUSAL",
     "AdmittedProtocol",
-    "AdmittedSite",
     "ConnectionGate",
     "ConnectionPhase",
     "Listener",
     "Slot",
-    "aiohttp_phase",
     "raise_file_limit",
 ]

@@ -25,7 +25,8 @@ from s3torrent.admission import (
     Refusal,
     connection_cap,
 )
-from s3torrent.listeners import AdmittedSite, ConnectionGate, Listener
+from s3torrent.http_site import AdmittedSite
+from s3torrent.listeners import ConnectionGate, Listener
 from s3torrent.tracker.http_lean import LeanHttpTracker
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits
 from s3torrent.tracker.service import TrackerService
