@@ -16,7 +16,7 @@ from aiohttp import web
 
 from s3torrent.config import Settings, split_host_port
 from s3torrent.events import EventBus
-from s3torrent.http_site import AdmittedSite
+from s3torrent.http_site import AdmittedSite, aiohttp_keepalive_timeout
 from s3torrent.listeners import ConnectionGate
 from s3torrent.metering.meter import Meter, edge_recorder
 from s3torrent.metering.metrics import MetricsEndpoint
@@ -273,7 +273,7 @@ class Node:
             # S3 stores bodies as sent: Content-Encoding is metadata, never decoded here.
             auto_decompress=False,
             # aiohttp's idle timer also runs before the first request: the header deadline.
-            keepalive_timeout=limits.header_read_timeout,
+            keepalive_timeout=aiohttp_keepalive_timeout(limits.header_read_timeout),
         )
         await self._runner.setup()
         host, port = self.settings.http_host_port

@@ -11,7 +11,13 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from s3torrent.listeners import HTTP_REFUSAL, ConnectionGate, ConnectionPhase, Listener
+from s3torrent.listeners import (
+    HEADER_SPREAD,
+    HTTP_REFUSAL,
+    ConnectionGate,
+    ConnectionPhase,
+    Listener,
+)
 
 # The RequestHandler state `aiohttp_phase` reads; checked at start so that an aiohttp
 # that renamed them fails loudly instead of timing out busy connections.
@@ -28,6 +34,17 @@ def aiohttp_phase(handler: Any) -> ConnectionPhase:
     return ConnectionPhase.IDLE
 
 
+def aiohttp_keepalive_timeout(header_timeout: float) -> float:
+    """The runner's `keepalive_timeout` for a gate's header timeout.
+
+    aiohttp arms that timer at the connection's start and after each answer and closes a
+    connection still waiting for a request when it fires: a backstop for the gate's own
+    header deadline, set just past its spread so that a flood's connections are closed
+    by the gate's deadlines, spread out, not by aiohttp's, all in one loop iteration.
+    """
+    return header_timeout * (1 + 2.5 * HEADER_SPREAD)
+
+
 def check_aiohttp_state() -> None:
     missing = [name for name in _AIOHTTP_STATE if not hasattr(RequestHandler, name)]
     if missing:
@@ -37,7 +54,7 @@ def check_aiohttp_state() -> None:
 class AdmittedSite(web.BaseSite):
     """An aiohttp site served through a gate's `Listener` (instead of `TCPSite`).
 
-    Give the runner `keepalive_timeout=gate.header_timeout` too: aiohttp then closes a
+    Give the runner `keepalive_timeout=aiohttp_keepalive_timeout(...)` too: aiohttp then closes a
     connection idle between requests exactly on time (this adapter's check may be late by
     a quarter of the timeout).
     """

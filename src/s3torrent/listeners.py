@@ -23,6 +23,7 @@ import contextlib
 import enum
 import errno
 import logging
+import random
 import resource
 import socket
 from collections.abc import Callable
@@ -48,6 +49,10 @@ CAP_REPORT_INTERVAL: Final = 60.0
 # Seconds after the last exhaustion before a lowered cap is back to the configured one
 # (the descriptors may have been held by a passing burst of file reads).
 CAP_RESTORE_AFTER: Final = 30.0
+# Header deadlines are spread over this fraction of the timeout: thousands of connections
+# opened together (a flood) then time out over a while instead of in one loop iteration
+# that would hold up accepting everybody else.
+HEADER_SPREAD: Final = 0.1
 HTTP_REFUSAL: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
     b"Content-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
@@ -399,6 +404,7 @@ class AdmittedProtocol(asyncio.Protocol):
     __slots__ = (
         "_check_every",
         "_gate",
+        "_header_timeout",
         "_idle_since",
         "_inner",
         "_last_received",
@@ -423,6 +429,7 @@ class AdmittedProtocol(asyncio.Protocol):
         self._served = False  # a complete request was received
         self._last_received = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._header_timeout = gate.header_timeout
         # How often a busy connection is looked at: how late the header deadline of a
         # keep-alive connection can start after its answer (aiohttp's own is exact).
         self._check_every = max(0.25, min(gate.header_timeout, gate.body_idle_timeout) / 4)
@@ -445,7 +452,8 @@ class AdmittedProtocol(asyncio.Protocol):
         now = loop.time()
         self._idle_since = self._last_received = now
         self._slot.attach(self._close, self.evictability)
-        self._timer = loop.call_at(now + self._gate.header_timeout, self._check)
+        self._header_timeout = self._gate.header_timeout * (1 + HEADER_SPREAD * random.random())
+        self._timer = loop.call_at(now + self._header_timeout, self._check)
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -487,7 +495,7 @@ class AdmittedProtocol(asyncio.Protocol):
         if phase is ConnectionPhase.IDLE:
             if self._idle_since is None:
                 self._idle_since = now  # the answer ended since the last look
-            deadline = self._idle_since + self._gate.header_timeout
+            deadline = self._idle_since + self._header_timeout
             if now >= deadline:
                 self._gate.header_timeouts += 1
                 log.debug("closing %s: no request head in time", self._slot.ip)
@@ -511,6 +519,7 @@ class AdmittedProtocol(asyncio.Protocol):
 
 
 __all__ = [
+    "HEADER_SPREAD",
     "HTTP_REFUSAL",
     "AdmittedProtocol",
     "ConnectionGate",
