@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import ipaddress
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from typing import Final, Generic, TypeVar
@@ -64,6 +65,23 @@ class Decision(Generic[K]):
     @property
     def admitted(self) -> bool:
         return self.refused is None
+
+
+def client_key(ip: str) -> str:
+    """The address a per-client cap counts: IPv4 as is, IPv6 by its /64.
+
+    One IPv6 host is usually given a whole /64, so counting single addresses would let it
+    take any number of places.
+    """
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip.partition("%")[0])
+    except ValueError:
+        return ip
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 def connection_cap(configured: int, soft_file_limit: int, reserve: int) -> int:

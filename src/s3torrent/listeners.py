@@ -36,6 +36,7 @@ from s3torrent.admission import (
     AdmissionLimits,
     Evictability,
     Refusal,
+    client_key,
     connection_cap,
 )
 
@@ -83,7 +84,10 @@ def raise_file_limit() -> int:
 
 
 class Slot:
-    """One admitted connection, as the gate sees it; its owner attaches and releases it."""
+    """One admitted connection, as the gate sees it; its owner attaches and releases it.
+
+    `ip` is the client's key for the per-address cap: an IPv4 address, or an IPv6 /64.
+    """
 
     __slots__ = ("_close", "_evictability", "_gate", "ip")
 
@@ -314,7 +318,7 @@ class Listener(asyncio.AbstractServer):
                 self._pause(listening, backoff, exc)
                 return
             backoff.accepted()
-            self._admit(sock, str(addr[0]))
+            self._admit(sock, client_key(str(addr[0])))
 
     def _admit(self, sock: socket.socket, ip: str) -> None:
         sock.setblocking(False)

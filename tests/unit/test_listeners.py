@@ -23,10 +23,11 @@ from s3torrent.admission import (
     AdmissionLimits,
     Evictability,
     Refusal,
+    client_key,
     connection_cap,
 )
 from s3torrent.http_site import AdmittedSite
-from s3torrent.listeners import ConnectionGate, Listener
+from s3torrent.listeners import ConnectionGate, Listener, Slot
 from s3torrent.tracker.http_lean import LeanHttpTracker
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits
 from s3torrent.tracker.service import TrackerService
@@ -146,6 +147,15 @@ def test_shrink_lowers_the_cap_under_the_open_connections_and_frees_idle_ones() 
     victims = a.shrink(evictability)
     assert a.limits.max_connections == 10
     assert sorted(victims) == sorted(idle) and len(a) == 10
+
+
+def test_ipv6_clients_are_counted_by_their_64() -> None:
+    assert client_key("10.1.2.3") == "10.1.2.3"
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::9")
+    assert client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:10.1.2.3") == "10.1.2.3"
+    assert client_key("fe80::1%eth0") == "fe80::/64"
 
 
 def test_connection_cap_stays_below_the_file_limit() -> None:
@@ -425,5 +435,44 @@ def test_lean_tracker_through_the_gate_refuses_over_the_per_ip_cap() -> None:
             assert len(gate.admission) <= 1
         finally:
             await tracker.close()
+
+    run(scenario())
+
+
+def test_socket_listener_hands_over_admitted_sockets_and_frees_released_slots() -> None:
+    async def scenario() -> None:
+        gate = ConnectionGate(
+            AdmissionLimits(max_connections=10, max_per_ip=2),
+            header_timeout=HEADER_TIMEOUT,
+            body_idle_timeout=BODY_IDLE,
+        )
+        owned: list[tuple[socket.socket, Slot]] = []
+
+        def on_socket(sock: socket.socket, slot: Slot) -> None:
+            assert not sock.getblocking() and slot.ip == "127.0.0.7"
+            slot.attach(sock.close, lambda: Evictability.NO_REQUEST)
+            owned.append((sock, slot))
+
+        listener = await gate.start_socket_listener(on_socket, "127.0.0.1", 0, name="raw")
+        port = int(listener.sockets[0].getsockname()[1])
+        try:
+            clients = [await connect(port, "127.0.0.7") for _ in range(3)]
+            # The third is over the per-address cap: closed with nothing written.
+            assert await asyncio.wait_for(clients[2][0].read(), 5) == b""
+            assert len(owned) == 2 and len(gate.admission) == 2
+            sock, slot = owned.pop()
+            sock.close()
+            slot.release()
+            slot.release()
+            assert len(gate.admission) == 1
+            await connect(port, "127.0.0.7")
+            await asyncio.sleep(0.1)
+            assert len(owned) == 2
+            for _, w in clients:
+                w.close()
+        finally:
+            listener.close()
+            for sock, _ in owned:
+                sock.close()
 
     run(scenario())
