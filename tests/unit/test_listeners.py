@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from s3torrent.admission import (
     EVICTION_SCAN,
@@ -156,6 +158,36 @@ def test_ipv6_clients_are_counted_by_their_64() -> None:
     assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
     assert client_key("::ffff:10.1.2.3") == "10.1.2.3"
     assert client_key("fe80::1%eth0") == "fe80::/64"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.integers(0, 30), st.sampled_from("abcd")),
+        max_size=200,
+    )
+)
+def test_caps_hold_and_counts_add_up_whatever_the_sequence(
+    steps: list[tuple[bool, int, str]],
+) -> None:
+    a: Admission[int] = Admission(AdmissionLimits(max_connections=8, max_per_ip=3))
+    rank = {c: Evictability(c % 3) for c in range(31)}
+    model: dict[int, str] = {}
+    for admit, c, ip in steps:
+        if admit and c not in a:
+            decision = a.admit(c, ip, rank.__getitem__)
+            if decision.evicted is not None:
+                assert rank[decision.evicted] is not Evictability.BUSY
+                del model[decision.evicted]
+            if decision.admitted:
+                model[c] = ip
+        elif not admit:
+            a.release(c)
+            model.pop(c, None)
+        assert len(a) == len(model) <= 8
+        for address in "abcd":
+            held = sum(1 for v in model.values() if v == address)
+            assert a.count(address) == held <= 3
 
 
 def test_connection_cap_stays_below_the_file_limit() -> None:
