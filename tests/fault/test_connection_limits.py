@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import socket
 import stat
@@ -26,6 +27,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, start_server
 
@@ -155,13 +157,24 @@ class Flood:
         return not data
 
 
-def probe(endpoint: str, s3: Any, bucket: str, n: int) -> float:
-    """Seconds for one /_health on a new connection, then one PUT on boto3's pool."""
+def probe(endpoint: str, s3: Any, bucket: str, n: int) -> list[tuple[str, float]]:
+    """Seconds for one /_health on a new connection and one PUT on boto3's pool (inf:
+    failed or timed out)."""
+    took: list[tuple[str, float]] = []
     start = time.monotonic()
-    with urllib.request.urlopen(endpoint + "/_health", timeout=SERVED_WITHIN) as r:
-        assert r.status == 200
-    s3.put_object(Bucket=bucket, Key=f"k{n}", Body=os.urandom(4096))
-    return time.monotonic() - start
+    try:
+        with urllib.request.urlopen(endpoint + "/_health", timeout=SERVED_WITHIN) as r:
+            assert r.status == 200
+        took.append(("health", time.monotonic() - start))
+    except OSError as exc:
+        took.append((f"health: {exc!r}", math.inf))
+    start = time.monotonic()
+    try:
+        s3.put_object(Bucket=bucket, Key=f"k{n}", Body=os.urandom(4096))
+        took.append(("put", time.monotonic() - start))
+    except (OSError, BotoCoreError, ClientError) as exc:
+        took.append((f"put: {exc!r}", math.inf))
+    return took
 
 
 def server_log(srv: LiveServer) -> str:
@@ -202,9 +215,9 @@ def test_per_ip_cap_refuses_the_excess(server: LiveServer) -> None:
             s.close()
 
 
-def flood_and_probe(server: LiveServer, bucket: str) -> tuple[float, Flood]:
+def flood_and_probe(server: LiveServer, bucket: str) -> tuple[list[tuple[str, float]], Flood]:
     """3,000 trickling connections from 60 addresses (about three times the file limit)
-    for four header deadlines; the slowest /_health + PUT meanwhile."""
+    for four header deadlines; how long each /_health and PUT took meanwhile."""
     s3 = boto3.client(
         "s3",
         endpoint_url=server.endpoint,
@@ -222,24 +235,30 @@ def flood_and_probe(server: LiveServer, bucket: str) -> tuple[float, Flood]:
     s3.create_bucket(Bucket=bucket)
     flood = Flood(server.port, [f"127.0.1.{n}" for n in range(1, 61)], 50)
     flood.start()
-    slowest = 0.0
+    probes: list[tuple[str, float]] = []
     n = 0
     try:
         end = time.monotonic() + 4 * HEADER_TIMEOUT
         while time.monotonic() < end:
             n += 1
-            slowest = max(slowest, probe(server.endpoint, s3, bucket, n))
+            probes += probe(server.endpoint, s3, bucket, n)
             time.sleep(0.2)
     finally:
         flood.stop()
     assert s3.get_object(Bucket=bucket, Key=f"k{n}")["ContentLength"] == 4096
-    return slowest, flood
+    return probes, flood
+
+
+def assert_served_in_time(probes: list[tuple[str, float]]) -> None:
+    late = [(what, round(t, 3)) for what, t in probes if t >= SERVED_WITHIN]
+    # The load average says whether a miss is ours or a machine shared with others.
+    assert not late, f"{len(late)} of {len(probes)} late: {late}; load {os.getloadavg()}"
 
 
 def test_thousands_of_trickling_connections_leave_others_served(server: LiveServer) -> None:
     log_before = len(server_log(server))
-    slowest, flood = flood_and_probe(server, "flooded")
-    assert slowest < SERVED_WITHIN, slowest
+    probes, flood = flood_and_probe(server, "flooded")
+    assert_served_in_time(probes)
     assert len(flood.lifetimes) > 3000  # the server closed (and the flood reopened) plenty
     log = server_log(server)[log_before:]
     assert "Traceback" not in log and "Too many open files" not in log
@@ -250,8 +269,8 @@ def test_thousands_of_trickling_connections_leave_others_served(server: LiveServ
 def test_out_of_descriptors_accept_backs_off_quietly(unreserved_server: LiveServer) -> None:
     server = unreserved_server
     log_before = len(server_log(server))
-    slowest, _ = flood_and_probe(server, "exhausted")
-    assert slowest < SERVED_WITHIN, slowest
+    probes, _ = flood_and_probe(server, "exhausted")
+    assert_served_in_time(probes)
     log = server_log(server)[log_before:]
     assert "Traceback" not in log
     # The limit was really reached, and said so once (reports are a minute apart).
