@@ -38,9 +38,11 @@ class LimitSettings(BaseModel):
     max_connections: int = 4096
     """Open client connections over every listener (S3, tracker, seeder) together; lowered
     at start to the open file limit (raised to its hard limit) minus file_reserve. At the
-    cap, the connection idle longest is closed for a newcomer."""
+    cap, a newcomer from an address holding less than its share gets an idle connection
+    closed for it (one that never sent a request first); others are refused."""
     max_connections_per_ip: int = 128
-    """Open client connections from one address over every listener; beyond, refused."""
+    """Open client connections from one address (IPv6: one /64) over every listener;
+    beyond, refused (HTTP listeners answer 503)."""
     file_reserve: int = 256
     """File descriptors kept free of connections: blobs, the database, outgoing sockets."""
     header_read_timeout: float = 20.0
