@@ -20,6 +20,8 @@ from s3torrent.config import Settings, split_host_port
 from s3torrent.events import EventBus
 from s3torrent.extras import check_extras
 from s3torrent.failures import logged_failure
+from s3torrent.http_site import AdmittedSite, aiohttp_keepalive_timeout
+from s3torrent.listeners import ConnectionGate
 from s3torrent.metering.meter import Meter, edge_recorder
 from s3torrent.metering.metrics import MetricsEndpoint
 from s3torrent.peer.seeder import Seeder, advertised_address
@@ -37,7 +39,7 @@ from s3torrent.torrent.catalog import TorrentCatalog
 from s3torrent.torrent.jobs import HashJobs
 from s3torrent.tracker import service as tracker_service
 from s3torrent.tracker.http import tracker_handler
-from s3torrent.tracker.http_lean import LeanHttpTracker
+from s3torrent.tracker.http_lean import LeanHttpLimits, LeanHttpTracker
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TrackerRegistry
 from s3torrent.tracker.udp import start_udp_tracker
 
@@ -269,6 +271,8 @@ class Node:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Before any listener or file: raises the open file limit, caps connections below it.
+        self.gate = ConnectionGate.from_settings(settings.limits)
         self.svc = build_services(settings)
         self.context = S3Context(
             settings=settings,
@@ -360,10 +364,12 @@ class Node:
             max_line_size=limits.max_header_size,
             # S3 stores bodies as sent: Content-Encoding is metadata, never decoded here.
             auto_decompress=False,
+            # aiohttp's idle timer also runs before the first request: the header deadline.
+            keepalive_timeout=aiohttp_keepalive_timeout(limits.header_read_timeout),
         )
         await self._runner.setup()
         host, port = self.settings.http_host_port
-        site = web.TCPSite(self._runner, host, port, backlog=1024, reuse_address=True)
+        site = AdmittedSite(self._runner, self.gate, host, port, backlog=4096)
         await site.start()
         await self._start_udp_tracker()
         await self._start_tracker_listener()
@@ -396,7 +402,12 @@ class Node:
         self._tracker_listener = LeanHttpTracker(
             self.svc.tracker,
             time.monotonic,
+            LeanHttpLimits(
+                idle_timeout=self.settings.limits.header_read_timeout,
+                max_connections=self.gate.admission.limits.max_connections,
+            ),
             eager=isinstance(self.svc.public.registry, MemoryRegistry),
+            gate=self.gate,
         )
         await self._tracker_listener.start(host, port)
         log.info("http tracker listening on %s:%d", host, port)

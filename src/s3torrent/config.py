@@ -36,7 +36,23 @@ class LimitSettings(BaseModel):
     max_chunk_size: int = 16 * MiB
     shutdown_timeout: float = 30.0
     max_connections: int = 4096
-    body_read_timeout: float = 120.0
+    """Open client connections over every listener (S3, tracker, seeder) together; lowered
+    at start to the open file limit (raised to its hard limit) minus file_reserve. At the
+    cap, a newcomer from an address holding less than its share gets an idle connection
+    closed for it (one that never sent a request first); others are refused."""
+    max_connections_per_ip: int = 128
+    """Open client connections from one address (IPv6: one /64) over every listener;
+    beyond, refused (HTTP listeners answer 503)."""
+    file_reserve: int = 256
+    """File descriptors kept free of connections: blobs, the database, outgoing sockets."""
+    header_read_timeout: float = 20.0
+    """Seconds for a request line and headers to arrive, from the connection's start or the
+    end of the previous answer (idle keep-alive included); then the connection is closed."""
+    body_idle_timeout: float = 60.0
+    """Seconds without a byte of a request body being received; then the connection closes."""
+    body_read_timeout: float = 50.0
+    """Seconds an S3 handler waits for more body bytes before answering RequestTimeout
+    (below body_idle_timeout, so that clients get that answer before the close)."""
 
 
 class StorageSettings(BaseModel):

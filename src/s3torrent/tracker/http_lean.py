@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
+from s3torrent.listeners import ConnectionGate, ConnectionPhase
 from s3torrent.tracker.service import TrackerService
 
 log = logging.getLogger(__name__)
@@ -245,6 +246,11 @@ class LeanTrackerProtocol(asyncio.Protocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[bytes] | None = None
 
+    @property
+    def answering(self) -> bool:
+        """An answer is owed or being computed (False: waiting for a request head)."""
+        return self._busy
+
     # -- asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -411,6 +417,7 @@ class LeanHttpTracker:
         limits: LeanHttpLimits | None = None,
         *,
         eager: bool = False,
+        gate: ConnectionGate | None = None,
     ) -> None:
         # The clock must be the one the UDP adapter and the aiohttp route pass as `now`:
         # peers from every transport share the registry and expire on one timeline.
@@ -421,7 +428,10 @@ class LeanHttpTracker:
         # needs no current task (the in-memory one); Redis's client uses asyncio.timeout.
         self.eager = eager
         self.connections: set[LeanTrackerProtocol] = set()
-        self._server: asyncio.Server | None = None
+        # The process's connection caps and accept back-off; without one (tests), a plain
+        # asyncio server with only this listener's own cap.
+        self.gate = gate
+        self._server: asyncio.AbstractServer | None = None
 
     def admit(self, connection: LeanTrackerProtocol) -> bool:
         if len(self.connections) >= self.limits.max_connections:
@@ -432,8 +442,18 @@ class LeanHttpTracker:
     def release(self, connection: LeanTrackerProtocol) -> None:
         self.connections.discard(connection)
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
+    async def start(self, host: str, port: int) -> asyncio.AbstractServer:
         """Listen on host:port; returns the server (its sockets tell the bound port)."""
+        if self.gate is not None:
+            self._server = await self.gate.start_listener(
+                lambda: LeanTrackerProtocol(self),
+                host,
+                port,
+                phase=lean_phase,
+                name=f"http tracker {host}:{port}",
+                refusal=_BUSY,
+            )
+            return self._server
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: LeanTrackerProtocol(self), host, port, backlog=1024, reuse_address=True
@@ -449,3 +469,8 @@ class LeanHttpTracker:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+
+
+def lean_phase(connection: LeanTrackerProtocol) -> ConnectionPhase:
+    """The gate's view of a lean tracker connection (no request bodies here)."""
+    return ConnectionPhase.BUSY if connection.answering else ConnectionPhase.IDLE

@@ -1,0 +1,100 @@
+"""aiohttp served through a `ConnectionGate`: its site, and its connections' phases.
+
+aiohttp has no header-read timeout of its own and no public view of where a connection
+is in its request; `aiohttp_phase` reads the `RequestHandler` state that says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from s3torrent.listeners import (
+    HEADER_SPREAD,
+    HTTP_REFUSAL,
+    ConnectionGate,
+    ConnectionPhase,
+    Listener,
+)
+
+# The RequestHandler state `aiohttp_phase` reads; checked at start so that an aiohttp
+# that renamed them fails loudly instead of timing out busy connections.
+_AIOHTTP_STATE: Final = ("_current_request", "_request_in_progress", "_messages")
+
+
+def aiohttp_phase(handler: Any) -> ConnectionPhase:
+    """The phase of an aiohttp `RequestHandler` (aiohttp has no public view of it)."""
+    request = handler._current_request
+    if request is not None:
+        return ConnectionPhase.BUSY if request.content.is_eof() else ConnectionPhase.BODY
+    if handler._request_in_progress or handler._messages:
+        return ConnectionPhase.BUSY  # writing an answer, or a parsed request queued
+    return ConnectionPhase.IDLE
+
+
+def aiohttp_keepalive_timeout(header_timeout: float) -> float:
+    """The runner's `keepalive_timeout` for a gate's header timeout.
+
+    aiohttp arms that timer at the connection's start and after each answer and closes a
+    connection still waiting for a request when it fires: a backstop for the gate's own
+    header deadline, set just past its spread so that a flood's connections are closed
+    by the gate's deadlines, spread out, not by aiohttp's, all in one loop iteration.
+    """
+    return header_timeout * (1 + 2.5 * HEADER_SPREAD)
+
+
+def check_aiohttp_state() -> None:
+    missing = [name for name in _AIOHTTP_STATE if not hasattr(RequestHandler, name)]
+    if missing:
+        raise RuntimeError(f"this aiohttp's RequestHandler has no {', '.join(missing)}")
+
+
+class AdmittedSite(web.BaseSite):
+    """An aiohttp site served through a gate's `Listener` (instead of `TCPSite`).
+
+    Give the runner `keepalive_timeout=aiohttp_keepalive_timeout(...)` too: aiohttp then closes a
+    connection idle between requests exactly on time (this adapter's check may be late by
+    a quarter of the timeout).
+    """
+
+    __slots__ = ("_gate", "_host", "_port")
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        gate: ConnectionGate,
+        host: str | None,
+        port: int,
+        *,
+        backlog: int = 1024,
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._gate = gate
+        self._host = host
+        self._port = port
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host or '0.0.0.0'}:{self._port}"
+
+    @property
+    def listener(self) -> Listener:
+        assert isinstance(self._server, Listener), "site not started"
+        return self._server
+
+    async def start(self) -> None:
+        check_aiohttp_state()
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        self._server = await self._gate.start_listener(
+            server,
+            self._host,
+            self._port,
+            phase=aiohttp_phase,
+            name=f"http {self._host}:{self._port}",
+            refusal=HTTP_REFUSAL,
+            backlog=self._backlog,
+        )
