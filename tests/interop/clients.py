@@ -203,7 +203,7 @@ def ctorrent(job: Job) -> bytes:
     out.mkdir()
     log = job.workdir / "ctorrent.log"
     cmd = [
-        "ctorrent", "-e", "0", "-p", str(free_port()), "-i", "127.0.0.1",
+        "ctorrent", "-e", "0", "-p", str(free_port()),
         "-s", str(out / job.name), _input_arg(job),
     ]  # fmt: skip
     with _process(cmd, log) as proc:
@@ -279,7 +279,7 @@ def qbittorrent(job: Job) -> bytes:
         "Session\\Encryption=0\nSession\\uTPRateLimited=false\n"
         f"Session\\DefaultSavePath={out}\nSession\\TempPathEnabled=false\n"
         "Session\\BTProtocol=TCP\nSession\\AnonymousModeEnabled=false\n\n"
-        "[Preferences]\nConnection\\UPnP=false\n"
+        "[Preferences]\nConnection\\UPnP=false\nConnection\\ResolvePeerCountries=false\n"
         "WebUI\\LocalHostAuth=false\nWebUI\\CSRFProtection=false\n"
         "WebUI\\HostHeaderValidation=false\n"
         f"WebUI\\Address=127.0.0.1\nWebUI\\Port={ui_port}\n"
@@ -308,7 +308,25 @@ def qbittorrent(job: Job) -> bytes:
         status, body = _multipart_post(f"{api}/torrents/add", fields, files)
         if status != 200 or body.strip() != b"Ok.":
             raise ClientFailed(f"torrents/add answered {status} {body[:200]!r}")
-        return _wait_file(job, out / job.name, proc, log)
+        try:
+            return _wait_file(job, out / job.name, proc, log)
+        except ClientFailed as exc:
+            raise ClientFailed(f"{exc}; {_qbittorrent_state(api)}") from None
+
+
+def _qbittorrent_state(api: str) -> str:
+    """What qBittorrent says about its torrent and its trackers, for a failure message."""
+    try:
+        with urllib.request.urlopen(f"{api}/torrents/info", timeout=5) as r:
+            torrents = json.loads(r.read())
+        said = []
+        for t in torrents:
+            with urllib.request.urlopen(f"{api}/torrents/trackers?hash={t['hash']}") as r:
+                trackers = [(x["url"], x["status"], x["msg"]) for x in json.loads(r.read())]
+            said.append(f"state {t['state']} progress {t['progress']} trackers {trackers}")
+        return "; ".join(said) or "no torrent"
+    except (OSError, ValueError, KeyError) as exc:
+        return f"(web API: {exc})"
 
 
 def _multipart_post(
