@@ -39,6 +39,9 @@ WEBRTC_STUB = (
 )
 
 
+CTORRENT_ADDRESS = "127.0.0.3"
+
+
 class ClientFailed(Exception):
     """The client did not produce the object's bytes (with why, as far as it said)."""
 
@@ -203,7 +206,9 @@ def ctorrent(job: Job) -> bytes:
     out.mkdir()
     log = job.workdir / "ctorrent.log"
     cmd = [
-        "ctorrent", "-e", "0", "-p", str(free_port()),
+        # -I: its own address, as it believes; it drops every peer at that address, and the
+        # origin seeder shares 127.0.0.1 with it.
+        "ctorrent", "-e", "0", "-p", str(free_port()), "-I", CTORRENT_ADDRESS,
         "-s", str(out / job.name), _input_arg(job),
     ]  # fmt: skip
     with _process(cmd, log) as proc:

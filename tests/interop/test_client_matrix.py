@@ -5,8 +5,9 @@ seed), `peers` (the same without `url-list`: only the origin seeder, found throu
 tracker), `webseed` (without trackers: only the web seed) and `magnet` (the default magnet
 link). Every cell gets its own object, so its swarm holds only the origin seeder and that
 client: one client's quirks (rtorrent keeps one peer per address, every leecher announces
-from 127.0.0.1) cannot reach another's cell. The origin seeder listens on 127.0.0.2, an
-address no client has (ctorrent ignores peers at its own address).
+from 127.0.0.1) cannot reach another's cell. The origin seeder is on 127.0.0.1, the only loopback address
+lftp accepts a peer at; ctorrent, which drops peers at what it believes is its own address,
+is told it is 127.0.0.3 (tests/interop/clients.py).
 
 What a client cannot do is listed in EXPECTED_UNSUPPORTED with the reason and asserted to
 fail; everything else is asserted to arrive byte for byte. All cells of the matrix run at
@@ -28,7 +29,7 @@ from urllib.parse import quote
 import pytest
 from fastbencode import bdecode, bencode  # type: ignore[attr-defined]
 
-from tests.conftest import LiveServer, free_port, make_client, start_server
+from tests.conftest import LiveServer, make_client, start_server
 from tests.interop.clients import DRIVERS, ClientFailed, Job, missing
 
 # A developer may run a few clients (S3TORRENT_MATRIX_CLIENTS=aria2,lftp); CI runs them all.
@@ -40,7 +41,6 @@ SIZE = 96 * 1024 + 1234
 PASS_TIMEOUT = 60.0
 FAIL_TIMEOUT = 12.0
 WORKERS = 8
-SEEDER_HOST = "127.0.0.2"
 
 _NO_V2 = "no BEP 52 parser: v2-only torrents and btmh magnets are unknown to it"
 _NO_WEB_SEEDS = "no BEP 19 web seeds"
@@ -140,12 +140,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Live
         for fmt in FORMATS:
             srv = start_server(
                 tmp_path_factory.mktemp(f"matrix-{fmt}"),
-                # The origin seeder on its own loopback address: ctorrent drops a peer whose
-                # address is its own (every client here announces from 127.0.0.1).
-                "--peer-listen",
-                f"{SEEDER_HOST}:{free_port()}",
                 env={
-                    "S3TORRENT_SEEDER__PUBLIC_HOST": SEEDER_HOST,
                     "S3TORRENT_TORRENT__FORMAT": fmt,
                     "S3TORRENT_SEEDER__MODE": "fastest",
                     "S3TORRENT_TRACKER__MIN_INTERVAL": "5",
