@@ -5,9 +5,9 @@ seed), `peers` (the same without `url-list`: only the origin seeder, found throu
 tracker), `webseed` (without trackers: only the web seed) and `magnet` (the default magnet
 link). Every cell gets its own object, so its swarm holds only the origin seeder and that
 client: one client's quirks (rtorrent keeps one peer per address, every leecher announces
-from 127.0.0.1) cannot reach another's cell. The origin seeder is on 127.0.0.1, the only loopback address
-lftp accepts a peer at; ctorrent, which drops peers at what it believes is its own address,
-is told it is 127.0.0.3 (tests/interop/clients.py).
+from 127.0.0.1) cannot reach another's cell. The origin seeder is on 127.0.0.1, the only
+loopback address lftp accepts a peer at; ctorrent, which drops peers at what it believes is
+its own address, is told it is 127.0.0.3 (tests/interop/clients.py).
 
 What a client cannot do is listed in EXPECTED_UNSUPPORTED with the reason and asserted to
 fail; everything else is asserted to arrive byte for byte. All cells of the matrix run at
