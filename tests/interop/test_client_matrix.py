@@ -229,3 +229,33 @@ def test_matrix_table_is_written(
     out.write_text(table + "\n")
     print("\n" + table)
     assert "UNEXPECTED" not in table, table
+
+
+@pytest.mark.parametrize("client", ["webtorrent", "transmission", "aria2", "libtorrent"])
+def test_web_seed_of_a_key_with_dot_segments(
+    servers: dict[str, LiveServer], client: str, tmp_path: Path
+) -> None:
+    """URL-normalising clients (WHATWG URL, curl) fetch `a/../b` as `b` unless the URL keeps
+    the dot segment from being one; another object sits at `b` to catch a wrong fetch."""
+    why = missing(client)
+    if why is not None:
+        pytest.fail(why)
+    srv = servers["v1"]
+    s3 = make_client(srv.endpoint)
+    key = f"{client}/../dots/../{client}-dots.bin"
+    data = os.urandom(SIZE)
+    s3.put_object(Bucket="matrix", Key=key, Body=data, ACL="public-read")
+    s3.put_object(Bucket="matrix", Key=f"{client}-dots.bin", Body=b"wrong object")
+    torrent = without(
+        fetch(f"{srv.endpoint}/matrix/{quote(key)}?torrent"), b"announce", b"announce-list"
+    )
+    job = Job(
+        torrent=torrent,
+        magnet=None,
+        name=f"{client}-dots.bin",
+        data=data,
+        workdir=tmp_path,
+        timeout=PASS_TIMEOUT,
+    )
+    outcome = run_cell(client, job)
+    assert outcome.ok, outcome.detail
