@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 need_apt=()
 for pair in aria2c:aria2 transmission-show:transmission-cli transmission-daemon:transmission-daemon \
             mktorrent:mktorrent nginx:nginx-light wrk:wrk opentracker:opentracker \
-            redis-server:redis-server pg_ctlcluster:postgresql rclone:rclone s3cmd:s3cmd; do
+            redis-server:redis-server pg_ctlcluster:postgresql rclone:rclone s3cmd:s3cmd \
+            qbittorrent-nox:qbittorrent-nox rtorrent:rtorrent ctorrent:ctorrent lftp:lftp \
+            node:nodejs npm:npm; do
   bin=${pair%%:*}; pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_apt+=("$pkg")
 done
@@ -22,6 +24,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# WebTorrent for the interop matrix (tests/interop/clients.py looks here). --ignore-scripts:
+# a dependency's install script insists on pnpm, and WebRTC's native build needs a download
+# (the tests stub WebRTC out). uint8-util 2.3 broke webtorrent 2.8's hex conversion.
+node_prefix="${S3TORRENT_NODE_PREFIX:-$HOME/.cache/s3torrent-interop}"
+if [ ! -f "$node_prefix/node_modules/webtorrent/package.json" ]; then
+  mkdir -p "$node_prefix"
+  npm install --prefix "$node_prefix" --no-audit --no-fund --ignore-scripts \
+    webtorrent@2.8.5 uint8-util@2.2.5 >/dev/null
+fi
 
 python3 -m ruff check .
 python3 -m ruff format --check .

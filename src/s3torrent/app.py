@@ -284,7 +284,12 @@ class Node:
         )
         self.s3 = S3Application(self.context, handlers())
         self.s3.add_route("/_health", self._health)
-        self.s3.add_route("/_tracker", tracker_handler(self.svc.tracker))
+        tracker = tracker_handler(self.svc.tracker)
+        self.s3.add_route("/_tracker", tracker)
+        # The URL torrents name (libtorrent accepts no other path on a LAN address); buckets
+        # named "announce"/"scrape" keep them: S3 never sends info_hash or peer_id.
+        self.s3.add_query_route("/announce", frozenset({"info_hash", "peer_id"}), tracker)
+        self.s3.add_query_route("/scrape", frozenset({"info_hash"}), tracker)
         self.s3.add_route("/_admin", lambda request: admin_handler(self.context, request))
         self.metrics: MetricsEndpoint | None = None
         if settings.metering.enabled:

@@ -183,7 +183,7 @@ def test_torrent_lists_http_and_udp_tracker_in_one_tier(
     meta = bdecode(published[1])
     assert meta[b"announce-list"] == [
         [
-            f"{live.endpoint}/_tracker/announce".encode(),
+            f"{live.endpoint}/announce".encode(),
             f"udp://127.0.0.1:{udp_port}/announce".encode(),
         ]
     ]

@@ -35,12 +35,14 @@ class TorrentView:
 
     @property
     def pads_last_piece(self) -> bool:
-        """A hybrid torrent: its v1 side implies zero padding up to a whole last piece.
+        """A hybrid or v2 torrent: libtorrent 2.0.x pads its last piece to a whole piece.
 
-        libtorrent 2.0.x asks for that padding in a block request; BEP 47 makes the
-        bytes zeros, so such a request is valid and its tail is served as zeros.
+        A hybrid's v1 side implies that padding; libtorrent 2.0.x adds a tail pad file to a
+        v2-only file too (qBittorrent 4.5 never finished a v2 download without this). It
+        asks for the padding in a block request; BEP 47 makes the bytes zeros, so such a
+        request is valid and its tail is served as zeros.
         """
-        return self.info_hash_v2 is not None and self.info_hash != self.info_hash_v2[:20]
+        return self.info_hash_v2 is not None
 
     def request_bound(self, index: int) -> int:
         """How far into piece ``index`` a block request may reach."""

@@ -133,6 +133,8 @@ class ObjectReadParams:
     overrides: dict[str, str] = field(default_factory=dict)
     """Response header -> value, from the response-* parameters."""
     torrent_format: str | None = None
+    magnet_form: str | None = None
+    """GetObjectTorrent with format=magnet: which info-hashes the magnet names (`magnet=`)."""
 
 
 Params = (
@@ -238,7 +240,10 @@ def _object_read_params(query: Mapping[str, str]) -> ObjectReadParams:
             )
         overrides[header] = value
     return ObjectReadParams(
-        part_number=number, overrides=overrides, torrent_format=query.get("format")
+        part_number=number,
+        overrides=overrides,
+        torrent_format=query.get("format"),
+        magnet_form=query.get("magnet"),
     )
 
 

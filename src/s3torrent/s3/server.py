@@ -195,6 +195,9 @@ class S3Application:
         self.svc = services
         self.handlers = handlers
         self.extra_routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {}
+        self.query_routes: dict[
+            str, tuple[frozenset[str], Callable[[web.Request], Awaitable[web.StreamResponse]]]
+        ] = {}
         # Called once per S3 request, after its response, error responses included
         # (metering); None when nobody listens.
         self.on_finished: FinishedHook | None = None
@@ -205,6 +208,17 @@ class S3Application:
         """A non-S3 path (health, tracker, admin) that no bucket name can clash with."""
         assert prefix.startswith("/_")
         self.extra_routes[prefix] = handler
+
+    def add_query_route(
+        self,
+        path: str,
+        params: frozenset[str],
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> None:
+        """A path that a bucket may also have (`/announce`), taken only by requests whose
+        query carries every one of `params`: parameters no S3 request ever sends."""
+        assert params
+        self.query_routes[path] = (params, handler)
 
     def build(self) -> web.Application:
         app = web.Application(
@@ -303,6 +317,10 @@ class S3Application:
             if raw_path == prefix or raw_path.startswith(prefix + "/"):
                 request[EXTRA_ROUTE] = prefix
                 return await extra(request)
+        taken = self.query_routes.get(raw_path)
+        if taken is not None and taken[0] <= {p.partition("=")[0] for p in raw_query.split("&")}:
+            request[EXTRA_ROUTE] = raw_path
+            return await taken[1](request)
         settings = self.svc.settings
         target = parse_target(raw_path, request.headers.get("Host"), settings.domain)
         query_pairs = parse_qsl(raw_query, keep_blank_values=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import get_args
+from typing import Literal, get_args
 from urllib.parse import quote, urlsplit
 
 from s3torrent.config import TorrentSettings
@@ -70,8 +70,45 @@ def make_info(obj: ObjectVersion, hashes: PieceHashes, fmt: TorrentFormat) -> To
     )
 
 
+_DOT_SEGMENTS = (".", "..")
+
+MagnetForm = Literal["btih", "btmh"]
+
+
+def object_path(bucket: str, key: str) -> str:
+    """`bucket/key` as a URL path that names the object after any client normalises it.
+
+    URL normalisers (WHATWG URL in WebTorrent, curl in Transmission) resolve `.` and `..`
+    segments, and WHATWG resolves `%2E%2E` too, so `a/../b` would be asked for as `b`. A
+    dot segment is therefore joined to the segment before it by `%2F` (`a%2F../b`): no
+    segment is a dot segment any more, and the server decodes the path to the same key.
+    """
+    path = quote(bucket, safe="")
+    for segment in key.split("/"):
+        path += ("%2F" if segment in _DOT_SEGMENTS else "/") + quote(segment, safe="")
+    return path
+
+
 def object_url(base_url: str, bucket: str, key: str) -> str:
-    return f"{base_url}/{quote(bucket, safe='')}/{quote(key, safe='/')}"
+    return f"{base_url}/{object_path(bucket, key)}"
+
+
+def web_seed_url(base_url: str, info: TorrentInfo) -> str:
+    """The BEP 19 `url-list` entry that makes clients fetch info's object from base_url.
+
+    Single-file v1 and hybrid torrents name the object itself (WebTorrent and aria2 fetch
+    the URL as given). Only a v2-only torrent names the key's parent "directory": libtorrent
+    treats it as multi-file (a tail pad file) and appends the torrent name to the URL.
+    """
+    url = object_url(base_url, info.bucket, info.key)
+    slashes = len(info.key) - len(info.key.rstrip("/"))
+    if slashes:
+        # BEP 19 clients append the name to a URL ending in "/": escape the key's
+        # trailing slashes so the URL still names the object itself.
+        return url[: len(url) - slashes] + "%2F" * slashes
+    if info.fmt == "v2" and info.key.rsplit("/", 1)[-1] == info.name:
+        return url[: url.rfind("/") + 1]
+    return url
 
 
 class TorrentCatalog:
@@ -131,7 +168,11 @@ class TorrentCatalog:
             self._cache.pop((version_id, fmt), None)
 
     def announce_url(self, base_url: str) -> str:
-        return f"{base_url}/_tracker/announce"
+        # `/announce`, not `/_tracker/announce`: libtorrent's (and so qBittorrent's) SSRF
+        # mitigation refuses HTTP trackers on loopback and LAN addresses with any other path.
+        # The S3 router serves it only with an announce's own query parameters, so a bucket
+        # named "announce" stays reachable.
+        return f"{base_url}/announce"
 
     def own_trackers(self, base_url: str) -> list[str]:
         """Our tracker's URLs: HTTP, then BEP 15 UDP on each port it listens on (same host)."""
@@ -154,16 +195,7 @@ class TorrentCatalog:
     ) -> list[str]:
         if not self.settings.web_seed or bucket_settings.get("web_seed") is False:
             return []
-        url = object_url(base_url, info.bucket, info.key)
-        slashes = len(info.key) - len(info.key.rstrip("/"))
-        if slashes:
-            # BEP 19 clients append the name to a URL ending in "/": escape the key's
-            # trailing slashes so the URL still names the object itself.
-            url = url[: len(url) - slashes] + "%2F" * slashes
-        if info.fmt != "v1" and info.key.rsplit("/", 1)[-1] == info.name:
-            # BEP 19 clients treat v2/hybrid torrents as multi-file and append the name to a
-            # URL ending in "/": name the key's parent so they land on the object itself.
-            url = url[: url.rfind("/") + 1]
+        url = web_seed_url(base_url, info)
         mirrors = bucket_settings.get("mirrors")
         extra = [str(m) for m in mirrors] if isinstance(mirrors, list) else []
         return [url, *extra]
@@ -183,10 +215,23 @@ class TorrentCatalog:
             piece_layers=piece_layers_for(info.hashes) if info.fmt != "v1" else None,
         )
 
-    def magnet(self, info: TorrentInfo, base_url: str, bucket_settings: dict[str, object]) -> str:
+    def magnet(
+        self,
+        info: TorrentInfo,
+        base_url: str,
+        bucket_settings: dict[str, object],
+        form: MagnetForm = "btih",
+    ) -> str:
+        """The magnet of info: `btih` where the torrent has a v1 hash, `btmh` added on request.
+
+        rtorrent and lftp refuse any magnet with `xt=urn:btmh`, so a hybrid's default magnet
+        carries only its v1 hash (and `xs`, the .torrent's URL, from which v2 clients learn
+        the rest); a v2-only torrent has no other hash to name.
+        """
+        v2 = info.info_hash.v2 if form == "btmh" or info.info_hash.v1 is None else None
         return magnet_uri(
             info_hash_v1=info.info_hash.v1,
-            info_hash_v2=info.info_hash.v2,
+            info_hash_v2=v2,
             name=info.name,
             length=info.hashes.length,
             trackers=self.trackers(base_url),

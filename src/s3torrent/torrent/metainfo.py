@@ -13,14 +13,13 @@ object version id), so two versions never share an info-hash, even with identica
 Empty objects: for a 0-byte object we emit what the BEPs describe, ``length`` 0 and an
 empty ``pieces`` string (v1), and a file-tree entry with ``length`` 0 and no
 ``pieces root`` (v2). Such a torrent has no pieces, so there is nothing to seed or
-announce. Clients disagree about it: libtorrent 2.x refuses any torrent of total length 0
-("invalid length of torrent"), whether it made it or loaded it. Callers that hand
-torrents to swarms should therefore treat empty objects as not torrent-able (or warn).
+announce, and most clients refuse it (libtorrent: "invalid length of torrent"; lftp
+crashes): the S3 edge answers ``?torrent`` of an empty object with an error instead.
 
-Web seeds (BEP 19): pass the URL of the key's parent "directory" ending in ``/``, so
-clients append the torrent name. libtorrent 2.x turns a v2-only file that does not end
-on a piece boundary into a multi-file torrent (it adds a tail pad file) and then fetches
-``<url>/<name>``; a directory-style URL is the form every format and client agrees on.
+Web seeds (BEP 19): single-file v1 and hybrid torrents name the object's own URL. A
+v2-only file that does not end on a piece boundary becomes multi-file in libtorrent 2.x
+(it adds a tail pad file), which then fetches ``<url>/<name>``: for v2 the catalog passes
+the key's parent "directory" ending in ``/`` (``catalog.web_seed_url``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""GetObjectTorrent: `GET /bucket/key?torrent` (and `&format=magnet`)."""
+"""GetObjectTorrent: `GET /bucket/key?torrent` (and `&format=magnet`, `&magnet=btmh`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.params import ObjectReadParams
 from s3torrent.s3.server import S3Request
-from s3torrent.torrent.catalog import TorrentInfo, piece_hashes
+from s3torrent.torrent.catalog import MagnetForm, TorrentInfo, piece_hashes
+
+EMPTY_OBJECT_MESSAGE = (
+    "A zero-byte object has no torrent: there are no pieces to share, and most BitTorrent "
+    "clients refuse or crash on a torrent of length 0. GET the object instead."
+)
 
 
 def content_disposition(name: str) -> str:
@@ -49,6 +54,8 @@ async def torrent_info(svc: S3Context, req: S3Request) -> TorrentInfo:
             resource=req.resource,
             extra={"Key": req.key},
         )
+    if obj.size == 0:
+        raise S3Error("InvalidRequest", EMPTY_OBJECT_MESSAGE, resource=req.resource)
     hashes = piece_hashes(obj, await svc.meta.torrent_hashes(obj.version_id))
     if hashes is None or not svc.torrents.has_hashes_for_format(hashes):
         job = svc.hash_jobs.ensure(obj)
@@ -65,6 +72,25 @@ async def torrent_info(svc: S3Context, req: S3Request) -> TorrentInfo:
     return svc.torrents.info_for(obj, hashes)
 
 
+def magnet_form(value: str | None, info: TorrentInfo) -> MagnetForm:
+    """The `magnet=` parameter: `btih` (default, every client) or `btmh` (adds BEP 52's hash)."""
+    if value is None or value == "btih":
+        return "btih"
+    if value == "btmh":
+        if info.info_hash.v2 is None:
+            raise S3Error(
+                "InvalidArgument",
+                "magnet=btmh needs a v2 or hybrid torrent; this one is v1 only.",
+                extra={"ArgumentName": "magnet", "ArgumentValue": value},
+            )
+        return "btmh"
+    raise S3Error(
+        "InvalidArgument",
+        "magnet must be btih or btmh.",
+        extra={"ArgumentName": "magnet", "ArgumentValue": value[:64]},
+    )
+
+
 async def get_object_torrent(svc: S3Context, req: S3Request) -> web.StreamResponse:
     info = await torrent_info(svc, req)
     assert req.bucket is not None
@@ -72,7 +98,8 @@ async def get_object_torrent(svc: S3Context, req: S3Request) -> web.StreamRespon
     params = req.params
     assert isinstance(params, ObjectReadParams)
     if params.torrent_format == "magnet":
-        text = svc.torrents.magnet(info, base, req.bucket.settings) + "\n"
+        form = magnet_form(params.magnet_form, info)
+        text = svc.torrents.magnet(info, base, req.bucket.settings, form) + "\n"
         return web.Response(text=text, content_type="text/plain")
     body = svc.torrents.torrent_file(info, base, req.bucket.settings)
     headers = {
