@@ -302,6 +302,7 @@ class Node:
                 settings.seeder,
                 self.svc.public,
                 self.svc.store,
+                self.gate,
                 on_piece_sent=self.svc.meter.on_piece_sent if settings.metering.enabled else None,
             )
             self.s3.add_route("/_seeder/stats", self._seeder_stats)

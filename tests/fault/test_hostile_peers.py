@@ -37,6 +37,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
             # Every request is served (no offload), so raw peers can ask for anything.
             "S3TORRENT_SEEDER__MODE": "fastest",
             "S3TORRENT_SEEDER__MAX_PER_IP": "400",
+            # Hundreds of peers from one loopback address: lift the process-wide cap too.
+            "S3TORRENT_LIMITS__MAX_CONNECTIONS_PER_IP": "1000",
             "S3TORRENT_SEEDER__HANDSHAKE_TIMEOUT": "3",
         },
     )

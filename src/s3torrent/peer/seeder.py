@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from s3torrent.admission import Evictability
 from s3torrent.config import SeederSettings, Settings
+from s3torrent.listeners import ConnectionGate, Listener, Slot
 from s3torrent.peer import wire
 from s3torrent.peer.link import PeerLink
 from s3torrent.peer.mse import Established, obfuscated_swarm_id
@@ -95,6 +97,7 @@ class Seeder:
         settings: SeederSettings,
         public: PublicTorrents,
         store: ObjectStore,
+        gate: ConnectionGate,
         *,
         on_piece_sent: PieceSent | None = None,
         peer_id: bytes | None = None,
@@ -112,7 +115,11 @@ class Seeder:
         self.per_ip: dict[str, int] = {}
         self.swarms: dict[str, Swarm] = {}  # by version id
         self.address: tuple[str, int] | None = None
-        self._listener: socket.socket | None = None
+        # The process's connection gate admits (or evicts) every peer connection, so peers,
+        # S3 clients and announces share one cap below the open file limit.
+        self.gate = gate
+        self._listener: Listener | None = None
+        self._slots: dict[int, Slot] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_key = 0
         self._tick_task: asyncio.Task[None] | None = None
@@ -132,30 +139,17 @@ class Seeder:
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on host:port (port 0: any); returns the bound address."""
         self._loop = asyncio.get_running_loop()
-        infos = await self._loop.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        self._listener = await self.gate.start_socket_listener(
+            self._on_socket, host or None, port, name="seeder"
         )
-        family, kind, proto, _, addr = infos[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(addr)
-            sock.listen(1024)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        self._listener = sock
-        bound = sock.getsockname()
+        bound = self._listener.sockets[0].getsockname()
         self.address = (str(bound[0]), int(bound[1]))
-        self._loop.add_reader(sock.fileno(), self._on_accept)
         self._tick_task = self._loop.create_task(self._tick_forever())
         log.info("seeder listening on %s:%d (mode %s)", *self.address, self.settings.mode)
         return self.address
 
     async def stop(self) -> None:
-        if self._listener is not None and self._loop is not None:
-            self._loop.remove_reader(self._listener.fileno())
+        if self._listener is not None:
             self._listener.close()
             self._listener = None
         if self._tick_task is not None:
@@ -174,39 +168,43 @@ class Seeder:
 
     # ------------------------------------------------------------------ accepting
 
-    def _on_accept(self) -> None:
-        listener = self._listener
-        if listener is None:
+    def _on_socket(self, sock: socket.socket, slot: Slot) -> None:
+        """An admitted connection (the gate's caps and back-off came first); ours next."""
+        try:
+            ip = str(sock.getpeername()[0])
+        except OSError:
+            slot.release()
+            sock.close()
             return
-        for _ in range(64):
-            try:
-                sock, addr = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                # EMFILE and friends: stop accepting for this turn, keep serving.
-                log.warning("peer accept failed: %s", exc)
-                return
-            ip = str(addr[0])
-            if (
-                len(self.links) >= self.settings.max_connections
-                or self.per_ip.get(ip, 0) >= self.settings.max_per_ip
-            ):
-                self.stats.refused_at_accept += 1
-                sock.close()
-                continue
-            sock.setblocking(False)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._next_key += 1
-            self.stats.accepted += 1
-            self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
-            link = PeerLink(self, sock, ip, self._next_key)
-            self.links[link.key] = link
+        if (
+            len(self.links) >= self.settings.max_connections
+            or self.per_ip.get(ip, 0) >= self.settings.max_per_ip
+        ):
+            self.stats.refused_at_accept += 1
+            slot.release()
+            sock.close()
+            return
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._next_key += 1
+        self.stats.accepted += 1
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        link = PeerLink(self, sock, ip, self._next_key)
+        self.links[link.key] = link
+        self._slots[link.key] = slot
+        # A peer still in its handshake may be evicted to make room; one that got that far
+        # is a download in progress.
+        slot.attach(
+            lambda: link.close("evicted for another connection"),
+            lambda: Evictability.NO_REQUEST if link.handshake_left else Evictability.BUSY,
+        )
 
     def _forget(self, link: PeerLink) -> None:
         if self.links.pop(link.key, None) is None:
             return
+        slot = self._slots.pop(link.key, None)
+        if slot is not None:
+            slot.release()
         left = self.per_ip.get(link.ip, 1) - 1
         if left > 0:
             self.per_ip[link.ip] = left
