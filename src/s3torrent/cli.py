@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from s3torrent.config import Settings, load_settings
+from s3torrent.config import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from s3torrent.store.blobs import BlobStore
@@ -20,35 +20,136 @@ if TYPE_CHECKING:
     from s3torrent.store.users import UserDirectory
 
 
-def _settings(ctx: click.Context) -> Settings:
-    from pydantic import ValidationError
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Loggers of libraries that narrate routine work at INFO (alembic: each migration step).
+QUIET_AT_INFO = ("alembic", "botocore", "boto3", "urllib3", "aiohttp.access")
 
-    obj: dict[str, Any] = ctx.obj
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return load_settings(obj.get("config"), **obj.get("flags", {}))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        return version("s3torrent")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Keep a common option wherever it was given: before or after the subcommand (the
+    later one wins)."""
+    if value is not None and value is not False and param.name is not None:
+        ctx.find_root().meta[f"s3torrent.{param.name}"] = value
+    return value
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def common_options(f: F) -> F:
+    """--config, --data-dir, --debug and --version, accepted by every command and group."""
+    f = click.version_option(_version(), "--version", prog_name="s3torrent")(f)
+    f = click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember,
+        help="Show the traceback of an error.",
+    )(f)
+    f = click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        expose_value=False,
+        callback=_remember,
+        help="Data directory (default ./s3torrent-data; S3TORRENT_DATA_DIR).",
+    )(f)
+    f = click.option(
+        "--config",
+        type=click.Path(dir_okay=False, path_type=Path),
+        expose_value=False,
+        callback=_remember,
+        help="TOML settings file (environment and flags override it). Default: the one the "
+        "server of the data directory runs with.",
+    )(f)
+    return f
+
+
+def _option(ctx: click.Context, name: str) -> Any:
+    return ctx.find_root().meta.get(f"s3torrent.{name}")
+
+
+def _load(config: Path | None, flags: dict[str, Any]) -> Settings:
+    try:
+        return load_settings(config, **flags)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _recorded_config(data_dir: Path) -> Path | None:
+    """The settings file the server of data_dir runs with (recorded by `serve`)."""
+    from s3torrent.startup import CONFIG_POINTER
+
+    try:
+        recorded = (data_dir / CONFIG_POINTER).read_text().strip()
+    except OSError:
+        return None
+    path = Path(recorded)
+    if not path.is_file():
+        click.echo(
+            f"warning: the server's settings file {path} (recorded in {data_dir}) is gone; "
+            "using the environment and defaults",
+            err=True,
         )
-        raise click.ClickException(f"invalid settings: {problems}") from None
+        return None
+    return path
 
 
-@click.group()
-@click.option(
-    "--config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="TOML settings file (environment and flags override it).",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data directory (default ./s3torrent-data).",
-)
-@click.pass_context
-def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
+def _settings(ctx: click.Context, *, existing: bool = True, **flags: Any) -> Settings:
+    """The settings the server of this data directory uses: --config, else the settings file
+    recorded in the data directory; then the environment and flags. With existing, the data
+    directory must exist (only `serve` and `init` create one)."""
+    config: Path | None = _option(ctx, "config")
+    data_dir: Path | None = _option(ctx, "data_dir")
+    flags = {"data_dir": data_dir, **flags}
+    settings = _load(config, flags)
+    if config is None:
+        recorded = _recorded_config(settings.data_dir)
+        if recorded is not None:
+            settings = _load(recorded, {**flags, "data_dir": settings.data_dir})
+    if existing and settings.metadata_url is None and not settings.data_dir.is_dir():
+        raise click.ClickException(
+            f"no data directory at {settings.data_dir.absolute()}: name the server's with "
+            "--data-dir DIR (S3TORRENT_DATA_DIR) or --config FILE; `s3torrent serve` or "
+            "`s3torrent init` creates one"
+        )
+    return settings
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
+        for name in QUIET_AT_INFO:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _startup_failure(ctx: click.Context, exc: BaseException) -> click.ClickException:
+    """A startup failure as one line (the traceback only with --debug)."""
+    from s3torrent.config import StartupError
+    from s3torrent.extras import MissingExtra
+
+    if _option(ctx, "debug"):
+        raise exc
+    if isinstance(exc, StartupError | MissingExtra):
+        return click.ClickException(str(exc))
+    return click.ClickException(
+        f"the server failed: {type(exc).__name__}: {exc} (--debug shows the traceback)"
+    )
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@common_options
+def cli() -> None:
     """s3torrent: S3-compatible object storage that publishes public objects by BitTorrent."""
-    ctx.obj = {"config": config, "flags": {"data_dir": data_dir}}
 
 
 @cli.command()
@@ -56,19 +157,20 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
     "--listen", default=None, help="HTTP listen address HOST:PORT (default 127.0.0.1:9000)."
 )
 @click.option(
-    "--peer-listen", default=None, help="BitTorrent peer listen address (default 0.0.0.0:6881)."
+    "--peer-listen",
+    default=None,
+    help="BitTorrent peer listen address (default: the --listen host, port 6881).",
 )
 @click.option("--public-url", default=None, help="Base URL clients use to reach this server.")
 @click.option("--region", default=None, help="S3 region name (default us-east-1).")
 @click.option("--domain", default=None, help="Base domain for virtual-hosted-style requests.")
 @click.option(
-    "--data-dir",
-    "data_dir_local",
-    type=click.Path(file_okay=False, path_type=Path),
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default=None,
-    help="Data directory (default ./s3torrent-data).",
+    help="DEBUG, INFO (default), WARNING or ERROR (setting logging.level).",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@common_options
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -77,43 +179,58 @@ def serve(
     public_url: str | None,
     region: str | None,
     domain: str | None,
-    data_dir_local: Path | None,
-    log_level: str,
+    log_level: str | None,
 ) -> None:
     """Run the server (S3 API, torrents, tracker, seeder) until SIGTERM or SIGINT."""
     from s3torrent.app import serve as run_server
 
-    flags = ctx.obj["flags"]
-    if data_dir_local is not None:
-        flags["data_dir"] = data_dir_local
-    flags.update(
+    flags: dict[str, Any] = dict(
         listen=listen, peer_listen=peer_listen, public_url=public_url, region=region, domain=domain
     )
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    settings = _settings(ctx)
-    from s3torrent.extras import MissingExtra
-
+    if log_level is not None:
+        flags["logging"] = {"level": log_level.upper()}
+    settings = _settings(ctx, existing=False, **flags)
+    _configure_logging(settings.logging.level)
     try:
-        asyncio.run(run_server(settings))
-    except MissingExtra as exc:
+        asyncio.run(run_server(settings, config_file=_option(ctx, "config")))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        raise _startup_failure(ctx, exc) from None
+
+
+@cli.command()
+@common_options
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create the data directory and its metadata database (as `serve` does at first start)."""
+    from s3torrent.app import secure_data_dir
+    from s3torrent.config import StartupError
+    from s3torrent.startup import record_config_file
+
+    settings = _settings(ctx, existing=False)
+    try:
+        secure_data_dir(settings)
+    except StartupError as exc:
         raise click.ClickException(str(exc)) from None
+    with _metadata(settings):
+        pass
+    record_config_file(settings, _option(ctx, "config"))
+    click.echo(f"data directory ready: {settings.data_dir.absolute()}")
 
 
 @cli.group()
+@common_options
 def user() -> None:
     """Manage users and their access keys."""
 
 
 @contextlib.contextmanager
-def _metadata(settings: Settings, *, create: bool = True) -> Iterator[MetadataStore]:
-    """The metadata store of the data directory (created first, unless create is False)."""
+def _metadata(settings: Settings) -> Iterator[MetadataStore]:
+    """The metadata store of the data directory."""
     from s3torrent.events import EventBus
     from s3torrent.store.metastore import open_metadata_store
 
-    if create:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
     meta = open_metadata_store(settings.database_url, EventBus())
     try:
         yield meta
@@ -136,6 +253,7 @@ def _users(ctx: click.Context) -> Iterator[UserDirectory]:
 
 @user.command("add")
 @click.argument("name")
+@common_options
 @click.pass_context
 def user_add(ctx: click.Context, name: str) -> None:
     """Create a user with new keys (printed once)."""
@@ -148,6 +266,7 @@ def user_add(ctx: click.Context, name: str) -> None:
 
 
 @user.command("list")
+@common_options
 @click.pass_context
 def user_list(ctx: click.Context) -> None:
     """List users (without secrets)."""
@@ -160,6 +279,7 @@ def user_list(ctx: click.Context) -> None:
 
 @user.command("remove")
 @click.argument("name")
+@common_options
 @click.pass_context
 def user_remove(ctx: click.Context, name: str) -> None:
     """Remove a user; their keys stop working."""
@@ -169,6 +289,7 @@ def user_remove(ctx: click.Context, name: str) -> None:
 
 
 @cli.group()
+@common_options
 def torrent() -> None:
     """Inspect torrents and (re)compute piece hashes in the data directory."""
 
@@ -192,6 +313,7 @@ def _torrent_state(settings: Settings, bucket: Any, obj: Any, hashed: bool) -> s
     help="Public URL of the server, for the magnet's trackers and web seeds "
     "(default: the configured public URL or listen address).",
 )
+@common_options
 @click.pass_context
 def torrent_show(ctx: click.Context, bucket_name: str, key: str, base_url: str | None) -> None:
     """Print the torrent of BUCKET/KEY: state, info-hashes, pieces, magnet URI."""
@@ -199,7 +321,7 @@ def torrent_show(ctx: click.Context, bucket_name: str, key: str, base_url: str |
     from s3torrent.torrent.pieces import PieceLayout, piece_length_for
 
     settings = _settings(ctx)
-    with _metadata(settings, create=False) as meta:
+    with _metadata(settings) as meta:
         bucket, obj = asyncio.run(meta.bucket_and_object(bucket_name, key))
         if bucket is None or obj is None:
             raise click.ClickException(f"no such object: {bucket_name}/{key}")
@@ -234,6 +356,7 @@ def torrent_show(ctx: click.Context, bucket_name: str, key: str, base_url: str |
 
 @torrent.command("rehash")
 @click.option("--bucket", "bucket_name", default=None, help="Only objects of this bucket.")
+@common_options
 @click.pass_context
 def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
     """Compute piece hashes for current objects that lack them in the configured format.
@@ -243,10 +366,8 @@ def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
     from s3torrent.store.blobs import open_blob_store
 
     settings = _settings(ctx)
-    if not settings.data_dir.is_dir():
-        raise click.ClickException(f"no data directory at {settings.data_dir}")
     blobs = open_blob_store(settings)
-    with _metadata(settings, create=False) as meta:
+    with _metadata(settings) as meta:
         rehashed, skipped, total = asyncio.run(_rehash(settings, meta, blobs, bucket_name))
     click.echo(f"rehashed {rehashed} objects ({total} bytes), skipped {skipped}")
 
@@ -343,6 +464,7 @@ def _bucket_option(value: str | None) -> frozenset[str] | None:
 @click.option(
     "--format", "fmt", type=click.Choice(["csv", "json", "table"]), default="csv", show_default=True
 )
+@common_options
 @click.pass_context
 def usage(
     ctx: click.Context,
@@ -397,6 +519,7 @@ def usage(
     default="table",
     show_default=True,
 )
+@common_options
 @click.pass_context
 def savings(
     ctx: click.Context, bucket: str | None, key: str | None, price_per_gb: float, fmt: str
