@@ -22,6 +22,9 @@ from s3torrent.metering.meter import BODY_SENT, S3_REQUEST
 
 AccessLogFormat = Literal["s3", "json"]
 
+# aiohttp request key: the S3 error code of the answer (set by S3Application._error).
+ERROR_CODE = "s3_error_code"
+
 _CODE_START = b"<Code>"
 _CODE_END = b"</Code>"
 
@@ -49,8 +52,11 @@ class AccessRecord(NamedTuple):
     host: str
 
 
-def error_code_of(response: web.StreamResponse | None) -> str:
-    """The S3 error code of an error response's XML body ('' when there is none)."""
+def error_code_of(request: web.Request, response: web.StreamResponse | None) -> str:
+    """The S3 error code of the answer ('' when there is none)."""
+    code = request.get(ERROR_CODE)
+    if code is not None:
+        return str(code)
     if not isinstance(response, web.Response) or response.status < 300:
         return ""
     body = response.body
@@ -96,7 +102,7 @@ def record_of(
         target=request.raw_path,
         version=f"HTTP/{request.version.major}.{request.version.minor}",
         status=status,
-        error_code=error_code_of(response),
+        error_code=error_code_of(request, response),
         bytes_sent=bytes_sent,
         bytes_received=request.content.total_bytes,
         seconds=seconds,
