@@ -255,6 +255,11 @@ class Settings(BaseSettings):
     def _strip_slash(cls, v: str | None) -> str | None:
         return v.rstrip("/") if v else v
 
+    @field_validator("root_access_key", "root_secret_key")
+    @classmethod
+    def _empty_is_unset(cls, v: str | None) -> str | None:
+        return v or None
+
     @model_validator(mode="after")
     def _root_keys_together(self) -> Settings:
         # Half a key pair would silently generate the other half: refuse instead.
