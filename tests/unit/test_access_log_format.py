@@ -19,7 +19,7 @@ def record(**changes: object) -> AccessRecord:
         key="big.iso",
         method="GET",
         target="/releases/big.iso",
-        version="HTTP/1.1",
+        version=(1, 1),
         status=200,
         error_code="",
         bytes_sent=1048576,

@@ -41,7 +41,7 @@ class AccessRecord(NamedTuple):
     key: str
     method: str
     target: str
-    version: str
+    version: tuple[int, int]
     status: int
     error_code: str
     bytes_sent: int
@@ -90,25 +90,26 @@ def record_of(
     else:
         bytes_sent = response.content_length or 0
     headers = request.headers
+    # Positional: this runs once per request.
     return AccessRecord(
-        at=time.time(),
-        remote=request.remote or "",
-        requester=requester,
-        request_id=request.get("request_id", ""),
-        operation=operation,
-        bucket=bucket,
-        key=key,
-        method=request.method,
-        target=request.raw_path,
-        version=f"HTTP/{request.version.major}.{request.version.minor}",
-        status=status,
-        error_code=error_code_of(request, response),
-        bytes_sent=bytes_sent,
-        bytes_received=request.content.total_bytes,
-        seconds=seconds,
-        referer=headers.get("Referer", ""),
-        user_agent=headers.get("User-Agent", ""),
-        host=headers.get("Host", ""),
+        time.time(),
+        request.remote or "",
+        requester,
+        request.get("request_id", ""),
+        operation,
+        bucket,
+        key,
+        request.method,
+        request.raw_path,
+        request.version,
+        status,
+        error_code_of(request, response),
+        bytes_sent,
+        request.content.total_bytes,
+        seconds,
+        headers.get("Referer", ""),
+        headers.get("User-Agent", ""),
+        headers.get("Host", ""),
     )
 
 
@@ -139,7 +140,7 @@ def format_s3(r: AccessRecord, stamp: str) -> str:
     status, error code, bytes sent, object size, total ms, turn-around ms, "referer",
     "user agent"."""
     ms = f"{r.seconds * 1000:.0f}"
-    request_uri = f"{r.method} {r.target} {r.version}"
+    request_uri = f"{r.method} {r.target} HTTP/{r.version[0]}.{r.version[1]}"
     return (
         f"- {_bare(r.bucket)} [{stamp}] {_bare(r.remote)} {_bare(r.requester)} "
         f"{r.request_id or '-'} {r.operation or '-'} {_bare(r.key)} {_quoted(request_uri)} "
