@@ -104,18 +104,20 @@ def _recorded_config(data_dir: Path) -> Path | None:
     return path
 
 
-def _settings(ctx: click.Context, *, existing: bool = True, **flags: Any) -> Settings:
-    """The settings the server of this data directory uses: --config, else the settings file
-    recorded in the data directory; then the environment and flags. With existing, the data
-    directory must exist (only `serve` and `init` create one)."""
+def _settings(
+    ctx: click.Context, *, existing: bool = True, recorded: bool = True, **flags: Any
+) -> Settings:
+    """The settings the server of this data directory uses: --config, else (with recorded)
+    the settings file recorded in the data directory; then the environment and flags. With
+    existing, the data directory must exist (only `serve` and `init` create one)."""
     config: Path | None = _option(ctx, "config")
     data_dir: Path | None = _option(ctx, "data_dir")
     flags = {"data_dir": data_dir, **flags}
     settings = _load(config, flags)
-    if config is None:
-        recorded = _recorded_config(settings.data_dir)
-        if recorded is not None:
-            settings = _load(recorded, {**flags, "data_dir": settings.data_dir})
+    if config is None and recorded:
+        config = _recorded_config(settings.data_dir)
+        if config is not None:
+            settings = _load(config, {**flags, "data_dir": settings.data_dir})
     if existing and settings.metadata_url is None and not settings.data_dir.is_dir():
         raise click.ClickException(
             f"no data directory at {settings.data_dir.absolute()}: name the server's with "
@@ -189,7 +191,8 @@ def serve(
     )
     if log_level is not None:
         flags["logging"] = {"level": log_level.upper()}
-    settings = _settings(ctx, existing=False, **flags)
+    # Exactly what it is given: the recorded settings file is for the CLI, not a default.
+    settings = _settings(ctx, existing=False, recorded=False, **flags)
     _configure_logging(settings.logging.level)
     try:
         asyncio.run(run_server(settings, config_file=_option(ctx, "config")))
@@ -215,7 +218,9 @@ def init(ctx: click.Context) -> None:
         raise click.ClickException(str(exc)) from None
     with _metadata(settings):
         pass
-    record_config_file(settings, _option(ctx, "config"))
+    config = _option(ctx, "config")
+    if config is not None:
+        record_config_file(settings, config)
     click.echo(f"data directory ready: {settings.data_dir.absolute()}")
 
 
