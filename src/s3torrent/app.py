@@ -35,6 +35,7 @@ from s3torrent.startup import (
     finished_hooks,
     listening,
     open_access_log,
+    preflight,
     record_config_file,
 )
 from s3torrent.store.blobs import open_blob_store
@@ -459,6 +460,7 @@ async def serve(
     cannot start."""
     for warning in deployment_warnings(settings):
         log.warning("%s", warning)
+    preflight(settings)
     node = Node(settings)
     try:
         await node.start()

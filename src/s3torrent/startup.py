@@ -8,6 +8,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -52,8 +53,33 @@ def listening(what: str, host: str, port: int, fix: str) -> Iterator[None]:
         yield
     except OSError as exc:
         # aiohttp's messages repeat the address; the system's words for errno suffice.
-        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        if isinstance(exc, socket.gaierror) or not exc.errno or exc.errno < 0:
+            reason = exc.strerror or str(exc)  # an unknown host name
+        else:
+            reason = os.strerror(exc.errno).lower()
         raise StartupError(f"cannot listen for {what} on {host}:{port}: {reason}; {fix}") from exc
+
+
+def _try_bind(host: str, port: int) -> None:
+    """Bind (and release) a TCP socket on host:port as the listeners will (SO_REUSEADDR)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+
+
+def preflight(settings: Settings) -> None:
+    """Fail before anything is created or written when a listener's address is taken (the
+    listeners themselves bind later, after the data directory is opened)."""
+    host, port = settings.http_host_port
+    with listening("HTTP", host, port, "choose another with --listen"):
+        _try_bind(host, port)
+    if settings.seeder.enabled:
+        host, port = settings.peer_host_port
+        fix = "choose another with --peer-listen, or set seeder.enabled = false"
+        with listening("BitTorrent peers", host, port, fix):
+            _try_bind(host, port)
 
 
 def finished_hooks(hooks: list[FinishedHook]) -> FinishedHook | None:

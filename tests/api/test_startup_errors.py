@@ -133,7 +133,7 @@ def test_busy_http_port_names_the_address(tmp_path: Path, busy_port: int) -> Non
         cwd=tmp_path,
     )
     assert_refused(result, f"127.0.0.1:{busy_port}", "address already in use", "--listen")
-    assert not (data / "root-credentials.json").exists()
+    assert not data.exists()  # checked before anything is created
 
 
 def test_busy_peer_port_is_a_startup_error(tmp_path: Path, busy_port: int) -> None:
@@ -149,7 +149,7 @@ def test_busy_peer_port_is_a_startup_error(tmp_path: Path, busy_port: int) -> No
     ]
     result = run_cli(*args, cwd=tmp_path)
     assert_refused(result, f"127.0.0.1:{busy_port}", "--peer-listen", "seeder.enabled = false")
-    assert not (data / "root-credentials.json").exists()
+    assert not data.exists()
 
 
 def test_busy_peer_port_is_fine_with_the_seeder_off(tmp_path: Path, busy_port: int) -> None:
