@@ -1,9 +1,10 @@
-"""Command line: serve, user, torrent."""
+"""Command line: serve, init, user, torrent, usage, savings."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 QUIET_AT_INFO = ("alembic", "botocore", "boto3", "urllib3", "aiohttp.access")
 
 
+@functools.cache
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
