@@ -4,150 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import logging
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from s3torrent.config import Settings, SettingsError, load_settings
+from s3torrent.config import Settings
+from s3torrent.invocation import (
+    CONTEXT_SETTINGS,
+    LOG_LEVELS,
+    common_options,
+    configure_logging,
+    option_value,
+    resolve_settings,
+    startup_failure,
+)
 
 if TYPE_CHECKING:
     from s3torrent.store.blobs import BlobStore
     from s3torrent.store.metastore import MetadataStore
     from s3torrent.store.rows import Bucket, ObjectVersion
     from s3torrent.store.users import UserDirectory
-
-
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-# Loggers of libraries that narrate routine work at INFO (alembic: each migration step).
-QUIET_AT_INFO = ("alembic", "botocore", "boto3", "urllib3", "aiohttp.access")
-
-
-@functools.cache
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("s3torrent")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
-
-
-def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """Keep a common option wherever it was given: before or after the subcommand (the
-    later one wins)."""
-    if value is not None and value is not False and param.name is not None:
-        ctx.find_root().meta[f"s3torrent.{param.name}"] = value
-    return value
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def common_options(f: F) -> F:
-    """--config, --data-dir, --debug and --version, accepted by every command and group."""
-    f = click.version_option(_version(), "--version", prog_name="s3torrent")(f)
-    f = click.option(
-        "--debug",
-        is_flag=True,
-        expose_value=False,
-        callback=_remember,
-        help="Show the traceback of an error.",
-    )(f)
-    f = click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        expose_value=False,
-        callback=_remember,
-        help="Data directory (default ./s3torrent-data; S3TORRENT_DATA_DIR).",
-    )(f)
-    f = click.option(
-        "--config",
-        type=click.Path(dir_okay=False, path_type=Path),
-        expose_value=False,
-        callback=_remember,
-        help="TOML settings file (environment and flags override it). Default: the one the "
-        "server of the data directory runs with.",
-    )(f)
-    return f
-
-
-def _option(ctx: click.Context, name: str) -> Any:
-    return ctx.find_root().meta.get(f"s3torrent.{name}")
-
-
-def _load(config: Path | None, flags: dict[str, Any]) -> Settings:
-    try:
-        return load_settings(config, **flags)
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _recorded_config(data_dir: Path) -> Path | None:
-    """The settings file the server of data_dir runs with (recorded by `serve`)."""
-    from s3torrent.startup import CONFIG_POINTER
-
-    try:
-        recorded = (data_dir / CONFIG_POINTER).read_text().strip()
-    except OSError:
-        return None
-    path = Path(recorded)
-    if not path.is_file():
-        click.echo(
-            f"warning: the server's settings file {path} (recorded in {data_dir}) is gone; "
-            "using the environment and defaults",
-            err=True,
-        )
-        return None
-    return path
-
-
-def _settings(
-    ctx: click.Context, *, existing: bool = True, recorded: bool = True, **flags: Any
-) -> Settings:
-    """The settings the server of this data directory uses: --config, else (with recorded)
-    the settings file recorded in the data directory; then the environment and flags. With
-    existing, the data directory must exist (only `serve` and `init` create one)."""
-    config: Path | None = _option(ctx, "config")
-    data_dir: Path | None = _option(ctx, "data_dir")
-    flags = {"data_dir": data_dir, **flags}
-    settings = _load(config, flags)
-    if config is None and recorded:
-        config = _recorded_config(settings.data_dir)
-        if config is not None:
-            settings = _load(config, {**flags, "data_dir": settings.data_dir})
-    if existing and settings.metadata_url is None and not settings.data_dir.is_dir():
-        raise click.ClickException(
-            f"no data directory at {settings.data_dir.absolute()}: name the server's with "
-            "--data-dir DIR (S3TORRENT_DATA_DIR) or --config FILE; `s3torrent serve` or "
-            "`s3torrent init` creates one"
-        )
-    return settings
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if level != "DEBUG":
-        for name in QUIET_AT_INFO:
-            logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def _startup_failure(ctx: click.Context, exc: BaseException) -> click.ClickException:
-    """A startup failure as one line (the traceback only with --debug)."""
-    from s3torrent.config import StartupError
-    from s3torrent.extras import MissingExtra
-
-    if _option(ctx, "debug"):
-        raise exc
-    if isinstance(exc, StartupError | MissingExtra):
-        return click.ClickException(str(exc))
-    return click.ClickException(
-        f"the server failed: {type(exc).__name__}: {exc} (--debug shows the traceback)"
-    )
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -194,14 +71,14 @@ def serve(
     if log_level is not None:
         flags["logging"] = {"level": log_level.upper()}
     # Exactly what it is given: the recorded settings file is for the CLI, not a default.
-    settings = _settings(ctx, existing=False, recorded=False, **flags)
-    _configure_logging(settings.logging.level)
+    settings = resolve_settings(ctx, existing=False, recorded=False, **flags)
+    configure_logging(settings.logging.level)
     try:
-        asyncio.run(run_server(settings, config_file=_option(ctx, "config")))
+        asyncio.run(run_server(settings, config_file=option_value(ctx, "config")))
     except KeyboardInterrupt:
         pass
     except Exception as exc:
-        raise _startup_failure(ctx, exc) from None
+        raise startup_failure(ctx, exc) from None
 
 
 @cli.command()
@@ -213,14 +90,14 @@ def init(ctx: click.Context) -> None:
     from s3torrent.config import StartupError
     from s3torrent.startup import record_config_file
 
-    settings = _settings(ctx, existing=False)
+    settings = resolve_settings(ctx, existing=False)
     try:
         secure_data_dir(settings)
     except StartupError as exc:
         raise click.ClickException(str(exc)) from None
     with _metadata(settings):
         pass
-    config = _option(ctx, "config")
+    config = option_value(ctx, "config")
     if config is not None:
         record_config_file(settings, config)
     click.echo(f"data directory ready: {settings.data_dir.absolute()}")
@@ -249,7 +126,7 @@ def _metadata(settings: Settings) -> Iterator[MetadataStore]:
 def _users(ctx: click.Context) -> Iterator[UserDirectory]:
     from s3torrent.store.users import UserDirectory, UserError
 
-    with _metadata(_settings(ctx)) as meta:
+    with _metadata(resolve_settings(ctx)) as meta:
         users = UserDirectory(meta)
         users.load()
         try:
@@ -327,7 +204,7 @@ def torrent_show(ctx: click.Context, bucket_name: str, key: str, base_url: str |
     from s3torrent.torrent.catalog import TorrentCatalog, make_info, piece_hashes
     from s3torrent.torrent.pieces import PieceLayout, piece_length_for
 
-    settings = _settings(ctx)
+    settings = resolve_settings(ctx)
     with _metadata(settings) as meta:
         bucket, obj = asyncio.run(meta.bucket_and_object(bucket_name, key))
         if bucket is None or obj is None:
@@ -372,7 +249,7 @@ def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
     """
     from s3torrent.store.blobs import open_blob_store
 
-    settings = _settings(ctx)
+    settings = resolve_settings(ctx)
     blobs = open_blob_store(settings)
     with _metadata(settings) as meta:
         rehashed, skipped, total = asyncio.run(_rehash(settings, meta, blobs, bucket_name))
@@ -499,7 +376,7 @@ def usage(
         query = u.UsageQuery(start=t0, end=t1, buckets=_bucket_option(bucket), by=granularity)
     except u.ReportError as exc:
         raise click.BadParameter(str(exc), param_hint="--to") from None
-    with _metadata(_settings(ctx)) as meta:
+    with _metadata(resolve_settings(ctx)) as meta:
         records = asyncio.run(u.load_usage(meta, query))
     if fmt == "csv":
         click.echo(u.usage_csv(records), nl=False)
@@ -542,7 +419,7 @@ def savings(
     if price_per_gb < 0 or not math.isfinite(price_per_gb):
         raise click.BadParameter("must be a finite price of 0 or more", param_hint="--price-per-gb")
     buckets = _bucket_option(bucket)
-    with _metadata(_settings(ctx)) as meta:
+    with _metadata(resolve_settings(ctx)) as meta:
         items = asyncio.run(
             u.load_savings(meta, buckets=buckets, key=key, price_per_gb=price_per_gb)
         )
