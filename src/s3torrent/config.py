@@ -346,11 +346,11 @@ def _suggestion(name: str, known: list[str]) -> str:
 
 
 def unknown_keys(
-    values: Mapping[str, Any], model: type[BaseModel] = BaseModel, path: str = ""
+    values: Mapping[str, Any], model: type[BaseModel] | None = None, path: str = ""
 ) -> list[str]:
-    """Each key of values (nested tables included) that model has no field for, with a
-    suggestion of the closest known name."""
-    if model is BaseModel:
+    """Each key of values (nested tables included) that model (default: Settings) has no
+    field for, with a suggestion of the closest known name."""
+    if model is None:
         model = Settings
     problems: list[str] = []
     fields = model.model_fields
@@ -426,7 +426,7 @@ def _validation_problems(
 ) -> list[str]:
     problems = []
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if p != "function-after[_root_keys_together(), Settings]")
+        loc = tuple(err["loc"])
         name = ".".join(str(p) for p in loc)
         msg = str(err["msg"]).removeprefix("Value error, ")
         if not name:
