@@ -1,4 +1,5 @@
-"""The cost of metering: small-object GETs per second with metering on and off."""
+"""The cost of metering and of the access log: small-object GETs per second with each on and
+off."""
 
 from __future__ import annotations
 
@@ -32,12 +33,24 @@ DESCRIPTION = (
     "memory and flushed to the metadata database every second; off: no metering middleware). "
     f"Same presigned-URL load as `s3_small` ({CONNECTIONS} keep-alive connections), measured "
     "alternately, on then off, so drifts of a shared machine hit both alike. The ratio is "
-    "metering on / metering off. Target: ≥ 0.97 (metering costs under 3%)."
+    "metering on / metering off. Target: ≥ 0.97 (metering costs under 3%). "
+    "The access log row compares a third server, metering and `logging.access_log` on (one "
+    "line per request to a file, S3 format), with the metering-on server (access log off). "
+    "Target: ≥ 0.95."
 )
 
 
-def _s3torrent(ctx: Context, metering: bool) -> contextlib.AbstractContextManager[S3Endpoint]:
-    return servers.s3torrent(ctx, env={"S3TORRENT_METERING__ENABLED": str(metering).lower()})
+def _s3torrent(
+    ctx: Context, metering: bool, access_log: Path | None = None
+) -> contextlib.AbstractContextManager[S3Endpoint]:
+    env = {
+        "S3TORRENT_METERING__ENABLED": str(metering).lower(),
+        "S3TORRENT_LOGGING__ACCESS_LOG": str(access_log is not None).lower(),
+    }
+    if access_log is not None:
+        env["S3TORRENT_LOGGING__ACCESS_LOG_FILE"] = str(access_log)
+    name = "s3torrent-logged" if access_log is not None else f"s3torrent-metering-{metering}"
+    return servers.s3torrent(ctx, env=env, name=name)
 
 
 def run(ctx: Context) -> list[Row]:
@@ -74,28 +87,40 @@ def run(ctx: Context) -> list[Row]:
 
     with contextlib.ExitStack() as stack:
         # Both servers start, and are filled, at once: set-up, not measured.
-        on, off = servers.enter_all(
+        on, off, logged = servers.enter_all(
             stack,
             lambda: _s3torrent(ctx, metering=True),
             lambda: _s3torrent(ctx, metering=False),
+            lambda: _s3torrent(ctx, metering=True, access_log=workdir / "access.log"),
         )
-        with ThreadPoolExecutor(2) as pool:
+        with ThreadPoolExecutor(3) as pool:
             on_job = pool.submit(prepared, on, "on")
             off_job = pool.submit(prepared, off, "off")
+            logged_job = pool.submit(prepared, logged, "logged")
         plan_on, plan_off = on_job.result(), off_job.result()
-        ctx.log(f"  GET 4 KiB, metering on vs off ({seconds} s per run)")
-        s_on, s_off = alternate(
+        plan_logged = logged_job.result()
+        ctx.log(f"  GET 4 KiB, metering on vs off, access log on ({seconds} s per run)")
+        s_on, s_off, s_logged = alternate(
             ctx,
             [
                 ("metering on", lambda: measure(plan_on)),
                 ("metering off", lambda: measure(plan_off)),
+                ("access log on", lambda: measure(plan_logged)),
             ],
         )
     tool = "wrk" if have_wrk else "bench.loadgen"
     return [
         compare(
             "GET 4 KiB, metering on vs off", "ops/s", s_on, s_off, Target(0.97), f"load by {tool}"
-        )
+        ),
+        compare(
+            "GET 4 KiB, access log on vs off",
+            "ops/s",
+            s_logged,
+            s_on,
+            Target(0.95),
+            f"load by {tool}; metering on in both",
+        ),
     ]
 
 

@@ -11,12 +11,13 @@ import secrets
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from s3torrent.admin import admin_handler, seeder_stats_handler
-from s3torrent.config import Settings, split_host_port
+from s3torrent.config import Settings, StartupError, split_host_port
 from s3torrent.events import EventBus
 from s3torrent.extras import check_extras
 from s3torrent.failures import logged_failure
@@ -25,12 +26,23 @@ from s3torrent.listeners import ConnectionGate
 from s3torrent.metering.meter import Meter, edge_recorder
 from s3torrent.metering.metrics import MetricsEndpoint
 from s3torrent.peer.seeder import Seeder, advertised_address
+from s3torrent.probes import health_handler, metrics_handler
 from s3torrent.publication import PublicTorrents, ResolvingRegistry
+from s3torrent.s3.access_log import AccessLog
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.routing import Endpoint
-from s3torrent.s3.server import Handler, S3Application
+from s3torrent.s3.server import FinishedHook, Handler, S3Application
+from s3torrent.startup import (
+    deployment_warnings,
+    finished_hooks,
+    listening,
+    open_access_log,
+    preflight,
+    record_config_file,
+)
 from s3torrent.store.blobs import open_blob_store
 from s3torrent.store.metastore import MetadataStore, open_metadata_store
+from s3torrent.store.migrations import HEAD as SCHEMA_REVISION
 from s3torrent.store.objects import ObjectStore
 from s3torrent.store.space import SpaceReserve, storage_full
 from s3torrent.store.upload_expiry import expire_uploads_forever
@@ -69,6 +81,18 @@ class Services:
 
 def secure_data_dir(settings: Settings) -> None:
     """The data directory holds every secret key (in the metadata database): owner only."""
+    try:
+        _secure_data_dir(settings)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise StartupError(
+            f"cannot use the data directory {settings.data_dir.absolute()}: {reason}{where}; "
+            "choose another with --data-dir (S3TORRENT_DATA_DIR) or let this user write it"
+        ) from exc
+
+
+def _secure_data_dir(settings: Settings) -> None:
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     data_dir.chmod(0o700)
@@ -129,6 +153,7 @@ def build_services(settings: Settings) -> Services:
             f"s3torrent: the disk holding {settings.data_dir} is too full to open the metadata "
             "database; free some space there and start again"
         ) from None
+    log.info("metadata schema at revision %s", SCHEMA_REVISION)
     if space is not None:
         meta.db.on_full = space.release
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="io")
@@ -283,7 +308,7 @@ class Node:
             hash_jobs=self.svc.hash_jobs,
         )
         self.s3 = S3Application(self.context, handlers())
-        self.s3.add_route("/_health", self._health)
+        self.s3.add_route("/_health", health_handler(self.context, lambda: self._ready))
         tracker = tracker_handler(self.svc.tracker)
         self.s3.add_route("/_tracker", tracker)
         # The URL torrents name (libtorrent accepts no other path on a LAN address); buckets
@@ -292,10 +317,19 @@ class Node:
         self.s3.add_query_route("/scrape", frozenset({"info_hash"}), tracker)
         self.s3.add_route("/_admin", lambda request: admin_handler(self.context, request))
         self.metrics: MetricsEndpoint | None = None
+        self.metrics_listen: str | None = None
+        hooks: list[FinishedHook] = []
         if settings.metering.enabled:
-            self.s3.on_finished = edge_recorder(self.svc.meter)
-            if settings.metering.metrics_listen:
-                self.metrics = MetricsEndpoint(self.svc.meter, self.svc.public, self.svc.hash_jobs)
+            hooks.append(edge_recorder(self.svc.meter))
+            self.metrics = MetricsEndpoint(self.svc.meter, self.svc.public, self.svc.hash_jobs)
+            self.s3.add_route("/_metrics", metrics_handler(self.context, self.metrics))
+            self.metrics_listen = settings.metering.metrics_listen
+        self.access_log: AccessLog | None = None
+        logs = settings.logging
+        if logs.access_log and logging.getLogger("s3torrent").isEnabledFor(logging.INFO):
+            self.access_log = open_access_log(logs.access_log_file, logs.access_log_format)
+            hooks.append(self.access_log.hook)
+        self.s3.on_finished = finished_hooks(hooks)
         self.seeder: Seeder | None = None
         if settings.seeder.enabled:
             self.seeder = Seeder(
@@ -314,11 +348,7 @@ class Node:
         self._udp: list[asyncio.DatagramTransport] = []
         self._tracker_listener: LeanHttpTracker | None = None
         self._ready = False
-
-    async def _health(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(
-            {"status": "ok" if self._ready else "starting"}, status=200 if self._ready else 503
-        )
+        self.root_generated: tuple[str, str, bool] = ("", "", False)
 
     async def _seeder_stats(self, request: web.Request) -> web.StreamResponse:
         return await seeder_stats_handler(self.context, self.seeder, request)
@@ -328,12 +358,9 @@ class Node:
         if self.seeder is None:
             return
         host, port = self.settings.peer_host_port
-        try:
+        fix = "choose another with --peer-listen, or set seeder.enabled = false"
+        with listening("BitTorrent peers", host, port, fix):
             bound = await self.seeder.start(host, port)
-        except OSError as exc:
-            log.error("seeder disabled: cannot listen on %s:%d: %s", host, port, exc)
-            self.seeder = None
-            return
         origin = await advertised_address(self.settings, bound)
         # Every node's seeder, in the same order on each node (a shared registry keeps the
         # ref of whichever node registered a torrent last).
@@ -376,7 +403,8 @@ class Node:
         await self._runner.setup()
         host, port = self.settings.http_host_port
         site = AdmittedSite(self._runner, self.gate, host, port, backlog=4096)
-        await site.start()
+        with listening("HTTP", host, port, "choose another with --listen"):
+            await site.start()
         await self._start_udp_tracker()
         await self._start_tracker_listener()
         self._tasks.append(asyncio.create_task(self._reload_users()))
@@ -387,9 +415,12 @@ class Node:
         await self.svc.hash_jobs.resume()
         if self.settings.metering.enabled:
             self.svc.meter.start()
-        if self.metrics is not None:
-            assert self.settings.metering.metrics_listen is not None
-            await self.metrics.start(*split_host_port(self.settings.metering.metrics_listen, 9100))
+        if self.metrics is not None and self.metrics_listen:
+            metrics_host, metrics_port = split_host_port(self.metrics_listen, 9100)
+            with listening("metrics", metrics_host, metrics_port, "see metering.metrics_listen"):
+                await self.metrics.start(metrics_host, metrics_port)
+        # Only now, with every listener up: a start that fails generates nothing.
+        self.root_generated = self.ensure_root()
         self._ready = True
         log.info(
             "s3torrent listening on http://%s:%d (public URL %s)",
@@ -415,13 +446,15 @@ class Node:
             eager=isinstance(self.svc.public.registry, MemoryRegistry),
             gate=self.gate,
         )
-        await self._tracker_listener.start(host, port)
+        with listening("the HTTP tracker", host, port, "see tracker.http_listen"):
+            await self._tracker_listener.start(host, port)
         log.info("http tracker listening on %s:%d", host, port)
 
     async def _start_udp_tracker(self) -> None:
         ports: list[int] = []
         for host, port in self.settings.tracker.udp_host_ports:
-            transport = await start_udp_tracker(self.svc.tracker, host, port, time.monotonic)
+            with listening("the UDP tracker", host, port, "see tracker.udp_listen"):
+                transport = await start_udp_tracker(self.svc.tracker, host, port, time.monotonic)
             self._udp.append(transport)
             bound = int(transport.get_extra_info("sockname")[1])
             if bound not in ports:
@@ -466,6 +499,8 @@ class Node:
             await self.seeder.stop()
         if self.metrics is not None:
             await self.metrics.stop()
+        if self.access_log is not None:
+            self.access_log.close()
         if self.settings.metering.enabled:
             # After the listeners: the last requests are counted, then written.
             with logged_failure(log, "the last metering flush"):
@@ -481,9 +516,26 @@ class Node:
         self.svc.meta.close()
 
 
-async def serve(settings: Settings, *, announce: bool = True) -> None:
+async def serve(
+    settings: Settings, *, announce: bool = True, config_file: Path | None = None
+) -> None:
+    """Run a node until SIGTERM or SIGINT. Raises StartupError (nothing generated) when it
+    cannot start."""
+    for warning in deployment_warnings(settings):
+        log.warning("%s", warning)
+    preflight(settings)
     node = Node(settings)
-    access_key, secret_key, generated = node.ensure_root()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await node.start()
+    except BaseException:
+        await node.stop()
+        raise
+    record_config_file(settings, config_file)
+    access_key, secret_key, generated = node.root_generated
     if generated and announce:
         print(
             "Generated root credentials (stored in "
@@ -491,11 +543,6 @@ async def serve(settings: Settings, *, announce: bool = True) -> None:
             f"  AWS_ACCESS_KEY_ID={access_key}\n  AWS_SECRET_ACCESS_KEY={secret_key}",
             flush=True,
         )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await node.start()
     try:
         await stop.wait()
     finally:

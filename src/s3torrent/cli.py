@@ -1,17 +1,24 @@
-"""Command line: serve, user, torrent."""
+"""Command line: serve, init, user, torrent, usage, savings."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from s3torrent.config import Settings, load_settings
+from s3torrent.config import Settings
+from s3torrent.invocation import (
+    CONTEXT_SETTINGS,
+    LOG_LEVELS,
+    common_options,
+    configure_logging,
+    option_value,
+    resolve_settings,
+    startup_failure,
+)
 
 if TYPE_CHECKING:
     from s3torrent.store.blobs import BlobStore
@@ -20,35 +27,10 @@ if TYPE_CHECKING:
     from s3torrent.store.users import UserDirectory
 
 
-def _settings(ctx: click.Context) -> Settings:
-    from pydantic import ValidationError
-
-    obj: dict[str, Any] = ctx.obj
-    try:
-        return load_settings(obj.get("config"), **obj.get("flags", {}))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        raise click.ClickException(f"invalid settings: {problems}") from None
-
-
-@click.group()
-@click.option(
-    "--config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="TOML settings file (environment and flags override it).",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data directory (default ./s3torrent-data).",
-)
-@click.pass_context
-def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
+@click.group(context_settings=CONTEXT_SETTINGS)
+@common_options
+def cli() -> None:
     """s3torrent: S3-compatible object storage that publishes public objects by BitTorrent."""
-    ctx.obj = {"config": config, "flags": {"data_dir": data_dir}}
 
 
 @cli.command()
@@ -56,19 +38,20 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
     "--listen", default=None, help="HTTP listen address HOST:PORT (default 127.0.0.1:9000)."
 )
 @click.option(
-    "--peer-listen", default=None, help="BitTorrent peer listen address (default 0.0.0.0:6881)."
+    "--peer-listen",
+    default=None,
+    help="BitTorrent peer listen address (default: the --listen host, port 6881).",
 )
 @click.option("--public-url", default=None, help="Base URL clients use to reach this server.")
 @click.option("--region", default=None, help="S3 region name (default us-east-1).")
 @click.option("--domain", default=None, help="Base domain for virtual-hosted-style requests.")
 @click.option(
-    "--data-dir",
-    "data_dir_local",
-    type=click.Path(file_okay=False, path_type=Path),
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default=None,
-    help="Data directory (default ./s3torrent-data).",
+    help="DEBUG, INFO (default), WARNING or ERROR (setting logging.level).",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@common_options
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -77,43 +60,61 @@ def serve(
     public_url: str | None,
     region: str | None,
     domain: str | None,
-    data_dir_local: Path | None,
-    log_level: str,
+    log_level: str | None,
 ) -> None:
     """Run the server (S3 API, torrents, tracker, seeder) until SIGTERM or SIGINT."""
     from s3torrent.app import serve as run_server
 
-    flags = ctx.obj["flags"]
-    if data_dir_local is not None:
-        flags["data_dir"] = data_dir_local
-    flags.update(
+    flags: dict[str, Any] = dict(
         listen=listen, peer_listen=peer_listen, public_url=public_url, region=region, domain=domain
     )
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    settings = _settings(ctx)
-    from s3torrent.extras import MissingExtra
-
+    if log_level is not None:
+        flags["logging"] = {"level": log_level.upper()}
+    # Exactly what it is given: the recorded settings file is for the CLI, not a default.
+    settings = resolve_settings(ctx, existing=False, recorded=False, **flags)
+    configure_logging(settings.logging.level)
     try:
-        asyncio.run(run_server(settings))
-    except MissingExtra as exc:
+        asyncio.run(run_server(settings, config_file=option_value(ctx, "config")))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        raise startup_failure(ctx, exc) from None
+
+
+@cli.command()
+@common_options
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create the data directory and its metadata database (as `serve` does at first start)."""
+    from s3torrent.app import secure_data_dir
+    from s3torrent.config import StartupError
+    from s3torrent.startup import record_config_file
+
+    settings = resolve_settings(ctx, existing=False)
+    try:
+        secure_data_dir(settings)
+    except StartupError as exc:
         raise click.ClickException(str(exc)) from None
+    with _metadata(settings):
+        pass
+    config = option_value(ctx, "config")
+    if config is not None:
+        record_config_file(settings, config)
+    click.echo(f"data directory ready: {settings.data_dir.absolute()}")
 
 
 @cli.group()
+@common_options
 def user() -> None:
     """Manage users and their access keys."""
 
 
 @contextlib.contextmanager
-def _metadata(settings: Settings, *, create: bool = True) -> Iterator[MetadataStore]:
-    """The metadata store of the data directory (created first, unless create is False)."""
+def _metadata(settings: Settings) -> Iterator[MetadataStore]:
+    """The metadata store of the data directory."""
     from s3torrent.events import EventBus
     from s3torrent.store.metastore import open_metadata_store
 
-    if create:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
     meta = open_metadata_store(settings.database_url, EventBus())
     try:
         yield meta
@@ -125,7 +126,7 @@ def _metadata(settings: Settings, *, create: bool = True) -> Iterator[MetadataSt
 def _users(ctx: click.Context) -> Iterator[UserDirectory]:
     from s3torrent.store.users import UserDirectory, UserError
 
-    with _metadata(_settings(ctx)) as meta:
+    with _metadata(resolve_settings(ctx)) as meta:
         users = UserDirectory(meta)
         users.load()
         try:
@@ -136,6 +137,7 @@ def _users(ctx: click.Context) -> Iterator[UserDirectory]:
 
 @user.command("add")
 @click.argument("name")
+@common_options
 @click.pass_context
 def user_add(ctx: click.Context, name: str) -> None:
     """Create a user with new keys (printed once)."""
@@ -148,6 +150,7 @@ def user_add(ctx: click.Context, name: str) -> None:
 
 
 @user.command("list")
+@common_options
 @click.pass_context
 def user_list(ctx: click.Context) -> None:
     """List users (without secrets)."""
@@ -160,6 +163,7 @@ def user_list(ctx: click.Context) -> None:
 
 @user.command("remove")
 @click.argument("name")
+@common_options
 @click.pass_context
 def user_remove(ctx: click.Context, name: str) -> None:
     """Remove a user; their keys stop working."""
@@ -169,6 +173,7 @@ def user_remove(ctx: click.Context, name: str) -> None:
 
 
 @cli.group()
+@common_options
 def torrent() -> None:
     """Inspect torrents and (re)compute piece hashes in the data directory."""
 
@@ -192,14 +197,15 @@ def _torrent_state(settings: Settings, bucket: Any, obj: Any, hashed: bool) -> s
     help="Public URL of the server, for the magnet's trackers and web seeds "
     "(default: the configured public URL or listen address).",
 )
+@common_options
 @click.pass_context
 def torrent_show(ctx: click.Context, bucket_name: str, key: str, base_url: str | None) -> None:
     """Print the torrent of BUCKET/KEY: state, info-hashes, pieces, magnet URI."""
     from s3torrent.torrent.catalog import TorrentCatalog, make_info, piece_hashes
     from s3torrent.torrent.pieces import PieceLayout, piece_length_for
 
-    settings = _settings(ctx)
-    with _metadata(settings, create=False) as meta:
+    settings = resolve_settings(ctx)
+    with _metadata(settings) as meta:
         bucket, obj = asyncio.run(meta.bucket_and_object(bucket_name, key))
         if bucket is None or obj is None:
             raise click.ClickException(f"no such object: {bucket_name}/{key}")
@@ -234,6 +240,7 @@ def torrent_show(ctx: click.Context, bucket_name: str, key: str, base_url: str |
 
 @torrent.command("rehash")
 @click.option("--bucket", "bucket_name", default=None, help="Only objects of this bucket.")
+@common_options
 @click.pass_context
 def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
     """Compute piece hashes for current objects that lack them in the configured format.
@@ -242,11 +249,9 @@ def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
     """
     from s3torrent.store.blobs import open_blob_store
 
-    settings = _settings(ctx)
-    if not settings.data_dir.is_dir():
-        raise click.ClickException(f"no data directory at {settings.data_dir}")
+    settings = resolve_settings(ctx)
     blobs = open_blob_store(settings)
-    with _metadata(settings, create=False) as meta:
+    with _metadata(settings) as meta:
         rehashed, skipped, total = asyncio.run(_rehash(settings, meta, blobs, bucket_name))
     click.echo(f"rehashed {rehashed} objects ({total} bytes), skipped {skipped}")
 
@@ -343,6 +348,7 @@ def _bucket_option(value: str | None) -> frozenset[str] | None:
 @click.option(
     "--format", "fmt", type=click.Choice(["csv", "json", "table"]), default="csv", show_default=True
 )
+@common_options
 @click.pass_context
 def usage(
     ctx: click.Context,
@@ -370,7 +376,7 @@ def usage(
         query = u.UsageQuery(start=t0, end=t1, buckets=_bucket_option(bucket), by=granularity)
     except u.ReportError as exc:
         raise click.BadParameter(str(exc), param_hint="--to") from None
-    with _metadata(_settings(ctx)) as meta:
+    with _metadata(resolve_settings(ctx)) as meta:
         records = asyncio.run(u.load_usage(meta, query))
     if fmt == "csv":
         click.echo(u.usage_csv(records), nl=False)
@@ -397,6 +403,7 @@ def usage(
     default="table",
     show_default=True,
 )
+@common_options
 @click.pass_context
 def savings(
     ctx: click.Context, bucket: str | None, key: str | None, price_per_gb: float, fmt: str
@@ -412,7 +419,7 @@ def savings(
     if price_per_gb < 0 or not math.isfinite(price_per_gb):
         raise click.BadParameter("must be a finite price of 0 or more", param_hint="--price-per-gb")
     buckets = _bucket_option(bucket)
-    with _metadata(_settings(ctx)) as meta:
+    with _metadata(resolve_settings(ctx)) as meta:
         items = asyncio.run(
             u.load_savings(meta, buckets=buckets, key=key, price_per_gb=price_per_gb)
         )

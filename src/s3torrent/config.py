@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 GiB = 1024**3
 MiB = 1024**2
+
+
+def check_host_port(value: str) -> None:
+    """Raise ValueError unless value is 'host:port', '[v6]:port' or ':port' with a valid port."""
+    try:
+        _host, port = split_host_port(value, 0)
+    except ValueError:
+        raise ValueError(f'expected "HOST:PORT", e.g. "127.0.0.1:9000", not {value!r}') from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range (0-65535)")
 
 
 def split_host_port(value: str, default_port: int) -> tuple[str, int]:
@@ -196,6 +209,26 @@ class JobSettings(BaseModel):
     """Seconds between looks for unclaimed or expired jobs."""
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class LoggingSettings(BaseModel):
+    """What the server writes about itself: the log level and the access log."""
+
+    level: LogLevel = "INFO"
+    access_log: bool = True
+    """One line per S3 request (written while `level` is INFO or DEBUG)."""
+    access_log_format: Literal["s3", "json"] = "s3"
+    """s3: the field order of Amazon S3 server access logs; json: one JSON object per line."""
+    access_log_file: str = "-"
+    """Where access log lines go: a file (appended to) or '-' for standard output."""
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
 class Settings(BaseSettings):
     """All settings of one s3torrent node."""
 
@@ -205,7 +238,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./s3torrent-data")
     listen: str = "127.0.0.1:9000"
-    peer_listen: str = "0.0.0.0:6881"
+    peer_listen: str | None = None
+    """HOST:PORT of the peer listener (default: the HTTP listener's host, port 6881)."""
     public_url: str | None = None
     region: str = "us-east-1"
     domain: str | None = None
@@ -226,6 +260,17 @@ class Settings(BaseSettings):
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     seeder: SeederSettings = Field(default_factory=SeederSettings)
     metering: MeteringSettings = Field(default_factory=MeteringSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @field_validator("listen", "peer_listen", mode="before")
+    @classmethod
+    def _host_port(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if not isinstance(v, str):
+            raise ValueError(f'expected a string "HOST:PORT", e.g. "127.0.0.1:{v}"')
+        check_host_port(v)
+        return v
 
     @field_validator("public_url")
     @classmethod
@@ -268,6 +313,9 @@ class Settings(BaseSettings):
 
     @property
     def peer_host_port(self) -> tuple[str, int]:
+        if self.peer_listen is None:
+            # Where the HTTP listener is: a server kept on loopback keeps its peers there too.
+            return self.http_host_port[0], 6881
         return split_host_port(self.peer_listen, 6881)
 
     @property
@@ -299,14 +347,138 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
-    """Build settings from an optional TOML file, the environment and flags (None = unset)."""
-    file_values: dict[str, Any] = {}
-    if config_file is not None:
+class StartupError(Exception):
+    """Something the operator must fix before the server can start; the message says what
+    and how (printed without a traceback)."""
+
+
+class SettingsError(StartupError):
+    """The settings cannot be read or are invalid."""
+
+
+ENV_PREFIX = "S3TORRENT_"
+# Variables with the prefix that are not settings (the test suite's knobs): never an error.
+NOT_SETTINGS = frozenset({"FUZZ_EXAMPLES", "REQUIRE_ENGINES"})
+NOT_SETTINGS_PREFIXES = ("TEST_",)
+
+
+def _suggestion(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_keys(
+    values: Mapping[str, Any], model: type[BaseModel] | None = None, path: str = ""
+) -> list[str]:
+    """Each key of values (nested tables included) that model (default: Settings) has no
+    field for, with a suggestion of the closest known name."""
+    if model is None:
+        model = Settings
+    problems: list[str] = []
+    fields = model.model_fields
+    for key, value in values.items():
+        name = f"{path}{key}"
+        field = fields.get(key)
+        if field is None:
+            problems.append(f"unknown setting {name!r}{_suggestion(key, sorted(fields))}")
+            continue
+        sub = field.annotation
+        if isinstance(value, Mapping) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            problems += unknown_keys(value, sub, f"{name}.")
+    return problems
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """S3TORRENT_* variables that name no setting (a typo would be silently ignored)."""
+    problems: list[str] = []
+    for var in environ:
+        if not var.upper().startswith(ENV_PREFIX):
+            continue
+        rest = var[len(ENV_PREFIX) :].lower()
+        if rest.upper() in NOT_SETTINGS or rest.upper().startswith(NOT_SETTINGS_PREFIXES):
+            continue
+        model: type[BaseModel] = Settings
+        parts = rest.split("__")
+        for depth, part in enumerate(parts):
+            field = model.model_fields.get(part)
+            if field is None:
+                known = [
+                    ENV_PREFIX + "__".join([*parts[:depth], f]).upper() for f in model.model_fields
+                ]
+                guess = ENV_PREFIX + "__".join([*parts[:depth], part]).upper()
+                problems.append(
+                    f"unknown setting in the environment: {var}{_suggestion(guess, known)}"
+                )
+                break
+            sub = field.annotation
+            if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+                break
+            model = sub
+    return problems
+
+
+def _read_toml(config_file: Path) -> dict[str, Any]:
+    try:
         with config_file.open("rb") as fh:
-            file_values = {k.replace("-", "_"): v for k, v in tomllib.load(fh).items()}
-    env_only = Settings()
-    env_set = env_only.model_dump(exclude_unset=True)
-    merged = _deep_merge(file_values, env_set)
-    merged = _deep_merge(merged, {k: v for k, v in flags.items() if v is not None})
-    return Settings.model_validate(merged) if merged else Settings()
+            values = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        # The message ends with "(at line N, column M)".
+        raise SettingsError(f"{config_file}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot read the settings file {config_file}: {exc.strerror}"
+        ) from None
+    return {k.replace("-", "_"): v for k, v in values.items()}
+
+
+def _source(loc: tuple[int | str, ...], flags: Mapping[str, Any], config_file: Path | None) -> str:
+    """Where the value at loc came from: a flag, an environment variable or the file."""
+    top = str(loc[0]) if loc else ""
+    if flags.get(top) is not None:
+        return f"--{top.replace('_', '-')}"
+    var = ENV_PREFIX + "__".join(str(p) for p in loc).upper()
+    for name in os.environ:
+        if name.upper() == var or name.upper() == ENV_PREFIX + top.upper():
+            return f"environment {name}"
+    return str(config_file) if config_file is not None else "settings"
+
+
+def _validation_problems(
+    exc: ValidationError, flags: Mapping[str, Any], config_file: Path | None
+) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        name = ".".join(str(p) for p in loc)
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if not name:
+            problems.append(msg)
+            continue
+        got = err.get("input")
+        shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+        problems.append(f"{name} = {msg}{shown} [from {_source(loc, flags, config_file)}]")
+    return problems
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Build settings from an optional TOML file, the environment and flags (None = unset).
+
+    Raises SettingsError naming every problem: unreadable TOML (file, line), unknown keys in
+    the file or the environment (with the closest known name), invalid values (the setting,
+    what is allowed, and where the value came from).
+    """
+    file_values = _read_toml(config_file) if config_file is not None else {}
+    problems = [f"{config_file}: {p}" for p in unknown_keys(file_values)]
+    problems += unknown_environment(os.environ)
+    if problems:
+        raise SettingsError("; ".join(problems))
+    set_flags = {k: v for k, v in flags.items() if v is not None}
+    try:
+        env_only = Settings()
+        env_set = env_only.model_dump(exclude_unset=True)
+        merged = _deep_merge(_deep_merge(file_values, env_set), set_flags)
+        return Settings.model_validate(merged) if merged else Settings()
+    except ValidationError as exc:
+        raise SettingsError(
+            "invalid settings: " + "; ".join(_validation_problems(exc, set_flags, config_file))
+        ) from None

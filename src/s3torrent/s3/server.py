@@ -19,6 +19,7 @@ from s3torrent.access import ANONYMOUS, AccessError, Principal, RequestContext
 from s3torrent.access import facts as authz
 from s3torrent.metering.meter import CLIENT_CLOSED, EXTRA_ROUTE, S3_REQUEST
 from s3torrent.s3 import tagging
+from s3torrent.s3.access_log import ERROR_CODE
 from s3torrent.s3.auth import authenticate
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error, s3_error_of
@@ -303,6 +304,7 @@ class S3Application:
 
     @staticmethod
     def _error(request: web.Request, err: S3Error, rid: str) -> web.Response:
+        request[ERROR_CODE] = err.code  # for the access log: a HEAD's answer has no body
         resp = error_response(err, rid, request.path, request.method == "HEAD")
         if _awaits_continue(request):
             # Refused before `100 Continue`: the client may or may not send its body, so the

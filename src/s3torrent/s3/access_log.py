@@ -1,0 +1,256 @@
+"""The access log: one line per S3 request, in the field order of Amazon S3 server access logs
+or as JSON, to a file or standard output.
+
+The request path pays for a tuple of facts and a list append (the S3 application's
+`on_finished` hook, like metering); lines are formatted and written later, a batch at a time
+(at most a second later, or once `max_pending` records wait), each line in one write to a
+buffered stream, then one flush. A crash loses at most that second of lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any, Literal, NamedTuple
+
+from aiohttp import web
+
+from s3torrent.metering.meter import BODY_SENT, S3_REQUEST
+
+AccessLogFormat = Literal["s3", "json"]
+
+# aiohttp request key: the S3 error code of the answer (set by S3Application._error).
+ERROR_CODE = "s3_error_code"
+
+_CODE_START = b"<Code>"
+_CODE_END = b"</Code>"
+
+
+class AccessRecord(NamedTuple):
+    """What is known of one request once it is answered (plain values: no request kept)."""
+
+    at: float
+    remote: str
+    requester: str
+    request_id: str
+    operation: str
+    bucket: str
+    key: str
+    method: str
+    target: str
+    version: tuple[int, int]
+    status: int
+    error_code: str
+    bytes_sent: int
+    bytes_received: int
+    seconds: float
+    referer: str
+    user_agent: str
+    host: str
+
+
+def error_code_of(request: web.Request, response: web.StreamResponse | None) -> str:
+    """The S3 error code of the answer ('' when there is none)."""
+    code = request.get(ERROR_CODE)
+    if code is not None:
+        return str(code)
+    if not isinstance(response, web.Response) or response.status < 300:
+        return ""
+    body = response.body
+    if not isinstance(body, bytes):
+        return ""
+    start = body.find(_CODE_START)
+    if start < 0:
+        return ""
+    start += len(_CODE_START)
+    end = body.find(_CODE_END, start)
+    return body[start:end].decode("ascii", "replace") if end > 0 else ""
+
+
+def record_of(
+    request: web.Request, response: web.StreamResponse | None, status: int, seconds: float
+) -> AccessRecord:
+    """The facts of one answered request (cheap: no formatting)."""
+    s3req: Any = request.get(S3_REQUEST)
+    operation = bucket = key = requester = ""
+    if s3req is not None:
+        operation = s3req.endpoint.op
+        bucket = s3req.target.bucket or ""
+        key = s3req.target.key or ""
+        principal = s3req.principal
+        requester = (principal.name or "") if principal.canonical_id else ""
+    sent = request.get(BODY_SENT)
+    if sent is not None:
+        bytes_sent = int(sent)
+    elif request.method == "HEAD" or not isinstance(response, web.Response):
+        bytes_sent = 0
+    else:
+        bytes_sent = response.content_length or 0
+    headers = request.headers
+    # Positional: this runs once per request.
+    return AccessRecord(
+        time.time(),
+        request.remote or "",
+        requester,
+        request.get("request_id", ""),
+        operation,
+        bucket,
+        key,
+        request.method,
+        request.raw_path,
+        request.version,
+        status,
+        error_code_of(request, response),
+        bytes_sent,
+        request.content.total_bytes,
+        seconds,
+        headers.get("Referer", ""),
+        headers.get("User-Agent", ""),
+        headers.get("Host", ""),
+    )
+
+
+_MAX_FIELD = 2048
+
+
+def _quoted(value: str) -> str:
+    """A double-quoted field: quotes and control characters escaped, bounded length."""
+    value = value[:_MAX_FIELD]
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return '"' + json.dumps(value, ensure_ascii=False)[1:-1] + '"'
+
+
+def _bare(value: str) -> str:
+    """An unquoted field: '-' when empty, no spaces or control characters."""
+    if not value:
+        return "-"
+    value = value[:_MAX_FIELD]
+    if value.isprintable() and " " not in value:
+        return value
+    return json.dumps(value, ensure_ascii=True)[1:-1].replace(" ", "%20")
+
+
+def format_s3(r: AccessRecord, stamp: str) -> str:
+    """One line in the field order of Amazon S3 server access logs (their first 17 fields):
+    owner, bucket, [time], remote IP, requester, request id, operation, key, "request-URI",
+    status, error code, bytes sent, object size, total ms, turn-around ms, "referer",
+    "user agent"."""
+    ms = f"{r.seconds * 1000:.0f}"
+    request_uri = f"{r.method} {r.target} HTTP/{r.version[0]}.{r.version[1]}"
+    return (
+        f"- {_bare(r.bucket)} [{stamp}] {_bare(r.remote)} {_bare(r.requester)} "
+        f"{r.request_id or '-'} {r.operation or '-'} {_bare(r.key)} {_quoted(request_uri)} "
+        f"{r.status} {r.error_code or '-'} {r.bytes_sent or '-'} - {ms} - "
+        f"{_quoted(r.referer or '-')} {_quoted(r.user_agent or '-')}\n"
+    )
+
+
+def format_json(r: AccessRecord, stamp: str) -> str:
+    """One JSON object per line."""
+    return (
+        json.dumps(
+            {
+                "time": stamp,
+                "remote": r.remote,
+                "requester": r.requester or None,
+                "request_id": r.request_id,
+                "operation": r.operation or None,
+                "bucket": r.bucket or None,
+                "key": r.key or None,
+                "method": r.method,
+                "uri": r.target[:_MAX_FIELD],
+                "status": r.status,
+                "error_code": r.error_code or None,
+                "bytes_sent": r.bytes_sent,
+                "bytes_received": r.bytes_received,
+                "ms": round(r.seconds * 1000, 3),
+                "referer": r.referer[:_MAX_FIELD] or None,
+                "user_agent": r.user_agent[:_MAX_FIELD] or None,
+                "host": r.host[:_MAX_FIELD] or None,
+            },
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
+
+
+def _s3_stamp(t: float) -> str:
+    return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(t))
+
+
+def _iso_stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+class AccessLog:
+    """Collects records on the request path; formats and writes them in batches."""
+
+    def __init__(
+        self,
+        stream: IO[str],
+        fmt: AccessLogFormat = "s3",
+        *,
+        flush_interval: float = 1.0,
+        max_pending: int = 1024,
+        owns_stream: bool = False,
+    ) -> None:
+        self.stream = stream
+        self.owns_stream = owns_stream
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self._format: Callable[[AccessRecord, str], str] = (
+            format_json if fmt == "json" else format_s3
+        )
+        self._stamp = _iso_stamp if fmt == "json" else _s3_stamp
+        self._pending: list[AccessRecord] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self.write_failures = 0
+
+    @classmethod
+    def open(cls, destination: str, fmt: AccessLogFormat = "s3") -> AccessLog:
+        """The access log writing to a file (appended to) or '-' (standard output)."""
+        if destination == "-":
+            return cls(sys.stdout, fmt)
+        stream = open(destination, "a", encoding="utf-8", buffering=64 * 1024)  # noqa: SIM115
+        return cls(stream, fmt, owns_stream=True)
+
+    def hook(
+        self, request: web.Request, response: web.StreamResponse | None, status: int, seconds: float
+    ) -> None:
+        """The S3 application's finished hook (see S3Application.on_finished)."""
+        self._pending.append(record_of(request, response, status, seconds))
+        if len(self._pending) >= self.max_pending:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self.flush)
+
+    def flush(self) -> None:
+        """Format and write every pending record."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        fmt, stamp_of = self._format, self._stamp
+        last_second, stamp = -1, ""
+        try:
+            write = self.stream.write
+            for r in pending:
+                second = int(r.at)
+                if second != last_second or stamp_of is _iso_stamp:
+                    last_second, stamp = second, stamp_of(r.at)
+                write(fmt(r, stamp))
+            self.stream.flush()
+        except (OSError, ValueError):
+            # A full disk or a closed stdout must not take requests down with it.
+            self.write_failures += 1
+
+    def close(self) -> None:
+        self.flush()
+        if self.owns_stream:
+            self.stream.close()

@@ -1,0 +1,66 @@
+"""Access log lines: S3 field order, escaping of hostile values, JSON, and batching."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from s3torrent.s3.access_log import AccessLog, AccessRecord, format_json, format_s3
+
+
+def record(**changes: object) -> AccessRecord:
+    base = AccessRecord(
+        at=1764679657.25,
+        remote="127.0.0.1",
+        requester="alice",
+        request_id="0DE90BB8AEBC67A1",
+        operation="GetObject",
+        bucket="releases",
+        key="big.iso",
+        method="GET",
+        target="/releases/big.iso",
+        version=(1, 1),
+        status=200,
+        error_code="",
+        bytes_sent=1048576,
+        bytes_received=0,
+        seconds=0.012,
+        referer="",
+        user_agent="aws-cli/2.15",
+        host="127.0.0.1:9000",
+    )
+    return base._replace(**changes)  # type: ignore[arg-type]
+
+
+def test_s3_fields_in_order() -> None:
+    line = format_s3(record(), "02/Dec/2026:12:47:37 +0000")
+    assert line == (
+        "- releases [02/Dec/2026:12:47:37 +0000] 127.0.0.1 alice 0DE90BB8AEBC67A1 GetObject "
+        'big.iso "GET /releases/big.iso HTTP/1.1" 200 - 1048576 - 12 - "-" "aws-cli/2.15"\n'
+    )
+
+
+def test_hostile_values_stay_on_one_line_and_in_their_field() -> None:
+    line = format_s3(
+        record(key="a b\nc", user_agent='x" 200 forged\n', status=404, error_code="NoSuchKey"),
+        "t",
+    )
+    assert line.count("\n") == 1 and line.endswith("\n")
+    fields = line.split(" ")
+    assert fields[7] == "a%20b\\nc"
+    assert '"x\\" 200 forged\\n"' in line
+
+
+def test_json_line_is_one_object() -> None:
+    obj = json.loads(format_json(record(status=403, error_code="AccessDenied"), "T"))
+    assert obj["status"] == 403 and obj["error_code"] == "AccessDenied"
+    assert obj["request_id"] == "0DE90BB8AEBC67A1" and obj["time"] == "T"
+
+
+def test_records_are_written_in_batches_on_flush() -> None:
+    out = io.StringIO()
+    log = AccessLog(out, "json", max_pending=1000)
+    log._pending.extend([record(request_id=str(i)) for i in range(3)])
+    assert out.getvalue() == ""
+    log.flush()
+    assert [json.loads(x)["request_id"] for x in out.getvalue().splitlines()] == ["0", "1", "2"]
