@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from s3torrent.admin import admin_handler, seeder_stats_handler
+from s3torrent.anonymous_reads import AnonymousReads
 from s3torrent.config import Settings, split_host_port
 from s3torrent.events import EventBus
 from s3torrent.extras import check_extras
@@ -39,6 +40,7 @@ from s3torrent.tracker.http import tracker_handler
 from s3torrent.tracker.http_lean import LeanHttpTracker
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TrackerRegistry
 from s3torrent.tracker.udp import start_udp_tracker
+from s3torrent.webseed import WEB_SEED_PREFIX, WebSeed
 
 if TYPE_CHECKING:
     from s3torrent.events_redis import RedisEventRelay
@@ -220,6 +222,8 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.svc = build_services(settings)
+        self.anonymous_reads = AnonymousReads()
+        self.svc.public.on_revoked(lambda info: self.anonymous_reads.revoked(info.version_id))
         self.context = S3Context(
             settings=settings,
             meta=self.svc.meta,
@@ -227,6 +231,7 @@ class Node:
             users=self.svc.users,
             torrents=self.svc.torrents,
             hash_jobs=self.svc.hash_jobs,
+            anonymous_reads=self.anonymous_reads,
         )
         self.s3 = S3Application(self.context, handlers())
         self.s3.add_route("/_health", self._health)
@@ -249,6 +254,14 @@ class Node:
             if self.metrics is not None:
                 seeder = self.seeder
                 self.metrics.peer_connections = lambda: len(seeder.links)
+        self.web_seed = WebSeed(
+            self.svc.public,
+            self.svc.store,
+            self.anonymous_reads,
+            seeder=self.seeder,
+            meter=self.svc.meter if settings.metering.enabled else None,
+        )
+        self.s3.add_route(WEB_SEED_PREFIX, self.web_seed.handle)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._udp: list[asyncio.DatagramTransport] = []
@@ -273,6 +286,7 @@ class Node:
         except OSError as exc:
             log.error("seeder disabled: cannot listen on %s:%d: %s", host, port, exc)
             self.seeder = None
+            self.web_seed.seeder = None
             return
         origin = await advertised_address(self.settings, bound)
         # Every node's seeder, in the same order on each node (a shared registry keeps the
@@ -407,6 +421,7 @@ class Node:
                 await self.svc.meter.close()
         await self.svc.hash_jobs.close()
         await self.svc.public.close()
+        await self.anonymous_reads.close()
         if self.svc.relay is not None:
             await self.svc.relay.close()
         close_registry = getattr(self.svc.public.registry, "close", None)

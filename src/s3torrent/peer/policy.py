@@ -19,6 +19,13 @@ How it keeps the origin's bytes near one copy (modes ``offload`` and ``auto``):
   ``carry_rate``: the swarm can carry itself.
 * ``auto``: while a single peer downloads it gets a large window (as fast as the link
   allows); ``fastest``: every peer gets every piece advertised and served.
+
+The web seed (BEP 19) asks the same policy piece by piece: it may send a piece nobody holds or
+was given (anything to a client alone); what it sends is held for ``web_seed_memory``.
+
+Swarm memory: a whole piece sent to a peer counts as held by it (some clients never send HAVE
+to a peer they think has the piece), and a peer that leaves the origin but stays in the swarm
+(the tracker still hears from it) keeps its pieces counted until it is forgotten.
 """
 
 from __future__ import annotations
@@ -58,6 +65,11 @@ class PolicySettings:
     # many stall timeouts stops blocking other peers from getting the piece.
     stale_assignments: float = 3.0
     suggestions: int = 4
+    # Seconds a piece the web seed sent stays taken when no peer reports having it (a web
+    # seed client may never talk to the origin's peer port).
+    web_seed_memory: float = 60.0
+    # A web seed client counts as downloading for this long after its last request.
+    web_seed_client_window: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +157,8 @@ class _Peer:
     last_progress: float = 0.0
     bytes_from_us: int = 0
     suggested: bool = False
+    # Bytes of each piece sent to this peer, until the whole piece went out.
+    delivered: dict[int, int] = field(default_factory=dict)
 
     def complete(self, piece_count: int) -> bool:
         return self.has_count >= piece_count
@@ -169,6 +183,12 @@ class SwarmPolicy:
         self.settings = settings or PolicySettings()
         self.rng = rng or random.Random()
         self.peers: dict[PeerKey, _Peer] = {}
+        # Peers gone from the origin but still in the swarm: their pieces still count.
+        self.departed: dict[PeerKey, _Peer] = {}
+        # Pieces the web seed sent that no peer has reported yet: index -> when.
+        self.web_held: dict[int, float] = {}
+        self._web_clients: dict[object, float] = {}
+        self.web_seed_bytes = 0
         self.availability = [0] * piece_count  # connected peers holding each piece
         self.assigned_count = [0] * piece_count  # live assignments of each piece
         self.origin_copies = [0] * piece_count  # pieces' bytes sent by us / piece length
@@ -209,12 +229,41 @@ class SwarmPolicy:
             key, now, super_seed, bytearray(self.piece_count), last_progress=now
         )
 
-    def peer_left(self, key: PeerKey, now: float) -> None:
+    def peer_left(self, key: PeerKey, now: float, *, remember: bool = False) -> None:
+        """A peer's connection closed; `remember`: it stays in the swarm, so do its pieces."""
         peer = self.peers.pop(key, None)
         if peer is None:
             return
         for index in list(peer.assigned):
             self._unassign(peer, index)
+        peer.unspread.clear()
+        if remember:
+            self.departed[key] = peer
+            return
+        self._drop_pieces(peer)
+
+    def forget(self, key: PeerKey) -> None:
+        """A departed peer left the swarm too: its pieces no longer count."""
+        peer = self.departed.pop(key, None)
+        if peer is not None:
+            self._drop_pieces(peer)
+
+    def remote_seed(self, key: PeerKey, now: float) -> None:
+        """A peer we are not connected to holds every piece (it announced itself a seed)."""
+        if key in self.peers:
+            return
+        peer = self.departed.get(key)
+        if peer is None:
+            peer = _Peer(key, now, False, bytearray(self.piece_count), last_progress=now)
+            self.departed[key] = peer
+        for index in range(self.piece_count):
+            if not peer.has[index]:
+                peer.has[index] = 1
+                peer.has_count += 1
+                self._gain(index)
+                self._release_web_hold(index)
+
+    def _drop_pieces(self, peer: _Peer) -> None:
         if peer.has_count:
             for index in range(self.piece_count):
                 if peer.has[index]:
@@ -227,8 +276,10 @@ class SwarmPolicy:
         peer.has[index] = 1
         peer.has_count += 1
         peer.last_progress = now
+        peer.delivered.pop(index, None)
         first = self.availability[index] == 0
         self._gain(index)
+        self._release_web_hold(index)
         firsthand = index in peer.assigned
         if firsthand:
             self._unassign(peer, index)
@@ -261,8 +312,14 @@ class SwarmPolicy:
         if peer is not None:
             peer.interested = interested
 
-    def piece_sent(self, key: PeerKey, index: int, nbytes: int, now: float) -> None:
-        """Bytes of one block went to a peer (after upload_delay allowed them)."""
+    def piece_sent(
+        self, key: PeerKey, index: int, nbytes: int, now: float, piece_size: int = 0
+    ) -> None:
+        """Bytes of one block went to a peer (after upload_delay allowed them).
+
+        Once `piece_size` bytes of a piece went to a peer it holds the piece, whether or not
+        it tells us: clients need not send HAVE to a peer that (as far as they know) has it.
+        """
         self.bytes_sent += nbytes
         if 0 <= index < self.piece_count:
             self.origin_copies[index] += nbytes
@@ -270,6 +327,65 @@ class SwarmPolicy:
         if peer is not None:
             peer.bytes_from_us += nbytes
             peer.last_progress = now
+            if piece_size > 0 and 0 <= index < self.piece_count and not peer.has[index]:
+                got = peer.delivered.get(index, 0) + nbytes
+                if got >= piece_size:
+                    self.peer_has(key, index, now)
+                else:
+                    peer.delivered[index] = got
+
+    # ------------------------------------------------------------------ web seed
+
+    def web_seed_request(self, client: object, now: float) -> None:
+        """A web seed client (one HTTP connection) asked for bytes."""
+        self._web_clients[client] = now
+
+    def web_seed_alone(self, now: float) -> bool:
+        """Whether one client downloads alone (mode auto), so the web seed sends it anything."""
+        if self.mode == "fastest":
+            return True
+        if self.mode != "auto":
+            return False
+        window = self.settings.web_seed_client_window
+        web = sum(1 for t in self._web_clients.values() if now - t < window)
+        # A client usually uses both channels: count the busier one, not their sum.
+        return max(self.downloaders(), web) <= 1
+
+    def web_seed_allows(self, index: int, now: float, *, continuing: bool = False) -> bool:
+        """May the web seed send this piece now? `continuing`: the rest of a piece it began."""
+        if not 0 <= index < self.piece_count:
+            return False
+        if self.web_seed_alone(now):
+            return True
+        if continuing and index in self.web_held:
+            return True
+        return self.availability[index] == 0 and self.assigned_count[index] == 0
+
+    def web_seed_sent(self, index: int, nbytes: int, now: float) -> None:
+        """The web seed sent bytes of this piece: it is taken until a peer reports it."""
+        self.web_seed_bytes += nbytes
+        if not 0 <= index < self.piece_count:
+            return
+        self.origin_copies[index] += nbytes
+        if index not in self.web_held and self.availability[index] == 0:
+            self.web_held[index] = now
+            self.assigned_count[index] += 1
+            self._fresh.discard(index)
+
+    def _release_web_hold(self, index: int) -> None:
+        if self.web_held.pop(index, None) is not None:
+            self.assigned_count[index] -= 1
+            self._refresh(index)
+
+    def idle(self, now: float) -> bool:
+        """Nothing to remember: no peers, no departed peers, no web seed holds or clients."""
+        window = self.settings.web_seed_client_window
+        return (
+            not self.peers
+            and not self.departed
+            and not self.web_held
+            and all(now - t >= window for t in self._web_clients.values())
+        )
 
     # ------------------------------------------------------------------ rate cap
 
@@ -451,6 +567,14 @@ class SwarmPolicy:
         self._refresh(index)
 
     def _expire_assignments(self, now: float) -> None:
+        memory = self.settings.web_seed_memory
+        for index, since in list(self.web_held.items()):
+            if now - since >= memory:
+                self._release_web_hold(index)
+        window = self.settings.web_seed_client_window
+        for client, seen in list(self._web_clients.items()):
+            if now - seen >= window:
+                del self._web_clients[client]
         limit = self.settings.stall_timeout * self.settings.stale_assignments
         for peer in self.peers.values():
             if not peer.assigned or now - peer.last_progress < limit:

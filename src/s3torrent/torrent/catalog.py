@@ -154,16 +154,10 @@ class TorrentCatalog:
     ) -> list[str]:
         if not self.settings.web_seed or bucket_settings.get("web_seed") is False:
             return []
-        url = object_url(base_url, info.bucket, info.key)
-        slashes = len(info.key) - len(info.key.rstrip("/"))
-        if slashes:
-            # BEP 19 clients append the name to a URL ending in "/": escape the key's
-            # trailing slashes so the URL still names the object itself.
-            url = url[: len(url) - slashes] + "%2F" * slashes
-        if info.fmt != "v1" and info.key.rsplit("/", 1)[-1] == info.name:
-            # BEP 19 clients treat v2/hybrid torrents as multi-file and append the name to a
-            # URL ending in "/": name the key's parent so they land on the object itself.
-            url = url[: url.rfind("/") + 1]
+        # The web seed's own path (s3torrent.webseed), not the object's URL: its range GETs
+        # get the seeder's per-piece offload decision while plain GETs stay plain S3. It ends
+        # in "/", so BEP 19 clients append the name, whatever the format and the key.
+        url = f"{base_url}/_webseed/{info.swarm_ids[0].hex()}/"
         mirrors = bucket_settings.get("mirrors")
         extra = [str(m) for m in mirrors] if isinstance(mirrors, list) else []
         return [url, *extra]
