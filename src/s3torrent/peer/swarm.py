@@ -91,6 +91,7 @@ class TorrentStats:
     web_seed_bytes: int = 0
     web_seed_requests: int = 0
     web_seed_refused: int = 0
+    remembered: int = 0  # peers gone from the origin whose pieces still count
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,6 +105,7 @@ class TorrentStats:
             "web_seed_bytes": self.web_seed_bytes,
             "web_seed_requests": self.web_seed_requests,
             "web_seed_refused": self.web_seed_refused,
+            "remembered": self.remembered,
         }
 
 
@@ -194,6 +196,7 @@ class Swarm:
         self.policy.peer_left(link.key, now, remember=remember)
         if remember:
             self.remembered[link.peer_id] = link.key
+            self.tstats.remembered = len(self.remembered)
         if not self.closed and self.idle(now):
             self.seeder._drop_swarm(self)
         else:
@@ -210,8 +213,13 @@ class Swarm:
             return
         seed = left == 0
         self.announced[peer_id] = (now, seed)
-        connected = any(link.peer_id == peer_id for link in self.links.values())
-        if seed and not connected:
+        links = [link for link in self.links.values() if link.peer_id == peer_id]
+        if seed and links:
+            # It told the tracker it is done, though perhaps not us (no HAVE to a seed).
+            for link in links:
+                self.policy.peer_have_all(link.key, now)
+            self.schedule_decide()
+        elif seed:
             key = self.remembered.get(peer_id)
             if key is None:
                 key = self._next_remote_key
@@ -219,6 +227,7 @@ class Swarm:
                 self.remembered[peer_id] = key
             self.policy.remote_seed(key, now)
             self.schedule_decide()
+        self.tstats.remembered = len(self.remembered)
 
     def expire_remembered(self, now: float) -> None:
         """Forget peers the tracker stopped hearing from."""
