@@ -35,6 +35,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
+from s3torrent.peer.index_set import IndexSet
+
 __all__ = [
     "Action",
     "ChokePeer",
@@ -99,46 +101,6 @@ class SuggestPiece:
 Action: TypeAlias = UnchokePeer | ChokePeer | RevealPiece | SuggestPiece
 
 
-class _IndexSet:
-    """A set of ints with O(1) add, discard and uniform random choice."""
-
-    __slots__ = ("_items", "_pos")
-
-    def __init__(self, items: Iterable[int] = ()) -> None:
-        self._items: list[int] = []
-        self._pos: dict[int, int] = {}
-        for i in items:
-            self.add(i)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, item: int) -> bool:
-        return item in self._pos
-
-    def add(self, item: int) -> None:
-        if item not in self._pos:
-            self._pos[item] = len(self._items)
-            self._items.append(item)
-
-    def discard(self, item: int) -> None:
-        pos = self._pos.pop(item, None)
-        if pos is None:
-            return
-        last = self._items.pop()
-        if pos < len(self._items):
-            self._items[pos] = last
-            self._pos[last] = pos
-
-    def sample(self, rng: random.Random, limit: int) -> list[int]:
-        """Up to `limit` distinct random items (the whole set if it is small)."""
-        if len(self._items) <= limit:
-            items = list(self._items)
-            rng.shuffle(items)
-            return items
-        return rng.sample(self._items, limit)
-
-
 @dataclass(slots=True)
 class _Peer:
     key: PeerKey
@@ -159,6 +121,8 @@ class _Peer:
     suggested: bool = False
     # Bytes of each piece sent to this peer, until the whole piece went out.
     delivered: dict[int, int] = field(default_factory=dict)
+    # When it last got a piece from the swarm (not from us).
+    swarm_progress: float = 0.0
 
     def complete(self, piece_count: int) -> bool:
         return self.has_count >= piece_count
@@ -192,7 +156,7 @@ class SwarmPolicy:
         self.availability = [0] * piece_count  # connected peers holding each piece
         self.assigned_count = [0] * piece_count  # live assignments of each piece
         self.origin_copies = [0] * piece_count  # pieces' bytes sent by us / piece length
-        self._fresh = _IndexSet(range(piece_count))  # nobody holds it, nobody assigned it
+        self._fresh = IndexSet(range(piece_count))  # nobody holds it, nobody assigned it
         self._missing = piece_count  # pieces no connected peer holds
         self._next_round = now
         self._bucket = float(self._burst())
@@ -226,7 +190,7 @@ class SwarmPolicy:
         if key in self.peers:
             raise ValueError(f"peer {key} joined twice")
         self.peers[key] = _Peer(
-            key, now, super_seed, bytearray(self.piece_count), last_progress=now
+            key, now, super_seed, bytearray(self.piece_count), last_progress=now, swarm_progress=now
         )
 
     def peer_left(self, key: PeerKey, now: float, *, remember: bool = False) -> None:
@@ -269,7 +233,7 @@ class SwarmPolicy:
                 if peer.has[index]:
                     self._lose(index)
 
-    def peer_has(self, key: PeerKey, index: int, now: float) -> None:
+    def peer_has(self, key: PeerKey, index: int, now: float, *, from_us: bool = False) -> None:
         peer = self.peers.get(key)
         if peer is None or not 0 <= index < self.piece_count or peer.has[index]:
             return
@@ -281,6 +245,8 @@ class SwarmPolicy:
         self._gain(index)
         self._release_web_hold(index)
         firsthand = index in peer.assigned
+        if not firsthand and not from_us:
+            peer.swarm_progress = now
         if firsthand:
             self._unassign(peer, index)
         if first and firsthand:
@@ -330,7 +296,7 @@ class SwarmPolicy:
             if piece_size > 0 and 0 <= index < self.piece_count and not peer.has[index]:
                 got = peer.delivered.get(index, 0) + nbytes
                 if got >= piece_size:
-                    self.peer_has(key, index, now)
+                    self.peer_has(key, index, now, from_us=True)
                 else:
                     peer.delivered[index] = got
 
@@ -514,7 +480,13 @@ class SwarmPolicy:
                     break
                 if not peer.has[index] and index not in peer.revealed:
                     batch.append(index)
-        if len(batch) < room and now - peer.last_progress >= self.settings.stall_timeout:
+        # Stalled: nothing from anyone for a while, or its pieces from us are all in and the
+        # swarm gave it nothing meanwhile (the peers we count on may not serve it).
+        stall = self.settings.stall_timeout
+        stalled = now - peer.last_progress >= stall or (
+            not peer.assigned and now - peer.swarm_progress >= stall
+        )
+        if len(batch) < room and stalled:
             rescue = self._rarest_lacking(peer, room - len(batch), exclude=batch)
             if rescue:
                 peer.last_progress = now
