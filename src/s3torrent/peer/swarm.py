@@ -183,6 +183,7 @@ class Swarm:
         old = self.remembered.pop(link.peer_id, None)
         if old is not None:
             self.policy.forget(old)
+            self.tstats.remembered = len(self.remembered)
         self.policy.peer_joined(link.key, now, super_seed=super_seed)
 
     def remove(self, link: PeerLink, now: float) -> None:
@@ -209,6 +210,7 @@ class Swarm:
             key = self.remembered.pop(peer_id, None)
             if key is not None:
                 self.policy.forget(key)
+                self.tstats.remembered = len(self.remembered)
                 self.schedule_decide()
             return
         seed = left == 0
@@ -240,6 +242,7 @@ class Swarm:
                 key = self.remembered.pop(peer_id, None)
                 if key is not None:
                     self.policy.forget(key)
+                    self.tstats.remembered = len(self.remembered)
 
     def idle(self, now: float) -> bool:
         """Nothing to serve or remember: the seeder may drop it."""
