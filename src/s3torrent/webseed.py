@@ -190,7 +190,9 @@ class WebSeed:
         fobj = open(path, "rb") if path is not None else None  # noqa: SIM115
         try:
             while pos < end:
-                if cut[0] or (swarm is not None and (swarm.closed or swarm.suspended)):
+                # A revocation cuts through AnonymousReads after its grace (an access change
+                # that keeps the object public must not cut anyone); a closed swarm at once.
+                if cut[0] or (swarm is not None and swarm.closed):
                     raise _Cut
                 stop = self._allowed_run(swarm, piece_length, pos, end)
                 if stop == pos:
