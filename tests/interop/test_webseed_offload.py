@@ -157,8 +157,10 @@ def test_eight_libtorrent_leechers_cost_about_one_copy(live: LiveServer, tmp_pat
     result = lt_swarm(torrent, 8, tmp_path)
     assert_same(result.files, data)
     seeder, web = origin_bytes(live.endpoint, ih)
+    stats = json.loads(signed_fetch(f"{live.endpoint}/_seeder/stats"))["torrents"][ih]
     assert web > 0  # the web seed took part
-    assert (seeder + web) / size <= 1.3, (seeder, web)
+    assert stats["web_seed_refused"] > 0  # and sent the swarm to its peers for the rest
+    assert (seeder + web) / size <= 1.3, stats
 
 
 def test_lone_leecher_downloads_at_full_speed(live: LiveServer, tmp_path: Path) -> None:
