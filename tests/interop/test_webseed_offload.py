@@ -314,3 +314,23 @@ def test_web_seed_url_is_not_the_object_url(live: LiveServer) -> None:
         fetch(f"{live.endpoint}/_webseed/{'0' * 40}/url.bin")
     assert e.value.code == 403
     assert len(fetch(f"{live.endpoint}/offload/url.bin")) == 100_000
+
+
+def test_web_seed_bad_requests_get_clear_answers(live: LiveServer) -> None:
+    data, torrent = publish(live, "offload", "bad.bin", 100_000)
+    url = bdecode(torrent)[b"url-list"][0].decode() + "bad.bin"
+    for path, code in (("/_webseed/zz/bad.bin", 404), ("/_webseed/", 404)):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            fetch(f"{live.endpoint}{path}")
+        assert e.value.code == code, path
+    put = urllib.request.Request(url, data=b"x", method="PUT")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(put, timeout=10)
+    assert e.value.code == 405
+    past_end = urllib.request.Request(url, headers={"Range": "bytes=200000-"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(past_end, timeout=10)
+    assert e.value.code == 416
+    part = urllib.request.Request(url, headers={"Range": "bytes=10-19"})
+    with urllib.request.urlopen(part, timeout=10) as r:
+        assert r.status == 206 and r.read() == data[10:20]
