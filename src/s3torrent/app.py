@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from s3torrent.admin import admin_handler, seeder_stats_handler
+from s3torrent.anonymous_reads import AnonymousReads
 from s3torrent.config import Settings, StartupError, split_host_port
 from s3torrent.events import EventBus
 from s3torrent.extras import check_extras
@@ -54,6 +55,7 @@ from s3torrent.tracker.http import tracker_handler
 from s3torrent.tracker.http_lean import LeanHttpLimits, LeanHttpTracker
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TrackerRegistry
 from s3torrent.tracker.udp import start_udp_tracker
+from s3torrent.webseed import WEB_SEED_PREFIX, WebSeed
 
 if TYPE_CHECKING:
     from s3torrent.events_redis import RedisEventRelay
@@ -299,6 +301,8 @@ class Node:
         # Before any listener or file: raises the open file limit, caps connections below it.
         self.gate = ConnectionGate.from_settings(settings.limits)
         self.svc = build_services(settings)
+        self.anonymous_reads = AnonymousReads()
+        self.svc.public.on_revoked(lambda info: self.anonymous_reads.revoked(info.version_id))
         self.context = S3Context(
             settings=settings,
             meta=self.svc.meta,
@@ -306,6 +310,7 @@ class Node:
             users=self.svc.users,
             torrents=self.svc.torrents,
             hash_jobs=self.svc.hash_jobs,
+            anonymous_reads=self.anonymous_reads,
         )
         self.s3 = S3Application(self.context, handlers())
         self.s3.add_route("/_health", health_handler(self.context, lambda: self._ready))
@@ -343,6 +348,14 @@ class Node:
             if self.metrics is not None:
                 seeder = self.seeder
                 self.metrics.peer_connections = lambda: len(seeder.links)
+        self.web_seed = WebSeed(
+            self.svc.public,
+            self.svc.store,
+            self.anonymous_reads,
+            seeder=self.seeder,
+            meter=self.svc.meter if settings.metering.enabled else None,
+        )
+        self.s3.add_route(WEB_SEED_PREFIX, self.web_seed.handle)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._udp: list[asyncio.DatagramTransport] = []
@@ -507,6 +520,7 @@ class Node:
                 await self.svc.meter.close()
         await self.svc.hash_jobs.close()
         await self.svc.public.close()
+        await self.anonymous_reads.close()
         if self.svc.relay is not None:
             await self.svc.relay.close()
         with logged_failure(log, "closing the tracker registry"):

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 Revoked = Callable[[TorrentInfo], None]
 Published = Callable[[TorrentInfo], None]
+Announced = Callable[[TorrentInfo, AnnounceRequest], None]
 _MAX_CONSIDER_ATTEMPTS = 3
 _EPOCH_SLOTS = 4096
 _UNPUBLISHABLE_MAX = 65536
@@ -107,6 +108,7 @@ class PublicTorrents:
         self.by_version: dict[str, TorrentInfo] = {}
         self._revoked_listeners: list[Revoked] = []
         self._published_listeners: list[Published] = []
+        self._announce_listeners: list[Announced] = []
         self._tasks: set[asyncio.Task[object]] = set()
         # Change counters bumped by every event that may revoke, in a fixed number of slots
         # per bucket and per key (a collision only costs a re-check). A publication decided
@@ -151,6 +153,18 @@ class PublicTorrents:
     def on_published(self, listener: Published) -> None:
         """The seeder subscribes here to index swarm ids (MSE names torrents by a hash)."""
         self._published_listeners.append(listener)
+
+    def on_announce(self, listener: Announced) -> None:
+        """The seeder subscribes here to learn which peers are in a swarm, and which seed."""
+        self._announce_listeners.append(listener)
+
+    def announced(self, info: TorrentInfo, req: AnnounceRequest) -> None:
+        """An admitted announce of a published torrent (listeners must not block)."""
+        for listener in self._announce_listeners:
+            try:
+                listener(info, req)
+            except Exception:
+                log.exception("announce listener failed")
 
     def get(self, swarm_id: bytes) -> TorrentInfo | None:
         return self.by_swarm.get(swarm_id)
@@ -388,7 +402,10 @@ class ResolvingRegistry:
         info = await self.public.admit(req.info_hash, req.ip)
         if info is None:
             return AnnounceFailure(UNREGISTERED_TORRENT)
-        return await self.inner.announce(req, now)
+        result = await self.inner.announce(req, now)
+        if isinstance(result, AnnounceResult):
+            self.public.announced(info, req)
+        return result
 
     async def scrape(self, info_hashes: tuple[bytes, ...], now: float) -> dict[bytes, ScrapeStats]:
         for h in info_hashes:

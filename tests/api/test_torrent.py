@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, quote, quote_from_bytes, unquote
 
 import pytest
 from botocore.exceptions import ClientError
-from fastbencode import bdecode  # type: ignore[attr-defined]
+from fastbencode import bdecode, bencode  # type: ignore[attr-defined]
 
 from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, make_client, start_server
 
@@ -431,7 +431,8 @@ def test_magnet_v1(server: LiveServer, s3: Any, bucket: str) -> None:
     assert ("dn", "file.bin") in params
     assert ("xl", str(len(data))) in params
     assert ("tr", f"{server.endpoint}/announce") in params
-    assert ("ws", object_url(server.endpoint, bucket, "m/file.bin")) in params
+    ws = f"{server.endpoint}/_webseed/{v1_info_hash(torrent).hex()}/"
+    assert ("ws", ws) in params
     assert ("xs", torrent_url(server.endpoint, bucket, "m/file.bin")) in params
 
 
@@ -468,7 +469,9 @@ def test_metainfo_fields_and_determinism(server: LiveServer, s3: Any, bucket: st
     [tier] = t[b"announce-list"]
     assert tier[0] == announce_url
     assert all(u.startswith(b"udp://127.0.0.1:") for u in tier[1:]), tier
-    assert t[b"url-list"] == [object_url(server.endpoint, bucket, "a/b/c.dat").encode()]
+    # The web seed's own path (by swarm id), not the object's URL (see s3torrent.webseed).
+    swarm_id = hashlib.sha1(bencode(t[b"info"])).hexdigest()
+    assert t[b"url-list"] == [f"{server.endpoint}/_webseed/{swarm_id}/".encode()]
     info = t[b"info"]
     assert info[b"name"] == b"c.dat"
     assert info[b"x-amz-bucket"] == bucket.encode()

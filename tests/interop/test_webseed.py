@@ -160,11 +160,11 @@ def test_aria2c_v1_web_seed_download(
 def test_libtorrent_web_seed_key_with_trailing_slash(
     server: LiveServer, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
-    """A key ending in "/" must not get a web seed URL clients append the name to."""
+    """A key ending in "/": the web seed URL names the swarm, not the key, so it works."""
     data = put_public(s3, bucket, "folder/", 40_000)
     torrent = web_seed_only(fetch_torrent(server.endpoint, bucket, "folder/"))
     [url] = bdecode(torrent)[b"url-list"]
-    assert not url.endswith(b"/")
+    assert b"/_webseed/" in url and url.endswith(b"/")
     got = lt_download(torrent, tmp_path / "lt")
     assert got.name == "folder"
     assert hashlib.sha256(got.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()

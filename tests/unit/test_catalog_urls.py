@@ -45,10 +45,11 @@ def info(fmt: str, key: str, name: str) -> TorrentInfo:
     )
 
 
-def test_web_seed_names_the_object_for_v1_and_hybrid_and_its_directory_for_v2() -> None:
+def test_web_seed_is_the_swarms_own_path_in_every_format() -> None:
+    """One form for v1, hybrid and v2 whatever the key: clients append the name after the
+    slash, and the web seed finds the object by swarm id, not by that name."""
     base = "http://h:1"
-    assert web_seed_url(base, info("v1", "d/f.bin", "f.bin")) == "http://h:1/b/d/f.bin"
-    assert web_seed_url(base, info("hybrid", "d/f.bin", "f.bin")) == "http://h:1/b/d/f.bin"
-    assert web_seed_url(base, info("v2", "d/f.bin", "f.bin")) == "http://h:1/b/d/"
-    # Trailing slashes are escaped so a client appending the name cannot land elsewhere.
-    assert web_seed_url(base, info("v1", "dir/", "dir")) == "http://h:1/b/dir%2F"
+    swarm = "01" * 20
+    for fmt in ("v1", "hybrid", "v2"):
+        for key, name in (("d/f.bin", "f.bin"), ("dir/", "dir"), ("a/../b", "b")):
+            assert web_seed_url(base, info(fmt, key, name)) == f"http://h:1/_webseed/{swarm}/"

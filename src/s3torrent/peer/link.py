@@ -67,6 +67,7 @@ class PeerLink:
         self.fd = sock.fileno()
         self.ip = ip
         self.key = key
+        self.peer_id = b""  # from its handshake
         now = seeder.clock()
         self.conn = wire.SeedConnection(seeder.peer_id, now, seeder.limits)
         self.swarm: Swarm | None = None
@@ -185,6 +186,7 @@ class PeerLink:
     # ---------------------------------------------------------------- handshake
 
     def _on_handshake(self, ev: wire.HandshakeReceived, now: float) -> None:
+        self.peer_id = ev.peer_id
         info = self.seeder.public.get(ev.info_hash)
         if info is not None:
             # The one access decision, asked with this peer's address and the time.

@@ -19,6 +19,13 @@ How it keeps the origin's bytes near one copy (modes ``offload`` and ``auto``):
   ``carry_rate``: the swarm can carry itself.
 * ``auto``: while a single peer downloads it gets a large window (as fast as the link
   allows); ``fastest``: every peer gets every piece advertised and served.
+
+The web seed (BEP 19) asks the same policy piece by piece: it may send a piece nobody holds or
+was given (anything to a client alone); what it sends is held for ``web_seed_memory``.
+
+Swarm memory: a whole piece sent to a peer counts as held by it (some clients never send HAVE
+to a peer they think has the piece), and a peer that leaves the origin but stays in the swarm
+(the tracker still hears from it) keeps its pieces counted until it is forgotten.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
+
+from s3torrent.peer.index_set import IndexSet
 
 __all__ = [
     "Action",
@@ -58,6 +67,11 @@ class PolicySettings:
     # many stall timeouts stops blocking other peers from getting the piece.
     stale_assignments: float = 3.0
     suggestions: int = 4
+    # Seconds a piece the web seed sent stays taken when no peer reports having it (a web
+    # seed client may never talk to the origin's peer port).
+    web_seed_memory: float = 60.0
+    # A web seed client counts as downloading for this long after its last request.
+    web_seed_client_window: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,46 +101,6 @@ class SuggestPiece:
 Action: TypeAlias = UnchokePeer | ChokePeer | RevealPiece | SuggestPiece
 
 
-class _IndexSet:
-    """A set of ints with O(1) add, discard and uniform random choice."""
-
-    __slots__ = ("_items", "_pos")
-
-    def __init__(self, items: Iterable[int] = ()) -> None:
-        self._items: list[int] = []
-        self._pos: dict[int, int] = {}
-        for i in items:
-            self.add(i)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, item: int) -> bool:
-        return item in self._pos
-
-    def add(self, item: int) -> None:
-        if item not in self._pos:
-            self._pos[item] = len(self._items)
-            self._items.append(item)
-
-    def discard(self, item: int) -> None:
-        pos = self._pos.pop(item, None)
-        if pos is None:
-            return
-        last = self._items.pop()
-        if pos < len(self._items):
-            self._items[pos] = last
-            self._pos[last] = pos
-
-    def sample(self, rng: random.Random, limit: int) -> list[int]:
-        """Up to `limit` distinct random items (the whole set if it is small)."""
-        if len(self._items) <= limit:
-            items = list(self._items)
-            rng.shuffle(items)
-            return items
-        return rng.sample(self._items, limit)
-
-
 @dataclass(slots=True)
 class _Peer:
     key: PeerKey
@@ -145,6 +119,10 @@ class _Peer:
     last_progress: float = 0.0
     bytes_from_us: int = 0
     suggested: bool = False
+    # Bytes of each piece sent to this peer, until the whole piece went out.
+    delivered: dict[int, int] = field(default_factory=dict)
+    # When it last got a piece from the swarm (not from us).
+    swarm_progress: float = 0.0
 
     def complete(self, piece_count: int) -> bool:
         return self.has_count >= piece_count
@@ -169,10 +147,16 @@ class SwarmPolicy:
         self.settings = settings or PolicySettings()
         self.rng = rng or random.Random()
         self.peers: dict[PeerKey, _Peer] = {}
+        # Peers gone from the origin but still in the swarm: their pieces still count.
+        self.departed: dict[PeerKey, _Peer] = {}
+        # Pieces the web seed sent that no peer has reported yet: index -> when.
+        self.web_held: dict[int, float] = {}
+        self._web_clients: dict[object, float] = {}
+        self.web_seed_bytes = 0
         self.availability = [0] * piece_count  # connected peers holding each piece
         self.assigned_count = [0] * piece_count  # live assignments of each piece
         self.origin_copies = [0] * piece_count  # pieces' bytes sent by us / piece length
-        self._fresh = _IndexSet(range(piece_count))  # nobody holds it, nobody assigned it
+        self._fresh = IndexSet(range(piece_count))  # nobody holds it, nobody assigned it
         self._missing = piece_count  # pieces no connected peer holds
         self._next_round = now
         self._bucket = float(self._burst())
@@ -206,30 +190,63 @@ class SwarmPolicy:
         if key in self.peers:
             raise ValueError(f"peer {key} joined twice")
         self.peers[key] = _Peer(
-            key, now, super_seed, bytearray(self.piece_count), last_progress=now
+            key, now, super_seed, bytearray(self.piece_count), last_progress=now, swarm_progress=now
         )
 
-    def peer_left(self, key: PeerKey, now: float) -> None:
+    def peer_left(self, key: PeerKey, now: float, *, remember: bool = False) -> None:
+        """A peer's connection closed; `remember`: it stays in the swarm, so do its pieces."""
         peer = self.peers.pop(key, None)
         if peer is None:
             return
         for index in list(peer.assigned):
             self._unassign(peer, index)
+        peer.unspread.clear()
+        if remember:
+            self.departed[key] = peer
+            return
+        self._drop_pieces(peer)
+
+    def forget(self, key: PeerKey) -> None:
+        """A departed peer left the swarm too: its pieces no longer count."""
+        peer = self.departed.pop(key, None)
+        if peer is not None:
+            self._drop_pieces(peer)
+
+    def remote_seed(self, key: PeerKey, now: float) -> None:
+        """A peer we are not connected to holds every piece (it announced itself a seed)."""
+        if key in self.peers:
+            return
+        peer = self.departed.get(key)
+        if peer is None:
+            peer = _Peer(key, now, False, bytearray(self.piece_count), last_progress=now)
+            self.departed[key] = peer
+        for index in range(self.piece_count):
+            if not peer.has[index]:
+                peer.has[index] = 1
+                peer.has_count += 1
+                self._gain(index)
+                self._release_web_hold(index)
+
+    def _drop_pieces(self, peer: _Peer) -> None:
         if peer.has_count:
             for index in range(self.piece_count):
                 if peer.has[index]:
                     self._lose(index)
 
-    def peer_has(self, key: PeerKey, index: int, now: float) -> None:
+    def peer_has(self, key: PeerKey, index: int, now: float, *, from_us: bool = False) -> None:
         peer = self.peers.get(key)
         if peer is None or not 0 <= index < self.piece_count or peer.has[index]:
             return
         peer.has[index] = 1
         peer.has_count += 1
         peer.last_progress = now
+        peer.delivered.pop(index, None)
         first = self.availability[index] == 0
         self._gain(index)
+        self._release_web_hold(index)
         firsthand = index in peer.assigned
+        if not firsthand and not from_us:
+            peer.swarm_progress = now
         if firsthand:
             self._unassign(peer, index)
         if first and firsthand:
@@ -261,8 +278,14 @@ class SwarmPolicy:
         if peer is not None:
             peer.interested = interested
 
-    def piece_sent(self, key: PeerKey, index: int, nbytes: int, now: float) -> None:
-        """Bytes of one block went to a peer (after upload_delay allowed them)."""
+    def piece_sent(
+        self, key: PeerKey, index: int, nbytes: int, now: float, piece_size: int = 0
+    ) -> None:
+        """Bytes of one block went to a peer (after upload_delay allowed them).
+
+        Once `piece_size` bytes of a piece went to a peer it holds the piece, whether or not
+        it tells us: clients need not send HAVE to a peer that (as far as they know) has it.
+        """
         self.bytes_sent += nbytes
         if 0 <= index < self.piece_count:
             self.origin_copies[index] += nbytes
@@ -270,6 +293,65 @@ class SwarmPolicy:
         if peer is not None:
             peer.bytes_from_us += nbytes
             peer.last_progress = now
+            if piece_size > 0 and 0 <= index < self.piece_count and not peer.has[index]:
+                got = peer.delivered.get(index, 0) + nbytes
+                if got >= piece_size:
+                    self.peer_has(key, index, now, from_us=True)
+                else:
+                    peer.delivered[index] = got
+
+    # ------------------------------------------------------------------ web seed
+
+    def web_seed_request(self, client: object, now: float) -> None:
+        """A web seed client (one HTTP connection) asked for bytes."""
+        self._web_clients[client] = now
+
+    def web_seed_alone(self, now: float) -> bool:
+        """Whether one client downloads alone (mode auto), so the web seed sends it anything."""
+        if self.mode == "fastest":
+            return True
+        if self.mode != "auto":
+            return False
+        window = self.settings.web_seed_client_window
+        web = sum(1 for t in self._web_clients.values() if now - t < window)
+        # A client usually uses both channels: count the busier one, not their sum.
+        return max(self.downloaders(), web) <= 1
+
+    def web_seed_allows(self, index: int, now: float, *, continuing: bool = False) -> bool:
+        """May the web seed send this piece now? `continuing`: the rest of a piece it began."""
+        if not 0 <= index < self.piece_count:
+            return False
+        if self.web_seed_alone(now):
+            return True
+        if continuing and index in self.web_held:
+            return True
+        return self.availability[index] == 0 and self.assigned_count[index] == 0
+
+    def web_seed_sent(self, index: int, nbytes: int, now: float) -> None:
+        """The web seed sent bytes of this piece: it is taken until a peer reports it."""
+        self.web_seed_bytes += nbytes
+        if not 0 <= index < self.piece_count:
+            return
+        self.origin_copies[index] += nbytes
+        if index not in self.web_held and self.availability[index] == 0:
+            self.web_held[index] = now
+            self.assigned_count[index] += 1
+            self._fresh.discard(index)
+
+    def _release_web_hold(self, index: int) -> None:
+        if self.web_held.pop(index, None) is not None:
+            self.assigned_count[index] -= 1
+            self._refresh(index)
+
+    def idle(self, now: float) -> bool:
+        """Nothing to remember: no peers, no departed peers, no web seed holds or clients."""
+        window = self.settings.web_seed_client_window
+        return (
+            not self.peers
+            and not self.departed
+            and not self.web_held
+            and all(now - t >= window for t in self._web_clients.values())
+        )
 
     # ------------------------------------------------------------------ rate cap
 
@@ -398,7 +480,13 @@ class SwarmPolicy:
                     break
                 if not peer.has[index] and index not in peer.revealed:
                     batch.append(index)
-        if len(batch) < room and now - peer.last_progress >= self.settings.stall_timeout:
+        # Stalled: nothing from anyone for a while, or its pieces from us are all in and the
+        # swarm gave it nothing meanwhile (the peers we count on may not serve it).
+        stall = self.settings.stall_timeout
+        stalled = now - peer.last_progress >= stall or (
+            not peer.assigned and now - peer.swarm_progress >= stall
+        )
+        if len(batch) < room and stalled:
             rescue = self._rarest_lacking(peer, room - len(batch), exclude=batch)
             if rescue:
                 peer.last_progress = now
@@ -451,6 +539,14 @@ class SwarmPolicy:
         self._refresh(index)
 
     def _expire_assignments(self, now: float) -> None:
+        memory = self.settings.web_seed_memory
+        for index, since in list(self.web_held.items()):
+            if now - since >= memory:
+                self._release_web_hold(index)
+        window = self.settings.web_seed_client_window
+        for client, seen in list(self._web_clients.items()):
+            if now - seen >= window:
+                del self._web_clients[client]
         limit = self.settings.stall_timeout * self.settings.stale_assignments
         for peer in self.peers.values():
             if not peer.assigned or now - peer.last_progress < limit:

@@ -32,6 +32,7 @@ from s3torrent.peer.swarm import Swarm, TorrentStats
 from s3torrent.publication import PublicTorrents
 from s3torrent.store.objects import ObjectStore
 from s3torrent.torrent.catalog import TorrentInfo
+from s3torrent.tracker.protocol import AnnounceRequest
 
 __all__ = ["PieceSent", "Seeder", "SeederStats", "advertised_address", "wire_limits"]
 
@@ -130,6 +131,7 @@ class Seeder:
         public.on_published(self._index_swarm_ids)
         for info in list(public.by_version.values()):
             self._index_swarm_ids(info)
+        public.on_announce(self.on_announce)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -225,6 +227,23 @@ class Seeder:
         self.swarms[info.version_id] = swarm
         return swarm
 
+    def swarm_of(self, info: TorrentInfo) -> Swarm | None:
+        """The torrent's swarm (made now if need be) for the web seed's per-piece decisions;
+        None while it is revoked."""
+        swarm = self.swarms.get(info.version_id)
+        if swarm is not None and swarm.suspended:
+            return None
+        return self._swarm_for(info, self.clock()) if self._loop is not None else None
+
+    def on_announce(self, info: TorrentInfo, req: AnnounceRequest) -> None:
+        """The tracker admitted an announce: who is in the swarm, and who seeds."""
+        if self._loop is None:
+            return
+        swarm = self.swarm_of(info)
+        if swarm is not None:
+            stopped = req.event == "stopped"
+            swarm.announced_by(req.peer_id, req.left, stopped, self.clock())
+
     def _drop_swarm(self, swarm: Swarm) -> None:
         if self.swarms.get(swarm.info.version_id) is swarm:
             del self.swarms[swarm.info.version_id]
@@ -303,6 +322,8 @@ class Seeder:
             try:
                 for swarm in list(self.swarms.values()):
                     swarm.decide()
+                    if swarm.idle(now):
+                        self._drop_swarm(swarm)
                 if now - last_timeouts >= 1.0:
                     last_timeouts = now
                     for link in list(self.links.values()):

@@ -1,4 +1,9 @@
-"""One published torrent at the origin seeder: its connections, offload policy and blob."""
+"""One published torrent at the origin seeder: its connections, offload policy and blob.
+
+The swarm also remembers peers the tracker still hears from after they left the origin
+(their pieces keep counting, see policy.py), so it outlives its last connection until the
+policy has nothing left to remember.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +45,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# A peer the tracker has not heard from for this long has left the swarm (the tracker
+# forgets peers after two announce intervals; clients re-announce well within one).
+REMOTE_PEER_TTL = 2 * 1800.0
+
 
 def torrent_view(info: TorrentInfo) -> wire.TorrentView:
     """What the wire needs to serve one published torrent."""
@@ -79,6 +88,10 @@ class TorrentStats:
     blocks_sent: int = 0
     connections: int = 0
     peers_seen: int = 0
+    web_seed_bytes: int = 0
+    web_seed_requests: int = 0
+    web_seed_refused: int = 0
+    remembered: int = 0  # peers gone from the origin whose pieces still count
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,6 +102,10 @@ class TorrentStats:
             "blocks_sent": self.blocks_sent,
             "connections": self.connections,
             "peers_seen": self.peers_seen,
+            "web_seed_bytes": self.web_seed_bytes,
+            "web_seed_requests": self.web_seed_requests,
+            "web_seed_refused": self.web_seed_refused,
+            "remembered": self.remembered,
         }
 
 
@@ -144,6 +161,13 @@ class Swarm:
         self.suspended = False
         self.closed = False
         self._decide_scheduled = False
+        # Peer ids the tracker heard from (not stopped): when, and whether as a seed.
+        self.announced: dict[bytes, tuple[float, bool]] = {}
+        # Peers that left the origin (or never came) whose pieces still count: peer id ->
+        # the policy's key for them (negative keys for peers we never connected to).
+        self.remembered: dict[bytes, int] = {}
+        self._next_remote_key = -1
+        self._next_expiry = now
         hexid = (info.info_hash.v1 or info.info_hash.v2 or b"").hex()
         stats = seeder.stats.torrents.get(hexid)
         if stats is None or stats.version_id != info.version_id:
@@ -155,17 +179,74 @@ class Swarm:
         self.links[link.key] = link
         self.tstats.connections = len(self.links)
         self.tstats.peers_seen += 1
+        # Back at the origin: what it holds comes again with its bitfield.
+        old = self.remembered.pop(link.peer_id, None)
+        if old is not None:
+            self.policy.forget(old)
+            self.tstats.remembered = len(self.remembered)
         self.policy.peer_joined(link.key, now, super_seed=super_seed)
 
     def remove(self, link: PeerLink, now: float) -> None:
         if self.links.pop(link.key, None) is None:
             return
         self.tstats.connections = len(self.links)
-        self.policy.peer_left(link.key, now)
-        if not self.links and not self.closed:
+        # Still in the swarm (the tracker hears from it): its pieces are still out there.
+        remember = link.peer_id in self.announced and not any(
+            other.peer_id == link.peer_id for other in self.links.values()
+        )
+        self.policy.peer_left(link.key, now, remember=remember)
+        if remember:
+            self.remembered[link.peer_id] = link.key
+            self.tstats.remembered = len(self.remembered)
+        if not self.closed and self.idle(now):
             self.seeder._drop_swarm(self)
         else:
             self.schedule_decide()
+
+    def announced_by(self, peer_id: bytes, left: int, stopped: bool, now: float) -> None:
+        """The tracker heard from a peer of this torrent (left: bytes it still lacks)."""
+        if stopped:
+            self.announced.pop(peer_id, None)
+            key = self.remembered.pop(peer_id, None)
+            if key is not None:
+                self.policy.forget(key)
+                self.tstats.remembered = len(self.remembered)
+                self.schedule_decide()
+            return
+        seed = left == 0
+        self.announced[peer_id] = (now, seed)
+        links = [link for link in self.links.values() if link.peer_id == peer_id]
+        if seed and links:
+            # It told the tracker it is done, though perhaps not us (no HAVE to a seed).
+            for link in links:
+                self.policy.peer_have_all(link.key, now)
+            self.schedule_decide()
+        elif seed:
+            key = self.remembered.get(peer_id)
+            if key is None:
+                key = self._next_remote_key
+                self._next_remote_key -= 1
+                self.remembered[peer_id] = key
+            self.policy.remote_seed(key, now)
+            self.schedule_decide()
+        self.tstats.remembered = len(self.remembered)
+
+    def expire_remembered(self, now: float) -> None:
+        """Forget peers the tracker stopped hearing from."""
+        if now < self._next_expiry:
+            return
+        self._next_expiry = now + 1.0
+        for peer_id, (seen, _seed) in list(self.announced.items()):
+            if now - seen >= REMOTE_PEER_TTL:
+                del self.announced[peer_id]
+                key = self.remembered.pop(peer_id, None)
+                if key is not None:
+                    self.policy.forget(key)
+                    self.tstats.remembered = len(self.remembered)
+
+    def idle(self, now: float) -> bool:
+        """Nothing to serve or remember: the seeder may drop it."""
+        return not self.links and not self.announced and self.policy.idle(now)
 
     def schedule_decide(self) -> None:
         if not self._decide_scheduled and not self.closed:
@@ -177,6 +258,7 @@ class Swarm:
         if self.closed or self.suspended:
             return
         now = self.seeder.clock()
+        self.expire_remembered(now)
         touched: set[PeerLink] = set()
         for action in self.policy.update(now):
             link = self.links.get(action.peer)
@@ -190,7 +272,8 @@ class Swarm:
 
     def piece_sent(self, link: PeerLink, block: OwedBlock, now: float) -> None:
         n = block.length
-        self.policy.piece_sent(link.key, block.index, n, now)
+        size = self.view.piece_size(block.index)
+        self.policy.piece_sent(link.key, block.index, n, now, size)
         self.tstats.bytes_sent += n
         self.tstats.blocks_sent += 1
         self.seeder.stats.bytes_sent += n

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from s3torrent.anonymous_reads import AnonymousReads
 from s3torrent.config import Settings
 from s3torrent.store.metastore import MetadataStore
 from s3torrent.store.objects import ObjectStore
@@ -22,6 +23,8 @@ class S3Context:
     users: UserDirectory
     torrents: TorrentCatalog
     hash_jobs: HashJobs
+    # Anonymous GETs in flight, so that a revocation can cut them (None: not tracked).
+    anonymous_reads: AnonymousReads | None = None
 
     def display_name(self, canonical_id: str) -> str:
         user = self.users.by_id(canonical_id)

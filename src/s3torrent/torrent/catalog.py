@@ -93,22 +93,16 @@ def object_url(base_url: str, bucket: str, key: str) -> str:
     return f"{base_url}/{object_path(bucket, key)}"
 
 
-def web_seed_url(base_url: str, info: TorrentInfo) -> str:
-    """The BEP 19 `url-list` entry that makes clients fetch info's object from base_url.
+# The web seed's own path (s3torrent.webseed), not the object's URL: its range GETs get the
+# seeder's per-piece offload decision while plain GETs stay plain S3.
+WEB_SEED_PATH = "/_webseed"
 
-    Single-file v1 and hybrid torrents name the object itself (WebTorrent and aria2 fetch
-    the URL as given). Only a v2-only torrent names the key's parent "directory": libtorrent
-    treats it as multi-file (a tail pad file) and appends the torrent name to the URL.
-    """
-    url = object_url(base_url, info.bucket, info.key)
-    slashes = len(info.key) - len(info.key.rstrip("/"))
-    if slashes:
-        # BEP 19 clients append the name to a URL ending in "/": escape the key's
-        # trailing slashes so the URL still names the object itself.
-        return url[: len(url) - slashes] + "%2F" * slashes
-    if info.fmt == "v2" and info.key.rsplit("/", 1)[-1] == info.name:
-        return url[: url.rfind("/") + 1]
-    return url
+
+def web_seed_url(base_url: str, info: TorrentInfo) -> str:
+    """The BEP 19 `url-list` entry for info: the web seed's path for its swarm. It ends in
+    "/", so clients append the torrent's name, which the web seed ignores: one form for v1,
+    hybrid and v2, whatever the key (no dot segments or slashes for a client to rewrite)."""
+    return f"{base_url}{WEB_SEED_PATH}/{info.swarm_ids[0].hex()}/"
 
 
 class TorrentCatalog:

@@ -16,10 +16,10 @@ empty ``pieces`` string (v1), and a file-tree entry with ``length`` 0 and no
 announce, and most clients refuse it (libtorrent: "invalid length of torrent"; lftp
 crashes): the S3 edge answers ``?torrent`` of an empty object with an error instead.
 
-Web seeds (BEP 19): single-file v1 and hybrid torrents name the object's own URL. A
-v2-only file that does not end on a piece boundary becomes multi-file in libtorrent 2.x
-(it adds a tail pad file), which then fetches ``<url>/<name>``: for v2 the catalog passes
-the key's parent "directory" ending in ``/`` (``catalog.web_seed_url``).
+Web seeds (BEP 19): every torrent names the web seed's own path, ending in ``/``
+(``catalog.web_seed_url``): clients append the torrent's name, which the web seed ignores,
+so v1, hybrid and v2 (where libtorrent 2.x adds a tail pad file and fetches
+``<url>/<name>``) all work, whatever the key.
 """
 
 from __future__ import annotations

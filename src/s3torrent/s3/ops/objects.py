@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from aiohttp import web
 
 from s3torrent.access import (
+    ANONYMOUS,
     AccessControlList,
     Owner,
     canned_acl,
@@ -18,6 +22,7 @@ from s3torrent.access import (
     grants_from_headers,
 )
 from s3torrent.access import facts as authz
+from s3torrent.anonymous_reads import cut_transport
 from s3torrent.metering.meter import BODY_SENT
 from s3torrent.s3 import tagging
 from s3torrent.s3 import xml as s3xml
@@ -386,6 +391,51 @@ async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.Str
             return await _reserve(svc, req, fresh, head)
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = count
+    with _revocable(svc, req, obj):
+        return await _send_body(svc, req, obj, resp, fobj, offset, count, head)
+
+
+@contextlib.contextmanager
+def _revocable(svc: S3Context, req: S3Request, obj: md.ObjectVersion) -> Iterator[None]:
+    """An anonymous GET in flight is cut when a revocation takes its access away."""
+    reads = svc.anonymous_reads
+    if reads is None or not req.principal.is_anonymous:
+        yield
+        return
+    token = reads.track(
+        obj.version_id,
+        lambda: cut_transport(req.http.transport),
+        lambda: _still_readable(svc, req, obj),
+    )
+    try:
+        yield
+    finally:
+        reads.done(obj.version_id, token)
+
+
+async def _still_readable(svc: S3Context, req: S3Request, obj: md.ObjectVersion) -> bool:
+    """The one decision again, on fresh rows and the current time."""
+    bucket = await svc.meta.bucket(req.bucket_name)
+    if bucket is None:
+        return False
+    current = await svc.meta.object_by_version(obj.version_id)
+    if current is None:
+        # Overwritten or deleted: S3 finishes a GET already under way.
+        return True
+    ctx = dataclasses.replace(req.access_context(), now=datetime.now(UTC))
+    return authz.may(ANONYMOUS, req.endpoint.action, bucket, req.key, current, ctx).allowed
+
+
+async def _send_body(
+    svc: S3Context,
+    req: S3Request,
+    obj: md.ObjectVersion,
+    resp: web.StreamResponse,
+    fobj: Any,
+    offset: int,
+    count: int,
+    head: bool,
+) -> web.StreamResponse:
     if fobj is None:
         # A remote blob store: stream in bounded chunks (memory per GET stays ~1 MiB).
         chunks = svc.store.blob_chunks(obj.version_id, offset, count)

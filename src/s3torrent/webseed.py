@@ -1,0 +1,273 @@
+"""The web seed (BEP 19): BitTorrent clients' range GETs, under the seeder's offload policy.
+
+A torrent's ``url-list`` names ``/_webseed/<swarm id hex>/`` on the HTTP listener, never the
+plain object URL, so ordinary GETs stay exactly as S3 serves them and this handler knows
+every request it sees is a web-seed request. Clients append the torrent's name (the URL
+ends in "/"), which is ignored: the swarm id names the version.
+
+Each request is admitted by the one decision with its own context, as an announce or a peer
+connection (``PublicTorrents.admit``), metered as a GetObject, and then asks the torrent's
+``SwarmPolicy`` piece by piece, like the seeder: it sends what the swarm lacks (everything
+to a client downloading alone). A request whose first piece the swarm already has gets 503
+with Retry-After (libtorrent then leaves the web seed alone that long; aria2 drops it and
+keeps its peers); one that reaches such a piece part-way is cut at the piece boundary. A
+revocation cuts running responses within a second (``AnonymousReads``).
+
+It lives above both edges: it needs the seeder's per-torrent policy (peer) and S3's range
+parsing (s3), and neither edge may import the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from s3torrent.anonymous_reads import AnonymousReads, cut_transport
+from s3torrent.metering.meter import CLIENT_CLOSED, OP_GET
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ranges import parse_range
+from s3torrent.store.objects import ObjectStore
+from s3torrent.torrent.catalog import WEB_SEED_PATH
+
+if TYPE_CHECKING:
+    from s3torrent.metering.meter import Meter
+    from s3torrent.peer.seeder import Seeder
+    from s3torrent.peer.swarm import Swarm
+    from s3torrent.publication import PublicTorrents
+    from s3torrent.store import rows as md
+    from s3torrent.torrent.catalog import TorrentInfo
+
+__all__ = ["WEB_SEED_PREFIX", "WebSeed"]
+
+log = logging.getLogger(__name__)
+
+WEB_SEED_PREFIX = WEB_SEED_PATH
+RETRY_AFTER = 10  # seconds a refused client should leave the web seed alone
+CHUNK = 1 << 20  # bytes decided (and sent) at a time
+
+
+class _Cut(Exception):
+    """The policy or a revocation ended the response part-way."""
+
+
+class WebSeed:
+    """The handler of ``/_webseed/...``."""
+
+    def __init__(
+        self,
+        public: PublicTorrents,
+        store: ObjectStore,
+        reads: AnonymousReads,
+        *,
+        seeder: Seeder | None = None,
+        meter: Meter | None = None,
+        retry_after: int = RETRY_AFTER,
+    ) -> None:
+        self.public = public
+        self.store = store
+        self.reads = reads
+        self.seeder = seeder
+        self.meter = meter
+        self.retry_after = retry_after
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        sent = [0]
+        status = CLIENT_CLOSED
+        info: TorrentInfo | None = None
+        try:
+            response, info = await self._respond(request, sent)
+            status = response.status
+            return response
+        except ConnectionError:
+            return web.Response(status=CLIENT_CLOSED)
+        finally:
+            if self.meter is not None and info is not None:
+                ok = status < 300 or status == CLIENT_CLOSED
+                self.meter.record(
+                    info.bucket,
+                    OP_GET,
+                    status,
+                    sent[0],
+                    0,
+                    time.perf_counter() - started,
+                    info.key if ok else None,
+                )
+
+    async def _respond(
+        self, request: web.Request, sent: list[int]
+    ) -> tuple[web.StreamResponse, TorrentInfo | None]:
+        if request.method not in ("GET", "HEAD"):
+            return web.Response(status=405, headers={"Allow": "GET, HEAD"}), None
+        swarm_id = _swarm_id(request.path)
+        if swarm_id is None:
+            return web.Response(status=404, text="no such web seed\n"), None
+        # The one decision, with this client's address and the time.
+        info = await self.public.admit(swarm_id, request.remote)
+        if info is None:
+            return web.Response(status=403, text="not a public torrent\n"), None
+        obj = await self.store.meta.object_by_version(info.version_id)
+        if obj is None or obj.size != info.hashes.length:
+            return web.Response(status=404, text="no such object\n"), info
+        try:
+            rng = parse_range(request.headers.get("Range"), obj.size)
+        except S3Error as err:
+            return web.Response(status=err.status, headers=err.headers), info
+        start, count = (rng.start, rng.length) if rng is not None else (0, obj.size)
+        headers = {
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+            "ETag": obj.etag,
+        }
+        status = 200
+        if rng is not None:
+            status = 206
+            headers["Content-Range"] = f"bytes {rng.start}-{rng.end}/{obj.size}"
+        swarm = self.seeder.swarm_of(info) if self.seeder is not None else None
+        if request.method == "HEAD":
+            head = web.StreamResponse(status=status, headers=headers)
+            head.content_length = count
+            return head, info
+        if swarm is not None and count:
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            swarm.policy.web_seed_request((request.remote, str(peer)), time.monotonic())
+            swarm.tstats.web_seed_requests += 1
+            first = start // info.hashes.piece_length
+            continuing = start % info.hashes.piece_length != 0
+            if not swarm.policy.web_seed_allows(first, time.monotonic(), continuing=continuing):
+                # The swarm has it: get it from the peers.
+                swarm.tstats.web_seed_refused += 1
+                return (
+                    web.Response(status=503, headers={"Retry-After": str(self.retry_after)}),
+                    info,
+                )
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = count
+        cut = [False]
+
+        def cut_now() -> None:
+            cut[0] = True
+            cut_transport(request.transport)
+
+        token = self.reads.track(
+            info.version_id, cut_now, lambda: self._still_public(info, request.remote)
+        )
+        try:
+            await resp.prepare(request)
+            await self._stream(request, resp, obj, info, swarm, start, count, sent, cut)
+        except _Cut:
+            # The client gets a short body; it keeps the whole pieces it received.
+            cut_transport(request.transport)
+            return resp, info
+        finally:
+            self.reads.done(info.version_id, token)
+        await resp.write_eof()
+        return resp, info
+
+    async def _stream(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        obj: md.ObjectVersion,
+        info: TorrentInfo,
+        swarm: Swarm | None,
+        start: int,
+        count: int,
+        sent: list[int],
+        cut: list[bool],
+    ) -> None:
+        piece_length = info.hashes.piece_length
+        pos, end = start, start + count
+        path = self.store.blobs.local_path(obj.version_id) if obj.inline is None else None
+        fobj = open(path, "rb") if path is not None else None  # noqa: SIM115
+        try:
+            while pos < end:
+                # A revocation cuts through AnonymousReads after its grace (an access change
+                # that keeps the object public must not cut anyone); a closed swarm at once.
+                if cut[0] or (swarm is not None and swarm.closed):
+                    raise _Cut
+                stop = self._allowed_run(swarm, piece_length, pos, end)
+                if stop == pos:
+                    raise _Cut
+                await self._send(request, resp, obj, fobj, pos, stop - pos, sent)
+                pos = stop
+        finally:
+            if fobj is not None:
+                fobj.close()
+
+    @staticmethod
+    def _allowed_run(swarm: Swarm | None, piece_length: int, pos: int, end: int) -> int:
+        """Where the next run of bytes the policy lets out (up to CHUNK) ends."""
+        if swarm is None:
+            return min(end, pos + CHUNK)
+        policy = swarm.policy
+        now = time.monotonic()
+        stop = pos
+        while stop < end and stop - pos < CHUNK:
+            index = stop // piece_length
+            if not policy.web_seed_allows(index, now, continuing=stop % piece_length != 0):
+                break
+            piece_end = min((index + 1) * piece_length, end)
+            policy.web_seed_sent(index, piece_end - stop, now)
+            swarm.tstats.web_seed_bytes += piece_end - stop
+            stop = piece_end
+        return stop
+
+    async def _send(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        obj: md.ObjectVersion,
+        fobj: object,
+        offset: int,
+        length: int,
+        sent: list[int],
+    ) -> None:
+        if obj.inline is not None:
+            await resp.write(obj.inline[offset : offset + length])
+            sent[0] += length
+            return
+        if fobj is None:
+            async for chunk in self.store.blob_chunks(obj.version_id, offset, length):
+                await resp.write(chunk)
+                sent[0] += len(chunk)
+            return
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("client went away")
+        done = 0
+        try:
+            done = await asyncio.get_running_loop().sendfile(
+                transport,
+                fobj,  # type: ignore[arg-type]
+                offset,
+                length,
+            )
+        finally:
+            sent[0] += done or max(0, fobj.tell() - offset)  # type: ignore[attr-defined]
+
+    async def _still_public(self, info: TorrentInfo, source_ip: str | None) -> bool:
+        current = self.public.get(info.swarm_ids[0])
+        return (
+            current is not None
+            and current.version_id == info.version_id
+            and self.public.admits(current, source_ip)
+        )
+
+
+def _swarm_id(path: str) -> bytes | None:
+    rest = path[len(WEB_SEED_PREFIX) :]
+    if not rest.startswith("/"):
+        return None
+    text = rest[1:].split("/", 1)[0]
+    if len(text) != 40:
+        return None
+    try:
+        return binascii.unhexlify(text)
+    except (binascii.Error, ValueError):
+        return None

@@ -1,0 +1,146 @@
+"""The offload policy's web seed decisions and swarm memory, in simulated time."""
+
+from __future__ import annotations
+
+import random
+
+from s3torrent.peer.policy import PolicySettings, RevealPiece, SwarmPolicy
+
+PIECE = 64 * 1024
+
+
+def policy(pieces: int = 16, **settings: object) -> SwarmPolicy:
+    return SwarmPolicy(
+        pieces,
+        PIECE,
+        PolicySettings(**settings),
+        rng=random.Random(7),  # type: ignore[arg-type]
+    )
+
+
+def fresh(p: SwarmPolicy) -> set[int]:
+    return {i for i in range(p.piece_count) if p.web_seed_allows(i, 0.0)}
+
+
+def test_a_whole_piece_sent_counts_as_held_without_have() -> None:
+    p = policy()
+    p.peer_joined(1, 0.0, super_seed=True)
+    p.peer_joined(2, 0.0, super_seed=True)
+    for _begin in range(0, PIECE, 16384):
+        p.piece_sent(1, 3, 16384, 0.1, piece_size=PIECE)
+    # aria2 sends no HAVE to a peer it believes has the piece: we count it anyway.
+    assert p.availability[3] == 1
+    assert p.peers[1].has[3] == 1
+
+
+def test_half_a_piece_is_not_held() -> None:
+    p = policy()
+    p.peer_joined(1, 0.0, super_seed=True)
+    p.piece_sent(1, 3, 16384, 0.1, piece_size=PIECE)
+    assert p.availability[3] == 0
+
+
+def test_a_departed_peer_that_stays_in_the_swarm_keeps_its_pieces() -> None:
+    p = policy(pieces=4)
+    p.peer_joined(1, 0.0, super_seed=True)
+    p.peer_have_all(1, 0.0)
+    p.peer_left(1, 1.0, remember=True)
+    assert p.availability == [1, 1, 1, 1]
+    p.peer_joined(2, 1.0, super_seed=True)
+    p.peer_joined(3, 1.0, super_seed=True)
+    # Nothing is fresh: the origin sends nothing first-hand again.
+    assert not fresh(p)
+    p.forget(1)
+    assert p.availability == [0, 0, 0, 0]
+    assert fresh(p) == {0, 1, 2, 3}
+
+
+def test_a_peer_that_leaves_without_being_remembered_takes_its_pieces() -> None:
+    p = policy(pieces=4)
+    p.peer_joined(1, 0.0, super_seed=True)
+    p.peer_have_all(1, 0.0)
+    p.peer_left(1, 1.0)
+    assert p.availability == [0, 0, 0, 0]
+
+
+def test_a_remote_seed_holds_every_piece() -> None:
+    p = policy(pieces=4)
+    p.remote_seed(-1, 0.0)
+    assert p.availability == [1, 1, 1, 1]
+    assert not p.downloaders()
+
+
+def test_a_lone_client_gets_anything_from_the_web_seed() -> None:
+    p = policy(pieces=4)
+    p.peer_joined(1, 0.0, super_seed=True)
+    p.peer_has(1, 2, 0.0)
+    p.web_seed_request("client", 0.0)
+    assert p.web_seed_allows(2, 0.0)  # alone: full speed, whatever the swarm holds
+
+
+def test_with_several_downloaders_the_web_seed_sends_only_what_the_swarm_lacks() -> None:
+    p = policy(pieces=4)
+    for key in (1, 2):
+        p.peer_joined(key, 0.0, super_seed=True)
+    p.peer_has(1, 2, 0.0)
+    p.web_seed_request("a", 0.0)
+    assert not p.web_seed_allows(2, 0.0)
+    assert p.web_seed_allows(0, 0.0)
+    p.web_seed_sent(0, PIECE, 0.0)
+    # Sent once: nobody else gets it from the origin, by web seed or by the seeder.
+    assert not p.web_seed_allows(0, 0.0)
+    assert p.web_seed_allows(0, 0.0, continuing=True)  # the rest of the same piece
+    reveals = [a for a in p.update(0.0) if isinstance(a, RevealPiece)]
+    assert reveals and all(a.index not in (0, 2) for a in reveals)
+
+
+def test_web_seed_clients_count_as_downloaders() -> None:
+    p = policy(pieces=4)
+    p.web_seed_request("a", 0.0)
+    assert p.web_seed_alone(0.0)
+    p.web_seed_request("b", 0.1)
+    assert not p.web_seed_alone(0.1)
+    p.update(10.0)  # both went quiet
+    assert p.web_seed_alone(10.0)
+
+
+def test_a_web_seed_hold_ends_when_a_peer_reports_the_piece_or_after_its_memory() -> None:
+    p = policy(pieces=4, web_seed_memory=30.0)
+    for key in (1, 2):
+        p.peer_joined(key, 0.0, super_seed=True)
+    p.web_seed_sent(0, PIECE, 0.0)
+    p.web_seed_sent(1, PIECE, 0.0)
+    assert p.assigned_count[0] == 1
+    p.peer_has(1, 0, 1.0)
+    assert p.assigned_count[0] == 0 and p.availability[0] == 1
+    reveals = {a.index for a in p.update(31.0) if isinstance(a, RevealPiece)}
+    # Nobody reported it: it may go out again (the seeder reveals it at once).
+    assert 1 not in p.web_held
+    assert 1 in reveals
+
+
+def test_fastest_mode_web_seed_sends_everything() -> None:
+    p = policy(pieces=4, mode="fastest")
+    for key in (1, 2):
+        p.peer_joined(key, 0.0, super_seed=False)
+    p.peer_has(1, 0, 0.0)
+    assert p.web_seed_allows(0, 0.0)
+
+
+def test_a_peer_the_remembered_seeds_do_not_serve_is_rescued_without_waiting() -> None:
+    p = policy(pieces=64, stall_timeout=3.0, peer_window=4 * PIECE)
+    p.remote_seed(-1, 0.0)  # announced as a seed, but it serves nobody
+    p.peer_joined(1, 0.0, super_seed=True)
+    p.peer_joined(2, 0.0, super_seed=True)
+    p.update(0.0)
+    got: set[int] = set()
+    now = 0.0
+    for _ in range(10):  # 5 s
+        now += 0.5
+        for a in p.update(now):
+            if isinstance(a, RevealPiece) and a.peer == 1:
+                got.add(a.index)
+        for index in list(p.peers[1].assigned):
+            p.piece_sent(1, index, PIECE, now, piece_size=PIECE)
+    # A window at every step once stalled, not one per stall timeout after each window.
+    assert len(got) >= 12, len(got)
