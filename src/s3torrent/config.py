@@ -53,7 +53,7 @@ class LimitSettings(BaseModel):
     at start to the open file limit (raised to its hard limit) minus file_reserve. At the
     cap, a newcomer from an address holding less than its share gets an idle connection
     closed for it (one that never sent a request first); others are refused."""
-    max_connections_per_ip: int = 128
+    max_connections_per_ip: int = 1024
     """Open client connections from one address (IPv6: one /64) over every listener;
     beyond, refused (HTTP listeners answer 503)."""
     file_reserve: int = 256

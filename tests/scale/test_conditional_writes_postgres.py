@@ -95,11 +95,12 @@ def test_create_only_insert_that_loses_the_race_is_a_conflict(pg_url: str) -> No
     """The window the 409 exists for: B looks (no row), A inserts and commits, B's insert
     finds A's row. B must fail with ConditionalConflict, not overwrite A."""
     from s3torrent.store import metadata as md
+    from s3torrent.store import migrations
     from s3torrent.store.conditions import WriteCondition
     from s3torrent.store.errors import ConditionalConflict
 
     engine = md.create_engine(pg_url)
-    md.create_schema(engine)
+    migrations.upgrade(engine)
     with engine.begin() as conn:
         conn.execute(
             md.buckets.insert().values(name="b", owner_id="0" * 64, created_at=0.0, region="r")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from s3torrent.store import metadata as md
+from s3torrent.store import migrations
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import ObjectMissing, PreconditionFailed
 
@@ -58,7 +59,7 @@ def _version(body: bytes) -> md.ObjectVersion:
 
 def test_queries_apply_conditions_in_the_transaction(tmp_path: Path) -> None:
     engine = md.create_engine(f"sqlite:///{tmp_path / 'meta.db'}")
-    md.create_schema(engine)
+    migrations.upgrade(engine)
     with engine.begin() as conn:
         conn.execute(
             md.buckets.insert().values(name="b", owner_id="0" * 64, created_at=0.0, region="r")
