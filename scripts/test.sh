@@ -28,7 +28,7 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 # WebTorrent for the interop matrix (tests/interop/clients.py looks here). --ignore-scripts:
 # a dependency's install script insists on pnpm, and WebRTC's native build needs a download
 # (the tests stub WebRTC out). uint8-util 2.3 broke webtorrent 2.8's hex conversion.
-node_prefix="${S3TORRENT_NODE_PREFIX:-$HOME/.cache/s3torrent-interop}"
+node_prefix="${S3TORRENT_TEST_NODE_PREFIX:-$HOME/.cache/s3torrent-interop}"
 if [ ! -f "$node_prefix/node_modules/webtorrent/package.json" ]; then
   mkdir -p "$node_prefix"
   npm install --prefix "$node_prefix" --no-audit --no-fund --ignore-scripts \

@@ -31,7 +31,7 @@ from tests.conftest import free_port
 # WebTorrent from npm (scripts/test.sh installs it here); its WebRTC dependency needs a
 # native build that cannot be fetched, so node loads a stub for it (TCP and HTTP only).
 NODE_PREFIX = Path(
-    os.environ.get("S3TORRENT_NODE_PREFIX", str(Path.home() / ".cache" / "s3torrent-interop"))
+    os.environ.get("S3TORRENT_TEST_NODE_PREFIX", str(Path.home() / ".cache" / "s3torrent-interop"))
 )
 WEBRTC_STUB = (
     "export class RTCPeerConnection{};export class RTCSessionDescription{};"

@@ -32,8 +32,8 @@ from fastbencode import bdecode, bencode  # type: ignore[attr-defined]
 from tests.conftest import LiveServer, make_client, start_server
 from tests.interop.clients import DRIVERS, ClientFailed, Job, missing
 
-# A developer may run a few clients (S3TORRENT_MATRIX_CLIENTS=aria2,lftp); CI runs them all.
-CLIENTS = tuple(os.environ.get("S3TORRENT_MATRIX_CLIENTS", ",".join(DRIVERS)).split(","))
+# A developer may run a few clients (S3TORRENT_TEST_MATRIX_CLIENTS=aria2,lftp); CI runs them all.
+CLIENTS = tuple(os.environ.get("S3TORRENT_TEST_MATRIX_CLIENTS", ",".join(DRIVERS)).split(","))
 FORMATS = ("v1", "hybrid", "v2")
 MODES = ("torrent", "peers", "webseed", "magnet")
 # Several pieces (16 KiB), and a last piece that is not full.
@@ -225,7 +225,7 @@ def test_matrix_table_is_written(
     matrix: dict[tuple[str, str, str], Outcome | str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     table = matrix_table(matrix)
-    out = Path(os.environ.get("S3TORRENT_MATRIX_OUT", tmp_path_factory.getbasetemp() / "m.md"))
+    out = Path(os.environ.get("S3TORRENT_TEST_MATRIX_OUT", tmp_path_factory.getbasetemp() / "m.md"))
     out.write_text(table + "\n")
     print("\n" + table)
     assert "UNEXPECTED" not in table, table
