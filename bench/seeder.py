@@ -183,21 +183,28 @@ def publish(endpoint: str, peer_port: int, path: Path, key: str) -> Published:
     )
 
 
-def origin_bytes(pub: Published) -> int:
+def seeder_stats(stats_url: str) -> dict[str, Any]:
+    """/_seeder/stats, signed as root (the seeder's state names every torrent it seeded)."""
     import json
 
     from botocore.auth import S3SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    # Root only: the seeder's state names every torrent it ever seeded.
-    signed = AWSRequest(method="GET", url=pub.stats_url)
+    signed = AWSRequest(method="GET", url=stats_url)
     S3SigV4Auth(Credentials(*ROOT_KEYS), "s3", "us-east-1").add_auth(signed)
-    req = urllib.request.Request(pub.stats_url, headers=dict(signed.headers.items()))
+    req = urllib.request.Request(stats_url, headers=dict(signed.headers.items()))
     with urllib.request.urlopen(req, timeout=10) as r:
-        stats = json.loads(r.read())
-    entry = stats["torrents"].get(pub.info_hash)
-    return int(entry["bytes_sent"]) if entry else 0
+        stats: dict[str, Any] = json.loads(r.read())
+    return stats
+
+
+def origin_bytes(pub: Published, *, web_seed: bool = False) -> int:
+    """What the origin sent for the torrent: its seeder, plus its web seed if asked."""
+    entry = seeder_stats(pub.stats_url)["torrents"].get(pub.info_hash)
+    if not entry:
+        return 0
+    return int(entry["bytes_sent"]) + (int(entry.get("web_seed_bytes", 0)) if web_seed else 0)
 
 
 @contextlib.contextmanager
@@ -260,24 +267,34 @@ def run_leechers(
             for j, port in enumerate(ports):
                 if j != i:
                     h.connect_peer(("127.0.0.1", port))
-        done: dict[int, float] = {}
-        deadline = start + timeout
-        while len(done) < n:
-            now = time.monotonic()
-            if now > deadline:
-                raise TimeoutError(
-                    f"{n - len(done)} of {n} leechers unfinished after {timeout:.0f} s"
-                )
-            for i, h in enumerate(handles):
-                if i not in done and h.status().is_seeding:
-                    done[i] = now - start
-            time.sleep(0.02)
-        return SwarmRun([done[i] for i in range(n)], origin_sent() - before)
+        times = wait_for_leechers(handles, start, timeout)
+        return SwarmRun(times, origin_sent() - before)
     finally:
-        for ses, h in zip(sessions, handles, strict=False):
-            with contextlib.suppress(Exception):
-                ses.remove_torrent(h, lib.session.delete_files)
+        drop_leechers(sessions, handles)
         del sessions
+
+
+def wait_for_leechers(handles: list[Any], start: float, timeout: float) -> list[float]:
+    """Seconds from `start` until each leecher seeds; TimeoutError past `timeout`."""
+    n = len(handles)
+    done: dict[int, float] = {}
+    deadline = start + timeout
+    while len(done) < n:
+        now = time.monotonic()
+        if now > deadline:
+            raise TimeoutError(f"{n - len(done)} of {n} leechers unfinished after {timeout:.0f} s")
+        for i, h in enumerate(handles):
+            if i not in done and h.status().is_seeding:
+                done[i] = now - start
+        time.sleep(0.02)
+    return [done[i] for i in range(n)]
+
+
+def drop_leechers(sessions: list[Any], handles: list[Any]) -> None:
+    lib = lt()
+    for ses, h in zip(sessions, handles, strict=False):
+        with contextlib.suppress(Exception):
+            ses.remove_torrent(h, lib.session.delete_files)
 
 
 def run(ctx: Context) -> list[Row]:

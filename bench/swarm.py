@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import statistics
 import time
 import urllib.request
@@ -14,14 +13,16 @@ from bench.harness import Context, Row, Samples, Target, Unavailable, compare
 from bench.s3_large import make_file
 from bench.seeder import (
     BUCKET,
-    Published,
     SwarmRun,
+    drop_leechers,
     libtorrent_seed,
     lt,
     lt_session,
+    origin_bytes,
     publish,
     run_leechers,
     s3torrent_seeder,
+    wait_for_leechers,
 )
 
 TITLE = "Origin seeder: swarm offload"
@@ -46,28 +47,6 @@ MB = 1_000_000
 ROOT = ("benchroot", "benchroot-secret-key-0123456789")
 
 
-def seeder_stats(stats_url: str) -> dict[str, Any]:
-    """/_seeder/stats, signed as root (it names private objects too)."""
-    from botocore.auth import S3SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
-    req = AWSRequest(method="GET", url=stats_url)
-    S3SigV4Auth(Credentials(*ROOT), "s3", "us-east-1").add_auth(req)
-    signed = urllib.request.Request(stats_url, headers=dict(req.headers.items()))
-    with urllib.request.urlopen(signed, timeout=10) as r:
-        stats: dict[str, Any] = json.loads(r.read())
-    return stats
-
-
-def origin_bytes(pub: Published, *, web_seed: bool = False) -> int:
-    """What the origin sent for the torrent: its seeder, plus its web seed if asked."""
-    entry = seeder_stats(pub.stats_url)["torrents"].get(pub.info_hash)
-    if not entry:
-        return 0
-    return int(entry["bytes_sent"]) + (int(entry.get("web_seed_bytes", 0)) if web_seed else 0)
-
-
 def served_torrent(endpoint: str, key: str) -> bytes:
     with urllib.request.urlopen(f"{endpoint}/{BUCKET}/{key}?torrent", timeout=60) as r:
         body: bytes = r.read()
@@ -90,23 +69,10 @@ def run_served_leechers(
             save.mkdir(parents=True, exist_ok=True)
             atp.save_path = str(save)
             handles.append(ses.add_torrent(atp))
-        start = time.monotonic()
-        done: dict[int, float] = {}
-        while len(done) < n:
-            now = time.monotonic()
-            if now > start + timeout:
-                raise TimeoutError(
-                    f"{n - len(done)} of {n} leechers unfinished after {timeout:.0f} s"
-                )
-            for i, h in enumerate(handles):
-                if i not in done and h.status().is_seeding:
-                    done[i] = now - start
-            time.sleep(0.02)
-        return SwarmRun([done[i] for i in range(n)], origin_sent() - before)
+        times = wait_for_leechers(handles, time.monotonic(), timeout)
+        return SwarmRun(times, origin_sent() - before)
     finally:
-        for ses, h in zip(sessions, handles, strict=False):
-            with contextlib.suppress(Exception):
-                ses.remove_torrent(h, lib.session.delete_files)
+        drop_leechers(sessions, handles)
         # Their `stopped` announces: the origin forgets them before the next run.
         time.sleep(1.0)
         del sessions
