@@ -85,13 +85,21 @@ def _assert_all_readable(client: Any, stored: dict[str, str]) -> None:
 
 
 def _fill_to_the_last_block(path: Path) -> None:
-    with open(path, "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError:
-            pass
+    # Unbuffered: a buffered file would try to flush what the full disk refused again at
+    # close, and raise there.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        block = b"\0" * 65536
+        while True:
+            try:
+                if os.write(fd, block) == 0:
+                    return
+            except OSError:
+                if len(block) == 1:
+                    return
+                block = block[: len(block) // 2]  # fill the last partial blocks too
+    finally:
+        os.close(fd)
 
 
 def test_full_disk_refuses_writes_keeps_deletes_and_restarts(small_disk: Path) -> None:
