@@ -239,6 +239,7 @@ def build_services(settings: Settings) -> Services:
 def handlers() -> dict[Endpoint, Handler]:
     from s3torrent.s3.ops import (
         acl,
+        attributes,
         buckets,
         copy,
         listing,
@@ -290,6 +291,7 @@ def handlers() -> dict[Endpoint, Handler]:
         Endpoint.GetBucketTagging: tagging.get_bucket_tagging,
         Endpoint.PutBucketTagging: tagging.put_bucket_tagging,
         Endpoint.DeleteBucketTagging: tagging.delete_bucket_tagging,
+        Endpoint.GetObjectAttributes: attributes.get_object_attributes,
     }
 
 

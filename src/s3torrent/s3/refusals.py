@@ -49,6 +49,7 @@ _VERSIONED_READS = frozenset(
         E.GetObjectAcl,
         E.PutObjectAcl,
         E.GetObjectTorrent,
+        E.GetObjectAttributes,
     }
 )
 _NO_WRITE_CONDITIONS = frozenset(

@@ -61,6 +61,7 @@ class Endpoint(Enum):
     GetObjectTagging = ("GetObjectTagging", "s3:GetObjectTagging", "object")
     PutObjectTagging = ("PutObjectTagging", "s3:PutObjectTagging", "object")
     DeleteObjectTagging = ("DeleteObjectTagging", "s3:DeleteObjectTagging", "object")
+    GetObjectAttributes = ("GetObjectAttributes", "s3:GetObjectAttributes", "object")
 
     def __init__(self, op: str, action: str, scope: str) -> None:
         self.op = op
@@ -83,7 +84,7 @@ _BUCKET_SUBRESOURCES = {
     "lifecycle", "logging", "metrics", "notification", "object-lock", "ownershipControls",
     "replication", "requestPayment", "website", "session",
 }  # fmt: skip
-_OBJECT_SUBRESOURCES = {"retention", "legal-hold", "restore", "select", "attributes"}
+_OBJECT_SUBRESOURCES = {"retention", "legal-hold", "restore", "select"}
 
 
 def parse_target(raw_path: str, host: str | None, domain: str | None) -> Target:
@@ -184,6 +185,10 @@ def _route_object(m: str, q: Mapping[str, str], h: Mapping[str, str]) -> Endpoin
         raise S3Error("MethodNotAllowed")
     if "torrent" in q and m in ("GET", "HEAD"):
         return Endpoint.GetObjectTorrent
+    if "attributes" in q:
+        if m == "GET":
+            return Endpoint.GetObjectAttributes
+        raise S3Error("MethodNotAllowed")
     if "tagging" in q:
         tagging = {
             "GET": Endpoint.GetObjectTagging,

@@ -49,6 +49,7 @@ _READS_EXISTING_OBJECT = {
     Endpoint.GetObjectTagging,
     Endpoint.PutObjectTagging,
     Endpoint.DeleteObjectTagging,
+    Endpoint.GetObjectAttributes,
 }
 
 
