@@ -245,6 +245,7 @@ def handlers() -> dict[Endpoint, Handler]:
         listing,
         multipart,
         objects,
+        ownership,
         policy,
         tagging,
         torrent,
@@ -292,6 +293,9 @@ def handlers() -> dict[Endpoint, Handler]:
         Endpoint.PutBucketTagging: tagging.put_bucket_tagging,
         Endpoint.DeleteBucketTagging: tagging.delete_bucket_tagging,
         Endpoint.GetObjectAttributes: attributes.get_object_attributes,
+        Endpoint.GetBucketOwnershipControls: ownership.get_bucket_ownership_controls,
+        Endpoint.PutBucketOwnershipControls: ownership.put_bucket_ownership_controls,
+        Endpoint.DeleteBucketOwnershipControls: ownership.delete_bucket_ownership_controls,
     }
 
 

@@ -66,6 +66,9 @@ class Fixture:
             Endpoint.GetObjectAcl: Call("GET", f"/{b}/obj", "acl="),
             Endpoint.PutObjectAcl: Call("PUT", f"/{b}/obj", "acl=", {"x-amz-acl": "private"}),
             Endpoint.GetObjectTorrent: Call("GET", f"/{b}/obj", "torrent="),
+            Endpoint.GetObjectAttributes: Call(
+                "GET", f"/{b}/obj", "attributes=", {"x-amz-object-attributes": "ETag"}
+            ),
             Endpoint.UploadPart: Call("PUT", f"/{b}/mp", f"partNumber=1&uploadId={u}", body=b"p"),
             Endpoint.UploadPartCopy: Call(
                 "PUT", f"/{b}/mp", f"partNumber=1&uploadId={u}", headers=copy

@@ -10,9 +10,10 @@ the stored text, so the hot path does not re-parse a bucket's policy on every re
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from s3torrent.access import (
     ANONYMOUS,
@@ -34,6 +35,7 @@ from s3torrent.access import (
     parse_policy,
 )
 from s3torrent.access.conditions import parse_date
+from s3torrent.access.ownership import acls_disabled
 
 
 class StoredBucket(Protocol):
@@ -50,6 +52,8 @@ class StoredBucket(Protocol):
     def policy(self) -> str | None: ...
     @property
     def public_access_block(self) -> str | None: ...
+    @property
+    def settings(self) -> Mapping[str, Any]: ...
 
 
 class StoredObject(Protocol):
@@ -111,13 +115,19 @@ def owner_of(bucket: StoredBucket, display: str = "") -> Owner:
 
 
 def bucket_acl(bucket: StoredBucket) -> AccessControlList:
-    if bucket.acl:
+    """The bucket's ACL in force (with ACLs disabled: the owner's full control only)."""
+    if bucket.acl and not acls_disabled(bucket.settings):
         return decode_acl(bucket.acl)
     owner = owner_of(bucket)
     return canned_acl("private", owner=owner, bucket_owner=owner)
 
 
 def object_acl(bucket: StoredBucket, obj: StoredObject) -> AccessControlList:
+    """The object's ACL in force; with ACLs disabled the bucket owner owns every object and
+    the stored ACL (kept for a later switch back) grants nothing."""
+    if acls_disabled(bucket.settings):
+        owner = owner_of(bucket)
+        return canned_acl("private", owner=owner, bucket_owner=owner)
     if obj.acl:
         return decode_acl(obj.acl)
     owner = Owner(obj.owner_id, "")

@@ -10,6 +10,7 @@ from s3torrent.store.errors import StoreError
 
 # code -> (HTTP status, default message), after the AWS S3 API reference's error table.
 ERROR_TABLE: dict[str, tuple[int, str]] = {
+    "AccessControlListNotSupported": (400, "The bucket does not allow ACLs"),
     "AccessDenied": (403, "Access Denied"),
     "AccountProblem": (403, "There is a problem with your account."),
     "AuthorizationHeaderMalformed": (400, "The authorization header is malformed."),

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from s3torrent.access.ownership import BUCKET_OWNER_FULL_CONTROL, acls_disabled
 from s3torrent.access.principals import ACCOUNT_ID
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.routing import Endpoint
@@ -105,13 +107,6 @@ REFUSALS: tuple[Refusal, ...] = (
         accepted=("STANDARD", "REDUCED_REDUNDANCY"),
     ),
     Refusal(
-        "x-amz-object-ownership",
-        frozenset({E.CreateBucket}),
-        "NotImplemented",
-        "Only ObjectWriter object ownership (ACLs enabled) is implemented.",
-        accepted=("ObjectWriter",),
-    ),
-    Refusal(
         "x-amz-write-offset-bytes",
         frozenset({E.PutObject}),
         "NotImplemented",
@@ -199,6 +194,36 @@ def check_expected_owner(expected: str, bucket_owner_id: str) -> None:
     id or by the one account every user lives in; anything else is 403, as in S3."""
     if expected.strip() not in (bucket_owner_id, ACCOUNT_ID):
         raise S3Error("AccessDenied")
+
+
+_GRANT_HEADERS = (
+    "x-amz-grant-read",
+    "x-amz-grant-write",
+    "x-amz-grant-read-acp",
+    "x-amz-grant-write-acp",
+    "x-amz-grant-full-control",
+)
+# Writes may still name the one canned ACL that says "the bucket owner controls it".
+_SETS_ACL = frozenset(
+    {E.PutObject, E.CopyObject, E.CreateMultipartUpload, E.PutObjectAcl, E.PutBucketAcl}
+)
+
+
+def refuse_acls(
+    endpoint: Endpoint, headers: Mapping[str, str], bucket_settings: Mapping[str, Any] | None
+) -> None:
+    """With ACLs disabled (BucketOwnerEnforced), a request that would set an ACL is refused
+    with AccessControlListNotSupported, as in S3; reading ACLs still works."""
+    if endpoint not in _SETS_ACL or bucket_settings is None or not acls_disabled(bucket_settings):
+        return
+    canned = headers.get("x-amz-acl")
+    if (
+        any(h in headers for h in _GRANT_HEADERS)
+        or (canned is not None and canned.strip().lower() != BUCKET_OWNER_FULL_CONTROL)
+        # PutBucketAcl/PutObjectAcl without a canned ACL carry an AccessControlPolicy body.
+        or (canned is None and endpoint in (E.PutObjectAcl, E.PutBucketAcl))
+    ):
+        raise S3Error("AccessControlListNotSupported", "The bucket does not allow ACLs")
 
 
 def _requests(refusal: Refusal) -> str:

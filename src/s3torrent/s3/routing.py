@@ -44,6 +44,21 @@ class Endpoint(Enum):
     GetBucketPolicyStatus = ("GetBucketPolicyStatus", "s3:GetBucketPolicyStatus", "bucket")
     PutBucketTagging = ("PutBucketTagging", "s3:PutBucketTagging", "bucket")
     DeleteBucketTagging = ("DeleteBucketTagging", "s3:PutBucketTagging", "bucket")
+    GetBucketOwnershipControls = (
+        "GetBucketOwnershipControls",
+        "s3:GetBucketOwnershipControls",
+        "bucket",
+    )
+    PutBucketOwnershipControls = (
+        "PutBucketOwnershipControls",
+        "s3:PutBucketOwnershipControls",
+        "bucket",
+    )
+    DeleteBucketOwnershipControls = (
+        "DeleteBucketOwnershipControls",
+        "s3:PutBucketOwnershipControls",
+        "bucket",
+    )
     PutObject = ("PutObject", "s3:PutObject", "object")
     CopyObject = ("CopyObject", "s3:PutObject", "object")
     GetObject = ("GetObject", "s3:GetObject", "object")
@@ -81,7 +96,7 @@ class Target:
 # Sub-resources that select another operation when present in the query.
 _BUCKET_SUBRESOURCES = {
     "accelerate", "analytics", "cors", "encryption", "intelligent-tiering", "inventory",
-    "lifecycle", "logging", "metrics", "notification", "object-lock", "ownershipControls",
+    "lifecycle", "logging", "metrics", "notification", "object-lock",
     "replication", "requestPayment", "website", "session",
 }  # fmt: skip
 _OBJECT_SUBRESOURCES = {"retention", "legal-hold", "restore", "select"}
@@ -144,6 +159,9 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
         ("PUT", "tagging"): Endpoint.PutBucketTagging,
         ("DELETE", "tagging"): Endpoint.DeleteBucketTagging,
         ("POST", "delete"): Endpoint.DeleteObjects,
+        ("GET", "ownershipControls"): Endpoint.GetBucketOwnershipControls,
+        ("PUT", "ownershipControls"): Endpoint.PutBucketOwnershipControls,
+        ("DELETE", "ownershipControls"): Endpoint.DeleteBucketOwnershipControls,
     }
     for (method, sub), endpoint in table.items():
         if m == method and sub in q:

@@ -24,7 +24,7 @@ from s3torrent.s3.auth import authenticate
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error, s3_error_of
 from s3torrent.s3.params import NO_PARAMS, Params, parse_params
-from s3torrent.s3.refusals import refuse_unsupported
+from s3torrent.s3.refusals import refuse_acls, refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key, parse_target, route
 from s3torrent.s3.sigv4 import VerifiedAuth
 from s3torrent.s3.xml import render
@@ -359,6 +359,7 @@ class S3Application:
         # What changes S3's semantics and is not acted on is refused, before any body is read.
         owner = req.bucket.owner_id if req.bucket is not None else None
         refuse_unsupported(endpoint, request.headers, query, owner)
+        refuse_acls(endpoint, request.headers, req.bucket.settings if req.bucket else None)
         handler = self.handlers.get(endpoint)
         if handler is None:
             raise S3Error("NotImplemented", f"{endpoint.op} is not implemented.")

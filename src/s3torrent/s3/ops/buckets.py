@@ -9,10 +9,12 @@ from aiohttp import web
 
 from s3torrent.access import Owner, canned_acl, check_acl_allowed, grants_from_headers
 from s3torrent.access import facts as authz
+from s3torrent.access.ownership import SETTING as OWNERSHIP_SETTING
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ops.ownership import ownership_on_create
 from s3torrent.s3.params import BucketListParams
 from s3torrent.s3.routing import check_bucket_name
 from s3torrent.s3.server import S3Request
@@ -128,6 +130,7 @@ async def create_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
     if acl is not None:
         check_acl_allowed(acl, None)
     acl_text = authz.encode_acl(acl) if acl is not None else None
+    ownership = ownership_on_create(headers, acl)
 
     try:
         await svc.meta.create_bucket(name, p.canonical_id, region, acl_text)
@@ -143,6 +146,8 @@ async def create_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
             return web.Response(status=200, headers={"Location": f"/{name}"})
         code = "BucketAlreadyOwnedByYou" if same_acl else "BucketAlreadyExists"
         raise S3Error(code, resource=f"/{name}", extra={"BucketName": name}) from None
+    if ownership is not None:
+        await svc.meta.set_bucket_setting(name, OWNERSHIP_SETTING, ownership)
     return web.Response(status=200, headers={"Location": f"/{name}"})
 
 

@@ -24,6 +24,7 @@ from s3torrent.s3.ops.objects import (
     stored_headers,
     write_condition,
 )
+from s3torrent.s3.ops.ownership import write_owner
 from s3torrent.s3.refusals import check_expected_owner
 from s3torrent.s3.server import S3Request
 from s3torrent.store import rows as md
@@ -163,7 +164,7 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         for name in ("x-amz-storage-class", "x-amz-website-redirect-location"):
             if name in http.headers:
                 headers[name] = http.headers[name]
-    owner_id = req.principal.canonical_id or bucket.owner_id
+    owner_id = write_owner(req, http.headers)
     acl = requested_acl(http.headers, Owner(owner_id, req.principal.name or ""), bucket)
     alg_name = requested_alg or src.checksum_algorithm
     algorithm = checksums.ChecksumAlgorithm.from_header_value(alg_name) if alg_name else None

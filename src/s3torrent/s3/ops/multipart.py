@@ -37,6 +37,7 @@ from s3torrent.s3.ops.objects import (
     stored_headers,
     write_condition,
 )
+from s3torrent.s3.ops.ownership import write_owner
 from s3torrent.s3.params import MAX_PARTS, UploadListParams, UploadParams, ascii_int
 from s3torrent.s3.server import S3Request
 from s3torrent.store import rows as md
@@ -135,7 +136,7 @@ async def create_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamR
     bucket = req.bucket
     assert bucket is not None
     headers = req.http.headers
-    owner_id = req.principal.canonical_id or bucket.owner_id
+    owner_id = write_owner(req, headers)
     acl = requested_acl(headers, Owner(owner_id, req.principal.name or ""), bucket)
     alg, ctype = _requested_checksum(headers)
     up = md.Upload(

@@ -30,6 +30,7 @@ from s3torrent.s3.body import RequestBody, StoredChecksum
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error, s3_error_of
 from s3torrent.s3.ops.buckets import xml_response
+from s3torrent.s3.ops.ownership import write_owner
 from s3torrent.s3.params import ObjectReadParams
 from s3torrent.s3.ranges import ByteRange, parse_range
 from s3torrent.s3.server import S3Request
@@ -240,9 +241,7 @@ async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
             "EntityTooLarge",
             extra={"ProposedSize": str(body.length), "MaxSizeAllowed": str(limits.max_put_size)},
         )
-    owner_id = req.principal.canonical_id
-    assert owner_id is not None or req.principal.is_anonymous
-    owner = Owner(owner_id or req.bucket.owner_id, req.principal.name or "")
+    owner = Owner(write_owner(req, http.headers), req.principal.name or "")
     acl = requested_acl(http.headers, owner, req.bucket)
     headers = stored_headers(http.headers, limits.max_user_metadata)
     condition = write_condition(http.headers)
