@@ -24,7 +24,7 @@ from s3torrent.access import (
 from s3torrent.access import facts as authz
 from s3torrent.anonymous_reads import cut_transport
 from s3torrent.metering.meter import BODY_SENT
-from s3torrent.s3 import tagging
+from s3torrent.s3 import tagging, user_metadata
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody, StoredChecksum
 from s3torrent.s3.context import S3Context
@@ -62,8 +62,9 @@ def stored_headers(headers: Mapping[str, str], max_user_metadata: int) -> dict[s
     for name, value in headers.items():
         lname = name.lower()
         if lname.startswith("x-amz-meta-"):
-            meta_size += len(lname) - len("x-amz-meta-") + len(value.encode("utf-8"))
-            out[lname] = value
+            text = user_metadata.stored_value(value)
+            meta_size += len(lname) - len("x-amz-meta-") + len(text.encode("utf-8"))
+            out[lname] = text
         elif lname == "content-encoding":
             # aws-chunked describes this request's framing, not the object: S3 drops it.
             codings = [c.strip() for c in value.split(",")]
@@ -116,6 +117,8 @@ def object_headers(
             continue
         if name == "x-amz-storage-class" and value == "STANDARD":
             continue
+        if name.startswith("x-amz-meta-"):
+            value = user_metadata.response_value(value)
         h[_canonical_header(name)] = value
     if obj.parts and read_params(req).part_number is not None:
         # S3 names the part count only to a request for one part.
