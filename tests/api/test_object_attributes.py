@@ -181,3 +181,41 @@ def test_aws_cli_get_object_attributes(
     assert got["ObjectSize"] == len(body)
     assert got["Checksum"]["ChecksumCRC32"] == _crc32(body)
     assert got["StorageClass"] == "STANDARD"
+
+
+def test_wrong_part_checksum_is_bad_digest(s3: Any, bucket: str) -> None:
+    up = s3.create_multipart_upload(Bucket=bucket, Key="p", ChecksumAlgorithm="CRC32")
+    with pytest.raises(ClientError) as exc:
+        s3.upload_part(
+            Bucket=bucket,
+            Key="p",
+            UploadId=up["UploadId"],
+            PartNumber=1,
+            Body=b"part",
+            ChecksumCRC32="AAAAAA==",
+        )
+    assert _code(exc) == ("BadDigest", 400)
+    s3.abort_multipart_upload(Bucket=bucket, Key="p", UploadId=up["UploadId"])
+
+
+def test_full_object_checksum_that_does_not_match_on_complete_is_bad_digest(
+    s3: Any, bucket: str
+) -> None:
+    key = "fo"
+    up = s3.create_multipart_upload(
+        Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT"
+    )["UploadId"]
+    r = s3.upload_part(
+        Bucket=bucket, Key=key, UploadId=up, PartNumber=1, Body=b"z", ChecksumAlgorithm="CRC32"
+    )
+    part = {"PartNumber": 1, "ETag": r["ETag"], "ChecksumCRC32": r["ChecksumCRC32"]}
+    with pytest.raises(ClientError) as exc:
+        s3.complete_multipart_upload(
+            Bucket=bucket,
+            Key=key,
+            UploadId=up,
+            MultipartUpload={"Parts": [part]},
+            ChecksumCRC32="AAAAAA==",
+            ChecksumType="FULL_OBJECT",
+        )
+    assert _code(exc) == ("BadDigest", 400)
