@@ -16,6 +16,8 @@ from botocore.exceptions import ClientError
 from s3torrent.access import ACCOUNT_ID
 from tests.conftest import LiveServer
 
+_ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
+
 
 def _code(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
     err = exc.value.response
@@ -85,9 +87,19 @@ def test_bucket_owner_enforced_disables_acls(server: LiveServer, s3: Any, bucket
         with pytest.raises(ClientError) as exc:
             call()
         assert _code(exc) == ("AccessControlListNotSupported", 400)
-    # The one canned ACL S3 still takes, and no ACL at all.
+    # The one ACL S3 still takes (canned or as a body), and no ACL at all.
     s3.put_object(Bucket=bucket, Key="k", Body=b"x", ACL="bucket-owner-full-control")
     s3.put_object(Bucket=bucket, Key="k2", Body=b"x")
+    s3.put_object_acl(Bucket=bucket, Key="k", ACL="bucket-owner-full-control")
+    owner = s3.get_bucket_acl(Bucket=bucket)["Owner"]
+    full = {"Grantee": {"Type": "CanonicalUser", "ID": owner["ID"]}, "Permission": "FULL_CONTROL"}
+    s3.put_bucket_acl(Bucket=bucket, AccessControlPolicy={"Owner": owner, "Grants": [full]})
+    reader = {"Grantee": {"Type": "Group", "URI": _ALL_USERS}, "Permission": "READ"}
+    with pytest.raises(ClientError) as exc:
+        s3.put_object_acl(
+            Bucket=bucket, Key="k", AccessControlPolicy={"Owner": owner, "Grants": [reader]}
+        )
+    assert _code(exc) == ("AccessControlListNotSupported", 400)
     # Switching back restores what the ACLs said.
     s3.delete_bucket_ownership_controls(Bucket=bucket)
     with pytest.raises(ClientError) as exc:

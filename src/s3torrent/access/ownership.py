@@ -68,6 +68,17 @@ def new_object_owner(
     return writer_id
 
 
+def settable_without_acls(acl: AccessControlList, bucket_owner_id: str) -> bool:
+    """With ACLs disabled, the one ACL S3 still takes: full control to the bucket owner
+    (bucket-owner-full-control, or the same written as an AccessControlPolicy)."""
+    return all(
+        isinstance(g.grantee, CanonicalUser)
+        and g.grantee.id == bucket_owner_id
+        and g.permission is Permission.FULL_CONTROL
+        for g in acl.grants
+    )
+
+
 def only_owner_full_control(acl: AccessControlList) -> bool:
     """True when the ACL grants nothing beyond its owner's full control (S3's condition for
     turning BucketOwnerEnforced on)."""

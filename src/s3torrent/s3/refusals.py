@@ -217,12 +217,10 @@ def refuse_acls(
     if endpoint not in _SETS_ACL or bucket_settings is None or not acls_disabled(bucket_settings):
         return
     canned = headers.get("x-amz-acl")
-    if (
-        any(h in headers for h in _GRANT_HEADERS)
-        or (canned is not None and canned.strip().lower() != BUCKET_OWNER_FULL_CONTROL)
-        # PutBucketAcl/PutObjectAcl without a canned ACL carry an AccessControlPolicy body.
-        or (canned is None and endpoint in (E.PutObjectAcl, E.PutBucketAcl))
+    if any(h in headers for h in _GRANT_HEADERS) or (
+        canned is not None and canned.strip().lower() != BUCKET_OWNER_FULL_CONTROL
     ):
+        # (An AccessControlPolicy body is checked by its handler, once parsed.)
         raise S3Error("AccessControlListNotSupported", "The bucket does not allow ACLs")
 
 

@@ -20,6 +20,7 @@ from s3torrent.access import (
     grants_from_headers,
 )
 from s3torrent.access import facts as authz
+from s3torrent.access.ownership import acls_disabled, settable_without_acls
 from s3torrent.s3.body import RequestBody
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
@@ -85,6 +86,15 @@ async def _requested_acl(
     return acl_from_xml(raw, expected_owner_id=owner.id, known_user=known)
 
 
+def _check_acls_enabled(req: S3Request, bucket: md.Bucket, acl: AccessControlList) -> None:
+    """BucketOwnerEnforced: only the bucket owner's full control may still be set. (Header
+    forms were checked before the handler by refusals.refuse_acls; this is for a body.)"""
+    if "x-amz-acl" in req.http.headers or not acls_disabled(bucket.settings):
+        return
+    if not settable_without_acls(acl, bucket.owner_id):
+        raise S3Error("AccessControlListNotSupported", "The bucket does not allow ACLs")
+
+
 # ---- bucket ----
 
 
@@ -99,6 +109,7 @@ async def put_bucket_acl(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert bucket is not None
     owner = Owner(bucket.owner_id, display_name(svc, bucket.owner_id))
     acl = await _requested_acl(svc, req, owner, owner)
+    _check_acls_enabled(req, bucket, acl)
     check_acl_allowed(acl, _pab(bucket))
     text = authz.encode_acl(acl)
 
@@ -121,6 +132,7 @@ async def put_object_acl(svc: S3Context, req: S3Request) -> web.StreamResponse:
     owner = Owner(obj.owner_id, display_name(svc, obj.owner_id))
     bucket_owner = Owner(bucket.owner_id, display_name(svc, bucket.owner_id))
     acl = await _requested_acl(svc, req, owner, bucket_owner)
+    _check_acls_enabled(req, bucket, acl)
     check_acl_allowed(acl, _pab(bucket))
     text = authz.encode_acl(acl)
 
