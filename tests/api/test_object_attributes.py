@@ -74,6 +74,13 @@ def test_wrong_checksum_is_bad_digest_and_nothing_is_stored(s3: Any, bucket: str
     assert _code(exc)[1] == 404
 
 
+def test_malformed_checksum_value_is_invalid_request(s3: Any, bucket: str) -> None:
+    # A value that is not a CRC32 at all (three bytes) is S3's InvalidRequest, not BadDigest.
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="bad", Body=b"x", ChecksumCRC32="AAAA")
+    assert _code(exc) == ("InvalidRequest", 400)
+
+
 def test_get_object_attributes_of_a_single_part_object(s3: Any, bucket: str) -> None:
     body = b"attributes"
     put = s3.put_object(Bucket=bucket, Key="one", Body=body, ChecksumCRC32=_crc32(body))
