@@ -160,6 +160,21 @@ def test_get_object_attributes_is_its_own_policy_action(s3: Any, bob_s3: Any, bu
     with pytest.raises(ClientError) as exc:
         bob_s3.get_object(Bucket=bucket, Key="k")
     assert _code(exc) == ("AccessDenied", 403)
+    # Naming a version needs s3:GetObjectVersionAttributes too.
+    with pytest.raises(ClientError) as exc:
+        bob_s3.get_object_attributes(
+            Bucket=bucket, Key="k", VersionId="null", ObjectAttributes=["ObjectSize"]
+        )
+    assert _code(exc) == ("AccessDenied", 403)
+    policy["Statement"][0]["Action"] = [
+        "s3:GetObjectAttributes",
+        "s3:GetObjectVersionAttributes",
+    ]
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    got = bob_s3.get_object_attributes(
+        Bucket=bucket, Key="k", VersionId="null", ObjectAttributes=["ObjectSize"]
+    )
+    assert got["ObjectSize"] == 1
 
 
 def test_aws_cli_get_object_attributes(

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from s3torrent.access import facts as authz
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
@@ -123,9 +124,21 @@ def render_attributes(obj: md.ObjectVersion, ask: AttributesRequest) -> bytes:
     return s3xml.render("GetObjectAttributesResponse", values)
 
 
+def check_version_permission(req: S3Request) -> None:
+    """A request naming a version needs s3:GetObjectVersionAttributes as well, as in S3 (the
+    router's check was for s3:GetObjectAttributes)."""
+    if "versionId" not in req.query or req.bucket is None:
+        return
+    ctx = req.access_context()
+    action = "s3:GetObjectVersionAttributes"
+    if not authz.may(req.principal, action, req.bucket, req.key, req.obj, ctx).allowed:
+        raise S3Error("AccessDenied", resource=req.resource)
+
+
 async def get_object_attributes(svc: S3Context, req: S3Request) -> web.StreamResponse:
     obj = req.obj
     assert obj is not None
+    check_version_permission(req)
     ask = parse_attributes_request(req.http.headers)
     headers = {"Last-Modified": s3xml.http_date(obj.last_modified)}
     return xml_response(render_attributes(obj, ask), headers=headers)
