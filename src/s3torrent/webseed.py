@@ -75,6 +75,12 @@ class WebSeed:
         self.meter = meter
         self.retry_after = retry_after
 
+    def bucket_of(self, path: str) -> str | None:
+        """The bucket of the published torrent a web-seed path names (for its CORS rules)."""
+        swarm_id = _swarm_id(path)
+        info = self.public.get(swarm_id) if swarm_id is not None else None
+        return info.bucket if info is not None else None
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         sent = [0]
