@@ -362,3 +362,15 @@ def test_large_upload_streams_to_a_blob_with_its_torrent(
     got = requests.get(f"{server.endpoint}/{bucket}/big.bin?torrent", timeout=30)
     assert got.status_code == 200
     assert s3.get_object(Bucket=bucket, Key="big.bin")["Body"].read() == data
+
+
+def test_fields_that_change_semantics_are_refused_as_headers_are(s3v4: Any, bucket: str) -> None:
+    for name, value, code in (
+        ("x-amz-storage-class", "GLACIER", "InvalidStorageClass"),
+        ("X-Amz-Server-Side-Encryption", "aws:kms", "NotImplemented"),
+    ):
+        p = s3v4.generate_presigned_post(
+            bucket, "refused", Fields={name: value}, Conditions=[{name: value}]
+        )
+        r = _post(p, b"x")
+        assert _error(r)[0] == code, r.text

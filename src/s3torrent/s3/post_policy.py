@@ -46,6 +46,9 @@ class Condition:
             return False
         if self.op == "eq":
             return sent == self.value
+        if self.field == "content-type":
+            # S3: a list of types (several files' worth) must start with the prefix each.
+            return all(t.strip().startswith(self.value) for t in sent.split(","))
         return sent.startswith(self.value)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -39,6 +39,22 @@ from s3torrent.torrent.pieces import piece_length_for
 # (each with its own part headers) must exhaust it too.
 _FIELD_OVERHEAD = 64
 _MALFORMED = "The body of your POST request is not well-formed multipart/form-data."
+
+
+class _AsHeaders(Mapping[str, str]):
+    """The form's fields (names lower case) looked up as headers are: in any case."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self._fields = fields
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
 
 
 class _FormRead:
@@ -84,7 +100,7 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     if not decision.allowed:
         raise S3Error("AccessDenied", resource=req.resource)
     # The form's fields are this upload's headers: refused as a PutObject's would be.
-    refuse_unsupported(Endpoint.PutObject, fields, {}, bucket.owner_id)
+    refuse_unsupported(Endpoint.PutObject, _AsHeaders(fields), {}, bucket.owner_id)
     owner = Owner(principal.canonical_id or bucket.owner_id, principal.name or "")
     acl = requested_acl({"x-amz-acl": fields["acl"]} if "acl" in fields else {}, owner, bucket)
     headers = stored_headers(fields, limits.max_user_metadata)
@@ -117,7 +133,7 @@ async def _read_form(req: S3Request, budget: int, read_timeout: float) -> _FormR
             if not isinstance(part, BodyPartReader):
                 raise S3Error("MalformedPOSTRequest", _MALFORMED)
             name = (part.name or "").lower()
-            if name == "file" or part.filename is not None:
+            if name == "file":
                 form.file = part
                 form.filename = part.filename or ""
                 return form
