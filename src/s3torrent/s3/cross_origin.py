@@ -10,7 +10,7 @@ allowed, asked of `access.facts.may` like any read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -24,8 +24,8 @@ from s3torrent.s3.errors import S3Error
 from s3torrent.s3.routing import parse_target
 from s3torrent.store import rows as md
 
-# The bucket a web-seed path serves (None: no such public torrent on this node).
-WebSeedBucket = Callable[[str], str | None]
+# The bucket a web-seed path serves to a client at an address (None: no public torrent).
+WebSeedBucket = Callable[[str, str | None], Awaitable[str | None]]
 
 _READS = ("GET", "HEAD")
 
@@ -58,7 +58,7 @@ class CrossOrigin:
         web_seed = self._is_web_seed(raw_path)
         key: str | None = None
         if web_seed:
-            bucket_name = self._web_seed_bucket(raw_path)
+            bucket_name = await self._web_seed_bucket(raw_path, request.remote)
             resource_type = "OBJECT"
         elif raw_path.startswith("/_"):
             bucket_name, resource_type = None, "OBJECT"
@@ -116,7 +116,7 @@ class CrossOrigin:
         if extra_route is not None:
             if extra_route != self.web_seed_prefix:
                 return {}
-            name = self._web_seed_bucket(request.path)
+            name = await self._web_seed_bucket(request.path, request.remote)
             bucket = await self.svc.meta.bucket(name) if name is not None else None
             if bucket is None:
                 return {}
@@ -166,8 +166,10 @@ class CrossOrigin:
         prefix = self.web_seed_prefix
         return prefix is not None and (path == prefix or path.startswith(prefix + "/"))
 
-    def _web_seed_bucket(self, path: str) -> str | None:
-        return self.web_seed_bucket(path) if self.web_seed_bucket is not None else None
+    async def _web_seed_bucket(self, path: str, source_ip: str | None) -> str | None:
+        if self.web_seed_bucket is None:
+            return None
+        return await self.web_seed_bucket(path, source_ip)
 
     async def _publicly_readable(
         self,
