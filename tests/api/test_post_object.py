@@ -374,3 +374,22 @@ def test_fields_that_change_semantics_are_refused_as_headers_are(s3v4: Any, buck
         )
         r = _post(p, b"x")
         assert _error(r)[0] == code, r.text
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"--x\r\n\r\n"),  # no boundary
+        ("multipart/form-data; boundary=abc", b"garbage without any boundary"),
+        ("multipart/form-data; boundary=abc", b"--abc\r\nContent-Disposition: form-data\r\n"),
+        ("multipart/form-data; boundary=abc", b"--abc\r\n" + b"X-H: v\r\n" * 500 + b"\r\n"),
+    ],
+)
+def test_malformed_forms_are_400_not_500(
+    server: LiveServer, bucket: str, content_type: str, body: bytes
+) -> None:
+    r = requests.post(
+        f"{server.endpoint}/{bucket}", data=body, headers={"Content-Type": content_type}, timeout=10
+    )
+    assert 400 <= r.status_code < 500, r.text
+    assert "<Code>" in r.text

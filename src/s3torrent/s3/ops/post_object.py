@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from s3torrent.access import Owner, Principal, RequestContext
 from s3torrent.access import facts as authz
@@ -35,8 +36,8 @@ from s3torrent.store import rows as md
 from s3torrent.store.objects import StoredStream
 from s3torrent.torrent.pieces import piece_length_for
 
-# Counted against the form budget per field besides its value: a flood of empty fields
-# (each with its own part headers) must exhaust it too.
+# Counted against the form budget per field besides its value and part headers: a flood
+# of empty fields must exhaust it too.
 _FIELD_OVERHEAD = 64
 _MALFORMED = "The body of your POST request is not well-formed multipart/form-data."
 
@@ -137,7 +138,7 @@ async def _read_form(req: S3Request, budget: int, read_timeout: float) -> _FormR
                 form.file = part
                 form.filename = part.filename or ""
                 return form
-            budget -= _FIELD_OVERHEAD + len(name)
+            budget -= _FIELD_OVERHEAD + sum(len(k) + len(v) for k, v in part.headers.items())
             value = bytearray()
             while True:
                 async with _deadline(read_timeout):
@@ -164,8 +165,8 @@ async def _read_form(req: S3Request, budget: int, read_timeout: float) -> _FormR
                 form.fields[name] = value.decode("utf-8")
             except UnicodeDecodeError:
                 raise S3Error("MalformedPOSTRequest", _MALFORMED) from None
-    except (ValueError, AssertionError, web.RequestPayloadError) as exc:
-        # aiohttp's parser refuses a bad boundary, part header or framing this way.
+    except (ValueError, AssertionError, HttpProcessingError, web.RequestPayloadError) as exc:
+        # aiohttp's parser refuses a bad boundary, part headers or framing in these ways.
         raise S3Error("MalformedPOSTRequest", _MALFORMED) from exc
 
 
@@ -266,7 +267,7 @@ async def _file_chunks(part: BodyPartReader, read_timeout: float) -> AsyncIterat
             if not chunk:
                 return
             yield chunk
-    except (ValueError, AssertionError, web.RequestPayloadError) as exc:
+    except (ValueError, AssertionError, HttpProcessingError, web.RequestPayloadError) as exc:
         raise S3Error("IncompleteBody", _MALFORMED) from exc
 
 
