@@ -7,14 +7,16 @@ import hashlib
 import json
 import socket
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
 from botocore.exceptions import ClientError
+from fastbencode import bdecode
 
-from tests.conftest import LiveServer, UserKeys, make_client
+from tests.conftest import LiveServer, UserKeys, make_client, start_server
 
 MiB = 1024 * 1024
 
@@ -351,17 +353,26 @@ def test_anonymous_post_without_policy(s3: Any, server: LiveServer, bucket: str)
     assert r.status_code == 403
 
 
-def test_large_upload_streams_to_a_blob_with_its_torrent(
-    s3v4: Any, s3: Any, server: LiveServer, bucket: str
-) -> None:
-    data = bytes(range(256)) * (3 * MiB // 256)
-    p = s3v4.generate_presigned_post(
-        bucket, "big.bin", Fields={"acl": "public-read"}, Conditions=[{"acl": "public-read"}]
-    )
-    assert _post(p, data).status_code == 204
-    got = requests.get(f"{server.endpoint}/{bucket}/big.bin?torrent", timeout=30)
-    assert got.status_code == 200
-    assert s3.get_object(Bucket=bucket, Key="big.bin")["Body"].read() == data
+def test_large_upload_is_hashed_while_it_streams(tmp_path: Path) -> None:
+    """No waiting for a hashing job (hash_wait_timeout 0): the pieces were hashed on the way."""
+    srv = start_server(tmp_path, env={"S3TORRENT_TORRENT__HASH_WAIT_TIMEOUT": "0"})
+    try:
+        s3 = make_client(srv.endpoint, signature_version="s3v4")
+        s3.create_bucket(Bucket="forms")
+        data = bytes(range(256)) * (3 * MiB // 256)
+        p = s3.generate_presigned_post(
+            "forms", "big.bin", Fields={"acl": "public-read"}, Conditions=[{"acl": "public-read"}]
+        )
+        assert _post(p, data).status_code == 204
+        got = requests.get(f"{srv.endpoint}/forms/big.bin?torrent", timeout=30)
+        assert got.status_code == 200, got.text
+        info = bdecode(got.content)[b"info"]
+        pieces = info[b"pieces"]
+        size = info[b"piece length"]
+        assert pieces[:20] == hashlib.sha1(data[:size]).digest()
+        assert s3.get_object(Bucket="forms", Key="big.bin")["Body"].read() == data
+    finally:
+        srv.stop()
 
 
 def test_fields_that_change_semantics_are_refused_as_headers_are(s3v4: Any, bucket: str) -> None:
