@@ -18,6 +18,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+import requests
+from fastbencode import bdecode
 
 from tests.conftest import LiveServer, free_port
 
@@ -113,6 +115,10 @@ def test_form_upload_from_another_origin(
     assert got["Body"].read() == data and got["ContentType"] == "text/plain"
 
 
+def ranged_init(first: int, last: int) -> dict[str, Any]:
+    return {"headers": {"Range": f"bytes={first}-{last}"}}
+
+
 _FETCH = """async ([url, init]) => {
   try {
     const r = await fetch(url, init);
@@ -144,10 +150,17 @@ def test_fetch_across_origins(
         page.goto(page_origin.origin + "/")
         public_url = f"{server.endpoint}/{bucket}/public.bin"
         # The default rule: a range read of a public object, Content-Range visible.
-        ranged = page.evaluate(_FETCH, [public_url, {"headers": {"Range": "bytes=100-109"}}])
+        ranged = page.evaluate(_FETCH, [public_url, ranged_init(100, 109)])
         assert ranged["status"] == 206, ranged
         assert ranged["range"] == f"bytes 100-109/{len(data)}"
         assert ranged["etag"] == f'"{hashlib.md5(data).hexdigest()}"'
+        # Its torrent and web seed too: what WebTorrent in a page fetches.
+        torrent_url = public_url + "?torrent"
+        torrent = page.evaluate(_FETCH, [torrent_url, {}])
+        assert torrent["status"] == 200, torrent
+        [seed] = bdecode(requests.get(torrent_url, timeout=30).content)[b"url-list"]
+        seeded = page.evaluate(_FETCH, [seed.decode() + "public.bin", ranged_init(5, 14)])
+        assert seeded["status"] == 206 and seeded["range"] == f"bytes 5-14/{len(data)}"
         # The bucket has no rule for this origin: the browser refuses to show the answer.
         presigned = s3v4.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": "private.txt"}, ExpiresIn=300
