@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
 import pytest
@@ -219,3 +221,19 @@ def test_bucket_rules_replace_the_default(s3: Any, server: LiveServer, bucket: s
     assert r.status_code == 200 and "Access-Control-Allow-Origin" not in r.headers
     r = requests.get(url, headers={"Origin": "https://a.example.com"}, timeout=10)
     assert r.headers["Access-Control-Allow-Origin"] == "https://a.example.com"
+
+
+def test_put_bucket_cors_needs_a_digest(server: LiveServer, bucket: str) -> None:
+    body = (
+        b"<CORSConfiguration><CORSRule><AllowedOrigin>*</AllowedOrigin>"
+        b"<AllowedMethod>GET</AllowedMethod></CORSRule></CORSConfiguration>"
+    )
+    url = f"{server.endpoint}/{bucket}?cors"
+    r = requests.put(url, data=body, headers=sign_request("PUT", url, body=body), timeout=10)
+    assert r.status_code == 400 and "Content-MD5" in r.text
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    headers = sign_request("PUT", url, {"Content-MD5": md5}, body=body)
+    assert requests.put(url, data=body, headers=headers, timeout=10).status_code == 200
+    bad = sign_request("PUT", url, {"Content-MD5": md5}, body=body + b" ")
+    r = requests.put(url, data=body + b" ", headers=bad, timeout=10)
+    assert r.status_code == 400 and "BadDigest" in r.text

@@ -13,6 +13,15 @@ from s3torrent.s3.server import S3Request
 
 
 async def _read_body(svc: S3Context, req: S3Request) -> bytes:
+    headers = req.http.headers
+    if "content-md5" not in headers and not any(
+        name.lower().startswith("x-amz-checksum-") for name in headers
+    ):
+        # As S3 (the SDKs send one of them by themselves).
+        raise S3Error(
+            "InvalidRequest",
+            "Missing required header for this request: Content-MD5 or x-amz-checksum-*",
+        )
     limits = svc.settings.limits
     body = RequestBody(
         req.http,
