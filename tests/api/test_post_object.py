@@ -404,3 +404,31 @@ def test_malformed_forms_are_400_not_500(
     )
     assert 400 <= r.status_code < 500, r.text
     assert "<Code>" in r.text
+
+
+def test_an_upload_cut_short_leaves_nothing(
+    s3v4: Any, s3: Any, server: LiveServer, bucket: str
+) -> None:
+    p = s3v4.generate_presigned_post(bucket, "cut")
+    head, content_type = _multipart(
+        [(k, v.encode(), None) for k, v in p["fields"].items()] + [("file", b"", "cut.bin")]
+    )
+    head = head[: head.rindex(b"\r\n--")]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(
+            (
+                f"POST /{bucket} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(head) + 8 * MiB}\r\n\r\n"
+            ).encode()
+            + head
+            + b"\1" * MiB
+        )
+        time.sleep(0.5)
+    tmp = server.data_dir / "tmp"  # where blobs are written before their rename
+    assert tmp.is_dir()
+    deadline = time.monotonic() + 10
+    while any(tmp.glob("*.part")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(tmp.glob("*.part"))
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="cut")
