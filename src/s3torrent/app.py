@@ -31,6 +31,7 @@ from s3torrent.probes import health_handler, metrics_handler
 from s3torrent.publication import PublicTorrents, ResolvingRegistry
 from s3torrent.s3.access_log import AccessLog
 from s3torrent.s3.context import S3Context
+from s3torrent.s3.cross_origin import CrossOrigin
 from s3torrent.s3.routing import Endpoint
 from s3torrent.s3.server import FinishedHook, Handler, S3Application
 from s3torrent.startup import (
@@ -242,11 +243,13 @@ def handlers() -> dict[Endpoint, Handler]:
         attributes,
         buckets,
         copy,
+        cors,
         listing,
         multipart,
         objects,
         ownership,
         policy,
+        post_object,
         tagging,
         torrent,
     )
@@ -296,6 +299,10 @@ def handlers() -> dict[Endpoint, Handler]:
         Endpoint.GetBucketOwnershipControls: ownership.get_bucket_ownership_controls,
         Endpoint.PutBucketOwnershipControls: ownership.put_bucket_ownership_controls,
         Endpoint.DeleteBucketOwnershipControls: ownership.delete_bucket_ownership_controls,
+        Endpoint.GetBucketCors: cors.get_bucket_cors,
+        Endpoint.PutBucketCors: cors.put_bucket_cors,
+        Endpoint.DeleteBucketCors: cors.delete_bucket_cors,
+        Endpoint.PostObject: post_object.post_object,
     }
 
 
@@ -362,6 +369,11 @@ class Node:
             meter=self.svc.meter if settings.metering.enabled else None,
         )
         self.s3.add_route(WEB_SEED_PREFIX, self.web_seed.handle)
+        cross_origin = CrossOrigin(
+            self.context, web_seed_prefix=WEB_SEED_PREFIX, web_seed_bucket=self.web_seed.bucket_of
+        )
+        self.s3.preflight = cross_origin.preflight
+        self.s3.cors_headers = cross_origin.headers
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._udp: list[asyncio.DatagramTransport] = []

@@ -66,6 +66,9 @@ class LimitSettings(BaseModel):
     body_read_timeout: float = 50.0
     """Seconds an S3 handler waits for more body bytes before answering RequestTimeout
     (below body_idle_timeout, so that clients get that answer before the close)."""
+    max_post_form_size: int = 20 * 1024
+    """Bytes of form fields a browser upload (POST Object) may send before its file, as
+    S3 (MaxPostPreDataLengthExceeded beyond)."""
 
 
 class StorageSettings(BaseModel):
@@ -209,6 +212,17 @@ class JobSettings(BaseModel):
     """Seconds between looks for unclaimed or expired jobs."""
 
 
+class CorsSettings(BaseModel):
+    """Cross-origin requests from browsers, for buckets that set no CORS configuration."""
+
+    public_default: bool = True
+    """Anonymously readable objects (and their web seed and ?torrent) answer GET and HEAD
+    from any origin, exposing Content-Range, ETag and Accept-Ranges, unless the bucket has
+    its own CORS configuration. It adds response headers only: it never grants access."""
+    public_default_max_age: int = 3000
+    """Seconds a browser may cache the default rule's preflight answer."""
+
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -261,6 +275,7 @@ class Settings(BaseSettings):
     seeder: SeederSettings = Field(default_factory=SeederSettings)
     metering: MeteringSettings = Field(default_factory=MeteringSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    cors: CorsSettings = Field(default_factory=CorsSettings)
 
     @field_validator("listen", "peer_listen", mode="before")
     @classmethod

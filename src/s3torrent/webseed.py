@@ -75,6 +75,13 @@ class WebSeed:
         self.meter = meter
         self.retry_after = retry_after
 
+    async def bucket_of(self, path: str, source_ip: str | None) -> str | None:
+        """The bucket of the public torrent a web-seed path names, if a client at source_ip
+        may use it now (for the CORS rules of its answers)."""
+        swarm_id = _swarm_id(path)
+        info = await self.public.admit(swarm_id, source_ip) if swarm_id is not None else None
+        return info.bucket if info is not None else None
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         sent = [0]

@@ -105,7 +105,7 @@ def test_every_response_carries_a_request_id(server: LiveServer, s3: Any, bucket
     [
         ("GET", "?lifecycle"),
         ("PUT", "?lifecycle"),
-        ("GET", "?cors"),
+        ("GET", "?inventory"),
         ("GET", "?website"),
         ("GET", "?replication"),
         ("GET", "/key?legal-hold"),

@@ -92,6 +92,10 @@ S = Target(None, None, False)
         ("GET", B, {"versions": ""}, {}, Endpoint.ListObjectVersions),
         ("GET", B, {"location": ""}, {}, Endpoint.GetBucketLocation),
         ("POST", B, {"delete": ""}, {}, Endpoint.DeleteObjects),
+        ("POST", B, {}, {}, Endpoint.PostObject),
+        ("GET", B, {"cors": ""}, {}, Endpoint.GetBucketCors),
+        ("PUT", B, {"cors": ""}, {}, Endpoint.PutBucketCors),
+        ("DELETE", B, {"cors": ""}, {}, Endpoint.DeleteBucketCors),
         ("GET", B, {"uploads": ""}, {}, Endpoint.ListMultipartUploads),
         ("PUT", O, {}, {}, Endpoint.PutObject),
         ("PUT", O, {}, {"x-amz-copy-source": "/a/b"}, Endpoint.CopyObject),
@@ -116,7 +120,7 @@ def test_route_table(
 
 @pytest.mark.parametrize(
     ("method", "target", "query"),
-    [("GET", B, {"lifecycle": ""}), ("PUT", B, {"cors": ""}), ("GET", O, {"retention": ""}),
+    [("GET", B, {"lifecycle": ""}), ("PUT", B, {"inventory": ""}), ("GET", O, {"retention": ""}),
      ("POST", O, {"restore": ""}), ("GET", B, {"website": ""})],
 )  # fmt: skip
 def test_unsupported_subresources_are_not_implemented(
@@ -128,7 +132,7 @@ def test_unsupported_subresources_are_not_implemented(
 
 
 @pytest.mark.parametrize(
-    ("method", "target"), [("POST", S), ("DELETE", S), ("PATCH", O), ("POST", B), ("PATCH", B)]
+    ("method", "target"), [("POST", S), ("DELETE", S), ("PATCH", O), ("PATCH", B)]
 )
 def test_wrong_methods_are_method_not_allowed(method: str, target: Target) -> None:
     with pytest.raises(S3Error) as exc:

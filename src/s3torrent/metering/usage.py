@@ -38,7 +38,7 @@ USAGE_TYPE_ORDER = (REQUESTS_TIER1, REQUESTS_TIER2, BYTES_OUT, BYTES_IN, STORAGE
 TIER1_OPERATIONS = frozenset({
     "PutObject", "CopyObject", "CreateMultipartUpload", "UploadPart", "UploadPartCopy",
     "CompleteMultipartUpload", "CreateBucket", "PutBucketAcl", "PutObjectAcl",
-    "PutBucketPolicy", "PutPublicAccessBlock", "DeleteObjects",
+    "PutBucketPolicy", "PutPublicAccessBlock", "DeleteObjects", "PostObject", "PutBucketCors",
     "ListBuckets", "ListObjects", "ListObjectsV2", "ListObjectVersions",
     "ListMultipartUploads", "ListParts",
 })  # fmt: skip

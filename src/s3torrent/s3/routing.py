@@ -59,6 +59,12 @@ class Endpoint(Enum):
         "s3:PutBucketOwnershipControls",
         "bucket",
     )
+    GetBucketCors = ("GetBucketCors", "s3:GetBucketCORS", "bucket")
+    PutBucketCors = ("PutBucketCors", "s3:PutBucketCORS", "bucket")
+    DeleteBucketCors = ("DeleteBucketCors", "s3:PutBucketCORS", "bucket")
+    # A browser form upload: its key and signer are in the form, so its PutObject decision
+    # is asked by the handler once the fields before the file are read.
+    PostObject = ("PostObject", "s3:PutObject", "bucket")
     PutObject = ("PutObject", "s3:PutObject", "object")
     CopyObject = ("CopyObject", "s3:PutObject", "object")
     GetObject = ("GetObject", "s3:GetObject", "object")
@@ -162,6 +168,9 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
         ("GET", "ownershipControls"): Endpoint.GetBucketOwnershipControls,
         ("PUT", "ownershipControls"): Endpoint.PutBucketOwnershipControls,
         ("DELETE", "ownershipControls"): Endpoint.DeleteBucketOwnershipControls,
+        ("GET", "cors"): Endpoint.GetBucketCors,
+        ("PUT", "cors"): Endpoint.PutBucketCors,
+        ("DELETE", "cors"): Endpoint.DeleteBucketCors,
     }
     for (method, sub), endpoint in table.items():
         if m == method and sub in q:
@@ -175,6 +184,7 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
         "PUT": Endpoint.CreateBucket,
         "HEAD": Endpoint.HeadBucket,
         "DELETE": Endpoint.DeleteBucket,
+        "POST": Endpoint.PostObject,
     }
     if m in simple:
         return simple[m]

@@ -203,6 +203,10 @@ class S3Application:
         # Called once per S3 request, after its response, error responses included
         # (metering); None when nobody listens.
         self.on_finished: FinishedHook | None = None
+        # Browsers (s3.cross_origin): OPTIONS preflights on any path, and the CORS headers
+        # of every answer to a request with an Origin; None: no CORS.
+        self.preflight: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
+        self.cors_headers: Callable[[web.Request], Awaitable[dict[str, str]]] | None = None
 
     def add_route(
         self, prefix: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -247,6 +251,12 @@ class S3Application:
         response.headers.setdefault("x-amz-request-id", rid)
         response.headers.setdefault("x-amz-id-2", rid)
         response.headers["Server"] = "s3torrent"
+        if self.cors_headers is not None and "Origin" in request.headers:
+            try:
+                response.headers.update(await self.cors_headers(request))
+            except Exception:
+                # Headers for the browser only: their failure must not lose the answer.
+                log.exception("CORS headers for %s %s", request.method, request.path[:200])
 
     @web.middleware
     async def _middleware(
@@ -314,6 +324,8 @@ class S3Application:
         return resp
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "OPTIONS" and self.preflight is not None:
+            return await self.preflight(request)
         raw = request.raw_path
         raw_path, _, raw_query = raw.partition("?")
         for prefix, extra in self.extra_routes.items():
@@ -388,6 +400,9 @@ class S3Application:
                 "NoSuchBucket", resource=req.resource, extra={"BucketName": req.bucket_name}
             )
         req.bucket = bucket
+        if ep is Endpoint.PostObject:
+            # Its key and principal come with the form: ops.post_object asks the decision.
+            return
         if wants_object:
             req.obj = obj
             if req.obj is None:

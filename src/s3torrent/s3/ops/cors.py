@@ -1,0 +1,62 @@
+"""Bucket CORS configuration: PutBucketCors, GetBucketCors, DeleteBucketCors."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from s3torrent.s3 import cors
+from s3torrent.s3.body import RequestBody
+from s3torrent.s3.context import S3Context
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ops.buckets import xml_response
+from s3torrent.s3.server import S3Request
+
+
+async def _read_body(svc: S3Context, req: S3Request) -> bytes:
+    headers = req.http.headers
+    if "content-md5" not in headers and not any(
+        name.lower().startswith("x-amz-checksum-") for name in headers
+    ):
+        # As S3 (the SDKs send one of them by themselves).
+        raise S3Error(
+            "InvalidRequest",
+            "Missing required header for this request: Content-MD5 or x-amz-checksum-*",
+        )
+    limits = svc.settings.limits
+    body = RequestBody(
+        req.http,
+        req.auth,
+        max_chunk_size=limits.max_chunk_size,
+        read_timeout=limits.body_read_timeout,
+    )
+    raw = await body.read_all(limits.max_xml_body)
+    body.verify(md5=None)
+    return raw
+
+
+async def get_bucket_cors(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    rules = cors.bucket_rules(req.bucket.settings)
+    if rules is None:
+        raise S3Error(
+            "NoSuchCORSConfiguration",
+            "The CORS configuration does not exist",
+            status=404,
+            resource=req.resource,
+            extra={"BucketName": req.bucket_name},
+        )
+    return xml_response(cors.render_configuration(rules))
+
+
+async def put_bucket_cors(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    rules = cors.parse_configuration(await _read_body(svc, req))
+    await svc.meta.set_bucket_setting(req.bucket_name, cors.SETTING, cors.to_setting(rules))
+    return web.Response(status=200)
+
+
+async def delete_bucket_cors(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    if cors.SETTING in req.bucket.settings:
+        await svc.meta.set_bucket_setting(req.bucket_name, cors.SETTING, None)
+    return web.Response(status=204)

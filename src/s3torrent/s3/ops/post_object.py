@@ -1,0 +1,382 @@
+"""POST Object: browser form uploads (multipart/form-data, what `generate_presigned_post`
+makes), streamed into the same write path as PutObject.
+
+The fields before the file are read (bounded by `limits.max_post_form_size`), the policy's
+signature, expiration and conditions checked, and the one access decision asked for
+s3:PutObject with the signer as principal; only then is the file part streamed, through MD5,
+the requested checksum and the torrent hasher, into a blob, its size checked against the
+policy as it arrives. Fields after the file are ignored, as in S3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from s3torrent.access import Owner, Principal, RequestContext
+from s3torrent.access import facts as authz
+from s3torrent.s3 import checksums, tagging
+from s3torrent.s3 import post_policy as pp
+from s3torrent.s3 import xml as s3xml
+from s3torrent.s3.body import READ_SIZE, StoredChecksum
+from s3torrent.s3.context import S3Context
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ops.objects import requested_acl, stored_headers
+from s3torrent.s3.refusals import refuse_unsupported
+from s3torrent.s3.routing import Endpoint, Target, check_key
+from s3torrent.s3.server import S3Request
+from s3torrent.store import rows as md
+from s3torrent.store.objects import StoredStream
+from s3torrent.torrent.pieces import piece_length_for
+
+# Counted against the form budget per field besides its value and part headers: a flood
+# of empty fields must exhaust it too.
+_FIELD_OVERHEAD = 64
+_MALFORMED = "The body of your POST request is not well-formed multipart/form-data."
+
+
+class _AsHeaders(Mapping[str, str]):
+    """The form's fields (names lower case) looked up as headers are: in any case."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self._fields = fields
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+
+class _FormRead:
+    """The fields before the file, and the file part itself."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, str] = {}
+        self.file: BodyPartReader | None = None
+        self.filename = ""
+
+
+async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    bucket = req.bucket
+    assert bucket is not None
+    content_type = req.http.headers.get("Content-Type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise S3Error(
+            "PreconditionFailed",
+            extra={"Condition": "Bucket POST must be of the enclosure-type multipart/form-data"},
+        )
+    limits = svc.settings.limits
+    form = await _read_form(req, limits.max_post_form_size, limits.body_read_timeout)
+    fields = form.fields
+    principal, policy = await _signer(svc, req, fields)
+    if "key" not in fields:
+        raise pp.missing_field("key")
+    if form.file is None:
+        raise S3Error(
+            "InvalidArgument",
+            "POST requires exactly one file upload per request.",
+            extra={"ArgumentName": "file", "ArgumentValue": "0"},
+        )
+    if policy is not None:
+        pp.check_expiration(policy, req.now)
+        pp.check_conditions(policy, fields, bucket.name)
+    key = fields["key"].replace("${filename}", form.filename)
+    if not key:
+        raise S3Error("InvalidArgument", "User key must have a length greater than 0.")
+    check_key(key)
+    req.target = Target(bucket=req.target.bucket, key=key, virtual_host=req.target.virtual_host)
+    req.principal = principal
+    decision = authz.may(principal, "s3:PutObject", bucket, key, None, _context(req, fields))
+    if not decision.allowed:
+        raise S3Error("AccessDenied", resource=req.resource)
+    # The form's fields are this upload's headers: refused as a PutObject's would be.
+    refuse_unsupported(Endpoint.PutObject, _AsHeaders(fields), {}, bucket.owner_id)
+    owner = Owner(principal.canonical_id or bucket.owner_id, principal.name or "")
+    acl = requested_acl({"x-amz-acl": fields["acl"]} if "acl" in fields else {}, owner, bucket)
+    headers = stored_headers(fields, limits.max_user_metadata)
+    tags = (
+        tagging.from_xml(fields["tagging"].encode("utf-8"), tagging.MAX_OBJECT_TAGS)
+        if "tagging" in fields
+        else ()
+    )
+    checksum = _requested_checksum(fields)
+    obj, stored_checksum = await _store_file(
+        svc, req, form.file, key, owner.id, headers, acl, tags, checksum, policy
+    )
+    return _answer(svc, req, fields, obj, stored_checksum)
+
+
+# ---- the form
+
+
+async def _read_form(req: S3Request, budget: int, read_timeout: float) -> _FormRead:
+    """Fields up to the file part (names lower case), within budget bytes."""
+    form = _FormRead()
+    limit = budget
+    try:
+        reader = MultipartReader(req.http.headers, req.http.content)
+        while True:
+            async with _deadline(read_timeout):
+                part = await reader.next()
+            if part is None:
+                return form
+            if not isinstance(part, BodyPartReader):
+                raise S3Error("MalformedPOSTRequest", _MALFORMED)
+            name = (part.name or "").lower()
+            if name == "file":
+                form.file = part
+                form.filename = part.filename or ""
+                return form
+            budget -= _FIELD_OVERHEAD + sum(len(k) + len(v) for k, v in part.headers.items())
+            value = bytearray()
+            while True:
+                async with _deadline(read_timeout):
+                    chunk = await part.read_chunk(min(READ_SIZE, max(budget, 0) + 1))
+                if not chunk:
+                    break
+                value += chunk
+                budget -= len(chunk)
+                if budget < 0:
+                    break
+            if budget < 0:
+                raise S3Error(
+                    "MaxPostPreDataLengthExceeded",
+                    "Your POST request fields preceeding the upload file was too large.",
+                    extra={"MaxPostPreDataLength": str(limit)},
+                )
+            if name in form.fields:
+                raise S3Error(
+                    "InvalidArgument",
+                    f"POST form field {name} appears more than once.",
+                    extra={"ArgumentName": name[:64], "ArgumentValue": ""},
+                )
+            try:
+                form.fields[name] = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise S3Error("MalformedPOSTRequest", _MALFORMED) from None
+    except (ValueError, AssertionError, HttpProcessingError, web.RequestPayloadError) as exc:
+        # aiohttp's parser refuses a bad boundary, part headers or framing in these ways.
+        raise S3Error("MalformedPOSTRequest", _MALFORMED) from exc
+
+
+@contextlib.asynccontextmanager
+async def _deadline(seconds: float) -> AsyncIterator[None]:
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise S3Error("RequestTimeout") from None
+
+
+async def _signer(
+    svc: S3Context, req: S3Request, fields: dict[str, str]
+) -> tuple[Principal, pp.PostPolicy | None]:
+    """Who signed the form's policy, and the policy (anonymous and none if unsigned)."""
+    if not pp.is_signed(fields):
+        if "policy" in fields:
+            raise pp.missing_field("x-amz-signature")
+        # An unsigned form is anonymous, unless the request itself was signed.
+        return req.principal, None
+    policy = pp.decode_policy(fields.get("policy", "")) if "policy" in fields else None
+    hint = fields.get("awsaccesskeyid") or fields.get("x-amz-credential", "").split("/", 1)[0]
+    if hint:
+        await svc.users.refresh_if_unknown(hint)
+
+    def lookup_secret(access_key: str) -> str | None:
+        user = svc.users.by_access_key(access_key)
+        return user.secret_key if user else None
+
+    access_key = pp.verify_signature(fields, lookup_secret, svc.settings.region)
+    assert policy is not None  # verify_signature insists on the policy field
+    user = svc.users.by_access_key(access_key)
+    assert user is not None
+    return Principal.user(user.canonical_id, user.name, is_root=user.is_root), policy
+
+
+_FIELD_CONDITION_KEYS = (
+    ("acl", "s3:x-amz-acl"),
+    ("x-amz-storage-class", "s3:x-amz-storage-class"),
+    ("x-amz-server-side-encryption", "s3:x-amz-server-side-encryption"),
+)
+
+
+def _context(req: S3Request, fields: dict[str, str]) -> RequestContext:
+    """The decision's context: as a PutObject's, with the form's fields as its headers."""
+    values: dict[str, str] = {}
+    for field, key in _FIELD_CONDITION_KEYS:
+        if fields.get(field):
+            values[key] = fields[field]
+    for header, key in (("User-Agent", "aws:UserAgent"), ("Referer", "aws:Referer")):
+        value = req.http.headers.get(header)
+        if value:
+            values[key] = value
+    if "tagging" in fields:
+        with contextlib.suppress(S3Error):
+            tags = tagging.from_xml(fields["tagging"].encode("utf-8"), tagging.MAX_OBJECT_TAGS)
+            values.update(tagging.condition_values(tags, "s3:RequestObjectTag"))
+            values["s3:RequestObjectTagKeys"] = ",".join(k for k, _ in tags)
+    return authz.context(req.now, req.source_ip, req.http.secure, **values)
+
+
+def _requested_checksum(
+    fields: dict[str, str],
+) -> tuple[checksums.ChecksumAlgorithm, str | None] | None:
+    """x-amz-checksum-algorithm and/or one x-amz-checksum-<alg> value."""
+    sent = [
+        (alg, fields[name])
+        for name in fields
+        if (alg := checksums.ChecksumAlgorithm.from_checksum_header(name)) is not None
+    ]
+    if len(sent) > 1:
+        raise S3Error(
+            "InvalidRequest",
+            "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.",
+        )
+    named = fields.get("x-amz-checksum-algorithm")
+    algorithm = checksums.ChecksumAlgorithm.from_header_value(named) if named else None
+    if sent:
+        if algorithm is not None and algorithm is not sent[0][0]:
+            raise S3Error(
+                "InvalidRequest",
+                "Value for x-amz-checksum-algorithm does not match the checksum field sent.",
+            )
+        checksums.decode_checksum(sent[0][0], sent[0][1])
+        return sent[0]
+    return (algorithm, None) if algorithm is not None else None
+
+
+# ---- the file
+
+
+async def _file_chunks(part: BodyPartReader, read_timeout: float) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            async with _deadline(read_timeout):
+                chunk = await part.read_chunk(READ_SIZE)
+            if not chunk:
+                return
+            yield chunk
+    except (ValueError, AssertionError, HttpProcessingError, web.RequestPayloadError) as exc:
+        raise S3Error("IncompleteBody", _MALFORMED) from exc
+
+
+async def _store_file(
+    svc: S3Context,
+    req: S3Request,
+    part: BodyPartReader,
+    key: str,
+    owner_id: str,
+    headers: dict[str, str],
+    acl: Any,
+    tags: md.Tags,
+    checksum: tuple[checksums.ChecksumAlgorithm, str | None] | None,
+    policy: pp.PostPolicy | None,
+) -> tuple[md.ObjectVersion, StoredChecksum | None]:
+    """Stream the file part into a new current version of key, as PutObject's store_body."""
+    store = svc.store
+    limits = svc.settings.limits
+    max_size = limits.max_put_size
+    if policy is not None and policy.length_range is not None:
+        max_size = min(max_size, policy.length_range[1])
+    # The whole request bounds the file: its piece length is known in advance whenever the
+    # file's own size falls in the same piece-length step (checked below), as is usual.
+    bound = req.http.content_length
+    hasher = svc.torrents.hasher_for(bound) if bound is not None else None
+    summer = checksums.new_checksum(checksum[0]) if checksum is not None else None
+    observers: list[Any] = [o for o in (hasher, summer) if o is not None]
+    chunks = _file_chunks(part, limits.body_read_timeout)
+
+    def on_too_large() -> Exception:
+        return pp.too_large(max_size)
+
+    def verified(stored: StoredStream) -> StoredChecksum | None:
+        pp.check_length(policy, stored.size)
+        if summer is None or checksum is None:
+            return None
+        computed = summer.b64()
+        if checksum[1] is not None and checksum[1] != computed:
+            raise S3Error(
+                "BadDigest",
+                f"The {checksum[0].value} you specified did not match the calculated checksum.",
+            )
+        return StoredChecksum(algorithm=checksum[0].value, value=computed)
+
+    inline: bytes | None = None
+    if bound is not None and bound <= svc.settings.storage.inline_max_size:
+        version_id = store.new_version_id()
+        stored, inline = await store.stream_to_memory(
+            chunks, observers, max_size=max_size, on_too_large=on_too_large
+        )
+        stored_checksum = verified(stored)
+    else:
+        version_id, stored, stored_checksum = await store.write_blob(
+            chunks, observers, max_size=max_size, on_too_large=on_too_large, check=verified
+        )
+    obj = md.ObjectVersion(
+        bucket=req.bucket_name,
+        key=key,
+        version_id=version_id,
+        size=stored.size,
+        etag=f'"{stored.md5.hex()}"',
+        last_modified=time.time(),
+        owner_id=owner_id,
+        headers=headers,
+        acl=authz.encode_acl(acl) if acl is not None else None,
+        checksum_algorithm=stored_checksum.algorithm if stored_checksum else None,
+        checksum_value=stored_checksum.value if stored_checksum else None,
+        checksum_type="FULL_OBJECT" if stored_checksum else None,
+        inline=inline,
+        tags=tags,
+    )
+    hashes = None
+    if (
+        hasher is not None
+        and bound is not None
+        and piece_length_for(stored.size) == piece_length_for(bound)
+    ):
+        hashes = svc.torrents.record_hashes(obj, hasher)
+    await store.publish_version(obj, hashes)
+    return obj, stored_checksum
+
+
+# ---- the answer
+
+
+def _answer(
+    svc: S3Context,
+    req: S3Request,
+    fields: dict[str, str],
+    obj: md.ObjectVersion,
+    checksum: StoredChecksum | None,
+) -> web.StreamResponse:
+    location = f"{svc.settings.base_url}/{quote(obj.bucket)}/{quote(obj.key)}"
+    headers = {"ETag": obj.etag, "Location": location}
+    if checksum is not None:
+        headers[f"x-amz-checksum-{checksum.algorithm.lower()}"] = checksum.value
+    redirect = fields.get("success_action_redirect") or fields.get("redirect")
+    if redirect and redirect.startswith(("http://", "https://")):
+        query = urlencode({"bucket": obj.bucket, "key": obj.key, "etag": obj.etag})
+        headers["Location"] = redirect + ("&" if "?" in redirect else "?") + query
+        return web.Response(status=303, headers=headers)
+    status = fields.get("success_action_status")
+    if status == "201":
+        body = s3xml.render(
+            "PostResponse",
+            {"Location": location, "Bucket": obj.bucket, "Key": obj.key, "ETag": obj.etag},
+            ns=False,
+        )
+        return web.Response(status=201, body=body, content_type="application/xml", headers=headers)
+    if status == "200":
+        return web.Response(status=200, headers=headers)
+    return web.Response(status=204, headers=headers)
