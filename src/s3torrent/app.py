@@ -41,10 +41,12 @@ from s3torrent.startup import (
     preflight,
     record_config_file,
 )
-from s3torrent.store.blobs import open_blob_store
+from s3torrent.store.blobs import BlobStore, open_blob_store
+from s3torrent.store.master_key import MASTER_KEY_FILE, MasterKeyError, MasterKeys
 from s3torrent.store.metastore import MetadataStore, open_metadata_store
 from s3torrent.store.migrations import HEAD as SCHEMA_REVISION
 from s3torrent.store.objects import ObjectStore
+from s3torrent.store.sealing import Sealing
 from s3torrent.store.space import SpaceReserve, storage_full
 from s3torrent.store.upload_expiry import expire_uploads_forever
 from s3torrent.store.users import UserDirectory
@@ -167,6 +169,7 @@ def build_services(settings: Settings) -> Services:
         blob_delete_delay=settings.storage.blob_delete_delay,
         space=space,
     )
+    store.sealing = open_sealing(settings, meta, blobs)
     users = UserDirectory(meta)
     users.load()
     catalog = TorrentCatalog(settings.torrent)
@@ -180,6 +183,7 @@ def build_services(settings: Settings) -> Services:
         claim_ttl=settings.jobs.claim_ttl,
         poll_interval=settings.jobs.poll_interval,
     )
+    hash_jobs.sealing = store.sealing
     ts = settings.tracker
     limits = RegistryLimits(
         max_peers_per_torrent=ts.max_peers_per_torrent,
@@ -236,11 +240,22 @@ def build_services(settings: Settings) -> Services:
     )
 
 
+def open_sealing(settings: Settings, meta: MetadataStore, blobs: BlobStore) -> Sealing:
+    """Encryption at rest: the master key file (made, mode 0600, at the first start)."""
+    path = settings.encryption.master_key_file or settings.data_dir / MASTER_KEY_FILE
+    try:
+        keys = MasterKeys.load_or_create(path)
+    except MasterKeyError as exc:
+        raise StartupError(str(exc)) from exc
+    return Sealing(meta, blobs, keys)
+
+
 def handlers() -> dict[Endpoint, Handler]:
     from s3torrent.s3.ops import (
         acl,
         buckets,
         copy,
+        encryption,
         listing,
         multipart,
         objects,
@@ -290,6 +305,9 @@ def handlers() -> dict[Endpoint, Handler]:
         Endpoint.GetBucketTagging: tagging.get_bucket_tagging,
         Endpoint.PutBucketTagging: tagging.put_bucket_tagging,
         Endpoint.DeleteBucketTagging: tagging.delete_bucket_tagging,
+        Endpoint.GetBucketEncryption: encryption.get_bucket_encryption,
+        Endpoint.PutBucketEncryption: encryption.put_bucket_encryption,
+        Endpoint.DeleteBucketEncryption: encryption.delete_bucket_encryption,
     }
 
 
@@ -396,6 +414,7 @@ class Node:
         await asyncio.get_running_loop().run_in_executor(
             self.svc.executor, self.svc.store.cleanup_orphans
         )
+        await self.svc.meta.drop_unreferenced_seal_records()
         if self.svc.relay is not None:
             await self.svc.relay.start()
         await self._start_seeder()

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -117,7 +119,9 @@ class BlobSource:
         self.info = info
         self.fd: int | None = None
         self._obj: md.ObjectVersion | None = None
-        path = store.blobs.local_path(info.version_id)
+        self._read: Callable[[int, int], bytes] | None = None
+        # A sealed blob holds ciphertext: no sendfile, its blocks are read and opened.
+        path = None if info.sealed else store.blobs.local_path(info.version_id)
         if path is not None:
             with contextlib.suppress(OSError):
                 self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -132,8 +136,14 @@ class BlobSource:
             if self._obj is None:
                 raise FileNotFoundError(f"version {vid} is gone")
         obj = self._obj
+        if self._read is None:
+            sealing = self.store.sealing
+            if sealing is not None and sealing.is_sealed(obj):
+                self._read = (await sealing.reader(obj, None)).read
+            else:
+                self._read = functools.partial(self.store.read_range, obj)
         return await asyncio.get_running_loop().run_in_executor(
-            self.store.executor, self.store.read_range, obj, offset, length
+            self.store.executor, self._read, offset, length
         )
 
     def close(self) -> None:

@@ -44,6 +44,13 @@ class Endpoint(Enum):
     GetBucketPolicyStatus = ("GetBucketPolicyStatus", "s3:GetBucketPolicyStatus", "bucket")
     PutBucketTagging = ("PutBucketTagging", "s3:PutBucketTagging", "bucket")
     DeleteBucketTagging = ("DeleteBucketTagging", "s3:PutBucketTagging", "bucket")
+    GetBucketEncryption = ("GetBucketEncryption", "s3:GetEncryptionConfiguration", "bucket")
+    PutBucketEncryption = ("PutBucketEncryption", "s3:PutEncryptionConfiguration", "bucket")
+    DeleteBucketEncryption = (
+        "DeleteBucketEncryption",
+        "s3:PutEncryptionConfiguration",
+        "bucket",
+    )
     PutObject = ("PutObject", "s3:PutObject", "object")
     CopyObject = ("CopyObject", "s3:PutObject", "object")
     GetObject = ("GetObject", "s3:GetObject", "object")
@@ -142,6 +149,9 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
         ("GET", "tagging"): Endpoint.GetBucketTagging,
         ("PUT", "tagging"): Endpoint.PutBucketTagging,
         ("DELETE", "tagging"): Endpoint.DeleteBucketTagging,
+        ("GET", "encryption"): Endpoint.GetBucketEncryption,
+        ("PUT", "encryption"): Endpoint.PutBucketEncryption,
+        ("DELETE", "encryption"): Endpoint.DeleteBucketEncryption,
         ("POST", "delete"): Endpoint.DeleteObjects,
     }
     for (method, sub), endpoint in table.items():
