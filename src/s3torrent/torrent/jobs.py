@@ -200,15 +200,6 @@ class HashJobs:
         progress: Callable[[int], None],
         read: Callable[[int, int], bytes] | None = None,
     ) -> PieceHashes:
-        if read is not None:
-            return hash_ranges_parallel(
-                read,
-                layout,
-                v1=self.catalog.wants_v1,
-                v2=self.catalog.wants_v2,
-                executor=self._pool,
-                progress=progress,
-            )
         return hash_version(
             self.blobs,
             obj,
@@ -217,6 +208,7 @@ class HashJobs:
             v2=self.catalog.wants_v2,
             executor=self._pool,
             progress=progress,
+            read=read,
         )
 
     async def resume(self, limit: int = 10_000) -> int:
@@ -285,9 +277,15 @@ def hash_version(
     v2: bool,
     executor: concurrent.futures.Executor,
     progress: Callable[[int], None] | None = None,
+    read: Callable[[int, int], bytes] | None = None,
 ) -> PieceHashes:
     """Piece hashes of a stored version (blocking): a local blob through its memory map,
-    anything else (inline bytes, a remote backend) through ranged reads."""
+    anything else (inline bytes, a remote backend, `read`: a sealed version's plaintext)
+    through ranged reads."""
+    if read is not None:
+        return hash_ranges_parallel(
+            read, layout, v1=v1, v2=v2, executor=executor, progress=progress
+        )
     inline = obj.inline
     if inline is not None:
         return hash_ranges_parallel(
