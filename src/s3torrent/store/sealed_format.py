@@ -25,7 +25,7 @@ TAG = 16
 SEALED_CHUNK = CHUNK + TAG
 KEY_SIZE = 32
 # Binds every chunk to this format (a blob of another format never opens as one of ours).
-_AAD = b"s3torrent sse chunk v1"
+AAD = b"s3torrent sse chunk v1"
 
 
 class TamperedBlob(Exception):
@@ -88,8 +88,10 @@ def chunk_refs(segments: Sequence[Segment], offset: int, length: int) -> Iterato
             return
 
 
-def seal_chunk(aead: AESGCM, prefix: int, index: int, plain: bytes | memoryview) -> bytes:
-    return aead.encrypt(nonce(prefix, index), bytes(plain), _AAD)
+def seal_chunk(
+    aead: AESGCM, prefix: int, index: int, plain: bytes | bytearray | memoryview
+) -> bytes:
+    return aead.encrypt(nonce(prefix, index), plain, AAD)
 
 
 def open_chunk(aead: AESGCM, ref: ChunkRef, sealed: bytes | memoryview) -> bytes:
@@ -97,7 +99,7 @@ def open_chunk(aead: AESGCM, ref: ChunkRef, sealed: bytes | memoryview) -> bytes
     if len(sealed) != ref.sealed_size:
         raise TamperedBlob(f"chunk {ref.prefix}/{ref.index} is {len(sealed)} bytes")
     try:
-        return aead.decrypt(nonce(ref.prefix, ref.index), bytes(sealed), _AAD)
+        return aead.decrypt(nonce(ref.prefix, ref.index), sealed, AAD)
     except InvalidTag:
         raise TamperedBlob(f"chunk {ref.prefix}/{ref.index} fails its tag") from None
 
@@ -105,7 +107,7 @@ def open_chunk(aead: AESGCM, ref: ChunkRef, sealed: bytes | memoryview) -> bytes
 def seal(key: bytes, data: bytes, prefix: int = 0) -> bytes:
     """A whole segment at once (small objects kept in their metadata row)."""
     sealer = ChunkSealer(key, prefix)
-    return sealer.update(data) + sealer.finish()
+    return bytes(sealer.update(data)) + sealer.finish()
 
 
 def open_range(
@@ -138,31 +140,37 @@ class ChunkSealer:
         self._index = 0
         self._buf = bytearray()
 
-    def update(self, data: bytes | memoryview) -> bytes:
+    def update(self, data: bytes | memoryview) -> bytes | bytearray:
         view = memoryview(data)
-        out = bytearray()
         if self._buf:
             take = min(CHUNK - len(self._buf), len(view))
             self._buf += view[:take]
             view = view[take:]
             if len(self._buf) < CHUNK:
                 return b""
-            out += self._seal(self._buf)
+        whole = len(view) // CHUNK
+        # Sealed straight into one buffer: no copy per chunk.
+        out = bytearray((whole + (1 if self._buf else 0)) * SEALED_CHUNK)
+        into = memoryview(out)
+        pos = 0
+        if self._buf:
+            self._seal_into(memoryview(self._buf), into[:SEALED_CHUNK])
             self._buf = bytearray()
-        while len(view) >= CHUNK:
-            out += self._seal(view[:CHUNK])
-            view = view[CHUNK:]
-        self._buf += view
-        return bytes(out)
+            pos = SEALED_CHUNK
+        for k in range(whole):
+            self._seal_into(view[k * CHUNK : (k + 1) * CHUNK], into[pos : pos + SEALED_CHUNK])
+            pos += SEALED_CHUNK
+        self._buf += view[whole * CHUNK :]
+        return out
 
     def finish(self) -> bytes:
         if not self._buf:
             return b""
-        out = self._seal(self._buf)
+        out = seal_chunk(self._aead, self._prefix, self._index, self._buf)
+        self._index += 1
         self._buf = bytearray()
         return out
 
-    def _seal(self, plain: bytes | bytearray | memoryview) -> bytes:
-        sealed = seal_chunk(self._aead, self._prefix, self._index, bytes(plain))
+    def _seal_into(self, plain: memoryview, into: memoryview) -> None:
+        self._aead.encrypt_into(nonce(self._prefix, self._index), plain, AAD, into)
         self._index += 1
-        return sealed
