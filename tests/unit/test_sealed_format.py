@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -111,3 +112,28 @@ def test_a_server_sees_a_rotation_made_by_another_process(tmp_path: Path) -> Non
     wrapped = cli.wrap(KEY)
     assert server.unwrap(wrapped) == KEY
     assert server.wrap(KEY).key_id == cli.current
+
+
+def test_block_reads_of_a_sealed_blob_open_each_chunk_once(tmp_path: Path) -> None:
+    from s3torrent.store import rows as md
+    from s3torrent.store.blobs.local import LocalBlobStore
+    from s3torrent.store.sealing import PlainReader
+
+    data = os.urandom(5 * CHUNK + 100)
+    blobs = LocalBlobStore(tmp_path, fsync=False)
+    writer = blobs.new_writer()
+    writer.write(seal(KEY, data))
+    writer.commit("v1")
+    obj = md.ObjectVersion("b", "k", "v1", len(data), '"e"', 0.0, "o")
+    reader = PlainReader(blobs, obj, KEY, (Segment(0, len(data)),))
+    opened: list[int] = []
+    real_open = reader._open
+
+    def counting(ref: Any, sealed: Any) -> bytes:
+        opened.append(ref.index)
+        return real_open(ref, sealed)
+
+    reader._open = counting  # type: ignore[method-assign]
+    got = b"".join(reader.read(off, 16384) for off in range(0, len(data), 16384))
+    assert got == data
+    assert sorted(opened) == sorted(set(opened)) == list(range(6))

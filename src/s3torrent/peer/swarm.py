@@ -29,6 +29,7 @@ from s3torrent.peer.policy import (
 )
 from s3torrent.store import rows as md
 from s3torrent.store.objects import ObjectStore
+from s3torrent.store.sealing import PlainReader
 from s3torrent.torrent.catalog import TorrentInfo
 from s3torrent.torrent.metainfo import piece_layers_for
 
@@ -120,6 +121,7 @@ class BlobSource:
         self.fd: int | None = None
         self._obj: md.ObjectVersion | None = None
         self._read: Callable[[int, int], bytes] | None = None
+        self._plain: PlainReader | None = None
         # A sealed blob holds ciphertext: no sendfile, its blocks are read and opened.
         path = None if info.sealed else store.blobs.local_path(info.version_id)
         if path is not None:
@@ -139,9 +141,15 @@ class BlobSource:
         if self._read is None:
             sealing = self.store.sealing
             if sealing is not None and sealing.is_sealed(obj):
-                self._read = (await sealing.reader(obj, None)).read
+                self._plain = await sealing.reader(obj, None)
+                self._read = self._plain.read
             else:
                 self._read = functools.partial(self.store.read_range, obj)
+        if self._plain is not None:
+            # Most blocks of a sealed version were opened with the block before them.
+            hit = self._plain.cached(offset, length)
+            if hit is not None:
+                return hit
         return await asyncio.get_running_loop().run_in_executor(
             self.store.executor, self._read, offset, length
         )

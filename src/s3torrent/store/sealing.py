@@ -60,6 +60,8 @@ SSE_C_MD5_HEADER = "x-amz-server-side-encryption-customer-key-md5"
 _READ_SPAN = 32 * CHUNK
 # Opened chunks a reader keeps for partial reads (the seeder's blocks): 1 MiB.
 _RECENT_CHUNKS = 16
+# What a block read opens at once: its chunk and the next three (256 KiB).
+_READ_AHEAD = 4 * CHUNK
 
 __all__ = ["SSE_C", "SSE_S3", "TamperedBlob"]
 
@@ -164,12 +166,18 @@ class PlainReader:
         """Plaintext [offset, offset+length) (blocking); TamperedBlob if any chunk is bad.
 
         Whole chunks are opened straight into the answer's buffer (no copy per chunk)."""
+        hit = self.cached(offset, length)
+        if hit is not None:
+            return hit
         refs = list(chunk_refs(self._segments, offset, length))
-        if len(refs) == 1:
-            with self._lock:
-                hit = self._recent.get((refs[0].prefix, refs[0].index))
+        if len(refs) == 1 and length < refs[0].plain_size:
+            # A block of a chunk (the seeder): open the chunks after it too, which the
+            # next blocks will want, in this one read.
+            ahead = list(chunk_refs(self._segments, refs[0].plain_start, _READ_AHEAD))
+            self._fill([r for r in ahead if r.prefix == refs[0].prefix])
+            hit = self.cached(offset, length)
             if hit is not None:
-                return clip(refs[0], hit, offset, length)
+                return hit
         out = bytearray(length)
         into = memoryview(out)
         pos = i = 0
@@ -209,6 +217,27 @@ class PlainReader:
             self._open(ref, sealed)  # logs and raises TamperedBlob
             raise
 
+    def cached(self, offset: int, length: int) -> bytes | None:
+        """A range inside one chunk opened a moment ago (no I/O: fine on the loop)."""
+        refs = list(chunk_refs(self._segments, offset, length))
+        if len(refs) != 1:
+            return None
+        with self._lock:
+            hit = self._recent.get((refs[0].prefix, refs[0].index))
+        return clip(refs[0], hit, offset, length) if hit is not None else None
+
+    def _fill(self, refs: list[ChunkRef]) -> None:
+        start = refs[0].sealed_offset
+        raw = memoryview(self._raw(start, refs[-1].sealed_offset + refs[-1].sealed_size - start))
+        for ref in refs:
+            lo = ref.sealed_offset - start
+            try:
+                self._open_cached(ref, raw[lo : lo + ref.sealed_size])
+            except TamperedBlob:
+                if ref is refs[0]:
+                    raise
+                return  # a bad chunk ahead fails when it is asked for, not now
+
     def _open_cached(self, ref: ChunkRef, sealed: memoryview) -> bytes:
         with self._lock:
             plain = self._recent.get((ref.prefix, ref.index))
@@ -243,16 +272,31 @@ class PlainReader:
     async def chunks(
         self, executor: concurrent.futures.Executor, offset: int, length: int
     ) -> AsyncIterator[bytes]:
-        """The range in ~1 MiB pieces, each read and opened off the loop."""
+        """The range in 2 MiB pieces, each read and opened off the loop; the next piece is
+        opened while the caller sends this one."""
         loop = asyncio.get_running_loop()
         end = offset + length
-        while offset < end:
-            n = min(_READ_SPAN, end - offset)
-            data = await loop.run_in_executor(executor, self.read, offset, n)
-            if len(data) != n:
-                raise TamperedBlob(f"version {self._obj.version_id} is shorter than its size")
-            yield data
-            offset += n
+
+        def start(at: int) -> asyncio.Future[bytes] | None:
+            if at >= end:
+                return None
+            return loop.run_in_executor(executor, self.read, at, min(_READ_SPAN, end - at))
+
+        pending = start(offset)
+        try:
+            while pending is not None:
+                data = await pending
+                n = min(_READ_SPAN, end - offset)
+                if len(data) != n:
+                    raise TamperedBlob(f"version {self._obj.version_id} is shorter than its size")
+                offset += n
+                pending = start(offset)
+                yield data
+        finally:
+            if pending is not None:
+                # Abandoned (the client went away): nobody waits for it, nor for its error.
+                pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+                pending.cancel()
 
 
 class Sealing:
