@@ -93,7 +93,7 @@ class ObjectStore:
         offset: int,
         length: int,
         customer: CustomerKey | None = None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncIterator[bytes | bytearray]:
         """The bytes of an object version's range, inline or from its blob (opened, if the
         version is sealed: SSE-C needs its customer key)."""
         if self.sealing is not None and self.sealing.is_sealed(obj):
@@ -132,7 +132,7 @@ class ObjectStore:
 
     async def stream_to_blob(
         self,
-        body: AsyncIterator[bytes],
+        body: AsyncIterator[bytes | bytearray],
         writer: Any,
         observers: Sequence[StreamObserver],
         *,
@@ -180,7 +180,7 @@ class ObjectStore:
 
     async def write_blob(
         self,
-        chunks: AsyncIterator[bytes],
+        chunks: AsyncIterator[bytes | bytearray],
         observers: Sequence[StreamObserver],
         *,
         max_size: int,

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 import threading
 from collections import OrderedDict
@@ -41,6 +42,7 @@ from s3torrent.store.sealed_format import (
     AAD,
     CHUNK,
     KEY_SIZE,
+    TAG,
     ChunkRef,
     ChunkSealer,
     Segment,
@@ -52,6 +54,8 @@ from s3torrent.store.sealed_format import (
 )
 
 log = logging.getLogger(__name__)
+# Per I/O thread: the buffer sealed bytes are read into.
+_scratch = threading.local()
 
 SSE_HEADER = "x-amz-server-side-encryption"
 SSE_C_ALGORITHM_HEADER = "x-amz-server-side-encryption-customer-algorithm"
@@ -161,11 +165,14 @@ class PlainReader:
         # next blocks without opening (and authenticating) them again.
         self._recent: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
+        self._path = blobs.local_path(obj.version_id) if obj.inline is None else None
 
     def read(self, offset: int, length: int) -> bytes:
-        """Plaintext [offset, offset+length) (blocking); TamperedBlob if any chunk is bad.
+        """Plaintext [offset, offset+length) (blocking); TamperedBlob if any chunk is bad."""
+        return bytes(self.read_buffer(offset, length))
 
-        Whole chunks are opened straight into the answer's buffer (no copy per chunk)."""
+    def read_buffer(self, offset: int, length: int) -> bytes | bytearray:
+        """As `read`, in a buffer of its own: whole chunks are opened straight into it."""
         hit = self.cached(offset, length)
         if hit is not None:
             return hit
@@ -208,7 +215,7 @@ class PlainReader:
                     into[pos : pos + len(part)] = part
                     pos += len(part)
             i = j
-        return bytes(into[:pos])
+        return out if pos == length else out[:pos]
 
     def _open_into(self, ref: ChunkRef, sealed: memoryview, into: memoryview) -> None:
         try:
@@ -264,23 +271,36 @@ class PlainReader:
             )
             raise
 
-    def _raw(self, offset: int, length: int) -> bytes:
+    def _raw(self, offset: int, length: int) -> bytes | memoryview:
+        """Sealed bytes of the blob; a local blob is read into this thread's scratch buffer
+        (valid until this thread's next read), sparing an allocation per read."""
         if self._obj.inline is not None:
-            return self._obj.inline[offset : offset + length]
-        return self._blobs.read(self._obj.version_id, offset, length)
+            return memoryview(self._obj.inline)[offset : offset + length]
+        if self._path is None:
+            return self._blobs.read(self._obj.version_id, offset, length)
+        buf: bytearray | None = getattr(_scratch, "buf", None)
+        if buf is None or len(buf) < length:
+            buf = _scratch.buf = bytearray(max(length, _READ_SPAN + 32 * TAG))
+        fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            n = os.preadv(fd, [memoryview(buf)[:length]], offset)
+        finally:
+            os.close(fd)
+        return memoryview(buf)[:n]
 
     async def chunks(
         self, executor: concurrent.futures.Executor, offset: int, length: int
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncIterator[bytes | bytearray]:
         """The range in 2 MiB pieces, each read and opened off the loop; the next piece is
         opened while the caller sends this one."""
         loop = asyncio.get_running_loop()
         end = offset + length
 
-        def start(at: int) -> asyncio.Future[bytes] | None:
+        def start(at: int) -> asyncio.Future[bytes | bytearray] | None:
             if at >= end:
                 return None
-            return loop.run_in_executor(executor, self.read, at, min(_READ_SPAN, end - at))
+            n = min(_READ_SPAN, end - at)
+            return loop.run_in_executor(executor, self.read_buffer, at, n)
 
         pending = start(offset)
         try:
