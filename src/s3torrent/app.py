@@ -441,6 +441,7 @@ class Node:
         await self._start_tracker_listener()
         self._tasks.append(asyncio.create_task(self._reload_users()))
         self._tasks.append(asyncio.create_task(self._sweep_tracker()))
+        self._tasks.append(asyncio.create_task(self._sweep_seal_records()))
         self._tasks.append(
             asyncio.create_task(expire_uploads_forever(self.svc.store, self.settings.storage))
         )
@@ -508,6 +509,14 @@ class Node:
         while True:
             await asyncio.sleep(30)
             registry.sweep(time.monotonic())
+
+    async def _sweep_seal_records(self) -> None:
+        """Key material of versions overwritten or deleted since (an hour's grace covers
+        writes whose record is stored but whose version is not committed yet)."""
+        while True:
+            await asyncio.sleep(self.settings.storage.upload_cleanup_interval)
+            with logged_failure(log, "encryption key record cleanup"):
+                await self.svc.meta.drop_unreferenced_seal_records(time.time() - 3600)
 
     async def stop(self) -> None:
         self._ready = False

@@ -79,7 +79,7 @@ class SealMetadata(Protocol):
 
     async def seal_key_ids(self) -> set[str]: ...
 
-    async def drop_unreferenced_seal_records(self) -> int: ...
+    async def drop_unreferenced_seal_records(self, created_before: float | None = None) -> int: ...
 
 
 class SqlSeals(SqlStoreBase):
@@ -132,13 +132,17 @@ class SqlSeals(SqlStoreBase):
 
         return await self.db.read(read)
 
-    async def drop_unreferenced_seal_records(self) -> int:
-        """Records of versions and uploads that are gone (deleted, or a write that lost)."""
+    async def drop_unreferenced_seal_records(self, created_before: float | None = None) -> int:
+        """Records of versions and uploads that are gone (deleted, or a write that lost);
+        only those made before `created_before` while writes may be in flight."""
 
         def txn(conn: Connection) -> int:
             live = q.referenced_blob_ids(conn)
             live |= {r[0] for r in conn.execute(sa.select(uploads.c.upload_id))}
-            owners = [r[0] for r in conn.execute(sa.select(sse_keys.c.owner))]
+            stmt = sa.select(sse_keys.c.owner)
+            if created_before is not None:
+                stmt = stmt.where(sse_keys.c.created_at < created_before)
+            owners = [r[0] for r in conn.execute(stmt)]
             dead = [o for o in owners if o not in live]
             for i in range(0, len(dead), 500):
                 conn.execute(sse_keys.delete().where(sse_keys.c.owner.in_(dead[i : i + 500])))
