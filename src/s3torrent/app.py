@@ -243,6 +243,12 @@ def build_services(settings: Settings) -> Services:
 def open_sealing(settings: Settings, meta: MetadataStore, blobs: BlobStore) -> Sealing:
     """Encryption at rest: the master key file (made, mode 0600, at the first start)."""
     path = settings.encryption.master_key_file or settings.data_dir / MASTER_KEY_FILE
+    if not path.exists() and meta.seal_key_ids_now():
+        # A new key would open nothing: better no start than objects silently lost.
+        raise StartupError(
+            f"the master key file {path} is missing, but encrypted objects need it: "
+            "restore it from a backup (see the README's Encryption section)"
+        )
     try:
         keys = MasterKeys.load_or_create(path)
     except MasterKeyError as exc:

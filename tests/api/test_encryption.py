@@ -487,3 +487,30 @@ def test_aws_cli_sse_and_sse_c(
     assert outc.read_bytes() == data
     res = aws(enc_server, tmp_path, "s3", "cp", f"s3://{ebucket}/c", str(tmp_path / "no.out"))
     assert res.returncode != 0
+
+
+def test_a_missing_master_key_file_stops_the_start_instead_of_making_a_new_key(
+    tmp_path: Path,
+) -> None:
+    srv = start_server(tmp_path)
+    keyfile = srv.data_dir / "sse-master-keys.json"
+    try:
+        c = make_client(srv.endpoint)
+        c.create_bucket(Bucket="keys")
+        c.put_object(Bucket="keys", Key="k", Body=b"z" * 50_000, ServerSideEncryption="AES256")
+    finally:
+        srv.stop()
+    saved = keyfile.read_bytes()
+    keyfile.unlink()
+    with pytest.raises(RuntimeError) as exc:
+        srv.start()
+    assert "master key file" in str(exc.value) and "restore it from a backup" in str(exc.value)
+    assert not keyfile.exists()
+    keyfile.write_bytes(saved)
+    keyfile.chmod(0o600)
+    srv.start()
+    try:
+        got = make_client(srv.endpoint).get_object(Bucket="keys", Key="k")["Body"].read()
+        assert got == b"z" * 50_000
+    finally:
+        srv.stop()

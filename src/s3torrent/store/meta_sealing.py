@@ -79,6 +79,8 @@ class SealMetadata(Protocol):
 
     async def seal_key_ids(self) -> set[str]: ...
 
+    def seal_key_ids_now(self) -> set[str]: ...
+
     async def drop_unreferenced_seal_records(self, created_before: float | None = None) -> int: ...
 
 
@@ -125,12 +127,11 @@ class SqlSeals(SqlStoreBase):
 
     async def seal_key_ids(self) -> set[str]:
         """The master keys some record is wrapped by."""
+        return await self.db.read(_key_ids)
 
-        def read(conn: Connection) -> set[str]:
-            stmt = sa.select(sse_keys.c.key_id).where(sse_keys.c.key_id.is_not(None)).distinct()
-            return {str(r[0]) for r in conn.execute(stmt)}
-
-        return await self.db.read(read)
+    def seal_key_ids_now(self) -> set[str]:
+        """As seal_key_ids, blocking (at start, before the loop runs)."""
+        return self.db.read_sync(_key_ids)
 
     async def drop_unreferenced_seal_records(self, created_before: float | None = None) -> int:
         """Records of versions and uploads that are gone (deleted, or a write that lost);
@@ -149,3 +150,8 @@ class SqlSeals(SqlStoreBase):
             return len(dead)
 
         return await self.db.write(txn)
+
+
+def _key_ids(conn: Connection) -> set[str]:
+    stmt = sa.select(sse_keys.c.key_id).where(sse_keys.c.key_id.is_not(None)).distinct()
+    return {str(r[0]) for r in conn.execute(stmt)}
