@@ -514,3 +514,30 @@ def test_a_missing_master_key_file_stops_the_start_instead_of_making_a_new_key(
         assert got == b"z" * 50_000
     finally:
         srv.stop()
+
+
+def test_rehash_hashes_the_plaintext_of_sse_s3_objects_and_skips_sse_c(tmp_path: Path) -> None:
+    from tests.api.test_torrent_cli import check_v1, run_cli
+
+    env = {"S3TORRENT_TORRENT__ENABLED": "false", **SSE_C_HTTP}
+    srv = start_server(tmp_path, env=env)
+    data = os.urandom(1_000_000)
+    try:
+        c = make_client(srv.endpoint)
+        c.create_bucket(Bucket="rehash")
+        c.put_object(
+            Bucket="rehash", Key="s", Body=data, ACL="public-read", ServerSideEncryption="AES256"
+        )
+        c.put_object(Bucket="rehash", Key="c", Body=data, ACL="public-read", **_ssec(b"q" * 32))
+        code, stdout, stderr = run_cli(srv, "torrent", "rehash")
+        assert code == 0, stderr
+        assert "rehashed 1 objects" in stdout
+    finally:
+        srv.stop()
+    srv.env.pop("S3TORRENT_TORRENT__ENABLED")
+    srv.start()
+    try:
+        with urllib.request.urlopen(f"{srv.endpoint}/rehash/s?torrent") as r:
+            check_v1(r.read(), data)
+    finally:
+        srv.stop()
