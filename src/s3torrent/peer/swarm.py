@@ -154,6 +154,10 @@ class BlobSource:
             self.store.executor, self._read, offset, length
         )
 
+    def ready(self, offset: int, length: int) -> bytes | None:
+        """Bytes available without I/O: a block of a sealed chunk opened a moment ago."""
+        return self._plain.cached(offset, length) if self._plain is not None else None
+
     def close(self) -> None:
         if self.fd is not None:
             with contextlib.suppress(OSError):

@@ -62,8 +62,8 @@ SSE_C_ALGORITHM_HEADER = "x-amz-server-side-encryption-customer-algorithm"
 SSE_C_MD5_HEADER = "x-amz-server-side-encryption-customer-key-md5"
 # One blob read (and one thread hop) per this many plaintext bytes: 32 chunks, 2 MiB.
 _READ_SPAN = 32 * CHUNK
-# Opened chunks a reader keeps for partial reads (the seeder's blocks): 1 MiB.
-_RECENT_CHUNKS = 16
+# Opened chunks a reader keeps for partial reads (the seeder's blocks): 2 MiB.
+_RECENT_CHUNKS = 32
 # What a block read opens at once: its chunk and the next three (256 KiB).
 _READ_AHEAD = 4 * CHUNK
 
@@ -165,6 +165,7 @@ class PlainReader:
         # next blocks without opening (and authenticating) them again.
         self._recent: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
+        self._next_block = -1
         self._path = blobs.local_path(obj.version_id) if obj.inline is None else None
 
     def read(self, offset: int, length: int) -> bytes:
@@ -178,9 +179,12 @@ class PlainReader:
             return hit
         refs = list(chunk_refs(self._segments, offset, length))
         if len(refs) == 1 and length < refs[0].plain_size:
-            # A block of a chunk (the seeder): open the chunks after it too, which the
-            # next blocks will want, in this one read.
-            ahead = list(chunk_refs(self._segments, refs[0].plain_start, _READ_AHEAD))
+            # A block of a chunk (the seeder): open it whole for the chunk's other blocks
+            # and, when the blocks come in order, the chunks after it too, in this one read.
+            sequential = offset == self._next_block
+            self._next_block = offset + length
+            span = _READ_AHEAD if sequential else refs[0].plain_size
+            ahead = list(chunk_refs(self._segments, refs[0].plain_start, span))
             self._fill([r for r in ahead if r.prefix == refs[0].prefix])
             hit = self.cached(offset, length)
             if hit is not None:
