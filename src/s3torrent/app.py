@@ -32,8 +32,8 @@ from s3torrent.publication import PublicTorrents, ResolvingRegistry
 from s3torrent.s3.access_log import AccessLog
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.cross_origin import CrossOrigin
-from s3torrent.s3.routing import Endpoint
-from s3torrent.s3.server import FinishedHook, Handler, S3Application
+from s3torrent.s3.ops.table import handlers
+from s3torrent.s3.server import FinishedHook, S3Application
 from s3torrent.startup import (
     deployment_warnings,
     finished_hooks,
@@ -42,10 +42,12 @@ from s3torrent.startup import (
     preflight,
     record_config_file,
 )
-from s3torrent.store.blobs import open_blob_store
+from s3torrent.store.blobs import BlobStore, open_blob_store
+from s3torrent.store.master_key import MASTER_KEY_FILE, MasterKeyError, MasterKeys
 from s3torrent.store.metastore import MetadataStore, open_metadata_store
 from s3torrent.store.migrations import HEAD as SCHEMA_REVISION
 from s3torrent.store.objects import ObjectStore
+from s3torrent.store.sealing import Sealing
 from s3torrent.store.space import SpaceReserve, storage_full
 from s3torrent.store.upload_expiry import expire_uploads_forever
 from s3torrent.store.users import UserDirectory
@@ -168,6 +170,7 @@ def build_services(settings: Settings) -> Services:
         blob_delete_delay=settings.storage.blob_delete_delay,
         space=space,
     )
+    store.sealing = open_sealing(settings, meta, blobs)
     users = UserDirectory(meta)
     users.load()
     catalog = TorrentCatalog(settings.torrent)
@@ -181,6 +184,7 @@ def build_services(settings: Settings) -> Services:
         claim_ttl=settings.jobs.claim_ttl,
         poll_interval=settings.jobs.poll_interval,
     )
+    hash_jobs.sealing = store.sealing
     ts = settings.tracker
     limits = RegistryLimits(
         max_peers_per_torrent=ts.max_peers_per_torrent,
@@ -237,73 +241,20 @@ def build_services(settings: Settings) -> Services:
     )
 
 
-def handlers() -> dict[Endpoint, Handler]:
-    from s3torrent.s3.ops import (
-        acl,
-        attributes,
-        buckets,
-        copy,
-        cors,
-        listing,
-        multipart,
-        objects,
-        ownership,
-        policy,
-        post_object,
-        tagging,
-        torrent,
-    )
-
-    return {
-        Endpoint.ListBuckets: buckets.list_buckets,
-        Endpoint.CreateBucket: buckets.create_bucket,
-        Endpoint.HeadBucket: buckets.head_bucket,
-        Endpoint.DeleteBucket: buckets.delete_bucket,
-        Endpoint.GetBucketLocation: buckets.get_bucket_location,
-        Endpoint.GetBucketVersioning: buckets.get_bucket_versioning,
-        Endpoint.ListObjects: listing.list_objects,
-        Endpoint.ListObjectsV2: listing.list_objects_v2,
-        Endpoint.ListObjectVersions: listing.list_object_versions,
-        Endpoint.PutObject: objects.put_object,
-        Endpoint.GetObject: objects.get_object,
-        Endpoint.HeadObject: objects.head_object,
-        Endpoint.DeleteObject: objects.delete_object,
-        Endpoint.DeleteObjects: objects.delete_objects,
-        Endpoint.GetObjectTorrent: torrent.get_object_torrent,
-        Endpoint.GetBucketAcl: acl.get_bucket_acl,
-        Endpoint.PutBucketAcl: acl.put_bucket_acl,
-        Endpoint.GetObjectAcl: acl.get_object_acl,
-        Endpoint.PutObjectAcl: acl.put_object_acl,
-        Endpoint.GetBucketPolicy: policy.get_bucket_policy,
-        Endpoint.PutBucketPolicy: policy.put_bucket_policy,
-        Endpoint.DeleteBucketPolicy: policy.delete_bucket_policy,
-        Endpoint.GetBucketPolicyStatus: policy.get_bucket_policy_status,
-        Endpoint.GetPublicAccessBlock: policy.get_public_access_block,
-        Endpoint.PutPublicAccessBlock: policy.put_public_access_block,
-        Endpoint.DeletePublicAccessBlock: policy.delete_public_access_block,
-        Endpoint.CopyObject: copy.copy_object,
-        Endpoint.CreateMultipartUpload: multipart.create_multipart_upload,
-        Endpoint.UploadPart: multipart.upload_part,
-        Endpoint.UploadPartCopy: multipart.upload_part_copy,
-        Endpoint.CompleteMultipartUpload: multipart.complete_multipart_upload,
-        Endpoint.AbortMultipartUpload: multipart.abort_multipart_upload,
-        Endpoint.ListParts: multipart.list_parts,
-        Endpoint.ListMultipartUploads: multipart.list_multipart_uploads,
-        Endpoint.GetObjectTagging: tagging.get_object_tagging,
-        Endpoint.PutObjectTagging: tagging.put_object_tagging,
-        Endpoint.DeleteObjectTagging: tagging.delete_object_tagging,
-        Endpoint.GetBucketTagging: tagging.get_bucket_tagging,
-        Endpoint.PutBucketTagging: tagging.put_bucket_tagging,
-        Endpoint.DeleteBucketTagging: tagging.delete_bucket_tagging,
-        Endpoint.GetObjectAttributes: attributes.get_object_attributes,
-        Endpoint.GetBucketOwnershipControls: ownership.get_bucket_ownership_controls,
-        Endpoint.PutBucketOwnershipControls: ownership.put_bucket_ownership_controls,
-        Endpoint.DeleteBucketOwnershipControls: ownership.delete_bucket_ownership_controls,
-        Endpoint.GetBucketCors: cors.get_bucket_cors,
-        Endpoint.PutBucketCors: cors.put_bucket_cors,
-        Endpoint.DeleteBucketCors: cors.delete_bucket_cors,
-        Endpoint.PostObject: post_object.post_object,
-    }
+def open_sealing(settings: Settings, meta: MetadataStore, blobs: BlobStore) -> Sealing:
+    """Encryption at rest: the master key file (made, mode 0600, at the first start)."""
+    path = settings.encryption.master_key_file or settings.data_dir / MASTER_KEY_FILE
+    if not path.exists() and meta.seal_key_ids_now():
+        # A new key would open nothing: better no start than objects silently lost.
+        raise StartupError(
+            f"the master key file {path} is missing, but encrypted objects need it: "
+            "restore it from a backup (see the README's Encryption section)"
+        )
+    try:
+        keys = MasterKeys.load_or_create(path)
+    except MasterKeyError as exc:
+        raise StartupError(str(exc)) from exc
+    return Sealing(meta, blobs, keys)
 
 
 class Node:
@@ -414,6 +365,7 @@ class Node:
         await asyncio.get_running_loop().run_in_executor(
             self.svc.executor, self.svc.store.cleanup_orphans
         )
+        await self.svc.meta.drop_unreferenced_seal_records()
         if self.svc.relay is not None:
             await self.svc.relay.start()
         await self._start_seeder()
@@ -440,6 +392,7 @@ class Node:
         await self._start_tracker_listener()
         self._tasks.append(asyncio.create_task(self._reload_users()))
         self._tasks.append(asyncio.create_task(self._sweep_tracker()))
+        self._tasks.append(asyncio.create_task(self._sweep_seal_records()))
         self._tasks.append(
             asyncio.create_task(expire_uploads_forever(self.svc.store, self.settings.storage))
         )
@@ -507,6 +460,14 @@ class Node:
         while True:
             await asyncio.sleep(30)
             registry.sweep(time.monotonic())
+
+    async def _sweep_seal_records(self) -> None:
+        """Key material of versions overwritten or deleted since (an hour's grace covers
+        writes whose record is stored but whose version is not committed yet)."""
+        while True:
+            await asyncio.sleep(self.settings.storage.upload_cleanup_interval)
+            with logged_failure(log, "encryption key record cleanup"):
+                await self.svc.meta.drop_unreferenced_seal_records(time.time() - 3600)
 
     async def stop(self) -> None:
         self._ready = False

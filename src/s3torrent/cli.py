@@ -1,4 +1,4 @@
-"""Command line: serve, init, user, torrent, usage, savings."""
+"""Command line: serve, init, user, torrent, key, usage, savings."""
 
 from __future__ import annotations
 
@@ -266,6 +266,7 @@ async def _rehash(
     from tqdm import tqdm
 
     from s3torrent.publication import Refusal, anywhere_now, torrent_refusal
+    from s3torrent.store.sealing import SSE_C, Sealing, seal_mode
     from s3torrent.torrent.catalog import TorrentCatalog, make_info, piece_hashes, stored_hashes
     from s3torrent.torrent.jobs import hash_version
     from s3torrent.torrent.pieces import PieceLayout, piece_length_for
@@ -284,6 +285,8 @@ async def _rehash(
         # Private objects are hashed too: they may be made public later.
         if b is None or torrent_refusal(settings.torrent, b, obj, now) in not_hashed:
             continue
+        if seal_mode(obj.headers) == SSE_C:
+            continue  # never torrent-able: only its owner holds the key
         hashes = piece_hashes(obj, stored)
         if hashes is None or not catalog.has_hashes_for_format(hashes):
             todo.append(obj)
@@ -300,6 +303,10 @@ async def _rehash(
                     bar.update(base + done - bar.n)
 
                 try:
+                    read = None
+                    if seal_mode(obj.headers) is not None:
+                        sealing = Sealing(meta, blobs, _master_keys(settings))
+                        read = (await sealing.reader(obj, None)).read
                     hashes = await asyncio.to_thread(
                         hash_version,
                         blobs,
@@ -309,6 +316,7 @@ async def _rehash(
                         v2=catalog.wants_v2,
                         executor=pool,
                         progress=progress,
+                        read=read,
                     )
                 except (FileNotFoundError, ValueError):
                     # Overwritten or deleted while we read it: nothing to record.
@@ -429,6 +437,65 @@ def savings(
         click.echo(json.dumps(u.savings_json(items, price_per_gb), indent=2))
     else:
         click.echo(u.savings_table(items, price_per_gb), nl=False)
+
+
+@cli.group()
+@common_options
+def key() -> None:
+    """The master key that wraps the data keys of SSE-S3 objects."""
+
+
+def _master_keys(settings: Settings) -> Any:
+    from s3torrent.store.master_key import MASTER_KEY_FILE, MasterKeyError, MasterKeys
+
+    path = settings.encryption.master_key_file or settings.data_dir / MASTER_KEY_FILE
+    if not path.exists():
+        raise click.ClickException(f"no master key file at {path}: nothing is encrypted yet")
+    try:
+        return MasterKeys.load(path)
+    except MasterKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@key.command("show")
+@common_options
+@click.pass_context
+def key_show(ctx: click.Context) -> None:
+    """The master key file, its keys (never their bytes) and which one wraps new keys."""
+    settings = resolve_settings(ctx)
+    keys = _master_keys(settings)
+    with _metadata(settings) as meta:
+        in_use = asyncio.run(meta.seal_key_ids())
+    click.echo(f"file: {keys.path}")
+    for key_id in keys.key_ids:
+        state = "current" if key_id == keys.current else "retired"
+        used = "wraps data keys" if key_id in in_use else "wraps nothing"
+        click.echo(f"{key_id}\t{state}\t{used}")
+
+
+@key.command("rotate")
+@common_options
+@click.pass_context
+def key_rotate(ctx: click.Context) -> None:
+    """A new master key; every data key re-wrapped by it (objects are not re-encrypted).
+
+    A running server picks the new key up by itself. Back the key file up afterwards."""
+    from s3torrent.store.blobs import open_blob_store
+    from s3torrent.store.master_key import MasterKeyError
+    from s3torrent.store.sealing import Sealing
+
+    settings = resolve_settings(ctx)
+    keys = _master_keys(settings)
+    with _metadata(settings) as meta:
+        sealing = Sealing(meta, open_blob_store(settings), keys)
+        try:
+            rewrapped, dropped = asyncio.run(sealing.rotate())
+        except MasterKeyError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"master key {keys.current} is current; {rewrapped} data keys re-wrapped, "
+        f"{dropped} unused retired keys removed from {keys.path}"
+    )
 
 
 def main() -> None:

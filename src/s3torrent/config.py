@@ -86,6 +86,18 @@ class StorageSettings(BaseModel):
     """Space kept in a reserve file in data_dir so deletes can commit on a full disk (0: none)."""
 
 
+class EncryptionSettings(BaseModel):
+    """Encryption at rest (SSE-S3, SSE-C); see the README's "Encryption" section."""
+
+    default: Literal["none", "AES256"] = "none"
+    """AES256: every new object without encryption headers or a bucket default is SSE-S3, as
+    Amazon S3 does since 2023."""
+    sse_c_over_http: bool = False
+    """Accept SSE-C keys over plain HTTP (S3 refuses them; for local testing only)."""
+    master_key_file: Path | None = None
+    """The master key file (default: data_dir/sse-master-keys.json), created at first start."""
+
+
 class TorrentSettings(BaseModel):
     enabled: bool = True
     format: Literal["v1", "hybrid", "v2"] = "v1"
@@ -271,6 +283,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     torrent: TorrentSettings = Field(default_factory=TorrentSettings)
+    encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     seeder: SeederSettings = Field(default_factory=SeederSettings)
     metering: MeteringSettings = Field(default_factory=MeteringSettings)

@@ -24,6 +24,7 @@ from s3torrent.config import Settings, TorrentSettings
 from s3torrent.events import AccessChanged, Event, ObjectDeleted, ObjectWritten, TorrentHashed
 from s3torrent.store import rows as md
 from s3torrent.store.metastore import MetadataStore
+from s3torrent.store.sealing import SSE_C, seal_mode
 from s3torrent.torrent.catalog import (
     TorrentCatalog,
     TorrentInfo,
@@ -79,6 +80,9 @@ def torrent_refusal(
     if obj.size > settings.max_object_size:
         return Refusal.TOO_LARGE
     if not facts.may_torrent(bucket, obj.key, obj, ctx):
+        return Refusal.NOT_PUBLIC
+    if seal_mode(obj.headers) == SSE_C:
+        # No anonymous reader can hold the customer's key: as good as private.
         return Refusal.NOT_PUBLIC
     return None
 

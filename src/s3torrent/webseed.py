@@ -32,6 +32,7 @@ from s3torrent.metering.meter import CLIENT_CLOSED, OP_GET
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ranges import parse_range
 from s3torrent.store.objects import ObjectStore
+from s3torrent.store.sealed_format import TamperedBlob
 from s3torrent.torrent.catalog import WEB_SEED_PATH
 
 if TYPE_CHECKING:
@@ -167,8 +168,9 @@ class WebSeed:
         try:
             await resp.prepare(request)
             await self._stream(request, resp, obj, info, swarm, start, count, sent, cut)
-        except _Cut:
-            # The client gets a short body; it keeps the whole pieces it received.
+        except (_Cut, TamperedBlob):
+            # The client gets a short body; it keeps the whole pieces it received (a sealed
+            # chunk that fails its tag was logged where it was read, and is never sent).
             cut_transport(request.transport)
             return resp, info
         finally:
@@ -190,7 +192,9 @@ class WebSeed:
     ) -> None:
         piece_length = info.hashes.piece_length
         pos, end = start, start + count
-        path = self.store.blobs.local_path(obj.version_id) if obj.inline is None else None
+        # Inline, sealed (read and opened) or remote: no file to sendfile from.
+        direct = obj.inline is None and not info.sealed
+        path = self.store.blobs.local_path(obj.version_id) if direct else None
         fobj = open(path, "rb") if path is not None else None  # noqa: SIM115
         try:
             while pos < end:
@@ -235,12 +239,8 @@ class WebSeed:
         length: int,
         sent: list[int],
     ) -> None:
-        if obj.inline is not None:
-            await resp.write(obj.inline[offset : offset + length])
-            sent[0] += length
-            return
         if fobj is None:
-            async for chunk in self.store.blob_chunks(obj.version_id, offset, length):
+            async for chunk in self.store.object_chunks(obj, offset, length):
                 await resp.write(chunk)
                 sent[0] += len(chunk)
             return

@@ -432,3 +432,55 @@ def test_an_upload_cut_short_leaves_nothing(
     assert not any(tmp.glob("*.part"))
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="cut")
+
+
+def _blobs(srv: LiveServer) -> set[Path]:
+    return {p for p in (srv.data_dir / "blobs").glob("*/*/*") if p.is_file()}
+
+
+def test_form_uploads_are_encrypted_as_asked_or_by_the_bucket_default(
+    s3v4: Any, s3: Any, server: LiveServer, bucket: str
+) -> None:
+    data = b"secret form bytes " * 20_000
+    before = _blobs(server)
+    p = s3v4.generate_presigned_post(
+        bucket,
+        "sealed-by-field",
+        Fields={"x-amz-server-side-encryption": "AES256"},
+        Conditions=[{"x-amz-server-side-encryption": "AES256"}],
+    )
+    r = _post(p, data)
+    assert r.status_code == 204, r.text
+    assert r.headers["x-amz-server-side-encryption"] == "AES256"
+    new = _blobs(server) - before
+    assert len(new) == 1 and data[:64] not in next(iter(new)).read_bytes()
+    got = s3.get_object(Bucket=bucket, Key="sealed-by-field")
+    assert got["ServerSideEncryption"] == "AES256" and got["Body"].read() == data
+
+    rule = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=rule)
+    try:
+        r = _post(s3v4.generate_presigned_post(bucket, "sealed-by-default"), data)
+        assert r.status_code == 204 and r.headers["x-amz-server-side-encryption"] == "AES256"
+        head = s3.head_object(Bucket=bucket, Key="sealed-by-default")
+        assert head["ServerSideEncryption"] == "AES256"
+    finally:
+        s3.delete_bucket_encryption(Bucket=bucket)
+
+
+def test_customer_keys_in_a_form_are_refused_not_ignored(s3v4: Any, s3: Any, bucket: str) -> None:
+    key = base64.b64encode(b"k" * 32).decode()
+    fields = {
+        "x-amz-server-side-encryption-customer-algorithm": "AES256",
+        "x-amz-server-side-encryption-customer-key": key,
+        "x-amz-server-side-encryption-customer-key-MD5": base64.b64encode(
+            hashlib.md5(b"k" * 32).digest()
+        ).decode(),
+    }
+    p = s3v4.generate_presigned_post(
+        bucket, "ssec-form", Fields=fields, Conditions=[{k: v} for k, v in fields.items()]
+    )
+    r = _post(p, b"data")
+    assert _error(r)[0] == "NotImplemented", r.text
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="ssec-form")

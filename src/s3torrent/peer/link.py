@@ -416,7 +416,9 @@ class PeerLink:
                     )
                 elif block.data is None:
                     self._start_read(block)
-                    return 0
+                    if block.data is None:
+                        return 0
+                    continue  # served at once (a sealed block opened with the one before)
                 else:
                     n = self._send(block.data[block.done : block.valid])
             except (BlockingIOError, InterruptedError):
@@ -438,9 +440,13 @@ class PeerLink:
     def _start_read(self, block: OwedBlock) -> None:
         if block.reading or self.swarm is None:
             return
+        source = self.swarm.source
+        ready = source.ready(block.offset, block.valid)
+        if ready is not None and len(ready) == block.valid:
+            block.data = memoryview(ready)
+            return
         block.reading = True
         self._no_write()
-        source = self.swarm.source
 
         async def read() -> None:
             try:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,7 @@ from s3torrent.peer.policy import (
 )
 from s3torrent.store import rows as md
 from s3torrent.store.objects import ObjectStore
+from s3torrent.store.sealing import PlainReader
 from s3torrent.torrent.catalog import TorrentInfo
 from s3torrent.torrent.metainfo import piece_layers_for
 
@@ -117,7 +120,10 @@ class BlobSource:
         self.info = info
         self.fd: int | None = None
         self._obj: md.ObjectVersion | None = None
-        path = store.blobs.local_path(info.version_id)
+        self._read: Callable[[int, int], bytes] | None = None
+        self._plain: PlainReader | None = None
+        # A sealed blob holds ciphertext: no sendfile, its blocks are read and opened.
+        path = None if info.sealed else store.blobs.local_path(info.version_id)
         if path is not None:
             with contextlib.suppress(OSError):
                 self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -132,9 +138,25 @@ class BlobSource:
             if self._obj is None:
                 raise FileNotFoundError(f"version {vid} is gone")
         obj = self._obj
+        if self._read is None:
+            sealing = self.store.sealing
+            if sealing is not None and sealing.is_sealed(obj):
+                self._plain = await sealing.reader(obj, None)
+                self._read = self._plain.read
+            else:
+                self._read = functools.partial(self.store.read_range, obj)
+        if self._plain is not None:
+            # Most blocks of a sealed version were opened with the block before them.
+            hit = self._plain.cached(offset, length)
+            if hit is not None:
+                return hit
         return await asyncio.get_running_loop().run_in_executor(
-            self.store.executor, self.store.read_range, obj, offset, length
+            self.store.executor, self._read, offset, length
         )
+
+    def ready(self, offset: int, length: int) -> bytes | None:
+        """Bytes available without I/O: a block of a sealed chunk opened a moment ago."""
+        return self._plain.cached(offset, length) if self._plain is not None else None
 
     def close(self) -> None:
         if self.fd is not None:

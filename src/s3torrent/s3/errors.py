@@ -42,6 +42,10 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     # a 503 SlowDown, so the client learns at once that space must be freed.
     "InsufficientStorage": (507, "The server's storage is full; delete objects to free space."),
     "InternalError": (500, "We encountered an internal error. Please try again."),
+    "InvalidEncryptionAlgorithmError": (
+        400,
+        "The encryption request you specified is not valid. The valid value is AES256.",
+    ),
     "InvalidAccessKeyId": (
         403,
         "The AWS access key ID you provided does not exist in our records.",
@@ -121,6 +125,10 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
         400,
         "Your socket connection to the server was not read from or written to within the "
         "timeout period.",
+    ),
+    "ServerSideEncryptionConfigurationNotFoundError": (
+        404,
+        "The server side encryption configuration was not found",
     ),
     "ServiceUnavailable": (503, "Please reduce your request rate."),
     "SignatureDoesNotMatch": (

@@ -58,7 +58,7 @@ _NO_WRITE_CONDITIONS = frozenset(
     {E.CreateMultipartUpload, E.UploadPart, E.UploadPartCopy, E.AbortMultipartUpload}
 )
 _NO_LOCK = "Bucket is missing Object Lock Configuration"
-_NO_SSE = "Server-side encryption is not implemented; the object would be stored unencrypted."
+_NO_SSE = "SSE-KMS is not implemented; use SSE-S3 (AES256) or SSE-C."
 _NO_DATE_CONDITION = "Date conditions on writes and deletes are not implemented."
 
 
@@ -112,17 +112,9 @@ REFUSALS: tuple[Refusal, ...] = (
         "NotImplemented",
         "Appending to an object is not implemented.",
     ),
-    # Encryption (SSE-S3, SSE-KMS, SSE-C): not yet implemented, so never pretended.
-    _sse("x-amz-server-side-encryption"),
+    # Encryption: SSE-S3 and SSE-C are implemented (s3/sse.py); SSE-KMS is not.
     _sse("x-amz-server-side-encryption-aws-kms-key-id"),
     _sse("x-amz-server-side-encryption-context"),
-    _sse("x-amz-server-side-encryption-bucket-key-enabled"),
-    _sse("x-amz-server-side-encryption-customer-algorithm"),
-    _sse("x-amz-server-side-encryption-customer-key"),
-    _sse("x-amz-server-side-encryption-customer-key-md5"),
-    _sse("x-amz-copy-source-server-side-encryption-customer-algorithm"),
-    _sse("x-amz-copy-source-server-side-encryption-customer-key"),
-    _sse("x-amz-copy-source-server-side-encryption-customer-key-md5"),
     # Conditions where S3 takes none, or of kinds not implemented: refused, never skipped.
     Refusal(
         "If-Match",

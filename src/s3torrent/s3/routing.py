@@ -65,6 +65,13 @@ class Endpoint(Enum):
     # A browser form upload: its key and signer are in the form, so its PutObject decision
     # is asked by the handler once the fields before the file are read.
     PostObject = ("PostObject", "s3:PutObject", "bucket")
+    GetBucketEncryption = ("GetBucketEncryption", "s3:GetEncryptionConfiguration", "bucket")
+    PutBucketEncryption = ("PutBucketEncryption", "s3:PutEncryptionConfiguration", "bucket")
+    DeleteBucketEncryption = (
+        "DeleteBucketEncryption",
+        "s3:PutEncryptionConfiguration",
+        "bucket",
+    )
     PutObject = ("PutObject", "s3:PutObject", "object")
     CopyObject = ("CopyObject", "s3:PutObject", "object")
     GetObject = ("GetObject", "s3:GetObject", "object")
@@ -164,6 +171,9 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
         ("GET", "tagging"): Endpoint.GetBucketTagging,
         ("PUT", "tagging"): Endpoint.PutBucketTagging,
         ("DELETE", "tagging"): Endpoint.DeleteBucketTagging,
+        ("GET", "encryption"): Endpoint.GetBucketEncryption,
+        ("PUT", "encryption"): Endpoint.PutBucketEncryption,
+        ("DELETE", "encryption"): Endpoint.DeleteBucketEncryption,
         ("POST", "delete"): Endpoint.DeleteObjects,
         ("GET", "ownershipControls"): Endpoint.GetBucketOwnershipControls,
         ("PUT", "ownershipControls"): Endpoint.PutBucketOwnershipControls,

@@ -20,7 +20,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from s3torrent.store import rows as md
 from s3torrent.store.blobs import BlobStore
@@ -28,6 +28,9 @@ from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import StorageFull, StoreError
 from s3torrent.store.metastore import MetadataStore
 from s3torrent.store.space import SpaceReserve, storage_full
+
+if TYPE_CHECKING:
+    from s3torrent.store.sealing import CustomerKey, Sealing
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ class ObjectStore:
         # The data directory's full-disk state (None: nothing local to fill, e.g. S3 blobs).
         self.space = space
         self._pending_deletes: set[asyncio.TimerHandle] = set()
+        # Encryption at rest (set by the app): opens sealed versions for every reader.
+        self.sealing: Sealing | None = None
 
     @staticmethod
     def new_version_id() -> str:
@@ -83,9 +88,19 @@ class ObjectStore:
         return self.blobs.read(obj.version_id, offset, length)
 
     async def object_chunks(
-        self, obj: md.ObjectVersion, offset: int, length: int
-    ) -> AsyncIterator[bytes]:
-        """The bytes of an object version's range, inline or from its blob."""
+        self,
+        obj: md.ObjectVersion,
+        offset: int,
+        length: int,
+        customer: CustomerKey | None = None,
+    ) -> AsyncIterator[bytes | bytearray]:
+        """The bytes of an object version's range, inline or from its blob (opened, if the
+        version is sealed: SSE-C needs its customer key)."""
+        if self.sealing is not None and self.sealing.is_sealed(obj):
+            reader = await self.sealing.reader(obj, customer)
+            async for chunk in reader.chunks(self.executor, offset, length):
+                yield chunk
+            return
         if obj.inline is not None:
             yield obj.inline[offset : offset + length]
             return
@@ -117,7 +132,7 @@ class ObjectStore:
 
     async def stream_to_blob(
         self,
-        body: AsyncIterator[bytes],
+        body: AsyncIterator[bytes | bytearray],
         writer: Any,
         observers: Sequence[StreamObserver],
         *,
@@ -165,24 +180,29 @@ class ObjectStore:
 
     async def write_blob(
         self,
-        chunks: AsyncIterator[bytes],
+        chunks: AsyncIterator[bytes | bytearray],
         observers: Sequence[StreamObserver],
         *,
         max_size: int,
         on_too_large: Callable[[], Exception],
         check: Callable[[StoredStream], T] | None = None,
+        blob_id: str | None = None,
+        wrap_writer: Callable[[Any], Any] | None = None,
     ) -> tuple[str, StoredStream, T | None]:
-        """Stream chunks into a new durable blob under a fresh id.
+        """Stream chunks into a new durable blob under a fresh id (or `blob_id`).
 
         `check` sees the finished stream (size, MD5) before the commit and may raise to
-        abort it; whatever it returns is handed back. Nothing is left behind on failure.
+        abort it; whatever it returns is handed back. `wrap_writer` (encryption at rest)
+        wraps the blob writer. Nothing is left behind on failure.
         """
         await self.check_writable()
-        blob_id = self.new_version_id()
+        blob_id = blob_id or self.new_version_id()
         with self._full_disk_refused():
             writer = await asyncio.get_running_loop().run_in_executor(
                 self.executor, self.blobs.new_writer, blob_id
             )
+            if wrap_writer is not None:
+                writer = wrap_writer(writer)
         try:
             with self._full_disk_refused():
                 stored = await self.stream_to_blob(

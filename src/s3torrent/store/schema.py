@@ -190,6 +190,26 @@ usage_swarms = sa.Table(
 )
 
 
+# Encryption at rest (s3torrent.store.sealing): the key material of one sealed object version
+# (keyed by its blob id) or multipart upload (by its upload id). SSE-S3 rows hold the data
+# key wrapped by master key key_id; SSE-C rows hold only a salt and a salted HMAC of the
+# customer's key, never the key. segments: JSON [[nonce prefix, plaintext size], ...] of a
+# blob joined from parts (NULL: one segment, prefix 0).
+sse_keys = sa.Table(
+    "sse_keys",
+    meta,
+    sa.Column("owner", sa.String(64), primary_key=True),
+    sa.Column("mode", sa.String(8), nullable=False),
+    sa.Column("key_id", sa.String(32), nullable=True),
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=True),
+    sa.Column("salt", sa.LargeBinary, nullable=True),
+    sa.Column("key_hmac", sa.LargeBinary, nullable=True),
+    sa.Column("segments", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_sse_keys_key_id", "key_id"),
+)
+
+
 def create_engine(url: str) -> sa.Engine:
     """An engine with the durability settings each backend needs."""
     if url.startswith("sqlite"):

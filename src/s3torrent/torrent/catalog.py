@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 
 from s3torrent.config import TorrentSettings
 from s3torrent.store.rows import ObjectVersion, TorrentHashes
+from s3torrent.store.sealing import seal_mode
 from s3torrent.torrent.hasher import PieceHashes, TorrentHasher
 from s3torrent.torrent.metainfo import (
     InfoHash,
@@ -41,6 +42,8 @@ class TorrentInfo:
     info: bytes
     info_hash: InfoHash
     last_modified: float
+    # Encrypted at rest: its bytes are read and opened, never sent with sendfile.
+    sealed: bool = False
 
     @property
     def swarm_ids(self) -> tuple[bytes, ...]:
@@ -67,6 +70,7 @@ def make_info(obj: ObjectVersion, hashes: PieceHashes, fmt: TorrentFormat) -> To
         info=info,
         info_hash=InfoHash.of(info, fmt),
         last_modified=obj.last_modified,
+        sealed=seal_mode(obj.headers) is not None,
     )
 
 

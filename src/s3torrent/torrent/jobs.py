@@ -26,6 +26,7 @@ from s3torrent.events import ObjectWritten
 from s3torrent.failures import logged_failure
 from s3torrent.store.blobs import BlobStore
 from s3torrent.store.rows import ObjectVersion
+from s3torrent.store.sealing import SSE_C, Sealing, seal_mode
 from s3torrent.torrent.catalog import TorrentCatalog, piece_hashes
 from s3torrent.torrent.hasher import PieceHashes, hash_file, hash_ranges_parallel
 from s3torrent.torrent.pieces import PieceLayout, piece_length_for
@@ -68,6 +69,8 @@ class HashJobs:
         self._jobs: dict[str, asyncio.Task[PieceHashes]] = {}
         self._slots = asyncio.Semaphore(concurrent_jobs)
         self.progress: dict[str, int] = {}
+        # Encryption at rest (set by the app): sealed versions are hashed as plaintext.
+        self.sealing: Sealing | None = None
 
     @property
     def queued(self) -> int:
@@ -87,6 +90,8 @@ class HashJobs:
         obj = await self.meta.object_by_version(event.version_id)
         if obj is None or obj.size > self.catalog.settings.max_object_size:
             return
+        if seal_mode(obj.headers) == SSE_C:
+            return  # never torrent-able: no reader but its owner holds the key
         if await self.meta.torrent_hashes(obj.version_id) is None:
             # Every node sees the event; the one whose claim succeeds hashes.
             await self.meta.add_hash_jobs([obj.version_id], self._clock())
@@ -177,14 +182,23 @@ class HashJobs:
             def progress(done: int) -> None:
                 self.progress[obj.version_id] = done
 
-            hashes = await loop.run_in_executor(None, self._hash_blocking, obj, layout, progress)
+            read = None
+            if self.sealing is not None and self.sealing.is_sealed(obj):
+                read = (await self.sealing.reader(obj, None)).read
+            hashes = await loop.run_in_executor(
+                None, self._hash_blocking, obj, layout, progress, read
+            )
             self.progress.pop(obj.version_id, None)
             # Only a version that is still current gets its hashes recorded (and announced).
             await self.meta.finish_hash_job(obj, self.catalog.hashes_to_store(obj, hashes))
             return hashes
 
     def _hash_blocking(
-        self, obj: ObjectVersion, layout: PieceLayout, progress: Callable[[int], None]
+        self,
+        obj: ObjectVersion,
+        layout: PieceLayout,
+        progress: Callable[[int], None],
+        read: Callable[[int, int], bytes] | None = None,
     ) -> PieceHashes:
         return hash_version(
             self.blobs,
@@ -194,6 +208,7 @@ class HashJobs:
             v2=self.catalog.wants_v2,
             executor=self._pool,
             progress=progress,
+            read=read,
         )
 
     async def resume(self, limit: int = 10_000) -> int:
@@ -262,9 +277,15 @@ def hash_version(
     v2: bool,
     executor: concurrent.futures.Executor,
     progress: Callable[[int], None] | None = None,
+    read: Callable[[int, int], bytes] | None = None,
 ) -> PieceHashes:
     """Piece hashes of a stored version (blocking): a local blob through its memory map,
-    anything else (inline bytes, a remote backend) through ranged reads."""
+    anything else (inline bytes, a remote backend, `read`: a sealed version's plaintext)
+    through ranged reads."""
+    if read is not None:
+        return hash_ranges_parallel(
+            read, layout, v1=v1, v2=v2, executor=executor, progress=progress
+        )
     inline = obj.inline
     if inline is not None:
         return hash_ranges_parallel(

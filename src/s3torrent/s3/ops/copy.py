@@ -11,7 +11,7 @@ from aiohttp import web
 
 from s3torrent.access import Owner
 from s3torrent.access import facts as authz
-from s3torrent.s3 import checksums, tagging
+from s3torrent.s3 import checksums, sse, tagging
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
@@ -29,6 +29,7 @@ from s3torrent.s3.refusals import check_expected_owner
 from s3torrent.s3.server import S3Request
 from s3torrent.store import rows as md
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
+from s3torrent.store.sealing import CustomerKey, SealSpec
 
 MAX_COPY_SIZE = 5 * 1024**3
 
@@ -121,6 +122,8 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     http = req.http
     condition = write_condition(http.headers)
     src_bucket, src = await readable_source(svc, req)
+    source_key = await sse.read_key(svc, req, src, sse.COPY_SOURCE_CUSTOMER)
+    spec = sse.write_spec(svc, req, bucket)
     check_copy_conditions(http.headers, src)
     directive = http.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
@@ -147,6 +150,7 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         or "x-amz-storage-class" in http.headers
         or "x-amz-website-redirect-location" in http.headers
         or requested_alg is not None
+        or sse.changes_encryption(req)
     )
     if src_bucket.name == bucket.name and src.key == req.key and not changes_something:
         raise S3Error("InvalidRequest", _ILLEGAL_SELF_COPY)
@@ -169,7 +173,10 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     alg_name = requested_alg or src.checksum_algorithm
     algorithm = checksums.ChecksumAlgorithm.from_header_value(alg_name) if alg_name else None
     await precheck_write(svc, req, condition)
-    obj = await copy_bytes(svc, req, src, headers, owner_id, acl, algorithm, condition, tags)
+    sealing = (source_key, spec)
+    obj = await copy_bytes(
+        svc, req, src, headers, owner_id, acl, algorithm, condition, tags, sealing
+    )
     result: dict[str, Any] = {
         "ETag": obj.etag,
         "LastModified": s3xml.iso8601(obj.last_modified),
@@ -177,7 +184,8 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     if obj.checksum_algorithm and obj.checksum_value:
         result["ChecksumType"] = obj.checksum_type
         result[f"Checksum{obj.checksum_algorithm}"] = obj.checksum_value
-    return xml_response(s3xml.render("CopyObjectResult", result))
+    answer = s3xml.render("CopyObjectResult", result)
+    return xml_response(answer, headers=sse.response_headers(obj.headers))
 
 
 async def copy_bytes(
@@ -190,19 +198,26 @@ async def copy_bytes(
     algorithm: checksums.ChecksumAlgorithm | None,
     condition: WriteCondition = NO_CONDITION,
     tags: md.Tags = (),
+    sealing: tuple[CustomerKey | None, SealSpec | None] = (None, None),
 ) -> md.ObjectVersion:
     """One pass over the source: the new blob, its MD5, checksum and torrent pieces together;
-    committed if `condition` holds for the destination key."""
+    committed if `condition` holds for the destination key. `sealing`: the source's SSE-C
+    key, and how the copy is to be encrypted."""
     store = svc.store
+    source_key, spec = sealing
     checksum = checksums.new_checksum(algorithm) if algorithm is not None else None
-    torrent_hasher = svc.torrents.hasher_for(src.size)
+    headers, torrent_hasher, sealed = await sse.prepare_sealed(
+        svc, spec, headers, svc.torrents.hasher_for(src.size)
+    )
     observers: list[Any] = [o for o in (checksum, torrent_hasher) if o is not None]
     try:
         version_id, stored, _ = await store.write_blob(
-            store.object_chunks(src, 0, src.size),
+            store.object_chunks(src, 0, src.size, source_key),
             observers,
             max_size=MAX_COPY_SIZE,
             on_too_large=lambda: S3Error("EntityTooLarge"),
+            blob_id=sealed.blob_id if sealed is not None else None,
+            wrap_writer=sealed.wrap if sealed is not None else None,
         )
     except FileNotFoundError as exc:
         # The source was overwritten or deleted while we copied it.

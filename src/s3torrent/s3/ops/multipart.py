@@ -13,7 +13,6 @@ import hashlib
 import itertools
 import logging
 import re
-import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -23,7 +22,7 @@ from aiohttp import web
 
 from s3torrent.access import Owner
 from s3torrent.access import facts as authz
-from s3torrent.s3 import checksums, tagging
+from s3torrent.s3 import checksums, sse, tagging
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody
 from s3torrent.s3.checksums import ChecksumAlgorithm
@@ -49,9 +48,6 @@ MIN_PART_SIZE = 5 * 1024**2
 MAX_PART_SIZE = 5 * 1024**3
 COMPOSITE = "COMPOSITE"
 FULL_OBJECT = "FULL_OBJECT"
-
-
-# ---- helpers ----
 
 
 def upload_params(req: S3Request) -> UploadParams:
@@ -139,23 +135,23 @@ async def create_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamR
     owner_id = write_owner(req, headers)
     acl = requested_acl(headers, Owner(owner_id, req.principal.name or ""), bucket)
     alg, ctype = _requested_checksum(headers)
+    upload_id, sealed = await sse.seal_upload(svc, req, bucket)
     up = md.Upload(
-        upload_id=secrets.token_hex(32),
+        upload_id=upload_id,
         bucket=bucket.name,
         key=req.key,
         owner_id=owner_id,
         initiated=time.time(),
-        headers=stored_headers(headers, svc.settings.limits.max_user_metadata),
+        headers={**stored_headers(headers, svc.settings.limits.max_user_metadata), **sealed},
         acl=authz.encode_acl(acl) if acl is not None else None,
         checksum_algorithm=alg,
         checksum_type=ctype,
         tags=tagging.from_header(headers["x-amz-tagging"]) if "x-amz-tagging" in headers else (),
     )
-
     await svc.meta.create_upload(up)
-    resp_headers = {}
+    resp_headers = sse.response_headers(sealed)
     if alg and ctype:
-        resp_headers = {"x-amz-checksum-algorithm": alg, "x-amz-checksum-type": ctype}
+        resp_headers |= {"x-amz-checksum-algorithm": alg, "x-amz-checksum-type": ctype}
     body = s3xml.render(
         "InitiateMultipartUploadResult",
         {"Bucket": bucket.name, "Key": req.key, "UploadId": up.upload_id},
@@ -215,6 +211,7 @@ async def upload_part(svc: S3Context, req: S3Request) -> web.StreamResponse:
         max_size=max_size,
         on_too_large=lambda: S3Error("EntityTooLarge"),
         check=lambda s: body.verify(md5=s.md5),
+        wrap_writer=await sse.part_writer(svc, req, up, number),
     )
     value = own.b64() if own is not None else (sent.value if sent and upload_alg else None)
     part = md.Part(
@@ -222,6 +219,7 @@ async def upload_part(svc: S3Context, req: S3Request) -> web.StreamResponse:
     )
     await _record_part(svc, up, part)
     headers = {"ETag": part.etag, **_checksum_headers(up, value)}
+    headers |= sse.response_headers(up.headers)
     if sent is not None and upload_alg is None:
         headers[checksums.ChecksumAlgorithm(sent.algorithm).header] = sent.value
     return web.Response(status=200, headers=headers)
@@ -256,6 +254,7 @@ async def upload_part_copy(svc: S3Context, req: S3Request) -> web.StreamResponse
     assert number is not None
     up = await _upload(svc, req)
     _src_bucket, src = await readable_source(svc, req)
+    source_key = await sse.read_key(svc, req, src, sse.COPY_SOURCE_CUSTOMER)
     check_copy_conditions(req.http.headers, src)
     offset, length = _copy_range(req.http.headers, src.size)
     if length > MAX_PART_SIZE:
@@ -269,10 +268,11 @@ async def upload_part_copy(svc: S3Context, req: S3Request) -> web.StreamResponse
     store = svc.store
     try:
         blob_id, stored, _ = await store.write_blob(
-            store.object_chunks(src, offset, length),
+            store.object_chunks(src, offset, length, source_key),
             [own] if own is not None else [],
             max_size=MAX_PART_SIZE,
             on_too_large=lambda: S3Error("EntityTooLarge"),
+            wrap_writer=await sse.part_writer(svc, req, up, number),
         )
     except FileNotFoundError as exc:
         raise S3Error("NoSuchKey", extra={"Key": src.key}) from exc
@@ -286,7 +286,8 @@ async def upload_part_copy(svc: S3Context, req: S3Request) -> web.StreamResponse
         "LastModified": s3xml.iso8601(part.last_modified),
         **_checksum_fields(up, value),
     }
-    return xml_response(s3xml.render("CopyPartResult", result))
+    answer = s3xml.render("CopyPartResult", result)
+    return xml_response(answer, headers=sse.response_headers(up.headers))
 
 
 # ---- complete ----
@@ -438,8 +439,9 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     await precheck_write(svc, req, condition)
     store = svc.store
     version_id = store.new_version_id()
+    segments = await sse.join_parts(svc, up, version_id, parts)
     try:
-        await store.concat_blobs([(p.blob_id, p.size) for p in parts], version_id)
+        await store.concat_blobs(segments, version_id)
     except FileNotFoundError as exc:
         # Aborted (or a part replaced) while we joined the parts.
         raise S3Error("NoSuchUpload", extra={"UploadId": up.upload_id}) from exc
@@ -483,7 +485,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         raise
     svc.store.release_replaced(replaced)
     await _delete_blobs(svc, released)
-    return xml_response(answer)
+    return xml_response(answer, headers=sse.response_headers(up.headers))
 
 
 async def _answer_retry(

@@ -24,7 +24,7 @@ from s3torrent.access import (
 from s3torrent.access import facts as authz
 from s3torrent.anonymous_reads import cut_transport
 from s3torrent.metering.meter import BODY_SENT
-from s3torrent.s3 import tagging, user_metadata
+from s3torrent.s3 import sse, tagging, user_metadata
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody, StoredChecksum
 from s3torrent.s3.context import S3Context
@@ -255,7 +255,7 @@ async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     )
     await precheck_write(svc, req, condition)
     obj, checksum = await store_body(svc, req, body, owner.id, headers, acl, condition, tags)
-    resp_headers = {"ETag": obj.etag}
+    resp_headers = {"ETag": obj.etag, **sse.response_headers(obj.headers)}
     if checksum is not None:
         resp_headers[f"x-amz-checksum-{checksum.algorithm.lower()}"] = checksum.value
         resp_headers["x-amz-checksum-type"] = "FULL_OBJECT"
@@ -273,17 +273,18 @@ async def store_body(
     tags: md.Tags = (),
 ) -> tuple[md.ObjectVersion, StoredChecksum | None]:
     """Stream a request body into a new current version of req's key (if `condition`
-    holds at the commit)."""
+    holds at the commit), encrypted as the request or its bucket asks."""
     store = svc.store
     limits = svc.settings.limits
     torrent_hasher = svc.torrents.hasher_for(body.length) if body.length is not None else None
+    headers, torrent_hasher, sealed = await sse.prepare_write(svc, req, headers, torrent_hasher)
     observers: list[Any] = body.observers()
     if torrent_hasher is not None:
         observers.append(torrent_hasher)
     inline_max = svc.settings.storage.inline_max_size
     inline: bytes | None = None
     if body.length is not None and body.length <= inline_max:
-        version_id = store.new_version_id()
+        version_id = sealed.blob_id if sealed is not None else store.new_version_id()
         stored, inline = await store.stream_to_memory(
             body.chunks(),
             observers,
@@ -291,6 +292,7 @@ async def store_body(
             on_too_large=lambda: S3Error("IncompleteBody"),
         )
         checksum = body.verify(md5=stored.md5)
+        inline = sealed.seal(inline) if sealed is not None else inline
     else:
         version_id, stored, checksum = await store.write_blob(
             body.chunks(),
@@ -298,6 +300,8 @@ async def store_body(
             max_size=limits.max_put_size,
             on_too_large=lambda: S3Error("EntityTooLarge"),
             check=lambda s: body.verify(md5=s.md5),
+            blob_id=sealed.blob_id if sealed is not None else None,
+            wrap_writer=sealed.wrap if sealed is not None else None,
         )
     obj = md.ObjectVersion(
         bucket=req.bucket_name,
@@ -355,6 +359,7 @@ def part_range(number: int, headers: Mapping[str, str], obj: md.ObjectVersion) -
 async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.StreamResponse:
     obj = req.obj
     assert obj is not None
+    customer = await sse.read_key(svc, req, obj)
     check_conditions(req.http.headers, obj)
     rng: ByteRange | None
     part_number = read_params(req).part_number
@@ -374,6 +379,9 @@ async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.Str
         head_resp = web.StreamResponse(status=status, headers=headers)
         head_resp.content_length = count
         return head_resp
+    if sse.is_sealed(svc, obj):
+        with _revocable(svc, req, obj):
+            return await sse.send_sealed(svc, req, obj, (status, headers, offset, count), customer)
     if obj.inline is not None:
         body = obj.inline[offset : offset + count]
         small = web.Response(status=status, headers=headers, body=body)

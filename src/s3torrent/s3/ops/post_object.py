@@ -22,7 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from s3torrent.access import Owner, Principal, RequestContext
 from s3torrent.access import facts as authz
-from s3torrent.s3 import checksums, tagging
+from s3torrent.s3 import checksums, sse, tagging
 from s3torrent.s3 import post_policy as pp
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import READ_SIZE, StoredChecksum
@@ -34,6 +34,7 @@ from s3torrent.s3.routing import Endpoint, Target, check_key
 from s3torrent.s3.server import S3Request
 from s3torrent.store import rows as md
 from s3torrent.store.objects import StoredStream
+from s3torrent.store.sealing import SealSpec
 from s3torrent.torrent.pieces import piece_length_for
 
 # Counted against the form budget per field besides its value and part headers: a flood
@@ -111,8 +112,9 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         else ()
     )
     checksum = _requested_checksum(fields)
+    seal = sse.form_spec(svc, _AsHeaders(fields), bucket)
     obj, stored_checksum = await _store_file(
-        svc, req, form.file, key, owner.id, headers, acl, tags, checksum, policy
+        svc, req, form.file, key, owner.id, headers, acl, tags, checksum, policy, seal
     )
     return _answer(svc, req, fields, obj, stored_checksum)
 
@@ -282,6 +284,7 @@ async def _store_file(
     tags: md.Tags,
     checksum: tuple[checksums.ChecksumAlgorithm, str | None] | None,
     policy: pp.PostPolicy | None,
+    seal: SealSpec | None,
 ) -> tuple[md.ObjectVersion, StoredChecksum | None]:
     """Stream the file part into a new current version of key, as PutObject's store_body."""
     store = svc.store
@@ -293,6 +296,7 @@ async def _store_file(
     # file's own size falls in the same piece-length step (checked below), as is usual.
     bound = req.http.content_length
     hasher = svc.torrents.hasher_for(bound) if bound is not None else None
+    headers, hasher, sealed = await sse.prepare_sealed(svc, seal, headers, hasher)
     summer = checksums.new_checksum(checksum[0]) if checksum is not None else None
     observers: list[Any] = [o for o in (hasher, summer) if o is not None]
     chunks = _file_chunks(part, limits.body_read_timeout)
@@ -314,14 +318,21 @@ async def _store_file(
 
     inline: bytes | None = None
     if bound is not None and bound <= svc.settings.storage.inline_max_size:
-        version_id = store.new_version_id()
+        version_id = sealed.blob_id if sealed is not None else store.new_version_id()
         stored, inline = await store.stream_to_memory(
             chunks, observers, max_size=max_size, on_too_large=on_too_large
         )
         stored_checksum = verified(stored)
+        inline = sealed.seal(inline) if sealed is not None else inline
     else:
         version_id, stored, stored_checksum = await store.write_blob(
-            chunks, observers, max_size=max_size, on_too_large=on_too_large, check=verified
+            chunks,
+            observers,
+            max_size=max_size,
+            on_too_large=on_too_large,
+            check=verified,
+            blob_id=sealed.blob_id if sealed is not None else None,
+            wrap_writer=sealed.wrap if sealed is not None else None,
         )
     obj = md.ObjectVersion(
         bucket=req.bucket_name,
@@ -361,7 +372,7 @@ def _answer(
     checksum: StoredChecksum | None,
 ) -> web.StreamResponse:
     location = f"{svc.settings.base_url}/{quote(obj.bucket)}/{quote(obj.key)}"
-    headers = {"ETag": obj.etag, "Location": location}
+    headers = {"ETag": obj.etag, "Location": location, **sse.response_headers(obj.headers)}
     if checksum is not None:
         headers[f"x-amz-checksum-{checksum.algorithm.lower()}"] = checksum.value
     redirect = fields.get("success_action_redirect") or fields.get("redirect")

@@ -1,0 +1,371 @@
+"""Server-side encryption at the S3 edge: request headers → what to seal with, S3's errors,
+the headers answers carry, and sending a sealed version's bytes.
+
+Which encryption a write gets: SSE-C headers, else `x-amz-server-side-encryption`, else the
+bucket's default encryption, else the server's (`encryption.default`), else none.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aiohttp import web
+
+from s3torrent.metering.meter import BODY_SENT
+from s3torrent.s3.errors import S3Error
+from s3torrent.store import rows as md
+from s3torrent.store.master_key import MasterKeyError
+from s3torrent.store.sealed_format import Segment, seal, sealed_size
+from s3torrent.store.sealing import (
+    SSE_C,
+    SSE_HEADER,
+    SSE_S3,
+    CustomerKey,
+    KeyMismatch,
+    KeyRequired,
+    SealingWriter,
+    SealSpec,
+    TamperedBlob,
+    seal_mode,
+    without_seal_headers,
+)
+
+if TYPE_CHECKING:
+    from s3torrent.s3.context import S3Context
+    from s3torrent.s3.server import S3Request
+
+log = logging.getLogger(__name__)
+
+_H = TypeVar("_H")
+
+BUCKET_ENCRYPTION = "encryption"
+CUSTOMER = "x-amz-server-side-encryption-customer-"
+COPY_SOURCE_CUSTOMER = "x-amz-copy-source-server-side-encryption-customer-"
+
+_NOT_APPLICABLE = "The encryption parameters are not applicable to this object."
+_NEEDS_KEY = (
+    "The object was stored using a form of Server Side Encryption. The correct parameters "
+    "must be provided to retrieve the object."
+)
+_INSECURE = (
+    "Requests specifying Server Side Encryption with Customer provided keys must be made "
+    "over a secure connection."
+)
+_KMS = "SSE-KMS (aws:kms) is not implemented; SSE-S3 (AES256) and SSE-C are."
+
+
+def customer_key(svc: S3Context, req: S3Request, prefix: str = CUSTOMER) -> CustomerKey | None:
+    """The SSE-C key a request carries under `prefix`, checked as S3 checks it; None if none."""
+    h = req.http.headers
+    names = [prefix + "algorithm", prefix + "key", prefix + "key-md5"]
+    present = [n for n in names if n in h]
+    if not present:
+        return None
+    if not req.http.secure and not svc.settings.encryption.sse_c_over_http:
+        raise S3Error("InvalidRequest", _INSECURE)
+    algorithm = h.get(names[0])
+    if algorithm is None:
+        raise S3Error(
+            "InvalidArgument",
+            "Requests specifying Server Side Encryption with Customer provided keys must "
+            "provide a valid encryption algorithm.",
+            extra={"ArgumentName": names[0]},
+        )
+    if algorithm != "AES256":
+        raise S3Error(
+            "InvalidEncryptionAlgorithmError",
+            "The encryption request you specified is not valid. The valid value is AES256.",
+            extra={"ArgumentName": names[0], "ArgumentValue": algorithm[:64]},
+        )
+    raw_key, md5 = h.get(names[1]), h.get(names[2])
+    if raw_key is None:
+        raise S3Error(
+            "InvalidArgument",
+            "Requests specifying Server Side Encryption with Customer provided keys must "
+            "provide an appropriate secret key.",
+            extra={"ArgumentName": names[1]},
+        )
+    try:
+        key = base64.b64decode(raw_key, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise S3Error(
+            "InvalidArgument",
+            "The secret key was invalid for the specified algorithm.",
+            extra={"ArgumentName": names[1]},
+        )
+    if md5 is None:
+        raise S3Error(
+            "InvalidArgument",
+            "Requests specifying Server Side Encryption with Customer provided keys must "
+            "provide the client calculated MD5 of the secret key.",
+            extra={"ArgumentName": names[2]},
+        )
+    if md5.strip() != base64.b64encode(hashlib.md5(key).digest()).decode():
+        raise S3Error(
+            "InvalidArgument",
+            "The calculated MD5 hash of the key did not match the hash that was provided.",
+            extra={"ArgumentName": names[2]},
+        )
+    return CustomerKey(key)
+
+
+def _requested_mode(headers: Mapping[str, str]) -> str | None:
+    value = headers.get(SSE_HEADER)
+    if value is None:
+        return None
+    if value == "AES256":
+        return SSE_S3
+    if value.startswith("aws:kms"):
+        raise S3Error("NotImplemented", _KMS)
+    raise S3Error(
+        "InvalidArgument",
+        "The encryption method specified is not supported",
+        extra={"ArgumentName": SSE_HEADER, "ArgumentValue": value[:64]},
+    )
+
+
+def write_spec(svc: S3Context, req: S3Request, bucket: md.Bucket) -> SealSpec | None:
+    """How a new object (PutObject, CopyObject, CreateMultipartUpload) is to be sealed."""
+    customer = customer_key(svc, req)
+    mode = _requested_mode(req.http.headers)
+    if customer is not None:
+        if mode is not None:
+            raise S3Error(
+                "InvalidArgument",
+                "Server Side Encryption with Customer provided key is incompatible with the "
+                "encryption method specified",
+                extra={"ArgumentName": SSE_HEADER},
+            )
+        return SealSpec(SSE_C, customer)
+    if mode is not None:
+        return SealSpec(mode)
+    return default_spec(svc, bucket)
+
+
+def form_spec(svc: S3Context, fields: Mapping[str, str], bucket: md.Bucket) -> SealSpec | None:
+    """How a browser form upload (POST Object) is to be sealed: its `x-amz-server-side-
+    encryption` field, else the bucket's or the server's default. Customer keys in a form
+    are refused: a key in a page's form would sit in the page for anyone to read."""
+    if any(name.lower().startswith(CUSTOMER) for name in fields):
+        raise S3Error(
+            "NotImplemented", "Customer-provided keys in a form upload are not implemented."
+        )
+    mode = _requested_mode(fields)
+    return SealSpec(mode) if mode is not None else default_spec(svc, bucket)
+
+
+def default_spec(svc: S3Context, bucket: md.Bucket) -> SealSpec | None:
+    """The bucket's default encryption, else the server's."""
+    rule = bucket.settings.get(BUCKET_ENCRYPTION)
+    if isinstance(rule, dict) and rule.get("SSEAlgorithm") == "AES256":
+        return SealSpec(SSE_S3)
+    if svc.settings.encryption.default == "AES256":
+        return SealSpec(SSE_S3)
+    return None
+
+
+def changes_encryption(req: S3Request) -> bool:
+    """A CopyObject that names an encryption (so a copy onto itself is legal)."""
+    h = req.http.headers
+    return SSE_HEADER in h or CUSTOMER + "algorithm" in h
+
+
+def refuse_on_read(req: S3Request) -> None:
+    """x-amz-server-side-encryption on a read: S3 rejects it (it is a write's header)."""
+    if SSE_HEADER in req.http.headers:
+        raise S3Error(
+            "InvalidArgument",
+            "x-amz-server-side-encryption header is not supported for this operation.",
+            extra={"ArgumentName": SSE_HEADER},
+        )
+
+
+async def read_key(
+    svc: S3Context, req: S3Request, obj: md.ObjectVersion, prefix: str = CUSTOMER
+) -> CustomerKey | None:
+    """The customer key a read of obj needs (checked), or None for SSE-S3 and plaintext."""
+    if prefix == CUSTOMER:
+        refuse_on_read(req)
+    customer = customer_key(svc, req, prefix)
+    if seal_mode(obj.headers) != SSE_C:
+        if customer is not None:
+            raise S3Error("InvalidRequest", _NOT_APPLICABLE)
+        return None
+    sealing = svc.store.sealing
+    if sealing is None:
+        raise S3Error("InternalError")
+    try:
+        await sealing.check_key(obj, customer)
+    except KeyRequired:
+        raise S3Error("InvalidRequest", _NEEDS_KEY) from None
+    except KeyMismatch:
+        raise S3Error("AccessDenied", resource=req.resource) from None
+    return customer
+
+
+def response_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The encryption headers a write's answer carries, from the version's stored headers."""
+    return {k: v for k, v in headers.items() if k.startswith("x-amz-server-side-encryption")}
+
+
+def is_sealed(svc: S3Context, obj: md.ObjectVersion) -> bool:
+    return svc.store.sealing is not None and svc.store.sealing.is_sealed(obj)
+
+
+async def send_sealed(
+    svc: S3Context,
+    req: S3Request,
+    obj: md.ObjectVersion,
+    answer: tuple[int, dict[str, str], int, int],
+    customer: CustomerKey | None,
+) -> web.StreamResponse:
+    """A sealed version's range (answer: status, headers, offset, count), opened chunk by
+    chunk; a chunk that fails its tag ends the answer (500 before the headers went out, a
+    cut connection after), never with wrong bytes."""
+    status, headers, offset, count = answer
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_length = count
+    sealing = svc.store.sealing
+    if sealing is None:
+        raise S3Error("InternalError")
+    try:
+        reader = await sealing.reader(obj, customer)
+        chunks = reader.chunks(svc.store.executor, offset, count)
+        first = await anext(chunks, b"")
+    except (TamperedBlob, MasterKeyError) as exc:
+        log.error("GET %s: %s", req.resource, exc)
+        raise S3Error("InternalError") from None
+    except FileNotFoundError:
+        raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key}) from None
+    await resp.prepare(req.http)
+    sent = 0
+    try:
+        await resp.write(first)
+        sent = len(first)
+        async for chunk in chunks:
+            await resp.write(chunk)
+            sent += len(chunk)
+    except (TamperedBlob, FileNotFoundError) as exc:
+        log.error("GET %s: cut after %d bytes: %s", req.resource, sent, exc)
+        transport = req.http.transport
+        if transport is not None:
+            with contextlib.suppress(OSError):
+                transport.abort()
+        raise ConnectionResetError("sealed object failed authentication") from None
+    finally:
+        req.http[BODY_SENT] = sent
+    await resp.write_eof()
+    return resp
+
+
+class SealedWrite:
+    """A write's blob id and data key, its key material already stored."""
+
+    def __init__(self, blob_id: str, data_key: bytes, prefix: int = 0) -> None:
+        self.blob_id = blob_id
+        self._data_key = data_key
+        self._prefix = prefix
+
+    def wrap(self, writer: Any) -> Any:
+        return SealingWriter(writer, self._data_key, self._prefix)
+
+    def seal(self, data: bytes) -> bytes:
+        return seal(self._data_key, data, self._prefix)
+
+
+async def prepare_write(
+    svc: S3Context, req: S3Request, headers: dict[str, str], hasher: _H
+) -> tuple[dict[str, str], _H | None, SealedWrite | None]:
+    """PutObject: the stored headers, torrent hasher and sealing of a new version, as its
+    request (or bucket, or the server) asks for encryption."""
+    assert req.bucket is not None
+    return await prepare_sealed(svc, write_spec(svc, req, req.bucket), headers, hasher)
+
+
+async def prepare_sealed(
+    svc: S3Context, spec: SealSpec | None, headers: dict[str, str], hasher: _H
+) -> tuple[dict[str, str], _H | None, SealedWrite | None]:
+    """A new version's stored headers, torrent hasher and sealing for `spec`."""
+    headers = without_seal_headers(headers)
+    if spec is None:
+        return headers, hasher, None
+    sealing = svc.store.sealing
+    if sealing is None:
+        raise S3Error("InternalError")
+    blob_id = svc.store.new_version_id()
+    data_key, _record = await sealing.seal_writer_for(blob_id, spec)
+    # An SSE-C object never has a torrent: its piece hashes could only leak its content.
+    kept = None if spec.mode == SSE_C else hasher
+    return {**headers, **spec.headers()}, kept, SealedWrite(blob_id, data_key)
+
+
+# ---- multipart uploads: every part sealed with the upload's data key ----
+
+
+async def seal_upload(
+    svc: S3Context, req: S3Request, bucket: md.Bucket
+) -> tuple[str, dict[str, str]]:
+    """CreateMultipartUpload: a new upload id, its key material (stored now) and the stored
+    headers that mark the upload, and later its object, as sealed."""
+    upload_id = secrets.token_hex(32)
+    spec = write_spec(svc, req, bucket)
+    if spec is None:
+        return upload_id, {}
+    sealing = svc.store.sealing
+    if sealing is None:
+        raise S3Error("InternalError")
+    await sealing.seal_writer_for(upload_id, spec)
+    return upload_id, spec.headers()
+
+
+async def part_writer(
+    svc: S3Context, req: S3Request, up: md.Upload, number: int
+) -> Callable[[Any], Any] | None:
+    """UploadPart / UploadPartCopy: what seals part `number` of a sealed upload (SSE-C: the
+    request must carry the upload's customer key); None for a plaintext upload."""
+    customer = customer_key(svc, req)
+    mode = seal_mode(up.headers)
+    if mode is None:
+        if customer is not None:
+            raise S3Error("InvalidRequest", _NOT_APPLICABLE)
+        return None
+    sealing = svc.store.sealing
+    if sealing is None:
+        raise S3Error("InternalError")
+    if mode == SSE_C and customer is None:
+        raise S3Error(
+            "InvalidRequest",
+            "The multipart upload initiate requested encryption. Subsequent part requests "
+            "must include the appropriate encryption parameters.",
+        )
+    try:
+        data_key, _record = await sealing.upload_key(up.upload_id, customer)
+    except KeyMismatch:
+        raise S3Error(
+            "InvalidArgument",
+            "The provided encryption parameters did not match the ones used originally.",
+        ) from None
+    return SealedWrite("", data_key, prefix=number).wrap
+
+
+async def join_parts(
+    svc: S3Context, up: md.Upload, version_id: str, parts: Sequence[md.Part]
+) -> list[tuple[str, int]]:
+    """CompleteMultipartUpload: the part blobs to join, with their sizes at rest; for a
+    sealed upload, the new version's key material is stored first (before its commit)."""
+    if seal_mode(up.headers) is None or svc.store.sealing is None:
+        return [(p.blob_id, p.size) for p in parts]
+    sealing = svc.store.sealing
+    record = await sealing.record_of(up.upload_id)
+    segments = [Segment(p.part_number, p.size) for p in parts]
+    await sealing.record_joined(record, version_id, segments)
+    return [(p.blob_id, sealed_size(p.size)) for p in parts]

@@ -1,0 +1,149 @@
+"""The server's master keys: the file that holds them, and wrapping of per-object data keys.
+
+SSE-S3 objects are sealed with a random data key of their own; only that key, wrapped
+(AES-256-GCM) by the current master key, is stored with the object's metadata. The master
+keys live in one JSON file in the data directory (mode 0600), created at the first start.
+Rotation adds a new current key and re-wraps every data key with it (objects are not
+re-encrypted). The retired key stays in the file until the next rotation, which drops every
+retired key nothing is wrapped by: a server that wrapped a key with it in the moment the
+rotation ran can still open it. A running server re-reads the file when it changes.
+Without this file the encrypted objects cannot be read by anyone: back it up with the
+database, and again after every rotation.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+MASTER_KEY_FILE = "sse-master-keys.json"
+_WRAP_AAD = b"s3torrent data key v1"
+_NONCE = 12
+
+
+class MasterKeyError(Exception):
+    """The master key file is missing a key, unreadable, or a wrapped key does not open."""
+
+
+@dataclass(frozen=True, slots=True)
+class WrappedKey:
+    """A data key sealed by master key `key_id`."""
+
+    key_id: str
+    blob: bytes
+
+
+class MasterKeys:
+    """The key ring: one current key (wraps new data keys) and the retired ones (unwrap)."""
+
+    def __init__(self, path: Path, current: str, keys: dict[str, bytes]) -> None:
+        self.path = path
+        self.current = current
+        self._keys = dict(keys)
+        self._mtime = self._stat()
+
+    def _stat(self) -> int:
+        try:
+            return self.path.stat().st_mtime_ns
+        except OSError:
+            return 0
+
+    def refresh(self) -> None:
+        """Take the file's keys again if it changed (a rotation by the CLI)."""
+        if self._stat() == self._mtime:
+            return
+        fresh = MasterKeys.load(self.path)
+        self.current, self._keys, self._mtime = fresh.current, fresh._keys, fresh._mtime
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> MasterKeys:
+        """The ring in `path`, made (with one fresh key, mode 0600) if there is none."""
+        if path.exists():
+            return cls.load(path)
+        ring = cls(path, "", {})
+        ring.add_new()
+        return ring
+
+    @classmethod
+    def load(cls, path: Path) -> MasterKeys:
+        try:
+            doc = json.loads(path.read_text())
+            keys = {str(k): base64.b64decode(v) for k, v in doc["keys"].items()}
+            current = str(doc["current"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise MasterKeyError(f"cannot read the master key file {path}: {exc}") from exc
+        if current not in keys or any(len(k) != 32 for k in keys.values()):
+            raise MasterKeyError(f"the master key file {path} is damaged")
+        return cls(path, current, keys)
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(self._keys)
+
+    def add_new(self) -> str:
+        """A fresh current key, saved before it wraps anything."""
+        key_id = secrets.token_hex(8)
+        self._keys[key_id] = AESGCM.generate_key(bit_length=256)
+        self.current = key_id
+        self.save()
+        return key_id
+
+    def drop(self, key_ids: set[str]) -> None:
+        """Forget retired keys nothing is wrapped by any more (never the current one)."""
+        for key_id in key_ids - {self.current}:
+            self._keys.pop(key_id, None)
+        self.save()
+
+    def save(self) -> None:
+        """Write the ring atomically (temp file, fsync, rename), readable by its owner only."""
+        doc = {
+            "current": self.current,
+            "keys": {k: base64.b64encode(v).decode() for k, v in self._keys.items()},
+        }
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(doc, indent=1).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, self.path)
+        self._mtime = self._stat()
+        with contextlib.suppress(OSError):
+            dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    def wrap(self, data_key: bytes) -> WrappedKey:
+        self.refresh()
+        nonce = secrets.token_bytes(_NONCE)
+        sealed = AESGCM(self._keys[self.current]).encrypt(nonce, data_key, _WRAP_AAD)
+        return WrappedKey(self.current, nonce + sealed)
+
+    def unwrap(self, wrapped: WrappedKey) -> bytes:
+        key = self._keys.get(wrapped.key_id)
+        if key is None:
+            self.refresh()
+            key = self._keys.get(wrapped.key_id)
+        if key is None:
+            raise MasterKeyError(f"master key {wrapped.key_id} is not in {self.path}")
+        try:
+            return AESGCM(key).decrypt(wrapped.blob[:_NONCE], wrapped.blob[_NONCE:], _WRAP_AAD)
+        except InvalidTag:
+            bad = f"a data key does not open with master key {wrapped.key_id}"
+            raise MasterKeyError(bad) from None
+
+    def rewrap(self, wrapped: WrappedKey) -> WrappedKey:
+        """The same data key, wrapped by the current master key."""
+        return self.wrap(self.unwrap(wrapped))
