@@ -474,13 +474,13 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     answer = s3xml.render("CompleteMultipartUploadResult", result)
     receipt = md.UploadReceipt(up.upload_id, up.bucket, up.key, _parts_digest(root), answer)
     try:
-        replaced, released = await svc.meta.complete_upload(
+        committed, released = await svc.meta.complete_upload(
             obj, up.upload_id, joined, condition, receipt
         )
     except StoreError:
         await _delete_blobs(svc, [version_id])
         raise
-    svc.store.release_replaced(replaced)
+    svc.store.release(committed.freed)
     await _delete_blobs(svc, released)
     return xml_response(answer)
 
