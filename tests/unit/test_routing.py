@@ -116,7 +116,7 @@ def test_route_table(
 
 @pytest.mark.parametrize(
     ("method", "target", "query"),
-    [("GET", B, {"lifecycle": ""}), ("PUT", B, {"cors": ""}), ("GET", O, {"retention": ""}),
+    [("GET", B, {"lifecycle": ""}), ("PUT", B, {"cors": ""}), ("GET", O, {"select": ""}),
      ("POST", O, {"restore": ""}), ("GET", B, {"website": ""})],
 )  # fmt: skip
 def test_unsupported_subresources_are_not_implemented(

@@ -15,6 +15,7 @@ from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import NoSuchBucket
 from s3torrent.store.listing import Page, list_page
 from s3torrent.store.meta_base import SqlStoreBase
+from s3torrent.store.retention import check_retention_change
 from s3torrent.store.rows import (
     Bucket,
     Committed,
@@ -24,7 +25,6 @@ from s3torrent.store.rows import (
     TorrentHashes,
     encode_tags,
 )
-from s3torrent.store.schema import objects
 from s3torrent.store.sql import Rows
 from s3torrent.store.version_listing import VersionPage, list_versions_page
 
@@ -79,6 +79,16 @@ class ObjectMetadata(Protocol):
 
     async def update_version(
         self, bucket: str, key: str, s3_version_id: str, **values: Any
+    ) -> ObjectVersion | None: ...
+
+    async def set_retention(
+        self,
+        bucket: str,
+        key: str,
+        s3_version_id: str,
+        mode: str | None,
+        until: float | None,
+        bypass_governance: bool,
     ) -> ObjectVersion | None: ...
 
     async def set_object_acl(self, obj: ObjectVersion, acl: str) -> bool: ...
@@ -179,7 +189,7 @@ class SqlObjects(SqlStoreBase):
 
         def txn(conn: Connection) -> Removed:
             b = q.get_bucket(conn, bucket)
-            if b is None or vq.versioning_state(b) is None:
+            if b is None or b.versioning is None:
                 old = q.delete_object(conn, bucket, key, condition)
                 return Removed(None, False, old, freed=vq.freed_by(old))
             return vq.add_delete_marker(conn, b, key, condition, time.time(), owner_id)
@@ -222,15 +232,35 @@ class SqlObjects(SqlStoreBase):
             self._published(AccessChanged(bucket, key))
         return found
 
+    async def set_retention(
+        self,
+        bucket: str,
+        key: str,
+        s3_version_id: str,
+        mode: str | None,
+        until: float | None,
+        bypass_governance: bool,
+    ) -> ObjectVersion | None:
+        """A version's retention, changed as object lock allows (ObjectLocked otherwise:
+        decided under the row lock, so two changes cannot both shorten it)."""
+        now = time.time()
+
+        def allowed(version: ObjectVersion) -> None:
+            check_retention_change(version, mode, until, now, bypass_governance)
+
+        return await self.db.write(
+            lambda c: vq.update_version(
+                c, bucket, key, s3_version_id, allowed, lock_mode=mode, lock_until=until
+            )
+        )
+
     async def set_object_acl(self, obj: ObjectVersion, acl: str) -> bool:
         """Set the ACL of exactly this version (False: it is no longer stored)."""
 
         def txn(conn: Connection) -> int:
-            # The version the access check saw: an overwrite since then keeps its own ACL.
-            result = conn.execute(
-                objects.update().where(objects.c.version_id == obj.version_id).values(acl=acl)
-            )
-            return int(result.rowcount or 0)
+            # The version the access check saw (current or not): an overwrite since then
+            # keeps its own ACL.
+            return vq.set_by_version_id(conn, obj.version_id, acl=acl)
 
         changed = await self.db.write(txn) > 0
         if changed:
@@ -242,12 +272,7 @@ class SqlObjects(SqlStoreBase):
         policy conditions (s3:ExistingObjectTag), so its torrent is decided again."""
 
         def txn(conn: Connection) -> int:
-            result = conn.execute(
-                objects.update()
-                .where(objects.c.version_id == obj.version_id)
-                .values(tags=encode_tags(tags))
-            )
-            return int(result.rowcount or 0)
+            return vq.set_by_version_id(conn, obj.version_id, tags=encode_tags(tags))
 
         changed = await self.db.write(txn) > 0
         if changed:

@@ -81,3 +81,23 @@ def with_default_retention(obj: ObjectVersion, bucket: Bucket, now: float) -> Ob
         return obj
     mode, seconds = rule
     return dataclasses.replace(obj, lock_mode=mode, lock_until=now + seconds)
+
+
+def check_retention_change(
+    version: ObjectVersion,
+    mode: str | None,
+    until: float | None,
+    now: float,
+    bypass_governance: bool,
+) -> None:
+    """May a version's retention become (mode, until)? Lengthening is always allowed; in
+    COMPLIANCE mode nothing else, ever; in GOVERNANCE mode anything else (shorter, another
+    mode, removed) only when governance is bypassed."""
+    if version.lock_mode is None or version.lock_until is None or version.lock_until <= now:
+        return
+    extends = mode == version.lock_mode and until is not None and until >= version.lock_until
+    if extends:
+        return
+    if version.lock_mode == GOVERNANCE and bypass_governance:
+        return
+    raise ObjectLocked(f"{version.lock_mode.lower()} retention")

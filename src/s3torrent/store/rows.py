@@ -122,6 +122,12 @@ class Bucket:
     public_access_block: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def versioning(self) -> str | None:
+        """ "Enabled", "Suspended", or None (never versioned: S3 has no way back)."""
+        state = self.settings.get("versioning")
+        return str(state) if state else None
+
     @classmethod
     def from_row(cls, row: Any) -> Bucket:
         return cls.from_mapping(row._mapping)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,12 +39,6 @@ from s3torrent.store.sql import Prepared, insert_if_absent
 SHARED = tuple(c.name for c in objects.c)
 _OV = object_versions.c
 _O = objects.c
-
-
-def versioning_state(bucket: Bucket) -> str | None:
-    """ "Enabled", "Suspended", or None (never versioned)."""
-    state = bucket.settings.get("versioning")
-    return str(state) if state else None
 
 
 _LOCK_CURRENT = Prepared(
@@ -136,7 +131,7 @@ def commit_object(
     version becomes noncurrent; in a suspended one obj is the null version and replaces
     the previous null version (current or not). `condition` is checked against the current
     version under its row lock."""
-    state = versioning_state(bucket)
+    state = bucket.versioning
     obj = with_default_retention(obj, bucket, now)
     if state is None:
         replaced = upsert_object(conn, obj, condition)
@@ -181,7 +176,7 @@ def add_delete_marker(
     """DeleteObject without a version id in a versioned or suspended bucket: the current
     version becomes noncurrent (or, a null one in a suspended bucket, goes) and a delete
     marker becomes the key's latest version."""
-    versioned = versioning_state(bucket) == "Enabled"
+    versioned = bucket.versioning == "Enabled"
     kb = key.encode("utf-8")
     at = {"w_bucket": bucket.name, "w_key": kb}
     old = _lock_current(conn, at)
@@ -343,10 +338,16 @@ def bucket_has_versions(conn: Connection, bucket: str) -> bool:
 
 
 def update_version(
-    conn: Connection, bucket: str, key: str, s3_version_id: str, **values: Any
+    conn: Connection,
+    bucket: str,
+    key: str,
+    s3_version_id: str,
+    check: Callable[[ObjectVersion], None] | None = None,
+    **values: Any,
 ) -> ObjectVersion | None:
-    """Set columns (acl, tags, lock settings) of one version, current or not; returns the
-    version as it was (None: no such version, or a delete marker)."""
+    """Set columns (acl, tags, lock settings) of one version, current or not, if `check`
+    (given the version under its row lock) does not raise; returns the version as it was
+    (None: no such version; a delete marker is returned unchanged)."""
     kb = key.encode("utf-8")
     for table in (objects, object_versions):
         where = _version_where(table, bucket, kb, s3_version_id)
@@ -356,6 +357,8 @@ def update_version(
         found = ObjectVersion.from_row(row)
         if found.delete_marker:
             return found
+        if check is not None:
+            check(found)
         conn.execute(table.update().where(*where).values(**values))
         return found
     return None
@@ -365,3 +368,17 @@ def history_sizes(conn: Connection) -> dict[str, int]:
     """Bytes of noncurrent versions per bucket (delete markers hold none)."""
     q = sa.select(_OV.bucket, sa.func.sum(_OV.size)).group_by(_OV.bucket)
     return {str(b): int(n or 0) for b, n in conn.execute(q)}
+
+
+def set_by_version_id(conn: Connection, version_id: str, **values: Any) -> int:
+    """Set columns of the version with this store id, current or not; rows changed."""
+    for table in (objects, object_versions):
+        changed = int(
+            conn.execute(
+                table.update().where(table.c.version_id == version_id).values(**values)
+            ).rowcount
+            or 0
+        )
+        if changed:
+            return changed
+    return 0

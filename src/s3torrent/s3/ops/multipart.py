@@ -23,7 +23,7 @@ from aiohttp import web
 
 from s3torrent.access import Owner
 from s3torrent.access import facts as authz
-from s3torrent.s3 import checksums, tagging
+from s3torrent.s3 import checksums, tagging, versioning
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody
 from s3torrent.s3.checksums import ChecksumAlgorithm
@@ -144,7 +144,8 @@ async def create_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamR
         key=req.key,
         owner_id=owner_id,
         initiated=time.time(),
-        headers=stored_headers(headers, svc.settings.limits.max_user_metadata),
+        headers=stored_headers(headers, svc.settings.limits.max_user_metadata)
+        | versioning.upload_lock_headers(headers, bucket, req.now.timestamp()),
         acl=authz.encode_acl(acl) if acl is not None else None,
         checksum_algorithm=alg,
         checksum_type=ctype,
@@ -442,6 +443,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     except FileNotFoundError as exc:
         # Aborted (or a part replaced) while we joined the parts.
         raise S3Error("NoSuchUpload", extra={"UploadId": up.upload_id}) from exc
+    headers, lock = versioning.split_upload_lock(up.headers)
     obj = md.ObjectVersion(
         bucket=up.bucket,
         key=up.key,
@@ -450,7 +452,8 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         etag=multipart_etag(parts),
         last_modified=time.time(),
         owner_id=up.owner_id,
-        headers=up.headers,
+        headers=headers,
+        **lock,
         acl=up.acl,
         tags=up.tags,
         checksum_algorithm=up.checksum_algorithm if checksum else None,
@@ -482,7 +485,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         raise
     svc.store.release(committed.freed)
     await _delete_blobs(svc, released)
-    return xml_response(answer)
+    return xml_response(answer, headers=versioning.version_headers(req.bucket, committed.version))
 
 
 async def _answer_retry(
