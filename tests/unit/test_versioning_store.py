@@ -201,3 +201,17 @@ def test_bucket_with_only_old_versions_is_not_empty(meta: SqlMetadataStore) -> N
         assert sizes
 
     run(scenario())
+
+
+def test_stored_bytes_count_every_version(meta: SqlMetadataStore) -> None:
+    from s3torrent.store import usage_queries
+
+    async def scenario() -> None:
+        await _bucket(meta, "Enabled")
+        for size in (10, 20, 30):
+            await meta.commit_version(version(size=size))
+        await meta.delete_object("bk", "k")  # a delete marker holds no bytes
+        sizes = await meta.db.read(usage_queries.bucket_sizes)
+        assert sizes["bk"] == 60
+
+    run(scenario())

@@ -90,15 +90,29 @@ def _new_seq(conn: Connection, at: dict[str, Any]) -> int:
     return (int(oldest[0]) if oldest is not None and oldest[0] is not None else 0) - 1
 
 
+# The current row, copied into the history as its newest version: one statement, built
+# once, that also takes a seq below every other of the key's.
+_TO_HISTORY = Prepared(
+    object_versions.insert().from_select(
+        [*SHARED, "seq", "delete_marker"],
+        sa.select(
+            *(objects.c[name] for name in SHARED),
+            sa.func.coalesce(
+                sa.select(sa.func.min(_OV.seq))
+                .where(_OV.bucket == sa.bindparam("w_bucket"), _OV.key == sa.bindparam("w_key"))
+                .scalar_subquery(),
+                0,
+            )
+            - 1,
+            sa.false(),
+        ).where(_O.bucket == sa.bindparam("w_bucket"), _O.key == sa.bindparam("w_key")),
+    )
+)
+
+
 def _to_history(conn: Connection, at: dict[str, Any]) -> None:
     """Move the key's current row into its history as the newest noncurrent version."""
-    seq = _new_seq(conn, at)
-    select = sa.select(
-        *(objects.c[name] for name in SHARED),
-        sa.literal(seq, sa.BigInteger).label("seq"),
-        sa.false().label("delete_marker"),
-    ).where(_O.bucket == at["w_bucket"], _O.key == at["w_key"])
-    conn.execute(object_versions.insert().from_select([*SHARED, "seq", "delete_marker"], select))
+    _TO_HISTORY.run(conn, at)
 
 
 def _drop_null_from_history(conn: Connection, at: dict[str, Any], now: float) -> list[str]:
@@ -137,7 +151,10 @@ def commit_object(
         replaced = upsert_object(conn, obj, condition)
         return Committed(obj, replaced, freed_by(replaced))
     versioned = state == "Enabled"
-    obj = dataclasses.replace(obj, versioned=versioned)
+    if obj.versioned != versioned:
+        # The handler guessed from the bucket it read before the body; this transaction's
+        # read of the bucket decides.
+        obj = dataclasses.replace(obj, versioned=versioned)
     row = obj.to_row()
     at = {"w_bucket": obj.bucket, "w_key": row["key"]}
     while True:

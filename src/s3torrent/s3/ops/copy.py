@@ -241,6 +241,7 @@ async def copy_bytes(
         lock_mode=lock[0],
         lock_until=lock[1],
         legal_hold=lock[2],
+        versioned=req.bucket is not None and req.bucket.versioning == "Enabled",
     )
     hashes = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
     committed = await store.publish_version(obj, hashes, condition)
