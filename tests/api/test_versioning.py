@@ -276,3 +276,34 @@ def test_torrent_takes_no_version_id(s3: Any, bucket: str, server: Any) -> None:
     url = f"{server.endpoint}/{bucket}/k?torrent=&versionId={vid}"
     resp = requests.get(url, headers=sign_request("GET", url), timeout=5)
     assert resp.status_code == 400 and b"InvalidArgument" in resp.content
+
+
+def test_other_users_and_anonymous_cannot_touch_versioning(
+    s3: Any, bob_s3: Any, bucket: str, server: Any
+) -> None:
+    with pytest.raises(ClientError) as exc:
+        bob_s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    assert _code(exc) == ("AccessDenied", 403)
+    _enable(s3, bucket)
+    vid = s3.put_object(Bucket=bucket, Key="k", Body=b"x")["VersionId"]
+    for call in (
+        lambda: bob_s3.list_object_versions(Bucket=bucket),
+        lambda: bob_s3.get_object(Bucket=bucket, Key="k", VersionId=vid),
+        lambda: bob_s3.delete_object(Bucket=bucket, Key="k", VersionId=vid),
+        lambda: bob_s3.get_bucket_versioning(Bucket=bucket),
+    ):
+        with pytest.raises(ClientError) as exc:
+            call()
+        assert _code(exc) == ("AccessDenied", 403)
+    for path in ("?versions", f"k?versionId={vid}", "?versioning"):
+        url = (
+            f"{server.endpoint}/{bucket}/{path}"
+            if path[0] != "?"
+            else f"{server.endpoint}/{bucket}{path}"
+        )
+        assert requests.get(url, timeout=5).status_code == 403
+    assert (
+        requests.delete(f"{server.endpoint}/{bucket}/k?versionId={vid}", timeout=5).status_code
+        == 403
+    )
+    assert s3.get_object(Bucket=bucket, Key="k", VersionId=vid)["Body"].read() == b"x"
