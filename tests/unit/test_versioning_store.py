@@ -215,3 +215,15 @@ def test_stored_bytes_count_every_version(meta: SqlMetadataStore) -> None:
         assert sizes["bk"] == 60
 
     run(scenario())
+
+
+def test_concurrent_delete_markers_on_an_absent_key_all_land(meta: SqlMetadataStore) -> None:
+    async def scenario() -> None:
+        await _bucket(meta, "Enabled")
+        removed = await asyncio.gather(*(meta.delete_object("bk", "nothing") for _ in range(20)))
+        ids = {r.s3_version_id for r in removed}
+        assert len(ids) == 20
+        page = await meta.list_versions_page("bk", "", "", "", None, 1000)
+        assert len(page.versions) == 20 and [latest for _, latest in page.versions].count(True) == 1
+
+    run(scenario())

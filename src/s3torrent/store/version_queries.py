@@ -13,6 +13,7 @@ marker.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -75,7 +76,20 @@ class _Current:
     legal_hold: bool
 
 
+def _serialize_key(conn: Connection, bucket: str, kb: bytes) -> None:
+    """On PostgreSQL, versioned changes of one key take turns (a transaction-scoped advisory
+    lock): without a current row to lock (a key behind a delete marker, or new), two
+    writers would otherwise both take the same history seq. SQLite has one writer anyway."""
+    if conn.dialect.name != "postgresql":
+        return
+    digest = hashlib.blake2b(bucket.encode() + b"/" + kb, digest_size=8).digest()
+    conn.execute(
+        sa.select(sa.func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True)))
+    )
+
+
 def _lock_current(conn: Connection, at: dict[str, Any]) -> _Current | None:
+    _serialize_key(conn, at["w_bucket"], at["w_key"])
     row = _LOCK_CURRENT.run(conn, at).fetchone()
     if row is None:
         return None
@@ -288,6 +302,7 @@ def delete_version(
     version, or the delete marker that was the latest, the newest remaining version becomes
     current again (unless it is a delete marker)."""
     kb = key.encode("utf-8")
+    _serialize_key(conn, bucket, kb)
     current = conn.execute(
         sa.select(objects)
         .where(*_version_where(objects, bucket, kb, s3_version_id))
