@@ -150,9 +150,8 @@ def test_acl_and_tags_by_version(s3: Any, bucket: str) -> None:
     s3.put_object_tagging(
         Bucket=bucket, Key="k", VersionId=v1, Tagging={"TagSet": [{"Key": "a", "Value": "1"}]}
     )
-    assert s3.get_object_tagging(Bucket=bucket, Key="k", VersionId=v1)["TagSet"] == [
-        {"Key": "a", "Value": "1"}
-    ]
+    got = s3.get_object_tagging(Bucket=bucket, Key="k", VersionId=v1)
+    assert got["TagSet"] == [{"Key": "a", "Value": "1"}] and got["VersionId"] == v1
     assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == []
 
 
