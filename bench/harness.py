@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, str] = {
     "hashing": "bench.hashing",
     "scale": "bench.scale",
     "sse": "bench.sse",
+    "versioning": "bench.versioning",
 }
 
 

@@ -147,35 +147,45 @@ def _path_of(url: str) -> str:
     return parts.path + ("?" + parts.query if parts.query else "")
 
 
-def prepare(ep: S3Endpoint, workdir: Path, keys: int, body: Path) -> Plan:
-    """Create the bucket, write every key once, and presign one URL per key per operation."""
+def prepare(
+    ep: S3Endpoint,
+    workdir: Path,
+    keys: int,
+    body: Path,
+    bucket: str = BUCKET,
+    versioned: bool = False,
+) -> Plan:
+    """Create the bucket (with versioning enabled, if asked), write every key once, and
+    presign one URL per key per operation."""
     client = ep.client()
     with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
-        client.create_bucket(Bucket=BUCKET)
+        client.create_bucket(Bucket=bucket)
+    if versioned:
+        client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     names = [f"obj/{i:06d}" for i in range(keys)]
     data = body.read_bytes()
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda k: client.put_object(Bucket=BUCKET, Key=k, Body=data), names))
+        list(pool.map(lambda k: client.put_object(Bucket=bucket, Key=k, Body=data), names))
     plan = Plan(ep, port=urlsplit(ep.url).port or 80)
     ops = {"PUT": "put_object", "GET": "get_object", "HEAD": "head_object"}
     for op, method in ops.items():
         urls = [
             client.generate_presigned_url(
-                method, Params={"Bucket": BUCKET, "Key": k}, ExpiresIn=EXPIRES
+                method, Params={"Bucket": bucket, "Key": k}, ExpiresIn=EXPIRES
             )
             for k in names
         ]
-        plan.paths[op] = _write_paths(workdir / f"{ep.name}-{op}.txt", urls)
+        plan.paths[op] = _write_paths(workdir / f"{ep.name}-{bucket}-{op}.txt", urls)
     step = max(1, keys // LIST_URLS)
     lists = [
         client.generate_presigned_url(
             "list_objects_v2",
-            Params={"Bucket": BUCKET, "MaxKeys": 100, "StartAfter": names[i]},
+            Params={"Bucket": bucket, "MaxKeys": 100, "StartAfter": names[i]},
             ExpiresIn=EXPIRES,
         )
         for i in range(0, keys, step)
     ]
-    plan.paths["LIST"] = _write_paths(workdir / f"{ep.name}-LIST.txt", lists)
+    plan.paths["LIST"] = _write_paths(workdir / f"{ep.name}-{bucket}-LIST.txt", lists)
     return plan
 
 

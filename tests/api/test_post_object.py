@@ -484,3 +484,17 @@ def test_customer_keys_in_a_form_are_refused_not_ignored(s3v4: Any, s3: Any, buc
     assert _error(r)[0] == "NotImplemented", r.text
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="ssec-form")
+
+
+def test_form_uploads_make_versions_in_a_versioned_bucket(s3v4: Any, s3: Any, bucket: str) -> None:
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    ids = []
+    for body in (b"first", b"second"):
+        r = _post(s3v4.generate_presigned_post(bucket, "versioned-form"), body)
+        assert r.status_code == 204, r.text
+        ids.append(r.headers["x-amz-version-id"])
+    assert ids[0] != ids[1] and "null" not in ids
+    listed = s3.list_object_versions(Bucket=bucket, Prefix="versioned-form")["Versions"]
+    assert sorted(v["VersionId"] for v in listed) == sorted(ids)
+    old = s3.get_object(Bucket=bucket, Key="versioned-form", VersionId=ids[0])
+    assert old["Body"].read() == b"first"

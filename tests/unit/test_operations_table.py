@@ -28,7 +28,7 @@ def test_refused_sub_resources_are_not_routed_ones() -> None:
     routed = {(s.path, s.query) for s in found.values()}
     assert refused
     assert all((s.path, s.query) not in routed for s in refused)
-    assert any(s.query == "?retention" for s in refused)
+    assert any(s.query == "?select" for s in refused)
 
 
 def test_notes_name_only_real_operations() -> None:

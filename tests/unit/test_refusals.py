@@ -38,9 +38,10 @@ def test_refused_values_raise_and_accepted_ones_pass() -> None:
     refuse_unsupported(put, {"x-amz-storage-class": "STANDARD"}, {}, None)
     # A header is refused only on the endpoints its row names.
     refuse_unsupported(Endpoint.GetObject, {"x-amz-storage-class": "GLACIER"}, {}, None)
+    # Versions are read by id; a torrent is only ever the current version's.
+    refuse_unsupported(Endpoint.GetObject, {}, {"versionId": "3HL4kqtJlcpXroDTDmJ"}, None)
     with pytest.raises(S3Error):
-        refuse_unsupported(Endpoint.GetObject, {}, {"versionId": "3HL4kqtJlcpXroDTDmJ"}, None)
-    refuse_unsupported(Endpoint.GetObject, {}, {"versionId": "null"}, None)
+        refuse_unsupported(Endpoint.GetObjectTorrent, {}, {"versionId": "null"}, None)
 
 
 def test_expected_bucket_owner_must_name_the_owner() -> None:

@@ -120,7 +120,7 @@ def test_route_table(
 
 @pytest.mark.parametrize(
     ("method", "target", "query"),
-    [("GET", B, {"lifecycle": ""}), ("PUT", B, {"inventory": ""}), ("GET", O, {"retention": ""}),
+    [("GET", B, {"analytics": ""}), ("PUT", B, {"inventory": ""}), ("GET", O, {"select": ""}),
      ("POST", O, {"restore": ""}), ("GET", B, {"website": ""})],
 )  # fmt: skip
 def test_unsupported_subresources_are_not_implemented(

@@ -25,6 +25,16 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
         "Your previous request to create the named bucket succeeded and you already own it.",
     ),
     "BucketNotEmpty": (409, "The bucket you tried to delete is not empty."),
+    "ObjectLockConfigurationNotFoundError": (
+        404,
+        "Object Lock configuration does not exist for this bucket",
+    ),
+    "NoSuchObjectLockConfiguration": (404, "The specified object does not have a ObjectLock"),
+    "InvalidRetentionPeriod": (400, "The retention period is not valid."),
+    "IllegalVersioningConfigurationException": (
+        400,
+        "The Versioning element must be specified",
+    ),
     "EntityTooLarge": (400, "Your proposed upload exceeds the maximum allowed size."),
     "EntityTooSmall": (400, "Your proposed upload is smaller than the minimum allowed size."),
     "ConditionalRequestConflict": (
@@ -188,6 +198,9 @@ def s3_error_of(exc: StoreError | AccessError) -> S3Error:
         return S3Error("ConditionalRequestConflict", resource=f"/{exc.bucket}/{exc.key}")
     if isinstance(exc, store_errors.ObjectMissing):
         return S3Error("NoSuchKey", resource=f"/{exc.bucket}/{exc.key}", extra={"Key": exc.key})
+    if isinstance(exc, store_errors.ObjectLocked):
+        # S3's answer to removing a locked version, whoever asks.
+        return S3Error("AccessDenied", "Access Denied because object protected by object lock.")
     if isinstance(exc, store_errors.BucketNotEmpty):
         return S3Error("BucketNotEmpty", resource=f"/{exc.name}", extra={"BucketName": exc.name})
     if isinstance(exc, store_errors.BucketAlreadyExists):

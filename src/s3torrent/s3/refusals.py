@@ -42,22 +42,9 @@ class Refusal:
 
 
 _OBJECT_WRITES = frozenset({E.PutObject, E.CopyObject, E.CreateMultipartUpload})
-# Operations on one object version that S3 lets a client name by ?versionId=.
-_VERSIONED_READS = frozenset(
-    {
-        E.GetObject,
-        E.HeadObject,
-        E.DeleteObject,
-        E.GetObjectAcl,
-        E.PutObjectAcl,
-        E.GetObjectTorrent,
-        E.GetObjectAttributes,
-    }
-)
 _NO_WRITE_CONDITIONS = frozenset(
     {E.CreateMultipartUpload, E.UploadPart, E.UploadPartCopy, E.AbortMultipartUpload}
 )
-_NO_LOCK = "Bucket is missing Object Lock Configuration"
 _NO_SSE = "SSE-KMS is not implemented; use SSE-S3 (AES256) or SSE-C."
 _NO_DATE_CONDITION = "Date conditions on writes and deletes are not implemented."
 
@@ -67,36 +54,18 @@ def _sse(name: str) -> Refusal:
 
 
 REFUSALS: tuple[Refusal, ...] = (
-    # Object lock: no bucket has an Object Lock configuration, which is S3's own answer.
-    Refusal("x-amz-object-lock-mode", _OBJECT_WRITES, "InvalidRequest", _NO_LOCK),
-    Refusal("x-amz-object-lock-retain-until-date", _OBJECT_WRITES, "InvalidRequest", _NO_LOCK),
-    Refusal("x-amz-object-lock-legal-hold", _OBJECT_WRITES, "InvalidRequest", _NO_LOCK),
-    Refusal(
-        "x-amz-bucket-object-lock-enabled",
-        frozenset({E.CreateBucket}),
-        "NotImplemented",
-        "Object Lock is not implemented.",
-        accepted=("false",),
-    ),
-    Refusal(
-        "x-amz-bypass-governance-retention",
-        frozenset({E.DeleteObject, E.DeleteObjects}),
-        "NotImplemented",
-        "Object Lock is not implemented.",
-    ),
     Refusal(
         "x-amz-mfa",
         frozenset({E.DeleteObject, E.DeleteObjects}),
         "NotImplemented",
         "MFA delete is not implemented.",
     ),
-    # Versioning is never enabled: every object has one version, "null".
+    # A torrent belongs to a key's current version (S3's GetObjectTorrent names none).
     Refusal(
         "versionId",
-        _VERSIONED_READS,
+        frozenset({E.GetObjectTorrent}),
         "InvalidArgument",
-        "Invalid version id specified",
-        accepted=("null",),
+        "GetObjectTorrent takes no version id: a torrent is the current version's.",
         in_query=True,
     ),
     Refusal(

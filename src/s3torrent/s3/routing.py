@@ -23,6 +23,17 @@ class Endpoint(Enum):
     DeleteBucket = ("DeleteBucket", "s3:DeleteBucket", "bucket")
     GetBucketLocation = ("GetBucketLocation", "s3:GetBucketLocation", "bucket")
     GetBucketVersioning = ("GetBucketVersioning", "s3:GetBucketVersioning", "bucket")
+    PutBucketVersioning = ("PutBucketVersioning", "s3:PutBucketVersioning", "bucket")
+    GetObjectLockConfiguration = (
+        "GetObjectLockConfiguration",
+        "s3:GetBucketObjectLockConfiguration",
+        "bucket",
+    )
+    PutObjectLockConfiguration = (
+        "PutObjectLockConfiguration",
+        "s3:PutBucketObjectLockConfiguration",
+        "bucket",
+    )
     ListObjects = ("ListObjects", "s3:ListBucket", "bucket")
     ListObjectsV2 = ("ListObjectsV2", "s3:ListBucket", "bucket")
     ListObjectVersions = ("ListObjectVersions", "s3:ListBucketVersions", "bucket")
@@ -90,11 +101,36 @@ class Endpoint(Enum):
     PutObjectTagging = ("PutObjectTagging", "s3:PutObjectTagging", "object")
     DeleteObjectTagging = ("DeleteObjectTagging", "s3:DeleteObjectTagging", "object")
     GetObjectAttributes = ("GetObjectAttributes", "s3:GetObjectAttributes", "object")
+    GetObjectRetention = ("GetObjectRetention", "s3:GetObjectRetention", "object")
+    PutObjectRetention = ("PutObjectRetention", "s3:PutObjectRetention", "object")
+    GetObjectLegalHold = ("GetObjectLegalHold", "s3:GetObjectLegalHold", "object")
+    PutObjectLegalHold = ("PutObjectLegalHold", "s3:PutObjectLegalHold", "object")
 
     def __init__(self, op: str, action: str, scope: str) -> None:
         self.op = op
         self.action = action
         self.scope = scope
+
+    def action_for(self, query: Mapping[str, str]) -> str:
+        """The IAM action of a request: an operation on a named version (?versionId=) is
+        its own action (s3:GetObjectVersion, s3:DeleteObjectVersion, ...), as in S3."""
+        if "versionId" in query:
+            return VERSION_ACTIONS.get(self, self.action)
+        return self.action
+
+
+# The action of each operation when it names a version (S3's *Version actions; retention
+# and legal hold keep theirs).
+VERSION_ACTIONS: Mapping[Endpoint, str] = {
+    Endpoint.GetObject: "s3:GetObjectVersion",
+    Endpoint.HeadObject: "s3:GetObjectVersion",
+    Endpoint.DeleteObject: "s3:DeleteObjectVersion",
+    Endpoint.GetObjectAcl: "s3:GetObjectVersionAcl",
+    Endpoint.PutObjectAcl: "s3:PutObjectVersionAcl",
+    Endpoint.GetObjectTagging: "s3:GetObjectVersionTagging",
+    Endpoint.PutObjectTagging: "s3:PutObjectVersionTagging",
+    Endpoint.DeleteObjectTagging: "s3:DeleteObjectVersionTagging",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +145,10 @@ class Target:
 # Sub-resources that select another operation when present in the query.
 _BUCKET_SUBRESOURCES = {
     "accelerate", "analytics", "cors", "encryption", "intelligent-tiering", "inventory",
-    "lifecycle", "logging", "metrics", "notification", "object-lock",
+    "lifecycle", "logging", "metrics", "notification",
     "replication", "requestPayment", "website", "session",
 }  # fmt: skip
-_OBJECT_SUBRESOURCES = {"retention", "legal-hold", "restore", "select"}
+_OBJECT_SUBRESOURCES = {"restore", "select"}
 
 
 def parse_target(raw_path: str, host: str | None, domain: str | None) -> Target:
@@ -157,6 +193,9 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
     table: dict[tuple[str, str], Endpoint] = {
         ("GET", "location"): Endpoint.GetBucketLocation,
         ("GET", "versioning"): Endpoint.GetBucketVersioning,
+        ("PUT", "versioning"): Endpoint.PutBucketVersioning,
+        ("GET", "object-lock"): Endpoint.GetObjectLockConfiguration,
+        ("PUT", "object-lock"): Endpoint.PutObjectLockConfiguration,
         ("GET", "versions"): Endpoint.ListObjectVersions,
         ("GET", "acl"): Endpoint.GetBucketAcl,
         ("PUT", "acl"): Endpoint.PutBucketAcl,
@@ -236,6 +275,18 @@ def _route_object(m: str, q: Mapping[str, str], h: Mapping[str, str]) -> Endpoin
         if m in tagging:
             return tagging[m]
         raise S3Error("MethodNotAllowed")
+    lock = {
+        ("GET", "retention"): Endpoint.GetObjectRetention,
+        ("PUT", "retention"): Endpoint.PutObjectRetention,
+        ("GET", "legal-hold"): Endpoint.GetObjectLegalHold,
+        ("PUT", "legal-hold"): Endpoint.PutObjectLegalHold,
+    }
+    for (method, sub), endpoint in lock.items():
+        if sub in q:
+            if m == method:
+                return endpoint
+            if m not in ("GET", "PUT"):
+                raise S3Error("MethodNotAllowed")
     for sub in q:
         if sub in _OBJECT_SUBRESOURCES:
             raise S3Error("NotImplemented", f"The object operation '?{sub}' is not implemented.")

@@ -18,7 +18,7 @@ from aiohttp import web
 from s3torrent.access import ANONYMOUS, AccessError, Principal, RequestContext
 from s3torrent.access import facts as authz
 from s3torrent.metering.meter import CLIENT_CLOSED, EXTRA_ROUTE, S3_REQUEST
-from s3torrent.s3 import tagging
+from s3torrent.s3 import tagging, versioning
 from s3torrent.s3.access_log import ERROR_CODE
 from s3torrent.s3.auth import authenticate
 from s3torrent.s3.context import S3Context
@@ -50,6 +50,10 @@ _READS_EXISTING_OBJECT = {
     Endpoint.PutObjectTagging,
     Endpoint.DeleteObjectTagging,
     Endpoint.GetObjectAttributes,
+    Endpoint.GetObjectRetention,
+    Endpoint.PutObjectRetention,
+    Endpoint.GetObjectLegalHold,
+    Endpoint.PutObjectLegalHold,
 }
 
 
@@ -391,9 +395,10 @@ class S3Application:
             return
         key = req.target.key
         wants_object = ep in _READS_EXISTING_OBJECT
+        version_id = req.query.get("versionId") if ep is not Endpoint.GetObjectTorrent else None
         # One trip to the database for both rows: this is the hot path of every GET.
         bucket, obj = await self.svc.meta.bucket_and_object(
-            req.bucket_name, key if wants_object else None
+            req.bucket_name, key if wants_object and version_id is None else None
         )
         if bucket is None:
             raise S3Error(
@@ -404,16 +409,28 @@ class S3Application:
             # Its key and principal come with the form: ops.post_object asks the decision.
             return
         if wants_object:
+            assert key is not None
+            if version_id is not None:
+                obj = await versioning.named_version(self.svc.meta, bucket, key, version_id)
             req.obj = obj
             if req.obj is None:
                 # S3 says NoSuchKey only to those who may list the bucket; others get 403.
                 listing = authz.may(
                     req.principal, "s3:ListBucket", bucket, None, None, req.access_context()
                 )
-                if listing.allowed:
-                    raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
-                raise S3Error("AccessDenied", resource=req.resource)
+                if not listing.allowed:
+                    raise S3Error("AccessDenied", resource=req.resource)
+                if version_id is not None:
+                    raise S3Error(
+                        "NoSuchVersion",
+                        resource=req.resource,
+                        extra={"Key": req.key, "VersionId": version_id},
+                    )
+                raise await versioning.no_such_key(self.svc.meta, bucket, req.key, req.resource)
         ctx = req.access_context()
-        decision = authz.may(req.principal, ep.action, bucket, key, req.obj, ctx)
+        decision = authz.may(req.principal, ep.action_for(req.query), bucket, key, req.obj, ctx)
         if not decision.allowed:
             raise S3Error("AccessDenied", resource=req.resource)
+        if req.obj is not None and req.obj.delete_marker:
+            # A delete marker named by its version id: it has no data, ACL or tags.
+            raise versioning.marker_not_allowed(req.obj, req.resource)

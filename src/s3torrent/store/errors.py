@@ -74,3 +74,12 @@ class StorageFull(StoreError):
 
     def __init__(self) -> None:
         super().__init__("storage full")
+
+
+class ObjectLocked(StoreError):
+    """A version under object lock (retention until a date, or a legal hold) that was to be
+    removed or replaced: no one, root included, may do that before its date."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -39,7 +39,7 @@ def list_page(
     if cursor is not None and pfx and cursor < pfx:
         cursor = None
     if after is not None:
-        returned = _common_prefix(after, prefix, delimiter)
+        returned = common_prefix(after, prefix, delimiter)
         if returned == after:
             # The previous page ended on this common prefix: skip all of its keys.
             cursor = after.encode("utf-8") + _AFTER_ALL
@@ -53,7 +53,7 @@ def list_page(
             return page
         for obj in rows:
             key = obj.key
-            cp = _common_prefix(key, prefix, delimiter)
+            cp = common_prefix(key, prefix, delimiter)
             if count == max_keys:
                 page.truncated = True
                 return page
@@ -76,7 +76,7 @@ def list_page(
             batch = min(BATCH, batch * 4)
 
 
-def _common_prefix(key: str, prefix: str, delimiter: str) -> str | None:
+def common_prefix(key: str, prefix: str, delimiter: str) -> str | None:
     if not delimiter:
         return None
     idx = key.find(delimiter, len(prefix))

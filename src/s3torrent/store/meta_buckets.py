@@ -22,7 +22,12 @@ class BucketMetadata(Protocol):
     async def list_buckets(self, owner_id: str | None) -> list[Bucket]: ...
 
     async def create_bucket(
-        self, name: str, owner_id: str, region: str, acl: str | None
+        self,
+        name: str,
+        owner_id: str,
+        region: str,
+        acl: str | None,
+        settings: dict[str, Any] | None = None,
     ) -> Bucket: ...
 
     async def delete_bucket(self, name: str) -> None: ...
@@ -43,10 +48,23 @@ class SqlBuckets(SqlStoreBase):
     async def list_buckets(self, owner_id: str | None) -> list[Bucket]:
         return await self.db.read(lambda c: q.list_buckets(c, owner_id))
 
-    async def create_bucket(self, name: str, owner_id: str, region: str, acl: str | None) -> Bucket:
-        """Create a bucket; BucketAlreadyExists (with the existing owner) if it exists."""
+    async def create_bucket(
+        self,
+        name: str,
+        owner_id: str,
+        region: str,
+        acl: str | None,
+        settings: dict[str, Any] | None = None,
+    ) -> Bucket:
+        """Create a bucket (with its first settings, e.g. object lock, in the same
+        transaction); BucketAlreadyExists (with the existing owner) if it exists."""
         bucket = Bucket(
-            name=name, owner_id=owner_id, created_at=time.time(), region=region, acl=acl
+            name=name,
+            owner_id=owner_id,
+            created_at=time.time(),
+            region=region,
+            acl=acl,
+            settings=dict(settings or {}),
         )
 
         def txn(conn: Connection) -> None:
@@ -60,6 +78,7 @@ class SqlBuckets(SqlStoreBase):
                     created_at=bucket.created_at,
                     region=region,
                     acl=acl,
+                    settings=json.dumps(settings, separators=(",", ":")) if settings else None,
                 )
             )
 

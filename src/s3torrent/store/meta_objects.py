@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import time
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection
 
-from s3torrent.events import AccessChanged, ObjectDeleted
+from s3torrent.events import AccessChanged, ObjectDeleted, ObjectWritten
 from s3torrent.store import hash_queries as hq
 from s3torrent.store import queries as q
+from s3torrent.store import version_queries as vq
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import NoSuchBucket
 from s3torrent.store.listing import Page, list_page
 from s3torrent.store.meta_base import SqlStoreBase
+from s3torrent.store.retention import check_retention_change
 from s3torrent.store.rows import (
     Bucket,
+    Committed,
     ObjectVersion,
-    Replaced,
+    Removed,
     Tags,
     TorrentHashes,
     encode_tags,
 )
-from s3torrent.store.schema import objects
 from s3torrent.store.sql import Rows
+from s3torrent.store.version_listing import VersionPage, list_versions_page
 
 
 class ObjectMetadata(Protocol):
@@ -38,16 +42,54 @@ class ObjectMetadata(Protocol):
         self, bucket: str, prefix: str, delimiter: str, after: str | None, max_keys: int
     ) -> Page: ...
 
+    async def list_versions_page(
+        self,
+        bucket: str,
+        prefix: str,
+        delimiter: str,
+        key_marker: str,
+        version_id_marker: str | None,
+        max_keys: int,
+    ) -> VersionPage: ...
+
+    async def object_version(
+        self, bucket: str, key: str, s3_version_id: str
+    ) -> ObjectVersion | None: ...
+
+    async def latest_delete_marker(self, bucket: str, key: str) -> ObjectVersion | None: ...
+
     async def commit_version(
         self,
         obj: ObjectVersion,
         hashes: TorrentHashes | None = None,
         condition: WriteCondition = NO_CONDITION,
-    ) -> Replaced | None: ...
+    ) -> Committed: ...
 
     async def delete_object(
-        self, bucket: str, key: str, condition: WriteCondition = NO_CONDITION
-    ) -> Replaced | None: ...
+        self,
+        bucket: str,
+        key: str,
+        condition: WriteCondition = NO_CONDITION,
+        owner_id: str = "",
+    ) -> Removed: ...
+
+    async def delete_version(
+        self, bucket: str, key: str, s3_version_id: str, bypass_governance: bool = False
+    ) -> Removed: ...
+
+    async def update_version(
+        self, bucket: str, key: str, s3_version_id: str, **values: Any
+    ) -> ObjectVersion | None: ...
+
+    async def set_retention(
+        self,
+        bucket: str,
+        key: str,
+        s3_version_id: str,
+        mode: str | None,
+        until: float | None,
+        bypass_governance: bool,
+    ) -> ObjectVersion | None: ...
 
     async def set_object_acl(self, obj: ObjectVersion, acl: str) -> bool: ...
 
@@ -83,48 +125,142 @@ class SqlObjects(SqlStoreBase):
             lambda c: list_page(c, bucket, prefix, delimiter, after, max_keys)
         )
 
+    async def list_versions_page(
+        self,
+        bucket: str,
+        prefix: str,
+        delimiter: str,
+        key_marker: str,
+        version_id_marker: str | None,
+        max_keys: int,
+    ) -> VersionPage:
+        return await self.db.read(
+            lambda c: list_versions_page(
+                c, bucket, prefix, delimiter, key_marker, version_id_marker, max_keys
+            )
+        )
+
+    async def object_version(
+        self, bucket: str, key: str, s3_version_id: str
+    ) -> ObjectVersion | None:
+        """The version of a key S3 names s3_version_id ("null" or an id), current or not;
+        a delete marker too (its `delete_marker` is set)."""
+        return await self.db.read(lambda c: vq.get_version(c, bucket, key, s3_version_id))
+
+    async def latest_delete_marker(self, bucket: str, key: str) -> ObjectVersion | None:
+        """The key's delete marker, when that is its latest version."""
+        return await self.db.read(lambda c: vq.latest_delete_marker(c, bucket, key))
+
     async def commit_version(
         self,
         obj: ObjectVersion,
         hashes: TorrentHashes | None = None,
         condition: WriteCondition = NO_CONDITION,
-    ) -> Replaced | None:
+    ) -> Committed:
         """The commit point of a write: obj becomes current (with its torrent hashes, when
         they were computed in the upload stream) if `condition` holds in this transaction
-        (else store.errors.PreconditionFailed, ObjectMissing or ConditionalConflict);
-        returns the version it replaced."""
+        (else store.errors.PreconditionFailed, ObjectMissing or ConditionalConflict). The
+        bucket's versioning decides what happens to the version it replaces (see
+        version_queries.commit_object); returns the version as stored."""
 
-        def txn(conn: Connection) -> Replaced | None:
-            if q.get_bucket(conn, obj.bucket) is None:
+        def txn(conn: Connection) -> Committed:
+            bucket = q.get_bucket(conn, obj.bucket)
+            if bucket is None:
                 raise NoSuchBucket(obj.bucket)
-            replaced = q.upsert_object(conn, obj, condition)
+            committed = vq.commit_object(conn, bucket, obj, condition, time.time())
             if hashes is not None:
                 hq.record_hashes(conn, hashes)
-            return replaced
+            return committed
 
-        replaced = await self.db.write(txn)
-        self._written(obj, replaced, hashes is not None)
-        return replaced
+        committed = await self.db.write(txn)
+        self._written(committed.version, committed.replaced, hashes is not None)
+        return committed
 
     async def delete_object(
-        self, bucket: str, key: str, condition: WriteCondition = NO_CONDITION
-    ) -> Replaced | None:
-        """Delete the current version of a key if `condition` holds; returns it, if there
-        was one."""
-        removed = await self.db.write(lambda c: q.delete_object(c, bucket, key, condition))
-        if removed is not None:
-            self._published(ObjectDeleted(bucket, key, removed.version_id))
+        self,
+        bucket: str,
+        key: str,
+        condition: WriteCondition = NO_CONDITION,
+        owner_id: str = "",
+    ) -> Removed:
+        """DeleteObject without a version id, if `condition` holds: in an unversioned bucket
+        the current version goes; in a versioned or suspended one a delete marker (owned by
+        owner_id) becomes the latest version."""
+
+        def txn(conn: Connection) -> Removed:
+            b = q.get_bucket(conn, bucket)
+            if b is None or b.versioning is None:
+                old = q.delete_object(conn, bucket, key, condition)
+                return Removed(None, False, old, freed=vq.freed_by(old))
+            return vq.add_delete_marker(conn, b, key, condition, time.time(), owner_id)
+
+        removed = await self.db.write(txn)
+        self._removed(bucket, key, removed)
         return removed
+
+    async def delete_version(
+        self, bucket: str, key: str, s3_version_id: str, bypass_governance: bool = False
+    ) -> Removed:
+        """Remove one version for good, unless object lock protects it (ObjectLocked, for
+        everyone: this is the one way a version is removed). The newest remaining version
+        becomes current again when the current one (or the latest delete marker) went."""
+        removed = await self.db.write(
+            lambda c: vq.delete_version(
+                c, bucket, key, s3_version_id, time.time(), bypass_governance
+            )
+        )
+        self._removed(bucket, key, removed)
+        return removed
+
+    def _removed(self, bucket: str, key: str, removed: Removed) -> None:
+        if removed.revoked is not None:
+            self._published(ObjectDeleted(bucket, key, removed.revoked.version_id))
+        if removed.promoted is not None:
+            # Current again: decided anew for a torrent (its hashes are computed again).
+            self._published(ObjectWritten(bucket, key, removed.promoted.version_id, None, False))
+
+    async def update_version(
+        self, bucket: str, key: str, s3_version_id: str, **values: Any
+    ) -> ObjectVersion | None:
+        """Set columns (acl, tags, lock settings) of one version, current or not; returns
+        the version as it was (None: no such version; a delete marker is returned as is,
+        unchanged)."""
+        found = await self.db.write(
+            lambda c: vq.update_version(c, bucket, key, s3_version_id, **values)
+        )
+        if found is not None and not found.delete_marker:
+            self._published(AccessChanged(bucket, key))
+        return found
+
+    async def set_retention(
+        self,
+        bucket: str,
+        key: str,
+        s3_version_id: str,
+        mode: str | None,
+        until: float | None,
+        bypass_governance: bool,
+    ) -> ObjectVersion | None:
+        """A version's retention, changed as object lock allows (ObjectLocked otherwise:
+        decided under the row lock, so two changes cannot both shorten it)."""
+        now = time.time()
+
+        def allowed(version: ObjectVersion) -> None:
+            check_retention_change(version, mode, until, now, bypass_governance)
+
+        return await self.db.write(
+            lambda c: vq.update_version(
+                c, bucket, key, s3_version_id, allowed, lock_mode=mode, lock_until=until
+            )
+        )
 
     async def set_object_acl(self, obj: ObjectVersion, acl: str) -> bool:
         """Set the ACL of exactly this version (False: it is no longer stored)."""
 
         def txn(conn: Connection) -> int:
-            # The version the access check saw: an overwrite since then keeps its own ACL.
-            result = conn.execute(
-                objects.update().where(objects.c.version_id == obj.version_id).values(acl=acl)
-            )
-            return int(result.rowcount or 0)
+            # The version the access check saw (current or not): an overwrite since then
+            # keeps its own ACL.
+            return vq.set_by_version_id(conn, obj.version_id, acl=acl)
 
         changed = await self.db.write(txn) > 0
         if changed:
@@ -136,12 +272,7 @@ class SqlObjects(SqlStoreBase):
         policy conditions (s3:ExistingObjectTag), so its torrent is decided again."""
 
         def txn(conn: Connection) -> int:
-            result = conn.execute(
-                objects.update()
-                .where(objects.c.version_id == obj.version_id)
-                .values(tags=encode_tags(tags))
-            )
-            return int(result.rowcount or 0)
+            return vq.set_by_version_id(conn, obj.version_id, tags=encode_tags(tags))
 
         changed = await self.db.write(txn) > 0
         if changed:

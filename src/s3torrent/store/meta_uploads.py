@@ -8,10 +8,11 @@ from typing import Protocol
 from sqlalchemy.engine import Connection
 
 from s3torrent.store import queries as q
+from s3torrent.store import version_queries as vq
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import NoSuchBucket, NoSuchUpload, PartChanged
 from s3torrent.store.meta_base import SqlStoreBase
-from s3torrent.store.rows import ObjectVersion, Part, Replaced, Upload, UploadReceipt
+from s3torrent.store.rows import Committed, ObjectVersion, Part, Upload, UploadReceipt
 
 # Rows read per query while scanning uploads.
 SCAN_BATCH = 1000
@@ -37,7 +38,7 @@ class UploadMetadata(Protocol):
         joined: dict[int, str],
         condition: WriteCondition = NO_CONDITION,
         receipt: UploadReceipt | None = None,
-    ) -> tuple[Replaced | None, list[str]]: ...
+    ) -> tuple[Committed, list[str]]: ...
 
     async def upload_receipt(self, upload_id: str) -> UploadReceipt | None: ...
 
@@ -94,7 +95,7 @@ class SqlUploads(SqlStoreBase):
         joined: dict[int, str],
         condition: WriteCondition = NO_CONDITION,
         receipt: UploadReceipt | None = None,
-    ) -> tuple[Replaced | None, list[str]]:
+    ) -> tuple[Committed, list[str]]:
         """Make the joined object current and drop its upload, in one transaction; returns
         the version it replaced and the part blobs no longer needed. `joined` maps each part
         number to the blob that was joined: a part uploaded again meanwhile is PartChanged.
@@ -102,23 +103,24 @@ class SqlUploads(SqlStoreBase):
         the upload stays, so the client may retry. `receipt`, kept in the same transaction,
         is what a retry of this completion is answered."""
 
-        def txn(conn: Connection) -> tuple[Replaced | None, list[str]]:
+        def txn(conn: Connection) -> tuple[Committed, list[str]]:
             if q.get_upload(conn, upload_id) is None:
                 raise NoSuchUpload(upload_id)
             now_parts = {p.part_number: p.blob_id for p in q.list_parts(conn, upload_id)}
             for number, blob_id in joined.items():
                 if now_parts.get(number) != blob_id:
                     raise PartChanged(number)
-            if q.get_bucket(conn, obj.bucket) is None:
+            bucket = q.get_bucket(conn, obj.bucket)
+            if bucket is None:
                 raise NoSuchBucket(obj.bucket)
-            replaced = q.upsert_object(conn, obj, condition)
+            committed = vq.commit_object(conn, bucket, obj, condition, time.time())
             if receipt is not None:
                 q.insert_receipt(conn, receipt, time.time())
-            return replaced, q.delete_upload(conn, upload_id) or []
+            return committed, q.delete_upload(conn, upload_id) or []
 
-        replaced, released = await self.db.write(txn)
-        self._written(obj, replaced, False)
-        return replaced, released
+        committed, released = await self.db.write(txn)
+        self._written(committed.version, committed.replaced, False)
+        return committed, released
 
     async def upload_receipt(self, upload_id: str) -> UploadReceipt | None:
         return await self.db.read(lambda c: q.get_receipt(c, upload_id))

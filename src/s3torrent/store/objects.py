@@ -291,30 +291,45 @@ class ObjectStore:
         obj: md.ObjectVersion,
         hashes: md.TorrentHashes | None = None,
         condition: WriteCondition = NO_CONDITION,
-    ) -> str | None:
-        """The commit point: make obj current (with its torrent hashes, if computed)."""
+    ) -> md.Committed:
+        """The commit point: make obj current (with its torrent hashes, if computed);
+        returns it as stored (versioned or the null version)."""
         try:
-            replaced = await self.meta.commit_version(obj, hashes, condition)
-        except StoreError:  # no bucket any more, or a write condition that failed
+            committed = await self.meta.commit_version(obj, hashes, condition)
+        except StoreError:  # no bucket any more, a write condition that failed, a lock
             if obj.inline is None:
                 await asyncio.get_running_loop().run_in_executor(
                     self.executor, self.blobs.delete, obj.version_id
                 )
             raise
-        return self.release_replaced(replaced)
+        self.release(committed.freed)
+        return committed
 
-    def release_replaced(self, replaced: md.Replaced | None) -> str | None:
-        """After a commit: the replaced version's blob goes once its readers are done."""
-        if replaced is None:
-            return None
-        if replaced.has_blob:
-            self._delete_blob_later(replaced.version_id)
-        return replaced.version_id
+    def release(self, freed: Sequence[str]) -> None:
+        """After a commit: blobs no row references go once their readers are done. A
+        version that became noncurrent keeps its blob: only deleting it frees it."""
+        for blob_id in freed:
+            self._delete_blob_later(blob_id)
 
     async def delete(
-        self, bucket: str, key: str, condition: WriteCondition = NO_CONDITION
-    ) -> str | None:
-        return self.release_replaced(await self.meta.delete_object(bucket, key, condition))
+        self,
+        bucket: str,
+        key: str,
+        condition: WriteCondition = NO_CONDITION,
+        owner_id: str = "",
+    ) -> md.Removed:
+        """DeleteObject without a version id (a delete marker in a versioned bucket)."""
+        removed = await self.meta.delete_object(bucket, key, condition, owner_id)
+        self.release(removed.freed)
+        return removed
+
+    async def delete_version(
+        self, bucket: str, key: str, s3_version_id: str, bypass_governance: bool = False
+    ) -> md.Removed:
+        """Remove one version for good (object lock permitting); its blob goes."""
+        removed = await self.meta.delete_version(bucket, key, s3_version_id, bypass_governance)
+        self.release(removed.freed)
+        return removed
 
     def _delete_blob_later(self, version_id: str) -> None:
         # Readers that looked the old version up a moment ago still open its blob; they

@@ -26,6 +26,7 @@ from s3torrent.store.schema import (
     OBJECT_INFO_COLUMNS,
     buckets,
     leases,
+    object_versions,
     objects,
     parts,
     torrents,
@@ -107,11 +108,11 @@ def get_object_by_version(rows: Rows, version_id: str) -> ObjectVersion | None:
 
 
 def bucket_has_objects(conn: Connection, bucket: str) -> bool:
-    return (
-        conn.execute(
-            sa.select(objects.c.version_id).where(objects.c.bucket == bucket).limit(1)
-        ).first()
+    """Any version at all, noncurrent ones and delete markers included (as S3 counts)."""
+    return any(
+        conn.execute(sa.select(t.c.version_id).where(t.c.bucket == bucket).limit(1)).first()
         is not None
+        for t in (objects, object_versions)
     )
 
 
@@ -195,6 +196,8 @@ def bucket_has_uploads(conn: Connection, bucket: str) -> bool:
 def referenced_blob_ids(conn: Connection) -> set[str]:
     """Every blob id some metadata row still points at."""
     ids = {str(r[0]) for r in conn.execute(sa.select(objects.c.version_id))}
+    # Noncurrent versions keep their blobs until they are deleted themselves.
+    ids |= {str(r[0]) for r in conn.execute(sa.select(object_versions.c.version_id))}
     ids |= {str(r[0]) for r in conn.execute(sa.select(parts.c.blob_id))}
     return ids
 

@@ -19,9 +19,18 @@ def decode_tags(text: str | None) -> Tags:
     return tuple((str(k), str(v)) for k, v in json.loads(text)) if text else ()
 
 
+# The version id S3 names a key's one unversioned version by.
+NULL_VERSION = "null"
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectVersion:
-    """One stored object version (the current one for its key)."""
+    """One stored object version: the current one for its key, or (read by version id or
+    listed) a noncurrent one or a delete marker.
+
+    `version_id` is the store's own id (its blob's name, its torrent's key); `s3_version_id`
+    is what S3 clients see: "null" for the version written while the bucket was unversioned
+    or suspended."""
 
     bucket: str
     key: str
@@ -38,8 +47,18 @@ class ObjectVersion:
     parts: list[dict[str, Any]] | None = None
     inline: bytes | None = field(default=None, repr=False)
     tags: Tags = ()
+    versioned: bool = False
+    delete_marker: bool = False
+    lock_mode: str | None = None
+    lock_until: float | None = None
+    legal_hold: bool = False
+
+    @property
+    def s3_version_id(self) -> str:
+        return self.version_id if self.versioned else NULL_VERSION
 
     def to_row(self) -> dict[str, Any]:
+        """The row of `objects` (a current version; never a delete marker)."""
         return {
             "bucket": self.bucket,
             "key": self.key.encode("utf-8"),
@@ -56,6 +75,10 @@ class ObjectVersion:
             "parts": json.dumps(self.parts) if self.parts is not None else None,
             "inline_data": self.inline,
             "tags": encode_tags(self.tags),
+            "versioned": self.versioned,
+            "lock_mode": self.lock_mode,
+            "lock_until": self.lock_until,
+            "legal_hold": self.legal_hold,
         }
 
     @classmethod
@@ -80,6 +103,11 @@ class ObjectVersion:
             parts=json.loads(m["parts"]) if m["parts"] else None,
             inline=m.get("inline_data"),
             tags=decode_tags(m.get("tags")),
+            versioned=bool(m.get("versioned", False)),
+            delete_marker=bool(m.get("delete_marker", False)),
+            lock_mode=m.get("lock_mode"),
+            lock_until=m.get("lock_until"),
+            legal_hold=bool(m.get("legal_hold", False)),
         )
 
 
@@ -93,6 +121,12 @@ class Bucket:
     policy: str | None = None
     public_access_block: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def versioning(self) -> str | None:
+        """ "Enabled", "Suspended", or None (never versioned: S3 has no way back)."""
+        state = self.settings.get("versioning")
+        return str(state) if state else None
 
     @classmethod
     def from_row(cls, row: Any) -> Bucket:
@@ -140,6 +174,38 @@ class Replaced:
 
     version_id: str
     has_blob: bool  # False when its bytes lived in its row (nothing to delete after)
+    kept: bool = False
+    """True when it stays stored as a noncurrent version (a versioned bucket): its blob
+    stays, only its torrent goes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A write's commit: the version as stored (versioned or null, lock settings applied)
+    and the version it replaced as its key's current one."""
+
+    version: ObjectVersion
+    replaced: Replaced | None
+    freed: tuple[str, ...] = ()
+    """Blobs no row references any more (a replaced null or unversioned version's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """What a delete did: a delete marker it created, or a version it removed for good."""
+
+    s3_version_id: str | None
+    """The delete marker's or removed version's id as S3 names it (None: nothing to name,
+    an unversioned bucket's delete)."""
+    delete_marker: bool
+    """The version created or removed is a delete marker."""
+    revoked: Replaced | None
+    """The key's current version before the delete, when the delete ended its being
+    current (its torrent is revoked)."""
+    promoted: ObjectVersion | None = None
+    """The version that became current again (the current one was removed for good)."""
+    freed: tuple[str, ...] = ()
+    """Blobs no row references any more."""
 
 
 # ---- multipart uploads ----

@@ -36,27 +36,60 @@ buckets = sa.Table(
     sa.Column("settings", sa.Text, nullable=True),
 )
 
+
+def _version_columns() -> list[sa.Column[Any]]:
+    """What an object version holds besides its place (bucket, key): the same columns in
+    `objects` (current versions) and `object_versions` (the others)."""
+    return [
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("etag", sa.String(80), nullable=False),
+        sa.Column("last_modified", sa.Float, nullable=False),
+        sa.Column("owner_id", sa.String(64), nullable=False),
+        sa.Column("headers", sa.Text, nullable=False),
+        sa.Column("acl", sa.Text, nullable=True),
+        sa.Column("checksum_algorithm", sa.String(16), nullable=True),
+        sa.Column("checksum_value", sa.String(128), nullable=True),
+        sa.Column("checksum_type", sa.String(16), nullable=True),
+        sa.Column("parts", sa.Text, nullable=True),
+        # Small objects live in their row: one group-committed transaction makes them
+        # durable, instead of two fsyncs of a file of their own.
+        sa.Column("inline_data", sa.LargeBinary, nullable=True),
+        # Object tags as a JSON list of [key, value] pairs, in the order they were given.
+        sa.Column("tags", sa.Text, nullable=True),
+        # False: the key's "null" version (written while the bucket was unversioned or
+        # suspended, or before versioning existed). version_id stays the blob's own id.
+        sa.Column("versioned", sa.Boolean, nullable=False, server_default=sa.false()),
+        # Object lock: retention mode (GOVERNANCE, COMPLIANCE) and date (epoch seconds),
+        # legal hold.
+        sa.Column("lock_mode", sa.String(16), nullable=True),
+        sa.Column("lock_until", sa.Float, nullable=True),
+        sa.Column("legal_hold", sa.Boolean, nullable=False, server_default=sa.false()),
+    ]
+
+
+# The current version of each key: what GET, HEAD, listings, torrents, the tracker and the
+# seeder read (one row per key, as before versioning existed).
 objects = sa.Table(
     "objects",
     meta,
     sa.Column("bucket", sa.String(63), primary_key=True),
     sa.Column("key", sa.LargeBinary, primary_key=True),
     sa.Column("version_id", sa.String(40), nullable=False, unique=True),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("etag", sa.String(80), nullable=False),
-    sa.Column("last_modified", sa.Float, nullable=False),
-    sa.Column("owner_id", sa.String(64), nullable=False),
-    sa.Column("headers", sa.Text, nullable=False),
-    sa.Column("acl", sa.Text, nullable=True),
-    sa.Column("checksum_algorithm", sa.String(16), nullable=True),
-    sa.Column("checksum_value", sa.String(128), nullable=True),
-    sa.Column("checksum_type", sa.String(16), nullable=True),
-    sa.Column("parts", sa.Text, nullable=True),
-    # Small objects live in their row: one group-committed transaction makes them durable,
-    # instead of two fsyncs of a file of their own.
-    sa.Column("inline_data", sa.LargeBinary, nullable=True),
-    # Object tags as a JSON list of [key, value] pairs, in the order they were given.
-    sa.Column("tags", sa.Text, nullable=True),
+    *_version_columns(),
+)
+
+# Every other version of a versioned key: noncurrent versions and delete markers, newest
+# first by `seq` (larger: newer). A key's latest version is its `objects` row when it has
+# one; else its newest row here, which is then a delete marker.
+object_versions = sa.Table(
+    "object_versions",
+    meta,
+    sa.Column("bucket", sa.String(63), primary_key=True),
+    sa.Column("key", sa.LargeBinary, primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("version_id", sa.String(40), nullable=False, unique=True),
+    sa.Column("delete_marker", sa.Boolean, nullable=False),
+    *_version_columns(),
 )
 
 # Every object column but the inline bytes: what listings read.

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from s3torrent.store.schema import (
+    object_versions,
     objects,
     parts,
     uploads,
@@ -28,11 +29,13 @@ from s3torrent.store.usage_rows import (
 
 
 def bucket_sizes(conn: Connection) -> dict[str, int]:
-    """Stored bytes per bucket: current object versions plus parts of unfinished uploads."""
+    """Stored bytes per bucket: every object version (current and noncurrent: each keeps
+    its bytes) plus parts of unfinished uploads."""
     sizes: dict[str, int] = {}
-    q = sa.select(objects.c.bucket, sa.func.sum(objects.c.size)).group_by(objects.c.bucket)
-    for bucket, total in conn.execute(q):
-        sizes[bucket] = int(total or 0)
+    for table in (objects, object_versions):
+        q = sa.select(table.c.bucket, sa.func.sum(table.c.size)).group_by(table.c.bucket)
+        for bucket, total in conn.execute(q):
+            sizes[bucket] = sizes.get(bucket, 0) + int(total or 0)
     q = (
         sa.select(uploads.c.bucket, sa.func.sum(parts.c.size))
         .select_from(parts.join(uploads, parts.c.upload_id == uploads.c.upload_id))

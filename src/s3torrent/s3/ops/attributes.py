@@ -20,6 +20,7 @@ from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
 from s3torrent.s3.params import MAX_PARTS, ascii_int
 from s3torrent.s3.server import S3Request
+from s3torrent.s3.versioning import version_headers
 from s3torrent.store import rows as md
 
 ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
@@ -140,5 +141,8 @@ async def get_object_attributes(svc: S3Context, req: S3Request) -> web.StreamRes
     assert obj is not None
     check_version_permission(req)
     ask = parse_attributes_request(req.http.headers)
-    headers = {"Last-Modified": s3xml.http_date(obj.last_modified)}
+    headers = {
+        "Last-Modified": s3xml.http_date(obj.last_modified),
+        **version_headers(req.bucket, obj),
+    }
     return xml_response(render_attributes(obj, ask), headers=headers)

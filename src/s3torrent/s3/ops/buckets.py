@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 
 from aiohttp import web
 
@@ -131,9 +132,13 @@ async def create_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
         check_acl_allowed(acl, None)
     acl_text = authz.encode_acl(acl) if acl is not None else None
     ownership = ownership_on_create(headers, acl)
+    settings = _lock_at_creation(headers.get("x-amz-bucket-object-lock-enabled"))
+    if ownership is not None:
+        # Stored with the bucket, in its one transaction: no moment without the rule.
+        settings = {**(settings or {}), OWNERSHIP_SETTING: ownership}
 
     try:
-        await svc.meta.create_bucket(name, p.canonical_id, region, acl_text)
+        await svc.meta.create_bucket(name, p.canonical_id, region, acl_text, settings)
     except BucketAlreadyExists as exc:
         if exc.owner_id != p.canonical_id:
             raise S3Error(
@@ -146,9 +151,21 @@ async def create_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
             return web.Response(status=200, headers={"Location": f"/{name}"})
         code = "BucketAlreadyOwnedByYou" if same_acl else "BucketAlreadyExists"
         raise S3Error(code, resource=f"/{name}", extra={"BucketName": name}) from None
-    if ownership is not None:
-        await svc.meta.set_bucket_setting(name, OWNERSHIP_SETTING, ownership)
     return web.Response(status=200, headers={"Location": f"/{name}"})
+
+
+def _lock_at_creation(value: str | None) -> dict[str, Any] | None:
+    """x-amz-bucket-object-lock-enabled: true makes a bucket with object lock, which
+    enables versioning for good (it can never be suspended)."""
+    if value is None or value.strip().lower() == "false":
+        return None
+    if value.strip().lower() != "true":
+        raise S3Error(
+            "InvalidArgument",
+            "x-amz-bucket-object-lock-enabled must be true or false",
+            extra={"ArgumentName": "x-amz-bucket-object-lock-enabled"},
+        )
+    return {"versioning": "Enabled", "object_lock": {"enabled": True, "default": None}}
 
 
 async def head_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
@@ -175,8 +192,3 @@ async def get_bucket_location(svc: S3Context, req: S3Request) -> web.StreamRespo
     # S3 answers an empty LocationConstraint for us-east-1.
     text = None if region == "us-east-1" else region
     return xml_response(s3xml.render("LocationConstraint", [], text=text))
-
-
-async def get_bucket_versioning(svc: S3Context, req: S3Request) -> web.StreamResponse:
-    # Versioning has never been enabled on any bucket: S3 answers an empty configuration.
-    return xml_response(s3xml.render("VersioningConfiguration", []))

@@ -27,6 +27,13 @@ from s3torrent.s3.ops.objects import (
 from s3torrent.s3.ops.ownership import write_owner
 from s3torrent.s3.refusals import check_expected_owner
 from s3torrent.s3.server import S3Request
+from s3torrent.s3.versioning import (
+    NO_LOCK,
+    RequestedLock,
+    parse_version_id,
+    requested_lock,
+    version_headers,
+)
 from s3torrent.store import rows as md
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.sealing import CustomerKey, SealSpec
@@ -65,27 +72,33 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
 async def readable_source(svc: S3Context, req: S3Request) -> tuple[md.Bucket, md.ObjectVersion]:
     """The copy source, if it exists and the caller may read it (the one access decision)."""
     name, key, version_id = parse_copy_source(req.http.headers["x-amz-copy-source"])
-    if version_id is not None and version_id != "null":
-        # Versioning is never enabled: every object's one version is "null".
-        raise S3Error(
-            "InvalidArgument",
-            "Invalid version id specified",
-            extra={"ArgumentName": "x-amz-copy-source", "ArgumentValue": version_id[:64]},
-        )
+    if version_id is not None:
+        parse_version_id(version_id, "x-amz-copy-source")
     bucket = await svc.meta.bucket(name)
     if bucket is None:
         raise S3Error("NoSuchBucket", resource=f"/{name}", extra={"BucketName": name})
     expected_owner = req.http.headers.get("x-amz-source-expected-bucket-owner")
     if expected_owner is not None:
         check_expected_owner(expected_owner, bucket.owner_id)
-    obj = await svc.meta.object(name, key)
+    if version_id is None:
+        obj = await svc.meta.object(name, key)
+    else:
+        obj = await svc.meta.object_version(name, key, version_id)
     ctx = req.access_context()
+    resource = f"/{name}/{key}"
     if obj is None:
         if authz.may(req.principal, "s3:ListBucket", bucket, None, None, ctx).allowed:
-            raise S3Error("NoSuchKey", resource=f"/{name}/{key}", extra={"Key": key})
-        raise S3Error("AccessDenied", resource=f"/{name}/{key}")
-    if not authz.may(req.principal, "s3:GetObject", bucket, key, obj, ctx).allowed:
-        raise S3Error("AccessDenied", resource=f"/{name}/{key}")
+            if version_id is not None:
+                raise S3Error("NoSuchVersion", resource=resource, extra={"Key": key})
+            raise S3Error("NoSuchKey", resource=resource, extra={"Key": key})
+        raise S3Error("AccessDenied", resource=resource)
+    action = "s3:GetObjectVersion" if version_id is not None else "s3:GetObject"
+    if not authz.may(req.principal, action, bucket, key, obj, ctx).allowed:
+        raise S3Error("AccessDenied", resource=resource)
+    if obj.delete_marker:
+        # S3: a delete marker cannot be a copy source (it has no data).
+        raise S3Error("InvalidRequest", "The source of a copy request may not specifically "
+                      "refer to a delete marker by version id.")  # fmt: skip
     return bucket, obj
 
 
@@ -172,10 +185,11 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     acl = requested_acl(http.headers, Owner(owner_id, req.principal.name or ""), bucket)
     alg_name = requested_alg or src.checksum_algorithm
     algorithm = checksums.ChecksumAlgorithm.from_header_value(alg_name) if alg_name else None
+    lock = requested_lock(http.headers, bucket, req.now.timestamp())
     await precheck_write(svc, req, condition)
     sealing = (source_key, spec)
     obj = await copy_bytes(
-        svc, req, src, headers, owner_id, acl, algorithm, condition, tags, sealing
+        svc, req, src, headers, owner_id, acl, algorithm, condition, tags, sealing, lock
     )
     result: dict[str, Any] = {
         "ETag": obj.etag,
@@ -184,8 +198,10 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     if obj.checksum_algorithm and obj.checksum_value:
         result["ChecksumType"] = obj.checksum_type
         result[f"Checksum{obj.checksum_algorithm}"] = obj.checksum_value
-    answer = s3xml.render("CopyObjectResult", result)
-    return xml_response(answer, headers=sse.response_headers(obj.headers))
+    resp_headers = {**version_headers(bucket, obj), **sse.response_headers(obj.headers)}
+    if src.versioned or src_bucket.versioning is not None:
+        resp_headers["x-amz-copy-source-version-id"] = src.s3_version_id
+    return xml_response(s3xml.render("CopyObjectResult", result), headers=resp_headers)
 
 
 async def copy_bytes(
@@ -199,6 +215,7 @@ async def copy_bytes(
     condition: WriteCondition = NO_CONDITION,
     tags: md.Tags = (),
     sealing: tuple[CustomerKey | None, SealSpec | None] = (None, None),
+    lock: RequestedLock = NO_LOCK,
 ) -> md.ObjectVersion:
     """One pass over the source: the new blob, its MD5, checksum and torrent pieces together;
     committed if `condition` holds for the destination key. `sealing`: the source's SSE-C
@@ -236,7 +253,11 @@ async def copy_bytes(
         checksum_value=checksum.b64() if checksum is not None else None,
         checksum_type="FULL_OBJECT" if checksum is not None else None,
         tags=tags,
+        lock_mode=lock[0],
+        lock_until=lock[1],
+        legal_hold=lock[2],
+        versioned=req.bucket is not None and req.bucket.versioning == "Enabled",
     )
     hashes = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
-    await store.publish_version(obj, hashes, condition)
-    return obj
+    committed = await store.publish_version(obj, hashes, condition)
+    return committed.version

@@ -19,6 +19,7 @@ from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import owner_xml, xml_response
 from s3torrent.s3.params import ListParams
 from s3torrent.s3.server import S3Request
+from s3torrent.s3.versioning import parse_version_id
 from s3torrent.store import rows as md
 
 
@@ -129,37 +130,46 @@ async def list_objects_v2(svc: S3Context, req: S3Request) -> web.StreamResponse:
 
 
 async def list_object_versions(svc: S3Context, req: S3Request) -> web.StreamResponse:
-    """Versioning is never enabled yet, so every object has one version, id "null"."""
+    """Every version and delete marker, keys in order, each key's versions newest first."""
     p = list_params(req)
     key_marker = p.key_marker
     vid_marker = p.version_id_marker
-    page = await svc.meta.list_page(
-        req.bucket_name, p.prefix, p.delimiter, key_marker or None, p.max_keys
+    if vid_marker is not None and vid_marker != "":
+        parse_version_id(vid_marker, "version-id-marker")
+    page = await svc.meta.list_versions_page(
+        req.bucket_name, p.prefix, p.delimiter, key_marker, vid_marker or None, p.max_keys
     )
-    versions = []
-    for o in page.objects:
+    entries: list[tuple[str, Any]] = []
+    for o, latest in page.versions:
         item: dict[str, Any] = {
             "Key": _enc(o.key, p.url_encode),
-            "VersionId": "null",
-            "IsLatest": True,
+            "VersionId": o.s3_version_id,
+            "IsLatest": latest,
             "LastModified": s3xml.iso8601(o.last_modified),
-            "ETag": o.etag,
-            "Size": o.size,
-            "Owner": owner_xml(svc, o.owner_id),
-            "StorageClass": storage_class(o),
         }
-        versions.append(item)
+        if o.delete_marker:
+            item["Owner"] = owner_xml(svc, o.owner_id)
+            entries.append(("DeleteMarker", item))
+            continue
+        item["ETag"] = o.etag
+        if o.checksum_algorithm:
+            item["ChecksumAlgorithm"] = o.checksum_algorithm
+            if o.checksum_type:
+                item["ChecksumType"] = o.checksum_type
+        item["Size"] = o.size
+        item["Owner"] = owner_xml(svc, o.owner_id)
+        item["StorageClass"] = storage_class(o)
+        entries.append(("Version", item))
     children: list[tuple[str, Any]] = [
         ("Name", req.bucket_name),
         ("Prefix", _enc(p.prefix, p.url_encode)),
         ("KeyMarker", _enc(key_marker, p.url_encode)),
         ("VersionIdMarker", vid_marker or ""),
     ]
-    if page.truncated and page.last is not None:
-        children += [
-            ("NextKeyMarker", _enc(page.last, p.url_encode)),
-            ("NextVersionIdMarker", "null"),
-        ]
+    if page.truncated and page.next_key is not None:
+        children.append(("NextKeyMarker", _enc(page.next_key, p.url_encode)))
+        if page.next_version_id is not None:
+            children.append(("NextVersionIdMarker", page.next_version_id))
     children += [
         ("MaxKeys", p.max_keys),
         ("Delimiter", _enc(p.delimiter, p.url_encode) if p.delimiter else None),
@@ -167,6 +177,6 @@ async def list_object_versions(svc: S3Context, req: S3Request) -> web.StreamResp
     ]
     if p.url_encode:
         children.append(("EncodingType", "url"))
-    children += [("Version", versions)]
+    children += entries
     children += [("CommonPrefixes", [{"Prefix": _enc(cp, p.url_encode)} for cp in page.prefixes])]
     return xml_response(s3xml.render("ListVersionsResult", children))

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from s3torrent.access import Owner
 from s3torrent.access import facts as authz
-from s3torrent.s3 import checksums, sse, tagging
+from s3torrent.s3 import checksums, sse, tagging, versioning
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody
 from s3torrent.s3.checksums import ChecksumAlgorithm
@@ -37,7 +37,7 @@ from s3torrent.s3.ops.objects import (
     write_condition,
 )
 from s3torrent.s3.ops.ownership import write_owner
-from s3torrent.s3.params import MAX_PARTS, UploadListParams, UploadParams, ascii_int
+from s3torrent.s3.params import MAX_PARTS, UploadParams, ascii_int
 from s3torrent.s3.server import S3Request
 from s3torrent.store import rows as md
 from s3torrent.store.errors import StoreError
@@ -142,7 +142,8 @@ async def create_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamR
         key=req.key,
         owner_id=owner_id,
         initiated=time.time(),
-        headers={**stored_headers(headers, svc.settings.limits.max_user_metadata), **sealed},
+        headers={**stored_headers(headers, svc.settings.limits.max_user_metadata), **sealed}
+        | versioning.upload_lock_headers(headers, bucket, req.now.timestamp()),
         acl=authz.encode_acl(acl) if acl is not None else None,
         checksum_algorithm=alg,
         checksum_type=ctype,
@@ -445,6 +446,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     except FileNotFoundError as exc:
         # Aborted (or a part replaced) while we joined the parts.
         raise S3Error("NoSuchUpload", extra={"UploadId": up.upload_id}) from exc
+    headers, lock = versioning.split_upload_lock(up.headers)
     obj = md.ObjectVersion(
         bucket=up.bucket,
         key=up.key,
@@ -453,7 +455,8 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         etag=multipart_etag(parts),
         last_modified=time.time(),
         owner_id=up.owner_id,
-        headers=up.headers,
+        headers=headers,
+        **lock,
         acl=up.acl,
         tags=up.tags,
         checksum_algorithm=up.checksum_algorithm if checksum else None,
@@ -477,15 +480,19 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     answer = s3xml.render("CompleteMultipartUploadResult", result)
     receipt = md.UploadReceipt(up.upload_id, up.bucket, up.key, _parts_digest(root), answer)
     try:
-        replaced, released = await svc.meta.complete_upload(
+        committed, released = await svc.meta.complete_upload(
             obj, up.upload_id, joined, condition, receipt
         )
     except StoreError:
         await _delete_blobs(svc, [version_id])
         raise
-    svc.store.release_replaced(replaced)
+    svc.store.release(committed.freed)
     await _delete_blobs(svc, released)
-    return xml_response(answer, headers=sse.response_headers(up.headers))
+    resp_headers = {
+        **versioning.version_headers(req.bucket, committed.version),
+        **sse.response_headers(up.headers),
+    }
+    return xml_response(answer, headers=resp_headers)
 
 
 async def _answer_retry(
@@ -549,52 +556,3 @@ async def list_parts(svc: S3Context, req: S3Request) -> web.StreamResponse:
         "ChecksumType": up.checksum_type,
     }
     return xml_response(s3xml.render("ListPartsResult", result))
-
-
-async def list_multipart_uploads(svc: S3Context, req: S3Request) -> web.StreamResponse:
-    params = req.params
-    assert isinstance(params, UploadListParams)
-    prefix, delimiter = params.prefix, params.delimiter
-    key_marker, upload_id_marker = params.key_marker, params.upload_id_marker
-    max_uploads, url = params.max_uploads, params.url_encode
-
-    def enc(value: str) -> str:
-        return quote(value, safe="/") if url else value
-
-    entries, truncated = await svc.meta.scan_uploads(
-        req.bucket_name, prefix, delimiter, key_marker, upload_id_marker, max_uploads
-    )
-    uploads = [e for e in entries if isinstance(e, md.Upload)]
-    prefixes = [e for e in entries if isinstance(e, str)]
-    next_key = next_uid = None
-    if truncated and entries:
-        last = entries[-1]
-        next_key = last.key if isinstance(last, md.Upload) else last
-        next_uid = last.upload_id if isinstance(last, md.Upload) else ""
-    result: dict[str, Any] = {
-        "Bucket": req.bucket_name,
-        "KeyMarker": enc(key_marker),
-        "UploadIdMarker": upload_id_marker,
-        "NextKeyMarker": enc(next_key) if next_key is not None else None,
-        "NextUploadIdMarker": next_uid,
-        "Delimiter": enc(delimiter) if delimiter else None,
-        "Prefix": enc(prefix),
-        "MaxUploads": max_uploads,
-        "IsTruncated": truncated,
-        "Upload": [
-            {
-                "Key": enc(up.key),
-                "UploadId": up.upload_id,
-                "Initiator": _initiator(svc, up),
-                "Owner": owner_xml(svc, up.owner_id),
-                "StorageClass": up.headers.get("x-amz-storage-class", "STANDARD"),
-                "Initiated": s3xml.iso8601(up.initiated),
-                "ChecksumAlgorithm": up.checksum_algorithm,
-                "ChecksumType": up.checksum_type,
-            }
-            for up in uploads
-        ],
-        "CommonPrefixes": [{"Prefix": enc(p)} for p in prefixes],
-        "EncodingType": "url" if url else None,
-    }
-    return xml_response(s3xml.render("ListMultipartUploadsResult", result))

@@ -28,18 +28,21 @@ from s3torrent.s3 import sse, tagging, user_metadata
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody, StoredChecksum
 from s3torrent.s3.context import S3Context
-from s3torrent.s3.errors import S3Error, s3_error_of
-from s3torrent.s3.ops.buckets import xml_response
+from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.ownership import write_owner
 from s3torrent.s3.params import ObjectReadParams
 from s3torrent.s3.ranges import ByteRange, parse_range
 from s3torrent.s3.server import S3Request
+from s3torrent.s3.versioning import (
+    NO_LOCK,
+    RequestedLock,
+    lock_headers,
+    requested_lock,
+    require_integrity_header,
+    version_headers,
+)
 from s3torrent.store import rows as md
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
-from s3torrent.store.errors import StoreError
-
-# DeleteObjects: how many deletes are in flight at once (they share group commits).
-_DELETE_WAVE = 256
 
 # Headers stored with an object and returned on GET/HEAD, as S3 does.
 STORED_HEADERS = (
@@ -125,6 +128,8 @@ def object_headers(
         h["x-amz-mp-parts-count"] = str(len(obj.parts))
     if obj.tags:
         h["x-amz-tagging-count"] = str(len(obj.tags))
+    h.update(version_headers(req.bucket, obj))
+    h.update(lock_headers(obj))
     # A checksum describes the whole object, so S3 sends none with a partial response.
     if (
         whole
@@ -253,9 +258,13 @@ async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         if "x-amz-tagging" in http.headers
         else ()
     )
+    lock = requested_lock(http.headers, req.bucket, req.now.timestamp())
+    if lock != NO_LOCK:
+        require_integrity_header(http.headers, "Put Object")
     await precheck_write(svc, req, condition)
-    obj, checksum = await store_body(svc, req, body, owner.id, headers, acl, condition, tags)
-    resp_headers = {"ETag": obj.etag, **sse.response_headers(obj.headers)}
+    obj, checksum = await store_body(svc, req, body, owner.id, headers, acl, condition, tags, lock)
+    resp_headers = {"ETag": obj.etag, **version_headers(req.bucket, obj)}
+    resp_headers.update(sse.response_headers(obj.headers))
     if checksum is not None:
         resp_headers[f"x-amz-checksum-{checksum.algorithm.lower()}"] = checksum.value
         resp_headers["x-amz-checksum-type"] = "FULL_OBJECT"
@@ -271,9 +280,11 @@ async def store_body(
     acl: AccessControlList | None,
     condition: WriteCondition = NO_CONDITION,
     tags: md.Tags = (),
+    lock: RequestedLock = NO_LOCK,
 ) -> tuple[md.ObjectVersion, StoredChecksum | None]:
     """Stream a request body into a new current version of req's key (if `condition`
-    holds at the commit), encrypted as the request or its bucket asks."""
+    holds at the commit), encrypted as the request or its bucket asks; returns the version
+    as stored."""
     store = svc.store
     limits = svc.settings.limits
     torrent_hasher = svc.torrents.hasher_for(body.length) if body.length is not None else None
@@ -318,10 +329,14 @@ async def store_body(
         checksum_type="FULL_OBJECT" if checksum else None,
         inline=inline,
         tags=tags,
+        lock_mode=lock[0],
+        lock_until=lock[1],
+        legal_hold=lock[2],
+        versioned=req.bucket is not None and req.bucket.versioning == "Enabled",
     )
     hashes = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
-    await store.publish_version(obj, hashes, condition)
-    return obj, checksum
+    committed = await store.publish_version(obj, hashes, condition)
+    return committed.version, checksum
 
 
 # ---- GET / HEAD ----
@@ -394,6 +409,9 @@ async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.Str
             fobj = open(path, "rb") if path is not None else None  # noqa: SIM115
             break
         except FileNotFoundError:
+            if "versionId" in req.query:
+                # That very version was deleted meanwhile: no other one will do.
+                raise S3Error("NoSuchVersion", resource=req.resource) from None
             # Overwritten or deleted since we looked it up: look again, once.
             fresh = await svc.meta.object(req.bucket_name, req.key)
             if fresh is None:
@@ -498,104 +516,3 @@ async def _reserve(
     if decision is None or not decision.allowed:
         raise S3Error("AccessDenied", resource=req.resource)
     return await serve_object(svc, req, head=head)
-
-
-# ---- DELETE ----
-
-
-def delete_condition(if_match: str | None) -> WriteCondition:
-    """A delete's condition: If-Match (an ETag, or "*": the object must exist)."""
-    if if_match is None:
-        return NO_CONDITION
-    if not if_match.strip():
-        raise S3Error("InvalidArgument", "If-Match must not be empty.")
-    return WriteCondition(if_match=if_match.strip())
-
-
-async def delete_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
-    condition = delete_condition(req.http.headers.get("If-Match"))
-    check_may_compare(req, req.key, condition)
-    await svc.store.delete(req.bucket_name, req.key, condition)
-    return web.Response(status=204)
-
-
-def _delete_entry(entry: Any) -> tuple[str, WriteCondition]:
-    """One <Object> of a DeleteObjects body: its key and its condition (<ETag>)."""
-    key = s3xml.text(entry, "Key")
-    if key is None or key == "":
-        raise S3Error("MalformedXML")
-    for unsupported in ("LastModifiedTime", "Size"):
-        if s3xml.text(entry, unsupported) is not None:
-            raise S3Error("NotImplemented", f"DeleteObjects does not support <{unsupported}>.")
-    version_id = s3xml.text(entry, "VersionId")
-    if version_id is not None and version_id != "null":
-        raise S3Error(
-            "InvalidArgument",
-            "Invalid version id specified",
-            extra={"ArgumentName": "versionId", "ArgumentValue": version_id[:64]},
-        )
-    return key, delete_condition(s3xml.text(entry, "ETag"))
-
-
-async def delete_objects(svc: S3Context, req: S3Request) -> web.StreamResponse:
-    assert req.bucket is not None
-    limits = svc.settings.limits
-    body = RequestBody(
-        req.http,
-        req.auth,
-        max_chunk_size=limits.max_chunk_size,
-        read_timeout=limits.body_read_timeout,
-    )
-    if "content-md5" not in req.http.headers and not any(
-        h.startswith("x-amz-checksum-") or h == "x-amz-sdk-checksum-algorithm"
-        for h in (k.lower() for k in req.http.headers)
-    ):
-        raise S3Error(
-            "InvalidRequest",
-            "Missing required header for this request: Content-MD5 or x-amz-checksum-*",
-        )
-    raw = await body.read_all(limits.max_xml_body)
-    body.verify(md5=None)
-    root = s3xml.parse(raw)
-    if s3xml.local(root.tag) != "Delete":
-        raise S3Error("MalformedXML")
-    quiet = (s3xml.text(root, "Quiet") or "").strip().lower() == "true"
-    entries = s3xml.children(root, "Object")
-    if not entries or len(entries) > limits.max_delete_objects:
-        raise S3Error("MalformedXML")
-    deleted: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
-    allowed: list[tuple[str, WriteCondition]] = []
-    ctx = req.access_context()
-    for entry in entries:
-        key, condition = _delete_entry(entry)
-        if len(key.encode()) > 1024:
-            errors.append(
-                {"Key": key, "Code": "KeyTooLongError", "Message": "Your key is too long."}
-            )
-            continue
-        decision = authz.may(req.principal, "s3:DeleteObject", req.bucket, key, None, ctx)
-        try:
-            if not decision.allowed:
-                raise S3Error("AccessDenied")
-            check_may_compare(req, key, condition)
-        except S3Error as refused:
-            errors.append({"Key": key, "Code": refused.code, "Message": refused.message})
-            continue
-        allowed.append((key, condition))
-    # Issued together, the deletes share group commits instead of costing a commit each.
-    for i in range(0, len(allowed), _DELETE_WAVE):
-        wave = allowed[i : i + _DELETE_WAVE]
-        results = await asyncio.gather(
-            *(svc.store.delete(req.bucket_name, k, c) for k, c in wave), return_exceptions=True
-        )
-        for (key, _), result in zip(wave, results, strict=True):
-            if isinstance(result, StoreError):
-                # A failed <ETag> condition is that key's error, not the request's.
-                err = s3_error_of(result)
-                errors.append({"Key": key, "Code": err.code, "Message": err.message})
-            elif isinstance(result, BaseException):
-                raise result
-            elif not quiet:
-                deleted.append({"Key": key})
-    return xml_response(s3xml.render("DeleteResult", {"Deleted": deleted, "Error": errors}))

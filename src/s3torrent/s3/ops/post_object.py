@@ -32,6 +32,7 @@ from s3torrent.s3.ops.objects import requested_acl, stored_headers
 from s3torrent.s3.refusals import refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key
 from s3torrent.s3.server import S3Request
+from s3torrent.s3.versioning import RequestedLock, requested_lock, version_headers
 from s3torrent.store import rows as md
 from s3torrent.store.objects import StoredStream
 from s3torrent.store.sealing import SealSpec
@@ -113,8 +114,11 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     )
     checksum = _requested_checksum(fields)
     seal = sse.form_spec(svc, _AsHeaders(fields), bucket)
+    # Object lock fields act as PutObject's headers do (the bucket's default retention, if
+    # any, is applied by the store at the commit).
+    lock = requested_lock(_AsHeaders(fields), bucket, req.now.timestamp())
     obj, stored_checksum = await _store_file(
-        svc, req, form.file, key, owner.id, headers, acl, tags, checksum, policy, seal
+        svc, req, form.file, key, owner.id, headers, acl, tags, checksum, policy, (seal, lock)
     )
     return _answer(svc, req, fields, obj, stored_checksum)
 
@@ -284,7 +288,7 @@ async def _store_file(
     tags: md.Tags,
     checksum: tuple[checksums.ChecksumAlgorithm, str | None] | None,
     policy: pp.PostPolicy | None,
-    seal: SealSpec | None,
+    sealing_and_lock: tuple[SealSpec | None, RequestedLock],
 ) -> tuple[md.ObjectVersion, StoredChecksum | None]:
     """Stream the file part into a new current version of key, as PutObject's store_body."""
     store = svc.store
@@ -296,6 +300,7 @@ async def _store_file(
     # file's own size falls in the same piece-length step (checked below), as is usual.
     bound = req.http.content_length
     hasher = svc.torrents.hasher_for(bound) if bound is not None else None
+    seal, lock = sealing_and_lock
     headers, hasher, sealed = await sse.prepare_sealed(svc, seal, headers, hasher)
     summer = checksums.new_checksum(checksum[0]) if checksum is not None else None
     observers: list[Any] = [o for o in (hasher, summer) if o is not None]
@@ -349,6 +354,10 @@ async def _store_file(
         checksum_type="FULL_OBJECT" if stored_checksum else None,
         inline=inline,
         tags=tags,
+        lock_mode=lock[0],
+        lock_until=lock[1],
+        legal_hold=lock[2],
+        versioned=req.bucket is not None and req.bucket.versioning == "Enabled",
     )
     hashes = None
     if (
@@ -357,8 +366,8 @@ async def _store_file(
         and piece_length_for(stored.size) == piece_length_for(bound)
     ):
         hashes = svc.torrents.record_hashes(obj, hasher)
-    await store.publish_version(obj, hashes)
-    return obj, stored_checksum
+    committed = await store.publish_version(obj, hashes)
+    return committed.version, stored_checksum
 
 
 # ---- the answer
@@ -372,7 +381,12 @@ def _answer(
     checksum: StoredChecksum | None,
 ) -> web.StreamResponse:
     location = f"{svc.settings.base_url}/{quote(obj.bucket)}/{quote(obj.key)}"
-    headers = {"ETag": obj.etag, "Location": location, **sse.response_headers(obj.headers)}
+    headers = {
+        "ETag": obj.etag,
+        "Location": location,
+        **version_headers(req.bucket, obj),
+        **sse.response_headers(obj.headers),
+    }
     if checksum is not None:
         headers[f"x-amz-checksum-{checksum.algorithm.lower()}"] = checksum.value
     redirect = fields.get("success_action_redirect") or fields.get("redirect")

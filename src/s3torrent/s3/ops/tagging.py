@@ -10,6 +10,7 @@ from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
 from s3torrent.s3.server import S3Request
+from s3torrent.s3.versioning import version_headers
 
 BUCKET_TAGS = "tags"
 
@@ -32,7 +33,7 @@ async def _read_body(svc: S3Context, req: S3Request) -> bytes:
 
 async def get_object_tagging(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.obj is not None
-    return xml_response(tagging.to_xml(req.obj.tags))
+    return xml_response(tagging.to_xml(req.obj.tags), headers=version_headers(req.bucket, req.obj))
 
 
 async def put_object_tagging(svc: S3Context, req: S3Request) -> web.StreamResponse:
@@ -41,7 +42,7 @@ async def put_object_tagging(svc: S3Context, req: S3Request) -> web.StreamRespon
     tags = tagging.from_xml(await _read_body(svc, req), tagging.MAX_OBJECT_TAGS)
     if not await svc.meta.set_object_tags(obj, tags):
         raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
-    return web.Response(status=200)
+    return web.Response(status=200, headers=version_headers(req.bucket, obj))
 
 
 async def delete_object_tagging(svc: S3Context, req: S3Request) -> web.StreamResponse:
@@ -49,7 +50,7 @@ async def delete_object_tagging(svc: S3Context, req: S3Request) -> web.StreamRes
     assert obj is not None
     if not await svc.meta.set_object_tags(obj, ()):
         raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
-    return web.Response(status=204)
+    return web.Response(status=204, headers=version_headers(req.bucket, obj))
 
 
 # ---- buckets ----

@@ -1,0 +1,189 @@
+"""Versioning at the S3 edge: version ids as clients send them, the headers that name a
+version, and the answers about delete markers.
+
+A version id is "null" (the version written while the bucket was unversioned or suspended)
+or one of ours (32 hex digits); anything else is S3's InvalidArgument, before any lookup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from s3torrent.s3 import xml as s3xml
+from s3torrent.s3.errors import S3Error
+from s3torrent.store import rows as md
+from s3torrent.store.metastore import MetadataStore
+from s3torrent.store.retention import MODES, lock_enabled
+
+_OUR_IDS = re.compile(r"^[0-9a-f]{32}$")
+MISSING_LOCK = "Bucket is missing Object Lock Configuration"
+# A write's own object lock settings: (mode, retain-until, legal hold).
+RequestedLock = tuple[str | None, float | None, bool]
+NO_LOCK: RequestedLock = (None, None, False)
+
+
+def parse_version_id(value: str, argument: str = "versionId") -> str:
+    """A version id a client sent: "null" or one of ours; InvalidArgument otherwise."""
+    if value == md.NULL_VERSION or _OUR_IDS.match(value):
+        return value
+    raise S3Error(
+        "InvalidArgument",
+        "Invalid version id specified",
+        extra={"ArgumentName": argument, "ArgumentValue": value[:64]},
+    )
+
+
+async def named_version(
+    meta: MetadataStore, bucket: md.Bucket, key: str, version_id: str
+) -> md.ObjectVersion | None:
+    """The version ?versionId= names (a delete marker too), or None."""
+    return await meta.object_version(bucket.name, key, parse_version_id(version_id))
+
+
+def version_headers(bucket: md.Bucket | None, obj: md.ObjectVersion) -> dict[str, str]:
+    """x-amz-version-id, as S3 sends it: on every version of a bucket that has (or had)
+    versioning, and never in a bucket that was never versioned."""
+    if obj.versioned or (bucket is not None and bucket.versioning is not None):
+        return {"x-amz-version-id": obj.s3_version_id}
+    return {}
+
+
+def lock_headers(obj: md.ObjectVersion) -> dict[str, str]:
+    """The version's object lock settings, as GET and HEAD report them."""
+    h: dict[str, str] = {}
+    if obj.lock_mode and obj.lock_until is not None:
+        h["x-amz-object-lock-mode"] = obj.lock_mode
+        h["x-amz-object-lock-retain-until-date"] = s3xml.iso8601(obj.lock_until)
+    if obj.legal_hold:
+        h["x-amz-object-lock-legal-hold"] = "ON"
+    return h
+
+
+async def no_such_key(meta: MetadataStore, bucket: md.Bucket, key: str, resource: str) -> S3Error:
+    """NoSuchKey; when the key's latest version is a delete marker, S3 says so in headers."""
+    headers: dict[str, str] = {}
+    if bucket.versioning is not None:
+        marker = await meta.latest_delete_marker(bucket.name, key)
+        if marker is not None:
+            headers = {"x-amz-delete-marker": "true", "x-amz-version-id": marker.s3_version_id}
+    return S3Error("NoSuchKey", resource=resource, extra={"Key": key}, headers=headers or None)
+
+
+def marker_not_allowed(marker: md.ObjectVersion, resource: str) -> S3Error:
+    """A delete marker named by version id: 405, as S3 answers (it has no data)."""
+    return S3Error(
+        "MethodNotAllowed",
+        resource=resource,
+        extra={"Method": "GET", "ResourceType": "DeleteMarker"},
+        headers={
+            "x-amz-delete-marker": "true",
+            "x-amz-version-id": marker.s3_version_id,
+            "Last-Modified": s3xml.http_date(marker.last_modified),
+            "Allow": "DELETE",
+        },
+    )
+
+
+def removal_headers(removed: md.Removed) -> dict[str, str]:
+    """What DeleteObject answers: the marker it created or the version it removed."""
+    h: dict[str, str] = {}
+    if removed.s3_version_id is not None:
+        h["x-amz-version-id"] = removed.s3_version_id
+    if removed.delete_marker:
+        h["x-amz-delete-marker"] = "true"
+    return h
+
+
+def _has_integrity_header(headers: Mapping[str, str]) -> bool:
+    return any(
+        h == "content-md5" or h.startswith("x-amz-checksum-") or h == "x-amz-sdk-checksum-algorithm"
+        for h in (k.lower() for k in headers)
+    )
+
+
+def require_integrity_header(headers: Mapping[str, str], operation: str) -> None:
+    """S3 takes object lock settings only with Content-MD5 or a checksum of the body."""
+    if not _has_integrity_header(headers):
+        raise S3Error(
+            "InvalidRequest",
+            f"Content-MD5 OR x-amz-checksum- HTTP header is required for {operation} "
+            "requests with Object Lock parameters",
+        )
+
+
+def parse_lock_date(value: str) -> float:
+    try:
+        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise S3Error("InvalidArgument", "The retain until date is not valid.") from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+LOCK_HEADERS = (
+    "x-amz-object-lock-mode",
+    "x-amz-object-lock-retain-until-date",
+    "x-amz-object-lock-legal-hold",
+)
+
+
+def requested_lock(headers: Mapping[str, str], bucket: md.Bucket, now: float) -> RequestedLock:
+    """A write's own object lock settings: (mode, retain-until, legal hold). Without them
+    the bucket's default retention applies (in the store, at the commit)."""
+    if not any(h in headers for h in LOCK_HEADERS):
+        return NO_LOCK
+    if not lock_enabled(bucket):
+        raise S3Error("InvalidRequest", MISSING_LOCK)
+    mode = headers.get("x-amz-object-lock-mode")
+    date = headers.get("x-amz-object-lock-retain-until-date")
+    if (mode is None) != (date is None):
+        raise S3Error(
+            "InvalidArgument",
+            "x-amz-object-lock-retain-until-date and x-amz-object-lock-mode must both be supplied",
+        )
+    until: float | None = None
+    if mode is not None and date is not None:
+        if mode not in MODES:
+            raise S3Error("InvalidArgument", "Unknown wormMode directive.")
+        until = parse_lock_date(date)
+        if until <= now:
+            raise S3Error("InvalidArgument", "The retain until date must be in the future!")
+    hold = headers.get("x-amz-object-lock-legal-hold")
+    if hold is not None and hold not in ("ON", "OFF"):
+        raise S3Error("InvalidArgument", "Legal Hold must be either of 'ON' or 'OFF'")
+    return mode, until, hold == "ON"
+
+
+# An upload in progress keeps its lock settings among its stored headers, under names no
+# client header can have (stored headers are lower case), until its completion.
+_UPLOAD_LOCK = ("X-Lock-Mode", "X-Lock-Until", "X-Legal-Hold")
+
+
+def upload_lock_headers(
+    headers: Mapping[str, str], bucket: md.Bucket, now: float
+) -> dict[str, str]:
+    """CreateMultipartUpload's lock settings (requested_lock), to keep with the upload."""
+    mode, until, hold = requested_lock(headers, bucket, now)
+    out: dict[str, str] = {}
+    if mode is not None and until is not None:
+        out[_UPLOAD_LOCK[0]] = mode
+        out[_UPLOAD_LOCK[1]] = repr(until)
+    if hold:
+        out[_UPLOAD_LOCK[2]] = "ON"
+    return out
+
+
+def split_upload_lock(headers: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """An upload's stored headers without its lock settings, and those settings as the
+    completed version's fields."""
+    rest = {k: v for k, v in headers.items() if k not in _UPLOAD_LOCK}
+    until = headers.get(_UPLOAD_LOCK[1])
+    return rest, {
+        "lock_mode": headers.get(_UPLOAD_LOCK[0]),
+        "lock_until": float(until) if until else None,
+        "legal_hold": _UPLOAD_LOCK[2] in headers,
+    }

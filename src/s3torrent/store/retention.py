@@ -1,0 +1,103 @@
+"""Object lock, decided in the metadata store: the one check every removal of a version
+goes through (DeleteObject by version id, a null version replaced, and any future lifecycle
+worker, since they all remove versions through the store).
+
+A version is locked while it is under a legal hold, or until its retain-until date: in
+COMPLIANCE mode for everyone, root included; in GOVERNANCE mode for everyone but a request
+that bypasses governance (x-amz-bypass-governance-retention with the permission
+s3:BypassGovernanceRetention, checked at the S3 edge).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from s3torrent.store.errors import ObjectLocked
+from s3torrent.store.rows import Bucket, ObjectVersion
+
+GOVERNANCE = "GOVERNANCE"
+COMPLIANCE = "COMPLIANCE"
+MODES = (GOVERNANCE, COMPLIANCE)
+DAY = 86400.0
+
+
+def check_removable(
+    mode: str | None,
+    until: float | None,
+    legal_hold: bool,
+    now: float,
+    bypass_governance: bool,
+) -> None:
+    """Raise ObjectLocked unless a version with these lock settings may be removed now."""
+    if legal_hold:
+        raise ObjectLocked("legal hold")
+    if mode is None or until is None or until <= now:
+        return
+    if mode == GOVERNANCE and bypass_governance:
+        return
+    raise ObjectLocked(f"{mode.lower()} retention")
+
+
+def ensure_removable(version: ObjectVersion, now: float, bypass_governance: bool = False) -> None:
+    """The store's check for one version (delete markers are never locked)."""
+    if version.delete_marker:
+        return
+    check_removable(
+        version.lock_mode, version.lock_until, version.legal_hold, now, bypass_governance
+    )
+
+
+def default_retention(bucket: Bucket) -> tuple[str, float] | None:
+    """The bucket's default retention rule: (mode, seconds), if it has one."""
+    lock = bucket.settings.get("object_lock")
+    if not isinstance(lock, dict):
+        return None
+    rule = lock.get("default")
+    if not isinstance(rule, dict):
+        return None
+    mode = rule.get("mode")
+    days = rule.get("days")
+    years = rule.get("years")
+    if mode not in MODES:
+        return None
+    if isinstance(days, int):
+        return str(mode), days * DAY
+    if isinstance(years, int):
+        return str(mode), years * 365 * DAY
+    return None
+
+
+def lock_enabled(bucket: Bucket) -> bool:
+    lock = bucket.settings.get("object_lock")
+    return isinstance(lock, dict) and bool(lock.get("enabled"))
+
+
+def with_default_retention(obj: ObjectVersion, bucket: Bucket, now: float) -> ObjectVersion:
+    """A new version without its own retention gets the bucket's default, from now."""
+    if obj.lock_mode is not None:
+        return obj
+    rule = default_retention(bucket)
+    if rule is None:
+        return obj
+    mode, seconds = rule
+    return dataclasses.replace(obj, lock_mode=mode, lock_until=now + seconds)
+
+
+def check_retention_change(
+    version: ObjectVersion,
+    mode: str | None,
+    until: float | None,
+    now: float,
+    bypass_governance: bool,
+) -> None:
+    """May a version's retention become (mode, until)? Lengthening is always allowed; in
+    COMPLIANCE mode nothing else, ever; in GOVERNANCE mode anything else (shorter, another
+    mode, removed) only when governance is bypassed."""
+    if version.lock_mode is None or version.lock_until is None or version.lock_until <= now:
+        return
+    extends = mode == version.lock_mode and until is not None and until >= version.lock_until
+    if extends:
+        return
+    if version.lock_mode == GOVERNANCE and bypass_governance:
+        return
+    raise ObjectLocked(f"{version.lock_mode.lower()} retention")

@@ -1,0 +1,308 @@
+"""Versioning over the S3 API with boto3: bucket states, version ids on every write, delete
+markers, reads/deletes/copies/ACLs/tags by version id, ListObjectVersions, DeleteObjects
+with versions, the *Version policy actions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from tests.conftest import UserKeys, sign_request
+
+
+def _enable(s3: Any, bucket: str, status: str = "Enabled") -> None:
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
+
+
+def _code(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
+    err = exc.value.response
+    return err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_bucket_versioning_states(s3: Any, bucket: str) -> None:
+    assert "Status" not in s3.get_bucket_versioning(Bucket=bucket)
+    _enable(s3, bucket)
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    _enable(s3, bucket, "Suspended")
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Suspended"
+    # Never back to unversioned, no MFA delete.
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Off"})
+    assert _code(exc)[1] == 400
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_versioning(
+            Bucket=bucket, VersioningConfiguration={"Status": "Enabled", "MFADelete": "Enabled"}
+        )
+    assert _code(exc) == ("NotImplemented", 501)
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Suspended"
+
+
+def test_versions_of_puts_and_reads_by_version(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="k", Body=b"before")  # the null version
+    head = s3.head_object(Bucket=bucket, Key="k")
+    assert "VersionId" not in head  # never-versioned bucket: no version header
+    _enable(s3, bucket)
+    v1 = s3.put_object(Bucket=bucket, Key="k", Body=b"one")["VersionId"]
+    v2 = s3.put_object(Bucket=bucket, Key="k", Body=b"two" * 1000)["VersionId"]
+    assert len({v1, v2, "null"}) == 3
+    got = s3.get_object(Bucket=bucket, Key="k")
+    assert got["VersionId"] == v2 and got["Body"].read() == b"two" * 1000
+    assert s3.get_object(Bucket=bucket, Key="k", VersionId=v1)["Body"].read() == b"one"
+    assert s3.get_object(Bucket=bucket, Key="k", VersionId="null")["Body"].read() == b"before"
+    assert s3.head_object(Bucket=bucket, Key="k", VersionId=v1)["ContentLength"] == 3
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=bucket, Key="k", VersionId="0" * 32)
+    assert _code(exc) == ("NoSuchVersion", 404)
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=bucket, Key="k", VersionId="not-a-version")
+    assert _code(exc) == ("InvalidArgument", 400)
+
+
+def test_delete_marker_lifecycle(s3: Any, bucket: str) -> None:
+    _enable(s3, bucket)
+    v1 = s3.put_object(Bucket=bucket, Key="k", Body=b"one")["VersionId"]
+    gone = s3.delete_object(Bucket=bucket, Key="k")
+    assert gone["DeleteMarker"] is True
+    marker = gone["VersionId"]
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=bucket, Key="k")
+    assert _code(exc) == ("NoSuchKey", 404)
+    headers = exc.value.response["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["x-amz-delete-marker"] == "true"
+    assert headers["x-amz-version-id"] == marker
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=bucket, Key="k", VersionId=marker)
+    assert _code(exc) == ("MethodNotAllowed", 405)
+    assert exc.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amz-delete-marker"] == "true"
+    # The old version is still there, by id; listing shows the marker as latest.
+    assert s3.get_object(Bucket=bucket, Key="k", VersionId=v1)["Body"].read() == b"one"
+    listed = s3.list_object_versions(Bucket=bucket)
+    assert [(m["VersionId"], m["IsLatest"]) for m in listed["DeleteMarkers"]] == [(marker, True)]
+    assert [(v["VersionId"], v["IsLatest"]) for v in listed["Versions"]] == [(v1, False)]
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    # Removing the marker brings the version back as current.
+    undo = s3.delete_object(Bucket=bucket, Key="k", VersionId=marker)
+    assert undo["DeleteMarker"] is True and undo["VersionId"] == marker
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"one"
+    # Deleting the last version for good leaves nothing; the bucket can go.
+    s3.delete_object(Bucket=bucket, Key="k", VersionId=v1)
+    assert s3.list_object_versions(Bucket=bucket).get("Versions") is None
+    s3.delete_bucket(Bucket=bucket)
+
+
+def test_bucket_with_only_noncurrent_versions_is_not_empty(s3: Any, bucket: str) -> None:
+    _enable(s3, bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    s3.delete_object(Bucket=bucket, Key="k")
+    with pytest.raises(ClientError) as exc:
+        s3.delete_bucket(Bucket=bucket)
+    assert _code(exc) == ("BucketNotEmpty", 409)
+
+
+def test_suspended_bucket_writes_null_versions(s3: Any, bucket: str) -> None:
+    _enable(s3, bucket)
+    v1 = s3.put_object(Bucket=bucket, Key="k", Body=b"one")["VersionId"]
+    _enable(s3, bucket, "Suspended")
+    assert s3.put_object(Bucket=bucket, Key="k", Body=b"n1")["VersionId"] == "null"
+    assert s3.put_object(Bucket=bucket, Key="k", Body=b"n2")["VersionId"] == "null"
+    versions = s3.list_object_versions(Bucket=bucket)["Versions"]
+    assert [v["VersionId"] for v in versions] == ["null", v1]
+    assert s3.get_object(Bucket=bucket, Key="k", VersionId="null")["Body"].read() == b"n2"
+    gone = s3.delete_object(Bucket=bucket, Key="k")
+    assert gone["DeleteMarker"] is True and gone["VersionId"] == "null"
+
+
+def test_multipart_and_copy_create_versions(s3: Any, bucket: str) -> None:
+    _enable(s3, bucket)
+    v1 = s3.put_object(Bucket=bucket, Key="src", Body=b"first")["VersionId"]
+    s3.put_object(Bucket=bucket, Key="src", Body=b"second")
+    copied = s3.copy_object(
+        Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src", "VersionId": v1}
+    )
+    assert copied["CopySourceVersionId"] == v1 and copied["VersionId"] not in (None, "null")
+    assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == b"first"
+    up = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    part = s3.upload_part(Bucket=bucket, Key="dst", UploadId=up, PartNumber=1, Body=b"mp")
+    done = s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="dst",
+        UploadId=up,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    assert done["VersionId"] not in (None, "null", copied["VersionId"])
+    versions = s3.list_object_versions(Bucket=bucket, Prefix="dst")["Versions"]
+    assert [v["VersionId"] for v in versions] == [done["VersionId"], copied["VersionId"]]
+
+
+def test_acl_and_tags_by_version(s3: Any, bucket: str) -> None:
+    _enable(s3, bucket)
+    v1 = s3.put_object(Bucket=bucket, Key="k", Body=b"one")["VersionId"]
+    s3.put_object(Bucket=bucket, Key="k", Body=b"two")
+    s3.put_object_acl(Bucket=bucket, Key="k", VersionId=v1, ACL="public-read")
+    grants = s3.get_object_acl(Bucket=bucket, Key="k", VersionId=v1)["Grants"]
+    assert any(g["Grantee"].get("URI", "").endswith("AllUsers") for g in grants)
+    current = s3.get_object_acl(Bucket=bucket, Key="k")["Grants"]
+    assert not any(g["Grantee"].get("URI", "").endswith("AllUsers") for g in current)
+    s3.put_object_tagging(
+        Bucket=bucket, Key="k", VersionId=v1, Tagging={"TagSet": [{"Key": "a", "Value": "1"}]}
+    )
+    got = s3.get_object_tagging(Bucket=bucket, Key="k", VersionId=v1)
+    assert got["TagSet"] == [{"Key": "a", "Value": "1"}] and got["VersionId"] == v1
+    assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == []
+
+
+def test_conditional_writes_compare_with_the_current_version(s3: Any, bucket: str) -> None:
+    _enable(s3, bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"one")
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="k", Body=b"x", IfNoneMatch="*")
+    assert _code(exc) == ("PreconditionFailed", 412)
+    s3.delete_object(Bucket=bucket, Key="k")
+    # Behind a delete marker the key is absent: create-only succeeds.
+    s3.put_object(Bucket=bucket, Key="k", Body=b"again", IfNoneMatch="*")
+
+
+def test_list_object_versions_paginates_with_markers(s3: Any, bucket: str) -> None:
+    _enable(s3, bucket)
+    written: dict[str, list[str]] = {}
+    for key in ("a", "b/1", "b/2", "c"):
+        for n in range(3):
+            vid = s3.put_object(Bucket=bucket, Key=key, Body=b"%d" % n)["VersionId"]
+            written.setdefault(key, []).insert(0, vid)
+    s3.delete_object(Bucket=bucket, Key="c")
+    seen: list[tuple[str, str]] = []
+    kwargs: dict[str, Any] = {"Bucket": bucket, "MaxKeys": 2}
+    while True:
+        page = s3.list_object_versions(**kwargs)
+        entries = page.get("Versions", []) + page.get("DeleteMarkers", [])
+        assert len(entries) <= 2
+        seen += [(e["Key"], e["VersionId"]) for e in entries]
+        if not page["IsTruncated"]:
+            break
+        kwargs.update(KeyMarker=page["NextKeyMarker"], VersionIdMarker=page["NextVersionIdMarker"])
+    # Every version exactly once, plus c's delete marker.
+    expected = {(k, v) for k, vs in written.items() for v in vs}
+    assert expected <= set(seen) and len(seen) == len(set(seen)) == len(expected) + 1
+    # With a delimiter: b/ is one common prefix.
+    page = s3.list_object_versions(Bucket=bucket, Delimiter="/")
+    assert [p["Prefix"] for p in page["CommonPrefixes"]] == ["b/"]
+    assert {v["Key"] for v in page["Versions"]} == {"a", "c"}
+    # Paginated with a delimiter: the prefix comes once.
+    prefixes: list[str] = []
+    kwargs = {"Bucket": bucket, "Delimiter": "/", "MaxKeys": 1}
+    while True:
+        page = s3.list_object_versions(**kwargs)
+        prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        if not page["IsTruncated"]:
+            break
+        kwargs["KeyMarker"] = page["NextKeyMarker"]
+        if "NextVersionIdMarker" in page:
+            kwargs["VersionIdMarker"] = page["NextVersionIdMarker"]
+        else:
+            kwargs.pop("VersionIdMarker", None)
+    assert prefixes == ["b/"]
+
+
+def test_list_object_versions_url_encoding(s3: Any, bucket: str) -> None:
+    _enable(s3, bucket)
+    s3.put_object(Bucket=bucket, Key="sp ace", Body=b"x")
+    page = s3.list_object_versions(Bucket=bucket, EncodingType="url")
+    assert [v["Key"] for v in page["Versions"]] == ["sp%20ace"]
+
+
+def test_delete_objects_with_versions(s3: Any, bucket: str) -> None:
+    _enable(s3, bucket)
+    v1 = s3.put_object(Bucket=bucket, Key="k", Body=b"1")["VersionId"]
+    v2 = s3.put_object(Bucket=bucket, Key="k", Body=b"2")["VersionId"]
+    s3.put_object(Bucket=bucket, Key="other", Body=b"o")
+    out = s3.delete_objects(
+        Bucket=bucket,
+        Delete={"Objects": [{"Key": "k", "VersionId": v1}, {"Key": "other"}]},
+    )
+    by_key = {d["Key"]: d for d in out["Deleted"]}
+    assert by_key["k"]["VersionId"] == v1
+    assert by_key["other"]["DeleteMarker"] is True and by_key["other"]["DeleteMarkerVersionId"]
+    versions = s3.list_object_versions(Bucket=bucket, Prefix="k")["Versions"]
+    assert [v["VersionId"] for v in versions] == [v2]
+
+
+def test_version_actions_in_policies(
+    s3: Any, bob_s3: Any, bob: UserKeys, bucket: str, server: Any
+) -> None:
+    _enable(s3, bucket)
+    v1 = s3.put_object(Bucket=bucket, Key="k", Body=b"one")["VersionId"]
+    s3.put_object(Bucket=bucket, Key="k", Body=b"two")
+    arn = f"arn:aws:s3:::{bucket}/*"
+    bob_arn = f"arn:aws:iam::000000000000:user/{bob.name}"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": bob_arn}, "Action": "s3:GetObject",
+             "Resource": arn},
+            {"Effect": "Allow", "Principal": {"AWS": bob_arn}, "Action": "s3:DeleteObject",
+             "Resource": arn},
+        ],
+    }  # fmt: skip
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    # The current version: allowed. A named version needs s3:GetObjectVersion.
+    assert bob_s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"two"
+    with pytest.raises(ClientError) as exc:
+        bob_s3.get_object(Bucket=bucket, Key="k", VersionId=v1)
+    assert _code(exc) == ("AccessDenied", 403)
+    with pytest.raises(ClientError) as exc:
+        bob_s3.delete_object(Bucket=bucket, Key="k", VersionId=v1)
+    assert _code(exc) == ("AccessDenied", 403)
+    # Anonymous: nothing by version either.
+    resp = requests.get(f"{server.endpoint}/{bucket}/k?versionId={v1}", timeout=5)
+    assert resp.status_code == 403
+    policy["Statement"][0]["Action"] = ["s3:GetObject", "s3:GetObjectVersion"]  # type: ignore[index]
+    policy["Statement"][1]["Action"] = ["s3:DeleteObject", "s3:DeleteObjectVersion"]  # type: ignore[index]
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    assert bob_s3.get_object(Bucket=bucket, Key="k", VersionId=v1)["Body"].read() == b"one"
+    bob_s3.delete_object(Bucket=bucket, Key="k", VersionId=v1)
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="k", VersionId=v1)
+    assert _code(exc)[1] == 404
+
+
+def test_torrent_takes_no_version_id(s3: Any, bucket: str, server: Any) -> None:
+    _enable(s3, bucket)
+    vid = s3.put_object(Bucket=bucket, Key="k", Body=b"x" * 100)["VersionId"]
+    url = f"{server.endpoint}/{bucket}/k?torrent=&versionId={vid}"
+    resp = requests.get(url, headers=sign_request("GET", url), timeout=5)
+    assert resp.status_code == 400 and b"InvalidArgument" in resp.content
+
+
+def test_other_users_and_anonymous_cannot_touch_versioning(
+    s3: Any, bob_s3: Any, bucket: str, server: Any
+) -> None:
+    with pytest.raises(ClientError) as exc:
+        bob_s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    assert _code(exc) == ("AccessDenied", 403)
+    _enable(s3, bucket)
+    vid = s3.put_object(Bucket=bucket, Key="k", Body=b"x")["VersionId"]
+    for call in (
+        lambda: bob_s3.list_object_versions(Bucket=bucket),
+        lambda: bob_s3.get_object(Bucket=bucket, Key="k", VersionId=vid),
+        lambda: bob_s3.delete_object(Bucket=bucket, Key="k", VersionId=vid),
+        lambda: bob_s3.get_bucket_versioning(Bucket=bucket),
+    ):
+        with pytest.raises(ClientError) as exc:
+            call()
+        assert _code(exc) == ("AccessDenied", 403)
+    for path in ("?versions", f"k?versionId={vid}", "?versioning"):
+        url = (
+            f"{server.endpoint}/{bucket}/{path}"
+            if path[0] != "?"
+            else f"{server.endpoint}/{bucket}{path}"
+        )
+        assert requests.get(url, timeout=5).status_code == 403
+    assert (
+        requests.delete(f"{server.endpoint}/{bucket}/k?versionId={vid}", timeout=5).status_code
+        == 403
+    )
+    assert s3.get_object(Bucket=bucket, Key="k", VersionId=vid)["Body"].read() == b"x"
