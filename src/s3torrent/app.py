@@ -241,6 +241,7 @@ def handlers() -> dict[Endpoint, Handler]:
         acl,
         buckets,
         copy,
+        lifecycle,
         listing,
         multipart,
         objects,
@@ -290,6 +291,9 @@ def handlers() -> dict[Endpoint, Handler]:
         Endpoint.GetBucketTagging: tagging.get_bucket_tagging,
         Endpoint.PutBucketTagging: tagging.put_bucket_tagging,
         Endpoint.DeleteBucketTagging: tagging.delete_bucket_tagging,
+        Endpoint.GetBucketLifecycleConfiguration: lifecycle.get_bucket_lifecycle,
+        Endpoint.PutBucketLifecycleConfiguration: lifecycle.put_bucket_lifecycle,
+        Endpoint.DeleteBucketLifecycle: lifecycle.delete_bucket_lifecycle,
     }
 
 

@@ -209,6 +209,20 @@ class JobSettings(BaseModel):
     """Seconds between looks for unclaimed or expired jobs."""
 
 
+class LifecycleSettings(BaseModel):
+    """The background worker that applies buckets' lifecycle rules."""
+
+    enabled: bool = True
+    day_seconds: float = Field(default=86400.0, gt=0)
+    """Length of a lifecycle "day" in seconds (86400; tests shorten it to expire at once)."""
+    interval: float = Field(default=3600.0, gt=0)
+    """Seconds between lifecycle passes (the node holding the lifecycle lease runs them)."""
+    batch_size: int = Field(default=500, ge=1, le=10000)
+    """Objects read and evaluated per step of a pass; the cursor is saved after each."""
+    lease_ttl: float = Field(default=60.0, gt=0)
+    """Seconds the lifecycle lease lasts without renewal (then another node takes over)."""
+
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -261,6 +275,7 @@ class Settings(BaseSettings):
     seeder: SeederSettings = Field(default_factory=SeederSettings)
     metering: MeteringSettings = Field(default_factory=MeteringSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
 
     @field_validator("listen", "peer_listen", mode="before")
     @classmethod

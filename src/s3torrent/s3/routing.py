@@ -44,6 +44,18 @@ class Endpoint(Enum):
     GetBucketPolicyStatus = ("GetBucketPolicyStatus", "s3:GetBucketPolicyStatus", "bucket")
     PutBucketTagging = ("PutBucketTagging", "s3:PutBucketTagging", "bucket")
     DeleteBucketTagging = ("DeleteBucketTagging", "s3:PutBucketTagging", "bucket")
+    GetBucketLifecycleConfiguration = (
+        "GetBucketLifecycleConfiguration",
+        "s3:GetLifecycleConfiguration",
+        "bucket",
+    )
+    PutBucketLifecycleConfiguration = (
+        "PutBucketLifecycleConfiguration",
+        "s3:PutLifecycleConfiguration",
+        "bucket",
+    )
+    # S3 has no action of its own for this: the Put action covers it.
+    DeleteBucketLifecycle = ("DeleteBucketLifecycle", "s3:PutLifecycleConfiguration", "bucket")
     PutObject = ("PutObject", "s3:PutObject", "object")
     CopyObject = ("CopyObject", "s3:PutObject", "object")
     GetObject = ("GetObject", "s3:GetObject", "object")
@@ -143,6 +155,9 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
         ("PUT", "tagging"): Endpoint.PutBucketTagging,
         ("DELETE", "tagging"): Endpoint.DeleteBucketTagging,
         ("POST", "delete"): Endpoint.DeleteObjects,
+        ("GET", "lifecycle"): Endpoint.GetBucketLifecycleConfiguration,
+        ("PUT", "lifecycle"): Endpoint.PutBucketLifecycleConfiguration,
+        ("DELETE", "lifecycle"): Endpoint.DeleteBucketLifecycle,
     }
     for (method, sub), endpoint in table.items():
         if m == method and sub in q:

@@ -30,6 +30,7 @@ from s3torrent.s3.body import RequestBody, StoredChecksum
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error, s3_error_of
 from s3torrent.s3.ops.buckets import xml_response
+from s3torrent.s3.ops.lifecycle import expiration_headers
 from s3torrent.s3.params import ObjectReadParams
 from s3torrent.s3.ranges import ByteRange, parse_range
 from s3torrent.s3.server import S3Request
@@ -121,6 +122,7 @@ def object_headers(
         h["x-amz-mp-parts-count"] = str(len(obj.parts))
     if obj.tags:
         h["x-amz-tagging-count"] = str(len(obj.tags))
+    h.update(expiration_headers(svc.settings, req.bucket, obj))
     # A checksum describes the whole object, so S3 sends none with a partial response.
     if (
         whole
@@ -253,7 +255,7 @@ async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     )
     await precheck_write(svc, req, condition)
     obj, checksum = await store_body(svc, req, body, owner.id, headers, acl, condition, tags)
-    resp_headers = {"ETag": obj.etag}
+    resp_headers = {"ETag": obj.etag, **expiration_headers(svc.settings, req.bucket, obj)}
     if checksum is not None:
         resp_headers[f"x-amz-checksum-{checksum.algorithm.lower()}"] = checksum.value
         resp_headers["x-amz-checksum-type"] = "FULL_OBJECT"
