@@ -106,6 +106,9 @@ S = Target(None, None, False)
         ("GET", O, {"uploadId": "u"}, {}, Endpoint.ListParts),
         ("GET", O, {"torrent": ""}, {}, Endpoint.GetObjectTorrent),
         ("GET", O, {"acl": ""}, {}, Endpoint.GetObjectAcl),
+        ("GET", B, {"lifecycle": ""}, {}, Endpoint.GetBucketLifecycleConfiguration),
+        ("PUT", B, {"lifecycle": ""}, {}, Endpoint.PutBucketLifecycleConfiguration),
+        ("DELETE", B, {"lifecycle": ""}, {}, Endpoint.DeleteBucketLifecycle),
     ],
 )
 def test_route_table(
@@ -116,7 +119,7 @@ def test_route_table(
 
 @pytest.mark.parametrize(
     ("method", "target", "query"),
-    [("GET", B, {"lifecycle": ""}), ("PUT", B, {"cors": ""}), ("GET", O, {"retention": ""}),
+    [("GET", B, {"logging": ""}), ("PUT", B, {"cors": ""}), ("GET", O, {"retention": ""}),
      ("POST", O, {"restore": ""}), ("GET", B, {"website": ""})],
 )  # fmt: skip
 def test_unsupported_subresources_are_not_implemented(
