@@ -18,6 +18,7 @@ from typing import Protocol
 from s3torrent.events import EventBus
 from s3torrent.store.database import Database
 from s3torrent.store.meta_buckets import BucketMetadata, SqlBuckets
+from s3torrent.store.meta_lifecycle import LifecycleMetadata, SqlLifecycle
 from s3torrent.store.meta_objects import ObjectMetadata, SqlObjects
 from s3torrent.store.meta_torrents import SqlTorrents, TorrentMetadata
 from s3torrent.store.meta_uploads import SqlUploads, UploadMetadata
@@ -32,6 +33,7 @@ class MetadataStore(
     TorrentMetadata,
     UserMetadata,
     UsageMetadata,
+    LifecycleMetadata,
     Protocol,
 ):
     """Every metadata read and write; each write commits, then publishes its event."""
@@ -39,7 +41,9 @@ class MetadataStore(
     def close(self) -> None: ...
 
 
-class SqlMetadataStore(SqlBuckets, SqlObjects, SqlUploads, SqlTorrents, SqlUsers, SqlUsage):
+class SqlMetadataStore(
+    SqlBuckets, SqlObjects, SqlUploads, SqlTorrents, SqlUsers, SqlUsage, SqlLifecycle
+):
     """The metadata store on SQLAlchemy Core (SQLite or PostgreSQL)."""
 
     def __init__(self, db: Database, events: EventBus) -> None:

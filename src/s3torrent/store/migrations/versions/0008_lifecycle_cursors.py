@@ -1,0 +1,32 @@
+"""lifecycle_cursors: where each bucket's lifecycle pass got to
+
+Revision ID: 0008
+Revises: 0006 (0007 is the versioning revision on another branch: when both are merged,
+this revision's down_revision becomes "0007")
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    if sa.inspect(op.get_bind()).has_table("lifecycle_cursors"):
+        return  # made by create_all before this revision existed
+    op.create_table(
+        "lifecycle_cursors",
+        sa.Column("bucket", sa.String(length=63), nullable=False),
+        sa.Column("after_key", sa.LargeBinary(), nullable=True),
+        sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("bucket"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("lifecycle_cursors")
