@@ -221,6 +221,9 @@ class LifecycleSettings(BaseModel):
     """Objects read and evaluated per step of a pass; the cursor is saved after each."""
     lease_ttl: float = Field(default=60.0, gt=0)
     """Seconds the lifecycle lease lasts without renewal (then another node takes over)."""
+    max_loop_share: float = Field(default=0.2, gt=0, le=1)
+    """While requests are waiting, the share of the event loop a pass may keep (it rests in
+    proportion between steps); 1: never rest."""
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]

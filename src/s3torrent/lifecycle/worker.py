@@ -39,8 +39,14 @@ from s3torrent.store.rows import ObjectVersion, Upload
 log = logging.getLogger(__name__)
 
 LEASE = "lifecycle"
-# Deletes issued together share group commits (as DeleteObjects' do).
-WAVE = 64
+# Deletes issued together share group commits (as DeleteObjects' do); few enough that one
+# group commit's statements (run on the event loop with SQLite) keep requests waiting only
+# a few milliseconds.
+WAVE = 16
+# Objects evaluated between two yields to the event loop.
+EVALUATE_STEP = 100
+# A yield that took this long means other work was waiting for the loop (requests).
+WAITING = 0.0005
 UPLOAD_PAGE = 1000
 
 
@@ -152,24 +158,42 @@ class LifecycleWorker:
         while True:
             if not await self._hold_lease():
                 return False
+            started = time.monotonic()
             page = await self.meta.list_page(bucket, "", "", after, self.settings.batch_size)
-            self.progress.objects_scanned += len(page.objects)
             actions = await self._evaluate(bucket, config, page.objects)
+            await self._pace(started)
             for i in range(0, len(actions), WAVE):
+                started = time.monotonic()
                 wave = actions[i : i + WAVE]
                 await asyncio.gather(*(self._apply(bucket, key, a) for key, a in wave))
+                await self._pace(started)
+            self.progress.objects_scanned += len(page.objects)
             if not page.truncated or page.last is None:
                 await self.meta.save_lifecycle_cursor(bucket, None)
                 return True
             after = page.last
             await self.meta.save_lifecycle_cursor(bucket, after)
 
+    async def _pace(self, started: float) -> None:
+        """Give way to requests: when others were waiting for the event loop, rest long
+        enough that a pass keeps at most `max_loop_share` of it (an idle server's pass
+        runs at full speed)."""
+        busy = time.monotonic() - started
+        before = time.monotonic()
+        await asyncio.sleep(0)
+        if time.monotonic() - before < WAITING:
+            return
+        share = self.settings.max_loop_share
+        await asyncio.sleep(busy * (1 - share) / share)
+
     async def _evaluate(
         self, bucket: str, config: LifecycleConfiguration, objs: Sequence[ObjectVersion]
     ) -> list[tuple[str, VersionAction]]:
         now, day = self.clock(), self.settings.day_seconds
         actions: list[tuple[str, VersionAction]] = []
-        for obj in objs:
+        for n, obj in enumerate(objs):
+            if n % EVALUATE_STEP == EVALUATE_STEP - 1:
+                await asyncio.sleep(0)  # the requests waiting on this loop go first
             if config.acts_on_versions:
                 versions = await self.meta.key_versions(bucket, obj.key)
                 facts = [version_facts(v) for v in versions]
