@@ -145,7 +145,7 @@ def run(ctx: Context) -> list[Row]:
                 during.notes.append(
                     "the first pass ended before the load did (later passes rescan)"
                 )
-            deadline = time.monotonic() + max(60.0, ctx.remaining())
+            deadline = time.monotonic() + max(600.0, ctx.remaining())
             while True:
                 now = lifecycle_counters(ep)
                 if now["objects_scanned_total"] - before["objects_scanned_total"] >= total:

@@ -32,6 +32,9 @@ async def put_bucket_lifecycle(svc: S3Context, req: S3Request) -> web.StreamResp
     body.verify(md5=None)
     config = lifecycle_xml.parse(raw)
     await svc.meta.set_bucket_setting(req.bucket_name, rules.SETTING, rules.to_stored(config))
+    # New rules: the next pass starts at the bucket's first key (not where the old rules'
+    # pass, or a deleted bucket of the same name, stopped).
+    await svc.meta.save_lifecycle_cursor(req.bucket_name, None)
     return web.Response(status=200)
 
 
