@@ -217,3 +217,15 @@ def test_incomplete_uploads_are_aborted_with_their_parts(
         assert await meta.upload("u2") is not None
 
     run(scenario())
+
+
+def test_version_condition_holds_only_for_the_evaluated_version() -> None:
+    from s3torrent.store.conditions import WriteCondition
+    from s3torrent.store.errors import PreconditionFailed
+
+    cond = WriteCondition(if_version="v1")
+    assert cond  # a condition: the delete locks and checks the row
+    cond.check("bk", "k", '"e"', "v1")
+    cond.check("bk", "k", None)  # already gone: nothing to delete, no error
+    with pytest.raises(PreconditionFailed):
+        cond.check("bk", "k", '"e"', "v2")
