@@ -26,7 +26,7 @@ TITLE = "Lifecycle pass"
 DESCRIPTION = (
     "One s3torrent server (SQLite) whose bucket holds N one-byte objects written directly "
     "through the metadata store before the server starts (full mode N = 1,000,000; quick "
-    "20,000); 10% of them are ten days old, the rest new, and one rule expires objects "
+    "5,000); 10% of them are ten days old, the rest new, and one rule expires objects "
     "older than 5 days. The rule is put with PutBucketLifecycleConfiguration and the worker "
     "(lifecycle.interval 1 s) walks the bucket in batches of 500, deleting the 10% through "
     "the normal conditional delete path. Pass speed is objects evaluated per second, from "
@@ -98,9 +98,9 @@ def _rule() -> dict[str, object]:
 
 def run(ctx: Context) -> list[Row]:
     ensure_pip("boto3", module="boto3")
-    total = ctx.size(1_000_000, 20_000)
+    total = ctx.size(1_000_000, 5_000)
     expiring = (total + 9) // 10
-    seconds = ctx.size(10, 3)
+    seconds = ctx.size(10, 2)
     have_wrk = ensure_apt("wrk", binary="wrk") is not None
     workdir = ctx.scratch("lifecycle")
     data = workdir / "data"
