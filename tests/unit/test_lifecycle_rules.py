@@ -198,3 +198,15 @@ def test_stored_form_round_trips() -> None:
              expiration=Expiration(expired_object_delete_marker=True)),
     )  # fmt: skip
     assert from_stored(to_stored(c)) == c
+
+
+def test_a_pass_reads_only_the_keys_object_rules_may_select() -> None:
+    c = config(
+        rule("a", filter=RuleFilter(prefix="logs/2024/"), expiration=Expiration(days=1)),
+        rule("b", filter=RuleFilter(prefix="logs/2023/"), expiration=Expiration(days=1)),
+        rule("c", filter=RuleFilter(prefix="tmp/"), abort_upload_days=1),  # uploads only
+        rule("d", enabled=False, expiration=Expiration(days=1)),
+    )
+    assert c.scan_prefix == "logs/202"
+    assert [r.id for r in c.object_rules] == ["a", "b"]
+    assert config(rule(abort_upload_days=1)).object_rules == ()

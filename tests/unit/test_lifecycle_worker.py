@@ -98,7 +98,7 @@ def test_due_objects_expire_and_publish_object_deleted(
         worker = LifecycleWorker(store, settings(), "n1", clock)
         assert await worker.run_pass()
         assert worker.progress.objects_expired == 2
-        assert worker.progress.objects_scanned == 3
+        assert worker.progress.objects_scanned == 2  # only the keys under tmp/
         assert await meta.object("bk", "tmp/a") is None
         assert await meta.object("bk", "keep") is not None
         # Not yet due: nothing happens.
@@ -229,3 +229,20 @@ def test_version_condition_holds_only_for_the_evaluated_version() -> None:
     cond.check("bk", "k", None)  # already gone: nothing to delete, no error
     with pytest.raises(PreconditionFailed):
         cond.check("bk", "k", '"e"', "v2")
+
+
+def test_a_pass_reads_only_keys_under_the_rules_prefix(
+    meta: SqlMetadataStore, store: ObjectStore
+) -> None:
+    async def scenario() -> None:
+        await setup(
+            meta, obj("a/1", "1" * 32), obj("tmp/x", "2" * 32), obj("z", "3" * 32),
+            prefix="tmp/",
+        )  # fmt: skip
+        worker = LifecycleWorker(store, settings(), "n1", Clock(T0 + 2 * DAY))
+        assert await worker.run_pass()
+        assert worker.progress.objects_scanned == 1
+        assert worker.progress.objects_expired == 1
+        assert await meta.object("bk", "z") is not None
+
+    run(scenario())

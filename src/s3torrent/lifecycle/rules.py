@@ -93,6 +93,29 @@ class LifecycleConfiguration:
         )
 
     @property
+    def object_rules(self) -> tuple[LifecycleRule, ...]:
+        """The enabled rules that act on object versions (not only on uploads)."""
+        return tuple(
+            r
+            for r in self.enabled_rules
+            if r.expiration is not None or r.noncurrent_expiration is not None
+        )
+
+    @property
+    def scan_prefix(self) -> str:
+        """The longest prefix every key an object rule may select starts with: a pass reads
+        only the keys under it."""
+        prefixes = [r.filter.prefix for r in self.object_rules]
+        if not prefixes:
+            return ""
+        # Character by character, not by path component: keys are not paths.
+        shortest = min(prefixes, key=len)
+        for i, ch in enumerate(shortest):
+            if any(p[i] != ch for p in prefixes):
+                return shortest[:i]
+        return shortest
+
+    @property
     def aborts_uploads(self) -> bool:
         return any(r.abort_upload_days is not None for r in self.enabled_rules)
 

@@ -127,7 +127,7 @@ class LifecycleWorker:
             if config is None or not config.enabled_rules:
                 continue
             buckets += 1
-            if not await self._objects(bucket.name, config):
+            if config.object_rules and not await self._objects(bucket.name, config):
                 log.info("lifecycle: lease lost to another node; it goes on from the cursor")
                 return False
             if config.aborts_uploads:
@@ -159,7 +159,9 @@ class LifecycleWorker:
             if not await self._hold_lease():
                 return False
             started = time.monotonic()
-            page = await self.meta.list_page(bucket, "", "", after, self.settings.batch_size)
+            page = await self.meta.list_page(
+                bucket, config.scan_prefix, "", after, self.settings.batch_size
+            )
             actions = await self._evaluate(bucket, config, page.objects)
             await self._pace(started)
             for i in range(0, len(actions), WAVE):
