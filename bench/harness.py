@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, str] = {
     "scale": "bench.scale",
     "sse": "bench.sse",
     "versioning": "bench.versioning",
+    "lifecycle": "bench.lifecycle",
 }
 
 

@@ -23,7 +23,9 @@ from s3torrent.events import EventBus
 from s3torrent.extras import check_extras
 from s3torrent.failures import logged_failure
 from s3torrent.http_site import AdmittedSite, aiohttp_keepalive_timeout
+from s3torrent.lifecycle.worker import LifecycleWorker
 from s3torrent.listeners import ConnectionGate
+from s3torrent.metering.lifecycle_metrics import LifecycleCollector
 from s3torrent.metering.meter import Meter, edge_recorder
 from s3torrent.metering.metrics import MetricsEndpoint
 from s3torrent.peer.seeder import Seeder, advertised_address
@@ -285,12 +287,16 @@ class Node:
         self.s3.add_query_route("/announce", frozenset({"info_hash", "peer_id"}), tracker)
         self.s3.add_query_route("/scrape", frozenset({"info_hash"}), tracker)
         self.s3.add_route("/_admin", lambda request: admin_handler(self.context, request))
+        self.lifecycle = LifecycleWorker(
+            self.svc.store, settings.lifecycle, self.svc.hash_jobs.node_id
+        )
         self.metrics: MetricsEndpoint | None = None
         self.metrics_listen: str | None = None
         hooks: list[FinishedHook] = []
         if settings.metering.enabled:
             hooks.append(edge_recorder(self.svc.meter))
             self.metrics = MetricsEndpoint(self.svc.meter, self.svc.public, self.svc.hash_jobs)
+            self.metrics.registry.register(LifecycleCollector(self.lifecycle.progress))
             self.s3.add_route("/_metrics", metrics_handler(self.context, self.metrics))
             self.metrics_listen = settings.metering.metrics_listen
         self.access_log: AccessLog | None = None
@@ -396,6 +402,8 @@ class Node:
         self._tasks.append(
             asyncio.create_task(expire_uploads_forever(self.svc.store, self.settings.storage))
         )
+        if self.settings.lifecycle.enabled:
+            self._tasks.append(asyncio.create_task(self.lifecycle.run_forever()))
         await self.svc.hash_jobs.resume()
         if self.settings.metering.enabled:
             self.svc.meter.start()

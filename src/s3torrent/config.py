@@ -235,6 +235,23 @@ class CorsSettings(BaseModel):
     """Seconds a browser may cache the default rule's preflight answer."""
 
 
+class LifecycleSettings(BaseModel):
+    """The background worker that applies buckets' lifecycle rules."""
+
+    enabled: bool = True
+    day_seconds: float = Field(default=86400.0, gt=0)
+    """Length of a lifecycle "day" in seconds (86400; tests shorten it to expire at once)."""
+    interval: float = Field(default=3600.0, gt=0)
+    """Seconds between lifecycle passes (the node holding the lifecycle lease runs them)."""
+    batch_size: int = Field(default=500, ge=1, le=10000)
+    """Objects read and evaluated per step of a pass; the cursor is saved after each."""
+    lease_ttl: float = Field(default=60.0, gt=0)
+    """Seconds the lifecycle lease lasts without renewal (then another node takes over)."""
+    max_loop_share: float = Field(default=0.2, gt=0, le=1)
+    """While requests are waiting, the share of the event loop a pass may keep (it rests in
+    proportion between steps); 1: never rest."""
+
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -289,6 +306,7 @@ class Settings(BaseSettings):
     metering: MeteringSettings = Field(default_factory=MeteringSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
 
     @field_validator("listen", "peer_listen", mode="before")
     @classmethod

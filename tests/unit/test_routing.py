@@ -110,6 +110,9 @@ S = Target(None, None, False)
         ("GET", O, {"uploadId": "u"}, {}, Endpoint.ListParts),
         ("GET", O, {"torrent": ""}, {}, Endpoint.GetObjectTorrent),
         ("GET", O, {"acl": ""}, {}, Endpoint.GetObjectAcl),
+        ("GET", B, {"lifecycle": ""}, {}, Endpoint.GetBucketLifecycleConfiguration),
+        ("PUT", B, {"lifecycle": ""}, {}, Endpoint.PutBucketLifecycleConfiguration),
+        ("DELETE", B, {"lifecycle": ""}, {}, Endpoint.DeleteBucketLifecycle),
     ],
 )
 def test_route_table(

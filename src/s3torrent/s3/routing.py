@@ -83,6 +83,18 @@ class Endpoint(Enum):
         "s3:PutEncryptionConfiguration",
         "bucket",
     )
+    GetBucketLifecycleConfiguration = (
+        "GetBucketLifecycleConfiguration",
+        "s3:GetLifecycleConfiguration",
+        "bucket",
+    )
+    PutBucketLifecycleConfiguration = (
+        "PutBucketLifecycleConfiguration",
+        "s3:PutLifecycleConfiguration",
+        "bucket",
+    )
+    # S3 has no action of its own for this: the Put action covers it.
+    DeleteBucketLifecycle = ("DeleteBucketLifecycle", "s3:PutLifecycleConfiguration", "bucket")
     PutObject = ("PutObject", "s3:PutObject", "object")
     CopyObject = ("CopyObject", "s3:PutObject", "object")
     GetObject = ("GetObject", "s3:GetObject", "object")
@@ -220,6 +232,9 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
         ("GET", "cors"): Endpoint.GetBucketCors,
         ("PUT", "cors"): Endpoint.PutBucketCors,
         ("DELETE", "cors"): Endpoint.DeleteBucketCors,
+        ("GET", "lifecycle"): Endpoint.GetBucketLifecycleConfiguration,
+        ("PUT", "lifecycle"): Endpoint.PutBucketLifecycleConfiguration,
+        ("DELETE", "lifecycle"): Endpoint.DeleteBucketLifecycle,
     }
     for (method, sub), endpoint in table.items():
         if m == method and sub in q:

@@ -19,16 +19,27 @@ def _bare(etag: str) -> str:
 @dataclass(frozen=True, slots=True)
 class WriteCondition:
     """`If-None-Match: *` (the key must have no object) and/or `If-Match: <etag>` (the
-    current object must have this ETag; "*": any object)."""
+    current object must have this ETag; "*": any object). `if_version` (no S3 header: the
+    lifecycle worker's delete) requires exactly this version to be current, or none."""
 
     if_none_match: bool = False
     if_match: str | None = None
+    if_version: str | None = None
 
     def __bool__(self) -> bool:
-        return self.if_none_match or self.if_match is not None
+        return self.if_none_match or self.if_match is not None or self.if_version is not None
 
-    def check(self, bucket: str, key: str, current_etag: str | None) -> None:
+    def check(
+        self, bucket: str, key: str, current_etag: str | None, current_version: str | None = None
+    ) -> None:
         """Raise unless the key's current version (its ETag, None: absent) satisfies this."""
+        if (
+            self.if_version is not None
+            and current_etag is not None
+            and current_version != self.if_version
+        ):
+            # Overwritten since it was evaluated: the new version is not what expired.
+            raise PreconditionFailed("version")
         if current_etag is None:
             if self.if_match is not None:
                 # S3: a condition on an object that is not there is NoSuchKey, not 412.

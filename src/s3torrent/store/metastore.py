@@ -18,6 +18,7 @@ from typing import Protocol
 from s3torrent.events import EventBus
 from s3torrent.store.database import Database
 from s3torrent.store.meta_buckets import BucketMetadata, SqlBuckets
+from s3torrent.store.meta_lifecycle import LifecycleMetadata, SqlLifecycle
 from s3torrent.store.meta_objects import ObjectMetadata, SqlObjects
 from s3torrent.store.meta_sealing import SealMetadata, SqlSeals
 from s3torrent.store.meta_torrents import SqlTorrents, TorrentMetadata
@@ -34,6 +35,7 @@ class MetadataStore(
     UserMetadata,
     UsageMetadata,
     SealMetadata,
+    LifecycleMetadata,
     Protocol,
 ):
     """Every metadata read and write; each write commits, then publishes its event."""
@@ -42,7 +44,7 @@ class MetadataStore(
 
 
 class SqlMetadataStore(
-    SqlBuckets, SqlObjects, SqlUploads, SqlTorrents, SqlUsers, SqlUsage, SqlSeals
+    SqlBuckets, SqlObjects, SqlUploads, SqlTorrents, SqlUsers, SqlUsage, SqlSeals, SqlLifecycle
 ):
     """The metadata store on SQLAlchemy Core (SQLite or PostgreSQL)."""
 

@@ -148,8 +148,13 @@ def delete_object(
     where = (objects.c.bucket == bucket, objects.c.key == k)
     if condition:
         # Lock the row, check it, then delete: a racing writer waits for our decision.
-        current = conn.execute(sa.select(objects.c.etag).where(*where).with_for_update()).first()
-        condition.check(bucket, key, str(current[0]) if current is not None else None)
+        current = conn.execute(
+            sa.select(objects.c.etag, objects.c.version_id).where(*where).with_for_update()
+        ).first()
+        if current is None:
+            condition.check(bucket, key, None)
+        else:
+            condition.check(bucket, key, str(current[0]), str(current[1]))
     # One statement: of two nodes deleting the same key, exactly one learns the version id.
     # length(), not IS NULL: SQLite 3.40 answers `inline_data IS NULL` in a DELETE's
     # RETURNING with 0 for a NULL in this column (added by ALTER TABLE in a migration), so

@@ -178,6 +178,17 @@ leases = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 
+# Where each bucket's lifecycle pass got to (s3torrent.lifecycle.worker): the last key it
+# evaluated, so a pass taken over by another node or resumed after a restart goes on from
+# there instead of starting over.
+lifecycle_cursors = sa.Table(
+    "lifecycle_cursors",
+    meta,
+    sa.Column("bucket", sa.String(63), primary_key=True),
+    sa.Column("after_key", sa.LargeBinary, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 
 # ---- metering (written by s3torrent.metering.meter, read by s3torrent.metering.usage) ----
 

@@ -29,6 +29,7 @@ from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody, StoredChecksum
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ops.lifecycle import expiration_headers
 from s3torrent.s3.ops.ownership import write_owner
 from s3torrent.s3.params import ObjectReadParams
 from s3torrent.s3.ranges import ByteRange, parse_range
@@ -130,6 +131,7 @@ def object_headers(
         h["x-amz-tagging-count"] = str(len(obj.tags))
     h.update(version_headers(req.bucket, obj))
     h.update(lock_headers(obj))
+    h.update(expiration_headers(svc.settings, req.bucket, obj))
     # A checksum describes the whole object, so S3 sends none with a partial response.
     if (
         whole
@@ -265,6 +267,7 @@ async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     obj, checksum = await store_body(svc, req, body, owner.id, headers, acl, condition, tags, lock)
     resp_headers = {"ETag": obj.etag, **version_headers(req.bucket, obj)}
     resp_headers.update(sse.response_headers(obj.headers))
+    resp_headers.update(expiration_headers(svc.settings, req.bucket, obj))
     if checksum is not None:
         resp_headers[f"x-amz-checksum-{checksum.algorithm.lower()}"] = checksum.value
         resp_headers["x-amz-checksum-type"] = "FULL_OBJECT"

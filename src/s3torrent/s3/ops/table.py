@@ -15,6 +15,7 @@ def handlers() -> dict[Endpoint, Handler]:
         cors,
         deletes,
         encryption,
+        lifecycle,
         listing,
         lock,
         multipart,
@@ -86,4 +87,7 @@ def handlers() -> dict[Endpoint, Handler]:
         Endpoint.GetBucketEncryption: encryption.get_bucket_encryption,
         Endpoint.PutBucketEncryption: encryption.put_bucket_encryption,
         Endpoint.DeleteBucketEncryption: encryption.delete_bucket_encryption,
+        Endpoint.GetBucketLifecycleConfiguration: lifecycle.get_bucket_lifecycle,
+        Endpoint.PutBucketLifecycleConfiguration: lifecycle.put_bucket_lifecycle,
+        Endpoint.DeleteBucketLifecycle: lifecycle.delete_bucket_lifecycle,
     }

@@ -1,0 +1,271 @@
+"""The lifecycle worker: applies buckets' lifecycle rules in the background.
+
+One node at a time runs a pass (the "lifecycle" lease in the metadata store, renewed every
+batch; a node that loses it stops, and whoever takes it over goes on from the cursor). A pass
+walks each bucket that has rules in key order, a batch at a time, saving the last key it
+evaluated (so a restart or another node resumes there), and then its multipart uploads.
+
+Every action goes through the same paths as a user's request: an expiry is the store's
+delete (so it publishes ObjectDeleted, which revokes the torrent, and meets the store's
+object-lock check), conditioned on the very version that was evaluated, so a concurrent
+overwrite is never expired; an upload is aborted as AbortMultipartUpload does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+
+from s3torrent.config import LifecycleSettings
+from s3torrent.lifecycle import rules
+from s3torrent.lifecycle.evaluate import (
+    ObjectFacts,
+    VersionAction,
+    VersionFacts,
+    abort_upload_due,
+    expire_current,
+    version_actions,
+)
+from s3torrent.lifecycle.rules import LifecycleConfiguration
+from s3torrent.store.conditions import WriteCondition
+from s3torrent.store.errors import PreconditionFailed, StoreError
+from s3torrent.store.meta_lifecycle import KeyVersion
+from s3torrent.store.objects import ObjectStore
+from s3torrent.store.rows import ObjectVersion, Upload
+
+log = logging.getLogger(__name__)
+
+LEASE = "lifecycle"
+# Deletes issued together share group commits (as DeleteObjects' do); few enough that one
+# group commit's statements (run on the event loop with SQLite) keep requests waiting only
+# a few milliseconds.
+WAVE = 16
+# Objects evaluated between two yields to the event loop.
+EVALUATE_STEP = 100
+# A yield that took this long means other work was waiting for the loop (requests).
+WAITING = 0.0005
+UPLOAD_PAGE = 1000
+
+
+@dataclass(slots=True)
+class LifecycleProgress:
+    """Counters since this process started (exported on /metrics)."""
+
+    passes: int = 0
+    objects_scanned: int = 0
+    objects_expired: int = 0
+    noncurrent_versions_expired: int = 0
+    delete_markers_removed: int = 0
+    uploads_aborted: int = 0
+    skipped_changed: int = 0
+    """Due, but overwritten (or deleted) since it was evaluated: left alone."""
+    refused: int = 0
+    """Due, but the store refused the delete (object lock, ...)."""
+    last_pass_seconds: float = 0.0
+    last_pass_finished: float = 0.0
+
+    def snapshot(self) -> dict[str, float]:
+        return {f.name: float(getattr(self, f.name)) for f in fields(self)}
+
+
+def version_facts(v: KeyVersion) -> VersionFacts:
+    o = v.obj
+    return VersionFacts(
+        version_id=v.version_id,
+        is_latest=v.is_latest,
+        is_delete_marker=v.is_delete_marker,
+        noncurrent_since=v.noncurrent_since,
+        size=o.size if o is not None else 0,
+        last_modified=o.last_modified if o is not None else 0.0,
+        tags=o.tags if o is not None else (),
+    )
+
+
+class LifecycleWorker:
+    """Runs lifecycle passes every `settings.interval` seconds while this node holds the lease."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        settings: LifecycleSettings,
+        node_id: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.meta = store.meta
+        self.settings = settings
+        self.node_id = node_id
+        self.clock = clock
+        self.progress = LifecycleProgress()
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.run_pass()
+            except Exception:
+                log.exception("lifecycle pass failed")
+            await asyncio.sleep(self.settings.interval)
+
+    async def _hold_lease(self) -> bool:
+        return await self.meta.hold_lease(
+            LEASE, self.node_id, self.clock(), self.settings.lease_ttl
+        )
+
+    async def run_pass(self) -> bool:
+        """One pass over every bucket with rules; False if another node holds the lease (or
+        took it over during the pass)."""
+        if not await self._hold_lease():
+            return False
+        started = time.monotonic()
+        before = self.progress.snapshot()
+        buckets = 0
+        for bucket in await self.meta.list_buckets(None):
+            config = rules.of_bucket(bucket.settings)
+            if config is None or not config.enabled_rules:
+                continue
+            buckets += 1
+            if config.object_rules and not await self._objects(bucket.name, config):
+                log.info("lifecycle: lease lost to another node; it goes on from the cursor")
+                return False
+            if config.aborts_uploads:
+                await self._uploads(bucket.name, config)
+        p = self.progress
+        p.passes += 1
+        p.last_pass_seconds = time.monotonic() - started
+        p.last_pass_finished = self.clock()
+        done = {k: int(v - before[k]) for k, v in p.snapshot().items()}
+        log.info(
+            "lifecycle pass: %d buckets, %d objects scanned, %d expired, %d noncurrent "
+            "versions and %d delete markers removed, %d uploads aborted, %d left (changed "
+            "since evaluated), %d refused, in %.2f s",
+            buckets,
+            done["objects_scanned"],
+            done["objects_expired"],
+            done["noncurrent_versions_expired"],
+            done["delete_markers_removed"],
+            done["uploads_aborted"],
+            done["skipped_changed"],
+            done["refused"],
+            p.last_pass_seconds,
+        )
+        return True
+
+    async def _objects(self, bucket: str, config: LifecycleConfiguration) -> bool:
+        after = await self.meta.lifecycle_cursor(bucket)
+        while True:
+            if not await self._hold_lease():
+                return False
+            started = time.monotonic()
+            page = await self.meta.list_page(
+                bucket, config.scan_prefix, "", after, self.settings.batch_size
+            )
+            actions = await self._evaluate(bucket, config, page.objects)
+            await self._pace(started)
+            for i in range(0, len(actions), WAVE):
+                started = time.monotonic()
+                wave = actions[i : i + WAVE]
+                await asyncio.gather(*(self._apply(bucket, key, a) for key, a in wave))
+                await self._pace(started)
+            self.progress.objects_scanned += len(page.objects)
+            if not page.truncated or page.last is None:
+                await self.meta.save_lifecycle_cursor(bucket, None)
+                return True
+            after = page.last
+            await self.meta.save_lifecycle_cursor(bucket, after)
+
+    async def _pace(self, started: float) -> None:
+        """Give way to requests: when others were waiting for the event loop, rest long
+        enough that a pass keeps at most `max_loop_share` of it (an idle server's pass
+        runs at full speed)."""
+        busy = time.monotonic() - started
+        before = time.monotonic()
+        await asyncio.sleep(0)
+        if time.monotonic() - before < WAITING:
+            return
+        share = self.settings.max_loop_share
+        await asyncio.sleep(busy * (1 - share) / share)
+
+    async def _evaluate(
+        self, bucket: str, config: LifecycleConfiguration, objs: Sequence[ObjectVersion]
+    ) -> list[tuple[str, VersionAction]]:
+        now, day = self.clock(), self.settings.day_seconds
+        actions: list[tuple[str, VersionAction]] = []
+        for n, obj in enumerate(objs):
+            if n % EVALUATE_STEP == EVALUATE_STEP - 1:
+                await asyncio.sleep(0)  # the requests waiting on this loop go first
+            if config.acts_on_versions:
+                versions = await self.meta.key_versions(bucket, obj.key)
+                facts = [version_facts(v) for v in versions]
+                actions += [(obj.key, a) for a in version_actions(config, obj.key, facts, now, day)]
+                continue
+            due = expire_current(
+                config, ObjectFacts(obj.key, obj.size, obj.last_modified, obj.tags), now, day
+            )
+            if due is not None:
+                actions.append(
+                    (obj.key, VersionAction("expire_current", obj.version_id, due.rule_id))
+                )
+        return actions
+
+    async def _apply(self, bucket: str, key: str, action: VersionAction) -> None:
+        p = self.progress
+        try:
+            if action.kind == "expire_current":
+                done = await self._expire_current(bucket, key, action.version_id)
+            else:
+                done = await self._delete_version(bucket, key, action.version_id)
+        except PreconditionFailed:
+            p.skipped_changed += 1
+            return
+        except StoreError as exc:
+            p.refused += 1
+            log.info("lifecycle: %s/%s not expired (rule %s): %s", bucket, key, action.rule_id, exc)
+            return
+        if not done:
+            p.skipped_changed += 1
+        elif action.kind == "expire_current":
+            p.objects_expired += 1
+        elif action.kind == "delete_noncurrent":
+            p.noncurrent_versions_expired += 1
+        else:
+            p.delete_markers_removed += 1
+
+    async def _expire_current(self, bucket: str, key: str, version_id: str) -> bool:
+        """A user's DeleteObject of the key, on the condition that the version evaluated is
+        still current (in a versioned bucket the delete path adds a delete marker)."""
+        removed = await self.store.delete(bucket, key, WriteCondition(if_version=version_id))
+        return removed is not None
+
+    async def _delete_version(self, bucket: str, key: str, version_id: str) -> bool:
+        """Delete exactly one version (a noncurrent one, or a lone delete marker). Today's
+        schema has one version per key, so this is the conditional delete of the current;
+        the versioned store's DeleteObject?versionId replaces it."""
+        removed = await self.store.delete(bucket, key, WriteCondition(if_version=version_id))
+        return removed is not None
+
+    async def _uploads(self, bucket: str, config: LifecycleConfiguration) -> None:
+        key_marker = upload_marker = ""
+        while True:
+            entries, truncated = await self.meta.scan_uploads(
+                bucket, "", "", key_marker, upload_marker, UPLOAD_PAGE
+            )
+            now = self.clock()
+            for up in entries:
+                if not isinstance(up, Upload):
+                    continue
+                key_marker, upload_marker = up.key, up.upload_id
+                if abort_upload_due(config, up.key, up.initiated, now, self.settings.day_seconds):
+                    await self._abort(up)
+            if not truncated:
+                return
+
+    async def _abort(self, up: Upload) -> None:
+        """As AbortMultipartUpload does it: the upload's rows, then its part blobs."""
+        blob_ids = await self.meta.abort_upload(up.upload_id)
+        if blob_ids is None:
+            return  # completed or aborted meanwhile
+        await self.store.delete_blobs(blob_ids)
+        self.progress.uploads_aborted += 1

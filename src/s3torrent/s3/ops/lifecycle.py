@@ -1,0 +1,73 @@
+"""Put/Get/DeleteBucketLifecycleConfiguration, and the x-amz-expiration header of objects a
+rule will expire (GET, HEAD, PUT)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from aiohttp import web
+
+from s3torrent.config import Settings
+from s3torrent.lifecycle import rules
+from s3torrent.lifecycle.evaluate import ObjectFacts, current_expiry
+from s3torrent.s3 import lifecycle_xml
+from s3torrent.s3 import xml as s3xml
+from s3torrent.s3.body import RequestBody
+from s3torrent.s3.context import S3Context
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ops.buckets import xml_response
+from s3torrent.s3.server import S3Request
+from s3torrent.store.rows import Bucket, ObjectVersion
+
+
+async def put_bucket_lifecycle(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    limits = svc.settings.limits
+    body = RequestBody(
+        req.http,
+        req.auth,
+        max_chunk_size=limits.max_chunk_size,
+        read_timeout=limits.body_read_timeout,
+    )
+    raw = await body.read_all(limits.max_xml_body)
+    body.verify(md5=None)
+    config = lifecycle_xml.parse(raw)
+    await svc.meta.set_bucket_setting(req.bucket_name, rules.SETTING, rules.to_stored(config))
+    # New rules: the next pass starts at the bucket's first key (not where the old rules'
+    # pass, or a deleted bucket of the same name, stopped).
+    await svc.meta.save_lifecycle_cursor(req.bucket_name, None)
+    return web.Response(status=200)
+
+
+async def get_bucket_lifecycle(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    config = rules.of_bucket(req.bucket.settings)
+    if config is None:
+        raise S3Error(
+            "NoSuchLifecycleConfiguration",
+            "The lifecycle configuration does not exist",
+            status=404,
+            resource=req.resource,
+            extra={"BucketName": req.bucket_name},
+        )
+    return xml_response(lifecycle_xml.render(config))
+
+
+async def delete_bucket_lifecycle(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    await svc.meta.set_bucket_setting(req.bucket_name, rules.SETTING, None)
+    return web.Response(status=204)
+
+
+def expiration_headers(
+    settings: Settings, bucket: Bucket | None, obj: ObjectVersion
+) -> dict[str, str]:
+    """x-amz-expiration for a current version some rule of its bucket expires ({}: none)."""
+    config = rules.of_bucket(bucket.settings) if bucket is not None else None
+    if config is None:
+        return {}
+    facts = ObjectFacts(obj.key, obj.size, obj.last_modified, obj.tags)
+    expiry = current_expiry(config, facts, settings.lifecycle.day_seconds)
+    if expiry is None:
+        return {}
+    # S3 URL-encodes the rule id inside the quoted pair.
+    rule_id = quote(expiry.rule_id, safe="")
+    return {"x-amz-expiration": f'expiry-date="{s3xml.http_date(expiry.at)}", rule-id="{rule_id}"'}

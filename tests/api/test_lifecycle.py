@@ -1,0 +1,305 @@
+"""Bucket lifecycle configuration through boto3 and the AWS CLI: round-trips, S3's
+validation errors, and the x-amz-expiration header on PUT, GET and HEAD."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.api.test_cli_tools import aws as cli_aws
+from tests.conftest import LiveServer
+
+
+def error_of(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:
+    err = exc.value.response["Error"]
+    return err["Code"], err.get("Message", "")
+
+
+FULL_RULES: list[dict[str, Any]] = [
+    {
+        "ID": "logs",
+        "Filter": {"Prefix": "logs/"},
+        "Status": "Enabled",
+        "Expiration": {"Days": 30},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+    },
+    {
+        "ID": "tagged-big",
+        "Filter": {
+            "And": {
+                "Prefix": "data/",
+                "Tags": [{"Key": "tier", "Value": "tmp"}, {"Key": "team", "Value": "a"}],
+                "ObjectSizeGreaterThan": 100,
+                "ObjectSizeLessThan": 10_000,
+            }
+        },
+        "Status": "Disabled",
+        "Expiration": {"Date": datetime(2031, 1, 1, tzinfo=UTC)},
+    },
+    {
+        "ID": "versions",
+        "Filter": {"Tag": {"Key": "k", "Value": "v"}},
+        "Status": "Enabled",
+        "NoncurrentVersionExpiration": {"NoncurrentDays": 10, "NewerNoncurrentVersions": 3},
+    },
+    {
+        "ID": "markers",
+        "Filter": {"ObjectSizeGreaterThan": 0},
+        "Status": "Enabled",
+        "Expiration": {"ExpiredObjectDeleteMarker": True},
+    },
+    {"ID": "legacy", "Prefix": "old/", "Status": "Enabled", "Expiration": {"Days": 1}},
+]
+
+
+def test_configuration_round_trips_with_boto3(s3: Any, bucket: str) -> None:
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": FULL_RULES}
+    )
+    got = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert got == FULL_RULES
+
+
+def test_get_without_configuration_is_no_such_lifecycle_configuration(s3: Any, bucket: str) -> None:
+    with pytest.raises(ClientError) as exc:
+        s3.get_bucket_lifecycle_configuration(Bucket=bucket)
+    assert error_of(exc)[0] == "NoSuchLifecycleConfiguration"
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_delete_removes_the_configuration(s3: Any, bucket: str) -> None:
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": FULL_RULES[:1]}
+    )
+    s3.delete_bucket_lifecycle(Bucket=bucket)
+    with pytest.raises(ClientError) as exc:
+        s3.get_bucket_lifecycle_configuration(Bucket=bucket)
+    assert error_of(exc)[0] == "NoSuchLifecycleConfiguration"
+
+
+def _rule(**kw: Any) -> dict[str, Any]:
+    return {"ID": "r", "Filter": {"Prefix": ""}, "Status": "Enabled", **kw}
+
+
+@pytest.mark.parametrize(
+    ("rules", "code", "message"),
+    [
+        ([_rule(Expiration={"Days": 0})], "InvalidArgument", "'Days' for Expiration action"),
+        ([_rule(Expiration={"Days": -3})], "InvalidArgument", "positive integer"),
+        (
+            [_rule(Expiration={"Date": datetime(2030, 1, 1, 12, tzinfo=UTC)})],
+            "InvalidArgument",
+            "'Date' must be at midnight GMT",
+        ),
+        (
+            [_rule(NoncurrentVersionExpiration={"NoncurrentDays": 0})],
+            "InvalidArgument",
+            "NoncurrentDays",
+        ),
+        (
+            [_rule(AbortIncompleteMultipartUpload={"DaysAfterInitiation": 0})],
+            "InvalidArgument",
+            "DaysAfterInitiation",
+        ),
+        (
+            [_rule(Expiration={"Days": 1}), _rule(Expiration={"Days": 2})],
+            "InvalidArgument",
+            "Rule ID must be unique",
+        ),
+        ([_rule(ID="x" * 256, Expiration={"Days": 1})], "InvalidArgument", "ID length"),
+        ([_rule()], "InvalidRequest", "At least one action"),
+        (
+            [
+                {
+                    "ID": "r",
+                    "Filter": {"Tag": {"Key": "a", "Value": "b"}},
+                    "Status": "Enabled",
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                }
+            ],
+            "InvalidRequest",
+            "AbortIncompleteMultipartUpload cannot be specified with Tags",
+        ),
+        (
+            [
+                {
+                    "ID": "r",
+                    "Filter": {"And": {"ObjectSizeGreaterThan": 500, "ObjectSizeLessThan": 100}},
+                    "Status": "Enabled",
+                    "Expiration": {"Days": 1},
+                }
+            ],
+            "InvalidRequest",
+            "ObjectSizeGreaterThan must be less than ObjectSizeLessThan",
+        ),
+        (
+            [_rule(ID=f"r{i}", Expiration={"Days": 1}) for i in range(1001)],
+            "InvalidRequest",
+            "1000",
+        ),
+        (
+            [_rule(Expiration={"Days": 1, "ExpiredObjectDeleteMarker": True})],
+            "MalformedXML",
+            "",
+        ),
+        (
+            [_rule(Transitions=[{"Days": 30, "StorageClass": "GLACIER"}])],
+            "NotImplemented",
+            "one storage class",
+        ),
+        (
+            [
+                _rule(
+                    NoncurrentVersionTransitions=[{"NoncurrentDays": 3, "StorageClass": "GLACIER"}]
+                )
+            ],
+            "NotImplemented",
+            "one storage class",
+        ),
+    ],
+)
+def test_invalid_configurations_get_s3s_errors(
+    s3: Any, bucket: str, rules: list[dict[str, Any]], code: str, message: str
+) -> None:
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=bucket, LifecycleConfiguration={"Rules": rules}
+        )
+    got_code, got_message = error_of(exc)
+    assert got_code == code
+    assert message in got_message
+    # Nothing was stored.
+    with pytest.raises(ClientError):
+        s3.get_bucket_lifecycle_configuration(Bucket=bucket)
+
+
+def test_malformed_bodies_are_malformed_xml(server: LiveServer, bucket: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    from tests.conftest import sign_request
+
+    url = f"{server.endpoint}/{bucket}?lifecycle"
+    bodies = [
+        b"<LifecycleConfiguration><Rule><ID>a</ID><Status>On</Status>"
+        b"<Expiration><Days>1</Days></Expiration></Rule></LifecycleConfiguration>",
+        b"<LifecycleConfiguration><Rule><ID>a</ID><Status>Enabled</Status><Filter>"
+        b"<Prefix>a</Prefix><ObjectSizeLessThan>5</ObjectSizeLessThan></Filter>"
+        b"<Expiration><Days>1</Days></Expiration></Rule></LifecycleConfiguration>",
+        b"<LifecycleConfiguration><Rule><ID>a</ID><Status>Enabled</Status>"
+        b"<Expiration><Days>one</Days></Expiration></Rule></LifecycleConfiguration>",
+        b"<LifecycleConfiguration></LifecycleConfiguration>",
+        b"<LifecycleConfiguration><Rule>",
+    ]
+    for body in bodies:
+        req = urllib.request.Request(
+            url, data=body, method="PUT", headers=sign_request("PUT", url, body=body)
+        )
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(req, timeout=10)
+        assert exc.value.code == 400, body
+        assert b"<Code>MalformedXML</Code>" in exc.value.read(), body
+
+
+def test_policy_actions_guard_the_configuration(
+    s3: Any, bob_s3: Any, bob: Any, bucket: str
+) -> None:
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": FULL_RULES[:1]}
+    )
+    with pytest.raises(ClientError) as exc:
+        bob_s3.get_bucket_lifecycle_configuration(Bucket=bucket)
+    assert error_of(exc)[0] == "AccessDenied"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetLifecycleConfiguration",
+                "Resource": f"arn:aws:s3:::{bucket}",
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    assert bob_s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"][0]["ID"] == "logs"
+    with pytest.raises(ClientError) as exc:
+        bob_s3.delete_bucket_lifecycle(Bucket=bucket)
+    assert error_of(exc)[0] == "AccessDenied"
+
+
+def test_expiration_header_on_put_get_head(s3: Any, bucket: str) -> None:
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                _rule(ID="logs rule", Filter={"Prefix": "logs/"}, Expiration={"Days": 3}),
+                _rule(
+                    ID="sooner",
+                    Filter={"And": {"Prefix": "logs/", "Tags": [{"Key": "t", "Value": "1"}]}},
+                    Expiration={"Days": 1},
+                ),
+            ]
+        },
+    )
+    put = s3.put_object(Bucket=bucket, Key="logs/a", Body=b"x")
+    head = s3.head_object(Bucket=bucket, Key="logs/a")
+    created = head["LastModified"].timestamp()
+    midnight = (int(created) // 86400 + 4) * 86400
+    expected_date = datetime.fromtimestamp(midnight, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    want = f'expiry-date="{expected_date}", rule-id="logs%20rule"'
+    assert put["Expiration"] == want
+    assert head["Expiration"] == want
+    assert s3.get_object(Bucket=bucket, Key="logs/a")["Expiration"] == want
+    # The earliest matching rule names the date.
+    s3.put_object(Bucket=bucket, Key="logs/b", Body=b"x", Tagging="t=1")
+    assert 'rule-id="sooner"' in s3.head_object(Bucket=bucket, Key="logs/b")["Expiration"]
+    # No rule, no header.
+    s3.put_object(Bucket=bucket, Key="other", Body=b"x")
+    assert "Expiration" not in s3.head_object(Bucket=bucket, Key="other")
+
+
+def test_aws_cli_round_trip_from_a_json_file(
+    server: LiveServer, bucket: str, tmp_path: Path
+) -> None:
+    if shutil.which("aws") is None:
+        pytest.skip("the AWS CLI is not installed")
+    config = {
+        "Rules": [
+            {
+                "ID": "cli",
+                "Filter": {"Prefix": "tmp/"},
+                "Status": "Enabled",
+                "Expiration": {"Days": 2},
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+            }
+        ]
+    }
+    (tmp_path / "lc.json").write_text(json.dumps(config))
+
+    def aws(*args: str) -> subprocess.CompletedProcess[str]:
+        return cli_aws(server, tmp_path, "s3api", *args)
+
+    put = aws(
+        "put-bucket-lifecycle-configuration",
+        "--bucket",
+        bucket,
+        "--lifecycle-configuration",
+        f"file://{tmp_path / 'lc.json'}",
+    )
+    assert put.returncode == 0, put.stderr
+    got = aws("get-bucket-lifecycle-configuration", "--bucket", bucket)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout) == config
+    gone = aws("delete-bucket-lifecycle", "--bucket", bucket)
+    assert gone.returncode == 0, gone.stderr
+    missing = aws("get-bucket-lifecycle-configuration", "--bucket", bucket)
+    assert missing.returncode != 0
+    assert "NoSuchLifecycleConfiguration" in missing.stderr
