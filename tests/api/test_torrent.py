@@ -465,10 +465,12 @@ def test_metainfo_fields_and_determinism(server: LiveServer, s3: Any, bucket: st
     t = bdecode(first)
     announce_url = f"{server.endpoint}/announce".encode()
     assert t[b"announce"] == announce_url
-    # One tier: our tracker by HTTP, then by UDP when that listener is on (same host).
+    # One tier: our tracker by HTTP, then by UDP when that listener is on (same host), then
+    # by WebSocket for browsers.
     [tier] = t[b"announce-list"]
     assert tier[0] == announce_url
-    assert all(u.startswith(b"udp://127.0.0.1:") for u in tier[1:]), tier
+    assert tier[-1] == f"ws{server.endpoint[4:]}/_tracker/ws".encode()
+    assert all(u.startswith(b"udp://127.0.0.1:") for u in tier[1:-1]), tier
     # The web seed's own path (by swarm id), not the object's URL (see s3torrent.webseed).
     swarm_id = hashlib.sha1(bencode(t[b"info"])).hexdigest()
     assert t[b"url-list"] == [f"{server.endpoint}/_webseed/{swarm_id}/".encode()]
