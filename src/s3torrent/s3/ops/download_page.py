@@ -62,33 +62,59 @@ async function main() {
   const client = new WebTorrent(rtc ? { tracker: { rtcConfig: rtc } } : {});
   client.on("error", fail);
   $("status").textContent = "Connecting to the swarm...";
-  // Rarest first, not WebTorrent's default (sequential): browsers starting together then
-  // fetch different pieces from the origin and trade them.
-  client.add(torrentFile, { strategy: "rarest" }, (torrent) => {
+  // Sequential (WebTorrent's default): its rarest-first costs time quadratic in the piece
+  // count. Browsers starting together still get different pieces from the origin, whose web
+  // seed sends each piece once while others download and answers 503 for the rest.
+  const torrent = client.add(torrentFile, { strategy: "sequential" }, () => {
     $("status").textContent = "Downloading...";
-    const timer = setInterval(() => show(torrent), 250);
-    torrent.on("wire", (wire) => {
-      // Counted per wire as pieces arrive: a wire that closes keeps its share.
-      wire.on("download", (n) => {
-        if (wire.type === "webSeed") state.fromOrigin += n; else state.fromPeers += n;
-      });
+  });
+  const timer = setInterval(() => show(torrent), 250);
+  // Counted per wire as pieces arrive, from the first wire on: a wire that closes keeps its
+  // share.
+  torrent.on("wire", (wire) => {
+    wire.on("download", (n) => {
+      if (wire.type === "webSeed") state.fromOrigin += n; else state.fromPeers += n;
     });
-    torrent.on("warning", (w) => { $("warning").textContent = String(w && w.message || w); });
-    torrent.on("done", async () => {
-      clearInterval(timer);
-      show(torrent);
-      state.seconds = (performance.now() - started) / 1000;
-      $("status").textContent = "Done in " + state.seconds.toFixed(1) + " s. Checking...";
-      const blob = await torrent.files[0].blob();
-      const link = $("save");
-      link.href = URL.createObjectURL(blob);
-      link.download = torrent.files[0].name;
-      link.hidden = false;
-      state.sha256 = await sha256(blob);
-      $("sha256").textContent = state.sha256;
-      $("status").textContent = "Done in " + state.seconds.toFixed(1) + " s; still sharing.";
-      state.done = true;
-    });
+  });
+  const warnings = [];
+  torrent.on("warning", (w) => {
+    const text = String((w && w.message) || w);
+    if (!warnings.includes(text)) warnings.push(text);
+    $("warning").textContent = warnings.slice(-3).join("; ");
+  });
+  // WebTorrent leaves a web seed request that failed (a 503 while the other browsers have
+  // that piece, a 403 after a revocation) outstanding forever, and the piece with it: when
+  // nothing arrives for a while, replace the web seed, backing off while that does not help.
+  let last = -1;
+  let quiet = 0;
+  let patience = 3;
+  const watchdog = setInterval(() => {
+    if (!torrent.ready || torrent.done) return;
+    if (torrent.received !== last) { last = torrent.received; quiet = 0; patience = 3; return; }
+    quiet += 1;
+    if (quiet < patience) return;
+    quiet = 0;
+    patience = Math.min(patience * 2, 30);
+    for (const url of torrent.urlList) {
+      torrent.removePeer(url);
+      torrent.addWebSeed(url);
+    }
+  }, 1000);
+  torrent.on("done", async () => {
+    clearInterval(timer);
+    clearInterval(watchdog);
+    show(torrent);
+    state.seconds = (performance.now() - started) / 1000;
+    $("status").textContent = "Done in " + state.seconds.toFixed(1) + " s. Checking...";
+    const blob = await torrent.files[0].blob();
+    const link = $("save");
+    link.href = URL.createObjectURL(blob);
+    link.download = torrent.files[0].name;
+    link.hidden = false;
+    state.sha256 = await sha256(blob);
+    $("sha256").textContent = state.sha256;
+    $("status").textContent = "Done in " + state.seconds.toFixed(1) + " s; still sharing.";
+    state.done = true;
   });
 }
 main().catch(fail);
