@@ -334,7 +334,7 @@ def savings(traffic: Traffic, price_per_gb: float) -> list[ObjectSavings]:
 
 
 SAVINGS_COLUMNS = (
-    "Bucket", "Key", "GetObjectBytes", "BitTorrentBytes", "SwarmDownloadedBytes",
+    "Bucket", "Key", "GetObjectBytes", "WebSeedBytes", "BitTorrentBytes", "SwarmDownloadedBytes",
     "OffloadedBytes", "OffloadRatio", "CostAvoided",
 )  # fmt: skip
 
@@ -345,7 +345,7 @@ def savings_csv(items: Iterable[ObjectSavings]) -> str:
     w.writerow(SAVINGS_COLUMNS)
     for i in items:
         w.writerow([
-            i.bucket, i.key, i.rest_bytes, i.seeder_bytes, i.swarm_downloaded,
+            i.bucket, i.key, i.rest_bytes, i.web_seed_bytes, i.seeder_bytes, i.swarm_downloaded,
             i.offloaded_bytes, f"{i.offload_ratio:.4f}", f"{i.cost_avoided:.6f}",
         ])  # fmt: skip
     return buf.getvalue()
@@ -368,6 +368,7 @@ def savings_table(items: list[ObjectSavings], price_per_gb: float) -> str:
         [
             f"{i.bucket}/{i.key}",
             human_bytes(i.rest_bytes),
+            human_bytes(i.web_seed_bytes),
             human_bytes(i.seeder_bytes),
             human_bytes(i.swarm_downloaded),
             human_bytes(i.offloaded_bytes),
@@ -383,6 +384,7 @@ def savings_table(items: list[ObjectSavings], price_per_gb: float) -> str:
         [
             "TOTAL",
             human_bytes(sum(i.rest_bytes for i in items)),
+            human_bytes(sum(i.web_seed_bytes for i in items)),
             human_bytes(sum(i.seeder_bytes for i in items)),
             human_bytes(sum(i.swarm_downloaded for i in items)),
             human_bytes(offloaded),
@@ -390,6 +392,9 @@ def savings_table(items: list[ObjectSavings], price_per_gb: float) -> str:
             f"${sum(i.cost_avoided for i in items):,.2f}",
         ]
     )
-    headers = ["Object", "GetObject", "BitTorrent", "Swarm got", "Offloaded", "Ratio", "Avoided"]
+    headers = [
+        "Object", "GetObject", "Web seed", "BitTorrent", "Swarm got", "Offloaded", "Ratio",
+        "Avoided",
+    ]  # fmt: skip
     note = f"Egress priced at ${price_per_gb:g} per GB (2^30 bytes); offload is a lower bound.\n"
-    return table(headers, rows, {1, 2, 3, 4, 5, 6}) + note
+    return table(headers, rows, {1, 2, 3, 4, 5, 6, 7}) + note

@@ -79,6 +79,8 @@ async function main() {
   const warnings = [];
   torrent.on("warning", (w) => {
     const text = String((w && w.message) || w);
+    // Browsers speak only to WebSocket trackers: the HTTP and UDP ones are for other clients.
+    if (text.startsWith("Unsupported tracker protocol")) return;
     if (!warnings.includes(text)) warnings.push(text);
     $("warning").textContent = warnings.slice(-3).join("; ");
   });
@@ -158,6 +160,7 @@ def download_page(info: TorrentInfo, webtorrent_url: str, ice_servers: list[str]
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>{name} - download with WebTorrent</title>
 <style>{_STYLE}</style>
 </head>
