@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, str] = {
     "metering": "bench.metering",
     "hashing": "bench.hashing",
     "scale": "bench.scale",
+    "browsers": "bench.browsers",
 }
 
 
