@@ -377,6 +377,8 @@ class Node:
 
         ws = websocket_tracker(self.settings.tracker, admit, client_ip)
         public.on_revoked(lambda info: ws.revoke(info.swarm_ids))
+        # What browsers report in their announces joins the savings report's swarm bytes.
+        self.svc.meter.swarm_counters.append(ws.counters)
         self.s3.add_route(WS_TRACKER_PATH, ws.handle)
         self.svc.torrents.ws_tracker_path = WS_TRACKER_PATH
         return ws

@@ -260,3 +260,41 @@ def test_download_page_of_a_private_object_is_refused(ws_server: LiveServer, ws_
     ws_s3.put_object(Bucket=bucket, Key="p.bin", Body=b"1" * 1000)
     status, _, _ = page(ws_server, bucket, "p.bin")
     assert status == 403
+
+
+def test_browser_traffic_from_announces_joins_the_savings_report(
+    ws_server: LiveServer, public_object: tuple[str, str, bytes]
+) -> None:
+    from tests.api.test_metering import admin_get
+
+    bucket, key, h = public_object
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            a = await session.ws_connect(ws_url(ws_server))
+            bb = await session.ws_connect(ws_url(ws_server))
+            # The metering sampler's first look at a swarm is its baseline: let it see this
+            # one before anything is transferred.
+            await asyncio.sleep(2.5)
+            await a.send_json(announce(h, PEER_A, uploaded=0, downloaded=40_000))
+            await bb.send_json(announce(h, PEER_B, uploaded=30_000, downloaded=60_000))
+            for ws in (a, bb):
+                assert "failure reason" not in (response := await receive(ws)), response
+            await a.send_json(announce(h, PEER_A, uploaded=0, downloaded=100_000, left=0))
+            assert "failure reason" not in (response := await receive(a)), response
+            deadline = time.monotonic() + 10
+            while True:
+                report = await asyncio.to_thread(
+                    admin_get, ws_server, f"/_admin/savings?bucket={bucket}"
+                )
+                [obj] = [o for o in report["objects"] if o["key"] == key] or [None]
+                if obj is not None and obj["swarm_downloaded"] >= 160_000:
+                    break
+                assert time.monotonic() < deadline, str(report["objects"])
+                await asyncio.sleep(0.3)
+            assert obj["swarm_downloaded"] == 100_000 + 60_000
+            assert obj["swarm_uploaded"] == 30_000
+            await a.close()
+            await bb.close()
+
+    asyncio.run(run())

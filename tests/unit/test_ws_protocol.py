@@ -156,7 +156,20 @@ def test_completed_counts_once_and_seeds_are_complete() -> None:
     tracker.announce(1, announce(A, event="completed", left=0))
     tracker.announce(1, announce(A, event="completed", left=0))
     stats = tracker.stats(H)
-    assert (stats.complete, stats.incomplete, stats.downloaded) == (1, 0, 1)
+    assert (stats.complete, stats.incomplete, stats.completed) == (1, 0, 1)
+
+
+def test_transferred_bytes_add_up_from_each_browsers_increases() -> None:
+    tracker = WsTracker()
+    joined(tracker, A, B)
+    tracker.announce(1, announce(A, uploaded=100, downloaded=1000))
+    tracker.announce(1, announce(A, uploaded=150, downloaded=1500))
+    tracker.announce(2, announce(B, uploaded=0, downloaded=700))
+    tracker.announce(2, announce(B, uploaded=0, downloaded=200))  # B restarted
+    stats = tracker.stats(H)
+    assert (stats.uploaded, stats.downloaded) == (150, 1500 + 700 + 200)
+    tracker.revoke(H)
+    assert tracker.stats(H).downloaded == 0
 
 
 def test_scrape_reports_admitted_hashes_only() -> None:

@@ -114,6 +114,9 @@ class Meter:
         self._storage_sizes: dict[str, int] = {}
         self._storage_at: float | None = None
         self._swarm_seen: dict[bytes, tuple[int, int, int]] = {}
+        # Swarm counters kept outside the tracker registry (the WebSocket tracker's browser
+        # swarms), added to the registry's: (completed, uploaded, downloaded) per swarm id.
+        self.swarm_counters: list[Callable[[bytes], tuple[int, int, int]]] = []
         self._swarm_baseline = False
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -214,6 +217,9 @@ class Meter:
             except KeyError:
                 continue
             now = (s.completed, s.uploaded, s.downloaded)
+            for counters in self.swarm_counters:
+                extra = counters(info_hash)
+                now = (now[0] + extra[0], now[1] + extra[1], now[2] + extra[2])
             seen[info_hash] = now
             if baseline:
                 continue

@@ -125,6 +125,11 @@ class WebSocketTracker:
         admitted = tuple([h for h in request.info_hashes if await self.admit(h, ip)])
         return self.core.scrape(conn, admitted)
 
+    def counters(self, swarm_id: bytes) -> tuple[int, int, int]:
+        """(completed, uploaded, downloaded) of this node's browser swarm, for metering."""
+        stats = self.core.stats(swarm_id)
+        return stats.completed, stats.uploaded, stats.downloaded
+
     def revoke(self, swarm_ids: tuple[bytes, ...]) -> None:
         """A torrent stopped being public: its sockets hear so now (revocation listener)."""
         for swarm_id in swarm_ids:

@@ -204,10 +204,18 @@ def failure(reason: str, action: str | None = None, info_hash: bytes | None = No
     return json.dumps(body)
 
 
+def _increase(reported: int, before: int) -> int:
+    """What a counter grew by; a browser that restarted counts from zero again."""
+    return reported - before if reported >= before else reported
+
+
 @dataclass(slots=True)
 class _Peer:
     conn: int
     seeding: bool
+    # What the browser last reported, to add only what it transferred since.
+    uploaded: int = 0
+    downloaded: int = 0
 
 
 @dataclass(slots=True)
@@ -221,6 +229,8 @@ class _Connection:
 class WsSwarmStats:
     complete: int
     incomplete: int
+    completed: int  # `completed` events seen (scrape's `downloaded`)
+    uploaded: int  # bytes, summed from each browser's reported increases
     downloaded: int
 
 
@@ -232,6 +242,8 @@ class WsTracker:
         self._rng = rng or random.Random()
         self._swarms: dict[bytes, dict[bytes, _Peer]] = {}
         self._completed: dict[bytes, int] = {}
+        # Per swarm: bytes uploaded and downloaded, as the browsers reported them.
+        self._transferred: dict[bytes, list[int]] = {}
         self._connections: dict[int, _Connection] = {}
         self._per_ip: dict[str, int] = {}
 
@@ -308,6 +320,10 @@ class WsTracker:
         if seeding and not known.seeding and request.event == "completed":
             self._completed[info_hash] = self._completed.get(info_hash, 0) + 1
         known.seeding = seeding
+        totals = self._transferred.setdefault(info_hash, [0, 0])
+        totals[0] += _increase(request.uploaded, known.uploaded)
+        totals[1] += _increase(request.downloaded, known.downloaded)
+        known.uploaded, known.downloaded = request.uploaded, request.downloaded
         actions: list[Action] = [Send(conn, self._announce_response(info_hash))]
         others = [(pid, p) for pid, p in swarm.items() if p.conn != conn]
         chosen = self._rng.sample(others, min(request.numwant, len(others)))
@@ -348,19 +364,27 @@ class WsTracker:
             files[binary_string(info_hash)] = {
                 "complete": stats.complete,
                 "incomplete": stats.incomplete,
-                "downloaded": stats.downloaded,
+                "downloaded": stats.completed,
             }
         return [Send(conn, json.dumps({"action": "scrape", "files": files}))]
 
     def stats(self, info_hash: bytes) -> WsSwarmStats:
         swarm = self._swarms.get(info_hash, {})
         complete = sum(1 for p in swarm.values() if p.seeding)
-        return WsSwarmStats(complete, len(swarm) - complete, self._completed.get(info_hash, 0))
+        uploaded, downloaded = self._transferred.get(info_hash, (0, 0))
+        return WsSwarmStats(
+            complete,
+            len(swarm) - complete,
+            self._completed.get(info_hash, 0),
+            uploaded,
+            downloaded,
+        )
 
     def revoke(self, info_hash: bytes, reason: str = "torrent is no longer public") -> list[Action]:
         """The torrent stopped being public: tell its peers, and close sockets left idle."""
         swarm = self._swarms.pop(info_hash, None)
         self._completed.pop(info_hash, None)
+        self._transferred.pop(info_hash, None)
         if not swarm:
             return []
         actions: list[Action] = []
