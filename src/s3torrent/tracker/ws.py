@@ -113,7 +113,13 @@ class WebSocketTracker:
             except WsProtocolError as error:
                 self._perform([Send(conn, failure(error.reason))])
                 continue
-            self._perform(await self._answer(conn, request, ip))
+            try:
+                actions = await self._answer(conn, request, ip)
+            except Exception:
+                # The decision's store failed: this message gets an answer, the socket lives.
+                log.exception("websocket tracker request failed")
+                actions = [Send(conn, failure("internal error"))]
+            self._perform(actions)
 
     async def _answer(self, conn: int, request: WsRequest, ip: str) -> list[Action]:
         if isinstance(request, WsAnswer):
