@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, str] = {
     "sse": "bench.sse",
     "versioning": "bench.versioning",
     "lifecycle": "bench.lifecycle",
+    "browsers": "bench.browsers",
 }
 
 

@@ -60,6 +60,7 @@ from s3torrent.tracker.http import tracker_handler
 from s3torrent.tracker.http_lean import LeanHttpLimits, LeanHttpTracker
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TrackerRegistry
 from s3torrent.tracker.udp import start_udp_tracker
+from s3torrent.tracker.ws import WS_TRACKER_PATH, WebSocketTracker, websocket_tracker
 from s3torrent.webseed import WEB_SEED_PREFIX, WebSeed
 
 if TYPE_CHECKING:
@@ -281,6 +282,7 @@ class Node:
         self.s3 = S3Application(self.context, handlers())
         self.s3.add_route("/_health", health_handler(self.context, lambda: self._ready))
         tracker = tracker_handler(self.svc.tracker)
+        self.ws_tracker = self._websocket_tracker() if settings.tracker.websocket else None
         self.s3.add_route("/_tracker", tracker)
         # The URL torrents name (libtorrent accepts no other path on a LAN address); buckets
         # named "announce"/"scrape" keep them: S3 never sends info_hash or peer_id.
@@ -337,6 +339,24 @@ class Node:
         self._tracker_listener: LeanHttpTracker | None = None
         self._ready = False
         self.root_generated: tuple[str, str, bool] = ("", "", False)
+
+    def _websocket_tracker(self) -> WebSocketTracker:
+        # Before "/_tracker" (routes match in order): browsers' tracker, same decision.
+        public, service = self.svc.public, self.svc.tracker
+
+        async def admit(swarm_id: bytes, ip: str | None) -> bool:
+            return await public.admit(swarm_id, ip) is not None
+
+        def client_ip(request: web.BaseRequest) -> str:
+            return service.client_ip(request.remote or "", request.headers.get("X-Forwarded-For"))
+
+        ws = websocket_tracker(self.settings.tracker, admit, client_ip)
+        public.on_revoked(lambda info: ws.revoke(info.swarm_ids))
+        # What browsers report in their announces joins the savings report's swarm bytes.
+        self.svc.meter.swarm_counters.append(ws.counters)
+        self.s3.add_route(WS_TRACKER_PATH, ws.handle)
+        self.svc.torrents.ws_tracker_path = WS_TRACKER_PATH
+        return ws
 
     async def _seeder_stats(self, request: web.Request) -> web.StreamResponse:
         return await seeder_stats_handler(self.context, self.seeder, request)
@@ -492,6 +512,8 @@ class Node:
         self._udp.clear()
         if self._tracker_listener is not None:
             await self._tracker_listener.close()
+        if self.ws_tracker is not None:
+            await self.ws_tracker.close()
         if self._runner is not None:
             # Stops accepting, waits (bounded) for in-flight requests, then closes.
             await self._runner.cleanup()

@@ -107,6 +107,13 @@ class TorrentSettings(BaseModel):
     disabled_buckets: list[str] = Field(default_factory=list)
     """Buckets whose objects get no torrents (answered as S3 does where torrents are off)."""
     created_by: str = "s3torrent"
+    webtorrent_ice_servers: list[str] | None = None
+    """STUN/TURN URLs the download page gives WebRTC; unset: WebTorrent's defaults (public
+    STUN servers); []: none, for browsers on one network."""
+    webtorrent_script_url: str = ""
+    """URL of WebTorrent's browser bundle (an ES module, e.g. webtorrent.min.js from the
+    webtorrent npm package) for the download page `?torrent&format=html`; empty: the page
+    says it is not configured."""
     hash_wait_timeout: float = 30.0
     hash_workers: int = 2
 
@@ -130,6 +137,17 @@ class TrackerSettings(BaseModel):
     announce_rate_per_ip: float = 5.0
     """Announces per second per IPv4 address / IPv6 /64, with a burst of announce_rate_burst."""
     announce_rate_burst: float = 60.0
+    websocket: bool = True
+    """The WebTorrent (WebSocket) tracker at /_tracker/ws on the HTTP listener, for browsers."""
+    ws_interval: int = 120
+    """Seconds between a browser's announces on its open socket."""
+    ws_idle_timeout: float = 300.0
+    """A socket with no message for this long is closed."""
+    ws_max_message_bytes: int = 65536
+    ws_max_offers: int = 10
+    """WebRTC offers relayed per announce (WebTorrent sends at most 5)."""
+    ws_max_peers_per_swarm: int = 1000
+    ws_max_connections_per_ip: int = 32
 
     @property
     def udp_host_ports(self) -> list[tuple[str, int]]:

@@ -6,7 +6,7 @@ every request it sees is a web-seed request. Clients append the torrent's name (
 ends in "/"), which is ignored: the swarm id names the version.
 
 Each request is admitted by the one decision with its own context, as an announce or a peer
-connection (``PublicTorrents.admit``), metered as a GetObject, and then asks the torrent's
+connection (``PublicTorrents.admit``), metered as GetObject-WebSeed, and then asks the torrent's
 ``SwarmPolicy`` piece by piece, like the seeder: it sends what the swarm lacks (everything
 to a client downloading alone). A request whose first piece the swarm already has gets 503
 with Retry-After (libtorrent then leaves the web seed alone that long; aria2 drops it and
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from s3torrent.anonymous_reads import AnonymousReads, cut_transport
-from s3torrent.metering.meter import CLIENT_CLOSED, OP_GET
+from s3torrent.metering.meter import CLIENT_CLOSED, OP_WEBSEED
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ranges import parse_range
 from s3torrent.store.objects import ObjectStore
@@ -99,7 +99,7 @@ class WebSeed:
                 ok = status < 300 or status == CLIENT_CLOSED
                 self.meter.record(
                     info.bucket,
-                    OP_GET,
+                    OP_WEBSEED,
                     status,
                     sent[0],
                     0,

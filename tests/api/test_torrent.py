@@ -171,11 +171,6 @@ def wait_for(predicate: Any, timeout: float, what: str) -> Any:
         time.sleep(0.05)
 
 
-def multipart_registered() -> bool:
-    app = Path(__file__).resolve().parents[2] / "src" / "s3torrent" / "app.py"
-    return "Multipart" in app.read_text()
-
-
 def multipart_put(s3: Any, bucket: str, key: str, parts: list[bytes], acl: str) -> None:
     up = s3.create_multipart_upload(Bucket=bucket, Key=key, ACL=acl)
     done = []
@@ -465,10 +460,12 @@ def test_metainfo_fields_and_determinism(server: LiveServer, s3: Any, bucket: st
     t = bdecode(first)
     announce_url = f"{server.endpoint}/announce".encode()
     assert t[b"announce"] == announce_url
-    # One tier: our tracker by HTTP, then by UDP when that listener is on (same host).
+    # One tier: our tracker by HTTP, then by UDP when that listener is on (same host), then
+    # by WebSocket for browsers.
     [tier] = t[b"announce-list"]
     assert tier[0] == announce_url
-    assert all(u.startswith(b"udp://127.0.0.1:") for u in tier[1:]), tier
+    assert tier[-1] == f"ws{server.endpoint[4:]}/_tracker/ws".encode()
+    assert all(u.startswith(b"udp://127.0.0.1:") for u in tier[1:-1]), tier
     # The web seed's own path (by swarm id), not the object's URL (see s3torrent.webseed).
     swarm_id = hashlib.sha1(bencode(t[b"info"])).hexdigest()
     assert t[b"url-list"] == [f"{server.endpoint}/_webseed/{swarm_id}/".encode()]
@@ -600,7 +597,6 @@ def test_torrent_after_large_put_is_immediate(server: LiveServer, s3: Any, bucke
 def test_multipart_torrent_waits_for_background_job(
     server: LiveServer, s3: Any, bucket: str
 ) -> None:
-    assert multipart_registered(), "multipart upload is not registered in app.py yet"
     parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(777_777)]
     multipart_put(s3, bucket, "mp.bin", parts, "public-read")
     url = torrent_url(server.endpoint, bucket, "mp.bin")
@@ -663,7 +659,6 @@ def test_hash_jobs_are_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_hash_wait_timeout_is_slow_down(tmp_path: Path) -> None:
-    assert multipart_registered(), "multipart upload is not registered in app.py yet"
     srv = start_server(
         tmp_path,
         env={

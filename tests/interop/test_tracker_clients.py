@@ -185,6 +185,8 @@ def test_torrent_lists_http_and_udp_tracker_in_one_tier(
         [
             f"{live.endpoint}/announce".encode(),
             f"udp://127.0.0.1:{udp_port}/announce".encode(),
+            # For browsers (WebTorrent); the clients below skip a scheme they do not speak.
+            f"ws://127.0.0.1:{live.port}/_tracker/ws".encode(),
         ]
     ]
 

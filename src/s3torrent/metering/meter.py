@@ -1,7 +1,8 @@
 """Usage counters: requests and bytes per bucket, hour and operation, kept in memory and flushed.
 
 Every channel reports here once, at its edge: the S3 middleware for every REST request
-(GetObject and its ranges, web-seed range GETs, ?torrent, PutObject, UploadPart, List*, ...),
+(GetObject and its ranges, ?torrent, PutObject, UploadPart, List*, ...), the web seed for its
+range GETs (channel GetObject-WebSeed),
 the seeder for every piece it sends (`on_piece_sent`, channel GetObject-BitTorrent). Counting
 is a dict increment on the event loop thread; a background task flushes the counters to the
 metadata store at least once a second (one transaction per flush) and at shutdown, so a
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 # The channel is part of the operation name, as S3 usage reports show it.
 OP_BITTORRENT = "GetObject-BitTorrent"
 OP_GET = "GetObject"
+# Range GETs of the web seed (/_webseed/...), BitTorrent clients' and browsers' HTTP source:
+# apart from plain GETs so the savings report can tell torrent traffic from REST traffic.
+OP_WEBSEED = "GetObject-WebSeed"
 OP_TORRENT = "GetObjectTorrent"
 OP_UNKNOWN = "Unknown"  # refused before routing (bad method, unknown sub-resource, bad URI)
 
@@ -46,7 +50,7 @@ BODY_SENT = "metering_body_sent"
 EXTRA_ROUTE = "extra_route"
 
 # Operations also counted per object (for the savings report).
-PER_OBJECT = frozenset({OP_GET, OP_TORRENT, OP_BITTORRENT})
+PER_OBJECT = frozenset({OP_GET, OP_WEBSEED, OP_TORRENT, OP_BITTORRENT})
 
 CLIENT_CLOSED = 499  # status recorded when the client went away mid-response (nginx's code)
 
@@ -110,6 +114,9 @@ class Meter:
         self._storage_sizes: dict[str, int] = {}
         self._storage_at: float | None = None
         self._swarm_seen: dict[bytes, tuple[int, int, int]] = {}
+        # Swarm counters kept outside the tracker registry (the WebSocket tracker's browser
+        # swarms), added to the registry's: (completed, uploaded, downloaded) per swarm id.
+        self.swarm_counters: list[Callable[[bytes], tuple[int, int, int]]] = []
         self._swarm_baseline = False
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -210,6 +217,9 @@ class Meter:
             except KeyError:
                 continue
             now = (s.completed, s.uploaded, s.downloaded)
+            for counters in self.swarm_counters:
+                extra = counters(info_hash)
+                now = (now[0] + extra[0], now[1] + extra[1], now[2] + extra[2])
             seen[info_hash] = now
             if baseline:
                 continue

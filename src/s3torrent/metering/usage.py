@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from s3torrent.metering.meter import OP_BITTORRENT, OP_GET, OP_STORAGE, OP_TORRENT
+from s3torrent.metering.meter import OP_BITTORRENT, OP_GET, OP_STORAGE, OP_TORRENT, OP_WEBSEED
 from s3torrent.store.usage_rows import HourlyUsage, Traffic
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ class ObjectSavings:
 
     bucket: str
     key: str
-    rest_requests: int  # GetObject, web-seed range GETs included
+    rest_requests: int  # GetObject
     rest_bytes: int
     torrent_file_requests: int  # GetObjectTorrent
     seeder_requests: int  # GetObject-BitTorrent: pieces the seeder sent
@@ -252,17 +252,19 @@ class ObjectSavings:
     swarm_downloaded: int  # what the swarm's peers reported downloading, from any source
     swarm_uploaded: int
     price_per_gb: float
+    web_seed_requests: int = 0  # GetObject-WebSeed: range GETs of torrent clients and browsers
+    web_seed_bytes: int = 0
 
     @property
     def origin_bytes(self) -> int:
-        return self.rest_bytes + self.seeder_bytes
+        return self.rest_bytes + self.web_seed_bytes + self.seeder_bytes
 
     @property
     def offloaded_bytes(self) -> int:
         """Bytes peers delivered that the origin did not send (a lower bound).
 
-        Web-seed GETs are indistinguishable from other GETs, so every origin byte of the
-        object is assumed to have gone to the swarm.
+        Plain GETs may have gone to someone outside the swarm; every origin byte of the
+        object is assumed to have gone to the swarm all the same.
         """
         return max(0, self.swarm_downloaded - self.origin_bytes)
 
@@ -324,13 +326,15 @@ def savings(traffic: Traffic, price_per_gb: float) -> list[ObjectSavings]:
             swarm_downloaded=e.get("downloaded", 0),
             swarm_uploaded=e.get("uploaded", 0),
             price_per_gb=price_per_gb,
+            web_seed_requests=e.get(OP_WEBSEED + ".requests", 0),
+            web_seed_bytes=e.get(OP_WEBSEED + ".bytes", 0),
         )
         for (bucket, k), e in sorted(acc.items())
     ]
 
 
 SAVINGS_COLUMNS = (
-    "Bucket", "Key", "GetObjectBytes", "BitTorrentBytes", "SwarmDownloadedBytes",
+    "Bucket", "Key", "GetObjectBytes", "WebSeedBytes", "BitTorrentBytes", "SwarmDownloadedBytes",
     "OffloadedBytes", "OffloadRatio", "CostAvoided",
 )  # fmt: skip
 
@@ -341,7 +345,7 @@ def savings_csv(items: Iterable[ObjectSavings]) -> str:
     w.writerow(SAVINGS_COLUMNS)
     for i in items:
         w.writerow([
-            i.bucket, i.key, i.rest_bytes, i.seeder_bytes, i.swarm_downloaded,
+            i.bucket, i.key, i.rest_bytes, i.web_seed_bytes, i.seeder_bytes, i.swarm_downloaded,
             i.offloaded_bytes, f"{i.offload_ratio:.4f}", f"{i.cost_avoided:.6f}",
         ])  # fmt: skip
     return buf.getvalue()
@@ -364,6 +368,7 @@ def savings_table(items: list[ObjectSavings], price_per_gb: float) -> str:
         [
             f"{i.bucket}/{i.key}",
             human_bytes(i.rest_bytes),
+            human_bytes(i.web_seed_bytes),
             human_bytes(i.seeder_bytes),
             human_bytes(i.swarm_downloaded),
             human_bytes(i.offloaded_bytes),
@@ -379,6 +384,7 @@ def savings_table(items: list[ObjectSavings], price_per_gb: float) -> str:
         [
             "TOTAL",
             human_bytes(sum(i.rest_bytes for i in items)),
+            human_bytes(sum(i.web_seed_bytes for i in items)),
             human_bytes(sum(i.seeder_bytes for i in items)),
             human_bytes(sum(i.swarm_downloaded for i in items)),
             human_bytes(offloaded),
@@ -386,6 +392,9 @@ def savings_table(items: list[ObjectSavings], price_per_gb: float) -> str:
             f"${sum(i.cost_avoided for i in items):,.2f}",
         ]
     )
-    headers = ["Object", "GetObject", "BitTorrent", "Swarm got", "Offloaded", "Ratio", "Avoided"]
+    headers = [
+        "Object", "GetObject", "Web seed", "BitTorrent", "Swarm got", "Offloaded", "Ratio",
+        "Avoided",
+    ]  # fmt: skip
     note = f"Egress priced at ${price_per_gb:g} per GB (2^30 bytes); offload is a lower bound.\n"
-    return table(headers, rows, {1, 2, 3, 4, 5, 6}) + note
+    return table(headers, rows, {1, 2, 3, 4, 5, 6, 7}) + note

@@ -109,6 +109,12 @@ def web_seed_url(base_url: str, info: TorrentInfo) -> str:
     return f"{base_url}{WEB_SEED_PATH}/{info.swarm_ids[0].hex()}/"
 
 
+def websocket_url(base_url: str) -> str:
+    """base_url with ws:// for http:// and wss:// for https://."""
+    scheme, sep, rest = base_url.partition("://")
+    return ("wss" if scheme.lower() == "https" else "ws") + sep + rest
+
+
 class TorrentCatalog:
     """Piece hashes per object version, the policy for computing them, and metainfo."""
 
@@ -118,6 +124,8 @@ class TorrentCatalog:
         self._cache_size = cache_size
         # Set by the node once its UDP tracker listens; empty when it is off.
         self.udp_tracker_ports: list[int] = []
+        # The WebSocket tracker's path on the HTTP listener; None when it is off.
+        self.ws_tracker_path: str | None = None
 
     @property
     def fmt(self) -> TorrentFormat:
@@ -178,6 +186,9 @@ class TorrentCatalog:
         host = urlsplit(base_url).hostname or "127.0.0.1"
         host = f"[{host}]" if ":" in host else host
         urls += [f"udp://{host}:{port}/announce" for port in self.udp_tracker_ports]
+        if self.ws_tracker_path is not None:
+            # For browsers (WebTorrent); other clients skip a scheme they do not speak.
+            urls.append(websocket_url(base_url) + self.ws_tracker_path)
         return urls
 
     def trackers(self, base_url: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""GetObjectTorrent: `GET /bucket/key?torrent` (and `&format=magnet`, `&magnet=btmh`)."""
+"""GetObjectTorrent: `GET /bucket/key?torrent` (and `&format=magnet`, `&magnet=btmh`,
+`&format=html`: the WebTorrent download page)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aiohttp import web
 from s3torrent.publication import Refusal, torrent_refusal
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ops.download_page import download_page_response
 from s3torrent.s3.params import ObjectReadParams
 from s3torrent.s3.server import S3Request
 from s3torrent.torrent.catalog import MagnetForm, TorrentInfo, piece_hashes
@@ -97,6 +99,14 @@ async def get_object_torrent(svc: S3Context, req: S3Request) -> web.StreamRespon
     base = svc.settings.base_url
     params = req.params
     assert isinstance(params, ObjectReadParams)
+    if params.torrent_format == "html":
+        torrent = svc.settings.torrent
+        return download_page_response(
+            info,
+            torrent.webtorrent_script_url,
+            torrent.webtorrent_ice_servers,
+            head=req.http.method == "HEAD",
+        )
     if params.torrent_format == "magnet":
         form = magnet_form(params.magnet_form, info)
         text = svc.torrents.magnet(info, base, req.bucket.settings, form) + "\n"

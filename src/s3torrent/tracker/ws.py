@@ -1,0 +1,190 @@
+"""The WebSocket tracker's transport: aiohttp WebSockets around `WsTracker` (thin).
+
+Every announce and scrape asks `admit` (the one access decision, with the peer's address,
+through `PublicTorrents`) before the sans-IO core sees it; a revocation reaches `revoke`,
+which tells the torrent's sockets at once. Each connection has one bounded outbox drained
+by its own writer, so a slow browser cannot hold up the relay to the others: when its outbox
+is full it is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import WSMsgType, web
+
+from s3torrent.config import TrackerSettings
+from s3torrent.tracker.ws_protocol import (
+    Action,
+    Close,
+    Send,
+    WsAnnounce,
+    WsAnswer,
+    WsLimits,
+    WsProtocolError,
+    WsRequest,
+    WsTracker,
+    failure,
+    parse_message,
+)
+
+log = logging.getLogger(__name__)
+
+WS_TRACKER_PATH = "/_tracker/ws"
+NOT_PUBLIC = "unregistered torrent"
+# Messages waiting for one socket; a browser this far behind is dropped.
+OUTBOX_SIZE = 256
+
+# May a peer at this address use this swarm id now? (PublicTorrents.admit, as a bool)
+Admit = Callable[[bytes, str | None], Awaitable[bool]]
+ClientIp = Callable[[web.BaseRequest], str]
+
+
+class _Socket:
+    __slots__ = ("closing", "outbox", "ws")
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.outbox: asyncio.Queue[Action] = asyncio.Queue(OUTBOX_SIZE)
+        self.closing = False
+
+
+class WebSocketTracker:
+    """The handler of `/_tracker/ws`: one `WsTracker`, many sockets."""
+
+    def __init__(self, core: WsTracker, admit: Admit, client_ip: ClientIp) -> None:
+        self.core = core
+        self.admit = admit
+        self.client_ip = client_ip
+        self._sockets: dict[int, _Socket] = {}
+        self._next = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        limits = self.core.limits
+        ws = web.WebSocketResponse(
+            max_msg_size=limits.max_message_bytes,
+            heartbeat=limits.interval / 2,
+            autoping=True,
+        )
+        if not ws.can_prepare(request).ok:
+            return web.Response(status=426, text="a WebSocket tracker: connect with ws://\n")
+        self._next += 1
+        conn = self._next
+        ip = self.client_ip(request)
+        if not self.core.connect(conn, ip):
+            return web.Response(status=429, text="too many tracker connections from you\n")
+        socket = _Socket(ws)
+        self._sockets[conn] = socket
+        writer = asyncio.get_running_loop().create_task(self._write(socket))
+        try:
+            await ws.prepare(request)
+            await self._read(conn, socket, ip)
+        finally:
+            self.core.disconnect(conn)
+            self._sockets.pop(conn, None)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            if not ws.closed:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+        return ws
+
+    async def _read(self, conn: int, socket: _Socket, ip: str) -> None:
+        ws = socket.ws
+        while not socket.closing:
+            try:
+                msg = await ws.receive(timeout=self.core.limits.idle_timeout)
+            except TimeoutError:
+                await ws.close(code=1000, message=b"idle")
+                return
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return
+            if msg.type is WSMsgType.ERROR:
+                # Oversized frames and protocol errors: aiohttp has closed with 1009/1002.
+                return
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            try:
+                request = parse_message(msg.data, self.core.limits)
+            except WsProtocolError as error:
+                self._perform([Send(conn, failure(error.reason))])
+                continue
+            try:
+                actions = await self._answer(conn, request, ip)
+            except Exception:
+                # The decision's store failed: this message gets an answer, the socket lives.
+                log.exception("websocket tracker request failed")
+                actions = [Send(conn, failure("internal error"))]
+            self._perform(actions)
+
+    async def _answer(self, conn: int, request: WsRequest, ip: str) -> list[Action]:
+        if isinstance(request, WsAnswer):
+            return self.core.answer(conn, request)
+        if isinstance(request, WsAnnounce):
+            if not await self.admit(request.info_hash, ip):
+                return self.core.refuse(conn, request, NOT_PUBLIC)
+            return self.core.announce(conn, request)
+        admitted = tuple([h for h in request.info_hashes if await self.admit(h, ip)])
+        return self.core.scrape(conn, admitted)
+
+    def counters(self, swarm_id: bytes) -> tuple[int, int, int]:
+        """(completed, uploaded, downloaded) of this node's browser swarm, for metering."""
+        stats = self.core.stats(swarm_id)
+        return stats.completed, stats.uploaded, stats.downloaded
+
+    def revoke(self, swarm_ids: tuple[bytes, ...]) -> None:
+        """A torrent stopped being public: its sockets hear so now (revocation listener)."""
+        for swarm_id in swarm_ids:
+            self._perform(self.core.revoke(swarm_id))
+
+    def _perform(self, actions: list[Action]) -> None:
+        for action in actions:
+            socket = self._sockets.get(action.conn)
+            if socket is None or socket.closing:
+                continue
+            if isinstance(action, Close):
+                socket.closing = True
+            try:
+                socket.outbox.put_nowait(action)
+            except asyncio.QueueFull:
+                socket.closing = True
+                self.core.disconnect(action.conn)
+                asyncio.get_running_loop().create_task(socket.ws.close(code=1008, message=b"slow"))
+
+    async def _write(self, socket: _Socket) -> None:
+        ws = socket.ws
+        try:
+            while True:
+                action = await socket.outbox.get()
+                if isinstance(action, Close):
+                    await ws.close(code=1000, message=action.reason.encode()[:120])
+                    return
+                await ws.send_str(action.text)
+        except (ConnectionError, RuntimeError):
+            return  # the browser went away; the reader sees the close
+
+    async def close(self) -> None:
+        for socket in list(self._sockets.values()):
+            socket.closing = True
+            with contextlib.suppress(Exception):
+                await socket.ws.close(code=1001, message=b"shutdown")
+
+
+def websocket_tracker(
+    settings: TrackerSettings, admit: Admit, client_ip: ClientIp
+) -> WebSocketTracker:
+    """The WebSocket tracker with the bounds from the tracker settings."""
+    limits = WsLimits(
+        max_message_bytes=settings.ws_max_message_bytes,
+        max_offers=settings.ws_max_offers,
+        max_peers_per_swarm=settings.ws_max_peers_per_swarm,
+        max_connections_per_ip=settings.ws_max_connections_per_ip,
+        max_scrape_hashes=settings.max_scrape_hashes,
+        interval=settings.ws_interval,
+        idle_timeout=settings.ws_idle_timeout,
+    )
+    return WebSocketTracker(WsTracker(limits), admit, client_ip)
