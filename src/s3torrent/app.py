@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from s3torrent.admin import admin_handler, seeder_stats_handler
+from s3torrent.admin import AdminApi, NodeFacts, seeder_stats_handler
 from s3torrent.anonymous_reads import AnonymousReads
 from s3torrent.config import Settings, StartupError, split_host_port
 from s3torrent.events import EventBus
@@ -320,7 +320,8 @@ class Node:
         # named "announce"/"scrape" keep them: S3 never sends info_hash or peer_id.
         self.s3.add_query_route("/announce", frozenset({"info_hash", "peer_id"}), tracker)
         self.s3.add_query_route("/scrape", frozenset({"info_hash"}), tracker)
-        self.s3.add_route("/_admin", lambda request: admin_handler(self.context, request))
+        self.admin = AdminApi(self.context, NodeFacts())
+        self.s3.add_route("/_admin", self.admin)
         self.metrics: MetricsEndpoint | None = None
         self.metrics_listen: str | None = None
         hooks: list[FinishedHook] = []
@@ -345,6 +346,7 @@ class Node:
                 on_piece_sent=self.svc.meter.on_piece_sent if settings.metering.enabled else None,
             )
             self.s3.add_route("/_seeder/stats", self._seeder_stats)
+            self.admin.node.seeder = self.seeder
             if self.metrics is not None:
                 seeder = self.seeder
                 self.metrics.peer_connections = lambda: len(seeder.links)
