@@ -30,6 +30,7 @@ from s3torrent.peer.seeder import Seeder, advertised_address
 from s3torrent.probes import health_handler, metrics_handler
 from s3torrent.publication import PublicTorrents, ResolvingRegistry
 from s3torrent.s3.access_log import AccessLog
+from s3torrent.s3.bucket_logs import BucketLogDelivery
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.routing import Endpoint
 from s3torrent.s3.server import FinishedHook, Handler, S3Application
@@ -248,6 +249,7 @@ def handlers() -> dict[Endpoint, Handler]:
         tagging,
         torrent,
     )
+    from s3torrent.s3.ops import logging as bucket_logging
 
     return {
         Endpoint.ListBuckets: buckets.list_buckets,
@@ -290,6 +292,8 @@ def handlers() -> dict[Endpoint, Handler]:
         Endpoint.GetBucketTagging: tagging.get_bucket_tagging,
         Endpoint.PutBucketTagging: tagging.put_bucket_tagging,
         Endpoint.DeleteBucketTagging: tagging.delete_bucket_tagging,
+        Endpoint.GetBucketLogging: bucket_logging.get_bucket_logging,
+        Endpoint.PutBucketLogging: bucket_logging.put_bucket_logging,
     }
 
 
@@ -335,6 +339,13 @@ class Node:
         if logs.access_log and logging.getLogger("s3torrent").isEnabledFor(logging.INFO):
             self.access_log = open_access_log(logs.access_log_file, logs.access_log_format)
             hooks.append(self.access_log.hook)
+        self.bucket_logs = BucketLogDelivery(
+            self.svc.meta,
+            self.svc.store,
+            interval=logs.bucket_log_interval,
+            inline_max_size=settings.storage.inline_max_size,
+        )
+        hooks.append(self.bucket_logs.hook)
         self.s3.on_finished = finished_hooks(hooks)
         self.seeder: Seeder | None = None
         if settings.seeder.enabled:
@@ -423,6 +434,7 @@ class Node:
         await self._start_udp_tracker()
         await self._start_tracker_listener()
         self._tasks.append(asyncio.create_task(self._reload_users()))
+        self._tasks.append(asyncio.create_task(self.bucket_logs.run()))
         self._tasks.append(asyncio.create_task(self._sweep_tracker()))
         self._tasks.append(
             asyncio.create_task(expire_uploads_forever(self.svc.store, self.settings.storage))
@@ -516,6 +528,8 @@ class Node:
             await self.metrics.stop()
         if self.access_log is not None:
             self.access_log.close()
+        with logged_failure(log, "the last bucket log delivery"):
+            await self.bucket_logs.deliver()
         if self.settings.metering.enabled:
             # After the listeners: the last requests are counted, then written.
             with logged_failure(log, "the last metering flush"):

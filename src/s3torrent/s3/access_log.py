@@ -197,7 +197,7 @@ def format_json(r: AccessRecord, stamp: str) -> str:
     )
 
 
-def _s3_stamp(t: float) -> str:
+def s3_stamp(t: float) -> str:
     return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(t))
 
 
@@ -224,7 +224,7 @@ class AccessLog:
         self._format: Callable[[AccessRecord, str], str] = (
             format_json if fmt == "json" else format_s3
         )
-        self._stamp = _iso_stamp if fmt == "json" else _s3_stamp
+        self._stamp = _iso_stamp if fmt == "json" else s3_stamp
         self._pending: list[AccessRecord] = []
         self._timer: asyncio.TimerHandle | None = None
         self.write_failures = 0
@@ -256,7 +256,7 @@ class AccessLog:
         if not pending:
             return
         fmt, stamp_of = self._format, self._stamp
-        per_second = stamp_of is _s3_stamp
+        per_second = stamp_of is s3_stamp
         last_second, stamp = -1, ""
         lines = []
         for r in pending:

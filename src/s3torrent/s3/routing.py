@@ -23,6 +23,8 @@ class Endpoint(Enum):
     DeleteBucket = ("DeleteBucket", "s3:DeleteBucket", "bucket")
     GetBucketLocation = ("GetBucketLocation", "s3:GetBucketLocation", "bucket")
     GetBucketVersioning = ("GetBucketVersioning", "s3:GetBucketVersioning", "bucket")
+    GetBucketLogging = ("GetBucketLogging", "s3:GetBucketLogging", "bucket")
+    PutBucketLogging = ("PutBucketLogging", "s3:PutBucketLogging", "bucket")
     ListObjects = ("ListObjects", "s3:ListBucket", "bucket")
     ListObjectsV2 = ("ListObjectsV2", "s3:ListBucket", "bucket")
     ListObjectVersions = ("ListObjectVersions", "s3:ListBucketVersions", "bucket")
@@ -143,6 +145,8 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
         ("PUT", "tagging"): Endpoint.PutBucketTagging,
         ("DELETE", "tagging"): Endpoint.DeleteBucketTagging,
         ("POST", "delete"): Endpoint.DeleteObjects,
+        ("GET", "logging"): Endpoint.GetBucketLogging,
+        ("PUT", "logging"): Endpoint.PutBucketLogging,
     }
     for (method, sub), endpoint in table.items():
         if m == method and sub in q:
