@@ -65,12 +65,25 @@ def test_requests_are_delivered_as_log_objects_under_the_prefix(srv: LiveServer)
         k.startswith("s/") and len(k) == len("s/2026-12-02-12-00-00-") + 16 for k in keys
     )
     owner = s3.list_buckets()["Owner"]["ID"]
-    put = next(line for line in lines if " PutObject " in line)
+    put = next(line for line in lines if " REST.PUT.OBJECT " in line)
     fields = put.split(" ")
-    assert fields[0] == owner and fields[1] == source and " hello.txt " in put
+    assert fields[0] == owner and fields[1] == source and fields[8] == "hello.txt"
     assert " 200 " in put
+    # After the user agent: version id, host id (the request id), signature version, cipher,
+    # authentication type, Host header, TLS version, access point, ACL required.
+    assert fields[-9:] == [
+        "-",
+        fields[6],
+        "SigV4",
+        "-",
+        "AuthHeader",
+        f"127.0.0.1:{srv.port}",
+        "-",
+        "-",
+        "-",
+    ]
     missing = next(line for line in lines if " missing " in line)
-    assert " 404 NoSuchKey " in missing
+    assert " REST.GET.OBJECT " in missing and " 404 NoSuchKey " in missing
     # Requests to the target bucket itself are not logged (its logging is off).
     assert all(line.split(" ")[1] == source for line in lines)
 
@@ -110,7 +123,7 @@ def test_logging_is_switched_off_by_an_empty_status(srv: LiveServer) -> None:
         for key in log_objects(s3, target, "")
         for line in s3.get_object(Bucket=target, Key=key)["Body"].read().decode().splitlines()
     ]
-    assert [line for line in lines if " PutBucketLogging " not in line] == []
+    assert [line for line in lines if " REST.PUT.LOGGING_STATUS " not in line] == []
 
 
 def test_target_must_exist_and_have_the_same_owner(srv: LiveServer) -> None:

@@ -68,3 +68,14 @@ def test_settings_without_logging_have_no_target() -> None:
     assert logging_target({}) is None
     assert logging_target({"logging": None}) is None
     assert logging_target({"logging": {"target_bucket": "b", "target_prefix": "p"}}) == ("b", "p")
+
+
+def test_operations_carry_s3s_log_names() -> None:
+    from s3torrent.s3.bucket_logs import AWS_OPERATIONS, aws_operation
+    from s3torrent.s3.routing import Endpoint
+
+    assert aws_operation("GetObject", "GET", "object") == "REST.GET.OBJECT"
+    assert aws_operation("HeadBucket", "HEAD", "bucket") == "REST.HEAD.BUCKET"
+    assert aws_operation("DeleteObjects", "POST", "bucket") == "REST.POST.MULTI_OBJECT_DELETE"
+    # Every named operation is one of ours (no typo leaves one unnamed).
+    assert set(AWS_OPERATIONS) <= {e.op for e in Endpoint}

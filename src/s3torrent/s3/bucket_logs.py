@@ -36,6 +36,80 @@ log = logging.getLogger(__name__)
 _Destination = tuple[str, str, str]
 
 
+# S3's names for operations in server access logs (REST.METHOD.RESOURCE); others are named
+# REST.METHOD.OBJECT or REST.METHOD.BUCKET by their scope.
+AWS_OPERATIONS = {
+    "ListObjects": "REST.GET.BUCKET",
+    "ListObjectsV2": "REST.GET.BUCKET",
+    "ListObjectVersions": "REST.GET.BUCKETVERSIONS",
+    "GetBucketLocation": "REST.GET.LOCATION",
+    "GetBucketVersioning": "REST.GET.VERSIONING",
+    "GetBucketLogging": "REST.GET.LOGGING_STATUS",
+    "PutBucketLogging": "REST.PUT.LOGGING_STATUS",
+    "GetBucketAcl": "REST.GET.ACL",
+    "PutBucketAcl": "REST.PUT.ACL",
+    "GetObjectAcl": "REST.GET.ACL",
+    "PutObjectAcl": "REST.PUT.ACL",
+    "GetBucketPolicy": "REST.GET.BUCKETPOLICY",
+    "PutBucketPolicy": "REST.PUT.BUCKETPOLICY",
+    "DeleteBucketPolicy": "REST.DELETE.BUCKETPOLICY",
+    "GetBucketPolicyStatus": "REST.GET.BUCKETPOLICYSTATUS",
+    "GetPublicAccessBlock": "REST.GET.PUBLIC_ACCESS_BLOCK",
+    "PutPublicAccessBlock": "REST.PUT.PUBLIC_ACCESS_BLOCK",
+    "DeletePublicAccessBlock": "REST.DELETE.PUBLIC_ACCESS_BLOCK",
+    "DeleteObjects": "REST.POST.MULTI_OBJECT_DELETE",
+    "CopyObject": "REST.COPY.OBJECT",
+    "CreateMultipartUpload": "REST.POST.UPLOADS",
+    "UploadPart": "REST.PUT.PART",
+    "UploadPartCopy": "REST.COPY.PART",
+    "CompleteMultipartUpload": "REST.POST.UPLOAD",
+    "AbortMultipartUpload": "REST.DELETE.UPLOAD",
+    "ListParts": "REST.GET.UPLOAD",
+    "ListMultipartUploads": "REST.GET.UPLOADS",
+    "GetObjectTagging": "REST.GET.OBJECT_TAGGING",
+    "PutObjectTagging": "REST.PUT.OBJECT_TAGGING",
+    "DeleteObjectTagging": "REST.DELETE.OBJECT_TAGGING",
+    "GetBucketTagging": "REST.GET.TAGGING",
+    "PutBucketTagging": "REST.PUT.TAGGING",
+    "DeleteBucketTagging": "REST.DELETE.TAGGING",
+    "GetObjectTorrent": "REST.GET.TORRENT",
+}
+
+
+def aws_operation(op: str, method: str, scope: str) -> str:
+    named = AWS_OPERATIONS.get(op)
+    if named is not None:
+        return named
+    return f"REST.{method}.{'OBJECT' if scope == 'object' else 'BUCKET'}"
+
+
+def aws_line(access_line: str, owner: str, s3req: Any) -> str:
+    """An access log line (s3 format) as S3 writes it into a target bucket: the bucket owner
+    first, S3's operation names, and the fields after the user agent (version id, host id,
+    signature version, cipher, authentication type, Host header, TLS version, access point,
+    ACL required)."""
+    # The first eight fields hold no spaces but the time's: split off the operation there.
+    parts = access_line.rstrip("\n").split(" ", 8)
+    endpoint = s3req.endpoint
+    parts[0] = owner
+    parts[7] = aws_operation(endpoint.op, s3req.http.method, endpoint.scope)
+    auth = s3req.auth
+    if auth is None:
+        signature, auth_type = "-", "-"
+    else:
+        signature = "SigV2" if not auth.scope else "SigV4"
+        auth_type = "QueryString" if auth.presigned else "AuthHeader"
+    host = s3req.http.headers.get("Host", "") or "-"
+    host = host if host.isprintable() and " " not in host else "-"
+    tls = "-"
+    transport = s3req.http.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is not None:
+        tls = ssl_object.version() or "-"
+    rid = s3req.request_id
+    return f"{' '.join(parts)} - {rid} {signature} - {auth_type} {host} {tls} - -\n"
+
+
 def log_key(prefix: str, now: float) -> str:
     """S3's key for a log object: prefix, UTC time to the second, a unique string."""
     stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.gmtime(now))
@@ -76,8 +150,7 @@ class BucketLogDelivery:
         if target is None:
             return
         r = record_of(request, response, status, seconds)
-        # The first field is the source bucket's owner (the access log writes "-").
-        line = bucket.owner_id + format_s3(r, s3_stamp(r.at))[1:]
+        line = aws_line(format_s3(r, s3_stamp(r.at)), bucket.owner_id, s3req)
         self._pending.setdefault((target[0], target[1], bucket.owner_id), []).append(line)
         self._pending_bytes += len(line)
         if self._pending_bytes >= self.max_batch_bytes:
