@@ -140,3 +140,29 @@ def test_refusals_are_one_line(srv: LiveServer, tmp_path: Path) -> None:
     assert res.returncode == 1 and "cannot reach" in res.stderr
     res = remote(srv, "serve", cwd=tmp_path)
     assert res.returncode == 2 and "--endpoint" in res.stderr
+
+
+def test_local_disable_rotate_and_info_work_on_the_data_directory(srv: LiveServer) -> None:
+    name = f"loc{os.getpid()}"
+    made = keys_of(ok(srv.cli("user", "add", name, "--admin")))
+    s3 = make_client(srv.endpoint, made["access_key"], made["secret_key"])
+    s3.list_buckets()
+    line = next(x for x in ok(srv.cli("user", "list")).splitlines() if x.startswith(name + "\t"))
+    assert line.endswith("\tadmin\tenabled")
+    ok(srv.cli("user", "disable", name))
+    deadline = time.monotonic() + 10  # the server reloads users every 3 s
+    while True:
+        try:
+            s3.list_buckets()
+        except Exception as exc:
+            assert "InvalidAccessKeyId" in str(exc)
+            break
+        assert time.monotonic() < deadline, "a disabled user's key still works"
+        time.sleep(0.3)
+    ok(srv.cli("user", "enable", name))
+    rotated = keys_of(ok(srv.cli("user", "rotate", name)))
+    assert rotated["access_key"] != made["access_key"]
+    res = srv.cli("user", "rotate", "root")
+    assert res.returncode == 1 and "root" in res.stderr and "Traceback" not in res.stderr
+    info = json.loads(ok(srv.cli("info")))
+    assert info["engines"]["blobs"] == "local" and info["version"]
