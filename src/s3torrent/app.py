@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from s3torrent.admin import admin_handler, seeder_stats_handler
+from s3torrent.admin import AdminApi, NodeFacts, seeder_stats_handler
 from s3torrent.anonymous_reads import AnonymousReads
 from s3torrent.config import Settings, StartupError, split_host_port
 from s3torrent.events import EventBus
@@ -32,6 +32,7 @@ from s3torrent.peer.seeder import Seeder, advertised_address
 from s3torrent.probes import health_handler, metrics_handler
 from s3torrent.publication import PublicTorrents, ResolvingRegistry
 from s3torrent.s3.access_log import AccessLog
+from s3torrent.s3.bucket_logs import BucketLogDelivery
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.cross_origin import CrossOrigin
 from s3torrent.s3.ops.table import handlers
@@ -288,7 +289,8 @@ class Node:
         # named "announce"/"scrape" keep them: S3 never sends info_hash or peer_id.
         self.s3.add_query_route("/announce", frozenset({"info_hash", "peer_id"}), tracker)
         self.s3.add_query_route("/scrape", frozenset({"info_hash"}), tracker)
-        self.s3.add_route("/_admin", lambda request: admin_handler(self.context, request))
+        self.admin = AdminApi(self.context, NodeFacts())
+        self.s3.add_route("/_admin", self.admin)
         self.lifecycle = LifecycleWorker(
             self.svc.store, settings.lifecycle, self.svc.hash_jobs.node_id
         )
@@ -306,6 +308,13 @@ class Node:
         if logs.access_log and logging.getLogger("s3torrent").isEnabledFor(logging.INFO):
             self.access_log = open_access_log(logs.access_log_file, logs.access_log_format)
             hooks.append(self.access_log.hook)
+        self.bucket_logs = BucketLogDelivery(
+            self.svc.meta,
+            self.svc.store,
+            interval=logs.bucket_log_interval,
+            inline_max_size=settings.storage.inline_max_size,
+        )
+        hooks.append(self.bucket_logs.hook)
         self.s3.on_finished = finished_hooks(hooks)
         self.seeder: Seeder | None = None
         if settings.seeder.enabled:
@@ -317,6 +326,7 @@ class Node:
                 on_piece_sent=self.svc.meter.on_piece_sent if settings.metering.enabled else None,
             )
             self.s3.add_route("/_seeder/stats", self._seeder_stats)
+            self.admin.node.seeder = self.seeder
             if self.metrics is not None:
                 seeder = self.seeder
                 self.metrics.peer_connections = lambda: len(seeder.links)
@@ -417,6 +427,7 @@ class Node:
         await self._start_udp_tracker()
         await self._start_tracker_listener()
         self._tasks.append(asyncio.create_task(self._reload_users()))
+        self._tasks.append(asyncio.create_task(self.bucket_logs.run()))
         self._tasks.append(asyncio.create_task(self._sweep_tracker()))
         self._tasks.append(asyncio.create_task(self._sweep_seal_records()))
         self._tasks.append(
@@ -523,6 +534,8 @@ class Node:
             await self.metrics.stop()
         if self.access_log is not None:
             self.access_log.close()
+        with logged_failure(log, "the last bucket log delivery"):
+            await self.bucket_logs.deliver()
         if self.settings.metering.enabled:
             # After the listeners: the last requests are counted, then written.
             with logged_failure(log, "the last metering flush"):

@@ -13,6 +13,7 @@ from s3torrent.config import Settings
 from s3torrent.invocation import (
     CONTEXT_SETTINGS,
     LOG_LEVELS,
+    admin_client,
     common_options,
     configure_logging,
     option_value,
@@ -21,9 +22,9 @@ from s3torrent.invocation import (
 )
 
 if TYPE_CHECKING:
-    from s3torrent.store.blobs import BlobStore
+    from s3torrent.remote import AdminClient
     from s3torrent.store.metastore import MetadataStore
-    from s3torrent.store.rows import Bucket, ObjectVersion
+    from s3torrent.store.rows import User
     from s3torrent.store.users import UserDirectory
 
 
@@ -70,6 +71,7 @@ def serve(
     )
     if log_level is not None:
         flags["logging"] = {"level": log_level.upper()}
+    _local_only(ctx, "serve")
     # Exactly what it is given: the recorded settings file is for the CLI, not a default.
     settings = resolve_settings(ctx, existing=False, recorded=False, **flags)
     configure_logging(settings.logging.level)
@@ -90,6 +92,7 @@ def init(ctx: click.Context) -> None:
     from s3torrent.config import StartupError
     from s3torrent.startup import record_config_file
 
+    _local_only(ctx, "init")
     settings = resolve_settings(ctx, existing=False)
     try:
         secure_data_dir(settings)
@@ -135,30 +138,63 @@ def _users(ctx: click.Context) -> Iterator[UserDirectory]:
             raise click.ClickException(str(exc)) from exc
 
 
+def _print_keys(name: str, canonical_id: str, access_key: str, secret_key: str) -> None:
+    click.echo(
+        f"name={name}\ncanonical_id={canonical_id}\naccess_key={access_key}\n"
+        f"secret_key={secret_key}"
+    )
+
+
+def _print_user(row: dict[str, Any]) -> None:
+    """One line of `user list`: name, access key, canonical id, role, state."""
+    role = "root" if row["root"] else "admin" if row["admin"] else "user"
+    state = "disabled" if row["disabled"] else "enabled"
+    click.echo(f"{row['name']}\t{row['access_key']}\t{row['canonical_id']}\t{role}\t{state}")
+
+
+def _user_row(u: User) -> dict[str, Any]:
+    from s3torrent.admin.users import user_json
+
+    return user_json(u)
+
+
+def _remote(ctx: click.Context) -> AdminClient | None:
+    """The --endpoint client; its refusals end the command with the server's error code."""
+    return admin_client(ctx)
+
+
 @user.command("add")
 @click.argument("name")
+@click.option("--admin", is_flag=True, help="The user may use the admin API (--endpoint).")
 @common_options
 @click.pass_context
-def user_add(ctx: click.Context, name: str) -> None:
+def user_add(ctx: click.Context, name: str, admin: bool) -> None:
     """Create a user with new keys (printed once)."""
+    remote = _remote(ctx)
+    if remote is not None:
+        with _refused():
+            u = remote.json("POST", "/users", body={"name": name, "admin": admin})
+        _print_keys(u["name"], u["canonical_id"], u["access_key"], u["secret_key"])
+        return
     with _users(ctx) as users:
-        u = asyncio.run(users.add(name))
-    click.echo(
-        f"name={u.name}\ncanonical_id={u.canonical_id}\naccess_key={u.access_key}\n"
-        f"secret_key={u.secret_key}"
-    )
+        made = asyncio.run(users.add(name, admin=admin))
+    _print_keys(made.name, made.canonical_id, made.access_key, made.secret_key)
 
 
 @user.command("list")
 @common_options
 @click.pass_context
 def user_list(ctx: click.Context) -> None:
-    """List users (without secrets)."""
-    with _users(ctx) as users:
-        for u in users.all():
-            click.echo(
-                f"{u.name}\t{u.access_key}\t{u.canonical_id}\t{'root' if u.is_root else 'user'}"
-            )
+    """List users (without secrets): name, access key, canonical id, role, state."""
+    remote = _remote(ctx)
+    if remote is not None:
+        with _refused():
+            rows = remote.json("GET", "/users")["users"]
+    else:
+        with _users(ctx) as users:
+            rows = [_user_row(u) for u in users.all()]
+    for row in rows:
+        _print_user(row)
 
 
 @user.command("remove")
@@ -167,25 +203,72 @@ def user_list(ctx: click.Context) -> None:
 @click.pass_context
 def user_remove(ctx: click.Context, name: str) -> None:
     """Remove a user; their keys stop working."""
-    with _users(ctx) as users:
-        asyncio.run(users.remove(name))
+    from s3torrent.remote import segment
+
+    remote = _remote(ctx)
+    if remote is not None:
+        with _refused():
+            remote.json("DELETE", f"/users/{segment(name)}")
+    else:
+        with _users(ctx) as users:
+            asyncio.run(users.remove(name))
     click.echo(f"removed {name}")
+
+
+@user.command("rotate")
+@click.argument("name")
+@common_options
+@click.pass_context
+def user_rotate(ctx: click.Context, name: str) -> None:
+    """Give a user new keys (printed once); the old ones stop working."""
+    from s3torrent.remote import segment
+
+    remote = _remote(ctx)
+    if remote is not None:
+        with _refused():
+            u = remote.json("POST", f"/users/{segment(name)}/rotate")
+        _print_keys(u["name"], u["canonical_id"], u["access_key"], u["secret_key"])
+        return
+    with _users(ctx) as users:
+        made = asyncio.run(users.rotate(name))
+    _print_keys(made.name, made.canonical_id, made.access_key, made.secret_key)
+
+
+def _switch_user(ctx: click.Context, name: str, disabled: bool) -> None:
+    from s3torrent.remote import segment
+
+    remote = _remote(ctx)
+    if remote is not None:
+        with _refused():
+            remote.json("POST", f"/users/{segment(name)}/{'disable' if disabled else 'enable'}")
+    else:
+        with _users(ctx) as users:
+            asyncio.run(users.set_disabled(name, disabled))
+    click.echo(f"{'disabled' if disabled else 'enabled'} {name}")
+
+
+@user.command("disable")
+@click.argument("name")
+@common_options
+@click.pass_context
+def user_disable(ctx: click.Context, name: str) -> None:
+    """Refuse a user's keys (InvalidAccessKeyId) until `user enable`."""
+    _switch_user(ctx, name, True)
+
+
+@user.command("enable")
+@click.argument("name")
+@common_options
+@click.pass_context
+def user_enable(ctx: click.Context, name: str) -> None:
+    """Accept a disabled user's keys again."""
+    _switch_user(ctx, name, False)
 
 
 @cli.group()
 @common_options
 def torrent() -> None:
     """Inspect torrents and (re)compute piece hashes in the data directory."""
-
-
-def _torrent_state(settings: Settings, bucket: Any, obj: Any, hashed: bool) -> str:
-    """ready / pending / not public, or why torrents are refused (disabled, too large)."""
-    from s3torrent.publication import anywhere_now, torrent_refusal
-
-    refusal = torrent_refusal(settings.torrent, bucket, obj, anywhere_now())
-    if refusal is not None:
-        return refusal.value
-    return "ready" if hashed else "pending"
 
 
 @torrent.command("show")
@@ -201,41 +284,23 @@ def _torrent_state(settings: Settings, bucket: Any, obj: Any, hashed: bool) -> s
 @click.pass_context
 def torrent_show(ctx: click.Context, bucket_name: str, key: str, base_url: str | None) -> None:
     """Print the torrent of BUCKET/KEY: state, info-hashes, pieces, magnet URI."""
-    from s3torrent.torrent.catalog import TorrentCatalog, make_info, piece_hashes
-    from s3torrent.torrent.pieces import PieceLayout, piece_length_for
+    from s3torrent.admin.torrents import torrent_report
+    from s3torrent.torrent.catalog import TorrentCatalog
 
-    settings = resolve_settings(ctx)
-    with _metadata(settings) as meta:
-        bucket, obj = asyncio.run(meta.bucket_and_object(bucket_name, key))
-        if bucket is None or obj is None:
-            raise click.ClickException(f"no such object: {bucket_name}/{key}")
-        hashes = piece_hashes(obj, asyncio.run(meta.torrent_hashes(obj.version_id)))
-    catalog = TorrentCatalog(settings.torrent)
-    has_format = hashes is not None and catalog.has_hashes_for_format(hashes)
-    state = _torrent_state(settings, bucket, obj, has_format)
-    layout = (
-        hashes.layout if hashes is not None else PieceLayout(obj.size, piece_length_for(obj.size))
-    )
-    lines = [
-        ("bucket", obj.bucket),
-        ("key", obj.key),
-        ("version", obj.version_id),
-        ("size", str(obj.size)),
-        ("state", state),
-        ("format", settings.torrent.format),
-        ("piece length", str(layout.piece_length)),
-        ("piece count", str(layout.count)),
-    ]
-    if hashes is not None and has_format:
-        info = make_info(obj, hashes, settings.torrent.format)
-        if info.info_hash.v1_hex is not None:
-            lines.append(("info-hash v1", info.info_hash.v1_hex))
-        if info.info_hash.v2_hex is not None:
-            lines.append(("info-hash v2", info.info_hash.v2_hex))
-        base = (base_url or settings.base_url).rstrip("/")
-        lines.append(("magnet", catalog.magnet(info, base, bucket.settings)))
-    for name, value in lines:
-        click.echo(f"{name}: {value}")
+    remote = _remote(ctx)
+    if remote is not None:
+        with _refused():
+            report = remote.json("GET", "/torrent", [("bucket", bucket_name), ("key", key)])
+    else:
+        settings = resolve_settings(ctx)
+        catalog = TorrentCatalog(settings.torrent)
+        base = base_url or settings.base_url
+        with _metadata(settings) as meta:
+            report = asyncio.run(torrent_report(settings, meta, catalog, bucket_name, key, base))
+    if report is None:
+        raise click.ClickException(f"no such object: {bucket_name}/{key}")
+    for name, value in report.items():
+        click.echo(f"{name.replace('_', ' ').replace('info hash', 'info-hash')}: {value}")
 
 
 @torrent.command("rehash")
@@ -245,92 +310,29 @@ def torrent_show(ctx: click.Context, bucket_name: str, key: str, base_url: str |
 def torrent_rehash(ctx: click.Context, bucket_name: str | None) -> None:
     """Compute piece hashes for current objects that lack them in the configured format.
 
-    Safe while the server runs: reads blobs, writes one small transaction per object.
+    Safe while the server runs: reads blobs, writes one small transaction per object. With
+    --endpoint the server queues the jobs itself and this returns at once.
     """
+    from s3torrent.admin.rehash import rehash_here
     from s3torrent.store.blobs import open_blob_store
 
+    remote = _remote(ctx)
+    if remote is not None:
+        query = [("bucket", bucket_name)] if bucket_name else []
+        with _refused():
+            queued = remote.json("POST", "/torrent/rehash", query)
+        click.echo(f"queued {queued['queued']} objects ({queued['bytes']} bytes)")
+        return
     settings = resolve_settings(ctx)
     blobs = open_blob_store(settings)
     with _metadata(settings) as meta:
-        rehashed, skipped, total = asyncio.run(_rehash(settings, meta, blobs, bucket_name))
+        if bucket_name is not None and asyncio.run(meta.bucket(bucket_name)) is None:
+            raise click.ClickException(f"no such bucket: {bucket_name}")
+        keys = lambda: _master_keys(settings)  # noqa: E731 (read only if something is sealed)
+        rehashed, skipped, total = asyncio.run(
+            rehash_here(settings, meta, blobs, bucket_name, keys)
+        )
     click.echo(f"rehashed {rehashed} objects ({total} bytes), skipped {skipped}")
-
-
-async def _rehash(
-    settings: Settings, meta: MetadataStore, blobs: BlobStore, bucket_name: str | None
-) -> tuple[int, int, int]:
-    """Hash the current versions that lack hashes in the configured format; returns
-    (rehashed, skipped, bytes to hash)."""
-    import concurrent.futures
-
-    from tqdm import tqdm
-
-    from s3torrent.publication import Refusal, anywhere_now, torrent_refusal
-    from s3torrent.store.sealing import SSE_C, Sealing, seal_mode
-    from s3torrent.torrent.catalog import TorrentCatalog, make_info, piece_hashes, stored_hashes
-    from s3torrent.torrent.jobs import hash_version
-    from s3torrent.torrent.pieces import PieceLayout, piece_length_for
-
-    catalog = TorrentCatalog(settings.torrent)
-    if bucket_name is not None and await meta.bucket(bucket_name) is None:
-        raise click.ClickException(f"no such bucket: {bucket_name}")
-    not_hashed = (Refusal.DISABLED, Refusal.TOO_LARGE)
-    now = anywhere_now()
-    buckets: dict[str, Bucket | None] = {}
-    todo: list[ObjectVersion] = []
-    for obj, stored in await meta.versions_and_hashes(bucket_name):
-        if obj.bucket not in buckets:
-            buckets[obj.bucket] = await meta.bucket(obj.bucket)
-        b = buckets[obj.bucket]
-        # Private objects are hashed too: they may be made public later.
-        if b is None or torrent_refusal(settings.torrent, b, obj, now) in not_hashed:
-            continue
-        if seal_mode(obj.headers) == SSE_C:
-            continue  # never torrent-able: only its owner holds the key
-        hashes = piece_hashes(obj, stored)
-        if hashes is None or not catalog.has_hashes_for_format(hashes):
-            todo.append(obj)
-    rehashed = skipped = 0
-    total = sum(o.size for o in todo)
-    pool = concurrent.futures.ThreadPoolExecutor(max(1, settings.torrent.hash_workers))
-    try:
-        with tqdm(total=total, unit="B", unit_scale=True, desc="rehash") as bar:
-            for obj in todo:
-                layout = PieceLayout(obj.size, piece_length_for(obj.size))
-                base = bar.n
-
-                def progress(done: int, base: int = base) -> None:
-                    bar.update(base + done - bar.n)
-
-                try:
-                    read = None
-                    if seal_mode(obj.headers) is not None:
-                        sealing = Sealing(meta, blobs, _master_keys(settings))
-                        read = (await sealing.reader(obj, None)).read
-                    hashes = await asyncio.to_thread(
-                        hash_version,
-                        blobs,
-                        obj,
-                        layout,
-                        v1=catalog.wants_v1,
-                        v2=catalog.wants_v2,
-                        executor=pool,
-                        progress=progress,
-                        read=read,
-                    )
-                except (FileNotFoundError, ValueError):
-                    # Overwritten or deleted while we read it: nothing to record.
-                    skipped += 1
-                    bar.update(base + obj.size - bar.n)
-                    continue
-                info = make_info(obj, hashes, settings.torrent.format)
-                if await meta.record_hashes(obj, stored_hashes(info)):
-                    rehashed += 1
-                else:
-                    skipped += 1
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return rehashed, skipped, total
 
 
 def _bucket_option(value: str | None) -> frozenset[str] | None:
@@ -384,6 +386,11 @@ def usage(
         query = u.UsageQuery(start=t0, end=t1, buckets=_bucket_option(bucket), by=granularity)
     except u.ReportError as exc:
         raise click.BadParameter(str(exc), param_hint="--to") from None
+    remote = _remote(ctx)
+    if remote is not None:
+        options = {"from": start, "to": end, "bucket": bucket, "by": by, "format": fmt}
+        _print_report(remote, "/usage", options, fmt)
+        return
     with _metadata(resolve_settings(ctx)) as meta:
         records = asyncio.run(u.load_usage(meta, query))
     if fmt == "csv":
@@ -427,6 +434,11 @@ def savings(
     if price_per_gb < 0 or not math.isfinite(price_per_gb):
         raise click.BadParameter("must be a finite price of 0 or more", param_hint="--price-per-gb")
     buckets = _bucket_option(bucket)
+    remote = _remote(ctx)
+    if remote is not None:
+        options = {"bucket": bucket, "key": key, "price-per-gb": str(price_per_gb), "format": fmt}
+        _print_report(remote, "/savings", options, fmt)
+        return
     with _metadata(resolve_settings(ctx)) as meta:
         items = asyncio.run(
             u.load_savings(meta, buckets=buckets, key=key, price_per_gb=price_per_gb)
@@ -496,6 +508,56 @@ def key_rotate(ctx: click.Context) -> None:
         f"master key {keys.current} is current; {rewrapped} data keys re-wrapped, "
         f"{dropped} unused retired keys removed from {keys.path}"
     )
+
+
+def _print_report(remote: AdminClient, path: str, options: dict[str, str | None], fmt: str) -> None:
+    import json
+
+    with _refused():
+        reply = remote.request("GET", path, [(k, v) for k, v in options.items() if v is not None])
+    if fmt == "json":
+        click.echo(json.dumps(reply.json(), indent=2))
+    else:
+        click.echo(reply.text, nl=False)
+
+
+@cli.command()
+@common_options
+@click.pass_context
+def info(ctx: click.Context) -> None:
+    """Version, settings summary and engines (with --endpoint: the server's, and its uptime)."""
+    import json
+
+    from s3torrent.admin.info import engines, package_version, settings_summary
+
+    remote = _remote(ctx)
+    if remote is not None:
+        with _refused():
+            report = remote.json("GET", "/info")
+    else:
+        settings = resolve_settings(ctx)
+        report = {
+            "version": package_version(),
+            "engines": engines(settings),
+            "settings": settings_summary(settings),
+        }
+    click.echo(json.dumps(report, indent=2))
+
+
+@contextlib.contextmanager
+def _refused() -> Iterator[None]:
+    """A request the server refused (or that never reached it) as one line."""
+    from s3torrent.remote import RemoteError
+
+    try:
+        yield
+    except RemoteError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _local_only(ctx: click.Context, command: str) -> None:
+    if option_value(ctx, "endpoint"):
+        raise click.UsageError(f"`{command}` runs here: --endpoint is for the other commands")
 
 
 def main() -> None:

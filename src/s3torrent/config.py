@@ -283,6 +283,8 @@ class LoggingSettings(BaseModel):
     """s3: the field order of Amazon S3 server access logs; json: one JSON object per line."""
     access_log_file: str = "-"
     """Where access log lines go: a file (appended to) or '-' for standard output."""
+    bucket_log_interval: float = Field(default=60.0, gt=0)
+    """Seconds between deliveries of server access logs into target buckets (PutBucketLogging)."""
 
     @field_validator("level", mode="before")
     @classmethod

@@ -8,11 +8,14 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from s3torrent.config import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from s3torrent.remote import AdminClient
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -42,8 +45,24 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def common_options(f: F) -> F:
-    """--config, --data-dir, --debug and --version, accepted by every command and group."""
+    """--config, --data-dir, --endpoint, --profile, --debug and --version, accepted by every
+    command and group."""
     f = click.version_option(version_text(), "--version", prog_name="s3torrent")(f)
+    f = click.option(
+        "--profile",
+        expose_value=False,
+        callback=_remember,
+        help="AWS profile whose keys sign --endpoint requests (default: AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, else AWS_PROFILE).",
+    )(f)
+    f = click.option(
+        "--endpoint",
+        metavar="URL",
+        expose_value=False,
+        callback=_remember,
+        help="Run the command against the server at URL (its admin API) instead of a data "
+        "directory.",
+    )(f)
     f = click.option(
         "--debug",
         is_flag=True,
@@ -71,6 +90,21 @@ def common_options(f: F) -> F:
 
 def option_value(ctx: click.Context, name: str) -> Any:
     return ctx.find_root().meta.get(f"s3torrent.{name}")
+
+
+def admin_client(ctx: click.Context) -> AdminClient | None:
+    """The admin API client of --endpoint (None: the command works on the data directory)."""
+    from s3torrent.remote import AdminClient, RemoteError, credentials
+
+    endpoint = option_value(ctx, "endpoint")
+    if not endpoint:
+        if option_value(ctx, "profile"):
+            raise click.UsageError("--profile signs --endpoint requests: name the server too")
+        return None
+    try:
+        return AdminClient(endpoint, credentials(option_value(ctx, "profile")))
+    except RemoteError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _load(config: Path | None, flags: dict[str, Any]) -> Settings:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from s3torrent.s3.access_log import AccessLog, AccessRecord, format_json, format_s3
 
 
@@ -64,3 +67,33 @@ def test_records_are_written_in_batches_on_flush() -> None:
     assert out.getvalue() == ""
     log.flush()
     assert [json.loads(x)["request_id"] for x in out.getvalue().splitlines()] == ["0", "1", "2"]
+
+
+_TEXT = st.text(st.characters(), max_size=40) | st.sampled_from(["", '"', "\\", "\n", "\u2028"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=_TEXT, user_agent=_TEXT, referer=_TEXT, requester=_TEXT, target=_TEXT, host=_TEXT)
+def test_json_lines_written_by_hand_parse_back_to_every_value(
+    key: str, user_agent: str, referer: str, requester: str, target: str, host: str
+) -> None:
+    r = record(
+        key=key, user_agent=user_agent, referer=referer, requester=requester, target=target,
+        host=host,
+    )  # fmt: skip
+    line = format_json(r, "T")
+    assert line.endswith("\n") and line.count("\n") == 1
+    obj = json.loads(line)
+    assert obj["key"] == (key or None)
+    assert obj["user_agent"] == (user_agent or None)
+    assert obj["referer"] == (referer or None)
+    assert obj["requester"] == (requester or None)
+    assert obj["uri"] == (target or None)
+    assert obj["host"] == (host or None)
+    assert obj["ms"] == 12.0 and obj["bytes_sent"] == 1048576
+
+
+def test_long_values_are_cut_in_both_formats() -> None:
+    long = "k" * 5000
+    assert len(json.loads(format_json(record(user_agent=long), "T"))["user_agent"]) == 2048
+    assert f'"{"k" * 2048}"\n' in format_s3(record(user_agent=long), "t")

@@ -82,15 +82,16 @@ def record_of(
         key = s3req.target.key or ""
         principal = s3req.principal
         requester = (principal.name or "") if principal.canonical_id else ""
+    method = request.method
     sent = request.get(BODY_SENT)
     if sent is not None:
         bytes_sent = int(sent)
-    elif request.method == "HEAD" or not isinstance(response, web.Response):
+    elif method == "HEAD" or not isinstance(response, web.Response):
         bytes_sent = 0
     else:
         bytes_sent = response.content_length or 0
     headers = request.headers
-    # Positional: this runs once per request.
+    # Positional, and the error code looked for only in errors: this runs once per request.
     return AccessRecord(
         time.time(),
         request.remote or "",
@@ -99,11 +100,11 @@ def record_of(
         operation,
         bucket,
         key,
-        request.method,
+        method,
         request.raw_path,
         request.version,
         status,
-        error_code_of(request, response),
+        error_code_of(request, response) if status >= 300 else "",
         bytes_sent,
         request.content.total_bytes,
         seconds,
@@ -134,51 +135,69 @@ def _bare(value: str) -> str:
     return json.dumps(value, ensure_ascii=True)[1:-1].replace(" ", "%20")
 
 
+def _json_string(value: str) -> str:
+    """A JSON string, or null when empty (json.dumps only for what needs escaping)."""
+    if not value:
+        return "null"
+    value = value[:_MAX_FIELD]
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return json.dumps(value, ensure_ascii=False)
+
+
+class _Memo(dict[str, str]):
+    """Escaped forms of values that repeat from request to request (addresses, requesters,
+    buckets, user agents): escaped once, then looked up. Bounded: cleared when full."""
+
+    __slots__ = ("escape",)
+
+    def __init__(self, escape: Callable[[str], str]) -> None:
+        super().__init__()
+        self.escape = escape
+
+    def __missing__(self, value: str) -> str:
+        if len(self) >= 4096:
+            self.clear()
+        out = self[value] = self.escape(value)
+        return out
+
+
+_BARE = _Memo(_bare)
+_QUOTED = _Memo(lambda v: _quoted(v or "-"))
+_JSON = _Memo(_json_string)
+
+
 def format_s3(r: AccessRecord, stamp: str) -> str:
     """One line in the field order of Amazon S3 server access logs (their first 17 fields):
     owner, bucket, [time], remote IP, requester, request id, operation, key, "request-URI",
     status, error code, bytes sent, object size, total ms, turn-around ms, "referer",
     "user agent"."""
-    ms = f"{r.seconds * 1000:.0f}"
-    request_uri = f"{r.method} {r.target} HTTP/{r.version[0]}.{r.version[1]}"
+    version = r.version
     return (
-        f"- {_bare(r.bucket)} [{stamp}] {_bare(r.remote)} {_bare(r.requester)} "
-        f"{r.request_id or '-'} {r.operation or '-'} {_bare(r.key)} {_quoted(request_uri)} "
-        f"{r.status} {r.error_code or '-'} {r.bytes_sent or '-'} - {ms} - "
-        f"{_quoted(r.referer or '-')} {_quoted(r.user_agent or '-')}\n"
+        f"- {_BARE[r.bucket]} [{stamp}] {_BARE[r.remote]} {_BARE[r.requester]} "
+        f"{r.request_id or '-'} {r.operation or '-'} {_bare(r.key)} "
+        f"{_quoted(f'{r.method} {r.target} HTTP/{version[0]}.{version[1]}')} "
+        f"{r.status} {r.error_code or '-'} {r.bytes_sent or '-'} - {r.seconds * 1000:.0f} - "
+        f"{_QUOTED[r.referer]} {_QUOTED[r.user_agent]}\n"
     )
 
 
 def format_json(r: AccessRecord, stamp: str) -> str:
-    """One JSON object per line."""
+    """One JSON object per line (written field by field: json.dumps of a dict per request
+    costs several times more)."""
+    js = _JSON
     return (
-        json.dumps(
-            {
-                "time": stamp,
-                "remote": r.remote,
-                "requester": r.requester or None,
-                "request_id": r.request_id,
-                "operation": r.operation or None,
-                "bucket": r.bucket or None,
-                "key": r.key or None,
-                "method": r.method,
-                "uri": r.target[:_MAX_FIELD],
-                "status": r.status,
-                "error_code": r.error_code or None,
-                "bytes_sent": r.bytes_sent,
-                "bytes_received": r.bytes_received,
-                "ms": round(r.seconds * 1000, 3),
-                "referer": r.referer[:_MAX_FIELD] or None,
-                "user_agent": r.user_agent[:_MAX_FIELD] or None,
-                "host": r.host[:_MAX_FIELD] or None,
-            },
-            ensure_ascii=False,
-        )
-        + "\n"
+        f'{{"time": "{stamp}", "remote": {js[r.remote]}, "requester": {js[r.requester]}, '
+        f'"request_id": {_json_string(r.request_id)}, "operation": {js[r.operation]}, '
+        f'"bucket": {js[r.bucket]}, "key": {_json_string(r.key)}, "method": {js[r.method]}, '
+        f'"uri": {_json_string(r.target)}, "status": {r.status}, '
+        f'"error_code": {js[r.error_code]}, "bytes_sent": {r.bytes_sent}, '
+        f'"bytes_received": {r.bytes_received}, "ms": {round(r.seconds * 1000, 3)}, '
+        f'"referer": {js[r.referer]}, "user_agent": {js[r.user_agent]}, "host": {js[r.host]}}}\n'
     )
 
 
-def _s3_stamp(t: float) -> str:
+def s3_stamp(t: float) -> str:
     return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(t))
 
 
@@ -205,7 +224,7 @@ class AccessLog:
         self._format: Callable[[AccessRecord, str], str] = (
             format_json if fmt == "json" else format_s3
         )
-        self._stamp = _iso_stamp if fmt == "json" else _s3_stamp
+        self._stamp = _iso_stamp if fmt == "json" else s3_stamp
         self._pending: list[AccessRecord] = []
         self._timer: asyncio.TimerHandle | None = None
         self.write_failures = 0
@@ -237,14 +256,17 @@ class AccessLog:
         if not pending:
             return
         fmt, stamp_of = self._format, self._stamp
+        per_second = stamp_of is s3_stamp
         last_second, stamp = -1, ""
+        lines = []
+        for r in pending:
+            second = int(r.at)
+            if second != last_second or not per_second:
+                last_second, stamp = second, stamp_of(r.at)
+            lines.append(fmt(r, stamp))
         try:
-            write = self.stream.write
-            for r in pending:
-                second = int(r.at)
-                if second != last_second or stamp_of is _iso_stamp:
-                    last_second, stamp = second, stamp_of(r.at)
-                write(fmt(r, stamp))
+            # One write for the batch: a write call per line costs more than the line.
+            self.stream.write("".join(lines))
             self.stream.flush()
         except (OSError, ValueError):
             # A full disk or a closed stdout must not take requests down with it.

@@ -48,7 +48,8 @@ async def authenticate(
         await users.refresh_if_unknown(hint)
 
     def lookup_secret(access_key: str) -> str | None:
-        user = users.by_access_key(access_key)
+        # A disabled user's key is refused as S3 refuses an inactive one: InvalidAccessKeyId.
+        user = users.active_by_access_key(access_key)
         return user.secret_key if user else None
 
     if sigv2.is_sigv2(headers, query_pairs):
@@ -71,6 +72,6 @@ async def authenticate(
             lookup_secret=lookup_secret,
             region=region,
         )
-    user = users.by_access_key(verified.access_key)
+    user = users.active_by_access_key(verified.access_key)
     assert user is not None  # verify_request found its secret
     return Principal.user(user.canonical_id, user.name, is_root=user.is_root), verified

@@ -34,6 +34,8 @@ class Endpoint(Enum):
         "s3:PutBucketObjectLockConfiguration",
         "bucket",
     )
+    GetBucketLogging = ("GetBucketLogging", "s3:GetBucketLogging", "bucket")
+    PutBucketLogging = ("PutBucketLogging", "s3:PutBucketLogging", "bucket")
     ListObjects = ("ListObjects", "s3:ListBucket", "bucket")
     ListObjectsV2 = ("ListObjectsV2", "s3:ListBucket", "bucket")
     ListObjectVersions = ("ListObjectVersions", "s3:ListBucketVersions", "bucket")
@@ -235,6 +237,8 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
         ("GET", "lifecycle"): Endpoint.GetBucketLifecycleConfiguration,
         ("PUT", "lifecycle"): Endpoint.PutBucketLifecycleConfiguration,
         ("DELETE", "lifecycle"): Endpoint.DeleteBucketLifecycle,
+        ("GET", "logging"): Endpoint.GetBucketLogging,
+        ("PUT", "logging"): Endpoint.PutBucketLogging,
     }
     for (method, sub), endpoint in table.items():
         if m == method and sub in q:

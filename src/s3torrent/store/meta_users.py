@@ -25,6 +25,16 @@ class UserMetadata(Protocol):
 
     async def remove_user(self, name: str) -> bool: ...
 
+    async def update_user(
+        self,
+        name: str,
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        disabled: bool | None = None,
+        is_admin: bool | None = None,
+    ) -> User | None: ...
+
     def ensure_root(self, new_root: User) -> User: ...
 
 
@@ -43,6 +53,27 @@ class SqlUsers(SqlStoreBase):
     async def remove_user(self, name: str) -> bool:
         """Remove the user `name` (False: there is none); their keys stop working."""
         return await self.db.write(lambda c: uq.remove_user(c, name))
+
+    async def update_user(
+        self,
+        name: str,
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        disabled: bool | None = None,
+        is_admin: bool | None = None,
+    ) -> User | None:
+        """Change the given fields of the user `name` (None: there is none)."""
+        return await self.db.write(
+            lambda c: uq.update_user(
+                c,
+                name,
+                access_key=access_key,
+                secret_key=secret_key,
+                disabled=disabled,
+                is_admin=is_admin,
+            )
+        )
 
     def ensure_root(self, new_root: User) -> User:
         """Set the root user's keys to new_root's, creating it if needed (blocking: at start)."""

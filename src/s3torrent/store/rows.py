@@ -154,6 +154,13 @@ class User:
     secret_key: str
     is_root: bool
     created_at: float
+    disabled: bool = False
+    is_admin: bool = False
+
+    @property
+    def administers(self) -> bool:
+        """May use the admin API (users, torrents, every bucket's reports)."""
+        return (self.is_root or self.is_admin) and not self.disabled
 
     @classmethod
     def from_row(cls, row: Any) -> User:
@@ -165,6 +172,8 @@ class User:
             secret_key=m["secret_key"],
             is_root=bool(m["is_root"]),
             created_at=m["created_at"],
+            disabled=bool(m["disabled"]),
+            is_admin=bool(m["is_admin"]),
         )
 
 

@@ -21,6 +21,9 @@ users = sa.Table(
     sa.Column("secret_key", sa.String(128), nullable=False),
     sa.Column("is_root", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # A disabled user's keys are refused as unknown ones; an admin may use the admin API.
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    sa.Column("is_admin", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
 )
 
 buckets = sa.Table(

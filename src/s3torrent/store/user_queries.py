@@ -34,8 +34,39 @@ def add_user(conn: Connection, user: User) -> None:
             secret_key=user.secret_key,
             is_root=user.is_root,
             created_at=user.created_at,
+            disabled=user.disabled,
+            is_admin=user.is_admin,
         )
     )
+
+
+def user_by_name(conn: Connection, name: str) -> User | None:
+    row = conn.execute(sa.select(users).where(users.c.name == name)).first()
+    return User.from_row(row) if row is not None else None
+
+
+def update_user(
+    conn: Connection,
+    name: str,
+    *,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    disabled: bool | None = None,
+    is_admin: bool | None = None,
+) -> User | None:
+    """Change the given fields of the user `name`; the user as stored after, None if none."""
+    values: dict[str, object] = {}
+    if access_key is not None:
+        values["access_key"] = access_key
+    if secret_key is not None:
+        values["secret_key"] = secret_key
+    if disabled is not None:
+        values["disabled"] = disabled
+    if is_admin is not None:
+        values["is_admin"] = is_admin
+    if values:
+        conn.execute(users.update().where(users.c.name == name).values(**values))
+    return user_by_name(conn, name)
 
 
 def remove_user(conn: Connection, name: str) -> bool:

@@ -35,7 +35,11 @@ def new_canonical_id() -> str:
 
 
 class UserError(Exception):
-    pass
+    """A user change that cannot be made; `code` names why (IAM's error codes)."""
+
+    def __init__(self, message: str, code: str = "InvalidArgument") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class UserDirectory:
@@ -101,9 +105,20 @@ class UserDirectory:
         self.load()
         return root, generated
 
-    async def add(self, name: str) -> User:
+    def active_by_access_key(self, access_key: str) -> User | None:
+        """The user of an access key that may sign requests (a disabled user's may not)."""
+        user = self._by_key.get(access_key)
+        return None if user is None or user.disabled else user
+
+    def by_name(self, name: str) -> User | None:
+        for user in self._by_id.values():
+            if user.name == name:
+                return user
+        return None
+
+    async def add(self, name: str, *, admin: bool = False) -> User:
         """A new user with new keys; UserError if the name is invalid or taken."""
-        if not _NAME_RE.match(name) or name == ROOT_NAME:
+        if not isinstance(name, str) or not _NAME_RE.match(name) or name == ROOT_NAME:
             raise UserError(f"invalid user name {name!r}")
         user = User(
             canonical_id=new_canonical_id(),
@@ -112,11 +127,12 @@ class UserDirectory:
             secret_key=new_secret_key(),
             is_root=False,
             created_at=time.time(),
+            is_admin=admin,
         )
         try:
             await self.meta.add_user(user)
         except UserExists:
-            raise UserError(f"user {name!r} already exists") from None
+            raise UserError(f"user {name!r} already exists", "EntityAlreadyExists") from None
         self._by_key[user.access_key] = user
         self._by_id[user.canonical_id] = user
         return user
@@ -124,13 +140,59 @@ class UserDirectory:
     async def remove(self, name: str) -> None:
         """Remove a user; UserError for the root user or an unknown name."""
         if name == ROOT_NAME:
-            raise UserError("the root user cannot be removed")
+            raise UserError("the root user cannot be removed", "InvalidRequest")
         if not await self.meta.remove_user(name):
-            raise UserError(f"no user named {name!r}")
+            raise UserError(f"no user named {name!r}", "NoSuchEntity")
         gone = [u for u in self._by_id.values() if u.name == name]
         for u in gone:
             self._by_id.pop(u.canonical_id, None)
             self._by_key.pop(u.access_key, None)
+
+    async def rotate(self, name: str) -> User:
+        """New keys for a user (the old ones stop working at once); UserError for root, whose
+        keys come from the settings or root-credentials.json and would come back at start."""
+        self._not_root(name, "its keys are set by root_access_key/root_secret_key")
+        return await self._update(name, access_key=new_access_key(), secret_key=new_secret_key())
+
+    async def set_disabled(self, name: str, disabled: bool) -> User:
+        """Switch a user's keys off (refused as unknown keys) or on again."""
+        self._not_root(name, "it cannot be disabled")
+        return await self._update(name, disabled=disabled)
+
+    async def set_admin(self, name: str, admin: bool) -> User:
+        """Let a user use the admin API, or stop them."""
+        self._not_root(name, "it is always an administrator")
+        return await self._update(name, is_admin=admin)
+
+    @staticmethod
+    def _not_root(name: str, why: str) -> None:
+        if name == ROOT_NAME:
+            raise UserError(f"the root user: {why}", "InvalidRequest")
+
+    async def _update(
+        self,
+        name: str,
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        disabled: bool | None = None,
+        is_admin: bool | None = None,
+    ) -> User:
+        user = await self.meta.update_user(
+            name,
+            access_key=access_key,
+            secret_key=secret_key,
+            disabled=disabled,
+            is_admin=is_admin,
+        )
+        if user is None:
+            raise UserError(f"no user named {name!r}", "NoSuchEntity")
+        old = self._by_id.pop(user.canonical_id, None)
+        if old is not None:
+            self._by_key.pop(old.access_key, None)
+        self._by_key[user.access_key] = user
+        self._by_id[user.canonical_id] = user
+        return user
 
     def all(self) -> list[User]:
         return sorted(self._by_id.values(), key=lambda u: (not u.is_root, u.name))

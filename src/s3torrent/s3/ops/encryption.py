@@ -10,7 +10,7 @@ from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
-from s3torrent.s3.ops.tagging import _read_body
+from s3torrent.s3.ops.tagging import read_xml_body
 from s3torrent.s3.server import S3Request
 from s3torrent.s3.sse import BUCKET_ENCRYPTION
 
@@ -42,7 +42,7 @@ async def get_bucket_encryption(svc: S3Context, req: S3Request) -> web.StreamRes
 
 
 async def put_bucket_encryption(svc: S3Context, req: S3Request) -> web.StreamResponse:
-    root = s3xml.parse(await _read_body(svc, req))
+    root = s3xml.parse(await read_xml_body(svc, req))
     if s3xml.local(root.tag) != "ServerSideEncryptionConfiguration":
         raise S3Error("MalformedXML")
     rules = s3xml.children(root, "Rule")

@@ -27,6 +27,7 @@ def handlers() -> dict[Endpoint, Handler]:
         torrent,
         upload_listing,
     )
+    from s3torrent.s3.ops import logging as bucket_logging
 
     return {
         Endpoint.ListBuckets: buckets.list_buckets,
@@ -90,4 +91,6 @@ def handlers() -> dict[Endpoint, Handler]:
         Endpoint.GetBucketLifecycleConfiguration: lifecycle.get_bucket_lifecycle,
         Endpoint.PutBucketLifecycleConfiguration: lifecycle.put_bucket_lifecycle,
         Endpoint.DeleteBucketLifecycle: lifecycle.delete_bucket_lifecycle,
+        Endpoint.GetBucketLogging: bucket_logging.get_bucket_logging,
+        Endpoint.PutBucketLogging: bucket_logging.put_bucket_logging,
     }

@@ -15,7 +15,7 @@ from s3torrent.s3.versioning import version_headers
 BUCKET_TAGS = "tags"
 
 
-async def _read_body(svc: S3Context, req: S3Request) -> bytes:
+async def read_xml_body(svc: S3Context, req: S3Request) -> bytes:
     limits = svc.settings.limits
     body = RequestBody(
         req.http,
@@ -39,7 +39,7 @@ async def get_object_tagging(svc: S3Context, req: S3Request) -> web.StreamRespon
 async def put_object_tagging(svc: S3Context, req: S3Request) -> web.StreamResponse:
     obj = req.obj
     assert obj is not None
-    tags = tagging.from_xml(await _read_body(svc, req), tagging.MAX_OBJECT_TAGS)
+    tags = tagging.from_xml(await read_xml_body(svc, req), tagging.MAX_OBJECT_TAGS)
     if not await svc.meta.set_object_tags(obj, tags):
         raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
     return web.Response(status=200, headers=version_headers(req.bucket, obj))
@@ -71,7 +71,7 @@ async def get_bucket_tagging(svc: S3Context, req: S3Request) -> web.StreamRespon
 
 
 async def put_bucket_tagging(svc: S3Context, req: S3Request) -> web.StreamResponse:
-    tags = tagging.from_xml(await _read_body(svc, req), tagging.MAX_BUCKET_TAGS)
+    tags = tagging.from_xml(await read_xml_body(svc, req), tagging.MAX_BUCKET_TAGS)
     await svc.meta.set_bucket_setting(req.bucket_name, BUCKET_TAGS, [list(t) for t in tags])
     return web.Response(status=204)
 

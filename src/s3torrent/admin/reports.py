@@ -1,0 +1,102 @@
+"""Admin API: usage and savings reports, for the buckets the caller may report on.
+
+A report covers the buckets on which the caller may `s3torrent:GetUsageReport` by the one
+access decision (their own buckets, or what a bucket policy grants); root and admin users
+see every bucket.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from s3torrent.access import facts
+from s3torrent.admin.call import AdminCall
+from s3torrent.metering.usage import (
+    ReportError,
+    UsageQuery,
+    load_savings,
+    load_usage,
+    parse_time,
+    savings_csv,
+    savings_json,
+    savings_table,
+    usage_csv,
+    usage_json,
+    usage_table,
+)
+from s3torrent.s3.errors import S3Error
+
+REPORT_ACTION = "s3torrent:GetUsageReport"
+_TEXT = {"csv": "text/csv", "table": "text/plain"}
+
+
+async def _visible_buckets(call: AdminCall) -> frozenset[str] | None:
+    """The buckets the report may cover (None: all), narrowed to ?bucket= if given."""
+    wanted = call.query.get("bucket") or None
+    if call.user is not None and call.user.administers:
+        return None if wanted is None else frozenset({wanted})
+    request = call.request
+    ctx = facts.context(datetime.now(UTC), request.remote, request.secure)
+    allowed = frozenset(
+        b.name
+        for b in await call.svc.meta.list_buckets(None)
+        if facts.may(call.principal, REPORT_ACTION, b, None, None, ctx).allowed
+    )
+    if wanted is None:
+        return allowed
+    if wanted not in allowed:
+        raise S3Error("AccessDenied", f"no usage report of bucket {wanted!r} for you")
+    return frozenset({wanted})
+
+
+def _format(call: AdminCall) -> str:
+    fmt = call.query.get("format", "json")
+    if fmt not in ("json", "csv", "table"):
+        raise S3Error("InvalidArgument", f"format is json, csv or table, not {fmt!r}")
+    return fmt
+
+
+async def usage(call: AdminCall) -> web.StreamResponse:
+    params = call.query
+    fmt = _format(call)
+    by = params.get("by", "day")
+    try:
+        if by not in ("hour", "day"):
+            raise ReportError(f"by is hour or day, not {by!r}")
+        q = UsageQuery(
+            start=parse_time(params["from"]) if params.get("from") else None,
+            end=parse_time(params["to"]) if params.get("to") else None,
+            buckets=await _visible_buckets(call),
+            by="hour" if by == "hour" else "day",
+        )
+    except ReportError as exc:
+        raise S3Error("InvalidArgument", str(exc)) from None
+    records = await load_usage(call.svc.meta, q)
+    if fmt == "csv":
+        return web.Response(text=usage_csv(records), content_type=_TEXT[fmt])
+    if fmt == "table":
+        return web.Response(text=usage_table(records, q), content_type=_TEXT[fmt])
+    return web.json_response(usage_json(records, q))
+
+
+async def savings(call: AdminCall) -> web.StreamResponse:
+    fmt = _format(call)
+    try:
+        price = float(call.query.get("price-per-gb", "0.09"))
+    except ValueError:
+        price = -1.0
+    if price < 0 or not math.isfinite(price):
+        raise S3Error("InvalidArgument", "price-per-gb must be a finite price of 0 or more")
+    key = call.query.get("key") or None
+    if key is not None and not call.query.get("bucket"):
+        raise S3Error("InvalidArgument", "key needs bucket")
+    buckets = await _visible_buckets(call)
+    items = await load_savings(call.svc.meta, buckets=buckets, key=key, price_per_gb=price)
+    if fmt == "csv":
+        return web.Response(text=savings_csv(items), content_type=_TEXT[fmt])
+    if fmt == "table":
+        return web.Response(text=savings_table(items, price), content_type=_TEXT[fmt])
+    return web.json_response(savings_json(items, price))
