@@ -1,13 +1,15 @@
 """The lifecycle worker on a live server with one-second days: matching objects expire and
 others stay, an expired public object's torrent is revoked, incomplete multipart uploads are
-aborted, and the passes show in /metrics and the log. (S3TORRENT_TEST_METADATA=postgres runs
-it on PostgreSQL.)"""
+aborted, and the passes show in /metrics and the log. In versioned buckets: expiry adds a
+delete marker, noncurrent versions expire (the newest N kept), lone delete markers go, and
+versions under object lock stay. (S3TORRENT_TEST_METADATA=postgres runs it on PostgreSQL.)"""
 
 from __future__ import annotations
 
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -154,3 +156,118 @@ def test_incomplete_multipart_uploads_are_aborted(lc3: Any, lbucket: str) -> Non
     with pytest.raises(ClientError) as exc:
         lc3.upload_part(Bucket=lbucket, Key="mpu/x", UploadId=gone, PartNumber=2, Body=b"p")
     assert exc.value.response["Error"]["Code"] == "NoSuchUpload"
+
+
+# ---- versioned buckets ----
+
+
+@pytest.fixture
+def vbucket(lc3: Any, lbucket: str) -> str:
+    lc3.put_bucket_versioning(Bucket=lbucket, VersioningConfiguration={"Status": "Enabled"})
+    return lbucket
+
+
+def versions(s3: Any, bucket: str, key: str) -> list[tuple[str, bool, bool]]:
+    """(version id, is latest, is a delete marker) of a key's versions, newest first."""
+    out = s3.list_object_versions(Bucket=bucket, Prefix=key)
+    found = [(v["VersionId"], v["IsLatest"], False) for v in out.get("Versions", [])]
+    found += [(m["VersionId"], m["IsLatest"], True) for m in out.get("DeleteMarkers", [])]
+    # boto3 splits the listing in two lists, each newest first; the latest goes first (the
+    # keys tested here have at most one delete marker, or no noncurrent marker).
+    return sorted(found, key=lambda v: not v[1])
+
+
+def passes_after(srv: LiveServer, n: int) -> None:
+    """Wait until n more lifecycle passes finished."""
+    start = metrics(srv)["s3torrent_lifecycle_passes_total"]
+    wait_for(lambda: metrics(srv)["s3torrent_lifecycle_passes_total"] >= start + n)
+
+
+def test_expiry_in_a_versioned_bucket_adds_a_delete_marker_and_revokes_the_torrent(
+    lc_server: LiveServer, lc3: Any, vbucket: str
+) -> None:
+    ih = publish(lc_server, lc3, vbucket, "pub/obj")
+    vid = lc3.head_object(Bucket=vbucket, Key="pub/obj")["VersionId"]
+    assert b"peers" in announce(lc_server, announce_query(ih, peer_id(2), 6002))
+    lc3.put_bucket_lifecycle_configuration(
+        Bucket=vbucket,
+        LifecycleConfiguration={
+            "Rules": [{"ID": "pub", "Filter": {"Prefix": "pub/"}, "Status": "Enabled",
+                       "Expiration": {"Days": 1}}]
+        },
+    )  # fmt: skip
+    assert failure_within(lc_server, ih, seconds=15) == "unregistered torrent"
+    assert not exists(lc3, vbucket, "pub/obj")
+    passes_after(lc_server, 2)  # no second delete marker on later passes
+    (_, latest, is_marker), old = versions(lc3, vbucket, "pub/obj")
+    assert latest and is_marker
+    assert old == (vid, False, False)  # the expired version stays, noncurrent
+    body = lc3.get_object(Bucket=vbucket, Key="pub/obj", VersionId=vid)["Body"].read()
+    assert len(body) == 40_000
+
+
+def test_noncurrent_versions_expire_keeping_the_newest(lc3: Any, vbucket: str) -> None:
+    ids = [
+        lc3.put_object(Bucket=vbucket, Key="nc/k", Body=b"%d" % i)["VersionId"] for i in range(4)
+    ]
+    lc3.put_bucket_lifecycle_configuration(
+        Bucket=vbucket,
+        LifecycleConfiguration={
+            "Rules": [{"ID": "nc", "Filter": {"Prefix": "nc/"}, "Status": "Enabled",
+                       "NoncurrentVersionExpiration": {"NoncurrentDays": 1,
+                                                       "NewerNoncurrentVersions": 1}}]
+        },
+    )  # fmt: skip
+    wait_for(lambda: len(versions(lc3, vbucket, "nc/k")) == 2)
+    assert versions(lc3, vbucket, "nc/k") == [(ids[3], True, False), (ids[2], False, False)]
+
+
+def test_a_lone_delete_marker_is_removed(lc_server: LiveServer, lc3: Any, vbucket: str) -> None:
+    lc3.put_object(Bucket=vbucket, Key="dm/k", Body=b"x")
+    lc3.delete_object(Bucket=vbucket, Key="dm/k")
+    lc3.delete_object(Bucket=vbucket, Key="dm/ghost")  # a delete marker and nothing else
+    lc3.put_object(Bucket=vbucket, Key="keep/k", Body=b"x")
+    lc3.delete_object(Bucket=vbucket, Key="keep/k")  # its noncurrent version is not selected
+    lc3.put_bucket_lifecycle_configuration(
+        Bucket=vbucket,
+        LifecycleConfiguration={
+            "Rules": [{"ID": "dm", "Filter": {"Prefix": "dm/"}, "Status": "Enabled",
+                       "Expiration": {"ExpiredObjectDeleteMarker": True},
+                       "NoncurrentVersionExpiration": {"NoncurrentDays": 1}},
+                      {"ID": "markers", "Filter": {"Prefix": "keep/"}, "Status": "Enabled",
+                       "Expiration": {"ExpiredObjectDeleteMarker": True}}]
+        },
+    )  # fmt: skip
+    wait_for(lambda: not versions(lc3, vbucket, "dm/"))
+    passes_after(lc_server, 2)
+    assert [v[1:] for v in versions(lc3, vbucket, "keep/k")] == [(True, True), (False, False)]
+
+
+def test_versions_under_object_lock_are_not_removed(lc_server: LiveServer, lc3: Any) -> None:
+    name = f"life-lock-{int(time.time() * 1000) % 100000}"
+    lc3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    until = datetime.now(UTC) + timedelta(hours=1)
+    kept = [
+        lc3.put_object(Bucket=name, Key="lk/a", Body=b"a", ObjectLockMode="COMPLIANCE",
+                       ObjectLockRetainUntilDate=until)["VersionId"],
+        lc3.put_object(Bucket=name, Key="lk/b", Body=b"b",
+                       ObjectLockLegalHoldStatus="ON")["VersionId"],
+    ]  # fmt: skip
+    for key in ("lk/a", "lk/b", "lk/c", "lk/c"):
+        lc3.put_object(Bucket=name, Key=key, Body=b"new")
+    refused = metrics(lc_server).get("s3torrent_lifecycle_refused_total", 0.0)
+    lc3.put_bucket_lifecycle_configuration(
+        Bucket=name,
+        LifecycleConfiguration={
+            "Rules": [{"ID": "nc", "Filter": {"Prefix": "lk/"}, "Status": "Enabled",
+                       "NoncurrentVersionExpiration": {"NoncurrentDays": 1}}]
+        },
+    )  # fmt: skip
+    wait_for(lambda: len(versions(lc3, name, "lk/c")) == 1)  # the unlocked one went
+    passes_after(lc_server, 1)
+    for key, vid in zip(("lk/a", "lk/b"), kept, strict=True):
+        assert [v[0] for v in versions(lc3, name, key)][1:] == [vid]
+    assert metrics(lc_server)["s3torrent_lifecycle_refused_total"] - refused >= 2
+    lc3.put_object_legal_hold(Bucket=name, Key="lk/b", VersionId=kept[1],
+                              LegalHold={"Status": "OFF"})  # fmt: skip
+    wait_for(lambda: len(versions(lc3, name, "lk/b")) == 1)  # released: it goes

@@ -4,11 +4,17 @@ One node at a time runs a pass (the "lifecycle" lease in the metadata store, ren
 batch; a node that loses it stops, and whoever takes it over goes on from the cursor). A pass
 walks each bucket that has rules in key order, a batch at a time, saving the last key it
 evaluated (so a restart or another node resumes there), and then its multipart uploads.
+Rules that act on noncurrent versions or delete markers walk every key that has any version
+(a key whose latest version is a delete marker included), each with all its versions; rules
+that only expire current versions walk the current versions.
 
-Every action goes through the same paths as a user's request: an expiry is the store's
-delete (so it publishes ObjectDeleted, which revokes the torrent, and meets the store's
-object-lock check), conditioned on the very version that was evaluated, so a concurrent
-overwrite is never expired; an upload is aborted as AbortMultipartUpload does it.
+Every action goes through the same paths as a user's request: expiring a current version is
+the store's DeleteObject (in a versioned bucket it adds a delete marker and the version
+stays, noncurrent; either way it publishes ObjectDeleted, which revokes the torrent),
+conditioned on the very version that was evaluated, so a concurrent overwrite is never
+expired; a noncurrent version or a delete marker goes through the store's delete of one
+version, where object lock is checked (a locked version is counted as refused and stays),
+and only while it is still noncurrent; an upload is aborted as AbortMultipartUpload does it.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from s3torrent.store.conditions import WriteCondition
 from s3torrent.store.errors import PreconditionFailed, StoreError
 from s3torrent.store.meta_lifecycle import KeyVersion
 from s3torrent.store.objects import ObjectStore
-from s3torrent.store.rows import ObjectVersion, Upload
+from s3torrent.store.rows import Bucket, ObjectVersion, Upload
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,17 @@ class LifecycleProgress:
 
     def snapshot(self) -> dict[str, float]:
         return {f.name: float(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """An action due on one version of a key; `s3_version_id` names the version to the
+    store's delete of one version ("null" for a null version), `action.version_id` is the
+    store's own id, which pins exactly the version evaluated."""
+
+    key: str
+    action: VersionAction
+    s3_version_id: str = ""
 
 
 def version_facts(v: KeyVersion) -> VersionFacts:
@@ -127,7 +144,7 @@ class LifecycleWorker:
             if config is None or not config.enabled_rules:
                 continue
             buckets += 1
-            if config.object_rules and not await self._objects(bucket.name, config):
+            if config.object_rules and not await self._objects(bucket, config):
                 log.info("lifecycle: lease lost to another node; it goes on from the cursor")
                 return False
             if config.aborts_uploads:
@@ -153,28 +170,34 @@ class LifecycleWorker:
         )
         return True
 
-    async def _objects(self, bucket: str, config: LifecycleConfiguration) -> bool:
-        after = await self.meta.lifecycle_cursor(bucket)
+    async def _objects(self, bucket: Bucket, config: LifecycleConfiguration) -> bool:
+        name = bucket.name
+        after = await self.meta.lifecycle_cursor(name)
         while True:
             if not await self._hold_lease():
                 return False
             started = time.monotonic()
-            page = await self.meta.list_page(
-                bucket, config.scan_prefix, "", after, self.settings.batch_size
-            )
-            actions = await self._evaluate(bucket, config, page.objects)
+            prefix, batch = config.scan_prefix, self.settings.batch_size
+            if config.acts_on_versions:
+                page = await self.meta.key_versions_page(name, prefix, after, batch)
+                actions = await self._evaluate_versions(config, page.keys)
+                scanned, truncated, last = len(page.keys), page.truncated, page.last
+            else:
+                current = await self.meta.list_page(name, prefix, "", after, batch)
+                actions = await self._evaluate(config, current.objects)
+                scanned, truncated, last = len(current.objects), current.truncated, current.last
             await self._pace(started)
             for i in range(0, len(actions), WAVE):
                 started = time.monotonic()
                 wave = actions[i : i + WAVE]
-                await asyncio.gather(*(self._apply(bucket, key, a) for key, a in wave))
+                await asyncio.gather(*(self._apply(bucket, due) for due in wave))
                 await self._pace(started)
-            self.progress.objects_scanned += len(page.objects)
-            if not page.truncated or page.last is None:
-                await self.meta.save_lifecycle_cursor(bucket, None)
+            self.progress.objects_scanned += scanned
+            if not truncated or last is None:
+                await self.meta.save_lifecycle_cursor(name, None)
                 return True
-            after = page.last
-            await self.meta.save_lifecycle_cursor(bucket, after)
+            after = last
+            await self.meta.save_lifecycle_cursor(name, after)
 
     async def _pace(self, started: float) -> None:
         """Give way to requests: when others were waiting for the event loop, rest long
@@ -189,40 +212,60 @@ class LifecycleWorker:
         await asyncio.sleep(busy * (1 - share) / share)
 
     async def _evaluate(
-        self, bucket: str, config: LifecycleConfiguration, objs: Sequence[ObjectVersion]
-    ) -> list[tuple[str, VersionAction]]:
+        self, config: LifecycleConfiguration, objs: Sequence[ObjectVersion]
+    ) -> list[Due]:
+        """Current versions only: what Expiration (Days or Date) makes due."""
         now, day = self.clock(), self.settings.day_seconds
-        actions: list[tuple[str, VersionAction]] = []
+        actions: list[Due] = []
         for n, obj in enumerate(objs):
             if n % EVALUATE_STEP == EVALUATE_STEP - 1:
                 await asyncio.sleep(0)  # the requests waiting on this loop go first
-            if config.acts_on_versions:
-                versions = await self.meta.key_versions(bucket, obj.key)
-                facts = [version_facts(v) for v in versions]
-                actions += [(obj.key, a) for a in version_actions(config, obj.key, facts, now, day)]
-                continue
             due = expire_current(
                 config, ObjectFacts(obj.key, obj.size, obj.last_modified, obj.tags), now, day
             )
             if due is not None:
-                actions.append(
-                    (obj.key, VersionAction("expire_current", obj.version_id, due.rule_id))
-                )
+                action = VersionAction("expire_current", obj.version_id, due.rule_id)
+                actions.append(Due(obj.key, action, obj.s3_version_id))
         return actions
 
-    async def _apply(self, bucket: str, key: str, action: VersionAction) -> None:
+    async def _evaluate_versions(
+        self, config: LifecycleConfiguration, keys: Sequence[tuple[str, list[KeyVersion]]]
+    ) -> list[Due]:
+        """Keys with all their versions: what every rule makes due."""
+        now, day = self.clock(), self.settings.day_seconds
+        actions: list[Due] = []
+        for n, (key, versions) in enumerate(keys):
+            if n % EVALUATE_STEP == EVALUATE_STEP - 1:
+                await asyncio.sleep(0)
+            s3_ids = {v.version_id: v.s3_version_id for v in versions}
+            facts = [version_facts(v) for v in versions]
+            for a in version_actions(config, key, facts, now, day):
+                actions.append(Due(key, a, s3_ids[a.version_id]))
+        return actions
+
+    async def _apply(self, bucket: Bucket, due: Due) -> None:
         p = self.progress
+        action = due.action
         try:
             if action.kind == "expire_current":
-                done = await self._expire_current(bucket, key, action.version_id)
+                done = await self._expire_current(bucket, due.key, action.version_id)
             else:
-                done = await self._delete_version(bucket, key, action.version_id)
+                done = await self._delete_version(
+                    bucket.name, due.key, due.s3_version_id, action.version_id
+                )
         except PreconditionFailed:
             p.skipped_changed += 1
             return
-        except StoreError as exc:
+        except StoreError as exc:  # ObjectLocked among them
             p.refused += 1
-            log.info("lifecycle: %s/%s not expired (rule %s): %s", bucket, key, action.rule_id, exc)
+            log.info(
+                "lifecycle: %s/%s version %s not removed (rule %s): %s",
+                bucket.name,
+                due.key,
+                due.s3_version_id,
+                action.rule_id,
+                exc,
+            )
             return
         if not done:
             p.skipped_changed += 1
@@ -233,18 +276,25 @@ class LifecycleWorker:
         else:
             p.delete_markers_removed += 1
 
-    async def _expire_current(self, bucket: str, key: str, version_id: str) -> bool:
+    async def _expire_current(self, bucket: Bucket, key: str, version_id: str) -> bool:
         """A user's DeleteObject of the key, on the condition that the version evaluated is
-        still current (in a versioned bucket the delete path adds a delete marker)."""
-        removed = await self.store.delete(bucket, key, WriteCondition(if_version=version_id))
-        return removed is not None
+        still current: in a versioned bucket the delete path adds a delete marker (owned by
+        the bucket's owner) and the version stays, noncurrent; in an unversioned one it
+        goes. False: it is current no more (overwritten or deleted meanwhile)."""
+        removed = await self.store.delete(
+            bucket.name, key, WriteCondition(if_version=version_id), bucket.owner_id
+        )
+        return removed.revoked is not None
 
-    async def _delete_version(self, bucket: str, key: str, version_id: str) -> bool:
-        """Delete exactly one version (a noncurrent one, or a lone delete marker). Today's
-        schema has one version per key, so this is the conditional delete of the current;
-        the versioned store's DeleteObject?versionId replaces it."""
-        removed = await self.store.delete(bucket, key, WriteCondition(if_version=version_id))
-        return removed is not None
+    async def _delete_version(
+        self, bucket: str, key: str, s3_version_id: str, version_id: str
+    ) -> bool:
+        """Remove exactly one noncurrent version, or a delete marker left alone, for good:
+        the store's delete of one version (object lock checked there: ObjectLocked), only
+        while the version with this store id is still noncurrent (a lone marker: while it
+        is the key's only version). False: it is not (any more)."""
+        removed = await self.store.delete_version(bucket, key, s3_version_id, noncurrent=version_id)
+        return removed.s3_version_id is not None
 
     async def _uploads(self, bucket: str, config: LifecycleConfiguration) -> None:
         key_marker = upload_marker = ""

@@ -74,7 +74,12 @@ class ObjectMetadata(Protocol):
     ) -> Removed: ...
 
     async def delete_version(
-        self, bucket: str, key: str, s3_version_id: str, bypass_governance: bool = False
+        self,
+        bucket: str,
+        key: str,
+        s3_version_id: str,
+        bypass_governance: bool = False,
+        noncurrent: str | None = None,
     ) -> Removed: ...
 
     async def update_version(
@@ -199,14 +204,21 @@ class SqlObjects(SqlStoreBase):
         return removed
 
     async def delete_version(
-        self, bucket: str, key: str, s3_version_id: str, bypass_governance: bool = False
+        self,
+        bucket: str,
+        key: str,
+        s3_version_id: str,
+        bypass_governance: bool = False,
+        noncurrent: str | None = None,
     ) -> Removed:
         """Remove one version for good, unless object lock protects it (ObjectLocked, for
         everyone: this is the one way a version is removed). The newest remaining version
-        becomes current again when the current one (or the latest delete marker) went."""
+        becomes current again when the current one (or the latest delete marker) went.
+        `noncurrent`: the lifecycle worker's delete, of exactly the version with this store
+        id and only while it is noncurrent (see version_queries.delete_version)."""
         removed = await self.db.write(
             lambda c: vq.delete_version(
-                c, bucket, key, s3_version_id, time.time(), bypass_governance
+                c, bucket, key, s3_version_id, time.time(), bypass_governance, noncurrent
             )
         )
         self._removed(bucket, key, removed)

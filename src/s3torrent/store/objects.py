@@ -324,10 +324,18 @@ class ObjectStore:
         return removed
 
     async def delete_version(
-        self, bucket: str, key: str, s3_version_id: str, bypass_governance: bool = False
+        self,
+        bucket: str,
+        key: str,
+        s3_version_id: str,
+        bypass_governance: bool = False,
+        noncurrent: str | None = None,
     ) -> md.Removed:
-        """Remove one version for good (object lock permitting); its blob goes."""
-        removed = await self.meta.delete_version(bucket, key, s3_version_id, bypass_governance)
+        """Remove one version for good (object lock permitting); its blob goes. `noncurrent`
+        (the lifecycle worker): only the version with this store id, only while noncurrent."""
+        removed = await self.meta.delete_version(
+            bucket, key, s3_version_id, bypass_governance, noncurrent
+        )
         self.release(removed.freed)
         return removed
 

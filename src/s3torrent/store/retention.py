@@ -1,6 +1,6 @@
 """Object lock, decided in the metadata store: the one check every removal of a version
-goes through (DeleteObject by version id, a null version replaced, and any future lifecycle
-worker, since they all remove versions through the store).
+goes through (DeleteObject by version id, a null version replaced, and the lifecycle worker,
+since they all remove versions through the store).
 
 A version is locked while it is under a legal hold, or until its retain-until date: in
 COMPLIANCE mode for everyone, root included; in GOVERNANCE mode for everyone but a request

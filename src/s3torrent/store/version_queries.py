@@ -211,7 +211,13 @@ def add_delete_marker(
     kb = key.encode("utf-8")
     at = {"w_bucket": bucket.name, "w_key": kb}
     old = _lock_current(conn, at)
-    condition.check(bucket.name, key, old.etag if old is not None else None)
+    if old is None:
+        condition.check(bucket.name, key, None)
+        if condition.if_version is not None:
+            # The version to expire is gone already: no delete marker on top of it.
+            return Removed(None, False, None)
+    else:
+        condition.check(bucket.name, key, old.etag, old.version_id)
     freed: list[str] = []
     if not versioned:
         freed += _drop_null_from_history(conn, at, now)
@@ -297,12 +303,20 @@ def delete_version(
     s3_version_id: str,
     now: float,
     bypass_governance: bool,
+    noncurrent: str | None = None,
 ) -> Removed:
     """Remove one version for good (object lock permitting). When it was the current
     version, or the delete marker that was the latest, the newest remaining version becomes
-    current again (unless it is a delete marker)."""
+    current again (unless it is a delete marker).
+
+    `noncurrent` (the lifecycle worker's delete) is the store id of the version to remove,
+    as it was seen noncurrent: it is removed only if it still is, and a delete marker that
+    is the key's latest version only if it is the key's only version (so nothing becomes
+    current again); otherwise nothing is removed."""
     kb = key.encode("utf-8")
     _serialize_key(conn, bucket, kb)
+    if noncurrent is not None:
+        return _delete_noncurrent(conn, bucket, kb, s3_version_id, noncurrent, now)
     current = conn.execute(
         sa.select(objects)
         .where(*_version_where(objects, bucket, kb, s3_version_id))
@@ -334,6 +348,40 @@ def delete_version(
     promoted = _promote_newest(conn, bucket, kb)
     freed = (victim.version_id,) if victim.inline is None and not victim.delete_marker else ()
     return Removed(victim.s3_version_id, victim.delete_marker, revoked, promoted, freed)
+
+
+def _delete_noncurrent(
+    conn: Connection, bucket: str, kb: bytes, s3_version_id: str, version_id: str, now: float
+) -> Removed:
+    where = (
+        *_version_where(object_versions, bucket, kb, s3_version_id),
+        _OV.version_id == version_id,
+    )
+    row = conn.execute(sa.select(object_versions).where(*where).with_for_update()).first()
+    if row is None:
+        return Removed(None, False, None)  # current again, or removed meanwhile
+    victim = ObjectVersion.from_row(row)
+    if victim.delete_marker:
+        if _latest_before_others(conn, bucket, kb, int(row._mapping["seq"])):
+            # Removing it would make an older version current again: only a lone marker
+            # goes (ExpiredObjectDeleteMarker).
+            return Removed(None, False, None)
+    else:
+        check_removable(victim.lock_mode, victim.lock_until, victim.legal_hold, now, False)
+    conn.execute(object_versions.delete().where(_OV.version_id == version_id))
+    freed = (victim.version_id,) if victim.inline is None and not victim.delete_marker else ()
+    return Removed(victim.s3_version_id, victim.delete_marker, None, None, freed)
+
+
+def _latest_before_others(conn: Connection, bucket: str, kb: bytes, seq: int) -> bool:
+    """Whether the history row at `seq` is the key's latest version and others follow it."""
+    if conn.execute(sa.select(_O.version_id).where(_O.bucket == bucket, _O.key == kb)).first():
+        return False
+    neighbours = sa.select(sa.func.min(_OV.seq), sa.func.max(_OV.seq)).where(
+        _OV.bucket == bucket, _OV.key == kb
+    )
+    newest, oldest = conn.execute(neighbours).one()
+    return bool(newest == seq and oldest != seq)
 
 
 def _promote_newest(conn: Connection, bucket: str, kb: bytes) -> ObjectVersion | None:
