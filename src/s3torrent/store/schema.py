@@ -82,8 +82,9 @@ objects = sa.Table(
 )
 
 # Every other version of a versioned key: noncurrent versions and delete markers, newest
-# first by `seq` (larger: newer). A key's latest version is its `objects` row when it has
-# one; else its newest row here, which is then a delete marker.
+# first by `seq` (smaller: newer; a new row takes a seq below every other of its key). A
+# key's latest version is its `objects` row when it has one; else its newest row here, which
+# is then a delete marker.
 object_versions = sa.Table(
     "object_versions",
     meta,
