@@ -289,7 +289,7 @@ class Node:
         # named "announce"/"scrape" keep them: S3 never sends info_hash or peer_id.
         self.s3.add_query_route("/announce", frozenset({"info_hash", "peer_id"}), tracker)
         self.s3.add_query_route("/scrape", frozenset({"info_hash"}), tracker)
-        self.admin = AdminApi(self.context, NodeFacts())
+        self.admin = AdminApi(self.context, NodeFacts(swarms=self.svc.public.registry))
         self.s3.add_route("/_admin", self.admin)
         self.lifecycle = LifecycleWorker(
             self.svc.store, settings.lifecycle, self.svc.hash_jobs.node_id
