@@ -73,7 +73,9 @@ async function call(method, path, options = {}) {
     code = doc.querySelector("Code")?.textContent || code;
     message = doc.querySelector("Message")?.textContent || message;
   }
-  if (resp.status === 403 && (code === "InvalidAccessKeyId" || code === "SignatureDoesNotMatch")) {
+  const badKeys = code === "InvalidAccessKeyId" || code === "SignatureDoesNotMatch";
+  if (resp.status === 403 && badKeys && body.dataset.page !== "signin") {
+    // Keys refused mid-session (disabled or rotated): nothing more will work with them.
     signOut(`signed out: ${code}`);
   }
   throw new ApiError(resp.status, code, message);
@@ -343,10 +345,11 @@ async function reportsPage() {
   // Egress per bucket and hour, from the usage report's DataTransfer-Out rows.
   const perBucket = new Map();
   for (const r of usage.rows.filter((x) => x.UsageType === "DataTransfer-Out-Bytes")) {
-    const series = perBucket.get(r.Resource) || new Map();
+    const name = r.Resource || "(no bucket: ListBuckets)";
+    const series = perBucket.get(name) || new Map();
     const t = Date.parse(r.StartTime);
     series.set(t, (series.get(t) || 0) + Number(r.UsageValue));
-    perBucket.set(r.Resource, series);
+    perBucket.set(name, series);
   }
   const usageChart = lineChart(
     Array.from(perBucket, ([name, m]) => ({ name, points: Array.from(m) })),

@@ -21,8 +21,11 @@ export function lineChart(series, { width = 640, height = 220, format = String }
     return svg;
   }
   const xs = points.map((p) => p[0]);
-  const x0 = Math.min(...xs);
-  const x1 = Math.max(...xs) === x0 ? x0 + 1 : Math.max(...xs);
+  // One instant only: give it an hour either side, so the point sits in the middle.
+  const lo = Math.min(...xs);
+  const hi = Math.max(...xs);
+  const x0 = hi === lo ? lo - 3600_000 : lo;
+  const x1 = hi === lo ? hi + 3600_000 : hi;
   const y1 = Math.max(1, ...points.map((p) => p[1]));
   const w = width - pad.left - pad.right;
   const h = height - pad.top - pad.bottom;
@@ -33,9 +36,9 @@ export function lineChart(series, { width = 640, height = 220, format = String }
   for (const v of [0, y1 / 2, y1]) {
     svg.appendChild(el("text", { x: pad.left - 4, y: sy(v) + 4, "text-anchor": "end" }, format(v)));
   }
-  for (const t of [x0, x1]) {
-    const label = new Date(t).toISOString().slice(5, 16).replace("T", " ");
-    svg.appendChild(el("text", { x: sx(t), y: pad.top + h + 16, "text-anchor": "middle" }, label));
+  for (const [t, anchor] of [[x0, "start"], [x1, "end"]]) {
+    const label = new Date(t).toISOString().slice(5, 16).replace("T", " ") + " UTC";
+    svg.appendChild(el("text", { x: sx(t), y: pad.top + h + 16, "text-anchor": anchor }, label));
   }
   series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length];

@@ -1,0 +1,149 @@
+"""The web console in headless Chromium: sign in, create a bucket, upload, publish, watch a
+libtorrent download appear in the swarm panel, sign out.
+
+Debian's chromium (`/usr/bin/chromium`, never a downloaded browser) driven by Playwright for
+Python. The screenshots of README's "Web console" section are taken here (docs/console-*.png).
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, start_server
+from tests.seeding import lt_add, lt_session, without_web_seed
+
+CHROMIUM = Path("/usr/bin/chromium")
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+MiB = 1 << 20
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.interop,
+    pytest.mark.timeout(150),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    s = start_server(tmp_path_factory.mktemp("console-browser"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def page(srv: LiveServer) -> Iterator[Any]:
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1100, "height": 760})
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        yield page
+        browser.close()
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(DOCS / f"console-{name}.png"), full_page=True)
+
+
+def sign_in(page: Any, srv: LiveServer, secret: str) -> None:
+    page.goto(f"{srv.endpoint}/_console/")
+    page.fill("#access-key", ROOT_AK)
+    page.fill("#secret-key", secret)
+    page.click("#signin button[type=submit]")
+
+
+def test_a_wrong_secret_is_refused(srv: LiveServer, page: Any) -> None:
+    sign_in(page, srv, ROOT_SK + "x")
+    page.wait_for_selector("#signin-status.error")
+    assert "SignatureDoesNotMatch" in page.text_content("#signin-status")
+    assert page.evaluate("sessionStorage.length") == 0
+    page.goto(f"{srv.endpoint}/_console/buckets")
+    page.wait_for_url("**/_console/?reason=*")
+
+
+def test_console_publishes_an_upload_and_shows_its_swarm(
+    srv: LiveServer, page: Any, tmp_path: Path
+) -> None:
+    sign_in(page, srv, ROOT_SK)
+    page.wait_for_url("**/_console/buckets")
+    assert ROOT_SK not in page.evaluate("JSON.stringify(sessionStorage)")  # a derived key only
+
+    page.fill("#new-bucket", "console-demo")
+    page.click("#create-bucket button[type=submit]")
+    page.click("#buckets >> text=console-demo")
+    page.wait_for_url("**/_console/objects?bucket=console-demo")
+
+    data = os.urandom(3 * MiB)
+    upload = tmp_path / "video.bin"
+    upload.write_bytes(data)
+    page.set_input_files("#upload-file", str(upload))
+    page.click("#upload button[type=submit]")
+    page.wait_for_selector("#objects >> text=video.bin")
+    shot(page, "objects")
+
+    page.click("#objects >> text=video.bin")
+    page.wait_for_selector("#access")
+    assert page.text_content("#access") == "private"
+    with page.expect_download() as download:
+        page.click("#download")
+    assert Path(download.value.path()).read_bytes() == data
+
+    page.click("#make-public")
+    page.wait_for_selector("#torrent-link")
+    assert page.text_content("#access") == "public"
+    torrent_url = page.get_attribute("#torrent-link", "href")
+    assert torrent_url == f"{srv.endpoint}/console-demo/video.bin?torrent"
+    with urllib.request.urlopen(torrent_url, timeout=30) as r:  # anonymous, as a peer would
+        torrent = without_web_seed(r.read())
+    page.wait_for_selector("#magnet-link")
+    assert page.text_content("#magnet-link").startswith("magnet:?")
+
+    # A slow leecher: it stays in the swarm long enough to be seen.
+    session = lt_session(download_rate_limit=512 * 1024, ignore_limits_on_local_network=False)
+    handle = lt_add(session, tmp_path / "dl", torrent=torrent)
+    try:
+        page.wait_for_function(
+            "() => { const s = document.getElementById('swarm');"
+            " return s && (Number(s.dataset.peers) > 0 && Number(s.dataset.originBytes) > 0); }",
+            timeout=45_000,
+        )
+        shot(page, "object")
+    finally:
+        session.remove_torrent(handle)
+        del session
+
+    page.click("header nav >> text=Savings and usage")
+    page.wait_for_selector("#savings-chart svg")
+    page.wait_for_selector("#usage-chart svg circle", state="attached")
+    # The savings plot samples the report every 5 s: two samples make a line.
+    page.wait_for_function(
+        "() => document.querySelectorAll('#savings-chart circle').length >= 4", timeout=15_000
+    )
+    shot(page, "reports")
+
+    page.click("header nav >> text=Users and keys")
+    page.fill("#new-user", "alice")
+    page.click("#add-user button[type=submit]")
+    page.wait_for_selector("#new-secret")
+    page.reload()
+    page.click("tr[data-user=alice] >> text=Disable")
+    page.wait_for_selector("tr[data-user=alice] >> text=disabled")
+    shot(page, "users")
+
+    page.click("#signout")
+    page.wait_for_url("**/_console/?reason=*")
+    assert page.evaluate("sessionStorage.length") == 0
+    page.goto(f"{srv.endpoint}/_console/buckets")
+    page.wait_for_url("**/_console/?reason=*")  # no keys: the data page sends you to sign in
+    # And the API itself refuses what the page could still try without keys.
+    status = page.evaluate("fetch('/', {cache: 'no-store'}).then(r => r.status)")
+    assert status == 403
+    shot(page, "signin")
