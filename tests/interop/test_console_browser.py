@@ -8,6 +8,7 @@ Python. The screenshots of README's "Web console" section are taken here (docs/c
 from __future__ import annotations
 
 import os
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, start_server
+from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, add_user, make_client, start_server
 from tests.seeding import lt_add, lt_session, without_web_seed
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -53,9 +54,9 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(DOCS / f"console-{name}.png"), full_page=True)
 
 
-def sign_in(page: Any, srv: LiveServer, secret: str) -> None:
+def sign_in(page: Any, srv: LiveServer, secret: str, access_key: str = ROOT_AK) -> None:
     page.goto(f"{srv.endpoint}/_console/")
-    page.fill("#access-key", ROOT_AK)
+    page.fill("#access-key", access_key)
     page.fill("#secret-key", secret)
     page.click("#signin button[type=submit]")
 
@@ -67,6 +68,30 @@ def test_a_wrong_secret_is_refused(srv: LiveServer, page: Any) -> None:
     assert page.evaluate("sessionStorage.length") == 0
     page.goto(f"{srv.endpoint}/_console/buckets")
     page.wait_for_url("**/_console/?reason=*")
+
+
+def test_a_user_sees_what_their_keys_may_see(srv: LiveServer, page: Any) -> None:
+    """The console asks the API's own access decision: no more for a user than boto3 gets."""
+    bob = add_user(srv, "bob")
+    make_client(srv.endpoint).create_bucket(Bucket="roots-only")
+    bob_s3 = make_client(srv.endpoint, bob.access_key, bob.secret_key)
+    deadline = time.monotonic() + 10  # the server reloads users within 3 s
+    while True:
+        try:
+            bob_s3.create_bucket(Bucket="bobs-bucket")
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    sign_in(page, srv, bob.secret_key, bob.access_key)
+    page.wait_for_selector("#buckets >> text=bobs-bucket")
+    assert "roots-only" not in page.text_content("#buckets")
+    assert page.locator("header nav >> text=Users and keys").count() == 0
+    page.goto(f"{srv.endpoint}/_console/users")
+    assert "AccessDenied" in page.text_content("[role=alert]")
+    page.goto(f"{srv.endpoint}/_console/objects?bucket=roots-only")
+    assert "AccessDenied" in page.text_content("[role=alert]")
 
 
 def test_console_publishes_an_upload_and_shows_its_swarm(

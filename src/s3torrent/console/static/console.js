@@ -5,6 +5,7 @@ import { deriveSession, encodePath, signedFetch } from "./sigv4.js";
 import { lineChart } from "./plot.js";
 
 const STORE = "s3torrent.console";
+const SIGNED_UPLOAD_MAX = 64 * 1024 * 1024;
 const body = document.body;
 const PREFIX = body.dataset.prefix;
 const app = document.getElementById("app");
@@ -177,9 +178,11 @@ async function bucketsPage() {
 async function objectsPage() {
   const bucket = params.get("bucket") || "";
   const prefix = params.get("prefix") || "";
-  const doc = await xml("GET", `/${bucket}`, {
-    query: [["list-type", "2"], ["delimiter", "/"], ["prefix", prefix]],
-  });
+  const token = params.get("token");
+  const query = [["list-type", "2"], ["delimiter", "/"], ["prefix", prefix]];
+  if (token) query.push(["continuation-token", token]);
+  const doc = await xml("GET", `/${bucket}`, { query });
+  const next = doc.querySelector("NextContinuationToken")?.textContent;
   const crumbs = [h("a", { href: page("/objects", { bucket }) }, bucket)];
   let acc = "";
   for (const part of prefix.split("/").filter(Boolean)) {
@@ -204,9 +207,12 @@ async function objectsPage() {
     if (!f) return;
     status.textContent = `Uploading ${f.name}…`;
     try {
-      const data = new Uint8Array(await f.arrayBuffer());
       const headers = f.type ? { "content-type": f.type } : {};
-      await call("PUT", `/${bucket}/${prefix}${f.name}`, { body: data, headers });
+      // Small files are hashed into the signature; a large one is not read into the page
+      // (the browser streams it), at the price of an unsigned payload, as SDKs allow.
+      const signBody = f.size <= SIGNED_UPLOAD_MAX;
+      const data = signBody ? new Uint8Array(await f.arrayBuffer()) : f;
+      await call("PUT", `/${bucket}/${prefix}${f.name}`, { body: data, headers, unsignedPayload: !signBody });
       location.reload();
     } catch (err) {
       status.replaceChildren(failure(err));
@@ -216,6 +222,7 @@ async function objectsPage() {
     `Objects in ${bucket}`,
     h("p", {}, ...crumbs),
     rows.length ? h("table", { id: "objects" }, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Size")), rows) : h("p", { class: "muted" }, "Nothing here yet."),
+    next ? h("p", {}, h("a", { id: "next-page", href: page("/objects", { bucket, prefix, token: next }) }, "Next page →")) : null,
     h("h2", {}, "Upload a file here"),
     form,
     status,
@@ -233,7 +240,13 @@ async function objectPage() {
   const key = params.get("key") || "";
   const path = `/${bucket}/${key}`;
   const head = await call("HEAD", path);
-  const pub = isPublic(await xml("GET", path, { query: [["acl", ""]] }));
+  // Reading the ACL takes s3:GetObjectAcl: a reader without it still gets the object page.
+  let pub = null;
+  try {
+    pub = isPublic(await xml("GET", path, { query: [["acl", ""]] }));
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.status !== 403) throw err;
+  }
   const status = h("p", { role: "status" });
   const setAcl = (acl) => async () => {
     try {
@@ -264,16 +277,18 @@ async function objectPage() {
       h("tr", {}, h("th", {}, "Size"), h("td", {}, bytes(head.headers.get("content-length") || 0))),
       h("tr", {}, h("th", {}, "Type"), h("td", {}, head.headers.get("content-type") || "")),
       h("tr", {}, h("th", {}, "ETag"), h("td", {}, head.headers.get("etag") || "")),
-      h("tr", {}, h("th", {}, "Access"), h("td", {}, h("span", { id: "access", class: pub ? "badge public" : "badge" }, pub ? "public" : "private"))),
+      h("tr", {}, h("th", {}, "Access"), h("td", {}, h("span", { id: "access", class: pub ? "badge public" : "badge" }, pub === null ? "unknown (no s3:GetObjectAcl)" : pub ? "public" : "private"))),
     ),
     h(
       "p",
       {},
       h("button", { type: "button", id: "download", onclick: download }, "Download"),
       " ",
-      pub
-        ? h("button", { type: "button", id: "make-private", onclick: setAcl("private") }, "Make private")
-        : h("button", { type: "button", id: "make-public", onclick: setAcl("public-read") }, "Make public"),
+      pub === null
+        ? null
+        : pub
+          ? h("button", { type: "button", id: "make-private", onclick: setAcl("private") }, "Make private")
+          : h("button", { type: "button", id: "make-public", onclick: setAcl("public-read") }, "Make public"),
     ),
     status,
   ];
@@ -384,6 +399,7 @@ async function usersPage() {
   const { users } = await json("GET", "/_admin/users");
   const status = h("div", { id: "users-status", role: "status" });
   const act = (name, what, method = "POST") => async () => {
+    if (method === "DELETE" && !confirm(`Remove user ${name}? Their keys stop working.`)) return;
     try {
       const suffix = what ? `/${what}` : "";
       const r = await json(method, `/_admin/users/${name}${suffix}`);

@@ -55,15 +55,18 @@ export async function deriveSession(accessKey, secretKey, region) {
   return { accessKey, region, day, key: toB64(k) };
 }
 
-// A fetch signed for `session`. path is unencoded ("/bucket/key"); query a list of pairs.
+// A fetch signed for `session`. path is unencoded ("/bucket/key"); query a list of pairs;
+// body null, a string or bytes (or, with unsignedPayload, a Blob the browser streams).
 export async function signedFetch(session, method, path, options = {}) {
-  const { query = [], headers = {}, body = null } = options;
+  const { query = [], headers = {}, body = null, unsignedPayload = false } = options;
   const now = new Date();
   const { amzDate, day } = stamp(now);
   if (day !== session.day) {
     throw new Error("the signing key was for another day: sign in again");
   }
-  const payload = body === null ? await sha256Hex("") : await sha256Hex(body);
+  const payload = unsignedPayload
+    ? "UNSIGNED-PAYLOAD"
+    : await sha256Hex(body === null ? "" : body);
   const all = { ...headers, "x-amz-date": amzDate, "x-amz-content-sha256": payload };
   const signed = { host: location.host };
   for (const [k, v] of Object.entries(all)) signed[k.toLowerCase()] = String(v).trim();
