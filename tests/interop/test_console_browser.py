@@ -44,6 +44,7 @@ def page(srv: LiveServer) -> Iterator[Any]:
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         context = browser.new_context(viewport={"width": 1100, "height": 760})
+        context.grant_permissions(["clipboard-read", "clipboard-write"])
         page = context.new_page()
         page.set_default_timeout(20_000)
         yield page
@@ -88,6 +89,7 @@ def test_a_user_sees_what_their_keys_may_see(srv: LiveServer, page: Any) -> None
     page.wait_for_selector("#buckets >> text=bobs-bucket")
     assert "roots-only" not in page.text_content("#buckets")
     assert page.locator("header nav >> text=Users and keys").count() == 0
+    assert page.locator("header nav >> text=Torrents").count() == 0
     page.goto(f"{srv.endpoint}/_console/users")
     assert "AccessDenied" in page.text_content("[role=alert]")
     page.goto(f"{srv.endpoint}/_console/objects?bucket=roots-only")
@@ -144,6 +146,14 @@ def test_console_publishes_an_upload_and_shows_its_swarm(
     finally:
         session.remove_torrent(handle)
         del session
+
+    page.click("#magnet button")  # 127.0.0.1 is a secure context: the clipboard works
+    page.wait_for_selector("#magnet >> text=Copied")
+    assert page.evaluate("navigator.clipboard.readText()").startswith("magnet:?")
+
+    page.click("header nav >> text=Torrents")
+    page.wait_for_selector("#torrents >> text=console-demo/video.bin")
+    shot(page, "torrents")
 
     page.click("header nav >> text=Savings and usage")
     page.wait_for_selector("#savings-chart svg")

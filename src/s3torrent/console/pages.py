@@ -17,12 +17,13 @@ from aiohttp import web
 
 PREFIX = "/_console"
 
-# The pages, by path under PREFIX: (title, needs a signed-in user).
+# The pages, by path under PREFIX, and their titles.
 PAGES: dict[str, str] = {
     "/": "Sign in",
     "/buckets": "Buckets",
     "/objects": "Objects",
     "/object": "Object",
+    "/torrents": "Torrents",
     "/reports": "Savings and usage",
     "/users": "Users and keys",
 }

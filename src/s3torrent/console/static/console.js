@@ -104,8 +104,23 @@ function signOut(reason) {
   location.assign(page("/", reason ? { reason } : {}));
 }
 
-function copyButton(text) {
-  return h("button", { type: "button", onclick: () => navigator.clipboard?.writeText(text) }, "Copy");
+// The clipboard API needs a secure context (HTTPS or localhost); elsewhere the link is
+// selected for the user to copy.
+function copyButton(text, target) {
+  const copy = async (event) => {
+    const button = event.currentTarget;
+    try {
+      await navigator.clipboard.writeText(text);
+      button.textContent = "Copied";
+    } catch {
+      const range = document.createRange();
+      range.selectNodeContents(target);
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+      button.textContent = "Selected: copy it";
+    }
+  };
+  return h("button", { type: "button", onclick: copy }, "Copy");
 }
 
 // ------------------------------------------------------------------------------ pages
@@ -293,11 +308,12 @@ async function objectPage() {
     status,
   ];
   if (pub) {
+    const torrentLink = h("a", { id: "torrent-link", href: torrentUrl }, h("code", { class: "link" }, torrentUrl));
     const magnet = h("p", { id: "magnet" }, h("span", { class: "muted" }, "Magnet link: waiting for the piece hashes…"));
     const swarm = h("div", { id: "swarm", class: "stats" });
     parts.push(
       h("h2", {}, "Torrent"),
-      h("p", {}, "Torrent file: ", h("a", { id: "torrent-link", href: torrentUrl }, h("code", { class: "link" }, torrentUrl)), " ", copyButton(torrentUrl)),
+      h("p", {}, "Torrent file: ", torrentLink, " ", copyButton(torrentUrl, torrentLink)),
       magnet,
       h("h2", {}, "Swarm"),
       swarm,
@@ -320,7 +336,10 @@ async function watchSwarm(bucket, key, magnetBox, box) {
     try {
       if (s.admin) {
         const t = await json("GET", "/_admin/torrent", { query: [["bucket", bucket], ["key", key]] });
-        if (t.magnet) magnetBox.replaceChildren("Magnet link: ", h("code", { class: "link", id: "magnet-link" }, t.magnet), " ", copyButton(t.magnet));
+        if (t.magnet && !document.getElementById("magnet-link")) {
+          const link = h("code", { class: "link", id: "magnet-link" }, t.magnet);
+          magnetBox.replaceChildren("Magnet link: ", link, " ", copyButton(t.magnet, link));
+        }
         const w = await json("GET", "/_admin/torrent/swarm", { query: [["bucket", bucket], ["key", key]] });
         box.replaceChildren(
           stat("torrent state", w.state, "swarm-state"),
@@ -349,6 +368,40 @@ async function watchSwarm(bucket, key, magnetBox, box) {
   };
   await tick();
   setInterval(tick, 2000);
+}
+
+// The torrents peers are fetching from this node's seeder (/_seeder/stats is root only: it
+// names private objects' torrents too).
+async function torrentsPage() {
+  const box = h("div", { id: "torrents-box" });
+  const tick = async () => {
+    try {
+      const stats = await json("GET", "/_seeder/stats");
+      const rows = Object.entries(stats.torrents).map(([hash, t]) =>
+        h(
+          "tr",
+          {},
+          h("td", {}, h("a", { href: page("/object", { bucket: t.bucket, key: t.key }) }, `${t.bucket}/${t.key}`)),
+          h("td", {}, h("code", {}, hash.slice(0, 12) + "…")),
+          h("td", { class: "num" }, t.connections),
+          h("td", { class: "num" }, t.peers_seen),
+          h("td", { class: "num" }, bytes(t.bytes_sent)),
+          h("td", { class: "num" }, bytes(t.web_seed_bytes)),
+        ),
+      );
+      box.replaceChildren(
+        h("p", {}, `Seeder: ${stats.connections} peer links, ${bytes(stats.bytes_sent)} sent in all.`),
+        rows.length
+          ? h("table", { id: "torrents" }, h("tr", {}, ...["Object", "Info-hash", "Links now", "Peers seen", "Seeder sent", "Web seed sent"].map((t) => h("th", {}, t))), rows)
+          : h("p", { class: "muted" }, "No peer has asked the seeder for a torrent yet."),
+      );
+    } catch (err) {
+      box.replaceChildren(failure(err));
+    }
+  };
+  show("Torrents", h("p", { class: "muted" }, "Torrents peers fetch from this node's seeder and web seed; open one for its swarm."), box);
+  await tick();
+  setInterval(tick, 3000);
 }
 
 async function reportsPage() {
@@ -461,6 +514,7 @@ const PAGES = {
   buckets: bucketsPage,
   objects: objectsPage,
   object: objectPage,
+  torrents: torrentsPage,
   reports: reportsPage,
   users: usersPage,
 };
@@ -476,7 +530,7 @@ async function main() {
     const nav = document.querySelector("header nav");
     nav.hidden = false;
     for (const a of nav.querySelectorAll("a")) {
-      if (a.dataset.nav === "users" && !s.admin) a.remove();
+      if (["users", "torrents"].includes(a.dataset.nav) && !s.admin) a.remove();
       if (a.dataset.nav === name) a.classList.add("current");
     }
     document.getElementById("who").textContent = `${s.accessKey}${s.admin ? " (admin)" : ""}`;
