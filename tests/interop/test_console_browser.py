@@ -71,7 +71,7 @@ def test_a_wrong_secret_is_refused(srv: LiveServer, page: Any) -> None:
     page.wait_for_url("**/_console/?reason=*")
 
 
-def test_a_user_sees_what_their_keys_may_see(srv: LiveServer, page: Any) -> None:
+def test_a_user_sees_what_their_keys_may_see(srv: LiveServer, page: Any, tmp_path: Path) -> None:
     """The console asks the API's own access decision: no more for a user than boto3 gets."""
     bob = add_user(srv, "bob")
     make_client(srv.endpoint).create_bucket(Bucket="roots-only")
@@ -90,6 +90,19 @@ def test_a_user_sees_what_their_keys_may_see(srv: LiveServer, page: Any) -> None
     assert "roots-only" not in page.text_content("#buckets")
     assert page.locator("header nav >> text=Users and keys").count() == 0
     assert page.locator("header nav >> text=Torrents").count() == 0
+    # A key SigV4 must encode (space, parentheses, !, *, non-ASCII), signed by the page.
+    name = "notes (ü)! *.txt"
+    upload = tmp_path / name
+    upload.write_bytes(b"bob's notes")
+    page.click("#buckets >> text=bobs-bucket")
+    page.set_input_files("#upload-file", str(upload))
+    page.click("#upload button[type=submit]")
+    page.click(f"#objects >> text={name}")
+    with page.expect_download() as download:
+        page.click("#download")
+    assert Path(download.value.path()).read_bytes() == b"bob's notes"
+    assert bob_s3.get_object(Bucket="bobs-bucket", Key=name)["Body"].read() == b"bob's notes"
+
     page.goto(f"{srv.endpoint}/_console/users")
     assert "AccessDenied" in page.text_content("[role=alert]")
     page.goto(f"{srv.endpoint}/_console/objects?bucket=roots-only")
