@@ -254,8 +254,8 @@ _SCHEMAS: dict[str, Any] = {
             "state": {"type": "string", "example": "ready"},
             "tracker": {
                 "type": "object",
-                "description": "Peers announcing now (origins not counted), summed over the "
-                "torrent's info-hashes",
+                "description": "Peers announcing now (origins not counted); for a hybrid "
+                "torrent the larger of its v1 and v2 swarms",
                 "properties": {
                     "seeders": {"type": "integer"},
                     "leechers": {"type": "integer"},

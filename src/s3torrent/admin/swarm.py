@@ -20,7 +20,8 @@ from s3torrent.s3.errors import S3Error
 
 
 async def _tracker_counts(call: AdminCall, hex_hashes: list[str]) -> dict[str, int]:
-    """Summed tracker counters over the torrent's info-hashes (a hybrid has two swarms)."""
+    """The tracker's counters of the torrent: the larger over its info-hashes, since a
+    hybrid client announces on both its v1 and its v2 swarm (a sum would count it twice)."""
     out = {"seeders": 0, "leechers": 0, "completed": 0}
     registry = call.node.swarms
     if registry is None:
@@ -31,9 +32,9 @@ async def _tracker_counts(call: AdminCall, hex_hashes: list[str]) -> dict[str, i
             stats = await registry.stats(bytes.fromhex(hexid)[:20])
         except KeyError:
             continue
-        out["seeders"] += stats.seeders
-        out["leechers"] += stats.leechers
-        out["completed"] += stats.completed
+        out["seeders"] = max(out["seeders"], stats.seeders)
+        out["leechers"] = max(out["leechers"], stats.leechers)
+        out["completed"] = max(out["completed"], stats.completed)
     return out
 
 
