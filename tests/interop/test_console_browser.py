@@ -175,6 +175,9 @@ def test_console_publishes_an_upload_and_shows_its_swarm(
     page.wait_for_function(
         "() => document.querySelectorAll('#savings-chart circle').length >= 4", timeout=15_000
     )
+    page.select_option("#usage-type", "DataTransfer-In-Bytes")  # the upload, 3 MiB in
+    page.wait_for_selector("#usage-chart >> text=console-demo")
+    page.select_option("#usage-type", "DataTransfer-Out-Bytes")
     shot(page, "reports")
 
     page.click("header nav >> text=Users and keys")

@@ -6,6 +6,14 @@ import { lineChart } from "./plot.js";
 
 const STORE = "s3torrent.console";
 const SIGNED_UPLOAD_MAX = 64 * 1024 * 1024;
+// The usage report's types (metering/usage.py), as the report names them.
+const USAGE_TYPES = [
+  ["DataTransfer-Out-Bytes", "bytes out"],
+  ["DataTransfer-In-Bytes", "bytes in"],
+  ["TimedStorage-ByteHrs", "storage (byte-hours)"],
+  ["Requests-Tier1", "requests, tier 1 (PUT, LIST, ...)"],
+  ["Requests-Tier2", "requests, tier 2 (GET, ...)"],
+];
 const body = document.body;
 const PREFIX = body.dataset.prefix;
 const app = document.getElementById("app");
@@ -410,19 +418,29 @@ async function reportsPage() {
   const rows = savings.objects.map((o) =>
     h("tr", {}, h("td", {}, `${o.bucket}/${o.key}`), h("td", { class: "num" }, bytes(o.origin_bytes)), h("td", { class: "num" }, bytes(o.offloaded_bytes)), h("td", { class: "num" }, `${(o.offload_ratio * 100).toFixed(1)}%`), h("td", { class: "num" }, `$${o.cost_avoided.toFixed(4)}`)),
   );
-  // Egress per bucket and hour, from the usage report's DataTransfer-Out rows.
-  const perBucket = new Map();
-  for (const r of usage.rows.filter((x) => x.UsageType === "DataTransfer-Out-Bytes")) {
-    const name = r.Resource || "(no bucket: ListBuckets)";
-    const series = perBucket.get(name) || new Map();
-    const t = Date.parse(r.StartTime);
-    series.set(t, (series.get(t) || 0) + Number(r.UsageValue));
-    perBucket.set(name, series);
-  }
-  const usageChart = lineChart(
-    Array.from(perBucket, ([name, m]) => ({ name, points: Array.from(m) })),
-    { format: bytes },
+  // One usage type per bucket and hour, from the usage report's rows.
+  const usageBox = h("div", { id: "usage-chart" });
+  const usageType = h(
+    "select",
+    { id: "usage-type" },
+    ...USAGE_TYPES.map(([value, label]) => h("option", { value }, label)),
   );
+  const drawUsage = () => {
+    const perBucket = new Map();
+    for (const r of usage.rows.filter((x) => x.UsageType === usageType.value)) {
+      const name = r.Resource || "(no bucket: ListBuckets)";
+      const series = perBucket.get(name) || new Map();
+      const t = Date.parse(r.StartTime);
+      series.set(t, (series.get(t) || 0) + Number(r.UsageValue));
+      perBucket.set(name, series);
+    }
+    const format = usageType.value.includes("Bytes") ? bytes : (v) => String(Math.round(v));
+    usageBox.replaceChildren(
+      lineChart(Array.from(perBucket, ([name, m]) => ({ name, points: Array.from(m) })), { format }),
+    );
+  };
+  usageType.addEventListener("change", drawUsage);
+  drawUsage();
   // Savings over time: the report is cumulative, so the page samples its totals while open.
   const samples = { origin: [], peers: [] };
   const savingsBox = h("div", { id: "savings-chart" });
@@ -441,8 +459,9 @@ async function reportsPage() {
     h("p", {}, `Offloaded ${bytes(savings.total_offloaded_bytes)}, origin ${bytes(savings.total_origin_bytes)}, cost avoided $${savings.total_cost_avoided.toFixed(4)} at $${savings.price_per_gb}/GB.`),
     h("h2", {}, "Savings over time (sampled while this page is open)"),
     savingsBox,
-    h("h2", {}, "Egress per bucket and hour"),
-    h("div", { id: "usage-chart" }, usageChart),
+    h("h2", {}, "Usage per bucket and hour"),
+    h("p", {}, h("label", {}, "Show ", usageType)),
+    usageBox,
     h("h2", {}, "Per object"),
     rows.length ? h("table", { id: "savings" }, h("tr", {}, ...["Object", "Origin", "Peers", "Offload", "Cost avoided"].map((t) => h("th", {}, t))), rows) : h("p", { class: "muted" }, "No object traffic recorded yet."),
   );

@@ -2,6 +2,7 @@
 // console's few plots; no library to keep up to date.
 
 const NS = "http://www.w3.org/2000/svg";
+const PER_ROW = 3;
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
 
 function el(tag, attrs, text) {
@@ -12,8 +13,11 @@ function el(tag, attrs, text) {
 }
 
 // series: [{name, points: [[epochMillis, value], ...]}]; format: value -> label.
-export function lineChart(series, { width = 640, height = 220, format = String } = {}) {
-  const pad = { left: 80, right: 10, top: 10, bottom: 40 };
+export function lineChart(series, { width = 640, height: plotHeight = 220, format = String } = {}) {
+  // The legend wraps, PER_ROW entries a row, below the plot.
+  const legendRows = Math.max(1, Math.ceil(series.length / PER_ROW));
+  const height = plotHeight + (legendRows - 1) * 16;
+  const pad = { left: 80, right: 10, top: 10, bottom: 24 + legendRows * 16 };
   const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img" });
   const points = series.flatMap((s) => s.points);
   if (points.length === 0) {
@@ -48,9 +52,10 @@ export function lineChart(series, { width = 640, height = 220, format = String }
     for (const p of sorted) {
       svg.appendChild(el("circle", { cx: sx(p[0]), cy: sy(p[1]), r: 2.5, fill: color }));
     }
-    const lx = pad.left + i * 150;
-    svg.appendChild(el("rect", { x: lx, y: height - 14, width: 10, height: 10, fill: color }));
-    svg.appendChild(el("text", { x: lx + 14, y: height - 5 }, s.name));
+    const lx = pad.left + (i % PER_ROW) * 180;
+    const ly = height - 14 - (legendRows - 1 - Math.floor(i / PER_ROW)) * 16;
+    svg.appendChild(el("rect", { x: lx, y: ly, width: 10, height: 10, fill: color }));
+    svg.appendChild(el("text", { x: lx + 14, y: ly + 9 }, s.name));
   });
   return svg;
 }
