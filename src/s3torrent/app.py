@@ -19,6 +19,8 @@ from aiohttp import web
 from s3torrent.admin import AdminApi, NodeFacts, seeder_stats_handler
 from s3torrent.anonymous_reads import AnonymousReads
 from s3torrent.config import Settings, StartupError, split_host_port
+from s3torrent.console import PREFIX as CONSOLE_PREFIX
+from s3torrent.console import ConsolePages
 from s3torrent.events import EventBus
 from s3torrent.extras import check_extras
 from s3torrent.failures import logged_failure
@@ -289,8 +291,9 @@ class Node:
         # named "announce"/"scrape" keep them: S3 never sends info_hash or peer_id.
         self.s3.add_query_route("/announce", frozenset({"info_hash", "peer_id"}), tracker)
         self.s3.add_query_route("/scrape", frozenset({"info_hash"}), tracker)
-        self.admin = AdminApi(self.context, NodeFacts())
+        self.admin = AdminApi(self.context, NodeFacts(swarms=self.svc.public.registry))
         self.s3.add_route("/_admin", self.admin)
+        self.s3.add_route(CONSOLE_PREFIX, ConsolePages(settings.region))
         self.lifecycle = LifecycleWorker(
             self.svc.store, settings.lifecycle, self.svc.hash_jobs.node_id
         )

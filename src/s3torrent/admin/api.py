@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from s3torrent.access import AccessError
-from s3torrent.admin import info, reports, torrents, users
+from s3torrent.admin import info, reports, swarm, torrents, users
 from s3torrent.admin.call import AdminCall, Handler, NodeFacts
 from s3torrent.admin.openapi import openapi_document
 from s3torrent.admin.replay import ReplayGuard
@@ -51,6 +51,7 @@ HANDLERS: dict[str, Handler] = {
     "usage": reports.usage,
     "savings": reports.savings,
     "showTorrent": torrents.show_torrent,
+    "showSwarm": swarm.show_swarm,
     "rehash": torrents.rehash,
 }
 

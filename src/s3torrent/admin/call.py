@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from s3torrent.peer.seeder import Seeder
     from s3torrent.s3.context import S3Context
     from s3torrent.store.rows import User
+    from s3torrent.tracker.registry import TrackerRegistry
 
 
 @dataclass(slots=True)
@@ -25,6 +26,7 @@ class NodeFacts:
 
     started: float = field(default_factory=time.time)
     seeder: Seeder | None = None
+    swarms: TrackerRegistry | None = None  # the tracker's registry: live peer counts
     engines: dict[str, str] = field(default_factory=dict)
 
 

@@ -153,6 +153,17 @@ PATHS: dict[str, dict[str, Any]] = {
             ],
         )
     },
+    "/torrent/swarm": {
+        "get": _op(
+            "showSwarm",
+            "An object's live swarm: tracker peers, origin seeder, origin and peer bytes",
+            {"200": _json(_ref("Swarm"))},
+            parameters=[
+                {**_BUCKET, "required": True},
+                {"name": "key", "in": "query", "required": True, "schema": {"type": "string"}},
+            ],
+        )
+    },
     "/torrent/rehash": {
         "post": _op(
             "rehash",
@@ -233,6 +244,35 @@ _SCHEMAS: dict[str, Any] = {
             "info_hash_v1": {"type": "string"},
             "info_hash_v2": {"type": "string"},
             "magnet": {"type": "string"},
+        },
+    },
+    "Swarm": {
+        "type": "object",
+        "properties": {
+            "bucket": {"type": "string"},
+            "key": {"type": "string"},
+            "state": {"type": "string", "example": "ready"},
+            "tracker": {
+                "type": "object",
+                "description": "Peers announcing now (origins not counted); for a hybrid "
+                "torrent the larger of its v1 and v2 swarms",
+                "properties": {
+                    "seeders": {"type": "integer"},
+                    "leechers": {"type": "integer"},
+                    "completed": {"type": "integer"},
+                },
+            },
+            "seeder": {
+                "type": "object",
+                "description": "This node's origin seeder: open peer links and bytes sent",
+                "properties": {
+                    "connections": {"type": "integer"},
+                    "bytes_sent": {"type": "integer"},
+                },
+            },
+            "origin_bytes": {"type": "integer", "description": "Metered: GET, web seed, seeder"},
+            "peer_bytes": {"type": "integer", "description": "Metered: what peers delivered"},
+            "swarm_downloaded": {"type": "integer"},
         },
     },
 }

@@ -57,6 +57,9 @@ ENDPOINTS: tuple[AdminEndpoint, ...] = (
     AdminEndpoint("GET", "/savings", "savings", Caller.SIGNED, "Per object: swarm offload"),
     AdminEndpoint("GET", "/torrent", "showTorrent", Caller.ADMIN, "An object's torrent state"),
     AdminEndpoint(
+        "GET", "/torrent/swarm", "showSwarm", Caller.ADMIN, "An object's live swarm and bytes"
+    ),
+    AdminEndpoint(
         "POST", "/torrent/rehash", "rehash", Caller.ADMIN, "Hash objects lacking piece hashes"
     ),
 )

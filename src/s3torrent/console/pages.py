@@ -1,0 +1,121 @@
+"""The console's pages and static files: a small HTML shell per page, filled in by
+console.js with what the signed API calls answer.
+
+No page holds data nor reads credentials: the server answers every console path the same
+way to anyone, so there is no second authentication path to get wrong. The headers still
+lock pages down (no framing, no inline script, no caching) because the page's script
+holds a signing key while it runs.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from importlib import resources
+
+from aiohttp import web
+
+PREFIX = "/_console"
+
+# The pages, by path under PREFIX, and their titles.
+PAGES: dict[str, str] = {
+    "/": "Sign in",
+    "/buckets": "Buckets",
+    "/objects": "Objects",
+    "/object": "Object",
+    "/torrents": "Torrents",
+    "/reports": "Savings and usage",
+    "/users": "Users and keys",
+}
+
+_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+
+# 'self' only: every script and style is a file of this package; connect-src 'self' keeps the
+# signing key from being sent anywhere but this server.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _static_files() -> dict[str, bytes]:
+    """The package's static files, read once: a fixed set, so a path can never escape it."""
+    root = resources.files("s3torrent.console") / "static"
+    return {
+        entry.name: entry.read_bytes()
+        for entry in root.iterdir()
+        if entry.is_file() and any(entry.name.endswith(ext) for ext in _TYPES)
+    }
+
+
+def page_html(path: str, region: str) -> str:
+    title = PAGES[path]
+    name = "signin" if path == "/" else path.lstrip("/")
+    nav = "".join(
+        f'<a href="{PREFIX}{p}" data-nav="{p.lstrip("/")}">{html.escape(t)}</a>'
+        for p, t in PAGES.items()
+        if p not in ("/", "/objects", "/object")
+    )
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)} · s3torrent console</title>
+<link rel="stylesheet" href="{PREFIX}/static/console.css">
+<script type="module" src="{PREFIX}/static/console.js"></script>
+</head>
+<body data-page="{name}" data-region="{html.escape(region)}" data-prefix="{PREFIX}">
+<header>
+<strong>s3torrent</strong>
+<nav hidden>{nav}</nav>
+<span id="who"></span>
+<button id="signout" type="button" hidden>Sign out</button>
+</header>
+<main id="app"><h1>{html.escape(title)}</h1><p class="muted">Loading…</p>
+<noscript><p>The console signs each request in the page: it needs JavaScript.</p></noscript>
+</main>
+</body>
+</html>
+"""
+
+
+@dataclass(slots=True)
+class ConsolePages:
+    """Requests under /_console."""
+
+    region: str
+    static: dict[str, bytes] | None = None
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            return self._text("method not allowed", 405, {"Allow": "GET, HEAD"})
+        path = request.path[len(PREFIX) :] or "/"
+        if path in PAGES:
+            return web.Response(
+                text=page_html(path, self.region),
+                content_type="text/html",
+                headers=SECURITY_HEADERS,
+            )
+        if path.startswith("/static/"):
+            if self.static is None:
+                self.static = _static_files()
+            name = path[len("/static/") :]
+            body = self.static.get(name)
+            if body is not None:
+                kind = _TYPES[name[name.rfind(".") :]]
+                # Static files hold no data; revalidate so an upgrade is picked up at once.
+                headers = {**SECURITY_HEADERS, "Cache-Control": "no-cache"}
+                return web.Response(body=body, content_type=kind, headers=headers)
+        return self._text("no such console page", 404)
+
+    @staticmethod
+    def _text(text: str, status: int, extra: dict[str, str] | None = None) -> web.Response:
+        return web.Response(text=text, status=status, headers={**SECURITY_HEADERS, **(extra or {})})
