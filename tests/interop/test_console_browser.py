@@ -3,7 +3,7 @@ libtorrent download appear in the swarm panel, sign out.
 
 Debian's chromium (`/usr/bin/chromium`, never a downloaded browser) driven by Playwright for
 Python. The screenshots of README's "Web console" section are taken here (docs/console-*.png,
-with S3TORRENT_CONSOLE_SCREENSHOTS=1).
+with S3TORRENT_TEST_CONSOLE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def page(srv: LiveServer) -> Iterator[Any]:
 
 def shot(page: Any, name: str) -> None:
     """A screenshot; into docs/ (README's) only when asked, so a test run leaves the tree clean:
-    S3TORRENT_CONSOLE_SCREENSHOTS=1 pytest tests/interop/test_console_browser.py."""
-    if os.environ.get("S3TORRENT_CONSOLE_SCREENSHOTS") == "1":
+    S3TORRENT_TEST_CONSOLE_SCREENSHOTS=1 pytest tests/interop/test_console_browser.py."""
+    if os.environ.get("S3TORRENT_TEST_CONSOLE_SCREENSHOTS") == "1":
         page.screenshot(path=str(DOCS / f"console-{name}.png"), full_page=True)
     else:
         page.screenshot(full_page=True)  # still renders the page: a broken one fails here
