@@ -55,3 +55,16 @@ def test_the_default_stall_timeout_is_a_second() -> None:
     from s3torrent.config import SeederSettings
 
     assert PolicySettings().stall_timeout == SeederSettings().stall_timeout == 1.0
+
+
+def test_a_downloader_fed_only_by_us_waits_longer_for_more() -> None:
+    """A slow client its other peers give nothing must not make the origin its only source."""
+    policy = swarm_with_an_idle_downloader()
+    rescued: list[int] = []
+    for step in range(1, 13):
+        now = step * 0.25
+        policy.peer_has(2, 2 * step - 1, now, from_us=True)  # progress, all of it from us
+        rescued += reveals_to(policy.update(now), 2)
+        if now < 3.0:
+            assert rescued == [], now
+    assert rescued, "never fed again after 3 s of getting nothing from its peers"
