@@ -62,7 +62,7 @@ DESCRIPTION = (
     "from its own start, against the same arrivals on a libtorrent seeder (a full mesh). "
     "**Lone**: one leecher of each client alone, against the same client downloading from a "
     "libtorrent seeder that a small tracker names as the only peer (target ≥ 0.8×; MB/s "
-    "from launch, so client start-up counts on both sides; quick: libtorrent and aria2). "
+    "from launch, so client start-up counts on both sides; quick: libtorrent). "
     "Loopback: every client announces from 127.0.0.1; rtorrent keeps one peer per address "
     "and Transmission drops loopback peers a tracker names (so it has no libtorrent-seeded "
     "anchor). The libtorrent-only, no-web-seed reference is the `swarm` benchmark's "
@@ -243,7 +243,9 @@ def run_clients(names: tuple[str, ...], jobs: list[Any]) -> list[float | str]:
         except Unavailable as e:
             return f"unavailable: {e}"
         except Exception as e:
-            return f"{type(e).__name__}: {str(e)[-200:]}"
+            # Client logs redraw a progress line: keep one line of their tail.
+            said = " ".join(str(e).split())
+            return f"{type(e).__name__}: {said[-160:]}"
         return SEEDING_AT.pop(job.workdir, time.monotonic()) - start
 
     with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
