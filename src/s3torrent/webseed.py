@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from s3torrent.store import rows as md
     from s3torrent.torrent.catalog import TorrentInfo
 
-__all__ = ["WEB_SEED_PREFIX", "WebSeed", "web_seed_client"]
+__all__ = ["WEB_SEED_PREFIX", "WebSeed"]
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class WebSeed:
             return head, info
         if swarm is not None and count:
             peer = request.transport.get_extra_info("peername") if request.transport else None
-            swarm.policy.web_seed_request(web_seed_client(request.remote, peer), time.monotonic())
+            swarm.policy.web_seed_request((request.remote, str(peer)), time.monotonic())
             swarm.tstats.web_seed_requests += 1
             first = start // info.hashes.piece_length
             continuing = start % info.hashes.piece_length != 0
@@ -258,16 +258,6 @@ class WebSeed:
             and current.version_id == info.version_id
             and self.public.admits(current, source_ip)
         )
-
-
-def web_seed_client(remote: str | None, peername: object) -> object:
-    """Who is asking, for the policy's count of web-seed clients: the client's address.
-
-    Not its connection: WebTorrent opens several web-seed connections at once, and counted
-    apart they made a lone WebTorrent look like a swarm (pieces its own peer connection had
-    were refused to its web-seed connections, 36 times in a 100 MiB download).
-    """
-    return remote if remote is not None else str(peername)
 
 
 def _swarm_id(path: str) -> bytes | None:

@@ -68,18 +68,3 @@ def test_a_downloader_fed_only_by_us_waits_longer_for_more() -> None:
         if now < 3.0:
             assert rescued == [], now
     assert rescued, "never fed again after 3 s of getting nothing from its peers"
-
-
-def test_a_lone_client_with_several_web_seed_connections_is_alone() -> None:
-    """WebTorrent opens several web-seed connections beside its peer connection."""
-    from s3torrent.webseed import web_seed_client
-
-    policy = SwarmPolicy(PIECES, PIECE, PolicySettings(), rng=random.Random(0), now=0.0)
-    policy.peer_joined(1, 0.0, super_seed=True)
-    revealed = reveals_to(policy.update(0.0), 1)
-    assert revealed
-    for port in (50001, 50002, 50003):
-        policy.web_seed_request(web_seed_client("127.0.0.1", ("127.0.0.1", port)), 0.1)
-    # A piece its own peer connection was given: the web seed still sends it, at full speed.
-    assert policy.web_seed_allows(revealed[0], 0.1)
-    assert policy.web_seed_alone(0.1)
