@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, str] = {
     "tracker": "bench.tracker",
     "seeder": "bench.seeder",
     "swarm": "bench.swarm",
+    "swarm_field": "bench.swarm_field",
     "metering": "bench.metering",
     "hashing": "bench.hashing",
     "scale": "bench.scale",

@@ -27,7 +27,7 @@ from bench.seeder import (
 
 TITLE = "Origin seeder: swarm offload"
 DESCRIPTION = (
-    "N libtorrent leechers (one session each, in one process) start together on a 256 MiB "
+    "N libtorrent leechers (one session each, in one process) start together on a 100 MiB "
     "object (quick: 4 MiB, N=4 only), connected to the origin and to each other (a full mesh,"
     " no tracker, no web seed). The origin is s3torrent's seeder (default settings: mode "
     "auto), a libtorrent seeder, and a libtorrent seeder in super-seeding mode (a reference, "
@@ -79,7 +79,7 @@ def run_served_leechers(
 
 
 def run(ctx: Context) -> list[Row]:
-    size = ctx.size(full=256 << 20, quick=4 << 20)
+    size = ctx.size(full=100 << 20, quick=4 << 20)
     counts = [1, 4] if ctx.quick else [1, 4, 8, 16]
     runs = min(ctx.runs, 2) if ctx.quick else ctx.runs
     # libtorrent super-seeding takes 12 s or more a run whatever the size (it reveals

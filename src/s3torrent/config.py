@@ -201,8 +201,12 @@ class SeederSettings(BaseModel):
     """Bytes of pieces nobody has yet revealed ahead to each peer when several download."""
     unspread_limit: int = 8 * MiB
     """Bytes a peer may hold first-hand before others have them, while others still need them."""
-    stall_timeout: float = 3.0
-    """Seconds without progress after which a peer gets pieces others have, from us."""
+    stall_timeout: float = 1.0
+    """Seconds without progress after which a peer gets pieces others have, from us (short:
+    libtorrent leaves its other peers idle for up to 5 s once a web-seed request it counted
+    on is refused)."""
+    swarm_stall_timeout: float = 3.0
+    """Seconds a peer fed only by us (nothing from its other peers) waits for more from us."""
     carry_upload_rate: int = 1 * MiB
     """Per-torrent bytes/s cap once connected peers hold every piece (0: no cap)."""
     encryption: Literal["enabled", "disabled"] = "enabled"

@@ -56,12 +56,24 @@ class Job:
     data: bytes
     workdir: Path
     timeout: float
+    # The loopback address the client binds and announces from: in a swarm of several
+    # clients on one machine, distinct addresses keep rtorrent (one peer per address) and
+    # libtorrent-based clients (one connection per address) talking to everyone.
+    address: str = "127.0.0.1"
 
 
 def _file_matches(path: Path, data: bytes) -> bool:
     try:
         if path.stat().st_size != len(data):
             return False
+        # Clients allocate the whole file first: a few sampled blocks rule out a download
+        # in progress without hashing it every poll (eight 100 MiB downloads at once).
+        with path.open("rb") as f:
+            step = max(1, len(data) // 16)
+            for offset in range(0, len(data), step):
+                f.seek(offset)
+                if f.read(4096) != data[offset : offset + 4096]:
+                    return False
         return hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
     except OSError:
         return False
@@ -173,7 +185,8 @@ def aria2(job: Job) -> bytes:
         "aria2c", "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
         "--enable-peer-exchange=false", "--seed-time=0", "--file-allocation=none",
         f"--listen-port={free_port()}", f"--dir={out}", "--summary-interval=0",
-        "--bt-require-crypto=false", "--bt-stop-timeout=60", _input_arg(job),
+        "--bt-require-crypto=false", "--bt-stop-timeout=60", f"--interface={job.address}",
+        _input_arg(job),
     ]  # fmt: skip
     with _process(cmd, log) as proc:
         return _wait_file(job, out / job.name, proc, log)
@@ -281,7 +294,10 @@ def qbittorrent(job: Job) -> bytes:
         "[BitTorrent]\n"
         "Session\\DHTEnabled=false\nSession\\LSDEnabled=false\nSession\\PeXEnabled=false\n"
         f"Session\\Port={free_port()}\nSession\\Interface=lo\nSession\\InterfaceName=lo\n"
+        f"Session\\InterfaceAddress={job.address}\n"
         "Session\\Encryption=0\nSession\\uTPRateLimited=false\n"
+        # Several peers of a loopback swarm may share an address.
+        "Session\\MultiConnectionsPerIp=true\n"
         f"Session\\DefaultSavePath={out}\nSession\\TempPathEnabled=false\n"
         "Session\\BTProtocol=TCP\nSession\\AnonymousModeEnabled=false\n\n"
         "[Preferences]\nConnection\\UPnP=false\nConnection\\ResolvePeerCountries=false\n"
@@ -394,7 +410,7 @@ def rtorrent(job: Job) -> bytes:
         f"network.port_range.set = {port}-{port}\nnetwork.port_random.set = no\n"
         "dht.mode.set = disable\nprotocol.pex.set = no\ntrackers.use_udp.set = no\n"
         "protocol.encryption.set = allow_incoming,try_outgoing,enable_retry\n"
-        "network.bind_address.set = 127.0.0.1\n"
+        f"network.bind_address.set = {job.address}\n"
         f"network.scgi.open_port = 127.0.0.1:{scgi}\nsystem.daemon.set = true\n"
     )
     log = job.workdir / "rtorrent.log"

@@ -13,8 +13,9 @@ How it keeps the origin's bytes near one copy (modes ``offload`` and ``auto``):
 * A peer that keeps the pieces it got first-hand to itself (they never show up at other
   peers while others still lack them) gets no new fresh pieces past ``unspread_limit``;
   peers whose pieces spread rank first when unchoke slots are handed out.
-* A peer without progress for ``stall_timeout`` gets a window of the pieces it lacks that
-  are rarest in the swarm (the only way the origin sends a piece twice).
+* A peer without progress for ``stall_timeout`` (or fed only by us for
+  ``swarm_stall_timeout``) gets a window of the pieces it lacks that are rarest in the swarm
+  (the only way the origin sends a piece twice).
 * Once connected peers hold every piece, the origin's upload for the torrent is capped at
   ``carry_rate``: the swarm can carry itself.
 * ``auto``: while a single peer downloads it gets a large window (as fast as the link
@@ -61,11 +62,17 @@ class PolicySettings:
     alone_window: int = 16 * 1024 * 1024
     peer_window: int = 2 * 1024 * 1024
     unspread_limit: int = 8 * 1024 * 1024
-    stall_timeout: float = 3.0
+    # libtorrent stops asking its other peers once every piece it lacks was taken by a
+    # web-seed request (or by us) that then ended (a 503, a cut, a choke): those connections
+    # sit idle until its 5 s end-game timer. A second without progress is our cue to serve.
+    stall_timeout: float = 1.0
+    # A peer that gets pieces only from us (its other peers give it nothing) is fed again
+    # after this long: a slow client must not turn the origin into its only source.
+    swarm_stall_timeout: float = 3.0
     carry_rate: int = 1024 * 1024  # bytes/s; 0: no cap
     # An assignment (a fresh piece revealed to one peer) that makes no progress for this
     # many stall timeouts stops blocking other peers from getting the piece.
-    stale_assignments: float = 3.0
+    stale_assignments: float = 9.0
     suggestions: int = 4
     # Seconds a piece the web seed sent stays taken when no peer reports having it (a web
     # seed client may never talk to the origin's peer port).
@@ -482,9 +489,8 @@ class SwarmPolicy:
                     batch.append(index)
         # Stalled: nothing from anyone for a while, or its pieces from us are all in and the
         # swarm gave it nothing meanwhile (the peers we count on may not serve it).
-        stall = self.settings.stall_timeout
-        stalled = now - peer.last_progress >= stall or (
-            not peer.assigned and now - peer.swarm_progress >= stall
+        stalled = now - peer.last_progress >= self.settings.stall_timeout or (
+            not peer.assigned and now - peer.swarm_progress >= self.settings.swarm_stall_timeout
         )
         if len(batch) < room and stalled:
             rescue = self._rarest_lacking(peer, room - len(batch), exclude=batch)

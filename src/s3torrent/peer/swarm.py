@@ -78,6 +78,7 @@ def policy_settings(s: SeederSettings) -> PolicySettings:
         peer_window=s.peer_window,
         unspread_limit=s.unspread_limit,
         stall_timeout=s.stall_timeout,
+        swarm_stall_timeout=s.swarm_stall_timeout,
         carry_rate=s.carry_upload_rate,
     )
 
