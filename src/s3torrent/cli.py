@@ -292,8 +292,12 @@ def torrent_show(ctx: click.Context, bucket_name: str, key: str, base_url: str |
         with _refused():
             report = remote.json("GET", "/torrent", [("bucket", bucket_name), ("key", key)])
     else:
+        from s3torrent.tracker.ws import WS_TRACKER_PATH
+
         settings = resolve_settings(ctx)
         catalog = TorrentCatalog(settings.torrent)
+        if settings.tracker.websocket:  # as the server's: its torrents name that tracker too
+            catalog.ws_tracker_path = WS_TRACKER_PATH
         base = base_url or settings.base_url
         with _metadata(settings) as meta:
             report = asyncio.run(torrent_report(settings, meta, catalog, bucket_name, key, base))

@@ -103,13 +103,13 @@ def test_every_response_carries_a_request_id(server: LiveServer, s3: Any, bucket
 @pytest.mark.parametrize(
     ("method", "suffix"),
     [
-        ("GET", "?lifecycle"),
-        ("PUT", "?lifecycle"),
+        ("GET", "?analytics"),
+        ("PUT", "?metrics"),
         ("GET", "?inventory"),
         ("GET", "?website"),
         ("GET", "?replication"),
-        ("GET", "/key?legal-hold"),
-        ("GET", "/key?retention"),
+        ("POST", "/key?restore"),
+        ("GET", "/key?select"),
         ("POST", "/key?select&select-type=2"),
     ],
 )

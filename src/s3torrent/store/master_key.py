@@ -48,20 +48,23 @@ class MasterKeys:
         self.path = path
         self.current = current
         self._keys = dict(keys)
-        self._mtime = self._stat()
+        self._seen = self._stat()
 
-    def _stat(self) -> int:
+    def _stat(self) -> tuple[int, int]:
+        # The inode too: a rotation writes a new file and renames it over the old one, and
+        # may land in the same timestamp tick as the last load (mtime alone then misses it).
         try:
-            return self.path.stat().st_mtime_ns
+            st = self.path.stat()
         except OSError:
-            return 0
+            return (0, 0)
+        return (st.st_ino, st.st_mtime_ns)
 
     def refresh(self) -> None:
         """Take the file's keys again if it changed (a rotation by the CLI)."""
-        if self._stat() == self._mtime:
+        if self._stat() == self._seen:
             return
         fresh = MasterKeys.load(self.path)
-        self.current, self._keys, self._mtime = fresh.current, fresh._keys, fresh._mtime
+        self.current, self._keys, self._seen = fresh.current, fresh._keys, fresh._seen
 
     @classmethod
     def load_or_create(cls, path: Path) -> MasterKeys:
@@ -117,7 +120,7 @@ class MasterKeys:
             os.close(fd)
         os.chmod(tmp, 0o600)
         os.rename(tmp, self.path)
-        self._mtime = self._stat()
+        self._seen = self._stat()
         with contextlib.suppress(OSError):
             dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
             try:
