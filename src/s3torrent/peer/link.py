@@ -311,8 +311,8 @@ class PeerLink:
                 valid = swarm.view.data_length(index, begin, length)
                 self.out.append(OwedBlock(index, begin, length, offset, valid))
                 self.blocks_queued += 1
-        if swarm.source.spans is not None:
-            self._prefetch(swarm)
+        if spans is not None and spans.open_now is None:
+            self._prefetch(swarm)  # spans opened in threads: start them before they are due
 
     def _prefetch(self, swarm: Swarm) -> None:
         """Open the spans under the blocks queued and the requests behind them ahead of
