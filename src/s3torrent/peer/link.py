@@ -3,7 +3,9 @@
 This layer only moves bytes: peer input goes to the sans-IO state machine in small
 slices, and piece payloads go from the blob file to the socket with ``os.sendfile``
 (no copy through Python), each right behind its 13-byte header sent with
-``MSG_MORE``; blobs without a local file are read off the loop. Reading stops while
+``MSG_MORE``; blobs without a local file are read off the loop. A sealed blob's
+blocks are slices of the plaintext spans its swarm opened (opened_spans.py) and go out
+several to one ``sendmsg`` with their headers (owed.py). Reading stops while
 the control bytes we owe the peer sit above ``write_high_water``; at most a few
 blocks are queued per peer.
 

@@ -22,7 +22,7 @@ __all__ = ["OpenedSpans", "span_for"]
 
 MIN_SPAN = 256 * 1024
 MAX_SPAN = 4 * 1024 * 1024
-CACHE_BYTES = 16 * 1024 * 1024  # per swarm: at least 4 spans, however long its pieces
+CACHE_BYTES = 8 * 1024 * 1024  # per swarm (at least 2 spans); dropped when its peers go
 MAX_OPENING = 4  # spans read and opened at once per swarm (a thread each)
 # A span up to this long, of a local blob, is opened on the loop when a block needs it:
 # a page-cache read and ~0.3 ms of AES-GCM, less than the thread hop it replaces (the

@@ -189,7 +189,8 @@ class BlobSource:
         return await self._run(offset, length)
 
     def ready(self, offset: int, length: int) -> memoryview | None:
-        """Bytes available without I/O: a block of a sealed span opened a moment ago."""
+        """A sealed block's bytes now: from a span opened a moment ago, or one opened on
+        the loop (a short span of a local blob); None when the block must be read."""
         return self.spans.ready(offset, length) if self.spans is not None else None
 
     def prefetch(self, offset: int) -> None:
@@ -258,6 +259,8 @@ class Swarm:
             other.peer_id == link.peer_id for other in self.links.values()
         )
         self.policy.peer_left(link.key, now, remember=remember)
+        if not self.links and self.source.spans is not None:
+            self.source.spans.clear()  # nobody to serve: its plaintext need not stay
         if remember:
             self.remembered[link.peer_id] = link.key
             self.tstats.remembered = len(self.remembered)
