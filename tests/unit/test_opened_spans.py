@@ -19,7 +19,7 @@ def test_span_follows_the_piece_length_within_bounds() -> None:
     assert span_for(16 * 1024) == SPAN
     assert span_for(SPAN) == SPAN
     assert span_for(1024 * 1024) == 1024 * 1024
-    assert span_for(64 * 1024 * 1024) == 4 * 1024 * 1024
+    assert span_for(64 * 1024 * 1024) == 1024 * 1024
 
 
 def test_blocks_are_slices_of_one_open_per_span_inline() -> None:

@@ -1,11 +1,12 @@
 """Plaintext of a sealed blob for the seeder, opened a span (a piece or more) at a time.
 
 Peers ask for 16 KiB blocks, but a sealed blob opens in 64 KiB chunks, and every open
-costs a read, a thread hop and a tag check. So the swarm opens aligned spans (the piece
-length, kept between 256 KiB and 4 MiB) in one read off the loop, and serves each block
-as a slice of the span: no copy, no further hop. A few spans stay, least recently used
-first out, bounded in bytes; the spans under a peer's next requests are opened ahead
-while the current ones go out, a bounded number at once (one thread each).
+costs a read and a tag check (and, off the loop, a thread hop). So the swarm opens
+aligned spans (the piece length, kept between 256 KiB and 1 MiB) at once and serves each
+block as a slice of its span: no copy, no further read. A few spans stay, least recently
+used first out, bounded in bytes. A local blob's spans open on the loop when a block
+needs one (see INLINE_SPAN); other blobs' open in threads, the spans under a peer's next
+requests ahead of need while the current ones go out, a bounded number at once.
 
 Authenticity is unchanged: a span is the output of `PlainReader.read_buffer`, which
 checks every chunk's tag before it returns; a span that fails is never cached, and
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 __all__ = ["OpenedSpans", "span_for"]
 
 MIN_SPAN = 256 * 1024
-MAX_SPAN = 4 * 1024 * 1024
+MAX_SPAN = 1024 * 1024  # longer pieces open in runs of this many bytes
 CACHE_BYTES = 8 * 1024 * 1024  # per swarm (at least 2 spans); dropped when its peers go
 MAX_OPENING = 4  # spans read and opened at once per swarm (a thread each)
 # A span up to this long, of a local blob, is opened on the loop when a block needs it:
