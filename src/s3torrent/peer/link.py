@@ -45,7 +45,7 @@ RECV_SIZE = 64 * 1024
 MAX_QUEUED_BLOCKS = 4  # blocks handed to the socket path per peer at a time
 # Blocks in memory (a sealed blob's opened spans) go out several to one sendmsg
 # (owed.py): this many queued per peer.
-MAX_BATCHED_BLOCKS = 16
+MAX_BATCHED_BLOCKS = 32
 PREFETCH_SCAN = 256  # queued requests looked at for spans to open ahead
 BLOCKS_PER_PUMP = 64  # then yield to other connections (fairness on fast links)
 
