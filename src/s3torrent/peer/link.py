@@ -390,7 +390,7 @@ class PeerLink:
             self.swarm.piece_sent(self, block, now)
 
     def _send_batch(self, budget: int) -> tuple[int, _Batch]:
-        """Send what `_gather` finds in one call: the blocks it finished, and how it went."""
+        """Send what `gather` finds in one call: the blocks it finished, and how it went."""
         assert self.swarm is not None
         try:
             parts = gather(self.out, self.swarm.source.ready, max(1, budget))
