@@ -3,7 +3,9 @@
 This layer only moves bytes: peer input goes to the sans-IO state machine in small
 slices, and piece payloads go from the blob file to the socket with ``os.sendfile``
 (no copy through Python), each right behind its 13-byte header sent with
-``MSG_MORE``; blobs without a local file are read off the loop. Reading stops while
+``MSG_MORE``; blobs without a local file are read off the loop. A sealed blob's
+blocks are slices of the plaintext spans its swarm opened (opened_spans.py) and go out
+several to one ``sendmsg`` with their headers (owed.py). Reading stops while
 the control bytes we owe the peer sit above ``write_high_water``; at most a few
 blocks are queued per peer.
 
@@ -16,16 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import errno
 import logging
 import os
 import socket
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from s3torrent.peer import wire
 from s3torrent.peer.mse_stream import MseStream
+from s3torrent.peer.owed import ZEROS as _ZEROS
+from s3torrent.peer.owed import OwedBlock, gather
 from s3torrent.torrent.catalog import TorrentInfo
 
 if TYPE_CHECKING:
@@ -39,22 +43,18 @@ log = logging.getLogger(__name__)
 FEED_SLICE = 1024  # bytes of peer input per state-machine call: bounds replies per step
 RECV_SIZE = 64 * 1024
 MAX_QUEUED_BLOCKS = 4  # blocks handed to the socket path per peer at a time
+# Blocks in memory (a sealed blob's opened spans) go out several to one sendmsg
+# (owed.py): this many queued per peer.
+MAX_BATCHED_BLOCKS = 32
+PREFETCH_SCAN = 256  # queued requests looked at for spans to open ahead
 BLOCKS_PER_PUMP = 64  # then yield to other connections (fairness on fast links)
-_ZEROS = bytes(wire.BLOCK_SIZE * 8)  # implied tail padding is sent in slices of this
 
 
-@dataclass(slots=True)
-class OwedBlock:
-    """A piece payload owed to the peer; its header was queued just before it."""
-
-    index: int
-    begin: int
-    length: int
-    offset: int  # in the object
-    valid: int  # bytes in the object; the rest of `length` is implied zero padding
-    done: int = 0
-    data: memoryview | None = None  # when read off the loop (no local file)
-    reading: bool = False
+class _Batch(enum.Enum):
+    NONE = "too little in memory to batch"
+    SENT = "all of it sent"
+    FULL = "the socket took part of it"
+    CLOSED = "the link closed"
 
 
 class PeerLink:
@@ -294,7 +294,9 @@ class PeerLink:
         conn = self.conn
         policy = swarm.policy
         capping = policy.capping()  # fixed while we queue: only peer events change it
-        while self.queue and self.blocks_queued < MAX_QUEUED_BLOCKS and self.out_bytes < high:
+        spans = swarm.source.spans if self.mse is None else None
+        bound = MAX_BATCHED_BLOCKS if spans is not None else MAX_QUEUED_BLOCKS
+        while self.queue and self.blocks_queued < bound and self.out_bytes < high:
             index, begin, length = self.queue[0]
             if not conn.is_pending(index, begin, length):
                 self.queue.popleft()
@@ -311,6 +313,21 @@ class PeerLink:
                 valid = swarm.view.data_length(index, begin, length)
                 self.out.append(OwedBlock(index, begin, length, offset, valid))
                 self.blocks_queued += 1
+        if spans is not None and spans.open_now is None:
+            self._prefetch(swarm)  # spans opened in threads: start them before they are due
+
+    def _prefetch(self, swarm: Swarm) -> None:
+        """Open the spans under the blocks queued and the requests behind them ahead of
+        need, so a span is ready when its first block's turn comes."""
+        source = swarm.source
+        for item in self.out:
+            if isinstance(item, OwedBlock) and item.data is None:
+                source.prefetch(item.offset)
+        piece_length = swarm.view.piece_length
+        for n, (index, begin, _length) in enumerate(self.queue):
+            if n >= PREFETCH_SCAN:
+                break
+            source.prefetch(index * piece_length + begin)
 
     def _flush(self, budget: int) -> int:
         """Write queued bytes until the socket is full; the number of blocks finished, or -1."""
@@ -318,6 +335,18 @@ class PeerLink:
         if self.mse is not None and not self._flush_mse():
             return -1 if self.closed else 0
         while self.out:
+            if self.mse is None and self.swarm is not None and self.swarm.source.spans is not None:
+                batched, state = self._send_batch(budget - finished)
+                finished += batched
+                if state is _Batch.CLOSED:
+                    return -1
+                if state is _Batch.FULL:
+                    self._want_write()
+                    return finished
+                if state is _Batch.SENT:
+                    if finished >= budget:
+                        break
+                    continue
             item = self.out[0]
             if isinstance(item, memoryview):
                 flags = socket.MSG_MORE if len(self.out) > 1 else 0
@@ -342,11 +371,7 @@ class PeerLink:
             if status == 0:
                 return finished
             self.out.popleft()
-            self.blocks_queued -= 1
-            now = self.seeder.clock()
-            self.conn.piece_sent(item.index, item.begin, item.length, now)
-            if self.swarm is not None:
-                self.swarm.piece_sent(self, item, now)
+            self._block_sent(item)
             finished += 1
             if finished >= budget:
                 break
@@ -356,6 +381,54 @@ class PeerLink:
             else:
                 self._want_write()  # ciphertext the socket did not take yet
         return finished
+
+    def _block_sent(self, block: OwedBlock) -> None:
+        self.blocks_queued -= 1
+        now = self.seeder.clock()
+        self.conn.piece_sent(block.index, block.begin, block.length, now)
+        if self.swarm is not None:
+            self.swarm.piece_sent(self, block, now)
+
+    def _send_batch(self, budget: int) -> tuple[int, _Batch]:
+        """Send what `gather` finds in one call: the blocks it finished, and how it went."""
+        assert self.swarm is not None
+        try:
+            parts = gather(self.out, self.swarm.source.ready, max(1, budget))
+        except Exception as exc:  # a span that fails its tags: never send a byte of it
+            self.close(f"read: {exc}")
+            return 0, _Batch.CLOSED
+        if len(parts) < 2:
+            return 0, _Batch.NONE
+        try:
+            n = self.sock.sendmsg(parts)
+        except (BlockingIOError, InterruptedError):
+            return 0, _Batch.FULL
+        except OSError as exc:
+            self.close(f"send: {exc}")
+            return 0, _Batch.CLOSED
+        full = n < sum(len(p) for p in parts)
+        finished = 0
+        while n and self.out:
+            item = self.out[0]
+            if isinstance(item, memoryview):
+                take = min(n, len(item))
+                self.out_bytes -= take
+                n -= take
+                if take < len(item):
+                    self.out[0] = item[take:]
+                    break
+                self.out.popleft()
+                continue
+            take = min(n, item.length - item.done)
+            item.done += take
+            n -= take
+            if item.done < item.length:
+                break
+            item.data = None
+            self.out.popleft()
+            self._block_sent(item)
+            finished += 1
+        return finished, (_Batch.FULL if full else _Batch.SENT)
 
     # ---------------------------------------------------------------- MSE
 
@@ -417,7 +490,7 @@ class PeerLink:
                 elif block.data is None:
                     self._start_read(block)
                     if block.data is None:
-                        return 0
+                        return -1 if self.closed else 0
                     continue  # served at once (a sealed block opened with the one before)
                 else:
                     n = self._send(block.data[block.done : block.valid])
@@ -441,7 +514,11 @@ class PeerLink:
         if block.reading or self.swarm is None:
             return
         source = self.swarm.source
-        ready = source.ready(block.offset, block.valid)
+        try:
+            ready = source.ready(block.offset, block.valid)
+        except Exception as exc:  # a span that fails its tags: never send a byte of it
+            self.close(f"read: {exc}")
+            return
         if ready is not None and len(ready) == block.valid:
             block.data = memoryview(ready)
             return

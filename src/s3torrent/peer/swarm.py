@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from s3torrent.config import SeederSettings
 from s3torrent.peer import wire
+from s3torrent.peer.opened_spans import INLINE_SPAN, OpenedSpans, span_for
 from s3torrent.peer.policy import (
     Action,
     ChokePeer,
@@ -114,7 +115,10 @@ class TorrentStats:
 
 
 class BlobSource:
-    """A version's bytes: an open file for sendfile, else reads off the loop."""
+    """A version's bytes: an open file for sendfile, else reads off the loop.
+
+    A sealed version's blocks come from `spans`: plaintext opened a span at a time and
+    shared by the swarm's peers (opened_spans.py)."""
 
     def __init__(self, store: ObjectStore, info: TorrentInfo) -> None:
         self.store = store
@@ -123,6 +127,7 @@ class BlobSource:
         self._obj: md.ObjectVersion | None = None
         self._read: Callable[[int, int], bytes] | None = None
         self._plain: PlainReader | None = None
+        self.spans: OpenedSpans | None = None
         # A sealed blob holds ciphertext: no sendfile, its blocks are read and opened.
         path = None if info.sealed else store.blobs.local_path(info.version_id)
         if path is not None:
@@ -131,35 +136,72 @@ class BlobSource:
         if self.fd is not None:
             with contextlib.suppress(OSError, AttributeError):
                 os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        if info.sealed:
+            self.spans = OpenedSpans(span_for(info.hashes.piece_length), self._open_span)
 
-    async def read(self, offset: int, length: int) -> bytes:
+    async def _reader(self) -> Callable[[int, int], bytes]:
         if self._obj is None:
             vid = self.info.version_id
             self._obj = await self.store.meta.object_by_version(vid)
             if self._obj is None:
                 raise FileNotFoundError(f"version {vid} is gone")
+            if self.spans is not None:
+                self.spans.size = self._obj.size
         obj = self._obj
         if self._read is None:
             sealing = self.store.sealing
             if sealing is not None and sealing.is_sealed(obj):
                 self._plain = await sealing.reader(obj, None)
                 self._read = self._plain.read
+                local = obj.inline is not None or self.store.blobs.local_path(obj.version_id)
+                if self.spans is not None and local and self.spans.span <= INLINE_SPAN:
+                    self.spans.open_now = self._plain.read_buffer
             else:
                 self._read = functools.partial(self.store.read_range, obj)
+        return self._read
+
+    async def _open_span(self, offset: int, length: int) -> bytes | bytearray:
+        await self._reader()
+        plain = self._plain
+        if plain is None:  # flagged sealed in the catalog, stored plain: read it as it is
+            return await self._run(offset, length)
+        length = max(0, min(length, (self._obj.size if self._obj else length) - offset))
+        return await asyncio.get_running_loop().run_in_executor(
+            self.store.executor, plain.read_buffer, offset, length
+        )
+
+    async def _run(self, offset: int, length: int) -> bytes:
+        read = await self._reader()
+        return await asyncio.get_running_loop().run_in_executor(
+            self.store.executor, read, offset, length
+        )
+
+    async def read(self, offset: int, length: int) -> bytes | memoryview:
+        if self.spans is not None:
+            data = await self.spans.read(offset, length)
+            if data is not None:
+                return data
+        await self._reader()
         if self._plain is not None:
             # Most blocks of a sealed version were opened with the block before them.
             hit = self._plain.cached(offset, length)
             if hit is not None:
                 return hit
-        return await asyncio.get_running_loop().run_in_executor(
-            self.store.executor, self._read, offset, length
-        )
+        return await self._run(offset, length)
 
-    def ready(self, offset: int, length: int) -> bytes | None:
-        """Bytes available without I/O: a block of a sealed chunk opened a moment ago."""
-        return self._plain.cached(offset, length) if self._plain is not None else None
+    def ready(self, offset: int, length: int) -> memoryview | None:
+        """A sealed block's bytes now: from a span opened a moment ago, or one opened on
+        the loop (a short span of a local blob); None when the block must be read."""
+        return self.spans.ready(offset, length) if self.spans is not None else None
+
+    def prefetch(self, offset: int) -> None:
+        """Start opening the sealed span holding `offset` (a request queued behind)."""
+        if self.spans is not None:
+            self.spans.prefetch(offset)
 
     def close(self) -> None:
+        if self.spans is not None:
+            self.spans.clear()
         if self.fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
@@ -218,6 +260,8 @@ class Swarm:
             other.peer_id == link.peer_id for other in self.links.values()
         )
         self.policy.peer_left(link.key, now, remember=remember)
+        if not self.links and self.source.spans is not None:
+            self.source.spans.clear()  # nobody to serve: its plaintext need not stay
         if remember:
             self.remembered[link.peer_id] = link.key
             self.tstats.remembered = len(self.remembered)
