@@ -9,15 +9,18 @@ index order from the marker on, never from the start.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from s3torrent.store.listing import common_prefix
-from s3torrent.store.rows import NULL_VERSION, ObjectVersion
+from s3torrent.store.rows import NULL_VERSION, ObjectVersion, decode_tags
 from s3torrent.store.schema import OBJECT_INFO_COLUMNS, object_versions, objects
+from s3torrent.store.sql import Prepared
 
 _AFTER_ALL = b"\xff"
 _BATCH = 256
@@ -61,27 +64,25 @@ class _Stream:
         self.buf.pop(0)
 
     def _fetch(self) -> None:
-        table = object_versions if self.history else objects
-        c = table.c
-        cols = _HISTORY_INFO if self.history else OBJECT_INFO_COLUMNS
-        q = sa.select(*cols).where(c.bucket == self.bucket)
-        if self.after_seq is not None and self.after_key is not None:
-            q = q.where(c.key == self.after_key, c.seq > self.after_seq).order_by(c.seq)
+        mid_key = self.after_seq is not None and self.after_key is not None
+        if mid_key:
+            shape = "mid"
+            at: dict[str, Any] = {"b": self.bucket, "k": self.after_key, "s": self.after_seq}
+        elif self.after_key is not None and self.after_key >= self.start:
+            shape = "after"
+            at = {"b": self.bucket, "k": self.after_key}
         else:
-            if self.after_key is not None and self.after_key >= self.start:
-                q = q.where(c.key > self.after_key)
-            else:
-                q = q.where(c.key >= self.start)
-            if self.end is not None:
-                q = q.where(c.key < self.end)
-            q = q.order_by(c.key, c.seq) if self.history else q.order_by(c.key)
-        rows = list(self.conn.execute(q.limit(_BATCH)))
-        mid_key = self.after_seq is not None
+            shape = "start"
+            at = {"b": self.bucket, "k": self.start}
+        if self.end is not None and not mid_key:
+            at["e"] = self.end
+        stmt = _statement(self.history, shape, self.end is not None and not mid_key)
+        rows = stmt.run(self.conn, at).fetchall()
+        make = _history_version if self.history else _current_version
         for row in rows:
-            m = row._mapping
-            kb = bytes(m["key"])
-            seq = int(m["seq"]) if self.history else _CURRENT
-            self.buf.append((kb, seq, ObjectVersion.from_row(row)))
+            kb = bytes(row[1])
+            seq = int(row[2]) if self.history else _CURRENT
+            self.buf.append((kb, seq, make(row)))
             self.after_key, self.after_seq = kb, (seq if self.history else None)
         if len(rows) < _BATCH:
             if mid_key:
@@ -90,6 +91,75 @@ class _Stream:
                 self.done = True
         elif not self.history:
             self.after_seq = None
+
+
+_STATEMENTS: dict[tuple[bool, str, bool], Prepared] = {}
+
+
+def _statement(history: bool, shape: str, bounded: bool) -> Prepared:
+    """One batch of a stream, per shape: built and compiled once, run as plain DBAPI
+    statements on SQLite (a page is a few of these; SQLAlchemy's per-row work was most of
+    the read)."""
+    found = _STATEMENTS.get((history, shape, bounded))
+    if found is not None:
+        return found
+    table = object_versions if history else objects
+    c = table.c
+    cols = _HISTORY_INFO if history else _CURRENT_INFO
+    q = sa.select(*cols).where(c.bucket == sa.bindparam("b"))
+    if shape == "mid":
+        q = q.where(c.key == sa.bindparam("k"), c.seq > sa.bindparam("s")).order_by(c.seq)
+    else:
+        q = q.where(c.key > sa.bindparam("k") if shape == "after" else c.key >= sa.bindparam("k"))
+        if bounded:
+            q = q.where(c.key < sa.bindparam("e"))
+        q = q.order_by(c.key, c.seq) if history else q.order_by(c.key)
+    stmt = Prepared(q.limit(_BATCH))
+    _STATEMENTS[(history, shape, bounded)] = stmt
+    return stmt
+
+
+def _decoder(names: tuple[str, ...]) -> Callable[[Sequence[Any]], ObjectVersion]:
+    """An ObjectVersion from a row of these columns, read by position (a thousand rows a
+    page: Row mappings and their .get fallbacks cost more than the query)."""
+    i = {name: n for n, name in enumerate(names)}
+    bucket, key, vid, size, etag = i["bucket"], i["key"], i["version_id"], i["size"], i["etag"]
+    modified, owner, headers, acl = i["last_modified"], i["owner_id"], i["headers"], i["acl"]
+    algo, value, ctype = i["checksum_algorithm"], i["checksum_value"], i["checksum_type"]
+    parts, tags, versioned = i["parts"], i["tags"], i["versioned"]
+    mode, until, hold = i["lock_mode"], i["lock_until"], i["legal_hold"]
+    marker = i.get("delete_marker")
+    loads = json.loads
+
+    def make(r: Sequence[Any]) -> ObjectVersion:
+        return ObjectVersion(
+            bucket=r[bucket],
+            key=bytes(r[key]).decode("utf-8"),
+            version_id=r[vid],
+            size=r[size],
+            etag=r[etag],
+            last_modified=r[modified],
+            owner_id=r[owner],
+            headers=loads(r[headers]),
+            acl=r[acl],
+            checksum_algorithm=r[algo],
+            checksum_value=r[value],
+            checksum_type=r[ctype],
+            parts=loads(r[parts]) if r[parts] else None,
+            tags=decode_tags(r[tags]),
+            versioned=bool(r[versioned]),
+            delete_marker=bool(r[marker]) if marker is not None else False,
+            lock_mode=r[mode],
+            lock_until=r[until],
+            legal_hold=bool(r[hold]),
+        )
+
+    return make
+
+
+_CURRENT_INFO = tuple(c for c in OBJECT_INFO_COLUMNS if c.name != "seq")
+_history_version = _decoder(tuple(c.name for c in _HISTORY_INFO))
+_current_version = _decoder(tuple(c.name for c in _CURRENT_INFO))
 
 
 # A current version sorts before every other version of its key.
