@@ -9,8 +9,7 @@ index order from the marker on, never from the start.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from s3torrent.store.listing import common_prefix
-from s3torrent.store.rows import NULL_VERSION, ObjectVersion, decode_tags
+from s3torrent.store.rows import NULL_VERSION, ObjectVersion, version_reader
 from s3torrent.store.schema import OBJECT_INFO_COLUMNS, object_versions, objects
 from s3torrent.store.sql import Prepared
 
@@ -105,7 +104,7 @@ def _statement(history: bool, shape: str, bounded: bool) -> Prepared:
         return found
     table = object_versions if history else objects
     c = table.c
-    cols = _HISTORY_INFO if history else _CURRENT_INFO
+    cols = _HISTORY_INFO if history else OBJECT_INFO_COLUMNS
     q = sa.select(*cols).where(c.bucket == sa.bindparam("b"))
     if shape == "mid":
         q = q.where(c.key == sa.bindparam("k"), c.seq > sa.bindparam("s")).order_by(c.seq)
@@ -119,47 +118,8 @@ def _statement(history: bool, shape: str, bounded: bool) -> Prepared:
     return stmt
 
 
-def _decoder(names: tuple[str, ...]) -> Callable[[Sequence[Any]], ObjectVersion]:
-    """An ObjectVersion from a row of these columns, read by position (a thousand rows a
-    page: Row mappings and their .get fallbacks cost more than the query)."""
-    i = {name: n for n, name in enumerate(names)}
-    bucket, key, vid, size, etag = i["bucket"], i["key"], i["version_id"], i["size"], i["etag"]
-    modified, owner, headers, acl = i["last_modified"], i["owner_id"], i["headers"], i["acl"]
-    algo, value, ctype = i["checksum_algorithm"], i["checksum_value"], i["checksum_type"]
-    parts, tags, versioned = i["parts"], i["tags"], i["versioned"]
-    mode, until, hold = i["lock_mode"], i["lock_until"], i["legal_hold"]
-    marker = i.get("delete_marker")
-    loads = json.loads
-
-    def make(r: Sequence[Any]) -> ObjectVersion:
-        return ObjectVersion(
-            bucket=r[bucket],
-            key=bytes(r[key]).decode("utf-8"),
-            version_id=r[vid],
-            size=r[size],
-            etag=r[etag],
-            last_modified=r[modified],
-            owner_id=r[owner],
-            headers=loads(r[headers]),
-            acl=r[acl],
-            checksum_algorithm=r[algo],
-            checksum_value=r[value],
-            checksum_type=r[ctype],
-            parts=loads(r[parts]) if r[parts] else None,
-            tags=decode_tags(r[tags]),
-            versioned=bool(r[versioned]),
-            delete_marker=bool(r[marker]) if marker is not None else False,
-            lock_mode=r[mode],
-            lock_until=r[until],
-            legal_hold=bool(r[hold]),
-        )
-
-    return make
-
-
-_CURRENT_INFO = tuple(c for c in OBJECT_INFO_COLUMNS if c.name != "seq")
-_history_version = _decoder(tuple(c.name for c in _HISTORY_INFO))
-_current_version = _decoder(tuple(c.name for c in _CURRENT_INFO))
+_history_version = version_reader(tuple(c.name for c in _HISTORY_INFO))
+_current_version = version_reader(tuple(c.name for c in OBJECT_INFO_COLUMNS))
 
 
 # A current version sorts before every other version of its key.
