@@ -79,6 +79,7 @@ class _Stream:
         rows = stmt.run(self.conn, at).fetchall()
         make = _history_version if self.history else _current_version
         for row in rows:
+            # Both tables' columns start bucket, key (then seq in the history's).
             kb = bytes(row[1])
             seq = int(row[2]) if self.history else _CURRENT
             self.buf.append((kb, seq, make(row)))
@@ -92,6 +93,7 @@ class _Stream:
             self.after_seq = None
 
 
+# Filled on first use; two threads building the same entry build equal statements.
 _STATEMENTS: dict[tuple[bool, str, bool], Prepared] = {}
 
 
