@@ -6,12 +6,15 @@ from __future__ import annotations
 import random
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
 
 from s3torrent.s3 import xml as s3xml
+from s3torrent.s3.ops.listing import version_entries
+from s3torrent.store.rows import ObjectVersion
 
 # Keys S3 accepts that are hard to render: markup characters, entities, quotes, unicode
 # beyond the BMP, combining marks, whitespace, and (sent with encoding-type=url)
@@ -141,3 +144,77 @@ def test_random_text_matches_element_tree() -> None:
         value = "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
         children = [("Key", value), ("Owner", {"ID": value, "DisplayName": value})]
         assert s3xml.render("R", children) == _reference("R", children)
+
+
+def _generic_entries(
+    versions: list[tuple[ObjectVersion, bool]], url: bool
+) -> list[tuple[str, dict[str, Any]]]:
+    """ListObjectVersions entries as the handler built them before its fast path."""
+
+    def enc(k: str) -> str:
+        return quote(k, safe="/") if url else k
+
+    out: list[tuple[str, dict[str, Any]]] = []
+    for o, latest in versions:
+        item: dict[str, Any] = {
+            "Key": enc(o.key),
+            "VersionId": o.s3_version_id,
+            "IsLatest": latest,
+            "LastModified": _reference_iso8601(o.last_modified),
+        }
+        owner = {"ID": o.owner_id, "DisplayName": _names.get(o.owner_id, "")}
+        if o.delete_marker:
+            item["Owner"] = owner
+            out.append(("DeleteMarker", item))
+            continue
+        item["ETag"] = o.etag
+        if o.checksum_algorithm:
+            item["ChecksumAlgorithm"] = o.checksum_algorithm
+            if o.checksum_type:
+                item["ChecksumType"] = o.checksum_type
+        item["Size"] = o.size
+        item["Owner"] = owner
+        item["StorageClass"] = o.headers.get("x-amz-storage-class", "STANDARD")
+        out.append(("Version", item))
+    return out
+
+
+def _reference_iso8601(ts: float) -> str:
+    dt = datetime.fromtimestamp(ts, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+_names = {"owner<&>": "Name & <Co>", "plain": "plain-user"}
+
+
+@pytest.mark.parametrize("url", [False, True])
+def test_version_entries_match_the_generic_rendering(url: bool) -> None:
+    keys = TRICKY[:-3] + ["x", "emoji \U0001f600 & <tags>"] + (CONTROL if url else [])
+    versions = []
+    for i, key in enumerate(keys):
+        v = ObjectVersion(
+            "b",
+            key or "k",
+            f"{i:032x}",
+            i * 7,
+            f'"{i:032x}"' if i % 4 else "",
+            1_700_000_000 + i * 0.0004999 + (0.9999996 if i == 3 else 0),
+            ["owner<&>", "plain", "", "unknown"][i % 4],
+            headers={"x-amz-storage-class": "GLACIER<&>"} if i % 3 == 0 else {},
+            checksum_algorithm="CRC32" if i % 2 else None,
+            checksum_type="FULL_OBJECT" if i % 4 == 1 else None,
+            versioned=i % 5 != 0,
+            delete_marker=i % 6 == 5,
+        )
+        versions.append((v, i % 2 == 0))
+    fast = version_entries(versions, url, lambda owner: _names.get(owner, ""))
+    generic = _generic_entries(versions, url)
+    assert s3xml.render("ListVersionsResult", fast) == s3xml.render("ListVersionsResult", generic)
+    assert s3xml.render("R", generic) == _reference("R", generic)
+
+
+def test_iso8601_rounds_as_datetime_does() -> None:
+    rng = random.Random(8601)
+    stamps = [rng.uniform(0, 4e9) for _ in range(20_000)]
+    stamps += [0.0, 1.9999996, 1_700_000_000.9999995, 1_700_000_000.0005, -1.5]
+    assert [s3xml.iso8601(t) for t in stamps] == [_reference_iso8601(t) for t in stamps]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -19,8 +20,21 @@ XmlValue = str | int | bool | None | list[Any] | dict[str, Any]
 
 def iso8601(ts: float) -> str:
     """S3's timestamp style in XML: 2009-10-12T17:50:30.000Z."""
-    dt = datetime.fromtimestamp(ts, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    if ts < 0:
+        dt = datetime.fromtimestamp(ts, UTC)
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    # datetime.fromtimestamp's rounding (half-even, to the microsecond), without building
+    # a datetime per listed version; the seconds part is cached like http_date's.
+    fraction, whole = math.modf(ts)
+    micro = round(fraction * 1e6)
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    return f"{_iso_seconds(int(whole))}.{micro // 1000:03d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _iso_seconds(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 @lru_cache(maxsize=4096)
@@ -45,11 +59,26 @@ def _escape(text: str) -> str:
     return text
 
 
-def _append(out: list[str], name: str, value: XmlValue) -> None:
+class Rendered(str):
+    """One element already rendered (by `leaf` and friends, for a listing's thousands of
+    entries): `render` inserts it as is, whatever name it is given under."""
+
+    __slots__ = ()
+
+
+def leaf(name: str, text: str) -> str:
+    """<name>text</name>, text escaped; <name /> when empty (as `render` writes it)."""
+    return f"<{name}>{_escape(text)}</{name}>" if text else f"<{name} />"
+
+
+def _append(out: list[str], name: str, value: XmlValue | Rendered) -> None:
     # Strings joined, not an element tree: a listing page is thousands of elements, and
     # building then serializing a tree cost several times the store read behind it. The
     # bytes are the ones ElementTree wrote (tests/unit/test_xml_render.py compares them).
     if value is None:
+        return
+    if type(value) is Rendered:
+        out.append(value)
         return
     if isinstance(value, list):
         for item in value:
