@@ -227,3 +227,40 @@ def test_concurrent_delete_markers_on_an_absent_key_all_land(meta: SqlMetadataSt
         assert len(page.versions) == 20 and [latest for _, latest in page.versions].count(True) == 1
 
     run(scenario())
+
+
+def test_version_pages_cross_batches_and_markers(meta: SqlMetadataStore) -> None:
+    """Paging through a long history (more versions than one store batch) with key and
+    version-id markers lists every version exactly once, in order, whatever the page size."""
+
+    async def scenario() -> None:
+        await _bucket(meta, "Enabled")
+        written: dict[str, list[str]] = {"a": [], "hist": [], "hist/x": [], "z": []}
+        for key, n in (("a", 3), ("hist", 600), ("hist/x", 2), ("z", 1)):
+            for _ in range(n):
+                v = version(key, versioned=True)
+                written[key].append((await meta.commit_version(v)).version.version_id)
+        marker = await meta.delete_object("bk", "hist/x")
+        assert marker.s3_version_id is not None
+        written["hist/x"].append(marker.s3_version_id)
+        expected = [(k, vid) for k in sorted(written) for vid in reversed(written[k])]
+        for size in (1, 7, 256, 257, 1000):
+            got: list[tuple[str, str]] = []
+            latest: list[bool] = []
+            key_marker, vid_marker = "", None
+            while True:
+                page = await meta.list_versions_page("bk", "", "", key_marker, vid_marker, size)
+                got += [(v.key, v.s3_version_id) for v, _ in page.versions]
+                latest += [is_latest for _, is_latest in page.versions]
+                if not page.truncated:
+                    break
+                assert page.next_key is not None
+                key_marker, vid_marker = page.next_key, page.next_version_id
+            assert got == expected, size
+            assert sum(latest) == len(written)
+        page = await meta.list_versions_page("bk", "hist", "/", "", None, 1000)
+        assert page.prefixes == ["hist/"]
+        assert [v.version_id for v, _ in page.versions] == written["hist"][::-1]
+        assert page.versions[0][0].delete_marker is False
+
+    run(scenario())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -19,8 +20,21 @@ XmlValue = str | int | bool | None | list[Any] | dict[str, Any]
 
 def iso8601(ts: float) -> str:
     """S3's timestamp style in XML: 2009-10-12T17:50:30.000Z."""
-    dt = datetime.fromtimestamp(ts, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    if ts < 0:
+        dt = datetime.fromtimestamp(ts, UTC)
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    # datetime.fromtimestamp's rounding (half-even, to the microsecond), without building
+    # a datetime per listed version; the seconds part is cached like http_date's.
+    fraction, whole = math.modf(ts)
+    micro = round(fraction * 1e6)
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    return f"{_iso_seconds(int(whole))}.{micro // 1000:03d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _iso_seconds(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 @lru_cache(maxsize=4096)
@@ -33,21 +47,58 @@ def http_date(ts: float) -> str:
     return _http_date(int(ts))
 
 
-def _append(parent: ET.Element, name: str, value: XmlValue) -> None:
+def _escape(text: str) -> str:
+    """Character data as ElementTree writes it: &, < and > as entities, nothing else (a
+    quote needs none outside attributes)."""
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    return text
+
+
+class Rendered(str):
+    """One element already rendered (by `leaf` and friends, for a listing's thousands of
+    entries): `render` inserts it as is, whatever name it is given under."""
+
+    __slots__ = ()
+
+
+def leaf(name: str, text: str) -> str:
+    """<name>text</name>, text escaped; <name /> when empty (as `render` writes it)."""
+    return f"<{name}>{_escape(text)}</{name}>" if text else f"<{name} />"
+
+
+def _append(out: list[str], name: str, value: XmlValue | Rendered) -> None:
+    # Strings joined, not an element tree: a listing page is thousands of elements, and
+    # building then serializing a tree cost several times the store read behind it. The
+    # bytes are the ones ElementTree wrote (tests/unit/test_xml_render.py compares them).
     if value is None:
+        return
+    if type(value) is Rendered:
+        out.append(value)
         return
     if isinstance(value, list):
         for item in value:
-            _append(parent, name, item)
+            _append(out, name, item)
         return
-    el = ET.SubElement(parent, name)
     if isinstance(value, dict):
+        start = len(out)
+        out.append(f"<{name}>")
         for k, v in value.items():
-            _append(el, k, v)
-    elif isinstance(value, bool):
-        el.text = "true" if value else "false"
-    else:
-        el.text = str(value)
+            _append(out, k, v)
+        if len(out) == start + 1:
+            out[start] = f"<{name} />"
+        else:
+            out.append(f"</{name}>")
+        return
+    if value is True or value is False:
+        out.append(f"<{name}>true</{name}>" if value else f"<{name}>false</{name}>")
+        return
+    body = _escape(str(value))
+    out.append(f"<{name}>{body}</{name}>" if body else f"<{name} />")
 
 
 def render(
@@ -58,15 +109,22 @@ def render(
     text: str | None = None,
 ) -> bytes:
     """Render {'Name': value} (lists repeat the element, dicts nest, None is omitted)."""
-    el = ET.Element(root)
-    if ns:
-        el.set("xmlns", S3_NS)
-    el.text = text
+    head = f'<{root} xmlns="{S3_NS}"' if ns else f"<{root}"
+    out = [head + ">"]
+    if text:
+        out.append(_escape(text))
     items = children.items() if isinstance(children, Mapping) else children
     for name, value in items:
-        _append(el, name, value)
-    body: bytes = ET.tostring(el, encoding="utf-8")
-    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + body
+        _append(out, name, value)
+    if len(out) == 1:
+        out[0] = head + " />"
+    else:
+        out.append(f"</{root}>")
+    # xmlcharrefreplace: a lone surrogate becomes a character reference, as it did.
+    return _DECLARATION + "".join(out).encode("utf-8", "xmlcharrefreplace")
+
+
+_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
 def parse(body: bytes) -> ET.Element:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from s3torrent.store.listing import common_prefix
-from s3torrent.store.rows import NULL_VERSION, ObjectVersion
+from s3torrent.store.rows import NULL_VERSION, ObjectVersion, version_reader
 from s3torrent.store.schema import OBJECT_INFO_COLUMNS, object_versions, objects
+from s3torrent.store.sql import Prepared
 
 _AFTER_ALL = b"\xff"
 _BATCH = 256
@@ -61,27 +63,26 @@ class _Stream:
         self.buf.pop(0)
 
     def _fetch(self) -> None:
-        table = object_versions if self.history else objects
-        c = table.c
-        cols = _HISTORY_INFO if self.history else OBJECT_INFO_COLUMNS
-        q = sa.select(*cols).where(c.bucket == self.bucket)
-        if self.after_seq is not None and self.after_key is not None:
-            q = q.where(c.key == self.after_key, c.seq > self.after_seq).order_by(c.seq)
+        mid_key = self.after_seq is not None and self.after_key is not None
+        if mid_key:
+            shape = "mid"
+            at: dict[str, Any] = {"b": self.bucket, "k": self.after_key, "s": self.after_seq}
+        elif self.after_key is not None and self.after_key >= self.start:
+            shape = "after"
+            at = {"b": self.bucket, "k": self.after_key}
         else:
-            if self.after_key is not None and self.after_key >= self.start:
-                q = q.where(c.key > self.after_key)
-            else:
-                q = q.where(c.key >= self.start)
-            if self.end is not None:
-                q = q.where(c.key < self.end)
-            q = q.order_by(c.key, c.seq) if self.history else q.order_by(c.key)
-        rows = list(self.conn.execute(q.limit(_BATCH)))
-        mid_key = self.after_seq is not None
+            shape = "start"
+            at = {"b": self.bucket, "k": self.start}
+        if self.end is not None and not mid_key:
+            at["e"] = self.end
+        stmt = _statement(self.history, shape, self.end is not None and not mid_key)
+        rows = stmt.run(self.conn, at).fetchall()
+        make = _history_version if self.history else _current_version
         for row in rows:
-            m = row._mapping
-            kb = bytes(m["key"])
-            seq = int(m["seq"]) if self.history else _CURRENT
-            self.buf.append((kb, seq, ObjectVersion.from_row(row)))
+            # Both tables' columns start bucket, key (then seq in the history's).
+            kb = bytes(row[1])
+            seq = int(row[2]) if self.history else _CURRENT
+            self.buf.append((kb, seq, make(row)))
             self.after_key, self.after_seq = kb, (seq if self.history else None)
         if len(rows) < _BATCH:
             if mid_key:
@@ -90,6 +91,37 @@ class _Stream:
                 self.done = True
         elif not self.history:
             self.after_seq = None
+
+
+# Filled on first use; two threads building the same entry build equal statements.
+_STATEMENTS: dict[tuple[bool, str, bool], Prepared] = {}
+
+
+def _statement(history: bool, shape: str, bounded: bool) -> Prepared:
+    """One batch of a stream, per shape: built and compiled once, run as plain DBAPI
+    statements on SQLite (a page is a few of these; SQLAlchemy's per-row work was most of
+    the read)."""
+    found = _STATEMENTS.get((history, shape, bounded))
+    if found is not None:
+        return found
+    table = object_versions if history else objects
+    c = table.c
+    cols = _HISTORY_INFO if history else OBJECT_INFO_COLUMNS
+    q = sa.select(*cols).where(c.bucket == sa.bindparam("b"))
+    if shape == "mid":
+        q = q.where(c.key == sa.bindparam("k"), c.seq > sa.bindparam("s")).order_by(c.seq)
+    else:
+        q = q.where(c.key > sa.bindparam("k") if shape == "after" else c.key >= sa.bindparam("k"))
+        if bounded:
+            q = q.where(c.key < sa.bindparam("e"))
+        q = q.order_by(c.key, c.seq) if history else q.order_by(c.key)
+    stmt = Prepared(q.limit(_BATCH))
+    _STATEMENTS[(history, shape, bounded)] = stmt
+    return stmt
+
+
+_history_version = version_reader(tuple(c.name for c in _HISTORY_INFO))
+_current_version = version_reader(tuple(c.name for c in OBJECT_INFO_COLUMNS))
 
 
 # A current version sorts before every other version of its key.
