@@ -230,6 +230,12 @@ def test_swarm_reports_are_sampled_per_torrent(metered: tuple[LiveServer, int]) 
     assert obj["offloaded_bytes"] == 100_000
     assert obj["offload_ratio"] == 1.0
     assert obj["cost_avoided"] == round(100_000 / 2**30 * 0.09, 6)
+    # The same counters by hour (an announce may straddle an hour: sum the periods).
+    history = admin_get(srv, f"/_admin/savings/history?bucket={bucket}&by=hour")
+    assert history["by"] == "hour" and {p["bucket"] for p in history["periods"]} == {bucket}
+    assert sum(p["swarm_downloaded"] for p in history["periods"]) == 100_000
+    assert sum(p["offloaded_bytes"] for p in history["periods"]) == 100_000
+    assert history["total_origin_bytes"] == 0
 
 
 def test_200_concurrent_requests_lose_no_counts(
@@ -314,6 +320,13 @@ def test_admin_usage_over_http_root_sees_all_user_sees_own(
     assert status == 400 and b"InvalidArgument" in body
     status, body = get("/_admin/savings", carol.access_key, carol.secret_key)
     assert status == 200 and json.loads(body)["objects"] == []
+    status, body = get("/_admin/savings/history", carol.access_key, carol.secret_key)
+    assert status == 200 and json.loads(body)["periods"] == []
+    path = "/_admin/savings/history?bucket=metered-root-only"
+    assert get(path, carol.access_key, carol.secret_key)[0] == 403
+    assert get("/_admin/savings/history")[0] == 403
+    status, body = get("/_admin/savings/history?by=week", carol.access_key, carol.secret_key)
+    assert status == 400 and b"InvalidArgument" in body
 
 
 def test_prometheus_metrics_on_their_own_listener(metered: tuple[LiveServer, int]) -> None:

@@ -50,6 +50,7 @@ HANDLERS: dict[str, Handler] = {
     "enableUser": users.enable_user,
     "usage": reports.usage,
     "savings": reports.savings,
+    "savingsHistory": reports.savings_over_time,
     "showTorrent": torrents.show_torrent,
     "showSwarm": swarm.show_swarm,
     "rehash": torrents.rehash,

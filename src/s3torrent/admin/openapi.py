@@ -142,6 +142,33 @@ PATHS: dict[str, dict[str, Any]] = {
             ],
         )
     },
+    "/savings/history": {
+        "get": _op(
+            "savingsHistory",
+            "Per period and bucket: bytes the origin sent torrent clients (web seed, seeder), "
+            "plain GETs beside them, what the swarms' peers reported downloading, offload",
+            {"200": _json({"type": "object"})},
+            parameters=[
+                {
+                    "name": "from",
+                    "in": "query",
+                    "schema": {"type": "string", "example": "2024-05-01"},
+                },
+                {"name": "to", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "by",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["hour", "day"]},
+                },
+                _BUCKET,
+                {
+                    "name": "price-per-gb",
+                    "in": "query",
+                    "schema": {"type": "number", "default": 0.09},
+                },
+            ],
+        )
+    },
     "/torrent": {
         "get": _op(
             "showTorrent",

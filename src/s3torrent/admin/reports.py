@@ -14,6 +14,7 @@ from aiohttp import web
 
 from s3torrent.access import facts
 from s3torrent.admin.call import AdminCall
+from s3torrent.metering.savings_history import load_savings_history, savings_history_json
 from s3torrent.metering.usage import (
     ReportError,
     UsageQuery,
@@ -60,20 +61,8 @@ def _format(call: AdminCall) -> str:
 
 
 async def usage(call: AdminCall) -> web.StreamResponse:
-    params = call.query
     fmt = _format(call)
-    by = params.get("by", "day")
-    try:
-        if by not in ("hour", "day"):
-            raise ReportError(f"by is hour or day, not {by!r}")
-        q = UsageQuery(
-            start=parse_time(params["from"]) if params.get("from") else None,
-            end=parse_time(params["to"]) if params.get("to") else None,
-            buckets=await _visible_buckets(call),
-            by="hour" if by == "hour" else "day",
-        )
-    except ReportError as exc:
-        raise S3Error("InvalidArgument", str(exc)) from None
+    q = await _query(call)
     records = await load_usage(call.svc.meta, q)
     if fmt == "csv":
         return web.Response(text=usage_csv(records), content_type=_TEXT[fmt])
@@ -82,14 +71,44 @@ async def usage(call: AdminCall) -> web.StreamResponse:
     return web.json_response(usage_json(records, q))
 
 
-async def savings(call: AdminCall) -> web.StreamResponse:
-    fmt = _format(call)
+def _price(call: AdminCall) -> float:
     try:
         price = float(call.query.get("price-per-gb", "0.09"))
     except ValueError:
         price = -1.0
     if price < 0 or not math.isfinite(price):
         raise S3Error("InvalidArgument", "price-per-gb must be a finite price of 0 or more")
+    return price
+
+
+async def _query(call: AdminCall) -> UsageQuery:
+    """from, to and by of a report over time, narrowed to the buckets the caller may see."""
+    params = call.query
+    by = params.get("by", "day")
+    try:
+        if by not in ("hour", "day"):
+            raise ReportError(f"by is hour or day, not {by!r}")
+        return UsageQuery(
+            start=parse_time(params["from"]) if params.get("from") else None,
+            end=parse_time(params["to"]) if params.get("to") else None,
+            buckets=await _visible_buckets(call),
+            by="hour" if by == "hour" else "day",
+        )
+    except ReportError as exc:
+        raise S3Error("InvalidArgument", str(exc)) from None
+
+
+async def savings_over_time(call: AdminCall) -> web.StreamResponse:
+    """Per period and bucket: torrent bytes from the origin and what peers delivered."""
+    price = _price(call)
+    q = await _query(call)
+    items = await load_savings_history(call.svc.meta, q)
+    return web.json_response(savings_history_json(items, q, price))
+
+
+async def savings(call: AdminCall) -> web.StreamResponse:
+    fmt = _format(call)
+    price = _price(call)
     key = call.query.get("key") or None
     if key is not None and not call.query.get("bucket"):
         raise S3Error("InvalidArgument", "key needs bucket")

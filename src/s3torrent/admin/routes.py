@@ -55,6 +55,9 @@ ENDPOINTS: tuple[AdminEndpoint, ...] = (
         "GET", "/usage", "usage", Caller.SIGNED, "Usage report (AWS usage-report columns)"
     ),
     AdminEndpoint("GET", "/savings", "savings", Caller.SIGNED, "Per object: swarm offload"),
+    AdminEndpoint(
+        "GET", "/savings/history", "savingsHistory", Caller.SIGNED, "Swarm offload over time"
+    ),
     AdminEndpoint("GET", "/torrent", "showTorrent", Caller.ADMIN, "An object's torrent state"),
     AdminEndpoint(
         "GET", "/torrent/swarm", "showSwarm", Caller.ADMIN, "An object's live swarm and bytes"

@@ -7,7 +7,7 @@ from typing import Protocol
 from s3torrent.store import usage_queries as uq
 from s3torrent.store.meta_base import SqlStoreBase
 from s3torrent.store.queries import hold_lease
-from s3torrent.store.usage_rows import HourlyUsage, Traffic, UsageCounts
+from s3torrent.store.usage_rows import HourlyUsage, SwarmHour, Traffic, UsageCounts
 
 
 class UsageMetadata(Protocol):
@@ -20,6 +20,10 @@ class UsageMetadata(Protocol):
     async def hourly_usage(
         self, start: int | None, end: int | None, buckets: frozenset[str] | None
     ) -> list[HourlyUsage]: ...
+
+    async def swarm_hours(
+        self, start: int | None, end: int | None, buckets: frozenset[str] | None
+    ) -> list[SwarmHour]: ...
 
     async def traffic(self, buckets: frozenset[str] | None, key: str | None) -> Traffic: ...
 
@@ -42,6 +46,12 @@ class SqlUsage(SqlStoreBase):
     ) -> list[HourlyUsage]:
         """Stored hourly counters of the hours overlapping [start, end), of buckets (None: all)."""
         return await self.db.read(lambda c: uq.hourly_usage(c, start, end, buckets))
+
+    async def swarm_hours(
+        self, start: int | None, end: int | None, buckets: frozenset[str] | None
+    ) -> list[SwarmHour]:
+        """The tracker's swarm counters by hour and bucket (for savings over time)."""
+        return await self.db.read(lambda c: uq.swarm_hours(c, start, end, buckets))
 
     async def traffic(self, buckets: frozenset[str] | None, key: str | None) -> Traffic:
         """Per-object origin traffic and swarm totals (for the savings report)."""

@@ -22,6 +22,7 @@ from s3torrent.store.usage_rows import (
     OP_STORAGE,
     HourlyUsage,
     ObjectTraffic,
+    SwarmHour,
     SwarmTraffic,
     Traffic,
     UsageCounts,
@@ -158,6 +159,30 @@ def hourly_usage(
     return [
         HourlyUsage(int(hour), bucket, op, int(reqs), int(out), int(in_), float(bh))
         for hour, bucket, op, reqs, out, in_, bh in conn.execute(stmt)
+    ]
+
+
+def swarm_hours(
+    conn: Connection, start: int | None, end: int | None, buckets: frozenset[str] | None
+) -> list[SwarmHour]:
+    """The tracker's swarm counters by hour and bucket, of the hours overlapping [start, end)."""
+    s = usage_swarms
+    stmt = sa.select(
+        s.c.hour,
+        s.c.bucket,
+        sa.func.sum(s.c.completed),
+        sa.func.sum(s.c.downloaded),
+        sa.func.sum(s.c.uploaded),
+    ).group_by(s.c.hour, s.c.bucket)
+    if start is not None:
+        stmt = stmt.where(s.c.hour >= start - start % 3600)
+    if end is not None:
+        stmt = stmt.where(s.c.hour < end)
+    if buckets is not None:
+        stmt = stmt.where(s.c.bucket.in_(sorted(buckets)))
+    return [
+        SwarmHour(int(hour), bucket, int(done or 0), int(down or 0), int(up or 0))
+        for hour, bucket, done, down, up in conn.execute(stmt)
     ]
 
 

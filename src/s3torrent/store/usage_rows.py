@@ -78,6 +78,17 @@ class SwarmTraffic:
 
 
 @dataclass(frozen=True, slots=True)
+class SwarmHour:
+    """What the tracker heard from one bucket's swarms in one hour (every object summed)."""
+
+    hour: int
+    bucket: str
+    completed: int
+    downloaded: int
+    uploaded: int
+
+
+@dataclass(frozen=True, slots=True)
 class Traffic:
     """The savings report's inputs, read in one transaction."""
 

@@ -441,23 +441,28 @@ async function reportsPage() {
   };
   usageType.addEventListener("change", drawUsage);
   drawUsage();
-  // Savings over time: the report is cumulative, so the page samples its totals while open.
-  const samples = { origin: [], peers: [] };
+  // Savings over time: the stored hourly counters (origin bytes to torrent clients, and what
+  // the swarms reported downloading), summed over the buckets this user may report on.
   const savingsBox = h("div", { id: "savings-chart" });
-  const sample = (r) => {
-    const now = Date.now();
-    samples.origin.push([now, r.total_origin_bytes]);
-    samples.peers.push([now, r.total_offloaded_bytes]);
+  const drawSavings = (history) => {
+    const origin = new Map();
+    const peers = new Map();
+    for (const p of history.periods) {
+      const t = Date.parse(p.start);
+      origin.set(t, (origin.get(t) || 0) + p.origin_bytes);
+      peers.set(t, (peers.get(t) || 0) + p.offloaded_bytes);
+    }
     savingsBox.replaceChildren(
-      lineChart([{ name: "origin bytes", points: samples.origin }, { name: "peer bytes (offloaded)", points: samples.peers }], { format: bytes }),
+      lineChart([{ name: "origin bytes to torrent clients", points: Array.from(origin) }, { name: "peer bytes (offloaded)", points: Array.from(peers) }], { format: bytes }),
     );
   };
-  sample(savings);
-  setInterval(async () => sample(await json("GET", "/_admin/savings")), 5000);
+  const history = () => json("GET", "/_admin/savings/history", { query: [["by", "hour"]] });
+  drawSavings(await history());
+  setInterval(async () => drawSavings(await history()), 30000);
   show(
     "Savings and usage",
     h("p", {}, `Offloaded ${bytes(savings.total_offloaded_bytes)}, origin ${bytes(savings.total_origin_bytes)}, cost avoided $${savings.total_cost_avoided.toFixed(4)} at $${savings.price_per_gb}/GB.`),
-    h("h2", {}, "Savings over time (sampled while this page is open)"),
+    h("h2", {}, "Savings per hour"),
     savingsBox,
     h("h2", {}, "Usage per bucket and hour"),
     h("p", {}, h("label", {}, "Show ", usageType)),
