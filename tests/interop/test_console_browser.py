@@ -108,6 +108,10 @@ def test_a_user_sees_what_their_keys_may_see(srv: LiveServer, page: Any, tmp_pat
         page.click("#download")
     assert Path(download.value.path()).read_bytes() == b"bob's notes"
     assert bob_s3.get_object(Bucket="bobs-bucket", Key=name)["Body"].read() == b"bob's notes"
+    # Published by a user without admin rights: the magnet comes from the public ?torrent.
+    page.click("#make-public")
+    page.wait_for_selector("#magnet-link", timeout=20_000)
+    assert page.text_content("#magnet-link").startswith("magnet:?xt=urn:btih:")
 
     page.goto(f"{srv.endpoint}/_console/users")
     assert "AccessDenied" in page.text_content("[role=alert]")

@@ -327,7 +327,7 @@ async function objectPage() {
       swarm,
     );
     show(key, ...parts);
-    await watchSwarm(bucket, key, magnet, swarm);
+    await watchSwarm(bucket, key, magnet, swarm, torrentUrl);
     return;
   }
   show(key, ...parts, h("p", { class: "muted" }, "Make the object public to publish it as a torrent."));
@@ -338,7 +338,7 @@ function stat(label, value, id) {
 }
 
 // The live swarm: admins see the tracker and seeder too; everyone sees metered bytes.
-async function watchSwarm(bucket, key, magnetBox, box) {
+async function watchSwarm(bucket, key, magnetBox, box, torrentUrl) {
   const s = session();
   const tick = async () => {
     try {
@@ -368,7 +368,15 @@ async function watchSwarm(bucket, key, magnetBox, box) {
           stat("origin bytes (metered)", bytes(o.origin_bytes), "swarm-origin-bytes"),
           stat("peer bytes (metered)", bytes(o.offloaded_bytes), "swarm-peer-bytes"),
         );
-        magnetBox.replaceChildren(h("span", { class: "muted" }, "The magnet link is shown to admins; the torrent file names the same swarm."));
+        if (!document.getElementById("magnet-link")) {
+          // A public object's magnet is public too: GetObjectTorrent's magnet form, unsigned.
+          const m = await fetch(`${torrentUrl}&format=magnet`, { credentials: "omit" });
+          if (m.ok) {
+            const text = (await m.text()).trim();
+            const link = h("code", { class: "link", id: "magnet-link" }, text);
+            magnetBox.replaceChildren("Magnet link: ", link, " ", copyButton(text, link));
+          }
+        }
       }
     } catch (err) {
       box.replaceChildren(failure(err));
