@@ -1,5 +1,5 @@
 """Bucket lifecycle configuration through boto3 and the AWS CLI: round-trips, S3's
-validation errors, and the x-amz-expiration header on PUT, GET and HEAD."""
+validation errors, and the x-amz-expiration header on PUT, GET, HEAD, copy and multipart."""
 
 from __future__ import annotations
 
@@ -264,6 +264,26 @@ def test_expiration_header_on_put_get_head(s3: Any, bucket: str) -> None:
     # No rule, no header.
     s3.put_object(Bucket=bucket, Key="other", Body=b"x")
     assert "Expiration" not in s3.head_object(Bucket=bucket, Key="other")
+    # A copy and a completed multipart upload are new objects a rule may expire, as in S3.
+    copied = s3.copy_object(
+        Bucket=bucket, Key="logs/c", CopySource={"Bucket": bucket, "Key": "other"}
+    )
+    assert 'rule-id="logs%20rule"' in copied["Expiration"]
+    up = s3.create_multipart_upload(Bucket=bucket, Key="logs/m")
+    part = s3.upload_part(
+        Bucket=bucket, Key="logs/m", UploadId=up["UploadId"], PartNumber=1, Body=b"m"
+    )
+    done = s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="logs/m",
+        UploadId=up["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    assert 'rule-id="logs%20rule"' in done["Expiration"]
+    plain = s3.copy_object(
+        Bucket=bucket, Key="other2", CopySource={"Bucket": bucket, "Key": "other"}
+    )
+    assert "Expiration" not in plain
 
 
 def test_aws_cli_round_trip_from_a_json_file(

@@ -16,6 +16,7 @@ from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
+from s3torrent.s3.ops.lifecycle import expiration_headers
 from s3torrent.s3.ops.objects import (
     _etag_matches,
     _parse_http_date,
@@ -198,7 +199,11 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     if obj.checksum_algorithm and obj.checksum_value:
         result["ChecksumType"] = obj.checksum_type
         result[f"Checksum{obj.checksum_algorithm}"] = obj.checksum_value
-    resp_headers = {**version_headers(bucket, obj), **sse.response_headers(obj.headers)}
+    resp_headers = {
+        **version_headers(bucket, obj),
+        **sse.response_headers(obj.headers),
+        **expiration_headers(svc.settings, bucket, obj),
+    }
     if src.versioned or src_bucket.versioning is not None:
         resp_headers["x-amz-copy-source-version-id"] = src.s3_version_id
     return xml_response(s3xml.render("CopyObjectResult", result), headers=resp_headers)

@@ -30,6 +30,7 @@ from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import owner_xml, xml_response
 from s3torrent.s3.ops.copy import check_copy_conditions, readable_source
+from s3torrent.s3.ops.lifecycle import expiration_headers
 from s3torrent.s3.ops.objects import (
     precheck_write,
     requested_acl,
@@ -491,6 +492,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     resp_headers = {
         **versioning.version_headers(req.bucket, committed.version),
         **sse.response_headers(up.headers),
+        **expiration_headers(svc.settings, req.bucket, committed.version),
     }
     return xml_response(answer, headers=resp_headers)
 
