@@ -65,14 +65,14 @@ class PolicySettings:
     # libtorrent stops asking its other peers once every piece it lacks was taken by a
     # web-seed request (or by us) that then ended (a 503, a cut, a choke): those connections
     # sit idle until its 5 s end-game timer. A second without progress is our cue to serve.
-    stall_timeout: float = 1.0
+    stall_timeout: float = 3.0
     # A peer that gets pieces only from us (its other peers give it nothing) is fed again
     # after this long: a slow client must not turn the origin into its only source.
     swarm_stall_timeout: float = 3.0
     carry_rate: int = 1024 * 1024  # bytes/s; 0: no cap
     # An assignment (a fresh piece revealed to one peer) that makes no progress for this
     # many stall timeouts stops blocking other peers from getting the piece.
-    stale_assignments: float = 9.0
+    stale_assignments: float = 3.0
     suggestions: int = 4
     # Seconds a piece the web seed sent stays taken when no peer reports having it (a web
     # seed client may never talk to the origin's peer port).
