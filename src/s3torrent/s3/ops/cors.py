@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from s3torrent.s3 import cors
-from s3torrent.s3.body import RequestBody
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
+from s3torrent.s3.ops.tagging import read_xml_body
 from s3torrent.s3.server import S3Request
 
 
@@ -22,16 +22,7 @@ async def _read_body(svc: S3Context, req: S3Request) -> bytes:
             "InvalidRequest",
             "Missing required header for this request: Content-MD5 or x-amz-checksum-*",
         )
-    limits = svc.settings.limits
-    body = RequestBody(
-        req.http,
-        req.auth,
-        max_chunk_size=limits.max_chunk_size,
-        read_timeout=limits.body_read_timeout,
-    )
-    raw = await body.read_all(limits.max_xml_body)
-    body.verify(md5=None)
-    return raw
+    return await read_xml_body(svc, req)
 
 
 async def get_bucket_cors(svc: S3Context, req: S3Request) -> web.StreamResponse:

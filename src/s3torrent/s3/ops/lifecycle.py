@@ -12,25 +12,16 @@ from s3torrent.lifecycle import rules
 from s3torrent.lifecycle.evaluate import ObjectFacts, current_expiry
 from s3torrent.s3 import lifecycle_xml
 from s3torrent.s3 import xml as s3xml
-from s3torrent.s3.body import RequestBody
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
+from s3torrent.s3.ops.tagging import read_xml_body
 from s3torrent.s3.server import S3Request
 from s3torrent.store.rows import Bucket, ObjectVersion
 
 
 async def put_bucket_lifecycle(svc: S3Context, req: S3Request) -> web.StreamResponse:
-    limits = svc.settings.limits
-    body = RequestBody(
-        req.http,
-        req.auth,
-        max_chunk_size=limits.max_chunk_size,
-        read_timeout=limits.body_read_timeout,
-    )
-    raw = await body.read_all(limits.max_xml_body)
-    body.verify(md5=None)
-    config = lifecycle_xml.parse(raw)
+    config = lifecycle_xml.parse(await read_xml_body(svc, req))
     await svc.meta.set_bucket_setting(req.bucket_name, rules.SETTING, rules.to_stored(config))
     # New rules: the next pass starts at the bucket's first key (not where the old rules'
     # pass, or a deleted bucket of the same name, stopped).
