@@ -242,6 +242,7 @@ def build_services(settings: Settings) -> Services:
             storage_sample_interval=settings.metering.storage_sample_interval,
             public=public,
             node_id=node_id,
+            local_swarms=not settings.redis_url,
         ),
         relay=relay,
     )

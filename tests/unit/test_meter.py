@@ -300,3 +300,32 @@ def test_only_one_node_samples_shared_counters_and_a_takeover_starts_from_a_base
     assert b.sampler and not a.sampler
     # The new holder starts from a baseline: it does not bill time it never saw.
     assert b._storage_at is None
+
+
+def test_a_local_registry_bills_its_first_sample_and_a_shared_one_starts_from_a_baseline(
+    db: Database, meta: SqlMetadataStore
+) -> None:
+    """Counters of a registry in this process start at zero with it: announces made before
+    the first sample are billed. A shared (Redis) registry's taker starts from a baseline,
+    since the previous holder billed what it saw."""
+    ih = b"\x03" * 20
+    billed: dict[bool, list[Any]] = {}
+    for local in (True, False):
+        reg = FakeRegistry({ih: SwarmStats(2, 0, 0, 7, 100)})
+        public = FakePublic(reg, {ih: FakeInfo("b", f"local-{local}")})
+        # The second meter starts after the first one's lease ran out: it takes the lease.
+        clock = Clock(H if local else H + 7200)
+        m = Meter(meta, public=public, clock=clock, node_id=f"n{local}", local_swarms=local)  # type: ignore[arg-type]
+
+        async def go(m: Meter = m, reg: FakeRegistry = reg) -> None:
+            assert await m.hold_sampling_lease()
+            await m.sample_swarms()
+            reg.stats_by_hash[ih] = SwarmStats(3, 0, 0, 7, 150)
+            await m.sample_swarms()
+            await m.flush()
+
+        asyncio.run(go())
+        key = f"local-{local}".encode()
+        billed[local] = [r[4:] for r in rows(db, md.usage_swarms) if r[3] == key]
+    assert billed[True] == [(3, 7, 150)]
+    assert billed[False] == [(1, 0, 50)]

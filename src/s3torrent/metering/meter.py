@@ -93,9 +93,14 @@ class Meter:
         public: PublicTorrents | None = None,
         clock: Callable[[], float] = time.time,
         node_id: str = "local",
+        local_swarms: bool = True,
     ) -> None:
         self.meta = meta
         self.node_id = node_id
+        # A tracker registry in this process (not Redis): its counters start at zero with
+        # the process and no other node sees them, so this node samples them whether or not
+        # it holds the lease, and its first sample bills everything since the start.
+        self.local_swarms = local_swarms
         # Storage and swarm counters are shared by every node (one database, one tracker
         # registry): only the holder of this lease samples them, so nothing counts twice.
         self.sampler = False
@@ -187,8 +192,9 @@ class Meter:
         held = await self.meta.hold_lease(SAMPLING_LEASE, self.node_id, now, ttl)
         if held and not self.sampler:
             self._storage_at = None
-            self._swarm_seen = {}
-            self._swarm_baseline = True
+            if not self.local_swarms:
+                self._swarm_seen = {}
+                self._swarm_baseline = True
         self.sampler = held
         return held
 
@@ -260,10 +266,11 @@ class Meter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.flush_interval)
             try:
-                if await self.hold_sampling_lease():
-                    if time.monotonic() >= next_storage or self._storage_at is None:
-                        next_storage = time.monotonic() + self.storage_sample_interval
-                        await self.sample_storage()
+                held = await self.hold_sampling_lease()
+                if held and (time.monotonic() >= next_storage or self._storage_at is None):
+                    next_storage = time.monotonic() + self.storage_sample_interval
+                    await self.sample_storage()
+                if held or self.local_swarms:
                     await self.sample_swarms()
                 await self.flush()
             except Exception:
@@ -275,9 +282,10 @@ class Meter:
         if self._task is not None:
             await self._task
             self._task = None
-        if self.sampler:
-            with logged_failure(log, "the last usage samples"):
+        with logged_failure(log, "the last usage samples"):
+            if self.sampler:
                 await self.sample_storage()
+            if self.sampler or self.local_swarms:
                 await self.sample_swarms()
         await self.flush()
 
