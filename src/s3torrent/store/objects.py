@@ -330,11 +330,13 @@ class ObjectStore:
         s3_version_id: str,
         bypass_governance: bool = False,
         noncurrent: str | None = None,
+        condition: WriteCondition = NO_CONDITION,
     ) -> md.Removed:
         """Remove one version for good (object lock permitting); its blob goes. `noncurrent`
-        (the lifecycle worker): only the version with this store id, only while noncurrent."""
+        (the lifecycle worker): only the version with this store id, only while noncurrent.
+        `condition`: If-Match on that version (DeleteObject ?versionId=)."""
         removed = await self.meta.delete_version(
-            bucket, key, s3_version_id, bypass_governance, noncurrent
+            bucket, key, s3_version_id, bypass_governance, noncurrent, condition
         )
         self.release(removed.freed)
         return removed

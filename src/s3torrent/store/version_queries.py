@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from s3torrent.store.conditions import WriteCondition
+from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import ConditionalConflict
 from s3torrent.store.queries import _DELETE_TORRENT, upsert_object
 from s3torrent.store.retention import check_removable, with_default_retention
@@ -304,10 +304,15 @@ def delete_version(
     now: float,
     bypass_governance: bool,
     noncurrent: str | None = None,
+    condition: WriteCondition = NO_CONDITION,
 ) -> Removed:
     """Remove one version for good (object lock permitting). When it was the current
     version, or the delete marker that was the latest, the newest remaining version becomes
     current again (unless it is a delete marker).
+
+    `condition` (If-Match on DeleteObject with a version id) is checked against the named
+    version under its row lock: its ETag, or none for a delete marker or a missing version
+    (so an ETag or "*" there is NoSuchKey, as for a key without an object).
 
     `noncurrent` (the lifecycle worker's delete) is the store id of the version to remove,
     as it was seen noncurrent: it is removed only if it still is, and a delete marker that
@@ -325,6 +330,7 @@ def delete_version(
     revoked: Replaced | None = None
     if current is not None:
         victim = ObjectVersion.from_row(current)
+        condition.check(bucket, key, victim.etag)
         check_removable(
             victim.lock_mode, victim.lock_until, victim.legal_hold, now, bypass_governance
         )
@@ -333,13 +339,15 @@ def delete_version(
         revoked = Replaced(victim.version_id, victim.inline is None)
     else:
         row = conn.execute(
-            sa.select(object_versions).where(
-                *_version_where(object_versions, bucket, kb, s3_version_id)
-            )
+            sa.select(object_versions)
+            .where(*_version_where(object_versions, bucket, kb, s3_version_id))
+            .with_for_update()
         ).first()
         if row is None:
+            condition.check(bucket, key, None)
             return Removed(None, False, None)
         victim = ObjectVersion.from_row(row)
+        condition.check(bucket, key, None if victim.delete_marker else victim.etag)
         if not victim.delete_marker:
             check_removable(
                 victim.lock_mode, victim.lock_until, victim.legal_hold, now, bypass_governance
