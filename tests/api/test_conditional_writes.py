@@ -201,6 +201,77 @@ def test_delete_objects_checks_each_etag(s3: Any, bucket: str) -> None:
     assert _body(s3, bucket, "b") == b"b"
 
 
+def _versions(s3: Any, bucket: str, key: str) -> list[tuple[str, bool]]:
+    """The key's versions and delete markers, newest first: (version id, is a marker)."""
+    resp = s3.list_object_versions(Bucket=bucket, Prefix=key)
+    entries = [(v, False) for v in resp.get("Versions", [])]
+    entries += [(m, True) for m in resp.get("DeleteMarkers", [])]
+    entries.sort(key=lambda e: e[0]["LastModified"], reverse=True)
+    return [(e["VersionId"], marker) for e, marker in entries if e["Key"] == key]
+
+
+def test_delete_version_with_if_match_compares_that_versions_etag(s3: Any, bucket: str) -> None:
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    first = s3.put_object(Bucket=bucket, Key="v", Body=b"one")
+    second = s3.put_object(Bucket=bucket, Key="v", Body=b"two")
+    old, cur = first["VersionId"], second["VersionId"]
+    # The noncurrent version's own ETag decides, not the current version's.
+    with pytest.raises(ClientError) as exc:
+        s3.delete_object(Bucket=bucket, Key="v", VersionId=old, IfMatch=second["ETag"])
+    assert _err(exc) == ("PreconditionFailed", 412)
+    assert {vid for vid, _ in _versions(s3, bucket, "v")} == {old, cur}
+    resp = s3.delete_object(Bucket=bucket, Key="v", VersionId=old, IfMatch=first["ETag"])
+    assert resp["VersionId"] == old
+    assert [vid for vid, _ in _versions(s3, bucket, "v")] == [cur]
+    # The current version likewise; "*" only asks that the version exists.
+    with pytest.raises(ClientError) as exc:
+        s3.delete_object(Bucket=bucket, Key="v", VersionId=cur, IfMatch=first["ETag"])
+    assert _err(exc) == ("PreconditionFailed", 412)
+    assert _body(s3, bucket, "v") == b"two"
+    s3.delete_object(Bucket=bucket, Key="v", VersionId=cur, IfMatch="*")
+    assert _versions(s3, bucket, "v") == []
+    with pytest.raises(ClientError) as exc:
+        s3.delete_object(Bucket=bucket, Key="v", VersionId=cur, IfMatch="*")
+    assert _err(exc) == ("NoSuchKey", 404)
+
+
+def test_delete_marker_version_has_no_etag_to_match(s3: Any, bucket: str) -> None:
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    etag = s3.put_object(Bucket=bucket, Key="m", Body=b"kept")["ETag"]
+    marker = s3.delete_object(Bucket=bucket, Key="m")["VersionId"]
+    # A delete marker is no object: a condition on it finds none, and the marker stays.
+    for condition in (etag, "*"):
+        with pytest.raises(ClientError) as exc:
+            s3.delete_object(Bucket=bucket, Key="m", VersionId=marker, IfMatch=condition)
+        assert _err(exc) == ("NoSuchKey", 404)
+    assert _versions(s3, bucket, "m")[0] == (marker, True)
+    resp = s3.delete_object(Bucket=bucket, Key="m", VersionId=marker)
+    assert resp["DeleteMarker"] is True
+    assert _body(s3, bucket, "m") == b"kept"
+
+
+def test_delete_objects_checks_each_versions_etag(s3: Any, bucket: str) -> None:
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    a1 = s3.put_object(Bucket=bucket, Key="a", Body=b"a1")
+    s3.put_object(Bucket=bucket, Key="a", Body=b"a2")
+    b1 = s3.put_object(Bucket=bucket, Key="b", Body=b"b1")
+    b2 = s3.put_object(Bucket=bucket, Key="b", Body=b"b2")
+    resp = s3.delete_objects(
+        Bucket=bucket,
+        Delete={
+            "Objects": [
+                {"Key": "a", "VersionId": a1["VersionId"], "ETag": a1["ETag"]},
+                {"Key": "b", "VersionId": b1["VersionId"], "ETag": b2["ETag"]},
+            ]
+        },
+    )
+    assert [(d["Key"], d["VersionId"]) for d in resp.get("Deleted", [])] == [("a", a1["VersionId"])]
+    errors = [(e["Key"], e.get("VersionId"), e["Code"]) for e in resp.get("Errors", [])]
+    assert errors == [("b", b1["VersionId"], "PreconditionFailed")]
+    assert len(_versions(s3, bucket, "a")) == 1
+    assert b1["VersionId"] in {vid for vid, _ in _versions(s3, bucket, "b")}
+
+
 # ---- races ----
 
 

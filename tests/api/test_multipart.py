@@ -540,6 +540,7 @@ def test_repeated_completion_with_the_same_parts_answers_the_same(s3: Any, bucke
         Bucket=bucket, Key="retry", UploadId=up, MultipartUpload=parts
     )
     assert again["ETag"] == first["ETag"] and again["Key"] == "retry"
+    assert "VersionId" not in first and "VersionId" not in again  # never versioned
     assert s3.head_object(Bucket=bucket, Key="retry")["ETag"] == first["ETag"]
     # Another part list is not a retry of that completion.
     with pytest.raises(ClientError) as exc:
@@ -554,3 +555,25 @@ def test_repeated_completion_with_the_same_parts_answers_the_same(s3: Any, bucke
     with pytest.raises(ClientError) as exc:
         s3.complete_multipart_upload(Bucket=bucket, Key="other", UploadId=up, MultipartUpload=parts)
     assert exc.value.response["Error"]["Code"] == "NoSuchUpload"
+
+
+def test_repeated_completion_in_a_versioned_bucket_answers_the_same_version_id(
+    s3: Any, bucket: str
+) -> None:
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    up = s3.create_multipart_upload(Bucket=bucket, Key="vr")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="vr", UploadId=up, PartNumber=1, Body=b"x")["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    first = s3.complete_multipart_upload(
+        Bucket=bucket, Key="vr", UploadId=up, MultipartUpload=parts
+    )
+    assert first["VersionId"] not in ("", "null")
+    # A newer version meanwhile changes nothing: the retry answers the first completion.
+    newer = s3.put_object(Bucket=bucket, Key="vr", Body=b"newer")["VersionId"]
+    again = s3.complete_multipart_upload(
+        Bucket=bucket, Key="vr", UploadId=up, MultipartUpload=parts
+    )
+    assert again["VersionId"] == first["VersionId"] != newer
+    assert again["ETag"] == first["ETag"]
+    got = s3.get_object(Bucket=bucket, Key="vr", VersionId=first["VersionId"])
+    assert got["Body"].read() == b"x"

@@ -292,3 +292,28 @@ def test_hash_file_through_a_memory_map_matches_the_streaming_hasher(
     with ThreadPoolExecutor(2) as pool:
         mapped = hash_file(path, layout, v1=True, v2=True, executor=pool)
     assert mapped == streaming.finish()
+
+
+@pytest.mark.parametrize("size", boundary_sizes(PIECE))
+def test_hybrid_parts_fed_on_two_threads_give_the_same_hashes(size: int) -> None:
+    """A hybrid hasher's v1 and v2 halves, each fed every byte on its own thread (as the
+    PUT path does), finish into exactly what one hasher computes."""
+    data = payload(size, 11)
+    hasher = TorrentHasher(PIECE, v1=True, v2=True)
+    parts = hasher.parts()
+    assert len(parts) == 2
+    steps = [data[i : i + 3 * BLOCK_SIZE + 1] for i in range(0, len(data), 3 * BLOCK_SIZE + 1)]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda part: [part.update(s) for s in steps], parts))
+    result = hasher.finish()
+    assert result == hash_in_chunks(data, PIECE, [], v1=True, v2=True)
+    assert result.pieces_v1 == v1_reference(data, PIECE)
+    single = TorrentHasher(PIECE, v1=True, v2=False)
+    assert single.parts() == [single]  # nothing to split
+
+
+def test_parts_after_bytes_are_refused() -> None:
+    hasher = TorrentHasher(PIECE, v1=True, v2=True)
+    hasher.update(b"x")
+    with pytest.raises(RuntimeError):
+        hasher.parts()

@@ -140,9 +140,19 @@ def test_suspended_writes_replace_the_null_version(meta: SqlMetadataStore) -> No
 def test_conditions_compare_with_the_current_version(meta: SqlMetadataStore) -> None:
     async def scenario() -> None:
         await _bucket(meta, "Enabled")
-        await meta.commit_version(version())
+        first = version()
+        await meta.commit_version(first)
         with pytest.raises(PreconditionFailed):
             await meta.commit_version(version(), condition=WriteCondition(if_none_match=True))
+        with pytest.raises(PreconditionFailed):
+            await meta.commit_version(version(), condition=WriteCondition(if_match='"other"'))
+        # A refused write moved nothing into the history: the first version is still the
+        # only one, and current.
+        page = await meta.list_versions_page("bk", "", "", "", None, 1000)
+        assert [(v.version_id, latest) for v, latest in page.versions] == [(first.version_id, True)]
+        done = await meta.commit_version(version(), condition=WriteCondition(if_match=first.etag))
+        assert done.replaced is not None and done.replaced.version_id == first.version_id
+        assert done.replaced.kept and done.freed == ()
         await meta.delete_object("bk", "k")
         # The latest version is a delete marker: the key is absent for a condition.
         await meta.commit_version(version(), condition=WriteCondition(if_none_match=True))

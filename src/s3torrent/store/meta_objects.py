@@ -80,6 +80,7 @@ class ObjectMetadata(Protocol):
         s3_version_id: str,
         bypass_governance: bool = False,
         noncurrent: str | None = None,
+        condition: WriteCondition = NO_CONDITION,
     ) -> Removed: ...
 
     async def update_version(
@@ -210,15 +211,24 @@ class SqlObjects(SqlStoreBase):
         s3_version_id: str,
         bypass_governance: bool = False,
         noncurrent: str | None = None,
+        condition: WriteCondition = NO_CONDITION,
     ) -> Removed:
         """Remove one version for good, unless object lock protects it (ObjectLocked, for
         everyone: this is the one way a version is removed). The newest remaining version
         becomes current again when the current one (or the latest delete marker) went.
         `noncurrent`: the lifecycle worker's delete, of exactly the version with this store
-        id and only while it is noncurrent (see version_queries.delete_version)."""
+        id and only while it is noncurrent (see version_queries.delete_version).
+        `condition`: If-Match on that version, decided in the delete's transaction."""
         removed = await self.db.write(
             lambda c: vq.delete_version(
-                c, bucket, key, s3_version_id, time.time(), bypass_governance, noncurrent
+                c,
+                bucket,
+                key,
+                s3_version_id,
+                time.time(),
+                bypass_governance,
+                noncurrent,
+                condition,
             )
         )
         self._removed(bucket, key, removed)

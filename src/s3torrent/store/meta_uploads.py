@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Protocol
 
@@ -115,7 +116,12 @@ class SqlUploads(SqlStoreBase):
                 raise NoSuchBucket(obj.bucket)
             committed = vq.commit_object(conn, bucket, obj, condition, time.time())
             if receipt is not None:
-                q.insert_receipt(conn, receipt, time.time())
+                # The version id as the answer carries it: in a bucket that has (or had)
+                # versioning, as this transaction read it.
+                version = committed.version
+                shown = version.versioned or bucket.versioning is not None
+                vid = version.s3_version_id if shown else None
+                q.insert_receipt(conn, dataclasses.replace(receipt, version_id=vid), time.time())
             return committed, q.delete_upload(conn, upload_id) or []
 
         committed, released = await self.db.write(txn)

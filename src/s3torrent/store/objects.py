@@ -28,6 +28,7 @@ from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import StorageFull, StoreError
 from s3torrent.store.metastore import MetadataStore
 from s3torrent.store.space import SpaceReserve, storage_full
+from s3torrent.store.stream_lanes import Lane
 
 if TYPE_CHECKING:
     from s3torrent.store.sealing import CustomerKey, Sealing
@@ -37,8 +38,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Hash in ~1 MiB steps: large enough that hashlib releases the GIL and the thread hop is
-# amortised, small enough that memory per upload stays bounded (two buffers in flight).
+# amortised, small enough that memory per upload stays bounded: each lane holds at most
+# LANE_DEPTH steps waiting and one running, all lanes sharing the same buffers.
 STEP = 1024 * 1024
+LANE_DEPTH = 2
 
 
 class StreamObserver(Protocol):
@@ -139,43 +142,46 @@ class ObjectStore:
         max_size: int,
         on_too_large: Callable[[], Exception],
     ) -> StoredStream:
-        """Copy body into writer, feeding every byte to MD5 and the observers, off the loop."""
-        loop = asyncio.get_running_loop()
+        """Copy body into writer, feeding every byte to MD5 and the observers, off the loop.
+
+        The loop gathers STEP bytes at a time and hands the same buffer (no copy) to one
+        lane per consumer: the writer with MD5, and each observer (piece hasher, checksum,
+        payload SHA-256) on a lane of its own, so they run on separate threads at once, up
+        to LANE_DEPTH steps behind the loop (see stream_lanes)."""
         md5 = hashlib.md5()
         size = 0
-        pending: list[asyncio.Future[None]] = []
-        buf = bytearray()
 
-        def store_step(data: bytes) -> None:
+        def store_step(data: bytearray) -> None:
             view = memoryview(data)
             writer.write(view)
             md5.update(view)
 
-        def observe_step(data: bytes) -> None:
-            view = memoryview(data)
-            for sink in observers:
-                sink.update(view)
+        def observe(sink: StreamObserver) -> Callable[[bytearray], None]:
+            return lambda data: sink.update(memoryview(data))
 
-        async def flush(data: bytes) -> None:
-            # Write+MD5 and the other hashers (piece hashes, checksum) run on two threads at
-            # once (hashlib releases the GIL), while the loop reads the next step.
-            nonlocal pending
-            await asyncio.gather(*pending)
-            pending = [loop.run_in_executor(self.executor, store_step, data)]
-            if observers:
-                pending.append(loop.run_in_executor(self.executor, observe_step, data))
-
-        async for chunk in body:
-            size += len(chunk)
-            if size > max_size:
-                raise on_too_large()
-            buf += chunk
-            if len(buf) >= STEP:
-                await flush(bytes(buf))
-                buf.clear()
-        if buf:
-            await flush(bytes(buf))
-        await asyncio.gather(*pending)
+        lanes = [Lane(self.executor, store_step, LANE_DEPTH)]
+        lanes += [Lane(self.executor, observe(sink), LANE_DEPTH) for sink in observers]
+        buf = bytearray()
+        try:
+            async for chunk in body:
+                size += len(chunk)
+                if size > max_size:
+                    raise on_too_large()
+                buf += chunk
+                if len(buf) >= STEP:
+                    for lane in lanes:
+                        await lane.put(buf)
+                    buf = bytearray()  # the lanes own the full one now
+            if buf:
+                for lane in lanes:
+                    await lane.put(buf)
+            for lane in lanes:
+                await lane.close()
+        except BaseException:
+            # Nothing may write or hash once the caller aborts the blob.
+            for lane in lanes:
+                await lane.abandon()
+            raise
         return StoredStream(size=size, md5=md5.digest())
 
     async def write_blob(
@@ -330,11 +336,13 @@ class ObjectStore:
         s3_version_id: str,
         bypass_governance: bool = False,
         noncurrent: str | None = None,
+        condition: WriteCondition = NO_CONDITION,
     ) -> md.Removed:
         """Remove one version for good (object lock permitting); its blob goes. `noncurrent`
-        (the lifecycle worker): only the version with this store id, only while noncurrent."""
+        (the lifecycle worker): only the version with this store id, only while noncurrent.
+        `condition`: If-Match on that version (DeleteObject ?versionId=)."""
         removed = await self.meta.delete_version(
-            bucket, key, s3_version_id, bypass_governance, noncurrent
+            bucket, key, s3_version_id, bypass_governance, noncurrent, condition
         )
         self.release(removed.freed)
         return removed

@@ -331,6 +331,7 @@ def insert_receipt(conn: Connection, r: UploadReceipt, now: float) -> None:
             parts_digest=r.parts_digest,
             result=r.result,
             completed_at=now,
+            version_id=r.version_id,
         )
     )
 
@@ -348,6 +349,7 @@ def get_receipt(conn: Connection, upload_id: str) -> UploadReceipt | None:
         key=bytes(m["key"]).decode("utf-8"),
         parts_digest=m["parts_digest"],
         result=bytes(m["result"]),
+        version_id=m["version_id"],
     )
 
 

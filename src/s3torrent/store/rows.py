@@ -340,3 +340,5 @@ class UploadReceipt:
     key: str
     parts_digest: str
     result: bytes
+    # x-amz-version-id of the first answer (None: it had none), set in the commit.
+    version_id: str | None = None

@@ -156,6 +156,8 @@ upload_receipts = sa.Table(
     sa.Column("parts_digest", sa.String(64), nullable=False),
     sa.Column("result", sa.LargeBinary, nullable=False),
     sa.Column("completed_at", sa.Float, nullable=False),
+    # The S3 version id the completion answered in x-amz-version-id (None: no header).
+    sa.Column("version_id", sa.String(40), nullable=True),
     sa.Index("ix_upload_receipts_completed_at", "completed_at"),
 )
 

@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from s3torrent.store.conditions import WriteCondition
+from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import ConditionalConflict
 from s3torrent.store.queries import _DELETE_TORRENT, upsert_object
 from s3torrent.store.retention import check_removable, with_default_retention
@@ -124,6 +124,16 @@ _TO_HISTORY = Prepared(
 )
 
 
+# The same move that also answers what it moved (store version id, whether the version has
+# a blob, ETag): on SQLite, where one writer holds the database, it replaces the locking
+# read before it. length(), not IS NULL: see queries.delete_object.
+_TO_HISTORY_RETURNING = Prepared(
+    _TO_HISTORY.stmt.returning(  # type: ignore[attr-defined]
+        _OV.version_id, sa.func.length(_OV.inline_data), _OV.etag
+    )
+)
+
+
 def _to_history(conn: Connection, at: dict[str, Any]) -> None:
     """Move the key's current row into its history as the newest noncurrent version."""
     _TO_HISTORY.run(conn, at)
@@ -171,6 +181,18 @@ def commit_object(
         obj = dataclasses.replace(obj, versioned=versioned)
     row = obj.to_row()
     at = {"w_bucket": obj.bucket, "w_key": row["key"]}
+    if versioned and conn.dialect.name == "sqlite":
+        # The common versioned overwrite in three statements, not four: the move into the
+        # history tells what was current. A failed condition raises, and the transaction
+        # (the writer's savepoint) takes the move back.
+        moved = _TO_HISTORY_RETURNING.run(conn, at).fetchall()
+        if moved:
+            vid, blob_length, etag = moved[0]
+            condition.check(obj.bucket, obj.key, str(etag))
+            replaced = Replaced(str(vid), blob_length is None, kept=True)
+            _UPDATE_CURRENT.run(conn, {**at, **row})
+            _DELETE_TORRENT.run(conn, {"w_vid": vid})
+            return Committed(obj, replaced, ())
     while True:
         old = _lock_current(conn, at)
         condition.check(obj.bucket, obj.key, old.etag if old is not None else None)
@@ -304,10 +326,15 @@ def delete_version(
     now: float,
     bypass_governance: bool,
     noncurrent: str | None = None,
+    condition: WriteCondition = NO_CONDITION,
 ) -> Removed:
     """Remove one version for good (object lock permitting). When it was the current
     version, or the delete marker that was the latest, the newest remaining version becomes
     current again (unless it is a delete marker).
+
+    `condition` (If-Match on DeleteObject with a version id) is checked against the named
+    version under its row lock: its ETag, or none for a delete marker or a missing version
+    (so an ETag or "*" there is NoSuchKey, as for a key without an object).
 
     `noncurrent` (the lifecycle worker's delete) is the store id of the version to remove,
     as it was seen noncurrent: it is removed only if it still is, and a delete marker that
@@ -325,6 +352,7 @@ def delete_version(
     revoked: Replaced | None = None
     if current is not None:
         victim = ObjectVersion.from_row(current)
+        condition.check(bucket, key, victim.etag)
         check_removable(
             victim.lock_mode, victim.lock_until, victim.legal_hold, now, bypass_governance
         )
@@ -333,13 +361,15 @@ def delete_version(
         revoked = Replaced(victim.version_id, victim.inline is None)
     else:
         row = conn.execute(
-            sa.select(object_versions).where(
-                *_version_where(object_versions, bucket, kb, s3_version_id)
-            )
+            sa.select(object_versions)
+            .where(*_version_where(object_versions, bucket, kb, s3_version_id))
+            .with_for_update()
         ).first()
         if row is None:
+            condition.check(bucket, key, None)
             return Removed(None, False, None)
         victim = ObjectVersion.from_row(row)
+        condition.check(bucket, key, None if victim.delete_marker else victim.etag)
         if not victim.delete_marker:
             check_removable(
                 victim.lock_mode, victim.lock_until, victim.legal_hold, now, bypass_governance

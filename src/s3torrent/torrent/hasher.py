@@ -103,15 +103,37 @@ class TorrentHasher:
         self._leaves: list[bytes] = []
         self._piece_layer = bytearray()
         self._finished = False
+        # A hybrid hasher split into its v1 and v2 halves (see parts()).
+        self._split: tuple[TorrentHasher, TorrentHasher] | None = None
 
     @property
     def length(self) -> int:
         """Bytes hashed so far."""
-        return self._length
+        return self._split[0].length if self._split is not None else self._length
+
+    def parts(self) -> list[TorrentHasher]:
+        """Independent hashers that may run on separate threads at once: a hybrid hasher
+        splits (before its first byte) into its SHA-1 (v1) and SHA-256 (v2) halves, any
+        other is its own only part. Feed every byte to each part (or, still, to this
+        hasher); finish() on this hasher merges them."""
+        if not (self._v1 and self._v2):
+            return [self]
+        if self._split is None:
+            if self._length:
+                raise RuntimeError("parts() after update()")
+            self._split = (
+                TorrentHasher(self._piece_length, v1=True, v2=False),
+                TorrentHasher(self._piece_length, v1=False, v2=True),
+            )
+        return list(self._split)
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         if self._finished:
             raise RuntimeError("update() after finish()")
+        if self._split is not None:
+            for part in self._split:
+                part.update(data)
+            return
         view = memoryview(data).cast("B")
         size = len(view)
         pos = 0
@@ -177,6 +199,15 @@ class TorrentHasher:
         if self._finished:
             raise RuntimeError("finish() called twice")
         self._finished = True
+        if self._split is not None:
+            v1_part, v2_part = self._split
+            if v1_part.length != v2_part.length:
+                raise RuntimeError("the parts of a hybrid hasher saw different bytes")
+            self._length = v1_part.length
+            return (
+                v1_part._finish_pieces(whole_file=whole_file)[0],
+                v2_part._finish_pieces(whole_file=whole_file)[1],
+            )
         if self._piece_fill:
             self._close_piece(short_tree=whole_file and self._closed_pieces == 0)
         pieces_v1 = bytes(self._pieces_v1) if self._v1 else None
@@ -187,7 +218,7 @@ class TorrentHasher:
         pieces_v1, piece_layer = self._finish_pieces(whole_file=True)
         root = pieces_root(piece_layer, self._piece_length) if piece_layer else None
         return PieceHashes(
-            length=self._length,
+            length=self.length,
             piece_length=self._piece_length,
             pieces_v1=pieces_v1,
             pieces_root=root,

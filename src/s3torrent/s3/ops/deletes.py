@@ -58,9 +58,10 @@ async def remove(
 ) -> md.Removed:
     """One delete: a version for good, or the key's current version (a delete marker)."""
     if version_id is not None:
-        if condition:
-            raise S3Error("NotImplemented", "If-Match with a version id is not implemented.")
-        return await svc.store.delete_version(req.bucket_name, key, version_id, bypass)
+        # If-Match (<ETag>) names the ETag of the version being removed.
+        return await svc.store.delete_version(
+            req.bucket_name, key, version_id, bypass, condition=condition
+        )
     owner = req.principal.canonical_id or (req.bucket.owner_id if req.bucket else "")
     return await svc.store.delete(req.bucket_name, key, condition, owner)
 

@@ -506,7 +506,10 @@ async def _answer_retry(
     if receipt is not None and receipt.bucket == req.bucket_name and receipt.key == req.key:
         raw = await body.read_all(svc.settings.limits.max_xml_body)
         if _parts_digest(s3xml.parse(raw)) == receipt.parts_digest:
-            return xml_response(receipt.result)
+            headers = {}
+            if receipt.version_id is not None:
+                headers["x-amz-version-id"] = receipt.version_id
+            return xml_response(receipt.result, headers=headers)
     raise S3Error("NoSuchUpload", resource=req.resource, extra={"UploadId": upload_id})
 
 
