@@ -159,9 +159,11 @@ def s3torrent(
     *,
     name: str = "s3torrent",
     data_dir: Path | None = None,
+    workers: int = 1,
 ) -> Iterator[S3Endpoint]:
     """A fresh s3torrent server, all listeners on 127.0.0.1, on its own data directory
-    unless given one (several nodes may share one).
+    unless given one (several nodes may share one), with one worker process unless a
+    benchmark asks for more (`serve --workers`).
 
     It inherits our environment, plus `env` (settings such as `S3TORRENT_METERING__ENABLED`).
     """
@@ -182,6 +184,8 @@ def s3torrent(
         cmd = [*base, "serve", "--data-dir", str(data), "--listen", f"127.0.0.1:{port}"]
         if peer_port is not None:
             cmd += ["--peer-listen", f"127.0.0.1:{peer_port}"]
+        if "--workers" in _serve_flags(base):
+            cmd += ["--workers", str(workers)]
         return cmd
 
     with _serve(

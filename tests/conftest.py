@@ -54,6 +54,9 @@ class LiveServer:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    workers: int = 1
+    """Server processes (`serve --workers`); one, the single-process server, unless a test
+    asks for more."""
 
     @property
     def endpoint(self) -> str:
@@ -81,6 +84,8 @@ class LiveServer:
                 f"127.0.0.1:{self.port}",
                 "--peer-listen",
                 f"127.0.0.1:{self.peer_port}",
+                "--workers",
+                str(self.workers),
                 *self.extra_args,
             ],
             stdout=log,
@@ -157,7 +162,9 @@ _postgres: list[Any] = []
 _pg_databases = [0]
 
 
-def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> LiveServer:
+def start_server(
+    tmp: Path, *extra: str, env: dict[str, str] | None = None, workers: int = 1
+) -> LiveServer:
     data = tmp / "data"
     data.mkdir(parents=True, exist_ok=True)
     srv = LiveServer(
@@ -166,6 +173,7 @@ def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> L
         peer_port=free_port(),
         extra_args=list(extra),
         env={**metadata_env(), **(env or {})},
+        workers=workers,
     )
     srv.start()
     return srv
