@@ -94,13 +94,18 @@ class LiveServer:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
+        seen: set[str] = set()
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(self.endpoint + "/_health", timeout=1) as r:
                     if r.status == 200:
-                        return
+                        # Every worker answers (`serve --workers`: the owner starts first).
+                        seen.add(r.headers.get("x-s3torrent-worker", "0/").partition("/")[0])
+                        if len(seen) >= self.workers:
+                            return
+                        continue
             except OSError:
                 pass
             time.sleep(0.1)
