@@ -54,9 +54,9 @@ class LiveServer:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
-    workers: int = 1
+    workers: int = field(default_factory=lambda: int(os.environ.get("S3TORRENT_TEST_WORKERS", 1)))
     """Server processes (`serve --workers`); one, the single-process server, unless a test
-    asks for more."""
+    asks for more (or S3TORRENT_TEST_WORKERS=N runs every server with N)."""
 
     @property
     def endpoint(self) -> str:
@@ -168,7 +168,7 @@ _pg_databases = [0]
 
 
 def start_server(
-    tmp: Path, *extra: str, env: dict[str, str] | None = None, workers: int = 1
+    tmp: Path, *extra: str, env: dict[str, str] | None = None, workers: int | None = None
 ) -> LiveServer:
     data = tmp / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -178,8 +178,9 @@ def start_server(
         peer_port=free_port(),
         extra_args=list(extra),
         env={**metadata_env(), **(env or {})},
-        workers=workers,
     )
+    if workers is not None:
+        srv.workers = workers
     srv.start()
     return srv
 
