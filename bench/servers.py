@@ -233,7 +233,7 @@ def moto(ctx: Context) -> Iterator[S3Endpoint]:
 
 
 NGINX_CONF = """\
-{user}worker_processes 1;
+{user}worker_processes {workers};
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 1024; }}
@@ -257,8 +257,9 @@ http {{
 
 
 @contextlib.contextmanager
-def nginx(ctx: Context, root: Path) -> Iterator[str]:
-    """nginx serving `root` with sendfile on, as the current user; yields its base URL."""
+def nginx(ctx: Context, root: Path, workers: int = 1) -> Iterator[str]:
+    """nginx serving `root` with sendfile on, as the current user, with `workers` worker
+    processes; yields its base URL."""
     exe = ensure_apt("nginx-light", binary="nginx")
     if exe is None:
         raise Unavailable("nginx not available (apt-get install nginx-light)")
@@ -269,7 +270,9 @@ def nginx(ctx: Context, root: Path) -> Iterator[str]:
 
     def command(port: int) -> list[str]:
         conf = workdir / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(user=user, dir=workdir, port=port, root=root))
+        conf.write_text(
+            NGINX_CONF.format(user=user, dir=workdir, port=port, root=root, workers=workers)
+        )
         return [exe, "-c", str(conf), "-p", str(workdir), "-e", str(workdir / "error.log"),
                 "-g", "daemon off;"]  # fmt: skip
 

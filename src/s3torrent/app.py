@@ -33,6 +33,7 @@ from s3torrent.metering.metrics import MetricsEndpoint
 from s3torrent.owner_link import (
     OwnerLink,
     route_to_owner,
+    settle_middleware,
     tag_worker,
     trusted_client_middleware,
 )
@@ -163,10 +164,17 @@ def build_services(settings: Settings, role: Role | None = None) -> Services:
     if relay is None and not role.alone:
         # The workers of one machine: events through the owner's hub (events_local).
         path = events_socket(settings.data_dir)
+
+        async def reload_users() -> None:
+            await asyncio.get_running_loop().run_in_executor(executor, users.load)
+
+        controls = {"users": reload_users}
         relay = (
-            EventHub(events, node_id, path)
+            EventHub(events, node_id, path, controls)
             if role.owner
-            else EventLink(events, node_id, path, on_gap=lambda: forget_publications(public))
+            else EventLink(
+                events, node_id, path, controls=controls, on_gap=lambda: forget_publications(public)
+            )
         )
     tracker = tracker_service.TrackerService(
         ResolvingRegistry(registry, public),
@@ -377,6 +385,9 @@ class Node:
             await self.svc.relay.start()
         await self._start_seeder()
         app = self.s3.build()
+        relay = self.svc.relay
+        if isinstance(relay, EventHub | EventLink):
+            app.middlewares.insert(0, settle_middleware(relay))
         if owner and not role.alone:
             app.middlewares.insert(0, trusted_client_middleware())
         limits = self.settings.limits

@@ -26,6 +26,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from s3torrent.config import Settings
+from s3torrent.events_local import REVOKED_HERE, EventHub, EventLink
 from s3torrent.roles import FORWARDED_CLIENT, Role
 from s3torrent.s3.server import S3Application
 from s3torrent.tracker.ws import WS_TRACKER_PATH
@@ -77,6 +78,36 @@ def trusted_client_middleware() -> Callable[..., Awaitable[web.StreamResponse]]:
     return trusted_client
 
 
+SETTLE_TIMEOUT: Final = 1.0
+
+
+def settle_middleware(relay: EventHub | EventLink) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """A request is answered once what it changed has taken effect in every worker: a
+    worker's revocations on the owner's seeder and tracker, the owner's user changes in
+    every worker's user directory (bounded by SETTLE_TIMEOUT)."""
+
+    @web.middleware
+    async def settle(request: web.Request, handler: Handler) -> web.StreamResponse:
+        marks: list[int] = []
+        token = REVOKED_HERE.set(marks)
+        try:
+            response = await handler(request)
+        finally:
+            REVOKED_HERE.reset(token)
+        if (
+            isinstance(relay, EventHub)
+            and request.method not in ("GET", "HEAD")
+            and request.path.startswith("/_admin/users")
+            and response.status < 300
+        ):
+            marks.append(relay.broadcast("users"))
+        if marks and not await relay.settled(max(marks), SETTLE_TIMEOUT):
+            log.warning("%s: not every worker confirmed the change", request.path[:100])
+        return response
+
+    return settle
+
+
 def route_to_owner(
     s3: S3Application, link: OwnerLink, admin: Handler, role: Role, settings: Settings
 ) -> None:
@@ -93,7 +124,8 @@ def route_to_owner(
         s3.add_route("/_seeder/stats", link.forward)
 
     async def admin_here_or_owner(request: web.Request) -> web.StreamResponse:
-        if request.path in ADMIN_OWNER_PATHS:
+        # Changes go to the owner: one replay memory, and user changes it broadcasts.
+        if request.path in ADMIN_OWNER_PATHS or request.method not in ("GET", "HEAD"):
             return await link.forward(request)
         return await admin(request)
 
