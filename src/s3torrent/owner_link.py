@@ -207,8 +207,16 @@ class OwnerLink:
                 if key.lower() not in HOP_BY_HOP:
                     response.headers.add(key, value.decode("latin-1"))
             await response.prepare(request)
-            async for chunk in upstream.content.iter_chunked(CHUNK):
-                await response.write(chunk)
+            try:
+                async for chunk in upstream.content.iter_chunked(CHUNK):
+                    await response.write(chunk)
+            except aiohttp.ClientError:
+                # The owner cut its answer short (the web seed does, at a piece boundary)
+                # and closed: so do we, and the client sees the same short answer.
+                response.force_close()
+                if request.transport is not None:
+                    request.transport.close()
+                return response
             await response.write_eof()
             return response
         finally:

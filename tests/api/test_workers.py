@@ -8,6 +8,7 @@ opens connections until one lands there and sends its requests on that connectio
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import threading
@@ -136,6 +137,34 @@ def test_torrent_downloads_with_libtorrent(two: LiveServer, s3w: Any, tmp_path: 
     # Tracker, web seed and seeder, each reached through whichever worker the kernel picks.
     got = lt_download(torrent, tmp_path / "dl")
     assert got.read_bytes() == data
+
+
+def test_forwarded_answers_are_the_owners(two: LiveServer, s3w: Any) -> None:
+    s3w.create_bucket(Bucket="wk-webseed")
+    answers = []
+    for index in (0, 1):
+        # A fresh torrent each: the web seed serves a lone client's first range whole.
+        data = os.urandom(200_000)
+        put_public(s3w, "wk-webseed", f"obj{index}", data)
+        url_list = bdecode(fetch_torrent(two.endpoint, "wk-webseed", f"obj{index}"))[b"url-list"]
+        url = (url_list[0] if isinstance(url_list, list) else url_list).decode()
+        conn = connect_to(two, index)
+        conn.request("GET", url[url.index("/_webseed/") :], headers={"Range": "bytes=1000-70999"})
+        response = conn.getresponse()
+        assert response.read() == data[1000:71000]
+        answers.append(
+            [
+                (k, v)
+                for k, v in response.getheaders()
+                if k not in ("Date", "ETag", "x-amz-request-id", "x-amz-id-2")
+            ]
+        )
+        status, stats = send(conn, "GET", "/_seeder/stats", signed=True)
+        # The seeder runs in the owner: both workers show its address.
+        assert status == 200 and json.loads(stats)["address"][1] == two.peer_port, stats[:200]
+    # The same headers in the same order, whether the owner answered or forwarded.
+    assert answers[0] == answers[1]
+    assert ("Content-Range", "bytes 1000-70999/200000") in answers[1]
 
 
 def test_revocation_on_another_worker_reaches_the_owner(two: LiveServer, s3w: Any) -> None:
