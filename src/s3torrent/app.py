@@ -422,10 +422,11 @@ class Node:
         self._tasks.append(asyncio.create_task(self._reload_users()))
         self._tasks.append(asyncio.create_task(self.bucket_logs.run()))
         self._tasks.append(asyncio.create_task(self._sweep_tracker()))
-        self._tasks.append(asyncio.create_task(self._sweep_seal_records()))
-        self._tasks.append(
-            asyncio.create_task(expire_uploads_forever(self.svc.store, self.settings.storage))
-        )
+        if owner:  # clean-ups of the node's data: once per machine
+            self._tasks.append(asyncio.create_task(self._sweep_seal_records()))
+            self._tasks.append(
+                asyncio.create_task(expire_uploads_forever(self.svc.store, self.settings.storage))
+            )
         if self.settings.lifecycle.enabled and owner:
             self._tasks.append(asyncio.create_task(self.lifecycle.run_forever()))
         if owner:
