@@ -11,6 +11,9 @@ import http.client
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +25,7 @@ import pytest
 from fastbencode import bdecode  # type: ignore[attr-defined]
 
 from tests.api.test_metering import usage_totals
-from tests.conftest import LiveServer, make_client, sign_request, start_server
+from tests.conftest import LiveServer, free_port, make_client, sign_request, start_server
 from tests.seeding import RawPeer, fetch_torrent, info_hash_v1, lt_download, put_public, wait_for
 
 WORKER = "x-s3torrent-worker"
@@ -305,3 +308,34 @@ def test_acknowledged_puts_survive_kill9_of_every_process(tmp_path: Path) -> Non
             assert s3.get_object(Bucket="wk-durable", Key=key)["Body"].read() == body, key
     finally:
         srv.stop()
+
+
+def test_a_worker_that_cannot_start_stops_the_start_with_its_message(tmp_path: Path) -> None:
+    """A failure only the owner meets (its UDP tracker port is taken) is the supervisor's
+    one-line error and exit status, as a single process's would be."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "s3torrent.cli",
+                "serve",
+                "--workers",
+                "2",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--listen",
+                f"127.0.0.1:{free_port()}",
+                "--peer-listen",
+                f"127.0.0.1:{free_port()}",
+            ],
+            env={**os.environ, "S3TORRENT_TRACKER__UDP_LISTEN": f"127.0.0.1:{port}"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode != 0
+    assert f"cannot listen for the UDP tracker on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
