@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, str] = {
     "versioning": "bench.versioning",
     "lifecycle": "bench.lifecycle",
     "browsers": "bench.browsers",
+    "workers": "bench.workers",
 }
 
 

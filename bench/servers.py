@@ -159,9 +159,11 @@ def s3torrent(
     *,
     name: str = "s3torrent",
     data_dir: Path | None = None,
+    workers: int = 1,
 ) -> Iterator[S3Endpoint]:
     """A fresh s3torrent server, all listeners on 127.0.0.1, on its own data directory
-    unless given one (several nodes may share one).
+    unless given one (several nodes may share one), with one worker process unless a
+    benchmark asks for more (`serve --workers`).
 
     It inherits our environment, plus `env` (settings such as `S3TORRENT_METERING__ENABLED`).
     """
@@ -182,6 +184,8 @@ def s3torrent(
         cmd = [*base, "serve", "--data-dir", str(data), "--listen", f"127.0.0.1:{port}"]
         if peer_port is not None:
             cmd += ["--peer-listen", f"127.0.0.1:{peer_port}"]
+        if "--workers" in _serve_flags(base):
+            cmd += ["--workers", str(workers)]
         return cmd
 
     with _serve(
@@ -229,7 +233,7 @@ def moto(ctx: Context) -> Iterator[S3Endpoint]:
 
 
 NGINX_CONF = """\
-{user}worker_processes 1;
+{user}worker_processes {workers};
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 1024; }}
@@ -253,8 +257,9 @@ http {{
 
 
 @contextlib.contextmanager
-def nginx(ctx: Context, root: Path) -> Iterator[str]:
-    """nginx serving `root` with sendfile on, as the current user; yields its base URL."""
+def nginx(ctx: Context, root: Path, workers: int = 1) -> Iterator[str]:
+    """nginx serving `root` with sendfile on, as the current user, with `workers` worker
+    processes; yields its base URL."""
     exe = ensure_apt("nginx-light", binary="nginx")
     if exe is None:
         raise Unavailable("nginx not available (apt-get install nginx-light)")
@@ -265,7 +270,9 @@ def nginx(ctx: Context, root: Path) -> Iterator[str]:
 
     def command(port: int) -> list[str]:
         conf = workdir / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(user=user, dir=workdir, port=port, root=root))
+        conf.write_text(
+            NGINX_CONF.format(user=user, dir=workdir, port=port, root=root, workers=workers)
+        )
         return [exe, "-c", str(conf), "-p", str(workdir), "-e", str(workdir / "error.log"),
                 "-g", "daemon off;"]  # fmt: skip
 

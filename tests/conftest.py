@@ -54,6 +54,9 @@ class LiveServer:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    workers: int = field(default_factory=lambda: int(os.environ.get("S3TORRENT_TEST_WORKERS", 1)))
+    """Server processes (`serve --workers`); one, the single-process server, unless a test
+    asks for more (or S3TORRENT_TEST_WORKERS=N runs every server with N)."""
 
     @property
     def endpoint(self) -> str:
@@ -81,6 +84,8 @@ class LiveServer:
                 f"127.0.0.1:{self.port}",
                 "--peer-listen",
                 f"127.0.0.1:{self.peer_port}",
+                "--workers",
+                str(self.workers),
                 *self.extra_args,
             ],
             stdout=log,
@@ -89,13 +94,18 @@ class LiveServer:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
+        seen: set[str] = set()
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(self.endpoint + "/_health", timeout=1) as r:
                     if r.status == 200:
-                        return
+                        # Every worker answers (`serve --workers`: the owner starts first).
+                        seen.add(r.headers.get("x-s3torrent-worker", "0/").partition("/")[0])
+                        if len(seen) >= self.workers:
+                            return
+                        continue
             except OSError:
                 pass
             time.sleep(0.1)
@@ -157,7 +167,9 @@ _postgres: list[Any] = []
 _pg_databases = [0]
 
 
-def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> LiveServer:
+def start_server(
+    tmp: Path, *extra: str, env: dict[str, str] | None = None, workers: int | None = None
+) -> LiveServer:
     data = tmp / "data"
     data.mkdir(parents=True, exist_ok=True)
     srv = LiveServer(
@@ -167,6 +179,8 @@ def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> L
         extra_args=list(extra),
         env={**metadata_env(), **(env or {})},
     )
+    if workers is not None:
+        srv.workers = workers
     srv.start()
     return srv
 

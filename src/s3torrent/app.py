@@ -6,10 +6,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import os
-import secrets
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,10 +17,11 @@ from aiohttp import web
 
 from s3torrent.admin import AdminApi, NodeFacts, seeder_stats_handler
 from s3torrent.anonymous_reads import AnonymousReads
-from s3torrent.config import Settings, StartupError, split_host_port
+from s3torrent.config import Settings, split_host_port
 from s3torrent.console import PREFIX as CONSOLE_PREFIX
 from s3torrent.console import ConsolePages
-from s3torrent.events import EventBus
+from s3torrent.events import AccessChanged, EventBus
+from s3torrent.events_local import EventHub, EventLink
 from s3torrent.extras import check_extras
 from s3torrent.failures import logged_failure
 from s3torrent.http_site import AdmittedSite, aiohttp_keepalive_timeout
@@ -30,9 +30,18 @@ from s3torrent.listeners import ConnectionGate
 from s3torrent.metering.lifecycle_metrics import LifecycleCollector
 from s3torrent.metering.meter import Meter, edge_recorder
 from s3torrent.metering.metrics import MetricsEndpoint
+from s3torrent.owner_link import (
+    OwnerLink,
+    route_to_owner,
+    settle_middleware,
+    tag_worker,
+    trusted_client_middleware,
+)
 from s3torrent.peer.seeder import Seeder, advertised_address
 from s3torrent.probes import health_handler, metrics_handler
+from s3torrent.provision import open_sealing, persistent_node_id, secure_data_dir, space_reserve
 from s3torrent.publication import PublicTorrents, ResolvingRegistry
+from s3torrent.roles import Role, events_socket, owner_socket
 from s3torrent.s3.access_log import AccessLog
 from s3torrent.s3.bucket_logs import BucketLogDelivery
 from s3torrent.s3.context import S3Context
@@ -47,13 +56,11 @@ from s3torrent.startup import (
     preflight,
     record_config_file,
 )
-from s3torrent.store.blobs import BlobStore, open_blob_store
-from s3torrent.store.master_key import MASTER_KEY_FILE, MasterKeyError, MasterKeys
+from s3torrent.store.blobs import open_blob_store
 from s3torrent.store.metastore import MetadataStore, open_metadata_store
 from s3torrent.store.migrations import HEAD as SCHEMA_REVISION
 from s3torrent.store.objects import ObjectStore
-from s3torrent.store.sealing import Sealing
-from s3torrent.store.space import SpaceReserve, storage_full
+from s3torrent.store.space import storage_full
 from s3torrent.store.upload_expiry import expire_uploads_forever
 from s3torrent.store.users import UserDirectory
 from s3torrent.torrent.catalog import TorrentCatalog
@@ -87,67 +94,11 @@ class Services:
     public: PublicTorrents
     tracker: tracker_service.TrackerService
     meter: Meter
-    relay: RedisEventRelay | None = None
+    relay: RedisEventRelay | EventHub | EventLink | None = None
 
 
-def secure_data_dir(settings: Settings) -> None:
-    """The data directory holds every secret key (in the metadata database): owner only."""
-    try:
-        _secure_data_dir(settings)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        where = f" ({exc.filename})" if exc.filename else ""
-        raise StartupError(
-            f"cannot use the data directory {settings.data_dir.absolute()}: {reason}{where}; "
-            "choose another with --data-dir (S3TORRENT_DATA_DIR) or let this user write it"
-        ) from exc
-
-
-def _secure_data_dir(settings: Settings) -> None:
-    data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    data_dir.chmod(0o700)
-    if settings.metadata_url is None:
-        # Created here with 0600 before SQLite opens it; SQLite gives its -wal and -shm files
-        # the database file's permissions.
-        db_path = data_dir / "metadata.sqlite3"
-        os.close(os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600))
-        db_path.chmod(0o600)
-
-
-def persistent_node_id(settings: Settings) -> str:
-    """This node's name, kept in its data directory: a node restarted after a crash takes
-    back its own hashing-job claims at once instead of waiting for them to expire."""
-    path = settings.data_dir / "node-id"
-    try:
-        node_id = path.read_text().strip()
-    except FileNotFoundError:
-        node_id = ""
-    if not node_id:
-        node_id = secrets.token_hex(8)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(node_id + "\n")
-        tmp.replace(path)
-    return node_id
-
-
-def space_reserve(settings: Settings) -> SpaceReserve | None:
-    """The data directory's reserve, made ready before the database opens (None when the
-    data directory holds neither the database nor the blobs)."""
-    size = settings.storage.reserve_bytes
-    if size <= 0 or (settings.metadata_url is not None and settings.blobs_url):
-        return None
-    reserve = SpaceReserve(settings.data_dir / "space-reserve", size)
-    if not reserve.prepare_at_start():
-        log.warning(
-            "storage full at start (%s): serving reads and deletes; new object data is "
-            "refused (507 InsufficientStorage) until space is freed",
-            settings.data_dir,
-        )
-    return reserve
-
-
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, role: Role | None = None) -> Services:
+    role = role or Role()
     check_extras(settings)
     secure_data_dir(settings)
     space = space_reserve(settings)
@@ -180,7 +131,7 @@ def build_services(settings: Settings) -> Services:
     users = UserDirectory(meta)
     users.load()
     catalog = TorrentCatalog(settings.torrent)
-    node_id = settings.node_id or persistent_node_id(settings)
+    node_id = role.node_id(settings.node_id or persistent_node_id(settings))
     hash_jobs = HashJobs(
         meta,
         blobs,
@@ -199,7 +150,7 @@ def build_services(settings: Settings) -> Services:
         rate_burst=ts.announce_rate_burst,
     )
     registry: TrackerRegistry
-    relay: RedisEventRelay | None = None
+    relay: RedisEventRelay | EventHub | EventLink | None = None
     if settings.redis_url:
         # Several nodes: one swarm state and one event stream for all of them.
         from s3torrent.events_redis import RedisEventRelay
@@ -210,6 +161,21 @@ def build_services(settings: Settings) -> Services:
     else:
         registry = MemoryRegistry(limits)
     public = PublicTorrents(settings, meta, catalog, registry)
+    if relay is None and not role.alone:
+        # The workers of one machine: events through the owner's hub (events_local).
+        path = events_socket(settings.data_dir)
+
+        async def reload_users() -> None:
+            await asyncio.get_running_loop().run_in_executor(executor, users.load)
+
+        controls = {"users": reload_users}
+        relay = (
+            EventHub(events, node_id, path, controls)
+            if role.owner
+            else EventLink(
+                events, node_id, path, controls=controls, on_gap=lambda: forget_publications(public)
+            )
+        )
     tracker = tracker_service.TrackerService(
         ResolvingRegistry(registry, public),
         tracker_service.TrackerSettings(
@@ -224,7 +190,18 @@ def build_services(settings: Settings) -> Services:
     )
     # Revocation first, then new jobs: a subscriber order that keeps revocation synchronous.
     events.subscribe(public.on_event)
-    events.subscribe(hash_jobs.on_event)
+    if role.owner:  # background hashing runs on the owner; the others claim on demand
+        events.subscribe(hash_jobs.on_event)
+    meter = Meter(
+        meta,
+        flush_interval=settings.metering.flush_interval,
+        storage_sample_interval=settings.metering.storage_sample_interval,
+        public=public,
+        node_id=node_id,
+        # The owner's registry is this process's (without Redis): it bills its own swarms.
+        local_swarms=role.owner and not settings.redis_url,
+    )
+    meter.may_sample = role.owner  # the owner holds the swarms the sample reads
     return Services(
         settings=settings,
         meta=meta,
@@ -236,42 +213,26 @@ def build_services(settings: Settings) -> Services:
         hash_jobs=hash_jobs,
         public=public,
         tracker=tracker,
-        meter=Meter(
-            meta,
-            flush_interval=settings.metering.flush_interval,
-            storage_sample_interval=settings.metering.storage_sample_interval,
-            public=public,
-            node_id=node_id,
-            local_swarms=not settings.redis_url,
-        ),
+        meter=meter,
         relay=relay,
     )
 
 
-def open_sealing(settings: Settings, meta: MetadataStore, blobs: BlobStore) -> Sealing:
-    """Encryption at rest: the master key file (made, mode 0600, at the first start)."""
-    path = settings.encryption.master_key_file or settings.data_dir / MASTER_KEY_FILE
-    if not path.exists() and meta.seal_key_ids_now():
-        # A new key would open nothing: better no start than objects silently lost.
-        raise StartupError(
-            f"the master key file {path} is missing, but encrypted objects need it: "
-            "restore it from a backup (see the README's Encryption section)"
-        )
-    try:
-        keys = MasterKeys.load_or_create(path)
-    except MasterKeyError as exc:
-        raise StartupError(str(exc)) from exc
-    return Sealing(meta, blobs, keys)
+def forget_publications(public: PublicTorrents) -> None:
+    """After events may have been missed: decide every published torrent again."""
+    for bucket in {t.bucket for t in public.by_version.values()} or {""}:
+        public.on_event(AccessChanged(bucket, None))
 
 
 class Node:
     """One running s3torrent node: HTTP listener plus background tasks."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, role: Role | None = None) -> None:
         self.settings = settings
+        self.role = role = role or Role()
         # Before any listener or file: raises the open file limit, caps connections below it.
         self.gate = ConnectionGate.from_settings(settings.limits)
-        self.svc = build_services(settings)
+        self.svc = build_services(settings, role)
         self.anonymous_reads = AnonymousReads()
         self.svc.public.on_revoked(lambda info: self.anonymous_reads.revoked(info.version_id))
         self.context = S3Context(
@@ -284,7 +245,8 @@ class Node:
             anonymous_reads=self.anonymous_reads,
         )
         self.s3 = S3Application(self.context, handlers())
-        self.s3.add_route("/_health", health_handler(self.context, lambda: self._ready))
+        health = health_handler(self.context, lambda: self._ready)
+        self.s3.add_route("/_health", health if role.alone else tag_worker(health, role))
         tracker = tracker_handler(self.svc.tracker)
         self.ws_tracker = self._websocket_tracker() if settings.tracker.websocket else None
         self.s3.add_route("/_tracker", tracker)
@@ -295,6 +257,12 @@ class Node:
         self.admin = AdminApi(self.context, NodeFacts(swarms=self.svc.public.registry))
         self.s3.add_route("/_admin", self.admin)
         self.s3.add_route(CONSOLE_PREFIX, ConsolePages(settings.region))
+        self.owner_link: OwnerLink | None = None
+        if not role.owner:
+            self.owner_link = OwnerLink(
+                owner_socket(settings.data_dir),
+                max_ws_message=settings.tracker.ws_max_message_bytes,
+            )
         self.lifecycle = LifecycleWorker(
             self.svc.store, settings.lifecycle, self.svc.hash_jobs.node_id
         )
@@ -321,7 +289,7 @@ class Node:
         hooks.append(self.bucket_logs.hook)
         self.s3.on_finished = finished_hooks(hooks)
         self.seeder: Seeder | None = None
-        if settings.seeder.enabled:
+        if settings.seeder.enabled and role.owner:
             self.seeder = Seeder(
                 settings.seeder,
                 self.svc.public,
@@ -347,6 +315,9 @@ class Node:
         )
         self.s3.preflight = cross_origin.preflight
         self.s3.cors_headers = cross_origin.headers
+        if self.owner_link is not None:
+            # After every local route: the owner's paths are taken over by forwarding.
+            route_to_owner(self.s3, self.owner_link, self.admin, role, settings)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._udp: list[asyncio.DatagramTransport] = []
@@ -377,12 +348,15 @@ class Node:
 
     async def _start_seeder(self) -> None:
         # Before the HTTP listener: every torrent published from now on lists the origin.
-        if self.seeder is None:
-            return
         host, port = self.settings.peer_host_port
-        fix = "choose another with --peer-listen, or set seeder.enabled = false"
-        with listening("BitTorrent peers", host, port, fix):
-            bound = await self.seeder.start(host, port)
+        if self.seeder is None:
+            if not self.settings.seeder.enabled:
+                return
+            bound = (host, port)  # the owner worker's seeder
+        else:
+            fix = "choose another with --peer-listen, or set seeder.enabled = false"
+            with listening("BitTorrent peers", host, port, fix):
+                bound = await self.seeder.start(host, port)
         origin = await advertised_address(self.settings, bound)
         # Every node's seeder, in the same order on each node (a shared registry keeps the
         # ref of whichever node registered a torrent last).
@@ -399,17 +373,25 @@ class Node:
         return root.access_key, root.secret_key, generated
 
     async def start(self) -> None:
+        owner, role = self.role.owner, self.role
         await asyncio.get_running_loop().run_in_executor(
             self.svc.executor, self.svc.store.blobs.prepare
         )
-        await asyncio.get_running_loop().run_in_executor(
-            self.svc.executor, self.svc.store.cleanup_orphans
-        )
-        await self.svc.meta.drop_unreferenced_seal_records()
+        if owner and not role.restarted:
+            # Only while no other worker writes: their blobs in flight look orphaned.
+            await asyncio.get_running_loop().run_in_executor(
+                self.svc.executor, self.svc.store.cleanup_orphans
+            )
+            await self.svc.meta.drop_unreferenced_seal_records()
         if self.svc.relay is not None:
             await self.svc.relay.start()
         await self._start_seeder()
         app = self.s3.build()
+        relay = self.svc.relay
+        if isinstance(relay, EventHub | EventLink):
+            app.middlewares.insert(0, settle_middleware(relay))
+        if owner and not role.alone:
+            app.middlewares.insert(0, trusted_client_middleware())
         limits = self.settings.limits
         self._runner = web.AppRunner(
             app,
@@ -425,36 +407,48 @@ class Node:
         )
         await self._runner.setup()
         host, port = self.settings.http_host_port
-        site = AdmittedSite(self._runner, self.gate, host, port, backlog=4096)
+        site = AdmittedSite(
+            self._runner, self.gate, host, port, backlog=4096, reuse_port=not role.alone
+        )
         with listening("HTTP", host, port, "choose another with --listen"):
             await site.start()
-        await self._start_udp_tracker()
-        await self._start_tracker_listener()
+        if owner and not role.alone:
+            # The other workers' forwarded requests (owner_link).
+            path = owner_socket(self.settings.data_dir)
+            path.unlink(missing_ok=True)
+            await web.UnixSite(self._runner, str(path)).start()
+            path.chmod(0o600)
+        if owner:
+            await self._start_udp_tracker()
+            await self._start_tracker_listener()
         self._tasks.append(asyncio.create_task(self._reload_users()))
         self._tasks.append(asyncio.create_task(self.bucket_logs.run()))
         self._tasks.append(asyncio.create_task(self._sweep_tracker()))
-        self._tasks.append(asyncio.create_task(self._sweep_seal_records()))
-        self._tasks.append(
-            asyncio.create_task(expire_uploads_forever(self.svc.store, self.settings.storage))
-        )
-        if self.settings.lifecycle.enabled:
+        if owner:  # clean-ups of the node's data: once per machine
+            self._tasks.append(asyncio.create_task(self._sweep_seal_records()))
+            self._tasks.append(
+                asyncio.create_task(expire_uploads_forever(self.svc.store, self.settings.storage))
+            )
+        if self.settings.lifecycle.enabled and owner:
             self._tasks.append(asyncio.create_task(self.lifecycle.run_forever()))
-        await self.svc.hash_jobs.resume()
+        if owner:
+            await self.svc.hash_jobs.resume()
         if self.settings.metering.enabled:
             self.svc.meter.start()
-        if self.metrics is not None and self.metrics_listen:
+        if self.metrics is not None and self.metrics_listen and owner:
             metrics_host, metrics_port = split_host_port(self.metrics_listen, 9100)
             with listening("metrics", metrics_host, metrics_port, "see metering.metrics_listen"):
                 await self.metrics.start(metrics_host, metrics_port)
         # Only now, with every listener up: a start that fails generates nothing.
         self.root_generated = self.ensure_root()
         self._ready = True
-        log.info(
-            "s3torrent listening on http://%s:%d (public URL %s)",
-            host,
-            port,
-            self.settings.base_url,
-        )
+        if owner:
+            log.info(
+                "s3torrent listening on http://%s:%d (public URL %s)",
+                host,
+                port,
+                self.settings.base_url,
+            )
 
     async def _start_tracker_listener(self) -> None:
         # Announces only, on a minimal HTTP/1.1 transport instead of aiohttp: each announce
@@ -532,6 +526,8 @@ class Node:
         if self._runner is not None:
             # Stops accepting, waits (bounded) for in-flight requests, then closes.
             await self._runner.cleanup()
+            if self.role.owner and not self.role.alone:
+                owner_socket(self.settings.data_dir).unlink(missing_ok=True)
         if self.seeder is not None:
             await self.seeder.stop()
         if self.metrics is not None:
@@ -549,6 +545,8 @@ class Node:
         await self.anonymous_reads.close()
         if self.svc.relay is not None:
             await self.svc.relay.close()
+        if self.owner_link is not None:
+            await self.owner_link.close()
         with logged_failure(log, "closing the tracker registry"):
             await self.svc.public.registry.close()
         self.svc.store.flush_pending_deletes()
@@ -557,14 +555,21 @@ class Node:
 
 
 async def serve(
-    settings: Settings, *, announce: bool = True, config_file: Path | None = None
+    settings: Settings,
+    *,
+    announce: bool = True,
+    config_file: Path | None = None,
+    role: Role | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Run a node until SIGTERM or SIGINT. Raises StartupError (nothing generated) when it
-    cannot start."""
-    for warning in deployment_warnings(settings):
-        log.warning("%s", warning)
-    preflight(settings)
-    node = Node(settings)
+    """Run a node (or one worker of it) until SIGTERM or SIGINT. Raises StartupError
+    (nothing generated) when it cannot start."""
+    role = role or Role()
+    if role.alone:  # else the supervisor did (workers bind the HTTP port together)
+        for warning in deployment_warnings(settings):
+            log.warning("%s", warning)
+        preflight(settings)
+    node = Node(settings, role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -574,7 +579,10 @@ async def serve(
     except BaseException:
         await node.stop()
         raise
-    record_config_file(settings, config_file)
+    if role.owner:
+        record_config_file(settings, config_file)
+    if on_ready is not None:
+        on_ready()
     access_key, secret_key, generated = node.root_generated
     if generated and announce:
         print(

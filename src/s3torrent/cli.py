@@ -16,6 +16,7 @@ from s3torrent.invocation import (
     admin_client,
     common_options,
     configure_logging,
+    failure_text,
     option_value,
     resolve_settings,
     startup_failure,
@@ -52,6 +53,12 @@ def cli() -> None:
     default=None,
     help="DEBUG, INFO (default), WARNING or ERROR (setting logging.level).",
 )
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Server processes sharing the HTTP port (default: one per core; setting workers).",
+)
 @common_options
 @click.pass_context
 def serve(
@@ -62,12 +69,18 @@ def serve(
     region: str | None,
     domain: str | None,
     log_level: str | None,
+    workers: int | None,
 ) -> None:
     """Run the server (S3 API, torrents, tracker, seeder) until SIGTERM or SIGINT."""
-    from s3torrent.app import serve as run_server
+    from s3torrent.workers import serve as run_server
 
     flags: dict[str, Any] = dict(
-        listen=listen, peer_listen=peer_listen, public_url=public_url, region=region, domain=domain
+        listen=listen,
+        peer_listen=peer_listen,
+        public_url=public_url,
+        region=region,
+        domain=domain,
+        workers=workers,
     )
     if log_level is not None:
         flags["logging"] = {"level": log_level.upper()}
@@ -76,7 +89,12 @@ def serve(
     settings = resolve_settings(ctx, existing=False, recorded=False, **flags)
     configure_logging(settings.logging.level)
     try:
-        asyncio.run(run_server(settings, config_file=option_value(ctx, "config")))
+        run_server(
+            settings,
+            config_file=option_value(ctx, "config"),
+            describe=failure_text,
+            debug=bool(option_value(ctx, "debug")),
+        )
     except KeyboardInterrupt:
         pass
     except Exception as exc:
@@ -88,8 +106,8 @@ def serve(
 @click.pass_context
 def init(ctx: click.Context) -> None:
     """Create the data directory and its metadata database (as `serve` does at first start)."""
-    from s3torrent.app import secure_data_dir
     from s3torrent.config import StartupError
+    from s3torrent.provision import secure_data_dir
     from s3torrent.startup import record_config_file
 
     _local_only(ctx, "init")

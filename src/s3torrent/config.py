@@ -320,6 +320,8 @@ class Settings(BaseSettings):
     """s3://bucket/prefix: blobs in an S3-compatible store (default: data_dir/blobs)."""
     node_id: str | None = None
     """This node's name in job claims and events (default: one kept in data_dir/node-id)."""
+    workers: int | None = Field(default=None, ge=1, le=1024)
+    """Server processes sharing the S3 listener (default: one per usable core)."""
     blobs: BlobSettings = Field(default_factory=BlobSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
@@ -399,6 +401,16 @@ class Settings(BaseSettings):
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{port}"
+
+    @property
+    def worker_count(self) -> int:
+        """`workers`, or the number of cores this process may run on."""
+        if self.workers is not None:
+            return self.workers
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
 
     @property
     def database_url(self) -> str:

@@ -59,7 +59,7 @@ class AdmittedSite(web.BaseSite):
     a quarter of the timeout).
     """
 
-    __slots__ = ("_gate", "_host", "_port")
+    __slots__ = ("_gate", "_host", "_port", "_reuse_port")
 
     def __init__(
         self,
@@ -69,8 +69,10 @@ class AdmittedSite(web.BaseSite):
         port: int,
         *,
         backlog: int = 1024,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(runner, backlog=backlog)
+        self._reuse_port = reuse_port
         self._gate = gate
         self._host = host
         self._port = port
@@ -97,4 +99,5 @@ class AdmittedSite(web.BaseSite):
             name=f"http {self._host}:{self._port}",
             refusal=HTTP_REFUSAL,
             backlog=self._backlog,
+            reuse_port=self._reuse_port,
         )

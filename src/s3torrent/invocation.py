@@ -165,13 +165,16 @@ def configure_logging(level: str) -> None:
 
 def startup_failure(ctx: click.Context, exc: BaseException) -> click.ClickException:
     """A startup failure as one line (the traceback only with --debug)."""
+    if option_value(ctx, "debug"):
+        raise exc
+    return click.ClickException(failure_text(exc))
+
+
+def failure_text(exc: BaseException) -> str:
+    """What a startup failure says on its one line."""
     from s3torrent.config import StartupError
     from s3torrent.extras import MissingExtra
 
-    if option_value(ctx, "debug"):
-        raise exc
     if isinstance(exc, StartupError | MissingExtra):
-        return click.ClickException(str(exc))
-    return click.ClickException(
-        f"the server failed: {type(exc).__name__}: {exc} (--debug shows the traceback)"
-    )
+        return str(exc)
+    return f"the server failed: {type(exc).__name__}: {exc} (--debug shows the traceback)"

@@ -206,8 +206,12 @@ class ConnectionGate:
         name: str,
         refusal: bytes = b"",
         backlog: int = 1024,
+        reuse_port: bool = False,
     ) -> Listener:
-        """Listen on host:port and serve each admitted connection with a wrapped protocol."""
+        """Listen on host:port and serve each admitted connection with a wrapped protocol.
+
+        With reuse_port (SO_REUSEPORT), several processes bind the same address and the
+        kernel spreads new connections over them (the server's workers)."""
         loop = asyncio.get_running_loop()
 
         def serve(sock: socket.socket, slot: Slot) -> None:
@@ -217,7 +221,7 @@ class ConnectionGate:
             listener.track(loop.create_task(loop.connect_accepted_socket(make, sock)), sock, slot)
 
         listener = Listener(self, serve, name=name, refusal=refusal)
-        await listener.bind(host, port, backlog)
+        await listener.bind(host, port, backlog, reuse_port=reuse_port)
         return listener
 
     async def start_socket_listener(
@@ -266,7 +270,9 @@ class Listener(asyncio.AbstractServer):
     def sockets(self) -> tuple[socket.socket, ...]:
         return tuple(self._sockets)
 
-    async def bind(self, host: str | None, port: int, backlog: int) -> None:
+    async def bind(
+        self, host: str | None, port: int, backlog: int, *, reuse_port: bool = False
+    ) -> None:
         infos = await self._loop.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
@@ -279,6 +285,8 @@ class Listener(asyncio.AbstractServer):
                 sock = socket.socket(family, kind, proto)
                 self._sockets.append(sock)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if family == socket.AF_INET6:
                     # As asyncio does: '::' must not also take the IPv4 port.
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

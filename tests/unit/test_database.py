@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -167,3 +168,35 @@ def test_writes_from_another_thread_use_the_writer_thread(db: Database) -> None:
     th.start()
     th.join(10)
     assert out == ["x"]
+
+
+def test_a_short_lock_held_elsewhere_is_waited_for_on_the_loop(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker's commit (the lock for an fsync): the batch tries BEGIN again on the
+    loop instead of moving to the writer thread and reconnecting."""
+    other = sqlite3.connect(tmp_path / "m.sqlite3", isolation_level=None, check_same_thread=False)
+    handed_over: list[object] = []
+
+    async def main() -> str:
+        await db.write(_add_bucket("first"))  # the loop writer exists
+        writer = db._loop_writer
+        assert writer is not None
+        fallback = writer._fallback
+
+        def counted(fn: Callable[[Connection], Any]) -> Any:
+            handed_over.append(fn)
+            return fallback(fn)
+
+        monkeypatch.setattr(writer, "_fallback", counted)
+        other.execute("BEGIN IMMEDIATE")
+        write = asyncio.ensure_future(db.write(_add_bucket("waited")))
+        while writer._busy_retries < 3:
+            await asyncio.sleep(0.001)
+        other.execute("COMMIT")
+        return await asyncio.wait_for(write, 10)
+
+    assert asyncio.run(main()) == "waited"
+    assert handed_over == []
+    assert "waited" in _names(tmp_path / "m.sqlite3")
+    other.close()

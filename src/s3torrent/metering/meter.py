@@ -104,6 +104,8 @@ class Meter:
         # Storage and swarm counters are shared by every node (one database, one tracker
         # registry): only the holder of this lease samples them, so nothing counts twice.
         self.sampler = False
+        # False on a worker that must not sample (it does not hold the tracker's registry).
+        self.may_sample = True
         self.flush_interval = flush_interval
         self.storage_sample_interval = storage_sample_interval
         self.public = public
@@ -187,6 +189,8 @@ class Meter:
     async def hold_sampling_lease(self) -> bool:
         """Take or keep the sampling lease; a node that just took it starts from a fresh
         baseline, so the interval the previous holder already billed is not billed again."""
+        if not self.may_sample:
+            return False
         now = self.clock()
         ttl = max(5.0, 5 * self.flush_interval)
         held = await self.meta.hold_lease(SAMPLING_LEASE, self.node_id, now, ttl)

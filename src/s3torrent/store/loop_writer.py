@@ -32,6 +32,13 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# While another process holds the write lock (another worker's commit, which lasts about
+# an fsync), a batch tries BEGIN again this often, on the loop, growing meanwhile; after
+# BUSY_RETRIES it goes to the writer thread, which waits. Retrying keeps the cheap path
+# (and the connection: a failed BEGIN leaves nothing to undo).
+BUSY_RETRY_DELAY = 0.001
+BUSY_RETRIES = 100
+
 # (write function, its caller's future)
 _Item = tuple[Callable[[Connection], Any], "asyncio.Future[Any]"]
 
@@ -56,6 +63,7 @@ class LoopWriter:
         self._max_batch = max_batch
         self._pending: list[_Item] = []
         self._busy = False
+        self._busy_retries = 0
         self._closed = False
         self._conn: Connection | None = None
         self._committer = concurrent.futures.ThreadPoolExecutor(
@@ -97,13 +105,23 @@ class LoopWriter:
         try:
             conn, driver = self._connection()
             driver.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:
-            # Another process writes (the CLI, a second server on the file): let the
-            # writer thread wait for the lock instead of the loop.
-            self._reset()
+        except sqlite3.OperationalError as exc:
+            # Another process writes (another worker, the CLI, a second server on the
+            # file): try again shortly, then let the writer thread wait for the lock
+            # instead of the loop.
+            locked = exc.sqlite_errorcode == sqlite3.SQLITE_BUSY
+            if locked and not self._closed and self._busy_retries < BUSY_RETRIES:
+                self._busy_retries += 1
+                self._pending[:0] = batch
+                self.loop.call_later(BUSY_RETRY_DELAY, self._retry_batch)
+                return
+            self._busy_retries = 0
+            if not locked:
+                self._reset()
             self._hand_over(batch)
             self._next()
             return
+        self._busy_retries = 0
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             for fn, fut in batch:
@@ -172,6 +190,14 @@ class LoopWriter:
             if self._closed and self._pending:
                 self._hand_over(self._pending)
                 self._pending = []
+
+    def _retry_batch(self) -> None:
+        if self._closed:  # closed meanwhile: the writer thread takes what waits
+            self._busy = False
+            self._hand_over(self._pending)
+            self._pending = []
+            return
+        self._start_batch()
 
     def _hand_over(self, batch: list[_Item]) -> None:
         """Run these writes on the writer thread instead (it waits for the lock)."""

@@ -1,0 +1,91 @@
+"""The data directory and what a node keeps there: its permissions, the node's name, the
+reserve that lets deletes commit on a full disk, and the master keys of encryption at rest.
+Used by the composition root (app) and, before any worker starts, by the supervisor."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+
+from s3torrent.config import Settings, StartupError
+from s3torrent.store.blobs import BlobStore
+from s3torrent.store.master_key import MASTER_KEY_FILE, MasterKeyError, MasterKeys
+from s3torrent.store.metastore import MetadataStore
+from s3torrent.store.sealing import Sealing
+from s3torrent.store.space import SpaceReserve
+
+log = logging.getLogger("s3torrent")
+
+
+def secure_data_dir(settings: Settings) -> None:
+    """The data directory holds every secret key (in the metadata database): owner only."""
+    try:
+        _secure_data_dir(settings)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise StartupError(
+            f"cannot use the data directory {settings.data_dir.absolute()}: {reason}{where}; "
+            "choose another with --data-dir (S3TORRENT_DATA_DIR) or let this user write it"
+        ) from exc
+
+
+def _secure_data_dir(settings: Settings) -> None:
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)
+    if settings.metadata_url is None:
+        # Created here with 0600 before SQLite opens it; SQLite gives its -wal and -shm files
+        # the database file's permissions.
+        db_path = data_dir / "metadata.sqlite3"
+        os.close(os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600))
+        db_path.chmod(0o600)
+
+
+def persistent_node_id(settings: Settings) -> str:
+    """This node's name, kept in its data directory: a node restarted after a crash takes
+    back its own hashing-job claims at once instead of waiting for them to expire."""
+    path = settings.data_dir / "node-id"
+    try:
+        node_id = path.read_text().strip()
+    except FileNotFoundError:
+        node_id = ""
+    if not node_id:
+        node_id = secrets.token_hex(8)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(node_id + "\n")
+        tmp.replace(path)
+    return node_id
+
+
+def space_reserve(settings: Settings) -> SpaceReserve | None:
+    """The data directory's reserve, made ready before the database opens (None when the
+    data directory holds neither the database nor the blobs)."""
+    size = settings.storage.reserve_bytes
+    if size <= 0 or (settings.metadata_url is not None and settings.blobs_url):
+        return None
+    reserve = SpaceReserve(settings.data_dir / "space-reserve", size)
+    if not reserve.prepare_at_start():
+        log.warning(
+            "storage full at start (%s): serving reads and deletes; new object data is "
+            "refused (507 InsufficientStorage) until space is freed",
+            settings.data_dir,
+        )
+    return reserve
+
+
+def open_sealing(settings: Settings, meta: MetadataStore, blobs: BlobStore) -> Sealing:
+    """Encryption at rest: the master key file (made, mode 0600, at the first start)."""
+    path = settings.encryption.master_key_file or settings.data_dir / MASTER_KEY_FILE
+    if not path.exists() and meta.seal_key_ids_now():
+        # A new key would open nothing: better no start than objects silently lost.
+        raise StartupError(
+            f"the master key file {path} is missing, but encrypted objects need it: "
+            "restore it from a backup (see the README's Encryption section)"
+        )
+    try:
+        keys = MasterKeys.load_or_create(path)
+    except MasterKeyError as exc:
+        raise StartupError(str(exc)) from exc
+    return Sealing(meta, blobs, keys)

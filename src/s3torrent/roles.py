@@ -1,0 +1,48 @@
+"""Which part of the machine's work one server process does (`serve --workers N`).
+
+Worker 0 is the owner: it runs what must exist once per machine (the seeder, the tracker's
+registry and its other ports, the WebSocket tracker, the lifecycle worker, hashing jobs,
+the metrics listener) and serves its HTTP application on a Unix socket for the other
+workers' forwarded requests. Every worker serves the S3 listener (SO_REUSEPORT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# In the data directory: the owner's HTTP application, and its event hub.
+OWNER_SOCKET = "owner.sock"
+EVENTS_SOCKET = "events.sock"
+# The client address of a forwarded request: trusted only on the owner's Unix socket.
+FORWARDED_CLIENT = "X-S3torrent-Forwarded-Client"
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    index: int = 0
+    count: int = 1
+    restarted: bool = False
+    """A worker started again by the supervisor while the others run: start-up clean-ups
+    that assume no other process is writing (orphan blobs) are skipped."""
+
+    @property
+    def owner(self) -> bool:
+        return self.index == 0
+
+    @property
+    def alone(self) -> bool:
+        """The single-process server: no supervisor, no sockets between workers."""
+        return self.count == 1
+
+    def node_id(self, base: str) -> str:
+        """The worker's name in job claims, leases and events (the owner keeps the node's)."""
+        return base if self.index == 0 else f"{base}.w{self.index}"
+
+
+def owner_socket(data_dir: Path) -> Path:
+    return data_dir / OWNER_SOCKET
+
+
+def events_socket(data_dir: Path) -> Path:
+    return data_dir / EVENTS_SOCKET

@@ -1,0 +1,341 @@
+"""`serve --workers 2`: a supervisor, an owner worker and another, sharing the S3 port.
+
+Which worker a connection reaches is the kernel's choice (SO_REUSEPORT); `/_health` names
+the worker that answered (`x-s3torrent-worker: INDEX/PID`), so a test that needs one worker
+opens connections until one lands there and sends its requests on that connection.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_from_bytes
+
+import pytest
+from fastbencode import bdecode  # type: ignore[attr-defined]
+
+from tests.api.test_metering import usage_totals
+from tests.conftest import LiveServer, free_port, make_client, sign_request, start_server
+from tests.seeding import RawPeer, fetch_torrent, info_hash_v1, lt_download, put_public, wait_for
+
+WORKER = "x-s3torrent-worker"
+FORWARDED = "X-S3torrent-Forwarded-Client"
+
+
+def worker_of(conn: http.client.HTTPConnection) -> tuple[int, int]:
+    """(index, pid) of the worker serving this connection."""
+    conn.request("GET", "/_health")
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200
+    index, pid = response.getheader(WORKER, "").split("/")
+    return int(index), int(pid)
+
+
+def connect_to(srv: LiveServer, index: int) -> http.client.HTTPConnection:
+    """A keep-alive connection that the kernel gave to worker `index`."""
+    for _ in range(200):
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        if worker_of(conn)[0] == index:
+            return conn
+        conn.close()
+    raise AssertionError(f"no connection reached worker {index}")
+
+
+def send(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    signed: bool = False,
+) -> tuple[int, bytes]:
+    all_headers = dict(headers or {})
+    if signed:
+        url = f"http://127.0.0.1:{conn.port}{path}"
+        all_headers = sign_request(method, url, headers=all_headers, body=body)
+    conn.request(method, path, body=body or None, headers=all_headers)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def announce_path(info_hash: bytes, peer_id: bytes, port: int, compact: int = 0) -> str:
+    return (
+        f"/announce?info_hash={quote_from_bytes(info_hash)}&peer_id={quote_from_bytes(peer_id)}"
+        f"&port={port}&uploaded=0&downloaded=0&left=100&compact={compact}&numwant=50"
+        "&event=started"
+    )
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    srv = start_server(tmp_path_factory.mktemp("workers"), workers=2)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def s3w(two: LiveServer) -> Any:
+    return make_client(two.endpoint)
+
+
+def test_both_workers_serve(two: LiveServer) -> None:
+    seen: dict[int, int] = {}
+    for _ in range(200):
+        conn = http.client.HTTPConnection("127.0.0.1", two.port, timeout=10)
+        index, pid = worker_of(conn)
+        conn.close()
+        seen[index] = pid
+        if len(seen) == 2:
+            break
+    assert sorted(seen) == [0, 1]
+    assert seen[0] != seen[1] and os.getpid() not in seen.values()
+
+
+def test_put_get_and_multipart(s3w: Any) -> None:
+    s3w.create_bucket(Bucket="wk-objects")
+    for i in range(8):
+        s3w.put_object(Bucket="wk-objects", Key=f"k{i}", Body=f"v{i}".encode() * 1000)
+    for i in range(8):
+        body = s3w.get_object(Bucket="wk-objects", Key=f"k{i}")["Body"].read()
+        assert body == f"v{i}".encode() * 1000
+    part = os.urandom(5 * 1024 * 1024)
+    upload = s3w.create_multipart_upload(Bucket="wk-objects", Key="mp")["UploadId"]
+    etags = [
+        s3w.upload_part(
+            Bucket="wk-objects",
+            Key="mp",
+            UploadId=upload,
+            PartNumber=n,
+            Body=part[::-1] if n == 2 else part,
+        )["ETag"]
+        for n in (1, 2)
+    ]
+    s3w.complete_multipart_upload(
+        Bucket="wk-objects",
+        Key="mp",
+        UploadId=upload,
+        MultipartUpload={
+            "Parts": [{"PartNumber": n, "ETag": e} for n, e in zip((1, 2), etags, strict=True)]
+        },
+    )
+    assert s3w.get_object(Bucket="wk-objects", Key="mp")["Body"].read() == part + part[::-1]
+
+
+def test_torrent_downloads_with_libtorrent(two: LiveServer, s3w: Any, tmp_path: Path) -> None:
+    s3w.create_bucket(Bucket="wk-torrent")
+    data = os.urandom(3 * 1024 * 1024 + 12345)
+    put_public(s3w, "wk-torrent", "file.bin", data)
+    torrent = fetch_torrent(two.endpoint, "wk-torrent", "file.bin")
+    # Tracker, web seed and seeder, each reached through whichever worker the kernel picks.
+    got = lt_download(torrent, tmp_path / "dl")
+    assert got.read_bytes() == data
+
+
+def test_forwarded_answers_are_the_owners(two: LiveServer, s3w: Any) -> None:
+    s3w.create_bucket(Bucket="wk-webseed")
+    answers = []
+    for index in (0, 1):
+        # A fresh torrent each: the web seed serves a lone client's first range whole.
+        data = os.urandom(200_000)
+        put_public(s3w, "wk-webseed", f"obj{index}", data)
+        url_list = bdecode(fetch_torrent(two.endpoint, "wk-webseed", f"obj{index}"))[b"url-list"]
+        url = (url_list[0] if isinstance(url_list, list) else url_list).decode()
+        conn = connect_to(two, index)
+        conn.request("GET", url[url.index("/_webseed/") :], headers={"Range": "bytes=1000-70999"})
+        response = conn.getresponse()
+        assert response.read() == data[1000:71000]
+        answers.append(
+            [
+                (k, v)
+                for k, v in response.getheaders()
+                if k not in ("Date", "ETag", "x-amz-request-id", "x-amz-id-2")
+            ]
+        )
+        status, stats = send(conn, "GET", "/_seeder/stats", signed=True)
+        # The seeder runs in the owner: both workers show its address.
+        assert status == 200 and json.loads(stats)["address"][1] == two.peer_port, stats[:200]
+    # The same headers in the same order, whether the owner answered or forwarded.
+    assert answers[0] == answers[1]
+    assert ("Content-Range", "bytes 1000-70999/200000") in answers[1]
+
+
+def test_revocation_on_another_worker_reaches_the_owner(two: LiveServer, s3w: Any) -> None:
+    s3w.create_bucket(Bucket="wk-revoke")
+    put_public(s3w, "wk-revoke", "obj", os.urandom(300_000))
+    torrent = fetch_torrent(two.endpoint, "wk-revoke", "obj")
+    info_hash = info_hash_v1(torrent)
+    owner = connect_to(two, 0)
+    other = connect_to(two, 1)
+    status, body = send(owner, "GET", announce_path(info_hash, b"-WK0001-aaaaaaaaaaaa", 7001))
+    assert status == 200 and b"failure reason" not in bdecode(body)
+    peer = RawPeer(two.peer_port)
+    assert peer.handshake(info_hash)
+
+    status, body = send(
+        other, "PUT", "/wk-revoke/obj?acl", headers={"x-amz-acl": "private"}, signed=True
+    )
+    assert status == 200, body
+    changed = time.monotonic()
+
+    def revoked() -> bool:
+        torrent_status, _ = send(owner, "GET", "/wk-revoke/obj?torrent")
+        _, reply = send(owner, "GET", announce_path(info_hash, b"-WK0001-bbbbbbbbbbbb", 7002))
+        return torrent_status == 403 and b"failure reason" in bdecode(reply)
+
+    wait_for(revoked, "the owner worker to revoke the torrent", timeout=1.0)
+    assert peer.closed_by_peer(timeout=max(0.05, 1.0 - (time.monotonic() - changed)))
+    peer.close()
+
+
+def test_forwarded_client_header_from_tcp_is_ignored(two: LiveServer, s3w: Any) -> None:
+    s3w.create_bucket(Bucket="wk-spoof")
+    put_public(s3w, "wk-spoof", "obj", os.urandom(100_000))
+    info_hash = info_hash_v1(fetch_torrent(two.endpoint, "wk-spoof", "obj"))
+    spoof = {FORWARDED: "10.9.8.7"}
+    for index, port in ((0, 7101), (1, 7102)):
+        conn = connect_to(two, index)
+        peer_id = f"-WK0002-spoofer{index}abcd".encode()[:20]
+        status, _ = send(conn, "GET", announce_path(info_hash, peer_id, port), headers=spoof)
+        assert status == 200
+    status, body = send(
+        connect_to(two, 1), "GET", announce_path(info_hash, b"-WK0003-listener0000", 7103)
+    )
+    assert status == 200
+    peers = {int(p[b"port"]): p[b"ip"] for p in bdecode(body)[b"peers"]}
+    # Both announces are listed, each with the address the worker's socket saw.
+    assert peers[7101] == peers[7102] == b"127.0.0.1", peers
+    assert b"10.9.8.7" not in peers.values()
+
+
+def test_killed_worker_is_started_again(two: LiveServer) -> None:
+    other = connect_to(two, 1)
+    _, pid = worker_of(other)
+    other.close()
+    os.kill(pid, signal.SIGKILL)
+    # Meanwhile the owner answers every new connection.
+    for _ in range(20):
+        conn = http.client.HTTPConnection("127.0.0.1", two.port, timeout=10)
+        try:
+            assert worker_of(conn)[0] in (0, 1)
+        except (ConnectionError, http.client.RemoteDisconnected):
+            pass  # accepted by the killed worker just before it died
+        finally:
+            conn.close()
+
+    def replaced() -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", two.port, timeout=10)
+        try:
+            index, new_pid = worker_of(conn)
+        except (ConnectionError, http.client.RemoteDisconnected):
+            return False
+        finally:
+            conn.close()
+        return index == 1 and new_pid != pid
+
+    wait_for(replaced, "worker 1 to be started again", timeout=30)
+    assert "worker 1 (pid" in (two.log_path.read_text() if two.log_path else "")
+
+
+def test_usage_sums_workers_and_sigterm_stops_all(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, workers=2)
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="wk-usage")
+        put_public(s3, "wk-usage", "obj", b"x" * 1000)
+        served = {0: 0, 1: 0}
+        pids = set()
+        for _ in range(40):
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            index, pid = worker_of(conn)
+            pids.add(pid)
+            status, body = send(conn, "GET", "/wk-usage/obj")
+            assert status == 200 and body == b"x" * 1000
+            served[index] += 1
+            conn.close()
+        assert served[0] and served[1], served
+    finally:
+        assert srv.stop() == 0
+    for pid in pids:  # every worker is gone, none orphaned
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    totals = usage_totals(srv, "wk-usage")
+    assert totals[("GetObject", "Requests-Tier2")] == 40
+    assert totals[("GetObject", "DataTransfer-Out-Bytes")] == 40 * 1000
+
+
+def test_acknowledged_puts_survive_kill9_of_every_process(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, workers=2)
+    s3 = make_client(srv.endpoint, max_pool_connections=8)
+    s3.create_bucket(Bucket="wk-durable")
+    acknowledged: dict[str, bytes] = {}
+    stop = threading.Event()
+
+    def writer(n: int) -> None:
+        client = make_client(srv.endpoint, max_pool_connections=1)
+        i = 0
+        while not stop.is_set():
+            key, body = f"w{n}/{i}", os.urandom(100 + (i % 7) * 20_000)
+            try:
+                client.put_object(Bucket="wk-durable", Key=key, Body=body)
+            except Exception:
+                return  # the server is gone
+            acknowledged[key] = body
+            i += 1
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(acknowledged) >= 60, "60 acknowledged PUTs", timeout=60)
+    srv.kill9()
+    stop.set()
+    for t in threads:
+        t.join(30)
+    srv.start()
+    try:
+        s3 = make_client(srv.endpoint)
+        for key, body in list(acknowledged.items()):
+            assert s3.get_object(Bucket="wk-durable", Key=key)["Body"].read() == body, key
+    finally:
+        srv.stop()
+
+
+def test_a_worker_that_cannot_start_stops_the_start_with_its_message(tmp_path: Path) -> None:
+    """A failure only the owner meets (its UDP tracker port is taken) is the supervisor's
+    one-line error and exit status, as a single process's would be."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "s3torrent.cli",
+                "serve",
+                "--workers",
+                "2",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--listen",
+                f"127.0.0.1:{free_port()}",
+                "--peer-listen",
+                f"127.0.0.1:{free_port()}",
+            ],
+            env={**os.environ, "S3TORRENT_TRACKER__UDP_LISTEN": f"127.0.0.1:{port}"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode != 0
+    assert f"cannot listen for the UDP tracker on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
