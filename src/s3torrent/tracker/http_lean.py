@@ -62,8 +62,37 @@ _HEADER: Final = re.compile(
 )
 
 
+# The common head in one match: a GET and well-formed field lines (the same grammar as
+# _REQUEST_LINE and _HEADER), so that only heads naming a field we act on are split up.
+_VALUE: Final = rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?"
+_PLAIN_GET: Final = re.compile(
+    rb"GET (/[\x21-\x7e]*) HTTP/1\.([01])((?:\r\n" + _TOKEN + rb":[ \t]*" + _VALUE + rb"[ \t]*)*)"
+)
+# Field names (lower case, after the CRLF that starts their line) that need the full parse.
+_ACTED_ON: Final = (
+    b"\r\nconnection:",
+    b"\r\nx-forwarded-for:",
+    b"\r\ncontent-length:",
+    b"\r\ntransfer-encoding:",
+)
+
+
 def parse_request_head(head: bytes) -> HttpRequestHead:
     """One request line and its header lines, CRLF-separated, without the final blank line."""
+    plain = _PLAIN_GET.fullmatch(head)
+    if plain is not None:
+        target, minor, fields = plain.groups()
+        # Field values hold no CR or LF, so "\r\nname:" can only start a field line.
+        names = fields.lower()
+        if not any(name in names for name in _ACTED_ON):
+            hosts = names.count(b"\r\nhost:")
+            http11 = minor == b"1"
+            if hosts == 1 or (hosts == 0 and not http11):
+                return HttpRequestHead(target=target, keep_alive=http11, forwarded_for=None)
+    return _parse_request_head(head)
+
+
+def _parse_request_head(head: bytes) -> HttpRequestHead:
     lines = head.split(b"\r\n")
     request_line = _REQUEST_LINE.fullmatch(lines[0])
     if request_line is None:
@@ -171,7 +200,7 @@ def encode_response(status: int, body: bytes, *, keep_alive: bool) -> bytes:
         reason = _REASONS.get(status, b"Error")
         head = b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: " % (status, reason)
     connection = b"\r\n\r\n" if keep_alive else b"\r\nConnection: close\r\n\r\n"
-    return b"".join((head, str(len(body)).encode("ascii"), connection, body))
+    return b"".join((head, b"%d" % len(body), connection, body))
 
 
 def error_response(error: HttpRequestError) -> bytes:
@@ -323,7 +352,12 @@ class LeanTrackerProtocol(asyncio.Protocol):
         """The answer if it is ready now; None if a task will write it."""
         path, _, query = head.target.partition(b"?")
         if path.endswith(b"/announce"):
-            remote = self._service.client_ip(self._remote, head.forwarded_for)
+            forwarded = head.forwarded_for
+            remote = (
+                self._remote
+                if forwarded is None
+                else self._service.client_ip(self._remote, forwarded)
+            )
             coro = self._service.handle_http_announce(query, remote, self._clock())
         elif path.endswith(b"/scrape"):
             coro = self._service.handle_http_scrape(query, self._clock())

@@ -137,6 +137,13 @@ def _percent_decode(raw: bytes) -> bytes:
     # in _ESCAPES, so the lookup that decodes also validates.
     if b"%" not in raw:
         return raw
+    return _decode_escaped(raw)
+
+
+@lru_cache(maxsize=8192)
+def _decode_escaped(raw: bytes) -> bytes:
+    # Cached: the same info-hash comes in every announce of its swarm, and each peer sends
+    # the same peer id every time. An exception is not cached, so a bad value costs each time.
     first, *escaped = raw.split(b"%")
     try:
         return first + b"".join([_ESCAPES[part[:2]] + part[2:] for part in escaped])
@@ -160,21 +167,6 @@ def _split_query(raw_query: bytes, max_bytes: int) -> list[tuple[bytes, bytes]]:
             value = _percent_decode(value)
         pairs.append((name, value))
     return pairs
-
-
-def _single_values(
-    pairs: Iterable[tuple[bytes, bytes]], known: frozenset[bytes]
-) -> dict[bytes, bytes]:
-    # Only the keys we interpret must be unique: clients add their own extras (supportcrypto,
-    # ipv4, ipv6, ...) and a repeat of one of those says nothing about the request's meaning.
-    values: dict[bytes, bytes] = {}
-    for name, value in pairs:
-        if name not in known:
-            continue
-        if name in values:
-            raise TrackerError(f"repeated parameter {name.decode('ascii', 'replace')}")
-        values[name] = value
-    return values
 
 
 def _parse_number(name: str, raw: bytes) -> int:
@@ -208,7 +200,7 @@ def _require_binary(name: str, raw: bytes | None, length: int) -> bytes:
 def _parse_port(raw: bytes | None) -> int:
     if raw is None:
         raise TrackerError("missing port")
-    port = _parse_number("port", raw)
+    port = int(raw) if len(raw) < 6 and raw.isdigit() else _parse_number("port", raw)
     if not 1 <= port <= 65535:
         raise TrackerError("port must be between 1 and 65535")
     return port
@@ -217,10 +209,13 @@ def _parse_port(raw: bytes | None) -> int:
 def _parse_event(raw: bytes | None) -> AnnounceEvent:
     if raw is None:
         return AnnounceEvent.NONE
-    try:
-        return AnnounceEvent(raw.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        raise TrackerError("unknown event") from None
+    event = _EVENTS.get(raw)
+    if event is None:
+        raise TrackerError("unknown event")
+    return event
+
+
+_EVENTS: Final = {event.value.encode("ascii"): event for event in AnnounceEvent}
 
 
 def _clamp_numwant(requested: int | None, max_numwant: int, default_numwant: int) -> int:
@@ -248,6 +243,38 @@ _ANNOUNCE_KEYS: Final = frozenset(
 )
 
 
+def _announce_values(raw_query: bytes, max_query_bytes: int) -> dict[bytes, bytes]:
+    # _single_values(_split_query(...), _ANNOUNCE_KEYS) in one loop: the hot path of every
+    # HTTP announce. Every name and value is decoded (a bad escape anywhere is refused).
+    if len(raw_query) > max_query_bytes:
+        raise TrackerError(f"query longer than {max_query_bytes} bytes")
+    values: dict[bytes, bytes] = {}
+    known = _ANNOUNCE_KEYS
+    for item in raw_query.split(b"&"):
+        if not item:
+            continue
+        name, _, value = item.partition(b"=")
+        if b"%" in item:
+            if b"%" in name:
+                name = _decode_escaped(name)
+            if b"%" in value:
+                value = _decode_escaped(value)
+        if name in known:
+            if name in values:
+                raise TrackerError(f"repeated parameter {name.decode('ascii', 'replace')}")
+            values[name] = value
+    return values
+
+
+def _number(name: str, raw: bytes | None, default: int) -> int:
+    if raw is None:
+        return default
+    # 18 digits are always below 2**63; longer, signed or empty values take the strict path.
+    if len(raw) < 19 and raw.isdigit():
+        return int(raw)
+    return _parse_number(name, raw)
+
+
 def parse_http_announce(
     raw_query: bytes,
     *,
@@ -258,28 +285,37 @@ def parse_http_announce(
     max_query_bytes: int = MAX_QUERY_BYTES,
 ) -> AnnounceRequest:
     """Parse a raw (still percent-encoded) announce query string; raise TrackerError."""
-    values = _single_values(_split_query(raw_query, max_query_bytes), _ANNOUNCE_KEYS)
-    info_hash = _require_binary("info_hash", values.get(b"info_hash"), INFO_HASH_LENGTH)
-    peer_id = _require_binary("peer_id", values.get(b"peer_id"), PEER_ID_LENGTH)
-    port = _parse_port(values.get(b"port"))
-    if b"left" not in values:
+    values = _announce_values(raw_query, max_query_bytes)
+    get = values.get
+    info_hash = get(b"info_hash")
+    if info_hash is None or len(info_hash) != INFO_HASH_LENGTH:
+        info_hash = _require_binary("info_hash", info_hash, INFO_HASH_LENGTH)
+    peer_id = get(b"peer_id")
+    if peer_id is None or len(peer_id) != PEER_ID_LENGTH:
+        peer_id = _require_binary("peer_id", peer_id, PEER_ID_LENGTH)
+    port = _parse_port(get(b"port"))
+    left_raw = get(b"left")
+    if left_raw is None:
         # Without it we cannot tell a seed from a leecher, and guessing skews every peer list.
         raise TrackerError("missing left")
-    left = _parse_number("left", values[b"left"])
-    uploaded = _parse_number("uploaded", values.get(b"uploaded", b"0"))
-    downloaded = _parse_number("downloaded", values.get(b"downloaded", b"0"))
-    numwant_raw = values.get(b"numwant")
-    requested = None if numwant_raw is None else _parse_number("numwant", numwant_raw)
-    ip_raw = values.get(b"ip")
-    warnings: list[str] = []
+    left = _number("left", left_raw, 0)
+    uploaded = _number("uploaded", get(b"uploaded"), 0)
+    downloaded = _number("downloaded", get(b"downloaded"), 0)
+    numwant_raw = get(b"numwant")
+    requested = None if numwant_raw is None else _number("numwant", numwant_raw, 0)
+    ip_raw = get(b"ip")
+    warnings: tuple[str, ...] = ()
     if trust_ip_param and ip_raw:
         ip = normalize_ip(ip_raw.decode("ascii", "replace"))
     else:
         ip = normalize_ip(remote_ip)
         if ip_raw:
-            warnings.append("ip parameter ignored; peers see the address you connected from")
+            warnings = ("ip parameter ignored; peers see the address you connected from",)
     if requested is not None and requested > max_numwant:
-        warnings.append(f"numwant capped at {max_numwant}")
+        warnings = (*warnings, f"numwant capped at {max_numwant}")
+    event_raw = get(b"event")
+    compact_raw = get(b"compact")
+    no_peer_id_raw = get(b"no_peer_id")
     return AnnounceRequest(
         info_hash=info_hash,
         peer_id=peer_id,
@@ -288,15 +324,17 @@ def parse_http_announce(
         uploaded=uploaded,
         downloaded=downloaded,
         left=left,
-        event=_parse_event(values.get(b"event")),
+        event=AnnounceEvent.NONE if event_raw is None else _parse_event(event_raw),
         numwant=_clamp_numwant(requested, max_numwant, default_numwant),
         # BEP 23: compact is what every current client wants; a client that says nothing gets
         # it too (as opentracker does), and only an explicit compact=0 gets the dict list.
-        compact=_parse_flag("compact", values.get(b"compact"), default=True),
-        no_peer_id=_parse_flag("no_peer_id", values.get(b"no_peer_id")),
-        key=values.get(b"key"),
-        trackerid=values.get(b"trackerid"),
-        warnings=tuple(warnings),
+        compact=True
+        if compact_raw is None or compact_raw == b"1"
+        else _parse_flag("compact", compact_raw, default=True),
+        no_peer_id=False if no_peer_id_raw is None else _parse_flag("no_peer_id", no_peer_id_raw),
+        key=get(b"key"),
+        trackerid=get(b"trackerid"),
+        warnings=warnings,
     )
 
 
@@ -318,9 +356,20 @@ def parse_http_scrape(
 
 
 def _pack_compact(peers: Iterable[PeerAddress], *, ipv6: bool) -> bytes:
-    # The hot path of every announce: the entries are packed already, so this is one join.
+    # The entries are packed already, so this is one join.
     size = 18 if ipv6 else 6
     return b"".join([peer.compact for peer in peers if len(peer.compact) == size])
+
+
+def split_compact(peers: Sequence[PeerAddress]) -> tuple[bytes, bytes]:
+    """The BEP 23 (IPv4) and BEP 7 (IPv6) compact lists of `peers`, unpackable ones left out."""
+    entries = [peer.compact for peer in peers]
+    joined = b"".join(entries)
+    # The hot path of every announce: all IPv4, one join (an empty entry is an unpackable
+    # origin, which could make a mix of lengths add up to 6 per peer).
+    if len(joined) == 6 * len(entries) and b"" not in entries:
+        return joined, b""
+    return _pack_compact(peers, ipv6=False), _pack_compact(peers, ipv6=True)
 
 
 def encode_announce_response(
@@ -336,25 +385,37 @@ def encode_announce_response(
     tracker_id: bytes | None = None,
 ) -> bytes:
     """Bencoded announce answer: BEP 23 `peers` + BEP 7 `peers6` when compact, else dicts."""
+    if compact:
+        # Written out, keys in bencode's sorted order: a dict and a general encoder cost more
+        # than the rest of the answer.
+        peers4, peers6 = split_compact(peers)
+        parts = [
+            b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de5:peers%d:"
+            % (complete, incomplete, interval, min_interval, len(peers4)),
+            peers4,
+        ]
+        if peers6:
+            parts += (b"6:peers6%d:" % len(peers6), peers6)
+        if tracker_id is not None:
+            parts += (b"10:tracker id%d:" % len(tracker_id), tracker_id)
+        if warning is not None:
+            text = warning.encode("utf-8")
+            parts += (b"15:warning message%d:" % len(text), text)
+        parts.append(b"e")
+        return b"".join(parts)
     body: dict[bytes, object] = {
         b"interval": interval,
         b"min interval": min_interval,
         b"complete": complete,
         b"incomplete": incomplete,
     }
-    if compact:
-        body[b"peers"] = _pack_compact(peers, ipv6=False)
-        peers6 = _pack_compact(peers, ipv6=True)
-        if peers6:
-            body[b"peers6"] = peers6
-    else:
-        entries: list[dict[bytes, object]] = []
-        for peer in peers:
-            entry: dict[bytes, object] = {b"ip": peer.ip.encode("ascii"), b"port": peer.port}
-            if not no_peer_id and peer.peer_id is not None:
-                entry[b"peer id"] = peer.peer_id
-            entries.append(entry)
-        body[b"peers"] = entries
+    entries: list[dict[bytes, object]] = []
+    for peer in peers:
+        entry: dict[bytes, object] = {b"ip": peer.ip.encode("ascii"), b"port": peer.port}
+        if not no_peer_id and peer.peer_id is not None:
+            entry[b"peer id"] = peer.peer_id
+        entries.append(entry)
+    body[b"peers"] = entries
     if warning is not None:
         body[b"warning message"] = warning.encode("utf-8")
     if tracker_id is not None:
