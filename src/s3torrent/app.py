@@ -60,6 +60,7 @@ from s3torrent.torrent.catalog import TorrentCatalog
 from s3torrent.torrent.jobs import HashJobs
 from s3torrent.tracker import service as tracker_service
 from s3torrent.tracker.http import tracker_handler
+from s3torrent.tracker.http_front import TrackerFront
 from s3torrent.tracker.http_lean import LeanHttpLimits, LeanHttpTracker
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TrackerRegistry
 from s3torrent.tracker.udp import start_udp_tracker
@@ -350,6 +351,7 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._udp: list[asyncio.DatagramTransport] = []
         self._tracker_listener: LeanHttpTracker | None = None
+        self._tracker_front: TrackerFront | None = None
         self._ready = False
         self.root_generated: tuple[str, str, bool] = ("", "", False)
 
@@ -424,7 +426,13 @@ class Node:
         )
         await self._runner.setup()
         host, port = self.settings.http_host_port
-        site = AdmittedSite(self._runner, self.gate, host, port, backlog=4096)
+        # Announces and scrapes are answered before aiohttp (tracker/http_front.py).
+        self._tracker_front = TrackerFront(
+            self._lean_tracker(self.gate.admission.limits.max_connections)
+        )
+        site = AdmittedSite(
+            self._runner, self.gate, host, port, backlog=4096, front=self._tracker_front
+        )
         with listening("HTTP", host, port, "choose another with --listen"):
             await site.start()
         await self._start_udp_tracker()
@@ -462,19 +470,22 @@ class Node:
         if not listen:
             return
         host, port = split_host_port(listen, 6969)
-        self._tracker_listener = LeanHttpTracker(
+        self._tracker_listener = self._lean_tracker(self.gate.admission.limits.max_connections)
+        with listening("the HTTP tracker", host, port, "see tracker.http_listen"):
+            await self._tracker_listener.start(host, port)
+        log.info("http tracker listening on %s:%d", host, port)
+
+    def _lean_tracker(self, max_connections: int) -> LeanHttpTracker:
+        return LeanHttpTracker(
             self.svc.tracker,
             time.monotonic,
             LeanHttpLimits(
                 idle_timeout=self.settings.limits.header_read_timeout,
-                max_connections=self.gate.admission.limits.max_connections,
+                max_connections=max_connections,
             ),
             eager=isinstance(self.svc.public.registry, MemoryRegistry),
             gate=self.gate,
         )
-        with listening("the HTTP tracker", host, port, "see tracker.http_listen"):
-            await self._tracker_listener.start(host, port)
-        log.info("http tracker listening on %s:%d", host, port)
 
     async def _start_udp_tracker(self) -> None:
         ports: list[int] = []
@@ -531,6 +542,8 @@ class Node:
         if self._runner is not None:
             # Stops accepting, waits (bounded) for in-flight requests, then closes.
             await self._runner.cleanup()
+        if self._tracker_front is not None:
+            await self._tracker_front.close()
         if self.seeder is not None:
             await self.seeder.stop()
         if self.metrics is not None:

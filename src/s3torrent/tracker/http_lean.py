@@ -158,6 +158,29 @@ class RequestHeadReader:
     def feed(self, data: bytes) -> None:
         self._buffer += data
 
+    def pending_head(self) -> bytes | None:
+        """The next complete request head (without its blank line), not consumed; None
+        while it is incomplete or beyond the bound (`buffered` tells which)."""
+        buffer, start = self._buffer, self._start
+        end = buffer.find(b"\r\n\r\n", start, start + self._max)
+        return None if end < 0 else bytes(buffer[start:end])
+
+    def startswith(self, prefix: bytes) -> bool:
+        """Whether what is buffered starts with `prefix` (or with its beginning, if shorter)."""
+        start = self._start
+        return self._buffer[start : start + len(prefix)] == prefix[: self.buffered]
+
+    def skip(self, head: bytes) -> None:
+        """Consume `head` (from `pending_head`) and its blank line."""
+        self._start += len(head) + 4
+
+    def take(self) -> bytes:
+        """Everything buffered and not consumed; the reader is empty afterwards."""
+        rest = bytes(self._buffer[self._start :])
+        self._buffer.clear()
+        self._start = 0
+        return rest
+
     def next_request(self) -> HttpRequestHead | None:
         if self._error is not None:
             raise self._error
@@ -274,6 +297,8 @@ class LeanTrackerProtocol(asyncio.Protocol):
         self._last_request = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[bytes] | None = None
+        # Set by a subclass that gives the rest of the connection to another protocol.
+        self._hand_over_next = False
 
     @property
     def answering(self) -> bool:
@@ -329,13 +354,13 @@ class LeanTrackerProtocol(asyncio.Protocol):
         out: list[bytes] = []
         while not (self._busy or self._write_paused or self._closing):
             try:
-                head = self._reader.next_request()
+                head = self._next_head()
             except HttpRequestError as error:
                 out.append(error_response(error))
                 self._closing = True
                 break
             if head is None:
-                if self._eof:
+                if self._eof and not self._hand_over_next:
                     self._closing = True  # nothing more can come, and nothing is owed
                 break
             assert self._loop is not None
@@ -347,6 +372,9 @@ class LeanTrackerProtocol(asyncio.Protocol):
                     self._closing = True
         self._flush(out)
         self._throttle_reading()
+
+    def _next_head(self) -> HttpRequestHead | None:
+        return self._reader.next_request()
 
     def _dispatch(self, head: HttpRequestHead) -> bytes | None:
         """The answer if it is ready now; None if a task will write it."""
