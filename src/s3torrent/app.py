@@ -491,7 +491,13 @@ class Node:
         ports: list[int] = []
         for host, port in self.settings.tracker.udp_host_ports:
             with listening("the UDP tracker", host, port, "see tracker.udp_listen"):
-                transport = await start_udp_tracker(self.svc.tracker, host, port, time.monotonic)
+                transport = await start_udp_tracker(
+                    self.svc.tracker,
+                    host,
+                    port,
+                    time.monotonic,
+                    eager=isinstance(self.svc.public.registry, MemoryRegistry),
+                )
             self._udp.append(transport)
             bound = int(transport.get_extra_info("sockname")[1])
             if bound not in ports:

@@ -13,12 +13,12 @@ import asyncio
 import logging
 import re
 import time
-import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Final, cast
 
 from s3torrent.listeners import ConnectionGate, ConnectionPhase
+from s3torrent.tracker.eager import start_eagerly
 from s3torrent.tracker.service import TrackerService
 
 log = logging.getLogger(__name__)
@@ -239,45 +239,6 @@ _INTERNAL: Final = encode_response(500, b"internal error\n", keep_alive=False)
 # --- asyncio adapter -----------------------------------------------------------------------
 
 
-def _start_eagerly(coro: Coroutine[Any, Any, bytes]) -> bytes | Awaitable[bytes]:
-    """Run `coro` up to its first suspension: its answer, or the rest of it to await.
-
-    The in-memory registry never suspends, so most answers are ready at once and cost no
-    task (a task per request is a good part of a small request's cost). One that suspends
-    (resolving an unknown info-hash from the database) is finished by a task. Until then
-    there is no current task, which `asyncio.timeout` and `TaskGroup` refuse: only code
-    that uses neither may start here (see `LeanHttpTracker.eager`).
-    """
-    try:
-        suspended_on = coro.send(None)
-    except StopIteration as done:
-        return cast(bytes, done.value)
-    return _finish_later(coro, suspended_on)
-
-
-async def _finish_later(coro: Coroutine[Any, Any, bytes], suspended_on: Any) -> bytes:
-    return await _resume(coro, suspended_on)
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, bytes], suspended_on: Any) -> Generator[Any, Any, bytes]:
-    # What a task does for any coroutine, from the point where `_start_eagerly` stopped:
-    # pass each yielded future up to the task and each wake-up (or exception) back down.
-    while True:
-        try:
-            yield suspended_on
-        except BaseException as exc:  # cancellation or an error the task throws in
-            try:
-                suspended_on = coro.throw(exc)
-            except StopIteration as done:
-                return cast(bytes, done.value)
-        else:
-            try:
-                suspended_on = coro.send(None)
-            except StopIteration as done:
-                return cast(bytes, done.value)
-
-
 class LeanTrackerProtocol(asyncio.Protocol):
     """One client connection: parse heads, answer each in order, honour keep-alive."""
 
@@ -392,7 +353,7 @@ class LeanTrackerProtocol(asyncio.Protocol):
         else:
             return _NOT_FOUND if head.keep_alive else _NOT_FOUND_CLOSE
         try:
-            started = _start_eagerly(coro) if self._server.eager else coro
+            started = start_eagerly(coro) if self._server.eager else coro
         except Exception:
             log.exception("lean tracker request failed")
             self._closing = True

@@ -631,8 +631,14 @@ def _connection_id_for(secret: bytes, addr: tuple[str, int], bucket: int) -> int
     # Bound to the IP only, as opentracker does: the IP is what spoofing would fake, while
     # the port legitimately differs (libtorrent shares one connection id among every
     # session of a process; NATs may rebind the source port between requests).
-    message = f"{normalize_ip(addr[0])}|{bucket}".encode("ascii")
-    digest = hmac.new(secret, message, hashlib.sha256).digest()
+    return _connection_id(secret, normalize_ip(addr[0]), bucket)
+
+
+@lru_cache(maxsize=16384)
+def _connection_id(secret: bytes, ip: str, bucket: int) -> int:
+    # Cached: every announce checks up to three buckets, and an HMAC costs more than the
+    # rest of a UDP announce; a client's ids change only once a minute.
+    digest = hmac.new(secret, f"{ip}|{bucket}".encode("ascii"), hashlib.sha256).digest()
     return int.from_bytes(digest[:8], "big")
 
 

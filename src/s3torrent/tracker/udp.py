@@ -6,9 +6,10 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import cast
 
+from s3torrent.tracker.eager import start_eagerly
 from s3torrent.tracker.service import TrackerService
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ class UdpTrackerProtocol(asyncio.DatagramProtocol):
         service: TrackerService,
         clock: Callable[[], float] = time.monotonic,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        *,
+        eager: bool = False,
     ) -> None:
         # The clock must be the one the HTTP glue passes as `now`: peers announced over either
         # transport share the registry and expire against the same timeline.
@@ -33,6 +36,9 @@ class UdpTrackerProtocol(asyncio.DatagramProtocol):
         self._max_in_flight = max_in_flight
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Answer inline, without a task per datagram, up to the first suspension: only for a
+        # registry that needs no current task (the in-memory one; see http_lean.start_eagerly).
+        self._eager = eager
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector loop's datagram transport does not subclass DatagramTransport, uvloop's
@@ -49,7 +55,23 @@ class UdpTrackerProtocol(asyncio.DatagramProtocol):
             return
         # IPv6 addresses arrive as (host, port, flowinfo, scope_id); the service needs two.
         host, port = str(addr[0]), int(addr[1])
-        task = asyncio.get_running_loop().create_task(self._answer(data, (host, port), addr))
+        coro = self._service.handle_udp(data, (host, port), self._clock())
+        if self._eager:
+            try:
+                started = start_eagerly(coro)
+            except Exception:
+                log.exception("udp tracker request failed")
+                return
+            if started is None:
+                return  # nothing to answer
+            if isinstance(started, bytes):
+                if self._transport is not None:
+                    self._transport.sendto(started, addr)
+                return
+            answer: Awaitable[bytes | None] = started
+        else:
+            answer = coro
+        task = asyncio.get_running_loop().create_task(self._send(answer, addr))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -57,10 +79,8 @@ class UdpTrackerProtocol(asyncio.DatagramProtocol):
         # ICMP errors from earlier sends (port unreachable): the client went away; nothing to do.
         log.debug("udp tracker socket error: %s", exc)
 
-    async def _answer(
-        self, data: bytes, client: tuple[str, int], addr: tuple[str | int, ...]
-    ) -> None:
-        answer = await self._service.handle_udp(data, client, self._clock())
+    async def _send(self, answering: Awaitable[bytes | None], addr: tuple[str | int, ...]) -> None:
+        answer = await answering
         if answer is not None and self._transport is not None:
             self._transport.sendto(answer, addr)
 
@@ -70,12 +90,14 @@ async def start_udp_tracker(
     host: str,
     port: int,
     clock: Callable[[], float] = time.monotonic,
+    *,
+    eager: bool = False,
 ) -> asyncio.DatagramTransport:
     """Listen for BEP 15 requests on host:port (an IPv4 or IPv6 literal or name)."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_UNSPEC
     transport, _ = await loop.create_datagram_endpoint(
-        lambda: UdpTrackerProtocol(service, clock),
+        lambda: UdpTrackerProtocol(service, clock, eager=eager),
         local_addr=(host, port),
         family=family,
     )
