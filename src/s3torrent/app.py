@@ -63,7 +63,7 @@ from s3torrent.tracker.http import tracker_handler
 from s3torrent.tracker.http_front import TrackerFront
 from s3torrent.tracker.http_lean import LeanHttpLimits, LeanHttpTracker
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TrackerRegistry
-from s3torrent.tracker.udp import start_udp_tracker
+from s3torrent.tracker.udp import UdpTracker, start_udp_tracker
 from s3torrent.tracker.ws import WS_TRACKER_PATH, WebSocketTracker, websocket_tracker
 from s3torrent.webseed import WEB_SEED_PREFIX, WebSeed
 
@@ -349,7 +349,7 @@ class Node:
         self.s3.cors_headers = cross_origin.headers
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._udp: list[asyncio.DatagramTransport] = []
+        self._udp: list[UdpTracker] = []
         self._tracker_listener: LeanHttpTracker | None = None
         self._tracker_front: TrackerFront | None = None
         self._ready = False
