@@ -258,6 +258,8 @@ class LeanTrackerProtocol(asyncio.Protocol):
         self._last_request = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[bytes] | None = None
+        self._requests = 0  # heads read
+        self._requests_seen = 0  # as of the gate's last look (served_since_last_look)
         # Set by a subclass that gives the rest of the connection to another protocol.
         self._hand_over_next = False
 
@@ -265,6 +267,13 @@ class LeanTrackerProtocol(asyncio.Protocol):
     def answering(self) -> bool:
         """An answer is owed or being computed (False: waiting for a request head)."""
         return self._busy
+
+    def served_since_last_look(self) -> bool:
+        """Whether a request came since the last call (answers made at once leave no
+        busy phase for the gate to see, and its header deadline must restart)."""
+        fresh = self._requests != self._requests_seen
+        self._requests_seen = self._requests
+        return fresh
 
     # -- asyncio callbacks
 
@@ -326,6 +335,7 @@ class LeanTrackerProtocol(asyncio.Protocol):
                 break
             assert self._loop is not None
             self._last_request = self._loop.time()
+            self._requests += 1
             answer = self._dispatch(head)
             if answer is not None:
                 out.append(answer)
@@ -495,5 +505,11 @@ class LeanHttpTracker:
 
 
 def lean_phase(connection: LeanTrackerProtocol) -> ConnectionPhase:
-    """The gate's view of a lean tracker connection (no request bodies here)."""
-    return ConnectionPhase.BUSY if connection.answering else ConnectionPhase.IDLE
+    """The gate's view of a lean tracker connection (no request bodies here).
+
+    A request answered since the gate last looked counts as busy once: the gate's header
+    deadline then starts again from its next look, as after an aiohttp answer.
+    """
+    if connection.answering or connection.served_since_last_look():
+        return ConnectionPhase.BUSY
+    return ConnectionPhase.IDLE
