@@ -31,6 +31,7 @@ ProtocolFactory = Callable[[], asyncio.Protocol]
 PhaseProbe = Callable[[Any], ConnectionPhase]
 
 _GET = b"GET /"
+_ANNOUNCE = b"GET /_tracker/announce?"
 # Paths the S3 application routes to the tracker whatever their query.
 _TRACKER_PATHS = frozenset({b"/_tracker/announce", b"/_tracker/scrape"})
 # Paths a bucket may have too: the tracker's only with these query parameters (by name).
@@ -51,11 +52,12 @@ def is_tracker_target(target: bytes) -> bool:
 
 def _answered_here(head: bytes) -> HttpRequestHead | None:
     """The parsed head if the lean path answers it; None if aiohttp must."""
-    line_end = head.find(b"\r\n")
-    line = head if line_end < 0 else head[:line_end]
-    target = line[4 : line.rfind(b" ")]
-    if not line.startswith(_GET) or not is_tracker_target(target):
-        return None
+    if not head.startswith(_ANNOUNCE):  # the usual one needs no more looking at
+        line_end = head.find(b"\r\n")
+        line = head if line_end < 0 else head[:line_end]
+        target = line[4 : line.rfind(b" ")]
+        if not line.startswith(_GET) or not is_tracker_target(target):
+            return None
     if b"\r\norigin:" in head.lower():
         return None  # a browser's: the S3 application adds its CORS headers
     try:
@@ -114,6 +116,13 @@ class FrontProtocol(LeanTrackerProtocol):
             transport.resume_reading()
             self._read_paused = False
         handed = self._handed = self._fallback()
+        # From now on the transport's callbacks (through the gate's wrapper) are the S3
+        # application's: bound here, so a request costs no test of who is in charge.
+        self.data_received = handed.data_received  # type: ignore[method-assign]
+        self.eof_received = handed.eof_received  # type: ignore[method-assign]
+        self.pause_writing = handed.pause_writing  # type: ignore[method-assign]
+        self.resume_writing = handed.resume_writing  # type: ignore[method-assign]
+        self.connection_lost = handed.connection_lost  # type: ignore[method-assign]
         handed.connection_made(transport)
         if self._write_paused:
             handed.pause_writing()
@@ -121,37 +130,6 @@ class FrontProtocol(LeanTrackerProtocol):
             handed.data_received(pending)
         if self._eof:
             handed.eof_received()
-
-    # -- asyncio callbacks: the S3 application's once handed over
-
-    def data_received(self, data: bytes) -> None:
-        if self._handed is not None:
-            self._handed.data_received(data)
-        else:
-            super().data_received(data)
-
-    def eof_received(self) -> bool | None:
-        if self._handed is not None:
-            return self._handed.eof_received()
-        return super().eof_received()
-
-    def pause_writing(self) -> None:
-        if self._handed is not None:
-            self._handed.pause_writing()
-        else:
-            super().pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._handed is not None:
-            self._handed.resume_writing()
-        else:
-            super().resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._handed is not None:
-            self._handed.connection_lost(exc)
-        else:
-            super().connection_lost(exc)
 
 
 class TrackerFront:
