@@ -107,7 +107,9 @@ class TrackerService:
             return encode_failure("internal error")
         if isinstance(result, AnnounceFailure):
             return encode_failure(result.reason)
-        warnings = [*req.warnings, *([result.warning] if result.warning else [])]
+        warning = None
+        if req.warnings or result.warning:
+            warning = "; ".join([*req.warnings, *([result.warning] if result.warning else [])])
         return encode_announce_response(
             interval=s.interval,
             min_interval=s.min_interval,
@@ -116,7 +118,7 @@ class TrackerService:
             peers=result.peers,
             compact=req.compact,
             no_peer_id=req.no_peer_id,
-            warning="; ".join(warnings) if warnings else None,
+            warning=warning,
         )
 
     async def handle_http_scrape(self, raw_query: bytes, now: float) -> bytes:
