@@ -67,10 +67,9 @@ from s3torrent.torrent.catalog import TorrentCatalog
 from s3torrent.torrent.jobs import HashJobs
 from s3torrent.tracker import service as tracker_service
 from s3torrent.tracker.http import tracker_handler
-from s3torrent.tracker.http_lean import LeanHttpLimits, LeanHttpTracker
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TrackerRegistry
-from s3torrent.tracker.udp import start_udp_tracker
 from s3torrent.tracker.ws import WS_TRACKER_PATH, WebSocketTracker, websocket_tracker
+from s3torrent.tracker_listeners import TrackerListeners
 from s3torrent.webseed import WEB_SEED_PREFIX, WebSeed
 
 if TYPE_CHECKING:
@@ -320,8 +319,9 @@ class Node:
             route_to_owner(self.s3, self.owner_link, self.admin, role, settings)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._udp: list[asyncio.DatagramTransport] = []
-        self._tracker_listener: LeanHttpTracker | None = None
+        self.trackers = TrackerListeners(
+            settings, self.svc.tracker, self.svc.public.registry, self.gate, self.svc.torrents
+        )
         self._ready = False
         self.root_generated: tuple[str, str, bool] = ("", "", False)
 
@@ -407,8 +407,17 @@ class Node:
         )
         await self._runner.setup()
         host, port = self.settings.http_host_port
+        # Announces and scrapes are answered before aiohttp (tracker/http_front.py) where
+        # the registry is at hand: not in a worker that forwards them to the owner.
+        front = self.trackers.make_front() if owner or self.settings.redis_url else None
         site = AdmittedSite(
-            self._runner, self.gate, host, port, backlog=4096, reuse_port=not role.alone
+            self._runner,
+            self.gate,
+            host,
+            port,
+            backlog=4096,
+            reuse_port=not role.alone,
+            front=front,
         )
         with listening("HTTP", host, port, "choose another with --listen"):
             await site.start()
@@ -419,8 +428,8 @@ class Node:
             await web.UnixSite(self._runner, str(path)).start()
             path.chmod(0o600)
         if owner:
-            await self._start_udp_tracker()
-            await self._start_tracker_listener()
+            await self.trackers.start_udp()
+            await self.trackers.start_http()
         self._tasks.append(asyncio.create_task(self._reload_users()))
         self._tasks.append(asyncio.create_task(self.bucket_logs.run()))
         self._tasks.append(asyncio.create_task(self._sweep_tracker()))
@@ -449,39 +458,6 @@ class Node:
                 port,
                 self.settings.base_url,
             )
-
-    async def _start_tracker_listener(self) -> None:
-        # Announces only, on a minimal HTTP/1.1 transport instead of aiohttp: each announce
-        # costs little more than the tracker itself.
-        listen = self.settings.tracker.http_listen
-        if not listen:
-            return
-        host, port = split_host_port(listen, 6969)
-        self._tracker_listener = LeanHttpTracker(
-            self.svc.tracker,
-            time.monotonic,
-            LeanHttpLimits(
-                idle_timeout=self.settings.limits.header_read_timeout,
-                max_connections=self.gate.admission.limits.max_connections,
-            ),
-            eager=isinstance(self.svc.public.registry, MemoryRegistry),
-            gate=self.gate,
-        )
-        with listening("the HTTP tracker", host, port, "see tracker.http_listen"):
-            await self._tracker_listener.start(host, port)
-        log.info("http tracker listening on %s:%d", host, port)
-
-    async def _start_udp_tracker(self) -> None:
-        ports: list[int] = []
-        for host, port in self.settings.tracker.udp_host_ports:
-            with listening("the UDP tracker", host, port, "see tracker.udp_listen"):
-                transport = await start_udp_tracker(self.svc.tracker, host, port, time.monotonic)
-            self._udp.append(transport)
-            bound = int(transport.get_extra_info("sockname")[1])
-            if bound not in ports:
-                ports.append(bound)
-            log.info("udp tracker listening on %s:%d", host, bound)
-        self.svc.torrents.udp_tracker_ports = ports
 
     async def _reload_users(self) -> None:
         # Users removed with the CLI while we run lose access within a few seconds.
@@ -516,11 +492,7 @@ class Node:
                 logged_failure(log, "a background task"),
             ):
                 await t
-        for transport in self._udp:
-            transport.close()
-        self._udp.clear()
-        if self._tracker_listener is not None:
-            await self._tracker_listener.close()
+        await self.trackers.close_ports()
         if self.ws_tracker is not None:
             await self.ws_tracker.close()
         if self._runner is not None:
@@ -528,6 +500,7 @@ class Node:
             await self._runner.cleanup()
             if self.role.owner and not self.role.alone:
                 owner_socket(self.settings.data_dir).unlink(missing_ok=True)
+        await self.trackers.close_front()
         if self.seeder is not None:
             await self.seeder.stop()
         if self.metrics is not None:

@@ -6,6 +6,8 @@ is in its request; `aiohttp_phase` reads the `RequestHandler` state that says so
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
@@ -51,6 +53,14 @@ def check_aiohttp_state() -> None:
         raise RuntimeError(f"this aiohttp's RequestHandler has no {', '.join(missing)}")
 
 
+# Wraps the aiohttp server's protocol factory and phase probe: a protocol that answers some
+# requests itself before aiohttp (the tracker's, `tracker.http_front.TrackerFront`).
+PhaseProbe = Callable[[Any], ConnectionPhase]
+Front = Callable[
+    [Callable[[], asyncio.Protocol], PhaseProbe], tuple[Callable[[], asyncio.Protocol], PhaseProbe]
+]
+
+
 class AdmittedSite(web.BaseSite):
     """An aiohttp site served through a gate's `Listener` (instead of `TCPSite`).
 
@@ -59,7 +69,7 @@ class AdmittedSite(web.BaseSite):
     a quarter of the timeout).
     """
 
-    __slots__ = ("_gate", "_host", "_port", "_reuse_port")
+    __slots__ = ("_front", "_gate", "_host", "_port", "_reuse_port")
 
     def __init__(
         self,
@@ -70,12 +80,14 @@ class AdmittedSite(web.BaseSite):
         *,
         backlog: int = 1024,
         reuse_port: bool = False,
+        front: Front | None = None,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._reuse_port = reuse_port
         self._gate = gate
         self._host = host
         self._port = port
+        self._front = front
 
     @property
     def name(self) -> str:
@@ -91,11 +103,15 @@ class AdmittedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
+        factory: Callable[[], asyncio.Protocol] = server
+        phase: PhaseProbe = aiohttp_phase
+        if self._front is not None:
+            factory, phase = self._front(server, aiohttp_phase)
         self._server = await self._gate.start_listener(
-            server,
+            factory,
             self._host,
             self._port,
-            phase=aiohttp_phase,
+            phase=phase,
             name=f"http {self._host}:{self._port}",
             refusal=HTTP_REFUSAL,
             backlog=self._backlog,

@@ -348,10 +348,13 @@ class PublicTorrents:
 
     async def admit(self, swarm_id: bytes, source_ip: str | None) -> TorrentInfo | None:
         """The published torrent for swarm_id if a peer at source_ip may use it now."""
-        info = await self.resolve(swarm_id)
-        if info is None or not self.admits(info, source_ip):
-            return None
-        return info
+        # resolve()'s own first step, inline: a published torrent costs no coroutine.
+        info = self.by_swarm.get(swarm_id)
+        if info is None:
+            info = await self.resolve(swarm_id)
+            if info is None:
+                return None
+        return info if self.admits(info, source_ip) else None
 
     def _schedule_boundary(self, bucket: md.Bucket) -> None:
         """At the next time boundary of the bucket's policy, decide its torrents again."""

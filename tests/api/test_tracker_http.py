@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.client
 import ipaddress
 import json
 import os
 import socket
+import struct
 import time
 import urllib.error
 import urllib.request
@@ -31,8 +33,16 @@ def lean_port() -> int:
 
 
 @pytest.fixture(scope="module")
+def udp_port() -> int:
+    """Port of the BEP 15 listener (`tracker.udp_listen`)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
 def tracker_server(
-    tmp_path_factory: pytest.TempPathFactory, lean_port: int
+    tmp_path_factory: pytest.TempPathFactory, lean_port: int, udp_port: int
 ) -> Iterator[LiveServer]:
     # Everything here announces from 127.0.0.1, far faster than one real host would: lift the
     # per-IP rate limit. X-Forwarded-For from loopback is believed, to test IPv6 peers.
@@ -46,6 +56,7 @@ def tracker_server(
             # Exact peer lists below: no origin seeder in them (its own test sets one).
             "S3TORRENT_SEEDER__ENABLED": "false",
             "S3TORRENT_TRACKER__HTTP_LISTEN": f"127.0.0.1:{lean_port}",
+            "S3TORRENT_TRACKER__UDP_LISTEN": f"127.0.0.1:{udp_port}",
         },
     )
     yield srv
@@ -509,3 +520,71 @@ def test_tracker_port_shares_swarms_with_the_main_listener(
     assert status == 200
     assert bdecode(body)[b"files"][ih][b"complete"] == 2
     assert http_get(f"{lean}/_tracker/nothing")[0] == 404
+
+
+# ---- revocation on every listener ----
+
+
+def udp_announce(port: int, info_hash: bytes, pid: bytes, peer_port: int) -> tuple[int, bytes]:
+    """One BEP 15 connect and announce; the answer's action and the rest of it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", port))
+        sock.send(struct.pack(">QiI", 0x41727101980, 0, 1))
+        action, tid, connection_id = struct.unpack(">iIQ", sock.recv(2048))
+        assert (action, tid) == (0, 1)
+        body = struct.pack(">20s20sqqqiIIiH", info_hash, pid, 0, 1000, 0, 2, 0, 7, 50, peer_port)
+        sock.send(struct.pack(">QiI", connection_id, 1, 2) + body)
+        answer = sock.recv(2048)
+        action, tid = struct.unpack_from(">iI", answer)
+        assert tid == 2
+        return action, answer[8:]
+
+
+def lean_announce(port: int, query: str) -> dict[bytes, Any]:
+    status, body = http_get(f"http://127.0.0.1:{port}/announce?{query}")
+    assert status == 200, body[:300]
+    decoded = bdecode(body)
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+def test_revocation_reaches_the_tracker_port_and_udp_within_a_second(
+    tracker_server: LiveServer, ts3: Any, tbucket: str, lean_port: int, udp_port: int
+) -> None:
+    ih = publish(tracker_server, ts3, tbucket, "everywhere")
+    assert b"peers" in lean_announce(lean_port, announce_query(ih, peer_id(1), 6001))
+    assert udp_announce(udp_port, ih, peer_id(2), 6002)[0] == 1  # an announce answer
+    ts3.put_object_acl(Bucket=tbucket, Key="everywhere", ACL="private")
+    deadline = time.monotonic() + 1.0
+    lean_refused = udp_refused = False
+    while not (lean_refused and udp_refused):
+        assert time.monotonic() < deadline, f"still served: lean {lean_refused} udp {udp_refused}"
+        answer = lean_announce(lean_port, announce_query(ih, peer_id(3), 6003))
+        lean_refused = answer.get(b"failure reason") == b"unregistered torrent"
+        action, rest = udp_announce(udp_port, ih, peer_id(4), 6004)
+        udp_refused = action == 3 and rest == b"unregistered torrent"
+        time.sleep(0.02)
+
+
+def test_announce_then_s3_get_on_one_keep_alive_connection(
+    tracker_server: LiveServer, ts3: Any, tbucket: str
+) -> None:
+    # The front answers the announce; the GET after it is the S3 application's, whole.
+    data = os.urandom(5000)
+    ih = publish(tracker_server, ts3, tbucket, "keepalive", data)
+    host, port = tracker_server.endpoint.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", f"/_tracker/announce?{announce_query(ih, peer_id(1), 6001)}")
+        resp = conn.getresponse()
+        assert b"peers" in bdecode(resp.read())
+        conn.request("GET", f"/{tbucket}/keepalive")
+        resp = conn.getresponse()
+        assert (resp.status, resp.read()) == (200, data)
+        assert resp.getheader("x-amz-request-id")
+        conn.request("GET", f"/_tracker/announce?{announce_query(ih, peer_id(2), 6002)}")
+        resp = conn.getresponse()
+        assert b"peers" in bdecode(resp.read())
+    finally:
+        conn.close()

@@ -41,6 +41,8 @@ from s3torrent.tracker.protocol import (
     TrackerError,
     parse_http_announce,
     parse_http_scrape,
+)
+from s3torrent.tracker.udp_protocol import (
     parse_udp_request,
 )
 

@@ -7,31 +7,33 @@ import struct
 from urllib.parse import quote_from_bytes
 
 import pytest
-from fastbencode import bdecode
+from fastbencode import bdecode, bencode
 from hypothesis import given
 from hypothesis import strategies as st
 
 from s3torrent.tracker.protocol import (
-    UDP_PROTOCOL_ID,
     AnnounceEvent,
     AnnounceRequest,
     PeerAddress,
     ScrapeStats,
     TrackerError,
+    encode_announce_response,
+    encode_failure,
+    encode_scrape_response,
+    parse_http_announce,
+    parse_http_scrape,
+)
+from s3torrent.tracker.udp_protocol import (
+    UDP_PROTOCOL_ID,
     UdpAnnounce,
     UdpConnect,
     UdpRequest,
     UdpScrape,
     check_connection_id,
-    encode_announce_response,
-    encode_failure,
-    encode_scrape_response,
     encode_udp_announce,
     encode_udp_error,
     encode_udp_scrape,
     make_connection_id,
-    parse_http_announce,
-    parse_http_scrape,
     parse_udp_request,
 )
 
@@ -450,3 +452,53 @@ def test_connection_id_valid_for_two_minutes_and_bound_to_address() -> None:
     assert check_connection_id(secret, ("10.0.0.1", 6882), cid, issued_at)
     assert not check_connection_id(b"t" * 32, addr, cid, issued_at)
     assert not check_connection_id(secret, addr, cid ^ 1, issued_at)
+
+
+_ADDRESSES = st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).map(str),
+    st.sampled_from(["origin.example", ""]),  # not address literals: never packed
+)
+
+
+@given(
+    peers=st.lists(
+        st.builds(PeerAddress, _ADDRESSES, st.integers(1, 65535), st.none()), max_size=12
+    ),
+    counts=st.tuples(st.integers(-5, 2**40), st.integers(0, 2**40)),
+    warning=st.none() | st.text(max_size=20),
+    tracker_id=st.none() | st.binary(max_size=8),
+)
+def test_compact_answer_is_the_bencoding_of_its_dict(
+    peers: list[PeerAddress],
+    counts: tuple[int, int],
+    warning: str | None,
+    tracker_id: bytes | None,
+) -> None:
+    # The compact answer is written out by hand: it must be exactly what the encoder makes.
+    expected: dict[bytes, object] = {
+        b"interval": 1800,
+        b"min interval": 60,
+        b"complete": counts[0],
+        b"incomplete": counts[1],
+        b"peers": b"".join(p.compact for p in peers if len(p.compact) == 6),
+    }
+    peers6 = b"".join(p.compact for p in peers if len(p.compact) == 18)
+    if peers6:
+        expected[b"peers6"] = peers6
+    if warning is not None:
+        expected[b"warning message"] = warning.encode()
+    if tracker_id is not None:
+        expected[b"tracker id"] = tracker_id
+    written = encode_announce_response(
+        interval=1800,
+        min_interval=60,
+        complete=counts[0],
+        incomplete=counts[1],
+        peers=peers,
+        compact=True,
+        no_peer_id=False,
+        warning=warning,
+        tracker_id=tracker_id,
+    )
+    assert written == bytes(bencode(expected))

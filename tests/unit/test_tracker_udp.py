@@ -15,10 +15,12 @@ from fastbencode import bdecode  # type: ignore[attr-defined]
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s3torrent.tracker.protocol import UDP_PROTOCOL_ID
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TorrentRef
 from s3torrent.tracker.service import TrackerService, TrackerSettings
 from s3torrent.tracker.udp import start_udp_tracker
+from s3torrent.tracker.udp_protocol import (
+    UDP_PROTOCOL_ID,
+)
 
 T = TypeVar("T")
 HASH = bytes(range(100, 120))

@@ -13,12 +13,12 @@ import asyncio
 import logging
 import re
 import time
-import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Final, cast
 
 from s3torrent.listeners import ConnectionGate, ConnectionPhase
+from s3torrent.tracker.eager import start_eagerly
 from s3torrent.tracker.service import TrackerService
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,37 @@ _HEADER: Final = re.compile(
 )
 
 
+# The common head in one match: a GET and well-formed field lines (the same grammar as
+# _REQUEST_LINE and _HEADER), so that only heads naming a field we act on are split up.
+_VALUE: Final = rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?"
+_PLAIN_GET: Final = re.compile(
+    rb"GET (/[\x21-\x7e]*) HTTP/1\.([01])((?:\r\n" + _TOKEN + rb":[ \t]*" + _VALUE + rb"[ \t]*)*)"
+)
+# Field names (lower case, after the CRLF that starts their line) that need the full parse.
+_ACTED_ON: Final = (
+    b"\r\nconnection:",
+    b"\r\nx-forwarded-for:",
+    b"\r\ncontent-length:",
+    b"\r\ntransfer-encoding:",
+)
+
+
 def parse_request_head(head: bytes) -> HttpRequestHead:
     """One request line and its header lines, CRLF-separated, without the final blank line."""
+    plain = _PLAIN_GET.fullmatch(head)
+    if plain is not None:
+        target, minor, fields = plain.groups()
+        # Field values hold no CR or LF, so "\r\nname:" can only start a field line.
+        names = fields.lower()
+        if not any(name in names for name in _ACTED_ON):
+            hosts = names.count(b"\r\nhost:")
+            http11 = minor == b"1"
+            if hosts == 1 or (hosts == 0 and not http11):
+                return HttpRequestHead(target=target, keep_alive=http11, forwarded_for=None)
+    return _parse_request_head(head)
+
+
+def _parse_request_head(head: bytes) -> HttpRequestHead:
     lines = head.split(b"\r\n")
     request_line = _REQUEST_LINE.fullmatch(lines[0])
     if request_line is None:
@@ -129,6 +158,29 @@ class RequestHeadReader:
     def feed(self, data: bytes) -> None:
         self._buffer += data
 
+    def pending_head(self) -> bytes | None:
+        """The next complete request head (without its blank line), not consumed; None
+        while it is incomplete or beyond the bound (`buffered` tells which)."""
+        buffer, start = self._buffer, self._start
+        end = buffer.find(b"\r\n\r\n", start, start + self._max)
+        return None if end < 0 else bytes(buffer[start:end])
+
+    def startswith(self, prefix: bytes) -> bool:
+        """Whether what is buffered starts with `prefix` (or with its beginning, if shorter)."""
+        start = self._start
+        return self._buffer[start : start + len(prefix)] == prefix[: self.buffered]
+
+    def skip(self, head: bytes) -> None:
+        """Consume `head` (from `pending_head`) and its blank line."""
+        self._start += len(head) + 4
+
+    def take(self) -> bytes:
+        """Everything buffered and not consumed; the reader is empty afterwards."""
+        rest = bytes(self._buffer[self._start :])
+        self._buffer.clear()
+        self._start = 0
+        return rest
+
     def next_request(self) -> HttpRequestHead | None:
         if self._error is not None:
             raise self._error
@@ -171,7 +223,7 @@ def encode_response(status: int, body: bytes, *, keep_alive: bool) -> bytes:
         reason = _REASONS.get(status, b"Error")
         head = b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: " % (status, reason)
     connection = b"\r\n\r\n" if keep_alive else b"\r\nConnection: close\r\n\r\n"
-    return b"".join((head, str(len(body)).encode("ascii"), connection, body))
+    return b"".join((head, b"%d" % len(body), connection, body))
 
 
 def error_response(error: HttpRequestError) -> bytes:
@@ -185,45 +237,6 @@ _INTERNAL: Final = encode_response(500, b"internal error\n", keep_alive=False)
 
 
 # --- asyncio adapter -----------------------------------------------------------------------
-
-
-def _start_eagerly(coro: Coroutine[Any, Any, bytes]) -> bytes | Awaitable[bytes]:
-    """Run `coro` up to its first suspension: its answer, or the rest of it to await.
-
-    The in-memory registry never suspends, so most answers are ready at once and cost no
-    task (a task per request is a good part of a small request's cost). One that suspends
-    (resolving an unknown info-hash from the database) is finished by a task. Until then
-    there is no current task, which `asyncio.timeout` and `TaskGroup` refuse: only code
-    that uses neither may start here (see `LeanHttpTracker.eager`).
-    """
-    try:
-        suspended_on = coro.send(None)
-    except StopIteration as done:
-        return cast(bytes, done.value)
-    return _finish_later(coro, suspended_on)
-
-
-async def _finish_later(coro: Coroutine[Any, Any, bytes], suspended_on: Any) -> bytes:
-    return await _resume(coro, suspended_on)
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, bytes], suspended_on: Any) -> Generator[Any, Any, bytes]:
-    # What a task does for any coroutine, from the point where `_start_eagerly` stopped:
-    # pass each yielded future up to the task and each wake-up (or exception) back down.
-    while True:
-        try:
-            yield suspended_on
-        except BaseException as exc:  # cancellation or an error the task throws in
-            try:
-                suspended_on = coro.throw(exc)
-            except StopIteration as done:
-                return cast(bytes, done.value)
-        else:
-            try:
-                suspended_on = coro.send(None)
-            except StopIteration as done:
-                return cast(bytes, done.value)
 
 
 class LeanTrackerProtocol(asyncio.Protocol):
@@ -245,11 +258,22 @@ class LeanTrackerProtocol(asyncio.Protocol):
         self._last_request = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[bytes] | None = None
+        self._requests = 0  # heads read
+        self._requests_seen = 0  # as of the gate's last look (served_since_last_look)
+        # Set by a subclass that gives the rest of the connection to another protocol.
+        self._hand_over_next = False
 
     @property
     def answering(self) -> bool:
         """An answer is owed or being computed (False: waiting for a request head)."""
         return self._busy
+
+    def served_since_last_look(self) -> bool:
+        """Whether a request came since the last call (answers made at once leave no
+        busy phase for the gate to see, and its header deadline must restart)."""
+        fresh = self._requests != self._requests_seen
+        self._requests_seen = self._requests
+        return fresh
 
     # -- asyncio callbacks
 
@@ -300,17 +324,18 @@ class LeanTrackerProtocol(asyncio.Protocol):
         out: list[bytes] = []
         while not (self._busy or self._write_paused or self._closing):
             try:
-                head = self._reader.next_request()
+                head = self._next_head()
             except HttpRequestError as error:
                 out.append(error_response(error))
                 self._closing = True
                 break
             if head is None:
-                if self._eof:
+                if self._eof and not self._hand_over_next:
                     self._closing = True  # nothing more can come, and nothing is owed
                 break
             assert self._loop is not None
             self._last_request = self._loop.time()
+            self._requests += 1
             answer = self._dispatch(head)
             if answer is not None:
                 out.append(answer)
@@ -319,18 +344,26 @@ class LeanTrackerProtocol(asyncio.Protocol):
         self._flush(out)
         self._throttle_reading()
 
+    def _next_head(self) -> HttpRequestHead | None:
+        return self._reader.next_request()
+
     def _dispatch(self, head: HttpRequestHead) -> bytes | None:
         """The answer if it is ready now; None if a task will write it."""
         path, _, query = head.target.partition(b"?")
         if path.endswith(b"/announce"):
-            remote = self._service.client_ip(self._remote, head.forwarded_for)
+            forwarded = head.forwarded_for
+            remote = (
+                self._remote
+                if forwarded is None
+                else self._service.client_ip(self._remote, forwarded)
+            )
             coro = self._service.handle_http_announce(query, remote, self._clock())
         elif path.endswith(b"/scrape"):
             coro = self._service.handle_http_scrape(query, self._clock())
         else:
             return _NOT_FOUND if head.keep_alive else _NOT_FOUND_CLOSE
         try:
-            started = _start_eagerly(coro) if self._server.eager else coro
+            started = start_eagerly(coro) if self._server.eager else coro
         except Exception:
             log.exception("lean tracker request failed")
             self._closing = True
@@ -472,5 +505,11 @@ class LeanHttpTracker:
 
 
 def lean_phase(connection: LeanTrackerProtocol) -> ConnectionPhase:
-    """The gate's view of a lean tracker connection (no request bodies here)."""
-    return ConnectionPhase.BUSY if connection.answering else ConnectionPhase.IDLE
+    """The gate's view of a lean tracker connection (no request bodies here).
+
+    A request answered since the gate last looked counts as busy once: the gate's header
+    deadline then starts again from its next look, as after an aiohttp answer.
+    """
+    if connection.answering or connection.served_since_last_look():
+        return ConnectionPhase.BUSY
+    return ConnectionPhase.IDLE

@@ -322,12 +322,12 @@ class MemoryRegistry:
         peer = swarm.peers.get(req.peer_id)
         if peer is not None and not _same_peer(peer, req):
             return AnnounceFailure(PEER_ID_IN_USE)
+        complete_origins = len(swarm.origins)
         if req.event is AnnounceEvent.STOPPED:
             if peer is not None:
                 self._account_transfer(swarm, peer, req)
                 self._remove(swarm, req.peer_id)
-            stats = swarm.scrape_stats()
-            return AnnounceResult(stats.complete, stats.incomplete, ())
+            return AnnounceResult(len(swarm.seeders) + complete_origins, len(swarm.leechers), ())
         warning = None
         if peer is None:
             peer = self._admit(swarm, req, now)
@@ -335,9 +335,14 @@ class MemoryRegistry:
                 warning = SWARM_FULL
         if peer is not None:
             self._update(swarm, req.peer_id, peer, req, now)
-        stats = swarm.scrape_stats()
-        peers = self._pick_peers(swarm, req)
-        return AnnounceResult(stats.complete, stats.incomplete, peers, warning)
+            # The requester's own entry, packed already (its address is the request's now).
+            own = peer.address.compact
+        else:
+            own = pack_compact_peer(req.ip, req.port)
+        peers = self._pick_peers(swarm, req, own)
+        return AnnounceResult(
+            len(swarm.seeders) + complete_origins, len(swarm.leechers), peers, warning
+        )
 
     def _admit(self, swarm: _Swarm, req: AnnounceRequest, now: float) -> _Peer | None:
         # When full, the newcomer is not remembered but is still answered with peers.
@@ -402,12 +407,13 @@ class MemoryRegistry:
             dropped += 1
         return dropped
 
-    def _pick_peers(self, swarm: _Swarm, req: AnnounceRequest) -> tuple[PeerAddress, ...]:
+    def _pick_peers(
+        self, swarm: _Swarm, req: AnnounceRequest, own: bytes
+    ) -> tuple[PeerAddress, ...]:
         origins = swarm.origins
         wanted = max(0, req.numwant - len(origins))
-        # Neither the requester (its own address, whatever its peer id) nor an origin, which
-        # is added below anyway. Compact entries are equal exactly when ip and port are.
-        own = pack_compact_peer(req.ip, req.port)
+        # Neither the requester (`own`: its address, whatever its peer id) nor an origin,
+        # which is added below anyway. Compact entries are equal exactly when ip and port are.
         excluded = swarm.origin_entries | {own} if swarm.origin_entries else {own}
         # Leechers want seeds first; seeds only need leechers, another seed gives them nothing.
         groups = (swarm.seeders, swarm.leechers) if req.left > 0 else (swarm.leechers,)

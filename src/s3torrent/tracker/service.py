@@ -8,29 +8,31 @@ import secrets
 from dataclasses import dataclass, field
 
 from s3torrent.tracker.protocol import (
-    UDP_MAX_SCRAPE_HASHES,
     ScrapeStats,
     TrackerError,
+    encode_announce_response,
+    encode_failure,
+    encode_scrape_response,
+    is_ipv6,
+    normalize_ip,
+    parse_http_announce,
+    parse_http_scrape,
+)
+from s3torrent.tracker.registry import AnnounceFailure, TrackerRegistry
+from s3torrent.tracker.udp_protocol import (
+    UDP_MAX_SCRAPE_HASHES,
     UdpAnnounce,
     UdpConnect,
     UdpScrape,
     check_connection_id,
-    encode_announce_response,
-    encode_failure,
-    encode_scrape_response,
     encode_udp_announce,
     encode_udp_connect,
     encode_udp_error,
     encode_udp_scrape,
-    is_ipv6,
     make_connection_id,
-    normalize_ip,
-    parse_http_announce,
-    parse_http_scrape,
     parse_udp_request,
     udp_transaction_id,
 )
-from s3torrent.tracker.registry import AnnounceFailure, TrackerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,9 @@ class TrackerService:
             return encode_failure("internal error")
         if isinstance(result, AnnounceFailure):
             return encode_failure(result.reason)
-        warnings = [*req.warnings, *([result.warning] if result.warning else [])]
+        warning = None
+        if req.warnings or result.warning:
+            warning = "; ".join([*req.warnings, *([result.warning] if result.warning else [])])
         return encode_announce_response(
             interval=s.interval,
             min_interval=s.min_interval,
@@ -114,7 +118,7 @@ class TrackerService:
             peers=result.peers,
             compact=req.compact,
             no_peer_id=req.no_peer_id,
-            warning="; ".join(warnings) if warnings else None,
+            warning=warning,
         )
 
     async def handle_http_scrape(self, raw_query: bytes, now: float) -> bytes:

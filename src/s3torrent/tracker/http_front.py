@@ -1,0 +1,157 @@
+"""Tracker requests on the main S3 listener, answered before aiohttp sees them.
+
+Every connection of the main listener starts in a `FrontProtocol`: the lean tracker's
+protocol, which answers announces and scrapes itself (`/_tracker/announce`,
+`/_tracker/scrape`, and `/announce`, `/scrape` when their query names the parameters the S3
+application gives to the tracker: `S3Application.add_query_route`). At the first request that
+is anything else (another method or path, a head the lean parser refuses, an `Origin` that
+wants CORS headers) the connection is handed, with every byte not yet answered, to the
+protocol aiohttp would have had from the start, and stays with it. Answers already written
+come first, so the order of answers on the connection is kept. The admission gate sees one
+protocol per connection throughout (`front_phase` asks whichever is in charge).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from s3torrent.listeners import ConnectionPhase
+from s3torrent.tracker.http_lean import (
+    HttpRequestError,
+    HttpRequestHead,
+    LeanHttpTracker,
+    LeanTrackerProtocol,
+    lean_phase,
+    parse_request_head,
+)
+
+ProtocolFactory = Callable[[], asyncio.Protocol]
+PhaseProbe = Callable[[Any], ConnectionPhase]
+
+_GET = b"GET /"
+_ANNOUNCE = b"GET /_tracker/announce?"
+# Paths the S3 application routes to the tracker whatever their query.
+_TRACKER_PATHS = frozenset({b"/_tracker/announce", b"/_tracker/scrape"})
+# Paths a bucket may have too: the tracker's only with these query parameters (by name).
+_QUERY_ROUTES = {
+    b"/announce": frozenset({b"info_hash", b"peer_id"}),
+    b"/scrape": frozenset({b"info_hash"}),
+}
+
+
+def is_tracker_target(target: bytes) -> bool:
+    """Whether the S3 application would hand this request target to the tracker."""
+    path, _, query = target.partition(b"?")
+    if path in _TRACKER_PATHS:
+        return True
+    needed = _QUERY_ROUTES.get(path)
+    return needed is not None and needed <= {p.partition(b"=")[0] for p in query.split(b"&")}
+
+
+def _answered_here(head: bytes) -> HttpRequestHead | None:
+    """The parsed head if the lean path answers it; None if aiohttp must."""
+    if not head.startswith(_ANNOUNCE):  # the usual one needs no more looking at
+        line_end = head.find(b"\r\n")
+        line = head if line_end < 0 else head[:line_end]
+        target = line[4 : line.rfind(b" ")]
+        if not line.startswith(_GET) or not is_tracker_target(target):
+            return None
+    if b"\r\norigin:" in head.lower():
+        return None  # a browser's: the S3 application adds its CORS headers
+    try:
+        return parse_request_head(head)
+    except HttpRequestError:
+        return None  # aiohttp answers (or serves) what the strict parser refuses
+
+
+class FrontProtocol(LeanTrackerProtocol):
+    """A main-listener connection: lean tracker answers until the first other request."""
+
+    def __init__(self, server: LeanHttpTracker, fallback: ProtocolFactory) -> None:
+        super().__init__(server)
+        self._fallback = fallback
+        self._handed: asyncio.Protocol | None = None
+
+    @property
+    def handed(self) -> asyncio.Protocol | None:
+        """The S3 application's protocol, once the connection is its."""
+        return self._handed
+
+    def _next_head(self) -> HttpRequestHead | None:
+        reader = self._reader
+        head = reader.pending_head()
+        if head is None:
+            # Waiting for the rest of a head is only worth it for a GET within our bound.
+            if reader.buffered and (
+                not reader.startswith(_GET)
+                or reader.buffered >= self._server.limits.max_request_bytes
+            ):
+                self._hand_over_next = True
+            return None
+        parsed = _answered_here(head)
+        if parsed is None:
+            self._hand_over_next = True
+            return None
+        reader.skip(head)
+        return parsed
+
+    def _answer_ready_requests(self) -> None:
+        super()._answer_ready_requests()
+        # Only once what was answered is written, and nothing is being answered.
+        if self._hand_over_next and not (self._busy or self._closing):
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        pending = self._reader.take()
+        self._server.release(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._read_paused:
+            transport.resume_reading()
+            self._read_paused = False
+        handed = self._handed = self._fallback()
+        # From now on the transport's callbacks (through the gate's wrapper) are the S3
+        # application's: bound here, so a request costs no test of who is in charge.
+        self.data_received = handed.data_received  # type: ignore[method-assign]
+        self.eof_received = handed.eof_received  # type: ignore[method-assign]
+        self.pause_writing = handed.pause_writing  # type: ignore[method-assign]
+        self.resume_writing = handed.resume_writing  # type: ignore[method-assign]
+        self.connection_lost = handed.connection_lost  # type: ignore[method-assign]
+        handed.connection_made(transport)
+        if self._write_paused:
+            handed.pause_writing()
+        if pending:
+            handed.data_received(pending)
+        if self._eof:
+            handed.eof_received()
+
+
+class TrackerFront:
+    """Wraps the main listener's protocol factory and phase probe (see the module doc)."""
+
+    def __init__(self, tracker: LeanHttpTracker) -> None:
+        self.tracker = tracker
+
+    def __call__(
+        self, fallback: ProtocolFactory, fallback_phase: PhaseProbe
+    ) -> tuple[ProtocolFactory, PhaseProbe]:
+        tracker = self.tracker
+
+        def make() -> asyncio.Protocol:
+            return FrontProtocol(tracker, fallback)
+
+        def phase(connection: FrontProtocol) -> ConnectionPhase:
+            handed = connection.handed
+            return fallback_phase(handed) if handed is not None else lean_phase(connection)
+
+        return make, phase
+
+    async def close(self) -> None:
+        """Close the connections still in the lean tracker's hands."""
+        await self.tracker.close()

@@ -1,0 +1,252 @@
+"""Tracker wire formats over UDP (BEP 15), pure: requests in, the same `AnnounceRequest` /
+`ScrapeRequest` values as HTTP out, answers and stateless connection ids."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Final
+
+from s3torrent.tracker.protocol import (
+    INFO_HASH_LENGTH,
+    AnnounceEvent,
+    AnnounceRequest,
+    PeerAddress,
+    ScrapeRequest,
+    ScrapeStats,
+    TrackerError,
+    clamp_numwant,
+    normalize_ip,
+    split_compact,
+)
+
+# --- UDP (BEP 15) --------------------------------------------------------------------------
+
+UDP_PROTOCOL_ID: Final = 0x41727101980
+ACTION_CONNECT: Final = 0
+ACTION_ANNOUNCE: Final = 1
+ACTION_SCRAPE: Final = 2
+ACTION_ERROR: Final = 3
+UDP_ANNOUNCE_SIZE: Final = 98
+# BEP 15: a scrape answer must fit one datagram, which caps a request at about 74 hashes.
+UDP_MAX_SCRAPE_HASHES: Final = 74
+# Keep answers inside one Ethernet-sized datagram so they are never fragmented.
+UDP_MAX_PAYLOAD: Final = 1452
+_UDP_HEADER: Final = struct.Struct(">QiI")  # connection id / protocol id, action, transaction
+_UDP_ANNOUNCE_BODY: Final = struct.Struct(">20s20sqqqiIIiH")
+_UDP_EVENTS: Final = {
+    0: AnnounceEvent.NONE,
+    1: AnnounceEvent.COMPLETED,
+    2: AnnounceEvent.STARTED,
+    3: AnnounceEvent.STOPPED,
+    4: AnnounceEvent.PAUSED,  # libtorrent's value for BEP 21 paused
+}
+
+
+@dataclass(frozen=True, slots=True)
+class UdpConnect:
+    transaction_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class UdpAnnounce:
+    connection_id: int
+    transaction_id: int
+    request: AnnounceRequest
+
+
+@dataclass(frozen=True, slots=True)
+class UdpScrape:
+    connection_id: int
+    transaction_id: int
+    request: ScrapeRequest
+
+
+UdpRequest = UdpConnect | UdpAnnounce | UdpScrape
+
+
+def udp_transaction_id(packet: bytes) -> int | None:
+    """The transaction id of any BEP 15 request, to address an error to; None if too short."""
+    if len(packet) < _UDP_HEADER.size:
+        return None
+    return int.from_bytes(packet[12:16], "big")
+
+
+def parse_udp_request(
+    packet: bytes,
+    *,
+    remote_ip: str,
+    trust_ip_param: bool,
+    max_numwant: int,
+    default_numwant: int,
+    max_scrape_hashes: int = UDP_MAX_SCRAPE_HASHES,
+) -> UdpRequest:
+    """Parse one BEP 15 request datagram; raise TrackerError."""
+    if len(packet) < _UDP_HEADER.size:
+        raise TrackerError("packet too short")
+    connection_id, action, transaction_id = _UDP_HEADER.unpack_from(packet)
+    if action == ACTION_CONNECT:
+        if connection_id != UDP_PROTOCOL_ID:
+            raise TrackerError("bad protocol id")
+        return UdpConnect(transaction_id)
+    if action == ACTION_ANNOUNCE:
+        request = _parse_udp_announce(
+            packet,
+            remote_ip=remote_ip,
+            trust_ip_param=trust_ip_param,
+            max_numwant=max_numwant,
+            default_numwant=default_numwant,
+        )
+        return UdpAnnounce(connection_id, transaction_id, request)
+    if action == ACTION_SCRAPE:
+        return UdpScrape(
+            connection_id, transaction_id, _parse_udp_scrape(packet, max_scrape_hashes)
+        )
+    raise TrackerError("unknown action")
+
+
+def _parse_udp_announce(
+    packet: bytes, *, remote_ip: str, trust_ip_param: bool, max_numwant: int, default_numwant: int
+) -> AnnounceRequest:
+    # Longer packets carry BEP 41 options (URL data); they change nothing we answer.
+    if len(packet) < UDP_ANNOUNCE_SIZE:
+        raise TrackerError("announce packet too short")
+    (info_hash, peer_id, downloaded, left, uploaded, event_code, ip_raw, key, numwant, port) = (
+        _UDP_ANNOUNCE_BODY.unpack_from(packet, _UDP_HEADER.size)
+    )
+    if min(downloaded, left, uploaded) < 0:
+        raise TrackerError("negative transfer counter")
+    if port == 0:
+        raise TrackerError("port must be between 1 and 65535")
+    event = _UDP_EVENTS.get(event_code)
+    if event is None:
+        raise TrackerError("unknown event")
+    if trust_ip_param and ip_raw != 0:
+        ip = str(ipaddress.IPv4Address(ip_raw))
+    else:
+        ip = normalize_ip(remote_ip)
+    return AnnounceRequest(
+        info_hash=info_hash,
+        peer_id=peer_id,
+        ip=ip,
+        port=port,
+        uploaded=uploaded,
+        downloaded=downloaded,
+        left=left,
+        event=event,
+        # BEP 15: -1 means "default"; other negatives are nonsense we read the same way.
+        numwant=clamp_numwant(None if numwant < 0 else numwant, max_numwant, default_numwant),
+        compact=True,
+        no_peer_id=True,
+        key=key.to_bytes(4, "big"),
+        trackerid=None,
+    )
+
+
+def _parse_udp_scrape(packet: bytes, max_hashes: int) -> ScrapeRequest:
+    body = packet[_UDP_HEADER.size :]
+    if not body or len(body) % INFO_HASH_LENGTH:
+        raise TrackerError("scrape body must be a non-empty list of 20-byte info-hashes")
+    count = len(body) // INFO_HASH_LENGTH
+    if count > max_hashes:
+        raise TrackerError(f"at most {max_hashes} info-hashes per scrape")
+    # Duplicates are kept: UDP scrape answers are positional.
+    return ScrapeRequest(
+        tuple(body[i : i + INFO_HASH_LENGTH] for i in range(0, len(body), INFO_HASH_LENGTH))
+    )
+
+
+def encode_udp_connect(transaction_id: int, connection_id: int) -> bytes:
+    return struct.pack(">iIQ", ACTION_CONNECT, transaction_id, connection_id)
+
+
+def encode_udp_announce(
+    transaction_id: int,
+    interval: int,
+    leechers: int,
+    seeders: int,
+    peers: Sequence[PeerAddress],
+    ipv6: bool,
+) -> bytes:
+    """BEP 15 answer; only peers of the request socket's family, as many as fit one datagram."""
+    head = struct.pack(
+        ">iIiii", ACTION_ANNOUNCE, transaction_id, interval, _i32(leechers), _i32(seeders)
+    )
+    entry_size = 18 if ipv6 else 6
+    room = (UDP_MAX_PAYLOAD - len(head)) // entry_size
+    peers4, peers6 = split_compact(peers)
+    return head + (peers6 if ipv6 else peers4)[: room * entry_size]
+
+
+def encode_udp_scrape(transaction_id: int, stats: Sequence[ScrapeStats]) -> bytes:
+    """Positional answer: one (seeders, completed, leechers) triple per requested hash."""
+    out = bytearray(struct.pack(">iI", ACTION_SCRAPE, transaction_id))
+    for entry in stats:
+        out += struct.pack(
+            ">iii", _i32(entry.complete), _i32(entry.downloaded), _i32(entry.incomplete)
+        )
+    return bytes(out)
+
+
+def encode_udp_error(transaction_id: int, message: str) -> bytes:
+    return struct.pack(">iI", ACTION_ERROR, transaction_id) + message.encode("utf-8")
+
+
+def _i32(value: int) -> int:
+    # Counts are int32 on the wire; saturate rather than let struct raise on a huge swarm.
+    return min(value, 2**31 - 1)
+
+
+# --- UDP connection ids --------------------------------------------------------------------
+
+CONNECTION_ID_BUCKET_SECONDS: Final = 60
+# Current bucket plus two before it: an id is accepted for at least 120 s (BEP 15 asks for two
+# minutes) and at most 180 s.
+_CONNECTION_ID_BUCKETS_ACCEPTED: Final = 3
+
+
+def _connection_id_for(secret: bytes, addr: tuple[str, int], bucket: int) -> int:
+    # Bound to the IP only, as opentracker does: the IP is what spoofing would fake, while
+    # the port legitimately differs (libtorrent shares one connection id among every
+    # session of a process; NATs may rebind the source port between requests).
+    return _connection_id(secret, normalize_ip(addr[0]), bucket)
+
+
+@lru_cache(maxsize=16384)
+def _connection_id(secret: bytes, ip: str, bucket: int) -> int:
+    # Cached: every announce checks up to three buckets, and an HMAC costs more than the
+    # rest of a UDP announce; a client's ids change only once a minute.
+    digest = hmac.new(secret, f"{ip}|{bucket}".encode("ascii"), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def make_connection_id(secret: bytes, addr: tuple[str, int], now: float) -> int:
+    """A stateless, unforgeable BEP 15 connection id bound to the client address and time."""
+    return _connection_id_for(secret, addr, int(now // CONNECTION_ID_BUCKET_SECONDS))
+
+
+def check_connection_id(
+    secret: bytes, addr: tuple[str, int], connection_id: int, now: float
+) -> bool:
+    if not 0 <= connection_id < 2**64:
+        return False
+    bucket = int(now // CONNECTION_ID_BUCKET_SECONDS)
+    candidate = connection_id.to_bytes(8, "big")
+    valid = False
+    for expected in _accepted_ids(secret, normalize_ip(addr[0]), bucket):
+        # Compare every bucket in constant time so timing says nothing about which one matched.
+        valid |= hmac.compare_digest(candidate, expected)
+    return valid
+
+
+@lru_cache(maxsize=16384)
+def _accepted_ids(secret: bytes, ip: str, bucket: int) -> tuple[bytes, ...]:
+    return tuple(
+        _connection_id(secret, ip, bucket - age).to_bytes(8, "big")
+        for age in range(_CONNECTION_ID_BUCKETS_ACCEPTED)
+    )

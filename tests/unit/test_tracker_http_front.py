@@ -1,0 +1,151 @@
+"""The main listener's front: tracker requests answered by the lean protocol, the rest (and
+everything after the first of the rest) by aiohttp, on the same connection and in order."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiohttp import web
+from fastbencode import bdecode  # type: ignore[attr-defined]
+
+from s3torrent.http_site import aiohttp_phase
+from s3torrent.tracker.http_front import TrackerFront, is_tracker_target
+from s3torrent.tracker.http_lean import LeanHttpTracker
+from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TorrentRef
+from s3torrent.tracker.service import TrackerService
+from tests.unit.test_tracker_http_lean import HASH, announce_target, read_response, request
+
+
+async def s3_stand_in(request: web.BaseRequest) -> web.Response:
+    """What the S3 application would answer: says it was aiohttp, and what it got."""
+    body = await request.read()
+    return web.Response(
+        text=f"aiohttp {request.method} {request.path_qs} {len(body)}",
+        headers={"Server": "s3torrent"},
+    )
+
+
+@asynccontextmanager
+async def front_server() -> AsyncIterator[int]:
+    registry = MemoryRegistry(RegistryLimits(rate_burst=1e9, rate_per_ip=1e9), random.Random(5))
+    await registry.register(HASH, TorrentRef("b", "k", "v"))
+    tracker = LeanHttpTracker(TrackerService(registry), lambda: 0.0, eager=True)
+    fallback = web.Server(s3_stand_in)
+    front = TrackerFront(tracker)
+    make, _ = front(fallback, aiohttp_phase)
+    server = await asyncio.get_running_loop().create_server(make, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        await front.close()
+        await fallback.shutdown(1)
+
+
+async def exchange(port: int, data: bytes, answers: int) -> list[tuple[int, dict[str, str], bytes]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        return [await read_response(reader) for _ in range(answers)]
+    finally:
+        writer.close()
+
+
+def tracker_path(n: int) -> str:
+    return announce_target(n).replace("/announce?", "/_tracker/announce?", 1)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@pytest.mark.parametrize(
+    ("target", "tracker"),
+    [
+        (b"/_tracker/announce?info_hash=x", True),
+        (b"/_tracker/scrape", True),
+        (b"/announce?info_hash=a&peer_id=b&port=1", True),
+        (b"/announce?info_hash=a&port=1", False),  # the bucket "announce"
+        (b"/announce", False),
+        (b"/scrape?info_hash=a", True),
+        (b"/scrape?prefix=a", False),
+        (b"/_tracker/ws", False),  # WebSocket tracker: aiohttp's
+        (b"/_tracker/announce/x", False),
+        (b"/bucket/announce?info_hash=a&peer_id=b", False),
+    ],
+)
+def test_tracker_targets_are_those_the_s3_application_routes_to_the_tracker(
+    target: bytes, tracker: bool
+) -> None:
+    assert is_tracker_target(target) is tracker
+
+
+def test_announce_then_s3_request_then_announce_on_one_connection() -> None:
+    async def scenario() -> None:
+        async with front_server() as port:
+            data = (
+                request(tracker_path(1), "Host: h")
+                + request("/bucket/key?x=1", "Host: h")
+                + request(tracker_path(2), "Host: h")
+            )
+            first, second, third = await exchange(port, data, 3)
+            assert first[0] == 200 and b"interval" in bdecode(first[2])
+            assert "server" not in first[1]  # the lean protocol's answer
+            assert (second[0], second[2]) == (200, b"aiohttp GET /bucket/key?x=1 0")
+            # The connection is aiohttp's for good: the next announce is its too.
+            assert third[2].startswith(b"aiohttp GET /_tracker/announce?")
+
+    run(scenario())
+
+
+def test_a_request_with_a_body_reaches_aiohttp_whole() -> None:
+    async def scenario() -> None:
+        async with front_server() as port:
+            body = b"x" * 100_000
+            head = f"PUT /bucket/key HTTP/1.1\r\nHost: h\r\nContent-Length: {len(body)}\r\n\r\n"
+            (answer,) = await exchange(port, head.encode() + body, 1)
+            assert answer[2] == b"aiohttp PUT /bucket/key 100000"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "Origin: https://example.org",  # a browser's: CORS headers come from the S3 app
+        "Content-Length: 3",  # a body the lean parser refuses
+        "Transfer-Encoding: chunked",
+    ],
+)
+def test_tracker_requests_the_lean_parser_does_not_take_go_to_aiohttp(extra: str) -> None:
+    async def scenario() -> None:
+        async with front_server() as port:
+            data = request(tracker_path(3), "Host: h", extra)
+            if "Content-Length" in extra:
+                data += b"abc"
+            elif "chunked" in extra:
+                data += b"0\r\n\r\n"
+            (answer,) = await exchange(port, data, 1)
+            assert answer[2].startswith(b"aiohttp GET /_tracker/announce?")
+
+    run(scenario())
+
+
+def test_hostile_tracker_requests_get_answers_not_hangs() -> None:
+    async def scenario() -> None:
+        async with front_server() as port:
+            # Malformed percent-encoding: a bencoded refusal from the tracker itself.
+            (bad,) = await exchange(port, request("/_tracker/announce?info_hash=%zz", "Host: h"), 1)
+            assert bad[0] == 200
+            assert b"malformed percent-encoding" in bdecode(bad[2])[b"failure reason"]
+            # A head past the lean bound: aiohttp's, which refuses an over-long line itself.
+            huge = request("/_tracker/announce?" + "a" * 20_000, "Host: h")
+            (refused,) = await exchange(port, huge, 1)
+            assert refused[0] in (400, 414, 431)
+
+    run(scenario())
