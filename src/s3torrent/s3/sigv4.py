@@ -204,7 +204,13 @@ def unsigned_headers(present: Iterable[str], signed: Collection[str]) -> list[st
 
 
 def _refuse_unsigned_headers(header_values: dict[str, list[str]], signed_headers: str) -> None:
-    unsigned = unsigned_headers(header_values, signed_headers.split(";"))
+    # header_values' names are lower case already: unsigned_headers without lowering them again.
+    signed_names = set(signed_headers.lower().split(";"))
+    unsigned = sorted(
+        name
+        for name in header_values
+        if (name.startswith("x-amz-") or name in _SIGNED_WHEN_PRESENT) and name not in signed_names
+    )
     if unsigned:
         raise S3Error(
             "AccessDenied",
