@@ -7,8 +7,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,16 +35,26 @@ from bench.servers import S3Endpoint, with_log
 TITLE = "Small object operations per second"
 DESCRIPTION = (
     "Request rate for 4 KiB objects: PUT, GET, HEAD and ListObjectsV2 (max-keys 100) at "
-    "16 concurrent keep-alive connections for a fixed time, against s3torrent and moto. "
-    "Every request is a pre-generated presigned URL (boto3), one per key, so the client "
-    "costs almost nothing and the server's routing, signature check, metadata lookup and "
-    "response are what is measured. PUT, GET and LIST run under `wrk` with a Lua script "
-    "cycling over the URLs; HEAD runs under `bench.loadgen` (raw asyncio), because wrk "
-    "waits for a body after a HEAD response. Only 2xx responses count; anything else is "
-    "reported as non-2xx. `PUT 4 KiB, If-Match` is the same PUT with the conditional "
-    "header `If-Match: <the body's ETag>` (it always holds: every PUT writes the same bytes), "
-    "side by side with the unconditional row: the cost of deciding a condition in the "
-    "commit. Targets: GET and HEAD ≥ 5× moto, PUT ≥ 3× moto."
+    "16 concurrent keep-alive connections for a fixed time, against s3torrent (one server "
+    "process), moto and nginx. Every S3 request is a pre-generated presigned URL (boto3), one "
+    "per key, so the client costs almost nothing and the server's routing, signature check, "
+    "metadata lookup and response are what is measured. nginx (one worker, sendfile on, "
+    "access log off) serves the same 4 KiB file under the same 1,000 paths, with the same "
+    "load generator, so it is the ceiling for answering a small request on this machine. "
+    "PUT, GET and LIST run under `wrk` with a Lua script cycling over the URLs; HEAD runs "
+    "under `bench.loadgen` (raw asyncio), because wrk waits for a body after a HEAD response. "
+    "Only 2xx responses count; anything else is reported as non-2xx. `PUT 4 KiB, If-Match` "
+    "is the same PUT with the conditional header `If-Match: <the body's ETag>` (it always "
+    "holds: every PUT writes the same bytes), side by side with the unconditional row: the "
+    "cost of deciding a condition in the commit. `PUT 4 KiB, data on tmpfs` is the same PUT "
+    "to a second s3torrent whose data directory is on tmpfs (/dev/shm), where fsync returns "
+    "at once: against the durable PUT it shows what fsync costs a write (no setting turns "
+    "fsync off for the metadata commit, and none should by default). Targets (issue #21) "
+    "are against nginx and hold for s3torrent with all its workers (`serve --workers N`): "
+    "GET and HEAD ≥ 0.15× nginx (HEAD against nginx's GET rate under wrk, since wrk cannot "
+    "send HEAD and bench.loadgen saturates before nginx does), durable PUT ≥ 0.05× nginx "
+    "GET; the rows here are one server process, shown for reference. The moto rows have no "
+    "target."
 )
 
 BUCKET = "bench-small"
@@ -51,13 +63,17 @@ CONNECTIONS = 16
 LIST_URLS = 20
 EXPIRES = 6 * 3600
 
-TARGETS: dict[str, Target | None] = {
-    "PUT": Target(3.0),
-    "PUT-IF": None,
-    "GET": Target(5.0),
-    "HEAD": Target(5.0),
-    "LIST": None,
+# Against nginx (issue #21); met with all workers, shown here for one process.
+NGINX_TARGETS: dict[str, Target] = {
+    "PUT": Target(0.05),
+    "GET": Target(0.15),
+    "HEAD": Target(0.15),
 }
+TARGET_NOTE = "target with all workers (serve --workers N); one server process shown"
+HEAD_NOTE = (
+    "; nginx's HEAD rate here is bounded by bench.loadgen (one Python process), not by "
+    "nginx: the target row is HEAD vs nginx GET under wrk"
+)
 
 WRK_SCRIPT = r"""
 -- Cycle over pre-generated request paths; count 2xx and other responses.
@@ -309,6 +325,62 @@ def _prepared(
         return Unavailable(f"{ep.name}: preparing objects failed: {with_log(e, ep)}")
 
 
+def static_tree(workdir: Path, keys: int, body: Path) -> tuple[Path, Path]:
+    """nginx's document root: the body under the same paths as the S3 keys (hard links),
+    and the file of request paths cycled over; returns (root, paths file)."""
+    root = workdir / "www"
+    folder = root / BUCKET / "obj"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"{i:06d}" for i in range(keys)]
+    for name in names:
+        target = folder / name
+        if not target.exists():
+            os.link(body, target)
+    paths = workdir / "nginx-paths.txt"
+    paths.write_text("".join(f"/{BUCKET}/obj/{name}\n" for name in names))
+    return root, paths
+
+
+def _static_subject(
+    url: str | Unavailable,
+    op: str,
+    paths: Path,
+    measure: Callable[[int, str, Path, Path | None, str], Load],
+    counts: Counts,
+) -> Subject:
+    """nginx answering GET (or HEAD) of the same 4 KiB file under the same load."""
+
+    def run_once() -> float:
+        if isinstance(url, Unavailable):
+            raise url
+        load = measure(urlsplit(url).port or 80, op, paths, None, "")
+        counts.non_2xx += load.non_2xx
+        counts.errors += load.errors
+        counts.first_bad = counts.first_bad or load.first_bad
+        if load.ok == 0:
+            raise RuntimeError(f"nginx: no 2xx responses ({load.non_2xx} non-2xx)")
+        return load.rate
+
+    return "nginx", run_once
+
+
+@contextlib.contextmanager
+def _tmpfs_server(ctx: Context) -> Iterator[S3Endpoint]:
+    """A second s3torrent whose data directory is on tmpfs, where fsync is free."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        raise Unavailable("no writable /dev/shm (tmpfs) here")
+    data = Path(tempfile.mkdtemp(prefix="s3torrent-bench-", dir=shm))
+    try:
+        with servers.s3torrent(ctx, name="s3torrent-tmpfs", data_dir=data) as ep:
+            yield ep
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+LABELS = {"LIST": "LIST (ListObjectsV2, 100 keys)", "PUT-IF": "PUT 4 KiB, If-Match"}
+
+
 def run(ctx: Context) -> list[Row]:
     ensure_pip("boto3", module="boto3")
     seconds = ctx.size(6, 2)
@@ -319,6 +391,7 @@ def run(ctx: Context) -> list[Row]:
     body.write_bytes(os.urandom(OBJECT_SIZE))
     script = workdir / "cycle.lua"
     script.write_text(WRK_SCRIPT)
+    www, static_paths = static_tree(workdir, keys, body)
 
     def by_wrk(port: int, method: str, paths: Path, data: Path | None, header: str) -> Load:
         return wrk_load(port, method, paths, data, seconds, script, header)
@@ -327,35 +400,103 @@ def run(ctx: Context) -> list[Row]:
         return asyncio_load(port, method, paths, data, seconds, header=header)
 
     rows: list[Row] = []
+    nginx_get: Samples | None = None
+    head_samples = put_samples = Samples("s3torrent", error="not measured")
+    put_rows: list[Row] = []
     with contextlib.ExitStack() as stack:
-        ours, moto = servers.enter_all(
-            stack, lambda: servers.s3torrent(ctx), lambda: servers.moto(ctx)
+        ours, moto, tmpfs, web = servers.enter_all(
+            stack,
+            lambda: servers.s3torrent(ctx),
+            lambda: servers.moto(ctx),
+            lambda: _tmpfs_server(ctx),
+            lambda: servers.nginx(ctx, www),
         )
         ctx.log(f"  writing {keys} objects and presigning URLs")
-        with ThreadPoolExecutor(2) as pool:
+        with ThreadPoolExecutor(3) as pool:
             ours_job = pool.submit(_prepared, ours, workdir, keys, body)
             moto_job = pool.submit(_prepared, moto, workdir, keys, body)
+            tmpfs_job = pool.submit(_prepared, tmpfs, workdir, keys, body)
         ours_plan, moto_plan = ours_job.result(), moto_job.result()
+        tmpfs_plan = tmpfs_job.result()
         for op in ("PUT", "PUT-IF", "GET", "HEAD", "LIST"):
             use_wrk = have_wrk and op != "HEAD"
             tool = "wrk" if use_wrk else "bench.loadgen"
             measure = by_wrk if use_wrk else by_asyncio
             ctx.log(f"  {op} ({tool}, {CONNECTIONS} connections, {seconds} s)")
-            c_ours, c_moto = Counts(), Counts()
-            s_ours, s_moto = alternate(
-                ctx,
-                [
-                    _subject("s3torrent", ours_plan, op, body, measure, c_ours),
-                    _subject("moto", moto_plan, op, body, measure, c_moto),
-                ],
+            c_ours, c_moto, c_third = Counts(), Counts(), Counts()
+            subjects = [
+                _subject("s3torrent", ours_plan, op, body, measure, c_ours),
+                _subject("moto", moto_plan, op, body, measure, c_moto),
+            ]
+            if op == "PUT":
+                subjects.append(
+                    _subject("s3torrent, tmpfs", tmpfs_plan, op, body, measure, c_third)
+                )
+            elif op in ("GET", "HEAD"):
+                subjects.append(_static_subject(web, op, static_paths, measure, c_third))
+            samples = alternate(ctx, subjects)
+            for s, c in zip(samples, (c_ours, c_moto, c_third), strict=False):
+                _describe(s, c)
+            s_ours, s_moto = samples[0], samples[1]
+            label = LABELS.get(op, f"{op} 4 KiB")
+            note = f"load by {tool}"
+            rows.append(compare(label, "ops/s", s_ours, s_moto, None, note=note))
+            if op == "PUT":
+                put_samples = s_ours
+                rows.append(
+                    compare(
+                        "PUT 4 KiB, data on tmpfs (fsync free)",
+                        "ops/s",
+                        samples[2],
+                        s_ours,
+                        None,
+                        note=f"{note}; the anchor is the durable PUT: the ratio is fsync's cost",
+                    )
+                )
+            elif op == "GET":
+                nginx_get = samples[2]
+                rows.append(
+                    compare(
+                        "GET 4 KiB vs nginx",
+                        "ops/s",
+                        s_ours,
+                        samples[2],
+                        NGINX_TARGETS["GET"],
+                        note=f"{note}; {TARGET_NOTE}",
+                    )
+                )
+            elif op == "HEAD":
+                head_samples = s_ours
+                rows.append(
+                    compare(
+                        "HEAD 4 KiB vs nginx HEAD (both by bench.loadgen)",
+                        "ops/s",
+                        s_ours,
+                        samples[2],
+                        None,
+                        note=f"{note}{HEAD_NOTE}",
+                    )
+                )
+        if nginx_get is not None:
+            # wrk cannot send HEAD, so nginx's capacity is its GET rate under wrk.
+            put_rows.append(
+                compare(
+                    "HEAD 4 KiB vs nginx GET",
+                    "ops/s",
+                    head_samples,
+                    nginx_get,
+                    NGINX_TARGETS["HEAD"],
+                    note=f"HEAD by bench.loadgen, nginx GET by wrk; {TARGET_NOTE}",
+                )
             )
-            _describe(s_ours, c_ours)
-            _describe(s_moto, c_moto)
-            label = {
-                "LIST": "LIST (ListObjectsV2, 100 keys)",
-                "PUT-IF": "PUT 4 KiB, If-Match",
-            }.get(op, f"{op} 4 KiB")
-            rows.append(
-                compare(label, "ops/s", s_ours, s_moto, TARGETS[op], note=f"load by {tool}")
+            put_rows.append(
+                compare(
+                    "PUT 4 KiB (durable) vs nginx GET",
+                    "ops/s",
+                    put_samples,
+                    nginx_get,
+                    NGINX_TARGETS["PUT"],
+                    note=f"load by wrk; {TARGET_NOTE}",
+                )
             )
-    return rows
+    return rows + put_rows

@@ -135,15 +135,55 @@ def object_acl(bucket: StoredBucket, obj: StoredObject) -> AccessControlList:
 
 
 def facts_for(bucket: StoredBucket, obj: StoredObject | None) -> AccessFacts:
+    acls_off = acls_disabled(bucket.settings)
+    if obj is None:
+        return _facts(
+            bucket.name, bucket.owner_id, bucket.acl, acls_off, bucket.policy,
+            bucket.public_access_block, False, None, None,
+        )  # fmt: skip
+    return _facts(
+        bucket.name, bucket.owner_id, bucket.acl, acls_off, bucket.policy,
+        bucket.public_access_block, True, obj.owner_id, obj.acl,
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=4096)
+def _facts(
+    name: str,
+    owner_id: str,
+    acl: str | None,
+    acls_off: bool,
+    policy: str | None,
+    public_access_block: str | None,
+    has_object: bool,
+    object_owner_id: str | None,
+    object_acl_text: str | None,
+) -> AccessFacts:
+    """The facts of one stored state, cached by that state: every field the facts are built
+    from is in the key, so a changed ACL, policy, setting or owner is a new entry (never a
+    stale one). Only the facts are cached; `decide` still runs per request, with its context.
+    Everything cached is immutable (frozen dataclasses and tuples)."""
+    owner = Owner(owner_id, "")
+    if acl and not acls_off:
+        b_acl = decode_acl(acl)
+    else:
+        b_acl = canned_acl("private", owner=owner, bucket_owner=owner)
+    o_acl: AccessControlList | None = None
+    if has_object:
+        if acls_off:
+            o_acl = canned_acl("private", owner=owner, bucket_owner=owner)
+        elif object_acl_text:
+            o_acl = decode_acl(object_acl_text)
+        else:
+            writer = Owner(object_owner_id or "", "")
+            o_acl = canned_acl("private", owner=writer, bucket_owner=owner)
     return AccessFacts(
-        bucket_owner=owner_of(bucket),
-        bucket_acl=bucket_acl(bucket),
-        object_acl=object_acl(bucket, obj) if obj is not None else None,
-        policy=decode_policy(bucket.policy, bucket.name) if bucket.policy else None,
+        bucket_owner=owner,
+        bucket_acl=b_acl,
+        object_acl=o_acl,
+        policy=decode_policy(policy, name) if policy else None,
         public_access_block=(
-            decode_public_access_block(bucket.public_access_block)
-            if bucket.public_access_block
-            else None
+            decode_public_access_block(public_access_block) if public_access_block else None
         ),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 
@@ -43,7 +44,7 @@ async def authenticate(
     if not sigv4.has_auth(headers, query_pairs):
         return ANONYMOUS, None
     hint = _access_key_hint(request, query_pairs)
-    if hint is not None:
+    if hint is not None and users.active_by_access_key(hint) is None:
         # Keys added with `s3torrent user add` while the server runs are looked up once.
         await users.refresh_if_unknown(hint)
 
@@ -74,4 +75,10 @@ async def authenticate(
         )
     user = users.active_by_access_key(verified.access_key)
     assert user is not None  # verify_request found its secret
-    return Principal.user(user.canonical_id, user.name, is_root=user.is_root), verified
+    return _principal(user.canonical_id, user.name, user.is_root), verified
+
+
+@functools.lru_cache(maxsize=1024)
+def _principal(canonical_id: str, name: str, is_root: bool) -> Principal:
+    """A user's Principal (immutable), built once per identity rather than per request."""
+    return Principal.user(canonical_id, name, is_root=is_root)

@@ -9,6 +9,7 @@ section is this table, rendered by `markdown_table` (a unit test keeps the two e
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -138,9 +139,7 @@ def refuse_unsupported(
 ) -> None:
     """Raise S3's error for the first header or parameter of REFUSALS this request carries
     with a value that is not acted on; check `x-amz-expected-bucket-owner`."""
-    for refusal in REFUSALS:
-        if not refusal.applies_to(endpoint):
-            continue
+    for refusal in _refusals_of(endpoint):
         value = query.get(refusal.name) if refusal.in_query else headers.get(refusal.name)
         if value is not None and refusal.refuses(value):
             extra = {"ArgumentName": refusal.name, "ArgumentValue": value[:64]}
@@ -148,6 +147,12 @@ def refuse_unsupported(
     expected = headers.get("x-amz-expected-bucket-owner")
     if expected is not None and bucket_owner_id is not None:
         check_expected_owner(expected, bucket_owner_id)
+
+
+@functools.cache
+def _refusals_of(endpoint: Endpoint) -> tuple[Refusal, ...]:
+    """The refusals that apply to `endpoint`, in table order (one entry per endpoint)."""
+    return tuple(r for r in REFUSALS if r.applies_to(endpoint))
 
 
 def check_expected_owner(expected: str, bucket_owner_id: str) -> None:

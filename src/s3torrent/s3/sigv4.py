@@ -7,6 +7,7 @@ The signing primitives (canonical request, strings to sign, keys) are in
 
 from __future__ import annotations
 
+import functools
 import hmac
 import re
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -203,7 +204,13 @@ def unsigned_headers(present: Iterable[str], signed: Collection[str]) -> list[st
 
 
 def _refuse_unsigned_headers(header_values: dict[str, list[str]], signed_headers: str) -> None:
-    unsigned = unsigned_headers(header_values, signed_headers.split(";"))
+    # header_values' names are lower case already: unsigned_headers without lowering them again.
+    signed_names = set(signed_headers.lower().split(";"))
+    unsigned = sorted(
+        name
+        for name in header_values
+        if (name.startswith("x-amz-") or name in _SIGNED_WHEN_PRESENT) and name not in signed_names
+    )
     if unsigned:
         raise S3Error(
             "AccessDenied",
@@ -321,7 +328,10 @@ def _format_server_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@functools.lru_cache(maxsize=1024)
 def _parse_amz_date(value: str) -> datetime | None:
+    # Cached (bounded): requests of the same second, and every use of a presigned URL,
+    # carry the same date; the result is immutable.
     if not _AMZ_DATE.fullmatch(value):
         return None
     # The regex fixed the layout; slicing is far cheaper than strptime on every request.
@@ -334,7 +344,9 @@ def _parse_amz_date(value: str) -> datetime | None:
         return None
 
 
+@functools.lru_cache(maxsize=1024)
 def _parse_credential(value: str) -> _Credential | None:
+    # Cached (bounded): a user's credential scope is the same all day; the result is frozen.
     parts = value.strip().split("/")
     if len(parts) < 5:
         return None
@@ -374,10 +386,10 @@ def _check_credential(
 
 
 def _check_signed_headers(signed_headers: str, code: str, message: str) -> None:
-    names = signed_headers.split(";")
-    if not signed_headers or any(not name for name in names):
+    names = signed_headers.lower().split(";")
+    if not signed_headers or "" in names:
         raise S3Error(code, message)
-    if "host" not in (name.lower() for name in names):
+    if "host" not in names:
         raise S3Error(code, f"{message} The host header must be signed.")
 
 

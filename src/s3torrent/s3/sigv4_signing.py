@@ -133,10 +133,16 @@ def sigv4a_not_implemented() -> S3Error:
 # ---------------------------------------------------------------- canonical request
 
 
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_.~/-]*")
+
+
 def canonical_uri(raw_path: str) -> str:
     """S3's canonical URI: decode once, re-encode each byte; no dot-segment or slash folding."""
     if not raw_path:
         return "/"
+    if _PLAIN_PATH.fullmatch(raw_path):
+        # No '%' and nothing to encode (most keys): decoding and re-encoding give it back.
+        return raw_path
     return quote_from_bytes(unquote_to_bytes(utf8_as_sent(raw_path)), safe=_UNRESERVED_AND_SLASH)
 
 
@@ -146,6 +152,13 @@ _ALL_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 def _encode_strict(text: str) -> str:
     if _ALL_UNRESERVED.fullmatch(text):
         return text  # nothing to encode (most names and values): skip the byte round trip
+    return _quote_strict(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _quote_strict(text: str) -> str:
+    # Cached: the values that need encoding repeat (a presigned URL's X-Amz-Credential holds
+    # '/', and is the same for a user all day); a pure function of its argument, bounded.
     return quote_from_bytes(utf8_as_sent(text), safe=_UNRESERVED)
 
 
@@ -156,7 +169,7 @@ def canonical_query(query_pairs: Sequence[tuple[str, str]], *, exclude: str | No
         for name, value in query_pairs
         if name != exclude
     )
-    return "&".join(f"{name}={value}" for name, value in encoded)
+    return "&".join([f"{name}={value}" for name, value in encoded])
 
 
 def _trim_all(value: str) -> str:
@@ -164,12 +177,15 @@ def _trim_all(value: str) -> str:
 
 
 def canonical_headers(headers: Sequence[tuple[str, str]], signed: Sequence[str]) -> str:
-    """One ``name:value\\n`` line per signed header; absent headers sign as empty."""
+    """One ``name:value\n`` line per signed header; absent headers sign as empty."""
+    wanted = set(signed)
     grouped: dict[str, list[str]] = {}
     for name, value in headers:
-        grouped.setdefault(name.lower(), []).append(value)
+        lowered = name.lower()
+        if lowered in wanted:
+            grouped.setdefault(lowered, []).append(value)
     return "".join(
-        f"{name}:{','.join(_trim_all(v) for v in grouped.get(name, ()))}\n" for name in signed
+        [f"{name}:{','.join([_trim_all(v) for v in grouped.get(name, ())])}\n" for name in signed]
     )
 
 
