@@ -11,8 +11,9 @@ per block. Reading stops while the control bytes we owe the peer sit above
 ``write_high_water``; at most a few blocks are queued per peer.
 
 MSE/PE: while a link has an ``MseStream`` (mse_stream.py), every byte in and out goes
-through it; piece payloads are then read (``os.pread``, like sendfile a page-cache read
-on the loop) and encrypted in wire order. Plain and plaintext-selected links drop it.
+through it; piece payloads are then batched as above (``os.pread``, like sendfile a
+page-cache read on the loop) and encrypted in wire order, 64 KiB at a time. Plain and
+plaintext-selected links drop it.
 """
 
 from __future__ import annotations
@@ -302,7 +303,7 @@ class PeerLink:
         capping = policy.capping()  # fixed while we queue: only peer events change it
         source = swarm.source
         spans = source.spans if self.mse is None else None
-        batching = self.mse is None and (spans is not None or source.fd is not None)
+        batching = source.spans is not None or source.fd is not None
         bound = MAX_BATCHED_BLOCKS if batching else MAX_QUEUED_BLOCKS
         self.collect()  # control bytes queued before these blocks go before them
         view = swarm.view
@@ -350,11 +351,7 @@ class PeerLink:
         if self.mse is not None and not self._flush_mse():
             return -1 if self.closed else 0
         source = self.swarm.source if self.swarm is not None else None
-        batching = (
-            self.mse is None
-            and source is not None
-            and (source.spans is not None or source.fd is not None)
-        )
+        batching = source is not None and (source.spans is not None or source.fd is not None)
         while self.out:
             if batching:
                 batched, state = self._send_batch(budget - finished)
@@ -430,7 +427,10 @@ class PeerLink:
         if len(parts) < 2:
             return 0, _Batch.NONE
         try:
-            n = self.sock.sendmsg(parts)
+            if self.mse is None:
+                n = self.sock.sendmsg(parts)
+            else:  # RC4 is a stream: encrypted in wire order as the socket takes it
+                n = self.mse.send_all(self.sock, parts)
         except (BlockingIOError, InterruptedError):
             if fd is not None:
                 release(self.out)
