@@ -342,29 +342,17 @@ class Swarm:
         (what it does with bytes does not depend on how they are split), the counters
         and the meter one sum for them all."""
         policy, view, key = self.policy, self.view, link.key
-        total = run = end = 0
+        total = run = 0
         index = -1
-        piece_ends = False
         for block in blocks:
             if block.index != index:
                 if run:
-                    size = view.piece_size(index)
-                    policy.piece_sent(key, index, run, now, size)
-                    piece_ends = piece_ends or end >= size
+                    policy.piece_sent(key, index, run, now, view.piece_size(index))
                 index, run = block.index, 0
             run += block.length
             total += block.length
-            end = block.begin + block.length
         if run:
-            size = view.piece_size(index)
-            policy.piece_sent(key, index, run, now, size)
-            piece_ends = piece_ends or end >= size
-        if piece_ends:
-            # A piece's last block went: the policy counts the piece as the peer's now (it
-            # need not tell us), which frees room in its window. Decide now rather than
-            # at the peer's HAVE or the next tick, so its next pieces are revealed while
-            # it still downloads this one.
-            self.schedule_decide()
+            policy.piece_sent(key, index, run, now, view.piece_size(index))
         count = len(blocks)
         self.tstats.bytes_sent += total
         self.tstats.blocks_sent += count
