@@ -3,7 +3,8 @@
 Every channel reports here once, at its edge: the S3 middleware for every REST request
 (GetObject and its ranges, ?torrent, PutObject, UploadPart, List*, ...), the web seed for its
 range GETs (channel GetObject-WebSeed),
-the seeder for every piece it sends (`on_piece_sent`, channel GetObject-BitTorrent). Counting
+the seeder for the piece messages it sends (`on_piece_sent`, one call per batch of blocks,
+channel GetObject-BitTorrent). Counting
 is a dict increment on the event loop thread; a background task flushes the counters to the
 metadata store at least once a second (one transaction per flush) and at shutdown, so a
 crash loses at most the last interval. The same task samples each bucket's stored bytes
@@ -139,14 +140,16 @@ class Meter:
         bytes_in: int,
         seconds: float,
         key: str | None = None,
+        count: int = 1,
     ) -> None:
-        """One request at the edge; key names the object whose bytes went out, if any."""
+        """One request at the edge (or `count` alike, `bytes_out` in all); key names the
+        object whose bytes went out, if any."""
         now = self.clock()
         ukey = (int(now) - int(now) % HOUR, bucket, operation)
         c = self.pending.usage.get(ukey)
         if c is None:
             c = self.pending.usage[ukey] = [0, 0, 0]
-        c[0] += 1
+        c[0] += count
         c[1] += bytes_out
         c[2] += bytes_in
         if key is not None:
@@ -154,10 +157,10 @@ class Meter:
             o = self.pending.objects.get(okey)
             if o is None:
                 o = self.pending.objects[okey] = [0, 0]
-            o[0] += 1
+            o[0] += count
             o[1] += bytes_out
         rkey = (operation, status)
-        self.requests_total[rkey] = self.requests_total.get(rkey, 0) + 1
+        self.requests_total[rkey] = self.requests_total.get(rkey, 0) + count
         if bytes_out:
             bkey = (operation, "out")
             self.bytes_total[bkey] = self.bytes_total.get(bkey, 0) + bytes_out
@@ -167,12 +170,13 @@ class Meter:
         lat = self.latency.get(operation)
         if lat is None:
             lat = self.latency[operation] = Latency()
-        lat.counts[bisect.bisect_left(LATENCY_BOUNDS, seconds)] += 1
-        lat.total += seconds
+        lat.counts[bisect.bisect_left(LATENCY_BOUNDS, seconds)] += count
+        lat.total += seconds * count
 
-    def on_piece_sent(self, bucket: str, key: str, nbytes: int) -> None:
-        """The seeder sent one piece: one anonymous GetObject in the BitTorrent channel."""
-        self.record(bucket, OP_BITTORRENT, 200, nbytes, 0, 0.0, key)
+    def on_piece_sent(self, bucket: str, key: str, nbytes: int, blocks: int = 1, /) -> None:
+        """The seeder sent `blocks` piece messages (`nbytes` in all, summed by the seeder
+        per batch): as many anonymous GetObjects in the BitTorrent channel."""
+        self.record(bucket, OP_BITTORRENT, 200, nbytes, 0, 0.0, key, blocks)
 
     # ---- sampling ----
 

@@ -12,7 +12,7 @@ Piece payloads never pass through this module: ``send_piece_header`` queues the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final, TypeAlias
 
 from s3torrent.peer.events import (
@@ -62,6 +62,7 @@ from s3torrent.peer.messages import (
     ProtocolError,
     RejectRequest,
     Request,
+    RequestRun,
     Suggest,
     Unchoke,
     encode_message,
@@ -205,8 +206,11 @@ class SeedConnection:
                 return []
             return self._receive_handshake()
         events: list[Event] = []
-        for msg in self._decoder.feed(data):
-            events.extend(self._on_message(msg))
+        for msg in self._decoder.feed_runs(data):
+            if isinstance(msg, RequestRun):
+                events.extend(self._on_requests(msg.blocks))
+            else:
+                events.extend(self._on_message(msg))
         return events
 
     def _receive_handshake(self) -> list[Event]:
@@ -304,8 +308,24 @@ class SeedConnection:
         self._outgoing += piece_header(index, begin, length)
         return True
 
+    def start_block(self, index: int, begin: int, length: int) -> bytes | None:
+        """Like `send_piece_header`, but the header is returned rather than queued: the
+        caller sends it, then `length` payload bytes (drain data_to_send() first, so
+        control bytes queued earlier keep their place). None if the request is gone."""
+        block = (index, begin, length)
+        if block not in self._pending or not self._open():
+            return None
+        del self._pending[block]
+        self._in_flight.add(block)
+        return piece_header(index, begin, length)
+
     def piece_sent(self, index: int, begin: int, length: int, now: float) -> None:
         self._in_flight.discard((index, begin, length))
+        self._last_sent = now
+
+    def pieces_sent(self, blocks: Iterable[tuple[int, int, int]], now: float) -> None:
+        """`piece_sent` for several blocks at once."""
+        self._in_flight.difference_update(blocks)
         self._last_sent = now
 
     def reject_request(self, index: int, begin: int, length: int) -> None:
@@ -468,33 +488,55 @@ class SeedConnection:
 
     def _on_request(self, msg: Message) -> list[Event]:
         assert isinstance(msg, Request)
+        return self._on_requests([(msg.index, msg.begin, msg.length)])
+
+    def _on_requests(self, blocks: list[tuple[int, int, int]]) -> list[Event]:
+        """A run of REQUESTs: each checked and answered as if it came alone, in order.
+
+        The phase step is the same for each (the table's entry for a REQUEST), so it is
+        taken once; a request that breaks the protocol ends the connection, and with it
+        the events of the requests before it."""
+        step = transition(self.phase, Request, fast=self.fast, extensions=self.extensions)
+        self.phase = step.next_phase
         torrent = self._torrent()
-        block = (msg.index, msg.begin, msg.length)
-        self._check_index(msg.index)
-        if not 0 < msg.length <= self.limits.max_request_length:
-            raise ProtocolError(f"request length {msg.length} out of bounds")
-        if msg.begin + msg.length > torrent.request_bound(msg.index):
-            raise ProtocolError("request runs past the end of its piece")
-        if block in self._pending or block in self._in_flight:
-            return []
-        servable = get_bit(self._advertised, msg.index) and (
-            not self.choking or msg.index in self._allowed_fast
-        )
-        outstanding = self.outstanding_requests
-        if servable and outstanding >= self.limits.max_outstanding_requests:
-            # `reqq` is advisory (BEP 10): a fast peer hears a reject; any other peer
-            # is queued up to the hard bound, and past it the request is dropped
-            # (it re-requests after its timeout) rather than the connection.
-            if self.fast:
-                servable = False
-            elif outstanding >= self._queue_bound:
-                return []
-        if not servable:
-            if self.fast:
-                self._send(RejectRequest(*block))
-            return []
-        self._pending[block] = None
-        return [PieceRequested(*block)]
+        piece_count = torrent.piece_count
+        max_length = self.limits.max_request_length
+        max_outstanding = self.limits.max_outstanding_requests
+        pending, in_flight = self._pending, self._in_flight
+        fast = self.fast
+        events: list[Event] = []
+        bound_index, bound = -1, 0
+        for block in blocks:
+            index, begin, length = block
+            if index >= piece_count:
+                raise ProtocolError(f"piece index {index} out of range")
+            if not 0 < length <= max_length:
+                raise ProtocolError(f"request length {length} out of bounds")
+            if index != bound_index:
+                bound_index, bound = index, torrent.request_bound(index)
+            if begin + length > bound:
+                raise ProtocolError("request runs past the end of its piece")
+            if block in pending or block in in_flight:
+                continue
+            servable = get_bit(self._advertised, index) and (
+                not self.choking or index in self._allowed_fast
+            )
+            outstanding = len(pending) + len(in_flight)
+            if servable and outstanding >= max_outstanding:
+                # `reqq` is advisory (BEP 10): a fast peer hears a reject; any other peer
+                # is queued up to the hard bound, and past it the request is dropped
+                # (it re-requests after its timeout) rather than the connection.
+                if fast:
+                    servable = False
+                elif outstanding >= self._queue_bound:
+                    continue
+            if not servable:
+                if fast:
+                    self._send(RejectRequest(index, begin, length))
+                continue
+            pending[block] = None
+            events.append(PieceRequested(index, begin, length))
+        return events
 
     def _on_cancel(self, msg: Message) -> list[Event]:
         assert isinstance(msg, Cancel)

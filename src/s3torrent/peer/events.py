@@ -29,9 +29,12 @@ class HandshakeReceived:
     supports_v2: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PieceRequested:
-    """A validated block request; serve it with send_piece_header + payload + piece_sent."""
+    """A validated block request; serve it with send_piece_header + payload + piece_sent.
+
+    Not frozen, unlike the other events: a downloading peer makes one per block, and a
+    frozen dataclass costs twice as much to make. Treat it as read-only all the same."""
 
     index: int
     begin: int

@@ -1,17 +1,19 @@
 """One peer connection of the origin seeder: socket callbacks around a SeedConnection.
 
 This layer only moves bytes: peer input goes to the sans-IO state machine in small
-slices, and piece payloads go from the blob file to the socket with ``os.sendfile``
-(no copy through Python), each right behind its 13-byte header sent with
-``MSG_MORE``; blobs without a local file are read off the loop. A sealed blob's
-blocks are slices of the plaintext spans its swarm opened (opened_spans.py) and go out
-several to one ``sendmsg`` with their headers (owed.py). Reading stops while
-the control bytes we owe the peer sit above ``write_high_water``; at most a few
-blocks are queued per peer.
+slices, and piece payloads go out several to one ``sendmsg`` with their 13-byte headers
+(owed.py): a plain blob's blocks read with one ``os.pread`` per run of adjacent blocks,
+a sealed blob's as slices of the plaintext spans its swarm opened (opened_spans.py). A
+block that cannot be batched goes alone, from the blob file with ``os.sendfile`` right
+behind its header; blobs without a local file are read off the loop. What was sent is
+accounted once per batch (per piece for the offload policy, one sum for metering), not
+per block. Reading stops while the control bytes we owe the peer sit above
+``write_high_water``; at most a few blocks are queued per peer.
 
 MSE/PE: while a link has an ``MseStream`` (mse_stream.py), every byte in and out goes
-through it; piece payloads are then read (``os.pread``, like sendfile a page-cache read
-on the loop) and encrypted in wire order. Plain and plaintext-selected links drop it.
+through it; piece payloads are then batched as above (``os.pread``, like sendfile a
+page-cache read on the loop) and encrypted in wire order, 64 KiB at a time. Plain and
+plaintext-selected links drop it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import enum
 import errno
+import functools
 import logging
 import os
 import socket
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING
 from s3torrent.peer import wire
 from s3torrent.peer.mse_stream import MseStream
 from s3torrent.peer.owed import ZEROS as _ZEROS
-from s3torrent.peer.owed import OwedBlock, gather
+from s3torrent.peer.owed import OwedBlock, consume, gather, pread, read_runs, release, unread
 from s3torrent.torrent.catalog import TorrentInfo
 
 if TYPE_CHECKING:
@@ -43,8 +46,8 @@ log = logging.getLogger(__name__)
 FEED_SLICE = 1024  # bytes of peer input per state-machine call: bounds replies per step
 RECV_SIZE = 64 * 1024
 MAX_QUEUED_BLOCKS = 4  # blocks handed to the socket path per peer at a time
-# Blocks in memory (a sealed blob's opened spans) go out several to one sendmsg
-# (owed.py): this many queued per peer.
+# Blocks in memory (a plain blob's blocks read in runs, a sealed blob's opened spans) go
+# out several to one sendmsg (owed.py): this many queued per peer.
 MAX_BATCHED_BLOCKS = 32
 PREFETCH_SCAN = 256  # queued requests looked at for spans to open ahead
 BLOCKS_PER_PUMP = 64  # then yield to other connections (fairness on fast links)
@@ -152,15 +155,13 @@ class PeerLink:
 
     def _handle(self, events: list[wire.Event], now: float) -> None:
         swarm = self.swarm
+        requested = 0
         for ev in events:
+            if type(ev) is wire.PieceRequested:  # most events: one per block, kept cheap
+                requested += 1
+                self.queue.append((ev.index, ev.begin, ev.length))
+                continue
             match ev:
-                case wire.PieceRequested(index, begin, length):
-                    self.seeder.stats.requests += 1
-                    self.queue.append((index, begin, length))
-                    # Drop served and cancelled entries once they could outnumber the
-                    # pending ones; the state machine bounds those.
-                    if len(self.queue) > 2 * self.queue_bound:
-                        self.queue = deque(b for b in self.queue if self.conn.is_pending(*b))
                 case wire.HandshakeReceived():
                     self._on_handshake(ev, now)
                 case wire.PeerHas(index) if swarm is not None:
@@ -182,6 +183,12 @@ class PeerLink:
                     self.seeder.stats.protocol_errors += 1
                     self.close(f"protocol: {reason}")
                     return
+        if requested:
+            self.seeder.stats.requests += requested
+            # Drop served and cancelled entries once they could outnumber the pending
+            # ones; the state machine bounds those.
+            if len(self.queue) > 2 * self.queue_bound:
+                self.queue = deque(b for b in self.queue if self.conn.is_pending(*b))
 
     # ---------------------------------------------------------------- handshake
 
@@ -294,24 +301,33 @@ class PeerLink:
         conn = self.conn
         policy = swarm.policy
         capping = policy.capping()  # fixed while we queue: only peer events change it
-        spans = swarm.source.spans if self.mse is None else None
-        bound = MAX_BATCHED_BLOCKS if spans is not None else MAX_QUEUED_BLOCKS
-        while self.queue and self.blocks_queued < bound and self.out_bytes < high:
-            index, begin, length = self.queue[0]
-            if not conn.is_pending(index, begin, length):
-                self.queue.popleft()
-                continue
-            delay = policy.upload_delay(length, now) if capping else 0.0
-            if delay > 0:
-                self.rate_wait_until = now + delay
-                self.seeder._wake_later(self, delay)
-                return
-            self.queue.popleft()
-            if conn.send_piece_header(index, begin, length):
-                self.collect()
-                offset = index * swarm.view.piece_length + begin
-                valid = swarm.view.data_length(index, begin, length)
-                self.out.append(OwedBlock(index, begin, length, offset, valid))
+        source = swarm.source
+        spans = source.spans if self.mse is None else None
+        batching = source.spans is not None or source.fd is not None
+        bound = MAX_BATCHED_BLOCKS if batching else MAX_QUEUED_BLOCKS
+        self.collect()  # control bytes queued before these blocks go before them
+        view = swarm.view
+        piece_length = view.piece_length
+        queue, out = self.queue, self.out
+        while queue and self.blocks_queued < bound and self.out_bytes < high:
+            index, begin, length = queue[0]
+            if capping:
+                if not conn.is_pending(index, begin, length):
+                    queue.popleft()
+                    continue
+                delay = policy.upload_delay(length, now)
+                if delay > 0:
+                    self.rate_wait_until = now + delay
+                    self.seeder._wake_later(self, delay)
+                    return
+            queue.popleft()
+            header = conn.start_block(index, begin, length)
+            if header is not None:
+                out.append(memoryview(header))
+                self.out_bytes += len(header)
+                offset = index * piece_length + begin
+                valid = view.data_length(index, begin, length)
+                out.append(OwedBlock(index, begin, length, offset, valid))
                 self.blocks_queued += 1
         if spans is not None and spans.open_now is None:
             self._prefetch(swarm)  # spans opened in threads: start them before they are due
@@ -334,8 +350,10 @@ class PeerLink:
         finished = 0
         if self.mse is not None and not self._flush_mse():
             return -1 if self.closed else 0
+        source = self.swarm.source if self.swarm is not None else None
+        batching = source is not None and (source.spans is not None or source.fd is not None)
         while self.out:
-            if self.mse is None and self.swarm is not None and self.swarm.source.spans is not None:
+            if batching:
                 batched, state = self._send_batch(budget - finished)
                 finished += batched
                 if state is _Batch.CLOSED:
@@ -371,7 +389,7 @@ class PeerLink:
             if status == 0:
                 return finished
             self.out.popleft()
-            self._block_sent(item)
+            self._blocks_sent([item])
             finished += 1
             if finished >= budget:
                 break
@@ -382,53 +400,52 @@ class PeerLink:
                 self._want_write()  # ciphertext the socket did not take yet
         return finished
 
-    def _block_sent(self, block: OwedBlock) -> None:
-        self.blocks_queued -= 1
+    def _blocks_sent(self, blocks: list[OwedBlock]) -> None:
+        """Account blocks gone to the socket: one call each for the state machine and the
+        swarm (which sums them per piece for the policy and once for metering)."""
+        self.blocks_queued -= len(blocks)
         now = self.seeder.clock()
-        self.conn.piece_sent(block.index, block.begin, block.length, now)
+        self.conn.pieces_sent([(b.index, b.begin, b.length) for b in blocks], now)
         if self.swarm is not None:
-            self.swarm.piece_sent(self, block, now)
+            self.swarm.blocks_sent(self, blocks, now)
 
     def _send_batch(self, budget: int) -> tuple[int, _Batch]:
         """Send what `gather` finds in one call: the blocks it finished, and how it went."""
         assert self.swarm is not None
+        source = self.swarm.source
+        budget = max(1, budget)
+        fd = source.fd if source.spans is None else None
         try:
-            parts = gather(self.out, self.swarm.source.ready, max(1, budget))
+            if fd is not None:
+                read_runs(self.out, functools.partial(pread, fd), budget)
+                parts = gather(self.out, unread, budget)
+            else:
+                parts = gather(self.out, source.ready, budget)
         except Exception as exc:  # a span that fails its tags: never send a byte of it
             self.close(f"read: {exc}")
             return 0, _Batch.CLOSED
         if len(parts) < 2:
             return 0, _Batch.NONE
         try:
-            n = self.sock.sendmsg(parts)
+            if self.mse is None:
+                n = self.sock.sendmsg(parts)
+            else:  # RC4 is a stream: encrypted in wire order as the socket takes it
+                n = self.mse.send_all(self.sock, parts)
         except (BlockingIOError, InterruptedError):
+            if fd is not None:
+                release(self.out)
             return 0, _Batch.FULL
         except OSError as exc:
             self.close(f"send: {exc}")
             return 0, _Batch.CLOSED
         full = n < sum(len(p) for p in parts)
-        finished = 0
-        while n and self.out:
-            item = self.out[0]
-            if isinstance(item, memoryview):
-                take = min(n, len(item))
-                self.out_bytes -= take
-                n -= take
-                if take < len(item):
-                    self.out[0] = item[take:]
-                    break
-                self.out.popleft()
-                continue
-            take = min(n, item.length - item.done)
-            item.done += take
-            n -= take
-            if item.done < item.length:
-                break
-            item.data = None
-            self.out.popleft()
-            self._block_sent(item)
-            finished += 1
-        return finished, (_Batch.FULL if full else _Batch.SENT)
+        sent, control = consume(self.out, n)
+        self.out_bytes -= control
+        if sent:
+            self._blocks_sent(sent)
+        if full and fd is not None:
+            release(self.out)
+        return len(sent), (_Batch.FULL if full else _Batch.SENT)
 
     # ---------------------------------------------------------------- MSE
 

@@ -39,8 +39,10 @@ __all__ = [
     "ProtocolError",
     "RejectRequest",
     "Request",
+    "RequestRun",
     "Suggest",
     "Unchoke",
+    "decode_request_run",
     "encode_message",
     "piece_header",
 ]
@@ -62,7 +64,7 @@ MAX_EXTENDED_PAYLOAD: Final = 17 * 1024
 
 _U32: Final = struct.Struct(">I")
 _PREFIX_AND_ID: Final = struct.Struct(">IB")
-_REQUEST_FRAME: Final = struct.Struct(">IBIII")
+_REQUEST_FRAME: Final = struct.Struct(">5xIII")  # a whole request: (index, begin, length)
 _REQUEST_PREFIX: Final = _PREFIX_AND_ID.pack(13, 6)  # length prefix and id of a request
 _HASH_HEADER: Final = struct.Struct(">32sIIII")
 # Payload bytes before a piece's block / a hashes message's hashes.
@@ -212,6 +214,15 @@ class HashReject:
     MSG_ID: ClassVar[int] = 23
 
 
+@dataclass(slots=True)
+class RequestRun:
+    """REQUEST messages that came back to back, decoded in one pass: (index, begin,
+    length) each, in wire order. Not a message of its own: ``MessageDecoder.feed_runs``
+    yields it in place of the REQUESTs, ``feed`` never does."""
+
+    blocks: list[tuple[int, int, int]]
+
+
 Message: TypeAlias = (
     KeepAlive
     | Choke
@@ -356,8 +367,18 @@ class MessageDecoder:
 
     def feed(self, data: bytes) -> list[Message]:
         """Decode every complete message in the buffered bytes plus `data`."""
-        self._buffer += data
         messages: list[Message] = []
+        for item in self.feed_runs(data):
+            if isinstance(item, RequestRun):
+                messages.extend(Request(*block) for block in item.blocks)
+            else:
+                messages.append(item)
+        return messages
+
+    def feed_runs(self, data: bytes) -> list[Message | RequestRun]:
+        """Like `feed`, with each run of back-to-back REQUESTs as one `RequestRun`."""
+        self._buffer += data
+        messages: list[Message | RequestRun] = []
         buffer = self._buffer
         view = memoryview(buffer)
         offset = 0
@@ -365,12 +386,10 @@ class MessageDecoder:
             while True:
                 # A downloading peer sends long runs of requests: decode a run in one
                 # tight pass, without the general path's per-message lookups.
-                while buffer.startswith(_REQUEST_PREFIX, offset) and (
-                    len(buffer) - offset >= _REQUEST_FRAME.size
-                ):
-                    _, _, index, begin, length = _REQUEST_FRAME.unpack_from(buffer, offset)
-                    messages.append(Request(index, begin, length))
-                    offset += _REQUEST_FRAME.size
+                if buffer.startswith(_REQUEST_PREFIX, offset):
+                    blocks, offset = decode_request_run(buffer, offset)
+                    if blocks:
+                        messages.append(RequestRun(blocks))
                 size = self._complete_message_size(view, offset)
                 if size is None:
                     break
@@ -395,6 +414,24 @@ class MessageDecoder:
             if limit is not None and size - 1 > limit:
                 raise ProtocolError(f"message {msg_id} of {size - 1} bytes exceeds {limit}")
         return size if available >= 4 + size else None
+
+
+def decode_request_run(
+    buffer: bytes | bytearray, offset: int = 0
+) -> tuple[list[tuple[int, int, int]], int]:
+    """The complete REQUEST messages framed back to back in `buffer` from `offset`, as
+    (index, begin, length), and the offset after the last of them. Stops at the first
+    bytes that are not a whole request (another message, or one still arriving); the
+    values are as sent, for the caller to check."""
+    blocks: list[tuple[int, int, int]] = []
+    append = blocks.append
+    unpack = _REQUEST_FRAME.unpack_from
+    size = _REQUEST_FRAME.size
+    last = len(buffer) - size
+    while offset <= last and buffer.startswith(_REQUEST_PREFIX, offset):
+        append(unpack(buffer, offset))
+        offset += size
+    return blocks, offset
 
 
 def _check_size(msg_id: int, payload_size: int) -> None:

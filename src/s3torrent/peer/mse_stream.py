@@ -94,6 +94,21 @@ class MseStream:
             raise BlockingIOError
         return self.send(sock, os.pread(fd, min(size, SEAL_CHUNK), offset))
 
+    def send_all(self, sock: socket.socket, parts: list[memoryview]) -> int:
+        """Like ``sock.sendmsg`` for payload bytes: `parts` in order, encrypted and sent a
+        SEAL_CHUNK at a time until the socket is full. How many bytes were taken (at most
+        one chunk of their ciphertext is then owed); BlockingIOError if none were."""
+        data = memoryview(b"".join(parts))
+        taken = 0
+        while taken < len(data):
+            try:
+                taken += self.send(sock, data[taken:])
+            except BlockingIOError:
+                break
+        if not taken and data:
+            raise BlockingIOError
+        return taken
+
     def send(self, sock: socket.socket, data: bytes | memoryview, flags: int = 0) -> int:
         """Like ``sock.send`` for payload bytes: how many of ``data`` were taken.
 

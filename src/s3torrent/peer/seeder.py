@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from s3torrent.admission import Evictability
@@ -38,8 +38,13 @@ __all__ = ["PieceSent", "Seeder", "SeederStats", "advertised_address", "wire_lim
 
 log = logging.getLogger(__name__)
 
-PieceSent = Callable[[str, str, int], None]
-"""on_piece_sent(bucket, key, nbytes): one piece message served (metering)."""
+
+class PieceSent(Protocol):
+    """on_piece_sent(bucket, key, nbytes, blocks): `blocks` piece messages of `nbytes` in
+    all served (metering); called once per batch of blocks, not per block."""
+
+    def __call__(self, bucket: str, key: str, nbytes: int, blocks: int = 1, /) -> None: ...
+
 
 REVOCATION_GRACE = 0.5
 TICK = 0.25

@@ -337,18 +337,32 @@ class Swarm:
             link.collect()
             link.pump()
 
-    def piece_sent(self, link: PeerLink, block: OwedBlock, now: float) -> None:
-        n = block.length
-        size = self.view.piece_size(block.index)
-        self.policy.piece_sent(link.key, block.index, n, now, size)
-        self.tstats.bytes_sent += n
-        self.tstats.blocks_sent += 1
-        self.seeder.stats.bytes_sent += n
-        self.seeder.stats.blocks_sent += 1
+    def blocks_sent(self, link: PeerLink, blocks: list[OwedBlock], now: float) -> None:
+        """Blocks went to a peer: the policy hears one sum per run of a piece's blocks
+        (what it does with bytes does not depend on how they are split), the counters
+        and the meter one sum for them all."""
+        policy, view, key = self.policy, self.view, link.key
+        total = run = 0
+        index = -1
+        for block in blocks:
+            if block.index != index:
+                if run:
+                    policy.piece_sent(key, index, run, now, view.piece_size(index))
+                index, run = block.index, 0
+            run += block.length
+            total += block.length
+        if run:
+            policy.piece_sent(key, index, run, now, view.piece_size(index))
+        count = len(blocks)
+        self.tstats.bytes_sent += total
+        self.tstats.blocks_sent += count
+        stats = self.seeder.stats
+        stats.bytes_sent += total
+        stats.blocks_sent += count
         callback = self.seeder.on_piece_sent
         if callback is not None:
             try:
-                callback(self.info.bucket, self.info.key, n)
+                callback(self.info.bucket, self.info.key, total, count)
             except Exception:
                 log.exception("piece metering callback failed")
 
