@@ -185,11 +185,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 shutil.rmtree(workroot, ignore_errors=True)
 
-    mode = "quick" if quick else "full"
     ensure_pip("matplotlib", module="matplotlib")
-    results = report.merge_previous(
-        results, OUT_DIR / f"results-{mode}.json", list(BENCHMARKS), quick
-    )
+    # Full results are kept in the repository beside BENCHMARKS.md, so a run of some
+    # benchmarks in a fresh checkout keeps the others' figures; quick ones stay in bench/out.
+    mode_json = BENCH_DIR / "results-full.json" if not quick else OUT_DIR / "results-quick.json"
+    results = report.merge_previous(results, mode_json, list(BENCHMARKS), quick)
     # Plotting takes a few tenths of a second per benchmark: spread over the cores.
     with ProcessPoolExecutor(max(1, min(len(results), core_count()))) as pool:
         pngs = list(pool.map(report.plot, results, itertools.repeat(OUT_DIR)))
@@ -201,10 +201,10 @@ def main(argv: list[str] | None = None) -> int:
             PLOTS_DIR.mkdir(exist_ok=True)
             png = Path(shutil.copy2(png, PLOTS_DIR / png.name))
         res.plot = str(png) if png else None
-    for path in (OUT_DIR / "results.json", OUT_DIR / f"results-{mode}.json"):
+    for path in (OUT_DIR / "results.json", mode_json):
         report.write_json(path, results, machine, quick)
     command = shlex.join(["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
-    report.write_markdown(out, results, machine, command)
+    report.write_markdown(out, results, machine, command, list(BENCHMARKS))
     log(f"done in {time.monotonic() - began:.0f} s: {out}, {OUT_DIR / 'results.json'}")
     return 0
 

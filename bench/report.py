@@ -144,12 +144,50 @@ def table(rows: Sequence[Row]) -> list[str]:
     return out
 
 
+def previous_sections(path: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """Each benchmark's summary rows and section in an existing report, by name: kept for the
+    benchmarks this run has no results for (a fresh checkout has no earlier JSON)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    kept: dict[str, tuple[list[str], list[str]]] = {}
+    lines = text.splitlines()
+    summary_end = next(
+        (
+            i
+            for i, ln in enumerate(lines)
+            if ln.startswith("## ") and i > 0 and not ln.startswith("## Summary")
+        ),
+        len(lines),
+    )
+    for ln in lines[:summary_end]:
+        if ln.startswith("| ") and not ln.startswith("| Benchmark"):
+            name = ln[2:].split(" |", 1)[0].strip()
+            kept.setdefault(name, ([], []))[0].append(ln)
+    current: list[str] | None = None
+    for ln in lines[summary_end:]:
+        if ln.startswith("## "):
+            name = ln.rsplit("(`", 1)[-1].rstrip(")`") if ln.endswith("`)") else ""
+            current = kept.setdefault(name, ([], []))[1] if name else None
+            if current is not None:
+                current.clear()
+        if current is not None:
+            current.append(ln)
+    return kept
+
+
 def write_markdown(
     path: Path,
     results: Sequence[BenchmarkResult],
     machine: Mapping[str, Any],
     command: str,
+    order: Sequence[str] = (),
 ) -> None:
+    previous = previous_sections(path)
+    fresh = {r.name for r in results}
+    names = list(order) or [r.name for r in results]
+    by_name = {r.name: r for r in results}
     lines = [
         "# Benchmarks",
         "",
@@ -171,7 +209,11 @@ def write_markdown(
         "| Benchmark | Metric | s3torrent / anchor | Target | Result |",
         "|---|---|---|---|---|",
     ]
-    for res in results:
+    for name in names:
+        if name not in fresh:
+            lines += previous.get(name, ([], []))[0]
+            continue
+        res = by_name[name]
         for r in res.rows:
             if r.target is None or r.anchor_name is None:
                 continue
@@ -180,7 +222,15 @@ def write_markdown(
                 f"| {res.name} | {_cell(r.metric)} | {ratio} "
                 f"| {r.target.describe(r.anchor_name)} | {_met(r)} |"
             )
-    for res in results:
+    for name in names:
+        if name not in fresh:
+            kept = previous.get(name, ([], []))[1]
+            if kept:
+                while kept and not kept[-1].strip():
+                    kept.pop()
+                lines += ["", *kept]
+            continue
+        res = by_name[name]
         mode = "quick" if res.quick else "full"
         lines += [
             "",
