@@ -13,16 +13,19 @@ How it keeps the origin's bytes near one copy (modes ``offload`` and ``auto``):
 * A peer that keeps the pieces it got first-hand to itself (they never show up at other
   peers while others still lack them) gets no new fresh pieces past ``unspread_limit``;
   peers whose pieces spread rank first when unchoke slots are handed out.
-* A peer without progress for ``stall_timeout`` (or fed only by us for
-  ``swarm_stall_timeout``) gets a window of the pieces it lacks that are rarest in the swarm
-  (the only way the origin sends a piece twice).
+* A peer without progress for ``stall_timeout`` gets a window of the pieces it lacks that
+  are rarest in the swarm (the only way the origin sends a piece twice); one fed only by us
+  for ``swarm_stall_timeout`` gets what no other connected peer holds, and the rest one
+  window per ``swarm_stall_timeout``.
 * Once connected peers hold every piece, the origin's upload for the torrent is capped at
   ``carry_rate``: the swarm can carry itself.
 * ``auto``: while a single peer downloads it gets a large window (as fast as the link
   allows); ``fastest``: every peer gets every piece advertised and served.
 
 The web seed (BEP 19) asks the same policy piece by piece: it may send a piece nobody holds or
-was given (anything to a client alone); what it sends is held for ``web_seed_memory``.
+was given (anything to a client alone); what it sends is held for ``web_seed_memory``. Its
+clients (one per address and User-Agent, beside the tracker's downloaders) and the rescue of
+a client only the web seed can serve are in web_clients.py.
 
 Swarm memory: a whole piece sent to a peer counts as held by it (some clients never send HAVE
 to a peer they think has the piece), and a peer that leaves the origin but stays in the swarm
