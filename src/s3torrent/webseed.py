@@ -141,7 +141,7 @@ class WebSeed:
             head = web.StreamResponse(status=status, headers=headers)
             head.content_length = count
             return head, info
-        client: tuple[str | None, str] | None = None
+        client: str | None = None
         peer_wire = True
         if swarm is not None and count:
             client, peer_wire = self._observe(request, swarm)
@@ -220,11 +220,12 @@ class WebSeed:
                 fobj.close()
 
     @staticmethod
-    def _observe(request: web.Request, swarm: Swarm) -> tuple[tuple[str | None, str], bool]:
-        """Tell the policy who asks: the client (its address and User-Agent: one client's
+    def _observe(request: web.Request, swarm: Swarm) -> tuple[str | None, bool]:
+        """Tell the policy who asks: the client (its address: one client's
         several connections are one client), how many downloaders the tracker hears from,
         and whether the client also has a peer-wire connection to us (same address)."""
-        client = (request.remote, request.headers.get("User-Agent", "")[:200])
+        # Not the User-Agent too: some of libtorrent's requests carry none (swarm_field).
+        client = request.remote
         now = time.monotonic()
         policy = swarm.policy
         transport = request.transport

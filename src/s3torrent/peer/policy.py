@@ -24,7 +24,7 @@ How it keeps the origin's bytes near one copy (modes ``offload`` and ``auto``):
 
 The web seed (BEP 19) asks the same policy piece by piece: it may send a piece nobody holds or
 was given (anything to a client alone); what it sends is held for ``web_seed_memory``. Its
-clients (one per address and User-Agent, beside the tracker's downloaders) and the rescue of
+clients (one per address, beside the tracker's downloaders) and the rescue of
 a client only the web seed can serve are in web_clients.py.
 
 Swarm memory: a whole piece sent to a peer counts as held by it (some clients never send HAVE
@@ -275,12 +275,12 @@ class SwarmPolicy:
 
     def web_seed_request(self, client: object, now: float, connection: object = None) -> None:
         """A web seed client asked for bytes, on `connection`. The web seed names clients
-        so that one client's several connections are one (its address and User-Agent)."""
+        so that one client's several connections are one (its address)."""
         self.web_clients.request(client, now, connection)
 
     def tracked_downloaders(self, count: int, now: float) -> None:
         """How many peers the tracker hears from still download (one per peer id): clients
-        that share an address and a User-Agent (a loopback swarm, an office behind NAT)
+        that share an address (a loopback swarm, an office behind NAT)
         are told apart there, not by their web seed requests."""
         self._tracked = max(0, count)
 
@@ -291,7 +291,7 @@ class SwarmPolicy:
         if self.mode != "auto":
             return False
         # A client usually uses both channels (and announces): count the busiest, not
-        # their sum. Web seed clients are told apart by address and User-Agent when the
+        # their sum. Web seed clients are told apart by address when the
         # peer wire or the tracker knows the swarm; otherwise (browsers, whose tracker is
         # the WebSocket one) each connection may be another client.
         known = max(self.downloaders(), self._tracked)

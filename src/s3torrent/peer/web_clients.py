@@ -1,7 +1,7 @@
 """The web seed's clients as the offload policy sees them: who downloads, who starves.
 
 Sans-IO and clock-free, like policy.py, which owns one of these per torrent. The web seed
-names each client (its address and User-Agent, so one client's several connections are one
+names each client (its address, so one client's several connections are one
 client); this counts the clients asking now, and remembers how long each has been refused.
 A client that asks again for a piece it was refused ``patience`` seconds ago or more has not
 got it from its peers meanwhile: it may have none it can reach (a firewall, a client that
@@ -70,7 +70,7 @@ class WebClients:
 
     def connections(self, now: float) -> int:
         """Connections that asked within the window (a client without connections named
-        counts as one): browsers behind one address and User-Agent are several of these."""
+        counts as one): browsers behind one address are several of these."""
         total = 0
         for c in self.clients.values():
             if now - c.seen < self.window:
