@@ -154,6 +154,9 @@ class WebSeed:
                 # The swarm has it: get it from the peers.
                 swarm.policy.web_seed_refused(client, time.monotonic(), first)
                 swarm.tstats.web_seed_refused += 1
+                delay = swarm.policy.web_seed_refusal_delay(client, time.monotonic())
+                if delay > 0:
+                    await asyncio.sleep(delay)  # a client asking again at once waits
                 return (
                     web.Response(status=503, headers={"Retry-After": str(self.retry_after)}),
                     info,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from s3torrent.peer.policy import PolicySettings, SwarmPolicy
-from s3torrent.peer.web_clients import MAX_CONNECTIONS, MAX_REFUSED, MAX_WEB_CLIENTS
+from s3torrent.peer.web_clients import MAX_CONNECTIONS, MAX_REFUSED, MAX_WEB_CLIENTS, TARPIT
 
 PIECE = 64 * 1024
 PIECES = 16
@@ -193,3 +193,16 @@ def test_refused_pieces_remembered_per_client_are_bounded() -> None:
     for index in range(p.piece_count):
         assert not ask(p, client, index, 0.0)
     assert len(p.web_clients.clients[client].refused) == MAX_REFUSED
+
+
+def test_a_client_refused_again_at_once_waits_for_its_next_refusal() -> None:
+    """WebTorrent ignores Retry-After: its next refusal is held back, not answered at once."""
+    p = policy()
+    client = "198.51.100.7"
+    p.web_seed_request(client, 0.0)
+    assert p.web_seed_refusal_delay(client, 0.0) == 0.0  # a first refusal: at once
+    assert p.web_seed_refusal_delay(client, 0.1) == TARPIT
+    assert p.web_seed_refusal_delay(client, 1.2) == TARPIT  # still hammering
+    # libtorrent waits the Retry-After (10 s) before asking again: never held.
+    assert p.web_seed_refusal_delay(client, 20.0) == 0.0
+    assert p.web_seed_refusal_delay("unknown", 20.0) == 0.0

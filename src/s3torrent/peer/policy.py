@@ -290,10 +290,9 @@ class SwarmPolicy:
             return True
         if self.mode != "auto":
             return False
-        # A client usually uses both channels (and announces): count the busiest, not
-        # their sum. Web seed clients are told apart by address when the
-        # peer wire or the tracker knows the swarm; otherwise (browsers, whose tracker is
-        # the WebSocket one) each connection may be another client.
+        # A client usually uses both channels (and announces): count the busiest, not their
+        # sum. Web seed clients are told apart by address when the peer wire or the tracker
+        # knows the swarm; otherwise (browsers: WebSocket tracker) each connection counts.
         known = max(self.downloaders(), self._tracked)
         web = self.web_clients.downloading(now) if known else self.web_clients.connections(now)
         return max(known, web) <= 1
@@ -323,6 +322,10 @@ class SwarmPolicy:
         if peer_wire or not max(self.downloaders(), self._tracked):
             return False
         return self.web_clients.starving(client, index, now)
+
+    def web_seed_refusal_delay(self, client: object, now: float) -> float:
+        """Seconds the web seed holds a 503 to a client refused moments ago (web_clients.py)."""
+        return self.web_clients.refusal_delay(client, now)
 
     def web_seed_refused(self, client: object, now: float, index: int = -1) -> None:
         """The web seed refused this client a piece (a 503 for its first, or a cut)."""

@@ -16,13 +16,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["MAX_REFUSED", "MAX_WEB_CLIENTS", "WebClients"]
+__all__ = ["MAX_REFUSED", "MAX_WEB_CLIENTS", "TARPIT", "WebClients"]
 
 # Web seed clients remembered at most (the oldest is forgotten first), and refused pieces
 # remembered per client.
 MAX_WEB_CLIENTS = 256
 MAX_REFUSED = 256
 MAX_CONNECTIONS = 32  # connections remembered per client
+# A client refused again within REFUSAL_GAP seconds of its last refusal waits TARPIT seconds
+# for the next 503: WebTorrent ignores Retry-After and asks for piece after piece at once
+# (tens of refusals a second, CPU both sides could spend on pieces).
+REFUSAL_GAP = 2.0
+TARPIT = 1.0
 
 
 @dataclass(slots=True)
@@ -32,6 +37,7 @@ class _Client:
     # index -> when first refused, while it has not been sent them.
     refused: dict[int, float] = field(default_factory=dict)
     rescued: int = 0  # bytes sent to it because it starved
+    last_refused: float = float("-inf")
     # Its connections (as the web seed names them) -> when each last asked.
     connections: dict[object, float] = field(default_factory=dict)
 
@@ -76,6 +82,15 @@ class WebClients:
             if now - c.seen < self.window:
                 total += max(1, sum(1 for t in c.connections.values() if now - t < self.window))
         return total
+
+    def refusal_delay(self, client: object, now: float) -> float:
+        """Seconds to hold the 503 about to go to this client (then counted as refused)."""
+        entry = self.clients.get(client)
+        if entry is None:
+            return 0.0
+        delay = TARPIT if now - entry.last_refused < REFUSAL_GAP else 0.0
+        entry.last_refused = now + delay
+        return delay
 
     def refused(self, client: object, index: int, now: float) -> None:
         entry = self.clients.get(client)
