@@ -128,17 +128,18 @@ def test_a_web_seed_only_client_the_swarm_cannot_serve_still_finishes(
     got: dict[int, bytes] = {}
     refused = 0
     deadline = time.monotonic() + 120
-    while len(got) < count:
-        assert time.monotonic() < deadline, f"{len(got)} of {count} pieces"
-        for index in range(count):
-            if index in got:
-                continue
-            body = reader.get(index)
-            if body is None:
-                refused += 1
-            else:
-                got[index] = body
-        time.sleep(0.5)
+    # Every missing piece at once, a round every second (refusals in a burst are held a
+    # second each: the web seed's answer to clients that ask again at once).
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        while len(got) < count:
+            assert time.monotonic() < deadline, f"{len(got)} of {count} pieces"
+            missing = [i for i in range(count) if i not in got]
+            for index, body in zip(missing, pool.map(reader.get, missing), strict=True):
+                if body is None:
+                    refused += 1
+                else:
+                    got[index] = body
+            time.sleep(1.0)
     assert b"".join(got[i] for i in range(count)) == data
     assert refused > 0  # the swarm held everything: it was refused first
     assert web_seed_bytes(live, info_hash) <= size + piece
@@ -156,14 +157,14 @@ def test_one_client_posing_as_many_gets_at_most_the_rescue_allowance(
     readers = [RangeReader(url, f"127.0.0.{30 + n}", piece, size) for n in range(8)]
 
     def hammer(reader: RangeReader) -> int:
-        """Ask for every piece again and again, keeping nothing, for 25 s."""
+        """Ask for the same few pieces again and again, keeping nothing, for 25 s."""
         received = 0
         stop = time.monotonic() + 25
         while time.monotonic() < stop:
-            for index in range(count):
+            for index in range(min(count, 4)):
                 body = reader.get(index)
                 received += len(body or b"")
-            time.sleep(0.2)
+            time.sleep(0.5)
         return received
 
     with concurrent.futures.ThreadPoolExecutor(len(readers)) as pool:
