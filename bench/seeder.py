@@ -106,8 +106,11 @@ def strip_sources(torrent: bytes) -> bytes:
 
 
 @contextlib.contextmanager
-def s3torrent_seeder(ctx: Context, env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
-    """A fresh s3torrent with its peer listener on a free loopback port: (endpoint, peer port)."""
+def s3torrent_seeder(
+    ctx: Context, env: dict[str, str] | None = None, peer_host: str = "127.0.0.1"
+) -> Iterator[tuple[str, int]]:
+    """A fresh s3torrent on a free loopback port, its peer listener on a free port of
+    `peer_host` (loopback by default; the tracker names it there): (endpoint, peer port)."""
     base = servers.s3torrent_command()
     workdir = ctx.scratch("s3torrent-seeder")
     port, peer_port = free_port(), free_port()
@@ -116,6 +119,7 @@ def s3torrent_seeder(ctx: Context, env: dict[str, str] | None = None) -> Iterato
         "S3TORRENT_ROOT_ACCESS_KEY": ROOT_KEYS[0],
         "S3TORRENT_ROOT_SECRET_KEY": ROOT_KEYS[1],
         "S3TORRENT_STORAGE__FSYNC": "false",
+        **({} if peer_host == "127.0.0.1" else {"S3TORRENT_SEEDER__PUBLIC_HOST": peer_host}),
         **(env or {}),
     }
     log_path = workdir / "s3torrent.log"
@@ -127,7 +131,7 @@ def s3torrent_seeder(ctx: Context, env: dict[str, str] | None = None) -> Iterato
         "--listen",
         f"127.0.0.1:{port}",
         "--peer-listen",
-        f"127.0.0.1:{peer_port}",
+        f"{peer_host}:{peer_port}",
     ]
     proc = spawn(cmd, log_path=log_path, env=full_env, cwd=workdir)
     try:

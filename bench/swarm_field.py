@@ -11,10 +11,12 @@ Three setups on one s3torrent (tracker, origin seeder and web seed, default sett
 
 The clients are the interop suite's drivers (tests/interop/clients.py). Each download gets a
 fresh object (its own info-hash), so swarm memory never carries pieces from one run into
-the next. Loopback quirks: every client announces from 127.0.0.1; libtorrent leechers here
-allow several connections per address (as the swarm benchmark's do, and qBittorrent's
-driver), rtorrent keeps one peer per address, Transmission drops loopback peers a tracker
-names (it uses the web seed alone, and has no libtorrent-seeded anchor).
+the next. Loopback quirks: clients announce from loopback addresses; libtorrent leechers
+here allow several connections per address (as the swarm benchmark's do, and qBittorrent's
+driver), rtorrent keeps one peer per address, Transmission drops the 127.0.0.0/8 peers a
+tracker names: the origin's peer listener (and the libtorrent seeder of Transmission's
+anchor) is on this host's own address where it has one. The server runs under
+bench/field_probe.py, which counts the origin's bytes by client for the log.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import http.server
+import json
 import os
+import socket
 import statistics
 import struct
+import sys
 import threading
 import time
 import urllib.request
@@ -63,10 +68,12 @@ DESCRIPTION = (
     "**Lone**: one leecher of each client alone, against the same client downloading from a "
     "libtorrent seeder that a small tracker names as the only peer (target ≥ 0.8×; MB/s "
     "from launch, so client start-up counts on both sides; quick: libtorrent). "
-    "Loopback: every client announces from 127.0.0.1; rtorrent keeps one peer per address "
-    "and Transmission drops loopback peers a tracker names (so it has no libtorrent-seeded "
-    "anchor). The libtorrent-only, no-web-seed reference is the `swarm` benchmark's "
-    "s3torrent rows."
+    "Loopback: clients announce from 127.0.0.0/8 addresses; rtorrent keeps one peer per "
+    "address; Transmission drops the loopback peers a tracker names, so the origin's peer "
+    "listener, and the libtorrent seeder of Transmission's anchor, listen on the host's own "
+    "address (in the mix Transmission reaches the origin, and the peers that connect to it). "
+    "The log gives the origin's bytes by client and channel (bench/field_probe.py). The "
+    "libtorrent-only, no-web-seed reference is the `swarm` benchmark's s3torrent rows."
 )
 
 MB = 1_000_000
@@ -94,6 +101,8 @@ MIX_ADDRESSES = (
 )
 LONE = ("libtorrent", "qbittorrent", "aria2", "transmission", "rtorrent", "ctorrent", "webtorrent")
 ONE_COPY = "one copy"
+# This host's non-loopback address (host_address), or "" when it has none.
+HOST: list[str] = []
 
 
 # ---------------------------------------------------------------- clients
@@ -141,6 +150,11 @@ def lt_leecher(job: Any) -> bytes:
 
 # The last lone run's origin copies by channel (seeder, web seed), for the log.
 LONE_CHANNELS: dict[str, tuple[float, float]] = {}
+# Where bench/field_probe.py writes the origin's bytes by object, channel and client.
+PROBE_FILE: list[Path] = []
+LONE_CLIENTS: dict[str, dict[str, tuple[int, int]]] = {}
+# The last mix's origin bytes by client (by_client), for the log.
+MIX_CLIENTS: list[dict[str, tuple[int, int]]] = []
 # When a libtorrent leecher of the benchmark saw every piece verified, by its job's workdir.
 SEEDING_AT: dict[Path, float] = {}
 
@@ -218,6 +232,46 @@ def by_channel(obj: Obj) -> tuple[int, int]:
     return int(entry.get("bytes_sent", 0)), int(entry.get("web_seed_bytes", 0))
 
 
+def by_client(obj: Obj) -> dict[str, tuple[int, int]]:
+    """The origin's bytes (and requests or refusals) for this object, by channel and client
+    ("seeder libtorrent@127.0.0.11", "webseed webtorrent@127.0.0.1", "refused ..."), as
+    bench/field_probe.py counted them; empty when the server runs without the probe."""
+    if not PROBE_FILE:
+        return {}
+    time.sleep(0.6)  # its next write
+    try:
+        counts = json.loads(PROBE_FILE[0].read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: (int(v[0]), int(v[1])) for k, v in counts.get(obj.key, {}).items()}
+
+
+def said_by_client(counts: dict[str, tuple[int, int]], size: int) -> str:
+    parts = []
+    for label, (nbytes, events) in sorted(counts.items()):
+        if label.startswith("refused"):
+            parts.append(f"{label} {events}x")
+        else:
+            parts.append(f"{label} {nbytes / size:.2f}")
+    return "; ".join(parts)
+
+
+@contextlib.contextmanager
+def probed(out: Path) -> Iterator[None]:
+    """s3torrent started meanwhile runs under bench/field_probe.py (unless the caller named
+    another command in BENCH_S3TORRENT_CMD)."""
+    if os.environ.get("BENCH_S3TORRENT_CMD"):
+        yield
+        return
+    probe = Path(__file__).resolve().parent / "field_probe.py"
+    os.environ["BENCH_S3TORRENT_CMD"] = f"{sys.executable} {probe} {out}"
+    PROBE_FILE[:] = [out]
+    try:
+        yield
+    finally:
+        del os.environ["BENCH_S3TORRENT_CMD"]
+
+
 def job_for(
     obj: Obj, torrent: bytes, workdir: Path, timeout: float, address: str = "127.0.0.1"
 ) -> Any:
@@ -255,13 +309,29 @@ def run_clients(names: tuple[str, ...], jobs: list[Any]) -> list[float | str]:
 # ---------------------------------------------------------------- a tracker for the anchor
 
 
+def host_address() -> str | None:
+    """This host's non-loopback IPv4 address, if it has one: Transmission drops every
+    127.0.0.0/8 peer a tracker names, so a seeder it must reach listens there."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent
+        except OSError:
+            return None
+        ip = str(s.getsockname()[0])
+    return None if ip.startswith("127.") else ip
+
+
 @contextlib.contextmanager
-def lone_tracker(port: int) -> Iterator[str]:
-    """An HTTP tracker that names one peer (127.0.0.1:port) for every torrent."""
+def lone_tracker(port: int, ip: str = "127.0.0.1") -> Iterator[str]:
+    """An HTTP tracker that names one peer (ip:port) for every torrent."""
     compact = b"d8:intervali60e12:min intervali60e5:peers6:"
-    compact += struct.pack(">4sH", bytes([127, 0, 0, 1]), port) + b"e"
+    compact += struct.pack(">4sH", socket.inet_aton(ip), port) + b"e"
     # The original peer list for a client that does not ask for compact (ctorrent).
-    listed = b"d8:intervali60e12:min intervali60e5:peersld2:ip9:127.0.0.14:porti%deeee" % port
+    listed = b"d8:intervali60e12:min intervali60e5:peersld2:ip%d:%s4:porti%deeee" % (
+        len(ip),
+        ip.encode(),
+        port,
+    )
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -315,6 +385,7 @@ def mix_run(
         results = run_clients(MIX, jobs)
         time.sleep(0.5)  # the last bytes counted
         seeder, web = by_channel(obj)
+        MIX_CLIENTS[:] = [by_client(obj)]
     labels = [f"{n} #{MIX[:i].count(n) + 1}" if MIX.count(n) > 1 else n for i, n in enumerate(MIX)]
     return dict(zip(labels, results, strict=True)), seeder / size, web / size
 
@@ -400,20 +471,46 @@ def lone_pair(
         t = run_clients((name,), [job_for(obj, obj.served, scratch / f"{name}-ours", timeout)])[0]
         time.sleep(0.3)  # the last bytes counted
         seeder, web = by_channel(obj)
+        LONE_CLIENTS[name] = by_client(obj)
     ours: float | str = t if isinstance(t, str) else size / t / MB
     LONE_CHANNELS[name] = (seeder / size, web / size)
+    ip = "127.0.0.1"
     if name == "transmission":
-        return ours, "not measurable: Transmission drops the loopback peers a tracker names"
+        ip = HOST[0] if HOST else ""
+        if not ip:
+            return ours, "not measurable: Transmission drops loopback peers, no other address"
     with (
         objs.fresh(f"anchor-{name}") as obj,
-        libtorrent_seed(obj.pub.torrent, obj.path, super_seeding=False) as (_seed, seed_port),
-        lone_tracker(seed_port) as tracker,
+        host_seed(obj.pub.torrent, obj.path, ip) as seed_port,
+        lone_tracker(seed_port, ip) as tracker,
     ):
         torrent = anchor_torrent(obj.served, tracker)
         time.sleep(0.5)  # the seed's listener and its torrent ready before the client asks
         a = run_clients((name,), [job_for(obj, torrent, scratch / f"{name}-lt", timeout)])[0]
     anchor: float | str = a if isinstance(a, str) else size / a / MB
     return ours, anchor
+
+
+@contextlib.contextmanager
+def host_seed(torrent: bytes, data: Path, ip: str) -> Iterator[int]:
+    """A libtorrent seed of `data` listening on `ip` (libtorrent_seed's, elsewhere than
+    127.0.0.1): its port."""
+    if ip == "127.0.0.1":
+        with libtorrent_seed(torrent, data, super_seeding=False) as (_seed, port):
+            yield port
+        return
+    lib = lt()
+    session = lt_session(listen_interfaces=f"{ip}:0")
+    atp = lib.add_torrent_params()
+    atp.ti = lib.torrent_info(lib.bdecode(torrent))
+    atp.save_path = str(data.parent)
+    atp.flags |= lib.torrent_flags.seed_mode
+    handle = session.add_torrent(atp)
+    try:
+        yield session_port(session)
+    finally:
+        session.remove_torrent(handle)
+        del session
 
 
 # ---------------------------------------------------------------- rows
@@ -430,16 +527,31 @@ def run(ctx: Context) -> list[Row]:
     # Full: 3 mixes, 2 staggered and 2 lone runs per client (about 10 minutes here).
     runs = 1 if ctx.quick else max(1, min(ctx.runs, 3))
     staggered_n, gap = (3, 0.5) if ctx.quick else (8, 0.5)
-    lone_clients = ("libtorrent",) if ctx.quick else LONE
+    lone_clients: tuple[str, ...] = ("libtorrent",) if ctx.quick else LONE
+    # While working on one part: BENCH_FIELD_PARTS=mix,staggered,lone and
+    # BENCH_FIELD_LONE=webtorrent,transmission (default: everything).
+    parts = set(os.environ.get("BENCH_FIELD_PARTS", "mix,staggered,lone").split(","))
+    if os.environ.get("BENCH_FIELD_LONE"):
+        lone_clients = tuple(os.environ["BENCH_FIELD_LONE"].split(","))
     timeout = 15.0 if ctx.quick else 30 + size / (2 * MB)
     rows: list[Row] = []
     with contextlib.ExitStack() as stack:
-        endpoint, peer_port = stack.enter_context(s3torrent_seeder(ctx))
+        stack.enter_context(probed(ctx.scratch("field-probe") / "clients.json"))
+        # The origin's peer listener on this host's address where it has one, as a
+        # deployment has it (never on loopback: Transmission drops 127.0.0.0/8 peers, and
+        # keeps one peer per address, so the clients announce from loopback).
+        HOST[:] = [host_address() or ""]
+        endpoint, peer_port = stack.enter_context(
+            s3torrent_seeder(ctx, peer_host=HOST[0] or "127.0.0.1")
+        )
         source = make_file(ctx.scratch("field-data") / "field.bin", size)
         objs = Objects(endpoint, peer_port, source, ctx.scratch("field-objects"))
-        rows += mix_rows(ctx, objs, runs, timeout)
-        rows += staggered_rows(ctx, objs, min(runs, 2), staggered_n, gap, timeout)
-        rows += lone_rows(ctx, objs, min(runs, 2), lone_clients, timeout)
+        if "mix" in parts:
+            rows += mix_rows(ctx, objs, runs, timeout)
+        if "staggered" in parts:
+            rows += staggered_rows(ctx, objs, min(runs, 2), staggered_n, gap, timeout)
+        if "lone" in parts:
+            rows += lone_rows(ctx, objs, min(runs, 2), lone_clients, timeout)
     return rows
 
 
@@ -468,6 +580,8 @@ def mix_rows(ctx: Context, objs: Objects, runs: int, timeout: float) -> list[Row
             f"{k} failed" if isinstance(v, str) else f"{k} {v:.1f} s" for k, v in times.items()
         )
         ctx.log(f"    mix run {i + 1}: seeder {s:.2f} + web seed {w:.2f} copies; {said}")
+        if MIX_CLIENTS and MIX_CLIENTS[0]:
+            ctx.log(f"      by client: {said_by_client(MIX_CLIENTS[0], len(objs.data))}")
     n = len(total.values)
     rows = [
         compare(
@@ -555,5 +669,8 @@ def lone_rows(
                 f"    lone {name} run {i + 1}: as served {a} MB/s (seeder {seeder:.2f} + web seed "
                 f"{web:.2f} copies), from libtorrent {b} MB/s"
             )
+            if LONE_CLIENTS.get(name):
+                said = said_by_client(LONE_CLIENTS[name], len(objs.data))
+                ctx.log(f"      by client: {said}")
         rows.append(compare(f"lone {name}", "MB/s", ours, anchor, Target(0.8)))
     return rows

@@ -141,15 +141,22 @@ class WebSeed:
             head = web.StreamResponse(status=status, headers=headers)
             head.content_length = count
             return head, info
+        client: str | None = None
+        peer_wire = True
         if swarm is not None and count:
-            peer = request.transport.get_extra_info("peername") if request.transport else None
-            swarm.policy.web_seed_request((request.remote, str(peer)), time.monotonic())
+            client, peer_wire = self._observe(request, swarm)
             swarm.tstats.web_seed_requests += 1
             first = start // info.hashes.piece_length
             continuing = start % info.hashes.piece_length != 0
-            if not swarm.policy.web_seed_allows(first, time.monotonic(), continuing=continuing):
+            if not swarm.policy.web_seed_allows(
+                first, time.monotonic(), continuing=continuing, client=client, peer_wire=peer_wire
+            ):
                 # The swarm has it: get it from the peers.
+                swarm.policy.web_seed_refused(client, time.monotonic(), first)
                 swarm.tstats.web_seed_refused += 1
+                delay = swarm.policy.web_seed_refusal_delay(client, time.monotonic())
+                if delay > 0:
+                    await asyncio.sleep(delay)  # a client asking again at once waits
                 return (
                     web.Response(status=503, headers={"Retry-After": str(self.retry_after)}),
                     info,
@@ -167,7 +174,9 @@ class WebSeed:
         )
         try:
             await resp.prepare(request)
-            await self._stream(request, resp, obj, info, swarm, start, count, sent, cut)
+            await self._stream(
+                request, resp, obj, info, swarm, start, count, sent, cut, client, peer_wire
+            )
         except (_Cut, TamperedBlob):
             # The client gets a short body; it keeps the whole pieces it received (a sealed
             # chunk that fails its tag was logged where it was read, and is never sent).
@@ -189,6 +198,8 @@ class WebSeed:
         count: int,
         sent: list[int],
         cut: list[bool],
+        client: object = None,
+        peer_wire: bool = True,
     ) -> None:
         piece_length = info.hashes.piece_length
         pos, end = start, start + count
@@ -202,7 +213,7 @@ class WebSeed:
                 # that keeps the object public must not cut anyone); a closed swarm at once.
                 if cut[0] or (swarm is not None and swarm.closed):
                     raise _Cut
-                stop = self._allowed_run(swarm, piece_length, pos, end)
+                stop = self._allowed_run(swarm, piece_length, pos, end, client, peer_wire)
                 if stop == pos:
                     raise _Cut
                 await self._send(request, resp, obj, fobj, pos, stop - pos, sent)
@@ -212,7 +223,32 @@ class WebSeed:
                 fobj.close()
 
     @staticmethod
-    def _allowed_run(swarm: Swarm | None, piece_length: int, pos: int, end: int) -> int:
+    def _observe(request: web.Request, swarm: Swarm) -> tuple[str | None, bool]:
+        """Tell the policy who asks: the client (its address: one client's
+        several connections are one client), how many downloaders the tracker hears from,
+        and whether the client also has a peer-wire connection to us (same address)."""
+        # Not the User-Agent too: some of libtorrent's requests carry none (swarm_field).
+        client = request.remote
+        now = time.monotonic()
+        policy = swarm.policy
+        transport = request.transport
+        connection = transport.get_extra_info("peername") if transport is not None else None
+        policy.web_seed_request(client, now, str(connection))
+        policy.tracked_downloaders(
+            sum(1 for _seen, seed in swarm.announced.values() if not seed), now
+        )
+        peer_wire = any(link.ip == request.remote for link in swarm.links.values())
+        return client, peer_wire
+
+    @staticmethod
+    def _allowed_run(
+        swarm: Swarm | None,
+        piece_length: int,
+        pos: int,
+        end: int,
+        client: object = None,
+        peer_wire: bool = True,
+    ) -> int:
         """Where the next run of bytes the policy lets out (up to CHUNK) ends."""
         if swarm is None:
             return min(end, pos + CHUNK)
@@ -221,10 +257,14 @@ class WebSeed:
         stop = pos
         while stop < end and stop - pos < CHUNK:
             index = stop // piece_length
-            if not policy.web_seed_allows(index, now, continuing=stop % piece_length != 0):
+            continuing = stop % piece_length != 0
+            if not policy.web_seed_allows(
+                index, now, continuing=continuing, client=client, peer_wire=peer_wire
+            ):
+                policy.web_seed_refused(client, now, index)  # cut there
                 break
             piece_end = min((index + 1) * piece_length, end)
-            policy.web_seed_sent(index, piece_end - stop, now)
+            policy.web_seed_sent(index, piece_end - stop, now, client=client)
             swarm.tstats.web_seed_bytes += piece_end - stop
             stop = piece_end
         return stop

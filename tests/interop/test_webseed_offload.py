@@ -334,3 +334,24 @@ def test_web_seed_bad_requests_get_clear_answers(live: LiveServer) -> None:
     part = urllib.request.Request(url, headers={"Range": "bytes=10-19"})
     with urllib.request.urlopen(part, timeout=10) as r:
         assert r.status == 206 and r.read() == data[10:20]
+
+
+def test_a_lone_webtorrent_is_served_as_one_client(live: LiveServer, tmp_path: Path) -> None:
+    """WebTorrent asks the web seed on several connections at once (and connects to the
+    seeder, and announces): one client, alone, so the web seed never refuses it."""
+    from tests.interop import clients
+
+    why = clients.missing("webtorrent")
+    if why is not None:
+        pytest.skip(why)
+    size = 16 * MiB
+    data, torrent = publish(live, "offload", "lone-wt.bin", size)
+    ih = info_hash_hex(torrent)
+    job = clients.Job(
+        torrent=torrent, magnet=None, name="lone-wt.bin", data=data, workdir=tmp_path, timeout=120
+    )
+    assert clients.webtorrent(job) == data
+    stats = json.loads(signed_fetch(f"{live.endpoint}/_seeder/stats"))["torrents"][ih]
+    assert stats["web_seed_requests"] > 0  # it used the web seed
+    assert stats["web_seed_refused"] == 0, stats
+    assert stats["bytes_sent"] + stats["web_seed_bytes"] <= 1.1 * size

@@ -13,16 +13,19 @@ How it keeps the origin's bytes near one copy (modes ``offload`` and ``auto``):
 * A peer that keeps the pieces it got first-hand to itself (they never show up at other
   peers while others still lack them) gets no new fresh pieces past ``unspread_limit``;
   peers whose pieces spread rank first when unchoke slots are handed out.
-* A peer without progress for ``stall_timeout`` (or fed only by us for
-  ``swarm_stall_timeout``) gets a window of the pieces it lacks that are rarest in the swarm
-  (the only way the origin sends a piece twice).
+* A peer without progress for ``stall_timeout`` gets a window of the pieces it lacks that
+  are rarest in the swarm (the only way the origin sends a piece twice); one fed only by us
+  for ``swarm_stall_timeout`` gets what no other connected peer holds, and the rest one
+  window per ``swarm_stall_timeout``.
 * Once connected peers hold every piece, the origin's upload for the torrent is capped at
   ``carry_rate``: the swarm can carry itself.
 * ``auto``: while a single peer downloads it gets a large window (as fast as the link
   allows); ``fastest``: every peer gets every piece advertised and served.
 
 The web seed (BEP 19) asks the same policy piece by piece: it may send a piece nobody holds or
-was given (anything to a client alone); what it sends is held for ``web_seed_memory``.
+was given (anything to a client alone); what it sends is held for ``web_seed_memory``. Its
+clients (one per address, beside the tracker's downloaders) and the rescue of
+a client only the web seed can serve are in web_clients.py.
 
 Swarm memory: a whole piece sent to a peer counts as held by it (some clients never send HAVE
 to a peer they think has the piece), and a peer that leaves the origin but stays in the swarm
@@ -34,9 +37,19 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
 
 from s3torrent.peer.index_set import IndexSet
+from s3torrent.peer.policy_types import (
+    Action,
+    ChokePeer,
+    Mode,
+    PeerKey,
+    PolicySettings,
+    RevealPiece,
+    SuggestPiece,
+    UnchokePeer,
+)
+from s3torrent.peer.web_clients import WebClients
 
 __all__ = [
     "Action",
@@ -49,63 +62,6 @@ __all__ = [
     "SwarmPolicy",
     "UnchokePeer",
 ]
-
-Mode: TypeAlias = Literal["fastest", "offload", "auto"]
-PeerKey: TypeAlias = int
-
-
-@dataclass(frozen=True, slots=True)
-class PolicySettings:
-    mode: Mode = "auto"
-    unchoke_slots: int = 8
-    round_interval: float = 5.0
-    alone_window: int = 16 * 1024 * 1024
-    peer_window: int = 2 * 1024 * 1024
-    unspread_limit: int = 8 * 1024 * 1024
-    # libtorrent stops asking its other peers once every piece it lacks was taken by a
-    # web-seed request (or by us) that then ended (a 503, a cut, a choke): those connections
-    # sit idle until its 5 s end-game timer. A second without progress is our cue to serve.
-    stall_timeout: float = 3.0
-    # A peer that gets pieces only from us (its other peers give it nothing) is fed again
-    # after this long: a slow client must not turn the origin into its only source.
-    swarm_stall_timeout: float = 3.0
-    carry_rate: int = 1024 * 1024  # bytes/s; 0: no cap
-    # An assignment (a fresh piece revealed to one peer) that makes no progress for this
-    # many stall timeouts stops blocking other peers from getting the piece.
-    stale_assignments: float = 3.0
-    suggestions: int = 4
-    # Seconds a piece the web seed sent stays taken when no peer reports having it (a web
-    # seed client may never talk to the origin's peer port).
-    web_seed_memory: float = 60.0
-    # A web seed client counts as downloading for this long after its last request.
-    web_seed_client_window: float = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class UnchokePeer:
-    peer: PeerKey
-
-
-@dataclass(frozen=True, slots=True)
-class ChokePeer:
-    peer: PeerKey
-
-
-@dataclass(frozen=True, slots=True)
-class RevealPiece:
-    """Tell the peer we have this piece (HAVE): it may now request it from us."""
-
-    peer: PeerKey
-    index: int
-
-
-@dataclass(frozen=True, slots=True)
-class SuggestPiece:
-    peer: PeerKey
-    index: int
-
-
-Action: TypeAlias = UnchokePeer | ChokePeer | RevealPiece | SuggestPiece
 
 
 @dataclass(slots=True)
@@ -158,7 +114,15 @@ class SwarmPolicy:
         self.departed: dict[PeerKey, _Peer] = {}
         # Pieces the web seed sent that no peer has reported yet: index -> when.
         self.web_held: dict[int, float] = {}
-        self._web_clients: dict[object, float] = {}
+        s = self.settings
+        self.web_clients = WebClients(
+            piece_count * piece_length,
+            s.web_seed_client_window,
+            s.web_seed_patience,
+            s.web_seed_rescue_period,
+            now,
+        )
+        self._tracked = 0  # downloaders the tracker hears from
         self.web_seed_bytes = 0
         self.availability = [0] * piece_count  # connected peers holding each piece
         self.assigned_count = [0] * piece_count  # live assignments of each piece
@@ -309,9 +273,16 @@ class SwarmPolicy:
 
     # ------------------------------------------------------------------ web seed
 
-    def web_seed_request(self, client: object, now: float) -> None:
-        """A web seed client (one HTTP connection) asked for bytes."""
-        self._web_clients[client] = now
+    def web_seed_request(self, client: object, now: float, connection: object = None) -> None:
+        """A web seed client asked for bytes, on `connection`. The web seed names clients
+        so that one client's several connections are one (its address)."""
+        self.web_clients.request(client, now, connection)
+
+    def tracked_downloaders(self, count: int, now: float) -> None:
+        """How many peers the tracker hears from still download (one per peer id): clients
+        that share an address (a loopback swarm, an office behind NAT)
+        are told apart there, not by their web seed requests."""
+        self._tracked = max(0, count)
 
     def web_seed_alone(self, now: float) -> bool:
         """Whether one client downloads alone (mode auto), so the web seed sends it anything."""
@@ -319,26 +290,59 @@ class SwarmPolicy:
             return True
         if self.mode != "auto":
             return False
-        window = self.settings.web_seed_client_window
-        web = sum(1 for t in self._web_clients.values() if now - t < window)
-        # A client usually uses both channels: count the busier one, not their sum.
-        return max(self.downloaders(), web) <= 1
+        # A client usually uses both channels (and announces): count the busiest, not their
+        # sum. Web seed clients are told apart by address when the peer wire or the tracker
+        # knows the swarm; otherwise (browsers: WebSocket tracker) each connection counts.
+        known = max(self.downloaders(), self._tracked)
+        web = self.web_clients.downloading(now) if known else self.web_clients.connections(now)
+        return max(known, web) <= 1
 
-    def web_seed_allows(self, index: int, now: float, *, continuing: bool = False) -> bool:
-        """May the web seed send this piece now? `continuing`: the rest of a piece it began."""
+    def web_seed_allows(
+        self,
+        index: int,
+        now: float,
+        *,
+        continuing: bool = False,
+        client: object = None,
+        peer_wire: bool = True,
+    ) -> bool:
+        """May the web seed send this piece now? `continuing`: the rest of a piece it began;
+        `client` (as web_seed_request names it) without a `peer_wire` connection to us may
+        be starving for it (web_seed_patience)."""
         if not 0 <= index < self.piece_count:
             return False
         if self.web_seed_alone(now):
             return True
         if continuing and index in self.web_held:
             return True
-        return self.availability[index] == 0 and self.assigned_count[index] == 0
+        if self.availability[index] == 0 and self.assigned_count[index] == 0:
+            return True
+        # A starving client (web_clients.py) of a swarm the peer wire or the tracker knows;
+        # browsers have their own peers and tracker, and replace a failed web seed.
+        if peer_wire or not max(self.downloaders(), self._tracked):
+            return False
+        return self.web_clients.starving(client, index, now)
 
-    def web_seed_sent(self, index: int, nbytes: int, now: float) -> None:
+    def web_seed_refusal_delay(self, client: object, now: float) -> float:
+        """Seconds the web seed holds a 503 to a client refused moments ago (web_clients.py)."""
+        return self.web_clients.refusal_delay(client, now)
+
+    def web_seed_refused(self, client: object, now: float, index: int = -1) -> None:
+        """The web seed refused this client a piece (a 503 for its first, or a cut)."""
+        if 0 <= index < self.piece_count:
+            self.web_clients.refused(client, index, now)
+
+    def web_seed_sent(self, index: int, nbytes: int, now: float, *, client: object = None) -> None:
         """The web seed sent bytes of this piece: it is taken until a peer reports it."""
         self.web_seed_bytes += nbytes
         if not 0 <= index < self.piece_count:
             return
+        fresh = self.availability[index] == 0 and (
+            self.assigned_count[index] == 0 or index in self.web_held
+        )
+        if client is not None:
+            rescue = not fresh and not self.web_seed_alone(now)
+            self.web_clients.served(client, index, nbytes, now, rescue=rescue)
         self.origin_copies[index] += nbytes
         if index not in self.web_held and self.availability[index] == 0:
             self.web_held[index] = now
@@ -352,13 +356,9 @@ class SwarmPolicy:
 
     def idle(self, now: float) -> bool:
         """Nothing to remember: no peers, no departed peers, no web seed holds or clients."""
-        window = self.settings.web_seed_client_window
-        return (
-            not self.peers
-            and not self.departed
-            and not self.web_held
-            and all(now - t >= window for t in self._web_clients.values())
-        )
+        if self.peers or self.departed or self.web_held:
+            return False
+        return self.web_clients.idle(now)
 
     # ------------------------------------------------------------------ rate cap
 
@@ -489,11 +489,24 @@ class SwarmPolicy:
                     batch.append(index)
         # Stalled: nothing from anyone for a while, or its pieces from us are all in and the
         # swarm gave it nothing meanwhile (the peers we count on may not serve it).
-        stalled = now - peer.last_progress >= self.settings.stall_timeout or (
+        # Stalled: nothing from anyone for a while. Starved: its pieces from us are all in
+        # and the swarm gave it nothing meanwhile (the peers we count on may not serve it):
+        # it gets what no other connected peer holds (it needs that from us anyway), and
+        # what they hold one window per swarm_stall_timeout, not at our full pace.
+        stalled = now - peer.last_progress >= self.settings.stall_timeout
+        starved = (
             not peer.assigned and now - peer.swarm_progress >= self.settings.swarm_stall_timeout
         )
-        if len(batch) < room and stalled:
-            rescue = self._rarest_lacking(peer, room - len(batch), exclude=batch)
+        want = room - len(batch)
+        if want > 0 and (stalled or starved):
+            if stalled:
+                rescue = self._rarest_lacking(peer, want, exclude=batch)
+            else:
+                ranked = self._rarest_lacking(peer, self.piece_count, exclude=batch)
+                rescue = self._unheld(peer, ranked, want)
+                if not rescue:
+                    rescue = ranked[:want]
+                    peer.swarm_progress = now
             if rescue:
                 peer.last_progress = now
             batch += rescue
@@ -517,6 +530,17 @@ class SwarmPolicy:
                 batch.append(last)
         for index in batch:
             self._assign(peer, index, now, actions)
+
+    def _unheld(self, peer: _Peer, ranked: list[int], limit: int) -> list[int]:
+        """The first `limit` of `ranked` that no other connected peer holds."""
+        others = [p.has for p in self.peers.values() if p is not peer]
+        out: list[int] = []
+        for index in ranked:
+            if not any(has[index] for has in others):
+                out.append(index)
+                if len(out) >= limit:
+                    break
+        return out
 
     def _rarest_lacking(self, peer: _Peer, limit: int, exclude: Iterable[int] = ()) -> list[int]:
         skip = set(exclude)
@@ -549,10 +573,7 @@ class SwarmPolicy:
         for index, since in list(self.web_held.items()):
             if now - since >= memory:
                 self._release_web_hold(index)
-        window = self.settings.web_seed_client_window
-        for client, seen in list(self._web_clients.items()):
-            if now - seen >= window:
-                del self._web_clients[client]
+        self.web_clients.expire(now)
         limit = self.settings.stall_timeout * self.settings.stale_assignments
         for peer in self.peers.values():
             if not peer.assigned or now - peer.last_progress < limit:
