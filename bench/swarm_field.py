@@ -29,6 +29,7 @@ import os
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -68,8 +69,11 @@ DESCRIPTION = (
     "**Lone**: one leecher of each client alone, against the same client downloading from a "
     "libtorrent seeder that a small tracker names as the only peer (target ≥ 0.8×; MB/s "
     "from launch, so client start-up counts on both sides; quick: libtorrent). "
-    "Loopback: clients announce from 127.0.0.0/8 addresses; rtorrent keeps one peer per "
-    "address; Transmission drops the loopback peers a tracker names, so the origin's peer "
+    "Addresses: five clients of the mix bind their own address (rtorrent keeps one peer per "
+    "address), 10.200.0.11-15 added to `lo` for the run where the machine allows it, else "
+    "127.0.0.11-15; the others announce from 127.0.0.1. Transmission drops the 127.0.0.0/8 "
+    "peers a tracker names (on loopback-only addresses only the origin could serve it), so "
+    "the origin's peer "
     "listener, and the libtorrent seeder of Transmission's anchor, listen on the host's own "
     "address (in the mix Transmission reaches the origin, and the peers that connect to it). "
     "The log gives the origin's bytes by client and channel (bench/field_probe.py). The "
@@ -87,18 +91,57 @@ MIX = (
     "ctorrent",
     "webtorrent",
 )
-# Distinct loopback addresses where a client can bind one (rtorrent keeps one peer per
-# address); the others announce from 127.0.0.1, where the origin seeder is.
-MIX_ADDRESSES = (
-    "127.0.0.11",
-    "127.0.0.12",
-    "127.0.0.13",
-    "127.0.0.14",
+# Distinct addresses where a client can bind one (rtorrent keeps one peer per address); the
+# others announce from 127.0.0.1, where the origin seeder is. Where this machine lets us
+# (root with CAP_NET_ADMIN), the distinct ones are 10.200.0.x added to `lo` for the run, not
+# 127.0.0.x: Transmission drops every 127.0.0.0/8 peer a tracker names, so on loopback
+# addresses only the origin could serve it, which no deployment sees.
+LOOPBACK_ADDRESSES = ("127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14", "127.0.0.15")
+LAB_ADDRESSES = ("10.200.0.11", "10.200.0.12", "10.200.0.13", "10.200.0.14", "10.200.0.15")
+MIX_ADDRESSES = [
+    LOOPBACK_ADDRESSES[0],
+    LOOPBACK_ADDRESSES[1],
+    LOOPBACK_ADDRESSES[2],
+    LOOPBACK_ADDRESSES[3],
     "127.0.0.1",
-    "127.0.0.15",
+    LOOPBACK_ADDRESSES[4],
     "127.0.0.1",
     "127.0.0.1",
-)
+]
+
+
+@contextlib.contextmanager
+def lab_addresses() -> Iterator[bool]:
+    """Add LAB_ADDRESSES to `lo` for the run and use them in MIX_ADDRESSES; False (and the
+    127.0.0.x ones) where the machine does not let us."""
+
+    def ip_addr(verb: str, ip: str) -> bool:
+        try:
+            done = subprocess.run(
+                ["ip", "addr", verb, f"{ip}/32", "dev", "lo"], capture_output=True, check=False
+            )
+        except OSError:  # no `ip` command
+            return False
+        return done.returncode == 0 or b"exists" in done.stderr
+
+    added: list[str] = []
+    for ip in LAB_ADDRESSES:
+        if not ip_addr("add", ip):
+            break
+        added.append(ip)
+    ok = len(added) == len(LAB_ADDRESSES)
+    lab = dict(zip(LOOPBACK_ADDRESSES, LAB_ADDRESSES, strict=True))
+    if ok:
+        MIX_ADDRESSES[:] = [lab.get(a, a) for a in MIX_ADDRESSES]
+    try:
+        yield ok
+    finally:
+        back = {v: k for k, v in lab.items()}
+        MIX_ADDRESSES[:] = [back.get(a, a) for a in MIX_ADDRESSES]
+        for ip in added:
+            ip_addr("del", ip)
+
+
 LONE = ("libtorrent", "qbittorrent", "aria2", "transmission", "rtorrent", "ctorrent", "webtorrent")
 ONE_COPY = "one copy"
 # This host's non-loopback address (host_address), or "" when it has none.
@@ -537,6 +580,8 @@ def run(ctx: Context) -> list[Row]:
     rows: list[Row] = []
     with contextlib.ExitStack() as stack:
         stack.enter_context(probed(ctx.scratch("field-probe") / "clients.json"))
+        if not stack.enter_context(lab_addresses()):
+            ctx.log("  (no addresses could be added to lo: the mix runs on 127.0.0.x)")
         # The origin's peer listener on this host's address where it has one, as a
         # deployment has it (never on loopback: Transmission drops 127.0.0.0/8 peers, and
         # keeps one peer per address, so the clients announce from loopback).
