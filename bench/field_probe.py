@@ -77,14 +77,14 @@ def install(path: str) -> None:
     from s3torrent import webseed
     from s3torrent.peer import swarm
 
-    piece_sent = swarm.Swarm.piece_sent
+    blocks_sent = swarm.Swarm.blocks_sent
 
-    def counted_piece_sent(self: Any, link: Any, block: Any, now: float) -> None:
-        piece_sent(self, link, block, now)
+    def counted_blocks_sent(self: Any, link: Any, blocks: list[Any], now: float) -> None:
+        blocks_sent(self, link, blocks, now)
         who = f"seeder {client_of_peer_id(link.peer_id)}@{link.ip}"
-        _add(self.info.key, who, block.length)
+        _add(self.info.key, who, sum(b.length for b in blocks))
 
-    swarm.Swarm.piece_sent = counted_piece_sent  # type: ignore[method-assign]
+    swarm.Swarm.blocks_sent = counted_blocks_sent  # type: ignore[method-assign]
 
     send = webseed.WebSeed._send
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import http.server
 import json
 import os
@@ -62,7 +63,11 @@ DESCRIPTION = (
     "download. **Mix**: eight clients started together (libtorrent ×2, qBittorrent-nox, "
     "aria2, Transmission, rtorrent, ctorrent, WebTorrent on node; the interop suite's "
     "drivers): origin bytes by channel in copies of the object (target: seeder + web seed "
-    "≤ 1.3), and each client's completion from its launch (client start-up included). "
+    "≤ 1.3), and each client's completion from its launch (client start-up included). A "
+    "client that finished stays in the swarm, seeding, until every client is done, as "
+    "users' clients do (aria2 is told --seed-time=0 and leaves at once); until 2026-12-02 "
+    "each client quit the moment it finished, so the last ones (Transmission, rtorrent) "
+    "had only the origin left: 2.06 copies that way in the same setup. "
     "**Staggered**: 8 libtorrent leechers (quick: 3), one every 0.5 s (one alone takes about "
     "1 s), each timed "
     "from its own start, against the same arrivals on a libtorrent seeder (a full mesh). "
@@ -183,7 +188,7 @@ def lt_leecher(job: Any) -> bytes:
                     if time.monotonic() > deadline:
                         raise clients.ClientFailed("seeding, but the bytes on disk differ")
                     time.sleep(0.05)
-                data: bytes = job.data
+                data: bytes = clients._done(job)
                 return data
             time.sleep(0.05)
         raise clients.ClientFailed("timed out")
@@ -330,9 +335,30 @@ def job_for(
     )
 
 
-def run_clients(names: tuple[str, ...], jobs: list[Any]) -> list[float | str]:
-    """Start every client at once; seconds to its verified download, or why it failed."""
+def run_clients(
+    names: tuple[str, ...], jobs: list[Any], *, stay: bool = False
+) -> list[float | str]:
+    """Start every client at once; seconds to its verified download, or why it failed.
+    With `stay`, a client that finished keeps seeding until every client is done (or
+    failed), as users' clients stay in a swarm; its time is still its own completion."""
     start = time.monotonic()
+    ended: set[Path] = set()
+    everyone = threading.Event()
+    lock = threading.Lock()
+
+    def end(job: Any) -> None:
+        with lock:
+            ended.add(job.workdir)
+            if len(ended) == len(jobs):
+                everyone.set()
+
+    def linger(job: Any) -> None:
+        SEEDING_AT.setdefault(job.workdir, time.monotonic())
+        end(job)
+        everyone.wait(timeout=max(0.0, start + job.timeout - time.monotonic()))
+
+    if stay:
+        jobs = [dataclasses.replace(job, linger=linger) for job in jobs]
 
     def one(name: str, job: Any) -> float | str:
         try:
@@ -343,6 +369,8 @@ def run_clients(names: tuple[str, ...], jobs: list[Any]) -> list[float | str]:
             # Client logs redraw a progress line: keep one line of their tail.
             said = " ".join(str(e).split())
             return f"{type(e).__name__}: {said[-160:]}"
+        finally:
+            end(job)  # failed, or finished (again for a lingering client: a set)
         return SEEDING_AT.pop(job.workdir, time.monotonic()) - start
 
     with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
@@ -425,7 +453,7 @@ def mix_run(
             job_for(obj, obj.served, scratch / f"{i}-{n}", timeout, MIX_ADDRESSES[i])
             for i, n in enumerate(MIX)
         ]
-        results = run_clients(MIX, jobs)
+        results = run_clients(MIX, jobs, stay=True)
         time.sleep(0.5)  # the last bytes counted
         seeder, web = by_channel(obj)
         MIX_CLIENTS[:] = [by_client(obj)]

@@ -60,6 +60,16 @@ class Job:
     # clients on one machine, distinct addresses keep rtorrent (one peer per address) and
     # libtorrent-based clients (one connection per address) talking to everyone.
     address: str = "127.0.0.1"
+    # Called once the bytes are verified, with the client still running (seeding): a swarm
+    # benchmark keeps finished clients in the swarm until every client is done, as users'
+    # clients stay; None: the client stops at once.
+    linger: Callable[[Job], None] | None = None
+
+
+def _done(job: Job) -> bytes:
+    if job.linger is not None:
+        job.linger(job)
+    return job.data
 
 
 def _file_matches(path: Path, data: bytes) -> bool:
@@ -118,7 +128,7 @@ def _wait_file(job: Job, target: Path, proc: subprocess.Popen[bytes] | None, log
     deadline = time.monotonic() + job.timeout
     while time.monotonic() < deadline:
         if _file_matches(target, job.data):
-            return job.data
+            return _done(job)
         if proc is not None and proc.poll() is not None:
             if _file_matches(target, job.data):
                 return job.data
@@ -171,7 +181,7 @@ def libtorrent(job: Job) -> bytes:
         while time.monotonic() < deadline:
             alerts += [a.message() for a in session.pop_alerts()]
             if handle.status().is_seeding and _file_matches(save / job.name, job.data):
-                return job.data
+                return _done(job)
             time.sleep(0.2)
         raise ClientFailed(f"timed out: {alerts[-6:]}")
     finally:
