@@ -137,16 +137,13 @@ class EventHub(_Relay):
 
     async def settled(self, mark: int, timeout: float) -> bool:
         """True once everything we sent up to mark was applied by every worker."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while any(i <= mark for i, (_, origin) in self._pending.items() if origin is None):
-            self._changed.clear()
-            left = deadline - loop.time()
-            if left <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
-        return True
+        return await _wait_until(
+            lambda: (
+                not any(i <= mark for i, (_, origin) in self._pending.items() if origin is None)
+            ),
+            self._changed,
+            timeout,
+        )
 
     def _send(self, payload: bytes, origin: _Peer | None) -> int:
         self._seq += 1
@@ -280,16 +277,7 @@ class EventLink(_Relay):
 
     async def settled(self, mark: int, timeout: float) -> bool:
         """True once the hub acknowledged our lines up to mark (applied everywhere)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._acked < mark:
-            self._acked_changed.clear()
-            left = deadline - loop.time()
-            if left <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._acked_changed.wait(), left)
-        return True
+        return await _wait_until(lambda: self._acked >= mark, self._acked_changed, timeout)
 
     async def start(self, timeout: float = 30.0) -> None:
         """Start relaying; returns once connected to the hub (bounded by timeout)."""
@@ -355,3 +343,17 @@ class EventLink(_Relay):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError), logged_failure(log, "event link"):
                 await self._task
+
+
+async def _wait_until(done: Callable[[], bool], changed: asyncio.Event, timeout: float) -> bool:
+    """Wait (at most `timeout`) until `done()`, rechecking whenever `changed` is set."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not done():
+        changed.clear()
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), left)
+    return True
