@@ -154,13 +154,9 @@ class WebSeed:
                 # The swarm has it: get it from the peers.
                 swarm.policy.web_seed_refused(client, time.monotonic(), first)
                 swarm.tstats.web_seed_refused += 1
-                # A client asking again at once waits, unless it also talks to us on the
-                # peer wire: libtorrent holds a refused request's range in its picker, and a
-                # late 503 kept its whole swarm waiting (as-served N=8: 2.1 s became 5.4 s).
-                if not peer_wire:
-                    delay = swarm.policy.web_seed_refusal_delay(client, time.monotonic())
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+                delay = swarm.policy.web_seed_refusal_delay(client, time.monotonic(), peer_wire)
+                if delay > 0:
+                    await asyncio.sleep(delay)  # a client asking again at once waits
                 return (
                     web.Response(status=503, headers={"Retry-After": str(self.retry_after)}),
                     info,

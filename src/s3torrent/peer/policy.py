@@ -323,9 +323,10 @@ class SwarmPolicy:
             return False
         return self.web_clients.starving(client, index, now)
 
-    def web_seed_refusal_delay(self, client: object, now: float) -> float:
-        """Seconds the web seed holds a 503 to a client refused moments ago (web_clients.py)."""
-        return self.web_clients.refusal_delay(client, now)
+    def web_seed_refusal_delay(self, client: object, now: float, peer_wire: bool = False) -> float:
+        """Seconds the web seed holds a 503 to a client refused moments ago (web_clients.py);
+        none with a peer wire: libtorrent keeps a refused range, and its swarm waited."""
+        return 0.0 if peer_wire else self.web_clients.refusal_delay(client, now)
 
     def web_seed_refused(self, client: object, now: float, index: int = -1) -> None:
         """The web seed refused this client a piece (a 503 for its first, or a cut)."""
