@@ -23,6 +23,8 @@ PURE = {
     "wire",
     "policy",
     "mse",
+    "token_bucket",
+    "web_clients",
 }
 IO_MODULES = ("asyncio", "socket", "time", "os", "selectors", "s3torrent.store")
 

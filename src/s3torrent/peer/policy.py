@@ -49,6 +49,7 @@ from s3torrent.peer.policy_types import (
     SuggestPiece,
     UnchokePeer,
 )
+from s3torrent.peer.token_bucket import TokenBucket
 from s3torrent.peer.web_clients import WebClients
 
 __all__ = [
@@ -130,8 +131,7 @@ class SwarmPolicy:
         self._fresh = IndexSet(range(piece_count))  # nobody holds it, nobody assigned it
         self._missing = piece_count  # pieces no connected peer holds
         self._next_round = now
-        self._bucket = float(self._burst())
-        self._bucket_time = now
+        self._cap = TokenBucket(self.settings.carry_rate, self._burst(), now)
         self.bytes_sent = 0
 
     # ------------------------------------------------------------------ queries
@@ -376,17 +376,10 @@ class SwarmPolicy:
 
     def upload_delay(self, nbytes: int, now: float) -> float:
         """0 to send `nbytes` now (and charge them), else seconds to wait before asking again."""
-        rate = self.settings.carry_rate
-        elapsed = max(0.0, now - self._bucket_time)
-        self._bucket_time = now
-        if rate > 0:
-            self._bucket = min(float(self._burst()), self._bucket + elapsed * rate)
         if not self.capping():
+            self._cap.level(now)  # keeps refilling while uncapped
             return 0.0
-        if self._bucket >= nbytes:
-            self._bucket -= nbytes
-            return 0.0
-        return (nbytes - self._bucket) / rate
+        return self._cap.delay(nbytes, now)
 
     # ------------------------------------------------------------------ decisions
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from s3torrent.peer.token_bucket import TokenBucket
+
 __all__ = ["MAX_REFUSED", "MAX_WEB_CLIENTS", "TARPIT", "WebClients"]
 
 # Web seed clients remembered at most (the oldest is forgotten first), and refused pieces
@@ -54,8 +56,8 @@ class WebClients:
         self.period = period
         self.clients: dict[object, _Client] = {}
         self.rescued = 0  # bytes sent to starving clients, all told
-        self._bucket = float(copy)
-        self._bucket_time = now
+        # Bytes starving clients may still get: one copy, refilled over `period`.
+        self._allowance = TokenBucket(copy / period if period > 0 else 0.0, copy, now)
 
     def request(self, client: object, now: float, connection: object = None) -> None:
         entry = self.clients.get(client)
@@ -121,17 +123,12 @@ class WebClients:
         if rescue and index in entry.refused:
             entry.rescued += nbytes
             self.rescued += nbytes
-            self.allowance(now)
-            self._bucket -= nbytes
+            self._allowance.charge(nbytes, now)
         entry.refused.pop(index, None)
 
     def allowance(self, now: float) -> float:
         """Bytes starving clients may still get: one copy, refilled over `period`."""
-        elapsed = max(0.0, now - self._bucket_time)
-        self._bucket_time = now
-        if self.period > 0:
-            self._bucket = min(float(self.copy), self._bucket + elapsed * self.copy / self.period)
-        return self._bucket
+        return self._allowance.level(now)
 
     def expire(self, now: float) -> None:
         """Forget clients gone quiet: a refused one after a few patience periods (it may
