@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
@@ -27,7 +26,13 @@ from yarl import URL
 
 from s3torrent.config import Settings
 from s3torrent.events_local import REVOKED_HERE, EventHub, EventLink
-from s3torrent.roles import FORWARDED_CLIENT, Role
+from s3torrent.roles import (
+    FORWARDED_CLIENT,
+    FORWARDED_CONNECTION,
+    Role,
+    client_connection,
+    on_unix_socket,
+)
 from s3torrent.s3.server import S3Application
 from s3torrent.tracker.ws import WS_TRACKER_PATH
 from s3torrent.webseed import WEB_SEED_PREFIX
@@ -48,6 +53,7 @@ HOP_BY_HOP: Final = frozenset(
         "transfer-encoding",
         "upgrade",
         FORWARDED_CLIENT.lower(),
+        FORWARDED_CONNECTION.lower(),
     }
 )
 # Admin endpoints that read the tracker's registry or the seeder.
@@ -57,19 +63,13 @@ WORKER_HEADER: Final = "x-s3torrent-worker"
 WS_HEADERS: Final = ("Host", "Origin", "User-Agent", "X-Forwarded-For")
 
 
-def on_unix_socket(request: web.BaseRequest) -> bool:
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    return sock is not None and sock.family == socket.AF_UNIX
-
-
 def trusted_client_middleware() -> Callable[..., Awaitable[web.StreamResponse]]:
     """The owner's outermost middleware: a request that came over the Unix socket (from
     another worker) is handled as from the client address that worker saw."""
 
     @web.middleware
     async def trusted_client(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if on_unix_socket(request):
+        if on_unix_socket(request.transport):
             client = request.headers.get(FORWARDED_CLIENT)
             if client:
                 request = request.clone(remote=client)
@@ -185,6 +185,7 @@ class OwnerLink:
             (k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
         )
         headers[FORWARDED_CLIENT] = request.remote or ""
+        headers[FORWARDED_CONNECTION] = client_connection(request.transport, {}) or ""
         body = request.content.iter_chunked(CHUNK) if request.body_exists else None
         self.forwarded += 1
         try:
@@ -202,6 +203,10 @@ class OwnerLink:
             return _unavailable()
         try:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            if upstream.headers.get("Connection", "").lower() == "close":
+                # The owner closes after this answer (the web seed's refusals): the
+                # client's connection closes too, and what it pipelined behind goes unanswered.
+                response.force_close()
             for name, value in upstream.raw_headers:
                 key = name.decode("latin-1")
                 if key.lower() not in HOP_BY_HOP:

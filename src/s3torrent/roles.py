@@ -8,14 +8,37 @@ workers' forwarded requests. Every worker serves the S3 listener (SO_REUSEPORT).
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # In the data directory: the owner's HTTP application, and its event hub.
 OWNER_SOCKET = "owner.sock"
 EVENTS_SOCKET = "events.sock"
 # The client address of a forwarded request: trusted only on the owner's Unix socket.
 FORWARDED_CLIENT = "X-S3torrent-Forwarded-Client"
+# The client's own connection (address and port) at the worker that forwarded a request: one
+# client's several connections are told apart by it (the web seed), trusted as above.
+FORWARDED_CONNECTION = "X-S3torrent-Forwarded-Connection"
+
+
+def on_unix_socket(transport: Any) -> bool:
+    """Whether a request came on the owner's Unix socket (from another worker)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    return sock is not None and sock.family == socket.AF_UNIX
+
+
+def client_connection(transport: Any, headers: Any) -> str | None:
+    """The client connection a request came on, "address:port": the forwarding worker's
+    client's for a request forwarded over the owner's Unix socket, else the transport's."""
+    if on_unix_socket(transport):
+        value = headers.get(FORWARDED_CONNECTION)
+        return str(value) if value else None
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

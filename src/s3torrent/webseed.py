@@ -10,8 +10,10 @@ connection (``PublicTorrents.admit``), metered as GetObject-WebSeed, and then as
 ``SwarmPolicy`` piece by piece, like the seeder: it sends what the swarm lacks (everything
 to a client downloading alone). A request whose first piece the swarm already has gets 503
 with Retry-After (libtorrent then leaves the web seed alone that long; aria2 drops it and
-keeps its peers); one that reaches such a piece part-way is cut at the piece boundary. A
-revocation cuts running responses within a second (``AnonymousReads``).
+keeps its peers), and the connection closes after it (requests pipelined behind the refused
+one are never answered: the client would drop their answers); one that reaches such a piece
+part-way is cut at the piece boundary. A revocation cuts running responses within a second
+(``AnonymousReads``).
 
 It lives above both edges: it needs the seeder's per-torrent policy (peer) and S3's range
 parsing (s3), and neither edge may import the other.
@@ -29,6 +31,7 @@ from aiohttp import web
 
 from s3torrent.anonymous_reads import AnonymousReads, cut_transport
 from s3torrent.metering.meter import CLIENT_CLOSED, OP_WEBSEED
+from s3torrent.roles import client_connection
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ranges import parse_range
 from s3torrent.store.objects import ObjectStore
@@ -157,10 +160,7 @@ class WebSeed:
                 delay = swarm.policy.web_seed_refusal_delay(client, time.monotonic(), peer_wire)
                 if delay > 0:
                     await asyncio.sleep(delay)  # a client asking again at once waits
-                return (
-                    web.Response(status=503, headers={"Retry-After": str(self.retry_after)}),
-                    info,
-                )
+                return _refusal(self.retry_after), info
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = count
         cut = [False]
@@ -231,9 +231,9 @@ class WebSeed:
         client = request.remote
         now = time.monotonic()
         policy = swarm.policy
-        transport = request.transport
-        connection = transport.get_extra_info("peername") if transport is not None else None
-        policy.web_seed_request(client, now, str(connection))
+        # Its connection as the client made it (forwarded by another worker or not).
+        connection = client_connection(request.transport, request.headers)
+        policy.web_seed_request(client, now, connection)
         policy.tracked_downloaders(
             sum(1 for _seen, seed in swarm.announced.values() if not seed), now
         )
@@ -305,6 +305,16 @@ class WebSeed:
             and current.version_id == info.version_id
             and self.public.admits(current, source_ip)
         )
+
+
+def _refusal(retry_after: int) -> web.Response:
+    """503 with Retry-After, and the connection closed after it: libtorrent drops a web
+    seed's connection on a 503 and with it the answers to the requests it had pipelined
+    behind the refused one, so bytes sent on it after the 503 would be taken (by the policy)
+    for pieces delivered that the client never keeps, and its swarm would wait for them."""
+    response = web.Response(status=503, headers={"Retry-After": str(retry_after)})
+    response.force_close()
+    return response
 
 
 def _swarm_id(path: str) -> bytes | None:
