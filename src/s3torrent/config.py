@@ -208,6 +208,10 @@ class SeederSettings(BaseModel):
     origin 1.33-1.57 copies of the object instead of under 1.3."""
     swarm_stall_timeout: float = 3.0
     """Seconds a peer fed only by us (nothing from its other peers) waits for more from us."""
+    remote_grace: float = Field(default=1.0, ge=0)
+    """Seconds a peer the swarm gives nothing waits before the pieces only departed peers
+    hold come from us: a seed that quit without a `stopped` announce stays remembered (by
+    the tracker, and so by the offload policy) for two announce intervals."""
     carry_upload_rate: int = 1 * MiB
     """Per-torrent bytes/s cap once connected peers hold every piece (0: no cap)."""
     encryption: Literal["enabled", "disabled"] = "enabled"

@@ -176,11 +176,14 @@ def test_lone_leecher_downloads_at_full_speed(live: LiveServer, tmp_path: Path) 
     assert size / result.times[0] > 40 * MiB, result.times
 
 
-def aria2c(torrent_path: Path, dest: Path, port: int) -> subprocess.Popen[bytes]:
-    """aria2c downloading the torrent as served, then seeding (until it is stopped)."""
+def aria2c(torrent_path: Path, dest: Path, port: int, address: str = "") -> subprocess.Popen[bytes]:
+    """aria2c downloading the torrent as served, then seeding (until it is stopped); from
+    `address` (a loopback address of its own: the origin tells clients apart by address,
+    and in the field two clients do not share one)."""
     return subprocess.Popen(
         [
             "aria2c",
+            *([f"--interface={address}"] if address else []),
             "--dir",
             str(dest),
             "--seed-time=10",
@@ -217,7 +220,7 @@ def test_aria2_first_then_a_mixed_swarm_costs_about_one_copy(
     ih = info_hash_hex(torrent)
     path = tmp_path / "mixed.torrent"
     path.write_bytes(torrent)
-    first = aria2c(path, tmp_path / "aria-first", free_port())
+    first = aria2c(path, tmp_path / "aria-first", free_port(), "127.0.0.21")
     procs = [first]
     try:
         deadline = time.monotonic() + 60
@@ -226,7 +229,7 @@ def test_aria2_first_then_a_mixed_swarm_costs_about_one_copy(
             assert first.poll() is None, "aria2c exited"
             time.sleep(0.2)
         alone = sum(origin_bytes(live.endpoint, ih))
-        procs.append(aria2c(path, tmp_path / "aria-second", free_port()))
+        procs.append(aria2c(path, tmp_path / "aria-second", free_port(), "127.0.0.22"))
         result = lt_swarm(torrent, 4, tmp_path)
         deadline = time.monotonic() + 60
         while not aria2_done(tmp_path / "aria-second" / "mixed.bin", data):

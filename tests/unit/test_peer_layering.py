@@ -24,6 +24,7 @@ PURE = {
     "policy",
     "mse",
     "token_bucket",
+    "piece_choice",
     "web_clients",
 }
 IO_MODULES = ("asyncio", "socket", "time", "os", "selectors", "s3torrent.store")

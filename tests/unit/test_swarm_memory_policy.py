@@ -144,3 +144,67 @@ def test_a_peer_the_remembered_seeds_do_not_serve_is_rescued_without_waiting() -
             p.piece_sent(1, index, PIECE, now, piece_size=PIECE)
     # A window at every step once stalled, not one per stall timeout after each window.
     assert len(got) >= 12, len(got)
+
+
+def revealed_to(actions: list[object], key: int) -> set[int]:
+    return {a.index for a in actions if isinstance(a, RevealPiece) and a.peer == key}
+
+
+def test_pieces_only_a_departed_seed_holds_come_from_us_after_the_remote_grace() -> None:
+    """A seed that quit without a `stopped` announce is remembered: its pieces count as
+    held, so none is fresh. A peer the swarm gives nothing gets them from us after
+    remote_grace (before: after swarm_stall_timeout, 3 s, for every new downloader)."""
+    p = policy(pieces=8, remote_grace=1.0, swarm_stall_timeout=3.0, peer_window=2 * PIECE)
+    p.remote_seed(-1, 0.0)
+    assert p.remote_held == [1] * 8
+    p.peer_joined(1, 10.0, super_seed=True)
+    p.peer_joined(2, 10.0, super_seed=True)
+    first = p.update(10.0)
+    assert not revealed_to(first, 1) and not revealed_to(first, 2)
+    assert not revealed_to(p.update(10.9), 1)
+    later = p.update(11.0)
+    got_1, got_2 = revealed_to(later, 1), revealed_to(later, 2)
+    assert len(got_1) == 2 and len(got_2) == 2  # a window each...
+    assert not got_1 & got_2  # ...of different pieces: each goes to one peer
+
+
+def test_a_peer_the_departed_seed_serves_gets_nothing_from_us() -> None:
+    p = policy(pieces=8, remote_grace=1.0, peer_window=2 * PIECE)
+    p.remote_seed(-1, 0.0)
+    p.peer_joined(1, 10.0, super_seed=True)
+    p.update(10.0)
+    # A piece from the swarm (the seed is alive and serves it): no reason to step in.
+    p.peer_has(1, 5, 10.8)
+    assert not revealed_to(p.update(11.5), 1)
+    # Quiet for remote_grace again: we step in.
+    assert revealed_to(p.update(11.8), 1)
+
+
+def test_a_seed_seen_moments_ago_means_no_downloader_is_alone() -> None:
+    """An aria2 that finished alone stays as a seed: the next downloader is not alone, so
+    the web seed does not send it a second copy; a seed last seen long ago (it may be gone)
+    no longer counts, nor one that said it stopped."""
+    p = policy(pieces=4, seed_fresh=30.0)
+    p.peer_joined(1, 0.0, super_seed=True)
+    assert p.web_seed_alone(0.0)
+    p.peer_have_all(1, 1.0)
+    p.peer_left(1, 2.0, remember=True)
+    p.peer_joined(2, 3.0, super_seed=True)
+    assert not p.web_seed_alone(3.0)
+    assert p.web_seed_alone(32.0)
+    p.remote_seed(-5, 40.0)  # a seed announced
+    assert not p.web_seed_alone(41.0)
+    p.forget(-5)
+    p.forget(1)
+    assert p.web_seed_alone(41.0)
+
+
+def test_a_connected_seed_means_no_downloader_is_alone() -> None:
+    p = policy(pieces=4)
+    p.peer_joined(1, 0.0, super_seed=True)
+    p.peer_have_all(1, 1.0)  # it told the tracker it is done, and stays connected
+    p.peer_joined(2, 2.0, super_seed=True)
+    assert p.downloaders() == 1
+    assert not p.web_seed_alone(2.0)
+    p.peer_left(1, 3.0)  # gone, not remembered
+    assert p.web_seed_alone(3.0)

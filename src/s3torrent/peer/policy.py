@@ -35,15 +35,15 @@ to a peer they think has the piece), and a peer that leaves the origin but stays
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 
+from s3torrent.peer import piece_choice
 from s3torrent.peer.index_set import IndexSet
 from s3torrent.peer.policy_types import (
     Action,
     ChokePeer,
     Mode,
     PeerKey,
+    PeerRecord,
     PolicySettings,
     RevealPiece,
     SuggestPiece,
@@ -65,33 +65,6 @@ __all__ = [
 ]
 
 
-@dataclass(slots=True)
-class _Peer:
-    key: PeerKey
-    joined: float
-    super_seed: bool
-    has: bytearray  # one byte per piece: 0/1
-    has_count: int = 0
-    interested: bool = False
-    unchoked: bool = False
-    revealed: set[int] = field(default_factory=set)
-    # Fresh pieces revealed to this peer, not yet had: index -> when.
-    assigned: dict[int, float] = field(default_factory=dict)
-    # Pieces this peer holds first-hand (from us) that no other connected peer has yet.
-    unspread: set[int] = field(default_factory=set)
-    spread_credit: float = 0.0
-    last_progress: float = 0.0
-    bytes_from_us: int = 0
-    suggested: bool = False
-    # Bytes of each piece sent to this peer, until the whole piece went out.
-    delivered: dict[int, int] = field(default_factory=dict)
-    # When it last got a piece from the swarm (not from us).
-    swarm_progress: float = 0.0
-
-    def complete(self, piece_count: int) -> bool:
-        return self.has_count >= piece_count
-
-
 class SwarmPolicy:
     """Decisions for one torrent's connections at the origin."""
 
@@ -110,9 +83,9 @@ class SwarmPolicy:
         self.piece_length = piece_length
         self.settings = settings or PolicySettings()
         self.rng = rng or random.Random()
-        self.peers: dict[PeerKey, _Peer] = {}
+        self.peers: dict[PeerKey, PeerRecord] = {}
         # Peers gone from the origin but still in the swarm: their pieces still count.
-        self.departed: dict[PeerKey, _Peer] = {}
+        self.departed: dict[PeerKey, PeerRecord] = {}
         # Pieces the web seed sent that no peer has reported yet: index -> when.
         self.web_held: dict[int, float] = {}
         s = self.settings
@@ -125,7 +98,11 @@ class SwarmPolicy:
         )
         self._tracked = 0  # downloaders the tracker hears from
         self.web_seed_bytes = 0
-        self.availability = [0] * piece_count  # connected peers holding each piece
+        self.availability = [0] * piece_count  # peers holding each piece (departed too)
+        self.remote_held = [0] * piece_count  # of those, departed (remembered) peers
+        # Departed peers that hold every piece: when each was last seen (left us, announced).
+        self.seeds_seen: dict[PeerKey, float] = {}
+        self._last_seed_seen = float("-inf")
         self.assigned_count = [0] * piece_count  # live assignments of each piece
         self.origin_copies = [0] * piece_count  # pieces' bytes sent by us / piece length
         self._fresh = IndexSet(range(piece_count))  # nobody holds it, nobody assigned it
@@ -160,7 +137,7 @@ class SwarmPolicy:
     def peer_joined(self, key: PeerKey, now: float, *, super_seed: bool) -> None:
         if key in self.peers:
             raise ValueError(f"peer {key} joined twice")
-        self.peers[key] = _Peer(
+        self.peers[key] = PeerRecord(
             key, now, super_seed, bytearray(self.piece_count), last_progress=now, swarm_progress=now
         )
 
@@ -174,6 +151,9 @@ class SwarmPolicy:
         peer.unspread.clear()
         if remember:
             self.departed[key] = peer
+            self._count_remote(peer, 1)
+            if peer.complete(self.piece_count):
+                self._seed_seen(key, now)
             return
         self._drop_pieces(peer)
 
@@ -181,7 +161,10 @@ class SwarmPolicy:
         """A departed peer left the swarm too: its pieces no longer count."""
         peer = self.departed.pop(key, None)
         if peer is not None:
+            self._count_remote(peer, -1)
             self._drop_pieces(peer)
+        if self.seeds_seen.pop(key, None) is not None:
+            self._last_seed_seen = max(self.seeds_seen.values(), default=float("-inf"))
 
     def remote_seed(self, key: PeerKey, now: float) -> None:
         """A peer we are not connected to holds every piece (it announced itself a seed)."""
@@ -189,16 +172,28 @@ class SwarmPolicy:
             return
         peer = self.departed.get(key)
         if peer is None:
-            peer = _Peer(key, now, False, bytearray(self.piece_count), last_progress=now)
+            peer = PeerRecord(key, now, False, bytearray(self.piece_count), last_progress=now)
             self.departed[key] = peer
+        self._seed_seen(key, now)
         for index in range(self.piece_count):
             if not peer.has[index]:
                 peer.has[index] = 1
                 peer.has_count += 1
+                self.remote_held[index] += 1
                 self._gain(index)
                 self._release_web_hold(index)
 
-    def _drop_pieces(self, peer: _Peer) -> None:
+    def _seed_seen(self, key: PeerKey, now: float) -> None:
+        self.seeds_seen[key] = now
+        self._last_seed_seen = max(self._last_seed_seen, now)
+
+    def _count_remote(self, peer: PeerRecord, sign: int) -> None:
+        if peer.has_count:
+            for index in range(self.piece_count):
+                if peer.has[index]:
+                    self.remote_held[index] += sign
+
+    def _drop_pieces(self, peer: PeerRecord) -> None:
         if peer.has_count:
             for index in range(self.piece_count):
                 if peer.has[index]:
@@ -228,21 +223,17 @@ class SwarmPolicy:
                     other.unspread.discard(index)
                     other.spread_credit += 1.0
 
-    def peer_bitfield(self, key: PeerKey, bits: bytes, now: float) -> None:
+    def peer_bitfield(self, key: PeerKey, bits: bytes | None, now: float) -> None:
+        """The peer's bitfield; None: it has every piece (HAVE_ALL, or it told the tracker)."""
         peer = self.peers.get(key)
         if peer is None:
             return
         for index in range(self.piece_count):
-            if bits[index >> 3] & (0x80 >> (index & 7)) and not peer.has[index]:
+            if not peer.has[index] and (bits is None or bits[index >> 3] & (0x80 >> (index & 7))):
                 self.peer_has(key, index, now)
 
     def peer_have_all(self, key: PeerKey, now: float) -> None:
-        peer = self.peers.get(key)
-        if peer is None:
-            return
-        for index in range(self.piece_count):
-            if not peer.has[index]:
-                self.peer_has(key, index, now)
+        self.peer_bitfield(key, None, now)
 
     def peer_interested(self, key: PeerKey, interested: bool, now: float) -> None:
         peer = self.peers.get(key)
@@ -295,7 +286,13 @@ class SwarmPolicy:
         # knows the swarm; otherwise (browsers: WebSocket tracker) each connection counts.
         known = max(self.downloaders(), self._tracked)
         web = self.web_clients.downloading(now) if known else self.web_clients.connections(now)
-        return max(known, web) <= 1
+        if max(known, web) > 1:
+            return False
+        # Nor is a client alone beside a seed (connected, or left us or announced moments
+        # ago): the swarm has it (an aria2 that finished alone and stays, then one more).
+        if now - self._last_seed_seen < self.settings.seed_fresh:
+            return False
+        return not any(p.has_count >= self.piece_count for p in self.peers.values())
 
     def web_seed_allows(
         self,
@@ -397,7 +394,7 @@ class SwarmPolicy:
                 self._top_up(peer, now, actions)
         return actions
 
-    def _wants(self, peer: _Peer) -> bool:
+    def _wants(self, peer: PeerRecord) -> bool:
         if peer.complete(self.piece_count):
             return False
         if not peer.super_seed:
@@ -409,7 +406,7 @@ class SwarmPolicy:
             return len(self.peers)
         return max(1, self.settings.unchoke_slots)
 
-    def _rank(self, peer: _Peer) -> tuple[int, float, float]:
+    def _rank(self, peer: PeerRecord) -> tuple[int, float, float]:
         # Peers with pieces of ours half-way first (their pieces must finish), then peers
         # whose first-hand pieces spread, then a random order.
         return (1 if peer.assigned else 0, peer.spread_credit, self.rng.random())
@@ -448,12 +445,12 @@ class SwarmPolicy:
         for peer in waiting[:free]:
             self._unchoke(peer, actions)
 
-    def _unchoke(self, peer: _Peer, actions: list[Action]) -> None:
+    def _unchoke(self, peer: PeerRecord, actions: list[Action]) -> None:
         peer.unchoked = True
         actions.append(UnchokePeer(peer.key))
         if not peer.super_seed and not peer.suggested and self.settings.suggestions:
             peer.suggested = True
-            for index in self._rarest_lacking(peer, self.settings.suggestions):
+            for index in piece_choice.rarest_lacking(self, peer, self.settings.suggestions):
                 actions.append(SuggestPiece(peer.key, index))
 
     def _window_bytes(self) -> int:
@@ -461,7 +458,7 @@ class SwarmPolicy:
             return self.settings.alone_window
         return self.settings.peer_window
 
-    def _top_up(self, peer: _Peer, now: float, actions: list[Action]) -> None:
+    def _top_up(self, peer: PeerRecord, now: float, actions: list[Action]) -> None:
         if not peer.super_seed or peer.complete(self.piece_count):
             return
         window = max(1, -(-self._window_bytes() // self.piece_length))
@@ -481,8 +478,12 @@ class SwarmPolicy:
                     break
                 if not peer.has[index] and index not in peer.revealed:
                     batch.append(index)
-        # Stalled: nothing from anyone for a while, or its pieces from us are all in and the
-        # swarm gave it nothing meanwhile (the peers we count on may not serve it).
+        # Pieces only departed peers hold (the tracker still lists them, or they never said
+        # they left) go to a peer the swarm gave nothing for `remote_grace`: a seed that quit
+        # without a `stopped` announce is remembered for an hour, and nobody else has them.
+        want = room - len(batch)
+        if want > 0 and not gated and now - peer.swarm_progress >= self.settings.remote_grace:
+            batch += piece_choice.remote_only(self, peer, want, batch)
         # Stalled: nothing from anyone for a while. Starved: its pieces from us are all in
         # and the swarm gave it nothing meanwhile (the peers we count on may not serve it):
         # it gets what no other connected peer holds (it needs that from us anyway), and
@@ -494,10 +495,10 @@ class SwarmPolicy:
         want = room - len(batch)
         if want > 0 and (stalled or starved):
             if stalled:
-                rescue = self._rarest_lacking(peer, want, exclude=batch)
+                rescue = piece_choice.rarest_lacking(self, peer, want, batch)
             else:
-                ranked = self._rarest_lacking(peer, self.piece_count, exclude=batch)
-                rescue = self._unheld(peer, ranked, want)
+                ranked = piece_choice.rarest_lacking(self, peer, self.piece_count, batch)
+                rescue = piece_choice.unheld(self.peers.values(), peer, ranked, want)
                 if not rescue:
                     rescue = ranked[:want]
                     peer.swarm_progress = now
@@ -507,7 +508,7 @@ class SwarmPolicy:
         self._assign_batch(peer, batch, now, actions)
 
     def _assign_batch(
-        self, peer: _Peer, batch: list[int], now: float, actions: list[Action]
+        self, peer: PeerRecord, batch: list[int], now: float, actions: list[Action]
     ) -> None:
         if not batch:
             return
@@ -525,30 +526,9 @@ class SwarmPolicy:
         for index in batch:
             self._assign(peer, index, now, actions)
 
-    def _unheld(self, peer: _Peer, ranked: list[int], limit: int) -> list[int]:
-        """The first `limit` of `ranked` that no other connected peer holds."""
-        others = [p.has for p in self.peers.values() if p is not peer]
-        out: list[int] = []
-        for index in ranked:
-            if not any(has[index] for has in others):
-                out.append(index)
-                if len(out) >= limit:
-                    break
-        return out
-
-    def _rarest_lacking(self, peer: _Peer, limit: int, exclude: Iterable[int] = ()) -> list[int]:
-        skip = set(exclude)
-        scored = [
-            (self.availability[i] + self.assigned_count[i], self.rng.random(), i)
-            for i in range(self.piece_count)
-            if not peer.has[i] and i not in peer.revealed and i not in skip
-        ]
-        scored.sort()
-        return [i for _, _, i in scored[:limit]]
-
     # ------------------------------------------------------------------ bookkeeping
 
-    def _assign(self, peer: _Peer, index: int, now: float, actions: list[Action]) -> None:
+    def _assign(self, peer: PeerRecord, index: int, now: float, actions: list[Action]) -> None:
         peer.assigned[index] = now
         self.assigned_count[index] += 1
         self._fresh.discard(index)
@@ -556,7 +536,7 @@ class SwarmPolicy:
             peer.revealed.add(index)
             actions.append(RevealPiece(peer.key, index))
 
-    def _unassign(self, peer: _Peer, index: int) -> None:
+    def _unassign(self, peer: PeerRecord, index: int) -> None:
         if peer.assigned.pop(index, None) is None:
             return
         self.assigned_count[index] -= 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "ChokePeer",
     "Mode",
     "PeerKey",
+    "PeerRecord",
     "PolicySettings",
     "RevealPiece",
     "SuggestPiece",
@@ -35,6 +36,11 @@ class PolicySettings:
     # A peer that gets pieces only from us (its other peers give it nothing) is fed again
     # after this long: a slow client must not turn the origin into its only source.
     swarm_stall_timeout: float = 3.0
+    # Pieces only departed peers hold go to a peer the swarm gave nothing for this long
+    # (a seed that left without a `stopped` announce stays remembered for an hour).
+    remote_grace: float = 1.0
+    # A seed that left us or announced within this long means no downloader is alone.
+    seed_fresh: float = 30.0
     carry_rate: int = 1024 * 1024  # bytes/s; 0: no cap
     # An assignment (a fresh piece revealed to one peer) that makes no progress for this
     # many stall timeouts stops blocking other peers from getting the piece.
@@ -78,3 +84,32 @@ class SuggestPiece:
 
 
 Action: TypeAlias = UnchokePeer | ChokePeer | RevealPiece | SuggestPiece
+
+
+@dataclass(slots=True)
+class PeerRecord:
+    """What the policy knows of one peer (connected, or departed and remembered)."""
+
+    key: PeerKey
+    joined: float
+    super_seed: bool
+    has: bytearray  # one byte per piece: 0/1
+    has_count: int = 0
+    interested: bool = False
+    unchoked: bool = False
+    revealed: set[int] = field(default_factory=set)
+    # Fresh pieces revealed to this peer, not yet had: index -> when.
+    assigned: dict[int, float] = field(default_factory=dict)
+    # Pieces this peer holds first-hand (from us) that no other connected peer has yet.
+    unspread: set[int] = field(default_factory=set)
+    spread_credit: float = 0.0
+    last_progress: float = 0.0
+    bytes_from_us: int = 0
+    suggested: bool = False
+    # Bytes of each piece sent to this peer, until the whole piece went out.
+    delivered: dict[int, int] = field(default_factory=dict)
+    # When it last got a piece from the swarm (not from us).
+    swarm_progress: float = 0.0
+
+    def complete(self, piece_count: int) -> bool:
+        return self.has_count >= piece_count

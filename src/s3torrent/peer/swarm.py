@@ -80,6 +80,7 @@ def policy_settings(s: SeederSettings) -> PolicySettings:
         unspread_limit=s.unspread_limit,
         stall_timeout=s.stall_timeout,
         swarm_stall_timeout=s.swarm_stall_timeout,
+        remote_grace=s.remote_grace,
         carry_rate=s.carry_upload_rate,
     )
 
