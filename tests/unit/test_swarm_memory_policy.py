@@ -208,3 +208,6 @@ def test_a_connected_seed_means_no_downloader_is_alone() -> None:
     assert not p.web_seed_alone(2.0)
     p.peer_left(1, 3.0)  # gone, not remembered
     assert p.web_seed_alone(3.0)
+    # The lone client finished: its last web seed requests (end game) are still its own.
+    p.peer_have_all(2, 4.0)
+    assert p.web_seed_alone(4.0)

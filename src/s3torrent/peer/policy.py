@@ -292,7 +292,8 @@ class SwarmPolicy:
         # ago): the swarm has it (an aria2 that finished alone and stays, then one more).
         if now - self._last_seed_seen < self.settings.seed_fresh:
             return False
-        return not any(p.has_count >= self.piece_count for p in self.peers.values())
+        seeds = sum(1 for p in self.peers.values() if p.has_count >= self.piece_count)
+        return not seeds or seeds == len(self.peers)  # all seeds: a finished client's last asks
 
     def web_seed_allows(
         self,
