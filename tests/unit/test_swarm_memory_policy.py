@@ -178,36 +178,3 @@ def test_a_peer_the_departed_seed_serves_gets_nothing_from_us() -> None:
     assert not revealed_to(p.update(11.5), 1)
     # Quiet for remote_grace again: we step in.
     assert revealed_to(p.update(11.8), 1)
-
-
-def test_a_seed_seen_moments_ago_means_no_downloader_is_alone() -> None:
-    """An aria2 that finished alone stays as a seed: the next downloader is not alone, so
-    the web seed does not send it a second copy; a seed last seen long ago (it may be gone)
-    no longer counts, nor one that said it stopped."""
-    p = policy(pieces=4, seed_fresh=30.0)
-    p.peer_joined(1, 0.0, super_seed=True)
-    assert p.web_seed_alone(0.0)
-    p.peer_have_all(1, 1.0)
-    p.peer_left(1, 2.0, remember=True)
-    p.peer_joined(2, 3.0, super_seed=True)
-    assert not p.web_seed_alone(3.0)
-    assert p.web_seed_alone(32.0)
-    p.remote_seed(-5, 40.0)  # a seed announced
-    assert not p.web_seed_alone(41.0)
-    p.forget(-5)
-    p.forget(1)
-    assert p.web_seed_alone(41.0)
-
-
-def test_a_connected_seed_means_no_downloader_is_alone() -> None:
-    p = policy(pieces=4)
-    p.peer_joined(1, 0.0, super_seed=True)
-    p.peer_have_all(1, 1.0)  # it told the tracker it is done, and stays connected
-    p.peer_joined(2, 2.0, super_seed=True)
-    assert p.downloaders() == 1
-    assert not p.web_seed_alone(2.0)
-    p.peer_left(1, 3.0)  # gone, not remembered
-    assert p.web_seed_alone(3.0)
-    # The lone client finished: its last web seed requests (end game) are still its own.
-    p.peer_have_all(2, 4.0)
-    assert p.web_seed_alone(4.0)

@@ -39,8 +39,6 @@ class PolicySettings:
     # Pieces only departed peers hold go to a peer the swarm gave nothing for this long
     # (a seed that left without a `stopped` announce stays remembered for an hour).
     remote_grace: float = 1.0
-    # A seed that left us or announced within this long means no downloader is alone.
-    seed_fresh: float = 30.0
     carry_rate: int = 1024 * 1024  # bytes/s; 0: no cap
     # An assignment (a fresh piece revealed to one peer) that makes no progress for this
     # many stall timeouts stops blocking other peers from getting the piece.
