@@ -248,8 +248,28 @@ def lftp(job: Job) -> bytes:
         f"set torrent:port-range {port}-{port}; set torrent:stop-on-ratio 0; "
         f"torrent -O {out} '{_input_arg(job)}'"
     )
-    with _process(["lftp", "-c", script], log) as proc:
-        return _wait_file(job, out / job.name, proc, log)
+    try:
+        with _process(["lftp", "-c", script], log) as proc:
+            return _wait_file(job, out / job.name, proc, log)
+    finally:
+        # On SIGTERM lftp moves its running torrent job to the background (a fork in a new
+        # session, which the process-group kill misses): kill what still names this job.
+        _kill_matching(str(out))
+
+
+def _kill_matching(marker: str) -> None:
+    """SIGKILL every process whose command line contains `marker`."""
+    needle = marker.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def webtorrent(job: Job) -> bytes:
