@@ -467,7 +467,8 @@ class SwarmPolicy:
         # they left) go to a peer the swarm gave nothing for `remote_grace`: a seed that quit
         # without a `stopped` announce is remembered for an hour, and nobody else has them.
         want = room - len(batch)
-        if want > 0 and not gated and now - peer.swarm_progress >= self.settings.remote_grace:
+        remote = self.departed and now - peer.swarm_progress >= self.settings.remote_grace
+        if want > 0 and remote and not gated:
             batch += piece_choice.remote_only(self, peer, want, batch)
         # Stalled: nothing from anyone for a while. Starved: its pieces from us are all in
         # and the swarm gave it nothing meanwhile (the peers we count on may not serve it):
