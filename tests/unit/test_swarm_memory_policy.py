@@ -178,3 +178,22 @@ def test_a_peer_the_departed_seed_serves_gets_nothing_from_us() -> None:
     assert not revealed_to(p.update(11.5), 1)
     # Quiet for remote_grace again: we step in.
     assert revealed_to(p.update(11.8), 1)
+
+
+def test_a_departed_seed_does_not_make_the_swarm_carry_itself() -> None:
+    """The carry cap (the origin slows once connected peers hold every piece) counts
+    connected peers only: a seed that left (ctorrent, done in a second and gone) capped a
+    mix of 8 clients at 1 MiB/s for a minute."""
+    p = policy(pieces=4, carry_rate=1024 * 1024)
+    p.peer_joined(1, 0.0, super_seed=True)
+    p.peer_have_all(1, 0.0)
+    p.peer_left(1, 1.0, remember=True)
+    p.peer_joined(2, 1.0, super_seed=True)
+    p.peer_joined(3, 1.0, super_seed=True)
+    assert not p.carrying()
+    assert p.upload_delay(10 << 20, 1.0) == 0.0
+    # Connected peers between them hold every piece: now they carry the swarm.
+    p.peer_bitfield(2, bytes([0b11000000]), 2.0)
+    p.peer_bitfield(3, bytes([0b00110000]), 2.0)
+    assert p.carrying()
+    assert p.upload_delay(10 << 20, 2.0) > 0

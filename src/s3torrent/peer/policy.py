@@ -100,6 +100,7 @@ class SwarmPolicy:
         self.web_seed_bytes = 0
         self.availability = [0] * piece_count  # peers holding each piece (departed too)
         self.remote_held = [0] * piece_count  # of those, departed (remembered) peers
+        self._connected_full: bool | None = None  # connected peers hold every piece (cache)
         self.assigned_count = [0] * piece_count  # live assignments of each piece
         self.origin_copies = [0] * piece_count  # pieces' bytes sent by us / piece length
         self._fresh = IndexSet(range(piece_count))  # nobody holds it, nobody assigned it
@@ -127,7 +128,13 @@ class SwarmPolicy:
 
     def carrying(self) -> bool:
         """Connected peers hold every piece and at least two of them still download."""
-        return self._missing == 0 and self.downloaders() >= 1 and len(self.peers) >= 2
+        if self._missing or self.downloaders() < 1 or len(self.peers) < 2:
+            return False
+        if self.departed and self._connected_full is None:
+            # Not a departed peer's pieces: a seed that left (or died) carries nobody.
+            held, avail = self.remote_held, self.availability
+            self._connected_full = all(avail[i] > held[i] for i in range(self.piece_count))
+        return not self.departed or bool(self._connected_full)
 
     # ------------------------------------------------------------------ observations
 
@@ -172,10 +179,12 @@ class SwarmPolicy:
                 peer.has[index] = 1
                 peer.has_count += 1
                 self.remote_held[index] += 1
+                self._connected_full = None
                 self._gain(index)
                 self._release_web_hold(index)
 
     def _count_remote(self, peer: PeerRecord, sign: int) -> None:
+        self._connected_full = None
         if peer.has_count:
             for index in range(self.piece_count):
                 if peer.has[index]:
@@ -543,12 +552,14 @@ class SwarmPolicy:
                     self._unassign(peer, index)
 
     def _gain(self, index: int) -> None:
+        self._connected_full = None
         if self.availability[index] == 0:
             self._missing -= 1
         self.availability[index] += 1
         self._fresh.discard(index)
 
     def _lose(self, index: int) -> None:
+        self._connected_full = None
         self.availability[index] -= 1
         if self.availability[index] == 0:
             self._missing += 1
