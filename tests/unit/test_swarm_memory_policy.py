@@ -197,3 +197,32 @@ def test_a_departed_seed_does_not_make_the_swarm_carry_itself() -> None:
     p.peer_bitfield(3, bytes([0b00110000]), 2.0)
     assert p.carrying()
     assert p.upload_delay(10 << 20, 2.0) > 0
+
+
+def test_pieces_no_connected_peer_holds_stay_counted_through_joins_and_departures() -> None:
+    """The carry cap's counter against a recount, over random joins, HAVEs, departures
+    (remembered or not), announced seeds and forgotten peers."""
+    rng = random.Random(11)
+    p = policy(pieces=12)
+    next_key = 1
+    for step in range(2000):
+        op = rng.random()
+        if op < 0.2 or not p.peers:
+            p.peer_joined(next_key, float(step), super_seed=True)
+            next_key += 1
+        elif op < 0.6:
+            p.peer_has(rng.choice(list(p.peers)), rng.randrange(12), float(step))
+        elif op < 0.75:
+            p.peer_left(rng.choice(list(p.peers)), float(step), remember=rng.random() < 0.5)
+        elif op < 0.85:
+            p.remote_seed(-next_key, float(step))
+            next_key += 1
+        elif p.departed:
+            p.forget(rng.choice(list(p.departed)))
+        held = [0] * 12
+        for peer in p.departed.values():
+            for i in range(12):
+                held[i] += peer.has[i]
+        assert p.remote_held == held
+        unconnected = sum(1 for i in range(12) if p.availability[i] == held[i])
+        assert p._unconnected == unconnected

@@ -100,11 +100,11 @@ class SwarmPolicy:
         self.web_seed_bytes = 0
         self.availability = [0] * piece_count  # peers holding each piece (departed too)
         self.remote_held = [0] * piece_count  # of those, departed (remembered) peers
-        self._connected_full: bool | None = None  # connected peers hold every piece (cache)
         self.assigned_count = [0] * piece_count  # live assignments of each piece
         self.origin_copies = [0] * piece_count  # pieces' bytes sent by us / piece length
         self._fresh = IndexSet(range(piece_count))  # nobody holds it, nobody assigned it
-        self._missing = piece_count  # pieces no connected peer holds
+        # Pieces no connected peer holds (a departed seed carries nobody).
+        self._unconnected = piece_count
         self._next_round = now
         self._cap = TokenBucket(self.settings.carry_rate, self._burst(), now)
         self.bytes_sent = 0
@@ -128,13 +128,7 @@ class SwarmPolicy:
 
     def carrying(self) -> bool:
         """Connected peers hold every piece and at least two of them still download."""
-        if self._missing or self.downloaders() < 1 or len(self.peers) < 2:
-            return False
-        if self.departed and self._connected_full is None:
-            # Not a departed peer's pieces: a seed that left (or died) carries nobody.
-            held, avail = self.remote_held, self.availability
-            self._connected_full = all(avail[i] > held[i] for i in range(self.piece_count))
-        return not self.departed or bool(self._connected_full)
+        return self._unconnected == 0 and self.downloaders() >= 1 and len(self.peers) >= 2
 
     # ------------------------------------------------------------------ observations
 
@@ -155,7 +149,7 @@ class SwarmPolicy:
         peer.unspread.clear()
         if remember:
             self.departed[key] = peer
-            self._count_remote(peer, 1)
+            self._depart_pieces(peer)
             return
         self._drop_pieces(peer)
 
@@ -163,8 +157,7 @@ class SwarmPolicy:
         """A departed peer left the swarm too: its pieces no longer count."""
         peer = self.departed.pop(key, None)
         if peer is not None:
-            self._count_remote(peer, -1)
-            self._drop_pieces(peer)
+            self._drop_pieces(peer, remote=True)
 
     def remote_seed(self, key: PeerKey, now: float) -> None:
         """A peer we are not connected to holds every piece (it announced itself a seed)."""
@@ -178,23 +171,21 @@ class SwarmPolicy:
             if not peer.has[index]:
                 peer.has[index] = 1
                 peer.has_count += 1
-                self.remote_held[index] += 1
-                self._connected_full = None
-                self._gain(index)
+                self._gain(index, remote=True)
                 self._release_web_hold(index)
 
-    def _count_remote(self, peer: PeerRecord, sign: int) -> None:
-        self._connected_full = None
-        if peer.has_count:
-            for index in range(self.piece_count):
-                if peer.has[index]:
-                    self.remote_held[index] += sign
+    def _depart_pieces(self, peer: PeerRecord) -> None:
+        """A connected peer's pieces become a departed peer's: still held, not connected."""
+        for index in range(self.piece_count if peer.has_count else 0):
+            if peer.has[index]:
+                self.remote_held[index] += 1
+                if self.availability[index] == self.remote_held[index]:
+                    self._unconnected += 1
 
-    def _drop_pieces(self, peer: PeerRecord) -> None:
-        if peer.has_count:
-            for index in range(self.piece_count):
-                if peer.has[index]:
-                    self._lose(index)
+    def _drop_pieces(self, peer: PeerRecord, *, remote: bool = False) -> None:
+        for index in range(self.piece_count if peer.has_count else 0):
+            if peer.has[index]:
+                self._lose(index, remote=remote)
 
     def peer_has(self, key: PeerKey, index: int, now: float, *, from_us: bool = False) -> None:
         peer = self.peers.get(key)
@@ -551,18 +542,21 @@ class SwarmPolicy:
                 if now - since >= limit:
                     self._unassign(peer, index)
 
-    def _gain(self, index: int) -> None:
-        self._connected_full = None
-        if self.availability[index] == 0:
-            self._missing -= 1
+    def _gain(self, index: int, *, remote: bool = False) -> None:
+        """One more peer holds the piece (`remote`: a departed one)."""
+        if remote:
+            self.remote_held[index] += 1
+        elif self.availability[index] == self.remote_held[index]:
+            self._unconnected -= 1
         self.availability[index] += 1
         self._fresh.discard(index)
 
-    def _lose(self, index: int) -> None:
-        self._connected_full = None
+    def _lose(self, index: int, *, remote: bool = False) -> None:
         self.availability[index] -= 1
-        if self.availability[index] == 0:
-            self._missing += 1
+        if remote:
+            self.remote_held[index] -= 1
+        elif self.availability[index] == self.remote_held[index]:
+            self._unconnected += 1
         self._refresh(index)
 
     def _refresh(self, index: int) -> None:
