@@ -53,7 +53,6 @@ class WebClients:
         self.copy = copy  # bytes of one copy of the object
         self.window = window
         self.patience = patience
-        self.period = period
         self.clients: dict[object, _Client] = {}
         self.rescued = 0  # bytes sent to starving clients, all told
         # Bytes starving clients may still get: one copy, refilled over `period`.
