@@ -212,6 +212,10 @@ class SeederSettings(BaseModel):
     """Seconds a peer the swarm gives nothing waits before the pieces only departed peers
     hold come from us: a seed that quit without a `stopped` announce stays remembered (by
     the tracker, and so by the offload policy) for two announce intervals."""
+    web_seed_hold_agents: list[str] = Field(default_factory=lambda: ["WebTorrent/"])
+    """User-Agent prefixes of clients whose web-seed requests wait, unanswered, while their
+    peer-wire connection to us serves them (peer/web_hold.py): a web seed that answers
+    WebTorrent slows its peer wire 3x. Empty: none."""
     carry_upload_rate: int = 1 * MiB
     """Per-torrent bytes/s cap once connected peers hold every piece (0: no cap)."""
     encryption: Literal["enabled", "disabled"] = "enabled"

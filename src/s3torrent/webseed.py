@@ -31,6 +31,7 @@ from aiohttp import web
 
 from s3torrent.anonymous_reads import AnonymousReads, cut_transport
 from s3torrent.metering.meter import CLIENT_CLOSED, OP_WEBSEED
+from s3torrent.peer.web_hold import held_agent, keep_holding
 from s3torrent.roles import client_connection
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ranges import parse_range
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 WEB_SEED_PREFIX = WEB_SEED_PATH
 RETRY_AFTER = 10  # seconds a refused client should leave the web seed alone
 CHUNK = 1 << 20  # bytes decided (and sent) at a time
+HOLD_RECHECK = 0.25  # seconds between a held request's looks at the clock
 
 
 class _Cut(Exception):
@@ -78,6 +80,10 @@ class WebSeed:
         self.seeder = seeder
         self.meter = meter
         self.retry_after = retry_after
+        # User-Agent prefixes whose requests wait while their peer wire serves them.
+        self.hold_agents: tuple[str, ...] = (
+            tuple(seeder.settings.web_seed_hold_agents) if seeder is not None else ()
+        )
 
     async def bucket_of(self, path: str, source_ip: str | None) -> str | None:
         """The bucket of the public torrent a web-seed path names, if a client at source_ip
@@ -150,6 +156,14 @@ class WebSeed:
             client, peer_wire = self._observe(request, swarm)
             swarm.tstats.web_seed_requests += 1
             first = start // info.hashes.piece_length
+            last = (start + count - 1) // info.hashes.piece_length
+            if held_agent(request.headers.get("User-Agent"), self.hold_agents):
+                await self._hold(swarm, client, first, last)
+                # Answered now: asked again with the time and facts of now.
+                again = await self.public.admit(swarm_id, request.remote)
+                if again is None or again.version_id != info.version_id:
+                    return web.Response(status=403, text="not a public torrent\n"), info
+                client, peer_wire = self._observe(request, swarm)
             continuing = start % info.hashes.piece_length != 0
             if not swarm.policy.web_seed_allows(
                 first, time.monotonic(), continuing=continuing, client=client, peer_wire=peer_wire
@@ -223,6 +237,31 @@ class WebSeed:
                 fobj.close()
 
     @staticmethod
+    async def _hold(swarm: Swarm, client: str | None, first: int, last: int) -> None:
+        """Wait, unanswered, while the client's peer wire to us serves it (web_hold.py)."""
+        holds = swarm.web_holds
+        started = time.monotonic()
+        if not holds.begin(client, started):
+            return
+        swarm.tstats.web_seed_held += 1
+        wired = False
+        try:
+            while not swarm.closed:
+                now = time.monotonic()
+                policy = swarm.policy
+                peers = [
+                    record
+                    for link in swarm.links_of(client)
+                    if (record := policy.peers.get(link.key)) is not None
+                ]
+                wired = wired or bool(peers)
+                if not keep_holding(peers, first, last, policy.piece_count, now - started, now):
+                    return
+                await swarm.hear(HOLD_RECHECK)
+        finally:
+            holds.end(client, time.monotonic(), wired=wired)
+
+    @staticmethod
     def _observe(request: web.Request, swarm: Swarm) -> tuple[str | None, bool]:
         """Tell the policy who asks: the client (its address: one client's
         several connections are one client), how many downloaders the tracker hears from,
@@ -237,7 +276,7 @@ class WebSeed:
         policy.tracked_downloaders(
             sum(1 for _seen, seed in swarm.announced.values() if not seed), now
         )
-        peer_wire = any(link.ip == request.remote for link in swarm.links.values())
+        peer_wire = bool(swarm.links_of(client))
         return client, peer_wire
 
     @staticmethod

@@ -26,6 +26,7 @@ PURE = {
     "token_bucket",
     "piece_choice",
     "web_clients",
+    "web_hold",
 }
 IO_MODULES = ("asyncio", "socket", "time", "os", "selectors", "s3torrent.store")
 

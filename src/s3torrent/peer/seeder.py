@@ -247,7 +247,7 @@ class Seeder:
         swarm = self.swarm_of(info)
         if swarm is not None:
             stopped = req.event == "stopped"
-            swarm.announced_by(req.peer_id, req.left, stopped, self.clock())
+            swarm.announced_by(req.peer_id, req.left, stopped, self.clock(), req.ip)
 
     def _drop_swarm(self, swarm: Swarm) -> None:
         if self.swarms.get(swarm.info.version_id) is swarm:

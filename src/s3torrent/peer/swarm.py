@@ -28,6 +28,7 @@ from s3torrent.peer.policy import (
     SwarmPolicy,
     UnchokePeer,
 )
+from s3torrent.peer.web_hold import WebHolds
 from s3torrent.store import rows as md
 from s3torrent.store.objects import ObjectStore
 from s3torrent.store.sealing import PlainReader
@@ -97,6 +98,7 @@ class TorrentStats:
     web_seed_bytes: int = 0
     web_seed_requests: int = 0
     web_seed_refused: int = 0
+    web_seed_held: int = 0  # requests that waited for the client's peer wire (web_hold.py)
     remembered: int = 0  # peers gone from the origin whose pieces still count
 
     def to_json(self) -> dict[str, Any]:
@@ -111,6 +113,7 @@ class TorrentStats:
             "web_seed_bytes": self.web_seed_bytes,
             "web_seed_requests": self.web_seed_requests,
             "web_seed_refused": self.web_seed_refused,
+            "web_seed_held": self.web_seed_held,
             "remembered": self.remembered,
         }
 
@@ -234,6 +237,12 @@ class Swarm:
         self.remembered: dict[bytes, int] = {}
         self._next_remote_key = -1
         self._next_expiry = now
+        # The peer id that last announced from each address: a client's web-seed requests
+        # and its announces reach the HTTP listener alike, while its peer wire may come
+        # from another address (IPv4 and IPv6, a host's several addresses).
+        self.announcers: dict[str, bytes] = {}
+        self.web_holds = WebHolds()  # web-seed requests waiting (web_hold.py)
+        self._heard: asyncio.Future[None] | None = None
         hexid = (info.info_hash.v1 or info.info_hash.v2 or b"").hex()
         stats = seeder.stats.torrents.get(hexid)
         if stats is None or stats.version_id != info.version_id:
@@ -271,8 +280,26 @@ class Swarm:
         else:
             self.schedule_decide()
 
-    def announced_by(self, peer_id: bytes, left: int, stopped: bool, now: float) -> None:
-        """The tracker heard from a peer of this torrent (left: bytes it still lacks)."""
+    def links_of(self, address: str | None) -> list[PeerLink]:
+        """The peer-wire connections of the client at this address: from it, or from the
+        peer that announced from it."""
+        announcer = self.announcers.get(address) if address is not None else None
+        return [
+            link
+            for link in self.links.values()
+            if link.ip == address or (announcer is not None and link.peer_id == announcer)
+        ]
+
+    def announced_by(
+        self, peer_id: bytes, left: int, stopped: bool, now: float, address: str | None = None
+    ) -> None:
+        """The tracker heard from a peer of this torrent (left: bytes it still lacks), at
+        `address`."""
+        if address is not None:
+            if not stopped:
+                self.announcers[address] = peer_id
+            elif self.announcers.get(address) == peer_id:
+                del self.announcers[address]
         if stopped:
             self.announced.pop(peer_id, None)
             key = self.remembered.pop(peer_id, None)
@@ -311,6 +338,9 @@ class Swarm:
                 if key is not None:
                     self.policy.forget(key)
                     self.tstats.remembered = len(self.remembered)
+        for address, peer_id in list(self.announcers.items()):
+            if peer_id not in self.announced:
+                del self.announcers[address]
 
     def idle(self, now: float) -> bool:
         """Nothing to serve or remember: the seeder may drop it."""
@@ -321,8 +351,21 @@ class Swarm:
             self._decide_scheduled = True
             asyncio.get_running_loop().call_soon(self.decide)
 
+    async def hear(self, timeout: float) -> None:
+        """Wait until the policy next hears from a peer (or the swarm closes), at most
+        `timeout` seconds: what held web-seed requests wait on."""
+        if self._heard is None or self._heard.done():
+            self._heard = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._heard), timeout)
+
+    def _wake(self) -> None:
+        if self._heard is not None and not self._heard.done():
+            self._heard.set_result(None)
+
     def decide(self) -> None:
         self._decide_scheduled = False
+        self._wake()
         if self.closed or self.suspended:
             return
         now = self.seeder.clock()
@@ -369,6 +412,7 @@ class Swarm:
 
     def close(self, reason: str) -> None:
         self.closed = True
+        self._wake()
         for link in list(self.links.values()):
             link.close(reason)
         self.links.clear()
