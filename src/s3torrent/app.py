@@ -104,7 +104,10 @@ def build_services(settings: Settings, role: Role | None = None) -> Services:
     events = EventBus()
     try:
         meta = open_metadata_store(
-            settings.database_url, events, max_batch=settings.storage.group_commit_max_ops
+            settings.database_url,
+            events,
+            max_batch=settings.storage.group_commit_max_ops,
+            durable=settings.storage.fsync,
         )
     except Exception as exc:
         if not storage_full(exc):

@@ -73,7 +73,9 @@ class LimitSettings(BaseModel):
 
 class StorageSettings(BaseModel):
     fsync: bool = True
-    """fsync every blob and metadata commit before acknowledging a write."""
+    """fsync every blob and metadata commit before acknowledging a write (power-loss safe).
+    Off: blobs are not fsynced and SQLite commits with synchronous=NORMAL (PostgreSQL:
+    synchronous_commit off); an acknowledged write still survives kill -9, not power loss."""
     group_commit_max_ops: int = 256
     inline_max_size: int = 32 * 1024
     """Objects up to this size are stored in their metadata row (0: always in a blob)."""

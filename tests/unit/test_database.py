@@ -200,3 +200,20 @@ def test_a_short_lock_held_elsewhere_is_waited_for_on_the_loop(
     assert handed_over == []
     assert "waited" in _names(tmp_path / "m.sqlite3")
     other.close()
+
+
+@pytest.mark.parametrize(("durable", "level"), [(True, 2), (False, 1)])
+def test_storage_fsync_decides_how_sqlite_commits(
+    tmp_path: Path, durable: bool, level: int
+) -> None:
+    """storage.fsync reaches the metadata commit: FULL (synced at every commit, power-loss
+    safe) or NORMAL (WAL synced at checkpoints; a commit survives kill -9). It used to stay
+    FULL whatever the setting said."""
+    d = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}", durable=durable)
+    try:
+        asyncio.run(d.write(_add_bucket("b")))
+        with d.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == level
+        assert _names(tmp_path / "m.sqlite3") == {"b"}
+    finally:
+        d.close()

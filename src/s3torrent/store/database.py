@@ -47,8 +47,9 @@ class Database:
         max_batch: int = 256,
         read_threads: int = 4,
         loop_writes: bool = True,
+        durable: bool = True,
     ) -> None:
-        self.engine = create_engine(url)
+        self.engine = create_engine(url, durable=durable)
         migrations.upgrade(self.engine)
         # Point lookups of the request path on the caller's thread (SQLite files only).
         self.point_reads = point_reads_for(self.engine)

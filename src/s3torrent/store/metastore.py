@@ -55,6 +55,9 @@ class SqlMetadataStore(
         self.db.close()
 
 
-def open_metadata_store(url: str, events: EventBus, *, max_batch: int = 256) -> SqlMetadataStore:
-    """The store for a SQLAlchemy URL (migrating the schema to the newest revision)."""
-    return SqlMetadataStore(Database(url, max_batch=max_batch), events)
+def open_metadata_store(
+    url: str, events: EventBus, *, max_batch: int = 256, durable: bool = True
+) -> SqlMetadataStore:
+    """The store for a SQLAlchemy URL (migrating the schema to the newest revision);
+    `durable`: storage.fsync (schema.create_engine)."""
+    return SqlMetadataStore(Database(url, max_batch=max_batch, durable=durable), events)

@@ -260,8 +260,10 @@ sse_keys = sa.Table(
 )
 
 
-def create_engine(url: str) -> sa.Engine:
-    """An engine with the durability settings each backend needs."""
+def create_engine(url: str, *, durable: bool = True) -> sa.Engine:
+    """An engine with the durability settings each backend needs. `durable` (the
+    storage.fsync setting): a commit is on stable storage before it returns; without it a
+    commit survives the process's death (kill -9) but not the machine's (power loss)."""
     if url.startswith("sqlite"):
         engine = sa.create_engine(
             url,
@@ -274,8 +276,9 @@ def create_engine(url: str) -> sa.Engine:
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            # FULL: a committed transaction survives power loss, not only kill -9.
-            cur.execute("PRAGMA synchronous=FULL")
+            # FULL: a committed transaction survives power loss, not only kill -9. NORMAL
+            # (in WAL mode): the WAL is synced at checkpoints only; a commit survives kill -9.
+            cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
             # pysqlite starts transactions lazily and lets the release of an outermost
@@ -294,4 +297,15 @@ def create_engine(url: str) -> sa.Engine:
                 conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    if not durable and engine.dialect.name == "postgresql":
+
+        @sa.event.listens_for(engine, "connect")
+        def _no_flush_wait(dbapi_conn: Any, _record: Any) -> None:
+            # The commit returns before PostgreSQL flushes its WAL (the server's crash may
+            # lose the last commits; ours loses nothing it acknowledged).
+            cur = dbapi_conn.cursor()
+            cur.execute("SET synchronous_commit TO off")
+            cur.close()
+
+    return engine
