@@ -30,6 +30,8 @@ from s3torrent.listeners import ConnectionGate
 from s3torrent.metering.lifecycle_metrics import LifecycleCollector
 from s3torrent.metering.meter import Meter, edge_recorder
 from s3torrent.metering.metrics import MetricsEndpoint
+from s3torrent.metering.worker_push import TOTALS_PATH, incarnation, push_forever, totals_handler
+from s3torrent.metering.worker_totals import WorkerTotals
 from s3torrent.owner_link import (
     OwnerLink,
     route_to_owner,
@@ -277,6 +279,10 @@ class Node:
             self.metrics.registry.register(LifecycleCollector(self.lifecycle.progress))
             self.s3.add_route("/_metrics", metrics_handler(self.context, self.metrics))
             self.metrics_listen = settings.metering.metrics_listen
+            if role.owner and not role.alone:
+                # The other workers' counters, summed into the node's (worker_totals.py).
+                self.metrics.collector.others = WorkerTotals(incarnation())
+                self.s3.add_route(TOTALS_PATH, totals_handler(self.metrics.collector.others))
         self.access_log: AccessLog | None = None
         logs = settings.logging
         if logs.access_log and logging.getLogger("s3torrent").isEnabledFor(logging.INFO):
@@ -447,6 +453,13 @@ class Node:
             await self.svc.hash_jobs.resume()
         if self.settings.metering.enabled:
             self.svc.meter.start()
+            link = self.owner_link
+            if link is not None:
+                self._tasks.append(
+                    asyncio.create_task(
+                        push_forever(self.svc.meter, lambda: link.session, self.role.index)
+                    )
+                )
         if self.metrics is not None and self.metrics_listen and owner:
             metrics_host, metrics_port = split_host_port(self.metrics_listen, 9100)
             with listening("metrics", metrics_host, metrics_port, "see metering.metrics_listen"):

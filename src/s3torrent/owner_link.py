@@ -122,6 +122,9 @@ def route_to_owner(
     s3.add_route(WEB_SEED_PREFIX, link.forward)
     if settings.seeder.enabled:
         s3.add_route("/_seeder/stats", link.forward)
+    if settings.metering.enabled:
+        # The node's counters are summed at the owner (metering/worker_totals.py).
+        s3.add_route("/_metrics", link.forward)
 
     async def admin_here_or_owner(request: web.Request) -> web.StreamResponse:
         # Changes go to the owner: one replay memory, and user changes it broadcasts.

@@ -339,3 +339,82 @@ def test_a_worker_that_cannot_start_stops_the_start_with_its_message(tmp_path: P
     assert result.returncode != 0
     assert f"cannot listen for the UDP tracker on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+GETS_200 = 's3torrent_requests_total{operation="GetObject",status="200"}'
+
+
+def metrics_via(srv: LiveServer, index: int) -> dict[str, float]:
+    """/_metrics as a connection to worker `index` gets it (forwarded to the owner)."""
+    conn = connect_to(srv, index)
+    try:
+        status, body = send(conn, "GET", "/_metrics", signed=True)
+    finally:
+        conn.close()
+    assert status == 200, body[:300]
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in body.decode().splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_metrics_sum_every_worker(two: LiveServer, s3w: Any) -> None:
+    """Prometheus sees the node: requests either worker answered, whichever worker is
+    scraped, and counters that never go back when a worker is started again (they showed
+    only the answering worker's requests, half of them with two workers)."""
+    s3w.create_bucket(Bucket="wk-metrics")
+    put_public(s3w, "wk-metrics", "m", b"m" * 100)
+    before = metrics_via(two, 0).get(GETS_200, 0.0)
+    served = {0: 0, 1: 0}
+    for index in (0, 1):
+        conn = connect_to(two, index)
+        for _ in range(5 + 7 * index):
+            status, body = send(conn, "GET", "/wk-metrics/m")
+            assert status == 200 and body == b"m" * 100
+            served[index] += 1
+        conn.close()
+    want = before + sum(served.values())
+    wait_for(lambda: metrics_via(two, 0).get(GETS_200) == want, f"{GETS_200} = {want}")
+    assert metrics_via(two, 1)[GETS_200] == want  # the same sum through the other worker
+    time.sleep(2.5)  # a few more pushes: nothing counted twice
+    assert metrics_via(two, 0)[GETS_200] == want
+    # Worker 1 dies and comes back: its counts stay in the sum, which never decreases.
+    other = connect_to(two, 1)
+    _, pid = worker_of(other)
+    other.close()
+    os.kill(pid, signal.SIGKILL)
+
+    def replaced() -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", two.port, timeout=10)
+        try:
+            index, new_pid = worker_of(conn)
+        except (ConnectionError, http.client.RemoteDisconnected):
+            return False
+        finally:
+            conn.close()
+        return index == 1 and new_pid != pid
+
+    wait_for(replaced, "worker 1 to be started again", timeout=30)
+    conn = connect_to(two, 1)
+    assert send(conn, "GET", "/wk-metrics/m")[0] == 200
+    conn.close()
+    wait_for(lambda: metrics_via(two, 0).get(GETS_200) == want + 1, f"{GETS_200} = {want + 1}")
+
+
+def test_worker_totals_are_not_taken_over_tcp(two: LiveServer) -> None:
+    """Only another worker, on the owner's Unix socket, may report totals."""
+    from s3torrent.metering.worker_push import TOTALS_PATH
+
+    for index in (0, 1):
+        conn = connect_to(two, index)
+        status, _ = send(
+            conn,
+            "POST",
+            TOTALS_PATH,
+            body=b'{"requests":[["GetObject",200,1000000]]}',
+            headers={"X-S3torrent-Worker-Index": "7", "X-S3torrent-Incarnation": "x"},
+        )
+        conn.close()
+        assert status in (400, 403, 404, 405), status  # no such route, or not S3
+    assert metrics_via(two, 0).get(GETS_200, 0.0) < 1000000

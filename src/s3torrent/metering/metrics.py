@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from s3torrent.metering.meter import LATENCY_BOUNDS, Meter
+from s3torrent.metering.worker_totals import WorkerTotals, totals_of
 
 if TYPE_CHECKING:
     from s3torrent.metering.meter import Meter
@@ -38,15 +39,19 @@ class MeterCollector(Collector):
         self.meter = meter
         self.gauges: dict[str, tuple[str, float]] = {}
         self.swarm_peers: dict[str, int] = {}
+        # The owner of `serve --workers N`: the other workers' totals, added (worker_totals.py).
+        self.others: WorkerTotals | None = None
 
     def collect(self) -> Iterator[Metric]:
-        m = self.meter
+        m = totals_of(self.meter)
+        if self.others is not None:
+            m = self.others.merged(m)
         requests = CounterMetricFamily(
             "s3torrent_requests",
             "Requests by operation (channel included) and HTTP status.",
             labels=["operation", "status"],
         )
-        for (op, status), n in sorted(m.requests_total.items()):
+        for (op, status), n in sorted(m.requests.items()):
             requests.add_metric([op, str(status)], n)
         yield requests
         transfer = CounterMetricFamily(
@@ -54,7 +59,7 @@ class MeterCollector(Collector):
             "Body bytes sent (out) and received (in) by operation/channel.",
             labels=["channel", "direction"],
         )
-        for (op, direction), n in sorted(m.bytes_total.items()):
+        for (op, direction), n in sorted(m.bytes.items()):
             transfer.add_metric([op, direction], n)
         yield transfer
         latency = HistogramMetricFamily(
@@ -62,13 +67,13 @@ class MeterCollector(Collector):
             "Time from receiving a request to its last body byte handed to the socket.",
             labels=["operation"],
         )
-        for op, hist in sorted(m.latency.items()):
+        for op, (counts, total) in sorted(m.latency.items()):
             cumulative, buckets = 0, []
-            for bound, count in zip(LATENCY_BOUNDS, hist.counts, strict=False):
+            for bound, count in zip(LATENCY_BOUNDS, counts, strict=False):
                 cumulative += count
                 buckets.append((repr(bound), float(cumulative)))
-            buckets.append(("+Inf", float(cumulative + hist.counts[-1])))
-            latency.add_metric([op], buckets, hist.total)
+            buckets.append(("+Inf", float(cumulative + counts[-1])))
+            latency.add_metric([op], buckets, total)
         yield latency
         flushes = CounterMetricFamily(
             "s3torrent_metering_flushes",
@@ -81,7 +86,7 @@ class MeterCollector(Collector):
         yield GaugeMetricFamily(
             "s3torrent_metering_last_flush_seconds",
             "Duration of the last usage flush.",
-            value=m.last_flush_seconds,
+            value=self.meter.last_flush_seconds,
         )
         peers = GaugeMetricFamily(
             "s3torrent_swarm_peers",
