@@ -5,7 +5,6 @@ no more than MAX_HELD requests of a torrent wait at once."""
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -13,10 +12,9 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
-from fastbencode import bdecode  # type: ignore[attr-defined]
 
 from s3torrent.peer.web_hold import MAX_HELD, PEER_WAIT
-from tests.api.test_torrent import http, torrent_url
+from tests.api.test_webseed_refusal import publish
 from tests.conftest import LiveServer, make_client, start_server
 
 BUCKET = "holds"
@@ -29,20 +27,13 @@ def srv(
 ) -> Iterator[LiveServer]:
     """Two workers: a web-seed request the non-owner accepts is held at the owner."""
     live = start_server(tmp_path_factory.mktemp("webseed-hold"), workers=int(request.param))
-    live.workers_param = int(request.param)  # type: ignore[attr-defined]
     make_client(live.endpoint).create_bucket(Bucket=BUCKET)
     yield live
     live.stop()
 
 
 def _publish(srv: LiveServer, key: str, size: int) -> tuple[bytes, str, int]:
-    data = os.urandom(size)
-    make_client(srv.endpoint).put_object(Bucket=BUCKET, Key=key, Body=data, ACL="public-read")
-    status, _, body = http("GET", torrent_url(srv.endpoint, BUCKET, key))
-    assert status == 200, body
-    meta = bdecode(body)
-    [url] = [u.decode() for u in meta[b"url-list"]]
-    return data, url, int(meta[b"info"][b"piece length"])
+    return publish(srv, key, size, BUCKET)
 
 
 def _send(url: str, start: int, end: int, agent: str) -> socket.socket:
@@ -107,8 +98,6 @@ def test_a_revocation_during_the_hold_sends_no_byte(srv: LiveServer) -> None:
 def test_no_more_than_max_held_requests_wait(srv: LiveServer) -> None:
     """A client posing as WebTorrent many times over holds connections, never more than
     MAX_HELD of a torrent: the next request is answered at once."""
-    if getattr(srv, "workers_param", 1) != 1:
-        pytest.skip("the bound is per owner: one process shows it without the owner link")
     data, url, piece = _publish(srv, "many.bin", 256 * 1024)
     held = [_send(url, 0, piece - 1, WEBTORRENT) for _ in range(MAX_HELD)]
     try:

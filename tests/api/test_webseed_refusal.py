@@ -31,10 +31,11 @@ def srv(
     live.stop()
 
 
-def _publish(srv: LiveServer, key: str, size: int) -> tuple[bytes, str, int]:
+def publish(srv: LiveServer, key: str, size: int, bucket: str = BUCKET) -> tuple[bytes, str, int]:
+    """A public object of random bytes: its data, its web seed URL and its piece length."""
     data = os.urandom(size)
-    make_client(srv.endpoint).put_object(Bucket=BUCKET, Key=key, Body=data, ACL="public-read")
-    status, _, body = http("GET", torrent_url(srv.endpoint, BUCKET, key))
+    make_client(srv.endpoint).put_object(Bucket=bucket, Key=key, Body=data, ACL="public-read")
+    status, _, body = http("GET", torrent_url(srv.endpoint, bucket, key))
     assert status == 200, body
     meta = bdecode(body)
     [url] = [u.decode() for u in meta[b"url-list"]]
@@ -73,7 +74,7 @@ def _get(url: str, start: int, end: int) -> tuple[int, bytes]:
 def test_a_refusal_closes_the_connection_and_leaves_pipelined_pieces_unsent(
     srv: LiveServer, n: int
 ) -> None:
-    data, url, piece = _publish(srv, f"pipelined-{n}.bin", 1 << 20)
+    data, url, piece = publish(srv, f"pipelined-{n}.bin", 1 << 20)
     assert len(data) // piece >= 4
     # Client one takes piece 0: nobody else has it, so the web seed sends it.
     assert _get(url, 0, piece - 1) == (206, data[:piece])

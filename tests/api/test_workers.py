@@ -52,6 +52,22 @@ def connect_to(srv: LiveServer, index: int) -> http.client.HTTPConnection:
     raise AssertionError(f"no connection reached worker {index}")
 
 
+def wait_restarted(srv: LiveServer, index: int, pid: int) -> None:
+    """Until a new process serves worker `index` (pid was the one killed)."""
+
+    def replaced() -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        try:
+            got, new_pid = worker_of(conn)
+        except (ConnectionError, http.client.RemoteDisconnected):
+            return False
+        finally:
+            conn.close()
+        return got == index and new_pid != pid
+
+    wait_for(replaced, f"worker {index} to be started again", timeout=30)
+
+
 def send(
     conn: http.client.HTTPConnection,
     method: str,
@@ -233,17 +249,7 @@ def test_killed_worker_is_started_again(two: LiveServer) -> None:
         finally:
             conn.close()
 
-    def replaced() -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", two.port, timeout=10)
-        try:
-            index, new_pid = worker_of(conn)
-        except (ConnectionError, http.client.RemoteDisconnected):
-            return False
-        finally:
-            conn.close()
-        return index == 1 and new_pid != pid
-
-    wait_for(replaced, "worker 1 to be started again", timeout=30)
+    wait_restarted(two, 1, pid)
     assert "worker 1 (pid" in (two.log_path.read_text() if two.log_path else "")
 
 
@@ -385,17 +391,7 @@ def test_metrics_sum_every_worker(two: LiveServer, s3w: Any) -> None:
     other.close()
     os.kill(pid, signal.SIGKILL)
 
-    def replaced() -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", two.port, timeout=10)
-        try:
-            index, new_pid = worker_of(conn)
-        except (ConnectionError, http.client.RemoteDisconnected):
-            return False
-        finally:
-            conn.close()
-        return index == 1 and new_pid != pid
-
-    wait_for(replaced, "worker 1 to be started again", timeout=30)
+    wait_restarted(two, 1, pid)
     conn = connect_to(two, 1)
     assert send(conn, "GET", "/wk-metrics/m")[0] == 200
     conn.close()
