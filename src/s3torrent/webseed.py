@@ -13,7 +13,9 @@ with Retry-After (libtorrent then leaves the web seed alone that long; aria2 dro
 keeps its peers), and the connection closes after it (requests pipelined behind the refused
 one are never answered: the client would drop their answers); one that reaches such a piece
 part-way is cut at the piece boundary. A revocation cuts running responses within a second
-(``AnonymousReads``).
+(``AnonymousReads``). Requests of clients listed in ``seeder.web_seed_hold_agents``
+(WebTorrent) wait, unanswered, while the same client's peer wire to us serves it
+(``peer/web_hold.py``), and are then asked of the decision and the policy afresh.
 
 It lives above both edges: it needs the seeder's per-torrent policy (peer) and S3's range
 parsing (s3), and neither edge may import the other.
