@@ -253,6 +253,7 @@ class Seeder:
         if self.swarms.get(swarm.info.version_id) is swarm:
             del self.swarms[swarm.info.version_id]
         swarm.closed = True
+        swarm.wake()  # held web-seed requests answer now, not at their next recheck
         swarm.source.close()
 
     def _index_swarm_ids(self, info: TorrentInfo) -> None:

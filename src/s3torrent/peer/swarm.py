@@ -359,13 +359,14 @@ class Swarm:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._heard), timeout)
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Wake what waits in `hear` (the swarm changed, or closed)."""
         if self._heard is not None and not self._heard.done():
             self._heard.set_result(None)
 
     def decide(self) -> None:
         self._decide_scheduled = False
-        self._wake()
+        self.wake()
         if self.closed or self.suspended:
             return
         now = self.seeder.clock()
@@ -412,7 +413,7 @@ class Swarm:
 
     def close(self, reason: str) -> None:
         self.closed = True
-        self._wake()
+        self.wake()
         for link in list(self.links.values()):
             link.close(reason)
         self.links.clear()
