@@ -43,6 +43,7 @@ from s3torrent.torrent.catalog import WEB_SEED_PATH
 
 if TYPE_CHECKING:
     from s3torrent.metering.meter import Meter
+    from s3torrent.peer.policy_types import PeerRecord
     from s3torrent.peer.seeder import Seeder
     from s3torrent.peer.swarm import Swarm
     from s3torrent.publication import PublicTorrents
@@ -243,21 +244,17 @@ class WebSeed:
         """Wait, unanswered, while the client's peer wire to us serves it (web_hold.py)."""
         holds = swarm.web_holds
         started = time.monotonic()
-        if not holds.begin(client, started):
+        if not holds.begin(client, started, wired=bool(_records(swarm, client))):
             return
         swarm.tstats.web_seed_held += 1
         wired = False
         try:
             while not swarm.closed:
                 now = time.monotonic()
-                policy = swarm.policy
-                peers = [
-                    record
-                    for link in swarm.links_of(client)
-                    if (record := policy.peers.get(link.key)) is not None
-                ]
+                peers = _records(swarm, client)
                 wired = wired or bool(peers)
-                if not keep_holding(peers, first, last, policy.piece_count, now - started, now):
+                piece_count = swarm.policy.piece_count
+                if not keep_holding(peers, first, last, piece_count, now - started, now):
                     return
                 await swarm.hear(HOLD_RECHECK)
         finally:
@@ -346,6 +343,12 @@ class WebSeed:
             and current.version_id == info.version_id
             and self.public.admits(current, source_ip)
         )
+
+
+def _records(swarm: Swarm, client: str | None) -> list[PeerRecord]:
+    """The policy's records of the client's peer-wire connections."""
+    peers = swarm.policy.peers
+    return [r for link in swarm.links_of(client) if (r := peers.get(link.key)) is not None]
 
 
 def _refusal(retry_after: int) -> web.Response:

@@ -111,3 +111,15 @@ def test_held_requests_and_remembered_clients_are_bounded() -> None:
     assert len(holds._unwired) == MAX_UNWIRED
     assert holds.begin(0, 2.0)  # the oldest were forgotten first
     assert not holds.begin(MAX_UNWIRED + MAX_HELD - 1, 2.0)
+
+
+def test_a_late_peer_wire_undoes_the_memory() -> None:
+    """A client whose peer wire came after PEER_WAIT (a slow tracker, a loaded machine) is
+    held again as soon as it has one, not a minute later."""
+    holds = WebHolds()
+    assert holds.begin("a", 0.0)
+    holds.end("a", PEER_WAIT, wired=False)
+    assert not holds.begin("a", PEER_WAIT + 1.0)
+    assert holds.begin("a", PEER_WAIT + 1.0, wired=True)
+    holds.end("a", PEER_WAIT + 2.0, wired=True)
+    assert holds.begin("a", PEER_WAIT + 3.0)  # forgotten

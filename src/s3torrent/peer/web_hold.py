@@ -72,13 +72,14 @@ class WebHolds:
         self.held = 0
         self._unwired: dict[object, float] = {}
 
-    def begin(self, client: object, now: float) -> bool:
-        """Whether a request of this client may be held now (then it counts as held)."""
+    def begin(self, client: object, now: float, *, wired: bool = False) -> bool:
+        """Whether a request of this client may be held now (then it counts as held);
+        `wired`: it has a peer wire to us right now (a late one undoes the memory)."""
         if self.held >= MAX_HELD:
             return False
         since = self._unwired.get(client)
         if since is not None:
-            if now - since < UNWIRED_MEMORY:
+            if not wired and now - since < UNWIRED_MEMORY:
                 return False
             del self._unwired[client]
         self.held += 1
