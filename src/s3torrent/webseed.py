@@ -130,7 +130,7 @@ class WebSeed:
         # The one decision, with this client's address and the time.
         info = await self.public.admit(swarm_id, request.remote)
         if info is None:
-            return web.Response(status=403, text="not a public torrent\n"), None
+            return _not_public(), None
         obj = await self.store.meta.object_by_version(info.version_id)
         if obj is None or obj.size != info.hashes.length:
             return web.Response(status=404, text="no such object\n"), info
@@ -165,7 +165,7 @@ class WebSeed:
                 # Answered now: asked again with the time and facts of now.
                 again = await self.public.admit(swarm_id, request.remote)
                 if again is None or again.version_id != info.version_id:
-                    return web.Response(status=403, text="not a public torrent\n"), info
+                    return _not_public(), info
                 client, peer_wire = self._observe(request, swarm)
             continuing = start % info.hashes.piece_length != 0
             if not swarm.policy.web_seed_allows(
@@ -244,19 +244,20 @@ class WebSeed:
         """Wait, unanswered, while the client's peer wire to us serves it (web_hold.py)."""
         holds = swarm.web_holds
         started = time.monotonic()
-        if not holds.begin(client, started, wired=bool(_records(swarm, client))):
+        peers = _records(swarm, client)
+        if not holds.begin(client, started, wired=bool(peers)):
             return
         swarm.tstats.web_seed_held += 1
         wired = False
         try:
             while not swarm.closed:
                 now = time.monotonic()
-                peers = _records(swarm, client)
                 wired = wired or bool(peers)
                 piece_count = swarm.policy.piece_count
                 if not keep_holding(peers, first, last, piece_count, now - started, now):
                     return
                 await swarm.hear(HOLD_RECHECK)
+                peers = _records(swarm, client)
         finally:
             holds.end(client, time.monotonic(), wired=wired)
 
@@ -349,6 +350,10 @@ def _records(swarm: Swarm, client: str | None) -> list[PeerRecord]:
     """The policy's records of the client's peer-wire connections."""
     peers = swarm.policy.peers
     return [r for link in swarm.links_of(client) if (r := peers.get(link.key)) is not None]
+
+
+def _not_public() -> web.Response:
+    return web.Response(status=403, text="not a public torrent\n")
 
 
 def _refusal(retry_after: int) -> web.Response:

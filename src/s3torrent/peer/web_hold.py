@@ -54,11 +54,14 @@ def keep_holding(
     if not peers:
         return held_for < PEER_WAIT
     first, last = max(0, first), min(last, piece_count - 1)
+    span = max(0, last - first + 1)
     for peer in peers:
         if now - peer.last_progress >= STALL:
             continue
-        lacking_here = sum(1 for i in range(first, last + 1) if not peer.has[i])
-        if piece_count - peer.has_count > lacking_here:
+        lacking = piece_count - peer.has_count
+        # Asked again on every peer event while held: count the range only when it could
+        # hold all the client lacks, and then in C (`has` is one byte per piece).
+        if lacking > span or lacking > span - sum(peer.has[first : last + 1]):
             return True  # its peer wire has other pieces to fetch
     return False
 
