@@ -217,3 +217,20 @@ def test_storage_fsync_decides_how_sqlite_commits(
         assert _names(tmp_path / "m.sqlite3") == {"b"}
     finally:
         d.close()
+
+
+def test_writers_keep_savepoint_journals_in_memory(db: Database) -> None:
+    """Both writers (the loop's group commit and the writer thread) run with temp_store
+    MEMORY: every write of a batch is a savepoint, and its journal used to go to temp files
+    (about 60 KB of file writes per 4 KiB PUT). A pooled connection the writer thread gave
+    back has the default again, so a reader's big sort may still spill to disk."""
+
+    def temp_store(conn: Connection) -> int:
+        return int(conn.exec_driver_sql("PRAGMA temp_store").scalar() or 0)
+
+    async def on_loop() -> int:
+        return await db.write(temp_store)
+
+    assert asyncio.run(on_loop()) == 2  # the loop writer (a connection of its own)
+    assert db.write_sync(temp_store) == 2  # the writer thread
+    assert [db.read_sync(temp_store) for _ in range(8)] == [0] * 8

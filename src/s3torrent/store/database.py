@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Connection
 from s3torrent.store import migrations
 from s3torrent.store.errors import StorageFull
 from s3torrent.store.loop_writer import LoopWriter
-from s3torrent.store.schema import create_engine
+from s3torrent.store.schema import create_engine, writer_temp_store
 from s3torrent.store.space import storage_full
 from s3torrent.store.sql import Rows, point_reads_for
 
@@ -152,8 +153,21 @@ class Database:
             if stop_after:
                 return
 
-    def _write_connection(self) -> Connection:
-        return self.engine.connect().execution_options(sqlite_begin="IMMEDIATE")
+    @contextlib.contextmanager
+    def _write_connection(self) -> Iterator[Connection]:
+        """A pooled connection for one batch; on SQLite its savepoint journals stay in
+        memory for the batch (schema.writer_temp_store) and it goes back to the pool, to
+        readers too, with the default again."""
+        with self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
+            driver = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
+            if driver is not None:
+                writer_temp_store(driver, memory=True)
+            try:
+                yield conn
+            finally:
+                if driver is not None:
+                    with contextlib.suppress(sqlite3.Error):  # a broken one is dropped
+                        writer_temp_store(driver, memory=False)
 
     def _commit_batch(
         self, batch: list[tuple[Callable[[Connection], Any], Any]], attempt: int = 0

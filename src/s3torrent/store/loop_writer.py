@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
+from s3torrent.store.schema import writer_temp_store
 from s3torrent.store.space import storage_full
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ class LoopWriter:
             assert driver is not None
             # Never wait for another process's write lock on the loop (see _start_batch).
             driver.execute("PRAGMA busy_timeout=0")
+            # This connection only ever writes: its savepoints' journals stay in memory.
+            writer_temp_store(driver, memory=True)
             self._conn = conn
         return self._conn, self._conn.connection.driver_connection
 
