@@ -2,7 +2,8 @@
 version, and the answers about delete markers.
 
 A version id is "null" (the version written while the bucket was unversioned or suspended)
-or one of ours (32 hex digits); anything else is S3's InvalidArgument, before any lookup.
+or one of ours (32 hex digits, or "v" and 31 for a version without a blob: see
+store.rows.new_row_version_id); anything else is S3's InvalidArgument, before any lookup.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from s3torrent.store import rows as md
 from s3torrent.store.metastore import MetadataStore
 from s3torrent.store.retention import MODES, lock_enabled
 
-_OUR_IDS = re.compile(r"^[0-9a-f]{32}$")
+_OUR_IDS = re.compile(r"^[0-9a-fv][0-9a-f]{31}$")
 MISSING_LOCK = "Bucket is missing Object Lock Configuration"
 # A write's own object lock settings: (mode, retain-until, legal hold).
 RequestedLock = tuple[str | None, float | None, bool]

@@ -82,7 +82,14 @@ class ObjectStore:
 
     @staticmethod
     def new_version_id() -> str:
+        """A new blob's id (and its version's): random, since blob files are sharded by
+        the id's first characters."""
         return secrets.token_hex(16)
+
+    @staticmethod
+    def new_inline_version_id() -> str:
+        """A new version's id when its bytes live in its row (see md.new_row_version_id)."""
+        return md.new_row_version_id()
 
     def read_range(self, obj: md.ObjectVersion, offset: int, length: int) -> bytes:
         """Bytes of an object version (blocking: call from a worker thread)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +23,20 @@ def decode_tags(text: str | None) -> Tags:
 
 # The version id S3 names a key's one unversioned version by.
 NULL_VERSION = "null"
+
+
+def new_row_version_id() -> str:
+    """A store id for a version with no blob (its bytes inline in its row, or a delete
+    marker): "v", the microseconds since the epoch (15 hex digits) and 64 random bits.
+
+    New ones sort after each other and after every random hex id, so the unique indexes of
+    version ids (objects, object_versions, torrents) take them at their right edge, a page
+    the batch shares, instead of at a random leaf each: about 8 KB less written per
+    versioned 4 KiB PUT and 3 KB per unversioned one. The random half keeps them unique
+    whatever the clock does (a clock that steps back costs only that locality). Versions
+    with a blob keep random hex ids (`ObjectStore.new_version_id`): the blob's file is
+    sharded by the id's first characters."""
+    return f"v{time.time_ns() // 1000:015x}{secrets.randbits(64):016x}"
 
 
 @dataclass(frozen=True, slots=True)

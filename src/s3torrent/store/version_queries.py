@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +31,7 @@ from s3torrent.store.rows import (
     ObjectVersion,
     Removed,
     Replaced,
+    new_row_version_id,
 )
 from s3torrent.store.schema import object_versions, objects
 from s3torrent.store.sql import Prepared, insert_if_absent
@@ -255,7 +255,7 @@ def add_delete_marker(
         conn.execute(objects.delete().where(_O.bucket == bucket.name, _O.key == kb))
         _DELETE_TORRENT.run(conn, {"w_vid": old.version_id})
         revoked = Replaced(old.version_id, old.has_blob, kept=kept)
-    marker_id = secrets.token_hex(16)
+    marker_id = new_row_version_id()
     marker: dict[str, Any] = {name: None for name in SHARED}
     marker.update(
         bucket=bucket.name,

@@ -299,7 +299,7 @@ async def store_body(
     inline_max = svc.settings.storage.inline_max_size
     inline: bytes | None = None
     if body.length is not None and body.length <= inline_max:
-        version_id = sealed.blob_id if sealed is not None else store.new_version_id()
+        version_id = sealed.blob_id if sealed is not None else store.new_inline_version_id()
         stored, inline = await store.stream_to_memory(
             body.chunks(),
             observers,

@@ -323,7 +323,7 @@ async def _store_file(
 
     inline: bytes | None = None
     if bound is not None and bound <= svc.settings.storage.inline_max_size:
-        version_id = sealed.blob_id if sealed is not None else store.new_version_id()
+        version_id = sealed.blob_id if sealed is not None else store.new_inline_version_id()
         stored, inline = await store.stream_to_memory(
             chunks, observers, max_size=max_size, on_too_large=on_too_large
         )

@@ -1,0 +1,31 @@
+"""Version ids: random hex for versions with a blob, time-ordered for the others."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.versioning import parse_version_id
+from s3torrent.store.objects import ObjectStore
+from s3torrent.store.rows import new_row_version_id
+
+
+def test_row_version_ids_sort_after_blob_ids_and_after_each_other() -> None:
+    """What keeps the unique indexes of version ids appending at their right edge."""
+    ids = [new_row_version_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and i.isalnum() and i.startswith("v") for i in ids)
+    # Made one after another, they never sort backwards (same microsecond: random order).
+    assert all(a[:16] <= b[:16] for a, b in itertools.pairwise(ids))
+    blob_ids = [ObjectStore.new_version_id() for _ in range(2000)]
+    assert max(blob_ids) < min(ids)
+
+
+def test_every_id_we_make_is_accepted_back_and_others_are_refused() -> None:
+    for made in (new_row_version_id(), ObjectStore.new_version_id(), "null"):
+        assert parse_version_id(made) == made
+    for bad in ("v" * 32, "V" + "0" * 31, "x" + "0" * 31, "0" * 31, "0" * 33, "", "../../x"):
+        with pytest.raises(S3Error):
+            parse_version_id(bad)
