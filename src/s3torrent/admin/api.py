@@ -22,6 +22,7 @@ from s3torrent.admin.call import AdminCall, Handler, NodeFacts
 from s3torrent.admin.openapi import openapi_document
 from s3torrent.admin.replay import ReplayGuard
 from s3torrent.admin.routes import Caller, MethodNotAllowed, NoSuchEndpoint, route
+from s3torrent.metering.meter import REQUEST_ID
 from s3torrent.s3.auth import authenticate
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error, s3_error_of
@@ -71,7 +72,7 @@ class AdminApi:
         self.replays = ReplayGuard()
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
-        rid = request.get("request_id")
+        rid = request.get(REQUEST_ID)
         try:
             return await self._answer(request)
         except (StoreError, AccessError) as exc:

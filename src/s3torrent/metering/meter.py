@@ -44,11 +44,13 @@ OP_WEBSEED = "GetObject-WebSeed"
 OP_TORRENT = "GetObjectTorrent"
 OP_UNKNOWN = "Unknown"  # refused before routing (bad method, unknown sub-resource, bad URI)
 
-# aiohttp request keys: the routed S3 request, set by the dispatcher; the body bytes a handler
-# streamed itself (sendfile), which the response object cannot know; non-S3 routes.
-S3_REQUEST = "s3_request"
-BODY_SENT = "metering_body_sent"
-EXTRA_ROUTE = "extra_route"
+# aiohttp request keys: the routed S3 request (an s3.context.S3Request, set by the
+# dispatcher); the body bytes a handler streamed itself (sendfile), which the response object
+# cannot know; the prefix of a non-S3 route; the request id every answer carries.
+S3_REQUEST: web.RequestKey[Any] = web.RequestKey("s3_request")
+BODY_SENT: web.RequestKey[int] = web.RequestKey("metering_body_sent", int)
+EXTRA_ROUTE: web.RequestKey[str] = web.RequestKey("extra_route", str)
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 # Operations also counted per object (for the savings report).
 PER_OBJECT = frozenset({OP_GET, OP_WEBSEED, OP_TORRENT, OP_BITTORRENT})

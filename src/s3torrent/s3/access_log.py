@@ -18,12 +18,12 @@ from typing import IO, Any, Literal, NamedTuple
 
 from aiohttp import web
 
-from s3torrent.metering.meter import BODY_SENT, S3_REQUEST
+from s3torrent.metering.meter import BODY_SENT, REQUEST_ID, S3_REQUEST
 
 AccessLogFormat = Literal["s3", "json"]
 
 # aiohttp request key: the S3 error code of the answer (set by S3Application._error).
-ERROR_CODE = "s3_error_code"
+ERROR_CODE: web.RequestKey[str] = web.RequestKey("s3_error_code", str)
 
 _CODE_START = b"<Code>"
 _CODE_END = b"</Code>"
@@ -96,7 +96,7 @@ def record_of(
         time.time(),
         request.remote or "",
         requester,
-        request.get("request_id", ""),
+        request.get(REQUEST_ID, ""),
         operation,
         bucket,
         key,

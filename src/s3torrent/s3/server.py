@@ -17,7 +17,7 @@ from aiohttp import web
 
 from s3torrent.access import ANONYMOUS, AccessError, Principal, RequestContext
 from s3torrent.access import facts as authz
-from s3torrent.metering.meter import CLIENT_CLOSED, EXTRA_ROUTE, S3_REQUEST
+from s3torrent.metering.meter import CLIENT_CLOSED, EXTRA_ROUTE, REQUEST_ID, S3_REQUEST
 from s3torrent.s3 import tagging, versioning
 from s3torrent.s3.access_log import ERROR_CODE
 from s3torrent.s3.auth import authenticate
@@ -178,7 +178,7 @@ _HEADER_CONDITION_KEYS = (
     ("x-amz-metadata-directive", "s3:x-amz-metadata-directive"),
 )
 
-_CONTINUED = "s3torrent.continued"
+_CONTINUED: web.RequestKey[bool] = web.RequestKey("s3torrent.continued", bool)
 
 
 def _awaits_continue(request: web.Request) -> bool:
@@ -268,7 +268,7 @@ class S3Application:
             raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect[:64]}")
 
     async def _stamp_headers(self, request: web.Request, response: web.StreamResponse) -> None:
-        rid = request.get("request_id") or new_request_id()
+        rid = request.get(REQUEST_ID) or new_request_id()
         response.headers.setdefault("x-amz-request-id", rid)
         response.headers.setdefault("x-amz-id-2", rid)
         response.headers["Server"] = "s3torrent"
@@ -305,7 +305,7 @@ class S3Application:
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
         rid = new_request_id()
-        request["request_id"] = rid
+        request[REQUEST_ID] = rid
         try:
             return await handler(request)
         except (StoreError, AccessError) as exc:
@@ -367,7 +367,7 @@ class S3Application:
         now = datetime.now(UTC)
         req = S3Request(
             http=request,
-            request_id=request["request_id"],
+            request_id=request[REQUEST_ID],
             now=now,
             raw_path=raw_path,
             target=target,
