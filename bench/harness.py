@@ -220,8 +220,14 @@ class Context:
 Subject = tuple[str, Callable[[], float]]
 
 
-def alternate(ctx: Context, subjects: Sequence[Subject], runs: int | None = None) -> list[Samples]:
+def alternate(
+    ctx: Context, subjects: Sequence[Subject], runs: int | None = None, *, balanced: bool = False
+) -> list[Samples]:
     """Measure subjects in turn (A B A B ...), `runs` rounds, each call returning one value.
+
+    `balanced`: every other round runs them in reverse order (A B, B A, A B ...), so neither
+    always follows the other (a run's leftovers, such as the writeback of a 1 GiB fsync,
+    fall on both alike). Only for subjects that do not depend on each other's order.
 
     A subject that raises is reported with its error and not called again; the
     others keep going. Rounds stop early when the context's deadline passes.
@@ -233,7 +239,10 @@ def alternate(ctx: Context, subjects: Sequence[Subject], runs: int | None = None
             for s in samples:
                 s.notes.append(f"time box reached after {i} of {rounds} runs")
             break
-        for (name, measure), s in zip(subjects, samples, strict=True):
+        order = list(zip(subjects, samples, strict=True))
+        if balanced and i % 2:
+            order.reverse()
+        for (name, measure), s in order:
             if s.error is not None:
                 continue
             try:
