@@ -274,3 +274,40 @@ def test_version_pages_cross_batches_and_markers(meta: SqlMetadataStore) -> None
         assert page.versions[0][0].delete_marker is False
 
     run(scenario())
+
+
+def test_bucket_and_object_is_one_read_of_both_rows(meta: SqlMetadataStore) -> None:
+    """The request path's joined lookup (bucket and current version in one statement) gives
+    exactly what the two separate lookups give: every field, an inline body, tags, and the
+    absent cases."""
+
+    async def scenario() -> None:
+        assert await meta.bucket_and_object("bk", "k") == (None, None)
+        await _bucket(meta, "Enabled")
+        await meta.set_bucket_setting("bk", "cors", [{"AllowedOrigins": ["*"]}])
+        bucket = await meta.bucket("bk")
+        assert bucket is not None
+        assert await meta.bucket_and_object("bk", "k") == (bucket, None)
+        assert await meta.bucket_and_object("bk", None) == (bucket, None)
+        rich = version(
+            "k/é\n",
+            inline=b"\x00body\xff",
+            tags=(("a", "1"), ("b", "")),
+            headers={"Content-Type": "text/plain", "x-amz-meta-m": "v"},
+            acl='{"grants": []}',
+            checksum_algorithm="CRC32",
+            checksum_value="AAAAAA==",
+            checksum_type="FULL_OBJECT",
+            legal_hold=True,
+        )
+        await meta.commit_version(rich)
+        blob = version("blob", size=10_000_000, parts=[{"n": 1}], lock_mode="GOVERNANCE")
+        await meta.commit_version(blob)
+        for key in ("k/é\n", "blob", "other"):
+            expected = (await meta.bucket("bk"), await meta.object("bk", key))
+            assert await meta.bucket_and_object("bk", key) == expected
+        _, got = await meta.bucket_and_object("bk", "k/é\n")
+        assert got is not None and got.inline == b"\x00body\xff" and got.versioned
+        assert await meta.bucket_and_object("nope", "k/é\n") == (None, None)
+
+    run(scenario())

@@ -25,7 +25,6 @@ from s3torrent.store.rows import (
     TorrentHashes,
     encode_tags,
 )
-from s3torrent.store.sql import Rows
 from s3torrent.store.version_listing import VersionPage, list_versions_page
 
 
@@ -116,13 +115,9 @@ class SqlObjects(SqlStoreBase):
     ) -> tuple[Bucket | None, ObjectVersion | None]:
         """A bucket and (when key is given) its current object for key, in one read."""
 
-        def both(rows: Rows) -> tuple[Bucket | None, ObjectVersion | None]:
-            b = q.get_bucket(rows, bucket)
-            if b is None or key is None:
-                return b, None
-            return b, q.get_object(rows, bucket, key)
-
-        return await self.db.lookup(both)
+        if key is None:
+            return await self.db.lookup(lambda rows: q.get_bucket(rows, bucket)), None
+        return await self.db.lookup(lambda rows: q.get_bucket_and_object(rows, bucket, key))
 
     async def list_page(
         self, bucket: str, prefix: str, delimiter: str, after: str | None, max_keys: int

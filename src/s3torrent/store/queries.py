@@ -103,6 +103,39 @@ def get_object(rows: Rows, bucket: str, key: str) -> ObjectVersion | None:
     return ObjectVersion.from_mapping(m) if m is not None else None
 
 
+# A bucket and the current version of one key, in one statement: every GET and HEAD needs
+# both, and on SQLite each statement is a read transaction of its own. The object's columns
+# are labelled (both tables have owner_id and acl) and read by position.
+_BUCKET_COLUMNS = tuple(c.name for c in buckets.columns)
+_OBJECT_COLUMNS = tuple(c.name for c in objects.columns)
+_BUCKET_AND_OBJECT = Prepared(
+    sa.select(*buckets.columns, *(c.label(f"o_{c.name}") for c in objects.columns))
+    .select_from(
+        buckets.outerjoin(
+            objects,
+            sa.and_(objects.c.bucket == buckets.c.name, objects.c.key == sa.bindparam("key")),
+        )
+    )
+    .where(buckets.c.name == sa.bindparam("name"))
+)
+_NB = len(_BUCKET_COLUMNS)
+_OBJECT_VERSION_ID = _NB + _OBJECT_COLUMNS.index("version_id")
+_read_bucket_object = version_reader(tuple(("",) * _NB + _OBJECT_COLUMNS))
+
+
+def get_bucket_and_object(
+    rows: Rows, name: str, key: str
+) -> tuple[Bucket | None, ObjectVersion | None]:
+    """The bucket `name` (None if absent) and its current version of `key` (None if none)."""
+    row = _BUCKET_AND_OBJECT.row(rows, {"name": name, "key": key.encode("utf-8")})
+    if row is None:
+        return None, None
+    bucket = Bucket.from_mapping(dict(zip(_BUCKET_COLUMNS, row[:_NB], strict=True)))
+    if row[_OBJECT_VERSION_ID] is None:
+        return bucket, None
+    return bucket, _read_bucket_object(row)
+
+
 def get_object_by_version(rows: Rows, version_id: str) -> ObjectVersion | None:
     m = _OBJECT_BY_VERSION.first(rows, {"vid": version_id})
     return ObjectVersion.from_mapping(m) if m is not None else None

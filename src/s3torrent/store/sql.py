@@ -123,6 +123,14 @@ class Prepared:
         row = self.run(rows, values).fetchone()
         return dict(zip(self.columns, row, strict=True)) if row is not None else None
 
+    def row(self, rows: Rows, values: Mapping[str, Any]) -> Sequence[Any] | None:
+        """The first row, its values in select order: through a Connection, or as a point
+        read (PointReads)."""
+        if isinstance(rows, PointReads):
+            return rows.row(self, values)
+        row: Sequence[Any] | None = self.run(rows, values).fetchone()
+        return row
+
 
 class PointReads:
     """The request path's hottest lookups as plain DBAPI statements on SQLite.
@@ -157,6 +165,12 @@ class PointReads:
     def first(self, stmt: Prepared, values: Mapping[str, Any]) -> dict[str, Any] | None:
         row = self._connection().execute(stmt.sql, stmt.params(values)).fetchone()
         return dict(zip(stmt.columns, row, strict=True)) if row is not None else None
+
+    def row(self, stmt: Prepared, values: Mapping[str, Any]) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = (
+            self._connection().execute(stmt.sql, stmt.params(values)).fetchone()
+        )
+        return row
 
     def close(self) -> None:
         with self._lock:
