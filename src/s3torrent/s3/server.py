@@ -203,6 +203,27 @@ def query_pairs_of(raw_query: str) -> list[tuple[str, str]]:
     return pairs
 
 
+# The S3Request refers to its aiohttp request (S3Request.http) and the request to it
+# (S3_REQUEST): a reference cycle, which only the cyclic collector would free, and with it
+# the whole request (headers, rows, writer; some two dozen objects a request). Its last two
+# readers are the finished hooks (metering, logs: end of the middleware) and the CORS
+# headers (on_response_prepare), which come in either order: a streamed answer is prepared
+# inside the handler, a plain one after the middleware returned. The second of them to
+# finish drops the link, so reference counting frees the request as soon as it is answered.
+# (A request cut short before either leaves the cycle to the collector, as before.)
+_HOOKS_DONE: web.RequestKey[bool] = web.RequestKey("s3torrent.hooks_done", bool)
+_HEADERS_DONE: web.RequestKey[bool] = web.RequestKey("s3torrent.headers_done", bool)
+
+
+def _release_after(request: web.Request, done: web.RequestKey[bool]) -> None:
+    """Mark `done`; when both readers are done, break the S3Request's cycle."""
+    other = _HEADERS_DONE if done is _HOOKS_DONE else _HOOKS_DONE
+    if other in request:
+        request.pop(S3_REQUEST, None)
+    else:
+        request[done] = True
+
+
 _REQUEST_IDS = itertools.count(secrets.randbits(62))
 
 
@@ -278,6 +299,7 @@ class S3Application:
             except Exception:
                 # Headers for the browser only: their failure must not lose the answer.
                 log.exception("CORS headers for %s %s", request.method, request.path[:200])
+        _release_after(request, _HEADERS_DONE)
 
     @web.middleware
     async def _middleware(
@@ -298,6 +320,7 @@ class S3Application:
         finally:
             if self.on_finished is not None and EXTRA_ROUTE not in request:
                 self.on_finished(request, response, status, time.perf_counter() - started)
+            _release_after(request, _HOOKS_DONE)
 
     async def _respond(
         self,
