@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -543,6 +544,23 @@ class Node:
         self.svc.meta.close()
 
 
+# Python's cyclic collector runs after every 700 net allocations by default (gen0), and
+# each run walks the young objects; every 10th also walks the middle generation. A request
+# allocates a few hundred objects, nearly all freed by reference counting, so the default
+# collects every few requests for nothing. 20,000 bounds the cyclic garbage between runs to
+# a few megabytes at most.
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def settle_garbage_collector() -> None:
+    """Once a node has started: move what startup built (modules, settings, the app) out of
+    the collector's sight (gc.freeze), and collect less often. With the defaults the
+    collector took about 7% of a 4 KiB GET's CPU."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def serve(
     settings: Settings,
     *,
@@ -570,6 +588,7 @@ async def serve(
         raise
     if role.owner:
         record_config_file(settings, config_file)
+    settle_garbage_collector()
     if on_ready is not None:
         on_ready()
     access_key, secret_key, generated = node.root_generated
