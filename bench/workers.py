@@ -7,6 +7,7 @@ import http.client
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import servers
@@ -23,7 +24,7 @@ from bench.harness import (
     ensure_apt,
     ensure_pip,
 )
-from bench.s3_small import WRK_SCRIPT, Load, Plan, asyncio_load, prepare, wrk_load
+from bench.s3_small import BUCKET, WRK_SCRIPT, Load, Plan, asyncio_load, prepare, wrk_load
 from bench.servers import S3Endpoint
 
 TITLE = "Worker processes (serve --workers)"
@@ -36,8 +37,12 @@ DESCRIPTION = (
     "bench.loadgen saturates long before nginx does, so nginx's HEAD rate under it measures "
     "the load generator; that row is kept for reference, without a target). Targets with all "
     "workers: GET and HEAD ≥ 0.15× nginx GET, PUT ≥ 0.05× nginx GET. The `workers N vs 1` "
-    "rows give the scaling."
+    "rows give the scaling. `GET 4 KiB anonymous` is the same GET, unsigned, of public-read "
+    "objects (what a publisher's readers send): no signature to check, the access decision "
+    "from the ACL; it has no target, the presigned row is the one the target holds for."
 )
+PUBLIC_KEYS = 200
+ANON = "GET anon"
 
 OBJECT_SIZE = 4096
 TARGETS = {"GET": Target(0.15), "HEAD": Target(0.15), "PUT": Target(0.05)}
@@ -65,10 +70,12 @@ def wait_for_workers(ep: S3Endpoint, count: int, timeout: float = 60.0) -> None:
 
 
 def _ours(name: str, plan: Plan | Unavailable, op: str, body: Path, measure: Measure) -> Subject:
+    method = "GET" if op == ANON else op
+
     def run_once() -> float:
         if isinstance(plan, Unavailable):
             raise plan
-        load = measure(plan.port, op, plan.paths[op], body if op == "PUT" else None)
+        load = measure(plan.port, method, plan.paths[op], body if op == "PUT" else None)
         if load.ok == 0:
             raise RuntimeError(f"{name}: no 2xx ({load.non_2xx} non-2xx, {load.errors} errors)")
         return load.rate
@@ -100,11 +107,29 @@ def _plan(
         return ep
     try:
         wait_for_workers(ep, count)
-        return prepare(ep, workdir, keys, body)
+        plan = prepare(ep, workdir, keys, body)
+        plan.paths[ANON] = _public_paths(ep, workdir, min(keys, PUBLIC_KEYS), body)
+        return plan
     except Unavailable as e:
         return e
     except Exception as e:
         return Unavailable(f"{ep.name}: preparing objects failed: {type(e).__name__}: {e}")
+
+
+def _public_paths(ep: S3Endpoint, workdir: Path, count: int, body: Path) -> Path:
+    """`count` public-read objects beside the presigned ones, and their unsigned paths."""
+    client = ep.client()
+    data = body.read_bytes()
+    names = [f"pub/{i:06d}" for i in range(count)]
+
+    def put(key: str) -> None:
+        client.put_object(Bucket=BUCKET, Key=key, Body=data, ACL="public-read")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, names))
+    path = workdir / f"{ep.name}-{BUCKET}-anonymous-GET.txt"
+    path.write_text("".join(f"/{BUCKET}/{k}\n" for k in names))
+    return path
 
 
 def run(ctx: Context) -> list[Row]:
@@ -143,20 +168,28 @@ def run(ctx: Context) -> list[Row]:
         plan_n = _plan(ours_n, cores, workdir, keys, body)
         plan_1 = _plan(ours_1, 1, workdir, keys, body)
         nginx_get: Samples | None = None
-        for op in ("GET", "HEAD", "PUT"):
+        for op in ("GET", ANON, "HEAD", "PUT"):
             use_wrk = have_wrk and op != "HEAD"
             tool = "wrk" if use_wrk else "bench.loadgen"
             measure = by_wrk if use_wrk else by_asyncio
             ctx.log(f"  {op} ({tool}, {seconds} s)")
             # GET: nginx's GET under the same tool, the anchor of every target row. HEAD: nginx's
-            # HEAD under bench.loadgen too, for reference only. PUT: no nginx run of its own.
+            # HEAD under bench.loadgen too, for reference only. PUT and the anonymous GET: no
+            # nginx run of their own (nginx's GET is their anchor).
             subjects = [
                 _ours(many, plan_n, op, body, measure),
                 _ours(one, plan_1, op, body, measure),
             ]
-            if op != "PUT":
+            if op in ("GET", "HEAD"):
                 subjects.append(_nginx(web, op, nginx_paths, measure))
             s_n, s_1, *s_web = alternate(ctx, subjects)
+            if op == ANON:
+                assert nginx_get is not None
+                label = "GET 4 KiB anonymous (public-read)"
+                note = f"unsigned; load by {tool}; {cores} cores"
+                rows.append(compare(f"{label}, {many}", "ops/s", s_n, nginx_get, None, note=note))
+                rows.append(compare(f"{label}, {many} vs 1", "ops/s", s_n, s_1, None))
+                continue
             label = "PUT 4 KiB (fsync)" if op == "PUT" else f"{op} 4 KiB"
             note = f"load by {tool}; {cores} cores"
             if op == "GET":
