@@ -234,3 +234,74 @@ def test_writers_keep_savepoint_journals_in_memory(db: Database) -> None:
     assert asyncio.run(on_loop()) == 2  # the loop writer (a connection of its own)
     assert db.write_sync(temp_store) == 2  # the writer thread
     assert [db.read_sync(temp_store) for _ in range(8)] == [0] * 8
+
+
+def test_point_reads_cache_is_exact_across_connections_and_processes(tmp_path: Path) -> None:
+    """PointReads.unchanged answers from its cache only while nothing committed anywhere:
+    a commit by another connection of this process, or by another process, is seen at the
+    very next lookup; an unchanged database is not read again."""
+    import subprocess
+    import sys
+
+    from s3torrent.store.sql import PointReads
+
+    path = tmp_path / "c.sqlite3"
+    with sqlite3.connect(path) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)")
+        setup.execute("INSERT INTO t VALUES ('a', 'one')")
+    reads = PointReads(str(path))
+    calls: list[str] = []
+
+    def read(rows: PointReads) -> str | None:
+        calls.append("read")
+        row = rows._connection().execute("SELECT v FROM t WHERE k = 'a'").fetchone()
+        return row[0] if row else None
+
+    def lookup() -> str | None:
+        return reads.unchanged("a", read, lambda _: 100)
+
+    assert lookup() == "one" and lookup() == "one" and lookup() == "one"
+    assert len(calls) == 1  # unchanged: served from the cache
+    with sqlite3.connect(path) as other:  # another connection of this process commits
+        other.execute("UPDATE t SET v = 'two'")
+    assert lookup() == "two" and len(calls) == 2
+    with sqlite3.connect(path) as other:  # a commit elsewhere empties the cache
+        other.execute("CREATE TABLE u (x)")
+    assert lookup() == "two" and len(calls) == 3
+    code = (
+        f"import sqlite3; c = sqlite3.connect({str(path)!r}); "
+        "c.execute(\"UPDATE t SET v = 'three'\"); c.commit()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert lookup() == "three" and len(calls) == 4
+    assert lookup() == "three" and len(calls) == 4
+    reads.close()
+
+
+def test_point_reads_cache_is_bounded_by_weight(tmp_path: Path) -> None:
+    from s3torrent.store.sql import PointReads
+
+    path = tmp_path / "b.sqlite3"
+    sqlite3.connect(path).close()
+    reads = PointReads(str(path), cache_bytes=8000)
+    calls: list[int] = []
+
+    def value(n: int) -> Callable[[PointReads], int]:
+        def read(_: PointReads) -> int:
+            calls.append(n)
+            return n
+
+        return read
+
+    for n in range(20):
+        reads.unchanged(n, value(n), lambda _: 1000)  # 8 fit
+    assert reads._local.cached_bytes <= 8000
+    reads.unchanged(19, value(19), lambda _: 1000)
+    assert calls.count(19) == 1  # the newest is kept
+    reads.unchanged(0, value(0), lambda _: 1000)
+    assert calls.count(0) == 2  # the oldest went first
+    reads.unchanged("big", value(-1), lambda _: 5000)  # over an eighth: never cached
+    reads.unchanged("big", value(-1), lambda _: 5000)
+    assert calls.count(-1) == 2
+    reads.close()

@@ -13,7 +13,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
@@ -82,6 +82,18 @@ class Database:
         if self.point_reads is not None:
             try:
                 return fn(self.point_reads)
+            except sqlite3.OperationalError:
+                pass
+        return await self.read(fn)
+
+    async def lookup_unchanged(
+        self, key: Hashable, fn: Callable[[Rows], T], weight: Callable[[T], int]
+    ) -> T:
+        """`lookup(fn)`, answered from the point reads' exact cache while the database has
+        not changed since fn last ran for `key` (PointReads.unchanged); uncached elsewhere."""
+        if self.point_reads is not None:
+            try:
+                return self.point_reads.unchanged(key, fn, weight)
             except sqlite3.OperationalError:
                 pass
         return await self.read(fn)

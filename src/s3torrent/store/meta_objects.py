@@ -117,7 +117,12 @@ class SqlObjects(SqlStoreBase):
 
         if key is None:
             return await self.db.lookup(lambda rows: q.get_bucket(rows, bucket)), None
-        return await self.db.lookup(lambda rows: q.get_bucket_and_object(rows, bucket, key))
+        # Every GET and HEAD: while nothing commits, the same rows are read again and again.
+        return await self.db.lookup_unchanged(
+            ("bucket_and_object", bucket, key),
+            lambda rows: q.get_bucket_and_object(rows, bucket, key),
+            _weight,
+        )
 
     async def list_page(
         self, bucket: str, prefix: str, delimiter: str, after: str | None, max_keys: int
@@ -299,3 +304,9 @@ class SqlObjects(SqlStoreBase):
     def referenced_blob_ids(self) -> set[str]:
         """Every blob id some metadata row still points at (blocking: at start only)."""
         return self.db.read_sync(q.referenced_blob_ids)
+
+
+def _weight(found: tuple[Bucket | None, ObjectVersion | None]) -> int:
+    """Roughly the bytes a cached (bucket, object) holds: its inline body and some rows."""
+    obj = found[1]
+    return 2048 + (len(obj.inline) if obj is not None and obj.inline is not None else 0)

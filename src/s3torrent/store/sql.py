@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+
+T = TypeVar("T")
 
 
 def insert_if_absent(conn: Connection, table: sa.Table, row: dict[str, Any]) -> bool:
@@ -144,11 +146,12 @@ class PointReads:
     back to the thread pool, which waits.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, cache_bytes: int = 8 << 20) -> None:
         self._path = path
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._cache_bytes = cache_bytes
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -166,6 +169,42 @@ class PointReads:
         row = self._connection().execute(stmt.sql, stmt.params(values)).fetchone()
         return dict(zip(stmt.columns, row, strict=True)) if row is not None else None
 
+    def unchanged(
+        self, key: Hashable, fn: Callable[[PointReads], T], weight: Callable[[T], int]
+    ) -> T:
+        """fn(self), or what it returned for `key` before, if the database has not changed.
+
+        Exact, not a snapshot with a lifetime: `PRAGMA data_version` (read first, in a
+        transaction of its own) changes whenever any other connection, in any process,
+        commits, and this connection never writes (query_only). A commit between the pragma
+        and fn's read can only make a later call miss, never hit stale rows. Every commit
+        anywhere empties this thread's cache, so it serves read-heavy stretches (the GETs of
+        a published object) and costs one small statement otherwise. Bounded by `weight`
+        (bytes, roughly) per thread; the oldest entries go first. What it returns is shared
+        between callers and must not be mutated (store rows are frozen; their dicts are
+        copied before any change, as everywhere else).
+        """
+        local = self._local
+        version = self._connection().execute("PRAGMA data_version").fetchone()[0]
+        cache: dict[Hashable, tuple[Any, int]] | None = getattr(local, "cache", None)
+        if cache is None or local.version != version:
+            cache = local.cache = {}
+            local.version = version
+            local.cached_bytes = 0
+        found = cache.get(key)
+        if found is not None:
+            value: T = found[0]
+            return value
+        value = fn(self)
+        size = weight(value)
+        if size <= self._cache_bytes // 8:
+            while cache and local.cached_bytes + size > self._cache_bytes:
+                _, (_, old) = _pop_oldest(cache)
+                local.cached_bytes -= old
+            cache[key] = (value, size)
+            local.cached_bytes += size
+        return value
+
     def row(self, stmt: Prepared, values: Mapping[str, Any]) -> Sequence[Any] | None:
         row: Sequence[Any] | None = (
             self._connection().execute(stmt.sql, stmt.params(values)).fetchone()
@@ -177,6 +216,11 @@ class PointReads:
             conns, self._all = self._all, []
         for conn in conns:
             conn.close()
+
+
+def _pop_oldest(cache: dict[Hashable, tuple[Any, int]]) -> tuple[Hashable, tuple[Any, int]]:
+    key = next(iter(cache))
+    return key, cache.pop(key)
 
 
 # Where the lookups below can run: a Connection (any engine, any thread), or SQLite point
