@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,3 +292,28 @@ def sign_request(
 def s3v4(server: LiveServer) -> Any:
     """A root client that presigns with SigV4 (boto3's default presigns with SigV2)."""
     return make_client(server.endpoint, signature_version="s3v4")
+
+
+@contextlib.asynccontextmanager
+async def node_in_process(data_dir: Path) -> AsyncIterator[tuple[Any, str]]:
+    """A started s3torrent Node in this process and event loop (seeder off), with the test
+    root user: (the node, its endpoint). For tests that look inside the server."""
+    from s3torrent.app import Node
+    from s3torrent.config import Settings
+
+    port = free_port()
+    settings = Settings(
+        data_dir=data_dir,
+        listen=f"127.0.0.1:{port}",
+        root_access_key=ROOT_AK,
+        root_secret_key=ROOT_SK,
+        peer_listen=f"127.0.0.1:{free_port()}",
+        seeder={"enabled": False},
+    )
+    node = Node(settings)
+    node.ensure_root()
+    await node.start()
+    try:
+        yield node, f"http://127.0.0.1:{port}"
+    finally:
+        await node.stop()

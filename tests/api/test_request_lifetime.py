@@ -14,7 +14,7 @@ import gc
 import os
 from pathlib import Path
 
-from tests.conftest import ROOT_AK, ROOT_SK, free_port, make_client
+from tests.conftest import make_client, node_in_process
 
 ROUNDS = 40
 
@@ -32,24 +32,8 @@ def _live_s3_requests() -> int:
 async def _scenario(tmp_path: Path) -> None:
     import aiohttp
 
-    from s3torrent.app import Node
-    from s3torrent.config import Settings
-
-    port = free_port()
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        listen=f"127.0.0.1:{port}",
-        root_access_key=ROOT_AK,
-        root_secret_key=ROOT_SK,
-        peer_listen=f"127.0.0.1:{free_port()}",
-        seeder={"enabled": False},
-    )
-    node = Node(settings)
-    node.ensure_root()
-    await node.start()
-    endpoint = f"http://127.0.0.1:{port}"
     loop = asyncio.get_running_loop()
-    try:
+    async with node_in_process(tmp_path / "data") as (_node, endpoint):
         s3 = make_client(endpoint)
         await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="life"))
         body = os.urandom(4096)
@@ -104,5 +88,3 @@ async def _scenario(tmp_path: Path) -> None:
         finally:
             gc.enable()
         assert left <= 2, f"{left} of 10 PUTs' S3Requests outlived them"
-    finally:
-        await node.stop()

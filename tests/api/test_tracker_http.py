@@ -21,7 +21,13 @@ from urllib.parse import quote_from_bytes
 import pytest
 from fastbencode import bdecode, bencode
 
-from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, free_port, make_client, start_server
+from tests.conftest import (
+    LiveServer,
+    free_port,
+    make_client,
+    node_in_process,
+    start_server,
+)
 
 MAX_NUMWANT = 8
 
@@ -440,23 +446,7 @@ def test_origin_seeders_are_in_every_peer_list(tmp_path: Path) -> None:
 async def _origin_seeders_scenario(tmp_path: Path) -> None:
     import aiohttp
 
-    from s3torrent.app import Node
-    from s3torrent.config import Settings
-
-    port = free_port()
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        listen=f"127.0.0.1:{port}",
-        root_access_key=ROOT_AK,
-        root_secret_key=ROOT_SK,
-        peer_listen=f"127.0.0.1:{free_port()}",
-        seeder={"enabled": False},
-    )
-    node = Node(settings)
-    node.ensure_root()
-    await node.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
+    async with node_in_process(tmp_path / "data") as (node, endpoint):
         s3 = make_client(endpoint)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="origin"))
@@ -493,8 +483,6 @@ async def _origin_seeders_scenario(tmp_path: Path) -> None:
                 answer = bdecode(await get(f"{endpoint}/_tracker/announce?{q}"))
                 assert compact_peers(answer[b"peers"]) == [("10.9.8.7", 6881)]
                 assert answer[b"complete"] == 1  # the origin counts as a seed
-    finally:
-        await node.stop()
 
 
 # ---- the separate tracker listener ----
