@@ -120,9 +120,7 @@ class Prepared:
 
     def first(self, rows: Rows, values: Mapping[str, Any]) -> dict[str, Any] | None:
         """The first row as a dict: through a Connection, or as a point read (PointReads)."""
-        if isinstance(rows, PointReads):
-            return rows.first(self, values)
-        row = self.run(rows, values).fetchone()
+        row = self.row(rows, values)
         return dict(zip(self.columns, row, strict=True)) if row is not None else None
 
     def row(self, rows: Rows, values: Mapping[str, Any]) -> Sequence[Any] | None:
@@ -165,10 +163,6 @@ class PointReads:
                 self._all.append(conn)
         return conn
 
-    def first(self, stmt: Prepared, values: Mapping[str, Any]) -> dict[str, Any] | None:
-        row = self._connection().execute(stmt.sql, stmt.params(values)).fetchone()
-        return dict(zip(stmt.columns, row, strict=True)) if row is not None else None
-
     def unchanged(
         self, key: Hashable, fn: Callable[[PointReads], T], weight: Callable[[T], int]
     ) -> T:
@@ -199,8 +193,7 @@ class PointReads:
         size = weight(value)
         if size <= self._cache_bytes // 8:
             while cache and local.cached_bytes + size > self._cache_bytes:
-                _, (_, old) = _pop_oldest(cache)
-                local.cached_bytes -= old
+                local.cached_bytes -= cache.pop(next(iter(cache)))[1]
             cache[key] = (value, size)
             local.cached_bytes += size
         return value
@@ -216,11 +209,6 @@ class PointReads:
             conns, self._all = self._all, []
         for conn in conns:
             conn.close()
-
-
-def _pop_oldest(cache: dict[Hashable, tuple[Any, int]]) -> tuple[Hashable, tuple[Any, int]]:
-    key = next(iter(cache))
-    return key, cache.pop(key)
 
 
 # Where the lookups below can run: a Connection (any engine, any thread), or SQLite point
