@@ -237,9 +237,10 @@ def test_writers_keep_savepoint_journals_in_memory(db: Database) -> None:
 
 
 def test_point_reads_cache_is_exact_across_connections_and_processes(tmp_path: Path) -> None:
-    """PointReads.unchanged answers from its cache only while nothing committed anywhere:
-    a commit by another connection of this process, or by another process, is seen at the
-    very next lookup; an unchanged database is not read again."""
+    """PointReads.unchanged answers from its cache only while the watched rows are unchanged:
+    a change committed by another connection of this process, or by another process, is
+    seen at the very next lookup; a commit to a table nobody watches keeps the cache; an
+    unchanged database is not read again."""
     import subprocess
     import sys
 
@@ -250,6 +251,12 @@ def test_point_reads_cache_is_exact_across_connections_and_processes(tmp_path: P
         setup.execute("PRAGMA journal_mode=WAL")
         setup.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)")
         setup.execute("INSERT INTO t VALUES ('a', 'one')")
+        setup.execute("CREATE TABLE lookup_generation (id INTEGER PRIMARY KEY, n INTEGER)")
+        setup.execute("INSERT INTO lookup_generation VALUES (1, 0)")
+        setup.execute(
+            "CREATE TRIGGER bump AFTER UPDATE ON t BEGIN "
+            "UPDATE lookup_generation SET n = n + 1 WHERE id = 1; END"
+        )
     reads = PointReads(str(path))
     calls: list[str] = []
 
@@ -266,24 +273,64 @@ def test_point_reads_cache_is_exact_across_connections_and_processes(tmp_path: P
     with sqlite3.connect(path) as other:  # another connection of this process commits
         other.execute("UPDATE t SET v = 'two'")
     assert lookup() == "two" and len(calls) == 2
-    with sqlite3.connect(path) as other:  # a commit elsewhere empties the cache
+    with sqlite3.connect(path) as other:  # a commit to an unwatched table keeps the cache
         other.execute("CREATE TABLE u (x)")
-    assert lookup() == "two" and len(calls) == 3
+        other.execute("INSERT INTO u VALUES (1)")
+    assert lookup() == "two" and len(calls) == 2
     code = (
         f"import sqlite3; c = sqlite3.connect({str(path)!r}); "
         "c.execute(\"UPDATE t SET v = 'three'\"); c.commit()"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-    assert lookup() == "three" and len(calls) == 4
-    assert lookup() == "three" and len(calls) == 4
+    assert lookup() == "three" and len(calls) == 3
+    assert lookup() == "three" and len(calls) == 3
     reads.close()
+
+
+def test_every_change_to_a_looked_up_row_bumps_the_generation(tmp_path: Path) -> None:
+    """The triggers of revision 0012 on the real schema: each insert, update and delete of
+    a bucket or an object row moves the generation the exact cache reads first; a write to
+    any other table (metering, torrents) leaves it, so it does not empty the cache."""
+    from s3torrent.store.sql import GENERATION_SQL
+
+    db = Database(f"sqlite:///{tmp_path / 'g.sqlite3'}")
+
+    def generation() -> int:
+        return int(db.read_sync(lambda c: c.exec_driver_sql(GENERATION_SQL).scalar()))
+
+    def run(sql: str) -> int:
+        db.write_sync(lambda c: c.exec_driver_sql(sql))
+        return generation()
+
+    g0 = generation()
+    b = "INSERT INTO buckets (name, owner_id, created_at, region) VALUES ('b', 'o', 0, 'r')"
+    g1 = run(b)
+    g2 = run("UPDATE buckets SET policy = '{}' WHERE name = 'b'")
+    o = (
+        "INSERT INTO objects (bucket, key, version_id, size, etag, last_modified, owner_id,"
+        " headers, versioned, legal_hold) VALUES ('b', x'6b', 'v1', 1, 'e', 0, 'o', '{}', 0, 0)"
+    )
+    g3 = run(o)
+    g4 = run("UPDATE objects SET acl = 'x' WHERE version_id = 'v1'")
+    g5 = run("DELETE FROM objects WHERE version_id = 'v1'")
+    g6 = run("DELETE FROM buckets WHERE name = 'b'")
+    assert g0 < g1 < g2 < g3 < g4 < g5 < g6
+    hour = (
+        "INSERT INTO usage_hourly (hour, bucket, operation, requests, bytes_out, bytes_in,"
+        " byte_hours) VALUES (1, 'b', 'GetObject', 1, 4096, 0, 0)"
+    )
+    assert run(hour) == g6  # a metering flush
+    assert run("DELETE FROM torrents") == g6
+    db.close()
 
 
 def test_point_reads_cache_is_bounded_by_weight(tmp_path: Path) -> None:
     from s3torrent.store.sql import PointReads
 
     path = tmp_path / "b.sqlite3"
-    sqlite3.connect(path).close()
+    with sqlite3.connect(path) as setup:
+        setup.execute("CREATE TABLE lookup_generation (id INTEGER PRIMARY KEY, n INTEGER)")
+        setup.execute("INSERT INTO lookup_generation VALUES (1, 0)")
     reads = PointReads(str(path), cache_bytes=8000)
     calls: list[int] = []
 

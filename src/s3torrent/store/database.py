@@ -89,8 +89,9 @@ class Database:
     async def lookup_unchanged(
         self, key: Hashable, fn: Callable[[Rows], T], weight: Callable[[T], int]
     ) -> T:
-        """`lookup(fn)`, answered from the point reads' exact cache while the database has
-        not changed since fn last ran for `key` (PointReads.unchanged); uncached elsewhere."""
+        """`lookup(fn)`, answered from the point reads' exact cache while no bucket or object
+        row changed since fn last ran for `key` (PointReads.unchanged; fn may read only
+        those); uncached elsewhere."""
         if self.point_reads is not None:
             try:
                 return self.point_reads.unchanged(key, fn, weight)

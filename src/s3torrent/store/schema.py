@@ -81,6 +81,19 @@ objects = sa.Table(
     *_version_columns(),
 )
 
+# How many times the rows GET and HEAD look up (buckets, objects) have changed: one row,
+# bumped on SQLite by triggers on every insert, update and delete of either table (revision
+# 0012), in the writing transaction itself. The request path's exact cache
+# (sql.PointReads.unchanged) reads it first and keeps its rows while it stays the same, so a
+# commit elsewhere (metering, torrents, uploads) does not empty the cache. PostgreSQL has
+# the row but no triggers: nothing there caches.
+lookup_generation = sa.Table(
+    "lookup_generation",
+    meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+
 # Every other version of a versioned key: noncurrent versions and delete markers, newest
 # first by `seq` (smaller: newer; a new row takes a seq below every other of its key). A
 # key's latest version is its `objects` row when it has one; else its newest row here, which

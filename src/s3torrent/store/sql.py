@@ -132,6 +132,10 @@ class Prepared:
         return row
 
 
+# What PointReads.unchanged reads first (see schema.lookup_generation).
+GENERATION_SQL = "SELECT n FROM lookup_generation WHERE id = 1"
+
+
 class PointReads:
     """The request path's hottest lookups as plain DBAPI statements on SQLite.
 
@@ -166,20 +170,22 @@ class PointReads:
     def unchanged(
         self, key: Hashable, fn: Callable[[PointReads], T], weight: Callable[[T], int]
     ) -> T:
-        """fn(self), or what it returned for `key` before, if the database has not changed.
+        """fn(self), or what it returned for `key` before, if the rows it reads are unchanged.
 
-        Exact, not a snapshot with a lifetime: `PRAGMA data_version` (read first, in a
-        transaction of its own) changes whenever any other connection, in any process,
-        commits, and this connection never writes (query_only). A commit between the pragma
-        and fn's read can only make a later call miss, never hit stale rows. Every commit
-        anywhere empties this thread's cache, so it serves read-heavy stretches (the GETs of
-        a published object) and costs one small statement otherwise. Bounded by `weight`
+        fn may read only the tables `lookup_generation` watches (buckets, objects). Exact,
+        not a snapshot with a lifetime: the generation, read first in a transaction of its
+        own, is bumped by triggers in the very transaction that changes one of those rows,
+        by any connection in any process (schema.lookup_generation). A commit between that
+        read and fn's can only make a later call miss, never hit stale rows. A change to a
+        bucket or object empties this thread's cache; commits to other tables (metering,
+        torrents, uploads) do not. So it serves read-heavy stretches (the GETs of a
+        published object) and costs one small statement otherwise. Bounded by `weight`
         (bytes, roughly) per thread; the oldest entries go first. What it returns is shared
         between callers and must not be mutated (store rows are frozen; their dicts are
         copied before any change, as everywhere else).
         """
         local = self._local
-        version = self._connection().execute("PRAGMA data_version").fetchone()[0]
+        version = self._connection().execute(GENERATION_SQL).fetchone()[0]
         cache: dict[Hashable, tuple[Any, int]] | None = getattr(local, "cache", None)
         if cache is None or local.version != version:
             cache = local.cache = {}
