@@ -166,6 +166,7 @@ def build_services(settings: Settings, role: Role | None = None) -> Services:
     else:
         registry = MemoryRegistry(limits)
     public = PublicTorrents(settings, meta, catalog, registry)
+    public.decide_relayed_writes = role.owner  # see PublicTorrents.decide_relayed_writes
     if relay is None and not role.alone:
         # The workers of one machine: events through the owner's hub (events_local).
         path = events_socket(settings.data_dir)

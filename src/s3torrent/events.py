@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,16 @@ Event = ObjectWritten | ObjectDeleted | AccessChanged | TorrentHashed
 Handler = Callable[[Event], None]
 
 
+# True while the bus hands its subscribers an event another process published.
+_RELAYED: ContextVar[bool] = ContextVar("s3torrent_event_relayed", default=False)
+
+
+def relayed() -> bool:
+    """Whether the event being handled came from another process (another worker of this
+    machine through the owner's hub, or another node through Redis), not from this one."""
+    return _RELAYED.get()
+
+
 class EventBus:
     def __init__(self) -> None:
         self._handlers: list[Handler] = []
@@ -59,9 +70,15 @@ class EventBus:
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
 
-    def publish(self, event: Event) -> None:
-        for handler in list(self._handlers):
-            try:
-                handler(event)
-            except Exception:  # one broken subscriber must not stop the others
-                log.exception("event handler failed for %r", event)
+    def publish(self, event: Event, *, relayed: bool = False) -> None:
+        """Hand event to every subscriber, in order; `relayed`: another process published
+        it (the relays say so; subscribers may ask `relayed()` while they handle it)."""
+        token = _RELAYED.set(relayed)
+        try:
+            for handler in list(self._handlers):
+                try:
+                    handler(event)
+                except Exception:  # one broken subscriber must not stop the others
+                    log.exception("event handler failed for %r", event)
+        finally:
+            _RELAYED.reset(token)

@@ -79,7 +79,7 @@ class _Relay:
         self.received += 1
         self._muted = True
         try:
-            self.bus.publish(event)
+            self.bus.publish(event, relayed=True)
         finally:
             self._muted = False
         return True

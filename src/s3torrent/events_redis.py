@@ -139,7 +139,7 @@ class RedisEventRelay:
         self.received += 1
         self._relaying = True
         try:
-            self.bus.publish(event)
+            self.bus.publish(event, relayed=True)
         finally:
             self._relaying = False
 

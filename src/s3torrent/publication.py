@@ -21,7 +21,14 @@ from typing import Any
 
 from s3torrent.access import RequestContext, facts
 from s3torrent.config import Settings, TorrentSettings
-from s3torrent.events import AccessChanged, Event, ObjectDeleted, ObjectWritten, TorrentHashed
+from s3torrent.events import (
+    AccessChanged,
+    Event,
+    ObjectDeleted,
+    ObjectWritten,
+    TorrentHashed,
+    relayed,
+)
 from s3torrent.store import rows as md
 from s3torrent.store.metastore import MetadataStore
 from s3torrent.store.sealing import SSE_C, seal_mode
@@ -110,6 +117,12 @@ class PublicTorrents:
         self._origin_seeders = origin_seeders
         self.by_swarm: dict[bytes, TorrentInfo] = {}
         self.by_version: dict[str, TorrentInfo] = {}
+        # Decide at once the writes other processes made (their ObjectWritten and
+        # TorrentHashed events)? The owner of `serve --workers N` does: its registry and its
+        # swarm sampling read what it published. The other workers publish those lazily,
+        # at the first announce, handshake or web seed request that names one (admit ->
+        # resolve), so a PUT costs the origin and the owner a decision each, not every worker.
+        self.decide_relayed_writes = True
         self._revoked_listeners: list[Revoked] = []
         self._published_listeners: list[Published] = []
         self._announce_listeners: list[Announced] = []
@@ -190,12 +203,13 @@ class PublicTorrents:
         if not isinstance(event, TorrentHashed):
             bucket_slot, key_slot = self._epoch_slots(event.bucket, event.key)
             self._epochs[bucket_slot if event.key is None else key_slot] += 1
-        if isinstance(event, ObjectWritten):
-            if event.replaced_version_id:
+        if isinstance(event, ObjectWritten | TorrentHashed):
+            if isinstance(event, ObjectWritten) and event.replaced_version_id:
                 self.revoke(event.replaced_version_id)
-            self._spawn(self.consider_version(event.version_id))
-        elif isinstance(event, TorrentHashed):
-            self._spawn(self.consider_version(event.version_id))
+            # Another process's write: decided here at once only by the owner (see
+            # decide_relayed_writes); the other workers decide it when a request names it.
+            if self.decide_relayed_writes or not relayed():
+                self._spawn(self.consider_version(event.version_id))
         elif isinstance(event, ObjectDeleted):
             self.revoke(event.version_id)
         elif isinstance(event, AccessChanged):
