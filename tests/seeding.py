@@ -308,3 +308,14 @@ def aria2_download(
         workdir / "aria2.log",
         cwd=workdir,
     )
+
+
+def public_read_policy(bucket: str) -> str:
+    """A bucket policy that lets anyone GetObject every key of bucket (as JSON)."""
+    statement = {
+        "Effect": "Allow",
+        "Principal": "*",
+        "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+    }
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})

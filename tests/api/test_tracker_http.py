@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import http.client
 import ipaddress
-import json
 import os
 import socket
 import struct
@@ -28,6 +27,7 @@ from tests.conftest import (
     node_in_process,
     start_server,
 )
+from tests.seeding import public_read_policy
 
 MAX_NUMWANT = 8
 
@@ -416,18 +416,7 @@ def test_bucket_policy_removal_revokes_within_a_second(
     tracker_server: LiveServer, ts3: Any, tbucket: str
 ) -> None:
     ts3.put_object(Bucket=tbucket, Key="pol", Body=os.urandom(9000))
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": "*",
-                "Action": "s3:GetObject",
-                "Resource": f"arn:aws:s3:::{tbucket}/*",
-            }
-        ],
-    }
-    ts3.put_bucket_policy(Bucket=tbucket, Policy=json.dumps(policy))
+    ts3.put_bucket_policy(Bucket=tbucket, Policy=public_read_policy(tbucket))
     status, torrent = http_get(f"{tracker_server.endpoint}/{tbucket}/pol?torrent")
     assert status == 200
     ih = info_hash_of(torrent)

@@ -26,7 +26,15 @@ from fastbencode import bdecode  # type: ignore[attr-defined]
 
 from tests.api.test_metering import usage_totals
 from tests.conftest import LiveServer, free_port, make_client, sign_request, start_server
-from tests.seeding import RawPeer, fetch_torrent, info_hash_v1, lt_download, put_public, wait_for
+from tests.seeding import (
+    RawPeer,
+    fetch_torrent,
+    info_hash_v1,
+    lt_download,
+    public_read_policy,
+    put_public,
+    wait_for,
+)
 
 WORKER = "x-s3torrent-worker"
 FORWARDED = "X-S3torrent-Forwarded-Client"
@@ -414,3 +422,38 @@ def test_worker_totals_are_not_taken_over_tcp(two: LiveServer) -> None:
         conn.close()
         assert status in (400, 403, 404, 405), status  # no such route, or not S3
     assert metrics_via(two, 0).get(GETS_200, 0.0) < 1000000
+
+
+def test_swarm_counters_of_a_torrent_published_on_another_worker(two: LiveServer, s3w: Any) -> None:
+    """Objects written before their bucket became public are published by the first request
+    that names them (a bucket-wide access change republishes only what was published). The
+    announces arrive at the other worker, which hands them to the owner, the tracker; the
+    peers' reports must still reach the usage tables."""
+    from tests.api.test_metering import admin_get, eventually
+
+    bucket = "wk-late-public"
+    s3w.create_bucket(Bucket=bucket)
+    s3w.put_object(Bucket=bucket, Key="obj", Body=os.urandom(50_000))  # private
+    s3w.put_bucket_policy(Bucket=bucket, Policy=public_read_policy(bucket))
+    conn = connect_to(two, 1)
+    status, torrent = send(conn, "GET", f"/{bucket}/obj?torrent")
+    assert status == 200
+    ih = info_hash_v1(torrent)
+    for n, pid in enumerate((b"-XX0001-aaaaaaaaaaaa", b"-XX0001-bbbbbbbbbbbb")):
+        base = (
+            f"/_tracker/announce?info_hash={quote_from_bytes(ih)}&peer_id={quote_from_bytes(pid)}"
+            "&port=51413&compact=1"
+        )
+        status, body = send(conn, "GET", f"{base}&uploaded=0&downloaded=0&left=50000&event=started")
+        assert status == 200 and b"failure reason" not in body, body
+        status, body = send(
+            conn, "GET", f"{base}&uploaded={1000 * n}&downloaded=50000&left=0&event=completed"
+        )
+        assert status == 200 and b"failure reason" not in body, body
+    conn.close()
+
+    def swarm() -> list[Any]:
+        objects = admin_get(two, f"/_admin/savings?bucket={bucket}&key=obj")["objects"]
+        return [(o["swarm_completed"], o["swarm_downloaded"]) for o in objects]
+
+    assert eventually(swarm, [(2, 100_000)], timeout=20) == [(2, 100_000)]
