@@ -370,6 +370,18 @@ def run_bounded(
     )
 
 
+def compile_c(workdir: Path, name: str, *libs: str) -> Path | None:
+    """Build bench/NAME.c (a load generator of ours) into workdir; None without a C
+    compiler or if it does not build."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    exe = workdir / name
+    source = Path(__file__).with_name(f"{name}.c")
+    res = run_bounded([cc, "-O2", "-o", str(exe), str(source), *libs], timeout=120)
+    return exe if res.returncode == 0 else None
+
+
 def http_status(url: str, timeout: float = 1.0) -> int | None:
     """Status of a GET to a loopback URL, or None when nothing answers."""
     req = urllib.request.Request(url, method="GET")

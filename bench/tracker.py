@@ -7,7 +7,6 @@ import hashlib
 import os
 import random
 import re
-import shutil
 import struct
 import time
 import urllib.request
@@ -25,6 +24,7 @@ from bench.harness import (
     Unavailable,
     alternate,
     compare,
+    compile_c,
     ensure_apt,
     free_port,
     run_bounded,
@@ -186,13 +186,7 @@ def announce_packets(hashes: list[bytes], peers: int, count: int, seed: int = 7)
 
 def build_udp_load(workdir: Path) -> Path | None:
     """Compile bench/udp_load.c (the UDP generator); None without a C compiler."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        return None
-    exe = workdir / "udp_load"
-    source = Path(__file__).with_name("udp_load.c")
-    res = run_bounded([cc, "-O2", "-o", str(exe), str(source)], timeout=120)
-    return exe if res.returncode == 0 else None
+    return compile_c(workdir, "udp_load")
 
 
 _UDP_RESULT = re.compile(r"BENCH_RESULT ok=(\d+) bad=(\d+) duration_us=(\d+) lost=(\d+)")

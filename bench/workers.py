@@ -24,18 +24,28 @@ from bench.harness import (
     ensure_apt,
     ensure_pip,
 )
-from bench.s3_small import BUCKET, WRK_SCRIPT, Load, Plan, asyncio_load, prepare, wrk_load
+from bench.s3_small import (
+    BUCKET,
+    WRK_SCRIPT,
+    Load,
+    Plan,
+    asyncio_load,
+    build_http_load,
+    c_load,
+    prepare,
+    wrk_load,
+)
 from bench.servers import S3Endpoint
 
 TITLE = "Worker processes (serve --workers)"
 DESCRIPTION = (
     "4 KiB objects: GET, HEAD and durable PUT (fsync on) per second at 16 concurrent "
     "keep-alive connections, as in s3_small (presigned URLs; GET and PUT under `wrk`, HEAD "
-    "under `bench.loadgen`), against s3torrent with `--workers N` (N = the machine's cores) "
-    "and with `--workers 1`, and nginx serving the same 4 KiB file with N worker processes "
-    "as the anchor: its GET rate under `wrk` for every target row (wrk cannot send HEAD, and "
-    "bench.loadgen saturates long before nginx does, so nginx's HEAD rate under it measures "
-    "the load generator; that row is kept for reference, without a target). Targets with all "
+    "under `bench/http_load.c`, since wrk cannot send HEAD), against s3torrent with "
+    "`--workers N` (N = the machine's cores) and with `--workers 1`, and nginx serving the "
+    "same 4 KiB file with N worker processes as the anchor: its GET rate under `wrk` for the "
+    "GET and PUT target rows, its GET rate under http_load for the HEAD target row (nginx's "
+    "HEAD under http_load is kept for reference, without a target). Targets with all "
     "workers: GET and HEAD ≥ 0.15× nginx GET, PUT ≥ 0.05× nginx GET. The `workers N vs 1` "
     "rows give the scaling. `GET 4 KiB anonymous` is the same GET, unsigned, of public-read "
     "objects (what a publisher's readers send): no signature to check, the access decision "
@@ -155,6 +165,12 @@ def run(ctx: Context) -> list[Row]:
     def by_asyncio(port: int, method: str, paths: Path, data: Path | None) -> Load:
         return asyncio_load(port, method, paths, data, seconds)
 
+    http_load = build_http_load(workdir)
+
+    def by_c(port: int, method: str, paths: Path, data: Path | None) -> Load:
+        assert http_load is not None and data is None
+        return c_load(http_load, port, method, paths, seconds)
+
     rows: list[Row] = []
     many, one = f"workers {cores}", "workers 1"
     with contextlib.ExitStack() as stack:
@@ -172,6 +188,8 @@ def run(ctx: Context) -> list[Row]:
             use_wrk = have_wrk and op != "HEAD"
             tool = "wrk" if use_wrk else "bench.loadgen"
             measure = by_wrk if use_wrk else by_asyncio
+            if op == "HEAD" and http_load is not None:
+                tool, measure = "http_load", by_c
             ctx.log(f"  {op} ({tool}, {seconds} s)")
             # GET: nginx's GET under the same tool, the anchor of every target row. HEAD: nginx's
             # HEAD under bench.loadgen too, for reference only. PUT and the anonymous GET: no
@@ -182,6 +200,9 @@ def run(ctx: Context) -> list[Row]:
             ]
             if op in ("GET", "HEAD"):
                 subjects.append(_nginx(web, op, nginx_paths, measure))
+            if op == "HEAD" and measure is by_c:
+                # The HEAD target's anchor: nginx's GET under the same generator.
+                subjects.append(_nginx(web, "GET", nginx_paths, by_c))
             s_n, s_1, *s_web = alternate(ctx, subjects)
             if op == ANON:
                 assert nginx_get is not None
@@ -195,13 +216,19 @@ def run(ctx: Context) -> list[Row]:
             if op == "GET":
                 nginx_get = Samples("nginx GET", *_parts(s_web[0]))
             assert nginx_get is not None
+            anchor = nginx_get
             if op == "HEAD":
-                loadgen_note = f"{note}; bounded by bench.loadgen (one Python process), not nginx"
                 head = Samples("nginx HEAD", *_parts(s_web[0]))
-                both = f"{label}, {many} vs nginx HEAD (both by bench.loadgen)"
-                rows.append(compare(both, "ops/s", s_n, head, None, note=loadgen_note))
-                note = f"HEAD by bench.loadgen, nginx GET by wrk; {cores} cores"
+                both = f"{label}, {many} vs nginx HEAD (both by {tool})"
+                if measure is by_c:
+                    rows.append(compare(both, "ops/s", s_n, head, None, note=note))
+                    anchor = Samples("nginx GET", *_parts(s_web[1]))
+                    note = f"HEAD and nginx GET by http_load; {cores} cores"
+                else:
+                    bounded = f"{note}; bounded by bench.loadgen (one Python process), not nginx"
+                    rows.append(compare(both, "ops/s", s_n, head, None, note=bounded))
+                    note = f"HEAD by bench.loadgen, nginx GET by wrk; {cores} cores"
             target = TARGETS[op]
-            rows.append(compare(f"{label}, {many}", "ops/s", s_n, nginx_get, target, note=note))
+            rows.append(compare(f"{label}, {many}", "ops/s", s_n, anchor, target, note=note))
             rows.append(compare(f"{label}, {many} vs 1", "ops/s", s_n, s_1, None, note=note))
     return rows
