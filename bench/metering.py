@@ -108,6 +108,7 @@ def run(ctx: Context) -> list[Row]:
                 ("metering off", lambda: measure(plan_off)),
                 ("access log on", lambda: measure(plan_logged)),
             ],
+            balanced=True,  # every other round in reverse: neither always runs first
         )
     tool = "wrk" if have_wrk else "bench.loadgen"
     return [
