@@ -301,3 +301,48 @@ def test_expired_claim_is_taken_over(cluster: tuple[Cluster, str]) -> None:
             time.sleep(0.2)
     finally:
         engine.dispose()
+
+
+def test_swarm_counters_reach_usage_whichever_node_the_torrent_was_published_on(
+    cluster: tuple[Cluster, str],
+) -> None:
+    """One node samples the shared registry for the usage tables (it holds the lease). An
+    object whose bucket became public after it was written is published by the first request
+    that names it, on whichever node gets it; the sampling node must still count its swarm."""
+    import json
+    import urllib.request
+
+    from tests.api.test_metering import admin_get, eventually
+    from tests.seeding import public_read_policy
+
+    c, _ = cluster
+    a, b = c.start("a"), c.start("b")
+    sa3 = make_client(a.endpoint)
+    bucket = "late-public"
+    sa3.create_bucket(Bucket=bucket)
+    size = 60_000
+    for key in ("via-a", "via-b"):
+        sa3.put_object(Bucket=bucket, Key=key, Body=os.urandom(size))  # private
+    sa3.put_bucket_policy(Bucket=bucket, Policy=public_read_policy(bucket))
+    for node, key in ((a, "via-a"), (b, "via-b")):
+        with urllib.request.urlopen(f"{node.endpoint}/{bucket}/{key}?torrent", timeout=10) as r:
+            ih = info_hash_of(r.read())
+        pid = quote_from_bytes(f"-TT0001-{key:>12}".encode())
+        base = (
+            f"{node.endpoint}/_tracker/announce?info_hash={quote_from_bytes(ih)}"
+            f"&peer_id={pid}&port=40100&compact=1&uploaded=0"
+        )
+        for rest in (
+            f"&downloaded=0&left={size}&event=started",
+            f"&downloaded={size}&left=0&event=completed",
+        ):
+            with urllib.request.urlopen(base + rest, timeout=5) as r:
+                answer = r.read()
+            assert b"failure reason" not in answer, answer
+
+    def swarms() -> dict[str, tuple[int, int]]:
+        objects = admin_get(a, f"/_admin/savings?bucket={bucket}")["objects"]
+        return {o["key"]: (o["swarm_completed"], o["swarm_downloaded"]) for o in objects}
+
+    expected = {"via-a": (1, size), "via-b": (1, size)}
+    assert eventually(swarms, expected, timeout=20) == expected, json.dumps(swarms())

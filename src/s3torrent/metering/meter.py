@@ -227,7 +227,15 @@ class Meter:
         hour = hour_of(self.clock())
         baseline, self._swarm_baseline = self._swarm_baseline, False
         seen: dict[bytes, tuple[int, int, int]] = {}
-        for info_hash, info in list(public.by_swarm.items()):
+        # What this process published, and what any process published to a shared
+        # registry (Redis: another node's announces may name a torrent this node never
+        # saw); a swarm id of another's is resolved (and published here) once.
+        hashes = dict.fromkeys(public.by_swarm)
+        hashes.update(dict.fromkeys(await public.registry.registered()))
+        for info_hash in hashes:
+            info = public.by_swarm.get(info_hash) or await public.resolve(info_hash)
+            if info is None:
+                continue
             try:
                 s = await public.registry.stats(info_hash)
             except KeyError:
