@@ -104,6 +104,33 @@ def test_disabled_user_is_refused_as_an_inactive_key_until_enabled(srv: LiveServ
     s3.list_buckets()
 
 
+def test_a_presigned_link_used_again_stops_when_its_user_is_disabled_or_rotated(
+    srv: LiveServer,
+) -> None:
+    """A presigned URL fetched again and again is answered from a memo of verified
+    signatures; the key's state is still asked on every use."""
+    who = add_user(srv, new_name("link"))
+    s3 = make_client(srv.endpoint, who.access_key, who.secret_key)
+    bucket = new_name("link")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"linked")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"})
+    for _ in range(3):
+        assert send(url, "GET", b"", {}) == (200, "linked")
+    assert call(srv, "POST", f"/_admin/users/{who.name}/disable")[0] == 200
+    status, body = send(url, "GET", b"", {})
+    assert status == 403 and "<Code>InvalidAccessKeyId</Code>" in body
+    assert call(srv, "POST", f"/_admin/users/{who.name}/enable")[0] == 200
+    assert send(url, "GET", b"", {}) == (200, "linked")
+    status, row = call(srv, "POST", f"/_admin/users/{who.name}/rotate")
+    assert status == 200
+    status, body = send(url, "GET", b"", {})
+    assert status == 403 and "<Code>InvalidAccessKeyId</Code>" in body
+    fresh = make_client(srv.endpoint, row["access_key"], row["secret_key"])
+    url = fresh.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"})
+    assert send(url, "GET", b"", {}) == (200, "linked")
+
+
 def test_rotated_keys_replace_the_old_ones_at_once(srv: LiveServer) -> None:
     who = add_user(srv, new_name("rot"))
     status, row = call(srv, "POST", f"/_admin/users/{who.name}/rotate")

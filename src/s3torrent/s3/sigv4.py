@@ -282,6 +282,12 @@ def verify_request(
             extra={"AWSAccessKeyId": signed.credential.access_key},
         )
 
+    memo = _presigned_memo_key(secret, method, raw_path, query_pairs, header_values, signed)
+    if memo is not None:
+        known = _PRESIGNED_VERIFIED.get(memo)
+        if known is not None:
+            return known
+
     credential = signed.credential
     canonical = canonical_request(
         method, raw_path, query_for_signing, headers, signed.signed_headers, signed.payload_hash
@@ -301,7 +307,7 @@ def verify_request(
                 "CanonicalRequestBytes": _hex_bytes(canonical),
             },
         )
-    return VerifiedAuth(
+    verified = VerifiedAuth(
         access_key=credential.access_key,
         signing_key=key,
         scope=credential.scope,
@@ -310,6 +316,44 @@ def verify_request(
         payload_hash=parse_payload_hash(signed.payload_hash),
         presigned=signed.presigned,
     )
+    if memo is not None:
+        if len(_PRESIGNED_VERIFIED) >= _PRESIGNED_MEMO_ENTRIES:
+            del _PRESIGNED_VERIFIED[next(iter(_PRESIGNED_VERIFIED))]  # the oldest
+        _PRESIGNED_VERIFIED[memo] = verified
+    return verified
+
+
+# Presigned URLs whose signature checked out, by everything the signature covers (method,
+# path, query with the signature itself, the signed headers' values as sent) and the secret
+# it was checked with. A published link is fetched again and again with the same URL; its
+# canonical request, string to sign and HMAC are the same each time, so the answer is too.
+# Exact, not a snapshot: what can change is checked on every request before the memo is
+# asked (expiry and clock skew, unsigned x-amz-* headers, the access key still active and
+# its secret, which is part of the memo's key, so a rotated secret misses). Bounded: at most
+# this many entries of at most _PRESIGNED_MEMO_CHARS characters each, oldest out first.
+_PRESIGNED_MEMO_ENTRIES = 1024
+_PRESIGNED_MEMO_CHARS = 4096
+_PRESIGNED_VERIFIED: dict[tuple[object, ...], VerifiedAuth] = {}
+
+
+def _presigned_memo_key(
+    secret: str,
+    method: str,
+    raw_path: str,
+    query_pairs: list[tuple[str, str]],
+    header_values: dict[str, list[str]],
+    signed: _SignedRequest,
+) -> tuple[object, ...] | None:
+    """The memo key of a presigned request, or None (not presigned, or too long to keep)."""
+    if not signed.presigned:
+        return None
+    names = signed.signed_headers.split(";")
+    values = tuple(tuple(header_values.get(name.lower(), ())) for name in names)
+    size = len(raw_path) + sum(len(k) + len(v) for k, v in query_pairs)
+    size += sum(len(v) for group in values for v in group)
+    if size > _PRESIGNED_MEMO_CHARS:
+        return None
+    return (secret, method, raw_path, tuple(query_pairs), signed.signed_headers, values)
 
 
 def _header_values(headers: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
