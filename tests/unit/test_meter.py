@@ -174,11 +174,22 @@ class FakeRegistry:
     async def stats(self, info_hash: bytes) -> SwarmStats:
         return self.stats_by_hash[info_hash]
 
+    async def registered(self) -> list[bytes]:
+        return list(self.stats_by_hash)
+
 
 @dataclass
 class FakePublic:
     registry: FakeRegistry
     by_swarm: dict[bytes, FakeInfo]
+    # What resolve() publishes (another node's torrent in a shared registry).
+    resolvable: dict[bytes, FakeInfo] = field(default_factory=dict)
+
+    async def resolve(self, swarm_id: bytes) -> FakeInfo | None:
+        info = self.by_swarm.get(swarm_id) or self.resolvable.get(swarm_id)
+        if info is not None:
+            self.by_swarm[swarm_id] = info
+        return info
 
 
 def test_swarm_deltas_are_sampled_and_survive_a_reset(db: Database, meta: SqlMetadataStore) -> None:
@@ -197,6 +208,32 @@ def test_swarm_deltas_are_sampled_and_survive_a_reset(db: Database, meta: SqlMet
 
     asyncio.run(go())
     assert rows(db, md.usage_swarms) == [(H, ih.hex(), "b", b"k", 4, 15, 290)]
+
+
+def test_swarms_another_process_published_are_resolved_and_sampled(
+    db: Database, meta: SqlMetadataStore
+) -> None:
+    mine, theirs, revoked = b"\x01" * 20, b"\x03" * 20, b"\x04" * 20
+    reg = FakeRegistry(
+        {
+            mine: SwarmStats(1, 0, 0, 10, 100),
+            theirs: SwarmStats(2, 0, 0, 20, 200),
+            revoked: SwarmStats(5, 0, 0, 50, 500),  # not publishable any more: skipped
+        }
+    )
+    public = FakePublic(reg, {mine: FakeInfo("b", "k")}, {theirs: FakeInfo("b", "other")})
+    m = Meter(meta, public=public, clock=Clock(H))  # type: ignore[arg-type]
+
+    async def go() -> None:
+        await m.sample_swarms()
+        await m.flush()
+
+    asyncio.run(go())
+    assert sorted(rows(db, md.usage_swarms)) == [
+        (H, mine.hex(), "b", b"k", 1, 10, 100),
+        (H, theirs.hex(), "b", b"other", 2, 20, 200),
+    ]
+    assert theirs in public.by_swarm and revoked not in public.by_swarm
 
 
 def test_pending_merge_adds_everything() -> None:
