@@ -872,8 +872,13 @@ def test_a_presigned_url_used_again_is_answered_from_the_memo_yet_rechecked_ever
     assert verify(req) is first  # the memo's answer: no canonical request, no HMAC
     method, path, pairs, headers = req
     # What can change between uses is checked before the memo is asked.
+    assert verify(req, NOW + timedelta(seconds=600)) is first  # the last valid second
     assert expect_error("AccessDenied", req, NOW + timedelta(seconds=601)).message == (
         "Request has expired"
+    )
+    assert verify(req, NOW - timedelta(minutes=15)) is first  # within the clock skew
+    assert expect_error("AccessDenied", req, NOW - timedelta(minutes=16)).message == (
+        "Request is not valid yet"
     )
     expect_error("AccessDenied", (method, path, pairs, [*headers, ("x-amz-acl", "public-read")]))
     with pytest.raises(S3Error) as gone:
@@ -899,6 +904,9 @@ def test_a_presigned_url_used_again_is_answered_from_the_memo_yet_rechecked_ever
     expect_error("SignatureDoesNotMatch", (method, path, pairs, other_host))
     extra = [*pairs, ("versionId", "1")]
     expect_error("SignatureDoesNotMatch", (method, path, extra, headers))
+    # Settings are part of the key: a shorter allowed expiry refuses what the memo holds.
+    err = expect_error("AuthorizationQueryParametersError", req, max_presign_expires=60)
+    assert "X-Amz-Expires" in err.message or "expir" in err.message.lower()
     assert verify(req) is first
     assert sigv4._PRESIGNED_VERIFIED  # still there for the next use
 

@@ -145,6 +145,7 @@ class _SignedRequest:
     request_time: datetime
     payload_hash: str
     presigned: bool
+    expires_at: datetime | None = None  # a presigned URL's expiry
 
 
 def _hex_bytes(text: str) -> str:
@@ -240,6 +241,14 @@ def verify_request(
     query pairs in order; ``headers`` every header as received. Raises S3Error as S3 would.
     """
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+    settings = (region, max_skew_seconds, max_presign_expires)
+    memo = _presigned_memo_key(method, raw_path, query_pairs, headers, settings)
+    if memo is not None:
+        known = _PRESIGNED_VERIFIED.get(memo)
+        if known is not None:
+            checked_with, (valid_from, valid_to), verified = known
+            if valid_from <= now <= valid_to and lookup_secret(verified.access_key) == checked_with:
+                return verified
     header_values = _header_values(headers)
     authorization = header_values.get("authorization")
     query_names = {name for name, _ in query_pairs}
@@ -282,12 +291,6 @@ def verify_request(
             extra={"AWSAccessKeyId": signed.credential.access_key},
         )
 
-    memo = _presigned_memo_key(secret, method, raw_path, query_pairs, header_values, signed)
-    if memo is not None:
-        known = _PRESIGNED_VERIFIED.get(memo)
-        if known is not None:
-            return known
-
     credential = signed.credential
     canonical = canonical_request(
         method, raw_path, query_for_signing, headers, signed.signed_headers, signed.payload_hash
@@ -316,44 +319,52 @@ def verify_request(
         payload_hash=parse_payload_hash(signed.payload_hash),
         presigned=signed.presigned,
     )
-    if memo is not None:
+    if memo is not None and signed.expires_at is not None:
+        valid = (signed.request_time - timedelta(seconds=max_skew_seconds), signed.expires_at)
         if len(_PRESIGNED_VERIFIED) >= _PRESIGNED_MEMO_ENTRIES:
             del _PRESIGNED_VERIFIED[next(iter(_PRESIGNED_VERIFIED))]  # the oldest
-        _PRESIGNED_VERIFIED[memo] = verified
+        _PRESIGNED_VERIFIED[memo] = (secret, valid, verified)
     return verified
 
 
-# Presigned URLs whose signature checked out, by everything the signature covers (method,
-# path, query with the signature itself, the signed headers' values as sent) and the secret
-# it was checked with. A published link is fetched again and again with the same URL; its
-# canonical request, string to sign and HMAC are the same each time, so the answer is too.
-# Exact, not a snapshot: what can change is checked on every request before the memo is
-# asked (expiry and clock skew, unsigned x-amz-* headers, the access key still active and
-# its secret, which is part of the memo's key, so a rotated secret misses). Bounded: at most
-# this many entries of at most _PRESIGNED_MEMO_CHARS characters each, oldest out first.
+# Presigned requests that checked out, by the request exactly as received (method, path as
+# sent, every query pair with the signature itself, every header) and the settings it was
+# checked under. A published presigned link is fetched again and again by the same clients;
+# everything verification does is a pure function of that request, the secret and the time,
+# so the answer is the same as long as the key's secret is the one it was checked with (asked
+# anew each time: a disabled, deleted or rotated key misses) and the time is inside the
+# window the URL allows (from its date less the allowed skew to its expiry). Anything else,
+# one header more or a moment too late, misses and is verified in full, errors included.
+# Header-signed requests are not kept (their date changes each second: they would only churn
+# it). Bounded: at most this many entries of at most _PRESIGNED_MEMO_CHARS characters each,
+# oldest out first.
 _PRESIGNED_MEMO_ENTRIES = 1024
 _PRESIGNED_MEMO_CHARS = 4096
-_PRESIGNED_VERIFIED: dict[tuple[object, ...], VerifiedAuth] = {}
+_Memo = tuple[str, tuple[datetime, datetime], VerifiedAuth]  # secret, valid from/to, answer
+_PRESIGNED_VERIFIED: dict[tuple[object, ...], _Memo] = {}
 
 
 def _presigned_memo_key(
-    secret: str,
     method: str,
     raw_path: str,
     query_pairs: list[tuple[str, str]],
-    header_values: dict[str, list[str]],
-    signed: _SignedRequest,
+    headers: list[tuple[str, str]],
+    settings: tuple[str, int, int],
 ) -> tuple[object, ...] | None:
-    """The memo key of a presigned request, or None (not presigned, or too long to keep)."""
-    if not signed.presigned:
+    """The memo key of a request that may be presigned; None when it cannot be (no
+    X-Amz-Signature) or is too long to keep."""
+    size = len(raw_path)
+    presigned = False
+    for name, value in query_pairs:
+        size += len(name) + len(value)
+        presigned = presigned or name == "X-Amz-Signature"
+    if not presigned:
         return None
-    names = signed.signed_headers.split(";")
-    values = tuple(tuple(header_values.get(name.lower(), ())) for name in names)
-    size = len(raw_path) + sum(len(k) + len(v) for k, v in query_pairs)
-    size += sum(len(v) for group in values for v in group)
+    for name, value in headers:
+        size += len(name) + len(value)
     if size > _PRESIGNED_MEMO_CHARS:
         return None
-    return (secret, method, raw_path, tuple(query_pairs), signed.signed_headers, values)
+    return (method, raw_path, tuple(query_pairs), tuple(headers), settings)
 
 
 def _header_values(headers: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
@@ -622,6 +633,7 @@ def _parse_query_auth(
         request_time=request_time,
         payload_hash=_payload_hash(header_values, required=False),
         presigned=True,
+        expires_at=expires_at,
     )
 
 
