@@ -346,3 +346,52 @@ def test_swarm_counters_reach_usage_whichever_node_the_torrent_was_published_on(
 
     expected = {"via-a": (1, size), "via-b": (1, size)}
     assert eventually(swarms, expected, timeout=20) == expected, json.dumps(swarms())
+
+
+def test_browser_swarm_reports_reach_usage_from_every_node(cluster: tuple[Cluster, str]) -> None:
+    """Browsers announce over a node's WebSocket tracker, whose swarms live in that node
+    only (not in the shared registry). Each node bills its own browsers' reports, whether or
+    not it holds the sampling lease: with two nodes one of these two objects is announced
+    on a node without it."""
+    import asyncio
+    import urllib.request
+
+    import aiohttp
+
+    from tests.api.test_metering import admin_get, eventually
+    from tests.api.test_tracker_ws import announce, receive, ws_url
+
+    c, _ = cluster
+    a, b = c.start("a"), c.start("b")
+    sa3 = make_client(a.endpoint)
+    bucket = "browsers"
+    sa3.create_bucket(Bucket=bucket)
+    size = 70_000
+    for key in ("via-a", "via-b"):
+        sa3.put_object(Bucket=bucket, Key=key, Body=os.urandom(size), ACL="public-read")
+
+    async def browse(node: LiveServer, key: str) -> None:
+        with urllib.request.urlopen(f"{node.endpoint}/{bucket}/{key}?torrent", timeout=10) as r:
+            ih = info_hash_of(r.read())
+        peer = key.encode().ljust(20, b"-")
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(ws_url(node))
+            await ws.send_json(announce(ih, peer))
+            assert "failure reason" not in (answer := await receive(ws)), answer
+            done = announce(ih, peer, uploaded=5_000, downloaded=size, left=0, event="completed")
+            await ws.send_json(done)
+            assert "failure reason" not in (answer := await receive(ws)), answer
+            await ws.close()
+
+    asyncio.run(browse(a, "via-a"))
+    asyncio.run(browse(b, "via-b"))
+
+    def swarms() -> dict[str, tuple[int, int, int]]:
+        objects = admin_get(b, f"/_admin/savings?bucket={bucket}")["objects"]
+        return {
+            o["key"]: (o["swarm_completed"], o["swarm_downloaded"], o["swarm_uploaded"])
+            for o in objects
+        }
+
+    expected = {"via-a": (1, size, 5_000), "via-b": (1, size, 5_000)}
+    assert eventually(swarms, expected, timeout=20) == expected

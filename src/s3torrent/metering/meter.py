@@ -32,6 +32,7 @@ from s3torrent.store.usage_rows import UsageCounts
 if TYPE_CHECKING:
     from s3torrent.publication import PublicTorrents
     from s3torrent.store.meta_usage import UsageMetadata
+    from s3torrent.torrent.catalog import TorrentInfo
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +125,12 @@ class Meter:
         self._storage_sizes: dict[str, int] = {}
         self._storage_at: float | None = None
         self._swarm_seen: dict[bytes, tuple[int, int, int]] = {}
-        # Swarm counters kept outside the tracker registry (the WebSocket tracker's browser
-        # swarms), added to the registry's: (completed, uploaded, downloaded) per swarm id.
+        # Swarm counters kept outside the tracker registry, in this process only (the
+        # WebSocket tracker's browser swarms): (completed, uploaded, downloaded) per swarm id.
+        # Every node samples its own, lease or not (no other node sees them), from zero at
+        # the start of the process, with a baseline of their own.
         self.swarm_counters: list[Callable[[bytes], tuple[int, int, int]]] = []
+        self._local_seen: dict[bytes, tuple[int, int, int]] = {}
         self._swarm_baseline = False
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -219,12 +223,20 @@ class Meter:
         self._storage_sizes = sizes
         self._storage_at = now
 
-    async def sample_swarms(self) -> None:
-        """Add each published torrent's tracker counters since the last sample."""
+    async def sample_swarms(self, *, registry: bool = True) -> None:
+        """Add each published torrent's swarm counters since the last sample: the tracker
+        registry's (`registry`: only where they are this node's to bill, see _run) and this
+        node's own browser swarms'."""
         public = self.public
         if public is None:
             return
         hour = hour_of(self.clock())
+        if registry:
+            await self._sample_registry(public, hour)
+        if self.swarm_counters:
+            self._sample_local(public, hour)
+
+    async def _sample_registry(self, public: PublicTorrents, hour: int) -> None:
         baseline, self._swarm_baseline = self._swarm_baseline, False
         seen: dict[bytes, tuple[int, int, int]] = {}
         # What this process published, and what any process published to a shared
@@ -241,21 +253,40 @@ class Meter:
             except KeyError:
                 continue
             now = (s.completed, s.uploaded, s.downloaded)
+            seen[info_hash] = now
+            if not baseline:
+                self._add_swarm_delta(hour, info_hash, info, now, self._swarm_seen)
+        self._swarm_seen = seen
+
+    def _sample_local(self, public: PublicTorrents, hour: int) -> None:
+        # A browser swarm is admitted (so published) on this node before it has counts.
+        seen: dict[bytes, tuple[int, int, int]] = {}
+        for info_hash, info in list(public.by_swarm.items()):
+            now = (0, 0, 0)
             for counters in self.swarm_counters:
                 extra = counters(info_hash)
                 now = (now[0] + extra[0], now[1] + extra[1], now[2] + extra[2])
-            seen[info_hash] = now
-            if baseline:
-                continue
-            before = self._swarm_seen.get(info_hash, (0, 0, 0))
-            # A re-registered swarm starts again from zero.
-            delta = [n - b if n >= b else n for n, b in zip(now, before, strict=True)]
-            if any(delta):
-                k = (hour, info_hash.hex())
-                entry = self.pending.swarms.setdefault(k, (info.bucket, info.key, [0, 0, 0]))
-                for i in range(3):
-                    entry[2][i] += delta[i]
-        self._swarm_seen = seen
+            if any(now):
+                seen[info_hash] = now
+                self._add_swarm_delta(hour, info_hash, info, now, self._local_seen)
+        self._local_seen = seen
+
+    def _add_swarm_delta(
+        self,
+        hour: int,
+        info_hash: bytes,
+        info: TorrentInfo,
+        now: tuple[int, int, int],
+        seen_before: dict[bytes, tuple[int, int, int]],
+    ) -> None:
+        before = seen_before.get(info_hash, (0, 0, 0))
+        # A re-registered swarm starts again from zero.
+        delta = [n - b if n >= b else n for n, b in zip(now, before, strict=True)]
+        if any(delta):
+            k = (hour, info_hash.hex())
+            entry = self.pending.swarms.setdefault(k, (info.bucket, info.key, [0, 0, 0]))
+            for i in range(3):
+                entry[2][i] += delta[i]
 
     # ---- flushing ----
 
@@ -288,8 +319,8 @@ class Meter:
                 if held and (time.monotonic() >= next_storage or self._storage_at is None):
                     next_storage = time.monotonic() + self.storage_sample_interval
                     await self.sample_storage()
-                if held or self.local_swarms:
-                    await self.sample_swarms()
+                if self.may_sample:
+                    await self.sample_swarms(registry=held or self.local_swarms)
                 await self.flush()
             except Exception:
                 log.exception("metering flush failed; counts kept for the next attempt")
@@ -303,8 +334,8 @@ class Meter:
         with logged_failure(log, "the last usage samples"):
             if self.sampler:
                 await self.sample_storage()
-            if self.sampler or self.local_swarms:
-                await self.sample_swarms()
+            if self.may_sample:
+                await self.sample_swarms(registry=self.sampler or self.local_swarms)
         await self.flush()
 
 
