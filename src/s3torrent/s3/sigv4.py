@@ -322,7 +322,7 @@ def verify_request(
     if memo is not None and signed.expires_at is not None:
         valid = (signed.request_time - timedelta(seconds=max_skew_seconds), signed.expires_at)
         if len(_PRESIGNED_VERIFIED) >= _PRESIGNED_MEMO_ENTRIES:
-            del _PRESIGNED_VERIFIED[next(iter(_PRESIGNED_VERIFIED))]  # the oldest
+            _PRESIGNED_VERIFIED.pop(next(iter(_PRESIGNED_VERIFIED)), None)  # the oldest
         _PRESIGNED_VERIFIED[memo] = (secret, valid, verified)
     return verified
 
