@@ -303,30 +303,53 @@ def test_expired_claim_is_taken_over(cluster: tuple[Cluster, str]) -> None:
         engine.dispose()
 
 
+def _two_objects_on_two_nodes(
+    cluster: tuple[Cluster, str], bucket: str, size: int, acl: str
+) -> tuple[LiveServer, LiveServer]:
+    """Both nodes started, and `bucket` holding objects via-a and via-b of `size` bytes."""
+    c, _ = cluster
+    a, b = c.start("a"), c.start("b")
+    sa3 = make_client(a.endpoint)
+    sa3.create_bucket(Bucket=bucket)
+    for key in ("via-a", "via-b"):
+        sa3.put_object(Bucket=bucket, Key=key, Body=os.urandom(size), ACL=acl)
+    return a, b
+
+
+def _torrent_info_hash(node: LiveServer, bucket: str, key: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{node.endpoint}/{bucket}/{key}?torrent", timeout=10) as r:
+        return info_hash_of(r.read())
+
+
+def _swarm_report(node: LiveServer, bucket: str) -> dict[str, tuple[int, int, int]]:
+    """Per key: the savings report's swarm (completed, downloaded, uploaded)."""
+    from tests.api.test_metering import admin_get
+
+    objects = admin_get(node, f"/_admin/savings?bucket={bucket}")["objects"]
+    return {
+        o["key"]: (o["swarm_completed"], o["swarm_downloaded"], o["swarm_uploaded"])
+        for o in objects
+    }
+
+
 def test_swarm_counters_reach_usage_whichever_node_the_torrent_was_published_on(
     cluster: tuple[Cluster, str],
 ) -> None:
     """One node samples the shared registry for the usage tables (it holds the lease). An
     object whose bucket became public after it was written is published by the first request
     that names it, on whichever node gets it; the sampling node must still count its swarm."""
-    import json
     import urllib.request
 
-    from tests.api.test_metering import admin_get, eventually
+    from tests.api.test_metering import eventually
     from tests.seeding import public_read_policy
 
-    c, _ = cluster
-    a, b = c.start("a"), c.start("b")
-    sa3 = make_client(a.endpoint)
-    bucket = "late-public"
-    sa3.create_bucket(Bucket=bucket)
-    size = 60_000
-    for key in ("via-a", "via-b"):
-        sa3.put_object(Bucket=bucket, Key=key, Body=os.urandom(size))  # private
-    sa3.put_bucket_policy(Bucket=bucket, Policy=public_read_policy(bucket))
+    bucket, size = "late-public", 60_000
+    a, b = _two_objects_on_two_nodes(cluster, bucket, size, "private")
+    make_client(a.endpoint).put_bucket_policy(Bucket=bucket, Policy=public_read_policy(bucket))
     for node, key in ((a, "via-a"), (b, "via-b")):
-        with urllib.request.urlopen(f"{node.endpoint}/{bucket}/{key}?torrent", timeout=10) as r:
-            ih = info_hash_of(r.read())
+        ih = _torrent_info_hash(node, bucket, key)
         pid = quote_from_bytes(f"-TT0001-{key:>12}".encode())
         base = (
             f"{node.endpoint}/_tracker/announce?info_hash={quote_from_bytes(ih)}"
@@ -340,12 +363,8 @@ def test_swarm_counters_reach_usage_whichever_node_the_torrent_was_published_on(
                 answer = r.read()
             assert b"failure reason" not in answer, answer
 
-    def swarms() -> dict[str, tuple[int, int]]:
-        objects = admin_get(a, f"/_admin/savings?bucket={bucket}")["objects"]
-        return {o["key"]: (o["swarm_completed"], o["swarm_downloaded"]) for o in objects}
-
-    expected = {"via-a": (1, size), "via-b": (1, size)}
-    assert eventually(swarms, expected, timeout=20) == expected, json.dumps(swarms())
+    expected = {"via-a": (1, size, 0), "via-b": (1, size, 0)}
+    assert eventually(lambda: _swarm_report(a, bucket), expected, timeout=20) == expected
 
 
 def test_browser_swarm_reports_reach_usage_from_every_node(cluster: tuple[Cluster, str]) -> None:
@@ -354,25 +373,17 @@ def test_browser_swarm_reports_reach_usage_from_every_node(cluster: tuple[Cluste
     not it holds the sampling lease: with two nodes one of these two objects is announced
     on a node without it."""
     import asyncio
-    import urllib.request
 
     import aiohttp
 
-    from tests.api.test_metering import admin_get, eventually
+    from tests.api.test_metering import eventually
     from tests.api.test_tracker_ws import announce, receive, ws_url
 
-    c, _ = cluster
-    a, b = c.start("a"), c.start("b")
-    sa3 = make_client(a.endpoint)
-    bucket = "browsers"
-    sa3.create_bucket(Bucket=bucket)
-    size = 70_000
-    for key in ("via-a", "via-b"):
-        sa3.put_object(Bucket=bucket, Key=key, Body=os.urandom(size), ACL="public-read")
+    bucket, size = "browsers", 70_000
+    a, b = _two_objects_on_two_nodes(cluster, bucket, size, "public-read")
 
     async def browse(node: LiveServer, key: str) -> None:
-        with urllib.request.urlopen(f"{node.endpoint}/{bucket}/{key}?torrent", timeout=10) as r:
-            ih = info_hash_of(r.read())
+        ih = _torrent_info_hash(node, bucket, key)
         peer = key.encode().ljust(20, b"-")
         async with aiohttp.ClientSession() as session:
             ws = await session.ws_connect(ws_url(node))
@@ -385,13 +396,5 @@ def test_browser_swarm_reports_reach_usage_from_every_node(cluster: tuple[Cluste
 
     asyncio.run(browse(a, "via-a"))
     asyncio.run(browse(b, "via-b"))
-
-    def swarms() -> dict[str, tuple[int, int, int]]:
-        objects = admin_get(b, f"/_admin/savings?bucket={bucket}")["objects"]
-        return {
-            o["key"]: (o["swarm_completed"], o["swarm_downloaded"], o["swarm_uploaded"])
-            for o in objects
-        }
-
     expected = {"via-a": (1, size, 5_000), "via-b": (1, size, 5_000)}
-    assert eventually(swarms, expected, timeout=20) == expected
+    assert eventually(lambda: _swarm_report(b, bucket), expected, timeout=20) == expected
