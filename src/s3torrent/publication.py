@@ -298,9 +298,15 @@ class PublicTorrents:
         if current is None or current.version_id != obj.version_id:
             return None
         info = self.catalog.info_for(obj, hashes)
+        # Into the registry first, then into what admit() reads: an announce admitted here
+        # must find its swarm registered (with Redis, register is a round trip during which
+        # an announce used to be admitted and then refused as unregistered). A revocation
+        # meanwhile finds nothing to revoke yet; consider() sees its epoch bump and revokes.
+        ref = self._ref(info)
+        for sid in info.swarm_ids:
+            await self.registry.register(sid, ref)
         self.by_version[obj.version_id] = info
         self._facts[obj.version_id] = (bucket, obj)
-        ref = self._ref(info)
         for sid in info.swarm_ids:
             self.by_swarm[sid] = info
         for listener in self._published_listeners:
@@ -308,8 +314,6 @@ class PublicTorrents:
                 listener(info)
             except Exception:
                 log.exception("publication listener failed")
-        for sid in info.swarm_ids:
-            await self.registry.register(sid, ref)
         return info
 
     async def resolve(self, swarm_id: bytes) -> TorrentInfo | None:
