@@ -49,7 +49,10 @@ DESCRIPTION = (
     "workers: GET and HEAD ≥ 0.15× nginx GET, PUT ≥ 0.05× nginx GET. The `workers N vs 1` "
     "rows give the scaling. `GET 4 KiB anonymous` is the same GET, unsigned, of public-read "
     "objects (what a publisher's readers send): no signature to check, the access decision "
-    "from the ACL; it has no target, the presigned row is the one the target holds for."
+    "from the ACL; it has no target, the presigned row is the one the target holds for. "
+    "Each presigned URL is used many times in a run, as a published link is, so the server's "
+    "memo of presigned requests that checked out answers all but the first use of each "
+    "(see bench/README.md)."
 )
 PUBLIC_KEYS = 200
 ANON = "GET anon"
