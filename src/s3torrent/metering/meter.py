@@ -245,7 +245,7 @@ class Meter:
         hashes = dict.fromkeys(public.by_swarm)
         hashes.update(dict.fromkeys(await public.registry.registered()))
         for info_hash in hashes:
-            info = public.by_swarm.get(info_hash) or await public.resolve(info_hash)
+            info = await public.resolve(info_hash)  # by_swarm first, else decided once
             if info is None:
                 continue
             try:
