@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from s3torrent.access import ANONYMOUS, Principal
 from s3torrent.access import facts as authz
+from s3torrent.s3 import server
 from s3torrent.s3.server import query_pairs_of
 from s3torrent.s3.sigv4_signing import canonical_query, canonical_uri
 
@@ -28,6 +29,21 @@ PATH_ALPHABET = "aZ09-_.~/%+ é2F€"
 @given(st.text(alphabet=QUERY_ALPHABET, max_size=40))
 def test_query_pairs_are_parse_qsl_with_blank_values(raw: str) -> None:
     assert query_pairs_of(raw) == parse_qsl(raw, keep_blank_values=True)
+
+
+@given(st.text(alphabet=QUERY_ALPHABET, max_size=40))
+def test_decoded_fields_answer_the_same_the_second_time(raw: str) -> None:
+    first = query_pairs_of(raw)
+    assert query_pairs_of(raw) == first == parse_qsl(raw, keep_blank_values=True)
+
+
+def test_decoded_field_memo_is_bounded_in_count_and_size() -> None:
+    for i in range(server._DECODED_MAX * 3):
+        assert query_pairs_of(f"k=v%2F{i}") == [("k", f"v/{i}")]
+        assert len(server._DECODED) <= server._DECODED_MAX
+    long_value = "%41" * server._DECODED_MAX_CHARS
+    assert query_pairs_of(f"k={long_value}") == [("k", "A" * server._DECODED_MAX_CHARS)]
+    assert long_value not in server._DECODED
 
 
 @given(st.text(alphabet=PATH_ALPHABET, max_size=40))
