@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sqlite3
 import threading
 import time
@@ -351,4 +352,131 @@ def test_point_reads_cache_is_bounded_by_weight(tmp_path: Path) -> None:
     reads.unchanged("big", value(-1), lambda _: 5000)  # over an eighth: never cached
     reads.unchanged("big", value(-1), lambda _: 5000)
     assert calls.count(-1) == 2
+    reads.close()
+
+
+def _watched_db(path: Path) -> None:
+    """A table `t` whose updates bump the lookup generation, as buckets and objects do."""
+    with sqlite3.connect(path) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)")
+        setup.execute("INSERT INTO t VALUES ('a', 'one')")
+        setup.execute("CREATE TABLE lookup_generation (id INTEGER PRIMARY KEY, n INTEGER)")
+        setup.execute("INSERT INTO lookup_generation VALUES (1, 0)")
+        setup.execute(
+            "CREATE TRIGGER bump AFTER UPDATE ON t BEGIN "
+            "UPDATE lookup_generation SET n = n + 1 WHERE id = 1; END"
+        )
+
+
+def _set_v(path: Path, value: str) -> None:
+    with sqlite3.connect(path) as other:  # another connection: as another process commits
+        other.execute("UPDATE t SET v = ?", (value,))
+
+
+def _lookup_of(reads: Any) -> Callable[[], str]:
+    def read(rows: Any) -> str:
+        return str(rows._connection().execute("SELECT v FROM t WHERE k = 'a'").fetchone()[0])
+
+    return lambda: reads.unchanged("a", read, lambda _: 100)
+
+
+def test_the_generation_is_read_once_per_loop_turn(tmp_path: Path) -> None:
+    """On the event loop the generation is read once per turn: a commit within the turn
+    (after the read) shows from the next turn on, and the bytes of a request that arrive
+    after that read are served on a later turn, which reads it again: a request always
+    sees what was committed before it was sent."""
+    from s3torrent.store.sql import PointReads
+
+    path = tmp_path / "turn.sqlite3"
+    _watched_db(path)
+    reads = PointReads(str(path))
+    lookup = _lookup_of(reads)
+
+    async def main() -> list[str]:
+        seen = [lookup()]
+        _set_v(path, "two")
+        seen.append(lookup())  # the same turn: its read is kept
+        # A request sent now (after the commit): its bytes arrive on a socket the loop
+        # watches, and its handler runs as a task, as aiohttp's do.
+        loop = asyncio.get_running_loop()
+        server, client = socket.socketpair()
+        server.setblocking(False)
+        answered: asyncio.Future[str] = loop.create_future()
+        tasks: list[asyncio.Task[None]] = []
+
+        async def handler() -> None:
+            answered.set_result(lookup())
+
+        def data_received() -> None:
+            server.recv(100)
+            loop.remove_reader(server)
+            tasks.append(loop.create_task(handler()))
+
+        loop.add_reader(server, data_received)
+        client.send(b"GET")
+        seen.append(await answered)
+        server.close()
+        client.close()
+        seen.append(lookup())
+        return seen
+
+    assert asyncio.run(main()) == ["one", "one", "two", "two"]
+    reads.close()
+
+
+def test_the_turns_generation_is_dropped_by_a_commit_of_this_process(tmp_path: Path) -> None:
+    """A step that commits and then looks up, with no turn between (a synchronous write),
+    sees its own write."""
+    db = Database(f"sqlite:///{tmp_path / 'own.sqlite3'}")
+    assert db.point_reads is not None
+    db.write_sync(_add_bucket("b"))
+    policy = "SELECT policy FROM buckets WHERE name = 'b'"
+
+    def read(rows: Any) -> Any:
+        return rows._connection().execute(policy).fetchone()[0]
+
+    async def main() -> tuple[Any, Any]:
+        assert db.point_reads is not None
+        before = db.point_reads.unchanged("p", read, lambda _: 100)
+        db.write_sync(lambda c: c.exec_driver_sql("UPDATE buckets SET policy = '{}'"))
+        return before, db.point_reads.unchanged("p", read, lambda _: 100)
+
+    assert asyncio.run(main()) == (None, "{}")
+
+    async def on_the_loop() -> tuple[Any, Any]:
+        assert db.point_reads is not None
+        before = db.point_reads.unchanged("p", read, lambda _: 100)
+        await db.write(lambda c: c.exec_driver_sql("UPDATE buckets SET policy = '[]'"))
+        return before, db.point_reads.unchanged("p", read, lambda _: 100)
+
+    assert asyncio.run(on_the_loop()) == ("{}", "[]")
+    db.close()
+
+
+def test_the_generation_is_read_every_time_off_the_loop_or_with_a_task_factory(
+    tmp_path: Path,
+) -> None:
+    """Without asyncio's own task steps (a thread with no loop; a loop whose task factory
+    may run a step at once, inside the callback that received a request's bytes), the
+    reasoning that keeps a turn's read does not hold: the generation is read every time."""
+    from s3torrent.store.sql import PointReads
+
+    path = tmp_path / "off.sqlite3"
+    _watched_db(path)
+    reads = PointReads(str(path))
+    lookup = _lookup_of(reads)
+    assert lookup() == "one"
+    _set_v(path, "two")
+    assert lookup() == "two"
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(lambda lp, coro, **kw: asyncio.Task(coro, loop=lp, **kw))
+        seen = [lookup()]
+        _set_v(path, "three")
+        seen.append(lookup())
+        return seen
+
+    assert asyncio.run(main()) == ["two", "three"]
     reads.close()

@@ -122,6 +122,7 @@ class Database:
                         self._enqueue,
                         max_batch=self._max_batch,
                         on_full=self._release_space,
+                        on_commit=self._committed_here,
                     )
                 if self._loop_writer is not None and self._loop_writer.loop is loop:
                     return await self._loop_writer.submit(fn)
@@ -136,6 +137,11 @@ class Database:
         except Exception as exc:
             _raise_if_full(exc)
             raise
+
+    def _committed_here(self) -> None:
+        """A transaction of this process committed: point reads read the generation anew."""
+        if self.point_reads is not None:
+            self.point_reads.forget_generation()
 
     def _release_space(self) -> bool:
         return self.on_full is not None and self.on_full()
@@ -225,6 +231,7 @@ class Database:
                             pass
             return
         # Only now is the transaction committed (durable): tell the callers.
+        self._committed_here()
         for fut, value, failure in results:
             if failure is not None:
                 fut.set_exception(failure)

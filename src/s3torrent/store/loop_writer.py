@@ -55,8 +55,11 @@ class LoopWriter:
         *,
         max_batch: int,
         on_full: Callable[[], bool] | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.loop = loop
+        # Told of every commit, before its callers are (Database: point reads re-read).
+        self._on_commit = on_commit
         # Frees reserved space when a batch meets a full disk (True: worth another try).
         self._on_full = on_full
         self._engine = engine
@@ -176,6 +179,8 @@ class LoopWriter:
         else:
             assert self._conn is not None
             self._conn.commit()  # SQLAlchemy's view: no transaction (nothing left to do)
+            if self._on_commit is not None:
+                self._on_commit()
             for fut, value, failure in results:
                 if fut.done():
                     continue

@@ -3,6 +3,7 @@ reads, and race-free insert/replace on every engine."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -154,6 +155,9 @@ class PointReads:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._cache_bytes = cache_bytes
+        # (thread, generation): the generation that thread's event loop read this loop turn
+        # (`_generation`); None once the turn is over or this process committed.
+        self._turn: tuple[int, int] | None = None
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -185,7 +189,7 @@ class PointReads:
         copied before any change, as everywhere else).
         """
         local = self._local
-        version = self._connection().execute(GENERATION_SQL).fetchone()[0]
+        version = self._generation()
         cache: dict[Hashable, tuple[Any, int]] | None = getattr(local, "cache", None)
         if cache is None or local.version != version:
             cache = local.cache = {}
@@ -203,6 +207,41 @@ class PointReads:
             cache[key] = (value, size)
             local.cached_bytes += size
         return value
+
+    def _generation(self) -> int:
+        """The lookup generation, read once per turn of the calling thread's event loop.
+
+        Exact for every request: a generation read after a request's bytes arrived has seen
+        every commit acknowledged before the client sent it. Every coroutine step that runs
+        while a turn's read is kept (`_turn`) began after that read, or was queued before
+        it: a request's handler runs in a step queued by the arrival of its bytes
+        (`data_received` wakes the handler task; asyncio runs the step on a later turn), so
+        its bytes arrived before the read. The keeper is dropped by a callback queued at the
+        read, which runs before anything queued after it; I/O callbacks of the next turn
+        (which could read bytes that arrived after it) are queued after it. This holds for
+        asyncio's own task steps, so not under a task factory (eager tasks run a step at
+        once, inside `data_received`), nor off the loop (threads read every time). A commit
+        by this process drops the keeper too (`forget_generation`), so a step that commits
+        and then reads sees its own write.
+        """
+        ident = threading.get_ident()
+        turn = self._turn
+        if turn is not None and turn[0] == ident:
+            return turn[1]
+        version: int = self._connection().execute(GENERATION_SQL).fetchone()[0]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return version
+        if loop.get_task_factory() is None:
+            self._turn = (ident, version)
+            loop.call_soon(self.forget_generation)
+        return version
+
+    def forget_generation(self) -> None:
+        """Read the lookup generation again next time (the loop turn ended, or this process
+        committed)."""
+        self._turn = None
 
     def row(self, stmt: Prepared, values: Mapping[str, Any]) -> Sequence[Any] | None:
         row: Sequence[Any] | None = (
