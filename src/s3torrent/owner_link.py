@@ -86,6 +86,8 @@ def settle_middleware(relay: EventHub | EventLink) -> Callable[..., Awaitable[we
     worker's revocations on the owner's seeder and tracker, the owner's user changes in
     every worker's user directory (bounded by SETTLE_TIMEOUT)."""
 
+    hub = isinstance(relay, EventHub)
+
     @web.middleware
     async def settle(request: web.Request, handler: Handler) -> web.StreamResponse:
         marks: list[int] = []
@@ -95,10 +97,11 @@ def settle_middleware(relay: EventHub | EventLink) -> Callable[..., Awaitable[we
         finally:
             REVOKED_HERE.reset(token)
         if (
-            isinstance(relay, EventHub)
+            hub
             and request.method not in ("GET", "HEAD")
             and request.path.startswith("/_admin/users")
             and response.status < 300
+            and isinstance(relay, EventHub)
         ):
             marks.append(relay.broadcast("users"))
         if marks and not await relay.settled(max(marks), SETTLE_TIMEOUT):

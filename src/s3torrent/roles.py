@@ -25,7 +25,15 @@ FORWARDED_CONNECTION = "X-S3torrent-Forwarded-Connection"
 
 def on_unix_socket(transport: Any) -> bool:
     """Whether a request came on the owner's Unix socket (from another worker)."""
-    sock = transport.get_extra_info("socket") if transport is not None else None
+    if transport is None:
+        return False
+    # Asked on every request: the socket's name, kept by the transport, says it at once (a
+    # path for a Unix socket, an (address, port...) tuple for TCP); the family, where the
+    # name is unknown, costs an enum conversion.
+    name = transport.get_extra_info("sockname")
+    if isinstance(name, tuple):
+        return False
+    sock = transport.get_extra_info("socket")
     return sock is not None and sock.family == socket.AF_UNIX
 
 

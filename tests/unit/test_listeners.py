@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -508,3 +509,34 @@ def test_socket_listener_hands_over_admitted_sockets_and_frees_released_slots() 
                 sock.close()
 
     run(scenario())
+
+
+def test_a_request_is_on_the_unix_socket_only_when_it_came_over_one(tmp_path: Path) -> None:
+    """`on_unix_socket` (which decides whether the forwarded-client headers are believed)
+    is true for a connection accepted on a Unix socket, false for TCP and for no transport."""
+    from s3torrent.roles import on_unix_socket
+
+    async def main() -> list[bool]:
+        seen: list[bool] = []
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                seen.append(on_unix_socket(transport))
+                transport.close()
+
+        tcp = await asyncio.get_running_loop().create_server(Probe, "127.0.0.1", 0)
+        port = tcp.sockets[0].getsockname()[1]
+        unix = await asyncio.get_running_loop().create_unix_server(Probe, str(tmp_path / "s"))
+        for opened in (
+            asyncio.open_connection("127.0.0.1", port),
+            asyncio.open_unix_connection(str(tmp_path / "s")),
+        ):
+            _reader, writer = await opened
+            await asyncio.sleep(0.05)
+            writer.close()
+        tcp.close()
+        unix.close()
+        return seen
+
+    assert asyncio.run(main()) == [False, True]
+    assert on_unix_socket(None) is False
