@@ -181,6 +181,19 @@ _HEADER_CONDITION_KEYS = (
 _CONTINUED: web.RequestKey[bool] = web.RequestKey("s3torrent.continued", bool)
 
 
+class _EveryPath(web.PlainResource):
+    """aiohttp's one route here: every path that starts with "/" (S3Application._dispatch
+    routes them). A dynamic resource (a `/{tail}` pattern matching anything) would answer
+    the same at the cost of a regular expression and a decoded copy of the path per
+    request, which nobody reads."""
+
+    def __init__(self) -> None:
+        super().__init__("/")
+
+    def _match(self, path: str) -> dict[str, str] | None:
+        return {} if path.startswith("/") else None
+
+
 def _awaits_continue(request: web.Request) -> bool:
     """An `Expect: 100-continue` request not yet told to send its body."""
     return request.headers.get("Expect", "").lower() == "100-continue" and _CONTINUED not in request
@@ -294,10 +307,9 @@ class S3Application:
             middlewares=[self._middleware],
             client_max_size=self.svc.settings.limits.max_xml_body,
         )
-        # [\s\S], not ".": keys may hold a newline (%0A), and "." does not match one.
-        app.router.add_route(
-            "*", r"/{tail:[\s\S]*}", self._dispatch, expect_handler=self._defer_expect
-        )
+        every_path = _EveryPath()
+        app.router.register_resource(every_path)
+        every_path.add_route("*", self._dispatch, expect_handler=self._defer_expect)
         app.on_response_prepare.append(self._stamp_headers)
         return app
 
