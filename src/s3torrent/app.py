@@ -50,7 +50,7 @@ from s3torrent.s3.bucket_logs import BucketLogDelivery
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.cross_origin import CrossOrigin
 from s3torrent.s3.ops.table import handlers
-from s3torrent.s3.server import FinishedHook, S3Application
+from s3torrent.s3.server import FinishedHook, S3Application, Wrapper
 from s3torrent.startup import (
     deployment_warnings,
     finished_hooks,
@@ -397,12 +397,13 @@ class Node:
         if self.svc.relay is not None:
             await self.svc.relay.start()
         await self._start_seeder()
-        app = self.s3.build()
         relay = self.svc.relay
-        if isinstance(relay, EventHub | EventLink):
-            app.middlewares.insert(0, settle_middleware(relay))
+        outer: list[Wrapper] = []
         if owner and not role.alone:
-            app.middlewares.insert(0, trusted_client_middleware())
+            outer.append(trusted_client_middleware())
+        if isinstance(relay, EventHub | EventLink):
+            outer.append(settle_middleware(relay))
+        app = self.s3.build(outer)
         limits = self.settings.limits
         self._runner = web.AppRunner(
             app,
