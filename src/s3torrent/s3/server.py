@@ -249,17 +249,28 @@ def query_pairs_of(raw_query: str) -> list[tuple[str, str]]:
 # inside the handler, a plain one after the middleware returned. The second of them to
 # finish drops the link, so reference counting frees the request as soon as it is answered.
 # (A request cut short before either leaves the cycle to the collector, as before.)
-_HOOKS_DONE: web.RequestKey[bool] = web.RequestKey("s3torrent.hooks_done", bool)
-_HEADERS_DONE: web.RequestKey[bool] = web.RequestKey("s3torrent.headers_done", bool)
+class _Exchange:
+    """What the middleware keeps of one request it handles: whether an extra route (not
+    S3) took it, and which of the S3Request's last two readers are done. An object set once
+    per request, read by attribute: a key that is absent from an aiohttp request costs a
+    raised KeyError to ask about."""
+
+    __slots__ = ("extra", "headers_done", "hooks_done")
+
+    def __init__(self) -> None:
+        self.extra = False
+        self.hooks_done = False
+        self.headers_done = False
 
 
-def _release_after(request: web.Request, done: web.RequestKey[bool]) -> None:
-    """Mark `done`; when both readers are done, break the S3Request's cycle."""
-    other = _HEADERS_DONE if done is _HOOKS_DONE else _HOOKS_DONE
-    if other in request:
+_EXCHANGE: web.RequestKey[_Exchange] = web.RequestKey("s3torrent.exchange", _Exchange)
+
+
+def _release_after(request: web.Request, exchange: _Exchange) -> None:
+    """Called when one of the two readers is done (its flag already set in `exchange`):
+    once both are, break the S3Request's cycle."""
+    if exchange.hooks_done and exchange.headers_done:
         request.pop(S3_REQUEST, None)
-    else:
-        request[done] = True
 
 
 _REQUEST_IDS = itertools.count(secrets.randbits(62))
@@ -345,7 +356,11 @@ class S3Application:
             except Exception:
                 # Headers for the browser only: their failure must not lose the answer.
                 log.exception("CORS headers for %s %s", request.method, request.path[:200])
-        _release_after(request, _HEADERS_DONE)
+        # Absent when aiohttp answered before the middleware ran (a refused Expect).
+        exchange = request.get(_EXCHANGE)
+        if exchange is not None:
+            exchange.headers_done = True
+            _release_after(request, exchange)
 
     async def _middleware(
         self,
@@ -355,6 +370,7 @@ class S3Application:
         started = time.perf_counter()
         response: web.StreamResponse | None = None
         status = CLIENT_CLOSED
+        exchange = request[_EXCHANGE] = _Exchange()
         try:
             response = await self._respond(request, handler)
             status = response.status
@@ -363,9 +379,10 @@ class S3Application:
             status = exc.status
             raise
         finally:
-            if self.on_finished is not None and EXTRA_ROUTE not in request:
+            if self.on_finished is not None and not exchange.extra:
                 self.on_finished(request, response, status, time.perf_counter() - started)
-            _release_after(request, _HOOKS_DONE)
+            exchange.hooks_done = True
+            _release_after(request, exchange)
 
     async def _respond(
         self,
@@ -420,10 +437,12 @@ class S3Application:
         for prefix, extra in self.extra_routes.items():
             if raw_path == prefix or raw_path.startswith(prefix + "/"):
                 request[EXTRA_ROUTE] = prefix
+                request[_EXCHANGE].extra = True
                 return await extra(request)
         taken = self.query_routes.get(raw_path)
         if taken is not None and taken[0] <= {p.partition("=")[0] for p in raw_query.split("&")}:
             request[EXTRA_ROUTE] = raw_path
+            request[_EXCHANGE].extra = True
             return await taken[1](request)
         settings = self.svc.settings
         target = parse_target(raw_path, request.headers.get("Host"), settings.domain)
