@@ -480,3 +480,32 @@ def test_the_generation_is_read_every_time_off_the_loop_or_with_a_task_factory(
 
     assert asyncio.run(main()) == ["two", "three"]
     reads.close()
+
+
+def test_a_turns_generation_is_never_used_by_the_next_loop_of_the_thread(tmp_path: Path) -> None:
+    """A loop that stops before the callback dropping its turn's read ran (asyncio.run or
+    run_until_complete returning) leaves nothing a later loop on the same thread can use."""
+    from s3torrent.store.sql import PointReads
+
+    path = tmp_path / "loops.sqlite3"
+    _watched_db(path)
+    reads = PointReads(str(path))
+    lookup = _lookup_of(reads)
+    first = asyncio.new_event_loop()
+    seen: list[str] = []
+
+    def in_last_turn() -> None:
+        seen.append(lookup())
+        first.stop()  # this turn is the loop's last: the dropping callback never runs
+
+    first.call_soon(in_last_turn)
+    first.run_forever()
+    first.close()
+    _set_v(path, "two")
+
+    async def later() -> str:
+        return lookup()
+
+    assert seen == ["one"]
+    assert asyncio.run(later()) == "two"
+    reads.close()

@@ -155,9 +155,9 @@ class PointReads:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._cache_bytes = cache_bytes
-        # (thread, generation): the generation that thread's event loop read this loop turn
+        # (loop, generation): the generation read in this turn of that event loop
         # (`_generation`); None once the turn is over or this process committed.
-        self._turn: tuple[int, int] | None = None
+        self._turn: tuple[asyncio.AbstractEventLoop, int] | None = None
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -220,21 +220,20 @@ class PointReads:
         read, which runs before anything queued after it; I/O callbacks of the next turn
         (which could read bytes that arrived after it) are queued after it. This holds for
         asyncio's own task steps, so not under a task factory (eager tasks run a step at
-        once, inside `data_received`), nor off the loop (threads read every time). A commit
+        once, inside `data_received`), nor off a loop (a thread without one reads every
+        time). The read is kept for one loop, never for the next loop of the thread. A commit
         by this process drops the keeper too (`forget_generation`), so a step that commits
         and then reads sees its own write.
         """
-        ident = threading.get_ident()
+        loop = asyncio._get_running_loop()
         turn = self._turn
-        if turn is not None and turn[0] == ident:
+        # Kept per loop, not per thread: a loop closed before its dropping callback ran
+        # (asyncio.run returns) must not leave its read to the next loop on this thread.
+        if turn is not None and turn[0] is loop:
             return turn[1]
         version: int = self._connection().execute(GENERATION_SQL).fetchone()[0]
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return version
-        if loop.get_task_factory() is None:
-            self._turn = (ident, version)
+        if loop is not None and loop.get_task_factory() is None:
+            self._turn = (loop, version)
             loop.call_soon(self.forget_generation)
         return version
 
