@@ -494,12 +494,13 @@ def test_a_turns_generation_is_never_used_by_the_next_loop_of_the_thread(tmp_pat
     first = asyncio.new_event_loop()
     seen: list[str] = []
 
-    def in_last_turn() -> None:
+    async def in_last_turn() -> None:
         seen.append(lookup())
         first.stop()  # this turn is the loop's last: the dropping callback never runs
 
-    first.call_soon(in_last_turn)
+    task = first.create_task(in_last_turn())
     first.run_forever()
+    assert task.done()
     first.close()
     _set_v(path, "two")
 
@@ -508,4 +509,38 @@ def test_a_turns_generation_is_never_used_by_the_next_loop_of_the_thread(tmp_pat
 
     assert seen == ["one"]
     assert asyncio.run(later()) == "two"
+    reads.close()
+
+
+def test_outside_a_task_step_the_generation_is_read_every_time(tmp_path: Path) -> None:
+    """A plain callback, or a coroutine it runs inline (the tracker answers announces so,
+    tracker/eager.py), may act on bytes that arrived after a turn's kept read: it neither
+    uses that read nor keeps its own."""
+    from s3torrent.store.sql import PointReads
+    from s3torrent.tracker.eager import start_eagerly
+
+    path = tmp_path / "inline.sqlite3"
+    _watched_db(path)
+    reads = PointReads(str(path))
+    lookup = _lookup_of(reads)
+
+    async def inline() -> str:
+        return lookup()
+
+    async def main() -> list[str]:
+        done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+
+        def callback() -> None:
+            got = start_eagerly(inline())
+            assert isinstance(got, str)
+            done.set_result([lookup(), got])
+
+        # Queued before the read below is kept, so it runs while that read still is (as
+        # an I/O callback of this turn would).
+        asyncio.get_running_loop().call_soon(callback)
+        seen = [lookup()]  # a task step: kept
+        _set_v(path, "two")  # committed after the kept read, before the callback's bytes
+        return seen + await done
+
+    assert asyncio.run(main()) == ["one", "two", "two"]
     reads.close()

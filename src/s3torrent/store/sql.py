@@ -219,20 +219,27 @@ class PointReads:
         its bytes arrived before the read. The keeper is dropped by a callback queued at the
         read, which runs before anything queued after it; I/O callbacks of the next turn
         (which could read bytes that arrived after it) are queued after it. This holds for
-        asyncio's own task steps, so not under a task factory (eager tasks run a step at
-        once, inside `data_received`), nor off a loop (a thread without one reads every
-        time). The read is kept for one loop, never for the next loop of the thread. A commit
+        asyncio's own task steps, so it is kept and used only by them: not under a task
+        factory (eager tasks run a step at once, inside `data_received`), not outside a task
+        (a callback, or a coroutine it runs inline), not off a loop (a thread without one).
+        Those read every time. The read is kept for one loop, never for the next loop of the
+        thread. A commit
         by this process drops the keeper too (`forget_generation`), so a step that commits
         and then reads sees its own write.
         """
         loop = asyncio._get_running_loop()
+        if loop is None or asyncio.current_task(loop) is None:
+            # Not a task step: a plain callback (a coroutine started inline in the callback
+            # that received its bytes, tracker/eager.py) may serve bytes that arrived after
+            # the kept read. It reads for itself.
+            return int(self._connection().execute(GENERATION_SQL).fetchone()[0])
         turn = self._turn
         # Kept per loop, not per thread: a loop closed before its dropping callback ran
         # (asyncio.run returns) must not leave its read to the next loop on this thread.
         if turn is not None and turn[0] is loop:
             return turn[1]
         version: int = self._connection().execute(GENERATION_SQL).fetchone()[0]
-        if loop is not None and loop.get_task_factory() is None:
+        if loop.get_task_factory() is None:
             self._turn = (loop, version)
             loop.call_soon(self.forget_generation)
         return version
