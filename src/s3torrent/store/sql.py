@@ -218,14 +218,14 @@ class PointReads:
         (`data_received` wakes the handler task; asyncio runs the step on a later turn), so
         its bytes arrived before the read. The keeper is dropped by a callback queued at the
         read, which runs before anything queued after it; I/O callbacks of the next turn
-        (which could read bytes that arrived after it) are queued after it. This holds for
-        asyncio's own task steps, so it is kept and used only by them: not under a task
-        factory (eager tasks run a step at once, inside `data_received`), not outside a task
-        (a callback, or a coroutine it runs inline), not off a loop (a thread without one).
-        Those read every time. The read is kept for one loop, never for the next loop of the
-        thread. A commit
-        by this process drops the keeper too (`forget_generation`), so a step that commits
-        and then reads sees its own write.
+        (which could read bytes that arrived after it) are queued after it.
+
+        This holds for asyncio's own task steps, so only they keep and use the read. These
+        read every time: a loop with a task factory (eager tasks run a step at once, inside
+        `data_received`), a plain callback or a coroutine it runs inline, a thread without a
+        loop. A read is kept for one loop, never for the next loop of the thread. A commit by
+        this process drops it too (`forget_generation`), so a step that commits and then
+        reads sees its own write.
         """
         loop = asyncio._get_running_loop()
         if loop is None or asyncio.current_task(loop) is None:
