@@ -544,3 +544,27 @@ def test_outside_a_task_step_the_generation_is_read_every_time(tmp_path: Path) -
 
     assert asyncio.run(main()) == ["one", "two", "two"]
     reads.close()
+
+
+def test_where_aiohttp_starts_handlers_eagerly_the_generation_is_read_every_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.12 and later: aiohttp runs a handler's first step inside the connection
+    task's step that took a (maybe pipelined) message, so no read is kept there."""
+    from s3torrent.store import sql
+    from s3torrent.store.sql import PointReads
+
+    monkeypatch.setattr(sql, "_EAGER_HANDLERS", True)
+    path = tmp_path / "eager.sqlite3"
+    _watched_db(path)
+    reads = PointReads(str(path))
+    lookup = _lookup_of(reads)
+
+    async def main() -> list[str]:
+        seen = [lookup()]
+        _set_v(path, "two")
+        seen.append(lookup())
+        return seen
+
+    assert asyncio.run(main()) == ["one", "two"]
+    reads.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -133,6 +134,10 @@ class Prepared:
         return row
 
 
+# Python 3.12 and later: aiohttp starts each request's handler as an eager task, so a
+# handler's first step is not queued by its bytes' arrival (see PointReads._generation).
+_EAGER_HANDLERS = sys.version_info >= (3, 12)
+
 # What PointReads.unchanged reads first (see schema.lookup_generation).
 GENERATION_SQL = "SELECT n FROM lookup_generation WHERE id = 1"
 
@@ -212,23 +217,24 @@ class PointReads:
         """The lookup generation, read once per turn of the calling thread's event loop.
 
         Exact for every request: a generation read after a request's bytes arrived has seen
-        every commit acknowledged before the client sent it. Every coroutine step that runs
-        while a turn's read is kept (`_turn`) began after that read, or was queued before
-        it: a request's handler runs in a step queued by the arrival of its bytes
-        (`data_received` wakes the handler task; asyncio runs the step on a later turn), so
-        its bytes arrived before the read. The keeper is dropped by a callback queued at the
-        read, which runs before anything queued after it; I/O callbacks of the next turn
-        (which could read bytes that arrived after it) are queued after it.
+        every commit acknowledged before the client sent it. A request's handler runs in a
+        task aiohttp creates once the request's head has arrived, so every step of it is
+        queued after that. Every step that runs while a turn's read is kept (`_turn`) was
+        queued before the read: it ran in the read's turn (queued before the turn began) or
+        in the next one ahead of the callback, queued at the read, that drops it. So the
+        bytes of the request it serves arrived before the read.
 
-        This holds for asyncio's own task steps, so only they keep and use the read. These
-        read every time: a loop with a task factory (eager tasks run a step at once, inside
-        `data_received`), a plain callback or a coroutine it runs inline, a thread without a
-        loop. A read is kept for one loop, never for the next loop of the thread. A commit by
-        this process drops it too (`forget_generation`), so a step that commits and then
-        reads sees its own write.
+        Only asyncio's own task steps keep and use the read. These read every time: a loop
+        with a task factory (eager tasks run a step at once, inside `data_received`); a
+        plain callback, or a coroutine it runs inline (tracker/eager.py); a thread without a
+        loop; and every loop on Python 3.12 or later, where aiohttp starts a handler as an
+        eager task inside the step of the connection's task that took the message, which
+        may have arrived after the read (a pipelined request). A read is kept for one loop,
+        never for the next loop of the thread. A commit by this process drops it too
+        (`forget_generation`), so a step that commits and then reads sees its own write.
         """
         loop = asyncio._get_running_loop()
-        if loop is None or asyncio.current_task(loop) is None:
+        if _EAGER_HANDLERS or loop is None or asyncio.current_task(loop) is None:
             # Not a task step: a plain callback (a coroutine started inline in the callback
             # that received its bytes, tracker/eager.py) may serve bytes that arrived after
             # the kept read. It reads for itself.
