@@ -924,36 +924,3 @@ def test_the_presigned_memo_is_bounded_and_skips_header_signatures_and_long_urls
     assert len(sigv4._PRESIGNED_VERIFIED) == sigv4._PRESIGNED_MEMO_ENTRIES
     newest = presign("GET", f"memo/many-{sigv4._PRESIGNED_MEMO_ENTRIES + 49}")
     assert verify(newest) is verify(newest)
-
-
-def test_remembered_answers_only_what_verify_request_checked_out_before() -> None:
-    """`sigv4.remembered` (asked by `auth.authenticate` before anything else) answers a
-    presigned request verified before exactly as received, and nothing else: not one never
-    verified, not one that failed, not one with anything added, not after the key's secret
-    changed or the window closed. A None sends the request through the full checks."""
-    from s3torrent.s3.sigv4 import remembered
-
-    def ask(request: Request, now: datetime = NOW, secret: str | None = SECRET) -> object:
-        method, path, pairs, headers = request
-        return remembered(
-            method=method, raw_path=path, query_pairs=pairs, headers=headers, now=now,
-            lookup_secret=lambda key: secret if key == ACCESS_KEY else None, region=REGION,
-        )  # fmt: skip
-
-    req = presign("GET", "remembered/key", expires=600)
-    assert ask(req) is None  # never verified
-    first = verify(req)
-    assert ask(req) is first
-    method, path, pairs, headers = req
-    assert ask((method, path, pairs, [*headers, ("x-amz-acl", "public-read")])) is None
-    assert ask((method, path, [*pairs, ("versionId", "1")], headers)) is None
-    assert ask(req, secret=SECRET[::-1]) is None
-    assert ask(req, secret=None) is None
-    assert ask(req, NOW + timedelta(seconds=601)) is None
-    assert ask(req, NOW - timedelta(minutes=16)) is None
-    forged = [(k, _flip(v, 5) if k == "X-Amz-Signature" else v) for k, v in pairs]
-    expect_error("SignatureDoesNotMatch", (method, path, forged, headers))
-    assert ask((method, path, forged, headers)) is None  # a failure is never remembered
-    header_signed = sign_header("GET", "remembered/header")
-    verify(header_signed)
-    assert ask(header_signed) is None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
 from datetime import datetime
 
 from aiohttp import web
@@ -42,60 +41,18 @@ async def authenticate(
 ) -> tuple[Principal, sigv4.VerifiedAuth | None]:
     """The request's principal: anonymous when unsigned, else the verified user."""
     headers = list(request.headers.items())
+    if not sigv4.has_auth(headers, query_pairs):
+        return ANONYMOUS, None
+    hint = _access_key_hint(request, query_pairs)
+    if hint is not None and users.active_by_access_key(hint) is None:
+        # Keys added with `s3torrent user add` while the server runs are looked up once.
+        await users.refresh_if_unknown(hint)
 
     def lookup_secret(access_key: str) -> str | None:
         # A disabled user's key is refused as S3 refuses an inactive one: InvalidAccessKeyId.
         user = users.active_by_access_key(access_key)
         return user.secret_key if user else None
 
-    # A presigned link fetched again: the memo answers before the tests below, which it
-    # answered the same way the first time (they read only the query and headers it keys on).
-    verified: sigv4.VerifiedAuth | None = sigv4.remembered(
-        method=request.method,
-        raw_path=raw_path,
-        query_pairs=query_pairs,
-        headers=headers,
-        now=now,
-        lookup_secret=lookup_secret,
-        region=region,
-    )
-    if verified is None:
-        verified = await _verify(
-            request,
-            raw_path,
-            query_pairs,
-            headers,
-            users,
-            lookup_secret,
-            region,
-            now,
-            virtual_host_bucket,
-        )
-        if verified is None:
-            return ANONYMOUS, None
-    user = users.active_by_access_key(verified.access_key)
-    assert user is not None  # verify_request found its secret
-    return _principal(user.canonical_id, user.name, user.is_root), verified
-
-
-async def _verify(
-    request: web.Request,
-    raw_path: str,
-    query_pairs: list[tuple[str, str]],
-    headers: list[tuple[str, str]],
-    users: UserDirectory,
-    lookup_secret: Callable[[str], str | None],
-    region: str,
-    now: datetime,
-    virtual_host_bucket: str | None,
-) -> sigv4.VerifiedAuth | None:
-    """The request's signature checked in full (SigV2 or SigV4); None when it has none."""
-    if not sigv4.has_auth(headers, query_pairs):
-        return None
-    hint = _access_key_hint(request, query_pairs)
-    if hint is not None and users.active_by_access_key(hint) is None:
-        # Keys added with `s3torrent user add` while the server runs are looked up once.
-        await users.refresh_if_unknown(hint)
     if sigv2.is_sigv2(headers, query_pairs):
         verified = sigv2.verify_request(
             method=request.method,
@@ -116,7 +73,9 @@ async def _verify(
             lookup_secret=lookup_secret,
             region=region,
         )
-    return verified
+    user = users.active_by_access_key(verified.access_key)
+    assert user is not None  # verify_request found its secret
+    return _principal(user.canonical_id, user.name, user.is_root), verified
 
 
 @functools.lru_cache(maxsize=1024)

@@ -244,9 +244,11 @@ def verify_request(
     settings = (region, max_skew_seconds, max_presign_expires)
     memo = _presigned_memo_key(method, raw_path, query_pairs, headers, settings)
     if memo is not None:
-        known = _remembered(memo, now, lookup_secret)
+        known = _PRESIGNED_VERIFIED.get(memo)
         if known is not None:
-            return known
+            checked_with, (valid_from, valid_to), verified = known
+            if valid_from <= now <= valid_to and lookup_secret(verified.access_key) == checked_with:
+                return verified
     header_values = _header_values(headers)
     authorization = header_values.get("authorization")
     query_names = {name for name, _ in query_pairs}
@@ -340,43 +342,6 @@ _PRESIGNED_MEMO_ENTRIES = 1024
 _PRESIGNED_MEMO_CHARS = 4096
 _Memo = tuple[str, tuple[datetime, datetime], VerifiedAuth]  # secret, valid from/to, answer
 _PRESIGNED_VERIFIED: dict[tuple[object, ...], _Memo] = {}
-
-
-def remembered(
-    *,
-    method: str,
-    raw_path: str,
-    query_pairs: list[tuple[str, str]],
-    headers: list[tuple[str, str]],
-    now: datetime,
-    lookup_secret: Callable[[str], str | None],
-    region: str,
-    max_skew_seconds: int = 900,
-    max_presign_expires: int = 604800,
-) -> VerifiedAuth | None:
-    """What `verify_request` returns for this request, if it is a presigned request verified
-    before exactly as received (the memo: same request, same settings, its key's secret
-    unchanged, the time inside the URL's window); None otherwise, errors included. Anything
-    else decided from the request (SigV2 or SigV4, signed or not) was decided the same way
-    for the remembered one, since its query and headers are the memo's key."""
-    settings = (region, max_skew_seconds, max_presign_expires)
-    memo = _presigned_memo_key(method, raw_path, query_pairs, headers, settings)
-    if memo is None:
-        return None
-    now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
-    return _remembered(memo, now, lookup_secret)
-
-
-def _remembered(
-    memo: tuple[object, ...], now: datetime, lookup_secret: Callable[[str], str | None]
-) -> VerifiedAuth | None:
-    known = _PRESIGNED_VERIFIED.get(memo)
-    if known is None:
-        return None
-    checked_with, (valid_from, valid_to), verified = known
-    if valid_from <= now <= valid_to and lookup_secret(verified.access_key) == checked_with:
-        return verified
-    return None
 
 
 def _presigned_memo_key(
