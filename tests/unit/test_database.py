@@ -248,16 +248,7 @@ def test_point_reads_cache_is_exact_across_connections_and_processes(tmp_path: P
     from s3torrent.store.sql import PointReads
 
     path = tmp_path / "c.sqlite3"
-    with sqlite3.connect(path) as setup:
-        setup.execute("PRAGMA journal_mode=WAL")
-        setup.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)")
-        setup.execute("INSERT INTO t VALUES ('a', 'one')")
-        setup.execute("CREATE TABLE lookup_generation (id INTEGER PRIMARY KEY, n INTEGER)")
-        setup.execute("INSERT INTO lookup_generation VALUES (1, 0)")
-        setup.execute(
-            "CREATE TRIGGER bump AFTER UPDATE ON t BEGIN "
-            "UPDATE lookup_generation SET n = n + 1 WHERE id = 1; END"
-        )
+    _watched_db(path)
     reads = PointReads(str(path))
     calls: list[str] = []
 
