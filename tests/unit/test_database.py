@@ -372,17 +372,22 @@ def _lookup_of(reads: Any) -> Callable[[], str]:
     return lambda: reads.unchanged("a", read, lambda _: 100)
 
 
+def _watched_reads(path: Path) -> tuple[Any, Callable[[], str]]:
+    """Point reads on a fresh watched database at path, and a lookup of its one row."""
+    from s3torrent.store.sql import PointReads
+
+    _watched_db(path)
+    reads = PointReads(str(path))
+    return reads, _lookup_of(reads)
+
+
 def test_the_generation_is_read_once_per_loop_turn(tmp_path: Path) -> None:
     """On the event loop the generation is read once per turn: a commit within the turn
     (after the read) shows from the next turn on, and the bytes of a request that arrive
     after that read are served on a later turn, which reads it again: a request always
     sees what was committed before it was sent."""
-    from s3torrent.store.sql import PointReads
-
     path = tmp_path / "turn.sqlite3"
-    _watched_db(path)
-    reads = PointReads(str(path))
-    lookup = _lookup_of(reads)
+    reads, lookup = _watched_reads(path)
 
     async def main() -> list[str]:
         seen = [lookup()]
@@ -451,12 +456,8 @@ def test_the_generation_is_read_every_time_off_the_loop_or_with_a_task_factory(
     """Without asyncio's own task steps (a thread with no loop; a loop whose task factory
     may run a step at once, inside the callback that received a request's bytes), the
     reasoning that keeps a turn's read does not hold: the generation is read every time."""
-    from s3torrent.store.sql import PointReads
-
     path = tmp_path / "off.sqlite3"
-    _watched_db(path)
-    reads = PointReads(str(path))
-    lookup = _lookup_of(reads)
+    reads, lookup = _watched_reads(path)
     assert lookup() == "one"
     _set_v(path, "two")
     assert lookup() == "two"
@@ -476,12 +477,8 @@ def test_the_generation_is_read_every_time_off_the_loop_or_with_a_task_factory(
 def test_a_turns_generation_is_never_used_by_the_next_loop_of_the_thread(tmp_path: Path) -> None:
     """A loop that stops before the callback dropping its turn's read ran (asyncio.run or
     run_until_complete returning) leaves nothing a later loop on the same thread can use."""
-    from s3torrent.store.sql import PointReads
-
     path = tmp_path / "loops.sqlite3"
-    _watched_db(path)
-    reads = PointReads(str(path))
-    lookup = _lookup_of(reads)
+    reads, lookup = _watched_reads(path)
     first = asyncio.new_event_loop()
     seen: list[str] = []
 
@@ -507,13 +504,10 @@ def test_outside_a_task_step_the_generation_is_read_every_time(tmp_path: Path) -
     """A plain callback, or a coroutine it runs inline (the tracker answers announces so,
     tracker/eager.py), may act on bytes that arrived after a turn's kept read: it neither
     uses that read nor keeps its own."""
-    from s3torrent.store.sql import PointReads
     from s3torrent.tracker.eager import start_eagerly
 
     path = tmp_path / "inline.sqlite3"
-    _watched_db(path)
-    reads = PointReads(str(path))
-    lookup = _lookup_of(reads)
+    reads, lookup = _watched_reads(path)
 
     async def inline() -> str:
         return lookup()
@@ -543,13 +537,10 @@ def test_where_aiohttp_starts_handlers_eagerly_the_generation_is_read_every_time
     """Python 3.12 and later: aiohttp runs a handler's first step inside the connection
     task's step that took a (maybe pipelined) message, so no read is kept there."""
     from s3torrent.store import sql
-    from s3torrent.store.sql import PointReads
 
     monkeypatch.setattr(sql, "_EAGER_HANDLERS", True)
     path = tmp_path / "eager.sqlite3"
-    _watched_db(path)
-    reads = PointReads(str(path))
-    lookup = _lookup_of(reads)
+    reads, lookup = _watched_reads(path)
 
     async def main() -> list[str]:
         seen = [lookup()]
