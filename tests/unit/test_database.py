@@ -280,17 +280,19 @@ def test_point_reads_cache_is_exact_across_connections_and_processes(tmp_path: P
 
 
 def test_every_change_to_a_looked_up_row_bumps_the_generation(tmp_path: Path) -> None:
-    """The triggers of revision 0012 on the real schema: each insert, update and delete of
-    a bucket or an object row moves the generation the exact cache reads first; a write to
-    any other table (metering, torrents) leaves it, so it does not empty the cache."""
+    """The triggers of revisions 0012 and 0013 on the real schema: each insert, update and
+    delete of a bucket or an object row moves the generation the exact cache reads first,
+    and only those of a bucket move the buckets' own; a write to any other table
+    (metering, torrents) leaves both, so it does not empty the cache."""
     from s3torrent.store.sql import GENERATION_SQL
 
     db = Database(f"sqlite:///{tmp_path / 'g.sqlite3'}")
 
-    def generation() -> int:
-        return int(db.read_sync(lambda c: c.exec_driver_sql(GENERATION_SQL).scalar()))
+    def generation() -> tuple[int, int]:
+        row = db.read_sync(lambda c: c.exec_driver_sql(GENERATION_SQL).one())
+        return int(row[0]), int(row[1])
 
-    def run(sql: str) -> int:
+    def run(sql: str) -> tuple[int, int]:
         db.write_sync(lambda c: c.exec_driver_sql(sql))
         return generation()
 
@@ -306,7 +308,8 @@ def test_every_change_to_a_looked_up_row_bumps_the_generation(tmp_path: Path) ->
     g4 = run("UPDATE objects SET acl = 'x' WHERE version_id = 'v1'")
     g5 = run("DELETE FROM objects WHERE version_id = 'v1'")
     g6 = run("DELETE FROM buckets WHERE name = 'b'")
-    assert g0 < g1 < g2 < g3 < g4 < g5 < g6
+    assert g0[0] < g1[0] < g2[0] < g3[0] < g4[0] < g5[0] < g6[0]
+    assert g0[1] < g1[1] < g2[1] == g3[1] == g4[1] == g5[1] < g6[1]  # buckets alone
     hour = (
         "INSERT INTO usage_hourly (hour, bucket, operation, requests, bytes_out, bytes_in,"
         " byte_hours) VALUES (1, 'b', 'GetObject', 1, 4096, 0, 0)"
@@ -316,13 +319,56 @@ def test_every_change_to_a_looked_up_row_bumps_the_generation(tmp_path: Path) ->
     db.close()
 
 
+def test_cached_bucket_rows_outlive_writes_of_objects(tmp_path: Path) -> None:
+    """The "buckets" scope of the exact cache, on the real schema: a lookup of a bucket
+    alone stays cached while objects are written (any process, any connection), and is
+    read again at the next lookup once a bucket row changes; the "rows" scope is emptied
+    by either."""
+    from s3torrent.store import queries as q
+
+    path = tmp_path / "s.sqlite3"
+    db = Database(f"sqlite:///{path}")
+    db.write_sync(
+        lambda c: c.exec_driver_sql(
+            "INSERT INTO buckets (name, owner_id, created_at, region) VALUES ('b', 'o', 0, 'r')"
+        )
+    )
+    assert db.point_reads is not None
+    reads = db.point_reads
+    calls = {"buckets": 0, "rows": 0}
+
+    def lookup(scope: Any) -> Any:
+        def fn(rows: Any) -> Any:
+            calls[scope] += 1
+            return q.get_bucket(rows, "b")
+
+        return reads.unchanged(("b", scope), fn, lambda _: 100, scope)
+
+    def other_connection(sql: str) -> None:
+        with sqlite3.connect(path) as other:  # as another process commits
+            other.execute(sql)
+
+    assert lookup("buckets").policy is None and lookup("rows").policy is None
+    other_connection(
+        "INSERT INTO objects (bucket, key, version_id, size, etag, last_modified, owner_id,"
+        " headers, versioned, legal_hold) VALUES ('b', x'6b', 'v1', 1, 'e', 0, 'o', '{}', 0, 0)"
+    )
+    other_connection("UPDATE objects SET acl = 'x' WHERE version_id = 'v1'")
+    assert lookup("buckets").policy is None and lookup("rows").policy is None
+    assert calls == {"buckets": 1, "rows": 2}  # an object write empties "rows" only
+    other_connection("UPDATE buckets SET policy = '{\"p\": 1}' WHERE name = 'b'")
+    assert lookup("buckets").policy == '{"p": 1}' and lookup("rows").policy == '{"p": 1}'
+    assert calls == {"buckets": 2, "rows": 3}
+    db.close()
+
+
 def test_point_reads_cache_is_bounded_by_weight(tmp_path: Path) -> None:
     from s3torrent.store.sql import PointReads
 
     path = tmp_path / "b.sqlite3"
     with sqlite3.connect(path) as setup:
-        setup.execute("CREATE TABLE lookup_generation (id INTEGER PRIMARY KEY, n INTEGER)")
-        setup.execute("INSERT INTO lookup_generation VALUES (1, 0)")
+        setup.execute(_GENERATION_TABLE)
+        setup.execute("INSERT INTO lookup_generation VALUES (1, 0, 0)")
     reads = PointReads(str(path), cache_bytes=8000)
     calls: list[int] = []
 
@@ -335,7 +381,7 @@ def test_point_reads_cache_is_bounded_by_weight(tmp_path: Path) -> None:
 
     for n in range(20):
         reads.unchanged(n, value(n), lambda _: 1000)  # 8 fit
-    assert reads._local.cached_bytes <= 8000
+    assert reads._local.caches[0].size <= 8000
     reads.unchanged(19, value(19), lambda _: 1000)
     assert calls.count(19) == 1  # the newest is kept
     reads.unchanged(0, value(0), lambda _: 1000)
@@ -346,14 +392,17 @@ def test_point_reads_cache_is_bounded_by_weight(tmp_path: Path) -> None:
     reads.close()
 
 
+_GENERATION_TABLE = "CREATE TABLE lookup_generation (id INTEGER PRIMARY KEY, n, buckets_n)"
+
+
 def _watched_db(path: Path) -> None:
     """A table `t` whose updates bump the lookup generation, as buckets and objects do."""
     with sqlite3.connect(path) as setup:
         setup.execute("PRAGMA journal_mode=WAL")
         setup.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)")
         setup.execute("INSERT INTO t VALUES ('a', 'one')")
-        setup.execute("CREATE TABLE lookup_generation (id INTEGER PRIMARY KEY, n INTEGER)")
-        setup.execute("INSERT INTO lookup_generation VALUES (1, 0)")
+        setup.execute(_GENERATION_TABLE)
+        setup.execute("INSERT INTO lookup_generation VALUES (1, 0, 0)")
         setup.execute(
             "CREATE TRIGGER bump AFTER UPDATE ON t BEGIN "
             "UPDATE lookup_generation SET n = n + 1 WHERE id = 1; END"

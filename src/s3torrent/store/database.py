@@ -23,7 +23,7 @@ from s3torrent.store.errors import StorageFull
 from s3torrent.store.loop_writer import LoopWriter
 from s3torrent.store.schema import create_engine, writer_temp_store
 from s3torrent.store.space import storage_full
-from s3torrent.store.sql import Rows, point_reads_for
+from s3torrent.store.sql import Rows, Scope, point_reads_for
 
 T = TypeVar("T")
 
@@ -87,14 +87,18 @@ class Database:
         return await self.read(fn)
 
     async def lookup_unchanged(
-        self, key: Hashable, fn: Callable[[Rows], T], weight: Callable[[T], int]
+        self,
+        key: Hashable,
+        fn: Callable[[Rows], T],
+        weight: Callable[[T], int],
+        scope: Scope = "rows",
     ) -> T:
-        """`lookup(fn)`, answered from the point reads' exact cache while no bucket or object
-        row changed since fn last ran for `key` (PointReads.unchanged; fn may read only
-        those); uncached elsewhere."""
+        """`lookup(fn)`, answered from the point reads' exact cache while no row of `scope`
+        (bucket and object rows; or bucket rows alone) changed since fn last ran for `key`
+        (PointReads.unchanged; fn may read only those); uncached elsewhere."""
         if self.point_reads is not None:
             try:
-                return self.point_reads.unchanged(key, fn, weight)
+                return self.point_reads.unchanged(key, fn, weight, scope)
             except sqlite3.OperationalError:
                 pass
         return await self.read(fn)

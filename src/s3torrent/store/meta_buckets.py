@@ -43,7 +43,7 @@ class BucketMetadata(Protocol):
 
 class SqlBuckets(SqlStoreBase):
     async def bucket(self, name: str) -> Bucket | None:
-        return await self.db.lookup(lambda rows: q.get_bucket(rows, name))
+        return await self._bucket(name)
 
     async def list_buckets(self, owner_id: str | None) -> list[Bucket]:
         return await self.db.read(lambda c: q.list_buckets(c, owner_id))

@@ -116,7 +116,7 @@ class SqlObjects(SqlStoreBase):
         """A bucket and (when key is given) its current object for key, in one read."""
 
         if key is None:
-            return await self.db.lookup(lambda rows: q.get_bucket(rows, bucket)), None
+            return await self._bucket(bucket), None
         # Every GET and HEAD: while nothing commits, the same rows are read again and again.
         return await self.db.lookup_unchanged(
             ("bucket_and_object", bucket, key),

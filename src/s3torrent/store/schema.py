@@ -83,15 +83,17 @@ objects = sa.Table(
 
 # How many times the rows GET and HEAD look up (buckets, objects) have changed: one row,
 # bumped on SQLite by triggers on every insert, update and delete of either table (revision
-# 0012), in the writing transaction itself. The request path's exact cache
-# (sql.PointReads.unchanged) reads it first and keeps its rows while it stays the same, so a
-# commit elsewhere (metering, torrents, uploads) does not empty the cache. PostgreSQL has
-# the row but no triggers: nothing there caches.
+# 0012), in the writing transaction itself; `buckets_n` counts the changes to buckets alone
+# (revision 0013). The request path's exact cache (sql.PointReads.unchanged) reads both
+# first and keeps its rows while the count it depends on stays the same, so a commit
+# elsewhere (metering, torrents, uploads) does not empty the cache, and a write of an object
+# keeps the cached bucket rows. PostgreSQL has the row but no triggers: nothing there caches.
 lookup_generation = sa.Table(
     "lookup_generation",
     meta,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("n", sa.BigInteger, nullable=False),
+    sa.Column("buckets_n", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 # Every other version of a versioned key: noncurrent versions and delete markers, newest

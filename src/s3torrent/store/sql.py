@@ -8,7 +8,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -138,8 +138,27 @@ class Prepared:
 # handler's first step is not queued by its bytes' arrival (see PointReads._generation).
 _EAGER_HANDLERS = sys.version_info >= (3, 12)
 
-# What PointReads.unchanged reads first (see schema.lookup_generation).
-GENERATION_SQL = "SELECT n FROM lookup_generation WHERE id = 1"
+# What PointReads.unchanged reads first (see schema.lookup_generation): the generation of
+# every watched row, and that of the bucket rows alone.
+GENERATION_SQL = "SELECT n, buckets_n FROM lookup_generation WHERE id = 1"
+
+# What a cached lookup reads (PointReads.unchanged): bucket and object rows, whose
+# generation every write of an object moves; or bucket rows alone, whose generation only a
+# change to a bucket moves, so a PUT's lookups of its bucket stay cached while objects are
+# written.
+Scope = Literal["rows", "buckets"]
+_SCOPES: dict[Scope, int] = {"rows": 0, "buckets": 1}
+
+
+class _ScopeCache:
+    """One thread's cached lookups of one scope, valid for one generation of it."""
+
+    __slots__ = ("entries", "size", "version")
+
+    def __init__(self) -> None:
+        self.entries: dict[Hashable, tuple[Any, int]] = {}
+        self.size = 0  # the entries' weight
+        self.version: int | None = None
 
 
 class PointReads:
@@ -160,9 +179,9 @@ class PointReads:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._cache_bytes = cache_bytes
-        # (loop, generation): the generation read in this turn of that event loop
+        # (loop, generations): the generations read in this turn of that event loop
         # (`_generation`); None once the turn is over or this process committed.
-        self._turn: tuple[asyncio.AbstractEventLoop, int] | None = None
+        self._turn: tuple[asyncio.AbstractEventLoop, tuple[int, int]] | None = None
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -177,44 +196,55 @@ class PointReads:
         return conn
 
     def unchanged(
-        self, key: Hashable, fn: Callable[[PointReads], T], weight: Callable[[T], int]
+        self,
+        key: Hashable,
+        fn: Callable[[PointReads], T],
+        weight: Callable[[T], int],
+        scope: Scope = "rows",
     ) -> T:
         """fn(self), or what it returned for `key` before, if the rows it reads are unchanged.
 
-        fn may read only the tables `lookup_generation` watches (buckets, objects). Exact,
-        not a snapshot with a lifetime: the generation, read first in a transaction of its
-        own, is bumped by triggers in the very transaction that changes one of those rows,
-        by any connection in any process (schema.lookup_generation). A commit between that
-        read and fn's can only make a later call miss, never hit stale rows. A change to a
-        bucket or object empties this thread's cache; commits to other tables (metering,
-        torrents, uploads) do not. So it serves read-heavy stretches (the GETs of a
-        published object) and costs one small statement otherwise. Bounded by `weight`
-        (bytes, roughly) per thread; the oldest entries go first. What it returns is shared
-        between callers and must not be mutated (store rows are frozen; their dicts are
-        copied before any change, as everywhere else).
+        fn may read only the tables its `scope` watches: "rows", bucket and object rows;
+        "buckets", bucket rows alone. Exact, not a snapshot with a lifetime: the scope's
+        generation, read first in a transaction of its own, is bumped by triggers in the
+        very transaction that changes one of those rows, by any connection in any process
+        (schema.lookup_generation). A commit between that read and fn's can only make a
+        later call miss, never hit stale rows. A change to a watched row empties this
+        thread's cache of that scope; commits to other tables (metering, torrents, uploads)
+        do not, and writes of objects keep the "buckets" scope. So it serves read-heavy
+        stretches (the GETs of a published object, the PUTs into one bucket) and costs one
+        small statement otherwise. Bounded by `weight` (bytes, roughly) per thread and
+        scope; the oldest entries go first. What it returns is shared between callers and
+        must not be mutated (store rows are frozen; their dicts are copied before any
+        change, as everywhere else).
         """
-        local = self._local
-        version = self._generation()
-        cache: dict[Hashable, tuple[Any, int]] | None = getattr(local, "cache", None)
-        if cache is None or local.version != version:
-            cache = local.cache = {}
-            local.version = version
-            local.cached_bytes = 0
-        found = cache.get(key)
+        at = _SCOPES[scope]
+        version = self._generation()[at]
+        caches: list[_ScopeCache] | None = getattr(self._local, "caches", None)
+        if caches is None:
+            caches = self._local.caches = [_ScopeCache(), _ScopeCache()]
+        cache = caches[at]
+        if cache.version != version:
+            cache.entries = {}
+            cache.version = version
+            cache.size = 0
+        entries = cache.entries
+        found = entries.get(key)
         if found is not None:
             value: T = found[0]
             return value
         value = fn(self)
         size = weight(value)
         if size <= self._cache_bytes // 8:
-            while cache and local.cached_bytes + size > self._cache_bytes:
-                local.cached_bytes -= cache.pop(next(iter(cache)))[1]
-            cache[key] = (value, size)
-            local.cached_bytes += size
+            while entries and cache.size + size > self._cache_bytes:
+                cache.size -= entries.pop(next(iter(entries)))[1]
+            entries[key] = (value, size)
+            cache.size += size
         return value
 
-    def _generation(self) -> int:
-        """The lookup generation, read once per turn of the calling thread's event loop.
+    def _generation(self) -> tuple[int, int]:
+        """The lookup generations (all watched rows; bucket rows), read once per turn of the
+        calling thread's event loop.
 
         Exact for every request: a generation read after a request's bytes arrived has seen
         every commit acknowledged before the client sent it. A request's handler runs in a
@@ -238,17 +268,21 @@ class PointReads:
             # Not a task step: a plain callback (a coroutine started inline in the callback
             # that received its bytes, tracker/eager.py) may serve bytes that arrived after
             # the kept read. It reads for itself.
-            return int(self._connection().execute(GENERATION_SQL).fetchone()[0])
+            return self._read_generation()
         turn = self._turn
         # Kept per loop, not per thread: a loop closed before its dropping callback ran
         # (asyncio.run returns) must not leave its read to the next loop on this thread.
         if turn is not None and turn[0] is loop:
             return turn[1]
-        version: int = self._connection().execute(GENERATION_SQL).fetchone()[0]
+        version = self._read_generation()
         if loop.get_task_factory() is None:
             self._turn = (loop, version)
             loop.call_soon(self.forget_generation)
         return version
+
+    def _read_generation(self) -> tuple[int, int]:
+        n, buckets_n = self._connection().execute(GENERATION_SQL).fetchone()
+        return int(n), int(buckets_n)
 
     def forget_generation(self) -> None:
         """Read the lookup generation again next time (the loop turn ended, or this process
