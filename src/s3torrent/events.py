@@ -10,9 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 log = logging.getLogger(__name__)
+
+
+# A field's metadata: the field stays in this process (encode_event leaves it out).
+LOCAL_ONLY = {"local": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,10 @@ class ObjectWritten:
     replaced_version_id: str | None
     hashed: bool = False
     """True when the version's torrent hashes were recorded in the same commit."""
+    written: object = field(default=None, compare=False, repr=False, metadata=LOCAL_ONLY)
+    """The version as its writer committed it (a store row), for this process's subscribers
+    only: never relayed, so None in another process. A hint, not a fact: the row may have
+    changed since (publication decides on a row it reads itself)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,11 @@ class TorrentHashed:
 
 Event = ObjectWritten | ObjectDeleted | AccessChanged | TorrentHashed
 Handler = Callable[[Event], None]
+
+
+def relayed_fields(event: Event) -> dict[str, object]:
+    """What of an event another process receives: every field but the local-only ones."""
+    return {f.name: getattr(event, f.name) for f in fields(event) if "local" not in f.metadata}
 
 
 # True while the bus hands its subscribers an event another process published.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import secrets
@@ -26,6 +25,7 @@ from s3torrent.events import (
     ObjectDeleted,
     ObjectWritten,
     TorrentHashed,
+    relayed_fields,
 )
 from s3torrent.failures import logged_failure
 
@@ -38,7 +38,7 @@ _MAX_QUEUED = 100_000
 
 
 def encode_event(event: Event, node_id: str) -> bytes:
-    body = {"node": node_id, "type": type(event).__name__, "event": dataclasses.asdict(event)}
+    body = {"node": node_id, "type": type(event).__name__, "event": relayed_fields(event)}
     return json.dumps(body, separators=(",", ":")).encode()
 
 

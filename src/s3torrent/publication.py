@@ -209,7 +209,13 @@ class PublicTorrents:
             # Another process's write: decided here at once only by the owner (see
             # decide_relayed_writes); the other workers decide it when a request names it.
             if self.decide_relayed_writes or not relayed():
-                self._spawn(self.consider_version(event.version_id))
+                # This process's own write comes with the row it committed: no read of it
+                # again (consider decides on the current row it reads itself).
+                written = event.written if isinstance(event, ObjectWritten) else None
+                if isinstance(written, md.ObjectVersion):
+                    self._spawn(self.consider(written))
+                else:
+                    self._spawn(self.consider_version(event.version_id))
         elif isinstance(event, ObjectDeleted):
             self.revoke(event.version_id)
         elif isinstance(event, AccessChanged):
@@ -263,7 +269,12 @@ class PublicTorrents:
         return await self.consider(obj) if obj is not None else None
 
     async def consider(self, obj: md.ObjectVersion) -> TorrentInfo | None:
-        """Publish obj's torrent if it may be public now; return it when published."""
+        """Publish obj's torrent if it may be public now; return it when published.
+
+        obj names the version; its row may be older than the database's (a writer's
+        ObjectWritten.written): a refusal on it is an early answer that a later change
+        of access corrects with its own event, and a publication is decided on the
+        current row, read after it."""
         for _ in range(_MAX_CONSIDER_ATTEMPTS):
             epoch = self._epoch(obj.bucket, obj.key)
             info = await self._consider_once(obj)
@@ -297,6 +308,10 @@ class PublicTorrents:
         current = await self._object(obj.bucket, obj.key)
         if current is None or current.version_id != obj.version_id:
             return None
+        # Decided again on the row just read: obj's ACL or tags may have changed since.
+        if torrent_refusal(self.settings.torrent, bucket, current, anywhere_now()) is not None:
+            return None
+        obj = current
         info = self.catalog.info_for(obj, hashes)
         # Into the registry first, then into what admit() reads: an announce admitted here
         # must find its swarm registered (with Redis, register is a round trip during which

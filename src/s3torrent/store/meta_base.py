@@ -31,7 +31,9 @@ class SqlStoreBase:
 
     def _written(self, obj: ObjectVersion, replaced: Replaced | None, hashed: bool) -> None:
         old_id = replaced.version_id if replaced is not None else None
-        self._published(ObjectWritten(obj.bucket, obj.key, obj.version_id, old_id, hashed))
+        self._published(
+            ObjectWritten(obj.bucket, obj.key, obj.version_id, old_id, hashed, written=obj)
+        )
 
 
 def _bucket_weight(found: Bucket | None) -> int:
