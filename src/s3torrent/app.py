@@ -166,7 +166,9 @@ def build_services(settings: Settings, role: Role | None = None) -> Services:
     else:
         registry = MemoryRegistry(limits)
     public = PublicTorrents(settings, meta, catalog, registry)
-    public.decide_relayed_writes = role.owner  # see PublicTorrents.decide_relayed_writes
+    # See PublicTorrents.decide_relayed_writes: another node's writes (Redis) are decided at
+    # once by a node's owner; another worker's of this machine are published lazily by all.
+    public.decide_relayed_writes = role.owner and bool(settings.redis_url)
     if relay is None and not role.alone:
         # The workers of one machine: events through the owner's hub (events_local).
         path = events_socket(settings.data_dir)

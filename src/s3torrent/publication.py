@@ -118,10 +118,11 @@ class PublicTorrents:
         self.by_swarm: dict[bytes, TorrentInfo] = {}
         self.by_version: dict[str, TorrentInfo] = {}
         # Decide at once the writes other processes made (their ObjectWritten and
-        # TorrentHashed events)? The owner of `serve --workers N` does: its registry and its
-        # swarm sampling read what it published. The other workers publish those lazily,
-        # at the first announce, handshake or web seed request that names one (admit ->
-        # resolve), so a PUT costs the origin and the owner a decision each, not every worker.
+        # TorrentHashed events)? A node of several (Redis) does, for the other nodes'
+        # writes. The workers of one machine, the owner too, publish those lazily, at the
+        # first announce, handshake or web seed request that names one (admit -> resolve:
+        # the tracker's registry, the seeder and the swarm sampling all ask it), so a PUT
+        # costs only its own worker a decision.
         self.decide_relayed_writes = True
         self._revoked_listeners: list[Revoked] = []
         self._published_listeners: list[Published] = []

@@ -2,11 +2,11 @@
 
 With `serve --workers N` every worker hears of every PUT (through the owner's hub). If each
 decided at once whether to publish it, a PUT would cost N database reads and decisions, one
-per worker: more cores, more work per write. The origin worker and the owner (whose tracker
-registry and swarm sampling read what it published) decide at once; another worker decides
-when a request names the torrent (an announce, a peer's handshake, a web seed request:
-`PublicTorrents.admit` resolves what it does not know). A revocation still reaches every
-worker at once, lazily published or not.
+per worker: more cores, more work per write. The origin worker decides at once; every other
+worker, the owner too, decides when a request names the torrent (an announce, a peer's
+handshake, a web seed request: `PublicTorrents.admit` resolves what it does not know). A
+node of several (Redis) decides the other nodes' writes at once. A revocation still reaches
+every worker at once, lazily published or not.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ async def _scenario(tmp_path: Path) -> None:
         await loop.run_in_executor(None, lambda: s3.delete_object(Bucket="relay", Key="a"))
         assert await public.admit(swarm_id, "127.0.0.1") is None  # and it stays gone
 
-        # The owner (and a lone server) decides relayed writes at once.
+        # A node of several (Redis) decides the other nodes' writes at once.
         public.decide_relayed_writes = True
         await loop.run_in_executor(None, put, "b")
         await _settle(public)
