@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -116,7 +117,10 @@ class EventHub(_Relay):
         self._seq = 0
         # id -> (workers yet to apply it, the worker it came from or None for ours)
         self._pending: dict[int, tuple[set[asyncio.StreamWriter], _Peer | None]] = {}
-        self._changed = asyncio.Event()
+        # Our own lines (events and controls) not yet applied everywhere, oldest first (some
+        # may be done already: dropped from the left as the oldest one completes).
+        self._own: deque[int] = deque()
+        self._settled = _Marks()
 
     async def start(self) -> None:
         self.bus.subscribe(self._on_local)
@@ -137,13 +141,15 @@ class EventHub(_Relay):
 
     async def settled(self, mark: int, timeout: float) -> bool:
         """True once everything we sent up to mark was applied by every worker."""
-        return await _wait_until(
-            lambda: (
-                not any(i <= mark for i, (_, origin) in self._pending.items() if origin is None)
-            ),
-            self._changed,
-            timeout,
-        )
+        self._own_settled()  # lines from the workers moved _seq meanwhile
+        return await self._settled.reached(mark, timeout)
+
+    def _own_settled(self) -> None:
+        """Wake the waiters whose lines all reached every worker."""
+        own = self._own
+        while own and own[0] not in self._pending:
+            own.popleft()
+        self._settled.advance(own[0] - 1 if own else self._seq)
 
     def _send(self, payload: bytes, origin: _Peer | None) -> int:
         self._seq += 1
@@ -163,6 +169,8 @@ class EventHub(_Relay):
                 self._drop(writer)
         if origin is not None:
             origin.acks_due.append(ident)
+        else:
+            self._own.append(ident)
         self._pending[ident] = (waiting, origin)
         if not waiting:
             self._complete(ident)
@@ -170,9 +178,10 @@ class EventHub(_Relay):
 
     def _complete(self, ident: int) -> None:
         _, origin = self._pending.pop(ident, (set(), None))
-        self._changed.set()
         if origin is not None:
             self._acknowledge(origin)
+        else:
+            self._own_settled()
 
     def _acknowledge(self, origin: _Peer) -> None:
         """Acknowledge the worker's lines in order, each once every other worker has it."""
@@ -256,7 +265,7 @@ class EventLink(_Relay):
         self._task: asyncio.Task[None] | None = None
         self._queued = 0  # our own lines ever queued
         self._acked = 0  # of those, acknowledged by the hub (or lost with a connection)
-        self._acked_changed = asyncio.Event()
+        self._settled = _Marks()
         self.connects = 0
 
     def _on_local(self, event: Event) -> None:
@@ -277,7 +286,7 @@ class EventLink(_Relay):
 
     async def settled(self, mark: int, timeout: float) -> bool:
         """True once the hub acknowledged our lines up to mark (applied everywhere)."""
-        return await _wait_until(lambda: self._acked >= mark, self._acked_changed, timeout)
+        return await self._settled.reached(mark, timeout)
 
     async def start(self, timeout: float = 30.0) -> None:
         """Start relaying; returns once connected to the hub (bounded by timeout)."""
@@ -298,7 +307,7 @@ class EventLink(_Relay):
             self.connects += 1
             # Lines written to a lost connection are never acknowledged: count them done.
             self._acked = self._queued - self._outbox.qsize()
-            self._acked_changed.set()
+            self._settled.advance(self._acked)
             if self.connects > 1:
                 log.warning("event hub: reconnected; deciding cached torrents again")
                 if self.on_gap is not None:
@@ -325,7 +334,7 @@ class EventLink(_Relay):
                     return
                 if line == b"+\n":
                     self._acked += 1
-                    self._acked_changed.set()
+                    self._settled.advance(self._acked)
                     continue
                 ident, _, payload = line.rstrip(b"\n").partition(b" ")
                 await self.apply(payload)
@@ -345,15 +354,41 @@ class EventLink(_Relay):
                 await self._task
 
 
-async def _wait_until(done: Callable[[], bool], changed: asyncio.Event, timeout: float) -> bool:
-    """Wait (at most `timeout`) until `done()`, rechecking whenever `changed` is set."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not done():
-        changed.clear()
-        left = deadline - loop.time()
-        if left <= 0:
-            return False
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), left)
-    return True
+# Waiters that gave up stay in the heap until the counter passes their marks; past this
+# many, one that gives up clears them out (the counter may be stuck: a link that is down).
+_MAX_STALE_WAITERS = 1024
+
+
+class _Marks:
+    """Waiters for a counter that only grows (lines applied everywhere), each woken once,
+    when the counter reaches its mark: not every waiter at every step, so a burst of N
+    writes waiting for their revocations costs N wake-ups, not N squared."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap by mark
+        self._order = 0
+
+    async def reached(self, mark: int, timeout: float) -> bool:
+        """True once the counter reaches mark; False if `timeout` seconds pass first."""
+        if self.count >= mark:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._order += 1
+        heapq.heappush(self._waiting, (mark, self._order, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            if len(self._waiting) > _MAX_STALE_WAITERS:  # the counter is stuck: prune
+                self._waiting = [w for w in self._waiting if not w[2].done()]
+                heapq.heapify(self._waiting)
+            return self.count >= mark
+        return True
+
+    def advance(self, count: int) -> None:
+        self.count = max(self.count, count)
+        waiting = self._waiting
+        while waiting and waiting[0][0] <= self.count:
+            fut = heapq.heappop(waiting)[2]
+            if not fut.done():
+                fut.set_result(None)
