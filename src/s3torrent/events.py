@@ -63,7 +63,14 @@ Handler = Callable[[Event], None]
 
 def relayed_fields(event: Event) -> dict[str, object]:
     """What of an event another process receives: every field but the local-only ones."""
-    return {f.name: getattr(event, f.name) for f in fields(event) if "local" not in f.metadata}
+    names = _RELAYED_NAMES.get(type(event))
+    if names is None:
+        names = tuple(f.name for f in fields(event) if "local" not in f.metadata)
+        _RELAYED_NAMES[type(event)] = names
+    return {name: getattr(event, name) for name in names}
+
+
+_RELAYED_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 # True while the bus hands its subscribers an event another process published.

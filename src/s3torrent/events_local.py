@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 MAX_QUEUED = 10_000
 MAX_LINE = 64 * 1024
+# At most this many queued lines are joined into one write (bounded: at most 4 MiB).
+_MAX_LINES_PER_WRITE = 64
 Control = Callable[[], Awaitable[None]]
 # Set by the request that is running (`owner_link.settle_middleware`): the marks of the
 # revoking events it published, to wait for before it is answered.
@@ -89,7 +91,15 @@ class _Relay:
 async def _write_forever(queue: asyncio.Queue[bytes], writer: asyncio.StreamWriter) -> None:
     while True:
         line = await queue.get()
-        writer.write(line)
+        if queue.empty():
+            writer.write(line)
+        else:
+            # Lines queued meanwhile (a burst of writes, their acknowledgements) go out
+            # together: one system call, not one each.
+            lines = [line]
+            while not queue.empty() and len(lines) < _MAX_LINES_PER_WRITE:
+                lines.append(queue.get_nowait())
+            writer.write(b"".join(lines))
         await writer.drain()
 
 

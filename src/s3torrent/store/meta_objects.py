@@ -175,7 +175,8 @@ class SqlObjects(SqlStoreBase):
                 raise NoSuchBucket(obj.bucket)
             committed = vq.commit_object(conn, bucket, obj, condition, time.time())
             if hashes is not None:
-                hq.record_hashes(conn, hashes)
+                # obj's id is new (a fresh blob or row id): no hashes can be stored under it.
+                hq.record_hashes(conn, hashes, new_version=True)
             return committed
 
         committed = await self.db.write(txn)
