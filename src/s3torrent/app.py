@@ -404,7 +404,7 @@ class Node:
         if owner and not role.alone:
             outer.append(trusted_client_middleware())
         if isinstance(relay, EventHub | EventLink):
-            outer.append(settle_middleware(relay))
+            outer.append(settle_middleware(relay, self.svc.public.may_hold))
         app = self.s3.build(outer)
         limits = self.settings.limits
         self._runner = web.AppRunner(

@@ -41,8 +41,8 @@ MAX_LINE = 64 * 1024
 _MAX_LINES_PER_WRITE = 64
 Control = Callable[[], Awaitable[None]]
 # Set by the request that is running (`owner_link.settle_middleware`): the marks of the
-# revoking events it published, to wait for before it is answered.
-REVOKED_HERE: ContextVar[list[int] | None] = ContextVar("revoked_here", default=None)
+# revoking events it published, with the events, to wait for before it is answered.
+REVOKED_HERE: ContextVar[list[tuple[int, Event]] | None] = ContextVar("revoked_here", default=None)
 
 
 def revokes(event: Event) -> bool:
@@ -289,7 +289,7 @@ class EventLink(_Relay):
         self._queued += 1
         marks = REVOKED_HERE.get()
         if marks is not None and revokes(event):
-            marks.append(self._queued)
+            marks.append((self._queued, event))
 
     def mark(self) -> int:
         return self._queued

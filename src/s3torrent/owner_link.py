@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from s3torrent.config import Settings
+from s3torrent.events import Event
 from s3torrent.events_local import REVOKED_HERE, EventHub, EventLink
 from s3torrent.roles import (
     FORWARDED_CLIENT,
@@ -81,21 +82,26 @@ def trusted_client_middleware() -> Callable[..., Awaitable[web.StreamResponse]]:
 SETTLE_TIMEOUT: Final = 1.0
 
 
-def settle_middleware(relay: EventHub | EventLink) -> Callable[..., Awaitable[web.StreamResponse]]:
+def settle_middleware(
+    relay: EventHub | EventLink, held: Callable[[Event], Awaitable[bool]]
+) -> Callable[..., Awaitable[web.StreamResponse]]:
     """A request is answered once what it changed has taken effect in every worker: a
     worker's revocations on the owner's seeder and tracker, the owner's user changes in
-    every worker's user directory (bounded by SETTLE_TIMEOUT)."""
+    every worker's user directory (bounded by SETTLE_TIMEOUT). `held(event)`: whether a
+    revoking event may take back something some worker published (False: nothing to wait
+    for; asked after the request's commit, see PublicTorrents.may_hold)."""
 
     hub = isinstance(relay, EventHub)
 
     @web.middleware
     async def settle(request: web.Request, handler: Handler) -> web.StreamResponse:
-        marks: list[int] = []
-        token = REVOKED_HERE.set(marks)
+        revoked: list[tuple[int, Event]] = []
+        token = REVOKED_HERE.set(revoked)
         try:
             response = await handler(request)
         finally:
             REVOKED_HERE.reset(token)
+        marks = [mark for mark, event in revoked if await held(event)]
         if (
             hub
             and request.method not in ("GET", "HEAD")

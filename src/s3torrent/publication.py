@@ -30,6 +30,7 @@ from s3torrent.events import (
     relayed,
 )
 from s3torrent.store import rows as md
+from s3torrent.store.meta_buckets import TORRENTS_PUBLISHED
 from s3torrent.store.metastore import MetadataStore
 from s3torrent.store.sealing import SSE_C, seal_mode
 from s3torrent.torrent.catalog import (
@@ -306,6 +307,9 @@ class PublicTorrents:
         if hashes is None or not self.catalog.has_hashes_for_format(hashes):
             return None
         # Re-check currency after the awaits: a revocation may have raced us.
+        if not bucket.settings.get(TORRENTS_PUBLISHED):
+            # Durably, before the current row is read (see TORRENTS_PUBLISHED).
+            await self.meta.mark_torrents_published(bucket.name)
         current = await self._object(obj.bucket, obj.key)
         if current is None or current.version_id != obj.version_id:
             return None
@@ -331,6 +335,17 @@ class PublicTorrents:
             except Exception:
                 log.exception("publication listener failed")
         return info
+
+    async def may_hold(self, event: Event) -> bool:
+        """Whether some process may hold a publication that this revoking event (of this
+        process, just committed) takes back. An overwrite or delete in a bucket none of
+        whose torrents was ever published takes back nothing anywhere: a publication
+        marks its bucket before it reads the version it publishes, and this reads the mark
+        after the event's commit (TORRENTS_PUBLISHED)."""
+        if isinstance(event, ObjectWritten | ObjectDeleted):
+            bucket = await self.meta.bucket(event.bucket)
+            return bucket is None or bool(bucket.settings.get(TORRENTS_PUBLISHED))
+        return True
 
     async def resolve(self, swarm_id: bytes) -> TorrentInfo | None:
         """The published torrent for a swarm id, publishing it now if it may be."""

@@ -101,3 +101,76 @@ def test_the_written_row_stays_in_its_process() -> None:
     assert sender == "node-a"
     assert isinstance(back, ObjectWritten) and back.written is None
     assert back == event  # the hint is not part of the event's identity
+
+
+def test_a_bucket_is_marked_before_its_first_torrent_is_published(tmp_path: Path) -> None:
+    """What lets a write in a bucket that never had a torrent skip waiting for the other
+    workers (owner_link.settle_middleware): no process may hold a publication of such a
+    bucket, because a publication marks the bucket, durably, before it reads the version
+    it publishes."""
+    asyncio.run(asyncio.wait_for(_marked_first(tmp_path), 120))
+
+
+async def _marked_first(tmp_path: Path) -> None:
+    from s3torrent.events import AccessChanged, ObjectDeleted
+    from s3torrent.store.meta_buckets import TORRENTS_PUBLISHED
+
+    loop = asyncio.get_running_loop()
+    async with node_in_process(tmp_path / "data") as (node, endpoint):
+        s3 = make_client(endpoint)
+        public = node.svc.public
+        meta: Any = public.meta
+        await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="quiet"))
+        await loop.run_in_executor(
+            None, lambda: s3.put_object(Bucket="quiet", Key="k", Body=b"q" * 40_000)
+        )
+        row = await node.svc.meta.object("quiet", "k")
+        assert row is not None
+        overwrite = ObjectWritten("quiet", "k", "v-new", row.version_id)
+        delete = ObjectDeleted("quiet", "k", row.version_id)
+        # Private objects only: nothing of the bucket was ever published anywhere.
+        assert not await public.may_hold(overwrite) and not await public.may_hold(delete)
+        assert await public.may_hold(AccessChanged("quiet", "k"))  # always waited for
+        # A publication marks the bucket before it reads the row it publishes.
+        order: list[str] = []
+        mark, current = meta.mark_torrents_published, meta.object
+
+        async def marking(name: str) -> None:
+            order.append("mark")
+            await mark(name)
+
+        async def reading(bucket: str, key: str) -> Any:
+            order.append("read")
+            return await current(bucket, key)
+
+        meta.mark_torrents_published, meta.object = marking, reading
+        try:
+            await loop.run_in_executor(
+                None, lambda: s3.put_object_acl(Bucket="quiet", Key="k", ACL="public-read")
+            )
+            for _ in range(100):
+                if row.version_id in public.by_version:
+                    break
+                await asyncio.sleep(0.02)
+            assert row.version_id in public.by_version
+        finally:
+            del meta.mark_torrents_published, meta.object
+        # consider_key reads the row to start from; the currency read comes after the mark.
+        assert order.count("mark") == 1 and "read" in order[order.index("mark") + 1 :]
+        bucket = await node.svc.meta.bucket("quiet")
+        assert bucket is not None and bucket.settings.get(TORRENTS_PUBLISHED) is True
+        assert await public.may_hold(overwrite) and await public.may_hold(delete)
+        # Marked once: the next publication of the bucket writes nothing.
+        order.clear()
+        await loop.run_in_executor(
+            None,
+            lambda: s3.put_object(Bucket="quiet", Key="k2", Body=b"r" * 40_000, ACL="public-read"),
+        )
+        row2 = await node.svc.meta.object("quiet", "k2")
+        assert row2 is not None
+        for _ in range(100):
+            if row2.version_id in public.by_version:
+                break
+            await asyncio.sleep(0.02)
+        assert row2.version_id in public.by_version
+        assert await public.may_hold(ObjectDeleted("gone-bucket", "k", "v"))  # no bucket: wait

@@ -111,3 +111,49 @@ def test_waiters_that_gave_up_are_pruned() -> None:
         assert len(marks._waiting) <= relay._MAX_STALE_WAITERS
 
     asyncio.run(scenario())
+
+
+def test_settle_waits_only_for_what_some_worker_may_hold() -> None:
+    """owner_link.settle_middleware: a request's revoking events are waited for unless
+    `held` says no worker can hold what they take back."""
+    from typing import Any
+
+    from s3torrent.events import AccessChanged, Event, ObjectWritten
+    from s3torrent.events_local import REVOKED_HERE
+    from s3torrent.owner_link import settle_middleware
+
+    class Relay:
+        def __init__(self) -> None:
+            self.waited: list[int] = []
+
+        async def settled(self, mark: int, timeout: float) -> bool:
+            self.waited.append(mark)
+            return True
+
+    class Request:
+        method = "PUT"
+        path = "/b/k"
+
+    async def run(events: list[Event], held: set[str]) -> list[int]:
+        relay: Any = Relay()
+
+        async def holds(event: Event) -> bool:
+            return event.bucket in held
+
+        settle = settle_middleware(relay, holds)
+
+        async def handler(_request: Any) -> Any:
+            marks = REVOKED_HERE.get()
+            assert marks is not None
+            marks.extend((n + 1, e) for n, e in enumerate(events))
+            return "answer"
+
+        assert await settle(Request(), handler) == "answer"
+        return list(relay.waited)
+
+    quiet = ObjectWritten("quiet", "k", "v2", "v1")
+    public = ObjectWritten("public", "k", "v2", "v1")
+    assert asyncio.run(run([quiet], {"public"})) == []
+    assert asyncio.run(run([quiet, public], {"public"})) == [2]
+    assert asyncio.run(run([public, quiet], {"public"})) == [1]
+    assert asyncio.run(run([AccessChanged("public", None)], {"public"})) == [1]

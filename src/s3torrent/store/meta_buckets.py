@@ -40,6 +40,8 @@ class BucketMetadata(Protocol):
 
     async def set_bucket_setting(self, name: str, setting: str, value: Any) -> None: ...
 
+    async def mark_torrents_published(self, name: str) -> None: ...
+
 
 class SqlBuckets(SqlStoreBase):
     async def bucket(self, name: str) -> Bucket | None:
@@ -116,19 +118,39 @@ class SqlBuckets(SqlStoreBase):
 
     async def set_bucket_setting(self, name: str, setting: str, value: Any) -> None:
         """One entry of a bucket's settings (tags, ...); None removes it."""
+        await self.db.write(lambda conn: _write_setting(conn, name, setting, value))
+        # Some settings decide torrents (a bucket's torrent switch): decide them again.
+        self._published(AccessChanged(name, None))
+
+    async def mark_torrents_published(self, name: str) -> None:
+        """Record, durably, that a torrent of this bucket is about to be published (see
+        TORRENTS_PUBLISHED). No event: nothing anyone may read changed."""
 
         def txn(conn: Connection) -> None:
             bucket = q.get_bucket(conn, name)
-            if bucket is None:
-                return
-            settings = dict(bucket.settings)
-            if value is None:
-                settings.pop(setting, None)
-            else:
-                settings[setting] = value
-            text = json.dumps(settings, separators=(",", ":")) if settings else None
-            conn.execute(buckets.update().where(buckets.c.name == name).values(settings=text))
+            if bucket is not None and not bucket.settings.get(TORRENTS_PUBLISHED):
+                _write_setting(conn, name, TORRENTS_PUBLISHED, True)
 
         await self.db.write(txn)
-        # Some settings decide torrents (a bucket's torrent switch): decide them again.
-        self._published(AccessChanged(name, None))
+
+
+# A bucket setting: set before the first torrent of the bucket is published in any process
+# (PublicTorrents), never cleared. Until it is set no process holds a publication of the
+# bucket, so a write that revokes one of its versions has nothing to wait for (the workers'
+# settle middleware); a publication that sets it commits it before reading the version it
+# publishes, so a writer that reads it unset after its own commit is never followed by a
+# publication of the version it replaced.
+TORRENTS_PUBLISHED = "torrents_published"
+
+
+def _write_setting(conn: Connection, name: str, setting: str, value: Any) -> None:
+    bucket = q.get_bucket(conn, name)
+    if bucket is None:
+        return
+    settings = dict(bucket.settings)
+    if value is None:
+        settings.pop(setting, None)
+    else:
+        settings[setting] = value
+    text = json.dumps(settings, separators=(",", ":")) if settings else None
+    conn.execute(buckets.update().where(buckets.c.name == name).values(settings=text))
