@@ -308,8 +308,13 @@ class PublicTorrents:
             return None
         # Re-check currency after the awaits: a revocation may have raced us.
         if not bucket.settings.get(TORRENTS_PUBLISHED):
-            # Durably, before the current row is read (see TORRENTS_PUBLISHED).
-            await self.meta.mark_torrents_published(bucket.name)
+            # Durably, before the current row is read (see TORRENTS_PUBLISHED). A write
+            # that fails (a full disk) leaves the torrent unpublished, not half-published.
+            try:
+                await self.meta.mark_torrents_published(bucket.name)
+            except Exception:
+                log.warning("bucket %s: could not mark it published; not publishing", bucket.name)
+                return None
         current = await self._object(obj.bucket, obj.key)
         if current is None or current.version_id != obj.version_id:
             return None

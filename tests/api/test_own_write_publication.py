@@ -174,3 +174,36 @@ async def _marked_first(tmp_path: Path) -> None:
             await asyncio.sleep(0.02)
         assert row2.version_id in public.by_version
         assert await public.may_hold(ObjectDeleted("gone-bucket", "k", "v"))  # no bucket: wait
+
+
+def test_a_bucket_that_cannot_be_marked_publishes_nothing(tmp_path: Path) -> None:
+    asyncio.run(asyncio.wait_for(_unmarkable(tmp_path), 120))
+
+
+async def _unmarkable(tmp_path: Path) -> None:
+    from s3torrent.store.errors import StorageFull
+
+    loop = asyncio.get_running_loop()
+    async with node_in_process(tmp_path / "data") as (node, endpoint):
+        s3 = make_client(endpoint)
+        public = node.svc.public
+        meta: Any = public.meta
+
+        async def full(_name: str) -> None:
+            raise StorageFull()
+
+        meta.mark_torrents_published = full
+        try:
+            await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="full"))
+            body = b"f" * 40_000
+            await loop.run_in_executor(
+                None, lambda: s3.put_object(Bucket="full", Key="k", Body=body, ACL="public-read")
+            )
+            row = await node.svc.meta.object("full", "k")
+            assert row is not None
+            assert await public.consider(row) is None
+            assert row.version_id not in public.by_version
+        finally:
+            del meta.mark_torrents_published
+        assert await public.consider(row) is not None  # marked now: published
+        assert row.version_id in public.by_version
