@@ -17,6 +17,15 @@ from s3torrent.events_redis import decode_event, encode_event
 from tests.conftest import make_client, node_in_process
 
 
+async def _published(public: Any, version_id: str) -> None:
+    """Wait (at most 2 s) until the version is published in this process."""
+    for _ in range(100):
+        if version_id in public.by_version:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{version_id} was not published")
+
+
 def test_a_stale_public_row_never_publishes(tmp_path: Path) -> None:
     asyncio.run(asyncio.wait_for(_stale_public(tmp_path), 120))
 
@@ -33,11 +42,7 @@ async def _stale_public(tmp_path: Path) -> None:
         public = node.svc.public
         row = await node.svc.meta.object("hint", "k")
         assert row is not None
-        for _ in range(100):  # the write's own publication
-            if row.version_id in public.by_version:
-                break
-            await asyncio.sleep(0.02)
-        assert row.version_id in public.by_version
+        await _published(public, row.version_id)
         # Made private: revoked. The row the writer held said public-read.
         await loop.run_in_executor(
             None, lambda: s3.put_object_acl(Bucket="hint", Key="k", ACL="private")
@@ -49,11 +54,7 @@ async def _stale_public(tmp_path: Path) -> None:
         await loop.run_in_executor(
             None, lambda: s3.put_object_acl(Bucket="hint", Key="k", ACL="public-read")
         )
-        for _ in range(100):
-            if row.version_id in public.by_version:
-                break
-            await asyncio.sleep(0.02)
-        assert row.version_id in public.by_version
+        await _published(public, row.version_id)
 
 
 def test_an_own_write_is_published_without_reading_its_version_again(tmp_path: Path) -> None:
@@ -82,11 +83,7 @@ async def _own_write(tmp_path: Path) -> None:
             )
             row = await node.svc.meta.object("own", "k")
             assert row is not None
-            for _ in range(100):
-                if row.version_id in public.by_version:
-                    break
-                await asyncio.sleep(0.02)
-            assert row.version_id in public.by_version
+            await _published(public, row.version_id)
             assert reads == []
         finally:
             del meta.object_by_version
@@ -148,11 +145,7 @@ async def _marked_first(tmp_path: Path) -> None:
             await loop.run_in_executor(
                 None, lambda: s3.put_object_acl(Bucket="quiet", Key="k", ACL="public-read")
             )
-            for _ in range(100):
-                if row.version_id in public.by_version:
-                    break
-                await asyncio.sleep(0.02)
-            assert row.version_id in public.by_version
+            await _published(public, row.version_id)
         finally:
             del meta.mark_torrents_published, meta.object
         # consider_key reads the row to start from; the currency read comes after the mark.
@@ -168,11 +161,7 @@ async def _marked_first(tmp_path: Path) -> None:
         )
         row2 = await node.svc.meta.object("quiet", "k2")
         assert row2 is not None
-        for _ in range(100):
-            if row2.version_id in public.by_version:
-                break
-            await asyncio.sleep(0.02)
-        assert row2.version_id in public.by_version
+        await _published(public, row2.version_id)
         assert await public.may_hold(ObjectDeleted("gone-bucket", "k", "v"))  # no bucket: wait
 
 
