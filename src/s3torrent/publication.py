@@ -208,8 +208,8 @@ class PublicTorrents:
         if isinstance(event, ObjectWritten | TorrentHashed):
             if isinstance(event, ObjectWritten) and event.replaced_version_id:
                 self.revoke(event.replaced_version_id)
-            # Another process's write: decided here at once only by the owner (see
-            # decide_relayed_writes); the other workers decide it when a request names it.
+            # Another process's write: decided here at once only by a node of several
+            # (see decide_relayed_writes); a worker decides it when a request names it.
             if self.decide_relayed_writes or not relayed():
                 # This process's own write comes with the row it committed: no read of it
                 # again (consider decides on the current row it reads itself).
