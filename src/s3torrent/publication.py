@@ -306,7 +306,6 @@ class PublicTorrents:
         hashes = piece_hashes(obj, await self.meta.torrent_hashes(obj.version_id))
         if hashes is None or not self.catalog.has_hashes_for_format(hashes):
             return None
-        # Re-check currency after the awaits: a revocation may have raced us.
         if not bucket.settings.get(TORRENTS_PUBLISHED):
             # Durably, before the current row is read (see TORRENTS_PUBLISHED). A write
             # that fails (a full disk) leaves the torrent unpublished, not half-published.
@@ -315,6 +314,7 @@ class PublicTorrents:
             except Exception:
                 log.warning("bucket %s: could not mark it published; not publishing", bucket.name)
                 return None
+        # Re-check currency after the awaits: a revocation may have raced us.
         current = await self._object(obj.bucket, obj.key)
         if current is None or current.version_id != obj.version_id:
             return None

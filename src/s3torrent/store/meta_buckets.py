@@ -118,7 +118,13 @@ class SqlBuckets(SqlStoreBase):
 
     async def set_bucket_setting(self, name: str, setting: str, value: Any) -> None:
         """One entry of a bucket's settings (tags, ...); None removes it."""
-        await self.db.write(lambda conn: _write_setting(conn, name, setting, value))
+
+        def txn(conn: Connection) -> None:
+            bucket = q.get_bucket(conn, name)
+            if bucket is not None:
+                _write_setting(conn, bucket, setting, value)
+
+        await self.db.write(txn)
         # Some settings decide torrents (a bucket's torrent switch): decide them again.
         self._published(AccessChanged(name, None))
 
@@ -129,7 +135,7 @@ class SqlBuckets(SqlStoreBase):
         def txn(conn: Connection) -> None:
             bucket = q.get_bucket(conn, name)
             if bucket is not None and not bucket.settings.get(TORRENTS_PUBLISHED):
-                _write_setting(conn, name, TORRENTS_PUBLISHED, True)
+                _write_setting(conn, bucket, TORRENTS_PUBLISHED, True)
 
         await self.db.write(txn)
 
@@ -143,14 +149,12 @@ class SqlBuckets(SqlStoreBase):
 TORRENTS_PUBLISHED = "torrents_published"
 
 
-def _write_setting(conn: Connection, name: str, setting: str, value: Any) -> None:
-    bucket = q.get_bucket(conn, name)
-    if bucket is None:
-        return
+def _write_setting(conn: Connection, bucket: Bucket, setting: str, value: Any) -> None:
+    """Set (None: remove) one entry of a bucket's settings, as read in this transaction."""
     settings = dict(bucket.settings)
     if value is None:
         settings.pop(setting, None)
     else:
         settings[setting] = value
     text = json.dumps(settings, separators=(",", ":")) if settings else None
-    conn.execute(buckets.update().where(buckets.c.name == name).values(settings=text))
+    conn.execute(buckets.update().where(buckets.c.name == bucket.name).values(settings=text))
