@@ -30,7 +30,6 @@ from s3torrent.events import (
     relayed,
 )
 from s3torrent.store import rows as md
-from s3torrent.store.meta_buckets import TORRENTS_PUBLISHED
 from s3torrent.store.metastore import MetadataStore
 from s3torrent.store.sealing import SSE_C, seal_mode
 from s3torrent.torrent.catalog import (
@@ -306,13 +305,17 @@ class PublicTorrents:
         hashes = piece_hashes(obj, await self.meta.torrent_hashes(obj.version_id))
         if hashes is None or not self.catalog.has_hashes_for_format(hashes):
             return None
-        if not bucket.settings.get(TORRENTS_PUBLISHED):
-            # Durably, before the current row is read (see TORRENTS_PUBLISHED). A write
+        if not await self.meta.torrent_marked(obj.bucket, obj.key):
+            # Durably, before the current row is read (see schema.torrent_marks). A write
             # that fails (a full disk) leaves the torrent unpublished, not half-published.
             try:
-                await self.meta.mark_torrents_published(bucket.name)
+                await self.meta.mark_torrent(obj.bucket, obj.key)
             except Exception:
-                log.warning("bucket %s: could not mark it published; not publishing", bucket.name)
+                log.warning(
+                    "%s/%s: could not mark its torrent published; not publishing",
+                    obj.bucket,
+                    obj.key,
+                )
                 return None
         # Re-check currency after the awaits: a revocation may have raced us.
         current = await self._object(obj.bucket, obj.key)
@@ -343,13 +346,12 @@ class PublicTorrents:
 
     async def may_hold(self, event: Event) -> bool:
         """Whether some process may hold a publication that this revoking event (of this
-        process, just committed) takes back. An overwrite or delete in a bucket none of
-        whose torrents was ever published takes back nothing anywhere: a publication
-        marks its bucket before it reads the version it publishes, and this reads the mark
-        after the event's commit (TORRENTS_PUBLISHED)."""
+        process, just committed) takes back. An overwrite or delete of a key no torrent of
+        which was ever published takes back nothing anywhere: a publication marks its key
+        before it reads the version it publishes, and this reads the mark after the
+        event's commit (schema.torrent_marks)."""
         if isinstance(event, ObjectWritten | ObjectDeleted):
-            bucket = await self.meta.bucket(event.bucket)
-            return bucket is None or bool(bucket.settings.get(TORRENTS_PUBLISHED))
+            return await self.meta.torrent_marked(event.bucket, event.key)
         return True
 
     async def resolve(self, swarm_id: bytes) -> TorrentInfo | None:
@@ -485,3 +487,4 @@ class ResolvingRegistry:
 
     async def close(self) -> None:
         await self.inner.close()
+

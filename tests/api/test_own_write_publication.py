@@ -100,17 +100,16 @@ def test_the_written_row_stays_in_its_process() -> None:
     assert back == event  # the hint is not part of the event's identity
 
 
-def test_a_bucket_is_marked_before_its_first_torrent_is_published(tmp_path: Path) -> None:
-    """What lets a write in a bucket that never had a torrent skip waiting for the other
-    workers (owner_link.settle_middleware): no process may hold a publication of such a
-    bucket, because a publication marks the bucket, durably, before it reads the version
-    it publishes."""
+def test_a_key_is_marked_before_its_first_torrent_is_published(tmp_path: Path) -> None:
+    """What lets a write of a key that never had a torrent skip waiting for the other
+    workers (owner_link.settle_middleware), even in a bucket full of public objects: no
+    process may hold a publication of such a key, because a publication marks the key,
+    durably, before it reads the version it publishes."""
     asyncio.run(asyncio.wait_for(_marked_first(tmp_path), 120))
 
 
 async def _marked_first(tmp_path: Path) -> None:
     from s3torrent.events import AccessChanged, ObjectDeleted
-    from s3torrent.store.meta_buckets import TORRENTS_PUBLISHED
 
     loop = asyncio.get_running_loop()
     async with node_in_process(tmp_path / "data") as (node, endpoint):
@@ -118,54 +117,67 @@ async def _marked_first(tmp_path: Path) -> None:
         public = node.svc.public
         meta: Any = public.meta
         await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="quiet"))
-        await loop.run_in_executor(
-            None, lambda: s3.put_object(Bucket="quiet", Key="k", Body=b"q" * 40_000)
-        )
+        for key in ("k", "private"):
+            await loop.run_in_executor(
+                None, lambda key=key: s3.put_object(Bucket="quiet", Key=key, Body=b"q" * 40_000)
+            )
         row = await node.svc.meta.object("quiet", "k")
         assert row is not None
         overwrite = ObjectWritten("quiet", "k", "v-new", row.version_id)
         delete = ObjectDeleted("quiet", "k", row.version_id)
-        # Private objects only: nothing of the bucket was ever published anywhere.
+        # Private objects only: nothing of the key was ever published anywhere.
         assert not await public.may_hold(overwrite) and not await public.may_hold(delete)
         assert await public.may_hold(AccessChanged("quiet", "k"))  # always waited for
-        # A publication marks the bucket before it reads the row it publishes.
+        # A publication marks the key before it reads the row it publishes.
         order: list[str] = []
-        mark, current = meta.mark_torrents_published, meta.object
+        mark, current = meta.mark_torrent, meta.object
 
-        async def marking(name: str) -> None:
-            order.append("mark")
-            await mark(name)
+        async def marking(bucket: str, key: str) -> None:
+            order.append(f"mark {key}")
+            await mark(bucket, key)
 
         async def reading(bucket: str, key: str) -> Any:
             order.append("read")
             return await current(bucket, key)
 
-        meta.mark_torrents_published, meta.object = marking, reading
+        meta.mark_torrent, meta.object = marking, reading
         try:
             await loop.run_in_executor(
                 None, lambda: s3.put_object_acl(Bucket="quiet", Key="k", ACL="public-read")
             )
             await _published(public, row.version_id)
+            # consider_key reads the row to start from; the currency read comes after.
+            assert order.count("mark k") == 1
+            assert "read" in order[order.index("mark k") + 1 :]
+            assert await public.may_hold(overwrite) and await public.may_hold(delete)
+            # The bucket now holds a published torrent; its other keys still wait for nothing.
+            assert not await public.may_hold(ObjectWritten("quiet", "private", "v2", "v1"))
+            assert not await public.may_hold(ObjectDeleted("quiet", "private", "v1"))
+            # Marked once: the key's next publication (a new public version) writes nothing.
+            order.clear()
+            await loop.run_in_executor(
+                None,
+                lambda: s3.put_object(
+                    Bucket="quiet", Key="k", Body=b"r" * 40_000, ACL="public-read"
+                ),
+            )
+            row2 = await node.svc.meta.object("quiet", "k")
+            assert row2 is not None
+            await _published(public, row2.version_id)
+            assert not any(step.startswith("mark") for step in order)
         finally:
-            del meta.mark_torrents_published, meta.object
-        # consider_key reads the row to start from; the currency read comes after the mark.
-        assert order.count("mark") == 1 and "read" in order[order.index("mark") + 1 :]
-        bucket = await node.svc.meta.bucket("quiet")
-        assert bucket is not None and bucket.settings.get(TORRENTS_PUBLISHED) is True
-        assert await public.may_hold(overwrite) and await public.may_hold(delete)
-        # Marked once: the next publication of the bucket writes nothing.
-        order.clear()
-        await loop.run_in_executor(
-            None,
-            lambda: s3.put_object(Bucket="quiet", Key="k2", Body=b"r" * 40_000, ACL="public-read"),
-        )
-        row2 = await node.svc.meta.object("quiet", "k2")
-        assert row2 is not None
-        await _published(public, row2.version_id)
-        assert await public.may_hold(ObjectDeleted("gone-bucket", "k", "v"))  # no bucket: wait
+            del meta.mark_torrent, meta.object
+        # The marks go with their bucket: one made again under the name starts unmarked.
+        for key in ("k", "private"):
+            await loop.run_in_executor(
+                None, lambda key=key: s3.delete_object(Bucket="quiet", Key=key)
+            )
+        await loop.run_in_executor(None, lambda: s3.delete_bucket(Bucket="quiet"))
+        await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="quiet"))
+        assert not await public.may_hold(delete)
 
 
-def test_a_bucket_that_cannot_be_marked_publishes_nothing(tmp_path: Path) -> None:
+def test_a_key_that_cannot_be_marked_publishes_nothing(tmp_path: Path) -> None:
     asyncio.run(asyncio.wait_for(_unmarkable(tmp_path), 120))
 
 
@@ -178,10 +190,10 @@ async def _unmarkable(tmp_path: Path) -> None:
         public = node.svc.public
         meta: Any = public.meta
 
-        async def full(_name: str) -> None:
+        async def full(_bucket: str, _key: str) -> None:
             raise StorageFull()
 
-        meta.mark_torrents_published = full
+        meta.mark_torrent = full
         try:
             await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="full"))
             body = b"f" * 40_000
@@ -193,6 +205,6 @@ async def _unmarkable(tmp_path: Path) -> None:
             assert await public.consider(row) is None
             assert row.version_id not in public.by_version
         finally:
-            del meta.mark_torrents_published
+            del meta.mark_torrent
         assert await public.consider(row) is not None  # marked now: published
         assert row.version_id in public.by_version

@@ -222,6 +222,33 @@ def test_revocation_on_another_worker_reaches_the_owner(two: LiveServer, s3w: An
     peer.close()
 
 
+def test_an_overwrite_on_another_worker_is_revoked_before_it_is_answered(
+    two: LiveServer, s3w: Any
+) -> None:
+    """The overwritten version's swarm is refused by the owner at the first announce after
+    the other worker answered the PUT that replaced it, also when writes of a private key
+    beside it (which wait for nobody: PublicTorrents.may_hold) came first."""
+    s3w.create_bucket(Bucket="wk-overwrite")
+    put_public(s3w, "wk-overwrite", "obj", os.urandom(300_000))
+    s3w.put_object(Bucket="wk-overwrite", Key="private", Body=b"p" * 1000)
+    info_hash = info_hash_v1(fetch_torrent(two.endpoint, "wk-overwrite", "obj"))
+    owner = connect_to(two, 0)
+    other = connect_to(two, 1)
+    status, body = send(owner, "GET", announce_path(info_hash, b"-WK0002-aaaaaaaaaaaa", 7011))
+    assert status == 200 and b"failure reason" not in bdecode(body)
+    for _ in range(3):
+        status, body = send(
+            other, "PUT", "/wk-overwrite/private", body=os.urandom(1000), signed=True
+        )
+        assert status == 200, body
+    status, body = send(other, "PUT", "/wk-overwrite/obj", body=os.urandom(2000), signed=True)
+    assert status == 200, body
+    # At once, no polling.
+    peer_id = b"-WK0002-bbbbbbbbbbbb"
+    status, reply = send(owner, "GET", announce_path(info_hash, peer_id, 7012))
+    assert status == 200 and b"failure reason" in bdecode(reply), reply
+
+
 def test_forwarded_client_header_from_tcp_is_ignored(two: LiveServer, s3w: Any) -> None:
     s3w.create_bucket(Bucket="wk-spoof")
     put_public(s3w, "wk-spoof", "obj", os.urandom(100_000))

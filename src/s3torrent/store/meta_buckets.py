@@ -13,7 +13,7 @@ from s3torrent.store import queries as q
 from s3torrent.store.errors import BucketAlreadyExists, BucketNotEmpty
 from s3torrent.store.meta_base import SqlStoreBase
 from s3torrent.store.rows import Bucket
-from s3torrent.store.schema import buckets
+from s3torrent.store.schema import buckets, torrent_marks
 
 
 class BucketMetadata(Protocol):
@@ -40,7 +40,9 @@ class BucketMetadata(Protocol):
 
     async def set_bucket_setting(self, name: str, setting: str, value: Any) -> None: ...
 
-    async def mark_torrents_published(self, name: str) -> None: ...
+    async def torrent_marked(self, bucket: str, key: str) -> bool: ...
+
+    async def mark_torrent(self, bucket: str, key: str) -> None: ...
 
 
 class SqlBuckets(SqlStoreBase):
@@ -94,6 +96,8 @@ class SqlBuckets(SqlStoreBase):
             if q.bucket_has_objects(conn, name) or q.bucket_has_uploads(conn, name):
                 raise BucketNotEmpty(name)
             conn.execute(buckets.delete().where(buckets.c.name == name))
+            # A bucket made again under this name starts with no publication.
+            conn.execute(torrent_marks.delete().where(torrent_marks.c.bucket == name))
 
         await self.db.write(txn)
         self._published(AccessChanged(name, None))
@@ -128,25 +132,16 @@ class SqlBuckets(SqlStoreBase):
         # Some settings decide torrents (a bucket's torrent switch): decide them again.
         self._published(AccessChanged(name, None))
 
-    async def mark_torrents_published(self, name: str) -> None:
-        """Record, durably, that a torrent of this bucket is about to be published (see
-        TORRENTS_PUBLISHED). No event: nothing anyone may read changed."""
+    async def torrent_marked(self, bucket: str, key: str) -> bool:
+        """Whether some process ever published a torrent of this key (schema.torrent_marks),
+        read now: after a write's commit, False means that no process holds a publication
+        of any version the write replaced or deleted."""
+        return await self.db.lookup(lambda rows: q.torrent_marked(rows, bucket, key))
 
-        def txn(conn: Connection) -> None:
-            bucket = q.get_bucket(conn, name)
-            if bucket is not None and not bucket.settings.get(TORRENTS_PUBLISHED):
-                _write_setting(conn, bucket, TORRENTS_PUBLISHED, True)
-
-        await self.db.write(txn)
-
-
-# A bucket setting: set before the first torrent of the bucket is published in any process
-# (PublicTorrents), never cleared. Until it is set no process holds a publication of the
-# bucket, so a write that revokes one of its versions has nothing to wait for (the workers'
-# settle middleware); a publication that sets it commits it before reading the version it
-# publishes, so a writer that reads it unset after its own commit is never followed by a
-# publication of the version it replaced.
-TORRENTS_PUBLISHED = "torrents_published"
+    async def mark_torrent(self, bucket: str, key: str) -> None:
+        """Record, durably, that a torrent of this key is about to be published: before the
+        publication reads the version it publishes. No event: nothing anyone reads changed."""
+        await self.db.write(lambda conn: q.mark_torrent(conn, bucket, key))
 
 
 def _write_setting(conn: Connection, bucket: Bucket, setting: str, value: Any) -> None:

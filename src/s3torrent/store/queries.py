@@ -30,6 +30,7 @@ from s3torrent.store.schema import (
     object_versions,
     objects,
     parts,
+    torrent_marks,
     torrents,
     upload_receipts,
     uploads,
@@ -139,6 +140,23 @@ def get_bucket_and_object(
 def get_object_by_version(rows: Rows, version_id: str) -> ObjectVersion | None:
     m = _OBJECT_BY_VERSION.first(rows, {"vid": version_id})
     return ObjectVersion.from_mapping(m) if m is not None else None
+
+
+_TORRENT_MARK = Prepared(
+    sa.select(torrent_marks.c.bucket).where(
+        torrent_marks.c.bucket == sa.bindparam("bucket"),
+        torrent_marks.c.key == sa.bindparam("key"),
+    )
+)
+
+
+def torrent_marked(rows: Rows, bucket: str, key: str) -> bool:
+    """Whether a torrent of this key was ever published (schema.torrent_marks)."""
+    return _TORRENT_MARK.row(rows, {"bucket": bucket, "key": key.encode("utf-8")}) is not None
+
+
+def mark_torrent(conn: Connection, bucket: str, key: str) -> None:
+    insert_if_absent(conn, torrent_marks, {"bucket": bucket, "key": key.encode("utf-8")})
 
 
 def bucket_has_objects(conn: Connection, bucket: str) -> bool:

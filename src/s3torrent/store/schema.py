@@ -111,6 +111,17 @@ object_versions = sa.Table(
     *_version_columns(),
 )
 
+# Keys of which some process published a torrent (revision 0014): written, durably, before
+# a publication reads the version it publishes, and never removed while the bucket exists.
+# A write that replaces or deletes a version of a key not listed here, having committed,
+# knows that no process holds a publication it must take back (PublicTorrents.may_hold).
+torrent_marks = sa.Table(
+    "torrent_marks",
+    meta,
+    sa.Column("bucket", sa.String(63), primary_key=True),
+    sa.Column("key", sa.LargeBinary, primary_key=True),
+)
+
 # Every object column but the inline bytes: what listings read.
 OBJECT_INFO_COLUMNS = tuple(c for c in objects.c if c.name != "inline_data")
 
