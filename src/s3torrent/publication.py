@@ -448,6 +448,9 @@ class ResolvingRegistry:
     def __init__(self, inner: TrackerRegistry, public: PublicTorrents) -> None:
         self.inner = inner
         self.public = public
+        # The inner registry's synchronous announce, where it has one (the in-memory one).
+        self._inner_now: Callable[[AnnounceRequest, float], AnnounceResult | AnnounceFailure]
+        self._inner_now = getattr(inner, "announce_now", None) or _no_announce_now
 
     async def register(self, info_hash: bytes, meta: TorrentRef) -> None:
         await self.inner.register(info_hash, meta)
@@ -470,6 +473,22 @@ class ResolvingRegistry:
             self.public.announced(info, req)
         return result
 
+    def announce_now(
+        self, req: AnnounceRequest, now: float
+    ) -> AnnounceResult | AnnounceFailure | None:
+        """`announce` without a coroutine, or None where it would wait: a swarm id not
+        published here yet (resolved from the database) or a registry that waits (Redis).
+        The same steps and the same decision as `announce`."""
+        info = self.public.by_swarm.get(req.info_hash)
+        if info is None or self._inner_now is _no_announce_now:
+            return None
+        if not self.public.admits(info, req.ip):
+            return AnnounceFailure(UNREGISTERED_TORRENT)
+        result = self._inner_now(req, now)
+        if isinstance(result, AnnounceResult):
+            self.public.announced(info, req)
+        return result
+
     async def scrape(self, info_hashes: tuple[bytes, ...], now: float) -> dict[bytes, ScrapeStats]:
         for h in info_hashes:
             if not await self.inner.is_registered(h):
@@ -488,3 +507,6 @@ class ResolvingRegistry:
     async def close(self) -> None:
         await self.inner.close()
 
+
+def _no_announce_now(req: AnnounceRequest, now: float) -> AnnounceResult | AnnounceFailure:
+    raise NotImplementedError  # never called: a marker for registries that wait

@@ -71,9 +71,7 @@ class TrackerListeners:
         ports: list[int] = []
         for host, port in self.settings.tracker.udp_host_ports:
             with listening("the UDP tracker", host, port, "see tracker.udp_listen"):
-                transport = await start_udp_tracker(
-                    self.service, host, port, time.monotonic, eager=self.eager
-                )
+                transport = await start_udp_tracker(self.service, host, port, time.monotonic)
             self.udp.append(transport)
             bound = int(transport.get_extra_info("sockname")[1])
             if bound not in ports:

@@ -6,7 +6,7 @@ import asyncio
 import random
 import socket
 import struct
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import quote_from_bytes
 
@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TorrentRef
-from s3torrent.tracker.service import TrackerService, TrackerSettings
+from s3torrent.tracker.service import LATER, TrackerService, TrackerSettings
 from s3torrent.tracker.udp import start_udp_tracker
 from s3torrent.tracker.udp_protocol import (
     UDP_PROTOCOL_ID,
@@ -97,6 +97,9 @@ class ExplodingRegistry(MemoryRegistry):
     async def announce(self, req: Any, now: float) -> Any:
         raise RuntimeError("boom")
 
+    def announce_now(self, req: Any, now: float) -> Any:
+        raise RuntimeError("boom")
+
     async def scrape(self, info_hashes: Any, now: float) -> Any:
         raise RuntimeError("boom")
 
@@ -113,6 +116,9 @@ def test_handlers_turn_internal_errors_into_failures() -> None:
     cid = struct.unpack(">iIQ", connect)[2]
     answer = run(service.handle_udp(announce_packet(cid, 2), addr, 0.0))
     assert answer == struct.pack(">iI", 3, 2) + b"internal error"
+    # The same on the path without a coroutine (UdpTracker answers most datagrams there).
+    now = service.answer_udp_now(announce_packet(cid, 3), addr, 0.0)
+    assert now == struct.pack(">iI", 3, 3) + b"internal error"
 
 
 @given(st.binary(max_size=300), st.sampled_from(["10.0.0.1", "::1", "::ffff:10.0.0.1", "bogus"]))
@@ -125,6 +131,8 @@ def test_handlers_never_raise(data: bytes, ip: str) -> None:
             await service.handle_http_scrape(query, 0.0)
         for packet in (data, struct.pack(">QiI", 0, 1, 1) + data):
             await service.handle_udp(packet, (ip, 1), 0.0)
+            answer = service.answer_udp_now(packet, (ip, 1), 0.0)
+            assert answer is None or answer is LATER or isinstance(answer, bytes)
 
     run(all_handlers())
 
@@ -239,3 +247,96 @@ def test_udp_tracker_over_ipv6_socket() -> None:
     except OSError:
         pytest.skip("::1 is not configured")
     run(exchange(make_service(), "::1", socket.AF_INET6))
+
+
+class WaitingRegistry:
+    """A registry with no synchronous announce (as the Redis one): every announce waits."""
+
+    def __init__(self, inner: MemoryRegistry) -> None:
+        self.inner = inner
+        self.announces = 0
+
+    async def announce(self, req: Any, now: float) -> Any:
+        self.announces += 1
+        await asyncio.sleep(0)
+        return await self.inner.announce(req, now)
+
+    async def scrape(self, info_hashes: Any, now: float) -> Any:
+        return await self.inner.scrape(info_hashes, now)
+
+
+async def _connect(ask: Callable[[bytes], Awaitable[bytes]]) -> int:
+    answer = await ask(struct.pack(">QiI", UDP_PROTOCOL_ID, 0, 1))
+    return int(struct.unpack(">iIQ", answer)[2])
+
+
+async def _with_udp_server(
+    service: TrackerService,
+    scenario: Callable[[asyncio.DatagramTransport, UdpClient], Awaitable[None]],
+) -> None:
+    server = await start_udp_tracker(service, "127.0.0.1", 0)
+    try:
+        port = server.get_extra_info("sockname")[1]
+        loop = asyncio.get_running_loop()
+        transport, client = await loop.create_datagram_endpoint(
+            UdpClient, remote_addr=("127.0.0.1", port)
+        )
+        try:
+            await scenario(transport, client)
+        finally:
+            transport.close()
+    finally:
+        server.close()
+
+
+def test_udp_announces_to_a_registry_that_waits_are_answered_by_a_task() -> None:
+    memory = MemoryRegistry(RegistryLimits(rate_burst=1e9, rate_per_ip=1e9), random.Random(3))
+    run(memory.register(HASH, TorrentRef("b", "k", "v", origin_seeders=(ORIGIN,))))
+    waiting = WaitingRegistry(memory)
+    service = TrackerService(waiting, TrackerSettings(udp_secret=b"k" * 32))  # type: ignore[arg-type]
+    addr = ("127.0.0.1", 1)
+    connect = service.answer_udp_now(struct.pack(">QiI", UDP_PROTOCOL_ID, 0, 1), addr, 0.0)
+    assert isinstance(connect, bytes)  # a connect never waits
+    cid = struct.unpack(">iIQ", connect)[2]
+    assert service.answer_udp_now(announce_packet(cid, 2), addr, 0.0) is LATER
+    assert waiting.announces == 0  # LATER: nothing was recorded yet
+
+    async def scenario(transport: asyncio.DatagramTransport, client: UdpClient) -> None:
+        async def ask(packet: bytes) -> bytes:
+            transport.sendto(packet)
+            return await asyncio.wait_for(client.answers.get(), 5)
+
+        cid = await _connect(ask)
+        answer = await ask(announce_packet(cid, 9))
+        assert struct.unpack_from(">iI", answer) == (1, 9)
+        assert answer[20:] == socket.inet_aton(ORIGIN[0]) + ORIGIN[1].to_bytes(2, "big")
+        assert waiting.announces == 1
+
+    run(_with_udp_server(service, scenario))
+
+
+def test_a_burst_of_udp_announces_is_answered_in_full() -> None:
+    """Answers go out together after the socket is drained: every one of them, once."""
+    service = make_service()
+
+    async def scenario(transport: asyncio.DatagramTransport, client: UdpClient) -> None:
+        async def ask(packet: bytes) -> bytes:
+            transport.sendto(packet)
+            return await asyncio.wait_for(client.answers.get(), 5)
+
+        cid = await _connect(ask)
+        # More than one drain of the socket (udp.DRAIN), fewer than its receive buffer holds.
+        count = 120
+        for tid in range(count):
+            peer_id = tid.to_bytes(20, "big")
+            transport.sendto(announce_packet(cid, 1000 + tid, peer_id=peer_id, port=7000 + tid))
+        seen: list[int] = []
+        for _ in range(count):
+            answer = await asyncio.wait_for(client.answers.get(), 5)
+            action, tid = struct.unpack_from(">iI", answer)
+            assert action == 1
+            seen.append(tid)
+        assert sorted(seen) == list(range(1000, 1000 + count))
+        assert client.answers.empty()
+
+    run(_with_udp_server(service, scenario))

@@ -310,6 +310,10 @@ class MemoryRegistry:
         return sum(self._expire(swarm, now) for swarm in self._swarms.values())
 
     async def announce(self, req: AnnounceRequest, now: float) -> AnnounceResult | AnnounceFailure:
+        return self.announce_now(req, now)
+
+    def announce_now(self, req: AnnounceRequest, now: float) -> AnnounceResult | AnnounceFailure:
+        """`announce` without a coroutine: this registry never waits (the UDP fast path)."""
         swarm = self._swarms.get(req.info_hash)
         if swarm is None:
             return AnnounceFailure(UNREGISTERED_TORRENT)

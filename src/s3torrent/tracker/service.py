@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from s3torrent.tracker.protocol import (
+    AnnounceRequest,
     ScrapeStats,
     TrackerError,
     encode_announce_response,
@@ -18,7 +22,7 @@ from s3torrent.tracker.protocol import (
     parse_http_announce,
     parse_http_scrape,
 )
-from s3torrent.tracker.registry import AnnounceFailure, TrackerRegistry
+from s3torrent.tracker.registry import AnnounceFailure, AnnounceResult, TrackerRegistry
 from s3torrent.tracker.udp_protocol import (
     UDP_MAX_SCRAPE_HASHES,
     UdpAnnounce,
@@ -37,6 +41,15 @@ from s3torrent.tracker.udp_protocol import (
 log = logging.getLogger(__name__)
 
 _ZERO = ScrapeStats(0, 0, 0)
+
+
+class Later(enum.Enum):
+    """`answer_udp_now`'s word for "not without waiting": `handle_udp` answers it."""
+
+    LATER = enum.auto()
+
+
+LATER: Final = Later.LATER
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +75,10 @@ class TrackerService:
 
     def __init__(self, registry: TrackerRegistry, settings: TrackerSettings | None = None):
         self._registry = registry
+        # The registry's announce without a coroutine, where it has one (None: it would wait).
+        self._announce_now: (
+            Callable[[AnnounceRequest, float], AnnounceResult | AnnounceFailure | None] | None
+        ) = getattr(registry, "announce_now", None)
         self._settings = settings or TrackerSettings()
         self._proxies = tuple(
             ipaddress.ip_network(proxy, strict=False) for proxy in self._settings.trusted_proxies
@@ -154,7 +171,46 @@ class TrackerService:
             log.exception("udp tracker request failed")
             return encode_udp_error(transaction_id, "internal error")
 
+    def answer_udp_now(
+        self, packet: bytes, addr: tuple[str, int], now: float
+    ) -> bytes | Later | None:
+        """`handle_udp` without a coroutine: the answer where it is ready at once (a
+        connect, an error, an announce of a torrent this process has published and whose
+        registry never waits: nearly every datagram), else LATER for `handle_udp`. A
+        coroutine per datagram, and the ones it awaits, were a third of an announce's cost."""
+        transaction_id = udp_transaction_id(packet)
+        if transaction_id is None:
+            return None  # too short to address an answer to
+        try:
+            request = self._udp_request(packet, addr, now)
+            if not isinstance(request, UdpAnnounce):
+                return request if isinstance(request, bytes) else LATER
+            if self._announce_now is None:
+                return LATER
+            result = self._announce_now(request.request, now)
+            if result is None:
+                return LATER
+            return self._udp_announce_answer(request, addr, result)
+        except TrackerError as error:
+            return encode_udp_error(transaction_id, error.reason)
+        except Exception:
+            log.exception("udp tracker request failed")
+            return encode_udp_error(transaction_id, "internal error")
+
     async def _handle_udp(self, packet: bytes, addr: tuple[str, int], now: float) -> bytes | None:
+        request = self._udp_request(packet, addr, now)
+        if isinstance(request, bytes):
+            return request
+        if isinstance(request, UdpAnnounce):
+            result = await self._registry.announce(request.request, now)
+            return self._udp_announce_answer(request, addr, result)
+        return await self._udp_scrape(request, now)
+
+    def _udp_request(
+        self, packet: bytes, addr: tuple[str, int], now: float
+    ) -> bytes | UdpAnnounce | UdpScrape:
+        """The request to answer, or the answer itself: a connect's, or a refusal of an
+        invalid connection id."""
         s = self._settings
         request = parse_udp_request(
             packet,
@@ -171,23 +227,24 @@ class TrackerService:
         # answers could be aimed at a spoofed victim.
         if not check_connection_id(s.udp_secret, addr, request.connection_id, now):
             return encode_udp_error(request.transaction_id, "invalid connection id")
-        if isinstance(request, UdpAnnounce):
-            return await self._udp_announce(request, addr, now)
-        return await self._udp_scrape(request, now)
+        return request
 
-    async def _udp_announce(self, request: UdpAnnounce, addr: tuple[str, int], now: float) -> bytes:
-        # BEP 15: the answer carries peers of the family of the socket the request came on.
-        ipv6 = is_ipv6(normalize_ip(addr[0]))
-        result = await self._registry.announce(request.request, now)
+    def _udp_announce_answer(
+        self,
+        request: UdpAnnounce,
+        addr: tuple[str, int],
+        result: AnnounceResult | AnnounceFailure,
+    ) -> bytes:
         if isinstance(result, AnnounceFailure):
             return encode_udp_error(request.transaction_id, result.reason)
+        # BEP 15: the answer carries peers of the family of the socket the request came on.
         return encode_udp_announce(
             request.transaction_id,
             self._settings.interval,
             leechers=result.incomplete,
             seeders=result.complete,
             peers=result.peers,
-            ipv6=ipv6,
+            ipv6=is_ipv6(normalize_ip(addr[0])),
         )
 
     async def _udp_scrape(self, request: UdpScrape, now: float) -> bytes:

@@ -3,8 +3,10 @@
 The socket is read straight from the event loop (`add_reader`), not through a datagram
 transport: each wake-up drains up to `DRAIN` datagrams and answers each with one `sendto`,
 so a busy tracker pays one loop iteration per batch instead of one per datagram (the loop,
-not the tracker, was most of an announce's cost). An answer the socket cannot take at once
-is dropped, as UDP allows; the client asks again.
+not the tracker, was most of an announce's cost). Each datagram is answered by a plain call
+(`TrackerService.answer_udp_now`), with no coroutine; only one whose answer must wait (a
+registry in Redis, a torrent resolved from the database) gets a task. An answer the socket
+cannot take at once is dropped, as UDP allows; the client asks again.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from s3torrent.tracker.eager import start_eagerly
-from s3torrent.tracker.service import TrackerService
+from s3torrent.tracker.service import LATER, TrackerService
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,6 @@ class UdpTracker:
         service: TrackerService,
         clock: Callable[[], float] = time.monotonic,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        *,
-        eager: bool = False,
     ) -> None:
         # The clock must be the one the HTTP glue passes as `now`: peers announced over either
         # transport share the registry and expire against the same timeline.
@@ -48,9 +47,6 @@ class UdpTracker:
         self._service = service
         self._clock = clock
         self._max_in_flight = max_in_flight
-        # Answer inline, without a task per datagram, up to the first suspension: only for a
-        # registry that needs no current task (the in-memory one; see tracker/eager.py).
-        self._eager = eager
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
         sock.setblocking(False)
@@ -82,37 +78,38 @@ class UdpTracker:
         sock = self._sock
         if sock is None:
             return
-        for _ in range(DRAIN):
-            try:
-                data, addr = sock.recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                # ICMP errors from earlier sends (port unreachable): the client went away.
-                log.debug("udp tracker socket error: %s", exc)
-                continue
-            self._received(data, addr)
-
-    def _received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        # IPv6 addresses arrive as (host, port, flowinfo, scope_id); the service needs two.
-        host, port = str(addr[0]), int(addr[1])
-        if not self._eager:
-            if len(self._tasks) < self._max_in_flight:
-                self._spawn(self._service.handle_udp(data, (host, port), self._clock()), addr)
-            return
+        answers: list[tuple[bytes, tuple[Any, ...]]] = []
         try:
-            started = start_eagerly(self._service.handle_udp(data, (host, port), self._clock()))
-        except Exception:
-            log.exception("udp tracker request failed")
-            return
-        if started is None:
-            return  # nothing to answer
-        if isinstance(started, bytes):
-            self._send(started, addr)
-        elif len(self._tasks) < self._max_in_flight:
-            self._spawn(started, addr)
-        else:
-            started.close()
+            for _ in range(DRAIN):
+                try:
+                    data, addr = sock.recvfrom(MAX_DATAGRAM)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    # ICMP errors from earlier sends (port unreachable): the client went away.
+                    log.debug("udp tracker socket error: %s", exc)
+                    continue
+                answer = self._received(data, addr)
+                if answer is not None:
+                    answers.append((answer, addr))
+        finally:
+            # Sent together once the socket is drained: a client waiting for answers is
+            # woken once for them all, not once per answer (on loopback the sender pays
+            # for the wake-up, which cost more than the rest of an announce).
+            for answer, addr in answers:
+                self._send(answer, addr)
+
+    def _received(self, data: bytes, addr: tuple[Any, ...]) -> bytes | None:
+        """The answer to send at once, if any."""
+        # IPv6 addresses arrive as (host, port, flowinfo, scope_id); the service needs two.
+        peer = (str(addr[0]), int(addr[1]))
+        answer = self._service.answer_udp_now(data, peer, self._clock())
+        if answer is LATER:
+            # The registry waits (Redis) or the torrent is resolved from the database.
+            if len(self._tasks) < self._max_in_flight:
+                self._spawn(self._service.handle_udp(data, peer, self._clock()), addr)
+            return None
+        return answer
 
     def _spawn(self, answering: Awaitable[bytes | None], addr: tuple[Any, ...]) -> None:
         task = self._loop.create_task(self._answer_later(answering, addr))
@@ -141,8 +138,6 @@ async def start_udp_tracker(
     host: str,
     port: int,
     clock: Callable[[], float] = time.monotonic,
-    *,
-    eager: bool = False,
 ) -> UdpTracker:
     """Listen for BEP 15 requests on host:port (an IPv4 or IPv6 literal or name)."""
     loop = asyncio.get_running_loop()
@@ -159,6 +154,6 @@ async def start_udp_tracker(
             sock.close()
             error = exc
             continue
-        return UdpTracker(sock, service, clock, eager=eager)
+        return UdpTracker(sock, service, clock)
     assert error is not None
     raise error
