@@ -505,7 +505,12 @@ def _importable(module: str) -> bool:
 def git_commit() -> str:
     try:
         out = run_bounded(["git", "rev-parse", "--short", "HEAD"], timeout=10, cwd=REPO_DIR)
-        dirty = run_bounded(["git", "status", "--porcelain"], timeout=10, cwd=REPO_DIR)
+        # The suite's own outputs (written by earlier benchmarks of the same run) are not
+        # changes to the code measured.
+        outputs = [":!BENCHMARKS.md", ":!bench/results-full.json", ":!bench/plots", ":!bench/out"]
+        dirty = run_bounded(
+            ["git", "status", "--porcelain", "--", ".", *outputs], timeout=10, cwd=REPO_DIR
+        )
     except (TimeoutError, OSError):
         return "unknown"
     commit = out.stdout.strip() if out.returncode == 0 else "no commit"
