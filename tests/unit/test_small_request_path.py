@@ -141,3 +141,49 @@ def test_a_time_conditioned_policy_is_decided_at_each_request_time() -> None:
     assert _may(ANONYMOUS, bucket, Obj(), NOW)
     assert not _may(ANONYMOUS, bucket, Obj(), until + timedelta(seconds=1))
     assert _may(ANONYMOUS, bucket, Obj(), NOW)
+
+
+class _CountingHeaders(dict[str, str]):
+    """Headers that count their lookups."""
+
+    lookups = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        type(self).lookups += 1
+        return super().get(key, default)
+
+
+def test_condition_values_are_worked_out_only_when_read_and_from_the_snapshot() -> None:
+    """A request's condition values (server._ConditionValues) are the eager function's,
+    computed once, on first use: a decision without a bucket policy never reads a header."""
+    headers = _CountingHeaders(
+        {"x-amz-acl": "public-read", "User-Agent": "aws-cli/2", "x-amz-tagging": "a=1&b=2"}
+    )
+    query = {"prefix": "logs/", "versionId": "v1"}
+    _CountingHeaders.lookups = 0
+    lazy = server._ConditionValues(query, headers, None)
+    assert _CountingHeaders.lookups == 0
+    eager = server.condition_values(query, headers, None)
+    reads = _CountingHeaders.lookups
+    assert reads > 0
+    assert dict(lazy) == eager
+    assert eager["s3:x-amz-acl"] == "public-read" and eager["s3:prefix"] == "logs/"
+    assert eager["s3:RequestObjectTag/b"] == "2" and eager["aws:UserAgent"] == "aws-cli/2"
+    # Computed once: reading again looks nothing up.
+    assert lazy["s3:versionid"] == "v1" and len(lazy) == len(eager)
+    assert _CountingHeaders.lookups == 2 * reads
+    # What the request held when its context was made, not later: the query is the
+    # snapshot's (a dict the request never changes) and so is the object.
+    ctx_values = server._ConditionValues({"prefix": "a/"}, {}, None)
+    assert dict(ctx_values) == {"s3:prefix": "a/"}
+
+
+def test_endpoints_hash_by_identity_and_stay_usable_as_keys() -> None:
+    from s3torrent.s3.routing import Endpoint
+
+    table = {endpoint: endpoint.value[0] for endpoint in Endpoint}
+    assert len(table) == len(list(Endpoint))
+    assert all(table[endpoint] == endpoint.name for endpoint in Endpoint)
+    assert hash(Endpoint.GetObject) == object.__hash__(Endpoint.GetObject)
+    assert Endpoint["GetObject"] is Endpoint.GetObject
+    assert Endpoint(("GetObject", "s3:GetObject", "object")) is Endpoint.GetObject

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Final
 from urllib.parse import unquote
 
 from s3torrent.s3.errors import S3Error
@@ -17,6 +18,12 @@ from s3torrent.s3.errors import S3Error
 
 class Endpoint(Enum):
     # (value, IAM action, scope) — scope "service", "bucket" or "object".
+
+    # Members are singletons, equal only to themselves: hash them by identity too. Enum's
+    # own hash is a Python call (it hashes the name), and a request hashes its endpoint
+    # several times (handlers, the sets of endpoints that read or refuse something).
+    __hash__ = object.__hash__
+
     ListBuckets = ("ListBuckets", "s3:ListAllMyBuckets", "service")
     CreateBucket = ("CreateBucket", "s3:CreateBucket", "bucket")
     HeadBucket = ("HeadBucket", "s3:ListBucket", "bucket")
@@ -263,13 +270,8 @@ def _route_object(m: str, q: Mapping[str, str], h: Mapping[str, str]) -> Endpoin
     if "uploadId" in q:
         if m == "PUT":
             return Endpoint.UploadPartCopy if "x-amz-copy-source" in h else Endpoint.UploadPart
-        by_method = {
-            "POST": Endpoint.CompleteMultipartUpload,
-            "DELETE": Endpoint.AbortMultipartUpload,
-            "GET": Endpoint.ListParts,
-        }
-        if m in by_method:
-            return by_method[m]
+        if m in _UPLOAD_BY_METHOD:
+            return _UPLOAD_BY_METHOD[m]
         raise S3Error("MethodNotAllowed")
     if "uploads" in q and m == "POST":
         return Endpoint.CreateMultipartUpload
@@ -286,21 +288,10 @@ def _route_object(m: str, q: Mapping[str, str], h: Mapping[str, str]) -> Endpoin
             return Endpoint.GetObjectAttributes
         raise S3Error("MethodNotAllowed")
     if "tagging" in q:
-        tagging = {
-            "GET": Endpoint.GetObjectTagging,
-            "PUT": Endpoint.PutObjectTagging,
-            "DELETE": Endpoint.DeleteObjectTagging,
-        }
-        if m in tagging:
-            return tagging[m]
+        if m in _TAGGING_BY_METHOD:
+            return _TAGGING_BY_METHOD[m]
         raise S3Error("MethodNotAllowed")
-    lock = {
-        ("GET", "retention"): Endpoint.GetObjectRetention,
-        ("PUT", "retention"): Endpoint.PutObjectRetention,
-        ("GET", "legal-hold"): Endpoint.GetObjectLegalHold,
-        ("PUT", "legal-hold"): Endpoint.PutObjectLegalHold,
-    }
-    for (method, sub), endpoint in lock.items():
+    for (method, sub), endpoint in _OBJECT_LOCK.items():
         if sub in q:
             if m == method:
                 return endpoint
@@ -309,16 +300,35 @@ def _route_object(m: str, q: Mapping[str, str], h: Mapping[str, str]) -> Endpoin
     for sub in q:
         if sub in _OBJECT_SUBRESOURCES:
             raise S3Error("NotImplemented", f"The object operation '?{sub}' is not implemented.")
-    simple = {
-        "GET": Endpoint.GetObject,
-        "HEAD": Endpoint.HeadObject,
-        "DELETE": Endpoint.DeleteObject,
-    }
     if m == "PUT":
         return Endpoint.CopyObject if "x-amz-copy-source" in h else Endpoint.PutObject
-    if m in simple:
-        return simple[m]
+    if m in _OBJECT_BY_METHOD:
+        return _OBJECT_BY_METHOD[m]
     raise S3Error("MethodNotAllowed")
+
+
+# The tables _route_object picks from (built once, not per request).
+_UPLOAD_BY_METHOD: Final = {
+    "POST": Endpoint.CompleteMultipartUpload,
+    "DELETE": Endpoint.AbortMultipartUpload,
+    "GET": Endpoint.ListParts,
+}
+_TAGGING_BY_METHOD: Final = {
+    "GET": Endpoint.GetObjectTagging,
+    "PUT": Endpoint.PutObjectTagging,
+    "DELETE": Endpoint.DeleteObjectTagging,
+}
+_OBJECT_LOCK: Final = {
+    ("GET", "retention"): Endpoint.GetObjectRetention,
+    ("PUT", "retention"): Endpoint.PutObjectRetention,
+    ("GET", "legal-hold"): Endpoint.GetObjectLegalHold,
+    ("PUT", "legal-hold"): Endpoint.PutObjectLegalHold,
+}
+_OBJECT_BY_METHOD: Final = {
+    "GET": Endpoint.GetObject,
+    "HEAD": Endpoint.HeadObject,
+    "DELETE": Endpoint.DeleteObject,
+}
 
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

@@ -7,7 +7,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -101,38 +101,72 @@ class S3Request:
 
     def access_context(self) -> RequestContext:
         """The context the access decision is asked with: time, source, condition values."""
-        return authz.context(self.now, self.source_ip, self.http.secure, **self._condition_values())
+        values = _ConditionValues(self.query, self.http.headers, self.obj)
+        return RequestContext(self.now, self.source_ip, self.http.secure, values)
 
-    def _condition_values(self) -> dict[str, str]:
-        values: dict[str, str] = {}
-        q = self.query
-        for name in ("prefix", "delimiter", "max-keys"):
-            if name in q:
-                values[f"s3:{name}"] = q[name]
-        headers = self.http.headers
-        for header, key in _HEADER_CONDITION_KEYS:
-            value = headers.get(header)
-            if value:
-                values[key] = value
-        version = q.get("versionId")
-        if version:
-            values["s3:versionid"] = version
-        if self.obj is not None and self.obj.tags:
-            values.update(tagging.condition_values(self.obj.tags, "s3:ExistingObjectTag"))
-        sent = headers.get("x-amz-tagging")
-        if sent is not None:
-            # Malformed tags are refused by the operation itself; here they just add nothing.
-            with contextlib.suppress(S3Error):
-                tags = tagging.from_header(sent)
-                values.update(tagging.condition_values(tags, "s3:RequestObjectTag"))
-                values["s3:RequestObjectTagKeys"] = ",".join(k for k, _ in tags)
-        ua = headers.get("User-Agent")
-        if ua:
-            values["aws:UserAgent"] = ua
-        ref = headers.get("Referer")
-        if ref:
-            values["aws:Referer"] = ref
-        return values
+
+class _ConditionValues(Mapping[str, str]):
+    """A request's condition values (s3:prefix, s3:x-amz-acl, tags, aws:UserAgent, ...),
+    worked out on first use from what the request held when its context was made. Only a
+    bucket policy reads them, and most buckets have none: for them a GET or HEAD no longer
+    looks up a dozen headers it never uses."""
+
+    __slots__ = ("_headers", "_obj", "_query", "_values")
+
+    def __init__(
+        self, query: Mapping[str, str], headers: Mapping[str, str], obj: md.ObjectVersion | None
+    ) -> None:
+        self._query = query
+        self._headers = headers
+        self._obj = obj
+        self._values: dict[str, str] | None = None
+
+    def _all(self) -> dict[str, str]:
+        if self._values is None:
+            self._values = condition_values(self._query, self._headers, self._obj)
+        return self._values
+
+    def __getitem__(self, name: str) -> str:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def condition_values(
+    q: Mapping[str, str], headers: Mapping[str, str], obj: md.ObjectVersion | None
+) -> dict[str, str]:
+    """The condition values of a request with this query, these headers and this object."""
+    values: dict[str, str] = {}
+    for name in ("prefix", "delimiter", "max-keys"):
+        if name in q:
+            values[f"s3:{name}"] = q[name]
+    for header, key in _HEADER_CONDITION_KEYS:
+        value = headers.get(header)
+        if value:
+            values[key] = value
+    version = q.get("versionId")
+    if version:
+        values["s3:versionid"] = version
+    if obj is not None and obj.tags:
+        values.update(tagging.condition_values(obj.tags, "s3:ExistingObjectTag"))
+    sent = headers.get("x-amz-tagging")
+    if sent is not None:
+        # Malformed tags are refused by the operation itself; here they just add nothing.
+        with contextlib.suppress(S3Error):
+            tags = tagging.from_header(sent)
+            values.update(tagging.condition_values(tags, "s3:RequestObjectTag"))
+            values["s3:RequestObjectTagKeys"] = ",".join(k for k, _ in tags)
+    ua = headers.get("User-Agent")
+    if ua:
+        values["aws:UserAgent"] = ua
+    ref = headers.get("Referer")
+    if ref:
+        values["aws:Referer"] = ref
+    return values
 
 
 Handler = Callable[["S3Context", S3Request], Awaitable[web.StreamResponse]]
@@ -434,7 +468,8 @@ class S3Application:
             return await self.preflight(request)
         raw = request.raw_path
         raw_path, _, raw_query = raw.partition("?")
-        for prefix, extra in self.extra_routes.items():
+        # Every extra route's prefix starts with "/_" (add_route), which no bucket does.
+        for prefix, extra in self.extra_routes.items() if raw_path.startswith("/_") else ():
             if raw_path == prefix or raw_path.startswith(prefix + "/"):
                 request[EXTRA_ROUTE] = prefix
                 request[_EXCHANGE].extra = True
