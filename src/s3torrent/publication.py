@@ -449,8 +449,9 @@ class ResolvingRegistry:
         self.inner = inner
         self.public = public
         # The inner registry's synchronous announce, where it has one (the in-memory one).
-        self._inner_now: Callable[[AnnounceRequest, float], AnnounceResult | AnnounceFailure]
-        self._inner_now = getattr(inner, "announce_now", None) or _no_announce_now
+        self._inner_now: (
+            Callable[[AnnounceRequest, float], AnnounceResult | AnnounceFailure] | None
+        ) = getattr(inner, "announce_now", None)
 
     async def register(self, info_hash: bytes, meta: TorrentRef) -> None:
         await self.inner.register(info_hash, meta)
@@ -480,7 +481,7 @@ class ResolvingRegistry:
         published here yet (resolved from the database) or a registry that waits (Redis).
         The same steps and the same decision as `announce`."""
         info = self.public.by_swarm.get(req.info_hash)
-        if info is None or self._inner_now is _no_announce_now:
+        if info is None or self._inner_now is None:
             return None
         if not self.public.admits(info, req.ip):
             return AnnounceFailure(UNREGISTERED_TORRENT)
@@ -506,7 +507,3 @@ class ResolvingRegistry:
 
     async def close(self) -> None:
         await self.inner.close()
-
-
-def _no_announce_now(req: AnnounceRequest, now: float) -> AnnounceResult | AnnounceFailure:
-    raise NotImplementedError  # never called: a marker for registries that wait
