@@ -31,6 +31,9 @@ class ObjectWritten:
     """The version as its writer committed it (a store row), for this process's subscribers
     only: never relayed, so None in another process. A hint, not a fact: the row may have
     changed since (publication decides on a row it reads itself)."""
+    written_bucket: object = field(default=None, compare=False, repr=False, metadata=LOCAL_ONLY)
+    """The bucket row the writer's commit read, under the write lock (with `written`, for
+    this process's subscribers only): what refuses a torrent at once, without a read."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -214,7 +214,11 @@ class PublicTorrents:
                 # again (consider decides on the current row it reads itself).
                 written = event.written if isinstance(event, ObjectWritten) else None
                 if isinstance(written, md.ObjectVersion):
-                    self._spawn(self.consider(written))
+                    bucket = event.written_bucket if isinstance(event, ObjectWritten) else None
+                    if not (
+                        isinstance(bucket, md.Bucket) and self._refused_at_commit(bucket, written)
+                    ):
+                        self._spawn(self.consider(written))
                 else:
                     self._spawn(self.consider_version(event.version_id))
         elif isinstance(event, ObjectDeleted):
@@ -289,6 +293,23 @@ class PublicTorrents:
             obj = fresh
         # Still racing revocations: stay unpublished; the next announce resolves it again.
         return None
+
+    def _refused_at_commit(self, bucket: md.Bucket, obj: md.ObjectVersion) -> bool:
+        """Whether this process's own write has no public torrent, decided at once on the
+        rows its commit wrote and read (the first steps of _consider_once, with no task and
+        no read): most writes are of private objects.
+
+        Only for a bucket row whose policy has no time boundary ahead: that row may be older
+        than the database's by now, and scheduling from it could replace the timer of a
+        newer policy. With no boundary there is nothing to schedule, and a refusal on an
+        older row is the early answer consider() gives too: a later change of access
+        carries its own event, and a swarm id nobody published is resolved when a request
+        names it."""
+        if obj.size == 0:
+            return True  # zero bytes: nothing to seed, never registered
+        if facts.next_time_boundary(bucket, datetime.now(UTC)) is not None:
+            return False  # decided by consider(), which schedules the boundary
+        return torrent_refusal(self.settings.torrent, bucket, obj, anywhere_now()) is not None
 
     async def _consider_once(self, obj: md.ObjectVersion) -> TorrentInfo | None:
         known = self.by_version.get(obj.version_id)

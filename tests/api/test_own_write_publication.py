@@ -12,6 +12,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from fastbencode import bdecode, bencode  # type: ignore[attr-defined]
+
 from s3torrent.events import ObjectWritten
 from s3torrent.events_redis import decode_event, encode_event
 from tests.conftest import make_client, node_in_process
@@ -90,13 +92,14 @@ async def _own_write(tmp_path: Path) -> None:
 
 
 def test_the_written_row_stays_in_its_process() -> None:
-    row = object()
-    event = ObjectWritten("b", "k", "v1", "v0", True, written=row)
+    row, bucket = object(), object()
+    event = ObjectWritten("b", "k", "v1", "v0", True, written=row, written_bucket=bucket)
     raw = encode_event(event, "node-a")
     assert b"written" not in raw
     sender, back = decode_event(raw)
     assert sender == "node-a"
     assert isinstance(back, ObjectWritten) and back.written is None
+    assert back.written_bucket is None
     assert back == event  # the hint is not part of the event's identity
 
 
@@ -208,3 +211,99 @@ async def _unmarkable(tmp_path: Path) -> None:
             del meta.mark_torrent
         assert await public.consider(row) is not None  # marked now: published
         assert row.version_id in public.by_version
+
+
+def test_a_write_refused_at_its_commit_costs_no_publication_task(tmp_path: Path) -> None:
+    """Most writes are of private objects: their refusal is decided at once, on the rows the
+    commit wrote and read (ObjectWritten.written and .written_bucket), with no task and no
+    read. What may be public still goes through consider(), and so does a write into a
+    bucket whose policy has a time boundary ahead (consider schedules it). A refused object
+    that becomes public later is published when a request names it."""
+    asyncio.run(asyncio.wait_for(_refused_at_commit(tmp_path), 120))
+
+
+async def _refused_at_commit(tmp_path: Path) -> None:
+    import hashlib
+    import json
+    import urllib.request
+    from datetime import UTC, datetime, timedelta
+
+    loop = asyncio.get_running_loop()
+    async with node_in_process(tmp_path / "data") as (node, endpoint):
+        s3 = make_client(endpoint)
+        public = node.svc.public
+        considered: list[str] = []
+        consider = public.consider
+
+        async def counted(obj: Any) -> Any:
+            considered.append(obj.key)
+            return await consider(obj)
+
+        public.consider = counted
+
+        async def put(bucket: str, key: str, body: bytes, **kw: Any) -> str:
+            await loop.run_in_executor(
+                None, lambda: s3.put_object(Bucket=bucket, Key=key, Body=body, **kw)
+            )
+            for _ in range(5):  # let whatever the event spawned run
+                await asyncio.sleep(0.01)
+            row = await node.svc.meta.object(bucket, key)
+            assert row is not None
+            return row.version_id
+
+        def torrent_of(bucket: str, key: str) -> bytes:
+            with urllib.request.urlopen(f"{endpoint}/{bucket}/{key}?torrent", timeout=10) as r:
+                return bytes(r.read())
+
+        try:
+            await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="quick"))
+            private = await put("quick", "private", b"p" * 40_000)
+            empty = await put("quick", "empty", b"", ACL="public-read")
+            assert considered == [] and not public._tasks
+            assert private not in public.by_version and empty not in public.by_version
+            shared = await put("quick", "shared", b"s" * 40_000, ACL="public-read")
+            assert considered == ["shared"]
+            await _published(public, shared)
+            # Made public later by a policy: published when a peer names its swarm.
+            policy = {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": "*",
+                        "Action": "s3:GetObject",
+                        "Resource": "arn:aws:s3:::quick/*",
+                    }
+                ],
+            }
+            await loop.run_in_executor(
+                None, lambda: s3.put_bucket_policy(Bucket="quick", Policy=json.dumps(policy))
+            )
+            torrent = await loop.run_in_executor(None, torrent_of, "quick", "private")
+            info_hash = hashlib.sha1(bencode(bdecode(torrent)[b"info"])).digest()
+            assert await public.resolve(info_hash) is not None
+            assert private in public.by_version
+            # A policy with a time boundary ahead: consider() decides, and schedules it.
+            await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="timed"))
+            until = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            timed = {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": "*",
+                        "Action": "s3:GetObject",
+                        "Resource": "arn:aws:s3:::timed/public/*",
+                        "Condition": {"DateLessThan": {"aws:CurrentTime": until}},
+                    }
+                ],
+            }
+            await loop.run_in_executor(
+                None, lambda: s3.put_bucket_policy(Bucket="timed", Policy=json.dumps(timed))
+            )
+            considered.clear()
+            await put("timed", "private/k", b"t" * 40_000)
+            assert considered == ["private/k"]
+            assert "timed" in public._boundary_timers
+        finally:
+            del public.consider

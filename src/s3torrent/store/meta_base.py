@@ -29,10 +29,25 @@ class SqlStoreBase:
         # seeder, caches, other nodes) may read the database again at once.
         self.events.publish(event)
 
-    def _written(self, obj: ObjectVersion, replaced: Replaced | None, hashed: bool) -> None:
+    def _written(
+        self,
+        obj: ObjectVersion,
+        replaced: Replaced | None,
+        hashed: bool,
+        bucket: Bucket | None = None,
+    ) -> None:
+        """ObjectWritten for obj, as committed; `bucket`: the row the commit read."""
         old_id = replaced.version_id if replaced is not None else None
         self._published(
-            ObjectWritten(obj.bucket, obj.key, obj.version_id, old_id, hashed, written=obj)
+            ObjectWritten(
+                obj.bucket,
+                obj.key,
+                obj.version_id,
+                old_id,
+                hashed,
+                written=obj,
+                written_bucket=bucket,
+            )
         )
 
 

@@ -169,7 +169,7 @@ class SqlObjects(SqlStoreBase):
         bucket's versioning decides what happens to the version it replaces (see
         version_queries.commit_object); returns the version as stored."""
 
-        def txn(conn: Connection) -> Committed:
+        def txn(conn: Connection) -> tuple[Bucket, Committed]:
             bucket = q.get_bucket(conn, obj.bucket)
             if bucket is None:
                 raise NoSuchBucket(obj.bucket)
@@ -177,10 +177,10 @@ class SqlObjects(SqlStoreBase):
             if hashes is not None:
                 # obj's id is new (a fresh blob or row id): no hashes can be stored under it.
                 hq.record_hashes(conn, hashes, new_version=True)
-            return committed
+            return bucket, committed
 
-        committed = await self.db.write(txn)
-        self._written(committed.version, committed.replaced, hashes is not None)
+        bucket, committed = await self.db.write(txn)
+        self._written(committed.version, committed.replaced, hashes is not None, bucket)
         return committed
 
     async def delete_object(
