@@ -5,7 +5,8 @@ Three parts, all on one test file (1 GiB, quick 64 MiB) written once with os.ura
 1. v1 piece hashing of the file by s3torrent's `hash_file` (2 threads, memory-mapped)
    against mktorrent, libtorrent's `set_piece_hashes` and one thread of hashlib SHA-1, each
    run in its own process, alternately; every subject's pieces are checked to agree.
-2. One PutObject of the file to two s3torrent servers, torrent hashing on and off.
+2. One PutObject of the file to two s3torrent servers, torrent hashing on and off; then
+   4 KiB PUTs per second to the same two (what a small object's torrent costs its write).
 3. The first `GET /bucket/key?torrent` right after a PutObject, for several sizes, with a
    HEAD of the same object as a yardstick; the target (< 10 ms) is absolute.
 
@@ -69,7 +70,12 @@ DESCRIPTION = (
     "through the piece hasher; off: no hashing), alternately, each first in every other "
     "round (each run ends in a 1 GiB fsync, whose writeback would otherwise always fall on "
     "the same one); the ratio is on / off. "
-    "Target: ≥ 0.95 (hashing costs at most 5%). **First `?torrent`**: a public-read "
+    "Target: ≥ 0.95 (hashing costs at most 5%). **Small PutObject cost**: 4 KiB PUTs per "
+    "second to the same two servers, as in `s3_small` (presigned URLs of 1,000 private keys, "
+    "quick 200, each written once first; `wrk` at 16 keep-alive connections, 6 s runs, quick "
+    "2 s), alternately: the hashing of 4 KiB is tiny, but each PUT still gets its piece "
+    "hashes, swarm ids and torrents row, and a publication decision, which the 1 GiB row "
+    "does not show. Same target, ≥ 0.95. **First `?torrent`**: a public-read "
     "PutObject of a fresh key, then `GET /bucket/key?torrent` timed on a new connection "
     "(`Connection: close`, connect to last byte), for 4 KiB, 1 MiB, 64 MiB and (full run) "
     "1 GiB; the anchor is a HEAD of the same object on a new connection, a yardstick with no "
@@ -83,6 +89,7 @@ CHUNK = 1 << 20
 # Slowest rate we wait for before calling a run failed (keeps every run bounded).
 FLOOR_BYTES_PER_S = 10 * MB
 HASH_WORKERS = 2
+SMALL_PUT_SIZE = 4096
 ENABLED_VAR = "S3TORRENT_TORRENT__ENABLED"
 # Workers exit with this code when their library cannot be imported.
 EXIT_UNAVAILABLE = 3
@@ -486,6 +493,58 @@ def put_rows(
     ]  # fmt: skip
 
 
+def small_put_rows(
+    ctx: Context,
+    on: tuple[S3Endpoint, S3Client] | Unavailable,
+    off: tuple[S3Endpoint, S3Client] | Unavailable,
+) -> list[Row]:
+    """4 KiB PUTs per second, torrents on vs off: what a small object's torrent costs its
+    write (the hashing is tiny; the piece hashes, swarm ids, torrents row and publication
+    decision are not)."""
+    from bench.s3_small import WRK_SCRIPT, Plan, asyncio_load, prepare, wrk_load
+
+    seconds, keys = ctx.size(6, 2), ctx.size(1000, 200)
+    have_wrk = ensure_apt("wrk", binary="wrk") is not None
+    tool = "wrk" if have_wrk else "bench.loadgen"
+    workdir = ctx.scratch("hashing-small")
+    body = workdir / "body.bin"
+    body.write_bytes(os.urandom(SMALL_PUT_SIZE))
+    script = workdir / "cycle.lua"
+    script.write_text(WRK_SCRIPT)
+    ctx.log(f"  PutObject 4 KiB ({tool}, 16 connections, {seconds} s), torrents on vs off")
+
+    def subject(name: str, server: tuple[S3Endpoint, S3Client] | Unavailable) -> Subject:
+        plans: list[Plan] = []
+
+        def measure() -> float:
+            if isinstance(server, Unavailable):
+                raise server
+            ep = server[0]
+            try:
+                if not plans:  # the two servers share a name: a folder each
+                    (workdir / name).mkdir(exist_ok=True)
+                    plans.append(prepare(ep, workdir / name, keys, body))
+                plan = plans[0]
+                paths = plan.paths["PUT"]
+                if have_wrk:
+                    load = wrk_load(plan.port, "PUT", paths, body, seconds, script)
+                else:
+                    load = asyncio_load(plan.port, "PUT", paths, body, seconds)
+            except Exception as e:
+                raise with_log(e, ep) from e
+            if load.ok == 0:
+                raise RuntimeError(f"{name}: no 2xx ({load.non_2xx} non-2xx, {load.errors} errors)")
+            return load.rate
+
+        return name, measure
+
+    s_on, s_off = alternate(
+        ctx, [subject("torrents on", on), subject("torrents off", off)], balanced=True
+    )
+    note = f"presigned PUTs of private 4 KiB objects by {tool}; ratio = torrents on / off"
+    return [compare("PutObject 4 KiB, 16 connections", "ops/s", s_on, s_off, Target(0.95), note)]
+
+
 def latency_rows(
     ctx: Context, server: tuple[S3Endpoint, S3Client] | Unavailable, src: Path
 ) -> list[Row]:
@@ -570,6 +629,7 @@ def run(ctx: Context) -> list[Row]:
         on, off = start_servers(ctx, stack)
         on_ready, off_ready = _prepared(on), _prepared(off)
         rows += put_rows(ctx, on_ready, off_ready, src)
+        rows += small_put_rows(ctx, on_ready, off_ready)
         rows += latency_rows(ctx, on_ready, src)
     return rows
 
