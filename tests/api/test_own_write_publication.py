@@ -304,6 +304,10 @@ async def _refused_at_commit(tmp_path: Path) -> None:
             considered.clear()
             await put("timed", "private/k", b"t" * 40_000)
             assert considered == ["private/k"]
+            for _ in range(100):  # consider() schedules it once the bucket is read
+                if "timed" in public._boundary_timers:
+                    break
+                await asyncio.sleep(0.02)
             assert "timed" in public._boundary_timers
         finally:
             del public.consider
