@@ -24,6 +24,8 @@ from s3torrent.tracker.protocol import (
 )
 from s3torrent.tracker.registry import AnnounceFailure, AnnounceResult, TrackerRegistry
 from s3torrent.tracker.udp_protocol import (
+    ACTION_ANNOUNCE,
+    ACTION_SCRAPE,
     UDP_MAX_SCRAPE_HASHES,
     UdpAnnounce,
     UdpConnect,
@@ -35,6 +37,7 @@ from s3torrent.tracker.udp_protocol import (
     encode_udp_scrape,
     make_connection_id,
     parse_udp_request,
+    udp_action,
     udp_transaction_id,
 )
 
@@ -181,12 +184,16 @@ class TrackerService:
         transaction_id = udp_transaction_id(packet)
         if transaction_id is None:
             return None  # too short to address an answer to
+        # What only `handle_udp` can answer goes to it unparsed, so nothing is parsed twice:
+        # a scrape, and every announce when the registry waits (Redis).
+        action = udp_action(packet)
+        if action == ACTION_SCRAPE or (action == ACTION_ANNOUNCE and self._announce_now is None):
+            return LATER
         try:
             request = self._udp_request(packet, addr, now)
             if not isinstance(request, UdpAnnounce):
                 return request if isinstance(request, bytes) else LATER
-            if self._announce_now is None:
-                return LATER
+            assert self._announce_now is not None
             result = self._announce_now(request.request, now)
             if result is None:
                 return LATER

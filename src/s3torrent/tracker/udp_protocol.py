@@ -77,6 +77,11 @@ def udp_transaction_id(packet: bytes) -> int | None:
     return int.from_bytes(packet[12:16], "big")
 
 
+def udp_action(packet: bytes) -> int:
+    """The action of a BEP 15 request at least a header long (udp_transaction_id first)."""
+    return int.from_bytes(packet[8:12], "big", signed=True)
+
+
 def parse_udp_request(
     packet: bytes,
     *,
