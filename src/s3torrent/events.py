@@ -26,7 +26,8 @@ class ObjectWritten:
     version_id: str
     replaced_version_id: str | None
     hashed: bool = False
-    """True when the version's torrent hashes were recorded in the same commit."""
+    """True when the version needs no hashing job: its torrent hashes were recorded in the
+    same commit, or it is inline (hashed from its row when first asked for)."""
     written: object = field(default=None, compare=False, repr=False, metadata=LOCAL_ONLY)
     """The version as its writer committed it (a store row), for this process's subscribers
     only: never relayed, so None in another process. A hint, not a fact: the row may have

@@ -13,6 +13,7 @@ from s3torrent.publication import Refusal, anywhere_now, torrent_refusal
 from s3torrent.s3.errors import S3Error
 from s3torrent.store.sealing import SSE_C, seal_mode
 from s3torrent.torrent.catalog import TorrentCatalog, make_info, piece_hashes
+from s3torrent.torrent.jobs import hash_inline
 from s3torrent.torrent.pieces import PieceLayout, piece_length_for
 
 if TYPE_CHECKING:
@@ -39,6 +40,13 @@ async def torrent_report(
     if bucket is None or obj is None:
         return None
     hashes = piece_hashes(obj, await meta.torrent_hashes(obj.version_id))
+    if (
+        (hashes is None or not catalog.has_hashes_for_format(hashes))
+        and obj.inline is not None
+        and seal_mode(obj.headers) is None
+    ):
+        # Hashed from its row when first asked for (HashJobs.ensure): as ready as any.
+        hashes = hash_inline(obj, v1=catalog.wants_v1, v2=catalog.wants_v2)
     has_format = hashes is not None and catalog.has_hashes_for_format(hashes)
     refusal = torrent_refusal(settings.torrent, bucket, obj, anywhere_now())
     state = refusal.value if refusal is not None else ("ready" if has_format else "pending")
@@ -82,6 +90,8 @@ async def versions_to_hash(
             continue
         if seal_mode(obj.headers) == SSE_C:
             continue  # never torrent-able: only its owner holds the key
+        if stored is None and obj.inline is not None:
+            continue  # hashed from its row when first asked for (HashJobs.ensure)
         hashes = piece_hashes(obj, stored)
         if hashes is None or not catalog.has_hashes_for_format(hashes):
             todo.append(obj)

@@ -76,11 +76,16 @@ def find_by_swarm_id(conn: Connection, swarm_id: bytes) -> ObjectVersion | None:
 
 
 def versions_without_hashes(conn: Connection, max_size: int, limit: int) -> list[ObjectVersion]:
-    """Current versions that have no stored hashes (their hashing job did not finish)."""
+    """Current versions that have no stored hashes (their hashing job did not finish); not
+    the inline ones, which are hashed from their row when first asked for."""
     q = (
         sa.select(objects)
         .outerjoin(torrents, torrents.c.version_id == objects.c.version_id)
-        .where(torrents.c.version_id.is_(None), objects.c.size <= max_size)
+        .where(
+            torrents.c.version_id.is_(None),
+            objects.c.size <= max_size,
+            objects.c.inline_data.is_(None),
+        )
         .limit(limit)
     )
     return [ObjectVersion.from_row(r) for r in conn.execute(q)]

@@ -180,7 +180,9 @@ class SqlObjects(SqlStoreBase):
             return bucket, committed
 
         bucket, committed = await self.db.write(txn)
-        self._written(committed.version, committed.replaced, hashes is not None, bucket)
+        # An inline version needs no hashing job: it is hashed from its row when asked.
+        hashed = hashes is not None or committed.version.inline is not None
+        self._written(committed.version, committed.replaced, hashed, bucket)
         return committed
 
     async def delete_object(

@@ -4,6 +4,11 @@ Multipart completions and copies are hashed here from the stored blob, pieces sp
 thread pool. Concurrent `?torrent` requests for the same version share one job; jobs that did
 not finish before a restart are found again at start (versions without stored hashes).
 
+An inline version (its bytes in its metadata row, at most `storage.inline_max_size`) has no
+job: a write that no anonymous reader could get a torrent of records no hashes (see
+s3.ops.objects.hashes_for_commit), and `ensure` computes them from the row when they are
+first needed, in microseconds, and records them so that their swarm ids resolve.
+
 Each job is a row of the metadata store, claimed by exactly one node (see
 store/job_queries.py: SKIP LOCKED on PostgreSQL, SQLite's single writer). The node renews
 its claim by heartbeat while it hashes; if it dies, the claim expires and another node's poll
@@ -28,7 +33,12 @@ from s3torrent.store.blobs import BlobStore
 from s3torrent.store.rows import ObjectVersion
 from s3torrent.store.sealing import SSE_C, Sealing, seal_mode
 from s3torrent.torrent.catalog import TorrentCatalog, piece_hashes
-from s3torrent.torrent.hasher import PieceHashes, hash_file, hash_ranges_parallel
+from s3torrent.torrent.hasher import (
+    PieceHashes,
+    TorrentHasher,
+    hash_file,
+    hash_ranges_parallel,
+)
 from s3torrent.torrent.pieces import PieceLayout, piece_length_for
 
 if TYPE_CHECKING:
@@ -92,16 +102,20 @@ class HashJobs:
             return
         if seal_mode(obj.headers) == SSE_C:
             return  # never torrent-able: no reader but its owner holds the key
+        if obj.inline is not None:
+            return  # hashed from its row when first asked for (ensure)
         if await self.meta.torrent_hashes(obj.version_id) is None:
             # Every node sees the event; the one whose claim succeeds hashes.
             await self.meta.add_hash_jobs([obj.version_id], self._clock())
             await self._claim_and_start(obj)
 
     def ensure(self, obj: ObjectVersion) -> asyncio.Task[PieceHashes]:
-        """The hashes of obj: from our job, or from another node's once it stored them."""
+        """The hashes of obj: from our job, or from another node's once it stored them; an
+        inline version's at once, from its row (recorded before the task ends)."""
         task = self._jobs.get(obj.version_id) or self._waiters.get(obj.version_id)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._claim_or_wait(obj))
+            work = self._inline(obj) if obj.inline is not None else self._claim_or_wait(obj)
+            task = asyncio.get_running_loop().create_task(work)
             self._waiters[obj.version_id] = task
             vid = obj.version_id
 
@@ -110,6 +124,18 @@ class HashJobs:
 
             task.add_done_callback(forget)
         return task
+
+    async def _inline(self, obj: ObjectVersion) -> PieceHashes:
+        """An inline version's hashes, computed from its row and recorded (if it is still
+        current), so that the swarm ids of the torrent about to be handed out resolve."""
+        if seal_mode(obj.headers) == SSE_C:
+            raise ValueError(f"{obj.version_id}: SSE-C objects have no torrent")
+        read = None
+        if self.sealing is not None and self.sealing.is_sealed(obj):
+            read = (await self.sealing.reader(obj, None)).read
+        hashes = hash_inline(obj, v1=self.catalog.wants_v1, v2=self.catalog.wants_v2, read=read)
+        await self.meta.record_hashes(obj, self.catalog.hashes_to_store(obj, hashes))
+        return hashes
 
     async def _claim_or_wait(self, obj: ObjectVersion) -> PieceHashes:
         await self.meta.add_hash_jobs([obj.version_id], self._clock())
@@ -266,6 +292,22 @@ class HashJobs:
             with logged_failure(log, "releasing hashing claims at shutdown"):
                 await asyncio.wait_for(self.meta.release_hash_claims(self.node_id, running), 5)
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def hash_inline(
+    obj: ObjectVersion,
+    *,
+    v1: bool,
+    v2: bool,
+    read: Callable[[int, int], bytes] | None = None,
+) -> PieceHashes:
+    """Piece hashes of an inline version, on the caller's thread (a few KiB: microseconds);
+    `read`: a sealed version's plaintext."""
+    assert obj.inline is not None
+    data = read(0, obj.size) if read is not None else obj.inline
+    hasher = TorrentHasher(piece_length_for(obj.size), v1=v1, v2=v2)
+    hasher.update(data)
+    return hasher.finish()
 
 
 def hash_version(
