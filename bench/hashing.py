@@ -500,7 +500,8 @@ def small_put_rows(
 ) -> list[Row]:
     """4 KiB PUTs per second, torrents on vs off: what a small object's torrent costs its
     write (the hashing is tiny; the piece hashes, swarm ids, torrents row and publication
-    decision are not)."""
+    are not). Two rows: private objects (most writes), whose torrents are hashed only when
+    first asked for, and objects of a bucket a policy makes public, published at once."""
     from bench.s3_small import WRK_SCRIPT, Plan, asyncio_load, prepare, wrk_load
 
     seconds, keys = ctx.size(6, 2), ctx.size(1000, 200)
@@ -511,9 +512,10 @@ def small_put_rows(
     body.write_bytes(os.urandom(SMALL_PUT_SIZE))
     script = workdir / "cycle.lua"
     script.write_text(WRK_SCRIPT)
-    ctx.log(f"  PutObject 4 KiB ({tool}, 16 connections, {seconds} s), torrents on vs off")
 
-    def subject(name: str, server: tuple[S3Endpoint, S3Client] | Unavailable) -> Subject:
+    def subject(
+        name: str, server: tuple[S3Endpoint, S3Client] | Unavailable, bucket: str
+    ) -> Subject:
         plans: list[Plan] = []
 
         def measure() -> float:
@@ -523,7 +525,11 @@ def small_put_rows(
             try:
                 if not plans:  # the two servers share a name: a folder each
                     (workdir / name).mkdir(exist_ok=True)
-                    plans.append(prepare(ep, workdir / name, keys, body))
+                    if bucket == PUBLIC_SMALL_BUCKET:
+                        client = ep.client()
+                        client.create_bucket(Bucket=bucket)
+                        client.put_bucket_policy(Bucket=bucket, Policy=_public_policy(bucket))
+                    plans.append(prepare(ep, workdir / name, keys, body, bucket=bucket))
                 plan = plans[0]
                 paths = plan.paths["PUT"]
                 if have_wrk:
@@ -538,11 +544,38 @@ def small_put_rows(
 
         return name, measure
 
-    s_on, s_off = alternate(
-        ctx, [subject("torrents on", on), subject("torrents off", off)], balanced=True
-    )
-    note = f"presigned PUTs of private 4 KiB objects by {tool}; ratio = torrents on / off"
-    return [compare("PutObject 4 KiB, 16 connections", "ops/s", s_on, s_off, Target(0.95), note)]
+    rows = []
+    for label, bucket, what in (
+        ("PutObject 4 KiB, 16 connections", "bench-small", "private 4 KiB objects"),
+        (
+            "PutObject 4 KiB, public bucket, 16 connections",
+            PUBLIC_SMALL_BUCKET,
+            "4 KiB objects of a bucket a policy makes public (each published at once)",
+        ),
+    ):
+        ctx.log(f"  {label} ({tool}, {seconds} s), torrents on vs off")
+        s_on, s_off = alternate(
+            ctx,
+            [subject("torrents on", on, bucket), subject("torrents off", off, bucket)],
+            balanced=True,
+        )
+        note = f"presigned PUTs of {what} by {tool}; ratio = torrents on / off"
+        rows.append(compare(label, "ops/s", s_on, s_off, Target(0.95), note))
+    return rows
+
+
+PUBLIC_SMALL_BUCKET = "bench-small-public"
+
+
+def _public_policy(bucket: str) -> str:
+    """Anyone may GetObject every key of bucket: each object has a public torrent."""
+    statement = {
+        "Effect": "Allow",
+        "Principal": "*",
+        "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+    }
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
 
 
 def latency_rows(
