@@ -201,7 +201,8 @@ def decide(
         principal.canonical_id is not None and principal.canonical_id == facts.bucket_owner.id
     )
     policy = facts.policy
-    keys = condition_keys(principal, ctx) if policy is not None else {}
+    # Only conditions read the request's keys: most policies have none to build them for.
+    keys = condition_keys(principal, ctx) if policy is not None and policy.has_conditions else {}
     if policy is not None:
         for statement in policy.statements:
             if statement.effect != "Deny":

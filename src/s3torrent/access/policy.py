@@ -107,6 +107,11 @@ class BucketPolicy:
     version: str
     id: str | None
     statements: tuple[Statement, ...]
+    has_conditions: bool = field(init=False)
+    """Whether any statement tests the request context (else a decision needs none of it)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "has_conditions", any(s.conditions for s in self.statements))
 
 
 def _malformed(message: str) -> AccessError:
