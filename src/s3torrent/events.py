@@ -35,6 +35,9 @@ class ObjectWritten:
     written_bucket: object = field(default=None, compare=False, repr=False, metadata=LOCAL_ONLY)
     """The bucket row the writer's commit read, under the write lock (with `written`, for
     this process's subscribers only): what refuses a torrent at once, without a read."""
+    written_hashes: object = field(default=None, compare=False, repr=False, metadata=LOCAL_ONLY)
+    """The torrent hashes the commit stored with the version, if any (local, as `written`):
+    a version's bytes never change, so its publication needs not read them back."""
 
 
 @dataclass(frozen=True, slots=True)

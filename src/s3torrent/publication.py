@@ -215,15 +215,8 @@ class PublicTorrents:
             # Another process's write: decided here at once only by a node of several
             # (see decide_relayed_writes); a worker decides it when a request names it.
             if self.decide_relayed_writes or not relayed():
-                # This process's own write comes with the row it committed: no read of it
-                # again (consider decides on the current row it reads itself).
-                written = event.written if isinstance(event, ObjectWritten) else None
-                if isinstance(written, md.ObjectVersion):
-                    bucket = event.written_bucket if isinstance(event, ObjectWritten) else None
-                    if not (
-                        isinstance(bucket, md.Bucket) and self._refused_at_commit(bucket, written)
-                    ):
-                        self._spawn(self.consider(written))
+                if isinstance(event, ObjectWritten) and isinstance(event.written, md.ObjectVersion):
+                    self._consider_own_write(event, event.written)
                 else:
                     self._spawn(self.consider_version(event.version_id))
         elif isinstance(event, ObjectDeleted):
@@ -241,6 +234,19 @@ class PublicTorrents:
                 self._spawn(self.consider_version(t.version_id))
             if event.key is not None:
                 self._spawn(self.consider_key(event.bucket, event.key))
+
+    def _consider_own_write(self, event: ObjectWritten, written: md.ObjectVersion) -> None:
+        """This process's own write comes with the rows its commit wrote and read, and the
+        hashes it stored: none is read again (consider decides on the current row it reads
+        itself)."""
+        bucket = event.written_bucket
+        if not isinstance(bucket, md.Bucket):
+            self._spawn(self.consider(written))
+        elif not self._refused_at_commit(bucket, written):
+            # Not refused on the commit's rows: consider() skips that early answer.
+            stored = event.written_hashes
+            hashes = stored if isinstance(stored, md.TorrentHashes) else None
+            self._spawn(self.consider(written, early=False, stored=hashes))
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro)
@@ -278,7 +284,13 @@ class PublicTorrents:
         obj = await self._version(version_id)
         return await self.consider(obj) if obj is not None else None
 
-    async def consider(self, obj: md.ObjectVersion) -> TorrentInfo | None:
+    async def consider(
+        self,
+        obj: md.ObjectVersion,
+        *,
+        early: bool = True,
+        stored: md.TorrentHashes | None = None,
+    ) -> TorrentInfo | None:
         """Publish obj's torrent if it may be public now; return it when published.
 
         obj names the version; its row may be older than the database's (a writer's
@@ -287,7 +299,7 @@ class PublicTorrents:
         current row, read after it."""
         for _ in range(_MAX_CONSIDER_ATTEMPTS):
             epoch = self._epoch(obj.bucket, obj.key)
-            info = await self._consider_once(obj)
+            info = await self._consider_once(obj, early, stored)
             if info is None or self._epoch(obj.bucket, obj.key) == epoch:
                 return info
             # Revoked while we decided: undo and decide again on fresh data.
@@ -316,7 +328,9 @@ class PublicTorrents:
             return False  # decided by consider(), which schedules the boundary
         return torrent_refusal(self.settings.torrent, bucket, obj, anywhere_now()) is not None
 
-    async def _consider_once(self, obj: md.ObjectVersion) -> TorrentInfo | None:
+    async def _consider_once(
+        self, obj: md.ObjectVersion, early: bool, stored: md.TorrentHashes | None
+    ) -> TorrentInfo | None:
         known = self.by_version.get(obj.version_id)
         if known is not None:
             return known
@@ -326,9 +340,17 @@ class PublicTorrents:
             return None
         # Published or not, a policy's next time boundary may change the answer.
         self._schedule_boundary(bucket)
-        if torrent_refusal(self.settings.torrent, bucket, obj, anywhere_now()) is not None:
+        # The early answer, on obj's row (`early`: its caller did not just ask it): it
+        # spares a refused version the reads below. The decision is the one further down.
+        if (
+            early
+            and torrent_refusal(self.settings.torrent, bucket, obj, anywhere_now()) is not None
+        ):
             return None
-        hashes = piece_hashes(obj, await self.meta.torrent_hashes(obj.version_id))
+        if stored is None or stored.version_id != obj.version_id:
+            # (`stored`: what the commit of obj stored, handed over by its writer.)
+            stored = await self.meta.torrent_hashes(obj.version_id)
+        hashes = piece_hashes(obj, stored)
         if hashes is None or not self.catalog.has_hashes_for_format(hashes):
             if obj.inline is None or self.inline_hashes is None:
                 return None  # its hashing job's TorrentHashed brings it back

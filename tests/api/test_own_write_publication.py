@@ -70,15 +70,24 @@ async def _own_write(tmp_path: Path) -> None:
         await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="own"))
         public = node.svc.public
         reads: list[str] = []
+        hash_reads: list[str] = []
         meta: Any = public.meta
         by_version = meta.object_by_version
+        torrent_hashes = meta.torrent_hashes
 
         async def counted(version_id: str) -> Any:
             reads.append(version_id)
             return await by_version(version_id)
 
+        async def counted_hashes(version_id: str) -> Any:
+            hash_reads.append(version_id)
+            return await torrent_hashes(version_id)
+
         meta.object_by_version = counted
+        meta.torrent_hashes = counted_hashes
         try:
+            # Above the inline size (32 KiB) and public: its hashes are stored by its commit
+            # and handed to its publication with the row, so neither is read back.
             await loop.run_in_executor(
                 None,
                 lambda: s3.put_object(Bucket="own", Key="k", Body=b"o" * 40_000, ACL="public-read"),
@@ -86,20 +95,32 @@ async def _own_write(tmp_path: Path) -> None:
             row = await node.svc.meta.object("own", "k")
             assert row is not None
             await _published(public, row.version_id)
-            assert reads == []
+            assert reads == [] and hash_reads == []
+            # A small public write too.
+            await loop.run_in_executor(
+                None,
+                lambda: s3.put_object(Bucket="own", Key="s", Body=b"s" * 4096, ACL="public-read"),
+            )
+            small = await node.svc.meta.object("own", "s")
+            assert small is not None and small.inline is not None
+            await _published(public, small.version_id)
+            assert reads == [] and hash_reads == []
         finally:
             del meta.object_by_version
+            del meta.torrent_hashes
 
 
 def test_the_written_row_stays_in_its_process() -> None:
     row, bucket = object(), object()
-    event = ObjectWritten("b", "k", "v1", "v0", True, written=row, written_bucket=bucket)
+    event = ObjectWritten(
+        "b", "k", "v1", "v0", True, written=row, written_bucket=bucket, written_hashes=object()
+    )
     raw = encode_event(event, "node-a")
     assert b"written" not in raw
     sender, back = decode_event(raw)
     assert sender == "node-a"
     assert isinstance(back, ObjectWritten) and back.written is None
-    assert back.written_bucket is None
+    assert back.written_bucket is None and back.written_hashes is None
     assert back == event  # the hint is not part of the event's identity
 
 
@@ -235,9 +256,9 @@ async def _refused_at_commit(tmp_path: Path) -> None:
         considered: list[str] = []
         consider = public.consider
 
-        async def counted(obj: Any) -> Any:
+        async def counted(obj: Any, **kw: Any) -> Any:
             considered.append(obj.key)
-            return await consider(obj)
+            return await consider(obj, **kw)
 
         public.consider = counted
 

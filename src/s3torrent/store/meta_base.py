@@ -7,7 +7,7 @@ import json
 from s3torrent.events import Event, EventBus, ObjectWritten
 from s3torrent.store import queries as q
 from s3torrent.store.database import Database
-from s3torrent.store.rows import Bucket, ObjectVersion, Replaced
+from s3torrent.store.rows import Bucket, ObjectVersion, Replaced, TorrentHashes
 
 
 class SqlStoreBase:
@@ -35,8 +35,10 @@ class SqlStoreBase:
         replaced: Replaced | None,
         hashed: bool,
         bucket: Bucket | None = None,
+        hashes: TorrentHashes | None = None,
     ) -> None:
-        """ObjectWritten for obj, as committed; `bucket`: the row the commit read."""
+        """ObjectWritten for obj, as committed; `bucket`: the row the commit read; `hashes`:
+        the torrent hashes it stored."""
         old_id = replaced.version_id if replaced is not None else None
         self._published(
             ObjectWritten(
@@ -47,6 +49,7 @@ class SqlStoreBase:
                 hashed,
                 written=obj,
                 written_bucket=bucket,
+                written_hashes=hashes,
             )
         )
 

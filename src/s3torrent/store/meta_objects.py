@@ -182,7 +182,7 @@ class SqlObjects(SqlStoreBase):
         bucket, committed = await self.db.write(txn)
         # An inline version needs no hashing job: it is hashed from its row when asked.
         hashed = hashes is not None or committed.version.inline is not None
-        self._written(committed.version, committed.replaced, hashed, bucket)
+        self._written(committed.version, committed.replaced, hashed, bucket, hashes)
         return committed
 
     async def delete_object(
