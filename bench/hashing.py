@@ -500,8 +500,8 @@ def small_put_rows(
 ) -> list[Row]:
     """4 KiB PUTs per second, torrents on vs off: what a small object's torrent costs its
     write (the hashing is tiny; the piece hashes, swarm ids, torrents row and publication
-    are not). Two rows: private objects (most writes), whose torrents are hashed only when
-    first asked for, and objects of a bucket a policy makes public, published at once."""
+    are not). Two rows: private objects (most writes), and objects of a bucket a policy
+    makes public, each of which has a public torrent."""
     from bench.s3_small import WRK_SCRIPT, Plan, asyncio_load, prepare, wrk_load
 
     seconds, keys = ctx.size(6, 2), ctx.size(1000, 200)
@@ -550,7 +550,7 @@ def small_put_rows(
         (
             "PutObject 4 KiB, public bucket, 16 connections",
             PUBLIC_SMALL_BUCKET,
-            "4 KiB objects of a bucket a policy makes public (each published at once)",
+            "4 KiB objects of a bucket a policy makes public (each has a public torrent)",
         ),
     ):
         ctx.log(f"  {label} ({tool}, {seconds} s), torrents on vs off")

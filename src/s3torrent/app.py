@@ -166,7 +166,6 @@ def build_services(settings: Settings, role: Role | None = None) -> Services:
     else:
         registry = MemoryRegistry(limits)
     public = PublicTorrents(settings, meta, catalog, registry)
-    public.inline_hashes = hash_jobs.ensure
     # See PublicTorrents.decide_relayed_writes: another node's writes (Redis) are decided at
     # once by a node's owner; another worker's of this machine are published lazily by all.
     public.decide_relayed_writes = role.owner and bool(settings.redis_url)

@@ -318,7 +318,16 @@ def torrent_show(ctx: click.Context, bucket_name: str, key: str, base_url: str |
             catalog.ws_tracker_path = WS_TRACKER_PATH
         base = base_url or settings.base_url
         with _metadata(settings) as meta:
-            report = asyncio.run(torrent_report(settings, meta, catalog, bucket_name, key, base))
+
+            def sealing() -> Any:  # read only for an encrypted small object
+                from s3torrent.store.blobs import open_blob_store
+                from s3torrent.store.sealing import Sealing
+
+                return Sealing(meta, open_blob_store(settings), _master_keys(settings))
+
+            report = asyncio.run(
+                torrent_report(settings, meta, catalog, bucket_name, key, base, sealing)
+            )
     if report is None:
         raise click.ClickException(f"no such object: {bucket_name}/{key}")
     for name, value in report.items():

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -37,7 +37,6 @@ from s3torrent.torrent.catalog import (
     TorrentInfo,
     piece_hashes,
 )
-from s3torrent.torrent.hasher import PieceHashes
 from s3torrent.tracker.protocol import AnnounceRequest, ScrapeStats
 from s3torrent.tracker.registry import (
     UNREGISTERED_TORRENT,
@@ -125,10 +124,6 @@ class PublicTorrents:
         # the tracker's registry, the seeder and the swarm sampling all ask it), so a PUT
         # costs only its own worker a decision.
         self.decide_relayed_writes = True
-        # The hashes of an inline version that has none stored, computed from its row and
-        # recorded (HashJobs.ensure, set by the app): a write refused a torrent at its
-        # commit stores none (s3.ops.objects.hashes_for_commit). None: wait for a job.
-        self.inline_hashes: Callable[[md.ObjectVersion], Awaitable[PieceHashes]] | None = None
         self._revoked_listeners: list[Revoked] = []
         self._published_listeners: list[Published] = []
         self._announce_listeners: list[Announced] = []
@@ -239,6 +234,8 @@ class PublicTorrents:
         """This process's own write comes with the rows its commit wrote and read, and the
         hashes it stored: none is read again (consider decides on the current row it reads
         itself)."""
+        if written.inline is not None and event.written_hashes is None:
+            return  # small: its torrent is made, and published, when first asked for
         bucket = event.written_bucket
         if not isinstance(bucket, md.Bucket):
             self._spawn(self.consider(written))
@@ -352,13 +349,9 @@ class PublicTorrents:
             stored = await self.meta.torrent_hashes(obj.version_id)
         hashes = piece_hashes(obj, stored)
         if hashes is None or not self.catalog.has_hashes_for_format(hashes):
-            if obj.inline is None or self.inline_hashes is None:
-                return None  # its hashing job's TorrentHashed brings it back
-            try:
-                hashes = await self.inline_hashes(obj)
-            except Exception:
-                log.exception("%s/%s: could not hash it from its row", obj.bucket, obj.key)
-                return None
+            # Its hashing job's TorrentHashed brings it back; a small object's, its first
+            # `?torrent` (HashJobs.ensure hashes it from its row and records them).
+            return None
         if not await self.meta.torrent_marked(obj.bucket, obj.key):
             # Durably, before the current row is read (see schema.torrent_marks). A write
             # that fails (a full disk) leaves the torrent unpublished, not half-published.

@@ -17,6 +17,7 @@ from fastbencode import bdecode, bencode  # type: ignore[attr-defined]
 from s3torrent.events import ObjectWritten
 from s3torrent.events_redis import decode_event, encode_event
 from tests.conftest import make_client, node_in_process
+from tests.seeding import fetch_torrent
 
 
 async def _published(public: Any, version_id: str) -> None:
@@ -96,15 +97,19 @@ async def _own_write(tmp_path: Path) -> None:
             assert row is not None
             await _published(public, row.version_id)
             assert reads == [] and hash_reads == []
-            # A small public write too.
+            # A small public write costs its publication nothing: its torrent is made, and
+            # published, when first asked for.
             await loop.run_in_executor(
                 None,
                 lambda: s3.put_object(Bucket="own", Key="s", Body=b"s" * 4096, ACL="public-read"),
             )
             small = await node.svc.meta.object("own", "s")
             assert small is not None and small.inline is not None
-            await _published(public, small.version_id)
+            await asyncio.sleep(0.2)
+            assert small.version_id not in public.by_version and not public._tasks
             assert reads == [] and hash_reads == []
+            await loop.run_in_executor(None, lambda: fetch_torrent(endpoint, "own", "s"))
+            await _published(public, small.version_id)
         finally:
             del meta.object_by_version
             del meta.torrent_hashes

@@ -1,12 +1,14 @@
-"""Small objects' torrents, hashed from their row when first needed.
+"""Small objects' torrents, made from their row when first asked for.
 
-A write of an inline object (at most `storage.inline_max_size`, its bytes in its metadata
-row) that no anonymous reader could get a torrent of stores no torrents row: most small
-writes are private, and the row, its swarm-id index entries and the info dictionary were a
-third of such a write's transaction. These tests hold the promises that must survive it:
-once such an object is made public, by its ACL or by a bucket policy, real clients download
-it from our tracker and seeder (plaintext and SSE-S3), a private object's torrent cannot be
-asked into existence by anyone, and a restart queues no hashing job for them.
+A write of a small object (at most `storage.inline_max_size`, its bytes in its metadata row)
+is not hashed and stores no torrents row: the row, its swarm-id index entries, the info
+dictionary and the publication were most of what a torrent cost such a write. Its first
+`?torrent` hashes it from its row in microseconds and records the hashes before answering,
+so the swarm ids in the torrent it hands out resolve for the tracker, the seeder and the
+web seed. These tests hold the promises that must survive that: real clients download
+small objects made public at their write, by their ACL later, or by a bucket policy, from
+our tracker and seeder (plaintext and SSE-S3); a private object's torrent cannot be asked
+into existence by anyone; a restart queues no hashing job for small objects.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from tests.seeding import (
     lt_download,
     public_read_policy,
     sha256,
-    wait_for,
     without_web_seed,
 )
 
@@ -89,7 +90,7 @@ def test_a_private_small_object_made_public_by_its_acl_downloads(
     extra = {"ServerSideEncryption": "AES256"} if sealed else {}
     s3.put_object(Bucket=bucket, Key="small.bin", Body=data, **extra)
     vid = _version(server, bucket, "small.bin")
-    assert _rows(server, "torrents", vid) == 0, "a private small write stores no torrent"
+    assert _rows(server, "torrents", vid) == 0, "a small write stores no torrent"
     assert _rows(server, "hash_jobs", vid) == 0
 
     # Nobody can ask a private object's torrent into existence: not anonymously, not its
@@ -100,14 +101,37 @@ def test_a_private_small_object_made_public_by_its_acl_downloads(
         s3.get_object_torrent(Bucket=bucket, Key="small.bin")
     assert _rows(server, "torrents", vid) == 0
 
-    # Public by its ACL: the ACL change's own publication hashes it from its row and
-    # records its swarm ids, before anyone asked for the torrent.
+    # Public by its ACL: still nothing until its torrent is asked for.
     s3.put_object_acl(Bucket=bucket, Key="small.bin", ACL="public-read")
-    wait_for(lambda: _rows(server, "torrents", vid) == 1, "the torrent recorded", 10)
+    time.sleep(0.3)
+    assert _rows(server, "torrents", vid) == 0
     torrent = fetch_torrent(server.endpoint, bucket, "small.bin")
+    assert _rows(server, "torrents", vid) == 1, "recorded before the torrent was answered"
     _check_pieces(torrent, data)
     path = lt_download(without_web_seed(torrent), tmp_path / "dl")
     assert sha256(path.read_bytes()) == sha256(data)
+
+
+def test_a_small_public_write_downloads_from_the_seeder(
+    server: LiveServer, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    data = os.urandom(SIZE)
+    s3.put_object(Bucket=bucket, Key="public.bin", Body=data, ACL="public-read")
+    vid = _version(server, bucket, "public.bin")
+    assert _rows(server, "torrents", vid) == 0, "a small write stores no torrent"
+    torrent = fetch_torrent(server.endpoint, bucket, "public.bin")
+    assert _rows(server, "torrents", vid) == 1
+    _check_pieces(torrent, data)
+    path = lt_download(without_web_seed(torrent), tmp_path / "dl")
+    assert sha256(path.read_bytes()) == sha256(data)
+    # Overwritten: the old version's torrent is revoked, the new one is asked for afresh.
+    fresh = os.urandom(SIZE)
+    s3.put_object(Bucket=bucket, Key="public.bin", Body=fresh, ACL="public-read")
+    again = fetch_torrent(server.endpoint, bucket, "public.bin")
+    assert again != torrent
+    _check_pieces(again, fresh)
+    path = lt_download(without_web_seed(again), tmp_path / "dl2")
+    assert sha256(path.read_bytes()) == sha256(fresh)
 
 
 def test_a_small_object_made_public_by_a_policy_downloads_with_aria2(

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from s3torrent.admin.call import AdminCall
-from s3torrent.admin.torrents import torrent_report
+from s3torrent.admin.torrents import sealing_of, torrent_report
 from s3torrent.metering.usage import load_savings
 from s3torrent.s3.errors import S3Error
 
@@ -59,7 +59,7 @@ async def show_swarm(call: AdminCall) -> web.StreamResponse:
         raise S3Error("InvalidArgument", "name the object with ?bucket=NAME&key=KEY")
     svc = call.svc
     report = await torrent_report(
-        svc.settings, svc.meta, svc.torrents, bucket, key, svc.settings.base_url
+        svc.settings, svc.meta, svc.torrents, bucket, key, svc.settings.base_url, sealing_of(svc)
     )
     if report is None:
         raise S3Error("NoSuchKey", f"no such object: {bucket}/{key}")

@@ -18,10 +18,12 @@ from s3torrent.torrent.pieces import PieceLayout, piece_length_for
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Callable
 
     from s3torrent.config import Settings
     from s3torrent.store.metastore import MetadataStore
     from s3torrent.store.rows import Bucket, ObjectVersion
+    from s3torrent.store.sealing import Sealing
     from s3torrent.torrent.hasher import PieceHashes
 
 log = logging.getLogger(__name__)
@@ -34,19 +36,25 @@ async def torrent_report(
     bucket_name: str,
     key: str,
     base_url: str,
+    sealing: Callable[[], Sealing] | None = None,
 ) -> dict[str, Any] | None:
-    """State, info-hashes, pieces and magnet of BUCKET/KEY's current version (None: none)."""
+    """State, info-hashes, pieces and magnet of BUCKET/KEY's current version (None: none).
+    `sealing`: what opens an encrypted small object, whose hashes may be made here."""
     bucket, obj = await meta.bucket_and_object(bucket_name, key)
     if bucket is None or obj is None:
         return None
     hashes = piece_hashes(obj, await meta.torrent_hashes(obj.version_id))
+    mode = seal_mode(obj.headers)
     if (
         (hashes is None or not catalog.has_hashes_for_format(hashes))
         and obj.inline is not None
-        and seal_mode(obj.headers) is None
+        and mode != SSE_C
+        and (mode is None or sealing is not None)
     ):
-        # Hashed from its row when first asked for (HashJobs.ensure): as ready as any.
-        hashes = hash_inline(obj, v1=catalog.wants_v1, v2=catalog.wants_v2)
+        # A small object is hashed from its row when its torrent is first asked for
+        # (HashJobs.ensure): as ready as any, with the same hashes.
+        read = (await sealing().reader(obj, None)).read if sealing and mode else None
+        hashes = hash_inline(obj, v1=catalog.wants_v1, v2=catalog.wants_v2, read=read)
     has_format = hashes is not None and catalog.has_hashes_for_format(hashes)
     refusal = torrent_refusal(settings.torrent, bucket, obj, anywhere_now())
     state = refusal.value if refusal is not None else ("ready" if has_format else "pending")
@@ -98,13 +106,19 @@ async def versions_to_hash(
     return todo
 
 
+def sealing_of(svc: Any) -> Callable[[], Sealing] | None:
+    """The server's own sealing (None: nothing can be sealed there) for torrent_report."""
+    sealing: Sealing | None = svc.store.sealing
+    return (lambda: sealing) if sealing is not None else None
+
+
 async def show_torrent(call: AdminCall) -> web.StreamResponse:
     bucket, key = call.query.get("bucket"), call.query.get("key")
     if not bucket or key is None:
         raise S3Error("InvalidArgument", "name the object with ?bucket=NAME&key=KEY")
     svc = call.svc
     report = await torrent_report(
-        svc.settings, svc.meta, svc.torrents, bucket, key, svc.settings.base_url
+        svc.settings, svc.meta, svc.torrents, bucket, key, svc.settings.base_url, sealing_of(svc)
     )
     if report is None:
         raise S3Error("NoSuchKey", f"no such object: {bucket}/{key}")

@@ -5,9 +5,8 @@ thread pool. Concurrent `?torrent` requests for the same version share one job; 
 not finish before a restart are found again at start (versions without stored hashes).
 
 An inline version (its bytes in its metadata row, at most `storage.inline_max_size`) has no
-job: a write that no anonymous reader could get a torrent of records no hashes (see
-s3.ops.objects.hashes_for_commit), and `ensure` computes them from the row when they are
-first needed, in microseconds, and records them so that their swarm ids resolve.
+job: its write records no hashes, and `ensure` computes them from its row when its torrent
+is first asked for, in microseconds, and records them so that its swarm ids resolve.
 
 Each job is a row of the metadata store, claimed by exactly one node (see
 store/job_queries.py: SKIP LOCKED on PostgreSQL, SQLite's single writer). The node renews

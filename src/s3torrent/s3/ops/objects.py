@@ -24,7 +24,6 @@ from s3torrent.access import (
 from s3torrent.access import facts as authz
 from s3torrent.anonymous_reads import cut_transport
 from s3torrent.metering.meter import BODY_SENT
-from s3torrent.publication import anywhere_now, torrent_refusal
 from s3torrent.s3 import sse, tagging, user_metadata
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody, StoredChecksum
@@ -294,25 +293,9 @@ async def store_body(
     inline_max = svc.settings.storage.inline_max_size
     small = body.length is not None and body.length <= inline_max
     acl_text = authz.encode_acl(acl) if acl is not None else None
-    torrent_hasher = None
-    if body.length is not None:
-        # A small private write is not hashed at all (see without_torrent_at_commit); what
-        # it would be is all the decision needs to know of it.
-        written = md.ObjectVersion(
-            bucket=req.bucket_name,
-            key=req.key,
-            version_id="",
-            size=body.length,
-            etag="",
-            last_modified=0.0,
-            owner_id=owner_id,
-            headers=headers,
-            acl=acl_text,
-            inline=b"" if small else None,
-            tags=tags,
-        )
-        if not without_torrent_at_commit(svc, req.bucket, written):
-            torrent_hasher = svc.torrents.hasher_for(body.length)
+    # A small object's torrent is made when first asked for, from its row (HashJobs.ensure):
+    # its write is not hashed.
+    torrent_hasher = svc.torrents.hasher_for(body.length) if body.length and not small else None
     headers, torrent_hasher, sealed = await sse.prepare_write(svc, req, headers, torrent_hasher)
     observers: list[Any] = body.observers()
     if torrent_hasher is not None:
@@ -362,26 +345,6 @@ async def store_body(
     hashes = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
     committed = await store.publish_version(obj, hashes, condition)
     return committed.version, checksum
-
-
-def without_torrent_at_commit(
-    svc: S3Context, bucket: md.Bucket | None, obj: md.ObjectVersion
-) -> bool:
-    """Whether the commit of obj records no torrent hashes: obj is inline (its bytes in its
-    metadata row) and no anonymous reader could get a torrent of it, as the request's
-    bucket row has it (most small writes: private ones).
-
-    Its hashes are computed from its row, in microseconds, when first asked for
-    (HashJobs.ensure: a `?torrent`, or a publication after its access changed), so the
-    write spares its hashing, the torrents row, its swarm-id index entries and the info
-    dictionary. The bucket row may be older than the commit's; either way, every reader of
-    the hashes has them.
-    """
-    return (
-        obj.inline is not None
-        and bucket is not None
-        and torrent_refusal(svc.settings.torrent, bucket, obj, anywhere_now()) is not None
-    )
 
 
 # ---- GET / HEAD ----

@@ -28,7 +28,7 @@ from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import READ_SIZE, StoredChecksum
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
-from s3torrent.s3.ops.objects import requested_acl, stored_headers, without_torrent_at_commit
+from s3torrent.s3.ops.objects import requested_acl, stored_headers
 from s3torrent.s3.refusals import refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key
 from s3torrent.s3.server import S3Request
@@ -364,7 +364,7 @@ async def _store_file(
         hasher is not None
         and bound is not None
         and piece_length_for(stored.size) == piece_length_for(bound)
-        and not without_torrent_at_commit(svc, req.bucket, obj)
+        and inline is None  # a small object is hashed when its torrent is first asked for
     ):
         hashes = svc.torrents.record_hashes(obj, hasher)
     committed = await store.publish_version(obj, hashes)
