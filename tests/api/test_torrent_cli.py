@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import urllib.error
 import urllib.request
@@ -10,11 +11,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from click.testing import CliRunner
 from fastbencode import bdecode, bencode  # type: ignore[attr-defined]
 
 from s3torrent.cli import cli
-from tests.conftest import LiveServer, make_client, start_server
+from tests.conftest import LiveServer, make_client, sign_request, start_server
 
 
 def fetch(url: str) -> tuple[int, bytes]:
@@ -150,3 +152,28 @@ def test_rehash_objects_stored_while_torrents_were_disabled(tmp_path: Path) -> N
             assert shown[(b, k)]["state"] == "ready"
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["plain", "sse-s3"])
+def test_show_a_small_object_whose_torrent_nobody_asked_for(
+    server: LiveServer, s3: Any, bucket: str, sealed: bool
+) -> None:
+    # A small object's write stores no hashes; show hashes it from its row (opening it
+    # when it is encrypted), as its first ?torrent will.
+    data = os.urandom(20_000)
+    extra = {"ServerSideEncryption": "AES256"} if sealed else {}
+    s3.put_object(Bucket=bucket, Key="small.bin", Body=data, ACL="public-read", **extra)
+    f = show(server, bucket, "small.bin")
+    assert f["state"] == "ready"
+    url = f"{server.endpoint}/_admin/torrent?bucket={bucket}&key=small.bin"
+    request = urllib.request.Request(url, headers=sign_request("GET", url))
+    with urllib.request.urlopen(request, timeout=10) as r:
+        report = json.loads(r.read())
+    assert report["state"] == "ready"
+
+    status, torrent = fetch(torrent_url(server, bucket, "small.bin"))
+    assert status == 200
+    check_v1(torrent, data)
+    info_hash = hashlib.sha1(bencode(bdecode(torrent)[b"info"])).hexdigest()
+    assert f["info-hash v1"] == info_hash
+    assert report["info_hash_v1"] == info_hash

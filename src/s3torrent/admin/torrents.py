@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from s3torrent.config import Settings
+    from s3torrent.s3.context import S3Context
     from s3torrent.store.metastore import MetadataStore
     from s3torrent.store.rows import Bucket, ObjectVersion
     from s3torrent.store.sealing import Sealing
@@ -106,9 +107,9 @@ async def versions_to_hash(
     return todo
 
 
-def sealing_of(svc: Any) -> Callable[[], Sealing] | None:
+def sealing_of(svc: S3Context) -> Callable[[], Sealing] | None:
     """The server's own sealing (None: nothing can be sealed there) for torrent_report."""
-    sealing: Sealing | None = svc.store.sealing
+    sealing = svc.store.sealing
     return (lambda: sealing) if sealing is not None else None
 
 

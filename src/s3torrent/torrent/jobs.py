@@ -127,10 +127,13 @@ class HashJobs:
     async def _inline(self, obj: ObjectVersion) -> PieceHashes:
         """An inline version's hashes, computed from its row and recorded (if it is still
         current), so that the swarm ids of the torrent about to be handed out resolve."""
-        if seal_mode(obj.headers) == SSE_C:
+        mode = seal_mode(obj.headers)
+        if mode == SSE_C:
             raise ValueError(f"{obj.version_id}: SSE-C objects have no torrent")
         read = None
-        if self.sealing is not None and self.sealing.is_sealed(obj):
+        if mode is not None:
+            if self.sealing is None:  # never the hashes of its ciphertext
+                raise ValueError(f"{obj.version_id}: encrypted, and no master key opens it")
             read = (await self.sealing.reader(obj, None)).read
         hashes = hash_inline(obj, v1=self.catalog.wants_v1, v2=self.catalog.wants_v2, read=read)
         await self.meta.record_hashes(obj, self.catalog.hashes_to_store(obj, hashes))
