@@ -82,6 +82,21 @@ def _check_pieces(torrent: bytes, data: bytes) -> None:
     assert info[b"pieces"] == expected
 
 
+def _first_torrent_downloads(
+    srv: LiveServer, bucket: str, key: str, data: bytes, into: Path
+) -> bytes:
+    """The object's first ?torrent records its hashes before it answers; libtorrent then
+    downloads it from our tracker and seeder alone (no web seed), every byte checked."""
+    vid = _version(srv, bucket, key)
+    assert _rows(srv, "torrents", vid) == 0, "a small write stores no torrent"
+    torrent = fetch_torrent(srv.endpoint, bucket, key)
+    assert _rows(srv, "torrents", vid) == 1, "recorded before the torrent was answered"
+    _check_pieces(torrent, data)
+    path = lt_download(without_web_seed(torrent), into)
+    assert sha256(path.read_bytes()) == sha256(data)
+    return torrent
+
+
 @pytest.mark.parametrize("sealed", [False, True], ids=["plain", "sse-s3"])
 def test_a_private_small_object_made_public_by_its_acl_downloads(
     server: LiveServer, s3: Any, bucket: str, tmp_path: Path, sealed: bool
@@ -105,11 +120,7 @@ def test_a_private_small_object_made_public_by_its_acl_downloads(
     s3.put_object_acl(Bucket=bucket, Key="small.bin", ACL="public-read")
     time.sleep(0.3)
     assert _rows(server, "torrents", vid) == 0
-    torrent = fetch_torrent(server.endpoint, bucket, "small.bin")
-    assert _rows(server, "torrents", vid) == 1, "recorded before the torrent was answered"
-    _check_pieces(torrent, data)
-    path = lt_download(without_web_seed(torrent), tmp_path / "dl")
-    assert sha256(path.read_bytes()) == sha256(data)
+    _first_torrent_downloads(server, bucket, "small.bin", data, tmp_path / "dl")
 
 
 def test_a_small_public_write_downloads_from_the_seeder(
@@ -117,21 +128,12 @@ def test_a_small_public_write_downloads_from_the_seeder(
 ) -> None:
     data = os.urandom(SIZE)
     s3.put_object(Bucket=bucket, Key="public.bin", Body=data, ACL="public-read")
-    vid = _version(server, bucket, "public.bin")
-    assert _rows(server, "torrents", vid) == 0, "a small write stores no torrent"
-    torrent = fetch_torrent(server.endpoint, bucket, "public.bin")
-    assert _rows(server, "torrents", vid) == 1
-    _check_pieces(torrent, data)
-    path = lt_download(without_web_seed(torrent), tmp_path / "dl")
-    assert sha256(path.read_bytes()) == sha256(data)
-    # Overwritten: the old version's torrent is revoked, the new one is asked for afresh.
+    torrent = _first_torrent_downloads(server, bucket, "public.bin", data, tmp_path / "dl")
+    # Overwritten: the old version's torrent is revoked, the new one is made afresh.
     fresh = os.urandom(SIZE)
     s3.put_object(Bucket=bucket, Key="public.bin", Body=fresh, ACL="public-read")
-    again = fetch_torrent(server.endpoint, bucket, "public.bin")
+    again = _first_torrent_downloads(server, bucket, "public.bin", fresh, tmp_path / "dl2")
     assert again != torrent
-    _check_pieces(again, fresh)
-    path = lt_download(without_web_seed(again), tmp_path / "dl2")
-    assert sha256(path.read_bytes()) == sha256(fresh)
 
 
 def test_a_small_object_made_public_by_a_policy_downloads_with_aria2(
