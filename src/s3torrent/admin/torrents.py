@@ -3,6 +3,7 @@ the local CLI alike."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,7 @@ from s3torrent.publication import Refusal, anywhere_now, torrent_refusal
 from s3torrent.s3.errors import S3Error
 from s3torrent.store.sealing import SSE_C, seal_mode
 from s3torrent.torrent.catalog import TorrentCatalog, make_info, piece_hashes
-from s3torrent.torrent.jobs import hash_inline
+from s3torrent.torrent.jobs import inline_hashes
 from s3torrent.torrent.pieces import PieceLayout, piece_length_for
 
 if TYPE_CHECKING:
@@ -45,17 +46,13 @@ async def torrent_report(
     if bucket is None or obj is None:
         return None
     hashes = piece_hashes(obj, await meta.torrent_hashes(obj.version_id))
-    mode = seal_mode(obj.headers)
-    if (
-        (hashes is None or not catalog.has_hashes_for_format(hashes))
-        and obj.inline is not None
-        and mode != SSE_C
-        and (mode is None or sealing is not None)
-    ):
+    if (hashes is None or not catalog.has_hashes_for_format(hashes)) and obj.inline is not None:
         # A small object is hashed from its row when its torrent is first asked for
         # (HashJobs.ensure): as ready as any, with the same hashes.
-        read = (await sealing().reader(obj, None)).read if sealing and mode else None
-        hashes = hash_inline(obj, v1=catalog.wants_v1, v2=catalog.wants_v2, read=read)
+        mode = seal_mode(obj.headers)
+        opener = sealing() if sealing is not None and mode not in (None, SSE_C) else None
+        with contextlib.suppress(ValueError):  # none here: SSE-C, or nothing opens it
+            hashes = await inline_hashes(obj, catalog, opener)
     has_format = hashes is not None and catalog.has_hashes_for_format(hashes)
     refusal = torrent_refusal(settings.torrent, bucket, obj, anywhere_now())
     state = refusal.value if refusal is not None else ("ready" if has_format else "pending")

@@ -127,15 +127,7 @@ class HashJobs:
     async def _inline(self, obj: ObjectVersion) -> PieceHashes:
         """An inline version's hashes, computed from its row and recorded (if it is still
         current), so that the swarm ids of the torrent about to be handed out resolve."""
-        mode = seal_mode(obj.headers)
-        if mode == SSE_C:
-            raise ValueError(f"{obj.version_id}: SSE-C objects have no torrent")
-        read = None
-        if mode is not None:
-            if self.sealing is None:  # never the hashes of its ciphertext
-                raise ValueError(f"{obj.version_id}: encrypted, and no master key opens it")
-            read = (await self.sealing.reader(obj, None)).read
-        hashes = hash_inline(obj, v1=self.catalog.wants_v1, v2=self.catalog.wants_v2, read=read)
+        hashes = await inline_hashes(obj, self.catalog, self.sealing)
         await self.meta.record_hashes(obj, self.catalog.hashes_to_store(obj, hashes))
         return hashes
 
@@ -296,18 +288,23 @@ class HashJobs:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def hash_inline(
-    obj: ObjectVersion,
-    *,
-    v1: bool,
-    v2: bool,
-    read: Callable[[int, int], bytes] | None = None,
+async def inline_hashes(
+    obj: ObjectVersion, catalog: TorrentCatalog, sealing: Sealing | None
 ) -> PieceHashes:
-    """Piece hashes of an inline version, on the caller's thread (a few KiB: microseconds);
-    `read`: a sealed version's plaintext."""
+    """Piece hashes of an inline version in the catalog's format, from its row, on the
+    loop (a few KiB: microseconds); a sealed version's plaintext, opened with `sealing`.
+    ValueError: it can have none here (SSE-C, or sealed with nothing to open it: never
+    the hashes of its ciphertext)."""
     assert obj.inline is not None
-    data = read(0, obj.size) if read is not None else obj.inline
-    hasher = TorrentHasher(piece_length_for(obj.size), v1=v1, v2=v2)
+    data: bytes = obj.inline
+    mode = seal_mode(obj.headers)
+    if mode == SSE_C:
+        raise ValueError(f"{obj.version_id}: SSE-C objects have no torrent")
+    if mode is not None:
+        if sealing is None:
+            raise ValueError(f"{obj.version_id}: encrypted, and no master key opens it")
+        data = (await sealing.reader(obj, None)).read(0, obj.size)
+    hasher = TorrentHasher(piece_length_for(obj.size), v1=catalog.wants_v1, v2=catalog.wants_v2)
     hasher.update(data)
     return hasher.finish()
 
