@@ -24,6 +24,7 @@ from s3torrent.store.loop_writer import LoopWriter
 from s3torrent.store.schema import create_engine, writer_temp_store
 from s3torrent.store.space import storage_full
 from s3torrent.store.sql import Rows, Scope, point_reads_for
+from s3torrent.store.writer_turn import WriterTurn, turn_path
 
 T = TypeVar("T")
 
@@ -58,6 +59,10 @@ class Database:
         # (see loop_writer.py); the writer thread serves everyone else.
         self._loop_writes = loop_writes and self.point_reads is not None
         self._loop_writer: LoopWriter | None = None
+        # A SQLite file's writers take turns across processes (writer_turn.py): the loop's
+        # writer and the writer thread each with a claim of their own.
+        self._turn_path = turn_path(self.engine)
+        self._writer_turn = WriterTurn(self._turn_path) if self._turn_path else None
         # Set by the composition root (SpaceReserve.release): frees reserved space when a
         # commit meets a full disk; True if it freed some, so the batch is worth another try.
         self.on_full: Callable[[], bool] | None = None
@@ -127,6 +132,7 @@ class Database:
                         max_batch=self._max_batch,
                         on_full=self._release_space,
                         on_commit=self._committed_here,
+                        turn=WriterTurn(self._turn_path) if self._turn_path else None,
                     )
                 if self._loop_writer is not None and self._loop_writer.loop is loop:
                     return await self._loop_writer.submit(fn)
@@ -172,7 +178,13 @@ class Database:
                     stop_after = True
                     break
                 batch.append(nxt)
-            self._commit_batch(batch)
+            turn = self._writer_turn
+            took = turn is not None and turn.take()
+            try:
+                self._commit_batch(batch)
+            finally:
+                if took and turn is not None:
+                    turn.give_back()
             if stop_after:
                 return
 
@@ -250,6 +262,8 @@ class Database:
             self._loop_writer.close()
         self._queue.put(_STOP)
         self._writer.join(timeout=30)
+        if self._writer_turn is not None:
+            self._writer_turn.close()
         self._readers.shutdown(wait=True)
         if self.point_reads is not None:
             self.point_reads.close()

@@ -10,9 +10,14 @@ that waits for the disk) goes to a thread of its own.
 The protocol is the writer thread's (database.py): every write waiting when a batch starts
 runs in its own savepoint of one transaction, the transaction commits once, and each caller
 learns its own result only after the commit is durable. While a commit is in flight, new
-writes wait and form the next batch. If another process holds the write lock (BEGIN
-IMMEDIATE would have to wait), the batch goes to the writer thread, which may wait; the loop
-never does.
+writes wait and form the next batch.
+
+Writers of several processes (workers) take turns (writer_turn.py): a batch first takes the
+turn, waiting for it on a thread if another writer holds it, so it starts the moment that
+writer's commit returns; the committing thread gives the turn back right after COMMIT. If
+the write lock is held all the same (a writer outside this code), BEGIN IMMEDIATE is tried
+again shortly, and after a while the batch goes to the writer thread, which may wait; the
+loop never does.
 """
 
 from __future__ import annotations
@@ -28,14 +33,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from s3torrent.store.schema import writer_temp_store
 from s3torrent.store.space import storage_full
+from s3torrent.store.writer_turn import TURN_WAIT_LIMIT, WriterTurn
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# While another process holds the write lock (another worker's commit, which lasts about
-# an fsync), a batch tries BEGIN again this often, on the loop, growing meanwhile; after
-# BUSY_RETRIES it goes to the writer thread, which waits. Retrying keeps the cheap path
+# While another process holds the write lock although this writer has the turn (a writer
+# outside this code), a batch tries BEGIN again this often, on the loop, growing meanwhile;
+# after BUSY_RETRIES it goes to the writer thread, which waits. Retrying keeps the cheap path
 # (and the connection: a failed BEGIN leaves nothing to undo).
 BUSY_RETRY_DELAY = 0.001
 BUSY_RETRIES = 100
@@ -56,8 +62,13 @@ class LoopWriter:
         max_batch: int,
         on_full: Callable[[], bool] | None = None,
         on_commit: Callable[[], None] | None = None,
+        turn: WriterTurn | None = None,
     ) -> None:
         self.loop = loop
+        # Taken before BEGIN, given back after COMMIT (writer_turn.py); None: no turns.
+        self._turn = turn
+        # The wait for the turn in flight, if any (the batch is back in _pending meanwhile).
+        self._turn_wait: concurrent.futures.Future[None] | None = None
         # Told of every commit, before its callers are (Database: point reads re-read).
         self._on_commit = on_commit
         # Frees reserved space when a batch meets a full disk (True: worth another try).
@@ -108,10 +119,14 @@ class LoopWriter:
         if not batch:
             self._next()
             return
+        if not self._take_turn():
+            self._pending[:0] = batch  # it starts when the turn is ours (_turn_granted)
+            return
         try:
             conn, driver = self._connection()
             driver.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
+            self._give_back()
             # Another process writes (another worker, the CLI, a second server on the
             # file): try again shortly, then let the writer thread wait for the lock
             # instead of the loop.
@@ -146,6 +161,7 @@ class LoopWriter:
         except BaseException as exc:
             # The transaction itself failed (disk, corruption): nobody's write happened.
             self._rollback()
+            self._give_back()
             if not self._retried_after_full(exc, batch):
                 for _fn, fut in batch:
                     _fail(fut, exc)
@@ -153,8 +169,65 @@ class LoopWriter:
             if not isinstance(exc, Exception):
                 raise
             return
-        committing = self.loop.run_in_executor(self._committer, _commit, driver)
+        committing = self.loop.run_in_executor(self._committer, _commit, driver, self._turn)
         committing.add_done_callback(lambda done: self._committed(done, batch, results))
+
+    # ---- the turn ----
+
+    def _take_turn(self) -> bool:
+        """True: this batch may begin (the turn is ours, or we go on without one). False:
+        the turn is being waited for; _turn_granted starts the batch."""
+        turn = self._turn
+        if turn is None or turn.try_take():
+            return True
+        waiting = turn.request()
+        if waiting is None:  # an abandoned wait is still in flight: without the turn
+            return True
+        self._turn_wait = waiting
+        late = self.loop.call_later(TURN_WAIT_LIMIT, self._turn_late, waiting)
+        granted = asyncio.wrap_future(waiting, loop=self.loop)
+        granted.add_done_callback(lambda done: self._turn_granted(done, waiting, late))
+        return False
+
+    def _turn_granted(
+        self,
+        done: asyncio.Future[None],
+        waiting: concurrent.futures.Future[None],
+        late: asyncio.TimerHandle,
+    ) -> None:
+        if self._turn_wait is not waiting:
+            return  # abandoned (_turn_late): the batch went on without it
+        self._turn_wait = None
+        late.cancel()
+        if not done.cancelled() and (exc := done.exception()) is not None:
+            log.error("the write turn failed (%s); writing without turns", exc)
+            self._turn = None
+        if self._closed:
+            self._give_back()
+            self._busy = False
+            self._hand_over(self._pending)
+            self._pending = []
+            return
+        self._start_batch()
+
+    def _turn_late(self, waiting: concurrent.futures.Future[None]) -> None:
+        """The turn's holder kept it for TURN_WAIT_LIMIT: go on without it (SQLite's lock
+        still decides); it is given back as soon as it is granted."""
+        if self._turn_wait is not waiting or self._turn is None:
+            return
+        log.warning("waited %.1f s for the write turn; writing without it", TURN_WAIT_LIMIT)
+        self._turn_wait = None
+        self._turn.abandon(waiting)
+        if self._closed:
+            self._busy = False
+            self._hand_over(self._pending)
+            self._pending = []
+            return
+        self._start_batch()
+
+    def _give_back(self) -> None:
+        if self._turn is not None:
+            self._turn.give_back()
 
     def _retried_after_full(self, exc: BaseException, batch: list[_Item]) -> bool:
         """A full disk: free the reserve and queue the batch first again, if that freed any
@@ -238,17 +311,24 @@ class LoopWriter:
     def close(self) -> None:
         """Stop taking batches; what is still queued goes to the writer thread."""
         self._closed = True
-        if not self._busy and self._pending:
+        if (not self._busy or self._turn_wait is not None) and self._pending:
+            # Waiting for the turn counts as idle: the writer thread takes what waits.
             self._hand_over(self._pending)
             self._pending = []
         self._committer.shutdown(wait=True)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._turn is not None:
+            self._turn.close()
 
 
-def _commit(driver: Any) -> None:
-    driver.execute("COMMIT")
+def _commit(driver: Any, turn: WriterTurn | None) -> None:
+    try:
+        driver.execute("COMMIT")
+    finally:
+        if turn is not None:
+            turn.give_back()  # here, not on the loop: the next writer starts at once
 
 
 def _copy(src: asyncio.Future[Any], dst: asyncio.Future[Any]) -> None:
