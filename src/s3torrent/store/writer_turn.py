@@ -23,6 +23,7 @@ import concurrent.futures
 import fcntl
 import logging
 import os
+import queue
 import threading
 
 from sqlalchemy.engine import Engine
@@ -50,9 +51,11 @@ class WriterTurn:
         self._waiting: concurrent.futures.Future[None] | None = None
         self._abandoned = False
         self._mutex = threading.Lock()
-        self._taker = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="db-turn"
-        )
+        # Blocking waits for the kernel's grant run on this thread, one at a time. A daemon:
+        # a wait for a holder that never lets go must not keep the process from exiting.
+        self._requests: queue.SimpleQueue[tuple[int, concurrent.futures.Future[None]] | None]
+        self._requests = queue.SimpleQueue()
+        self._taker: threading.Thread | None = None
 
     @property
     def held(self) -> bool:
@@ -87,8 +90,22 @@ class WriterTurn:
             if self._closed or self._waiting is not None:
                 return None
             fd = self._file()
-            self._waiting = self._taker.submit(self._take, fd)
+            if self._taker is None:
+                self._taker = threading.Thread(target=self._take_loop, name="db-turn", daemon=True)
+                self._taker.start()
+            self._waiting = concurrent.futures.Future()
+            self._requests.put((fd, self._waiting))
             return self._waiting
+
+    def _take_loop(self) -> None:
+        while (request := self._requests.get()) is not None:
+            fd, waiting = request
+            try:
+                self._take(fd)
+            except BaseException as exc:
+                waiting.set_exception(exc)
+            else:
+                waiting.set_result(None)
 
     def _take(self, fd: int) -> None:
         granted = False
@@ -161,7 +178,7 @@ class WriterTurn:
             self._release()
             if self._waiting is None:
                 self._close_file()
-        self._taker.shutdown(wait=False)
+        self._requests.put(None)
 
 
 def turn_path(engine: Engine) -> str | None:
