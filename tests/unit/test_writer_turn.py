@@ -232,3 +232,29 @@ def test_only_a_sqlite_file_has_a_turn(tmp_path: Path) -> None:
     assert turn_path(sa.create_engine("sqlite://")) is None
     assert turn_path(sa.create_engine("sqlite:///:memory:")) is None
     assert turn_path(sa.create_engine("postgresql+psycopg://u@localhost/d")) is None
+
+
+def test_an_unusable_turn_file_means_writing_without_turns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The turn file cannot be made (here a link into a missing directory; elsewhere a file
+    system without locks): writes on the loop and off it go on without turns, never hang."""
+    import threading
+
+    (tmp_path / "m.sqlite3-writer").symlink_to(tmp_path / "missing" / "turn")
+    d = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    try:
+
+        async def main() -> list[str]:
+            return [await asyncio.wait_for(d.write(_add_bucket(f"l{i}")), 10) for i in range(3)]
+
+        assert asyncio.run(main()) == ["l0", "l1", "l2"]
+        out: list[str] = []
+        th = threading.Thread(target=lambda: out.append(d.write_sync(_add_bucket("t"))))
+        th.start()
+        th.join(10)
+        assert out == ["t"]
+    finally:
+        d.close()
+    assert {"l0", "l1", "l2", "t"} <= _names(tmp_path / "m.sqlite3")
+    assert "unusable" in caplog.text

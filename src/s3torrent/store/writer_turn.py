@@ -50,6 +50,7 @@ class WriterTurn:
         # this claim takes nothing else: the grant may land at any moment.
         self._waiting: concurrent.futures.Future[None] | None = None
         self._abandoned = False
+        self._broken = False
         self._mutex = threading.Lock()
         # Blocking waits for the kernel's grant run on this thread, one at a time. A daemon:
         # a wait for a holder that never lets go must not keep the process from exiting.
@@ -65,7 +66,9 @@ class WriterTurn:
         if self._fd is None or self._pid != os.getpid():
             # Opened by the process that takes the turn: a descriptor inherited across a
             # fork would share its lock with the parent's.
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # Read-only is enough for a flock, so a CLI run by another user who may read
+            # the data directory takes turns too.
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
             self._pid = os.getpid()
         return self._fd
 
@@ -74,28 +77,42 @@ class WriterTurn:
         with self._mutex:
             if self._held:
                 return True
-            if self._closed or self._waiting is not None:
+            if self._closed or self._broken or self._waiting is not None:
                 return False
             try:
                 fcntl.flock(self._file(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                return False
+            except OSError as exc:
+                self._break(exc)
                 return False
             self._held = True
             return True
 
     def request(self) -> concurrent.futures.Future[None] | None:
         """Wait for the turn on the taker thread: the future is done once the turn is ours
-        (None: this claim is closed, or an abandoned wait is still in flight)."""
+        (None: go on without: this claim is closed or unusable, or an abandoned wait is
+        still in flight)."""
         with self._mutex:
-            if self._closed or self._waiting is not None:
+            if self._closed or self._broken or self._waiting is not None:
                 return None
-            fd = self._file()
+            try:
+                fd = self._file()
+            except OSError as exc:
+                self._break(exc)
+                return None
             if self._taker is None:
                 self._taker = threading.Thread(target=self._take_loop, name="db-turn", daemon=True)
                 self._taker.start()
             self._waiting = concurrent.futures.Future()
             self._requests.put((fd, self._waiting))
             return self._waiting
+
+    def _break(self, exc: OSError) -> None:
+        """The turn file cannot be opened or locked (permissions, a file system without
+        locks): this claim writes without turns from now on, as writers outside this code do."""
+        self._broken = True
+        log.error("the write turn %s is unusable (%s); writing without turns", self.path, exc)
 
     def _take_loop(self) -> None:
         while (request := self._requests.get()) is not None:
