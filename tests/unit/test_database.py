@@ -7,7 +7,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,6 @@ from sqlalchemy.engine import Connection
 
 from s3torrent.store import metadata as md
 from s3torrent.store.database import Database
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    d = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}")
-    yield d
-    d.close()
 
 
 def _bucket(name: str) -> dict[str, object]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,13 +19,6 @@ from s3torrent.tracker.registry import SwarmStats
 
 H = 1_700_000_000 - 1_700_000_000 % 3600  # an hour boundary
 D = 1_700_000_000 - 1_700_000_000 % 86400  # a day boundary (UTC)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    d = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}")
-    yield d
-    d.close()
 
 
 @pytest.fixture

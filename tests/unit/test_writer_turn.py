@@ -32,13 +32,6 @@ sys.stdin.readline()
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    d = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}")
-    yield d
-    d.close()
-
-
-@pytest.fixture
 def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
         [sys.executable, "-c", _HOLDER, str(tmp_path / "m.sqlite3-writer")],
