@@ -120,6 +120,9 @@ class WriterTurn:
             try:
                 self._take(fd)
             except BaseException as exc:
+                if isinstance(exc, OSError):  # no locks here after all: as _file's failure
+                    with self._mutex:
+                        self._break(exc)
                 waiting.set_exception(exc)
             else:
                 waiting.set_result(None)
