@@ -526,9 +526,11 @@ def small_put_rows(
                 if not plans:  # the two servers share a name: a folder each
                     (workdir / name).mkdir(exist_ok=True)
                     if bucket == PUBLIC_SMALL_BUCKET:
+                        from tests.seeding import public_read_policy
+
                         client = ep.client()
                         client.create_bucket(Bucket=bucket)
-                        client.put_bucket_policy(Bucket=bucket, Policy=_public_policy(bucket))
+                        client.put_bucket_policy(Bucket=bucket, Policy=public_read_policy(bucket))
                     plans.append(prepare(ep, workdir / name, keys, body, bucket=bucket))
                 plan = plans[0]
                 paths = plan.paths["PUT"]
@@ -565,17 +567,6 @@ def small_put_rows(
 
 
 PUBLIC_SMALL_BUCKET = "bench-small-public"
-
-
-def _public_policy(bucket: str) -> str:
-    """Anyone may GetObject every key of bucket: each object has a public torrent."""
-    statement = {
-        "Effect": "Allow",
-        "Principal": "*",
-        "Action": "s3:GetObject",
-        "Resource": f"arn:aws:s3:::{bucket}/*",
-    }
-    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
 
 
 def latency_rows(
