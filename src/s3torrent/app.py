@@ -546,6 +546,11 @@ class Node:
         self.svc.store.flush_pending_deletes()
         self.svc.executor.shutdown(wait=True)
         self.svc.meta.close()
+        if self.svc.store.space is not None:
+            # After the close (its WAL is gone): a reserve released while serving is made
+            # whole again where there is room, so a full disk cannot keep the next start out.
+            with logged_failure(log, "putting the space reserve back"):
+                await asyncio.to_thread(self.svc.store.space.put_back)
 
 
 def settle_garbage_collector() -> None:

@@ -86,3 +86,32 @@ def test_a_disabled_reserve_needs_no_file(tmp_path: Path) -> None:
     reserve = SpaceReserve(tmp_path / "space-reserve", 0)
     assert reserve.prepare_at_start()
     assert not reserve.path.exists()
+
+
+def test_a_released_reserve_is_put_back_at_stop(tmp_path: Path) -> None:
+    reserve = SpaceReserve(tmp_path / "space-reserve", 1 << 20)
+    assert reserve.put_back() == 1 << 20  # none yet: made whole where there is room
+    assert reserve.release()
+    assert reserve.put_back() == 1 << 20
+    assert reserve.path.stat().st_blocks * 512 >= 1 << 20
+    assert reserve.put_back() == 1 << 20  # whole already: left alone
+
+
+def test_a_reserve_is_put_back_partly_when_room_is_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reserve = SpaceReserve(tmp_path / "space-reserve", 1 << 20)
+    monkeypatch.setattr(reserve, "free_bytes", lambda: 300_000)
+    assert reserve.put_back() == 299_008  # whole blocks of what is free
+    assert reserve.path.stat().st_size == 299_008
+    # At the next start on a disk without room for the whole reserve, the part is given up
+    # so the database can open.
+    monkeypatch.setattr(reserve, "allocate", lambda: False)
+    assert not reserve.prepare_at_start()
+    assert not reserve.path.exists()
+
+
+def test_a_disabled_reserve_is_not_put_back(tmp_path: Path) -> None:
+    reserve = SpaceReserve(tmp_path / "space-reserve", 0)
+    assert reserve.put_back() == 0
+    assert not reserve.path.exists()

@@ -28,6 +28,7 @@ _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _SQLITE_FULL = 13  # the primary result code (extended codes keep it in the low byte)
 _SQLITE_IOERR_SHMSIZE = 4874  # the -shm file could not grow: no space for it
 _PG_DISK_FULL = "53100"
+_BLOCK = 4096
 
 
 def storage_full(exc: BaseException) -> bool:
@@ -99,6 +100,38 @@ class SpaceReserve:
             self.size >> 20,
         )
         return True
+
+    def put_back(self) -> int:
+        """At a clean stop, with the database closed: make a released or partial reserve as
+        whole as the disk has room for (blocking), so the next start can open the database
+        even if the disk fills up to the last block meanwhile. Returns the reserve's size.
+
+        While serving, released reserve space stays free for metadata commits; only a stop
+        takes it back. A partial reserve is worth keeping: opening the database needs tens
+        of KiB, not the whole reserve."""
+        if self.size <= 0:
+            return 0
+        with self._lock:
+            try:
+                have = self.path.stat().st_size
+            except FileNotFoundError:
+                have = 0
+            want = min(self.size, have + self.free_bytes())
+            want -= want % _BLOCK
+            while want > have:
+                try:
+                    fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+                    try:
+                        os.posix_fallocate(fd, 0, want)
+                    finally:
+                        os.close(fd)
+                    return want
+                except OSError as exc:
+                    if exc.errno not in _FULL_ERRNOS:
+                        log.warning("could not put the space reserve back: %s", exc)
+                        return have
+                    want = (want + have) // 2 // _BLOCK * _BLOCK  # less, and try again
+            return have
 
     def _drop(self) -> bool:
         with self._lock:
