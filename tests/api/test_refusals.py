@@ -284,3 +284,88 @@ def test_s3cmd_default_flow_passes(server: LiveServer, tmp_path: Path) -> None:
     _run([*base, "cp", f"s3://{name}/small.txt", f"s3://{name}/copy.txt"])
     _run([*base, "del", f"s3://{name}/small.txt", f"s3://{name}/big.bin", f"s3://{name}/copy.txt"])
     _run([*base, "rb", f"s3://{name}"])
+
+
+# Operations of S3's API (botocore's model) that select themselves by a query sub-resource
+# this server does not implement, called the way boto3 calls them: each must be refused,
+# and none may be taken for the plain write its method and path look like.
+_UNIMPLEMENTED_CALLS: dict[str, dict[str, Any]] = {
+    "rename_object": {"Key": "renamed", "RenameSource": "{bucket}/obj"},
+    "update_object_encryption": {
+        "Key": "obj",
+        "ObjectEncryption": {"SSEKMS": {"KMSKeyArn": "arn:aws:kms:us-east-1:1:key/k"}},
+    },
+    "create_bucket_metadata_table_configuration": {
+        "MetadataTableConfiguration": {
+            "S3TablesDestination": {
+                "TableBucketArn": "arn:aws:s3tables:us-east-1:1:bucket/t",
+                "TableName": "t",
+            }
+        }
+    },
+    "get_bucket_metadata_table_configuration": {},
+    "delete_bucket_metadata_table_configuration": {},
+    "put_bucket_abac": {"AbacStatus": {"Status": "Enabled"}},
+    "get_bucket_abac": {},
+}
+
+
+def _with_bucket(value: Any, bucket: str) -> Any:
+    if isinstance(value, str):
+        return value.format(bucket=bucket)
+    if isinstance(value, dict):
+        return {k: _with_bucket(v, bucket) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("operation", sorted(_UNIMPLEMENTED_CALLS))
+def test_operations_not_implemented_are_refused_by_boto3_and_change_nothing(
+    fx: Fixture, s3: Any, operation: str
+) -> None:
+    if not hasattr(s3, operation):
+        pytest.skip(f"this botocore has no {operation}")
+    params = {"Bucket": fx.bucket, **_with_bucket(_UNIMPLEMENTED_CALLS[operation], fx.bucket)}
+    with pytest.raises(ClientError) as exc:
+        getattr(s3, operation)(**params)
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
+    assert exc.value.response["Error"]["Code"] == "NotImplemented"
+    head = s3.head_object(Bucket=fx.bucket, Key="obj")
+    assert s3.get_object(Bucket=fx.bucket, Key="obj")["Body"].read() == b"original"
+    assert head.get("ServerSideEncryption") in (None, "AES256")
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=fx.bucket, Key="renamed")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query"),
+    [
+        ("PUT", "obj", "someOperationS3AddsLater"),
+        ("PUT", "obj", "torrent"),
+        ("PUT", "obj", "uploads"),
+        ("POST", "obj", "someOperationS3AddsLater"),
+        ("DELETE", "obj", "someOperationS3AddsLater="),
+        ("PUT", "", "someOperationS3AddsLater"),
+        ("DELETE", "", "someOperationS3AddsLater"),
+        ("POST", "", "someOperationS3AddsLater"),
+    ],
+)
+def test_a_write_naming_an_unknown_operation_is_refused_not_taken_for_a_plain_write(
+    fx: Fixture, s3: Any, method: str, path: str, query: str
+) -> None:
+    target = f"/{fx.bucket}/{path}" if path else f"/{fx.bucket}"
+    resp = fx.send(Call(method, target, query, body=b"would overwrite"), {})
+    assert resp.status_code == 501, resp.text
+    assert _code(resp) == "NotImplemented"
+    assert s3.get_object(Bucket=fx.bucket, Key="obj")["Body"].read() == b"original"
+    s3.head_bucket(Bucket=fx.bucket)
+
+
+def test_parameters_with_values_and_reads_with_unknown_parameters_still_work(
+    fx: Fixture, s3: Any
+) -> None:
+    # boto3's x-id and a cache-buster on a read are not operations (S3 ignores the latter).
+    put = Call("PUT", f"/{fx.bucket}/valued", "x-id=PutObject", body=b"v")
+    assert fx.send(put, {}).status_code == 200
+    got = fx.send(Call("GET", f"/{fx.bucket}/valued", "cachebust"), {})
+    assert got.status_code == 200 and got.content == b"v"
+    s3.delete_object(Bucket=fx.bucket, Key="valued")

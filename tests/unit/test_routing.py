@@ -170,3 +170,72 @@ def test_key_length_limit_is_1024_utf8_bytes() -> None:
         with pytest.raises(S3Error) as exc:
             check_key(key)
         assert exc.value.code == "KeyTooLongError"
+
+
+def _botocore_subresource_operations() -> list[tuple[str, str, str, str]]:
+    """(operation, method, scope, query) of every S3 operation botocore knows that selects
+    itself by its query string."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("s3")
+    found = []
+    for name in model.operation_names:
+        http = model.operation_model(name).http
+        uri = http["requestUri"]
+        path, _, query = uri.partition("?")
+        if not query or "{Bucket}" not in path:
+            continue
+        scope = "object" if "{Key+}" in path else "bucket"
+        found.append((name, http["method"], scope, query))
+    return sorted(found)
+
+
+# Operations botocore names by another name than ours (the same request).
+_SYNONYMS = {
+    "GetBucketLifecycle": "GetBucketLifecycleConfiguration",
+    "PutBucketLifecycle": "PutBucketLifecycleConfiguration",
+}
+
+
+@pytest.mark.parametrize(
+    ("operation", "method", "scope", "query"),
+    _botocore_subresource_operations(),
+    ids=lambda v: str(v),
+)
+def test_every_s3_operation_by_sub_resource_is_routed_to_itself_or_refused(
+    operation: str, method: str, scope: str, query: str
+) -> None:
+    params = {}
+    for field in query.split("&"):
+        name, _, value = field.partition("=")
+        params[name] = value
+    target = Target("bucket", "key" if scope == "object" else None, False)
+    try:
+        endpoint = route(method, target, params, {})
+    except S3Error as exc:
+        assert exc.code == "NotImplemented", (operation, exc.code)
+        return
+    assert endpoint.name == _SYNONYMS.get(operation, operation)
+
+
+def test_the_walk_covers_the_operations_that_once_overwrote_an_object() -> None:
+    names = {op for op, *_ in _botocore_subresource_operations()}
+    assert {"PutObjectTagging", "GetObjectTorrent", "SelectObjectContent"} <= names
+
+
+@pytest.mark.parametrize("method", ["PUT", "POST", "DELETE"])
+@pytest.mark.parametrize("key", ["key", None])
+def test_a_write_with_an_unknown_valueless_parameter_is_refused(
+    method: str, key: str | None
+) -> None:
+    with pytest.raises(S3Error) as exc:
+        route(method, Target("bucket", key, False), {"newOperation": ""}, {})
+    assert exc.value.code == "NotImplemented"
+
+
+def test_valued_parameters_and_reads_are_not_taken_for_operations() -> None:
+    obj = Target("bucket", "key", False)
+    assert route("PUT", obj, {"x-id": "PutObject"}, {}) is Endpoint.PutObject
+    assert route("DELETE", obj, {"versionId": ""}, {}) is Endpoint.DeleteObject
+    assert route("GET", obj, {"cachebust": ""}, {}) is Endpoint.GetObject
+    assert route("HEAD", obj, {"x-amz-anything": ""}, {}) is Endpoint.HeadObject

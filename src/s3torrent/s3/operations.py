@@ -31,7 +31,9 @@ _SUBRESOURCES = (
     "versioning", "versions", "location", "uploads", "delete", "torrent", "attributes",
     "cors", "lifecycle", "encryption", "object-lock", "website", "logging", "notification",
     "replication", "requestPayment", "accelerate", "analytics", "inventory", "metrics",
-    "intelligent-tiering", "session", "retention", "legal-hold", "restore", "select",
+    "intelligent-tiering", "session", "abac", "metadataConfiguration", "metadataTable",
+    "metadataInventoryTable", "metadataJournalTable", "retention", "legal-hold", "restore",
+    "select", "renameObject",
 )  # fmt: skip
 _QUERIES: tuple[tuple[str, dict[str, str]], ...] = (
     ("", {}),

@@ -163,13 +163,32 @@ class Target:
     virtual_host: bool
 
 
-# Sub-resources that select another operation when present in the query.
+# Sub-resources that select another operation when present in the query: those of S3's API
+# (botocore's model, 2026-12) that have no route here are refused as NotImplemented, never
+# taken for the plain request (a PUT of `?renameObject` or `?encryption` as a PutObject
+# would overwrite the object with the request's body). tests/unit/test_routing.py walks
+# the model of the botocore installed.
 _BUCKET_SUBRESOURCES = {
-    "accelerate", "analytics", "cors", "encryption", "intelligent-tiering", "inventory",
-    "lifecycle", "logging", "metrics", "notification",
-    "replication", "requestPayment", "website", "session",
+    "abac", "accelerate", "analytics", "cors", "encryption", "intelligent-tiering",
+    "inventory", "lifecycle", "logging", "metadataConfiguration", "metadataInventoryTable",
+    "metadataJournalTable", "metadataTable", "metrics", "notification", "replication",
+    "requestPayment", "website", "session",
 }  # fmt: skip
-_OBJECT_SUBRESOURCES = {"restore", "select"}
+_OBJECT_SUBRESOURCES = {"encryption", "renameObject", "restore", "select"}
+# A write (PUT, POST, DELETE) whose query names a parameter without a value that is none of
+# the routed sub-resources is refused too: it asks for an operation this server does not
+# know (one S3 added after this list), and must not be taken for a plain write.
+_WRITE_METHODS = frozenset({"PUT", "POST", "DELETE"})
+
+
+_VALUED_PARAMETERS = frozenset({"versionId", "uploadId", "partNumber", "x-id"})
+
+
+def _refuse_unknown_operation(q: Mapping[str, str], scope: str) -> None:
+    for name, value in q.items():
+        # (An empty versionId and the like are the handler's to refuse, with their own error.)
+        if value == "" and name not in _VALUED_PARAMETERS and not name.lower().startswith("x-amz-"):
+            raise S3Error("NotImplemented", f"The {scope} operation '?{name}' is not implemented.")
 
 
 def parse_target(raw_path: str, host: str | None, domain: str | None) -> Target:
@@ -255,6 +274,8 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
             raise S3Error("NotImplemented", f"The bucket operation '?{sub}' is not implemented.")
     if m == "GET":
         return Endpoint.ListObjectsV2 if q.get("list-type") == "2" else Endpoint.ListObjects
+    if m in _WRITE_METHODS:
+        _refuse_unknown_operation(q, "bucket")
     simple = {
         "PUT": Endpoint.CreateBucket,
         "HEAD": Endpoint.HeadBucket,
@@ -300,6 +321,8 @@ def _route_object(m: str, q: Mapping[str, str], h: Mapping[str, str]) -> Endpoin
     for sub in q:
         if sub in _OBJECT_SUBRESOURCES:
             raise S3Error("NotImplemented", f"The object operation '?{sub}' is not implemented.")
+    if m in _WRITE_METHODS:
+        _refuse_unknown_operation(q, "object")
     if m == "PUT":
         return Endpoint.CopyObject if "x-amz-copy-source" in h else Endpoint.PutObject
     if m in _OBJECT_BY_METHOD:
