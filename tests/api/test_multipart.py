@@ -577,3 +577,26 @@ def test_repeated_completion_in_a_versioned_bucket_answers_the_same_version_id(
     assert again["ETag"] == first["ETag"]
     got = s3.get_object(Bucket=bucket, Key="vr", VersionId=first["VersionId"])
     assert got["Body"].read() == b"x"
+
+
+def test_expected_object_size_is_checked_at_completion(s3: Any, bucket: str) -> None:
+    """x-amz-mp-object-size (boto3's MpuObjectSize): another size than the parts' is 400
+    InvalidRequest and the upload stays, to be completed with the right one."""
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="sized")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="sized", UploadId=uid, PartNumber=1, Body=b"abc")[
+        "ETag"
+    ]
+    done = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    for wrong in (2, 4):
+        with pytest.raises(ClientError) as exc:
+            s3.complete_multipart_upload(
+                Bucket=bucket, Key="sized", UploadId=uid, MultipartUpload=done, MpuObjectSize=wrong
+            )
+        assert _code(exc) == "InvalidRequest"
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="sized")
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key="sized", UploadId=uid, MultipartUpload=done, MpuObjectSize=3
+    )
+    assert s3.get_object(Bucket=bucket, Key="sized")["Body"].read() == b"abc"

@@ -303,6 +303,16 @@ def test_checksum_field(s3v4: Any, s3: Any, bucket: str) -> None:
     assert head["ChecksumSHA256"] == good
     r = _post(p, b"other bytes")
     assert r.status_code == 400 and _error(r)[0] == "BadDigest"
+    # An algorithm this server does not compute is refused, never stored unchecked.
+    sha512 = base64.b64encode(hashlib.sha512(data).digest()).decode()
+    p = s3v4.generate_presigned_post(
+        bucket, "sum512", Fields={"x-amz-checksum-sha512": sha512},
+        Conditions=[{"x-amz-checksum-sha512": sha512}],
+    )  # fmt: skip
+    r = _post(p, data)
+    assert r.status_code == 400 and _error(r)[0] == "InvalidRequest", r.text
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="sum512")
 
 
 def test_other_users_credentials_are_judged_as_putobject(

@@ -369,3 +369,30 @@ def test_parameters_with_values_and_reads_with_unknown_parameters_still_work(
     got = fx.send(Call("GET", f"/{fx.bucket}/valued", "cachebust"), {})
     assert got.status_code == 200 and got.content == b"v"
     s3.delete_object(Bucket=fx.bucket, Key="valued")
+
+
+@pytest.mark.parametrize("algorithm", ["sha512", "md5", "xxhash64", "xxhash3", "xxhash128"])
+def test_checksums_of_algorithms_not_implemented_are_refused_not_skipped(
+    fx: Fixture, s3: Any, algorithm: str
+) -> None:
+    """S3 knows more checksum algorithms than this server computes: a PUT carrying one is
+    refused, right value or wrong, rather than stored with the check it asked for skipped."""
+    if algorithm in ("sha512", "md5"):
+        right = base64.b64encode(hashlib.new(algorithm, b"data").digest()).decode()
+    else:
+        right = "AAAAAAAAAAA="  # (no xxhash here to compute one; refused either way)
+    for value in (right, "AAAA"):
+        key = f"sum-{algorithm}-{next(_names)}"
+        resp = fx.send(
+            Call("PUT", f"/{fx.bucket}/{key}", body=b"data"), {f"x-amz-checksum-{algorithm}": value}
+        )
+        assert resp.status_code == 400, resp.text
+        assert _code(resp) == "InvalidRequest"
+        assert "unsupported" in resp.text
+        with pytest.raises(ClientError):
+            s3.head_object(Bucket=fx.bucket, Key=key)
+    # Through boto3 too, where this botocore knows the parameter.
+    if algorithm == "sha512":
+        with pytest.raises(ClientError) as exc:
+            s3.put_object(Bucket=fx.bucket, Key="sum-boto3", Body=b"data", ChecksumSHA512=right)
+        assert exc.value.response["Error"]["Code"] == "InvalidRequest"

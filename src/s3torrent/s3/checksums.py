@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Protocol
 
@@ -42,11 +42,7 @@ class ChecksumAlgorithm(StrEnum):
         try:
             return cls(value.strip().upper())
         except ValueError:
-            raise S3Error(
-                "InvalidRequest",
-                "Checksum algorithm provided is unsupported. Please try again with any of the "
-                "valid types: [CRC32, CRC32C, CRC64NVME, SHA1, SHA256]",
-            ) from None
+            raise S3Error("InvalidRequest", _UNSUPPORTED) from None
 
     @classmethod
     def from_checksum_header(cls, name: str) -> ChecksumAlgorithm | None:
@@ -59,6 +55,28 @@ class ChecksumAlgorithm(StrEnum):
             return cls(lowered[len(prefix) :].upper())
         except ValueError:
             return None
+
+
+_UNSUPPORTED = (
+    "Checksum algorithm provided is unsupported. Please try again with any of the valid types: "
+    "[CRC32, CRC32C, CRC64NVME, SHA1, SHA256]"
+)
+_CHECKSUM_PREFIX = "x-amz-checksum-"
+# x-amz-checksum-* headers that carry no checksum value.
+_NOT_A_VALUE = frozenset({"algorithm", "type", "mode"})
+_KNOWN_VALUES = frozenset(a.value.lower() for a in ChecksumAlgorithm)
+
+
+def refuse_unknown_checksum_headers(headers: Mapping[str, str]) -> None:
+    """A checksum header of an algorithm not implemented here (S3 also knows SHA512, MD5 and
+    the XXHASH family) is refused, as S3 refuses an algorithm it does not know: accepted,
+    it would be an integrity check the client asked for and never got."""
+    for name in headers:
+        lowered = name.lower()
+        if lowered.startswith(_CHECKSUM_PREFIX):
+            suffix = lowered[len(_CHECKSUM_PREFIX) :]
+            if suffix not in _KNOWN_VALUES and suffix not in _NOT_A_VALUE:
+                raise S3Error("InvalidRequest", _UNSUPPORTED)
 
 
 _DIGEST_SIZE: dict[ChecksumAlgorithm, int] = {

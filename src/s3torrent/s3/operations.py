@@ -72,7 +72,7 @@ NOTES: Mapping[str, str] = {
     "UploadPartCopy": "`partNumber`, `x-amz-copy-source-range`, `x-amz-copy-source-if-*`",
     "ListParts": "`part-number-marker`, `max-parts`",
     "CompleteMultipartUpload": "`If-None-Match: *`, `If-Match`, `x-amz-checksum-*` "
-    "(FULL_OBJECT); a retry answers the first answer again",
+    "(FULL_OBJECT), `x-amz-mp-object-size`; a retry answers the first answer again",
     "PutBucketOwnershipControls": "BucketOwnerEnforced, BucketOwnerPreferred, ObjectWriter",
     "GetBucketPolicyStatus": "IsPublic from the access decision",
 }

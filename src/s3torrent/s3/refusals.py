@@ -82,6 +82,14 @@ REFUSALS: tuple[Refusal, ...] = (
         "NotImplemented",
         "Appending to an object is not implemented.",
     ),
+    # Every bucket is in the one namespace of this server, which is what "global" asks for.
+    Refusal(
+        "x-amz-bucket-namespace",
+        frozenset({E.CreateBucket}),
+        "NotImplemented",
+        "Account regional bucket namespaces are not implemented; buckets are global.",
+        accepted=("global",),
+    ),
     # Encryption: SSE-S3 and SSE-C are implemented (s3/sse.py); SSE-KMS is not.
     _sse("x-amz-server-side-encryption-aws-kms-key-id"),
     _sse("x-amz-server-side-encryption-context"),

@@ -14,7 +14,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -430,6 +430,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     requested = _requested_parts(root, up)
     stored = {p.part_number: p for p in await svc.meta.list_parts(up.upload_id)}
     parts = _chosen_parts(requested, stored)
+    _check_expected_size(req.http.headers.get("x-amz-mp-object-size"), parts)
     checksum = object_checksum(up, parts)
     if checksum is not None and up.checksum_type == FULL_OBJECT:
         sent = req.http.headers.get(ChecksumAlgorithm(up.checksum_algorithm or "").header)
@@ -561,3 +562,23 @@ async def list_parts(svc: S3Context, req: S3Request) -> web.StreamResponse:
         "ChecksumType": up.checksum_type,
     }
     return xml_response(s3xml.render("ListPartsResult", result))
+
+
+def _check_expected_size(raw: str | None, parts: Sequence[md.Part]) -> None:
+    """x-amz-mp-object-size: the size the client expects the object to have; another size
+    is refused with 400 InvalidRequest, as S3 does, before anything is joined."""
+    if raw is None:
+        return
+    total = sum(p.size for p in parts)
+    try:
+        expected = int(raw.strip())
+    except ValueError:
+        raise S3Error(
+            "InvalidRequest", "Value for x-amz-mp-object-size header is invalid."
+        ) from None
+    if expected != total:
+        raise S3Error(
+            "InvalidRequest",
+            f"The provided x-amz-mp-object-size ({expected}) does not match the size of the "
+            f"parts ({total}).",
+        )

@@ -239,6 +239,7 @@ def _requested_checksum(
     fields: dict[str, str],
 ) -> tuple[checksums.ChecksumAlgorithm, str | None] | None:
     """x-amz-checksum-algorithm and/or one x-amz-checksum-<alg> value."""
+    checksums.refuse_unknown_checksum_headers(fields)
     sent = [
         (alg, fields[name])
         for name in fields
