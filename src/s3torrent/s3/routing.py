@@ -179,16 +179,16 @@ _OBJECT_SUBRESOURCES = {"encryption", "renameObject", "restore", "select"}
 # the routed sub-resources is refused too: it asks for an operation this server does not
 # know (one S3 added after this list), and must not be taken for a plain write.
 _WRITE_METHODS = frozenset({"PUT", "POST", "DELETE"})
-
-
+# Parameters that always carry a value: an empty one is the handler's to refuse, with its own
+# error (as are X-Amz-* signature parameters).
 _VALUED_PARAMETERS = frozenset({"versionId", "uploadId", "partNumber", "x-id"})
 
 
 def _refuse_unknown_operation(q: Mapping[str, str], scope: str) -> None:
     for name, value in q.items():
-        # (An empty versionId and the like are the handler's to refuse, with their own error.)
-        if value == "" and name not in _VALUED_PARAMETERS and not name.lower().startswith("x-amz-"):
-            raise S3Error("NotImplemented", f"The {scope} operation '?{name}' is not implemented.")
+        if value or name in _VALUED_PARAMETERS or name.lower().startswith("x-amz-"):
+            continue
+        raise S3Error("NotImplemented", f"The {scope} operation '?{name}' is not implemented.")
 
 
 def parse_target(raw_path: str, host: str | None, domain: str | None) -> Target:
