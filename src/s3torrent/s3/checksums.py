@@ -15,6 +15,12 @@ from s3torrent.s3.errors import S3Error
 
 Buffer = bytes | bytearray | memoryview
 
+_UNSUPPORTED = (
+    "Checksum algorithm provided is unsupported. Please try again with any of the valid types: "
+    "[CRC32, CRC32C, CRC64NVME, SHA1, SHA256]"
+)
+_CHECKSUM_PREFIX = "x-amz-checksum-"
+
 
 class ChecksumAlgorithm(StrEnum):
     CRC32 = "CRC32"
@@ -26,7 +32,7 @@ class ChecksumAlgorithm(StrEnum):
     @property
     def header(self) -> str:
         """The request/response header carrying this checksum, e.g. ``x-amz-checksum-crc32``."""
-        return "x-amz-checksum-" + self.value.lower()
+        return _CHECKSUM_PREFIX + self.value.lower()
 
     @property
     def digest_size(self) -> int:
@@ -47,21 +53,15 @@ class ChecksumAlgorithm(StrEnum):
     @classmethod
     def from_checksum_header(cls, name: str) -> ChecksumAlgorithm | None:
         """The algorithm whose checksum header is ``name`` (any case), or None."""
-        prefix = "x-amz-checksum-"
         lowered = name.strip().lower()
-        if not lowered.startswith(prefix):
+        if not lowered.startswith(_CHECKSUM_PREFIX):
             return None
         try:
-            return cls(lowered[len(prefix) :].upper())
+            return cls(lowered[len(_CHECKSUM_PREFIX) :].upper())
         except ValueError:
             return None
 
 
-_UNSUPPORTED = (
-    "Checksum algorithm provided is unsupported. Please try again with any of the valid types: "
-    "[CRC32, CRC32C, CRC64NVME, SHA1, SHA256]"
-)
-_CHECKSUM_PREFIX = "x-amz-checksum-"
 # x-amz-checksum-* headers that carry no checksum value.
 _NOT_A_VALUE = frozenset({"algorithm", "type", "mode"})
 _KNOWN_VALUES = frozenset(a.value.lower() for a in ChecksumAlgorithm)
