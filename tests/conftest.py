@@ -290,9 +290,12 @@ def s3v4(server: LiveServer) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def node_in_process(data_dir: Path) -> AsyncIterator[tuple[Any, str]]:
-    """A started s3torrent Node in this process and event loop (seeder off), with the test
-    root user: (the node, its endpoint). For tests that look inside the server."""
+async def node_in_process(
+    data_dir: Path, *, seeder: bool = False
+) -> AsyncIterator[tuple[Any, str]]:
+    """A started s3torrent Node in this process and event loop (seeder off unless asked
+    for), with the test root user: (the node, its endpoint). For tests that look inside
+    the server."""
     from s3torrent.app import Node
     from s3torrent.config import Settings
 
@@ -303,7 +306,7 @@ async def node_in_process(data_dir: Path) -> AsyncIterator[tuple[Any, str]]:
         root_access_key=ROOT_AK,
         root_secret_key=ROOT_SK,
         peer_listen=f"127.0.0.1:{free_port()}",
-        seeder={"enabled": False},
+        seeder={"enabled": seeder},
     )
     node = Node(settings)
     node.ensure_root()

@@ -3,6 +3,7 @@ the seeder's responder: unit tests drive both ends, interop tests speak it over 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -92,11 +93,16 @@ class Initiator:
         at = bytes(self.received).find(probe)
         assert 0 <= at <= MAX_PAD, "no VC within PadB's bound"
         rest = bytes(self.received[at:])
-        fields = self.in_cipher.apply(rest[:14])
+        # VC, crypto_select and len(PadD) read on a copy of the cipher: only once PadD is
+        # all here does the stream advance (an AssertionError: more bytes to come).
+        assert len(rest) >= 14, "step 4 not all here yet"
+        fields = copy.deepcopy(self.in_cipher).apply(rest[:14])
         assert fields[:8] == bytes(8)
-        self.selected = int.from_bytes(fields[8:12], "big")
         pad_d = int.from_bytes(fields[12:14], "big")
         assert pad_d <= MAX_PAD
+        assert len(rest) >= 14 + pad_d, "PadD not all here yet"
+        self.in_cipher.apply(rest[:14])
+        self.selected = int.from_bytes(fields[8:12], "big")
         self.in_cipher.apply(rest[14 : 14 + pad_d])
         return self.decrypt(rest[14 + pad_d :])
 

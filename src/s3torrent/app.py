@@ -251,6 +251,7 @@ class Node:
             torrents=self.svc.torrents,
             hash_jobs=self.svc.hash_jobs,
             anonymous_reads=self.anonymous_reads,
+            publication_settled=self.svc.public.settled,
         )
         self.s3 = S3Application(self.context, handlers())
         health = health_handler(self.context, lambda: self._ready)

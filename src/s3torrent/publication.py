@@ -11,6 +11,7 @@ for an unknown swarm id looks the id up in the metadata database and publishes i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -128,6 +129,9 @@ class PublicTorrents:
         self._published_listeners: list[Published] = []
         self._announce_listeners: list[Announced] = []
         self._tasks: set[asyncio.Task[object]] = set()
+        # The decision under way for a version (its write's or its hashing's), by version id:
+        # `?torrent` waits for it, so the swarm of a torrent file handed out is live.
+        self._considering: dict[str, asyncio.Task[object]] = {}
         # Change counters bumped by every event that may revoke, in a fixed number of slots
         # per bucket and per key (a collision only costs a re-check). A publication decided
         # on data read before a bump may be stale: an ACL change, overwrite or delete landed
@@ -213,7 +217,7 @@ class PublicTorrents:
                 if isinstance(event, ObjectWritten) and isinstance(event.written, md.ObjectVersion):
                     self._consider_own_write(event, event.written)
                 else:
-                    self._spawn(self.consider_version(event.version_id))
+                    self._spawn_consider(event.version_id, self.consider_version(event.version_id))
         elif isinstance(event, ObjectDeleted):
             self.revoke(event.version_id)
         elif isinstance(event, AccessChanged):
@@ -226,7 +230,7 @@ class PublicTorrents:
                 self.revoke(t.version_id)
             # Those still public come back at once; the rest stay revoked.
             for t in affected:
-                self._spawn(self.consider_version(t.version_id))
+                self._spawn_consider(t.version_id, self.consider_version(t.version_id))
             if event.key is not None:
                 self._spawn(self.consider_key(event.bucket, event.key))
 
@@ -238,17 +242,42 @@ class PublicTorrents:
             return  # small: its torrent is made, and published, when first asked for
         bucket = event.written_bucket
         if not isinstance(bucket, md.Bucket):
-            self._spawn(self.consider(written))
+            self._spawn_consider(written.version_id, self.consider(written))
         elif not self._refused_at_commit(bucket, written):
             # Not refused on the commit's rows: consider() skips that early answer.
             stored = event.written_hashes
             hashes = stored if isinstance(stored, md.TorrentHashes) else None
-            self._spawn(self.consider(written, early=False, stored=hashes))
+            self._spawn_consider(
+                written.version_id, self.consider(written, early=False, stored=hashes)
+            )
 
-    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> asyncio.Task[object]:
         task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _spawn_consider(self, version_id: str, coro: Coroutine[Any, Any, object]) -> None:
+        task = self._spawn(coro)
+        self._considering[version_id] = task
+
+        def done(_: asyncio.Task[object]) -> None:
+            if self._considering.get(version_id) is task:
+                del self._considering[version_id]
+
+        task.add_done_callback(done)
+
+    async def settled(self, version_id: str, timeout: float) -> None:
+        """Wait, at most timeout seconds, for the decision under way in this process on
+        publishing this version (its write's, or its hashing's): `?torrent` answers once the
+        swarm of the torrent it hands out is live here. An MSE handshake names a torrent by a
+        hash of its info-hash, so the seeder finds only torrents published already; a plain
+        handshake or an announce would publish it themselves. No decision under way: at once."""
+        task = self._considering.get(version_id)
+        if task is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(task), timeout)
 
     def revoke(self, version_id: str) -> None:
         info = self.by_version.pop(version_id, None)

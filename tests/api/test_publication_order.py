@@ -16,6 +16,8 @@ from typing import Any
 
 from fastbencode import bdecode, bencode  # type: ignore[attr-defined]
 
+from s3torrent.peer.mse import obfuscated_swarm_id
+from s3torrent.torrent.catalog import piece_hashes
 from tests.conftest import make_client, node_in_process
 
 
@@ -38,6 +40,15 @@ def test_an_admitted_swarm_is_always_registered(tmp_path: Path) -> None:
     asyncio.run(asyncio.wait_for(_scenario(tmp_path), 120))
 
 
+async def _swarm_id(node: Any, bucket: str, key: str) -> bytes:
+    """The v1 swarm id of the key's current version, from its rows (no `?torrent`)."""
+    obj = await node.svc.meta.object(bucket, key)
+    hashes = piece_hashes(obj, await node.svc.meta.torrent_hashes(obj.version_id))
+    assert hashes is not None
+    swarm_id: bytes = node.svc.torrents.info_for(obj, hashes).swarm_ids[0]
+    return swarm_id
+
+
 async def _scenario(tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     async with node_in_process(tmp_path / "data") as (node, endpoint):
@@ -46,19 +57,53 @@ async def _scenario(tmp_path: Path) -> None:
         public.registry = SlowRegistry(inner, 0.3)
         s3 = make_client(endpoint)
         await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="order"))
-
-        def put_and_fetch() -> bytes:
-            s3.put_object(Bucket="order", Key="k", Body=b"y" * 50_000, ACL="public-read")
-            with urllib.request.urlopen(f"{endpoint}/order/k?torrent", timeout=10) as r:
-                body: bytes = r.read()
-            return body
-
-        torrent = await loop.run_in_executor(None, put_and_fetch)
-        swarm_id = hashlib.sha1(bencode(bdecode(torrent)[b"info"])).digest()
+        await loop.run_in_executor(
+            None,
+            lambda: s3.put_object(Bucket="order", Key="k", Body=b"y" * 50_000, ACL="public-read"),
+        )
+        swarm_id = await _swarm_id(node, "order", "k")
+        assert public.get(swarm_id) is None  # its publication is in flight (0.3 s)
         admitted = 0
-        for _ in range(40):  # the publication (0.3 s in register) is in flight meanwhile
+        for _ in range(40):
             if await public.admit(swarm_id, "127.0.0.1") is not None:
                 admitted += 1
                 assert await inner.is_registered(swarm_id), "admitted but not registered"
             await asyncio.sleep(0.02)
         assert admitted > 0
+
+
+def _fetch_torrent(endpoint: str, bucket: str, key: str) -> bytes:
+    with urllib.request.urlopen(f"{endpoint}/{bucket}/{key}?torrent", timeout=30) as r:
+        body: bytes = r.read()
+    return body
+
+
+def test_a_torrent_file_handed_out_names_a_live_swarm(tmp_path: Path) -> None:
+    """`?torrent` answers once this process has published the version: an MSE handshake
+    (which names a torrent only by a hash of its info-hash, so the seeder cannot look an
+    unknown one up) may come straight after it. A large object is published after its PUT,
+    a small one after its first `?torrent` hashes it; both while a slow registry holds the
+    publication up."""
+    asyncio.run(asyncio.wait_for(_live_scenario(tmp_path), 120))
+
+
+async def _live_scenario(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    async with node_in_process(tmp_path / "data", seeder=True) as (node, endpoint):
+        public = node.svc.public
+        public.registry = SlowRegistry(public.registry, 0.5)
+        s3 = make_client(endpoint)
+        await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="live"))
+        for key, size in (("large", 200_000), ("small", 5_000)):
+            body = bytes([len(key)]) * size
+            await loop.run_in_executor(
+                None,
+                lambda k=key, b=body: s3.put_object(
+                    Bucket="live", Key=k, Body=b, ACL="public-read"
+                ),
+            )
+            torrent = await loop.run_in_executor(None, _fetch_torrent, endpoint, "live", key)
+            swarm_id = hashlib.sha1(bencode(bdecode(torrent)[b"info"])).digest()
+            # At once, no waiting: published, and found by the seeder's MSE lookup.
+            assert public.get(swarm_id) is not None, key
+            assert node.seeder.swarm_id_by_obfuscated(obfuscated_swarm_id(swarm_id)) == swarm_id

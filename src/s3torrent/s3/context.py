@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from s3torrent.anonymous_reads import AnonymousReads
@@ -25,6 +26,9 @@ class S3Context:
     hash_jobs: HashJobs
     # Anonymous GETs in flight, so that a revocation can cut them (None: not tracked).
     anonymous_reads: AnonymousReads | None = None
+    # Waits (bounded) for this process's decision on publishing a version, if one is under
+    # way (PublicTorrents.settled); None: nothing to wait for.
+    publication_settled: Callable[[str, float], Awaitable[None]] | None = None
 
     def display_name(self, canonical_id: str) -> str:
         user = self.users.by_id(canonical_id)

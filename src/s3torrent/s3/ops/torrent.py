@@ -21,6 +21,9 @@ EMPTY_OBJECT_MESSAGE = (
     "A zero-byte object has no torrent: there are no pieces to share, and most BitTorrent "
     "clients refuse or crash on a torrent of length 0. GET the object instead."
 )
+# How long `?torrent` waits for this process's decision on publishing the version (a few
+# metadata reads and one commit); past it, the torrent file is served all the same.
+PUBLICATION_WAIT = 5.0
 
 
 def content_disposition(name: str) -> str:
@@ -71,6 +74,9 @@ async def torrent_info(svc: S3Context, req: S3Request) -> TorrentInfo:
                 "The torrent of this object is still being computed; retry shortly.",
                 headers={"Retry-After": "5"},
             ) from None
+    if svc.publication_settled is not None:
+        # Its swarm live before its torrent file is out (see PublicTorrents.settled).
+        await svc.publication_settled(obj.version_id, PUBLICATION_WAIT)
     return svc.torrents.info_for(obj, hashes)
 
 
