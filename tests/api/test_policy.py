@@ -76,6 +76,40 @@ def test_malformed_policies_are_refused(s3: Any, bucket: str, text: str) -> None
     assert _code(exc) == "MalformedPolicy"
 
 
+def test_a_misspelt_action_is_refused_and_nothing_is_stored(s3: Any, bucket: str) -> None:
+    """A Deny on s3:GetObjectTorent would deny nothing: S3 refuses the policy, so do we."""
+    for field, action in (("Action", "s3:GetObjectTorent"), ("NotAction", "s3:Frobnicate")):
+        statement = {
+            "Effect": "Deny",
+            "Principal": "*",
+            field: ["s3:GetObject", action],
+            "Resource": f"arn:aws:s3:::{bucket}/*",
+        }
+        text = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+        with pytest.raises(ClientError) as exc:
+            s3.put_bucket_policy(Bucket=bucket, Policy=text)
+        assert _code(exc) == "MalformedPolicy"
+        assert action in exc.value.response["Error"]["Message"]
+        with pytest.raises(ClientError) as exc:
+            s3.get_bucket_policy(Bucket=bucket)
+        assert _code(exc) == "NoSuchBucketPolicy"
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "s3:getobjecttorrent",  # any case
+        "s3:Get*",  # a wildcard matches what it matches
+        "s3:*",
+        "s3:PutReplicationConfiguration",  # defined by S3, though not served here
+        "s3:GetObjectVersion?orrent",
+    ],
+)
+def test_actions_s3_defines_are_accepted(s3: Any, bucket: str, action: str) -> None:
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, action=action))
+    assert action in s3.get_bucket_policy(Bucket=bucket)["Policy"]
+
+
 def test_public_policy_makes_objects_readable(
     s3: Any, bob_s3: Any, server: LiveServer, bucket: str
 ) -> None:

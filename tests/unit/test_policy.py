@@ -22,8 +22,11 @@ from s3torrent.access import (
     policy_is_public,
     wildcard_match,
 )
+from s3torrent.access.actions import is_s3_action
 from s3torrent.access.conditions import condition_holds, parse_condition_block
 from s3torrent.access.errors import AccessError
+from s3torrent.access.facts import decode_policy
+from s3torrent.s3.routing import VERSION_ACTIONS, Endpoint
 
 GOOD_STATEMENT: dict[str, Any] = {
     "Sid": "Read",
@@ -106,6 +109,21 @@ def test_malformed_policies_say_why(text: str, message: str) -> None:
         parse_policy(text, bucket="b")
     assert info.value.code == "MalformedPolicy"
     assert message in info.value.message
+
+
+def test_only_actions_s3_defines_are_accepted_and_a_stored_policy_still_reads() -> None:
+    with pytest.raises(AccessError) as info:
+        parse_policy(doc(Action="s3:GetObjectz"), bucket="b")
+    assert info.value.code == "MalformedPolicy"
+    assert "Policy has invalid action: s3:GetObjectz" in info.value.message
+    # Stored before PutBucketPolicy checked names: read as written, matching nothing.
+    stored = decode_policy(doc(Action=["s3:GetObjectz", "s3:GetObject"]), "b")
+    assert [s.actions for s in stored.statements] == [("s3:GetObjectz", "s3:GetObject")]
+
+
+def test_every_action_the_router_asks_is_one_s3_defines() -> None:
+    asked = {e.action for e in Endpoint} | set(VERSION_ACTIONS.values())
+    assert [a for a in asked if not is_s3_action(a.split(":", 1)[1])] == []
 
 
 @pytest.mark.parametrize(

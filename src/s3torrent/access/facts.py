@@ -89,7 +89,8 @@ def decode_acl(text: str) -> AccessControlList:
 
 @lru_cache(maxsize=1024)
 def decode_policy(text: str, bucket: str) -> BucketPolicy:
-    return parse_policy(text, bucket=bucket)
+    # A stored policy: one accepted before PutBucketPolicy checked action names still reads.
+    return parse_policy(text, bucket=bucket, known_actions=False)
 
 
 @lru_cache(maxsize=1024)

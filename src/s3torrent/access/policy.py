@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from s3torrent.access.actions import is_s3_action
 from s3torrent.access.conditions import (
     Condition,
     ConditionError,
@@ -171,11 +172,13 @@ def _parse_principals(raw: object, field: str) -> PrincipalSet:
     return PrincipalSet(everyone, frozenset(arns), frozenset(canonical_ids), account)
 
 
-def _check_action(action: str) -> str:
+def _check_action(action: str, known_only: bool) -> str:
     if action == "*":
         return action
     service, sep, name = action.partition(":")
     if not sep or service.lower() != "s3" or not name:
+        raise _malformed(f"Policy has invalid action: {action}")
+    if known_only and "*" not in name and "?" not in name and not is_s3_action(name):
         raise _malformed(f"Policy has invalid action: {action}")
     return action
 
@@ -204,7 +207,7 @@ def _pick(
     return (negative, True) if has_negative else (positive, False)
 
 
-def _parse_statement(raw: object, index: int, bucket: str) -> Statement:
+def _parse_statement(raw: object, index: int, bucket: str, known_actions: bool) -> Statement:
     if not isinstance(raw, dict):
         raise _malformed(f"Statement {index} must be an object")
     unknown = set(raw) - _STATEMENT_FIELDS
@@ -219,7 +222,7 @@ def _parse_statement(raw: object, index: int, bucket: str) -> Statement:
     principal_field, not_principal = _pick(raw, "Principal", "NotPrincipal", index)
     principals = _parse_principals(raw[principal_field], principal_field)
     action_field, not_action = _pick(raw, "Action", "NotAction", index)
-    actions = tuple(_check_action(a) for a in _string_list(raw, action_field))
+    actions = tuple(_check_action(a, known_actions) for a in _string_list(raw, action_field))
     resource_field, not_resource = _pick(raw, "Resource", "NotResource", index)
     resources = tuple(_check_resource(r, bucket) for r in _string_list(raw, resource_field))
     try:
@@ -271,8 +274,11 @@ def _wildcard_cost(statements: Sequence[Statement]) -> int:
     return sum(p.cost for p in patterns)
 
 
-def parse_policy(text: str, *, bucket: str) -> BucketPolicy:
-    """Validate a PutBucketPolicy body for `bucket`, raising MalformedPolicy with the reason."""
+def parse_policy(text: str, *, bucket: str, known_actions: bool = True) -> BucketPolicy:
+    """Validate a PutBucketPolicy body for `bucket`, raising MalformedPolicy with the reason.
+
+    known_actions: refuse an action S3 does not define (access/actions.py), as
+    PutBucketPolicy does; a policy stored before that check is read without it."""
     if len(text.encode("utf-8")) > MAX_POLICY_BYTES:
         raise _malformed(
             f"Policy exceeds the maximum allowed document size ({MAX_POLICY_BYTES} bytes)"
@@ -302,7 +308,8 @@ def parse_policy(text: str, *, bucket: str) -> BucketPolicy:
     if not isinstance(raw_statements, list) or not raw_statements:
         raise _malformed("Statement must be a non-empty object or list of objects")
     statements = tuple(
-        _parse_statement(raw, index, bucket) for index, raw in enumerate(raw_statements)
+        _parse_statement(raw, index, bucket, known_actions)
+        for index, raw in enumerate(raw_statements)
     )
     sids = [s.sid for s in statements if s.sid]
     if len(sids) != len(set(sids)):
