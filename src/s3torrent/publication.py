@@ -11,7 +11,6 @@ for an unknown swarm id looks the id up in the metadata database and publishes i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -129,9 +128,10 @@ class PublicTorrents:
         self._published_listeners: list[Published] = []
         self._announce_listeners: list[Announced] = []
         self._tasks: set[asyncio.Task[object]] = set()
-        # The decision under way for a version (its write's or its hashing's), by version id:
-        # `?torrent` waits for it, so the swarm of a torrent file handed out is live.
-        self._considering: dict[str, asyncio.Task[object]] = {}
+        # The decision under way for a version (its write's or its hashing's), by version id,
+        # or for a key whose access changed, by (bucket, key): `?torrent` waits for it, so
+        # the swarm of a torrent file handed out is live.
+        self._considering: dict[str | tuple[str, str], asyncio.Task[object]] = {}
         # Change counters bumped by every event that may revoke, in a fixed number of slots
         # per bucket and per key (a collision only costs a re-check). A publication decided
         # on data read before a bump may be stale: an ACL change, overwrite or delete landed
@@ -232,7 +232,9 @@ class PublicTorrents:
             for t in affected:
                 self._spawn_consider(t.version_id, self.consider_version(t.version_id))
             if event.key is not None:
-                self._spawn(self.consider_key(event.bucket, event.key))
+                self._spawn_consider(
+                    (event.bucket, event.key), self.consider_key(event.bucket, event.key)
+                )
 
     def _consider_own_write(self, event: ObjectWritten, written: md.ObjectVersion) -> None:
         """This process's own write comes with the rows its commit wrote and read, and the
@@ -257,27 +259,32 @@ class PublicTorrents:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _spawn_consider(self, version_id: str, coro: Coroutine[Any, Any, object]) -> None:
+    def _spawn_consider(
+        self, what: str | tuple[str, str], coro: Coroutine[Any, Any, object]
+    ) -> None:
         task = self._spawn(coro)
-        self._considering[version_id] = task
+        self._considering[what] = task
 
         def done(_: asyncio.Task[object]) -> None:
-            if self._considering.get(version_id) is task:
-                del self._considering[version_id]
+            if self._considering.get(what) is task:
+                del self._considering[what]
 
         task.add_done_callback(done)
 
-    async def settled(self, version_id: str, timeout: float) -> None:
+    async def settled(self, version_id: str, bucket: str, key: str, timeout: float) -> None:
         """Wait, at most timeout seconds, for the decision under way in this process on
-        publishing this version (its write's, or its hashing's): `?torrent` answers once the
+        publishing this version (its write's, its hashing's, or its key's change of access):
+        `?torrent` answers once the
         swarm of the torrent it hands out is live here. An MSE handshake names a torrent by a
         hash of its info-hash, so the seeder finds only torrents published already; a plain
         handshake or an announce would publish it themselves. No decision under way: at once."""
-        task = self._considering.get(version_id)
-        if task is None:
-            return
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(task), timeout)
+        tasks = [
+            task
+            for task in (self._considering.get(version_id), self._considering.get((bucket, key)))
+            if task is not None
+        ]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
     def revoke(self, version_id: str) -> None:
         info = self.by_version.pop(version_id, None)

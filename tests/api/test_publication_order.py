@@ -107,3 +107,15 @@ async def _live_scenario(tmp_path: Path) -> None:
             # At once, no waiting: published, and found by the seeder's MSE lookup.
             assert public.get(swarm_id) is not None, key
             assert node.seeder.swarm_id_by_obfuscated(obfuscated_swarm_id(swarm_id)) == swarm_id
+        # A private object made public by its ACL: the same once its `?torrent` is answered.
+        await loop.run_in_executor(
+            None, lambda: s3.put_object(Bucket="live", Key="acl", Body=b"z" * 100_000)
+        )
+        await asyncio.sleep(0.6)  # its write's own (refused) decision is over
+        await loop.run_in_executor(
+            None, lambda: s3.put_object_acl(Bucket="live", Key="acl", ACL="public-read")
+        )
+        torrent = await loop.run_in_executor(None, _fetch_torrent, endpoint, "live", "acl")
+        swarm_id = hashlib.sha1(bencode(bdecode(torrent)[b"info"])).digest()
+        assert public.get(swarm_id) is not None
+        assert node.seeder.swarm_id_by_obfuscated(obfuscated_swarm_id(swarm_id)) == swarm_id

@@ -28,7 +28,7 @@ class S3Context:
     anonymous_reads: AnonymousReads | None = None
     # Waits (bounded) for this process's decision on publishing a version, if one is under
     # way (PublicTorrents.settled); None: nothing to wait for.
-    publication_settled: Callable[[str, float], Awaitable[None]] | None = None
+    publication_settled: Callable[[str, str, str, float], Awaitable[None]] | None = None
 
     def display_name(self, canonical_id: str) -> str:
         user = self.users.by_id(canonical_id)

@@ -76,7 +76,7 @@ async def torrent_info(svc: S3Context, req: S3Request) -> TorrentInfo:
             ) from None
     if svc.publication_settled is not None:
         # Its swarm live before its torrent file is out (see PublicTorrents.settled).
-        await svc.publication_settled(obj.version_id, PUBLICATION_WAIT)
+        await svc.publication_settled(obj.version_id, obj.bucket, obj.key, PUBLICATION_WAIT)
     return svc.torrents.info_for(obj, hashes)
 
 
