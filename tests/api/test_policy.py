@@ -95,6 +95,24 @@ def test_a_misspelt_action_is_refused_and_nothing_is_stored(s3: Any, bucket: str
         assert _code(exc) == "NoSuchBucketPolicy"
 
 
+def test_a_misspelt_condition_key_is_refused(s3: Any, bucket: str) -> None:
+    statement = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+        "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encrption": "AES256"}},
+    }
+    text = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_policy(Bucket=bucket, Policy=text)
+    assert _code(exc) == "MalformedPolicy"
+    assert "invalid condition key" in exc.value.response["Error"]["Message"]
+    fixed = text.replace("encrption", "encryption")
+    s3.put_bucket_policy(Bucket=bucket, Policy=fixed)
+    assert s3.get_bucket_policy(Bucket=bucket)["Policy"] == fixed
+
+
 @pytest.mark.parametrize(
     "action",
     [

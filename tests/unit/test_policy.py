@@ -121,6 +121,31 @@ def test_only_actions_s3_defines_are_accepted_and_a_stored_policy_still_reads() 
     assert [s.actions for s in stored.statements] == [("s3:GetObjectz", "s3:GetObject")]
 
 
+@pytest.mark.parametrize(
+    ("condition", "accepted"),
+    [
+        ({"StringEquals": {"s3:x-amz-server-side-encrption": "AES256"}}, False),  # misspelt
+        ({"StringNotEquals": {"s3:Prefixx": "home/"}}, False),
+        ({"StringEquals": {"s3:ExistingObjectTag/": "x"}}, False),  # a family needs a name
+        ({"StringEquals": {"s3:x-amz-server-side-encryption": "AES256"}}, True),
+        ({"StringEquals": {"S3:PREFIX": "home/"}}, True),  # any case
+        ({"StringEquals": {"s3:ExistingObjectTag/Share": "yes"}}, True),
+        ({"NumericLessThan": {"s3:signatureAge": "600000"}}, True),  # defined, not supplied
+        ({"StringEquals": {"aws:SomeFutureKey": "x"}}, True),  # global keys: not checked
+    ],
+)
+def test_only_condition_keys_s3_defines_are_accepted(condition: Any, accepted: bool) -> None:
+    text = doc(Condition=condition)
+    if accepted:
+        parse_policy(text, bucket="b")
+        return
+    with pytest.raises(AccessError) as info:
+        parse_policy(text, bucket="b")
+    assert info.value.code == "MalformedPolicy"
+    assert "Policy has an invalid condition key" in info.value.message
+    assert len(decode_policy(text, "b").statements) == 1  # stored before the check: read
+
+
 def test_every_action_the_router_asks_is_one_s3_defines() -> None:
     asked = {e.action for e in Endpoint} | set(VERSION_ACTIONS.values())
     assert [a for a in asked if not is_s3_action(a.split(":", 1)[1])] == []

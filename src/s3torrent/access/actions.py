@@ -1,10 +1,13 @@
-"""The actions Amazon S3 defines for policies (the `s3:` service prefix), as listed in AWS's
-Service Authorization Reference ("Actions defined by Amazon S3"), December 2026.
+"""The actions and condition keys Amazon S3 defines for policies (the `s3:` service prefix),
+as listed in AWS's Service Authorization Reference ("Actions, resources, and condition keys
+for Amazon S3"), December 2026.
 
-PutBucketPolicy refuses a statement naming an action that is not one of these, as S3 does
-(MalformedPolicy, "Policy has invalid action"): a misspelt action would otherwise match
-nothing, and a Deny the user believes in would never apply. Names compare case-insensitively,
-as actions do in policies. A wildcard (`s3:Get*`) is not checked: it matches what it matches.
+PutBucketPolicy refuses a statement naming an action or an `s3:` condition key that is not
+one of these, as S3 does (MalformedPolicy, "Policy has invalid action" / "Policy has an
+invalid condition key"): a misspelt name would otherwise match nothing, and a Deny the user
+believes in would never apply (or, under a negated operator, always would). Names compare
+case-insensitively, as they do in policies. A wildcard action (`s3:Get*`) is not checked: it
+matches what it matches. Global `aws:` keys are not checked here.
 """
 
 from __future__ import annotations
@@ -200,3 +203,87 @@ _LOWERED = frozenset(name.lower() for name in S3_ACTION_NAMES)
 def is_s3_action(name: str) -> bool:
     """Whether `name` (after `s3:`, any case) is an action S3 defines."""
     return name.lower() in _LOWERED
+
+
+S3_CONDITION_KEYS: frozenset[str] = frozenset(
+    {
+        "AccessGrantScope",
+        "AccessGrantsInstanceArn",
+        "AccessGrantsLocationScope",
+        "AccessPointNetworkOrigin",
+        "DataAccessPointAccount",
+        "DataAccessPointArn",
+        "ExistingJobOperation",
+        "ExistingJobPriority",
+        "InventoryAccessibleOptionalFields",
+        "JobSuspendedCause",
+        "ObjectCreationOperation",
+        "RequestJobOperation",
+        "RequestJobPriority",
+        "RequestObjectTagKeys",
+        "ResourceAccount",
+        "TlsVersion",
+        "annotation-prefix",
+        "authType",
+        "delimiter",
+        "deliverySourceArn",
+        "destinationRegion",
+        "if-match",
+        "if-none-match",
+        "isReplicationPauseRequest",
+        "locationconstraint",
+        "logType",
+        "max-annotation-results",
+        "max-keys",
+        "object-lock-event-hold",
+        "object-lock-event-hold-duration-days",
+        "object-lock-legal-hold",
+        "object-lock-mode",
+        "object-lock-remaining-retention-days",
+        "object-lock-retain-until-date",
+        "prefix",
+        "resourceArnBeingAuthorized",
+        "signatureAge",
+        "signatureversion",
+        "versionid",
+        "x-amz-acl",
+        "x-amz-bucket-namespace",
+        "x-amz-content-sha256",
+        "x-amz-copy-source",
+        "x-amz-grant-full-control",
+        "x-amz-grant-read",
+        "x-amz-grant-read-acp",
+        "x-amz-grant-write",
+        "x-amz-grant-write-acp",
+        "x-amz-metadata-directive",
+        "x-amz-object-annotation-directive",
+        "x-amz-object-if-match",
+        "x-amz-object-ownership",
+        "x-amz-server-side-encryption",
+        "x-amz-server-side-encryption-aws-kms-key-id",
+        "x-amz-server-side-encryption-customer-algorithm",
+        "x-amz-storage-class",
+        "x-amz-website-redirect-location",
+    }
+)
+# Keys with a name of the caller's choosing after a slash (s3:ExistingObjectTag/<tag key>).
+S3_CONDITION_KEY_FAMILIES: frozenset[str] = frozenset(
+    {
+        "AccessPointTag",
+        "BucketTag",
+        "ExistingObjectTag",
+        "RequestObjectTag",
+    }
+)
+
+_KEYS_LOWERED = frozenset(key.lower() for key in S3_CONDITION_KEYS)
+_FAMILIES_LOWERED = frozenset(family.lower() for family in S3_CONDITION_KEY_FAMILIES)
+
+
+def is_s3_condition_key(name: str) -> bool:
+    """Whether `name` (after `s3:`, any case) is a condition key S3 defines."""
+    lowered = name.lower()
+    family, slash, suffix = lowered.partition("/")
+    if slash:
+        return family in _FAMILIES_LOWERED and bool(suffix)
+    return lowered in _KEYS_LOWERED

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from s3torrent.access.actions import is_s3_action
+from s3torrent.access.actions import is_s3_action, is_s3_condition_key
 from s3torrent.access.conditions import (
     Condition,
     ConditionError,
@@ -229,6 +229,13 @@ def _parse_statement(raw: object, index: int, bucket: str, known_actions: bool) 
         conditions = parse_condition_block(raw["Condition"]) if "Condition" in raw else ()
     except ConditionError as exc:
         raise _malformed(f"{exc} (statement {index})") from exc
+    if known_actions:
+        for condition in conditions:
+            service, _, name = condition.key.partition(":")
+            if service == "s3" and not is_s3_condition_key(name):
+                raise _malformed(
+                    f"Policy has an invalid condition key: {condition.key} (statement {index})"
+                )
     return Statement(
         sid=sid,
         effect="Allow" if effect == "Allow" else "Deny",
@@ -277,8 +284,9 @@ def _wildcard_cost(statements: Sequence[Statement]) -> int:
 def parse_policy(text: str, *, bucket: str, known_actions: bool = True) -> BucketPolicy:
     """Validate a PutBucketPolicy body for `bucket`, raising MalformedPolicy with the reason.
 
-    known_actions: refuse an action S3 does not define (access/actions.py), as
-    PutBucketPolicy does; a policy stored before that check is read without it."""
+    known_actions: refuse an action or `s3:` condition key S3 does not define
+    (access/actions.py), as PutBucketPolicy does; a policy stored before that check is read
+    without it."""
     if len(text.encode("utf-8")) > MAX_POLICY_BYTES:
         raise _malformed(
             f"Policy exceeds the maximum allowed document size ({MAX_POLICY_BYTES} bytes)"
