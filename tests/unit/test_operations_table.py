@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from s3torrent.s3.errors import S3Error
 from s3torrent.s3.operations import NOTES, README_END, README_START, markdown_table, shapes
-from s3torrent.s3.routing import Endpoint
+from s3torrent.s3.routing import NEVER_CONFIGURED, Endpoint, Target, route
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -33,3 +36,12 @@ def test_refused_sub_resources_are_not_routed_ones() -> None:
 
 def test_notes_name_only_real_operations() -> None:
     assert set(NOTES) <= {e.op for e in Endpoint}
+
+
+def test_never_configured_features_are_read_and_their_put_refused() -> None:
+    bucket = Target(bucket="b", key=None, virtual_host=False)
+    for sub in NEVER_CONFIGURED:
+        assert route("GET", bucket, {sub: ""}, {}).scope == "bucket"
+        with pytest.raises(S3Error) as exc:
+            route("PUT", bucket, {sub: ""}, {})
+        assert exc.value.code == "NotImplemented"

@@ -113,6 +113,14 @@ S = Target(None, None, False)
         ("GET", B, {"lifecycle": ""}, {}, Endpoint.GetBucketLifecycleConfiguration),
         ("PUT", B, {"lifecycle": ""}, {}, Endpoint.PutBucketLifecycleConfiguration),
         ("DELETE", B, {"lifecycle": ""}, {}, Endpoint.DeleteBucketLifecycle),
+        ("GET", B, {"website": ""}, {}, Endpoint.GetBucketWebsite),
+        ("DELETE", B, {"website": ""}, {}, Endpoint.DeleteBucketWebsite),
+        ("GET", B, {"replication": ""}, {}, Endpoint.GetBucketReplication),
+        ("DELETE", B, {"replication": ""}, {}, Endpoint.DeleteBucketReplication),
+        ("GET", B, {"notification": ""}, {}, Endpoint.GetBucketNotificationConfiguration),
+        ("GET", B, {"requestPayment": ""}, {}, Endpoint.GetBucketRequestPayment),
+        ("PUT", B, {"requestPayment": ""}, {}, Endpoint.PutBucketRequestPayment),
+        ("GET", B, {"accelerate": ""}, {}, Endpoint.GetBucketAccelerateConfiguration),
     ],
 )
 def test_route_table(
@@ -124,7 +132,8 @@ def test_route_table(
 @pytest.mark.parametrize(
     ("method", "target", "query"),
     [("GET", B, {"analytics": ""}), ("PUT", B, {"inventory": ""}), ("GET", O, {"select": ""}),
-     ("POST", O, {"restore": ""}), ("GET", B, {"website": ""})],
+     ("POST", O, {"restore": ""}), ("PUT", B, {"website": ""}),
+     ("PUT", B, {"replication": ""}), ("PUT", B, {"accelerate": ""})],
 )  # fmt: skip
 def test_unsupported_subresources_are_not_implemented(
     method: str, target: Target, query: dict[str, str]
@@ -194,6 +203,8 @@ def _botocore_subresource_operations() -> list[tuple[str, str, str, str]]:
 _SYNONYMS = {
     "GetBucketLifecycle": "GetBucketLifecycleConfiguration",
     "PutBucketLifecycle": "PutBucketLifecycleConfiguration",
+    # The legacy GET ?notification: the same request, answered with the same document.
+    "GetBucketNotification": "GetBucketNotificationConfiguration",
 }
 
 

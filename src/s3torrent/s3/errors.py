@@ -123,6 +123,11 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
         "The public access block configuration was not found.",
     ),
     "NoSuchTagSet": (404, "The TagSet does not exist."),
+    "NoSuchWebsiteConfiguration": (
+        404,
+        "The specified bucket does not have a website configuration",
+    ),
+    "ReplicationConfigurationNotFoundError": (404, "The replication configuration was not found"),
     "NotImplemented": (501, "A header you provided implies functionality that is not implemented."),
     "NotModified": (304, "Not Modified"),
     "PreconditionFailed": (412, "At least one of the preconditions you specified did not hold."),

@@ -42,6 +42,28 @@ class Endpoint(Enum):
         "bucket",
     )
     GetBucketLogging = ("GetBucketLogging", "s3:GetBucketLogging", "bucket")
+    # Features never configurable here, read as never configured (ops/unconfigured.py).
+    GetBucketWebsite = ("GetBucketWebsite", "s3:GetBucketWebsite", "bucket")
+    DeleteBucketWebsite = ("DeleteBucketWebsite", "s3:DeleteBucketWebsite", "bucket")
+    GetBucketReplication = ("GetBucketReplication", "s3:GetReplicationConfiguration", "bucket")
+    # S3 has no action of its own for this: the Put action covers it.
+    DeleteBucketReplication = (
+        "DeleteBucketReplication",
+        "s3:PutReplicationConfiguration",
+        "bucket",
+    )
+    GetBucketNotificationConfiguration = (
+        "GetBucketNotificationConfiguration",
+        "s3:GetBucketNotification",
+        "bucket",
+    )
+    GetBucketRequestPayment = ("GetBucketRequestPayment", "s3:GetBucketRequestPayment", "bucket")
+    PutBucketRequestPayment = ("PutBucketRequestPayment", "s3:PutBucketRequestPayment", "bucket")
+    GetBucketAccelerateConfiguration = (
+        "GetBucketAccelerateConfiguration",
+        "s3:GetAccelerateConfiguration",
+        "bucket",
+    )
     PutBucketLogging = ("PutBucketLogging", "s3:PutBucketLogging", "bucket")
     ListObjects = ("ListObjects", "s3:ListBucket", "bucket")
     ListObjectsV2 = ("ListObjectsV2", "s3:ListBucket", "bucket")
@@ -175,6 +197,9 @@ _BUCKET_SUBRESOURCES = {
     "requestPayment", "website", "session",
 }  # fmt: skip
 _OBJECT_SUBRESOURCES = {"encryption", "renameObject", "restore", "select"}
+# Bucket features that cannot be configured here: read as never configured
+# (ops/unconfigured.py), their PUT refused as not implemented.
+NEVER_CONFIGURED = ("website", "replication", "notification", "accelerate")
 # A write (PUT, POST, DELETE) whose query names a parameter without a value that is none of
 # the routed sub-resources is refused too: it asks for an operation this server does not
 # know (one S3 added after this list), and must not be taken for a plain write.
@@ -265,6 +290,14 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
         ("DELETE", "lifecycle"): Endpoint.DeleteBucketLifecycle,
         ("GET", "logging"): Endpoint.GetBucketLogging,
         ("PUT", "logging"): Endpoint.PutBucketLogging,
+        ("GET", "website"): Endpoint.GetBucketWebsite,
+        ("DELETE", "website"): Endpoint.DeleteBucketWebsite,
+        ("GET", "replication"): Endpoint.GetBucketReplication,
+        ("DELETE", "replication"): Endpoint.DeleteBucketReplication,
+        ("GET", "notification"): Endpoint.GetBucketNotificationConfiguration,
+        ("GET", "requestPayment"): Endpoint.GetBucketRequestPayment,
+        ("PUT", "requestPayment"): Endpoint.PutBucketRequestPayment,
+        ("GET", "accelerate"): Endpoint.GetBucketAccelerateConfiguration,
     }
     for (method, sub), endpoint in table.items():
         if m == method and sub in q:

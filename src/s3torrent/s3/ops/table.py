@@ -25,6 +25,7 @@ def handlers() -> dict[Endpoint, Handler]:
         post_object,
         tagging,
         torrent,
+        unconfigured,
         upload_listing,
     )
     from s3torrent.s3.ops import logging as bucket_logging
@@ -93,4 +94,16 @@ def handlers() -> dict[Endpoint, Handler]:
         Endpoint.DeleteBucketLifecycle: lifecycle.delete_bucket_lifecycle,
         Endpoint.GetBucketLogging: bucket_logging.get_bucket_logging,
         Endpoint.PutBucketLogging: bucket_logging.put_bucket_logging,
+        Endpoint.GetBucketWebsite: unconfigured.get_bucket_website,
+        Endpoint.DeleteBucketWebsite: unconfigured.delete_nothing,
+        Endpoint.GetBucketReplication: unconfigured.get_bucket_replication,
+        Endpoint.DeleteBucketReplication: unconfigured.delete_nothing,
+        Endpoint.GetBucketNotificationConfiguration: (
+            unconfigured.get_bucket_notification_configuration
+        ),
+        Endpoint.GetBucketRequestPayment: unconfigured.get_bucket_request_payment,
+        Endpoint.PutBucketRequestPayment: unconfigured.put_bucket_request_payment,
+        Endpoint.GetBucketAccelerateConfiguration: (
+            unconfigured.get_bucket_accelerate_configuration
+        ),
     }

@@ -1,0 +1,69 @@
+"""Bucket features this server does not offer, read as what they are: never configured.
+
+A website, replication, event notifications, requester pays and transfer acceleration cannot
+be set here (their PUTs are refused with NotImplemented), so reading one answers as S3 does
+for a bucket that never had it: the "no such configuration" error, or the empty or default
+document. Tools that read every setting of a bucket (s3cmd `info` and `ws-info`, Terraform's
+bucket resource, file browsers) then get a true answer instead of a 501. Deleting a website or
+replication configuration that does not exist succeeds, as on S3; so does setting the payer to
+the bucket owner, which it always is (Requester Pays is refused).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from s3torrent.s3 import xml as s3xml
+from s3torrent.s3.context import S3Context
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ops.buckets import xml_response
+from s3torrent.s3.ops.tagging import read_xml_body
+from s3torrent.s3.server import S3Request
+
+
+async def get_bucket_website(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    raise S3Error(
+        "NoSuchWebsiteConfiguration",
+        resource=req.resource,
+        extra={"BucketName": req.bucket_name},
+    )
+
+
+async def get_bucket_replication(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    raise S3Error(
+        "ReplicationConfigurationNotFoundError",
+        resource=req.resource,
+        extra={"BucketName": req.bucket_name},
+    )
+
+
+async def delete_nothing(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    """DeleteBucketWebsite, DeleteBucketReplication: there is nothing to delete."""
+    return web.Response(status=204)
+
+
+async def get_bucket_notification_configuration(
+    svc: S3Context, req: S3Request
+) -> web.StreamResponse:
+    return xml_response(s3xml.render("NotificationConfiguration", {}))
+
+
+async def get_bucket_request_payment(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    return xml_response(s3xml.render("RequestPaymentConfiguration", {"Payer": "BucketOwner"}))
+
+
+async def get_bucket_accelerate_configuration(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    return xml_response(s3xml.render("AccelerateConfiguration", {}))
+
+
+async def put_bucket_request_payment(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    """The payer is the bucket owner, always: saying so changes nothing; Requester is refused."""
+    root = s3xml.parse(await read_xml_body(svc, req))
+    if s3xml.local(root.tag) != "RequestPaymentConfiguration":
+        raise S3Error("MalformedXML")
+    payer = s3xml.text(root, "Payer")
+    if payer == "Requester":
+        raise S3Error("NotImplemented", "Requester Pays is not implemented: the owner pays.")
+    if payer != "BucketOwner":
+        raise S3Error("MalformedXML")
+    return web.Response(status=200)
