@@ -180,11 +180,15 @@ class Database:
                 batch.append(nxt)
             turn = self._writer_turn
             took = turn is not None and turn.take()
+            answers: list[tuple[Any, Any, BaseException | None]] = []
             try:
-                self._commit_batch(batch)
+                self._commit_batch(batch, answers)
             finally:
                 if took and turn is not None:
                     turn.give_back()
+                # Answered once the turn is given back: a caller that saw its write done
+                # finds the next writer free to start (another process's included).
+                _answer(answers)
             if stop_after:
                 return
 
@@ -205,8 +209,12 @@ class Database:
                         writer_temp_store(driver, memory=False)
 
     def _commit_batch(
-        self, batch: list[tuple[Callable[[Connection], Any], Any]], attempt: int = 0
+        self,
+        batch: list[tuple[Callable[[Connection], Any], Any]],
+        answers: list[tuple[Any, Any, BaseException | None]],
+        attempt: int = 0,
     ) -> None:
+        """Commit the batch; each caller's answer (future, value, failure) goes to answers."""
         results: list[tuple[Any, Any, BaseException | None]] = []
         retry: list[tuple[Callable[[Connection], Any], Any]] = []
         try:
@@ -233,28 +241,23 @@ class Database:
         except BaseException as batch_exc:
             if attempt < _MAX_RETRIES and storage_full(batch_exc) and self._release_space():
                 # The reserve is free now: the same batch again (deletes among it).
-                self._commit_batch(batch, attempt + 1)
+                self._commit_batch(batch, answers, attempt + 1)
                 return
             for _fn, fut in batch:
                 if not fut.done():
-                    if fut.running():
-                        fut.set_exception(batch_exc)
-                    else:
+                    if not fut.running():
                         try:
-                            fut.set_running_or_notify_cancel()
-                            fut.set_exception(batch_exc)
+                            if not fut.set_running_or_notify_cancel():
+                                continue
                         except Exception:
-                            pass
+                            continue
+                    answers.append((fut, None, batch_exc))
             return
-        # Only now is the transaction committed (durable): tell the callers.
+        # Only now is the transaction committed (durable): the callers may be told.
         self._committed_here()
-        for fut, value, failure in results:
-            if failure is not None:
-                fut.set_exception(failure)
-            else:
-                fut.set_result(value)
+        answers.extend(results)
         if retry:
-            self._commit_batch(retry, attempt + 1)
+            self._commit_batch(retry, answers, attempt + 1)
 
     def close(self) -> None:
         self._closed = True
@@ -274,3 +277,13 @@ def _raise_if_full(exc: Exception) -> None:
     """The engine's many ways of saying "disk full", as the store's one error."""
     if storage_full(exc) and not isinstance(exc, StorageFull):
         raise StorageFull() from exc
+
+
+def _answer(answers: list[tuple[Any, Any, BaseException | None]]) -> None:
+    for fut, value, failure in answers:
+        if fut.done():
+            continue
+        if failure is not None:
+            fut.set_exception(failure)
+        else:
+            fut.set_result(value)
