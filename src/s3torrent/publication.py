@@ -274,10 +274,10 @@ class PublicTorrents:
     async def settled(self, version_id: str, bucket: str, key: str, timeout: float) -> None:
         """Wait, at most timeout seconds, for the decision under way in this process on
         publishing this version (its write's, its hashing's, or its key's change of access):
-        `?torrent` answers once the
-        swarm of the torrent it hands out is live here. An MSE handshake names a torrent by a
-        hash of its info-hash, so the seeder finds only torrents published already; a plain
-        handshake or an announce would publish it themselves. No decision under way: at once."""
+        `?torrent` answers once the swarm of the torrent it hands out is live here. An MSE
+        handshake names a torrent by a hash of its info-hash, so the seeder finds only
+        torrents published already; a plain handshake or an announce would publish it
+        themselves. No decision under way: at once."""
         tasks = [
             task
             for task in (self._considering.get(version_id), self._considering.get((bucket, key)))
