@@ -189,3 +189,20 @@ def test_mse_reaches_published_torrents_only_while_public(
     wait_for(lambda: mse_handshake(server.peer_port, info_hash) is None, "MSE refusal", 10)
     s3.put_object_acl(Bucket=bucket, Key="toggle.bin", ACL="public-read")
     wait_for(lambda: mse_handshake(server.peer_port, info_hash) is not None, "MSE again", 10)
+
+
+def test_forced_encryption_reaches_the_seeder_with_the_default_workers(tmp_path: Path) -> None:
+    """`serve` runs one worker per core by default, and only the owner seeds: a torrent
+    written and fetched through any worker is found by an encrypted handshake once the
+    client has announced, which every client does before it connects to its peers."""
+    srv = start_server(tmp_path / "srv", workers=2)
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="workers")
+        data, torrent = publish(s3, srv.endpoint, "workers", "w.bin", 2 * MiB + 3)
+        before = mse_counts(srv.endpoint)["rc4"]
+        path = lt_forced_download(torrent, tmp_path / "dl", PE_RC4)
+        assert sha256(path.read_bytes()) == sha256(data)
+        assert mse_counts(srv.endpoint)["rc4"] > before
+    finally:
+        srv.stop()
