@@ -315,3 +315,35 @@ async def node_in_process(
         yield node, f"http://127.0.0.1:{port}"
     finally:
         await node.stop()
+
+
+def aws_cli(endpoint: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The AWS CLI against endpoint as the root user, with no config of the machine's."""
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": ROOT_AK,
+        "AWS_SECRET_ACCESS_KEY": ROOT_SK,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+    return subprocess.run(
+        ["aws", "--endpoint-url", endpoint, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def s3cmd_command(endpoint: str, config_dir: Path) -> list[str]:
+    """`s3cmd -c FILE` with a config (written in config_dir) for endpoint as the root user."""
+    host = endpoint.removeprefix("http://")
+    cfg = config_dir / "s3cfg"
+    cfg.write_text(
+        "[default]\n"
+        f"access_key = {ROOT_AK}\nsecret_key = {ROOT_SK}\n"
+        f"host_base = {host}\nhost_bucket = {host}\n"
+        "use_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n"
+    )
+    return ["s3cmd", "-c", str(cfg)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import ROOT_AK, ROOT_SK, LiveServer
+from tests.conftest import LiveServer, aws_cli
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 
@@ -190,21 +189,7 @@ def test_block_public_acls_refuses_public_acls(s3: Any, bucket: str) -> None:
 
 
 def _aws(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": ROOT_AK,
-        "AWS_SECRET_ACCESS_KEY": ROOT_SK,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    }
-    return subprocess.run(
-        ["aws", "--endpoint-url", server.endpoint, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    return aws_cli(server.endpoint, *args, timeout=120)
 
 
 def test_aws_cli_object_and_bucket_acl(s3: Any, server: LiveServer, bucket: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, make_client, start_server
+from tests.conftest import LiveServer, aws_cli, make_client, start_server
 
 MiB = 1024 * 1024
 PART = 5 * MiB
@@ -469,21 +469,7 @@ def test_part_blobs_are_freed_and_abandoned_uploads_expire(tmp_path: Path) -> No
 
 
 def _aws(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": ROOT_AK,
-        "AWS_SECRET_ACCESS_KEY": ROOT_SK,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    }
-    return subprocess.run(
-        ["aws", "--endpoint-url", server.endpoint, *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    return aws_cli(server.endpoint, *args, timeout=600)
 
 
 def _cli_round_trip(server: LiveServer, s3: Any, bucket: str, tmp_path: Path, size: int) -> None:

@@ -25,7 +25,7 @@ from s3torrent.access.principals import ACCOUNT_ID
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.refusals import REFUSALS, Refusal
 from s3torrent.s3.routing import Endpoint
-from tests.conftest import LiveServer, sign_request
+from tests.conftest import LiveServer, s3cmd_command, sign_request
 
 _names = itertools.count()
 
@@ -257,17 +257,7 @@ def test_rclone_default_flow_passes(server: LiveServer, s3: Any, tmp_path: Path)
     reason="s3cmd is not installed (scripts/test.sh installs it and requires it)",
 )
 def test_s3cmd_default_flow_passes(server: LiveServer, tmp_path: Path) -> None:
-    from tests.conftest import ROOT_AK, ROOT_SK
-
-    host = server.endpoint.removeprefix("http://")
-    cfg = tmp_path / "s3cfg"
-    cfg.write_text(
-        "[default]\n"
-        f"access_key = {ROOT_AK}\nsecret_key = {ROOT_SK}\n"
-        f"host_base = {host}\nhost_bucket = {host}\n"
-        "use_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n"
-    )
-    base = ["s3cmd", "-c", str(cfg)]
+    base = s3cmd_command(server.endpoint, tmp_path)
     name = f"s3cmd-{os.getpid()}"
     small = tmp_path / "small.txt"
     small.write_bytes(b"small file\n")

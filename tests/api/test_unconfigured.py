@@ -19,7 +19,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, sign_request
+from tests.conftest import LiveServer, aws_cli, s3cmd_command, sign_request
 
 
 def _error(exc: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:
@@ -142,15 +142,7 @@ def test_a_malformed_payer_is_refused(server: LiveServer, bucket: str, body: byt
     reason="s3cmd is not installed (scripts/test.sh installs it and requires it)",
 )
 def test_s3cmd_info_and_ws_info(server: LiveServer, bucket: str, tmp_path: Path) -> None:
-    host = server.endpoint.removeprefix("http://")
-    cfg = tmp_path / "s3cfg"
-    cfg.write_text(
-        "[default]\n"
-        f"access_key = {ROOT_AK}\nsecret_key = {ROOT_SK}\n"
-        f"host_base = {host}\nhost_bucket = {host}\n"
-        "use_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n"
-    )
-    base = ["s3cmd", "-c", str(cfg)]
+    base = s3cmd_command(server.endpoint, tmp_path)
     info = subprocess.run(
         [*base, "info", f"s3://{bucket}"], capture_output=True, text=True, timeout=60
     )
@@ -168,23 +160,6 @@ def test_s3cmd_info_and_ws_info(server: LiveServer, bucket: str, tmp_path: Path)
     reason="the AWS CLI is not installed",
 )
 def test_aws_cli_reads_the_payer(server: LiveServer, bucket: str) -> None:
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": ROOT_AK,
-        "AWS_SECRET_ACCESS_KEY": ROOT_SK,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    }
-    res = subprocess.run(
-        [
-            *("aws", "--endpoint-url", server.endpoint, "s3api"),
-            *("get-bucket-request-payment", "--bucket", bucket),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    res = aws_cli(server.endpoint, "s3api", "get-bucket-request-payment", "--bucket", bucket)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == {"Payer": "BucketOwner"}

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from s3torrent.store import migrations
 from s3torrent.store.errors import StorageFull
-from s3torrent.store.loop_writer import LoopWriter
+from s3torrent.store.loop_writer import LoopWriter, answer
 from s3torrent.store.schema import create_engine, writer_temp_store
 from s3torrent.store.space import storage_full
 from s3torrent.store.sql import Rows, Scope, point_reads_for
@@ -188,7 +188,7 @@ class Database:
                     turn.give_back()
                 # Answered once the turn is given back: a caller that saw its write done
                 # finds the next writer free to start (another process's included).
-                _answer(answers)
+                answer(answers)
             if stop_after:
                 return
 
@@ -277,13 +277,3 @@ def _raise_if_full(exc: Exception) -> None:
     """The engine's many ways of saying "disk full", as the store's one error."""
     if storage_full(exc) and not isinstance(exc, StorageFull):
         raise StorageFull() from exc
-
-
-def _answer(answers: list[tuple[Any, Any, BaseException | None]]) -> None:
-    for fut, value, failure in answers:
-        if fut.done():
-            continue
-        if failure is not None:
-            fut.set_exception(failure)
-        else:
-            fut.set_result(value)

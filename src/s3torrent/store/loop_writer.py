@@ -254,13 +254,7 @@ class LoopWriter:
             self._conn.commit()  # SQLAlchemy's view: no transaction (nothing left to do)
             if self._on_commit is not None:
                 self._on_commit()
-            for fut, value, failure in results:
-                if fut.done():
-                    continue
-                if failure is not None:
-                    fut.set_exception(failure)
-                else:
-                    fut.set_result(value)
+            answer(results)
         self._next()
 
     def _next(self) -> None:
@@ -340,6 +334,18 @@ def _copy(src: asyncio.Future[Any], dst: asyncio.Future[Any]) -> None:
         dst.set_exception(exc)
     else:
         dst.set_result(src.result())
+
+
+def answer(results: list[tuple[Any, Any, BaseException | None]]) -> None:
+    """Give each caller its (future, value, failure), skipping futures already done (an
+    asyncio future its caller cancelled; a concurrent one that could not start)."""
+    for fut, value, failure in results:
+        if fut.done():
+            continue
+        if failure is not None:
+            fut.set_exception(failure)
+        else:
+            fut.set_result(value)
 
 
 def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
