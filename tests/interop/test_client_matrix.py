@@ -9,6 +9,11 @@ from 127.0.0.1) cannot reach another's cell. The origin seeder is on 127.0.0.1, 
 loopback address lftp accepts a peer at; ctorrent, which drops peers at what it believes is
 its own address, is told it is 127.0.0.3 (tests/interop/clients.py).
 
+Each server runs two workers, `serve`'s default on a two-core machine (one per core): only
+the owner seeds and tracks, the other worker answers `?torrent`, the web seed and announces
+it forwards, as for a user who starts the server with its defaults. Every other test of
+the suite meets a one-process server.
+
 What a client cannot do is listed in EXPECTED_UNSUPPORTED with the reason and asserted to
 fail; everything else is asserted to arrive byte for byte. All cells of the matrix run at
 once in a thread pool (small objects, short timeouts for the cells that must fail), and
@@ -145,6 +150,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Live
                     "S3TORRENT_SEEDER__MODE": "fastest",
                     "S3TORRENT_TRACKER__MIN_INTERVAL": "5",
                 },
+                workers=2,  # see the module's docstring
             )
             started[fmt] = srv
             make_client(srv.endpoint).create_bucket(Bucket="matrix")
