@@ -111,6 +111,39 @@ def test_peers_expire_after_ttl_lazily_and_by_sweep() -> None:
     assert run(registry.scrape((HASH,), 500))[HASH].incomplete == 0
 
 
+def test_expiry_follows_the_oldest_peer_as_announces_move_it() -> None:
+    # Announces skip the expiry pass until the oldest peer's time is up; that bound must
+    # follow re-announces, leaves and a swarm emptied and joined again.
+    registry = make(RegistryLimits(peer_ttl=100, rate_burst=1e9, rate_per_ip=1e9))
+    ok(registry, req(1), now=0)
+    ok(registry, req(2), now=10)
+    ok(registry, req(1), now=60)  # 1 is the newest now: 2 goes first, at 110
+    assert ids(ok(registry, req(3), now=109)) == {pid(1), pid(2)}
+    assert ids(ok(registry, req(3), now=111)) == {pid(1)}
+    assert ids(ok(registry, req(3), now=161)) == set()  # 1 went at 160
+    assert run(registry.stats(HASH)).leechers == 1  # 3 alone
+    ok(registry, req(4), now=300)  # 3 went at 261; 4 joins an emptied swarm
+    assert ids(ok(registry, req(5), now=350)) == {pid(4)}
+    assert ids(ok(registry, req(5), now=401)) == set()
+    assert run(registry.stats(HASH)).leechers == 1
+
+
+def test_a_peer_that_turns_seed_and_back_is_listed_once_in_the_right_list() -> None:
+    registry = make()
+    ok(registry, req(1, left=10))
+    ok(registry, req(1, left=0))
+    ok(registry, req(1, left=0, ip="10.9.9.9", key=None))  # moved while seeding
+    seeds = ok(registry, req(2, left=10)).peers  # a leecher gets the seed, where it is now
+    assert [(p.peer_id, p.ip) for p in seeds] == [(pid(1), "10.9.9.9")]
+    assert ids(ok(registry, req(3, left=0))) == {pid(2)}  # a seed gets only leechers
+    ok(registry, req(1, left=5, ip="10.9.9.9"))  # a seed that lost data is a leecher again
+    stats = run(registry.stats(HASH))
+    assert (stats.seeders, stats.leechers) == (1, 2)
+    assert ids(ok(registry, req(3, left=0))) == {pid(1), pid(2)}
+    listed = ok(registry, req(4, numwant=10)).peers
+    assert sorted(p.peer_id for p in listed if p.peer_id) == [pid(1), pid(2), pid(3)]
+
+
 def test_stopped_removes_the_peer() -> None:
     registry = make()
     ok(registry, req(1))

@@ -8,11 +8,12 @@ Time is always passed in as `now`; nothing here reads a clock.
 from __future__ import annotations
 
 import ipaddress
+import math
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from s3torrent.tracker.protocol import (
     AnnounceEvent,
@@ -39,8 +40,9 @@ class TorrentRef:
     origin_seeders: tuple[tuple[str, int], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class AnnounceResult:
+class AnnounceResult(NamedTuple):
+    """What an admitted announce is answered with (a named tuple: one per announce)."""
+
     complete: int
     incomplete: int
     peers: tuple[PeerAddress, ...]
@@ -101,7 +103,16 @@ class RegistryLimits:
 
 
 class _Peer:
-    __slots__ = ("address", "completed", "downloaded", "key", "last_seen", "left", "uploaded")
+    __slots__ = (
+        "address",
+        "completed",
+        "downloaded",
+        "group",
+        "key",
+        "last_seen",
+        "left",
+        "uploaded",
+    )
 
     def __init__(self, req: AnnounceRequest, now: float) -> None:
         # Immutable and packed once: peer lists hand out this very object, never a new one.
@@ -112,6 +123,13 @@ class _Peer:
         self.uploaded = 0
         self.downloaded = 0
         self.completed = False
+        # The swarm's seeders or leechers, whichever lists this peer (None until updated).
+        self.group: _PeerGroup | None = None
+
+
+def _index_below(rng: random.Random, bound: int) -> int:
+    """A uniform index in range(bound): `randrange` costs ten times this, per announce."""
+    return int(rng.random() * bound)
 
 
 class _PeerGroup:
@@ -123,13 +141,15 @@ class _PeerGroup:
     random subset, taken with one slice instead of `count` calls into the RNG (which cost
     more than the rest of an announce). Successive windows share the order, so neighbours
     in it tend to be listed together until joins and leaves move them; opentracker's
-    strided walk makes the same trade.
+    strided walk makes the same trade. `_compacts` mirrors `_items` with each member's
+    packed entry, so a window is checked against the requester's own entry in one C call.
     """
 
-    __slots__ = ("_index", "_items")
+    __slots__ = ("_compacts", "_index", "_items")
 
     def __init__(self) -> None:
         self._items: list[PeerAddress] = []
+        self._compacts: list[bytes] = []
         self._index: dict[bytes, int] = {}
 
     def __len__(self) -> int:
@@ -140,16 +160,20 @@ class _PeerGroup:
         position = self._index.get(peer_id)
         if position is not None:
             self._items[position] = address
+            self._compacts[position] = address.compact
             return
-        items = self._items
-        position = rng.randrange(len(items) + 1)
+        items, compacts = self._items, self._compacts
+        position = _index_below(rng, len(items) + 1)
         if position == len(items):
             items.append(address)
+            compacts.append(address.compact)
         else:
             displaced = items[position]
             items.append(displaced)
+            compacts.append(compacts[position])
             self._index[_peer_id(displaced)] = len(items) - 1
             items[position] = address
+            compacts[position] = address.compact
         self._index[peer_id] = position
 
     def discard(self, peer_id: bytes) -> None:
@@ -157,21 +181,24 @@ class _PeerGroup:
         if position is None:
             return
         last = self._items.pop()
+        last_compact = self._compacts.pop()
         if position < len(self._items):
             self._items[position] = last
+            self._compacts[position] = last_compact
             self._index[_peer_id(last)] = position
 
-    def sample(self, count: int, rng: random.Random) -> list[PeerAddress]:
-        """`count` members (all of them if fewer), a fresh list the caller may keep."""
-        items = self._items
+    def sample(self, count: int, rng: random.Random) -> tuple[list[PeerAddress], list[bytes]]:
+        """`count` members (all of them if fewer), fresh lists the caller may keep, with
+        their packed entries in the same order."""
+        items, compacts = self._items, self._compacts
         size = len(items)
         if count >= size:
-            return items[:]
-        start = rng.randrange(size)
+            return items[:], compacts[:]
+        start = _index_below(rng, size)
         end = start + count
         if end <= size:
-            return items[start:end]
-        return items[start:] + items[: end - size]
+            return items[start:end], compacts[start:end]
+        return items[start:] + items[: end - size], compacts[start:] + compacts[: end - size]
 
 
 def _peer_id(address: PeerAddress) -> bytes:
@@ -184,6 +211,7 @@ class _Swarm:
     __slots__ = (
         "completed",
         "downloaded",
+        "expires_at",
         "leechers",
         "origin_entries",
         "origins",
@@ -201,6 +229,9 @@ class _Swarm:
         self.completed = 0
         self.uploaded = 0
         self.downloaded = 0
+        # No peer expires before this (a lower bound, exact after each expiry pass): an
+        # announce skips the pass until then.
+        self.expires_at = math.inf
         self.set_ref(ref)
 
     def set_ref(self, ref: TorrentRef) -> None:
@@ -226,18 +257,24 @@ class _TokenBuckets:
         self._rate = rate
         self._burst = burst
         self._size = size
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # A plain dict keeps insertion order: popping and inserting again moves a source to
+        # the end, so the first key is the least recently used.
+        self._buckets: dict[str, tuple[float, float]] = {}
 
     def allow(self, source: str, now: float) -> bool:
-        tokens, stamp = self._buckets.pop(source, (self._burst, now))
-        tokens = min(self._burst, tokens + max(0.0, now - stamp) * self._rate)
+        buckets = self._buckets
+        tokens, stamp = buckets.pop(source, (self._burst, now))
+        if now > stamp:
+            tokens += (now - stamp) * self._rate
+            if tokens > self._burst:
+                tokens = self._burst
         allowed = tokens >= 1.0
         if allowed:
             tokens -= 1.0
-        self._buckets[source] = (tokens, now)
+        buckets[source] = (tokens, now)
         # An evicted source starts again with a full bucket; the bound matters more than that.
-        while len(self._buckets) > self._size:
-            self._buckets.popitem(last=False)
+        while len(buckets) > self._size:
+            del buckets[next(iter(buckets))]
         return allowed
 
 
@@ -322,7 +359,8 @@ class MemoryRegistry:
             rate_limit_source(req.ip), now
         ):
             return AnnounceFailure(RATE_LIMITED)
-        self._expire(swarm, now)
+        if now >= swarm.expires_at:
+            self._expire(swarm, now)
         peer = swarm.peers.get(req.peer_id)
         if peer is not None and not _same_peer(peer, req):
             return AnnounceFailure(PEER_ID_IN_USE)
@@ -358,30 +396,39 @@ class MemoryRegistry:
         peer = _Peer(req, now)
         swarm.peers[req.peer_id] = peer
         self._peer_count += 1
+        swarm.expires_at = min(swarm.expires_at, now + self._limits.peer_ttl)
         return peer
 
     def _update(
         self, swarm: _Swarm, peer_id: bytes, peer: _Peer, req: AnnounceRequest, now: float
     ) -> None:
         self._account_transfer(swarm, peer, req)
-        finished = req.event is AnnounceEvent.COMPLETED or (peer.left > 0 and req.left == 0)
+        left = req.left
+        finished = req.event is AnnounceEvent.COMPLETED or (peer.left > 0 and left == 0)
         if finished and not peer.completed:
             # Some clients never send `completed`; the leecher -> seed transition counts too.
             peer.completed = True
             swarm.completed += 1
         address = peer.address
-        if address.port != req.port or address.ip != req.ip:
+        moved = address.port != req.port or address.ip != req.ip
+        if moved:
             address = peer.address = PeerAddress(req.ip, req.port, peer_id)
-        peer.left = req.left
-        peer.key = req.key if req.key is not None else peer.key
+        peer.left = left
+        if req.key is not None:
+            peer.key = req.key
         peer.last_seen = now
+        expires = now + self._limits.peer_ttl
+        if expires < swarm.expires_at:  # only if the clock went back
+            swarm.expires_at = expires
         swarm.peers.move_to_end(peer_id)
-        if req.left == 0:
-            swarm.leechers.discard(peer_id)
-            swarm.seeders.add(peer_id, address, self._rng)
-        else:
-            swarm.seeders.discard(peer_id)
-            swarm.leechers.add(peer_id, address, self._rng)
+        group = swarm.seeders if left == 0 else swarm.leechers
+        if peer.group is not group:
+            if peer.group is not None:
+                peer.group.discard(peer_id)
+            group.add(peer_id, address, self._rng)
+            peer.group = group
+        elif moved:
+            group.add(peer_id, address, self._rng)  # replaces its entry in place
 
     @staticmethod
     def _account_transfer(swarm: _Swarm, peer: _Peer, req: AnnounceRequest) -> None:
@@ -395,17 +442,20 @@ class MemoryRegistry:
         peer.downloaded = req.downloaded
 
     def _remove(self, swarm: _Swarm, peer_id: bytes) -> None:
-        del swarm.peers[peer_id]
-        swarm.seeders.discard(peer_id)
-        swarm.leechers.discard(peer_id)
+        peer = swarm.peers.pop(peer_id)
+        if peer.group is not None:
+            peer.group.discard(peer_id)
         self._peer_count -= 1
 
     def _expire(self, swarm: _Swarm, now: float) -> int:
-        deadline = now - self._limits.peer_ttl
+        ttl = self._limits.peer_ttl
+        deadline = now - ttl
         dropped = 0
+        swarm.expires_at = math.inf
         while swarm.peers:
             peer_id, peer = next(iter(swarm.peers.items()))
             if peer.last_seen >= deadline:
+                swarm.expires_at = peer.last_seen + ttl
                 break
             self._remove(swarm, peer_id)
             dropped += 1
@@ -427,11 +477,15 @@ class MemoryRegistry:
             if missing <= 0:
                 break
             # One spare covers the requester itself being in this group.
-            picked = [p for p in group.sample(missing + 1, self._rng) if p.compact not in excluded]
-            chosen += picked[:missing]
+            items, compacts = group.sample(missing + 1, self._rng)
+            if excluded.isdisjoint(compacts):
+                chosen += items[:missing]
+            else:
+                kept = [p for p, c in zip(items, compacts, strict=True) if c not in excluded]
+                chosen += kept[:missing]
         # Random positions spread first connections over the swarm instead of the origin.
         for origin in origins:
-            chosen.insert(self._rng.randrange(len(chosen) + 1), origin)
+            chosen.insert(_index_below(self._rng, len(chosen) + 1), origin)
         return tuple(chosen)
 
 

@@ -8,9 +8,8 @@ import hmac
 import ipaddress
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Final
+from typing import Final, NamedTuple
 
 from s3torrent.tracker.protocol import (
     INFO_HASH_LENGTH,
@@ -38,7 +37,8 @@ UDP_MAX_SCRAPE_HASHES: Final = 74
 # Keep answers inside one Ethernet-sized datagram so they are never fragmented.
 UDP_MAX_PAYLOAD: Final = 1452
 _UDP_HEADER: Final = struct.Struct(">QiI")  # connection id / protocol id, action, transaction
-_UDP_ANNOUNCE_BODY: Final = struct.Struct(">20s20sqqqiIIiH")
+# Header and body together: an announce is read with one unpack.
+_UDP_ANNOUNCE: Final = struct.Struct(">QiI20s20sqqqiIIiH")
 _UDP_EVENTS: Final = {
     0: AnnounceEvent.NONE,
     1: AnnounceEvent.COMPLETED,
@@ -48,20 +48,17 @@ _UDP_EVENTS: Final = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class UdpConnect:
+class UdpConnect(NamedTuple):
     transaction_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class UdpAnnounce:
+class UdpAnnounce(NamedTuple):
     connection_id: int
     transaction_id: int
     request: AnnounceRequest
 
 
-@dataclass(frozen=True, slots=True)
-class UdpScrape:
+class UdpScrape(NamedTuple):
     connection_id: int
     transaction_id: int
     request: ScrapeRequest
@@ -100,14 +97,13 @@ def parse_udp_request(
             raise TrackerError("bad protocol id")
         return UdpConnect(transaction_id)
     if action == ACTION_ANNOUNCE:
-        request = _parse_udp_announce(
+        return _parse_udp_announce(
             packet,
             remote_ip=remote_ip,
             trust_ip_param=trust_ip_param,
             max_numwant=max_numwant,
             default_numwant=default_numwant,
         )
-        return UdpAnnounce(connection_id, transaction_id, request)
     if action == ACTION_SCRAPE:
         return UdpScrape(
             connection_id, transaction_id, _parse_udp_scrape(packet, max_scrape_hashes)
@@ -117,14 +113,26 @@ def parse_udp_request(
 
 def _parse_udp_announce(
     packet: bytes, *, remote_ip: str, trust_ip_param: bool, max_numwant: int, default_numwant: int
-) -> AnnounceRequest:
+) -> UdpAnnounce:
     # Longer packets carry BEP 41 options (URL data); they change nothing we answer.
     if len(packet) < UDP_ANNOUNCE_SIZE:
         raise TrackerError("announce packet too short")
-    (info_hash, peer_id, downloaded, left, uploaded, event_code, ip_raw, key, numwant, port) = (
-        _UDP_ANNOUNCE_BODY.unpack_from(packet, _UDP_HEADER.size)
-    )
-    if min(downloaded, left, uploaded) < 0:
+    (
+        connection_id,
+        _,
+        transaction_id,
+        info_hash,
+        peer_id,
+        downloaded,
+        left,
+        uploaded,
+        event_code,
+        ip_raw,
+        key,
+        numwant,
+        port,
+    ) = _UDP_ANNOUNCE.unpack_from(packet)
+    if downloaded < 0 or left < 0 or uploaded < 0:
         raise TrackerError("negative transfer counter")
     if port == 0:
         raise TrackerError("port must be between 1 and 65535")
@@ -135,7 +143,7 @@ def _parse_udp_announce(
         ip = str(ipaddress.IPv4Address(ip_raw))
     else:
         ip = normalize_ip(remote_ip)
-    return AnnounceRequest(
+    request = AnnounceRequest(
         info_hash=info_hash,
         peer_id=peer_id,
         ip=ip,
@@ -151,6 +159,7 @@ def _parse_udp_announce(
         key=key.to_bytes(4, "big"),
         trackerid=None,
     )
+    return UdpAnnounce(connection_id, transaction_id, request)
 
 
 def _parse_udp_scrape(packet: bytes, max_hashes: int) -> ScrapeRequest:
