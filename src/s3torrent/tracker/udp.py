@@ -79,6 +79,8 @@ class UdpTracker:
         if sock is None:
             return
         answers: list[tuple[bytes, tuple[Any, ...]]] = []
+        # One reading of the clock per wake-up: a batch is read within microseconds.
+        now = self._clock()
         try:
             for _ in range(DRAIN):
                 try:
@@ -89,7 +91,7 @@ class UdpTracker:
                     # ICMP errors from earlier sends (port unreachable): the client went away.
                     log.debug("udp tracker socket error: %s", exc)
                     continue
-                answer = self._received(data, addr)
+                answer = self._received(data, addr, now)
                 if answer is not None:
                     answers.append((answer, addr))
         finally:
@@ -99,11 +101,11 @@ class UdpTracker:
             for answer, addr in answers:
                 self._send(answer, addr)
 
-    def _received(self, data: bytes, addr: tuple[Any, ...]) -> bytes | None:
+    def _received(self, data: bytes, addr: tuple[Any, ...], now: float) -> bytes | None:
         """The answer to send at once, if any."""
         # IPv6 addresses arrive as (host, port, flowinfo, scope_id); the service needs two.
-        peer = (str(addr[0]), int(addr[1]))
-        answer = self._service.answer_udp_now(data, peer, self._clock())
+        peer = addr if len(addr) == 2 else (addr[0], addr[1])
+        answer = self._service.answer_udp_now(data, peer, now)
         if answer is LATER:
             # The registry waits (Redis) or the torrent is resolved from the database.
             if len(self._tasks) < self._max_in_flight:
