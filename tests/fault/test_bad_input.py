@@ -103,9 +103,11 @@ def test_every_response_carries_a_request_id(server: LiveServer, s3: Any, bucket
 @pytest.mark.parametrize(
     ("method", "suffix"),
     [
-        ("GET", "?analytics"),
-        ("PUT", "?metrics"),
-        ("GET", "?inventory"),
+        ("PUT", "?analytics&id=a"),
+        ("PUT", "?metrics&id=m"),
+        ("PUT", "?inventory&id=i"),
+        ("PUT", "?intelligent-tiering&id=t"),
+        ("GET", "?session"),
         ("PUT", "?website"),
         ("PUT", "?replication"),
         ("PUT", "?accelerate"),

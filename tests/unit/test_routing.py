@@ -131,8 +131,8 @@ def test_route_table(
 
 @pytest.mark.parametrize(
     ("method", "target", "query"),
-    [("GET", B, {"analytics": ""}), ("PUT", B, {"inventory": ""}), ("GET", O, {"select": ""}),
-     ("POST", O, {"restore": ""}), ("PUT", B, {"website": ""}),
+    [("PUT", B, {"analytics": "", "id": "a"}), ("PUT", B, {"inventory": ""}),
+     ("GET", O, {"select": ""}), ("POST", O, {"restore": ""}), ("PUT", B, {"website": ""}),
      ("PUT", B, {"replication": ""}), ("PUT", B, {"accelerate": ""})],
 )  # fmt: skip
 def test_unsupported_subresources_are_not_implemented(
@@ -195,6 +195,13 @@ def _botocore_subresource_operations() -> list[tuple[str, str, str, str]]:
         if not query or "{Bucket}" not in path:
             continue
         scope = "object" if "{Key+}" in path else "bucket"
+        # The query parameters a client must send as well (such as the `id` that tells
+        # GetBucketAnalyticsConfiguration from ListBucketAnalyticsConfigurations).
+        shape = model.operation_model(name).input_shape
+        for member in shape.required_members if shape is not None else ():
+            where = shape.members[member].serialization
+            if where.get("location") == "querystring":
+                query += f"&{where['name']}=1"
         found.append((name, http["method"], scope, query))
     return sorted(found)
 

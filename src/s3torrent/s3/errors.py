@@ -123,6 +123,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
         "The public access block configuration was not found.",
     ),
     "NoSuchTagSet": (404, "The TagSet does not exist."),
+    "NoSuchConfiguration": (404, "The specified configuration does not exist."),
     "NoSuchWebsiteConfiguration": (
         404,
         "The specified bucket does not have a website configuration",

@@ -64,6 +64,68 @@ class Endpoint(Enum):
         "s3:GetAccelerateConfiguration",
         "bucket",
     )
+    # Configurations named by id, never configurable here, read as none (ops/unconfigured.py).
+    # S3 has no Delete or List action of their own: the Put and Get actions cover them.
+    GetBucketAnalyticsConfiguration = (
+        "GetBucketAnalyticsConfiguration",
+        "s3:GetAnalyticsConfiguration",
+        "bucket",
+    )
+    ListBucketAnalyticsConfigurations = (
+        "ListBucketAnalyticsConfigurations",
+        "s3:GetAnalyticsConfiguration",
+        "bucket",
+    )
+    DeleteBucketAnalyticsConfiguration = (
+        "DeleteBucketAnalyticsConfiguration",
+        "s3:PutAnalyticsConfiguration",
+        "bucket",
+    )
+    GetBucketInventoryConfiguration = (
+        "GetBucketInventoryConfiguration",
+        "s3:GetInventoryConfiguration",
+        "bucket",
+    )
+    ListBucketInventoryConfigurations = (
+        "ListBucketInventoryConfigurations",
+        "s3:GetInventoryConfiguration",
+        "bucket",
+    )
+    DeleteBucketInventoryConfiguration = (
+        "DeleteBucketInventoryConfiguration",
+        "s3:PutInventoryConfiguration",
+        "bucket",
+    )
+    GetBucketMetricsConfiguration = (
+        "GetBucketMetricsConfiguration",
+        "s3:GetMetricsConfiguration",
+        "bucket",
+    )
+    ListBucketMetricsConfigurations = (
+        "ListBucketMetricsConfigurations",
+        "s3:GetMetricsConfiguration",
+        "bucket",
+    )
+    DeleteBucketMetricsConfiguration = (
+        "DeleteBucketMetricsConfiguration",
+        "s3:PutMetricsConfiguration",
+        "bucket",
+    )
+    GetBucketIntelligentTieringConfiguration = (
+        "GetBucketIntelligentTieringConfiguration",
+        "s3:GetIntelligentTieringConfiguration",
+        "bucket",
+    )
+    ListBucketIntelligentTieringConfigurations = (
+        "ListBucketIntelligentTieringConfigurations",
+        "s3:GetIntelligentTieringConfiguration",
+        "bucket",
+    )
+    DeleteBucketIntelligentTieringConfiguration = (
+        "DeleteBucketIntelligentTieringConfiguration",
+        "s3:PutIntelligentTieringConfiguration",
+        "bucket",
+    )
     PutBucketLogging = ("PutBucketLogging", "s3:PutBucketLogging", "bucket")
     ListObjects = ("ListObjects", "s3:ListBucket", "bucket")
     ListObjectsV2 = ("ListObjectsV2", "s3:ListBucket", "bucket")
@@ -199,7 +261,40 @@ _BUCKET_SUBRESOURCES = {
 _OBJECT_SUBRESOURCES = {"encryption", "renameObject", "restore", "select"}
 # Bucket features that cannot be configured here: read as never configured
 # (ops/unconfigured.py), their PUT refused as not implemented.
-NEVER_CONFIGURED = ("website", "replication", "notification", "accelerate")
+NEVER_CONFIGURED = (
+    "website",
+    "replication",
+    "notification",
+    "accelerate",
+    "analytics",
+    "inventory",
+    "metrics",
+    "intelligent-tiering",
+)
+# Of those, the configurations a bucket holds by id: GET with an id reads one, GET without
+# one lists them, DELETE deletes one.
+BY_ID = {
+    "analytics": (
+        Endpoint.GetBucketAnalyticsConfiguration,
+        Endpoint.ListBucketAnalyticsConfigurations,
+        Endpoint.DeleteBucketAnalyticsConfiguration,
+    ),
+    "inventory": (
+        Endpoint.GetBucketInventoryConfiguration,
+        Endpoint.ListBucketInventoryConfigurations,
+        Endpoint.DeleteBucketInventoryConfiguration,
+    ),
+    "metrics": (
+        Endpoint.GetBucketMetricsConfiguration,
+        Endpoint.ListBucketMetricsConfigurations,
+        Endpoint.DeleteBucketMetricsConfiguration,
+    ),
+    "intelligent-tiering": (
+        Endpoint.GetBucketIntelligentTieringConfiguration,
+        Endpoint.ListBucketIntelligentTieringConfigurations,
+        Endpoint.DeleteBucketIntelligentTieringConfiguration,
+    ),
+}
 # A write (PUT, POST, DELETE) whose query names a parameter without a value that is none of
 # the routed sub-resources is refused too: it asks for an operation this server does not
 # know (one S3 added after this list), and must not be taken for a plain write.
@@ -302,6 +397,12 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
     for (method, sub), endpoint in table.items():
         if m == method and sub in q:
             return endpoint
+    if m in ("GET", "DELETE"):
+        for sub, (get_one, list_all, delete) in BY_ID.items():
+            if sub in q:
+                if m == "DELETE":
+                    return delete
+                return get_one if "id" in q else list_all
     for sub in q:
         if sub in _BUCKET_SUBRESOURCES or sub in ("acl", "policy", "versioning", "uploads"):
             raise S3Error("NotImplemented", f"The bucket operation '?{sub}' is not implemented.")

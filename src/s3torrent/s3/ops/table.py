@@ -106,4 +106,16 @@ def handlers() -> dict[Endpoint, Handler]:
         Endpoint.GetBucketAccelerateConfiguration: (
             unconfigured.get_bucket_accelerate_configuration
         ),
+        Endpoint.GetBucketAnalyticsConfiguration: unconfigured.no_such_configuration,
+        Endpoint.ListBucketAnalyticsConfigurations: unconfigured.list_no_configurations,
+        Endpoint.DeleteBucketAnalyticsConfiguration: unconfigured.no_such_configuration,
+        Endpoint.GetBucketInventoryConfiguration: unconfigured.no_such_configuration,
+        Endpoint.ListBucketInventoryConfigurations: unconfigured.list_no_configurations,
+        Endpoint.DeleteBucketInventoryConfiguration: unconfigured.no_such_configuration,
+        Endpoint.GetBucketMetricsConfiguration: unconfigured.no_such_configuration,
+        Endpoint.ListBucketMetricsConfigurations: unconfigured.list_no_configurations,
+        Endpoint.DeleteBucketMetricsConfiguration: unconfigured.no_such_configuration,
+        Endpoint.GetBucketIntelligentTieringConfiguration: unconfigured.no_such_configuration,
+        Endpoint.ListBucketIntelligentTieringConfigurations: unconfigured.list_no_configurations,
+        Endpoint.DeleteBucketIntelligentTieringConfiguration: unconfigured.no_such_configuration,
     }

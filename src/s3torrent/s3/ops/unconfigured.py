@@ -1,12 +1,15 @@
 """Bucket features this server does not offer, read as what they are: never configured.
 
-A website, replication, event notifications, requester pays and transfer acceleration cannot
-be set here (their PUTs are refused with NotImplemented), so reading one answers as S3 does
-for a bucket that never had it: the "no such configuration" error, or the empty or default
-document. Tools that read every setting of a bucket (s3cmd `info` and `ws-info`, Terraform's
-bucket resource, file browsers) then get a true answer instead of a 501. Deleting a website or
-replication configuration that does not exist succeeds, as on S3; so does setting the payer to
-the bucket owner, which it always is (Requester Pays is refused).
+A website, replication, event notifications, requester pays, transfer acceleration, and the
+analytics, inventory, metrics and Intelligent-Tiering configurations cannot be set here
+(their PUTs are refused with NotImplemented), so reading one answers as S3 does for a bucket
+that never had it: the "no such configuration" error, or the empty or default document (an
+empty list for the configurations a bucket holds by id). Tools that read every setting of a
+bucket (s3cmd `info` and `ws-info`, Terraform's bucket resource, file browsers) then get a
+true answer instead of a 501. Deleting a website or replication configuration that does not
+exist succeeds, as on S3; deleting an analytics, inventory, metrics or Intelligent-Tiering
+configuration names one by id, and there is none (NoSuchConfiguration, as on S3). Setting
+the payer to the bucket owner, which it always is, succeeds (Requester Pays is refused).
 """
 
 from __future__ import annotations
@@ -54,6 +57,41 @@ async def get_bucket_request_payment(svc: S3Context, req: S3Request) -> web.Stre
 
 async def get_bucket_accelerate_configuration(svc: S3Context, req: S3Request) -> web.StreamResponse:
     return xml_response(s3xml.render("AccelerateConfiguration", {}))
+
+
+# The root element of each list, as S3 names it.
+_LIST_ROOTS = {
+    "analytics": "ListBucketAnalyticsConfigurationResult",
+    "inventory": "ListInventoryConfigurationsResult",
+    "metrics": "ListMetricsConfigurationsResult",
+    "intelligent-tiering": "ListBucketIntelligentTieringConfigurationsOutput",
+}
+
+
+def _feature(req: S3Request) -> str:
+    return next(sub for sub in _LIST_ROOTS if sub in req.query)
+
+
+async def no_such_configuration(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    """GET or DELETE of one analytics, inventory, metrics or Intelligent-Tiering
+    configuration: the bucket has none, whatever the id."""
+    if not req.query.get("id"):
+        # S3 needs the id to name the configuration (GET without one lists them).
+        raise S3Error(
+            "InvalidArgument", "Missing required parameter id.", extra={"ArgumentName": "id"}
+        )
+    raise S3Error("NoSuchConfiguration", resource=req.resource)
+
+
+async def list_no_configurations(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    """The empty list; a continuation token cannot come from an earlier page of it."""
+    if "continuation-token" in req.query:
+        raise S3Error(
+            "InvalidArgument",
+            "The continuation token provided is incorrect",
+            extra={"ArgumentName": "continuation-token"},
+        )
+    return xml_response(s3xml.render(_LIST_ROOTS[_feature(req)], {"IsTruncated": "false"}))
 
 
 async def put_bucket_request_payment(svc: S3Context, req: S3Request) -> web.StreamResponse:
