@@ -11,8 +11,10 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -254,6 +256,22 @@ def bob(server: LiveServer) -> UserKeys:
 @pytest.fixture(scope="session")
 def bob_s3(server: LiveServer, bob: UserKeys) -> Any:
     return make_client(server.endpoint, bob.access_key, bob.secret_key)
+
+
+@contextlib.contextmanager
+def shifted_clock(delta: timedelta) -> Iterator[None]:
+    """Make botocore sign as if its clock were off by delta (its own and its CRT signers)."""
+    real = datetime.now
+
+    def fake(remove_tzinfo: bool = True) -> datetime:
+        now = real(UTC) + delta
+        return now.replace(tzinfo=None) if remove_tzinfo else now
+
+    with (
+        mock.patch("botocore.auth.get_current_datetime", fake),
+        mock.patch("botocore.crt.auth.get_current_datetime", fake),
+    ):
+        yield
 
 
 def sign_request(

@@ -11,7 +11,7 @@ import io
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from unittest import mock
 
@@ -20,7 +20,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import ROOT_AK, LiveServer, make_client, sign_request
+from tests.conftest import ROOT_AK, LiveServer, make_client, shifted_clock, sign_request
 
 
 def _err(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
@@ -80,22 +80,6 @@ def test_unknown_access_key_is_invalid_access_key_id(
     with pytest.raises(ClientError) as exc:
         ghost.get_object(Bucket=bucket, Key=key)
     assert _err(exc) == ("InvalidAccessKeyId", 403)
-
-
-@contextlib.contextmanager
-def shifted_clock(delta: timedelta) -> Iterator[None]:
-    """Make botocore sign as if its clock were off by delta (its own and its CRT signers)."""
-    real = datetime.now
-
-    def fake(remove_tzinfo: bool = True) -> datetime:
-        now = real(UTC) + delta
-        return now.replace(tzinfo=None) if remove_tzinfo else now
-
-    with (
-        mock.patch("botocore.auth.get_current_datetime", fake),
-        mock.patch("botocore.crt.auth.get_current_datetime", fake),
-    ):
-        yield
 
 
 @pytest.mark.parametrize("minutes", [-20, 20])
