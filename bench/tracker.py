@@ -25,6 +25,7 @@ from bench.harness import (
     alternate,
     compare,
     compile_c,
+    core_count,
     ensure_apt,
     free_port,
     run_bounded,
@@ -51,7 +52,9 @@ DESCRIPTION = (
     "in one torrent, announcing `started` when they join, then mostly regular (empty event) "
     "announces, some `completed` (left becomes 0) and some `stopped` (and later rejoining). "
     "An answer counts only if it is a 200 without `failure reason` (UDP: an announce answer, "
-    "not an error). s3torrent runs with its "
+    "not an error). s3torrent runs as `serve` does by default, one worker per core (the "
+    "tracker's registry, its own ports and UDP are the owner worker's; the other workers "
+    "relay the main listener's announces to it), with its "
     "per-IP announce rate limit lifted (all load comes from one address; opentracker has no "
     "such limit) and without its origin seeder. Target: s3torrent ≥ 0.8× opentracker."
 )
@@ -276,6 +279,7 @@ def run(ctx: Context) -> list[Row]:
     udp_load = build_udp_load(workdir)
     tracker_port = free_port()
     udp_port = free_port()
+    workers = core_count()
     env = {
         "S3TORRENT_TRACKER__ANNOUNCE_RATE_PER_IP": "1000000000",
         "S3TORRENT_TRACKER__ANNOUNCE_RATE_BURST": "1000000000",
@@ -284,7 +288,9 @@ def run(ctx: Context) -> list[Row]:
         "S3TORRENT_TRACKER__UDP_LISTEN": f"127.0.0.1:{udp_port}",
     }
     with contextlib.ExitStack() as stack:
-        ours = servers.enter(stack, lambda: servers.s3torrent(ctx, env=env))
+        # As `serve` starts by default: one worker per core. The main listener's announces
+        # then reach every worker, and the others' go to the owner over the tracker relay.
+        ours = servers.enter(stack, lambda: servers.s3torrent(ctx, env=env, workers=workers))
         if isinstance(ours, Unavailable):
             return [compare("announces/s", "req/s", Samples("s3torrent", error=str(ours)))]
         ctx.log(f"  creating {objects} public objects")
@@ -330,7 +336,10 @@ def run(ctx: Context) -> list[Row]:
                 ("opentracker", udp(anchor_udp)),
             ],
         )
-    note = f"{objects} torrents, {peers} peers, {len(queries)} distinct announces"
+    note = (
+        f"{objects} torrents, {peers} peers, {len(queries)} distinct announces, "
+        f"s3torrent with {workers} worker{'s' if workers > 1 else ''}"
+    )
     return [
         compare(
             "HTTP announces/s, tracker port (`tracker.http_listen`)",

@@ -44,7 +44,7 @@ from s3torrent.peer.seeder import Seeder, advertised_address
 from s3torrent.probes import health_handler, metrics_handler
 from s3torrent.provision import open_sealing, persistent_node_id, secure_data_dir, space_reserve
 from s3torrent.publication import PublicTorrents, ResolvingRegistry
-from s3torrent.roles import Role, events_socket, owner_socket
+from s3torrent.roles import Role, events_socket, owner_socket, tracker_socket
 from s3torrent.s3.access_log import AccessLog
 from s3torrent.s3.bucket_logs import BucketLogDelivery
 from s3torrent.s3.context import S3Context
@@ -71,6 +71,7 @@ from s3torrent.torrent.jobs import HashJobs
 from s3torrent.tracker import service as tracker_service
 from s3torrent.tracker.http import tracker_handler
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TrackerRegistry
+from s3torrent.tracker.relay import TrackerRelay
 from s3torrent.tracker.ws import WS_TRACKER_PATH, WebSocketTracker, websocket_tracker
 from s3torrent.tracker_listeners import TrackerListeners
 from s3torrent.webseed import WEB_SEED_PREFIX, WebSeed
@@ -422,9 +423,14 @@ class Node:
         )
         await self._runner.setup()
         host, port = self.settings.http_host_port
-        # Announces and scrapes are answered before aiohttp (tracker/http_front.py) where
-        # the registry is at hand: not in a worker that forwards them to the owner.
-        front = self.trackers.make_front() if owner or self.settings.redis_url else None
+        # Announces and scrapes are answered before aiohttp (tracker/http_front.py): here
+        # where the registry is at hand, else by the owner over the tracker relay.
+        relayed = not owner and self.settings.redis_url is None
+        front = self.trackers.make_front(
+            TrackerRelay(tracker_socket(self.settings.data_dir), self.svc.tracker)
+            if relayed
+            else None
+        )
         site = AdmittedSite(
             self._runner,
             self.gate,
@@ -442,6 +448,8 @@ class Node:
             path.unlink(missing_ok=True)
             await web.UnixSite(self._runner, str(path)).start()
             path.chmod(0o600)
+            if self.settings.redis_url is None:
+                await self.trackers.start_relay(tracker_socket(self.settings.data_dir))
         if owner:
             await self.trackers.start_udp()
             await self.trackers.start_http()
@@ -522,6 +530,8 @@ class Node:
             await self._runner.cleanup()
             if self.role.owner and not self.role.alone:
                 owner_socket(self.settings.data_dir).unlink(missing_ok=True)
+        # After the listeners' drain, during which other workers may still relay announces.
+        await self.trackers.close_relay_server()
         await self.trackers.close_front()
         if self.seeder is not None:
             await self.seeder.stop()

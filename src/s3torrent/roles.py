@@ -16,6 +16,7 @@ from typing import Any
 # In the data directory: the owner's HTTP application, and its event hub.
 OWNER_SOCKET = "owner.sock"
 EVENTS_SOCKET = "events.sock"
+TRACKER_SOCKET = "tracker.sock"
 # The client address of a forwarded request: trusted only on the owner's Unix socket.
 FORWARDED_CLIENT = "X-S3torrent-Forwarded-Client"
 # The client's own connection (address and port) at the worker that forwarded a request: one
@@ -77,3 +78,8 @@ def owner_socket(data_dir: Path) -> Path:
 
 def events_socket(data_dir: Path) -> Path:
     return data_dir / EVENTS_SOCKET
+
+
+def tracker_socket(data_dir: Path) -> Path:
+    """The owner's end of the tracker relay (tracker/relay.py)."""
+    return data_dir / TRACKER_SOCKET

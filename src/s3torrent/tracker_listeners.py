@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from s3torrent.config import Settings, split_host_port
 from s3torrent.listeners import ConnectionGate
@@ -13,6 +14,7 @@ from s3torrent.torrent.catalog import TorrentCatalog
 from s3torrent.tracker.http_front import TrackerFront
 from s3torrent.tracker.http_lean import LeanHttpLimits, LeanHttpTracker
 from s3torrent.tracker.registry import MemoryRegistry
+from s3torrent.tracker.relay import RelayServer, TrackerRelay
 from s3torrent.tracker.service import TrackerService
 from s3torrent.tracker.udp import UdpTracker, start_udp_tracker
 
@@ -37,23 +39,33 @@ class TrackerListeners:
         self.udp: list[UdpTracker] = []
         self.http: LeanHttpTracker | None = None
         self.front: TrackerFront | None = None
+        self.relay: TrackerRelay | None = None
+        self.relay_server: RelayServer | None = None
 
-    def lean(self) -> LeanHttpTracker:
+    def lean(self, relay: TrackerRelay | None = None) -> LeanHttpTracker:
         return LeanHttpTracker(
-            self.service,
+            self.service if relay is None else relay,
             time.monotonic,
             LeanHttpLimits(
                 idle_timeout=self.settings.limits.header_read_timeout,
                 max_connections=self.gate.admission.limits.max_connections,
             ),
-            eager=self.eager,
+            # A relayed answer always waits for the owner (and its timeout needs a task).
+            eager=self.eager and relay is None,
             gate=self.gate,
         )
 
-    def make_front(self) -> TrackerFront:
-        """Announces and scrapes on the S3 listener, answered before aiohttp."""
-        self.front = TrackerFront(self.lean())
+    def make_front(self, relay: TrackerRelay | None = None) -> TrackerFront:
+        """Announces and scrapes on the S3 listener, answered before aiohttp: here, or
+        by the owner worker through `relay` (tracker/relay.py)."""
+        self.relay = relay
+        self.front = TrackerFront(self.lean(relay))
         return self.front
+
+    async def start_relay(self, path: Path) -> None:
+        """The owner's end of the other workers' relays."""
+        self.relay_server = RelayServer(self.service, time.monotonic, eager=self.eager)
+        await self.relay_server.start(path)
 
     async def start_http(self) -> None:
         # Announces only, on a minimal HTTP/1.1 transport instead of aiohttp: each announce
@@ -89,3 +101,9 @@ class TrackerListeners:
     async def close_front(self) -> None:
         if self.front is not None:
             await self.front.close()
+        if self.relay is not None:
+            await self.relay.close()
+
+    async def close_relay_server(self) -> None:
+        if self.relay_server is not None:
+            await self.relay_server.close()

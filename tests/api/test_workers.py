@@ -484,3 +484,104 @@ def test_swarm_counters_of_a_torrent_published_on_another_worker(two: LiveServer
         return [(o["swarm_completed"], o["swarm_downloaded"]) for o in objects]
 
     assert eventually(swarm, [(2, 100_000)], timeout=20) == [(2, 100_000)]
+
+
+def fresh_announce(srv: LiveServer, path: str) -> tuple[int, bytes, dict[str, str]]:
+    """An announce as the first request of a new connection: the front of whichever worker
+    the kernel picks answers it, itself (the owner) or through the tracker relay."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=15)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read(), dict(response.getheaders())
+    finally:
+        conn.close()
+
+
+def read_responses(sock: socket.socket, count: int) -> list[bytes]:
+    """`count` HTTP responses (Content-Length framed) from `sock`, their bodies in order."""
+    data, bodies = b"", []
+    while len(bodies) < count:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = data[:head_end].decode("latin-1").lower()
+            length = int(head.split("content-length:")[1].split("\r\n")[0])
+            if len(data) >= head_end + 4 + length:
+                assert head.startswith("http/1.1 200"), head
+                bodies.append(data[head_end + 4 : head_end + 4 + length])
+                data = data[head_end + 4 + length :]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed before every answer"
+        data += chunk
+    return bodies
+
+
+def test_announces_opening_connections_share_one_swarm_on_either_worker(
+    two: LiveServer, s3w: Any
+) -> None:
+    s3w.create_bucket(Bucket="wk-relay")
+    put_public(s3w, "wk-relay", "obj", os.urandom(100_000))
+    info_hash = info_hash_v1(fetch_torrent(two.endpoint, "wk-relay", "obj"))
+    # 24 connections: the kernel gives about half to worker 1, whose front relays.
+    for n in range(24):
+        peer_id = f"-WK0009-relay{n:07d}".encode()
+        status, body, _ = fresh_announce(two, announce_path(info_hash, peer_id, 7300 + n))
+        assert status == 200, body
+        answer = bdecode(body)
+        assert b"failure reason" not in answer, answer
+        ports = {int(p[b"port"]) for p in answer[b"peers"]} - {two.peer_port}
+        assert ports == set(range(7300, 7300 + n)), (n, sorted(ports))
+    status, body, _ = fresh_announce(
+        two, f"/_tracker/scrape?info_hash={quote_from_bytes(info_hash)}"
+    )
+    assert status == 200 and bdecode(body)[b"files"][info_hash][b"incomplete"] == 24
+    # Pipelined as a connection's first bytes: answered in order, on either worker.
+    for attempt in range(6):
+        paths = [
+            announce_path(info_hash, f"-WK0009-pipe{attempt}{k}aaaaaa".encode()[:20], 7400 + k)
+            for k in range(3)
+        ]
+        with socket.create_connection(("127.0.0.1", two.port), timeout=15) as sock:
+            sock.sendall(b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in paths))
+            bodies = read_responses(sock, 3)
+        for k, reply in enumerate(bodies):
+            ports = {int(p[b"port"]) for p in bdecode(reply)[b"peers"]}
+            assert set(range(7300, 7324)) <= ports and 7400 + k not in ports
+
+
+def test_relayed_announces_are_503_while_the_owner_restarts(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, workers=2)
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="wk-owner-gone")
+        put_public(s3, "wk-owner-gone", "obj", os.urandom(50_000))
+        info_hash = info_hash_v1(fetch_torrent(srv.endpoint, "wk-owner-gone", "obj"))
+        path = announce_path(info_hash, b"-WK0010-aaaaaaaaaaaa", 7500)
+        owner = connect_to(srv, 0)
+        _, pid = worker_of(owner)
+        owner.close()
+        os.kill(pid, signal.SIGKILL)
+        # Every new connection reaches worker 1, whose front cannot reach the registry: the
+        # client is told to come back (the owner's socket may still reset a connection).
+        for _ in range(20):
+            try:
+                status, body, headers = fresh_announce(srv, path)
+                break
+            except (ConnectionError, http.client.RemoteDisconnected):
+                time.sleep(0.05)
+        assert status == 503, body
+        assert headers.get("Retry-After") == "1"
+        assert body == b"the tracker is not available; try again\n"
+        wait_restarted(srv, 0, pid)
+
+        def answered() -> bool:
+            try:
+                status, body, _ = fresh_announce(srv, path)
+            except (ConnectionError, http.client.RemoteDisconnected):
+                return False
+            return status == 200 and b"failure reason" not in body
+
+        wait_for(answered, "announces answered again after the owner's restart", timeout=30)
+    finally:
+        srv.stop()

@@ -15,11 +15,10 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Final, Protocol, cast
 
 from s3torrent.listeners import ConnectionGate, ConnectionPhase
 from s3torrent.tracker.eager import start_eagerly
-from s3torrent.tracker.service import TrackerService
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,22 @@ class HttpRequestError(Exception):
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
+
+
+class TrackerAnswers(Protocol):
+    """What the protocol asks for each request: `TrackerService` in the process that holds
+    the registry, `tracker.relay.TrackerRelay` in a worker that asks the owner."""
+
+    def client_ip(self, peer_ip: str, forwarded_for: str | None) -> str: ...
+
+    async def handle_http_announce(self, raw_query: bytes, remote_ip: str, now: float) -> bytes: ...
+
+    async def handle_http_scrape(self, raw_query: bytes, now: float) -> bytes: ...
+
+
+class AnswerUnavailable(Exception):
+    """The answer cannot be had now (the owner worker is restarting or overloaded): the
+    client gets a 503 with Retry-After and comes back, as after any 503."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +249,12 @@ _NOT_FOUND: Final = encode_response(404, b"not found\n", keep_alive=True)
 _NOT_FOUND_CLOSE: Final = encode_response(404, b"not found\n", keep_alive=False)
 _BUSY: Final = encode_response(503, b"too many connections\n", keep_alive=False)
 _INTERNAL: Final = encode_response(500, b"internal error\n", keep_alive=False)
+_UNAVAILABLE_BODY: Final = b"the tracker is not available; try again\n"
+_UNAVAILABLE: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 1\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+    % (len(_UNAVAILABLE_BODY), _UNAVAILABLE_BODY)
+)
 
 
 # --- asyncio adapter -----------------------------------------------------------------------
@@ -383,6 +404,11 @@ class LeanTrackerProtocol(asyncio.Protocol):
         if task.cancelled() or self._transport is None:
             return
         error = task.exception()
+        if isinstance(error, AnswerUnavailable):
+            log.debug("tracker answer unavailable: %s", error)
+            self._closing = True
+            self._flush([_UNAVAILABLE])
+            return
         if error is not None:
             log.error("lean tracker request failed", exc_info=error)
             self._closing = True
@@ -445,7 +471,7 @@ class LeanHttpTracker:
 
     def __init__(
         self,
-        service: TrackerService,
+        service: TrackerAnswers,
         clock: Callable[[], float] = time.monotonic,
         limits: LeanHttpLimits | None = None,
         *,

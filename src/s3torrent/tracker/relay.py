@@ -1,0 +1,374 @@
+"""Announces and scrapes that reach another worker's S3 listener, answered by the owner.
+
+The tracker's registry lives in the owner worker (worker 0 of `serve --workers N`), while
+the kernel spreads the main listener's connections over every worker. Forwarded as HTTP
+(owner_link's aiohttp route: an HTTP client here, the owner's whole S3 application
+there), a forwarded announce cost several times a lean one, and with two workers the main
+listener answered about a quarter fewer announces than with one. Here a worker's front
+(tracker/http_front.py) sends just the request's query and client address to the owner
+over one Unix stream (`data_dir/tracker.sock`, mode 0600 in the 0700 data directory), in a
+small binary frame; the owner answers with the bencoded body its own lean tracker would
+have written. Requests share the stream and are answered by id, in any order.
+
+Frames (sans-IO: `FrameReader`, `encode_request`, `encode_answer`): a 4-byte big-endian
+length, then the payload. A request: id (4 bytes), kind (1: announce, 2: scrape), the
+client address's length (1 byte), the address (ASCII), the raw query. An answer: id, a
+status (0: the body follows; 1: the owner could not answer now), the body. Both ends bound
+what they accept and close a stream that breaks the format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import struct
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Final
+
+from s3torrent.tracker.eager import start_eagerly
+from s3torrent.tracker.http_lean import DEFAULT_MAX_REQUEST_BYTES, AnswerUnavailable
+from s3torrent.tracker.service import TrackerService
+
+log = logging.getLogger(__name__)
+
+ANNOUNCE: Final = 1
+SCRAPE: Final = 2
+_OK: Final = 0
+_UNAVAILABLE: Final = 1
+_LENGTH: Final = struct.Struct(">I")
+_REQUEST: Final = struct.Struct(">IBB")  # id, kind, address length
+_ANSWER: Final = struct.Struct(">IB")  # id, status
+# A request carries what one lean request head may hold; an answer, a scrape of every
+# torrent at most (`tracker.allow_full_scrape`), which this bounds.
+MAX_REQUEST_FRAME: Final = _REQUEST.size + 255 + DEFAULT_MAX_REQUEST_BYTES
+MAX_ANSWER_FRAME: Final = 16 * 1024 * 1024
+# Requests waiting for the owner, per worker; beyond it a client is told to come back.
+MAX_IN_FLIGHT: Final = 1024
+# How long a worker waits for an answer, and after a failed connect before trying again.
+ANSWER_TIMEOUT: Final = 10.0
+RECONNECT_AFTER: Final = 0.5
+
+
+class FrameError(ValueError):
+    """A stream that breaks the frame format: it is closed."""
+
+
+class FrameReader:
+    """Splits a byte stream into frame payloads, each at most `max_frame` bytes."""
+
+    def __init__(self, max_frame: int) -> None:
+        self._max = max_frame
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The payloads completed by `data`, in order; raises FrameError."""
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        try:
+            while len(buffer) - start >= _LENGTH.size:
+                (length,) = _LENGTH.unpack_from(buffer, start)
+                if length > self._max:
+                    raise FrameError(f"frame of {length} bytes (at most {self._max})")
+                end = start + _LENGTH.size + length
+                if end > len(buffer):
+                    break
+                yield bytes(buffer[start + _LENGTH.size : end])
+                start = end
+        finally:
+            del buffer[:start]
+
+
+def encode_request(request_id: int, kind: int, client: str, query: bytes) -> bytes:
+    address = client.encode("ascii")
+    if len(address) > 255:
+        raise ValueError("client address too long")
+    head = _REQUEST.pack(request_id, kind, len(address))
+    return _LENGTH.pack(len(head) + len(address) + len(query)) + head + address + query
+
+
+def decode_request(payload: bytes) -> tuple[int, int, str, bytes]:
+    """(id, kind, client address, query); raises FrameError."""
+    if len(payload) < _REQUEST.size:
+        raise FrameError("request frame too short")
+    request_id, kind, address_length = _REQUEST.unpack_from(payload)
+    end = _REQUEST.size + address_length
+    if kind not in (ANNOUNCE, SCRAPE) or len(payload) < end:
+        raise FrameError("malformed request frame")
+    try:
+        client = payload[_REQUEST.size : end].decode("ascii")
+    except UnicodeDecodeError:
+        raise FrameError("client address is not ASCII") from None
+    return request_id, kind, client, payload[end:]
+
+
+def encode_answer(request_id: int, body: bytes | None) -> bytes:
+    """The answer to a request; None: the owner cannot answer it now."""
+    head = _ANSWER.pack(request_id, _OK if body is not None else _UNAVAILABLE)
+    payload = body or b""
+    return _LENGTH.pack(len(head) + len(payload)) + head + payload
+
+
+def decode_answer(payload: bytes) -> tuple[int, bytes | None]:
+    if len(payload) < _ANSWER.size:
+        raise FrameError("answer frame too short")
+    request_id, status = _ANSWER.unpack_from(payload)
+    if status not in (_OK, _UNAVAILABLE):
+        raise FrameError("malformed answer frame")
+    return request_id, payload[_ANSWER.size :] if status == _OK else None
+
+
+# --- the owner's end ---------------------------------------------------------------------
+
+
+class _OwnerEnd(asyncio.Protocol):
+    """One worker's stream at the owner: each request answered by the tracker service."""
+
+    def __init__(self, server: RelayServer) -> None:
+        self._server = server
+        self._service = server.service
+        self._reader = FrameReader(MAX_REQUEST_FRAME)
+        self._transport: asyncio.Transport | None = None
+        self._tasks: set[asyncio.Task[bytes]] = set()
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._server.streams.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._server.streams.discard(self)
+        for task in self._tasks:
+            task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        out: list[bytes] = []
+        try:
+            for payload in self._reader.feed(data):
+                answer = self._answer(*decode_request(payload))
+                if answer is not None:
+                    out.append(answer)
+        except FrameError as error:
+            log.warning("tracker relay: %s; closing the stream", error)
+            self.close()
+            return
+        finally:
+            if out and self._transport is not None:
+                self._transport.write(b"".join(out))
+
+    def pause_writing(self) -> None:
+        # The worker reads answers slower than we make them: stop taking requests.
+        if self._transport is not None and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and self._paused:
+            self._paused = False
+            self._transport.resume_reading()
+
+    def _answer(self, request_id: int, kind: int, client: str, query: bytes) -> bytes | None:
+        if len(self._tasks) >= MAX_IN_FLIGHT:
+            return encode_answer(request_id, None)
+        now = self._server.clock()
+        if kind == ANNOUNCE:
+            coro = self._service.handle_http_announce(query, client, now)
+        else:
+            coro = self._service.handle_http_scrape(query, now)
+        started = start_eagerly(coro) if self._server.eager else coro
+        if isinstance(started, bytes):
+            return encode_answer(request_id, started)
+        task = asyncio.ensure_future(started)
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._finish(request_id, done))
+        return None
+
+    def _finish(self, request_id: int, task: asyncio.Task[bytes]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or self._transport is None:
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("tracker relay request failed", exc_info=error)
+        body = None if error is not None else task.result()
+        self._transport.write(encode_answer(request_id, body))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class RelayServer:
+    """The owner's end: answers the other workers' announces and scrapes."""
+
+    def __init__(
+        self,
+        service: TrackerService,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        eager: bool = False,
+    ) -> None:
+        # The clock of the owner's other tracker transports: one timeline for every peer.
+        self.service = service
+        self.clock = clock
+        self.eager = eager
+        self.streams: set[_OwnerEnd] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._path: Path | None = None
+
+    async def start(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _OwnerEnd(self), str(path))
+        path.chmod(0o600)
+        self._path = path
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for stream in list(self.streams):
+            stream.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+            self._path = None
+
+
+# --- a worker's end ----------------------------------------------------------------------
+
+
+class _WorkerEnd(asyncio.Protocol):
+    def __init__(self, relay: TrackerRelay) -> None:
+        self._relay = relay
+        self._reader = FrameReader(MAX_ANSWER_FRAME)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._relay.lost(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for payload in self._reader.feed(data):
+                self._relay.answered(*decode_answer(payload))
+        except FrameError as error:
+            log.warning("tracker relay: %s; closing the stream", error)
+            if self.transport is not None:
+                self.transport.close()
+
+
+class TrackerRelay:
+    """A worker's end: what the lean tracker protocol asks of `TrackerService`, answered
+    by the owner. The client's address is worked out here (X-Forwarded-For and trusted
+    proxies, by this worker's own service), as the owner would have."""
+
+    def __init__(
+        self,
+        path: Path,
+        local: TrackerService,
+        *,
+        timeout: float = ANSWER_TIMEOUT,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
+        self.path = path
+        self._local = local
+        self._timeout = timeout
+        self._max_in_flight = max_in_flight
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[bytes | None]] = {}
+        self._end: _WorkerEnd | None = None
+        self._connecting: asyncio.Future[_WorkerEnd] | None = None
+        self._retry_at = 0.0
+        self.relayed = 0
+
+    def client_ip(self, peer_ip: str, forwarded_for: str | None) -> str:
+        return self._local.client_ip(peer_ip, forwarded_for)
+
+    async def handle_http_announce(self, raw_query: bytes, remote_ip: str, now: float) -> bytes:
+        # `now` is this worker's clock; the owner reads its own, the registry's timeline.
+        return await self._ask(ANNOUNCE, remote_ip, raw_query)
+
+    async def handle_http_scrape(self, raw_query: bytes, now: float) -> bytes:
+        return await self._ask(SCRAPE, "", raw_query)
+
+    async def _ask(self, kind: int, client: str, query: bytes) -> bytes:
+        if len(self._pending) >= self._max_in_flight:
+            raise AnswerUnavailable("too many tracker requests waiting for the owner")
+        end = await self._stream()
+        transport = end.transport
+        if transport is None:
+            raise AnswerUnavailable("the owner worker's tracker stream closed")
+        request_id = next(self._ids) & 0xFFFFFFFF
+        waiter: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = waiter
+        try:
+            transport.write(encode_request(request_id, kind, client, query))
+            async with asyncio.timeout(self._timeout):
+                body = await waiter
+        except TimeoutError:
+            raise AnswerUnavailable("the owner worker did not answer in time") from None
+        finally:
+            self._pending.pop(request_id, None)
+        if body is None:
+            raise AnswerUnavailable("the owner worker could not answer now")
+        self.relayed += 1
+        return body
+
+    async def _stream(self) -> _WorkerEnd:
+        if self._end is not None:
+            return self._end
+        if self._connecting is None:
+            if time.monotonic() < self._retry_at:
+                raise AnswerUnavailable("the owner worker is not reachable")
+            self._connecting = asyncio.ensure_future(self._connect())
+        connecting = self._connecting
+        try:
+            return await asyncio.shield(connecting)
+        finally:
+            if connecting.done():
+                self._connecting = None
+
+    async def _connect(self) -> _WorkerEnd:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._timeout):
+                _, end = await loop.create_unix_connection(lambda: _WorkerEnd(self), str(self.path))
+        except (OSError, TimeoutError) as error:
+            # The owner is (re)starting: tell clients to come back rather than queue them.
+            self._retry_at = time.monotonic() + RECONNECT_AFTER
+            raise AnswerUnavailable(f"the owner worker is not reachable: {error}") from None
+        self._end = end
+        return end
+
+    def answered(self, request_id: int, body: bytes | None) -> None:
+        waiter = self._pending.get(request_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(body)
+
+    def lost(self, end: _WorkerEnd) -> None:
+        if self._end is end:
+            self._end = None
+        for waiter in self._pending.values():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def close(self) -> None:
+        end, self._end = self._end, None
+        if end is not None and end.transport is not None:
+            end.transport.close()
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connecting
+            self._connecting = None

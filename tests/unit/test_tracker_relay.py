@@ -1,0 +1,224 @@
+"""The tracker relay between workers: its frames (sans-IO) and both ends on a Unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_from_bytes
+
+import pytest
+from fastbencode import bdecode  # type: ignore[attr-defined]
+
+from s3torrent.tracker.http_lean import AnswerUnavailable
+from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TorrentRef
+from s3torrent.tracker.relay import (
+    ANNOUNCE,
+    MAX_REQUEST_FRAME,
+    SCRAPE,
+    FrameError,
+    FrameReader,
+    RelayServer,
+    TrackerRelay,
+    decode_answer,
+    decode_request,
+    encode_answer,
+    encode_request,
+)
+from s3torrent.tracker.service import TrackerService, TrackerSettings
+
+HASH = bytes(range(40, 60))
+
+
+def announce(peer: int, port: int) -> bytes:
+    peer_id = b"-RL0001-" + peer.to_bytes(12, "big")
+    return (
+        f"info_hash={quote_from_bytes(HASH, safe='')}&peer_id={quote_from_bytes(peer_id, safe='')}"
+        f"&port={port}&uploaded=0&downloaded=0&left=10&compact=0"
+    ).encode()
+
+
+def service(registry: MemoryRegistry | None = None) -> TrackerService:
+    registry = registry or MemoryRegistry(
+        RegistryLimits(rate_burst=1e9, rate_per_ip=1e9), random.Random(5)
+    )
+    return TrackerService(registry, TrackerSettings(udp_secret=b"s" * 32))
+
+
+async def registered_service() -> TrackerService:
+    """The owner's: HASH is registered. A worker's own service (`service()`) knows nothing,
+    so an answer that names HASH's peers can only have come from the owner."""
+    registry = MemoryRegistry(RegistryLimits(rate_burst=1e9, rate_per_ip=1e9), random.Random(5))
+    await registry.register(HASH, TorrentRef("b", "k", "v"))
+    return service(registry)
+
+
+# --- frames --------------------------------------------------------------------------------
+
+
+def test_frames_survive_any_split_of_the_stream() -> None:
+    stream = encode_request(7, ANNOUNCE, "192.0.2.1", b"a=1&b=2") + encode_request(
+        8, SCRAPE, "", b"info_hash=x"
+    )
+    reader = FrameReader(MAX_REQUEST_FRAME)
+    got = [decode_request(p) for i in range(len(stream)) for p in reader.feed(stream[i : i + 1])]
+    assert got == [(7, ANNOUNCE, "192.0.2.1", b"a=1&b=2"), (8, SCRAPE, "", b"info_hash=x")]
+    answers = encode_answer(7, b"d8:intervali1800ee") + encode_answer(9, None)
+    reader = FrameReader(1024)
+    assert [decode_answer(p) for p in reader.feed(answers)] == [
+        (7, b"d8:intervali1800ee"),
+        (9, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        struct.pack(">I", MAX_REQUEST_FRAME + 1),  # announces more than one head can hold
+        struct.pack(">I", 2**32 - 1) + b"x" * 10,
+    ],
+)
+def test_an_oversized_frame_is_refused_before_it_is_read(stream: bytes) -> None:
+    with pytest.raises(FrameError):
+        list(FrameReader(MAX_REQUEST_FRAME).feed(stream))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"\x00\x00\x00\x01",  # no kind
+        struct.pack(">IBB", 1, 9, 0),  # unknown kind
+        struct.pack(">IBB", 1, ANNOUNCE, 20) + b"short",  # address longer than the frame
+        struct.pack(">IBB", 1, ANNOUNCE, 2) + b"\xff\xfe",  # not ASCII
+    ],
+)
+def test_malformed_requests_are_refused(payload: bytes) -> None:
+    with pytest.raises(FrameError):
+        decode_request(payload)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x00\x00\x00\x01", struct.pack(">IB", 1, 7)])
+def test_malformed_answers_are_refused(payload: bytes) -> None:
+    with pytest.raises(FrameError):
+        decode_answer(payload)
+
+
+# --- both ends -----------------------------------------------------------------------------
+
+
+async def _pair(tmp_path: Path, **relay_args: Any) -> tuple[RelayServer, TrackerRelay]:
+    path = tmp_path / "tracker.sock"
+    owner = RelayServer(await registered_service(), eager=True)
+    await owner.start(path)
+    return owner, TrackerRelay(path, service(), **relay_args)
+
+
+def test_relayed_announces_share_the_owners_swarm(tmp_path: Path) -> None:
+    async def main() -> None:
+        owner, relay = await _pair(tmp_path)
+        try:
+            assert oct(owner._path.stat().st_mode & 0o777) == "0o600"  # type: ignore[union-attr]
+            first = bdecode(await relay.handle_http_announce(announce(1, 7001), "10.0.0.1", 0))
+            assert first[b"peers"] == []
+            # Many at once share the stream and are answered by id.
+            bodies = await asyncio.gather(
+                *(
+                    relay.handle_http_announce(announce(n, 7000 + n), f"10.0.0.{n}", 0)
+                    for n in range(2, 40)
+                )
+            )
+            for body in bodies:
+                assert b"failure reason" not in body
+            last = bdecode(await relay.handle_http_announce(announce(99, 7099), "10.0.0.99", 0))
+            listed = {(p[b"ip"], p[b"port"]) for p in last[b"peers"]}
+            assert listed == {(f"10.0.0.{n}".encode(), 7000 + n) for n in range(1, 40)}
+            scrape = bdecode(
+                await relay.handle_http_scrape(f"info_hash={quote_from_bytes(HASH)}".encode(), 0)
+            )
+            assert scrape[b"files"][HASH][b"incomplete"] == 40
+            # An announce the owner refuses is the owner's refusal, as a body.
+            refused = await relay.handle_http_announce(b"info_hash=x", "10.0.0.1", 0)
+            assert b"failure reason" in refused
+            assert relay.relayed == 42
+        finally:
+            await relay.close()
+            await owner.close()
+        assert not (tmp_path / "tracker.sock").exists()
+
+    asyncio.run(main())
+
+
+def test_an_owner_gone_is_unavailable_then_found_again(tmp_path: Path) -> None:
+    async def main() -> None:
+        owner, relay = await _pair(tmp_path)
+        await relay.handle_http_announce(announce(1, 7001), "10.0.0.1", 0)
+        await owner.close()
+        with pytest.raises(AnswerUnavailable):
+            await relay.handle_http_announce(announce(2, 7002), "10.0.0.2", 0)
+        # Until the owner is back, clients are told to come back, not queued.
+        with pytest.raises(AnswerUnavailable):
+            await relay.handle_http_announce(announce(2, 7002), "10.0.0.2", 0)
+        owner = RelayServer(await registered_service(), eager=True)
+        await owner.start(tmp_path / "tracker.sock")
+        await asyncio.sleep(0.6)  # past the pause after a failed connect
+        try:
+            body = await relay.handle_http_announce(announce(2, 7002), "10.0.0.2", 0)
+            assert b"failure reason" not in body
+        finally:
+            await relay.close()
+            await owner.close()
+
+    asyncio.run(main())
+
+
+def test_an_owner_that_does_not_answer_costs_a_bounded_wait_and_queue(tmp_path: Path) -> None:
+    async def main() -> None:
+        path = tmp_path / "tracker.sock"
+
+        async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await reader.read(65536):
+                pass
+
+        silent = await asyncio.start_unix_server(swallow, str(path))
+        relay = TrackerRelay(path, service(), timeout=0.3, max_in_flight=2)
+        try:
+            waiting = [
+                asyncio.ensure_future(relay.handle_http_announce(announce(n, 7000), "10.0.0.1", 0))
+                for n in range(2)
+            ]
+            await asyncio.sleep(0.05)
+            # The queue is full: the next client hears so at once.
+            with pytest.raises(AnswerUnavailable):
+                await relay.handle_http_announce(announce(3, 7003), "10.0.0.3", 0)
+            for task in waiting:  # and the waiting ones after the timeout
+                with pytest.raises(AnswerUnavailable):
+                    await task
+        finally:
+            await relay.close()
+            silent.close()
+
+    asyncio.run(main())
+
+
+def test_a_stream_that_breaks_the_format_is_closed_and_others_go_on(tmp_path: Path) -> None:
+    async def main() -> None:
+        owner, relay = await _pair(tmp_path)
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(tmp_path / "tracker.sock"))
+            writer.write(struct.pack(">I", 2**31) + b"x" * 100)
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing answered
+            writer.close()
+            reader, writer = await asyncio.open_unix_connection(str(tmp_path / "tracker.sock"))
+            writer.write(struct.pack(">I", 6) + struct.pack(">IBB", 1, 9, 0))
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            body = await relay.handle_http_announce(announce(1, 7001), "10.0.0.1", 0)
+            assert b"failure reason" not in body
+        finally:
+            await relay.close()
+            await owner.close()
+
+    asyncio.run(main())
