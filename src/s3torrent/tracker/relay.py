@@ -25,7 +25,7 @@ import itertools
 import logging
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -64,23 +64,24 @@ class FrameReader:
         self._max = max_frame
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> Iterator[bytes]:
-        """The payloads completed by `data`, in order; raises FrameError."""
+    def feed(self, data: bytes) -> list[bytes]:
+        """The payloads completed by `data`, in order; raises FrameError (the stream is
+        then unusable: its caller closes it)."""
         buffer = self._buffer
         buffer += data
+        payloads: list[bytes] = []
         start = 0
-        try:
-            while len(buffer) - start >= _LENGTH.size:
-                (length,) = _LENGTH.unpack_from(buffer, start)
-                if length > self._max:
-                    raise FrameError(f"frame of {length} bytes (at most {self._max})")
-                end = start + _LENGTH.size + length
-                if end > len(buffer):
-                    break
-                yield bytes(buffer[start + _LENGTH.size : end])
-                start = end
-        finally:
-            del buffer[:start]
+        while len(buffer) - start >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(buffer, start)
+            if length > self._max:
+                raise FrameError(f"frame of {length} bytes (at most {self._max})")
+            end = start + _LENGTH.size + length
+            if end > len(buffer):
+                break
+            payloads.append(bytes(buffer[start + _LENGTH.size : end]))
+            start = end
+        del buffer[:start]
+        return payloads
 
 
 def encode_request(request_id: int, kind: int, client: str, query: bytes) -> bytes:
@@ -147,19 +148,21 @@ class _OwnerEnd(asyncio.Protocol):
             task.cancel()
 
     def data_received(self, data: bytes) -> None:
+        # Answers ready at once go out in one write (the worker wakes once for them).
         out: list[bytes] = []
+        broken: FrameError | None = None
         try:
             for payload in self._reader.feed(data):
                 answer = self._answer(*decode_request(payload))
                 if answer is not None:
                     out.append(answer)
         except FrameError as error:
-            log.warning("tracker relay: %s; closing the stream", error)
+            broken = error
+        if out and self._transport is not None:
+            self._transport.write(b"".join(out))
+        if broken is not None:
+            log.warning("tracker relay: %s; closing the stream", broken)
             self.close()
-            return
-        finally:
-            if out and self._transport is not None:
-                self._transport.write(b"".join(out))
 
     def pause_writing(self) -> None:
         # The worker reads answers slower than we make them: stop taking requests.
