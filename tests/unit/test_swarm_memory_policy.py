@@ -70,6 +70,22 @@ def test_a_remote_seed_holds_every_piece() -> None:
     assert not p.downloaders()
 
 
+def test_a_seed_announcing_again_changes_nothing_and_says_so() -> None:
+    # Every re-announce of a seed reaches the policy; only the first may count its pieces
+    # (and wake held web-seed requests), each later one must be a no-op.
+    p = policy(pieces=4)
+    assert p.remote_seed(-1, 0.0) is True
+    assert p.remote_seed(-1, 5.0) is False
+    assert p.availability == [1, 1, 1, 1]
+    p.remote_seed(-2, 6.0)
+    assert p.availability == [2, 2, 2, 2]
+    p.peer_joined(1, 0.0, super_seed=True)
+    assert p.remote_seed(1, 7.0) is False  # connected: its messages say what it has
+    p.peer_have_all(1, 8.0)
+    p.peer_have_all(1, 9.0)  # told the tracker again: counted once
+    assert p.availability == [3, 3, 3, 3]
+
+
 def test_a_lone_client_gets_anything_from_the_web_seed() -> None:
     p = policy(pieces=4)
     p.peer_joined(1, 0.0, super_seed=True)

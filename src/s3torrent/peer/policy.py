@@ -159,20 +159,25 @@ class SwarmPolicy:
         if peer is not None:
             self._drop_pieces(peer, remote=True)
 
-    def remote_seed(self, key: PeerKey, now: float) -> None:
-        """A peer we are not connected to holds every piece (it announced itself a seed)."""
+    def remote_seed(self, key: PeerKey, now: float) -> bool:
+        """A peer we are not connected to holds every piece (it announced itself a seed).
+        Whether that changed anything: a seed announces again every interval, and what
+        it held is already counted."""
         if key in self.peers:
-            return
+            return False
         peer = self.departed.get(key)
         if peer is None:
             peer = PeerRecord(key, now, False, bytearray(self.piece_count), last_progress=now)
             self.departed[key] = peer
+        elif peer.has_count >= self.piece_count:
+            return False
         for index in range(self.piece_count):
             if not peer.has[index]:
                 peer.has[index] = 1
                 peer.has_count += 1
                 self._gain(index, remote=True)
                 self._release_web_hold(index)
+        return True
 
     def _depart_pieces(self, peer: PeerRecord) -> None:
         """A connected peer's pieces become a departed peer's: still held, not connected."""
@@ -214,8 +219,8 @@ class SwarmPolicy:
     def peer_bitfield(self, key: PeerKey, bits: bytes | None, now: float) -> None:
         """The peer's bitfield; None: it has every piece (HAVE_ALL, or it told the tracker)."""
         peer = self.peers.get(key)
-        if peer is None:
-            return
+        if peer is None or (bits is None and peer.has_count >= self.piece_count):
+            return  # a seed telling the tracker again what we know already
         for index in range(self.piece_count):
             if not peer.has[index] and (bits is None or bits[index >> 3] & (0x80 >> (index & 7))):
                 self.peer_has(key, index, now)

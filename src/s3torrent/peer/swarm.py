@@ -322,8 +322,8 @@ class Swarm:
                 key = self._next_remote_key
                 self._next_remote_key -= 1
                 self.remembered[peer_id] = key
-            self.policy.remote_seed(key, now)
-            self.schedule_decide()
+            if self.policy.remote_seed(key, now):
+                self.schedule_decide()
         self.tstats.remembered = len(self.remembered)
 
     def expire_remembered(self, now: float) -> None:
