@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote_from_bytes
 
 import pytest
@@ -109,17 +110,23 @@ def test_malformed_answers_are_refused(payload: bytes) -> None:
 # --- both ends -----------------------------------------------------------------------------
 
 
-async def _pair(tmp_path: Path, **relay_args: Any) -> tuple[RelayServer, TrackerRelay]:
+@contextlib.asynccontextmanager
+async def pair(tmp_path: Path) -> AsyncIterator[tuple[RelayServer, TrackerRelay]]:
+    """The owner's end (HASH registered) and a worker's, closed after."""
     path = tmp_path / "tracker.sock"
     owner = RelayServer(await registered_service(), eager=True)
     await owner.start(path)
-    return owner, TrackerRelay(path, service(), **relay_args)
+    relay = TrackerRelay(path, service())
+    try:
+        yield owner, relay
+    finally:
+        await relay.close()
+        await owner.close()
 
 
 def test_relayed_announces_share_the_owners_swarm(tmp_path: Path) -> None:
     async def main() -> None:
-        owner, relay = await _pair(tmp_path)
-        try:
+        async with pair(tmp_path) as (owner, relay):
             assert oct(owner._path.stat().st_mode & 0o777) == "0o600"  # type: ignore[union-attr]
             first = bdecode(await relay.handle_http_announce(announce(1, 7001), "10.0.0.1", 0))
             assert first[b"peers"] == []
@@ -143,9 +150,6 @@ def test_relayed_announces_share_the_owners_swarm(tmp_path: Path) -> None:
             refused = await relay.handle_http_announce(b"info_hash=x", "10.0.0.1", 0)
             assert b"failure reason" in refused
             assert relay.relayed == 42
-        finally:
-            await relay.close()
-            await owner.close()
         assert not (tmp_path / "tracker.sock").exists()
 
     asyncio.run(main())
@@ -153,7 +157,10 @@ def test_relayed_announces_share_the_owners_swarm(tmp_path: Path) -> None:
 
 def test_an_owner_gone_is_unavailable_then_found_again(tmp_path: Path) -> None:
     async def main() -> None:
-        owner, relay = await _pair(tmp_path)
+        path = tmp_path / "tracker.sock"
+        owner = RelayServer(await registered_service(), eager=True)
+        await owner.start(path)
+        relay = TrackerRelay(path, service())
         await relay.handle_http_announce(announce(1, 7001), "10.0.0.1", 0)
         await owner.close()
         with pytest.raises(AnswerUnavailable):
@@ -205,8 +212,7 @@ def test_an_owner_that_does_not_answer_costs_a_bounded_wait_and_queue(tmp_path: 
 
 def test_a_stream_that_breaks_the_format_is_closed_and_others_go_on(tmp_path: Path) -> None:
     async def main() -> None:
-        owner, relay = await _pair(tmp_path)
-        try:
+        async with pair(tmp_path) as (_, relay):
             reader, writer = await asyncio.open_unix_connection(str(tmp_path / "tracker.sock"))
             writer.write(struct.pack(">I", 2**31) + b"x" * 100)
             assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing answered
@@ -217,8 +223,5 @@ def test_a_stream_that_breaks_the_format_is_closed_and_others_go_on(tmp_path: Pa
             writer.close()
             body = await relay.handle_http_announce(announce(1, 7001), "10.0.0.1", 0)
             assert b"failure reason" not in body
-        finally:
-            await relay.close()
-            await owner.close()
 
     asyncio.run(main())
