@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from s3torrent.config import Settings, StartupError
-from s3torrent.roles import Role, events_socket, owner_socket
+from s3torrent.roles import Role, events_socket, owner_socket, tracker_socket
 
 log = logging.getLogger("s3torrent")
 
@@ -47,7 +47,8 @@ class _Worker:
 
 
 def check_sockets(settings: Settings) -> None:
-    for path in (owner_socket(settings.data_dir), events_socket(settings.data_dir)):
+    for socket_of in (owner_socket, events_socket, tracker_socket):
+        path = socket_of(settings.data_dir)
         if len(os.fsencode(path.absolute())) > UNIX_PATH_MAX:
             raise StartupError(
                 f"the data directory {settings.data_dir.absolute()} is too long a path for the "
