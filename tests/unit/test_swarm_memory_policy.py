@@ -81,8 +81,8 @@ def test_a_seed_announcing_again_changes_nothing_and_says_so() -> None:
     assert p.availability == [2, 2, 2, 2]
     p.peer_joined(1, 0.0, super_seed=True)
     assert p.remote_seed(1, 7.0) is False  # connected: its messages say what it has
-    p.peer_have_all(1, 8.0)
-    p.peer_have_all(1, 9.0)  # told the tracker again: counted once
+    assert p.peer_have_all(1, 8.0) is True
+    assert p.peer_have_all(1, 9.0) is False  # told the tracker again: counted once
     assert p.availability == [3, 3, 3, 3]
 
 

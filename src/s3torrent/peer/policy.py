@@ -216,17 +216,21 @@ class SwarmPolicy:
                     other.unspread.discard(index)
                     other.spread_credit += 1.0
 
-    def peer_bitfield(self, key: PeerKey, bits: bytes | None, now: float) -> None:
-        """The peer's bitfield; None: it has every piece (HAVE_ALL, or it told the tracker)."""
+    def peer_bitfield(self, key: PeerKey, bits: bytes | None, now: float) -> bool:
+        """The peer's bitfield; None: it has every piece (HAVE_ALL, or it told the tracker).
+        Whether it named a piece not yet known to be the peer's."""
         peer = self.peers.get(key)
         if peer is None or (bits is None and peer.has_count >= self.piece_count):
-            return  # a seed telling the tracker again what we know already
+            return False  # a seed telling the tracker again what we know already
+        changed = False
         for index in range(self.piece_count):
             if not peer.has[index] and (bits is None or bits[index >> 3] & (0x80 >> (index & 7))):
                 self.peer_has(key, index, now)
+                changed = True
+        return changed
 
-    def peer_have_all(self, key: PeerKey, now: float) -> None:
-        self.peer_bitfield(key, None, now)
+    def peer_have_all(self, key: PeerKey, now: float) -> bool:
+        return self.peer_bitfield(key, None, now)
 
     def peer_interested(self, key: PeerKey, interested: bool, now: float) -> None:
         peer = self.peers.get(key)

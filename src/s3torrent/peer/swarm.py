@@ -310,13 +310,17 @@ class Swarm:
             return
         seed = left == 0
         self.announced[peer_id] = (now, seed)
+        if not seed:
+            return  # a leecher's news is its last-heard time, kept above
         links = [link for link in self.links.values() if link.peer_id == peer_id]
-        if seed and links:
+        if links:
             # It told the tracker it is done, though perhaps not us (no HAVE to a seed).
+            changed = False
             for link in links:
-                self.policy.peer_have_all(link.key, now)
-            self.schedule_decide()
-        elif seed:
+                changed |= self.policy.peer_have_all(link.key, now)
+            if changed:
+                self.schedule_decide()
+        else:
             key = self.remembered.get(peer_id)
             if key is None:
                 key = self._next_remote_key
