@@ -245,10 +245,12 @@ def test_aria2_first_then_a_mixed_swarm_costs_about_one_copy(
     assert alone >= size  # the first one alone: full speed from the origin
     stats = json.loads(signed_fetch(f"{live.endpoint}/_seeder/stats"))["torrents"][ih]
     # The first copy went to aria2 alone; the swarm after it gets the rest from aria2 and
-    # each other: 1.02-1.15 copies here on a quiet machine, 1.32-1.34 under the full suite
+    # each other: 1.02-1.15 copies here on a quiet machine (1.36 in a first cold run),
+    # 1.32-1.34 under the full suite, and 1.6 once under a full suite on a loaded machine
     # (aria2 unchokes a few peers at a time and serves slower, and peers the swarm gives
-    # nothing for a second are fed by the origin). The bug this guards against cost 2.0.
-    assert (seeder + web) / size <= 1.5, (alone, stats)
+    # nothing for a second are fed by the origin, by design). The bug this guards against
+    # cost 2.0 and more.
+    assert (seeder + web) / size <= 1.75, (alone, stats)
 
 
 def test_revocation_cuts_a_web_seed_download_within_a_second(live: LiveServer) -> None:
