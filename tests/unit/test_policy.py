@@ -131,7 +131,16 @@ def test_only_actions_s3_defines_are_accepted_and_a_stored_policy_still_reads() 
         ({"StringEquals": {"S3:PREFIX": "home/"}}, True),  # any case
         ({"StringEquals": {"s3:ExistingObjectTag/Share": "yes"}}, True),
         ({"NumericLessThan": {"s3:signatureAge": "600000"}}, True),  # defined, not supplied
-        ({"StringEquals": {"aws:SomeFutureKey": "x"}}, True),  # global keys: not checked
+        ({"StringEquals": {"aws:SomeFutureKey": "x"}}, False),  # not a global key
+        ({"IpAddress": {"aws:SourceIP4": "10.0.0.0/8"}}, False),  # a typo of aws:SourceIp
+        ({"NotIpAddress": {"AWS:SOURCEIP": "10.0.0.0/8"}}, True),  # any case
+        ({"StringNotEquals": {"aws:SourceVpce": "vpce-1"}}, True),  # defined, never supplied
+        ({"StringEquals": {"aws:PrincipalTag/team": "a"}}, True),
+        ({"StringEquals": {"aws:PrincipalTag/": "a"}}, False),  # a family needs its tag key
+        ({"StringEquals": {"aws:Principal/team": "a"}}, False),
+        ({"StringEquals": {"ec2:SourceInstanceArn": "x"}}, True),  # cross-service keys pass
+        ({"StringEquals": {"SourceIp": "x"}}, False),  # no service prefix
+        ({"StringEquals": {"aws:": "x"}}, False),
     ],
 )
 def test_only_condition_keys_s3_defines_are_accepted(condition: Any, accepted: bool) -> None:

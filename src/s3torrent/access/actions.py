@@ -7,7 +7,10 @@ one of these, as S3 does (MalformedPolicy, "Policy has invalid action" / "Policy
 invalid condition key"): a misspelt name would otherwise match nothing, and a Deny the user
 believes in would never apply (or, under a negated operator, always would). Names compare
 case-insensitively, as they do in policies. A wildcard action (`s3:Get*`) is not checked: it
-matches what it matches. Global `aws:` keys are not checked here.
+matches what it matches. Global `aws:` keys are checked the same way against IAM's list of
+global condition context keys ("AWS global condition context keys", IAM User Guide): a Deny
+on `aws:SourceIP4` (a typo) would otherwise never apply. Keys of other services (`ec2:`,
+`kms:`, ...) pass: some are cross-service keys S3 requests can carry.
 """
 
 from __future__ import annotations
@@ -287,3 +290,72 @@ def is_s3_condition_key(name: str) -> bool:
     if slash:
         return family in _FAMILIES_LOWERED and bool(suffix)
     return lowered in _KEYS_LOWERED
+
+
+# IAM's global condition context keys (the `aws:` prefix), December 2026.
+AWS_GLOBAL_CONDITION_KEYS: frozenset[str] = frozenset(
+    {
+        "AssumedRoot",
+        "CalledVia",
+        "CalledViaFirst",
+        "CalledViaLast",
+        "ChatbotSourceArn",
+        "CurrentTime",
+        "Ec2InstanceSourcePrivateIPv4",
+        "Ec2InstanceSourceVpc",
+        "EpochTime",
+        "FederatedProvider",
+        "MultiFactorAuthAge",
+        "MultiFactorAuthPresent",
+        "PrincipalAccount",
+        "PrincipalArn",
+        "PrincipalIsAWSService",
+        "PrincipalOrgID",
+        "PrincipalOrgPaths",
+        "PrincipalServiceName",
+        "PrincipalServiceNamesList",
+        "PrincipalType",
+        "referer",
+        "RequestedRegion",
+        "ResourceAccount",
+        "ResourceOrgID",
+        "ResourceOrgPaths",
+        "SecureTransport",
+        "SourceAccount",
+        "SourceArn",
+        "SourceIdentity",
+        "SourceIp",
+        "SourceOrgID",
+        "SourceOrgPaths",
+        "SourceOwner",  # older than the list; S3's Block Public Access docs still name it
+        "SourceVpc",
+        "SourceVpcArn",
+        "SourceVpce",
+        "TagKeys",
+        "TokenIssueTime",
+        "UserAgent",
+        "userid",
+        "username",
+        "ViaAWSService",
+        "VpcSourceIp",
+        "VpceAccount",
+        "VpceOrgID",
+        "VpceOrgPaths",
+    }
+)
+# Global keys with a tag key of the caller's choosing after a slash (aws:PrincipalTag/team).
+AWS_GLOBAL_CONDITION_KEY_FAMILIES: frozenset[str] = frozenset(
+    {"PrincipalTag", "RequestTag", "ResourceTag"}
+)
+
+_GLOBAL_LOWERED = frozenset(key.lower() for key in AWS_GLOBAL_CONDITION_KEYS)
+_GLOBAL_FAMILIES_LOWERED = frozenset(f.lower() for f in AWS_GLOBAL_CONDITION_KEY_FAMILIES)
+
+
+def is_global_condition_key(name: str) -> bool:
+    """Whether `name` (after `aws:`, any case) is one of IAM's global condition keys."""
+    lowered = name.lower()
+    family, slash, suffix = lowered.partition("/")
+    if slash:
+        return family in _GLOBAL_FAMILIES_LOWERED and bool(suffix)
+    return lowered in _GLOBAL_LOWERED

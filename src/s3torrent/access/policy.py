@@ -9,7 +9,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from s3torrent.access.actions import is_s3_action, is_s3_condition_key
+from s3torrent.access.actions import (
+    is_global_condition_key,
+    is_s3_action,
+    is_s3_condition_key,
+)
 from s3torrent.access.conditions import (
     Condition,
     ConditionError,
@@ -231,8 +235,14 @@ def _parse_statement(raw: object, index: int, bucket: str, known_actions: bool) 
         raise _malformed(f"{exc} (statement {index})") from exc
     if known_actions:
         for condition in conditions:
-            service, _, name = condition.key.partition(":")
-            if service == "s3" and not is_s3_condition_key(name):
+            service, colon, name = condition.key.partition(":")
+            if (
+                not colon
+                or not service
+                or not name
+                or (service == "s3" and not is_s3_condition_key(name))
+                or (service == "aws" and not is_global_condition_key(name))
+            ):
                 raise _malformed(
                     f"Policy has an invalid condition key: {condition.key} (statement {index})"
                 )
