@@ -95,20 +95,32 @@ def test_a_misspelt_action_is_refused_and_nothing_is_stored(s3: Any, bucket: str
         assert _code(exc) == "NoSuchBucketPolicy"
 
 
-def test_a_misspelt_condition_key_is_refused(s3: Any, bucket: str) -> None:
+@pytest.mark.parametrize(
+    ("operator", "key", "value", "fixed_key"),
+    [
+        ("StringNotEquals", "s3:x-amz-server-side-encrption", "AES256", None),
+        ("NotIpAddress", "aws:SourceIP4", "10.0.0.0/8", "aws:SourceIp"),
+    ],
+)
+def test_a_misspelt_condition_key_is_refused(
+    s3: Any, bucket: str, operator: str, key: str, value: str, fixed_key: str | None
+) -> None:
     statement = {
         "Effect": "Deny",
         "Principal": "*",
         "Action": "s3:PutObject",
         "Resource": f"arn:aws:s3:::{bucket}/*",
-        "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encrption": "AES256"}},
+        "Condition": {operator: {key: value}},
     }
     text = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
     with pytest.raises(ClientError) as exc:
         s3.put_bucket_policy(Bucket=bucket, Policy=text)
     assert _code(exc) == "MalformedPolicy"
     assert "invalid condition key" in exc.value.response["Error"]["Message"]
-    fixed = text.replace("encrption", "encryption")
+    with pytest.raises(ClientError) as exc:
+        s3.get_bucket_policy(Bucket=bucket)
+    assert _code(exc) == "NoSuchBucketPolicy"
+    fixed = text.replace(key, fixed_key) if fixed_key else text.replace("encrption", "encryption")
     s3.put_bucket_policy(Bucket=bucket, Policy=fixed)
     assert s3.get_bucket_policy(Bucket=bucket)["Policy"] == fixed
 
