@@ -226,6 +226,9 @@ class Swarm:
             now=now,
         )
         self.links: dict[int, PeerLink] = {}
+        # The same connections by the peer id of their handshake: a seed's announce finds
+        # its own connections without walking every other one (a popular swarm has hundreds).
+        self._links_by_peer: dict[bytes, list[PeerLink]] = {}
         self.source = BlobSource(seeder.store, info)
         self.suspended = False
         self.closed = False
@@ -252,6 +255,7 @@ class Swarm:
 
     def add(self, link: PeerLink, now: float, *, super_seed: bool) -> None:
         self.links[link.key] = link
+        self._links_by_peer.setdefault(link.peer_id, []).append(link)
         self.tstats.connections = len(self.links)
         self.tstats.peers_seen += 1
         # Back at the origin: what it holds comes again with its bitfield.
@@ -264,11 +268,14 @@ class Swarm:
     def remove(self, link: PeerLink, now: float) -> None:
         if self.links.pop(link.key, None) is None:
             return
+        same_peer = self._links_by_peer.get(link.peer_id, [])
+        if link in same_peer:
+            same_peer.remove(link)
+        if not same_peer:
+            self._links_by_peer.pop(link.peer_id, None)
         self.tstats.connections = len(self.links)
         # Still in the swarm (the tracker hears from it): its pieces are still out there.
-        remember = link.peer_id in self.announced and not any(
-            other.peer_id == link.peer_id for other in self.links.values()
-        )
+        remember = link.peer_id in self.announced and not same_peer
         self.policy.peer_left(link.key, now, remember=remember)
         if not self.links and self.source.spans is not None:
             self.source.spans.clear()  # nobody to serve: its plaintext need not stay
@@ -312,7 +319,7 @@ class Swarm:
         self.announced[peer_id] = (now, seed)
         if not seed:
             return  # a leecher's news is its last-heard time, kept above
-        links = [link for link in self.links.values() if link.peer_id == peer_id]
+        links = self._links_by_peer.get(peer_id)
         if links:
             # It told the tracker it is done, though perhaps not us (no HAVE to a seed).
             changed = False
@@ -421,6 +428,7 @@ class Swarm:
         for link in list(self.links.values()):
             link.close(reason)
         self.links.clear()
+        self._links_by_peer.clear()
         self.source.close()
 
 
