@@ -87,13 +87,17 @@ class Target:
 
     ratio: float
     higher_is_better: bool = True
+    # Our own aim where the issue asks only for a measurement: shown and judged like a
+    # target, and named as an aim so nobody reads it as the issue's.
+    aim: bool = False
 
     def met(self, ratio: float) -> bool:
         return ratio >= self.ratio if self.higher_is_better else ratio <= self.ratio
 
     def describe(self, anchor: str) -> str:
         sign = "≥" if self.higher_is_better else "≤"
-        return f"{sign} {self.ratio:g}× {anchor}"
+        text = f"{sign} {self.ratio:g}× {anchor}"
+        return f"{text} (our aim; the issue sets none)" if self.aim else text
 
 
 @dataclass(frozen=True, slots=True)
