@@ -283,13 +283,17 @@ _KEYS_LOWERED = frozenset(key.lower() for key in S3_CONDITION_KEYS)
 _FAMILIES_LOWERED = frozenset(family.lower() for family in S3_CONDITION_KEY_FAMILIES)
 
 
+def _named_key(name: str, keys: frozenset[str], families: frozenset[str]) -> bool:
+    """Whether `name` (lower case) is one of `keys`, or a family's name, a slash and more."""
+    family, slash, suffix = name.partition("/")
+    if slash:
+        return family in families and bool(suffix)
+    return name in keys
+
+
 def is_s3_condition_key(name: str) -> bool:
     """Whether `name` (after `s3:`, any case) is a condition key S3 defines."""
-    lowered = name.lower()
-    family, slash, suffix = lowered.partition("/")
-    if slash:
-        return family in _FAMILIES_LOWERED and bool(suffix)
-    return lowered in _KEYS_LOWERED
+    return _named_key(name.lower(), _KEYS_LOWERED, _FAMILIES_LOWERED)
 
 
 # IAM's global condition context keys (the `aws:` prefix), December 2026.
@@ -354,8 +358,4 @@ _GLOBAL_FAMILIES_LOWERED = frozenset(f.lower() for f in AWS_GLOBAL_CONDITION_KEY
 
 def is_global_condition_key(name: str) -> bool:
     """Whether `name` (after `aws:`, any case) is one of IAM's global condition keys."""
-    lowered = name.lower()
-    family, slash, suffix = lowered.partition("/")
-    if slash:
-        return family in _GLOBAL_FAMILIES_LOWERED and bool(suffix)
-    return lowered in _GLOBAL_LOWERED
+    return _named_key(name.lower(), _GLOBAL_LOWERED, _GLOBAL_FAMILIES_LOWERED)
