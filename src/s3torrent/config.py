@@ -197,12 +197,8 @@ class SeederSettings(BaseModel):
     """Port advertised in peer lists (default: the peer_listen port)."""
     choke_interval: float = 5.0
     unchoke_slots: int = 8
-    alone_window: int = 64 * MiB
-    """Bytes revealed ahead to a peer that downloads alone (auto mode). A piece stays in the
-    window until the peer's HAVE, which comes after its own hash check and write, so the
-    window must cover the rate times that delay: at 16 MiB one libtorrent leecher on
-    loopback got 401 MB/s (median of 5), at 64 MiB 574 MB/s (the libtorrent seeder: 404),
-    side by side on 2026-12-05."""
+    alone_window: int = 16 * MiB
+    """Bytes revealed ahead to a peer that downloads alone (auto mode)."""
     peer_window: int = 2 * MiB
     """Bytes of pieces nobody has yet revealed ahead to each peer when several download."""
     unspread_limit: int = 8 * MiB

@@ -26,7 +26,7 @@ class PolicySettings:
     mode: Mode = "auto"
     unchoke_slots: int = 8
     round_interval: float = 5.0
-    alone_window: int = 64 * 1024 * 1024
+    alone_window: int = 16 * 1024 * 1024
     peer_window: int = 2 * 1024 * 1024
     unspread_limit: int = 8 * 1024 * 1024
     # libtorrent stops asking its other peers once every piece it lacks was taken by a
