@@ -239,8 +239,9 @@ class SwarmPolicy:
 
     def piece_sent(
         self, key: PeerKey, index: int, nbytes: int, now: float, piece_size: int = 0
-    ) -> None:
-        """Bytes of one block went to a peer (after upload_delay allowed them).
+    ) -> bool:
+        """Bytes of one block went to a peer (after upload_delay allowed them); whether
+        they were the last of a piece.
 
         Once `piece_size` bytes of a piece went to a peer it holds the piece, whether or not
         it tells us: clients need not send HAVE to a peer that (as far as they know) has it.
@@ -256,8 +257,13 @@ class SwarmPolicy:
                 got = peer.delivered.get(index, 0) + nbytes
                 if got >= piece_size:
                     self.peer_has(key, index, now, from_us=True)
-                else:
-                    peer.delivered[index] = got
+                    return True
+                peer.delivered[index] = got
+        return False
+
+    def downloading_alone(self) -> bool:
+        """One peer downloads (mode auto): it gets `alone_window` revealed ahead."""
+        return self.mode == "auto" and self.downloaders() <= 1
 
     # ------------------------------------------------------------------ web seed
 
@@ -448,7 +454,7 @@ class SwarmPolicy:
                 actions.append(SuggestPiece(peer.key, index))
 
     def _window_bytes(self) -> int:
-        if self.mode == "auto" and self.downloaders() <= 1:
+        if self.downloading_alone():
             return self.settings.alone_window
         return self.settings.peer_window
 
