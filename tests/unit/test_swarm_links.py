@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from s3torrent.config import SeederSettings
+from s3torrent.peer.owed import OwedBlock
 from s3torrent.peer.swarm import Swarm
 from s3torrent.torrent.catalog import TorrentInfo
 from s3torrent.torrent.hasher import PieceHashes
@@ -50,7 +51,7 @@ def _swarm() -> tuple[Swarm, list[Swarm]]:
     seeder: Any = SimpleNamespace(
         settings=SeederSettings(),
         store=SimpleNamespace(blobs=SimpleNamespace(local_path=lambda _version: None)),
-        stats=SimpleNamespace(torrents={}),
+        stats=SimpleNamespace(torrents={}, bytes_sent=0, blocks_sent=0),
         clock=time.monotonic,
         _drop_swarm=dropped.append,
         on_piece_sent=None,
@@ -116,5 +117,43 @@ def test_closing_the_swarm_forgets_every_connection() -> None:
         assert swarm.links == {}
         swarm.announced_by(b"A" * 20, 0, False, time.monotonic(), "10.0.0.1")
         assert swarm.remembered[b"A" * 20] < 0  # no stale connection answers for it
+
+    asyncio.run(run())
+
+
+def _send_piece(swarm: Swarm, link: FakeLink, index: int) -> None:
+    length = 16384  # one block is the whole piece here
+    block = OwedBlock(index, 0, length, index * length, length)
+    swarm.blocks_sent(link, [block], time.monotonic())  # type: ignore[arg-type]
+
+
+def test_a_lone_downloader_is_topped_up_as_each_piece_goes_out() -> None:
+    """Its HAVE comes after its own hash check and write; waiting for it left a fast
+    leecher with nothing revealed to ask for."""
+
+    async def run() -> None:
+        swarm, _ = _swarm()
+        alone = FakeLink(1, b"L" * 20)
+        _add(swarm, alone)
+        swarm.decide()  # the join's own pass
+        assert not swarm._decide_scheduled
+        _send_piece(swarm, alone, 0)
+        assert swarm.policy.peers[alone.key].has[0]
+        assert swarm._decide_scheduled
+
+    asyncio.run(run())
+
+
+def test_in_a_swarm_a_piece_sent_waits_for_the_peers_have() -> None:
+    async def run() -> None:
+        swarm, _ = _swarm()
+        first, second = FakeLink(1, b"A" * 20), FakeLink(2, b"B" * 20)
+        _add(swarm, first)
+        _add(swarm, second)
+        swarm.decide()
+        assert not swarm._decide_scheduled
+        _send_piece(swarm, first, 0)
+        assert swarm.policy.peers[first.key].has[0]
+        assert not swarm._decide_scheduled
 
     asyncio.run(run())
