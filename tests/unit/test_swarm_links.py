@@ -15,7 +15,7 @@ from s3torrent.torrent.catalog import TorrentInfo
 from s3torrent.torrent.hasher import PieceHashes
 from s3torrent.torrent.metainfo import InfoHash
 
-PIECES = 8
+PIECES = 1280  # 20 MiB: more than the lone window (16 MiB), far more than a peer's
 
 
 @dataclass(eq=False)
@@ -25,9 +25,25 @@ class FakeLink:
     ip: str = "10.0.0.1"
     closed: bool = False
     reasons: list[str] = field(default_factory=list)
+    said: list[tuple[str, int]] = field(default_factory=list)  # what the policy had sent
+
+    def __post_init__(self) -> None:
+        said = self.said
+        self.conn = SimpleNamespace(
+            unchoke=lambda: said.append(("unchoke", -1)),
+            choke=lambda: said.append(("choke", -1)),
+            have=lambda index: said.append(("have", index)),
+            suggest=lambda index: said.append(("suggest", index)),
+        )
 
     def close(self, reason: str) -> None:
         self.reasons.append(reason)
+
+    def collect(self) -> None:
+        pass
+
+    def pump(self) -> None:
+        pass
 
 
 def _info() -> TorrentInfo:
@@ -60,7 +76,7 @@ def _swarm() -> tuple[Swarm, list[Swarm]]:
 
 
 def _add(swarm: Swarm, link: FakeLink) -> None:
-    swarm.add(link, time.monotonic(), super_seed=False)  # type: ignore[arg-type]
+    swarm.add(link, time.monotonic(), super_seed=swarm.policy.super_seed())  # type: ignore[arg-type]
 
 
 def _remove(swarm: Swarm, link: FakeLink) -> None:
@@ -135,11 +151,14 @@ def test_a_lone_downloader_is_topped_up_as_each_piece_goes_out() -> None:
         swarm, _ = _swarm()
         alone = FakeLink(1, b"L" * 20)
         _add(swarm, alone)
-        swarm.decide()  # the join's own pass
-        assert not swarm._decide_scheduled
-        _send_piece(swarm, alone, 0)
-        assert swarm.policy.peers[alone.key].has[0]
-        assert swarm._decide_scheduled
+        swarm.decide()  # the join's own pass: unchoked, its window revealed
+        revealed = [i for what, i in alone.said if what == "have"]
+        assert revealed and not swarm._decide_scheduled
+        for index in revealed[: len(revealed) // 2 - 1]:
+            _send_piece(swarm, alone, index)
+        assert not swarm._decide_scheduled  # more than half its window still ahead
+        _send_piece(swarm, alone, revealed[len(revealed) // 2 - 1])
+        assert swarm._decide_scheduled  # half of it went out: topped up now
 
     asyncio.run(run())
 
@@ -152,8 +171,10 @@ def test_in_a_swarm_a_piece_sent_waits_for_the_peers_have() -> None:
         _add(swarm, second)
         swarm.decide()
         assert not swarm._decide_scheduled
-        _send_piece(swarm, first, 0)
-        assert swarm.policy.peers[first.key].has[0]
-        assert not swarm._decide_scheduled
+        revealed = [i for what, i in first.said if what == "have"]
+        for index in revealed:
+            _send_piece(swarm, first, index)
+            assert swarm.policy.peers[first.key].has[index]
+        assert revealed and not swarm._decide_scheduled
 
     asyncio.run(run())

@@ -265,6 +265,17 @@ class SwarmPolicy:
         """One peer downloads (mode auto): it gets `alone_window` revealed ahead."""
         return self.mode == "auto" and self.downloaders() <= 1
 
+    def lone_window_drained(self, key: PeerKey) -> bool:
+        """The peer downloads alone and half its window already went out: top it up now
+        rather than at its HAVE (see Swarm.blocks_sent)."""
+        peer = self.peers.get(key)
+        if peer is None or not peer.super_seed or peer.complete(self.piece_count):
+            return False
+        if not self.downloading_alone():
+            return False
+        window = min(self.piece_count, max(1, -(-self.settings.alone_window // self.piece_length)))
+        return 2 * len(peer.assigned) <= window
+
     # ------------------------------------------------------------------ web seed
 
     def web_seed_request(self, client: object, now: float, connection: object = None) -> None:

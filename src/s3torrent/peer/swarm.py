@@ -410,9 +410,9 @@ class Swarm:
             total += block.length
         if run:
             finished |= policy.piece_sent(key, index, run, now, view.piece_size(index))
-        if finished and policy.downloading_alone():
-            # A lone client's window is topped up as each piece goes out, not at its HAVE,
-            # which comes after its own hash check and write: waiting for it left one fast
+        if finished and policy.lone_window_drained(key):
+            # A lone client's window half gone out is topped up now, not at its HAVE, which
+            # comes after its own hash check and write: waiting for it left one fast
             # libtorrent leecher idle. In a swarm the HAVE (or the round) decides: deciding
             # per piece sent there made 8 leechers finish later (2026-12-02).
             self.schedule_decide()
