@@ -144,7 +144,11 @@ class Row:
             "ratio": self.ratio,
             "target": None
             if self.target is None
-            else {"ratio": self.target.ratio, "higher_is_better": self.target.higher_is_better},
+            else {
+                "ratio": self.target.ratio,
+                "higher_is_better": self.target.higher_is_better,
+                "aim": self.target.aim,
+            },
             "met": self.met,
             "ours_error": self.ours_error,
             "anchor_error": self.anchor_error,
@@ -165,7 +169,9 @@ class Row:
             ours=stats(d.get("ours")),
             anchor_name=d.get("anchor_name"),
             anchor=stats(d.get("anchor")),
-            target=None if t is None else Target(t["ratio"], t["higher_is_better"]),
+            target=None
+            if t is None
+            else Target(t["ratio"], t["higher_is_better"], bool(t.get("aim", False))),
             ours_error=d.get("ours_error"),
             anchor_error=d.get("anchor_error"),
             note=d.get("note", ""),
