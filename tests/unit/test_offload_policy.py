@@ -287,3 +287,30 @@ def test_peers_join_twice_is_a_bug() -> None:
     policy.peer_joined(1, 0.0, super_seed=True)
     with pytest.raises(ValueError):
         policy.peer_joined(1, 0.0, super_seed=True)
+
+
+def _reveals(actions: list[Action], key: int) -> set[int]:
+    return {a.index for a in actions if isinstance(a, RevealPiece) and a.peer == key}
+
+
+@pytest.mark.parametrize(("lacking", "rescued_after"), [(10, 1.0), (200, 3.0)])
+def test_a_peer_short_of_its_last_pieces_is_rescued_sooner(
+    lacking: int, rescued_after: float
+) -> None:
+    """The last pieces are often held only by peers that just finished, and a libtorrent
+    seed keeps choking whom it choked as a leecher until its next round: a peer lacking at
+    most `endgame_window` gets them from us after `endgame_stall_timeout`, not stall_timeout."""
+    pieces = 400  # 25 MiB; 10 pieces are 640 KiB (under the 4 MiB end game), 200 are not
+    policy = SwarmPolicy(pieces, PIECE, PolicySettings(), rng=random.Random(3), now=0.0)
+    policy.peer_joined(1, 0.0, super_seed=True)
+    policy.peer_joined(2, 0.0, super_seed=True)
+    policy.peer_bitfield(2, None, 0.0)  # a seed: it holds every piece
+    bits = bytearray(b"\xff" * (pieces // 8))
+    for index in range(pieces - lacking, pieces):
+        bits[index >> 3] &= ~(0x80 >> (index & 7)) & 0xFF
+    policy.peer_bitfield(1, bytes(bits), 0.0)
+    missing = set(range(pieces - lacking, pieces))
+    assert _reveals(policy.update(0.0), 1) == set()  # the seed beside it should serve it
+    assert _reveals(policy.update(rescued_after - 0.1), 1) == set()
+    rescued = _reveals(policy.update(rescued_after + 0.05), 1)
+    assert rescued and rescued <= missing

@@ -13,7 +13,8 @@ How it keeps the origin's bytes near one copy (modes ``offload`` and ``auto``):
 * A peer that keeps the pieces it got first-hand to itself (they never show up at other
   peers while others still lack them) gets no new fresh pieces past ``unspread_limit``;
   peers whose pieces spread rank first when unchoke slots are handed out.
-* A peer without progress for ``stall_timeout`` gets a window of the pieces it lacks that
+* A peer without progress for ``stall_timeout`` (``endgame_stall_timeout`` once it lacks at
+  most ``endgame_window``) gets a window of the pieces it lacks that
   are rarest in the swarm (the only way the origin sends a piece twice); one fed only by us
   for ``swarm_stall_timeout`` gets what no other connected peer holds, and the rest one
   window per ``swarm_stall_timeout``.
@@ -500,7 +501,13 @@ class SwarmPolicy:
         # and the swarm gave it nothing meanwhile (the peers we count on may not serve it):
         # it gets what no other connected peer holds (it needs that from us anyway), and
         # what they hold one window per swarm_stall_timeout, not at our full pace.
-        stalled = now - peer.last_progress >= self.settings.stall_timeout
+        lacking = (self.piece_count - peer.has_count) * self.piece_length
+        timeout = (
+            self.settings.endgame_stall_timeout
+            if lacking <= self.settings.endgame_window
+            else self.settings.stall_timeout
+        )
+        stalled = now - peer.last_progress >= timeout
         starved = (
             not peer.assigned and now - peer.swarm_progress >= self.settings.swarm_stall_timeout
         )

@@ -36,6 +36,12 @@ class PolicySettings:
     # A peer that gets pieces only from us (its other peers give it nothing) is fed again
     # after this long: a slow client must not turn the origin into its only source.
     swarm_stall_timeout: float = 3.0
+    # A peer that lacks at most `endgame_window` bytes stalls after `endgame_stall_timeout`:
+    # a swarm's last pieces are often held only by peers that just finished, and a
+    # libtorrent seed keeps choking whom it choked as a leecher until its next unchoke
+    # round; waiting the whole stall_timeout for them held a whole as-served swarm ~3 s.
+    endgame_window: int = 4 * 1024 * 1024
+    endgame_stall_timeout: float = 1.0
     # Pieces only departed peers hold go to a peer the swarm gave nothing for this long
     # (a seed that left without a `stopped` announce stays remembered for an hour).
     remote_grace: float = 1.0

@@ -81,6 +81,8 @@ def policy_settings(s: SeederSettings) -> PolicySettings:
         unspread_limit=s.unspread_limit,
         stall_timeout=s.stall_timeout,
         swarm_stall_timeout=s.swarm_stall_timeout,
+        endgame_window=s.endgame_window,
+        endgame_stall_timeout=s.endgame_stall_timeout,
         remote_grace=s.remote_grace,
         carry_rate=s.carry_upload_rate,
     )
