@@ -274,8 +274,7 @@ class SwarmPolicy:
             return False
         if not self.downloading_alone():
             return False
-        window = min(self.piece_count, max(1, -(-self.settings.alone_window // self.piece_length)))
-        return 2 * len(peer.assigned) <= window
+        return 2 * len(peer.assigned) <= min(self.piece_count, self._window_pieces())
 
     # ------------------------------------------------------------------ web seed
 
@@ -465,15 +464,15 @@ class SwarmPolicy:
             for index in piece_choice.rarest_lacking(self, peer, self.settings.suggestions):
                 actions.append(SuggestPiece(peer.key, index))
 
-    def _window_bytes(self) -> int:
-        if self.downloading_alone():
-            return self.settings.alone_window
-        return self.settings.peer_window
+    def _window_pieces(self) -> int:
+        alone = self.downloading_alone()
+        window = self.settings.alone_window if alone else self.settings.peer_window
+        return max(1, -(-window // self.piece_length))
 
     def _top_up(self, peer: PeerRecord, now: float, actions: list[Action]) -> None:
         if not peer.super_seed or peer.complete(self.piece_count):
             return
-        window = max(1, -(-self._window_bytes() // self.piece_length))
+        window = self._window_pieces()
         room = window - len(peer.assigned)
         if room <= 0:
             return
