@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -42,8 +44,10 @@ DESCRIPTION = (
     "object in the same run; the ratio is the cost of encryption (no target). A third row "
     "compares that RC4 download with one from the libtorrent seeder, also RC4 (the leecher "
     "decrypts in both, so the gap between them is the seeders' own cost). A full run "
-    "measures at least 9 rounds whatever --runs says (one leecher's rate here swings by 2x "
-    "between runs on either side), every other round in reverse order."
+    "measures at least 9 rounds whatever --runs says, every other round in reverse order. "
+    "The leecher writes into a file kept in the page cache from round to round (added with "
+    "no_verify_files, it still downloads and checks every piece): on this VM, writing into "
+    "freshly allocated pages made one round's rate swing 2x on either seeder."
 )
 # libtorrent's settings_pack: enc_policy pe_forced, enc_level pe_rc4.
 RC4_FORCED = {"out_enc_policy": 0, "in_enc_policy": 0, "allowed_enc_level": 2}
@@ -242,11 +246,81 @@ class SwarmRun:
     origin_bytes: int
 
 
+class LeecherFiles:
+    """Where benchmark leechers write: one file set per (torrent, leecher slot), written once
+    and overwritten by every later round, so a round writes into pages already resident.
+
+    On this VM the balloon device has free page reporting on: about 2 s after the guest
+    frees memory (a deleted leecher file) the host takes it back, and the next write into a
+    page the host must fault in again is several times slower. One leecher writing 1 GiB
+    into fresh pages spent up to 2.7 s of CPU in the kernel copy at random, so one round's
+    rate swung 2x on either seeder (300 or 650 MB/s) with nothing changed. Leechers are
+    added with no_verify_files (they trust an empty resume state, so they download every
+    piece) and still check every piece's hash; a round is finished when all pieces are.
+
+    The files live in /dev/shm while it has room (a disk file's dirty pages would be
+    written back every 30 s, in the middle of a round), else under `fallback`."""
+
+    SHM = Path("/dev/shm")
+
+    def __init__(self, fallback: Path) -> None:
+        self.fallback = fallback
+        self._shm: Path | None = None
+        self._slots: dict[tuple[str, int], Path] = {}
+
+    def __enter__(self) -> LeecherFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._shm is not None:
+            shutil.rmtree(self._shm, ignore_errors=True)
+
+    def _root(self, size: int) -> Path:
+        with contextlib.suppress(OSError):
+            st = os.statvfs(self.SHM)
+            if st.f_bavail * st.f_frsize > size + (1 << 30):
+                if self._shm is None:
+                    self._shm = Path(tempfile.mkdtemp(prefix="bench-leechers-", dir=self.SHM))
+                return self._shm
+        return self.fallback
+
+    def slot(self, torrent: bytes, index: int) -> Path:
+        lib = lt()
+        info = lib.torrent_info(lib.bdecode(torrent))
+        key = (str(info.info_hash()), index)
+        if key in self._slots:
+            return self._slots[key]
+        files = info.files()
+        save = self._root(info.total_size()) / f"{key[0][:16]}-{index}"
+        chunk = b"\xa5" * (8 << 20)
+        for i in range(files.num_files()):
+            path = save / files.file_path(i)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            left = files.file_size(i)
+            with path.open("wb") as f:
+                while left > 0:
+                    left -= f.write(chunk[: min(left, len(chunk))])
+        self._slots[key] = save
+        return save
+
+
+def add_leecher(session: Any, torrent: bytes, save: Path) -> Any:
+    """A leecher of `torrent` writing into `save`, a `LeecherFiles` slot."""
+    lib = lt()
+    atp = lib.add_torrent_params()
+    atp.ti = lib.torrent_info(lib.bdecode(torrent))
+    atp.save_path = str(save)
+    # The slot's file holds a past round's bytes: trust the empty resume state instead of
+    # checking them, so every piece is downloaded (and hash-checked) again.
+    atp.flags |= lib.torrent_flags.no_verify_files
+    return session.add_torrent(atp)
+
+
 def run_leechers(
     torrent: bytes,
     n: int,
     seed_port: int,
-    scratch: Path,
+    files: LeecherFiles,
     *,
     timeout: float,
     origin_sent: Any,
@@ -254,18 +328,12 @@ def run_leechers(
 ) -> SwarmRun:
     """n libtorrent leechers (one session each) start together; every one is told the
     seed and every other leecher (a full mesh, no tracker)."""
-    lib = lt()
     sessions = [lt_session(**(session_settings or {})) for _ in range(n)]
     handles = []
     before = origin_sent()
     try:
         for i, ses in enumerate(sessions):
-            atp = lib.add_torrent_params()
-            atp.ti = lib.torrent_info(lib.bdecode(torrent))
-            save = scratch / f"leecher-{i}"
-            save.mkdir(parents=True, exist_ok=True)
-            atp.save_path = str(save)
-            handles.append(ses.add_torrent(atp))
+            handles.append(add_leecher(ses, torrent, files.slot(torrent, i)))
         ports = [session_port(s) for s in sessions]
         start = time.monotonic()
         for i, h in enumerate(handles):
@@ -276,7 +344,7 @@ def run_leechers(
         times = wait_for_leechers(handles, start, timeout)
         return SwarmRun(times, origin_sent() - before)
     finally:
-        drop_leechers(sessions, handles)
+        drop_leechers(sessions, handles, delete_files=False)
         del sessions
 
 
@@ -296,11 +364,14 @@ def wait_for_leechers(handles: list[Any], start: float, timeout: float) -> list[
     return [done[i] for i in range(n)]
 
 
-def drop_leechers(sessions: list[Any], handles: list[Any]) -> None:
+def drop_leechers(sessions: list[Any], handles: list[Any], *, delete_files: bool = True) -> None:
     lib = lt()
     for ses, h in zip(sessions, handles, strict=False):
         with contextlib.suppress(Exception):
-            ses.remove_torrent(h, lib.session.delete_files)
+            if delete_files:
+                ses.remove_torrent(h, lib.session.delete_files)
+            else:
+                ses.remove_torrent(h)
 
 
 def run(ctx: Context) -> list[Row]:
@@ -316,13 +387,14 @@ def run(ctx: Context) -> list[Row]:
             libtorrent_seed(pub.torrent, data, super_seeding=False)
         )
         timeout = 60 + size / (20 * MB)
+        files = stack.enter_context(LeecherFiles(ctx.scratch("leechers")))
 
         def ours(session_settings: dict[str, Any] | None = None) -> float:
             r = run_leechers(
                 pub.torrent,
                 1,
                 peer_port,
-                ctx.scratch("ours"),
+                files,
                 timeout=timeout,
                 origin_sent=lambda: origin_bytes(pub),
                 session_settings=session_settings,
@@ -337,7 +409,7 @@ def run(ctx: Context) -> list[Row]:
                 pub.torrent,
                 1,
                 seed_port,
-                ctx.scratch("lt"),
+                files,
                 timeout=timeout,
                 origin_sent=lambda: 0,
                 session_settings=session_settings,

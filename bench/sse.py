@@ -23,6 +23,7 @@ from bench.harness import (
 )
 from bench.s3_large import BUCKET, MB, _timeout, aws_command, curl_get, make_file
 from bench.seeder import (
+    LeecherFiles,
     Published,
     lt,
     origin_bytes,
@@ -158,14 +159,17 @@ def _seeder_row(ctx: Context, size: int) -> Row:
     lt()  # Unavailable early if libtorrent cannot be had
     src = make_file(ctx.scratch("sse-seed") / "seeder.bin", size)
     timeout = 60 + size / (20 * MB)
-    with s3torrent_seeder(ctx) as (endpoint, peer_port):
+    with (
+        LeecherFiles(ctx.scratch("leechers")) as files,
+        s3torrent_seeder(ctx) as (endpoint, peer_port),
+    ):
         plain = _publish(endpoint, peer_port, src, "plain-seeder.bin", False)
         sealed = _publish(endpoint, peer_port, src, "sealed-seeder.bin", True)
 
         def leech(pub: Published, name: str) -> Subject:
             def measure() -> float:
                 r = run_leechers(
-                    pub.torrent, 1, peer_port, ctx.scratch(name), timeout=timeout,
+                    pub.torrent, 1, peer_port, files, timeout=timeout,
                     origin_sent=lambda: origin_bytes(pub),
                 )  # fmt: skip
                 return size / r.times[0] / MB

@@ -6,14 +6,15 @@ import contextlib
 import statistics
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from bench.harness import Context, Row, Samples, Target, Unavailable, compare
 from bench.s3_large import make_file
 from bench.seeder import (
     BUCKET,
+    LeecherFiles,
     SwarmRun,
+    add_leecher,
     drop_leechers,
     libtorrent_seed,
     lt,
@@ -55,25 +56,20 @@ def served_torrent(endpoint: str, key: str) -> bytes:
 
 
 def run_served_leechers(
-    torrent: bytes, n: int, scratch: Path, *, timeout: float, origin_sent: Any
+    torrent: bytes, n: int, files: LeecherFiles, *, timeout: float, origin_sent: Any
 ) -> SwarmRun:
     """n libtorrent leechers of the torrent as served (tracker, seeder, web seed), together."""
-    lib = lt()
     sessions = [lt_session() for _ in range(n)]
     handles = []
     before = origin_sent()
     try:
-        for i, ses in enumerate(sessions):
-            atp = lib.add_torrent_params()
-            atp.ti = lib.torrent_info(lib.bdecode(torrent))
-            save = scratch / f"served-{i}"
-            save.mkdir(parents=True, exist_ok=True)
-            atp.save_path = str(save)
-            handles.append(ses.add_torrent(atp))
+        slots = [files.slot(torrent, i) for i in range(n)]
+        for ses, save in zip(sessions, slots, strict=True):
+            handles.append(add_leecher(ses, torrent, save))
         times = wait_for_leechers(handles, time.monotonic(), timeout)
         return SwarmRun(times, origin_sent() - before)
     finally:
-        drop_leechers(sessions, handles)
+        drop_leechers(sessions, handles, delete_files=False)
         # Their `stopped` announces: the origin forgets them before the next run.
         time.sleep(1.0)
         del sessions
@@ -102,6 +98,7 @@ def run(ctx: Context) -> list[Row]:
             libtorrent_seed(pub.torrent, data, super_seeding=True)
         )
         served = served_torrent(endpoint, "swarm.bin")
+        files = stack.enter_context(LeecherFiles(ctx.scratch("leechers")))
         for n in counts:
             timeout = 60 + n * size / (10 * MB)
             # libtorrent super-seeding is slow (about 35 s for 4 or 8 leechers of 64 MiB here).
@@ -149,7 +146,7 @@ def run(ctx: Context) -> list[Row]:
                             r = run_served_leechers(
                                 served,
                                 n,
-                                ctx.scratch(f"served{n}"),
+                                files,
                                 timeout=limit,
                                 origin_sent=sent,
                             )
@@ -158,7 +155,7 @@ def run(ctx: Context) -> list[Row]:
                                 pub.torrent,
                                 n,
                                 port,
-                                ctx.scratch(f"n{n}"),
+                                files,
                                 timeout=limit,
                                 origin_sent=sent,
                             )
