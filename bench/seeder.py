@@ -111,6 +111,37 @@ def strip_sources(torrent: bytes) -> bytes:
     return out
 
 
+# The supervisor's pid of each running `s3torrent_seeder`, by peer port (for `server_cpu`).
+_server_pids: dict[int, int] = {}
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a live process and all its live descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return total
+
+
+def server_cpu(peer_port: int) -> float:
+    """CPU seconds used so far by the s3torrent whose peer listener is `peer_port`."""
+    return _tree_cpu(_server_pids[peer_port])
+
+
+def own_cpu() -> float:
+    """CPU seconds used so far by this process (every thread: the libtorrent sessions)."""
+    t = os.times()
+    return t.user + t.system
+
+
 @contextlib.contextmanager
 def s3torrent_seeder(
     ctx: Context, env: dict[str, str] | None = None, peer_host: str = "127.0.0.1"
@@ -140,6 +171,7 @@ def s3torrent_seeder(
         f"{peer_host}:{peer_port}",
     ]
     proc = spawn(cmd, log_path=log_path, env=full_env, cwd=workdir)
+    _server_pids[peer_port] = proc.pid
     try:
         wait_ready(
             proc,
@@ -151,6 +183,7 @@ def s3torrent_seeder(
         )
         yield f"http://127.0.0.1:{port}", peer_port
     finally:
+        _server_pids.pop(peer_port, None)
         stop_process(proc)
 
 
