@@ -375,6 +375,7 @@ def run_leechers(
                 if j != i:
                     h.connect_peer(("127.0.0.1", port))
         times = wait_for_leechers(handles, start, timeout)
+        check_downloaded(handles)
         return SwarmRun(times, origin_sent() - before)
     finally:
         drop_leechers(sessions, handles, delete_files=False)
@@ -395,6 +396,19 @@ def wait_for_leechers(handles: list[Any], start: float, timeout: float) -> list[
                 done[i] = now - start
         time.sleep(0.02)
     return [done[i] for i in range(n)]
+
+
+def check_downloaded(handles: list[Any]) -> None:
+    """Every leecher received at least the whole torrent in this round: a slot's file from an
+    earlier round must never count as downloaded."""
+    for h in handles:
+        status = h.status()
+        size = h.torrent_file().total_size()
+        if status.total_payload_download < size:
+            raise RuntimeError(
+                f"a leecher finished after receiving {status.total_payload_download} of "
+                f"{size} bytes"
+            )
 
 
 def drop_leechers(sessions: list[Any], handles: list[Any], *, delete_files: bool = True) -> None:

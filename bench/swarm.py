@@ -15,6 +15,7 @@ from bench.seeder import (
     LeecherFiles,
     SwarmRun,
     add_leecher,
+    check_downloaded,
     drop_leechers,
     libtorrent_seed,
     lt,
@@ -73,6 +74,7 @@ def run_served_leechers(
         for ses, save in zip(sessions, slots, strict=True):
             handles.append(add_leecher(ses, torrent, save))
         times = wait_for_leechers(handles, time.monotonic(), timeout)
+        check_downloaded(handles)
         return SwarmRun(times, origin_sent() - before)
     finally:
         drop_leechers(sessions, handles, delete_files=False)
