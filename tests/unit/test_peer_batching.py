@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3torrent.peer.messages import RequestRun, decode_request_run, piece_header
+from s3torrent.peer.messages import HaveRun, RequestRun, decode_request_run, piece_header
 from s3torrent.peer.owed import (
     BATCH_BYTES,
     OwedBlock,
@@ -119,6 +119,8 @@ def test_runs_split_at_any_byte_decode_as_the_messages_sent(
         for item in decoder.feed_runs(wire[pos : pos + cut]):
             if isinstance(item, RequestRun):
                 got.extend(Request(*block) for block in item.blocks)
+            elif isinstance(item, HaveRun):
+                got.extend(Have(index) for index in item.indices)
             else:
                 got.append(item)
         pos += cut

@@ -53,6 +53,7 @@ from s3torrent.peer.messages import (
     Have,
     HaveAll,
     HaveNone,
+    HaveRun,
     Interested,
     KeepAlive,
     Message,
@@ -76,6 +77,7 @@ from s3torrent.peer.state import (
     get_bit,
     late_advert_pieces,
     set_bit,
+    take_haves,
     transition,
 )
 from s3torrent.peer.torrent_view import TorrentView, WireLimits
@@ -209,6 +211,8 @@ class SeedConnection:
         for msg in self._decoder.feed_runs(data):
             if isinstance(msg, RequestRun):
                 events.extend(self._on_requests(msg.blocks))
+            elif isinstance(msg, HaveRun):
+                events.extend(self._on_haves(msg.indices))
             else:
                 events.extend(self._on_message(msg))
         return events
@@ -437,10 +441,6 @@ class SeedConnection:
         assert self.torrent is not None
         return self.torrent
 
-    def _check_index(self, index: int) -> None:
-        if index >= self._torrent().piece_count:
-            raise ProtocolError(f"piece index {index} out of range")
-
     def _on_interested(self, msg: Message) -> list[Event]:
         if not self.choking:
             # We may have unchoked before the peer said it was interested, and some
@@ -458,13 +458,25 @@ class SeedConnection:
         self.peer_interested = False
         return [PeerNotInterested()]
 
+    def _on_haves(self, indices: list[int]) -> list[Event]:
+        """A run of HAVEs, each taken as if it came alone: once one leaves the phase as it
+        found it, the rest take that same step (the table's entry for a HAVE)."""
+        events: list[Event] = []
+        for i, index in enumerate(indices):
+            step = transition(self.phase, Have, fast=self.fast, extensions=self.extensions)
+            if step.rule is Rule.HANDLE and step.next_phase is self.phase:
+                return events + self._haves(indices[i:])
+            events += self._on_message(Have(index))
+        return events
+
     def _on_have(self, msg: Message) -> list[Event]:
         assert isinstance(msg, Have)
-        self._check_index(msg.index)
-        if not get_bit(self._peer_pieces, msg.index):
-            set_bit(self._peer_pieces, msg.index)
-            self._peer_piece_count += 1
-        return [PeerHas(msg.index)]
+        return self._haves([msg.index])
+
+    def _haves(self, indices: list[int]) -> list[Event]:
+        piece_count = self._torrent().piece_count
+        self._peer_piece_count += take_haves(self._peer_pieces, indices, piece_count)
+        return [PeerHas(index) for index in indices]
 
     def _on_bitfield(self, msg: Message) -> list[Event]:
         assert isinstance(msg, Bitfield)

@@ -48,8 +48,12 @@ class RequestCancelled:
     length: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PeerHas:
+    """The peer has this piece (a HAVE, or one a late advertisement added). Not frozen:
+    every peer sends one per piece, and the origin hears them all. Treat it as read-only
+    all the same."""
+
     index: int
 
 

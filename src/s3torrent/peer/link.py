@@ -161,12 +161,14 @@ class PeerLink:
                 requested += 1
                 self.queue.append((ev.index, ev.begin, ev.length))
                 continue
+            if type(ev) is wire.PeerHas:  # the next most: one per piece the peer gets
+                if swarm is not None:
+                    swarm.policy.peer_has(self.key, ev.index, now)
+                    swarm.schedule_decide()
+                continue
             match ev:
                 case wire.HandshakeReceived():
                     self._on_handshake(ev, now)
-                case wire.PeerHas(index) if swarm is not None:
-                    swarm.policy.peer_has(self.key, index, now)
-                    swarm.schedule_decide()
                 case wire.PeerBitfield(bits) if swarm is not None:
                     swarm.policy.peer_bitfield(self.key, bits, now)
                     swarm.schedule_decide()

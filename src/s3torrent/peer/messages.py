@@ -29,6 +29,7 @@ __all__ = [
     "Have",
     "HaveAll",
     "HaveNone",
+    "HaveRun",
     "Interested",
     "KeepAlive",
     "Message",
@@ -42,6 +43,7 @@ __all__ = [
     "RequestRun",
     "Suggest",
     "Unchoke",
+    "decode_have_run",
     "decode_request_run",
     "encode_message",
     "piece_header",
@@ -66,6 +68,8 @@ _U32: Final = struct.Struct(">I")
 _PREFIX_AND_ID: Final = struct.Struct(">IB")
 _REQUEST_FRAME: Final = struct.Struct(">5xIII")  # a whole request: (index, begin, length)
 _REQUEST_PREFIX: Final = _PREFIX_AND_ID.pack(13, 6)  # length prefix and id of a request
+_HAVE_FRAME: Final = struct.Struct(">5xI")  # a whole HAVE: (index,)
+_HAVE_PREFIX: Final = _PREFIX_AND_ID.pack(5, 4)  # length prefix and id of a HAVE
 _HASH_HEADER: Final = struct.Struct(">32sIIII")
 # Payload bytes before a piece's block / a hashes message's hashes.
 PIECE_HEADER_SIZE: Final = 8
@@ -223,6 +227,16 @@ class RequestRun:
     blocks: list[tuple[int, int, int]]
 
 
+@dataclass(slots=True)
+class HaveRun:
+    """HAVE messages that came back to back, decoded in one pass: their piece indices in
+    wire order. Every peer tells the origin of every piece it gets, so these are the
+    messages an origin receives most of after requests. Not a message of its own, as
+    ``RequestRun``."""
+
+    indices: list[int]
+
+
 Message: TypeAlias = (
     KeepAlive
     | Choke
@@ -371,25 +385,34 @@ class MessageDecoder:
         for item in self.feed_runs(data):
             if isinstance(item, RequestRun):
                 messages.extend(Request(*block) for block in item.blocks)
+            elif isinstance(item, HaveRun):
+                messages.extend(Have(index) for index in item.indices)
             else:
                 messages.append(item)
         return messages
 
-    def feed_runs(self, data: bytes) -> list[Message | RequestRun]:
-        """Like `feed`, with each run of back-to-back REQUESTs as one `RequestRun`."""
+    def feed_runs(self, data: bytes) -> list[Message | RequestRun | HaveRun]:
+        """Like `feed`, with each run of back-to-back REQUESTs as one `RequestRun` and of
+        back-to-back HAVEs as one `HaveRun`."""
         self._buffer += data
-        messages: list[Message | RequestRun] = []
+        messages: list[Message | RequestRun | HaveRun] = []
         buffer = self._buffer
         view = memoryview(buffer)
         offset = 0
         try:
             while True:
-                # A downloading peer sends long runs of requests: decode a run in one
-                # tight pass, without the general path's per-message lookups.
+                # A downloading peer sends long runs of requests, and HAVEs: decode a run
+                # in one tight pass, without the general path's per-message lookups.
                 if buffer.startswith(_REQUEST_PREFIX, offset):
                     blocks, offset = decode_request_run(buffer, offset)
                     if blocks:
                         messages.append(RequestRun(blocks))
+                        continue
+                elif buffer.startswith(_HAVE_PREFIX, offset):
+                    indices, offset = decode_have_run(buffer, offset)
+                    if indices:
+                        messages.append(HaveRun(indices))
+                        continue
                 size = self._complete_message_size(view, offset)
                 if size is None:
                     break
@@ -432,6 +455,21 @@ def decode_request_run(
         append(unpack(buffer, offset))
         offset += size
     return blocks, offset
+
+
+def decode_have_run(buffer: bytes | bytearray, offset: int = 0) -> tuple[list[int], int]:
+    """The piece indices of the complete HAVE messages framed back to back in `buffer` from
+    `offset`, and the offset after the last of them; as `decode_request_run`, the values
+    are as sent, for the caller to check."""
+    indices: list[int] = []
+    append = indices.append
+    unpack = _HAVE_FRAME.unpack_from
+    size = _HAVE_FRAME.size
+    last = len(buffer) - size
+    while offset <= last and buffer.startswith(_HAVE_PREFIX, offset):
+        append(unpack(buffer, offset)[0])
+        offset += size
+    return indices, offset
 
 
 def _check_size(msg_id: int, payload_size: int) -> None:

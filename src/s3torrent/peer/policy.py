@@ -87,6 +87,7 @@ class SwarmPolicy:
         self.peers: dict[PeerKey, PeerRecord] = {}
         # Peers gone from the origin but still in the swarm: their pieces still count.
         self.departed: dict[PeerKey, PeerRecord] = {}
+        self._unspread_by: dict[int, PeerRecord] = {}  # piece -> whose `unspread` holds it
         # Pieces the web seed sent that no peer has reported yet: index -> when.
         self.web_held: dict[int, float] = {}
         s = self.settings
@@ -147,6 +148,8 @@ class SwarmPolicy:
             return
         for index in list(peer.assigned):
             self._unassign(peer, index)
+        for index in peer.unspread:
+            self._unspread_by.pop(index, None)
         peer.unspread.clear()
         if remember:
             self.departed[key] = peer
@@ -211,11 +214,10 @@ class SwarmPolicy:
             self._unassign(peer, index)
         if first and firsthand:
             peer.unspread.add(index)
-        elif not first:
-            for other in self.peers.values():
-                if other is not peer and index in other.unspread:
-                    other.unspread.discard(index)
-                    other.spread_credit += 1.0
+            self._unspread_by[index] = peer
+        elif not first and (other := self._unspread_by.pop(index, None)) is not None:
+            other.unspread.discard(index)
+            other.spread_credit += 1.0
 
     def peer_bitfield(self, key: PeerKey, bits: bytes | None, now: float) -> bool:
         """The peer's bitfield; None: it has every piece (HAVE_ALL, or it told the tracker).

@@ -51,6 +51,7 @@ __all__ = [
     "get_bit",
     "late_advert_pieces",
     "set_bit",
+    "take_haves",
     "transition",
 ]
 
@@ -133,6 +134,20 @@ def full_bitfield(piece_count: int) -> bytes:
 def get_bit(bits: bytearray | bytes, index: int) -> bool:
     byte = index >> 3
     return byte < len(bits) and bool(bits[byte] & (0x80 >> (index & 7)))
+
+
+def take_haves(bits: bytearray, indices: list[int], piece_count: int) -> int:
+    """Set the peer's bits of the pieces HAVEs name: how many were new. ProtocolError at an
+    index out of range (the HAVEs before it taken, as if each had come alone)."""
+    added = 0
+    for index in indices:
+        if index >= piece_count:
+            raise ProtocolError(f"piece index {index} out of range")
+        mask = 0x80 >> (index & 7)
+        if not bits[index >> 3] & mask:
+            bits[index >> 3] |= mask
+            added += 1
+    return added
 
 
 def set_bit(bits: bytearray, index: int) -> None:
