@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -140,6 +141,26 @@ def own_cpu() -> float:
     """CPU seconds used so far by this process (every thread: the libtorrent sessions)."""
     t = os.times()
     return t.user + t.system
+
+
+def threads_cpu() -> dict[int, float]:
+    """CPU seconds used so far by each live thread of this process (its native id)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            fields = Path(f"/proc/self/task/{task}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended meanwhile
+        out[int(task)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def lasting_cpu(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds between two `threads_cpu` readings of the threads alive at both but this
+    one: the libtorrent seeders' sessions, which outlive a run's leecher sessions."""
+    me = threading.get_native_id()
+    return sum(after[t] - before[t] for t in before.keys() & after.keys() if t != me)
 
 
 @contextlib.contextmanager

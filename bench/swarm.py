@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import statistics
 import time
 import urllib.request
@@ -13,10 +14,12 @@ from bench.s3_large import make_file
 from bench.seeder import (
     BUCKET,
     LeecherFiles,
+    Published,
     SwarmRun,
     add_leecher,
     check_downloaded,
     drop_leechers,
+    lasting_cpu,
     libtorrent_seed,
     lt,
     lt_session,
@@ -26,6 +29,7 @@ from bench.seeder import (
     run_leechers,
     s3torrent_seeder,
     server_cpu,
+    threads_cpu,
     wait_for_leechers,
 )
 
@@ -47,10 +51,16 @@ DESCRIPTION = (
     "seeder benchmark). The N=8 CPU row adds up the CPU time of every leecher and of the "
     "origin (our server's processes, or the libtorrent seeder in the leechers' process) "
     "over a run: on this 2-core machine the swarm is CPU-bound, and a copy the origin does "
-    "not send is sent by a leecher instead."
+    "not send is sent by a leecher instead. The rows after it split that CPU: the origin's "
+    "alone (our server's processes; the libtorrent seeder's threads, the ones that outlive "
+    "a run), and the leechers' (their process less those threads). A control at N=8: "
+    "s3torrent's seeder with `seeder.mode = fastest` (every peer gets every piece from us, "
+    "no bound on the copies, as a plain seeder does), on a second server: with the same "
+    "code, it shows what the 1.05-copy bound itself costs the leechers here."
 )
 
 SERVED = "s3torrent as served"
+FASTEST = "s3torrent, mode fastest"
 
 MB = 1_000_000
 ROOT = ("benchroot", "benchroot-secret-key-0123456789")
@@ -107,6 +117,16 @@ def run(ctx: Context) -> list[Row]:
         )
         served = served_torrent(endpoint, "swarm.bin")
         files = stack.enter_context(LeecherFiles(ctx.scratch("leechers")))
+        fastest: tuple[int, Published] | None = None
+        if 8 in counts:
+            # The control at N=8: the same seeder sending as a full seed does (no bound on
+            # its copies), to show what the bound itself costs on this machine.
+            f_endpoint, f_port = stack.enter_context(
+                s3torrent_seeder(ctx, env={"S3TORRENT_SEEDER__MODE": "fastest"})
+            )
+            # Its own version of the object, so its own torrent (the version is in the info).
+            f_pub = publish(f_endpoint, f_port, data, "swarm.bin")
+            fastest = (f_port, f_pub)
         for n in counts:
             timeout = 60 + n * size / (10 * MB)
             # libtorrent super-seeding is slow (about 35 s for 4 or 8 leechers of 64 MiB here).
@@ -127,10 +147,22 @@ def run(ctx: Context) -> list[Row]:
                     superseed_runs,
                 ),
             }
+            torrents: dict[str, bytes] = {}
+            if n == 8 and fastest is not None:
+                f_port, f_pub = fastest
+                torrents[FASTEST] = f_pub.torrent
+                subjects[FASTEST] = (
+                    f_port,
+                    functools.partial(origin_bytes, f_pub),
+                    timeout,
+                    runs,
+                )
             copies = {name: Samples(name) for name in subjects}
             medians = {name: Samples(name) for name in subjects}
             worst = {name: Samples(name) for name in subjects}
             cpu = {name: Samples(name) for name in subjects}
+            origin_cpu = {name: Samples(name) for name in subjects}
+            leecher_cpu = {name: Samples(name) for name in subjects}
             if n == 1:
                 # It reveals a piece only once another peer has the last one: alone, it stalls.
                 lone = "not measured: super-seeding stalls a lone leecher"
@@ -150,8 +182,11 @@ def run(ctx: Context) -> list[Row]:
                 for name, (port, sent, limit, rounds) in subjects.items():
                     if copies[name].error is not None or i >= rounds:
                         continue
-                    on_server = name in ("s3torrent", SERVED)
-                    cpu_before = own_cpu() + (server_cpu(peer_port) if on_server else 0.0)
+                    server = {"s3torrent": peer_port, SERVED: peer_port}.get(name)
+                    if name == FASTEST:
+                        server = port
+                    own_before, threads_before = own_cpu(), threads_cpu()
+                    server_before = server_cpu(server) if server else 0.0
                     try:
                         if name == SERVED:
                             r = run_served_leechers(
@@ -163,7 +198,7 @@ def run(ctx: Context) -> list[Row]:
                             )
                         else:
                             r = run_leechers(
-                                pub.torrent,
+                                torrents.get(name, pub.torrent),
                                 n,
                                 port,
                                 files,
@@ -178,8 +213,13 @@ def run(ctx: Context) -> list[Row]:
                         copies[name].error = medians[name].error = worst[name].error = err
                         ctx.log(f"    {name} N={n}: {err}")
                         continue
-                    cpu_after = own_cpu() + (server_cpu(peer_port) if on_server else 0.0)
-                    cpu[name].values.append(cpu_after - cpu_before)
+                    own = own_cpu() - own_before
+                    # The libtorrent seeders' threads outlive a run; the leechers' do not.
+                    seeders = lasting_cpu(threads_before, threads_cpu())
+                    served_cpu = server_cpu(server) - server_before if server else seeders
+                    cpu[name].values.append(own + (served_cpu if server else 0.0))
+                    origin_cpu[name].values.append(served_cpu)
+                    leecher_cpu[name].values.append(own - seeders)
                     copies[name].values.append(r.origin_bytes / size)
                     medians[name].values.append(statistics.median(r.times))
                     worst[name].values.append(max(r.times))
@@ -226,8 +266,71 @@ def run(ctx: Context) -> list[Row]:
                         note="every peer shares this machine's 2 cores",
                     )
                 )
+                rows += cpu_rows(n, origin_cpu, leecher_cpu)
+                if FASTEST in subjects:
+                    rows += fastest_rows(n, copies, medians, origin_cpu, leecher_cpu)
             rows += served_rows(n, size, copies, medians)
     return rows
+
+
+def cpu_rows(n: int, origin_cpu: dict[str, Samples], leecher_cpu: dict[str, Samples]) -> list[Row]:
+    """The CPU per run split: the origin's, and the leechers' (their process less the
+    libtorrent seeders' threads)."""
+    return [
+        compare(
+            f"N={n} CPU per run, origin alone",
+            "s",
+            origin_cpu["s3torrent"],
+            origin_cpu["libtorrent"],
+            note="s3torrent's origin sends about 1 copy, libtorrent's about 3.5",
+        ),
+        compare(
+            f"N={n} CPU per run, leechers alone",
+            "s",
+            leecher_cpu["s3torrent"],
+            leecher_cpu["libtorrent"],
+            note="behind s3torrent the leechers send each other the copies the origin does not",
+        ),
+    ]
+
+
+def fastest_rows(
+    n: int,
+    copies: dict[str, Samples],
+    medians: dict[str, Samples],
+    origin_cpu: dict[str, Samples],
+    leecher_cpu: dict[str, Samples],
+) -> list[Row]:
+    """The control: s3torrent's seeder with no bound on its copies (mode fastest)."""
+    control = "control: mode fastest has no bound on the origin's copies"
+    return [
+        compare(
+            f"{FASTEST}, N={n} origin bytes / size",
+            "×",
+            copies[FASTEST],
+            copies["libtorrent"],
+            note=control,
+        ),
+        compare(
+            f"{FASTEST}, N={n} median completion",
+            "s",
+            medians[FASTEST],
+            medians["libtorrent"],
+            note=control,
+        ),
+        compare(
+            f"{FASTEST}, N={n} CPU per run, origin alone",
+            "s",
+            origin_cpu[FASTEST],
+            origin_cpu["libtorrent"],
+        ),
+        compare(
+            f"{FASTEST}, N={n} CPU per run, leechers alone",
+            "s",
+            leecher_cpu[FASTEST],
+            leecher_cpu["libtorrent"],
+        ),
+    ]
 
 
 def served_rows(
