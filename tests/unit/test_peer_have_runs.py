@@ -150,3 +150,61 @@ def test_a_departed_first_holder_is_not_credited() -> None:
     policy.peer_left("a", 1.5, remember=True)  # gone from us, still in the swarm
     policy.peer_has("b", 6, 2.0)
     assert policy.departed["a"].spread_credit == 0.0
+
+
+# ------------------------------------------------------- the downloader count, kept
+
+peer_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["join", "leave", "remember", "have", "all", "bits", "remote"]),
+        st.integers(0, 1),  # two peers: the same one joins, completes and leaves often
+        st.integers(0, PIECES - 1),
+        st.binary(min_size=(PIECES + 7) // 8, max_size=(PIECES + 7) // 8),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(peer_ops)
+def test_the_downloader_count_is_what_a_walk_over_the_peers_finds(
+    ops: list[tuple[str, int, int, bytes]],
+) -> None:
+    """`downloaders()` is a kept count (asked per served run): after any joins, HAVEs,
+    adverts, departures and seeds heard of from the tracker it equals the walk."""
+    policy = _policy()
+    for op, peer, index, bits in ops:
+        key = f"peer{peer}"
+        if op == "join" and key not in policy.peers:
+            policy.peer_joined(key, 0.0, super_seed=peer % 2 == 0)
+        elif op in ("leave", "remember"):
+            policy.peer_left(key, 1.0, remember=op == "remember")
+        elif op == "have":
+            policy.peer_has(key, index, 1.0)
+        elif op == "all":
+            policy.peer_have_all(key, 1.0)
+        elif op == "bits":
+            policy.peer_bitfield(key, bits, 1.0)
+        elif op == "remote":
+            policy.remote_seed(key, 1.0)
+        walk = sum(1 for p in policy.peers.values() if not p.complete(PIECES))
+        assert policy.downloaders() == walk
+
+
+def test_a_peer_completing_and_leaving_moves_the_downloader_count() -> None:
+    policy = _policy()
+    for key in ("a", "b"):
+        policy.peer_joined(key, 0.0, super_seed=True)
+    assert policy.downloaders() == 2
+    for i in range(PIECES - 1):
+        policy.peer_has("a", i, 1.0)
+    assert policy.downloaders() == 2
+    policy.peer_has("a", PIECES - 1, 1.0)
+    policy.peer_has("a", PIECES - 1, 1.5)  # a repeated HAVE changes nothing
+    assert policy.downloaders() == 1
+    policy.peer_left("a", 2.0)
+    assert policy.downloaders() == 1
+    policy.peer_have_all("b", 2.5)
+    assert policy.downloaders() == 0
+    policy.peer_left("b", 3.0, remember=True)
+    assert policy.downloaders() == 0 and not policy.peers

@@ -108,6 +108,7 @@ class SwarmPolicy:
         # Pieces no connected peer holds (a departed seed carries nobody).
         self._unconnected = piece_count
         self._next_round = now
+        self._complete = 0  # connected peers holding every piece
         self._cap = TokenBucket(self.settings.carry_rate, self._burst(), now)
         self.bytes_sent = 0
 
@@ -118,15 +119,13 @@ class SwarmPolicy:
         return self.settings.mode
 
     def super_seed(self) -> bool:
-        """Whether a newly accepted peer is told we have nothing (pieces revealed later).
-
-        A one-piece torrent has nothing to share out, and revealing its only piece would
-        make us a seed the peer is not yet interested in (libtorrent drops those).
-        """
+        """Whether a new peer is told we have nothing (pieces revealed later). Not for one
+        piece: revealing it would make us a seed the peer is not interested in yet, and
+        libtorrent drops those."""
         return self.mode != "fastest" and self.piece_count > 1
 
     def downloaders(self) -> int:
-        return sum(1 for p in self.peers.values() if not p.complete(self.piece_count))
+        return len(self.peers) - self._complete  # a kept count: asked per run served
 
     def carrying(self) -> bool:
         """Connected peers hold every piece and at least two of them still download."""
@@ -146,6 +145,7 @@ class SwarmPolicy:
         peer = self.peers.pop(key, None)
         if peer is None:
             return
+        self._complete -= peer.has_count >= self.piece_count  # it was counted complete
         for index in list(peer.assigned):
             self._unassign(peer, index)
         for index in peer.unspread:
@@ -202,6 +202,8 @@ class SwarmPolicy:
             return
         peer.has[index] = 1
         peer.has_count += 1
+        if peer.has_count == self.piece_count:
+            self._complete += 1
         peer.last_progress = now
         peer.delivered.pop(index, None)
         first = self.availability[index] == 0
@@ -236,8 +238,7 @@ class SwarmPolicy:
         return self.peer_bitfield(key, None, now)
 
     def peer_interested(self, key: PeerKey, interested: bool, now: float) -> None:
-        peer = self.peers.get(key)
-        if peer is not None:
+        if (peer := self.peers.get(key)) is not None:
             peer.interested = interested
 
     def piece_sent(
