@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from s3torrent.peer.piece_choice import KEEP_IN_FLIGHT
 from s3torrent.peer.policy import (
     Action,
     ChokePeer,
@@ -209,6 +210,61 @@ def test_free_riders_are_rescued_but_cannot_drain_the_origin() -> None:
     assert all(p.done_at is not None for p in sim.peers.values())
     # Every piece leaves once, plus rescues: far less than one copy per peer.
     assert sim.origin_bytes < 2.5 * sim.size
+
+
+def test_free_riders_kept_busy_would_cost_more_than_a_fifth_of_a_copy() -> None:
+    """Peers that never upload stay gated: the origin's bytes stay near one copy. (Kept
+    busy like peers whose pieces spread, two free riders cost about 2 copies.)"""
+    for seed in range(3):
+        sim = make_sim(0, 64, seed=seed)
+        sim.join(0, uploads=False)
+        sim.join(1, uploads=False)
+        sim.join(2)
+        sim.run(200)
+        assert all(p.done_at is not None for p in sim.peers.values())
+        assert sim.origin_bytes <= 1.3 * sim.size
+
+
+def _gated_pair(spread: bool) -> tuple[SwarmPolicy, int]:
+    """Peer 1 holds unspread_limit of first-hand pieces while peer 2 still downloads."""
+    ps = PolicySettings(peer_window=8 * PIECE, unspread_limit=4 * PIECE)
+    policy = SwarmPolicy(64, PIECE, ps, rng=random.Random(5))
+    policy.peer_joined(1, 0.0, super_seed=True)
+    policy.peer_joined(2, 0.0, super_seed=True)
+    policy.peer_interested(1, True, 0.0)
+    policy.peer_interested(2, True, 0.0)
+    policy.update(0.0)
+    first = list(policy.peers[1].assigned)
+    for index in first:
+        policy.piece_sent(1, index, PIECE, 0.1, PIECE)
+    assert len(policy.peers[1].unspread) * PIECE >= ps.unspread_limit
+    if spread:  # peer 2 got one of them from peer 1: peer 1's pieces spread
+        policy.peer_has(2, first[0], 0.2)
+    return policy, 1
+
+
+def test_a_gated_peer_whose_pieces_spread_keeps_two_fresh_pieces_on_the_way() -> None:
+    policy, key = _gated_pair(spread=True)
+    peer = policy.peers[key]
+    assert peer.spread_credit > 0 and not peer.assigned
+    assert policy.window_drained(key)  # its last piece went out: decide now
+    actions = policy.update(0.3)
+    revealed = [a.index for a in actions if isinstance(a, RevealPiece) and a.peer == key]
+    assert len(revealed) == KEEP_IN_FLIGHT
+    assert all(policy.availability[i] == 0 for i in revealed)  # fresh: still one copy
+    assert not policy.window_drained(key)
+    policy.piece_sent(key, revealed[0], PIECE, 0.4, PIECE)
+    assert policy.window_drained(key)  # one went out: the next is revealed at once
+    again = [a.index for a in policy.update(0.4) if isinstance(a, RevealPiece)]
+    assert len([i for i in again if i in policy.peers[key].assigned]) == 1
+
+
+def test_a_gated_free_rider_gets_no_fresh_piece() -> None:
+    policy, key = _gated_pair(spread=False)
+    assert policy.peers[key].spread_credit == 0
+    assert not policy.window_drained(key)
+    actions = policy.update(0.3)
+    assert not [a for a in actions if isinstance(a, RevealPiece) and a.peer == key]
 
 
 def test_upload_is_capped_once_the_swarm_holds_every_piece() -> None:

@@ -1,4 +1,5 @@
-"""Which pieces the offload policy hands a peer, when it is not a fresh one (policy.py)."""
+"""Which pieces the offload policy hands a peer when it is not a fresh one, and when a peer
+gets no fresh pieces (policy.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,28 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from s3torrent.peer.policy import SwarmPolicy
     from s3torrent.peer.policy_types import PeerRecord
+
+KEEP_IN_FLIGHT = 2  # fresh pieces a gated peer whose pieces spread still has on the way
+
+
+def gated(policy: SwarmPolicy, peer: PeerRecord) -> bool:
+    """The peer holds `unspread_limit` of first-hand pieces nobody else has yet while
+    others still need them: no new fresh pieces for now (but see kept_busy)."""
+    return (
+        policy.mode != "fastest"
+        and policy.downloaders() > 1
+        and len(peer.unspread) * policy.piece_length >= policy.settings.unspread_limit
+    )
+
+
+def kept_busy(peer: PeerRecord) -> bool:
+    """A gated peer whose pieces do spread still gets KEEP_IN_FLIGHT fresh pieces at a time,
+    the next revealed as one went out. Left with nothing of ours to ask for, libtorrent says
+    NOT_INTERESTED, which ends its slow start with us for good: it then asks us for 2 blocks
+    at a time until its measured rate from us builds up again, and at a swarm's end the
+    origin trickled at 2-5 MB/s to each peer. A free rider (nothing of its spread) stays
+    gated: kept busy, two free riders cost the origin 1.4 copies in the simulation, not 1.2."""
+    return peer.spread_credit > 0 and len(peer.assigned) < KEEP_IN_FLIGHT
 
 
 def rarest_lacking(

@@ -269,14 +269,16 @@ class SwarmPolicy:
         """One peer downloads (mode auto): it gets `alone_window` revealed ahead."""
         return self.mode == "auto" and self.downloaders() <= 1
 
-    def lone_window_drained(self, key: PeerKey) -> bool:
-        """The peer downloads alone and half its window already went out: top it up now
-        rather than at its HAVE (see Swarm.blocks_sent)."""
+    def window_drained(self, key: PeerKey) -> bool:
+        """Top the peer up now rather than at its HAVE (see Swarm.blocks_sent): it downloads
+        alone and half its window went out, or it is a gated peer kept busy (piece_choice)
+        and one of its pieces went out."""
         peer = self.peers.get(key)
         if peer is None or not peer.super_seed or peer.complete(self.piece_count):
             return False
         if not self.downloading_alone():
-            return False
+            kept = piece_choice.gated(self, peer) and piece_choice.kept_busy(peer)
+            return kept and bool(self._fresh)
         return 2 * len(peer.assigned) <= min(self.piece_count, self._window_pieces())
 
     # ------------------------------------------------------------------ web seed
@@ -479,13 +481,10 @@ class SwarmPolicy:
         room = window - len(peer.assigned)
         if room <= 0:
             return
-        others_need = self.downloaders() > 1
-        gated = (
-            self.mode != "fastest"
-            and others_need
-            and len(peer.unspread) * self.piece_length >= self.settings.unspread_limit
-        )
+        gated = piece_choice.gated(self, peer)
         batch: list[int] = []
+        if gated and piece_choice.kept_busy(peer):
+            gated, room = False, piece_choice.KEEP_IN_FLIGHT - len(peer.assigned)
         if not gated and self._fresh:
             for index in self._fresh.sample(self.rng, room + 8):
                 if len(batch) >= room:

@@ -412,11 +412,12 @@ class Swarm:
             total += block.length
         if run:
             finished |= policy.piece_sent(key, index, run, now, view.piece_size(index))
-        if finished and policy.lone_window_drained(key):
+        if finished and policy.window_drained(key):
             # A lone client's window half gone out is topped up now, not at its HAVE, which
             # comes after its own hash check and write: waiting for it left one fast
-            # libtorrent leecher idle. In a swarm the HAVE (or the round) decides: deciding
-            # per piece sent there made 8 leechers finish later (2026-12-02).
+            # libtorrent leecher idle. So is a gated peer kept busy, whose next piece must
+            # be on its way before it has all of ours. Otherwise in a swarm the HAVE (or the
+            # round) decides: deciding per piece sent made 8 leechers finish later (2026-12-02).
             self.schedule_decide()
         count = len(blocks)
         self.tstats.bytes_sent += total
