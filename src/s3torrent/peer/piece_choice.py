@@ -24,13 +24,14 @@ def gated(policy: SwarmPolicy, peer: PeerRecord) -> bool:
 
 
 def kept_busy(peer: PeerRecord) -> bool:
-    """A gated peer whose pieces do spread still gets KEEP_IN_FLIGHT fresh pieces at a time,
-    the next revealed as one went out. Left with nothing of ours to ask for, libtorrent says
-    NOT_INTERESTED, which ends its slow start with us for good: it then asks us for 2 blocks
-    at a time until its measured rate from us builds up again, and at a swarm's end the
-    origin trickled at 2-5 MB/s to each peer. A free rider (nothing of its spread) stays
-    gated: kept busy, two free riders cost the origin 1.4 copies in the simulation, not 1.2."""
-    return peer.spread_credit > 0 and len(peer.assigned) < KEEP_IN_FLIGHT
+    """A gated peer whose pieces spread lately (spread credit, halved every choke round, of
+    half a piece or more) still gets KEEP_IN_FLIGHT fresh pieces at a time, the next revealed
+    as one went out. Left with nothing of ours to ask for, libtorrent says NOT_INTERESTED,
+    which ends its slow start with us for good: it then asks us for 2 blocks at a time until
+    its measured rate from us builds up again, and at a swarm's end the origin trickled at
+    2-5 MB/s to each peer. A free rider (nothing of its spread) stays gated: kept busy, two
+    free riders cost the origin 2.1 copies in the simulation instead of 1.2."""
+    return peer.spread_credit >= 0.5 and len(peer.assigned) < KEEP_IN_FLIGHT
 
 
 def rarest_lacking(
