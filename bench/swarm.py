@@ -182,9 +182,8 @@ def run(ctx: Context) -> list[Row]:
                 for name, (port, sent, limit, rounds) in subjects.items():
                     if copies[name].error is not None or i >= rounds:
                         continue
-                    server = {"s3torrent": peer_port, SERVED: peer_port}.get(name)
-                    if name == FASTEST:
-                        server = port
+                    # Our server's peer port for our subjects; None for libtorrent's seeders.
+                    server = {"s3torrent": peer_port, SERVED: peer_port, FASTEST: port}.get(name)
                     own_before, threads_before = own_cpu(), threads_cpu()
                     server_before = server_cpu(server) if server else 0.0
                     try:
