@@ -287,11 +287,11 @@ class LifecycleSettings(BaseModel):
     """Objects read and evaluated per step of a pass; the cursor is saved after each."""
     lease_ttl: float = Field(default=60.0, gt=0)
     """Seconds the lifecycle lease lasts without renewal (then another node takes over)."""
-    max_loop_share: float = Field(default=0.1, gt=0, le=1)
+    max_loop_share: float = Field(default=0.05, gt=0, le=1)
     """While requests are waiting, the share of the event loop a pass may keep (it rests in
-    proportion between steps); 1: never rest. At 0.2 GETs ran at 0.68-0.69x their rate
-    during a pass of 1,000,000 objects (bench/lifecycle.py, 2026-12-05); at 0.1, 0.81-0.82x,
-    the pass as fast (15.4-15.8 thousand objects/s against 15.5-15.9)."""
+    proportion between steps); 1: never rest. GETs during a pass of 1,000,000 objects, against
+    their rate without one (bench/lifecycle.py, 2026-12-05): 0.68-0.69x at 0.2, 0.80-0.82x at
+    0.1, 0.93x at 0.05, where the pass slowed from about 15.5 to 14.5 thousand objects/s."""
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
