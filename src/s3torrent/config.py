@@ -291,7 +291,7 @@ class LifecycleSettings(BaseModel):
     """While requests are waiting, the share of the event loop a pass may keep (it rests in
     proportion between steps); 1: never rest. GETs during a pass of 1,000,000 objects, against
     their rate without one (bench/lifecycle.py, 2026-12-05): 0.68-0.69x at 0.2, 0.80-0.82x at
-    0.1, 0.93x at 0.05, where the pass slowed from about 15.5 to 14.5 thousand objects/s."""
+    0.1, 0.91-0.93x at 0.05, where the pass slowed from about 15.5 to 14.4 thousand objects/s."""
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
