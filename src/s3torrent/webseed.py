@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from s3torrent.anonymous_reads import AnonymousReads, cut_transport
+from s3torrent.corking import corked
 from s3torrent.metering.meter import CLIENT_CLOSED, OP_WEBSEED
 from s3torrent.peer.web_hold import held_agent, keep_holding
 from s3torrent.roles import client_connection
@@ -328,12 +329,13 @@ class WebSeed:
             raise ConnectionResetError("client went away")
         done = 0
         try:
-            done = await asyncio.get_running_loop().sendfile(
-                transport,
-                fobj,  # type: ignore[arg-type]
-                offset,
-                length,
-            )
+            with corked(transport):  # whole segments (corking.py)
+                done = await asyncio.get_running_loop().sendfile(
+                    transport,
+                    fobj,  # type: ignore[arg-type]
+                    offset,
+                    length,
+                )
         finally:
             sent[0] += done or max(0, fobj.tell() - offset)  # type: ignore[attr-defined]
 

@@ -23,6 +23,7 @@ from s3torrent.access import (
 )
 from s3torrent.access import facts as authz
 from s3torrent.anonymous_reads import cut_transport
+from s3torrent.corking import corked
 from s3torrent.metering.meter import BODY_SENT
 from s3torrent.s3 import sse, tagging, user_metadata
 from s3torrent.s3 import xml as s3xml
@@ -494,18 +495,20 @@ async def _send_body(
             req.http[BODY_SENT] = sent
         await resp.write_eof()
         return resp
+    transport = req.http.transport
     with fobj:
-        await resp.prepare(req.http)
-        if count:
-            transport = req.http.transport
-            if transport is None:
-                raise ConnectionResetError("client went away")
-            sent = 0
-            try:
-                sent = await asyncio.get_running_loop().sendfile(transport, fobj, offset, count)
-            finally:
-                # On failure sendfile leaves the file at offset + what it sent: meter that.
-                req.http[BODY_SENT] = sent or max(0, fobj.tell() - offset)
+        # Corked: the head rides with the first body bytes, and sendfile sends whole segments.
+        with corked(transport):
+            await resp.prepare(req.http)
+            if count:
+                if transport is None:
+                    raise ConnectionResetError("client went away")
+                sent = 0
+                try:
+                    sent = await asyncio.get_running_loop().sendfile(transport, fobj, offset, count)
+                finally:
+                    # On failure sendfile leaves the file at offset + what it sent: meter that.
+                    req.http[BODY_SENT] = sent or max(0, fobj.tell() - offset)
         await resp.write_eof()
     return resp
 
