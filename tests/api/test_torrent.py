@@ -622,7 +622,7 @@ def test_hash_jobs_are_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
     data = os.urandom(300_000)
     calls: list[int] = []
-    real = jobs.hash_file  # a local blob is hashed through its memory map
+    real = jobs.hash_file  # a local blob is hashed from its file
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)

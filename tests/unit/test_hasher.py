@@ -276,7 +276,7 @@ def test_parallel_multi_mib_object_against_streaming() -> None:
 
 
 @pytest.mark.parametrize("size", [0, 1, 16384 * 3 + 7])
-def test_hash_file_through_a_memory_map_matches_the_streaming_hasher(
+def test_hash_file_matches_the_streaming_hasher(
     tmp_path: Path, size: int
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor

@@ -320,7 +320,7 @@ def hash_version(
     progress: Callable[[int], None] | None = None,
     read: Callable[[int, int], bytes] | None = None,
 ) -> PieceHashes:
-    """Piece hashes of a stored version (blocking): a local blob through its memory map,
+    """Piece hashes of a stored version (blocking): a local blob read from its file,
     anything else (inline bytes, a remote backend, `read`: a sealed version's plaintext)
     through ranged reads."""
     if read is not None:
