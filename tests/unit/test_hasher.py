@@ -276,9 +276,7 @@ def test_parallel_multi_mib_object_against_streaming() -> None:
 
 
 @pytest.mark.parametrize("size", [0, 1, 16384 * 3 + 7])
-def test_hash_file_matches_the_streaming_hasher(
-    tmp_path: Path, size: int
-) -> None:
+def test_hash_file_matches_the_streaming_hasher(tmp_path: Path, size: int) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from s3torrent.torrent.hasher import hash_file
