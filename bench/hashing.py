@@ -2,7 +2,7 @@
 
 Three parts, all on one test file (1 GiB, quick 64 MiB) written once with os.urandom:
 
-1. v1 piece hashing of the file by s3torrent's `hash_file` (2 threads, memory-mapped)
+1. v1 piece hashing of the file by s3torrent's `hash_file` (2 threads, positional reads)
    against mktorrent, libtorrent's `set_piece_hashes` and one thread of hashlib SHA-1, each
    run in its own process, alternately; every subject's pieces are checked to agree.
 2. One PutObject of the file to two s3torrent servers, torrent hashing on and off; then
@@ -56,7 +56,7 @@ DESCRIPTION = (
     "cache. **Background hashing** (what a multipart object or a copy gets): v1 piece "
     "hashes of the file at the piece length s3torrent picks for that size "
     "(`piece_length_for`: 512 KiB for 1 GiB, 32 KiB for 64 MiB) by s3torrent's "
-    "`hash_file` (2 worker threads over a read-only memory map of the file), "
+    "`hash_file` (2 worker threads, each reading 512 KiB at a time into a buffer it reuses), "
     "by `mktorrent -t 2`, by libtorrent's `set_piece_hashes` (v1 only, its default "
     "threads) and by hashlib SHA-1 on one thread, the one-core limit. Each runs in its own "
     "process, alternately; the Python subjects time the hashing inside the process (no "
