@@ -292,6 +292,39 @@ def test_hash_file_matches_the_streaming_hasher(tmp_path: Path, size: int) -> No
     assert mapped == streaming.finish()
 
 
+def test_hash_file_reads_chunks_that_straddle_blocks_and_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks that end inside a block and a piece, several per batch, on two threads
+    reusing their buffers: the same hashes as one streaming pass."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from s3torrent.torrent import hasher
+
+    monkeypatch.setattr(hasher, "READ_CHUNK", 20_000)  # neither a block nor a piece
+    size = PIECE * 9 + 12_345
+    data = os.urandom(size)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    streaming = TorrentHasher(PIECE, v1=True, v2=True)
+    streaming.update(data)
+    with ThreadPoolExecutor(2) as pool:
+        got = hasher.hash_file(path, PieceLayout(size, PIECE), v1=True, v2=True, executor=pool)
+    assert got == streaming.finish()
+
+
+def test_hash_file_of_a_file_shorter_than_its_layout_is_an_error(tmp_path: Path) -> None:
+    """A blob cut short under the hasher is a short read (an error), not garbage hashes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from s3torrent.torrent.hasher import hash_file
+
+    path = tmp_path / "blob"
+    path.write_bytes(os.urandom(PIECE * 3))
+    with ThreadPoolExecutor(2) as pool, pytest.raises(ValueError, match="short read"):
+        hash_file(path, PieceLayout(PIECE * 4, PIECE), v1=True, v2=False, executor=pool)
+
+
 @pytest.mark.parametrize("size", boundary_sizes(PIECE))
 def test_hybrid_parts_fed_on_two_threads_give_the_same_hashes(size: int) -> None:
     """A hybrid hasher's v1 and v2 halves, each fed every byte on its own thread (as the
