@@ -181,8 +181,9 @@ def test_console_publishes_an_upload_and_shows_its_swarm(
     page.click("header nav >> text=Savings and usage")
     page.wait_for_selector("#savings-chart svg")
     page.wait_for_selector("#usage-chart svg circle", state="attached")
-    # The savings plot reads the stored hourly counters: the download above (already metered:
-    # the swarm panel showed its origin bytes) is this hour's point of both series.
+    # The savings plot reads the stored hourly counters: the download above is this hour's
+    # point of both series once metering has stored it (every second) and the plot has
+    # fetched them again (every 5 s; the first fetch may come before the store).
     page.wait_for_function(
         "() => document.querySelectorAll('#savings-chart circle').length >= 2", timeout=15_000
     )
