@@ -69,7 +69,10 @@ DESCRIPTION = (
     "two s3torrent servers that differ only in `torrent.enabled` (on: the body streams "
     "through the piece hasher; off: no hashing), alternately, each first in every other "
     "round (each run ends in a 1 GiB fsync, whose writeback would otherwise always fall on "
-    "the same one); the ratio is on / off. "
+    "the same one); the ratio is on / off. Each run's object is deleted after it, and the "
+    "next run waits 1.5 s (untimed): on this machine a PUT written before the last one's "
+    "page cache was released spent up to 3 s more in the kernel per GiB, on either server "
+    "(bench/README.md). "
     "Target: ≥ 0.95 (hashing costs at most 5%). **Small PutObject cost**: 4 KiB PUTs per "
     "second to the same two servers, as in `s3_small` (presigned URLs of 1,000 private keys, "
     "quick 200, each written once first; `wrk` at 16 keep-alive connections, 6 s runs, quick "
@@ -90,6 +93,8 @@ CHUNK = 1 << 20
 FLOOR_BYTES_PER_S = 10 * MB
 HASH_WORKERS = 2
 SMALL_PUT_SIZE = 4096
+# Seconds a 1 GiB PUT run waits after deleting its object (see _put_subject).
+SETTLE_AFTER_DELETE = 1.5
 ENABLED_VAR = "S3TORRENT_TORRENT__ENABLED"
 # Workers exit with this code when their library cannot be imported.
 EXIT_UNAVAILABLE = 3
@@ -457,6 +462,9 @@ def _put_subject(
             if name not in statuses:
                 statuses[name] = fresh_request(ep, "GET", f"/{BUCKET}/{key}?torrent")[1]
             client.delete_object(Bucket=BUCKET, Key=key)  # keep the disk small between runs
+            # Untimed: let the deleted blob's pages go (the seeder closes its file within a
+            # second of the revocation) before the next run fills the page cache again.
+            time.sleep(SETTLE_AFTER_DELETE)
         except Exception as e:
             raise with_log(e, ep) from e
         return size / seconds / MB
