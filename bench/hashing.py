@@ -462,8 +462,8 @@ def _put_subject(
             if name not in statuses:
                 statuses[name] = fresh_request(ep, "GET", f"/{BUCKET}/{key}?torrent")[1]
             client.delete_object(Bucket=BUCKET, Key=key)  # keep the disk small between runs
-            # Untimed: let the deleted blob's pages go (the seeder closes its file within a
-            # second of the revocation) before the next run fills the page cache again.
+            # Untimed: let the deleted blob's pages go before the next run fills the page
+            # cache again (bench/README.md, hashing).
             time.sleep(SETTLE_AFTER_DELETE)
         except Exception as e:
             raise with_log(e, ep) from e
