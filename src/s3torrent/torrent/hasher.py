@@ -265,8 +265,8 @@ def hash_ranges_parallel(
     ``read(offset, length)`` is called from the executor's threads and must return
     exactly ``length`` bytes: once per batch, or with ``chunk_bytes`` once per chunk of
     at most that many bytes (what it returns need only stay valid until the thread's next
-    call). At most two batches per worker are in flight (``workers``
-    defaults to a ThreadPoolExecutor's size, else the CPU count), so memory stays near
+    call). At most two batches per worker are in flight (``workers`` defaults to a
+    ThreadPoolExecutor's size, else the CPU count), so memory stays near
     ``2 * workers * batch_bytes``. ``progress`` gets the cumulative bytes hashed, in order.
     """
     if not (v1 or v2):
