@@ -452,7 +452,14 @@ class Node:
                 await self.trackers.start_relay(tracker_socket(self.settings.data_dir))
         if owner:
             await self.trackers.start_udp()
-            await self.trackers.start_http()
+        # The tracker port. Alone, this process serves it. With several workers the others
+        # do, together (SO_REUSEPORT): each parses and answers its announces and asks the
+        # owner's registry over the relay, many per write. The owner stays off it: its one
+        # core answers every worker's relayed announces, and an announce it took itself
+        # would cost it three relayed ones (docs/ARCHITECTURE.md, Workers). With Redis
+        # every worker has the registry at hand, the owner too.
+        if role.alone or not owner or self.settings.redis_url is not None:
+            await self.trackers.start_http(self.trackers.relay, reuse_port=not role.alone)
         self._tasks.append(asyncio.create_task(self._reload_users()))
         self._tasks.append(asyncio.create_task(self.bucket_logs.run()))
         self._tasks.append(asyncio.create_task(self._sweep_tracker()))

@@ -67,16 +67,19 @@ class TrackerListeners:
         self.relay_server = RelayServer(self.service, time.monotonic, eager=self.eager)
         await self.relay_server.start(path)
 
-    async def start_http(self) -> None:
-        # Announces only, on a minimal HTTP/1.1 transport instead of aiohttp: each announce
-        # costs little more than the tracker itself.
+    async def start_http(
+        self, relay: TrackerRelay | None = None, *, reuse_port: bool = False
+    ) -> None:
+        """The tracker port: announces only, on a minimal HTTP/1.1 transport instead of
+        aiohttp (each announce costs little more than the tracker itself). With reuse_port
+        the workers share it; one without the registry answers through `relay`."""
         listen = self.settings.tracker.http_listen
         if not listen:
             return
         host, port = split_host_port(listen, 6969)
-        self.http = self.lean()
+        self.http = self.lean(relay)
         with listening("the HTTP tracker", host, port, "see tracker.http_listen"):
-            await self.http.start(host, port)
+            await self.http.start(host, port, reuse_port=reuse_port)
         log.info("http tracker listening on %s:%d", host, port)
 
     async def start_udp(self) -> None:

@@ -46,14 +46,20 @@ def udp_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "two-workers"])
 def tracker_server(
-    tmp_path_factory: pytest.TempPathFactory, lean_port: int, udp_port: int
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    lean_port: int,
+    udp_port: int,
 ) -> Iterator[LiveServer]:
     # Everything here announces from 127.0.0.1, far faster than one real host would: lift the
     # per-IP rate limit. X-Forwarded-For from loopback is believed, to test IPv6 peers.
+    # Alone, the process serves the tracker port itself; with two workers, the one without
+    # the registry does and asks the owner's over the relay: every test runs both ways.
     srv = start_server(
         tmp_path_factory.mktemp("tracker"),
+        workers=request.param,
         env={
             "S3TORRENT_TRACKER__ANNOUNCE_RATE_PER_IP": "100000",
             "S3TORRENT_TRACKER__ANNOUNCE_RATE_BURST": "100000",

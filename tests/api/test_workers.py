@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -586,5 +587,88 @@ def test_relayed_announces_are_503_while_the_owner_restarts(tmp_path: Path) -> N
             return status == 200 and b"failure reason" not in body
 
         wait_for(answered, "announces answered again after the owner's restart", timeout=30)
+    finally:
+        srv.stop()
+
+
+def listening_pids(port: int, pids: list[int]) -> set[int]:
+    """Which of `pids` hold a TCP socket listening on `port` (from /proc)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{inode}]")
+    holders: set[int] = set()
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        for fd in fd_dir.iterdir():
+            try:
+                if os.readlink(fd) in inodes:
+                    holders.add(pid)
+                    break
+            except OSError:
+                continue
+    return holders
+
+
+def test_the_tracker_port_is_the_other_workers_and_survives_their_restart(
+    tmp_path: Path,
+) -> None:
+    """With several workers, the ones without the registry take the tracker port together
+    and ask the owner's registry over the relay; the owner, whose core answers every
+    relayed announce, stays off it. Its announces join the main listener's swarms, and a
+    worker that dies is restarted onto the port."""
+    tracker_port = free_port()
+    srv = start_server(
+        tmp_path,
+        workers=2,
+        env={"S3TORRENT_TRACKER__HTTP_LISTEN": f"127.0.0.1:{tracker_port}"},
+    )
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="wk-tracker-port")
+        put_public(s3, "wk-tracker-port", "obj", os.urandom(60_000))
+        info_hash = info_hash_v1(fetch_torrent(srv.endpoint, "wk-tracker-port", "obj"))
+        owner_conn, worker_conn = connect_to(srv, 0), connect_to(srv, 1)
+        _, owner_pid = worker_of(owner_conn)
+        _, worker_pid = worker_of(worker_conn)
+        owner_conn.close()
+        worker_conn.close()
+        assert listening_pids(tracker_port, [owner_pid, worker_pid]) == {worker_pid}
+
+        lean = f"http://127.0.0.1:{tracker_port}"
+        # One peer through the main listener (either worker), then more on the tracker port:
+        # one swarm, kept by the owner.
+        status, body, _ = fresh_announce(
+            srv, "/_tracker" + announce_path(info_hash, b"-WK0011-main00000000", 7600, 1)
+        )
+        assert status == 200 and b"failure reason" not in body, body
+        for n in range(1, 12):
+            path = announce_path(info_hash, f"-WK0011-port{n:08d}".encode(), 7600 + n)
+            with urllib.request.urlopen(lean + path, timeout=15) as response:
+                answer = bdecode(response.read())
+            assert b"failure reason" not in answer, answer
+            ports = {int(p[b"port"]) for p in answer[b"peers"]} - {srv.peer_port}
+            assert ports == set(range(7600, 7600 + n)), (n, sorted(ports))
+
+        # The worker on the port dies: the supervisor starts another, which takes the port.
+        os.kill(worker_pid, signal.SIGKILL)
+        wait_restarted(srv, 1, worker_pid)
+        path = announce_path(info_hash, b"-WK0011-after0000000", 7700)
+
+        def answered() -> bool:
+            try:
+                with urllib.request.urlopen(lean + path, timeout=5) as response:
+                    return b"failure reason" not in response.read()
+            except OSError:
+                return False
+
+        wait_for(answered, "the tracker port answered by the restarted worker", timeout=30)
+        with urllib.request.urlopen(lean + path, timeout=15) as response:
+            ports = {int(p[b"port"]) for p in bdecode(response.read())[b"peers"]}
+        assert set(range(7600, 7612)) <= ports  # the owner kept the swarm throughout
     finally:
         srv.stop()

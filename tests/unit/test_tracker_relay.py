@@ -14,17 +14,21 @@ import pytest
 from fastbencode import bdecode  # type: ignore[attr-defined]
 
 from s3torrent.tracker.http_lean import AnswerUnavailable
+from s3torrent.tracker.protocol import AnnounceEvent, AnnounceRequest
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TorrentRef
 from s3torrent.tracker.relay import (
     ANNOUNCE,
     MAX_REQUEST_FRAME,
+    PARSED_ANNOUNCE,
     SCRAPE,
     FrameError,
     FrameReader,
     RelayServer,
     TrackerRelay,
+    decode_announce_fields,
     decode_answer,
     decode_request,
+    encode_announce_fields,
     encode_answer,
     encode_request,
 )
@@ -101,6 +105,81 @@ def test_malformed_requests_are_refused(payload: bytes) -> None:
         decode_request(payload)
 
 
+def parsed(**fields: object) -> AnnounceRequest:
+    base: dict[str, object] = {
+        "info_hash": HASH,
+        "peer_id": b"-RL0001-" + bytes(12),
+        "ip": "2001:db8::7",
+        "port": 65535,
+        "uploaded": 2**63 - 1,
+        "downloaded": 0,
+        "left": 12345,
+        "event": AnnounceEvent.STOPPED,
+        "numwant": 200,
+        "compact": False,
+        "no_peer_id": True,
+        "key": b"k\x00\xff",
+        "trackerid": None,
+        "warnings": ("numwant capped at 200", "ip parameter ignored; peers see the address"),
+    }
+    return AnnounceRequest(**{**base, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        parsed(),
+        parsed(key=None, warnings=(), event=AnnounceEvent.NONE, compact=True, ip="10.0.0.1"),
+        parsed(key=b"", event=AnnounceEvent.PAUSED, no_peer_id=False, left=0, port=1),
+        parsed(warnings=("über",)),
+    ],
+)
+def test_a_parsed_announce_travels_whole(req: AnnounceRequest) -> None:
+    frame = encode_request(3, PARSED_ANNOUNCE, req.ip, encode_announce_fields(req))
+    (payload,) = FrameReader(MAX_REQUEST_FRAME).feed(frame)
+    request_id, kind, client, fields = decode_request(payload)
+    assert (request_id, kind, client) == (3, PARSED_ANNOUNCE, req.ip)
+    assert decode_announce_fields(fields, client) == req
+
+
+def _fields(**changes: object) -> bytes:
+    """Announce fields with raw values the encoder would never write."""
+    values: dict[str, object] = {
+        "info_hash": HASH,
+        "peer_id": bytes(20),
+        "port": 6881,
+        "uploaded": 0,
+        "downloaded": 0,
+        "left": 0,
+        "event": 0,
+        "numwant": 50,
+        "compact": 1,
+        "no_peer_id": 0,
+        "key_length": 0xFFFF,
+    }
+    values.update(changes)
+    return struct.pack(">20s20sHQQQBIBBH", *values.values())
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        _fields()[:-1],  # cut short
+        _fields(event=5),  # no such event
+        _fields(compact=2),
+        _fields(no_peer_id=7),
+        _fields(port=0),
+        _fields(left=2**63),  # beyond what a parsed announce holds
+        _fields(key_length=4) + b"ab",  # a key longer than the frame
+        _fields() + b"\xff\xfe",  # warnings that are not UTF-8
+    ],
+)
+def test_malformed_announce_fields_are_refused(payload: bytes) -> None:
+    with pytest.raises(FrameError):
+        decode_announce_fields(payload, "10.0.0.1")
+
+
 @pytest.mark.parametrize("payload", [b"", b"\x00\x00\x00\x01", struct.pack(">IB", 1, 7)])
 def test_malformed_answers_are_refused(payload: bytes) -> None:
     with pytest.raises(FrameError):
@@ -146,9 +225,17 @@ def test_relayed_announces_share_the_owners_swarm(tmp_path: Path) -> None:
                 await relay.handle_http_scrape(f"info_hash={quote_from_bytes(HASH)}".encode(), 0)
             )
             assert scrape[b"files"][HASH][b"incomplete"] == 40
-            # An announce the owner refuses is the owner's refusal, as a body.
-            refused = await relay.handle_http_announce(b"info_hash=x", "10.0.0.1", 0)
-            assert b"failure reason" in refused
+            assert relay.relayed == 41
+            # One that does not parse is refused here, with the owner's words, unrelayed.
+            malformed = await relay.handle_http_announce(b"info_hash=x", "10.0.0.1", 0)
+            assert bdecode(malformed)[b"failure reason"].startswith(b"info_hash must be 20 bytes")
+            assert relay.relayed == 41
+            # One the owner refuses (a torrent it does not serve) is its refusal, as a body.
+            unknown = announce(5, 7005).replace(
+                quote_from_bytes(HASH, safe="").encode(), b"%00" * 20
+            )
+            refused = bdecode(await relay.handle_http_announce(unknown, "10.0.0.5", 0))
+            assert refused == {b"failure reason": b"unregistered torrent"}
             assert relay.relayed == 42
         assert not (tmp_path / "tracker.sock").exists()
 

@@ -56,6 +56,15 @@ class TrackerAnswers(Protocol):
     async def handle_http_scrape(self, raw_query: bytes, now: float) -> bytes: ...
 
 
+class AnnounceStarter(Protocol):
+    """What `TrackerService` and `TrackerRelay` offer besides `TrackerAnswers`: an
+    announce's answer now, or a future of it, without a coroutine or task per announce."""
+
+    def __call__(
+        self, raw_query: bytes, remote_ip: str, now: float
+    ) -> bytes | asyncio.Future[bytes]: ...
+
+
 class AnswerUnavailable(Exception):
     """The answer cannot be had now (the owner worker is restarting or overloaded): the
     client gets a 503 with Retry-After and comes back, as after any 503."""
@@ -278,7 +287,7 @@ class LeanTrackerProtocol(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_request = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task[bytes] | None = None
+        self._task: asyncio.Future[bytes] | None = None
         self._requests = 0  # heads read
         self._requests_seen = 0  # as of the gate's last look (served_since_last_look)
         # Set by a subclass that gives the rest of the connection to another protocol.
@@ -378,21 +387,37 @@ class LeanTrackerProtocol(asyncio.Protocol):
                 if forwarded is None
                 else self._service.client_ip(self._remote, forwarded)
             )
+            start = self._server.start_announce
+            if start is not None:
+                try:
+                    started = start(query, remote, self._clock())
+                except Exception:
+                    log.exception("lean tracker request failed")
+                    self._closing = True
+                    return _INTERNAL
+                return self._started(started, head)
             coro = self._service.handle_http_announce(query, remote, self._clock())
         elif path.endswith(b"/scrape"):
             coro = self._service.handle_http_scrape(query, self._clock())
         else:
             return _NOT_FOUND if head.keep_alive else _NOT_FOUND_CLOSE
         try:
-            started = start_eagerly(coro) if self._server.eager else coro
+            begun = start_eagerly(coro) if self._server.eager else coro
         except Exception:
             log.exception("lean tracker request failed")
             self._closing = True
             return _INTERNAL
+        return self._started(
+            begun if isinstance(begun, bytes) else asyncio.ensure_future(begun), head
+        )
+
+    def _started(
+        self, started: bytes | asyncio.Future[bytes], head: HttpRequestHead
+    ) -> bytes | None:
         if isinstance(started, bytes):
             return encode_response(200, started, keep_alive=head.keep_alive)
         self._busy = True
-        task = asyncio.ensure_future(started)
+        task = started
         self._task = task
         # The answer is written by the callback, with any requests pipelined behind it.
         task.add_done_callback(lambda done: self._finish(done, head.keep_alive))
@@ -401,9 +426,11 @@ class LeanTrackerProtocol(asyncio.Protocol):
     def _finish(self, task: asyncio.Future[bytes], keep_alive: bool) -> None:
         self._task = None
         self._busy = False
-        if task.cancelled() or self._transport is None:
+        if task.cancelled():
             return
         error = task.exception()
+        if self._transport is None:
+            return
         if isinstance(error, AnswerUnavailable):
             log.debug("tracker answer unavailable: %s", error)
             self._closing = True
@@ -486,6 +513,7 @@ class LeanHttpTracker:
         # Start answers inline rather than in a task per request. Only for a registry that
         # needs no current task (the in-memory one); Redis's client uses asyncio.timeout.
         self.eager = eager
+        self.start_announce: AnnounceStarter | None = getattr(service, "start_http_announce", None)
         self.connections: set[LeanTrackerProtocol] = set()
         # The process's connection caps and accept back-off; without one (tests), a plain
         # asyncio server with only this listener's own cap.
@@ -501,8 +529,11 @@ class LeanHttpTracker:
     def release(self, connection: LeanTrackerProtocol) -> None:
         self.connections.discard(connection)
 
-    async def start(self, host: str, port: int) -> asyncio.AbstractServer:
-        """Listen on host:port; returns the server (its sockets tell the bound port)."""
+    async def start(
+        self, host: str, port: int, *, reuse_port: bool = False
+    ) -> asyncio.AbstractServer:
+        """Listen on host:port; returns the server (its sockets tell the bound port).
+        With reuse_port, the workers of one machine take the port's connections together."""
         if self.gate is not None:
             self._server = await self.gate.start_listener(
                 lambda: LeanTrackerProtocol(self),
@@ -511,11 +542,17 @@ class LeanHttpTracker:
                 phase=lean_phase,
                 name=f"http tracker {host}:{port}",
                 refusal=_BUSY,
+                reuse_port=reuse_port,
             )
             return self._server
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: LeanTrackerProtocol(self), host, port, backlog=1024, reuse_address=True
+            lambda: LeanTrackerProtocol(self),
+            host,
+            port,
+            backlog=1024,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
         )
         return self._server
 

@@ -387,23 +387,17 @@ def encode_announce_response(
 ) -> bytes:
     """Bencoded announce answer: BEP 23 `peers` + BEP 7 `peers6` when compact, else dicts."""
     if compact:
-        # Written out, keys in bencode's sorted order: a dict and a general encoder cost more
-        # than the rest of the answer.
         peers4, peers6 = split_compact(peers)
-        parts = [
-            b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de5:peers%d:"
-            % (complete, incomplete, interval, min_interval, len(peers4)),
-            peers4,
-        ]
-        if peers6:
-            parts += (b"6:peers6%d:" % len(peers6), peers6)
-        if tracker_id is not None:
-            parts += (b"10:tracker id%d:" % len(tracker_id), tracker_id)
-        if warning is not None:
-            text = warning.encode("utf-8")
-            parts += (b"15:warning message%d:" % len(text), text)
-        parts.append(b"e")
-        return b"".join(parts)
+        return encode_compact_announce(
+            interval=interval,
+            min_interval=min_interval,
+            complete=complete,
+            incomplete=incomplete,
+            peers4=peers4,
+            peers6=peers6,
+            warning=warning,
+            tracker_id=tracker_id,
+        )
     body: dict[bytes, object] = {
         b"interval": interval,
         b"min interval": min_interval,
@@ -422,6 +416,36 @@ def encode_announce_response(
     if tracker_id is not None:
         body[b"tracker id"] = tracker_id
     return bytes(bencode(body))
+
+
+def encode_compact_announce(
+    *,
+    interval: int,
+    min_interval: int,
+    complete: int,
+    incomplete: int,
+    peers4: bytes,
+    peers6: bytes,
+    warning: str | None = None,
+    tracker_id: bytes | None = None,
+) -> bytes:
+    """A compact announce answer from packed peer lists (BEP 23 `peers`, BEP 7 `peers6`)."""
+    # Written out, keys in bencode's sorted order: a dict and a general encoder cost more
+    # than the rest of the answer.
+    parts = [
+        b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de5:peers%d:"
+        % (complete, incomplete, interval, min_interval, len(peers4)),
+        peers4,
+    ]
+    if peers6:
+        parts += (b"6:peers6%d:" % len(peers6), peers6)
+    if tracker_id is not None:
+        parts += (b"10:tracker id%d:" % len(tracker_id), tracker_id)
+    if warning is not None:
+        text = warning.encode("utf-8")
+        parts += (b"15:warning message%d:" % len(text), text)
+    parts.append(b"e")
+    return b"".join(parts)
 
 
 def encode_failure(reason: str) -> bytes:

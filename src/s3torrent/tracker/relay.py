@@ -8,11 +8,15 @@ listener answered about a quarter fewer announces than with one. Here a worker's
 (tracker/http_front.py) sends just the request's query and client address to the owner
 over one Unix stream (`data_dir/tracker.sock`, mode 0600 in the 0700 data directory), in a
 small binary frame; the owner answers with the bencoded body its own lean tracker would
-have written. Requests share the stream and are answered by id, in any order.
+have written. Requests share the stream and are answered by id, in any order. An announce
+is parsed where it arrived and travels as its fields (a failure to parse is answered there),
+so the owner, whose one core every worker's announces share, only runs the registry and
+the answer's encoding; the frames a worker writes in one loop turn go out in one write.
 
 Frames (sans-IO: `FrameReader`, `encode_request`, `encode_answer`): a 4-byte big-endian
-length, then the payload. A request: id (4 bytes), kind (1: announce, 2: scrape), the
-client address's length (1 byte), the address (ASCII), the raw query. An answer: id, a
+length, then the payload. A request: id (4 bytes), kind (1: announce, 2: scrape, 3: a
+parsed announce), the client address's length (1 byte), the address (ASCII), then the raw
+query, or for a parsed announce its fields (`encode_announce_fields`). An answer: id, a
 status (0: the body follows; 1: the owner could not answer now), the body. Both ends bound
 what they accept and close a stream that breaks the format.
 """
@@ -25,18 +29,21 @@ import itertools
 import logging
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from s3torrent.tracker.eager import start_eagerly
 from s3torrent.tracker.http_lean import DEFAULT_MAX_REQUEST_BYTES, AnswerUnavailable
+from s3torrent.tracker.protocol import AnnounceEvent, AnnounceRequest
+from s3torrent.tracker.registry import AnnounceFailure, AnnounceResult
 from s3torrent.tracker.service import TrackerService
 
 log = logging.getLogger(__name__)
 
 ANNOUNCE: Final = 1
 SCRAPE: Final = 2
+PARSED_ANNOUNCE: Final = 3
 _OK: Final = 0
 _UNAVAILABLE: Final = 1
 _LENGTH: Final = struct.Struct(">I")
@@ -98,13 +105,84 @@ def decode_request(payload: bytes) -> tuple[int, int, str, bytes]:
         raise FrameError("request frame too short")
     request_id, kind, address_length = _REQUEST.unpack_from(payload)
     end = _REQUEST.size + address_length
-    if kind not in (ANNOUNCE, SCRAPE) or len(payload) < end:
+    if kind not in (ANNOUNCE, SCRAPE, PARSED_ANNOUNCE) or len(payload) < end:
         raise FrameError("malformed request frame")
     try:
         client = payload[_REQUEST.size : end].decode("ascii")
     except UnicodeDecodeError:
         raise FrameError("client address is not ASCII") from None
     return request_id, kind, client, payload[end:]
+
+
+# A parsed announce: info-hash, peer id, port, uploaded, downloaded, left, event, numwant,
+# compact, no_peer_id, the key's length (_NO_KEY: none); then the key, then the warnings of
+# its parse (UTF-8, NUL-separated). The address is the frame's client address.
+_FIELDS: Final = struct.Struct(">20s20sHQQQBIBBH")
+_NO_KEY: Final = 0xFFFF
+_EVENT_CODES: Final = {event: code for code, event in enumerate(AnnounceEvent)}
+_EVENTS_BY_CODE: Final = tuple(AnnounceEvent)
+
+
+def encode_announce_fields(req: AnnounceRequest) -> bytes:
+    """`req`'s fields for a parsed-announce frame (its `ip` travels as the client address)."""
+    key = req.key
+    fields = _FIELDS.pack(
+        req.info_hash,
+        req.peer_id,
+        req.port,
+        req.uploaded,
+        req.downloaded,
+        req.left,
+        _EVENT_CODES[req.event],
+        req.numwant,
+        req.compact,
+        req.no_peer_id,
+        _NO_KEY if key is None else len(key),
+    )
+    warnings = "\0".join(req.warnings).encode("utf-8") if req.warnings else b""
+    return b"".join((fields, key or b"", warnings))
+
+
+def decode_announce_fields(payload: bytes, client: str) -> AnnounceRequest:
+    """The announce of a parsed-announce frame; raises FrameError."""
+    if len(payload) < _FIELDS.size:
+        raise FrameError("announce fields too short")
+    (info_hash, peer_id, port, uploaded, downloaded, left, event, numwant, compact,
+     no_peer_id, key_length) = _FIELDS.unpack_from(payload)  # fmt: skip
+    start = _FIELDS.size
+    key = None
+    if key_length != _NO_KEY:
+        key = payload[start : start + key_length]
+        start += key_length
+    if (
+        len(payload) < start
+        or event >= len(_EVENTS_BY_CODE)
+        or compact > 1
+        or no_peer_id > 1
+        or not 1 <= port <= 0xFFFF
+        or max(uploaded, downloaded, left) >= 1 << 63
+    ):
+        raise FrameError("malformed announce fields")
+    try:
+        text = payload[start:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError("announce warnings are not UTF-8") from None
+    return AnnounceRequest(
+        info_hash=info_hash,
+        peer_id=peer_id,
+        ip=client,
+        port=port,
+        uploaded=uploaded,
+        downloaded=downloaded,
+        left=left,
+        event=_EVENTS_BY_CODE[event],
+        numwant=numwant,
+        compact=bool(compact),
+        no_peer_id=bool(no_peer_id),
+        key=key,
+        trackerid=None,
+        warnings=tuple(text.split("\0")) if text else (),
+    )
 
 
 def encode_answer(request_id: int, body: bytes | None) -> bytes:
@@ -179,10 +257,19 @@ class _OwnerEnd(asyncio.Protocol):
         if len(self._tasks) >= MAX_IN_FLIGHT:
             return encode_answer(request_id, None)
         now = self._server.clock()
-        if kind == ANNOUNCE:
-            coro = self._service.handle_http_announce(query, client, now)
+        service = self._service
+        coro: Coroutine[Any, Any, bytes]
+        if kind == PARSED_ANNOUNCE:
+            req = decode_announce_fields(query, client)
+            if self._server.eager:
+                result = service.announce_now(req, now)
+                if result is not None:
+                    return encode_answer(request_id, service.http_announce_answer(req, result))
+            coro = _announce(service, req, now)
+        elif kind == ANNOUNCE:
+            coro = service.handle_http_announce(query, client, now)
         else:
-            coro = self._service.handle_http_scrape(query, now)
+            coro = service.handle_http_scrape(query, now)
         started = start_eagerly(coro) if self._server.eager else coro
         if isinstance(started, bytes):
             return encode_answer(request_id, started)
@@ -204,6 +291,17 @@ class _OwnerEnd(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+async def _announce(service: TrackerService, req: AnnounceRequest, now: float) -> bytes:
+    """A parsed announce's answer where the registry waits (as `handle_http_announce`)."""
+    result: AnnounceResult | AnnounceFailure
+    try:
+        result = await service.announce(req, now)
+    except Exception:
+        log.exception("tracker announce failed")
+        result = AnnounceFailure("internal error")
+    return service.http_announce_answer(req, result)
 
 
 class RelayServer:
@@ -274,7 +372,11 @@ class _WorkerEnd(asyncio.Protocol):
 class TrackerRelay:
     """A worker's end: what the lean tracker protocol asks of `TrackerService`, answered
     by the owner. The client's address is worked out here (X-Forwarded-For and trusted
-    proxies, by this worker's own service), as the owner would have."""
+    proxies, by this worker's own service), as the owner would have.
+
+    A request waits on a plain future, failed with `AnswerUnavailable` when the owner cannot
+    answer, its stream is lost or `timeout` passes (one timer for all of them): no task and
+    no timeout context per announce, which cost as much as the announce's parse."""
 
     def __init__(
         self,
@@ -289,44 +391,88 @@ class TrackerRelay:
         self._timeout = timeout
         self._max_in_flight = max_in_flight
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[bytes | None]] = {}
+        # In the order sent, so in deadline order too: (waiter, deadline on the loop's clock).
+        self._pending: dict[int, tuple[asyncio.Future[bytes], float]] = {}
+        self._expiry: asyncio.TimerHandle | None = None
         self._end: _WorkerEnd | None = None
         self._connecting: asyncio.Future[_WorkerEnd] | None = None
         self._retry_at = 0.0
         self.relayed = 0
+        # Frames written in one loop turn go out in one write (the owner wakes once for them).
+        self._outbox: list[bytes] = []
 
     def client_ip(self, peer_ip: str, forwarded_for: str | None) -> str:
         return self._local.client_ip(peer_ip, forwarded_for)
 
+    def start_http_announce(
+        self, raw_query: bytes, remote_ip: str, now: float
+    ) -> bytes | asyncio.Future[bytes]:
+        """The answer to an announce if it is ready at once (one that does not parse), else
+        a future of it. Parsed here, with this worker's settings (the owner's: one
+        configuration); the owner reads its own clock, the registry's timeline."""
+        req = self._local.parse_http_announce(raw_query, remote_ip)
+        if isinstance(req, bytes):
+            return req
+        fields = encode_announce_fields(req)
+        end = self._end
+        if end is None or end.transport is None:
+            # Not connected yet (or the owner is restarting): connect first, in a task.
+            return asyncio.ensure_future(self._ask(PARSED_ANNOUNCE, req.ip, fields))
+        return self._send(end.transport, PARSED_ANNOUNCE, req.ip, fields)
+
     async def handle_http_announce(self, raw_query: bytes, remote_ip: str, now: float) -> bytes:
-        # `now` is this worker's clock; the owner reads its own, the registry's timeline.
-        return await self._ask(ANNOUNCE, remote_ip, raw_query)
+        started = self.start_http_announce(raw_query, remote_ip, now)
+        return started if isinstance(started, bytes) else await started
 
     async def handle_http_scrape(self, raw_query: bytes, now: float) -> bytes:
         return await self._ask(SCRAPE, "", raw_query)
 
     async def _ask(self, kind: int, client: str, query: bytes) -> bytes:
-        if len(self._pending) >= self._max_in_flight:
-            raise AnswerUnavailable("too many tracker requests waiting for the owner")
         end = await self._stream()
         transport = end.transport
         if transport is None:
             raise AnswerUnavailable("the owner worker's tracker stream closed")
+        return await self._send(transport, kind, client, query)
+
+    def _send(
+        self, transport: asyncio.Transport, kind: int, client: str, query: bytes
+    ) -> asyncio.Future[bytes]:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bytes] = loop.create_future()
+        if len(self._pending) >= self._max_in_flight:
+            waiter.set_exception(
+                AnswerUnavailable("too many tracker requests waiting for the owner")
+            )
+            return waiter
         request_id = next(self._ids) & 0xFFFFFFFF
-        waiter: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = waiter
-        try:
-            transport.write(encode_request(request_id, kind, client, query))
-            async with asyncio.timeout(self._timeout):
-                body = await waiter
-        except TimeoutError:
-            raise AnswerUnavailable("the owner worker did not answer in time") from None
-        finally:
-            self._pending.pop(request_id, None)
-        if body is None:
-            raise AnswerUnavailable("the owner worker could not answer now")
-        self.relayed += 1
-        return body
+        self._pending[request_id] = (waiter, loop.time() + self._timeout)
+        if self._expiry is None:
+            self._expiry = loop.call_later(self._timeout, self._expire)
+        if not self._outbox:
+            loop.call_soon(self._flush)
+        self._outbox.append(encode_request(request_id, kind, client, query))
+        return waiter
+
+    def _flush(self) -> None:
+        frames, self._outbox = self._outbox, []
+        end = self._end
+        # A stream lost meanwhile has failed these requests already (`lost`).
+        if end is not None and end.transport is not None and not end.transport.is_closing():
+            end.transport.write(b"".join(frames))
+
+    def _expire(self) -> None:
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        pending = self._pending
+        while pending:
+            request_id, (waiter, deadline) = next(iter(pending.items()))
+            if deadline > now:
+                self._expiry = loop.call_later(deadline - now, self._expire)
+                return
+            del pending[request_id]
+            if not waiter.done():
+                waiter.set_exception(AnswerUnavailable("the owner worker did not answer in time"))
 
     async def _stream(self) -> _WorkerEnd:
         if self._end is not None:
@@ -355,18 +501,27 @@ class TrackerRelay:
         return end
 
     def answered(self, request_id: int, body: bytes | None) -> None:
-        waiter = self._pending.get(request_id)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(body)
+        entry = self._pending.pop(request_id, None)
+        if entry is None or entry[0].done():
+            return  # given up on already (timed out, or the client went away)
+        if body is None:
+            entry[0].set_exception(AnswerUnavailable("the owner worker could not answer now"))
+            return
+        self.relayed += 1
+        entry[0].set_result(body)
 
     def lost(self, end: _WorkerEnd) -> None:
         if self._end is end:
             self._end = None
-        for waiter in self._pending.values():
+        pending, self._pending = self._pending, {}
+        for waiter, _ in pending.values():
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_exception(AnswerUnavailable("the owner worker's tracker stream closed"))
 
     async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         end, self._end = self._end, None
         if end is not None and end.transport is not None:
             end.transport.close()

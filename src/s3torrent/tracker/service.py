@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import ipaddress
 import logging
@@ -109,9 +110,46 @@ class TrackerService:
 
     async def handle_http_announce(self, raw_query: bytes, remote_ip: str, now: float) -> bytes:
         """Bencoded answer to one HTTP announce; failures are `failure reason` bodies."""
+        req = self.parse_http_announce(raw_query, remote_ip)
+        if isinstance(req, bytes):
+            return req
+        return await self._announce_later(req, now)
+
+    def start_http_announce(
+        self, raw_query: bytes, remote_ip: str, now: float
+    ) -> bytes | asyncio.Future[bytes]:
+        """`handle_http_announce`'s answer if it is ready at once (nearly always: a
+        published torrent and a registry that never waits), else a future of it. No
+        coroutine per announce: the lean listeners' path."""
+        req = self.parse_http_announce(raw_query, remote_ip)
+        if isinstance(req, bytes):
+            return req
+        try:
+            result = self.announce_now(req, now)
+        except Exception:
+            log.exception("tracker announce failed")
+            return encode_failure("internal error")
+        if result is None:
+            return asyncio.ensure_future(self._announce_later(req, now))
+        return self.http_announce_answer(req, result)
+
+    async def _announce_later(self, req: AnnounceRequest, now: float) -> bytes:
+        try:
+            result = await self._registry.announce(req, now)
+        except Exception:
+            log.exception("tracker announce failed")
+            return encode_failure("internal error")
+        return self.http_announce_answer(req, result)
+
+    def parse_http_announce(self, raw_query: bytes, remote_ip: str) -> AnnounceRequest | bytes:
+        """The request an HTTP announce makes, or the `failure reason` body it gets at once.
+
+        With `announce_now` and `http_announce_answer`, the steps of `handle_http_announce`
+        one by one: a worker that relays announces to the owner parses and answers them
+        itself, and the owner only runs the registry (tracker/relay.py)."""
         s = self._settings
         try:
-            req = parse_http_announce(
+            return parse_http_announce(
                 raw_query,
                 remote_ip=remote_ip,
                 trust_ip_param=s.trust_ip_param,
@@ -119,14 +157,28 @@ class TrackerService:
                 default_numwant=s.default_numwant,
                 max_query_bytes=s.max_query_bytes,
             )
-            result = await self._registry.announce(req, now)
         except TrackerError as error:
             return encode_failure(error.reason)
-        except Exception:
-            log.exception("tracker announce failed")
-            return encode_failure("internal error")
+
+    def announce_now(
+        self, req: AnnounceRequest, now: float
+    ) -> AnnounceResult | AnnounceFailure | None:
+        """The registry's answer to `req` without waiting, or None where it would wait
+        (then `announce`)."""
+        if self._announce_now is None:
+            return None
+        return self._announce_now(req, now)
+
+    async def announce(self, req: AnnounceRequest, now: float) -> AnnounceResult | AnnounceFailure:
+        return await self._registry.announce(req, now)
+
+    def http_announce_answer(
+        self, req: AnnounceRequest, result: AnnounceResult | AnnounceFailure
+    ) -> bytes:
+        """The bencoded body that answers `req` with the registry's `result`."""
         if isinstance(result, AnnounceFailure):
             return encode_failure(result.reason)
+        s = self._settings
         warning = None
         if req.warnings or result.warning:
             warning = "; ".join([*req.warnings, *([result.warning] if result.warning else [])])
