@@ -25,6 +25,7 @@ from s3torrent.events import AccessChanged, EventBus
 from s3torrent.events_local import EventHub, EventLink
 from s3torrent.extras import check_extras
 from s3torrent.failures import logged_failure
+from s3torrent.handoff import HandoffClient, HandoffServer
 from s3torrent.http_site import AdmittedSite, aiohttp_keepalive_timeout
 from s3torrent.lifecycle.worker import LifecycleWorker
 from s3torrent.listeners import ConnectionGate
@@ -44,7 +45,7 @@ from s3torrent.peer.seeder import Seeder, advertised_address
 from s3torrent.probes import health_handler, metrics_handler
 from s3torrent.provision import open_sealing, persistent_node_id, secure_data_dir, space_reserve
 from s3torrent.publication import PublicTorrents, ResolvingRegistry
-from s3torrent.roles import Role, events_socket, owner_socket, tracker_socket
+from s3torrent.roles import Role, events_socket, handoff_socket, owner_socket, tracker_socket
 from s3torrent.s3.access_log import AccessLog
 from s3torrent.s3.bucket_logs import BucketLogDelivery
 from s3torrent.s3.context import S3Context
@@ -333,6 +334,8 @@ class Node:
             # After every local route: the owner's paths are taken over by forwarding.
             route_to_owner(self.s3, self.owner_link, self.admin, role, settings)
         self._runner: web.AppRunner | None = None
+        self.handoff_server: HandoffServer | None = None
+        self.handoff_client: HandoffClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.trackers = TrackerListeners(
             settings, self.svc.tracker, self.svc.public.registry, self.gate, self.svc.torrents
@@ -450,6 +453,15 @@ class Node:
             path.chmod(0o600)
             if self.settings.redis_url is None:
                 await self.trackers.start_relay(tracker_socket(self.settings.data_dir))
+                # Connections that keep announcing go to the other workers (handoff.py).
+                self.handoff_server = HandoffServer()
+                self.handoff_server.start(handoff_socket(self.settings.data_dir))
+                front.tracker.give_away = self.handoff_server.give
+        elif relayed:
+            self.handoff_client = HandoffClient(
+                handoff_socket(self.settings.data_dir), site.listener.adopt
+            )
+            self.handoff_client.start()
         if owner:
             await self.trackers.start_udp()
         # The tracker port. Alone, this process serves it. With several workers the others
@@ -529,6 +541,8 @@ class Node:
                 logged_failure(log, "a background task"),
             ):
                 await t
+        if self.handoff_client is not None:
+            self.handoff_client.close()  # draining: take no more connections
         await self.trackers.close_ports()
         if self.ws_tracker is not None:
             await self.ws_tracker.close()
@@ -538,6 +552,8 @@ class Node:
             if self.role.owner and not self.role.alone:
                 owner_socket(self.settings.data_dir).unlink(missing_ok=True)
         # After the listeners' drain, during which other workers may still relay announces.
+        if self.handoff_server is not None:
+            self.handoff_server.close()
         await self.trackers.close_relay_server()
         await self.trackers.close_front()
         if self.seeder is not None:

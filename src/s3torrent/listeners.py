@@ -328,6 +328,16 @@ class Listener(asyncio.AbstractServer):
             backoff.accepted()
             self._admit(sock, client_key(str(addr[0])))
 
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve a connection accepted elsewhere (another worker handed it over:
+        handoff.py) as if this listener had accepted it, through the same gate."""
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            sock.close()  # the client left meanwhile
+            return
+        self._admit(sock, client_key(str(peer[0])))
+
     def _admit(self, sock: socket.socket, ip: str) -> None:
         sock.setblocking(False)
         verdict = self.gate.admit(ip, self._loop.time())

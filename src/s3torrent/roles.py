@@ -17,6 +17,7 @@ from typing import Any
 OWNER_SOCKET = "owner.sock"
 EVENTS_SOCKET = "events.sock"
 TRACKER_SOCKET = "tracker.sock"
+HANDOFF_SOCKET = "handoff.sock"
 # The client address of a forwarded request: trusted only on the owner's Unix socket.
 FORWARDED_CLIENT = "X-S3torrent-Forwarded-Client"
 # The client's own connection (address and port) at the worker that forwarded a request: one
@@ -83,3 +84,9 @@ def events_socket(data_dir: Path) -> Path:
 def tracker_socket(data_dir: Path) -> Path:
     """The owner's end of the tracker relay (tracker/relay.py)."""
     return data_dir / TRACKER_SOCKET
+
+
+def handoff_socket(data_dir: Path) -> Path:
+    """Where the owner gives the other workers connections that keep announcing
+    (handoff.py)."""
+    return data_dir / HANDOFF_SOCKET

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from s3torrent.config import Settings, StartupError
-from s3torrent.roles import Role, events_socket, owner_socket, tracker_socket
+from s3torrent.roles import Role, events_socket, handoff_socket, owner_socket, tracker_socket
 
 log = logging.getLogger("s3torrent")
 
@@ -47,7 +47,7 @@ class _Worker:
 
 
 def check_sockets(settings: Settings) -> None:
-    for socket_of in (owner_socket, events_socket, tracker_socket):
+    for socket_of in (owner_socket, events_socket, tracker_socket, handoff_socket):
         path = socket_of(settings.data_dir)
         if len(os.fsencode(path.absolute())) > UNIX_PATH_MAX:
             raise StartupError(

@@ -672,3 +672,65 @@ def test_the_tracker_port_is_the_other_workers_and_survives_their_restart(
         assert set(range(7600, 7612)) <= ports  # the owner kept the swarm throughout
     finally:
         srv.stop()
+
+
+def test_a_connection_that_keeps_announcing_leaves_the_owner(tmp_path: Path) -> None:
+    """The owner answers a connection's first announces itself, then gives the connection
+    to another worker (handoff.py): the same TCP connection goes on, answers in order,
+    and what it asks next (announces, S3 requests) is that worker's."""
+    # Its own server: more announces from 127.0.0.1 than the default per-IP burst allows.
+    two = start_server(
+        tmp_path,
+        workers=2,
+        env={
+            "S3TORRENT_TRACKER__ANNOUNCE_RATE_PER_IP": "100000",
+            "S3TORRENT_TRACKER__ANNOUNCE_RATE_BURST": "100000",
+        },
+    )
+    try:
+        announce_and_move(two)
+    finally:
+        two.stop()
+
+
+def announce_and_move(two: LiveServer) -> None:
+    s3 = make_client(two.endpoint)
+    s3.create_bucket(Bucket="wk-handoff")
+    put_public(s3, "wk-handoff", "obj", os.urandom(40_000))
+    info_hash = info_hash_v1(fetch_torrent(two.endpoint, "wk-handoff", "obj"))
+    conn = connect_to(two, 0)  # one S3 request first: this connection stays the owner's
+    for n in range(3):
+        conn.request("GET", announce_path(info_hash, f"-WK0012-keep{n:08d}".encode(), 7800 + n))
+        response = conn.getresponse()
+        body = response.read()
+        assert response.status == 200 and b"failure reason" not in body, body
+    assert worker_of(conn)[0] == 0
+    conn.close()
+
+    # Announces as their connection's first requests: the kernel gives about half of
+    # these connections to the owner, which gives each away after its second announce,
+    # so all of them end on worker 1 (by chance alone: 1 in 256). Pipelined announces
+    # are answered in order whoever holds the connection.
+    for attempt in range(8):
+        with socket.create_connection(("127.0.0.1", two.port), timeout=15) as sock:
+            for n in range(3):
+                port = 7900 + 10 * attempt + n
+                path = announce_path(info_hash, f"-WK0012-m{attempt}{n:010d}".encode(), port)
+                sock.sendall(f"GET /_tracker{path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                (reply,) = read_responses(sock, 1)
+                ports = {int(p[b"port"]) for p in bdecode(reply)[b"peers"]}
+                assert set(range(7900 + 10 * attempt, port)) <= ports, (attempt, n, ports)
+            paths = [
+                announce_path(info_hash, f"-WK0012-p{attempt}{k:010d}".encode(), 7990 + k)
+                for k in range(3)
+            ]
+            sock.sendall(
+                b"".join(f"GET /_tracker{p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in paths)
+            )
+            for reply in read_responses(sock, 3):
+                assert b"failure reason" not in reply
+            sock.sendall(b"GET /_health HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(4096)
+            assert f"{WORKER}: 1/".encode() in head.lower(), (attempt, head)

@@ -28,6 +28,9 @@ from s3torrent.tracker.http_lean import (
 )
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
+# Announces a connection makes on the owner before another worker is given it: one-shot
+# clients (most: an announce per connection) are answered here and never cost a hand-off.
+GIVE_AWAY_AFTER = 2
 PhaseProbe = Callable[[Any], ConnectionPhase]
 
 _GET = b"GET /"
@@ -102,6 +105,30 @@ class FrontProtocol(LeanTrackerProtocol):
         # Only once what was answered is written, and nothing is being answered.
         if self._hand_over_next and not (self._busy or self._closing):
             self._hand_over()
+        elif self._requests >= GIVE_AWAY_AFTER and self._server.give_away is not None:
+            self._give_away(self._server.give_away)
+
+    def _give_away(self, give: Callable[[int], bool]) -> None:
+        # Another worker takes the connection as it is (handoff.py): only between requests,
+        # with every answer sent and no byte of the next one read.
+        transport = self._transport
+        if (
+            transport is None
+            or self._busy
+            or self._closing
+            or self._eof
+            or self._write_paused
+            or self._read_paused
+            or self._reader.buffered
+            or transport.get_write_buffer_size()
+        ):
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is None or not give(sock.fileno()):
+            return
+        # Our descriptor only: the connection lives on in the other worker.
+        self._closing = True
+        transport.abort()
 
     def _hand_over(self) -> None:
         transport = self._transport

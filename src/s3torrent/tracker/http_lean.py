@@ -514,6 +514,9 @@ class LeanHttpTracker:
         # needs no current task (the in-memory one); Redis's client uses asyncio.timeout.
         self.eager = eager
         self.start_announce: AnnounceStarter | None = getattr(service, "start_http_announce", None)
+        # The owner worker's main-listener front only: passes a connection that keeps
+        # announcing to another worker (handoff.HandoffServer.give).
+        self.give_away: Callable[[int], bool] | None = None
         self.connections: set[LeanTrackerProtocol] = set()
         # The process's connection caps and accept back-off; without one (tests), a plain
         # asyncio server with only this listener's own cap.
