@@ -312,3 +312,66 @@ def test_a_stream_that_breaks_the_format_is_closed_and_others_go_on(tmp_path: Pa
             assert b"failure reason" not in body
 
     asyncio.run(main())
+
+
+def test_a_lean_listener_through_the_relay_answers_in_order_or_503(tmp_path: Path) -> None:
+    """The worker's lean listener: pipelined announces are answered in order from the
+    owner's registry; with the owner silent and the queue full, a client hears 503 at
+    once and the waiting ones after the timeout, never a hang."""
+    from s3torrent.tracker.http_lean import LeanHttpTracker
+
+    async def exchange(port: int, heads: list[bytes], count: int) -> list[bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"".join(heads))
+        answers = []
+        for _ in range(count):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            answers.append(head.split(b"\r\n")[0] + b" " + await reader.readexactly(length))
+        writer.close()
+        return answers
+
+    def get(query: bytes) -> bytes:
+        return b"GET /announce?" + query + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    async def main() -> None:
+        async with pair(tmp_path) as (_, relay):
+            lean = LeanHttpTracker(relay, eager=False)
+            server = await lean.start("127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            heads = [get(announce(n, 7100 + n)) for n in range(1, 6)]
+            answers = await exchange(port, heads, 5)
+            for n, answer in enumerate(answers, start=1):
+                status, _, body = answer.partition(b" 200 OK ")
+                assert status == b"HTTP/1.1", answer
+                listed = {p[b"port"] for p in bdecode(body)[b"peers"]}
+                assert listed == set(range(7101, 7100 + n))  # those before, in order
+            await lean.close()
+
+        path = tmp_path / "silent.sock"
+
+        async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await reader.read(65536):
+                pass
+
+        silent = await asyncio.start_unix_server(swallow, str(path))
+        relay = TrackerRelay(path, service(), timeout=0.5, max_in_flight=1)
+        lean = LeanHttpTracker(relay, eager=False)
+        server = await lean.start("127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            # Connect the relay, and fill its one place.
+            first = asyncio.ensure_future(exchange(port, [get(announce(1, 7001))], 1))
+            await asyncio.sleep(0.2)
+            started = asyncio.get_running_loop().time()
+            (refused,) = await exchange(port, [get(announce(2, 7002))], 1)
+            assert refused.startswith(b"HTTP/1.1 503")
+            assert asyncio.get_running_loop().time() - started < 0.25
+            (late,) = await first
+            assert late.startswith(b"HTTP/1.1 503")
+        finally:
+            await lean.close()
+            await relay.close()
+            silent.close()
+
+    asyncio.run(main())
