@@ -418,7 +418,7 @@ class TrackerRelay:
         if end is None or end.transport is None:
             # Not connected yet (or the owner is restarting): connect first, in a task.
             return asyncio.ensure_future(self._ask(PARSED_ANNOUNCE, req.ip, fields))
-        return self._send(end.transport, PARSED_ANNOUNCE, req.ip, fields)
+        return self._send(PARSED_ANNOUNCE, req.ip, fields)
 
     async def handle_http_announce(self, raw_query: bytes, remote_ip: str, now: float) -> bytes:
         started = self.start_http_announce(raw_query, remote_ip, now)
@@ -429,14 +429,12 @@ class TrackerRelay:
 
     async def _ask(self, kind: int, client: str, query: bytes) -> bytes:
         end = await self._stream()
-        transport = end.transport
-        if transport is None:
+        if end.transport is None:
             raise AnswerUnavailable("the owner worker's tracker stream closed")
-        return await self._send(transport, kind, client, query)
+        return await self._send(kind, client, query)
 
-    def _send(
-        self, transport: asyncio.Transport, kind: int, client: str, query: bytes
-    ) -> asyncio.Future[bytes]:
+    def _send(self, kind: int, client: str, query: bytes) -> asyncio.Future[bytes]:
+        """Queue a request for the owner (written with the turn's others, `_flush`)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bytes] = loop.create_future()
         if len(self._pending) >= self._max_in_flight:
