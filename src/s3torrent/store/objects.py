@@ -16,6 +16,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from s3torrent.store import rows as md
 from s3torrent.store.blobs import BlobStore
+from s3torrent.store.blobs.local import LocalBlobStore
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import StorageFull, StoreError
 from s3torrent.store.metastore import MetadataStore
@@ -201,12 +203,16 @@ class ObjectStore:
         check: Callable[[StoredStream], T] | None = None,
         blob_id: str | None = None,
         wrap_writer: Callable[[Any], Any] | None = None,
+        read_back: Callable[[int, int], None] | None = None,
     ) -> tuple[str, StoredStream, T | None]:
         """Stream chunks into a new durable blob under a fresh id (or `blob_id`).
 
         `check` sees the finished stream (size, MD5) before the commit and may raise to
         abort it; whatever it returns is handed back. `wrap_writer` (encryption at rest)
-        wraps the blob writer. Nothing is left behind on failure.
+        wraps the blob writer. `read_back` (only where `reads_back`, without `wrap_writer`)
+        is called off the loop with a read-only descriptor of the written bytes and their
+        size while the commit makes them durable, and the blob is kept only if both
+        succeed. Nothing is left behind on failure.
         """
         await self.check_writable()
         blob_id = blob_id or self.new_version_id()
@@ -222,11 +228,39 @@ class ObjectStore:
                     chunks, writer, observers, max_size=max_size, on_too_large=on_too_large
                 )
                 checked = check(stored) if check is not None else None
-                await self.commit_blob(writer, blob_id)
+                if read_back is None:
+                    await self.commit_blob(writer, blob_id)
+                else:
+                    await self._commit_reading_back(writer, blob_id, stored.size, read_back)
         except BaseException:
             await self.abort_blob(writer)
             raise
         return blob_id, stored, checked
+
+    @property
+    def reads_back(self) -> bool:
+        """Whether `write_blob` can read a blob back while its commit waits for the disk
+        (a local file, fsynced: without the fsync there is no wait to fill)."""
+        return isinstance(self.blobs, LocalBlobStore) and self.blobs.fsync
+
+    async def _commit_reading_back(
+        self, writer: Any, blob_id: str, size: int, read_back: Callable[[int, int], None]
+    ) -> None:
+        # The descriptor is opened before the commit renames the file, and closed when the
+        # reading thread is done (even if this request is cancelled meanwhile): a thread
+        # must never read a descriptor number that was closed and reused.
+        fd = os.open(writer.tmp_path, os.O_RDONLY)
+        reading = self.executor.submit(read_back, fd, size)
+        reading.add_done_callback(lambda _: os.close(fd))
+        committed, read = await asyncio.gather(
+            self.commit_blob(writer, blob_id), asyncio.wrap_future(reading), return_exceptions=True
+        )
+        if isinstance(committed, BaseException):
+            raise committed
+        if isinstance(read, BaseException):
+            # Committed already: the blob must go, as a failed write leaves nothing behind.
+            await self.delete_blobs([blob_id])
+            raise read
 
     async def check_writable(self) -> None:
         """Refuse new object data (StorageFull) while the disk is full."""

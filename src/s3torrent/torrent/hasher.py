@@ -108,6 +108,18 @@ class TorrentHasher:
         self._split: tuple[TorrentHasher, TorrentHasher] | None = None
 
     @property
+    def piece_length(self) -> int:
+        return self._piece_length
+
+    @property
+    def v1(self) -> bool:
+        return self._v1
+
+    @property
+    def v2(self) -> bool:
+        return self._v2
+
+    @property
     def length(self) -> int:
         """Bytes hashed so far."""
         return self._split[0].length if self._split is not None else self._length
@@ -350,6 +362,23 @@ def hash_file(
             lambda _off, _n: b"", layout, v1=v1, v2=v2, executor=executor, progress=progress
         )
     fd = os.open(path, os.O_RDONLY)
+    try:
+        return hash_fd(fd, layout, v1=v1, v2=v2, executor=executor, progress=progress)
+    finally:
+        os.close(fd)
+
+
+def hash_fd(
+    fd: int,
+    layout: PieceLayout,
+    *,
+    v1: bool,
+    v2: bool,
+    executor: concurrent.futures.Executor,
+    progress: Callable[[int], None] | None = None,
+) -> PieceHashes:
+    """`hash_file` of an open file (the caller keeps and closes `fd`): a blob still being
+    committed, read back by its descriptor while its path changes."""
     buffers = threading.local()
 
     def read(offset: int, length: int) -> memoryview:
@@ -364,15 +393,12 @@ def hash_file(
             got += n
         return view[:got]
 
-    try:
-        return hash_ranges_parallel(
-            read,
-            layout,
-            v1=v1,
-            v2=v2,
-            executor=executor,
-            progress=progress,
-            chunk_bytes=READ_CHUNK,
-        )
-    finally:
-        os.close(fd)
+    return hash_ranges_parallel(
+        read,
+        layout,
+        v1=v1,
+        v2=v2,
+        executor=executor,
+        progress=progress,
+        chunk_bytes=READ_CHUNK,
+    )

@@ -82,6 +82,12 @@ class HashJobs:
         self.sealing: Sealing | None = None
 
     @property
+    def pool(self) -> concurrent.futures.Executor:
+        """The hashing threads (`torrent.hash_workers`): background jobs, and uploads
+        whose pieces are read back while their blob is committed (s3/ops/objects.py)."""
+        return self._pool
+
+    @property
     def queued(self) -> int:
         return len(self._jobs)
 

@@ -45,6 +45,8 @@ from s3torrent.s3.versioning import (
 )
 from s3torrent.store import rows as md
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
+from s3torrent.torrent.hasher import PieceHashes, hash_fd
+from s3torrent.torrent.pieces import PieceLayout
 
 # Headers stored with an object and returned on GET/HEAD, as S3 does.
 STORED_HEADERS = (
@@ -299,9 +301,28 @@ async def store_body(
     torrent_hasher = svc.torrents.hasher_for(body.length) if body.length and not small else None
     headers, torrent_hasher, sealed = await sse.prepare_write(svc, req, headers, torrent_hasher)
     observers: list[Any] = body.observers()
-    if torrent_hasher is not None:
+    # A local blob's pieces are hashed from the written file while its commit makes it
+    # durable, not in the stream, where they slowed the upload itself (the fsync leaves
+    # the cores idle); sealed bytes and remote blobs are hashed in the stream.
+    read_back = torrent_hasher is not None and not small and sealed is None and store.reads_back
+    read_hashes: list[PieceHashes] = []
+    if torrent_hasher is not None and not read_back:
         # A hybrid torrent's SHA-1 and SHA-256 halves hash on two threads at once.
         observers.extend(torrent_hasher.parts())
+
+    def hash_written(fd: int, size: int) -> None:
+        assert torrent_hasher is not None
+        layout = PieceLayout(size, torrent_hasher.piece_length)
+        read_hashes.append(
+            hash_fd(
+                fd,
+                layout,
+                v1=torrent_hasher.v1,
+                v2=torrent_hasher.v2,
+                executor=svc.hash_jobs.pool,
+            )
+        )
+
     inline: bytes | None = None
     if small:
         version_id = sealed.blob_id if sealed is not None else store.new_inline_version_id()
@@ -322,6 +343,7 @@ async def store_body(
             check=lambda s: body.verify(md5=s.md5),
             blob_id=sealed.blob_id if sealed is not None else None,
             wrap_writer=sealed.wrap if sealed is not None else None,
+            read_back=hash_written if read_back else None,
         )
     obj = md.ObjectVersion(
         bucket=req.bucket_name,
@@ -343,7 +365,11 @@ async def store_body(
         legal_hold=lock[2],
         versioned=req.bucket is not None and req.bucket.versioning == "Enabled",
     )
-    hashes = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
+    hashes = None
+    if read_hashes:
+        hashes = svc.torrents.hashes_to_store(obj, read_hashes[0])
+    elif torrent_hasher is not None:
+        hashes = svc.torrents.record_hashes(obj, torrent_hasher)
     committed = await store.publish_version(obj, hashes, condition)
     return committed.version, checksum
 
