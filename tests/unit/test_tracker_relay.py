@@ -268,14 +268,15 @@ def test_an_owner_gone_is_unavailable_then_found_again(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An owner that reads every request and answers none."""
+    while await reader.read(65536):
+        pass
+
+
 def test_an_owner_that_does_not_answer_costs_a_bounded_wait_and_queue(tmp_path: Path) -> None:
     async def main() -> None:
         path = tmp_path / "tracker.sock"
-
-        async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while await reader.read(65536):
-                pass
-
         silent = await asyncio.start_unix_server(swallow, str(path))
         relay = TrackerRelay(path, service(), timeout=0.3, max_in_flight=2)
         try:
@@ -349,11 +350,6 @@ def test_a_lean_listener_through_the_relay_answers_in_order_or_503(tmp_path: Pat
             await lean.close()
 
         path = tmp_path / "silent.sock"
-
-        async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while await reader.read(65536):
-                pass
-
         silent = await asyncio.start_unix_server(swallow, str(path))
         relay = TrackerRelay(path, service(), timeout=0.5, max_in_flight=1)
         lean = LeanHttpTracker(relay, eager=False)
