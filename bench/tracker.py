@@ -45,7 +45,8 @@ DESCRIPTION = (
     "the connection after every answer, as it always does), runs alternating. UDP (BEP 15): "
     "the same announces from `bench/udp_load.c` (one socket, one connect, then 32 announces "
     "in flight, each answer sending the next), against s3torrent's `tracker.udp_listen` and "
-    "opentracker's UDP port (the same number as its HTTP port). The "
+    "opentracker's UDP port (the same number as its HTTP port); every other round runs "
+    "the subjects in reverse order. The "
     "info-hashes are those of a few hundred public objects created first, so every "
     "announce is for a registered torrent. "
     "The mix imitates a swarm: several thousand peers (distinct peer ids and ports), each "
@@ -340,6 +341,9 @@ def run(ctx: Context) -> list[Row]:
                 ("s3torrent", udp(udp_port)),
                 ("opentracker", udp(anchor_udp)),
             ],
+            # Every other round in reverse: no subject always follows another (the main
+            # listener's runs came after opentracker's UDP flood in every round).
+            balanced=True,
         )
     note = (
         f"{objects} torrents, {peers} peers, {len(queries)} distinct announces, "
