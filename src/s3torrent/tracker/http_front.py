@@ -28,10 +28,11 @@ from s3torrent.tracker.http_lean import (
 )
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
+PhaseProbe = Callable[[Any], ConnectionPhase]
+
 # Announces a connection makes on the owner before another worker is given it: one-shot
 # clients (most: an announce per connection) are answered here and never cost a hand-off.
 GIVE_AWAY_AFTER = 2
-PhaseProbe = Callable[[Any], ConnectionPhase]
 
 _GET = b"GET /"
 _ANNOUNCE = b"GET /_tracker/announce?"
