@@ -120,3 +120,59 @@ def test_without_fsync_there_is_no_wait_to_read_back_in(
     tmp_path: Path, pool: concurrent.futures.ThreadPoolExecutor
 ) -> None:
     assert not store(tmp_path, pool, fsync=False).reads_back
+
+
+class SlowCommit:
+    """A blob writer whose commit takes a while after the rename, as the directory's
+    fsync does."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.tmp_path = inner.tmp_path
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.inner.write(data)
+
+    def commit(self, version_id: str) -> None:
+        import time
+
+        self.inner.commit(version_id)
+        time.sleep(0.3)
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+
+@pytest.mark.parametrize("reading_back", [False, True])
+def test_a_write_cancelled_during_its_commit_waits_for_it_then_leaves_nothing(
+    tmp_path: Path, pool: concurrent.futures.ThreadPoolExecutor, reading_back: bool
+) -> None:
+    """The commit runs in a thread that cannot be stopped: the abort must wait for it, and
+    the blob it committed (renamed into place already) must go."""
+    objects = store(tmp_path, pool)
+    fds_before = len(os.listdir("/proc/self/fd"))
+
+    def read_back(fd: int, size: int) -> None:
+        os.pread(fd, size, 0)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(
+            objects.write_blob(
+                chunks(os.urandom(300_000)),
+                [],
+                max_size=1 << 30,
+                on_too_large=too_large,
+                blob_id="cd" * 16,
+                wrap_writer=SlowCommit,
+                read_back=read_back if reading_back else None,
+            )
+        )
+        await asyncio.sleep(0.15)  # the body is written; the commit is under way
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert not objects.blobs.local_path("cd" * 16).exists()  # type: ignore[union-attr]
+    assert not list((tmp_path / "tmp").iterdir())
+    assert len(os.listdir("/proc/self/fd")) == fds_before  # nothing closed twice or leaked

@@ -228,14 +228,33 @@ class ObjectStore:
                     chunks, writer, observers, max_size=max_size, on_too_large=on_too_large
                 )
                 checked = check(stored) if check is not None else None
-                if read_back is None:
-                    await self.commit_blob(writer, blob_id)
-                else:
-                    await self._commit_reading_back(writer, blob_id, stored.size, read_back)
+                commit = (
+                    self.commit_blob(writer, blob_id)
+                    if read_back is None
+                    else self._commit_reading_back(writer, blob_id, stored.size, read_back)
+                )
+                await self._see_commit_through(asyncio.ensure_future(commit), blob_id)
         except BaseException:
             await self.abort_blob(writer)
             raise
         return blob_id, stored, checked
+
+    async def _see_commit_through(self, commit: asyncio.Future[None], blob_id: str) -> None:
+        """Wait for a commit, which runs in a thread nothing can stop. If the request is
+        cancelled meanwhile, the commit still ends before anything is undone, and a blob
+        it committed is deleted: a cancelled write leaves nothing behind. Before, the
+        abort ran beside the committing thread: a blob renamed into place during it was
+        left with no row, and both could close the writer's descriptor, the second
+        time perhaps another file's by then."""
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            while not commit.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(commit)
+            if not commit.cancelled() and commit.exception() is None:
+                await self.delete_blobs([blob_id])
+            raise
 
     @property
     def reads_back(self) -> bool:
