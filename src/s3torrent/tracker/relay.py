@@ -36,7 +36,6 @@ from typing import Any, Final
 from s3torrent.tracker.eager import start_eagerly
 from s3torrent.tracker.http_lean import DEFAULT_MAX_REQUEST_BYTES, AnswerUnavailable
 from s3torrent.tracker.protocol import AnnounceEvent, AnnounceRequest
-from s3torrent.tracker.registry import AnnounceFailure, AnnounceResult
 from s3torrent.tracker.service import TrackerService
 
 log = logging.getLogger(__name__)
@@ -265,7 +264,7 @@ class _OwnerEnd(asyncio.Protocol):
                 result = service.announce_now(req, now)
                 if result is not None:
                     return encode_answer(request_id, service.http_announce_answer(req, result))
-            coro = _announce(service, req, now)
+            coro = service.answer_announce(req, now)
         elif kind == ANNOUNCE:
             coro = service.handle_http_announce(query, client, now)
         else:
@@ -291,17 +290,6 @@ class _OwnerEnd(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
-
-
-async def _announce(service: TrackerService, req: AnnounceRequest, now: float) -> bytes:
-    """A parsed announce's answer where the registry waits (as `handle_http_announce`)."""
-    result: AnnounceResult | AnnounceFailure
-    try:
-        result = await service.announce(req, now)
-    except Exception:
-        log.exception("tracker announce failed")
-        result = AnnounceFailure("internal error")
-    return service.http_announce_answer(req, result)
 
 
 class RelayServer:

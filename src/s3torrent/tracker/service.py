@@ -113,7 +113,7 @@ class TrackerService:
         req = self.parse_http_announce(raw_query, remote_ip)
         if isinstance(req, bytes):
             return req
-        return await self._announce_later(req, now)
+        return await self.answer_announce(req, now)
 
     def start_http_announce(
         self, raw_query: bytes, remote_ip: str, now: float
@@ -130,10 +130,11 @@ class TrackerService:
             log.exception("tracker announce failed")
             return encode_failure("internal error")
         if result is None:
-            return asyncio.ensure_future(self._announce_later(req, now))
+            return asyncio.ensure_future(self.answer_announce(req, now))
         return self.http_announce_answer(req, result)
 
-    async def _announce_later(self, req: AnnounceRequest, now: float) -> bytes:
+    async def answer_announce(self, req: AnnounceRequest, now: float) -> bytes:
+        """The answer to a parsed announce, waiting for the registry where it must."""
         try:
             result = await self._registry.announce(req, now)
         except Exception:
@@ -164,13 +165,10 @@ class TrackerService:
         self, req: AnnounceRequest, now: float
     ) -> AnnounceResult | AnnounceFailure | None:
         """The registry's answer to `req` without waiting, or None where it would wait
-        (then `announce`)."""
+        (then `answer_announce`)."""
         if self._announce_now is None:
             return None
         return self._announce_now(req, now)
-
-    async def announce(self, req: AnnounceRequest, now: float) -> AnnounceResult | AnnounceFailure:
-        return await self._registry.announce(req, now)
 
     def http_announce_answer(
         self, req: AnnounceRequest, result: AnnounceResult | AnnounceFailure
