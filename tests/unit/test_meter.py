@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from s3torrent.events import EventBus
 from s3torrent.metering import usage as u
-from s3torrent.metering.meter import OP_BITTORRENT, OP_STORAGE, Meter, Pending
+from s3torrent.metering.meter import FOLD_EVERY, OP_BITTORRENT, OP_STORAGE, Meter, Pending
 from s3torrent.store import metadata as md
 from s3torrent.store.database import Database
 from s3torrent.store.metastore import SqlMetadataStore
@@ -58,6 +58,45 @@ def test_requests_aggregate_per_hour_bucket_and_operation(
     assert m.requests_total == {("GetObject", 200): 2, ("GetObject", 206): 1, ("PutObject", 200): 1}
     assert m.bytes_total == {("GetObject", "out"): 151, ("PutObject", "in"): 7}
     assert sum(m.latency["GetObject"].counts) == 3
+
+
+def test_requests_are_added_up_alike_however_they_interleave_with_reads(
+    db: Database, meta: SqlMetadataStore
+) -> None:
+    """Recorded requests are added up when read (or every FOLD_EVERY): alternating
+    buckets, operations and hours, read midway or not, count the same."""
+    clock = Clock(H + 3590)
+    m = Meter(meta, clock=clock)
+    ops = ("GetObject", "PutObject", "GetObject", OP_BITTORRENT)
+    for i in range(40):
+        clock.t = H + 3590 + i / 2  # crosses into the next hour at i == 20
+        m.record(f"b{i % 3}", ops[i % 4], 200, i, 1, 0.001 * (i % 7), "k" if i % 2 else None)
+        if i == 13:
+            assert m.requests_total[("GetObject", 200)] == 7  # read midway: folds
+    expected: dict[tuple[int, str, str], list[int]] = {}
+    for i in range(40):
+        hour = H if i < 20 else H + 3600
+        c = expected.setdefault((hour, f"b{i % 3}", ops[i % 4]), [0, 0, 0])
+        c[0], c[1], c[2] = c[0] + 1, c[1] + i, c[2] + 1
+    assert m.pending.usage == expected
+    assert m.requests_total == {
+        ("GetObject", 200): 20,
+        ("PutObject", 200): 10,
+        (OP_BITTORRENT, 200): 10,
+    }
+    assert m.bytes_total[("GetObject", "in")] == 20
+    assert sum(m.latency["PutObject"].counts) == 10
+    assert m.latency["GetObject"].total == pytest.approx(
+        sum(0.001 * (i % 7) for i in range(0, 40, 2))
+    )
+
+
+def test_recorded_requests_are_bounded_without_a_read(db: Database, meta: SqlMetadataStore) -> None:
+    m = Meter(meta, clock=Clock(H))
+    for _ in range(FOLD_EVERY * 3 + 5):
+        m.record("b", "GetObject", 200, 1, 0, 0.0, "k")
+        assert len(m._log) < FOLD_EVERY
+    assert m.pending.usage == {(H, "b", "GetObject"): [FOLD_EVERY * 3 + 5, FOLD_EVERY * 3 + 5, 0]}
 
 
 def test_piece_sent_is_an_anonymous_get_in_the_bittorrent_channel(

@@ -5,7 +5,8 @@ Every channel reports here once, at its edge: the S3 middleware for every REST r
 range GETs (channel GetObject-WebSeed),
 the seeder for the piece messages it sends (`on_piece_sent`, one call per batch of blocks,
 channel GetObject-BitTorrent). Counting
-is a dict increment on the event loop thread; a background task flushes the counters to the
+is a tuple appended on the event loop thread, added up into the counters when they are read
+(`Meter._fold`); a background task flushes the counters to the
 metadata store at least once a second (one transaction per flush) and at shutdown, so a
 crash loses at most the last interval. The same task samples each bucket's stored bytes
 (byte-hours) and the tracker's swarm counters (per torrent and hour).
@@ -64,6 +65,13 @@ LATENCY_BOUNDS = (
 
 HOUR = 3600
 
+# Requests recorded before they are added up, at most (Meter.record): some 100 bytes each.
+FOLD_EVERY = 4096
+
+# One recorded request: time, bucket, operation, status, bytes out, bytes in, seconds, the
+# object's key (or None), how many requests it stands for.
+_Entry = tuple[float, str, str, int, int, int, float, "str | None", int]
+
 
 SAMPLING_LEASE = "metering-samples"
 
@@ -114,11 +122,14 @@ class Meter:
         self.storage_sample_interval = storage_sample_interval
         self.public = public
         self.clock = clock
-        self.pending = Pending()
+        # Requests recorded and not yet added up (see record): read through the properties
+        # below, which add them up first.
+        self._log: list[_Entry] = []
+        self._pending = Pending()
         # Cumulative since start, for /metrics.
-        self.requests_total: dict[tuple[str, int], int] = {}
-        self.bytes_total: dict[tuple[str, str], int] = {}
-        self.latency: dict[str, Latency] = {}
+        self._requests_total: dict[tuple[str, int], int] = {}
+        self._bytes_total: dict[tuple[str, str], int] = {}
+        self._latency: dict[str, Latency] = {}
         self.flushes = 0
         self.flush_failures = 0
         self.last_flush_seconds = 0.0
@@ -149,35 +160,94 @@ class Meter:
         count: int = 1,
     ) -> None:
         """One request at the edge (or `count` alike, `bytes_out` in all); key names the
-        object whose bytes went out, if any."""
-        now = self.clock()
-        ukey = (int(now) - int(now) % HOUR, bucket, operation)
-        c = self.pending.usage.get(ukey)
-        if c is None:
-            c = self.pending.usage[ukey] = [0, 0, 0]
-        c[0] += count
-        c[1] += bytes_out
-        c[2] += bytes_in
-        if key is not None:
-            okey = (bucket, key, operation)
-            o = self.pending.objects.get(okey)
-            if o is None:
-                o = self.pending.objects[okey] = [0, 0]
-            o[0] += count
-            o[1] += bytes_out
-        rkey = (operation, status)
-        self.requests_total[rkey] = self.requests_total.get(rkey, 0) + count
-        if bytes_out:
-            bkey = (operation, "out")
-            self.bytes_total[bkey] = self.bytes_total.get(bkey, 0) + bytes_out
-        if bytes_in:
-            bkey = (operation, "in")
-            self.bytes_total[bkey] = self.bytes_total.get(bkey, 0) + bytes_in
-        lat = self.latency.get(operation)
-        if lat is None:
-            lat = self.latency[operation] = Latency()
-        lat.counts[bisect.bisect_left(LATENCY_BOUNDS, seconds)] += count
-        lat.total += seconds * count
+        object whose bytes went out, if any.
+
+        Kept as it came, with its time, and added up in one pass when the counters are read
+        (a flush, /metrics, a worker's push) or FOLD_EVERY requests have piled up: a tuple
+        appended is a fraction of the dict updates it stands for, made once per request, and
+        the pass makes them with everything it needs at hand (and one lookup for a run of
+        requests alike)."""
+        log = self._log
+        entry = (self.clock(), bucket, operation, status, bytes_out, bytes_in, seconds, key, count)
+        log.append(entry)
+        if len(log) >= FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Add up the requests recorded since the last pass."""
+        log, self._log = self._log, []
+        usage, objects = self._pending.usage, self._pending.objects
+        requests_total, bytes_total, latency = (
+            self._requests_total,
+            self._bytes_total,
+            self._latency,
+        )
+        bounds, bisect_left = LATENCY_BOUNDS, bisect.bisect_left
+        last_u: tuple[int, str, str] | None = None
+        c: list[int] = []
+        last_op: str | None = None
+        lat = Latency()
+        for now, bucket, operation, status, bytes_out, bytes_in, seconds, key, count in log:
+            t = int(now)
+            ukey = (t - t % HOUR, bucket, operation)
+            if ukey != last_u:
+                got = usage.get(ukey)
+                if got is None:
+                    got = usage[ukey] = [0, 0, 0]
+                last_u, c = ukey, got
+            c[0] += count
+            c[1] += bytes_out
+            c[2] += bytes_in
+            if key is not None:
+                okey = (bucket, key, operation)
+                o = objects.get(okey)
+                if o is None:
+                    o = objects[okey] = [0, 0]
+                o[0] += count
+                o[1] += bytes_out
+            rkey = (operation, status)
+            requests_total[rkey] = requests_total.get(rkey, 0) + count
+            if bytes_out:
+                bkey = (operation, "out")
+                bytes_total[bkey] = bytes_total.get(bkey, 0) + bytes_out
+            if bytes_in:
+                bkey = (operation, "in")
+                bytes_total[bkey] = bytes_total.get(bkey, 0) + bytes_in
+            if operation != last_op:
+                got_lat = latency.get(operation)
+                if got_lat is None:
+                    got_lat = latency[operation] = Latency()
+                last_op, lat = operation, got_lat
+            lat.counts[bisect_left(bounds, seconds)] += count
+            lat.total += seconds * count
+
+    @property
+    def pending(self) -> Pending:
+        """What the next flush writes, every request recorded so far included."""
+        if self._log:
+            self._fold()
+        return self._pending
+
+    @property
+    def requests_total(self) -> dict[tuple[str, int], int]:
+        """Requests since start by (operation, status)."""
+        if self._log:
+            self._fold()
+        return self._requests_total
+
+    @property
+    def bytes_total(self) -> dict[tuple[str, str], int]:
+        """Bytes since start by (operation, "in" or "out")."""
+        if self._log:
+            self._fold()
+        return self._bytes_total
+
+    @property
+    def latency(self) -> dict[str, Latency]:
+        """The latency histogram since start of each operation."""
+        if self._log:
+            self._fold()
+        return self._latency
 
     def on_piece_sent(self, bucket: str, key: str, nbytes: int, blocks: int = 1, /) -> None:
         """The seeder sent `blocks` piece messages (`nbytes` in all, summed by the seeder
@@ -292,7 +362,7 @@ class Meter:
 
     async def flush(self) -> None:
         """Write everything counted so far in one transaction; on failure keep it for later."""
-        batch, self.pending = self.pending, Pending()
+        batch, self._pending = self.pending, Pending()
         if not batch:
             return
         started = time.perf_counter()
@@ -301,7 +371,7 @@ class Meter:
         except Exception:
             self.flush_failures += 1
             batch.merge(self.pending)
-            self.pending = batch
+            self._pending = batch
             raise
         self.flushes += 1
         self.last_flush_seconds = time.perf_counter() - started
