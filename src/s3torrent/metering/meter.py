@@ -65,7 +65,7 @@ LATENCY_BOUNDS = (
 
 HOUR = 3600
 
-# Requests recorded before they are added up, at most (Meter.record): some 100 bytes each.
+# Requests recorded before they are added up, at most (Meter.record): some 150 bytes each.
 FOLD_EVERY = 4096
 
 # One recorded request: time, bucket, operation, status, bytes out, bytes in, seconds, the
