@@ -261,9 +261,9 @@ class _OwnerEnd(asyncio.Protocol):
         if kind == PARSED_ANNOUNCE:
             req = decode_announce_fields(query, client)
             if self._server.eager:
-                result = service.announce_now(req, now)
-                if result is not None:
-                    return encode_answer(request_id, service.http_announce_answer(req, result))
+                answer = service.answer_parsed_now(req, now)
+                if answer is not None:
+                    return encode_answer(request_id, answer)
             coro = service.answer_announce(req, now)
         elif kind == ANNOUNCE:
             coro = service.handle_http_announce(query, client, now)

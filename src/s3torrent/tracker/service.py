@@ -124,14 +124,21 @@ class TrackerService:
         req = self.parse_http_announce(raw_query, remote_ip)
         if isinstance(req, bytes):
             return req
+        answer = self.answer_parsed_now(req, now)
+        if answer is None:
+            return asyncio.ensure_future(self.answer_announce(req, now))
+        return answer
+
+    def answer_parsed_now(self, req: AnnounceRequest, now: float) -> bytes | None:
+        """The answer to a parsed announce if the registry gives it without waiting, else
+        None (then `answer_announce`); a registry error is answered as `answer_announce`
+        answers it."""
         try:
             result = self.announce_now(req, now)
         except Exception:
             log.exception("tracker announce failed")
             return encode_failure("internal error")
-        if result is None:
-            return asyncio.ensure_future(self.answer_announce(req, now))
-        return self.http_announce_answer(req, result)
+        return None if result is None else self.http_announce_answer(req, result)
 
     async def answer_announce(self, req: AnnounceRequest, now: float) -> bytes:
         """The answer to a parsed announce, waiting for the registry where it must."""
