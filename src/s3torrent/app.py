@@ -51,6 +51,7 @@ from s3torrent.s3.bucket_logs import BucketLogDelivery
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.cross_origin import CrossOrigin
 from s3torrent.s3.ops.table import handlers
+from s3torrent.s3.quick import QuickReads
 from s3torrent.s3.server import FinishedHook, S3Application, Wrapper
 from s3torrent.startup import (
     deployment_warnings,
@@ -434,6 +435,8 @@ class Node:
             if relayed
             else None
         )
+        if self.settings.quick_reads and self.s3.entry is not None:
+            front.quick = QuickReads(self.s3.entry, self.s3.stamp, limits.max_xml_body)
         site = AdmittedSite(
             self._runner,
             self.gate,

@@ -14,6 +14,7 @@ from aiohttp import web
 from fastbencode import bdecode  # type: ignore[attr-defined]
 
 from s3torrent.http_site import aiohttp_phase
+from s3torrent.s3.quick import QuickHandOver, QuickReads
 from s3torrent.tracker.http_front import TrackerFront, is_tracker_target
 from s3torrent.tracker.http_lean import LeanHttpTracker
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TorrentRef
@@ -149,3 +150,130 @@ def test_hostile_tracker_requests_get_answers_not_hangs() -> None:
             assert refused[0] in (400, 414, 431)
 
     run(scenario())
+
+
+# ---- the S3 application's quick answers (s3/quick.py) on the same connections ----
+
+
+class StandIn:
+    """The S3 application's entry as the quick path sees it: answers "quick <method>
+    <target>", hands /big over, fails on /boom, waits on /slow until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.seen: list[str] = []
+
+    async def entry(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append(request.raw_path)
+        if request.path.startswith("/big"):
+            raise QuickHandOver
+        if request.path.startswith("/boom"):
+            raise RuntimeError("boom")
+        if request.path.startswith("/slow"):
+            await self.release.wait()
+        return web.Response(text=f"quick {request.method} {request.raw_path} {request.remote}")
+
+    @staticmethod
+    def stamp(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = "s3torrent"
+
+
+@asynccontextmanager
+async def quick_server(stand_in: StandIn) -> AsyncIterator[tuple[int, TrackerFront]]:
+    registry = MemoryRegistry(RegistryLimits(rate_burst=1e9, rate_per_ip=1e9), random.Random(5))
+    tracker = LeanHttpTracker(TrackerService(registry), lambda: 0.0, eager=True)
+    fallback = web.Server(s3_stand_in)
+    front = TrackerFront(tracker)
+    front.quick = QuickReads(stand_in.entry, stand_in.stamp, 1024)
+    make, _ = front(fallback, aiohttp_phase)
+    server = await asyncio.get_running_loop().create_server(make, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1]), front
+    finally:
+        server.close()
+        await front.close()
+        await fallback.shutdown(1)
+
+
+def get(path: str, method: str = "GET") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
+
+
+def test_gets_are_answered_quick_until_a_request_aiohttp_must_answer() -> None:
+    async def go() -> list[bytes]:
+        stand_in = StandIn()
+        async with quick_server(stand_in) as (port, _):
+            data = get("/b/k1") + get("/b/k2?x=1") + get("/b/k3", "PUT") + get("/b/k4")
+            return [body for _, _, body in await exchange(port, data, 4)]
+
+    bodies = run(go())
+    assert bodies[0] == b"quick GET /b/k1 127.0.0.1"
+    assert bodies[1] == b"quick GET /b/k2?x=1 127.0.0.1"
+    # From the PUT on, the connection is aiohttp's: the GET after it too, in order.
+    assert bodies[2:] == [b"aiohttp PUT /b/k3 0", b"aiohttp GET /b/k4 0"]
+
+
+def test_a_request_handed_over_is_answered_once_by_aiohttp_in_its_place() -> None:
+    async def go() -> tuple[list[bytes], list[str]]:
+        stand_in = StandIn()
+        async with quick_server(stand_in) as (port, _):
+            data = get("/b/small") + get("/big/object") + get("/b/after")
+            answers = await exchange(port, data, 3)
+            return [body for _, _, body in answers], stand_in.seen
+
+    bodies, seen = run(go())
+    assert bodies == [
+        b"quick GET /b/small 127.0.0.1",
+        b"aiohttp GET /big/object 0",
+        b"aiohttp GET /b/after 0",
+    ]
+    assert seen == ["/b/small", "/big/object"]  # nothing after the hand-over came here
+
+
+def test_a_failing_quick_answer_is_a_500_and_a_close() -> None:
+    async def go() -> tuple[int, bytes]:
+        async with quick_server(StandIn()) as (port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(get("/boom") + get("/b/k"))
+            status, _, _ = await read_response(reader)
+            rest = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return status, rest
+
+    status, rest = run(go())
+    assert status == 500
+    assert rest == b""  # closed: the pipelined request is not answered
+
+
+def test_closing_the_front_writes_the_quick_answers_under_way_first() -> None:
+    async def go() -> tuple[int, bytes]:
+        stand_in = StandIn()
+        async with quick_server(stand_in) as (port, front):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(get("/slow/one"))
+            while not stand_in.seen:
+                await asyncio.sleep(0.01)
+            closing = asyncio.create_task(front.close())
+            await asyncio.sleep(0.1)
+            assert not closing.done()  # waiting for the answer under way
+            stand_in.release.set()
+            status, _, body = await read_response(reader)
+            await asyncio.wait_for(closing, 5)
+            writer.close()
+            return status, body
+
+    status, body = run(go())
+    assert status == 200 and body.startswith(b"quick GET /slow/one")
+
+
+def test_slow_and_huge_heads_never_reach_the_quick_path() -> None:
+    async def go() -> list[int]:
+        stand_in = StandIn()
+        async with quick_server(stand_in) as (port, _):
+            huge = b"GET /b/k HTTP/1.1\r\nHost: h\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n"
+            answers = await exchange(port, huge, 1)
+            assert stand_in.seen == []
+            return [status for status, _, _ in answers]
+
+    # aiohttp's own bound answers it (the stand-in app never sees a head this large).
+    assert run(go())[0] in (400, 431)

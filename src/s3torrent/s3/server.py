@@ -25,6 +25,7 @@ from s3torrent.s3.auth import authenticate
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error, s3_error_of
 from s3torrent.s3.params import NO_PARAMS, Params, parse_params
+from s3torrent.s3.quick import QuickHandOver, is_quick
 from s3torrent.s3.refusals import refuse_acls, refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key, parse_target, route
 from s3torrent.s3.sigv4 import VerifiedAuth
@@ -56,6 +57,9 @@ _READS_EXISTING_OBJECT = {
     Endpoint.GetObjectLegalHold,
     Endpoint.PutObjectLegalHold,
 }
+
+# What the quick path (s3/quick.py) answers; anything else is handed to aiohttp.
+_QUICK_ENDPOINTS = frozenset({Endpoint.GetObject, Endpoint.HeadObject})
 
 
 @dataclass(slots=True)
@@ -332,6 +336,8 @@ class S3Application:
         # of every answer to a request with an Origin; None: no CORS.
         self.preflight: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
         self.cors_headers: Callable[[web.Request], Awaitable[dict[str, str]]] | None = None
+        # Every request's way in, all layers included (set by `build`): the quick path's.
+        self.entry: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
 
     def add_route(
         self, prefix: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -365,6 +371,7 @@ class S3Application:
         )
         for wrapper in reversed(outer):
             handler = partial(wrapper, handler=handler)
+        self.entry = handler
         every_path = _EveryPath()
         app.router.register_resource(every_path)
         every_path.add_route("*", handler, expect_handler=self._defer_expect)
@@ -380,16 +387,21 @@ class S3Application:
             raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect[:64]}")
 
     async def _stamp_headers(self, request: web.Request, response: web.StreamResponse) -> None:
-        rid = request.get(REQUEST_ID) or new_request_id()
-        response.headers.setdefault("x-amz-request-id", rid)
-        response.headers.setdefault("x-amz-id-2", rid)
-        response.headers["Server"] = "s3torrent"
         if self.cors_headers is not None and "Origin" in request.headers:
             try:
                 response.headers.update(await self.cors_headers(request))
             except Exception:
                 # Headers for the browser only: their failure must not lose the answer.
                 log.exception("CORS headers for %s %s", request.method, request.path[:200])
+        self.stamp(request, response)
+
+    def stamp(self, request: web.Request, response: web.StreamResponse) -> None:
+        """The headers every answer carries, once it is final (the quick path calls this
+        itself: it takes no request with an Origin, so there are no CORS headers to add)."""
+        rid = request.get(REQUEST_ID) or new_request_id()
+        response.headers.setdefault("x-amz-request-id", rid)
+        response.headers.setdefault("x-amz-id-2", rid)
+        response.headers["Server"] = "s3torrent"
         # Absent when aiohttp answered before the middleware ran (a refused Expect).
         exchange = request.get(_EXCHANGE)
         if exchange is not None:
@@ -409,6 +421,10 @@ class S3Application:
             response = await self._respond(request, handler)
             status = response.status
             return response
+        except QuickHandOver:
+            # Not answered here (s3/quick.py): aiohttp answers, meters and logs it.
+            exchange.extra = True
+            raise
         except web.HTTPException as exc:
             status = exc.status
             raise
@@ -434,7 +450,7 @@ class S3Application:
             if err.status >= 500:
                 log.warning("%s %s -> %s %s", request.method, request.path, err.code, err.message)
             return self._error(request, err, rid)
-        except web.HTTPException:
+        except (web.HTTPException, QuickHandOver):
             raise
         except ConnectionError:
             # The client went away mid-request (an aborted upload, a GET cut short: reset or
@@ -468,14 +484,19 @@ class S3Application:
             return await self.preflight(request)
         raw = request.raw_path
         raw_path, _, raw_query = raw.partition("?")
+        quick = is_quick(request)
         # Every extra route's prefix starts with "/_" (add_route), which no bucket does.
         for prefix, extra in self.extra_routes.items() if raw_path.startswith("/_") else ():
             if raw_path == prefix or raw_path.startswith(prefix + "/"):
+                if quick:
+                    raise QuickHandOver
                 request[EXTRA_ROUTE] = prefix
                 request[_EXCHANGE].extra = True
                 return await extra(request)
         taken = self.query_routes.get(raw_path)
         if taken is not None and taken[0] <= {p.partition("=")[0] for p in raw_query.split("&")}:
+            if quick:
+                raise QuickHandOver
             request[EXTRA_ROUTE] = raw_path
             request[_EXCHANGE].extra = True
             return await taken[1](request)
@@ -486,6 +507,8 @@ class S3Application:
         for k, v in query_pairs:
             query.setdefault(k, v)
         endpoint = route(request.method, target, query, request.headers)
+        if quick and endpoint not in _QUICK_ENDPOINTS:
+            raise QuickHandOver  # before anything is done: aiohttp does it all
         now = datetime.now(UTC)
         req = S3Request(
             http=request,

@@ -14,10 +14,12 @@ protocol per connection throughout (`front_phase` asks whichever is in charge).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final, cast
 
 from s3torrent.listeners import ConnectionPhase
+from s3torrent.s3.quick import QuickAnswer, QuickConnection, QuickHandOver, QuickHead, QuickReads
 from s3torrent.tracker.http_lean import (
     HttpRequestError,
     HttpRequestHead,
@@ -27,12 +29,21 @@ from s3torrent.tracker.http_lean import (
     parse_request_head,
 )
 
+log = logging.getLogger(__name__)
+
 ProtocolFactory = Callable[[], asyncio.Protocol]
 PhaseProbe = Callable[[Any], ConnectionPhase]
 
 # Announces a connection makes on the owner before another worker is given it: one-shot
 # clients (most: an announce per connection) are answered here and never cost a hand-off.
 GIVE_AWAY_AFTER = 2
+# Seconds a closing front waits for the quick answers under way to be written.
+DRAIN_SECONDS: Final = 10.0
+
+_QUICK_FAILED: Final = (
+    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 15\r\nConnection: close\r\n\r\ninternal error\n"
+)
 
 _GET = b"GET /"
 _ANNOUNCE = b"GET /_tracker/announce?"
@@ -71,12 +82,18 @@ def _answered_here(head: bytes) -> HttpRequestHead | None:
 
 
 class FrontProtocol(LeanTrackerProtocol):
-    """A main-listener connection: lean tracker answers until the first other request."""
+    """A main-listener connection: lean tracker answers, and the S3 application's quick
+    answers (s3/quick.py), until the first other request."""
 
-    def __init__(self, server: LeanHttpTracker, fallback: ProtocolFactory) -> None:
+    def __init__(
+        self, server: LeanHttpTracker, fallback: ProtocolFactory, quick: QuickReads | None = None
+    ) -> None:
         super().__init__(server)
         self._fallback = fallback
         self._handed: asyncio.Protocol | None = None
+        self._quick = quick
+        self._quick_conn: QuickConnection | None = None
+        self._close_when_answered = False
 
     @property
     def handed(self) -> asyncio.Protocol | None:
@@ -84,6 +101,8 @@ class FrontProtocol(LeanTrackerProtocol):
         return self._handed
 
     def _next_head(self) -> HttpRequestHead | None:
+        if self._hand_over_next:
+            return None  # the rest is aiohttp's
         reader = self._reader
         head = reader.pending_head()
         if head is None:
@@ -96,17 +115,78 @@ class FrontProtocol(LeanTrackerProtocol):
             return None
         parsed = _answered_here(head)
         if parsed is None:
-            self._hand_over_next = True
-            return None
+            quick = QuickHead.parse(head) if self._quick is not None else None
+            if quick is None:
+                self._hand_over_next = True
+                return None
+            parsed = HttpRequestHead(b"", quick.keep_alive, None, (quick, head))
         reader.skip(head)
         return parsed
+
+    def _dispatch(self, head: HttpRequestHead) -> bytes | None:
+        if head.other is None:
+            return super()._dispatch(head)
+        quick, raw = cast(tuple[QuickHead, bytes], head.other)
+        assert self._quick is not None and self._transport is not None and self._loop is not None
+        conn = self._quick_conn
+        if conn is None:
+            conn = self._quick_conn = QuickConnection(self._transport)
+        self._busy = True
+        task = self._task = self._loop.create_task(self._quick.answer(quick, conn))
+        task.add_done_callback(lambda done: self._quick_finish(done, raw))
+        return None
+
+    def _quick_finish(self, task: asyncio.Future[QuickAnswer], raw: bytes) -> None:
+        # A done callback, run a loop turn after the task's step: the answers of all the
+        # connections whose requests came in one turn are computed in the next one, sharing
+        # one read of the lookup generation (s3/quick.py, QuickReads.answer). Written in the
+        # task's step instead, each answer brings its client's next request sooner, alone
+        # in its turn: 4 KiB GETs cost 15% more CPU each.
+        self._task = None
+        self._busy = False
+        if task.cancelled() or self._transport is None:
+            return
+        error = task.exception()
+        if isinstance(error, QuickHandOver):
+            if self._close_when_answered:
+                super().close()  # closing down: the client sends it again elsewhere
+                return
+            # The head goes back ahead of what followed it; aiohttp takes the connection
+            # once the answers before it are written (_answer_ready_requests).
+            self._reader.unskip(raw)
+            self._hand_over_next = True
+            self._answer_ready_requests()
+            return
+        if error is not None:
+            log.error("quick answer to %s failed", raw[:8], exc_info=error)
+            self._closing = True
+            self._flush([_QUICK_FAILED])
+            return
+        answer, keep_alive = task.result()
+        if not keep_alive or self._close_when_answered:
+            self._closing = True
+            self._flush([answer])
+            return
+        self._transport.write(answer)
+        self._answer_ready_requests()
+
+    def close(self) -> None:
+        if self._busy and self._task is not None and self._quick_conn is not None:
+            # A quick answer under way is written first (_quick_finish), then the close.
+            self._closing = self._close_when_answered = True
+            return
+        super().close()
 
     def _answer_ready_requests(self) -> None:
         super()._answer_ready_requests()
         # Only once what was answered is written, and nothing is being answered.
         if self._hand_over_next and not (self._busy or self._closing):
             self._hand_over()
-        elif self._requests >= GIVE_AWAY_AFTER and self._server.give_away is not None:
+        elif (
+            self._requests >= GIVE_AWAY_AFTER
+            and self._server.give_away is not None
+            and self._quick_conn is None  # an S3 client's connection stays
+        ):
             self._give_away(self._server.give_away)
 
     def _give_away(self, give: Callable[[int], bool]) -> None:
@@ -165,6 +245,8 @@ class TrackerFront:
 
     def __init__(self, tracker: LeanHttpTracker) -> None:
         self.tracker = tracker
+        # The S3 application's quick answers (app.py sets it once the application is built).
+        self.quick: QuickReads | None = None
 
     def __call__(
         self, fallback: ProtocolFactory, fallback_phase: PhaseProbe
@@ -172,7 +254,7 @@ class TrackerFront:
         tracker = self.tracker
 
         def make() -> asyncio.Protocol:
-            return FrontProtocol(tracker, fallback)
+            return FrontProtocol(tracker, fallback, self.quick)
 
         def phase(connection: FrontProtocol) -> ConnectionPhase:
             handed = connection.handed
@@ -181,5 +263,10 @@ class TrackerFront:
         return make, phase
 
     async def close(self) -> None:
-        """Close the connections still in the lean tracker's hands."""
+        """Close the connections still in the lean tracker's hands, once the quick answers
+        under way are written (bounded by DRAIN_SECONDS)."""
         await self.tracker.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_SECONDS
+        while loop.time() < deadline and any(c.answering for c in self.tracker.connections):
+            await asyncio.sleep(0.02)

@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 from s3torrent.listeners import ConnectionGate, ConnectionPhase
 from s3torrent.tracker.eager import start_eagerly
@@ -75,6 +75,8 @@ class HttpRequestHead:
     target: bytes  # origin-form: path and raw (still percent-encoded) query
     keep_alive: bool
     forwarded_for: str | None  # X-Forwarded-For, repeated headers joined by ","
+    # A head that a subclass answers otherwise, with what it needs to (http_front.py).
+    other: object = None
 
 
 # RFC 9110 token characters, for methods and header names.
@@ -198,6 +200,11 @@ class RequestHeadReader:
         """Consume `head` (from `pending_head`) and its blank line."""
         self._start += len(head) + 4
 
+    def unskip(self, head: bytes) -> None:
+        """Undo the last `skip(head)`: the head is pending again, ahead of what followed."""
+        assert self._start >= len(head) + 4
+        self._start -= len(head) + 4
+
     def take(self) -> bytes:
         """Everything buffered and not consumed; the reader is empty afterwards."""
         rest = bytes(self._buffer[self._start :])
@@ -287,7 +294,7 @@ class LeanTrackerProtocol(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_request = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
-        self._task: asyncio.Future[bytes] | None = None
+        self._task: asyncio.Future[Any] | None = None
         self._requests = 0  # heads read
         self._requests_seen = 0  # as of the gate's last look (served_since_last_look)
         # Set by a subclass that gives the rest of the connection to another protocol.

@@ -33,6 +33,7 @@ from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.lifecycle import expiration_headers
 from s3torrent.s3.ops.ownership import write_owner
 from s3torrent.s3.params import ObjectReadParams
+from s3torrent.s3.quick import QuickHandOver, is_quick
 from s3torrent.s3.ranges import ByteRange, parse_range
 from s3torrent.s3.server import S3Request
 from s3torrent.s3.versioning import (
@@ -429,7 +430,11 @@ async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.Str
         head_resp = web.StreamResponse(status=status, headers=headers)
         head_resp.content_length = count
         return head_resp
-    if sse.is_sealed(svc, obj):
+    sealed = sse.is_sealed(svc, obj)
+    if (sealed or obj.inline is None) and is_quick(req.http):
+        # A streamed body is aiohttp's to send (s3/quick.py): nothing is opened or sent yet.
+        raise QuickHandOver
+    if sealed:
         with _revocable(svc, req, obj):
             return await sse.send_sealed(svc, req, obj, (status, headers, offset, count), customer)
     if obj.inline is not None:

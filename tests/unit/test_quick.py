@@ -1,0 +1,141 @@
+"""The quick path's sans-IO parts: which heads it takes, and how it frames an answer."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+
+from s3torrent.s3.quick import MAX_FIELDS, QuickHead, encode_response
+
+PLAIN = b"GET /bkt/key?X-Amz-Signature=ab HTTP/1.1\r\nHost: s3.example\r\nUser-Agent: wrk"
+
+
+def test_a_plain_get_is_taken_with_its_fields_as_sent() -> None:
+    head = QuickHead.parse(PLAIN)
+    assert head is not None
+    assert head.method == "GET"
+    assert head.target == "/bkt/key?X-Amz-Signature=ab"
+    assert head.fields == (("Host", "s3.example"), ("User-Agent", "wrk"))
+    assert head.keep_alive and head.minor == 1
+
+
+def test_head_and_keep_alive_rules() -> None:
+    head = QuickHead.parse(b"HEAD /b/k HTTP/1.0\r\nConnection: keep-alive")
+    assert head is not None and head.method == "HEAD" and head.keep_alive and head.minor == 0
+    closing = QuickHead.parse(b"GET /b/k HTTP/1.1\r\nHost: h\r\nConnection: Keep-Alive, close")
+    assert closing is not None and not closing.keep_alive
+    assert QuickHead.parse(b"GET /b/k HTTP/1.0") is not None  # 1.0 needs no Host
+    ten = QuickHead.parse(b"GET /b/k HTTP/1.0")
+    assert ten is not None and not ten.keep_alive
+    empty_body = QuickHead.parse(b"GET /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 0")
+    assert empty_body is not None
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"PUT /b/k HTTP/1.1\r\nHost: h",  # only GET and HEAD
+        b"POST /b/k HTTP/1.1\r\nHost: h",
+        b"OPTIONS /b/k HTTP/1.1\r\nHost: h",
+        b"get /b/k HTTP/1.1\r\nHost: h",
+        b"GET /b/k HTTP/2.0\r\nHost: h",
+        b"GET b/k HTTP/1.1\r\nHost: h",  # not origin-form
+        b"GET http://h/b/k HTTP/1.1\r\nHost: h",
+        b"GET /b/k HTTP/1.1",  # HTTP/1.1 without Host
+        b"GET /b/k HTTP/1.1\r\nHost: h\r\nHost: i",
+        b"GET /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 5",  # a body to frame
+        b"GET /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 0x0",
+        b"GET /b/k HTTP/1.1\r\nHost: h\r\nContent-Length:",
+        b"GET /b/k HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked",
+        b"GET /b/k HTTP/1.1\r\nHost: h\r\nExpect: 100-continue",
+        b"GET /b/k HTTP/1.1\r\nHost: h\r\nUpgrade: websocket",
+        b"GET /b/k HTTP/1.1\r\nHost: h\r\nOrigin: https://evil.example",  # CORS: aiohttp
+        b"GET /b/k HTTP/1.1\r\nHost: h\r\norigin: null",
+        b"GET /b/k HTTP/1.1\r\nHost : h",  # space before the colon
+        b"GET /b/k HTTP/1.1\r\nHost: h\r\n folded",  # obsolete line folding
+        b"GET /b/k HTTP/1.1\r\nHost: h\r\nX-A: a\x00b",  # a control byte
+        b"GET /b/k HTTP/1.1\r\nHost: h\r\nX-A: a\rb",  # a bare CR
+        b"GET /b/k HTTP/1.1\r\nHost: h\nX-A: b",  # a bare LF
+        b"GET /b/k\x7f HTTP/1.1\r\nHost: h",
+        b"GET /b/k HTTP/1.1\r\nHost: h\r\n"
+        + b"\r\n".join(b"X-%d: v" % i for i in range(MAX_FIELDS)),
+    ],
+)
+def test_heads_left_to_aiohttp(head: bytes) -> None:
+    assert QuickHead.parse(head) is None
+
+
+def test_non_ascii_values_decode_as_aiohttp_does() -> None:
+    head = QuickHead.parse("GET /b/k HTTP/1.1\r\nHost: h\r\nX-N: é".encode())
+    assert head is not None
+    assert dict(head.fields)["X-N"] == "é"
+    assert head.raw_fields[-1] == (b"X-N", "é".encode())
+
+
+def quick(raw: bytes) -> QuickHead:
+    head = QuickHead.parse(raw)
+    assert head is not None
+    return head
+
+
+def split(out: bytes) -> tuple[str, dict[str, str], bytes]:
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    fields = dict(line.split(": ", 1) for line in lines[1:])
+    return lines[0], fields, body
+
+
+def test_a_body_is_framed_with_length_type_and_date() -> None:
+    out, keep = encode_response(quick(PLAIN), web.Response(body=b"abc", headers={"ETag": '"x"'}))
+    status, fields, body = split(out)
+    assert status == "HTTP/1.1 200 OK" and keep
+    assert body == b"abc"
+    assert fields["Content-Length"] == "3"
+    assert fields["Content-Type"] == "application/octet-stream"
+    assert fields["ETag"] == '"x"' and fields["Date"].endswith(" GMT")
+    assert "Connection" not in fields
+
+
+def test_head_answers_carry_the_length_and_no_body() -> None:
+    head = quick(b"HEAD /b/k HTTP/1.1\r\nHost: h")
+    response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    response.content_length = 4096
+    out, _ = encode_response(head, response)
+    _, fields, body = split(out)
+    assert fields["Content-Length"] == "4096" and body == b""
+    # An error to a HEAD: no body, and no length of a body it does not have.
+    out, _ = encode_response(head, web.Response(status=404))
+    status, fields, body = split(out)
+    assert status == "HTTP/1.1 404 Not Found" and body == b"" and "Content-Length" not in fields
+
+
+def test_not_modified_has_no_length_or_body() -> None:
+    out, _ = encode_response(quick(PLAIN), web.Response(status=304, body=b"ignored"))
+    status, fields, body = split(out)
+    assert status == "HTTP/1.1 304 Not Modified"
+    assert body == b"" and "Content-Length" not in fields and "Content-Type" not in fields
+
+
+def test_connection_header_follows_the_version_and_the_answer() -> None:
+    out, keep = encode_response(
+        quick(b"GET /b/k HTTP/1.0\r\nConnection: keep-alive"), web.Response()
+    )
+    assert keep and split(out)[1]["Connection"] == "keep-alive"
+    assert split(out)[0].startswith("HTTP/1.0 200")
+    closing = web.Response(status=400)
+    closing.force_close()
+    out, keep = encode_response(quick(PLAIN), closing)
+    assert not keep and split(out)[1]["Connection"] == "close"
+
+
+@pytest.mark.parametrize("value", ["a\r\nSet-Cookie: x=1", "a\nb", "a\rb"])
+def test_a_header_with_a_line_break_is_never_written(value: str) -> None:
+    with pytest.raises(ValueError, match="newline"):
+        encode_response(quick(PLAIN), web.Response(headers={"Content-Disposition": value}))
+
+
+def test_streamed_answers_are_not_framed_here() -> None:
+    response = web.StreamResponse()
+    response.enable_chunked_encoding()
+    with pytest.raises(ValueError):
+        encode_response(quick(PLAIN), response)
