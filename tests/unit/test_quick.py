@@ -57,6 +57,7 @@ def test_head_and_keep_alive_rules() -> None:
         b"GET /b/k HTTP/1.1\r\nHost: h\r\nX-A: a\rb",  # a bare CR
         b"GET /b/k HTTP/1.1\r\nHost: h\nX-A: b",  # a bare LF
         b"GET /b/k\x7f HTTP/1.1\r\nHost: h",
+        b"GET /b/k#frag HTTP/1.1\r\nHost: h",
         b"GET /b/k HTTP/1.1\r\nHost: h\r\n"
         + b"\r\n".join(b"X-%d: v" % i for i in range(MAX_FIELDS)),
     ],

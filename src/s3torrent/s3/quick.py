@@ -77,6 +77,8 @@ class QuickHead:
         if request_line is None or len(lines) - 1 > MAX_FIELDS:
             return None
         method, target, minor = request_line.groups()
+        if b"#" in target:
+            return None  # a fragment: aiohttp's parser splits it off the URL
         fields: list[tuple[str, str]] = []
         raw: list[tuple[bytes, bytes]] = []
         connection: list[bytes] = []
@@ -211,13 +213,12 @@ def encode_response(head: QuickHead, response: web.StreamResponse) -> tuple[byte
                 headers["Connection"] = "keep-alive"
         elif head.minor == 1:
             headers["Connection"] = "close"
-    lines = [f"HTTP/1.{head.minor} {status} {response.reason}\r\n"]
-    for name, value in headers.items():
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-            raise ValueError(f"newline in response header {name[:40]!r}")
-        lines.append(f"{name}: {value}\r\n")
-    lines.append("\r\n")
-    out = "".join(lines).encode("utf-8")
+    fields = [name + ": " + value + "\r\n" for name, value in headers.items()]
+    text = "".join(fields)
+    # One CR and one LF per field line, at its end: anything else would split a field.
+    if text.count("\r") != len(fields) or text.count("\n") != len(fields):
+        raise ValueError("newline in a response header")
+    out = f"HTTP/1.{head.minor} {status} {response.reason}\r\n{text}\r\n".encode()
     return (out + body if body else out), keep_alive
 
 
