@@ -3,10 +3,12 @@
 Every connection of the main listener starts in a `FrontProtocol`: the lean tracker's
 protocol, which answers announces and scrapes itself (`/_tracker/announce`,
 `/_tracker/scrape`, and `/announce`, `/scrape` when their query names the parameters the S3
-application gives to the tracker: `S3Application.add_query_route`). At the first request that
-is anything else (another method or path, a head the lean parser refuses, an `Origin` that
-wants CORS headers) the connection is handed, with every byte not yet answered, to the
-protocol aiohttp would have had from the start, and stays with it. Answers already written
+application gives to the tracker: `S3Application.add_query_route`), and has the S3
+application answer small GETs and HEADs through its quick path (s3/quick.py). At the first
+request that is anything else (another method, a head neither parser takes, an `Origin` that
+wants CORS headers, a request the quick path hands back) the connection is handed, with
+every byte not yet answered, to the protocol aiohttp would have had from the start, and
+stays with it. Answers already written
 come first, so the order of answers on the connection is kept. The admission gate sees one
 protocol per connection throughout (`front_phase` asks whichever is in charge).
 """
