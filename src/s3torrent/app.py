@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from s3torrent.admin import AdminApi, NodeFacts, seeder_stats_handler
-from s3torrent.allocator import tune_malloc
 from s3torrent.anonymous_reads import AnonymousReads
 from s3torrent.config import Settings, split_host_port
 from s3torrent.console import PREFIX as CONSOLE_PREFIX
@@ -612,7 +611,6 @@ async def serve(
     """Run a node (or one worker of it) until SIGTERM or SIGINT. Raises StartupError
     (nothing generated) when it cannot start."""
     role = role or Role()
-    tune_malloc()  # every worker process: socket reads off mmap (allocator.py)
     if role.alone:  # else the supervisor did (workers bind the HTTP port together)
         for warning in deployment_warnings(settings):
             log.warning("%s", warning)
