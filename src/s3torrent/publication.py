@@ -128,6 +128,12 @@ class PublicTorrents:
         self._published_listeners: list[Published] = []
         self._announce_listeners: list[Announced] = []
         self._tasks: set[asyncio.Task[object]] = set()
+        # The last deregistration under way per swarm id (each waits for the one before): a
+        # registration of that id waits for it. revoke() cannot wait (events revoke
+        # synchronously), and a publication decided again at once (consider, after a
+        # revocation raced it; its reads need not suspend) registered the id before the
+        # revocation's deregistration ran, which then left a published torrent unregistered.
+        self._deregistering: dict[bytes, asyncio.Task[object]] = {}
         # The decision under way for a version (its write's or its hashing's), by version id,
         # or for a key whose access changed, by (bucket, key): `?torrent` waits for it, so
         # the swarm of a torrent file handed out is live.
@@ -294,12 +300,36 @@ class PublicTorrents:
             return
         for sid in info.swarm_ids:
             self.by_swarm.pop(sid, None)
-            self._spawn(self.registry.deregister(sid))
+            self._deregister(sid)
         for listener in self._revoked_listeners:
             try:
                 listener(info)
             except Exception:
                 log.exception("revocation listener failed")
+
+    def _deregister(self, sid: bytes) -> None:
+        """Take sid out of the registry, after any deregistration of it still under way, in
+        a task that `_registered` waits for."""
+        task = self._spawn(self._deregister_after(self._deregistering.get(sid), sid))
+        self._deregistering[sid] = task
+
+        def done(_: asyncio.Task[object]) -> None:
+            if self._deregistering.get(sid) is task:
+                del self._deregistering[sid]
+
+        task.add_done_callback(done)
+
+    async def _deregister_after(self, before: asyncio.Task[object] | None, sid: bytes) -> None:
+        if before is not None:
+            await asyncio.wait((before,))
+        await self.registry.deregister(sid)
+
+    async def _register(self, sid: bytes, ref: TorrentRef) -> None:
+        """Put sid in the registry once every deregistration of it started before is done:
+        one that ran later would undo this registration."""
+        while (pending := self._deregistering.get(sid)) is not None and not pending.done():
+            await asyncio.wait((pending,))
+        await self.registry.register(sid, ref)
 
     # ---- publication ----
 
@@ -413,9 +443,10 @@ class PublicTorrents:
         # must find its swarm registered (with Redis, register is a round trip during which
         # an announce used to be admitted and then refused as unregistered). A revocation
         # meanwhile finds nothing to revoke yet; consider() sees its epoch bump and revokes.
+        # A deregistration still under way (of a revocation, that one's included) goes first.
         ref = self._ref(info)
         for sid in info.swarm_ids:
-            await self.registry.register(sid, ref)
+            await self._register(sid, ref)
         self.by_version[obj.version_id] = info
         self._facts[obj.version_id] = (bucket, obj)
         for sid in info.swarm_ids:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastbencode import bdecode, bencode  # type: ignore[attr-defined]
 
@@ -119,3 +121,80 @@ async def _live_scenario(tmp_path: Path) -> None:
         swarm_id = hashlib.sha1(bencode(bdecode(torrent)[b"info"])).digest()
         assert public.get(swarm_id) is not None
         assert node.seeder.swarm_id_by_obfuscated(obfuscated_swarm_id(swarm_id)) == swarm_id
+
+
+class LateDeregistrations:
+    """The node's registry with a deregister() that lands `delay` seconds late, like a far
+    Redis or a task the loop runs after others. Its first register() publishes `event`
+    first: a change of access (committed by another worker, say) that lands while a
+    publication is being decided."""
+
+    def __init__(self, inner: Any, delay: float, event: Callable[[], None]) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.event: Callable[[], None] | None = event
+        self.registrations: list[bytes] = []
+
+    async def register(self, info_hash: bytes, meta: Any) -> None:
+        event, self.event = self.event, None
+        if event is not None:
+            event()
+        self.registrations.append(info_hash)
+        await self.inner.register(info_hash, meta)
+
+    async def deregister(self, info_hash: bytes) -> None:
+        await asyncio.sleep(self.delay)
+        await self.inner.deregister(info_hash)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_publication_decided_again_stays_registered(tmp_path: Path) -> None:
+    """A change of access during a publication's decision makes `consider` revoke what it
+    just registered and decide again. The revocation's deregistration is a task of its own;
+    the new decision, whose reads do not wait (point reads on the loop), registered the
+    swarm again before that task ran, which then removed it: admitted by `admit`, refused by
+    the registry as "unregistered torrent" for good (seen with 2 workers, 1 to 5 of 300
+    public PUTs). A registration now waits for the deregistrations before it."""
+    asyncio.run(asyncio.wait_for(_decided_again_scenario(tmp_path), 120))
+
+
+async def _decided_again_scenario(tmp_path: Path) -> None:
+    from s3torrent.events import AccessChanged
+
+    loop = asyncio.get_running_loop()
+    async with node_in_process(tmp_path / "data") as (node, endpoint):
+        public = node.svc.public
+        inner = public.registry
+        late = LateDeregistrations(
+            inner, 0.2, lambda: node.svc.events.publish(AccessChanged("again", None))
+        )
+        public.registry = late
+        s3 = make_client(endpoint)
+        await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="again"))
+        await loop.run_in_executor(
+            None,
+            lambda: s3.put_object(Bucket="again", Key="k", Body=b"a" * 50_000, ACL="public-read"),
+        )
+        swarm_id = await _swarm_id(node, "again", "k")
+        for _ in range(100):  # the decision, and the deregistration it left behind
+            if not public._tasks:
+                break
+            await asyncio.sleep(0.02)
+        assert not public._tasks
+        assert late.registrations.count(swarm_id) == 2  # decided twice
+        assert public.get(swarm_id) is not None
+        assert await inner.is_registered(swarm_id), "admitted but not registered"
+        query = urlencode(
+            {
+                "info_hash": swarm_id,
+                "peer_id": b"-T00001-000000000001",
+                "port": 6881,
+                "left": 0,
+                "compact": 1,
+            }
+        )
+        url = f"{endpoint}/_tracker/announce?{query}"
+        answer = await loop.run_in_executor(None, lambda: urllib.request.urlopen(url).read())
+        assert b"failure reason" not in bdecode(answer), answer
