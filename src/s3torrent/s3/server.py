@@ -422,8 +422,10 @@ class S3Application:
             status = response.status
             return response
         except QuickHandOver:
-            # Not answered here (s3/quick.py): aiohttp answers, meters and logs it.
+            # Not answered here (s3/quick.py): aiohttp answers, meters and logs it. Nothing
+            # will stamp this request: break its S3Request's cycle now (_release_after).
             exchange.extra = True
+            request.pop(S3_REQUEST, None)
             raise
         except web.HTTPException as exc:
             status = exc.status
