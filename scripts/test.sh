@@ -9,7 +9,7 @@ for pair in aria2c:aria2 transmission-show:transmission-cli transmission-daemon:
             mktorrent:mktorrent nginx:nginx-light wrk:wrk opentracker:opentracker \
             redis-server:redis-server pg_ctlcluster:postgresql rclone:rclone s3cmd:s3cmd \
             qbittorrent-nox:qbittorrent-nox rtorrent:rtorrent ctorrent:ctorrent lftp:lftp \
-            node:nodejs npm:npm chromium:chromium; do
+            node:nodejs npm:npm chromium:chromium curl:curl; do
   bin=${pair%%:*}; pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_apt+=("$pkg")
 done
