@@ -34,18 +34,17 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from s3torrent.tracker.http_lean import FIELD_LINE, keeps_alive
+
 Entry = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Stamp = Callable[[web.Request, web.StreamResponse], None]
 
 # A head with more fields than this goes to aiohttp (which has its own bounds).
 MAX_FIELDS: Final = 100
 
-# RFC 9110 token characters, for header names; a field value as in tracker/http_lean.py.
-_TOKEN: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+# The request line's grammar is the lean tracker's, for these two methods; field lines are
+# parsed by its FIELD_LINE.
 _REQUEST_LINE: Final = re.compile(rb"(GET|HEAD) (/[\x21-\x7e]*) HTTP/1\.([01])")
-_FIELD: Final = re.compile(
-    rb"(" + _TOKEN + rb"):[ \t]*((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?)[ \t]*"
-)
 # Fields that only aiohttp acts on (a body, an interim answer, a protocol switch) or that
 # make the answer depend on a hook that may suspend (CORS, for an Origin).
 _NOT_HERE: Final = frozenset(
@@ -84,7 +83,7 @@ class QuickHead:
         connection: list[bytes] = []
         hosts = 0
         for line in lines[1:]:
-            field = _FIELD.fullmatch(line)
+            field = FIELD_LINE.fullmatch(line)
             if field is None:
                 return None  # malformed: aiohttp's strict parser gives the 400
             name, value = field.groups()
@@ -103,7 +102,7 @@ class QuickHead:
         http11 = minor == b"1"
         if hosts > 1 or (http11 and hosts == 0):
             return None  # aiohttp's 400
-        keep_alive = b"close" not in connection and (http11 or b"keep-alive" in connection)
+        keep_alive = keeps_alive(connection, http11)
         return cls(
             method=method.decode("ascii"),
             target=target.decode("ascii"),

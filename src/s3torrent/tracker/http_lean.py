@@ -83,13 +83,14 @@ class HttpRequestHead:
 _TOKEN: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE: Final = re.compile(rb"(" + _TOKEN + rb") (/[\x21-\x7e]*) HTTP/1\.([01])")
 # A field value: visible ASCII or obs-text, inner spaces and tabs, optional whitespace around.
-_HEADER: Final = re.compile(
+# One field line, name and value (shared with the S3 quick path, s3/quick.py).
+FIELD_LINE: Final = re.compile(
     rb"(" + _TOKEN + rb"):[ \t]*((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?)[ \t]*"
 )
 
 
 # The common head in one match: a GET and well-formed field lines (the same grammar as
-# _REQUEST_LINE and _HEADER), so that only heads naming a field we act on are split up.
+# _REQUEST_LINE and FIELD_LINE), so that only heads naming a field we act on are split up.
 _VALUE: Final = rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?"
 _PLAIN_GET: Final = re.compile(
     rb"GET (/[\x21-\x7e]*) HTTP/1\.([01])((?:\r\n" + _TOKEN + rb":[ \t]*" + _VALUE + rb"[ \t]*)*)"
@@ -101,6 +102,12 @@ _ACTED_ON: Final = (
     b"\r\ncontent-length:",
     b"\r\ntransfer-encoding:",
 )
+
+
+def keeps_alive(connection: list[bytes], http11: bool) -> bool:
+    """Whether the connection stays open after the answer, from the request's `Connection`
+    tokens (lower case): HTTP/1.1 unless told to close, HTTP/1.0 only when asked to."""
+    return b"close" not in connection and (http11 or b"keep-alive" in connection)
 
 
 def parse_request_head(head: bytes) -> HttpRequestHead:
@@ -130,7 +137,7 @@ def _parse_request_head(head: bytes) -> HttpRequestHead:
     forwarded: list[bytes] = []
     hosts = 0
     for line in lines[1:]:
-        header = _HEADER.fullmatch(line)
+        header = FIELD_LINE.fullmatch(line)
         if header is None:
             # Bare CR or LF, control bytes, space before the colon, obsolete line folding.
             raise HttpRequestError(400, "malformed header line")
@@ -152,7 +159,7 @@ def _parse_request_head(head: bytes) -> HttpRequestHead:
     if hosts > 1 or (http11 and hosts == 0):
         raise HttpRequestError(400, "HTTP/1.1 needs exactly one Host header")
     # HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes unless asked not to.
-    keep_alive = b"close" not in connection and (http11 or b"keep-alive" in connection)
+    keep_alive = keeps_alive(connection, http11)
     return HttpRequestHead(
         target=target,
         keep_alive=keep_alive,
