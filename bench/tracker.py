@@ -40,7 +40,7 @@ DESCRIPTION = (
     "keep-alive connections) cycling over pre-generated announce URLs, against s3torrent's "
     "tracker, on its own lean listener (`tracker.http_listen`, `/announce`) and on the main "
     "S3 listener (`/_tracker/announce`, answered before the S3 application: "
-    "tracker/http_front.py), and opentracker "
+    "front.py), and opentracker "
     "(Debian package, on 127.0.0.1, with the same info-hashes in its whitelist; it closes "
     "the connection after every answer, as it always does), runs alternating. UDP (BEP 15): "
     "the same announces from `bench/udp_load.c` (one socket, one connect, then 32 announces "

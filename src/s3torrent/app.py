@@ -427,7 +427,7 @@ class Node:
         )
         await self._runner.setup()
         host, port = self.settings.http_host_port
-        # Announces and scrapes are answered before aiohttp (tracker/http_front.py): here
+        # Announces and scrapes are answered before aiohttp (front.py): here
         # where the registry is at hand, else by the owner over the tracker relay.
         relayed = not owner and self.settings.redis_url is None
         front = self.trackers.make_front(

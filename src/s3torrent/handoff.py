@@ -5,7 +5,7 @@ core also answers every other worker's relayed announces (tracker/relay.py), tak
 of the connections that only announce, which cost it about three relayed announces each. A
 connection that keeps announcing (a client with many torrents, a reverse proxy's upstream
 pool) is therefore given away: after its second announce, with nothing unanswered or unsent,
-the owner's front (tracker/http_front.py) passes the socket itself to another worker over a
+the owner's front (front.py) passes the socket itself to another worker over a
 Unix stream, `data_dir/handoff.sock` (mode 0600 in the 0700 data directory), and forgets it.
 The worker admits it through its own listener's gate as if it had accepted it, and it starts
 in that worker's front: announces there go through the relay, any other request to that

@@ -54,7 +54,7 @@ def check_aiohttp_state() -> None:
 
 
 # Wraps the aiohttp server's protocol factory and phase probe: a protocol that answers some
-# requests itself before aiohttp (the tracker's, `tracker.http_front.TrackerFront`).
+# requests itself before aiohttp (the tracker's, `front.TrackerFront`).
 PhaseProbe = Callable[[Any], ConnectionPhase]
 Front = Callable[
     [Callable[[], asyncio.Protocol], PhaseProbe], tuple[Callable[[], asyncio.Protocol], PhaseProbe]

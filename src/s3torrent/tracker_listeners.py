@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 from s3torrent.config import Settings, split_host_port
+from s3torrent.front import TrackerFront
 from s3torrent.listeners import ConnectionGate
 from s3torrent.startup import listening
 from s3torrent.torrent.catalog import TorrentCatalog
-from s3torrent.tracker.http_front import TrackerFront
 from s3torrent.tracker.http_lean import LeanHttpLimits, LeanHttpTracker
 from s3torrent.tracker.registry import MemoryRegistry
 from s3torrent.tracker.relay import RelayServer, TrackerRelay

@@ -1,6 +1,6 @@
 """Object reads on the main listener without aiohttp's per-request machinery.
 
-Every main-listener connection starts in the front protocol (tracker/http_front.py), which
+Every main-listener connection starts in the front protocol (front.py), which
 reads each request head itself. A GET or HEAD that carries no body and needs nothing only
 aiohttp does (no `Expect`, `Upgrade` or `Origin`; `QuickHead.parse`) is answered by the
 S3 application's one entry point (`S3Application.entry`: every layer, routing,

@@ -75,7 +75,7 @@ class HttpRequestHead:
     target: bytes  # origin-form: path and raw (still percent-encoded) query
     keep_alive: bool
     forwarded_for: str | None  # X-Forwarded-For, repeated headers joined by ","
-    # A head that a subclass answers otherwise, with what it needs to (http_front.py).
+    # A head that a subclass answers otherwise, with what it needs to (front.py).
     other: object = None
 
 

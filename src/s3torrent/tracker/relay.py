@@ -5,7 +5,7 @@ the kernel spreads the main listener's connections over every worker. Forwarded 
 (owner_link's aiohttp route: an HTTP client here, the owner's whole S3 application
 there), a forwarded announce cost several times a lean one, and with two workers the main
 listener answered about a quarter fewer announces than with one. Here a worker's front
-(tracker/http_front.py) sends just the request's query and client address to the owner
+(front.py) sends just the request's query and client address to the owner
 over one Unix stream (`data_dir/tracker.sock`, mode 0600 in the 0700 data directory), in a
 small binary frame; the owner answers with the bencoded body its own lean tracker would
 have written. Requests share the stream and are answered by id, in any order. An announce

@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 from fastbencode import bdecode  # type: ignore[attr-defined]
 
+from s3torrent.front import TrackerFront, is_tracker_target
 from s3torrent.http_site import aiohttp_phase
 from s3torrent.s3.quick import QuickHandOver, QuickReads
-from s3torrent.tracker.http_front import TrackerFront, is_tracker_target
 from s3torrent.tracker.http_lean import LeanHttpTracker
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TorrentRef
 from s3torrent.tracker.service import TrackerService

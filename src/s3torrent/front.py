@@ -1,4 +1,4 @@
-"""Tracker requests on the main S3 listener, answered before aiohttp sees them.
+"""The main listener's first protocol: announces, scrapes and small reads before aiohttp.
 
 Every connection of the main listener starts in a `FrontProtocol`: the lean tracker's
 protocol, which answers announces and scrapes itself (`/_tracker/announce`,
@@ -11,6 +11,9 @@ every byte not yet answered, to the protocol aiohttp would have had from the sta
 stays with it. Answers already written
 come first, so the order of answers on the connection is kept. The admission gate sees one
 protocol per connection throughout (`front_phase` asks whichever is in charge).
+
+It composes the tracker's lean protocol (tracker/http_lean.py) and the S3 edge's quick path,
+so it lives above both edges, not in either (docs/ARCHITECTURE.md, Departures).
 """
 
 from __future__ import annotations
