@@ -277,3 +277,37 @@ def test_slow_and_huge_heads_never_reach_the_quick_path() -> None:
 
     # aiohttp's own bound answers it (the stand-in app never sees a head this large).
     assert run(go())[0] in (400, 431)
+
+
+def test_a_long_keep_alive_connection_keeps_only_the_request_under_way() -> None:
+    """Bytes of answered requests are dropped as the connection goes on: a client that
+    keeps one connection for a million requests must not make the front hold them all."""
+
+    async def go() -> tuple[list[int], list[int], int]:
+        stand_in = StandIn()
+        async with quick_server(stand_in) as (port, front):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            (connection,) = front.tracker.connections
+            held: list[int] = []
+            for round_ in range(3):
+                # Quick GETs, announces and GETs again, pipelined in batches.
+                for batch in range(20):
+                    data = b"".join(
+                        request(tracker_path(i), "Host: h")
+                        if i % 3 == 0
+                        else get(f"/b/key-{round_}-{batch}-{i}")
+                        for i in range(10)
+                    )
+                    writer.write(data)
+                    for _ in range(10):
+                        await read_response(reader)
+                held.append(connection._reader._buffer.__len__())
+            buffered = [connection._reader.buffered]
+            writer.close()
+            return held, buffered, len(stand_in.seen)
+
+    held, buffered, seen = run(go())
+    assert seen == 3 * 20 * 10 - 3 * 20 * 4  # the announces went to the tracker
+    assert buffered == [0]
+    # 600 requests of about 40-300 bytes went through; what is held is at most the last.
+    assert max(held) <= 400, held

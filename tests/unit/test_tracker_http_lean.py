@@ -452,3 +452,18 @@ def test_peers_expire_on_the_injected_clock() -> None:
             w.close()
 
     run(scenario())
+
+
+def test_a_reader_that_skips_heads_holds_only_the_last_one_and_can_undo_it() -> None:
+    reader = RequestHeadReader(1024)
+    heads = [request(f"/b/k{i}", "Host: h") for i in range(200)]
+    for data in heads:
+        reader.feed(data)
+        head = reader.pending_head()
+        assert head is not None and head + b"\r\n\r\n" == data
+        reader.skip(head)
+        assert reader.buffered == 0
+    reader.feed(heads[0][:10])  # the start of another request
+    assert len(reader._buffer) == len(heads[-1]) + 10  # the last head and what follows
+    reader.unskip(head)  # handed over: the last head is pending again, then the rest
+    assert reader.take() == heads[-1] + heads[0][:10]

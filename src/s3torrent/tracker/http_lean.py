@@ -204,8 +204,15 @@ class RequestHeadReader:
         return self._buffer[start : start + len(prefix)] == prefix[: self.buffered]
 
     def skip(self, head: bytes) -> None:
-        """Consume `head` (from `pending_head`) and its blank line."""
-        self._start += len(head) + 4
+        """Consume `head` (from `pending_head`) and its blank line.
+
+        What earlier skips consumed is dropped here (only the last skip can be undone), so
+        a keep-alive connection holds at most its last head and what followed it, however
+        many requests it makes (a prefix delete moves the bytearray's start: no copy)."""
+        start = self._start
+        if start:
+            del self._buffer[:start]
+        self._start = len(head) + 4
 
     def unskip(self, head: bytes) -> None:
         """Undo the last `skip(head)`: the head is pending again, ahead of what followed."""
