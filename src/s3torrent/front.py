@@ -72,13 +72,13 @@ def is_tracker_target(target: bytes) -> bool:
 
 def _answered_here(head: bytes) -> HttpRequestHead | None:
     """The parsed head if the lean path answers it; None if aiohttp must."""
+    line_end = head.find(b"\r\n")
     if not head.startswith(_ANNOUNCE):  # the usual one needs no more looking at
-        line_end = head.find(b"\r\n")
         line = head if line_end < 0 else head[:line_end]
         target = line[4 : line.rfind(b" ")]
         if not line.startswith(_GET) or not is_tracker_target(target):
             return None
-    if b"\r\norigin:" in head.lower():
+    if line_end >= 0 and b"\r\norigin:" in head[line_end:].lower():
         return None  # a browser's: the S3 application adds its CORS headers
     try:
         return parse_request_head(head)
