@@ -106,7 +106,7 @@ def print_rows(rows: list[Row]) -> None:
     for r in rows:
         ours = "n/a" if r.ours is None else report.fmt(r.ours.median)
         anchor = "n/a" if r.anchor is None else report.fmt(r.anchor.median)
-        ratio = "" if r.ratio is None else f"  ratio {r.ratio:.2f}×"
+        ratio = "" if r.ratio is None else f"  ratio {report.fmt_ratio(r)}"
         met = "" if r.met is None else ("  target met" if r.met else "  TARGET NOT MET")
         vs = f" vs {r.anchor_name} {anchor}" if r.anchor_name else ""
         log(f"  = {r.metric}: s3torrent {ours}{vs} {r.unit}{ratio}{met}")

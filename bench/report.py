@@ -114,6 +114,17 @@ def _met(row: Row) -> str:
     return "met" if met else "**not met**"
 
 
+def fmt_ratio(r: Row) -> str:
+    """The ratio to two decimals; to three when two would round it onto the target on the
+    other side of its verdict (0.798 against ≥ 0.8 reads "0.798×", not "0.80×")."""
+    if r.ratio is None:
+        return "—"
+    text = f"{r.ratio:.2f}"
+    if r.target is not None and r.target.met(float(text)) != r.target.met(r.ratio):
+        text = f"{r.ratio:.3f}"
+    return text + "×"
+
+
 def table(rows: Sequence[Row]) -> list[str]:
     out = [
         "| Metric | Unit | s3torrent median (min–max) | Anchor | Anchor median (min–max) "
@@ -121,7 +132,7 @@ def table(rows: Sequence[Row]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ratio = "—" if r.ratio is None else f"{r.ratio:.2f}×"
+        ratio = fmt_ratio(r)
         target = (
             "—" if r.target is None or r.anchor_name is None else r.target.describe(r.anchor_name)
         )
@@ -217,7 +228,7 @@ def write_markdown(
         for r in res.rows:
             if r.target is None or r.anchor_name is None:
                 continue
-            ratio = "—" if r.ratio is None else f"{r.ratio:.2f}×"
+            ratio = fmt_ratio(r)
             lines.append(
                 f"| {res.name} | {_cell(r.metric)} | {ratio} "
                 f"| {r.target.describe(r.anchor_name)} | {_met(r)} |"
