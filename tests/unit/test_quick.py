@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
+import s3torrent.s3.quick as quick_module
 from s3torrent.s3.quick import MAX_FIELDS, QuickHead, encode_response
 
 PLAIN = b"GET /bkt/key?X-Amz-Signature=ab HTTP/1.1\r\nHost: s3.example\r\nUser-Agent: wrk"
@@ -140,3 +141,31 @@ def test_streamed_answers_are_not_framed_here() -> None:
     response.enable_chunked_encoding()
     with pytest.raises(ValueError):
         encode_response(quick(PLAIN), response)
+
+
+def test_a_head_seen_before_is_the_same_parse_and_one_byte_more_is_its_own() -> None:
+    head = b"GET /b/memo-k?x=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: curl/8"
+    first = QuickHead.parse(head)
+    assert first is not None
+    assert QuickHead.parse(bytes(head)) is first  # equal bytes, another object: a hit
+    other = QuickHead.parse(head + b"x")  # another User-Agent
+    assert other is not None and other is not first
+    assert dict(other.fields)["User-Agent"] == "curl/8x"
+    assert dict(first.fields)["User-Agent"] == "curl/8"
+    # What the quick path refuses is refused every time, never remembered as taken.
+    bad = b"GET /b/k HTTP/1.1\r\nHost: h\r\nOrigin: https://example.org"
+    assert QuickHead.parse(bad) is None
+    assert QuickHead.parse(bad) is None
+    assert bad not in quick_module._HEADS
+
+
+def test_the_head_memo_is_bounded_by_the_bytes_it_keeps() -> None:
+    memo = quick_module._HeadMemo(64 * 1024)
+    for i in range(5000):
+        head = f"GET /b/key-{i:05d}?{'q' * 200} HTTP/1.1\r\nHost: h".encode()
+        parsed = QuickHead.parse(head)
+        assert parsed is not None
+        memo.keep(head, parsed)
+        assert memo.size <= memo.limit
+        assert memo.size == sum(4 * len(h) for h in memo)
+    assert 0 < len(memo) < 5000
