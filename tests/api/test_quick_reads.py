@@ -214,3 +214,32 @@ def test_each_read_is_metered_once_whoever_answers_it(
     assert got == expected
     time.sleep(1.5)  # a second flush adds nothing
     assert admin_totals(server, objects).get(("GetObject", "Requests-Tier2"), 0) == expected
+
+
+def test_a_request_line_refused_once_is_refused_every_time(
+    server: LiveServer, s3: Any, objects: str
+) -> None:
+    """What routing makes of a GET's request line is kept only once every check passed
+    (S3Application._routed): a bad key or parameter is refused again each time, and, as
+    before, is nobody's usage (refused before its bucket was looked up)."""
+    before = admin_totals(server, objects).get(("GetObject", "Requests-Tier2"), 0)
+    small = target_of(
+        s3.generate_presigned_url("get_object", Params={"Bucket": objects, "Key": "small"})
+    )
+    refused = [
+        ("GET", f"/{objects}/small?partNumber=abc", {}),  # parameters: before the signature
+        ("GET", f"/{objects}/{'k' * 1100}", {}),  # a key longer than S3 allows
+    ]
+    answers = exchange(server, refused * 3 + [("GET", small, {})] * 2)
+    codes = [re.search(rb"<Code>(\w+)</Code>", body) for _, body in answers[:6]]
+    assert [c.group(1) if c else None for c in codes] == [
+        b"InvalidArgument",
+        b"KeyTooLongError",
+    ] * 3
+    assert [head.split(b" ")[1] for head, _ in answers] == [b"400"] * 6 + [b"200"] * 2
+    assert answers[-1][1] == SMALL
+    expected = before + 2
+    got = eventually(
+        lambda: admin_totals(server, objects).get(("GetObject", "Requests-Tier2"), 0), expected
+    )
+    assert got == expected

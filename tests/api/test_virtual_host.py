@@ -90,3 +90,23 @@ def test_raw_signed_virtual_host_request(vhost_server: LiveServer) -> None:
     r = requests.get(f"http://127.0.0.1:{vhost_server.port}/k", headers=bare, timeout=10)
     assert r.status_code == 404
     assert b"<Code>NoSuchBucket</Code>" in r.content
+
+
+def test_the_same_request_line_under_another_host_is_another_bucket(
+    vhost_server: LiveServer,
+) -> None:
+    """Routing keeps what it made of a request line by its Host too (S3Application._routed):
+    `GET /k` is vb1's object under vb1's name, vb2's under vb2's, and the path-style
+    bucket `k` under the bare endpoint, however often and in whatever order they come."""
+    path = make_client(vhost_server.endpoint, s3={"addressing_style": "path"})
+    for bucket in ("vb1", "vb2"):
+        path.create_bucket(Bucket=bucket)
+        path.put_object(Bucket=bucket, Key="k", Body=bucket.encode(), ACL="public-read")
+    port = vhost_server.port
+    url = f"http://127.0.0.1:{port}/k"
+    for _ in range(3):
+        for bucket in ("vb1", "vb2"):
+            r = requests.get(url, headers={"Host": f"{bucket}.{DOMAIN}:{port}"}, timeout=10)
+            assert (r.status_code, r.content) == (200, bucket.encode())
+        bare = requests.get(url, headers={"Host": f"127.0.0.1:{port}"}, timeout=10)
+        assert bare.status_code == 404  # the bucket "k", which does not exist

@@ -187,3 +187,15 @@ def test_endpoints_hash_by_identity_and_stay_usable_as_keys() -> None:
     assert hash(Endpoint.GetObject) == object.__hash__(Endpoint.GetObject)
     assert Endpoint["GetObject"] is Endpoint.GetObject
     assert Endpoint(("GetObject", "s3:GetObject", "object")) is Endpoint.GetObject
+
+
+def test_the_routing_memo_is_bounded_and_skips_long_lines() -> None:
+    memo = server._RoutedMemo()
+    routed: Any = ("target", (), {}, "endpoint", "params")
+    for i in range(3 * memo.MAX_ENTRIES):
+        memo.keep(("GET", f"/b/k{i}", "h"), routed)
+        assert len(memo) <= memo.MAX_ENTRIES
+    memo.clear()
+    memo.keep(("GET", "/b/" + "k" * memo.MAX_LINE, "h"), routed)
+    memo.keep(("GET", "/b/short", "h"), routed)
+    assert list(memo) == [("GET", "/b/short", "h")]

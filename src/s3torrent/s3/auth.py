@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from datetime import datetime
 
 from aiohttp import web
@@ -16,7 +17,7 @@ _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 _SIGV2_KEY = re.compile(r"^\s*AWS\s+([^:\s]+):")
 
 
-def _access_key_hint(request: web.Request, query_pairs: list[tuple[str, str]]) -> str | None:
+def _access_key_hint(request: web.Request, query_pairs: Sequence[tuple[str, str]]) -> str | None:
     auth = request.headers.get("authorization")
     if auth:
         m = _CREDENTIAL.search(auth) or _SIGV2_KEY.match(auth)
@@ -33,7 +34,7 @@ async def authenticate(
     request: web.Request,
     *,
     raw_path: str,
-    query_pairs: list[tuple[str, str]],
+    query_pairs: Sequence[tuple[str, str]],
     users: UserDirectory,
     region: str,
     now: datetime,

@@ -174,7 +174,7 @@ def verify_request(
     *,
     method: str,
     raw_path: str,
-    query_pairs: list[tuple[str, str]],
+    query_pairs: Sequence[tuple[str, str]],
     headers: list[tuple[str, str]],
     now: datetime,
     lookup_secret: Callable[[str], str | None],

@@ -227,7 +227,7 @@ def verify_request(
     *,
     method: str,
     raw_path: str,
-    query_pairs: list[tuple[str, str]],
+    query_pairs: Sequence[tuple[str, str]],
     headers: list[tuple[str, str]],
     now: datetime,
     lookup_secret: Callable[[str], str | None],
@@ -347,7 +347,7 @@ _PRESIGNED_VERIFIED: dict[tuple[object, ...], _Memo] = {}
 def _presigned_memo_key(
     method: str,
     raw_path: str,
-    query_pairs: list[tuple[str, str]],
+    query_pairs: Sequence[tuple[str, str]],
     headers: list[tuple[str, str]],
     settings: tuple[str, int, int],
 ) -> tuple[object, ...] | None:
