@@ -467,3 +467,17 @@ def test_a_reader_that_skips_heads_holds_only_the_last_one_and_can_undo_it() -> 
     assert len(reader._buffer) == len(heads[-1]) + 10  # the last head and what follows
     reader.unskip(head)  # handed over: the last head is pending again, then the rest
     assert reader.take() == heads[-1] + heads[0][:10]
+
+
+def test_a_reader_fed_while_a_head_is_always_complete_holds_only_the_unread() -> None:
+    """A pipelining client whose next request is always complete when the last answer is
+    written (every answer a task: a Redis registry, a worker's relay) never lets the reader
+    find no head; what the answered requests took must still go."""
+    reader = RequestHeadReader(8192)
+    heads = [request(announce_target(i), "Host: t") for i in range(2000)]
+    reader.feed(heads[0] + heads[1])
+    for i in range(2, len(heads)):
+        assert reader.next_request() is not None
+        reader.feed(heads[i])
+        assert len(reader._buffer) <= 3 * max(len(h) for h in heads)
+    assert reader.buffered == len(heads[-2]) + len(heads[-1])

@@ -230,14 +230,17 @@ class RequestHeadReader:
         if self._error is not None:
             raise self._error
         buffer, start = self._buffer, self._start
-        end = buffer.find(b"\r\n\r\n", start, start + self._max)
+        if start:
+            # What earlier requests took goes now, not only once no head is complete: a
+            # client that always has its next request in flight would otherwise make this
+            # hold every byte it sends (a prefix delete moves the start: no copy).
+            del buffer[:start]
+            start = self._start = 0
+        end = buffer.find(b"\r\n\r\n", 0, self._max)
         if end < 0:
-            if len(buffer) - start >= self._max:
+            if len(buffer) >= self._max:
                 self._error = HttpRequestError(431, "request head too large")
                 raise self._error
-            if start:
-                del buffer[:start]
-                self._start = 0
             return None
         self._start = end + 4
         try:
