@@ -511,3 +511,34 @@ def test_small_chunk_without_its_crlf_is_malformed() -> None:
     with pytest.raises(S3Error) as info:
         decoder.feed(b"1\r\na\r\n1\r\nbXX0\r\n\r\n")
     assert info.value.code == "InvalidRequest"
+
+
+@pytest.mark.parametrize("read_size", [1, 100, 1460, 65536])
+def test_a_signed_chunk_sent_in_small_reads_holds_about_its_own_size(read_size: int) -> None:
+    """Until its signature is checked a chunk is held; in reads of a byte each it once held
+    about 350 times its size (a view and a bytes object per read)."""
+    import tracemalloc
+
+    data = bytes(range(256)) * 1024  # one 256 KiB chunk
+    body = encode_signed(data, len(data), SEED)
+    decoder = AwsChunkedDecoder.for_request(auth_for(SEED, STREAMING_SIGNED_PAYLOAD))
+    out = bytearray()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        last_data_byte = body.index(b"\r\n") + 2 + len(data) - 1
+        for at in range(0, last_data_byte, read_size):
+            # A fresh bytes object per read, as recv() gives.
+            for part in decoder.feed(
+                bytes(bytearray(body[at : min(at + read_size, last_data_byte)]))
+            ):
+                out += part
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert not out  # nothing is given out before the signature is checked
+    assert held < 1.3 * len(data) + 2 * read_size, (held, len(data))
+    for part in decoder.feed(body[last_data_byte:]):
+        out += part
+    decoder.finish()
+    assert bytes(out) == data

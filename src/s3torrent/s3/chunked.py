@@ -32,6 +32,9 @@ from s3torrent.s3.sigv4 import (
 
 DEFAULT_MAX_CHUNK_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_TRAILER_BYTES = 16 * 1024
+# Pieces of a signed chunk at least this long are held as views of the reads they came in;
+# shorter ones are copied together (AwsChunkedDecoder._hold).
+_HOLD_AS_IS = 16 * 1024
 MAX_CHUNK_LINE_BYTES = 4096
 TRAILER_SIGNATURE = "x-amz-trailer-signature"
 
@@ -114,6 +117,7 @@ class AwsChunkedDecoder:
         self._chunk_signature = ""
         self._chunk_hash = hashlib.sha256()
         self._pending: list[memoryview] = []
+        self._small = bytearray()  # small pieces of the chunk, copied together (_hold)
         self._trailer_bytes = 0
         self._trailer_lines: list[tuple[str, str]] = []
         self._trailer_signature_verified = False
@@ -283,17 +287,36 @@ class AwsChunkedDecoder:
         self._remaining -= len(piece)
         if self._signed:
             self._chunk_hash.update(piece)
-            self._pending.append(piece)
+            self._hold(piece)
         else:
             self._emit(piece, out)
         if self._remaining == 0:
             if self._signed:
                 self._verify_chunk()
+                self._hold_small()
                 for held in self._pending:
                     self._emit(held, out)
                 self._pending.clear()
             self._state = _State.DATA_CRLF
         return stop
+
+    def _hold(self, piece: memoryview) -> None:
+        """Keep a piece of a signed chunk until its signature is checked. A large piece is
+        kept as it came (a view, no copy); small ones are copied together, since a view
+        of each would keep its own read alive: a chunk sent a byte at a time held about
+        350 times its size."""
+        if len(piece) >= _HOLD_AS_IS:
+            self._hold_small()
+            self._pending.append(piece)
+            return
+        self._small += piece
+        if len(self._small) >= _HOLD_AS_IS:
+            self._hold_small()
+
+    def _hold_small(self) -> None:
+        if self._small:
+            self._pending.append(memoryview(bytes(self._small)))
+            self._small.clear()
 
     def _emit(self, piece: memoryview, out: list[memoryview]) -> None:
         self._decoded_length += len(piece)
