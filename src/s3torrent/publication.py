@@ -39,6 +39,7 @@ from s3torrent.torrent.catalog import (
 )
 from s3torrent.tracker.protocol import AnnounceRequest, ScrapeStats
 from s3torrent.tracker.registry import (
+    SWARM_FULL,
     UNREGISTERED_TORRENT,
     AnnounceFailure,
     AnnounceResult,
@@ -584,7 +585,7 @@ class ResolvingRegistry:
         if info is None:
             return AnnounceFailure(UNREGISTERED_TORRENT)
         result = await self.inner.announce(req, now)
-        if isinstance(result, AnnounceResult):
+        if isinstance(result, AnnounceResult) and result.warning != SWARM_FULL:
             self.public.announced(info, req)
         return result
 
@@ -600,7 +601,9 @@ class ResolvingRegistry:
         if not self.public.admits(info, req.ip):
             return AnnounceFailure(UNREGISTERED_TORRENT)
         result = self._inner_now(req, now)
-        if isinstance(result, AnnounceResult):
+        # A peer the registry did not list (its swarm is full) is not one the seeder
+        # learns of either: its bookkeeping stays within the registry's bound per torrent.
+        if isinstance(result, AnnounceResult) and result.warning != SWARM_FULL:
             self.public.announced(info, req)
         return result
 
