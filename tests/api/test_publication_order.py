@@ -51,18 +51,19 @@ async def _swarm_id(node: Any, bucket: str, key: str) -> bytes:
     return swarm_id
 
 
+async def _put_public(endpoint: str, bucket: str, body: bytes) -> None:
+    """A new bucket and its public-read object "k", written by boto3 off the node's loop."""
+    s3 = make_client(endpoint)
+    await asyncio.to_thread(s3.create_bucket, Bucket=bucket)
+    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="k", Body=body, ACL="public-read")
+
+
 async def _scenario(tmp_path: Path) -> None:
-    loop = asyncio.get_running_loop()
     async with node_in_process(tmp_path / "data") as (node, endpoint):
         public = node.svc.public
         inner = public.registry
         public.registry = SlowRegistry(inner, 0.3)
-        s3 = make_client(endpoint)
-        await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="order"))
-        await loop.run_in_executor(
-            None,
-            lambda: s3.put_object(Bucket="order", Key="k", Body=b"y" * 50_000, ACL="public-read"),
-        )
+        await _put_public(endpoint, "order", b"y" * 50_000)
         swarm_id = await _swarm_id(node, "order", "k")
         assert public.get(swarm_id) is None  # its publication is in flight (0.3 s)
         admitted = 0
@@ -171,12 +172,7 @@ async def _decided_again_scenario(tmp_path: Path) -> None:
             inner, 0.2, lambda: node.svc.events.publish(AccessChanged("again", None))
         )
         public.registry = late
-        s3 = make_client(endpoint)
-        await loop.run_in_executor(None, lambda: s3.create_bucket(Bucket="again"))
-        await loop.run_in_executor(
-            None,
-            lambda: s3.put_object(Bucket="again", Key="k", Body=b"a" * 50_000, ACL="public-read"),
-        )
+        await _put_public(endpoint, "again", b"a" * 50_000)
         swarm_id = await _swarm_id(node, "again", "k")
         for _ in range(100):  # the decision, and the deregistration it left behind
             if not public._tasks:
