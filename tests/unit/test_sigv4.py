@@ -861,66 +861,17 @@ def test_mixed_case_content_sha256_must_still_match_what_was_signed() -> None:
     expect_error("SignatureDoesNotMatch", (method, path, pairs, lowered))
 
 
-# ---------------------------------------------------------------- the presigned memo
+# ---------------------------------------------------------------- the presigned window
 
 
-def test_a_presigned_url_used_again_is_answered_from_the_memo_yet_rechecked_every_time() -> None:
-    from s3torrent.s3 import sigv4
-
-    req = presign("GET", "memo/key", expires=600)
-    first = verify(req)
-    assert verify(req) is first  # the memo's answer: no canonical request, no HMAC
-    method, path, pairs, headers = req
-    # What can change between uses is checked before the memo is asked.
-    assert verify(req, NOW + timedelta(seconds=600)) is first  # the last valid second
-    assert expect_error("AccessDenied", req, NOW + timedelta(seconds=601)).message == (
-        "Request has expired"
-    )
-    assert verify(req, NOW - timedelta(minutes=15)) is first  # within the clock skew
-    assert expect_error("AccessDenied", req, NOW - timedelta(minutes=16)).message == (
-        "Request is not valid yet"
-    )
-    expect_error("AccessDenied", (method, path, pairs, [*headers, ("x-amz-acl", "public-read")]))
-    with pytest.raises(S3Error) as gone:
-        verify_request(
-            method=method, raw_path=path, query_pairs=pairs, headers=headers, now=NOW,
-            lookup_secret=lambda key: None, region=REGION,
-        )  # fmt: skip
-    assert gone.value.code == "InvalidAccessKeyId"
-    with pytest.raises(S3Error) as rotated:
-        verify_request(
-            method=method, raw_path=path, query_pairs=pairs, headers=headers, now=NOW,
-            lookup_secret=lambda key: SECRET[::-1], region=REGION,
-        )  # fmt: skip
-    assert rotated.value.code == "SignatureDoesNotMatch"
-    # Everything the signature covers is in the memo's key: any difference misses it.
-    signature = dict(pairs)["X-Amz-Signature"]
-    forged = [(k, _flip(v, 5) if k == "X-Amz-Signature" else v) for k, v in pairs]
-    assert dict(forged)["X-Amz-Signature"] != signature
-    expect_error("SignatureDoesNotMatch", (method, path, forged, headers))
-    expect_error("SignatureDoesNotMatch", ("PUT", path, pairs, headers))
-    expect_error("SignatureDoesNotMatch", (method, path + "x", pairs, headers))
-    other_host = [(k, "elsewhere.test" if k.lower() == "host" else v) for k, v in headers]
-    expect_error("SignatureDoesNotMatch", (method, path, pairs, other_host))
-    extra = [*pairs, ("versionId", "1")]
-    expect_error("SignatureDoesNotMatch", (method, path, extra, headers))
-    # Settings are part of the key: a shorter allowed expiry refuses what the memo holds.
-    err = expect_error("AuthorizationQueryParametersError", req, max_presign_expires=60)
-    assert "X-Amz-Expires" in err.message or "expir" in err.message.lower()
-    assert verify(req) is first
-    assert sigv4._PRESIGNED_VERIFIED  # still there for the next use
-
-
-def test_the_presigned_memo_is_bounded_and_skips_header_signatures_and_long_urls() -> None:
-    from s3torrent.s3 import sigv4
-
-    header_signed = sign_header("GET", "memo/header")
-    assert verify(header_signed) is not verify(header_signed)  # each checked in full
-    long_key = "memo/" + "x" * (sigv4._PRESIGNED_MEMO_CHARS + 1)
-    long_url = presign("GET", long_key)
-    assert verify(long_url) is not verify(long_url)
-    for n in range(sigv4._PRESIGNED_MEMO_ENTRIES + 50):
-        verify(presign("GET", f"memo/many-{n}"))
-    assert len(sigv4._PRESIGNED_VERIFIED) == sigv4._PRESIGNED_MEMO_ENTRIES
-    newest = presign("GET", f"memo/many-{sigv4._PRESIGNED_MEMO_ENTRIES + 49}")
-    assert verify(newest) is verify(newest)
+def test_a_presigned_request_carries_the_window_it_is_valid_in() -> None:
+    """What s3/auth.py's memo of verified requests relies on (tests/unit/test_auth_memo.py):
+    inside the window the same request checks out again, outside it it does not."""
+    req = presign("GET", "window/key", expires=600)
+    verified = verify(req)
+    assert verified.valid_between == (NOW - timedelta(minutes=15), NOW + timedelta(seconds=600))
+    verify(req, NOW + timedelta(seconds=600))
+    expect_error("AccessDenied", req, NOW + timedelta(seconds=601))
+    verify(req, NOW - timedelta(minutes=15))
+    expect_error("AccessDenied", req, NOW - timedelta(minutes=15, seconds=1))
+    assert verify(sign_header("GET", "window/key")).valid_between is None

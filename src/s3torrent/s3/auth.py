@@ -6,6 +6,7 @@ import functools
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Final, cast
 
 from aiohttp import web
 
@@ -41,6 +42,18 @@ async def authenticate(
     virtual_host_bucket: str | None = None,
 ) -> tuple[Principal, sigv4.VerifiedAuth | None]:
     """The request's principal: anonymous when unsigned, else the verified user."""
+    memo_key = (request.method, raw_path, tuple(query_pairs), request.raw_headers, region)
+    known = _VERIFIED.get(memo_key)
+    if known is not None:
+        checked_with, verified = known
+        assert verified.valid_between is not None
+        valid_from, valid_to = verified.valid_between
+        if valid_from <= now <= valid_to:
+            # The key's state is asked on every use: disabled, deleted or rotated, it misses
+            # and the request is verified in full (and refused as S3 refuses it).
+            user = users.active_by_access_key(verified.access_key)
+            if user is not None and user.secret_key == checked_with:
+                return _principal(user.canonical_id, user.name, user.is_root), verified
     headers = list(request.headers.items())
     if not sigv4.has_auth(headers, query_pairs):
         return ANONYMOUS, None
@@ -76,7 +89,40 @@ async def authenticate(
         )
     user = users.active_by_access_key(verified.access_key)
     assert user is not None  # verify_request found its secret
+    if verified.valid_between is not None:
+        _remember(memo_key, user.secret_key, verified)
     return _principal(user.canonical_id, user.name, user.is_root), verified
+
+
+# Presigned SigV4 requests that checked out, by the request exactly as received: method,
+# path as sent, query pairs (the signature among them), every header's bytes, and the
+# region. A published presigned link is fetched again and again by the same clients; its
+# verification is a pure function of that request, the key's secret and the time, so the
+# answer holds while the key is active with the secret it was checked with and the time is
+# inside the window the URL allows (VerifiedAuth.valid_between). Anything else (one header
+# more, a moment too late) misses and is verified in full, errors included. Header-signed
+# requests are not kept: their date changes each second. Keyed by what the request brought
+# (the quick path hands the same objects for the same bytes, whose hashes are kept), a use
+# costs one lookup, where the whole prelude (the headers listed, the mechanism detected,
+# the memo key built from decoded strings) ran before. Bounded: at most _MEMO_ENTRIES
+# requests of at most _MEMO_CHARS characters, oldest out first.
+_MEMO_ENTRIES: Final = 1024
+_MEMO_CHARS: Final = 4096
+_VERIFIED: dict[tuple[object, ...], tuple[str, sigv4.VerifiedAuth]] = {}
+
+
+def _remember(key: tuple[object, ...], secret: str, verified: sigv4.VerifiedAuth) -> None:
+    _method, raw_path, query_pairs, raw_headers, _region = key
+    size = len(cast(str, raw_path))
+    for name, value in cast(tuple[tuple[str, str], ...], query_pairs):
+        size += len(name) + len(value)
+    for raw_name, raw_value in cast(tuple[tuple[bytes, bytes], ...], raw_headers):
+        size += len(raw_name) + len(raw_value)
+    if size > _MEMO_CHARS:
+        return
+    if len(_VERIFIED) >= _MEMO_ENTRIES:
+        _VERIFIED.pop(next(iter(_VERIFIED)), None)  # the oldest
+    _VERIFIED[key] = (secret, verified)
 
 
 @functools.lru_cache(maxsize=1024)

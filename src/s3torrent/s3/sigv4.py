@@ -101,6 +101,10 @@ class VerifiedAuth:
     signature: str
     payload_hash: str  # a payload marker, or the hex SHA-256 lowercased (parse_payload_hash)
     presigned: bool
+    # A presigned request's window: from its date less the allowed clock skew to its expiry
+    # (both UTC). Inside it, the same request checks out again with the same secret, which
+    # is what s3/auth.py's memo of verified requests relies on. None for a header signature.
+    valid_between: tuple[datetime, datetime] | None = None
 
     @property
     def chunked(self) -> bool:
@@ -241,14 +245,6 @@ def verify_request(
     query pairs in order; ``headers`` every header as received. Raises S3Error as S3 would.
     """
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
-    settings = (region, max_skew_seconds, max_presign_expires)
-    memo = _presigned_memo_key(method, raw_path, query_pairs, headers, settings)
-    if memo is not None:
-        known = _PRESIGNED_VERIFIED.get(memo)
-        if known is not None:
-            checked_with, (valid_from, valid_to), verified = known
-            if valid_from <= now <= valid_to and lookup_secret(verified.access_key) == checked_with:
-                return verified
     header_values = _header_values(headers)
     authorization = header_values.get("authorization")
     query_names = {name for name, _ in query_pairs}
@@ -310,7 +306,11 @@ def verify_request(
                 "CanonicalRequestBytes": _hex_bytes(canonical),
             },
         )
-    verified = VerifiedAuth(
+    valid_between = None
+    if signed.expires_at is not None:
+        earliest = signed.request_time - timedelta(seconds=max_skew_seconds)
+        valid_between = (earliest, signed.expires_at)
+    return VerifiedAuth(
         access_key=credential.access_key,
         signing_key=key,
         scope=credential.scope,
@@ -318,53 +318,8 @@ def verify_request(
         signature=signed.signature,
         payload_hash=parse_payload_hash(signed.payload_hash),
         presigned=signed.presigned,
+        valid_between=valid_between,
     )
-    if memo is not None and signed.expires_at is not None:
-        valid = (signed.request_time - timedelta(seconds=max_skew_seconds), signed.expires_at)
-        if len(_PRESIGNED_VERIFIED) >= _PRESIGNED_MEMO_ENTRIES:
-            _PRESIGNED_VERIFIED.pop(next(iter(_PRESIGNED_VERIFIED)), None)  # the oldest
-        _PRESIGNED_VERIFIED[memo] = (secret, valid, verified)
-    return verified
-
-
-# Presigned requests that checked out, by the request exactly as received (method, path as
-# sent, every query pair with the signature itself, every header) and the settings it was
-# checked under. A published presigned link is fetched again and again by the same clients;
-# everything verification does is a pure function of that request, the secret and the time,
-# so the answer is the same as long as the key's secret is the one it was checked with (asked
-# anew each time: a disabled, deleted or rotated key misses) and the time is inside the
-# window the URL allows (from its date less the allowed skew to its expiry). Anything else,
-# one header more or a moment too late, misses and is verified in full, errors included.
-# Header-signed requests are not kept (their date changes each second: they would only churn
-# it). Bounded: at most this many entries of at most _PRESIGNED_MEMO_CHARS characters each,
-# oldest out first.
-_PRESIGNED_MEMO_ENTRIES = 1024
-_PRESIGNED_MEMO_CHARS = 4096
-_Memo = tuple[str, tuple[datetime, datetime], VerifiedAuth]  # secret, valid from/to, answer
-_PRESIGNED_VERIFIED: dict[tuple[object, ...], _Memo] = {}
-
-
-def _presigned_memo_key(
-    method: str,
-    raw_path: str,
-    query_pairs: Sequence[tuple[str, str]],
-    headers: list[tuple[str, str]],
-    settings: tuple[str, int, int],
-) -> tuple[object, ...] | None:
-    """The memo key of a request that may be presigned; None when it cannot be (no
-    X-Amz-Signature) or is too long to keep."""
-    size = len(raw_path)
-    presigned = False
-    for name, value in query_pairs:
-        size += len(name) + len(value)
-        presigned = presigned or name == "X-Amz-Signature"
-    if not presigned:
-        return None
-    for name, value in headers:
-        size += len(name) + len(value)
-    if size > _PRESIGNED_MEMO_CHARS:
-        return None
-    return (method, raw_path, tuple(query_pairs), tuple(headers), settings)
 
 
 def _header_values(headers: Sequence[tuple[str, str]]) -> dict[str, list[str]]:

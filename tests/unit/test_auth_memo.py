@@ -1,0 +1,186 @@
+"""The memo of verified presigned requests (s3/auth.py): a link fetched again is answered
+by one lookup, yet everything that can change between uses is asked every time, and any
+byte of difference is verified in full. Requests are signed by botocore itself and given
+to `authenticate` as aiohttp requests (the live-server side of this is in
+tests/api/test_admin_api.py: disabled and rotated keys)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from unittest import mock
+from urllib.parse import parse_qsl, quote, urlsplit
+
+import pytest
+from aiohttp.test_utils import make_mocked_request
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from multidict import CIMultiDict
+
+from s3torrent.access import Principal
+from s3torrent.s3 import auth
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.sigv4 import VerifiedAuth
+from s3torrent.store.rows import User
+from s3torrent.store.users import UserDirectory
+
+ACCESS_KEY = "AKIAMEMOEXAMPLE00001"
+SECRET = "memo-secret-0123456789abcdefghijklmnopqr"
+REGION = "us-east-1"
+HOST = "s3.example.test:9000"
+SIGNED_AT = datetime(2026, 12, 5, 12, 0, 0)  # naive, as botocore's clock returns it
+NOW = SIGNED_AT.replace(tzinfo=UTC)
+
+Signed = tuple[str, str, dict[str, str]]  # method, path with query, headers
+
+
+class _NoStore:
+    """The metadata behind the directory: knows no one (every user is given in memory)."""
+
+    def all_users(self) -> list[User]:
+        return []
+
+    async def user_by_access_key(self, access_key: str) -> User | None:
+        return None
+
+
+def _user(secret: str = SECRET, *, disabled: bool = False) -> User:
+    return User("c0ffee" * 10 + "abcd", "linker", ACCESS_KEY, secret, False, 0.0, disabled)
+
+
+@pytest.fixture
+def users() -> UserDirectory:
+    directory = UserDirectory(_NoStore())  # type: ignore[arg-type]
+    _set(directory, _user())
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def _empty_memo() -> Iterator[None]:
+    auth._VERIFIED.clear()
+    yield
+    auth._VERIFIED.clear()
+
+
+def _set(directory: UserDirectory, user: User) -> None:
+    directory._by_key = {user.access_key: user}
+    directory._by_id = {user.canonical_id: user}
+
+
+def _received(req: AWSRequest) -> Signed:
+    parts = urlsplit(req.url)
+    headers = {str(k): str(v) for k, v in req.headers.items()}
+    headers.setdefault("Host", parts.netloc)
+    return req.method, parts.path + (f"?{parts.query}" if parts.query else ""), headers
+
+
+def presign(method: str, key: str, expires: int = 600) -> Signed:
+    req = AWSRequest(method=method, url=f"http://{HOST}/bucket/{quote(key)}")
+    with mock.patch("botocore.auth.get_current_datetime", return_value=SIGNED_AT):
+        S3SigV4QueryAuth(Credentials(ACCESS_KEY, SECRET), "s3", REGION, expires=expires).add_auth(
+            req
+        )
+    return _received(req)
+
+
+def sign_header(method: str, key: str) -> Signed:
+    req = AWSRequest(method=method, url=f"http://{HOST}/bucket/{quote(key)}", data=b"")
+    with mock.patch("botocore.auth.get_current_datetime", return_value=SIGNED_AT):
+        S3SigV4Auth(Credentials(ACCESS_KEY, SECRET), "s3", REGION).add_auth(req)
+    return _received(req)
+
+
+def check(
+    signed: Signed, users: UserDirectory, now: datetime = NOW
+) -> tuple[Principal, VerifiedAuth | None]:
+    method, target, headers = signed
+    request = make_mocked_request(method, target, headers=CIMultiDict(headers))
+    raw_path, _, raw_query = target.partition("?")
+    return asyncio.run(
+        auth.authenticate(
+            request,
+            raw_path=raw_path,
+            query_pairs=parse_qsl(raw_query, keep_blank_values=True),
+            users=users,
+            region=REGION,
+            now=now,
+        )
+    )
+
+
+def refused(code: str, signed: Signed, users: UserDirectory, now: datetime = NOW) -> S3Error:
+    with pytest.raises(S3Error) as info:
+        check(signed, users, now)
+    assert info.value.code == code, info.value
+    return info.value
+
+
+def test_a_link_used_again_is_answered_from_the_memo(users: UserDirectory) -> None:
+    link = presign("GET", "memo/key")
+    principal, first = check(link, users)
+    assert principal.name == "linker" and first is not None
+    assert len(auth._VERIFIED) == 1
+    with mock.patch.object(auth.sigv4, "verify_request", side_effect=AssertionError("verified")):
+        again_principal, again = check(link, users)  # no verification: the memo's answer
+    assert again is first and again_principal == principal
+
+
+def test_the_window_of_the_link_is_checked_on_every_use(users: UserDirectory) -> None:
+    link = presign("GET", "memo/window", expires=600)
+    check(link, users)
+    assert check(link, users, NOW + timedelta(seconds=600))[1] is not None  # the last second
+    late = refused("AccessDenied", link, users, NOW + timedelta(seconds=601))
+    assert late.message == "Request has expired"
+    check(link, users, NOW - timedelta(minutes=15))  # within the clock skew
+    early = refused("AccessDenied", link, users, NOW - timedelta(minutes=16))
+    assert early.message == "Request is not valid yet"
+
+
+def test_a_disabled_or_rotated_key_is_refused_although_the_link_was_remembered(
+    users: UserDirectory,
+) -> None:
+    link = presign("GET", "memo/state")
+    check(link, users)
+    _set(users, _user(disabled=True))
+    refused("InvalidAccessKeyId", link, users)
+    _set(users, _user())
+    check(link, users)
+    _set(users, _user(secret=SECRET[::-1]))  # the same key id, another secret
+    refused("SignatureDoesNotMatch", link, users)
+    _set(users, _user())
+    assert check(link, users)[1] is not None
+
+
+def test_any_difference_from_the_remembered_request_is_verified_in_full(
+    users: UserDirectory,
+) -> None:
+    method, target, headers = link = presign("GET", "memo/diff")
+    check(link, users)
+    # An unsigned x-amz header added to a captured link must not be obeyed.
+    refused("AccessDenied", (method, target, {**headers, "x-amz-acl": "public-read"}), users)
+    refused("SignatureDoesNotMatch", ("PUT", target, headers), users)
+    other_key = target.replace("memo/diff", "memo/dif")
+    refused("SignatureDoesNotMatch", (method, other_key, headers), users)
+    refused("SignatureDoesNotMatch", (method, target, {**headers, "Host": "elsewhere.test"}), users)
+    signature = dict(parse_qsl(target.partition("?")[2]))["X-Amz-Signature"]
+    forged = target.replace(signature, ("0" if signature[0] != "0" else "1") + signature[1:])
+    refused("SignatureDoesNotMatch", (method, forged, headers), users)
+    refused("SignatureDoesNotMatch", (method, target + "&versionId=1", headers), users)
+    assert len(auth._VERIFIED) == 1
+
+
+def test_header_signatures_and_long_requests_are_not_kept_and_the_memo_is_bounded(
+    users: UserDirectory,
+) -> None:
+    header_signed = sign_header("GET", "memo/header")
+    assert check(header_signed, users)[1] is not check(header_signed, users)[1]
+    long_link = presign("GET", "memo/" + "x" * (auth._MEMO_CHARS + 1))
+    assert check(long_link, users)[1] is not check(long_link, users)[1]
+    assert not auth._VERIFIED
+    for n in range(auth._MEMO_ENTRIES + 50):
+        check(presign("GET", f"memo/many-{n}"), users)
+    assert len(auth._VERIFIED) == auth._MEMO_ENTRIES
+    newest = presign("GET", f"memo/many-{auth._MEMO_ENTRIES + 49}")
+    assert check(newest, users)[1] is check(newest, users)[1]
