@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, Final, cast
 
@@ -66,6 +66,10 @@ class QuickHead:
     fields: tuple[tuple[str, str], ...]
     raw_fields: tuple[tuple[bytes, bytes], ...]
     keep_alive: bool
+    # The message aiohttp's parser would have made of these bytes: immutable (a named tuple
+    # of a read-only header view, an immutable URL and the tuples above), so every request
+    # made from this head shares it (make_request).
+    message: RawRequestMessage = field(compare=False, repr=False)
 
     @classmethod
     def parse(cls, head: bytes) -> QuickHead | None:
@@ -102,10 +106,10 @@ class QuickHead:
         connection: list[bytes] = []
         hosts = 0
         for line in lines[1:]:
-            field = FIELD_LINE.fullmatch(line)
-            if field is None:
+            matched = FIELD_LINE.fullmatch(line)
+            if matched is None:
                 return None  # malformed: aiohttp's strict parser gives the 400
-            name, value = field.groups()
+            name, value = matched.groups()
             lower = name.lower()
             if lower in _NOT_HERE:
                 return None
@@ -122,13 +126,28 @@ class QuickHead:
         if hosts > 1 or (http11 and hosts == 0):
             return None  # aiohttp's 400
         keep_alive = keeps_alive(connection, http11)
+        method_text, target_text = method.decode("ascii"), target.decode("ascii")
+        path, _, query = target_text.partition("?")
+        message = RawRequestMessage(
+            method_text,
+            target_text,
+            HttpVersion11 if http11 else HttpVersion10,
+            CIMultiDictProxy(CIMultiDict(fields)),
+            tuple(raw),
+            not keep_alive,
+            None,
+            False,
+            False,
+            URL.build(path=path, query_string=query, encoded=True),
+        )
         return cls(
-            method=method.decode("ascii"),
-            target=target.decode("ascii"),
+            method=method_text,
+            target=target_text,
             minor=int(minor),
             fields=tuple(fields),
-            raw_fields=tuple(raw),
+            raw_fields=message.raw_headers,
             keep_alive=keep_alive,
+            message=message,
         )
 
 
@@ -181,21 +200,8 @@ def is_quick(request: web.BaseRequest) -> bool:
 
 def make_request(head: QuickHead, conn: QuickConnection, max_size: int) -> web.Request:
     """The aiohttp request the S3 application is given for this head."""
-    path, _, query = head.target.partition("?")
-    message = RawRequestMessage(
-        head.method,
-        head.target,
-        HttpVersion11 if head.minor == 1 else HttpVersion10,
-        CIMultiDictProxy(CIMultiDict(head.fields)),
-        head.raw_fields,
-        not head.keep_alive,
-        None,
-        False,
-        False,
-        URL.build(path=path, query_string=query, encoded=True),
-    )
     return web.Request(
-        message,
+        head.message,
         EMPTY_PAYLOAD,
         cast(Any, conn),
         cast(Any, None),  # no writer: the quick path writes the answer itself
@@ -257,12 +263,13 @@ def encode_response(head: QuickHead, response: web.StreamResponse) -> tuple[byte
                 headers["Connection"] = "keep-alive"
         elif head.minor == 1:
             headers["Connection"] = "close"
-    fields = [name + ": " + value + "\r\n" for name, value in headers.items()]
-    text = "".join(fields)
-    # One CR and one LF per field line, at its end: anything else would split a field.
-    if text.count("\r") != len(fields) or text.count("\n") != len(fields):
+    items = headers.items()
+    text = "\r\n".join(map(": ".join, items))
+    # Only the CR LF between field lines: anything else would split a field.
+    breaks = max(len(items) - 1, 0)
+    if text.count("\r") != breaks or text.count("\n") != breaks:
         raise ValueError("newline in a response header")
-    out = f"HTTP/1.{head.minor} {status} {response.reason}\r\n{text}\r\n".encode()
+    out = f"HTTP/1.{head.minor} {status} {response.reason}\r\n{text}\r\n\r\n".encode()
     return (out + body if body else out), keep_alive
 
 
