@@ -47,10 +47,9 @@ OP_TORRENT = "GetObjectTorrent"
 OP_UNKNOWN = "Unknown"  # refused before routing (bad method, unknown sub-resource, bad URI)
 
 # aiohttp request keys: the routed S3 request (an s3.context.S3Request, set by the
-# dispatcher); the body bytes a handler streamed itself (sendfile), which the response object
-# cannot know; the prefix of a non-S3 route; the request id every answer carries.
+# dispatcher; its `body_sent` is the body bytes a handler sent itself, which the response
+# object cannot know); the prefix of a non-S3 route; the request id every answer carries.
 S3_REQUEST: web.RequestKey[Any] = web.RequestKey("s3_request")
-BODY_SENT: web.RequestKey[int] = web.RequestKey("metering_body_sent", int)
 EXTRA_ROUTE: web.RequestKey[str] = web.RequestKey("extra_route", str)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
@@ -427,11 +426,17 @@ def _record(
     status: int,
     seconds: float,
 ) -> None:
-    s3req: Any = request.get(S3_REQUEST)
+    # Asked directly: a mapping's .get costs two Python calls on an aiohttp request.
+    try:
+        s3req: Any = request[S3_REQUEST]
+    except KeyError:
+        s3req = None
     key: str | None = None
+    sent: int | None = None
     if s3req is None:
         bucket, operation = "", OP_UNKNOWN
     else:
+        sent = s3req.body_sent
         operation = s3req.endpoint.op
         if s3req.bucket is not None:
             bucket = s3req.bucket.name
@@ -442,9 +447,8 @@ def _record(
             bucket = ""
         if operation in PER_OBJECT and (status < 300 or status == CLIENT_CLOSED):
             key = s3req.target.key
-    sent = request.get(BODY_SENT)
     if sent is not None:
-        bytes_out = int(sent)
+        bytes_out = sent
     elif request.method == "HEAD" or response is None or not isinstance(response, web.Response):
         bytes_out = 0
     else:

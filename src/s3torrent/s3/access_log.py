@@ -18,7 +18,7 @@ from typing import IO, Any, Literal, NamedTuple
 
 from aiohttp import web
 
-from s3torrent.metering.meter import BODY_SENT, REQUEST_ID, S3_REQUEST
+from s3torrent.metering.meter import REQUEST_ID, S3_REQUEST
 
 AccessLogFormat = Literal["s3", "json"]
 
@@ -74,18 +74,22 @@ def record_of(
     request: web.Request, response: web.StreamResponse | None, status: int, seconds: float
 ) -> AccessRecord:
     """The facts of one answered request (cheap: no formatting)."""
-    s3req: Any = request.get(S3_REQUEST)
+    try:
+        s3req: Any = request[S3_REQUEST]
+    except KeyError:
+        s3req = None
     operation = bucket = key = requester = ""
+    sent: int | None = None
     if s3req is not None:
+        sent = s3req.body_sent
         operation = s3req.endpoint.op
         bucket = s3req.target.bucket or ""
         key = s3req.target.key or ""
         principal = s3req.principal
         requester = (principal.name or "") if principal.canonical_id else ""
     method = request.method
-    sent = request.get(BODY_SENT)
     if sent is not None:
-        bytes_sent = int(sent)
+        bytes_sent = sent
     elif method == "HEAD" or not isinstance(response, web.Response):
         bytes_sent = 0
     else:

@@ -82,6 +82,8 @@ class S3Request:
     auth: VerifiedAuth | None = None
     bucket: md.Bucket | None = None
     obj: md.ObjectVersion | None = None
+    # Bytes of the body sent, for metering and the logs (None: as the response says).
+    body_sent: int | None = None
 
     @property
     def bucket_name(self) -> str:
@@ -430,12 +432,18 @@ class S3Application:
     def stamp(self, request: web.Request, response: web.StreamResponse) -> None:
         """The headers every answer carries, once it is final (the quick path calls this
         itself: it takes no request with an Origin, so there are no CORS headers to add)."""
-        rid = request.get(REQUEST_ID) or new_request_id()
-        response.headers.setdefault("x-amz-request-id", rid)
-        response.headers.setdefault("x-amz-id-2", rid)
-        response.headers["Server"] = "s3torrent"
-        # Absent when aiohttp answered before the middleware ran (a refused Expect).
-        exchange = request.get(_EXCHANGE)
+        # Both absent when aiohttp answered before the middleware ran (a refused Expect).
+        # Asked directly: a mapping's .get costs two Python calls on an aiohttp request.
+        try:
+            rid = request[REQUEST_ID]
+            exchange: _Exchange | None = request[_EXCHANGE]
+        except KeyError:
+            rid = new_request_id()
+            exchange = None
+        headers = response.headers
+        headers.setdefault("x-amz-request-id", rid)
+        headers.setdefault("x-amz-id-2", rid)
+        headers["Server"] = "s3torrent"
         if exchange is not None:
             exchange.headers_done = True
             _release_after(request, exchange)

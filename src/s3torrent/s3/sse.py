@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
-from s3torrent.metering.meter import BODY_SENT
 from s3torrent.s3.errors import S3Error
 from s3torrent.store import rows as md
 from s3torrent.store.master_key import MasterKeyError
@@ -262,7 +261,7 @@ async def send_sealed(
                 transport.abort()
         raise ConnectionResetError("sealed object failed authentication") from None
     finally:
-        req.http[BODY_SENT] = sent
+        req.body_sent = sent
     await resp.write_eof()
     return resp
 

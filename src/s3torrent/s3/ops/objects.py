@@ -24,7 +24,6 @@ from s3torrent.access import (
 from s3torrent.access import facts as authz
 from s3torrent.anonymous_reads import cut_transport
 from s3torrent.corking import corked
-from s3torrent.metering.meter import BODY_SENT
 from s3torrent.s3 import sse, tagging, user_metadata
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody, StoredChecksum
@@ -440,7 +439,7 @@ async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.Str
     if obj.inline is not None:
         body = obj.inline[offset : offset + count]
         small = web.Response(status=status, headers=headers, body=body)
-        req.http[BODY_SENT] = count
+        req.body_sent = count
         return small
     fobj = None
     for _attempt in range(2):
@@ -523,7 +522,7 @@ async def _send_body(
                 await resp.write(chunk)
                 sent += len(chunk)
         finally:
-            req.http[BODY_SENT] = sent
+            req.body_sent = sent
         await resp.write_eof()
         return resp
     transport = req.http.transport
@@ -539,7 +538,7 @@ async def _send_body(
                     sent = await asyncio.get_running_loop().sendfile(transport, fobj, offset, count)
                 finally:
                     # On failure sendfile leaves the file at offset + what it sent: meter that.
-                    req.http[BODY_SENT] = sent or max(0, fobj.tell() - offset)
+                    req.body_sent = sent or max(0, fobj.tell() - offset)
         await resp.write_eof()
     return resp
 
