@@ -169,3 +169,32 @@ def test_the_head_memo_is_bounded_by_the_bytes_it_keeps() -> None:
         assert memo.size <= memo.limit
         assert memo.size == sum(4 * len(h) for h in memo)
     assert 0 < len(memo) < 5000
+
+
+class _Transport:
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("10.1.2.3", 5555), "sockname": ("127.0.0.1", 80)}.get(name, default)
+
+
+def test_requests_made_from_one_head_share_its_message_and_cannot_change_it() -> None:
+    """A head's aiohttp message is built once (QuickHead.message): every request made from
+    it reads the same header view, which no request can write to, and a request's clone
+    with another client address (the owner's trusted_client) leaves the others as they
+    were."""
+    raw = b"GET /b/k?versionId=3 HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\nX-N: 1"
+    head = quick(raw)
+    conn = quick_module.QuickConnection(_Transport())
+    first = quick_module.make_request(head, conn, 1024)
+    second = quick_module.make_request(quick(raw), conn, 1024)
+    assert first.headers is second.headers and first.rel_url is second.rel_url
+    assert first.raw_headers == head.raw_fields
+    assert (first.method, first.raw_path) == ("GET", "/b/k?versionId=3")
+    assert first.query["versionId"] == "3" and first.headers["Range"] == "bytes=0-1"
+    assert first.remote == "10.1.2.3"
+    with pytest.raises(TypeError):
+        first.headers["Range"] = "bytes=0-"  # type: ignore[index]
+    moved = first.clone(remote="192.0.2.9")
+    assert moved.remote == "192.0.2.9" and second.remote == "10.1.2.3"
+    mine = web.RequestKey("mine", int)
+    first[mine] = 1
+    assert mine not in second and first.headers["Range"] == "bytes=0-1"
