@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from unittest import mock
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -25,13 +25,7 @@ from s3torrent.s3.errors import S3Error
 from s3torrent.s3.sigv4 import VerifiedAuth
 from s3torrent.store.rows import User
 from s3torrent.store.users import UserDirectory
-
-ACCESS_KEY = "AKIAMEMOEXAMPLE00001"
-SECRET = "memo-secret-0123456789abcdefghijklmnopqr"
-REGION = "us-east-1"
-HOST = "s3.example.test:9000"
-SIGNED_AT = datetime(2026, 12, 5, 12, 0, 0)  # naive, as botocore's clock returns it
-NOW = SIGNED_AT.replace(tzinfo=UTC)
+from tests.unit.test_sigv4 import ACCESS_KEY, HOST, NOW, REGION, SECRET, SIGNED_AT
 
 Signed = tuple[str, str, dict[str, str]]  # method, path with query, headers
 
