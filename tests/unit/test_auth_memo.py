@@ -119,6 +119,7 @@ def test_a_link_used_again_is_answered_from_the_memo(users: UserDirectory) -> No
     with mock.patch.object(auth.sigv4, "verify_request", side_effect=AssertionError("verified")):
         again_principal, again = check(link, users)  # no verification: the memo's answer
     assert again is first and again_principal == principal
+    assert check(link, users, SIGNED_AT)[1] is first  # a naive time is read as UTC, as before
 
 
 def test_the_window_of_the_link_is_checked_on_every_use(users: UserDirectory) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final, cast
 
 from aiohttp import web
@@ -42,6 +42,8 @@ async def authenticate(
     virtual_host_bucket: str | None = None,
 ) -> tuple[Principal, sigv4.VerifiedAuth | None]:
     """The request's principal: anonymous when unsigned, else the verified user."""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)  # as verify_request reads it
     memo_key = (request.method, raw_path, tuple(query_pairs), request.raw_headers, region)
     known = _VERIFIED.get(memo_key)
     if known is not None:

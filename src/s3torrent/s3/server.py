@@ -432,13 +432,15 @@ class S3Application:
     def stamp(self, request: web.Request, response: web.StreamResponse) -> None:
         """The headers every answer carries, once it is final (the quick path calls this
         itself: it takes no request with an Origin, so there are no CORS headers to add)."""
-        # Both absent when aiohttp answered before the middleware ran (a refused Expect).
-        # Asked directly: a mapping's .get costs two Python calls on an aiohttp request.
+        # Absent when aiohttp answered before the middleware ran (a refused Expect). Asked
+        # directly: a mapping's .get costs two Python calls on an aiohttp request.
         try:
             rid = request[REQUEST_ID]
-            exchange: _Exchange | None = request[_EXCHANGE]
         except KeyError:
             rid = new_request_id()
+        try:
+            exchange: _Exchange | None = request[_EXCHANGE]
+        except KeyError:
             exchange = None
         headers = response.headers
         headers.setdefault("x-amz-request-id", rid)
