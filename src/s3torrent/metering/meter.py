@@ -50,6 +50,17 @@ OP_UNKNOWN = "Unknown"  # refused before routing (bad method, unknown sub-resour
 # dispatcher; its `body_sent` is the body bytes a handler sent itself, which the response
 # object cannot know); the prefix of a non-S3 route; the request id every answer carries.
 S3_REQUEST: web.RequestKey[Any] = web.RequestKey("s3_request")
+
+
+def s3_request_of(request: web.Request) -> Any | None:
+    """The request's S3Request, if the dispatcher made one. Asked directly: a mapping's
+    .get costs two Python calls on an aiohttp request, and this runs in every finished hook."""
+    try:
+        return request[S3_REQUEST]
+    except KeyError:
+        return None
+
+
 EXTRA_ROUTE: web.RequestKey[str] = web.RequestKey("extra_route", str)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
@@ -426,11 +437,7 @@ def _record(
     status: int,
     seconds: float,
 ) -> None:
-    # Asked directly: a mapping's .get costs two Python calls on an aiohttp request.
-    try:
-        s3req: Any = request[S3_REQUEST]
-    except KeyError:
-        s3req = None
+    s3req = s3_request_of(request)
     key: str | None = None
     sent: int | None = None
     if s3req is None:

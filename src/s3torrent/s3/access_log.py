@@ -14,11 +14,11 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import IO, Any, Literal, NamedTuple
+from typing import IO, Literal, NamedTuple
 
 from aiohttp import web
 
-from s3torrent.metering.meter import REQUEST_ID, S3_REQUEST
+from s3torrent.metering.meter import REQUEST_ID, s3_request_of
 
 AccessLogFormat = Literal["s3", "json"]
 
@@ -74,10 +74,7 @@ def record_of(
     request: web.Request, response: web.StreamResponse | None, status: int, seconds: float
 ) -> AccessRecord:
     """The facts of one answered request (cheap: no formatting)."""
-    try:
-        s3req: Any = request[S3_REQUEST]
-    except KeyError:
-        s3req = None
+    s3req = s3_request_of(request)
     operation = bucket = key = requester = ""
     sent: int | None = None
     if s3req is not None:

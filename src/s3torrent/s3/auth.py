@@ -6,7 +6,7 @@ import functools
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Final, cast
+from typing import Final
 
 from aiohttp import web
 
@@ -44,8 +44,13 @@ async def authenticate(
     """The request's principal: anonymous when unsigned, else the verified user."""
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)  # as verify_request reads it
-    memo_key = (request.method, raw_path, tuple(query_pairs), request.raw_headers, region)
-    known = _VERIFIED.get(memo_key)
+    # Only presigned requests are kept, and they carry their signature in the query.
+    memo_key = (
+        (request.method, raw_path, tuple(query_pairs), request.raw_headers, region)
+        if query_pairs
+        else None
+    )
+    known = _VERIFIED.get(memo_key) if memo_key is not None else None
     if known is not None:
         checked_with, verified = known
         assert verified.valid_between is not None
@@ -91,7 +96,7 @@ async def authenticate(
         )
     user = users.active_by_access_key(verified.access_key)
     assert user is not None  # verify_request found its secret
-    if verified.valid_between is not None:
+    if memo_key is not None and verified.valid_between is not None:
         _remember(memo_key, user.secret_key, verified)
     return _principal(user.canonical_id, user.name, user.is_root), verified
 
@@ -108,18 +113,17 @@ async def authenticate(
 # costs one lookup, where the whole prelude (the headers listed, the mechanism detected,
 # the memo key built from decoded strings) ran before. Bounded: at most _MEMO_ENTRIES
 # requests of at most _MEMO_CHARS characters, oldest out first.
+_MemoKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[tuple[bytes, bytes], ...], str]
 _MEMO_ENTRIES: Final = 1024
 _MEMO_CHARS: Final = 4096
-_VERIFIED: dict[tuple[object, ...], tuple[str, sigv4.VerifiedAuth]] = {}
+_VERIFIED: dict[_MemoKey, tuple[str, sigv4.VerifiedAuth]] = {}
 
 
-def _remember(key: tuple[object, ...], secret: str, verified: sigv4.VerifiedAuth) -> None:
+def _remember(key: _MemoKey, secret: str, verified: sigv4.VerifiedAuth) -> None:
     _method, raw_path, query_pairs, raw_headers, _region = key
-    size = len(cast(str, raw_path))
-    for name, value in cast(tuple[tuple[str, str], ...], query_pairs):
-        size += len(name) + len(value)
-    for raw_name, raw_value in cast(tuple[tuple[bytes, bytes], ...], raw_headers):
-        size += len(raw_name) + len(raw_value)
+    size = len(raw_path)
+    size += sum(len(name) + len(value) for name, value in query_pairs)
+    size += sum(len(name) + len(value) for name, value in raw_headers)
     if size > _MEMO_CHARS:
         return
     if len(_VERIFIED) >= _MEMO_ENTRIES:
