@@ -70,8 +70,10 @@ def _received(req: AWSRequest) -> Signed:
     return req.method, parts.path + (f"?{parts.query}" if parts.query else ""), headers
 
 
-def presign(method: str, key: str, expires: int = 600) -> Signed:
-    req = AWSRequest(method=method, url=f"http://{HOST}/bucket/{quote(key)}")
+def presign(
+    method: str, key: str, expires: int = 600, headers: dict[str, str] | None = None
+) -> Signed:
+    req = AWSRequest(method=method, url=f"http://{HOST}/bucket/{quote(key)}", headers=headers)
     with mock.patch("botocore.auth.get_current_datetime", return_value=SIGNED_AT):
         S3SigV4QueryAuth(Credentials(ACCESS_KEY, SECRET), "s3", REGION, expires=expires).add_auth(
             req
@@ -87,7 +89,9 @@ def sign_header(method: str, key: str) -> Signed:
 
 
 def check(
-    signed: Signed, users: UserDirectory, now: datetime = NOW
+    signed: Signed | tuple[str, str, list[tuple[str, str]]],
+    users: UserDirectory,
+    now: datetime = NOW,
 ) -> tuple[Principal, VerifiedAuth | None]:
     method, target, headers = signed
     request = make_mocked_request(method, target, headers=CIMultiDict(headers))
@@ -104,7 +108,12 @@ def check(
     )
 
 
-def refused(code: str, signed: Signed, users: UserDirectory, now: datetime = NOW) -> S3Error:
+def refused(
+    code: str,
+    signed: Signed | tuple[str, str, list[tuple[str, str]]],
+    users: UserDirectory,
+    now: datetime = NOW,
+) -> S3Error:
     with pytest.raises(S3Error) as info:
         check(signed, users, now)
     assert info.value.code == code, info.value
@@ -164,6 +173,31 @@ def test_any_difference_from_the_remembered_request_is_verified_in_full(
     refused("SignatureDoesNotMatch", (method, forged, headers), users)
     refused("SignatureDoesNotMatch", (method, target + "&versionId=1", headers), users)
     assert len(auth._VERIFIED) == 1
+
+
+def test_the_same_fields_in_another_order_are_the_same_request_but_not_the_same_values(
+    users: UserDirectory,
+) -> None:
+    # wrk sends a presigned PUT's Host and Content-Length in either order; an aiohttp-parsed
+    # request is remembered with its fields in name order, so both orders are one entry.
+    method, target, headers = presign("PUT", "memo/order", headers={"Content-Length": "4"})
+    fields = sorted(headers.items())
+    assert len(fields) == 2
+    first = check((method, target, fields), users)[1]
+    with mock.patch.object(auth.sigv4, "verify_request", side_effect=AssertionError("verified")):
+        assert check((method, target, fields[::-1]), users)[1] is first
+    assert len(auth._VERIFIED) == 1
+    # The values of one name are signed in the order they came (joined by commas): sent the
+    # other way round they are another request, whatever the case of their names.
+    method, target, headers = presign("PUT", "memo/repeated", headers={"x-amz-meta-a": "1,2"})
+    host = ("Host", headers["Host"])
+    as_signed = [host, ("X-Amz-Meta-A", "1"), ("x-amz-meta-a", "2")]
+    assert check((method, target, as_signed), users)[1] is not None
+    swapped = [host, ("x-amz-meta-a", "2"), ("X-Amz-Meta-A", "1")]
+    refused("SignatureDoesNotMatch", (method, target, swapped), users)
+    host_last = [*as_signed[1:], host]
+    with mock.patch.object(auth.sigv4, "verify_request", side_effect=AssertionError("verified")):
+        assert check((method, target, host_last), users)[1] is not None  # Host moved only
 
 
 def test_header_signatures_and_long_requests_are_not_kept_and_the_memo_is_bounded(

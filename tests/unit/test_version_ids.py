@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 
@@ -29,3 +30,27 @@ def test_every_id_we_make_is_accepted_back_and_others_are_refused() -> None:
     for bad in ("v" * 32, "V" + "0" * 31, "x" + "0" * 31, "0" * 31, "0" * 33, "", "../../x"):
         with pytest.raises(S3Error):
             parse_version_id(bad)
+
+
+def test_random_halves_are_read_ahead_yet_never_shared_with_a_forked_child() -> None:
+    """The random half comes from a buffer of the kernel's bits: a child made by fork after
+    the buffer was filled must not hand out the parent's next bits (two workers writing
+    the same key would otherwise collide)."""
+    new_row_version_id()  # the buffer now holds bits the child would inherit
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then gone at once
+        try:
+            os.write(write, "".join(new_row_version_id()[16:] for _ in range(4)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read()
+    os.waitpid(pid, 0)
+    ours = [new_row_version_id()[16:] for _ in range(4)]
+    theirs = [child[i : i + 16] for i in range(0, len(child), 16)]
+    assert len(theirs) == 4 and not set(ours) & set(theirs)
+    # More ids than one read of the kernel's bits serves: still all distinct.
+    many = {new_row_version_id()[16:] for _ in range(3000)}
+    assert len(many) == 3000

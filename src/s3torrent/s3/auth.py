@@ -12,6 +12,7 @@ from aiohttp import web
 
 from s3torrent.access import ANONYMOUS, Principal
 from s3torrent.s3 import sigv2, sigv4
+from s3torrent.s3.quick import is_quick
 from s3torrent.store.users import UserDirectory
 
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
@@ -46,7 +47,7 @@ async def authenticate(
         now = now.replace(tzinfo=UTC)  # as verify_request reads it
     # Only presigned requests are kept, and they carry their signature in the query.
     memo_key = (
-        (request.method, raw_path, tuple(query_pairs), request.raw_headers, region)
+        (request.method, raw_path, tuple(query_pairs), _memo_fields(request), region)
         if query_pairs
         else None
     )
@@ -114,6 +115,30 @@ async def authenticate(
 # the memo key built from decoded strings) ran before. Bounded: at most _MEMO_ENTRIES
 # requests of at most _MEMO_CHARS characters, oldest out first.
 _MemoKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[tuple[bytes, bytes], ...], str]
+
+
+def _folded_name(field: tuple[bytes, bytes]) -> bytes:
+    return field[0].lower()
+
+
+def _memo_fields(request: web.Request) -> tuple[tuple[bytes, bytes], ...]:
+    """The request's header fields as the memo keys them.
+
+    A head the quick path answers is memoized by its exact bytes (s3/quick.py), so its
+    fields come as the very tuple the last request from that client brought. A request
+    aiohttp parsed has its fields in name order (case folded, a stable sort: the fields of
+    one name keep their order, which is all the signature covers of it; the raw names stay
+    in the key, case and all), because a client may send the same fields in another order
+    each time: wrk does (a Lua table's order), and a memo keyed by arrival order held half
+    of a cycle of presigned PUTs at best, each verified in full every time. Two requests
+    with the same key carry the same values under every name, in the same order, so they
+    verify alike."""
+    raw = request.raw_headers
+    if len(raw) < 2 or is_quick(request):
+        return raw
+    return tuple(sorted(raw, key=_folded_name))
+
+
 _MEMO_ENTRIES: Final = 1024
 _MEMO_CHARS: Final = 4096
 _VERIFIED: dict[_MemoKey, tuple[str, sigv4.VerifiedAuth]] = {}
