@@ -66,6 +66,7 @@ from s3torrent.store.metastore import MetadataStore, open_metadata_store
 from s3torrent.store.migrations import HEAD as SCHEMA_REVISION
 from s3torrent.store.objects import ObjectStore
 from s3torrent.store.space import storage_full
+from s3torrent.store.sql import one_generation_read
 from s3torrent.store.upload_expiry import expire_uploads_forever
 from s3torrent.store.users import UserDirectory
 from s3torrent.torrent.catalog import TorrentCatalog
@@ -436,7 +437,9 @@ class Node:
             else None
         )
         if self.settings.quick_reads and self.s3.entry is not None:
-            front.quick = QuickReads(self.s3.entry, self.s3.stamp, limits.max_xml_body)
+            front.quick = QuickReads(
+                self.s3.entry, self.s3.stamp, limits.max_xml_body, one_generation_read
+            )
         site = AdmittedSite(
             self._runner,
             self.gate,

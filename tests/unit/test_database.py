@@ -592,3 +592,42 @@ def test_where_aiohttp_starts_handlers_eagerly_the_generation_is_read_every_time
 
     assert asyncio.run(main()) == ["one", "two"]
     reads.close()
+
+
+def test_a_batch_of_requests_shares_one_read_and_only_while_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """one_generation_read (the quick path's batch of heads that all arrived before it
+    began): the first lookup inside reads the generation, the others inside share it, even
+    from a plain callback and where aiohttp starts handlers eagerly; nothing after the
+    block, nor the next batch, uses it; a commit of this process inside drops it."""
+    from s3torrent.store import sql
+
+    monkeypatch.setattr(sql, "_EAGER_HANDLERS", True)  # no task step's kept read to lean on
+    path = tmp_path / "batch.sqlite3"
+    reads, lookup = _watched_reads(path)
+
+    async def main() -> list[str]:
+        seen: list[str] = []
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def batch() -> None:
+            with sql.one_generation_read():
+                seen.append(lookup())
+                _set_v(path, "two")  # sent after every request of the batch had arrived
+                seen.append(lookup())  # shared
+            with sql.one_generation_read():
+                seen.append(lookup())  # the next batch reads for itself
+                _set_v(path, "three")
+                reads.forget_generation()  # as a commit by this process does
+                seen.append(lookup())
+                _set_v(path, "four")
+            seen.append(lookup())  # after the block: read again
+            done.set_result(None)
+
+        asyncio.get_running_loop().call_soon(batch)
+        await done
+        return seen
+
+    assert asyncio.run(main()) == ["one", "one", "two", "three", "four"]
+    reads.close()

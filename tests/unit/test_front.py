@@ -4,6 +4,7 @@ everything after the first of the rest) by aiohttp, on the same connection and i
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -311,3 +312,65 @@ def test_a_long_keep_alive_connection_keeps_only_the_request_under_way() -> None
     assert buffered == [0]
     # 600 requests of about 40-300 bytes went through; what is held is at most the last.
     assert max(held) <= 400, held
+
+
+_ASKED_BY: contextvars.ContextVar[str] = contextvars.ContextVar("asked_by", default="")
+
+
+class ContextStandIn(StandIn):
+    """Tells what a request found in a context variable it then sets (a request before it
+    in the same batch must not have left its own there), and whether it ran in a task
+    (as an asyncio.timeout would need) before and after waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    async def entry(self, request: web.Request) -> web.StreamResponse:
+        found = _ASKED_BY.get()
+        _ASKED_BY.set(request.path)
+        in_task = asyncio.current_task() is not None
+        if request.path.startswith("/slow"):
+            await self.release.wait()
+        after = f"{_ASKED_BY.get()} {asyncio.current_task() is not None}"
+        return web.Response(text=f"found={found!r} task={in_task} after={after}")
+
+
+def test_heads_that_arrive_together_are_answered_in_one_batch_each_in_its_own_context() -> None:
+    """The quick heads of one loop turn are answered by one callback (no task each), one
+    after another, each in a context of its own; one that must wait finishes in a task of
+    its own, in its context, and does not hold up the others."""
+
+    async def go() -> tuple[list[bytes], list[int]]:
+        stand_in = ContextStandIn()
+        batches: list[int] = []
+        async with quick_server(stand_in) as (port, front):
+            assert front.quick is not None
+            answer_queued = front.quick._answer_queued
+
+            def counted() -> None:
+                batches.append(len(front.quick._queue))  # type: ignore[union-attr]
+                answer_queued()
+
+            front.quick._answer_queued = counted  # type: ignore[method-assign]
+            streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+            await asyncio.sleep(0.05)  # every connection accepted
+            paths = ["/slow/a", "/b/one", "/b/two", "/b/three"]
+            for (_, writer), path in zip(streams, paths, strict=True):
+                writer.write(get(path))  # all four arrive before the server's next turn
+            quick = [await read_response(reader) for reader, _ in streams[1:]]
+            stand_in.release.set()
+            slow = await read_response(streams[0][0])
+            for _, writer in streams:
+                writer.close()
+            return [slow[2]] + [body for _, _, body in quick], batches
+
+    bodies, batches = run(go())
+    assert batches == [4]  # one callback for the four heads
+    # Nothing leaked from one request of the batch into the next; no task while inline.
+    assert bodies[1:] == [
+        f"found='' task=False after={path} False".encode()
+        for path in ("/b/one", "/b/two", "/b/three")
+    ]
+    # The one that waited went on in a task, with its own context.
+    assert bodies[0] == b"found='' task=False after=/slow/a True"

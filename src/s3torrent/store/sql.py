@@ -4,10 +4,11 @@ reads, and race-free insert/replace on every engine."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
@@ -182,6 +183,9 @@ class PointReads:
         # (loop, generations): the generations read in this turn of that event loop
         # (`_generation`); None once the turn is over or this process committed.
         self._turn: tuple[asyncio.AbstractEventLoop, tuple[int, int]] | None = None
+        # (batch serial, generations): the generations read in the batch that serial names
+        # (`one_generation_read`); None once this process committed.
+        self._batch_read: tuple[int, tuple[int, int]] | None = None
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -264,6 +268,14 @@ class PointReads:
         (`forget_generation`), so a step that commits and then reads sees its own write.
         """
         loop = asyncio._get_running_loop()
+        if loop is not None and _BATCH.loop is loop:
+            # One batch of requests that all arrived before it began (one_generation_read).
+            kept = self._batch_read
+            if kept is not None and kept[0] == _BATCH.serial:
+                return kept[1]
+            version = self._read_generation()
+            self._batch_read = (_BATCH.serial, version)
+            return version
         if _EAGER_HANDLERS or loop is None or asyncio.current_task(loop) is None:
             # Not a task step: a plain callback (a coroutine started inline in the callback
             # that received its bytes, tracker/eager.py) may serve bytes that arrived after
@@ -288,6 +300,7 @@ class PointReads:
         """Read the lookup generation again next time (the loop turn ended, or this process
         committed)."""
         self._turn = None
+        self._batch_read = None
 
     def row(self, stmt: Prepared, values: Mapping[str, Any]) -> Sequence[Any] | None:
         row: Sequence[Any] | None = (
@@ -300,6 +313,40 @@ class PointReads:
             conns, self._all = self._all, []
         for conn in conns:
             conn.close()
+
+
+class _Batch:
+    """The loop whose thread is answering a batch of requests (one_generation_read), and
+    which batch: a read is kept for that batch only."""
+
+    __slots__ = ("loop", "serial")
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.serial = 0
+
+
+_BATCH = _Batch()
+
+
+@contextlib.contextmanager
+def one_generation_read() -> Iterator[None]:
+    """Within: the point reads on this loop's thread share one read of the lookup
+    generations, made at the first lookup inside (PointReads._generation).
+
+    For a plain callback answering, one after another, requests whose bytes had all
+    arrived before it began (s3/quick.py, QuickReads): the read comes after every one of
+    them, so it has seen every commit acknowledged before any of them was sent, as a read
+    per request would. A commit by this process inside drops it (forget_generation). Not
+    for code that may suspend and resume later inside it: only what runs before the block
+    ends shares the read."""
+    loop = asyncio.get_running_loop()
+    _BATCH.serial += 1
+    _BATCH.loop = loop
+    try:
+        yield
+    finally:
+        _BATCH.loop = None
 
 
 # Where the lookups below can run: a Connection (any engine, any thread), or SQLite point
