@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiohttp import web
 
@@ -198,3 +200,50 @@ def test_requests_made_from_one_head_share_its_message_and_cannot_change_it() ->
     mine = web.RequestKey("mine", int)
     first[mine] = 1
     assert mine not in second and first.headers["Range"] == "bytes=0-1"
+
+
+class _Owner:
+    """A connection as QuickReads sees it: records what it is told."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.outcomes: list[object] = []
+
+    @property
+    def gone(self) -> bool:
+        return False
+
+    def quick_answered(self, outcome: object, raw: bytes) -> None:
+        if self.fail:
+            raise RuntimeError("this connection's write failed")
+        self.outcomes.append(outcome)
+
+    def quick_suspended(self, task: object, raw: bytes) -> None:
+        raise AssertionError("nothing here waits")
+
+
+def test_a_batch_answers_every_head_whatever_one_of_them_does() -> None:
+    """A head whose answer raises CancelledError gets an outcome (the owner writes a 500 and
+    closes), not silence that would leave its connection busy for ever; and one owner whose
+    write fails does not keep the others of the batch from theirs."""
+
+    async def entry(request: web.Request) -> web.StreamResponse:
+        if request.path == "/cancelled":
+            raise asyncio.CancelledError
+        return web.Response(text=request.path)
+
+    async def go() -> tuple[_Owner, _Owner, _Owner]:
+        reads = quick_module.QuickReads(entry, lambda req, resp: None, 1024)
+        conn = quick_module.QuickConnection(_Transport())
+        owners = _Owner(), _Owner(fail=True), _Owner()
+        for owner, path in zip(owners, ("/cancelled", "/a", "/b"), strict=True):
+            raw = f"GET {path} HTTP/1.1\r\nHost: h".encode()
+            reads.enqueue(owner, quick(raw), conn, raw)
+        await asyncio.sleep(0)  # the batch runs in the next turn
+        return owners
+
+    cancelled, failing, last = asyncio.run(go())
+    assert [type(o) for o in cancelled.outcomes] == [asyncio.CancelledError]
+    assert failing.outcomes == []
+    (answer,) = last.outcomes
+    assert isinstance(answer, tuple) and answer[0].endswith(b"\r\n\r\n/b")

@@ -22,6 +22,7 @@ writer: about 40% of a 4 KiB GET's CPU (docs/ARCHITECTURE.md, "The quick path").
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,8 @@ from yarl import URL
 
 from s3torrent.tracker.eager import start_eagerly
 from s3torrent.tracker.http_lean import FIELD_LINE, keeps_alive
+
+log = logging.getLogger(__name__)
 
 Entry = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Stamp = Callable[[web.Request, web.StreamResponse], None]
@@ -364,10 +367,8 @@ class QuickReads:
             context = copy_context()
             try:
                 begun = context.run(start_eagerly, self.answer(head, conn))
-            except asyncio.CancelledError:
-                continue  # as a cancelled task: nothing is written
-            except Exception as exc:
-                answered.append((owner, exc, raw))
+            except (Exception, asyncio.CancelledError) as exc:
+                answered.append((owner, exc, raw))  # a 500 and a close (quick_answered)
                 continue
             if isinstance(begun, tuple):
                 answered.append((owner, begun, raw))
@@ -385,4 +386,8 @@ class QuickReads:
 
 def _write_answers(answered: list[tuple[QuickOwner, QuickAnswer | BaseException, bytes]]) -> None:
     for owner, outcome, raw in answered:
-        owner.quick_answered(outcome, raw)
+        try:
+            owner.quick_answered(outcome, raw)
+        except Exception:
+            # One connection's failure must not leave the others of the batch unanswered.
+            log.exception("writing a quick answer failed")
