@@ -308,7 +308,9 @@ class QuickReads:
     by one callback (`_answer_queued`), not by a task each. Each head is answered inline,
     in a context of its own, as far as it goes without waiting (tracker/eager.py); one that
     must wait is finished by a task, in that same context. The answers computed inline are
-    written once all of the batch's are computed, in the same callback. Against a task per
+    written once all of the batch's are computed, in the same callback. The queue holds at
+    most one head per connection (a connection's next head is read once its answer is
+    written), so the admission gate's bound on connections bounds it. Against a task per
     head whose done callback wrote its answer a turn later (until 2026-12-06), a 4 KiB GET
     costs 8% less CPU (docs/ARCHITECTURE.md, The quick path).
 
