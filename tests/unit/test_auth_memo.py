@@ -28,6 +28,8 @@ from s3torrent.store.users import UserDirectory
 from tests.unit.test_sigv4 import ACCESS_KEY, HOST, NOW, REGION, SECRET, SIGNED_AT
 
 Signed = tuple[str, str, dict[str, str]]  # method, path with query, headers
+# The same, with the header fields in a chosen order (repeated names allowed).
+Sent = Signed | tuple[str, str, list[tuple[str, str]]]
 
 
 class _NoStore:
@@ -89,7 +91,7 @@ def sign_header(method: str, key: str) -> Signed:
 
 
 def check(
-    signed: Signed | tuple[str, str, list[tuple[str, str]]],
+    signed: Sent,
     users: UserDirectory,
     now: datetime = NOW,
 ) -> tuple[Principal, VerifiedAuth | None]:
@@ -110,7 +112,7 @@ def check(
 
 def refused(
     code: str,
-    signed: Signed | tuple[str, str, list[tuple[str, str]]],
+    signed: Sent,
     users: UserDirectory,
     now: datetime = NOW,
 ) -> S3Error:

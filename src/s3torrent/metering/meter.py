@@ -61,6 +61,18 @@ def s3_request_of(request: web.Request) -> Any | None:
         return None
 
 
+def body_bytes_sent(
+    request: web.Request, response: web.StreamResponse | None, sent: int | None
+) -> int:
+    """The body bytes an answer carried: `sent` (S3Request.body_sent) when the handler
+    counted them itself, else what a complete response holds (none for a HEAD)."""
+    if sent is not None:
+        return sent
+    if request.method == "HEAD" or not isinstance(response, web.Response):
+        return 0
+    return response.content_length or 0
+
+
 EXTRA_ROUTE: web.RequestKey[str] = web.RequestKey("extra_route", str)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
@@ -454,11 +466,6 @@ def _record(
             bucket = ""
         if operation in PER_OBJECT and (status < 300 or status == CLIENT_CLOSED):
             key = s3req.target.key
-    if sent is not None:
-        bytes_out = sent
-    elif request.method == "HEAD" or response is None or not isinstance(response, web.Response):
-        bytes_out = 0
-    else:
-        bytes_out = response.content_length or 0
+    bytes_out = body_bytes_sent(request, response, sent)
     bytes_in = request.content.total_bytes
     meter.record(bucket, operation, status, bytes_out, bytes_in, seconds, key)

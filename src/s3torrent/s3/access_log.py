@@ -18,7 +18,7 @@ from typing import IO, Literal, NamedTuple
 
 from aiohttp import web
 
-from s3torrent.metering.meter import REQUEST_ID, s3_request_of
+from s3torrent.metering.meter import REQUEST_ID, body_bytes_sent, s3_request_of
 
 AccessLogFormat = Literal["s3", "json"]
 
@@ -85,12 +85,7 @@ def record_of(
         principal = s3req.principal
         requester = (principal.name or "") if principal.canonical_id else ""
     method = request.method
-    if sent is not None:
-        bytes_sent = sent
-    elif method == "HEAD" or not isinstance(response, web.Response):
-        bytes_sent = 0
-    else:
-        bytes_sent = response.content_length or 0
+    bytes_sent = body_bytes_sent(request, response, sent)
     headers = request.headers
     # Positional, and the error code looked for only in errors: this runs once per request.
     return AccessRecord(
