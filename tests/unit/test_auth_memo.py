@@ -10,13 +10,10 @@ import asyncio
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from unittest import mock
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
-from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from multidict import CIMultiDict
 
 from s3torrent.access import Principal
@@ -25,7 +22,9 @@ from s3torrent.s3.errors import S3Error
 from s3torrent.s3.sigv4 import VerifiedAuth
 from s3torrent.store.rows import User
 from s3torrent.store.users import UserDirectory
-from tests.unit.test_sigv4 import ACCESS_KEY, HOST, NOW, REGION, SECRET, SIGNED_AT
+from tests.unit.test_sigv4 import ACCESS_KEY, NOW, REGION, SECRET, SIGNED_AT, Request
+from tests.unit.test_sigv4 import presign as sigv4_presign
+from tests.unit.test_sigv4 import sign_header as sigv4_sign_header
 
 Signed = tuple[str, str, dict[str, str]]  # method, path with query, headers
 # The same, with the header fields in a chosen order (repeated names allowed).
@@ -65,29 +64,21 @@ def _set(directory: UserDirectory, user: User) -> None:
     directory._by_id = {user.canonical_id: user}
 
 
-def _received(req: AWSRequest) -> Signed:
-    parts = urlsplit(req.url)
-    headers = {str(k): str(v) for k, v in req.headers.items()}
-    headers.setdefault("Host", parts.netloc)
-    return req.method, parts.path + (f"?{parts.query}" if parts.query else ""), headers
+def _signed(request: Request) -> Signed:
+    """test_sigv4's signed request as this file sends it: the query back in the target."""
+    method, path, query, headers = request
+    target = path + ("?" + urlencode(query, quote_via=quote, safe="-_.~") if query else "")
+    return method, target, dict(headers)
 
 
 def presign(
     method: str, key: str, expires: int = 600, headers: dict[str, str] | None = None
 ) -> Signed:
-    req = AWSRequest(method=method, url=f"http://{HOST}/bucket/{quote(key)}", headers=headers)
-    with mock.patch("botocore.auth.get_current_datetime", return_value=SIGNED_AT):
-        S3SigV4QueryAuth(Credentials(ACCESS_KEY, SECRET), "s3", REGION, expires=expires).add_auth(
-            req
-        )
-    return _received(req)
+    return _signed(sigv4_presign(method, key, headers=headers, expires=expires))
 
 
 def sign_header(method: str, key: str) -> Signed:
-    req = AWSRequest(method=method, url=f"http://{HOST}/bucket/{quote(key)}", data=b"")
-    with mock.patch("botocore.auth.get_current_datetime", return_value=SIGNED_AT):
-        S3SigV4Auth(Credentials(ACCESS_KEY, SECRET), "s3", REGION).add_auth(req)
-    return _received(req)
+    return _signed(sigv4_sign_header(method, key))
 
 
 def check(
