@@ -82,6 +82,51 @@ def test_json_access_log_has_2xx_and_4xx_with_request_ids(
     assert denied_line["requester"] is None and denied_line["remote"] == "127.0.0.1"
 
 
+def test_presigned_links_are_logged_without_their_signatures(
+    json_logged: tuple[LiveServer, Path],
+) -> None:
+    """Reading the access log must not give anyone the links it lists: a link's signature
+    (SigV4's X-Amz-Signature, SigV2's Signature) is logged as REDACTED, and the logged URI
+    is refused."""
+    srv, log = json_logged
+    s3 = make_client(srv.endpoint)
+    s3.create_bucket(Bucket="linked")
+    s3.put_object(Bucket="linked", Key="secret.txt", Body=b"for the link's holder only")
+    links = {
+        "X-Amz-Signature": make_client(
+            srv.endpoint, signature_version="s3v4"
+        ).generate_presigned_url(
+            "get_object", Params={"Bucket": "linked", "Key": "secret.txt"}, ExpiresIn=600
+        ),
+        "Signature": make_client(srv.endpoint, signature_version="s3").generate_presigned_url(
+            "get_object", Params={"Bucket": "linked", "Key": "secret.txt"}, ExpiresIn=600
+        ),
+    }
+    ids = {}
+    for name, link in links.items():
+        assert f"&{name}=" in link or f"?{name}=" in link
+        with urllib.request.urlopen(link, timeout=10) as r:
+            assert r.read() == b"for the link's holder only"
+            ids[name] = r.headers["x-amz-request-id"]
+
+    def logged() -> dict[str, dict[str, Any]]:
+        lines = {r["request_id"]: r for r in json_lines(log)}
+        return lines if set(ids.values()) <= lines.keys() else {}
+
+    lines = eventually(logged)
+    assert lines, "no access log lines for the links"
+    text = log.read_text()
+    for name, link in links.items():
+        signature = link.split(f"{name}=", 1)[1].split("&", 1)[0]
+        assert signature and signature not in text
+        uri = lines[ids[name]]["uri"]
+        assert f"{name}=REDACTED" in uri and lines[ids[name]]["status"] == 200
+        # The link as the log shows it opens nothing.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(srv.endpoint + uri, timeout=10)
+        assert refused.value.code == 403
+
+
 def test_s3_format_access_log_on_stdout_by_default(server: LiveServer) -> None:
     s3 = make_client(server.endpoint)
     with pytest.raises(ClientError) as err:

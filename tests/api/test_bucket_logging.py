@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -86,6 +87,31 @@ def test_requests_are_delivered_as_log_objects_under_the_prefix(srv: LiveServer)
     assert " REST.GET.OBJECT " in missing and " 404 NoSuchKey " in missing
     # Requests to the target bucket itself are not logged (its logging is off).
     assert all(line.split(" ")[1] == source for line in lines)
+
+
+def test_delivered_lines_do_not_hold_presigned_signatures(srv: LiveServer) -> None:
+    """A log bucket's readers must not get the source bucket's links: the Request-URI is
+    delivered with the signature redacted, as Amazon S3 delivers it."""
+    s3 = make_client(srv.endpoint)
+    source, target = names("linked"), names("linklogs")
+    s3.create_bucket(Bucket=source)
+    s3.create_bucket(Bucket=target)
+    s3.put_bucket_logging(
+        Bucket=source,
+        BucketLoggingStatus={"LoggingEnabled": {"TargetBucket": target, "TargetPrefix": "l/"}},
+    )
+    s3.put_object(Bucket=source, Key="shared.bin", Body=b"shared")
+    link = make_client(srv.endpoint, signature_version="s3v4").generate_presigned_url(
+        "get_object", Params={"Bucket": source, "Key": "shared.bin"}, ExpiresIn=600
+    )
+    with urllib.request.urlopen(link, timeout=10) as r:
+        assert r.read() == b"shared"
+    signature = link.split("X-Amz-Signature=", 1)[1]
+    lines = wait_for_lines(s3, target, "l/", "X-Amz-Signature=")
+    got = next(line for line in lines if " REST.GET.OBJECT " in line and "X-Amz-" in line)
+    assert "X-Amz-Signature=REDACTED HTTP/1.1" in got
+    assert all(signature not in line for line in lines)
+    assert " QueryString " in got  # still logged as a presigned request
 
 
 def test_a_bucket_logging_into_itself_does_not_log_its_deliveries(srv: LiveServer) -> None:

@@ -1,14 +1,22 @@
-"""Access log lines: S3 field order, escaping of hostile values, JSON, and batching."""
+"""Access log lines: S3 field order, escaping of hostile values, JSON, batching, and
+presigned signatures redacted."""
 
 from __future__ import annotations
 
 import io
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3torrent.s3.access_log import AccessLog, AccessRecord, format_json, format_s3
+from s3torrent.s3.access_log import (
+    AccessLog,
+    AccessRecord,
+    format_json,
+    format_s3,
+    redact_signatures,
+)
 
 
 def record(**changes: object) -> AccessRecord:
@@ -88,7 +96,7 @@ def test_json_lines_written_by_hand_parse_back_to_every_value(
     assert obj["user_agent"] == (user_agent or None)
     assert obj["referer"] == (referer or None)
     assert obj["requester"] == (requester or None)
-    assert obj["uri"] == (target or None)
+    assert obj["uri"] == (redact_signatures(target) or None)
     assert obj["host"] == (host or None)
     assert obj["ms"] == 12.0 and obj["bytes_sent"] == 1048576
 
@@ -97,3 +105,47 @@ def test_long_values_are_cut_in_both_formats() -> None:
     long = "k" * 5000
     assert len(json.loads(format_json(record(user_agent=long), "T"))["user_agent"]) == 2048
     assert f'"{"k" * 2048}"\n' in format_s3(record(user_agent=long), "t")
+
+
+_SIG = "ca2bffdd0bddd0bb45a8b37eba11f9832040df020598a22e706f8a88a79a353f"
+
+
+@pytest.mark.parametrize(
+    ("target", "logged"),
+    [
+        ("/b/k", "/b/k"),
+        (
+            f"/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=60&X-Amz-Signature={_SIG}",
+            "/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=60&X-Amz-Signature=REDACTED",
+        ),
+        # SigV2's query authentication, the signature in the middle.
+        (
+            "/b/k?AWSAccessKeyId=AK&Signature=a%2Bb%3D&Expires=9",
+            "/b/k?AWSAccessKeyId=AK&Signature=REDACTED&Expires=9",
+        ),
+        # Every field of those names; none of any other name.
+        (
+            "/b/k?XSignature=1&X-Amz-Signature=2&Signature=3&X-Amz-Signature=4",
+            "/b/k?XSignature=1&X-Amz-Signature=REDACTED&Signature=REDACTED"
+            "&X-Amz-Signature=REDACTED",
+        ),
+        ("/b/k?x=X-Amz-Signature=4&y=aSignature=5", "/b/k?x=X-Amz-Signature=4&y=aSignature=5"),
+        # In the path it is a key's name, not a credential; the query's is still redacted.
+        ("/b/X-Amz-Signature=1", "/b/X-Amz-Signature=1"),
+        ("/b/X-Amz-Signature=1?Signature=2", "/b/X-Amz-Signature=1?Signature=REDACTED"),
+        ("/b/k?Signature=", "/b/k?Signature=REDACTED"),
+    ],
+)
+def test_presigned_signatures_are_redacted(target: str, logged: str) -> None:
+    assert redact_signatures(target) == logged
+
+
+def test_both_formats_log_the_uri_without_its_signature() -> None:
+    target = f"/releases/big.iso?X-Amz-Credential=AK%2F20261206&X-Amz-Signature={_SIG}"
+    s3_line = format_s3(record(target=target), "t")
+    json_line = format_json(record(target=target), "T")
+    assert _SIG not in s3_line and _SIG not in json_line
+    assert '"GET /releases/big.iso?X-Amz-Credential=AK%2F20261206&X-Amz-Signature=REDACTED ' in (
+        s3_line
+    )
+    assert json.loads(json_line)["uri"].endswith("&X-Amz-Signature=REDACTED")

@@ -5,6 +5,10 @@ The request path pays for a tuple of facts and a list append (the S3 application
 `on_finished` hook, like metering); lines are formatted and written later, a batch at a time
 (at most a second later, or once `max_pending` records wait), each line in one write to a
 buffered stream, then one flush. A crash loses at most that second of lines.
+
+A presigned URL's signature is a credential until the link expires: the Request-URI is
+logged with it redacted (`redact_signatures`), as Amazon S3 logs it, so reading a log does
+not give anyone the links it lists. Bucket logs (s3/bucket_logs.py) format their lines here.
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import IO, Literal, NamedTuple
+from typing import IO, Final, Literal, NamedTuple
 
 from aiohttp import web
 
-from s3torrent.metering.meter import REQUEST_ID, body_bytes_sent, s3_request_of
+from s3torrent.metering.meter import REQUEST_ID, S3_REQUEST, body_bytes_sent
 
 AccessLogFormat = Literal["s3", "json"]
 
@@ -70,44 +74,79 @@ def error_code_of(request: web.Request, response: web.StreamResponse | None) -> 
     return body[start:end].decode("ascii", "replace") if end > 0 else ""
 
 
+_new_record = tuple.__new__  # a NamedTuple's own constructor costs three times more
+
+
 def record_of(
     request: web.Request, response: web.StreamResponse | None, status: int, seconds: float
 ) -> AccessRecord:
     """The facts of one answered request (cheap: no formatting)."""
-    s3req = s3_request_of(request)
     operation = bucket = key = requester = ""
     sent: int | None = None
-    if s3req is not None:
+    try:
+        s3req = request[S3_REQUEST]
+    except KeyError:
+        pass
+    else:
         sent = s3req.body_sent
         operation = s3req.endpoint.op
-        bucket = s3req.target.bucket or ""
-        key = s3req.target.key or ""
+        target = s3req.target
+        bucket = target.bucket or ""
+        key = target.key or ""
         principal = s3req.principal
-        requester = (principal.name or "") if principal.canonical_id else ""
-    method = request.method
-    bytes_sent = body_bytes_sent(request, response, sent)
+        if principal.canonical_id:
+            requester = principal.name or ""
     headers = request.headers
     # Positional, and the error code looked for only in errors: this runs once per request.
-    return AccessRecord(
-        time.time(),
-        request.remote or "",
-        requester,
-        request.get(REQUEST_ID, ""),
-        operation,
-        bucket,
-        key,
-        method,
-        request.raw_path,
-        request.version,
-        status,
-        error_code_of(request, response) if status >= 300 else "",
-        bytes_sent,
-        request.content.total_bytes,
-        seconds,
-        headers.get("Referer", ""),
-        headers.get("User-Agent", ""),
-        headers.get("Host", ""),
+    return _new_record(
+        AccessRecord,
+        (
+            time.time(),
+            request.remote or "",
+            requester,
+            request.get(REQUEST_ID, ""),
+            operation,
+            bucket,
+            key,
+            request.method,
+            request.raw_path,
+            request.version,
+            status,
+            error_code_of(request, response) if status >= 300 else "",
+            body_bytes_sent(request, response, sent) if sent is None else sent,
+            request.content.total_bytes,
+            seconds,
+            headers.get("Referer", ""),
+            headers.get("User-Agent", ""),
+            headers.get("Host", ""),
+        ),
     )
+
+
+# A presigned URL's signature, by the names S3 reads it under (SigV4, SigV2): the field's
+# value is replaced by this in every logged Request-URI.
+REDACTED: Final = "REDACTED"
+_SIGNED = "Signature="
+_SIGNED_V4 = "X-Amz-"
+
+
+def redact_signatures(target: str) -> str:
+    """The request target with the value of every `X-Amz-Signature` and `Signature` query
+    field replaced by REDACTED (names as a client sends them: S3 reads them case-sensitively,
+    and no client encodes them)."""
+    query = target.find("?")
+    at = target.find(_SIGNED, query) if query >= 0 else -1
+    while at >= 0:
+        begin = at - 6 if at - 6 > query and target.startswith(_SIGNED_V4, at - 6) else at
+        value = at + len(_SIGNED)
+        end = target.find("&", value)
+        if target[begin - 1] in "?&":  # a whole field's name, not the end of another
+            if end < 0:
+                return target[:value] + REDACTED
+            target = target[:value] + REDACTED + target[end:]
+            end = value + len(REDACTED)
+        at = target.find(_SIGNED, value if end < 0 else end)
+    return target
 
 
 _MAX_FIELD = 2048
@@ -172,7 +211,7 @@ def format_s3(r: AccessRecord, stamp: str) -> str:
     return (
         f"- {_BARE[r.bucket]} [{stamp}] {_BARE[r.remote]} {_BARE[r.requester]} "
         f"{r.request_id or '-'} {r.operation or '-'} {_bare(r.key)} "
-        f"{_quoted(f'{r.method} {r.target} HTTP/{version[0]}.{version[1]}')} "
+        f"{_quoted(f'{r.method} {redact_signatures(r.target)} HTTP/{version[0]}.{version[1]}')} "
         f"{r.status} {r.error_code or '-'} {r.bytes_sent or '-'} - {r.seconds * 1000:.0f} - "
         f"{_QUOTED[r.referer]} {_QUOTED[r.user_agent]}\n"
     )
@@ -186,7 +225,7 @@ def format_json(r: AccessRecord, stamp: str) -> str:
         f'{{"time": "{stamp}", "remote": {js[r.remote]}, "requester": {js[r.requester]}, '
         f'"request_id": {_json_string(r.request_id)}, "operation": {js[r.operation]}, '
         f'"bucket": {js[r.bucket]}, "key": {_json_string(r.key)}, "method": {js[r.method]}, '
-        f'"uri": {_json_string(r.target)}, "status": {r.status}, '
+        f'"uri": {_json_string(redact_signatures(r.target))}, "status": {r.status}, '
         f'"error_code": {js[r.error_code]}, "bytes_sent": {r.bytes_sent}, '
         f'"bytes_received": {r.bytes_received}, "ms": {round(r.seconds * 1000, 3)}, '
         f'"referer": {js[r.referer]}, "user_agent": {js[r.user_agent]}, "host": {js[r.host]}}}\n'

@@ -21,7 +21,7 @@ from s3torrent.access import ANONYMOUS, AccessError, Principal, RequestContext
 from s3torrent.access import facts as authz
 from s3torrent.metering.meter import CLIENT_CLOSED, EXTRA_ROUTE, REQUEST_ID, S3_REQUEST
 from s3torrent.s3 import tagging, versioning
-from s3torrent.s3.access_log import ERROR_CODE
+from s3torrent.s3.access_log import ERROR_CODE, redact_signatures
 from s3torrent.s3.auth import authenticate
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error, s3_error_of
@@ -508,7 +508,9 @@ class S3Application:
             if storage_full(exc):
                 # A full disk met outside the store's write path: still the client's answer.
                 return self._error(request, s3_error_of(StorageFull()), rid)
-            log.exception("internal error on %s %s", request.method, request.raw_path[:200])
+            log.exception(
+                "internal error on %s %s", request.method, redact_signatures(request.raw_path)[:200]
+            )
             return error_response(
                 S3Error("InternalError"), rid, request.path, request.method == "HEAD"
             )
