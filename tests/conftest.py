@@ -55,6 +55,8 @@ class LiveServer:
     workers: int = field(default_factory=lambda: int(os.environ.get("S3TORRENT_TEST_WORKERS", 1)))
     """Server processes (`serve --workers`); one, the single-process server, unless a test
     asks for more (or S3TORRENT_TEST_WORKERS=N runs every server with N)."""
+    output: int | None = None
+    """A file descriptor for the server's standard output and error (else a log file)."""
 
     @property
     def endpoint(self) -> str:
@@ -86,11 +88,12 @@ class LiveServer:
                 str(self.workers),
                 *self.extra_args,
             ],
-            stdout=log,
+            stdout=log if self.output is None else self.output,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
         )
+        log.close()
         deadline = time.monotonic() + timeout
         seen: set[str] = set()
         while time.monotonic() < deadline:
@@ -117,7 +120,8 @@ class LiveServer:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                # The whole session: workers of a supervisor that hung must not outlive it.
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         rc = self.proc.returncode
         self.proc = None

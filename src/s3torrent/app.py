@@ -29,6 +29,7 @@ from s3torrent.handoff import HandoffClient, HandoffServer
 from s3torrent.http_site import AdmittedSite, aiohttp_keepalive_timeout
 from s3torrent.lifecycle.worker import LifecycleWorker
 from s3torrent.listeners import ConnectionGate
+from s3torrent.log_output import unblock_server_log
 from s3torrent.metering.lifecycle_metrics import LifecycleCollector
 from s3torrent.metering.meter import Meter, edge_recorder
 from s3torrent.metering.metrics import MetricsEndpoint
@@ -567,7 +568,8 @@ class Node:
         if self.metrics is not None:
             await self.metrics.stop()
         if self.access_log is not None:
-            self.access_log.close()
+            self.access_log.flush()
+            await asyncio.to_thread(self.access_log.close)
         with logged_failure(log, "the last bucket log delivery"):
             await self.bucket_logs.deliver()
         if self.settings.metering.enabled:
@@ -614,6 +616,8 @@ async def serve(
     """Run a node (or one worker of it) until SIGTERM or SIGINT. Raises StartupError
     (nothing generated) when it cannot start."""
     role = role or Role()
+    # From here on no log line waits on standard error (log_output.py).
+    unblock_server_log()
     if role.alone:  # else the supervisor did (workers bind the HTTP port together)
         for warning in deployment_warnings(settings):
             log.warning("%s", warning)

@@ -74,6 +74,7 @@ def test_records_are_written_in_batches_on_flush() -> None:
     log._pending.extend([record(request_id=str(i)) for i in range(3)])
     assert out.getvalue() == ""
     log.flush()
+    assert log.output.drain()  # written by the output's thread
     assert [json.loads(x)["request_id"] for x in out.getvalue().splitlines()] == ["0", "1", "2"]
 
 

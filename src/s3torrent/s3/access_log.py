@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +24,13 @@ from typing import IO, Final, Literal, NamedTuple
 
 from aiohttp import web
 
+from s3torrent.log_output import CLOSE_WAIT, LineOutput, output_for
 from s3torrent.metering.meter import REQUEST_ID, S3_REQUEST, body_bytes_sent
+
+log = logging.getLogger(__name__)
+
+# Seconds between two warnings that the output is blocked (each says how many lines so far).
+BLOCKED_WARNING_EVERY = 10.0
 
 AccessLogFormat = Literal["s3", "json"]
 
@@ -241,19 +249,24 @@ def _iso_stamp(t: float) -> str:
 
 
 class AccessLog:
-    """Collects records on the request path; formats and writes them in batches."""
+    """Collects records on the request path; formats them in batches, which a thread of
+    their own writes (log_output.LineOutput: the loop never waits on the output)."""
 
     def __init__(
         self,
-        stream: IO[str],
+        stream: IO[str] | int,
         fmt: AccessLogFormat = "s3",
         *,
         flush_interval: float = 1.0,
         max_pending: int = 1024,
         owns_stream: bool = False,
     ) -> None:
-        self.stream = stream
-        self.owns_stream = owns_stream
+        self.output = (
+            LineOutput(stream, name="access log output")
+            if isinstance(stream, int)
+            else output_for(stream, name="access log output")
+        )
+        self._fd = stream if owns_stream and isinstance(stream, int) else None
         self.flush_interval = flush_interval
         self.max_pending = max_pending
         self._format: Callable[[AccessRecord, str], str] = (
@@ -262,15 +275,15 @@ class AccessLog:
         self._stamp = _iso_stamp if fmt == "json" else s3_stamp
         self._pending: list[AccessRecord] = []
         self._timer: asyncio.TimerHandle | None = None
-        self.write_failures = 0
+        self._warned_at = -BLOCKED_WARNING_EVERY
 
     @classmethod
     def open(cls, destination: str, fmt: AccessLogFormat = "s3") -> AccessLog:
         """The access log writing to a file (appended to) or '-' (standard output)."""
         if destination == "-":
             return cls(sys.stdout, fmt)
-        stream = open(destination, "a", encoding="utf-8", buffering=64 * 1024)  # noqa: SIM115
-        return cls(stream, fmt, owns_stream=True)
+        fd = os.open(destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return cls(fd, fmt, owns_stream=True)
 
     def hook(
         self, request: web.Request, response: web.StreamResponse | None, status: int, seconds: float
@@ -283,7 +296,7 @@ class AccessLog:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self.flush)
 
     def flush(self) -> None:
-        """Format and write every pending record."""
+        """Format every pending record and hand the lines to the output."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -299,15 +312,22 @@ class AccessLog:
             if second != last_second or not per_second:
                 last_second, stamp = second, stamp_of(r.at)
             lines.append(fmt(r, stamp))
-        try:
-            # One write for the batch: a write call per line costs more than the line.
-            self.stream.write("".join(lines))
-            self.stream.flush()
-        except (OSError, ValueError):
-            # A full disk or a closed stdout must not take requests down with it.
-            self.write_failures += 1
+        # One string for the batch: the output's thread writes it whole lines at a time.
+        if not self.output.offer("".join(lines), len(lines)):
+            now = time.monotonic()
+            if now - self._warned_at >= BLOCKED_WARNING_EVERY:
+                self._warned_at = now
+                log.warning(
+                    "the access log's output is blocked: %d lines dropped so far",
+                    self.output.dropped,
+                )
 
-    def close(self) -> None:
+    def close(self, timeout: float = CLOSE_WAIT) -> None:
+        """Write what is pending (waiting at most `timeout` for the output), then close.
+        Blocks: from a loop, run it in a thread after a last `flush` on the loop."""
         self.flush()
-        if self.owns_stream:
-            self.stream.close()
+        written = self.output.close(timeout)
+        if self._fd is not None and written:
+            # Not while a blocked write may still be using it.
+            os.close(self._fd)
+            self._fd = None

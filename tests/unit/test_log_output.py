@@ -1,0 +1,145 @@
+"""log_output: lines handed to a thread, never waited on; bounded; whole lines to a pipe;
+a forked child starts afresh."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from s3torrent.log_output import LineOutput, UnblockedHandler, line_chunks
+
+
+def read_available(fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    out = bytearray()
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return bytes(out)
+        if not chunk:
+            return bytes(out)
+        out.extend(chunk)
+
+
+def test_offering_to_a_pipe_nobody_reads_never_waits_and_is_bounded() -> None:
+    read_fd, write_fd = os.pipe()
+    try:
+        output = LineOutput(write_fd, limit=1 << 20, notice=lambda n: f"dropped {n}\n")
+        line = "x" * 99 + "\n"
+        started = time.monotonic()
+        taken = sum(output.offer(line * 1000, 1000) for _ in range(100))  # 10 MB
+        assert time.monotonic() - started < 2
+        # The pipe holds 64 KiB, the queue 1 MiB: most of it was dropped, and counted.
+        assert 5 <= taken < 30
+        assert output.dropped == (100 - taken) * 1000
+        # A close does not wait past its bound on an output that stays blocked.
+        started = time.monotonic()
+        assert output.close(timeout=0.5) is False
+        assert time.monotonic() - started < 2
+        assert not output.offer("late\n")
+        # Once read, what was kept comes out as whole lines, the notice first after a drop.
+        got = bytearray()
+        deadline = time.monotonic() + 10
+        while len(got) < taken * 100_000 and time.monotonic() < deadline:
+            got.extend(read_available(read_fd))
+            time.sleep(0.01)
+        text = got.decode()
+        assert text.count(line) == taken * 1000
+        assert "late" not in text
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def test_the_notice_says_how_many_lines_were_dropped() -> None:
+    read_fd, write_fd = os.pipe()
+    try:
+        output = LineOutput(write_fd, limit=200_000, notice=lambda n: f"dropped {n}\n")
+        block = ("y" * 99 + "\n") * 1000  # 100 KB
+        kept = [output.offer(block, 1000) for _ in range(6)]
+        assert not all(kept)
+        dropped = output.dropped
+        read_available(read_fd)  # room again: the writer goes on
+        deadline = time.monotonic() + 5
+        while not output.drain(0.1) and time.monotonic() < deadline:
+            read_available(read_fd)
+        assert output.offer("after\n")
+        got = b""
+        while b"after\n" not in got and time.monotonic() < deadline:
+            got += read_available(read_fd)
+            time.sleep(0.01)
+        assert got.endswith(f"dropped {dropped}\nafter\n".encode())
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 9000), max_size=30), st.integers(16, 4096))
+def test_chunks_are_whole_lines_within_the_size(lengths: list[int], size: int) -> None:
+    data = b"".join(b"a" * n + b"\n" for n in lengths)
+    chunks = line_chunks(data, size)
+    assert b"".join(chunks) == data
+    for chunk in chunks:
+        assert chunk.endswith(b"\n")
+        # Longer only when it is one line, which no cut could keep whole.
+        assert len(chunk) <= size or chunk.count(b"\n") == 1
+
+
+def test_a_forked_child_does_not_write_what_its_parent_had_queued() -> None:
+    read_fd, write_fd = os.pipe()
+    output = LineOutput(write_fd)
+    try:
+        # The pipe fills; the parent's writer thread blocks with more queued behind it.
+        assert output.offer(("p" * 99 + "\n") * 2000, 2000)
+        assert output.offer("parent-queued\n")
+        pid = os.fork()
+        if pid == 0:  # the child: its own thread, none of the parent's lines
+            code = 1
+            try:
+                signal.alarm(10)  # a child stuck on its parent's lock must not outlive the test
+                output.offer("child\n")
+                code = 0 if output.drain(5) else 2
+            finally:
+                os._exit(code)
+        got = bytearray()
+        deadline = time.monotonic() + 10
+        done = status = 0
+        while time.monotonic() < deadline:
+            got.extend(read_available(read_fd))
+            if not done:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            if done and output.drain(0.05):
+                break
+            time.sleep(0.01)
+        got.extend(read_available(read_fd))
+        assert os.waitstatus_to_exitcode(status) == 0
+        text = got.decode()
+        assert text.count("child\n") == 1 and text.count("parent-queued\n") == 1
+    finally:
+        output.close(0.5)
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def test_a_stream_without_a_descriptor_is_written_by_the_thread() -> None:
+    out = io.StringIO()
+    handler = UnblockedHandler(LineOutput(out))
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("test-log-output")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("one %d", 1)
+        handler.flush()
+        assert out.getvalue() == "WARNING one 1\n"
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
