@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from s3torrent.config import Settings, SettingsError, load_settings
+from s3torrent.log_output import OneLineFormatter
 
 if TYPE_CHECKING:
     from s3torrent.remote import AdminClient
@@ -157,7 +158,12 @@ def resolve_settings(
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig: a configured root is left as it is
+        handler = logging.StreamHandler()
+        handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(level)
     if level != "DEBUG":
         for name in QUIET_AT_INFO:
             logging.getLogger(name).setLevel(logging.WARNING)

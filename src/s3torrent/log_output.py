@@ -228,6 +228,30 @@ class UnblockedHandler(logging.Handler):
         super().close()
 
 
+def _one_line(value: object) -> object:
+    """A logged value as it is if it prints on one line, else escaped (control characters,
+    line breaks and separators as escapes)."""
+    if value is None or isinstance(value, int | float):
+        return value
+    text = str(value)
+    if text.isprintable():
+        return value
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class OneLineFormatter(logging.Formatter):
+    """The server log's formatter: the values a message is made of (`log.warning("%s", v)`)
+    are escaped when they would not print on one line, so a key, path or error text holding
+    a line break cannot forge a log line of its own. The message's own text and tracebacks
+    stay as written."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            record.args = tuple(_one_line(a) for a in args)
+        return super().format(record)
+
+
 def _dropped_notice(count: int) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     return f"{stamp} WARNING s3torrent: {count} log lines dropped: standard error was blocked\n"

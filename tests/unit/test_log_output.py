@@ -6,13 +6,14 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import signal
 import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3torrent.log_output import LineOutput, UnblockedHandler, line_chunks
+from s3torrent.log_output import LineOutput, OneLineFormatter, UnblockedHandler, line_chunks
 
 
 def read_available(fd: int) -> bytes:
@@ -64,18 +65,19 @@ def test_the_notice_says_how_many_lines_were_dropped() -> None:
         output = LineOutput(write_fd, limit=200_000, notice=lambda n: f"dropped {n}\n")
         block = ("y" * 99 + "\n") * 1000  # 100 KB
         kept = [output.offer(block, 1000) for _ in range(6)]
-        assert not all(kept)
-        dropped = output.dropped
-        read_available(read_fd)  # room again: the writer goes on
+        assert not kept[-1]  # the last one was dropped: a notice goes before the next line
+        got = read_available(read_fd)  # room again: the writer goes on
         deadline = time.monotonic() + 5
         while not output.drain(0.1) and time.monotonic() < deadline:
-            read_available(read_fd)
+            got += read_available(read_fd)
         assert output.offer("after\n")
-        got = b""
         while b"after\n" not in got and time.monotonic() < deadline:
             got += read_available(read_fd)
             time.sleep(0.01)
-        assert got.endswith(f"dropped {dropped}\nafter\n".encode())
+        assert re.search(rb"\ndropped \d+\nafter\n$", got)
+        # Each gap is marked where it is, with its own count; together, every line dropped.
+        counts = [int(n) for n in re.findall(rb"^dropped (\d+)$", got, re.MULTILINE)]
+        assert sum(counts) == output.dropped == 1000 * kept.count(False)
     finally:
         os.close(read_fd)
         os.close(write_fd)
@@ -143,3 +145,53 @@ def test_a_stream_without_a_descriptor_is_written_by_the_thread() -> None:
     finally:
         logger.removeHandler(handler)
         handler.close()
+
+
+def test_logged_values_cannot_forge_a_line() -> None:
+    """A key, path or error text with a line break, logged as a value, stays on its line."""
+    formatter = OneLineFormatter("%(levelname)s %(name)s: %(message)s")
+    forged = "k\n2026-12-06 05:00:00,000 ERROR s3torrent: forged\u2028"
+    record = logging.LogRecord(
+        "s3torrent",
+        logging.WARNING,
+        __file__,
+        1,
+        "%s %s -> %s (%d)",
+        ("GET", forged, ValueError(forged), 7),
+        None,
+    )
+    line = formatter.format(record)
+    assert "\n" not in line and "\u2028" not in line
+    assert line == (
+        "WARNING s3torrent: GET k\\n2026-12-06 05:00:00,000 ERROR s3torrent: forged\\u2028 -> "
+        "k\\n2026-12-06 05:00:00,000 ERROR s3torrent: forged\\u2028 (7)"
+    )
+    # A traceback is still printed as one.
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        import sys
+
+        failed = logging.LogRecord(
+            "s3torrent", logging.ERROR, __file__, 1, "failed on %s", ("a\nb",), sys.exc_info()
+        )
+    text = formatter.format(failed)
+    assert text.startswith("ERROR s3torrent: failed on a\\nb\nTraceback (most recent call last):")
+
+
+def test_the_command_line_logs_through_the_one_line_formatter() -> None:
+    from s3torrent.invocation import configure_logging
+
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    for handler in saved:
+        root.removeHandler(handler)
+    try:
+        configure_logging("INFO")
+        assert [type(h.formatter) for h in root.handlers] == [OneLineFormatter]
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        for handler in saved:
+            root.addHandler(handler)
+        root.setLevel(level)
