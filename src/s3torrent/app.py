@@ -538,6 +538,17 @@ class Node:
             with logged_failure(log, "encryption key record cleanup"):
                 await self.svc.meta.drop_unreferenced_seal_records(time.time() - 3600)
 
+    def reopen_logs(self) -> None:
+        """SIGUSR1: the access log file is opened again by its name (log rotation)."""
+        if self.access_log is None:
+            return
+        try:
+            self.access_log.reopen()
+        except OSError as exc:
+            log.warning("the access log could not be opened again: %s", exc)
+        else:
+            log.info("access log opened again")
+
     async def stop(self) -> None:
         self._ready = False
         for t in self._tasks:
@@ -627,6 +638,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, node.reopen_logs)
     try:
         await node.start()
     except BaseException:

@@ -181,8 +181,9 @@ class LineOutput:
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(target, view) :]
-        except (OSError, ValueError):
-            # A closed pipe or a full disk loses these lines, not the server.
+        except Exception:
+            # A closed pipe, a full disk or a stream gone away (a closed standard output is
+            # None) loses these lines, not the server, nor the output's thread.
             self.failures += 1
 
 

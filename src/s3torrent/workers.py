@@ -75,6 +75,7 @@ class Supervisor:
         self.backoff = [MIN_BACKOFF] * count
         self.restart_at: dict[int, float] = {}
         self.stopping = False
+        self.reopen = False  # SIGUSR1 came: forward it to the workers
         self.restarts = 0
 
     # ---- forking ----
@@ -96,6 +97,8 @@ class Supervisor:
         try:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
+            # Until the node listens for it (app.serve): not the supervisor's, not a death.
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
             for other in self.workers.values():
                 if other.status_fd is not None:
                     os.close(other.status_fd)
@@ -155,11 +158,22 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
+    def _on_reopen(self, signum: int, frame: FrameType | None) -> None:
+        self.reopen = True
+
+    def _forward_reopen(self) -> None:
+        """SIGUSR1 (log rotation) reaches every worker, which opens its access log again."""
+        self.reopen = False
+        for worker in self.workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGUSR1)
+
     def run(self) -> None:
         """Start the workers, keep them running until SIGTERM or SIGINT, stop them."""
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
+        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._on_reopen)
         try:
             try:
                 self._await_ready([self._spawn(Role(0, self.count))])
@@ -170,6 +184,8 @@ class Supervisor:
             while not self.stopping:
                 self._reap()
                 self._restart_due()
+                if self.reopen:
+                    self._forward_reopen()
                 time.sleep(0.2)
         finally:
             self._stop_all()

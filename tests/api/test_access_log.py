@@ -4,6 +4,7 @@ for root on the main listener, and /_health?ready."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -163,6 +164,42 @@ def test_access_log_off(tmp_path: Path) -> None:
     finally:
         srv.stop()
     assert not log.exists() or log.read_text() == ""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigusr1_opens_the_access_log_file_again(tmp_path: Path, workers: int) -> None:
+    """Log rotation: the file is moved away, SIGUSR1 is sent (to the supervisor with
+    workers), and the next lines go to a new file by the configured name."""
+    log = tmp_path / "access.log"
+    srv = start_server(
+        tmp_path,
+        env={"S3TORRENT_LOGGING__ACCESS_LOG_FILE": str(log)},
+        workers=workers,
+    )
+    try:
+        s3 = make_client(srv.endpoint)
+
+        def request_id() -> str:
+            with pytest.raises(ClientError) as err:
+                s3.head_bucket(Bucket="rotated-log-probe")
+            return str(err.value.response["ResponseMetadata"]["RequestId"])
+
+        before = [request_id() for _ in range(8)]  # both workers answer some
+        assert eventually(
+            lambda: all(r in log.read_text() for r in before) if log.exists() else False
+        )
+        log.rename(tmp_path / "access.log.1")
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)  # the supervisor forwards it within 0.2 s
+        after = [request_id() for _ in range(8)]
+        assert eventually(lambda: log.exists() and all(r in log.read_text() for r in after))
+        rotated = (tmp_path / "access.log.1").read_text()
+        assert all(r in rotated for r in before) and not any(r in rotated for r in after)
+        assert not any(r in log.read_text() for r in before)
+        assert srv.proc.poll() is None  # SIGUSR1 stopped nothing
+    finally:
+        srv.stop()
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:

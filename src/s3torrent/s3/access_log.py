@@ -267,6 +267,7 @@ class AccessLog:
             else output_for(stream, name="access log output")
         )
         self._fd = stream if owns_stream and isinstance(stream, int) else None
+        self.destination: str | None = None  # the file it appends to (see open, reopen)
         self.flush_interval = flush_interval
         self.max_pending = max_pending
         self._format: Callable[[AccessRecord, str], str] = (
@@ -282,8 +283,23 @@ class AccessLog:
         """The access log writing to a file (appended to) or '-' (standard output)."""
         if destination == "-":
             return cls(sys.stdout, fmt)
-        fd = os.open(destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        return cls(fd, fmt, owns_stream=True)
+        made = cls(_append_to(destination), fmt, owns_stream=True)
+        made.destination = destination
+        return made
+
+    def reopen(self) -> None:
+        """Append to the file by its name again, from the next line on (after log rotation
+        moved the file away: SIGUSR1). Raises OSError, keeping the old file, when it cannot
+        be opened. Nothing to do for standard output."""
+        if self.destination is None:
+            return
+        fd = _append_to(self.destination)
+        self.flush()  # what was logged before the signal goes to the file it was logged in
+        old, old_fd = self.output, self._fd
+        self.output = LineOutput(fd, name="access log output")
+        self._fd = fd
+        if old.close() and old_fd is not None:
+            os.close(old_fd)
 
     def hook(
         self, request: web.Request, response: web.StreamResponse | None, status: int, seconds: float
@@ -331,3 +347,7 @@ class AccessLog:
             # Not while a blocked write may still be using it.
             os.close(self._fd)
             self._fd = None
+
+
+def _append_to(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
