@@ -46,15 +46,21 @@ def wait_for_lines(s3: Any, bucket: str, prefix: str, needle: str) -> list[str]:
         time.sleep(0.3)
 
 
-def test_requests_are_delivered_as_log_objects_under_the_prefix(srv: LiveServer) -> None:
-    s3 = make_client(srv.endpoint)
-    source, target = names("src"), names("logs")
+def logging_into(s3: Any, source_stem: str, target_stem: str, prefix: str) -> tuple[str, str]:
+    """A new source bucket logging into a new target bucket under prefix: their names."""
+    source, target = names(source_stem), names(target_stem)
     s3.create_bucket(Bucket=source)
     s3.create_bucket(Bucket=target)
     s3.put_bucket_logging(
         Bucket=source,
-        BucketLoggingStatus={"LoggingEnabled": {"TargetBucket": target, "TargetPrefix": "s/"}},
+        BucketLoggingStatus={"LoggingEnabled": {"TargetBucket": target, "TargetPrefix": prefix}},
     )
+    return source, target
+
+
+def test_requests_are_delivered_as_log_objects_under_the_prefix(srv: LiveServer) -> None:
+    s3 = make_client(srv.endpoint)
+    source, target = logging_into(s3, "src", "logs", "s/")
     got = s3.get_bucket_logging(Bucket=source)["LoggingEnabled"]
     assert got == {"TargetBucket": target, "TargetPrefix": "s/"}
     s3.put_object(Bucket=source, Key="hello.txt", Body=b"hi")
@@ -93,13 +99,7 @@ def test_delivered_lines_do_not_hold_presigned_signatures(srv: LiveServer) -> No
     """A log bucket's readers must not get the source bucket's links: the Request-URI is
     delivered with the signature redacted, as Amazon S3 delivers it."""
     s3 = make_client(srv.endpoint)
-    source, target = names("linked"), names("linklogs")
-    s3.create_bucket(Bucket=source)
-    s3.create_bucket(Bucket=target)
-    s3.put_bucket_logging(
-        Bucket=source,
-        BucketLoggingStatus={"LoggingEnabled": {"TargetBucket": target, "TargetPrefix": "l/"}},
-    )
+    source, target = logging_into(s3, "linked", "linklogs", "l/")
     s3.put_object(Bucket=source, Key="shared.bin", Body=b"shared")
     link = make_client(srv.endpoint, signature_version="s3v4").generate_presigned_url(
         "get_object", Params={"Bucket": source, "Key": "shared.bin"}, ExpiresIn=600
