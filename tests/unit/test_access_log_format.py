@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -150,3 +152,24 @@ def test_both_formats_log_the_uri_without_its_signature() -> None:
         s3_line
     )
     assert json.loads(json_line)["uri"].endswith("&X-Amz-Signature=REDACTED")
+
+
+def test_a_blocked_output_drops_lines_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """Standard output is a pipe nobody reads: batches past the output's bound are dropped,
+    counted, and a warning (at most one per interval) says how many."""
+    read_fd, write_fd = os.pipe()
+    try:
+        log = AccessLog(write_fd, "s3")
+        log.output.limit = 100_000
+        with caplog.at_level(logging.WARNING, "s3torrent.s3.access_log"):
+            for _ in range(20):
+                log._pending.extend([record(key="k" * 500)] * 100)  # ~70 KB a batch
+                log.flush()
+        assert log.output.dropped > 0 and log.output.dropped % 100 == 0
+        warnings = [r.getMessage() for r in caplog.records]
+        assert len(warnings) == 1
+        assert warnings[0].startswith("the access log's output is blocked: 100 lines dropped")
+    finally:
+        log.output.close(0.1)
+        os.close(read_fd)
+        os.close(write_fd)

@@ -2,9 +2,11 @@
 or as JSON, to a file or standard output.
 
 The request path pays for a tuple of facts and a list append (the S3 application's
-`on_finished` hook, like metering); lines are formatted and written later, a batch at a time
-(at most a second later, or once `max_pending` records wait), each line in one write to a
-buffered stream, then one flush. A crash loses at most that second of lines.
+`on_finished` hook, like metering); lines are formatted later, a batch at a time (at most a
+second later, or once `max_pending` records wait), and the batch goes to a
+log_output.LineOutput: one write to a file, or a thread's whole-line writes to standard
+output when it is a pipe or a terminal (the loop never waits on a reader). A crash loses at
+most that second of lines. SIGUSR1 opens the file again by its name (`reopen`).
 
 A presigned URL's signature is a credential until the link expires: the Request-URI is
 logged with it redacted (`redact_signatures`), as Amazon S3 logs it, so reading a log does
@@ -249,8 +251,8 @@ def _iso_stamp(t: float) -> str:
 
 
 class AccessLog:
-    """Collects records on the request path; formats them in batches, which a thread of
-    their own writes (log_output.LineOutput: the loop never waits on the output)."""
+    """Collects records on the request path; formats them in batches, which its
+    log_output.LineOutput writes (the loop never waits on a pipe's or a terminal's reader)."""
 
     def __init__(
         self,
@@ -328,7 +330,7 @@ class AccessLog:
             if second != last_second or not per_second:
                 last_second, stamp = second, stamp_of(r.at)
             lines.append(fmt(r, stamp))
-        # One string for the batch: the output's thread writes it whole lines at a time.
+        # One string for the batch: one write to a file; to a pipe, whole lines at a time.
         if not self.output.offer("".join(lines), len(lines)):
             now = time.monotonic()
             if now - self._warned_at >= BLOCKED_WARNING_EVERY:
