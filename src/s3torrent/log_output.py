@@ -70,7 +70,8 @@ def line_chunks(data: bytes, size: int = PIPE_BUF) -> list[bytes]:
 
 
 class LineOutput:
-    """Text written by a thread of its own, whole lines at a time. `offer` never waits.
+    """Text written whole lines at a time: to a pipe, a socket or a terminal by a thread of
+    its own (`offer` never waits), to a regular file at once by the caller.
 
     The thread starts with the first line offered, in the process that offers it: a
     supervisor that forks workers has none of its own, and a forked child starts afresh
@@ -90,7 +91,7 @@ class LineOutput:
         # The line written where lines were dropped, ahead of the next one kept (None: say
         # nothing in the output itself, e.g. an access log, whose every line is a record).
         self.notice = notice
-        self.dropped = 0  # lines dropped since the start (the output was full)
+        self.dropped = 0  # lines dropped since the start: the output was full, or failed
         self.failures = 0  # writes that failed (a closed pipe, a full disk)
         self._cond = threading.Condition()
         self._queue: list[str] = []
@@ -108,14 +109,16 @@ class LineOutput:
 
     def offer(self, text: str, lines: int = 1) -> bool:
         """Queue `text` (`lines` whole lines) for writing; False when it was dropped (the
-        output is full or closed)."""
+        output is full or closed, or a regular file's write failed)."""
         if self._direct and not self._closing:
-            self._write(text)
-            return True
+            if self._write(text):
+                return True
+            with self._cond:
+                self._lost(lines)
+            return False
         with self._cond:
             if self._closing or self._queued + len(text) > self.limit:
-                self.dropped += lines
-                self._unreported += lines
+                self._lost(lines)
                 return False
             if self._unreported and self.notice is not None:
                 # Where the lines are missing, before the first line kept after them.
@@ -149,6 +152,10 @@ class LineOutput:
             self._cond.notify_all()
         return done
 
+    def _lost(self, lines: int) -> None:
+        self.dropped += lines
+        self._unreported += lines
+
     def _forget(self) -> None:
         """In a forked child: the parent's thread and queue are not this process's."""
         self._cond = threading.Condition()
@@ -164,18 +171,22 @@ class LineOutput:
                     return
                 batch, self._queue, self._queued = self._queue, [], 0
                 self._busy = True
-            self._write("".join(batch))
+            text = "".join(batch)
+            written = self._write(text)
             with self._cond:
+                if not written:
+                    self._lost(text.count("\n"))
                 self._busy = False
                 self._cond.notify_all()
 
-    def _write(self, text: str) -> None:
+    def _write(self, text: str) -> bool:
+        """Whether text was written."""
         target = self.target
         try:
             if not isinstance(target, int):
                 target.write(text)
                 target.flush()
-                return
+                return True
             data = text.encode("utf-8", "backslashreplace")
             for chunk in line_chunks(data) if self._whole_lines else [data]:
                 view = memoryview(chunk)
@@ -185,6 +196,8 @@ class LineOutput:
             # A closed pipe, a full disk or a stream gone away (a closed standard output is
             # None) loses these lines, not the server, nor the output's thread.
             self.failures += 1
+            return False
+        return True
 
 
 def _forget_in_child() -> None:

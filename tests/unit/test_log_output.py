@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -195,3 +196,28 @@ def test_the_command_line_logs_through_the_one_line_formatter() -> None:
         for handler in saved:
             root.addHandler(handler)
         root.setLevel(level)
+
+
+def test_failed_writes_count_their_lines_as_dropped(tmp_path: Path) -> None:
+    """A regular file that cannot be written (here: opened read-only; a full disk alike)
+    and a device that refuses every write (/dev/full): the lines are counted as dropped,
+    the offer of a regular file's says so at once, and the writer thread lives on."""
+    path = tmp_path / "ro.log"
+    path.write_text("")
+    read_only = os.open(path, os.O_RDONLY)
+    try:
+        direct = LineOutput(read_only)
+        assert direct.offer("a\nb\n", 2) is False
+        assert direct.dropped == 2 and direct.failures == 1
+    finally:
+        os.close(read_only)
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        threaded = LineOutput(full)
+        assert threaded.offer("a\nb\nc\n", 3)  # queued: the thread finds out
+        assert threaded.drain(5)
+        assert threaded.dropped == 3 and threaded.failures == 1
+        assert threaded.offer("d\n") and threaded.drain(5) and threaded.dropped == 4
+    finally:
+        threaded.close(0.5)
+        os.close(full)

@@ -31,7 +31,7 @@ from s3torrent.metering.meter import REQUEST_ID, S3_REQUEST, body_bytes_sent
 
 log = logging.getLogger(__name__)
 
-# Seconds between two warnings that the output is blocked (each says how many lines so far).
+# Seconds between two warnings that lines were dropped (each says how many so far).
 BLOCKED_WARNING_EVERY = 10.0
 
 AccessLogFormat = Literal["s3", "json"]
@@ -336,7 +336,7 @@ class AccessLog:
             if now - self._warned_at >= BLOCKED_WARNING_EVERY:
                 self._warned_at = now
                 log.warning(
-                    "the access log's output is blocked: %d lines dropped so far",
+                    "access log lines dropped (the output is blocked or failing): %d so far",
                     self.output.dropped,
                 )
 
