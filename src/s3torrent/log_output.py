@@ -200,6 +200,16 @@ class LineOutput:
         return True
 
 
+def dropped_lines() -> dict[str, int]:
+    """Lines dropped since the start by each kind of output of this process ("access log",
+    "server log"), for /metrics."""
+    out: dict[str, int] = {}
+    for output in list(_OUTPUTS):
+        kind = output.name.removesuffix(" output")
+        out[kind] = out.get(kind, 0) + output.dropped
+    return out
+
+
 def _forget_in_child() -> None:
     for output in list(_OUTPUTS):
         output._forget()

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
 
+from s3torrent.log_output import LineOutput
 from s3torrent.metering.meter import Meter
+from s3torrent.metering.metrics import MeterCollector
 from s3torrent.metering.worker_push import TOTALS_PATH, _PushState, totals_handler
 from s3torrent.metering.worker_totals import (
     BUCKETS,
@@ -140,3 +144,33 @@ def test_pushes_over_the_unix_socket_and_a_new_owner(tmp_path: Path) -> None:
             await runner.cleanup()
 
     asyncio.run(scenario())
+
+
+def test_dropped_log_lines_are_summed_and_exported() -> None:
+    """Log lines dropped (log_output.py) count in every worker's push, are summed by the
+    owner and shown as s3torrent_log_lines_dropped_total{log=...}."""
+    others = WorkerTotals("owner-1")
+    others.update(1, "w1-a", Totals(logs_dropped={"access log": 7}))
+    merged = others.merged(Totals(logs_dropped={"access log": 2, "server log": 1}))
+    assert merged.logs_dropped == {"access log": 9, "server log": 1}
+    assert decode(encode(merged)).logs_dropped == merged.logs_dropped
+
+    read_fd, write_fd = os.pipe()  # nobody reads it: the output fills, then drops
+    output = LineOutput(write_fd, name="access log output", limit=10_000)
+    try:
+        for _ in range(50):
+            output.offer("z" * 999 + "\n", 1)
+        assert output.dropped > 0
+        collector = MeterCollector(meter())
+        collector.others = others
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        text = generate_latest(registry).decode()
+        own = totals_of(meter()).logs_dropped["access log"]  # this process's, every output
+        assert own >= output.dropped
+        assert f's3torrent_log_lines_dropped_total{{log="access"}} {float(own + 7)}' in text
+        assert 's3torrent_log_lines_dropped_total{log="server"} 0.0' in text
+    finally:
+        output.close(0.1)
+        os.close(read_fd)
+        os.close(write_fd)

@@ -83,6 +83,14 @@ class MeterCollector(Collector):
         flushes.add_metric(["ok"], m.flushes)
         flushes.add_metric(["failed"], m.flush_failures)
         yield flushes
+        dropped = CounterMetricFamily(
+            "s3torrent_log_lines_dropped",
+            "Log lines dropped: the output stayed blocked past its bound, or a write failed.",
+            labels=["log"],
+        )
+        for kind in sorted({"access log", "server log"} | m.logs_dropped.keys()):
+            dropped.add_metric([kind.removesuffix(" log")], m.logs_dropped.get(kind, 0))
+        yield dropped
         yield GaugeMetricFamily(
             "s3torrent_metering_last_flush_seconds",
             "Duration of the last usage flush.",

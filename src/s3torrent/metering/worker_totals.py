@@ -22,6 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from s3torrent.log_output import dropped_lines
 from s3torrent.metering.meter import LATENCY_BOUNDS
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ class Totals:
     latency: dict[str, tuple[list[int], float]] = field(default_factory=dict)
     flushes: int = 0
     flush_failures: int = 0
+    # Log lines dropped by kind of log ("access log", "server log"): log_output.py.
+    logs_dropped: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: Totals, sign: int = 1) -> None:
         for rk, n in other.requests.items():
@@ -68,6 +71,8 @@ class Totals:
             self.latency[op] = (merged, mine[1] + sign * total)
         self.flushes += sign * other.flushes
         self.flush_failures += sign * other.flush_failures
+        for kind, n in other.logs_dropped.items():
+            self.logs_dropped[kind] = self.logs_dropped.get(kind, 0) + sign * n
 
     def minus(self, base: Totals) -> Totals:
         out = Totals()
@@ -84,6 +89,7 @@ def totals_of(meter: Meter) -> Totals:
         {op: (list(h.counts), h.total) for op, h in meter.latency.items()},
         meter.flushes,
         meter.flush_failures,
+        dropped_lines(),
     )
 
 
@@ -95,6 +101,7 @@ def encode(t: Totals) -> bytes:
             "latency": [[op, counts, total] for op, (counts, total) in t.latency.items()],
             "flushes": t.flushes,
             "flush_failures": t.flush_failures,
+            "logs_dropped": [[kind, n] for kind, n in t.logs_dropped.items()],
         },
         separators=(",", ":"),
     ).encode()
@@ -141,6 +148,9 @@ def decode(data: bytes) -> Totals:
         if len(counts) != BUCKETS or not isinstance(total, int | float):
             raise ValueError("not a latency histogram")
         t.latency[_str(op)] = (counts, float(total))
+    for row in _rows(raw.get("logs_dropped", [])):
+        kind, n = _rows(row)
+        t.logs_dropped[_str(kind)] = _int(n)
     return t
 
 
