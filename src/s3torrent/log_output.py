@@ -284,7 +284,9 @@ def _dropped_notice(count: int) -> str:
 def unblock_server_log() -> None:
     """Make the root logger's plain stream handlers (logging.basicConfig's, on standard
     error) write through a LineOutput. Called by the serving process, not the supervisor
-    (which forks, and must have no threads of its own when it does). Idempotent."""
+    (which forks, and must have no threads of its own when it does). Idempotent. Python's
+    warnings (which would write to standard error themselves) go through the log too."""
+    logging.captureWarnings(True)
     root = logging.getLogger()
     for handler in list(root.handlers):
         if type(handler) is not logging.StreamHandler:

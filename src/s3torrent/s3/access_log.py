@@ -299,8 +299,10 @@ class AccessLog:
         self.flush()  # what was logged before the signal goes to the file it was logged in
         old, old_fd = self.output, self._fd
         self.output = LineOutput(fd, name="access log output")
-        # The counts are the log's since the start, not the file's (/metrics).
+        # The counts are the log's since the start, not the file's (/metrics): moved, so
+        # they are not counted twice while the old output lives on.
         self.output.dropped, self.output.failures = old.dropped, old.failures
+        old.dropped = old.failures = 0
         self._fd = fd
         if old.close() and old_fd is not None:
             os.close(old_fd)
