@@ -9,8 +9,8 @@ stays blocked. Here the loop only appends to a bounded queue; when the queue is 
 are dropped and counted (`LineOutput.dropped`), and the server log says how many once it
 can be written again.
 
-A regular file is written at once, in one write, by the caller: it has no reader to wait
-for, and a thread would cost more than the write.
+A regular file (or a device such as /dev/null) is written at once, in one write, by the
+caller: it has no reader to wait for, and a thread would cost more than the write.
 
 Several workers share one standard output. A pipe keeps a write whole only up to PIPE_BUF
 bytes, so to a pipe, a socket or a terminal a batch goes out in writes of whole lines of at
@@ -42,13 +42,14 @@ _OUTPUTS: weakref.WeakSet[LineOutput] = weakref.WeakSet()
 
 
 def whole_line_writes(fd: int) -> bool:
-    """Whether writes to fd larger than PIPE_BUF may interleave with other writers' (a
-    pipe, a socket, a terminal)."""
+    """Whether fd has a reader a write may wait for, and writes larger than PIPE_BUF may
+    interleave with other writers' (a pipe, a socket, a terminal); not a regular file, nor
+    a device such as /dev/null."""
     try:
         mode = os.fstat(fd).st_mode
     except OSError:
         return True
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or (stat.S_ISCHR(mode) and os.isatty(fd))
 
 
 def line_chunks(data: bytes, size: int = PIPE_BUF) -> list[bytes]:

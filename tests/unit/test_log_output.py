@@ -8,13 +8,20 @@ import logging
 import os
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3torrent.log_output import LineOutput, OneLineFormatter, UnblockedHandler, line_chunks
+from s3torrent.log_output import (
+    LineOutput,
+    OneLineFormatter,
+    UnblockedHandler,
+    line_chunks,
+    whole_line_writes,
+)
 
 
 def read_available(fd: int) -> bytes:
@@ -199,25 +206,55 @@ def test_the_command_line_logs_through_the_one_line_formatter() -> None:
 
 
 def test_failed_writes_count_their_lines_as_dropped(tmp_path: Path) -> None:
-    """A regular file that cannot be written (here: opened read-only; a full disk alike)
-    and a device that refuses every write (/dev/full): the lines are counted as dropped,
-    the offer of a regular file's says so at once, and the writer thread lives on."""
+    """Outputs that refuse every write: a regular file opened read-only (a full disk alike)
+    and /dev/full, written at once, whose offers say so; a pipe with no reader left, written
+    by the thread. The lines are counted as dropped, and the thread lives on."""
     path = tmp_path / "ro.log"
     path.write_text("")
-    read_only = os.open(path, os.O_RDONLY)
+    for fd in (os.open(path, os.O_RDONLY), os.open("/dev/full", os.O_WRONLY)):
+        try:
+            direct = LineOutput(fd)
+            assert direct.offer("a\nb\n", 2) is False
+            assert direct.dropped == 2 and direct.failures == 1
+        finally:
+            os.close(fd)
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # EPIPE from now on
     try:
-        direct = LineOutput(read_only)
-        assert direct.offer("a\nb\n", 2) is False
-        assert direct.dropped == 2 and direct.failures == 1
-    finally:
-        os.close(read_only)
-    full = os.open("/dev/full", os.O_WRONLY)
-    try:
-        threaded = LineOutput(full)
+        threaded = LineOutput(write_fd)
         assert threaded.offer("a\nb\nc\n", 3)  # queued: the thread finds out
         assert threaded.drain(5)
         assert threaded.dropped == 3 and threaded.failures == 1
         assert threaded.offer("d\n") and threaded.drain(5) and threaded.dropped == 4
     finally:
         threaded.close(0.5)
-        os.close(full)
+        os.close(write_fd)
+
+
+def test_dev_null_is_written_at_once() -> None:
+    """A daemon's standard output is often /dev/null: no reader, so no thread."""
+    fd = os.open(os.devnull, os.O_WRONLY)
+    try:
+        output = LineOutput(fd)
+        assert output.offer("x\n")
+        assert output._thread is None and output.dropped == 0
+    finally:
+        os.close(fd)
+
+
+def test_what_gets_a_thread(tmp_path: Path) -> None:
+    """A pipe, a socket and a terminal may wait on a reader; a file and /dev/null never do."""
+    master, terminal = os.openpty()
+    read_fd, write_fd = os.pipe()
+    left, right = socket.socketpair()
+    regular = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        assert whole_line_writes(terminal) and whole_line_writes(write_fd)
+        assert whole_line_writes(left.fileno())
+        assert not whole_line_writes(regular) and not whole_line_writes(null)
+    finally:
+        for fd in (master, terminal, read_fd, write_fd, regular, null):
+            os.close(fd)
+        left.close()
+        right.close()
