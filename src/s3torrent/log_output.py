@@ -278,8 +278,13 @@ class OneLineFormatter(logging.Formatter):
 
 
 def _dropped_notice(count: int) -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    return f"{stamp} WARNING s3torrent: {count} log lines dropped: standard error was blocked\n"
+    """The server log's line at a gap, stamped as its other lines are."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now % 1 * 1000):03d}"
+    return (
+        f"{stamp} WARNING s3torrent: {count} log lines dropped: "
+        "standard error was blocked or failing\n"
+    )
 
 
 def unblock_server_log() -> None:

@@ -258,3 +258,14 @@ def test_what_gets_a_thread(tmp_path: Path) -> None:
             os.close(fd)
         left.close()
         right.close()
+
+
+def test_the_server_logs_gap_line_reads_as_its_other_lines() -> None:
+    from s3torrent.log_output import _dropped_notice
+
+    line = _dropped_notice(3)
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING s3torrent: 3 log lines dropped: "
+        r"standard error was blocked or failing\n",
+        line,
+    )
