@@ -170,7 +170,11 @@ _pg_databases = [0]
 
 
 def start_server(
-    tmp: Path, *extra: str, env: dict[str, str] | None = None, workers: int | None = None
+    tmp: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    workers: int | None = None,
+    output: int | None = None,
 ) -> LiveServer:
     data = tmp / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -180,11 +184,26 @@ def start_server(
         peer_port=free_port(),
         extra_args=list(extra),
         env={**metadata_env(), **(env or {})},
+        output=output,
     )
     if workers is not None:
         srv.workers = workers
     srv.start()
     return srv
+
+
+def read_available(fd: int) -> bytes:
+    """What a pipe holds now, without waiting (fd is left non-blocking)."""
+    os.set_blocking(fd, False)
+    out = bytearray()
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return bytes(out)
+        if not chunk:
+            return bytes(out)
+        out.extend(chunk)
 
 
 @pytest.fixture(scope="session")

@@ -10,22 +10,13 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer, read_available, start_server
 
 # An access log line in the s3 format (README, Logs).
 ACCESS_LINE = re.compile(
     r'- \S+ \[[^\]]+\] \S+ \S+ [0-9A-F]{16} \S+ \S+ "[^"]*" \d{3} \S+ \S+ - \d+ - "[^"]*" "[^"]*"'
 )
 SERVER_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \S+: ")
-
-
-def serve_into(tmp: Path, fd: int, workers: int) -> LiveServer:
-    data = tmp / "data"
-    data.mkdir()
-    srv = LiveServer(data_dir=data, port=free_port(), peer_port=free_port(), output=fd)
-    srv.workers = workers
-    srv.start()
-    return srv
 
 
 def anonymous_gets(srv: LiveServer, count: int, key_length: int = 200) -> list[int]:
@@ -44,25 +35,11 @@ def anonymous_gets(srv: LiveServer, count: int, key_length: int = 200) -> list[i
     return statuses
 
 
-def read_all(fd: int) -> bytes:
-    os.set_blocking(fd, False)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def test_a_stalled_standard_output_does_not_stop_the_server(tmp_path: Path) -> None:
     """Nobody reads the pipe: once it is full, a write from the event loop would stop every
     connection. The server answers on, and stops on SIGTERM within its bounded waits."""
     read_fd, write_fd = os.pipe()
-    srv = serve_into(tmp_path, write_fd, workers=1)
+    srv = start_server(tmp_path, workers=1, output=write_fd)
     os.close(write_fd)
     try:
         started = time.monotonic()
@@ -77,7 +54,7 @@ def test_a_stalled_standard_output_does_not_stop_the_server(tmp_path: Path) -> N
         assert time.monotonic() - stopping < 20
         srv.proc = None
         # What the pipe held is whole lines.
-        lines = read_all(read_fd).decode().splitlines()
+        lines = read_available(read_fd).decode().splitlines()
         assert lines and all(ACCESS_LINE.fullmatch(x) or SERVER_LINE.match(x) for x in lines)
     finally:
         srv.stop()
@@ -98,7 +75,7 @@ def test_workers_sharing_a_pipe_never_cut_into_each_others_lines(tmp_path: Path)
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    srv = serve_into(tmp_path, write_fd, workers=2)
+    srv = start_server(tmp_path, workers=2, output=write_fd)
     os.close(write_fd)
     try:
         results: list[list[int]] = []

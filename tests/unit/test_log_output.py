@@ -22,19 +22,7 @@ from s3torrent.log_output import (
     line_chunks,
     whole_line_writes,
 )
-
-
-def read_available(fd: int) -> bytes:
-    os.set_blocking(fd, False)
-    out = bytearray()
-    while True:
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            return bytes(out)
-        if not chunk:
-            return bytes(out)
-        out.extend(chunk)
+from tests.conftest import read_available
 
 
 def test_offering_to_a_pipe_nobody_reads_never_waits_and_is_bounded() -> None:
