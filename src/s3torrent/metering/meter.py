@@ -5,8 +5,9 @@ Every channel reports here once, at its edge: the S3 middleware for every REST r
 range GETs (channel GetObject-WebSeed),
 the seeder for the piece messages it sends (`on_piece_sent`, one call per batch of blocks,
 channel GetObject-BitTorrent). Counting
-is a tuple appended on the event loop thread, added up into the counters when they are read
-(`Meter._fold`); a background task flushes the counters to the
+is a few additions on the event loop thread, into one entry per (bucket, operation, status,
+object) of the current hour, added into the counters when they are read (`Meter._fold`);
+a background task flushes the counters to the
 metadata store at least once a second (one transaction per flush) and at shutdown, so a
 crash loses at most the last interval. The same task samples each bucket's stored bytes
 (byte-hours) and the tracker's swarm counters (per torrent and hour).
@@ -65,11 +66,18 @@ def body_bytes_sent(
     request: web.Request, response: web.StreamResponse | None, sent: int | None
 ) -> int:
     """The body bytes an answer carried: `sent` (S3Request.body_sent) when the handler
-    counted them itself, else what a complete response holds (none for a HEAD)."""
+    counted them itself, else what a complete response holds (none for a HEAD).
+
+    A complete response's body is measured, not its Content-Length read back: aiohttp
+    parses that header again on each read (half a microsecond, on every request), and no
+    response here is compressed, so the two agree."""
     if sent is not None:
         return sent
     if request.method == "HEAD" or not isinstance(response, web.Response):
         return 0
+    body = response.body
+    if isinstance(body, bytes):
+        return len(body)
     return response.content_length or 0
 
 
@@ -87,12 +95,15 @@ LATENCY_BOUNDS = (
 
 HOUR = 3600
 
-# Requests recorded before they are added up, at most (Meter.record): some 150 bytes each.
-FOLD_EVERY = 4096
+# Requests recorded before they are added up, at most (Meter.record): their latencies are kept
+# one by one until then, 8 bytes each.
+FOLD_EVERY = 65536
 
-# One recorded request: time, bucket, operation, status, bytes out, bytes in, seconds, the
-# object's key (or None), how many requests it stands for.
-_Entry = tuple[float, str, str, int, int, int, float, "str | None", int]
+# Requests recorded alike in one hour (bucket, operation, status, object key or None), added
+# up as they come: requests, bytes out, bytes in, and the latencies of requests counted
+# one at a time (Meter.record).
+_Alike = tuple[str, str, int, "str | None"]
+_Sums = list[Any]  # [requests, bytes out, bytes in, list of seconds]
 
 
 SAMPLING_LEASE = "metering-samples"
@@ -144,9 +155,12 @@ class Meter:
         self.storage_sample_interval = storage_sample_interval
         self.public = public
         self.clock = clock
-        # Requests recorded and not yet added up (see record): read through the properties
-        # below, which add them up first.
-        self._log: list[_Entry] = []
+        # Requests recorded and not yet added up (see record), all in the hour starting at
+        # _hour (until _hour_end): read through the properties below, which add them up first.
+        self._alike: dict[_Alike, _Sums] = {}
+        self._recorded = 0
+        self._hour = 0
+        self._hour_end = -1.0
         self._pending = Pending()
         # Cumulative since start, for /metrics.
         self._requests_total: dict[tuple[str, int], int] = {}
@@ -184,39 +198,66 @@ class Meter:
         """One request at the edge (or `count` alike, `bytes_out` in all); key names the
         object whose bytes went out, if any.
 
-        Kept as it came, with its time, and added up in one pass when the counters are read
-        (a flush, /metrics, a worker's push) or FOLD_EVERY requests have piled up: a tuple
-        appended is a fraction of the dict updates it stands for, made once per request, and
-        the pass makes them with everything it needs at hand (and one lookup for a run of
-        requests alike)."""
-        log = self._log
-        entry = (self.clock(), bucket, operation, status, bytes_out, bytes_in, seconds, key, count)
-        log.append(entry)
-        if len(log) >= FOLD_EVERY:
+        Added at once to the sums of the requests alike in this hour (one dict lookup and
+        three additions; its latency appended), and into the counters in one pass when they
+        are read (a flush, /metrics, a worker's push), the hour changes or FOLD_EVERY requests
+        have piled up: a pass per request, or a tuple per request kept for it, cost twice as
+        much (most of metering's cost on a 4 KiB GET: bench/metering.py)."""
+        now = self.clock()
+        if not self._hour <= now < self._hour_end:
+            self._start_hour(now)
+        alike = (bucket, operation, status, key)
+        sums = self._alike.get(alike)
+        if sums is None:
+            sums = self._alike[alike] = [0, 0, 0, []]
+        sums[0] += count
+        sums[1] += bytes_out
+        sums[2] += bytes_in
+        if count == 1:
+            sums[3].append(seconds)
+        else:
+            self._add_latency(operation, seconds, count)
+        self._recorded += 1
+        if self._recorded >= FOLD_EVERY:
             self._fold()
 
+    def _start_hour(self, now: float) -> None:
+        """Add up the requests of the hour that ended (or of another hour: a clock set
+        back), then count in the hour holding `now`."""
+        if self._alike:
+            self._fold()
+        self._hour = hour_of(now)
+        self._hour_end = float(self._hour + HOUR)
+
+    def _add_latency(self, operation: str, seconds: float, count: int) -> None:
+        lat = self._latency.get(operation)
+        if lat is None:
+            lat = self._latency[operation] = Latency()
+        lat.counts[bisect.bisect_left(LATENCY_BOUNDS, seconds)] += count
+        lat.total += seconds * count
+
     def _fold(self) -> None:
-        """Add up the requests recorded since the last pass."""
-        log, self._log = self._log, []
+        """Add up the requests recorded since the last pass (all of one hour)."""
+        alike, self._alike = self._alike, {}
+        self._recorded = 0
+        hour = self._hour
         usage, objects = self._pending.usage, self._pending.objects
         requests_total, bytes_total, latency = (
             self._requests_total,
             self._bytes_total,
             self._latency,
         )
-        bounds, bisect_left = LATENCY_BOUNDS, bisect.bisect_left
-        last_u: tuple[int, str, str] | None = None
-        c: list[int] = []
-        last_op: str | None = None
-        lat = Latency()
-        for now, bucket, operation, status, bytes_out, bytes_in, seconds, key, count in log:
-            t = int(now)
-            ukey = (t - t % HOUR, bucket, operation)
-            if ukey != last_u:
-                got = usage.get(ukey)
-                if got is None:
-                    got = usage[ukey] = [0, 0, 0]
-                last_u, c = ukey, got
+        slot = functools.partial(bisect.bisect_left, LATENCY_BOUNDS)
+        for (bucket, operation, status, key), (
+            count,
+            bytes_out,
+            bytes_in,
+            seconds,
+        ) in alike.items():
+            ukey = (hour, bucket, operation)
+            c = usage.get(ukey)
+            if c is None:
+                c = usage[ukey] = [0, 0, 0]
             c[0] += count
             c[1] += bytes_out
             c[2] += bytes_in
@@ -235,39 +276,40 @@ class Meter:
             if bytes_in:
                 bkey = (operation, "in")
                 bytes_total[bkey] = bytes_total.get(bkey, 0) + bytes_in
-            if operation != last_op:
-                got_lat = latency.get(operation)
-                if got_lat is None:
-                    got_lat = latency[operation] = Latency()
-                last_op, lat = operation, got_lat
-            lat.counts[bisect_left(bounds, seconds)] += count
-            lat.total += seconds * count
+            if seconds:
+                lat = latency.get(operation)
+                if lat is None:
+                    lat = latency[operation] = Latency()
+                counts = lat.counts
+                for i in map(slot, seconds):
+                    counts[i] += 1
+                lat.total += sum(seconds)
 
     @property
     def pending(self) -> Pending:
         """What the next flush writes, every request recorded so far included."""
-        if self._log:
+        if self._alike:
             self._fold()
         return self._pending
 
     @property
     def requests_total(self) -> dict[tuple[str, int], int]:
         """Requests since start by (operation, status)."""
-        if self._log:
+        if self._alike:
             self._fold()
         return self._requests_total
 
     @property
     def bytes_total(self) -> dict[tuple[str, str], int]:
         """Bytes since start by (operation, "in" or "out")."""
-        if self._log:
+        if self._alike:
             self._fold()
         return self._bytes_total
 
     @property
     def latency(self) -> dict[str, Latency]:
         """The latency histogram since start of each operation."""
-        if self._log:
+        if self._alike:
             self._fold()
         return self._latency
 
@@ -449,23 +491,24 @@ def _record(
     status: int,
     seconds: float,
 ) -> None:
-    s3req = s3_request_of(request)
     key: str | None = None
-    sent: int | None = None
-    if s3req is None:
-        bucket, operation = "", OP_UNKNOWN
+    try:
+        s3req = request[S3_REQUEST]
+    except KeyError:
+        meter.record("", OP_UNKNOWN, status, body_bytes_sent(request, response, None),
+                     request.content.total_bytes, seconds)  # fmt: skip
+        return
+    operation = s3req.endpoint.op
+    bucket_row = s3req.bucket
+    if bucket_row is not None:
+        bucket = bucket_row.name
+    elif operation == "CreateBucket" and status < 300:
+        bucket = s3req.target.bucket
     else:
-        sent = s3req.body_sent
-        operation = s3req.endpoint.op
-        if s3req.bucket is not None:
-            bucket = s3req.bucket.name
-        elif operation == "CreateBucket" and status < 300:
-            bucket = s3req.target.bucket
-        else:
-            # No such bucket (or refused before it was looked up): nobody's usage.
-            bucket = ""
-        if operation in PER_OBJECT and (status < 300 or status == CLIENT_CLOSED):
-            key = s3req.target.key
-    bytes_out = body_bytes_sent(request, response, sent)
-    bytes_in = request.content.total_bytes
-    meter.record(bucket, operation, status, bytes_out, bytes_in, seconds, key)
+        # No such bucket (or refused before it was looked up): nobody's usage.
+        bucket = ""
+    if operation in PER_OBJECT and (status < 300 or status == CLIENT_CLOSED):
+        key = s3req.target.key
+    sent = s3req.body_sent
+    bytes_out = sent if sent is not None else body_bytes_sent(request, response, None)
+    meter.record(bucket, operation, status, bytes_out, request.content.total_bytes, seconds, key)
