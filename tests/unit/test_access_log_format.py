@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from s3torrent.s3 import access_log
 from s3torrent.s3.access_log import (
     AccessLog,
     AccessRecord,
@@ -175,3 +176,26 @@ def test_a_blocked_output_drops_lines_and_says_so(caplog: pytest.LogCaptureFixtu
         log.output.close(0.1)
         os.close(read_fd)
         os.close(write_fd)
+
+
+def test_a_request_line_logged_again_is_the_same_line_redacted_and_the_memo_is_bounded() -> None:
+    """Request lines are kept escaped for the next request with the same line: the kept one
+    is what escaping gives (signature redacted, hostile bytes escaped, method and version
+    its own), and the memo neither grows past its bound nor keeps an overlong target."""
+    signed = "/releases/big.iso?X-Amz-Signature=" + "ab" * 32
+    hostile = '/releases/a"b\x1b[31m?Signature=secret&x=1'
+    for target in (signed, hostile, signed):
+        for method, version in (("GET", (1, 1)), ("HEAD", (1, 0))):
+            line = format_s3(record(method=method, target=target, version=version), "t")
+            assert line == format_s3(record(method=method, target=target, version=version), "t")
+            assert "ab" * 32 not in line and "secret" not in line
+            assert f'"{method} ' in line and f' HTTP/{version[0]}.{version[1]}"' in line
+            # Three quoted fields (request line, referer, user agent), a quote inside escaped.
+            assert "\x1b" not in line and line.replace('\\"', "").count('"') == 6
+    for i in range(access_log._LINES_MAX + 10):
+        format_s3(record(target=f"/releases/{i}?Signature=s{i}"), "t")
+        assert len(access_log._LINES) <= access_log._LINES_MAX
+    long_target = "/releases/" + "k" * access_log._LINE_TARGET_MAX + "?X-Amz-Signature=cafe"
+    line = format_s3(record(target=long_target), "t")
+    assert "cafe" not in line and "X-Amz-Signature=REDACTED" in line
+    assert all(target != long_target for _, target, _ in access_log._LINES)
