@@ -113,7 +113,12 @@ def run(ctx: Context) -> list[Row]:
     tool = "wrk" if have_wrk else "bench.loadgen"
     return [
         compare(
-            "GET 4 KiB, metering on vs off", "ops/s", s_on, s_off, Target(0.97), f"load by {tool}"
+            "GET 4 KiB, metering on vs off",
+            "ops/s",
+            s_on,
+            s_off,
+            Target(0.97),
+            f"load by {tool}{_paired(s_on.values, s_off.values)}",
         ),
         compare(
             "GET 4 KiB, access log on vs off",
