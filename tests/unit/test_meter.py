@@ -8,10 +8,19 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from s3torrent.events import EventBus
 from s3torrent.metering import usage as u
-from s3torrent.metering.meter import FOLD_EVERY, OP_BITTORRENT, OP_STORAGE, Meter, Pending
+from s3torrent.metering.meter import (
+    FOLD_EVERY,
+    OP_BITTORRENT,
+    OP_STORAGE,
+    Meter,
+    Pending,
+    body_bytes_sent,
+)
 from s3torrent.store import metadata as md
 from s3torrent.store.database import Database
 from s3torrent.store.metastore import SqlMetadataStore
@@ -396,3 +405,45 @@ def test_a_local_registry_bills_its_first_sample_and_a_shared_one_starts_from_a_
         billed[local] = [r[4:] for r in rows(db, md.usage_swarms) if r[3] == key]
     assert billed[True] == [(3, 7, 150)]
     assert billed[False] == [(1, 0, 50)]
+
+
+@pytest.mark.parametrize(
+    ("method", "response", "sent", "expected"),
+    [
+        ("GET", web.Response(body=b"x" * 4096), None, 4096),
+        ("GET", web.Response(text="caf\u00e9"), None, 5),  # bytes, not characters
+        ("GET", web.Response(status=204), None, 0),
+        ("HEAD", web.Response(body=b"x" * 4096), None, 0),
+        ("GET", web.StreamResponse(), None, 0),  # streamed: the handler counts (sent)
+        ("GET", web.StreamResponse(), 123, 123),
+        ("GET", None, None, 0),
+    ],
+)
+def test_body_bytes_are_what_the_answer_carried(
+    method: str, response: web.StreamResponse | None, sent: int | None, expected: int
+) -> None:
+    """Measured from the body (aiohttp's content_length parses its header again on every
+    read), and a Content-Length header a handler set for a body it did not send (a HEAD's)
+    never counts."""
+    request = make_mocked_request(method, "/b/k")
+    assert body_bytes_sent(request, response, sent) == expected
+    if isinstance(response, web.Response) and method == "GET":
+        assert body_bytes_sent(request, response, sent) == (response.content_length or 0)
+
+
+def test_hours_are_folded_apart_when_the_clock_moves_back_and_forth(
+    db: Database, meta: SqlMetadataStore
+) -> None:
+    """Requests are summed per hour as they come: one recorded after the clock went back
+    an hour is billed to that hour, not to the one being summed."""
+    clock = Clock(H + 10)
+    m = Meter(meta, clock=clock)
+    for t in (H + 10, H + 3600 + 5, H + 20, H + 3600 + 6, H + 3599.999):
+        clock.t = t
+        m.record("b", "GetObject", 200, 1, 0, 0.002, "k")
+    assert m.pending.usage == {
+        (H, "b", "GetObject"): [3, 3, 0],
+        (H + 3600, "b", "GetObject"): [2, 2, 0],
+    }
+    assert m.pending.objects == {("b", "k", "GetObject"): [5, 5]}
+    assert sum(m.latency["GetObject"].counts) == 5
