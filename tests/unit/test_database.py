@@ -631,3 +631,98 @@ def test_a_batch_of_requests_shares_one_read_and_only_while_it_runs(
 
     assert asyncio.run(main()) == ["one", "one", "two", "three", "four"]
     reads.close()
+
+
+def _generation_statements(reads: Any) -> list[str]:
+    """The generation statements run on this thread's connection of `reads` from now on."""
+    from s3torrent.store.sql import GENERATION_SQL
+
+    statements: list[str] = []
+    reads._connection().set_trace_callback(
+        lambda sql: statements.append(sql) if sql == GENERATION_SQL else None
+    )
+    return statements
+
+
+def test_an_unchanged_wal_header_answers_for_the_generation_and_every_commit_changes_it(
+    tmp_path: Path,
+) -> None:
+    """The generation is read again only when the WAL's index header changed since the last
+    read: repeated reads of an unchanged database run no statement, and every commit, by a
+    connection of this process, by another process, to an unwatched table, or after a
+    checkpoint restarted the log, is seen at the next read."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "h.sqlite3"
+    reads, lookup = _watched_reads(path)
+    assert lookup() == "one"
+    statements = _generation_statements(reads)
+    first = reads._read_generation()  # opened the -shm file at the first read: now cached
+    assert reads._shm >= 0 and reads._seen is not None
+    del statements[:]
+    assert [reads._read_generation() for _ in range(5)] == [first] * 5
+    assert statements == []  # unchanged: no statement
+
+    _set_v(path, "two")  # another connection of this process
+    assert reads._read_generation() == (first[0] + 1, first[1]) and len(statements) == 1
+    assert reads._read_generation() == (first[0] + 1, first[1]) and len(statements) == 1
+
+    with sqlite3.connect(path) as other:  # an unwatched table: read again, same generation
+        other.execute("CREATE TABLE u (x)")
+    assert reads._read_generation() == (first[0] + 1, first[1]) and len(statements) == 2
+
+    code = (
+        f"import sqlite3; c = sqlite3.connect({str(path)!r}); "
+        "c.execute(\"UPDATE t SET v = 'three'\"); c.commit()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert reads._read_generation() == (first[0] + 2, first[1])
+    assert lookup() == "three"
+
+    with sqlite3.connect(path) as other:  # the log checkpointed, emptied, written anew
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    _set_v(path, "four")
+    assert reads._read_generation() == (first[0] + 3, first[1])
+    assert lookup() == "four"
+    reads.close()
+    assert reads._shm == -1 and reads._seen is None
+
+
+def test_a_header_caught_mid_write_or_unreadable_reads_the_statement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two copies of the header that differ (a commit writing it now) or a short read are
+    never taken for an unchanged database, nor kept to compare with."""
+    from s3torrent.store import sql
+
+    path = tmp_path / "torn.sqlite3"
+    reads, lookup = _watched_reads(path)
+    assert lookup() == "one"
+    reads._read_generation()
+    statements = _generation_statements(reads)
+    whole = sql._read_header(reads._shm)
+    torn = whole[: sql.WAL_HEADER] + bytes(sql.WAL_HEADER)
+    for header in (torn, whole[:10], b""):
+        reads._seen = None
+        monkeypatch.setattr(sql, "_read_header", lambda fd, h=header: h)
+        del statements[:]
+        reads._read_generation()
+        reads._read_generation()
+        assert len(statements) == 2 and reads._seen is None
+    monkeypatch.undo()
+    reads.close()
+
+
+def test_a_database_without_a_wal_reads_the_statement_every_time(tmp_path: Path) -> None:
+    from s3torrent.store.sql import PointReads
+
+    path = tmp_path / "rollback.sqlite3"
+    with sqlite3.connect(path) as setup:
+        setup.execute(_GENERATION_TABLE)
+        setup.execute("INSERT INTO lookup_generation VALUES (1, 4, 2)")
+    reads = PointReads(str(path))
+    statements = _generation_statements(reads)
+    assert [reads._read_generation() for _ in range(3)] == [(4, 2)] * 3
+    assert reads._shm == -1 and len(statements) == 3
+    reads.close()
