@@ -359,9 +359,7 @@ def test_point_reads_cache_is_bounded_by_weight(tmp_path: Path) -> None:
     from s3torrent.store.sql import PointReads
 
     path = tmp_path / "b.sqlite3"
-    with sqlite3.connect(path) as setup:
-        setup.execute(_GENERATION_TABLE)
-        setup.execute("INSERT INTO lookup_generation VALUES (1, 0, 0)")
+    _generation_only_db(path)
     reads = PointReads(str(path), cache_bytes=8000)
     calls: list[int] = []
 
@@ -386,6 +384,14 @@ def test_point_reads_cache_is_bounded_by_weight(tmp_path: Path) -> None:
 
 
 _GENERATION_TABLE = "CREATE TABLE lookup_generation (id INTEGER PRIMARY KEY, n, buckets_n)"
+
+
+def _generation_only_db(path: Path, n: int = 0, buckets_n: int = 0) -> None:
+    """A database holding only the generation row, in SQLite's default (rollback) journal
+    mode: no WAL, so no -shm file."""
+    with sqlite3.connect(path) as setup:
+        setup.execute(_GENERATION_TABLE)
+        setup.execute("INSERT INTO lookup_generation VALUES (1, ?, ?)", (n, buckets_n))
 
 
 def _watched_db(path: Path) -> None:
@@ -718,9 +724,7 @@ def test_a_database_without_a_wal_reads_the_statement_every_time(tmp_path: Path)
     from s3torrent.store.sql import PointReads
 
     path = tmp_path / "rollback.sqlite3"
-    with sqlite3.connect(path) as setup:
-        setup.execute(_GENERATION_TABLE)
-        setup.execute("INSERT INTO lookup_generation VALUES (1, 4, 2)")
+    _generation_only_db(path, 4, 2)
     reads = PointReads(str(path))
     statements = _generation_statements(reads)
     assert [reads._read_generation() for _ in range(3)] == [(4, 2)] * 3
