@@ -53,15 +53,6 @@ OP_UNKNOWN = "Unknown"  # refused before routing (bad method, unknown sub-resour
 S3_REQUEST: web.RequestKey[Any] = web.RequestKey("s3_request")
 
 
-def s3_request_of(request: web.Request) -> Any | None:
-    """The request's S3Request, if the dispatcher made one. Asked directly: a mapping's
-    .get costs two Python calls on an aiohttp request, and this runs in every finished hook."""
-    try:
-        return request[S3_REQUEST]
-    except KeyError:
-        return None
-
-
 def body_bytes_sent(
     request: web.Request, response: web.StreamResponse | None, sent: int | None
 ) -> int:
