@@ -83,34 +83,11 @@ def preflight(settings: Settings) -> None:
 
 
 def finished_hooks(hooks: list[FinishedHook]) -> FinishedHook | None:
-    """One hook calling each of hooks in turn (None when there are none). Two and three
-    hooks (metering, the access log and bucket logs, by default) are called without a
-    loop: this runs once per request."""
+    """One hook calling each of hooks in turn (None when there are none)."""
     if not hooks:
         return None
     if len(hooks) == 1:
         return hooks[0]
-    if len(hooks) == 2:
-        first, second = hooks
-
-        def both(
-            request: web.Request, response: web.StreamResponse | None, status: int, seconds: float
-        ) -> None:
-            first(request, response, status, seconds)
-            second(request, response, status, seconds)
-
-        return both
-    if len(hooks) == 3:
-        one, two, three = hooks
-
-        def all_three(
-            request: web.Request, response: web.StreamResponse | None, status: int, seconds: float
-        ) -> None:
-            one(request, response, status, seconds)
-            two(request, response, status, seconds)
-            three(request, response, status, seconds)
-
-        return all_three
     every = tuple(hooks)
 
     def each(

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import IO, Final, Literal, NamedTuple
+from typing import IO, Final, Literal, NamedTuple, TypeVar
 
 from aiohttp import web
 
@@ -30,6 +30,8 @@ from s3torrent.log_output import CLOSE_WAIT, LineOutput, output_for
 from s3torrent.metering.meter import REQUEST_ID, S3_REQUEST, body_bytes_sent
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K")
 
 # Seconds between two warnings that lines were dropped (each says how many so far).
 BLOCKED_WARNING_EVERY = 10.0
@@ -194,49 +196,51 @@ def _json_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-class _Memo(dict[str, str]):
+class _Memo(dict[K, str]):
     """Escaped forms of values that repeat from request to request (addresses, requesters,
-    buckets, user agents): escaped once, then looked up. Bounded: cleared when full."""
+    buckets, user agents, request lines): escaped once, then looked up. Bounded: cleared
+    when `limit` entries are kept."""
 
-    __slots__ = ("escape",)
+    __slots__ = ("escape", "limit")
 
-    def __init__(self, escape: Callable[[str], str]) -> None:
+    def __init__(self, escape: Callable[[K], str], limit: int = 4096) -> None:
         super().__init__()
         self.escape = escape
+        self.limit = limit
 
-    def __missing__(self, value: str) -> str:
-        if len(self) >= 4096:
+    def __missing__(self, value: K) -> str:
+        if len(self) >= self.limit:
             self.clear()
         out = self[value] = self.escape(value)
         return out
 
 
-# Request lines kept escaped (their signatures redacted), by method, target and version: a
-# link is fetched again and again (a published object, a presigned URL handed out), and the
-# same request line then arrives as the same string (s3/quick.py keeps request heads), whose
-# lookup costs a fraction of redacting and escaping it. Bounded in entries and in length.
+RequestLine = tuple[str, str, tuple[int, int]]  # method, target, HTTP version
+
+
+def _escape_line(line: RequestLine) -> str:
+    method, target, version = line
+    return _quoted(f"{method} {redact_signatures(target)} HTTP/{version[0]}.{version[1]}")
+
+
+# Request lines kept escaped (their signatures redacted): a link is fetched again and again
+# (a published object, a presigned URL handed out), and the same request line then arrives
+# as the same string (s3/quick.py keeps request heads), whose lookup costs a fraction of
+# redacting and escaping it. Bounded in entries and, for what is kept, in length.
 _LINES_MAX = 2048
 _LINE_TARGET_MAX = 1024
-_LINES: dict[tuple[str, str, tuple[int, int]], str] = {}
+_LINES: _Memo[RequestLine] = _Memo(_escape_line, _LINES_MAX)
 
 
 def _request_line(method: str, target: str, version: tuple[int, int]) -> str:
     """The quoted Request-URI field: method, target (signatures redacted), protocol."""
-    memo_key = (method, target, version)
-    try:
-        return _LINES[memo_key]
-    except KeyError:
-        pass
-    line = _quoted(f"{method} {redact_signatures(target)} HTTP/{version[0]}.{version[1]}")
-    if len(target) <= _LINE_TARGET_MAX:
-        if len(_LINES) >= _LINES_MAX:
-            _LINES.clear()
-        _LINES[memo_key] = line
-    return line
+    if len(target) > _LINE_TARGET_MAX:
+        return _escape_line((method, target, version))
+    return _LINES[method, target, version]
 
 
 _BARE = _Memo(_bare)
-_QUOTED = _Memo(lambda v: _quoted(v or "-"))
+_QUOTED: _Memo[str] = _Memo(lambda v: _quoted(v or "-"))
 _JSON = _Memo(_json_string)
 
 
