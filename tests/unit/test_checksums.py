@@ -9,9 +9,11 @@ import pytest
 from awscrt import checksums as crt
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from s3torrent.s3.checksums import (
     ChecksumAlgorithm,
+    checksum_headers,
     combine_crc,
     decode_checksum,
     new_checksum,
@@ -124,6 +126,27 @@ def test_checksum_headers_map_to_algorithms() -> None:
     )
     assert ChecksumAlgorithm.from_checksum_header("x-amz-checksum-type") is None
     assert ChecksumAlgorithm.from_checksum_header("content-md5") is None
+
+
+def test_checksum_headers_names_each_algorithm_once_and_refuses_unknown_ones() -> None:
+    sent = CIMultiDict(
+        [
+            ("X-Amz-Checksum-CRC32", "a"),
+            ("x-amz-checksum-crc32", "b"),  # the same header twice: one algorithm
+            ("x-amz-checksum-type", "FULL_OBJECT"),
+            ("x-amz-checksum-algorithm", "CRC32"),
+            ("x-amz-checksum-mode", "ENABLED"),
+            ("Content-Type", "text/plain"),
+        ]
+    )
+    assert checksum_headers(sent) == (ChecksumAlgorithm.CRC32,)
+    both = checksum_headers(["x-amz-checksum-sha256", "X-AMZ-CHECKSUM-CRC64NVME"])
+    assert set(both) == {ChecksumAlgorithm.SHA256, ChecksumAlgorithm.CRC64NVME}
+    assert checksum_headers(["host", "content-length"]) == ()
+    for unknown in ("x-amz-checksum-sha512", "X-Amz-Checksum-XXHASH64", "x-amz-checksum-"):
+        with pytest.raises(S3Error) as info:
+            checksum_headers(["host", unknown])
+        assert info.value.code == "InvalidRequest"
 
 
 def test_valid_checksum_value_decodes() -> None:

@@ -97,8 +97,7 @@ class RequestBody:
 
     def _requested_checksum(self) -> checksums.ChecksumAlgorithm | None:
         h = self._request.headers
-        checksums.refuse_unknown_checksum_headers(h)
-        present = [a for a in checksums.ChecksumAlgorithm if a.header in h]
+        present = list(checksums.checksum_headers(h))
         trailer = self._declared_trailer
         if trailer:
             if not self.aws_chunked:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import Protocol
 
@@ -64,19 +64,27 @@ class ChecksumAlgorithm(StrEnum):
 
 # x-amz-checksum-* headers that carry no checksum value.
 _NOT_A_VALUE = frozenset({"algorithm", "type", "mode"})
-_KNOWN_VALUES = frozenset(a.value.lower() for a in ChecksumAlgorithm)
+_BY_SUFFIX: dict[str, ChecksumAlgorithm] = {a.value.lower(): a for a in ChecksumAlgorithm}
 
 
-def refuse_unknown_checksum_headers(headers: Mapping[str, str]) -> None:
-    """A checksum header of an algorithm not implemented here (S3 also knows SHA512, MD5 and
-    the XXHASH family) is refused, as S3 refuses an algorithm it does not know: accepted,
-    it would be an integrity check the client asked for and never got."""
+def checksum_headers(headers: Iterable[str]) -> tuple[ChecksumAlgorithm, ...]:
+    """The algorithms whose x-amz-checksum-<algorithm> value the named headers carry, each
+    once, in one pass over the names. A checksum header of an algorithm not implemented here
+    (S3 also knows SHA512, MD5 and the XXHASH family) is refused, as S3 refuses an algorithm
+    it does not know: accepted, it would be an integrity check the client asked for and
+    never got."""
+    present: tuple[ChecksumAlgorithm, ...] = ()
     for name in headers:
         lowered = name.lower()
         if lowered.startswith(_CHECKSUM_PREFIX):
             suffix = lowered[len(_CHECKSUM_PREFIX) :]
-            if suffix not in _KNOWN_VALUES and suffix not in _NOT_A_VALUE:
+            alg = _BY_SUFFIX.get(suffix)
+            if alg is not None:
+                if alg not in present:
+                    present += (alg,)
+            elif suffix not in _NOT_A_VALUE:
                 raise S3Error("InvalidRequest", _UNSUPPORTED)
+    return present
 
 
 _DIGEST_SIZE: dict[ChecksumAlgorithm, int] = {

@@ -239,12 +239,7 @@ def _requested_checksum(
     fields: dict[str, str],
 ) -> tuple[checksums.ChecksumAlgorithm, str | None] | None:
     """x-amz-checksum-algorithm and/or one x-amz-checksum-<alg> value."""
-    checksums.refuse_unknown_checksum_headers(fields)
-    sent = [
-        (alg, fields[name])
-        for name in fields
-        if (alg := checksums.ChecksumAlgorithm.from_checksum_header(name)) is not None
-    ]
+    sent = [(alg, fields[alg.header]) for alg in checksums.checksum_headers(fields)]
     if len(sent) > 1:
         raise S3Error(
             "InvalidRequest",
