@@ -5,7 +5,6 @@ Only the metadata store (s3torrent.store) calls these: everything else asks the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import sqlalchemy as sa
@@ -20,6 +19,7 @@ from s3torrent.store.rows import (
     Replaced,
     Upload,
     UploadReceipt,
+    compact_json,
     encode_tags,
     version_reader,
 )
@@ -271,7 +271,7 @@ def insert_upload(conn: Connection, up: Upload) -> None:
             key=up.key.encode("utf-8"),
             owner_id=up.owner_id,
             initiated=up.initiated,
-            headers=json.dumps(up.headers, separators=(",", ":")),
+            headers=compact_json(up.headers),
             acl=up.acl,
             checksum_algorithm=up.checksum_algorithm,
             checksum_type=up.checksum_type,

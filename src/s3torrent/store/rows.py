@@ -10,12 +10,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# JSON without spaces, as json.dumps(..., separators=(",", ":")) writes it, from one encoder:
+# given any argument, json.dumps builds a new encoder per call (a PUT writes its headers so).
+compact_json: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":")).encode
+
 # Tags as (key, value) pairs in the order they were given (S3 returns them so).
 Tags = tuple[tuple[str, str], ...]
 
 
 def encode_tags(tags: Tags) -> str | None:
-    return json.dumps([list(t) for t in tags], separators=(",", ":")) if tags else None
+    return compact_json([list(t) for t in tags]) if tags else None
 
 
 def decode_tags(text: str | None) -> Tags:
@@ -119,7 +123,7 @@ class ObjectVersion:
             "etag": self.etag,
             "last_modified": self.last_modified,
             "owner_id": self.owner_id,
-            "headers": json.dumps(self.headers, separators=(",", ":")),
+            "headers": compact_json(self.headers),
             "acl": self.acl,
             "checksum_algorithm": self.checksum_algorithm,
             "checksum_value": self.checksum_value,
