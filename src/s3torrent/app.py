@@ -52,7 +52,7 @@ from s3torrent.s3.bucket_logs import BucketLogDelivery
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.cross_origin import CrossOrigin
 from s3torrent.s3.ops.table import handlers
-from s3torrent.s3.quick import QuickReads
+from s3torrent.s3.quick import QUICK_PUT_MAX, QuickReads
 from s3torrent.s3.server import FinishedHook, S3Application, Wrapper
 from s3torrent.startup import (
     deployment_warnings,
@@ -439,7 +439,12 @@ class Node:
         )
         if self.settings.quick_reads and self.s3.entry is not None:
             front.quick = QuickReads(
-                self.s3.entry, self.s3.stamp, limits.max_xml_body, one_generation_read
+                self.s3.entry,
+                self.s3.stamp,
+                limits.max_xml_body,
+                one_generation_read,
+                # A PUT stored in its metadata row (and no larger than QUICK_PUT_MAX).
+                max_body=min(self.settings.storage.inline_max_size, QUICK_PUT_MAX),
             )
         site = AdmittedSite(
             self._runner,

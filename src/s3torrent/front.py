@@ -119,25 +119,35 @@ class FrontProtocol(LeanTrackerProtocol):
                 self._hand_over_next = True
             return None
         parsed = _answered_here(head)
+        body = b""
         if parsed is None:
             quick = QuickHead.parse(head) if self._quick is not None else None
+            if quick is not None and quick.body_length:
+                # A PUT: quick only if its body is small and came with its head (as a
+                # client writes a small request, in one piece); never waited for here,
+                # where no body timeout runs: aiohttp reads a slow one, bounded.
+                assert self._quick is not None
+                if quick.body_length <= self._quick.max_body:
+                    body = reader.body_after(head, quick.body_length) or b""
+                if len(body) != quick.body_length:
+                    quick = None
             if quick is None:
                 self._hand_over_next = True
                 return None
-            parsed = HttpRequestHead(b"", quick.keep_alive, None, (quick, head))
-        reader.skip(head)
+            parsed = HttpRequestHead(b"", quick.keep_alive, None, (quick, head, body))
+        reader.skip(head, len(body))
         return parsed
 
     def _dispatch(self, head: HttpRequestHead) -> bytes | None:
         if head.other is None:
             return super()._dispatch(head)
-        quick, raw = cast(tuple[QuickHead, bytes], head.other)
+        quick, raw, body = cast(tuple[QuickHead, bytes, bytes], head.other)
         assert self._quick is not None and self._transport is not None
         conn = self._quick_conn
         if conn is None:
             conn = self._quick_conn = QuickConnection(self._transport)
         self._busy = True
-        self._quick.enqueue(self, quick, conn, raw)
+        self._quick.enqueue(self, quick, conn, raw, body)
         return None
 
     # -- QuickOwner (s3/quick.py): the answers of the S3 application's quick path
@@ -169,9 +179,10 @@ class FrontProtocol(LeanTrackerProtocol):
             if self._close_when_answered:
                 super().close()  # closing down: the client sends it again elsewhere
                 return
-            # The head goes back ahead of what followed it; aiohttp takes the connection
-            # once the answers before it are written (_answer_ready_requests).
-            self._reader.unskip(raw)
+            # The request (a PUT's body too) goes back ahead of what followed it; aiohttp
+            # takes the connection once the answers before it are written
+            # (_answer_ready_requests).
+            self._reader.unskip()
             self._hand_over_next = True
             self._answer_ready_requests()
             return

@@ -193,6 +193,49 @@ def test_the_same_fields_in_another_order_are_the_same_request_but_not_the_same_
         assert check((method, target, host_last), users)[1] is not None  # Host moved only
 
 
+class _Transport:
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else None
+
+
+def test_a_quick_put_with_its_fields_in_another_order_is_the_same_request(
+    users: UserDirectory,
+) -> None:
+    """A PUT the quick path answers is keyed like aiohttp's, fields in name order (wrk sends
+    them either way); a quick GET's head keeps its order (its bytes are its memo key)."""
+    from s3torrent.s3.quick import QuickConnection, QuickHead, make_request
+
+    method, target, headers = presign("PUT", "memo/quick", headers={"Content-Length": "4"})
+    fields = sorted(headers.items())
+
+    def quick_check(ordered: list[tuple[str, str]]) -> VerifiedAuth | None:
+        lines = [f"{method} {target} HTTP/1.1"] + [f"{k}: {v}" for k, v in ordered]
+        head = QuickHead.parse("\r\n".join(lines).encode())
+        assert head is not None and head.body_length == 4
+
+        async def go() -> VerifiedAuth | None:
+            request = make_request(head, QuickConnection(_Transport()), 1024, b"abcd")
+            raw_path, _, raw_query = target.partition("?")
+            return (
+                await auth.authenticate(
+                    request,
+                    raw_path=raw_path,
+                    query_pairs=parse_qsl(raw_query, keep_blank_values=True),
+                    users=users,
+                    region=REGION,
+                    now=NOW,
+                )
+            )[1]
+
+        return asyncio.run(go())
+
+    first = quick_check(fields)
+    assert first is not None
+    with mock.patch.object(auth.sigv4, "verify_request", side_effect=AssertionError("verified")):
+        assert quick_check(fields[::-1]) is first
+    assert len(auth._VERIFIED) == 1
+
+
 def test_header_signatures_and_long_requests_are_not_kept_and_the_memo_is_bounded(
     users: UserDirectory,
 ) -> None:

@@ -172,7 +172,10 @@ class StandIn:
             raise RuntimeError("boom")
         if request.path.startswith("/slow"):
             await self.release.wait()
-        return web.Response(text=f"quick {request.method} {request.raw_path} {request.remote}")
+        text = f"quick {request.method} {request.raw_path} {request.remote}"
+        if request.method == "PUT":
+            text += " " + (await request.read()).decode()
+        return web.Response(text=text)
 
     @staticmethod
     def stamp(request: web.Request, response: web.StreamResponse) -> None:
@@ -180,12 +183,14 @@ class StandIn:
 
 
 @asynccontextmanager
-async def quick_server(stand_in: StandIn) -> AsyncIterator[tuple[int, TrackerFront]]:
+async def quick_server(
+    stand_in: StandIn, max_body: int = 0
+) -> AsyncIterator[tuple[int, TrackerFront]]:
     registry = MemoryRegistry(RegistryLimits(rate_burst=1e9, rate_per_ip=1e9), random.Random(5))
     tracker = LeanHttpTracker(TrackerService(registry), lambda: 0.0, eager=True)
     fallback = web.Server(s3_stand_in)
     front = TrackerFront(tracker)
-    front.quick = QuickReads(stand_in.entry, stand_in.stamp, 1024)
+    front.quick = QuickReads(stand_in.entry, stand_in.stamp, 1024, max_body=max_body)
     make, _ = front(fallback, aiohttp_phase)
     server = await asyncio.get_running_loop().create_server(make, "127.0.0.1", 0)
     try:
@@ -212,6 +217,56 @@ def test_gets_are_answered_quick_until_a_request_aiohttp_must_answer() -> None:
     assert bodies[1] == b"quick GET /b/k2?x=1 127.0.0.1"
     # From the PUT on, the connection is aiohttp's: the GET after it too, in order.
     assert bodies[2:] == [b"aiohttp PUT /b/k3 0", b"aiohttp GET /b/k4 0"]
+
+
+def put(path: str, body: bytes) -> bytes:
+    return f"PUT {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def test_a_small_put_that_came_whole_is_answered_quick_with_its_body() -> None:
+    async def go() -> list[bytes]:
+        async with quick_server(StandIn(), max_body=16) as (port, _):
+            # Pipelined: the body's bytes never pass for the next request's head.
+            data = put("/b/k1", b"GET /x HTTP/1.1") + get("/b/k2") + put("/b/k3", b"")
+            return [body for _, _, body in await exchange(port, data, 3)]
+
+    assert run(go()) == [
+        b"quick PUT /b/k1 127.0.0.1 GET /x HTTP/1.1",
+        b"quick GET /b/k2 127.0.0.1",
+        b"quick PUT /b/k3 127.0.0.1 ",
+    ]
+
+
+def test_puts_the_quick_path_does_not_take_reach_aiohttp_whole() -> None:
+    async def go() -> list[list[bytes]]:
+        out = []
+        async with quick_server(StandIn(), max_body=16) as (port, _):
+            # Longer than the quick path's bound.
+            out.append(await exchange(port, put("/b/long", b"x" * 17) + get("/b/k"), 2))
+            # Handed back by the application: its body goes back with its head.
+            out.append(await exchange(port, put("/big/one", b"hello") + get("/b/k"), 2))
+            # Its body not all there with its head: never waited for here.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            whole = put("/b/late", b"0123456789")
+            writer.write(whole[:-4])
+            await asyncio.sleep(0.2)
+            writer.write(whole[-4:] + get("/b/k"))
+            out.append([await read_response(reader) for _ in range(2)])
+            writer.close()
+        return [[body for _, _, body in answers] for answers in out]
+
+    long, handed, late = run(go())
+    assert long == [b"aiohttp PUT /b/long 17", b"aiohttp GET /b/k 0"]
+    assert handed == [b"aiohttp PUT /big/one 5", b"aiohttp GET /b/k 0"]
+    assert late == [b"aiohttp PUT /b/late 10", b"aiohttp GET /b/k 0"]
+
+
+def test_no_put_is_quick_unless_the_front_is_given_a_body_bound() -> None:
+    async def go() -> list[bytes]:
+        async with quick_server(StandIn()) as (port, _):
+            return [body for _, _, body in await exchange(port, put("/b/k", b"ab"), 1)]
+
+    assert run(go()) == [b"aiohttp PUT /b/k 2"]
 
 
 def test_a_request_handed_over_is_answered_once_by_aiohttp_in_its_place() -> None:

@@ -37,7 +37,14 @@ def test_head_and_keep_alive_rules() -> None:
 @pytest.mark.parametrize(
     "head",
     [
-        b"PUT /b/k HTTP/1.1\r\nHost: h",  # only GET and HEAD
+        b"PUT /b/k HTTP/1.1\r\nHost: h",  # a PUT without its length
+        b"PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5",
+        b"PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: +5",
+        b"PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 5 5",
+        b"PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 0x5",
+        b"PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 1234567890123456789",
+        b"PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue",
+        b"PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked",
         b"POST /b/k HTTP/1.1\r\nHost: h",
         b"OPTIONS /b/k HTTP/1.1\r\nHost: h",
         b"get /b/k HTTP/1.1\r\nHost: h",
@@ -67,6 +74,15 @@ def test_head_and_keep_alive_rules() -> None:
 )
 def test_heads_left_to_aiohttp(head: bytes) -> None:
     assert QuickHead.parse(head) is None
+
+
+def test_a_put_is_taken_with_its_body_length() -> None:
+    head = QuickHead.parse(b"PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 4096")
+    assert head is not None and head.method == "PUT" and head.body_length == 4096
+    empty = QuickHead.parse(b"PUT /b/k HTTP/1.0\r\ncontent-length: 0")
+    assert empty is not None and empty.body_length == 0
+    get = QuickHead.parse(b"GET /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 0")
+    assert get is not None and get.body_length == 0
 
 
 def test_non_ascii_values_decode_as_aiohttp_does() -> None:

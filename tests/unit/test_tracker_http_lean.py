@@ -465,8 +465,24 @@ def test_a_reader_that_skips_heads_holds_only_the_last_one_and_can_undo_it() -> 
         assert reader.buffered == 0
     reader.feed(heads[0][:10])  # the start of another request
     assert len(reader._buffer) == len(heads[-1]) + 10  # the last head and what follows
-    reader.unskip(head)  # handed over: the last head is pending again, then the rest
+    reader.unskip()  # handed over: the last head is pending again, then the rest
     assert reader.take() == heads[-1] + heads[0][:10]
+
+
+def test_a_reader_gives_the_body_after_a_head_and_skips_or_unskips_it_with_the_head() -> None:
+    reader = RequestHeadReader(1024)
+    put = b"PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n"
+    reader.feed(put + b"hel")
+    head = reader.pending_head()
+    assert head is not None
+    assert reader.body_after(head, 5) is None  # not all of it yet
+    reader.feed(b"loGET /b/next HTTP/1.1\r\n")
+    assert reader.body_after(head, 5) == b"hello"
+    assert reader.body_after(head, 0) == b""
+    reader.skip(head, 5)
+    assert reader.buffered == len(b"GET /b/next HTTP/1.1\r\n")
+    reader.unskip()  # handed over: the whole PUT is pending again, then the rest
+    assert reader.take() == put + b"helloGET /b/next HTTP/1.1\r\n"
 
 
 def test_a_reader_fed_while_a_head_is_always_complete_holds_only_the_unread() -> None:

@@ -124,17 +124,18 @@ def _folded_name(field: tuple[bytes, bytes]) -> bytes:
 def _memo_fields(request: web.Request) -> tuple[tuple[bytes, bytes], ...]:
     """The request's header fields as the memo keys them.
 
-    A head the quick path answers is memoized by its exact bytes (s3/quick.py), so its
-    fields come as the very tuple the last request from that client brought. A request
-    aiohttp parsed has its fields in name order (case folded, a stable sort: the fields of
-    one name keep their order, which is all the signature covers of it; the raw names stay
-    in the key, case and all), because a client may send the same fields in another order
-    each time: wrk does (a Lua table's order), and a memo keyed by arrival order held half
-    of a cycle of presigned PUTs at best, each verified in full every time. Two requests
-    with the same key carry the same values under every name, in the same order, so they
+    A GET or HEAD the quick path answers is memoized by its exact bytes (s3/quick.py), so
+    its fields come as the very tuple the last request from that client brought, kept as
+    they came. Any other request (aiohttp's, and a quick PUT) has its fields in name order
+    (case folded, a stable sort: the fields of one name keep their order, which is all the
+    signature covers of it; the raw names stay in the key, case and all), because a client
+    may send the same fields in another order each time: wrk does (a Lua table's order),
+    and a memo keyed by arrival order held half of a cycle of presigned PUTs at best, each
+    verified in full every time. Two requests with the same key carry the same values
+    under every name, in the same order, so they
     verify alike."""
     raw = request.raw_headers
-    if len(raw) < 2 or is_quick(request):
+    if len(raw) < 2 or (is_quick(request) and request.method != "PUT"):
         return raw
     return tuple(sorted(raw, key=_folded_name))
 

@@ -1,22 +1,30 @@
-"""Object reads on the main listener without aiohttp's per-request machinery.
+"""Small object reads and writes on the main listener without aiohttp's per-request
+machinery.
 
 Every main-listener connection starts in the front protocol (front.py), which
-reads each request head itself. A GET or HEAD that carries no body and needs nothing only
-aiohttp does (no `Expect`, `Upgrade` or `Origin`; `QuickHead.parse`) is answered by the
-S3 application's one entry point (`S3Application.entry`: every layer, routing,
-authentication, the one access decision, the handler, metering and logs), given an aiohttp
-`web.Request` made from the head. Its response, a complete `web.Response` or a HEAD's
-`web.StreamResponse`, is written as aiohttp frames it (`encode_response`), in one write.
+reads each request head itself. A GET or HEAD that carries no body, or a PUT with a
+Content-Length whose whole body arrived with its head and is no longer than an object
+stored in its metadata row (`QuickReads.max_body`: a client writes a small request in one
+piece; the front never waits for a body, aiohttp reads a late one under its timeout), and
+that needs nothing only aiohttp does (no `Expect`, `Upgrade`, `Transfer-Encoding` or
+`Origin`; `QuickHead.parse`), is answered by the S3 application's one entry point
+(`S3Application.entry`: every layer, routing, authentication, the one access decision,
+the handler, metering and logs), given an aiohttp `web.Request` made from the head (and a
+PUT's body, whole, as its content stream). Its response, a complete `web.Response` or a
+HEAD's `web.StreamResponse`, is written as aiohttp frames it (`encode_response`), in one
+write.
 
 What the quick path cannot answer it hands back before doing anything (`QuickHandOver`):
-every operation but GetObject and HeadObject (checked after routing, before
+every operation but GetObject, HeadObject and PutObject (checked after routing, before
 authentication), and a GetObject whose body is streamed (from a file or a remote store, or
-sealed: checked before the body is opened). The request's head is then put back in front
-of whatever followed it, and the connection is aiohttp's from then on, as for any request
-the front does not take. A hand-over is never metered or logged; aiohttp's answer is.
+sealed: checked before the body is opened). The request (head and body) is then put back
+in front of whatever followed it, and the connection is aiohttp's from then on, as for any
+request the front does not take. A hand-over is never metered or logged; aiohttp's answer
+is.
 
 The saving is aiohttp's request parsing, its task per request, its router and its response
-writer: about 40% of a 4 KiB GET's CPU (docs/ARCHITECTURE.md, "The quick path").
+writer: about 40% of a 4 KiB GET's CPU, and 12% of a 4 KiB presigned PUT's
+(docs/ARCHITECTURE.md, "The quick path").
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from typing import Any, Final, Protocol, cast
 
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
-from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -51,9 +59,11 @@ MAX_FIELDS: Final = 100
 
 # The request line's grammar is the lean tracker's, for these two methods; field lines are
 # parsed by its FIELD_LINE.
-_REQUEST_LINE: Final = re.compile(rb"(GET|HEAD) (/[\x21-\x7e]*) HTTP/1\.([01])")
+_REQUEST_LINE: Final = re.compile(rb"(GET|HEAD|PUT) (/[\x21-\x7e]*) HTTP/1\.([01])")
 # Fields that only aiohttp acts on (a body, an interim answer, a protocol switch) or that
 # make the answer depend on a hook that may suspend (CORS, for an Origin).
+# A PUT's Content-Length the quick path reads: digits only (aiohttp refuses anything else).
+_LENGTH: Final = re.compile(rb"[0-9]{1,18}")
 _NOT_HERE: Final = frozenset(
     {b"transfer-encoding", b"expect", b"upgrade", b"origin", b"te", b"trailer"}
 )
@@ -73,6 +83,9 @@ class QuickHead:
     fields: tuple[tuple[str, str], ...]
     raw_fields: tuple[tuple[bytes, bytes], ...]
     keep_alive: bool
+    # A PUT's Content-Length (its body follows the head; the front takes the PUT only once
+    # all of it has arrived, s3/quick.py's module doc); 0 for GET and HEAD.
+    body_length: int
     # The message aiohttp's parser would have made of these bytes: immutable (a named tuple
     # of a read-only header view, an immutable URL and the tuples above), so every request
     # made from this head shares it (make_request).
@@ -112,6 +125,8 @@ class QuickHead:
         raw: list[tuple[bytes, bytes]] = []
         connection: list[bytes] = []
         hosts = 0
+        put = method == b"PUT"
+        body_length: int | None = None if put else 0
         for line in lines[1:]:
             matched = FIELD_LINE.fullmatch(line)
             if matched is None:
@@ -123,12 +138,18 @@ class QuickHead:
             if lower == b"host":
                 hosts += 1
             elif lower == b"content-length":
-                if value.strip(b"0") or not value:
+                if put:
+                    if body_length is not None or not _LENGTH.fullmatch(value):
+                        return None  # repeated or malformed: aiohttp's 400
+                    body_length = int(value)
+                elif value.strip(b"0") or not value:
                     return None  # a body to frame: aiohttp's
             elif lower == b"connection":
                 connection += (token.strip().lower() for token in value.split(b","))
             raw.append((name, value))
             fields.append((name.decode("ascii"), value.decode("utf-8", "surrogateescape")))
+        if body_length is None:
+            return None  # a PUT without a length: aiohttp refuses it (or reads it chunked)
         http11 = minor == b"1"
         if hosts > 1 or (http11 and hosts == 0):
             return None  # aiohttp's 400
@@ -154,6 +175,7 @@ class QuickHead:
             fields=tuple(fields),
             raw_fields=message.raw_headers,
             keep_alive=keep_alive,
+            body_length=body_length,
             message=message,
         )
 
@@ -190,6 +212,16 @@ class QuickConnection:
 
     __slots__ = ("peername", "remote", "scheme", "sockname", "ssl_context", "transport")
 
+    # What a request's body stream asks of its protocol (aiohttp's StreamReader): a quick
+    # PUT's body is read whole before the request is made, so there is no flow to control.
+    connected: Final = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        pass
+
     def __init__(self, transport: Any) -> None:
         self.transport = transport
         self.peername = transport.get_extra_info("peername")
@@ -205,11 +237,21 @@ def is_quick(request: web.BaseRequest) -> bool:
     return type(cast(object, request.protocol)) is QuickConnection
 
 
-def make_request(head: QuickHead, conn: QuickConnection, max_size: int) -> web.Request:
-    """The aiohttp request the S3 application is given for this head."""
+def make_request(
+    head: QuickHead, conn: QuickConnection, max_size: int, body: bytes = b""
+) -> web.Request:
+    """The aiohttp request the S3 application is given for this head (and a PUT's body,
+    all of it: `head.body_length` bytes)."""
+    payload = EMPTY_PAYLOAD
+    if head.method == "PUT":
+        if len(body) != head.body_length:
+            raise ValueError("a quick PUT's body is not whole")
+        payload = StreamReader(cast(Any, conn), _BODY_CHUNK, loop=asyncio.get_running_loop())
+        payload.feed_data(body)
+        payload.feed_eof()
     return web.Request(
         head.message,
-        EMPTY_PAYLOAD,
+        payload,
         cast(Any, conn),
         cast(Any, None),  # no writer: the quick path writes the answer itself
         cast(Any, None),
@@ -220,6 +262,11 @@ def make_request(head: QuickHead, conn: QuickConnection, max_size: int) -> web.R
     )
 
 
+# The longest PUT body the quick path takes (app.py: at most storage.inline_max_size).
+QUICK_PUT_MAX: Final = 64 * 1024
+# The body stream's buffer limit: a quick PUT's body never reaches it (aiohttp's stream
+# asks its protocol to pause reading above twice the limit).
+_BODY_CHUNK: Final = QUICK_PUT_MAX
 _EMPTY_STATUS: Final = frozenset({204, 304})
 _DATE: list[Any] = [0, ""]
 
@@ -297,8 +344,8 @@ class QuickOwner(Protocol):
         """The answer to the head `raw` waits for something; the task finishes it."""
 
 
-# (owner, head, its connection's stand-in, the head's bytes)
-_Queued = tuple[QuickOwner, "QuickHead", QuickConnection, bytes]
+# (owner, head, its connection's stand-in, the head's bytes, a PUT's body)
+_Queued = tuple[QuickOwner, "QuickHead", QuickConnection, bytes, bytes]
 
 
 class QuickReads:
@@ -327,7 +374,10 @@ class QuickReads:
         stamp: Stamp,
         max_size: int,
         one_read: Callable[[], AbstractContextManager[None]] = nullcontext,
+        max_body: int = 0,
     ) -> None:
+        # The longest PUT body the front reads for the quick path (0: no PUT is quick).
+        self.max_body = max_body
         self._entry = entry
         self._stamp = stamp
         self._max_size = max_size
@@ -335,12 +385,17 @@ class QuickReads:
         self._queue: list[_Queued] = []
 
     def enqueue(
-        self, owner: QuickOwner, head: QuickHead, conn: QuickConnection, raw: bytes
+        self,
+        owner: QuickOwner,
+        head: QuickHead,
+        conn: QuickConnection,
+        raw: bytes,
+        body: bytes = b"",
     ) -> None:
-        """Answer `head` in the next turn of the loop (owner.quick_answered or
-        owner.quick_suspended says how)."""
+        """Answer `head` (with a PUT's whole `body`) in the next turn of the loop
+        (owner.quick_answered or owner.quick_suspended says how)."""
         queue = self._queue
-        queue.append((owner, head, conn, raw))
+        queue.append((owner, head, conn, raw, body))
         if len(queue) == 1:
             asyncio.get_running_loop().call_soon(self._answer_queued)
 
@@ -363,12 +418,12 @@ class QuickReads:
         answered: list[tuple[QuickOwner, QuickAnswer | BaseException, bytes]],
     ) -> None:
         loop = asyncio.get_running_loop()
-        for owner, head, conn, raw in queue:
+        for owner, head, conn, raw, body in queue:
             if owner.gone:
                 continue
             context = copy_context()
             try:
-                begun = context.run(start_eagerly, self.answer(head, conn))
+                begun = context.run(start_eagerly, self.answer(head, conn, body))
             except (Exception, asyncio.CancelledError) as exc:
                 answered.append((owner, exc, raw))  # a 500 and a close (quick_answered)
                 continue
@@ -377,10 +432,12 @@ class QuickReads:
             else:
                 owner.quick_suspended(loop.create_task(begun, context=context), raw)
 
-    async def answer(self, head: QuickHead, conn: QuickConnection) -> QuickAnswer:
+    async def answer(
+        self, head: QuickHead, conn: QuickConnection, body: bytes = b""
+    ) -> QuickAnswer:
         """The encoded answer and whether the connection stays open; raises QuickHandOver
         for a request aiohttp must answer."""
-        request = make_request(head, conn, self._max_size)
+        request = make_request(head, conn, self._max_size, body)
         response = await self._entry(request)
         self._stamp(request, response)
         return encode_response(head, response)

@@ -60,7 +60,7 @@ _READS_EXISTING_OBJECT = {
 }
 
 # What the quick path (s3/quick.py) answers; anything else is handed to aiohttp.
-_QUICK_ENDPOINTS = frozenset({Endpoint.GetObject, Endpoint.HeadObject})
+_QUICK_ENDPOINTS = frozenset({Endpoint.GetObject, Endpoint.HeadObject, Endpoint.PutObject})
 
 
 @dataclass(slots=True)

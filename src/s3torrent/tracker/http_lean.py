@@ -175,13 +175,14 @@ class RequestHeadReader:
     has no request boundary to resume from, so every later call raises it again.
     """
 
-    __slots__ = ("_buffer", "_error", "_max", "_start")
+    __slots__ = ("_buffer", "_error", "_max", "_skipped", "_start")
 
     def __init__(self, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
         self._buffer = bytearray()
         self._start = 0  # consumed prefix, dropped lazily so pipelined input stays linear
         self._max = max_request_bytes
         self._error: HttpRequestError | None = None
+        self._skipped = 0  # what the last skip consumed (unskip gives it back)
 
     @property
     def buffered(self) -> int:
@@ -203,21 +204,31 @@ class RequestHeadReader:
         start = self._start
         return self._buffer[start : start + len(prefix)] == prefix[: self.buffered]
 
-    def skip(self, head: bytes) -> None:
-        """Consume `head` (from `pending_head`) and its blank line.
+    def body_after(self, head: bytes, length: int) -> bytes | None:
+        """The `length` bytes that follow `head` (from `pending_head`) and its blank line,
+        not consumed; None while fewer have arrived."""
+        begin = self._start + len(head) + 4
+        if len(self._buffer) - begin < length:
+            return None
+        return bytes(self._buffer[begin : begin + length])
+
+    def skip(self, head: bytes, body: int = 0) -> None:
+        """Consume `head` (from `pending_head`), its blank line and `body` bytes after it.
 
         What earlier skips consumed is dropped here (only the last skip can be undone), so
-        a keep-alive connection holds at most its last head and what followed it, however
-        many requests it makes (a prefix delete moves the bytearray's start: no copy)."""
+        a keep-alive connection holds at most its last request and what followed it,
+        however many requests it makes (a prefix delete moves the bytearray's start: no
+        copy)."""
         start = self._start
         if start:
             del self._buffer[:start]
-        self._start = len(head) + 4
+        self._start = self._skipped = len(head) + 4 + body
 
-    def unskip(self, head: bytes) -> None:
-        """Undo the last `skip(head)`: the head is pending again, ahead of what followed."""
-        assert self._start >= len(head) + 4
-        self._start -= len(head) + 4
+    def unskip(self) -> None:
+        """Undo the last `skip`: its request is pending again, ahead of what followed."""
+        assert self._start >= self._skipped
+        self._start -= self._skipped
+        self._skipped = 0
 
     def take(self) -> bytes:
         """Everything buffered and not consumed; the reader is empty afterwards."""
