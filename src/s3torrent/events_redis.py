@@ -35,11 +35,13 @@ EVENT_TYPES: dict[str, type[Any]] = {
     cls.__name__: cls for cls in (ObjectWritten, ObjectDeleted, AccessChanged, TorrentHashed)
 }
 _MAX_QUEUED = 100_000
+# One encoder for every event: json.dumps given any argument builds one per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def encode_event(event: Event, node_id: str) -> bytes:
     body = {"node": node_id, "type": type(event).__name__, "event": relayed_fields(event)}
-    return json.dumps(body, separators=(",", ":")).encode()
+    return _COMPACT(body).encode()
 
 
 def decode_event(raw: bytes | str) -> tuple[str, Event]:
