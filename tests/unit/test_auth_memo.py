@@ -7,12 +7,13 @@ tests/api/test_admin_api.py: disabled and rotated keys)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from unittest import mock
 from urllib.parse import parse_qsl, quote, urlencode
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
@@ -85,12 +86,19 @@ def check(
     signed: Sent,
     users: UserDirectory,
     now: datetime = NOW,
+    make: Callable[[], web.Request] | None = None,
 ) -> tuple[Principal, VerifiedAuth | None]:
+    """`authenticate` of the signed request, made by aiohttp's test helper unless `make`
+    (called in the event loop) makes it."""
     method, target, headers = signed
-    request = make_mocked_request(method, target, headers=CIMultiDict(headers))
     raw_path, _, raw_query = target.partition("?")
-    return asyncio.run(
-        auth.authenticate(
+
+    async def go() -> tuple[Principal, VerifiedAuth | None]:
+        if make is not None:
+            request = make()
+        else:
+            request = make_mocked_request(method, target, headers=CIMultiDict(headers))
+        return await auth.authenticate(
             request,
             raw_path=raw_path,
             query_pairs=parse_qsl(raw_query, keep_blank_values=True),
@@ -98,7 +106,8 @@ def check(
             region=REGION,
             now=now,
         )
-    )
+
+    return asyncio.run(go())
 
 
 def refused(
@@ -213,21 +222,10 @@ def test_a_quick_put_with_its_fields_in_another_order_is_the_same_request(
         head = QuickHead.parse("\r\n".join(lines).encode())
         assert head is not None and head.body_length == 4
 
-        async def go() -> VerifiedAuth | None:
-            request = make_request(head, QuickConnection(_Transport()), 1024, b"abcd")
-            raw_path, _, raw_query = target.partition("?")
-            return (
-                await auth.authenticate(
-                    request,
-                    raw_path=raw_path,
-                    query_pairs=parse_qsl(raw_query, keep_blank_values=True),
-                    users=users,
-                    region=REGION,
-                    now=NOW,
-                )
-            )[1]
+        def make() -> web.Request:
+            return make_request(head, QuickConnection(_Transport()), 1024, b"abcd")
 
-        return asyncio.run(go())
+        return check((method, target, ordered), users, make=make)[1]
 
     first = quick_check(fields)
     assert first is not None
