@@ -342,10 +342,10 @@ class Settings(BaseSettings):
     workers: int | None = Field(default=None, ge=1, le=1024)
     """Server processes sharing the S3 listener (default: one per usable core)."""
     quick_reads: bool = True
-    """GetObject and HeadObject of objects stored in their metadata row, and PutObject of a
-    body that small which arrived with its head, answered on the main listener without
-    aiohttp's request machinery (s3/quick.py; same layers, access decision, metering and
-    logs). false: aiohttp answers every S3 request."""
+    """GetObject and HeadObject of objects stored in their metadata row, and PutObject of
+    a body no larger than those that arrived whole with its head, answered on the main
+    listener without aiohttp's request machinery (s3/quick.py; same layers, access
+    decision, metering and logs). false: aiohttp answers every S3 request."""
     blobs: BlobSettings = Field(default_factory=BlobSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)

@@ -132,8 +132,7 @@ def _memo_fields(request: web.Request) -> tuple[tuple[bytes, bytes], ...]:
     may send the same fields in another order each time: wrk does (a Lua table's order),
     and a memo keyed by arrival order held half of a cycle of presigned PUTs at best, each
     verified in full every time. Two requests with the same key carry the same values
-    under every name, in the same order, so they
-    verify alike."""
+    under every name, in the same order, so they verify alike."""
     raw = request.raw_headers
     if len(raw) < 2 or (is_quick(request) and request.method != "PUT"):
         return raw

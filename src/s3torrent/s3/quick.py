@@ -57,13 +57,13 @@ Stamp = Callable[[web.Request, web.StreamResponse], None]
 # A head with more fields than this goes to aiohttp (which has its own bounds).
 MAX_FIELDS: Final = 100
 
-# The request line's grammar is the lean tracker's, for these two methods; field lines are
-# parsed by its FIELD_LINE.
+# The request line's grammar is the lean tracker's, for these three methods; field lines
+# are parsed by its FIELD_LINE.
 _REQUEST_LINE: Final = re.compile(rb"(GET|HEAD|PUT) (/[\x21-\x7e]*) HTTP/1\.([01])")
-# Fields that only aiohttp acts on (a body, an interim answer, a protocol switch) or that
-# make the answer depend on a hook that may suspend (CORS, for an Origin).
 # A PUT's Content-Length the quick path reads: digits only (aiohttp refuses anything else).
 _LENGTH: Final = re.compile(rb"[0-9]{1,18}")
+# Fields that only aiohttp acts on (a body, an interim answer, a protocol switch) or that
+# make the answer depend on a hook that may suspend (CORS, for an Origin).
 _NOT_HERE: Final = frozenset(
     {b"transfer-encoding", b"expect", b"upgrade", b"origin", b"te", b"trailer"}
 )
