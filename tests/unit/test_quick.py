@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import s3torrent.s3.quick as quick_module
 from s3torrent.s3.quick import MAX_FIELDS, QuickHead, encode_response
@@ -263,3 +266,81 @@ def test_a_batch_answers_every_head_whatever_one_of_them_does() -> None:
     assert failing.outcomes == []
     (answer,) = last.outcomes
     assert isinstance(answer, tuple) and answer[0].endswith(b"\r\n\r\n/b")
+
+
+class _ParserProtocol:
+    """What aiohttp's request parser asks of its protocol."""
+
+    _reading_paused = False
+    connected = True
+    transport = None
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        pass
+
+
+_LENGTHS = st.sampled_from(
+    ["0", "5", "007", "+5", "-1", "5 ", " 5", "5,5", "0x5", "1e3", "٥", "", "99999999999999999999"]
+)
+_FIELDS = st.lists(
+    st.one_of(
+        st.builds(lambda v: f"Content-Length: {v}", _LENGTHS),
+        st.sampled_from(
+            [
+                "Host: h",
+                "X-Amz-Meta-A: 1",
+                "Transfer-Encoding: chunked",
+                "Content-Length : 5",
+                "Expect: 100-continue",
+                "Connection: close",
+                "content-length:5",
+            ]
+        ),
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(fields=_FIELDS, body=st.binary(max_size=12), minor=st.sampled_from(["0", "1"]))
+def test_a_put_the_quick_path_takes_is_framed_as_aiohttp_frames_it(
+    fields: list[str], body: bytes, minor: str
+) -> None:
+    """Request smuggling's ground: where the front reads a PUT's body itself, the next
+    request must start exactly where aiohttp's own parser would start it. Whatever head the
+    quick path takes, aiohttp takes too, with the same method, target, fields and body
+    length; the bytes after that body are the same next request to both."""
+    head = "\r\n".join([f"PUT /b/k HTTP/1.{minor}", *fields]).encode()
+    taken = QuickHead.parse(head)
+    if taken is None:
+        return
+    # The body as far as it came (the front takes the PUT only once all of it has), then,
+    # when it is whole and the connection stays open, the next request.
+    sent = body[: taken.body_length]
+    whole = len(sent) == taken.body_length
+    follow = b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n" if whole and taken.keep_alive else b""
+    data = head + b"\r\n\r\n" + sent + follow
+
+    async def aiohttp_parse() -> list[tuple[Any, int]]:
+        from aiohttp.http_parser import HttpRequestParser
+
+        parser = HttpRequestParser(
+            _ParserProtocol(),
+            asyncio.get_running_loop(),
+            2**16,
+            max_line_size=8190,
+            max_field_size=8190,
+        )
+        messages, _, _ = parser.feed_data(data)
+        return [(m, payload.total_bytes) for m, payload in messages]
+
+    parsed = asyncio.run(aiohttp_parse())
+    assert parsed[0][0].method == "PUT" and parsed[0][0].path == "/b/k"
+    assert list(parsed[0][0].raw_headers) == list(taken.raw_fields)
+    if whole:
+        # Both read exactly body_length bytes of body, then the same next request.
+        assert parsed[0][1] == taken.body_length
+        assert [m.path for m, _ in parsed] == (["/b/k", "/next"] if follow else ["/b/k"])
