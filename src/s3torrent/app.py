@@ -175,7 +175,9 @@ def build_services(settings: Settings, role: Role | None = None) -> Services:
     # once by a node's owner; another worker's of this machine are published lazily by all.
     public.decide_relayed_writes = role.owner and bool(settings.redis_url)
     if relay is None and not role.alone:
-        # The workers of one machine: events through the owner's hub (events_local).
+        # The workers of one machine: events through the owner's hub (events_local), which
+        # leaves out a write no other worker needs (ObjectWritten.written_unmarked).
+        meta.marks_at_commit = True
         path = events_socket(settings.data_dir)
 
         async def reload_users() -> None:

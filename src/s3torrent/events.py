@@ -38,6 +38,17 @@ class ObjectWritten:
     written_hashes: object = field(default=None, compare=False, repr=False, metadata=LOCAL_ONLY)
     """The torrent hashes the commit stored with the version, if any (local, as `written`):
     a version's bytes never change, so its publication needs not read them back."""
+    written_unmarked: bool = field(default=False, compare=False, repr=False, metadata=LOCAL_ONLY)
+    """True when the version is inline, its commit stored no hashes, and that commit read,
+    under SQLite's one write lock, that no torrent of the key was ever published
+    (schema.torrent_marks). Then no process holds a publication this write takes back, and
+    none can know a swarm id of the new version before its first `?torrent` (whose
+    TorrentHashed goes everywhere): only this process needs the event (`local_only`)."""
+
+
+def local_only(event: object) -> bool:
+    """An event no other process needs: the workers' relay leaves it out (events_local)."""
+    return isinstance(event, ObjectWritten) and event.written_unmarked
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from s3torrent.events import AccessChanged, Event, EventBus, ObjectDeleted, ObjectWritten
+from s3torrent.events import (
+    AccessChanged,
+    Event,
+    EventBus,
+    ObjectDeleted,
+    ObjectWritten,
+    local_only,
+)
 from s3torrent.events_redis import decode_event, encode_event
 from s3torrent.failures import logged_failure
 
@@ -139,7 +146,7 @@ class EventHub(_Relay):
         self.path.chmod(0o600)
 
     def _on_local(self, event: Event) -> None:
-        if not self._muted:
+        if not self._muted and not local_only(event):
             self._send(encode_event(event, self.node_id), None)
 
     def broadcast(self, control: str) -> int:
@@ -279,7 +286,7 @@ class EventLink(_Relay):
         self.connects = 0
 
     def _on_local(self, event: Event) -> None:
-        if self._muted:
+        if self._muted or local_only(event):
             return
         try:
             self._outbox.put_nowait(encode_event(event, self.node_id) + b"\n")

@@ -464,7 +464,9 @@ class PublicTorrents:
         process, just committed) takes back. An overwrite or delete of a key no torrent of
         which was ever published takes back nothing anywhere: a publication marks its key
         before it reads the version it publishes, and this reads the mark after the
-        event's commit (schema.torrent_marks)."""
+        event's commit (schema.torrent_marks), unless its commit read it already."""
+        if isinstance(event, ObjectWritten) and event.written_unmarked:
+            return False
         if isinstance(event, ObjectWritten | ObjectDeleted):
             return await self.meta.torrent_marked(event.bucket, event.key)
         return True

@@ -250,6 +250,37 @@ def test_an_overwrite_on_another_worker_is_revoked_before_it_is_answered(
     assert status == 200 and b"failure reason" in bdecode(reply), reply
 
 
+def test_a_small_published_object_overwritten_on_another_worker_is_revoked_at_once(
+    two: LiveServer, s3w: Any
+) -> None:
+    """An inline object's torrent is made and published at its first ?torrent, which marks
+    its key: a small overwrite on another worker reads that mark in its commit, so its event
+    still goes to every worker (only writes of keys never published stay in their process,
+    ObjectWritten.written_unmarked), and the owner refuses the old swarm at once."""
+    s3w.create_bucket(Bucket="wk-small")
+    put_public(s3w, "wk-small", "obj", os.urandom(1000))
+    owner = connect_to(two, 0)
+    other = connect_to(two, 1)
+    for n in range(3):
+        status, body = send(owner, "GET", "/wk-small/obj?torrent")
+        assert status == 200, body
+        info_hash = info_hash_v1(body)
+        peer_id = b"-WK0003-%012d" % n
+        status, body = send(owner, "GET", announce_path(info_hash, peer_id, 7021 + n))
+        assert status == 200 and b"failure reason" not in bdecode(body), body
+        status, body = send(
+            other,
+            "PUT",
+            "/wk-small/obj",
+            body=os.urandom(1000),
+            headers={"x-amz-acl": "public-read"},
+            signed=True,
+        )
+        assert status == 200, body
+        status, reply = send(owner, "GET", announce_path(info_hash, peer_id, 7021 + n))
+        assert status == 200 and b"failure reason" in bdecode(reply), reply
+
+
 def test_forwarded_client_header_from_tcp_is_ignored(two: LiveServer, s3w: Any) -> None:
     s3w.create_bucket(Bucket="wk-spoof")
     put_public(s3w, "wk-spoof", "obj", os.urandom(100_000))

@@ -157,3 +157,42 @@ def test_settle_waits_only_for_what_some_worker_may_hold() -> None:
     assert asyncio.run(run([quiet, public], {"public"})) == [2]
     assert asyncio.run(run([public, quiet], {"public"})) == [1]
     assert asyncio.run(run([AccessChanged("public", None)], {"public"})) == [1]
+
+
+def test_a_write_no_other_worker_needs_is_not_relayed(tmp_path: Path) -> None:
+    """ObjectWritten.written_unmarked (an inline write of a key never published, read under
+    the write lock) stays in its process, from a worker as from the owner; every other
+    write, a revoking delete and the same write relayed without that fact still go
+    everywhere, in order."""
+    from s3torrent.events import ObjectWritten
+
+    async def scenario() -> None:
+        path = tmp_path / "events.sock"
+        hub_bus, a_bus, b_bus = EventBus(), EventBus(), EventBus()
+        hub = EventHub(hub_bus, "hub", path)
+        await hub.start()
+        a = EventLink(a_bus, "a", path)
+        b = EventLink(b_bus, "b", path)
+        await a.start(5)
+        await b.start(5)
+        at_hub, at_a, at_b = _collect(hub_bus), _collect(a_bus), _collect(b_bus)
+        quiet = ObjectWritten("bkt", "q", "v2", "v1", True, written_unmarked=True)
+        loud = ObjectWritten("bkt", "p", "v4", "v3", True)
+        gone = ObjectDeleted("bkt", "p", "v4")
+        for event in (quiet, loud, gone):
+            a_bus.publish(event)
+        assert await a.settled(a.mark(), 10)
+        assert at_a == [quiet, loud, gone]  # its own subscribers see every event
+        assert at_hub == [loud, gone] and at_b == [loud, gone]
+        own_quiet = ObjectWritten("bkt", "q2", "v6", None, True, written_unmarked=True)
+        own_loud = ObjectWritten("bkt", "p2", "v8", None, True)
+        hub_bus.publish(own_quiet)
+        hub_bus.publish(own_loud)
+        assert await hub.settled(hub.mark(), 10)
+        assert at_a[-1] == own_loud and at_b[-1] == own_loud
+        assert own_quiet not in at_a[3:] and own_quiet not in at_b
+        await a.close()
+        await b.close()
+        await hub.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))

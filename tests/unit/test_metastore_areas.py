@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +70,33 @@ def test_hashes_of_a_current_version_are_stored_then_announced(meta: SqlMetadata
 
     asyncio.run(scenario())
     assert seen == [(TorrentHashed("bk", "k", obj.version_id), True)]
+
+
+def test_an_inline_write_reads_its_keys_mark_under_the_write_lock(meta: SqlMetadataStore) -> None:
+    """With the workers' relay (marks_at_commit), an inline write without hashes learns in
+    its own transaction whether its key was ever published: ObjectWritten.written_unmarked,
+    which keeps the event in its process. On SQLite only (one write lock orders it against
+    a publication's mark); a blob, stored hashes, a marked key or no relay: False."""
+    sqlite = meta.db.engine.dialect.name == "sqlite"
+    seen: list[ObjectWritten] = []
+
+    def small(key: str, vid: str) -> ObjectVersion:
+        return dataclasses.replace(version(key, vid, 4), inline=b"abcd")
+
+    async def scenario() -> None:
+        await with_objects(meta)
+        meta.events.subscribe(lambda e: seen.append(e) if isinstance(e, ObjectWritten) else None)
+        await meta.commit_version(small("k", "a" * 32))  # no relay: not read
+        meta.marks_at_commit = True
+        await meta.commit_version(small("k", "b" * 32))
+        await meta.commit_version(version("k", "c" * 32))  # a blob
+        await meta.commit_version(small("h", "d" * 32), hashes_of("d" * 32, b"h" * 20))
+        await meta.mark_torrent("bk", "k")
+        await meta.commit_version(small("k", "e" * 32))
+        await meta.commit_version(small("other", "f" * 32))
+
+    asyncio.run(scenario())
+    assert [e.written_unmarked for e in seen] == [False, sqlite, False, False, False, sqlite]
 
 
 def test_hashes_of_a_replaced_version_are_dropped_silently(meta: SqlMetadataStore) -> None:

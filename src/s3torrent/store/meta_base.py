@@ -13,6 +13,11 @@ from s3torrent.store.rows import Bucket, ObjectVersion, Replaced, TorrentHashes
 class SqlStoreBase:
     """The database the store writes to, and the bus its events go out on after each commit."""
 
+    # Set where the workers of one machine relay events (events_local): an inline write then
+    # reads its key's torrent mark in its own transaction, on SQLite only, where the one
+    # write lock orders that read against a publication's mark (ObjectWritten.written_unmarked).
+    marks_at_commit: bool = False
+
     def __init__(self, db: Database, events: EventBus) -> None:
         self.db = db
         self.events = events
@@ -36,9 +41,10 @@ class SqlStoreBase:
         hashed: bool,
         bucket: Bucket | None = None,
         hashes: TorrentHashes | None = None,
+        unmarked: bool = False,
     ) -> None:
         """ObjectWritten for obj, as committed; `bucket`: the row the commit read; `hashes`:
-        the torrent hashes it stored."""
+        the torrent hashes it stored; `unmarked`: see ObjectWritten.written_unmarked."""
         old_id = replaced.version_id if replaced is not None else None
         self._published(
             ObjectWritten(
@@ -50,6 +56,7 @@ class SqlStoreBase:
                 written=obj,
                 written_bucket=bucket,
                 written_hashes=hashes,
+                written_unmarked=unmarked,
             )
         )
 

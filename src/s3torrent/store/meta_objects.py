@@ -169,7 +169,9 @@ class SqlObjects(SqlStoreBase):
         bucket's versioning decides what happens to the version it replaces (see
         version_queries.commit_object); returns the version as stored."""
 
-        def txn(conn: Connection) -> tuple[Bucket, Committed]:
+        read_mark = self.marks_at_commit and obj.inline is not None and hashes is None
+
+        def txn(conn: Connection) -> tuple[Bucket, Committed, bool]:
             bucket = q.get_bucket(conn, obj.bucket)
             if bucket is None:
                 raise NoSuchBucket(obj.bucket)
@@ -177,12 +179,21 @@ class SqlObjects(SqlStoreBase):
             if hashes is not None:
                 # obj's id is new (a fresh blob or row id): no hashes can be stored under it.
                 hq.record_hashes(conn, hashes, new_version=True)
-            return bucket, committed
+            # Read after this transaction's first write, so under the write lock: a
+            # publication's mark committed before it is seen, and one committed after it
+            # reads (then publishes) this version or a later one, never the one replaced.
+            # Not on PostgreSQL, whose row locks do not order the two.
+            unmarked = (
+                read_mark
+                and conn.dialect.name == "sqlite"
+                and not q.torrent_marked(conn, obj.bucket, obj.key)
+            )
+            return bucket, committed, unmarked
 
-        bucket, committed = await self.db.write(txn)
+        bucket, committed, unmarked = await self.db.write(txn)
         # An inline version needs no hashing job: it is hashed from its row when asked.
         hashed = hashes is not None or committed.version.inline is not None
-        self._written(committed.version, committed.replaced, hashed, bucket, hashes)
+        self._written(committed.version, committed.replaced, hashed, bucket, hashes, unmarked)
         return committed
 
     async def delete_object(
