@@ -16,16 +16,21 @@ def _collect(bus: EventBus) -> list[object]:
     return seen
 
 
+async def _hub_and_two_links(path: Path) -> tuple[EventHub, EventLink, EventLink]:
+    """The owner's hub and two workers' links, each on a bus of its own, connected."""
+    hub = EventHub(EventBus(), "hub", path)
+    await hub.start()
+    a = EventLink(EventBus(), "a", path)
+    b = EventLink(EventBus(), "b", path)
+    await a.start(5)
+    await b.start(5)
+    return hub, a, b
+
+
 def test_a_mark_is_settled_once_every_worker_applied_it(tmp_path: Path) -> None:
     async def scenario() -> None:
-        path = tmp_path / "events.sock"
-        hub_bus, a_bus, b_bus = EventBus(), EventBus(), EventBus()
-        hub = EventHub(hub_bus, "hub", path)
-        await hub.start()
-        a = EventLink(a_bus, "a", path)
-        b = EventLink(b_bus, "b", path)
-        await a.start(5)
-        await b.start(5)
+        hub, a, b = await _hub_and_two_links(tmp_path / "events.sock")
+        hub_bus, a_bus, b_bus = hub.bus, a.bus, b.bus
         at_hub, at_b, at_a = _collect(hub_bus), _collect(b_bus), _collect(a_bus)
         # A burst of writes in worker a, each waiting for its own line, as requests do.
         events = [ObjectDeleted("bkt", f"k{i}", f"v{i}") for i in range(300)]
@@ -167,14 +172,8 @@ def test_a_write_no_other_worker_needs_is_not_relayed(tmp_path: Path) -> None:
     from s3torrent.events import ObjectWritten
 
     async def scenario() -> None:
-        path = tmp_path / "events.sock"
-        hub_bus, a_bus, b_bus = EventBus(), EventBus(), EventBus()
-        hub = EventHub(hub_bus, "hub", path)
-        await hub.start()
-        a = EventLink(a_bus, "a", path)
-        b = EventLink(b_bus, "b", path)
-        await a.start(5)
-        await b.start(5)
+        hub, a, b = await _hub_and_two_links(tmp_path / "events.sock")
+        hub_bus, a_bus, b_bus = hub.bus, a.bus, b.bus
         at_hub, at_a, at_b = _collect(hub_bus), _collect(a_bus), _collect(b_bus)
         quiet = ObjectWritten("bkt", "q", "v2", "v1", True, written_unmarked=True)
         loud = ObjectWritten("bkt", "p", "v4", "v3", True)
