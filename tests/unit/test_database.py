@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from s3torrent.store import loop_writer
 from s3torrent.store import metadata as md
 from s3torrent.store.database import Database
 
@@ -107,6 +108,98 @@ def test_writes_after_the_lock_is_free_again_use_the_loop(db: Database) -> None:
         return [await db.write(_add_bucket(f"s{i}")) for i in range(5)]
 
     assert asyncio.run(main()) == [f"s{i}" for i in range(5)]
+
+
+def test_quick_commits_run_on_the_loop_and_slow_ones_on_the_commit_thread(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A COMMIT as quick as a hand-off runs on the loop; once commits are slow (a disk whose
+    fsync takes milliseconds) they go to the commit thread, so the loop turns meanwhile, one
+    in PROBE_EVERY is timed on the loop again, and quick commits come back to the loop."""
+    real = loop_writer._commit
+    on_loop: list[bool] = []
+    delay = 0.0
+
+    def commit(driver: Any, turn: Any) -> float:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        time.sleep(delay)
+        return real(driver, turn) + delay
+
+    monkeypatch.setattr(loop_writer, "_commit", commit)
+    n = 0
+
+    async def writes(count: int) -> None:
+        nonlocal n
+        for _ in range(count):
+            n += 1
+            assert await db.write(_add_bucket(f"c{n}")) == f"c{n}"
+
+    async def ticks_during(count: int) -> int:
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0)
+
+        t = asyncio.create_task(ticker())
+        await writes(count)
+        done.set()
+        await t
+        return ticks
+
+    async def main() -> None:
+        nonlocal delay
+        await writes(5)
+        assert on_loop == [True] * 5
+        delay = 0.01  # slow: the first is on the loop still (timed), the next ones are not
+        del on_loop[:]
+        ticks = await ticks_during(loop_writer.PROBE_EVERY + 3)
+        assert on_loop[0] is True
+        assert on_loop[1 : loop_writer.PROBE_EVERY + 1] == [False] * loop_writer.PROBE_EVERY
+        assert on_loop[loop_writer.PROBE_EVERY + 1] is True  # the probe
+        assert on_loop[loop_writer.PROBE_EVERY + 2] is False
+        # The loop turned while those commits slept on the thread (10 ms each).
+        assert ticks > loop_writer.PROBE_EVERY
+        delay = 0.0
+        del on_loop[:]
+        await writes(30)
+        assert on_loop[0] is False
+        assert on_loop[-5:] == [True] * 5  # quick again: back on the loop
+
+    asyncio.run(main())
+    assert _names(Path(db.engine.url.database or "")) == {f"c{i}" for i in range(1, n + 1)}
+
+
+def test_a_commit_that_fails_on_the_loop_fails_its_batch_and_the_next_one_commits(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = loop_writer._commit
+    failures = [sqlite3.OperationalError("disk I/O error")]
+
+    def commit(driver: Any, turn: Any) -> float:
+        assert threading.current_thread() is threading.main_thread()
+        if failures:
+            driver.execute("SELECT 1")  # the transaction is still open: the writer rolls it back
+            if turn is not None:
+                turn.give_back()
+            raise failures.pop()
+        return real(driver, turn)
+
+    async def main() -> tuple[list[object], str]:
+        await db.write(_add_bucket("before"))
+        monkeypatch.setattr(loop_writer, "_commit", commit)
+        failed = await asyncio.gather(
+            *(db.write(_add_bucket(f"lost{i}")) for i in range(3)), return_exceptions=True
+        )
+        return failed, await db.write(_add_bucket("after"))
+
+    failed, after = asyncio.run(main())
+    assert all(isinstance(f, sqlite3.OperationalError) for f in failed), failed
+    assert after == "after"
+    assert _names(tmp_path / "m.sqlite3") == {"before", "after"}
 
 
 def test_point_reads_see_what_was_committed(db: Database) -> None:
