@@ -58,8 +58,10 @@ LOOP_COMMIT_LIMIT = 0.001
 # The weight of the newest commit in the average: one checkpoint's few milliseconds send the
 # next two or three commits to the thread, not more.
 COMMIT_AVERAGE_WEIGHT = 0.2
-# While commits go to the thread, every PROBE_EVERY-th is timed on the loop again.
-PROBE_EVERY = 32
+# While commits go to the thread, every PROBE_EVERY-th is timed on the loop again (a
+# thread's timing includes its wait for the GIL, so it may stay above the limit on a disk
+# that is quick again; on a slow disk this is the one commit that stops the loop).
+PROBE_EVERY = 128
 
 # (write function, its caller's future)
 _Item = tuple[Callable[[Connection], Any], "asyncio.Future[Any]"]
