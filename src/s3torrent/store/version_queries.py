@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import ConditionalConflict
-from s3torrent.store.queries import _DELETE_TORRENT, upsert_object
+from s3torrent.store.queries import _DELETE_TORRENT, _UPDATE_OBJECT, upsert_object
 from s3torrent.store.retention import check_removable, with_default_retention
 from s3torrent.store.rows import (
     NULL_VERSION,
@@ -55,9 +55,7 @@ _LOCK_CURRENT = Prepared(
     .where(_O.bucket == sa.bindparam("w_bucket"), _O.key == sa.bindparam("w_key"))
     .with_for_update()
 )
-_UPDATE_CURRENT = Prepared(
-    objects.update().where(_O.bucket == sa.bindparam("w_bucket"), _O.key == sa.bindparam("w_key"))
-)
+_UPDATE_CURRENT = _UPDATE_OBJECT
 _OLDEST_SEQ = Prepared(
     sa.select(sa.func.min(_OV.seq)).where(
         _OV.bucket == sa.bindparam("w_bucket"), _OV.key == sa.bindparam("w_key")
