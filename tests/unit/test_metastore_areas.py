@@ -99,6 +99,36 @@ def test_an_inline_write_reads_its_keys_mark_under_the_write_lock(meta: SqlMetad
     assert [e.written_unmarked for e in seen] == [False, sqlite, False, False, False, sqlite]
 
 
+@pytest.mark.parametrize("versioning", [None, "Enabled"])
+def test_an_overwrite_replaces_every_column_of_the_current_row(
+    meta: SqlMetadataStore, versioning: str | None
+) -> None:
+    """The overwrite's UPDATE names the columns it sets (the key's own are left out of SET):
+    none of the old version's values may survive it, nor may a value left unset turn NULL."""
+    old = ObjectVersion(
+        "bk", "k", "a" * 32, 4, '"old"', 1.0, "owner-a",
+        headers={"Content-Type": "text/old"}, acl='{"old": 1}', checksum_algorithm="CRC32",
+        checksum_value="AAAAAA==", checksum_type="FULL_OBJECT", inline=b"abcd",
+        tags=(("t", "old"),), lock_mode="GOVERNANCE", lock_until=2.0, legal_hold=True,
+    )  # fmt: skip
+    new = ObjectVersion(
+        "bk", "k", "b" * 32, 3, '"new"', 5.0, "owner-b", headers={"x-amz-meta-n": "1"},
+        parts=[{"size": 3, "etag": '"p"'}], inline=b"xyz", tags=(("t", "new"), ("u", "v")),
+    )  # fmt: skip
+    read: list[ObjectVersion | None] = []
+
+    async def scenario() -> None:
+        await with_objects(meta)
+        if versioning:
+            await meta.set_bucket_setting("bk", "versioning", versioning)
+        await meta.commit_version(dataclasses.replace(old, versioned=bool(versioning)))
+        await meta.commit_version(dataclasses.replace(new, versioned=bool(versioning)))
+        read.append(await meta.object("bk", "k"))
+
+    asyncio.run(scenario())
+    assert read[0] == dataclasses.replace(new, versioned=bool(versioning))
+
+
 def test_hashes_of_a_replaced_version_are_dropped_silently(meta: SqlMetadataStore) -> None:
     old, new = version("k", "a" * 32), version("k", "b" * 32)
     events: list[Event] = []
