@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from s3torrent.store import loop_writer
 from s3torrent.store import metadata as md
 from s3torrent.store.database import Database
+from s3torrent.store.writer_turn import WriterTurn
 
 
 def _bucket(name: str) -> dict[str, object]:
@@ -110,25 +111,64 @@ def test_writes_after_the_lock_is_free_again_use_the_loop(db: Database) -> None:
     assert asyncio.run(main()) == [f"s{i}" for i in range(5)]
 
 
+async def _contend(db: Database) -> None:
+    """Another writer (as another worker's batch) holds the turn while a write waits for it:
+    from then on the turn counts as contended."""
+    await db.write(_add_bucket("before-contention"))
+    writer = db._loop_writer
+    assert writer is not None and writer._turn is not None
+    other = WriterTurn(writer._turn.path)
+    try:
+        assert other.try_take()
+        write = asyncio.ensure_future(db.write(_add_bucket("contended")))
+        while writer._turn_wait is None:
+            await asyncio.sleep(0.001)
+    finally:
+        other.give_back()
+        other.close()
+    assert await asyncio.wait_for(write, 10) == "contended"
+
+
+def _where_commits_run(monkeypatch: pytest.MonkeyPatch, delay: list[float]) -> list[bool]:
+    """Whether each COMMIT ran on the loop (the main thread), from now on; each reports
+    `delay[0]` as its duration and sleeps that long first (a disk told to be that slow; a
+    fresh database's first commits grow the WAL and take milliseconds here too)."""
+    real = loop_writer._commit
+    on_loop: list[bool] = []
+
+    def commit(driver: Any, turn: Any) -> float:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        time.sleep(delay[0])
+        real(driver, turn)
+        return delay[0]
+
+    monkeypatch.setattr(loop_writer, "_commit", commit)
+    return on_loop
+
+
+def test_commits_stay_on_the_commit_thread_while_no_other_writer_waits_for_the_turn(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One writer alone (one worker): its loop serves other requests while COMMIT waits for
+    the disk, however quick the commits are."""
+    on_loop = _where_commits_run(monkeypatch, [0.0])
+
+    async def main() -> list[str]:
+        return [await db.write(_add_bucket(f"a{i}")) for i in range(10)]
+
+    assert asyncio.run(main()) == [f"a{i}" for i in range(10)]
+    assert on_loop == [False] * 10
+
+
 def test_quick_commits_run_on_the_loop_and_slow_ones_on_the_commit_thread(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A COMMIT as quick as a hand-off runs on the loop; once commits are slow (a disk whose
-    fsync takes milliseconds) they go to the commit thread, so the loop turns meanwhile, one
-    in PROBE_EVERY is timed on the loop again, and quick commits come back to the loop."""
-    real = loop_writer._commit
-    on_loop: list[bool] = []
-    delay = 0.0
-
-    def commit(driver: Any, turn: Any) -> float:
-        # How long it took, as this disk is told to be (a fresh file's first commits, which
-        # grow the WAL, take milliseconds here too).
-        on_loop.append(threading.current_thread() is threading.main_thread())
-        time.sleep(delay)
-        real(driver, turn)
-        return delay
-
-    monkeypatch.setattr(loop_writer, "_commit", commit)
+    """While another writer takes turns: a COMMIT as quick as a hand-off runs on the loop;
+    once commits are slow (a disk whose fsync takes milliseconds) they go to the commit
+    thread, so the loop turns meanwhile, one in PROBE_EVERY is timed on the loop again, and
+    quick commits come back to the loop."""
+    delay = [0.0]
+    on_loop = _where_commits_run(monkeypatch, delay)
     monkeypatch.setattr(loop_writer, "PROBE_EVERY", 8)
     n = 0
 
@@ -155,10 +195,11 @@ def test_quick_commits_run_on_the_loop_and_slow_ones_on_the_commit_thread(
         return ticks
 
     async def main() -> None:
-        nonlocal delay
+        await _contend(db)
+        del on_loop[:]
         await writes(5)
         assert on_loop == [True] * 5
-        delay = 0.01  # slow: the first is on the loop still (timed), the next ones are not
+        delay[0] = 0.01  # slow: the first is on the loop still (timed), the next ones are not
         del on_loop[:]
         ticks = await ticks_during(loop_writer.PROBE_EVERY + 3)
         assert on_loop[0] is True
@@ -167,14 +208,14 @@ def test_quick_commits_run_on_the_loop_and_slow_ones_on_the_commit_thread(
         assert on_loop[loop_writer.PROBE_EVERY + 2] is False
         # The loop turned while those commits slept on the thread (10 ms each).
         assert ticks > loop_writer.PROBE_EVERY
-        delay = 0.0
+        delay[0] = 0.0
         del on_loop[:]
         await writes(30)
         assert on_loop[0] is False
         assert on_loop[-5:] == [True] * 5  # quick again: back on the loop
 
     asyncio.run(main())
-    assert _names(Path(db.engine.url.database or "")) == {f"c{i}" for i in range(1, n + 1)}
+    assert {f"c{i}" for i in range(1, n + 1)} <= _names(Path(db.engine.url.database or ""))
 
 
 def test_a_commit_that_fails_on_the_loop_fails_its_batch_and_the_next_one_commits(
@@ -193,6 +234,7 @@ def test_a_commit_that_fails_on_the_loop_fails_its_batch_and_the_next_one_commit
         return real(driver, turn)
 
     async def main() -> tuple[list[object], str]:
+        await _contend(db)
         await db.write(_add_bucket("before"))
         monkeypatch.setattr(loop_writer, "_commit", commit)
         failed = await asyncio.gather(
@@ -203,7 +245,7 @@ def test_a_commit_that_fails_on_the_loop_fails_its_batch_and_the_next_one_commit
     failed, after = asyncio.run(main())
     assert all(isinstance(f, sqlite3.OperationalError) for f in failed), failed
     assert after == "after"
-    assert _names(tmp_path / "m.sqlite3") == {"before", "after"}
+    assert _names(tmp_path / "m.sqlite3") == {"before-contention", "contended", "before", "after"}
 
 
 def test_point_reads_see_what_was_committed(db: Database) -> None:

@@ -5,11 +5,13 @@ a writer thread and back: a future per caller, a wake-up per result, and a GIL h
 fro around every statement (sqlite3 releases it for each step), which under load stalls the
 writer behind the busy loop for up to a switch interval each time. So on SQLite the writes
 themselves run here, on the loop. The COMMIT (the WAL write and its fsync, the part that
-waits for the disk) runs here too while recent commits returned within LOOP_COMMIT_LIMIT: the
-hand-off to a thread and back cost more than that (two GIL hand-overs and a loop wake-up,
-with the write turn held throughout). A slower disk's commits go to a thread of their own,
-so the loop never stops for long; one in PROBE_EVERY of them is timed on the loop again, since
-a thread's timing includes its wait for the GIL.
+waits for the disk) goes to a thread of its own, so the loop serves other requests
+meanwhile; except while other writers wait for the turn (another worker's batches), and
+recent commits returned within LOOP_COMMIT_LIMIT: then it runs here, because the hand-off
+to a thread and back (two GIL hand-overs and a loop wake-up) kept the turn from the other
+writer longer than the commit itself. A slower disk's commits stay on the thread, so the
+loop never stops for long; one in PROBE_EVERY of them is timed on the loop again, since a
+thread's timing includes its wait for the GIL.
 
 The protocol is the writer thread's (database.py): every write waiting when a batch starts
 runs in its own savepoint of one transaction, the transaction commits once, and each caller
@@ -58,6 +60,9 @@ LOOP_COMMIT_LIMIT = 0.001
 # The weight of the newest commit in the average: one checkpoint's few milliseconds send the
 # next two or three commits to the thread, not more.
 COMMIT_AVERAGE_WEIGHT = 0.2
+# The turn counts as contended while one of the last CONTENDED_BATCHES batches found it
+# taken by another writer; uncontended, COMMIT stays on the thread (the loop overlaps it).
+CONTENDED_BATCHES = 64
 # While commits go to the thread, every PROBE_EVERY-th is timed on the loop again (a
 # thread's timing includes its wait for the GIL, so it may stay above the limit on a disk
 # that is quick again; on a slow disk this is the one commit that stops the loop).
@@ -105,6 +110,9 @@ class LoopWriter:
         # the last one timed on the loop.
         self.commit_average = 0.0
         self._off_loop = 0
+        # Batches begun, and the last one that found the turn taken by another writer.
+        self._batches = 0
+        self._contended_at = -CONTENDED_BATCHES - 1
 
     def submit(self, fn: Callable[[Connection], T]) -> asyncio.Future[T]:
         fut: asyncio.Future[T] = self.loop.create_future()
@@ -204,7 +212,10 @@ class LoopWriter:
     # ---- where COMMIT runs ----
 
     def commits_on_loop(self) -> bool:
-        """Whether the next COMMIT would run on the loop (the recent ones were quick)."""
+        """Whether the next COMMIT would run on the loop: other writers wait for the turn,
+        and the recent commits were quick."""
+        if self._batches - self._contended_at > CONTENDED_BATCHES:
+            return False
         return self.commit_average <= LOOP_COMMIT_LIMIT or self._off_loop >= PROBE_EVERY
 
     def _commit_here(self) -> bool:
@@ -222,9 +233,11 @@ class LoopWriter:
     def _take_turn(self) -> bool:
         """True: this batch may begin (the turn is ours, or we go on without one). False:
         the turn is being waited for; _turn_granted starts the batch."""
+        self._batches += 1
         turn = self._turn
         if turn is None or turn.try_take():
             return True
+        self._contended_at = self._batches
         waiting = turn.request()
         if waiting is None:  # an abandoned wait is still in flight: without the turn
             return True
