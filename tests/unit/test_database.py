@@ -7,9 +7,9 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +19,8 @@ from s3torrent.store import loop_writer
 from s3torrent.store import metadata as md
 from s3torrent.store.database import Database
 from s3torrent.store.writer_turn import WriterTurn
+
+T = TypeVar("T")
 
 
 def _bucket(name: str) -> dict[str, object]:
@@ -69,6 +71,26 @@ def test_a_duplicate_key_fails_only_its_own_write(db: Database) -> None:
     assert other == "other"
 
 
+async def _counting_ticks(busy: Awaitable[T], interval: float) -> tuple[T, int]:
+    """`busy`'s result, and how often a task woken every `interval` seconds ran meanwhile:
+    how freely the loop turned."""
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(interval)
+
+    t = asyncio.create_task(ticker())
+    try:
+        return await busy, ticks
+    finally:
+        done = True
+        await t
+
+
 def test_a_write_lock_held_elsewhere_never_blocks_the_loop(db: Database, tmp_path: Path) -> None:
     """Another process (the CLI, say) writing: our writes wait on a thread, the loop runs on."""
     other = sqlite3.connect(tmp_path / "m.sqlite3", isolation_level=None, check_same_thread=False)
@@ -81,19 +103,8 @@ def test_a_write_lock_held_elsewhere_never_blocks_the_loop(db: Database, tmp_pat
         released.set()
 
     async def main() -> tuple[str, int]:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not released.is_set():
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        t = asyncio.create_task(ticker())
         threading.Thread(target=release_later, daemon=True).start()
-        result = await asyncio.wait_for(db.write(_add_bucket("late")), 10)
-        await t
-        return result, ticks
+        return await _counting_ticks(asyncio.wait_for(db.write(_add_bucket("late")), 10), 0.01)
 
     result, ticks = asyncio.run(main())
     assert result == "late"
@@ -179,19 +190,7 @@ def test_quick_commits_run_on_the_loop_and_slow_ones_on_the_commit_thread(
             assert await db.write(_add_bucket(f"c{n}")) == f"c{n}"
 
     async def ticks_during(count: int) -> int:
-        ticks = 0
-        done = asyncio.Event()
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done.is_set():
-                ticks += 1
-                await asyncio.sleep(0)
-
-        t = asyncio.create_task(ticker())
-        await writes(count)
-        done.set()
-        await t
+        _, ticks = await _counting_ticks(writes(count), 0)
         return ticks
 
     async def main() -> None:
