@@ -20,6 +20,7 @@ from s3torrent.tracker.relay import (
     ANNOUNCE,
     MAX_REQUEST_FRAME,
     PARSED_ANNOUNCE,
+    RELAY_BATCH,
     SCRAPE,
     FrameError,
     FrameReader,
@@ -238,6 +239,38 @@ def test_relayed_announces_share_the_owners_swarm(tmp_path: Path) -> None:
             assert refused == {b"failure reason": b"unregistered torrent"}
             assert relay.relayed == 42
         assert not (tmp_path / "tracker.sock").exists()
+
+    asyncio.run(main())
+
+
+def test_a_turns_announces_go_to_the_owner_a_few_frames_at_a_time(tmp_path: Path) -> None:
+    """The owner starts on the first announces of a wave while the worker parses the rest:
+    frames go out RELAY_BATCH at a time, and what is left at the end of the loop turn."""
+
+    async def main() -> None:
+        async with pair(tmp_path) as (_, relay):
+            await relay.handle_http_announce(announce(1, 7001), "10.0.0.1", 0)  # connected
+            end = relay._end
+            assert end is not None and end.transport is not None
+            transport = end.transport
+            writes: list[int] = []
+            plain_write = transport.write
+
+            def counting(data: bytes | bytearray | memoryview) -> None:
+                writes.append(len(FrameReader(MAX_REQUEST_FRAME).feed(bytes(data))))
+                plain_write(data)
+
+            transport.write = counting  # type: ignore[method-assign]
+            count = 2 * RELAY_BATCH + 2
+            started = [
+                relay.start_http_announce(announce(n, 7000 + n), f"10.0.1.{n}", 0)
+                for n in range(2, 2 + count)
+            ]
+            assert writes == [RELAY_BATCH, RELAY_BATCH]  # in the turn, as they were queued
+            bodies = [await s if isinstance(s, asyncio.Future) else s for s in started]
+            assert writes == [RELAY_BATCH, RELAY_BATCH, 2]  # the rest when the turn ended
+            assert all(b"failure reason" not in body for body in bodies)
+            assert relay.relayed == 1 + count
 
     asyncio.run(main())
 

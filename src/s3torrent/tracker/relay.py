@@ -57,6 +57,9 @@ MAX_IN_FLIGHT: Final = 1024
 # How long a worker waits for an answer, and after a failed connect before trying again.
 ANSWER_TIMEOUT: Final = 10.0
 RECONNECT_AFTER: Final = 0.5
+# Frames queued in one loop turn go out this many at a time (the rest at the turn's end),
+# so the owner starts on a wave's first announces while this worker parses the others.
+RELAY_BATCH: Final = 4
 
 
 class FrameError(ValueError):
@@ -386,8 +389,9 @@ class TrackerRelay:
         self._connecting: asyncio.Future[_WorkerEnd] | None = None
         self._retry_at = 0.0
         self.relayed = 0
-        # Frames written in one loop turn go out in one write (the owner wakes once for them).
+        # Frames queued in one loop turn go out `RELAY_BATCH` at a time, the rest at its end.
         self._outbox: list[bytes] = []
+        self._flush_queued = False
 
     def client_ip(self, peer_ip: str, forwarded_for: str | None) -> str:
         return self._local.client_ip(peer_ip, forwarded_for)
@@ -422,7 +426,7 @@ class TrackerRelay:
         return await self._send(kind, client, query)
 
     def _send(self, kind: int, client: str, query: bytes) -> asyncio.Future[bytes]:
-        """Queue a request for the owner (written with the turn's others, `_flush`)."""
+        """Queue a request for the owner (written with others of the turn, `_flush`)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bytes] = loop.create_future()
         if len(self._pending) >= self._max_in_flight:
@@ -434,13 +438,22 @@ class TrackerRelay:
         self._pending[request_id] = (waiter, loop.time() + self._timeout)
         if self._expiry is None:
             self._expiry = loop.call_later(self._timeout, self._expire)
-        if not self._outbox:
+        outbox = self._outbox
+        outbox.append(encode_request(request_id, kind, client, query))
+        if len(outbox) >= RELAY_BATCH:
+            self._write(outbox)
+        elif not self._flush_queued:
+            self._flush_queued = True
             loop.call_soon(self._flush)
-        self._outbox.append(encode_request(request_id, kind, client, query))
         return waiter
 
     def _flush(self) -> None:
-        frames, self._outbox = self._outbox, []
+        self._flush_queued = False
+        if self._outbox:
+            self._write(self._outbox)
+
+    def _write(self, frames: list[bytes]) -> None:
+        self._outbox = []
         end = self._end
         # A stream lost meanwhile has failed these requests already (`lost`).
         if end is not None and end.transport is not None and not end.transport.is_closing():
