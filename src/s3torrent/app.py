@@ -456,6 +456,7 @@ class Node:
             backlog=4096,
             reuse_port=not role.alone,
             front=front,
+            at_once=front.at_once(),
         )
         with listening("HTTP", host, port, "choose another with --listen"):
             await site.start()

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final, cast
 
-from s3torrent.listeners import ConnectionPhase
+from s3torrent.listeners import AtOnce, ConnectionPhase
 from s3torrent.s3.quick import QuickAnswer, QuickConnection, QuickHandOver, QuickHead, QuickReads
 from s3torrent.tracker.http_lean import (
     HttpRequestError,
@@ -290,6 +290,14 @@ class TrackerFront:
             return fallback_phase(handed) if handed is not None else lean_phase(connection)
 
         return make, phase
+
+    def at_once(self) -> AtOnce:
+        """A new connection whose first read is one whole announce asking to close after
+        it (every libtorrent-based client's) is answered from that read, with no protocol
+        (`LeanHttpTracker.answer_at_once`), by this listener's routing (`_answered_here`)."""
+        tracker = self.tracker
+        tracker.at_once_head = _answered_here
+        return AtOnce(tracker.answer_at_once, tracker.limits.max_request_bytes)
 
     async def close(self) -> None:
         """Close the connections still in the lean tracker's hands, once the quick answers

@@ -16,6 +16,7 @@ from aiohttp.web_protocol import RequestHandler
 from s3torrent.listeners import (
     HEADER_SPREAD,
     HTTP_REFUSAL,
+    AtOnce,
     ConnectionGate,
     ConnectionPhase,
     Listener,
@@ -69,7 +70,7 @@ class AdmittedSite(web.BaseSite):
     a quarter of the timeout).
     """
 
-    __slots__ = ("_front", "_gate", "_host", "_port", "_reuse_port")
+    __slots__ = ("_at_once", "_front", "_gate", "_host", "_port", "_reuse_port")
 
     def __init__(
         self,
@@ -81,8 +82,11 @@ class AdmittedSite(web.BaseSite):
         backlog: int = 1024,
         reuse_port: bool = False,
         front: Front | None = None,
+        at_once: AtOnce | None = None,
     ) -> None:
         super().__init__(runner, backlog=backlog)
+        # New connections' first bytes, offered before any protocol (the front's announces).
+        self._at_once = at_once
         self._reuse_port = reuse_port
         self._gate = gate
         self._host = host
@@ -116,4 +120,5 @@ class AdmittedSite(web.BaseSite):
             refusal=HTTP_REFUSAL,
             backlog=self._backlog,
             reuse_port=self._reuse_port,
+            at_once=self._at_once,
         )

@@ -27,6 +27,7 @@ import random
 import resource
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from s3torrent.admission import (
@@ -109,9 +110,98 @@ class Slot:
         if self._close is not None:
             self._close()
 
+    def detach(self) -> None:
+        """Not evictable again until the next `attach` (a connection changing hands)."""
+        self._close = None
+        self._evictability = None
+
     def release(self) -> None:
         """The connection is closed: free its place (idempotent)."""
         self._gate.admission.release(self)
+
+
+@dataclass(frozen=True, slots=True)
+class AtOnce:
+    """A listener's way to answer a connection from its first read, without a transport
+    (`ConnectionGate.start_listener`): `take(sock, slot, first_bytes)` is True when it took
+    the connection, and then closes the socket and releases the slot itself."""
+
+    take: Callable[[socket.socket, Slot, bytes], bool]
+    max_bytes: int
+
+
+class FirstRead:
+    """A new connection of an `AtOnce` listener whose first bytes have not arrived: the
+    socket waits for them on the loop's selector, with no transport or protocol yet, under
+    the gate's header deadline; an idle newcomer to the gate, which may close it for
+    another. When they come they are offered to `at_once`, else a protocol gets them."""
+
+    __slots__ = ("_at_once", "_fd", "_loop", "_parked", "_serve", "_slot", "_sock", "_timer")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        slot: Slot,
+        gate: ConnectionGate,
+        at_once: AtOnce,
+        serve: Callable[[socket.socket, Slot, bytes], None],
+        parked: set[FirstRead],
+    ) -> None:
+        self._loop = loop
+        self._parked = parked
+        parked.add(self)
+        self._sock = sock
+        self._slot = slot
+        self._at_once = at_once
+        self._serve = serve
+        self._fd = sock.fileno()
+        slot.attach(self._close, _no_request)
+        self._timer: asyncio.TimerHandle | None = loop.call_later(
+            gate.header_timeout * (1 + HEADER_SPREAD * random.random()), self._expire, gate
+        )
+        loop.add_reader(self._fd, self._readable)
+
+    def _stop_waiting(self) -> None:
+        self._parked.discard(self)
+        self._loop.remove_reader(self._fd)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._slot.detach()  # busy until its taker attaches it again
+
+    def close(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        self._stop_waiting()
+        self._sock.close()
+        self._slot.release()
+
+    def _expire(self, gate: ConnectionGate) -> None:
+        self._timer = None
+        gate.header_timeouts += 1
+        log.debug("closing %s: no request head in time", self._slot.ip)
+        self._close()
+
+    def _readable(self) -> None:
+        try:
+            first = self._sock.recv(self._at_once.max_bytes)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close()
+            return
+        if not first:
+            self._close()
+            return
+        self._stop_waiting()
+        if not self._at_once.take(self._sock, self._slot, first):
+            self._serve(self._sock, self._slot, first)
+
+
+def _no_request() -> Evictability:
+    return Evictability.NO_REQUEST
 
 
 class ConnectionGate:
@@ -207,20 +297,46 @@ class ConnectionGate:
         refusal: bytes = b"",
         backlog: int = 1024,
         reuse_port: bool = False,
+        at_once: AtOnce | None = None,
     ) -> Listener:
         """Listen on host:port and serve each admitted connection with a wrapped protocol.
 
         With reuse_port (SO_REUSEPORT), several processes bind the same address and the
-        kernel spreads new connections over them (the server's workers)."""
+        kernel spreads new connections over them (the server's workers).
+
+        `at_once` (with the most bytes to read for it): a new connection's first bytes, if
+        they have already arrived, are offered to it before any transport exists; True: it
+        took the connection (its socket and slot are its own now). Otherwise the protocol
+        gets them as its first data."""
         loop = asyncio.get_running_loop()
 
-        def serve(sock: socket.socket, slot: Slot) -> None:
+        def serve(sock: socket.socket, slot: Slot, first: bytes = b"") -> None:
             def make() -> asyncio.Protocol:
-                return AdmittedProtocol(protocol_factory(), slot, self, phase)
+                return AdmittedProtocol(protocol_factory(), slot, self, phase, first)
 
             listener.track(loop.create_task(loop.connect_accepted_socket(make, sock)), sock, slot)
 
-        listener = Listener(self, serve, name=name, refusal=refusal)
+        def first_read(sock: socket.socket, slot: Slot) -> None:
+            assert at_once is not None
+            try:
+                first = sock.recv(at_once.max_bytes)
+            except (BlockingIOError, InterruptedError):
+                # Nothing yet: wait for it without a transport (`FirstRead`).
+                FirstRead(loop, sock, slot, self, at_once, serve, listener.parked)
+                return
+            except OSError:
+                slot.release()
+                sock.close()
+                return
+            if not first:  # the client closed without a request
+                slot.release()
+                sock.close()
+            elif not at_once.take(sock, slot, first):
+                serve(sock, slot, first)
+
+        listener = Listener(
+            self, serve if at_once is None else first_read, name=name, refusal=refusal
+        )
         await listener.bind(host, port, backlog, reuse_port=reuse_port)
         return listener
 
@@ -264,6 +380,8 @@ class Listener(asyncio.AbstractServer):
         self._backoff: dict[int, AcceptBackoff] = {}
         self._retries: dict[int, asyncio.TimerHandle] = {}
         self._starting: set[asyncio.Task[Any]] = set()
+        # New connections waiting for their first bytes without a transport (`AtOnce`).
+        self.parked: set[FirstRead] = set()
         self._serving = False
 
     @property
@@ -391,8 +509,11 @@ class Listener(asyncio.AbstractServer):
     # -- asyncio.AbstractServer
 
     def close(self) -> None:
-        """Stop accepting; open connections stay (their owners close them)."""
+        """Stop accepting; open connections stay (their owners close them). Connections
+        still waiting for their first bytes (`FirstRead`) have no owner yet: closed here."""
         self._serving = False
+        for parked in list(self.parked):
+            parked.close()
         for handle in self._retries.values():
             handle.cancel()
         self._retries.clear()
@@ -425,6 +546,7 @@ class AdmittedProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_check_every",
+        "_first",
         "_gate",
         "_header_timeout",
         "_idle_since",
@@ -439,9 +561,16 @@ class AdmittedProtocol(asyncio.Protocol):
     )
 
     def __init__(
-        self, inner: asyncio.Protocol, slot: Slot, gate: ConnectionGate, probe: PhaseProbe
+        self,
+        inner: asyncio.Protocol,
+        slot: Slot,
+        gate: ConnectionGate,
+        probe: PhaseProbe,
+        first: bytes = b"",
     ) -> None:
         self._inner = inner
+        # Bytes read before the transport existed (`AtOnce`): the protocol's first data.
+        self._first = first
         self._slot = slot
         self._gate = gate
         self._probe = probe
@@ -477,6 +606,9 @@ class AdmittedProtocol(asyncio.Protocol):
         self._header_timeout = self._gate.header_timeout * (1 + HEADER_SPREAD * random.random())
         self._timer = loop.call_at(now + self._header_timeout, self._check)
         self._inner.connection_made(transport)
+        first, self._first = self._first, b""
+        if first and not self._transport.is_closing():
+            self.data_received(first)
 
     def data_received(self, data: bytes) -> None:
         assert self._loop is not None

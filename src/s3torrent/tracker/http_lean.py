@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, cast
 
-from s3torrent.listeners import ConnectionGate, ConnectionPhase
+from s3torrent.listeners import AtOnce, ConnectionGate, ConnectionPhase, Slot
 from s3torrent.tracker.eager import start_eagerly
 
 log = logging.getLogger(__name__)
@@ -97,11 +98,13 @@ _PLAIN_GET: Final = re.compile(
 )
 # Field names (lower case, after the CRLF that starts their line) that need the full parse.
 _ACTED_ON: Final = (
-    b"\r\nconnection:",
     b"\r\nx-forwarded-for:",
     b"\r\ncontent-length:",
     b"\r\ntransfer-encoding:",
 )
+# Connection needs it too, but for the one form every libtorrent-based client sends.
+_CONNECTION: Final = b"\r\nconnection:"
+_CONNECTION_CLOSE: Final = b"\r\nconnection: close"
 
 
 def keeps_alive(connection: list[bytes], http11: bool) -> bool:
@@ -118,10 +121,24 @@ def parse_request_head(head: bytes) -> HttpRequestHead:
         # Field values hold no CR or LF, so "\r\nname:" can only start a field line.
         names = fields.lower()
         if not any(name in names for name in _ACTED_ON):
+            closing = False
+            if _CONNECTION in names:
+                # Exactly one field, exactly `close`: anything else takes the full parse.
+                at = names.find(_CONNECTION_CLOSE)
+                end = at + len(_CONNECTION_CLOSE)
+                if (
+                    at < 0
+                    or names.count(_CONNECTION) != 1
+                    or (end != len(names) and names[end : end + 2] != b"\r\n")
+                ):
+                    return _parse_request_head(head)
+                closing = True
             hosts = names.count(b"\r\nhost:")
             http11 = minor == b"1"
             if hosts == 1 or (hosts == 0 and not http11):
-                return HttpRequestHead(target=target, keep_alive=http11, forwarded_for=None)
+                return HttpRequestHead(
+                    target=target, keep_alive=http11 and not closing, forwarded_for=None
+                )
     return _parse_request_head(head)
 
 
@@ -553,16 +570,112 @@ class LeanHttpTracker:
         # announcing to another worker (handoff.HandoffServer.give).
         self.give_away: Callable[[int], bool] | None = None
         self.connections: set[LeanTrackerProtocol] = set()
+        # Connections answered from their first read (`answer_at_once`) whose answer is on
+        # its way: socket and slot, closed with the listener.
+        self.at_once: dict[socket.socket, Slot] = {}
+        # How `answer_at_once` reads a head: None for one this listener does not answer
+        # (the main listener's front routes by path and query: `front._answered_here`).
+        self.at_once_head: Callable[[bytes], HttpRequestHead | None] = _parsed_or_none
+        self._sending: set[asyncio.Task[None]] = set()
         # The process's connection caps and accept back-off; without one (tests), a plain
         # asyncio server with only this listener's own cap.
         self.gate = gate
         self._server: asyncio.AbstractServer | None = None
 
     def admit(self, connection: LeanTrackerProtocol) -> bool:
-        if len(self.connections) >= self.limits.max_connections:
+        if len(self.connections) + len(self.at_once) >= self.limits.max_connections:
             return False
         self.connections.add(connection)
         return True
+
+    def answer_at_once(self, sock: socket.socket, slot: Slot, first: bytes) -> bool:
+        """Answer a new connection whose first read is one whole announce that asks to
+        close after it, as every libtorrent-based client's does (`Connection: close`, one
+        connection per announce), without a transport: the answer goes out with one `send`
+        and the socket is closed. False leaves the connection to the protocol (anything
+        else: keep-alive, pipelined, partial, malformed, not an announce, at the cap)."""
+        start = self.start_announce
+        end = len(first) - 4
+        if (
+            start is None
+            or end < 0
+            or first.find(b"\r\n\r\n") != end
+            or len(self.connections) + len(self.at_once) >= self.limits.max_connections
+        ):
+            return False
+        head = self.at_once_head(first[:end])
+        if head is None or head.keep_alive:
+            return False  # the protocol answers it as it would any other
+        path, _, query = head.target.partition(b"?")
+        if not path.endswith(b"/announce"):
+            return False
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            return False  # gone already: the protocol's transport finds out
+        remote = str(peer[0])
+        if head.forwarded_for is not None:
+            remote = self.service.client_ip(remote, head.forwarded_for)
+        self.at_once[sock] = slot
+        try:
+            started = start(query, remote, self.clock())
+        except Exception:
+            log.exception("lean tracker request failed")
+            self._send_and_close(sock, _INTERNAL)
+            return True
+        if isinstance(started, bytes):
+            self._send_and_close(sock, encode_response(200, started, keep_alive=False))
+        else:
+            started.add_done_callback(lambda done: self._answered_at_once(sock, done))
+        return True
+
+    def _answered_at_once(self, sock: socket.socket, done: asyncio.Future[bytes]) -> None:
+        if sock not in self.at_once:
+            return  # closed with the listener meanwhile
+        if done.cancelled():
+            self._send_and_close(sock, _UNAVAILABLE)
+            return
+        error = done.exception()
+        if isinstance(error, AnswerUnavailable):
+            log.debug("tracker answer unavailable: %s", error)
+            answer = _UNAVAILABLE
+        elif error is not None:
+            log.error("lean tracker request failed", exc_info=error)
+            answer = _INTERNAL
+        else:
+            answer = encode_response(200, done.result(), keep_alive=False)
+        self._send_and_close(sock, answer)
+
+    def _send_and_close(self, sock: socket.socket, answer: bytes) -> None:
+        try:
+            sent = sock.send(answer)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            sent = len(answer)  # the client went away: nothing is owed
+        if sent < len(answer):
+            # A fresh socket's send buffer holds far more than an answer; should it not,
+            # the rest goes out from a task, bounded by the idle timeout.
+            task = asyncio.get_running_loop().create_task(self._send_rest(sock, answer[sent:]))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+            return
+        self._close_at_once(sock)
+
+    async def _send_rest(self, sock: socket.socket, rest: bytes) -> None:
+        try:
+            async with asyncio.timeout(self.limits.idle_timeout):
+                await asyncio.get_running_loop().sock_sendall(sock, rest)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            self._close_at_once(sock)
+
+    def _close_at_once(self, sock: socket.socket) -> None:
+        slot = self.at_once.pop(sock, None)
+        sock.close()
+        if slot is not None:
+            slot.release()
 
     def release(self, connection: LeanTrackerProtocol) -> None:
         self.connections.discard(connection)
@@ -581,6 +694,7 @@ class LeanHttpTracker:
                 name=f"http tracker {host}:{port}",
                 refusal=_BUSY,
                 reuse_port=reuse_port,
+                at_once=AtOnce(self.answer_at_once, self.limits.max_request_bytes),
             )
             return self._server
         loop = asyncio.get_running_loop()
@@ -600,9 +714,18 @@ class LeanHttpTracker:
             self._server.close()
         for connection in list(self.connections):
             connection.close()
+        for sock in list(self.at_once):
+            self._close_at_once(sock)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+
+
+def _parsed_or_none(head: bytes) -> HttpRequestHead | None:
+    try:
+        return parse_request_head(head)
+    except HttpRequestError:
+        return None
 
 
 def lean_phase(connection: LeanTrackerProtocol) -> ConnectionPhase:
