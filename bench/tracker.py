@@ -42,7 +42,10 @@ DESCRIPTION = (
     "S3 listener (`/_tracker/announce`, answered before the S3 application: "
     "front.py), and opentracker "
     "(Debian package, on 127.0.0.1, with the same info-hashes in its whitelist; it closes "
-    "the connection after every answer, as it always does), runs alternating. UDP (BEP 15): "
+    "the connection after every answer, as it always does), runs alternating. The 'one "
+    "connection per announce' rows send each announce as libtorrent (and so qBittorrent "
+    "and Deluge) does, on a connection of its own with `Connection: close`: what a public "
+    "tracker meets, since a client announces every half hour or so. UDP (BEP 15): "
     "the same announces from `bench/udp_load.c` (one socket, one connect, then 32 announces "
     "in flight, each answer sending the next), against s3torrent's `tracker.udp_listen` and "
     "opentracker's UDP port (the same number as its HTTP port); every other round runs "
@@ -113,6 +116,10 @@ function done(summary, latency, requests)
     string.gsub(fb, "%s", "_")))
 end
 """
+
+_REQUEST_LINE = 'return wrk.format("GET", paths[idx])'
+_ONE_SHOT_REQUEST_LINE = 'return wrk.format("GET", paths[idx], {["Connection"] = "close"})'
+assert _REQUEST_LINE in WRK_SCRIPT
 
 _RESULT = re.compile(
     r"BENCH_RESULT ok=(\d+) bad=(\d+) duration_us=(\d+) errors=(\d+) firstbad=(\S*)"
@@ -283,6 +290,9 @@ def run(ctx: Context) -> list[Row]:
     workdir = ctx.scratch("tracker")
     script = workdir / "announce.lua"
     script.write_text(WRK_SCRIPT)
+    # One connection per announce, as libtorrent's HTTP tracker requests are sent.
+    one_shot = workdir / "one_shot.lua"
+    one_shot.write_text(WRK_SCRIPT.replace(_REQUEST_LINE, _ONE_SHOT_REQUEST_LINE))
     udp_load = build_udp_load(workdir)
     tracker_port = free_port()
     udp_port = free_port()
@@ -310,13 +320,13 @@ def run(ctx: Context) -> list[Row]:
         packets.write_bytes(announce_packets(hashes, peers, 20 * peers))
         anchor = servers.enter(stack, lambda: opentracker(ctx, hashes))
 
-        def http(paths: Path, base: str | Unavailable) -> Callable[[], float]:
+        def http(paths: Path, base: str | Unavailable, lua: Path = script) -> Callable[[], float]:
             def measure() -> float:
                 if isinstance(base, Unavailable):
                     raise base
                 if wrk is None:
                     raise Unavailable("wrk not available")
-                return run_wrk(wrk, script, paths, base, seconds)
+                return run_wrk(wrk, lua, paths, base, seconds)
 
             return measure
 
@@ -332,12 +342,23 @@ def run(ctx: Context) -> list[Row]:
 
         # opentracker serves UDP on its HTTP port number (-P, as it does by default).
         anchor_udp = anchor if isinstance(anchor, Unavailable) else int(anchor.rsplit(":", 1)[1])
-        main, lean, anchor_samples, ours_udp, anchor_udp_samples = alternate(
+        lean_url = f"http://127.0.0.1:{tracker_port}"
+        (
+            main,
+            lean,
+            anchor_samples,
+            main_one_shot,
+            lean_one_shot,
+            ours_udp,
+            anchor_udp_samples,
+        ) = alternate(
             ctx,
             [
                 ("s3torrent", http(our_paths, ours.url)),
-                ("s3torrent", http(ot_paths, f"http://127.0.0.1:{tracker_port}")),
+                ("s3torrent", http(ot_paths, lean_url)),
                 ("opentracker", http(ot_paths, anchor)),
+                ("s3torrent", http(our_paths, ours.url, one_shot)),
+                ("s3torrent", http(ot_paths, lean_url, one_shot)),
                 ("s3torrent", udp(udp_port)),
                 ("opentracker", udp(anchor_udp)),
             ],
@@ -365,6 +386,22 @@ def run(ctx: Context) -> list[Row]:
             anchor_samples,
             Target(0.8),
             note=note,
+        ),
+        compare(
+            "HTTP announces/s, tracker port, one connection per announce (as libtorrent)",
+            "req/s",
+            lean_one_shot,
+            anchor_samples,
+            Target(0.8),
+            note=note + "; `Connection: close` on every announce",
+        ),
+        compare(
+            "HTTP announces/s, main listener, one connection per announce (as libtorrent)",
+            "req/s",
+            main_one_shot,
+            anchor_samples,
+            Target(0.8),
+            note=note + "; `Connection: close` on every announce",
         ),
         compare(
             "UDP announces/s (BEP 15, `tracker.udp_listen`)",
