@@ -163,6 +163,8 @@ class FirstRead:
         loop.add_reader(self._fd, self._readable)
 
     def _stop_waiting(self) -> None:
+        if self not in self._parked:
+            return  # done already: its descriptor may be another connection's by now
         self._parked.discard(self)
         self._loop.remove_reader(self._fd)
         if self._timer is not None:
@@ -196,8 +198,13 @@ class FirstRead:
             self._close()
             return
         self._stop_waiting()
-        if not self._at_once.take(self._sock, self._slot, first):
-            self._serve(self._sock, self._slot, first)
+        try:
+            if not self._at_once.take(self._sock, self._slot, first):
+                self._serve(self._sock, self._slot, first)
+        except Exception:
+            log.exception("serving a new connection failed")
+            self._sock.close()
+            self._slot.release()
 
 
 def _no_request() -> Evictability:

@@ -426,3 +426,35 @@ def test_the_front_answers_at_once_only_what_it_routes_to_the_tracker(
             assert verdicts == [at_once]
 
     asyncio.run(scenario())
+
+
+def test_an_answer_larger_than_the_socket_takes_is_sent_whole_then_closed() -> None:
+    async def scenario() -> None:
+        async with gated_tracker() as (tracker, gate, _, _):
+            ours, theirs = socket.socketpair()
+            ours.setblocking(False)
+            slot = gate.admit("10.0.0.1", 0.0)
+            assert isinstance(slot, Slot)
+            tracker.at_once[ours] = slot
+            answer = bytes(range(256)) * 16384  # 4 MiB: more than a socket buffer holds
+            out: list[bytes] = []
+
+            def read_all() -> None:
+                data = b""
+                while chunk := theirs.recv(65536):
+                    data += chunk
+                    time.sleep(0.001)  # a slow reader: the rest waits in our task
+                out.append(data)
+
+            thread = threading.Thread(target=read_all)
+            thread.start()
+            tracker._send_and_close(ours, answer)
+            assert ours in tracker.at_once  # not all of it went at once
+            while thread.is_alive():
+                await asyncio.sleep(0.01)
+            assert out == [answer]
+            assert not tracker.at_once and ours.fileno() == -1
+            assert len(gate.admission) == 0
+            theirs.close()
+
+    asyncio.run(scenario())

@@ -714,6 +714,8 @@ class LeanHttpTracker:
             self._server.close()
         for connection in list(self.connections):
             connection.close()
+        for task in list(self._sending):
+            task.cancel()  # its socket closes as the task ends
         for sock in list(self.at_once):
             self._close_at_once(sock)
         if self._server is not None:
