@@ -63,7 +63,7 @@ DESCRIPTION = (
     "per-IP announce rate limit lifted (all load comes from one address; opentracker has no "
     "such limit) and with its origin seeder, as by default (every answer lists it, and every "
     "announce tells it who is in the swarm). Target (issue #21): s3torrent ≥ 0.8× "
-    "opentracker on both HTTP rows. UDP: #21 asks for the measurement, side by side; the "
+    "opentracker on every HTTP row. UDP: #21 asks for the measurement, side by side; the "
     "0.8× there is our own aim, not met: the registry is one worker's (one core), where "
     "each announce costs about 15 µs of interpreter and 4 µs of kernel against about 7 µs "
     "in all for opentracker (docs/ARCHITECTURE.md, An announce)."
