@@ -118,9 +118,7 @@ async def arrived_before_accept(port: int, sends: list[bytes], pause: float = 0.
     thread = threading.Thread(target=client, args=(port, sends, out), kwargs={"pause": pause})
     thread.start()
     time.sleep(0.2)  # blocks the loop: connect and first send happen meanwhile
-    while thread.is_alive():
-        await asyncio.sleep(0.01)
-    thread.join()
+    await joined(thread)
     return out[0]
 
 
@@ -162,8 +160,7 @@ def test_a_one_shot_announce_whose_bytes_come_after_the_accept_is_answered_at_on
                 target=client, args=(port, [b"", one_shot(1)], out), kwargs={"pause": 0.2}
             )
             thread.start()
-            while thread.is_alive():
-                await asyncio.sleep(0.01)
+            await joined(thread)
             assert status_of(out[0]) == 200
             assert verdicts == [True]
             assert not tracker.connections
@@ -273,6 +270,25 @@ class Answers:
         return self.waiting[-1]
 
 
+async def announced_and_waiting(
+    tracker: LeanHttpTracker, port: int
+) -> tuple[Answers, threading.Thread, list[bytes]]:
+    """A client's one-shot announce, taken at once, its answer not yet come."""
+    answers = Answers()
+    tracker.start_announce = answers
+    out: list[bytes] = []
+    thread = threading.Thread(target=client, args=(port, [one_shot(1)], out))
+    thread.start()
+    assert await settled(lambda: len(answers.waiting) == 1)
+    return answers, thread, out
+
+
+async def joined(thread: threading.Thread) -> None:
+    while thread.is_alive():
+        await asyncio.sleep(0.01)
+    thread.join()
+
+
 @pytest.mark.parametrize(
     ("settle", "status"),
     [
@@ -287,16 +303,10 @@ def test_an_answer_that_comes_later_is_sent_then_the_connection_closed(
 ) -> None:
     async def scenario() -> None:
         async with gated_tracker() as (tracker, gate, port, verdicts):
-            answers = Answers()
-            tracker.start_announce = answers
-            out: list[bytes] = []
-            thread = threading.Thread(target=client, args=(port, [one_shot(1)], out))
-            thread.start()
-            assert await settled(lambda: len(answers.waiting) == 1)
+            answers, thread, out = await announced_and_waiting(tracker, port)
             assert verdicts == [True] and len(tracker.at_once) == 1
             settle(answers.waiting[0])
-            while thread.is_alive():
-                await asyncio.sleep(0.01)
+            await joined(thread)
             assert status_of(out[0]) == status
             assert not tracker.at_once
             assert await settled(lambda: len(gate.admission) == 0)
@@ -307,16 +317,10 @@ def test_an_answer_that_comes_later_is_sent_then_the_connection_closed(
 def test_closing_the_tracker_closes_connections_whose_answer_is_on_its_way() -> None:
     async def scenario() -> None:
         async with gated_tracker() as (tracker, gate, port, _):
-            answers = Answers()
-            tracker.start_announce = answers
-            out: list[bytes] = []
-            thread = threading.Thread(target=client, args=(port, [one_shot(1)], out))
-            thread.start()
-            assert await settled(lambda: len(answers.waiting) == 1)
+            answers, thread, out = await announced_and_waiting(tracker, port)
             await tracker.close()
             answers.waiting[0].set_result(b"d8:intervali60ee")  # too late: nothing is sent
-            while thread.is_alive():
-                await asyncio.sleep(0.01)
+            await joined(thread)
             assert out == [b""]
             assert len(gate.admission) == 0
 
@@ -450,8 +454,7 @@ def test_an_answer_larger_than_the_socket_takes_is_sent_whole_then_closed() -> N
             thread.start()
             tracker._send_and_close(ours, answer)
             assert ours in tracker.at_once  # not all of it went at once
-            while thread.is_alive():
-                await asyncio.sleep(0.01)
+            await joined(thread)
             assert out == [answer]
             assert not tracker.at_once and ours.fileno() == -1
             assert len(gate.admission) == 0
