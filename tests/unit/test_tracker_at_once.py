@@ -68,11 +68,10 @@ def body_of(answer: bytes) -> bytes:
     return answer.partition(b"\r\n\r\n")[2]
 
 
-@asynccontextmanager
-async def gated_tracker(
+async def tracker_and_gate(
     limits: LeanHttpLimits | None = None,
-) -> AsyncIterator[tuple[LeanHttpTracker, ConnectionGate, int, list[bool]]]:
-    """A lean tracker behind a gate, as `serve` runs it, and the at-once path's verdicts."""
+) -> tuple[LeanHttpTracker, ConnectionGate]:
+    """A lean tracker (HASH registered) and the gate it admits through, not listening."""
     gate = ConnectionGate(
         AdmissionLimits(max_connections=64, max_per_ip=64),
         header_timeout=HEADER_TIMEOUT,
@@ -83,6 +82,15 @@ async def gated_tracker(
     tracker = LeanHttpTracker(
         TrackerService(registry), time.monotonic, limits, eager=True, gate=gate
     )
+    return tracker, gate
+
+
+@asynccontextmanager
+async def gated_tracker(
+    limits: LeanHttpLimits | None = None,
+) -> AsyncIterator[tuple[LeanHttpTracker, ConnectionGate, int, list[bool]]]:
+    """A lean tracker behind a gate, as `serve` runs it, and the at-once path's verdicts."""
+    tracker, gate = await tracker_and_gate(limits)
     verdicts: list[bool] = []
     plain = tracker.answer_at_once
 
@@ -374,14 +382,7 @@ async def s3_stand_in(request: web.BaseRequest) -> web.Response:
 
 @asynccontextmanager
 async def gated_front() -> AsyncIterator[tuple[int, list[bool]]]:
-    gate = ConnectionGate(
-        AdmissionLimits(max_connections=64, max_per_ip=64),
-        header_timeout=HEADER_TIMEOUT,
-        body_idle_timeout=5.0,
-    )
-    registry = MemoryRegistry(RegistryLimits(rate_burst=1e9, rate_per_ip=1e9), random.Random(3))
-    await registry.register(HASH, TorrentRef("b", "k", "v"))
-    tracker = LeanHttpTracker(TrackerService(registry), time.monotonic, eager=True, gate=gate)
+    tracker, gate = await tracker_and_gate()
     fallback = web.Server(s3_stand_in)
     front = TrackerFront(tracker)
     make, phase = front(fallback, aiohttp_phase)
