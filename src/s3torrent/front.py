@@ -274,6 +274,8 @@ class TrackerFront:
 
     def __init__(self, tracker: LeanHttpTracker) -> None:
         self.tracker = tracker
+        # What its first-read answers take: what this listener routes to the tracker.
+        tracker.at_once_head = _answered_here
         # The S3 application's quick answers (app.py sets it once the application is built).
         self.quick: QuickReads | None = None
 
@@ -296,7 +298,6 @@ class TrackerFront:
         it (every libtorrent-based client's) is answered from that read, with no protocol
         (`LeanHttpTracker.answer_at_once`), by this listener's routing (`_answered_here`)."""
         tracker = self.tracker
-        tracker.at_once_head = _answered_here
         return AtOnce(tracker.answer_at_once, tracker.limits.max_request_bytes)
 
     async def close(self) -> None:

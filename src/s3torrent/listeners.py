@@ -136,7 +136,17 @@ class FirstRead:
     the gate's header deadline; an idle newcomer to the gate, which may close it for
     another. When they come they are offered to `at_once`, else a protocol gets them."""
 
-    __slots__ = ("_at_once", "_fd", "_loop", "_parked", "_serve", "_slot", "_sock", "_timer")
+    __slots__ = (
+        "_at_once",
+        "_fd",
+        "_loop",
+        "_parked",
+        "_serve",
+        "_since",
+        "_slot",
+        "_sock",
+        "_timer",
+    )
 
     def __init__(
         self,
@@ -145,10 +155,12 @@ class FirstRead:
         slot: Slot,
         gate: ConnectionGate,
         at_once: AtOnce,
-        serve: Callable[[socket.socket, Slot, bytes], None],
+        serve: Serve,
         parked: set[FirstRead],
     ) -> None:
         self._loop = loop
+        # The header deadline runs from here, through the protocol that may follow.
+        self._since = loop.time()
         self._parked = parked
         parked.add(self)
         self._sock = sock
@@ -200,11 +212,16 @@ class FirstRead:
         self._stop_waiting()
         try:
             if not self._at_once.take(self._sock, self._slot, first):
-                self._serve(self._sock, self._slot, first)
+                self._serve(self._sock, self._slot, first, self._since)
         except Exception:
             log.exception("serving a new connection failed")
             self._sock.close()
             self._slot.release()
+
+
+# Serves an admitted socket with a protocol: its first bytes if read already, and since
+# when it has been waiting for a request head (None: from now).
+Serve = Callable[[socket.socket, Slot, bytes, float | None], None]
 
 
 def _no_request() -> Evictability:
@@ -317,9 +334,11 @@ class ConnectionGate:
         gets them as its first data."""
         loop = asyncio.get_running_loop()
 
-        def serve(sock: socket.socket, slot: Slot, first: bytes = b"") -> None:
+        def serve(
+            sock: socket.socket, slot: Slot, first: bytes = b"", since: float | None = None
+        ) -> None:
             def make() -> asyncio.Protocol:
-                return AdmittedProtocol(protocol_factory(), slot, self, phase, first)
+                return AdmittedProtocol(protocol_factory(), slot, self, phase, first, since)
 
             listener.track(loop.create_task(loop.connect_accepted_socket(make, sock)), sock, slot)
 
@@ -565,6 +584,7 @@ class AdmittedProtocol(asyncio.Protocol):
         "_slot",
         "_timer",
         "_transport",
+        "_waiting_since",
     )
 
     def __init__(
@@ -574,10 +594,13 @@ class AdmittedProtocol(asyncio.Protocol):
         gate: ConnectionGate,
         probe: PhaseProbe,
         first: bytes = b"",
+        since: float | None = None,
     ) -> None:
         self._inner = inner
-        # Bytes read before the transport existed (`AtOnce`): the protocol's first data.
+        # Bytes read before the transport existed (`AtOnce`): the protocol's first data;
+        # and since when the connection has waited for a head (`FirstRead`), if before.
         self._first = first
+        self._waiting_since = since
         self._slot = slot
         self._gate = gate
         self._probe = probe
@@ -608,10 +631,12 @@ class AdmittedProtocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         self._loop = loop = asyncio.get_running_loop()
         now = loop.time()
-        self._idle_since = self._last_received = now
+        self._last_received = now
+        since = self._waiting_since
+        self._idle_since = waiting = now if since is None else min(since, now)
         self._slot.attach(self._close, self.evictability)
         self._header_timeout = self._gate.header_timeout * (1 + HEADER_SPREAD * random.random())
-        self._timer = loop.call_at(now + self._header_timeout, self._check)
+        self._timer = loop.call_at(waiting + self._header_timeout, self._check)
         self._inner.connection_made(transport)
         first, self._first = self._first, b""
         if first and not self._transport.is_closing():

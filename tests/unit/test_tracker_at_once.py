@@ -240,6 +240,26 @@ def test_a_silent_connection_is_closed_at_the_header_deadline() -> None:
     asyncio.run(scenario())
 
 
+def test_a_head_begun_late_is_closed_at_the_deadline_counted_from_the_accept() -> None:
+    """Waiting for the first bytes and then for the rest of the head is one deadline, not
+    two: a slow client holds its place no longer than a silent one."""
+
+    async def scenario() -> None:
+        async with gated_tracker() as (_, gate, port, verdicts):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            started = time.monotonic()
+            await asyncio.sleep(HEADER_TIMEOUT * 0.8)
+            writer.write(b"GET /announce?")  # a head begun, never finished
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            # One deadline: about HEADER_TIMEOUT; two in a row: 1.8 of it or more.
+            assert time.monotonic() - started < HEADER_TIMEOUT * 1.7
+            assert gate.header_timeouts == 1
+            assert verdicts == [False]
+            writer.close()
+
+    asyncio.run(scenario())
+
+
 def test_closing_the_tracker_closes_connections_still_waiting() -> None:
     async def scenario() -> None:
         async with gated_tracker() as (tracker, gate, port, _):
