@@ -3,9 +3,10 @@
 A connection whose first read is one whole announce that asks to close after it (every
 libtorrent-based client's) is answered from that read with no protocol at all
 (`TrackerFront.at_once`). Every other connection of the main listener starts in a
-`FrontProtocol`: the lean tracker's protocol, which answers announces and scrapes itself (`/_tracker/announce`,
-`/_tracker/scrape`, and `/announce`, `/scrape` when their query names the parameters the S3
-application gives to the tracker: `S3Application.add_query_route`), and has the S3
+`FrontProtocol`: the lean tracker's protocol, which answers announces and scrapes itself
+(`/_tracker/announce`, `/_tracker/scrape`, and `/announce`, `/scrape` when their query
+names the parameters the S3 application gives to the tracker:
+`S3Application.add_query_route`), and has the S3
 application answer small GETs and HEADs through its quick path (s3/quick.py). At the first
 request that is anything else (another method, a head neither parser takes, an `Origin` that
 wants CORS headers, a request the quick path hands back) the connection is handed, with
