@@ -199,24 +199,42 @@ class FirstRead:
         self._close()
 
     def _readable(self) -> None:
-        try:
-            first = self._sock.recv(self._at_once.max_bytes)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._close()
-            return
-        if not first:
-            self._close()
+        first = _first_bytes(self._sock, self._at_once.max_bytes)
+        if first is None:
             return
         self._stop_waiting()
+        _hand_over(self._sock, self._slot, first, self._at_once, self._serve, self._since)
+
+
+def _first_bytes(sock: socket.socket, most: int) -> bytes | None:
+    """A new connection's first bytes; None if none have arrived, empty if it is closed."""
+    try:
+        return sock.recv(most)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
+def _hand_over(
+    sock: socket.socket,
+    slot: Slot,
+    first: bytes,
+    at_once: AtOnce,
+    serve: Serve,
+    since: float | None,
+) -> None:
+    """A new connection's first bytes to `at_once`, else with them to a protocol; closed
+    (its slot freed) if it ended without a request or its taker failed."""
+    if first:
         try:
-            if not self._at_once.take(self._sock, self._slot, first):
-                self._serve(self._sock, self._slot, first, self._since)
+            if not at_once.take(sock, slot, first):
+                serve(sock, slot, first, since)
+            return
         except Exception:
             log.exception("serving a new connection failed")
-            self._sock.close()
-            self._slot.release()
+    sock.close()
+    slot.release()
 
 
 # Serves an admitted socket with a protocol: its first bytes if read already, and since
@@ -344,21 +362,12 @@ class ConnectionGate:
 
         def first_read(sock: socket.socket, slot: Slot) -> None:
             assert at_once is not None
-            try:
-                first = sock.recv(at_once.max_bytes)
-            except (BlockingIOError, InterruptedError):
+            first = _first_bytes(sock, at_once.max_bytes)
+            if first is None:
                 # Nothing yet: wait for it without a transport (`FirstRead`).
                 FirstRead(loop, sock, slot, self, at_once, serve, listener.parked)
-                return
-            except OSError:
-                slot.release()
-                sock.close()
-                return
-            if not first:  # the client closed without a request
-                slot.release()
-                sock.close()
-            elif not at_once.take(sock, slot, first):
-                serve(sock, slot, first)
+            else:
+                _hand_over(sock, slot, first, at_once, serve, None)
 
         listener = Listener(
             self, serve if at_once is None else first_read, name=name, refusal=refusal

@@ -480,21 +480,11 @@ class LeanTrackerProtocol(asyncio.Protocol):
         self._busy = False
         if task.cancelled():
             return
-        error = task.exception()
         if self._transport is None:
+            task.exception()  # retrieved: the client went away, nothing is owed
             return
-        if isinstance(error, AnswerUnavailable):
-            log.debug("tracker answer unavailable: %s", error)
-            self._closing = True
-            self._flush([_UNAVAILABLE])
-            return
-        if error is not None:
-            log.error("lean tracker request failed", exc_info=error)
-            self._closing = True
-            self._flush([_INTERNAL])
-            return
-        answer = encode_response(200, task.result(), keep_alive=keep_alive)
-        if not keep_alive:
+        answer, keeps = answer_of(task, keep_alive)
+        if not keeps:
             self._closing = True
             self._flush([answer])
             return
@@ -635,16 +625,7 @@ class LeanHttpTracker:
         if done.cancelled():
             self._send_and_close(sock, _UNAVAILABLE)
             return
-        error = done.exception()
-        if isinstance(error, AnswerUnavailable):
-            log.debug("tracker answer unavailable: %s", error)
-            answer = _UNAVAILABLE
-        elif error is not None:
-            log.error("lean tracker request failed", exc_info=error)
-            answer = _INTERNAL
-        else:
-            answer = encode_response(200, done.result(), keep_alive=False)
-        self._send_and_close(sock, answer)
+        self._send_and_close(sock, answer_of(done, keep_alive=False)[0])
 
     def _send_and_close(self, sock: socket.socket, answer: bytes) -> None:
         try:
@@ -721,6 +702,20 @@ class LeanHttpTracker:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+
+
+def answer_of(done: asyncio.Future[bytes], keep_alive: bool) -> tuple[bytes, bool]:
+    """The response to a finished (not cancelled) announce or scrape, and whether the
+    connection stays open after it: an owner that cannot answer now is a 503 to come back
+    later, any other failure a 500, both closing."""
+    error = done.exception()
+    if isinstance(error, AnswerUnavailable):
+        log.debug("tracker answer unavailable: %s", error)
+        return _UNAVAILABLE, False
+    if error is not None:
+        log.error("lean tracker request failed", exc_info=error)
+        return _INTERNAL, False
+    return encode_response(200, done.result(), keep_alive=keep_alive), keep_alive
 
 
 def _parsed_or_none(head: bytes) -> HttpRequestHead | None:
