@@ -67,11 +67,17 @@ def wait_restarted(srv: LiveServer, index: int, pid: int) -> None:
     def replaced() -> bool:
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
         try:
-            got, new_pid = worker_of(conn)
+            conn.request("GET", "/_health")
+            response = conn.getresponse()
+            response.read()
         except (ConnectionError, http.client.RemoteDisconnected):
             return False
         finally:
             conn.close()
+        if response.status == 503:
+            return False  # a new worker listens a moment before it says it has started
+        assert response.status == 200
+        got, new_pid = (int(part) for part in response.getheader(WORKER, "").split("/"))
         return got == index and new_pid != pid
 
     wait_for(replaced, f"worker {index} to be started again", timeout=30)
