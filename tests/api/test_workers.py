@@ -47,6 +47,11 @@ def worker_of(conn: http.client.HTTPConnection) -> tuple[int, int]:
     response = conn.getresponse()
     response.read()
     assert response.status == 200
+    return worker_tag(response)
+
+
+def worker_tag(response: http.client.HTTPResponse) -> tuple[int, int]:
+    """(index, pid) that a `/_health` answer names."""
     index, pid = response.getheader(WORKER, "").split("/")
     return int(index), int(pid)
 
@@ -77,7 +82,7 @@ def wait_restarted(srv: LiveServer, index: int, pid: int) -> None:
         if response.status == 503:
             return False  # a new worker listens a moment before it says it has started
         assert response.status == 200
-        got, new_pid = (int(part) for part in response.getheader(WORKER, "").split("/"))
+        got, new_pid = worker_tag(response)
         return got == index and new_pid != pid
 
     wait_for(replaced, f"worker {index} to be started again", timeout=30)
