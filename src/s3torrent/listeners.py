@@ -93,14 +93,17 @@ def raise_file_limit() -> int:
 class Slot:
     """One admitted connection, as the gate sees it; its owner attaches and releases it.
 
-    `ip` is the client's key for the per-address cap: an IPv4 address, or an IPv6 /64.
+    `ip` is the client's key for the per-address cap: an IPv4 address, or an IPv6 /64;
+    `peer` the client's address as accepted (None if not known), so that a taker needs no
+    `getpeername` of its own.
     """
 
-    __slots__ = ("_close", "_evictability", "_gate", "ip")
+    __slots__ = ("_close", "_evictability", "_gate", "ip", "peer")
 
-    def __init__(self, gate: ConnectionGate, ip: str) -> None:
+    def __init__(self, gate: ConnectionGate, ip: str, peer: str | None = None) -> None:
         self._gate = gate
         self.ip = ip
+        self.peer = peer
         self._close: Callable[[], None] | None = None
         self._evictability: Callable[[], Evictability] | None = None
 
@@ -297,13 +300,14 @@ class ConnectionGate:
             "body_timeouts": self.body_timeouts,
         }
 
-    def admit(self, ip: str, now: float) -> Slot | Refusal:
-        """A slot for a newcomer from `ip` (closing an idle connection if needed), or why not."""
+    def admit(self, ip: str, now: float, peer: str | None = None) -> Slot | Refusal:
+        """A slot for a newcomer from `ip` (its cap's key; `peer`: its address, if known),
+        closing an idle connection if needed, or why not."""
         lowered = self._lowered_at
         if lowered is not None and now - lowered >= CAP_RESTORE_AFTER:
             self._lowered_at = None
             self.admission.limits = self.configured
-        slot = Slot(self, ip)
+        slot = Slot(self, ip, peer)
         decision = self.admission.admit(slot, ip, Slot.evictability)
         if decision.refused is not None:
             if decision.refused is Refusal.TOTAL:
@@ -504,9 +508,12 @@ class Listener(asyncio.AbstractServer):
 
     def _on_readable(self, listening: socket.socket) -> None:
         backoff = self._backoff[listening.fileno()]
+        # `socket.accept` converts the listening socket's family and type to enums for every
+        # connection; the descriptor is wrapped here with them read once per wake-up.
+        family, proto = listening.family, listening.proto
         for _ in range(ACCEPTS_PER_WAKE):
             try:
-                sock, addr = listening.accept()
+                fd, addr = listening._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:
@@ -515,7 +522,9 @@ class Listener(asyncio.AbstractServer):
                 self._pause(listening, backoff, exc)
                 return
             backoff.accepted()
-            self._admit(sock, client_key(str(addr[0])))
+            sock = socket.socket(family, socket.SOCK_STREAM, proto, fd)
+            peer = str(addr[0])
+            self._admit(sock, client_key(peer), peer)
 
     def adopt(self, sock: socket.socket) -> None:
         """Serve a connection accepted elsewhere (another worker handed it over:
@@ -525,11 +534,12 @@ class Listener(asyncio.AbstractServer):
         except OSError:
             sock.close()  # the client left meanwhile
             return
-        self._admit(sock, client_key(str(peer[0])))
+        address = str(peer[0])
+        self._admit(sock, client_key(address), address)
 
-    def _admit(self, sock: socket.socket, ip: str) -> None:
+    def _admit(self, sock: socket.socket, ip: str, peer: str) -> None:
         sock.setblocking(False)
-        verdict = self.gate.admit(ip, self._loop.time())
+        verdict = self.gate.admit(ip, self._loop.time(), peer)
         if isinstance(verdict, Refusal):
             if self._refusal:
                 with contextlib.suppress(OSError):

@@ -395,21 +395,25 @@ def test_full_gate_of_busy_requests_refuses_newcomers() -> None:
 
 
 class ExhaustedSocket:
-    """A listening socket whose accept() fails with EMFILE until told otherwise."""
+    """A listening socket whose accept fails with EMFILE until told otherwise (the
+    listener accepts with `_accept`, the descriptor and address, as `socket.accept` does
+    inside)."""
 
     def __init__(self, real: socket.socket) -> None:
         self.real = real
+        self.family = real.family
+        self.proto = real.proto
         self.exhausted = True
         self.attempts = 0
 
     def fileno(self) -> int:
         return self.real.fileno()
 
-    def accept(self) -> tuple[socket.socket, Any]:
+    def _accept(self) -> tuple[int, Any]:
         self.attempts += 1
         if self.exhausted:
             raise OSError(errno.EMFILE, "Too many open files")
-        return self.real.accept()
+        return self.real._accept()  # type: ignore[attr-defined,no-any-return]
 
 
 def test_accept_out_of_descriptors_backs_off_with_one_log_line(

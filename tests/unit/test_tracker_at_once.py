@@ -106,9 +106,13 @@ async def gated_tracker(
         await tracker.close()
 
 
-def client(port: int, sends: list[bytes], out: list[bytes], *, pause: float = 0.0) -> None:
-    """A blocking client: connects, sends each part (`pause` between), reads to EOF."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+def client(
+    port: int, sends: list[bytes], out: list[bytes], *, pause: float = 0.0, source: str = ""
+) -> None:
+    """A blocking client: connects (from `source`, if given), sends each part (`pause`
+    between), reads to EOF."""
+    address = (source, 0) if source else None
+    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=address) as sock:
         for i, part in enumerate(sends):
             if i:
                 time.sleep(pause)
@@ -119,11 +123,15 @@ def client(port: int, sends: list[bytes], out: list[bytes], *, pause: float = 0.
         out.append(data)
 
 
-async def arrived_before_accept(port: int, sends: list[bytes], pause: float = 0.0) -> bytes:
+async def arrived_before_accept(
+    port: int, sends: list[bytes], pause: float = 0.0, source: str = ""
+) -> bytes:
     """The client connects and sends its first part while this loop is blocked, so the
     server's accept finds the bytes there (as on a loaded server); its whole answer."""
     out: list[bytes] = []
-    thread = threading.Thread(target=client, args=(port, sends, out), kwargs={"pause": pause})
+    thread = threading.Thread(
+        target=client, args=(port, sends, out), kwargs={"pause": pause, "source": source}
+    )
     thread.start()
     time.sleep(0.2)  # blocks the loop: connect and first send happen meanwhile
     await joined(thread)
@@ -173,6 +181,20 @@ def test_a_one_shot_announce_is_answered_from_its_first_read_and_closed() -> Non
             assert verdicts == [True, True]
             assert not tracker.connections and not tracker.at_once
             assert await settled(lambda: len(gate.admission) == 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_one_shot_announce_is_listed_at_the_address_it_was_accepted_from() -> None:
+    async def scenario() -> None:
+        async with gated_tracker() as (_, _, port, verdicts):
+            # The address comes from the accept (the slot's `peer`), not a getpeername.
+            await arrived_before_accept(port, [one_shot(1)], source="127.0.0.7")
+            answer = await arrived_before_accept(port, [one_shot(2)], source="127.0.0.8")
+            assert bdecode(body_of(answer))[b"peers"] == socket.inet_aton("127.0.0.7") + (
+                6001
+            ).to_bytes(2, "big")
+            assert verdicts == [True, True]
 
     asyncio.run(scenario())
 

@@ -599,11 +599,12 @@ class LeanHttpTracker:
         path, _, query = head.target.partition(b"?")
         if not path.endswith(b"/announce"):
             return False
-        try:
-            peer = sock.getpeername()
-        except OSError:
-            return False  # gone already: the protocol's transport finds out
-        remote = str(peer[0])
+        remote = slot.peer  # as accepted: no `getpeername` per connection
+        if remote is None:
+            try:
+                remote = str(sock.getpeername()[0])
+            except OSError:
+                return False  # gone already: the protocol's transport finds out
         if head.forwarded_for is not None:
             remote = self.service.client_ip(remote, head.forwarded_for)
         self.at_once[sock] = slot
