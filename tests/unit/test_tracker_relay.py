@@ -140,7 +140,9 @@ def test_a_parsed_announce_travels_whole(req: AnnounceRequest) -> None:
     (payload,) = FrameReader(MAX_REQUEST_FRAME).feed(frame)
     request_id, kind, client, fields = decode_request(payload)
     assert (request_id, kind, client) == (3, PARSED_ANNOUNCE, req.ip)
-    assert decode_announce_fields(fields, client) == req
+    decoded = decode_announce_fields(fields, client)
+    assert decoded == req and type(decoded) is AnnounceRequest
+    assert type(decoded.compact) is bool and type(decoded.no_peer_id) is bool
 
 
 def _fields(**changes: object) -> bytes:
@@ -172,6 +174,8 @@ def _fields(**changes: object) -> bytes:
         _fields(no_peer_id=7),
         _fields(port=0),
         _fields(left=2**63),  # beyond what a parsed announce holds
+        _fields(uploaded=2**63),
+        _fields(downloaded=2**64 - 1),
         _fields(key_length=4) + b"ab",  # a key longer than the frame
         _fields() + b"\xff\xfe",  # warnings that are not UTF-8
     ],
