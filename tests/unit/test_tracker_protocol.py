@@ -158,6 +158,9 @@ def test_plus_is_a_literal_byte_not_a_space() -> None:
         (client_query().replace(b"left=100", b"left=1_0"), "left must be"),
         (client_query(extra="&port=1"), "repeated parameter port"),
         (client_query(extra="&x=%zz"), "malformed percent-encoding"),
+        (client_query(extra="&%zz=1"), "malformed percent-encoding"),  # in an unknown name
+        (client_query(extra="&key=%4"), "malformed percent-encoding"),  # a short escape
+        (client_query(extra="&p%6Frt=1"), "repeated parameter port"),  # an escaped name
         (client_query(extra="&x=" + "a" * 5000), "query longer than"),
         (client_query().replace(b"&left=100", b""), "missing left"),
     ],
@@ -166,6 +169,32 @@ def test_bad_announce_is_refused_with_a_reason(query: bytes, reason: str) -> Non
     with pytest.raises(TrackerError) as caught:
         announce(query)
     assert caught.value.reason.startswith(reason)
+
+
+def test_escaped_names_and_empty_pairs_read_as_plain_ones() -> None:
+    query = client_query(extra="&&n%75mwant=7&=&x").replace(b"peer_id=", b"peer%5Fid=")
+    req = announce(query)
+    assert (req.peer_id, req.numwant, req.port) == (announce(client_query()).peer_id, 7, 6881)
+
+
+def test_announce_fields_keep_the_order_the_parsers_build_them_in() -> None:
+    # parse_http_announce, the UDP parser and the relay's decoder pass them positionally.
+    assert AnnounceRequest._fields == (
+        "info_hash",
+        "peer_id",
+        "ip",
+        "port",
+        "uploaded",
+        "downloaded",
+        "left",
+        "event",
+        "numwant",
+        "compact",
+        "no_peer_id",
+        "key",
+        "trackerid",
+        "warnings",
+    )
 
 
 def test_unknown_repeated_parameters_are_ignored() -> None:

@@ -46,7 +46,9 @@ class AnnounceEvent(StrEnum):
 class AnnounceRequest(NamedTuple):
     """One announce, whatever its transport. A named tuple, not a frozen dataclass: every
     announce builds one, and a frozen dataclass's 14 checked assignments cost more than
-    the registry's whole update (1.3 us against 0.25 us here)."""
+    the registry's whole update (1.3 us against 0.25 us here). The parsers build it with
+    positional arguments (keywords cost about as much again): its fields keep this order
+    (`tests/unit/test_tracker_protocol.py` holds it)."""
 
     info_hash: bytes
     peer_id: bytes
@@ -246,24 +248,28 @@ _ANNOUNCE_KEYS: Final = frozenset(
 
 def _announce_values(raw_query: bytes, max_query_bytes: int) -> dict[bytes, bytes]:
     # _single_values(_split_query(...), _ANNOUNCE_KEYS) in one loop: the hot path of every
-    # HTTP announce. Every name and value is decoded (a bad escape anywhere is refused).
+    # HTTP announce. Every name and value is decoded (a bad escape anywhere is refused). A
+    # known name is tested first: it never holds an escape, and an unknown pair (empty ones
+    # included) only needs its escapes checked (0.85x the time of testing for escapes first).
     if len(raw_query) > max_query_bytes:
         raise TrackerError(f"query longer than {max_query_bytes} bytes")
     values: dict[bytes, bytes] = {}
     known = _ANNOUNCE_KEYS
+    decode = _decode_escaped
     for item in raw_query.split(b"&"):
-        if not item:
-            continue
         name, _, value = item.partition(b"=")
-        if b"%" in item:
+        if name not in known:
             if b"%" in name:
-                name = _decode_escaped(name)
-            if b"%" in value:
-                value = _decode_escaped(value)
-        if name in known:
-            if name in values:
-                raise TrackerError(f"repeated parameter {name.decode('ascii', 'replace')}")
-            values[name] = value
+                name = decode(name)
+            if name not in known:
+                if b"%" in value:
+                    decode(value)
+                continue
+        if b"%" in value:
+            value = decode(value)
+        if name in values:
+            raise TrackerError(f"repeated parameter {name.decode('ascii', 'replace')}")
+        values[name] = value
     return values
 
 
@@ -317,25 +323,26 @@ def parse_http_announce(
     event_raw = get(b"event")
     compact_raw = get(b"compact")
     no_peer_id_raw = get(b"no_peer_id")
+    # Positional, in the fields' order (keywords cost 0.6 us more per announce):
     return AnnounceRequest(
-        info_hash=info_hash,
-        peer_id=peer_id,
-        ip=ip,
-        port=port,
-        uploaded=uploaded,
-        downloaded=downloaded,
-        left=left,
-        event=AnnounceEvent.NONE if event_raw is None else _parse_event(event_raw),
-        numwant=clamp_numwant(requested, max_numwant, default_numwant),
-        # BEP 23: compact is what every current client wants; a client that says nothing gets
+        info_hash,
+        peer_id,
+        ip,
+        port,
+        uploaded,
+        downloaded,
+        left,
+        AnnounceEvent.NONE if event_raw is None else _parse_event(event_raw),
+        clamp_numwant(requested, max_numwant, default_numwant),  # numwant
+        # compact. BEP 23: what every current client wants; a client that says nothing gets
         # it too (as opentracker does), and only an explicit compact=0 gets the dict list.
-        compact=True
+        True
         if compact_raw is None or compact_raw == b"1"
         else _parse_flag("compact", compact_raw, default=True),
-        no_peer_id=False if no_peer_id_raw is None else _parse_flag("no_peer_id", no_peer_id_raw),
-        key=get(b"key"),
-        trackerid=get(b"trackerid"),
-        warnings=warnings,
+        False if no_peer_id_raw is None else _parse_flag("no_peer_id", no_peer_id_raw),
+        get(b"key"),
+        get(b"trackerid"),
+        warnings,
     )
 
 

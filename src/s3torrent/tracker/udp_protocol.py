@@ -143,21 +143,21 @@ def _parse_udp_announce(
         ip = str(ipaddress.IPv4Address(ip_raw))
     else:
         ip = normalize_ip(remote_ip)
-    request = AnnounceRequest(
-        info_hash=info_hash,
-        peer_id=peer_id,
-        ip=ip,
-        port=port,
-        uploaded=uploaded,
-        downloaded=downloaded,
-        left=left,
-        event=event,
-        # BEP 15: -1 means "default"; other negatives are nonsense we read the same way.
-        numwant=clamp_numwant(None if numwant < 0 else numwant, max_numwant, default_numwant),
-        compact=True,
-        no_peer_id=True,
-        key=key.to_bytes(4, "big"),
-        trackerid=None,
+    request = AnnounceRequest(  # positional, in the fields' order (see AnnounceRequest)
+        info_hash,
+        peer_id,
+        ip,
+        port,
+        uploaded,
+        downloaded,
+        left,
+        event,
+        # numwant. BEP 15: -1 means "default"; other negatives are nonsense we read so too.
+        clamp_numwant(None if numwant < 0 else numwant, max_numwant, default_numwant),
+        True,  # compact
+        True,  # no_peer_id
+        key.to_bytes(4, "big"),
+        None,  # trackerid
     )
     return UdpAnnounce(connection_id, transaction_id, request)
 
