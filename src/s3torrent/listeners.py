@@ -94,13 +94,13 @@ class Slot:
     """One admitted connection, as the gate sees it; its owner attaches and releases it.
 
     `ip` is the client's key for the per-address cap: an IPv4 address, or an IPv6 /64;
-    `peer` the client's address as accepted (None if not known), so that a taker needs no
-    `getpeername` of its own.
+    `peer` the client's address as accepted, so that a taker needs no `getpeername` of its
+    own.
     """
 
     __slots__ = ("_close", "_evictability", "_gate", "ip", "peer")
 
-    def __init__(self, gate: ConnectionGate, ip: str, peer: str | None = None) -> None:
+    def __init__(self, gate: ConnectionGate, ip: str, peer: str) -> None:
         self._gate = gate
         self.ip = ip
         self.peer = peer
@@ -300,9 +300,9 @@ class ConnectionGate:
             "body_timeouts": self.body_timeouts,
         }
 
-    def admit(self, ip: str, now: float, peer: str | None = None) -> Slot | Refusal:
-        """A slot for a newcomer from `ip` (its cap's key; `peer`: its address, if known),
-        closing an idle connection if needed, or why not."""
+    def admit(self, ip: str, now: float, peer: str) -> Slot | Refusal:
+        """A slot for a newcomer from `peer` (`ip`: its cap's key), closing an idle
+        connection if needed, or why not."""
         lowered = self._lowered_at
         if lowered is not None and now - lowered >= CAP_RESTORE_AFTER:
             self._lowered_at = None

@@ -524,7 +524,7 @@ def test_an_answer_larger_than_the_socket_takes_is_sent_whole_then_closed() -> N
         async with gated_tracker() as (tracker, gate, _, _):
             ours, theirs = socket.socketpair()
             ours.setblocking(False)
-            slot = gate.admit("10.0.0.1", 0.0)
+            slot = gate.admit("10.0.0.1", 0.0, "10.0.0.1")
             assert isinstance(slot, Slot)
             tracker.at_once[ours] = slot
             answer = bytes(range(256)) * 16384  # 4 MiB: more than a socket buffer holds

@@ -600,11 +600,6 @@ class LeanHttpTracker:
         if not path.endswith(b"/announce"):
             return False
         remote = slot.peer  # as accepted: no `getpeername` per connection
-        if remote is None:
-            try:
-                remote = str(sock.getpeername()[0])
-            except OSError:
-                return False  # gone already: the protocol's transport finds out
         if head.forwarded_for is not None:
             remote = self.service.client_ip(remote, head.forwarded_for)
         self.at_once[sock] = slot
