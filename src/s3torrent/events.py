@@ -7,10 +7,12 @@ request that caused it is answered.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,32 @@ def relayed_fields(event: Event) -> dict[str, object]:
 
 
 _RELAYED_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+# ---- the wire form: one JSON object per event, between workers (events_local) and nodes
+# (events_redis). Here, not beside either relay, so that the embedded defaults never import
+# an optional engine's client (redis is an extra: `pip install s3torrent[redis]`).
+
+EVENT_TYPES: dict[str, type[Any]] = {
+    cls.__name__: cls for cls in (ObjectWritten, ObjectDeleted, AccessChanged, TorrentHashed)
+}
+# One encoder for every event: json.dumps given any argument builds one per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def encode_event(event: Event, node_id: str) -> bytes:
+    body = {"node": node_id, "type": type(event).__name__, "event": relayed_fields(event)}
+    return _COMPACT(body).encode()
+
+
+def decode_event(raw: bytes | str) -> tuple[str, Event]:
+    """(sender node id, event); ValueError for anything that is not one of ours."""
+    try:
+        body = json.loads(raw)
+        cls = EVENT_TYPES[body["type"]]
+        return str(body["node"]), cls(**body["event"])
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not an s3torrent event: {exc}") from exc
 
 
 # True while the bus hands its subscribers an event another process published.

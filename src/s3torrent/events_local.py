@@ -3,7 +3,7 @@
 The owner worker runs `EventHub` on a socket in the data directory; every other worker runs
 `EventLink`, which connects to it (again, with back-off, when the hub goes away). Each side
 subscribes to its own bus and sends every event its bus publishes, one JSON line
-(`events_redis.encode_event`); the hub publishes what a worker sent on the owner's bus and
+(`events.encode_event`); the hub publishes what a worker sent on the owner's bus and
 sends it on to every other worker. An event received is published with the relay muted, so
 no process sends back what it got. Besides events, the hub broadcasts named controls
 (`!users`: reload the user directory).
@@ -35,9 +35,10 @@ from s3torrent.events import (
     EventBus,
     ObjectDeleted,
     ObjectWritten,
+    decode_event,
+    encode_event,
     local_only,
 )
-from s3torrent.events_redis import decode_event, encode_event
 from s3torrent.failures import logged_failure
 
 log = logging.getLogger(__name__)

@@ -11,47 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from s3torrent.events import (
-    AccessChanged,
-    Event,
-    EventBus,
-    ObjectDeleted,
-    ObjectWritten,
-    TorrentHashed,
-    relayed_fields,
-)
+from s3torrent.events import Event, EventBus, decode_event, encode_event
 from s3torrent.failures import logged_failure
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES: dict[str, type[Any]] = {
-    cls.__name__: cls for cls in (ObjectWritten, ObjectDeleted, AccessChanged, TorrentHashed)
-}
 _MAX_QUEUED = 100_000
-# One encoder for every event: json.dumps given any argument builds one per call.
-_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def encode_event(event: Event, node_id: str) -> bytes:
-    body = {"node": node_id, "type": type(event).__name__, "event": relayed_fields(event)}
-    return _COMPACT(body).encode()
-
-
-def decode_event(raw: bytes | str) -> tuple[str, Event]:
-    """(sender node id, event); ValueError for anything that is not one of ours."""
-    try:
-        body = json.loads(raw)
-        cls = EVENT_TYPES[body["type"]]
-        return str(body["node"]), cls(**body["event"])
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not an s3torrent event: {exc}") from exc
 
 
 class RedisEventRelay:

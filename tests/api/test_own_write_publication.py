@@ -14,8 +14,7 @@ from typing import Any
 
 from fastbencode import bdecode, bencode  # type: ignore[attr-defined]
 
-from s3torrent.events import ObjectWritten
-from s3torrent.events_redis import decode_event, encode_event
+from s3torrent.events import ObjectWritten, decode_event, encode_event
 from tests.conftest import make_client, node_in_process
 from tests.seeding import fetch_torrent
 
