@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import gc
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -44,7 +45,13 @@ from s3torrent.owner_link import (
 )
 from s3torrent.peer.seeder import Seeder, advertised_address
 from s3torrent.probes import health_handler, metrics_handler
-from s3torrent.provision import open_sealing, persistent_node_id, secure_data_dir, space_reserve
+from s3torrent.provision import (
+    hold_data_dir,
+    open_sealing,
+    persistent_node_id,
+    secure_data_dir,
+    space_reserve,
+)
 from s3torrent.publication import PublicTorrents, ResolvingRegistry
 from s3torrent.roles import Role, events_socket, handoff_socket, owner_socket, tracker_socket
 from s3torrent.s3.access_log import AccessLog
@@ -637,10 +644,26 @@ async def serve(
     role = role or Role()
     # From here on no log line waits on standard error (log_output.py).
     unblock_server_log()
+    held: list[int] = []
     if role.alone:  # else the supervisor did (workers bind the HTTP port together)
         for warning in deployment_warnings(settings):
             log.warning("%s", warning)
         preflight(settings)
+        held = hold_data_dir(settings, 1)
+    try:
+        await _serve_node(settings, role, announce, config_file, on_ready)
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+async def _serve_node(
+    settings: Settings,
+    role: Role,
+    announce: bool,
+    config_file: Path | None,
+    on_ready: Callable[[], None] | None,
+) -> None:
     node = Node(settings, role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -4,9 +4,13 @@ Used by the composition root (app) and, before any worker starts, by the supervi
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import logging
 import os
 import secrets
+from collections.abc import Callable
 
 from s3torrent.config import Settings, StartupError
 from s3torrent.store.blobs import BlobStore
@@ -41,6 +45,89 @@ def _secure_data_dir(settings: Settings) -> None:
         db_path = data_dir / "metadata.sqlite3"
         os.close(os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600))
         db_path.chmod(0o600)
+
+
+# Held by a running server (its supervisor and, inherited, its workers) for its lifetime.
+SERVER_LOCK = "server.lock"
+
+
+def hold_data_dir(settings: Settings, workers: int) -> list[int]:
+    """Refuse to serve a data directory another running server uses where the two would
+    break each other; returns the locks' descriptors, to keep open while serving.
+
+    A server keeps its workers' Unix sockets in the data directory (owner.sock, events.sock,
+    ...), which a second server would replace, and without Redis its events and tracker
+    registry are its own: a revocation through one server would never reach the other's
+    tracker and seeder. So a server takes the directory's lock exclusively, unless it is a
+    node of several (Redis) with one worker, which keeps no sockets: such nodes may share a
+    directory (local blobs on a shared path), each under a node id of its own. The kernel
+    releases the locks of a process that dies, even by SIGKILL."""
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    nodes = settings.redis_url is not None
+    shared = nodes and workers == 1
+    where = data_dir.absolute()
+    fds = [
+        _lock(
+            data_dir / SERVER_LOCK,
+            shared,
+            lambda holder: (
+                f"the data directory {where} is in use by another s3torrent server{holder}: "
+                "stop it first, or give this one another --data-dir (S3TORRENT_DATA_DIR)"
+                + (
+                    "; nodes share a data directory only with Redis and --workers 1 each"
+                    if nodes
+                    else ""
+                )
+            ),
+        )
+    ]
+    if nodes:
+        node = settings.node_id or persistent_node_id(settings)
+        digest = hashlib.sha256(node.encode()).hexdigest()[:16]
+        try:
+            fds.append(
+                _lock(
+                    data_dir / f"node-{digest}.lock",
+                    False,
+                    lambda holder: (
+                        f"the node id {node!r} is in use by another s3torrent server{holder} "
+                        f"on the data directory {where}: give each node its own "
+                        "S3TORRENT_NODE_ID"
+                    ),
+                )
+            )
+        except BaseException:
+            os.close(fds[0])
+            raise
+    return fds
+
+
+def _lock(path: os.PathLike[str], shared: bool, refusal: Callable[[str], str]) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise StartupError(refusal(holder)) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    if not shared:
+        # Who holds it, for the next server's refusal (a shared lock names nobody).
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _holder(fd: int) -> str:
+    """ " (pid N)" for the process a lock file names, if it still runs."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(os.pread(fd, 32, 0).decode().strip())
+        os.kill(pid, 0)
+        return f" (pid {pid})"
+    return ""
 
 
 def persistent_node_id(settings: Settings) -> str:

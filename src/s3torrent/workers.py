@@ -271,7 +271,7 @@ def serve(
     """Run the server: one process for one worker (exactly the single-node path), else a
     supervisor and its workers. Raises StartupError when it cannot start."""
     from s3torrent import app
-    from s3torrent.provision import secure_data_dir
+    from s3torrent.provision import hold_data_dir, secure_data_dir
     from s3torrent.startup import deployment_warnings, preflight
 
     count = settings.worker_count
@@ -283,6 +283,7 @@ def serve(
     preflight(settings)
     check_sockets(settings)
     secure_data_dir(settings)
+    held = hold_data_dir(settings, count)
 
     def run_worker(role: Role, ready: Callable[[], None]) -> None:
         asyncio.run(
@@ -295,4 +296,8 @@ def serve(
             )
         )
 
-    Supervisor(settings, count, run_worker, describe, debug=debug).run()
+    try:
+        Supervisor(settings, count, run_worker, describe, debug=debug).run()
+    finally:
+        for fd in held:
+            os.close(fd)
