@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import select
@@ -82,21 +83,23 @@ class Supervisor:
 
     def _spawn(self, role: Role) -> _Worker:
         read_fd, write_fd = os.pipe()
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
             os.close(read_fd)
-            self._child(role, write_fd)
+            self._child(role, write_fd, supervisor)
         os.close(write_fd)
         worker = _Worker(role, pid, time.monotonic(), read_fd)
         self.workers[role.index] = worker
         log.info("worker %d started (pid %d)%s", role.index, pid, " as owner" if role.owner else "")
         return worker
 
-    def _child(self, role: Role, status_fd: int) -> None:
+    def _child(self, role: Role, status_fd: int, supervisor: int) -> None:
         code = 1
         try:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
+            _drain_when_orphaned(supervisor)
             # Until the node listens for it (app.serve): not the supervisor's, not a death.
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)
             for other in self.workers.values():
@@ -253,6 +256,22 @@ class Supervisor:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(worker.pid, 0)
         self.workers.clear()
+
+
+def _drain_when_orphaned(supervisor: int) -> None:
+    """A worker whose supervisor dies (SIGKILL, the OOM killer) gets SIGTERM and drains, as
+    at a shutdown: else it would serve on unsupervised, holding the listener and the data
+    directory's lock (provision.hold_data_dir) until someone finds it. Linux's
+    PR_SET_PDEATHSIG; elsewhere nothing is asked."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            return
+        if os.getppid() != supervisor:  # it died before the request took effect
+            os._exit(0)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _exit_text(status: int) -> str:

@@ -7,8 +7,10 @@ revocations."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -38,12 +40,12 @@ def test_a_second_server_on_a_used_data_directory_is_refused(
     tmp_path: Path, second_workers: int
 ) -> None:
     first = start_server(tmp_path, workers=2)
+    second = _second(first.data_dir, second_workers)
     try:
         assert first.proc is not None
         sockets = _inodes(first.data_dir)
         s3 = make_client(first.endpoint)
         s3.create_bucket(Bucket="mine")
-        second = _second(first.data_dir, second_workers)
         with pytest.raises(RuntimeError, match="server exited") as refused:
             second.start(timeout=30)
         text = str(refused.value)
@@ -60,6 +62,7 @@ def test_a_second_server_on_a_used_data_directory_is_refused(
         assert make_client(second.endpoint).get_object(Bucket="mine", Key="k0")["Body"].read()
         assert second.stop() == 0
     finally:
+        second.stop()
         first.stop()
 
 
@@ -70,25 +73,55 @@ def test_the_directory_is_free_again_after_the_server_was_killed(tmp_path: Path)
     first.kill9()
     assert (first.data_dir / "server.lock").exists()
     second = _second(first.data_dir, 2)
-    second.start(timeout=30)
     try:
+        second.start(timeout=30)
         make_client(second.endpoint).create_bucket(Bucket="after-kill")
-    finally:
         assert second.stop() == 0
+    finally:
+        second.stop()
 
 
-def test_an_orphaned_worker_still_holds_the_directory(tmp_path: Path) -> None:
-    """A supervisor killed alone leaves workers that still serve the directory: a new server
-    is refused until they are gone too."""
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_workers_drain_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    """A supervisor killed alone (SIGKILL, the OOM killer) leaves no workers serving on
+    unsupervised: each gets SIGTERM from the kernel (PR_SET_PDEATHSIG), drains and exits,
+    and the directory is free for the next start."""
     first = start_server(tmp_path, workers=2)
     assert first.proc is not None
     pgid = first.proc.pid
+    workers = _children(first.proc.pid)
+    second = _second(first.data_dir, 1)
+    assert len(workers) == 2, workers
     try:
         os.kill(first.proc.pid, signal.SIGKILL)
         first.proc.wait()
-        second = _second(first.data_dir, 1)
-        with pytest.raises(RuntimeError, match="in use by another s3torrent server"):
-            second.start(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "workers outlived their supervisor"
+        second.start(timeout=30)
+        assert second.stop() == 0
     finally:
-        os.killpg(pgid, signal.SIGKILL)
+        second.stop()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
         first.proc = None
