@@ -6,6 +6,7 @@ imported the Redis relay, and a fresh `pip install .` could not start a server."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,24 @@ def _use(endpoint: str, access_key: str, secret_key: str) -> None:
         assert r.read().startswith(b"d")
 
 
+@contextlib.contextmanager
+def _running(
+    command: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The server `command` starts, its output in `log`; killed on the way out if it runs."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> int:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -96,21 +116,13 @@ def test_the_embedded_defaults_need_no_extra(tmp_path: Path, workers: int) -> No
         "S3TORRENT_ROOT_ACCESS_KEY": "QUICKSTARTROOTKEY001",
         "S3TORRENT_ROOT_SECRET_KEY": "quick-start-root-secret-key-0000000000",
     }
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _WITHOUT_EXTRAS, ",".join(EXTRAS_ONLY), "serve",
-             "--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{port}",
-             "--peer-listen", f"127.0.0.1:{free_port()}", "--workers", str(workers)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
-    try:
+    command = [sys.executable, "-c", _WITHOUT_EXTRAS, ",".join(EXTRAS_ONLY), "serve",
+               "--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{port}",
+               "--peer-listen", f"127.0.0.1:{free_port()}", "--workers", str(workers)]  # fmt: skip
+    with _running(command, env, log) as proc:
         _wait_healthy(endpoint, proc, log, workers)
         _use(endpoint, env["S3TORRENT_ROOT_ACCESS_KEY"], env["S3TORRENT_ROOT_SECRET_KEY"])
         assert _stop(proc) == 0, log.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert "ModuleNotFoundError" not in log.read_text()
 
 
@@ -151,18 +163,10 @@ def test_the_readme_quick_start_installs_and_serves(tmp_path: Path) -> None:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(project / ".venv/bin/s3torrent"), "serve", "--listen", f"127.0.0.1:{port}",
-             "--peer-listen", f"127.0.0.1:{free_port()}"],
-            cwd=project, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
-    try:
+    command = [str(project / ".venv/bin/s3torrent"), "serve", "--listen", f"127.0.0.1:{port}",
+               "--peer-listen", f"127.0.0.1:{free_port()}"]  # fmt: skip
+    with _running(command, env, log, cwd=project) as proc:
         _wait_healthy(endpoint, proc, log, 1)
         creds = json.loads((project / "s3torrent-data" / "root-credentials.json").read_text())
         _use(endpoint, creds["access_key"], creds["secret_key"])
         assert _stop(proc) == 0, log.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
