@@ -525,7 +525,7 @@ class Node:
         if owner:
             log.info(
                 "s3torrent listening on http://%s:%d (public URL %s)",
-                host,
+                f"[{host}]" if ":" in host else host,  # an IPv6 address, as in a URL
                 port,
                 self.settings.base_url,
             )

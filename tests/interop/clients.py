@@ -151,9 +151,10 @@ def libtorrent(job: Job) -> bytes:
     """libtorrent (python bindings) with its default SSRF mitigation on."""
     import libtorrent as lt
 
+    host = f"[{job.address}]" if ":" in job.address else job.address
     session = lt.session(
         {
-            "listen_interfaces": "127.0.0.1:0",
+            "listen_interfaces": f"{host}:0",
             "enable_dht": False,
             "enable_lsd": False,
             "enable_upnp": False,
