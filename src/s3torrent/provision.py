@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 from collections.abc import Callable
+from pathlib import Path
 
 from s3torrent.config import Settings, StartupError
 from s3torrent.store.blobs import BlobStore
@@ -62,62 +63,81 @@ def hold_data_dir(settings: Settings, workers: int) -> list[int]:
     node of several (Redis) with one worker, which keeps no sockets: such nodes may share a
     directory (local blobs on a shared path), each under a node id of its own. The kernel
     releases the locks of a process that dies, even by SIGKILL."""
+    secure_data_dir(settings)  # made, or why not, before anything else is
     data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     nodes = settings.redis_url is not None
     shared = nodes and workers == 1
     where = data_dir.absolute()
-    fds = [
-        _lock(
-            data_dir / SERVER_LOCK,
-            shared,
-            lambda holder: (
-                f"the data directory {where} is in use by another s3torrent server{holder}: "
-                "stop it first, or give this one another --data-dir (S3TORRENT_DATA_DIR)"
-                + (
-                    "; nodes share a data directory only with Redis and --workers 1 each"
-                    if nodes
-                    else ""
-                )
-            ),
-        )
-    ]
+    server = _lock(
+        data_dir / SERVER_LOCK,
+        shared,
+        lambda holder: (
+            f"the data directory {where} is in use by another s3torrent server{holder}: "
+            "stop it first, or give this one another --data-dir (S3TORRENT_DATA_DIR)"
+            + (
+                "; nodes share a data directory only with Redis and --workers 1 each"
+                if nodes
+                else ""
+            )
+        ),
+    )
+    fds = [server] if server is not None else []
     if nodes:
         node = settings.node_id or persistent_node_id(settings)
         digest = hashlib.sha256(node.encode()).hexdigest()[:16]
         try:
-            fds.append(
-                _lock(
-                    data_dir / f"node-{digest}.lock",
-                    False,
-                    lambda holder: (
-                        f"the node id {node!r} is in use by another s3torrent server{holder} "
-                        f"on the data directory {where}: give each node its own "
-                        "S3TORRENT_NODE_ID"
-                    ),
-                )
+            mine = _lock(
+                data_dir / f"node-{digest}.lock",
+                False,
+                lambda holder: (
+                    f"the node id {node!r} is in use by another s3torrent server{holder} "
+                    f"on the data directory {where}: give each node its own "
+                    "S3TORRENT_NODE_ID"
+                ),
             )
         except BaseException:
-            os.close(fds[0])
+            for fd in fds:
+                os.close(fd)
             raise
+        if mine is not None:
+            fds.append(mine)
     return fds
 
 
-def _lock(path: os.PathLike[str], shared: bool, refusal: Callable[[str], str]) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def _lock(path: Path, shared: bool, refusal: Callable[[str], str]) -> int | None:
+    """The lock's descriptor; StartupError if another process holds it; None, with a
+    warning, where this file system cannot lock (the start goes on unguarded, as writers do
+    without their turn file: store/writer_turn.py)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot use the data directory {path.parent.absolute()}: cannot open {path.name}: "
+            f"{exc.strerror or exc}; choose another with --data-dir (S3TORRENT_DATA_DIR)"
+        ) from exc
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = _holder(fd)
         os.close(fd)
         raise StartupError(refusal(holder)) from None
+    except OSError as exc:
+        os.close(fd)
+        log.warning(
+            "cannot lock %s (%s): a second server on this data directory would not be refused",
+            path,
+            exc.strerror or exc,
+        )
+        return None
     except BaseException:
         os.close(fd)
         raise
     if not shared:
-        # Who holds it, for the next server's refusal (a shared lock names nobody).
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # Who holds it, for the next server's refusal (a shared lock names nobody); a full
+        # disk leaves it empty, and the lock holds all the same.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
 
 
