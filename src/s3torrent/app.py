@@ -26,6 +26,7 @@ from s3torrent.events import AccessChanged, EventBus
 from s3torrent.events_local import EventHub, EventLink
 from s3torrent.extras import check_extras
 from s3torrent.failures import logged_failure
+from s3torrent.forwarding import TrustedProxies, forwarded_client_middleware
 from s3torrent.handoff import HandoffClient, HandoffServer
 from s3torrent.http_site import AdmittedSite, aiohttp_keepalive_timeout
 from s3torrent.lifecycle.worker import LifecycleWorker
@@ -206,7 +207,8 @@ def build_services(settings: Settings, role: Role | None = None) -> Services:
             max_numwant=ts.max_numwant,
             default_numwant=ts.default_numwant,
             trust_ip_param=ts.trust_ip_param,
-            trusted_proxies=frozenset(ts.trusted_proxies),
+            # Either list: the top-level one names the proxies of every channel.
+            trusted_proxies=frozenset([*ts.trusted_proxies, *settings.trusted_proxies]),
             max_scrape_hashes=ts.max_scrape_hashes,
         ),
     )
@@ -420,6 +422,9 @@ class Node:
         outer: list[Wrapper] = []
         if owner and not role.alone:
             outer.append(trusted_client_middleware())
+        proxies = TrustedProxies(self.settings.trusted_proxies)
+        if proxies:
+            outer.append(forwarded_client_middleware(proxies))
         if isinstance(relay, EventHub | EventLink):
             outer.append(settle_middleware(relay, self.svc.public.may_hold))
         app = self.s3.build(outer)

@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from s3torrent.forwarding import parse_networks
+
 GiB = 1024**3
 MiB = 1024**2
 
@@ -328,6 +330,9 @@ class Settings(BaseSettings):
     peer_listen: str | None = None
     """HOST:PORT of the peer listener (default: the HTTP listener's host, port 6881)."""
     public_url: str | None = None
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses or networks of reverse proxies (TLS in front of us) whose X-Forwarded-For
+    and X-Forwarded-Proto name the client and its scheme, on every channel (forwarding.py)."""
     region: str = "us-east-1"
     domain: str | None = None
     root_access_key: str | None = None
@@ -367,6 +372,12 @@ class Settings(BaseSettings):
         if not isinstance(v, str):
             raise ValueError(f'expected a string "HOST:PORT", e.g. "127.0.0.1:{v}"')
         check_host_port(v)
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        parse_networks(v)
         return v
 
     @field_validator("public_url")

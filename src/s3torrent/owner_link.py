@@ -27,9 +27,11 @@ from yarl import URL
 from s3torrent.config import Settings
 from s3torrent.events import Event
 from s3torrent.events_local import REVOKED_HERE, EventHub, EventLink
+from s3torrent.forwarding import client_address, client_secure
 from s3torrent.roles import (
     FORWARDED_CLIENT,
     FORWARDED_CONNECTION,
+    FORWARDED_SCHEME,
     Role,
     client_connection,
     on_unix_socket,
@@ -55,6 +57,7 @@ HOP_BY_HOP: Final = frozenset(
         "upgrade",
         FORWARDED_CLIENT.lower(),
         FORWARDED_CONNECTION.lower(),
+        FORWARDED_SCHEME.lower(),
     }
 )
 # Admin endpoints that read the tracker's registry or the seeder.
@@ -73,7 +76,11 @@ def trusted_client_middleware() -> Callable[..., Awaitable[web.StreamResponse]]:
         if on_unix_socket(request.transport):
             client = request.headers.get(FORWARDED_CLIENT)
             if client:
-                request = request.clone(remote=client)
+                scheme = request.headers.get(FORWARDED_SCHEME)
+                if scheme in ("http", "https"):
+                    request = request.clone(remote=client, scheme=scheme)
+                else:
+                    request = request.clone(remote=client)
         return await handler(request)
 
     return trusted_client
@@ -196,7 +203,8 @@ class OwnerLink:
         headers: CIMultiDict[str] = CIMultiDict(
             (k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
         )
-        headers[FORWARDED_CLIENT] = request.remote or ""
+        headers[FORWARDED_CLIENT] = client_address(request) or ""
+        headers[FORWARDED_SCHEME] = "https" if client_secure(request) else "http"
         headers[FORWARDED_CONNECTION] = client_connection(request.transport, {}) or ""
         body = request.content.iter_chunked(CHUNK) if request.body_exists else None
         self.forwarded += 1
@@ -244,7 +252,8 @@ class OwnerLink:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return await self.forward(request)
         headers = {k: request.headers[k] for k in WS_HEADERS if k in request.headers}
-        headers[FORWARDED_CLIENT] = request.remote or ""
+        headers[FORWARDED_CLIENT] = client_address(request) or ""
+        headers[FORWARDED_SCHEME] = "https" if client_secure(request) else "http"
         try:
             upstream = await self.session.ws_connect(
                 self._url(request),

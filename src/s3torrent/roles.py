@@ -20,6 +20,9 @@ TRACKER_SOCKET = "tracker.sock"
 HANDOFF_SOCKET = "handoff.sock"
 # The client address of a forwarded request: trusted only on the owner's Unix socket.
 FORWARDED_CLIENT = "X-S3torrent-Forwarded-Client"
+# Whether that client's own connection was TLS ("https" or "http"): a trusted proxy's word
+# at the forwarding worker (forwarding.py), trusted as above.
+FORWARDED_SCHEME = "X-S3torrent-Forwarded-Scheme"
 # The client's own connection (address and port) at the worker that forwarded a request: one
 # client's several connections are told apart by it (the web seed), trusted as above.
 FORWARDED_CONNECTION = "X-S3torrent-Forwarded-Connection"

@@ -33,6 +33,7 @@ from aiohttp import web
 
 from s3torrent.anonymous_reads import AnonymousReads, cut_transport
 from s3torrent.corking import corked
+from s3torrent.forwarding import client_address
 from s3torrent.metering.meter import CLIENT_CLOSED, OP_WEBSEED
 from s3torrent.peer.web_hold import held_agent, keep_holding
 from s3torrent.roles import client_connection
@@ -129,7 +130,7 @@ class WebSeed:
         if swarm_id is None:
             return web.Response(status=404, text="no such web seed\n"), None
         # The one decision, with this client's address and the time.
-        info = await self.public.admit(swarm_id, request.remote)
+        info = await self.public.admit(swarm_id, client_address(request))
         if info is None:
             return _not_public(), None
         obj = await self.store.meta.object_by_version(info.version_id)
@@ -164,7 +165,7 @@ class WebSeed:
             if held_agent(request.headers.get("User-Agent"), self.hold_agents):
                 await self._hold(swarm, client, first, last)
                 # Answered now: asked again with the time and facts of now.
-                again = await self.public.admit(swarm_id, request.remote)
+                again = await self.public.admit(swarm_id, client_address(request))
                 if again is None or again.version_id != info.version_id:
                     return _not_public(), info
                 client, peer_wire = self._observe(request, swarm)
@@ -188,7 +189,7 @@ class WebSeed:
             cut_transport(request.transport)
 
         token = self.reads.track(
-            info.version_id, cut_now, lambda: self._still_public(info, request.remote)
+            info.version_id, cut_now, lambda: self._still_public(info, client_address(request))
         )
         try:
             await resp.prepare(request)
@@ -268,7 +269,7 @@ class WebSeed:
         several connections are one client), how many downloaders the tracker hears from,
         and whether the client also has a peer-wire connection to us (same address)."""
         # Not the User-Agent too: some of libtorrent's requests carry none (swarm_field).
-        client = request.remote
+        client = client_address(request)
         now = time.monotonic()
         policy = swarm.policy
         # Its connection as the client made it (forwarded by another worker or not).

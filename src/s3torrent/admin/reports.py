@@ -14,6 +14,7 @@ from aiohttp import web
 
 from s3torrent.access import facts
 from s3torrent.admin.call import AdminCall
+from s3torrent.forwarding import client_address, client_secure
 from s3torrent.metering.savings_history import load_savings_history, savings_history_json
 from s3torrent.metering.usage import (
     ReportError,
@@ -40,7 +41,7 @@ async def _visible_buckets(call: AdminCall) -> frozenset[str] | None:
     if call.user is not None and call.user.administers:
         return None if wanted is None else frozenset({wanted})
     request = call.request
-    ctx = facts.context(datetime.now(UTC), request.remote, request.secure)
+    ctx = facts.context(datetime.now(UTC), client_address(request), client_secure(request))
     allowed = frozenset(
         b.name
         for b in await call.svc.meta.list_buckets(None)

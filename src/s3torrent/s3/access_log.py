@@ -26,6 +26,7 @@ from typing import IO, Final, Literal, NamedTuple, TypeVar
 
 from aiohttp import web
 
+from s3torrent.forwarding import client_address
 from s3torrent.log_output import CLOSE_WAIT, LineOutput, output_for
 from s3torrent.metering.meter import REQUEST_ID, S3_REQUEST, body_bytes_sent
 
@@ -118,7 +119,7 @@ def record_of(
         AccessRecord,
         (
             time.time(),
-            request.remote or "",
+            client_address(request) or "",
             requester,
             request_id,
             operation,

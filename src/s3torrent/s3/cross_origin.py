@@ -17,6 +17,7 @@ from aiohttp import web
 
 from s3torrent.access import ANONYMOUS
 from s3torrent.access import facts as authz
+from s3torrent.forwarding import client_address, client_secure
 from s3torrent.metering.meter import EXTRA_ROUTE, S3_REQUEST
 from s3torrent.s3 import cors
 from s3torrent.s3.context import S3Context
@@ -58,7 +59,7 @@ class CrossOrigin:
         web_seed = self._is_web_seed(raw_path)
         key: str | None = None
         if web_seed:
-            bucket_name = await self._web_seed_bucket(raw_path, request.remote)
+            bucket_name = await self._web_seed_bucket(raw_path, client_address(request))
             resource_type = "OBJECT"
         elif raw_path.startswith("/_"):
             bucket_name, resource_type = None, "OBJECT"
@@ -116,7 +117,7 @@ class CrossOrigin:
         if extra_route is not None:
             if extra_route != self.web_seed_prefix:
                 return {}
-            name = await self._web_seed_bucket(request.path, request.remote)
+            name = await self._web_seed_bucket(request.path, client_address(request))
             bucket = await self.svc.meta.bucket(name) if name is not None else None
             if bucket is None:
                 return {}
@@ -185,7 +186,7 @@ class CrossOrigin:
             obj = await self.svc.meta.object(bucket.name, key)
             if obj is None:
                 return False
-        ctx = authz.context(datetime.now(UTC), request.remote, request.secure)
+        ctx = authz.context(datetime.now(UTC), client_address(request), client_secure(request))
         return authz.may(ANONYMOUS, "s3:GetObject", bucket, key, obj, ctx).allowed
 
 

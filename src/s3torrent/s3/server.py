@@ -19,6 +19,7 @@ from aiohttp import web
 
 from s3torrent.access import ANONYMOUS, AccessError, Principal, RequestContext
 from s3torrent.access import facts as authz
+from s3torrent.forwarding import client_address, client_secure
 from s3torrent.metering.meter import CLIENT_CLOSED, EXTRA_ROUTE, REQUEST_ID, S3_REQUEST
 from s3torrent.s3 import tagging, versioning
 from s3torrent.s3.access_log import ERROR_CODE, redact_signatures
@@ -106,12 +107,18 @@ class S3Request:
 
     @property
     def source_ip(self) -> str | None:
-        return self.http.remote
+        """The client's address (through a trusted proxy, the one it names)."""
+        return client_address(self.http)
+
+    @property
+    def secure(self) -> bool:
+        """Whether the client's connection was TLS (a trusted proxy's word for it)."""
+        return client_secure(self.http)
 
     def access_context(self) -> RequestContext:
         """The context the access decision is asked with: time, source, condition values."""
         values = _ConditionValues(self.query, self.http.headers, self.obj)
-        return RequestContext(self.now, self.source_ip, self.http.secure, values)
+        return RequestContext(self.now, self.source_ip, self.secure, values)
 
 
 class _ConditionValues(Mapping[str, str]):

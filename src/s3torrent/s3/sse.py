@@ -67,7 +67,7 @@ def customer_key(svc: S3Context, req: S3Request, prefix: str = CUSTOMER) -> Cust
     present = [n for n in names if n in h]
     if not present:
         return None
-    if not req.http.secure and not svc.settings.encryption.sse_c_over_http:
+    if not req.secure and not svc.settings.encryption.sse_c_over_http:
         raise S3Error("InvalidRequest", _INSECURE)
     algorithm = h.get(names[0])
     if algorithm is None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import ipaddress
 import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from s3torrent.forwarding import TrustedProxies
 from s3torrent.tracker.protocol import (
     AnnounceRequest,
     ScrapeStats,
@@ -84,9 +84,7 @@ class TrackerService:
             Callable[[AnnounceRequest, float], AnnounceResult | AnnounceFailure | None] | None
         ) = getattr(registry, "announce_now", None)
         self._settings = settings or TrackerSettings()
-        self._proxies = tuple(
-            ipaddress.ip_network(proxy, strict=False) for proxy in self._settings.trusted_proxies
-        )
+        self._proxies = TrustedProxies(self._settings.trusted_proxies)
 
     @property
     def settings(self) -> TrackerSettings:
@@ -94,19 +92,7 @@ class TrackerService:
 
     def client_ip(self, peer_ip: str, forwarded_for: str | None) -> str:
         """The client's address: the socket peer, or the nearest untrusted X-Forwarded-For hop."""
-        hops = [hop.strip() for hop in (forwarded_for or "").split(",") if hop.strip()]
-        candidate = peer_ip
-        # Walk from the nearest hop outwards while the hop that told us is a trusted proxy.
-        while hops and self._is_trusted_proxy(candidate):
-            candidate = hops.pop()
-        return candidate
-
-    def _is_trusted_proxy(self, ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(normalize_ip(ip))
-        except TrackerError:
-            return False
-        return any(address in network for network in self._proxies)
+        return self._proxies.client_ip(peer_ip, forwarded_for)
 
     async def handle_http_announce(self, raw_query: bytes, remote_ip: str, now: float) -> bytes:
         """Bencoded answer to one HTTP announce; failures are `failure reason` bodies."""

@@ -232,7 +232,7 @@ def _context(req: S3Request, fields: dict[str, str]) -> RequestContext:
             tags = tagging.from_xml(fields["tagging"].encode("utf-8"), tagging.MAX_OBJECT_TAGS)
             values.update(tagging.condition_values(tags, "s3:RequestObjectTag"))
             values["s3:RequestObjectTagKeys"] = ",".join(k for k, _ in tags)
-    return authz.context(req.now, req.source_ip, req.http.secure, **values)
+    return authz.context(req.now, req.source_ip, req.secure, **values)
 
 
 def _requested_checksum(
