@@ -100,6 +100,26 @@ def anywhere_now() -> RequestContext:
     return facts.context(datetime.now(UTC), None, False)
 
 
+def refusal_anywhere(
+    settings: TorrentSettings, bucket: md.Bucket, obj: md.ObjectVersion
+) -> Refusal | None:
+    """Why this version may have no torrent for any anonymous caller now, or None when some
+    caller may have it: whether it is published. Where the bucket's policy decides by the
+    caller's address, "not public" from no address is asked again from the addresses the
+    policy names (facts.policy_source_samples): a torrent only some networks may read is
+    published, and the tracker, the seeder and the web seed admit each peer by its own
+    address (PublicTorrents.admits). Until 2026-12-07 such a torrent was never published:
+    `?torrent` served it to an allowed caller, and no channel would carry it."""
+    now = datetime.now(UTC)
+    refusal = torrent_refusal(settings, bucket, obj, facts.context(now, None, False))
+    if refusal is not Refusal.NOT_PUBLIC or not facts.depends_on_source(bucket):
+        return refusal
+    for source in facts.policy_source_samples(bucket.policy or "", bucket.name)[1:]:
+        if torrent_refusal(settings, bucket, obj, facts.context(now, source, False)) is None:
+            return None
+    return refusal
+
+
 class PublicTorrents:
     """The set of published torrents, kept in step with events."""
 
@@ -390,7 +410,7 @@ class PublicTorrents:
             return True  # zero bytes: nothing to seed, never registered
         if facts.next_time_boundary(bucket, datetime.now(UTC)) is not None:
             return False  # decided by consider(), which schedules the boundary
-        return torrent_refusal(self.settings.torrent, bucket, obj, anywhere_now()) is not None
+        return refusal_anywhere(self.settings.torrent, bucket, obj) is not None
 
     async def _consider_once(
         self, obj: md.ObjectVersion, early: bool, stored: md.TorrentHashes | None
@@ -406,10 +426,7 @@ class PublicTorrents:
         self._schedule_boundary(bucket)
         # The early answer, on obj's row (`early`: its caller did not just ask it): it
         # spares a refused version the reads below. The decision is the one further down.
-        if (
-            early
-            and torrent_refusal(self.settings.torrent, bucket, obj, anywhere_now()) is not None
-        ):
+        if early and refusal_anywhere(self.settings.torrent, bucket, obj) is not None:
             return None
         if stored is None or stored.version_id != obj.version_id:
             # (`stored`: what the commit of obj stored, handed over by its writer.)
@@ -436,7 +453,7 @@ class PublicTorrents:
         if current is None or current.version_id != obj.version_id:
             return None
         # Decided again on the row just read: obj's ACL or tags may have changed since.
-        if torrent_refusal(self.settings.torrent, bucket, current, anywhere_now()) is not None:
+        if refusal_anywhere(self.settings.torrent, bucket, current) is not None:
             return None
         obj = current
         info = self.catalog.info_for(obj, hashes)

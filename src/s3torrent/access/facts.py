@@ -9,6 +9,7 @@ the stored text, so the hot path does not re-parse a bucket's policy on every re
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -253,6 +254,37 @@ def next_time_boundary(bucket: StoredBucket, now: datetime) -> datetime | None:
         if moment > now:
             return moment
     return None
+
+
+# Outside every network a policy is likely to name (TEST-NET-1, RFC 5737; 2001:db8::/32,
+# RFC 3849): where a policy names one of them, the addresses next to its networks serve.
+_OUTSIDE_SAMPLES = ("192.0.2.1", "2001:db8::1")
+
+
+@lru_cache(maxsize=1024)
+def policy_source_samples(text: str, bucket: str) -> tuple[str | None, ...]:
+    """Caller addresses that between them meet each aws:SourceIp condition of a stored
+    policy and fail it: no address, the first address of every network it names, the
+    addresses just below and above each, and two addresses no policy is likely to name.
+    Publication asks the anonymous decision from each: a torrent public to some address is
+    published, and every channel then decides for its own peer (PublicTorrents.admits). A
+    combination the samples miss leaves a torrent unpublished, never served to the wrong
+    peer."""
+    samples: list[str | None] = [None, *_OUTSIDE_SAMPLES]
+    for statement in decode_policy(text, bucket).statements:
+        for condition in statement.conditions:
+            if condition.key != "aws:sourceip":
+                continue
+            for value in condition.values:
+                try:
+                    network = ipaddress.ip_network(value, strict=False)
+                except ValueError:
+                    continue
+                first, last = int(network.network_address), int(network.broadcast_address)
+                top = (1 << network.max_prefixlen) - 1
+                kind = ipaddress.IPv4Address if network.version == 4 else ipaddress.IPv6Address
+                samples += [str(kind(n)) for n in (first, first - 1, last + 1) if 0 <= n <= top]
+    return tuple(dict.fromkeys(samples))
 
 
 def depends_on_source(bucket: StoredBucket) -> bool:

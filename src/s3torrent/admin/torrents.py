@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from s3torrent.admin.call import AdminCall
-from s3torrent.publication import Refusal, anywhere_now, torrent_refusal
+from s3torrent.publication import Refusal, anywhere_now, refusal_anywhere, torrent_refusal
 from s3torrent.s3.errors import S3Error
 from s3torrent.store.sealing import SSE_C, seal_mode
 from s3torrent.torrent.catalog import TorrentCatalog, make_info, piece_hashes
@@ -54,7 +54,7 @@ async def torrent_report(
         with contextlib.suppress(ValueError):  # none here: SSE-C, or nothing opens it
             hashes = await inline_hashes(obj, catalog, opener)
     has_format = hashes is not None and catalog.has_hashes_for_format(hashes)
-    refusal = torrent_refusal(settings.torrent, bucket, obj, anywhere_now())
+    refusal = refusal_anywhere(settings.torrent, bucket, obj)
     state = refusal.value if refusal is not None else ("ready" if has_format else "pending")
     layout = (
         hashes.layout if hashes is not None else PieceLayout(obj.size, piece_length_for(obj.size))
