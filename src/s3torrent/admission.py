@@ -118,20 +118,27 @@ class Admission(Generic[K]):
         return self._per_ip.get(ip, 0)
 
     def admit(
-        self, connection: K, ip: str, evictability: Callable[[K], Evictability]
+        self,
+        connection: K,
+        ip: str,
+        evictability: Callable[[K], Evictability],
+        *,
+        shared: bool = False,
     ) -> Decision[K]:
         """Admit `connection` from `ip`, or refuse it; a returned victim must be closed.
 
         `evictability(c)` says whether c may be closed to make room, and how readily.
+        `shared`: the address speaks for many clients (a trusted reverse proxy): neither the
+        per-address cap nor the fair share at the total cap applies to it.
         """
         if connection in self._order:
             raise ValueError("connection admitted twice")
-        if self._per_ip.get(ip, 0) >= self.limits.max_per_ip:
+        if not shared and self._per_ip.get(ip, 0) >= self.limits.max_per_ip:
             self.refused_per_ip += 1
             return Decision(refused=Refusal.PER_IP)
         victim: K | None = None
         if len(self._order) >= self.limits.max_connections:
-            if self._over_fair_share(ip):
+            if not shared and self._over_fair_share(ip):
                 # Cheap to say no: a flood from a few addresses is refused at accept
                 # instead of churning through evictions at the cost of a full setup each.
                 self.refused_total += 1

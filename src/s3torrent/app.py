@@ -255,7 +255,9 @@ class Node:
         self.settings = settings
         self.role = role = role or Role()
         # Before any listener or file: raises the open file limit, caps connections below it.
-        self.gate = ConnectionGate.from_settings(settings.limits)
+        self.gate = ConnectionGate.from_settings(
+            settings.limits, TrustedProxies(settings.trusted_proxies)
+        )
         self.svc = build_services(settings, role)
         self.anonymous_reads = AnonymousReads()
         self.svc.public.on_revoked(lambda info: self.anonymous_reads.revoked(info.version_id))

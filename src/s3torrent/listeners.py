@@ -40,6 +40,7 @@ from s3torrent.admission import (
     client_key,
     connection_cap,
 )
+from s3torrent.forwarding import TrustedProxies
 
 if TYPE_CHECKING:
     from s3torrent.config import LimitSettings
@@ -259,9 +260,16 @@ class ConnectionGate:
     """The process's connection caps and deadlines, shared by all its listeners."""
 
     def __init__(
-        self, limits: AdmissionLimits, *, header_timeout: float, body_idle_timeout: float
+        self,
+        limits: AdmissionLimits,
+        *,
+        header_timeout: float,
+        body_idle_timeout: float,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         self.admission: Admission[Slot] = Admission(limits)
+        # Trusted reverse proxies speak for many clients: no per-address cap for them.
+        self.proxies = proxies if proxies else None
         self.configured = limits
         self._lowered_at: float | None = None
         self.header_timeout = header_timeout
@@ -271,7 +279,9 @@ class ConnectionGate:
         self._cap_reported_at: float | None = None
 
     @classmethod
-    def from_settings(cls, limits: LimitSettings) -> ConnectionGate:
+    def from_settings(
+        cls, limits: LimitSettings, proxies: TrustedProxies | None = None
+    ) -> ConnectionGate:
         """The gate for this process: raises the file limit, caps connections below it."""
         soft = raise_file_limit()
         cap = connection_cap(limits.max_connections, soft, limits.file_reserve)
@@ -286,6 +296,7 @@ class ConnectionGate:
             AdmissionLimits(max_connections=cap, max_per_ip=limits.max_connections_per_ip),
             header_timeout=limits.header_read_timeout,
             body_idle_timeout=limits.body_idle_timeout,
+            proxies=proxies,
         )
 
     def stats(self) -> dict[str, int]:
@@ -308,7 +319,9 @@ class ConnectionGate:
             self._lowered_at = None
             self.admission.limits = self.configured
         slot = Slot(self, ip, peer)
-        decision = self.admission.admit(slot, ip, Slot.evictability)
+        proxies = self.proxies
+        shared = proxies is not None and proxies.trusts(peer)
+        decision = self.admission.admit(slot, ip, Slot.evictability, shared=shared)
         if decision.refused is not None:
             if decision.refused is Refusal.TOTAL:
                 self._report_cap(now, "no idle connection to close, refusing newcomers")

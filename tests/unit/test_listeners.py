@@ -29,6 +29,7 @@ from s3torrent.admission import (
     client_key,
     connection_cap,
 )
+from s3torrent.forwarding import TrustedProxies
 from s3torrent.http_site import AdmittedSite
 from s3torrent.listeners import ConnectionGate, Listener, Slot
 from s3torrent.tracker.http_lean import LeanHttpTracker
@@ -64,6 +65,32 @@ def test_per_ip_cap_refuses_the_excess_and_release_frees_a_place() -> None:
     assert a.count("10.0.0.1") == 1
     assert a.admit(5, "10.0.0.1", never).admitted
     assert len(a) == 3 and a.refused_per_ip == 1
+
+
+def test_a_shared_address_has_no_per_ip_cap_nor_fair_share() -> None:
+    """A trusted reverse proxy speaks for many clients (ConnectionGate(proxies=...))."""
+    a: Admission[int] = Admission(AdmissionLimits(max_connections=4, max_per_ip=2))
+    for n in range(3):
+        assert a.admit(n, "proxy", always, shared=True).admitted
+    assert a.admit(3, "client", never).admitted
+    # Full: the proxy holds 3 of 4, over a fair share of 2, and still gets a place (an idle
+    # connection is closed for it) where an ordinary address would be refused.
+    decision = a.admit(4, "proxy", always, shared=True)
+    assert decision.admitted and decision.evicted is not None
+    assert a.admit(5, "client", always).refused is not Refusal.PER_IP
+
+
+def test_the_gate_exempts_trusted_proxies_only() -> None:
+    gate = ConnectionGate(
+        AdmissionLimits(max_connections=100, max_per_ip=1),
+        header_timeout=1.0,
+        body_idle_timeout=1.0,
+        proxies=TrustedProxies(["10.0.0.0/8"]),
+    )
+    slots = [gate.admit("10.1.2.3", 0.0, "10.1.2.3") for _ in range(5)]
+    assert not any(isinstance(s, Refusal) for s in slots)
+    assert not isinstance(gate.admit("192.0.2.9", 0.0, "192.0.2.9"), Refusal)
+    assert gate.admit("192.0.2.9", 0.0, "192.0.2.9") is Refusal.PER_IP
 
 
 def test_total_cap_evicts_the_oldest_idle_connection() -> None:
