@@ -64,6 +64,8 @@ class Job:
     # benchmark keeps finished clients in the swarm until every client is done, as users'
     # clients stay; None: the client stops at once.
     linger: Callable[[Job], None] | None = None
+    # Trust any TLS certificate (a test's self-signed proxy in front of the server).
+    insecure_tls: bool = False
 
 
 def _done(job: Job) -> bytes:
@@ -197,6 +199,7 @@ def aria2(job: Job) -> bytes:
         "--enable-peer-exchange=false", "--seed-time=0", "--file-allocation=none",
         f"--listen-port={free_port()}", f"--dir={out}", "--summary-interval=0",
         "--bt-require-crypto=false", "--bt-stop-timeout=60", f"--interface={job.address}",
+        *(["--check-certificate=false"] if job.insecure_tls else []),
         _input_arg(job),
     ]  # fmt: skip
     with _process(cmd, log) as proc:
