@@ -95,6 +95,10 @@ class Client:
 
 
 CLIENT: web.RequestKey[Client] = web.RequestKey("s3torrent_forwarded_client", Client)
+# Whether any request of this process may carry a CLIENT: until a forwarded_client_middleware
+# exists (never, with no trusted_proxies) the answers below skip the lookup, whose KeyError
+# would cost every request about a microsecond.
+_IN_USE = [False]
 
 
 def forwarded_client_middleware(
@@ -102,6 +106,7 @@ def forwarded_client_middleware(
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Outermost on every worker when `trusted_proxies` is set: a request from a trusted
     proxy carries the client it names (CLIENT)."""
+    _IN_USE[0] = True
 
     @web.middleware
     async def forwarded_client(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -120,15 +125,19 @@ def forwarded_client_middleware(
 
 def client_address(request: web.BaseRequest) -> str | None:
     """The request's client address: the one a trusted proxy named, else the peer's."""
-    try:
-        return request[CLIENT].address
-    except KeyError:
-        return request.remote
+    if _IN_USE[0]:
+        try:
+            return request[CLIENT].address
+        except KeyError:
+            pass
+    return request.remote
 
 
 def client_secure(request: web.BaseRequest) -> bool:
     """Whether the client's own connection was TLS (a trusted proxy's word, else ours)."""
-    try:
-        return request[CLIENT].secure
-    except KeyError:
-        return request.secure
+    if _IN_USE[0]:
+        try:
+            return request[CLIENT].secure
+        except KeyError:
+            pass
+    return request.secure
