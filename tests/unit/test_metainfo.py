@@ -632,6 +632,15 @@ def test_parse_fuzz_structured(info: dict[bytes, Any], extra: dict[bytes, Any]) 
 SAMPLE_TORRENTS = [make_torrent(b"x" * (2 * PIECE + 1), fmt)[0] for fmt in FORMATS]
 
 
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("data", [b"l-3:e", b"d1:a-3:e", b"l+1:ae", b"l 1:ae", b"d1:al-4:ee"])
+def test_a_string_length_that_is_not_digits_is_refused(data: bytes) -> None:
+    """A negative length walked the nesting check back over what it had read, for ever
+    (b"l-3:e" returns to its own "-3:"): the fuzz test below met one at random."""
+    with pytest.raises(MetainfoError, match="malformed"):
+        parse_torrent(data)
+
+
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_parse_fuzz_mutated_torrents(data: st.DataObject) -> None:

@@ -299,7 +299,12 @@ def _value_end(data: bytes, pos: int, max_depth: int | None = None) -> int:
             pos = data.index(b"e", pos) + 1
         else:
             colon = data.index(b":", pos)
-            pos = colon + 1 + int(data[pos:colon])
+            length = data[pos:colon]
+            # Digits only: int() also takes "-5" and " 5", and a negative length sent this
+            # walk back over what it had read, for ever (found by the fuzz test).
+            if not length.isdigit():
+                raise MetainfoError("malformed string length")
+            pos = colon + 1 + int(length)
         if depth == 0:
             return pos
 
