@@ -114,9 +114,13 @@ def forwarded_client_middleware(
         if proxies.trusts(peer):
             assert peer is not None
             headers = request.headers
+            # Every line of each, in order: a proxy that adds a line of its own, instead of
+            # appending to the client's, must still have the last word.
+            forwarded_for = ", ".join(headers.getall("X-Forwarded-For", ())) or None
+            forwarded_proto = ", ".join(headers.getall("X-Forwarded-Proto", ())) or None
             request[CLIENT] = Client(
-                proxies.client_ip(peer, headers.get("X-Forwarded-For")),
-                proxies.secure(peer, headers.get("X-Forwarded-Proto"), request.secure),
+                proxies.client_ip(peer, forwarded_for),
+                proxies.secure(peer, forwarded_proto, request.secure),
             )
         return await handler(request)
 

@@ -105,6 +105,20 @@ def _get(srv: LiveServer, path: str, headers: dict[str, str] | None = None) -> t
         conn.close()
 
 
+def _get_lines(srv: LiveServer, path: str, lines: list[tuple[str, str]]) -> tuple[int, bytes]:
+    """A GET with these header lines, repeated names kept apart."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        conn.putrequest("GET", path)
+        for name, value in lines:
+            conn.putheader(name, value)
+        conn.endheaders()
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
 def _logged(srv: LiveServer, text: str, wait: float = 10.0) -> bool:
     """Whether the access log (written in batches) has a line with text, within wait s."""
     log = srv.data_dir.parent / "access.log"
@@ -128,6 +142,15 @@ def test_source_ip_is_the_client_a_trusted_proxy_names(proxied: LiveServer) -> N
     assert _get(proxied, path, {"X-Forwarded-For": f"{OTHER}, {ALLOWED}, 127.0.0.1"})[0] == 200
     assert _get(proxied, path, {"X-Forwarded-For": OTHER})[0] == 403
     assert _get(proxied, path)[0] == 403  # the proxy itself is not in the network
+    # A proxy that adds a header line of its own: the client's forged line comes first.
+    assert (
+        _get_lines(proxied, path, [("X-Forwarded-For", ALLOWED), ("X-Forwarded-For", OTHER)])[0]
+        == 403
+    )
+    assert (
+        _get_lines(proxied, path, [("X-Forwarded-For", OTHER), ("X-Forwarded-For", ALLOWED)])[0]
+        == 200
+    )
     # The torrent channel asks the same decision with the same client.
     status, torrent = _get(proxied, path + "?torrent", {"X-Forwarded-For": ALLOWED})
     assert status == 200, torrent
@@ -174,6 +197,8 @@ def test_secure_transport_is_what_a_trusted_proxy_says(proxied: LiveServer) -> N
     assert _get(proxied, path)[0] == 403
     # The nearest proxy's word counts (the last value), not what a client wrote first.
     assert _get(proxied, path, {"X-Forwarded-Proto": "https, http"})[0] == 403
+    lines = [("X-Forwarded-Proto", "https"), ("X-Forwarded-Proto", "http")]
+    assert _get_lines(proxied, path, lines)[0] == 403
     assert _get(proxied, path + "?torrent", {"X-Forwarded-Proto": "https"})[0] == 200
 
 
