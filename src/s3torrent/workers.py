@@ -290,7 +290,7 @@ def serve(
     """Run the server: one process for one worker (exactly the single-node path), else a
     supervisor and its workers. Raises StartupError when it cannot start."""
     from s3torrent import app
-    from s3torrent.provision import hold_data_dir, secure_data_dir
+    from s3torrent.provision import hold_data_dir
     from s3torrent.startup import deployment_warnings, preflight
 
     count = settings.worker_count
@@ -301,8 +301,7 @@ def serve(
         log.warning("%s", warning)
     preflight(settings)
     check_sockets(settings)
-    secure_data_dir(settings)
-    held = hold_data_dir(settings, count)
+    held = hold_data_dir(settings, count)  # secures the data directory first
 
     def run_worker(role: Role, ready: Callable[[], None]) -> None:
         asyncio.run(
