@@ -2,10 +2,11 @@
 
 Website, replication, notifications, requester pays and acceleration: their reads answer what
 S3 answers for a bucket that never had them (s3cmd `info`/`ws-info` and the AWS CLI included),
-deleting what does not exist succeeds, the payer can be set only to what it is, and every
-write that would configure one is still refused. Analytics, inventory, metrics and
-Intelligent-Tiering configurations, held by id: none is listed, none can be read or deleted
-(NoSuchConfiguration), none can be set. Reads are the bucket owner's, as on S3.
+deleting what does not exist succeeds, the payer can be set only to what it is, notifications
+only to none, and every write that would configure one is still refused. Analytics,
+inventory, metrics and Intelligent-Tiering configurations, held by id: none is listed, none
+can be read or deleted (NoSuchConfiguration), none can be set. Reads are the bucket owner's,
+as on S3.
 """
 
 from __future__ import annotations
@@ -137,6 +138,71 @@ def test_a_malformed_payer_is_refused(server: LiveServer, bucket: str, body: byt
     resp = requests.put(url, data=body, headers=headers, timeout=10)
     assert resp.status_code == 400, resp.text
     assert "<Code>MalformedXML</Code>" in resp.text
+
+
+def test_an_empty_notification_configuration_is_what_the_bucket_has(
+    s3: Any, bob_s3: Any, bucket: str
+) -> None:
+    # How tools remove a bucket's notifications (Terraform on destroy, the CLI with `{}`).
+    resp = s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={})
+    assert resp["ResponseMetadata"]["HTTPStatusCode"] == 200
+    notification = s3.get_bucket_notification_configuration(Bucket=bucket)
+    assert not {k for k in notification if k != "ResponseMetadata"}
+    # Still the owner's to set, as on S3; and EventBridge is a destination too.
+    with pytest.raises(ClientError) as exc:
+        bob_s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={})
+    assert _error(exc) == (403, "AccessDenied")
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_notification_configuration(
+            Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+        )
+    assert _error(exc) == (501, "NotImplemented")
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"<NotificationConfiguration><Nonsense/></NotificationConfiguration>", "MalformedXML"),
+        (b"<Other/>", "MalformedXML"),
+        (b"<NotificationConfiguration>", "MalformedXML"),
+        # The legacy form (PutBucketNotification) names its destination the same way.
+        (
+            b"<NotificationConfiguration><TopicConfiguration><Topic>arn:aws:sns:us-east-1:1:t"
+            b"</Topic><Event>s3:ReducedRedundancyLostObject</Event></TopicConfiguration>"
+            b"</NotificationConfiguration>",
+            "NotImplemented",
+        ),
+    ],
+)
+def test_a_notification_configuration_is_read_strictly(
+    server: LiveServer, bucket: str, body: bytes, code: str
+) -> None:
+    url = f"{server.endpoint}/{bucket}?notification"
+    headers = sign_request("PUT", url, body=body)
+    resp = requests.put(url, data=body, headers=headers, timeout=10)
+    assert resp.status_code == (501 if code == "NotImplemented" else 400), resp.text
+    assert f"<Code>{code}</Code>" in resp.text
+
+
+@pytest.mark.skipif(
+    not shutil.which("aws") and not os.environ.get("S3TORRENT_REQUIRE_ENGINES"),
+    reason="the AWS CLI is not installed",
+)
+def test_aws_cli_removes_notifications(server: LiveServer, bucket: str) -> None:
+    res = aws_cli(
+        server.endpoint, "s3api", "put-bucket-notification-configuration", "--bucket", bucket,
+        "--notification-configuration", "{}",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    res = aws_cli(
+        server.endpoint, "s3api", "put-bucket-notification-configuration", "--bucket", bucket,
+        "--notification-configuration",
+        json.dumps({"QueueConfigurations": [
+            {"QueueArn": "arn:aws:sqs:us-east-1:1:q", "Events": ["s3:ObjectCreated:*"]}
+        ]}),
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert "NotImplemented" in res.stderr
 
 
 @pytest.mark.skipif(

@@ -212,6 +212,9 @@ _SYNONYMS = {
     "PutBucketLifecycle": "PutBucketLifecycleConfiguration",
     # The legacy GET ?notification: the same request, answered with the same document.
     "GetBucketNotification": "GetBucketNotificationConfiguration",
+    # The legacy PUT ?notification: its empty document is accepted and anything else refused
+    # alike (its Topic, Queue and CloudFunction configurations name destinations).
+    "PutBucketNotification": "PutBucketNotificationConfiguration",
 }
 
 

@@ -51,6 +51,7 @@ _HEADERS: tuple[tuple[str, dict[str, str]], ...] = (
 # What each operation acts on beyond its plain form (by operation name, so an endpoint
 # added elsewhere needs no entry here to appear in the table).
 NOTES: Mapping[str, str] = {
+    "PutBucketNotificationConfiguration": "an empty configuration only; a destination is 501",
     "ListBuckets": "`max-buckets`, `continuation-token`, `prefix`, `bucket-region`",
     "CreateBucket": "`x-amz-acl`, `x-amz-grant-*`, `x-amz-object-ownership`, "
     "`CreateBucketConfiguration`",
@@ -145,6 +146,7 @@ def markdown_table() -> str:
     lines += [
         "",
         f"Read as never configured, refused (501 NotImplemented) when a PUT would configure "
-        f"them: {named} (bucket); `PUT ?requestPayment` accepts only `BucketOwner`.",
+        f"them: {named} (bucket); `PUT ?requestPayment` accepts only `BucketOwner`, and "
+        "`PUT ?notification` only an empty configuration (none, as every bucket has).",
     ]
     return "\n".join(lines) + "\n"

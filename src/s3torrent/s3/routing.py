@@ -57,6 +57,11 @@ class Endpoint(Enum):
         "s3:GetBucketNotification",
         "bucket",
     )
+    PutBucketNotificationConfiguration = (
+        "PutBucketNotificationConfiguration",
+        "s3:PutBucketNotification",
+        "bucket",
+    )
     GetBucketRequestPayment = ("GetBucketRequestPayment", "s3:GetBucketRequestPayment", "bucket")
     PutBucketRequestPayment = ("PutBucketRequestPayment", "s3:PutBucketRequestPayment", "bucket")
     GetBucketAccelerateConfiguration = (
@@ -390,6 +395,7 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
         ("GET", "replication"): Endpoint.GetBucketReplication,
         ("DELETE", "replication"): Endpoint.DeleteBucketReplication,
         ("GET", "notification"): Endpoint.GetBucketNotificationConfiguration,
+        ("PUT", "notification"): Endpoint.PutBucketNotificationConfiguration,
         ("GET", "requestPayment"): Endpoint.GetBucketRequestPayment,
         ("PUT", "requestPayment"): Endpoint.PutBucketRequestPayment,
         ("GET", "accelerate"): Endpoint.GetBucketAccelerateConfiguration,

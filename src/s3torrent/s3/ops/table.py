@@ -101,6 +101,9 @@ def handlers() -> dict[Endpoint, Handler]:
         Endpoint.GetBucketNotificationConfiguration: (
             unconfigured.get_bucket_notification_configuration
         ),
+        Endpoint.PutBucketNotificationConfiguration: (
+            unconfigured.put_bucket_notification_configuration
+        ),
         Endpoint.GetBucketRequestPayment: unconfigured.get_bucket_request_payment,
         Endpoint.PutBucketRequestPayment: unconfigured.put_bucket_request_payment,
         Endpoint.GetBucketAccelerateConfiguration: (

@@ -9,7 +9,11 @@ bucket (s3cmd `info` and `ws-info`, Terraform's bucket resource, file browsers) 
 true answer instead of a 501. Deleting a website or replication configuration that does not
 exist succeeds, as on S3; deleting an analytics, inventory, metrics or Intelligent-Tiering
 configuration names one by id, and there is none (NoSuchConfiguration, as on S3). Setting
-the payer to the bucket owner, which it always is, succeeds (Requester Pays is refused).
+the payer to the bucket owner, which it always is, succeeds (Requester Pays is refused), and
+so does setting an empty notification configuration, the one a bucket always has: it is how
+tools remove a bucket's notifications (Terraform's bucket notification resource on destroy,
+`aws s3api put-bucket-notification-configuration` with `{}`); one that names a destination
+is refused.
 """
 
 from __future__ import annotations
@@ -49,6 +53,35 @@ async def get_bucket_notification_configuration(
     svc: S3Context, req: S3Request
 ) -> web.StreamResponse:
     return xml_response(s3xml.render("NotificationConfiguration", {}))
+
+
+# What a notification configuration may hold (S3's API, 2026-12): each one a destination.
+_NOTIFICATION_KINDS = frozenset(
+    {
+        "TopicConfiguration",
+        "QueueConfiguration",
+        "CloudFunctionConfiguration",
+        "EventBridgeConfiguration",
+    }
+)
+
+
+async def put_bucket_notification_configuration(
+    svc: S3Context, req: S3Request
+) -> web.StreamResponse:
+    """No notifications, which the bucket never has: saying so changes nothing. Any
+    destination (a topic, queue, function or EventBridge) is refused as not implemented."""
+    root = s3xml.parse(await read_xml_body(svc, req))
+    if s3xml.local(root.tag) != "NotificationConfiguration":
+        raise S3Error("MalformedXML")
+    kinds = {s3xml.local(child.tag) for child in root}
+    if not kinds <= _NOTIFICATION_KINDS:
+        raise S3Error("MalformedXML")
+    if kinds:
+        raise S3Error(
+            "NotImplemented", "Event notifications are not implemented: none can be configured."
+        )
+    return web.Response(status=200)
 
 
 async def get_bucket_request_payment(svc: S3Context, req: S3Request) -> web.StreamResponse:
