@@ -28,7 +28,7 @@ from s3torrent.extras import check_extras
 from s3torrent.failures import logged_failure
 from s3torrent.forwarding import TrustedProxies, forwarded_client_middleware
 from s3torrent.handoff import HandoffClient, HandoffServer
-from s3torrent.http_site import AdmittedSite, aiohttp_keepalive_timeout
+from s3torrent.http_site import AdmittedSite, aiohttp_keepalive_timeout, finish_bodies
 from s3torrent.lifecycle.worker import LifecycleWorker
 from s3torrent.listeners import ConnectionGate
 from s3torrent.log_output import unblock_server_log
@@ -54,7 +54,14 @@ from s3torrent.provision import (
     space_reserve,
 )
 from s3torrent.publication import PublicTorrents, ResolvingRegistry
-from s3torrent.roles import Role, events_socket, handoff_socket, owner_socket, tracker_socket
+from s3torrent.roles import (
+    STOP_SIGNALS,
+    Role,
+    events_socket,
+    handoff_socket,
+    owner_socket,
+    tracker_socket,
+)
 from s3torrent.s3.access_log import AccessLog
 from s3torrent.s3.bucket_logs import BucketLogDelivery
 from s3torrent.s3.context import S3Context
@@ -587,7 +594,14 @@ class Node:
         if self.ws_tracker is not None:
             await self.ws_tracker.close()
         if self._runner is not None:
-            # Stops accepting, waits (bounded) for in-flight requests, then closes.
+            # Stops accepting; the requests under way receive their bodies (aiohttp's own
+            # shutdown would drop them: http_site.finish_bodies), then aiohttp waits
+            # (bounded) for their answers and closes.
+            self.s3.draining = True
+            for site in list(self._runner.sites):
+                await site.stop()
+            if self._runner.server is not None:
+                await finish_bodies(self._runner.server, self.settings.limits.shutdown_timeout)
             await self._runner.cleanup()
             if self.role.owner and not self.role.alone:
                 owner_socket(self.settings.data_dir).unlink(missing_ok=True)
@@ -646,7 +660,7 @@ async def serve(
     role: Role | None = None,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Run a node (or one worker of it) until SIGTERM or SIGINT. Raises StartupError
+    """Run a node (or one worker of it) until SIGTERM, SIGINT or SIGHUP. Raises StartupError
     (nothing generated) when it cannot start."""
     role = role or Role()
     # From here on no log line waits on standard error (log_output.py).
@@ -674,7 +688,7 @@ async def _serve_node(
     node = Node(settings, role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, node.reopen_logs)
     try:

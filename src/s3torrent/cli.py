@@ -71,7 +71,7 @@ def serve(
     log_level: str | None,
     workers: int | None,
 ) -> None:
-    """Run the server (S3 API, torrents, tracker, seeder) until SIGTERM or SIGINT."""
+    """Run the server (S3 API, torrents, tracker, seeder) until SIGTERM, SIGINT or SIGHUP."""
     from s3torrent.workers import serve as run_server
 
     flags: dict[str, Any] = dict(

@@ -48,6 +48,36 @@ def aiohttp_keepalive_timeout(header_timeout: float) -> float:
     return header_timeout * (1 + 2.5 * HEADER_SPREAD)
 
 
+async def finish_bodies(server: web.Server, timeout: float, poll: float = 0.05) -> None:
+    """Before aiohttp's own shutdown: every connection answers the request it is in and
+    reads no other; one still receiving a request body receives the rest, for up to
+    `timeout` seconds, and is then closed at once (as a stalled upload is).
+
+    aiohttp's shutdown (`BaseRunner.cleanup`) begins by closing every connection, and a
+    closed `RequestHandler` drops every byte that arrives after (its `data_received`
+    returns at once): an upload still arriving at SIGTERM never got the rest of its body,
+    waited out the whole shutdown timeout and was cancelled. Here a connection is closed
+    only once its request is whole (aiohttp then answers it and closes the connection, and
+    what the client sends after is a request it will not get answered), or while it waits
+    for one."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        receiving = []
+        for handler in list(server.connections):
+            if aiohttp_phase(handler) is ConnectionPhase.BODY:
+                receiving.append(handler)
+            else:
+                handler.close()  # idle: now; answering: after its answer
+        if not receiving:
+            return
+        if loop.time() >= end:
+            for handler in receiving:
+                handler.force_close()
+            return
+        await asyncio.sleep(poll)
+
+
 def check_aiohttp_state() -> None:
     missing = [name for name in _AIOHTTP_STATE if not hasattr(RequestHandler, name)]
     if missing:

@@ -8,10 +8,16 @@ workers' forwarded requests. Every worker serves the S3 listener (SO_REUSEPORT).
 
 from __future__ import annotations
 
+import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# What stops a server process (the supervisor and each worker alike): it drains its requests
+# and exits. SIGHUP too: the terminal that started it closed, or its SSH session dropped
+# (a shell sends its jobs SIGHUP); its default action would cut every request in flight.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 # In the data directory: the owner's HTTP application, and its event hub.
 OWNER_SOCKET = "owner.sock"

@@ -3,8 +3,8 @@
 The supervisor checks what can be checked before anything starts (settings, the listeners'
 addresses), forks the owner (worker 0) and waits until it serves, then the others, and
 from then on only waits: a worker that dies is started again after a back-off (1 s,
-doubling to 30 s while it keeps dying young), and SIGTERM or SIGINT is passed on to every
-worker, which drains its requests as a single server does; after the shutdown timeout
+doubling to 30 s while it keeps dying young), and SIGTERM, SIGINT or SIGHUP is passed on to
+every worker, which drains its requests as a single server does; after the shutdown timeout
 what is left is killed. Forking (not spawning) gives every worker exactly the supervisor's
 settings; the supervisor has no threads and no event loop when it forks.
 """
@@ -26,7 +26,14 @@ from pathlib import Path
 from types import FrameType
 
 from s3torrent.config import Settings, StartupError
-from s3torrent.roles import Role, events_socket, handoff_socket, owner_socket, tracker_socket
+from s3torrent.roles import (
+    STOP_SIGNALS,
+    Role,
+    events_socket,
+    handoff_socket,
+    owner_socket,
+    tracker_socket,
+)
 
 log = logging.getLogger("s3torrent")
 
@@ -97,7 +104,7 @@ class Supervisor:
     def _child(self, role: Role, status_fd: int, supervisor: int) -> None:
         code = 1
         try:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            for sig in (*STOP_SIGNALS, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             _drain_when_orphaned(supervisor)
             # Until the node listens for it (app.serve): not the supervisor's, not a death.
@@ -172,10 +179,8 @@ class Supervisor:
                 os.kill(worker.pid, signal.SIGUSR1)
 
     def run(self) -> None:
-        """Start the workers, keep them running until SIGTERM or SIGINT, stop them."""
-        previous = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
+        """Start the workers, keep them running until a stop signal (STOP_SIGNALS), stop them."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._on_reopen)
         try:
             try:

@@ -382,6 +382,8 @@ class S3Application:
         self.cors_headers: Callable[[web.Request], Awaitable[dict[str, str]]] | None = None
         # Every request's way in, all layers included (set by `build`): the quick path's.
         self.entry: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
+        # The server is stopping: every answer closes its connection (Connection: close).
+        self.draining = False
 
     def add_route(
         self, prefix: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -437,6 +439,8 @@ class S3Application:
             except Exception:
                 # Headers for the browser only: their failure must not lose the answer.
                 log.exception("CORS headers for %s %s", request.method, request.path[:200])
+        if self.draining:  # closed after it, if too late to say so
+            response.force_close()
         self.stamp(request, response)
 
     def stamp(self, request: web.Request, response: web.StreamResponse) -> None:
@@ -472,6 +476,8 @@ class S3Application:
         try:
             response = await self._respond(request, handler)
             status = response.status
+            if self.draining:  # said in its headers (a streamed answer's were: _stamp_headers)
+                response.force_close()
             return response
         except QuickHandOver:
             # Not answered here (s3/quick.py): aiohttp answers, meters and logs it. Nothing
