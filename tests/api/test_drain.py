@@ -62,9 +62,7 @@ def _gone_then_readable(srv: LiveServer, pid: int, key: str, body: bytes) -> Non
 
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
-def test_an_upload_in_flight_is_answered(
-    tmp_path: Path, workers: int, sig: signal.Signals
-) -> None:
+def test_an_upload_in_flight_is_answered(tmp_path: Path, workers: int, sig: signal.Signals) -> None:
     srv = start_server(tmp_path, workers=workers)
     assert srv.proc is not None
     proc = srv.proc
