@@ -162,6 +162,7 @@ def test_an_empty_notification_configuration_is_what_the_bucket_has(
 @pytest.mark.parametrize(
     ("body", "code"),
     [
+        (b"", "MalformedXML"),
         (b"<NotificationConfiguration><Nonsense/></NotificationConfiguration>", "MalformedXML"),
         (b"<Other/>", "MalformedXML"),
         (b"<NotificationConfiguration>", "MalformedXML"),

@@ -111,7 +111,6 @@ def test_every_response_carries_a_request_id(server: LiveServer, s3: Any, bucket
         ("PUT", "?website"),
         ("PUT", "?replication"),
         ("PUT", "?accelerate"),
-        ("PUT", "?notification"),
         ("POST", "/key?restore"),
         ("GET", "/key?select"),
         ("POST", "/key?select&select-type=2"),
