@@ -75,6 +75,9 @@ def make_info(obj: ObjectVersion, hashes: PieceHashes, fmt: TorrentFormat) -> To
 
 
 _DOT_SEGMENTS = (".", "..")
+# Every format a version's info dictionary may be cached in (forgotten together): asked once,
+# not per overwrite (typing.get_args walks the Literal each time).
+_FORMATS: tuple[TorrentFormat, ...] = get_args(TorrentFormat)
 
 MagnetForm = Literal["btih", "btmh"]
 
@@ -170,7 +173,7 @@ class TorrentCatalog:
         return info
 
     def forget(self, version_id: str) -> None:
-        for fmt in get_args(TorrentFormat):
+        for fmt in _FORMATS:
             self._cache.pop((version_id, fmt), None)
 
     def announce_url(self, base_url: str) -> str:
