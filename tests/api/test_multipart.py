@@ -15,7 +15,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import LiveServer, aws_cli, make_client, start_server
+from tests.conftest import LiveServer, add_user, aws_cli, make_client, start_server
 
 MiB = 1024 * 1024
 PART = 5 * MiB
@@ -148,9 +148,6 @@ def test_part_number_bounds(s3: Any, bucket: str) -> None:
 def test_abort_and_unknown_uploads(s3: Any, bucket: str) -> None:
     uid = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
     s3.upload_part(Bucket=bucket, Key="k", UploadId=uid, PartNumber=1, Body=b"x")
-    with pytest.raises(ClientError) as exc:
-        s3.delete_bucket(Bucket=bucket)
-    assert _code(exc) == "BucketNotEmpty"
     s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=uid)
     for call in (
         lambda: s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=uid),
@@ -461,6 +458,73 @@ def test_part_blobs_are_freed_and_abandoned_uploads_expire(tmp_path: Path) -> No
         with pytest.raises(ClientError) as exc:
             s3.list_parts(Bucket="mp-cleanup", Key="left", UploadId=uid)
         assert _code(exc) == "NoSuchUpload"
+    finally:
+        srv.stop()
+
+
+def test_deleting_a_bucket_takes_its_uploads_in_progress(tmp_path: Path) -> None:
+    """S3 deletes a bucket whose only content is uploads in progress (an interrupted `aws s3
+    cp`, say) and the uploads with it: `aws s3 rb --force` and Terraform's force_destroy
+    count on it. A bucket with objects stays, uploads and all."""
+    srv = start_server(tmp_path)
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="mp-gone")
+        uid = s3.create_multipart_upload(Bucket="mp-gone", Key="left")["UploadId"]
+        for n in (1, 2):
+            s3.upload_part(Bucket="mp-gone", Key="left", UploadId=uid, PartNumber=n, Body=b"p")
+        done = _upload(s3, "mp-gone", "kept", [b"x"])
+        # Objects keep the bucket, and its uploads stay.
+        with pytest.raises(ClientError) as exc:
+            s3.delete_bucket(Bucket="mp-gone")
+        assert _code(exc) == "BucketNotEmpty"
+        assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="mp-gone")["Uploads"]] == [
+            uid
+        ]
+        assert _blob_count(srv) == 3
+        s3.delete_object(Bucket="mp-gone", Key="kept")
+        assert done["Key"] == "kept"
+        deadline = time.monotonic() + 15  # a deleted object's file goes after a grace delay
+        while _blob_count(srv) != 2:
+            assert time.monotonic() < deadline, "the deleted object's file stayed"
+            time.sleep(0.2)
+        # Another user may not delete it, and the uploads stay.
+        other = add_user(srv, "other")
+        with pytest.raises(ClientError) as exc:
+            make_client(srv.endpoint, other.access_key, other.secret_key).delete_bucket(
+                Bucket="mp-gone"
+            )
+        assert _code(exc) == "AccessDenied"
+        assert len(s3.list_multipart_uploads(Bucket="mp-gone")["Uploads"]) == 1
+        # The AWS CLI's rb --force: it empties the bucket of objects, then deletes it.
+        res = aws_cli(srv.endpoint, "s3", "rb", "--force", "s3://mp-gone")
+        assert res.returncode == 0, res.stderr
+        assert _blob_count(srv) == 0  # both parts' files went with it
+        with pytest.raises(ClientError) as exc:
+            s3.list_multipart_uploads(Bucket="mp-gone")
+        assert _code(exc) == "NoSuchBucket"
+        # A bucket made again under the name has none of it.
+        s3.create_bucket(Bucket="mp-gone")
+        assert "Uploads" not in s3.list_multipart_uploads(Bucket="mp-gone")
+        for call in (
+            lambda: s3.list_parts(Bucket="mp-gone", Key="left", UploadId=uid),
+            lambda: s3.upload_part(
+                Bucket="mp-gone", Key="left", UploadId=uid, PartNumber=3, Body=b"late"
+            ),
+            lambda: s3.complete_multipart_upload(
+                Bucket="mp-gone",
+                Key="left",
+                UploadId=uid,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": 1, "ETag": f'"{hashlib.md5(b"p").hexdigest()}"'}]
+                },
+            ),
+        ):
+            with pytest.raises(ClientError) as exc:
+                call()
+            assert _code(exc) == "NoSuchUpload"
+        assert "Contents" not in s3.list_objects_v2(Bucket="mp-gone")
+        assert _blob_count(srv) == 0
     finally:
         srv.stop()
 

@@ -52,6 +52,8 @@ _HEADERS: tuple[tuple[str, dict[str, str]], ...] = (
 # added elsewhere needs no entry here to appear in the table).
 NOTES: Mapping[str, str] = {
     "PutBucketNotificationConfiguration": "an empty configuration only; a destination is 501",
+    "DeleteBucket": "a bucket with no objects (versions, delete markers); its uploads in "
+    "progress go with it, as on S3",
     "ListBuckets": "`max-buckets`, `continuation-token`, `prefix`, `bucket-region`",
     "CreateBucket": "`x-amz-acl`, `x-amz-grant-*`, `x-amz-object-ownership`, "
     "`CreateBucketConfiguration`",

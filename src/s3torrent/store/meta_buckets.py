@@ -30,7 +30,7 @@ class BucketMetadata(Protocol):
         settings: dict[str, Any] | None = None,
     ) -> Bucket: ...
 
-    async def delete_bucket(self, name: str) -> None: ...
+    async def delete_bucket(self, name: str) -> list[str]: ...
 
     async def set_bucket_acl(self, name: str, acl: str) -> None: ...
 
@@ -89,18 +89,23 @@ class SqlBuckets(SqlStoreBase):
         await self.db.write(txn)
         return bucket
 
-    async def delete_bucket(self, name: str) -> None:
-        """Delete an empty bucket (no objects, no uploads in progress)."""
+    async def delete_bucket(self, name: str) -> list[str]:
+        """Delete a bucket with no objects (no versions, no delete markers). Its uploads in
+        progress go with it, as on S3, which deletes such a bucket; returns their part blob
+        ids, for the caller to delete once this is committed."""
 
-        def txn(conn: Connection) -> None:
-            if q.bucket_has_objects(conn, name) or q.bucket_has_uploads(conn, name):
+        def txn(conn: Connection) -> list[str]:
+            if q.bucket_has_objects(conn, name):
                 raise BucketNotEmpty(name)
+            blob_ids = q.delete_bucket_uploads(conn, name)
             conn.execute(buckets.delete().where(buckets.c.name == name))
             # A bucket made again under this name starts with no publication.
             conn.execute(torrent_marks.delete().where(torrent_marks.c.bucket == name))
+            return blob_ids
 
-        await self.db.write(txn)
+        blob_ids = await self.db.write(txn)
         self._published(AccessChanged(name, None))
+        return blob_ids
 
     async def set_bucket_acl(self, name: str, acl: str) -> None:
         await self._set_access_column(name, acl=acl)

@@ -257,13 +257,18 @@ def iter_keys_from(
 _listed = version_reader(tuple(c.name for c in OBJECT_INFO_COLUMNS))
 
 
-def bucket_has_uploads(conn: Connection, bucket: str) -> bool:
-    return (
-        conn.execute(
-            sa.select(uploads.c.upload_id).where(uploads.c.bucket == bucket).limit(1)
-        ).first()
-        is not None
-    )
+def delete_bucket_uploads(conn: Connection, bucket: str) -> list[str]:
+    """Drop every upload in progress in a bucket, their parts and the receipts of its
+    completed ones; return the part blob ids."""
+    in_bucket = sa.select(uploads.c.upload_id).where(uploads.c.bucket == bucket)
+    blob_ids = [
+        str(r[0])
+        for r in conn.execute(sa.select(parts.c.blob_id).where(parts.c.upload_id.in_(in_bucket)))
+    ]
+    conn.execute(parts.delete().where(parts.c.upload_id.in_(in_bucket)))
+    conn.execute(uploads.delete().where(uploads.c.bucket == bucket))
+    conn.execute(upload_receipts.delete().where(upload_receipts.c.bucket == bucket))
+    return blob_ids
 
 
 def referenced_blob_ids(conn: Connection) -> set[str]:
