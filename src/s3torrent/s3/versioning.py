@@ -52,6 +52,16 @@ def version_headers(bucket: md.Bucket | None, obj: md.ObjectVersion) -> dict[str
     return {}
 
 
+def written_version_headers(bucket: md.Bucket | None, obj: md.ObjectVersion) -> dict[str, str]:
+    """x-amz-version-id in the answer to a write (PUT, POST, copy, completed upload) that made
+    `obj`: none for the null version, which a write in a suspended bucket makes. S3 leaves
+    the header out there (its PutObject reference's suspended-bucket example), while GET and
+    HEAD of that version then say `null`."""
+    if obj.s3_version_id == md.NULL_VERSION:
+        return {}
+    return version_headers(bucket, obj)
+
+
 def lock_headers(obj: md.ObjectVersion) -> dict[str, str]:
     """The version's object lock settings, as GET and HEAD report them."""
     h: dict[str, str] = {}

@@ -116,11 +116,10 @@ class SqlUploads(SqlStoreBase):
                 raise NoSuchBucket(obj.bucket)
             committed = vq.commit_object(conn, bucket, obj, condition, time.time())
             if receipt is not None:
-                # The version id as the answer carries it: in a bucket that has (or had)
-                # versioning, as this transaction read it.
+                # The version id as the answer carries it (versioning.written_version_headers):
+                # a version of its own; none for the null version (unversioned or suspended).
                 version = committed.version
-                shown = version.versioned or bucket.versioning is not None
-                vid = version.s3_version_id if shown else None
+                vid = version.s3_version_id if version.versioned else None
                 q.insert_receipt(conn, dataclasses.replace(receipt, version_id=vid), time.time())
             return committed, q.delete_upload(conn, upload_id) or []
 

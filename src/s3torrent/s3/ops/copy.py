@@ -33,7 +33,7 @@ from s3torrent.s3.versioning import (
     RequestedLock,
     parse_version_id,
     requested_lock,
-    version_headers,
+    written_version_headers,
 )
 from s3torrent.store import rows as md
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
@@ -200,7 +200,7 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         result["ChecksumType"] = obj.checksum_type
         result[f"Checksum{obj.checksum_algorithm}"] = obj.checksum_value
     resp_headers = {
-        **version_headers(bucket, obj),
+        **written_version_headers(bucket, obj),
         **sse.response_headers(obj.headers),
         **expiration_headers(svc.settings, bucket, obj),
     }

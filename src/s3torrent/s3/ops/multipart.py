@@ -491,7 +491,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     svc.store.release(committed.freed)
     await _delete_blobs(svc, released)
     resp_headers = {
-        **versioning.version_headers(req.bucket, committed.version),
+        **versioning.written_version_headers(req.bucket, committed.version),
         **sse.response_headers(up.headers),
         **expiration_headers(svc.settings, req.bucket, committed.version),
     }

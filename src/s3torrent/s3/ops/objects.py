@@ -42,6 +42,7 @@ from s3torrent.s3.versioning import (
     requested_lock,
     require_integrity_header,
     version_headers,
+    written_version_headers,
 )
 from s3torrent.store import rows as md
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
@@ -268,7 +269,7 @@ async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         require_integrity_header(http.headers, "Put Object")
     await precheck_write(svc, req, condition)
     obj, checksum = await store_body(svc, req, body, owner.id, headers, acl, condition, tags, lock)
-    resp_headers = {"ETag": obj.etag, **version_headers(req.bucket, obj)}
+    resp_headers = {"ETag": obj.etag, **written_version_headers(req.bucket, obj)}
     resp_headers.update(sse.response_headers(obj.headers))
     resp_headers.update(expiration_headers(svc.settings, req.bucket, obj))
     if checksum is not None:

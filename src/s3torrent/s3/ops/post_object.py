@@ -32,7 +32,7 @@ from s3torrent.s3.ops.objects import requested_acl, stored_headers
 from s3torrent.s3.refusals import refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key
 from s3torrent.s3.server import S3Request
-from s3torrent.s3.versioning import RequestedLock, requested_lock, version_headers
+from s3torrent.s3.versioning import RequestedLock, requested_lock, written_version_headers
 from s3torrent.store import rows as md
 from s3torrent.store.objects import StoredStream
 from s3torrent.store.sealing import SealSpec
@@ -381,7 +381,7 @@ def _answer(
     headers = {
         "ETag": obj.etag,
         "Location": location,
-        **version_headers(req.bucket, obj),
+        **written_version_headers(req.bucket, obj),
         **sse.response_headers(obj.headers),
     }
     if checksum is not None:
