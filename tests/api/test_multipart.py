@@ -278,6 +278,64 @@ def test_full_object_crc32_checksum(s3: Any, bucket: str) -> None:
     assert got["Body"].read() == whole
 
 
+def test_the_object_checksum_sent_with_the_completion_is_checked(s3: Any, bucket: str) -> None:
+    """x-amz-checksum-<algorithm> and x-amz-checksum-type on CompleteMultipartUpload check what
+    the upload became; a completion that fails one leaves the upload to complete again."""
+    parts = [_data(PART, 12), _data(500, 13)]
+    raw = b"".join(zlib.crc32(p).to_bytes(4, "big") for p in parts)
+    composite = _crc32_b64(raw)
+    up = s3.create_multipart_upload(Bucket=bucket, Key="k", ChecksumAlgorithm="CRC32")
+    uid = up["UploadId"]
+    done = []
+    for i, body in enumerate(parts, 1):
+        r = s3.upload_part(
+            Bucket=bucket, Key="k", UploadId=uid, PartNumber=i, Body=body, ChecksumAlgorithm="CRC32"
+        )
+        done.append({"PartNumber": i, "ETag": r["ETag"], "ChecksumCRC32": r["ChecksumCRC32"]})
+    refused = [
+        ({"ChecksumCRC32": _crc32_b64(b"other")}, "BadDigest"),
+        ({"ChecksumCRC32": "bad"}, "BadDigest"),
+        # The whole object's CRC is the FULL_OBJECT value, not this COMPOSITE upload's.
+        ({"ChecksumCRC32": _crc32_b64(b"".join(parts))}, "BadDigest"),
+        (
+            {"ChecksumSHA256": base64.b64encode(hashlib.sha256(b"x").digest()).decode()},
+            "InvalidRequest",
+        ),
+        ({"ChecksumType": "FULL_OBJECT"}, "InvalidRequest"),
+    ]
+    for extra, code in refused:
+        with pytest.raises(ClientError) as exc:
+            s3.complete_multipart_upload(
+                Bucket=bucket, Key="k", UploadId=uid, MultipartUpload={"Parts": done}, **extra
+            )
+        assert _code(exc) == code, extra
+    assert len(s3.list_parts(Bucket=bucket, Key="k", UploadId=uid)["Parts"]) == 2
+    # The checksum of the parts' checksums, with or without its -N, is the one.
+    result = s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="k",
+        UploadId=uid,
+        MultipartUpload={"Parts": done},
+        ChecksumCRC32=composite,
+        ChecksumType="COMPOSITE",
+    )
+    assert result["ChecksumCRC32"] == f"{composite}-2"
+    # An upload made without a checksum has none to compare with.
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="plain")["UploadId"]
+    plain = make_client(s3.meta.endpoint_url, request_checksum_calculation="when_required")
+    r = plain.upload_part(Bucket=bucket, Key="plain", UploadId=uid, PartNumber=1, Body=b"abc")
+    with pytest.raises(ClientError) as exc:
+        s3.complete_multipart_upload(
+            Bucket=bucket,
+            Key="plain",
+            UploadId=uid,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": r["ETag"]}]},
+            ChecksumCRC32=_crc32_b64(b"abc"),
+        )
+    assert _code(exc) == "InvalidRequest"
+    s3.abort_multipart_upload(Bucket=bucket, Key="plain", UploadId=uid)
+
+
 def test_part_checksum_mismatch_and_wrong_algorithm(s3: Any, bucket: str) -> None:
     uid = s3.create_multipart_upload(Bucket=bucket, Key="k", ChecksumAlgorithm="CRC32")["UploadId"]
     with pytest.raises(ClientError) as exc:

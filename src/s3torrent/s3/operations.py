@@ -76,8 +76,9 @@ NOTES: Mapping[str, str] = {
     "UploadPart": "`partNumber`, `Content-MD5`, `x-amz-checksum-*`",
     "UploadPartCopy": "`partNumber`, `x-amz-copy-source-range`, `x-amz-copy-source-if-*`",
     "ListParts": "`part-number-marker`, `max-parts`",
-    "CompleteMultipartUpload": "`If-None-Match: *`, `If-Match`, `x-amz-checksum-*` "
-    "(FULL_OBJECT), `x-amz-mp-object-size`; a retry answers the first answer again",
+    "CompleteMultipartUpload": "`If-None-Match: *`, `If-Match`, `x-amz-checksum-*` (FULL_OBJECT "
+    "or COMPOSITE), `x-amz-checksum-type`, `x-amz-mp-object-size`; a retry answers the first "
+    "answer again",
     "PutBucketOwnershipControls": "BucketOwnerEnforced, BucketOwnerPreferred, ObjectWriter",
     "GetBucketPolicyStatus": "IsPublic from the access decision",
 }

@@ -384,6 +384,36 @@ def object_checksum(up: md.Upload, parts: list[md.Part]) -> str | None:
     return f"{combined.b64()}-{len(parts)}"
 
 
+def _check_sent_checksum(headers: Mapping[str, str], up: md.Upload, checksum: str | None) -> None:
+    """A completion's x-amz-checksum-<algorithm> (the object's checksum: the combined CRC of a
+    FULL_OBJECT upload; a COMPOSITE upload's checksum of its parts' checksums, with or without
+    its -N) and x-amz-checksum-type are checks of what the upload became: acted on, never
+    ignored. Another algorithm or type than the upload's is InvalidRequest; another value is
+    BadDigest."""
+    sent_type = headers.get("x-amz-checksum-type")
+    if sent_type is not None and sent_type.upper() != (up.checksum_type or ""):
+        raise S3Error(
+            "InvalidRequest",
+            f"The upload was created using the {up.checksum_type or 'null'} checksum type. "
+            "The complete request must use the same checksum type.",
+        )
+    for name, value in headers.items():
+        alg = ChecksumAlgorithm.from_checksum_header(name)
+        if alg is None:
+            continue
+        if alg.value != up.checksum_algorithm:
+            raise S3Error(
+                "InvalidRequest",
+                f"The upload was created using the {up.checksum_algorithm or 'null'} checksum "
+                f"mode. The complete request must use the same checksum mode.",
+            )
+        if checksum is None or value not in (checksum, checksum.rsplit("-", 1)[0]):
+            raise S3Error(
+                "BadDigest",
+                f"The {alg.value} you specified did not match the calculated checksum.",
+            )
+
+
 def _verify_xml_digests(headers: Mapping[str, str], payload_hash: str, raw: bytes) -> None:
     if re.fullmatch(r"[0-9a-f]{64}", payload_hash):
         computed = hashlib.sha256(raw).hexdigest()
@@ -432,13 +462,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     parts = _chosen_parts(requested, stored)
     _check_expected_size(req.http.headers.get("x-amz-mp-object-size"), parts)
     checksum = object_checksum(up, parts)
-    if checksum is not None and up.checksum_type == FULL_OBJECT:
-        sent = req.http.headers.get(ChecksumAlgorithm(up.checksum_algorithm or "").header)
-        if sent is not None and sent != checksum:
-            raise S3Error(
-                "BadDigest",
-                f"The {up.checksum_algorithm} you specified did not match the calculated checksum.",
-            )
+    _check_sent_checksum(req.http.headers, up, checksum)
     await precheck_write(svc, req, condition)
     store = svc.store
     version_id = store.new_version_id()
