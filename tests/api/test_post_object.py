@@ -256,6 +256,39 @@ def test_bad_policy_documents(s3v2: Any, bucket: str) -> None:
         assert code == "InvalidPolicyDocument" and message in text
 
 
+def test_policy_conditions_see_the_key_with_the_file_name_in_it(
+    s3: Any, s3v2: Any, bucket: str
+) -> None:
+    """A form keyed ${filename} is checked as the key it becomes (what boto3's
+    generate_presigned_post counts on when it turns a key ending in ${filename} into a
+    starts-with condition); an expiration not in ISO 8601 UTC is refused."""
+    from s3torrent.s3.sigv2 import sign
+    from tests.conftest import ROOT_AK, ROOT_SK
+
+    url = s3v2.generate_presigned_post(bucket, "p")["url"]
+
+    def post(expiration: str, filename: str) -> requests.Response:
+        document = {"expiration": expiration, "conditions": [["starts-with", "$key", "in/foo"]]}
+        policy = base64.b64encode(json.dumps(document).encode()).decode()
+        fields = {
+            "key": "in/${filename}",
+            "AWSAccessKeyId": ROOT_AK,
+            "policy": policy,
+            "signature": sign(ROOT_SK, policy),
+        }
+        return requests.post(url, data=fields, files={"file": (filename, b"bar")}, timeout=10)
+
+    r = post("2099-01-01T00:00:00.000Z", "foo.txt")
+    assert r.status_code == 204, r.text
+    assert s3.get_object(Bucket=bucket, Key="in/foo.txt")["Body"].read() == b"bar"
+    r = post("2099-01-01T00:00:00.000Z", "other.txt")
+    assert r.status_code == 403 and _error(r)[0] == "AccessDenied", r.text
+    r = post("2099-01-01 00:00:00.000+00:00", "foo2.txt")
+    assert r.status_code == 400 and _error(r)[0] == "InvalidPolicyDocument", r.text
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == ["in/foo.txt"]
+
+
 def test_missing_fields_and_wrong_enclosure(s3v4: Any, server: LiveServer, bucket: str) -> None:
     p = s3v4.generate_presigned_post(bucket, "m")
     no_key = {k: v for k, v in p["fields"].items() if k != "key"}

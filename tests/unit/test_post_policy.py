@@ -67,6 +67,32 @@ def test_conditions_hold_or_name_the_failing_one() -> None:
         pp.check_conditions(policy, {k: v for k, v in fields.items() if k != "content-type"}, "b")
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["2026-01-02T00:00:00Z", "2026-01-02T00:00:00.000Z", "2026-01-02T00:00:00.123456789Z"],
+)
+def test_expiration_in_iso_8601_utc_is_read(text: str) -> None:
+    assert _policy(expiration=text).expiration.isoformat().startswith("2026-01-02T00:00:00")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-01-02 00:00:00.123+00:00",  # str() of a datetime, as a careless script sends
+        "2026-01-02",
+        "2026-01-02T00:00:00",
+        "2026-01-02T00:00:00+02:00",
+        "2026-13-02T00:00:00Z",
+        "2026-01-02T00:00:00.Z",
+        "soon",
+    ],
+)
+def test_expiration_not_in_iso_8601_utc_is_refused(text: str) -> None:
+    with pytest.raises(S3Error) as exc:
+        _policy(expiration=text)
+    assert "Invalid 'expiration' value" in exc.value.message
+
+
 def test_expiration_and_length() -> None:
     policy = _policy(["content-length-range", 5, 6], expiration="2025-12-31T23:59:59.000Z")
     with pytest.raises(S3Error) as exc:

@@ -112,14 +112,21 @@ def _quote(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)[:256]
 
 
+# The policy's expiration, "in ISO 8601 UTC date format" as S3 documents it (its example
+# 2007-12-01T12:00:00.000Z): a date and time of day, fractions optional, in UTC. Python's
+# fromisoformat alone also took a date without a time, a space for the T and any offset.
+_EXPIRATION = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z")
+
+
 def _parse_expiration(value: Any) -> datetime:
-    if isinstance(value, str):
+    if isinstance(value, str) and _EXPIRATION.fullmatch(value):
+        whole, _, fraction = value[:-1].partition(".")
         try:
-            moment = datetime.fromisoformat(value)
+            moment = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
         except ValueError:
             moment = None
         if moment is not None:
-            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            return moment.replace(microsecond=int(fraction[:6].ljust(6, "0")) if fraction else 0)
     raise _invalid(f"Invalid 'expiration' value: {_quote(value)}")
 
 

@@ -90,10 +90,13 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
             "POST requires exactly one file upload per request.",
             extra={"ArgumentName": "file", "ArgumentValue": "0"},
         )
+    # ${filename} is the file's name (S3 replaces it in the key before the policy's key
+    # conditions are checked: a form keyed "uploads/${filename}" meets "starts-with uploads/").
+    key = fields["key"].replace("${filename}", form.filename)
+    fields = {**fields, "key": key}
     if policy is not None:
         pp.check_expiration(policy, req.now)
         pp.check_conditions(policy, fields, bucket.name)
-    key = fields["key"].replace("${filename}", form.filename)
     if not key:
         raise S3Error("InvalidArgument", "User key must have a length greater than 0.")
     check_key(key)
