@@ -156,6 +156,12 @@ def test_list_v2_max_keys_zero_and_over_limit(s3: Any, tree: str) -> None:
     assert big["KeyCount"] == len(TREE)
 
 
+def test_list_v2_empty_continuation_token_starts_at_the_beginning(s3: Any, tree: str) -> None:
+    resp = s3.list_objects_v2(Bucket=tree, ContinuationToken="")
+    assert resp["ContinuationToken"] == ""
+    assert resp["KeyCount"] == len(TREE) and not resp["IsTruncated"]
+
+
 def test_list_v2_invalid_arguments(s3: Any, tree: str) -> None:
     with pytest.raises(ClientError) as exc:
         s3.list_objects_v2(Bucket=tree, ContinuationToken="%%%not-base64")

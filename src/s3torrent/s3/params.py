@@ -160,7 +160,8 @@ def _list_params(query: Mapping[str, str], max_keys_limit: int) -> ListParams:
             extra={"ArgumentName": "max-keys", "ArgumentValue": raw_max[:64]},
         )
     # An empty continuation-token is as if none was sent (as S3 treats it).
-    token = query.get("continuation-token") or None
+    # An empty token starts at the beginning, and is echoed as sent (as S3 does).
+    token = query.get("continuation-token")
     key_marker = query.get("key-marker", "")
     vid_marker = query.get("version-id-marker")
     if vid_marker and not key_marker:

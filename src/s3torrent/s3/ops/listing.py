@@ -119,7 +119,7 @@ async def list_objects_v2(svc: S3Context, req: S3Request) -> web.StreamResponse:
     ]
     if p.url_encode:
         children.append(("EncodingType", "url"))
-    if token:
+    if token is not None:
         children.append(("ContinuationToken", token))
     if page.truncated and page.last is not None:
         children.append(("NextContinuationToken", _encode_token(page.last)))
