@@ -39,6 +39,20 @@ def test_copy_within_bucket_keeps_bytes_and_metadata(s3: Any, bucket: str) -> No
     assert got["ETag"] == etag
 
 
+def test_copy_leaves_the_website_redirect_behind_unless_sent(s3: Any, bucket: str) -> None:
+    """x-amz-website-redirect-location is the object's own: S3 does not copy it, with either
+    directive; a copy that sends it gets it."""
+    s3.put_object(Bucket=bucket, Key="src", Body=b"r", WebsiteRedirectLocation="/elsewhere")
+    assert s3.head_object(Bucket=bucket, Key="src")["WebsiteRedirectLocation"] == "/elsewhere"
+    source = {"Bucket": bucket, "Key": "src"}
+    s3.copy_object(Bucket=bucket, Key="plain", CopySource=source)
+    s3.copy_object(Bucket=bucket, Key="replaced", CopySource=source, MetadataDirective="REPLACE")
+    for key in ("plain", "replaced"):
+        assert "WebsiteRedirectLocation" not in s3.head_object(Bucket=bucket, Key=key)
+    s3.copy_object(Bucket=bucket, Key="sent", CopySource=source, WebsiteRedirectLocation="/x")
+    assert s3.head_object(Bucket=bucket, Key="sent")["WebsiteRedirectLocation"] == "/x"
+
+
 def test_copy_across_buckets_with_replace_directive(s3: Any, bucket: str) -> None:
     other = f"{bucket}-b"
     s3.create_bucket(Bucket=other)

@@ -65,7 +65,8 @@ NOTES: Mapping[str, str] = {
     "GetObject": "`Range`, `partNumber`, `If-*`, `response-*`, `x-amz-checksum-mode`",
     "HeadObject": "as GetObject; `x-amz-mp-parts-count` with `partNumber`",
     "CopyObject": "`x-amz-metadata-directive`, `x-amz-tagging-directive`, "
-    "`x-amz-copy-source-if-*`, `If-None-Match: *`, `If-Match`",
+    "`x-amz-copy-source-if-*`, `If-None-Match: *`, `If-Match`; the source's "
+    "`x-amz-website-redirect-location` is not copied (as on S3), only one sent",
     "DeleteObject": "`If-Match`",
     "DeleteObjects": "`Content-MD5` or `x-amz-checksum-*`; `<ETag>` per key",
     "GetObjectTorrent": "`format=magnet`, `magnet=btmh`",

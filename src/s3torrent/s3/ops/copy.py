@@ -179,6 +179,8 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         headers = stored_headers(http.headers, limits.max_user_metadata)
     else:
         headers = dict(src.headers)
+        # The website redirect is the source's own: S3 copies it only when it is sent.
+        headers.pop("x-amz-website-redirect-location", None)
         for name in ("x-amz-storage-class", "x-amz-website-redirect-location"):
             if name in http.headers:
                 headers[name] = http.headers[name]
