@@ -161,7 +161,8 @@ def test_condition_values_are_worked_out_only_when_read_and_from_the_snapshot() 
     )
     query = {"prefix": "logs/", "versionId": "v1"}
     _CountingHeaders.lookups = 0
-    lazy = server._ConditionValues(query, headers, None)
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    lazy = server._ConditionValues(query, headers, None, None, now)
     assert _CountingHeaders.lookups == 0
     eager = server.condition_values(query, headers, None)
     reads = _CountingHeaders.lookups
@@ -169,12 +170,14 @@ def test_condition_values_are_worked_out_only_when_read_and_from_the_snapshot() 
     assert dict(lazy) == eager
     assert eager["s3:x-amz-acl"] == "public-read" and eager["s3:prefix"] == "logs/"
     assert eager["s3:RequestObjectTag/b"] == "2" and eager["aws:UserAgent"] == "aws-cli/2"
-    # Computed once: reading again looks nothing up.
+    # Computed once: reading again looks nothing up (the lazy one also asks for a lock date).
     assert lazy["s3:versionid"] == "v1" and len(lazy) == len(eager)
-    assert _CountingHeaders.lookups == 2 * reads
+    assert _CountingHeaders.lookups == 2 * reads + 1
+    assert len(lazy) == len(eager)
+    assert _CountingHeaders.lookups == 2 * reads + 1
     # What the request held when its context was made, not later: the query is the
     # snapshot's (a dict the request never changes) and so is the object.
-    ctx_values = server._ConditionValues({"prefix": "a/"}, {}, None)
+    ctx_values = server._ConditionValues({"prefix": "a/"}, {}, None, None, now)
     assert dict(ctx_values) == {"s3:prefix": "a/"}
 
 

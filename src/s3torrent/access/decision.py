@@ -134,6 +134,9 @@ def condition_keys(principal: Principal, ctx: RequestContext) -> dict[str, Seque
         "aws:currenttime": [now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")],
         "aws:epochtime": [str(int(now.timestamp()))],
         "aws:principaltype": [principal.principal_type],
+        # Every bucket here belongs to the one account (access.ACCOUNT_ID).
+        "aws:resourceaccount": [ACCOUNT_ID],
+        "s3:resourceaccount": [ACCOUNT_ID],
     }
     if ctx.source_ip is not None:
         keys["aws:sourceip"] = [ctx.source_ip]

@@ -246,6 +246,12 @@ def _parse_statement(raw: object, index: int, bucket: str, known_actions: bool) 
                 raise _malformed(
                     f"Policy has an invalid condition key: {condition.key} (statement {index})"
                 )
+            unknowable = UNKNOWABLE_KEYS.get(condition.key)
+            if unknowable is not None:
+                raise _malformed(
+                    f"Policy has a condition key this server cannot know: {condition.key} "
+                    f"({unknowable}) (statement {index})"
+                )
     return Statement(
         sid=sid,
         effect="Allow" if effect == "Allow" else "Deny",
@@ -367,6 +373,13 @@ def statement_applies(
 # Actions that expose data; a statement granting none of them is never public.
 _BAD_ACTION_PREFIXES = ("s3:get", "s3:list", "s3:delete", "s3:put")
 _BAD_ACTIONS = ("s3:abortmultipartupload", "s3:restoreobject")
+# Keys S3 defines whose fact this server never has, though requests it serves have one in
+# S3: a statement testing one would be stored to never match (a Deny that denies nothing).
+# Refused, as principals that can never match are (keys are lower-cased by the parser).
+UNKNOWABLE_KEYS: dict[str, str] = {
+    "s3:tlsversion": "TLS ends at a proxy in front of it; test aws:SecureTransport",
+}
+
 _BAD_SAMPLES = (
     "s3:GetObject",
     "s3:ListBucket",

@@ -31,6 +31,7 @@ from s3torrent.s3.quick import QuickHandOver, is_quick
 from s3torrent.s3.refusals import refuse_acls, refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key, parse_target, route
 from s3torrent.s3.sigv4 import VerifiedAuth
+from s3torrent.s3.versioning import lock_condition_values
 from s3torrent.s3.xml import render
 from s3torrent.store import rows as md
 from s3torrent.store.errors import StorageFull, StoreError
@@ -117,7 +118,7 @@ class S3Request:
 
     def access_context(self) -> RequestContext:
         """The context the access decision is asked with: time, source, condition values."""
-        values = _ConditionValues(self.query, self.http.headers, self.obj)
+        values = _ConditionValues(self.query, self.http.headers, self.obj, self.auth, self.now)
         return RequestContext(self.now, self.source_ip, self.secure, values)
 
 
@@ -127,19 +128,39 @@ class _ConditionValues(Mapping[str, str]):
     bucket policy reads them, and most buckets have none: for them a GET or HEAD no longer
     looks up a dozen headers it never uses."""
 
-    __slots__ = ("_headers", "_obj", "_query", "_values")
+    __slots__ = ("_auth", "_headers", "_now", "_obj", "_query", "_values")
 
     def __init__(
-        self, query: Mapping[str, str], headers: Mapping[str, str], obj: md.ObjectVersion | None
+        self,
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+        obj: md.ObjectVersion | None,
+        auth: VerifiedAuth | None,
+        now: datetime,
     ) -> None:
         self._query = query
         self._headers = headers
         self._obj = obj
+        self._auth = auth
+        self._now = now
         self._values: dict[str, str] | None = None
 
     def _all(self) -> dict[str, str]:
         if self._values is None:
             self._values = condition_values(self._query, self._headers, self._obj)
+            until = self._headers.get("x-amz-object-lock-retain-until-date")
+            if until:
+                self._values.update(lock_condition_values(None, until, self._now))
+            auth = self._auth
+            if auth is not None:
+                self._values.update(
+                    signature_values(
+                        v4=bool(auth.scope),
+                        auth_type="REST-QUERY-STRING" if auth.presigned else "REST-HEADER",
+                        signed_at=auth.amz_date if auth.presigned else None,
+                        now=self._now,
+                    )
+                )
         return self._values
 
     def __getitem__(self, name: str) -> str:
@@ -185,6 +206,30 @@ def condition_values(
     return values
 
 
+def signature_values(
+    *, v4: bool, auth_type: str, signed_at: str | None, now: datetime
+) -> dict[str, str]:
+    """The condition keys S3 fills from how a request was signed (its "Signature Version 4
+    authentication specific policy keys"): s3:signatureversion (`AWS` for SigV2,
+    `AWS4-HMAC-SHA256`), s3:authType (`REST-HEADER`, `REST-QUERY-STRING`, or `POST` for a
+    browser form) and, for a presigned URL or a form (`signed_at` given: its x-amz-date),
+    s3:signatureAge: the milliseconds since it was signed (always 0 for SigV2, as S3
+    documents)."""
+    values = {"s3:signatureversion": "AWS4-HMAC-SHA256" if v4 else "AWS", "s3:authType": auth_type}
+    if signed_at is not None:
+        age = 0
+        if v4:
+            try:
+                when = datetime.strptime(signed_at, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            except ValueError:
+                when = None
+            if when is not None:
+                moment = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+                age = max(0, int((moment - when).total_seconds() * 1000))
+        values["s3:signatureAge"] = str(age)
+    return values
+
+
 Handler = Callable[["S3Context", S3Request], Awaitable[web.StreamResponse]]
 # A layer around every request (S3Application.build): called with the request and the
 # next layer, as an aiohttp middleware is.
@@ -211,7 +256,9 @@ def error_response(err: S3Error, request_id: str, resource: str, head: bool) -> 
 
 
 # Request headers that bucket policies may test, as the condition keys AWS fills from them
-# (only where the request carries them; all of them are signed: see sigv4.unsigned_headers).
+# (only where the request carries them). Every x-amz-* one is signed (sigv4.unsigned_headers);
+# If-Match and If-None-Match may be added to a presigned URL, where all they can do is make
+# the write conditional.
 _HEADER_CONDITION_KEYS = (
     ("x-amz-acl", "s3:x-amz-acl"),
     ("x-amz-grant-read", "s3:x-amz-grant-read"),
@@ -230,6 +277,17 @@ _HEADER_CONDITION_KEYS = (
     ("x-amz-object-lock-legal-hold", "s3:object-lock-legal-hold"),
     ("x-amz-copy-source", "s3:x-amz-copy-source"),
     ("x-amz-metadata-directive", "s3:x-amz-metadata-directive"),
+    (
+        "x-amz-server-side-encryption-customer-algorithm",
+        "s3:x-amz-server-side-encryption-customer-algorithm",
+    ),
+    ("x-amz-website-redirect-location", "s3:x-amz-website-redirect-location"),
+    ("x-amz-object-ownership", "s3:x-amz-object-ownership"),
+    # The header only: S3 does not read X-Amz-Content-Sha256 from a presigned URL's query.
+    ("x-amz-content-sha256", "s3:x-amz-content-sha256"),
+    # Conditional writes (a policy may require them: Null s3:if-none-match).
+    ("If-None-Match", "s3:if-none-match"),
+    ("If-Match", "s3:if-match"),
 )
 
 _CONTINUED: web.RequestKey[bool] = web.RequestKey("s3torrent.continued", bool)

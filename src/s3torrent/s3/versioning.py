@@ -8,6 +8,7 @@ store.rows.new_row_version_id); anything else is S3's InvalidArgument, before an
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -133,6 +134,24 @@ def parse_lock_date(value: str) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
+
+
+def lock_condition_values(mode: str | None, date: str | None, now: datetime) -> dict[str, str]:
+    """s3:object-lock-mode, s3:object-lock-retain-until-date and
+    s3:object-lock-remaining-retention-days for a requested retention (headers or body): the
+    days left, rounded up, as S3 fills them for a bucket policy to cap retention."""
+    values: dict[str, str] = {}
+    if mode:
+        values["s3:object-lock-mode"] = mode
+    if date:
+        values["s3:object-lock-retain-until-date"] = date
+        try:
+            until = parse_lock_date(date)
+        except S3Error:
+            return values  # the operation refuses it itself
+        left = until - (now if now.tzinfo is not None else now.replace(tzinfo=UTC)).timestamp()
+        values["s3:object-lock-remaining-retention-days"] = str(max(0, math.ceil(left / 86400)))
+    return values
 
 
 LOCK_HEADERS = (

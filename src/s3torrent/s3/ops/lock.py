@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from s3torrent.access import facts as authz
+from s3torrent.access.decision import RequestContext
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody
 from s3torrent.s3.context import S3Context
@@ -23,6 +25,7 @@ from s3torrent.s3.ops.deletes import may_bypass_governance
 from s3torrent.s3.server import S3Request
 from s3torrent.s3.versioning import (
     MISSING_LOCK,
+    lock_condition_values,
     parse_lock_date,
     require_integrity_header,
     version_headers,
@@ -192,9 +195,22 @@ async def put_object_retention(svc: S3Context, req: S3Request) -> web.StreamResp
         until = parse_lock_date(date)
         if until <= req.now.timestamp():
             raise S3Error("InvalidArgument", "The retain until date must be in the future!")
+        # What the body asks for is what a bucket policy's object lock conditions test.
+        _ask_again(req, "s3:PutObjectRetention", lock_condition_values(mode, date, req.now))
     bypass = may_bypass_governance(req, req.key)
     await svc.meta.set_retention(bucket.name, req.key, obj.s3_version_id, mode, until, bypass)
     return web.Response(status=200, headers=version_headers(bucket, obj))
+
+
+def _ask_again(req: S3Request, action: str, values: dict[str, str]) -> None:
+    """The access decision once more, with condition values only the body held (S3 fills
+    s3:object-lock-* from PutObjectRetention's and PutObjectLegalHold's XML): the first one,
+    at the edge, was asked before the body was read."""
+    assert req.bucket is not None
+    ctx = req.access_context()
+    asked = RequestContext(ctx.now, ctx.source_ip, ctx.secure_transport, {**ctx.values, **values})
+    if not authz.may(req.principal, action, req.bucket, req.key, req.obj, asked).allowed:
+        raise S3Error("AccessDenied", resource=req.resource)
 
 
 async def get_object_legal_hold(svc: S3Context, req: S3Request) -> web.StreamResponse:
@@ -214,6 +230,7 @@ async def put_object_legal_hold(svc: S3Context, req: S3Request) -> web.StreamRes
     status = s3xml.text(root, "Status")
     if status not in ("ON", "OFF"):
         raise S3Error("MalformedXML")
+    _ask_again(req, "s3:PutObjectLegalHold", {"s3:object-lock-legal-hold": status})
     await svc.meta.update_version(
         bucket.name, req.key, obj.s3_version_id, legal_hold=status == "ON"
     )

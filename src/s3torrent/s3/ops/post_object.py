@@ -31,8 +31,13 @@ from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.objects import requested_acl, stored_headers
 from s3torrent.s3.refusals import refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key
-from s3torrent.s3.server import S3Request
-from s3torrent.s3.versioning import RequestedLock, requested_lock, written_version_headers
+from s3torrent.s3.server import S3Request, signature_values
+from s3torrent.s3.versioning import (
+    RequestedLock,
+    lock_condition_values,
+    requested_lock,
+    written_version_headers,
+)
 from s3torrent.store import rows as md
 from s3torrent.store.objects import StoredStream
 from s3torrent.store.sealing import SealSpec
@@ -226,6 +231,22 @@ def _context(req: S3Request, fields: dict[str, str]) -> RequestContext:
     for field, key in _FIELD_CONDITION_KEYS:
         if fields.get(field):
             values[key] = fields[field]
+    values.update(
+        lock_condition_values(
+            fields.get("x-amz-object-lock-mode"),
+            fields.get("x-amz-object-lock-retain-until-date"),
+            req.now,
+        )
+    )
+    if fields.get("x-amz-object-lock-legal-hold"):
+        values["s3:object-lock-legal-hold"] = fields["x-amz-object-lock-legal-hold"]
+    if pp.is_signed(fields):
+        v4 = "x-amz-algorithm" in fields
+        values.update(
+            signature_values(
+                v4=v4, auth_type="POST", signed_at=fields.get("x-amz-date", ""), now=req.now
+            )
+        )
     for header, key in (("User-Agent", "aws:UserAgent"), ("Referer", "aws:Referer")):
         value = req.http.headers.get(header)
         if value:
