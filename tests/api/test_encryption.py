@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import urllib.error
 import urllib.request
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from s3torrent.store.sealed_format import CHUNK, TAG
@@ -317,6 +319,62 @@ def test_multipart_with_sse_c_needs_the_key_on_every_part(es3: Any, ebucket: str
     with pytest.raises(ClientError) as exc:
         es3.get_object(Bucket=ebucket, Key="mp")
     assert _code(exc) == ("InvalidRequest", 400)
+
+
+def test_completion_checks_the_sse_c_key_it_is_sent(es3: Any, ebucket: str) -> None:
+    """CompleteMultipartUpload: SSE-C headers are the upload's key or refused; an upload with
+    a checksum algorithm needs them (S3 seals its checksums with the key)."""
+    key = os.urandom(32)
+    up = es3.create_multipart_upload(
+        Bucket=ebucket, Key="ck", ChecksumAlgorithm="CRC32", **_ssec(key)
+    )
+    uid = up["UploadId"]
+    r = es3.upload_part(
+        Bucket=ebucket,
+        Key="ck",
+        UploadId=uid,
+        PartNumber=1,
+        Body=b"sealed part",
+        ChecksumAlgorithm="CRC32",
+        **_ssec(key),
+    )
+    parts = {"Parts": [{"PartNumber": 1, "ETag": r["ETag"], "ChecksumCRC32": r["ChecksumCRC32"]}]}
+    for extra, code in (
+        ({}, ("InvalidRequest", 400)),
+        (_ssec(os.urandom(32)), ("InvalidArgument", 400)),
+    ):
+        with pytest.raises(ClientError) as exc:
+            es3.complete_multipart_upload(
+                Bucket=ebucket, Key="ck", UploadId=uid, MultipartUpload=parts, **extra
+            )
+        assert _code(exc) == code, extra
+    done = es3.complete_multipart_upload(
+        Bucket=ebucket, Key="ck", UploadId=uid, MultipartUpload=parts, **_ssec(key)
+    )
+    assert done["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert es3.get_object(Bucket=ebucket, Key="ck", **_ssec(key))["Body"].read() == b"sealed part"
+    # SSE-C headers on the completion of an upload that is not SSE-C are refused.
+    plain = es3.create_multipart_upload(Bucket=ebucket, Key="pl")["UploadId"]
+    r = es3.upload_part(Bucket=ebucket, Key="pl", UploadId=plain, PartNumber=1, Body=b"p")
+    with pytest.raises(ClientError) as exc:
+        es3.complete_multipart_upload(
+            Bucket=ebucket,
+            Key="pl",
+            UploadId=plain,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": r["ETag"]}]},
+            **_ssec(key),
+        )
+    assert _code(exc) == ("InvalidRequest", 400)
+    # boto3's managed transfer (s3transfer) sends the key with the completion.
+    data = os.urandom(9 * 1024 * 1024)
+    es3.upload_fileobj(
+        io.BytesIO(data),
+        ebucket,
+        "managed",
+        ExtraArgs=_ssec(key),
+        Config=TransferConfig(multipart_threshold=5 * 1024 * 1024),
+    )
+    assert es3.get_object(Bucket=ebucket, Key="managed", **_ssec(key))["Body"].read() == data
 
 
 def test_multipart_sse_s3_and_upload_part_copy_between_modes(es3: Any, ebucket: str) -> None:

@@ -356,6 +356,35 @@ async def part_writer(
     return SealedWrite("", data_key, prefix=number).wrap
 
 
+async def check_completion_key(svc: S3Context, req: S3Request, up: md.Upload) -> None:
+    """CompleteMultipartUpload's SSE-C headers. S3 asks for them only when the upload has a
+    checksum algorithm (its checksums are sealed with the key); when sent they must be the
+    upload's own key, and for an upload that is not SSE-C they are refused, never ignored."""
+    customer = customer_key(svc, req)
+    if seal_mode(up.headers) != SSE_C:
+        if customer is not None:
+            raise S3Error("InvalidRequest", _NOT_APPLICABLE)
+        return
+    if customer is None:
+        if up.checksum_algorithm:
+            raise S3Error(
+                "InvalidRequest",
+                "The multipart upload initiate requested encryption. Subsequent part requests "
+                "must include the appropriate encryption parameters.",
+            )
+        return
+    sealing = svc.store.sealing
+    if sealing is None:
+        raise S3Error("InternalError")
+    try:
+        await sealing.upload_key(up.upload_id, customer)
+    except KeyMismatch:
+        raise S3Error(
+            "InvalidArgument",
+            "The provided encryption parameters did not match the ones used originally.",
+        ) from None
+
+
 async def join_parts(
     svc: S3Context, up: md.Upload, version_id: str, parts: Sequence[md.Part]
 ) -> list[tuple[str, int]]:

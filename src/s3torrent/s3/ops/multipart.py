@@ -463,6 +463,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     _check_expected_size(req.http.headers.get("x-amz-mp-object-size"), parts)
     checksum = object_checksum(up, parts)
     _check_sent_checksum(req.http.headers, up, checksum)
+    await sse.check_completion_key(svc, req, up)
     await precheck_write(svc, req, condition)
     store = svc.store
     version_id = store.new_version_id()
