@@ -321,6 +321,33 @@ def test_multipart_with_sse_c_needs_the_key_on_every_part(es3: Any, ebucket: str
     assert _code(exc) == ("InvalidRequest", 400)
 
 
+def test_object_attributes_of_an_sse_c_object_need_its_key(es3: Any, ebucket: str) -> None:
+    key = os.urandom(32)
+    es3.put_object(Bucket=ebucket, Key="attrs", Body=b"a" * 1000, **_ssec(key))
+    wanted = ["ETag", "ObjectSize"]
+
+    def encoded(k: bytes) -> dict[str, str]:
+        # botocore leaves this operation's key as given: base64 and its MD5, by hand.
+        return {
+            "SSECustomerAlgorithm": "AES256",
+            "SSECustomerKey": base64.b64encode(k).decode(),
+            "SSECustomerKeyMD5": base64.b64encode(hashlib.md5(k).digest()).decode(),
+        }
+
+    with pytest.raises(ClientError) as exc:
+        es3.get_object_attributes(Bucket=ebucket, Key="attrs", ObjectAttributes=wanted)
+    assert _code(exc) == ("InvalidRequest", 400)
+    with pytest.raises(ClientError) as exc:
+        es3.get_object_attributes(
+            Bucket=ebucket, Key="attrs", ObjectAttributes=wanted, **encoded(os.urandom(32))
+        )
+    assert _code(exc) == ("AccessDenied", 403)
+    got = es3.get_object_attributes(
+        Bucket=ebucket, Key="attrs", ObjectAttributes=wanted, **encoded(key)
+    )
+    assert got["ObjectSize"] == 1000
+
+
 def test_completion_checks_the_sse_c_key_it_is_sent(es3: Any, ebucket: str) -> None:
     """CompleteMultipartUpload: SSE-C headers are the upload's key or refused; an upload with
     a checksum algorithm needs them (S3 seals its checksums with the key)."""

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from s3torrent.access import facts as authz
+from s3torrent.s3 import sse
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
@@ -141,6 +142,8 @@ async def get_object_attributes(svc: S3Context, req: S3Request) -> web.StreamRes
     assert obj is not None
     check_version_permission(req)
     ask = parse_attributes_request(req.http.headers)
+    # An SSE-C object's attributes need its key, as its HEAD does (S3 documents both).
+    await sse.read_key(svc, req, obj)
     headers = {
         "Last-Modified": s3xml.http_date(obj.last_modified),
         **version_headers(req.bucket, obj),
