@@ -159,8 +159,8 @@ def _list_params(query: Mapping[str, str], max_keys_limit: int) -> ListParams:
             "Provided max-keys not an integer or within integer range",
             extra={"ArgumentName": "max-keys", "ArgumentValue": raw_max[:64]},
         )
-    # An empty continuation-token is as if none was sent (as S3 treats it).
-    # An empty token starts at the beginning, and is echoed as sent (as S3 does).
+    # An empty continuation-token starts at the beginning, as if none was sent, and is
+    # echoed as sent (as S3 does).
     token = query.get("continuation-token")
     key_marker = query.get("key-marker", "")
     vid_marker = query.get("version-id-marker")
