@@ -65,23 +65,32 @@ def bucket(root: Any) -> str:
 
 
 def _allow_and_deny(
-    root: Any, bucket: str, carol: UserKeys, actions: list[str], condition: dict[str, Any]
+    root: Any,
+    bucket: str,
+    carol: UserKeys,
+    actions: list[str],
+    condition: dict[str, Any],
+    more_denies: tuple[tuple[list[str], dict[str, Any]], ...] = (),
 ) -> None:
+    """Carol may do `actions` in the bucket, but not when `condition` holds (nor each of
+    `more_denies`' actions when its condition holds)."""
     principal = {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/{carol.name}"}
     resource = [f"arn:aws:s3:::{bucket}/*"]
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": principal, "Action": actions, "Resource": resource},
+    allowed = actions + [a for denied, _ in more_denies for a in denied]
+    statements: list[dict[str, Any]] = [
+        {"Effect": "Allow", "Principal": principal, "Action": allowed, "Resource": resource}
+    ]
+    for denied, cond in ((actions, condition), *more_denies):
+        statements.append(
             {
                 "Effect": "Deny",
                 "Principal": principal,
-                "Action": actions,
+                "Action": denied,
                 "Resource": resource,
-                "Condition": condition,
-            },
-        ],
-    }
+                "Condition": cond,
+            }
+        )
+    policy = {"Version": "2012-10-17", "Statement": statements}
     root.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
 
 
@@ -206,32 +215,16 @@ def test_retention_capped_by_remaining_days_from_the_body_and_the_headers(
     root: Any, carol_s3: Any, carol: UserKeys
 ) -> None:
     bucket = _locked_bucket(root, "sigkeys-locked")
-    actions = ["s3:PutObject", "s3:PutObjectRetention", "s3:PutObjectLegalHold"]
-    principal = {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/{carol.name}"}
-    resource = [f"arn:aws:s3:::{bucket}/*"]
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": principal, "Action": actions, "Resource": resource},
-            {
-                "Effect": "Deny",
-                "Principal": principal,
-                "Action": ["s3:PutObjectRetention", "s3:PutObject"],
-                "Resource": resource,
-                "Condition": {
-                    "NumericGreaterThan": {"s3:object-lock-remaining-retention-days": "30"}
-                },
-            },
-            {
-                "Effect": "Deny",
-                "Principal": principal,
-                "Action": "s3:PutObjectLegalHold",
-                "Resource": resource,
-                "Condition": {"StringEquals": {"s3:object-lock-legal-hold": "ON"}},
-            },
-        ],
-    }
-    root.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    _allow_and_deny(
+        root,
+        bucket,
+        carol,
+        ["s3:PutObject", "s3:PutObjectRetention"],
+        {"NumericGreaterThan": {"s3:object-lock-remaining-retention-days": "30"}},
+        more_denies=(
+            (["s3:PutObjectLegalHold"], {"StringEquals": {"s3:object-lock-legal-hold": "ON"}}),
+        ),
+    )
     # The bucket owner's object: a bucket policy reaches only those (ObjectWriter ownership).
     root.put_object(Bucket=bucket, Key="k", Body=b"v")
     carol_s3.put_object_retention(Bucket=bucket, Key="k", Retention=_retention(10))
