@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -47,15 +48,30 @@ def http_date(ts: float) -> str:
     return _http_date(int(ts))
 
 
+# Characters a parser would not hand back as they are: a carriage return (XML parsers turn
+# it into a line feed, so a key "a\rb" would be listed as "a\nb"), and the control characters
+# and noncharacters XML 1.0 has no place for. S3 writes them as character references
+# (`&#13;`; `&#1;`, which strict parsers refuse: that is what `encoding-type=url`, which
+# botocore asks for, is for). Only a string that is not all printable is searched.
+_REFERENCED = re.compile("[\x00-\x08\x0b-\x1f\ufffe\uffff]")
+
+
+def _reference(match: re.Match[str]) -> str:
+    return f"&#{ord(match.group())};"
+
+
 def _escape(text: str) -> str:
-    """Character data as ElementTree writes it: &, < and > as entities, nothing else (a
-    quote needs none outside attributes)."""
+    """Character data as S3 writes it: &, < and > as entities, a carriage return and the
+    characters XML 1.0 cannot hold as character references, nothing else (a quote needs
+    none outside attributes)."""
     if "&" in text:
         text = text.replace("&", "&amp;")
     if "<" in text:
         text = text.replace("<", "&lt;")
     if ">" in text:
         text = text.replace(">", "&gt;")
+    if not text.isprintable():
+        text = _REFERENCED.sub(_reference, text)
     return text
 
 
