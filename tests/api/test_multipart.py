@@ -247,6 +247,19 @@ def test_composite_crc32_checksum(s3: Any, bucket: str) -> None:
     assert result["ChecksumCRC32"] == expected
     head = s3.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
     assert head["ChecksumCRC32"] == expected
+    # One part asked for: that part's own checksum (what a client reading by part checks).
+    for number, body in enumerate(parts, 1):
+        got = s3.get_object(Bucket=bucket, Key="k", PartNumber=number, ChecksumMode="ENABLED")
+        assert got["Body"].read() == body
+        assert got["ChecksumCRC32"] == _crc32_b64(body) and got["ChecksumType"] == "COMPOSITE"
+        one = s3.head_object(Bucket=bucket, Key="k", PartNumber=number, ChecksumMode="ENABLED")
+        assert one["ChecksumCRC32"] == _crc32_b64(body)
+    # Without the mode (boto3 asks for it unless told not to), or for a range no checksum
+    # describes, none.
+    quiet = make_client(s3.meta.endpoint_url, response_checksum_validation="when_required")
+    assert "ChecksumCRC32" not in quiet.get_object(Bucket=bucket, Key="k", PartNumber=1)
+    ranged = s3.get_object(Bucket=bucket, Key="k", Range="bytes=0-9", ChecksumMode="ENABLED")
+    assert "ChecksumCRC32" not in ranged
 
 
 def test_full_object_crc32_checksum(s3: Any, bucket: str) -> None:
@@ -276,6 +289,9 @@ def test_full_object_crc32_checksum(s3: Any, bucket: str) -> None:
     got = s3.get_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
     assert got["ChecksumCRC32"] == _crc32_b64(whole)
     assert got["Body"].read() == whole
+    # A FULL_OBJECT upload of several parts keeps no checksum a part's bytes can be checked by.
+    part = s3.get_object(Bucket=bucket, Key="k", PartNumber=2, ChecksumMode="ENABLED")
+    assert "ChecksumCRC32" not in part and part["Body"].read() == parts[1]
 
 
 def test_the_object_checksum_sent_with_the_completion_is_checked(s3: Any, bucket: str) -> None:

@@ -136,16 +136,10 @@ def object_headers(
     h.update(version_headers(req.bucket, obj))
     h.update(lock_headers(obj))
     h.update(expiration_headers(svc.settings, req.bucket, obj))
-    # A checksum describes the whole object, so S3 sends none with a partial response.
-    if (
-        whole
-        and obj.checksum_algorithm
-        and obj.checksum_value
-        and req.http.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
+    if obj.checksum_algorithm and req.http.headers.get("x-amz-checksum-mode", "").upper() == (
+        "ENABLED"
     ):
-        h[f"x-amz-checksum-{obj.checksum_algorithm.lower()}"] = obj.checksum_value
-        if obj.checksum_type:
-            h["x-amz-checksum-type"] = obj.checksum_type
+        h.update(_checksum_of_answer(req, obj, whole))
     overrides = read_params(req).overrides
     if overrides:
         if req.principal.is_anonymous:
@@ -155,6 +149,29 @@ def object_headers(
             )
         h.update(overrides)
     return h
+
+
+def _checksum_of_answer(req: S3Request, obj: md.ObjectVersion, whole: bool) -> dict[str, str]:
+    """The checksum of what a GET or HEAD answers, as S3 sends it: the object's for the whole
+    object; for one part of a multipart object (?partNumber=N) that part's own checksum when
+    the upload was COMPOSITE (a FULL_OBJECT one has a checksum of its parts only when there
+    is one part, and then it is the object's); none for any other range, which no stored
+    checksum describes."""
+    assert obj.checksum_algorithm is not None
+    header = f"x-amz-checksum-{obj.checksum_algorithm.lower()}"
+    number = read_params(req).part_number
+    value: str | None = None
+    if whole:
+        value = obj.checksum_value
+    elif number is not None and obj.parts:
+        if obj.checksum_type == "FULL_OBJECT":
+            value = obj.checksum_value if len(obj.parts) == 1 else None
+        else:
+            part = obj.parts[number - 1]
+            value = part.get("checksum") if isinstance(part.get("checksum"), str) else None
+    if not value:
+        return {}
+    return {header: value, "x-amz-checksum-type": obj.checksum_type or "FULL_OBJECT"}
 
 
 def _canonical_header(name: str) -> str:
