@@ -53,6 +53,13 @@ _NEEDS_KEY = (
     "The object was stored using a form of Server Side Encryption. The correct parameters "
     "must be provided to retrieve the object."
 )
+# A part request (an UploadPart, UploadPartCopy or a completion that needs it) of an SSE-C
+# upload without its key, and with another key than the upload's.
+_PARTS_NEED_KEY = (
+    "The multipart upload initiate requested encryption. Subsequent part requests must "
+    "include the appropriate encryption parameters."
+)
+_KEY_MISMATCH = "The provided encryption parameters did not match the ones used originally."
 _INSECURE = (
     "Requests specifying Server Side Encryption with Customer provided keys must be made "
     "over a secure connection."
@@ -341,18 +348,11 @@ async def part_writer(
     if sealing is None:
         raise S3Error("InternalError")
     if mode == SSE_C and customer is None:
-        raise S3Error(
-            "InvalidRequest",
-            "The multipart upload initiate requested encryption. Subsequent part requests "
-            "must include the appropriate encryption parameters.",
-        )
+        raise S3Error("InvalidRequest", _PARTS_NEED_KEY)
     try:
         data_key, _record = await sealing.upload_key(up.upload_id, customer)
     except KeyMismatch:
-        raise S3Error(
-            "InvalidArgument",
-            "The provided encryption parameters did not match the ones used originally.",
-        ) from None
+        raise S3Error("InvalidArgument", _KEY_MISMATCH) from None
     return SealedWrite("", data_key, prefix=number).wrap
 
 
@@ -367,11 +367,7 @@ async def check_completion_key(svc: S3Context, req: S3Request, up: md.Upload) ->
         return
     if customer is None:
         if up.checksum_algorithm:
-            raise S3Error(
-                "InvalidRequest",
-                "The multipart upload initiate requested encryption. Subsequent part requests "
-                "must include the appropriate encryption parameters.",
-            )
+            raise S3Error("InvalidRequest", _PARTS_NEED_KEY)
         return
     sealing = svc.store.sealing
     if sealing is None:
@@ -379,10 +375,7 @@ async def check_completion_key(svc: S3Context, req: S3Request, up: md.Upload) ->
     try:
         await sealing.upload_key(up.upload_id, customer)
     except KeyMismatch:
-        raise S3Error(
-            "InvalidArgument",
-            "The provided encryption parameters did not match the ones used originally.",
-        ) from None
+        raise S3Error("InvalidArgument", _KEY_MISMATCH) from None
 
 
 async def join_parts(
