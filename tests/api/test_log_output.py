@@ -64,11 +64,13 @@ def test_a_stalled_standard_output_does_not_stop_the_server(tmp_path: Path) -> N
 def test_workers_sharing_a_pipe_never_cut_into_each_others_lines(tmp_path: Path) -> None:
     read_fd, write_fd = os.pipe()
     got = bytearray()
+    reading = threading.Event()
 
     def drain() -> None:
         # A slow reader: the pipe is full for most of the run, so both workers are often
         # in the middle of a write, each waiting for room as the other is.
         time.sleep(3)
+        reading.set()
         while chunk := os.read(read_fd, 4096):
             got.extend(chunk)
             time.sleep(0.001)
@@ -88,6 +90,10 @@ def test_workers_sharing_a_pipe_never_cut_into_each_others_lines(tmp_path: Path)
         for c in clients:
             c.join(120)
         assert [len(r) for r in results] == [1500] * 4
+        # Not before the reader reads: a worker that is stopped waits a bounded time for a
+        # blocked output (log_output.CLOSE_WAIT), then drops what it holds, by design; on a
+        # fast machine the GETs are over before the reader's first read.
+        assert reading.wait(30)
     finally:
         srv.stop()
     reader.join(30)
