@@ -44,7 +44,10 @@ class RequestBody:
         *,
         max_chunk_size: int,
         read_timeout: float,
+        default_checksum: checksums.ChecksumAlgorithm | None = None,
     ) -> None:
+        """`default_checksum`: computed (and returned by `verify`, to be stored) when the
+        request names no checksum: an object's body, which S3 gives a CRC64NVME."""
         self._request = request
         self._auth = auth
         self._read_timeout = read_timeout
@@ -73,7 +76,7 @@ class RequestBody:
             )
         self.length = self._declared_length()
         self._sha256 = hashlib.sha256() if is_sha256_hex(payload_hash) else None
-        self._checksum_alg = self._requested_checksum()
+        self._checksum_alg = self._requested_checksum() or default_checksum
         self._checksum = (
             checksums.new_checksum(self._checksum_alg) if self._checksum_alg is not None else None
         )

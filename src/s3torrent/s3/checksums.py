@@ -62,6 +62,10 @@ class ChecksumAlgorithm(StrEnum):
             return None
 
 
+# What S3 stores with an object written without a checksum (PutObject, a POST form, a
+# CopyObject of a source that has none), since December 2024: the object's full CRC64NVME.
+DEFAULT_ALGORITHM = ChecksumAlgorithm.CRC64NVME
+
 # x-amz-checksum-* headers that carry no checksum value.
 _NOT_A_VALUE = frozenset({"algorithm", "type", "mode"})
 _BY_SUFFIX: dict[str, ChecksumAlgorithm] = {a.value.lower(): a for a in ChecksumAlgorithm}

@@ -186,8 +186,13 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
                 headers[name] = http.headers[name]
     owner_id = write_owner(req, http.headers)
     acl = requested_acl(http.headers, Owner(owner_id, req.principal.name or ""), bucket)
+    # The requested algorithm, else the source's, else S3's default: a copy always has one.
     alg_name = requested_alg or src.checksum_algorithm
-    algorithm = checksums.ChecksumAlgorithm.from_header_value(alg_name) if alg_name else None
+    algorithm = (
+        checksums.ChecksumAlgorithm.from_header_value(alg_name)
+        if alg_name
+        else checksums.DEFAULT_ALGORITHM
+    )
     lock = requested_lock(http.headers, bucket, req.now.timestamp())
     await precheck_write(svc, req, condition)
     sealing = (source_key, spec)

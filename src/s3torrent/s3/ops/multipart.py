@@ -25,7 +25,7 @@ from s3torrent.access import facts as authz
 from s3torrent.s3 import checksums, sse, tagging, versioning
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody
-from s3torrent.s3.checksums import ChecksumAlgorithm
+from s3torrent.s3.checksums import DEFAULT_ALGORITHM, ChecksumAlgorithm
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import owner_xml, xml_response
@@ -203,7 +203,15 @@ async def upload_part(svc: S3Context, req: S3Request) -> web.StreamResponse:
             f"actual checksum Type: {sent_alg.value.lower()}",
         )
     observers: list[Any] = body.observers()
-    own = checksums.new_checksum(upload_alg) if upload_alg and sent_alg is None else None
+    # An upload created without an algorithm keeps each part's CRC64NVME, whatever the part
+    # was sent with: the object gets S3's default checksum, those CRCs combined.
+    own = (
+        checksums.new_checksum(upload_alg)
+        if upload_alg and sent_alg is None
+        else checksums.new_checksum(DEFAULT_ALGORITHM)
+        if upload_alg is None
+        else None
+    )
     if own is not None:
         observers.append(own)
     store = svc.store
@@ -266,19 +274,19 @@ async def upload_part_copy(svc: S3Context, req: S3Request) -> web.StreamResponse
             f"copy source: {MAX_PART_SIZE}",
         )
     upload_alg = ChecksumAlgorithm(up.checksum_algorithm) if up.checksum_algorithm else None
-    own = checksums.new_checksum(upload_alg) if upload_alg is not None else None
+    own = checksums.new_checksum(upload_alg or DEFAULT_ALGORITHM)  # as upload_part's
     store = svc.store
     try:
         blob_id, stored, _ = await store.write_blob(
             store.object_chunks(src, offset, length, source_key),
-            [own] if own is not None else [],
+            [own],
             max_size=MAX_PART_SIZE,
             on_too_large=lambda: S3Error("EntityTooLarge"),
             wrap_writer=await sse.part_writer(svc, req, up, number),
         )
     except FileNotFoundError as exc:
         raise S3Error("NoSuchKey", extra={"Key": src.key}) from exc
-    value = own.b64() if own is not None else None
+    value = own.b64()
     part = md.Part(
         up.upload_id, number, blob_id, stored.size, f'"{stored.md5.hex()}"', time.time(), value
     )
@@ -365,15 +373,15 @@ def multipart_etag(parts: list[md.Part]) -> str:
 
 
 def object_checksum(up: md.Upload, parts: list[md.Part]) -> str | None:
-    """COMPOSITE: the checksum of the parts' checksums, -N; FULL_OBJECT: CRCs combined."""
-    if not up.checksum_algorithm:
-        return None
-    alg = ChecksumAlgorithm(up.checksum_algorithm)
+    """COMPOSITE: the checksum of the parts' checksums, -N; FULL_OBJECT (and an upload created
+    without an algorithm: its parts' CRC64NVMEs, S3's default): CRCs combined. None when a
+    part has no checksum (a part of a default upload written before parts kept one)."""
+    alg, kind = object_checksum_kind(up)
     values = [p.checksum_value for p in parts]
     if any(v is None for v in values):
         return None
     raw = [checksums.decode_checksum(alg, v) for v in values if v is not None]
-    if up.checksum_type == FULL_OBJECT:
+    if kind == FULL_OBJECT:
         crc = int.from_bytes(raw[0], "big")
         for part, value in zip(parts[1:], raw[1:], strict=True):
             crc = checksums.combine_crc(alg, crc, int.from_bytes(value, "big"), part.size)
@@ -382,6 +390,13 @@ def object_checksum(up: md.Upload, parts: list[md.Part]) -> str | None:
     for value in raw:
         combined.update(value)
     return f"{combined.b64()}-{len(parts)}"
+
+
+def object_checksum_kind(up: md.Upload) -> tuple[ChecksumAlgorithm, str]:
+    """The algorithm and type of the checksum an upload's object gets."""
+    if up.checksum_algorithm:
+        return ChecksumAlgorithm(up.checksum_algorithm), up.checksum_type or COMPOSITE
+    return DEFAULT_ALGORITHM, FULL_OBJECT
 
 
 def _check_sent_checksum(headers: Mapping[str, str], up: md.Upload, checksum: str | None) -> None:
@@ -462,6 +477,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     parts = _chosen_parts(requested, stored)
     _check_expected_size(req.http.headers.get("x-amz-mp-object-size"), parts)
     checksum = object_checksum(up, parts)
+    algorithm, checksum_type = object_checksum_kind(up)
     _check_sent_checksum(req.http.headers, up, checksum)
     await sse.check_completion_key(svc, req, up)
     await precheck_write(svc, req, condition)
@@ -486,9 +502,9 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         **lock,
         acl=up.acl,
         tags=up.tags,
-        checksum_algorithm=up.checksum_algorithm if checksum else None,
+        checksum_algorithm=algorithm.value if checksum else None,
         checksum_value=checksum,
-        checksum_type=up.checksum_type if checksum else None,
+        checksum_type=checksum_type if checksum else None,
         parts=[
             {"size": p.size, **({"checksum": p.checksum_value} if p.checksum_value else {})}
             for p in parts
@@ -500,10 +516,10 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         "Bucket": up.bucket,
         "Key": up.key,
         "ETag": obj.etag,
-        **_checksum_fields(up, checksum),
     }
     if checksum:
-        result["ChecksumType"] = up.checksum_type
+        result[f"Checksum{algorithm.value}"] = checksum
+        result["ChecksumType"] = checksum_type
     answer = s3xml.render("CompleteMultipartUploadResult", result)
     receipt = md.UploadReceipt(up.upload_id, up.bucket, up.key, _parts_digest(root), answer)
     try:

@@ -24,7 +24,7 @@ from s3torrent.access import (
 from s3torrent.access import facts as authz
 from s3torrent.anonymous_reads import cut_transport
 from s3torrent.corking import corked
-from s3torrent.s3 import sse, tagging, user_metadata
+from s3torrent.s3 import checksums, sse, tagging, user_metadata
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody, StoredChecksum
 from s3torrent.s3.context import S3Context
@@ -263,7 +263,11 @@ async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     limits = svc.settings.limits
     http = req.http
     body = RequestBody(
-        http, req.auth, max_chunk_size=limits.max_chunk_size, read_timeout=limits.body_read_timeout
+        http,
+        req.auth,
+        max_chunk_size=limits.max_chunk_size,
+        read_timeout=limits.body_read_timeout,
+        default_checksum=checksums.DEFAULT_ALGORITHM,
     )
     if body.length is None and http.headers.get("Transfer-Encoding", "").lower() != "chunked":
         raise S3Error("MissingContentLength")

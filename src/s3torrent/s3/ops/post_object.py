@@ -261,8 +261,9 @@ def _context(req: S3Request, fields: dict[str, str]) -> RequestContext:
 
 def _requested_checksum(
     fields: dict[str, str],
-) -> tuple[checksums.ChecksumAlgorithm, str | None] | None:
-    """x-amz-checksum-algorithm and/or one x-amz-checksum-<alg> value."""
+) -> tuple[checksums.ChecksumAlgorithm, str | None]:
+    """x-amz-checksum-algorithm and/or one x-amz-checksum-<alg> value; with neither, S3's
+    default (the object's CRC64NVME, computed and stored)."""
     sent = [(alg, fields[alg.header]) for alg in checksums.checksum_headers(fields)]
     if len(sent) > 1:
         raise S3Error(
@@ -279,7 +280,7 @@ def _requested_checksum(
             )
         checksums.decode_checksum(sent[0][0], sent[0][1])
         return sent[0]
-    return (algorithm, None) if algorithm is not None else None
+    return (algorithm or checksums.DEFAULT_ALGORITHM), None
 
 
 # ---- the file
