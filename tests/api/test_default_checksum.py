@@ -15,7 +15,7 @@ import requests
 from awscrt import checksums as crt
 from botocore.exceptions import ClientError
 
-from tests.conftest import LiveServer, make_client, s3cmd_command
+from tests.conftest import LiveServer, aws_cli, make_client, s3cmd_command
 
 MiB = 1024 * 1024
 
@@ -100,6 +100,32 @@ def test_s3cmd_uploads_get_it(server: LiveServer, s3: Any, bucket: str, tmp_path
     )
     assert put.returncode == 0, put.stderr
     assert _stored(s3, bucket, "cmd.txt") == (crc64nvme(data), "FULL_OBJECT")
+
+
+def test_the_aws_cli_sees_it(
+    server: LiveServer, s3: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a CLI older than 2025 uploads: no checksum of its own.
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+    data = b"aws s3 cp, no checksum sent\n" * 500
+    src = tmp_path / "cli.txt"
+    src.write_bytes(data)
+    cp = aws_cli(server.endpoint, "s3", "cp", str(src), f"s3://{bucket}/cli.txt")
+    assert cp.returncode == 0, cp.stderr
+    head = aws_cli(
+        server.endpoint,
+        "s3api",
+        "head-object",
+        "--bucket",
+        bucket,
+        "--key",
+        "cli.txt",
+        "--checksum-mode",
+        "ENABLED",
+    )
+    assert head.returncode == 0, head.stderr
+    assert f'"ChecksumCRC64NVME": "{crc64nvme(data)}"' in head.stdout
+    assert '"ChecksumType": "FULL_OBJECT"' in head.stdout
 
 
 def test_a_form_upload_gets_it(server: LiveServer, s3: Any, bucket: str) -> None:
