@@ -203,15 +203,14 @@ async def upload_part(svc: S3Context, req: S3Request) -> web.StreamResponse:
             f"actual checksum Type: {sent_alg.value.lower()}",
         )
     observers: list[Any] = body.observers()
-    # An upload created without an algorithm keeps each part's CRC64NVME, whatever the part
-    # was sent with: the object gets S3's default checksum, those CRCs combined.
-    own = (
-        checksums.new_checksum(upload_alg)
-        if upload_alg and sent_alg is None
-        else checksums.new_checksum(DEFAULT_ALGORITHM)
-        if upload_alg is None
-        else None
-    )
+    own: checksums.CrcChecksum | checksums.HashChecksum | None = None
+    if upload_alg is None:
+        # Each part's CRC64NVME is kept, whatever the part was sent with: the object gets
+        # S3's default checksum, those CRCs combined (object_checksum).
+        own = checksums.new_checksum(DEFAULT_ALGORITHM)
+    elif sent_alg is None:
+        own = checksums.new_checksum(upload_alg)
+    # else: the body checks the value sent, which is the part's (body.verify)
     if own is not None:
         observers.append(own)
     store = svc.store
