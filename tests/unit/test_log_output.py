@@ -60,8 +60,15 @@ def test_the_notice_says_how_many_lines_were_dropped() -> None:
     try:
         output = LineOutput(write_fd, limit=200_000, notice=lambda n: f"dropped {n}\n")
         block = ("y" * 99 + "\n") * 1000  # 100 KB
-        kept = [output.offer(block, 1000) for _ in range(6)]
-        assert not kept[-1]  # the last one was dropped: a notice goes before the next line
+        kept = [output.offer(block, 1000)]
+        # The writer takes the first block and stays blocked on the pipe (64 KiB) holding
+        # it; only then is the queue's own room (two blocks) what decides the rest. (Offered
+        # at once, which blocks are kept depends on when the writer's thread first runs.)
+        deadline = time.monotonic() + 5
+        while (output._queue or not output._busy) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        kept += [output.offer(block, 1000) for _ in range(5)]
+        assert kept == [True, True, True, False, False, False]
         got = read_available(read_fd)  # room again: the writer goes on
         deadline = time.monotonic() + 5
         while not output.drain(0.1) and time.monotonic() < deadline:
