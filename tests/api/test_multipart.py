@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from s3torrent.store.meta_buckets import DELETE_BUCKET_BATCH
 from tests.conftest import LiveServer, add_user, aws_cli, make_client, start_server
 
 MiB = 1024 * 1024
@@ -532,6 +534,41 @@ def test_part_blobs_are_freed_and_abandoned_uploads_expire(tmp_path: Path) -> No
         with pytest.raises(ClientError) as exc:
             s3.list_parts(Bucket="mp-cleanup", Key="left", UploadId=uid)
         assert _code(exc) == "NoSuchUpload"
+    finally:
+        srv.stop()
+
+
+def test_a_bucket_with_more_uploads_than_one_step_holds_is_deleted_whole(
+    tmp_path: Path,
+) -> None:
+    """DeleteBucket drops a bucket's uploads in steps (`DELETE_BUCKET_BATCH` of each kind of
+    row, each step its own transaction, so no one transaction holds every other write
+    back): past one step's worth, every upload still goes, and its parts' files."""
+    srv = start_server(tmp_path)
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="mp-many")
+        count = DELETE_BUCKET_BATCH + 5
+
+        def create(i: int) -> str:
+            return str(s3.create_multipart_upload(Bucket="mp-many", Key=f"k{i:05d}")["UploadId"])
+
+        with ThreadPoolExecutor(8) as pool:
+            ids = list(pool.map(create, range(count)))
+        with_parts = (ids[0], ids[-1])
+        for uid, key in zip(with_parts, ("k00000", f"k{count - 1:05d}"), strict=True):
+            s3.upload_part(Bucket="mp-many", Key=key, UploadId=uid, PartNumber=1, Body=b"p")
+        assert _blob_count(srv) == 2
+        listed = s3.list_multipart_uploads(Bucket="mp-many")
+        assert listed["IsTruncated"] and len(listed["Uploads"]) == 1000
+        s3.delete_bucket(Bucket="mp-many")
+        assert _blob_count(srv) == 0
+        s3.create_bucket(Bucket="mp-many")
+        assert "Uploads" not in s3.list_multipart_uploads(Bucket="mp-many")
+        for uid, key in zip(with_parts, ("k00000", f"k{count - 1:05d}"), strict=True):
+            with pytest.raises(ClientError) as exc:
+                s3.list_parts(Bucket="mp-many", Key=key, UploadId=uid)
+            assert _code(exc) == "NoSuchUpload"
     finally:
         srv.stop()
 

@@ -7,14 +7,18 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
-from s3torrent.events import Event, EventBus, ObjectWritten, TorrentHashed
-from s3torrent.store import hash_queries
+from s3torrent.events import AccessChanged, Event, EventBus, ObjectWritten, TorrentHashed
+from s3torrent.store import hash_queries, queries
+from s3torrent.store.errors import BucketNotEmpty
 from s3torrent.store.meta_users import UserExists
 from s3torrent.store.metastore import SqlMetadataStore, open_metadata_store
-from s3torrent.store.rows import ObjectVersion, TorrentHashes, User
+from s3torrent.store.rows import ObjectVersion, Part, TorrentHashes, Upload, UploadReceipt, User
+from s3torrent.store.schema import parts, torrent_marks, upload_receipts, uploads
 from s3torrent.store.usage_rows import OP_STORAGE, UsageCounts
 from s3torrent.store.users import UserDirectory, UserError
 from tests.conftest import metadata_env
@@ -314,5 +318,85 @@ def test_bucket_sizes_and_the_sampling_lease(meta: SqlMetadataStore) -> None:
         assert not await meta.hold_lease("l", "n2", now=5.0, ttl=10.0)
         assert await meta.hold_lease("l", "n1", now=9.0, ttl=10.0)
         assert await meta.hold_lease("l", "n2", now=20.0, ttl=10.0)
+
+    asyncio.run(scenario())
+
+
+# ---- deleting a bucket, in steps ----
+
+
+def test_a_bucket_is_deleted_in_bounded_steps_with_all_its_rows(meta: SqlMetadataStore) -> None:
+    """Uploads in progress (and their parts), receipts and torrent marks go in steps of
+    at most `batch` rows of each kind, each its own transaction; the bucket goes with the
+    last step, and only the last step announces it (AccessChanged)."""
+
+    seen: list[Event] = []
+
+    def count(table: Any) -> int:
+        return int(
+            meta.db.read_sync(
+                lambda c: c.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            )
+        )
+
+    async def scenario() -> None:
+        await meta.create_bucket("bk", "owner", "us-east-1", None)
+        await meta.create_bucket("other", "owner", "us-east-1", None)
+        for bucket in ("bk", "other"):
+            for i in range(7):
+                up = f"{bucket}-up-{i}"
+                await meta.create_upload(Upload(up, bucket, f"k{i}", "owner", time.time()))
+                for n in (1, 2):
+                    await meta.put_part(Part(up, n, f"{up}-blob-{n}", 5, '"e"', time.time()))
+
+            def fill(c: Any, bucket: str = bucket) -> None:
+                for i in range(5):
+                    queries.insert_receipt(
+                        c,
+                        UploadReceipt(f"{bucket}-done-{i}", bucket, f"d{i}", "x", b"r"),
+                        time.time(),
+                    )
+                for i in range(8):
+                    queries.mark_torrent(c, bucket, f"m{i}")
+
+            await meta.db.write(fill)
+        meta.events.subscribe(seen.append)
+        blobs: list[str] = []
+        steps = 0
+        gone = False
+        while not gone:
+            step_blobs, gone = await meta.delete_bucket("bk", batch=3)
+            assert len(step_blobs) <= 3 * 2
+            blobs += step_blobs
+            steps += 1
+            # Nothing announced before the bucket itself is gone.
+            assert [e for e in seen if isinstance(e, AccessChanged)] == (
+                [AccessChanged("bk", None)] if gone else []
+            )
+        assert steps == 3  # 8 marks, 3 at a time
+        assert sorted(blobs) == sorted(f"bk-up-{i}-blob-{n}" for i in range(7) for n in (1, 2))
+        assert await meta.bucket("bk") is None
+
+    asyncio.run(scenario())
+    # The other bucket's rows are all there.
+    assert count(uploads) == 7 and count(parts) == 14
+    assert count(upload_receipts) == 5 and count(torrent_marks) == 8
+
+
+def test_an_object_written_between_steps_stops_the_deletion(meta: SqlMetadataStore) -> None:
+    """Each step checks again that the bucket holds no objects: a write between steps
+    stops it with BucketNotEmpty, and the bucket and its object stay."""
+
+    async def scenario() -> None:
+        await meta.create_bucket("bk", "owner", "us-east-1", None)
+        for i in range(5):
+            await meta.create_upload(Upload(f"up-{i}", "bk", f"k{i}", "owner", time.time()))
+        _, gone = await meta.delete_bucket("bk", batch=2)
+        assert not gone
+        await meta.commit_version(version("late", "v" * 32))
+        with pytest.raises(BucketNotEmpty):
+            await meta.delete_bucket("bk", batch=2)
+        assert await meta.bucket("bk") is not None
+        assert await meta.object("bk", "late") is not None
 
     asyncio.run(scenario())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from sqlalchemy.engine import Connection
 
@@ -13,7 +13,10 @@ from s3torrent.store import queries as q
 from s3torrent.store.errors import BucketAlreadyExists, BucketNotEmpty
 from s3torrent.store.meta_base import SqlStoreBase
 from s3torrent.store.rows import Bucket
-from s3torrent.store.schema import buckets, torrent_marks
+from s3torrent.store.schema import buckets
+
+# Rows of each kind one step of a bucket's deletion drops (SqlBuckets.delete_bucket).
+DELETE_BUCKET_BATCH: Final = 1000
 
 
 class BucketMetadata(Protocol):
@@ -30,7 +33,7 @@ class BucketMetadata(Protocol):
         settings: dict[str, Any] | None = None,
     ) -> Bucket: ...
 
-    async def delete_bucket(self, name: str) -> list[str]: ...
+    async def delete_bucket(self, name: str, batch: int = ...) -> tuple[list[str], bool]: ...
 
     async def set_bucket_acl(self, name: str, acl: str) -> None: ...
 
@@ -89,23 +92,35 @@ class SqlBuckets(SqlStoreBase):
         await self.db.write(txn)
         return bucket
 
-    async def delete_bucket(self, name: str) -> list[str]:
-        """Delete a bucket with no objects (no versions, no delete markers). Its uploads in
-        progress go with it, as on S3, which deletes such a bucket; returns their part blob
-        ids, for the caller to delete once this is committed."""
+    async def delete_bucket(
+        self, name: str, batch: int = DELETE_BUCKET_BATCH
+    ) -> tuple[list[str], bool]:
+        """One step of deleting a bucket with no objects (no versions, no delete markers):
+        up to `batch` each of its uploads in progress (which go with it, as on S3, which
+        deletes such a bucket), the receipts of its completed ones and its torrent marks
+        (a bucket made again under this name starts with no publication); the bucket
+        itself once none is left. Returns the removed parts' blob ids, for the caller to
+        delete once this is committed, and whether the bucket is gone (else: call again).
 
-        def txn(conn: Connection) -> list[str]:
+        In steps, so that no one transaction holds the metadata's writer for as long as
+        a bucket's rows take to drop (every other write waits for it): a bucket that had
+        published a million keys kept a mark for each. Each step checks again that the
+        bucket holds no objects; one written meanwhile stops it with BucketNotEmpty, and
+        what the earlier steps dropped stays dropped."""
+
+        def txn(conn: Connection) -> tuple[list[str], bool]:
             if q.bucket_has_objects(conn, name):
                 raise BucketNotEmpty(name)
-            blob_ids = q.delete_bucket_uploads(conn, name)
+            blob_ids, more = q.delete_bucket_rows(conn, name, batch)
+            if more:
+                return blob_ids, False
             conn.execute(buckets.delete().where(buckets.c.name == name))
-            # A bucket made again under this name starts with no publication.
-            conn.execute(torrent_marks.delete().where(torrent_marks.c.bucket == name))
-            return blob_ids
+            return blob_ids, True
 
-        blob_ids = await self.db.write(txn)
-        self._published(AccessChanged(name, None))
-        return blob_ids
+        blob_ids, gone = await self.db.write(txn)
+        if gone:
+            self._published(AccessChanged(name, None))
+        return blob_ids, gone
 
     async def set_bucket_acl(self, name: str, acl: str) -> None:
         await self._set_access_column(name, acl=acl)

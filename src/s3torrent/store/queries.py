@@ -257,18 +257,47 @@ def iter_keys_from(
 _listed = version_reader(tuple(c.name for c in OBJECT_INFO_COLUMNS))
 
 
-def delete_bucket_uploads(conn: Connection, bucket: str) -> list[str]:
-    """Drop every upload in progress in a bucket, their parts and the receipts of its
-    completed ones; return the part blob ids."""
-    in_bucket = sa.select(uploads.c.upload_id).where(uploads.c.bucket == bucket)
-    blob_ids = [
+def delete_bucket_rows(conn: Connection, bucket: str, limit: int) -> tuple[list[str], bool]:
+    """Drop up to `limit` each of a bucket's uploads in progress (with their parts), the
+    receipts of its completed ones and its torrent marks; return the part blob ids, and
+    whether any such rows may remain (a batch was full)."""
+    upload_ids = [
         str(r[0])
-        for r in conn.execute(sa.select(parts.c.blob_id).where(parts.c.upload_id.in_(in_bucket)))
+        for r in conn.execute(
+            sa.select(uploads.c.upload_id).where(uploads.c.bucket == bucket).limit(limit)
+        )
     ]
-    conn.execute(parts.delete().where(parts.c.upload_id.in_(in_bucket)))
-    conn.execute(uploads.delete().where(uploads.c.bucket == bucket))
-    conn.execute(upload_receipts.delete().where(upload_receipts.c.bucket == bucket))
-    return blob_ids
+    blob_ids: list[str] = []
+    if upload_ids:
+        blob_ids = [
+            str(r[0])
+            for r in conn.execute(
+                sa.select(parts.c.blob_id).where(parts.c.upload_id.in_(upload_ids))
+            )
+        ]
+        conn.execute(parts.delete().where(parts.c.upload_id.in_(upload_ids)))
+        conn.execute(uploads.delete().where(uploads.c.upload_id.in_(upload_ids)))
+    some_receipts = (
+        sa.select(upload_receipts.c.upload_id)
+        .where(upload_receipts.c.bucket == bucket)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    receipts = conn.execute(
+        upload_receipts.delete().where(upload_receipts.c.upload_id.in_(some_receipts))
+    ).rowcount
+    some_marks = (
+        sa.select(torrent_marks.c.key)
+        .where(torrent_marks.c.bucket == bucket)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    marks = conn.execute(
+        torrent_marks.delete().where(
+            torrent_marks.c.bucket == bucket, torrent_marks.c.key.in_(some_marks)
+        )
+    ).rowcount
+    return blob_ids, max(len(upload_ids), receipts, marks) >= limit
 
 
 def referenced_blob_ids(conn: Connection) -> set[str]:

@@ -179,13 +179,18 @@ async def head_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
 async def delete_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
     name = req.bucket_name
 
-    try:
-        part_blobs = await svc.meta.delete_bucket(name)
-    except BucketNotEmpty:
-        raise S3Error("BucketNotEmpty", resource=f"/{name}", extra={"BucketName": name}) from None
-    # Its uploads in progress went with it (as on S3); a crash before this leaves their
-    # parts' files to the startup's cleanup of blobs no row references.
-    await svc.store.delete_blobs(part_blobs)
+    gone = False
+    while not gone:
+        # In steps, each its own transaction (SqlBuckets.delete_bucket).
+        try:
+            part_blobs, gone = await svc.meta.delete_bucket(name)
+        except BucketNotEmpty:
+            raise S3Error(
+                "BucketNotEmpty", resource=f"/{name}", extra={"BucketName": name}
+            ) from None
+        # Its uploads in progress go with it (as on S3); a crash before this leaves their
+        # parts' files to the startup's cleanup of blobs no row references.
+        await svc.store.delete_blobs(part_blobs)
     return web.Response(status=204)
 
 
