@@ -6,6 +6,7 @@ Only the metadata store (s3torrent.store) calls these: everything else asks the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -257,6 +258,15 @@ def iter_keys_from(
 _listed = version_reader(tuple(c.name for c in OBJECT_INFO_COLUMNS))
 
 
+def _delete_of_bucket(
+    conn: Connection, table: sa.Table, key: sa.Column[Any], bucket: str, limit: int
+) -> int:
+    """Delete up to `limit` of a bucket's rows of `table` (`key` tells them apart within
+    the bucket); how many went."""
+    some = sa.select(key).where(table.c.bucket == bucket).limit(limit).scalar_subquery()
+    return int(conn.execute(table.delete().where(table.c.bucket == bucket, key.in_(some))).rowcount)
+
+
 def delete_bucket_rows(conn: Connection, bucket: str, limit: int) -> tuple[list[str], bool]:
     """Drop up to `limit` each of a bucket's uploads in progress (with their parts), the
     receipts of its completed ones and its torrent marks; return the part blob ids, and
@@ -277,26 +287,8 @@ def delete_bucket_rows(conn: Connection, bucket: str, limit: int) -> tuple[list[
         ]
         conn.execute(parts.delete().where(parts.c.upload_id.in_(upload_ids)))
         conn.execute(uploads.delete().where(uploads.c.upload_id.in_(upload_ids)))
-    some_receipts = (
-        sa.select(upload_receipts.c.upload_id)
-        .where(upload_receipts.c.bucket == bucket)
-        .limit(limit)
-        .scalar_subquery()
-    )
-    receipts = conn.execute(
-        upload_receipts.delete().where(upload_receipts.c.upload_id.in_(some_receipts))
-    ).rowcount
-    some_marks = (
-        sa.select(torrent_marks.c.key)
-        .where(torrent_marks.c.bucket == bucket)
-        .limit(limit)
-        .scalar_subquery()
-    )
-    marks = conn.execute(
-        torrent_marks.delete().where(
-            torrent_marks.c.bucket == bucket, torrent_marks.c.key.in_(some_marks)
-        )
-    ).rowcount
+    receipts = _delete_of_bucket(conn, upload_receipts, upload_receipts.c.upload_id, bucket, limit)
+    marks = _delete_of_bucket(conn, torrent_marks, torrent_marks.c.key, bucket, limit)
     return blob_ids, max(len(upload_ids), receipts, marks) >= limit
 
 
