@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import os
 import urllib.error
 import urllib.request
@@ -13,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from s3torrent.store.sealed_format import CHUNK, TAG
 from tests.api.test_cli_tools import aws, ok
-from tests.conftest import LiveServer, make_client, start_server
+from tests.conftest import LiveServer, add_user, make_client, start_server
 
 SSE_C_HTTP = {"S3TORRENT_ENCRYPTION__SSE_C_OVER_HTTP": "true"}
 
@@ -277,6 +279,122 @@ def test_sse_c_object_has_no_public_torrent(enc_server: LiveServer, es3: Any, eb
     # An SSE-S3 public object has one, as a plaintext one does.
     with urllib.request.urlopen(f"{enc_server.endpoint}/{ebucket}/s?torrent") as r:
         assert r.status == 200 and r.read().startswith(b"d")
+
+
+# ---- browser form uploads (POST Object) ----
+
+
+def _ssec_fields(key: bytes) -> dict[str, str]:
+    return {
+        "x-amz-server-side-encryption-customer-algorithm": "AES256",
+        "x-amz-server-side-encryption-customer-key": base64.b64encode(key).decode(),
+        "x-amz-server-side-encryption-customer-key-MD5": base64.b64encode(
+            hashlib.md5(key).digest()
+        ).decode(),
+    }
+
+
+def _form_post(presigned: dict[str, Any], data: bytes) -> requests.Response:
+    return requests.post(
+        presigned["url"], data=presigned["fields"], files={"file": ("f.bin", data)}, timeout=30
+    )
+
+
+def test_a_form_upload_with_a_customer_key_is_sse_c(
+    enc_server: LiveServer, es3: Any, ebucket: str
+) -> None:
+    """POST Object with the SSE-C fields (named by the form's policy, as every field must
+    be) stores what PutObject with the SSE-C headers stores: the answer says so, every read
+    needs the key, the bytes at rest are not the plaintext, and no torrent is offered."""
+    key = os.urandom(32)
+    fields = _ssec_fields(key)
+    presigned = es3.generate_presigned_post(
+        ebucket, "form-c", Fields=fields, Conditions=[{k: v} for k, v in fields.items()]
+    )
+    data = os.urandom(CHUNK + 1000)
+    r = _form_post(presigned, data)
+    assert r.status_code == 204, r.text
+    assert r.headers["x-amz-server-side-encryption-customer-algorithm"] == "AES256"
+    md5 = fields["x-amz-server-side-encryption-customer-key-MD5"]
+    assert r.headers["x-amz-server-side-encryption-customer-key-MD5"] == md5
+    got = es3.get_object(Bucket=ebucket, Key="form-c", **_ssec(key))
+    assert got["Body"].read() == data and got["SSECustomerKeyMD5"] == md5
+    with pytest.raises(ClientError) as exc:
+        es3.get_object(Bucket=ebucket, Key="form-c")
+    assert _code(exc) == ("InvalidRequest", 400)
+    with pytest.raises(ClientError) as exc:
+        es3.get_object(Bucket=ebucket, Key="form-c", **_ssec(os.urandom(32)))
+    assert _code(exc) == ("AccessDenied", 403)
+    assert not any(data[:4096] in blob.read_bytes() for blob in _blobs(enc_server))
+    es3.put_object_acl(Bucket=ebucket, Key="form-c", ACL="public-read")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{enc_server.endpoint}/{ebucket}/form-c?torrent")
+    assert err.value.code == 403
+
+
+def test_a_form_customer_key_is_checked_and_must_be_in_the_policy(es3: Any, ebucket: str) -> None:
+    """A key the form's policy does not name is refused as any unnamed field is (403), a
+    key whose MD5 is wrong as PutObject's is (400 InvalidArgument); neither stores
+    anything."""
+    key = os.urandom(32)
+    fields = _ssec_fields(key)
+    named = {k: v for k, v in fields.items() if not k.endswith("-key")}
+    unnamed = es3.generate_presigned_post(
+        ebucket, "form-unnamed", Fields=fields, Conditions=[{k: v} for k, v in named.items()]
+    )
+    r = _form_post(unnamed, b"data")
+    assert r.status_code == 403, r.text
+    bad = {
+        **fields,
+        "x-amz-server-side-encryption-customer-key-MD5": fields[
+            "x-amz-server-side-encryption-customer-key-MD5"
+        ][::-1],
+    }
+    wrong_md5 = es3.generate_presigned_post(
+        ebucket, "form-bad-md5", Fields=bad, Conditions=[{k: v} for k, v in bad.items()]
+    )
+    r = _form_post(wrong_md5, b"data")
+    assert r.status_code == 400 and "<Code>InvalidArgument</Code>" in r.text, r.text
+    for name in ("form-unnamed", "form-bad-md5"):
+        with pytest.raises(ClientError) as exc:
+            es3.head_object(Bucket=ebucket, Key=name)
+        assert _code(exc)[1] == 404
+
+
+def test_a_bucket_policy_requiring_sse_c_sees_a_forms_key(enc_server: LiveServer) -> None:
+    """The decision on a form upload is asked with its fields as a PutObject's headers, so
+    a bucket policy that denies writes without SSE-C (`Null`
+    s3:x-amz-server-side-encryption-customer-algorithm) refuses a form without a key and
+    lets one with a key through."""
+    user = add_user(enc_server, "formssec")
+    us3 = make_client(enc_server.endpoint, user.access_key, user.secret_key)
+    name = f"enc-policy-{os.getpid()}"
+    us3.create_bucket(Bucket=name)
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": f"arn:aws:s3:::{name}/*",
+                "Condition": {
+                    "Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "true"}
+                },
+            }
+        ],
+    }
+    us3.put_bucket_policy(Bucket=name, Policy=json.dumps(policy))
+    r = _form_post(us3.generate_presigned_post(name, "plain"), b"plain")
+    assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text, r.text
+    key = os.urandom(32)
+    fields = _ssec_fields(key)
+    presigned = us3.generate_presigned_post(
+        name, "sealed", Fields=fields, Conditions=[{k: v} for k, v in fields.items()]
+    )
+    r = _form_post(presigned, b"sealed")
+    assert r.status_code == 204, r.text
+    assert us3.get_object(Bucket=name, Key="sealed", **_ssec(key))["Body"].read() == b"sealed"
 
 
 # ---- multipart and copy ----

@@ -511,7 +511,11 @@ def test_form_uploads_are_encrypted_as_asked_or_by_the_bucket_default(
         s3.delete_bucket_encryption(Bucket=bucket)
 
 
-def test_customer_keys_in_a_form_are_refused_not_ignored(s3v4: Any, s3: Any, bucket: str) -> None:
+def test_customer_keys_in_a_form_over_plain_http_are_refused(
+    s3v4: Any, s3: Any, bucket: str
+) -> None:
+    """As a PutObject's SSE-C headers are: S3 takes a customer key over TLS only
+    (tests/api/test_encryption.py has the form uploads that store one)."""
     key = base64.b64encode(b"k" * 32).decode()
     fields = {
         "x-amz-server-side-encryption-customer-algorithm": "AES256",
@@ -524,7 +528,7 @@ def test_customer_keys_in_a_form_are_refused_not_ignored(s3v4: Any, s3: Any, buc
         bucket, "ssec-form", Fields=fields, Conditions=[{k: v} for k, v in fields.items()]
     )
     r = _post(p, b"data")
-    assert _error(r)[0] == "NotImplemented", r.text
+    assert r.status_code == 400 and _error(r)[0] == "InvalidRequest", r.text
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="ssec-form")
 

@@ -69,12 +69,18 @@ _KMS = "SSE-KMS (aws:kms) is not implemented; SSE-S3 (AES256) and SSE-C are."
 
 def customer_key(svc: S3Context, req: S3Request, prefix: str = CUSTOMER) -> CustomerKey | None:
     """The SSE-C key a request carries under `prefix`, checked as S3 checks it; None if none."""
-    h = req.http.headers
+    return _customer_key_in(svc, req.http.headers, req.secure, prefix)
+
+
+def _customer_key_in(
+    svc: S3Context, h: Mapping[str, str], secure: bool, prefix: str = CUSTOMER
+) -> CustomerKey | None:
+    """The SSE-C key in a request's headers (or a form's fields), checked as S3 checks it."""
     names = [prefix + "algorithm", prefix + "key", prefix + "key-md5"]
     present = [n for n in names if n in h]
     if not present:
         return None
-    if not req.secure and not svc.settings.encryption.sse_c_over_http:
+    if not secure and not svc.settings.encryption.sse_c_over_http:
         raise S3Error("InvalidRequest", _INSECURE)
     algorithm = h.get(names[0])
     if algorithm is None:
@@ -141,8 +147,24 @@ def _requested_mode(headers: Mapping[str, str]) -> str | None:
 
 def write_spec(svc: S3Context, req: S3Request, bucket: md.Bucket) -> SealSpec | None:
     """How a new object (PutObject, CopyObject, CreateMultipartUpload) is to be sealed."""
-    customer = customer_key(svc, req)
-    mode = _requested_mode(req.http.headers)
+    return _spec_of(svc, req.http.headers, req.secure, bucket)
+
+
+def form_spec(
+    svc: S3Context, fields: Mapping[str, str], secure: bool, bucket: md.Bucket
+) -> SealSpec | None:
+    """How a browser form upload (POST Object) is to be sealed: by its fields as PutObject
+    by its headers (`x-amz-server-side-encryption`, or a customer key as SSE-C, over TLS as
+    S3 requires), else the bucket's or the server's default. A customer key is a field
+    like any other: the form's policy must name it (S3's rule for every field)."""
+    return _spec_of(svc, fields, secure, bucket)
+
+
+def _spec_of(
+    svc: S3Context, h: Mapping[str, str], secure: bool, bucket: md.Bucket
+) -> SealSpec | None:
+    customer = _customer_key_in(svc, h, secure)
+    mode = _requested_mode(h)
     if customer is not None:
         if mode is not None:
             raise S3Error(
@@ -155,18 +177,6 @@ def write_spec(svc: S3Context, req: S3Request, bucket: md.Bucket) -> SealSpec | 
     if mode is not None:
         return SealSpec(mode)
     return default_spec(svc, bucket)
-
-
-def form_spec(svc: S3Context, fields: Mapping[str, str], bucket: md.Bucket) -> SealSpec | None:
-    """How a browser form upload (POST Object) is to be sealed: its `x-amz-server-side-
-    encryption` field, else the bucket's or the server's default. Customer keys in a form
-    are refused: a key in a page's form would sit in the page for anyone to read."""
-    if any(name.lower().startswith(CUSTOMER) for name in fields):
-        raise S3Error(
-            "NotImplemented", "Customer-provided keys in a form upload are not implemented."
-        )
-    mode = _requested_mode(fields)
-    return SealSpec(mode) if mode is not None else default_spec(svc, bucket)
 
 
 def default_spec(svc: S3Context, bucket: md.Bucket) -> SealSpec | None:

@@ -121,7 +121,7 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         else ()
     )
     checksum = _requested_checksum(fields)
-    seal = sse.form_spec(svc, _AsHeaders(fields), bucket)
+    seal = sse.form_spec(svc, _AsHeaders(fields), req.secure, bucket)
     # Object lock fields act as PutObject's headers do (the bucket's default retention, if
     # any, is applied by the store at the commit).
     lock = requested_lock(_AsHeaders(fields), bucket, req.now.timestamp())
@@ -222,6 +222,10 @@ _FIELD_CONDITION_KEYS = (
     ("acl", "s3:x-amz-acl"),
     ("x-amz-storage-class", "s3:x-amz-storage-class"),
     ("x-amz-server-side-encryption", "s3:x-amz-server-side-encryption"),
+    (
+        "x-amz-server-side-encryption-customer-algorithm",
+        "s3:x-amz-server-side-encryption-customer-algorithm",
+    ),
 )
 
 
