@@ -370,6 +370,8 @@ def test_a_bucket_policy_requiring_sse_c_sees_a_forms_key(enc_server: LiveServer
     us3 = make_client(enc_server.endpoint, user.access_key, user.secret_key)
     name = f"enc-policy-{os.getpid()}"
     us3.create_bucket(Bucket=name)
+    before = _form_post(us3.generate_presigned_post(name, "before"), b"plain")
+    assert before.status_code == 204, before.text  # the policy below is what refuses
     policy = {
         "Version": "2012-10-17",
         "Statement": [
