@@ -386,3 +386,52 @@ def test_checksums_of_algorithms_not_implemented_are_refused_not_skipped(
         with pytest.raises(ClientError) as exc:
             s3.put_object(Bucket=fx.bucket, Key="sum-boto3", Body=b"data", ChecksumSHA512=right)
         assert exc.value.response["Error"]["Code"] == "InvalidRequest"
+
+
+def _crc32(data: bytes) -> str:
+    import zlib
+
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def test_an_sdk_checksum_algorithm_without_its_checksum_is_refused_not_computed(
+    fx: Fixture, s3: Any
+) -> None:
+    """x-amz-sdk-checksum-algorithm says which checksum the request carries: without one, or
+    beside another algorithm's, S3 refuses the request (it used to be stored with a checksum
+    computed here, which no client sent and nothing checked)."""
+    sha256 = base64.b64encode(hashlib.sha256(b"data").digest()).decode()
+    cases = [
+        ({"x-amz-sdk-checksum-algorithm": "CRC32"}, "no corresponding x-amz-checksum-*"),
+        (
+            {"x-amz-sdk-checksum-algorithm": "CRC32", "x-amz-checksum-sha256": sha256},
+            "Value for x-amz-sdk-checksum-algorithm header is invalid.",
+        ),
+    ]
+    for headers, message in cases:
+        key = f"sdk-{next(_names)}"
+        resp = fx.send(Call("PUT", f"/{fx.bucket}/{key}", body=b"data"), headers)
+        assert resp.status_code == 400, resp.text
+        assert _code(resp) == "InvalidRequest" and message in resp.text, resp.text
+        with pytest.raises(ClientError):
+            s3.head_object(Bucket=fx.bucket, Key=key)
+        part = Call("PUT", f"/{fx.bucket}/mp", f"partNumber=7&uploadId={fx.upload_id}", body=b"p")
+        resp = fx.send(part, headers)
+        assert resp.status_code == 400 and message in resp.text, resp.text
+    parts = s3.list_parts(Bucket=fx.bucket, Key="mp", UploadId=fx.upload_id).get("Parts", [])
+    assert all(p["PartNumber"] != 7 for p in parts)
+    # Through boto3: a value of one algorithm under the name of another (the AWS CLI's
+    # `--checksum-algorithm crc32 --checksum-sha256 ...`).
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(
+            Bucket=fx.bucket, Key="sdk-boto3", Body=b"data", ChecksumAlgorithm="CRC32",
+            ChecksumSHA256=sha256,
+        )  # fmt: skip
+    assert exc.value.response["Error"]["Code"] == "InvalidRequest"
+    # The algorithm with its own checksum is what SDKs send, and is checked.
+    ok = {"x-amz-sdk-checksum-algorithm": "crc32", "x-amz-checksum-crc32": _crc32(b"data")}
+    resp = fx.send(Call("PUT", f"/{fx.bucket}/sdk-ok", body=b"data"), ok)
+    assert resp.status_code == 200, resp.text
+    s3.put_object(Bucket=fx.bucket, Key="sdk-ok2", Body=b"data", ChecksumAlgorithm="SHA256")
+    head = s3.head_object(Bucket=fx.bucket, Key="sdk-ok2", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == sha256

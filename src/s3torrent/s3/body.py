@@ -26,6 +26,11 @@ STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 UNSIGNED = "UNSIGNED-PAYLOAD"
+_SDK_WITHOUT_CHECKSUM = (
+    "x-amz-sdk-checksum-algorithm specified, but no corresponding x-amz-checksum-* or "
+    "x-amz-trailer headers were found."
+)
+_SDK_OTHER = "Value for x-amz-sdk-checksum-algorithm header is invalid."
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +120,17 @@ class RequestBody:
                 "Expecting a single x-amz-checksum- header. "
                 "Multiple checksum Types are not allowed.",
             )
+        # x-amz-sdk-checksum-algorithm names the checksum the request carries, as a header
+        # or a trailer: S3 refuses it without one, or naming another algorithm, rather than
+        # compute a checksum nobody sent (the client believes its bytes were checked).
+        sdk = h.get("x-amz-sdk-checksum-algorithm")
+        if sdk is not None and (
+            not present or checksums.ChecksumAlgorithm.from_header_value(sdk) is not present[0]
+        ):
+            raise S3Error("InvalidRequest", _SDK_WITHOUT_CHECKSUM if not present else _SDK_OTHER)
         if present:
             return present[0]
-        algo = h.get("x-amz-sdk-checksum-algorithm") or h.get("x-amz-checksum-algorithm")
+        algo = h.get("x-amz-checksum-algorithm")
         if algo:
             return checksums.ChecksumAlgorithm.from_header_value(algo)
         return None
