@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, start_server
+from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, sign_request, start_server
 
 
 def _err(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
@@ -104,6 +107,62 @@ def test_create_bucket_with_foreign_location_constraint_is_refused(s3: Any) -> N
     assert code in ("IllegalLocationConstraintException", "InvalidLocationConstraint")
     with pytest.raises(ClientError):
         s3.head_bucket(Bucket=name)
+
+
+def test_create_bucket_configuration_tags_are_the_new_buckets(s3: Any) -> None:
+    """CreateBucketConfiguration's <Tags> tag the bucket it creates, as on S3 (they were
+    accepted and dropped); invalid ones are refused as PutBucketTagging's are."""
+    name = _name("tags")
+    tags = [{"Key": "team", "Value": "storage"}, {"Key": "cost", "Value": ""}]
+    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"Tags": tags})
+    assert sorted(s3.get_bucket_tagging(Bucket=name)["TagSet"], key=str) == sorted(tags, key=str)
+    bad = _name("badtags")
+    with pytest.raises(ClientError) as exc:
+        s3.create_bucket(
+            Bucket=bad, CreateBucketConfiguration={"Tags": [{"Key": "aws:x", "Value": "v"}]}
+        )
+    assert _err(exc) == ("InvalidTag", 400)
+    with pytest.raises(ClientError):
+        s3.head_bucket(Bucket=bad)
+
+
+def test_create_bucket_configuration_of_a_directory_bucket_is_not_implemented(
+    server: LiveServer, s3: Any
+) -> None:
+    """<Location> and <Bucket> describe a directory bucket: refused, not a general purpose
+    bucket created in its place; an element S3 does not know is malformed."""
+    name = _name("dir")
+    with pytest.raises(ClientError) as exc:
+        s3.create_bucket(
+            Bucket=name,
+            CreateBucketConfiguration={
+                "Location": {"Type": "AvailabilityZone", "Name": "use1-az4"},
+                "Bucket": {"Type": "Directory", "DataRedundancy": "SingleAvailabilityZone"},
+            },
+        )
+    assert _err(exc) == ("NotImplemented", 501)
+    junk = b"<CreateBucketConfiguration><Junk>1</Junk></CreateBucketConfiguration>"
+    url = f"{server.endpoint}/{name}"
+    resp = requests.put(url, data=junk, headers=sign_request("PUT", url, {}, junk), timeout=30)
+    assert resp.status_code == 400 and "<Code>MalformedXML</Code>" in resp.text, resp.text
+    with pytest.raises(ClientError):
+        s3.head_bucket(Bucket=name)
+
+
+def test_create_bucket_checks_the_bodys_content_md5(server: LiveServer, s3: Any) -> None:
+    name = _name("md5")
+    body = b"<CreateBucketConfiguration><LocationConstraint>us-east-1</LocationConstraint>"
+    body += b"</CreateBucketConfiguration>"
+    url = f"{server.endpoint}/{name}"
+    wrong = {"Content-MD5": base64.b64encode(hashlib.md5(b"other").digest()).decode()}
+    resp = requests.put(url, data=body, headers=sign_request("PUT", url, wrong, body), timeout=30)
+    assert resp.status_code == 400 and "<Code>BadDigest</Code>" in resp.text, resp.text
+    with pytest.raises(ClientError):
+        s3.head_bucket(Bucket=name)
+    right = {"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode()}
+    resp = requests.put(url, data=body, headers=sign_request("PUT", url, right, body), timeout=30)
+    assert resp.status_code == 200, resp.text
+    s3.head_bucket(Bucket=name)
 
 
 def test_recreating_own_bucket_in_us_east_1_succeeds_as_aws_legacy(s3: Any, bucket: str) -> None:

@@ -56,7 +56,8 @@ NOTES: Mapping[str, str] = {
     "progress go with it, as on S3",
     "ListBuckets": "`max-buckets`, `continuation-token`, `prefix`, `bucket-region`",
     "CreateBucket": "`x-amz-acl`, `x-amz-grant-*`, `x-amz-object-ownership`, "
-    "`CreateBucketConfiguration`",
+    "`x-amz-bucket-object-lock-enabled`, `CreateBucketConfiguration` (`LocationConstraint`, "
+    "`Tags`; a directory bucket's `Location` and `Bucket` are 501)",
     "ListObjects": "`prefix`, `delimiter`, `marker`, `max-keys`, `encoding-type=url`",
     "ListObjectsV2": "`continuation-token`, `start-after`, `fetch-owner`, `encoding-type=url`",
     "PutObject": "`x-amz-acl`, `x-amz-grant-*`, `x-amz-meta-*`, `x-amz-tagging`, "

@@ -11,6 +11,7 @@ from aiohttp import web
 from s3torrent.access import Owner, canned_acl, check_acl_allowed, grants_from_headers
 from s3torrent.access import facts as authz
 from s3torrent.access.ownership import SETTING as OWNERSHIP_SETTING
+from s3torrent.s3 import tagging
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody
 from s3torrent.s3.context import S3Context
@@ -20,6 +21,10 @@ from s3torrent.s3.params import BucketListParams
 from s3torrent.s3.routing import check_bucket_name
 from s3torrent.s3.server import S3Request
 from s3torrent.store.errors import BucketAlreadyExists, BucketNotEmpty
+from s3torrent.store.rows import Tags
+
+# The bucket setting holding its tags (ops/tagging.py reads and writes it).
+BUCKET_TAGS = "tags"
 
 
 def xml_response(
@@ -97,28 +102,16 @@ async def create_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
     p = req.principal
     assert p.canonical_id is not None
     region = svc.settings.region
-    body = await RequestBody(
+    request_body = RequestBody(
         req.http,
         req.auth,
         max_chunk_size=svc.settings.limits.max_chunk_size,
         read_timeout=svc.settings.limits.body_read_timeout,
-    ).read_all(svc.settings.limits.max_xml_body)
-    if body.strip():
-        root = s3xml.parse(body)
-        if s3xml.local(root.tag) != "CreateBucketConfiguration":
-            raise S3Error("MalformedXML")
-        constraint = s3xml.text(root, "LocationConstraint")
-        if (
-            constraint is not None
-            and constraint != region
-            and not (constraint == "" and region == "us-east-1")
-        ):
-            raise S3Error(
-                "IllegalLocationConstraintException",
-                f"The {constraint} location constraint is incompatible for the region specific "
-                f"endpoint this request was sent to.",
-                status=400,
-            )
+    )
+    body = await request_body.read_all(svc.settings.limits.max_xml_body)
+    # Content-MD5 and x-amz-checksum-* are checked here as on every other body.
+    request_body.verify(md5=None)
+    tags = _configuration(body, region) if body.strip() else ()
     owner = Owner(p.canonical_id, p.name or "")
     headers = req.http.headers
     acl = grants_from_headers(headers, owner)
@@ -136,6 +129,9 @@ async def create_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
     if ownership is not None:
         # Stored with the bucket, in its one transaction: no moment without the rule.
         settings = {**(settings or {}), OWNERSHIP_SETTING: ownership}
+    if tags:
+        # Likewise the tags CreateBucketConfiguration names (S3 creates the bucket with them).
+        settings = {**(settings or {}), BUCKET_TAGS: [list(t) for t in tags]}
 
     try:
         await svc.meta.create_bucket(name, p.canonical_id, region, acl_text, settings)
@@ -152,6 +148,53 @@ async def create_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
         code = "BucketAlreadyOwnedByYou" if same_acl else "BucketAlreadyExists"
         raise S3Error(code, resource=f"/{name}", extra={"BucketName": name}) from None
     return web.Response(status=200, headers={"Location": f"/{name}"})
+
+
+# What a CreateBucketConfiguration may hold for a general purpose bucket; its <Location> and
+# <Bucket> describe a directory bucket (S3 Express), which this server does not implement.
+_CONFIGURATION = frozenset({"LocationConstraint", "Tags"})
+_DIRECTORY_BUCKET = frozenset({"Location", "Bucket"})
+
+
+def _configuration(body: bytes, region: str) -> Tags:
+    """A CreateBucketConfiguration: its location constraint checked against the server's
+    region, and the tags the bucket is created with (validated as PutBucketTagging's). An
+    element of a directory bucket is refused as not implemented, any other unknown one as
+    malformed: none is accepted and ignored."""
+    root = s3xml.parse(body)
+    if s3xml.local(root.tag) != "CreateBucketConfiguration":
+        raise S3Error("MalformedXML")
+    for element in root:
+        name = s3xml.local(element.tag)
+        if name in _DIRECTORY_BUCKET:
+            raise S3Error(
+                "NotImplemented",
+                f"Directory buckets are not implemented: <{name}> in CreateBucketConfiguration.",
+            )
+        if name not in _CONFIGURATION:
+            raise S3Error("MalformedXML")
+    constraint = s3xml.text(root, "LocationConstraint")
+    if (
+        constraint is not None
+        and constraint != region
+        and not (constraint == "" and region == "us-east-1")
+    ):
+        raise S3Error(
+            "IllegalLocationConstraintException",
+            f"The {constraint} location constraint is incompatible for the region specific "
+            f"endpoint this request was sent to.",
+            status=400,
+        )
+    tag_list = s3xml.child(root, "Tags")
+    if tag_list is None:
+        return ()
+    tags: list[tuple[str, str]] = []
+    for tag in s3xml.children(tag_list, "Tag"):
+        key = s3xml.text(tag, "Key")
+        if key is None:
+            raise S3Error("MalformedXML")
+        tags.append((key, s3xml.text(tag, "Value") or ""))
+    return tagging.validate(tuple(tags), tagging.MAX_BUCKET_TAGS)
 
 
 def _lock_at_creation(value: str | None) -> dict[str, Any] | None:

@@ -8,11 +8,9 @@ from s3torrent.s3 import tagging
 from s3torrent.s3.body import RequestBody
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
-from s3torrent.s3.ops.buckets import xml_response
+from s3torrent.s3.ops.buckets import BUCKET_TAGS, xml_response
 from s3torrent.s3.server import S3Request
 from s3torrent.s3.versioning import version_headers
-
-BUCKET_TAGS = "tags"
 
 
 async def read_xml_body(svc: S3Context, req: S3Request) -> bytes:
