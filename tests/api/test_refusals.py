@@ -435,3 +435,20 @@ def test_an_sdk_checksum_algorithm_without_its_checksum_is_refused_not_computed(
     s3.put_object(Bucket=fx.bucket, Key="sdk-ok2", Body=b"data", ChecksumAlgorithm="SHA256")
     head = s3.head_object(Bucket=fx.bucket, Key="sdk-ok2", ChecksumMode="ENABLED")
     assert head["ChecksumSHA256"] == sha256
+
+
+def test_a_storage_class_in_another_case_is_refused_as_s3_refuses_it(fx: Fixture, s3: Any) -> None:
+    """S3's storage class names are upper case, and `standard` is InvalidStorageClass there;
+    it was accepted here and stored as sent (HEAD and listings then said `standard`)."""
+    for endpoint in (Endpoint.PutObject, Endpoint.CopyObject, Endpoint.CreateMultipartUpload):
+        call = fx.call(endpoint)
+        for value in ("standard", "Reduced_Redundancy"):
+            resp = fx.send(call, {"x-amz-storage-class": value})
+            assert resp.status_code == 400, resp.text
+            assert _code(resp) == "InvalidStorageClass", resp.text
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=fx.bucket, Key="lower-class", Body=b"x", StorageClass="standard")
+    assert exc.value.response["Error"]["Code"] == "InvalidStorageClass"
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=fx.bucket, Key="lower-class")
+    s3.put_object(Bucket=fx.bucket, Key="upper-class", Body=b"x", StorageClass="STANDARD")

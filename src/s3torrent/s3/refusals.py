@@ -25,7 +25,8 @@ E = Endpoint
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """A header (or, with `in_query`, a query parameter) refused on `endpoints` (empty:
-    on every request) unless its value is one of `accepted` (compared case-insensitively)."""
+    on every request) unless its value is one of `accepted` (compared case-insensitively,
+    or exactly with `exact_case`, where S3 refuses another spelling)."""
 
     name: str
     endpoints: frozenset[Endpoint]
@@ -33,11 +34,14 @@ class Refusal:
     message: str
     accepted: tuple[str, ...] = ()
     in_query: bool = False
+    exact_case: bool = False
 
     def applies_to(self, endpoint: Endpoint) -> bool:
         return not self.endpoints or endpoint in self.endpoints
 
     def refuses(self, value: str) -> bool:
+        if self.exact_case:
+            return value.strip() not in self.accepted
         folded = value.strip().lower()
         return all(folded != ok.lower() for ok in self.accepted)
 
@@ -75,6 +79,9 @@ REFUSALS: tuple[Refusal, ...] = (
         "InvalidStorageClass",
         "The storage class you specified is not valid",
         accepted=("STANDARD", "REDUCED_REDUNDANCY"),
+        # S3's names are upper case: `standard` is InvalidStorageClass there, and was stored
+        # here as sent (and shown so by HEAD and listings).
+        exact_case=True,
     ),
     Refusal(
         "x-amz-write-offset-bytes",
