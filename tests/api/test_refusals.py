@@ -452,3 +452,22 @@ def test_a_storage_class_in_another_case_is_refused_as_s3_refuses_it(fx: Fixture
     with pytest.raises(ClientError):
         s3.head_object(Bucket=fx.bucket, Key="lower-class")
     s3.put_object(Bucket=fx.bucket, Key="upper-class", Body=b"x", StorageClass="STANDARD")
+
+
+def test_a_website_redirect_that_is_no_path_or_url_is_refused(fx: Fixture, s3: Any) -> None:
+    """x-amz-website-redirect-location must start with /, http:// or https:// (S3's 400
+    InvalidRedirectLocation); any other value was stored and returned as sent."""
+    for endpoint in (Endpoint.PutObject, Endpoint.CopyObject, Endpoint.CreateMultipartUpload):
+        call = fx.call(endpoint)
+        resp = fx.send(call, {"x-amz-website-redirect-location": "page.html"})
+        assert resp.status_code == 400, resp.text
+        assert _code(resp) == "InvalidRedirectLocation", resp.text
+        if endpoint is not Endpoint.CreateMultipartUpload:
+            with pytest.raises(ClientError):
+                s3.head_object(Bucket=fx.bucket, Key=call.path.rsplit("/", 1)[1])
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=fx.bucket, Key="redir", Body=b"x", WebsiteRedirectLocation="x.html")
+    assert exc.value.response["Error"]["Code"] == "InvalidRedirectLocation"
+    for ok in ("/other.html", "https://example.com/x"):
+        s3.put_object(Bucket=fx.bucket, Key="redir", Body=b"x", WebsiteRedirectLocation=ok)
+        assert s3.head_object(Bucket=fx.bucket, Key="redir")["WebsiteRedirectLocation"] == ok

@@ -18,8 +18,10 @@ from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
 from s3torrent.s3.ops.lifecycle import expiration_headers
 from s3torrent.s3.ops.objects import (
+    REDIRECT_LOCATION,
     _etag_matches,
     _parse_http_date,
+    check_redirect_location,
     precheck_write,
     requested_acl,
     stored_headers,
@@ -181,9 +183,10 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         headers = dict(src.headers)
         # The website redirect is the source's own: S3 copies it only when it is sent.
         headers.pop("x-amz-website-redirect-location", None)
-        for name in ("x-amz-storage-class", "x-amz-website-redirect-location"):
-            if name in http.headers:
-                headers[name] = http.headers[name]
+        if "x-amz-storage-class" in http.headers:
+            headers["x-amz-storage-class"] = http.headers["x-amz-storage-class"]
+        if REDIRECT_LOCATION in http.headers:
+            headers[REDIRECT_LOCATION] = check_redirect_location(http.headers[REDIRECT_LOCATION])
     owner_id = write_owner(req, http.headers)
     acl = requested_acl(http.headers, Owner(owner_id, req.principal.name or ""), bucket)
     # The requested algorithm, else the source's, else S3's default: a copy always has one.

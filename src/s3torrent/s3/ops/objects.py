@@ -61,6 +61,7 @@ STORED_HEADERS = (
     "x-amz-storage-class",
 )
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+REDIRECT_LOCATION = "x-amz-website-redirect-location"
 
 
 def stored_headers(headers: Mapping[str, str], max_user_metadata: int) -> dict[str, str]:
@@ -79,6 +80,8 @@ def stored_headers(headers: Mapping[str, str], max_user_metadata: int) -> dict[s
             kept = ", ".join(c for c in codings if c and c.lower() != "aws-chunked")
             if kept:
                 out[lname] = kept
+        elif lname == REDIRECT_LOCATION:
+            out[lname] = check_redirect_location(value)
         elif lname in STORED_HEADERS:
             out[lname] = value
     if meta_size > max_user_metadata:
@@ -87,6 +90,14 @@ def stored_headers(headers: Mapping[str, str], max_user_metadata: int) -> dict[s
             extra={"Size": str(meta_size), "MaxSizeAllowed": str(max_user_metadata)},
         )
     return out
+
+
+def check_redirect_location(value: str) -> str:
+    """x-amz-website-redirect-location as S3 takes it: a path in the bucket or an http(s)
+    URL; anything else is 400 InvalidRedirectLocation (it was stored as sent)."""
+    if not value.startswith(("/", "http://", "https://")):
+        raise S3Error("InvalidRedirectLocation", extra={"ArgumentValue": value[:64]})
+    return value
 
 
 def requested_acl(
