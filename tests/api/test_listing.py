@@ -384,3 +384,20 @@ def test_listings_report_the_storage_class_head_reports(s3: Any, bucket: str) ->
     assert v1 == classes
     versions = s3.list_object_versions(Bucket=bucket)["Versions"]
     assert {v["Key"]: v["StorageClass"] for v in versions} == classes
+
+
+def test_optional_object_attributes_other_than_restore_status_are_refused(
+    s3: Any, tree: str
+) -> None:
+    """x-amz-optional-object-attributes names what a listing adds to each entry: S3 knows
+    only RestoreStatus (which no object here has, never having been archived) and refuses
+    any other name; it was accepted and the listing answered without it."""
+    listings = (s3.list_objects, s3.list_objects_v2, s3.list_object_versions)
+    for listing in listings:
+        resp = listing(Bucket=tree, OptionalObjectAttributes=["RestoreStatus"])
+        entries = resp.get("Contents") or resp.get("Versions")
+        assert entries and all("RestoreStatus" not in e for e in entries)
+        with pytest.raises(ClientError) as exc:
+            listing(Bucket=tree, OptionalObjectAttributes=["RestoreStatus", "Owner"])
+        assert exc.value.response["Error"]["Code"] == "InvalidArgument"
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400

@@ -58,8 +58,10 @@ NOTES: Mapping[str, str] = {
     "CreateBucket": "`x-amz-acl`, `x-amz-grant-*`, `x-amz-object-ownership`, "
     "`x-amz-bucket-object-lock-enabled`, `CreateBucketConfiguration` (`LocationConstraint`, "
     "`Tags`; a directory bucket's `Location` and `Bucket` are 501)",
-    "ListObjects": "`prefix`, `delimiter`, `marker`, `max-keys`, `encoding-type=url`",
-    "ListObjectsV2": "`continuation-token`, `start-after`, `fetch-owner`, `encoding-type=url`",
+    "ListObjects": "`prefix`, `delimiter`, `marker`, `max-keys`, `encoding-type=url`, "
+    "`x-amz-optional-object-attributes: RestoreStatus`",
+    "ListObjectsV2": "`continuation-token`, `start-after`, `fetch-owner`, `encoding-type=url`, "
+    "`x-amz-optional-object-attributes: RestoreStatus`",
     "PutObject": "`x-amz-acl`, `x-amz-grant-*`, `x-amz-meta-*`, `x-amz-tagging`, "
     "`x-amz-storage-class`, `x-amz-checksum-*`, `Content-MD5`, `If-None-Match: *`, "
     "`If-Match`, aws-chunked bodies and trailers",
