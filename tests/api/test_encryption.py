@@ -746,3 +746,54 @@ def test_rehash_hashes_the_plaintext_of_sse_s3_objects_and_skips_sse_c(tmp_path:
             check_v1(r.read(), data)
     finally:
         srv.stop()
+
+
+def test_a_bucket_encryption_that_blocks_sse_c_refuses_sse_c_writes(es3: Any, ebucket: str) -> None:
+    """BlockedEncryptionTypes in PutBucketEncryption (S3, 2026) blocks SSE-C for new objects:
+    PutObject, CopyObject, multipart uploads and forms asking for it are 403 AccessDenied,
+    while existing SSE-C objects stay readable with their key. It was accepted and ignored,
+    so a bucket its owner believed closed to SSE-C went on taking it."""
+    key = os.urandom(32)
+    es3.put_object(Bucket=ebucket, Key="before", Body=b"old", **_ssec(key))
+    rule: dict[str, Any] = {
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"},
+        "BlockedEncryptionTypes": {"EncryptionType": ["SSE-C"]},
+    }
+    es3.put_bucket_encryption(Bucket=ebucket, ServerSideEncryptionConfiguration={"Rules": [rule]})
+    got = es3.get_bucket_encryption(Bucket=ebucket)["ServerSideEncryptionConfiguration"]
+    assert got["Rules"][0]["BlockedEncryptionTypes"] == {"EncryptionType": ["SSE-C"]}
+    writes = [
+        lambda: es3.put_object(Bucket=ebucket, Key="new", Body=b"x", **_ssec(key)),
+        lambda: es3.copy_object(
+            Bucket=ebucket, Key="new", CopySource={"Bucket": ebucket, "Key": "before"},
+            **_ssec(key), **_ssec(key, "CopySourceSSECustomer"),
+        ),
+        lambda: es3.create_multipart_upload(Bucket=ebucket, Key="new", **_ssec(key)),
+    ]  # fmt: skip
+    for write in writes:
+        with pytest.raises(ClientError) as exc:
+            write()
+        assert _code(exc) == ("AccessDenied", 403)
+    presigned = es3.generate_presigned_post(
+        ebucket,
+        "new",
+        Fields=_ssec_fields(key),
+        Conditions=[{k: v} for k, v in _ssec_fields(key).items()],
+    )
+    refused = _form_post(presigned, b"x")
+    assert refused.status_code == 403 and "<Code>AccessDenied</Code>" in refused.text
+    with pytest.raises(ClientError):
+        es3.head_object(Bucket=ebucket, Key="new")
+    assert es3.get_object(Bucket=ebucket, Key="before", **_ssec(key))["Body"].read() == b"old"
+    es3.put_object(Bucket=ebucket, Key="plain", Body=b"p")  # other writes go on
+    # NONE unblocks it; an encryption type S3 does not know is malformed.
+    rule["BlockedEncryptionTypes"] = {"EncryptionType": ["NONE"]}
+    es3.put_bucket_encryption(Bucket=ebucket, ServerSideEncryptionConfiguration={"Rules": [rule]})
+    es3.put_object(Bucket=ebucket, Key="new", Body=b"x", **_ssec(key))
+    assert _form_post(presigned, b"x").status_code in (200, 204)
+    rule["BlockedEncryptionTypes"] = {"EncryptionType": ["SSE-KMS"]}
+    with pytest.raises(ClientError) as exc:
+        es3.put_bucket_encryption(
+            Bucket=ebucket, ServerSideEncryptionConfiguration={"Rules": [rule]}
+        )
+    assert _code(exc) == ("MalformedXML", 400)

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 _H = TypeVar("_H")
 
 BUCKET_ENCRYPTION = "encryption"
+# In the bucket's encryption setting: the encryption types new objects may not use.
+BLOCKED_TYPES = "BlockedEncryptionTypes"
 CUSTOMER = "x-amz-server-side-encryption-customer-"
 COPY_SOURCE_CUSTOMER = "x-amz-copy-source-server-side-encryption-customer-"
 
@@ -166,6 +168,9 @@ def _spec_of(
     customer = _customer_key_in(svc, h, secure)
     mode = _requested_mode(h)
     if customer is not None:
+        if _blocks_sse_c(bucket):
+            # S3's answer to an SSE-C write into a bucket whose encryption blocks it.
+            raise S3Error("AccessDenied")
         if mode is not None:
             raise S3Error(
                 "InvalidArgument",
@@ -177,6 +182,12 @@ def _spec_of(
     if mode is not None:
         return SealSpec(mode)
     return default_spec(svc, bucket)
+
+
+def _blocks_sse_c(bucket: md.Bucket) -> bool:
+    """Whether the bucket's encryption configuration blocks SSE-C for new objects."""
+    rule = bucket.settings.get(BUCKET_ENCRYPTION)
+    return isinstance(rule, dict) and "SSE-C" in (rule.get(BLOCKED_TYPES) or ())
 
 
 def default_spec(svc: S3Context, bucket: md.Bucket) -> SealSpec | None:

@@ -12,23 +12,47 @@ from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
 from s3torrent.s3.ops.tagging import read_xml_body
 from s3torrent.s3.server import S3Request
-from s3torrent.s3.sse import BUCKET_ENCRYPTION
+from s3torrent.s3.sse import BLOCKED_TYPES, BUCKET_ENCRYPTION
+
+# What a Rule may hold (S3's API, 2026-12); anything else is MalformedXML, never ignored.
+_RULE_ELEMENTS = frozenset(
+    {"ApplyServerSideEncryptionByDefault", "BucketKeyEnabled", "BlockedEncryptionTypes"}
+)
+_ENCRYPTION_TYPES = frozenset({"SSE-C", "NONE"})
 
 
-def _rule(algorithm: str, bucket_key: bool) -> dict[str, Any]:
-    return {
-        "Rule": {
-            "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": algorithm},
-            "BucketKeyEnabled": "true" if bucket_key else "false",
-        }
+def _rule(algorithm: str, bucket_key: bool, blocked: list[str] | None = None) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": algorithm},
+        "BucketKeyEnabled": "true" if bucket_key else "false",
     }
+    if blocked is not None:
+        rule["BlockedEncryptionTypes"] = {"EncryptionType": blocked}
+    return {"Rule": rule}
+
+
+def _blocked_types(rule: Any) -> list[str] | None:
+    """A Rule's BlockedEncryptionTypes: the encryption types new objects may not use
+    (SSE-C, or NONE to block nothing); None when the rule does not name them."""
+    element = s3xml.child(rule, "BlockedEncryptionTypes")
+    if element is None:
+        return None
+    types = [(t.text or "").strip() for t in s3xml.children(element, "EncryptionType")]
+    if any(t not in _ENCRYPTION_TYPES for t in types):
+        raise S3Error("MalformedXML")
+    return sorted(set(types))
 
 
 async def get_bucket_encryption(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     rule = req.bucket.settings.get(BUCKET_ENCRYPTION)
     if isinstance(rule, dict):
-        body = _rule(str(rule["SSEAlgorithm"]), bool(rule.get("BucketKeyEnabled")))
+        blocked = rule.get(BLOCKED_TYPES)
+        body = _rule(
+            str(rule["SSEAlgorithm"]),
+            bool(rule.get("BucketKeyEnabled")),
+            [str(t) for t in blocked] if isinstance(blocked, list) else None,
+        )
     elif svc.settings.encryption.default == "AES256":
         # The server encrypts every new object: say so, as S3 does for every bucket.
         body = _rule("AES256", False)
@@ -48,6 +72,8 @@ async def put_bucket_encryption(svc: S3Context, req: S3Request) -> web.StreamRes
     rules = s3xml.children(root, "Rule")
     if len(rules) != 1:
         raise S3Error("MalformedXML")
+    if any(s3xml.local(element.tag) not in _RULE_ELEMENTS for element in rules[0]):
+        raise S3Error("MalformedXML")
     default = s3xml.child(rules[0], "ApplyServerSideEncryptionByDefault")
     algorithm = s3xml.text(default, "SSEAlgorithm") if default is not None else None
     if algorithm is None:
@@ -66,7 +92,11 @@ async def put_bucket_encryption(svc: S3Context, req: S3Request) -> web.StreamRes
             "a KMSMasterKeyID is not applicable if the default sse algorithm is not aws:kms",
         )
     bucket_key = (s3xml.text(rules[0], "BucketKeyEnabled") or "").strip().lower() == "true"
-    setting = {"SSEAlgorithm": algorithm, "BucketKeyEnabled": bucket_key}
+    setting: dict[str, Any] = {"SSEAlgorithm": algorithm, "BucketKeyEnabled": bucket_key}
+    blocked = _blocked_types(rules[0])
+    if blocked is not None:
+        # Acted on by sse.write_spec: a write asking for SSE-C is then 403, as on S3.
+        setting[BLOCKED_TYPES] = blocked
     await svc.meta.set_bucket_setting(req.bucket_name, BUCKET_ENCRYPTION, setting)
     return web.Response(status=200)
 
