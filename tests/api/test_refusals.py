@@ -471,3 +471,19 @@ def test_a_website_redirect_that_is_no_path_or_url_is_refused(fx: Fixture, s3: A
     for ok in ("/other.html", "https://example.com/x"):
         s3.put_object(Bucket=fx.bucket, Key="redir", Body=b"x", WebsiteRedirectLocation=ok)
         assert s3.head_object(Bucket=fx.bucket, Key="redir")["WebsiteRedirectLocation"] == ok
+
+
+def test_a_write_naming_a_version_is_refused_not_taken_for_a_new_version(
+    fx: Fixture, s3: Any
+) -> None:
+    """PutObject, CopyObject and CompleteMultipartUpload make a new version and name none:
+    S3 refuses ?versionId= on them; it was ignored and the write made a new version (the
+    key's current one overwritten, where the client had named another)."""
+    version = s3.head_object(Bucket=fx.bucket, Key="obj").get("VersionId", "null")
+    for endpoint in (Endpoint.PutObject, Endpoint.CopyObject):
+        call = fx.call(endpoint)
+        resp = fx.send(Call(call.method, f"/{fx.bucket}/obj", headers=call.headers, body=b"x"), {},
+                       f"versionId={version}")  # fmt: skip
+        assert resp.status_code == 400, resp.text
+        assert _code(resp) == "InvalidArgument" and "version-id" in resp.text
+    assert s3.get_object(Bucket=fx.bucket, Key="obj")["Body"].read() == b"original"

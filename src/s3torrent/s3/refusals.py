@@ -65,12 +65,14 @@ REFUSALS: tuple[Refusal, ...] = (
         "NotImplemented",
         "MFA delete is not implemented.",
     ),
-    # A torrent belongs to a key's current version (S3's GetObjectTorrent names none).
+    # A torrent belongs to a key's current version (S3's GetObjectTorrent names none); a
+    # write makes a new version and names none (S3 refuses the parameter on those: it was
+    # taken for a plain write of a new version).
     Refusal(
         "versionId",
-        frozenset({E.GetObjectTorrent}),
+        frozenset({E.GetObjectTorrent, E.PutObject, E.CopyObject, E.CompleteMultipartUpload}),
         "InvalidArgument",
-        "GetObjectTorrent takes no version id: a torrent is the current version's.",
+        "This operation does not accept a version-id.",
         in_query=True,
     ),
     Refusal(
