@@ -797,3 +797,37 @@ def test_a_bucket_encryption_that_blocks_sse_c_refuses_sse_c_writes(es3: Any, eb
             Bucket=ebucket, ServerSideEncryptionConfiguration={"Rules": [rule]}
         )
     assert _code(exc) == ("MalformedXML", 400)
+
+
+def test_list_parts_checks_the_sse_c_key_it_is_sent(
+    enc_server: LiveServer, es3: Any, ebucket: str
+) -> None:
+    """ListParts takes an upload's SSE-C key as its completion does (S3 needs it when the
+    upload has a checksum algorithm): the upload's key, or refused; it was ignored, so a
+    wrong key, or a key for an upload that has none, listed the parts all the same."""
+    from tests.conftest import sign_request
+
+    def list_parts(key: str, uid: str, headers: dict[str, str]) -> requests.Response:
+        url = f"{enc_server.endpoint}/{ebucket}/{key}?uploadId={uid}"
+        return requests.get(url, headers=sign_request("GET", url, headers), timeout=30)
+
+    key = os.urandom(32)
+    uid = es3.create_multipart_upload(
+        Bucket=ebucket, Key="lp", ChecksumAlgorithm="CRC32", **_ssec(key)
+    )["UploadId"]
+    es3.upload_part(
+        Bucket=ebucket, Key="lp", UploadId=uid, PartNumber=1, Body=b"part",
+        ChecksumAlgorithm="CRC32", **_ssec(key),
+    )  # fmt: skip
+    for headers, code in (
+        ({}, "InvalidRequest"),
+        (_c_headers(os.urandom(32)), "InvalidArgument"),
+    ):
+        resp = list_parts("lp", uid, headers)
+        assert resp.status_code == 400 and f"<Code>{code}</Code>" in resp.text, resp.text
+    listed = list_parts("lp", uid, _c_headers(key))
+    assert listed.status_code == 200 and "<PartNumber>1</PartNumber>" in listed.text
+    plain = es3.create_multipart_upload(Bucket=ebucket, Key="lp2")["UploadId"]
+    resp = list_parts("lp2", plain, _c_headers(key))
+    assert resp.status_code == 400 and "<Code>InvalidRequest</Code>" in resp.text, resp.text
+    assert es3.list_parts(Bucket=ebucket, Key="lp2", UploadId=plain).get("Parts", []) == []

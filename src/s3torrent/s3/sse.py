@@ -378,9 +378,10 @@ async def part_writer(
 
 
 async def check_completion_key(svc: S3Context, req: S3Request, up: md.Upload) -> None:
-    """CompleteMultipartUpload's SSE-C headers. S3 asks for them only when the upload has a
-    checksum algorithm (its checksums are sealed with the key); when sent they must be the
-    upload's own key, and for an upload that is not SSE-C they are refused, never ignored."""
+    """CompleteMultipartUpload's and ListParts' SSE-C headers. S3 asks for them only when the
+    upload has a checksum algorithm (its checksums are sealed with the key); when sent they
+    must be the upload's own key, and for an upload that is not SSE-C they are refused,
+    never ignored."""
     customer = customer_key(svc, req)
     if seal_mode(up.headers) != SSE_C:
         if customer is not None:

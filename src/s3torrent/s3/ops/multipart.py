@@ -572,6 +572,8 @@ def _initiator(svc: S3Context, up: md.Upload) -> dict[str, str]:
 
 async def list_parts(svc: S3Context, req: S3Request) -> web.StreamResponse:
     up = await _upload(svc, req)
+    # The SSE-C headers S3 takes here, checked as a completion's (they were ignored).
+    await sse.check_completion_key(svc, req, up)
     marker = upload_params(req).part_number_marker
     max_parts = upload_params(req).max_parts
     rows = await svc.meta.list_parts(up.upload_id, marker, max_parts + 1)
