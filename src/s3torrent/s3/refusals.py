@@ -66,11 +66,13 @@ REFUSALS: tuple[Refusal, ...] = (
         "MFA delete is not implemented.",
     ),
     # A torrent belongs to a key's current version (S3's GetObjectTorrent names none); a
-    # write makes a new version and names none (S3 refuses the parameter on those: it was
-    # taken for a plain write of a new version).
+    # write makes a new version and names none (S3 refuses the parameter on those, UploadPart
+    # too, whatever the value: it was taken for a plain write of a new version).
     Refusal(
         "versionId",
-        frozenset({E.GetObjectTorrent, E.PutObject, E.CopyObject, E.CompleteMultipartUpload}),
+        frozenset(
+            {E.GetObjectTorrent, E.PutObject, E.CopyObject, E.CompleteMultipartUpload, E.UploadPart}
+        ),
         "InvalidArgument",
         "This operation does not accept a version-id.",
         in_query=True,
