@@ -94,6 +94,56 @@ def test_delete_marker_lifecycle(s3: Any, bucket: str) -> None:
     s3.delete_bucket(Bucket=bucket)
 
 
+def test_a_delete_marker_is_named_as_aws_names_it_to_copies_and_acl_puts(
+    s3: Any, bucket: str
+) -> None:
+    """What AWS answers (recorded against AWS itself): a copy whose source's latest version is
+    a delete marker is NoSuchKey with the marker in `x-amz-delete-marker` and
+    `x-amz-version-id` (it had no such headers here), and an ACL put on such a key is the
+    marker's 405 with Method PUT, not NoSuchKey; a marker named by id is 405 with the
+    request's own method (it always said GET)."""
+    _enable(s3, bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"one")
+    marker = s3.delete_object(Bucket=bucket, Key="k")["VersionId"]
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="m")["UploadId"]
+    copies = (
+        lambda: s3.copy_object(Bucket=bucket, Key="c", CopySource={"Bucket": bucket, "Key": "k"}),
+        lambda: s3.upload_part_copy(
+            Bucket=bucket,
+            Key="m",
+            UploadId=upload,
+            PartNumber=1,
+            CopySource={"Bucket": bucket, "Key": "k"},
+        ),
+    )
+    for copy in copies:
+        with pytest.raises(ClientError) as exc:
+            copy()
+        assert _code(exc) == ("NoSuchKey", 404)
+        headers = exc.value.response["ResponseMetadata"]["HTTPHeaders"]
+        assert headers["x-amz-delete-marker"] == "true"
+        assert headers["x-amz-version-id"] == marker
+    for named in ({}, {"VersionId": marker}):
+        with pytest.raises(ClientError) as exc:
+            s3.put_object_acl(Bucket=bucket, Key="k", ACL="public-read", **named)
+        assert _code(exc) == ("MethodNotAllowed", 405)
+        assert exc.value.response["Error"]["Method"] == "PUT"
+        assert exc.value.response["Error"]["ResourceType"] == "DeleteMarker"
+        assert exc.value.response["ResponseMetadata"]["HTTPHeaders"]["allow"] == "DELETE"
+    # Reads keep theirs: GetObjectAcl of the key is NoSuchKey, of the marker a GET's 405.
+    with pytest.raises(ClientError) as exc:
+        s3.get_object_acl(Bucket=bucket, Key="k")
+    assert _code(exc) == ("NoSuchKey", 404)
+    with pytest.raises(ClientError) as exc:
+        s3.get_object_acl(Bucket=bucket, Key="k", VersionId=marker)
+    assert _code(exc) == ("MethodNotAllowed", 405)
+    assert exc.value.response["Error"]["Method"] == "GET"
+    # Without versioning there is no marker: an ACL put on a missing key is NoSuchKey.
+    with pytest.raises(ClientError) as exc:
+        s3.put_object_acl(Bucket=bucket, Key="never", ACL="public-read")
+    assert _code(exc) == ("NoSuchKey", 404)
+
+
 def test_bucket_with_only_noncurrent_versions_is_not_empty(s3: Any, bucket: str) -> None:
     _enable(s3, bucket)
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")

@@ -719,6 +719,12 @@ class S3Application:
                         resource=req.resource,
                         extra={"Key": req.key, "VersionId": version_id},
                     )
+                if ep is Endpoint.PutObjectAcl and bucket.versioning is not None:
+                    # S3 answers an ACL put on a key whose latest version is a delete
+                    # marker as one on the marker itself: 405, not NoSuchKey.
+                    marker = await self.svc.meta.latest_delete_marker(bucket.name, req.key)
+                    if marker is not None:
+                        raise versioning.marker_not_allowed(marker, req.resource, "PUT")
                 raise await versioning.no_such_key(self.svc.meta, bucket, req.key, req.resource)
         ctx = req.access_context()
         decision = authz.may(req.principal, ep.action_for(req.query), bucket, key, req.obj, ctx)
@@ -726,4 +732,4 @@ class S3Application:
             raise S3Error("AccessDenied", resource=req.resource)
         if req.obj is not None and req.obj.delete_marker:
             # A delete marker named by its version id: it has no data, ACL or tags.
-            raise versioning.marker_not_allowed(req.obj, req.resource)
+            raise versioning.marker_not_allowed(req.obj, req.resource, req.http.method)

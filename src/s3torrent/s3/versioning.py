@@ -84,12 +84,13 @@ async def no_such_key(meta: MetadataStore, bucket: md.Bucket, key: str, resource
     return S3Error("NoSuchKey", resource=resource, extra={"Key": key}, headers=headers or None)
 
 
-def marker_not_allowed(marker: md.ObjectVersion, resource: str) -> S3Error:
-    """A delete marker named by version id: 405, as S3 answers (it has no data)."""
+def marker_not_allowed(marker: md.ObjectVersion, resource: str, method: str = "GET") -> S3Error:
+    """A delete marker named by version id: 405, as S3 answers (it has no data), naming the
+    request's method."""
     return S3Error(
         "MethodNotAllowed",
         resource=resource,
-        extra={"Method": "GET", "ResourceType": "DeleteMarker"},
+        extra={"Method": method, "ResourceType": "DeleteMarker"},
         headers={
             "x-amz-delete-marker": "true",
             "x-amz-version-id": marker.s3_version_id,

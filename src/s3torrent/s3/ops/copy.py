@@ -33,6 +33,7 @@ from s3torrent.s3.server import S3Request
 from s3torrent.s3.versioning import (
     NO_LOCK,
     RequestedLock,
+    no_such_key,
     parse_version_id,
     requested_lock,
     written_version_headers,
@@ -93,7 +94,8 @@ async def readable_source(svc: S3Context, req: S3Request) -> tuple[md.Bucket, md
         if authz.may(req.principal, "s3:ListBucket", bucket, None, None, ctx).allowed:
             if version_id is not None:
                 raise S3Error("NoSuchVersion", resource=resource, extra={"Key": key})
-            raise S3Error("NoSuchKey", resource=resource, extra={"Key": key})
+            # A delete marker on top is said in headers, as for a GET of the key.
+            raise await no_such_key(svc.meta, bucket, key, resource)
         raise S3Error("AccessDenied", resource=resource)
     action = "s3:GetObjectVersion" if version_id is not None else "s3:GetObject"
     if not authz.may(req.principal, action, bucket, key, obj, ctx).allowed:
