@@ -295,6 +295,37 @@ def test_delete_objects_with_versions(s3: Any, bucket: str) -> None:
     assert [v["VersionId"] for v in versions] == [v2]
 
 
+def test_delete_objects_answers_a_repeated_entry_once(s3: Any, bucket: str) -> None:
+    # Recorded from AWS: the same key twice (or the same key and version id twice) is
+    # deleted and reported once -- one delete marker, not two; a bare key and that key
+    # with <VersionId>null</VersionId> are two different entries.
+    _enable(s3, bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"data")
+    out = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k"}, {"Key": "k"}]})
+    assert len(out["Deleted"]) == 1 and out["Deleted"][0]["DeleteMarker"] is True
+    markers = s3.list_object_versions(Bucket=bucket, Prefix="k")["DeleteMarkers"]
+    assert [m["VersionId"] for m in markers] == [out["Deleted"][0]["DeleteMarkerVersionId"]]
+    v1 = s3.put_object(Bucket=bucket, Key="v", Body=b"1")["VersionId"]
+    s3.put_object(Bucket=bucket, Key="v", Body=b"2")
+    out = s3.delete_objects(
+        Bucket=bucket,
+        Delete={"Objects": [{"Key": "v", "VersionId": v1}, {"Key": "v", "VersionId": v1}]},
+    )
+    assert out["Deleted"] == [{"Key": "v", "VersionId": v1}]
+    _enable(s3, bucket, "Suspended")
+    s3.put_object(Bucket=bucket, Key="n", Body=b"null")
+    out = s3.delete_objects(
+        Bucket=bucket,
+        Delete={"Objects": [{"Key": "n", "VersionId": "null"}, {"Key": "n", "VersionId": "null"}]},
+    )
+    assert out["Deleted"] == [{"Key": "n", "VersionId": "null"}]
+    s3.put_object(Bucket=bucket, Key="b", Body=b"null")
+    out = s3.delete_objects(
+        Bucket=bucket, Delete={"Objects": [{"Key": "b"}, {"Key": "b", "VersionId": "null"}]}
+    )
+    assert len(out["Deleted"]) == 2
+
+
 def test_version_actions_in_policies(
     s3: Any, bob_s3: Any, bob: UserKeys, bucket: str, server: Any
 ) -> None:

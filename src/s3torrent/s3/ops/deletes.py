@@ -129,8 +129,14 @@ async def delete_objects(svc: S3Context, req: S3Request) -> web.StreamResponse:
     errors: list[dict[str, Any]] = []
     allowed: list[tuple[str, str | None, WriteCondition, bool]] = []
     ctx = req.access_context()
+    # S3 acts on, and reports, a repeated (key, version id) once: a key named twice gets one
+    # delete marker. A bare key and that key with the version id "null" are two entries.
+    seen: set[tuple[str, str | None]] = set()
     for entry in entries:
         key, version_id, condition = _delete_entry(entry)
+        if (key, version_id) in seen:
+            continue
+        seen.add((key, version_id))
         if len(key.encode()) > 1024:
             errors.append(
                 {"Key": key, "Code": "KeyTooLongError", "Message": "Your key is too long."}
