@@ -326,6 +326,21 @@ def test_delete_objects_answers_a_repeated_entry_once(s3: Any, bucket: str) -> N
     assert len(out["Deleted"]) == 2
 
 
+def test_delete_of_a_version_not_there_names_it(s3: Any, bucket: str) -> None:
+    # Recorded from AWS (test_vid_null_string): DELETE ?versionId=null of a key that has
+    # no null version is a 204 that still names the version asked for.
+    _enable(s3, bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"data")
+    out = s3.delete_object(Bucket=bucket, Key="k", VersionId="null")
+    assert out["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert out["VersionId"] == "null" and "DeleteMarker" not in out
+    gone = s3.put_object(Bucket=bucket, Key="g", Body=b"x")["VersionId"]
+    s3.delete_object(Bucket=bucket, Key="g", VersionId=gone)
+    out = s3.delete_object(Bucket=bucket, Key="g", VersionId=gone)
+    assert out["VersionId"] == gone and "DeleteMarker" not in out
+    assert len(s3.list_object_versions(Bucket=bucket, Prefix="k")["Versions"]) == 1
+
+
 def test_version_actions_in_policies(
     s3: Any, bob_s3: Any, bob: UserKeys, bucket: str, server: Any
 ) -> None:

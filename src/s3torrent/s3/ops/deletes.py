@@ -73,7 +73,11 @@ async def delete_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     version_id = parse_version_id(raw) if raw is not None else None
     bypass = may_bypass_governance(req, req.key) if version_id is not None else False
     removed = await remove(svc, req, req.key, version_id, condition, bypass)
-    return web.Response(status=204, headers=removal_headers(removed))
+    headers = removal_headers(removed)
+    if version_id is not None and req.bucket is not None and req.bucket.versioning is not None:
+        # S3 names the version asked for even when there was none to remove.
+        headers.setdefault("x-amz-version-id", version_id)
+    return web.Response(status=204, headers=headers)
 
 
 def _delete_entry(entry: Any) -> tuple[str, str | None, WriteCondition]:
