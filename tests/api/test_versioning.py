@@ -380,6 +380,24 @@ def test_version_actions_in_policies(
     assert _code(exc)[1] == 404
 
 
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+@pytest.mark.parametrize("query", ["versionId=", "versionId"])
+def test_an_empty_version_id_is_named_as_such(
+    s3: Any, bucket: str, server: Any, method: str, query: str
+) -> None:
+    # Recorded from AWS (GetObject test_1_4/test_1_5, DeleteObject test_empty_vid_*,
+    # test_vid_no_value_*): 400 InvalidArgument "Version id cannot be the empty string".
+    _enable(s3, bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"data")
+    url = f"{server.endpoint}/{bucket}/k?{query}"
+    resp = requests.request(method, url, headers=sign_request(method, url), timeout=5)
+    assert resp.status_code == 400
+    assert b"<Code>InvalidArgument</Code>" in resp.content
+    assert b"<Message>Version id cannot be the empty string</Message>" in resp.content
+    assert b"<ArgumentName>versionId</ArgumentName>" in resp.content
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"data"
+
+
 def test_torrent_takes_no_version_id(s3: Any, bucket: str, server: Any) -> None:
     _enable(s3, bucket)
     vid = s3.put_object(Bucket=bucket, Key="k", Body=b"x" * 100)["VersionId"]

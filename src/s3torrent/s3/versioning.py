@@ -31,9 +31,10 @@ def parse_version_id(value: str, argument: str = "versionId") -> str:
     """A version id a client sent: "null" or one of ours; InvalidArgument otherwise."""
     if value == md.NULL_VERSION or _OUR_IDS.match(value):
         return value
+    empty = value == "" and argument == "versionId"
     raise S3Error(
         "InvalidArgument",
-        "Invalid version id specified",
+        "Version id cannot be the empty string" if empty else "Invalid version id specified",
         extra={"ArgumentName": argument, "ArgumentValue": value[:64]},
     )
 
