@@ -398,6 +398,58 @@ def test_an_empty_version_id_is_named_as_such(
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"data"
 
 
+@pytest.mark.parametrize(
+    ("query", "message", "value"),
+    [
+        # Recorded from AWS (ListObjectVersions test_dependency_standalone,
+        # test_empty_vid_standalone_no_key, test_empty_vid_standalone_with_key,
+        # test_empty_vid_with_empty_key_over_encoding, test_dependency_empty_key_standalone,
+        # test_version_id_over_encoding, test_dependency_over_encoding): a key-marker that is
+        # there but empty counts as given; the version-id-marker is checked before the
+        # encoding-type; max-keys before both.
+        ("version-id-marker=bad-vid", "cannot be specified without a key marker.", b"bad-vid"),
+        ("version-id-marker=", "cannot be specified without a key marker.", b""),
+        ("key-marker=k&version-id-marker=", "A version-id marker cannot be empty.", b""),
+        ("key-marker=&version-id-marker=", "A version-id marker cannot be empty.", b""),
+        ("key-marker=&version-id-marker=bad-vid", "Invalid version id specified", b"bad-vid"),
+        (
+            "encoding-type=invalid&key-marker=k&version-id-marker=bad-vid",
+            "Invalid version id specified",
+            b"bad-vid",
+        ),
+        (
+            "encoding-type=invalid&version-id-marker=bad-vid",
+            "cannot be specified without a key marker.",
+            b"bad-vid",
+        ),
+    ],
+)
+def test_list_versions_markers_are_checked_as_s3_checks_them(
+    bucket: str, server: Any, query: str, message: str, value: bytes
+) -> None:
+    url = f"{server.endpoint}/{bucket}?versions&{query}"
+    resp = requests.get(url, headers=sign_request("GET", url), timeout=5)
+    assert resp.status_code == 400, resp.content
+    assert b"<Code>InvalidArgument</Code>" in resp.content
+    assert message.encode() in resp.content
+    assert b"<ArgumentName>version-id-marker</ArgumentName>" in resp.content
+    if value:
+        assert b"<ArgumentValue>" + value + b"</ArgumentValue>" in resp.content
+
+
+def test_list_versions_with_an_empty_key_marker_and_a_version_id_marker(
+    s3: Any, bucket: str, server: Any
+) -> None:
+    # Recorded from AWS (test_dependency_empty_key_with_valid_vid): 200, a listing.
+    _enable(s3, bucket)
+    vid = s3.put_object(Bucket=bucket, Key="k", Body=b"x")["VersionId"]
+    url = f"{server.endpoint}/{bucket}?versions&key-marker=&version-id-marker={vid}"
+    resp = requests.get(url, headers=sign_request("GET", url), timeout=5)
+    assert resp.status_code == 200, resp.content
+    assert f"<VersionIdMarker>{vid}</VersionIdMarker>".encode() in resp.content
+    assert b"<Key>k</Key>" in resp.content
+
+
 def test_torrent_takes_no_version_id(s3: Any, bucket: str, server: Any) -> None:
     _enable(s3, bucket)
     vid = s3.put_object(Bucket=bucket, Key="k", Body=b"x" * 100)["VersionId"]

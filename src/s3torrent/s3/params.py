@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.routing import Endpoint
+from s3torrent.s3.versioning import parse_version_id
 
 MAX_PARTS = 10_000
 # Longest integer accepted in a query parameter (2**31 - 1 has 10 digits).
@@ -144,7 +145,25 @@ Params = (
 NO_PARAMS = NoParams()
 
 
-def _list_params(query: Mapping[str, str], max_keys_limit: int) -> ListParams:
+def _version_id_marker(query: Mapping[str, str]) -> None:
+    """ListObjectVersions' version-id-marker, checked as S3 checks it (after max-keys,
+    before encoding-type): it needs a key-marker, which may be empty; it may not be."""
+    vid_marker = query.get("version-id-marker")
+    if vid_marker is None:
+        return
+    extra = {"ArgumentName": "version-id-marker", "ArgumentValue": vid_marker[:64]}
+    if "key-marker" not in query:
+        raise S3Error(
+            "InvalidArgument",
+            "A version-id marker cannot be specified without a key marker.",
+            extra=extra,
+        )
+    if vid_marker == "":
+        raise S3Error("InvalidArgument", "A version-id marker cannot be empty.", extra=extra)
+    parse_version_id(vid_marker, "version-id-marker")
+
+
+def _list_params(query: Mapping[str, str], max_keys_limit: int, versions: bool) -> ListParams:
     raw_max = query.get("max-keys", "1000")
     max_keys = ascii_int(raw_max)
     if max_keys is None:
@@ -164,7 +183,9 @@ def _list_params(query: Mapping[str, str], max_keys_limit: int) -> ListParams:
     token = query.get("continuation-token")
     key_marker = query.get("key-marker", "")
     vid_marker = query.get("version-id-marker")
-    if vid_marker and not key_marker:
+    if versions:
+        _version_id_marker(query)
+    elif vid_marker and not key_marker:
         raise S3Error(
             "InvalidArgument", "A version-id marker cannot be specified without a key marker."
         )
@@ -251,7 +272,7 @@ def _object_read_params(query: Mapping[str, str]) -> ObjectReadParams:
 def parse_params(endpoint: Endpoint, query: Mapping[str, str], max_keys_limit: int) -> Params:
     """The typed parameters of one request to `endpoint`."""
     if endpoint in _LIST_ENDPOINTS:
-        return _list_params(query, max_keys_limit)
+        return _list_params(query, max_keys_limit, endpoint is Endpoint.ListObjectVersions)
     if endpoint is Endpoint.ListBuckets:
         return _bucket_list_params(query)
     if endpoint in _UPLOAD_ENDPOINTS:

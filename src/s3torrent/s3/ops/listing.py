@@ -20,7 +20,6 @@ from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import display_name, owner_xml, xml_response
 from s3torrent.s3.params import ListParams
 from s3torrent.s3.server import S3Request
-from s3torrent.s3.versioning import parse_version_id
 from s3torrent.store import rows as md
 
 
@@ -202,11 +201,15 @@ async def list_object_versions(svc: S3Context, req: S3Request) -> web.StreamResp
     """Every version and delete marker, keys in order, each key's versions newest first."""
     p = list_params(req)
     key_marker = p.key_marker
-    vid_marker = p.version_id_marker
-    if vid_marker is not None and vid_marker != "":
-        parse_version_id(vid_marker, "version-id-marker")
+    vid_marker = p.version_id_marker  # checked with the parameters
+    # A version-id marker after an empty key-marker marks no place: S3 lists from the start.
     page = await svc.meta.list_versions_page(
-        req.bucket_name, p.prefix, p.delimiter, key_marker, vid_marker or None, p.max_keys
+        req.bucket_name,
+        p.prefix,
+        p.delimiter,
+        key_marker,
+        vid_marker if key_marker else None,
+        p.max_keys,
     )
     entries = version_entries(page.versions, p.url_encode, lambda i: display_name(svc, i))
     children: list[tuple[str, Any]] = [
