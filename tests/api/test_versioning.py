@@ -450,6 +450,27 @@ def test_list_versions_with_an_empty_key_marker_and_a_version_id_marker(
     assert b"<Key>k</Key>" in resp.content
 
 
+def test_list_versions_max_keys_as_s3_takes_it(s3: Any, bucket: str, server: Any) -> None:
+    # Recorded from AWS (ListObjectVersions test_invalid_max_keys_returns_400[negative],
+    # [int32-overflow], test_valid_max_keys_returns_200[int32-max]).
+    def get(query: str) -> requests.Response:
+        url = f"{server.endpoint}/{bucket}?versions&{query}"
+        return requests.get(url, headers=sign_request("GET", url), timeout=5)
+
+    resp = get("max-keys=-1")
+    assert resp.status_code == 400
+    assert b"<Message>max-keys cannot be negative</Message>" in resp.content
+    assert b"<ArgumentName>max-keys</ArgumentName>" in resp.content
+    resp = get("max-keys=2147483648")
+    assert resp.status_code == 400
+    assert b"Provided max-keys not an integer or within integer range" in resp.content
+    assert b"<ArgumentValue>2147483648</ArgumentValue>" in resp.content
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    resp = get("max-keys=2147483647")
+    assert resp.status_code == 200
+    assert b"<MaxKeys>2147483647</MaxKeys>" in resp.content and b"<Key>k</Key>" in resp.content
+
+
 def test_torrent_takes_no_version_id(s3: Any, bucket: str, server: Any) -> None:
     _enable(s3, bucket)
     vid = s3.put_object(Bucket=bucket, Key="k", Body=b"x" * 100)["VersionId"]

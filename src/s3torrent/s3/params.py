@@ -92,6 +92,8 @@ class ListParams:
     fetch_owner: bool = False
     key_marker: str = ""
     version_id_marker: str | None = None
+    max_keys_asked: int = 1000
+    """max-keys as sent (ListObjectVersions echoes it; a page holds at most max_keys)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +147,9 @@ Params = (
 NO_PARAMS = NoParams()
 
 
+_INT32_MAX = 2**31 - 1
+
+
 def _version_id_marker(query: Mapping[str, str]) -> None:
     """ListObjectVersions' version-id-marker, checked as S3 checks it (after max-keys,
     before encoding-type): it needs a key-marker, which may be empty; it may not be."""
@@ -166,8 +171,16 @@ def _version_id_marker(query: Mapping[str, str]) -> None:
 def _list_params(query: Mapping[str, str], max_keys_limit: int, versions: bool) -> ListParams:
     raw_max = query.get("max-keys", "1000")
     max_keys = ascii_int(raw_max)
+    negative = raw_max.startswith("-") and ascii_int(raw_max[1:]) is not None
+    if versions and negative:
+        # ListObjectVersions words it so (recorded from AWS), naming no value.
+        raise S3Error(
+            "InvalidArgument", "max-keys cannot be negative", extra={"ArgumentName": "max-keys"}
+        )
+    if versions and max_keys is not None and max_keys > _INT32_MAX:
+        max_keys = None
     if max_keys is None:
-        if raw_max.startswith("-") and ascii_int(raw_max[1:]) is not None:
+        if negative:
             raise S3Error(
                 "InvalidArgument",
                 "Argument maxKeys must be an integer between 0 and 2147483647",
@@ -200,6 +213,7 @@ def _list_params(query: Mapping[str, str], max_keys_limit: int, versions: bool) 
         fetch_owner=query.get("fetch-owner", "false").lower() == "true",
         key_marker=key_marker,
         version_id_marker=vid_marker,
+        max_keys_asked=max_keys,
     )
 
 

@@ -223,7 +223,7 @@ async def list_object_versions(svc: S3Context, req: S3Request) -> web.StreamResp
         if page.next_version_id is not None:
             children.append(("NextVersionIdMarker", page.next_version_id))
     children += [
-        ("MaxKeys", p.max_keys),
+        ("MaxKeys", p.max_keys_asked),
         ("Delimiter", _enc(p.delimiter, p.url_encode) if p.delimiter else None),
         ("IsTruncated", page.truncated),
     ]
