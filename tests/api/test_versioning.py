@@ -471,6 +471,24 @@ def test_list_versions_max_keys_as_s3_takes_it(s3: Any, bucket: str, server: Any
     assert b"<MaxKeys>2147483647</MaxKeys>" in resp.content and b"<Key>k</Key>" in resp.content
 
 
+@pytest.mark.parametrize("name", ["key-marker", "prefix"])
+def test_list_versions_refuses_a_null_character(bucket: str, server: Any, name: str) -> None:
+    # Recorded from AWS (ListObjectVersions test_null_byte_key_marker, test_null_byte_prefix,
+    # test_null_key_vs_invalid_encoding): 400, after the encoding-type is checked.
+    url = f"{server.endpoint}/{bucket}?versions&{name}=%00&max-keys=1"
+    resp = requests.get(url, headers=sign_request("GET", url), timeout=5)
+    assert resp.status_code == 400
+    assert b"<Code>InvalidArgument</Code>" in resp.content
+    assert (
+        b"<Message>Value must be a sequence of Unicode characters and cannot include Null."
+        b"</Message>" in resp.content
+    )
+    assert f"<ArgumentName>{name}</ArgumentName>".encode() in resp.content
+    url = f"{server.endpoint}/{bucket}?versions&{name}=%00&encoding-type=invalid"
+    resp = requests.get(url, headers=sign_request("GET", url), timeout=5)
+    assert resp.status_code == 400 and b"<ArgumentName>encoding-type<" in resp.content
+
+
 def test_torrent_takes_no_version_id(s3: Any, bucket: str, server: Any) -> None:
     _enable(s3, bucket)
     vid = s3.put_object(Bucket=bucket, Key="k", Body=b"x" * 100)["VersionId"]

@@ -202,11 +202,21 @@ def _list_params(query: Mapping[str, str], max_keys_limit: int, versions: bool) 
         raise S3Error(
             "InvalidArgument", "A version-id marker cannot be specified without a key marker."
         )
+    url_encode = _url_encoding(query)
+    if versions:
+        # After encoding-type, as S3 checks them (recorded from AWS).
+        for name in ("key-marker", "prefix"):
+            if "\x00" in query.get(name, ""):
+                raise S3Error(
+                    "InvalidArgument",
+                    "Value must be a sequence of Unicode characters and cannot include Null.",
+                    extra={"ArgumentName": name, "ArgumentValue": query[name][:64]},
+                )
     return ListParams(
         prefix=query.get("prefix", ""),
         delimiter=query.get("delimiter", ""),
         max_keys=min(max_keys, max_keys_limit),
-        url_encode=_url_encoding(query),
+        url_encode=url_encode,
         marker=query.get("marker", ""),
         continuation_token=token,
         start_after=query.get("start-after", ""),
