@@ -489,6 +489,21 @@ def test_list_versions_refuses_a_null_character(bucket: str, server: Any, name: 
     assert resp.status_code == 400 and b"<ArgumentName>encoding-type<" in resp.content
 
 
+def test_list_versions_empty_max_keys_and_delimiter_are_as_if_absent(
+    s3: Any, bucket: str, server: Any
+) -> None:
+    # Recorded from AWS (ListObjectVersions test_empty_max_keys_treated_as_default,
+    # test_empty_delimiter_same_as_absent): max-keys= lists up to 1000 and says so;
+    # delimiter= groups nothing and is echoed as an empty <Delimiter/>.
+    s3.put_object(Bucket=bucket, Key="a/b", Body=b"x")
+    url = f"{server.endpoint}/{bucket}?versions&max-keys=&delimiter="
+    resp = requests.get(url, headers=sign_request("GET", url), timeout=5)
+    assert resp.status_code == 200, resp.content
+    assert b"<MaxKeys>1000</MaxKeys>" in resp.content and b"<Key>a/b</Key>" in resp.content
+    assert b"<Delimiter />" in resp.content or b"<Delimiter></Delimiter>" in resp.content
+    assert b"CommonPrefixes" not in resp.content
+
+
 def test_torrent_takes_no_version_id(s3: Any, bucket: str, server: Any) -> None:
     _enable(s3, bucket)
     vid = s3.put_object(Bucket=bucket, Key="k", Body=b"x" * 100)["VersionId"]

@@ -94,6 +94,8 @@ class ListParams:
     version_id_marker: str | None = None
     max_keys_asked: int = 1000
     """max-keys as sent (ListObjectVersions echoes it; a page holds at most max_keys)."""
+    delimiter_sent: bool = False
+    """delimiter= was in the query, if empty (ListObjectVersions echoes <Delimiter/>)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,8 @@ def _version_id_marker(query: Mapping[str, str]) -> None:
 
 def _list_params(query: Mapping[str, str], max_keys_limit: int, versions: bool) -> ListParams:
     raw_max = query.get("max-keys", "1000")
+    if versions and raw_max == "":
+        raw_max = "1000"  # ListObjectVersions takes max-keys= as absent (recorded from AWS)
     max_keys = ascii_int(raw_max)
     negative = raw_max.startswith("-") and ascii_int(raw_max[1:]) is not None
     if versions and negative:
@@ -224,6 +228,7 @@ def _list_params(query: Mapping[str, str], max_keys_limit: int, versions: bool) 
         key_marker=key_marker,
         version_id_marker=vid_marker,
         max_keys_asked=max_keys,
+        delimiter_sent="delimiter" in query,
     )
 
 

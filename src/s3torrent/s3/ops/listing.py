@@ -224,7 +224,7 @@ async def list_object_versions(svc: S3Context, req: S3Request) -> web.StreamResp
             children.append(("NextVersionIdMarker", page.next_version_id))
     children += [
         ("MaxKeys", p.max_keys_asked),
-        ("Delimiter", _enc(p.delimiter, p.url_encode) if p.delimiter else None),
+        ("Delimiter", _enc(p.delimiter, p.url_encode) if p.delimiter_sent else None),
         ("IsTruncated", page.truncated),
     ]
     if p.url_encode:
