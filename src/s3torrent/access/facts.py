@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
@@ -58,12 +58,14 @@ class StoredBucket(Protocol):
 
 
 class StoredObject(Protocol):
-    """An object version's owner and stored ACL."""
+    """An object version's owner, stored ACL and tags (what s3:ExistingObjectTag tests)."""
 
     @property
     def owner_id(self) -> str: ...
     @property
     def acl(self) -> str | None: ...
+    @property
+    def tags(self) -> Sequence[tuple[str, str]]: ...
 
 
 def encode_acl(acl: AccessControlList) -> str:
@@ -198,8 +200,30 @@ def may(
     obj: StoredObject | None,
     ctx: RequestContext,
 ) -> Decision:
-    """The one access decision, for any channel: REST, ?torrent, tracker, seeder, web seed."""
+    """The one access decision, for any channel: REST, ?torrent, tracker, seeder, web seed.
+
+    The object's tags are a fact of the object, not of the request: where the bucket's policy
+    tests s3:ExistingObjectTag, they are the tags of `obj` as given here (its stored row), on
+    every channel. The torrent channels' contexts carry no tags of their own, and a REST
+    request's were read when it began (a response in flight is asked again on a fresh row)."""
+    if obj is not None and bucket.policy and tests_object_tags(bucket.policy, bucket.name):
+        ctx = with_object_tags(ctx, obj.tags)
     return decide(principal, action, Resource(bucket.name, key), facts_for(bucket, obj), ctx)
+
+
+_OBJECT_TAG_KEY = "s3:existingobjecttag/"
+
+
+def with_object_tags(ctx: RequestContext, tags: Sequence[tuple[str, str]]) -> RequestContext:
+    """ctx with s3:ExistingObjectTag/<key> naming exactly these tags (any it held dropped)."""
+    values: dict[str, str | Sequence[str]] = {
+        name: value
+        for name, value in ctx.values.items()
+        if not name.lower().startswith(_OBJECT_TAG_KEY)
+    }
+    for tag_key, tag_value in tags:
+        values[f"s3:ExistingObjectTag/{tag_key}"] = tag_value
+    return RequestContext(ctx.now, ctx.source_ip, ctx.secure_transport, values)
 
 
 def context(now: datetime, source_ip: str | None, secure: bool, **values: str) -> RequestContext:
@@ -285,6 +309,12 @@ def policy_source_samples(text: str, bucket: str) -> tuple[str | None, ...]:
                 kind = ipaddress.IPv4Address if network.version == 4 else ipaddress.IPv6Address
                 samples += [str(kind(n)) for n in (first, first - 1, last + 1) if 0 <= n <= top]
     return tuple(dict.fromkeys(samples))
+
+
+@lru_cache(maxsize=1024)
+def tests_object_tags(text: str, bucket: str) -> bool:
+    """Whether a stored policy tests an object's tags (s3:ExistingObjectTag/<key>)."""
+    return any(key.startswith(_OBJECT_TAG_KEY) for key in policy_condition_keys(text, bucket))
 
 
 def depends_on_source(bucket: StoredBucket) -> bool:
