@@ -138,6 +138,48 @@ def test_expiring_policy_revokes_tracker_and_seeder_within_a_second(
         late.close()
 
 
+@pytest.mark.parametrize(
+    "condition",
+    [
+        # Epoch seconds as a policy generator writes them: a JSON number with a fraction.
+        lambda until: {"NumericLessThan": {"aws:EpochTime": until.timestamp() + 0.5}},
+        lambda until: {"NumericLessThan": {"aws:EpochTime": f"{until.timestamp() + 0.5:.1f}"}},
+        # A date with a fraction of a second: the decision still changes on a whole second.
+        lambda until: {
+            "DateLessThan": {"aws:CurrentTime": until.strftime("%Y-%m-%dT%H:%M:%S.900Z")}
+        },
+    ],
+    ids=["epoch-number-with-fraction", "epoch-string-with-fraction", "date-with-fraction"],
+)
+def test_an_expiry_written_with_a_fraction_revokes_every_channel_on_time(
+    ctx_server: LiveServer, cs3: Any, cbucket: str, condition: Any
+) -> None:
+    """Every form of time condition the policy parser accepts has its instant found: until
+    2026-12-07 an epoch written with a fraction (a numeric operator takes it) had none, so the
+    tracker and the seeder went on after REST stopped, until the next event; and a date with
+    a fraction was found up to a second late."""
+    put_object(cs3, cbucket, "soon-private.bin")
+    until = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
+    # REST refuses from the first whole second the condition fails.
+    ends = until + timedelta(seconds=1)
+    policy = public_read_policy(cbucket, Condition=condition(until))
+    cs3.put_bucket_policy(Bucket=cbucket, Policy=json.dumps(policy))
+    torrent = fetch_torrent(ctx_server.endpoint, cbucket, "soon-private.bin")
+    ih = info_hash_v1(torrent)
+    assert b"failure reason" not in announce(ctx_server, ih)
+    peer = RawPeer(ctx_server.peer_port)
+    try:
+        assert peer.handshake(ih)
+        assert not peer.closed_by_peer(timeout=max(0.1, ends.timestamp() - time.time() - 0.5))
+        assert anonymous_get(ctx_server, cbucket, "soon-private.bin") == 200
+        # Within a second of REST's refusal, the seeder closes and the tracker refuses.
+        assert peer.closed_by_peer(timeout=(ends.timestamp() + 1.0) - time.time())
+    finally:
+        peer.close()
+    assert anonymous_get(ctx_server, cbucket, "soon-private.bin") == 403
+    assert announce(ctx_server, ih).get(b"failure reason") == b"unregistered torrent"
+
+
 def test_source_ip_deny_applies_to_announces_and_peer_connections(
     ctx_server: LiveServer, cs3: Any, cbucket: str
 ) -> None:

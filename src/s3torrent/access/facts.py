@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -260,14 +261,32 @@ def policy_time_boundaries(text: str, bucket: str) -> tuple[datetime, ...]:
             if condition.key not in _TIME_KEYS:
                 continue
             for value in condition.values:
-                try:
-                    moment = parse_date(value)
-                except (ValueError, OverflowError, OSError):
+                moment = _instant(value)
+                if moment is None:
                     continue
-                # Conditions compare whole seconds: the decision changes at the next one.
-                moments.add(moment)
-                moments.add(moment + timedelta(seconds=1))
+                # The request's time is whole seconds (aws:CurrentTime, aws:EpochTime): a
+                # decision changes only on a whole second, the one at or just after the
+                # value's instant and the next.
+                second = moment.replace(microsecond=0)
+                moments.add(second)
+                moments.add(second + timedelta(seconds=1))
     return tuple(sorted(moments))
+
+
+def _instant(value: str) -> datetime | None:
+    """The instant a time condition's value names, as its operator reads it: a date or
+    whole epoch seconds (parse_date), or, for a numeric operator on aws:EpochTime, epoch
+    seconds with a fraction or an exponent (1796000000.5, 1.796e9). None: no instant (the
+    policy parser took it, so no operator compares it as a time either)."""
+    try:
+        return parse_date(value)
+    except (ValueError, OverflowError, OSError):
+        pass
+    try:
+        number = float(value)
+        return datetime.fromtimestamp(number, tz=UTC) if math.isfinite(number) else None
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def next_time_boundary(bucket: StoredBucket, now: datetime) -> datetime | None:
