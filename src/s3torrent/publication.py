@@ -599,8 +599,9 @@ class ResolvingRegistry:
         return await self.public.resolve(info_hash) is not None
 
     async def announce(self, req: AnnounceRequest, now: float) -> AnnounceResult | AnnounceFailure:
-        # Every announce asks the one decision with the peer's address and the time.
-        info = await self.public.admit(req.info_hash, req.ip)
+        # Every announce asks the one decision with where it came from and the time (not an
+        # `ip` the client named: req.source_ip).
+        info = await self.public.admit(req.info_hash, req.source_ip)
         if info is None:
             return AnnounceFailure(UNREGISTERED_TORRENT)
         result = await self.inner.announce(req, now)
@@ -617,7 +618,7 @@ class ResolvingRegistry:
         info = self.public.by_swarm.get(req.info_hash)
         if info is None or self._inner_now is None:
             return None
-        if not self.public.admits(info, req.ip):
+        if not self.public.admits(info, req.source_ip):
             return AnnounceFailure(UNREGISTERED_TORRENT)
         result = self._inner_now(req, now)
         # A peer the registry did not list (its swarm is full) is not one the seeder

@@ -194,6 +194,7 @@ def test_announce_fields_keep_the_order_the_parsers_build_them_in() -> None:
         "key",
         "trackerid",
         "warnings",
+        "source",
     )
 
 
@@ -211,6 +212,10 @@ def test_ip_param_only_when_trusted() -> None:
     query = client_query(extra="&ip=192.0.2.7")
     assert announce(query).ip == "10.0.0.1"
     assert announce(query, trust_ip_param=True).ip == "192.0.2.7"
+    # Only where its peers reach it: the access decision goes by where it came from.
+    assert announce(query).source_ip == "10.0.0.1"
+    assert announce(query, trust_ip_param=True).source_ip == "10.0.0.1"
+    assert announce(client_query(), trust_ip_param=True).source is None
 
 
 def test_ipv4_mapped_remote_is_plain_ipv4() -> None:
@@ -408,6 +413,7 @@ def test_udp_ip_field_only_when_trusted() -> None:
     packet = udp_announce_packet(ip=0xC0000207)
     assert udp_announce(packet).ip == "10.0.0.1"
     assert udp_announce(packet, trust_ip_param=True).ip == "192.0.2.7"
+    assert udp_announce(packet, trust_ip_param=True).source_ip == "10.0.0.1"
 
 
 def test_udp_announce_with_bep41_options_is_accepted() -> None:

@@ -26,6 +26,7 @@ from s3torrent.tracker.relay import (
     FrameReader,
     RelayServer,
     TrackerRelay,
+    announce_client,
     decode_announce_fields,
     decode_answer,
     decode_request,
@@ -133,15 +134,20 @@ def parsed(**fields: object) -> AnnounceRequest:
         parsed(key=None, warnings=(), event=AnnounceEvent.NONE, compact=True, ip="10.0.0.1"),
         parsed(key=b"", event=AnnounceEvent.PAUSED, no_peer_id=False, left=0, port=1),
         parsed(warnings=("über",)),
+        # An `ip` the client named (trust_ip_param): where it came from travels too.
+        parsed(ip="192.0.2.7", source="10.0.0.1"),
+        parsed(ip="10.0.0.1", source="ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"),
     ],
 )
 def test_a_parsed_announce_travels_whole(req: AnnounceRequest) -> None:
-    frame = encode_request(3, PARSED_ANNOUNCE, req.ip, encode_announce_fields(req))
+    client = announce_client(req)
+    frame = encode_request(3, PARSED_ANNOUNCE, client, encode_announce_fields(req))
     (payload,) = FrameReader(MAX_REQUEST_FRAME).feed(frame)
-    request_id, kind, client, fields = decode_request(payload)
-    assert (request_id, kind, client) == (3, PARSED_ANNOUNCE, req.ip)
-    decoded = decode_announce_fields(fields, client)
+    request_id, kind, sent, fields = decode_request(payload)
+    assert (request_id, kind, sent) == (3, PARSED_ANNOUNCE, client)
+    decoded = decode_announce_fields(fields, sent)
     assert decoded == req and type(decoded) is AnnounceRequest
+    assert decoded.source_ip == (req.source or req.ip)
     assert type(decoded.compact) is bool and type(decoded.no_peer_id) is bool
 
 

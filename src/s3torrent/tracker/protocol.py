@@ -65,6 +65,16 @@ class AnnounceRequest(NamedTuple):
     trackerid: bytes | None
     # Things the client should know about how its request was read (BEP 3 `warning message`).
     warnings: tuple[str, ...] = ()
+    # Where the announce came from when that is not `ip`: an `ip` the client named, believed
+    # under trust_ip_param, is only where its peers reach it. None: `ip` is where it came from.
+    source: str | None = None
+
+    @property
+    def source_ip(self) -> str:
+        """Where the announce came from (the socket's peer, or the client a trusted proxy
+        names): what the access decision (aws:SourceIp) and the rate limit go by, never an
+        address the client only claims."""
+        return self.ip if self.source is None else self.source
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +322,12 @@ def parse_http_announce(
     requested = None if numwant_raw is None else _number("numwant", numwant_raw, 0)
     ip_raw = get(b"ip")
     warnings: tuple[str, ...] = ()
+    source = None
     if trust_ip_param and ip_raw:
         ip = normalize_ip(ip_raw.decode("ascii", "replace"))
+        remote = normalize_ip(remote_ip)
+        if remote != ip:
+            source = remote
     else:
         ip = normalize_ip(remote_ip)
         if ip_raw:
@@ -343,6 +357,7 @@ def parse_http_announce(
         get(b"key"),
         get(b"trackerid"),
         warnings,
+        source,
     )
 
 

@@ -356,7 +356,7 @@ class RedisRegistry:
     async def announce(self, req: AnnounceRequest, now: float) -> AnnounceResult | AnnounceFailure:
         keys = [
             *self._swarm_keys(req.info_hash),
-            f"{self._prefix}:rt:{rate_limit_source(req.ip)}",
+            f"{self._prefix}:rt:{rate_limit_source(req.source_ip)}",
         ]
         lim = self._limits
         numwant = max(0, req.numwant)

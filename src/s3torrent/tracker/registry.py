@@ -356,7 +356,7 @@ class MemoryRegistry:
             return AnnounceFailure(UNREGISTERED_TORRENT)
         # A peer leaving is exempt: dropping it would keep a dead peer in lists until expiry.
         if req.event is not AnnounceEvent.STOPPED and not self._rate.allow(
-            rate_limit_source(req.ip), now
+            rate_limit_source(req.source_ip), now
         ):
             return AnnounceFailure(RATE_LIMITED)
         if now >= swarm.expires_at:

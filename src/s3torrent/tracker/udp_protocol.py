@@ -139,8 +139,12 @@ def _parse_udp_announce(
     event = _UDP_EVENTS.get(event_code)
     if event is None:
         raise TrackerError("unknown event")
+    source = None
     if trust_ip_param and ip_raw != 0:
         ip = str(ipaddress.IPv4Address(ip_raw))
+        remote = normalize_ip(remote_ip)
+        if remote != ip:
+            source = remote  # the decision and the rate limit go by where it came from
     else:
         ip = normalize_ip(remote_ip)
     request = AnnounceRequest(  # positional, in the fields' order (see AnnounceRequest)
@@ -158,6 +162,8 @@ def _parse_udp_announce(
         True,  # no_peer_id
         key.to_bytes(4, "big"),
         None,  # trackerid
+        (),  # warnings
+        source,
     )
     return UdpAnnounce(connection_id, transaction_id, request)
 
