@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -171,9 +171,12 @@ class PublicTorrents:
         # What each published torrent was decided on (its bucket and version rows); events
         # revoke and re-decide, so these never outlive their facts.
         self._facts: dict[str, tuple[md.Bucket, md.ObjectVersion]] = {}
-        # Per-announce / per-connection decisions by (version, source class): allowed, and
-        # until when (monotonic) the answer holds. Cleared by every event.
-        self._decisions: dict[tuple[str, str | None], tuple[bool, float]] = {}
+        # Per-announce / per-connection decisions by (version, source class, the request
+        # headers the policy tests): allowed, and until when (monotonic) the answer holds.
+        # Cleared by every event.
+        self._decisions: dict[
+            tuple[str, str | None, tuple[tuple[str, str], ...]], tuple[bool, float]
+        ] = {}
         # Per bucket: the re-evaluation at the next time boundary of its policy.
         self._boundary_timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -509,11 +512,18 @@ class PublicTorrents:
 
     # ---- the decision per announce and per peer connection ----
 
-    def admits(self, info: TorrentInfo, source_ip: str | None) -> bool:
+    def admits(
+        self,
+        info: TorrentInfo,
+        source_ip: str | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> bool:
         """May an anonymous peer at source_ip use this published torrent now?
 
-        The one decision (torrent_refusal) with the peer's own context: its address and the
-        current time. Cached per torrent and source class until the next event or time
+        The one decision (torrent_refusal) with the peer's own context: its address, the
+        current time and, for an HTTP request (the web seed's), the headers a policy may
+        test (aws:UserAgent, aws:Referer), as a REST GET is asked. Cached per torrent,
+        source class and the header values the policy tests, until the next event or time
         boundary, so an announce costs a dict lookup.
         """
         facts_ = self._facts.get(info.version_id)
@@ -521,13 +531,14 @@ class PublicTorrents:
             return False
         bucket, obj = facts_
         source = source_ip if facts.depends_on_source(bucket) else None
-        key = (info.version_id, source)
+        heard = facts.header_values(bucket, headers) if headers is not None else ()
+        key = (info.version_id, source, heard)
         now_mono = time.monotonic()
         cached = self._decisions.get(key)
         if cached is not None and now_mono < cached[1]:
             return cached[0]
         now = datetime.now(UTC)
-        ctx = facts.context(now, source_ip, False)
+        ctx = facts.context(now, source_ip, False, **dict(heard))
         allowed = torrent_refusal(self.settings.torrent, bucket, obj, ctx) is None
         boundary = facts.next_time_boundary(bucket, now)
         until = now_mono + (boundary - now).total_seconds() if boundary is not None else math.inf
@@ -536,15 +547,21 @@ class PublicTorrents:
         self._decisions[key] = (allowed, until)
         return allowed
 
-    async def admit(self, swarm_id: bytes, source_ip: str | None) -> TorrentInfo | None:
-        """The published torrent for swarm_id if a peer at source_ip may use it now."""
+    async def admit(
+        self,
+        swarm_id: bytes,
+        source_ip: str | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> TorrentInfo | None:
+        """The published torrent for swarm_id if a peer at source_ip (an HTTP request with
+        these headers) may use it now."""
         # resolve()'s own first step, inline: a published torrent costs no coroutine.
         info = self.by_swarm.get(swarm_id)
         if info is None:
             info = await self.resolve(swarm_id)
             if info is None:
                 return None
-        return info if self.admits(info, source_ip) else None
+        return info if self.admits(info, source_ip, headers) else None
 
     def _schedule_boundary(self, bucket: md.Bucket) -> None:
         """At the next time boundary of the bucket's policy, decide its torrents again."""

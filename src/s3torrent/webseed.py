@@ -27,6 +27,7 @@ import asyncio
 import binascii
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -129,8 +130,8 @@ class WebSeed:
         swarm_id = _swarm_id(request.path)
         if swarm_id is None:
             return web.Response(status=404, text="no such web seed\n"), None
-        # The one decision, with this client's address and the time.
-        info = await self.public.admit(swarm_id, client_address(request))
+        # The one decision, with this client's address, the time and its headers.
+        info = await self.public.admit(swarm_id, client_address(request), request.headers)
         if info is None:
             return _not_public(), None
         obj = await self.store.meta.object_by_version(info.version_id)
@@ -165,7 +166,7 @@ class WebSeed:
             if held_agent(request.headers.get("User-Agent"), self.hold_agents):
                 await self._hold(swarm, client, first, last)
                 # Answered now: asked again with the time and facts of now.
-                again = await self.public.admit(swarm_id, client_address(request))
+                again = await self.public.admit(swarm_id, client_address(request), request.headers)
                 if again is None or again.version_id != info.version_id:
                     return _not_public(), info
                 client, peer_wire = self._observe(request, swarm)
@@ -189,7 +190,9 @@ class WebSeed:
             cut_transport(request.transport)
 
         token = self.reads.track(
-            info.version_id, cut_now, lambda: self._still_public(info, client_address(request))
+            info.version_id,
+            cut_now,
+            lambda: self._still_public(info, client_address(request), request.headers),
         )
         try:
             await resp.prepare(request)
@@ -340,12 +343,14 @@ class WebSeed:
         finally:
             sent[0] += done or max(0, fobj.tell() - offset)  # type: ignore[attr-defined]
 
-    async def _still_public(self, info: TorrentInfo, source_ip: str | None) -> bool:
+    async def _still_public(
+        self, info: TorrentInfo, source_ip: str | None, headers: Mapping[str, str]
+    ) -> bool:
         current = self.public.get(info.swarm_ids[0])
         return (
             current is not None
             and current.version_id == info.version_id
-            and self.public.admits(current, source_ip)
+            and self.public.admits(current, source_ip, headers)
         )
 
 

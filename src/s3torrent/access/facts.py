@@ -336,6 +336,25 @@ def tests_object_tags(text: str, bucket: str) -> bool:
     return any(key.startswith(_OBJECT_TAG_KEY) for key in policy_condition_keys(text, bucket))
 
 
+# Request headers whose condition keys a policy may test on any HTTP request, REST's or the
+# web seed's (s3.server.condition_values fills them for REST): (header, condition key).
+REQUEST_HEADER_KEYS = (("User-Agent", "aws:UserAgent"), ("Referer", "aws:Referer"))
+
+
+def header_values(bucket: StoredBucket, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The condition values of these request headers that the bucket's policy tests (none
+    for most buckets): what a decision on an HTTP request depends on besides its address
+    and time, so a cached decision must be keyed by them too."""
+    if not bucket.policy:
+        return ()
+    tested = policy_condition_keys(bucket.policy, bucket.name)
+    return tuple(
+        (key, value)
+        for header, key in REQUEST_HEADER_KEYS
+        if key.lower() in tested and (value := headers.get(header))
+    )
+
+
 def depends_on_source(bucket: StoredBucket) -> bool:
     """Whether decisions on this bucket depend on the caller's address."""
     return bool(bucket.policy) and "aws:sourceip" in policy_condition_keys(
