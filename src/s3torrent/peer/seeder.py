@@ -303,7 +303,13 @@ class Seeder:
             swarm.suspended = False
             swarm.info = republished
             for link in list(swarm.links.values()):
-                link.pump()
+                # Public again, but perhaps not to this peer (a policy that now denies its
+                # network, or a time condition that does): each connection is decided again
+                # with its own address, as its handshake was.
+                if self.public.admits(republished, link.ip):
+                    link.pump()
+                else:
+                    link.close("no longer allowed for this peer")
             swarm.schedule_decide()
             return
         self._drop_swarm(swarm)
