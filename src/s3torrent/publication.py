@@ -644,6 +644,11 @@ class ResolvingRegistry:
             self.public.announced(info, req)
         return result
 
+    async def admitted(self, info_hashes: tuple[bytes, ...], source_ip: str) -> tuple[bytes, ...]:
+        """The hashes among info_hashes whose torrents a client at source_ip may use now:
+        what a scrape answers for (the one decision per hash, as an announce's)."""
+        return tuple([h for h in info_hashes if await self.public.admit(h, source_ip)])
+
     async def scrape(self, info_hashes: tuple[bytes, ...], now: float) -> dict[bytes, ScrapeStats]:
         for h in info_hashes:
             if not await self.inner.is_registered(h):

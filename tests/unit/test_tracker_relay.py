@@ -233,7 +233,9 @@ def test_relayed_announces_share_the_owners_swarm(tmp_path: Path) -> None:
             listed = {(p[b"ip"], p[b"port"]) for p in last[b"peers"]}
             assert listed == {(f"10.0.0.{n}".encode(), 7000 + n) for n in range(1, 40)}
             scrape = bdecode(
-                await relay.handle_http_scrape(f"info_hash={quote_from_bytes(HASH)}".encode(), 0)
+                await relay.handle_http_scrape(
+                    f"info_hash={quote_from_bytes(HASH)}".encode(), "10.0.0.1", 0
+                )
             )
             assert scrape[b"files"][HASH][b"incomplete"] == 40
             assert relay.relayed == 41

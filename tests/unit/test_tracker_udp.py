@@ -76,13 +76,17 @@ def test_http_scrape_omits_unregistered_hashes() -> None:
     service = make_service()
     run(service.handle_http_announce(http_query(), "10.0.0.1", 0.0))
     query = f"info_hash={quote_from_bytes(HASH)}&info_hash={quote_from_bytes(OTHER)}".encode()
-    body = bdecode(run(service.handle_http_scrape(query, 0.0)))
+    body = bdecode(run(service.handle_http_scrape(query, "10.0.0.1", 0.0)))
     assert body == {b"files": {HASH: {b"complete": 2, b"incomplete": 1, b"downloaded": 0}}}
 
 
 def test_full_scrape_only_when_allowed() -> None:
-    assert b"failure reason" in bdecode(run(make_service().handle_http_scrape(b"", 0.0)))
-    body = bdecode(run(make_service(allow_full_scrape=True).handle_http_scrape(b"", 0.0)))
+    assert b"failure reason" in bdecode(
+        run(make_service().handle_http_scrape(b"", "10.0.0.1", 0.0))
+    )
+    body = bdecode(
+        run(make_service(allow_full_scrape=True).handle_http_scrape(b"", "10.0.0.1", 0.0))
+    )
     assert list(body[b"files"]) == [HASH]
 
 
@@ -108,7 +112,7 @@ def test_handlers_turn_internal_errors_into_failures() -> None:
     service = TrackerService(ExplodingRegistry(), TrackerSettings(udp_secret=b"k" * 32))
     body = run(service.handle_http_announce(http_query(), "10.0.0.1", 0.0))
     assert bdecode(body) == {b"failure reason": b"internal error"}
-    scrape = run(service.handle_http_scrape(b"info_hash=" + b"a" * 20, 0.0))
+    scrape = run(service.handle_http_scrape(b"info_hash=" + b"a" * 20, "10.0.0.1", 0.0))
     assert bdecode(scrape) == {b"failure reason": b"internal error"}
     addr = ("10.0.0.1", 1)
     connect = run(service.handle_udp(struct.pack(">QiI", UDP_PROTOCOL_ID, 0, 1), addr, 0.0))
@@ -128,7 +132,7 @@ def test_handlers_never_raise(data: bytes, ip: str) -> None:
     async def all_handlers() -> None:
         for query in (data, http_query() + b"&" + data):
             await service.handle_http_announce(query, ip, 0.0)
-            await service.handle_http_scrape(query, 0.0)
+            await service.handle_http_scrape(query, "10.0.0.1", 0.0)
         for packet in (data, struct.pack(">QiI", 0, 1, 1) + data):
             await service.handle_udp(packet, (ip, 1), 0.0)
             answer = service.answer_udp_now(packet, (ip, 1), 0.0)

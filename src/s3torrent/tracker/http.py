@@ -24,7 +24,7 @@ def tracker_handler(
         if path.endswith("/announce"):
             body = await service.handle_http_announce(query, remote, clock())
         elif path.endswith("/scrape"):
-            body = await service.handle_http_scrape(query, clock())
+            body = await service.handle_http_scrape(query, remote, clock())
         else:
             raise web.HTTPNotFound()
         return web.Response(body=body, content_type=BENCODE)

@@ -59,7 +59,7 @@ class TrackerAnswers(Protocol):
 
     async def handle_http_announce(self, raw_query: bytes, remote_ip: str, now: float) -> bytes: ...
 
-    async def handle_http_scrape(self, raw_query: bytes, now: float) -> bytes: ...
+    async def handle_http_scrape(self, raw_query: bytes, remote_ip: str, now: float) -> bytes: ...
 
 
 class AnnounceStarter(Protocol):
@@ -437,13 +437,11 @@ class LeanTrackerProtocol(asyncio.Protocol):
     def _dispatch(self, head: HttpRequestHead) -> bytes | None:
         """The answer if it is ready now; None if a task will write it."""
         path, _, query = head.target.partition(b"?")
+        forwarded = head.forwarded_for
+        remote = (
+            self._remote if forwarded is None else self._service.client_ip(self._remote, forwarded)
+        )
         if path.endswith(b"/announce"):
-            forwarded = head.forwarded_for
-            remote = (
-                self._remote
-                if forwarded is None
-                else self._service.client_ip(self._remote, forwarded)
-            )
             start = self._server.start_announce
             if start is not None:
                 try:
@@ -455,7 +453,7 @@ class LeanTrackerProtocol(asyncio.Protocol):
                 return self._started(started, head)
             coro = self._service.handle_http_announce(query, remote, self._clock())
         elif path.endswith(b"/scrape"):
-            coro = self._service.handle_http_scrape(query, self._clock())
+            coro = self._service.handle_http_scrape(query, remote, self._clock())
         else:
             return _NOT_FOUND if head.keep_alive else _NOT_FOUND_CLOSE
         try:

@@ -288,7 +288,7 @@ class _OwnerEnd(asyncio.Protocol):
         elif kind == ANNOUNCE:
             coro = service.handle_http_announce(query, client, now)
         else:
-            coro = service.handle_http_scrape(query, now)
+            coro = service.handle_http_scrape(query, client, now)
         started = start_eagerly(coro) if self._server.eager else coro
         if isinstance(started, bytes):
             return encode_answer(request_id, started)
@@ -433,8 +433,8 @@ class TrackerRelay:
         started = self.start_http_announce(raw_query, remote_ip, now)
         return started if isinstance(started, bytes) else await started
 
-    async def handle_http_scrape(self, raw_query: bytes, now: float) -> bytes:
-        return await self._ask(SCRAPE, "", raw_query)
+    async def handle_http_scrape(self, raw_query: bytes, remote_ip: str, now: float) -> bytes:
+        return await self._ask(SCRAPE, remote_ip, raw_query)
 
     async def _ask(self, kind: int, client: str, query: bytes) -> bytes:
         end = await self._stream()

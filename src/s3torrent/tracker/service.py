@@ -6,7 +6,7 @@ import asyncio
 import enum
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -85,6 +85,11 @@ class TrackerService:
         ) = getattr(registry, "announce_now", None)
         self._settings = settings or TrackerSettings()
         self._proxies = TrustedProxies(self._settings.trusted_proxies)
+        # The hashes among those asked whose torrents a client at an address may use now,
+        # where the registry decides access (ResolvingRegistry.admitted); None: all.
+        self._admitted: Callable[[tuple[bytes, ...], str], Awaitable[tuple[bytes, ...]]] | None = (
+            getattr(registry, "admitted", None)
+        )
 
     @property
     def settings(self) -> TrackerSettings:
@@ -184,8 +189,18 @@ class TrackerService:
             warning=warning,
         )
 
-    async def handle_http_scrape(self, raw_query: bytes, now: float) -> bytes:
-        """BEP 48 answer: unregistered hashes are left out of `files`, as for unknown ones."""
+    async def _scrape(
+        self, hashes: tuple[bytes, ...], remote_ip: str, now: float
+    ) -> dict[bytes, ScrapeStats]:
+        """The stats of the hashes a client at remote_ip may use (as its announce would be
+        decided); the others are left out, as unknown ones are."""
+        if self._admitted is not None:
+            hashes = await self._admitted(hashes, remote_ip)
+        return await self._registry.scrape(hashes, now) if hashes else {}
+
+    async def handle_http_scrape(self, raw_query: bytes, remote_ip: str, now: float) -> bytes:
+        """BEP 48 answer: unregistered hashes, and those the client may not use, are left
+        out of `files`, as unknown ones are."""
         s = self._settings
         try:
             req = parse_http_scrape(
@@ -196,7 +211,7 @@ class TrackerService:
                 if not s.allow_full_scrape:
                     return encode_failure("full scrape not supported")
                 hashes = tuple(await self._registry.registered())
-            files = await self._registry.scrape(hashes, now)
+            files = await self._scrape(hashes, remote_ip, now)
         except TrackerError as error:
             return encode_failure(error.reason)
         except Exception:
@@ -254,7 +269,7 @@ class TrackerService:
         if isinstance(request, UdpAnnounce):
             result = await self._registry.announce(request.request, now)
             return self._udp_announce_answer(request, addr, result)
-        return await self._udp_scrape(request, now)
+        return await self._udp_scrape(request, addr[0], now)
 
     def _udp_request(
         self, packet: bytes, addr: tuple[str, int], now: float
@@ -297,8 +312,8 @@ class TrackerService:
             ipv6=is_ipv6(normalize_ip(addr[0])),
         )
 
-    async def _udp_scrape(self, request: UdpScrape, now: float) -> bytes:
-        files = await self._registry.scrape(request.request.info_hashes, now)
+    async def _udp_scrape(self, request: UdpScrape, remote_ip: str, now: float) -> bytes:
+        files = await self._scrape(request.request.info_hashes, normalize_ip(remote_ip), now)
         # UDP answers are positional, so an unregistered hash must still take its slot.
         stats = [files.get(info_hash, _ZERO) for info_hash in request.request.info_hashes]
         return encode_udp_scrape(request.transaction_id, stats)
