@@ -3,9 +3,13 @@
 The seeder closes a revoked torrent's peer connections; a web-seed range GET or a plain
 anonymous GET already streaming would otherwise go on to its end. The edges register each
 such response here with a way to cut it and a way to ask the one decision again; a
-revocation (``PublicTorrents.on_revoked``) asks every response of that version, after the
-same short grace as the seeder (an access change that keeps the object public revokes and
-republishes at once), and cuts those that may no longer go on.
+revocation (``PublicTorrents.on_revoked``) or any change of access to its bucket or key
+(``PublicTorrents.on_access_changed``, in every process, whether or not it published the
+torrent) asks every response concerned, after the same short grace as the seeder (an access
+change that keeps the object public revokes and republishes at once), and cuts those that
+may no longer go on; so does the next time boundary of its bucket's policy, per response.
+Until 2026-12-07 only a process's own revocations did: with two workers, the GETs the
+worker that had not published the torrent served ran to their end.
 """
 
 from __future__ import annotations
@@ -15,20 +19,25 @@ import contextlib
 import itertools
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["REVOCATION_GRACE", "AnonymousReads", "cut_transport"]
 
 log = logging.getLogger(__name__)
 
 REVOCATION_GRACE = 0.5  # seconds, as the seeder's
+# A time boundary further off than this is not waited for by a response (none lasts a day).
+MAX_RECHECK_IN = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
 class _Read:
     cut: Callable[[], None]
     still_allowed: Callable[[], Awaitable[bool]]
+    bucket: str | None = None
+    key: str | None = None
 
 
 def cut_transport(transport: asyncio.BaseTransport | None) -> None:
@@ -54,6 +63,8 @@ class AnonymousReads:
         self._reads: dict[str, dict[int, _Read]] = {}
         self._tokens = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Per response: its re-decision at its bucket policy's next time boundary.
+        self._timers: dict[int, asyncio.TimerHandle] = {}
         self.cut_count = 0
 
     def track(
@@ -61,13 +72,37 @@ class AnonymousReads:
         version_id: str,
         cut: Callable[[], None],
         still_allowed: Callable[[], Awaitable[bool]],
+        *,
+        bucket: str | None = None,
+        key: str | None = None,
+        recheck_in: float | None = None,
     ) -> int:
-        """Register one response; pass the token to done() when it ends."""
+        """Register one response (of bucket/key: a change of access there re-decides it;
+        recheck_in: seconds to its policy's next time boundary); pass the token to done()
+        when it ends."""
         token = next(self._tokens)
-        self._reads.setdefault(version_id, {})[token] = _Read(cut, still_allowed)
+        self._reads.setdefault(version_id, {})[token] = _Read(cut, still_allowed, bucket, key)
+        if recheck_in is not None and recheck_in < MAX_RECHECK_IN:
+            self._timers[token] = asyncio.get_running_loop().call_later(
+                max(0.0, recheck_in), self._time_boundary, version_id, token
+            )
         return token
 
+    def _time_boundary(self, version_id: str, token: int) -> None:
+        self._timers.pop(token, None)
+        self._spawn(self._recheck(version_id, (token,), grace=0.0))
+
+    def access_changed(self, bucket: str, key: str | None) -> None:
+        """A change of access to a bucket (key None) or a key, made by any process: re-decide
+        the responses it may concern, after the grace."""
+        for version_id, reads in list(self._reads.items()):
+            if any(r.bucket == bucket and (key is None or r.key == key) for r in reads.values()):
+                self.revoked(version_id)
+
     def done(self, version_id: str, token: int) -> None:
+        timer = self._timers.pop(token, None)
+        if timer is not None:
+            timer.cancel()
         reads = self._reads.get(version_id)
         if reads is not None:
             reads.pop(token, None)
@@ -81,13 +116,19 @@ class AnonymousReads:
         """The version's torrent was revoked: re-decide its responses after the grace."""
         if version_id not in self._reads:
             return
-        task = asyncio.get_running_loop().create_task(self._recheck(version_id))
+        self._spawn(self._recheck(version_id, None, self.grace))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _recheck(self, version_id: str) -> None:
-        await asyncio.sleep(self.grace)
+    async def _recheck(self, version_id: str, tokens: tuple[int, ...] | None, grace: float) -> None:
+        if grace:
+            await asyncio.sleep(grace)
         for token, read in list(self._reads.get(version_id, {}).items()):
+            if tokens is not None and token not in tokens:
+                continue
             try:
                 allowed = await read.still_allowed()
             except Exception:
@@ -99,5 +140,8 @@ class AnonymousReads:
                 self.done(version_id, token)
 
     async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         for task in list(self._tasks):
             task.cancel()

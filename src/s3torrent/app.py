@@ -268,6 +268,7 @@ class Node:
         self.svc = build_services(settings, role)
         self.anonymous_reads = AnonymousReads()
         self.svc.public.on_revoked(lambda info: self.anonymous_reads.revoked(info.version_id))
+        self.svc.public.on_access_changed(self.anonymous_reads.access_changed)
         self.context = S3Context(
             settings=settings,
             meta=self.svc.meta,

@@ -148,6 +148,7 @@ class PublicTorrents:
         self._revoked_listeners: list[Revoked] = []
         self._published_listeners: list[Published] = []
         self._announce_listeners: list[Announced] = []
+        self._access_listeners: list[Callable[[str, str | None], None]] = []
         self._tasks: set[asyncio.Task[object]] = set()
         # The last deregistration under way per swarm id (each waits for the one before): a
         # registration of that id waits for it. revoke() cannot wait (events revoke
@@ -206,6 +207,13 @@ class PublicTorrents:
         """The seeder subscribes here to index swarm ids (MSE names torrents by a hash)."""
         self._published_listeners.append(listener)
 
+    def on_access_changed(self, listener: Callable[[str, str | None], None]) -> None:
+        """Anonymous responses in flight subscribe here: a change of access to a bucket (key
+        None) or a key, from any process, or a time boundary of its policy reached here;
+        whether or not this process published a torrent there (revocations reach only what
+        it published)."""
+        self._access_listeners.append(listener)
+
     def on_announce(self, listener: Announced) -> None:
         """The seeder subscribes here to learn which peers are in a swarm, and which seed."""
         self._announce_listeners.append(listener)
@@ -251,6 +259,11 @@ class PublicTorrents:
         elif isinstance(event, ObjectDeleted):
             self.revoke(event.version_id)
         elif isinstance(event, AccessChanged):
+            for access_listener in self._access_listeners:
+                try:
+                    access_listener(event.bucket, event.key)
+                except Exception:
+                    log.exception("access listener failed")
             affected = [
                 t
                 for t in self.by_version.values()

@@ -193,6 +193,8 @@ class WebSeed:
             info.version_id,
             cut_now,
             lambda: self._still_public(info, client_address(request), request.headers),
+            bucket=info.bucket,
+            key=info.key,
         )
         try:
             await resp.prepare(request)

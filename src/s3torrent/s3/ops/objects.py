@@ -495,6 +495,10 @@ async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.Str
         return await _send_body(svc, req, obj, resp, fobj, offset, count, head)
 
 
+# Re-decide a little after a policy's time boundary, so the clock is surely past it.
+_BOUNDARY_SLACK = 0.05
+
+
 @contextlib.contextmanager
 def _revocable(svc: S3Context, req: S3Request, obj: md.ObjectVersion) -> Iterator[None]:
     """An anonymous GET in flight is cut when a revocation takes its access away."""
@@ -502,10 +506,20 @@ def _revocable(svc: S3Context, req: S3Request, obj: md.ObjectVersion) -> Iterato
     if reads is None or not req.principal.is_anonymous:
         yield
         return
+    # Its bucket policy's next time boundary re-decides it too (this process may have no
+    # publication, and so no timer, for that bucket).
+    boundary = authz.next_time_boundary(req.bucket, req.now) if req.bucket is not None else None
     token = reads.track(
         obj.version_id,
         lambda: cut_transport(req.http.transport),
         lambda: _still_readable(svc, req, obj),
+        bucket=req.bucket_name,
+        key=req.key,
+        recheck_in=(
+            (boundary - datetime.now(UTC)).total_seconds() + _BOUNDARY_SLACK
+            if boundary is not None
+            else None
+        ),
     )
     try:
         yield
