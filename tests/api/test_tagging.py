@@ -194,3 +194,48 @@ def test_aws_cli_tagging(server: LiveServer, bucket: str, tmp_path: Path) -> Non
         ok(aws(server, tmp_path, "s3api", "get-object-tagging", "--bucket", bucket, "--key", "c"))
     )
     assert out["TagSet"] == [{"Key": "z", "Value": "9"}]
+
+
+def test_a_deny_on_an_object_tag_holds_for_a_copy_of_it(
+    s3: Any, bob_s3: Any, bob: Any, bucket: str
+) -> None:
+    """CopyObject reads its source as GetObject, decided on the source's own tags. Until
+    2026-12-07 the copy's decision took the tags of the request's own object (none): a
+    user denied reading what is tagged confidential copied it, untagged, and read the copy."""
+    bob_arn = f"arn:aws:iam::{ACCOUNT_ID}:user/{bob.name}"
+    arn = f"arn:aws:s3:::{bucket}/*"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": bob_arn},
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": arn,
+            },
+            {
+                "Effect": "Deny",
+                "Principal": {"AWS": bob_arn},
+                "Action": "s3:GetObject",
+                "Resource": arn,
+                "Condition": {
+                    "StringEquals": {"s3:ExistingObjectTag/classification": "confidential"}
+                },
+            },
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    s3.put_object(Bucket=bucket, Key="secret", Body=b"s", Tagging="classification=confidential")
+    with pytest.raises(ClientError) as exc:
+        bob_s3.get_object(Bucket=bucket, Key="secret")
+    assert _code(exc) == ("AccessDenied", 403)
+    with pytest.raises(ClientError) as exc:
+        bob_s3.copy_object(
+            Bucket=bucket,
+            Key="laundered",
+            CopySource={"Bucket": bucket, "Key": "secret"},
+            TaggingDirective="REPLACE",
+        )
+    assert _code(exc) == ("AccessDenied", 403)
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="laundered")
