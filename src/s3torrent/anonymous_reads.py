@@ -38,6 +38,8 @@ class _Read:
     still_allowed: Callable[[], Awaitable[bool]]
     bucket: str | None = None
     key: str | None = None
+    # Seconds to its bucket policy's next time boundary, read afresh (None: none ahead).
+    next_boundary_in: Callable[[], Awaitable[float | None]] | None = None
 
 
 def cut_transport(transport: asyncio.BaseTransport | None) -> None:
@@ -76,17 +78,27 @@ class AnonymousReads:
         bucket: str | None = None,
         key: str | None = None,
         recheck_in: float | None = None,
+        next_boundary_in: Callable[[], Awaitable[float | None]] | None = None,
     ) -> int:
         """Register one response (of bucket/key: a change of access there re-decides it;
-        recheck_in: seconds to its policy's next time boundary); pass the token to done()
-        when it ends."""
+        recheck_in: seconds to its policy's next time boundary, where it is re-decided too,
+        and after each re-decision that keeps it, at the boundary next_boundary_in finds);
+        pass the token to done() when it ends."""
         token = next(self._tokens)
-        self._reads.setdefault(version_id, {})[token] = _Read(cut, still_allowed, bucket, key)
-        if recheck_in is not None and recheck_in < MAX_RECHECK_IN:
-            self._timers[token] = asyncio.get_running_loop().call_later(
-                max(0.0, recheck_in), self._time_boundary, version_id, token
-            )
+        self._reads.setdefault(version_id, {})[token] = _Read(
+            cut, still_allowed, bucket, key, next_boundary_in
+        )
+        self._arm(version_id, token, recheck_in)
         return token
+
+    def _arm(self, version_id: str, token: int, delay: float | None) -> None:
+        old = self._timers.pop(token, None)
+        if old is not None:
+            old.cancel()
+        if delay is not None and delay < MAX_RECHECK_IN:
+            self._timers[token] = asyncio.get_running_loop().call_later(
+                max(0.0, delay), self._time_boundary, version_id, token
+            )
 
     def _time_boundary(self, version_id: str, token: int) -> None:
         self._timers.pop(token, None)
@@ -138,6 +150,15 @@ class AnonymousReads:
                 self.cut_count += 1
                 read.cut()
                 self.done(version_id, token)
+            elif read.next_boundary_in is not None and token in self._reads.get(version_id, {}):
+                # Kept: its next boundary, from the policy as it is now.
+                try:
+                    delay = await read.next_boundary_in()
+                except Exception:
+                    log.exception("reading an anonymous response's next time boundary failed")
+                    continue
+                if token in self._reads.get(version_id, {}):
+                    self._arm(version_id, token, delay)
 
     async def close(self) -> None:
         for timer in self._timers.values():

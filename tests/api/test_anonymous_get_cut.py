@@ -91,9 +91,19 @@ def test_an_expiring_policy_cuts_its_gets_on_every_worker(srv: LiveServer) -> No
         "Resource": "arn:aws:s3:::cut-time/*",
         "Condition": {"DateLessThan": {"aws:CurrentTime": until.strftime("%Y-%m-%dT%H:%M:%SZ")}},
     }
+    # An earlier boundary that changes nothing for these GETs: each must still be asked again
+    # at the next one.
+    earlier = (until - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    unrelated = {
+        "Effect": "Allow",
+        "Principal": "*",
+        "Action": "s3:ListBucket",
+        "Resource": "arn:aws:s3:::cut-time",
+        "Condition": {"DateGreaterThan": {"aws:CurrentTime": earlier}},
+    }
     s3.put_bucket_policy(
         Bucket="cut-time",
-        Policy=json.dumps({"Version": "2012-10-17", "Statement": [statement]}),
+        Policy=json.dumps({"Version": "2012-10-17", "Statement": [unrelated, statement]}),
     )
     got, ended, threads = _slow_readers(f"{srv.endpoint}/cut-time/big.bin")
     time.sleep(1.0)

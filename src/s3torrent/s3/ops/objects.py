@@ -520,11 +520,20 @@ def _revocable(svc: S3Context, req: S3Request, obj: md.ObjectVersion) -> Iterato
             if boundary is not None
             else None
         ),
+        next_boundary_in=lambda: _next_boundary_in(svc, req),
     )
     try:
         yield
     finally:
         reads.done(obj.version_id, token)
+
+
+async def _next_boundary_in(svc: S3Context, req: S3Request) -> float | None:
+    """Seconds to the next time boundary of the bucket's policy as it is now (None: none)."""
+    bucket = await svc.meta.bucket(req.bucket_name)
+    now = datetime.now(UTC)
+    boundary = authz.next_time_boundary(bucket, now) if bucket is not None else None
+    return (boundary - now).total_seconds() + _BOUNDARY_SLACK if boundary is not None else None
 
 
 async def _still_readable(svc: S3Context, req: S3Request, obj: md.ObjectVersion) -> bool:
