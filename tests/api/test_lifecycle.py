@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from botocore.exceptions import ClientError
 
 from tests.api.test_cli_tools import aws as cli_aws
@@ -284,6 +285,33 @@ def test_expiration_header_on_put_get_head(s3: Any, bucket: str) -> None:
         Bucket=bucket, Key="other2", CopySource={"Bucket": bucket, "Key": "other"}
     )
     assert "Expiration" not in plain
+
+
+def test_expiration_header_on_a_form_upload(s3: Any, s3v4: Any, bucket: str) -> None:
+    """POST Object answers x-amz-expiration as PutObject does (S3 lists it among POST's
+    response headers), whatever success_action_status asks for."""
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={
+            "Rules": [_rule(ID="form rule", Filter={"Prefix": "in/"}, Expiration={"Days": 2})]
+        },
+    )
+    for status in ("204", "201"):
+        p = s3v4.generate_presigned_post(
+            bucket,
+            f"in/{status}",
+            Fields={"success_action_status": status},
+            Conditions=[{"success_action_status": status}],
+        )
+        r = requests.post(p["url"], data=p["fields"], files={"file": ("f", b"x")}, timeout=30)
+        assert r.status_code == int(status), r.text
+        head = s3.head_object(Bucket=bucket, Key=f"in/{status}")
+        assert r.headers["x-amz-expiration"] == head["Expiration"]
+        assert 'rule-id="form%20rule"' in head["Expiration"]
+    p = s3v4.generate_presigned_post(bucket, "out", ExpiresIn=300)
+    r = requests.post(p["url"], data=p["fields"], files={"file": ("f", b"x")}, timeout=30)
+    assert r.status_code == 204
+    assert "x-amz-expiration" not in r.headers
 
 
 def test_aws_cli_round_trip_from_a_json_file(

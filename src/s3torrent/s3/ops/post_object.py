@@ -28,6 +28,7 @@ from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import READ_SIZE, StoredChecksum
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ops.lifecycle import expiration_headers
 from s3torrent.s3.ops.objects import requested_acl, stored_headers
 from s3torrent.s3.refusals import refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key
@@ -412,6 +413,8 @@ def _answer(
         "Location": location,
         **written_version_headers(req.bucket, obj),
         **sse.response_headers(obj.headers),
+        # As PutObject: the date a lifecycle rule of the bucket will expire the upload.
+        **expiration_headers(svc.settings, req.bucket, obj),
     }
     if checksum is not None:
         headers[f"x-amz-checksum-{checksum.algorithm.lower()}"] = checksum.value
