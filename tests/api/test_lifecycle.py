@@ -3,6 +3,8 @@ validation errors, and the x-amz-expiration header on PUT, GET, HEAD, copy and m
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import shutil
 import subprocess
@@ -200,13 +202,46 @@ def test_malformed_bodies_are_malformed_xml(server: LiveServer, bucket: str) -> 
         b"<LifecycleConfiguration><Rule>",
     ]
     for body in bodies:
+        md5 = {"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode()}
         req = urllib.request.Request(
-            url, data=body, method="PUT", headers=sign_request("PUT", url, body=body)
+            url, data=body, method="PUT", headers=sign_request("PUT", url, md5, body=body)
         )
         with pytest.raises(urllib.error.HTTPError) as exc:
             urllib.request.urlopen(req, timeout=10)
         assert exc.value.code == 400, body
         assert b"<Code>MalformedXML</Code>" in exc.value.read(), body
+
+
+def test_put_needs_content_md5_or_a_checksum(server: LiveServer, bucket: str) -> None:
+    """As S3 (its API model marks PutBucketLifecycleConfiguration's checksum required):
+    without Content-MD5 or an x-amz-checksum-* header the configuration is refused and
+    nothing is stored; with either it is taken."""
+    from tests.conftest import sign_request
+
+    url = f"{server.endpoint}/{bucket}?lifecycle"
+    body = (
+        b"<LifecycleConfiguration><Rule><ID>a</ID><Filter><Prefix>x/</Prefix></Filter>"
+        b"<Status>Enabled</Status><Expiration><Days>1</Days></Expiration></Rule>"
+        b"</LifecycleConfiguration>"
+    )
+    r = requests.put(url, data=body, headers=sign_request("PUT", url, body=body), timeout=10)
+    assert r.status_code == 400, r.text
+    assert "<Code>InvalidRequest</Code>" in r.text
+    assert "Missing required header for this request: Content-MD5" in r.text
+    get = requests.get(url, headers=sign_request("GET", url), timeout=10)
+    assert get.status_code == 404
+    for extra in (
+        {"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode()},
+        {"x-amz-checksum-sha256": base64.b64encode(hashlib.sha256(body).digest()).decode()},
+    ):
+        r = requests.put(
+            url, data=body, headers=sign_request("PUT", url, extra, body=body), timeout=10
+        )
+        assert r.status_code == 200, r.text
+    # A Content-MD5 that is not the body's is BadDigest, as for every request.
+    wrong = {"Content-MD5": base64.b64encode(hashlib.md5(b"other").digest()).decode()}
+    r = requests.put(url, data=body, headers=sign_request("PUT", url, wrong, body=body), timeout=10)
+    assert "<Code>BadDigest</Code>" in r.text
 
 
 def test_policy_actions_guard_the_configuration(

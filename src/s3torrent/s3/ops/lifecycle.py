@@ -21,6 +21,16 @@ from s3torrent.store.rows import Bucket, ObjectVersion
 
 
 async def put_bucket_lifecycle(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    if "content-md5" not in req.http.headers and not any(
+        h.startswith("x-amz-checksum-") or h == "x-amz-sdk-checksum-algorithm"
+        for h in (k.lower() for k in req.http.headers)
+    ):
+        # As S3: the configuration's integrity header is required (the SDKs and the CLI
+        # send one by themselves).
+        raise S3Error(
+            "InvalidRequest",
+            "Missing required header for this request: Content-MD5 or x-amz-checksum-*",
+        )
     config = lifecycle_xml.parse(await read_xml_body(svc, req))
     await svc.meta.set_bucket_setting(req.bucket_name, rules.SETTING, rules.to_stored(config))
     # New rules: the next pass starts at the bucket's first key (not where the old rules'
