@@ -75,9 +75,16 @@ class LifecycleRule:
     """AbortIncompleteMultipartUpload's DaysAfterInitiation."""
 
 
+MIN_SIZE_DEFAULT = "all_storage_classes_128K"
+MIN_SIZE_VALUES = (MIN_SIZE_DEFAULT, "varies_by_storage_class")
+"""x-amz-transition-default-minimum-object-size's values, S3's default first. It only
+governs transitions, which this server refuses: it is kept and answered, as S3 does."""
+
+
 @dataclass(frozen=True, slots=True)
 class LifecycleConfiguration:
     rules: tuple[LifecycleRule, ...]
+    transition_min_size: str = MIN_SIZE_DEFAULT
 
     @property
     def enabled_rules(self) -> tuple[LifecycleRule, ...]:
@@ -259,14 +266,26 @@ def _rule_from_json(d: dict[str, Any]) -> LifecycleRule:
 
 
 def to_stored(config: LifecycleConfiguration) -> str:
-    """The bucket setting's value."""
-    return json.dumps([_rule_to_json(r) for r in config.rules], separators=(",", ":"))
+    """The bucket setting's value: the list of rules, or, with a transition minimum size
+    other than the default, an object holding both."""
+    rules: list[dict[str, Any]] = [_rule_to_json(r) for r in config.rules]
+    if config.transition_min_size == MIN_SIZE_DEFAULT:
+        return json.dumps(rules, separators=(",", ":"))
+    return json.dumps(
+        {"rules": rules, "min_size": config.transition_min_size}, separators=(",", ":")
+    )
 
 
 @lru_cache(maxsize=1024)
 def from_stored(text: str) -> LifecycleConfiguration:
     """The configuration a bucket setting holds (cached: every GET of the bucket asks)."""
-    return LifecycleConfiguration(tuple(_rule_from_json(d) for d in json.loads(text)))
+    data = json.loads(text)
+    if isinstance(data, dict):
+        return LifecycleConfiguration(
+            tuple(_rule_from_json(d) for d in data["rules"]),
+            str(data.get("min_size", MIN_SIZE_DEFAULT)),
+        )
+    return LifecycleConfiguration(tuple(_rule_from_json(d) for d in data))
 
 
 SETTING = "lifecycle"

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from s3torrent.lifecycle.rules import (
+    MIN_SIZE_DEFAULT,
     Expiration,
     FilterForm,
     LifecycleConfiguration,
@@ -170,12 +171,15 @@ def _rule(el: ET.Element) -> LifecycleRule:
     )
 
 
-def parse(body: bytes) -> LifecycleConfiguration:
-    """A PutBucketLifecycleConfiguration body as a validated configuration (or S3's error)."""
+def parse(body: bytes, transition_min_size: str = MIN_SIZE_DEFAULT) -> LifecycleConfiguration:
+    """A PutBucketLifecycleConfiguration body (and its transition minimum size header) as a
+    validated configuration (or S3's error)."""
     root = s3xml.parse(body)
     if s3xml.local(root.tag) != "LifecycleConfiguration":
         raise _malformed("the root element is LifecycleConfiguration")
-    config = LifecycleConfiguration(tuple(_rule(r) for r in s3xml.children(root, "Rule")))
+    config = LifecycleConfiguration(
+        tuple(_rule(r) for r in s3xml.children(root, "Rule")), transition_min_size
+    )
     try:
         return validate(config)
     except LifecycleError as exc:

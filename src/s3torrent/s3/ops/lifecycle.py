@@ -19,6 +19,9 @@ from s3torrent.s3.ops.tagging import read_xml_body
 from s3torrent.s3.server import S3Request
 from s3torrent.store.rows import Bucket, ObjectVersion
 
+# S3 answers it on PUT and GET (Terraform's AWS provider waits for it on GET).
+MIN_SIZE_HEADER = "x-amz-transition-default-minimum-object-size"
+
 
 async def put_bucket_lifecycle(svc: S3Context, req: S3Request) -> web.StreamResponse:
     if "content-md5" not in req.http.headers and not any(
@@ -31,12 +34,20 @@ async def put_bucket_lifecycle(svc: S3Context, req: S3Request) -> web.StreamResp
             "InvalidRequest",
             "Missing required header for this request: Content-MD5 or x-amz-checksum-*",
         )
-    config = lifecycle_xml.parse(await read_xml_body(svc, req))
+    min_size = req.http.headers.get(MIN_SIZE_HEADER, rules.MIN_SIZE_DEFAULT)
+    if min_size not in rules.MIN_SIZE_VALUES:
+        raise S3Error(
+            "InvalidArgument",
+            f"Invalid value for {MIN_SIZE_HEADER}: expected one of "
+            + ", ".join(rules.MIN_SIZE_VALUES),
+            extra={"ArgumentName": MIN_SIZE_HEADER, "ArgumentValue": min_size[:256]},
+        )
+    config = lifecycle_xml.parse(await read_xml_body(svc, req), min_size)
     await svc.meta.set_bucket_setting(req.bucket_name, rules.SETTING, rules.to_stored(config))
     # New rules: the next pass starts at the bucket's first key (not where the old rules'
     # pass, or a deleted bucket of the same name, stopped).
     await svc.meta.save_lifecycle_cursor(req.bucket_name, None)
-    return web.Response(status=200)
+    return web.Response(status=200, headers={MIN_SIZE_HEADER: config.transition_min_size})
 
 
 async def get_bucket_lifecycle(svc: S3Context, req: S3Request) -> web.StreamResponse:
@@ -50,7 +61,9 @@ async def get_bucket_lifecycle(svc: S3Context, req: S3Request) -> web.StreamResp
             resource=req.resource,
             extra={"BucketName": req.bucket_name},
         )
-    return xml_response(lifecycle_xml.render(config))
+    return xml_response(
+        lifecycle_xml.render(config), headers={MIN_SIZE_HEADER: config.transition_min_size}
+    )
 
 
 async def delete_bucket_lifecycle(svc: S3Context, req: S3Request) -> web.StreamResponse:
