@@ -362,6 +362,31 @@ def test_expiration_header_on_put_get_head(s3: Any, bucket: str) -> None:
     assert "Expiration" not in plain
 
 
+def test_no_expiration_header_for_a_named_version(s3: Any, bucket: str) -> None:
+    """x-amz-expiration tells when the Expiration action will expire the current version:
+    a GET or HEAD naming a version (a noncurrent one, which that action never deletes, or
+    the current one) answers without it, as S3 does."""
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                _rule(
+                    Expiration={"Days": 3},
+                    NoncurrentVersionExpiration={"NoncurrentDays": 1},
+                )
+            ]
+        },
+    )
+    old = s3.put_object(Bucket=bucket, Key="k", Body=b"1")["VersionId"]
+    new = s3.put_object(Bucket=bucket, Key="k", Body=b"2")["VersionId"]
+    assert "Expiration" in s3.head_object(Bucket=bucket, Key="k")
+    assert "Expiration" in s3.get_object(Bucket=bucket, Key="k")
+    for version in (old, new):
+        assert "Expiration" not in s3.head_object(Bucket=bucket, Key="k", VersionId=version)
+        assert "Expiration" not in s3.get_object(Bucket=bucket, Key="k", VersionId=version)
+
+
 def test_expiration_header_on_a_form_upload(s3: Any, s3v4: Any, bucket: str) -> None:
     """POST Object answers x-amz-expiration as PutObject does (S3 lists it among POST's
     response headers), whatever success_action_status asks for."""

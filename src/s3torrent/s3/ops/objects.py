@@ -146,7 +146,10 @@ def object_headers(
         h["x-amz-tagging-count"] = str(len(obj.tags))
     h.update(version_headers(req.bucket, obj))
     h.update(lock_headers(obj))
-    h.update(expiration_headers(svc.settings, req.bucket, obj))
+    if "versionId" not in req.query:
+        # As S3: the current version's expiry, announced only to a read that names no
+        # version (a noncurrent version is never expired by the Expiration action).
+        h.update(expiration_headers(svc.settings, req.bucket, obj))
     if obj.checksum_algorithm and req.http.headers.get("x-amz-checksum-mode", "").upper() == (
         "ENABLED"
     ):
