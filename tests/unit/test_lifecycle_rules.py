@@ -187,6 +187,34 @@ def test_validation_refuses_what_s3_refuses(bad: LifecycleConfiguration, code: s
     assert exc.value.code == code
 
 
+def test_days_or_date_expiration_removes_a_lone_delete_marker_old_enough() -> None:
+    """S3: with Expiration Days (or Date) "Amazon S3 automatically performs
+    ExpiredObjectDeleteMarker cleanup when the delete markers are old enough to satisfy the
+    age criteria"; a marker over versions, too young, or out of the filter stays."""
+    made = ts(2024, 5, 1, 12)
+    alone = [v("dm", latest=True, marker=True, last_modified=made)]
+    days = config(rule("d", filter=RuleFilter(prefix="k"), expiration=Expiration(days=2)))
+    assert version_actions(days, "k", alone, ts(2024, 5, 3), DAY) == []  # due 05-04
+    assert [(a.kind, a.version_id, a.rule_id) for a in
+            version_actions(days, "k", alone, ts(2024, 5, 4), DAY)] == [
+        ("remove_delete_marker", "dm", "d")
+    ]  # fmt: skip
+    assert version_actions(days, "other", alone, ts(2024, 6, 1), DAY) == []
+    with_old = [*alone, v("n1", since=made)]
+    assert version_actions(days, "k", with_old, ts(2024, 6, 1), DAY) == []
+    date = config(rule("t", expiration=Expiration(date=ts(2024, 5, 10))))
+    assert version_actions(date, "k", alone, ts(2024, 5, 9), DAY) == []
+    assert [a.kind for a in version_actions(date, "k", alone, ts(2024, 5, 10), DAY)] == [
+        "remove_delete_marker"
+    ]
+    # A tag filter never selects a delete marker (it has no tags).
+    tagged = config(rule(filter=RuleFilter(tags=(("a", "b"),)), expiration=Expiration(days=1)))
+    assert version_actions(tagged, "k", alone, ts(2024, 6, 1), DAY) == []
+    # Whether a versioned bucket's pass must read version lists for it.
+    assert days.needs_versions(versioned=True)
+    assert not days.needs_versions(versioned=False)
+
+
 def test_stored_form_round_trips() -> None:
     c = config(
         rule("a", filter=RuleFilter(prefix="p/", form="prefix"), expiration=Expiration(days=3),

@@ -316,14 +316,15 @@ def test_a_version_deleted_after_evaluation_gets_no_second_delete_marker(
     async def scenario() -> None:
         await versioned(meta, LifecycleRule("r", True, RuleFilter(), Expiration(days=1)))
         await meta.commit_version(vobj("k", "a" * 32))
-        page_of = meta.list_page
+        # A versioned bucket's pass reads keys with their versions.
+        page_of = meta.key_versions_page
 
         async def page_then_delete(*args: Any) -> Any:
             page = await page_of(*args)
             await store.delete("bk", "k")  # a client's DeleteObject: a delete marker
             return page
 
-        meta.list_page = page_then_delete  # type: ignore[method-assign]
+        meta.key_versions_page = page_then_delete  # type: ignore[method-assign]
         worker = LifecycleWorker(store, settings(), "n1", Clock(T0 + 2 * DAY))
         assert await worker.run_pass()
         assert worker.progress.skipped_changed == 1
@@ -338,14 +339,14 @@ def test_a_version_overwritten_after_evaluation_in_a_versioned_bucket_stays_curr
     async def scenario() -> None:
         await versioned(meta, LifecycleRule("r", True, RuleFilter(), Expiration(days=1)))
         await meta.commit_version(vobj("k", "a" * 32))
-        page_of = meta.list_page
+        page_of = meta.key_versions_page
 
         async def page_then_overwrite(*args: Any) -> Any:
             page = await page_of(*args)
             await meta.commit_version(vobj("k", "b" * 32, made=T0 + 2 * DAY))
             return page
 
-        meta.list_page = page_then_overwrite  # type: ignore[method-assign]
+        meta.key_versions_page = page_then_overwrite  # type: ignore[method-assign]
         worker = LifecycleWorker(store, settings(), "n1", Clock(T0 + 2 * DAY))
         assert await worker.run_pass()
         assert worker.progress.skipped_changed == 1
@@ -401,6 +402,27 @@ def test_a_lone_delete_marker_is_removed(meta: SqlMetadataStore, store: ObjectSt
         assert worker.progress.objects_scanned == 2  # keys with no current version too
         assert await ids(meta, "ghost") == []
         assert [m for _, _, m in await ids(meta, "kept")] == [True, False]
+
+    run(scenario())
+
+
+def test_an_expiration_days_rule_removes_lone_delete_markers_old_enough(
+    meta: SqlMetadataStore, store: ObjectStore
+) -> None:
+    """S3 cleans up expired object delete markers under an Expiration Days rule once they
+    are old enough: the versioned pass reads keys whose latest version is a marker too."""
+
+    async def scenario() -> None:
+        await versioned(meta, LifecycleRule("r", True, RuleFilter(), Expiration(days=1)))
+        await store.delete("bk", "ghost", owner_id="owner")  # a marker and nothing else
+        made = time.time()
+        young = LifecycleWorker(store, settings(), "n1", Clock(made))
+        assert await young.run_pass()
+        assert len(await ids(meta, "ghost")) == 1
+        worker = LifecycleWorker(store, settings(), "n1", Clock(made + 2 * DAY))
+        assert await worker.run_pass()
+        assert worker.progress.delete_markers_removed == 1
+        assert await ids(meta, "ghost") == []
 
     run(scenario())
 

@@ -123,7 +123,7 @@ def version_actions(
     """What is due for a key's versions (newest first): expire the latest (the delete path
     then adds a delete marker in a versioned bucket), delete noncurrent versions past
     NoncurrentDays beyond the NewerNoncurrentVersions kept, and remove a delete marker
-    left alone (ExpiredObjectDeleteMarker)."""
+    left alone (ExpiredObjectDeleteMarker, or Expiration Days/Date once it is old enough)."""
     actions: list[VersionAction] = []
     latest = next((v for v in versions if v.is_latest), None)
     if latest is not None and not latest.is_delete_marker:
@@ -135,16 +135,28 @@ def version_actions(
     deleted = _noncurrent_due(config, key, noncurrent, now, day_seconds)
     actions += deleted
     if latest is not None and latest.is_delete_marker and len(deleted) == len(noncurrent):
-        for rule in config.enabled_rules:
-            exp = rule.expiration
-            if (
-                exp is not None
-                and exp.expired_object_delete_marker
-                and matches(rule.filter, key, 0, ())
-            ):
-                actions.append(VersionAction("remove_delete_marker", latest.version_id, rule.id))
-                break
+        rule_id = _lone_marker_rule(config, key, latest, now, day_seconds)
+        if rule_id is not None:
+            actions.append(VersionAction("remove_delete_marker", latest.version_id, rule_id))
     return actions
+
+
+def _lone_marker_rule(
+    config: LifecycleConfiguration, key: str, marker: VersionFacts, now: float, day_seconds: float
+) -> str | None:
+    """The rule that removes a delete marker left as its key's only version: one with
+    ExpiredObjectDeleteMarker at once, or, as S3 does, one whose Expiration Days or Date the
+    marker (the key's current version) is old enough for."""
+    for rule in config.enabled_rules:
+        exp = rule.expiration
+        if exp is None or not matches(rule.filter, key, 0, ()):
+            continue
+        if exp.expired_object_delete_marker:
+            return rule.id
+        at = _rule_expiry(rule, ObjectFacts(key, 0, marker.last_modified), day_seconds)
+        if at is not None and at <= now:
+            return rule.id
+    return None
 
 
 def _noncurrent_due(

@@ -99,6 +99,19 @@ class LifecycleConfiguration:
             for r in self.enabled_rules
         )
 
+    def needs_versions(self, *, versioned: bool) -> bool:
+        """Whether a pass must read keys with all their versions: for noncurrent versions and
+        delete markers, and, in a bucket that has had versioning, for the lone delete markers
+        an Expiration Days or Date rule removes once they are old enough (as S3 does)."""
+        return self.acts_on_versions or (
+            versioned
+            and any(
+                r.expiration is not None
+                and (r.expiration.days is not None or r.expiration.date is not None)
+                for r in self.enabled_rules
+            )
+        )
+
     @property
     def object_rules(self) -> tuple[LifecycleRule, ...]:
         """The enabled rules that act on object versions (not only on uploads)."""

@@ -96,7 +96,7 @@ def version_facts(v: KeyVersion) -> VersionFacts:
         is_delete_marker=v.is_delete_marker,
         noncurrent_since=v.noncurrent_since,
         size=o.size if o is not None else 0,
-        last_modified=o.last_modified if o is not None else 0.0,
+        last_modified=o.last_modified if o is not None else v.last_modified,
         tags=o.tags if o is not None else (),
     )
 
@@ -178,7 +178,7 @@ class LifecycleWorker:
                 return False
             started = time.monotonic()
             prefix, batch = config.scan_prefix, self.settings.batch_size
-            if config.acts_on_versions:
+            if config.needs_versions(versioned=bucket.versioning is not None):
                 page = await self.meta.key_versions_page(name, prefix, after, batch)
                 actions = await self._evaluate_versions(config, page.keys)
                 scanned, truncated, last = len(page.keys), page.truncated, page.last

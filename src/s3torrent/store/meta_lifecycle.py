@@ -31,6 +31,8 @@ class KeyVersion:
     noncurrent_since: float | None
     obj: ObjectVersion | None
     s3_version_id: str = ""
+    last_modified: float = 0.0
+    """When this version (a delete marker too) was made."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +55,15 @@ def key_versions_of(stored: list[ObjectVersion]) -> list[KeyVersion]:
     for i, v in enumerate(stored):
         obj = None if v.delete_marker else v
         out.append(
-            KeyVersion(v.version_id, i == 0, v.delete_marker, newer_made, obj, v.s3_version_id)
+            KeyVersion(
+                v.version_id,
+                i == 0,
+                v.delete_marker,
+                newer_made,
+                obj,
+                v.s3_version_id,
+                v.last_modified,
+            )
         )
         newer_made = v.last_modified
     return out
