@@ -387,6 +387,37 @@ def test_no_expiration_header_for_a_named_version(s3: Any, bucket: str) -> None:
         assert "Expiration" not in s3.get_object(Bucket=bucket, Key="k", VersionId=version)
 
 
+def test_abort_date_on_create_multipart_upload_and_list_parts(s3: Any, bucket: str) -> None:
+    """S3 answers CreateMultipartUpload and ListParts of an upload an
+    AbortIncompleteMultipartUpload rule will abort with x-amz-abort-date (the first midnight
+    UTC after initiation + DaysAfterInitiation) and x-amz-abort-rule-id."""
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                _rule(
+                    ID="uploads",
+                    Filter={"Prefix": "big/"},
+                    AbortIncompleteMultipartUpload={"DaysAfterInitiation": 3},
+                )
+            ]
+        },
+    )
+    up = s3.create_multipart_upload(Bucket=bucket, Key="big/a")
+    listed = s3.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    initiated = next(u for u in listed if u["UploadId"] == up["UploadId"])["Initiated"]
+    midnight = (int(initiated.timestamp()) // 86400 + 4) * 86400
+    assert up["AbortDate"] == datetime.fromtimestamp(midnight, UTC)
+    assert up["AbortRuleId"] == "uploads"
+    parts = s3.list_parts(Bucket=bucket, Key="big/a", UploadId=up["UploadId"])
+    assert parts["AbortDate"] == up["AbortDate"]
+    assert parts["AbortRuleId"] == "uploads"
+    other = s3.create_multipart_upload(Bucket=bucket, Key="small/a")
+    assert "AbortDate" not in other and "AbortRuleId" not in other
+    parts = s3.list_parts(Bucket=bucket, Key="small/a", UploadId=other["UploadId"])
+    assert "AbortDate" not in parts
+
+
 def test_expiration_header_on_a_form_upload(s3: Any, s3v4: Any, bucket: str) -> None:
     """POST Object answers x-amz-expiration as PutObject does (S3 lists it among POST's
     response headers), whatever success_action_status asks for."""

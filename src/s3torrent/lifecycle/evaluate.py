@@ -186,6 +186,22 @@ def _noncurrent_due(
     return [due[v.version_id] for v in noncurrent if v.version_id in due]
 
 
+def upload_abort_expiry(
+    config: LifecycleConfiguration, key: str, initiated: float, day_seconds: float
+) -> Expiry | None:
+    """When an upload of `key` initiated at `initiated` becomes due for abort (the earliest of
+    the matching enabled rules), as x-amz-abort-date announces it; None: no rule aborts it."""
+    best: Expiry | None = None
+    for rule in config.enabled_rules:
+        days = rule.abort_upload_days
+        if days is None or not key.startswith(rule.filter.prefix):
+            continue
+        at = next_midnight(initiated, days, day_seconds)
+        if best is None or at < best.at:
+            best = Expiry(at, rule.id)
+    return best
+
+
 def abort_upload_due(
     config: LifecycleConfiguration, key: str, initiated: float, now: float, day_seconds: float
 ) -> str | None:

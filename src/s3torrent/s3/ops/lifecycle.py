@@ -1,5 +1,5 @@
-"""Put/Get/DeleteBucketLifecycleConfiguration, and the x-amz-expiration header of objects a
-rule will expire (GET, HEAD, PUT)."""
+"""Put/Get/DeleteBucketLifecycleConfiguration, the x-amz-expiration header of objects a
+rule will expire (GET, HEAD, PUT), and the x-amz-abort-date of uploads a rule will abort."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from aiohttp import web
 
 from s3torrent.config import Settings
 from s3torrent.lifecycle import rules
-from s3torrent.lifecycle.evaluate import ObjectFacts, current_expiry
+from s3torrent.lifecycle.evaluate import ObjectFacts, current_expiry, upload_abort_expiry
 from s3torrent.s3 import lifecycle_xml
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.context import S3Context
@@ -17,7 +17,7 @@ from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
 from s3torrent.s3.ops.tagging import read_xml_body
 from s3torrent.s3.server import S3Request
-from s3torrent.store.rows import Bucket, ObjectVersion
+from s3torrent.store.rows import Bucket, ObjectVersion, Upload
 
 # S3 answers it on PUT and GET (Terraform's AWS provider waits for it on GET).
 MIN_SIZE_HEADER = "x-amz-transition-default-minimum-object-size"
@@ -85,3 +85,18 @@ def expiration_headers(
     # S3 URL-encodes the rule id inside the quoted pair.
     rule_id = quote(expiry.rule_id, safe="")
     return {"x-amz-expiration": f'expiry-date="{s3xml.http_date(expiry.at)}", rule-id="{rule_id}"'}
+
+
+def abort_headers(settings: Settings, bucket: Bucket | None, up: Upload) -> dict[str, str]:
+    """x-amz-abort-date and x-amz-abort-rule-id for an upload an AbortIncompleteMultipartUpload
+    rule of its bucket will abort ({}: none), as CreateMultipartUpload and ListParts answer."""
+    config = rules.of_bucket(bucket.settings) if bucket is not None else None
+    if config is None:
+        return {}
+    due = upload_abort_expiry(config, up.key, up.initiated, settings.lifecycle.day_seconds)
+    if due is None:
+        return {}
+    rule_id = due.rule_id
+    if not (rule_id.isascii() and rule_id.isprintable()):
+        rule_id = quote(rule_id, safe="")  # a header value is printable ASCII
+    return {"x-amz-abort-date": s3xml.http_date(due.at), "x-amz-abort-rule-id": rule_id}

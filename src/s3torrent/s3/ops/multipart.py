@@ -30,7 +30,7 @@ from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import owner_xml, xml_response
 from s3torrent.s3.ops.copy import check_copy_conditions, readable_source
-from s3torrent.s3.ops.lifecycle import expiration_headers
+from s3torrent.s3.ops.lifecycle import abort_headers, expiration_headers
 from s3torrent.s3.ops.objects import (
     precheck_write,
     requested_acl,
@@ -151,7 +151,7 @@ async def create_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamR
         tags=tagging.from_header(headers["x-amz-tagging"]) if "x-amz-tagging" in headers else (),
     )
     await svc.meta.create_upload(up)
-    resp_headers = sse.response_headers(sealed)
+    resp_headers = sse.response_headers(sealed) | abort_headers(svc.settings, bucket, up)
     if alg and ctype:
         resp_headers |= {"x-amz-checksum-algorithm": alg, "x-amz-checksum-type": ctype}
     body = s3xml.render(
@@ -603,7 +603,9 @@ async def list_parts(svc: S3Context, req: S3Request) -> web.StreamResponse:
         "ChecksumAlgorithm": up.checksum_algorithm,
         "ChecksumType": up.checksum_type,
     }
-    return xml_response(s3xml.render("ListPartsResult", result))
+    return xml_response(
+        s3xml.render("ListPartsResult", result), headers=abort_headers(svc.settings, req.bucket, up)
+    )
 
 
 def _check_expected_size(raw: str | None, parts: Sequence[md.Part]) -> None:
