@@ -111,6 +111,12 @@ class AnonymousReads:
             if any(r.bucket == bucket and (key is None or r.key == key) for r in reads.values()):
                 self.revoked(version_id)
 
+    def recheck_all(self) -> None:
+        """Changes of access may have been missed (an event relay's gap): re-decide every
+        response, after the grace."""
+        for version_id in list(self._reads):
+            self.revoked(version_id)
+
     def done(self, version_id: str, token: int) -> None:
         timer = self._timers.pop(token, None)
         if timer is not None:

@@ -22,7 +22,7 @@ from s3torrent.anonymous_reads import AnonymousReads
 from s3torrent.config import Settings, split_host_port
 from s3torrent.console import PREFIX as CONSOLE_PREFIX
 from s3torrent.console import ConsolePages
-from s3torrent.events import AccessChanged, EventBus
+from s3torrent.events import EventBus
 from s3torrent.events_local import EventHub, EventLink
 from s3torrent.extras import check_extras
 from s3torrent.failures import logged_failure
@@ -176,16 +176,20 @@ def build_services(settings: Settings, role: Role | None = None) -> Services:
     )
     registry: TrackerRegistry
     relay: RedisEventRelay | EventHub | EventLink | None = None
+    redis_relay: RedisEventRelay | None = None
     if settings.redis_url:
         # Several nodes: one swarm state and one event stream for all of them.
         from s3torrent.events_redis import RedisEventRelay
         from s3torrent.tracker.redis_registry import RedisRegistry
 
         registry = RedisRegistry.from_url(settings.redis_url, limits)
-        relay = RedisEventRelay.from_url(events, settings.redis_url, node_id=node_id)
+        relay = redis_relay = RedisEventRelay.from_url(events, settings.redis_url, node_id=node_id)
     else:
         registry = MemoryRegistry(limits)
     public = PublicTorrents(settings, meta, catalog, registry)
+    if redis_relay is not None:
+        # A gap in the subscription (Redis restarted, the connection dropped): re-decide.
+        redis_relay.on_gap = lambda: forget_publications(public)
     # See PublicTorrents.decide_relayed_writes: another node's writes (Redis) are decided at
     # once by a node's owner; another worker's of this machine are published lazily by all.
     public.decide_relayed_writes = role.owner and bool(settings.redis_url)
@@ -250,9 +254,9 @@ def build_services(settings: Settings, role: Role | None = None) -> Services:
 
 
 def forget_publications(public: PublicTorrents) -> None:
-    """After events may have been missed: decide every published torrent again."""
-    for bucket in {t.bucket for t in public.by_version.values()} or {""}:
-        public.on_event(AccessChanged(bucket, None))
+    """After events may have been missed: decide every published torrent, and every
+    anonymous response in flight, again."""
+    public.missed_events()
 
 
 class Node:
@@ -269,6 +273,7 @@ class Node:
         self.anonymous_reads = AnonymousReads()
         self.svc.public.on_revoked(lambda info: self.anonymous_reads.revoked(info.version_id))
         self.svc.public.on_access_changed(self.anonymous_reads.access_changed)
+        self.svc.public.on_gap(self.anonymous_reads.recheck_all)
         self.context = S3Context(
             settings=settings,
             meta=self.svc.meta,

@@ -3,8 +3,14 @@
 Every event published on this node's bus goes out as JSON (with our node id); every event
 another node sent is published on our bus, so its subscribers (revocation, the seeder's
 connections, hashing jobs) act on it as on their own. Pub/sub is fire-and-forget: a node that
-is cut off from Redis misses events; it logs that, and its caches fall back to the database
-on the next lookup (publication re-checks access and currency before registering).
+is cut off from Redis misses the events published meanwhile, so every subscription after the
+first one calls `on_gap` once Redis confirms it (the node decides again everything it decided
+on events: app.forget_publications). Until 2026-12-07 nothing did: a node back from a gap kept
+seeding and web-seeding a torrent another node revoked during it. The confirmation, not the
+reconnection, is the point: every event published after it reaches us, and one published
+before it was committed before it, so the decisions taken after it read that commit. redis-py
+reconnects a subscription by itself (its retries) and subscribes again, so a gap may never
+raise here: its confirmation is what we see.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -36,12 +43,14 @@ class RedisEventRelay:
         channel: str = "s3t:events",
         node_id: str | None = None,
         reconnect_delay: float = 0.5,
+        on_gap: Callable[[], None] | None = None,
     ) -> None:
         self.bus = bus
         self.client = client
         self.channel = channel
         self.node_id = node_id or secrets.token_hex(8)
         self.reconnect_delay = reconnect_delay
+        self.on_gap = on_gap
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(_MAX_QUEUED)
         self._relaying = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -49,6 +58,7 @@ class RedisEventRelay:
         self.sent = 0
         self.received = 0
         self.dropped = 0
+        self.gaps = 0
 
     @classmethod
     def from_url(cls, bus: EventBus, url: str, **kw: Any) -> RedisEventRelay:
@@ -86,20 +96,36 @@ class RedisEventRelay:
 
     async def _receive_forever(self) -> None:
         while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            # Confirmations too: each one after the first ends a gap (see the module's doc).
+            pubsub = self.client.pubsub(ignore_subscribe_messages=False)
             try:
                 await pubsub.subscribe(self.channel)
-                self._subscribed.set()
                 while True:
                     msg = await pubsub.get_message(timeout=1.0)
-                    if msg is not None and msg.get("type") == "message":
+                    if msg is None:
+                        continue
+                    if msg.get("type") == "message":
                         self._deliver(msg["data"])
+                    elif msg.get("type") == "subscribe":
+                        self._confirmed()
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
                 log.warning("event relay: subscription lost (%s); events may be missed", exc)
                 await asyncio.sleep(self.reconnect_delay)
             finally:
                 with logged_failure(log, "event relay: closing the subscription"):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _confirmed(self) -> None:
+        """Redis confirmed our subscription: the first time, we are started; after that,
+        events published since the last one may have been missed."""
+        if not self._subscribed.is_set():
+            self._subscribed.set()
+            return
+        self.gaps += 1
+        log.warning("event relay: subscribed again; deciding again what events decided")
+        if self.on_gap is not None:
+            with logged_failure(log, "event relay: after a gap"):
+                self.on_gap()
 
     def _deliver(self, raw: bytes) -> None:
         try:

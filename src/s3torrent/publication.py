@@ -149,6 +149,7 @@ class PublicTorrents:
         self._published_listeners: list[Published] = []
         self._announce_listeners: list[Announced] = []
         self._access_listeners: list[Callable[[str, str | None], None]] = []
+        self._gap_listeners: list[Callable[[], None]] = []
         self._tasks: set[asyncio.Task[object]] = set()
         # The last deregistration under way per swarm id (each waits for the one before): a
         # registration of that id waits for it. revoke() cannot wait (events revoke
@@ -213,6 +214,23 @@ class PublicTorrents:
         whether or not this process published a torrent there (revocations reach only what
         it published)."""
         self._access_listeners.append(listener)
+
+    def on_gap(self, listener: Callable[[], None]) -> None:
+        """Anonymous responses in flight subscribe here too: events may have been missed
+        (missed_events), so every one of them is decided again, whatever its bucket."""
+        self._gap_listeners.append(listener)
+
+    def missed_events(self) -> None:
+        """Events may have been missed (an event relay came back from a gap): decide every
+        published torrent again, as if its bucket's access had changed, and tell the
+        listeners of on_gap."""
+        for bucket in {t.bucket for t in self.by_version.values()} or {""}:
+            self.on_event(AccessChanged(bucket, None))
+        for listener in self._gap_listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("gap listener failed")
 
     def on_announce(self, listener: Announced) -> None:
         """The seeder subscribes here to learn which peers are in a swarm, and which seed."""

@@ -1,0 +1,169 @@
+"""A node cut off from Redis for a while misses the events published meanwhile (pub/sub keeps
+nothing for an absent subscriber): once it is back, it must not go on serving, by any channel,
+a torrent another node revoked during the gap."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import LiveServer, free_port, make_client
+from tests.scale.engines import Engine
+from tests.scale.test_nodes import Cluster, announce, cluster, info_hash_of  # noqa: F401
+
+pytestmark = pytest.mark.timeout(180)
+
+BIG = 32 * 1024 * 1024
+
+
+class CuttableProxy:
+    """A TCP relay to Redis that can be cut: every connection through it closed, and new
+    ones closed as they come, until restored."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._socks: set[socket.socket] = set()
+        self._cut = False
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                if self._cut:
+                    client.close()
+                    continue
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+                self._socks |= {client, upstream}
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+            socks, self._socks = self._socks, set()
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def restore(self) -> None:
+        with self._lock:
+            self._cut = False
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self.listener.close()
+
+
+@pytest.fixture
+def proxy(redis_server: Engine) -> Iterator[CuttableProxy]:
+    p = CuttableProxy(redis_server.port)
+    yield p
+    p.close()
+
+
+def _webseed_status(endpoint: str, ih: bytes) -> int:
+    req = urllib.request.Request(
+        f"{endpoint}/_webseed/{ih.hex()}/k", headers={"Range": "bytes=0-16383"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            r.read()
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_a_node_back_from_a_redis_gap_stops_what_was_revoked_meanwhile(
+    cluster: tuple[Cluster, str],  # noqa: F811
+    proxy: CuttableProxy,
+) -> None:
+    c, _ = cluster
+    # Objects over 16 MiB have no torrent: a GET of one is nothing any node published.
+    c.env["S3TORRENT_TORRENT__MAX_OBJECT_SIZE"] = str(16 * 1024 * 1024)
+    a = c.start("a")
+    # Node B reaches the same Redis database through the proxy.
+    redis_db = c.env["S3TORRENT_REDIS_URL"].rsplit("/", 1)[1]
+    c.nodes["b"] = b = LiveServer(
+        data_dir=c.tmp / "b",
+        port=free_port(),
+        peer_port=c.peer_ports["b"],
+        env={
+            **c.env,
+            "S3TORRENT_NODE_ID": "node-b",
+            "S3TORRENT_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/{redis_db}",
+        },
+    )
+    (c.tmp / "b").mkdir(parents=True, exist_ok=True)
+    b.start(timeout=60)
+    sa3 = make_client(a.endpoint)
+    sa3.create_bucket(Bucket="gap")
+    sa3.put_object(Bucket="gap", Key="k", Body=b"x" * 100_000, ACL="public-read")
+    ih = info_hash_of(sa3.get_object_torrent(Bucket="gap", Key="k")["Body"].read())
+    # B publishes it (an announce resolves it there) and its web seed serves it.
+    assert b"failure reason" not in announce(b, ih, 1, 40021)
+    assert _webseed_status(b.endpoint, ih) == 206
+    # And an anonymous GET streams from B, of an object no node published (too large).
+    sa3.create_bucket(Bucket="gap-get")
+    sa3.put_object(Bucket="gap-get", Key="big", Body=os.urandom(BIG), ACL="public-read")
+    got, ended = [0], [0.0]
+
+    def reader() -> None:
+        url = f"{b.endpoint}/gap-get/big"
+        with contextlib.suppress(Exception), urllib.request.urlopen(url, timeout=30) as r:
+            while chunk := r.read(64 * 1024):
+                got[0] += len(chunk)
+                time.sleep(0.03)  # a slow client: about 2 MB/s
+        ended[0] = time.monotonic()
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    assert got[0]
+
+    proxy.cut()
+    time.sleep(0.5)
+    # Revoked on A while B hears nothing: the events go by without B.
+    sa3.put_object_acl(Bucket="gap", Key="k", ACL="private")
+    sa3.put_object_acl(Bucket="gap-get", Key="big", ACL="private")
+    assert _webseed_status(a.endpoint, ih) != 206
+    time.sleep(1.5)
+    proxy.restore()
+    restored = time.monotonic()
+
+    # Once B is back on Redis, within its reconnect delay and a second, B stops too.
+    deadline = time.monotonic() + 6.0
+    while _webseed_status(b.endpoint, ih) == 206:
+        assert time.monotonic() < deadline, "node B's web seed still serves a revoked torrent"
+        time.sleep(0.1)
+    assert b"failure reason" in announce(b, ih, 2, 40022)
+    thread.join(10)
+    assert ended[0] and ended[0] - restored < 6.0 and got[0] < BIG, (got[0], ended[0] - restored)
