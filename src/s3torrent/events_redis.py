@@ -11,6 +11,14 @@ reconnection, is the point: every event published after it reaches us, and one p
 before it was committed before it, so the decisions taken after it read that commit. redis-py
 reconnects a subscription by itself (its retries) and subscribes again, so a gap may never
 raise here: its confirmation is what we see.
+
+A connection can also go silent without closing (Redis's host gone, a NAT or firewall that
+dropped its state): reads then wait for ever and writes go into the kernel's buffer, and
+until 2026-12-07 a node so cut off never heard another event, nor sent one (a publish
+waited for its reply for good, and every later event queued behind it). So the
+subscription is pinged every `ping_every` seconds and given up (then subscribed again, which
+ends the gap as above) once nothing at all, not even a pong, came for `silent_after`; and a
+publish that is not answered within `publish_timeout` is tried again on a new connection.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ from s3torrent.failures import logged_failure
 log = logging.getLogger(__name__)
 
 _MAX_QUEUED = 100_000
+PING_EVERY = 1.0
+SILENT_AFTER = 3.0
+PUBLISH_TIMEOUT = 2.0
 
 
 class RedisEventRelay:
@@ -44,6 +55,9 @@ class RedisEventRelay:
         node_id: str | None = None,
         reconnect_delay: float = 0.5,
         on_gap: Callable[[], None] | None = None,
+        ping_every: float = PING_EVERY,
+        silent_after: float = SILENT_AFTER,
+        publish_timeout: float = PUBLISH_TIMEOUT,
     ) -> None:
         self.bus = bus
         self.client = client
@@ -51,6 +65,9 @@ class RedisEventRelay:
         self.node_id = node_id or secrets.token_hex(8)
         self.reconnect_delay = reconnect_delay
         self.on_gap = on_gap
+        self.ping_every = ping_every
+        self.silent_after = silent_after
+        self.publish_timeout = publish_timeout
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(_MAX_QUEUED)
         self._relaying = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -87,7 +104,11 @@ class RedisEventRelay:
             payload = await self._outbox.get()
             while True:
                 try:
-                    await self.client.publish(self.channel, payload)
+                    # Cancelled on timeout, redis-py drops the connection: the next try
+                    # takes a new one.
+                    await asyncio.wait_for(
+                        self.client.publish(self.channel, payload), self.publish_timeout
+                    )
                     self.sent += 1
                     break
                 except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
@@ -95,25 +116,34 @@ class RedisEventRelay:
                     await asyncio.sleep(self.reconnect_delay)
 
     async def _receive_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             # Confirmations too: each one after the first ends a gap (see the module's doc).
             pubsub = self.client.pubsub(ignore_subscribe_messages=False)
             try:
-                await pubsub.subscribe(self.channel)
+                await asyncio.wait_for(pubsub.subscribe(self.channel), self.silent_after)
+                heard = pinged = loop.time()
                 while True:
-                    msg = await pubsub.get_message(timeout=1.0)
-                    if msg is None:
-                        continue
-                    if msg.get("type") == "message":
-                        self._deliver(msg["data"])
-                    elif msg.get("type") == "subscribe":
-                        self._confirmed()
+                    msg = await pubsub.get_message(timeout=self.ping_every)
+                    now = loop.time()
+                    if msg is not None:
+                        heard = now  # a message, a confirmation or a pong: the line is alive
+                        if msg.get("type") == "message":
+                            self._deliver(msg["data"])
+                        elif msg.get("type") == "subscribe":
+                            self._confirmed()
+                    if now - heard >= self.silent_after:
+                        raise aioredis.TimeoutError(f"nothing heard for {now - heard:.1f} s")
+                    if now - pinged >= self.ping_every:
+                        pinged = now
+                        await asyncio.wait_for(pubsub.ping(), self.ping_every)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
                 log.warning("event relay: subscription lost (%s); events may be missed", exc)
                 await asyncio.sleep(self.reconnect_delay)
             finally:
                 with logged_failure(log, "event relay: closing the subscription"):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    # Bounded: closing a silent connection may wait for the peer.
+                    await asyncio.wait_for(pubsub.aclose(), self.ping_every)  # type: ignore[no-untyped-call]
 
     def _confirmed(self) -> None:
         """Redis confirmed our subscription: the first time, we are started; after that,

@@ -36,6 +36,7 @@ class CuttableProxy:
         self._socks: set[socket.socket] = set()
         self._cut = False
         self._closed = False
+        self._frozen: set[socket.socket] = set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -56,7 +57,8 @@ class CuttableProxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if src not in self._frozen:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
@@ -72,6 +74,13 @@ class CuttableProxy:
         for s in socks:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
+
+    def freeze(self) -> None:
+        """Drop every byte of the connections open now, in both directions, and keep them
+        open (a half-open connection: the peer went away without a word); new connections
+        pass."""
+        with self._lock:
+            self._frozen |= self._socks
 
     def restore(self) -> None:
         with self._lock:
@@ -102,16 +111,10 @@ def _webseed_status(endpoint: str, ih: bytes) -> int:
         return exc.code
 
 
-def test_a_node_back_from_a_redis_gap_stops_what_was_revoked_meanwhile(
-    cluster: tuple[Cluster, str],  # noqa: F811
-    proxy: CuttableProxy,
-) -> None:
-    c, _ = cluster
-    # Objects over 16 MiB have no torrent: a GET of one is nothing any node published.
-    c.env["S3TORRENT_TORRENT__MAX_OBJECT_SIZE"] = str(16 * 1024 * 1024)
-    a = c.start("a")
-    # Node B reaches the same Redis database through the proxy.
+def _start_b_through(c: Cluster, proxy: CuttableProxy) -> LiveServer:
+    """Node B, on the same Redis database as A, through the proxy."""
     redis_db = c.env["S3TORRENT_REDIS_URL"].rsplit("/", 1)[1]
+    (c.tmp / "b").mkdir(parents=True, exist_ok=True)
     c.nodes["b"] = b = LiveServer(
         data_dir=c.tmp / "b",
         port=free_port(),
@@ -122,8 +125,19 @@ def test_a_node_back_from_a_redis_gap_stops_what_was_revoked_meanwhile(
             "S3TORRENT_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/{redis_db}",
         },
     )
-    (c.tmp / "b").mkdir(parents=True, exist_ok=True)
     b.start(timeout=60)
+    return b
+
+
+def test_a_node_back_from_a_redis_gap_stops_what_was_revoked_meanwhile(
+    cluster: tuple[Cluster, str],  # noqa: F811
+    proxy: CuttableProxy,
+) -> None:
+    c, _ = cluster
+    # Objects over 16 MiB have no torrent: a GET of one is nothing any node published.
+    c.env["S3TORRENT_TORRENT__MAX_OBJECT_SIZE"] = str(16 * 1024 * 1024)
+    a = c.start("a")
+    b = _start_b_through(c, proxy)
     sa3 = make_client(a.endpoint)
     sa3.create_bucket(Bucket="gap")
     sa3.put_object(Bucket="gap", Key="k", Body=b"x" * 100_000, ACL="public-read")
@@ -167,3 +181,44 @@ def test_a_node_back_from_a_redis_gap_stops_what_was_revoked_meanwhile(
     assert b"failure reason" in announce(b, ih, 2, 40022)
     thread.join(10)
     assert ended[0] and ended[0] - restored < 6.0 and got[0] < BIG, (got[0], ended[0] - restored)
+
+
+def test_a_node_whose_subscription_went_silent_subscribes_again(
+    cluster: tuple[Cluster, str],  # noqa: F811
+    proxy: CuttableProxy,
+) -> None:
+    """Redis went away without closing the connection (a host gone, a NAT's state dropped):
+    nothing is ever read again from the subscription, and nothing says so. The node must
+    notice and subscribe again (and so decide again), not stay deaf for good."""
+    c, _ = cluster
+    a = c.start("a")
+    b = _start_b_through(c, proxy)
+    sa3 = make_client(a.endpoint)
+    sa3.create_bucket(Bucket="silent")
+    sa3.put_object(Bucket="silent", Key="k", Body=b"y" * 100_000, ACL="public-read")
+    ih = info_hash_of(sa3.get_object_torrent(Bucket="silent", Key="k")["Body"].read())
+    assert b"failure reason" not in announce(b, ih, 1, 40031)
+    assert _webseed_status(b.endpoint, ih) == 206
+    # And one that B wrote (so B has sent an event on its connection), published on A.
+    sb3 = make_client(b.endpoint)
+    sb3.create_bucket(Bucket="silent-b")
+    sb3.put_object(Bucket="silent-b", Key="k", Body=b"z" * 100_000, ACL="public-read")
+    ih_b = info_hash_of(sb3.get_object_torrent(Bucket="silent-b", Key="k")["Body"].read())
+    assert b"failure reason" not in announce(a, ih_b, 2, 40032)
+    assert _webseed_status(a.endpoint, ih_b) == 206
+
+    proxy.freeze()
+    time.sleep(0.5)
+    # Revoked on A: B must hear it. Revoked on B: A must hear it.
+    sa3.put_object_acl(Bucket="silent", Key="k", ACL="private")
+    sb3.put_object_acl(Bucket="silent-b", Key="k", ACL="private")
+    changed = time.monotonic()
+    assert _webseed_status(a.endpoint, ih) != 206
+    assert _webseed_status(b.endpoint, ih_b) != 206
+    deadline = changed + 8.0
+    while _webseed_status(b.endpoint, ih) == 206:
+        assert time.monotonic() < deadline, "node B stays deaf on a silent subscription"
+        time.sleep(0.2)
+    while _webseed_status(a.endpoint, ih_b) == 206:
+        assert time.monotonic() < deadline, "node B's events stay stuck on a silent connection"
+        time.sleep(0.2)
