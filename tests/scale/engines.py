@@ -158,12 +158,13 @@ def create_database(engine: Engine, name: str) -> str:
     return f"postgresql+psycopg://s3t@127.0.0.1:{engine.port}/{name}"
 
 
-def start_redis(timeout: float = 30.0) -> Engine:
+def start_redis(timeout: float = 30.0, port: int | None = None) -> Engine:
+    """port: a given one (to start Redis again where it was), else a free one."""
     binary = redis_bin()
     if binary is None:
         raise RuntimeError("redis-server not found (apt-get install redis-server)")
     data = tempfile.mkdtemp(prefix="s3t-redis-")
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             binary,

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import LiveServer, free_port, make_client
-from tests.scale.engines import Engine
+from tests.scale.engines import Engine, start_redis
 from tests.scale.test_nodes import Cluster, announce, cluster, info_hash_of  # noqa: F401
 
 pytestmark = pytest.mark.timeout(180)
@@ -222,3 +222,46 @@ def test_a_node_whose_subscription_went_silent_subscribes_again(
     while _webseed_status(a.endpoint, ih_b) == 206:
         assert time.monotonic() < deadline, "node B's events stay stuck on a silent connection"
         time.sleep(0.2)
+
+
+def test_a_redis_restart_loses_neither_a_revocation_nor_a_publication(
+    cluster: tuple[Cluster, str],  # noqa: F811
+) -> None:
+    """Redis restarted empty (no persistence): the registry's swarms are gone and the
+    events of the outage were heard by nobody. Once it is back, every node must register
+    again what is still public (else every announce answers "unregistered torrent") and
+    stop what was revoked meanwhile."""
+    c, _ = cluster
+    redis = start_redis()
+    try:
+        c.env["S3TORRENT_REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0"
+        a, b = c.start("a"), c.start("b")
+        sa3 = make_client(a.endpoint)
+        sa3.create_bucket(Bucket="restart")
+        hashes = {}
+        for key in ("kept", "revoked"):
+            sa3.put_object(Bucket="restart", Key=key, Body=key.encode() * 40_000, ACL="public-read")
+            torrent = sa3.get_object_torrent(Bucket="restart", Key=key)["Body"].read()
+            hashes[key] = info_hash_of(torrent)
+            for i, node in enumerate((a, b)):
+                assert b"failure reason" not in announce(node, hashes[key], i, 40041 + i)
+                assert _webseed_status(node.endpoint, hashes[key]) == 206
+
+        redis.stop()
+        sa3.put_object_acl(Bucket="restart", Key="revoked", ACL="private")
+        time.sleep(1.0)
+        redis = start_redis(port=redis.port)
+        back = time.monotonic()
+
+        deadline = back + 8.0
+        for i, node in enumerate((a, b)):
+            while b"failure reason" in announce(node, hashes["kept"], 10 + i, 40051 + i):
+                assert time.monotonic() < deadline, f"node {i}: a public torrent unregistered"
+                time.sleep(0.2)
+            while _webseed_status(node.endpoint, hashes["revoked"]) == 206:
+                assert time.monotonic() < deadline, f"node {i}: a revoked torrent still served"
+                time.sleep(0.2)
+            assert b"failure reason" in announce(node, hashes["revoked"], 20 + i, 40061 + i)
+    finally:
+        c.stop()
+        redis.stop()
