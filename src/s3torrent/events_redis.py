@@ -19,12 +19,19 @@ waited for its reply for good, and every later event queued behind it). So the
 subscription is pinged every `ping_every` seconds and given up (then subscribed again, which
 ends the gap as above) once nothing at all, not even a pong, came for `silent_after`; and a
 publish that is not answered within `publish_timeout` is tried again on a new connection.
+
+Events wait for Redis in a bounded queue (`max_queued`); one that does not fit is dropped,
+and the next message this node sends is a gap marker, on which every other node calls
+`on_gap` as above. Until 2026-12-07 a node that could not reach Redis for long enough
+dropped its events silently: the other nodes, whose own subscriptions never broke, kept
+serving what those events revoked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -58,6 +65,7 @@ class RedisEventRelay:
         ping_every: float = PING_EVERY,
         silent_after: float = SILENT_AFTER,
         publish_timeout: float = PUBLISH_TIMEOUT,
+        max_queued: int = _MAX_QUEUED,
     ) -> None:
         self.bus = bus
         self.client = client
@@ -68,7 +76,9 @@ class RedisEventRelay:
         self.ping_every = ping_every
         self.silent_after = silent_after
         self.publish_timeout = publish_timeout
-        self._outbox: asyncio.Queue[bytes] = asyncio.Queue(_MAX_QUEUED)
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue(max_queued)
+        # Events dropped since the last gap marker went out (see the module's doc).
+        self._lost = False
         self._relaying = False
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
@@ -88,7 +98,10 @@ class RedisEventRelay:
         try:
             self._outbox.put_nowait(encode_event(event, self.node_id))
         except asyncio.QueueFull:
+            if not self._lost:
+                log.warning("event relay: queue full; dropping events (the others will re-decide)")
             self.dropped += 1
+            self._lost = True
 
     async def start(self, timeout: float = 10.0) -> None:
         """Start relaying; returns once subscribed (bounded by timeout)."""
@@ -102,18 +115,26 @@ class RedisEventRelay:
     async def _send_forever(self) -> None:
         while True:
             payload = await self._outbox.get()
-            while True:
-                try:
-                    # Cancelled on timeout, redis-py drops the connection: the next try
-                    # takes a new one.
-                    await asyncio.wait_for(
-                        self.client.publish(self.channel, payload), self.publish_timeout
-                    )
-                    self.sent += 1
-                    break
-                except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
-                    log.warning("event relay: publish failed (%s); retrying", exc)
-                    await asyncio.sleep(self.reconnect_delay)
+            if self._lost:
+                # Before what is queued: the others decide again from the database, which
+                # holds every dropped event's commit already.
+                self._lost = False
+                await self._publish(json.dumps({"node": self.node_id, "gap": True}).encode())
+            await self._publish(payload)
+            self.sent += 1
+
+    async def _publish(self, payload: bytes) -> None:
+        while True:
+            try:
+                # Cancelled on timeout, redis-py drops the connection: the next try takes a
+                # new one.
+                await asyncio.wait_for(
+                    self.client.publish(self.channel, payload), self.publish_timeout
+                )
+                return
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                log.warning("event relay: publish failed (%s); retrying", exc)
+                await asyncio.sleep(self.reconnect_delay)
 
     async def _receive_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -151,8 +172,11 @@ class RedisEventRelay:
         if not self._subscribed.is_set():
             self._subscribed.set()
             return
+        self._gap("subscribed again")
+
+    def _gap(self, why: str) -> None:
         self.gaps += 1
-        log.warning("event relay: subscribed again; deciding again what events decided")
+        log.warning("event relay: %s; deciding again what events decided", why)
         if self.on_gap is not None:
             with logged_failure(log, "event relay: after a gap"):
                 self.on_gap()
@@ -161,7 +185,11 @@ class RedisEventRelay:
         try:
             sender, event = decode_event(raw)
         except ValueError:
-            log.warning("event relay: ignoring a malformed message")
+            gap_from = _gap_sender(raw)
+            if gap_from is None:
+                log.warning("event relay: ignoring a malformed message")
+            elif gap_from != self.node_id:
+                self._gap(f"node {gap_from} dropped events")
             return
         if sender == self.node_id:
             return
@@ -184,3 +212,15 @@ class RedisEventRelay:
                 await task
         with logged_failure(log, "event relay: closing the Redis client"):
             await self.client.aclose()
+
+
+def _gap_sender(raw: bytes) -> str | None:
+    """The node a gap marker came from, or None if raw is not one."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("gap") is not True:
+        return None
+    node = body.get("node")
+    return node if isinstance(node, str) else None

@@ -4,6 +4,7 @@ a torrent another node revoked during the gap."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from s3torrent.events import EventBus, ObjectDeleted
+from s3torrent.events_redis import RedisEventRelay
 from tests.conftest import LiveServer, free_port, make_client
 from tests.scale.engines import Engine, start_redis
 from tests.scale.test_nodes import Cluster, announce, cluster, info_hash_of  # noqa: F401
@@ -265,3 +268,43 @@ def test_a_redis_restart_loses_neither_a_revocation_nor_a_publication(
     finally:
         c.stop()
         redis.stop()
+
+
+def test_events_a_node_had_to_drop_make_the_others_decide_again(
+    redis_server: Engine, proxy: CuttableProxy
+) -> None:
+    """A node that cannot reach Redis queues its events, up to a bound; what does not fit is
+    dropped. The other nodes' subscriptions never broke, so only the sender knows: it must
+    tell them, and they decide again (on_gap)."""
+
+    async def run() -> tuple[int, int]:
+        gaps: list[str] = []
+        db = 5
+        cut_off = RedisEventRelay.from_url(
+            EventBus(), f"redis://127.0.0.1:{proxy.port}/{db}", node_id="cut-off", max_queued=2
+        )
+        other = RedisEventRelay.from_url(
+            EventBus(),
+            f"redis://127.0.0.1:{redis_server.port}/{db}",
+            node_id="other",
+            on_gap=lambda: gaps.append("gap"),
+        )
+        heard: list[object] = []
+        other.bus.subscribe(heard.append)
+        await cut_off.start(5)
+        await other.start(5)
+        proxy.cut()
+        for i in range(5):
+            cut_off.bus.publish(ObjectDeleted("b", f"k{i}", f"v{i}"))
+        await asyncio.sleep(0.5)
+        proxy.restore()
+        deadline = asyncio.get_running_loop().time() + 8
+        while not gaps and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        await cut_off.close()
+        await other.close()
+        return len(gaps), len(heard)
+
+    gaps, heard = asyncio.run(run())
+    assert heard == 2  # what fit in the queue
+    assert gaps == 1
