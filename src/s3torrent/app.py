@@ -189,7 +189,7 @@ def build_services(settings: Settings, role: Role | None = None) -> Services:
     public = PublicTorrents(settings, meta, catalog, registry)
     if redis_relay is not None:
         # A gap in the subscription (Redis restarted, the connection dropped): re-decide.
-        redis_relay.on_gap = lambda: forget_publications(public)
+        redis_relay.on_gap = lambda: public.missed_events(shared_registry=True)
     # See PublicTorrents.decide_relayed_writes: another node's writes (Redis) are decided at
     # once by a node's owner; another worker's of this machine are published lazily by all.
     public.decide_relayed_writes = role.owner and bool(settings.redis_url)

@@ -5,7 +5,7 @@ another node sent is published on our bus, so its subscribers (revocation, the s
 connections, hashing jobs) act on it as on their own. Pub/sub is fire-and-forget: a node that
 is cut off from Redis misses the events published meanwhile, so every subscription after the
 first one calls `on_gap` once Redis confirms it (the node decides again everything it decided
-on events: app.forget_publications). Until 2026-12-07 nothing did: a node back from a gap kept
+on events: PublicTorrents.missed_events). Until 2026-12-07 nothing did: a node back from a gap kept
 seeding and web-seeding a torrent another node revoked during it. The confirmation, not the
 reconnection, is the point: every event published after it reaches us, and one published
 before it was committed before it, so the decisions taken after it read that commit. redis-py

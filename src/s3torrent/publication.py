@@ -220,17 +220,69 @@ class PublicTorrents:
         (missed_events), so every one of them is decided again, whatever its bucket."""
         self._gap_listeners.append(listener)
 
-    def missed_events(self) -> None:
+    def missed_events(self, *, shared_registry: bool = False) -> None:
         """Events may have been missed (an event relay came back from a gap): decide every
-        published torrent again, as if its bucket's access had changed, and tell the
-        listeners of on_gap."""
-        for bucket in {t.bucket for t in self.by_version.values()} or {""}:
-            self.on_event(AccessChanged(bucket, None))
+        published torrent again, and tell the listeners of on_gap.
+
+        With a registry of this process's, as if each bucket's access had changed (revoke,
+        then publish again what is still public). With a registry other nodes share (Redis,
+        `shared_registry`), a revocation would empty the swarm of every torrent this node
+        published for every node (deregistering drops its peers and counters), and a gap
+        says nothing changed: each is decided again on fresh rows and revoked only if it is
+        no longer public; the others are registered again (a Redis restarted empty lost
+        them)."""
+        if shared_registry:
+            self._unpublishable.clear()
+            self._unpublishable_generation += 1
+            self._decisions.clear()
+            self._spawn(self._decide_again(list(self.by_version.values())))
+        else:
+            for bucket in {t.bucket for t in self.by_version.values()} or {""}:
+                self.on_event(AccessChanged(bucket, None))
         for listener in self._gap_listeners:
             try:
                 listener()
             except Exception:
                 log.exception("gap listener failed")
+
+    async def _decide_again(self, infos: list[TorrentInfo]) -> None:
+        """missed_events(shared_registry=True)'s decisions, one torrent at a time."""
+        for info in infos:
+            if self.by_version.get(info.version_id) is not info:
+                continue  # an event revoked it meanwhile (and decided it again)
+            epoch = self._epoch(info.bucket, info.key)
+            try:
+                bucket = await self.meta.bucket(info.bucket)
+                current = await self._object(info.bucket, info.key)
+            except Exception:
+                log.exception("%s/%s: deciding again failed; revoking", info.bucket, info.key)
+                self.revoke(info.version_id)
+                continue
+            if self.by_version.get(info.version_id) is not info:
+                continue
+            if (
+                bucket is None
+                or current is None
+                or current.version_id != info.version_id
+                or refusal_anywhere(self.settings.torrent, bucket, current) is not None
+            ):
+                self.revoke(info.version_id)
+                continue
+            if self._epoch(info.bucket, info.key) != epoch:
+                # An event of its key or bucket meanwhile (one that did not revoke it): the
+                # rows just read may be older than it; decide the usual way.
+                self.revoke(info.version_id)
+                self._spawn_consider(info.version_id, self.consider_version(info.version_id))
+                continue
+            self._facts[info.version_id] = (bucket, current)
+            self._decisions.clear()
+            self._schedule_boundary(bucket)
+            ref = self._ref(info)
+            try:
+                for sid in info.swarm_ids:
+                    await self._register(sid, ref)
+            except Exception:
+                log.warning("%s/%s: could not register it again", info.bucket, info.key)
 
     def on_announce(self, listener: Announced) -> None:
         """The seeder subscribes here to learn which peers are in a swarm, and which seed."""

@@ -20,7 +20,13 @@ from s3torrent.events import EventBus, ObjectDeleted
 from s3torrent.events_redis import RedisEventRelay
 from tests.conftest import LiveServer, free_port, make_client
 from tests.scale.engines import Engine, start_redis
-from tests.scale.test_nodes import Cluster, announce, cluster, info_hash_of  # noqa: F401
+from tests.scale.test_nodes import (  # noqa: F401
+    Cluster,
+    announce,
+    cluster,
+    compact_peers,
+    info_hash_of,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -148,6 +154,10 @@ def test_a_node_back_from_a_redis_gap_stops_what_was_revoked_meanwhile(
     # B publishes it (an announce resolves it there) and its web seed serves it.
     assert b"failure reason" not in announce(b, ih, 1, 40021)
     assert _webseed_status(b.endpoint, ih) == 206
+    # One that stays public, with a peer in its swarm (shared by both nodes, in Redis).
+    sa3.put_object(Bucket="gap", Key="kept", Body=b"w" * 100_000, ACL="public-read")
+    kept = info_hash_of(sa3.get_object_torrent(Bucket="gap", Key="kept")["Body"].read())
+    assert b"failure reason" not in announce(b, kept, 3, 40023)
     # And an anonymous GET streams from B, of an object no node published (too large).
     sa3.create_bucket(Bucket="gap-get")
     sa3.put_object(Bucket="gap-get", Key="big", Body=os.urandom(BIG), ACL="public-read")
@@ -182,6 +192,10 @@ def test_a_node_back_from_a_redis_gap_stops_what_was_revoked_meanwhile(
         assert time.monotonic() < deadline, "node B's web seed still serves a revoked torrent"
         time.sleep(0.1)
     assert b"failure reason" in announce(b, ih, 2, 40022)
+    # B decided the one still public again without emptying its swarm for everyone.
+    time.sleep(0.5)
+    peers = compact_peers(announce(a, kept, 4, 40024)[b"peers"])
+    assert ("127.0.0.1", 40023) in peers, peers
     thread.join(10)
     assert ended[0] and ended[0] - restored < 6.0 and got[0] < BIG, (got[0], ended[0] - restored)
 
