@@ -30,18 +30,12 @@ DENIED = "127.0.0.2"
 ALLOWED = "127.0.0.1"
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module", params=[1, 2], ids=["one-worker", "two-workers"])
 def srv(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[LiveServer, int, int]]:
-    udp_port, lean_port = _free_udp_port(), free_port()
+    # free_port: free for TCP and UDP, and outside the ephemeral range (tests/ports.py).
+    udp_port, lean_port = free_port(), free_port()
     server = start_server(
         tmp_path_factory.mktemp("ip-param"),
         env={

@@ -11,7 +11,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -31,6 +31,26 @@ _SDK_WITHOUT_CHECKSUM = (
     "x-amz-trailer headers were found."
 )
 _SDK_OTHER = "Value for x-amz-sdk-checksum-algorithm header is invalid."
+
+
+def require_integrity_header(headers: Mapping[str, str]) -> None:
+    """The integrity header S3 requires on some configuration writes (DeleteObjects,
+    PutBucketCors, PutBucketLifecycleConfiguration): Content-MD5 or a checksum, sent as a
+    header (`x-amz-checksum-*`) or announced for a trailer (`x-amz-sdk-checksum-algorithm`,
+    `x-amz-trailer`). The SDKs and the CLI send one by themselves; RequestBody.verify checks
+    its value."""
+    for name in headers:
+        lname = name.lower()
+        if (
+            lname == "content-md5"
+            or lname.startswith("x-amz-checksum-")
+            or lname in ("x-amz-sdk-checksum-algorithm", "x-amz-trailer")
+        ):
+            return
+    raise S3Error(
+        "InvalidRequest",
+        "Missing required header for this request: Content-MD5 or x-amz-checksum-*",
+    )
 
 
 @dataclass(frozen=True, slots=True)

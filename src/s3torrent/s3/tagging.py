@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from urllib.parse import parse_qsl
 
 from s3torrent.s3 import xml as s3xml
@@ -55,6 +56,12 @@ def from_xml(body: bytes, limit: int) -> Tags:
     tag_set = s3xml.child(root, "TagSet")
     if tag_set is None:
         raise S3Error("MalformedXML")
+    return tags_in(tag_set, limit)
+
+
+def tags_in(tag_set: ET.Element, limit: int) -> Tags:
+    """The `<Tag><Key/><Value/></Tag>` children of an element (a TagSet, or
+    CreateBucketConfiguration's Tags), validated."""
     tags: list[tuple[str, str]] = []
     for tag in s3xml.children(tag_set, "Tag"):
         key = s3xml.text(tag, "Key")

@@ -188,13 +188,7 @@ def _configuration(body: bytes, region: str) -> Tags:
     tag_list = s3xml.child(root, "Tags")
     if tag_list is None:
         return ()
-    tags: list[tuple[str, str]] = []
-    for tag in s3xml.children(tag_list, "Tag"):
-        key = s3xml.text(tag, "Key")
-        if key is None:
-            raise S3Error("MalformedXML")
-        tags.append((key, s3xml.text(tag, "Value") or ""))
-    return tagging.validate(tuple(tags), tagging.MAX_BUCKET_TAGS)
+    return tagging.tags_in(tag_list, tagging.MAX_BUCKET_TAGS)
 
 
 def _lock_at_creation(value: str | None) -> dict[str, Any] | None:

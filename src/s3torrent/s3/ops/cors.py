@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from s3torrent.s3 import cors
+from s3torrent.s3.body import require_integrity_header
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
@@ -13,15 +14,7 @@ from s3torrent.s3.server import S3Request
 
 
 async def _read_body(svc: S3Context, req: S3Request) -> bytes:
-    headers = req.http.headers
-    if "content-md5" not in headers and not any(
-        name.lower().startswith("x-amz-checksum-") for name in headers
-    ):
-        # As S3 (the SDKs send one of them by themselves).
-        raise S3Error(
-            "InvalidRequest",
-            "Missing required header for this request: Content-MD5 or x-amz-checksum-*",
-        )
+    require_integrity_header(req.http.headers)
     return await read_xml_body(svc, req)
 
 

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from s3torrent.access import facts as authz
 from s3torrent.s3 import xml as s3xml
-from s3torrent.s3.body import RequestBody
+from s3torrent.s3.body import RequestBody, require_integrity_header
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error, s3_error_of
 from s3torrent.s3.ops.buckets import xml_response
@@ -112,14 +112,7 @@ async def delete_objects(svc: S3Context, req: S3Request) -> web.StreamResponse:
         max_chunk_size=limits.max_chunk_size,
         read_timeout=limits.body_read_timeout,
     )
-    if "content-md5" not in req.http.headers and not any(
-        h.startswith("x-amz-checksum-") or h == "x-amz-sdk-checksum-algorithm"
-        for h in (k.lower() for k in req.http.headers)
-    ):
-        raise S3Error(
-            "InvalidRequest",
-            "Missing required header for this request: Content-MD5 or x-amz-checksum-*",
-        )
+    require_integrity_header(req.http.headers)
     raw = await body.read_all(limits.max_xml_body)
     body.verify(md5=None)
     root = s3xml.parse(raw)

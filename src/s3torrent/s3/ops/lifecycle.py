@@ -12,6 +12,7 @@ from s3torrent.lifecycle import rules
 from s3torrent.lifecycle.evaluate import ObjectFacts, current_expiry, upload_abort_expiry
 from s3torrent.s3 import lifecycle_xml
 from s3torrent.s3 import xml as s3xml
+from s3torrent.s3.body import require_integrity_header
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
@@ -24,16 +25,7 @@ MIN_SIZE_HEADER = "x-amz-transition-default-minimum-object-size"
 
 
 async def put_bucket_lifecycle(svc: S3Context, req: S3Request) -> web.StreamResponse:
-    if "content-md5" not in req.http.headers and not any(
-        h.startswith("x-amz-checksum-") or h == "x-amz-sdk-checksum-algorithm"
-        for h in (k.lower() for k in req.http.headers)
-    ):
-        # As S3: the configuration's integrity header is required (the SDKs and the CLI
-        # send one by themselves).
-        raise S3Error(
-            "InvalidRequest",
-            "Missing required header for this request: Content-MD5 or x-amz-checksum-*",
-        )
+    require_integrity_header(req.http.headers)
     min_size = req.http.headers.get(MIN_SIZE_HEADER, rules.MIN_SIZE_DEFAULT)
     if min_size not in rules.MIN_SIZE_VALUES:
         raise S3Error(
