@@ -120,6 +120,15 @@ class AdminApi:
                 raise S3Error("AccessDenied", "only root and admin users may do this")
         body = b""
         if request.method in ("POST", "PUT", "DELETE"):
+            if verified is not None and verified.presigned:
+                # A presigned URL is valid until it expires (up to a week; SigV2's Expires,
+                # longer), the replay memory holds a signature for 30 minutes: a captured
+                # link would change things again once forgotten. Changes are header-signed.
+                raise S3Error(
+                    "AccessDenied",
+                    "admin requests that change something must be signed in the "
+                    "Authorization header, not presigned",
+                )
             body = await self._signed_body(request, verified.payload_hash if verified else None)
             if verified is not None and not self.replays.first_time(
                 verified.signature, time.time()
