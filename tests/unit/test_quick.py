@@ -56,6 +56,10 @@ def test_head_and_keep_alive_rules() -> None:
         b"GET http://h/b/k HTTP/1.1\r\nHost: h",
         b"GET /b/k HTTP/1.1",  # HTTP/1.1 without Host
         b"GET /b/k HTTP/1.1\r\nHost: h\r\nHost: i",
+        # a field aiohttp refuses twice (its 400): SigV2 signs the first Content-Type
+        b"PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n"
+        + b"Content-Type: text/plain\r\ncontent-type: text/html",
+        b"GET /b/k HTTP/1.1\r\nHost: h\r\nUser-Agent: a\r\nUser-Agent: b",
         b"GET /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 5",  # a body to frame
         b"GET /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 0x0",
         b"GET /b/k HTTP/1.1\r\nHost: h\r\nContent-Length:",

@@ -67,6 +67,16 @@ _LENGTH: Final = re.compile(rb"[0-9]{1,18}")
 _NOT_HERE: Final = frozenset(
     {b"transfer-encoding", b"expect", b"upgrade", b"origin", b"te", b"trailer"}
 )
+# Fields aiohttp's parser refuses to see twice (its SINGLETON_HEADERS, 400 "Duplicate ...
+# header found"); Host and a PUT's Content-Length are counted on their own below. A repeat
+# goes to aiohttp and its 400: taken here, SigV2 checked the first Content-Type (the one it
+# signs) while the object was stored with the last, one nobody signed.
+_SINGLE: Final = frozenset(
+    {
+        b"content-location", b"content-range", b"content-type", b"etag", b"max-forwards",
+        b"server", b"user-agent",
+    }
+)  # fmt: skip
 
 
 class QuickHandOver(Exception):
@@ -125,6 +135,7 @@ class QuickHead:
         raw: list[tuple[bytes, bytes]] = []
         connection: list[bytes] = []
         hosts = 0
+        singles: set[bytes] = set()
         put = method == b"PUT"
         body_length: int | None = None if put else 0
         for line in lines[1:]:
@@ -135,7 +146,11 @@ class QuickHead:
             lower = name.lower()
             if lower in _NOT_HERE:
                 return None
-            if lower == b"host":
+            if lower in _SINGLE:
+                if lower in singles:
+                    return None  # aiohttp's 400
+                singles.add(lower)
+            elif lower == b"host":
                 hosts += 1
             elif lower == b"content-length":
                 if put:
