@@ -23,6 +23,7 @@ from s3torrent.admin.openapi import openapi_document
 from s3torrent.admin.replay import ReplayGuard
 from s3torrent.admin.routes import Caller, MethodNotAllowed, NoSuchEndpoint, route
 from s3torrent.metering.meter import REQUEST_ID
+from s3torrent.s3 import sigv2
 from s3torrent.s3.auth import authenticate
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error, s3_error_of
@@ -102,6 +103,10 @@ class AdminApi:
         query: dict[str, str] = {}
         for k, v in query_pairs:
             query.setdefault(k, v)
+        if sigv2.is_sigv2(list(request.headers.items()), query_pairs):
+            # SigV2 signs S3's sub-resources only, none of this API's parameters: a captured
+            # request would be obeyed with another ?bucket=, ?from= or ?format=.
+            raise S3Error("AccessDenied", "sign admin requests (AWS Signature Version 4)")
         principal, verified = await authenticate(
             request,
             raw_path=raw_path,
@@ -121,9 +126,9 @@ class AdminApi:
         body = b""
         if request.method in ("POST", "PUT", "DELETE"):
             if verified is not None and verified.presigned:
-                # A presigned URL is valid until it expires (up to a week; SigV2's Expires,
-                # longer), the replay memory holds a signature for 30 minutes: a captured
-                # link would change things again once forgotten. Changes are header-signed.
+                # A presigned URL is valid until it expires (up to a week), the replay memory
+                # holds a signature for 30 minutes: a captured link would change things again
+                # once forgotten. Changes are header-signed.
                 raise S3Error(
                     "AccessDenied",
                     "admin requests that change something must be signed in the "
