@@ -242,6 +242,56 @@ def test_a_slowloris_that_never_reads_stays_bounded(
         loris.close()
 
 
+def test_a_peer_cancelling_and_asking_again_while_never_reading_stays_bounded(
+    live: LiveServer, published: tuple[bytes, bytes]
+) -> None:
+    """A plain peer (no Fast extension, so a cancel costs it no reject to read) that never
+    reads, then cancels one pending block and asks for it again, over and over: each
+    request went onto the link's queue of requests to serve, and the queue's clean-up
+    kept every copy of a block still pending, so the queue (and the cost of each clean-up)
+    grew with the bytes sent."""
+    info_hash = published[1]
+    rss_before = rss_kib(live.proc.pid)  # type: ignore[union-attr]
+    loris = socket.create_connection(("127.0.0.1", live.peer_port))
+    loris.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        hs = wire.Handshake.build(info_hash, os.urandom(20), fast=False, extensions=False, v2=False)
+        loris.sendall(hs.encode() + wire.encode_message(wire.Interested()))
+        loris.settimeout(10)
+        seen = b""
+        while wire.encode_message(wire.Unchoke()) not in seen:
+            chunk = loris.recv(4096)
+            assert chunk, "closed before the unchoke"
+            seen = seen[-64:] + chunk
+        # From here on nothing is read: fill the seeder's socket with whole pieces.
+        fill = b"".join(wire.encode_message(wire.Request(i, 0, PIECE)) for i in range(64))
+        block = wire.Request(64, 5, 100)
+        # 30 pairs and a keep-alive: 1,024 bytes, so the block is pending at every cut.
+        pair = wire.encode_message(wire.Cancel(64, 5, 100)) + wire.encode_message(block)
+        storm = (pair * 30 + wire.encode_message(wire.KeepAlive())) * 64
+        loris.settimeout(0.2)
+        for _ in range(8):
+            with contextlib.suppress(TimeoutError, BlockingIOError):
+                loris.sendall(fill)
+            time.sleep(0.25)  # served meanwhile, so the same blocks may be asked again
+        loris.sendall(wire.encode_message(block))  # behind the blocks the socket cannot take
+        sent = 0
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError, BlockingIOError):
+                sent += loris.send(storm)
+        # Before: the seeder read about 2 MB in those seconds, its loop busy cleaning up.
+        assert sent > 8 * MiB
+        growth = rss_kib(live.proc.pid) - rss_before  # type: ignore[union-attr]
+        assert growth < 40 * 1024, f"RSS grew by {growth} KiB after {sent} bytes"
+        started = time.monotonic()
+        download_block(live, published)  # before: seconds, behind the clean-ups
+        assert time.monotonic() - started < 2
+        assert healthy(live)
+    finally:
+        loris.close()
+
+
 # ---------------------------------------------------------------------- many peers
 
 

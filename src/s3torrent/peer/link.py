@@ -187,10 +187,10 @@ class PeerLink:
                     return
         if requested:
             self.seeder.stats.requests += requested
-            # Drop served and cancelled entries once they could outnumber the pending
-            # ones; the state machine bounds those.
+            # Drop served and cancelled entries, and copies of a block cancelled and asked
+            # again, once they could outnumber the pending ones (the state machine bounds).
             if len(self.queue) > 2 * self.queue_bound:
-                self.queue = deque(b for b in self.queue if self.conn.is_pending(*b))
+                self.queue = deque(dict.fromkeys(b for b in self.queue if self.conn.is_pending(*b)))
 
     # ---------------------------------------------------------------- handshake
 
