@@ -292,6 +292,36 @@ def test_a_peer_cancelling_and_asking_again_while_never_reading_stays_bounded(
         loris.close()
 
 
+def test_repeated_have_all_costs_no_walk_over_every_piece(
+    live: LiveServer, published: tuple[bytes, bytes]
+) -> None:
+    """A late HAVE ALL (5 bytes) was answered with a walk over every piece of the torrent
+    to find the new ones, even when the peer had them all already: on 2,048 pieces, each
+    64 KiB read of them held the seeder's loop for seconds."""
+    s3 = make_client(live.endpoint)
+    s3.put_object(Bucket="hostile", Key="many.bin", Body=os.urandom(32 * MiB), ACL="public-read")
+    many = info_hash_v1(fetch_torrent(live.endpoint, "hostile", "many.bin"))  # 2,048 pieces
+    attacker = RawPeer(live.peer_port)
+    try:
+        while not attacker.handshake(many):  # a new object may still be on its way to seeding
+            attacker.close()
+            time.sleep(0.5)
+            attacker = RawPeer(live.peer_port)
+        have_all = wire.encode_message(wire.HaveAll())
+        attacker.send_raw(have_all)
+        burst = have_all * (64 * 1024 // len(have_all))
+        attacker.sock.settimeout(0.2)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError, BlockingIOError):
+                attacker.sock.send(burst)
+        started = time.monotonic()
+        download_block(live, published)  # before: many seconds behind the walks
+        assert time.monotonic() - started < 2
+    finally:
+        attacker.close()
+
+
 # ---------------------------------------------------------------------- many peers
 
 

@@ -171,9 +171,16 @@ def late_advert_pieces(msg: Message, peer_pieces: bytes | bytearray, piece_count
     if isinstance(msg, Bitfield):
         check_bitfield(msg.bitfield, piece_count)
         bits = msg.bitfield
-        return [i for i in range(piece_count) if get_bit(bits, i) and not get_bit(peer_pieces, i)]
-    if isinstance(msg, HaveAll):
-        return [i for i in range(piece_count) if not get_bit(peer_pieces, i)]
-    if isinstance(msg, HaveNone):
+    elif isinstance(msg, HaveAll):
+        bits = full_bitfield(piece_count)
+    elif isinstance(msg, HaveNone):
         return []
-    raise TypeError(f"not a piece advertisement: {msg!r}")
+    else:
+        raise TypeError(f"not a piece advertisement: {msg!r}")
+    # The new bits found in C: a walk over every piece per 5-byte HAVE ALL let a peer
+    # repeating it hold the loop for seconds per read; only bytes with new bits are walked.
+    new = int.from_bytes(bits, "big") & ~int.from_bytes(peer_pieces, "big")
+    if not new:
+        return []
+    news = new.to_bytes(len(bits), "big")
+    return [i << 3 | j for i, byte in enumerate(news) if byte for j in range(8) if byte << j & 0x80]
