@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import LiveServer, sign_request
+from tests.seeding import rss_kib
 
 
 def send(
@@ -449,3 +450,20 @@ def test_random_bytes_fuzz_never_kills_server(server: LiveServer, s3: Any) -> No
         if out:
             assert not out.startswith(b"HTTP/1.1 5"), out[:300]
     assert_alive(server, s3)
+
+
+def test_announces_with_long_escaped_values_hold_no_memory(server: LiveServer) -> None:
+    """The tracker's percent-decoding cache (kept for info-hashes and peer ids) took any
+    value: announces each with a different 4 KB escaped parameter made it hold about 46 MB
+    until the process ended."""
+    assert server.proc is not None
+    head = "/announce?info_hash=" + "%AA" * 20 + "&peer_id=" + "%BB" * 20 + "&port=6881&junk="
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    rss_before = rss_kib(server.proc.pid)
+    for n in range(9000):
+        junk = f"{n:06d}" + "%41" * 1300
+        conn.request("GET", head + junk)
+        conn.getresponse().read()
+    conn.close()
+    growth = rss_kib(server.proc.pid) - rss_before
+    assert growth < 16 * 1024, f"RSS grew by {growth} KiB"

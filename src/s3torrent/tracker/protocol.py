@@ -153,15 +153,25 @@ def _percent_decode(raw: bytes) -> bytes:
     return _decode_escaped(raw)
 
 
-@lru_cache(maxsize=8192)
-def _decode_escaped(raw: bytes) -> bytes:
-    # Cached: the same info-hash comes in every announce of its swarm, and each peer sends
-    # the same peer id every time. An exception is not cached, so a bad value costs each time.
+def _decode(raw: bytes) -> bytes:
     first, *escaped = raw.split(b"%")
     try:
         return first + b"".join([_ESCAPES[part[:2]] + part[2:] for part in escaped])
     except KeyError:
         raise TrackerError("malformed percent-encoding in query") from None
+
+
+# Cached: the same info-hash comes in every announce of its swarm, and each peer sends the
+# same peer id every time. An exception is not cached, so a bad value costs each time.
+_decode_cached: Final = lru_cache(maxsize=8192)(_decode)
+# The longest value cached: a 32-byte hash escaped whole. Longer ones (nothing a client
+# repeats) are decoded each time: cached, announces each with a different 4 KB escaped
+# value kept about 46 MB in the cache for good.
+_MAX_CACHED_ESCAPED: Final = 96
+
+
+def _decode_escaped(raw: bytes) -> bytes:
+    return _decode_cached(raw) if len(raw) <= _MAX_CACHED_ESCAPED else _decode(raw)
 
 
 def _split_query(raw_query: bytes, max_bytes: int) -> list[tuple[bytes, bytes]]:
