@@ -4,7 +4,7 @@ Every announce and scrape asks `admit` (the one access decision, with the peer's
 through `PublicTorrents`) before the sans-IO core sees it; a revocation reaches `revoke`,
 which tells the torrent's sockets at once. Each connection has one bounded outbox drained
 by its own writer, so a slow browser cannot hold up the relay to the others: when its outbox
-is full it is closed.
+is full (in messages or in characters) it is closed.
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ log = logging.getLogger(__name__)
 
 WS_TRACKER_PATH = "/_tracker/ws"
 NOT_PUBLIC = "unregistered torrent"
-# Messages waiting for one socket; a browser this far behind is dropped.
+# Messages, and characters, waiting for one socket; a browser this far behind is dropped.
+# The count alone let one socket that never reads hold 256 relayed offers of up to
+# `ws_max_message_bytes` each (16 MiB at the default), per socket of every address.
 OUTBOX_SIZE = 256
+OUTBOX_CHARS = 1 << 20
 
 # May a peer at this address use this swarm id now? (PublicTorrents.admit, as a bool)
 Admit = Callable[[bytes, str | None], Awaitable[bool]]
@@ -44,11 +47,12 @@ ClientIp = Callable[[web.BaseRequest], str]
 
 
 class _Socket:
-    __slots__ = ("closing", "outbox", "ws")
+    __slots__ = ("closing", "outbox", "queued", "ws")
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
         self.outbox: asyncio.Queue[Action] = asyncio.Queue(OUTBOX_SIZE)
+        self.queued = 0  # characters of the Sends in the outbox
         self.closing = False
 
 
@@ -148,8 +152,12 @@ class WebSocketTracker:
                 continue
             if isinstance(action, Close):
                 socket.closing = True
+            size = len(action.text) if isinstance(action, Send) else 0
             try:
+                if socket.queued + size > OUTBOX_CHARS:
+                    raise asyncio.QueueFull
                 socket.outbox.put_nowait(action)
+                socket.queued += size
             except asyncio.QueueFull:
                 socket.closing = True
                 self.core.disconnect(action.conn)
@@ -163,6 +171,7 @@ class WebSocketTracker:
                 if isinstance(action, Close):
                     await ws.close(code=1000, message=action.reason.encode()[:120])
                     return
+                socket.queued -= len(action.text)
                 await ws.send_str(action.text)
         except (ConnectionError, RuntimeError):
             return  # the browser went away; the reader sees the close
