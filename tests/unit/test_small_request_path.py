@@ -162,9 +162,9 @@ def test_condition_values_are_worked_out_only_when_read_and_from_the_snapshot() 
     query = {"prefix": "logs/", "versionId": "v1"}
     _CountingHeaders.lookups = 0
     now = datetime(2026, 12, 7, tzinfo=UTC)
-    lazy = server._ConditionValues(query, headers, None, None, now)
+    lazy = server._ConditionValues(query, headers, None, now)
     assert _CountingHeaders.lookups == 0
-    eager = server.condition_values(query, headers, None)
+    eager = server.condition_values(query, headers)
     reads = _CountingHeaders.lookups
     assert reads > 0
     assert dict(lazy) == eager
@@ -176,8 +176,8 @@ def test_condition_values_are_worked_out_only_when_read_and_from_the_snapshot() 
     assert len(lazy) == len(eager)
     assert _CountingHeaders.lookups == 2 * reads + 1
     # What the request held when its context was made, not later: the query is the
-    # snapshot's (a dict the request never changes) and so is the object.
-    ctx_values = server._ConditionValues({"prefix": "a/"}, {}, None, None, now)
+    # snapshot's (a dict the request never changes).
+    ctx_values = server._ConditionValues({"prefix": "a/"}, {}, None, now)
     assert dict(ctx_values) == {"s3:prefix": "a/"}
 
 

@@ -206,10 +206,5 @@ def abort_upload_due(
     config: LifecycleConfiguration, key: str, initiated: float, now: float, day_seconds: float
 ) -> str | None:
     """The id of a rule that aborts an upload of `key` initiated at `initiated`, if due."""
-    for rule in config.enabled_rules:
-        days = rule.abort_upload_days
-        if days is None or not key.startswith(rule.filter.prefix):
-            continue
-        if next_midnight(initiated, days, day_seconds) <= now:
-            return rule.id
-    return None
+    due = upload_abort_expiry(config, key, initiated, day_seconds)
+    return due.rule_id if due is not None and due.at <= now else None

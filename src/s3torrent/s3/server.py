@@ -118,7 +118,7 @@ class S3Request:
 
     def access_context(self) -> RequestContext:
         """The context the access decision is asked with: time, source, condition values."""
-        values = _ConditionValues(self.query, self.http.headers, self.obj, self.auth, self.now)
+        values = _ConditionValues(self.query, self.http.headers, self.auth, self.now)
         return RequestContext(self.now, self.source_ip, self.secure, values)
 
 
@@ -128,26 +128,24 @@ class _ConditionValues(Mapping[str, str]):
     bucket policy reads them, and most buckets have none: for them a GET or HEAD no longer
     looks up a dozen headers it never uses."""
 
-    __slots__ = ("_auth", "_headers", "_now", "_obj", "_query", "_values")
+    __slots__ = ("_auth", "_headers", "_now", "_query", "_values")
 
     def __init__(
         self,
         query: Mapping[str, str],
         headers: Mapping[str, str],
-        obj: md.ObjectVersion | None,
         auth: VerifiedAuth | None,
         now: datetime,
     ) -> None:
         self._query = query
         self._headers = headers
-        self._obj = obj
         self._auth = auth
         self._now = now
         self._values: dict[str, str] | None = None
 
     def _all(self) -> dict[str, str]:
         if self._values is None:
-            self._values = condition_values(self._query, self._headers, self._obj)
+            self._values = condition_values(self._query, self._headers)
             until = self._headers.get("x-amz-object-lock-retain-until-date")
             if until:
                 self._values.update(lock_condition_values(None, until, self._now))
@@ -173,10 +171,9 @@ class _ConditionValues(Mapping[str, str]):
         return len(self._all())
 
 
-def condition_values(
-    q: Mapping[str, str], headers: Mapping[str, str], obj: md.ObjectVersion | None
-) -> dict[str, str]:
-    """The condition values of a request with this query, these headers and this object."""
+def condition_values(q: Mapping[str, str], headers: Mapping[str, str]) -> dict[str, str]:
+    """The condition values of a request with this query and these headers (an object's
+    own, s3:ExistingObjectTag, are the decision's: access.facts.may)."""
     values: dict[str, str] = {}
     for name in ("prefix", "delimiter", "max-keys"):
         if name in q:
@@ -188,8 +185,6 @@ def condition_values(
     version = q.get("versionId")
     if version:
         values["s3:versionid"] = version
-    if obj is not None and obj.tags:
-        values.update(tagging.condition_values(obj.tags, "s3:ExistingObjectTag"))
     sent = headers.get("x-amz-tagging")
     if sent is not None:
         # Malformed tags are refused by the operation itself; here they just add nothing.
@@ -197,12 +192,6 @@ def condition_values(
             tags = tagging.from_header(sent)
             values.update(tagging.condition_values(tags, "s3:RequestObjectTag"))
             values["s3:RequestObjectTagKeys"] = ",".join(k for k, _ in tags)
-    ua = headers.get("User-Agent")
-    if ua:
-        values["aws:UserAgent"] = ua
-    ref = headers.get("Referer")
-    if ref:
-        values["aws:Referer"] = ref
     return values
 
 
@@ -288,6 +277,8 @@ _HEADER_CONDITION_KEYS = (
     # Conditional writes (a policy may require them: Null s3:if-none-match).
     ("If-None-Match", "s3:if-none-match"),
     ("If-Match", "s3:if-match"),
+    # aws:UserAgent, aws:Referer: as the web seed's decision has them.
+    *authz.REQUEST_HEADER_KEYS,
 )
 
 _CONTINUED: web.RequestKey[bool] = web.RequestKey("s3torrent.continued", bool)
