@@ -209,12 +209,14 @@ async def _signer(
         await svc.users.refresh_if_unknown(hint)
 
     def lookup_secret(access_key: str) -> str | None:
-        user = svc.users.by_access_key(access_key)
+        # As for a signed request (s3/auth.py): a disabled user's key signs nothing, so a
+        # form it signed before is refused as an inactive key, InvalidAccessKeyId.
+        user = svc.users.active_by_access_key(access_key)
         return user.secret_key if user else None
 
     access_key = pp.verify_signature(fields, lookup_secret, svc.settings.region)
     assert policy is not None  # verify_signature insists on the policy field
-    user = svc.users.by_access_key(access_key)
+    user = svc.users.active_by_access_key(access_key)
     assert user is not None
     return Principal.user(user.canonical_id, user.name, is_root=user.is_root), policy
 
