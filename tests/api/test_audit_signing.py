@@ -3,14 +3,16 @@ form signed by a key that no longer signs, headers added in transit."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import urllib.error
 import urllib.request
 from typing import Any
 
+import pytest
 import requests
 
-from tests.conftest import LiveServer, add_user, make_client, sign_request
+from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, add_user, make_client, sign_request
 
 
 def _admin(server: LiveServer, method: str, path: str) -> int:
@@ -52,3 +54,102 @@ def test_form_upload_signed_by_a_disabled_users_key_is_refused(server: LiveServe
     # Enabled again, the same form works: only the key's state was in the way.
     r = requests.post(form["url"], data=form["fields"], files={"file": ("f", b"x")}, timeout=30)
     assert r.status_code == 204, r.text
+
+
+# ---- a signed header split in two, or two joined in one
+
+# SigV4 and SigV2 sign a header's values joined by commas, so one header `a,b` and two
+# headers `a` and `b` carry the same signature: whoever holds a captured request can send
+# either. The server must not act on them differently.
+
+
+def _send_split(
+    server: LiveServer,
+    path: str,
+    signed: dict[str, str],
+    sent: list[tuple[str, str]],
+    body: bytes = b"data",
+    *,
+    sigv2: bool = False,
+) -> tuple[int, str]:
+    """PUT `path` signed with the headers `signed` (one field each), but sent with the
+    fields `sent` in their place: the raw request an attacker replays."""
+    url = server.endpoint + path
+    headers = _sign_v2("PUT", url, signed) if sigv2 else sign_request("PUT", url, signed, body)
+    replaced = {name.lower() for name, _ in sent}
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", f"127.0.0.1:{server.port}")
+        conn.putheader("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            if name.lower() not in replaced and name.lower() not in ("host", "content-length"):
+                conn.putheader(name, value)
+        for name, value in sent:
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+def _sign_v2(method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
+    from botocore.auth import HmacV1Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = AWSRequest(method=method, url=url, headers=dict(headers))
+    HmacV1Auth(Credentials(ROOT_AK, ROOT_SK)).add_auth(req)
+    return dict(req.headers.items())
+
+
+@pytest.mark.parametrize("sigv2", [False, True], ids=["sigv4", "sigv2"])
+def test_a_signed_copy_source_split_in_two_is_refused_not_cut_short(
+    server: LiveServer, s3: Any, bucket: str, sigv2: bool
+) -> None:
+    """A copy of `old,new` signed, sent with `x-amz-copy-source` split at its comma: the
+    signature holds, and the server copied `old` (the first field), an object nobody asked
+    to copy, into the destination."""
+    s3.put_object(Bucket=bucket, Key="old", Body=b"not this one")
+    s3.put_object(Bucket=bucket, Key="old,new", Body=b"this one")
+    source = f"/{bucket}/old,new"
+    status, text = _send_split(
+        server,
+        f"/{bucket}/copy",
+        {"x-amz-copy-source": source},
+        [("x-amz-copy-source", f"/{bucket}/old"), ("x-amz-copy-source", "new")],
+        b"",
+        sigv2=sigv2,
+    )
+    assert status == 400, text
+    assert _code(text) == "InvalidArgument"
+    assert "x-amz-copy-source" in text
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert "copy" not in keys
+    # Sent as it was signed, the object named is the one copied.
+    status, text = _send_split(
+        server, f"/{bucket}/copy", {"x-amz-copy-source": source}, [], b"", sigv2=sigv2
+    )
+    assert status == 200, text
+    assert s3.get_object(Bucket=bucket, Key="copy")["Body"].read() == b"this one"
+
+
+def test_repeated_metadata_and_content_headers_are_stored_joined_as_signed(
+    server: LiveServer, s3: Any, bucket: str
+) -> None:
+    """S3 combines headers of one name into a comma-separated list: the user metadata and
+    the content headers of a write sent as two fields are stored as the one value signed,
+    not the last field alone."""
+    signed = {"x-amz-meta-who": "ann,bob", "Cache-Control": "no-cache,no-store"}
+    sent = [
+        ("x-amz-meta-who", "ann"),
+        ("X-Amz-Meta-Who", "bob"),
+        ("Cache-Control", "no-cache"),
+        ("cache-control", "no-store"),
+    ]
+    status, text = _send_split(server, f"/{bucket}/joined", signed, sent)
+    assert status == 200, text
+    head = s3.head_object(Bucket=bucket, Key="joined")
+    assert head["Metadata"] == {"who": "ann,bob"}
+    assert head["CacheControl"] == "no-cache,no-store"

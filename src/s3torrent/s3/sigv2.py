@@ -16,7 +16,12 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from s3torrent.s3.errors import S3Error
-from s3torrent.s3.sigv4 import UNSIGNED_PAYLOAD, VerifiedAuth, utf8_as_sent
+from s3torrent.s3.sigv4 import (
+    UNSIGNED_PAYLOAD,
+    VerifiedAuth,
+    refuse_repeated_headers,
+    utf8_as_sent,
+)
 
 SCHEME = "AWS"
 
@@ -275,6 +280,8 @@ def verify_request(
                 "StringToSignBytes": _hex_bytes(to_sign),
             },
         )
+    # Signed joined by commas, as SigV4 signs them: one value, not two (sigv4's doc).
+    refuse_repeated_headers(grouped)
     return VerifiedAuth(
         access_key=access_key,
         signing_key=b"",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hmac
 import re
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -70,6 +70,7 @@ __all__ = [
     "is_sha256_hex",
     "must_be_signed",
     "parse_payload_hash",
+    "refuse_repeated_headers",
     "signing_key",
     "string_to_sign",
     "trailer_string_to_sign",
@@ -208,6 +209,27 @@ def unsigned_headers(present: Iterable[str], signed: Collection[str]) -> list[st
     )
 
 
+def refuse_repeated_headers(header_values: Mapping[str, Sequence[str]]) -> None:
+    """Refuse a signed request that sends an x-amz-* header as more than one field
+    (``header_values``: values by lower-case name).
+
+    Both signature versions sign a header's fields joined by commas, so `a,b` in one field
+    and `a` and `b` in two carry the same signature, and whoever holds a captured request
+    may send either; a handler reading one field would act on a value nobody signed (the
+    part of a split x-amz-copy-source before its comma, another object). S3 joins a
+    repeated header into one comma-separated value: user metadata and the content headers
+    are stored so (ops/objects.stored_headers); every other x-amz-* header, which no
+    client sends twice, is refused rather than read two ways."""
+    for name, values in header_values.items():
+        if len(values) > 1 and name.startswith("x-amz-") and not name.startswith("x-amz-meta-"):
+            raise S3Error(
+                "InvalidArgument",
+                f"The header {name} was sent more than once; send it once, its values "
+                "separated by commas.",
+                extra={"ArgumentName": name, "ArgumentValue": ",".join(values)[:64]},
+            )
+
+
 def _refuse_unsigned_headers(header_values: dict[str, list[str]], signed_headers: str) -> None:
     # header_values' names are lower case already: unsigned_headers without lowering them again.
     signed_names = set(signed_headers.lower().split(";"))
@@ -306,6 +328,7 @@ def verify_request(
                 "CanonicalRequestBytes": _hex_bytes(canonical),
             },
         )
+    refuse_repeated_headers(header_values)
     valid_between = None
     if signed.expires_at is not None:
         earliest = signed.request_time - timedelta(seconds=max_skew_seconds)

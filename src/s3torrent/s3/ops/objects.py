@@ -65,11 +65,13 @@ REDIRECT_LOCATION = "x-amz-website-redirect-location"
 
 
 def stored_headers(headers: Mapping[str, str], max_user_metadata: int) -> dict[str, str]:
-    """The headers to keep with a new object: content-* and x-amz-meta-* (size-limited)."""
+    """The headers to keep with a new object: content-* and x-amz-meta-* (size-limited).
+
+    A name sent in several fields is kept as S3 keeps it, its values joined by commas: the
+    one value a signature covers (sigv4.refuse_repeated_headers), not the last field."""
     out: dict[str, str] = {}
     meta_size = 0
-    for name, value in headers.items():
-        lname = name.lower()
+    for lname, value in _joined_fields(headers).items():
         if lname.startswith("x-amz-meta-"):
             text = user_metadata.stored_value(value)
             meta_size += len(lname) - len("x-amz-meta-") + len(text.encode("utf-8"))
@@ -90,6 +92,16 @@ def stored_headers(headers: Mapping[str, str], max_user_metadata: int) -> dict[s
             extra={"Size": str(meta_size), "MaxSizeAllowed": str(max_user_metadata)},
         )
     return out
+
+
+def _joined_fields(headers: Mapping[str, str]) -> dict[str, str]:
+    """Each header name, lower case, with its value; a repeated one's values joined by
+    commas in the order they came."""
+    joined: dict[str, str] = {}
+    for name, value in headers.items():
+        lname = name.lower()
+        joined[lname] = f"{joined[lname]},{value}" if lname in joined else value
+    return joined
 
 
 def check_redirect_location(value: str) -> str:
