@@ -153,3 +153,60 @@ def test_repeated_metadata_and_content_headers_are_stored_joined_as_signed(
     head = s3.head_object(Bucket=bucket, Key="joined")
     assert head["Metadata"] == {"who": "ann,bob"}
     assert head["CacheControl"] == "no-cache,no-store"
+
+
+# ---- a form upload whose request is signed
+
+
+def test_a_header_signed_form_upload_with_another_body_is_refused(
+    server: LiveServer, s3: Any, bucket: str
+) -> None:
+    """A POST Object signed in its Authorization header (the form itself unsigned: the
+    request's signer uploads) names its body's SHA-256 in x-amz-content-sha256. Sent with
+    another body (another key, a public ACL, other content), it was stored as the signer's
+    upload; the body a signature names must be the body obeyed."""
+    signed_body, ctype = _form([("key", b"signed"), ("file", b"signed content")])
+    other, _ = _form([("key", b"other"), ("acl", b"public-read"), ("file", b"other content")])
+    url = f"{server.endpoint}/{bucket}"
+    headers = sign_request("POST", url, {"Content-Type": ctype}, signed_body)
+    status, text = _post_raw(server, f"/{bucket}", headers, other)
+    assert status == 400, text
+    assert _code(text) == "XAmzContentSHA256Mismatch"
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    status, text = _post_raw(server, f"/{bucket}", headers, signed_body)
+    assert status == 204, text
+    assert s3.get_object(Bucket=bucket, Key="signed")["Body"].read() == b"signed content"
+    # Fields after the file are part of the body the signature names too.
+    tail, _ = _form([("key", b"tail"), ("file", b"x"), ("x-ignore-later", b"1")])
+    headers = sign_request("POST", url, {"Content-Type": ctype}, tail)
+    status, text = _post_raw(server, f"/{bucket}", headers, tail.replace(b"1\r\n", b"2\r\n"))
+    assert status == 400, text
+    assert _code(text) == "XAmzContentSHA256Mismatch"
+    status, text = _post_raw(server, f"/{bucket}", headers, tail)
+    assert status == 204, text
+
+
+def _form(parts: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body with these fields in this order ("file" is the file)."""
+    boundary = "----auditsigningboundary"
+    out = bytearray()
+    for name, value in parts:
+        disposition = f'form-data; name="{name}"'
+        if name == "file":
+            disposition += '; filename="f.bin"'
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        out += value + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"
+
+
+def _post_raw(
+    server: LiveServer, path: str, headers: dict[str, str], body: bytes
+) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers={**headers, "Content-Length": str(len(body))})
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()

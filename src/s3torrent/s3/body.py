@@ -53,6 +53,22 @@ def require_integrity_header(headers: Mapping[str, str]) -> None:
     )
 
 
+def payload_hash_of(request: web.Request, auth: VerifiedAuth | None) -> str:
+    """What the request says of its body: a signed request's payload hash, else its
+    x-amz-content-sha256 classified as a signed one's (a hex digest lower case), else
+    UNSIGNED-PAYLOAD."""
+    if auth is not None:
+        return auth.payload_hash
+    return parse_payload_hash(request.headers.get("x-amz-content-sha256", UNSIGNED).strip())
+
+
+def sha256_mismatch(claimed: str, computed: str) -> S3Error:
+    return S3Error(
+        "XAmzContentSHA256Mismatch",
+        extra={"ClientComputedContentSHA256": claimed, "S3ComputedContentSHA256": computed},
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class StoredChecksum:
     algorithm: str
@@ -77,11 +93,7 @@ class RequestBody:
         self._auth = auth
         self._read_timeout = read_timeout
         headers = request.headers
-        if auth is not None:
-            payload_hash = auth.payload_hash
-        else:
-            # Classified like a signed request's, so a hex digest is compared in one case.
-            payload_hash = parse_payload_hash(headers.get("x-amz-content-sha256", UNSIGNED).strip())
+        payload_hash = payload_hash_of(request, auth)
         self.payload_hash = payload_hash
         self.aws_chunked = payload_hash.startswith("STREAMING-")
         self._declared_trailer = headers.get("x-amz-trailer", "").strip().lower() or None
@@ -217,13 +229,7 @@ class RequestBody:
                     "BadDigest", "The Content-MD5 you specified did not match what we received."
                 )
         if self._sha256 is not None and self._sha256.hexdigest() != self.payload_hash:
-            raise S3Error(
-                "XAmzContentSHA256Mismatch",
-                extra={
-                    "ClientComputedContentSHA256": self.payload_hash,
-                    "S3ComputedContentSHA256": self._sha256.hexdigest(),
-                },
-            )
+            raise sha256_mismatch(self.payload_hash, self._sha256.hexdigest())
         if self._checksum_alg is None or self._checksum is None:
             return None
         alg = self._checksum_alg

@@ -12,20 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
 
 from s3torrent.access import Owner, Principal, RequestContext
 from s3torrent.access import facts as authz
 from s3torrent.s3 import checksums, sse, tagging
 from s3torrent.s3 import post_policy as pp
 from s3torrent.s3 import xml as s3xml
-from s3torrent.s3.body import READ_SIZE, StoredChecksum
+from s3torrent.s3.body import (
+    READ_SIZE,
+    StoredChecksum,
+    payload_hash_of,
+    sha256_mismatch,
+)
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.lifecycle import expiration_headers
@@ -33,6 +40,7 @@ from s3torrent.s3.ops.objects import requested_acl, stored_headers
 from s3torrent.s3.refusals import refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key
 from s3torrent.s3.server import S3Request, signature_values
+from s3torrent.s3.sigv4 import is_sha256_hex
 from s3torrent.s3.versioning import (
     RequestedLock,
     lock_condition_values,
@@ -69,10 +77,58 @@ class _AsHeaders(Mapping[str, str]):
 class _FormRead:
     """The fields before the file, and the file part itself."""
 
-    def __init__(self) -> None:
+    def __init__(self, body: _HashedBody | None) -> None:
         self.fields: dict[str, str] = {}
         self.file: BodyPartReader | None = None
         self.filename = ""
+        # The body's SHA-256 as the form is read, when the request names one.
+        self.body = body
+
+
+class _HashedBody:
+    """The request's body as the form reader reads it, each byte hashed once: the reader
+    gives bytes back (`unread_data`) and reads them again, so only those beyond the
+    furthest point read are new. `check` reads what follows the file and compares the
+    whole body's SHA-256 with the one the request names (x-amz-content-sha256)."""
+
+    def __init__(self, content: StreamReader, claimed: str) -> None:
+        self._content = content
+        self._claimed = claimed
+        self._sha256 = hashlib.sha256()
+        self._position = 0  # bytes read, less those given back
+        self._hashed = 0  # bytes hashed: the furthest position read
+
+    def _read(self, data: bytes) -> bytes:
+        end = self._position + len(data)
+        if end > self._hashed:
+            self._sha256.update(memoryview(data)[self._hashed - self._position :])
+            self._hashed = end
+        self._position = end
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        return self._read(await self._content.read(n))
+
+    async def readline(self, *, max_line_length: int | None = None) -> bytes:
+        return self._read(await self._content.readline(max_line_length=max_line_length))
+
+    def at_eof(self) -> bool:
+        return self._content.at_eof()
+
+    def unread_data(self, data: bytes) -> None:
+        self._content.unread_data(data)
+        self._position -= len(data)
+
+    async def check(self, read_timeout: float) -> None:
+        """The rest of the body read (the fields after the file, which are ignored) and
+        the whole body's SHA-256 compared with the claimed one."""
+        while True:
+            async with _deadline(read_timeout):
+                if not await self.read(READ_SIZE):
+                    break
+        computed = self._sha256.hexdigest()
+        if computed != self._claimed:
+            raise sha256_mismatch(self._claimed, computed)
 
 
 async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
@@ -127,7 +183,7 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     # any, is applied by the store at the commit).
     lock = requested_lock(_AsHeaders(fields), bucket, req.now.timestamp())
     obj, stored_checksum = await _store_file(
-        svc, req, form.file, key, owner.id, headers, acl, tags, checksum, policy, (seal, lock)
+        svc, req, form, key, owner.id, headers, acl, tags, checksum, policy, (seal, lock)
     )
     return _answer(svc, req, fields, obj, stored_checksum)
 
@@ -137,10 +193,15 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
 
 async def _read_form(req: S3Request, budget: int, read_timeout: float) -> _FormRead:
     """Fields up to the file part (names lower case), within budget bytes."""
-    form = _FormRead()
+    claimed = payload_hash_of(req.http, req.auth)
+    body = _HashedBody(req.http.content, claimed) if is_sha256_hex(claimed) else None
+    form = _FormRead(body)
     limit = budget
     try:
-        reader = MultipartReader(req.http.headers, req.http.content)
+        # The form is read through the hashing view when the request names its body's
+        # SHA-256: the signature covers that digest, so the body must be the one signed.
+        content = cast(StreamReader, body) if body is not None else req.http.content
+        reader = MultipartReader(req.http.headers, content)
         while True:
             async with _deadline(read_timeout):
                 part = await reader.next()
@@ -293,14 +354,20 @@ def _requested_checksum(
 # ---- the file
 
 
-async def _file_chunks(part: BodyPartReader, read_timeout: float) -> AsyncIterator[bytes]:
+async def _file_chunks(form: _FormRead, read_timeout: float) -> AsyncIterator[bytes]:
+    """The file's bytes; after the last, the body's SHA-256 is checked when the request
+    names one (so a body that is not the one signed is refused before it is stored)."""
+    part = form.file
+    assert part is not None
     try:
         while True:
             async with _deadline(read_timeout):
                 chunk = await part.read_chunk(READ_SIZE)
             if not chunk:
-                return
+                break
             yield chunk
+        if form.body is not None:
+            await form.body.check(read_timeout)
     except (ValueError, AssertionError, HttpProcessingError, web.RequestPayloadError) as exc:
         raise S3Error("IncompleteBody", _MALFORMED) from exc
 
@@ -308,7 +375,7 @@ async def _file_chunks(part: BodyPartReader, read_timeout: float) -> AsyncIterat
 async def _store_file(
     svc: S3Context,
     req: S3Request,
-    part: BodyPartReader,
+    form: _FormRead,
     key: str,
     owner_id: str,
     headers: dict[str, str],
@@ -332,7 +399,7 @@ async def _store_file(
     headers, hasher, sealed = await sse.prepare_sealed(svc, seal, headers, hasher)
     summer = checksums.new_checksum(checksum[0]) if checksum is not None else None
     observers: list[Any] = [o for o in (hasher, summer) if o is not None]
-    chunks = _file_chunks(part, limits.body_read_timeout)
+    chunks = _file_chunks(form, limits.body_read_timeout)
 
     def on_too_large() -> Exception:
         return pp.too_large(max_size)
