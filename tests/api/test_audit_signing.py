@@ -210,3 +210,24 @@ def _post_raw(
         return response.status, response.read().decode()
     finally:
         conn.close()
+
+
+def test_a_form_upload_signed_as_aws_chunked_is_refused(
+    server: LiveServer, s3: Any, bucket: str
+) -> None:
+    """A POST signed with a streaming payload marker says its body is aws-chunked, each
+    chunk signed; a form is never decoded so, and a plain form sent in its place was
+    stored with no chunk signature checked."""
+    body, ctype = _form([("key", b"chunked"), ("file", b"content")])
+    url = f"{server.endpoint}/{bucket}"
+    headers = sign_request(
+        "POST",
+        url,
+        {"Content-Type": ctype, "x-amz-decoded-content-length": str(len(body))},
+        body,
+        payload_hash="STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+    )
+    status, text = _post_raw(server, f"/{bucket}", headers, body)
+    assert status == 400, text
+    assert _code(text) == "InvalidRequest"
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0

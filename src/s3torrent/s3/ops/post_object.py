@@ -194,6 +194,9 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
 async def _read_form(req: S3Request, budget: int, read_timeout: float) -> _FormRead:
     """Fields up to the file part (names lower case), within budget bytes."""
     claimed = payload_hash_of(req.http, req.auth)
+    if claimed.startswith("STREAMING-"):
+        # Its chunks' signatures would go unchecked: a form is read as sent, never decoded.
+        raise S3Error("InvalidRequest", "POST Object does not take an aws-chunked body.")
     body = _HashedBody(req.http.content, claimed) if is_sha256_hex(claimed) else None
     form = _FormRead(body)
     limit = budget
