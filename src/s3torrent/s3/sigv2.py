@@ -1,8 +1,10 @@
 """AWS Signature Version 2 for S3, verified the way S3 verifies it (header and presigned forms).
 
 Pure, like :mod:`s3torrent.s3.sigv4`: the caller hands in the request as received, the current
-time and a secret lookup. SigV2 signs no payload, so the result always carries
-``UNSIGNED-PAYLOAD``; Content-MD5 (which is signed) is still checked by the body layer.
+time and a secret lookup. SigV2 signs no payload itself, but it signs every x-amz-* header: the
+result carries x-amz-content-sha256 when the request names one (the body layer holds the body to
+it, as for any request), else ``UNSIGNED-PAYLOAD``; Content-MD5 (which is signed) is checked by
+the body layer too.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from email.utils import parsedate_to_datetime
 
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.sigv4 import (
+    STREAMING_SIGNED_PAYLOAD,
+    STREAMING_SIGNED_PAYLOAD_TRAILER,
     UNSIGNED_PAYLOAD,
     VerifiedAuth,
+    parse_payload_hash,
     refuse_repeated_headers,
     utf8_as_sent,
 )
@@ -288,9 +293,24 @@ def verify_request(
         scope="",
         amz_date=request_time.strftime("%Y%m%dT%H%M%SZ"),
         signature=signature,
-        payload_hash=UNSIGNED_PAYLOAD,
+        payload_hash=_payload_hash(header("x-amz-content-sha256")),
         presigned=presigned,
     )
+
+
+def _payload_hash(sent: str | None) -> str:
+    """The signed x-amz-content-sha256, classified as SigV4's is (a digest the body must
+    have, an unsigned or unsigned-trailer marker), else UNSIGNED-PAYLOAD. Signed chunks
+    are SigV4's (each chains from the request's SigV4 signature): refused here."""
+    if sent is None:
+        return UNSIGNED_PAYLOAD
+    payload_hash = parse_payload_hash(sent)
+    if payload_hash in (STREAMING_SIGNED_PAYLOAD, STREAMING_SIGNED_PAYLOAD_TRAILER):
+        raise S3Error(
+            "InvalidRequest",
+            "Signed aws-chunked payloads need a SigV4 signature (AWS4-HMAC-SHA256).",
+        )
+    return payload_hash
 
 
 def _parse_header(value: str) -> tuple[str, str]:

@@ -24,7 +24,7 @@ from s3torrent.access import Owner
 from s3torrent.access import facts as authz
 from s3torrent.s3 import checksums, sse, tagging, versioning
 from s3torrent.s3 import xml as s3xml
-from s3torrent.s3.body import RequestBody
+from s3torrent.s3.body import RequestBody, sha256_mismatch
 from s3torrent.s3.checksums import DEFAULT_ALGORITHM, ChecksumAlgorithm
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
@@ -432,13 +432,7 @@ def _verify_xml_digests(headers: Mapping[str, str], payload_hash: str, raw: byte
     if re.fullmatch(r"[0-9a-f]{64}", payload_hash):
         computed = hashlib.sha256(raw).hexdigest()
         if computed != payload_hash:
-            raise S3Error(
-                "XAmzContentSHA256Mismatch",
-                extra={
-                    "ClientComputedContentSHA256": payload_hash,
-                    "S3ComputedContentSHA256": computed,
-                },
-            )
+            raise sha256_mismatch(payload_hash, computed)
     sent_md5 = headers.get("Content-MD5")
     if sent_md5 is not None and sent_md5 != base64.b64encode(hashlib.md5(raw).digest()).decode():
         raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
