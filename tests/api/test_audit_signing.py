@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import urllib.error
 import urllib.request
@@ -13,7 +14,16 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, add_user, make_client, sign_request
+from s3torrent.access import ACCOUNT_ID
+from tests.conftest import (
+    ROOT_AK,
+    ROOT_SK,
+    LiveServer,
+    UserKeys,
+    add_user,
+    make_client,
+    sign_request,
+)
 
 
 def _admin(server: LiveServer, method: str, path: str) -> int:
@@ -95,13 +105,16 @@ def _send_split(
         conn.close()
 
 
-def _sign_v2(method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
+def _sign_v2(
+    method: str, url: str, headers: dict[str, str], user: UserKeys | None = None
+) -> dict[str, str]:
     from botocore.auth import HmacV1Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
+    keys = (user.access_key, user.secret_key) if user is not None else (ROOT_AK, ROOT_SK)
     req = AWSRequest(method=method, url=url, headers=dict(headers))
-    HmacV1Auth(Credentials(ROOT_AK, ROOT_SK)).add_auth(req)
+    HmacV1Auth(Credentials(*keys)).add_auth(req)
     return dict(req.headers.items())
 
 
@@ -267,3 +280,71 @@ def test_a_sigv2_request_is_held_to_the_body_sha256_it_signed(
     status, text = _put_v2(server, f"/{bucket}/v2chunks", signed_chunks, b"0\r\n\r\n")
     assert status == 400, text
     assert _code(text) == "InvalidRequest"
+
+
+def test_a_form_upload_signed_by_its_request_is_judged_by_how_the_request_was_signed(
+    server: LiveServer, s3: Any, bob: UserKeys, bucket: str
+) -> None:
+    """A form without a signature of its own uploads as the request's signer; the access
+    decision must see how that request was signed (s3:signatureversion, s3:authType), as
+    for any request. It saw nothing: a bucket policy refusing SigV2 let a SigV2-signed
+    POST through."""
+    principal = {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/{bob.name}"}
+    resource = f"arn:aws:s3:::{bucket}/*"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": principal, "Action": "s3:PutObject",
+             "Resource": resource},
+            {"Effect": "Deny", "Principal": principal, "Action": "s3:PutObject",
+             "Resource": resource,
+             "Condition": {"StringEquals": {"s3:signatureversion": "AWS"}}},
+        ],
+    }  # fmt: skip
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    body, ctype = _form([("key", b"v2form"), ("file", b"content")])
+    path = f"/{bucket}"
+    headers = _sign_v2("POST", server.endpoint + path, {"Content-Type": ctype}, bob)
+    status, text = _post_raw(server, path, headers, body)
+    assert status == 403, text
+    assert _code(text) == "AccessDenied"
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    # Signed with SigV4, the same form is allowed.
+    url = server.endpoint + path
+    headers = sign_request(
+        "POST", url, {"Content-Type": ctype}, body, ak=bob.access_key, sk=bob.secret_key
+    )
+    status, text = _post_raw(server, path, headers, body)
+    assert status == 204, text
+
+
+def test_a_form_upload_with_an_unsigned_payload_is_judged_by_it(
+    server: LiveServer, s3: Any, bob: UserKeys, bucket: str
+) -> None:
+    """A bucket policy refusing unsigned payloads (s3:x-amz-content-sha256) holds for a
+    form upload whose request names UNSIGNED-PAYLOAD as it does for a PUT."""
+    principal = {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/{bob.name}"}
+    resource = f"arn:aws:s3:::{bucket}/*"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": principal, "Action": "s3:PutObject",
+             "Resource": resource},
+            {"Effect": "Deny", "Principal": principal, "Action": "s3:PutObject",
+             "Resource": resource,
+             "Condition": {"StringEquals": {"s3:x-amz-content-sha256": "UNSIGNED-PAYLOAD"}}},
+        ],
+    }  # fmt: skip
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    body, ctype = _form([("key", b"unsigned"), ("file", b"content")])
+    url = f"{server.endpoint}/{bucket}"
+    keys = {"ak": bob.access_key, "sk": bob.secret_key}
+    headers = sign_request(
+        "POST", url, {"Content-Type": ctype}, body, payload_hash="UNSIGNED-PAYLOAD", **keys
+    )
+    status, text = _post_raw(server, f"/{bucket}", headers, body)
+    assert status == 403, text
+    assert _code(text) == "AccessDenied"
+    headers = sign_request("POST", url, {"Content-Type": ctype}, body, **keys)
+    status, text = _post_raw(server, f"/{bucket}", headers, body)
+    assert status == 204, text

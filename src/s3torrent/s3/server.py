@@ -149,16 +149,8 @@ class _ConditionValues(Mapping[str, str]):
             until = self._headers.get("x-amz-object-lock-retain-until-date")
             if until:
                 self._values.update(lock_condition_values(None, until, self._now))
-            auth = self._auth
-            if auth is not None:
-                self._values.update(
-                    signature_values(
-                        v4=bool(auth.scope),
-                        auth_type="REST-QUERY-STRING" if auth.presigned else "REST-HEADER",
-                        signed_at=auth.amz_date if auth.presigned else None,
-                        now=self._now,
-                    )
-                )
+            if self._auth is not None:
+                self._values.update(auth_values(self._auth, self._now))
         return self._values
 
     def __getitem__(self, name: str) -> str:
@@ -217,6 +209,16 @@ def signature_values(
                 age = max(0, int((moment - when).total_seconds() * 1000))
         values["s3:signatureAge"] = str(age)
     return values
+
+
+def auth_values(auth: VerifiedAuth, now: datetime) -> dict[str, str]:
+    """signature_values for a request signed in its header or its query (`auth`)."""
+    return signature_values(
+        v4=bool(auth.scope),
+        auth_type="REST-QUERY-STRING" if auth.presigned else "REST-HEADER",
+        signed_at=auth.amz_date if auth.presigned else None,
+        now=now,
+    )
 
 
 Handler = Callable[["S3Context", S3Request], Awaitable[web.StreamResponse]]

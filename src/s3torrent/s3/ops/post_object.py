@@ -39,7 +39,7 @@ from s3torrent.s3.ops.lifecycle import expiration_headers
 from s3torrent.s3.ops.objects import requested_acl, stored_headers
 from s3torrent.s3.refusals import refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key
-from s3torrent.s3.server import S3Request, signature_values
+from s3torrent.s3.server import S3Request, auth_values, signature_values
 from s3torrent.s3.sigv4 import is_sha256_hex
 from s3torrent.s3.versioning import (
     RequestedLock,
@@ -318,6 +318,13 @@ def _context(req: S3Request, fields: dict[str, str]) -> RequestContext:
                 v4=v4, auth_type="POST", signed_at=fields.get("x-amz-date", ""), now=req.now
             )
         )
+    elif req.auth is not None:
+        # An unsigned form uploads as the request's signer (_signer): judged by how the
+        # request was signed, as any request is.
+        values.update(auth_values(req.auth, req.now))
+    payload = req.http.headers.get("x-amz-content-sha256")
+    if payload:
+        values["s3:x-amz-content-sha256"] = payload
     for header, key in (("User-Agent", "aws:UserAgent"), ("Referer", "aws:Referer")):
         value = req.http.headers.get(header)
         if value:
