@@ -348,3 +348,23 @@ def test_a_form_upload_with_an_unsigned_payload_is_judged_by_it(
     headers = sign_request("POST", url, {"Content-Type": ctype}, body, **keys)
     status, text = _post_raw(server, f"/{bucket}", headers, body)
     assert status == 204, text
+
+
+def test_a_large_header_signed_form_upload_is_checked_as_it_streams(
+    server: LiveServer, s3: Any, bucket: str
+) -> None:
+    """Beyond what is stored inline (the blob path), the body's SHA-256 is still checked,
+    over the whole body, before the upload is kept."""
+    content = os.urandom(3 * 1024 * 1024 + 7)
+    body, ctype = _form([("key", b"large"), ("file", content)])
+    url = f"{server.endpoint}/{bucket}"
+    headers = sign_request("POST", url, {"Content-Type": ctype}, body)
+    flipped = bytearray(body)
+    flipped[len(body) // 2] ^= 1
+    status, text = _post_raw(server, f"/{bucket}", headers, bytes(flipped))
+    assert status == 400, text
+    assert _code(text) == "XAmzContentSHA256Mismatch"
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    status, text = _post_raw(server, f"/{bucket}", headers, body)
+    assert status == 204, text
+    assert s3.get_object(Bucket=bucket, Key="large")["Body"].read() == content
