@@ -327,6 +327,14 @@ def _requested_parts(root: Any, up: md.Upload) -> list[tuple[int, str, str | Non
     for (a, _, _), (b, _, _) in itertools.pairwise(out):
         if b <= a:
             raise S3Error("InvalidPartOrder")
+    if up.checksum_algorithm and out[-1][0] != len(out):
+        # Ascending, so numbered 1..N exactly when the last is N. S3 (CompletedPart): with a
+        # checksum on each part, the numbers must start at 1 and be consecutive.
+        raise S3Error(
+            "InvalidPartOrder",
+            "The upload was created using a checksum algorithm: the part numbers must start "
+            "at 1 and be consecutive.",
+        )
     return out
 
 
