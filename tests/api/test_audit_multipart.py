@@ -88,3 +88,45 @@ def test_an_upload_without_a_checksum_algorithm_may_skip_part_numbers(s3: Any, b
         done.append({"PartNumber": number, "ETag": r["ETag"]})
     _complete(s3, bucket, "k", uid, done)
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"a" * PART + b"tail"
+
+
+def test_a_composite_uploads_completion_must_name_each_parts_checksum(s3: Any, bucket: str) -> None:
+    """S3 refuses a COMPOSITE upload's completion that leaves out a part's checksum: 400
+    InvalidRequest, "The upload was created using a sha256 checksum. The complete request
+    must include the checksum for each part. It was missing for part 2 in the request."
+    The completion used to succeed, the object's checksum built from checksums the client
+    never confirmed."""
+    bodies = {1: b"a" * PART, 2: b"tail"}
+    uid, done = _parts_with_checksums(s3, bucket, "k", bodies, ChecksumAlgorithm="SHA256")
+    without = [done[0], {"PartNumber": 2, "ETag": done[1]["ETag"]}]
+    with pytest.raises(ClientError) as exc:
+        _complete(s3, bucket, "k", uid, without)
+    assert _code(exc) == "InvalidRequest"
+    message = exc.value.response["Error"]["Message"]
+    assert "sha256" in message and "missing for part 2" in message
+    # A whole-object checksum that does not match is still BadDigest first (s3-tests'
+    # test_multipart_checksum_sha256 sends both faults at once).
+    with pytest.raises(ClientError) as exc:
+        s3.complete_multipart_upload(
+            Bucket=bucket,
+            Key="k",
+            UploadId=uid,
+            MultipartUpload={"Parts": without},
+            ChecksumSHA256=_sha256_b64(b"other"),
+        )
+    assert _code(exc) == "BadDigest"
+    result = _complete(s3, bucket, "k", uid, done)
+    assert result["ChecksumSHA256"].endswith("-2")
+
+
+def test_a_full_object_uploads_completion_may_leave_the_part_checksums_out(
+    s3: Any, bucket: str
+) -> None:
+    """A FULL_OBJECT upload's object checksum is the whole object's CRC, not one built
+    from the part checksums: a completion without them is taken."""
+    bodies = {1: b"a" * PART, 2: b"tail"}
+    uid, done = _parts_with_checksums(
+        s3, bucket, "k", bodies, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT"
+    )
+    bare = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in done]
+    assert _complete(s3, bucket, "k", uid, bare)["ChecksumType"] == "FULL_OBJECT"

@@ -436,6 +436,25 @@ def _check_sent_checksum(headers: Mapping[str, str], up: md.Upload, checksum: st
             )
 
 
+def _check_part_checksums_named(
+    up: md.Upload, requested: list[tuple[int, str, str | None]]
+) -> None:
+    """A COMPOSITE upload's object checksum is built from its parts' checksums: S3 wants the
+    completion to name each of them (the client's confirmation of what it sent), and refuses
+    it with InvalidRequest when one is left out. A FULL_OBJECT upload's CRC is the whole
+    object's; its part checksums are optional there."""
+    if not up.checksum_algorithm or object_checksum_kind(up)[1] != COMPOSITE:
+        return
+    for number, _, checksum in requested:
+        if checksum is None:
+            raise S3Error(
+                "InvalidRequest",
+                f"The upload was created using a {up.checksum_algorithm.lower()} checksum. "
+                "The complete request must include the checksum for each part. "
+                f"It was missing for part {number} in the request.",
+            )
+
+
 def _verify_xml_digests(headers: Mapping[str, str], payload_hash: str, raw: bytes) -> None:
     if re.fullmatch(r"[0-9a-f]{64}", payload_hash):
         computed = hashlib.sha256(raw).hexdigest()
@@ -480,6 +499,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     checksum = object_checksum(up, parts)
     algorithm, checksum_type = object_checksum_kind(up)
     _check_sent_checksum(req.http.headers, up, checksum)
+    _check_part_checksums_named(up, requested)
     await sse.check_completion_key(svc, req, up)
     await precheck_write(svc, req, condition)
     store = svc.store
