@@ -130,3 +130,27 @@ def test_a_full_object_uploads_completion_may_leave_the_part_checksums_out(
     )
     bare = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in done]
     assert _complete(s3, bucket, "k", uid, bare)["ChecksumType"] == "FULL_OBJECT"
+
+
+def test_paging_uploads_while_aborting_them_skips_none(s3: Any, bucket: str) -> None:
+    """A client that aborts each upload it lists, and pages with the last one
+    (NextKeyMarker/NextUploadIdMarker), names an upload that is gone. The key's other
+    uploads used to be skipped (nothing came after a marker with no initiation time); now
+    they are listed."""
+    same_key = [s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"] for _ in range(3)]
+    other = s3.create_multipart_upload(Bucket=bucket, Key="m")["UploadId"]
+    listed: list[str] = []
+    markers: dict[str, str] = {}
+    for _ in range(10):
+        page = s3.list_multipart_uploads(Bucket=bucket, MaxUploads=1, **markers)
+        for up in page.get("Uploads", []):
+            listed.append(up["UploadId"])
+            s3.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+        if not page["IsTruncated"]:
+            break
+        markers = {
+            "KeyMarker": page["NextKeyMarker"],
+            "UploadIdMarker": page["NextUploadIdMarker"],
+        }
+    assert sorted(listed) == sorted([*same_key, other])
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)

@@ -383,8 +383,15 @@ def list_uploads(
     if key_marker is not None:
         if upload_id_marker:
             marker = conn.execute(
-                sa.select(uploads.c.initiated).where(uploads.c.upload_id == upload_id_marker)
+                sa.select(uploads.c.initiated).where(
+                    uploads.c.upload_id == upload_id_marker,
+                    uploads.c.bucket == bucket,
+                    uploads.c.key == key_marker,
+                )
             ).first()
+            # A marker upload that is gone (completed, or aborted: a client aborting what it
+            # lists pages with the last upload it aborted) has no place to resume after: the
+            # key's uploads are all listed again rather than all skipped.
             after_same_key = (
                 sa.or_(
                     uploads.c.initiated > marker[0],
@@ -393,7 +400,7 @@ def list_uploads(
                     ),
                 )
                 if marker is not None
-                else sa.false()
+                else sa.true()
             )
             q = q.where(
                 sa.or_(
