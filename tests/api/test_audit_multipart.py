@@ -154,3 +154,37 @@ def test_paging_uploads_while_aborting_them_skips_none(s3: Any, bucket: str) -> 
         }
     assert sorted(listed) == sorted([*same_key, other])
     assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)
+
+
+def test_upload_part_copy_names_the_source_version_it_copied(s3: Any, bucket: str) -> None:
+    """UploadPartCopy answers x-amz-copy-source-version-id (CopySourceVersionId) when the
+    source bucket is versioned, as CopyObject does: the version a part was copied from,
+    which a client copying a large object part by part needs to know (the key may be
+    overwritten between two parts). It was never sent."""
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    v1 = s3.put_object(Bucket=bucket, Key="src", Body=b"version one")["VersionId"]
+    v2 = s3.put_object(Bucket=bucket, Key="src", Body=b"version two")["VersionId"]
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    named = s3.upload_part_copy(
+        Bucket=bucket,
+        Key="dst",
+        UploadId=uid,
+        PartNumber=1,
+        CopySource={"Bucket": bucket, "Key": "src", "VersionId": v1},
+    )
+    assert named["CopySourceVersionId"] == v1
+    latest = s3.upload_part_copy(
+        Bucket=bucket, Key="dst", UploadId=uid, PartNumber=2, CopySource=f"{bucket}/src"
+    )
+    assert latest["CopySourceVersionId"] == v2
+    s3.abort_multipart_upload(Bucket=bucket, Key="dst", UploadId=uid)
+
+
+def test_upload_part_copy_of_an_unversioned_source_names_no_version(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="src", Body=b"plain")
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    r = s3.upload_part_copy(
+        Bucket=bucket, Key="dst", UploadId=uid, PartNumber=1, CopySource=f"{bucket}/src"
+    )
+    assert "CopySourceVersionId" not in r
+    s3.abort_multipart_upload(Bucket=bucket, Key="dst", UploadId=uid)

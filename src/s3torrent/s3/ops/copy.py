@@ -73,6 +73,14 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
     return bucket, key, version_id
 
 
+def copy_source_version_headers(src_bucket: md.Bucket, src: md.ObjectVersion) -> dict[str, str]:
+    """x-amz-copy-source-version-id, the version a copy (CopyObject, UploadPartCopy) read,
+    when the source bucket has versioning (on or suspended) or the source is a version."""
+    if src.versioned or src_bucket.versioning is not None:
+        return {"x-amz-copy-source-version-id": src.s3_version_id}
+    return {}
+
+
 async def readable_source(svc: S3Context, req: S3Request) -> tuple[md.Bucket, md.ObjectVersion]:
     """The copy source, if it exists and the caller may read it (the one access decision)."""
     name, key, version_id = parse_copy_source(req.http.headers["x-amz-copy-source"])
@@ -216,8 +224,7 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         **sse.response_headers(obj.headers),
         **expiration_headers(svc.settings, bucket, obj),
     }
-    if src.versioned or src_bucket.versioning is not None:
-        resp_headers["x-amz-copy-source-version-id"] = src.s3_version_id
+    resp_headers |= copy_source_version_headers(src_bucket, src)
     return xml_response(s3xml.render("CopyObjectResult", result), headers=resp_headers)
 
 

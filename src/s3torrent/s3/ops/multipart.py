@@ -29,7 +29,11 @@ from s3torrent.s3.checksums import DEFAULT_ALGORITHM, ChecksumAlgorithm
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import owner_xml, xml_response
-from s3torrent.s3.ops.copy import check_copy_conditions, readable_source
+from s3torrent.s3.ops.copy import (
+    check_copy_conditions,
+    copy_source_version_headers,
+    readable_source,
+)
 from s3torrent.s3.ops.lifecycle import abort_headers, expiration_headers
 from s3torrent.s3.ops.objects import (
     precheck_write,
@@ -262,7 +266,7 @@ async def upload_part_copy(svc: S3Context, req: S3Request) -> web.StreamResponse
     number = upload_params(req).part_number
     assert number is not None
     up = await _upload(svc, req)
-    _src_bucket, src = await readable_source(svc, req)
+    src_bucket, src = await readable_source(svc, req)
     source_key = await sse.read_key(svc, req, src, sse.COPY_SOURCE_CUSTOMER)
     check_copy_conditions(req.http.headers, src)
     offset, length = _copy_range(req.http.headers, src.size)
@@ -296,7 +300,8 @@ async def upload_part_copy(svc: S3Context, req: S3Request) -> web.StreamResponse
         **_checksum_fields(up, value),
     }
     answer = s3xml.render("CopyPartResult", result)
-    return xml_response(answer, headers=sse.response_headers(up.headers))
+    headers = sse.response_headers(up.headers) | copy_source_version_headers(src_bucket, src)
+    return xml_response(answer, headers=headers)
 
 
 # ---- complete ----
