@@ -101,13 +101,15 @@ async def _delete_blobs(svc: S3Context, blob_ids: list[str]) -> None:
 
 
 def _requested_checksum(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The algorithm and type an upload is created with; S3's refusals in S3's words."""
     raw_alg = headers.get("x-amz-checksum-algorithm")
     raw_type = headers.get("x-amz-checksum-type")
     if raw_alg is None:
         if raw_type is not None:
             raise S3Error(
                 "InvalidRequest",
-                "The x-amz-checksum-type header can only be used with x-amz-checksum-algorithm",
+                "The x-amz-checksum-type header can only be used with the "
+                "x-amz-checksum-algorithm header.",
             )
         return None, None
     alg = ChecksumAlgorithm.from_header_value(raw_alg)
@@ -117,18 +119,15 @@ def _requested_checksum(headers: Mapping[str, str]) -> tuple[str | None, str | N
         else (FULL_OBJECT if alg is ChecksumAlgorithm.CRC64NVME else COMPOSITE)
     )
     if ctype not in (COMPOSITE, FULL_OBJECT):
-        raise S3Error(
-            "InvalidRequest", f"Value for x-amz-checksum-type header is invalid: {raw_type}"
-        )
-    if ctype == FULL_OBJECT and not alg.is_crc:
-        raise S3Error(
-            "InvalidRequest",
-            f"The {alg.value} checksum algorithm does not support the FULL_OBJECT checksum type",
-        )
-    if ctype == COMPOSITE and alg is ChecksumAlgorithm.CRC64NVME:
+        raise S3Error("InvalidRequest", "Value for x-amz-checksum-type header is invalid.")
+    # SHA-1 and SHA-256 combine only as a checksum of checksums; CRC64NVME only whole.
+    if (ctype == FULL_OBJECT and not alg.is_crc) or (
+        ctype == COMPOSITE and alg is ChecksumAlgorithm.CRC64NVME
+    ):
         raise S3Error(
             "InvalidRequest",
-            "The CRC64NVME checksum algorithm does not support the COMPOSITE checksum type",
+            f"The {ctype} checksum type cannot be used with the {alg.value.lower()} "
+            "checksum algorithm.",
         )
     return alg.value, ctype
 
