@@ -188,3 +188,21 @@ def test_upload_part_copy_of_an_unversioned_source_names_no_version(s3: Any, buc
     )
     assert "CopySourceVersionId" not in r
     s3.abort_multipart_upload(Bucket=bucket, Key="dst", UploadId=uid)
+
+
+def test_invalid_part_names_the_upload_part_and_etag(s3: Any, bucket: str) -> None:
+    """S3's InvalidPart error names the upload, the part number and the ETag it could not
+    match. The UploadId was sent empty (an unknown part or another ETag) or not at all (a
+    part checksum that does not match)."""
+    bodies = {1: b"a" * PART, 2: b"tail"}
+    uid, done = _parts_with_checksums(s3, bucket, "k", bodies, ChecksumAlgorithm="SHA256")
+    wrong_etag = [done[0], {**done[1], "ETag": '"0123456789abcdef0123456789abcdef"'}]
+    wrong_checksum = [done[0], {**done[1], "ChecksumSHA256": _sha256_b64(b"other")}]
+    for parts in (wrong_etag, wrong_checksum):
+        with pytest.raises(ClientError) as exc:
+            _complete(s3, bucket, "k", uid, parts)
+        error = exc.value.response["Error"]
+        assert error["Code"] == "InvalidPart"
+        assert (error["UploadId"], error["PartNumber"]) == (uid, "2")
+        assert error["ETag"] == parts[1]["ETag"]
+    s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=uid)

@@ -347,21 +347,24 @@ def _bare_etag(etag: str) -> str:
 
 
 def _chosen_parts(
-    requested: list[tuple[int, str, str | None]], stored: dict[int, md.Part]
+    upload_id: str, requested: list[tuple[int, str, str | None]], stored: dict[int, md.Part]
 ) -> list[md.Part]:
     chosen: list[md.Part] = []
     for number, etag, checksum in requested:
         part = stored.get(number)
-        if part is None or _bare_etag(part.etag) != _bare_etag(etag):
-            raise S3Error(
-                "InvalidPart", extra={"UploadId": "", "PartNumber": str(number), "ETag": etag}
-            )
         if (
-            checksum is not None
-            and part.checksum_value is not None
-            and checksum != part.checksum_value
+            part is None
+            or _bare_etag(part.etag) != _bare_etag(etag)
+            or (
+                checksum is not None
+                and part.checksum_value is not None
+                and checksum != part.checksum_value
+            )
         ):
-            raise S3Error("InvalidPart", extra={"PartNumber": str(number), "ETag": etag})
+            raise S3Error(
+                "InvalidPart",
+                extra={"UploadId": upload_id, "PartNumber": str(number), "ETag": etag},
+            )
         chosen.append(part)
     for part in chosen[:-1]:
         if part.size < MIN_PART_SIZE:
@@ -498,7 +501,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     root = s3xml.parse(raw)
     requested = _requested_parts(root, up)
     stored = {p.part_number: p for p in await svc.meta.list_parts(up.upload_id)}
-    parts = _chosen_parts(requested, stored)
+    parts = _chosen_parts(up.upload_id, requested, stored)
     _check_expected_size(req.http.headers.get("x-amz-mp-object-size"), parts)
     checksum = object_checksum(up, parts)
     algorithm, checksum_type = object_checksum_kind(up)
