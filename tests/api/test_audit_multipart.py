@@ -206,3 +206,29 @@ def test_invalid_part_names_the_upload_part_and_etag(s3: Any, bucket: str) -> No
         assert (error["UploadId"], error["PartNumber"]) == (uid, "2")
         assert error["ETag"] == parts[1]["ETag"]
     s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=uid)
+
+
+def test_get_object_attributes_takes_large_part_page_values_as_list_parts_does(
+    s3: Any, bucket: str
+) -> None:
+    """x-amz-max-parts above 1,000 pages by 1,000 and a marker past the last part pages to
+    nothing, as ListParts' max-parts and part-number-marker do (a client asking for all of
+    an object's parts at once gets the first 1,000 and IsTruncated). Both were refused
+    with InvalidArgument "not an integer or within integer range", which they are."""
+    bodies = {1: b"a" * PART, 2: b"b" * PART, 3: b"tail"}
+    uid, done = _parts_with_checksums(s3, bucket, "k", bodies, ChecksumAlgorithm="CRC32")
+    _complete(s3, bucket, "k", uid, done)
+    many = s3.get_object_attributes(
+        Bucket=bucket, Key="k", ObjectAttributes=["ObjectParts"], MaxParts=5000
+    )["ObjectParts"]
+    assert many["MaxParts"] == 1000 and many["IsTruncated"] is False
+    assert [p["PartNumber"] for p in many["Parts"]] == [1, 2, 3]
+    past = s3.get_object_attributes(
+        Bucket=bucket, Key="k", ObjectAttributes=["ObjectParts"], PartNumberMarker=20000
+    )["ObjectParts"]
+    assert past["IsTruncated"] is False and "Parts" not in past
+    with pytest.raises(ClientError) as exc:
+        s3.get_object_attributes(
+            Bucket=bucket, Key="k", ObjectAttributes=["ObjectParts"], MaxParts=-1
+        )
+    assert _code(exc) == "InvalidArgument"

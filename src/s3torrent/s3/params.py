@@ -37,7 +37,9 @@ def ascii_int(raw: str) -> int | None:
     return int(raw)
 
 
-def _int_param(query: Mapping[str, str], name: str, default: int, maximum: int) -> int:
+def capped_int(query: Mapping[str, str], name: str, default: int, maximum: int) -> int:
+    """A count or marker parameter (query or header): default when absent, InvalidArgument
+    when not a non-negative integer, at most `maximum` (S3 pages larger ones by it)."""
     raw = query.get(name)
     if raw is None:
         return default
@@ -261,8 +263,8 @@ def _upload_params(endpoint: Endpoint, query: Mapping[str, str]) -> UploadParams
     return UploadParams(
         upload_id=query.get("uploadId", ""),
         part_number=number,
-        part_number_marker=_int_param(query, "part-number-marker", 0, MAX_PARTS),
-        max_parts=_int_param(query, "max-parts", 1000, 1000),
+        part_number_marker=capped_int(query, "part-number-marker", 0, MAX_PARTS),
+        max_parts=capped_int(query, "max-parts", 1000, 1000),
     )
 
 
@@ -314,7 +316,7 @@ def parse_params(endpoint: Endpoint, query: Mapping[str, str], max_keys_limit: i
             delimiter=query.get("delimiter", ""),
             key_marker=query.get("key-marker", ""),
             upload_id_marker=query.get("upload-id-marker", ""),
-            max_uploads=_int_param(query, "max-uploads", 1000, 1000),
+            max_uploads=capped_int(query, "max-uploads", 1000, 1000),
             url_encode=_url_encoding(query),
         )
     return NO_PARAMS

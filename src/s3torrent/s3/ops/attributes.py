@@ -19,7 +19,7 @@ from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
-from s3torrent.s3.params import MAX_PARTS, ascii_int
+from s3torrent.s3.params import MAX_PARTS, capped_int
 from s3torrent.s3.server import S3Request
 from s3torrent.s3.versioning import version_headers
 from s3torrent.store import rows as md
@@ -36,20 +36,6 @@ class AttributesRequest:
     attributes: frozenset[str]
     max_parts: int = _DEFAULT_MAX_PARTS
     part_number_marker: int = 0
-
-
-def _header_int(headers: Mapping[str, str], name: str, default: int, maximum: int) -> int:
-    raw = headers.get(name)
-    if raw is None:
-        return default
-    value = ascii_int(raw.strip())
-    if value is None or value > maximum:
-        raise S3Error(
-            "InvalidArgument",
-            f"Provided {name} not an integer or within integer range",
-            extra={"ArgumentName": name, "ArgumentValue": raw[:64]},
-        )
-    return value
 
 
 def parse_attributes_request(headers: Mapping[str, str]) -> AttributesRequest:
@@ -72,8 +58,8 @@ def parse_attributes_request(headers: Mapping[str, str]) -> AttributesRequest:
         wanted.add(known)
     return AttributesRequest(
         attributes=frozenset(wanted),
-        max_parts=_header_int(headers, "x-amz-max-parts", _DEFAULT_MAX_PARTS, _DEFAULT_MAX_PARTS),
-        part_number_marker=_header_int(headers, "x-amz-part-number-marker", 0, MAX_PARTS),
+        max_parts=capped_int(headers, "x-amz-max-parts", _DEFAULT_MAX_PARTS, _DEFAULT_MAX_PARTS),
+        part_number_marker=capped_int(headers, "x-amz-part-number-marker", 0, MAX_PARTS),
     )
 
 
