@@ -172,6 +172,14 @@ def new_checksum(algorithm: ChecksumAlgorithm) -> CrcChecksum | HashChecksum:
     return HashChecksum(algorithm)
 
 
+def without_part_count(value: str) -> str:
+    """A COMPOSITE multipart checksum without its "-N" (the checksum of the parts' checksums
+    alone, as GetObjectAttributes answers it); any other value as it is. Base64 has no
+    "-", so only a part count can follow one."""
+    head, dash, count = value.rpartition("-")
+    return head if dash and count.isdigit() else value
+
+
 def decode_checksum(algorithm: ChecksumAlgorithm, b64_value: str) -> bytes:
     """Decode a client-sent base64 checksum, rejecting bad base64 or the wrong digest length."""
     try:

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from s3torrent.access import facts as authz
-from s3torrent.s3 import sse
+from s3torrent.s3 import checksums, sse
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
@@ -64,9 +64,11 @@ def parse_attributes_request(headers: Mapping[str, str]) -> AttributesRequest:
 
 
 def _checksum(obj: md.ObjectVersion) -> dict[str, str] | None:
+    """The object's checksum; a COMPOSITE one without the "-N" that GET, HEAD and the
+    completion append (S3 answers GetObjectAttributes so)."""
     if not obj.checksum_algorithm or not obj.checksum_value:
         return None
-    out = {f"Checksum{obj.checksum_algorithm}": obj.checksum_value}
+    out = {f"Checksum{obj.checksum_algorithm}": checksums.without_part_count(obj.checksum_value)}
     if obj.checksum_type:
         out["ChecksumType"] = obj.checksum_type
     return out

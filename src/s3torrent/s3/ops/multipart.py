@@ -436,7 +436,7 @@ def _check_sent_checksum(headers: Mapping[str, str], up: md.Upload, checksum: st
                 f"The upload was created using the {up.checksum_algorithm or 'null'} checksum "
                 f"mode. The complete request must use the same checksum mode.",
             )
-        if checksum is None or value not in (checksum, checksum.rsplit("-", 1)[0]):
+        if checksum is None or value not in (checksum, checksums.without_part_count(checksum)):
             raise S3Error(
                 "BadDigest",
                 f"The {alg.value} you specified did not match the calculated checksum.",
