@@ -1,7 +1,8 @@
 """Torrent metainfo for one object version: the info dict, the .torrent file, magnets.
 
 Pure: values in, bytes out (and back, for ``parse_torrent``). Every torrent describes a
-single file named after the object key's last segment.
+single file named after the object key's last segment, made a portable file name
+(``torrent_name``): every client we test saves the file under exactly that name.
 
 Formats: ``v1`` (BEP 3), ``v2`` (BEP 52) and ``hybrid`` (both in one info dict, so v1-only
 and v2 clients join the same swarm under their own info-hash).
@@ -25,6 +26,7 @@ so v1, hybrid and v2 (where libtorrent 2.x adds a tail pad file and fetches
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote
@@ -38,8 +40,24 @@ from s3torrent.torrent.pieces import is_valid_piece_length
 TorrentFormat = Literal["v1", "hybrid", "v2"]
 
 FALLBACK_NAME = "object"
-# Control characters and backslashes (a separator on Windows) cannot be in a file name.
-_UNSAFE_NAME_CHARS = {c: "_" for c in (*range(0x20), ord("\\"), 0x7F)}
+# The longest name every client keeps as it is: libtorrent (so qBittorrent) cuts a longer
+# one to 240 bytes, aria2 cannot open its control file (the name + ".aria2") past 249, and
+# file systems stop at 255, where Transmission, rtorrent and WebTorrent fail.
+MAX_NAME_BYTES = 240
+# A long name is cut before its extension, if that is at most this long (".gz", ".jpeg").
+MAX_EXTENSION_BYTES = 16
+# What Windows cannot have in a name, which Transmission replaces on every system; with the
+# backslash (a separator on Windows) and control characters (libtorrent replaces those).
+_REPLACED_CHARS = frozenset('<>:"|?*\\')
+_REPLACED_CATEGORIES = frozenset({"Cc", "Cs"})  # controls, lone surrogates
+# Format characters (bidi overrides, zero-width, BOM) are invisible; right-to-left overrides
+# disguise an extension ("invoice\u202efdp.exe" shows as "invoiceexe.pdf"). libtorrent
+# drops them, the other clients keep them.
+_DROPPED_CATEGORY = "Cf"
+# Windows device names, whatever the case and extension; Transmission appends "_" to them.
+_RESERVED_STEMS = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10))}
+)
 # Lists and dictionaries inside each other, at most: far beyond any real file tree's depth.
 MAX_NESTING = 512
 # multihash prefix of a SHA-256 digest: function code 0x12, digest length 0x20 (BEP 9/52)
@@ -51,14 +69,42 @@ class MetainfoError(ValueError):
 
 
 def torrent_name(key: str) -> str:
-    """The file name a torrent of object ``key`` carries: its last non-empty segment.
+    """The file name a torrent of object ``key`` carries: its last non-empty segment, as a
+    name every client saves as it is, on any system.
 
-    Clients create a file by this name, so path separators and control characters
-    become ``_``, and ``.``/``..`` (or an all-slash key) fall back to ``"object"``.
+    Path separators, control characters and what Windows forbids become ``_``, invisible
+    format characters go, a name longer than ``MAX_NAME_BYTES`` is cut (before a short
+    extension), leading spaces and trailing spaces and dots go, a Windows device name gets
+    ``_`` after its stem (``con.txt`` → ``con_.txt``, as Transmission saves it), and
+    nothing left, ``.`` or ``..`` fall back to ``"object"``.
     """
     segments = [segment for segment in key.split("/") if segment]
-    name = segments[-1].translate(_UNSAFE_NAME_CHARS) if segments else ""
+    name = "".join(map(_portable_char, segments[-1])) if segments else ""
+    name = _shortened(name).lstrip(" ").rstrip(" .")
+    stem, dot, rest = name.partition(".")
+    if stem.upper() in _RESERVED_STEMS:
+        name = f"{stem}_{dot}{rest}"
     return name if name not in ("", ".", "..") else FALLBACK_NAME
+
+
+def _portable_char(char: str) -> str:
+    category = unicodedata.category(char)
+    if char in _REPLACED_CHARS or category in _REPLACED_CATEGORIES:
+        return "_"
+    return "" if category == _DROPPED_CATEGORY else char
+
+
+def _shortened(name: str) -> str:
+    """name cut to at most MAX_NAME_BYTES of UTF-8 on a character boundary, keeping a short
+    extension."""
+    if len(name.encode("utf-8")) <= MAX_NAME_BYTES:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    suffix = dot + extension
+    if not stem or len(suffix.encode("utf-8")) > MAX_EXTENSION_BYTES:
+        stem, suffix = name, ""
+    room = MAX_NAME_BYTES - len(suffix.encode("utf-8"))
+    return stem.encode("utf-8")[:room].decode("utf-8", "ignore") + suffix
 
 
 def _check_name(name: str) -> bytes:

@@ -1,0 +1,133 @@
+"""Objects with awkward keys, downloaded by every real client from the torrent as served.
+
+`GET /bucket/key?torrent` (anonymous) of a public object whose key is hard to turn into a
+file name: longer than a file system takes, right-to-left overrides, characters or device
+names Windows forbids (which Transmission replaces on every system), control characters,
+path traversal. Each client must save the file under exactly the torrent's `name`, byte for
+byte: a name some clients cannot create (aria2, Transmission, rtorrent and WebTorrent failed
+on a 304-byte name) or save under another name (libtorrent cut it, Transmission renamed
+`con.txt` to `con_.txt`, libtorrent dropped the override of `invoice<RLO>fdp.exe`) is a name
+that does not work.
+
+All cells run at once in a thread pool, as in test_client_matrix.py; each is then its own
+test.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from fastbencode import bdecode  # type: ignore[attr-defined]
+
+from s3torrent.torrent.metainfo import MAX_NAME_BYTES
+from tests.conftest import LiveServer, make_client, start_server
+from tests.interop.clients import Job, missing
+from tests.interop.test_client_matrix import PASS_TIMEOUT, run_cell
+
+CLIENTS = ("libtorrent", "qbittorrent", "aria2", "transmission", "webtorrent", "rtorrent")
+BUCKET = "awkward"
+SIZE = 40 * 1024 + 321  # three 16 KiB pieces, the last one short
+
+# key → the name every client must save it under
+KEYS: dict[str, str] = {
+    # One path segment past what a file system takes (255 bytes): cut before the extension.
+    "long/" + "x" * 300 + ".bin": "x" * (MAX_NAME_BYTES - 4) + ".bin",
+    # Multi-byte characters: cut on a character boundary.
+    "long/" + "é" * 150 + ".txt": "é" * ((MAX_NAME_BYTES - 4) // 2) + ".txt",
+    # A right-to-left override shows "invoiceexe.pdf"; libtorrent drops it, others keep it.
+    "rtl/invoice\u202efdp.exe": "invoicefdp.exe",
+    "win/a:b*c<d>e|f?g.bin": "a_b_c_d_e_f_g.bin",
+    "win/con.txt": "con_.txt",
+    "win/ trail. .": "trail",
+    "ctl/a\x85b\tc.bin": "a_b_c.bin",
+    # Fine before: unicode (NFD), emoji, spaces, `%`, `#`, `+`, `'`; stays as it is.
+    "uni/cafe\u0301 \U0001f600 100% #1+2 'x'.bin": "cafe\u0301 \U0001f600 100% #1+2 'x'.bin",
+    # Traversal: only the last non-empty segment, never a path.
+    "../../etc/": "etc",
+}
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as r:  # anonymous
+        body: bytes = r.read()
+    return body
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    srv = start_server(
+        tmp_path_factory.mktemp("awkward"),
+        env={
+            "S3TORRENT_TORRENT__FORMAT": "v1",  # Transmission 3 takes no BEP 52 torrent
+            "S3TORRENT_SEEDER__MODE": "fastest",
+            "S3TORRENT_TRACKER__MIN_INTERVAL": "5",
+        },
+        workers=1,
+    )
+    try:
+        make_client(srv.endpoint).create_bucket(Bucket=BUCKET)
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _job(srv: LiveServer, client: str, index: int, key: str, root: Path) -> tuple[Job, str]:
+    """Upload the cell's own object (its own swarm) and fetch its torrent as served."""
+    s3 = make_client(srv.endpoint)
+    cell_key = f"{client}/{key}"
+    data = os.urandom(SIZE)
+    s3.put_object(Bucket=BUCKET, Key=cell_key, Body=data, ACL="public-read")
+    torrent = fetch(f"{srv.endpoint}/{BUCKET}/{quote(cell_key)}?torrent")
+    info = bdecode(torrent)[b"info"]
+    assert info[b"x-amz-key"].decode() == cell_key
+    name = info[b"name"].decode()
+    workdir = root / f"{client}-{index}"
+    workdir.mkdir()
+    job = Job(
+        torrent=torrent, magnet=None, name=name, data=data, workdir=workdir, timeout=PASS_TIMEOUT
+    )
+    return job, name
+
+
+@pytest.fixture(scope="module")
+def cells(
+    server: LiveServer, tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """(client, key) → (the torrent's name, "" or why the client did not save it so)."""
+    root = tmp_path_factory.mktemp("awkward-cells")
+    results: dict[tuple[str, str], tuple[str, str]] = {}
+    jobs: dict[tuple[str, str], Job] = {}
+    for client in CLIENTS:
+        why = missing(client)
+        for index, key in enumerate(KEYS):
+            if why is not None:
+                results[(client, key)] = ("", why)
+                continue
+            job, name = _job(server, client, index, key, root)
+            jobs[(client, key)] = job
+            results[(client, key)] = (name, "")
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = {cell: pool.submit(run_cell, cell[0], job) for cell, job in jobs.items()}
+        for cell, future in futures.items():
+            outcome = future.result()
+            if not outcome.ok:
+                saved = sorted(p.name for p in (jobs[cell].workdir / "out").glob("*"))
+                results[cell] = (results[cell][0], f"{outcome.detail[-300:]}; saved {saved}")
+    return results
+
+
+@pytest.mark.parametrize("key", list(KEYS), ids=range(len(KEYS)))
+@pytest.mark.parametrize("client", CLIENTS)
+def test_client_saves_an_awkward_key_under_the_torrents_name(
+    cells: dict[tuple[str, str], tuple[str, str]], client: str, key: str
+) -> None:
+    name, failure = cells[(client, key)]
+    assert not failure, f"{client} did not save {name!r}: {failure}"
+    assert name == KEYS[key]
+    assert len(name.encode()) <= MAX_NAME_BYTES
