@@ -267,6 +267,11 @@ def stored_hashes(info: TorrentInfo) -> TorrentHashes:
     )
 
 
+def swarm_ids_stored(stored: TorrentHashes, info: TorrentInfo) -> bool:
+    """Whether the swarm ids stored with a version's hashes are those of info."""
+    return (stored.swarm_v1, stored.swarm_v2) == (info.info_hash.v1, info.info_hash.v2_truncated)
+
+
 def piece_hashes(obj: ObjectVersion, stored: TorrentHashes | None) -> PieceHashes | None:
     """The stored hashes of obj as the hasher's value (None stays None)."""
     if stored is None:

@@ -15,7 +15,13 @@ from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.download_page import download_page_response
 from s3torrent.s3.params import ObjectReadParams
 from s3torrent.s3.server import S3Request
-from s3torrent.torrent.catalog import MagnetForm, TorrentInfo, piece_hashes
+from s3torrent.torrent.catalog import (
+    MagnetForm,
+    TorrentInfo,
+    piece_hashes,
+    stored_hashes,
+    swarm_ids_stored,
+)
 
 EMPTY_OBJECT_MESSAGE = (
     "A zero-byte object has no torrent: there are no pieces to share, and most BitTorrent "
@@ -61,7 +67,8 @@ async def torrent_info(svc: S3Context, req: S3Request) -> TorrentInfo:
         )
     if obj.size == 0:
         raise S3Error("InvalidRequest", EMPTY_OBJECT_MESSAGE, resource=req.resource)
-    hashes = piece_hashes(obj, await svc.meta.torrent_hashes(obj.version_id))
+    stored = await svc.meta.torrent_hashes(obj.version_id)
+    hashes = piece_hashes(obj, stored)
     if hashes is None or not svc.torrents.has_hashes_for_format(hashes):
         job = svc.hash_jobs.ensure(obj)
         try:
@@ -74,10 +81,18 @@ async def torrent_info(svc: S3Context, req: S3Request) -> TorrentInfo:
                 "The torrent of this object is still being computed; retry shortly.",
                 headers={"Retry-After": "5"},
             ) from None
+        info = svc.torrents.info_for(obj, hashes)
+    else:
+        info = svc.torrents.info_for(obj, hashes)
+        if stored is not None and not swarm_ids_stored(stored, info):
+            # Its info dictionary changed since the hashes were stored (another format, a
+            # new rule for names): announces, handshakes and the web seed find a version by
+            # the swarm ids stored, so they must be this torrent's (its record publishes).
+            await svc.meta.record_hashes(obj, stored_hashes(info))
     if svc.publication_settled is not None:
         # Its swarm live before its torrent file is out (see PublicTorrents.settled).
         await svc.publication_settled(obj.version_id, obj.bucket, obj.key, PUBLICATION_WAIT)
-    return svc.torrents.info_for(obj, hashes)
+    return info
 
 
 def magnet_form(value: str | None, info: TorrentInfo) -> MagnetForm:
