@@ -9,6 +9,9 @@ on a 304-byte name) or save under another name (libtorrent cut it, Transmission 
 `con.txt` to `con_.txt`, libtorrent dropped the override of `invoice<RLO>fdp.exe`) is a name
 that does not work.
 
+The same keys from the web seed alone (the torrent without its trackers): each client
+appends the name to `url-list` in its own escaping, which the web seed must take.
+
 All cells run at once in a thread pool, as in test_client_matrix.py; each is then its own
 test.
 """
@@ -28,9 +31,11 @@ from fastbencode import bdecode  # type: ignore[attr-defined]
 from s3torrent.torrent.metainfo import MAX_NAME_BYTES
 from tests.conftest import LiveServer, make_client, start_server
 from tests.interop.clients import Job, missing
-from tests.interop.test_client_matrix import PASS_TIMEOUT, run_cell
+from tests.interop.test_client_matrix import PASS_TIMEOUT, run_cell, without
 
 CLIENTS = ("libtorrent", "qbittorrent", "aria2", "transmission", "webtorrent", "rtorrent")
+WEB_SEED_CLIENTS = tuple(c for c in CLIENTS if c != "rtorrent")  # rtorrent has no BEP 19
+MODES = ("torrent", "webseed")
 BUCKET = "awkward"
 SIZE = 40 * 1024 + 321  # three 16 KiB pieces, the last one short
 
@@ -77,17 +82,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         srv.stop()
 
 
-def _job(srv: LiveServer, client: str, index: int, key: str, root: Path) -> tuple[Job, str]:
-    """Upload the cell's own object (its own swarm) and fetch its torrent as served."""
+Cell = tuple[str, str, str]  # client, mode, key
+
+
+def _job(srv: LiveServer, cell: Cell, index: int, root: Path) -> tuple[Job, str]:
+    """Upload the cell's own object (its own swarm) and fetch its torrent as served (in
+    mode `webseed`, without its trackers: the web seed alone, asked for the client's own
+    spelling of the name appended to `url-list`)."""
+    client, mode, key = cell
     s3 = make_client(srv.endpoint)
-    cell_key = f"{client}/{key}"
+    cell_key = f"{client}-{mode}/{key}"
     data = os.urandom(SIZE)
     s3.put_object(Bucket=BUCKET, Key=cell_key, Body=data, ACL="public-read")
     torrent = fetch(f"{srv.endpoint}/{BUCKET}/{quote(cell_key)}?torrent")
     info = bdecode(torrent)[b"info"]
     assert info[b"x-amz-key"].decode() == cell_key
+    if mode == "webseed":
+        torrent = without(torrent, b"announce", b"announce-list")
     name = info[b"name"].decode()
-    workdir = root / f"{client}-{index}"
+    workdir = root / f"{client}-{mode}-{index}"
     workdir.mkdir()
     job = Job(
         torrent=torrent, magnet=None, name=name, data=data, workdir=workdir, timeout=PASS_TIMEOUT
@@ -98,20 +111,24 @@ def _job(srv: LiveServer, client: str, index: int, key: str, root: Path) -> tupl
 @pytest.fixture(scope="module")
 def cells(
     server: LiveServer, tmp_path_factory: pytest.TempPathFactory
-) -> dict[tuple[str, str], tuple[str, str]]:
-    """(client, key) → (the torrent's name, "" or why the client did not save it so)."""
+) -> dict[Cell, tuple[str, str]]:
+    """cell → (the torrent's name, "" or why the client did not save it so)."""
     root = tmp_path_factory.mktemp("awkward-cells")
-    results: dict[tuple[str, str], tuple[str, str]] = {}
-    jobs: dict[tuple[str, str], Job] = {}
+    results: dict[Cell, tuple[str, str]] = {}
+    jobs: dict[Cell, Job] = {}
     for client in CLIENTS:
         why = missing(client)
-        for index, key in enumerate(KEYS):
-            if why is not None:
-                results[(client, key)] = ("", why)
+        for mode in MODES:
+            if mode == "webseed" and client not in WEB_SEED_CLIENTS:
                 continue
-            job, name = _job(server, client, index, key, root)
-            jobs[(client, key)] = job
-            results[(client, key)] = (name, "")
+            for index, key in enumerate(KEYS):
+                cell = (client, mode, key)
+                if why is not None:
+                    results[cell] = ("", why)
+                    continue
+                job, name = _job(server, cell, index, root)
+                jobs[cell] = job
+                results[cell] = (name, "")
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         futures = {cell: pool.submit(run_cell, cell[0], job) for cell, job in jobs.items()}
         for cell, future in futures.items():
@@ -125,12 +142,23 @@ def cells(
 @pytest.mark.parametrize("key", list(KEYS), ids=range(len(KEYS)))
 @pytest.mark.parametrize("client", CLIENTS)
 def test_client_saves_an_awkward_key_under_the_torrents_name(
-    cells: dict[tuple[str, str], tuple[str, str]], client: str, key: str
+    cells: dict[Cell, tuple[str, str]], client: str, key: str
 ) -> None:
-    name, failure = cells[(client, key)]
+    name, failure = cells[(client, "torrent", key)]
     assert not failure, f"{client} did not save {name!r}: {failure}"
     assert name == KEYS[key]
     assert len(name.encode()) <= MAX_NAME_BYTES
+
+
+@pytest.mark.parametrize("key", list(KEYS), ids=range(len(KEYS)))
+@pytest.mark.parametrize("client", WEB_SEED_CLIENTS)
+def test_web_seed_alone_serves_an_awkward_key(
+    cells: dict[Cell, tuple[str, str]], client: str, key: str
+) -> None:
+    """Clients append the name to `url-list` each in its own escaping (or none: `%`, `#`
+    and spaces raw); the web seed ignores what follows the swarm id."""
+    name, failure = cells[(client, "webseed", key)]
+    assert not failure, f"{client} did not save {name!r} from the web seed: {failure}"
 
 
 def test_torrent_served_after_its_info_changed_is_tracked_and_seeded(
