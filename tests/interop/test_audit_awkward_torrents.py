@@ -37,6 +37,7 @@ CLIENTS = ("libtorrent", "qbittorrent", "aria2", "transmission", "webtorrent", "
 WEB_SEED_CLIENTS = tuple(c for c in CLIENTS if c != "rtorrent")  # rtorrent has no BEP 19
 MODES = ("torrent", "webseed")
 BUCKET = "awkward"
+CHROMIUM = Path("/usr/bin/chromium")
 SIZE = 40 * 1024 + 321  # three 16 KiB pieces, the last one short
 
 # key → the name every client must save it under
@@ -193,3 +194,36 @@ def test_torrent_served_after_its_info_changed_is_tracked_and_seeded(
         assert outcome.ok, outcome.detail
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["pct/100%41.bin", "pct/x%E2%80%AEfdp.exe", "pct/a%2F..%2Fb.bin", "pct/caf\u00e9 %41.bin"],
+)
+def test_browser_saves_the_torrent_file_under_the_name(server: LiveServer, key: str) -> None:
+    """Chromium percent-decodes a `filename="..."` without `filename*` (RFC 6266 appendix D
+    warns of it): `100%41.bin.torrent` was saved as `100A.bin.torrent`, and `%E2%80%AE`
+    became a right-to-left override in the saved name."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is not installed (scripts/test.sh installs it)")
+    make_client(server.endpoint).put_object(
+        Bucket=BUCKET, Key=key, Body=b"x" * 1000, ACL="public-read"
+    )
+    url = f"{server.endpoint}/{BUCKET}/{quote(key)}?torrent"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_context(accept_downloads=True).new_page()
+            page.set_default_timeout(20_000)
+            page.goto(f"{server.endpoint}/_health")
+            with page.expect_download() as download:
+                page.evaluate(
+                    "u => { const a = document.createElement('a'); a.href = u;"
+                    " document.body.appendChild(a); a.click() }",
+                    url,
+                )
+            saved = download.value.suggested_filename
+        finally:
+            browser.close()
+    assert saved == key.rsplit("/", 1)[-1] + ".torrent"

@@ -73,3 +73,20 @@ def test_content_disposition_is_one_safe_header_value(key: str) -> None:
         assert unquote(star[len("UTF-8''") :], errors="strict") == name + ".torrent"
     else:
         assert quoted == name + ".torrent"
+
+
+@pytest.mark.parametrize(
+    ("name", "plain", "exact"),
+    [
+        ("report.pdf", "report.pdf.torrent", None),
+        ("100%41.bin", "100_41.bin.torrent", "100%2541.bin.torrent"),
+        ("50%.bin", "50_.bin.torrent", "50%25.bin.torrent"),
+        ("café.txt", "caf_.txt.torrent", "caf%C3%A9.txt.torrent"),
+    ],
+)
+def test_a_percent_is_never_left_for_a_browser_to_decode(
+    name: str, plain: str, exact: str | None
+) -> None:
+    value = content_disposition(name)
+    assert value.startswith(f'attachment; filename="{plain}"')
+    assert value.endswith(f"; filename*=UTF-8''{exact}" if exact else f'"{plain}"')
