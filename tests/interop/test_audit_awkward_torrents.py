@@ -9,7 +9,8 @@ on a 304-byte name) or save under another name (libtorrent cut it, Transmission 
 `con.txt` to `con_.txt`, libtorrent dropped the override of `invoice<RLO>fdp.exe`) is a name
 that does not work.
 
-The same keys from the web seed alone (the torrent without its trackers): each client
+The same keys as v2 torrents (BEP 52: the name is also the file tree's key) with the
+clients that read them, and from the web seed alone (the torrent without its trackers): each client
 appends the name to `url-list` in its own escaping, which the web seed must take.
 
 All cells run at once in a thread pool, as in test_client_matrix.py; each is then its own
@@ -35,7 +36,10 @@ from tests.interop.test_client_matrix import PASS_TIMEOUT, run_cell, without
 
 CLIENTS = ("libtorrent", "qbittorrent", "aria2", "transmission", "webtorrent", "rtorrent")
 WEB_SEED_CLIENTS = tuple(c for c in CLIENTS if c != "rtorrent")  # rtorrent has no BEP 19
-MODES = ("torrent", "webseed")
+# "v2": the torrent as served by a server of `format = "v2"` (BEP 52: the name is also the
+# key of the file tree), for the clients that read v2.
+V2_CLIENTS = ("libtorrent", "qbittorrent")
+MODES = ("torrent", "webseed", "v2")
 BUCKET = "awkward"
 CHROMIUM = Path("/usr/bin/chromium")
 SIZE = 40 * 1024 + 321  # three 16 KiB pieces, the last one short
@@ -65,19 +69,33 @@ def fetch(url: str) -> bytes:
     return body
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def _start(tmp: Path, fmt: str) -> LiveServer:
     srv = start_server(
-        tmp_path_factory.mktemp("awkward"),
+        tmp,
         env={
-            "S3TORRENT_TORRENT__FORMAT": "v1",  # Transmission 3 takes no BEP 52 torrent
+            "S3TORRENT_TORRENT__FORMAT": fmt,
             "S3TORRENT_SEEDER__MODE": "fastest",
             "S3TORRENT_TRACKER__MIN_INTERVAL": "5",
         },
         workers=1,
     )
+    make_client(srv.endpoint).create_bucket(Bucket=BUCKET)
+    return srv
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    srv = _start(tmp_path_factory.mktemp("awkward"), "v1")  # Transmission 3 takes no BEP 52
     try:
-        make_client(srv.endpoint).create_bucket(Bucket=BUCKET)
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def v2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    srv = _start(tmp_path_factory.mktemp("awkward-v2"), "v2")
+    try:
         yield srv
     finally:
         srv.stop()
@@ -111,7 +129,7 @@ def _job(srv: LiveServer, cell: Cell, index: int, root: Path) -> tuple[Job, str]
 
 @pytest.fixture(scope="module")
 def cells(
-    server: LiveServer, tmp_path_factory: pytest.TempPathFactory
+    server: LiveServer, v2_server: LiveServer, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[Cell, tuple[str, str]]:
     """cell → (the torrent's name, "" or why the client did not save it so)."""
     root = tmp_path_factory.mktemp("awkward-cells")
@@ -120,14 +138,14 @@ def cells(
     for client in CLIENTS:
         why = missing(client)
         for mode in MODES:
-            if mode == "webseed" and client not in WEB_SEED_CLIENTS:
+            if client not in {"webseed": WEB_SEED_CLIENTS, "v2": V2_CLIENTS}.get(mode, CLIENTS):
                 continue
             for index, key in enumerate(KEYS):
                 cell = (client, mode, key)
                 if why is not None:
                     results[cell] = ("", why)
                     continue
-                job, name = _job(server, cell, index, root)
+                job, name = _job(v2_server if mode == "v2" else server, cell, index, root)
                 jobs[cell] = job
                 results[cell] = (name, "")
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
@@ -149,6 +167,16 @@ def test_client_saves_an_awkward_key_under_the_torrents_name(
     assert not failure, f"{client} did not save {name!r}: {failure}"
     assert name == KEYS[key]
     assert len(name.encode()) <= MAX_NAME_BYTES
+
+
+@pytest.mark.parametrize("key", list(KEYS), ids=range(len(KEYS)))
+@pytest.mark.parametrize("client", V2_CLIENTS)
+def test_v2_client_saves_an_awkward_key_under_the_torrents_name(
+    cells: dict[Cell, tuple[str, str]], client: str, key: str
+) -> None:
+    name, failure = cells[(client, "v2", key)]
+    assert not failure, f"{client} did not save {name!r} (v2): {failure}"
+    assert name == KEYS[key]
 
 
 @pytest.mark.parametrize("key", list(KEYS), ids=range(len(KEYS)))
