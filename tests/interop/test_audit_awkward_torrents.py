@@ -13,6 +13,10 @@ The same keys as v2 torrents (BEP 52: the name is also the file tree's key) with
 clients that read them, and from the web seed alone (the torrent without its trackers): each client
 appends the name to `url-list` in its own escaping, which the web seed must take.
 
+Awkward objects too: sizes around a piece (1 byte, a piece -1, +1), a multipart upload
+whose odd part sizes never meet a piece boundary, a CopyObject and an UploadPartCopy of
+it, SSE-S3, and a gzip-encoded object (the torrent is of the bytes stored).
+
 All cells run at once in a thread pool, as in test_client_matrix.py; each is then its own
 test.
 """
@@ -20,10 +24,12 @@ test.
 from __future__ import annotations
 
 import concurrent.futures
+import gzip
 import os
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -255,3 +261,129 @@ def test_browser_saves_the_torrent_file_under_the_name(server: LiveServer, key: 
         finally:
             browser.close()
     assert saved == key.rsplit("/", 1)[-1] + ".torrent"
+
+
+# ---- awkward objects: sizes around a piece, assembled from parts, copied, encrypted
+
+PIECE = 16 * 1024  # the piece length of every object below 32 MiB
+OBJECT_CLIENTS = ("libtorrent", "aria2", "transmission", "webtorrent")
+
+
+def _put_awkward_objects(s3: Any, prefix: str) -> dict[str, bytes]:
+    """key → bytes of each awkward object, all public."""
+    objects: dict[str, bytes] = {}
+    for size in (1, PIECE - 1, PIECE, PIECE + 1, 2 * PIECE + 1):
+        objects[f"{prefix}size-{size}"] = data = os.urandom(size)
+        s3.put_object(Bucket=BUCKET, Key=f"{prefix}size-{size}", Body=data, ACL="public-read")
+    # Parts of odd sizes, so no part boundary falls on a piece boundary.
+    parts = [os.urandom(5 * 1024 * 1024 + 7), os.urandom(5 * 1024 * 1024 + 12345), os.urandom(3333)]
+    whole = b"".join(parts)
+    objects[f"{prefix}multipart"] = whole
+    _multipart(s3, f"{prefix}multipart", [{"Body": part} for part in parts])
+    objects[f"{prefix}copy"] = whole
+    s3.copy_object(
+        Bucket=BUCKET,
+        Key=f"{prefix}copy",
+        CopySource={"Bucket": BUCKET, "Key": f"{prefix}multipart"},
+        ACL="public-read",
+    )
+    objects[f"{prefix}part-copy"] = whole[1 : 5 * 1024 * 1024 + 2] + b"tail"
+    source = {"Bucket": BUCKET, "Key": f"{prefix}multipart"}
+    _multipart(
+        s3,
+        f"{prefix}part-copy",
+        [
+            {"CopySource": source, "CopySourceRange": f"bytes=1-{5 * 1024 * 1024 + 1}"},
+            {"Body": b"tail"},
+        ],
+    )
+    objects[f"{prefix}sse-s3"] = data = os.urandom(3 * PIECE + 5)
+    s3.put_object(
+        Bucket=BUCKET,
+        Key=f"{prefix}sse-s3",
+        Body=data,
+        ACL="public-read",
+        ServerSideEncryption="AES256",
+    )
+    # Stored as sent: the torrent is of these bytes, and the web seed must not say gzip.
+    objects[f"{prefix}gzip"] = data = gzip.compress(os.urandom(3 * PIECE))
+    s3.put_object(
+        Bucket=BUCKET,
+        Key=f"{prefix}gzip",
+        Body=data,
+        ACL="public-read",
+        ContentEncoding="gzip",
+        ContentType="text/plain",
+    )
+    return objects
+
+
+def _multipart(s3: Any, key: str, parts: list[dict[str, Any]]) -> None:
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key=key, ACL="public-read")["UploadId"]
+    done = []
+    for number, part in enumerate(parts, 1):
+        where = {"Bucket": BUCKET, "Key": key, "UploadId": upload, "PartNumber": number}
+        if "CopySource" in part:
+            etag = s3.upload_part_copy(**where, **part)["CopyPartResult"]["ETag"]
+        else:
+            etag = s3.upload_part(**where, **part)["ETag"]
+        done.append({"ETag": etag, "PartNumber": number})
+    s3.complete_multipart_upload(
+        Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload={"Parts": done}
+    )
+
+
+@pytest.fixture(scope="module")
+def object_cells(
+    server: LiveServer, v2_server: LiveServer, tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, str, str], str]:
+    """(client, format, object) → "" or why the client did not get the object's bytes."""
+    root = tmp_path_factory.mktemp("objects")
+    jobs: dict[tuple[str, str, str], Job] = {}
+    results: dict[tuple[str, str, str], str] = {}
+    plan = [(c, "v1", server) for c in OBJECT_CLIENTS] + [(c, "v2", v2_server) for c in V2_CLIENTS]
+    for client, fmt, srv in plan:
+        why = missing(client)
+        objects = _put_awkward_objects(make_client(srv.endpoint), f"{client}/objects/")
+        for key, data in objects.items():
+            what = key.rsplit("/", 1)[-1]
+            if why is not None:
+                results[(client, fmt, what)] = why
+                continue
+            workdir = root / f"{client}-{fmt}-{what}"
+            workdir.mkdir()
+            torrent = fetch(f"{srv.endpoint}/{BUCKET}/{quote(key)}?torrent")
+            jobs[(client, fmt, what)] = Job(
+                torrent=torrent,
+                magnet=None,
+                name=what,
+                data=data,
+                workdir=workdir,
+                timeout=PASS_TIMEOUT,
+            )
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = {cell: pool.submit(run_cell, cell[0], job) for cell, job in jobs.items()}
+        for cell, future in futures.items():
+            results[cell] = future.result().detail
+    return results
+
+
+OBJECTS = [
+    *(f"size-{size}" for size in (1, PIECE - 1, PIECE, PIECE + 1, 2 * PIECE + 1)),
+    "multipart",
+    "copy",
+    "part-copy",
+    "sse-s3",
+    "gzip",
+]
+
+
+@pytest.mark.parametrize("what", OBJECTS)
+@pytest.mark.parametrize(
+    ("client", "fmt"), [(c, "v1") for c in OBJECT_CLIENTS] + [(c, "v2") for c in V2_CLIENTS]
+)
+def test_client_downloads_an_awkward_object(
+    object_cells: dict[tuple[str, str, str], str], client: str, fmt: str, what: str
+) -> None:
+    failure = object_cells[(client, fmt, what)]
+    assert not failure, f"{client} ({fmt}) did not get {what}: {failure}"
