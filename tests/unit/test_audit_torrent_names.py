@@ -16,7 +16,7 @@ from s3torrent.s3.ops.torrent import content_disposition
 from s3torrent.torrent.metainfo import MAX_NAME_BYTES, torrent_name
 
 WINDOWS_FORBIDDEN = set('<>:"|?*\\/')
-DEVICES = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{n}" for p in ("COM", "LPT") for n in range(1, 10)}
+DEVICES = {"CON", "PRN", "AUX", "NUL"} | {p + n for p in ("COM", "LPT") for n in "0123456789¹²³"}
 
 
 @pytest.mark.parametrize(
@@ -34,6 +34,8 @@ DEVICES = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{n}" for p in ("COM", "LPT") for 
         ("dir/LPT1.x.y", "LPT1_.x.y"),
         ("Nul", "Nul_"),
         ("COM10", "COM10"),
+        ("com0", "com0_"),
+        ("LPT\u00b2.txt", "LPT\u00b2_.txt"),
         ("console.log", "console.log"),
         (" trail. .", "trail"),
         ("c1\x85\x9f.bin", "c1__.bin"),

@@ -54,9 +54,10 @@ _REPLACED_CATEGORIES = frozenset({"Cc", "Cs"})  # controls, lone surrogates
 # disguise an extension ("invoice\u202efdp.exe" shows as "invoiceexe.pdf"). libtorrent
 # drops them, the other clients keep them.
 _DROPPED_CATEGORY = "Cf"
-# Windows device names, whatever the case and extension; Transmission appends "_" to them.
+# Windows device names, whatever the case and extension (Microsoft's list, with the ports
+# numbered 0 and in superscript); Transmission appends "_" to them.
 _RESERVED_STEMS = frozenset(
-    {"CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10))}
+    {"CON", "PRN", "AUX", "NUL", *(port + n for port in ("COM", "LPT") for n in "0123456789¹²³")}
 )
 # Lists and dictionaries inside each other, at most: far beyond any real file tree's depth.
 MAX_NESTING = 512
