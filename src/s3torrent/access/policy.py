@@ -297,12 +297,24 @@ def _wildcard_cost(statements: Sequence[Statement]) -> int:
     return sum(p.cost for p in patterns)
 
 
+def _unique_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object's members, refusing a name given twice: json.loads would keep the
+    last silently, enforcing half of what GetBucketPolicy shows (a second Resource, or a
+    second IpAddress block, dropping the first); IAM's grammar refuses duplicates."""
+    members: dict[str, object] = {}
+    for name, value in pairs:
+        if name in members:
+            raise _malformed(f"Policies must be valid JSON: duplicate name {name!r} in an object")
+        members[name] = value
+    return members
+
+
 def parse_policy(text: str, *, bucket: str, known_actions: bool = True) -> BucketPolicy:
     """Validate a PutBucketPolicy body for `bucket`, raising MalformedPolicy with the reason.
 
     known_actions: refuse an action or `s3:` condition key S3 does not define
-    (access/actions.py), as PutBucketPolicy does; a policy stored before that check is read
-    without it."""
+    (access/actions.py) or a JSON name given twice in one object, as PutBucketPolicy does; a
+    policy stored before those checks is read without them."""
     if len(text.encode("utf-8")) > MAX_POLICY_BYTES:
         raise _malformed(
             f"Policy exceeds the maximum allowed document size ({MAX_POLICY_BYTES} bytes)"
@@ -310,7 +322,8 @@ def parse_policy(text: str, *, bucket: str, known_actions: bool = True) -> Bucke
     if _nesting_depth(text) > MAX_POLICY_DEPTH:
         raise _malformed(f"Policies must be valid JSON: nested deeper than {MAX_POLICY_DEPTH}")
     try:
-        document = json.loads(text)
+        # A stored policy keeps the reading it was accepted with (the last duplicate wins).
+        document = json.loads(text, object_pairs_hook=_unique_names if known_actions else None)
     except (ValueError, RecursionError) as exc:
         raise _malformed(f"Policies must be valid JSON: {exc}") from exc
     if not isinstance(document, dict):
