@@ -64,3 +64,15 @@ def test_a_stored_policy_with_duplicate_names_still_reads() -> None:
     """One accepted before the check keeps its old reading rather than failing every request."""
     policy = parse_policy(DENY_SECRET, bucket="b", known_actions=False)
     assert policy.statements[0].resources == ("arn:aws:s3:::b/tmp/*",)
+
+
+@pytest.mark.parametrize("present", [True, False])
+def test_null_with_both_values_holds_either_way(present: bool) -> None:
+    """A condition's values are ORed (IAM: "multiple values for a context key ... logical
+    OR"), Null's too: ["true", "false"] holds whether the key is absent or present. Before,
+    only the first value was read, so a Deny with it applied to requests without the key."""
+    context = {"aws:referer": ["https://example.com/"]} if present else {}
+    assert _holds({"Null": {"aws:Referer": ["true", "false"]}}, context)
+    assert _holds({"Null": {"aws:Referer": ["false", "true"]}}, context)
+    assert _holds({"Null": {"aws:Referer": "true"}}, context) is not present
+    assert _holds({"Null": {"aws:Referer": False}}, context) is present

@@ -235,8 +235,8 @@ def condition_holds(condition: Condition, context: Mapping[str, Sequence[str]]) 
     """
     present = context.get(condition.key)
     if condition.base == "Null":
-        want_absent = condition.values[0].lower() == "true"
-        return (not present) == want_absent
+        # Its values ("true": absent, "false": present, lower-cased when parsed) are ORed.
+        return ("true" if not present else "false") in condition.prepared
     if not present:
         if condition.set_operator == "ForAllValues":
             return True
