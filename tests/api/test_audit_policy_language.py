@@ -3,13 +3,17 @@ refuses, and what it accepts is enforced as IAM would enforce it."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import LiveServer
+from s3torrent.access import ACCOUNT_ID
+from tests.api.test_torrent import announce, get_torrent, http, torrent_url, v1_info_hash
+from tests.conftest import LiveServer, UserKeys
 
 
 def _anon_get(server: LiveServer, bucket: str, key: str) -> int:
@@ -34,3 +38,107 @@ def test_a_policy_with_a_duplicate_name_is_refused(
         s3.put_bucket_policy(Bucket=bucket, Policy=text)
     assert exc.value.response["Error"]["Code"] == "MalformedPolicy"
     assert _anon_get(server, bucket, "secret/k") == 403
+
+
+def _home_policy(bucket: str) -> str:
+    """The IAM user guide's home-folder policy, as a bucket policy: every user of the
+    account lists and reads/writes only under home/<their name>/."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "ListOwnHome",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"},
+                    "Action": "s3:ListBucket",
+                    "Resource": f"arn:aws:s3:::{bucket}",
+                    "Condition": {"StringLike": {"s3:prefix": ["home/${aws:username}/*"]}},
+                },
+                {
+                    "Sid": "OwnHome",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"},
+                    "Action": ["s3:GetObject", "s3:PutObject"],
+                    "Resource": f"arn:aws:s3:::{bucket}/home/${{aws:username}}/*",
+                },
+            ],
+        }
+    )
+
+
+def test_policy_variables_resolve_to_the_caller(
+    s3: Any, bucket: str, bob: UserKeys, bob_s3: Any
+) -> None:
+    """Before, ${aws:username} was matched as the literal text: bob could not reach his own
+    home folder, and anyone could reach one literally named ${aws:username}."""
+    s3.put_bucket_policy(Bucket=bucket, Policy=_home_policy(bucket))
+    bob_s3.put_object(Bucket=bucket, Key=f"home/{bob.name}/notes", Body=b"mine")
+    got = bob_s3.get_object(Bucket=bucket, Key=f"home/{bob.name}/notes")["Body"].read()
+    assert got == b"mine"
+    listed = bob_s3.list_objects_v2(Bucket=bucket, Prefix=f"home/{bob.name}/")
+    assert [o["Key"] for o in listed["Contents"]] == [f"home/{bob.name}/notes"]
+    s3.put_object(Bucket=bucket, Key="home/carol/notes", Body=b"hers")
+    s3.put_object(Bucket=bucket, Key="home/${aws:username}/notes", Body=b"literal")
+    for key in ("home/carol/notes", "home/${aws:username}/notes"):
+        with pytest.raises(ClientError) as exc:
+            bob_s3.get_object(Bucket=bucket, Key=key)
+        assert exc.value.response["Error"]["Code"] == "AccessDenied"
+    with pytest.raises(ClientError) as exc:
+        bob_s3.list_objects_v2(Bucket=bucket, Prefix="home/carol/")
+    assert exc.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def _per_user_read(bucket: str, version: str) -> str:
+    return json.dumps(
+        {
+            "Version": version,
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "s3:GetObject",
+                    "Resource": f"arn:aws:s3:::{bucket}/${{aws:username}}/*",
+                }
+            ],
+        }
+    )
+
+
+def test_an_anonymous_caller_has_no_username_on_any_channel(
+    server: LiveServer, s3: Any, bucket: str
+) -> None:
+    """A 2008-10-17 policy reads `${aws:username}` as text (IAM does too): the object named
+    so is public, and REST, ?torrent and the tracker agree. In 2012-10-17 it is a variable,
+    which an anonymous caller has no value for: the statement covers nothing, on every
+    channel. Before, the 2012-10-17 policy was read as text too and the object stayed public."""
+    key = "${aws:username}/k"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"literal")
+    s3.put_bucket_policy(Bucket=bucket, Policy=_per_user_read(bucket, "2008-10-17"))
+    assert _anon_get(server, bucket, quote(key)) == 200
+    torrent = get_torrent(server.endpoint, bucket, key)
+    assert b"failure reason" not in announce(server.endpoint, v1_info_hash(torrent))
+
+    s3.put_bucket_policy(Bucket=bucket, Policy=_per_user_read(bucket, "2012-10-17"))
+    assert _anon_get(server, bucket, quote(key)) == 403
+    status, _, _ = http("GET", torrent_url(server.endpoint, bucket, key))
+    assert status == 403
+    assert b"failure reason" in announce(server.endpoint, v1_info_hash(torrent))
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "/${aws:UserAgent}/*",  # a key this server does not resolve: refused, not ignored
+        "/${aws:username/*",  # never closed
+        "/${aws:username, nobody}/*",  # a default must be quoted
+    ],
+)
+def test_unsupported_or_malformed_variables_are_refused(
+    s3: Any, bucket: str, resource: str
+) -> None:
+    policy = json.loads(_per_user_read(bucket, "2012-10-17"))
+    policy["Statement"][0]["Resource"] = f"arn:aws:s3:::{bucket}{resource}"
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    assert exc.value.response["Error"]["Code"] == "MalformedPolicy"

@@ -4,13 +4,27 @@ IAM would enforce it, and what IAM's grammar refuses is refused (MalformedPolicy
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from s3torrent.access import parse_policy
+from s3torrent.access import (
+    ANONYMOUS,
+    AccessFacts,
+    BucketPolicy,
+    Decision,
+    Owner,
+    Principal,
+    RequestContext,
+    Resource,
+    canned_acl,
+    decide,
+    parse_policy,
+)
 from s3torrent.access.conditions import condition_holds, parse_condition_block
 from s3torrent.access.errors import AccessError
+from s3torrent.access.variables import parse_template
 
 DENY_SECRET = (
     '{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*",'
@@ -76,3 +90,164 @@ def test_null_with_both_values_holds_either_way(present: bool) -> None:
     assert _holds({"Null": {"aws:Referer": ["false", "true"]}}, context)
     assert _holds({"Null": {"aws:Referer": "true"}}, context) is not present
     assert _holds({"Null": {"aws:Referer": False}}, context) is present
+
+
+# --- policy variables ---------------------------------------------------------------------------
+
+ALICE = Principal.user("a" * 64, "alice")
+NOW = datetime(2026, 12, 7, tzinfo=UTC)
+
+
+def _policy(*statements: dict[str, Any], version: str = "2012-10-17") -> BucketPolicy:
+    full = [{"Principal": "*", "Action": "s3:GetObject", **s} for s in statements]
+    return parse_policy(json.dumps({"Version": version, "Statement": full}), bucket="b")
+
+
+def _decide(policy: BucketPolicy, principal: Principal, key: str, **values: str) -> Decision:
+    owner = Owner("f" * 64, "")
+    facts = AccessFacts(
+        bucket_owner=owner,
+        bucket_acl=canned_acl("private", owner=owner, bucket_owner=owner),
+        object_acl=canned_acl("private", owner=owner, bucket_owner=owner),
+        policy=policy,
+    )
+    return decide(
+        principal, "s3:GetObject", Resource("b", key), facts, RequestContext(NOW, values=values)
+    )
+
+
+def test_a_variable_in_a_resource_is_the_callers_value() -> None:
+    policy = _policy({"Effect": "Allow", "Resource": "arn:aws:s3:::b/home/${aws:username}/*"})
+    assert _decide(policy, ALICE, "home/alice/x").allowed
+    assert not _decide(policy, ALICE, "home/bob/x").allowed
+    assert not _decide(policy, ALICE, "home/${aws:username}/x").allowed
+    assert not _decide(policy, ANONYMOUS, "home/${aws:username}/x").allowed
+
+
+def test_in_2008_10_17_a_variable_is_text() -> None:
+    policy = _policy(
+        {"Effect": "Allow", "Resource": "arn:aws:s3:::b/home/${aws:username}/*"},
+        version="2008-10-17",
+    )
+    assert _decide(policy, ANONYMOUS, "home/${aws:username}/x").allowed
+    assert not _decide(policy, ALICE, "home/alice/x").allowed
+
+
+def test_a_variable_without_a_value_matches_nothing_so_a_negated_operator_holds() -> None:
+    """IAM: a variable with no value is "effectively null": StringEquals does not match it,
+    StringNotEquals does; a NotResource entry holding it excludes nothing."""
+    tag_owner = _policy(
+        {"Effect": "Allow", "Resource": "arn:aws:s3:::b/*"},
+        {
+            "Effect": "Deny",
+            "Resource": "arn:aws:s3:::b/*",
+            "Condition": {"StringNotEquals": {"aws:Referer": "${aws:username}"}},
+        },
+    )
+    assert _decide(tag_owner, ALICE, "k", **{"aws:Referer": "alice"}).allowed
+    assert _decide(tag_owner, ALICE, "k", **{"aws:Referer": "bob"}).explicit_deny
+    assert _decide(tag_owner, ANONYMOUS, "k", **{"aws:Referer": "${aws:username}"}).explicit_deny
+    outside_home = _policy(
+        {"Effect": "Allow", "Resource": "arn:aws:s3:::b/*"},
+        {"Effect": "Deny", "NotResource": "arn:aws:s3:::b/home/${aws:username}/*"},
+    )
+    assert _decide(outside_home, ALICE, "home/alice/k").allowed
+    assert _decide(outside_home, ALICE, "home/bob/k").explicit_deny
+    assert _decide(outside_home, ANONYMOUS, "home/${aws:username}/k").explicit_deny
+
+
+def test_defaults_special_characters_and_operators() -> None:
+    default = _policy(
+        {"Effect": "Allow", "Resource": "arn:aws:s3:::b/${aws:username, 'it''s public'}/*"}
+    )
+    assert _decide(default, ANONYMOUS, "it's public/k").allowed
+    assert _decide(default, ALICE, "alice/k").allowed
+    assert not _decide(default, ALICE, "it's public/k").allowed
+    star = _policy({"Effect": "Allow", "Resource": "arn:aws:s3:::b/${*}/${?}${$}"})
+    assert _decide(star, ANONYMOUS, "*/?$").allowed
+    assert not _decide(star, ANONYMOUS, "x/y$").allowed
+    arn = _policy(
+        {
+            "Effect": "Allow",
+            "Resource": "arn:aws:s3:::b/*",
+            "Condition": {
+                "ArnEquals": {"aws:PrincipalArn": "arn:aws:iam::*:user/${aws:username}"},
+                "StringEqualsIgnoreCase": {"aws:Referer": "${aws:username}"},
+            },
+        }
+    )
+    assert _decide(arn, ALICE, "k", **{"aws:Referer": "ALICE"}).allowed
+    assert not _decide(arn, ALICE, "k", **{"aws:Referer": "bob"}).allowed
+
+
+def test_a_variables_value_is_never_a_wildcard() -> None:
+    template = parse_template("arn:aws:s3:::b/${aws:username}/*")
+    assert template is not None
+    pattern = template.pattern({"aws:username": ["a*"]})
+    assert pattern is not None
+    assert pattern.matches("arn:aws:s3:::b/a*/k")
+    assert not pattern.matches("arn:aws:s3:::b/ab/k")
+    assert template.pattern({"aws:username": ["a", "b"]}) is None  # several values: none
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "${aws:UserAgent}",
+        "${s3:prefix}",
+        "${aws:CurrentTime}",
+        "${aws:username",
+        "${}",
+        "${aws:username, nobody}",
+        "x${aws:username}${",
+    ],
+)
+def test_unsupported_or_malformed_variables_are_malformed(value: str) -> None:
+    for statement in (
+        {"Effect": "Deny", "Resource": f"arn:aws:s3:::b/{value}"},
+        {
+            "Effect": "Deny",
+            "Resource": "arn:aws:s3:::b/*",
+            "Condition": {"StringLike": {"aws:Referer": value}},
+        },
+    ):
+        with pytest.raises(AccessError) as exc:
+            _policy(statement)
+        assert exc.value.code == "MalformedPolicy"
+        _policy(statement, version="2008-10-17")  # text there
+
+
+def test_a_variable_counts_at_its_longest_value_towards_the_wildcard_cost() -> None:
+    """Values fill wildcard segments: their length must be bounded, and counted."""
+    value = "*" + "a?" * 30 + "${aws:username}" + "?b" * 30 + "*"
+    statements = [
+        {
+            "Effect": "Allow",
+            "Resource": "arn:aws:s3:::b/*",
+            "Condition": {"StringLike": {f"s3:ExistingObjectTag/t{i}": value}},
+        }
+        for i in range(2)
+    ]
+    assert len(_policy(*statements[:1]).statements) == 1
+    with pytest.raises(AccessError) as exc:
+        _policy(*statements)
+    assert "costly" in exc.value.message
+    assert len(_policy(*statements, version="2008-10-17").statements) == 2
+
+
+def test_a_stored_policy_with_a_refused_variable_keeps_reading_it_as_text() -> None:
+    text = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": "arn:aws:s3:::b/${aws:UserAgent}/*",
+            },
+        }
+    )
+    with pytest.raises(AccessError):
+        parse_policy(text, bucket="b")
+    stored = parse_policy(text, bucket="b", known_actions=False)
+    assert _decide(stored, ANONYMOUS, "${aws:UserAgent}/k").allowed

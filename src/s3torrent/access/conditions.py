@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from s3torrent.access.variables import Template, parse_template
 from s3torrent.access.wildcard import WildcardPattern
 
 # No date or IP address is longer than this; a longer request value is simply not one, and
@@ -95,12 +96,16 @@ class _Operator:
     a bad one: the policy is malformed), once, when the policy is parsed;
     `prepare_context` does the same for a request's value (a ValueError there makes the
     comparison false), once per value per condition, never once per policy value.
+    `prepare_variable`, for the string and ARN operators only (IAM's), turns a value with
+    policy variables (access.variables) into what `compare` takes, per request; None: a
+    value of this operator holds no variables.
     """
 
     prepare_policy: Callable[[str], object]
     prepare_context: Callable[[str], object]
     compare: Callable[[Any, Any], bool]
     negated: bool
+    prepare_variable: Callable[[Template, Mapping[str, Sequence[str]]], object] | None = None
 
 
 def _num(test: Callable[[float, float], bool], negated: bool = False) -> _Operator:
@@ -111,18 +116,23 @@ def _date(test: Callable[[datetime, datetime], bool], negated: bool = False) -> 
     return _Operator(parse_date, parse_date, test, negated)
 
 
-_STRING = _Operator(_identity, _identity, _equal, False)
-_STRING_NOT = _Operator(_identity, _identity, _equal, True)
-_LIKE = _Operator(WildcardPattern.compile, _identity, _like, False)
-_LIKE_NOT = _Operator(WildcardPattern.compile, _identity, _like, True)
-_ARN = _Operator(_validate_arn, _identity, _like, False)
-_ARN_NOT = _Operator(_validate_arn, _identity, _like, True)
+def _lower_text(template: Template, context: Mapping[str, Sequence[str]]) -> str | None:
+    text = template.text(context)
+    return None if text is None else text.lower()
+
+
+_STRING = _Operator(_identity, _identity, _equal, False, Template.text)
+_STRING_NOT = _Operator(_identity, _identity, _equal, True, Template.text)
+_LIKE = _Operator(WildcardPattern.compile, _identity, _like, False, Template.pattern)
+_LIKE_NOT = _Operator(WildcardPattern.compile, _identity, _like, True, Template.pattern)
+_ARN = _Operator(_validate_arn, _identity, _like, False, Template.pattern)
+_ARN_NOT = _Operator(_validate_arn, _identity, _like, True, Template.pattern)
 
 _OPERATORS: dict[str, _Operator] = {
     "StringEquals": _STRING,
     "StringNotEquals": _STRING_NOT,
-    "StringEqualsIgnoreCase": _Operator(_lower, _lower, _equal, False),
-    "StringNotEqualsIgnoreCase": _Operator(_lower, _lower, _equal, True),
+    "StringEqualsIgnoreCase": _Operator(_lower, _lower, _equal, False, _lower_text),
+    "StringNotEqualsIgnoreCase": _Operator(_lower, _lower, _equal, True, _lower_text),
     "StringLike": _LIKE,
     "StringNotLike": _LIKE_NOT,
     "NumericEquals": _num(lambda a, b: a == b),
@@ -138,7 +148,7 @@ _OPERATORS: dict[str, _Operator] = {
     "DateGreaterThan": _date(lambda a, b: a > b),
     "DateGreaterThanEquals": _date(lambda a, b: a >= b),
     "Bool": _Operator(_bool_value, _bool_value, _equal, False),
-    "BinaryEquals": _STRING,
+    "BinaryEquals": _Operator(_identity, _identity, _equal, False),
     "IpAddress": _Operator(_network, _ip_address, _ip_in, False),
     "NotIpAddress": _Operator(_network, _ip_address, _ip_in, True),
     # ArnEquals takes wildcards exactly like ArnLike does.
@@ -163,8 +173,10 @@ class Condition:
     if_exists: bool
     key: str  # lower case: condition keys are case-insensitive
     values: tuple[str, ...]
-    # `values` as the operator compares them (compiled wildcards, numbers, networks, ...).
+    # `values` as the operator compares them (compiled wildcards, numbers, networks, ...);
+    # a value with policy variables is prepared per request, from its template.
     prepared: tuple[object, ...] = field(default=(), compare=False)
+    templates: tuple[Template | None, ...] = field(default=(), compare=False)
 
     @property
     def negated(self) -> bool:
@@ -179,8 +191,11 @@ def _scalar(value: object) -> str:
     raise ConditionError(f"condition values must be strings, numbers or booleans: {value!r}")
 
 
-def parse_condition_block(block: object) -> tuple[Condition, ...]:
-    """Turn a statement's Condition object into conditions, raising ConditionError."""
+def parse_condition_block(block: object, *, variables: bool = False) -> tuple[Condition, ...]:
+    """Turn a statement's Condition object into conditions, raising ConditionError.
+
+    variables: read policy variables in the values of string and ARN operators (a
+    2012-10-17 policy); elsewhere `${...}` is text."""
     if not isinstance(block, dict):
         raise ConditionError("Condition must be an object")
     conditions: list[Condition] = []
@@ -199,31 +214,62 @@ def parse_condition_block(block: object) -> tuple[Condition, ...]:
             if not items:
                 raise ConditionError(f"Condition {operator} on {key} has no values")
             values = tuple(_scalar(item) for item in items)
-            prepare = (_NULL if base == "Null" else _OPERATORS[base]).prepare_policy
+            spec = _NULL if base == "Null" else _OPERATORS[base]
             prepared: list[object] = []
+            templates: list[Template | None] = []
             for value in values:
                 try:
-                    prepared.append(prepare(value))
+                    template = (
+                        parse_template(value)
+                        if variables and spec.prepare_variable is not None
+                        else None
+                    )
+                    prepared.append(spec.prepare_policy(value) if template is None else None)
                 except ValueError as exc:
                     raise ConditionError(
-                        f"Invalid value {value!r} for condition {operator} on {key}"
+                        f"Invalid value {value!r} for condition {operator} on {key}: {exc}"
                     ) from exc
+                templates.append(template)
             conditions.append(
                 Condition(
-                    operator, base, set_operator, if_exists, key.lower(), values, tuple(prepared)
+                    operator,
+                    base,
+                    set_operator,
+                    if_exists,
+                    key.lower(),
+                    values,
+                    tuple(prepared),
+                    tuple(templates) if any(templates) else (),
                 )
             )
     return tuple(conditions)
 
 
-def _value_matches(condition: Condition, context_value: str) -> bool:
+def _policy_values(condition: Condition, context: Mapping[str, Sequence[str]]) -> Sequence[object]:
+    """The condition's values as its operator compares them, for this request: a value
+    with policy variables resolved; one whose variable has no value left out (it matches
+    nothing, as IAM's "effectively null" value)."""
+    if not condition.templates:
+        return condition.prepared
+    prepare = _OPERATORS[condition.base].prepare_variable
+    assert prepare is not None
+    values: list[object] = []
+    for value, template in zip(condition.prepared, condition.templates, strict=True):
+        if template is not None:
+            value = prepare(template, context)
+        if value is not None:
+            values.append(value)
+    return values
+
+
+def _value_matches(condition: Condition, policy_values: Sequence[object], value: str) -> bool:
     operator = _OPERATORS[condition.base]
     try:
-        context = operator.prepare_context(context_value)
+        context = operator.prepare_context(value)
     except (ValueError, OverflowError):
         hit = False
     else:
-        hit = any(operator.compare(context, policy) for policy in condition.prepared)
+        hit = any(operator.compare(context, policy) for policy in policy_values)
     return not hit if operator.negated else hit
 
 
@@ -243,10 +289,11 @@ def condition_holds(condition: Condition, context: Mapping[str, Sequence[str]]) 
         if condition.set_operator == "ForAnyValue":
             return condition.if_exists
         return condition.if_exists or condition.negated
+    policy = _policy_values(condition, context)
     if condition.set_operator == "ForAllValues":
-        return all(_value_matches(condition, value) for value in present)
+        return all(_value_matches(condition, policy, value) for value in present)
     if condition.set_operator == "ForAnyValue":
-        return any(_value_matches(condition, value) for value in present)
+        return any(_value_matches(condition, policy, value) for value in present)
     if condition.negated:
-        return all(_value_matches(condition, value) for value in present)
-    return any(_value_matches(condition, value) for value in present)
+        return all(_value_matches(condition, policy, value) for value in present)
+    return any(_value_matches(condition, policy, value) for value in present)

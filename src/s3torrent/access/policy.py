@@ -28,6 +28,7 @@ from s3torrent.access.principals import (
     is_canonical_id,
     user_arn,
 )
+from s3torrent.access.variables import Template, parse_template
 from s3torrent.access.wildcard import WildcardPattern, has_wildcard, wildcard_match
 
 VERSIONS = frozenset({"2008-10-17", "2012-10-17"})
@@ -95,9 +96,10 @@ class Statement:
     resources: tuple[str, ...]
     not_resource: bool
     conditions: tuple[Condition, ...]
-    # `actions` and `resources` compiled once, when the policy is parsed.
+    # `actions` and `resources` compiled once, when the policy is parsed (a resource with
+    # policy variables: per request, from its template).
     action_patterns: tuple[WildcardPattern, ...] = field(compare=False)
-    resource_patterns: tuple[WildcardPattern, ...] = field(compare=False)
+    resource_patterns: tuple[WildcardPattern | Template, ...] = field(compare=False)
 
     @property
     def label(self) -> str:
@@ -113,10 +115,18 @@ class BucketPolicy:
     id: str | None
     statements: tuple[Statement, ...]
     has_conditions: bool = field(init=False)
-    """Whether any statement tests the request context (else a decision needs none of it)."""
+    """Whether any statement tests the request context, by a condition or a policy variable
+    (else a decision needs none of it)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "has_conditions", any(s.conditions for s in self.statements))
+        object.__setattr__(
+            self,
+            "has_conditions",
+            any(
+                s.conditions or any(isinstance(p, Template) for p in s.resource_patterns)
+                for s in self.statements
+            ),
+        )
 
 
 def _malformed(message: str) -> AccessError:
@@ -211,7 +221,17 @@ def _pick(
     return (negative, True) if has_negative else (positive, False)
 
 
-def _parse_statement(raw: object, index: int, bucket: str, known_actions: bool) -> Statement:
+def _resource_pattern(resource: str, variables: bool) -> WildcardPattern | Template:
+    try:
+        template = parse_template(resource) if variables else None
+    except ValueError as exc:
+        raise _malformed(f"Policy has invalid resource: {resource}: {exc}") from exc
+    return WildcardPattern.compile(resource) if template is None else template
+
+
+def _parse_statement(
+    raw: object, index: int, bucket: str, known_actions: bool, variables: bool
+) -> Statement:
     if not isinstance(raw, dict):
         raise _malformed(f"Statement {index} must be an object")
     unknown = set(raw) - _STATEMENT_FIELDS
@@ -230,7 +250,11 @@ def _parse_statement(raw: object, index: int, bucket: str, known_actions: bool) 
     resource_field, not_resource = _pick(raw, "Resource", "NotResource", index)
     resources = tuple(_check_resource(r, bucket) for r in _string_list(raw, resource_field))
     try:
-        conditions = parse_condition_block(raw["Condition"]) if "Condition" in raw else ()
+        conditions = (
+            parse_condition_block(raw["Condition"], variables=variables)
+            if "Condition" in raw
+            else ()
+        )
     except ConditionError as exc:
         raise _malformed(f"{exc} (statement {index})") from exc
     if known_actions:
@@ -263,7 +287,7 @@ def _parse_statement(raw: object, index: int, bucket: str, known_actions: bool) 
         not_resource=not_resource,
         conditions=conditions,
         action_patterns=tuple(WildcardPattern.compile(a, ignore_case=True) for a in actions),
-        resource_patterns=tuple(WildcardPattern.compile(r) for r in resources),
+        resource_patterns=tuple(_resource_pattern(r, variables) for r in resources),
     )
 
 
@@ -286,15 +310,17 @@ def _nesting_depth(text: str) -> int:
 
 
 def _wildcard_cost(statements: Sequence[Statement]) -> int:
-    patterns = [p for s in statements for p in (*s.action_patterns, *s.resource_patterns)]
-    patterns += [
-        p
-        for s in statements
-        for c in s.conditions
-        for p in c.prepared
-        if isinstance(p, WildcardPattern)
+    """The summed cost of the policy's patterns, a variable's at its longest value."""
+    patterns: list[object] = [
+        p for s in statements for p in (*s.action_patterns, *s.resource_patterns)
     ]
-    return sum(p.cost for p in patterns)
+    patterns += [p for s in statements for c in s.conditions for p in c.prepared]
+    patterns += [t for s in statements for c in s.conditions for t in c.templates]
+    return sum(
+        p.cost if isinstance(p, WildcardPattern) else p.worst_case().cost
+        for p in patterns
+        if isinstance(p, WildcardPattern | Template)
+    )
 
 
 def _unique_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -344,8 +370,25 @@ def parse_policy(text: str, *, bucket: str, known_actions: bool = True) -> Bucke
         raw_statements = [raw_statements]
     if not isinstance(raw_statements, list) or not raw_statements:
         raise _malformed("Statement must be a non-empty object or list of objects")
+    # Policy variables came with the 2012-10-17 language; before it `${...}` is text.
+    try:
+        statements = _parse_statements(
+            raw_statements, bucket, known_actions, variables=version == "2012-10-17"
+        )
+    except AccessError:
+        if known_actions or version != "2012-10-17":
+            raise
+        # A policy stored before variables were read, with one this server refuses, keeps
+        # the reading it was stored with (text) rather than failing every request.
+        statements = _parse_statements(raw_statements, bucket, known_actions, variables=False)
+    return BucketPolicy(text, version, policy_id, statements)
+
+
+def _parse_statements(
+    raw_statements: list[object], bucket: str, known_actions: bool, *, variables: bool
+) -> tuple[Statement, ...]:
     statements = tuple(
-        _parse_statement(raw, index, bucket, known_actions)
+        _parse_statement(raw, index, bucket, known_actions, variables)
         for index, raw in enumerate(raw_statements)
     )
     sids = [s.sid for s in statements if s.sid]
@@ -356,10 +399,20 @@ def parse_policy(text: str, *, bucket: str, known_actions: bool = True) -> Bucke
             "Policy wildcards are too costly to evaluate: use fewer `*...*` patterns, "
             "or fewer `?` inside them"
         )
-    return BucketPolicy(text, version, policy_id, statements)
+    return statements
 
 
 # --- matching ---------------------------------------------------------------------------------
+
+
+def _resource_matches(
+    pattern: WildcardPattern | Template, arn: str, context: Mapping[str, Sequence[str]]
+) -> bool:
+    """Whether a Resource entry covers `arn`; one whose variable has no value covers none."""
+    if isinstance(pattern, Template):
+        resolved = pattern.pattern(context)
+        return resolved is not None and resolved.matches(arn)
+    return pattern.matches(arn)
 
 
 def statement_applies(
@@ -375,7 +428,9 @@ def statement_applies(
     action_hit = any(p.matches(action) for p in statement.action_patterns)
     if action_hit == statement.not_action:
         return False
-    resource_hit = any(p.matches(resource_arn) for p in statement.resource_patterns)
+    resource_hit = any(
+        _resource_matches(p, resource_arn, context) for p in statement.resource_patterns
+    )
     if resource_hit == statement.not_resource:
         return False
     return all(condition_holds(c, context) for c in statement.conditions)

@@ -20,12 +20,46 @@ are only offsets; what remains (the core) is found by:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 # Cores up to this length use a fixed-length regex (per-position cost <= this, in C); longer
 # ones the shift-and scan (one interpreted step per character, whatever the core's length).
 _SHORT_CORE = 160
+
+
+def _segments(parts: Iterable[tuple[str, bool]]) -> list[tuple[str, frozenset[int]]]:
+    """The texts between the wildcard `*`s of these parts (see compile_parts), each with the
+    offsets of its wildcard `?`s."""
+    segments: list[tuple[str, frozenset[int]]] = []
+    text: list[str] = []
+    gaps: set[int] = set()
+    for part, wild in parts:
+        pieces = part.split("*") if wild else [part]
+        for index, piece in enumerate(pieces):
+            if index:
+                segments.append(("".join(text), frozenset(gaps)))
+                text, gaps = [], set()
+            if wild:
+                offset = sum(len(t) for t in text)
+                gaps.update(offset + m.start() for m in re.finditer(r"\?", piece))
+            text.append(piece)
+    segments.append(("".join(text), frozenset(gaps)))
+    return segments
+
+
+def _chunks(text: str, gaps: frozenset[int]) -> tuple[tuple[int, str], ...]:
+    """The runs of `text` between its gaps, each with its offset."""
+    chunks: list[tuple[int, str]] = []
+    start = 0
+    for gap in sorted(gaps):
+        if gap > start:
+            chunks.append((start, text[start:gap]))
+        start = gap + 1
+    if start < len(text):
+        chunks.append((start, text[start:]))
+    return tuple(chunks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,21 +73,21 @@ class _Segment:
     any_mask: int = 0
 
     @classmethod
-    def compile(cls, text: str) -> _Segment:
-        chunks = tuple(
-            (m.start(), m.group()) for m in re.finditer(r"[^?]+", text)
-        )  # the `?`s are the gaps between them
+    def compile(cls, text: str, gaps: frozenset[int]) -> _Segment:
+        """The segment `text` whose wildcard `?`s are at the offsets `gaps` (any other
+        character, a `?` included, is literal)."""
+        chunks = _chunks(text, gaps)  # the gaps are between them
         if len(chunks) <= 1:
             return cls(len(text), chunks)
         lead = chunks[0][0]
         core = text[lead : chunks[-1][0] + len(chunks[-1][1])]
         if len(core) <= _SHORT_CORE:
-            source = "".join(re.escape(c) if c != "?" else "." for c in core)
+            source = "".join("." if lead + i in gaps else re.escape(c) for i, c in enumerate(core))
             return cls(len(text), chunks, short_core=re.compile(source, re.DOTALL))
         any_mask = 0
         positions: dict[str, list[int]] = {}
         for index, char in enumerate(core):
-            if char == "?":
+            if lead + index in gaps:
                 any_mask |= 1 << index
             else:
                 positions.setdefault(char, []).append(index)
@@ -129,12 +163,23 @@ class WildcardPattern:
     @classmethod
     def compile(cls, pattern: str, *, ignore_case: bool = False) -> WildcardPattern:
         folded = pattern.lower() if ignore_case else pattern
-        parts = folded.split("*")
-        head = _Segment.compile(parts[0])
-        if len(parts) == 1:
-            return cls(pattern, ignore_case, head, (), None)
-        middle = tuple(_Segment.compile(p) for p in parts[1:-1] if p)
-        return cls(pattern, ignore_case, head, middle, _Segment.compile(parts[-1]))
+        return cls._build(pattern, ignore_case, _segments(((folded, True),)))
+
+    @classmethod
+    def compile_parts(cls, parts: Sequence[tuple[str, bool]]) -> WildcardPattern:
+        """A pattern of parts, each (text, wild): `*` and `?` are wildcards in a wild part
+        and themselves in another (a policy variable's value, or `${*}`)."""
+        return cls._build("".join(text for text, _ in parts), False, _segments(parts))
+
+    @classmethod
+    def _build(
+        cls, source: str, ignore_case: bool, segments: list[tuple[str, frozenset[int]]]
+    ) -> WildcardPattern:
+        head = _Segment.compile(*segments[0])
+        if len(segments) == 1:
+            return cls(source, ignore_case, head, (), None)
+        middle = tuple(_Segment.compile(*s) for s in segments[1:-1] if s[0])
+        return cls(source, ignore_case, head, middle, _Segment.compile(*segments[-1]))
 
     @property
     def cost(self) -> int:
