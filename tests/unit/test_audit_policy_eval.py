@@ -21,6 +21,7 @@ from s3torrent.access import (
     canned_acl,
     decide,
     parse_policy,
+    policy_is_public,
 )
 from s3torrent.access.conditions import condition_holds, parse_condition_block
 from s3torrent.access.errors import AccessError
@@ -251,3 +252,43 @@ def test_a_stored_policy_with_a_refused_variable_keeps_reading_it_as_text() -> N
         parse_policy(text, bucket="b")
     stored = parse_policy(text, bucket="b", known_actions=False)
     assert _decide(stored, ANONYMOUS, "${aws:UserAgent}/k").allowed
+
+
+# --- addresses ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("network", "inside", "outside"),
+    [
+        ("::ffff:10.0.0.0/104", "10.1.2.3", "11.1.2.3"),
+        ("::ffff:10.0.0.0/104", "::ffff:10.1.2.3", "::ffff:11.1.2.3"),
+        ("::ffff:192.0.2.7/128", "192.0.2.7", "192.0.2.8"),
+    ],
+)
+def test_an_ipv4_mapped_network_holds_the_ipv4_addresses_it_maps(
+    network: str, inside: str, outside: str
+) -> None:
+    """A request's IPv4-mapped address is read as the IPv4 address it maps (a dual-stack
+    listener's callers), so a policy network written in that form must be too: before, it
+    never matched, and a Deny on it denied nobody."""
+    block = {"IpAddress": {"aws:SourceIp": network}}
+    assert _holds(block, {"aws:sourceip": [inside]})
+    assert not _holds(block, {"aws:sourceip": [outside]})
+    assert not _holds({"NotIpAddress": {"aws:SourceIp": network}}, {"aws:sourceip": [inside]})
+
+
+def test_an_ipv4_mapped_network_is_as_public_as_the_ipv4_one() -> None:
+    """Block Public Access reads the network as it is enforced: ::ffff:0:0/96 is every
+    IPv4 caller, as public as 0.0.0.0/0."""
+    for network in ("::ffff:0.0.0.0/96", "::ffff:0:0/100"):
+        policy = _policy(
+            {
+                "Effect": "Allow",
+                "Resource": "arn:aws:s3:::b/*",
+                "Condition": {"IpAddress": {"aws:SourceIp": network}},
+            }
+        )
+        assert policy_is_public(policy), network
+    narrow = {"IpAddress": {"aws:SourceIp": "::ffff:10.0.0.0/104"}}
+    policy = _policy({"Effect": "Allow", "Resource": "arn:aws:s3:::b/*", "Condition": narrow})
+    assert not policy_is_public(policy)

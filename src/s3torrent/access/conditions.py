@@ -42,8 +42,18 @@ def parse_date(value: str) -> datetime:
     return moment
 
 
-def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    return ipaddress.ip_network(value, strict=False)
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A policy's network; one inside ::ffff:0:0/96 is the IPv4 network it maps, as a
+    request's IPv4-mapped address is the IPv4 address (_ip_address)."""
+    parsed = ipaddress.ip_network(value, strict=False)
+    if isinstance(parsed, ipaddress.IPv6Network) and parsed.subnet_of(_IPV4_MAPPED):
+        mapped = parsed.network_address.ipv4_mapped
+        assert mapped is not None
+        return ipaddress.IPv4Network((mapped, parsed.prefixlen - 96))
+    return parsed
 
 
 def _ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -149,8 +159,8 @@ _OPERATORS: dict[str, _Operator] = {
     "DateGreaterThanEquals": _date(lambda a, b: a >= b),
     "Bool": _Operator(_bool_value, _bool_value, _equal, False),
     "BinaryEquals": _Operator(_identity, _identity, _equal, False),
-    "IpAddress": _Operator(_network, _ip_address, _ip_in, False),
-    "NotIpAddress": _Operator(_network, _ip_address, _ip_in, True),
+    "IpAddress": _Operator(network, _ip_address, _ip_in, False),
+    "NotIpAddress": _Operator(network, _ip_address, _ip_in, True),
     # ArnEquals takes wildcards exactly like ArnLike does.
     "ArnEquals": _ARN,
     "ArnLike": _ARN,

@@ -36,6 +36,7 @@ from s3torrent.access import (
     decide,
     parse_policy,
 )
+from s3torrent.access.conditions import network as policy_network
 from s3torrent.access.conditions import parse_date
 from s3torrent.access.ownership import acls_disabled
 
@@ -320,7 +321,7 @@ def policy_source_samples(text: str, bucket: str) -> tuple[str | None, ...]:
                 continue
             for value in condition.values:
                 try:
-                    network = ipaddress.ip_network(value, strict=False)
+                    network = policy_network(value)
                 except ValueError:
                     continue
                 first, last = int(network.network_address), int(network.broadcast_address)

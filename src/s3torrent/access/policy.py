@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from s3torrent.access.conditions import (
     Condition,
     ConditionError,
     condition_holds,
+    network,
     parse_condition_block,
 )
 from s3torrent.access.errors import AccessError
@@ -491,7 +491,7 @@ def _restricting(condition: Condition) -> bool:
     if condition.if_exists or condition.set_operator:
         return False
     if condition.key == "aws:sourceip" and condition.base == "IpAddress":
-        networks = [ipaddress.ip_network(v, strict=False) for v in condition.values]
+        networks = [network(v) for v in condition.values]
         return all(n.prefixlen >= _MIN_PUBLIC_PREFIX[n.version] for n in networks)
     if condition.key in _RESTRICTING_KEYS and condition.base in _FIXED_OPERATORS:
         return not any(has_wildcard(v) for v in condition.values)
