@@ -142,3 +142,36 @@ def test_unsupported_or_malformed_variables_are_refused(
     with pytest.raises(ClientError) as exc:
         s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     assert exc.value.response["Error"]["Code"] == "MalformedPolicy"
+
+
+def test_a_tag_deny_holds_when_another_tag_differs_only_in_case(
+    server: LiveServer, s3: Any, bucket: str
+) -> None:
+    """Public read, except objects tagged env=prod. Before, tagging one env=prod and also
+    Env=dev let the second tag replace the first in the decision: REST and ?torrent served
+    it anonymously."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/*",
+            },
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/*",
+                "Condition": {"StringEquals": {"s3:ExistingObjectTag/env": "prod"}},
+            },
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    s3.put_object(Bucket=bucket, Key="open", Body=b"o", Tagging="env=test")
+    assert _anon_get(server, bucket, "open") == 200
+    s3.put_object(Bucket=bucket, Key="prod", Body=b"p", Tagging="env=prod&Env=dev")
+    assert _anon_get(server, bucket, "prod") == 403
+    status, _, _ = http("GET", torrent_url(server.endpoint, bucket, "prod"))
+    assert status in (403, 404)

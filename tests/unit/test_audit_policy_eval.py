@@ -19,12 +19,14 @@ from s3torrent.access import (
     RequestContext,
     Resource,
     canned_acl,
+    condition_keys,
     decide,
     parse_policy,
     policy_is_public,
 )
 from s3torrent.access.conditions import condition_holds, parse_condition_block
 from s3torrent.access.errors import AccessError
+from s3torrent.access.facts import with_object_tags
 from s3torrent.access.variables import parse_template
 
 DENY_SECRET = (
@@ -292,3 +294,34 @@ def test_an_ipv4_mapped_network_is_as_public_as_the_ipv4_one() -> None:
     narrow = {"IpAddress": {"aws:SourceIp": "::ffff:10.0.0.0/104"}}
     policy = _policy({"Effect": "Allow", "Resource": "arn:aws:s3:::b/*", "Condition": narrow})
     assert not policy_is_public(policy)
+
+
+# --- tags ----------------------------------------------------------------------------------------
+
+
+def test_tags_whose_keys_differ_only_in_case_are_both_tested() -> None:
+    """Condition keys are case-insensitive, S3 tag keys are not: an object tagged env=prod
+    and Env=dev has two values for s3:ExistingObjectTag/env. Before, the last tag silently
+    replaced the first, so its uploader could tag prod data Env=dev and slip past a Deny on
+    env=prod."""
+    policy = _policy(
+        {"Effect": "Allow", "Resource": "arn:aws:s3:::b/*"},
+        {
+            "Effect": "Deny",
+            "Resource": "arn:aws:s3:::b/*",
+            "Condition": {"StringEquals": {"s3:ExistingObjectTag/env": "prod"}},
+        },
+    )
+    for tags in ([("env", "prod"), ("Env", "dev")], [("Env", "dev"), ("env", "prod")]):
+        ctx = with_object_tags(RequestContext(NOW), tags)
+        keys = condition_keys(ANONYMOUS, ctx)
+        assert sorted(keys["s3:existingobjecttag/env"]) == ["dev", "prod"]
+        facts = AccessFacts(
+            bucket_owner=Owner("f" * 64, ""),
+            bucket_acl=canned_acl(
+                "private", owner=Owner("f" * 64, ""), bucket_owner=Owner("f" * 64, "")
+            ),
+            policy=policy,
+        )
+        decision = decide(ANONYMOUS, "s3:GetObject", Resource("b", "k"), facts, ctx)
+        assert decision.explicit_deny, tags

@@ -148,8 +148,12 @@ def condition_keys(principal: Principal, ctx: RequestContext) -> dict[str, Seque
             keys["aws:principalarn"] = [principal.arn]
         if principal.name is not None and not principal.is_root:
             keys["aws:username"] = [principal.name]
+    given: dict[str, list[str]] = {}
     for name, value in ctx.values.items():
-        keys[name.lower()] = [value] if isinstance(value, str) else list(value)
+        # Names that differ only in case (tags Env and env: S3's tag keys are case-sensitive)
+        # are one condition key with the values of both, never the last one alone.
+        given.setdefault(name.lower(), []).extend([value] if isinstance(value, str) else value)
+    keys.update(given)
     return keys
 
 
