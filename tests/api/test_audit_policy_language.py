@@ -175,3 +175,47 @@ def test_a_tag_deny_holds_when_another_tag_differs_only_in_case(
     assert _anon_get(server, bucket, "prod") == 403
     status, _, _ = http("GET", torrent_url(server.endpoint, bucket, "prod"))
     assert status in (403, 404)
+
+
+def test_a_version_id_deny_holds_in_a_multi_object_delete(
+    s3: Any, bucket: str, bob: UserKeys, bob_s3: Any
+) -> None:
+    """A Deny on DeleteObjectVersion for one s3:VersionId: a DeleteObjects entry naming
+    that version asks the same decision as DELETE ?versionId= does. Before, the entry's
+    decision had no s3:VersionId, so the Deny did not apply and the version was deleted."""
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    kept = s3.put_object(Bucket=bucket, Key="k", Body=b"keep")["VersionId"]
+    other = s3.put_object(Bucket=bucket, Key="k", Body=b"other")["VersionId"]
+    statement = {
+        "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/{bob.name}"},
+        "Action": "s3:DeleteObjectVersion",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+    }
+    allow = {
+        **statement,
+        "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+    }
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", **allow},
+            {
+                "Effect": "Deny",
+                **statement,
+                "Condition": {"StringEquals": {"s3:VersionId": kept}},
+            },
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    with pytest.raises(ClientError) as exc:
+        bob_s3.delete_object(Bucket=bucket, Key="k", VersionId=kept)
+    assert exc.value.response["Error"]["Code"] == "AccessDenied"
+    result = bob_s3.delete_objects(
+        Bucket=bucket,
+        Delete={"Objects": [{"Key": "k", "VersionId": kept}, {"Key": "k", "VersionId": other}]},
+    )
+    assert [e["Code"] for e in result.get("Errors", [])] == ["AccessDenied"]
+    assert [d["VersionId"] for d in result["Deleted"]] == [other]
+    versions = s3.list_object_versions(Bucket=bucket, Prefix="k")["Versions"]
+    assert [v["VersionId"] for v in versions] == [kept]

@@ -139,8 +139,14 @@ async def delete_objects(svc: S3Context, req: S3Request) -> web.StreamResponse:
                 {"Key": key, "Code": "KeyTooLongError", "Message": "Your key is too long."}
             )
             continue
-        action = "s3:DeleteObjectVersion" if version_id is not None else "s3:DeleteObject"
-        decision = authz.may(req.principal, action, req.bucket, key, None, ctx)
+        # Each entry is decided as its own DELETE would be (the edge asked nothing): a
+        # version's, with the s3:VersionId that DELETE ?versionId= has.
+        if version_id is None:
+            decision = authz.may(req.principal, "s3:DeleteObject", req.bucket, key, None, ctx)
+        else:
+            asked = ctx.with_values({"s3:versionid": version_id})
+            action = "s3:DeleteObjectVersion"
+            decision = authz.may(req.principal, action, req.bucket, key, None, asked)
         try:
             if version_id is not None:
                 parse_version_id(version_id)

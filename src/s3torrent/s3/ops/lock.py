@@ -15,7 +15,6 @@ from typing import Any
 from aiohttp import web
 
 from s3torrent.access import facts as authz
-from s3torrent.access.decision import RequestContext
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody
 from s3torrent.s3.context import S3Context
@@ -207,8 +206,7 @@ def _ask_again(req: S3Request, action: str, values: dict[str, str]) -> None:
     s3:object-lock-* from PutObjectRetention's and PutObjectLegalHold's XML): the first one,
     at the edge, was asked before the body was read."""
     assert req.bucket is not None
-    ctx = req.access_context()
-    asked = RequestContext(ctx.now, ctx.source_ip, ctx.secure_transport, {**ctx.values, **values})
+    asked = req.access_context().with_values(values)
     if not authz.may(req.principal, action, req.bucket, req.key, req.obj, asked).allowed:
         raise S3Error("AccessDenied", resource=req.resource)
 
