@@ -219,3 +219,30 @@ def test_a_version_id_deny_holds_in_a_multi_object_delete(
     assert [d["VersionId"] for d in result["Deleted"]] == [other]
     versions = s3.list_object_versions(Bucket=bucket, Prefix="k")["Versions"]
     assert [v["VersionId"] for v in versions] == [kept]
+
+
+def test_a_policy_granting_deletes_on_objects_covers_a_multi_object_delete(
+    s3: Any, bucket: str, bob: UserKeys, bob_s3: Any
+) -> None:
+    """S3 decides each key of a DeleteObjects as its DELETE: s3:DeleteObject on
+    bucket/* is what `aws s3 rm --recursive` needs. Before, the whole request was first
+    asked s3:DeleteObject on the bucket itself, which that grant does not cover: 403."""
+    for key in ("tmp/a", "tmp/b", "keep/c"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/{bob.name}"},
+                "Action": "s3:DeleteObject",
+                "Resource": f"arn:aws:s3:::{bucket}/tmp/*",
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    objects = [{"Key": k} for k in ("tmp/a", "tmp/b", "keep/c")]
+    result = bob_s3.delete_objects(Bucket=bucket, Delete={"Objects": objects})
+    assert sorted(d["Key"] for d in result["Deleted"]) == ["tmp/a", "tmp/b"]
+    assert [(e["Key"], e["Code"]) for e in result["Errors"]] == [("keep/c", "AccessDenied")]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["keep/c"]

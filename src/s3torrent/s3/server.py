@@ -694,6 +694,10 @@ class S3Application:
         if ep is Endpoint.PostObject:
             # Its key and principal come with the form: ops.post_object asks the decision.
             return
+        if ep is Endpoint.DeleteObjects:
+            # S3 decides each key as its own DELETE (ops.deletes), reporting a refused one
+            # as that key's AccessDenied: nothing is asked of the bucket itself.
+            return
         if wants_object:
             assert key is not None
             if version_id is not None:
