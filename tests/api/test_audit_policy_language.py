@@ -246,3 +246,93 @@ def test_a_policy_granting_deletes_on_objects_covers_a_multi_object_delete(
     assert sorted(d["Key"] for d in result["Deleted"]) == ["tmp/a", "tmp/b"]
     assert [(e["Key"], e["Code"]) for e in result["Errors"]] == [("keep/c", "AccessDenied")]
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["keep/c"]
+
+
+def _bob_statement(bob: UserKeys, bucket: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/{bob.name}"},
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+        **fields,
+    }
+
+
+def _denied(call: Any) -> bool:
+    try:
+        call()
+    except ClientError as exc:
+        return bool(exc.response["Error"]["Code"] == "AccessDenied")
+    return False
+
+
+def test_request_tag_conditions_hold_for_every_tag_and_for_put_object_tagging(
+    s3: Any, bucket: str, bob: UserKeys, bob_s3: Any
+) -> None:
+    """s3:RequestObjectTagKeys is multi-valued (one value per tag key) and PutObjectTagging
+    has it and s3:RequestObjectTag/<key> from its body, as S3 defines. Before, the keys were
+    one comma-joined value, so a Deny on ForAnyValue "classification" missed a PUT tagged
+    classification=x&team=y, and PutObjectTagging had neither key: it retagged freely."""
+    actions = ["s3:PutObject", "s3:PutObjectTagging"]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", **_bob_statement(bob, bucket, Action=actions)},
+            {
+                "Effect": "Deny",
+                **_bob_statement(bob, bucket, Action=actions),
+                "Condition": {
+                    "ForAnyValue:StringEquals": {"s3:RequestObjectTagKeys": ["classification"]}
+                },
+            },
+            {
+                "Effect": "Deny",
+                **_bob_statement(bob, bucket, Action="s3:PutObjectTagging"),
+                "Condition": {"StringEquals": {"s3:RequestObjectTag/team": "admins"}},
+            },
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    put = bob_s3.put_object
+    assert _denied(lambda: put(Bucket=bucket, Key="a", Body=b"a", Tagging="classification=x"))
+    assert _denied(
+        lambda: put(Bucket=bucket, Key="a", Body=b"a", Tagging="team=y&classification=x")
+    )
+    put(Bucket=bucket, Key="b", Body=b"b", Tagging="team=y&project=p")
+    # Retagging: an object of the bucket owner's, which the bucket policy reaches.
+    s3.put_object(Bucket=bucket, Key="a", Body=b"a", Tagging="team=y")
+
+    def retag(*tags: tuple[str, str]) -> Any:
+        tag_set = [{"Key": k, "Value": v} for k, v in tags]
+        return lambda: bob_s3.put_object_tagging(
+            Bucket=bucket, Key="a", Tagging={"TagSet": tag_set}
+        )
+
+    assert _denied(retag(("classification", "public")))
+    assert _denied(retag(("project", "p"), ("team", "admins")))
+    retag(("team", "z"))()
+    tags = s3.get_object_tagging(Bucket=bucket, Key="a")["TagSet"]
+    assert tags == [{"Key": "team", "Value": "z"}]
+
+
+def test_for_all_values_on_request_tag_keys_sees_each_key(
+    s3: Any, bucket: str, bob: UserKeys, bob_s3: Any
+) -> None:
+    """Allow PutObject only with tags among team and project (ForAllValues): before, the
+    keys were one value "team,project", never among them, so every tagged PUT was refused."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                **_bob_statement(bob, bucket, Action="s3:PutObject"),
+                "Condition": {
+                    "ForAllValues:StringEquals": {"s3:RequestObjectTagKeys": ["team", "project"]}
+                },
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    bob_s3.put_object(Bucket=bucket, Key="b", Body=b"b", Tagging="team=t&project=p")
+    bob_s3.put_object(Bucket=bucket, Key="c", Body=b"c")  # no tags: the empty set, true
+    assert _denied(
+        lambda: bob_s3.put_object(Bucket=bucket, Key="d", Body=b"d", Tagging="team=t&cost=1")
+    )

@@ -106,7 +106,7 @@ class RequestContext:
     secure_transport: bool = False
     values: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
 
-    def with_values(self, values: Mapping[str, str]) -> RequestContext:
+    def with_values(self, values: Mapping[str, str | Sequence[str]]) -> RequestContext:
         """This context with these condition values too (replacing any of the same name)."""
         return RequestContext(
             self.now, self.source_ip, self.secure_transport, {**self.values, **values}

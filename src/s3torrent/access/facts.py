@@ -228,7 +228,9 @@ def with_object_tags(ctx: RequestContext, tags: Sequence[tuple[str, str]]) -> Re
     return RequestContext(ctx.now, ctx.source_ip, ctx.secure_transport, values)
 
 
-def context(now: datetime, source_ip: str | None, secure: bool, **values: str) -> RequestContext:
+def context(
+    now: datetime, source_ip: str | None, secure: bool, **values: str | Sequence[str]
+) -> RequestContext:
     """The context of one request: when, from where, over TLS or not, and condition values."""
     return RequestContext(now=now, source_ip=source_ip, secure_transport=secure, values=values)
 

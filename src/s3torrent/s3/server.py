@@ -122,7 +122,7 @@ class S3Request:
         return RequestContext(self.now, self.source_ip, self.secure, values)
 
 
-class _ConditionValues(Mapping[str, str]):
+class _ConditionValues(Mapping[str, str | list[str]]):
     """A request's condition values (s3:prefix, s3:x-amz-acl, tags, aws:UserAgent, ...),
     worked out on first use from what the request held when its context was made. Only a
     bucket policy reads them, and most buckets have none: for them a GET or HEAD no longer
@@ -141,9 +141,9 @@ class _ConditionValues(Mapping[str, str]):
         self._headers = headers
         self._auth = auth
         self._now = now
-        self._values: dict[str, str] | None = None
+        self._values: dict[str, str | list[str]] | None = None
 
-    def _all(self) -> dict[str, str]:
+    def _all(self) -> dict[str, str | list[str]]:
         if self._values is None:
             self._values = condition_values(self._query, self._headers)
             until = self._headers.get("x-amz-object-lock-retain-until-date")
@@ -153,7 +153,7 @@ class _ConditionValues(Mapping[str, str]):
                 self._values.update(auth_values(self._auth, self._now))
         return self._values
 
-    def __getitem__(self, name: str) -> str:
+    def __getitem__(self, name: str) -> str | list[str]:
         return self._all()[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -163,10 +163,12 @@ class _ConditionValues(Mapping[str, str]):
         return len(self._all())
 
 
-def condition_values(q: Mapping[str, str], headers: Mapping[str, str]) -> dict[str, str]:
+def condition_values(
+    q: Mapping[str, str], headers: Mapping[str, str]
+) -> dict[str, str | list[str]]:
     """The condition values of a request with this query and these headers (an object's
     own, s3:ExistingObjectTag, are the decision's: access.facts.may)."""
-    values: dict[str, str] = {}
+    values: dict[str, str | list[str]] = {}
     for name in ("prefix", "delimiter", "max-keys"):
         if name in q:
             values[f"s3:{name}"] = q[name]
@@ -182,8 +184,7 @@ def condition_values(q: Mapping[str, str], headers: Mapping[str, str]) -> dict[s
         # Malformed tags are refused by the operation itself; here they just add nothing.
         with contextlib.suppress(S3Error):
             tags = tagging.from_header(sent)
-            values.update(tagging.condition_values(tags, "s3:RequestObjectTag"))
-            values["s3:RequestObjectTagKeys"] = ",".join(k for k, _ in tags)
+            values.update(tagging.request_tag_values(tags))
     return values
 
 

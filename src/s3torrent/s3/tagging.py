@@ -77,6 +77,12 @@ def to_xml(tags: Tags) -> bytes:
     return s3xml.render("Tagging", {"TagSet": {"Tag": [{"Key": k, "Value": v} for k, v in tags]}})
 
 
-def condition_values(tags: Tags, prefix: str) -> dict[str, str]:
-    """Policy condition values for tags: `<prefix>/<key>` for each tag."""
-    return {f"{prefix}/{k}": v for k, v in tags}
+def request_tag_values(tags: Tags) -> dict[str, str | list[str]]:
+    """The condition values of the tags a request sets (an x-amz-tagging header, a form's
+    tagging field, a PutObjectTagging body): s3:RequestObjectTag/<key> for each tag, and
+    s3:RequestObjectTagKeys, multi-valued: one value per key (ForAnyValue/ForAllValues
+    test each; none when there are no tags)."""
+    values: dict[str, str | list[str]] = {f"s3:RequestObjectTag/{k}": v for k, v in tags}
+    if tags:
+        values["s3:RequestObjectTagKeys"] = [k for k, _ in tags]
+    return values

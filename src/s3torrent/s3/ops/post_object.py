@@ -298,7 +298,7 @@ _FIELD_CONDITION_KEYS = (
 
 def _context(req: S3Request, fields: dict[str, str]) -> RequestContext:
     """The decision's context: as a PutObject's, with the form's fields as its headers."""
-    values: dict[str, str] = {}
+    values: dict[str, str | list[str]] = {}
     for field, key in _FIELD_CONDITION_KEYS:
         if fields.get(field):
             values[key] = fields[field]
@@ -332,8 +332,7 @@ def _context(req: S3Request, fields: dict[str, str]) -> RequestContext:
     if "tagging" in fields:
         with contextlib.suppress(S3Error):
             tags = tagging.from_xml(fields["tagging"].encode("utf-8"), tagging.MAX_OBJECT_TAGS)
-            values.update(tagging.condition_values(tags, "s3:RequestObjectTag"))
-            values["s3:RequestObjectTagKeys"] = ",".join(k for k, _ in tags)
+            values.update(tagging.request_tag_values(tags))
     return authz.context(req.now, req.source_ip, req.secure, **values)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from s3torrent.access import facts as authz
 from s3torrent.s3 import tagging
 from s3torrent.s3.body import RequestBody
 from s3torrent.s3.context import S3Context
@@ -36,8 +37,14 @@ async def get_object_tagging(svc: S3Context, req: S3Request) -> web.StreamRespon
 
 async def put_object_tagging(svc: S3Context, req: S3Request) -> web.StreamResponse:
     obj = req.obj
-    assert obj is not None
+    assert obj is not None and req.bucket is not None
     tags = tagging.from_xml(await read_xml_body(svc, req), tagging.MAX_OBJECT_TAGS)
+    # S3 fills s3:RequestObjectTag/<key> and s3:RequestObjectTagKeys from the body: the
+    # decision at the edge, asked before the body was read, is asked again with them.
+    asked = req.access_context().with_values(tagging.request_tag_values(tags))
+    action = req.endpoint.action_for(req.query)
+    if not authz.may(req.principal, action, req.bucket, req.key, obj, asked).allowed:
+        raise S3Error("AccessDenied", resource=req.resource)
     if not await svc.meta.set_object_tags(obj, tags):
         raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
     return web.Response(status=200, headers=version_headers(req.bucket, obj))
