@@ -336,3 +336,46 @@ def test_for_all_values_on_request_tag_keys_sees_each_key(
     assert _denied(
         lambda: bob_s3.put_object(Bucket=bucket, Key="d", Body=b"d", Tagging="team=t&cost=1")
     )
+
+
+def test_the_documented_conditional_write_policy_is_enforced(
+    s3: Any, bucket: str, bob: UserKeys, bob_s3: Any
+) -> None:
+    """S3's user guide enforces conditional writes with a Deny on s3:PutObject when
+    s3:if-none-match is Null and s3:ObjectCreationOperation is true (PutObject, CopyObject,
+    CompleteMultipartUpload; false for CreateMultipartUpload and the parts). Before, that key
+    was never filled, so the Bool never held and unconditional overwrites went through."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", **_bob_statement(bob, bucket, Action="s3:PutObject")},
+            {
+                "Sid": "RequireIfNoneMatch",
+                "Effect": "Deny",
+                **_bob_statement(bob, bucket, Action="s3:PutObject"),
+                "Condition": {
+                    "Null": {"s3:if-none-match": "true"},
+                    "Bool": {"s3:ObjectCreationOperation": "true"},
+                },
+            },
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    assert _denied(lambda: bob_s3.put_object(Bucket=bucket, Key="k", Body=b"1"))
+    bob_s3.put_object(Bucket=bucket, Key="k", Body=b"1", IfNoneMatch="*")
+    source = {"Bucket": bucket, "Key": "k"}
+    assert _denied(lambda: bob_s3.copy_object(Bucket=bucket, Key="c", CopySource=source))
+    upload = bob_s3.create_multipart_upload(Bucket=bucket, Key="m")["UploadId"]
+    etag = bob_s3.upload_part(Bucket=bucket, Key="m", UploadId=upload, PartNumber=1, Body=b"part")[
+        "ETag"
+    ]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+
+    def complete(**extra: Any) -> Any:
+        return bob_s3.complete_multipart_upload(
+            Bucket=bucket, Key="m", UploadId=upload, MultipartUpload=parts, **extra
+        )
+
+    assert _denied(complete)
+    complete(IfNoneMatch="*")
+    assert s3.get_object(Bucket=bucket, Key="m")["Body"].read() == b"part"

@@ -118,7 +118,9 @@ class S3Request:
 
     def access_context(self) -> RequestContext:
         """The context the access decision is asked with: time, source, condition values."""
-        values = _ConditionValues(self.query, self.http.headers, self.auth, self.now)
+        values = _ConditionValues(
+            self.query, self.http.headers, self.auth, self.now, OBJECT_CREATION.get(self.endpoint)
+        )
         return RequestContext(self.now, self.source_ip, self.secure, values)
 
 
@@ -128,7 +130,7 @@ class _ConditionValues(Mapping[str, str | list[str]]):
     bucket policy reads them, and most buckets have none: for them a GET or HEAD no longer
     looks up a dozen headers it never uses."""
 
-    __slots__ = ("_auth", "_headers", "_now", "_query", "_values")
+    __slots__ = ("_auth", "_creation", "_headers", "_now", "_query", "_values")
 
     def __init__(
         self,
@@ -136,11 +138,13 @@ class _ConditionValues(Mapping[str, str | list[str]]):
         headers: Mapping[str, str],
         auth: VerifiedAuth | None,
         now: datetime,
+        creation: str | None = None,
     ) -> None:
         self._query = query
         self._headers = headers
         self._auth = auth
         self._now = now
+        self._creation = creation
         self._values: dict[str, str | list[str]] | None = None
 
     def _all(self) -> dict[str, str | list[str]]:
@@ -149,6 +153,8 @@ class _ConditionValues(Mapping[str, str | list[str]]):
             until = self._headers.get("x-amz-object-lock-retain-until-date")
             if until:
                 self._values.update(lock_condition_values(None, until, self._now))
+            if self._creation is not None:
+                self._values["s3:ObjectCreationOperation"] = self._creation
             if self._auth is not None:
                 self._values.update(auth_values(self._auth, self._now))
         return self._values
@@ -246,6 +252,19 @@ def error_response(err: S3Error, request_id: str, resource: str, head: bool) -> 
         resp.headers["Retry-After"] = "1"
     return resp
 
+
+# s3:ObjectCreationOperation of the operations S3 authorizes as s3:PutObject: "true" for the
+# ones that create an object (what a policy requiring If-None-Match tests), "false" for the
+# multipart steps before the completion, which take no conditional header.
+OBJECT_CREATION: Mapping[Endpoint, str] = {
+    Endpoint.PutObject: "true",
+    Endpoint.CopyObject: "true",
+    Endpoint.CompleteMultipartUpload: "true",
+    Endpoint.PostObject: "true",
+    Endpoint.CreateMultipartUpload: "false",
+    Endpoint.UploadPart: "false",
+    Endpoint.UploadPartCopy: "false",
+}
 
 # Request headers that bucket policies may test, as the condition keys AWS fills from them
 # (only where the request carries them). Every x-amz-* one is signed (sigv4.unsigned_headers);

@@ -39,7 +39,7 @@ from s3torrent.s3.ops.lifecycle import expiration_headers
 from s3torrent.s3.ops.objects import requested_acl, stored_headers
 from s3torrent.s3.refusals import refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key
-from s3torrent.s3.server import S3Request, auth_values, signature_values
+from s3torrent.s3.server import OBJECT_CREATION, S3Request, auth_values, signature_values
 from s3torrent.s3.sigv4 import is_sha256_hex
 from s3torrent.s3.versioning import (
     RequestedLock,
@@ -298,7 +298,9 @@ _FIELD_CONDITION_KEYS = (
 
 def _context(req: S3Request, fields: dict[str, str]) -> RequestContext:
     """The decision's context: as a PutObject's, with the form's fields as its headers."""
-    values: dict[str, str | list[str]] = {}
+    values: dict[str, str | list[str]] = {
+        "s3:ObjectCreationOperation": OBJECT_CREATION[Endpoint.PostObject]
+    }
     for field, key in _FIELD_CONDITION_KEYS:
         if fields.get(field):
             values[key] = fields[field]
