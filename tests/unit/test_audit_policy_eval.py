@@ -325,3 +325,46 @@ def test_tags_whose_keys_differ_only_in_case_are_both_tested() -> None:
         )
         decision = decide(ANONYMOUS, "s3:GetObject", Resource("b", "k"), facts, ctx)
         assert decision.explicit_deny, tags
+
+
+def test_the_service_keys_s3_always_has_are_false_here() -> None:
+    """IAM's own example denies callers outside some networks with NotIpAddress and
+    "Bool": {"aws:ViaAWSService": "false"}; transport denies pair aws:SecureTransport with
+    aws:PrincipalIsAWSService false. S3 has both keys in (signed) requests; before, neither
+    was filled, the Bool never held, and those Denies denied nobody."""
+    policy = _policy(
+        {"Effect": "Allow", "Resource": "arn:aws:s3:::b/*"},
+        {
+            "Effect": "Deny",
+            "Resource": "arn:aws:s3:::b/*",
+            "Condition": {
+                "NotIpAddress": {"aws:SourceIp": "10.0.0.0/8"},
+                "Bool": {"aws:ViaAWSService": "false"},
+            },
+        },
+        {
+            "Effect": "Deny",
+            "Resource": "arn:aws:s3:::b/*",
+            "Condition": {
+                "Bool": {"aws:SecureTransport": "false", "aws:PrincipalIsAWSService": "false"}
+            },
+        },
+    )
+
+    def decision(principal: Principal, source: str, secure: bool) -> Decision:
+        owner = Owner("f" * 64, "")
+        facts = AccessFacts(
+            bucket_owner=owner,
+            bucket_acl=canned_acl("private", owner=owner, bucket_owner=owner),
+            policy=policy,
+        )
+        ctx = RequestContext(NOW, source_ip=source, secure_transport=secure)
+        return decide(principal, "s3:GetObject", Resource("b", "k"), facts, ctx)
+
+    assert decision(ANONYMOUS, "10.1.2.3", False).allowed
+    assert decision(ANONYMOUS, "192.0.2.1", False).explicit_deny
+    assert decision(ALICE, "10.1.2.3", True).allowed
+    assert decision(ALICE, "10.1.2.3", False).explicit_deny
+    anonymous_keys = condition_keys(ANONYMOUS, RequestContext(NOW))
+    assert anonymous_keys["aws:viaawsservice"] == ["false"]
+    assert "aws:principalisawsservice" not in anonymous_keys  # signed requests only

@@ -140,6 +140,8 @@ def condition_keys(principal: Principal, ctx: RequestContext) -> dict[str, Seque
         "aws:currenttime": [now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")],
         "aws:epochtime": [str(int(now.timestamp()))],
         "aws:principaltype": [principal.principal_type],
+        # No AWS service calls here on anyone's behalf: always false, as S3 has it.
+        "aws:viaawsservice": ["false"],
         # Every bucket here belongs to the one account (access.ACCOUNT_ID).
         "aws:resourceaccount": [ACCOUNT_ID],
         "s3:resourceaccount": [ACCOUNT_ID],
@@ -150,6 +152,8 @@ def condition_keys(principal: Principal, ctx: RequestContext) -> dict[str, Seque
         assert principal.canonical_id is not None
         keys["aws:userid"] = [principal.canonical_id]
         keys["aws:principalaccount"] = [ACCOUNT_ID]
+        # In every signed request in S3; no caller here is an AWS service.
+        keys["aws:principalisawsservice"] = ["false"]
         if principal.arn is not None:
             keys["aws:principalarn"] = [principal.arn]
         if principal.name is not None and not principal.is_root:
