@@ -27,6 +27,7 @@ from s3torrent.access import (
 from s3torrent.access.conditions import condition_holds, parse_condition_block
 from s3torrent.access.errors import AccessError
 from s3torrent.access.facts import with_object_tags
+from s3torrent.access.principals import is_user_name
 from s3torrent.access.variables import parse_template
 
 DENY_SECRET = (
@@ -368,3 +369,45 @@ def test_the_service_keys_s3_always_has_are_false_here() -> None:
     anonymous_keys = condition_keys(ANONYMOUS, RequestContext(NOW))
     assert anonymous_keys["aws:viaawsservice"] == ["false"]
     assert "aws:principalisawsservice" not in anonymous_keys  # signed requests only
+
+
+# --- principals ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["division/bob", "bo b", "bob\n", "root", "x" * 65, "b*b", "b?b"],
+)
+def test_a_user_arn_no_user_here_can_have_is_refused(name: str) -> None:
+    """A user ARN with an IAM path (user/division/bob, as ported from AWS), or a name no
+    user here can have, can never match a caller: a Deny naming it would deny nobody. As
+    for other accounts' principals, PutBucketPolicy refuses it."""
+    statement = {
+        "Effect": "Deny",
+        "Principal": {"AWS": f"arn:aws:iam::000000000000:user/{name}"},
+        "Resource": "arn:aws:s3:::b/*",
+    }
+    with pytest.raises(AccessError) as exc:
+        _policy(statement)
+    assert exc.value.code == "MalformedPolicy"
+    assert "Invalid principal" in exc.value.message
+
+
+def test_a_user_arn_any_user_name_can_take_is_accepted() -> None:
+    name = "Bob.Smith+ops=1,x@example.com_-"
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::000000000000:user/{name}"},
+        "Resource": "arn:aws:s3:::b/*",
+    }
+    policy = _policy(statement)
+    assert _decide(policy, Principal.user("c" * 64, name), "k").allowed
+
+
+def test_the_user_name_rule_is_one_for_users_and_policies() -> None:
+    """A name policies refuse is one no user can be given (the store asks is_user_name);
+    before, the store's pattern ended in `$`, which let a name end in a newline."""
+    assert is_user_name("bob") and is_user_name("Bob.Smith+ops=1,x@example.com_-")
+    assert not is_user_name("bob\n")
+    assert not is_user_name("root")
+    assert not is_user_name("division/bob")

@@ -26,6 +26,7 @@ from s3torrent.access.principals import (
     ROOT_ARN,
     Principal,
     is_canonical_id,
+    is_user_name,
     user_arn,
 )
 from s3torrent.access.variables import Template, parse_template
@@ -144,15 +145,16 @@ def _string_list(statement: Mapping[str, object], field: str) -> tuple[str, ...]
 def _aws_principal(value: str) -> str:
     """One entry of Principal.AWS as "*", ROOT_ARN (our account), or one of our users' ARN.
 
-    Anything else (another account, a role, a wildcard inside an ARN) could never match a
-    request here, and a Deny naming it would deny nobody while looking like it did: refused.
+    Anything else (another account, a role, a wildcard inside an ARN, a user ARN with an IAM
+    path or a name no user may have) could never match a request here, and a Deny naming it
+    would deny nobody while looking like it did: refused.
     """
     if value == "*":
         return value
     if value in (ACCOUNT_ID, ROOT_ARN):
         return ROOT_ARN
     name = value.removeprefix(_USER_ARN_PREFIX)
-    if value.startswith(_USER_ARN_PREFIX) and name and not has_wildcard(name):
+    if value.startswith(_USER_ARN_PREFIX) and is_user_name(name):
         return value
     raise _malformed(f"Invalid principal in policy: {value}")
 

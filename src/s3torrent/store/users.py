@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import string
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from s3torrent.access.principals import ROOT_NAME, is_user_name
 from s3torrent.store.meta_users import UserExists
 from s3torrent.store.rows import User
 
 if TYPE_CHECKING:
     from s3torrent.store.meta_users import UserMetadata
-
-ROOT_NAME = "root"
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.@+=,-]{1,64}$")
 
 
 def new_access_key() -> str:
@@ -118,7 +115,7 @@ class UserDirectory:
 
     async def add(self, name: str, *, admin: bool = False) -> User:
         """A new user with new keys; UserError if the name is invalid or taken."""
-        if not isinstance(name, str) or not _NAME_RE.match(name) or name == ROOT_NAME:
+        if not isinstance(name, str) or not is_user_name(name):
             raise UserError(f"invalid user name {name!r}")
         user = User(
             canonical_id=new_canonical_id(),
