@@ -80,7 +80,7 @@ def test_duplicate_names_in_different_objects_are_fine() -> None:
 
 def test_a_stored_policy_with_duplicate_names_still_reads() -> None:
     """One accepted before the check keeps its old reading rather than failing every request."""
-    policy = parse_policy(DENY_SECRET, bucket="b", known_actions=False)
+    policy = parse_policy(DENY_SECRET, bucket="b", strict=False)
     assert policy.statements[0].resources == ("arn:aws:s3:::b/tmp/*",)
 
 
@@ -253,7 +253,7 @@ def test_a_stored_policy_with_a_refused_variable_keeps_reading_it_as_text() -> N
     )
     with pytest.raises(AccessError):
         parse_policy(text, bucket="b")
-    stored = parse_policy(text, bucket="b", known_actions=False)
+    stored = parse_policy(text, bucket="b", strict=False)
     assert _decide(stored, ANONYMOUS, "${aws:UserAgent}/k").allowed
 
 
@@ -411,3 +411,20 @@ def test_the_user_name_rule_is_one_for_users_and_policies() -> None:
     assert not is_user_name("bob\n")
     assert not is_user_name("root")
     assert not is_user_name("division/bob")
+
+
+def test_a_stored_policy_naming_a_user_with_a_path_still_reads() -> None:
+    text = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::000000000000:user/division/bob"},
+                "Action": "s3:GetObject",
+                "Resource": "arn:aws:s3:::b/*",
+            },
+        }
+    )
+    with pytest.raises(AccessError):
+        parse_policy(text, bucket="b")
+    assert len(parse_policy(text, bucket="b", strict=False).statements) == 1

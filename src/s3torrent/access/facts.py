@@ -94,8 +94,8 @@ def decode_acl(text: str) -> AccessControlList:
 
 @lru_cache(maxsize=1024)
 def decode_policy(text: str, bucket: str) -> BucketPolicy:
-    # A stored policy: one accepted before PutBucketPolicy checked action names still reads.
-    return parse_policy(text, bucket=bucket, known_actions=False)
+    # A stored policy: one accepted before PutBucketPolicy's later checks still reads.
+    return parse_policy(text, bucket=bucket, strict=False)
 
 
 @lru_cache(maxsize=1024)

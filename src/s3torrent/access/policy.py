@@ -142,24 +142,26 @@ def _string_list(statement: Mapping[str, object], field: str) -> tuple[str, ...]
     return tuple(item for item in items if isinstance(item, str))
 
 
-def _aws_principal(value: str) -> str:
+def _aws_principal(value: str, strict: bool) -> str:
     """One entry of Principal.AWS as "*", ROOT_ARN (our account), or one of our users' ARN.
 
     Anything else (another account, a role, a wildcard inside an ARN, a user ARN with an IAM
     path or a name no user may have) could never match a request here, and a Deny naming it
-    would deny nobody while looking like it did: refused.
+    would deny nobody while looking like it did: refused. Not `strict` (a stored policy):
+    only wildcards are, as before the user name rule, so a stored policy still reads.
     """
     if value == "*":
         return value
     if value in (ACCOUNT_ID, ROOT_ARN):
         return ROOT_ARN
     name = value.removeprefix(_USER_ARN_PREFIX)
-    if value.startswith(_USER_ARN_PREFIX) and is_user_name(name):
+    valid = is_user_name(name) if strict else bool(name) and not has_wildcard(name)
+    if value.startswith(_USER_ARN_PREFIX) and valid:
         return value
     raise _malformed(f"Invalid principal in policy: {value}")
 
 
-def _parse_principals(raw: object, field: str) -> PrincipalSet:
+def _parse_principals(raw: object, field: str, strict: bool) -> PrincipalSet:
     if raw == "*":
         return PrincipalSet(everyone=True)
     if not isinstance(raw, dict) or not raw:
@@ -176,7 +178,7 @@ def _parse_principals(raw: object, field: str) -> PrincipalSet:
         for item in items:
             assert isinstance(item, str)
             if kind == "AWS":
-                arn = _aws_principal(item)
+                arn = _aws_principal(item, strict)
                 everyone = everyone or arn == "*"
                 account = account or arn == ROOT_ARN
                 if arn not in ("*", ROOT_ARN):
@@ -232,7 +234,7 @@ def _resource_pattern(resource: str, variables: bool) -> WildcardPattern | Templ
 
 
 def _parse_statement(
-    raw: object, index: int, bucket: str, known_actions: bool, variables: bool
+    raw: object, index: int, bucket: str, strict: bool, variables: bool
 ) -> Statement:
     if not isinstance(raw, dict):
         raise _malformed(f"Statement {index} must be an object")
@@ -246,9 +248,9 @@ def _parse_statement(
     if effect not in ("Allow", "Deny"):
         raise _malformed(f"Invalid effect: {effect!r} (statement {index}); use Allow or Deny")
     principal_field, not_principal = _pick(raw, "Principal", "NotPrincipal", index)
-    principals = _parse_principals(raw[principal_field], principal_field)
+    principals = _parse_principals(raw[principal_field], principal_field, strict)
     action_field, not_action = _pick(raw, "Action", "NotAction", index)
-    actions = tuple(_check_action(a, known_actions) for a in _string_list(raw, action_field))
+    actions = tuple(_check_action(a, strict) for a in _string_list(raw, action_field))
     resource_field, not_resource = _pick(raw, "Resource", "NotResource", index)
     resources = tuple(_check_resource(r, bucket) for r in _string_list(raw, resource_field))
     try:
@@ -259,7 +261,7 @@ def _parse_statement(
         )
     except ConditionError as exc:
         raise _malformed(f"{exc} (statement {index})") from exc
-    if known_actions:
+    if strict:
         for condition in conditions:
             service, colon, name = condition.key.partition(":")
             if (
@@ -337,12 +339,14 @@ def _unique_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return members
 
 
-def parse_policy(text: str, *, bucket: str, known_actions: bool = True) -> BucketPolicy:
+def parse_policy(text: str, *, bucket: str, strict: bool = True) -> BucketPolicy:
     """Validate a PutBucketPolicy body for `bucket`, raising MalformedPolicy with the reason.
 
-    known_actions: refuse an action or `s3:` condition key S3 does not define
-    (access/actions.py) or a JSON name given twice in one object, as PutBucketPolicy does; a
-    policy stored before those checks is read without them."""
+    strict: PutBucketPolicy's checks, which came after policies were first stored: refuse
+    an action or `s3:` condition key S3 does not define (access/actions.py), a JSON name
+    given twice in one object, a user ARN no user may have, a policy variable this server
+    does not resolve. A stored policy is read without them (not strict), as it was
+    accepted: its old reading rather than a failure of every request on its bucket."""
     if len(text.encode("utf-8")) > MAX_POLICY_BYTES:
         raise _malformed(
             f"Policy exceeds the maximum allowed document size ({MAX_POLICY_BYTES} bytes)"
@@ -351,7 +355,7 @@ def parse_policy(text: str, *, bucket: str, known_actions: bool = True) -> Bucke
         raise _malformed(f"Policies must be valid JSON: nested deeper than {MAX_POLICY_DEPTH}")
     try:
         # A stored policy keeps the reading it was accepted with (the last duplicate wins).
-        document = json.loads(text, object_pairs_hook=_unique_names if known_actions else None)
+        document = json.loads(text, object_pairs_hook=_unique_names if strict else None)
     except (ValueError, RecursionError) as exc:
         raise _malformed(f"Policies must be valid JSON: {exc}") from exc
     if not isinstance(document, dict):
@@ -375,22 +379,22 @@ def parse_policy(text: str, *, bucket: str, known_actions: bool = True) -> Bucke
     # Policy variables came with the 2012-10-17 language; before it `${...}` is text.
     try:
         statements = _parse_statements(
-            raw_statements, bucket, known_actions, variables=version == "2012-10-17"
+            raw_statements, bucket, strict, variables=version == "2012-10-17"
         )
     except AccessError:
-        if known_actions or version != "2012-10-17":
+        if strict or version != "2012-10-17":
             raise
         # A policy stored before variables were read, with one this server refuses, keeps
         # the reading it was stored with (text) rather than failing every request.
-        statements = _parse_statements(raw_statements, bucket, known_actions, variables=False)
+        statements = _parse_statements(raw_statements, bucket, strict, variables=False)
     return BucketPolicy(text, version, policy_id, statements)
 
 
 def _parse_statements(
-    raw_statements: list[object], bucket: str, known_actions: bool, *, variables: bool
+    raw_statements: list[object], bucket: str, strict: bool, *, variables: bool
 ) -> tuple[Statement, ...]:
     statements = tuple(
-        _parse_statement(raw, index, bucket, known_actions, variables)
+        _parse_statement(raw, index, bucket, strict, variables)
         for index, raw in enumerate(raw_statements)
     )
     sids = [s.sid for s in statements if s.sid]
