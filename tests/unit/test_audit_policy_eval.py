@@ -27,8 +27,8 @@ from s3torrent.access import (
 from s3torrent.access.conditions import condition_holds, parse_condition_block
 from s3torrent.access.errors import AccessError
 from s3torrent.access.facts import with_object_tags
-from s3torrent.access.principals import is_user_name
 from s3torrent.access.variables import parse_template
+from s3torrent.user_names import is_user_name
 
 DENY_SECRET = (
     '{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*",'

@@ -26,11 +26,11 @@ from s3torrent.access.principals import (
     ROOT_ARN,
     Principal,
     is_canonical_id,
-    is_user_name,
     user_arn,
 )
 from s3torrent.access.variables import Template, parse_template
 from s3torrent.access.wildcard import WildcardPattern, has_wildcard, wildcard_match
+from s3torrent.user_names import is_user_name
 
 VERSIONS = frozenset({"2008-10-17", "2012-10-17"})
 MAX_POLICY_BYTES = 20 * 1024  # S3's bucket policy size limit

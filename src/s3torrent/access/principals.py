@@ -10,20 +10,11 @@ ACCOUNT_ID = "000000000000"
 ROOT_ARN = f"arn:aws:iam::{ACCOUNT_ID}:root"
 
 _CANONICAL_ID = re.compile(r"[0-9a-f]{64}")
-# The root user's name, which no other user may take; and the names users may have (IAM's
-# characters, no path).
-ROOT_NAME = "root"
-_USER_NAME = re.compile(r"[A-Za-z0-9_.@+=,-]{1,64}")
 
 
 def is_canonical_id(value: str) -> bool:
     """True for a 64-hex-digit S3 canonical user id (lower case, as S3 renders them)."""
     return _CANONICAL_ID.fullmatch(value) is not None
-
-
-def is_user_name(name: str) -> bool:
-    """Whether a user (not the root user) may have this name."""
-    return _USER_NAME.fullmatch(name) is not None and name != ROOT_NAME
 
 
 def user_arn(name: str) -> str:

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from s3torrent.access.principals import ROOT_NAME, is_user_name
 from s3torrent.store.meta_users import UserExists
 from s3torrent.store.rows import User
+from s3torrent.user_names import ROOT_NAME, is_user_name
 
 if TYPE_CHECKING:
     from s3torrent.store.meta_users import UserMetadata
