@@ -167,6 +167,20 @@ def _target(req: S3Request) -> md.ObjectVersion:
     return obj
 
 
+def _gone(req: S3Request, changed: md.ObjectVersion | None) -> None:
+    """The version was deleted between the request's lookup and its change (None from the
+    store): answer as if the lookup had not found it, never 200 for a setting that is not
+    kept anywhere."""
+    if changed is not None:
+        return
+    version_id = req.query.get("versionId")
+    if version_id is not None:
+        raise S3Error(
+            "NoSuchVersion", resource=req.resource, extra={"Key": req.key, "VersionId": version_id}
+        )
+    raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
+
+
 async def get_object_retention(svc: S3Context, req: S3Request) -> web.StreamResponse:
     _locked_bucket(req)
     obj = _target(req)
@@ -197,7 +211,10 @@ async def put_object_retention(svc: S3Context, req: S3Request) -> web.StreamResp
         # What the body asks for is what a bucket policy's object lock conditions test.
         _ask_again(req, "s3:PutObjectRetention", lock_condition_values(mode, date, req.now))
     bypass = may_bypass_governance(req, req.key)
-    await svc.meta.set_retention(bucket.name, req.key, obj.s3_version_id, mode, until, bypass)
+    changed = await svc.meta.set_retention(
+        bucket.name, req.key, obj.s3_version_id, mode, until, bypass
+    )
+    _gone(req, changed)
     return web.Response(status=200, headers=version_headers(bucket, obj))
 
 
@@ -229,7 +246,8 @@ async def put_object_legal_hold(svc: S3Context, req: S3Request) -> web.StreamRes
     if status not in ("ON", "OFF"):
         raise S3Error("MalformedXML")
     _ask_again(req, "s3:PutObjectLegalHold", {"s3:object-lock-legal-hold": status})
-    await svc.meta.update_version(
+    changed = await svc.meta.update_version(
         bucket.name, req.key, obj.s3_version_id, legal_hold=status == "ON"
     )
+    _gone(req, changed)
     return web.Response(status=200, headers=version_headers(bucket, obj))

@@ -1,0 +1,365 @@
+"""Races as production meets them: `serve --workers 2`, many clients at once on one key.
+
+Every test starts its racers on a barrier, each with its own client (its own connections,
+which the kernel spreads over both workers), and checks an invariant that holds whatever
+the interleaving: exactly one winner of a conditional write, the stored bytes are the
+winner's, every acknowledged version is listed, and so on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.api.test_conditional_writes import race_create_only
+from tests.conftest import LiveServer, make_client, start_server
+
+MIB = 1024 * 1024
+LOSERS = {"412 PreconditionFailed", "409 ConditionalRequestConflict"}
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    srv = start_server(tmp_path_factory.mktemp("races"), workers=2)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(two: LiveServer) -> Any:
+    return make_client(two.endpoint, max_pool_connections=20)
+
+
+@pytest.fixture
+def bucket(s3: Any, request: pytest.FixtureRequest) -> str:
+    name = "race-" + request.node.name.replace("_", "-")[5:40].strip("-").lower()
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def outcome(call: Callable[[], Any]) -> tuple[int | str, Any]:
+    """(200, the answer) or ("STATUS Code", the error)."""
+    try:
+        return 200, call()
+    except ClientError as exc:
+        resp = exc.response
+        status = resp["ResponseMetadata"]["HTTPStatusCode"]
+        return f"{status} {resp['Error'].get('Code')}", exc
+
+
+def race(endpoint: str, calls: list[Callable[[Any], Any]]) -> list[tuple[int | str, Any]]:
+    """Run every call at once, each with its own client; their outcomes, in order."""
+    clients = [make_client(endpoint, read_timeout=60) for _ in calls]
+    barrier = threading.Barrier(len(calls))
+    results: list[tuple[int | str, Any] | None] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait(timeout=30)
+        results[i] = outcome(lambda: calls[i](clients[i]))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert all(r is not None for r in results), "a racer did not finish"
+    return [r for r in results if r is not None]
+
+
+def body_of(s3: Any, bucket: str, key: str, **kw: Any) -> bytes:
+    return bytes(s3.get_object(Bucket=bucket, Key=key, **kw)["Body"].read())
+
+
+def start_upload(s3: Any, bucket: str, key: str, parts: list[bytes]) -> tuple[str, list[Any]]:
+    up = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    listed = []
+    for n, data in enumerate(parts, 1):
+        etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=up, PartNumber=n, Body=data)["ETag"]
+        listed.append({"PartNumber": n, "ETag": etag})
+    return up, listed
+
+
+# ---- conditional writes ----
+
+
+@pytest.mark.timeout(180)
+def test_create_only_writers_on_both_workers_have_one_winner(two: LiveServer, bucket: str) -> None:
+    for round_ in range(2):
+        race_create_only([two.endpoint], bucket, f"k{round_}", writers=24)
+
+
+@pytest.mark.timeout(180)
+def test_if_match_is_a_compare_and_swap(two: LiveServer, s3: Any, bucket: str) -> None:
+    """Of writers that all name the current ETag, one replaces it; the next round names the
+    winner's ETag. Small (inline) and blob bodies both."""
+    etag = s3.put_object(Bucket=bucket, Key="cas", Body=b"v0")["ETag"]
+    for round_, size in enumerate([10, 300_000, 10]):
+
+        def write(c: Any, i: int, e: str = etag, r: int = round_, n: int = size) -> Any:
+            body = f"{r}:{i}:".encode().ljust(n, b".")
+            return c.put_object(Bucket=bucket, Key="cas", Body=body, IfMatch=e)
+
+        results = race(two.endpoint, [lambda c, i=i: write(c, i) for i in range(16)])
+        winners = [i for i, (r, _) in enumerate(results) if r == 200]
+        assert len(winners) == 1, [r for r, _ in results]
+        assert {r for r, _ in results if r != 200} <= LOSERS, results
+        got = body_of(s3, bucket, "cas")
+        assert got.startswith(f"{round_}:{winners[0]}:".encode())
+        etag = results[winners[0]][1]["ETag"]
+        assert s3.head_object(Bucket=bucket, Key="cas")["ETag"] == etag
+
+
+@pytest.mark.timeout(180)
+def test_racing_conditional_completes_have_one_winner(
+    two: LiveServer, s3: Any, bucket: str
+) -> None:
+    uploads = [start_upload(s3, bucket, "mp", [f"upload {i}".encode()]) for i in range(10)]
+    results = race(
+        two.endpoint,
+        [
+            lambda c, u=u: c.complete_multipart_upload(
+                Bucket=bucket,
+                Key="mp",
+                UploadId=u[0],
+                MultipartUpload={"Parts": u[1]},
+                IfNoneMatch="*",
+            )
+            for u in uploads
+        ],
+    )
+    winners = [i for i, (r, _) in enumerate(results) if r == 200]
+    assert len(winners) == 1, [r for r, _ in results]
+    assert {r for r, _ in results if r != 200} <= LOSERS, results
+    assert body_of(s3, bucket, "mp") == f"upload {winners[0]}".encode()
+
+
+@pytest.mark.timeout(180)
+def test_racing_conditional_copies_have_one_winner(two: LiveServer, s3: Any, bucket: str) -> None:
+    for i in range(10):
+        s3.put_object(Bucket=bucket, Key=f"src{i}", Body=f"source {i}".encode() * 1000)
+    results = race(
+        two.endpoint,
+        [
+            lambda c, i=i: c.copy_object(
+                Bucket=bucket,
+                Key="dst",
+                CopySource={"Bucket": bucket, "Key": f"src{i}"},
+                IfNoneMatch="*",
+            )
+            for i in range(10)
+        ],
+    )
+    winners = [i for i, (r, _) in enumerate(results) if r == 200]
+    assert len(winners) == 1, [r for r, _ in results]
+    assert {r for r, _ in results if r != 200} <= LOSERS, results
+    assert body_of(s3, bucket, "dst") == f"source {winners[0]}".encode() * 1000
+
+
+@pytest.mark.timeout(180)
+def test_racing_deletes_with_if_match_have_one_winner(
+    two: LiveServer, s3: Any, bucket: str
+) -> None:
+    """Versioned: a delete with If-Match adds a delete marker; of deleters naming the same
+    ETag, only one may (the others find the marker, not the ETag)."""
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    etag = s3.put_object(Bucket=bucket, Key="d", Body=b"x")["ETag"]
+    results = race(
+        two.endpoint,
+        [lambda c: c.delete_object(Bucket=bucket, Key="d", IfMatch=etag) for _ in range(12)],
+    )
+    winners = [r for r, _ in results if r == 200]
+    assert len(winners) == 1, [r for r, _ in results]
+    markers = s3.list_object_versions(Bucket=bucket).get("DeleteMarkers", [])
+    assert len(markers) == 1, markers
+
+
+# ---- multipart ----
+
+
+@pytest.mark.timeout(180)
+def test_complete_racing_abort_is_one_or_the_other(two: LiveServer, s3: Any, bucket: str) -> None:
+    for round_ in range(4):
+        key = f"ca{round_}"
+        parts_data = [os.urandom(5 * MIB), b"end"]
+        up, parts = start_upload(s3, bucket, key, parts_data)
+        (done, _), (aborted, _) = race(
+            two.endpoint,
+            [
+                lambda c, u=up, p=parts, k=key: c.complete_multipart_upload(
+                    Bucket=bucket, Key=k, UploadId=u, MultipartUpload={"Parts": p}
+                ),
+                lambda c, u=up, k=key: c.abort_multipart_upload(Bucket=bucket, Key=k, UploadId=u),
+            ],
+        )
+        if done == 200:
+            # Aborting a completed upload: NoSuchUpload (S3 may answer 204 too).
+            assert aborted in {"404 NoSuchUpload", 200}, aborted
+            assert body_of(s3, bucket, key) == b"".join(parts_data)
+        else:
+            assert (done, aborted) == ("404 NoSuchUpload", 200)
+            with pytest.raises(ClientError):
+                s3.head_object(Bucket=bucket, Key=key)
+        listed = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        assert up not in {u["UploadId"] for u in listed}
+
+
+@pytest.mark.timeout(180)
+def test_part_uploaded_twice_at_once_keeps_one_of_them(
+    two: LiveServer, s3: Any, bucket: str
+) -> None:
+    up = s3.create_multipart_upload(Bucket=bucket, Key="pp")["UploadId"]
+    bodies = [bytes([65 + i]) * (5 * MIB) for i in range(4)]
+    results = race(
+        two.endpoint,
+        [
+            lambda c, b=b: c.upload_part(Bucket=bucket, Key="pp", UploadId=up, PartNumber=1, Body=b)
+            for b in bodies
+        ],
+    )
+    assert [r for r, _ in results] == [200] * 4, results
+    listed = s3.list_parts(Bucket=bucket, Key="pp", UploadId=up)["Parts"]
+    assert len(listed) == 1
+    etag = listed[0]["ETag"]
+    winner = [i for i, (_, a) in enumerate(results) if a["ETag"] == etag]
+    assert len(winner) == 1
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="pp",
+        UploadId=up,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+    )
+    assert body_of(s3, bucket, "pp") == bodies[winner[0]]
+
+
+@pytest.mark.timeout(180)
+def test_upload_part_racing_complete(two: LiveServer, s3: Any, bucket: str) -> None:
+    """A part replaced while the upload completes: the completion joins the part it was
+    given (or fails), never a mix; a part sent after the completion is NoSuchUpload."""
+    for round_ in range(4):
+        key = f"upc{round_}"
+        first = os.urandom(5 * MIB)
+        up, parts = start_upload(s3, bucket, key, [first, b"second"])
+        other = os.urandom(5 * MIB)
+        (done, answer), (replaced, _) = race(
+            two.endpoint,
+            [
+                lambda c, u=up, p=parts, k=key: c.complete_multipart_upload(
+                    Bucket=bucket, Key=k, UploadId=u, MultipartUpload={"Parts": p}
+                ),
+                lambda c, u=up, k=key, b=other: c.upload_part(
+                    Bucket=bucket, Key=k, UploadId=u, PartNumber=1, Body=b
+                ),
+            ],
+        )
+        if done == 200:
+            assert body_of(s3, bucket, key) == first + b"second"
+            assert replaced in {200, "404 NoSuchUpload"}, replaced
+        else:
+            assert replaced == 200
+            assert done in {"400 InvalidPart", "409 ConditionalRequestConflict"}, answer
+
+
+# ---- versioning ----
+
+
+@pytest.mark.timeout(180)
+def test_concurrent_versioned_puts_and_deletes_list_every_acknowledged_version(
+    two: LiveServer, s3: Any, bucket: str
+) -> None:
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+    def put(c: Any, i: int) -> Any:
+        size = 50 if i % 2 else 200_000
+        return c.put_object(Bucket=bucket, Key="v", Body=f"{i}:".encode().ljust(size, b"."))
+
+    calls: list[Callable[[Any], Any]] = [lambda c, i=i: put(c, i) for i in range(16)]
+    calls += [lambda c: c.delete_object(Bucket=bucket, Key="v") for _ in range(4)]
+    results = race(two.endpoint, calls)
+    assert all(r == 200 for r, _ in results), results
+    acked = {a["VersionId"] for _, a in results}
+    assert len(acked) == 20
+    listing = s3.list_object_versions(Bucket=bucket)
+    entries = listing.get("Versions", []) + listing.get("DeleteMarkers", [])
+    assert {e["VersionId"] for e in entries} == acked
+    latest = [e for e in entries if e["IsLatest"]]
+    assert len(latest) == 1, latest
+    if latest[0] in listing.get("DeleteMarkers", []):
+        with pytest.raises(ClientError):
+            s3.get_object(Bucket=bucket, Key="v")
+    else:
+        got = s3.get_object(Bucket=bucket, Key="v")
+        assert got["VersionId"] == latest[0]["VersionId"]
+        assert got["ETag"] == latest[0]["ETag"]
+    for e in listing.get("Versions", []):
+        assert s3.get_object(Bucket=bucket, Key="v", VersionId=e["VersionId"])["ETag"] == e["ETag"]
+
+
+# ---- object lock ----
+
+
+@pytest.mark.timeout(180)
+def test_legal_hold_racing_version_deletes(two: LiveServer, s3: Any) -> None:
+    """A version deleted while a legal hold is put on it: either the hold came first and
+    the delete is refused, or the delete came first and the hold finds no version."""
+    s3.create_bucket(Bucket="race-lock", ObjectLockEnabledForBucket=True)
+    for _ in range(6):
+        vid = s3.put_object(Bucket="race-lock", Key="l", Body=b"held")["VersionId"]
+        (held, _), (deleted, _) = race(
+            two.endpoint,
+            [
+                lambda c, v=vid: c.put_object_legal_hold(
+                    Bucket="race-lock", Key="l", VersionId=v, LegalHold={"Status": "ON"}
+                ),
+                lambda c, v=vid: c.delete_object(Bucket="race-lock", Key="l", VersionId=v),
+            ],
+        )
+        exists = True
+        try:
+            s3.head_object(Bucket="race-lock", Key="l", VersionId=vid)
+        except ClientError:
+            exists = False
+        if held == 200:
+            assert exists and deleted == "403 AccessDenied", (held, deleted)
+            s3.put_object_legal_hold(
+                Bucket="race-lock", Key="l", VersionId=vid, LegalHold={"Status": "OFF"}
+            )
+        else:
+            assert deleted == 200 and not exists, (held, deleted)
+
+
+@pytest.mark.timeout(180)
+def test_governance_retention_racing_version_deletes(two: LiveServer, s3: Any) -> None:
+    s3.create_bucket(Bucket="race-ret", ObjectLockEnabledForBucket=True)
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    for _ in range(6):
+        vid = s3.put_object(Bucket="race-ret", Key="r", Body=b"kept")["VersionId"]
+        (kept, _), (deleted, _) = race(
+            two.endpoint,
+            [
+                lambda c, v=vid: c.put_object_retention(
+                    Bucket="race-ret",
+                    Key="r",
+                    VersionId=v,
+                    Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until},
+                ),
+                lambda c, v=vid: c.delete_object(Bucket="race-ret", Key="r", VersionId=v),
+            ],
+        )
+        exists = True
+        try:
+            s3.head_object(Bucket="race-ret", Key="r", VersionId=vid)
+        except ClientError:
+            exists = False
+        if kept == 200:
+            assert exists and deleted == "403 AccessDenied", (kept, deleted)
+            s3.delete_object(
+                Bucket="race-ret", Key="r", VersionId=vid, BypassGovernanceRetention=True
+            )
+        else:
+            assert deleted == 200 and not exists, (kept, deleted)
