@@ -183,6 +183,28 @@ def test_racing_deletes_with_if_match_have_one_winner(
 
 
 @pytest.mark.timeout(180)
+def test_two_racing_completes_of_one_upload_both_answer_the_object(
+    two: LiveServer, s3: Any, bucket: str
+) -> None:
+    """A client that retries a Complete whose answer is slow races its own first try: S3
+    answers both 200 with the same ETag, and the object is the upload's bytes."""
+    for round_ in range(4):
+        key = f"twice{round_}"
+        parts_data = [os.urandom(5 * MIB), b"tail" * 100]
+        up, parts = start_upload(s3, bucket, key, parts_data)
+
+        def complete(c: Any, u: str = up, p: list[Any] = parts, k: str = key) -> Any:
+            return c.complete_multipart_upload(
+                Bucket=bucket, Key=k, UploadId=u, MultipartUpload={"Parts": p}
+            )
+
+        results = race(two.endpoint, [complete, complete, complete])
+        assert [r for r, _ in results] == [200, 200, 200], results
+        assert len({a["ETag"] for _, a in results}) == 1
+        assert body_of(s3, bucket, key) == b"".join(parts_data)
+
+
+@pytest.mark.timeout(180)
 def test_complete_racing_abort_is_one_or_the_other(two: LiveServer, s3: Any, bucket: str) -> None:
     for round_ in range(4):
         key = f"ca{round_}"

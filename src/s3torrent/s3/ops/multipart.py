@@ -45,7 +45,7 @@ from s3torrent.s3.ops.ownership import write_owner
 from s3torrent.s3.params import MAX_PARTS, UploadParams, ascii_int
 from s3torrent.s3.server import S3Request
 from s3torrent.store import rows as md
-from s3torrent.store.errors import StoreError
+from s3torrent.store.errors import NoSuchUpload, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -511,12 +511,12 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     await precheck_write(svc, req, condition)
     store = svc.store
     version_id = store.new_version_id()
-    segments = await sse.join_parts(svc, up, version_id, parts)
     try:
+        segments = await sse.join_parts(svc, up, version_id, parts)
         await store.concat_blobs(segments, version_id)
     except FileNotFoundError as exc:
-        # Aborted (or a part replaced) while we joined the parts.
-        raise S3Error("NoSuchUpload", extra={"UploadId": up.upload_id}) from exc
+        # Completed, aborted (or a part replaced) while we joined the parts.
+        return await _lost_race(svc, req, up.upload_id, raw, exc)
     headers, lock = versioning.split_upload_lock(up.headers)
     obj = md.ObjectVersion(
         bucket=up.bucket,
@@ -554,8 +554,10 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         committed, released = await svc.meta.complete_upload(
             obj, up.upload_id, joined, condition, receipt
         )
-    except StoreError:
+    except StoreError as exc:
         await _delete_blobs(svc, [version_id])
+        if isinstance(exc, NoSuchUpload):
+            return await _lost_race(svc, req, up.upload_id, raw, exc)
         raise
     svc.store.release(committed.freed)
     await _delete_blobs(svc, released)
@@ -572,15 +574,43 @@ async def _answer_retry(
 ) -> web.StreamResponse:
     """A completion of an upload that is gone: if it was completed with the same part list,
     the client is retrying (its first answer was lost): answer what was answered then."""
+    receipt = await _receipt(svc, req, upload_id)
+    if receipt is not None:
+        answer = _receipt_answer(receipt, await body.read_all(svc.settings.limits.max_xml_body))
+        if answer is not None:
+            return answer
+    raise S3Error("NoSuchUpload", resource=req.resource, extra={"UploadId": upload_id})
+
+
+async def _lost_race(
+    svc: S3Context, req: S3Request, upload_id: str, raw: bytes, exc: Exception
+) -> web.StreamResponse:
+    """The upload went while this completion joined its parts: if a racing completion
+    (another worker's, or the client's own retry) completed it with the same part list,
+    answer what it answered, as S3 answers a repeated completion; else NoSuchUpload."""
+    receipt = await _receipt(svc, req, upload_id)
+    answer = _receipt_answer(receipt, raw) if receipt is not None else None
+    if answer is None:
+        raise S3Error("NoSuchUpload", resource=req.resource, extra={"UploadId": upload_id}) from exc
+    return answer
+
+
+async def _receipt(svc: S3Context, req: S3Request, upload_id: str) -> md.UploadReceipt | None:
+    """The receipt of this upload's completion, if it was completed at this bucket and key."""
     receipt = await svc.meta.upload_receipt(upload_id) if upload_id else None
     if receipt is not None and receipt.bucket == req.bucket_name and receipt.key == req.key:
-        raw = await body.read_all(svc.settings.limits.max_xml_body)
-        if _parts_digest(s3xml.parse(raw)) == receipt.parts_digest:
-            headers = {}
-            if receipt.version_id is not None:
-                headers["x-amz-version-id"] = receipt.version_id
-            return xml_response(receipt.result, headers=headers)
-    raise S3Error("NoSuchUpload", resource=req.resource, extra={"UploadId": upload_id})
+        return receipt
+    return None
+
+
+def _receipt_answer(receipt: md.UploadReceipt, raw: bytes) -> web.StreamResponse | None:
+    """The completion's answer again, if `raw` asks for the part list it was given."""
+    if _parts_digest(s3xml.parse(raw)) != receipt.parts_digest:
+        return None
+    headers = {}
+    if receipt.version_id is not None:
+        headers["x-amz-version-id"] = receipt.version_id
+    return xml_response(receipt.result, headers=headers)
 
 
 # ---- abort, list ----
