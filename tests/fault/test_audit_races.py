@@ -385,3 +385,45 @@ def test_governance_retention_racing_version_deletes(two: LiveServer, s3: Any) -
             )
         else:
             assert deleted == 200 and not exists, (kept, deleted)
+
+
+# ---- buckets ----
+
+
+@pytest.mark.timeout(180)
+def test_writes_racing_delete_bucket_never_land_in_a_deleted_bucket(
+    two: LiveServer, s3: Any
+) -> None:
+    """A PutObject, a CompleteMultipartUpload and a CopyObject racing DeleteBucket: either
+    the bucket is gone and every write failed, or a write landed and the delete was
+    BucketNotEmpty; never an acknowledged object in a bucket that is gone."""
+    s3.create_bucket(Bucket="race-src")
+    s3.put_object(Bucket="race-src", Key="s", Body=b"source")
+    for round_ in range(8):
+        name = f"race-del-{round_}"
+        s3.create_bucket(Bucket=name)
+        up, parts = start_upload(s3, name, "mp", [b"part"])
+        results = race(
+            two.endpoint,
+            [
+                lambda c, n=name: c.delete_bucket(Bucket=n),
+                lambda c, n=name: c.put_object(Bucket=n, Key="p", Body=b"x"),
+                lambda c, n=name, u=up, p=parts: c.complete_multipart_upload(
+                    Bucket=n, Key="mp", UploadId=u, MultipartUpload={"Parts": p}
+                ),
+                lambda c, n=name: c.copy_object(
+                    Bucket=n, Key="c", CopySource={"Bucket": "race-src", "Key": "s"}
+                ),
+            ],
+        )
+        deleted, *writes = [r for r, _ in results]
+        buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+        if deleted == 200:
+            assert name not in buckets
+            assert 200 not in writes, results
+        else:
+            assert deleted == "409 BucketNotEmpty", results
+            assert name in buckets
+            listed = {o["Key"] for o in s3.list_objects_v2(Bucket=name).get("Contents", [])}
+            landed = {k for k, r in zip(("p", "mp", "c"), writes, strict=True) if r == 200}
+            assert listed == landed, results
