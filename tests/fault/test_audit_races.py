@@ -427,3 +427,54 @@ def test_writes_racing_delete_bucket_never_land_in_a_deleted_bucket(
             listed = {o["Key"] for o in s3.list_objects_v2(Bucket=name).get("Contents", [])}
             landed = {k for k, r in zip(("p", "mp", "c"), writes, strict=True) if r == 200}
             assert listed == landed, results
+
+
+# ---- read your writes across workers ----
+
+
+@pytest.mark.timeout(180)
+def test_a_change_acknowledged_by_one_worker_is_what_the_other_answers_next(
+    two: LiveServer, s3: Any
+) -> None:
+    """Each change goes to one worker and the read right after its answer to the other:
+    object bytes, an access grant and its revocation (policy, object ACL), a delete."""
+    from tests.api.test_workers import connect_to, send
+    from tests.seeding import public_read_policy
+
+    s3.create_bucket(Bucket="race-ryw")
+    for n in range(20):
+        writer, reader = (0, 1) if n % 2 else (1, 0)
+        w, r = connect_to(two, writer), connect_to(two, reader)
+        try:
+            body = os.urandom(100 + n * 3000)
+            status, _ = send(w, "PUT", "/race-ryw/k", body=body, signed=True)
+            assert status == 200
+            assert send(r, "GET", "/race-ryw/k", signed=True) == (200, body)
+            status, _ = send(
+                w,
+                "PUT",
+                "/race-ryw?policy",
+                body=public_read_policy("race-ryw").encode(),
+                signed=True,
+            )
+            assert status == 204
+            assert send(r, "GET", "/race-ryw/k") == (200, body), n
+            status, _ = send(w, "DELETE", "/race-ryw?policy", signed=True)
+            assert status == 204
+            assert send(r, "GET", "/race-ryw/k")[0] == 403, n
+            status, _ = send(
+                w, "PUT", "/race-ryw/k?acl", headers={"x-amz-acl": "public-read"}, signed=True
+            )
+            assert status == 200
+            assert send(r, "GET", "/race-ryw/k")[0] == 200, n
+            status, _ = send(
+                w, "PUT", "/race-ryw/k?acl", headers={"x-amz-acl": "private"}, signed=True
+            )
+            assert status == 200
+            assert send(r, "GET", "/race-ryw/k")[0] == 403, n
+            status, _ = send(w, "DELETE", "/race-ryw/k", signed=True)
+            assert status == 204
+            assert send(r, "GET", "/race-ryw/k", signed=True)[0] == 404, n
+        finally:
+            w.close()
+            r.close()
