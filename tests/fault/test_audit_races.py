@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -478,3 +479,35 @@ def test_a_change_acknowledged_by_one_worker_is_what_the_other_answers_next(
         finally:
             w.close()
             r.close()
+
+
+# ---- a download under way when its version is replaced ----
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("sse", [None, "AES256"], ids=["plain", "sse-s3"])
+def test_a_slow_get_finishes_though_its_version_is_overwritten_meanwhile(
+    two: LiveServer, s3: Any, sse: str | None
+) -> None:
+    """S3 finishes a GET already under way when its object is overwritten or deleted. A
+    slow reader of a large object, its key overwritten (then deleted) a moment after the
+    answer began, gets every byte of the version it began with, also when that version
+    is encrypted at rest (its chunks are read and opened as they are sent)."""
+    name = f"race-slow-{sse or 'plain'}".lower()
+    s3.create_bucket(Bucket=name)
+    data = os.urandom(48 * MIB)
+    extra = {"ServerSideEncryption": sse} if sse else {}
+    s3.put_object(Bucket=name, Key="big", Body=data, **extra)
+    reader = make_client(two.endpoint, read_timeout=60)
+    body = reader.get_object(Bucket=name, Key="big")["Body"]
+    got = bytearray(body.read(MIB))
+    s3.put_object(Bucket=name, Key="big", Body=b"new", **extra)
+    s3.delete_object(Bucket=name, Key="big")
+    # Slower than the old blob's deletion (storage: 2 s after the overwrite) by far.
+    started = time.monotonic()
+    while chunk := body.read(MIB):
+        got += chunk
+        if time.monotonic() - started < 4:
+            time.sleep(0.1)
+    assert len(got) == len(data)
+    assert got == data

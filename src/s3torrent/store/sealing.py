@@ -172,8 +172,9 @@ class PlainReader:
         """Plaintext [offset, offset+length) (blocking); TamperedBlob if any chunk is bad."""
         return bytes(self.read_buffer(offset, length))
 
-    def read_buffer(self, offset: int, length: int) -> bytes | bytearray:
-        """As `read`, in a buffer of its own: whole chunks are opened straight into it."""
+    def read_buffer(self, offset: int, length: int, fd: int | None = None) -> bytes | bytearray:
+        """As `read`, in a buffer of its own: whole chunks are opened straight into it.
+        `fd`: the blob, held open by the caller (else it is opened for this read)."""
         hit = self.cached(offset, length)
         if hit is not None:
             return hit
@@ -185,7 +186,7 @@ class PlainReader:
             self._next_block = offset + length
             span = _READ_AHEAD if sequential else refs[0].plain_size
             ahead = list(chunk_refs(self._segments, refs[0].plain_start, span))
-            self._fill([r for r in ahead if r.prefix == refs[0].prefix])
+            self._fill([r for r in ahead if r.prefix == refs[0].prefix], fd)
             hit = self.cached(offset, length)
             if hit is not None:
                 return hit
@@ -203,7 +204,8 @@ class PlainReader:
                 j += 1
             run = refs[i:j]
             start = run[0].sealed_offset
-            raw = memoryview(self._raw(start, run[-1].sealed_offset + run[-1].sealed_size - start))
+            size = run[-1].sealed_offset + run[-1].sealed_size - start
+            raw = memoryview(self._raw(start, size, fd))
             for ref in run:
                 lo = ref.sealed_offset - start
                 sealed = raw[lo : lo + ref.sealed_size]
@@ -237,9 +239,10 @@ class PlainReader:
             hit = self._recent.get((refs[0].prefix, refs[0].index))
         return clip(refs[0], hit, offset, length) if hit is not None else None
 
-    def _fill(self, refs: list[ChunkRef]) -> None:
+    def _fill(self, refs: list[ChunkRef], fd: int | None = None) -> None:
         start = refs[0].sealed_offset
-        raw = memoryview(self._raw(start, refs[-1].sealed_offset + refs[-1].sealed_size - start))
+        size = refs[-1].sealed_offset + refs[-1].sealed_size - start
+        raw = memoryview(self._raw(start, size, fd))
         for ref in refs:
             lo = ref.sealed_offset - start
             try:
@@ -275,9 +278,10 @@ class PlainReader:
             )
             raise
 
-    def _raw(self, offset: int, length: int) -> bytes | memoryview:
+    def _raw(self, offset: int, length: int, held: int | None = None) -> bytes | memoryview:
         """Sealed bytes of the blob; a local blob is read into this thread's scratch buffer
-        (valid until this thread's next read), sparing an allocation per read."""
+        (valid until this thread's next read), sparing an allocation per read. `held`: the
+        local blob's descriptor, kept open by the caller."""
         if self._obj.inline is not None:
             return memoryview(self._obj.inline)[offset : offset + length]
         if self._path is None:
@@ -285,26 +289,46 @@ class PlainReader:
         buf: bytearray | None = getattr(_scratch, "buf", None)
         if buf is None or len(buf) < length:
             buf = _scratch.buf = bytearray(max(length, _READ_SPAN + 32 * TAG))
-        fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = held if held is not None else self._open_blob()
         try:
             n = os.preadv(fd, [memoryview(buf)[:length]], offset)
         finally:
-            os.close(fd)
+            if held is None:
+                os.close(fd)
         return memoryview(buf)[:n]
+
+    def _open_blob(self) -> int:
+        assert self._path is not None
+        return os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+    def _hold(self) -> int | None:
+        """The local blob's descriptor for a read of many spans (None: inline or remote)."""
+        return self._open_blob() if self._path is not None else None
 
     async def chunks(
         self, executor: concurrent.futures.Executor, offset: int, length: int
     ) -> AsyncIterator[bytes | bytearray]:
         """The range in 2 MiB pieces, each read and opened off the loop; the next piece is
-        opened while the caller sends this one."""
+        opened while the caller sends this one.
+
+        A local blob is opened once, for the whole range: a version overwritten or deleted
+        meanwhile has its blob deleted (ObjectStore.delete_blob_later), and a download
+        under way must still get every byte of it, as S3 finishes a GET already begun.
+        Until 2026-12-07 each piece opened the blob again, and a slow download of a sealed
+        object overwritten meanwhile was cut about 2 s after the overwrite."""
         loop = asyncio.get_running_loop()
         end = offset + length
+        held = await loop.run_in_executor(executor, self._hold)
 
         def start(at: int) -> asyncio.Future[bytes | bytearray] | None:
             if at >= end:
                 return None
             n = min(_READ_SPAN, end - at)
-            return loop.run_in_executor(executor, self.read_buffer, at, n)
+            return loop.run_in_executor(executor, self.read_buffer, at, n, held)
+
+        def release(_: object = None) -> None:
+            if held is not None:
+                os.close(held)
 
         pending = start(offset)
         try:
@@ -317,10 +341,18 @@ class PlainReader:
                 pending = start(offset)
                 yield data
         finally:
-            if pending is not None:
+            if pending is None:
+                release()
+            else:
                 # Abandoned (the client went away): nobody waits for it, nor for its error.
-                pending.add_done_callback(lambda f: f.cancelled() or f.exception())
-                pending.cancel()
+                # Not cancelled: a read already running on a thread must finish before its
+                # descriptor is closed (a number closed under it could name another file).
+                def settle(f: asyncio.Future[bytes | bytearray]) -> None:
+                    release()
+                    if not f.cancelled():
+                        f.exception()
+
+                pending.add_done_callback(settle)
 
 
 class Sealing:
