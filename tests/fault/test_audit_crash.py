@@ -160,7 +160,10 @@ def _stored_blobs(srv: LiveServer) -> tuple[set[str], set[str]]:
         }
         rows |= {
             r[0]
-            for r in db.execute("SELECT version_id FROM object_versions WHERE inline_data IS NULL")
+            for r in db.execute(
+                "SELECT version_id FROM object_versions"
+                " WHERE inline_data IS NULL AND NOT delete_marker"
+            )
         }
         rows |= {r[0] for r in db.execute("SELECT blob_id FROM parts")}
     finally:

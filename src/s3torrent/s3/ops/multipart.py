@@ -501,7 +501,13 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     root = s3xml.parse(raw)
     requested = _requested_parts(root, up)
     stored = {p.part_number: p for p in await svc.meta.list_parts(up.upload_id)}
-    parts = _chosen_parts(up.upload_id, requested, stored)
+    try:
+        parts = _chosen_parts(up.upload_id, requested, stored)
+    except S3Error as exc:
+        if await svc.meta.upload(up.upload_id) is None:
+            # Completed or aborted between the two reads: not a part list's fault.
+            return await _lost_race(svc, req, up.upload_id, raw, exc)
+        raise
     _check_expected_size(req.http.headers.get("x-amz-mp-object-size"), parts)
     checksum = object_checksum(up, parts)
     algorithm, checksum_type = object_checksum_kind(up)
