@@ -555,3 +555,38 @@ def test_racing_writes_to_a_suspended_bucket_keep_one_null_version_and_no_stray_
     except AssertionError:
         files, referenced = _stored_blobs(two)
         raise AssertionError((files - referenced, referenced - files)) from None
+
+
+# ---- torrents ----
+
+
+@pytest.mark.timeout(180)
+def test_racing_first_torrent_requests_on_both_workers_agree(
+    two: LiveServer, s3: Any, bucket: str
+) -> None:
+    """A completed multipart object is hashed after its commit; the first `?torrent`
+    requests, on both workers at once, wait for one hashing (a claim each worker respects)
+    and all answer the same torrent, whose pieces are the object's."""
+    from tests.fault.test_audit_crash import check_torrent
+    from tests.seeding import public_read_policy
+
+    s3.put_bucket_policy(Bucket=bucket, Policy=public_read_policy(bucket))
+    for round_ in range(2):
+        key = f"t{round_}"
+        parts = [os.urandom(5 * MIB), os.urandom(5 * MIB), os.urandom(3 * MIB)]
+        up, listed = start_upload(s3, bucket, key, parts)
+        s3.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=up, MultipartUpload={"Parts": listed}
+        )
+        url = f"{two.endpoint}/{bucket}/{key}?torrent"
+
+        def fetch(_: Any, u: str = url) -> bytes:
+            import urllib.request
+
+            with urllib.request.urlopen(u, timeout=60) as r:
+                return bytes(r.read())
+
+        results = race(two.endpoint, [fetch] * 8)
+        assert all(r == 200 for r, _ in results), results
+        assert len({t for _, t in results}) == 1
+        assert check_torrent(two, bucket, key, b"".join(parts)) == results[0][1]
