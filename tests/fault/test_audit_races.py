@@ -590,3 +590,37 @@ def test_racing_first_torrent_requests_on_both_workers_agree(
         assert all(r == 200 for r, _ in results), results
         assert len({t for _, t in results}) == 1
         assert check_torrent(two, bucket, key, b"".join(parts)) == results[0][1]
+
+
+@pytest.mark.timeout(180)
+def test_tagging_and_acl_of_a_version_deleted_meanwhile_are_no_such_version(
+    two: LiveServer, s3: Any, bucket: str
+) -> None:
+    """A change to a version named by id, racing that version's deletion: it happened
+    first (the delete succeeded after it), or it finds no version and says so, as its
+    lookup would have: NoSuchVersion, not NoSuchKey (the key still has other versions)."""
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=bucket, Key="k", Body=b"stays")
+    seen: set[int | str] = set()
+    for _ in range(10):
+        vid = s3.put_object(Bucket=bucket, Key="k", Body=b"goes")["VersionId"]
+        results = race(
+            two.endpoint,
+            [
+                lambda c, v=vid: c.delete_object(Bucket=bucket, Key="k", VersionId=v),
+                lambda c, v=vid: c.put_object_tagging(
+                    Bucket=bucket,
+                    Key="k",
+                    VersionId=v,
+                    Tagging={"TagSet": [{"Key": "a", "Value": "b"}]},
+                ),
+                lambda c, v=vid: c.put_object_acl(
+                    Bucket=bucket, Key="k", VersionId=v, ACL="public-read"
+                ),
+                lambda c, v=vid: c.delete_object_tagging(Bucket=bucket, Key="k", VersionId=v),
+            ],
+        )
+        assert results[0][0] == 200, results
+        for status, _ in results[1:]:
+            assert status in {200, "404 NoSuchVersion"}, results
+            seen.add(status)

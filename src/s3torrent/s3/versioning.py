@@ -85,6 +85,17 @@ async def no_such_key(meta: MetadataStore, bucket: md.Bucket, key: str, resource
     return S3Error("NoSuchKey", resource=resource, extra={"Key": key}, headers=headers or None)
 
 
+def version_gone(resource: str, key: str, version_id: str | None) -> S3Error:
+    """A version the request found is no longer there when its change commits (deleted
+    meanwhile): the error its lookup would have answered, NoSuchVersion when the request
+    named the version, else NoSuchKey."""
+    if version_id is not None:
+        return S3Error(
+            "NoSuchVersion", resource=resource, extra={"Key": key, "VersionId": version_id}
+        )
+    return S3Error("NoSuchKey", resource=resource, extra={"Key": key})
+
+
 def marker_not_allowed(marker: md.ObjectVersion, resource: str, method: str = "GET") -> S3Error:
     """A delete marker named by version id: 405, as S3 answers (it has no data), naming the
     request's method."""

@@ -26,6 +26,7 @@ from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import display_name, xml_response
 from s3torrent.s3.server import S3Request
+from s3torrent.s3.versioning import version_gone
 from s3torrent.store import rows as md
 
 
@@ -138,6 +139,6 @@ async def put_object_acl(svc: S3Context, req: S3Request) -> web.StreamResponse:
 
     # Exactly the version the access check saw: an overwrite since then keeps its own ACL.
     if not await svc.meta.set_object_acl(obj, text):
-        raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
+        raise version_gone(req.resource, req.key, req.query.get("versionId"))
     req.obj = replace(obj, acl=text)
     return web.Response(status=200)

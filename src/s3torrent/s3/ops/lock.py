@@ -27,6 +27,7 @@ from s3torrent.s3.versioning import (
     lock_condition_values,
     parse_lock_date,
     require_integrity_header,
+    version_gone,
     version_headers,
 )
 from s3torrent.store import rows as md
@@ -169,16 +170,9 @@ def _target(req: S3Request) -> md.ObjectVersion:
 
 def _gone(req: S3Request, changed: md.ObjectVersion | None) -> None:
     """The version was deleted between the request's lookup and its change (None from the
-    store): answer as if the lookup had not found it, never 200 for a setting that is not
-    kept anywhere."""
-    if changed is not None:
-        return
-    version_id = req.query.get("versionId")
-    if version_id is not None:
-        raise S3Error(
-            "NoSuchVersion", resource=req.resource, extra={"Key": req.key, "VersionId": version_id}
-        )
-    raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
+    store): never 200 for a setting that is not kept anywhere."""
+    if changed is None:
+        raise version_gone(req.resource, req.key, req.query.get("versionId"))
 
 
 async def get_object_retention(svc: S3Context, req: S3Request) -> web.StreamResponse:

@@ -11,7 +11,7 @@ from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import BUCKET_TAGS, xml_response
 from s3torrent.s3.server import S3Request
-from s3torrent.s3.versioning import version_headers
+from s3torrent.s3.versioning import version_gone, version_headers
 
 
 async def read_xml_body(svc: S3Context, req: S3Request) -> bytes:
@@ -46,7 +46,7 @@ async def put_object_tagging(svc: S3Context, req: S3Request) -> web.StreamRespon
     if not authz.may(req.principal, action, req.bucket, req.key, obj, asked).allowed:
         raise S3Error("AccessDenied", resource=req.resource)
     if not await svc.meta.set_object_tags(obj, tags):
-        raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
+        raise version_gone(req.resource, req.key, req.query.get("versionId"))
     return web.Response(status=200, headers=version_headers(req.bucket, obj))
 
 
@@ -54,7 +54,7 @@ async def delete_object_tagging(svc: S3Context, req: S3Request) -> web.StreamRes
     obj = req.obj
     assert obj is not None
     if not await svc.meta.set_object_tags(obj, ()):
-        raise S3Error("NoSuchKey", resource=req.resource, extra={"Key": req.key})
+        raise version_gone(req.resource, req.key, req.query.get("versionId"))
     return web.Response(status=204, headers=version_headers(req.bucket, obj))
 
 
