@@ -624,3 +624,103 @@ def test_tagging_and_acl_of_a_version_deleted_meanwhile_are_no_such_version(
         for status, _ in results[1:]:
             assert status in {200, "404 NoSuchVersion"}, results
             seen.add(status)
+
+
+# ---- a bucket deleted and created again while a write to it is under way ----
+
+
+def _slow_request(
+    srv: LiveServer, keys: Any, method: str, path: str, body: bytes, meanwhile: Callable[[], None]
+) -> tuple[int, bytes]:
+    """Send the head and half the body, run `meanwhile`, send the rest; the answer."""
+    import http.client
+
+    from tests.conftest import sign_request
+
+    url = f"{srv.endpoint}{path}"
+    headers = sign_request(
+        method,
+        url,
+        headers={"Content-Length": str(len(body))},
+        ak=keys.access_key,
+        sk=keys.secret_key,
+        payload_hash="UNSIGNED-PAYLOAD",
+    )
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        half = len(body) // 2
+        conn.send(body[:half])
+        time.sleep(0.3)  # the server has looked the bucket up and authorized the write
+        meanwhile()
+        conn.send(body[half:])
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def users(two: LiveServer) -> tuple[Any, Any]:
+    from tests.conftest import add_user
+
+    return add_user(two, "mallory"), add_user(two, "victim")
+
+
+@pytest.mark.timeout(120)
+def test_a_write_under_way_does_not_land_in_a_bucket_created_again_by_someone_else(
+    two: LiveServer, users: tuple[Any, Any]
+) -> None:
+    """Bucket names are global: one its owner deletes may be taken at once by another
+    user. A write the first owner began before the delete (authorized against their own
+    bucket) must not commit into the new owner's bucket of the same name: no object
+    planted there, no policy granting the first owner access."""
+    mallory, victim = users
+    m3 = make_client(two.endpoint, mallory.access_key, mallory.secret_key)
+    v3 = make_client(two.endpoint, victim.access_key, victim.secret_key)
+    for n, (path, body) in enumerate(
+        [
+            ("/race-reborn-0/index.html", b"<script>planted</script>" * 4000),
+            (
+                "/race-reborn-1?policy",
+                json_policy("race-reborn-1").encode(),
+            ),
+        ]
+    ):
+        name = f"race-reborn-{n}"
+        m3.create_bucket(Bucket=name)
+
+        def swap(name: str = name) -> None:
+            m3.delete_bucket(Bucket=name)
+            v3.create_bucket(Bucket=name)
+
+        status, answer = _slow_request(two, mallory, "PUT", path, body, swap)
+        assert status == 404 and b"NoSuchBucket" in answer, (status, answer)
+        assert not v3.list_objects_v2(Bucket=name).get("Contents")
+        with pytest.raises(ClientError) as exc:
+            v3.get_bucket_policy(Bucket=name)
+        assert exc.value.response["Error"]["Code"] == "NoSuchBucketPolicy"
+        v3.put_object(Bucket=name, Key="secret", Body=b"victim's")
+        with pytest.raises(ClientError):
+            m3.get_object(Bucket=name, Key="secret")
+
+
+def json_policy(bucket: str) -> str:
+    import json
+
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": ["s3:GetObject"],
+                    "Resource": f"arn:aws:s3:::{bucket}/*",
+                }
+            ],
+        }
+    ).ljust(20_000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import secrets
@@ -34,6 +35,7 @@ from s3torrent.s3.sigv4 import VerifiedAuth
 from s3torrent.s3.versioning import lock_condition_values
 from s3torrent.s3.xml import render
 from s3torrent.store import rows as md
+from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import StorageFull, StoreError
 from s3torrent.store.space import storage_full
 
@@ -91,6 +93,17 @@ class S3Request:
     def bucket_name(self) -> str:
         assert self.target.bucket is not None
         return self.target.bucket
+
+    @property
+    def bucket_created(self) -> float | None:
+        """When the bucket this request was authorized against was created: a write by the
+        bucket's name commits only into that bucket, never into one created again under
+        the name (perhaps by another owner) while the write's body was arriving."""
+        return self.bucket.created_at if self.bucket is not None else None
+
+    def bound(self, condition: WriteCondition = NO_CONDITION) -> WriteCondition:
+        """`condition`, also requiring the bucket this request was authorized against."""
+        return dataclasses.replace(condition, bucket_created=self.bucket_created)
 
     @property
     def key(self) -> str:

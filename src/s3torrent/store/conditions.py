@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from s3torrent.store.errors import ObjectMissing, PreconditionFailed
+from s3torrent.store.errors import NoSuchBucket, ObjectMissing, PreconditionFailed
+from s3torrent.store.rows import Bucket
 
 
 def _bare(etag: str) -> str:
@@ -20,14 +21,30 @@ def _bare(etag: str) -> str:
 class WriteCondition:
     """`If-None-Match: *` (the key must have no object) and/or `If-Match: <etag>` (the
     current object must have this ETag; "*": any object). `if_version` (no S3 header: the
-    lifecycle worker's delete) requires exactly this version to be current, or none."""
+    lifecycle worker's delete) requires exactly this version to be current, or none.
+
+    `bucket_created` (no S3 header either: every request's own) requires the bucket to be
+    the one the request was authorized against, created at that time: bucket names are
+    global, and one deleted while a write to it was under way (its body still arriving)
+    may have been created again by another owner, whom the write must not reach. It is
+    not a condition on the key: it leaves `bool()` alone."""
 
     if_none_match: bool = False
     if_match: str | None = None
     if_version: str | None = None
+    bucket_created: float | None = None
 
     def __bool__(self) -> bool:
         return self.if_none_match or self.if_match is not None or self.if_version is not None
+
+    def check_bucket(self, name: str, bucket: Bucket | None) -> Bucket:
+        """The bucket, read in the write's transaction; NoSuchBucket if it is gone or is
+        not the one this condition was made for."""
+        if bucket is None or (
+            self.bucket_created is not None and bucket.created_at != self.bucket_created
+        ):
+            raise NoSuchBucket(name)
+        return bucket
 
     def check(
         self, bucket: str, key: str, current_etag: str | None, current_version: str | None = None

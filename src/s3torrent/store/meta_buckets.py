@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from s3torrent.events import AccessChanged
 from s3torrent.store import queries as q
+from s3torrent.store.conditions import WriteCondition
 from s3torrent.store.errors import BucketAlreadyExists, BucketNotEmpty
 from s3torrent.store.meta_base import SqlStoreBase
 from s3torrent.store.rows import Bucket
@@ -35,13 +36,21 @@ class BucketMetadata(Protocol):
 
     async def delete_bucket(self, name: str, batch: int = ...) -> tuple[list[str], bool]: ...
 
-    async def set_bucket_acl(self, name: str, acl: str) -> None: ...
+    async def set_bucket_acl(
+        self, name: str, acl: str, created_at: float | None = None
+    ) -> None: ...
 
-    async def set_bucket_policy(self, name: str, policy: str | None) -> None: ...
+    async def set_bucket_policy(
+        self, name: str, policy: str | None, created_at: float | None = None
+    ) -> None: ...
 
-    async def set_public_access_block(self, name: str, block: str | None) -> None: ...
+    async def set_public_access_block(
+        self, name: str, block: str | None, created_at: float | None = None
+    ) -> None: ...
 
-    async def set_bucket_setting(self, name: str, setting: str, value: Any) -> None: ...
+    async def set_bucket_setting(
+        self, name: str, setting: str, value: Any, created_at: float | None = None
+    ) -> None: ...
 
     async def torrent_marked(self, bucket: str, key: str) -> bool: ...
 
@@ -122,31 +131,38 @@ class SqlBuckets(SqlStoreBase):
             self._published(AccessChanged(name, None))
         return blob_ids, gone
 
-    async def set_bucket_acl(self, name: str, acl: str) -> None:
-        await self._set_access_column(name, acl=acl)
+    async def set_bucket_acl(self, name: str, acl: str, created_at: float | None = None) -> None:
+        await self._set_access_column(name, created_at, acl=acl)
 
-    async def set_bucket_policy(self, name: str, policy: str | None) -> None:
-        await self._set_access_column(name, policy=policy)
+    async def set_bucket_policy(
+        self, name: str, policy: str | None, created_at: float | None = None
+    ) -> None:
+        await self._set_access_column(name, created_at, policy=policy)
 
-    async def set_public_access_block(self, name: str, block: str | None) -> None:
-        await self._set_access_column(name, public_access_block=block)
+    async def set_public_access_block(
+        self, name: str, block: str | None, created_at: float | None = None
+    ) -> None:
+        await self._set_access_column(name, created_at, public_access_block=block)
 
-    async def _set_access_column(self, name: str, **values: Any) -> None:
-        """One access setting of a bucket; every torrent in it is decided again."""
+    async def _set_access_column(self, name: str, created_at: float | None, **values: Any) -> None:
+        """One access setting of a bucket; every torrent in it is decided again.
+        `created_at` (every bucket setter's): only the bucket created then, not one of
+        its name created again since (NoSuchBucket; WriteCondition.bucket_created)."""
 
         def txn(conn: Connection) -> None:
+            _current_bucket(conn, name, created_at)
             conn.execute(buckets.update().where(buckets.c.name == name).values(**values))
 
         await self.db.write(txn)
         self._published(AccessChanged(name, None))
 
-    async def set_bucket_setting(self, name: str, setting: str, value: Any) -> None:
+    async def set_bucket_setting(
+        self, name: str, setting: str, value: Any, created_at: float | None = None
+    ) -> None:
         """One entry of a bucket's settings (tags, ...); None removes it."""
 
         def txn(conn: Connection) -> None:
-            bucket = q.get_bucket(conn, name)
-            if bucket is not None:
-                _write_setting(conn, bucket, setting, value)
+            _write_setting(conn, _current_bucket(conn, name, created_at), setting, value)
 
         await self.db.write(txn)
         # Some settings decide torrents (a bucket's torrent switch): decide them again.
@@ -162,6 +178,12 @@ class SqlBuckets(SqlStoreBase):
         """Record, durably, that a torrent of this key is about to be published: before the
         publication reads the version it publishes. No event: nothing anyone reads changed."""
         await self.db.write(lambda conn: q.mark_torrent(conn, bucket, key))
+
+
+def _current_bucket(conn: Connection, name: str, created_at: float | None) -> Bucket:
+    """The bucket as this transaction reads it; NoSuchBucket if it is gone or (created_at
+    given) is another bucket of the same name."""
+    return WriteCondition(bucket_created=created_at).check_bucket(name, q.get_bucket(conn, name))
 
 
 def _write_setting(conn: Connection, bucket: Bucket, setting: str, value: Any) -> None:

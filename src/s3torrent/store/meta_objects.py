@@ -12,7 +12,6 @@ from s3torrent.store import hash_queries as hq
 from s3torrent.store import queries as q
 from s3torrent.store import version_queries as vq
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
-from s3torrent.store.errors import NoSuchBucket
 from s3torrent.store.listing import Page, list_page
 from s3torrent.store.meta_base import SqlStoreBase
 from s3torrent.store.retention import check_retention_change
@@ -172,9 +171,7 @@ class SqlObjects(SqlStoreBase):
         read_mark = self.marks_at_commit and obj.inline is not None and hashes is None
 
         def txn(conn: Connection) -> tuple[Bucket, Committed, bool]:
-            bucket = q.get_bucket(conn, obj.bucket)
-            if bucket is None:
-                raise NoSuchBucket(obj.bucket)
+            bucket = condition.check_bucket(obj.bucket, q.get_bucket(conn, obj.bucket))
             committed = vq.commit_object(conn, bucket, obj, condition, time.time())
             if hashes is not None:
                 # obj's id is new (a fresh blob or row id): no hashes can be stored under it.
@@ -209,6 +206,8 @@ class SqlObjects(SqlStoreBase):
 
         def txn(conn: Connection) -> Removed:
             b = q.get_bucket(conn, bucket)
+            if condition.bucket_created is not None:
+                condition.check_bucket(bucket, b)
             if b is None or b.versioning is None:
                 old = q.delete_object(conn, bucket, key, condition)
                 return Removed(None, False, old, freed=vq.freed_by(old))
@@ -233,9 +232,12 @@ class SqlObjects(SqlStoreBase):
         `noncurrent`: the lifecycle worker's delete, of exactly the version with this store
         id and only while it is noncurrent (see version_queries.delete_version).
         `condition`: If-Match on that version, decided in the delete's transaction."""
-        removed = await self.db.write(
-            lambda c: vq.delete_version(
-                c,
+
+        def txn(conn: Connection) -> Removed:
+            if condition.bucket_created is not None:
+                condition.check_bucket(bucket, q.get_bucket(conn, bucket))
+            return vq.delete_version(
+                conn,
                 bucket,
                 key,
                 s3_version_id,
@@ -244,7 +246,8 @@ class SqlObjects(SqlStoreBase):
                 noncurrent,
                 condition,
             )
-        )
+
+        removed = await self.db.write(txn)
         self._removed(bucket, key, removed)
         return removed
 

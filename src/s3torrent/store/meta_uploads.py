@@ -111,9 +111,7 @@ class SqlUploads(SqlStoreBase):
             for number, blob_id in joined.items():
                 if now_parts.get(number) != blob_id:
                     raise PartChanged(number)
-            bucket = q.get_bucket(conn, obj.bucket)
-            if bucket is None:
-                raise NoSuchBucket(obj.bucket)
+            bucket = condition.check_bucket(obj.bucket, q.get_bucket(conn, obj.bucket))
             committed = vq.commit_object(conn, bucket, obj, condition, time.time())
             if receipt is not None:
                 # The version id as the answer carries it (versioning.written_version_headers):

@@ -114,7 +114,7 @@ async def put_bucket_acl(svc: S3Context, req: S3Request) -> web.StreamResponse:
     check_acl_allowed(acl, _pab(bucket))
     text = authz.encode_acl(acl)
 
-    await svc.meta.set_bucket_acl(bucket.name, text)
+    await svc.meta.set_bucket_acl(bucket.name, text, req.bucket_created)
     return web.Response(status=200)
 
 

@@ -146,7 +146,7 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     bucket = req.bucket
     assert bucket is not None
     http = req.http
-    condition = write_condition(http.headers)
+    condition = req.bound(write_condition(http.headers))
     src_bucket, src = await readable_source(svc, req)
     source_key = await sse.read_key(svc, req, src, sse.COPY_SOURCE_CUSTOMER)
     spec = sse.write_spec(svc, req, bucket)

@@ -35,12 +35,14 @@ async def get_bucket_cors(svc: S3Context, req: S3Request) -> web.StreamResponse:
 async def put_bucket_cors(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     rules = cors.parse_configuration(await _read_body(svc, req))
-    await svc.meta.set_bucket_setting(req.bucket_name, cors.SETTING, cors.to_setting(rules))
+    await svc.meta.set_bucket_setting(
+        req.bucket_name, cors.SETTING, cors.to_setting(rules), req.bucket_created
+    )
     return web.Response(status=200)
 
 
 async def delete_bucket_cors(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     if cors.SETTING in req.bucket.settings:
-        await svc.meta.set_bucket_setting(req.bucket_name, cors.SETTING, None)
+        await svc.meta.set_bucket_setting(req.bucket_name, cors.SETTING, None, req.bucket_created)
     return web.Response(status=204)

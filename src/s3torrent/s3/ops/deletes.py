@@ -57,6 +57,7 @@ async def remove(
     bypass: bool,
 ) -> md.Removed:
     """One delete: a version for good, or the key's current version (a delete marker)."""
+    condition = req.bound(condition)
     if version_id is not None:
         # If-Match (<ETag>) names the ETag of the version being removed.
         return await svc.store.delete_version(

@@ -97,10 +97,12 @@ async def put_bucket_encryption(svc: S3Context, req: S3Request) -> web.StreamRes
     if blocked is not None:
         # Acted on by sse.write_spec: a write asking for SSE-C is then 403, as on S3.
         setting[BLOCKED_TYPES] = blocked
-    await svc.meta.set_bucket_setting(req.bucket_name, BUCKET_ENCRYPTION, setting)
+    await svc.meta.set_bucket_setting(
+        req.bucket_name, BUCKET_ENCRYPTION, setting, req.bucket_created
+    )
     return web.Response(status=200)
 
 
 async def delete_bucket_encryption(svc: S3Context, req: S3Request) -> web.StreamResponse:
-    await svc.meta.set_bucket_setting(req.bucket_name, BUCKET_ENCRYPTION, None)
+    await svc.meta.set_bucket_setting(req.bucket_name, BUCKET_ENCRYPTION, None, req.bucket_created)
     return web.Response(status=204)

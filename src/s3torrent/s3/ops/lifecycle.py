@@ -35,7 +35,9 @@ async def put_bucket_lifecycle(svc: S3Context, req: S3Request) -> web.StreamResp
             extra={"ArgumentName": MIN_SIZE_HEADER, "ArgumentValue": min_size[:256]},
         )
     config = lifecycle_xml.parse(await read_xml_body(svc, req), min_size)
-    await svc.meta.set_bucket_setting(req.bucket_name, rules.SETTING, rules.to_stored(config))
+    await svc.meta.set_bucket_setting(
+        req.bucket_name, rules.SETTING, rules.to_stored(config), req.bucket_created
+    )
     # New rules: the next pass starts at the bucket's first key (not where the old rules'
     # pass, or a deleted bucket of the same name, stopped).
     await svc.meta.save_lifecycle_cursor(req.bucket_name, None)
@@ -59,7 +61,7 @@ async def get_bucket_lifecycle(svc: S3Context, req: S3Request) -> web.StreamResp
 
 
 async def delete_bucket_lifecycle(svc: S3Context, req: S3Request) -> web.StreamResponse:
-    await svc.meta.set_bucket_setting(req.bucket_name, rules.SETTING, None)
+    await svc.meta.set_bucket_setting(req.bucket_name, rules.SETTING, None, req.bucket_created)
     return web.Response(status=204)
 
 

@@ -81,7 +81,7 @@ async def put_bucket_versioning(svc: S3Context, req: S3Request) -> web.StreamRes
             "An Object Lock configuration is present on this bucket, so the versioning "
             "state cannot be changed.",
         )
-    await svc.meta.set_bucket_setting(req.bucket_name, "versioning", status)
+    await svc.meta.set_bucket_setting(req.bucket_name, "versioning", status, req.bucket_created)
     return web.Response(status=200)
 
 
@@ -147,7 +147,9 @@ async def put_object_lock_configuration(svc: S3Context, req: S3Request) -> web.S
         if mode not in MODES or (days is None) == (years is None):
             raise S3Error("MalformedXML")
         default = {"mode": mode, "days": days, "years": years}
-    await svc.meta.set_bucket_setting(req.bucket_name, "object_lock", lock_settings(default))
+    await svc.meta.set_bucket_setting(
+        req.bucket_name, "object_lock", lock_settings(default), req.bucket_created
+    )
     return web.Response(status=200)
 
 

@@ -75,7 +75,7 @@ async def put_bucket_logging(svc: S3Context, req: S3Request) -> web.StreamRespon
     assert req.bucket is not None
     target = parse_status(await read_xml_body(svc, req))
     if target is None:
-        await svc.meta.set_bucket_setting(req.bucket_name, BUCKET_LOGGING, None)
+        await svc.meta.set_bucket_setting(req.bucket_name, BUCKET_LOGGING, None, req.bucket_created)
         return web.Response(status=200)
     name, prefix = target
     target_bucket = await svc.meta.bucket(name)
@@ -92,5 +92,5 @@ async def put_bucket_logging(svc: S3Context, req: S3Request) -> web.StreamRespon
             extra={"TargetBucket": name},
         )
     conf = {"target_bucket": name, "target_prefix": prefix}
-    await svc.meta.set_bucket_setting(req.bucket_name, BUCKET_LOGGING, conf)
+    await svc.meta.set_bucket_setting(req.bucket_name, BUCKET_LOGGING, conf, req.bucket_created)
     return web.Response(status=200)

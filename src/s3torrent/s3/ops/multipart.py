@@ -483,7 +483,7 @@ def _parts_digest(root: Any) -> str:
 
 
 async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamResponse:
-    condition = write_condition(req.http.headers)
+    condition = req.bound(write_condition(req.http.headers))
     upload_id = upload_params(req).upload_id
     up = await svc.meta.upload(upload_id) if upload_id else None
     limits = svc.settings.limits

@@ -305,7 +305,7 @@ async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     owner = Owner(write_owner(req, http.headers), req.principal.name or "")
     acl = requested_acl(http.headers, owner, req.bucket)
     headers = stored_headers(http.headers, limits.max_user_metadata)
-    condition = write_condition(http.headers)
+    condition = req.bound(write_condition(http.headers))
     tags = (
         tagging.from_header(http.headers["x-amz-tagging"])
         if "x-amz-tagging" in http.headers

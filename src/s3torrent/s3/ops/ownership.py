@@ -105,11 +105,11 @@ async def put_bucket_ownership_controls(svc: S3Context, req: S3Request) -> web.S
     acl = authz.decode_acl(bucket.acl) if bucket.acl else None
     if rule is ObjectOwnership.BUCKET_OWNER_ENFORCED and acl and not only_owner_full_control(acl):
         raise S3Error("InvalidBucketAclWithObjectOwnership", _ENFORCED_WITH_ACL, status=400)
-    await svc.meta.set_bucket_setting(bucket.name, SETTING, rule.value)
+    await svc.meta.set_bucket_setting(bucket.name, SETTING, rule.value, req.bucket_created)
     return web.Response(status=200)
 
 
 async def delete_bucket_ownership_controls(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
-    await svc.meta.set_bucket_setting(req.bucket.name, SETTING, None)
+    await svc.meta.set_bucket_setting(req.bucket.name, SETTING, None, req.bucket_created)
     return web.Response(status=204)

@@ -65,14 +65,14 @@ async def put_bucket_policy(svc: S3Context, req: S3Request) -> web.StreamRespons
         raise S3Error("MalformedPolicy", "Policies must be valid UTF-8 JSON") from exc
     policy = parse_policy(text, bucket=bucket.name)
     check_policy_allowed(policy, _pab(bucket))
-    await svc.meta.set_bucket_policy(bucket.name, text)
+    await svc.meta.set_bucket_policy(bucket.name, text, req.bucket_created)
     return web.Response(status=204)
 
 
 async def delete_bucket_policy(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     if req.bucket.policy is not None:
-        await svc.meta.set_bucket_policy(req.bucket_name, None)
+        await svc.meta.set_bucket_policy(req.bucket_name, None, req.bucket_created)
     return web.Response(status=204)
 
 
@@ -94,14 +94,16 @@ async def get_public_access_block(svc: S3Context, req: S3Request) -> web.StreamR
 async def put_public_access_block(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     pab = public_access_block_from_xml(await _read_body(svc, req))
-    await svc.meta.set_public_access_block(req.bucket_name, authz.encode_public_access_block(pab))
+    await svc.meta.set_public_access_block(
+        req.bucket_name, authz.encode_public_access_block(pab), req.bucket_created
+    )
     return web.Response(status=200)
 
 
 async def delete_public_access_block(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     if req.bucket.public_access_block is not None:
-        await svc.meta.set_public_access_block(req.bucket_name, None)
+        await svc.meta.set_public_access_block(req.bucket_name, None, req.bucket_created)
     return web.Response(status=204)
 
 

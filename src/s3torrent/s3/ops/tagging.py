@@ -77,10 +77,12 @@ async def get_bucket_tagging(svc: S3Context, req: S3Request) -> web.StreamRespon
 
 async def put_bucket_tagging(svc: S3Context, req: S3Request) -> web.StreamResponse:
     tags = tagging.from_xml(await read_xml_body(svc, req), tagging.MAX_BUCKET_TAGS)
-    await svc.meta.set_bucket_setting(req.bucket_name, BUCKET_TAGS, [list(t) for t in tags])
+    await svc.meta.set_bucket_setting(
+        req.bucket_name, BUCKET_TAGS, [list(t) for t in tags], req.bucket_created
+    )
     return web.Response(status=204)
 
 
 async def delete_bucket_tagging(svc: S3Context, req: S3Request) -> web.StreamResponse:
-    await svc.meta.set_bucket_setting(req.bucket_name, BUCKET_TAGS, None)
+    await svc.meta.set_bucket_setting(req.bucket_name, BUCKET_TAGS, None, req.bucket_created)
     return web.Response(status=204)
