@@ -724,3 +724,30 @@ def json_policy(bucket: str) -> str:
             ],
         }
     ).ljust(20_000)
+
+
+@pytest.mark.timeout(120)
+def test_racing_creates_of_one_bucket_name_have_one_owner(
+    two: LiveServer, s3: Any, users: tuple[Any, Any]
+) -> None:
+    mallory, victim = users
+    keys = [mallory, victim] * 4
+    for round_ in range(4):
+        name = f"race-create-{round_}"
+        results = race(
+            two.endpoint,
+            [
+                lambda c, k=k, n=name: make_client(
+                    two.endpoint, k.access_key, k.secret_key
+                ).create_bucket(Bucket=n)
+                for k in keys
+            ],
+        )
+        winners = [i for i, (r, _) in enumerate(results) if r == 200]
+        assert len(winners) >= 1, results
+        owner = keys[winners[0]]
+        # Only the owner's own later tries may be 200 (S3 in us-east-1); others are 409.
+        assert all(keys[i] is owner for i in winners), results
+        for i, (r, _) in enumerate(results):
+            if keys[i] is not owner:
+                assert r == "409 BucketAlreadyExists", results
