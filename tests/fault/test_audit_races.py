@@ -630,7 +630,13 @@ def test_tagging_and_acl_of_a_version_deleted_meanwhile_are_no_such_version(
 
 
 def _slow_request(
-    srv: LiveServer, keys: Any, method: str, path: str, body: bytes, meanwhile: Callable[[], None]
+    srv: LiveServer,
+    keys: Any,
+    method: str,
+    path: str,
+    body: bytes,
+    meanwhile: Callable[[], None],
+    extra: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     """Send the head and half the body, run `meanwhile`, send the rest; the answer."""
     import http.client
@@ -641,7 +647,7 @@ def _slow_request(
     headers = sign_request(
         method,
         url,
-        headers={"Content-Length": str(len(body))},
+        headers={"Content-Length": str(len(body)), **(extra or {})},
         ak=keys.access_key,
         sk=keys.secret_key,
         payload_hash="UNSIGNED-PAYLOAD",
@@ -751,3 +757,42 @@ def test_racing_creates_of_one_bucket_name_have_one_owner(
         for i, (r, _) in enumerate(results):
             if keys[i] is not owner:
                 assert r == "409 BucketAlreadyExists", results
+
+
+@pytest.mark.timeout(120)
+def test_object_lock_and_suspended_versioning_never_both(two: LiveServer, s3: Any) -> None:
+    """Object lock needs versioning Enabled, and versioning cannot be suspended while a
+    lock configuration is there: a PutObjectLockConfiguration under way while versioning
+    is suspended (or the other way round) must not leave a locked bucket unversioned."""
+    from tests.conftest import ROOT_AK, ROOT_SK
+
+    root = type("Keys", (), {"access_key": ROOT_AK, "secret_key": ROOT_SK})()
+    lock_body = (
+        b'<ObjectLockConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        b"<ObjectLockEnabled>Enabled</ObjectLockEnabled></ObjectLockConfiguration>"
+    ).ljust(4000)
+    name = "race-lock-vs-suspend"
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+
+    def suspend() -> None:
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Suspended"})
+
+    import base64
+    import hashlib
+
+    status, answer = _slow_request(
+        two,
+        root,
+        "PUT",
+        f"/{name}?object-lock",
+        lock_body,
+        suspend,
+        {"Content-MD5": base64.b64encode(hashlib.md5(lock_body).digest()).decode()},
+    )
+    versioning = s3.get_bucket_versioning(Bucket=name).get("Status")
+    if status == 200:
+        assert versioning == "Enabled", "a locked bucket with versioning suspended"
+    else:
+        assert status == 409 and b"InvalidBucketState" in answer, (status, answer)
+        assert versioning == "Suspended"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 from sqlalchemy.engine import Connection
@@ -49,7 +50,12 @@ class BucketMetadata(Protocol):
     ) -> None: ...
 
     async def set_bucket_setting(
-        self, name: str, setting: str, value: Any, created_at: float | None = None
+        self,
+        name: str,
+        setting: str,
+        value: Any,
+        created_at: float | None = None,
+        check: Callable[[Bucket], None] | None = None,
     ) -> None: ...
 
     async def torrent_marked(self, bucket: str, key: str) -> bool: ...
@@ -157,12 +163,22 @@ class SqlBuckets(SqlStoreBase):
         self._published(AccessChanged(name, None))
 
     async def set_bucket_setting(
-        self, name: str, setting: str, value: Any, created_at: float | None = None
+        self,
+        name: str,
+        setting: str,
+        value: Any,
+        created_at: float | None = None,
+        check: Callable[[Bucket], None] | None = None,
     ) -> None:
-        """One entry of a bucket's settings (tags, ...); None removes it."""
+        """One entry of a bucket's settings (tags, ...); None removes it. `check` (which
+        raises to refuse) is given the bucket as this transaction reads it, so a rule
+        between settings holds against a change of the other one racing this."""
 
         def txn(conn: Connection) -> None:
-            _write_setting(conn, _current_bucket(conn, name, created_at), setting, value)
+            bucket = _current_bucket(conn, name, created_at)
+            if check is not None:
+                check(bucket)
+            _write_setting(conn, bucket, setting, value)
 
         await self.db.write(txn)
         # Some settings decide torrents (a bucket's torrent switch): decide them again.

@@ -75,13 +75,19 @@ async def put_bucket_versioning(svc: S3Context, req: S3Request) -> web.StreamRes
     if status not in ("Enabled", "Suspended"):
         # There is no way back to unversioned: only these two states can be asked for.
         raise S3Error("IllegalVersioningConfigurationException")
-    if status == "Suspended" and lock_enabled(req.bucket):
-        raise S3Error(
-            "InvalidBucketState",
-            "An Object Lock configuration is present on this bucket, so the versioning "
-            "state cannot be changed.",
-        )
-    await svc.meta.set_bucket_setting(req.bucket_name, "versioning", status, req.bucket_created)
+
+    def allowed(bucket: md.Bucket) -> None:
+        if status == "Suspended" and lock_enabled(bucket):
+            raise S3Error(
+                "InvalidBucketState",
+                "An Object Lock configuration is present on this bucket, so the versioning "
+                "state cannot be changed.",
+            )
+
+    # Decided on the bucket as the write reads it: a lock configuration racing this.
+    await svc.meta.set_bucket_setting(
+        req.bucket_name, "versioning", status, req.bucket_created, allowed
+    )
     return web.Response(status=200)
 
 
@@ -118,6 +124,14 @@ def _positive(value: str | None, maximum: int) -> int | None:
     return int(value)
 
 
+def _may_lock(bucket: md.Bucket) -> None:
+    if not lock_enabled(bucket) and bucket.versioning != "Enabled":
+        raise S3Error(
+            "InvalidBucketState",
+            "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration",
+        )
+
+
 async def put_object_lock_configuration(svc: S3Context, req: S3Request) -> web.StreamResponse:
     bucket = req.bucket
     assert bucket is not None
@@ -129,11 +143,7 @@ async def put_object_lock_configuration(svc: S3Context, req: S3Request) -> web.S
         raise S3Error("MalformedXML")
     if s3xml.text(root, "ObjectLockEnabled") != "Enabled":
         raise S3Error("MalformedXML")
-    if not lock_enabled(bucket) and bucket.versioning != "Enabled":
-        raise S3Error(
-            "InvalidBucketState",
-            "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration",
-        )
+    _may_lock(bucket)
     default: dict[str, Any] | None = None
     rules = s3xml.children(root, "Rule")
     if rules:
@@ -147,8 +157,9 @@ async def put_object_lock_configuration(svc: S3Context, req: S3Request) -> web.S
         if mode not in MODES or (days is None) == (years is None):
             raise S3Error("MalformedXML")
         default = {"mode": mode, "days": days, "years": years}
+    # Decided again on the bucket as the write reads it: a suspension of versioning racing.
     await svc.meta.set_bucket_setting(
-        req.bucket_name, "object_lock", lock_settings(default), req.bucket_created
+        req.bucket_name, "object_lock", lock_settings(default), req.bucket_created, _may_lock
     )
     return web.Response(status=200)
 
