@@ -275,3 +275,88 @@ def test_kill9_in_the_middle_of_uploads_leaves_nothing_partial(
         assert body_of(s3, "mid", "big") == b"after"
     finally:
         srv.stop()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kill9_during_concurrent_multipart_uploads_keeps_every_completion(
+    tmp_path: Path, seed: int
+) -> None:
+    """Four clients run whole multipart uploads (create, parts, complete) into shared keys
+    of a versioned bucket while every process is killed at a random moment. After the
+    restart every acknowledged completion is a version holding exactly its parts' bytes,
+    every other version is whole too (no mix of two uploads' parts), every upload left
+    in progress can still be completed, and no blob is left without its row."""
+    import random
+
+    rng = random.Random(seed * 31 + int(time.time()))
+    srv = start_server(tmp_path, workers=2)
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="mpk")
+        s3.put_bucket_versioning(Bucket="mpk", VersioningConfiguration={"Status": "Enabled"})
+        pool = os.urandom(8 * MIB)
+        acked: dict[str, bytes] = {}  # version id -> bytes
+        sent: dict[str, tuple[str, list[Any], bytes]] = {}  # upload id -> (key, parts, bytes)
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def client(n: int) -> None:
+            c = make_client(srv.endpoint, connect_timeout=5, read_timeout=30)
+            r = random.Random(seed * 100 + n)
+            while not stop.is_set():
+                key = f"k{r.randrange(3)}"
+                try:
+                    up = c.create_multipart_upload(Bucket="mpk", Key=key)["UploadId"]
+                    a = r.randrange(0, 3 * MIB)
+                    bodies = [pool[a : a + 5 * MIB], f"{n}:{up}".encode() * r.randrange(1, 999)]
+                    listed = []
+                    for i, b in enumerate(bodies, 1):
+                        e = c.upload_part(Bucket="mpk", Key=key, UploadId=up, PartNumber=i, Body=b)
+                        listed.append({"PartNumber": i, "ETag": e["ETag"]})
+                    with lock:
+                        sent[up] = (key, listed, b"".join(bodies))
+                    done = c.complete_multipart_upload(
+                        Bucket="mpk", Key=key, UploadId=up, MultipartUpload={"Parts": listed}
+                    )
+                except Exception:
+                    if stop.is_set():
+                        return
+                    continue
+                with lock:
+                    acked[done["VersionId"]] = b"".join(bodies)
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(acked) >= 2, "two completions", 60)
+        time.sleep(rng.uniform(0, 1.5))
+        srv.kill9()
+        stop.set()
+        for t in threads:
+            t.join(60)
+        srv.start()
+        s3 = make_client(srv.endpoint)
+        assert not list((srv.data_dir / "tmp").iterdir())
+        files, referenced = _stored_blobs(srv)
+        assert files == referenced, (files - referenced, referenced - files)
+
+        versions = s3.list_object_versions(Bucket="mpk").get("Versions", [])
+        stored = {v["VersionId"]: v["Key"] for v in versions}
+        assert set(acked) <= set(stored), "an acknowledged completion was lost"
+        whole = {body for _, _, body in sent.values()}
+        for vid, key in stored.items():
+            got = body_of(s3, "mpk", key, VersionId=vid)
+            assert got in whole, f"version {vid} of {key} is no upload's bytes"
+            if vid in acked:
+                assert got == acked[vid]
+        for left in s3.list_multipart_uploads(Bucket="mpk").get("Uploads", []):
+            key, listed, body = sent.get(left["UploadId"], (None, None, None))
+            if key is None:
+                continue  # created, parts not all acknowledged
+            done = s3.complete_multipart_upload(
+                Bucket="mpk", Key=key, UploadId=left["UploadId"], MultipartUpload={"Parts": listed}
+            )
+            assert body_of(s3, "mpk", key, VersionId=done["VersionId"]) == body
+    finally:
+        srv.stop()
