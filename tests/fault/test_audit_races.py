@@ -77,8 +77,11 @@ def body_of(s3: Any, bucket: str, key: str, **kw: Any) -> bytes:
     return bytes(s3.get_object(Bucket=bucket, Key=key, **kw)["Body"].read())
 
 
-def start_upload(s3: Any, bucket: str, key: str, parts: list[bytes]) -> tuple[str, list[Any]]:
-    up = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+def start_upload(
+    s3: Any, bucket: str, key: str, parts: list[bytes], sse: str | None = None
+) -> tuple[str, list[Any]]:
+    extra = {"ServerSideEncryption": sse} if sse else {}
+    up = s3.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
     listed = []
     for n, data in enumerate(parts, 1):
         etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=up, PartNumber=n, Body=data)["ETag"]
@@ -184,15 +187,16 @@ def test_racing_deletes_with_if_match_have_one_winner(
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("sse", [None, "AES256"], ids=["plain", "sse-s3"])
 def test_two_racing_completes_of_one_upload_both_answer_the_object(
-    two: LiveServer, s3: Any, bucket: str
+    two: LiveServer, s3: Any, bucket: str, sse: str | None
 ) -> None:
     """A client that retries a Complete whose answer is slow races its own first try: S3
     answers both 200 with the same ETag, and the object is the upload's bytes."""
     for round_ in range(4):
         key = f"twice{round_}"
         parts_data = [os.urandom(5 * MIB), b"tail" * 100]
-        up, parts = start_upload(s3, bucket, key, parts_data)
+        up, parts = start_upload(s3, bucket, key, parts_data, sse)
 
         def complete(c: Any, u: str = up, p: list[Any] = parts, k: str = key) -> Any:
             return c.complete_multipart_upload(
