@@ -800,3 +800,64 @@ def test_object_lock_and_suspended_versioning_never_both(two: LiveServer, s3: An
     else:
         assert status == 409 and b"InvalidBucketState" in answer, (status, answer)
         assert versioning == "Suspended"
+
+
+@pytest.mark.timeout(300)
+def test_a_copy_finishes_though_its_source_is_overwritten_meanwhile(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """CopyObject and UploadPartCopy read their source in steps while they write the copy;
+    an overwrite or delete of the source deletes its old blob (after
+    storage.blob_delete_delay, short here to make the race common). The copy must still
+    be whole: the old bytes (or the new ones, if the overwrite came first), never a
+    NoSuchKey for a source it had already begun to read."""
+    srv = start_server(
+        tmp_path_factory.mktemp("copy-race"),
+        env={"S3TORRENT_STORAGE__BLOB_DELETE_DELAY": "0.01"},
+    )
+    try:
+        s3 = make_client(srv.endpoint, max_pool_connections=4)
+        s3.create_bucket(Bucket="copy-race")
+        old = os.urandom(40 * MIB)
+        new = b"new"
+        failures = []
+        for round_ in range(6):
+            s3.put_object(Bucket="copy-race", Key="src", Body=old)
+            up = s3.create_multipart_upload(Bucket="copy-race", Key="part")["UploadId"]
+            copier = make_client(srv.endpoint, read_timeout=60)
+            source = {"Bucket": "copy-race", "Key": "src"}
+            calls: list[Callable[[], Any]] = [
+                lambda c=copier, s=source: c.copy_object(
+                    Bucket="copy-race", Key="dst", CopySource=s
+                ),
+                lambda c=copier, s=source, u=up: c.upload_part_copy(
+                    Bucket="copy-race", Key="part", UploadId=u, PartNumber=1, CopySource=s
+                ),
+            ]
+            call = calls[round_ % 2]
+            thread, out = _background_call(call)
+            time.sleep(0.02 * (round_ // 2))
+            s3.put_object(Bucket="copy-race", Key="src", Body=new)
+            thread.join(60)
+            if isinstance(out[0], ClientError):
+                failures.append((round_, out[0].response["Error"]["Code"]))
+            elif round_ % 2 == 0:
+                assert body_of(s3, "copy-race", "dst") in (old, new)
+            s3.abort_multipart_upload(Bucket="copy-race", Key="part", UploadId=up)
+        assert not failures, failures
+    finally:
+        srv.stop()
+
+
+def _background_call(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except ClientError as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out

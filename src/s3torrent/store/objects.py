@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from s3torrent.store import rows as md
 from s3torrent.store.blobs import BlobStore
-from s3torrent.store.blobs.local import LocalBlobStore
+from s3torrent.store.blobs.local import LocalBlobStore, close_when_idle, open_for_reading
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import StorageFull, StoreError
 from s3torrent.store.metastore import MetadataStore
@@ -310,16 +310,36 @@ class ObjectStore:
         await asyncio.get_running_loop().run_in_executor(self.executor, writer.abort)
 
     async def blob_chunks(self, blob_id: str, offset: int, length: int) -> AsyncIterator[bytes]:
-        """The bytes of a stored blob range, read off the loop in STEP pieces (copies)."""
+        """The bytes of a stored blob range, read off the loop in STEP pieces (copies).
+
+        A local blob is opened once for the whole range, so a version overwritten or
+        deleted meanwhile (its blob deleted after blob_delete_delay) is still read to the
+        end: until 2026-12-07 each piece opened the blob again, and a CopyObject or
+        UploadPartCopy of a source overwritten meanwhile failed with NoSuchKey once its
+        blob was gone. A remote blob is read by id, piece by piece, as before."""
         loop = asyncio.get_running_loop()
         end = offset + length
-        while offset < end:
-            n = min(STEP, end - offset)
-            data = await loop.run_in_executor(self.executor, self.blobs.read, blob_id, offset, n)
-            if len(data) != n:
-                raise FileNotFoundError(f"blob {blob_id} is shorter than expected")
-            yield data
-            offset += n
+        path = self.blobs.local_path(blob_id)
+        fd = None
+        if path is not None:
+            fd = await loop.run_in_executor(self.executor, open_for_reading, path)
+        pending: concurrent.futures.Future[bytes] | None = None
+        try:
+            while offset < end:
+                n = min(STEP, end - offset)
+                if fd is None:
+                    pending = self.executor.submit(self.blobs.read, blob_id, offset, n)
+                else:
+                    pending = self.executor.submit(os.pread, fd, n, offset)
+                data = await asyncio.wrap_future(pending)
+                pending = None
+                if len(data) != n:
+                    raise FileNotFoundError(f"blob {blob_id} is shorter than expected")
+                yield data
+                offset += n
+        finally:
+            if fd is not None:
+                close_when_idle(fd, pending)
 
     async def concat_blobs(self, segments: Sequence[tuple[str, int]], version_id: str) -> None:
         """Write blobs (id, size) end to end into a new blob named version_id, off the loop.

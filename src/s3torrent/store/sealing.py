@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from s3torrent.store import rows as md
 from s3torrent.store.blobs import BlobStore
+from s3torrent.store.blobs.local import close_when_idle, open_for_reading
 from s3torrent.store.master_key import MasterKeys, WrappedKey
 from s3torrent.store.meta_sealing import SSE_C, SSE_S3, SealRecord
 from s3torrent.store.metastore import MetadataStore
@@ -299,7 +300,7 @@ class PlainReader:
 
     def _open_blob(self) -> int:
         assert self._path is not None
-        return os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return open_for_reading(self._path)
 
     def _hold(self) -> int | None:
         """The local blob's descriptor for a read of many spans (None: inline or remote)."""
@@ -320,20 +321,16 @@ class PlainReader:
         end = offset + length
         held = await loop.run_in_executor(executor, self._hold)
 
-        def start(at: int) -> asyncio.Future[bytes | bytearray] | None:
+        def start(at: int) -> concurrent.futures.Future[bytes | bytearray] | None:
             if at >= end:
                 return None
             n = min(_READ_SPAN, end - at)
-            return loop.run_in_executor(executor, self.read_buffer, at, n, held)
-
-        def release(_: object = None) -> None:
-            if held is not None:
-                os.close(held)
+            return executor.submit(self.read_buffer, at, n, held)
 
         pending = start(offset)
         try:
             while pending is not None:
-                data = await pending
+                data = await asyncio.wrap_future(pending)
                 n = min(_READ_SPAN, end - offset)
                 if len(data) != n:
                     raise TamperedBlob(f"version {self._obj.version_id} is shorter than its size")
@@ -341,18 +338,12 @@ class PlainReader:
                 pending = start(offset)
                 yield data
         finally:
-            if pending is None:
-                release()
-            else:
-                # Abandoned (the client went away): nobody waits for it, nor for its error.
-                # Not cancelled: a read already running on a thread must finish before its
-                # descriptor is closed (a number closed under it could name another file).
-                def settle(f: asyncio.Future[bytes | bytearray]) -> None:
-                    release()
-                    if not f.cancelled():
-                        f.exception()
-
-                pending.add_done_callback(settle)
+            # Abandoned (the client went away): the read ahead is cancelled, or finishes
+            # before the descriptor it reads is closed.
+            if held is not None:
+                close_when_idle(held, pending)
+            elif pending is not None:
+                pending.cancel()
 
 
 class Sealing:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 
 def _fsync_dir(path: Path) -> None:
@@ -15,6 +17,24 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def open_for_reading(path: str | Path) -> int:
+    """A descriptor of a blob file, for a reader that reads it in many steps: a blob
+    deleted meanwhile (an overwritten version's, ObjectStore.delete_blob_later) stays
+    readable through it to the end, as S3 finishes a GET or copy already under way."""
+    return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+
+def close_when_idle(fd: int, pending: concurrent.futures.Future[Any] | None) -> None:
+    """Close a reader's descriptor now, or once its read in flight is over (cancelled if
+    it has not started): closed under a running read, its number could by then name
+    another file."""
+    if pending is None:
+        os.close(fd)
+        return
+    pending.cancel()
+    pending.add_done_callback(lambda _: os.close(fd))
 
 
 class LocalBlobWriter:
