@@ -440,7 +440,9 @@ class ObjectStore:
         self._pending_deletes.add(handle)
 
     def flush_pending_deletes(self) -> None:
-        """At shutdown: delete what was scheduled (a crash instead leaves it to cleanup)."""
+        """At shutdown: drop what was scheduled, undeleted. The next start's cleanup deletes
+        those blobs (no row names them); deleting them now could cut a read another worker
+        still has under way, and a crash leaves them to the same cleanup."""
         for handle in list(self._pending_deletes):
             handle.cancel()
         self._pending_deletes.clear()
