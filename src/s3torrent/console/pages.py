@@ -39,6 +39,11 @@ CSP = (
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
+    # Objects are served from this origin: a bucket's HTML page is same-origin with the
+    # console. Opened by such a page (or any other), a console window gets a browsing
+    # context group of its own, so the opener can neither script it (read the secret as it
+    # is typed, or the signing key in sessionStorage) nor navigate it later.
+    "Cross-Origin-Opener-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
