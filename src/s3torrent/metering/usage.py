@@ -339,14 +339,26 @@ SAVINGS_COLUMNS = (
 )  # fmt: skip
 
 
+# What makes a spreadsheet read a cell as a formula (OWASP's "CSV injection" list).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """A cell a spreadsheet opens as text: one that would start a formula (an object key
+    such as `=cmd|' /C calc'!A0`) gets a leading apostrophe, which spreadsheets read as
+    "this is text" and do not show."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
 def savings_csv(items: Iterable[ObjectSavings]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(SAVINGS_COLUMNS)
     for i in items:
         w.writerow([
-            i.bucket, i.key, i.rest_bytes, i.web_seed_bytes, i.seeder_bytes, i.swarm_downloaded,
-            i.offloaded_bytes, f"{i.offload_ratio:.4f}", f"{i.cost_avoided:.6f}",
+            csv_text(i.bucket), csv_text(i.key), i.rest_bytes, i.web_seed_bytes, i.seeder_bytes,
+            i.swarm_downloaded, i.offloaded_bytes, f"{i.offload_ratio:.4f}",
+            f"{i.cost_avoided:.6f}",
         ])  # fmt: skip
     return buf.getvalue()
 
