@@ -330,8 +330,11 @@ def torrent_show(ctx: click.Context, bucket_name: str, key: str, base_url: str |
             )
     if report is None:
         raise click.ClickException(f"no such object: {bucket_name}/{key}")
+    from s3torrent.log_output import printable
+
     for name, value in report.items():
-        click.echo(f"{name.replace('_', ' ').replace('info hash', 'info-hash')}: {value}")
+        label = name.replace("_", " ").replace("info hash", "info-hash")
+        click.echo(f"{label}: {printable(str(value))}")
 
 
 @torrent.command("rehash")

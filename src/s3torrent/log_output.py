@@ -253,15 +253,21 @@ class UnblockedHandler(logging.Handler):
         super().close()
 
 
+def printable(text: str) -> str:
+    """`text` with each character that does not print (control characters such as ESC, CR
+    and LF, line and paragraph separators, bidi overrides) as its Python escape: one line
+    that cannot drive a terminal. Also for what the CLI prints of keys (report tables)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _one_line(value: object) -> object:
-    """A logged value as it is if it prints on one line, else escaped (control characters,
-    line breaks and separators as escapes)."""
+    """A logged value as it is if it prints on one line, else escaped (`printable`)."""
     if value is None or isinstance(value, int | float):
         return value
     text = str(value)
-    if text.isprintable():
-        return value
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return value if text.isprintable() else printable(text)
 
 
 class OneLineFormatter(logging.Formatter):

@@ -222,6 +222,9 @@ def test_report_tables_print_no_control_characters(srv: LiveServer, hostile_traf
     res = srv.cli("savings", "--bucket", hostile_traffic)
     assert res.returncode == 0, res.stderr
     assert "\x1b" not in res.stdout and "\\x1b" in res.stdout
+    res = srv.cli("torrent", "show", hostile_traffic, TERMINAL_KEY)
+    assert res.returncode == 0, res.stderr
+    assert "\x1b" not in res.stdout and "key: x\\x1b]0;owned" in res.stdout
 
 
 def test_metrics_text_parses_whatever_the_names(srv: LiveServer, hostile_traffic: str) -> None:

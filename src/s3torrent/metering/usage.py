@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from s3torrent.log_output import printable
 from s3torrent.metering.meter import OP_BITTORRENT, OP_GET, OP_STORAGE, OP_TORRENT, OP_WEBSEED
 from s3torrent.store.usage_rows import HourlyUsage, Traffic
 
@@ -199,6 +200,8 @@ def human_value(usage_type: str, value: float) -> str:
 
 def table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
     """Aligned text columns; the columns in `right` are right-aligned."""
+    # Object keys are a bucket owner's to choose: no control character reaches a terminal.
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
