@@ -44,20 +44,20 @@ def _blob_store_ready(blobs: BlobStore) -> None:
         raise OSError(f"{tmp_dir} is not writable")
 
 
-async def readiness_problems(svc: S3Context) -> list[str]:
-    """Why this node cannot serve requests right now (empty: it can)."""
-    problems: list[str] = []
+async def readiness_problems(svc: S3Context) -> dict[str, str]:
+    """Why this node cannot serve requests right now, by failing part (empty: it can)."""
+    problems: dict[str, str] = {}
     try:
         await asyncio.wait_for(svc.meta.bucket(_PROBE_BUCKET), READY_TIMEOUT)
     except Exception as exc:  # any failure means "not ready": say which
-        problems.append(f"metadata database: {type(exc).__name__}: {exc}"[:300])
+        problems["metadata database"] = f"{type(exc).__name__}: {exc}"[:300]
     try:
         await asyncio.wait_for(
             asyncio.get_running_loop().run_in_executor(None, _blob_store_ready, svc.store.blobs),
             READY_TIMEOUT,
         )
     except Exception as exc:
-        problems.append(f"blob store: {type(exc).__name__}: {exc}"[:300])
+        problems["blob store"] = f"{type(exc).__name__}: {exc}"[:300]
     return problems
 
 
@@ -74,8 +74,12 @@ def health_handler(svc: S3Context, started: Callable[[], bool]) -> RouteHandler:
             return web.json_response({"status": "ok"})
         problems = await readiness_problems(svc)
         if problems:
-            log.warning("not ready: %s", "; ".join(problems))
-            return web.json_response({"status": "not ready", "problems": problems}, status=503)
+            log.warning("not ready: %s", "; ".join(f"{k}: {v}" for k, v in problems.items()))
+            # Anyone may ask: the answer names the failing parts; the exceptions (paths,
+            # database hosts and users, backend endpoints) are for the log only.
+            return web.json_response(
+                {"status": "not ready", "problems": list(problems)}, status=503
+            )
         return web.json_response({"status": "ready"})
 
     return health

@@ -260,3 +260,25 @@ def test_errors_do_not_show_a_stack_or_a_path(srv: LiveServer) -> None:
         text = str(body)
         assert "Traceback" not in text and str(srv.data_dir) not in text, text
         assert "/src/s3torrent" not in text and "site-packages" not in text, text
+
+
+def test_a_node_that_is_not_ready_tells_anonymous_callers_what_not_where(
+    tmp_path: Any,
+) -> None:
+    """`/_health?ready` needs no signature (load balancers call it): its problems name the
+    part that fails; the exception, with its paths, hosts and database users, goes to the
+    server's log only."""
+    s = start_server(tmp_path)
+    try:
+        [tmp_dir] = [p for p in s.data_dir.rglob("tmp") if (p.parent / "blobs").is_dir()]
+        tmp_dir.rename(tmp_dir.with_name("tmp-away"))
+        try:
+            status, body = send(s.endpoint + "/_health?ready", "GET", b"", {})
+        finally:
+            tmp_dir.with_name("tmp-away").rename(tmp_dir)
+        assert status == 503
+        assert body["problems"] == ["blob store"]
+        assert str(s.data_dir) not in str(body) and "OSError" not in str(body)
+        assert str(tmp_dir) in s.log_path.read_text()
+    finally:
+        s.stop()
