@@ -86,9 +86,8 @@ def test_every_admin_endpoint_refuses_anonymous_callers(srv: LiveServer, endpoin
 def test_every_admin_only_endpoint_refuses_an_ordinary_user(
     srv: LiveServer, carol: UserKeys, endpoint: Any
 ) -> None:
-    status, body = call(
-        srv, endpoint.method, _concrete(endpoint.template), keys=(carol.access_key, carol.secret_key)
-    )
+    keys = (carol.access_key, carol.secret_key)
+    status, body = call(srv, endpoint.method, _concrete(endpoint.template), keys=keys)
     assert status == 403, body
     assert body["error"]["code"] == "AccessDenied"
 
@@ -124,9 +123,8 @@ def test_odd_spellings_of_admin_paths_give_nothing_to_a_user(
 
 def test_admin_answers_carry_no_cors_grant(srv: LiveServer, carol: UserKeys) -> None:
     url = srv.endpoint + "/_admin/usage"
-    headers = sign_request(
-        "GET", url, {"Origin": "https://evil.example"}, b"", ak=carol.access_key, sk=carol.secret_key
-    )
+    origin = {"Origin": "https://evil.example"}
+    headers = sign_request("GET", url, origin, b"", ak=carol.access_key, sk=carol.secret_key)
     req = urllib.request.Request(url, headers=headers)
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.status == 200
@@ -282,3 +280,45 @@ def test_a_node_that_is_not_ready_tells_anonymous_callers_what_not_where(
         assert str(tmp_dir) in s.log_path.read_text()
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("path", ["/_seeder/stats", "/_metrics"])
+def test_root_only_routes_refuse_users_and_nobody(
+    srv: LiveServer, carol: UserKeys, path: str
+) -> None:
+    for signed in (None, carol):
+        for method in ("GET", "HEAD", "POST"):
+            status, body = _send_raw(
+                srv.endpoint + path,
+                method,
+                {}
+                if signed is None
+                else sign_request(
+                    method, srv.endpoint + path, {}, b"", ak=signed.access_key, sk=signed.secret_key
+                ),
+            )
+            assert status == 403, (path, method, signed, body)
+            assert "s3torrent_" not in body and "torrents" not in body
+
+
+def test_an_admin_user_cannot_take_over_root(srv: LiveServer) -> None:
+    dave = add_user(srv, "dave")
+    assert call(srv, "POST", "/_admin/users/dave/disable")[0] == 200
+    assert call(srv, "POST", "/_admin/users/dave/enable")[0] == 200
+    status, made = call(srv, "POST", "/_admin/users", {"name": "erin", "admin": True})
+    assert status == 201
+    keys = (made["access_key"], made["secret_key"])
+    deadline = time.monotonic() + 10
+    while call(srv, "GET", "/_admin/users", keys=keys)[0] != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    for method, path in (
+        ("POST", "/_admin/users/root/rotate"),
+        ("POST", "/_admin/users/root/disable"),
+        ("DELETE", "/_admin/users/root"),
+        ("POST", "/_admin/users/%72oot/rotate"),
+    ):
+        status, body = call(srv, method, path, keys=keys)
+        assert status in (400, 403), (path, body)
+        assert "secret_key" not in body
+    assert dave.name == "dave"
