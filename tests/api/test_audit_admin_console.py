@@ -322,3 +322,14 @@ def test_an_admin_user_cannot_take_over_root(srv: LiveServer) -> None:
         assert status in (400, 403), (path, body)
         assert "secret_key" not in body
     assert dave.name == "dave"
+
+
+def test_a_deeply_nested_body_is_malformed_json_not_an_internal_error(srv: LiveServer) -> None:
+    """64 KiB of `[` is within the body limit and is no JSON object: json.loads raised
+    RecursionError, which no handler expected (500 InternalError, in XML)."""
+    url = srv.endpoint + "/_admin/users"
+    data = b"[" * 60_000
+    headers = sign_request("POST", url, {"x-s3torrent-nonce": "deep"}, data, ak=ROOT_AK, sk=ROOT_SK)
+    status, body = send(url, "POST", data, headers)
+    assert status == 400, body
+    assert body["error"]["code"] == "MalformedJSON"

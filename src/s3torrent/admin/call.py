@@ -47,7 +47,7 @@ class AdminCall:
             return {}
         try:
             value = json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nested past the stack
             raise S3Error("MalformedJSON", "The body is not valid JSON", status=400) from None
         if not isinstance(value, dict):
             raise S3Error("MalformedJSON", "The body must be a JSON object", status=400)
