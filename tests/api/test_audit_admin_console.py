@@ -333,3 +333,44 @@ def test_a_deeply_nested_body_is_malformed_json_not_an_internal_error(srv: LiveS
     status, body = send(url, "POST", data, headers)
     assert status == 400, body
     assert body["error"]["code"] == "MalformedJSON"
+
+
+def test_a_form_policy_nested_past_the_stack_is_refused_not_an_internal_error(
+    srv: LiveServer,
+) -> None:
+    """The policy is decoded before its signature is checked: anyone's form reached
+    json.loads, whose RecursionError on deeply nested input was a 500 InternalError."""
+    import base64
+
+    make_client(srv.endpoint).create_bucket(Bucket="deep-forms")
+    boundary = "deepformboundary"
+    fields = {
+        "key": "k",
+        "policy": base64.b64encode(b"[" * 12_000).decode(),
+        "x-amz-algorithm": "AWS4-HMAC-SHA256",
+        "x-amz-credential": f"{ROOT_AK}/20260101/us-east-1/s3/aws4_request",
+        "x-amz-date": "20260101T000000Z",
+        "x-amz-signature": "0" * 64,
+    }
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+        for k, v in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n'
+        f"x\r\n--{boundary}--\r\n"
+    )
+    data = "".join(parts).encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    status, body = _send_raw_body(srv.endpoint + "/deep-forms", "POST", data, headers)
+    assert status == 400, body
+    assert "<Code>InvalidPolicyDocument</Code>" in body
+
+
+def _send_raw_body(url: str, method: str, data: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")

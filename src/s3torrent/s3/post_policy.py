@@ -71,7 +71,7 @@ def decode_policy(encoded: str) -> PostPolicy:
     try:
         raw = base64.b64decode(encoded.strip(), validate=True)
         document = json.loads(raw)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # nested past the parser's stack
         raise _invalid("Invalid JSON.") from None
     if not isinstance(document, dict):
         raise _invalid("Invalid JSON.")
