@@ -8,6 +8,7 @@ see every bucket.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -35,23 +36,36 @@ REPORT_ACTION = "s3torrent:GetUsageReport"
 _TEXT = {"csv": "text/csv", "table": "text/plain"}
 
 
-async def _visible_buckets(call: AdminCall) -> frozenset[str] | None:
-    """The buckets the report may cover (None: all), narrowed to ?bucket= if given."""
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """What a report may cover: buckets (None: all), and per bucket the hour its current
+    incarnation began (None: the name's whole history, for root and admins)."""
+
+    buckets: frozenset[str] | None
+    since: dict[str, int] | None
+
+
+async def _scope(call: AdminCall) -> _Scope:
+    """The buckets the report may cover, narrowed to ?bucket= if given.
+
+    A user's report covers each bucket since the hour it was created: usage is stored by
+    name, and a name another user's deleted bucket had is free to take (until 2026-12-07
+    its new owner's report showed the earlier owner's object keys and traffic)."""
     wanted = call.query.get("bucket") or None
     if call.user is not None and call.user.administers:
-        return None if wanted is None else frozenset({wanted})
+        return _Scope(None if wanted is None else frozenset({wanted}), None)
     request = call.request
     ctx = facts.context(datetime.now(UTC), client_address(request), client_secure(request))
-    allowed = frozenset(
-        b.name
+    allowed = {
+        b.name: int(b.created_at) - int(b.created_at) % 3600
         for b in await call.svc.meta.list_buckets(None)
         if facts.may(call.principal, REPORT_ACTION, b, None, None, ctx).allowed
-    )
+    }
     if wanted is None:
-        return allowed
+        return _Scope(frozenset(allowed), allowed)
     if wanted not in allowed:
         raise S3Error("AccessDenied", f"no usage report of bucket {wanted!r} for you")
-    return frozenset({wanted})
+    return _Scope(frozenset({wanted}), {wanted: allowed[wanted]})
 
 
 def _format(call: AdminCall) -> str:
@@ -89,11 +103,13 @@ async def _query(call: AdminCall) -> UsageQuery:
     try:
         if by not in ("hour", "day"):
             raise ReportError(f"by is hour or day, not {by!r}")
+        scope = await _scope(call)
         return UsageQuery(
             start=parse_time(params["from"]) if params.get("from") else None,
             end=parse_time(params["to"]) if params.get("to") else None,
-            buckets=await _visible_buckets(call),
+            buckets=scope.buckets,
             by="hour" if by == "hour" else "day",
+            since=scope.since,
         )
     except ReportError as exc:
         raise S3Error("InvalidArgument", str(exc)) from None
@@ -113,8 +129,14 @@ async def savings(call: AdminCall) -> web.StreamResponse:
     key = call.query.get("key") or None
     if key is not None and not call.query.get("bucket"):
         raise S3Error("InvalidArgument", "key needs bucket")
-    buckets = await _visible_buckets(call)
-    items = await load_savings(call.svc.meta, buckets=buckets, key=key, price_per_gb=price)
+    scope = await _scope(call)
+    items = await load_savings(
+        call.svc.meta,
+        buckets=scope.buckets,
+        key=key,
+        price_per_gb=price,
+        current_only=scope.since is not None,
+    )
     if fmt == "csv":
         return web.Response(text=savings_csv(items), content_type=_TEXT[fmt])
     if fmt == "table":

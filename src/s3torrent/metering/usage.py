@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -79,6 +79,15 @@ class UsageQuery:
     end: int | None = None
     buckets: frozenset[str] | None = None
     by: Granularity = "day"
+    # Usage is stored by bucket name, and a deleted bucket's name may be taken by another
+    # user: per bucket, the first hour of its current incarnation (the hour it was created
+    # in), before which a user's report shows nothing. None: every stored hour (root and
+    # admins, whose reports cover the name's whole history).
+    since: Mapping[str, int] | None = None
+
+    def shows(self, bucket: str, hour: int) -> bool:
+        """Whether the stored hour of `bucket` belongs in this report."""
+        return self.since is None or hour >= self.since.get(bucket, 0)
 
     def __post_init__(self) -> None:
         if self.by not in PERIOD:
@@ -132,6 +141,8 @@ def usage_records(hours: Iterable[HourlyUsage], q: UsageQuery) -> list[UsageReco
     period = PERIOD[q.by]
     sums: dict[tuple[int, str, str], list[float]] = {}
     for h in hours:
+        if not q.shows(h.bucket, h.hour):
+            continue
         start = h.hour - h.hour % period
         acc = sums.setdefault((start, h.bucket, h.operation), [0, 0, 0, 0.0])
         acc[0] += h.requests
@@ -297,11 +308,14 @@ async def load_savings(
     buckets: frozenset[str] | None = None,
     key: str | None = None,
     price_per_gb: float = 0.09,
+    current_only: bool = False,
 ) -> list[ObjectSavings]:
-    """One entry per object with origin or swarm traffic, in bucket and key order."""
+    """One entry per object with origin or swarm traffic, in bucket and key order;
+    `current_only`: only keys that are objects now (a user's report: the traffic of a
+    reused bucket name's earlier objects, and their keys, were another owner's)."""
     if price_per_gb < 0:
         raise ReportError("the price per GB cannot be negative")
-    return savings(await meta.traffic(buckets, key), price_per_gb)
+    return savings(await meta.traffic(buckets, key, current_only), price_per_gb)
 
 
 def savings(traffic: Traffic, price_per_gb: float) -> list[ObjectSavings]:

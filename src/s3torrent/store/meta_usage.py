@@ -25,7 +25,9 @@ class UsageMetadata(Protocol):
         self, start: int | None, end: int | None, buckets: frozenset[str] | None
     ) -> list[SwarmHour]: ...
 
-    async def traffic(self, buckets: frozenset[str] | None, key: str | None) -> Traffic: ...
+    async def traffic(
+        self, buckets: frozenset[str] | None, key: str | None, current_only: bool = False
+    ) -> Traffic: ...
 
 
 class SqlUsage(SqlStoreBase):
@@ -53,6 +55,9 @@ class SqlUsage(SqlStoreBase):
         """The tracker's swarm counters by hour and bucket (for savings over time)."""
         return await self.db.read(lambda c: uq.swarm_hours(c, start, end, buckets))
 
-    async def traffic(self, buckets: frozenset[str] | None, key: str | None) -> Traffic:
-        """Per-object origin traffic and swarm totals (for the savings report)."""
-        return await self.db.read(lambda c: uq.traffic(c, buckets, key))
+    async def traffic(
+        self, buckets: frozenset[str] | None, key: str | None, current_only: bool = False
+    ) -> Traffic:
+        """Per-object origin traffic and swarm totals (for the savings report); of the keys
+        that are objects now only, with `current_only`."""
+        return await self.db.read(lambda c: uq.traffic(c, buckets, key, current_only))

@@ -186,8 +186,11 @@ def swarm_hours(
     ]
 
 
-def traffic(conn: Connection, buckets: frozenset[str] | None, key: str | None) -> Traffic:
-    """Per-object origin traffic and swarm totals, of `buckets` (None: all) and `key`."""
+def traffic(
+    conn: Connection, buckets: frozenset[str] | None, key: str | None, current_only: bool = False
+) -> Traffic:
+    """Per-object origin traffic and swarm totals, of `buckets` (None: all) and `key`; with
+    `current_only`, of the keys that have a current object only."""
     if buckets is not None and not buckets:
         return Traffic([], [])
     o, s = usage_objects, usage_swarms
@@ -205,6 +208,10 @@ def traffic(conn: Connection, buckets: frozenset[str] | None, key: str | None) -
     if key is not None:
         q_obj = q_obj.where(o.c.key == key.encode("utf-8"))
         q_swarm = q_swarm.where(s.c.key == key.encode("utf-8"))
+    if current_only:
+        c = objects
+        q_obj = q_obj.where(sa.exists().where(c.c.bucket == o.c.bucket, c.c.key == o.c.key))
+        q_swarm = q_swarm.where(sa.exists().where(c.c.bucket == s.c.bucket, c.c.key == s.c.key))
     return Traffic(
         objects=[
             ObjectTraffic(bucket, bytes(k).decode("utf-8"), op, int(reqs), int(out))
