@@ -165,7 +165,9 @@ def list_versions_page(
         km = km + _AFTER_ALL
     current.seek(pfx, km)
     history.seek(pfx, km)
-    if km is not None and version_id_marker:
+    # A page goes on mid-key only inside the prefix: the rest of a key outside it is no
+    # part of this listing (nor of what a policy on s3:prefix allowed).
+    if km is not None and version_id_marker and km.startswith(pfx):
         position = _marker_position(conn, bucket, km, version_id_marker)
         if position is not None:
             mid_key = km
