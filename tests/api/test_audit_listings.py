@@ -50,3 +50,25 @@ def test_version_marker_outside_the_prefix_lists_nothing_of_its_key(
         Bucket=bucket, Prefix="public/", KeyMarker="a", VersionIdMarker="null"
     )
     assert [v["Key"] for v in resp.get("Versions", [])] == ["public/a"]
+
+
+def _upload_listing(s3: Any, bucket: str, **kwargs: Any) -> tuple[list[str], list[str]]:
+    resp = s3.list_multipart_uploads(Bucket=bucket, **kwargs)
+    return (
+        [u["Key"] for u in resp.get("Uploads", [])],
+        [p["Prefix"] for p in resp.get("CommonPrefixes", [])],
+    )
+
+
+def test_upload_key_marker_equal_to_the_prefix_skips_only_that_key(s3: Any, bucket: str) -> None:
+    """key-marker "a/" with prefix "a/" and delimiter "/": "a/" is no common prefix of this
+    listing (its rest after the prefix holds no delimiter), so only uploads of key "a/"
+    itself are behind the marker. Before, every upload under a/ was skipped."""
+    for key in ("a/", "a/b", "a/c/d", "b"):
+        s3.create_multipart_upload(Bucket=bucket, Key=key)
+    assert _upload_listing(s3, bucket, Prefix="a/", Delimiter="/", KeyMarker="a/") == (
+        ["a/b"],
+        ["a/c/"],
+    )
+    # A marker that is a common prefix of the listing still skips all of its uploads.
+    assert _upload_listing(s3, bucket, Delimiter="/", KeyMarker="a/") == (["b"], [])

@@ -12,6 +12,7 @@ from s3torrent.store import queries as q
 from s3torrent.store import version_queries as vq
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import NoSuchBucket, NoSuchUpload, PartChanged
+from s3torrent.store.listing import common_prefix
 from s3torrent.store.meta_base import SqlStoreBase
 from s3torrent.store.rows import Committed, ObjectVersion, Part, Upload, UploadReceipt
 
@@ -163,7 +164,9 @@ def scan_uploads(
     entries: list[Upload | str] = []
     km: bytes | None = key_marker.encode() if key_marker else None
     um: str | None = upload_id_marker if key_marker else None
-    skip_prefix = key_marker if delimiter and key_marker.endswith(delimiter) else None
+    # A marker that is one of this listing's common prefixes (a page ended on it) is
+    # behind all of its uploads; any other marker only behind its own key's.
+    skip_prefix = key_marker if common_prefix(key_marker, prefix, delimiter) == key_marker else None
     while True:
         batch = q.list_uploads(conn, bucket, prefix.encode(), km, um, SCAN_BATCH)
         for up in batch:
