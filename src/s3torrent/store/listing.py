@@ -76,6 +76,11 @@ def list_page(
             batch = min(BATCH, batch * 4)
 
 
+def past_all(prefix: str) -> bytes:
+    """The smallest bytes after every key that starts with `prefix` (a seek past them)."""
+    return prefix.encode("utf-8") + _AFTER_ALL
+
+
 def common_prefix(key: str, prefix: str, delimiter: str) -> str | None:
     if not delimiter:
         return None

@@ -12,7 +12,7 @@ from s3torrent.store import queries as q
 from s3torrent.store import version_queries as vq
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.errors import NoSuchBucket, NoSuchUpload, PartChanged
-from s3torrent.store.listing import common_prefix
+from s3torrent.store.listing import common_prefix, past_all
 from s3torrent.store.meta_base import SqlStoreBase
 from s3torrent.store.rows import Committed, ObjectVersion, Part, Upload, UploadReceipt
 
@@ -160,31 +160,32 @@ def scan_uploads(
     upload_id_marker: str,
     limit: int,
 ) -> tuple[list[Upload | str], bool]:
-    """Up to `limit` entries (an upload, or a common prefix string) and whether there are more."""
+    """Up to `limit` entries (an upload, or a common prefix string) and whether there are
+    more. A common prefix is one seek past all of its uploads, whatever their number."""
     entries: list[Upload | str] = []
     km: bytes | None = key_marker.encode() if key_marker else None
     um: str | None = upload_id_marker if key_marker else None
-    # A marker that is one of this listing's common prefixes (a page ended on it) is
-    # behind all of its uploads; any other marker only behind its own key's.
-    skip_prefix = key_marker if common_prefix(key_marker, prefix, delimiter) == key_marker else None
+    if key_marker and common_prefix(key_marker, prefix, delimiter) == key_marker:
+        # A page ended on this common prefix: the next goes on past all of its uploads (any
+        # other marker is behind its own key's only).
+        km, um = past_all(key_marker), None
+    size = min(SCAN_BATCH, limit + 1)  # one more than a page tells it is truncated
     while True:
-        batch = q.list_uploads(conn, bucket, prefix.encode(), km, um, SCAN_BATCH)
+        batch = q.list_uploads(conn, bucket, prefix.encode(), km, um, size)
         for up in batch:
-            km, um = up.key.encode(), up.upload_id
             if not up.key.startswith(prefix):
                 return entries, False
-            if skip_prefix and up.key.startswith(skip_prefix):
-                continue
-            entry: Upload | str = up
-            if delimiter:
-                cut = up.key.find(delimiter, len(prefix))
-                if cut >= 0:
-                    common = up.key[: cut + len(delimiter)]
-                    if entries and entries[-1] == common:
-                        continue
-                    entry = common
             if len(entries) == limit:
                 return entries, True
-            entries.append(entry)
-        if len(batch) < SCAN_BATCH:
-            return entries, False
+            common = common_prefix(up.key, prefix, delimiter)
+            if common is not None:
+                entries.append(common)
+                # The next rows may well be another prefix's: read a few before a seek.
+                km, um, size = past_all(common), None, 8
+                break
+            entries.append(up)
+            km, um = up.key.encode(), up.upload_id
+        else:
+            if len(batch) < size:
+                return entries, False
+            size = min(SCAN_BATCH, size * 4)
