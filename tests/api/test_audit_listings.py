@@ -4,9 +4,16 @@ past the prefix the request (and the policy decision on it) named."""
 from __future__ import annotations
 
 import json
+import os
+import random
+import shutil
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
-from tests.conftest import UserKeys
+from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, UserKeys, s3cmd_command
 
 
 def _versioned(s3: Any, bucket: str) -> None:
@@ -72,3 +79,90 @@ def test_upload_key_marker_equal_to_the_prefix_skips_only_that_key(s3: Any, buck
     )
     # A marker that is a common prefix of the listing still skips all of its uploads.
     assert _upload_listing(s3, bucket, Delimiter="/", KeyMarker="a/") == (["b"], [])
+
+
+def _tool_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    return env | {
+        "AWS_ACCESS_KEY_ID": ROOT_AK,
+        "AWS_SECRET_ACCESS_KEY": ROOT_SK,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+
+
+def _tool_listings(server: LiveServer, bucket: str, tmp_path: Path) -> dict[str, list[str]]:
+    """The bucket's keys as each real client lists them, in small pages."""
+    env = _tool_env()
+    out: dict[str, list[str]] = {}
+
+    def run(name: str, argv: list[str]) -> str:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+        assert res.returncode == 0, (name, res.stderr[-2000:])
+        return res.stdout
+
+    if shutil.which("aws"):
+        text = run("aws s3 ls", ["aws", "--endpoint-url", server.endpoint, "s3", "ls",
+                                 "--recursive", "--page-size", "97", f"s3://{bucket}"])  # fmt: skip
+        out["aws s3 ls"] = [line.split(None, 3)[3] for line in text.splitlines()]
+        text = run("aws s3api", ["aws", "--endpoint-url", server.endpoint, "s3api",
+                                 "list-objects-v2", "--bucket", bucket, "--page-size", "89",
+                                 "--query", "Contents[].Key", "--output", "json"])  # fmt: skip
+        out["aws s3api list-objects-v2"] = json.loads(text)
+    if shutil.which("rclone"):
+        text = run("rclone", ["rclone", "lsf", "-R", "--files-only", "--s3-provider", "Other",
+                              "--s3-endpoint", server.endpoint, "--s3-access-key-id", ROOT_AK,
+                              "--s3-secret-access-key", ROOT_SK, "--s3-list-chunk", "83",
+                              f":s3:{bucket}"])  # fmt: skip
+        out["rclone lsf"] = text.splitlines()
+    if shutil.which("s3cmd"):
+        text = run("s3cmd", [*s3cmd_command(server.endpoint, tmp_path), "ls", "--recursive",
+                             f"s3://{bucket}"])  # fmt: skip
+        out["s3cmd ls"] = [line.split(None, 3)[3].removeprefix(f"s3://{bucket}/")
+                           for line in text.splitlines()]  # fmt: skip
+    return out
+
+
+def test_every_client_lists_each_steady_key_once_while_others_come_and_go(
+    server: LiveServer, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    """Keyset pages: while keys between the steady ones are written and deleted, every
+    client's paginated listing holds each steady key exactly once, in byte order."""
+    steady = [f"k/{i:05d}" for i in range(1100)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=b""), steady))
+    stop = threading.Event()
+    churned = [0]
+
+    def churn() -> None:
+        rng = random.Random(7)
+        while not stop.is_set():
+            key = f"k/{rng.randrange(1100):05d}~"
+            if rng.random() < 0.5:
+                s3.put_object(Bucket=bucket, Key=key, Body=b"")
+            else:
+                s3.delete_object(Bucket=bucket, Key=key)
+            churned[0] += 1
+
+    thread = threading.Thread(target=churn, daemon=True)
+    thread.start()
+    try:
+        listings: dict[str, list[str]] = {}
+        for op, field, size in (
+            ("list_objects_v2", "Contents", 101),
+            ("list_objects", "Contents", 103),
+            ("list_object_versions", "Versions", 107),
+        ):
+            pages = s3.get_paginator(op).paginate(
+                Bucket=bucket, PaginationConfig={"PageSize": size}
+            )
+            listings[f"boto3 {op}"] = [o["Key"] for page in pages for o in page.get(field, [])]
+        listings |= _tool_listings(server, bucket, tmp_path)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert churned[0] > 0
+    for name, keys in listings.items():
+        assert keys == sorted(keys, key=lambda k: k.encode()), name
+        assert [k for k in keys if not k.endswith("~")] == steady, name
