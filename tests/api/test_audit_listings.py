@@ -166,3 +166,57 @@ def test_every_client_lists_each_steady_key_once_while_others_come_and_go(
     for name, keys in listings.items():
         assert keys == sorted(keys, key=lambda k: k.encode()), name
         assert [k for k in keys if not k.endswith("~")] == steady, name
+
+
+def _version_pages(s3: Any, bucket: str, **kw: Any) -> tuple[list[set[tuple[str, str]]], list[str]]:
+    """Each page's (key, version id) of its versions and delete markers (boto3 gives them
+    apart, so a page's order is lost: a set), and the common prefixes, following
+    NextKeyMarker/NextVersionIdMarker by hand."""
+    pages: list[set[tuple[str, str]]] = []
+    prefixes: list[str] = []
+    markers: dict[str, str] = {}
+    for _ in range(500):
+        resp = s3.list_object_versions(Bucket=bucket, **kw, **markers)
+        page = resp.get("Versions", []) + resp.get("DeleteMarkers", [])
+        pages.append({(v["Key"], v["VersionId"]) for v in page})
+        assert len(pages[-1]) == len(page)
+        prefixes += [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
+        if not resp["IsTruncated"]:
+            return pages, prefixes
+        markers = {"KeyMarker": resp["NextKeyMarker"]}
+        if "NextVersionIdMarker" in resp:
+            markers["VersionIdMarker"] = resp["NextVersionIdMarker"]
+    raise AssertionError("the pages never ended")
+
+
+def _flat(pages: list[set[tuple[str, str]]]) -> list[tuple[str, str]]:
+    return [e for page in pages for e in sorted(page)]
+
+
+def test_version_pages_over_null_versions_and_delete_markers_cover_each_once(
+    s3: Any, bucket: str
+) -> None:
+    rng = random.Random(45)
+    keys = ["a", "b/c", "b/d", "e", "f/g/h"]
+    for status in ("Enabled", "Suspended", "Enabled"):
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
+        for _ in range(12):
+            key = rng.choice(keys)
+            if rng.random() < 0.3:
+                s3.delete_object(Bucket=bucket, Key=key)
+            else:
+                s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    # Pages of one entry give the listing's order.
+    ordered = _flat(_version_pages(s3, bucket, MaxKeys=1)[0])
+    (whole,), _ = _version_pages(s3, bucket)
+    assert sorted(ordered) == sorted(whole) and len(ordered) == len(whole)
+    assert any(v == "null" for _, v in whole)
+    assert [k for k, _ in ordered] == sorted(k for k, _ in ordered)
+    for size in (2, 3, 5):
+        pages, _ = _version_pages(s3, bucket, MaxKeys=size)
+        assert pages == [set(ordered[i : i + size]) for i in range(0, len(ordered), size)]
+        pages, prefixes = _version_pages(s3, bucket, MaxKeys=size, Delimiter="/")
+        assert sorted(_flat(pages)) == sorted(e for e in ordered if "/" not in e[0]), size
+        assert prefixes == ["b/", "f/"], size
+        pages, _ = _version_pages(s3, bucket, MaxKeys=size, Prefix="b/")
+        assert sorted(_flat(pages)) == sorted(e for e in ordered if e[0].startswith("b/"))
