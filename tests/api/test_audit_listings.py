@@ -3,6 +3,7 @@ past the prefix the request (and the policy decision on it) named."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -12,6 +13,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
 
 from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, UserKeys, s3cmd_command
 
@@ -220,3 +224,45 @@ def test_version_pages_over_null_versions_and_delete_markers_cover_each_once(
         assert prefixes == ["b/", "f/"], size
         pages, _ = _version_pages(s3, bucket, MaxKeys=size, Prefix="b/")
         assert sorted(_flat(pages)) == sorted(e for e in ordered if e[0].startswith("b/"))
+
+
+def test_markers_and_tokens_outside_the_prefix_list_only_under_it(
+    s3: Any, bob_s3: Any, bob: UserKeys, bucket: str
+) -> None:
+    """Allowed ListBucket only with s3:prefix = public/, a user crafts start-after, markers
+    and continuation tokens naming keys before, inside and after that prefix (a token is
+    base64 of a key): no page holds a key outside public/; a bad token is S3's error."""
+    for key in ("a", "public/1", "public/2/x", "secret/x", "zz"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"")
+    _allow_listing_under(s3, bucket, "s3:ListBucket", "public/")
+    for place in ("", "a", "public/", "public/1", "secret/", "secret/x", "\U0010ffff"):
+        token = base64.urlsafe_b64encode(place.encode()).decode()
+        for delimiter in ("", "/"):
+            d = {"Delimiter": delimiter} if delimiter else {}
+            for resp in (
+                bob_s3.list_objects_v2(Bucket=bucket, Prefix="public/", StartAfter=place, **d),
+                bob_s3.list_objects_v2(
+                    Bucket=bucket, Prefix="public/", ContinuationToken=token, **d
+                ),
+                bob_s3.list_objects(Bucket=bucket, Prefix="public/", Marker=place, **d),
+            ):
+                keys = [o["Key"] for o in resp.get("Contents", [])]
+                keys += [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
+                assert all(k.startswith("public/") for k in keys), (place, keys)
+    with pytest.raises(ClientError) as exc:
+        bob_s3.list_objects_v2(Bucket=bucket, Prefix="public/", ContinuationToken="_w==")
+    assert exc.value.response["Error"]["Code"] == "InvalidArgument"
+    with pytest.raises(ClientError) as exc:
+        bob_s3.list_objects_v2(Bucket=bucket, Prefix="secret/", ContinuationToken=token)
+    assert exc.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_upload_markers_outside_the_prefix_list_only_under_it(s3: Any, bucket: str) -> None:
+    ids = {
+        k: s3.create_multipart_upload(Bucket=bucket, Key=k)["UploadId"] for k in ("a", "p/1", "z")
+    }
+    for key, uid in ids.items():
+        resp = s3.list_multipart_uploads(
+            Bucket=bucket, Prefix="p/", KeyMarker=key, UploadIdMarker=uid
+        )
+        assert all(u["Key"].startswith("p/") for u in resp.get("Uploads", [])), key
