@@ -106,10 +106,13 @@ def get_bucket(rows: Rows, name: str) -> Bucket | None:
 
 
 def list_buckets(conn: Connection, owner_id: str | None) -> list[Bucket]:
-    q = sa.select(buckets).order_by(buckets.c.name)
+    """Buckets by name in byte order, as S3 lists them: sorted here, since a database's
+    ORDER BY follows its collation (PostgreSQL's en_US skips punctuation: "a1" < "a-b"),
+    and ListBuckets pages by comparing names in Python."""
+    q = sa.select(buckets)
     if owner_id is not None:
         q = q.where(buckets.c.owner_id == owner_id)
-    return [Bucket.from_row(r) for r in conn.execute(q)]
+    return sorted((Bucket.from_row(r) for r in conn.execute(q)), key=lambda b: b.name)
 
 
 def get_object(rows: Rows, bucket: str, key: str) -> ObjectVersion | None:
