@@ -266,3 +266,24 @@ def test_upload_markers_outside_the_prefix_list_only_under_it(s3: Any, bucket: s
             Bucket=bucket, Prefix="p/", KeyMarker=key, UploadIdMarker=uid
         )
         assert all(u["Key"].startswith("p/") for u in resp.get("Uploads", [])), key
+
+
+def test_upload_paginator_with_a_delimiter_gives_each_entry_once(s3: Any, bucket: str) -> None:
+    keys = ["a/1", "a/2", "a/3", "b", "b", "c/d/1", "c/e", "d"]
+    for key in keys:
+        s3.create_multipart_upload(Bucket=bucket, Key=key)
+    for kwargs in ({"Delimiter": "/"}, {}, {"Prefix": "c/", "Delimiter": "/"}):
+        uploads: list[str] = []
+        prefixes: list[str] = []
+        pages = s3.get_paginator("list_multipart_uploads").paginate(
+            Bucket=bucket, PaginationConfig={"PageSize": 1}, **kwargs
+        )
+        for page in pages:
+            uploads += [u["Key"] for u in page.get("Uploads", [])]
+            prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        if kwargs == {"Delimiter": "/"}:
+            assert (uploads, prefixes) == (["b", "b", "d"], ["a/", "c/"])
+        elif kwargs:
+            assert (uploads, prefixes) == (["c/e"], ["c/d/"])
+        else:
+            assert (uploads, prefixes) == (keys, [])
