@@ -202,7 +202,9 @@ async function objectsPage() {
   const bucket = params.get("bucket") || "";
   const prefix = params.get("prefix") || "";
   const token = params.get("token");
-  const query = [["list-type", "2"], ["delimiter", "/"], ["prefix", prefix]];
+  // encoding-type=url: a key may hold characters XML 1.0 cannot carry (S3 writes them as
+  // references like &#1;, which DOMParser refuses); keys and prefixes come back encoded.
+  const query = [["list-type", "2"], ["delimiter", "/"], ["prefix", prefix], ["encoding-type", "url"]];
   if (token) query.push(["continuation-token", token]);
   const doc = await xml("GET", `/${bucket}`, { query });
   const next = doc.querySelector("NextContinuationToken")?.textContent;
@@ -213,11 +215,11 @@ async function objectsPage() {
     crumbs.push(" / ", h("a", { href: page("/objects", { bucket, prefix: acc }) }, part));
   }
   const rows = [];
-  for (const p of texts(doc, "CommonPrefixes > Prefix")) {
+  for (const p of texts(doc, "CommonPrefixes > Prefix").map(decodeURIComponent)) {
     rows.push(h("tr", {}, h("td", {}, h("a", { href: page("/objects", { bucket, prefix: p }) }, p.slice(prefix.length))), h("td", {}, "folder")));
   }
   for (const c of doc.querySelectorAll("Contents")) {
-    const key = c.querySelector("Key").textContent;
+    const key = decodeURIComponent(c.querySelector("Key").textContent);
     const size = c.querySelector("Size").textContent;
     rows.push(h("tr", {}, h("td", {}, h("a", { href: page("/object", { bucket, key }) }, key.slice(prefix.length))), h("td", { class: "num" }, bytes(size))));
   }
