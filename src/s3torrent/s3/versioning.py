@@ -64,13 +64,16 @@ def written_version_headers(bucket: md.Bucket | None, obj: md.ObjectVersion) -> 
     return version_headers(bucket, obj)
 
 
-def lock_headers(obj: md.ObjectVersion) -> dict[str, str]:
-    """The version's object lock settings, as GET and HEAD report them."""
+def lock_headers(
+    obj: md.ObjectVersion, *, retention: bool = True, legal_hold: bool = True
+) -> dict[str, str]:
+    """The version's object lock settings, as GET and HEAD report them: its retention when
+    `retention`, its legal hold when `legal_hold` (what the requester may read)."""
     h: dict[str, str] = {}
-    if obj.lock_mode and obj.lock_until is not None:
+    if retention and obj.lock_mode and obj.lock_until is not None:
         h["x-amz-object-lock-mode"] = obj.lock_mode
         h["x-amz-object-lock-retain-until-date"] = s3xml.iso8601(obj.lock_until)
-    if obj.legal_hold:
+    if legal_hold and obj.legal_hold:
         h["x-amz-object-lock-legal-hold"] = "ON"
     return h
 

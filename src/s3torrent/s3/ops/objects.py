@@ -157,7 +157,7 @@ def object_headers(
     if obj.tags:
         h["x-amz-tagging-count"] = str(len(obj.tags))
     h.update(version_headers(req.bucket, obj))
-    h.update(lock_headers(obj))
+    h.update(_readable_lock_headers(req, obj))
     if "versionId" not in req.query:
         # As S3: the current version's expiry, announced only to a read that names no
         # version (a noncurrent version is never expired by the Expiration action).
@@ -175,6 +175,26 @@ def object_headers(
             )
         h.update(overrides)
     return h
+
+
+def _readable_lock_headers(req: S3Request, obj: md.ObjectVersion) -> dict[str, str]:
+    """The version's lock settings as S3 tells them to a GET or HEAD: the retention only to
+    a requester with s3:GetObjectRetention, the legal hold only with s3:GetObjectLegalHold
+    (a reader with s3:GetObject alone learns neither)."""
+    if obj.lock_mode is None and not obj.legal_hold:
+        return {}
+    bucket = req.bucket
+    assert bucket is not None
+    ctx = req.access_context()
+
+    def may(action: str) -> bool:
+        return authz.may(req.principal, action, bucket, obj.key, obj, ctx).allowed
+
+    return lock_headers(
+        obj,
+        retention=obj.lock_mode is not None and may("s3:GetObjectRetention"),
+        legal_hold=obj.legal_hold and may("s3:GetObjectLegalHold"),
+    )
 
 
 def _checksum_of_answer(req: S3Request, obj: md.ObjectVersion, whole: bool) -> dict[str, str]:

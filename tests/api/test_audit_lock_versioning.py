@@ -1,0 +1,82 @@
+"""Audit of object lock and versioning with boto3, as S3 does them: what GET and HEAD tell
+about a version's lock, default retention on every way a version is made, copies that do
+not carry their source's lock, a null version locked after object lock came to an existing
+versioned bucket."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.conftest import UserKeys
+
+
+def _code(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
+    err = exc.value.response
+    return err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def _later(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def locked(s3: Any) -> str:
+    name = f"alock-{os.getpid()}-{os.urandom(3).hex()}"
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    return name
+
+
+def _allow(s3: Any, bucket: str, user: UserKeys, actions: list[str]) -> None:
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::000000000000:user/{user.name}"},
+                "Action": actions,
+                "Resource": f"arn:aws:s3:::{bucket}/*",
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+
+
+_LOCK = ("x-amz-object-lock-mode", "x-amz-object-lock-retain-until-date")
+_HOLD = "x-amz-object-lock-legal-hold"
+
+
+def _lock_headers_seen(client: Any, bucket: str, key: str) -> set[str]:
+    seen: set[str] = set()
+    for read in (client.head_object, client.get_object):
+        headers = read(Bucket=bucket, Key=key)["ResponseMetadata"]["HTTPHeaders"]
+        seen |= {h for h in headers if h.startswith("x-amz-object-lock-")}
+    return seen
+
+
+def test_get_and_head_show_lock_settings_only_to_who_may_read_them(
+    s3: Any, bob_s3: Any, bob: UserKeys, locked: str
+) -> None:
+    """S3 answers x-amz-object-lock-mode and -retain-until-date only to a requester with
+    s3:GetObjectRetention, and -legal-hold only with s3:GetObjectLegalHold (HeadObject's and
+    GetObject's references): a reader with s3:GetObject alone learned both."""
+    s3.put_object(
+        Bucket=locked,
+        Key="k",
+        Body=b"x",
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=_later(3600),
+        ObjectLockLegalHoldStatus="ON",
+    )
+    assert _lock_headers_seen(s3, locked, "k") == {*_LOCK, _HOLD}  # the owner sees all
+    _allow(s3, locked, bob, ["s3:GetObject"])
+    assert _lock_headers_seen(bob_s3, locked, "k") == set()
+    _allow(s3, locked, bob, ["s3:GetObject", "s3:GetObjectRetention"])
+    assert _lock_headers_seen(bob_s3, locked, "k") == set(_LOCK)
+    _allow(s3, locked, bob, ["s3:GetObject", "s3:GetObjectLegalHold"])
+    assert _lock_headers_seen(bob_s3, locked, "k") == {_HOLD}
