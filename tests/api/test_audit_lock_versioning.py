@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import UserKeys
+from tests.conftest import UserKeys, make_client
 
 
 def _code(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
@@ -80,3 +81,58 @@ def test_get_and_head_show_lock_settings_only_to_who_may_read_them(
     assert _lock_headers_seen(bob_s3, locked, "k") == set(_LOCK)
     _allow(s3, locked, bob, ["s3:GetObject", "s3:GetObjectLegalHold"])
     assert _lock_headers_seen(bob_s3, locked, "k") == {_HOLD}
+
+
+def _denied(call: Any) -> None:
+    with pytest.raises(ClientError) as exc:
+        call()
+    assert _code(exc) == ("AccessDenied", 403)
+
+
+def test_a_writes_lock_settings_need_their_own_permissions(
+    s3: Any, server: Any, bob: UserKeys, locked: str
+) -> None:
+    """S3 sets a write's own retention (x-amz-object-lock-mode and -retain-until-date) only
+    for a requester with s3:PutObjectRetention, and its legal hold only with
+    s3:PutObjectLegalHold, as PutObjectRetention and PutObjectLegalHold would need: a writer
+    allowed s3:PutObject alone locked its objects in COMPLIANCE mode for a century, bytes
+    that nobody, the bucket's owner included, could then remove."""
+    bob_v4 = make_client(server.endpoint, bob.access_key, bob.secret_key, signature_version="s3v4")
+    _allow(s3, locked, bob, ["s3:PutObject", "s3:GetObject"])
+    s3.put_object(Bucket=locked, Key="src", Body=b"s")
+    century = _later(100 * 365 * 86400)
+    retention = {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": century}
+    hold = {"ObjectLockLegalHoldStatus": "ON"}
+    for lock in (retention, hold):
+        _denied(lambda lock=lock: bob_v4.put_object(Bucket=locked, Key="k", Body=b"x", **lock))
+        _denied(lambda lock=lock: bob_v4.create_multipart_upload(Bucket=locked, Key="k", **lock))
+        source = {"Bucket": locked, "Key": "src"}
+        _denied(
+            lambda lock=lock: bob_v4.copy_object(Bucket=locked, Key="k", CopySource=source, **lock)
+        )
+    fields = {
+        "x-amz-object-lock-mode": "COMPLIANCE",
+        "x-amz-object-lock-retain-until-date": century.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    form = bob_v4.generate_presigned_post(
+        locked, "k", Fields=fields, Conditions=[{k: v} for k, v in fields.items()], ExpiresIn=300
+    )
+    r = requests.post(form["url"], data=form["fields"], files={"file": ("f", b"x")}, timeout=10)
+    assert r.status_code == 403, r.text
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=locked, Key="k")
+    assert _code(exc)[1] == 404  # nothing was written
+    assert not s3.list_multipart_uploads(Bucket=locked).get("Uploads")
+    # Without lock headers the write is the ordinary one; with the permission, the lock is set.
+    bob_v4.put_object(Bucket=locked, Key="plain", Body=b"x")
+    _allow(s3, locked, bob, ["s3:PutObject", "s3:GetObject", "s3:PutObjectRetention"])
+    until = _later(3600)
+    bob_v4.put_object(
+        Bucket=locked,
+        Key="k",
+        Body=b"x",
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=until,
+    )
+    assert s3.head_object(Bucket=locked, Key="k")["ObjectLockMode"] == "GOVERNANCE"
+    _denied(lambda: bob_v4.put_object(Bucket=locked, Key="k", Body=b"x", **hold))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -177,9 +177,15 @@ LOCK_HEADERS = (
 )
 
 
-def requested_lock(headers: Mapping[str, str], bucket: md.Bucket, now: float) -> RequestedLock:
+def requested_lock(
+    headers: Mapping[str, str], bucket: md.Bucket, now: float, may: Callable[[str], bool]
+) -> RequestedLock:
     """A write's own object lock settings: (mode, retain-until, legal hold). Without them
-    the bucket's default retention applies (in the store, at the commit)."""
+    the bucket's default retention applies (in the store, at the commit). `may` answers
+    whether the writer may also take an action on the key: as S3 does, a retention needs
+    s3:PutObjectRetention and a legal hold s3:PutObjectLegalHold (else 403 AccessDenied),
+    the permissions PutObjectRetention and PutObjectLegalHold need, so that a writer allowed
+    s3:PutObject alone cannot lock what it writes beyond the owner's reach."""
     if not any(h in headers for h in LOCK_HEADERS):
         return NO_LOCK
     if not lock_enabled(bucket):
@@ -201,6 +207,10 @@ def requested_lock(headers: Mapping[str, str], bucket: md.Bucket, now: float) ->
     hold = headers.get("x-amz-object-lock-legal-hold")
     if hold is not None and hold not in ("ON", "OFF"):
         raise S3Error("InvalidArgument", "Legal Hold must be either of 'ON' or 'OFF'")
+    if (mode is not None and not may("s3:PutObjectRetention")) or (
+        hold is not None and not may("s3:PutObjectLegalHold")
+    ):
+        raise S3Error("AccessDenied")
     return mode, until, hold == "ON"
 
 
@@ -210,10 +220,10 @@ _UPLOAD_LOCK = ("X-Lock-Mode", "X-Lock-Until", "X-Legal-Hold")
 
 
 def upload_lock_headers(
-    headers: Mapping[str, str], bucket: md.Bucket, now: float
+    headers: Mapping[str, str], bucket: md.Bucket, now: float, may: Callable[[str], bool]
 ) -> dict[str, str]:
     """CreateMultipartUpload's lock settings (requested_lock), to keep with the upload."""
-    mode, until, hold = requested_lock(headers, bucket, now)
+    mode, until, hold = requested_lock(headers, bucket, now, may)
     out: dict[str, str] = {}
     if mode is not None and until is not None:
         out[_UPLOAD_LOCK[0]] = mode

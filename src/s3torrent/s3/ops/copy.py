@@ -22,6 +22,7 @@ from s3torrent.s3.ops.objects import (
     _etag_matches,
     _parse_http_date,
     check_redirect_location,
+    may_also,
     precheck_write,
     requested_acl,
     stored_headers,
@@ -206,7 +207,7 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         if alg_name
         else checksums.DEFAULT_ALGORITHM
     )
-    lock = requested_lock(http.headers, bucket, req.now.timestamp())
+    lock = requested_lock(http.headers, bucket, req.now.timestamp(), may_also(req))
     await precheck_write(svc, req, condition)
     sealing = (source_key, spec)
     obj = await copy_bytes(

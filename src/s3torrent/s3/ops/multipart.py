@@ -36,6 +36,7 @@ from s3torrent.s3.ops.copy import (
 )
 from s3torrent.s3.ops.lifecycle import abort_headers, expiration_headers
 from s3torrent.s3.ops.objects import (
+    may_also,
     precheck_write,
     requested_acl,
     stored_headers,
@@ -147,7 +148,7 @@ async def create_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamR
         owner_id=owner_id,
         initiated=time.time(),
         headers={**stored_headers(headers, svc.settings.limits.max_user_metadata), **sealed}
-        | versioning.upload_lock_headers(headers, bucket, req.now.timestamp()),
+        | versioning.upload_lock_headers(headers, bucket, req.now.timestamp(), may_also(req)),
         acl=authz.encode_acl(acl) if acl is not None else None,
         checksum_algorithm=alg,
         checksum_type=ctype,

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -282,6 +282,19 @@ def write_condition(headers: Mapping[str, str]) -> WriteCondition:
     )
 
 
+def may_also(req: S3Request) -> Callable[[str], bool]:
+    """Whether req's principal may also take an action on req's key (a write's object lock
+    headers need their own permissions besides the write's: versioning.requested_lock)."""
+    bucket = req.bucket
+    assert bucket is not None
+    ctx = req.access_context()
+
+    def may(action: str) -> bool:
+        return authz.may(req.principal, action, bucket, req.key, None, ctx).allowed
+
+    return may
+
+
 def check_may_compare(req: S3Request, key: str, condition: WriteCondition) -> None:
     """An ETag condition tells its sender whether it guessed the current ETag: as in S3, it
     needs s3:GetObject on the key besides the write's own permission."""
@@ -331,7 +344,7 @@ async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         if "x-amz-tagging" in http.headers
         else ()
     )
-    lock = requested_lock(http.headers, req.bucket, req.now.timestamp())
+    lock = requested_lock(http.headers, req.bucket, req.now.timestamp(), may_also(req))
     if lock != NO_LOCK:
         require_integrity_header(http.headers, "Put Object")
     await precheck_write(svc, req, condition)

@@ -164,8 +164,12 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     check_key(key)
     req.target = Target(bucket=req.target.bucket, key=key, virtual_host=req.target.virtual_host)
     req.principal = principal
-    decision = authz.may(principal, "s3:PutObject", bucket, key, None, _context(req, fields))
-    if not decision.allowed:
+    ctx = _context(req, fields)
+
+    def may(action: str) -> bool:
+        return authz.may(principal, action, bucket, key, None, ctx).allowed
+
+    if not may("s3:PutObject"):
         raise S3Error("AccessDenied", resource=req.resource)
     # The form's fields are this upload's headers: refused as a PutObject's would be.
     refuse_unsupported(Endpoint.PutObject, _AsHeaders(fields), {}, bucket.owner_id)
@@ -181,7 +185,7 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     seal = sse.form_spec(svc, _AsHeaders(fields), req.secure, bucket)
     # Object lock fields act as PutObject's headers do (the bucket's default retention, if
     # any, is applied by the store at the commit).
-    lock = requested_lock(_AsHeaders(fields), bucket, req.now.timestamp())
+    lock = requested_lock(_AsHeaders(fields), bucket, req.now.timestamp(), may)
     obj, stored_checksum = await _store_file(
         svc, req, form, key, owner.id, headers, acl, tags, checksum, policy, (seal, lock)
     )
