@@ -144,11 +144,11 @@ class LifecycleWorker:
             if config is None or not config.enabled_rules:
                 continue
             buckets += 1
-            if config.object_rules and not await self._objects(bucket, config):
+            if config.object_rules and not await self._objects(bucket):
                 log.info("lifecycle: lease lost to another node; it goes on from the cursor")
                 return False
             if config.aborts_uploads:
-                await self._uploads(bucket.name, config)
+                await self._uploads(bucket)
         p = self.progress
         p.passes += 1
         p.last_pass_seconds = time.monotonic() - started
@@ -170,12 +170,31 @@ class LifecycleWorker:
         )
         return True
 
-    async def _objects(self, bucket: Bucket, config: LifecycleConfiguration) -> bool:
+    async def _in_force(self, walked: Bucket) -> tuple[Bucket, LifecycleConfiguration] | None:
+        """The bucket a pass walks and its rules as they are now, read again before every
+        batch: a rule removed or changed meanwhile stops or changes the walk at once (S3
+        does not act on what a removed rule had scheduled), and a bucket deleted and made
+        again under the name (perhaps by another owner) is never walked under the rules of
+        the one that was. None: nothing more to do in it."""
+        now = await self.meta.bucket(walked.name)
+        if now is None or now.created_at != walked.created_at:
+            return None
+        config = rules.of_bucket(now.settings)
+        if config is None or not config.enabled_rules:
+            return None
+        return now, config
+
+    async def _objects(self, bucket: Bucket) -> bool:
         name = bucket.name
         after = await self.meta.lifecycle_cursor(name)
         while True:
             if not await self._hold_lease():
                 return False
+            found = await self._in_force(bucket)
+            if found is None or not found[1].object_rules:
+                await self.meta.save_lifecycle_cursor(name, None)
+                return True
+            bucket, config = found
             started = time.monotonic()
             prefix, batch = config.scan_prefix, self.settings.batch_size
             if config.needs_versions(versioned=bucket.versioning is not None):
@@ -251,7 +270,7 @@ class LifecycleWorker:
                 done = await self._expire_current(bucket, due.key, action.version_id)
             else:
                 done = await self._delete_version(
-                    bucket.name, due.key, due.s3_version_id, action.version_id
+                    bucket, due.key, due.s3_version_id, action.version_id
                 )
         except PreconditionFailed:
             p.skipped_changed += 1
@@ -280,27 +299,37 @@ class LifecycleWorker:
         """A user's DeleteObject of the key, on the condition that the version evaluated is
         still current: in a versioned bucket the delete path adds a delete marker (owned by
         the bucket's owner) and the version stays, noncurrent; in an unversioned one it
-        goes. False: it is current no more (overwritten or deleted meanwhile)."""
-        removed = await self.store.delete(
-            bucket.name, key, WriteCondition(if_version=version_id), bucket.owner_id
-        )
+        goes. False: it is current no more (overwritten or deleted meanwhile). Only in the
+        bucket that was evaluated, never in one made again under its name."""
+        condition = WriteCondition(if_version=version_id, bucket_created=bucket.created_at)
+        removed = await self.store.delete(bucket.name, key, condition, bucket.owner_id)
         return removed.revoked is not None
 
     async def _delete_version(
-        self, bucket: str, key: str, s3_version_id: str, version_id: str
+        self, bucket: Bucket, key: str, s3_version_id: str, version_id: str
     ) -> bool:
         """Remove exactly one noncurrent version, or a delete marker left alone, for good:
         the store's delete of one version (object lock checked there: ObjectLocked), only
         while the version with this store id is still noncurrent (a lone marker: while it
         is the key's only version). False: it is not (any more)."""
-        removed = await self.store.delete_version(bucket, key, s3_version_id, noncurrent=version_id)
+        removed = await self.store.delete_version(
+            bucket.name,
+            key,
+            s3_version_id,
+            noncurrent=version_id,
+            condition=WriteCondition(bucket_created=bucket.created_at),
+        )
         return removed.s3_version_id is not None
 
-    async def _uploads(self, bucket: str, config: LifecycleConfiguration) -> None:
+    async def _uploads(self, bucket: Bucket) -> None:
         key_marker = upload_marker = ""
         while True:
+            found = await self._in_force(bucket)
+            if found is None or not found[1].aborts_uploads:
+                return
+            config = found[1]
             entries, truncated = await self.meta.scan_uploads(
-                bucket, "", "", key_marker, upload_marker, UPLOAD_PAGE
+                bucket.name, "", "", key_marker, upload_marker, UPLOAD_PAGE
             )
             now = self.clock()
             for up in entries:
