@@ -103,10 +103,10 @@ def test_a_writes_lock_settings_need_their_own_permissions(
     century = _later(100 * 365 * 86400)
     retention = {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": century}
     hold = {"ObjectLockLegalHoldStatus": "ON"}
+    source = {"Bucket": locked, "Key": "src"}
     for lock in (retention, hold):
         _denied(lambda lock=lock: bob_v4.put_object(Bucket=locked, Key="k", Body=b"x", **lock))
         _denied(lambda lock=lock: bob_v4.create_multipart_upload(Bucket=locked, Key="k", **lock))
-        source = {"Bucket": locked, "Key": "src"}
         _denied(
             lambda lock=lock: bob_v4.copy_object(Bucket=locked, Key="k", CopySource=source, **lock)
         )
@@ -136,3 +136,25 @@ def test_a_writes_lock_settings_need_their_own_permissions(
     )
     assert s3.head_object(Bucket=locked, Key="k")["ObjectLockMode"] == "GOVERNANCE"
     _denied(lambda: bob_v4.put_object(Bucket=locked, Key="k", Body=b"x", **hold))
+
+
+def test_a_retention_read_back_can_be_put_again(s3: Any, locked: str) -> None:
+    """What GetObjectRetention answers (and HEAD) is the version's retention exactly: a
+    client that puts it back unchanged (a tool that re-applies a retention it read) is
+    lengthening nothing and shortening nothing. The bucket's default retention ran from the
+    write's time to the microsecond while the answers say milliseconds, so the date read
+    back was earlier than the one kept, and putting it back was refused as a shortening of a
+    COMPLIANCE retention."""
+    s3.put_object_lock_configuration(
+        Bucket=locked,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}},
+        },
+    )
+    for n in range(5):  # a write's time ends in whole milliseconds one time in a thousand
+        vid = s3.put_object(Bucket=locked, Key=f"k{n}", Body=b"x")["VersionId"]
+        read = s3.get_object_retention(Bucket=locked, Key=f"k{n}", VersionId=vid)["Retention"]
+        s3.put_object_retention(Bucket=locked, Key=f"k{n}", VersionId=vid, Retention=read)
+        again = s3.get_object_retention(Bucket=locked, Key=f"k{n}", VersionId=vid)["Retention"]
+        assert again == read

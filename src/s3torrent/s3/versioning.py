@@ -18,7 +18,7 @@ from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.errors import S3Error
 from s3torrent.store import rows as md
 from s3torrent.store.metastore import MetadataStore
-from s3torrent.store.retention import MODES, lock_enabled
+from s3torrent.store.retention import MODES, lock_enabled, retain_until
 
 _OUR_IDS = re.compile(r"^[0-9a-fv][0-9a-f]{31}$")
 MISSING_LOCK = "Bucket is missing Object Lock Configuration"
@@ -149,7 +149,7 @@ def parse_lock_date(value: str) -> float:
         raise S3Error("InvalidArgument", "The retain until date is not valid.") from exc
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    return retain_until(dt.timestamp())
 
 
 def lock_condition_values(mode: str | None, date: str | None, now: datetime) -> dict[str, str]:

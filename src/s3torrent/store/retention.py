@@ -21,6 +21,20 @@ MODES = (GOVERNANCE, COMPLIANCE)
 DAY = 86400.0
 
 
+def retain_until(t: float) -> float:
+    """A retain-until date as it is kept: in whole milliseconds, rounded up, the precision
+    every answer (GET and HEAD, GetObjectRetention) tells it in, so that a date read back
+    and put again is the same date, never an earlier one (which COMPLIANCE refuses)."""
+    micros = round(t * 1_000_000)
+    return -(-micros // 1000) / 1000
+
+
+def _millis(t: float) -> int:
+    """The date in whole milliseconds, as an answer tells it (a date kept to the microsecond
+    before retain_until is told to the millisecond below)."""
+    return round(t * 1_000_000) // 1000
+
+
 def check_removable(
     mode: str | None,
     until: float | None,
@@ -80,7 +94,7 @@ def with_default_retention(obj: ObjectVersion, bucket: Bucket, now: float) -> Ob
     if rule is None:
         return obj
     mode, seconds = rule
-    return dataclasses.replace(obj, lock_mode=mode, lock_until=now + seconds)
+    return dataclasses.replace(obj, lock_mode=mode, lock_until=retain_until(now + seconds))
 
 
 def check_retention_change(
@@ -95,7 +109,11 @@ def check_retention_change(
     mode, removed) only when governance is bypassed."""
     if version.lock_mode is None or version.lock_until is None or version.lock_until <= now:
         return
-    extends = mode == version.lock_mode and until is not None and until >= version.lock_until
+    extends = (
+        mode == version.lock_mode
+        and until is not None
+        and _millis(until) >= _millis(version.lock_until)
+    )
     if extends:
         return
     if version.lock_mode == GOVERNANCE and bypass_governance:
