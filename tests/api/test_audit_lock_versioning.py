@@ -5,6 +5,8 @@ versioned bucket."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -14,7 +16,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import UserKeys, make_client
+from tests.conftest import UserKeys, make_client, sign_request
 
 
 def _code(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
@@ -158,3 +160,33 @@ def test_a_retention_read_back_can_be_put_again(s3: Any, locked: str) -> None:
         s3.put_object_retention(Bucket=locked, Key=f"k{n}", VersionId=vid, Retention=read)
         again = s3.get_object_retention(Bucket=locked, Key=f"k{n}", VersionId=vid)["Retention"]
         assert again == read
+
+
+def test_a_put_into_a_bucket_with_default_retention_needs_an_integrity_header(
+    s3: Any, server: Any, locked: str
+) -> None:
+    """S3 refuses a PutObject that would be locked, by its own headers or by the bucket's
+    default retention, without Content-MD5 or a checksum header (InvalidRequest; the AWS
+    SDKs' issues about uploads to buckets with a default retention show it): bytes that
+    cannot be replaced or removed for years are taken only with a proof of their integrity.
+    A PUT that the default retention was about to lock needed none here."""
+    body = b"kept for a year"
+    url = f"{server.endpoint}/{locked}/k"
+
+    def put(headers: dict[str, str]) -> requests.Response:
+        signed = sign_request("PUT", url, headers=headers, body=body)
+        return requests.put(url, data=body, headers=signed, timeout=10)
+
+    assert put({}).status_code == 200  # no default retention: nothing is locked
+    s3.put_object_lock_configuration(
+        Bucket=locked,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
+        },
+    )
+    refused = put({})
+    assert refused.status_code == 400 and b"<Code>InvalidRequest</Code>" in refused.content
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    assert put({"Content-MD5": md5}).status_code == 200
+    assert s3.head_object(Bucket=locked, Key="k")["ObjectLockMode"] == "GOVERNANCE"

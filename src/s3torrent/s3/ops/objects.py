@@ -46,6 +46,7 @@ from s3torrent.s3.versioning import (
 )
 from s3torrent.store import rows as md
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
+from s3torrent.store.retention import default_retention
 from s3torrent.torrent.hasher import PieceHashes, hash_fd
 from s3torrent.torrent.pieces import PieceLayout
 
@@ -345,7 +346,9 @@ async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         else ()
     )
     lock = requested_lock(http.headers, req.bucket, req.now.timestamp(), may_also(req))
-    if lock != NO_LOCK:
+    if lock != NO_LOCK or default_retention(req.bucket) is not None:
+        # As S3: a version that will be locked, by its headers or the bucket's default
+        # retention, is taken only with a proof of its bytes' integrity.
         require_integrity_header(http.headers, "Put Object")
     await precheck_write(svc, req, condition)
     obj, checksum = await store_body(svc, req, body, owner.id, headers, acl, condition, tags, lock)
