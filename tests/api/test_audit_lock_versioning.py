@@ -190,3 +190,33 @@ def test_a_put_into_a_bucket_with_default_retention_needs_an_integrity_header(
     md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
     assert put({"Content-MD5": md5}).status_code == 200
     assert s3.head_object(Bucket=locked, Key="k")["ObjectLockMode"] == "GOVERNANCE"
+
+
+def test_a_part_of_an_upload_that_will_be_locked_needs_an_integrity_header(
+    s3: Any, server: Any, locked: str
+) -> None:
+    """The same for UploadPart ('Content-MD5 OR x-amz-checksum- HTTP header is required for
+    Put Part requests with Object Lock parameters', S3's answer to a part of an upload with
+    lock settings, or into a bucket with a default retention)."""
+    body = b"part"
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+
+    def put_part(key: str, upload_id: str, headers: dict[str, str]) -> int:
+        url = f"{server.endpoint}/{locked}/{key}?partNumber=1&uploadId={upload_id}"
+        signed = sign_request("PUT", url, headers=headers, body=body)
+        return requests.put(url, data=body, headers=signed, timeout=10).status_code
+
+    plain = s3.create_multipart_upload(Bucket=locked, Key="plain")["UploadId"]
+    assert put_part("plain", plain, {}) == 200
+    held = s3.create_multipart_upload(Bucket=locked, Key="held", ObjectLockLegalHoldStatus="ON")
+    assert put_part("held", held["UploadId"], {}) == 400
+    assert put_part("held", held["UploadId"], {"Content-MD5": md5}) == 200
+    s3.put_object_lock_configuration(
+        Bucket=locked,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
+        },
+    )
+    assert put_part("plain", plain, {}) == 400
+    assert put_part("plain", plain, {"Content-MD5": md5}) == 200

@@ -233,6 +233,11 @@ def upload_lock_headers(
     return out
 
 
+def upload_has_lock(headers: Mapping[str, str]) -> bool:
+    """Whether an upload in progress was created with lock settings of its own."""
+    return any(name in headers for name in _UPLOAD_LOCK)
+
+
 def split_upload_lock(headers: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
     """An upload's stored headers without its lock settings, and those settings as the
     completed version's fields."""

@@ -47,6 +47,7 @@ from s3torrent.s3.params import MAX_PARTS, UploadParams, ascii_int
 from s3torrent.s3.server import S3Request
 from s3torrent.store import rows as md
 from s3torrent.store.errors import NoSuchUpload, StoreError
+from s3torrent.store.retention import default_retention
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,11 @@ async def upload_part(svc: S3Context, req: S3Request) -> web.StreamResponse:
     up = await _upload(svc, req)
     limits = svc.settings.limits
     http = req.http
+    assert req.bucket is not None
+    if versioning.upload_has_lock(up.headers) or default_retention(req.bucket) is not None:
+        # As S3 and as PutObject: the parts of a version that will be locked come with a
+        # proof of their integrity.
+        versioning.require_integrity_header(http.headers, "Put Part")
     body = RequestBody(
         http, req.auth, max_chunk_size=limits.max_chunk_size, read_timeout=limits.body_read_timeout
     )
