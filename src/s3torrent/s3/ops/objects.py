@@ -184,13 +184,7 @@ def _readable_lock_headers(req: S3Request, obj: md.ObjectVersion) -> dict[str, s
     (a reader with s3:GetObject alone learns neither)."""
     if obj.lock_mode is None and not obj.legal_hold:
         return {}
-    bucket = req.bucket
-    assert bucket is not None
-    ctx = req.access_context()
-
-    def may(action: str) -> bool:
-        return authz.may(req.principal, action, bucket, obj.key, obj, ctx).allowed
-
+    may = may_also(req, obj)
     return lock_headers(
         obj,
         retention=obj.lock_mode is not None and may("s3:GetObjectRetention"),
@@ -283,15 +277,17 @@ def write_condition(headers: Mapping[str, str]) -> WriteCondition:
     )
 
 
-def may_also(req: S3Request) -> Callable[[str], bool]:
-    """Whether req's principal may also take an action on req's key (a write's object lock
-    headers need their own permissions besides the write's: versioning.requested_lock)."""
+def may_also(req: S3Request, obj: md.ObjectVersion | None = None) -> Callable[[str], bool]:
+    """Whether req's principal may also take an action on req's key (its version `obj`,
+    when the request has one): a write's object lock headers need their own permissions
+    besides the write's (versioning.requested_lock), and a read is told a version's lock
+    settings only with theirs."""
     bucket = req.bucket
     assert bucket is not None
     ctx = req.access_context()
 
     def may(action: str) -> bool:
-        return authz.may(req.principal, action, bucket, req.key, None, ctx).allowed
+        return authz.may(req.principal, action, bucket, req.key, obj, ctx).allowed
 
     return may
 
