@@ -1,7 +1,7 @@
-"""Audit of object lock and versioning with boto3, as S3 does them: what GET and HEAD tell
-about a version's lock, default retention on every way a version is made, copies that do
-not carry their source's lock, a null version locked after object lock came to an existing
-versioned bucket."""
+"""Audit of object lock with boto3 and raw requests, as S3 does it: what GET and HEAD tell
+about a version's lock, the permissions a write's own lock settings need, a retention read
+back and put again, and the integrity header a write that will be locked needs (PutObject
+and UploadPart, by their own headers or the bucket's default retention)."""
 
 from __future__ import annotations
 
