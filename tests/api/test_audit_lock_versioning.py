@@ -9,23 +9,14 @@ import base64
 import hashlib
 import json
 import os
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from tests.api.test_object_lock import _code, _later
 from tests.conftest import UserKeys, make_client, sign_request
-
-
-def _code(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
-    err = exc.value.response
-    return err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"]
-
-
-def _later(seconds: float) -> datetime:
-    return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 @pytest.fixture
