@@ -470,6 +470,14 @@ def test_presigned_url_is_valid_until_expiry_then_expired() -> None:
     assert err.extra["ServerTime"] == "2013-05-24T00:10:01Z"
 
 
+def test_presigned_url_valid_for_zero_seconds_has_expired_at_once() -> None:
+    # S3's minimum X-Amz-Expires is 1; a 0 (boto3 will not sign one) was valid for the
+    # rest of its signing second.
+    err = expect_error("AccessDenied", presign("GET", "k", expires=0), NOW)
+    assert err.message == "Request has expired"
+    assert err.status == 403
+
+
 def test_presigned_url_dated_in_the_future_beyond_skew_is_not_yet_valid() -> None:
     req = presign("GET", "k")
     verify(req, NOW - timedelta(minutes=14))

@@ -592,7 +592,8 @@ def _parse_query_auth(
     if (request_time - now).total_seconds() > max_skew_seconds:
         raise S3Error("AccessDenied", "Request is not valid yet")
     expires_at = request_time + timedelta(seconds=expires)
-    if now > expires_at:
+    # 0 is below S3's minimum (1): expired at once, not valid for the rest of its second.
+    if now > expires_at or expires == 0:
         raise S3Error(
             "AccessDenied",
             "Request has expired",
