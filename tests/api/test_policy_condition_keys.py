@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+import requests
 from botocore.exceptions import ClientError
 
 from s3torrent.access import ACCOUNT_ID
@@ -69,3 +70,30 @@ def test_encryption_condition_sees_the_header(s3: Any, bob_s3: Any, bob: Any, bu
     except ClientError as refused:
         # Not the policy's refusal (encryption itself may not be implemented here).
         assert refused.response["Error"]["Code"] != "AccessDenied"
+
+
+@pytest.mark.parametrize(("region", "readable"), [("us-east-1", True), ("eu-west-1", False)])
+def test_requested_region_is_the_buckets_region_on_every_channel(
+    s3: Any, server: Any, bucket: str, region: str, readable: bool
+) -> None:
+    # A public-read policy limited to one region: the key was never filled, so the Allow
+    # held for no request, whichever region it named.
+    s3.put_object(Bucket=bucket, Key="k", Body=b"regional")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/*",
+                "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    plain = requests.get(f"{server.endpoint}/{bucket}/k", timeout=10)
+    torrent = requests.get(f"{server.endpoint}/{bucket}/k?torrent", timeout=10)
+    assert (plain.status_code, torrent.status_code) == ((200, 200) if readable else (403, 403))
+    if readable:
+        assert plain.content == b"regional"

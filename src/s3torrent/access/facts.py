@@ -57,6 +57,8 @@ class StoredBucket(Protocol):
     def public_access_block(self) -> str | None: ...
     @property
     def settings(self) -> Mapping[str, Any]: ...
+    @property
+    def region(self) -> str: ...
 
 
 class StoredObject(Protocol):
@@ -210,10 +212,15 @@ def may(
     request's were read when it began (a response in flight is asked again on a fresh row)."""
     if obj is not None and bucket.policy and tests_object_tags(bucket.policy, bucket.name):
         ctx = with_object_tags(ctx, obj.tags)
+    if bucket.policy and _REGION_KEY in policy_condition_keys(bucket.policy, bucket.name):
+        # Requests for a bucket are made to its region (S3 redirects the others), on
+        # every channel alike.
+        ctx = ctx.with_values({"aws:RequestedRegion": bucket.region})
     return decide(principal, action, Resource(bucket.name, key), facts_for(bucket, obj), ctx)
 
 
 _OBJECT_TAG_KEY = "s3:existingobjecttag/"
+_REGION_KEY = "aws:requestedregion"
 
 
 def with_object_tags(ctx: RequestContext, tags: Sequence[tuple[str, str]]) -> RequestContext:
