@@ -23,6 +23,8 @@ class _Bucket:
     owner_id = "owner"
     acl = None
     public_access_block = None
+    region = "us-east-1"
+    policy_users = None
 
     def __init__(self, policy: str) -> None:
         self.policy = policy

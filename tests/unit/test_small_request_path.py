@@ -82,6 +82,8 @@ class Bucket:
     policy: str | None = None
     public_access_block: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    region: str = "us-east-1"
+    policy_users: dict[str, str] | None = None
 
 
 @dataclass

@@ -31,7 +31,13 @@ from s3torrent.access.decision import (
     decide,
 )
 from s3torrent.access.errors import AccessError
-from s3torrent.access.policy import BucketPolicy, Statement, parse_policy, policy_is_public
+from s3torrent.access.policy import (
+    BucketPolicy,
+    Statement,
+    named_users,
+    parse_policy,
+    policy_is_public,
+)
 from s3torrent.access.principals import (
     ACCOUNT_ID,
     ANONYMOUS,
@@ -87,6 +93,7 @@ __all__ = [
     "decide",
     "grants_from_headers",
     "is_canonical_id",
+    "named_users",
     "parse_policy",
     "policy_is_public",
     "public_access_block_from_xml",

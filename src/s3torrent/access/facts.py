@@ -39,6 +39,7 @@ from s3torrent.access import (
 from s3torrent.access.conditions import network as policy_network
 from s3torrent.access.conditions import parse_date
 from s3torrent.access.ownership import acls_disabled
+from s3torrent.access.policy import bind_principals
 
 
 class StoredBucket(Protocol):
@@ -59,6 +60,8 @@ class StoredBucket(Protocol):
     def settings(self) -> Mapping[str, Any]: ...
     @property
     def region(self) -> str: ...
+    @property
+    def policy_users(self) -> Mapping[str, str] | None: ...
 
 
 class StoredObject(Protocol):
@@ -98,6 +101,23 @@ def decode_acl(text: str) -> AccessControlList:
 def decode_policy(text: str, bucket: str) -> BucketPolicy:
     # A stored policy: one accepted before PutBucketPolicy's later checks still reads.
     return parse_policy(text, bucket=bucket, strict=False)
+
+
+PolicyUsers = tuple[tuple[str, str], ...]
+
+
+def _policy_users(bucket: StoredBucket) -> PolicyUsers | None:
+    """The bucket policy's user bindings, hashable (None: a policy stored before them,
+    whose user ARNs match by name)."""
+    users = bucket.policy_users
+    return None if users is None else tuple(sorted(users.items()))
+
+
+@lru_cache(maxsize=1024)
+def bound_policy(text: str, bucket: str, users: PolicyUsers | None) -> BucketPolicy:
+    """The stored policy as decisions read it: its user ARNs bound to their users."""
+    policy = decode_policy(text, bucket)
+    return policy if users is None else bind_principals(policy, dict(users))
 
 
 @lru_cache(maxsize=1024)
@@ -144,13 +164,14 @@ def object_acl(bucket: StoredBucket, obj: StoredObject) -> AccessControlList:
 
 def facts_for(bucket: StoredBucket, obj: StoredObject | None) -> AccessFacts:
     acls_off = acls_disabled(bucket.settings)
+    users = _policy_users(bucket) if bucket.policy else None
     if obj is None:
         return _facts(
-            bucket.name, bucket.owner_id, bucket.acl, acls_off, bucket.policy,
+            bucket.name, bucket.owner_id, bucket.acl, acls_off, bucket.policy, users,
             bucket.public_access_block, False, None, None,
         )  # fmt: skip
     return _facts(
-        bucket.name, bucket.owner_id, bucket.acl, acls_off, bucket.policy,
+        bucket.name, bucket.owner_id, bucket.acl, acls_off, bucket.policy, users,
         bucket.public_access_block, True, obj.owner_id, obj.acl,
     )  # fmt: skip
 
@@ -162,6 +183,7 @@ def _facts(
     acl: str | None,
     acls_off: bool,
     policy: str | None,
+    users: PolicyUsers | None,
     public_access_block: str | None,
     has_object: bool,
     object_owner_id: str | None,
@@ -189,7 +211,7 @@ def _facts(
         bucket_owner=owner,
         bucket_acl=b_acl,
         object_acl=o_acl,
-        policy=decode_policy(policy, name) if policy else None,
+        policy=bound_policy(policy, name, users) if policy else None,
         public_access_block=(
             decode_public_access_block(public_access_block) if public_access_block else None
         ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from s3torrent.access.actions import (
@@ -77,13 +77,19 @@ class PrincipalSet:
     canonical_ids: frozenset[str] = frozenset()
     # Our account named by its id or root ARN: like AWS, that covers the account's users.
     account: bool = False
+    # Each user ARN's (arn, canonical id) as the policy was stored (bind_principals): an
+    # ARN names the user who had that name then, as IAM binds it to a unique id, not one
+    # created under the name since. None: a policy stored before bindings, read by name.
+    bound: frozenset[tuple[str, str]] | None = None
 
     def matches(self, principal: Principal) -> bool:
         if self.everyone or (self.account and not principal.is_anonymous):
             return True
         if principal.canonical_id is not None and principal.canonical_id in self.canonical_ids:
             return True
-        return principal.arn is not None and principal.arn in self.arns
+        if principal.arn is None or principal.arn not in self.arns:
+            return False
+        return self.bound is None or (principal.arn, principal.canonical_id) in self.bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +415,33 @@ def _parse_statements(
 
 
 # --- matching ---------------------------------------------------------------------------------
+
+
+def named_users(policy: BucketPolicy) -> frozenset[str]:
+    """The user names the policy's Principal and NotPrincipal elements name by ARN."""
+    return frozenset(
+        arn.removeprefix(_USER_ARN_PREFIX) for s in policy.statements for arn in s.principals.arns
+    )
+
+
+def bind_principals(policy: BucketPolicy, ids: Mapping[str, str]) -> BucketPolicy:
+    """The policy with each user ARN bound to the canonical id `ids` gives its name (the
+    user who had it when the policy was stored); an ARN `ids` lacks matches no one."""
+    statements = tuple(
+        replace(
+            s,
+            principals=replace(
+                s.principals,
+                bound=frozenset(
+                    (arn, ids[name])
+                    for arn in s.principals.arns
+                    if (name := arn.removeprefix(_USER_ARN_PREFIX)) in ids
+                ),
+            ),
+        )
+        for s in policy.statements
+    )
+    return replace(policy, statements=statements)
 
 
 def _resource_matches(

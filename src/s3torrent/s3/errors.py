@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from s3torrent.access.errors import AccessError
+from s3torrent.access.principals import user_arn
 from s3torrent.store import errors as store_errors
 from s3torrent.store.errors import StoreError
 
@@ -213,6 +214,9 @@ def s3_error_of(exc: StoreError | AccessError) -> S3Error:
         return S3Error("AccessDenied", "Access Denied because object protected by object lock.")
     if isinstance(exc, store_errors.BucketNotEmpty):
         return S3Error("BucketNotEmpty", resource=f"/{exc.name}", extra={"BucketName": exc.name})
+    if isinstance(exc, store_errors.NoSuchUser):
+        # IAM binds a principal to an existing user; S3 refuses a name with none.
+        return S3Error("MalformedPolicy", f"Invalid principal in policy: {user_arn(exc.name)}")
     if isinstance(exc, store_errors.BucketAlreadyExists):
         return S3Error(
             "BucketAlreadyExists", resource=f"/{exc.name}", extra={"BucketName": exc.name}

@@ -83,3 +83,11 @@ class ObjectLocked(StoreError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class NoSuchUser(StoreError):
+    """A bucket policy names a user (by ARN) that does not exist."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name

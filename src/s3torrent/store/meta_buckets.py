@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Final, Protocol
 
 from sqlalchemy.engine import Connection
 
 from s3torrent.events import AccessChanged
 from s3torrent.store import queries as q
+from s3torrent.store import user_queries as uq
 from s3torrent.store.conditions import WriteCondition
-from s3torrent.store.errors import BucketAlreadyExists, BucketNotEmpty
+from s3torrent.store.errors import BucketAlreadyExists, BucketNotEmpty, NoSuchUser
 from s3torrent.store.meta_base import SqlStoreBase
-from s3torrent.store.rows import Bucket
+from s3torrent.store.rows import POLICY_USERS, Bucket
 from s3torrent.store.schema import buckets
 
 # Rows of each kind one step of a bucket's deletion drops (SqlBuckets.delete_bucket).
@@ -42,7 +43,11 @@ class BucketMetadata(Protocol):
     ) -> None: ...
 
     async def set_bucket_policy(
-        self, name: str, policy: str | None, created_at: float | None = None
+        self,
+        name: str,
+        policy: str | None,
+        created_at: float | None = None,
+        users: Collection[str] = (),
     ) -> None: ...
 
     async def set_public_access_block(
@@ -141,9 +146,28 @@ class SqlBuckets(SqlStoreBase):
         await self._set_access_column(name, created_at, acl=acl)
 
     async def set_bucket_policy(
-        self, name: str, policy: str | None, created_at: float | None = None
+        self,
+        name: str,
+        policy: str | None,
+        created_at: float | None = None,
+        users: Collection[str] = (),
     ) -> None:
-        await self._set_access_column(name, created_at, policy=policy)
+        """Store (None: remove) the bucket's policy, binding each of `users` (the names it
+        gives by ARN) to the canonical id of the user of that name, read in the same
+        transaction (rows.POLICY_USERS): as IAM binds them to unique ids, a user created
+        later under a name is not the one the policy named. NoSuchUser if one has none."""
+
+        def txn(conn: Connection) -> None:
+            bucket = _current_bucket(conn, name, created_at)
+            ids = uq.canonical_ids(conn, users)
+            missing = sorted(set(users) - set(ids))
+            if missing:
+                raise NoSuchUser(missing[0])
+            conn.execute(buckets.update().where(buckets.c.name == name).values(policy=policy))
+            _write_setting(conn, bucket, POLICY_USERS, ids if policy is not None else None)
+
+        await self.db.write(txn)
+        self._published(AccessChanged(name, None))
 
     async def set_public_access_block(
         self, name: str, block: str | None, created_at: float | None = None

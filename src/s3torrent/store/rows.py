@@ -220,6 +220,13 @@ class Bucket:
     settings: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def policy_users(self) -> Mapping[str, str] | None:
+        """Each user the policy names by ARN, bound to the canonical id of the user who had
+        that name when the policy was stored (None: a policy stored before bindings)."""
+        users = self.settings.get(POLICY_USERS)
+        return None if users is None else dict(users)
+
+    @property
     def versioning(self) -> str | None:
         """ "Enabled", "Suspended", or None (never versioned: S3 has no way back)."""
         state = self.settings.get("versioning")
@@ -241,6 +248,11 @@ class Bucket:
             public_access_block=m["public_access_block"],
             settings=json.loads(m["settings"]) if m["settings"] else {},
         )
+
+
+# The bucket setting binding each user its policy names by ARN to that user's canonical
+# id when the policy was stored: {name: canonical id}.
+POLICY_USERS = "policy_users"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -20,6 +22,16 @@ def all_users(conn: Connection) -> list[User]:
 def user_by_access_key(conn: Connection, access_key: str) -> User | None:
     row = conn.execute(sa.select(users).where(users.c.access_key == access_key)).first()
     return User.from_row(row) if row is not None else None
+
+
+def canonical_ids(conn: Connection, names: Collection[str]) -> dict[str, str]:
+    """The canonical id of each of these names that is a user's."""
+    if not names:
+        return {}
+    rows = conn.execute(
+        sa.select(users.c.name, users.c.canonical_id).where(users.c.name.in_(sorted(names)))
+    )
+    return {row.name: row.canonical_id for row in rows}
 
 
 def add_user(conn: Connection, user: User) -> None:

@@ -7,6 +7,7 @@ from aiohttp import web
 from s3torrent.access import (
     PublicAccessBlock,
     check_policy_allowed,
+    named_users,
     parse_policy,
     policy_is_public,
     public_access_block_from_xml,
@@ -65,7 +66,9 @@ async def put_bucket_policy(svc: S3Context, req: S3Request) -> web.StreamRespons
         raise S3Error("MalformedPolicy", "Policies must be valid UTF-8 JSON") from exc
     policy = parse_policy(text, bucket=bucket.name)
     check_policy_allowed(policy, _pab(bucket))
-    await svc.meta.set_bucket_policy(bucket.name, text, req.bucket_created)
+    await svc.meta.set_bucket_policy(
+        bucket.name, text, req.bucket_created, users=named_users(policy)
+    )
     return web.Response(status=204)
 
 
