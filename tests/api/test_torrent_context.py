@@ -180,6 +180,34 @@ def test_an_expiry_written_with_a_fraction_revokes_every_channel_on_time(
     assert announce(ctx_server, ih).get(b"failure reason") == b"unregistered torrent"
 
 
+def test_a_time_matched_as_text_revokes_every_channel_on_time(
+    ctx_server: LiveServer, cs3: Any, cbucket: str
+) -> None:
+    """A time key matched by a wildcard changes its answer at a second no date names:
+    until 2026-12-07 such a policy had no time boundary, so the tracker and the seeder
+    went on after REST stopped, until the next write."""
+    put_object(cs3, cbucket, "ten-seconds.bin")
+    # A pattern that holds for the rest of the current ten seconds, with at least 4 left.
+    while (ends := int(time.time()) // 10 * 10 + 10) - time.time() < 4:
+        time.sleep(ends - time.time() + 0.05)
+    window = datetime.fromtimestamp(ends - 10, UTC).strftime("%Y-%m-%dT%H:%M:%S")[:-1] + "?Z"
+    policy = public_read_policy(cbucket, Condition={"StringLike": {"aws:CurrentTime": window}})
+    cs3.put_bucket_policy(Bucket=cbucket, Policy=json.dumps(policy))
+    torrent = fetch_torrent(ctx_server.endpoint, cbucket, "ten-seconds.bin")
+    ih = info_hash_v1(torrent)
+    assert b"failure reason" not in announce(ctx_server, ih)
+    peer = RawPeer(ctx_server.peer_port)
+    try:
+        assert peer.handshake(ih)
+        assert not peer.closed_by_peer(timeout=max(0.1, ends - time.time() - 0.5))
+        assert anonymous_get(ctx_server, cbucket, "ten-seconds.bin") == 200
+        assert peer.closed_by_peer(timeout=(ends + 1.0) - time.time())
+    finally:
+        peer.close()
+    assert anonymous_get(ctx_server, cbucket, "ten-seconds.bin") == 403
+    assert announce(ctx_server, ih).get(b"failure reason") == b"unregistered torrent"
+
+
 def test_source_ip_deny_applies_to_announces_and_peer_connections(
     ctx_server: LiveServer, cs3: Any, cbucket: str
 ) -> None:

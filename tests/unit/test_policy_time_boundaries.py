@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from s3torrent.access import ANONYMOUS, RequestContext
-from s3torrent.access.facts import may, policy_time_boundaries
+from s3torrent.access.facts import may, next_time_boundary, policy_time_boundaries
 
 START = datetime(2026, 12, 7, 13, 0, 0, tzinfo=UTC)
 EPOCH = int(START.timestamp())
@@ -70,4 +70,30 @@ def test_every_change_of_decision_is_at_a_boundary(condition: dict[str, Any]) ->
             changes += 1
             assert now in boundaries, (now, sorted(boundaries))
         before = allowed
+    assert changes >= 1
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {"StringLike": {"aws:CurrentTime": "2026-12-07T13:00:0?Z"}},
+        {"StringNotLike": {"aws:CurrentTime": "*:0?Z"}},
+        {"StringLike": {"aws:EpochTime": f"{str(EPOCH)[:-1]}?"}},
+    ],
+)
+def test_a_time_matched_as_text_is_decided_again_every_second(condition: dict[str, Any]) -> None:
+    # No date in it names the second its answer changes: until 2026-12-07 such a policy had
+    # no boundary, and a decision cached by the tracker or the seeder never expired.
+    bucket = _Bucket(_policy(condition))
+    changes = 0
+    before = None
+    boundary = None
+    for tenth in range(-20, 160):
+        now = START + timedelta(seconds=tenth / 10)
+        allowed = may(ANONYMOUS, "s3:GetObject", bucket, "k", None, RequestContext(now)).allowed
+        if before is not None and allowed != before:
+            changes += 1
+            assert boundary is not None and boundary <= now, (now, boundary)
+        before = allowed
+        boundary = next_time_boundary(bucket, now)
     assert changes >= 1

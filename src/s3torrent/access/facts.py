@@ -321,10 +321,29 @@ def _instant(value: str) -> datetime | None:
         return None
 
 
+@lru_cache(maxsize=1024)
+def policy_time_is_textual(text: str, bucket: str) -> bool:
+    """Whether the policy matches a time key as text that may change its answer at any
+    whole second: a wildcard (StringLike "2026-12-07T18:*") or a value naming no instant."""
+    return any(
+        condition.key in _TIME_KEYS
+        and (
+            condition.base in ("StringLike", "StringNotLike")
+            or any(_instant(value) is None for value in condition.values)
+        )
+        for statement in decode_policy(text, bucket).statements
+        for condition in statement.conditions
+    )
+
+
 def next_time_boundary(bucket: StoredBucket, now: datetime) -> datetime | None:
     """The next instant after now when the bucket's policy may decide differently."""
     if not bucket.policy:
         return None
+    if policy_time_is_textual(bucket.policy, bucket.name):
+        # Until 2026-12-07 such a policy had no boundary: a decision cached by the tracker
+        # or the seeder held until the next write, past the time the policy ended it.
+        return now.replace(microsecond=0) + timedelta(seconds=1)
     for moment in policy_time_boundaries(bucket.policy, bucket.name):
         if moment > now:
             return moment
