@@ -37,7 +37,8 @@ from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.lifecycle import expiration_headers
 from s3torrent.s3.ops.objects import requested_acl, stored_headers
-from s3torrent.s3.refusals import refuse_unsupported
+from s3torrent.s3.ops.ownership import write_owner
+from s3torrent.s3.refusals import refuse_acls, refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key
 from s3torrent.s3.server import OBJECT_CREATION, S3Request, auth_values, signature_values
 from s3torrent.s3.sigv4 import is_sha256_hex
@@ -173,8 +174,12 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         raise S3Error("AccessDenied", resource=req.resource)
     # The form's fields are this upload's headers: refused as a PutObject's would be.
     refuse_unsupported(Endpoint.PutObject, _AsHeaders(fields), {}, bucket.owner_id)
-    owner = Owner(principal.canonical_id or bucket.owner_id, principal.name or "")
-    acl = requested_acl({"x-amz-acl": fields["acl"]} if "acl" in fields else {}, owner, bucket)
+    # The `acl` field is PutObject's x-amz-acl, under the bucket's Object Ownership alike:
+    # refused where ACLs are disabled, and naming who owns what the form writes.
+    acl_headers = {"x-amz-acl": fields["acl"]} if "acl" in fields else {}
+    refuse_acls(Endpoint.PutObject, acl_headers, bucket.settings)
+    owner = Owner(write_owner(req, acl_headers), principal.name or "")
+    acl = requested_acl(acl_headers, owner, bucket)
     headers = stored_headers(fields, limits.max_user_metadata)
     tags = (
         tagging.from_xml(fields["tagging"].encode("utf-8"), tagging.MAX_OBJECT_TAGS)

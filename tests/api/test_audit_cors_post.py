@@ -1,0 +1,92 @@
+"""An attacker's audit of what a browser touches: bucket CORS (rules, preflights, the headers
+of answers) and browser form uploads (POST Object), as S3 does them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from tests.conftest import UserKeys
+
+
+def _rule(**overrides: Any) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "AllowedOrigins": ["https://app.example.com"],
+        "AllowedMethods": ["GET", "PUT"],
+        "AllowedHeaders": ["*"],
+    }
+    rule.update(overrides)
+    return rule
+
+
+def _post(presigned: dict[str, Any], data: bytes, **extra: str) -> requests.Response:
+    fields = {**presigned["fields"], **extra}
+    return requests.post(presigned["url"], data=fields, files={"file": ("f.bin", data)}, timeout=30)
+
+
+def _code(r: requests.Response) -> str:
+    return r.text.split("<Code>")[1].split("</Code>")[0] if "<Code>" in r.text else ""
+
+
+def _allow_put(s3: Any, bucket: str) -> None:
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": "s3:PutObject",
+                "Resource": f"arn:aws:s3:::{bucket}/*",
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+
+
+def _ownership(s3: Any, bucket: str, rule: str) -> None:
+    s3.put_bucket_ownership_controls(
+        Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": rule}]}
+    )
+
+
+# ---------------------------------------------------------------- form uploads
+
+
+def test_form_acl_in_a_bucket_without_acls_is_refused(
+    s3: Any, bob_s3: Any, bucket: str, bob: UserKeys
+) -> None:
+    """BucketOwnerEnforced: a form's `acl` is refused as PutObject's x-amz-acl is, and what
+    a form writes is the bucket owner's."""
+    _ownership(s3, bucket, "BucketOwnerEnforced")
+    _allow_put(s3, bucket)
+    with pytest.raises(ClientError) as exc:
+        bob_s3.put_object(Bucket=bucket, Key="put", Body=b"x", ACL="public-read")
+    assert exc.value.response["Error"]["Code"] == "AccessControlListNotSupported"
+    p = bob_s3.generate_presigned_post(
+        bucket, "form", Fields={"acl": "public-read"}, Conditions=[{"acl": "public-read"}]
+    )
+    r = _post(p, b"x")
+    assert r.status_code == 400, r.text
+    assert _code(r) == "AccessControlListNotSupported"
+    r = _post(bob_s3.generate_presigned_post(bucket, "plain"), b"x")
+    assert r.status_code == 204, r.text
+    owner = s3.list_objects_v2(Bucket=bucket, FetchOwner=True)["Contents"][0]["Owner"]["ID"]
+    assert owner == s3.get_bucket_acl(Bucket=bucket)["Owner"]["ID"]
+
+
+def test_form_bucket_owner_full_control_makes_the_bucket_owner_own_it(
+    s3: Any, bob_s3: Any, bucket: str
+) -> None:
+    _ownership(s3, bucket, "BucketOwnerPreferred")
+    _allow_put(s3, bucket)
+    canned = "bucket-owner-full-control"
+    p = bob_s3.generate_presigned_post(
+        bucket, "k", Fields={"acl": canned}, Conditions=[{"acl": canned}]
+    )
+    assert _post(p, b"x").status_code == 204
+    owner = s3.get_object_acl(Bucket=bucket, Key="k")["Owner"]["ID"]
+    assert owner == s3.get_bucket_acl(Bucket=bucket)["Owner"]["ID"]
