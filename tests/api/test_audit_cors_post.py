@@ -4,13 +4,16 @@ of answers) and browser form uploads (POST Object), as S3 does them."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import UserKeys
+from tests.conftest import LiveServer, UserKeys, make_client, start_server
+
+DOMAIN = "s3.localtest"
 
 
 def _rule(**overrides: Any) -> dict[str, Any]:
@@ -51,6 +54,48 @@ def _ownership(s3: Any, bucket: str, rule: str) -> None:
     s3.put_bucket_ownership_controls(
         Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": rule}]}
     )
+
+
+# ---------------------------------------------------------------- virtual hosts
+
+
+@pytest.fixture(scope="module")
+def vhost_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    srv = start_server(tmp_path_factory.mktemp("vhost-cors"), "--domain", DOMAIN)
+    yield srv
+    srv.stop()
+
+
+def test_virtual_host_preflight_of_a_key_starting_with_underscore(
+    vhost_server: LiveServer,
+) -> None:
+    """On a virtual host the path is all key: `/_next/app.js` is an object of the Host's
+    bucket (a static site's usual layout), and its preflight is answered from that bucket's
+    rules like any other key's."""
+    s3 = make_client(vhost_server.endpoint)
+    s3.create_bucket(Bucket="site")
+    s3.put_bucket_cors(Bucket="site", CORSConfiguration={"CORSRules": [_rule()]})
+    s3.put_object(Bucket="site", Key="_next/app.js", Body=b"js", ACL="public-read")
+    host = {"Host": f"site.{DOMAIN}:{vhost_server.port}"}
+    url = f"{vhost_server.endpoint}/_next/app.js"
+    origin = {"Origin": "https://app.example.com"}
+    got = requests.get(url, headers={**host, **origin}, timeout=10)
+    assert got.status_code == 200 and got.content == b"js"
+    assert got.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    pre = requests.options(
+        url, headers={**host, **origin, "Access-Control-Request-Method": "GET"}, timeout=10
+    )
+    assert pre.status_code == 200, pre.text
+    assert pre.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    # The server's own paths stay no bucket's, whatever the Host: the bucket's rules do not
+    # open the admin API to its origins.
+    admin = requests.options(
+        f"{vhost_server.endpoint}/_admin/users",
+        headers={**host, **origin, "Access-Control-Request-Method": "GET"},
+        timeout=10,
+    )
+    assert admin.status_code == 403
+    assert "Access-Control-Allow-Origin" not in admin.headers
 
 
 # ---------------------------------------------------------------- form uploads

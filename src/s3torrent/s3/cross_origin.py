@@ -56,12 +56,15 @@ class CrossOrigin:
     async def preflight(self, request: web.Request) -> web.StreamResponse:
         """An OPTIONS preflight, answered from the rules of the bucket it names."""
         raw_path = request.raw_path.partition("?")[0]
-        web_seed = self._is_web_seed(raw_path)
+        # The application names the extra route (web seed, admin...) a path is under; any
+        # other path is S3's, "/_next/app.js" on a virtual host included.
+        extra_route = request.get(EXTRA_ROUTE)
+        web_seed = extra_route is not None and extra_route == self.web_seed_prefix
         key: str | None = None
         if web_seed:
             bucket_name = await self._web_seed_bucket(raw_path, client_address(request))
             resource_type = "OBJECT"
-        elif raw_path.startswith("/_"):
+        elif extra_route is not None:
             bucket_name, resource_type = None, "OBJECT"
         else:
             target = parse_target(raw_path, request.headers.get("Host"), self.svc.settings.domain)
@@ -162,10 +165,6 @@ class CrossOrigin:
         return cors.response_headers(rule, matched, origin)
 
     # ---- helpers of both
-
-    def _is_web_seed(self, path: str) -> bool:
-        prefix = self.web_seed_prefix
-        return prefix is not None and (path == prefix or path.startswith(prefix + "/"))
 
     async def _web_seed_bucket(self, path: str, source_ip: str | None) -> str | None:
         if self.web_seed_bucket is None:

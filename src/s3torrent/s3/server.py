@@ -476,6 +476,17 @@ class S3Application:
         assert prefix.startswith("/_")
         self.extra_routes[prefix] = handler
 
+    def _extra_route_of(self, raw_path: str) -> str | None:
+        """The prefix of the extra route a path is under; None: an S3 path (on a virtual
+        host, one whose key may well start with "_")."""
+        # Every extra route's prefix starts with "/_" (add_route), which no bucket does.
+        if not raw_path.startswith("/_"):
+            return None
+        for prefix in self.extra_routes:
+            if raw_path == prefix or raw_path.startswith(prefix + "/"):
+                return prefix
+        return None
+
     def add_query_route(
         self,
         path: str,
@@ -626,19 +637,20 @@ class S3Application:
         return resp
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        if request.method == "OPTIONS" and self.preflight is not None:
-            return await self.preflight(request)
         raw = request.raw_path
         raw_path, _, raw_query = raw.partition("?")
+        prefix = self._extra_route_of(raw_path)
+        if request.method == "OPTIONS" and self.preflight is not None:
+            if prefix is not None:
+                request[EXTRA_ROUTE] = prefix  # the preflight's path is no bucket's
+            return await self.preflight(request)
         quick = is_quick(request)
-        # Every extra route's prefix starts with "/_" (add_route), which no bucket does.
-        for prefix, extra in self.extra_routes.items() if raw_path.startswith("/_") else ():
-            if raw_path == prefix or raw_path.startswith(prefix + "/"):
-                if quick:
-                    raise QuickHandOver
-                request[EXTRA_ROUTE] = prefix
-                request[_EXCHANGE].extra = True
-                return await extra(request)
+        if prefix is not None:
+            if quick:
+                raise QuickHandOver
+            request[EXTRA_ROUTE] = prefix
+            request[_EXCHANGE].extra = True
+            return await self.extra_routes[prefix](request)
         taken = self.query_routes.get(raw_path)
         if taken is not None and taken[0] <= {p.partition("=")[0] for p in raw_query.split("&")}:
             if quick:
