@@ -11,7 +11,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import LiveServer, UserKeys, make_client, start_server
+from tests.conftest import LiveServer, UserKeys, make_client, sign_request, start_server
 
 DOMAIN = "s3.localtest"
 
@@ -135,3 +135,41 @@ def test_form_bucket_owner_full_control_makes_the_bucket_owner_own_it(
     assert _post(p, b"x").status_code == 204
     owner = s3.get_object_acl(Bucket=bucket, Key="k")["Owner"]["ID"]
     assert owner == s3.get_bucket_acl(Bucket=bucket)["Owner"]["ID"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("Content-Type", "text/html\r\nSet-Cookie: session=attacker"),
+        ("Cache-Control", "no-cache\nX-Injected: 1"),
+        ("Content-Disposition", "inline\x01"),
+        ("success_action_redirect", "https://example.com/ok\r\nSet-Cookie: a=b"),
+    ],
+)
+def test_form_fields_that_become_headers_hold_no_line_breaks(
+    s3: Any, s3v4: Any, server: LiveServer, bucket: str, field: str, value: str
+) -> None:
+    """A form field's value is any text; a header's never holds a line break. Stored, such
+    a value made every GET of the object a 500 (aiohttp refuses to write it), and as the
+    redirect it made the upload's own answer a dropped connection."""
+    p = s3v4.generate_presigned_post(
+        bucket, "nl", Fields={field: value}, Conditions=[["starts-with", f"${field}", ""]]
+    )
+    r = _post(p, b"x")
+    assert r.status_code == 400, r.text
+    assert _code(r) == "InvalidArgument"
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="nl")
+    assert exc.value.response["Error"]["Code"] == "404"
+    # User metadata is returned RFC 2047-encoded, so its line breaks are kept and harmless.
+    p = s3v4.generate_presigned_post(
+        bucket,
+        "meta",
+        Fields={"x-amz-meta-note": "two\nlines"},
+        Conditions=[["starts-with", "$x-amz-meta-note", ""]],
+    )
+    assert _post(p, b"x").status_code == 204
+    url = f"{server.endpoint}/{bucket}/meta"
+    got = requests.get(url, headers=sign_request("GET", url), timeout=10)
+    assert got.status_code == 200 and got.content == b"x"
+    assert got.headers["x-amz-meta-note"].startswith("=?UTF-8?B?")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, cast
@@ -181,6 +182,7 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     owner = Owner(write_owner(req, acl_headers), principal.name or "")
     acl = requested_acl(acl_headers, owner, bucket)
     headers = stored_headers(fields, limits.max_user_metadata)
+    _refuse_control_characters(fields, headers)
     tags = (
         tagging.from_xml(fields["tagging"].encode("utf-8"), tagging.MAX_OBJECT_TAGS)
         if "tagging" in fields
@@ -198,6 +200,26 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
 
 
 # ---- the form
+
+# What no header value may hold (HTTP's field-value: tab, but no other control character).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_ANSWER_FIELDS = ("success_action_redirect", "redirect")
+
+
+def _refuse_control_characters(fields: Mapping[str, str], headers: Mapping[str, str]) -> None:
+    """A form field is any text, where a header (what PutObject's come as) never holds a
+    line break or another control character: refused in the fields that become the
+    object's headers or the answer's Location (x-amz-meta-* values are returned as RFC 2047
+    words, so theirs are kept)."""
+    named = [n for n in headers if not n.startswith("x-amz-meta-")] + list(_ANSWER_FIELDS)
+    for name in named:
+        value = fields.get(name)
+        if value is not None and _CONTROL.search(value):
+            raise S3Error(
+                "InvalidArgument",
+                f"POST form field {name} holds a control character.",
+                extra={"ArgumentName": name},
+            )
 
 
 async def _read_form(req: S3Request, budget: int, read_timeout: float) -> _FormRead:
