@@ -3,6 +3,8 @@ of answers) and browser form uploads (POST Object), as S3 does them."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -173,3 +175,32 @@ def test_form_fields_that_become_headers_hold_no_line_breaks(
     got = requests.get(url, headers=sign_request("GET", url), timeout=10)
     assert got.status_code == 200 and got.content == b"x"
     assert got.headers["x-amz-meta-note"].startswith("=?UTF-8?B?")
+
+
+def _put_cors_xml(server: LiveServer, bucket: str, body: bytes) -> requests.Response:
+    url = f"{server.endpoint}/{bucket}?cors"
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    headers = sign_request("PUT", url, {"Content-MD5": md5}, body=body)
+    return requests.put(url, data=body, headers=headers, timeout=10)
+
+
+@pytest.mark.parametrize("expose", ["x-a&#13;&#10;Set-Cookie: a=b", "x-a&#10;x-b", "x a", "é"])
+def test_expose_header_is_a_header_name(
+    s3: Any, server: LiveServer, bucket: str, expose: str
+) -> None:
+    """ExposeHeader is returned as Access-Control-Expose-Headers' value: one with a line
+    break had been stored, and every answer to a matching Origin was then a dropped
+    connection (aiohttp refuses to write it)."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x", ACL="public-read")
+    body = (
+        "<CORSConfiguration><CORSRule><AllowedOrigin>*</AllowedOrigin>"
+        f"<AllowedMethod>GET</AllowedMethod><ExposeHeader>{expose}</ExposeHeader>"
+        "</CORSRule></CORSConfiguration>"
+    ).encode()
+    r = _put_cors_xml(server, bucket, body)
+    assert r.status_code == 400, r.text
+    assert _code(r) == "InvalidRequest"
+    got = requests.get(
+        f"{server.endpoint}/{bucket}/k", headers={"Origin": "https://a.test"}, timeout=10
+    )
+    assert got.status_code == 200 and got.content == b"x"

@@ -8,6 +8,7 @@ headers: CORS tells a browser what it may show a page, it never grants access.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from s3torrent.s3.errors import S3Error
 MAX_RULES = 100
 MAX_ID_LENGTH = 255
 METHODS = ("GET", "PUT", "HEAD", "POST", "DELETE")
+# An HTTP header name (RFC 9110's token): what Access-Control-Expose-Headers lists.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 SETTING = "cors"  # the bucket setting the configuration is stored under
 
 # What every CORS answer varies by, so that caches keep one answer per origin and request.
@@ -139,6 +142,9 @@ def _parse_rule(element: Any) -> CorsRule:
                 f'ExposeHeader "{header}" contains wildcard. We currently do not support '
                 "wildcard for ExposeHeader.",
             )
+        if not _HEADER_NAME.fullmatch(header):
+            # It is returned as a header's value: a line break there broke every answer.
+            raise S3Error("InvalidRequest", f'ExposeHeader "{header}" is not a header name.')
     rule_id = s3xml.text(element, "ID")
     if rule_id is not None and len(rule_id) > MAX_ID_LENGTH:
         raise S3Error("InvalidArgument", "ID length should not exceed allowed limit of 255")
