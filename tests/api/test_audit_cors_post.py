@@ -204,3 +204,28 @@ def test_expose_header_is_a_header_name(
         f"{server.endpoint}/{bucket}/k", headers={"Origin": "https://a.test"}, timeout=10
     )
     assert got.status_code == 200 and got.content == b"x"
+
+
+def test_form_content_md5_is_checked(s3: Any, s3v4: Any, bucket: str) -> None:
+    """S3 documents the Content-MD5 form field: the file is checked against it. It had been
+    ignored, and a file that was not the one the client hashed was stored."""
+    data = b"the bytes the page hashed"
+
+    def post(key: str, md5: str, body: bytes) -> requests.Response:
+        p = s3v4.generate_presigned_post(
+            bucket, key, Fields={"Content-MD5": md5}, Conditions=[{"Content-MD5": md5}]
+        )
+        return _post(p, body)
+
+    right = base64.b64encode(hashlib.md5(data).digest()).decode()
+    r = post("bad", right, data + b" and one more")
+    assert r.status_code == 400 and _code(r) == "BadDigest", r.text
+    r = post("invalid", "not-an-md5", data)
+    assert r.status_code == 400 and _code(r) == "InvalidDigest", r.text
+    for key in ("bad", "invalid"):
+        with pytest.raises(ClientError) as exc:
+            s3.head_object(Bucket=bucket, Key=key)
+        assert exc.value.response["Error"]["Code"] == "404"
+    r = post("good", right, data)
+    assert r.status_code == 204, r.text
+    assert s3.get_object(Bucket=bucket, Key="good")["Body"].read() == data

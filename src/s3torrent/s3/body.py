@@ -62,6 +62,23 @@ def payload_hash_of(request: web.Request, auth: VerifiedAuth | None) -> str:
     return parse_payload_hash(request.headers.get("x-amz-content-sha256", UNSIGNED).strip())
 
 
+def decode_content_md5(value: str) -> bytes:
+    """A Content-MD5 value's 16 bytes (header or form field); InvalidDigest if it is not."""
+    try:
+        expected = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise S3Error("InvalidDigest") from exc
+    if len(expected) != 16:
+        raise S3Error("InvalidDigest")
+    return expected
+
+
+def check_md5(expected: bytes, md5: bytes | None) -> None:
+    """BadDigest unless the body's MD5 is the one the client sent."""
+    if md5 != expected:
+        raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
+
+
 def sha256_mismatch(claimed: str, computed: str) -> S3Error:
     return S3Error(
         "XAmzContentSHA256Mismatch",
@@ -218,16 +235,7 @@ class RequestBody:
         if md5 is None:
             md5 = self._md5_buffered
         if "content-md5" in h:
-            try:
-                expected = base64.b64decode(h["content-md5"], validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise S3Error("InvalidDigest") from exc
-            if len(expected) != 16:
-                raise S3Error("InvalidDigest")
-            if md5 != expected:
-                raise S3Error(
-                    "BadDigest", "The Content-MD5 you specified did not match what we received."
-                )
+            check_md5(decode_content_md5(h["content-md5"]), md5)
         if self._sha256 is not None and self._sha256.hexdigest() != self.payload_hash:
             raise sha256_mismatch(self.payload_hash, self._sha256.hexdigest())
         if self._checksum_alg is None or self._checksum is None:

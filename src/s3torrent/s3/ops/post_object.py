@@ -31,6 +31,8 @@ from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import (
     READ_SIZE,
     StoredChecksum,
+    check_md5,
+    decode_content_md5,
     payload_hash_of,
     sha256_mismatch,
 )
@@ -189,12 +191,14 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         else ()
     )
     checksum = _requested_checksum(fields)
+    # As PutObject's header: the file's MD5 is checked against it (S3 documents the field).
+    md5 = decode_content_md5(fields["content-md5"]) if "content-md5" in fields else None
     seal = sse.form_spec(svc, _AsHeaders(fields), req.secure, bucket)
     # Object lock fields act as PutObject's headers do (the bucket's default retention, if
     # any, is applied by the store at the commit).
     lock = requested_lock(_AsHeaders(fields), bucket, req.now.timestamp(), may)
     obj, stored_checksum = await _store_file(
-        svc, req, form, key, owner.id, headers, acl, tags, checksum, policy, (seal, lock)
+        svc, req, form, key, owner.id, headers, acl, tags, (checksum, md5), policy, (seal, lock)
     )
     return _answer(svc, req, fields, obj, stored_checksum)
 
@@ -423,7 +427,7 @@ async def _store_file(
     headers: dict[str, str],
     acl: Any,
     tags: md.Tags,
-    checksum: tuple[checksums.ChecksumAlgorithm, str | None] | None,
+    digests: tuple[tuple[checksums.ChecksumAlgorithm, str | None] | None, bytes | None],
     policy: pp.PostPolicy | None,
     sealing_and_lock: tuple[SealSpec | None, RequestedLock],
 ) -> tuple[md.ObjectVersion, StoredChecksum | None]:
@@ -438,6 +442,7 @@ async def _store_file(
     bound = req.http.content_length
     hasher = svc.torrents.hasher_for(bound) if bound is not None else None
     seal, lock = sealing_and_lock
+    checksum, md5 = digests
     headers, hasher, sealed = await sse.prepare_sealed(svc, seal, headers, hasher)
     summer = checksums.new_checksum(checksum[0]) if checksum is not None else None
     observers: list[Any] = [o for o in (hasher, summer) if o is not None]
@@ -448,6 +453,8 @@ async def _store_file(
 
     def verified(stored: StoredStream) -> StoredChecksum | None:
         pp.check_length(policy, stored.size)
+        if md5 is not None:
+            check_md5(md5, stored.md5)
         if summer is None or checksum is None:
             return None
         computed = summer.b64()
