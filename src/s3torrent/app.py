@@ -359,6 +359,7 @@ class Node:
         )
         self.s3.preflight = cross_origin.preflight
         self.s3.cors_headers = cross_origin.headers
+        self.s3.cors_vary = cross_origin.vary
         if self.owner_link is not None:
             # After every local route: the owner's paths are taken over by forwarding.
             route_to_owner(self.s3, self.owner_link, self.admin, role, settings)

@@ -229,3 +229,29 @@ def test_form_content_md5_is_checked(s3: Any, s3v4: Any, bucket: str) -> None:
     r = post("good", right, data)
     assert r.status_code == 204, r.text
     assert s3.get_object(Bucket=bucket, Key="good")["Body"].read() == data
+
+
+def test_answers_without_origin_say_they_vary_by_it(
+    s3: Any, server: LiveServer, bucket: str
+) -> None:
+    """Whether an answer carries Access-Control-* headers depends on the Origin, sent or
+    not: a cache (the browser's, when a page shows an object and then fetch()es it, or a
+    shared one) had answered the CORS read from the copy read without an Origin."""
+    s3.put_object(Bucket=bucket, Key="pub", Body=b"x", ACL="public-read")
+    url = f"{server.endpoint}/{bucket}/pub"
+    # The default rule (public objects), on the quick path's small reads too.
+    for _ in range(2):
+        assert "Origin" in requests.get(url, timeout=10).headers.get("Vary", "")
+    assert "Origin" in requests.head(url, timeout=10).headers.get("Vary", "")
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [_rule()]})
+    plain = requests.get(url, timeout=10)
+    assert plain.status_code == 200 and "Origin" in plain.headers["Vary"]
+    other = requests.get(url, headers={"Origin": "https://evil.test"}, timeout=10)
+    assert "Access-Control-Allow-Origin" not in other.headers
+    assert "Origin" in other.headers["Vary"]
+    missing = requests.get(f"{server.endpoint}/{bucket}/missing", timeout=10)
+    assert missing.status_code == 403 and "Origin" in missing.headers["Vary"]
+    # A bucket without rules: its listing's answers do not depend on an Origin.
+    s3.delete_bucket_cors(Bucket=bucket)
+    listing = requests.get(f"{server.endpoint}/{bucket}", timeout=10)
+    assert "Vary" not in listing.headers

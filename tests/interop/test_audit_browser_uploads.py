@@ -140,3 +140,43 @@ def test_virtual_host_key_under_underscore_in_a_browser(
         page.close()
     assert got.get("status") == 200, got
     assert got["text"] == "console.log(1)"
+
+
+def test_a_read_without_origin_does_not_poison_the_cors_read(
+    browser: Any, page_origin: _Page, server: LiveServer, s3: Any, bucket: str
+) -> None:
+    """A page shows an object (<img>, a no-cors read: no Origin sent) and then reads it with
+    fetch(): the browser's cache must not answer the second from the first."""
+    s3.put_object(
+        Bucket=bucket, Key="pic", Body=b"not really a picture", CacheControl="max-age=3600"
+    )
+    s3.put_object_acl(Bucket=bucket, Key="pic", ACL="public-read")
+    s3.put_object(
+        Bucket=bucket,
+        Key="ruled",
+        Body=b"ruled bytes",
+        CacheControl="max-age=3600",
+        ACL="public-read",
+    )
+    url = f"{server.endpoint}/{bucket}/pic"
+    page = browser.new_page()
+    try:
+        page.goto(page_origin.origin + "/")
+        first = page.evaluate(_FETCH, [url, {"mode": "no-cors"}])
+        assert "error" not in first, first
+        second = page.evaluate(_FETCH, [url, {}])
+        assert second.get("status") == 200 and second["text"] == "not really a picture", second
+        # Under the bucket's own rules too.
+        s3.put_bucket_cors(
+            Bucket=bucket,
+            CORSConfiguration={
+                "CORSRules": [{"AllowedOrigins": [page_origin.origin], "AllowedMethods": ["GET"]}]
+            },
+        )
+        ruled = f"{server.endpoint}/{bucket}/ruled"
+        first = page.evaluate(_FETCH, [ruled, {"mode": "no-cors"}])
+        assert "error" not in first, first
+        second = page.evaluate(_FETCH, [ruled, {}])
+        assert second.get("status") == 200 and second["text"] == "ruled bytes", second
+    finally:
+        page.close()

@@ -151,6 +151,31 @@ class CrossOrigin:
             )
         return self._answer(rules, public, origin, method)
 
+    def vary(self, request: web.Request) -> str | None:
+        """The Vary an answer must carry when its CORS headers depend on the request's
+        Origin, a request without one included: a browser's cache (a page shows an object,
+        then reads it with fetch()) or a shared one would otherwise answer a request with
+        an Origin from a copy read without one, which has no Access-Control-* headers.
+        Synchronous and cheap: the quick path's answers ask it too."""
+        try:
+            s3req = request[S3_REQUEST]
+        except KeyError:
+            # The web seed's answers follow the default rule, or their bucket's.
+            web_seed = self.web_seed_prefix is not None and (
+                request.get(EXTRA_ROUTE) == self.web_seed_prefix
+            )
+            return cors.VARY if web_seed else None
+        bucket = s3req.bucket
+        if bucket is None:
+            return None
+        if bucket.settings.get(cors.SETTING):
+            return cors.VARY
+        # The default rule is offered where anyone may read the object: rather than ask the
+        # decision for every read, every read of an object says Vary.
+        if self.default_rule is not None and request.method in _READS and s3req.target.key:
+            return cors.VARY
+        return None
+
     def _answer(
         self, rules: tuple[cors.CorsRule, ...] | None, public: bool, origin: str, method: str
     ) -> dict[str, str]:

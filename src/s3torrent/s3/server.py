@@ -464,6 +464,8 @@ class S3Application:
         # of every answer to a request with an Origin; None: no CORS.
         self.preflight: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
         self.cors_headers: Callable[[web.Request], Awaitable[dict[str, str]]] | None = None
+        # The Vary of an answer whose CORS headers depend on the Origin, sent or not.
+        self.cors_vary: Callable[[web.Request], str | None] | None = None
         # Every request's way in, all layers included (set by `build`): the quick path's.
         self.entry: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
         # The server is stopping: every answer closes its connection (Connection: close).
@@ -540,7 +542,8 @@ class S3Application:
 
     def stamp(self, request: web.Request, response: web.StreamResponse) -> None:
         """The headers every answer carries, once it is final (the quick path calls this
-        itself: it takes no request with an Origin, so there are no CORS headers to add)."""
+        itself: it takes no request with an Origin, so there are no CORS headers to add, but
+        its answers may still vary by Origin)."""
         # Absent when aiohttp answered before the middleware ran (a refused Expect). Asked
         # directly: a mapping's .get costs two Python calls on an aiohttp request.
         try:
@@ -555,6 +558,10 @@ class S3Application:
         headers.setdefault("x-amz-request-id", rid)
         headers.setdefault("x-amz-id-2", rid)
         headers["Server"] = "s3torrent"
+        if self.cors_vary is not None and "Vary" not in headers:
+            vary = self.cors_vary(request)
+            if vary is not None:
+                headers["Vary"] = vary
         if exchange is not None:
             exchange.headers_done = True
             _release_after(request, exchange)
