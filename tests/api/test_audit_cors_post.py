@@ -255,3 +255,19 @@ def test_answers_without_origin_say_they_vary_by_it(
     s3.delete_bucket_cors(Bucket=bucket)
     listing = requests.get(f"{server.endpoint}/{bucket}", timeout=10)
     assert "Vary" not in listing.headers
+
+
+def test_cors_configuration_is_at_most_64_kb(s3: Any, bucket: str) -> None:
+    """S3 limits the document to 64 KB. Every answer to a request with an Origin is matched
+    against it: a 2 MiB one (tens of thousands of origins) had been taken, which made each
+    such request, anyone's, cost tens of milliseconds of the server's CPU."""
+
+    def config(origins: int) -> dict[str, Any]:
+        listed = [f"https://*.site{i:05d}.example.com" for i in range(origins)]
+        return {"CORSRules": [_rule(AllowedOrigins=listed)]}
+
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration=config(1000))  # about 63 KB
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_cors(Bucket=bucket, CORSConfiguration=config(1100))  # about 69 KB
+    assert exc.value.response["Error"]["Code"] == "MaxMessageLengthExceeded"
+    assert len(s3.get_bucket_cors(Bucket=bucket)["CORSRules"][0]["AllowedOrigins"]) == 1000

@@ -17,6 +17,9 @@ from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.errors import S3Error
 
 MAX_RULES = 100
+# S3: "The document is limited to 64 KB in size." Every answer to a request with an Origin
+# matches against it, so a bigger one costs every such request more.
+MAX_CONFIGURATION_SIZE = 64 * 1024
 MAX_ID_LENGTH = 255
 METHODS = ("GET", "PUT", "HEAD", "POST", "DELETE")
 # An HTTP header name (RFC 9110's token): what Access-Control-Expose-Headers lists.

@@ -15,7 +15,7 @@ from s3torrent.s3.server import S3Request
 
 async def _read_body(svc: S3Context, req: S3Request) -> bytes:
     require_integrity_header(req.http.headers)
-    return await read_xml_body(svc, req)
+    return await read_xml_body(svc, req, cors.MAX_CONFIGURATION_SIZE)
 
 
 async def get_bucket_cors(svc: S3Context, req: S3Request) -> web.StreamResponse:

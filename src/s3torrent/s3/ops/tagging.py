@@ -14,7 +14,8 @@ from s3torrent.s3.server import S3Request
 from s3torrent.s3.versioning import version_gone, version_headers
 
 
-async def read_xml_body(svc: S3Context, req: S3Request) -> bytes:
+async def read_xml_body(svc: S3Context, req: S3Request, limit: int | None = None) -> bytes:
+    """A configuration's XML body, within limit bytes (at most `limits.max_xml_body`)."""
     limits = svc.settings.limits
     body = RequestBody(
         req.http,
@@ -22,7 +23,7 @@ async def read_xml_body(svc: S3Context, req: S3Request) -> bytes:
         max_chunk_size=limits.max_chunk_size,
         read_timeout=limits.body_read_timeout,
     )
-    raw = await body.read_all(limits.max_xml_body)
+    raw = await body.read_all(min(limit, limits.max_xml_body) if limit else limits.max_xml_body)
     body.verify(md5=None)
     return raw
 
