@@ -271,3 +271,30 @@ def test_cors_configuration_is_at_most_64_kb(s3: Any, bucket: str) -> None:
         s3.put_bucket_cors(Bucket=bucket, CORSConfiguration=config(1100))  # about 69 KB
     assert exc.value.response["Error"]["Code"] == "MaxMessageLengthExceeded"
     assert len(s3.get_bucket_cors(Bucket=bucket)["CORSRules"][0]["AllowedOrigins"]) == 1000
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "<ExposeHeaders>ETag</ExposeHeaders>",  # misspelt: had been dropped silently
+        "<MaxAge>600</MaxAge>",
+        "<MaxAgeSeconds>1</MaxAgeSeconds><MaxAgeSeconds>2</MaxAgeSeconds>",
+        "<ID>a</ID><ID>b</ID>",
+    ],
+)
+def test_cors_rule_elements_are_s3_schemas(server: LiveServer, bucket: str, rule: str) -> None:
+    body = (
+        "<CORSConfiguration><CORSRule><AllowedOrigin>*</AllowedOrigin>"
+        f"<AllowedMethod>GET</AllowedMethod>{rule}</CORSRule></CORSConfiguration>"
+    ).encode()
+    r = _put_cors_xml(server, bucket, body)
+    assert r.status_code == 400 and _code(r) == "MalformedXML", r.text
+
+
+def test_cors_configuration_holds_rules_only(server: LiveServer, bucket: str) -> None:
+    rule = "<CORSRule><AllowedOrigin>*</AllowedOrigin><AllowedMethod>GET</AllowedMethod></CORSRule>"
+    body = f"<CORSConfiguration>{rule}<CORSRules>{rule}</CORSRules></CORSConfiguration>"
+    r = _put_cors_xml(server, bucket, body.encode())
+    assert r.status_code == 400 and _code(r) == "MalformedXML", r.text
+    ok = _put_cors_xml(server, bucket, f"<CORSConfiguration>{rule}</CORSConfiguration>".encode())
+    assert ok.status_code == 200, ok.text

@@ -106,7 +106,7 @@ def parse_configuration(body: bytes) -> tuple[CorsRule, ...]:
     if s3xml.local(root.tag) != "CORSConfiguration":
         raise S3Error("MalformedXML")
     elements = s3xml.children(root, "CORSRule")
-    if not elements or len(elements) > MAX_RULES:
+    if not elements or len(elements) > MAX_RULES or len(elements) != len(root):
         raise S3Error("MalformedXML")
     return tuple(_parse_rule(element) for element in elements)
 
@@ -115,7 +115,24 @@ def _texts(element: Any, name: str) -> tuple[str, ...]:
     return tuple((child.text or "").strip() for child in s3xml.children(element, name))
 
 
+# A <CORSRule>'s elements, and those it may hold once at most. Anything else is refused as
+# S3's schema refuses it: a misspelt <ExposeHeaders> or <MaxAge> had been dropped silently.
+_RULE_ELEMENTS = frozenset(
+    {"ID", "AllowedOrigin", "AllowedMethod", "AllowedHeader", "ExposeHeader", "MaxAgeSeconds"}
+)
+_SINGLE_ELEMENTS = ("ID", "MaxAgeSeconds")
+
+
+def _check_elements(element: Any) -> None:
+    names = [s3xml.local(child.tag) for child in element]
+    if any(name not in _RULE_ELEMENTS for name in names) or any(
+        names.count(name) > 1 for name in _SINGLE_ELEMENTS
+    ):
+        raise S3Error("MalformedXML")
+
+
 def _parse_rule(element: Any) -> CorsRule:
+    _check_elements(element)
     origins = _texts(element, "AllowedOrigin")
     methods = _texts(element, "AllowedMethod")
     if not origins or not methods:
