@@ -11,9 +11,10 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import hmac
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
@@ -295,18 +296,45 @@ async def send_sealed(
 
 
 class SealedWrite:
-    """A write's blob id and data key, its key material already stored."""
+    """A write's blob id and data key, its key material already stored; `customer`: the
+    data key is derived from an SSE-C customer key."""
 
-    def __init__(self, blob_id: str, data_key: bytes, prefix: int = 0) -> None:
+    def __init__(
+        self, blob_id: str, data_key: bytes, prefix: int = 0, *, customer: bool = False
+    ) -> None:
         self.blob_id = blob_id
         self._data_key = data_key
         self._prefix = prefix
+        self._customer = customer
 
     def wrap(self, writer: Any) -> Any:
         return SealingWriter(writer, self._data_key, self._prefix)
 
     def seal(self, data: bytes) -> bytes:
         return seal(self._data_key, data, self._prefix)
+
+    def etag(self, md5: bytes) -> str:
+        """The ETag of what this write stored, from its plaintext's MD5. SSE-C: not that MD5
+        (as in S3), which anyone allowed to list the bucket reads without the key and could
+        test a guess of the content against; an HMAC of it under the data key, which only
+        the customer's key derives."""
+        if not self._customer:
+            return plain_etag(md5)
+        return plain_etag(hmac.new(self._data_key, _ETAG_LABEL + md5, "sha256").digest()[:16])
+
+
+# What the data key of an SSE-C write authenticates to make its ETag (domain separation).
+_ETAG_LABEL = b"s3torrent sse-c etag\x00"
+
+
+def plain_etag(md5: bytes) -> str:
+    """S3's ETag of a plaintext (or SSE-S3) object or part: its MD5 in hex, quoted."""
+    return f'"{md5.hex()}"'
+
+
+def etag_of(sealed: SealedWrite | None, md5: bytes) -> str:
+    """The ETag of a new object or part whose plaintext has MD5 `md5`, sealed as `sealed`."""
+    return sealed.etag(md5) if sealed is not None else plain_etag(md5)
 
 
 async def prepare_write(
@@ -332,7 +360,8 @@ async def prepare_sealed(
     data_key, _record = await sealing.seal_writer_for(blob_id, spec)
     # An SSE-C object never has a torrent: its piece hashes could only leak its content.
     kept = None if spec.mode == SSE_C else hasher
-    return {**headers, **spec.headers()}, kept, SealedWrite(blob_id, data_key)
+    sealed = SealedWrite(blob_id, data_key, customer=spec.mode == SSE_C)
+    return {**headers, **spec.headers()}, kept, sealed
 
 
 # ---- multipart uploads: every part sealed with the upload's data key ----
@@ -356,9 +385,10 @@ async def seal_upload(
 
 async def part_writer(
     svc: S3Context, req: S3Request, up: md.Upload, number: int
-) -> Callable[[Any], Any] | None:
+) -> SealedWrite | None:
     """UploadPart / UploadPartCopy: what seals part `number` of a sealed upload (SSE-C: the
-    request must carry the upload's customer key); None for a plaintext upload."""
+    request must carry the upload's customer key) and makes its ETag; None for a plaintext
+    upload."""
     customer = customer_key(svc, req)
     mode = seal_mode(up.headers)
     if mode is None:
@@ -374,7 +404,7 @@ async def part_writer(
         data_key, _record = await sealing.upload_key(up.upload_id, customer)
     except KeyMismatch:
         raise S3Error("InvalidArgument", _KEY_MISMATCH) from None
-    return SealedWrite("", data_key, prefix=number).wrap
+    return SealedWrite("", data_key, prefix=number, customer=mode == SSE_C)
 
 
 async def check_completion_key(svc: S3Context, req: S3Request, up: md.Upload) -> None:

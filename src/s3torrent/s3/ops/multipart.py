@@ -224,18 +224,18 @@ async def upload_part(svc: S3Context, req: S3Request) -> web.StreamResponse:
     if own is not None:
         observers.append(own)
     store = svc.store
+    sealed = await sse.part_writer(svc, req, up, number)
     blob_id, stored, sent = await store.write_blob(
         body.chunks(),
         observers,
         max_size=max_size,
         on_too_large=lambda: S3Error("EntityTooLarge"),
         check=lambda s: body.verify(md5=s.md5),
-        wrap_writer=await sse.part_writer(svc, req, up, number),
+        wrap_writer=sealed.wrap if sealed is not None else None,
     )
     value = own.b64() if own is not None else (sent.value if sent and upload_alg else None)
-    part = md.Part(
-        up.upload_id, number, blob_id, stored.size, f'"{stored.md5.hex()}"', time.time(), value
-    )
+    etag = sse.etag_of(sealed, stored.md5)
+    part = md.Part(up.upload_id, number, blob_id, stored.size, etag, time.time(), value)
     await _record_part(svc, up, part)
     headers = {"ETag": part.etag, **_checksum_headers(up, value)}
     headers |= sse.response_headers(up.headers)
@@ -285,20 +285,20 @@ async def upload_part_copy(svc: S3Context, req: S3Request) -> web.StreamResponse
     upload_alg = ChecksumAlgorithm(up.checksum_algorithm) if up.checksum_algorithm else None
     own = checksums.new_checksum(upload_alg or DEFAULT_ALGORITHM)  # as upload_part's
     store = svc.store
+    sealed = await sse.part_writer(svc, req, up, number)
     try:
         blob_id, stored, _ = await store.write_blob(
             store.object_chunks(src, offset, length, source_key),
             [own],
             max_size=MAX_PART_SIZE,
             on_too_large=lambda: S3Error("EntityTooLarge"),
-            wrap_writer=await sse.part_writer(svc, req, up, number),
+            wrap_writer=sealed.wrap if sealed is not None else None,
         )
     except FileNotFoundError as exc:
         raise S3Error("NoSuchKey", extra={"Key": src.key}) from exc
     value = own.b64()
-    part = md.Part(
-        up.upload_id, number, blob_id, stored.size, f'"{stored.md5.hex()}"', time.time(), value
-    )
+    etag = sse.etag_of(sealed, stored.md5)
+    part = md.Part(up.upload_id, number, blob_id, stored.size, etag, time.time(), value)
     await _record_part(svc, up, part)
     result = {
         "ETag": part.etag,

@@ -488,7 +488,7 @@ async def _store_file(
         key=key,
         version_id=version_id,
         size=stored.size,
-        etag=f'"{stored.md5.hex()}"',
+        etag=sse.etag_of(sealed, stored.md5),
         last_modified=time.time(),
         owner_id=owner_id,
         headers=headers,

@@ -1,0 +1,115 @@
+"""Audit of server-side encryption as S3 users (and attackers) meet it: what a caller
+without an SSE-C object's key can learn of it, and how encryption settings are checked."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.api.test_encryption import SSE_C_HTTP, _form_post, _ssec, _ssec_fields
+from tests.conftest import LiveServer, make_client, start_server
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def enc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    srv = start_server(tmp_path_factory.mktemp("audit-enc"), env=SSE_C_HTTP)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def es3(enc_server: LiveServer) -> Any:
+    return make_client(enc_server.endpoint)
+
+
+_n = [0]
+
+
+@pytest.fixture
+def ebucket(es3: Any) -> str:
+    _n[0] += 1
+    name = f"audit-enc-{os.getpid()}-{_n[0]}"
+    es3.create_bucket(Bucket=name)
+    return name
+
+
+def _md5_etag(data: bytes) -> str:
+    return f'"{hashlib.md5(data).hexdigest()}"'
+
+
+def _listed_etags(s3: Any, bucket: str) -> dict[str, str]:
+    v2 = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    v1 = {o["Key"]: o["ETag"] for o in s3.list_objects(Bucket=bucket)["Contents"]}
+    versions = {o["Key"]: o["ETag"] for o in s3.list_object_versions(Bucket=bucket)["Versions"]}
+    assert v1 == v2 == versions
+    return v2
+
+
+def test_an_sse_c_etag_is_not_the_md5_of_its_plaintext(es3: Any, ebucket: str) -> None:
+    """Anyone who may list a bucket reads its ETags without any key. An SSE-C object's ETag
+    was the MD5 of its plaintext, so a lister could confirm a guess of its content (a
+    salary file, a password) without the customer's key; S3 gives SSE-C objects ETags that
+    are not an MD5 of their data. Every way of writing one (PutObject, small and large,
+    CopyObject, a form, a multipart upload and its parts, UploadPartCopy) now gives such an
+    ETag, the same in the write's answer, HEAD, GET and the listings, and it still works
+    as an ETag (If-Match); SSE-S3 and plaintext objects keep the MD5."""
+    key = os.urandom(32)
+    small, large = b"salary: 100000\n", os.urandom(MiB)
+    made: dict[str, tuple[bytes, str]] = {}
+    for name, data in (("small", small), ("large", large)):
+        put = es3.put_object(Bucket=ebucket, Key=name, Body=data, **_ssec(key))
+        made[name] = (data, put["ETag"])
+    copied = es3.copy_object(
+        Bucket=ebucket, Key="copy", CopySource={"Bucket": ebucket, "Key": "large"},
+        **_ssec(key), **_ssec(key, "CopySourceSSECustomer"),
+    )  # fmt: skip
+    made["copy"] = (large, copied["CopyObjectResult"]["ETag"])
+    fields = _ssec_fields(key)
+    presigned = es3.generate_presigned_post(
+        ebucket, "form", Fields=fields, Conditions=[{k: v} for k, v in fields.items()]
+    )
+    posted = _form_post(presigned, small)
+    assert posted.status_code == 204, posted.text
+    made["form"] = (small, posted.headers["ETag"])
+    # A multipart upload: one part sent, one copied from an SSE-C source.
+    up = es3.create_multipart_upload(Bucket=ebucket, Key="mp", **_ssec(key))["UploadId"]
+    first = os.urandom(5 * MiB)
+    p1 = es3.upload_part(
+        Bucket=ebucket, Key="mp", UploadId=up, PartNumber=1, Body=first, **_ssec(key)
+    )["ETag"]
+    p2 = es3.upload_part_copy(
+        Bucket=ebucket, Key="mp", UploadId=up, PartNumber=2,
+        CopySource={"Bucket": ebucket, "Key": "large"},
+        **_ssec(key), **_ssec(key, "CopySourceSSECustomer"),
+    )["CopyPartResult"]["ETag"]  # fmt: skip
+    assert p1 != _md5_etag(first) and p2 != _md5_etag(large)
+    listed_parts = es3.list_parts(Bucket=ebucket, Key="mp", UploadId=up)["Parts"]
+    assert [p["ETag"] for p in listed_parts] == [p1, p2]
+    done = es3.complete_multipart_upload(
+        Bucket=ebucket, Key="mp", UploadId=up, **_ssec(key),
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p1}, {"PartNumber": 2, "ETag": p2}]},
+    )  # fmt: skip
+    plain_parts = hashlib.md5(hashlib.md5(first).digest() + hashlib.md5(large).digest())
+    assert done["ETag"] != f'"{plain_parts.hexdigest()}-2"'
+    made["mp"] = (first + large, done["ETag"])
+
+    listed = _listed_etags(es3, ebucket)
+    for name, (data, etag) in made.items():
+        assert etag != _md5_etag(data), name
+        assert listed[name] == etag, name
+        head = es3.head_object(Bucket=ebucket, Key=name, **_ssec(key))
+        assert head["ETag"] == etag, name
+        got = es3.get_object(Bucket=ebucket, Key=name, IfMatch=etag, **_ssec(key))
+        assert got["Body"].read() == data and got["ETag"] == etag, name
+    # Two objects of the same bytes under the same key do not share an ETag either.
+    assert made["small"][1] != made["form"][1]
+    # SSE-S3 and plaintext objects keep S3's MD5 ETags.
+    for name, extra in (("s3", {"ServerSideEncryption": "AES256"}), ("plain", {})):
+        put = es3.put_object(Bucket=ebucket, Key=name, Body=small, **extra)
+        assert put["ETag"] == _md5_etag(small) == _listed_etags(es3, ebucket)[name]
