@@ -3,15 +3,17 @@ without an SSE-C object's key can learn of it, and how encryption settings are c
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from tests.api.test_encryption import SSE_C_HTTP, _form_post, _ssec, _ssec_fields
-from tests.conftest import LiveServer, make_client, start_server
+from tests.conftest import LiveServer, make_client, sign_request, start_server
 
 MiB = 1024 * 1024
 
@@ -113,3 +115,63 @@ def test_an_sse_c_etag_is_not_the_md5_of_its_plaintext(es3: Any, ebucket: str) -
     for name, extra in (("s3", {"ServerSideEncryption": "AES256"}), ("plain", {})):
         put = es3.put_object(Bucket=ebucket, Key=name, Body=small, **extra)
         assert put["ETag"] == _md5_etag(small) == _listed_etags(es3, ebucket)[name]
+
+
+def _put_encryption(srv: LiveServer, bucket: str, body: bytes) -> requests.Response:
+    url = f"{srv.endpoint}/{bucket}?encryption"
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    headers = sign_request("PUT", url, {"Content-MD5": md5}, body)
+    return requests.put(url, data=body, headers=headers, timeout=30)
+
+
+_AES256 = "<SSEAlgorithm>AES256</SSEAlgorithm>"
+
+
+def _configuration(rule: str, default: str = _AES256) -> bytes:
+    apply = f"<ApplyServerSideEncryptionByDefault>{default}</ApplyServerSideEncryptionByDefault>"
+    return (
+        "<ServerSideEncryptionConfiguration><Rule>"
+        f"{apply}{rule}</Rule></ServerSideEncryptionConfiguration>"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _configuration("", _AES256 + "<SSEAlgorithm>aws:kms</SSEAlgorithm>"),
+        _configuration("", _AES256 + "<KMSKeyRotation>1</KMSKeyRotation>"),
+        _configuration("<BucketKeyEnabled>yes</BucketKeyEnabled>"),
+        _configuration("<BucketKeyEnabled>true</BucketKeyEnabled><BucketKeyEnabled>false</BucketKeyEnabled>"),
+        _configuration(
+            "<BlockedEncryptionTypes><EncryptionType>SSE-C</EncryptionType></BlockedEncryptionTypes>"
+            "<BlockedEncryptionTypes><EncryptionType>NONE</EncryptionType></BlockedEncryptionTypes>"
+        ),
+        _configuration(
+            "<BlockedEncryptionTypes><EncryptionType>SSE-C</EncryptionType><Type>NONE</Type>"
+            "</BlockedEncryptionTypes>"
+        ),
+        _configuration("").replace(b"</Rule>", b"</Rule><Other/>"),
+    ],
+    ids=[
+        "two-algorithms", "unknown-default-element", "bucket-key-not-boolean",
+        "two-bucket-keys", "two-blocked-lists", "unknown-blocked-element", "unknown-top-element",
+    ],
+)  # fmt: skip
+def test_an_encryption_configuration_with_parts_it_does_not_read_is_malformed(
+    enc_server: LiveServer, es3: Any, ebucket: str, body: bytes
+) -> None:
+    """PutBucketEncryption read the first of each element it knew and skipped the rest: a
+    second SSEAlgorithm (aws:kms after AES256), a second BlockedEncryptionTypes, an element
+    of another schema or a BucketKeyEnabled that is not a boolean were stored as if the
+    configuration said something else. S3 validates the body against its schema; so do
+    we: MalformedXML, and the bucket's configuration stays what it was."""
+    assert _put_encryption(enc_server, ebucket, _configuration("")).status_code == 200
+    r = _put_encryption(enc_server, ebucket, body)
+    assert r.status_code == 400 and "<Code>MalformedXML</Code>" in r.text, r.text
+    rules = es3.get_bucket_encryption(Bucket=ebucket)["ServerSideEncryptionConfiguration"]
+    assert rules["Rules"] == [
+        {
+            "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"},
+            "BucketKeyEnabled": False,
+        }
+    ]

@@ -19,6 +19,30 @@ _RULE_ELEMENTS = frozenset(
     {"ApplyServerSideEncryptionByDefault", "BucketKeyEnabled", "BlockedEncryptionTypes"}
 )
 _ENCRYPTION_TYPES = frozenset({"SSE-C", "NONE"})
+_DEFAULT_ELEMENTS = frozenset({"SSEAlgorithm", "KMSMasterKeyID"})
+
+
+def _only(element: Any, allowed: frozenset[str], repeated: frozenset[str] = frozenset()) -> None:
+    """MalformedXML unless element's children are among `allowed`, each once (but those
+    `repeated`): S3 validates the body against its schema, and an element read once and
+    skipped the next time (a second SSEAlgorithm) would store another configuration than
+    the one sent."""
+    names = [s3xml.local(c.tag) for c in element]
+    if any(n not in allowed for n in names):
+        raise S3Error("MalformedXML")
+    if any(names.count(n) > 1 for n in set(names) - repeated):
+        raise S3Error("MalformedXML")
+
+
+def _bucket_key(rule: Any) -> bool:
+    """A Rule's BucketKeyEnabled, an xsd:boolean (false when absent)."""
+    value = s3xml.text(rule, "BucketKeyEnabled")
+    if value is None:
+        return False
+    folded = value.strip().lower()
+    if folded not in ("true", "false"):
+        raise S3Error("MalformedXML")
+    return folded == "true"
 
 
 def _rule(algorithm: str, bucket_key: bool, blocked: list[str] | None = None) -> dict[str, Any]:
@@ -37,6 +61,7 @@ def _blocked_types(rule: Any) -> list[str] | None:
     element = s3xml.child(rule, "BlockedEncryptionTypes")
     if element is None:
         return None
+    _only(element, frozenset({"EncryptionType"}), repeated=frozenset({"EncryptionType"}))
     types = [(t.text or "").strip() for t in s3xml.children(element, "EncryptionType")]
     if any(t not in _ENCRYPTION_TYPES for t in types):
         raise S3Error("MalformedXML")
@@ -69,12 +94,14 @@ async def put_bucket_encryption(svc: S3Context, req: S3Request) -> web.StreamRes
     root = s3xml.parse(await read_xml_body(svc, req))
     if s3xml.local(root.tag) != "ServerSideEncryptionConfiguration":
         raise S3Error("MalformedXML")
+    _only(root, frozenset({"Rule"}))
     rules = s3xml.children(root, "Rule")
     if len(rules) != 1:
         raise S3Error("MalformedXML")
-    if any(s3xml.local(element.tag) not in _RULE_ELEMENTS for element in rules[0]):
-        raise S3Error("MalformedXML")
+    _only(rules[0], _RULE_ELEMENTS)
     default = s3xml.child(rules[0], "ApplyServerSideEncryptionByDefault")
+    if default is not None:
+        _only(default, _DEFAULT_ELEMENTS)
     algorithm = s3xml.text(default, "SSEAlgorithm") if default is not None else None
     if algorithm is None:
         raise S3Error("MalformedXML")
@@ -91,8 +118,7 @@ async def put_bucket_encryption(svc: S3Context, req: S3Request) -> web.StreamRes
             "InvalidArgument",
             "a KMSMasterKeyID is not applicable if the default sse algorithm is not aws:kms",
         )
-    bucket_key = (s3xml.text(rules[0], "BucketKeyEnabled") or "").strip().lower() == "true"
-    setting: dict[str, Any] = {"SSEAlgorithm": algorithm, "BucketKeyEnabled": bucket_key}
+    setting: dict[str, Any] = {"SSEAlgorithm": algorithm, "BucketKeyEnabled": _bucket_key(rules[0])}
     blocked = _blocked_types(rules[0])
     if blocked is not None:
         # Acted on by sse.write_spec: a write asking for SSE-C is then 403, as on S3.
