@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 import requests
+from botocore.exceptions import ClientError
 
-from tests.api.test_encryption import SSE_C_HTTP, _form_post, _ssec, _ssec_fields
+from tests.api.test_encryption import SSE_C_HTTP, _code, _form_post, _ssec, _ssec_fields
 from tests.conftest import LiveServer, make_client, sign_request, start_server
 
 MiB = 1024 * 1024
@@ -175,3 +176,38 @@ def test_an_encryption_configuration_with_parts_it_does_not_read_is_malformed(
             "BucketKeyEnabled": False,
         }
     ]
+
+
+def _client_error(call: Any) -> tuple[str, int]:
+    with pytest.raises(ClientError) as exc:
+        call()
+    return _code(exc)
+
+
+def test_a_customer_key_on_a_part_of_an_sse_s3_upload_is_refused(es3: Any, ebucket: str) -> None:
+    """UploadPart and UploadPartCopy of an SSE-S3 upload took SSE-C headers and ignored
+    them: the client was told its part was stored (answered as SSE-S3) and believed its key
+    sealed it. As for a plaintext upload, its completion and a GET of an object stored
+    without one, the key is not applicable: 400 InvalidRequest, and no part is stored."""
+    key = os.urandom(32)
+    es3.put_object(Bucket=ebucket, Key="src", Body=b"source")
+    up = es3.create_multipart_upload(Bucket=ebucket, Key="m", ServerSideEncryption="AES256")
+    uid = up["UploadId"]
+    part = {"Bucket": ebucket, "Key": "m", "UploadId": uid, "PartNumber": 1}
+    assert _client_error(lambda: es3.upload_part(**part, Body=b"part", **_ssec(key))) == (
+        "InvalidRequest",
+        400,
+    )
+    assert _client_error(
+        lambda: es3.upload_part_copy(
+            **part, CopySource={"Bucket": ebucket, "Key": "src"}, **_ssec(key)
+        )
+    ) == ("InvalidRequest", 400)
+    assert es3.list_parts(Bucket=ebucket, Key="m", UploadId=uid).get("Parts", []) == []
+    # Without the key the upload goes on as it was created: SSE-S3.
+    etag = es3.upload_part(**part, Body=b"part")["ETag"]
+    done = es3.complete_multipart_upload(
+        Bucket=ebucket, Key="m", UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+    )  # fmt: skip
+    assert done["ServerSideEncryption"] == "AES256"

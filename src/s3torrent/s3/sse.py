@@ -391,9 +391,10 @@ async def part_writer(
     upload."""
     customer = customer_key(svc, req)
     mode = seal_mode(up.headers)
+    if mode != SSE_C and customer is not None:
+        # A plaintext or SSE-S3 upload: the key would seal nothing (never ignored).
+        raise S3Error("InvalidRequest", _NOT_APPLICABLE)
     if mode is None:
-        if customer is not None:
-            raise S3Error("InvalidRequest", _NOT_APPLICABLE)
         return None
     sealing = svc.store.sealing
     if sealing is None:
