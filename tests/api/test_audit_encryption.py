@@ -7,14 +7,26 @@ import base64
 import hashlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from botocore.exceptions import ClientError
+from fastbencode import bdecode  # type: ignore[attr-defined]
 
+from tests.api.test_cli_tools import aws, ok
 from tests.api.test_encryption import SSE_C_HTTP, _code, _form_post, _ssec, _ssec_fields
+from tests.api.test_torrent import (
+    announce,
+    error_code,
+    get_torrent,
+    http,
+    object_url,
+    v1_info_hash,
+)
 from tests.conftest import LiveServer, make_client, sign_request, start_server
+from tests.seeding import RawPeer
 
 MiB = 1024 * 1024
 
@@ -211,3 +223,79 @@ def test_a_customer_key_on_a_part_of_an_sse_s3_upload_is_refused(es3: Any, ebuck
         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
     )  # fmt: skip
     assert done["ServerSideEncryption"] == "AES256"
+
+
+def test_aws_cli_copies_between_customer_keys(
+    enc_server: LiveServer, es3: Any, ebucket: str, tmp_path: Path
+) -> None:
+    """`aws s3 cp s3://... s3://... --sse-c ... --sse-c-copy-source ...`: a small object is
+    one CopyObject, one past the CLI's 8 MiB threshold a multipart copy (UploadPartCopy with
+    both keys); each copy opens only with its new key, and `aws s3 cp` down gets the bytes."""
+    old, new = "o" * 32, "n" * 32
+    for name, size in (("small", 1000), ("large", 9 * MiB)):
+        data = os.urandom(size)
+        es3.put_object(Bucket=ebucket, Key=name, Body=data, **_ssec(old.encode()))
+        ok(
+            aws(
+                enc_server, tmp_path, "s3", "cp",
+                f"s3://{ebucket}/{name}", f"s3://{ebucket}/{name}-copy",
+                "--sse-c", "AES256", "--sse-c-key", new,
+                "--sse-c-copy-source", "AES256", "--sse-c-copy-source-key", old,
+            )
+        )  # fmt: skip
+        with pytest.raises(ClientError) as exc:
+            es3.head_object(Bucket=ebucket, Key=f"{name}-copy", **_ssec(old.encode()))
+        assert _code(exc)[1] == 403
+        out = tmp_path / f"{name}.out"
+        ok(
+            aws(
+                enc_server, tmp_path, "s3", "cp", f"s3://{ebucket}/{name}-copy", str(out),
+                "--sse-c", "AES256", "--sse-c-key", new,
+            )
+        )  # fmt: skip
+        assert out.read_bytes() == data, name
+
+
+def test_no_torrent_channel_gives_out_an_sse_c_version(
+    enc_server: LiveServer, es3: Any, ebucket: str
+) -> None:
+    """A public key whose SSE-S3 version is seeded (tracker, seeder, web seed) gets a new
+    SSE-C version, public-read too: no anonymous channel gives its bytes or its hashes
+    (?torrent and the download page refuse it, the old swarm is gone from the tracker, the
+    seeder and the web seed), and an anonymous GET is S3's 400 without a byte."""
+    es3.put_bucket_versioning(Bucket=ebucket, VersioningConfiguration={"Status": "Enabled"})
+    public = os.urandom(300_000)
+    es3.put_object(
+        Bucket=ebucket, Key="k", Body=public, ACL="public-read", ServerSideEncryption="AES256"
+    )
+    old = get_torrent(enc_server.endpoint, ebucket, "k")
+    info_hash = v1_info_hash(old)
+    web_seed = bdecode(old)[b"url-list"]
+    web_seed = (web_seed[0] if isinstance(web_seed, list) else web_seed).decode()
+    # While the SSE-S3 version is current every channel serves it (the checks below can fail).
+    assert b"failure reason" not in announce(enc_server.endpoint, info_hash)
+    status, _, body = http("GET", web_seed + "k")
+    assert status in (200, 206) and public.startswith(body[:1000])
+    peer = RawPeer(enc_server.peer_port)
+    try:
+        assert peer.handshake(info_hash)
+    finally:
+        peer.close()
+
+    secret = os.urandom(300_000)
+    key = os.urandom(32)
+    es3.put_object(Bucket=ebucket, Key="k", Body=secret, ACL="public-read", **_ssec(key))
+    url = object_url(enc_server.endpoint, ebucket, "k")
+    for query in ("?torrent", "?torrent&format=html"):
+        status, _, body = http("GET", url + query)
+        assert status == 403 and secret[:64] not in body, (query, status)
+    status, _, body = http("GET", url)
+    assert status == 400 and error_code(body) == "InvalidRequest"
+    assert b"failure reason" in announce(enc_server.endpoint, info_hash)
+    status, _, body = http("GET", web_seed + "k")
+    assert status not in (200, 206) and secret[:64] not in body
+    peer = RawPeer(enc_server.peer_port)
+    try:
+        assert not peer.handshake(info_hash)
+    finally:
+        peer.close()
