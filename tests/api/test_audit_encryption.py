@@ -16,7 +16,14 @@ from botocore.exceptions import ClientError
 from fastbencode import bdecode  # type: ignore[attr-defined]
 
 from tests.api.test_cli_tools import aws, ok
-from tests.api.test_encryption import SSE_C_HTTP, _code, _form_post, _ssec, _ssec_fields
+from tests.api.test_encryption import (
+    SSE_C_HTTP,
+    _c_headers,
+    _code,
+    _form_post,
+    _ssec,
+    _ssec_fields,
+)
 from tests.api.test_torrent import (
     announce,
     error_code,
@@ -299,3 +306,73 @@ def test_no_torrent_channel_gives_out_an_sse_c_version(
         assert not peer.handshake(info_hash)
     finally:
         peer.close()
+
+
+def _v2_presigner(srv: LiveServer) -> Any:
+    """boto3 as configured by default: its presigned URLs are SigV2 (query-string auth)."""
+    return make_client(srv.endpoint)
+
+
+def _v4_presigned_with_query(srv: LiveServer, path: str, query: str) -> str:
+    """A SigV4 presigned PUT URL whose query (signed) carries `query`, as SDKs that hoist
+    x-amz-* headers into the query string make them."""
+    import botocore.auth
+    import botocore.awsrequest
+    import botocore.credentials
+
+    from tests.conftest import ROOT_AK, ROOT_SK
+
+    req = botocore.awsrequest.AWSRequest("PUT", f"{srv.endpoint}{path}?{query}")
+    creds = botocore.credentials.Credentials(ROOT_AK, ROOT_SK)
+    botocore.auth.S3SigV4QueryAuth(creds, "s3", "us-east-1", expires=300).add_auth(req)
+    return str(req.url)
+
+
+def test_a_presigned_url_whose_query_carries_encryption_headers_is_refused(
+    enc_server: LiveServer, es3: Any, ebucket: str
+) -> None:
+    """boto3's default presigner (SigV2) moves every x-amz-* header into the URL's query
+    string, signed; SDKs hoist them into SigV4 URLs too, and S3 obeys them as headers. This
+    server read headers only: a presigned PUT that asked for SSE-C (or SSE-S3, or
+    public-read) stored the body in plaintext (private), answered 200, and the uploader
+    believed it encrypted under its key. Such a URL is now refused (501 NotImplemented,
+    naming the parameter, never its value) and stores nothing; the same uploads with the
+    headers sent as headers (SigV4 keeps them signed headers) are sealed."""
+    key = os.urandom(32)
+    presigner = _v2_presigner(enc_server)
+    for name, params in (
+        ("ssec", _ssec(key)),
+        ("sse", {"ServerSideEncryption": "AES256"}),
+        ("acl", {"ACL": "public-read"}),
+    ):
+        url = presigner.generate_presigned_url(
+            "put_object", Params={"Bucket": ebucket, "Key": name, **params}, ExpiresIn=300
+        )
+        assert "AWSAccessKeyId=" in url and "x-amz-" in url
+        r = requests.put(url, data=b"secret body", timeout=30)
+        assert r.status_code == 501 and "<Code>NotImplemented</Code>" in r.text, (name, r.text)
+        assert "x-amz-" in r.text and base64.b64encode(key).decode() not in r.text
+        with pytest.raises(ClientError) as exc:
+            es3.head_object(Bucket=ebucket, Key=name)
+        assert _code(exc)[1] == 404, name
+    url = _v4_presigned_with_query(
+        enc_server, f"/{ebucket}/v4", "x-amz-server-side-encryption=AES256"
+    )
+    r = requests.put(url, data=b"secret body", timeout=30)
+    assert r.status_code == 501 and "<Code>NotImplemented</Code>" in r.text, r.text
+    # What the SigV4 presigner makes of the same parameters: signed headers, sent as such.
+    v4 = make_client(enc_server.endpoint, signature_version="s3v4")
+    url = v4.generate_presigned_url(
+        "put_object", Params={"Bucket": ebucket, "Key": "v4c", **_ssec(key)}, ExpiresIn=300
+    )
+    r = requests.put(url, data=b"secret body", headers=_c_headers(key), timeout=30)
+    assert r.status_code == 200, r.text
+    got = es3.get_object(Bucket=ebucket, Key="v4c", **_ssec(key))
+    assert got["Body"].read() == b"secret body"
+    # A presigned GET without such parameters still works (SigV2 and SigV4).
+    es3.put_object(Bucket=ebucket, Key="plain", Body=b"plain")
+    for signer in (presigner, v4):
+        url = signer.generate_presigned_url(
+            "get_object", Params={"Bucket": ebucket, "Key": "plain"}
+        )
+        assert requests.get(url, timeout=30).content == b"plain"

@@ -29,7 +29,7 @@ from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error, s3_error_of
 from s3torrent.s3.params import NO_PARAMS, Params, parse_params
 from s3torrent.s3.quick import QuickHandOver, is_quick
-from s3torrent.s3.refusals import refuse_acls, refuse_unsupported
+from s3torrent.s3.refusals import refuse_acls, refuse_query_headers, refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key, parse_target, route
 from s3torrent.s3.sigv4 import VerifiedAuth
 from s3torrent.s3.versioning import lock_condition_values
@@ -709,6 +709,7 @@ class S3Application:
             now=now,
             virtual_host_bucket=target.bucket if target.virtual_host else None,
         )
+        refuse_query_headers(query_pairs, req.auth is not None and req.auth.presigned)
         await self._authorize(req)
         # What changes S3's semantics and is not acted on is refused, before any body is read.
         owner = req.bucket.owner_id if req.bucket is not None else None
