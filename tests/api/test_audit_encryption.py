@@ -376,3 +376,36 @@ def test_a_presigned_url_whose_query_carries_encryption_headers_is_refused(
             "get_object", Params={"Bucket": ebucket, "Key": "plain"}
         )
         assert requests.get(url, timeout=30).content == b"plain"
+
+
+def test_a_previous_version_is_restored_by_copying_it_onto_its_key(es3: Any, ebucket: str) -> None:
+    """S3's documented way to restore a previous version ("Restoring previous versions"):
+    copy it onto its own key, and it becomes the current version. The copy-onto-itself rule
+    refused that unless the copy changed something, so an older version, an SSE-C one
+    among them, could not be brought back as it was; it now applies to the current version
+    only, named or not."""
+    es3.put_bucket_versioning(Bucket=ebucket, VersioningConfiguration={"Status": "Enabled"})
+    key = os.urandom(32)
+    v1 = es3.put_object(Bucket=ebucket, Key="k", Body=b"one", Metadata={"m": "1"})["VersionId"]
+    sealed = es3.put_object(Bucket=ebucket, Key="k", Body=b"two", **_ssec(key))["VersionId"]
+    v3 = es3.put_object(Bucket=ebucket, Key="k", Body=b"three")["VersionId"]
+    copied = es3.copy_object(
+        Bucket=ebucket, Key="k", CopySource={"Bucket": ebucket, "Key": "k", "VersionId": v1}
+    )
+    assert copied["CopySourceVersionId"] == v1 and copied["VersionId"] not in (v1, v3)
+    got = es3.get_object(Bucket=ebucket, Key="k")
+    assert got["Body"].read() == b"one" and got["Metadata"] == {"m": "1"}
+    # The SSE-C version, restored with its key (the copy is stored as the request asks).
+    es3.copy_object(
+        Bucket=ebucket, Key="k", CopySource={"Bucket": ebucket, "Key": "k", "VersionId": sealed},
+        **_ssec(key, "CopySourceSSECustomer"),
+    )  # fmt: skip
+    assert es3.get_object(Bucket=ebucket, Key="k")["Body"].read() == b"two"
+    # The current version onto itself, by name or by its version id, still changes nothing.
+    current = es3.head_object(Bucket=ebucket, Key="k")["VersionId"]
+    for source in ({}, {"VersionId": current}):
+        with pytest.raises(ClientError) as exc:
+            es3.copy_object(
+                Bucket=ebucket, Key="k", CopySource={"Bucket": ebucket, "Key": "k", **source}
+            )
+        assert _code(exc) == ("InvalidRequest", 400), source

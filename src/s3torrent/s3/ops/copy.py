@@ -180,7 +180,10 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         or sse.changes_encryption(req)
     )
     if src_bucket.name == bucket.name and src.key == req.key and not changes_something:
-        raise S3Error("InvalidRequest", _ILLEGAL_SELF_COPY)
+        # A previous version copied onto its key is S3's way to restore it: legal.
+        current = await svc.meta.object(bucket.name, req.key)
+        if current is not None and current.version_id == src.version_id:
+            raise S3Error("InvalidRequest", _ILLEGAL_SELF_COPY)
     if src.size > MAX_COPY_SIZE:
         raise S3Error(
             "InvalidRequest",
