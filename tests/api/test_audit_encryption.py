@@ -33,6 +33,7 @@ from tests.api.test_torrent import (
     v1_info_hash,
 )
 from tests.conftest import LiveServer, make_client, sign_request, start_server
+from tests.interop.test_behind_nginx import proxied  # noqa: F401 (the fixture)
 from tests.seeding import RawPeer
 
 MiB = 1024 * 1024
@@ -409,3 +410,44 @@ def test_a_previous_version_is_restored_by_copying_it_onto_its_key(es3: Any, ebu
                 Bucket=ebucket, Key="k", CopySource={"Bucket": ebucket, "Key": "k", **source}
             )
         assert _code(exc) == ("InvalidRequest", 400), source
+
+
+@pytest.mark.interop
+@pytest.mark.slow
+def test_rclone_round_trips_sse_c_objects_over_tls(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """rclone (which sends customer keys over HTTPS only) uploads with --s3-sse-customer-key,
+    single-part and multipart, through the TLS proxy the README deploys, and downloads the
+    same bytes: the ETags of SSE-C objects, no longer MD5s of their data, are what S3's
+    are, and rclone takes them as such (it does not check them against its MD5)."""
+    import subprocess
+
+    from tests.conftest import ROOT_AK, ROOT_SK
+
+    behind = request.getfixturevalue("proxied")
+    es3 = make_client(behind.server.endpoint)
+    es3.create_bucket(Bucket="rclone-ssec")
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    base = [
+        "rclone", "--s3-provider", "Other", "--s3-endpoint", behind.url,
+        "--s3-access-key-id", ROOT_AK, "--s3-secret-access-key", ROOT_SK,
+        "--no-check-certificate", "--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M",
+        "--s3-sse-customer-algorithm", "AES256", "--s3-sse-customer-key", "r" * 32,
+    ]  # fmt: skip
+    for name, size in (("small.bin", 100_000), ("large.bin", 12 * MiB)):
+        src = tmp_path / name
+        src.write_bytes(os.urandom(size))
+        for args in (
+            ["copyto", str(src), f":s3:rclone-ssec/{name}"],
+            ["copyto", f":s3:rclone-ssec/{name}", str(tmp_path / f"{name}.out")],
+        ):
+            done = subprocess.run(
+                [*base, *args], capture_output=True, text=True, env=env, timeout=180
+            )
+            assert done.returncode == 0, done.stderr[-2000:]
+        assert (tmp_path / f"{name}.out").read_bytes() == src.read_bytes(), name
+        listed = {
+            o["Key"]: o["ETag"] for o in es3.list_objects_v2(Bucket="rclone-ssec")["Contents"]
+        }
+        assert listed[name] != _md5_etag(src.read_bytes())
