@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -41,7 +43,8 @@ MiB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def enc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    srv = start_server(tmp_path_factory.mktemp("audit-enc"), env=SSE_C_HTTP)
+    env = {**SSE_C_HTTP, "S3TORRENT_LOGGING__BUCKET_LOG_INTERVAL": "0.5"}
+    srv = start_server(tmp_path_factory.mktemp("audit-enc"), env=env)
     yield srv
     srv.stop()
 
@@ -451,3 +454,57 @@ def test_rclone_round_trips_sse_c_objects_over_tls(
             o["Key"]: o["ETag"] for o in es3.list_objects_v2(Bucket="rclone-ssec")["Contents"]
         }
         assert listed[name] != _md5_etag(src.read_bytes())
+
+
+def test_a_customer_key_in_a_url_is_never_written_to_the_access_log(
+    enc_server: LiveServer, es3: Any, ebucket: str
+) -> None:
+    """A customer key can arrive in a URL's query (boto3's SigV2 presigner moves it there;
+    any client may put it there): whatever the answer, the Request-URI went to the access
+    log and to the bucket's delivered logs with the key in it, a key the server promises to
+    keep nowhere and that opens the object for good. It is logged as REDACTED, as
+    signatures are; the key's MD5 (no secret) stays."""
+    es3.create_bucket(Bucket=f"{ebucket}-logs")
+    es3.put_bucket_logging(
+        Bucket=ebucket,
+        BucketLoggingStatus={
+            "LoggingEnabled": {"TargetBucket": f"{ebucket}-logs", "TargetPrefix": "l/"}
+        },
+    )
+    key = os.urandom(32)
+    encoded = base64.b64encode(key).decode()
+    es3.put_object(Bucket=ebucket, Key="c", Body=b"sealed", **_ssec(key))
+    presigned = _v2_presigner(enc_server).generate_presigned_url(
+        "get_object", Params={"Bucket": ebucket, "Key": "c", **_ssec(key)}, ExpiresIn=300
+    )
+    assert "customer-key=" in presigned
+    refused = requests.get(presigned, timeout=30)  # 501: refused before the bucket is read
+    # Signed in its header, the key in the query: the bucket's own logs have this one.
+    url = f"{enc_server.endpoint}/{ebucket}/c?x-amz-server-side-encryption-customer-key=" + quote(
+        encoded, safe=""
+    )
+    signed = requests.get(url, headers=sign_request("GET", url), timeout=30)
+    assert signed.status_code == 400, signed.text
+    ids = [r.headers["x-amz-request-id"] for r in (refused, signed)]
+    assert enc_server.log_path is not None
+    server_log = enc_server.log_path
+
+    def logged() -> str:
+        listed = es3.list_objects_v2(Bucket=f"{ebucket}-logs").get("Contents", [])
+        delivered = "".join(
+            es3.get_object(Bucket=f"{ebucket}-logs", Key=o["Key"])["Body"].read().decode()
+            for o in listed
+        )
+        text = server_log.read_text()
+        return delivered + text if ids[1] in delivered and all(i in text for i in ids) else ""
+
+    deadline = time.monotonic() + 30
+    text = logged()
+    while not text and time.monotonic() < deadline:
+        time.sleep(0.25)
+        text = logged()
+    assert text, "the requests were not logged"
+    for secret in (encoded, quote(encoded, safe=""), quote(encoded, safe="/")):
+        assert secret not in text
+    assert text.count("server-side-encryption-customer-key=REDACTED") >= 3
+    assert "server-side-encryption-customer-key-md5=" in text

@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -147,11 +148,19 @@ _SIGNED = "Signature="
 _SIGNED_V4 = "X-Amz-"
 
 
+# An SSE-C customer key in the query (boto3's SigV2 presigner moves it there, any client may
+# put it there; x-amz-server-side-encryption-customer-key or its copy-source form, in any
+# case): it opens the object for good, and the server promises to keep it nowhere.
+_CUSTOMER_KEY = re.compile(r"([?&][^&=]*server-side-encryption-customer-key=)[^&]*", re.I)
+
+
 def redact_signatures(target: str) -> str:
     """The request target with the value of every `X-Amz-Signature` and `Signature` query
     field replaced by REDACTED (names as a client sends them: S3 reads them case-sensitively,
-    and no client encodes them)."""
+    and no client encodes them), and that of every SSE-C customer key too."""
     query = target.find("?")
+    if query >= 0:
+        target = _CUSTOMER_KEY.sub(rf"\g<1>{REDACTED}", target)
     at = target.find(_SIGNED, query) if query >= 0 else -1
     while at >= 0:
         begin = at - 6 if at - 6 > query and target.startswith(_SIGNED_V4, at - 6) else at
