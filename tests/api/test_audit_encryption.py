@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ from tests.api.test_torrent import (
     object_url,
     v1_info_hash,
 )
-from tests.conftest import LiveServer, make_client, sign_request, start_server
+from tests.conftest import LiveServer, add_user, make_client, sign_request, start_server
 from tests.interop.test_behind_nginx import proxied  # noqa: F401 (the fixture)
 from tests.seeding import RawPeer
 
@@ -508,3 +509,52 @@ def test_a_customer_key_in_a_url_is_never_written_to_the_access_log(
         assert secret not in text
     assert text.count("server-side-encryption-customer-key=REDACTED") >= 3
     assert "server-side-encryption-customer-key-md5=" in text
+
+
+def test_the_documented_policies_that_deny_unencrypted_uploads(enc_server: LiveServer) -> None:
+    """AWS's two statements (StringNotEquals s3:x-amz-server-side-encryption AES256, and
+    Null ... true) as a bucket policy: every way of writing a new object (PutObject,
+    CopyObject, CreateMultipartUpload, a form) is refused without the header (or field) and
+    taken with it; an SSE-C write, which names no x-amz-server-side-encryption, is refused
+    as on S3; the bucket's own default encryption does not count (the policy tests the
+    request)."""
+    user = add_user(enc_server, "ssepolicy")
+    us3 = make_client(enc_server.endpoint, user.access_key, user.secret_key)
+    name = f"audit-enc-policy-{os.getpid()}"
+    us3.create_bucket(Bucket=name)
+    us3.put_object(Bucket=name, Key="src", Body=b"source")
+    rule = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+    us3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration=rule)
+    resource = f"arn:aws:s3:::{name}/*"
+    statements = [
+        {"Sid": "DenyIncorrectEncryptionHeader", "Effect": "Deny", "Principal": "*",
+         "Action": "s3:PutObject", "Resource": resource,
+         "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": "AES256"}}},
+        {"Sid": "DenyUnEncryptedObjectUploads", "Effect": "Deny", "Principal": "*",
+         "Action": "s3:PutObject", "Resource": resource,
+         "Condition": {"Null": {"s3:x-amz-server-side-encryption": "true"}}},
+    ]  # fmt: skip
+    policy = {"Version": "2012-10-17", "Statement": statements}
+    us3.put_bucket_policy(Bucket=name, Policy=json.dumps(policy))
+    sse = {"ServerSideEncryption": "AES256"}
+    src = {"Bucket": name, "Key": "src"}
+    writes: list[tuple[str, Any, Any]] = [
+        ("put", lambda: us3.put_object(Bucket=name, Key="a", Body=b"x"),
+         lambda: us3.put_object(Bucket=name, Key="a", Body=b"x", **sse)),
+        ("copy", lambda: us3.copy_object(Bucket=name, Key="b", CopySource=src),
+         lambda: us3.copy_object(Bucket=name, Key="b", CopySource=src, **sse)),
+        ("multipart", lambda: us3.create_multipart_upload(Bucket=name, Key="m"),
+         lambda: us3.create_multipart_upload(Bucket=name, Key="m", **sse)),
+    ]  # fmt: skip
+    for what, without, with_header in writes:
+        assert _client_error(without) == ("AccessDenied", 403), what
+        with_header()
+    assert _client_error(
+        lambda: us3.put_object(Bucket=name, Key="c", Body=b"x", **_ssec(os.urandom(32)))
+    ) == ("AccessDenied", 403)
+    for fields, status in (({}, 403), ({"x-amz-server-side-encryption": "AES256"}, 204)):
+        presigned = us3.generate_presigned_post(
+            name, "f", Fields=fields, Conditions=[{k: v} for k, v in fields.items()]
+        )
+        assert _form_post(presigned, b"form").status_code == status, fields
+    assert us3.head_object(Bucket=name, Key="f")["ServerSideEncryption"] == "AES256"
