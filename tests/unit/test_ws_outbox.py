@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from s3torrent.tracker import ws
+from s3torrent.tracker.registry import TokenBuckets
 from s3torrent.tracker.ws_protocol import Send, WsTracker
 
 
@@ -26,7 +27,8 @@ async def _relay(texts: list[str]) -> tuple[_NeverReads, int, bool]:
     async def admit(swarm: bytes, ip: str | None) -> bool:
         return True
 
-    tracker = ws.WebSocketTracker(core, admit, lambda request: "192.0.2.1")
+    rate = TokenBuckets(5.0, 60.0, 16)
+    tracker = ws.WebSocketTracker(core, admit, lambda request: "192.0.2.1", rate)
     browser = _NeverReads()
     sock: Any = ws._Socket(browser)  # type: ignore[arg-type]
     tracker._sockets[1] = sock

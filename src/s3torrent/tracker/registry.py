@@ -248,7 +248,7 @@ class _Swarm:
         )
 
 
-class _TokenBuckets:
+class TokenBuckets:
     """Per-source announce budget with a bounded, least-recently-used table."""
 
     __slots__ = ("_buckets", "_burst", "_rate", "_size")
@@ -298,7 +298,7 @@ class MemoryRegistry:
         self._rng = rng or random.Random()
         self._swarms: dict[bytes, _Swarm] = {}
         self._peer_count = 0
-        self._rate = _TokenBuckets(
+        self._rate = TokenBuckets(
             self._limits.rate_per_ip, self._limits.rate_burst, self._limits.rate_table_size
         )
 

@@ -2,9 +2,11 @@
 
 Every announce and scrape asks `admit` (the one access decision, with the peer's address,
 through `PublicTorrents`) before the sans-IO core sees it; a revocation reaches `revoke`,
-which tells the torrent's sockets at once. Each connection has one bounded outbox drained
-by its own writer, so a slow browser cannot hold up the relay to the others: when its outbox
-is full (in messages or in characters) it is closed.
+which tells the torrent's sockets at once. Announces spend the HTTP tracker's budget per
+address (`TokenBuckets`, `tracker.announce_rate_per_ip`): each may carry offers that every
+receiving browser answers by setting up a WebRTC connection. Each connection has one
+bounded outbox drained by its own writer, so a slow browser cannot hold up the relay to the
+others: when its outbox is full (in messages or in characters) it is closed.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
 from s3torrent.config import TrackerSettings
+from s3torrent.tracker.registry import RATE_LIMITED, RegistryLimits, TokenBuckets, rate_limit_source
 from s3torrent.tracker.ws_protocol import (
     Action,
     Close,
@@ -59,10 +63,13 @@ class _Socket:
 class WebSocketTracker:
     """The handler of `/_tracker/ws`: one `WsTracker`, many sockets."""
 
-    def __init__(self, core: WsTracker, admit: Admit, client_ip: ClientIp) -> None:
+    def __init__(
+        self, core: WsTracker, admit: Admit, client_ip: ClientIp, rate: TokenBuckets
+    ) -> None:
         self.core = core
         self.admit = admit
         self.client_ip = client_ip
+        self.rate = rate
         self._sockets: dict[int, _Socket] = {}
         self._next = 0
 
@@ -129,6 +136,11 @@ class WebSocketTracker:
         if isinstance(request, WsAnswer):
             return self.core.answer(conn, request)
         if isinstance(request, WsAnnounce):
+            # As the HTTP tracker's: leaving is never refused (the peer would linger).
+            if request.event != "stopped" and not self.rate.allow(
+                rate_limit_source(ip), time.monotonic()
+            ):
+                return self.core.refuse(conn, request, RATE_LIMITED)
             if not await self.admit(request.info_hash, ip):
                 return self.core.refuse(conn, request, NOT_PUBLIC)
             return self.core.announce(conn, request)
@@ -196,4 +208,9 @@ def websocket_tracker(
         interval=settings.ws_interval,
         idle_timeout=settings.ws_idle_timeout,
     )
-    return WebSocketTracker(WsTracker(limits), admit, client_ip)
+    rate = TokenBuckets(
+        settings.announce_rate_per_ip,
+        settings.announce_rate_burst,
+        RegistryLimits().rate_table_size,
+    )
+    return WebSocketTracker(WsTracker(limits), admit, client_ip, rate)

@@ -1,0 +1,332 @@
+"""Audit of the WebSocket (WebTorrent) tracker from an attacker's side, against a live server.
+
+Each test drives raw WebSockets (aiohttp's client) the way WebTorrent's tracker client
+(bittorrent-tracker 11, `lib/client/websocket-tracker.js`) speaks: ids are 20-byte binary
+strings (`hex2bin`), one socket per tracker URL shared by every torrent of a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from fastbencode import bdecode, bencode
+
+from tests.api.test_tracker_ws import announce, b, info_hash, receive, ws_url
+from tests.conftest import LiveServer, make_client, start_server
+
+PROXY_HOP = "127.0.0.1"
+ADMITTED = "10.7.1.1"
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = start_server(
+        tmp_path_factory.mktemp("audit-ws"),
+        env={
+            # The test client is its own reverse proxy: X-Forwarded-For names the browser.
+            "S3TORRENT_TRUSTED_PROXIES": json.dumps([PROXY_HOP]),
+            "S3TORRENT_TRACKER__TRUSTED_PROXIES": json.dumps([PROXY_HOP]),
+        },
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(srv: LiveServer) -> Any:
+    return make_client(srv.endpoint)
+
+
+_n = [0]
+
+
+def public_object(s3: Any, policy: dict[str, Any] | None = None) -> tuple[str, bytes]:
+    """(bucket, info hash) of a fresh object, public by its ACL or by a policy's condition."""
+    _n[0] += 1
+    bucket = f"audit-ws-{os.getpid()}-{_n[0]}"
+    s3.create_bucket(Bucket=bucket)
+    acl = "private" if policy is not None else "public-read"
+    s3.put_object(Bucket=bucket, Key="f.bin", Body=os.urandom(60_000), ACL=acl)
+    if policy is None:
+        return bucket, info_hash(s3, bucket, "f.bin")
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, policy))
+    # The torrent as a client the policy admits gets it (`?torrent` is decided as a GET).
+    url = f"{s3.meta.endpoint_url}/{bucket}/f.bin?torrent"
+    request = urllib.request.Request(url, headers={"X-Forwarded-For": ADMITTED})
+    with urllib.request.urlopen(request, timeout=5) as r:
+        meta = bdecode(r.read())
+    return bucket, hashlib.sha1(bencode(meta[b"info"])).digest()
+
+
+async def connect(
+    session: aiohttp.ClientSession, srv: LiveServer, client: str = "10.0.0.1"
+) -> aiohttp.ClientWebSocketResponse:
+    return await session.ws_connect(ws_url(srv), headers={"X-Forwarded-For": client})
+
+
+async def joined(ws: aiohttp.ClientWebSocketResponse, h: bytes, peer: bytes, **extra: Any) -> None:
+    await ws.send_json(announce(h, peer, **extra))
+    body = await receive(ws)
+    assert "failure reason" not in body, body
+
+
+async def silent(ws: aiohttp.ClientWebSocketResponse, seconds: float = 0.5) -> None:
+    """Nothing arrives on ws for `seconds` (what would have arrived by then did)."""
+    with pytest.raises(asyncio.TimeoutError):
+        msg = await ws.receive(timeout=seconds)
+        pytest.fail(f"unexpected {msg}")
+
+
+A, B, C = b"A" * 20, b"B" * 20, b"C" * 20
+
+
+def answer_to(h: bytes, me: bytes, to: bytes, offer_id: bytes = b"o" * 20) -> dict[str, Any]:
+    return {
+        "action": "announce",
+        "info_hash": b(h),
+        "peer_id": b(me),
+        "to_peer_id": b(to),
+        "offer_id": b(offer_id),
+        "answer": {"type": "answer", "sdp": "stolen?"},
+    }
+
+
+def test_answers_and_offers_stay_inside_one_torrents_swarm(srv: LiveServer, s3: Any) -> None:
+    _, x = public_object(s3)
+    _, y = public_object(s3)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            a = await connect(session, srv)
+            m = await connect(session, srv)
+            await joined(a, x, A)
+            await joined(m, y, B)
+            # M (in Y only) addresses A by peer id, naming Y and then X.
+            await m.send_json(answer_to(y, B, A))
+            await m.send_json(answer_to(x, B, A))
+            refused = await receive(m)
+            assert refused["failure reason"] == "answer from outside the swarm"
+            # M announces Y with offers: A (in X) gets none.
+            await joined(m, y, B, offers=5)
+            await silent(a)
+            # M joins X under a peer id of its own: A gets its offers only now.
+            await joined(m, x, C, offers=1)
+            relayed = await receive(a)
+            assert relayed["info_hash"] == b(x) and relayed["peer_id"] == b(C)
+
+    asyncio.run(run())
+
+
+def test_a_peer_id_in_use_cannot_be_taken_to_steal_answers(srv: LiveServer, s3: Any) -> None:
+    _, x = public_object(s3)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            victim = await connect(session, srv)
+            thief = await connect(session, srv, "10.6.6.6")
+            other = await connect(session, srv, "10.0.0.2")
+            await joined(victim, x, A)
+            await thief.send_json(announce(x, A))
+            assert (await receive(thief))["failure reason"] == "peer id in use"
+            # Nor can it stop the victim's membership in its name.
+            await thief.send_json(announce(x, A, event="stopped"))
+            assert (await receive(thief))["failure reason"] == "peer id in use"
+            await joined(other, x, B, offers=1)
+            offer = await receive(victim)
+            # The answer to B's offer goes to B, whoever claims to be A.
+            await thief.send_json(answer_to(x, A, B, offer["offer_id"].encode("latin-1")))
+            assert (await receive(thief))["failure reason"] == "answer from outside the swarm"
+            await silent(other)
+
+    asyncio.run(run())
+
+
+def _policy(bucket: str, condition: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "s3:GetObject",
+                    "Resource": f"arn:aws:s3:::{bucket}/*",
+                    "Condition": condition,
+                }
+            ],
+        }
+    )
+
+
+def test_an_expiring_policy_stops_connected_sockets_within_a_second(
+    srv: LiveServer, s3: Any
+) -> None:
+    until = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
+    _, h = public_object(
+        s3, {"DateLessThan": {"aws:CurrentTime": until.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+    )
+    _, other = public_object(s3)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            a = await connect(session, srv)
+            bb = await connect(session, srv, "10.0.0.2")
+            await joined(a, h, A)
+            await joined(a, other, A)  # A's socket stays open: it has another torrent
+            await joined(bb, h, B)
+            wait = (until - datetime.now(UTC)).total_seconds()
+            body = await receive(a, timeout=wait + 1.5)
+            assert datetime.now(UTC) < until + timedelta(seconds=1.2)
+            assert body["failure reason"] and body["info_hash"] == b(h)
+            # B's socket, left with no torrent, is closed.
+            assert (await receive(bb))["info_hash"] == b(h)
+            assert (await bb.receive(timeout=2)).type is aiohttp.WSMsgType.CLOSE
+            # No more offers or scrapes for it on the socket still open, nor on a new one.
+            again = await connect(session, srv, "10.0.0.2")
+            for ws, peer in ((a, A), (again, B)):
+                await ws.send_json(announce(h, peer, offers=1))
+                assert (await receive(ws))["failure reason"] == "unregistered torrent"
+                await ws.send_json({"action": "scrape", "info_hash": [b(h)]})
+                assert (await receive(ws))["files"] == {}
+            await silent(a)
+
+    asyncio.run(run())
+
+
+def test_the_source_address_behind_a_trusted_proxy_decides(srv: LiveServer, s3: Any) -> None:
+    _, h = public_object(s3, {"IpAddress": {"aws:SourceIp": "10.7.0.0/16"}})
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            inside = await connect(session, srv, ADMITTED)
+            outside = await connect(session, srv, "10.8.1.1")
+            await joined(inside, h, A)
+            await outside.send_json(announce(h, B, offers=1))
+            assert (await receive(outside))["failure reason"] == "unregistered torrent"
+            await outside.send_json({"action": "scrape", "info_hash": b(h)})
+            assert (await receive(outside))["files"] == {}
+            await silent(inside)
+
+    asyncio.run(run())
+
+
+def test_malformed_nested_and_odd_messages_keep_the_socket(srv: LiveServer) -> None:
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            ws = await connect(session, srv)
+            for text in (
+                "[" * 60_000,
+                '{"a":' * 10_000 + "1" + "}" * 10_000,
+                "null",
+                '"x"',
+                '{"action":"announce","info_hash":"'
+                + "ab" * 20
+                + '","peer_id":"'
+                + "A" * 20
+                + '"}',
+                '{"action":"announce","info_hash":"\\u0100' + "a" * 19 + '","peer_id":"x"}',
+                '{"action":"scrape","info_hash":[]}',
+                '{"action":"scrape","info_hash":' + json.dumps(["a" * 20] * 65) + "}",
+                '{"action":"announce","info_hash":"'
+                + "a" * 20
+                + '","peer_id":"'
+                + "a" * 20
+                + '","numwant":1e999,"offers":[]}',
+            ):
+                await ws.send_str(text)
+                body = await receive(ws)
+                assert body["failure reason"], body
+            await ws.send_bytes(b"\xff\xfe")
+            assert (await receive(ws))["failure reason"]
+            assert not ws.closed
+
+    asyncio.run(run())
+
+
+def test_a_deeply_nested_offer_is_relayed_or_refused_not_lost(srv: LiveServer, s3: Any) -> None:
+    _, h = public_object(s3)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            a = await connect(session, srv)
+            m = await connect(session, srv, "10.0.0.2")
+            await joined(a, h, A)
+            depth = 990
+            nested = "[" * depth + "]" * depth
+            text = json.dumps(announce(h, B, offers=1)).replace('"sdp-0"', nested)
+            await m.send_str(text)
+            reply = await receive(m)
+            assert "failure reason" not in reply or reply["failure reason"] != "internal error"
+            # Whatever it decided, the socket still answers.
+            await m.send_json({"action": "scrape", "info_hash": b(h)})
+            got = await receive(m)
+            while got.get("action") != "scrape":
+                got = await receive(m)
+
+    asyncio.run(run())
+
+
+def test_a_ping_flood_from_a_socket_that_never_reads(srv: LiveServer, s3: Any) -> None:
+    _, h = public_object(s3)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            flood = await connect(session, srv, "10.0.0.9")
+            good = await connect(session, srv)
+            payload = b"p" * 125
+            started = time.monotonic()
+            for _ in range(20_000):
+                await flood.ping(payload)
+                if time.monotonic() - started > 5:
+                    break
+            # Another socket is answered promptly all the same.
+            t0 = time.monotonic()
+            await joined(good, h, A)
+            assert time.monotonic() - t0 < 1.0
+
+    asyncio.run(run())
+
+
+def test_announces_from_one_address_are_rate_limited_as_http_ones(srv: LiveServer, s3: Any) -> None:
+    """One address announcing again and again (each announce up to 10 offers, each offer a
+    WebRTC connection the receiving browser sets up): before 2026-12-07 every announce was
+    relayed (500 in a second here); now the HTTP tracker's budget per address applies
+    (`tracker.announce_rate_per_ip`, 5/s, a burst of 60)."""
+    _, h = public_object(s3)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            victim = await connect(session, srv)
+            flood = await connect(session, srv, "10.0.0.66")
+            await joined(victim, h, A)
+            started = time.monotonic()
+            for _ in range(300):
+                await flood.send_json(announce(h, B, offers=1, numwant=1, event=None))
+            refused = 0
+            for _ in range(300):
+                body = await receive(flood)
+                refused += body.get("failure reason") == "rate limited"
+            elapsed = time.monotonic() - started
+            offers = 0
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    offers += "offer" in json.loads((await victim.receive(timeout=0.5)).data)
+            assert offers + refused == 300
+            assert offers <= 60 + 5 * elapsed + 1, (offers, elapsed)
+            # Leaving is never refused, and another address has a budget of its own.
+            await flood.send_json(announce(h, B, event="stopped"))
+            await victim.send_json(announce(h, A))
+            assert (await receive(victim))["incomplete"] == 1  # B left
+
+    asyncio.run(run())
