@@ -22,6 +22,16 @@ import aiohttp
 import pytest
 from fastbencode import bdecode, bencode
 
+from s3torrent.tracker.ws_protocol import (
+    Close,
+    Send,
+    WsAnnounce,
+    WsAnswer,
+    WsLimits,
+    WsTracker,
+    failure,
+    parse_message,
+)
 from tests.api.test_tracker_ws import announce, b, info_hash, receive, ws_url
 from tests.conftest import LiveServer, make_client, start_server
 
@@ -162,8 +172,8 @@ def _policy(bucket: str, condition: dict[str, Any]) -> str:
                     "Principal": "*",
                     "Action": "s3:GetObject",
                     "Resource": f"arn:aws:s3:::{bucket}/*",
-                    "Condition": condition,
                 }
+                | ({"Condition": condition} if condition else {})
             ],
         }
     )
@@ -330,3 +340,149 @@ def test_announces_from_one_address_are_rate_limited_as_http_ones(srv: LiveServe
             assert (await receive(victim))["incomplete"] == 1  # B left
 
     asyncio.run(run())
+
+
+def test_a_change_that_keeps_the_torrent_public_keeps_its_browsers(
+    srv: LiveServer, s3: Any
+) -> None:
+    bucket, h = public_object(s3)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            a = await connect(session, srv)
+            bb = await connect(session, srv, "10.0.0.2")
+            await joined(a, h, A)
+            await joined(bb, h, B)
+            await asyncio.to_thread(
+                s3.put_bucket_tagging,
+                Bucket=bucket,
+                Tagging={"TagSet": [{"Key": "team", "Value": "web"}]},
+            )
+            await silent(a, 1.5)
+            await bb.send_json(announce(h, B, offers=1, event=None))
+            assert (await receive(bb))["incomplete"] == 2
+            assert (await receive(a))["offer"]
+
+    asyncio.run(run())
+
+
+def test_a_policy_narrowed_to_some_addresses_keeps_only_their_sockets(
+    srv: LiveServer, s3: Any
+) -> None:
+    """A policy for everyone replaced by one for a network: the torrent stays public (it is
+    revoked and published again), the sockets of that network stay in its swarm, the others
+    are told within a second. Before 2026-12-07 every socket was told the torrent is no
+    longer public and closed, and WebTorrent reconnects 10 s to 5 min later."""
+    bucket, h = public_object(s3, {})
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            inside = await connect(session, srv, ADMITTED)
+            outside = await connect(session, srv, "10.8.1.1")
+            await joined(inside, h, A)
+            await joined(outside, h, B)
+            started = time.monotonic()
+            await asyncio.to_thread(
+                s3.put_bucket_policy,
+                Bucket=bucket,
+                Policy=_policy(bucket, {"IpAddress": {"aws:SourceIp": "10.7.0.0/16"}}),
+            )
+            told = await receive(outside, timeout=3)
+            assert told["failure reason"] == "torrent is no longer public"
+            assert (await outside.receive(timeout=2)).type is aiohttp.WSMsgType.CLOSE
+            assert time.monotonic() - started < 1.0 + 0.5  # the policy's round trip included
+            await silent(inside)
+            # `inside` gets offers again without announcing again.
+            again = await connect(session, srv, "10.7.2.2")
+            await joined(again, h, C, offers=1)
+            assert (await receive(inside))["offer"]
+
+    asyncio.run(run())
+
+
+# ---- the core's suspension while a revoked swarm is decided again (no sockets) ----
+
+
+def _core_with(*peers: bytes) -> WsTracker:
+    """Connections 1.. from 10.0.0.1.., each announcing one peer of H_CORE."""
+    core = WsTracker()
+    for conn, peer in enumerate(peers, start=1):
+        assert core.connect(conn, f"10.0.0.{conn}")
+        core.announce(conn, core_announce(peer))
+    return core
+
+
+H_CORE = bytes(range(100, 120))
+
+
+def core_announce(peer: bytes, offers: int = 0, event: str | None = None) -> WsAnnounce:
+    request = parse_message(json.dumps(announce(H_CORE, peer, offers, event=event)), WsLimits())
+    assert isinstance(request, WsAnnounce)
+    return request
+
+
+def _sent(actions: list[Send | Close]) -> list[tuple[int, dict[str, Any]]]:
+    return [(a.conn, json.loads(a.text)) for a in actions if isinstance(a, Send)]
+
+
+def test_a_suspended_swarm_relays_nothing_and_resumes_whom_the_decision_admits() -> None:
+    core = _core_with(A, B, C)
+    generation = core.suspend(H_CORE)
+    assert generation is not None
+    assert core.suspended_addresses(H_CORE) == {1: "10.0.0.1", 2: "10.0.0.2", 3: "10.0.0.3"}
+    # Meanwhile: no offer reaches a held peer, a held peer cannot answer, counts are zero.
+    assert core.peers(H_CORE) == 0
+    relayed = core.announce(3, core_announce(C, offers=2))
+    assert [conn for conn, _ in _sent(relayed)] == [3]  # its own answer only
+    answer = WsAnswer(H_CORE, A, C, b"o" * 20, {"type": "answer"})
+    assert _sent(core.answer(1, answer))[0][1]["failure reason"]
+    actions = core.resume(H_CORE, generation, admitted=[1, 3])
+    # 2 is told and closed (no other torrent); 1 is back; 3 announced again meanwhile.
+    assert [(c, body["failure reason"]) for c, body in _sent(actions)] == [
+        (2, "torrent is no longer public")
+    ]
+    assert [a.conn for a in actions if isinstance(a, Close)] == [2]
+    assert core.peers(H_CORE) == 2
+    relayed = core.announce(3, core_announce(C, offers=1))
+    assert [conn for conn, _ in _sent(relayed)] == [3, 1]
+
+
+def test_only_the_last_suspensions_resume_counts_and_it_resumes_every_held_peer() -> None:
+    core = _core_with(A, B)
+    first = core.suspend(H_CORE)
+    core.announce(2, core_announce(B))  # B announces again in between (admitted then)
+    second = core.suspend(H_CORE)
+    assert first is not None and second is not None and second != first
+    assert core.resume(H_CORE, first, admitted=[1, 2]) == []  # stale: nothing happens
+    assert core.peers(H_CORE) == 0
+    actions = core.resume(H_CORE, second, admitted=[])
+    assert sorted(c for c, _ in _sent(actions)) == [1, 2]
+    assert core.suspend(H_CORE) is None  # nobody left to hold
+
+
+def test_a_held_peer_that_stopped_or_whose_id_was_taken_is_not_put_back() -> None:
+    core = _core_with(A, B)
+    generation = core.suspend(H_CORE)
+    assert generation is not None
+    assert core.announce(1, core_announce(A, event="stopped")) == []
+    core.disconnect(2)
+    assert core.connect(3, "10.0.0.3")
+    core.announce(3, core_announce(B))  # B's id, now another socket's
+    actions = core.resume(H_CORE, generation, admitted=[1, 2, 3])
+    assert actions == []  # 1 stopped A itself, 2 is gone, and 3's B is its own
+    assert core.peers(H_CORE) == 1
+    core.disconnect(1)
+    assert core.peers(H_CORE) == 1  # socket 1's leaving takes nothing of socket 3's
+
+
+def test_disconnect_takes_out_only_its_own_peer_of_an_id() -> None:
+    core = _core_with(A)
+    assert core.connect(2, "10.0.0.2")
+    generation = core.suspend(H_CORE)
+    assert generation is not None
+    core.announce(2, core_announce(A))  # A's id, free while suspended: socket 2 takes it
+    assert core.resume(H_CORE, generation, admitted=[1])[0] == Send(
+        1, failure("torrent is no longer public", "announce", H_CORE)
+    )
+    core.disconnect(1)
+    assert core.peers(H_CORE) == 1

@@ -2,7 +2,10 @@
 
 Every announce and scrape asks `admit` (the one access decision, with the peer's address,
 through `PublicTorrents`) before the sans-IO core sees it; a revocation reaches `revoke`,
-which tells the torrent's sockets at once. Announces spend the HTTP tracker's budget per
+which stops relaying for the torrent at once and asks the decision again for each of its
+sockets' addresses (a revocation may be an access change that leaves the torrent public):
+those still admitted stay in its swarm, the others are told within `REDECIDE_TIMEOUT`,
+and a socket left with no torrent is closed. Announces spend the HTTP tracker's budget per
 address (`TokenBuckets`, `tracker.announce_rate_per_ip`): each may carry offers that every
 receiving browser answers by setting up a WebRTC connection. Each connection has one
 bounded outbox drained by its own writer, so a slow browser cannot hold up the relay to the
@@ -44,6 +47,9 @@ NOT_PUBLIC = "unregistered torrent"
 # `ws_max_message_bytes` each (16 MiB at the default), per socket of every address.
 OUTBOX_SIZE = 256
 OUTBOX_CHARS = 1 << 20
+# How long a revoked swarm's sockets may wait for the decision asked again; those not
+# decided by then are told the torrent is no longer public.
+REDECIDE_TIMEOUT = 0.8
 
 # May a peer at this address use this swarm id now? (PublicTorrents.admit, as a bool)
 Admit = Callable[[bytes, str | None], Awaitable[bool]]
@@ -72,6 +78,7 @@ class WebSocketTracker:
         self.rate = rate
         self._sockets: dict[int, _Socket] = {}
         self._next = 0
+        self._deciding: set[asyncio.Task[None]] = set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         limits = self.core.limits
@@ -153,9 +160,34 @@ class WebSocketTracker:
         return stats.completed, stats.uploaded, stats.downloaded
 
     def revoke(self, swarm_ids: tuple[bytes, ...]) -> None:
-        """A torrent stopped being public: its sockets hear so now (revocation listener)."""
+        """A torrent was revoked (revocation listener): nothing is relayed for it from now
+        on, and its sockets are decided again."""
         for swarm_id in swarm_ids:
-            self._perform(self.core.revoke(swarm_id))
+            generation = self.core.suspend(swarm_id)
+            if generation is None:
+                continue
+            task = asyncio.get_running_loop().create_task(self._decide_again(swarm_id, generation))
+            self._deciding.add(task)
+            task.add_done_callback(self._deciding.discard)
+
+    async def _decide_again(self, swarm_id: bytes, generation: int) -> None:
+        """Ask the decision again for each address of a suspended swarm (one answer per
+        address), and resume it: the admitted sockets' peers rejoin, the others are told."""
+        admitted: list[int] = []
+        try:
+            async with asyncio.timeout(REDECIDE_TIMEOUT):
+                decided: dict[str, bool] = {}
+                for conn, ip in self.core.suspended_addresses(swarm_id).items():
+                    if ip not in decided:
+                        decided[ip] = await self.admit(swarm_id, ip)
+                    if decided[ip]:
+                        admitted.append(conn)
+        except TimeoutError:
+            log.warning("websocket tracker: deciding a revoked swarm again took too long")
+        except Exception:
+            log.exception("websocket tracker: deciding a revoked swarm again failed")
+        finally:
+            self._perform(self.core.resume(swarm_id, generation, admitted))
 
     def _perform(self, actions: list[Action]) -> None:
         for action in actions:
@@ -189,6 +221,8 @@ class WebSocketTracker:
             return  # the browser went away; the reader sees the close
 
     async def close(self) -> None:
+        for task in list(self._deciding):
+            task.cancel()
         for socket in list(self._sockets.values()):
             socket.closing = True
             with contextlib.suppress(Exception):

@@ -9,7 +9,11 @@ and `to_peer_id` are 20-byte binary strings carried as JSON strings of code poin
 `WsTracker` holds the swarms of one process: which peer ids announced which torrents on
 which connection. It never awaits and reads no clock; the WebSocket layer (`tracker/ws.py`)
 asks the one access decision before it calls `announce` or `scrape` and performs the
-returned `Send` and `Close` actions.
+returned `Send` and `Close` actions. A revocation `suspend`s a swarm (nothing is relayed for
+it from then on) while the layer asks the decision again for each of its sockets' addresses;
+`resume` puts back the peers still admitted and tells the others the torrent is no longer
+public: a change that leaves a torrent public (a bucket's tags, a policy statement about
+something else) revokes it and publishes it again, and its browsers stay in its swarm.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,6 +239,14 @@ class WsSwarmStats:
     downloaded: int
 
 
+@dataclass(slots=True)
+class _Suspended:
+    """A swarm taken out of relaying while its torrent's access is decided again."""
+
+    generation: int
+    peers: dict[bytes, _Peer]
+
+
 class WsTracker:
     """The WebSocket swarms of one process, and the connections in them."""
 
@@ -246,6 +259,8 @@ class WsTracker:
         self._transferred: dict[bytes, list[int]] = {}
         self._connections: dict[int, _Connection] = {}
         self._per_ip: dict[str, int] = {}
+        self._suspended: dict[bytes, _Suspended] = {}
+        self._generation = 0
 
     # ---- connections ----
 
@@ -268,7 +283,7 @@ class WsTracker:
         else:
             self._per_ip.pop(state.ip, None)
         for info_hash, peer_id in state.memberships:
-            self._remove(info_hash, peer_id)
+            self._remove(info_hash, peer_id, conn)
 
     @property
     def connections(self) -> int:
@@ -277,11 +292,13 @@ class WsTracker:
     def peers(self, info_hash: bytes) -> int:
         return len(self._swarms.get(info_hash, {}))
 
-    def _remove(self, info_hash: bytes, peer_id: bytes) -> None:
+    def _remove(self, info_hash: bytes, peer_id: bytes, conn: int) -> None:
+        """Take conn's peer_id out of the swarm (another socket's peer of that id stays)."""
         swarm = self._swarms.get(info_hash)
-        if swarm is None:
+        peer = swarm.get(peer_id) if swarm is not None else None
+        if swarm is None or peer is None or peer.conn != conn:
             return
-        swarm.pop(peer_id, None)
+        del swarm[peer_id]
         if not swarm:
             del self._swarms[info_hash]
 
@@ -304,9 +321,9 @@ class WsTracker:
         if known is not None and known.conn != conn:
             return [Send(conn, failure("peer id in use", "announce", info_hash))]
         if request.event == "stopped":
-            if known is not None:
-                self._remove(info_hash, peer_id)
-                state.memberships.discard((info_hash, peer_id))
+            self._remove(info_hash, peer_id, conn)
+            # Also out of a suspended swarm: it is not put back.
+            state.memberships.discard((info_hash, peer_id))
             return []
         if known is None:
             if len(swarm) >= self.limits.max_peers_per_swarm:
@@ -382,18 +399,65 @@ class WsTracker:
 
     def revoke(self, info_hash: bytes, reason: str = "torrent is no longer public") -> list[Action]:
         """The torrent stopped being public: tell its peers, and close sockets left idle."""
+        generation = self.suspend(info_hash)
+        return [] if generation is None else self.resume(info_hash, generation, (), reason)
+
+    def suspend(self, info_hash: bytes) -> int | None:
+        """The torrent was revoked: relay nothing for it from now on, and hold its peers
+        until `resume` with the generation returned (None: it had none). A later suspension
+        before that resume holds them too, and only its own resume counts. The counters
+        start again from zero, as for a swarm registered again."""
         swarm = self._swarms.pop(info_hash, None)
         self._completed.pop(info_hash, None)
         self._transferred.pop(info_hash, None)
-        if not swarm:
+        held = self._suspended.get(info_hash)
+        if not swarm and held is None:
+            return None
+        self._generation += 1
+        if held is None:
+            held = self._suspended[info_hash] = _Suspended(self._generation, {})
+        held.generation = self._generation
+        for peer_id, peer in (swarm or {}).items():
+            held.peers[peer_id] = peer
+        return held.generation
+
+    def suspended_addresses(self, info_hash: bytes) -> dict[int, str]:
+        """The connections (and their addresses) holding peers of a suspended swarm."""
+        held = self._suspended.get(info_hash)
+        if held is None:
+            return {}
+        found = {p.conn: self._connections.get(p.conn) for p in held.peers.values()}
+        return {conn: state.ip for conn, state in found.items() if state is not None}
+
+    def resume(
+        self,
+        info_hash: bytes,
+        generation: int,
+        admitted: Collection[int],
+        reason: str = "torrent is no longer public",
+    ) -> list[Action]:
+        """The decision was asked again for suspension `generation`: the peers of the
+        connections in `admitted` rejoin the swarm (unless they left, or rejoined by
+        announcing meanwhile); the others are told the reason, and a socket left with no
+        torrent is closed. A stale generation (suspended again since) does nothing."""
+        held = self._suspended.get(info_hash)
+        if held is None or held.generation != generation:
             return []
+        del self._suspended[info_hash]
         actions: list[Action] = []
         text = failure(reason, "announce", info_hash)
-        for peer_id, peer in swarm.items():
-            actions.append(Send(peer.conn, text))
+        for peer_id, peer in held.peers.items():
             state = self._connections.get(peer.conn)
-            if state is None:
+            if state is None or (info_hash, peer_id) not in state.memberships:
+                continue  # gone, or stopped meanwhile
+            swarm = self._swarms.get(info_hash, {})
+            current = swarm.get(peer_id)
+            if current is not None and current.conn == peer.conn:
+                continue  # announced again meanwhile, and was admitted
+            if peer.conn in admitted and current is None:
+                self._swarms.setdefault(info_hash, swarm)[peer_id] = peer
                 continue
+            actions.append(Send(peer.conn, text))
             state.memberships.discard((info_hash, peer_id))
             if not state.memberships:
                 actions.append(Close(peer.conn, reason))
