@@ -415,8 +415,11 @@ def _core_with(*peers: bytes) -> WsTracker:
 H_CORE = bytes(range(100, 120))
 
 
-def core_announce(peer: bytes, offers: int = 0, event: str | None = None) -> WsAnnounce:
-    request = parse_message(json.dumps(announce(H_CORE, peer, offers, event=event)), WsLimits())
+def core_announce(
+    peer: bytes, offers: int = 0, event: str | None = None, left: int = 100_000
+) -> WsAnnounce:
+    message = announce(H_CORE, peer, offers, event=event, left=left)
+    request = parse_message(json.dumps(message), WsLimits())
     assert isinstance(request, WsAnnounce)
     return request
 
@@ -486,3 +489,15 @@ def test_disconnect_takes_out_only_its_own_peer_of_an_id() -> None:
     )
     core.disconnect(1)
     assert core.peers(H_CORE) == 1
+
+
+def test_a_browser_completes_once_however_often_it_says_so() -> None:
+    """`completed` is scrape's `downloaded` and the savings report's completions. One
+    browser toggling `left` between 0 and more counted a completion per toggle; the HTTP
+    tracker counts one per peer (its `completed` flag)."""
+    core = _core_with(A)
+    for _ in range(5):
+        core.announce(1, core_announce(A, event="completed", left=0))
+        core.announce(1, core_announce(A, left=1))
+    core.announce(1, core_announce(A, event="completed", left=0))
+    assert core.stats(H_CORE).completed == 1

@@ -221,6 +221,8 @@ class _Peer:
     # What the browser last reported, to add only what it transferred since.
     uploaded: int = 0
     downloaded: int = 0
+    # Its `completed` was counted: once per peer, as the HTTP tracker's registry counts.
+    completed: bool = False
 
 
 @dataclass(slots=True)
@@ -334,7 +336,8 @@ class WsTracker:
             known = swarm[peer_id] = _Peer(conn, seeding=False)
             state.memberships.add((info_hash, peer_id))
         seeding = request.left == 0
-        if seeding and not known.seeding and request.event == "completed":
+        if seeding and not known.completed and request.event == "completed":
+            known.completed = True
             self._completed[info_hash] = self._completed.get(info_hash, 0) + 1
         known.seeding = seeding
         totals = self._transferred.setdefault(info_hash, [0, 0])
