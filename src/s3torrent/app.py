@@ -352,6 +352,7 @@ class Node:
             self.anonymous_reads,
             seeder=self.seeder,
             meter=self.svc.meter if settings.metering.enabled else None,
+            browsers=self.ws_tracker.core.peers if self.ws_tracker is not None else None,
         )
         self.s3.add_route(WEB_SEED_PREFIX, self.web_seed.handle)
         cross_origin = CrossOrigin(

@@ -27,7 +27,7 @@ import asyncio
 import binascii
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -79,6 +79,7 @@ class WebSeed:
         seeder: Seeder | None = None,
         meter: Meter | None = None,
         retry_after: int = RETRY_AFTER,
+        browsers: Callable[[bytes], int] | None = None,
     ) -> None:
         self.public = public
         self.store = store
@@ -86,6 +87,8 @@ class WebSeed:
         self.seeder = seeder
         self.meter = meter
         self.retry_after = retry_after
+        # Browsers in this node's WebSocket-tracker swarm of a swarm id (None: no tracker).
+        self.browsers = browsers
         # User-Agent prefixes whose requests wait while their peer wire serves them.
         self.hold_agents: tuple[str, ...] = (
             tuple(seeder.settings.web_seed_hold_agents) if seeder is not None else ()
@@ -268,11 +271,11 @@ class WebSeed:
         finally:
             holds.end(client, time.monotonic(), wired=wired)
 
-    @staticmethod
-    def _observe(request: web.Request, swarm: Swarm) -> tuple[str | None, bool]:
+    def _observe(self, request: web.Request, swarm: Swarm) -> tuple[str | None, bool]:
         """Tell the policy who asks: the client (its address: one client's
         several connections are one client), how many downloaders the tracker hears from,
-        and whether the client also has a peer-wire connection to us (same address)."""
+        how many browsers the WebSocket tracker has in the swarm, and whether the client
+        also has a peer-wire connection to us (same address)."""
         # Not the User-Agent too: some of libtorrent's requests carry none (swarm_field).
         client = client_address(request)
         now = time.monotonic()
@@ -283,6 +286,8 @@ class WebSeed:
         policy.tracked_downloaders(
             sum(1 for _seen, seed in swarm.announced.values() if not seed), now
         )
+        if self.browsers is not None:
+            policy.tracked_browsers(sum(self.browsers(sid) for sid in swarm.info.swarm_ids))
         peer_wire = bool(swarm.links_of(client))
         return client, peer_wire
 

@@ -8,10 +8,13 @@ strings (`hex2bin`), one socket per tracker URL shared by every torrent of a cli
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
 import os
+import random
+import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ import aiohttp
 import pytest
 from fastbencode import bdecode, bencode
 
+from s3torrent.peer.policy import PolicySettings, SwarmPolicy
 from s3torrent.tracker.ws_protocol import (
     Close,
     Send,
@@ -501,3 +505,100 @@ def test_a_browser_completes_once_however_often_it_says_so() -> None:
         core.announce(1, core_announce(A, left=1))
     core.announce(1, core_announce(A, event="completed", left=0))
     assert core.stats(H_CORE).completed == 1
+
+
+# ---- the web seed's view of a browser swarm (no sockets) ----
+
+
+def test_the_web_seed_serves_a_browser_whose_swarm_has_no_one_else() -> None:
+    """Pieces the web seed sent a browser that left count as held for web_seed_memory; a
+    browser asking for them while the WebSocket swarm holds only itself has nobody to get
+    them from."""
+    policy = SwarmPolicy(8, 1 << 16, PolicySettings(), rng=random.Random(3), now=0.0)
+    for index in range(8):  # the first browser, on three connections, took every piece
+        for connection in range(3):
+            policy.web_seed_request("192.0.2.1", 0.0, ("192.0.2.1", 40000 + connection))
+        policy.web_seed_sent(index, 1 << 16, 0.0, client="192.0.2.1")
+    later = 10.0  # it left; another browser behind the same address asks on two connections
+    for connection in range(2):
+        policy.web_seed_request("192.0.2.1", later, ("192.0.2.1", 50000 + connection))
+    assert not policy.web_seed_allows(3, later, client="192.0.2.1", peer_wire=False)
+    policy.tracked_browsers(2)  # a seeding browser is there too: get it from that one
+    assert not policy.web_seed_allows(3, later, client="192.0.2.1", peer_wire=False)
+    policy.tracked_browsers(1)
+    assert policy.web_seed_allows(3, later, client="192.0.2.1", peer_wire=False)
+    policy.tracked_downloaders(2, later)  # an HTTP tracker's swarm: its rules, not this
+    assert not policy.web_seed_allows(3, later, client="192.0.2.1", peer_wire=False)
+
+
+# ---- frames as a raw client sends them ----
+
+
+def _frame(opcode: int, payload: bytes, fin: bool) -> bytes:
+    """One masked client frame (RFC 6455 5.2)."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 1 << 16:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def _raw_socket(srv: LiveServer) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /_tracker/ws HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            "X-Forwarded-For: 10.0.0.77\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    def exactly(n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            chunk = sock.recv(n - len(out))
+            assert chunk, "closed"
+            out += chunk
+        return out
+
+    first, second = exactly(2)
+    n = second & 0x7F
+    if n == 126:
+        n = int.from_bytes(exactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(exactly(8), "big")
+    return first & 0x0F, exactly(n)
+
+
+def test_a_fragmented_announce_is_read_whole_and_an_oversized_one_closes(
+    srv: LiveServer, s3: Any
+) -> None:
+    _, h = public_object(s3)
+    text = json.dumps(announce(h, A)).encode()
+    with _raw_socket(srv) as sock:
+        third = len(text) // 3
+        sock.sendall(_frame(0x1, text[:third], fin=False))
+        sock.sendall(_frame(0x9, b"ping in between", fin=True))  # control frames may interleave
+        sock.sendall(_frame(0x0, text[third : 2 * third], fin=False))
+        sock.sendall(_frame(0x0, text[2 * third :], fin=True))
+        replies = [_read_frame(sock) for _ in range(2)]
+        assert replies[0] == (0xA, b"ping in between")
+        assert replies[1][0] == 0x1 and json.loads(replies[1][1])["info_hash"] == b(h)
+        # 64 KiB (the default ws_max_message_bytes) in 16 fragments of 4 KiB, and one more.
+        for _ in range(17):
+            sock.sendall(_frame(0x0 if _ else 0x1, b" " * 4096, fin=False))
+        opcode, payload = _read_frame(sock)
+        assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1009

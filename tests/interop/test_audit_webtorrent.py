@@ -63,3 +63,27 @@ def test_a_bucket_change_that_keeps_the_object_public_keeps_the_browser_swarm(
         assert "no longer public" not in warning, warning
     finally:
         close(seeder + newcomer)
+
+
+def test_a_second_browser_at_the_same_address_after_the_first_left(
+    browser: Any, web_server: LiveServer
+) -> None:
+    """Two users behind one address (an office's NAT), one after the other (or one page
+    reloaded): the second opens the page after the first closed it, and must get every byte
+    from the web seed. Before 2026-12-07 it was refused every piece the first had got until
+    web_seed_memory (60 s) released them: 65 s for 4 MiB the first got in 4 s."""
+    bucket, size = "browser-after", 4 * MiB
+    url, data = put_public(web_server, bucket, size)
+    first = open_pages(browser, url, 1)
+    try:
+        [done] = wait_all_done(first, 90)
+        assert done["sha256"] == hashlib.sha256(data).hexdigest()
+    finally:
+        close(first)
+    second = open_pages(browser, url, 1)
+    try:
+        [done] = wait_all_done(second, 30)
+        assert done["sha256"] == hashlib.sha256(data).hexdigest()
+        assert done["fromOrigin"] == size
+    finally:
+        close(second)

@@ -99,6 +99,8 @@ class SwarmPolicy:
             now,
         )
         self._tracked = 0  # downloaders the tracker hears from
+        # Browsers in this node's WebSocket-tracker swarm (None: no such tracker here).
+        self._browsers: int | None = None
         self.web_seed_bytes = 0
         self.availability = [0] * piece_count  # peers holding each piece (departed too)
         self.remote_held = [0] * piece_count  # of those, departed (remembered) peers
@@ -294,6 +296,11 @@ class SwarmPolicy:
         are told apart there, not by their web seed requests."""
         self._tracked = max(0, count)
 
+    def tracked_browsers(self, count: int) -> None:
+        """How many browsers the WebSocket tracker has in this torrent's swarm (seeds
+        included): the only peers a browser asking the web seed can get pieces from."""
+        self._browsers = max(0, count)
+
     def web_seed_alone(self, now: float) -> bool:
         """Whether one client downloads alone (mode auto), so the web seed sends it anything."""
         if self.mode == "fastest":
@@ -304,6 +311,13 @@ class SwarmPolicy:
         # sum. Web seed clients are told apart by address when the peer wire or the tracker
         # knows the swarm; otherwise (browsers: WebSocket tracker) each connection counts.
         known = max(self.downloaders(), self._tracked)
+        if not known and self._browsers == 1:
+            # No swarm but one browser's (the asking one's, once it announced): what the web
+            # seed sent others is nowhere it can get it from. Counting connections, a
+            # browser after one that left (or a page reloaded) was refused every piece the
+            # other got, until web_seed_memory (60 s) released them. With no browser in it
+            # (web-seed-only clients, or a browser yet to announce) connections count.
+            return True
         web = self.web_clients.downloading(now) if known else self.web_clients.connections(now)
         # Seeds beside it do not count: a libtorrent refused by the web seed idles up to 5 s,
         # and 8 leechers 0.5 s apart, each finishing before the next, took 2x as long (for
