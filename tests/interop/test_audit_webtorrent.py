@@ -7,11 +7,16 @@ Fixtures (the server, the browser, the bundle's origin) are test_browser_webtorr
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import LiveServer, make_client
 from tests.interop import test_browser_webtorrent as browsers
+from tests.interop import test_webseed_offload as offload
 from tests.interop.test_browser_webtorrent import (
     MiB,
     close,
@@ -25,6 +30,7 @@ pytestmark = browsers.pytestmark
 bundle_url = browsers.bundle_url
 web_server = browsers.web_server
 browser = browsers.browser
+live = offload.live
 
 
 def _wait(pages: list[Any], check: Any, timeout: float) -> list[dict[str, Any]]:
@@ -87,3 +93,41 @@ def test_a_second_browser_at_the_same_address_after_the_first_left(
         assert done["fromOrigin"] == size
     finally:
         close(second)
+
+
+# ---- WebTorrent on node (TCP peers, the HTTP tracker, the web seed) ----
+
+
+def test_two_node_webtorrents_in_one_swarm_get_every_byte(live: LiveServer, tmp_path: Path) -> None:
+    """Two WebTorrent processes on node starting together, each verifying every byte; they
+    share: the origin (seeder and web seed) sent 1.27 copies here (8 MiB: 1.99, each done
+    before the other had anything to give; the bound is test_webseed_offload's under load)."""
+    from tests.interop import clients
+
+    why = clients.missing("webtorrent")
+    if why is not None:
+        pytest.skip(why)
+    size = 32 * MiB
+    data, torrent = offload.publish(live, "audit-node", "pair.bin", size)
+    results: list[bytes | BaseException] = []
+
+    def run(n: int) -> None:
+        workdir = tmp_path / f"wt{n}"
+        workdir.mkdir()
+        job = clients.Job(
+            torrent=torrent, magnet=None, name="pair.bin", data=data, workdir=workdir, timeout=120
+        )
+        try:
+            results.append(clients.webtorrent(job))
+        except BaseException as error:  # reported below, in the test's thread
+            results.append(error)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=150)
+    assert results == [data, data], [r if isinstance(r, BaseException) else len(r) for r in results]
+    seeder, web = offload.origin_bytes(live.endpoint, offload.info_hash_hex(torrent))
+    print(f"\ntwo node WebTorrents, 32 MiB: origin {(seeder + web) / size:.2f} copies")
+    assert size <= seeder + web <= 1.75 * size
