@@ -602,3 +602,38 @@ def test_a_fragmented_announce_is_read_whole_and_an_oversized_one_closes(
             sock.sendall(_frame(0x0 if _ else 0x1, b" " * 4096, fin=False))
         opcode, payload = _read_frame(sock)
         assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1009
+
+
+def test_sockets_from_one_ipv6_subscriber_are_bounded_as_one_address(srv: LiveServer) -> None:
+    """An IPv6 subscriber holds a /64: counted per address, one took 32 sockets from each of
+    2^64 addresses. The limit now goes by the unit the announce budget uses (an IPv4
+    address, an IPv6 /64)."""
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            opened = [
+                await connect(session, srv, f"2001:db8:1:2::{n:x}")
+                for n in range(1, WsLimits().max_connections_per_ip + 1)
+            ]
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await connect(session, srv, "2001:db8:1:2::ffff")
+            assert refused.value.status == 429
+            # Another /64 is another subscriber.
+            other = await connect(session, srv, "2001:db8:1:3::1")
+            for ws in [*opened, other]:
+                await ws.close()
+
+    asyncio.run(run())
+
+
+def test_ipv4_clients_of_a_dual_stack_socket_are_each_their_own_address() -> None:
+    """A dual-stack socket names IPv4 clients ::ffff:a.b.c.d: the tracker counts them as
+    the IPv4 addresses they are, not as one IPv6 /64 that every IPv4 client shares."""
+    from s3torrent.tracker import ws
+
+    core = WsTracker(WsLimits(max_connections_per_ip=1))
+    assert ws._canonical("::ffff:192.0.2.1") == "192.0.2.1"
+    assert core.connect(1, ws._canonical("::ffff:192.0.2.1"))
+    assert core.connect(2, ws._canonical("::ffff:192.0.2.2"))
+    assert not core.connect(3, ws._canonical("192.0.2.2"))
+    assert ws._canonical("") == ""  # no peer name: as it is

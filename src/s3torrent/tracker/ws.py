@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import WSMsgType, web
 
 from s3torrent.config import TrackerSettings
+from s3torrent.tracker.protocol import TrackerError, normalize_ip
 from s3torrent.tracker.registry import RATE_LIMITED, RegistryLimits, TokenBuckets, rate_limit_source
 from s3torrent.tracker.ws_protocol import (
     Action,
@@ -54,6 +55,15 @@ REDECIDE_TIMEOUT = 0.8
 # May a peer at this address use this swarm id now? (PublicTorrents.admit, as a bool)
 Admit = Callable[[bytes, str | None], Awaitable[bool]]
 ClientIp = Callable[[web.BaseRequest], str]
+
+
+def _canonical(ip: str) -> str:
+    """The client's address as the trackers write it: a dual-stack socket's IPv4-mapped
+    IPv6 is its IPv4 address (one client, not one of a /64 that every IPv4 client shares)."""
+    try:
+        return normalize_ip(ip)
+    except TrackerError:
+        return ip  # not an address (no peer name): counted as it is
 
 
 class _Socket:
@@ -91,7 +101,7 @@ class WebSocketTracker:
             return web.Response(status=426, text="a WebSocket tracker: connect with ws://\n")
         self._next += 1
         conn = self._next
-        ip = self.client_ip(request)
+        ip = _canonical(self.client_ip(request))
         if not self.core.connect(conn, ip):
             return web.Response(status=429, text="too many tracker connections from you\n")
         socket = _Socket(ws)

@@ -25,6 +25,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from s3torrent.tracker.registry import rate_limit_source
+
 ID_LENGTH = 20
 _MAX_COUNT = 1 << 62
 
@@ -267,10 +269,12 @@ class WsTracker:
     # ---- connections ----
 
     def connect(self, conn: int, ip: str) -> bool:
-        """A new connection from ip; False when that address has too many already."""
-        if self._per_ip.get(ip, 0) >= self.limits.max_connections_per_ip:
+        """A new connection from ip; False when its source (an IPv4 address, an IPv6 /64:
+        one subscriber, as the announce budget counts) has too many already."""
+        source = rate_limit_source(ip)
+        if self._per_ip.get(source, 0) >= self.limits.max_connections_per_ip:
             return False
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        self._per_ip[source] = self._per_ip.get(source, 0) + 1
         self._connections[conn] = _Connection(ip)
         return True
 
@@ -279,11 +283,12 @@ class WsTracker:
         state = self._connections.pop(conn, None)
         if state is None:
             return
-        left = self._per_ip.get(state.ip, 1) - 1
+        source = rate_limit_source(state.ip)
+        left = self._per_ip.get(source, 1) - 1
         if left:
-            self._per_ip[state.ip] = left
+            self._per_ip[source] = left
         else:
-            self._per_ip.pop(state.ip, None)
+            self._per_ip.pop(source, None)
         for info_hash, peer_id in state.memberships:
             self._remove(info_hash, peer_id, conn)
 
