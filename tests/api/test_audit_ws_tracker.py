@@ -27,6 +27,8 @@ from fastbencode import bdecode, bencode
 
 from s3torrent.peer.policy import PolicySettings, SwarmPolicy
 from s3torrent.tracker.ws_protocol import (
+    MAX_PENDING_OFFERS,
+    NO_SUCH_OFFER,
     Close,
     Send,
     WsAnnounce,
@@ -128,6 +130,7 @@ def test_answers_and_offers_stay_inside_one_torrents_swarm(srv: LiveServer, s3: 
             await joined(m, y, B)
             # M (in Y only) addresses A by peer id, naming Y and then X.
             await m.send_json(answer_to(y, B, A))
+            assert (await receive(m))["failure reason"] == "answer to no offer of yours"
             await m.send_json(answer_to(x, B, A))
             refused = await receive(m)
             assert refused["failure reason"] == "answer from outside the swarm"
@@ -637,3 +640,48 @@ def test_ipv4_clients_of_a_dual_stack_socket_are_each_their_own_address() -> Non
     assert core.connect(2, ws._canonical("::ffff:192.0.2.2"))
     assert not core.connect(3, ws._canonical("192.0.2.2"))
     assert ws._canonical("") == ""  # no peer name: as it is
+
+
+def test_answers_go_only_to_offers_the_answerer_was_sent(srv: LiveServer, s3: Any) -> None:
+    """A member of a swarm addressed answers to any other member by peer id, as many and as
+    large as it liked: 64 KiB each, so a browser reading slower than the sender was dropped
+    as slow once its outbox held a MiB. An answer is now relayed only for an offer the
+    tracker relayed to the answerer from that peer, once."""
+    _, h = public_object(s3)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            victim = await connect(session, srv)
+            mallory = await connect(session, srv, "10.0.0.13")
+            await joined(victim, h, A)
+            await joined(mallory, h, B)
+            await mallory.send_json(answer_to(h, B, A, offer_id=b"z" * 20))
+            assert (await receive(mallory))["failure reason"] == "answer to no offer of yours"
+            await silent(victim)
+            # The victim offers; mallory (the only other peer) is sent it and may answer it.
+            await joined(victim, h, A, offers=1)
+            offer = await receive(mallory)
+            offer_id = offer["offer_id"].encode("latin-1")
+            await mallory.send_json(answer_to(h, B, A, offer_id=offer_id))
+            assert (await receive(victim))["answer"]
+            await mallory.send_json(answer_to(h, B, A, offer_id=offer_id))
+            assert (await receive(mallory))["failure reason"] == "answer to no offer of yours"
+            await silent(victim)
+
+    asyncio.run(run())
+
+
+def test_offers_pending_per_connection_are_bounded() -> None:
+    core = _core_with(A, B)
+    for n in range(MAX_PENDING_OFFERS + 1):
+        message = announce(H_CORE, A, 1, event=None)
+        message["offers"][0]["offer_id"] = b(n.to_bytes(20, "big"))
+        request = parse_message(json.dumps(message), WsLimits())
+        assert isinstance(request, WsAnnounce)
+        core.announce(1, request)
+
+    def answer(n: int) -> list[tuple[int, dict[str, Any]]]:
+        return _sent(core.answer(2, WsAnswer(H_CORE, B, A, n.to_bytes(20, "big"), {})))
+
+    assert answer(0) == [(2, json.loads(failure(NO_SUCH_OFFER, "announce", H_CORE)))]
+    assert answer(1)[0][0] == 1 and answer(MAX_PENDING_OFFERS)[0][0] == 1

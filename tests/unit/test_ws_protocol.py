@@ -106,12 +106,13 @@ def test_numwant_bounds_the_offers_relayed() -> None:
 def test_answer_is_relayed_to_the_offerer_by_peer_id() -> None:
     tracker = WsTracker()
     joined(tracker, A, B)
+    tracker.announce(1, announce(A, 1))  # A's offer (id 00...) goes to B, who answers it
     msg = {
         "action": "announce",
         "info_hash": binary_string(H),
         "peer_id": binary_string(B),
         "to_peer_id": binary_string(A),
-        "offer_id": binary_string(b"\x07" * 20),
+        "offer_id": binary_string(b"\x00" * 20),
         "answer": {"type": "answer", "sdp": "v=0"},
     }
     request = parse_message(json.dumps(msg), LIMITS)
@@ -120,7 +121,7 @@ def test_answer_is_relayed_to_the_offerer_by_peer_id() -> None:
     assert conn == 1
     assert body["answer"] == {"type": "answer", "sdp": "v=0"}
     assert body["peer_id"].encode("latin-1") == B
-    assert body["offer_id"].encode("latin-1") == b"\x07" * 20
+    assert body["offer_id"].encode("latin-1") == b"\x00" * 20
 
 
 def test_answer_from_a_socket_outside_the_swarm_is_refused() -> None:

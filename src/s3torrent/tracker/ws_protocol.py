@@ -29,6 +29,11 @@ from s3torrent.tracker.registry import rate_limit_source
 
 ID_LENGTH = 20
 _MAX_COUNT = 1 << 62
+# Offers relayed to one connection and not answered yet, remembered so that an answer goes
+# only to the peer whose offer it answers (oldest forgotten first; WebTorrent gives up on
+# an offer after 50 s).
+MAX_PENDING_OFFERS = 256
+NO_SUCH_OFFER = "answer to no offer of yours"
 
 
 class WsProtocolError(Exception):
@@ -232,6 +237,14 @@ class _Connection:
     ip: str
     # (info hash, peer id) pairs this connection announced and has not stopped.
     memberships: set[tuple[bytes, bytes]] = field(default_factory=set)
+    # Offers relayed to it, by offer id: (info hash, the offerer's peer id).
+    offers: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
+
+    def offered(self, offer_id: bytes, info_hash: bytes, peer_id: bytes) -> None:
+        self.offers.pop(offer_id, None)
+        self.offers[offer_id] = (info_hash, peer_id)
+        if len(self.offers) > MAX_PENDING_OFFERS:
+            del self.offers[next(iter(self.offers))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +366,9 @@ class WsTracker:
         others = [(pid, p) for pid, p in swarm.items() if p.conn != conn]
         chosen = self._rng.sample(others, min(request.numwant, len(others)))
         for (_, target), offer in zip(chosen, request.offers, strict=False):
+            target_state = self._connections.get(target.conn)
+            if target_state is not None:
+                target_state.offered(offer.offer_id, info_hash, peer_id)
             relayed = {
                 "action": "announce",
                 "offer": offer.offer,
@@ -364,11 +380,16 @@ class WsTracker:
         return actions
 
     def answer(self, conn: int, request: WsAnswer) -> list[Action]:
-        """Relay an answer to the offerer; only a member of the swarm may answer."""
+        """Relay an answer to the offerer: only a member of the swarm may answer, and only
+        an offer relayed to it from that peer, once."""
         swarm = self._swarms.get(request.info_hash, {})
         sender = swarm.get(request.peer_id)
         if sender is None or sender.conn != conn:
             return [Send(conn, failure("answer from outside the swarm", "announce"))]
+        state = self._connections.get(conn)
+        offered = state.offers.pop(request.offer_id, None) if state is not None else None
+        if offered != (request.info_hash, request.to_peer_id):
+            return [Send(conn, failure(NO_SUCH_OFFER, "announce", request.info_hash))]
         target = swarm.get(request.to_peer_id)
         if target is None:
             return []  # the offerer left meanwhile; its browser times the offer out
