@@ -571,3 +571,26 @@ def test_announce_then_s3_get_on_one_keep_alive_connection(
         assert b"peers" in bdecode(resp.read())
     finally:
         conn.close()
+
+
+def test_a_bucket_change_that_keeps_the_torrent_public_keeps_its_swarm(
+    tracker_server: LiveServer, ts3: Any, tbucket: str
+) -> None:
+    """A change of a bucket's access settings revokes its torrents and republishes those
+    still public at once. Until 2026-12-07 the registry forgot their peers with it: a
+    PutBucketTagging (or a lifecycle rule, or a policy's time boundary) left every swarm in
+    the bucket empty until its peers announced again, half an hour later."""
+    ih = publish(tracker_server, ts3, tbucket, "kept")
+    announce(tracker_server, announce_query(ih, peer_id(1), 6101))
+    ts3.put_bucket_tagging(Bucket=tbucket, Tagging={"TagSet": [{"Key": "team", "Value": "a"}]})
+    deadline = time.monotonic() + 5
+    while True:
+        answer = announce(tracker_server, announce_query(ih, peer_id(2), 6102))
+        if b"failure reason" not in answer or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)  # the few milliseconds between the revocation and republication
+    assert ("127.0.0.1", 6101) in compact_peers(answer[b"peers"])
+    assert answer[b"incomplete"] == 2
+    # Made private, it is refused at once, kept swarm or not.
+    ts3.put_object_acl(Bucket=tbucket, Key="kept", ACL="private")
+    assert failure_within(tracker_server, ih) == "unregistered torrent"

@@ -11,6 +11,7 @@ import pytest
 
 from s3torrent.tracker.protocol import AnnounceEvent, AnnounceRequest, PeerAddress
 from s3torrent.tracker.registry import (
+    MAX_PARKED_SWARMS,
     RATE_LIMITED,
     UNREGISTERED_TORRENT,
     AnnounceFailure,
@@ -254,17 +255,41 @@ def test_rate_limit_table_is_bounded() -> None:
     assert len(registry._rate._buckets) == 10
 
 
-def test_deregister_forgets_peers_at_once() -> None:
+def test_deregister_stops_serving_at_once_and_a_registration_back_keeps_the_peers() -> None:
     registry = make()
     ok(registry, req(1))
     run(registry.deregister(HASH))
     assert not run(registry.is_registered(HASH))
     assert run(registry.registered()) == []
     assert run(registry.scrape((HASH,), 0)) == {}
+    assert run(registry.announce(req(2), 0)) == AnnounceFailure(UNREGISTERED_TORRENT)
     with pytest.raises(KeyError):
         run(registry.stats(HASH))
+    # A revocation that republishes at once (a bucket's tag changed): until 2026-12-07 the
+    # swarm came back empty, and its peers announce only every half hour.
     run(registry.register(HASH, REF))
-    assert ids(ok(registry, req(2))) == set()
+    assert ids(ok(registry, req(2))) == {pid(1)}
+    assert run(registry.stats(HASH)).leechers == 2
+    # Peers kept so still expire as any do.
+    assert ids(ok(registry, req(3), now=3000)) == {pid(1), pid(2)}
+    ok(registry, req(2), now=3000)
+    assert ids(ok(registry, req(3), now=3700)) == {pid(2)}
+
+
+def test_parked_swarms_are_bounded() -> None:
+    registry = make(RegistryLimits(max_peers_total=5, rate_burst=1e9, rate_per_ip=1e9))
+    hashes = [(n + 1).to_bytes(20, "big") for n in range(MAX_PARKED_SWARMS + 2)]
+    for n, info_hash in enumerate(hashes):
+        run(registry.register(info_hash, REF))
+        ok(registry, req(n, info_hash=info_hash))
+        run(registry.deregister(info_hash))
+    # At most max_peers_total peers are kept parked: the oldest swarms went first.
+    assert registry._parked_peers <= 5
+    assert len(registry._parked) <= 5
+    run(registry.register(hashes[0], REF))
+    assert ids(ok(registry, req(9999, info_hash=hashes[0]))) == set()
+    run(registry.register(hashes[-1], REF))
+    assert ids(ok(registry, req(9999, info_hash=hashes[-1]))) == {pid(len(hashes) - 1)}
 
 
 def test_register_again_keeps_swarm_and_updates_origins() -> None:

@@ -68,7 +68,8 @@ class TrackerRegistry(Protocol):
         """Serve this torrent; registering again updates its ref and keeps the swarm."""
 
     async def deregister(self, info_hash: bytes) -> None:
-        """Stop serving this torrent and forget its peers at once."""
+        """Stop serving this torrent at once (a registry may keep its peers for a
+        registration that comes back)."""
 
     async def is_registered(self, info_hash: bytes) -> bool: ...
 
@@ -290,6 +291,13 @@ def _ipv6_source(ip: str) -> str:
     return str(ipaddress.IPv6Network((ipaddress.IPv6Address(ip), 64), strict=False))
 
 
+# Swarms of deregistered torrents kept for a registration that comes back (at most this
+# many, oldest dropped first): every change of a bucket's access (a tag, a rule, a policy
+# time boundary) revokes its torrents and republishes those still public at once, and
+# their peers, which announce every half hour, must not be lost with it.
+MAX_PARKED_SWARMS = 1024
+
+
 class MemoryRegistry:
     """The single-process registry: everything in dicts, expiry lazy plus `sweep`."""
 
@@ -298,6 +306,11 @@ class MemoryRegistry:
         self._rng = rng or random.Random()
         self._swarms: dict[bytes, _Swarm] = {}
         self._peer_count = 0
+        # Deregistered swarms, by info-hash, oldest first; served by no announce, scrape or
+        # stats until registered again. Their peers expire as any do (peer_ttl), at the
+        # first announce after they come back; their number is bounded by max_peers_total.
+        self._parked: OrderedDict[bytes, _Swarm] = OrderedDict()
+        self._parked_peers = 0
         self._rate = TokenBuckets(
             self._limits.rate_per_ip, self._limits.rate_burst, self._limits.rate_table_size
         )
@@ -305,14 +318,31 @@ class MemoryRegistry:
     async def register(self, info_hash: bytes, meta: TorrentRef) -> None:
         swarm = self._swarms.get(info_hash)
         if swarm is None:
-            self._swarms[info_hash] = _Swarm(meta)
-        else:
-            swarm.set_ref(meta)
+            swarm = self._parked.pop(info_hash, None)
+            if swarm is None:
+                swarm = _Swarm(meta)
+            else:
+                self._parked_peers -= len(swarm.peers)
+                self._peer_count += len(swarm.peers)
+            self._swarms[info_hash] = swarm
+        swarm.set_ref(meta)
 
     async def deregister(self, info_hash: bytes) -> None:
+        """Stop serving the torrent at once; its swarm is kept (parked) for a registration
+        that comes back (a revocation that republishes it)."""
         swarm = self._swarms.pop(info_hash, None)
-        if swarm is not None:
-            self._peer_count -= len(swarm.peers)
+        if swarm is None:
+            return
+        self._peer_count -= len(swarm.peers)
+        if swarm.peers:
+            self._parked[info_hash] = swarm
+            self._parked_peers += len(swarm.peers)
+        while self._parked and (
+            len(self._parked) > MAX_PARKED_SWARMS
+            or self._parked_peers > self._limits.max_peers_total
+        ):
+            _, dropped = self._parked.popitem(last=False)
+            self._parked_peers -= len(dropped.peers)
 
     async def is_registered(self, info_hash: bytes) -> bool:
         return info_hash in self._swarms
