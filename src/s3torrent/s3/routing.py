@@ -354,7 +354,23 @@ def route(
     return _route_object(m, query, headers)
 
 
+def _refuse_object_parameters(q: Mapping[str, str]) -> None:
+    """A part, an upload or a version belongs to an object, and a bucket's path names none: S3
+    refuses `partNumber` there (InvalidRequest, whatever the method) and `versionId` (on its
+    listings, DELETE and selectors alike). They were dropped, and the bucket operation left
+    was not what was asked: `DELETE /bucket?versionId=v` (an empty key) deleted the bucket."""
+    if "partNumber" in q or "uploadId" in q:
+        raise S3Error("InvalidRequest", "Object must have a valid key name.")
+    if "versionId" in q:
+        raise S3Error(
+            "InvalidArgument",
+            "This operation does not accept a version-id.",
+            extra={"ArgumentName": "versionId", "ArgumentValue": q["versionId"][:64]},
+        )
+
+
 def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
+    _refuse_object_parameters(q)
     table: dict[tuple[str, str], Endpoint] = {
         ("GET", "location"): Endpoint.GetBucketLocation,
         ("GET", "versioning"): Endpoint.GetBucketVersioning,

@@ -1,0 +1,111 @@
+"""Audit: a header or parameter that changes what S3 does is acted on or refused with S3's
+error, never accepted and ignored (what tests/api/test_refusals.py did not yet cover)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from typing import Any
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from tests.conftest import LiveServer, sign_request
+
+_names = itertools.count()
+
+
+def _send(
+    server: LiveServer,
+    method: str,
+    path: str,
+    query: str = "",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+) -> requests.Response:
+    url = f"{server.endpoint}{path}" + (f"?{query}" if query else "")
+    signed = sign_request(method, url, dict(headers or {}), body)
+    return requests.request(method, url, headers=signed, data=body, timeout=30)
+
+
+def _code(resp: requests.Response) -> str:
+    found = re.search(r"<Code>(.*?)</Code>", resp.text)
+    return found.group(1) if found else ""
+
+
+def _empty_bucket(s3: Any) -> str:
+    name = f"unimpl-{os.getpid()}-{next(_names)}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+# ---- object parameters at a bucket's path ----
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("versionId=v1", "InvalidArgument"), ("versionId=null", "InvalidArgument"),
+     ("versionId=", "InvalidArgument"), ("uploadId=u1", "InvalidRequest"),
+     ("partNumber=1", "InvalidRequest")],
+)  # fmt: skip
+def test_a_bucket_delete_naming_a_version_part_or_upload_is_refused_and_keeps_the_bucket(
+    server: LiveServer, s3: Any, query: str, code: str
+) -> None:
+    """`DELETE /bucket?versionId=v` is a DeleteObject whose key went missing: S3 refuses
+    versionId at a bucket's path (400 InvalidArgument, "This operation does not accept a
+    version-id.") and partNumber there (400 InvalidRequest). Both were dropped here and the
+    request was taken for DeleteBucket: an empty bucket was deleted."""
+    name = _empty_bucket(s3)
+    resp = _send(server, "DELETE", f"/{name}", query)
+    assert resp.status_code == 400, resp.text
+    assert _code(resp) == code, resp.text
+    s3.head_bucket(Bucket=name)
+
+
+@pytest.mark.parametrize(
+    ("method", "query"),
+    [("GET", "versionId=v1"), ("GET", "list-type=2&versionId=v1"),
+     ("GET", "versions&versionId=v1"), ("GET", "uploads&versionId=v1"),
+     ("GET", "versioning&versionId=null"), ("GET", "partNumber=1"), ("GET", "uploadId=u1"),
+     ("POST", "versionId=v1"), ("PUT", "tagging&versionId=v1")],
+)  # fmt: skip
+def test_bucket_operations_refuse_the_parameters_of_an_object(
+    server: LiveServer, s3: Any, method: str, query: str
+) -> None:
+    name = _empty_bucket(s3)
+    s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": [{"Key": "keep", "Value": "me"}]})
+    body = b"<Tagging><TagSet></TagSet></Tagging>" if method == "PUT" else b""
+    resp = _send(server, method, f"/{name}", query, body=body)
+    assert resp.status_code == 400, resp.text
+    expected = (
+        "InvalidRequest" if "partNumber" in query or "uploadId" in query else "InvalidArgument"
+    )
+    assert _code(resp) == expected, resp.text
+    assert s3.get_bucket_tagging(Bucket=name)["TagSet"] == [{"Key": "keep", "Value": "me"}]
+    head = _send(server, "HEAD", f"/{name}", query)
+    assert head.status_code == 400
+
+
+def test_a_bucket_created_with_a_version_id_is_refused_and_not_created(
+    server: LiveServer, s3: Any
+) -> None:
+    name = f"unimpl-new-{os.getpid()}-{next(_names)}"
+    resp = _send(server, "PUT", f"/{name}", "versionId=v1")
+    assert resp.status_code == 400 and _code(resp) == "InvalidArgument", resp.text
+    with pytest.raises(ClientError):
+        s3.head_bucket(Bucket=name)
+
+
+def test_object_operations_still_take_their_version_part_and_upload(
+    server: LiveServer, s3: Any
+) -> None:
+    name = _empty_bucket(s3)
+    s3.put_object(Bucket=name, Key="k", Body=b"kept")
+    assert _send(server, "GET", f"/{name}/k", "versionId=null").content == b"kept"
+    assert _send(server, "GET", f"/{name}/k", "partNumber=1").content == b"kept"
+    upload = s3.create_multipart_upload(Bucket=name, Key="m")["UploadId"]
+    assert _send(server, "GET", f"/{name}/m", f"uploadId={upload}").status_code == 200
+    assert _send(server, "DELETE", f"/{name}/k", "versionId=null").status_code == 204
+    s3.head_bucket(Bucket=name)
