@@ -109,3 +109,29 @@ def test_object_operations_still_take_their_version_part_and_upload(
     assert _send(server, "GET", f"/{name}/m", f"uploadId={upload}").status_code == 200
     assert _send(server, "DELETE", f"/{name}/k", "versionId=null").status_code == 204
     s3.head_bucket(Bucket=name)
+
+
+# ---- a part number without its upload ----
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [("PUT", {}), ("PUT", {"x-amz-copy-source": "{bucket}/src"}), ("DELETE", {}), ("POST", {})],
+)
+def test_a_part_number_without_its_upload_is_refused_not_taken_for_a_plain_write(
+    server: LiveServer, s3: Any, method: str, headers: dict[str, str]
+) -> None:
+    """An UploadPart (or UploadPartCopy) whose uploadId went missing was routed as a PutObject
+    (or CopyObject) and overwrote the key with the part; a DELETE with one deleted the key.
+    S3 answers 400 InvalidArgument, 'This operation does not accept partNumber without
+    uploadId'."""
+    name = _empty_bucket(s3)
+    s3.put_object(Bucket=name, Key="k", Body=b"kept")
+    s3.put_object(Bucket=name, Key="src", Body=b"part from a copy")
+    sent = {k: v.format(bucket=name) for k, v in headers.items()}
+    query = "uploads&partNumber=1" if method == "POST" else "partNumber=1"
+    resp = _send(server, method, f"/{name}/k", query, sent, b"a part" if method == "PUT" else b"")
+    assert resp.status_code == 400, resp.text
+    assert _code(resp) == "InvalidArgument" and "without uploadId" in resp.text, resp.text
+    assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"kept"
+    assert s3.list_multipart_uploads(Bucket=name).get("Uploads", []) == []

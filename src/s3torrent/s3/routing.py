@@ -450,6 +450,14 @@ def _route_object(m: str, q: Mapping[str, str], h: Mapping[str, str]) -> Endpoin
         if m in _UPLOAD_BY_METHOD:
             return _UPLOAD_BY_METHOD[m]
         raise S3Error("MethodNotAllowed")
+    if "partNumber" in q and m in _WRITE_METHODS:
+        # A part of an upload whose uploadId went missing: S3 refuses it (it was taken for a
+        # PutObject that overwrote the key with the part, or a DeleteObject).
+        raise S3Error(
+            "InvalidArgument",
+            "This operation does not accept partNumber without uploadId",
+            extra={"ArgumentName": "partNumber", "ArgumentValue": "partNumber"},
+        )
     if "uploads" in q and m == "POST":
         return Endpoint.CreateMultipartUpload
     if "acl" in q:
