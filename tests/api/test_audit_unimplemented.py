@@ -3,6 +3,8 @@ error, never accepted and ignored (what tests/api/test_refusals.py did not yet c
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import os
 import re
@@ -135,3 +137,47 @@ def test_a_part_number_without_its_upload_is_refused_not_taken_for_a_plain_write
     assert _code(resp) == "InvalidArgument" and "without uploadId" in resp.text, resp.text
     assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"kept"
     assert s3.list_multipart_uploads(Bucket=name).get("Uploads", []) == []
+
+
+# ---- conditions on the writes of an object's sub-resources ----
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("If-Match", '"0123456789abcdef0123456789abcdef"'), ("If-None-Match", "*"),
+     ("If-Unmodified-Since", "Sat, 01 Jan 2000 00:00:00 GMT"),
+     ("If-Modified-Since", "Fri, 01 Jan 2100 00:00:00 GMT")],
+)  # fmt: skip
+def test_conditions_on_tagging_retention_and_legal_hold_writes_are_refused_not_skipped(
+    server: LiveServer, s3: Any, name: str, value: str
+) -> None:
+    """S3 takes conditions on PutObject, CopyObject, CompleteMultipartUpload and DeleteObject
+    (its conditional requests guide); a tag, retention or legal-hold write carrying one is
+    refused as PutObjectAcl's already was. Each failing condition here was skipped: the tags
+    were replaced, deleted, the retention and hold set, on an object the client had not seen."""
+    bucket = f"unimpl-lock-{os.getpid()}-{next(_names)}"
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"kept", Tagging="keep=me")
+    tags = b"<Tagging><TagSet><Tag><Key>new</Key><Value>x</Value></Tag></TagSet></Tagging>"
+    retention = b"<Retention><Mode>GOVERNANCE</Mode>"
+    retention += b"<RetainUntilDate>2030-01-01T00:00:00Z</RetainUntilDate></Retention>"
+    hold = b"<LegalHold><Status>ON</Status></LegalHold>"
+    md5 = {
+        body: base64.b64encode(hashlib.md5(body).digest()).decode()
+        for body in (tags, retention, hold)
+    }
+    calls = [("PUT", "tagging", tags), ("DELETE", "tagging", b""), ("PUT", "retention", retention),
+             ("PUT", "legal-hold", hold)]  # fmt: skip
+    for method, sub, body in calls:
+        headers = {name: value, **({"Content-MD5": md5[body]} if body else {})}
+        resp = _send(server, method, f"/{bucket}/k", f"{sub}=", headers, body)
+        assert resp.status_code == 501, (sub, resp.text)
+        assert _code(resp) == "NotImplemented", resp.text
+    assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == [
+        {"Key": "keep", "Value": "me"}
+    ]
+    head = s3.head_object(Bucket=bucket, Key="k")
+    assert "ObjectLockMode" not in head and head.get("ObjectLockLegalHoldStatus") != "ON"
+    # Without a condition, each is acted on.
+    s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": [{"Key": "n", "Value": "v"}]})
+    s3.put_object_legal_hold(Bucket=bucket, Key="k", LegalHold={"Status": "OFF"})

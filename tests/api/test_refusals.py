@@ -52,6 +52,10 @@ class Fixture:
         md5 = base64.b64encode(hashlib.md5(xml).digest()).decode()
         done = b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>"
         done += b"<ETag>x</ETag></Part></CompleteMultipartUpload>"
+        tags = b"<Tagging><TagSet><Tag><Key>a</Key><Value>b</Value></Tag></TagSet></Tagging>"
+        retention = b"<Retention><Mode>GOVERNANCE</Mode>"
+        retention += b"<RetainUntilDate>2030-01-01T00:00:00Z</RetainUntilDate></Retention>"
+        hold = b"<LegalHold><Status>ON</Status></LegalHold>"
         calls = {
             Endpoint.PutObject: Call("PUT", f"/{b}/new-{next(_names)}", body=b"data"),
             Endpoint.CopyObject: Call("PUT", f"/{b}/copy-{next(_names)}", headers=copy),
@@ -66,6 +70,10 @@ class Fixture:
             Endpoint.GetObjectAcl: Call("GET", f"/{b}/obj", "acl="),
             Endpoint.PutObjectAcl: Call("PUT", f"/{b}/obj", "acl=", {"x-amz-acl": "private"}),
             Endpoint.GetObjectTorrent: Call("GET", f"/{b}/obj", "torrent="),
+            Endpoint.PutObjectTagging: Call("PUT", f"/{b}/obj", "tagging=", body=tags),
+            Endpoint.DeleteObjectTagging: Call("DELETE", f"/{b}/obj", "tagging="),
+            Endpoint.PutObjectRetention: Call("PUT", f"/{b}/obj", "retention=", body=retention),
+            Endpoint.PutObjectLegalHold: Call("PUT", f"/{b}/obj", "legal-hold=", body=hold),
             Endpoint.GetObjectAttributes: Call(
                 "GET", f"/{b}/obj", "attributes=", {"x-amz-object-attributes": "ETag"}
             ),
