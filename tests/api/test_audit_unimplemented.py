@@ -181,3 +181,32 @@ def test_conditions_on_tagging_retention_and_legal_hold_writes_are_refused_not_s
     # Without a condition, each is acted on.
     s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": [{"Key": "n", "Value": "v"}]})
     s3.put_object_legal_hold(Bucket=bucket, Key="k", LegalHold={"Status": "OFF"})
+
+
+# ---- the paging parameters of the other ListObjects version ----
+
+
+@pytest.mark.parametrize(
+    ("query", "name", "message"),
+    [("start-after=l%2Fa", "start-after", "startAfter only supported"),
+     ("continuation-token=x", "continuation-token", "continuation-token only supported"),
+     ("start-after=l%2Fa&continuation-token=x", "continuation-token", "continuation-token only"),
+     ("list-type=2&marker=l%2Fa", "marker", "Marker unsupported")],
+)  # fmt: skip
+def test_a_listing_refuses_the_paging_parameters_of_the_other_version(
+    server: LiveServer, s3: Any, query: str, name: str, message: str
+) -> None:
+    """ListObjects (V1) pages by marker, ListObjectsV2 by continuation-token and start-after.
+    The other version's parameter was dropped and the first page answered again (a client
+    paging by it looped on that page); S3 refuses it with 400 InvalidArgument naming it."""
+    bucket = _empty_bucket(s3)
+    for key in ("l/a", "l/b"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"")
+    resp = _send(server, "GET", f"/{bucket}", f"prefix=l%2F&{query}")
+    assert resp.status_code == 400, resp.text
+    assert _code(resp) == "InvalidArgument" and message in resp.text, resp.text
+    assert f"<ArgumentName>{name}</ArgumentName>" in resp.text
+    # Each version's own parameter pages as before.
+    assert [o["Key"] for o in s3.list_objects(Bucket=bucket, Marker="l/a")["Contents"]] == ["l/b"]
+    listed = s3.list_objects_v2(Bucket=bucket, StartAfter="l/a")["Contents"]
+    assert [o["Key"] for o in listed] == ["l/b"]

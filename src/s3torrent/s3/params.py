@@ -300,9 +300,30 @@ def _object_read_params(query: Mapping[str, str]) -> ObjectReadParams:
     )
 
 
+# The paging parameters of one ListObjects version, which the other does not take: each was
+# dropped there, and a client paging by it got its first page again (a V1 listing "after"
+# a key by start-after, a V2 one by marker). S3 refuses them with these messages, naming
+# the parameter and no value, continuation-token before start-after (recorded from AWS).
+_V2_ONLY = "only supported in REST.GET.BUCKET with list-type=2"
+_NOT_IN_THIS_LISTING: Mapping[Endpoint, tuple[tuple[str, str], ...]] = {
+    Endpoint.ListObjects: (
+        ("continuation-token", f"continuation-token {_V2_ONLY}"),
+        ("start-after", f"startAfter {_V2_ONLY}"),
+    ),
+    Endpoint.ListObjectsV2: (("marker", "Marker unsupported with REST.GET.BUCKET in list-type=2"),),
+}
+
+
+def _refuse_other_listing_parameters(endpoint: Endpoint, query: Mapping[str, str]) -> None:
+    for name, message in _NOT_IN_THIS_LISTING.get(endpoint, ()):
+        if name in query:
+            raise S3Error("InvalidArgument", message, extra={"ArgumentName": name})
+
+
 def parse_params(endpoint: Endpoint, query: Mapping[str, str], max_keys_limit: int) -> Params:
     """The typed parameters of one request to `endpoint`."""
     if endpoint in _LIST_ENDPOINTS:
+        _refuse_other_listing_parameters(endpoint, query)
         return _list_params(query, max_keys_limit, endpoint is Endpoint.ListObjectVersions)
     if endpoint is Endpoint.ListBuckets:
         return _bucket_list_params(query)
