@@ -100,11 +100,18 @@ def public_default_rule(max_age: int) -> CorsRule:
 # ---------------------------------------------------------------- the configuration
 
 
+# What a PutBucketCors body may hold (S3's API model, 2026-12).
+CORS_SCHEMA: s3xml.Schema = {
+    "CORSRule": dict.fromkeys(
+        ("ID", "AllowedHeader", "AllowedMethod", "AllowedOrigin", "ExposeHeader", "MaxAgeSeconds")
+    )
+}
+
+
 def parse_configuration(body: bytes) -> tuple[CorsRule, ...]:
     """A PutBucketCors body, validated as S3 validates it."""
     root = s3xml.parse(body)
-    if s3xml.local(root.tag) != "CORSConfiguration":
-        raise S3Error("MalformedXML")
+    s3xml.check_document(root, "CORSConfiguration", CORS_SCHEMA)
     elements = s3xml.children(root, "CORSRule")
     if not elements or len(elements) > MAX_RULES or len(elements) != len(root):
         raise S3Error("MalformedXML")

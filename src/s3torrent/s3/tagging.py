@@ -48,11 +48,14 @@ def from_header(value: str) -> Tags:
     return validate(tuple(pairs), MAX_OBJECT_TAGS)
 
 
+# What a Put(Object|Bucket)Tagging body may hold (S3's API model, 2026-12).
+TAGGING_SCHEMA: s3xml.Schema = {"TagSet": {"Tag": {"Key": None, "Value": None}}}
+
+
 def from_xml(body: bytes, limit: int) -> Tags:
     """A `<Tagging><TagSet><Tag><Key/><Value/></Tag>...` body, validated."""
     root = s3xml.parse(body)
-    if s3xml.local(root.tag) != "Tagging":
-        raise S3Error("MalformedXML")
+    s3xml.check_document(root, "Tagging", TAGGING_SCHEMA)
     tag_set = s3xml.child(root, "TagSet")
     if tag_set is None:
         raise S3Error("MalformedXML")

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeAlias
 
 from defusedxml import ElementTree as SafeET
 
@@ -173,3 +173,31 @@ def children(el: ET.Element, name: str) -> list[ET.Element]:
 def text(el: ET.Element, name: str) -> str | None:
     c = child(el, name)
     return (c.text or "") if c is not None else None
+
+
+Schema: TypeAlias = Mapping[str, "Schema | None"]
+"""What an element may hold: each child's name, mapped to what that child may hold in turn
+(None: text only), as S3's API model defines it (a unit test compares them)."""
+
+
+def check_schema(el: ET.Element, schema: Schema) -> None:
+    """MalformedXML for an element that `schema` does not name, at any depth: S3 validates a
+    body against its published schema and refuses one, where handlers reading the elements
+    they knew dropped it (a misspelt or newer element, a condition, was accepted unread)."""
+    for c in el:
+        name = local(c.tag)
+        if name not in schema:
+            raise S3Error("MalformedXML")
+        inner = schema[name]
+        if inner is None:
+            if len(c):
+                raise S3Error("MalformedXML")
+        else:
+            check_schema(c, inner)
+
+
+def check_document(root: ET.Element, name: str, schema: Schema) -> None:
+    """MalformedXML unless `root` is the element `name`, holding only what `schema` names."""
+    if local(root.tag) != name:
+        raise S3Error("MalformedXML")
+    check_schema(root, schema)

@@ -81,6 +81,19 @@ async def delete_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     return web.Response(status=204, headers=headers)
 
 
+# What a DeleteObjects body may hold (S3's API model, 2026-12).
+DELETE_SCHEMA: s3xml.Schema = {
+    "Quiet": None,
+    "Object": {
+        "Key": None,
+        "VersionId": None,
+        "ETag": None,
+        "LastModifiedTime": None,
+        "Size": None,
+    },
+}
+
+
 def _delete_entry(entry: Any) -> tuple[str, str | None, WriteCondition]:
     """One <Object> of a DeleteObjects body: its key, version id and condition (<ETag>)."""
     key = s3xml.text(entry, "Key")
@@ -117,8 +130,7 @@ async def delete_objects(svc: S3Context, req: S3Request) -> web.StreamResponse:
     raw = await body.read_all(limits.max_xml_body)
     body.verify(md5=None)
     root = s3xml.parse(raw)
-    if s3xml.local(root.tag) != "Delete":
-        raise S3Error("MalformedXML")
+    s3xml.check_document(root, "Delete", DELETE_SCHEMA)
     quiet = (s3xml.text(root, "Quiet") or "").strip().lower() == "true"
     entries = s3xml.children(root, "Object")
     if not entries or len(entries) > limits.max_delete_objects:

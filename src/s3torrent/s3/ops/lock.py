@@ -51,6 +51,16 @@ async def _xml_body(svc: S3Context, req: S3Request) -> Any:
     return s3xml.parse(raw)
 
 
+# What each body may hold (S3's API model, 2026-12).
+VERSIONING_SCHEMA: s3xml.Schema = {"Status": None, "MfaDelete": None}
+LOCK_CONFIGURATION_SCHEMA: s3xml.Schema = {
+    "ObjectLockEnabled": None,
+    "Rule": {"DefaultRetention": {"Mode": None, "Days": None, "Years": None}},
+}
+RETENTION_SCHEMA: s3xml.Schema = {"Mode": None, "RetainUntilDate": None}
+LEGAL_HOLD_SCHEMA: s3xml.Schema = {"Status": None}
+
+
 # ---- bucket versioning ----
 
 
@@ -66,8 +76,7 @@ async def get_bucket_versioning(svc: S3Context, req: S3Request) -> web.StreamRes
 async def put_bucket_versioning(svc: S3Context, req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     root = await _xml_body(svc, req)
-    if s3xml.local(root.tag) != "VersioningConfiguration":
-        raise S3Error("MalformedXML")
+    s3xml.check_document(root, "VersioningConfiguration", VERSIONING_SCHEMA)
     mfa = s3xml.text(root, "MfaDelete")
     if (mfa is not None and mfa != "Disabled") or "x-amz-mfa" in req.http.headers:
         raise S3Error("NotImplemented", "MFA delete is not implemented.")
@@ -139,8 +148,7 @@ async def put_object_lock_configuration(svc: S3Context, req: S3Request) -> web.S
     if "x-amz-bucket-object-lock-token" in req.http.headers:
         raise S3Error("NotImplemented", "Object lock tokens are not implemented.")
     root = await _xml_body(svc, req)
-    if s3xml.local(root.tag) != "ObjectLockConfiguration":
-        raise S3Error("MalformedXML")
+    s3xml.check_document(root, "ObjectLockConfiguration", LOCK_CONFIGURATION_SCHEMA)
     if s3xml.text(root, "ObjectLockEnabled") != "Enabled":
         raise S3Error("MalformedXML")
     _may_lock(bucket)
@@ -204,8 +212,7 @@ async def put_object_retention(svc: S3Context, req: S3Request) -> web.StreamResp
     obj = _target(req)
     require_integrity_header(req.http.headers, "PutObjectRetention")
     root = await _xml_body(svc, req)
-    if s3xml.local(root.tag) != "Retention":
-        raise S3Error("MalformedXML")
+    s3xml.check_document(root, "Retention", RETENTION_SCHEMA)
     mode = s3xml.text(root, "Mode")
     date = s3xml.text(root, "RetainUntilDate")
     until: float | None = None
@@ -247,8 +254,7 @@ async def put_object_legal_hold(svc: S3Context, req: S3Request) -> web.StreamRes
     obj = _target(req)
     require_integrity_header(req.http.headers, "PutObjectLegalHold")
     root = await _xml_body(svc, req)
-    if s3xml.local(root.tag) != "LegalHold":
-        raise S3Error("MalformedXML")
+    s3xml.check_document(root, "LegalHold", LEGAL_HOLD_SCHEMA)
     status = s3xml.text(root, "Status")
     if status not in ("ON", "OFF"):
         raise S3Error("MalformedXML")

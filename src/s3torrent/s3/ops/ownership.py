@@ -74,10 +74,13 @@ async def get_bucket_ownership_controls(svc: S3Context, req: S3Request) -> web.S
     return web.Response(body=body, content_type="application/xml")
 
 
+# What a PutBucketOwnershipControls body may hold (S3's API model, 2026-12).
+OWNERSHIP_SCHEMA: s3xml.Schema = {"Rule": {"ObjectOwnership": None}}
+
+
 def _parse_controls(raw: bytes) -> ObjectOwnership:
     root = s3xml.parse(raw)
-    if s3xml.local(root.tag) != "OwnershipControls":
-        raise S3Error("MalformedXML")
+    s3xml.check_document(root, "OwnershipControls", OWNERSHIP_SCHEMA)
     rules = s3xml.children(root, "Rule")
     if len(rules) != 1:
         raise S3Error("MalformedXML")

@@ -130,8 +130,7 @@ async def list_no_configurations(svc: S3Context, req: S3Request) -> web.StreamRe
 async def put_bucket_request_payment(svc: S3Context, req: S3Request) -> web.StreamResponse:
     """The payer is the bucket owner, always: saying so changes nothing; Requester is refused."""
     root = s3xml.parse(await read_xml_body(svc, req))
-    if s3xml.local(root.tag) != "RequestPaymentConfiguration":
-        raise S3Error("MalformedXML")
+    s3xml.check_document(root, "RequestPaymentConfiguration", {"Payer": None})
     payer = s3xml.text(root, "Payer")
     if payer == "Requester":
         raise S3Error("NotImplemented", "Requester Pays is not implemented: the owner pays.")
