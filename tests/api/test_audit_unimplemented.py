@@ -276,3 +276,37 @@ def test_a_body_element_s3_does_not_define_is_malformed_not_ignored(
     for read in (s3.get_bucket_cors, s3.get_bucket_ownership_controls, s3.get_bucket_tagging):
         with pytest.raises(ClientError):
             read(Bucket=bucket)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "element", "code"),
+    [(None, "ChecksumCRC32", "InvalidPart"), ("CRC32", "ChecksumSHA256", "InvalidPart"),
+     (None, "ChecksumSHA512", "InvalidPart"), (None, "Size", "MalformedXML")],
+)  # fmt: skip
+def test_a_completion_naming_a_part_checksum_the_upload_does_not_keep_is_refused(
+    server: LiveServer, s3: Any, algorithm: str | None, element: str, code: str
+) -> None:
+    """A part in CompleteMultipartUpload may name its checksum of the upload's algorithm,
+    which is checked. One of another algorithm (any, for an upload created without one) was
+    checked against nothing and the upload completed, however wrong the value: S3 answers
+    InvalidPart (as versity/versitygw, which is tested against S3, does)."""
+    bucket = _empty_bucket(s3)
+    kw = {"ChecksumAlgorithm": algorithm} if algorithm else {}
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="m", **kw)["UploadId"]
+    part = s3.upload_part(Bucket=bucket, Key="m", UploadId=upload, PartNumber=1, Body=b"p", **kw)
+    own = f"<ChecksumCRC32>{part['ChecksumCRC32']}</ChecksumCRC32>" if algorithm else ""
+    body = (
+        f"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{part['ETag']}</ETag>"
+        f"{own}<{element}>AAAAAA==</{element}></Part></CompleteMultipartUpload>"
+    ).encode()
+    resp = _send(server, "POST", f"/{bucket}/m", f"uploadId={upload}", body=body)
+    assert resp.status_code == 400, resp.text
+    assert _code(resp) == code, resp.text
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="m")
+    # The upload is still there, and completes with what it keeps.
+    done = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+    if algorithm:
+        done["Parts"][0]["ChecksumCRC32"] = part["ChecksumCRC32"]
+    s3.complete_multipart_upload(Bucket=bucket, Key="m", UploadId=upload, MultipartUpload=done)
+    assert s3.get_object(Bucket=bucket, Key="m")["Body"].read() == b"p"

@@ -17,11 +17,13 @@ from s3torrent.s3.ops.lock import (
     RETENTION_SCHEMA,
     VERSIONING_SCHEMA,
 )
+from s3torrent.s3.ops.multipart import COMPLETE_SCHEMA
 from s3torrent.s3.ops.ownership import OWNERSHIP_SCHEMA
 from s3torrent.s3.tagging import TAGGING_SCHEMA
 
 SCHEMAS: dict[str, tuple[str, s3xml.Schema]] = {
     "DeleteObjects": ("Delete", DELETE_SCHEMA),
+    "CompleteMultipartUpload": ("CompleteMultipartUpload", COMPLETE_SCHEMA),
     "PutBucketVersioning": ("VersioningConfiguration", VERSIONING_SCHEMA),
     "PutObjectLockConfiguration": ("ObjectLockConfiguration", LOCK_CONFIGURATION_SCHEMA),
     "PutObjectRetention": ("Retention", RETENTION_SCHEMA),

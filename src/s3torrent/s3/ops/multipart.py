@@ -313,16 +313,32 @@ async def upload_part_copy(svc: S3Context, req: S3Request) -> web.StreamResponse
 # ---- complete ----
 
 
+# What a CompleteMultipartUpload body may hold (S3's API model, 2026-12): a part may name a
+# checksum of any algorithm S3 knows.
+_PART_CHECKSUMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256", "SHA512", "MD5",
+                   "XXHASH64", "XXHASH3", "XXHASH128")  # fmt: skip
+COMPLETE_SCHEMA: s3xml.Schema = {
+    "Part": dict.fromkeys(("PartNumber", "ETag", *(f"Checksum{a}" for a in _PART_CHECKSUMS)))
+}
+
+
 def _requested_parts(root: Any, up: md.Upload) -> list[tuple[int, str, str | None]]:
     """(number, etag, checksum) from a CompleteMultipartUpload body, in ascending order."""
-    if s3xml.local(root.tag) != "CompleteMultipartUpload":
-        raise S3Error("MalformedXML")
+    s3xml.check_document(root, "CompleteMultipartUpload", COMPLETE_SCHEMA)
+    own = f"Checksum{up.checksum_algorithm}" if up.checksum_algorithm else None
     out: list[tuple[int, str, str | None]] = []
     for el in s3xml.children(root, "Part"):
         num = ascii_int((s3xml.text(el, "PartNumber") or "").strip())
         etag = (s3xml.text(el, "ETag") or "").strip()
         if num is None or not etag:
             raise S3Error("MalformedXML")
+        if any(s3xml.local(c.tag) not in ("PartNumber", "ETag", own) for c in el):
+            # A checksum of another algorithm than the upload's (of any, for an upload
+            # created without one) is checked against nothing: InvalidPart, as on S3.
+            raise S3Error(
+                "InvalidPart",
+                extra={"UploadId": up.upload_id, "PartNumber": str(num), "ETag": etag},
+            )
         checksum = (
             s3xml.text(el, f"Checksum{up.checksum_algorithm}") if up.checksum_algorithm else None
         )
