@@ -310,3 +310,16 @@ def test_a_completion_naming_a_part_checksum_the_upload_does_not_keep_is_refused
         done["Parts"][0]["ChecksumCRC32"] = part["ChecksumCRC32"]
     s3.complete_multipart_upload(Bucket=bucket, Key="m", UploadId=upload, MultipartUpload=done)
     assert s3.get_object(Bucket=bucket, Key="m")["Body"].read() == b"p"
+
+
+def test_an_upload_created_naming_a_version_is_refused(server: LiveServer, s3: Any) -> None:
+    """CreateMultipartUpload starts what will be a new version and names none, as PutObject
+    and CompleteMultipartUpload do, which refuse ?versionId= (400 InvalidArgument, 'This
+    operation does not accept a version-id.'); it was dropped and an upload created."""
+    bucket = _empty_bucket(s3)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    version = s3.put_object(Bucket=bucket, Key="k", Body=b"v1")["VersionId"]
+    resp = _send(server, "POST", f"/{bucket}/k", f"uploads=&versionId={version}")
+    assert resp.status_code == 400, resp.text
+    assert _code(resp) == "InvalidArgument" and "version-id" in resp.text
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

@@ -78,11 +78,19 @@ REFUSALS: tuple[Refusal, ...] = (
     ),
     # A torrent belongs to a key's current version (S3's GetObjectTorrent names none); a
     # write makes a new version and names none (S3 refuses the parameter on those, UploadPart
-    # too, whatever the value: it was taken for a plain write of a new version).
+    # too, whatever the value: it was taken for a plain write of a new version), and so does
+    # the upload that will make one.
     Refusal(
         "versionId",
         frozenset(
-            {E.GetObjectTorrent, E.PutObject, E.CopyObject, E.CompleteMultipartUpload, E.UploadPart}
+            {
+                E.GetObjectTorrent,
+                E.PutObject,
+                E.CopyObject,
+                E.CreateMultipartUpload,
+                E.CompleteMultipartUpload,
+                E.UploadPart,
+            }
         ),
         "InvalidArgument",
         "This operation does not accept a version-id.",
