@@ -354,6 +354,24 @@ def route(
     return _route_object(m, query, headers)
 
 
+def _refuse_conflicts(q: Mapping[str, str], selectors: frozenset[str]) -> None:
+    """Two sub-resources name two operations: S3 refuses the request (400 InvalidArgument,
+    "Conflicting query string parameters: acl, versioning", the first named under
+    ResourceType) rather than pick one; the router took the first in its table and dropped
+    the other. partNumber beside any but uploadId conflicts too (it selects GetObject's
+    part)."""
+    named = [name for name in q if name in selectors]
+    if "partNumber" in q and named and named != ["uploadId"]:
+        named.append("partNumber")
+    if len(named) > 1:
+        named.sort()
+        raise S3Error(
+            "InvalidArgument",
+            f"Conflicting query string parameters: {', '.join(named)}",
+            extra={"ArgumentName": "ResourceType", "ArgumentValue": named[0]},
+        )
+
+
 def _refuse_object_parameters(q: Mapping[str, str]) -> None:
     """A part, an upload or a version belongs to an object, and a bucket's path names none: S3
     refuses `partNumber` there (InvalidRequest, whatever the method) and `versionId` (on its
@@ -370,6 +388,7 @@ def _refuse_object_parameters(q: Mapping[str, str]) -> None:
 
 
 def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
+    _refuse_conflicts(q, _BUCKET_SELECTORS)
     _refuse_object_parameters(q)
     table: dict[tuple[str, str], Endpoint] = {
         ("GET", "location"): Endpoint.GetBucketLocation,
@@ -444,6 +463,7 @@ def _route_bucket(m: str, q: Mapping[str, str]) -> Endpoint:
 
 
 def _route_object(m: str, q: Mapping[str, str], h: Mapping[str, str]) -> Endpoint:
+    _refuse_conflicts(q, _OBJECT_SELECTORS)
     if "uploadId" in q:
         if m == "PUT":
             return Endpoint.UploadPartCopy if "x-amz-copy-source" in h else Endpoint.UploadPart
@@ -492,6 +512,19 @@ def _route_object(m: str, q: Mapping[str, str], h: Mapping[str, str]) -> Endpoin
     if m in _OBJECT_BY_METHOD:
         return _OBJECT_BY_METHOD[m]
     raise S3Error("MethodNotAllowed")
+
+
+# The query parameters that select an operation, at a bucket's path and at a key's.
+_BUCKET_SELECTORS: Final = frozenset(
+    {"location", "versioning", "object-lock", "versions", "acl", "policy", "policyStatus",
+     "publicAccessBlock", "uploads", "tagging", "encryption", "delete", "ownershipControls",
+     "cors", "lifecycle", "logging", "website", "replication", "notification",
+     "requestPayment", "accelerate", *BY_ID, *_BUCKET_SUBRESOURCES}
+)  # fmt: skip
+_OBJECT_SELECTORS: Final = frozenset(
+    {"uploadId", "uploads", "acl", "torrent", "attributes", "tagging", "retention",
+     "legal-hold", *_OBJECT_SUBRESOURCES}
+)  # fmt: skip
 
 
 # The tables _route_object picks from (built once, not per request).
