@@ -237,6 +237,9 @@ _UNKNOWN_ELEMENT_BODIES = [
      "<Retention><Mode>GOVERNANCE</Mode><RetainUntilDate>2030-01-01T00:00:00Z</RetainUntilDate>"
      f"{_BOGUS}</Retention>"),
     ("PUT", "k", "legal-hold", f"<LegalHold><Status>ON</Status>{_BOGUS}</LegalHold>"),
+    ("PUT", "", "logging",
+     "<BucketLoggingStatus><LoggingEnabled><TargetBucket>{bucket}</TargetBucket><TargetPrefix>"
+     f"logs/</TargetPrefix>{_BOGUS}</LoggingEnabled></BucketLoggingStatus>"),
     ("PUT", "", "requestPayment",
      f"<RequestPaymentConfiguration><Payer>BucketOwner</Payer>{_BOGUS}</RequestPaymentConfiguration>"),
 ]  # fmt: skip
@@ -258,7 +261,7 @@ def test_a_body_element_s3_does_not_define_is_malformed_not_ignored(
     bucket = f"unimpl-xml-{os.getpid()}-{next(_names)}"
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     s3.put_object(Bucket=bucket, Key="k", Body=b"kept", Tagging="keep=me")
-    raw = body.encode()
+    raw = body.replace("{bucket}", bucket).encode()
     md5 = base64.b64encode(hashlib.md5(raw).digest()).decode()
     path = f"/{bucket}/{key}" if key else f"/{bucket}"
     resp = _send(server, method, path, f"{sub}=", {"Content-MD5": md5}, raw)
@@ -273,6 +276,7 @@ def test_a_body_element_s3_does_not_define_is_malformed_not_ignored(
     head = s3.head_object(Bucket=bucket, Key="k")
     assert "ObjectLockMode" not in head and head.get("ObjectLockLegalHoldStatus") != "ON"
     assert "Rule" not in s3.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
+    assert "LoggingEnabled" not in s3.get_bucket_logging(Bucket=bucket)
     for read in (s3.get_bucket_cors, s3.get_bucket_ownership_controls, s3.get_bucket_tagging):
         with pytest.raises(ClientError):
             read(Bucket=bucket)

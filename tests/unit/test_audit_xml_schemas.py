@@ -17,6 +17,7 @@ from s3torrent.s3.ops.lock import (
     RETENTION_SCHEMA,
     VERSIONING_SCHEMA,
 )
+from s3torrent.s3.ops.logging import LOGGING_SCHEMA
 from s3torrent.s3.ops.multipart import COMPLETE_SCHEMA
 from s3torrent.s3.ops.ownership import OWNERSHIP_SCHEMA
 from s3torrent.s3.tagging import TAGGING_SCHEMA
@@ -33,6 +34,7 @@ SCHEMAS: dict[str, tuple[str, s3xml.Schema]] = {
     "PutBucketCors": ("CORSConfiguration", CORS_SCHEMA),
     "PutBucketOwnershipControls": ("OwnershipControls", OWNERSHIP_SCHEMA),
     "PutBucketRequestPayment": ("RequestPaymentConfiguration", {"Payer": None}),
+    "PutBucketLogging": ("BucketLoggingStatus", LOGGING_SCHEMA),
 }
 
 
@@ -42,8 +44,8 @@ def _model_schema(shape: Any) -> s3xml.Schema | None:
         return None
     out: dict[str, Any] = {}
     for name, member in shape.members.items():
-        if member.serialization.get("location"):
-            continue  # a header or a query parameter
+        if member.serialization.get("location") or member.serialization.get("xmlAttribute"):
+            continue  # a header, a query parameter or an attribute
         element = member.serialization.get("name", name)
         if member.type_name == "list":
             inner = _model_schema(member.member)

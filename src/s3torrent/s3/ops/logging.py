@@ -30,11 +30,26 @@ def logging_target(bucket_settings: dict[str, Any]) -> tuple[str, str] | None:
     return str(conf.get("target_bucket", "")), str(conf.get("target_prefix", ""))
 
 
+# What a PutBucketLogging body may hold (S3's API model, 2026-12; a grantee's xsi:type is
+# an attribute).
+_GRANTEE: s3xml.Schema = dict.fromkeys(("DisplayName", "EmailAddress", "ID", "URI"))
+LOGGING_SCHEMA: s3xml.Schema = {
+    "LoggingEnabled": {
+        "TargetBucket": None,
+        "TargetGrants": {"Grant": {"Grantee": _GRANTEE, "Permission": None}},
+        "TargetPrefix": None,
+        "TargetObjectKeyFormat": {
+            "SimplePrefix": {},
+            "PartitionedPrefix": {"PartitionDateSource": None},
+        },
+    }
+}
+
+
 def parse_status(body: bytes) -> tuple[str, str] | None:
     """A BucketLoggingStatus body: (target bucket, prefix), or None to switch logging off."""
     root = s3xml.parse(body)
-    if s3xml.local(root.tag) != "BucketLoggingStatus":
-        raise S3Error("MalformedXML")
+    s3xml.check_document(root, "BucketLoggingStatus", LOGGING_SCHEMA)
     enabled = s3xml.child(root, "LoggingEnabled")
     if enabled is None:
         return None
