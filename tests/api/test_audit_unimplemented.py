@@ -372,3 +372,32 @@ def test_a_request_naming_two_operations_is_refused_not_taken_for_one_of_them(
     # Each alone is its operation, with the parameters that go with it.
     assert _send(server, "GET", f"/{bucket}", "acl").status_code == 200
     assert _send(server, "GET", f"/{bucket}/k", "tagging&versionId=null").status_code == 200
+
+
+@pytest.mark.parametrize("where", ["policy", "owner", "grant", "grantee"])
+def test_an_acl_body_element_s3_does_not_define_is_refused_and_the_acl_kept(
+    server: LiveServer, s3: Any, where: str
+) -> None:
+    """An AccessControlPolicy holding an element S3's schema does not define was applied
+    with the element dropped; S3 validates the body (MalformedACLError for an ACL)."""
+    bucket = _empty_bucket(s3)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"kept", ACL="public-read")
+    owner = s3.get_object_acl(Bucket=bucket, Key="k")["Owner"]["ID"]
+    bogus = "<Bogus>1</Bogus>"
+    grantee = (
+        '<Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser">'
+        f"<ID>{owner}</ID>{bogus if where == 'grantee' else ''}</Grantee>"
+    )
+    grant = f"<Grant>{grantee}<Permission>FULL_CONTROL</Permission>"
+    grant += f"{bogus if where == 'grant' else ''}</Grant>"
+    body = (
+        f"<AccessControlPolicy><Owner><ID>{owner}</ID>{bogus if where == 'owner' else ''}"
+        f"</Owner><AccessControlList>{grant}</AccessControlList>"
+        f"{bogus if where == 'policy' else ''}</AccessControlPolicy>"
+    ).encode()
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    resp = _send(server, "PUT", f"/{bucket}/k", "acl=", {"Content-MD5": md5}, body)
+    assert resp.status_code == 400, resp.text
+    assert _code(resp) == "MalformedACLError", resp.text
+    grants = s3.get_object_acl(Bucket=bucket, Key="k")["Grants"]
+    assert any(g["Grantee"].get("URI", "").endswith("AllUsers") for g in grants)

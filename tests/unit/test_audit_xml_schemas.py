@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from s3torrent.access.acl import ACL_SCHEMA
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.cors import CORS_SCHEMA
 from s3torrent.s3.errors import S3Error
@@ -35,6 +36,8 @@ SCHEMAS: dict[str, tuple[str, s3xml.Schema]] = {
     "PutBucketOwnershipControls": ("OwnershipControls", OWNERSHIP_SCHEMA),
     "PutBucketRequestPayment": ("RequestPaymentConfiguration", {"Payer": None}),
     "PutBucketLogging": ("BucketLoggingStatus", LOGGING_SCHEMA),
+    "PutObjectAcl": ("AccessControlPolicy", ACL_SCHEMA),
+    "PutBucketAcl": ("AccessControlPolicy", ACL_SCHEMA),
 }
 
 

@@ -12,6 +12,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from s3torrent.access.errors import AccessError
+from s3torrent.xml_shapes import Schema, unknown_element
 
 S3_XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -284,6 +285,19 @@ def _grantee_from_xml(element: Element, known_user: Callable[[str], str | None])
     raise _malformed(f"unknown grantee type {kind!r}")
 
 
+# What an AccessControlPolicy body may hold (S3's API model, 2026-12; a grantee's xsi:type
+# is an attribute).
+ACL_SCHEMA: Schema = {
+    "Owner": {"DisplayName": None, "ID": None},
+    "AccessControlList": {
+        "Grant": {
+            "Grantee": dict.fromkeys(("DisplayName", "EmailAddress", "ID", "URI")),
+            "Permission": None,
+        }
+    },
+}
+
+
 def acl_from_xml(
     body: bytes, *, expected_owner_id: str, known_user: Callable[[str], str | None]
 ) -> AccessControlList:
@@ -298,6 +312,11 @@ def acl_from_xml(
         raise _malformed("not well-formed XML") from exc
     if _local(root.tag) != "AccessControlPolicy":
         raise _malformed(f"root element is {_local(root.tag)}, not AccessControlPolicy")
+    unknown = unknown_element(root, ACL_SCHEMA)
+    if unknown is not None:
+        # S3 validates the body against its schema; an element it does not define was
+        # dropped here and the rest of the ACL applied.
+        raise _malformed(f"unexpected element {unknown}")
     owner_element = _child(root, "Owner")
     owner_name = known_user(expected_owner_id) or ""
     if owner_element is not None:

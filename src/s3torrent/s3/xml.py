@@ -8,11 +8,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, TypeAlias
+from typing import Any
 
 from defusedxml import ElementTree as SafeET
 
 from s3torrent.s3.errors import S3Error
+from s3torrent.xml_shapes import Schema as Schema
+from s3torrent.xml_shapes import unknown_element
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
@@ -175,25 +177,12 @@ def text(el: ET.Element, name: str) -> str | None:
     return (c.text or "") if c is not None else None
 
 
-Schema: TypeAlias = Mapping[str, "Schema | None"]
-"""What an element may hold: each child's name, mapped to what that child may hold in turn
-(None: text only), as S3's API model defines it (a unit test compares them)."""
-
-
 def check_schema(el: ET.Element, schema: Schema) -> None:
     """MalformedXML for an element that `schema` does not name, at any depth: S3 validates a
     body against its published schema and refuses one, where handlers reading the elements
     they knew dropped it (a misspelt or newer element, a condition, was accepted unread)."""
-    for c in el:
-        name = local(c.tag)
-        if name not in schema:
-            raise S3Error("MalformedXML")
-        inner = schema[name]
-        if inner is None:
-            if len(c):
-                raise S3Error("MalformedXML")
-        else:
-            check_schema(c, inner)
+    if unknown_element(el, schema) is not None:
+        raise S3Error("MalformedXML")
 
 
 def check_document(root: ET.Element, name: str, schema: Schema) -> None:
