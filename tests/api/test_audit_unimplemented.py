@@ -401,3 +401,17 @@ def test_an_acl_body_element_s3_does_not_define_is_refused_and_the_acl_kept(
     assert _code(resp) == "MalformedACLError", resp.text
     grants = s3.get_object_acl(Bucket=bucket, Key="k")["Grants"]
     assert any(g["Grantee"].get("URI", "").endswith("AllUsers") for g in grants)
+
+
+def test_a_bucket_created_with_an_unknown_element_in_its_tags_is_refused(
+    server: LiveServer, s3: Any
+) -> None:
+    name = f"unimpl-tags-{os.getpid()}-{next(_names)}"
+    body = (
+        b"<CreateBucketConfiguration><Tags><Tag><Key>a</Key><Value>b</Value><Bogus>1</Bogus>"
+        b"</Tag></Tags></CreateBucketConfiguration>"
+    )
+    resp = _send(server, "PUT", f"/{name}", body=body)
+    assert resp.status_code == 400 and _code(resp) == "MalformedXML", resp.text
+    with pytest.raises(ClientError):
+        s3.head_bucket(Bucket=name)

@@ -49,7 +49,8 @@ def from_header(value: str) -> Tags:
 
 
 # What a Put(Object|Bucket)Tagging body may hold (S3's API model, 2026-12).
-TAGGING_SCHEMA: s3xml.Schema = {"TagSet": {"Tag": {"Key": None, "Value": None}}}
+TAG_SET_SCHEMA: s3xml.Schema = {"Tag": {"Key": None, "Value": None}}
+TAGGING_SCHEMA: s3xml.Schema = {"TagSet": TAG_SET_SCHEMA}
 
 
 def from_xml(body: bytes, limit: int) -> Tags:

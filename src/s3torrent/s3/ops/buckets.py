@@ -188,6 +188,8 @@ def _configuration(body: bytes, region: str) -> Tags:
     tag_list = s3xml.child(root, "Tags")
     if tag_list is None:
         return ()
+    # A TagSet's shape, as PutBucketTagging's (an unknown element was dropped here too).
+    s3xml.check_schema(tag_list, tagging.TAG_SET_SCHEMA)
     return tagging.tags_in(tag_list, tagging.MAX_BUCKET_TAGS)
 
 
