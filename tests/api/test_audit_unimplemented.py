@@ -415,3 +415,29 @@ def test_a_bucket_created_with_an_unknown_element_in_its_tags_is_refused(
     assert resp.status_code == 400 and _code(resp) == "MalformedXML", resp.text
     with pytest.raises(ClientError):
         s3.head_bucket(Bucket=name)
+
+
+@pytest.mark.parametrize(
+    ("method", "key", "query"),
+    [("DELETE", "", "location=1"), ("DELETE", "", "object-lock=1"), ("DELETE", "", "delete=1"),
+     ("PUT", "k", "torrent=1"), ("PUT", "k", "versioning=Enabled"), ("DELETE", "k", "restore=1"),
+     ("PUT", "k", "location=x")],
+)  # fmt: skip
+def test_a_write_naming_a_sub_resource_with_a_value_is_not_taken_for_a_plain_write(
+    server: LiveServer, s3: Any, method: str, key: str, query: str
+) -> None:
+    """A sub-resource is one by its name, whatever its value (S3 refuses ?website=v as the
+    website sub-resource with a value). A write naming one with a value that has no route
+    for that method was taken for the plain write: `DELETE /bucket?location=1` deleted an
+    empty bucket, `PUT /bucket/key?torrent=1` overwrote the key. Refused as NotImplemented,
+    as the same names without a value already were."""
+    bucket = _empty_bucket(s3)
+    if key:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"kept")
+    path = f"/{bucket}/{key}" if key else f"/{bucket}"
+    resp = _send(server, method, path, query, body=b"overwrite" if method == "PUT" else b"")
+    assert resp.status_code == 501, resp.text
+    assert _code(resp) == "NotImplemented", resp.text
+    s3.head_bucket(Bucket=bucket)
+    if key:
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"kept"

@@ -311,7 +311,11 @@ _VALUED_PARAMETERS = frozenset({"versionId", "uploadId", "partNumber", "x-id"})
 
 def _refuse_unknown_operation(q: Mapping[str, str], scope: str) -> None:
     for name, value in q.items():
-        if value or name in _VALUED_PARAMETERS or name.lower().startswith("x-amz-"):
+        # A sub-resource is one by its name, whatever its value: `DELETE /bucket?location=1`
+        # was taken for DeleteBucket, `PUT /bucket/key?torrent=1` for PutObject.
+        if name not in _SELECTORS and (
+            value or name in _VALUED_PARAMETERS or name.lower().startswith("x-amz-")
+        ):
             continue
         raise S3Error("NotImplemented", f"The {scope} operation '?{name}' is not implemented.")
 
@@ -525,6 +529,9 @@ _OBJECT_SELECTORS: Final = frozenset(
     {"uploadId", "uploads", "acl", "torrent", "attributes", "tagging", "retention",
      "legal-hold", *_OBJECT_SUBRESOURCES}
 )  # fmt: skip
+
+
+_SELECTORS: Final = _BUCKET_SELECTORS | _OBJECT_SELECTORS
 
 
 # The tables _route_object picks from (built once, not per request).
