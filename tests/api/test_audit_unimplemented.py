@@ -441,3 +441,23 @@ def test_a_write_naming_a_sub_resource_with_a_value_is_not_taken_for_a_plain_wri
     s3.head_bucket(Bucket=bucket)
     if key:
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"kept"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("If-Match", '"0123456789abcdef0123456789abcdef"'), ("If-None-Match", "*"),
+     ("If-Unmodified-Since", "Sat, 01 Jan 2000 00:00:00 GMT")],
+)  # fmt: skip
+def test_a_condition_on_a_delete_objects_request_is_refused_and_nothing_is_deleted(
+    server: LiveServer, s3: Any, name: str, value: str
+) -> None:
+    """DeleteObjects takes a condition per entry (<ETag>), none on the request; one sent as
+    a header was skipped and every key deleted."""
+    bucket = _empty_bucket(s3)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"kept")
+    body = b"<Delete><Object><Key>k</Key></Object></Delete>"
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    resp = _send(server, "POST", f"/{bucket}", "delete=", {"Content-MD5": md5, name: value}, body)
+    assert resp.status_code == 501, resp.text
+    assert _code(resp) == "NotImplemented", resp.text
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"kept"

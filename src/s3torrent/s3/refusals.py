@@ -50,16 +50,17 @@ _OBJECT_WRITES = frozenset({E.PutObject, E.CopyObject, E.CreateMultipartUpload})
 _NO_WRITE_CONDITIONS = frozenset(
     {E.CreateMultipartUpload, E.UploadPart, E.UploadPartCopy, E.AbortMultipartUpload}
 )
-# Writes of an object's sub-resources: S3 takes conditions on PutObject, CopyObject,
-# CompleteMultipartUpload and DeleteObject only, and one here was skipped (tags, a retention
-# or a legal hold set on an object the client had not seen).
-_SUBRESOURCE_WRITES = frozenset(
+# Writes S3 takes no condition on (it takes them on PutObject, CopyObject,
+# CompleteMultipartUpload and DeleteObject): an object's sub-resources, and DeleteObjects,
+# whose entries name their own <ETag>. One here was skipped (tags, a retention or a legal
+# hold set on an object the client had not seen, keys deleted).
+_UNCONDITIONAL_WRITES = frozenset(
     {E.PutObjectAcl, E.PutObjectTagging, E.DeleteObjectTagging, E.PutObjectRetention,
-     E.PutObjectLegalHold}
+     E.PutObjectLegalHold, E.DeleteObjects}
 )  # fmt: skip
 _DATE_CONDITIONS_REFUSED = (
     frozenset({E.PutObject, E.CopyObject, E.CompleteMultipartUpload, E.DeleteObject})
-    | _SUBRESOURCE_WRITES
+    | _UNCONDITIONAL_WRITES
 )
 _NO_SSE = "SSE-KMS is not implemented; use SSE-S3 (AES256) or SSE-C."
 _NO_DATE_CONDITION = "Date conditions on writes and deletes are not implemented."
@@ -126,13 +127,13 @@ REFUSALS: tuple[Refusal, ...] = (
     # Conditions where S3 takes none, or of kinds not implemented: refused, never skipped.
     Refusal(
         "If-Match",
-        _NO_WRITE_CONDITIONS | _SUBRESOURCE_WRITES,
+        _NO_WRITE_CONDITIONS | _UNCONDITIONAL_WRITES,
         "NotImplemented",
         "This operation takes no If-Match condition.",
     ),
     Refusal(
         "If-None-Match",
-        _NO_WRITE_CONDITIONS | _SUBRESOURCE_WRITES | {E.DeleteObject},
+        _NO_WRITE_CONDITIONS | _UNCONDITIONAL_WRITES | {E.DeleteObject},
         "NotImplemented",
         "This operation takes no If-None-Match condition.",
     ),
