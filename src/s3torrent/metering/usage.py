@@ -64,11 +64,17 @@ def parse_time(value: str) -> int:
         ) from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
+    try:
+        # Reports name their period in UTC (iso): a time outside its calendar cannot be.
+        t = t.astimezone(UTC)
+    except OverflowError:
+        raise ReportError(f"{value!r} is outside the years 1 to 9999 in UTC") from None
     return int(t.timestamp())
 
 
 def iso(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Epoch seconds as ISO 8601 in UTC, with a four-digit year (strftime's %Y is not)."""
+    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None).isoformat("T", "seconds") + "Z"
 
 
 @dataclass(frozen=True, slots=True)
