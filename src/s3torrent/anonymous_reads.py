@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import logging
 import socket
+import struct
+import termios
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["REVOCATION_GRACE", "AnonymousReads", "cut_transport"]
+__all__ = ["REVOCATION_GRACE", "AnonymousReads", "cut_transport", "reset_transport"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,44 @@ def cut_transport(transport: asyncio.BaseTransport | None) -> None:
             sock.shutdown(socket.SHUT_RDWR)
     else:
         transport.close()
+
+
+def reset_transport(transport: asyncio.BaseTransport | None) -> int:
+    """Close a revoked response's connection with a reset, once nothing writes to it; the
+    bytes counted as sent that it drops (to take off what was metered).
+
+    After `cut_transport` the kernel still sends what it holds (up to a send buffer, 4 MiB
+    by default on Linux) at the client's pace, and a slow client went on receiving a
+    revoked object for seconds. A reset (SO_LINGER 0) drops what the kernel holds for the
+    client, and what the transport still buffered, and those bytes never reach it."""
+    if transport is None:
+        return 0
+    dropped = 0
+    if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        dropped = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.fileno() != -1:
+        with contextlib.suppress(OSError):
+            dropped += _unacknowledged_data(sock)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.abort()
+    else:
+        transport.close()
+    return dropped
+
+
+# TCP states (linux/tcp_states.h) in which our FIN is sent or queued and not acknowledged.
+_FIN_UNACKNOWLEDGED = frozenset({4, 9, 11})  # FIN_WAIT1, LAST_ACK, CLOSING
+
+
+def _unacknowledged_data(sock: socket.socket) -> int:
+    """Data bytes the kernel holds that the peer has not acknowledged (SIOCOUTQ, which also
+    counts a FIN after a shutdown: it takes a sequence number)."""
+    queued: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    return max(0, queued - 1) if state in _FIN_UNACKNOWLEDGED else queued
 
 
 class AnonymousReads:

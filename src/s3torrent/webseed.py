@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from s3torrent.anonymous_reads import AnonymousReads, cut_transport
+from s3torrent.anonymous_reads import AnonymousReads, cut_transport, reset_transport
 from s3torrent.corking import corked
 from s3torrent.forwarding import client_address
 from s3torrent.metering.meter import CLIENT_CLOSED, OP_WEBSEED
@@ -211,6 +211,9 @@ class WebSeed:
             return resp, info
         finally:
             self.reads.done(info.version_id, token)
+            if cut[0]:
+                # Revoked: what the kernel still held for the client is dropped, never sent.
+                sent[0] = max(0, sent[0] - reset_transport(request.transport))
         await resp.write_eof()
         return resp, info
 

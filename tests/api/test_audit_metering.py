@@ -4,6 +4,10 @@ and whose usage a reused bucket name shows."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -11,8 +15,9 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
+from fastbencode import bdecode  # type: ignore[attr-defined]
 
-from tests.conftest import LiveServer, UserKeys, sign_request, start_server
+from tests.conftest import LiveServer, UserKeys, make_client, sign_request, start_server
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +78,85 @@ def test_the_first_and_last_days_of_the_calendar_are_reported_in_iso_8601(
     # Four-digit years (strftime's %Y wrote "1-01-01T00:00:00Z").
     assert body["from"] == "0001-01-01T00:00:00Z"
     assert body["to"] == "9999-12-31T23:59:59Z"
+
+
+def _usage_out(srv: LiveServer, bucket: str, operation: str) -> tuple[int, int]:
+    """(requests, bytes out) of one operation of bucket, from the usage report."""
+    status, body = admin_get(srv, "/_admin/usage", {"bucket": bucket, "by": "hour"})
+    assert status == 200, body
+    requests = out = 0
+    for row in body["rows"]:
+        if row["Operation"] == operation:
+            if row["UsageType"] == "DataTransfer-Out-Bytes":
+                out += row["UsageValue"]
+            elif row["UsageType"].startswith("Requests-"):
+                requests += row["UsageValue"]
+    return requests, out
+
+
+@pytest.mark.parametrize("channel", ["GetObject-WebSeed", "GetObject"])
+def test_a_revoked_download_stops_for_a_slow_client_and_is_metered_as_delivered(
+    srv: LiveServer, channel: str
+) -> None:
+    """A revocation shut the socket down, and the kernel went on sending what it held (a
+    send buffer, 4 MiB) at the client's pace: a client reading 200 KB/s received a revoked
+    object for 20 seconds more. Now the connection is reset, and the bytes it dropped are
+    not metered: the usage report counts what reached the client."""
+    bucket = f"revoked-slow-{channel.lower()}"
+    s3 = make_client(srv.endpoint)
+    s3.create_bucket(Bucket=bucket)
+    size = 64 << 20
+    s3.put_object(Bucket=bucket, Key="k", Body=os.urandom(size), ACL="public-read")
+    if channel == "GetObject":
+        path = f"/{bucket}/k"
+    else:
+        with urllib.request.urlopen(f"{srv.endpoint}/{bucket}/k?torrent", timeout=10) as r:
+            url = bdecode(r.read())[b"url-list"][0].decode()
+        path = "/" + url.split("/", 3)[3] + "k"
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)  # a small window
+    sock.connect(("127.0.0.1", srv.port))
+    sock.settimeout(30)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    received = bytearray()
+    ended = threading.Event()
+    ended_at = [0.0]
+
+    def slow_reader() -> None:
+        rate = 200_000  # bytes a second
+        try:
+            while chunk := sock.recv(16384):
+                received.extend(chunk)
+                time.sleep(len(chunk) / rate)
+        except OSError:
+            pass  # the reset
+        ended_at[0] = time.monotonic()
+        ended.set()
+
+    threading.Thread(target=slow_reader, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while len(received) < 300_000:
+        assert time.monotonic() < deadline, "the download did not start"
+        time.sleep(0.05)
+    s3.put_object_acl(Bucket=bucket, Key="k", ACL="private")
+    revoked_at, at_revocation = time.monotonic(), len(received)
+    assert ended.wait(30)
+    sock.close()
+    after = len(received) - at_revocation
+    # The grace (0.5 s at 200 KB/s) and the client's own receive buffer; before: 4 MB more.
+    assert after < 1 << 20, after
+    assert ended_at[0] - revoked_at < 2.5
+    body = len(received) - (received.index(b"\r\n\r\n") + 4)
+
+    def metered() -> tuple[int, int]:
+        return _usage_out(srv, bucket, channel)
+
+    deadline = time.monotonic() + 10
+    while metered()[0] < 1:
+        assert time.monotonic() < deadline, "never metered"
+        time.sleep(0.3)
+    time.sleep(1.5)  # a flush later: nothing more comes
+    requests, out = metered()
+    assert requests == 1
+    # What reached the client, within a few segments still in flight at the reset.
+    assert body <= out <= body + 256 * 1024, (out, body)

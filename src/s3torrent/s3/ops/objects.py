@@ -22,7 +22,7 @@ from s3torrent.access import (
     grants_from_headers,
 )
 from s3torrent.access import facts as authz
-from s3torrent.anonymous_reads import cut_transport
+from s3torrent.anonymous_reads import cut_transport, reset_transport
 from s3torrent.corking import corked
 from s3torrent.s3 import checksums, sse, tagging, user_metadata
 from s3torrent.s3 import xml as s3xml
@@ -556,9 +556,15 @@ def _revocable(svc: S3Context, req: S3Request, obj: md.ObjectVersion) -> Iterato
     # Its bucket policy's next time boundary re-decides it too (this process may have no
     # publication, and so no timer, for that bucket).
     boundary = authz.next_time_boundary(req.bucket, req.now) if req.bucket is not None else None
+    cut = [False]
+
+    def cut_now() -> None:
+        cut[0] = True
+        cut_transport(req.http.transport)
+
     token = reads.track(
         obj.version_id,
-        lambda: cut_transport(req.http.transport),
+        cut_now,
         lambda: _still_readable(svc, req, obj),
         bucket=req.bucket_name,
         key=req.key,
@@ -573,6 +579,11 @@ def _revocable(svc: S3Context, req: S3Request, obj: md.ObjectVersion) -> Iterato
         yield
     finally:
         reads.done(obj.version_id, token)
+        if cut[0]:
+            # Revoked: what the kernel still held for the client is dropped, never sent.
+            dropped = reset_transport(req.http.transport)
+            if req.body_sent is not None:
+                req.body_sent = max(0, req.body_sent - dropped)
 
 
 async def _next_boundary_in(svc: S3Context, req: S3Request) -> float | None:
