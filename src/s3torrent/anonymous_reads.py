@@ -26,7 +26,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["REVOCATION_GRACE", "AnonymousReads", "cut_transport", "reset_transport"]
+__all__ = [
+    "REVOCATION_GRACE",
+    "AnonymousReads",
+    "cut_transport",
+    "reset_on_close",
+    "reset_transport",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +72,8 @@ def reset_transport(transport: asyncio.BaseTransport | None) -> int:
 
     After `cut_transport` the kernel still sends what it holds (up to a send buffer, 4 MiB
     by default on Linux) at the client's pace, and a slow client went on receiving a
-    revoked object for seconds. A reset (SO_LINGER 0) drops what the kernel holds for the
-    client, and what the transport still buffered, and those bytes never reach it."""
+    revoked object for seconds. A reset drops what the kernel holds for the client, and
+    what the transport still buffered, and those bytes never reach it."""
     if transport is None:
         return 0
     dropped = 0
@@ -75,10 +81,7 @@ def reset_transport(transport: asyncio.BaseTransport | None) -> int:
         dropped = transport.get_write_buffer_size()
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.fileno() != -1:
-        with contextlib.suppress(OSError):
-            dropped += _unacknowledged_data(sock)
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        dropped += reset_on_close(sock)
     if isinstance(transport, asyncio.WriteTransport):
         transport.abort()
     else:
@@ -88,14 +91,25 @@ def reset_transport(transport: asyncio.BaseTransport | None) -> int:
 
 # TCP states (linux/tcp_states.h) in which our FIN is sent or queued and not acknowledged.
 _FIN_UNACKNOWLEDGED = frozenset({4, 9, 11})  # FIN_WAIT1, LAST_ACK, CLOSING
+_TCP_INFO = getattr(socket, "TCP_INFO", None)  # Linux only
 
 
-def _unacknowledged_data(sock: socket.socket) -> int:
-    """Data bytes the kernel holds that the peer has not acknowledged (SIOCOUTQ, which also
-    counts a FIN after a shutdown: it takes a sequence number)."""
-    queued: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
-    state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
-    return max(0, queued - 1) if state in _FIN_UNACKNOWLEDGED else queued
+def _fin_unacknowledged(sock: socket.socket, tcp_info: int) -> bool:
+    return sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 1)[0] in _FIN_UNACKNOWLEDGED
+
+
+def reset_on_close(sock: socket.socket) -> int:
+    """Make the socket's close a reset (SO_LINGER 0), which drops what the kernel still
+    holds for the peer; how many data bytes that is (those it has not acknowledged:
+    SIOCOUTQ, less the FIN a shutdown queued, which takes a sequence number too)."""
+    queued = 0
+    with contextlib.suppress(OSError):
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        if queued > 0 and _TCP_INFO is not None and _fin_unacknowledged(sock, _TCP_INFO):
+            queued -= 1
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return max(0, queued)
 
 
 class AnonymousReads:

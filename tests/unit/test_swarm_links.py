@@ -36,7 +36,7 @@ class FakeLink:
             suggest=lambda index: said.append(("suggest", index)),
         )
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, *, revoked: bool = False) -> None:
         self.reasons.append(reason)
 
     def collect(self) -> None:

@@ -306,7 +306,8 @@ class Meter:
 
     def on_piece_sent(self, bucket: str, key: str, nbytes: int, blocks: int = 1, /) -> None:
         """The seeder sent `blocks` piece messages (`nbytes` in all, summed by the seeder
-        per batch): as many anonymous GetObjects in the BitTorrent channel."""
+        per batch): as many anonymous GetObjects in the BitTorrent channel. Negative bytes
+        and no blocks: bytes counted before that a revocation's reset dropped (Swarm.unsent)."""
         self.record(bucket, OP_BITTORRENT, 200, nbytes, 0, 0.0, key, blocks)
 
     # ---- sampling ----

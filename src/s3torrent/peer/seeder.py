@@ -309,11 +309,11 @@ class Seeder:
                 if self.public.admits(republished, link.ip):
                     link.pump()
                 else:
-                    link.close("no longer allowed for this peer")
+                    link.close("no longer allowed for this peer", revoked=True)
             swarm.schedule_decide()
             return
         self._drop_swarm(swarm)
-        swarm.close("revoked")
+        swarm.close("revoked", revoked=True)
 
     # ------------------------------------------------------------------ timers
 

@@ -432,11 +432,23 @@ class Swarm:
             except Exception:
                 log.exception("piece metering callback failed")
 
-    def close(self, reason: str) -> None:
+    def unsent(self, nbytes: int) -> None:
+        """Bytes counted as sent (blocks_sent) that a reset dropped before they reached the
+        peer (PeerLink.close): off the metered bytes, so the usage report counts what peers
+        got (to within the 13-byte headers of the blocks among them)."""
+        callback = self.seeder.on_piece_sent
+        if callback is None or nbytes <= 0:
+            return
+        try:
+            callback(self.info.bucket, self.info.key, -nbytes, 0)
+        except Exception:
+            log.exception("piece metering callback failed")
+
+    def close(self, reason: str, *, revoked: bool = False) -> None:
         self.closed = True
         self.wake()
         for link in list(self.links.values()):
-            link.close(reason)
+            link.close(reason, revoked=revoked)
         self.links.clear()
         self._links_by_peer.clear()
         self.source.close()
