@@ -105,14 +105,17 @@ class WebSeed:
         started = time.perf_counter()
         sent = [0]
         status = CLIENT_CLOSED
-        info: TorrentInfo | None = None
+        # The torrent admitted, set as soon as it is: a client that hangs up mid-body ends
+        # _respond with a ConnectionError, and what it was sent is metered all the same.
+        admitted: list[TorrentInfo | None] = [None]
         try:
-            response, info = await self._respond(request, sent)
+            response = await self._respond(request, sent, admitted)
             status = response.status
             return response
         except ConnectionError:
             return web.Response(status=CLIENT_CLOSED)
         finally:
+            info = admitted[0]
             if self.meter is not None and info is not None:
                 ok = status < 300 or status == CLIENT_CLOSED
                 self.meter.record(
@@ -126,24 +129,25 @@ class WebSeed:
                 )
 
     async def _respond(
-        self, request: web.Request, sent: list[int]
-    ) -> tuple[web.StreamResponse, TorrentInfo | None]:
+        self, request: web.Request, sent: list[int], admitted: list[TorrentInfo | None]
+    ) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
-            return web.Response(status=405, headers={"Allow": "GET, HEAD"}), None
+            return web.Response(status=405, headers={"Allow": "GET, HEAD"})
         swarm_id = _swarm_id(request.path)
         if swarm_id is None:
-            return web.Response(status=404, text="no such web seed\n"), None
+            return web.Response(status=404, text="no such web seed\n")
         # The one decision, with this client's address, the time and its headers.
         info = await self.public.admit(swarm_id, client_address(request), request.headers)
         if info is None:
-            return _not_public(), None
+            return _not_public()
+        admitted[0] = info
         obj = await self.store.meta.object_by_version(info.version_id)
         if obj is None or obj.size != info.hashes.length:
-            return web.Response(status=404, text="no such object\n"), info
+            return web.Response(status=404, text="no such object\n")
         try:
             rng = parse_range(request.headers.get("Range"), obj.size)
         except S3Error as err:
-            return web.Response(status=err.status, headers=err.headers), info
+            return web.Response(status=err.status, headers=err.headers)
         start, count = (rng.start, rng.length) if rng is not None else (0, obj.size)
         headers = {
             "Accept-Ranges": "bytes",
@@ -158,7 +162,7 @@ class WebSeed:
         if request.method == "HEAD":
             head = web.StreamResponse(status=status, headers=headers)
             head.content_length = count
-            return head, info
+            return head
         client: str | None = None
         peer_wire = True
         if swarm is not None and count:
@@ -171,7 +175,7 @@ class WebSeed:
                 # Answered now: asked again with the time and facts of now.
                 again = await self.public.admit(swarm_id, client_address(request), request.headers)
                 if again is None or again.version_id != info.version_id:
-                    return _not_public(), info
+                    return _not_public()
                 client, peer_wire = self._observe(request, swarm)
             continuing = start % info.hashes.piece_length != 0
             if not swarm.policy.web_seed_allows(
@@ -183,7 +187,7 @@ class WebSeed:
                 delay = swarm.policy.web_seed_refusal_delay(client, time.monotonic(), peer_wire)
                 if delay > 0:
                     await asyncio.sleep(delay)  # a client asking again at once waits
-                return _refusal(self.retry_after), info
+                return _refusal(self.retry_after)
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = count
         cut = [False]
@@ -208,14 +212,14 @@ class WebSeed:
             # The client gets a short body; it keeps the whole pieces it received (a sealed
             # chunk that fails its tag was logged where it was read, and is never sent).
             cut_transport(request.transport)
-            return resp, info
+            return resp
         finally:
             self.reads.done(info.version_id, token)
             if cut[0]:
                 # Revoked: what the kernel still held for the client is dropped, never sent.
                 sent[0] = max(0, sent[0] - reset_transport(request.transport))
         await resp.write_eof()
-        return resp, info
+        return resp
 
     async def _stream(
         self,

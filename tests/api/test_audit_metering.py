@@ -160,3 +160,47 @@ def test_a_revoked_download_stops_for_a_slow_client_and_is_metered_as_delivered(
     assert requests == 1
     # What reached the client, within a few segments still in flight at the reset.
     assert body <= out <= body + 256 * 1024, (out, body)
+
+
+def _publish_large(srv: LiveServer, bucket: str, channel: str) -> str:
+    """A public 64 MiB object; the path a GET of it takes on this channel."""
+    s3 = make_client(srv.endpoint)
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=os.urandom(64 << 20), ACL="public-read")
+    if channel == "GetObject":
+        return f"/{bucket}/k"
+    with urllib.request.urlopen(f"{srv.endpoint}/{bucket}/k?torrent", timeout=10) as r:
+        url = bdecode(r.read())[b"url-list"][0].decode()
+    return "/" + url.split("/", 3)[3] + "k"
+
+
+@pytest.mark.parametrize("channel", ["GetObject-WebSeed", "GetObject"])
+def test_a_download_the_client_abandons_is_metered(srv: LiveServer, channel: str) -> None:
+    """A client that closes its connection mid-body: the bytes it was sent are metered (a
+    499), as REST GETs always were. The web seed learnt which torrent it served from its
+    answer, which a hang-up (a ConnectionError out of sendfile) never gave back: such a
+    download was not metered at all, neither its request nor its bytes."""
+    bucket = f"abandoned-{channel.lower()}"
+    path = _publish_large(srv, bucket, channel)
+    received = 0
+    for i in range(3):
+        quarter = 16 << 20
+        ranged = f"bytes={i * quarter}-{(i + 1) * quarter - 1}"
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nRange: {ranged}\r\n\r\n".encode())
+            got = b""
+            while len(got) < 200_000:
+                chunk = sock.recv(65536)
+                assert chunk, got[:200]
+                got += chunk
+            assert got.startswith(b"HTTP/1.1 206"), got[:200]
+            received += len(got) - (got.index(b"\r\n\r\n") + 4)
+    deadline = time.monotonic() + 10
+    while _usage_out(srv, bucket, channel)[0] < 3:
+        assert time.monotonic() < deadline, _usage_out(srv, bucket, channel)
+        time.sleep(0.3)
+    time.sleep(1.5)  # a flush later: nothing more comes
+    requests, out = _usage_out(srv, bucket, channel)
+    assert requests == 3
+    # What went to the socket: what the client read, and what its kernel held besides.
+    assert received <= out < 3 * (16 << 20), (out, received)
