@@ -76,9 +76,8 @@ def reset_transport(transport: asyncio.BaseTransport | None) -> int:
     what the transport still buffered, and those bytes never reach it."""
     if transport is None:
         return 0
-    dropped = 0
-    if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-        dropped = transport.get_write_buffer_size()
+    # What the transport still buffers (a closing one too, until it is flushed).
+    dropped = transport.get_write_buffer_size() if isinstance(transport, asyncio.Transport) else 0
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.fileno() != -1:
         dropped += reset_on_close(sock)

@@ -363,7 +363,7 @@ class Node:
         self.s3.cors_vary = cross_origin.vary
         if self.owner_link is not None:
             # After every local route: the owner's paths are taken over by forwarding.
-            route_to_owner(self.s3, self.owner_link, self.admin, role, settings)
+            route_to_owner(self.s3, self.owner_link, self.admin, role, settings, self.web_seed)
         self._runner: web.AppRunner | None = None
         self.handoff_server: HandoffServer | None = None
         self.handoff_client: HandoffClient | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -38,7 +39,7 @@ from s3torrent.roles import (
 )
 from s3torrent.s3.server import S3Application
 from s3torrent.tracker.ws import WS_TRACKER_PATH
-from s3torrent.webseed import WEB_SEED_PREFIX
+from s3torrent.webseed import WEB_SEED_PREFIX, WebSeed
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,12 @@ def settle_middleware(
 
 
 def route_to_owner(
-    s3: S3Application, link: OwnerLink, admin: Handler, role: Role, settings: Settings
+    s3: S3Application,
+    link: OwnerLink,
+    admin: Handler,
+    role: Role,
+    settings: Settings,
+    web_seed: WebSeed,
 ) -> None:
     """On a worker other than the owner: forward the paths that need the owner's memory
     (registered after the local routes, whose places in the table they take)."""
@@ -135,7 +141,7 @@ def route_to_owner(
         s3.add_route("/_tracker", link.forward)
         for path, (params, _local) in list(s3.query_routes.items()):
             s3.add_query_route(path, params, link.forward)
-    s3.add_route(WEB_SEED_PREFIX, link.forward)
+    s3.add_route(WEB_SEED_PREFIX, functools.partial(web_seed.relay, forward=link.forward))
     if settings.seeder.enabled:
         s3.add_route("/_seeder/stats", link.forward)
     if settings.metering.enabled:

@@ -27,7 +27,7 @@ import asyncio
 import binascii
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -127,6 +127,49 @@ class WebSeed:
                     time.perf_counter() - started,
                     info.key if ok else None,
                 )
+
+    async def relay(
+        self,
+        request: web.Request,
+        forward: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """A web-seed request the owner worker answers (its seeder holds the offload
+        policy), relayed by this worker (owner_link): a revocation resets the client's
+        connection here too, whose kernel would otherwise send what the relay had written
+        (up to a send buffer, 4 MiB, and the owner's reset stops only the owner's own
+        socket), and the bytes dropped come off what the owner metered."""
+        swarm_id = _swarm_id(request.path)
+        source_ip = client_address(request)
+        info = await self.public.admit(swarm_id, source_ip, request.headers) if swarm_id else None
+        if info is None:
+            return await forward(request)  # the owner gives the refusal its answer
+        dropped = [-1]
+
+        def cut_now() -> None:
+            dropped[0] = reset_transport(request.transport)
+
+        token = self.reads.track(
+            info.version_id,
+            cut_now,
+            lambda: self._still_public(info, source_ip, request.headers),
+            bucket=info.bucket,
+            key=info.key,
+        )
+        try:
+            response = await forward(request)
+            # The owner cut its answer short: at a piece boundary (the offload policy: the
+            # client keeps what it got), or revoked, perhaps before this worker's own
+            # re-decision came: then reset it here too.
+            transport = request.transport
+            cut_short = dropped[0] < 0 and (transport is None or transport.is_closing())
+            if cut_short and not await self._still_public(info, source_ip, request.headers):
+                cut_now()
+            return response
+        finally:
+            self.reads.done(info.version_id, token)
+            if dropped[0] > 0 and self.meter is not None:
+                # Counted by the owner when it went into the relay: no request of its own.
+                self.meter.record(info.bucket, OP_WEBSEED, 206, -dropped[0], 0, 0.0, info.key, 0)
 
     async def _respond(
         self, request: web.Request, sent: list[int], admitted: list[TorrentInfo | None]

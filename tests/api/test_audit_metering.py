@@ -95,86 +95,6 @@ def _usage_out(srv: LiveServer, bucket: str, operation: str) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("channel", ["GetObject-WebSeed", "GetObject"])
-def test_a_revoked_download_stops_for_a_slow_client_and_is_metered_as_delivered(
-    srv: LiveServer, channel: str
-) -> None:
-    """A revocation shut the socket down, and the kernel went on sending what it held (a
-    send buffer, 4 MiB) at the client's pace: a client reading 200 KB/s received a revoked
-    object for 20 seconds more. Now the connection is reset, and the bytes it dropped are
-    not metered: the usage report counts what reached the client."""
-    bucket = f"revoked-slow-{channel.lower()}"
-    s3 = make_client(srv.endpoint)
-    s3.create_bucket(Bucket=bucket)
-    size = 64 << 20
-    s3.put_object(Bucket=bucket, Key="k", Body=os.urandom(size), ACL="public-read")
-    if channel == "GetObject":
-        path = f"/{bucket}/k"
-    else:
-        with urllib.request.urlopen(f"{srv.endpoint}/{bucket}/k?torrent", timeout=10) as r:
-            url = bdecode(r.read())[b"url-list"][0].decode()
-        path = "/" + url.split("/", 3)[3] + "k"
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)  # a small window
-    sock.connect(("127.0.0.1", srv.port))
-    sock.settimeout(30)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    received = bytearray()
-    ended = threading.Event()
-    ended_at = [0.0]
-
-    def slow_reader() -> None:
-        rate = 200_000  # bytes a second
-        try:
-            while chunk := sock.recv(16384):
-                received.extend(chunk)
-                time.sleep(len(chunk) / rate)
-        except OSError:
-            pass  # the reset
-        ended_at[0] = time.monotonic()
-        ended.set()
-
-    threading.Thread(target=slow_reader, daemon=True).start()
-    deadline = time.monotonic() + 10
-    while len(received) < 300_000:
-        assert time.monotonic() < deadline, "the download did not start"
-        time.sleep(0.05)
-    s3.put_object_acl(Bucket=bucket, Key="k", ACL="private")
-    revoked_at, at_revocation = time.monotonic(), len(received)
-    assert ended.wait(30)
-    sock.close()
-    after = len(received) - at_revocation
-    # The grace (0.5 s at 200 KB/s) and the client's own receive buffer; before: 4 MB more.
-    assert after < 1 << 20, after
-    assert ended_at[0] - revoked_at < 2.5
-    body = len(received) - (received.index(b"\r\n\r\n") + 4)
-
-    def metered() -> tuple[int, int]:
-        return _usage_out(srv, bucket, channel)
-
-    deadline = time.monotonic() + 10
-    while metered()[0] < 1:
-        assert time.monotonic() < deadline, "never metered"
-        time.sleep(0.3)
-    time.sleep(1.5)  # a flush later: nothing more comes
-    requests, out = metered()
-    assert requests == 1
-    # What reached the client, within a few segments still in flight at the reset.
-    assert body <= out <= body + 256 * 1024, (out, body)
-
-
-def _publish_large(srv: LiveServer, bucket: str, channel: str) -> str:
-    """A public 64 MiB object; the path a GET of it takes on this channel."""
-    s3 = make_client(srv.endpoint)
-    s3.create_bucket(Bucket=bucket)
-    s3.put_object(Bucket=bucket, Key="k", Body=os.urandom(64 << 20), ACL="public-read")
-    if channel == "GetObject":
-        return f"/{bucket}/k"
-    with urllib.request.urlopen(f"{srv.endpoint}/{bucket}/k?torrent", timeout=10) as r:
-        url = bdecode(r.read())[b"url-list"][0].decode()
-    return "/" + url.split("/", 3)[3] + "k"
-
-
-@pytest.mark.parametrize("channel", ["GetObject-WebSeed", "GetObject"])
 def test_a_download_the_client_abandons_is_metered(srv: LiveServer, channel: str) -> None:
     """A client that closes its connection mid-body: the bytes it was sent are metered (a
     499), as REST GETs always were. The web seed learnt which torrent it served from its
@@ -204,3 +124,121 @@ def test_a_download_the_client_abandons_is_metered(srv: LiveServer, channel: str
     assert requests == 3
     # What went to the socket: what the client read, and what its kernel held besides.
     assert received <= out < 3 * (16 << 20), (out, received)
+
+
+class SlowDownload:
+    """A GET through a small window, read at `rate` bytes a second until the server ends it."""
+
+    def __init__(self, srv: LiveServer, path: str, rate: float = 200_000, ranged: str = "") -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        self.sock.connect(("127.0.0.1", srv.port))
+        self.sock.settimeout(30)
+        head = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        self.sock.sendall((head + (f"Range: {ranged}\r\n" if ranged else "") + "\r\n").encode())
+        self.rate = rate
+        self.received = bytearray()
+        self.ended_at = 0.0
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            while chunk := self.sock.recv(16384):
+                self.received.extend(chunk)
+                time.sleep(len(chunk) / self.rate)
+        except OSError:
+            pass  # the reset
+        self.ended_at = time.monotonic()
+
+    def started(self, nbytes: int = 300_000) -> None:
+        deadline = time.monotonic() + 10
+        while len(self.received) < nbytes:
+            assert time.monotonic() < deadline, "the download did not start"
+            time.sleep(0.05)
+
+    def ended(self) -> None:
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+        self.sock.close()
+
+    @property
+    def body(self) -> int:
+        return len(self.received) - (self.received.index(b"\r\n\r\n") + 4)
+
+
+def _publish_large(srv: LiveServer, bucket: str, channel: str) -> str:
+    """A public 64 MiB object; the path a GET of it takes on this channel."""
+    s3 = make_client(srv.endpoint)
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=os.urandom(64 << 20), ACL="public-read")
+    if channel == "GetObject":
+        return f"/{bucket}/k"
+    with urllib.request.urlopen(f"{srv.endpoint}/{bucket}/k?torrent", timeout=10) as r:
+        url = bdecode(r.read())[b"url-list"][0].decode()
+    return "/" + url.split("/", 3)[3] + "k"
+
+
+def _revoke_and_check(
+    srv: LiveServer, bucket: str, channel: str, downloads: list[SlowDownload]
+) -> None:
+    """Revoke anonymous reads of bucket/k: each download stops within about a second, and
+    the usage report counts what reached the clients."""
+    for d in downloads:
+        d.started()
+    make_client(srv.endpoint).put_object_acl(Bucket=bucket, Key="k", ACL="private")
+    revoked_at = time.monotonic()
+    at_revocation = [len(d.received) for d in downloads]
+    for d, before in zip(downloads, at_revocation, strict=True):
+        d.ended()
+        # The grace (0.5 s at 200 KB/s) and the client's own receive buffer; before: 4 MB.
+        assert len(d.received) - before < 1 << 20, len(d.received) - before
+        assert d.ended_at - revoked_at < 2.5
+    body = sum(d.body for d in downloads)
+    deadline = time.monotonic() + 10
+    while _usage_out(srv, bucket, channel)[0] < len(downloads):
+        assert time.monotonic() < deadline, _usage_out(srv, bucket, channel)
+        time.sleep(0.3)
+    time.sleep(1.5)  # a flush later: nothing more comes
+    requests, out = _usage_out(srv, bucket, channel)
+    assert requests == len(downloads)
+    # What reached the clients, within a few segments each still in flight at the reset.
+    assert body <= out <= body + len(downloads) * 256 * 1024, (out, body)
+
+
+@pytest.mark.parametrize("channel", ["GetObject-WebSeed", "GetObject"])
+def test_a_revoked_download_stops_for_a_slow_client_and_is_metered_as_delivered(
+    srv: LiveServer, channel: str
+) -> None:
+    """A revocation shut the socket down, and the kernel went on sending what it held (a
+    send buffer, 4 MiB) at the client's pace: a client reading 200 KB/s received a revoked
+    object for 20 seconds more. Now the connection is reset, and the bytes it dropped are
+    not metered: the usage report counts what reached the client."""
+    bucket = f"revoked-slow-{channel.lower()}"
+    path = _publish_large(srv, bucket, channel)
+    _revoke_and_check(srv, bucket, channel, [SlowDownload(srv, path)])
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = start_server(tmp_path_factory.mktemp("audit-metering-2w"), workers=2)
+    yield server
+    server.stop()
+
+
+def test_a_revoked_web_seed_download_relayed_by_another_worker_stops_too(
+    two_workers: LiveServer,
+) -> None:
+    """With workers, a web-seed request that reaches a worker other than the owner is
+    relayed to the owner (owner_link): the owner's reset stopped its own socket only, and
+    the relaying worker's kernel went on sending (6.9 MB for 14 s at 500 KB/s). Several
+    connections at once, so that some are relayed."""
+    bucket = "revoked-relayed"
+    path = _publish_large(two_workers, bucket, "GetObject-WebSeed")
+    # Ranges of their own: one client asking again for pieces it was just sent is refused.
+    quarter = 16 << 20
+    downloads = [
+        SlowDownload(two_workers, path, 100_000, f"bytes={i * quarter}-{(i + 1) * quarter - 1}")
+        for i in range(4)
+    ]
+    _revoke_and_check(two_workers, bucket, "GetObject-WebSeed", downloads)
