@@ -242,3 +242,19 @@ def test_a_revoked_web_seed_download_relayed_by_another_worker_stops_too(
         for i in range(4)
     ]
     _revoke_and_check(two_workers, bucket, "GetObject-WebSeed", downloads)
+
+
+def test_bytes_a_reset_dropped_leave_the_metrics_counter_growing() -> None:
+    """The bytes a revocation's reset dropped are taken off the usage report by a negative
+    record; /_metrics' transfer counter must not go down with them (Prometheus reads a
+    decrease as a counter reset, and rate() would show the whole counter again)."""
+    from s3torrent.metering.meter import OP_BITTORRENT, Meter
+
+    meter = Meter(meta=None, clock=lambda: 1_800_000_000.0)  # type: ignore[arg-type]
+    meter.on_piece_sent("b", "k", 100_000, 7)
+    assert meter.bytes_total[(OP_BITTORRENT, "out")] == 100_000
+    meter.on_piece_sent("b", "k", -40_000, 0)
+    assert meter.bytes_total[(OP_BITTORRENT, "out")] == 100_000
+    [(requests, out, _in)] = meter.pending.usage.values()
+    assert (requests, out) == (7, 60_000)
+    assert meter.pending.objects[("b", "k", OP_BITTORRENT)] == [7, 60_000]

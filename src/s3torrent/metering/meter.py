@@ -261,7 +261,10 @@ class Meter:
                 o[1] += bytes_out
             rkey = (operation, status)
             requests_total[rkey] = requests_total.get(rkey, 0) + count
-            if bytes_out:
+            # A counter (/_metrics) only grows: bytes a reset dropped after they were counted
+            # (negative records: Swarm.unsent, WebSeed.relay) come off the usage tables only,
+            # as a decrease would read as a counter reset to Prometheus's rate().
+            if bytes_out > 0:
                 bkey = (operation, "out")
                 bytes_total[bkey] = bytes_total.get(bkey, 0) + bytes_out
             if bytes_in:
