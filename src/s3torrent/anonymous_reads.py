@@ -32,7 +32,6 @@ __all__ = [
     "cut_transport",
     "reset_on_close",
     "reset_transport",
-    "to_write",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,73 +51,41 @@ class _Read:
     next_boundary_in: Callable[[], Awaitable[float | None]] | None = None
 
 
-def cut_transport(
-    transport: asyncio.BaseTransport | None, *, reset: bool = False, written: bool = False
-) -> int:
+def cut_transport(transport: asyncio.BaseTransport | None) -> None:
     """End a response now: shut the socket down so a write (or sendfile) in progress fails.
 
     A shutdown, not close(): the descriptor stays valid while a sendfile may be using it.
-    `reset` (a revocation): the connection's close, whoever makes it, will be a reset,
-    which drops what the kernel still holds for the client (see reset_transport); returns
-    the bytes counted as sent that would drop were it closed now (0 without `reset`).
-    A `written` body (through the transport, no sendfile) is reset at once: its writer
-    waits for the socket to drain, which a shutdown does not hasten (a slow client's
-    sealed GET went on for 10 s), and no sendfile uses the descriptor.
     """
     if transport is None:
-        return 0
-    if reset and written:
-        return reset_transport(transport) or 0
+        return
     sock = transport.get_extra_info("socket")
-    if sock is None:
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    else:
         transport.close()
-        return 0
-    dropped = 0
-    if reset and sock.fileno() != -1:
-        dropped = _buffered(transport) + reset_on_close(sock)
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    return dropped
 
 
-def reset_transport(transport: asyncio.BaseTransport | None) -> int | None:
+def reset_transport(transport: asyncio.BaseTransport | None) -> int:
     """Close a revoked response's connection with a reset, once nothing writes to it; the
-    bytes counted as sent that it drops (to take off what was metered), or None when the
-    connection was closed already (a failed write closes it: then the count
-    `cut_transport(reset=True)` made stands).
+    bytes counted as sent that it drops (to take off what was metered).
 
-    After a shutdown the kernel still sends what it holds (up to a send buffer, 4 MiB by
-    default on Linux) at the client's pace, and a slow client went on receiving a revoked
-    object for seconds. A reset drops what the kernel holds for the client, and what the
-    transport still buffered, and those bytes never reach it."""
+    After `cut_transport` the kernel still sends what it holds (up to a send buffer, 4 MiB
+    by default on Linux) at the client's pace, and a slow client went on receiving a
+    revoked object for seconds. A reset drops what the kernel holds for the client, and
+    what the transport still buffered, and those bytes never reach it."""
     if transport is None:
-        return None
+        return 0
+    # What the transport still buffers (a closing one too, until it is flushed).
+    dropped = transport.get_write_buffer_size() if isinstance(transport, asyncio.Transport) else 0
     sock = transport.get_extra_info("socket")
-    if sock is None or sock.fileno() == -1:
-        transport.close()
-        return None
-    dropped = _buffered(transport) + reset_on_close(sock)
+    if sock is not None and sock.fileno() != -1:
+        dropped += reset_on_close(sock)
     if isinstance(transport, asyncio.WriteTransport):
         transport.abort()
     else:
         transport.close()
     return dropped
-
-
-def to_write(transport: asyncio.BaseTransport | None, nbytes: int) -> int:
-    """The bytes of a body write about to be made, counted as sent before it is awaited:
-    a write puts them all in the transport before it waits for the socket to drain, and a
-    revocation's reset during that wait counts them off with the transport's buffer
-    (counted after the await, they were taken off without having been counted). A
-    transport already closing takes nothing: ConnectionResetError, as the write's own."""
-    if transport is None or transport.is_closing():
-        raise ConnectionResetError("the client's connection is closing")
-    return nbytes
-
-
-def _buffered(transport: asyncio.BaseTransport) -> int:
-    """What the transport still buffers (a closing one too, until it is flushed)."""
-    return transport.get_write_buffer_size() if isinstance(transport, asyncio.Transport) else 0
 
 
 # TCP states (linux/tcp_states.h) in which our FIN is sent or queued and not acknowledged.

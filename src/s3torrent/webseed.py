@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from s3torrent.anonymous_reads import AnonymousReads, cut_transport, reset_transport, to_write
+from s3torrent.anonymous_reads import AnonymousReads, cut_transport, reset_transport
 from s3torrent.corking import corked
 from s3torrent.forwarding import client_address
 from s3torrent.metering.meter import CLIENT_CLOSED, OP_WEBSEED
@@ -146,7 +146,7 @@ class WebSeed:
         dropped = [-1]
 
         def cut_now() -> None:
-            dropped[0] = reset_transport(request.transport) or 0
+            dropped[0] = reset_transport(request.transport)
 
         token = self.reads.track(
             info.version_id,
@@ -234,18 +234,10 @@ class WebSeed:
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = count
         cut = [False]
-        dropped_at_cut = [0]
-
-        # Inline, sealed (read and opened) or remote: written, no file to sendfile from.
-        written = (
-            obj.inline is not None
-            or info.sealed
-            or self.store.blobs.local_path(obj.version_id) is None
-        )
 
         def cut_now() -> None:
             cut[0] = True
-            dropped_at_cut[0] = cut_transport(request.transport, reset=True, written=written)
+            cut_transport(request.transport)
 
         token = self.reads.track(
             info.version_id,
@@ -268,9 +260,7 @@ class WebSeed:
             self.reads.done(info.version_id, token)
             if cut[0]:
                 # Revoked: what the kernel still held for the client is dropped, never sent.
-                dropped = reset_transport(request.transport)
-                dropped = dropped_at_cut[0] if dropped is None else dropped
-                sent[0] = max(0, sent[0] - dropped)
+                sent[0] = max(0, sent[0] - reset_transport(request.transport))
         await resp.write_eof()
         return resp
 
@@ -392,8 +382,8 @@ class WebSeed:
     ) -> None:
         if fobj is None:
             async for chunk in self.store.object_chunks(obj, offset, length):
-                sent[0] += to_write(request.transport, len(chunk))
                 await resp.write(chunk)
+                sent[0] += len(chunk)
             return
         transport = request.transport
         if transport is None:

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
-from s3torrent.anonymous_reads import to_write
 from s3torrent.s3.errors import S3Error
 from s3torrent.store import rows as md
 from s3torrent.store.master_key import MasterKeyError
@@ -278,11 +277,11 @@ async def send_sealed(
     await resp.prepare(req.http)
     sent = 0
     try:
-        sent = to_write(req.http.transport, len(first))
         await resp.write(first)
+        sent = len(first)
         async for chunk in chunks:
-            sent += to_write(req.http.transport, len(chunk))
             await resp.write(chunk)
+            sent += len(chunk)
     except (TamperedBlob, FileNotFoundError) as exc:
         log.error("GET %s: cut after %d bytes: %s", req.resource, sent, exc)
         transport = req.http.transport

@@ -22,7 +22,7 @@ from s3torrent.access import (
     grants_from_headers,
 )
 from s3torrent.access import facts as authz
-from s3torrent.anonymous_reads import cut_transport, reset_transport, to_write
+from s3torrent.anonymous_reads import cut_transport, reset_transport
 from s3torrent.corking import corked
 from s3torrent.s3 import checksums, sse, tagging, user_metadata
 from s3torrent.s3 import xml as s3xml
@@ -514,7 +514,7 @@ async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.Str
         # A streamed body is aiohttp's to send (s3/quick.py): nothing is opened or sent yet.
         raise QuickHandOver
     if sealed:
-        with _revocable(svc, req, obj, written=True):
+        with _revocable(svc, req, obj):
             return await sse.send_sealed(svc, req, obj, (status, headers, offset, count), customer)
     if obj.inline is not None:
         body = obj.inline[offset : offset + count]
@@ -538,7 +538,7 @@ async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.Str
             return await _reserve(svc, req, fresh, head)
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = count
-    with _revocable(svc, req, obj, written=fobj is None):
+    with _revocable(svc, req, obj):
         return await _send_body(svc, req, obj, resp, fobj, offset, count, head)
 
 
@@ -547,11 +547,8 @@ _BOUNDARY_SLACK = 0.05
 
 
 @contextlib.contextmanager
-def _revocable(
-    svc: S3Context, req: S3Request, obj: md.ObjectVersion, *, written: bool
-) -> Iterator[None]:
-    """An anonymous GET in flight is cut when a revocation takes its access away (a
-    `written` body: through the transport, not sendfile; see cut_transport)."""
+def _revocable(svc: S3Context, req: S3Request, obj: md.ObjectVersion) -> Iterator[None]:
+    """An anonymous GET in flight is cut when a revocation takes its access away."""
     reads = svc.anonymous_reads
     if reads is None or not req.principal.is_anonymous:
         yield
@@ -560,11 +557,10 @@ def _revocable(
     # publication, and so no timer, for that bucket).
     boundary = authz.next_time_boundary(req.bucket, req.now) if req.bucket is not None else None
     cut = [False]
-    dropped_at_cut = [0]
 
     def cut_now() -> None:
         cut[0] = True
-        dropped_at_cut[0] = cut_transport(req.http.transport, reset=True, written=written)
+        cut_transport(req.http.transport)
 
     token = reads.track(
         obj.version_id,
@@ -586,7 +582,6 @@ def _revocable(
         if cut[0]:
             # Revoked: what the kernel still held for the client is dropped, never sent.
             dropped = reset_transport(req.http.transport)
-            dropped = dropped_at_cut[0] if dropped is None else dropped
             if req.body_sent is not None:
                 req.body_sent = max(0, req.body_sent - dropped)
 
@@ -635,11 +630,11 @@ async def _send_body(
         await resp.prepare(req.http)
         sent = 0
         try:
-            sent = to_write(req.http.transport, len(first))
             await resp.write(first)
+            sent = len(first)
             async for chunk in chunks:
-                sent += to_write(req.http.transport, len(chunk))
                 await resp.write(chunk)
+                sent += len(chunk)
         finally:
             req.body_sent = sent
         await resp.write_eof()
