@@ -256,6 +256,12 @@ class BlobSettings(BaseModel):
     """Seconds an unreferenced blob or unfinished upload is left for another node's write in
     flight before startup cleanup removes it."""
     max_connections: int = 32
+    connect_timeout: float = Field(default=5.0, gt=0)
+    """Seconds to wait for a connection to the backend."""
+    read_timeout: float = Field(default=15.0, gt=0)
+    """Seconds to wait for the backend's next byte; a call is tried `max_attempts` times in
+    all, so a backend that stops answering fails a request within about their product."""
+    max_attempts: int = Field(default=3, ge=1)
 
 
 class JobSettings(BaseModel):

@@ -58,7 +58,13 @@ def make_client(
     access_key: str | None,
     secret_key: str | None,
     max_connections: int = 32,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 15.0,
+    max_attempts: int = 3,
 ) -> Any:
+    """A client whose every call is bounded: a backend that stops answering fails it within
+    about max_attempts * (connect_timeout or read_timeout), never botocore's 60 s per read
+    tried five times."""
     import boto3
     from botocore.config import Config
 
@@ -70,7 +76,9 @@ def make_client(
         aws_secret_access_key=secret_key,
         config=Config(
             max_pool_connections=max_connections,
-            retries={"max_attempts": 5, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
             # Path style: MinIO and most self-hosted endpoints have no wildcard DNS.
             s3={"addressing_style": "path" if endpoint_url else "auto"},
         ),
