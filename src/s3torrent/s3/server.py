@@ -629,9 +629,8 @@ class S3Application:
             log.exception(
                 "internal error on %s %s", request.method, redact_signatures(request.raw_path)[:200]
             )
-            return error_response(
-                S3Error("InternalError"), rid, request.path, request.method == "HEAD"
-            )
+            # Through _error like every other refusal: one before 100 Continue must close.
+            return self._error(request, S3Error("InternalError"), rid)
 
     @staticmethod
     def _error(request: web.Request, err: S3Error, rid: str) -> web.Response:
