@@ -20,6 +20,12 @@ subscription is pinged every `ping_every` seconds and given up (then subscribed 
 ends the gap as above) once nothing at all, not even a pong, came for `silent_after`; and a
 publish that is not answered within `publish_timeout` is tried again on a new connection.
 
+While the subscription is down, `on_gap` is also called every `cut_off_every` seconds:
+the node decides again from the database, so a revocation another node commits meanwhile
+stops it within about a second of being noticed (a refused or closed connection at once, a
+silent one after `silent_after`), not when Redis is back. Until 2026-12-07 a node cut off
+went on seeding and web-seeding what another node revoked for as long as the cut lasted.
+
 Events wait for Redis in a bounded queue (`max_queued`); one that does not fit is dropped,
 and the next message this node sends is a gap marker, on which every other node calls
 `on_gap` as above. Until 2026-12-07 a node that could not reach Redis for long enough
@@ -48,6 +54,8 @@ _MAX_QUEUED = 100_000
 PING_EVERY = 1.0
 SILENT_AFTER = 3.0
 PUBLISH_TIMEOUT = 2.0
+# While the subscription is down: how often what events decided is decided again.
+CUT_OFF_EVERY = 1.0
 
 
 class RedisEventRelay:
@@ -66,6 +74,7 @@ class RedisEventRelay:
         silent_after: float = SILENT_AFTER,
         publish_timeout: float = PUBLISH_TIMEOUT,
         max_queued: int = _MAX_QUEUED,
+        cut_off_every: float = CUT_OFF_EVERY,
     ) -> None:
         self.bus = bus
         self.client = client
@@ -76,6 +85,7 @@ class RedisEventRelay:
         self.ping_every = ping_every
         self.silent_after = silent_after
         self.publish_timeout = publish_timeout
+        self.cut_off_every = cut_off_every
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(max_queued)
         # Events dropped since the last gap marker went out (see the module's doc).
         self._lost = False
@@ -138,6 +148,7 @@ class RedisEventRelay:
 
     async def _receive_forever(self) -> None:
         loop = asyncio.get_running_loop()
+        decided = -self.cut_off_every
         while True:
             # Confirmations too: each one after the first ends a gap (see the module's doc).
             pubsub = self.client.pubsub(ignore_subscribe_messages=False)
@@ -160,6 +171,9 @@ class RedisEventRelay:
                         await asyncio.wait_for(pubsub.ping(), self.ping_every)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
                 log.warning("event relay: subscription lost (%s); events may be missed", exc)
+                if self._subscribed.is_set() and loop.time() - decided >= self.cut_off_every:
+                    decided = loop.time()
+                    self._decide_while_cut_off()
                 await asyncio.sleep(self.reconnect_delay)
             finally:
                 with logged_failure(log, "event relay: closing the subscription"):
@@ -173,6 +187,14 @@ class RedisEventRelay:
             self._subscribed.set()
             return
         self._gap("subscribed again")
+
+    def _decide_while_cut_off(self) -> None:
+        """Cut off from the channel, we hear no revocation another node makes: decide again
+        from the database (which holds each one's commit) every `cut_off_every` seconds
+        until subscribed again, rather than go on serving on what we last heard."""
+        if self.on_gap is not None:
+            with logged_failure(log, "event relay: deciding again while cut off"):
+                self.on_gap()
 
     def _gap(self, why: str) -> None:
         self.gaps += 1

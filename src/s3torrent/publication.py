@@ -181,6 +181,10 @@ class PublicTorrents:
         ] = {}
         # Per bucket: the re-evaluation at the next time boundary of its policy.
         self._boundary_timers: dict[str, asyncio.TimerHandle] = {}
+        # missed_events(shared_registry=True)'s pass under way, and whether another was
+        # asked for since it started.
+        self._deciding_again: asyncio.Task[object] | None = None
+        self._decide_again_after = False
 
     @property
     def origin_seeders(self) -> tuple[tuple[str, int], ...]:
@@ -235,7 +239,11 @@ class PublicTorrents:
             self._unpublishable.clear()
             self._unpublishable_generation += 1
             self._decisions.clear()
-            self._spawn(self._decide_again(list(self.by_version.values())))
+            # One pass at a time (a relay cut off asks every second); one asked for while
+            # a pass runs is a pass more after it, whose reads follow the call.
+            self._decide_again_after = True
+            if self._deciding_again is None or self._deciding_again.done():
+                self._deciding_again = self._spawn(self._decide_again_while_asked())
         else:
             for bucket in {t.bucket for t in self.by_version.values()} or {""}:
                 self.on_event(AccessChanged(bucket, None))
@@ -244,6 +252,11 @@ class PublicTorrents:
                 listener()
             except Exception:
                 log.exception("gap listener failed")
+
+    async def _decide_again_while_asked(self) -> None:
+        while self._decide_again_after:
+            self._decide_again_after = False
+            await self._decide_again(list(self.by_version.values()))
 
     async def _decide_again(self, infos: list[TorrentInfo]) -> None:
         """missed_events(shared_registry=True)'s decisions, one torrent at a time."""

@@ -23,7 +23,18 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import LiveServer, make_client
 from tests.scale.engines import Engine
-from tests.scale.test_nodes import Cluster, _redis_dbs, announce, info_hash_of
+from tests.scale.test_nodes import (  # noqa: F401 (cluster: a fixture)
+    Cluster,
+    _redis_dbs,
+    announce,
+    cluster,
+    info_hash_of,
+)
+from tests.scale.test_redis_gap import (  # noqa: F401 (proxy: a fixture)
+    CuttableProxy,
+    _start_b_through,
+    proxy,
+)
 from tests.seeding import RawPeer, public_read_policy
 
 pytestmark = pytest.mark.timeout(180)
@@ -72,8 +83,11 @@ def _webseed(node: LiveServer, ih: bytes, key: str) -> int:
     return _status(f"{node.endpoint}/_webseed/{ih.hex()}/{key}", {"Range": "bytes=0-16383"})
 
 
-def _served_on(node: LiveServer, bucket: str, key: str, ih: bytes) -> dict[str, bool]:
-    """Which anonymous channels of `node` still serve the object (True: served)."""
+def _served_on(
+    node: LiveServer, bucket: str, key: str, ih: bytes, *, tracker: bool = True
+) -> dict[str, bool]:
+    """Which anonymous channels of `node` still serve the object (True: served); without
+    `tracker`, the tracker is left out (it answers nothing while Redis is away)."""
     peer = RawPeer(node.peer_port, timeout=3)
     try:
         seeder = peer.handshake(ih)
@@ -82,7 +96,7 @@ def _served_on(node: LiveServer, bucket: str, key: str, ih: bytes) -> dict[str, 
     return {
         "torrent": _status(f"{node.endpoint}/{bucket}/{key}?torrent") == 200,
         "get": _status(f"{node.endpoint}/{bucket}/{key}") == 200,
-        "tracker": b"failure reason" not in announce(node, ih, 7, 40777),
+        "tracker": tracker and b"failure reason" not in announce(node, ih, 7, 40777),
         "webseed": _webseed(node, ih, key) == 206,
         "seeder": seeder,
     }
@@ -249,9 +263,9 @@ def _one_attempt_client(endpoint: str) -> Any:
 
 @pytest.fixture
 def hanging_backend(moto: Engine) -> Iterator[HangingProxy]:
-    proxy = HangingProxy(moto.port)
-    yield proxy
-    proxy.close()
+    hanging = HangingProxy(moto.port)
+    yield hanging
+    hanging.close()
 
 
 def test_a_blob_backend_that_stops_answering_gets_a_bounded_s3_error(
@@ -616,3 +630,37 @@ def test_a_put_failing_before_100_continue_on_a_database_error_closes_its_connec
         assert statuses == [b"500"], got
     finally:
         node.stop(timeout=20)
+
+
+@pytest.mark.parametrize("revocation", ["object-acl", "bucket-policy"])
+def test_a_node_cut_off_from_redis_stops_what_another_node_revokes_meanwhile(
+    cluster: tuple[Cluster, str],  # noqa: F811
+    proxy: CuttableProxy,  # noqa: F811
+    revocation: str,
+) -> None:
+    """B's connection to Redis is down: A's revocation event never reaches B. B must not go
+    on serving the revoked object, by any channel, until Redis is back."""
+    c, _ = cluster
+    a = c.start("a")
+    b = _start_b_through(c, proxy)
+    sa3 = make_client(a.endpoint)
+    sa3.create_bucket(Bucket="cut")
+    acl = "public-read" if revocation == "object-acl" else "private"
+    sa3.put_object(Bucket="cut", Key="k", Body=os.urandom(100_000), ACL=acl)
+    if revocation == "bucket-policy":
+        sa3.put_bucket_policy(Bucket="cut", Policy=public_read_policy("cut"))
+    ih = info_hash_of(sa3.get_object_torrent(Bucket="cut", Key="k")["Body"].read())
+    deadline = time.monotonic() + 5
+    while not all(served := _served_on(b, "cut", "k", ih).values()):
+        assert time.monotonic() < deadline, served
+        time.sleep(0.1)
+    proxy.cut()
+    time.sleep(1.0)  # B knows it is cut off
+    if revocation == "object-acl":
+        sa3.put_object_acl(Bucket="cut", Key="k", ACL="private")
+    else:
+        sa3.delete_bucket_policy(Bucket="cut")
+    changed = time.monotonic()
+    while any(served := _served_on(b, "cut", "k", ih, tracker=False).values()):
+        assert time.monotonic() - changed < 3.0, f"B serves a revoked object: {served}"
+        time.sleep(0.1)
