@@ -664,3 +664,49 @@ def test_a_node_cut_off_from_redis_stops_what_another_node_revokes_meanwhile(
     while any(served := _served_on(b, "cut", "k", ih, tracker=False).values()):
         assert time.monotonic() - changed < 3.0, f"B serves a revoked object: {served}"
         time.sleep(0.1)
+
+
+def test_usage_reports_add_up_the_requests_of_every_node(
+    nodes: tuple[LiveServer, LiveServer],
+) -> None:
+    from tests.api.test_metering import admin_totals, eventually
+
+    a, b = nodes
+    bucket = "metered-nodes"
+    sa3, sb3 = make_client(a.endpoint), make_client(b.endpoint)
+    sa3.create_bucket(Bucket=bucket)
+    bodies = {"via-a": os.urandom(100_000), "via-b": os.urandom(50_000)}
+    sa3.put_object(Bucket=bucket, Key="via-a", Body=bodies["via-a"], ACL="public-read")
+    sb3.put_object(Bucket=bucket, Key="via-b", Body=bodies["via-b"], ACL="public-read")
+    out = 0
+    for client in (sa3, sb3):
+        for key in bodies:
+            out += len(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        out += len(
+            client.get_object(Bucket=bucket, Key="via-a", Range="bytes=0-999")["Body"].read()
+        )
+    sb3.head_object(Bucket=bucket, Key="via-a")
+    ih = info_hash_of(sb3.get_object_torrent(Bucket=bucket, Key="via-b")["Body"].read())
+    assert _status(f"{a.endpoint}/_webseed/{ih.hex()}/via-b", {"Range": "bytes=0-16383"}) in (
+        200,
+        206,
+    )
+    assert out == 2 * (150_000 + 1_000)
+
+    def totals(node: LiveServer) -> dict[tuple[str, str], float]:
+        got = admin_totals(node, bucket)
+        # What this test counts; the torrent file's own bytes vary with the node's URL.
+        return {k: v for k, v in got.items() if k[0] != "GetObjectTorrent"}
+
+    expected = {
+        ("CreateBucket", "Requests-Tier1"): 1,
+        ("PutObject", "Requests-Tier1"): 2,
+        ("PutObject", "DataTransfer-In-Bytes"): 150_000,
+        ("GetObject", "Requests-Tier2"): 6,
+        ("GetObject", "DataTransfer-Out-Bytes"): out,
+        ("HeadObject", "Requests-Tier2"): 1,
+        ("GetObject-WebSeed", "Requests-Tier2"): 1,
+        ("GetObject-WebSeed", "DataTransfer-Out-Bytes"): 16_384,
+    }
+    assert eventually(lambda: totals(a), expected) == expected
+    assert totals(b) == expected
