@@ -710,3 +710,112 @@ def test_usage_reports_add_up_the_requests_of_every_node(
     }
     assert eventually(lambda: totals(a), expected) == expected
     assert totals(b) == expected
+
+
+def test_versions_and_object_locks_hold_across_nodes(nodes: tuple[LiveServer, LiveServer]) -> None:
+    from datetime import timedelta
+
+    a, b = nodes
+    sa3, sb3 = make_client(a.endpoint), make_client(b.endpoint)
+    bucket = "locked-nodes"
+    sa3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    v1 = sa3.put_object(Bucket=bucket, Key="k", Body=b"one")["VersionId"]
+    v2 = sb3.put_object(Bucket=bucket, Key="k", Body=b"two")["VersionId"]
+    listed = sa3.list_object_versions(Bucket=bucket)["Versions"]
+    assert [(v["VersionId"], v["IsLatest"]) for v in listed] == [(v2, True), (v1, False)]
+    until = datetime.now(UTC) + timedelta(days=1)
+    sa3.put_object_retention(
+        Bucket=bucket,
+        Key="k",
+        VersionId=v1,
+        Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
+    )
+    sb3.put_object_legal_hold(Bucket=bucket, Key="k", VersionId=v2, LegalHold={"Status": "ON"})
+    for client, version in ((sb3, v1), (sa3, v2)):
+        with pytest.raises(ClientError) as refused:
+            client.delete_object(Bucket=bucket, Key="k", VersionId=version)
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    with pytest.raises(ClientError) as shortened:
+        sb3.put_object_retention(
+            Bucket=bucket,
+            Key="k",
+            VersionId=v1,
+            Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until - timedelta(hours=1)},
+        )
+    assert shortened.value.response["Error"]["Code"] == "AccessDenied"
+    # A delete marker on B hides the key on A; its versions stay.
+    sb3.delete_object(Bucket=bucket, Key="k")
+    with pytest.raises(ClientError):
+        sa3.head_object(Bucket=bucket, Key="k")
+    assert sa3.get_object(Bucket=bucket, Key="k", VersionId=v1)["Body"].read() == b"one"
+    sa3.put_object_legal_hold(Bucket=bucket, Key="k", VersionId=v2, LegalHold={"Status": "OFF"})
+    sb3.delete_object(Bucket=bucket, Key="k", VersionId=v2)
+    remaining = [v["VersionId"] for v in sb3.list_object_versions(Bucket=bucket)["Versions"]]
+    assert remaining == [v1]
+
+
+def test_an_upload_whose_node_was_killed_mid_part_is_finished_on_the_other(
+    tmp_path: Path, pg_url: str, redis_server: Engine, moto: Engine
+) -> None:
+    """kill -9 of A while a part streams to it: no object appears, the parts A acknowledged
+    stay, the part in flight is not one, and B completes the upload with a part of its own."""
+
+    c = Cluster(
+        tmp_path,
+        {
+            "S3TORRENT_METADATA_URL": pg_url,
+            "S3TORRENT_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/{next(_redis_dbs) % 16}",
+            "S3TORRENT_BLOBS_URL": f"s3://kill-{os.getpid()}-{tmp_path.name[-8:].lower()}/d",
+            "S3TORRENT_BLOBS__ENDPOINT_URL": moto.url,
+            "S3TORRENT_BLOBS__ACCESS_KEY": "moto",
+            "S3TORRENT_BLOBS__SECRET_KEY": "moto",
+        },
+    )
+    try:
+        a, b = c.start("a"), c.start("b")
+        sa3, sb3 = make_client(a.endpoint), make_client(b.endpoint)
+        sa3.create_bucket(Bucket="killed")
+        first = os.urandom(5 * 1024 * 1024)
+        up = sa3.create_multipart_upload(Bucket="killed", Key="k")["UploadId"]
+        e1 = sa3.upload_part(Bucket="killed", Key="k", UploadId=up, PartNumber=1, Body=first)
+        import http.client
+
+        from tests.conftest import sign_request
+
+        # A raw, slowly streamed part 2 (boto3 would buffer the body first).
+        conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=10)
+        url = f"{a.endpoint}/killed/k?partNumber=2&uploadId={up}"
+        headers = sign_request("PUT", url, payload_hash="UNSIGNED-PAYLOAD")
+        headers["Content-Length"] = str(64 * 256 * 1024)
+        conn.putrequest("PUT", f"/killed/k?partNumber=2&uploadId={up}", skip_host=True)
+        conn.putheader("Host", f"127.0.0.1:{a.port}")
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        for _ in range(8):
+            conn.send(os.urandom(256 * 1024))
+        time.sleep(0.3)
+        a.kill9()
+        conn.close()
+        # Nothing visible; part 1 only.
+        assert sb3.list_objects_v2(Bucket="killed")["KeyCount"] == 0
+        parts = sb3.list_parts(Bucket="killed", Key="k", UploadId=up)["Parts"]
+        assert [(p["PartNumber"], p["ETag"], p["Size"]) for p in parts] == [
+            (1, e1["ETag"], len(first))
+        ]
+        last = os.urandom(1000)
+        e2 = sb3.upload_part(Bucket="killed", Key="k", UploadId=up, PartNumber=2, Body=last)
+        sb3.complete_multipart_upload(
+            Bucket="killed",
+            Key="k",
+            UploadId=up,
+            MultipartUpload={
+                "Parts": [
+                    {"PartNumber": 1, "ETag": e1["ETag"]},
+                    {"PartNumber": 2, "ETag": e2["ETag"]},
+                ]
+            },
+        )
+        assert sb3.get_object(Bucket="killed", Key="k")["Body"].read() == first + last
+    finally:
+        c.stop()
