@@ -36,7 +36,7 @@ from s3torrent.s3.versioning import lock_condition_values
 from s3torrent.s3.xml import render
 from s3torrent.store import rows as md
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
-from s3torrent.store.errors import StorageFull, StoreError
+from s3torrent.store.errors import StorageFull, StoreError, engine_unreachable
 from s3torrent.store.space import storage_full
 
 log = logging.getLogger(__name__)
@@ -330,6 +330,10 @@ class _EveryPath(web.PlainResource):
 
     def _match(self, path: str) -> dict[str, str] | None:
         return {} if path.startswith("/") else None
+
+
+# AWS's message for a 503 ServiceUnavailable.
+_UNAVAILABLE: Final = "Service is unable to handle request."
 
 
 def _awaits_continue(request: web.Request) -> bool:
@@ -626,6 +630,17 @@ class S3Application:
             if storage_full(exc):
                 # A full disk met outside the store's write path: still the client's answer.
                 return self._error(request, s3_error_of(StorageFull()), rid)
+            if engine_unreachable(exc):
+                # PostgreSQL or the blob backend away (restarting, cut off): one line for the
+                # operator, and S3's answer to try again, not a traceback and a 500 each.
+                log.warning(
+                    "%s %s: %s unreachable: %s",
+                    request.method,
+                    redact_signatures(request.raw_path)[:200],
+                    "the blob backend" if "botocore" in type(exc).__module__ else "the database",
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                )
+                return self._error(request, S3Error("ServiceUnavailable", _UNAVAILABLE), rid)
             log.exception(
                 "internal error on %s %s", request.method, redact_signatures(request.raw_path)[:200]
             )

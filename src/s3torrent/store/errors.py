@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 class StoreError(Exception):
     """A metadata change that cannot be made as asked."""
@@ -91,3 +93,19 @@ class NoSuchUser(StoreError):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.name = name
+
+
+def engine_unreachable(exc: BaseException) -> bool:
+    """Whether exc means a shared engine could not be reached or dropped the connection: the
+    PostgreSQL server (psycopg's OperationalError, as SQLAlchemy wraps it: refused, reset,
+    shut down) or the S3 blob backend (botocore's connection and timeout errors). A
+    condition of the service, not of the request: the client may try again."""
+    inner = getattr(exc, "orig", None)
+    if inner is not None and type(inner).__module__.startswith("psycopg"):
+        import psycopg
+
+        return isinstance(inner, psycopg.OperationalError)
+    botocore_errors = sys.modules.get("botocore.exceptions")
+    return botocore_errors is not None and isinstance(
+        exc, botocore_errors.ConnectionError | botocore_errors.HTTPClientError
+    )
