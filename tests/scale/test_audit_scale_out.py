@@ -28,6 +28,7 @@ from tests.scale.test_nodes import (  # noqa: F401 (cluster: a fixture)
     _redis_dbs,
     announce,
     cluster,
+    compact_peers,
     info_hash_of,
 )
 from tests.scale.test_redis_gap import (  # noqa: F401 (proxy: a fixture)
@@ -839,3 +840,26 @@ def test_only_an_engine_out_of_reach_is_service_unavailable() -> None:
     assert not engine_unreachable(sa.exc.ProgrammingError("SELECT", {}, psycopg.ProgrammingError()))
     assert not engine_unreachable(ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject"))
     assert not engine_unreachable(ValueError("bad"))
+
+
+def test_the_tracker_bounds_hold_across_nodes(
+    cluster: tuple[Cluster, str],  # noqa: F811
+) -> None:
+    """One swarm across nodes, and one set of bounds: a peer cap of 4 holds whichever node
+    each peer announced to, and one address's burst of 10 announces is spent on both."""
+    c, _ = cluster
+    c.env["S3TORRENT_TRACKER__MAX_PEERS_PER_TORRENT"] = "4"
+    c.env["S3TORRENT_TRACKER__ANNOUNCE_RATE_PER_IP"] = "0.01"
+    c.env["S3TORRENT_TRACKER__ANNOUNCE_RATE_BURST"] = "10"
+    a, b = c.start("a"), c.start("b")
+    sa3 = make_client(a.endpoint)
+    sa3.create_bucket(Bucket="bounds")
+    sa3.put_object(Bucket="bounds", Key="k", Body=os.urandom(100_000), ACL="public-read")
+    ih = info_hash_of(sa3.get_object_torrent(Bucket="bounds", Key="k")["Body"].read())
+    answers = [announce((a, b)[i % 2], ih, i, 41000 + i) for i in range(14)]
+    refused = [i for i, r in enumerate(answers) if b"failure reason" in r]
+    assert len(refused) == 4 and refused == list(range(10, 14)), answers
+    peers = compact_peers(answers[9][b"peers"])
+    ours = {("127.0.0.1", 41000 + i) for i in range(14)}
+    # The swarm holds at most 4 of the 10 announced (the cap), whoever took them.
+    assert 0 < len(peers & ours) <= 4, peers
