@@ -70,14 +70,24 @@ def nodes(
         c.stop()
 
 
-def _status(url: str, headers: dict[str, str] | None = None) -> int:
+def _status(url: str, headers: dict[str, str] | None = None, timeout: float = 5) -> int:
     req = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             r.read()
             return int(r.status)
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def _announce_url(node: LiveServer, ih: bytes, peer: int, port: int) -> str:
+    from urllib.parse import quote_from_bytes
+
+    pid = quote_from_bytes(f"-TT0001-{peer:012d}".encode())
+    return (
+        f"{node.endpoint}/_tracker/announce?info_hash={quote_from_bytes(ih)}"
+        f"&peer_id={pid}&port={port}&left=100&compact=1"
+    )
 
 
 def _webseed(node: LiveServer, ih: bytes, key: str) -> int:
@@ -863,3 +873,36 @@ def test_the_tracker_bounds_hold_across_nodes(
     ours = {("127.0.0.1", 41000 + i) for i in range(14)}
     # The swarm holds at most 4 of the 10 announced (the cap), whoever took them.
     assert 0 < len(peers & ours) <= 4, peers
+
+
+def test_a_node_whose_redis_went_silent_answers_within_bounds(
+    cluster: tuple[Cluster, str],  # noqa: F811
+    proxy: CuttableProxy,  # noqa: F811
+) -> None:
+    """Redis gone without a word (every byte dropped, connections left open): B's tracker,
+    web seed, GET and PUT must each answer within a few seconds, never wait for good."""
+    import urllib.request
+
+    c, _ = cluster
+    a = c.start("a")
+    b = _start_b_through(c, proxy)
+    sa3 = make_client(a.endpoint)
+    sa3.create_bucket(Bucket="silent")
+    sa3.put_object(Bucket="silent", Key="k", Body=os.urandom(100_000), ACL="public-read")
+    ih = info_hash_of(sa3.get_object_torrent(Bucket="silent", Key="k")["Body"].read())
+    assert b"failure reason" not in announce(b, ih, 1, 42001)
+    proxy.freeze()
+    timings = {}
+    for what, call in (
+        ("announce", lambda: _status(_announce_url(b, ih, 2, 42002), timeout=40)),
+        ("webseed", lambda: _webseed(b, ih, "k")),
+        ("get", lambda: _status(f"{b.endpoint}/silent/k")),
+        ("put", lambda: make_client(b.endpoint).put_object(Bucket="silent", Key="p", Body=b"x")),
+    ):
+        started = time.monotonic()
+        try:
+            outcome: object = call()
+        except (TimeoutError, urllib.error.URLError, ClientError, OSError) as exc:
+            outcome = exc
+        timings[what] = (round(time.monotonic() - started, 1), str(outcome)[:80])
+    assert all(t < 10 for t, _ in timings.values()), timings
