@@ -142,6 +142,19 @@ REVOCATIONS: dict[str, Callable[[Any, str, str], None]] = {
     "acl": lambda s3, b, k: s3.put_object_acl(Bucket=b, Key=k, ACL="private"),
     "delete": lambda s3, b, k: s3.delete_object(Bucket=b, Key=k),
     "overwrite": lambda s3, b, k: s3.put_object(Bucket=b, Key=k, Body=b"new", ACL="private"),
+    "public-access-block": lambda s3, b, k: s3.put_public_access_block(
+        Bucket=b,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    ),
+    # ACLs disabled: they no longer grant anything (the object was public by its ACL).
+    "owner-enforced": lambda s3, b, k: s3.put_bucket_ownership_controls(
+        Bucket=b, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    ),
     "deny-policy": lambda s3, b, k: s3.put_bucket_policy(
         Bucket=b,
         Policy=json.dumps(
@@ -174,6 +187,31 @@ def test_a_revocation_on_one_node_stops_every_channel_of_the_other_within_a_seco
         took = _until_stopped(b, bucket, key, ih, time.monotonic())
         assert took < 1.0, f"node B served a revoked object for {took:.2f} s"
         assert held.closed_by_peer(timeout=1.0), "B's seeder kept a revoked connection"
+    finally:
+        held.close()
+
+
+def test_a_tag_change_on_one_node_stops_a_tag_conditioned_read_on_the_other(
+    nodes: tuple[LiveServer, LiveServer],
+) -> None:
+    a, b = nodes
+    bucket, key = "by-tag", "k"
+    sa3 = make_client(a.endpoint)
+    sa3.create_bucket(Bucket=bucket)
+    sa3.put_object(Bucket=bucket, Key=key, Body=os.urandom(200_000), Tagging="share=yes")
+    policy = json.loads(public_read_policy(bucket))
+    policy["Statement"][0]["Condition"] = {"StringEquals": {"s3:ExistingObjectTag/share": "yes"}}
+    sa3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    ih = info_hash_of(sa3.get_object_torrent(Bucket=bucket, Key=key)["Body"].read())
+    assert all(_served_on(b, bucket, key, ih).values()), _served_on(b, bucket, key, ih)
+    held = _open_connection(b, ih)
+    try:
+        sa3.put_object_tagging(
+            Bucket=bucket, Key=key, Tagging={"TagSet": [{"Key": "share", "Value": "no"}]}
+        )
+        took = _until_stopped(b, bucket, key, ih, time.monotonic())
+        assert took < 1.0, f"node B served a revoked object for {took:.2f} s"
+        assert held.closed_by_peer(timeout=1.0)
     finally:
         held.close()
 
