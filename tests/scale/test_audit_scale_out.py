@@ -601,6 +601,7 @@ def test_postgresql_restarted_under_load_gives_s3_errors_then_recovers(
         # its connection open, and boto3's next request on it got aiohttp's 400 (a "500 500").
         # And S3's "try again" (until 2026-12-07 a 500 InternalError and a traceback each).
         assert set(failures) == {"503 ServiceUnavailable"}, failures
+        print('SLOWEST', sorted(slow)[-3:])
         assert max(slow) < 10
         # Recovered: both nodes serve, read and write, within a few seconds of the restart.
         for node in (a, b):
@@ -944,3 +945,45 @@ def test_a_node_whose_redis_went_silent_answers_within_bounds(
             outcome = exc
         timings[what] = (round(time.monotonic() - started, 1), str(outcome)[:80])
     assert all(t < 10 for t, _ in timings.values()), timings
+
+
+def _later(delay: float, call: Callable[..., Any], bucket: str, key: str, upload: str) -> Any:
+    time.sleep(delay)
+    return call(Bucket=bucket, Key=key, UploadId=upload)
+
+
+def test_a_completion_racing_an_abort_on_the_other_node_is_all_or_nothing(
+    nodes: tuple[LiveServer, LiveServer],
+) -> None:
+    a, b = nodes
+    sa3, sb3 = make_client(a.endpoint), make_client(b.endpoint)
+    bucket = "complete-abort"
+    sa3.create_bucket(Bucket=bucket)
+    parts = [os.urandom(5 * 1024 * 1024), os.urandom(1000)]
+    outcomes_seen = set()
+    for round_ in range(6):
+        key = f"k{round_}"
+        up, done = _upload(sa3, bucket, key, parts)
+        complete, _ = _race(
+            [
+                partial(
+                    sa3.complete_multipart_upload,
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=up,
+                    MultipartUpload={"Parts": done},
+                ),
+                partial(_later, 0.04 * round_, sb3.abort_multipart_upload, bucket, key, up),
+            ]
+        )
+        if isinstance(complete, dict):
+            outcomes_seen.add("completed")
+            got = sb3.get_object(Bucket=bucket, Key=key)
+            assert got["Body"].read() == b"".join(parts), round_
+            assert got["ETag"] == complete["ETag"]
+        else:
+            outcomes_seen.add(complete)
+            assert complete == "404 NoSuchUpload", complete
+            with pytest.raises(ClientError) as missing:
+                sb3.head_object(Bucket=bucket, Key=key)
+            assert missing.value.response["Error"]["Code"] == "404"
