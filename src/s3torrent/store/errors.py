@@ -100,6 +100,8 @@ def engine_unreachable(exc: BaseException) -> bool:
     PostgreSQL server (psycopg's OperationalError, as SQLAlchemy wraps it: refused, reset,
     shut down) or the S3 blob backend (botocore's connection and timeout errors). A
     condition of the service, not of the request: the client may try again."""
+    if getattr(exc, "connection_invalidated", False):
+        return True  # SQLAlchemy found the connection gone (its dialect's is_disconnect)
     inner = getattr(exc, "orig", None)
     if inner is not None and type(inner).__module__.startswith("psycopg"):
         import psycopg
