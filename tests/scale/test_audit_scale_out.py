@@ -988,3 +988,36 @@ def test_a_completion_racing_an_abort_on_the_other_node_is_all_or_nothing(
             with pytest.raises(ClientError) as missing:
                 sb3.head_object(Bucket=bucket, Key=key)
             assert missing.value.response["Error"]["Code"] == "404"
+
+
+@pytest.mark.parametrize("change", ["new-version", "delete-marker", "version-deleted"])
+def test_a_versioned_change_on_one_node_stops_the_old_versions_torrent_on_the_other(
+    nodes: tuple[LiveServer, LiveServer], change: str
+) -> None:
+    a, b = nodes
+    bucket, key = f"versioned-{change}", "k"
+    sa3 = make_client(a.endpoint)
+    sa3.create_bucket(Bucket=bucket)
+    sa3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    old = sa3.put_object(Bucket=bucket, Key=key, Body=os.urandom(200_000), ACL="public-read")
+    ih = info_hash_of(sa3.get_object_torrent(Bucket=bucket, Key=key)["Body"].read())
+    assert all(_served_on(b, bucket, key, ih).values()), _served_on(b, bucket, key, ih)
+    held = _open_connection(b, ih)
+    try:
+        if change == "new-version":
+            sa3.put_object(Bucket=bucket, Key=key, Body=os.urandom(1000), ACL="public-read")
+        elif change == "delete-marker":
+            sa3.delete_object(Bucket=bucket, Key=key)
+        else:
+            sa3.delete_object(Bucket=bucket, Key=key, VersionId=old["VersionId"])
+        changed = time.monotonic()
+        channels = {"tracker": True, "webseed": True, "seeder": True}
+        while True:
+            served = _served_on(b, bucket, key, ih)
+            if not any(served[c] for c in channels):
+                break
+            assert time.monotonic() - changed < 1.0, f"B serves the old version: {served}"
+            time.sleep(0.05)
+        assert held.closed_by_peer(timeout=1.0)
+    finally:
+        held.close()
