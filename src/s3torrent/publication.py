@@ -259,43 +259,56 @@ class PublicTorrents:
             await self._decide_again(list(self.by_version.values()))
 
     async def _decide_again(self, infos: list[TorrentInfo]) -> None:
-        """missed_events(shared_registry=True)'s decisions, one torrent at a time."""
-        for info in infos:
+        """missed_events(shared_registry=True)'s decisions, one torrent at a time; then
+        those still public are registered again, so that a registry out of reach (each call
+        waiting for its timeout) delays no revocation."""
+        kept = [info for info in infos if await self._still_public(info)]
+        unregistered = 0
+        for info in kept:
             if self.by_version.get(info.version_id) is not info:
-                continue  # an event revoked it meanwhile (and decided it again)
-            epoch = self._epoch(info.bucket, info.key)
-            try:
-                bucket = await self.meta.bucket(info.bucket)
-                current = await self._object(info.bucket, info.key)
-            except Exception:
-                log.exception("%s/%s: deciding again failed; revoking", info.bucket, info.key)
-                self.revoke(info.version_id)
-                continue
-            if self.by_version.get(info.version_id) is not info:
-                continue
-            if (
-                bucket is None
-                or current is None
-                or current.version_id != info.version_id
-                or refusal_anywhere(self.settings.torrent, bucket, current) is not None
-            ):
-                self.revoke(info.version_id)
-                continue
-            if self._epoch(info.bucket, info.key) != epoch:
-                # An event of its key or bucket meanwhile (one that did not revoke it): the
-                # rows just read may be older than it; decide the usual way.
-                self.revoke(info.version_id)
-                self._spawn_consider(info.version_id, self.consider_version(info.version_id))
-                continue
-            self._facts[info.version_id] = (bucket, current)
-            self._decisions.clear()
-            self._schedule_boundary(bucket)
+                continue  # revoked since it was decided
             ref = self._ref(info)
             try:
                 for sid in info.swarm_ids:
                     await self._register(sid, ref)
             except Exception:
-                log.warning("%s/%s: could not register it again", info.bucket, info.key)
+                unregistered += 1  # Redis away: a pass a second while cut off, one line each
+        if unregistered:
+            log.warning("%d published torrents could not be registered again", unregistered)
+
+    async def _still_public(self, info: TorrentInfo) -> bool:
+        """Decide a published torrent again on fresh rows: revoked (False) unless still
+        public and unchanged meanwhile."""
+        if self.by_version.get(info.version_id) is not info:
+            return False  # an event revoked it meanwhile (and decided it again)
+        epoch = self._epoch(info.bucket, info.key)
+        try:
+            bucket = await self.meta.bucket(info.bucket)
+            current = await self._object(info.bucket, info.key)
+        except Exception:
+            log.exception("%s/%s: deciding again failed; revoking", info.bucket, info.key)
+            self.revoke(info.version_id)
+            return False
+        if self.by_version.get(info.version_id) is not info:
+            return False
+        if (
+            bucket is None
+            or current is None
+            or current.version_id != info.version_id
+            or refusal_anywhere(self.settings.torrent, bucket, current) is not None
+        ):
+            self.revoke(info.version_id)
+            return False
+        if self._epoch(info.bucket, info.key) != epoch:
+            # An event of its key or bucket meanwhile (one that did not revoke it): the
+            # rows just read may be older than it; decide the usual way.
+            self.revoke(info.version_id)
+            self._spawn_consider(info.version_id, self.consider_version(info.version_id))
+            return False
+        self._facts[info.version_id] = (bucket, current)
+        self._decisions.clear()
+        self._schedule_boundary(bucket)
+        return True
 
     def on_announce(self, listener: Announced) -> None:
         """The seeder subscribes here to learn which peers are in a swarm, and which seed."""
