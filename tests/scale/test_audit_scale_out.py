@@ -1021,3 +1021,41 @@ def test_a_versioned_change_on_one_node_stops_the_old_versions_torrent_on_the_ot
         assert held.closed_by_peer(timeout=1.0)
     finally:
         held.close()
+
+
+def test_an_anonymous_get_streaming_from_a_node_cut_off_from_redis_stops_when_revoked(
+    cluster: tuple[Cluster, str],  # noqa: F811
+    proxy: CuttableProxy,  # noqa: F811
+) -> None:
+    import threading
+
+    c, _ = cluster
+    a = c.start("a")
+    b = _start_b_through(c, proxy)
+    sa3 = make_client(a.endpoint)
+    sa3.create_bucket(Bucket="cut-get")
+    size = 24 * 1024 * 1024
+    sa3.put_object(Bucket="cut-get", Key="big", Body=os.urandom(size), ACL="public-read")
+    got, ended = [0], [0.0]
+
+    def reader() -> None:
+        url = f"{b.endpoint}/cut-get/big"
+        with contextlib.suppress(Exception), urllib.request.urlopen(url, timeout=30) as r:
+            while chunk := r.read(64 * 1024):
+                got[0] += len(chunk)
+                time.sleep(0.03)  # a slow client: about 2 MB/s
+        ended[0] = time.monotonic()
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not got[0]:
+        assert time.monotonic() < deadline, "the GET never started"
+        time.sleep(0.05)
+    proxy.cut()
+    time.sleep(1.0)
+    sa3.put_object_acl(Bucket="cut-get", Key="big", ACL="private")
+    changed = time.monotonic()
+    thread.join(10)
+    assert ended[0], "the reader never ended"
+    assert got[0] < size and ended[0] - changed < 3.0, (got[0], ended[0] - changed)
