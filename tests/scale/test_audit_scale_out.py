@@ -1059,3 +1059,43 @@ def test_an_anonymous_get_streaming_from_a_node_cut_off_from_redis_stops_when_re
     thread.join(10)
     assert ended[0], "the reader never ended"
     assert got[0] < size and ended[0] - changed < 3.0, (got[0], ended[0] - changed)
+
+
+def test_a_completion_racing_a_part_uploaded_again_on_the_other_node_joins_the_named_parts(
+    nodes: tuple[LiveServer, LiveServer],
+) -> None:
+    """The completion names part 1 by its ETag; B uploads part 1 again meanwhile. Either the
+    object holds the part that ETag names, or the completion fails (InvalidPart): never the
+    other bytes under the named ETag."""
+    a, b = nodes
+    sa3, sb3 = make_client(a.endpoint), make_client(b.endpoint)
+    bucket = "complete-reupload"
+    sa3.create_bucket(Bucket=bucket)
+    parts = [os.urandom(5 * 1024 * 1024), os.urandom(1000)]
+    seen = set()
+    for round_ in range(5):
+        key = f"k{round_}"
+        up, done = _upload(sa3, bucket, key, parts)
+        other = os.urandom(5 * 1024 * 1024)
+        complete, again = _race(
+            [
+                partial(
+                    sa3.complete_multipart_upload,
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=up,
+                    MultipartUpload={"Parts": done},
+                ),
+                partial(
+                    sb3.upload_part, Bucket=bucket, Key=key, UploadId=up, PartNumber=1, Body=other
+                ),
+            ]
+        )
+        if isinstance(complete, dict):
+            seen.add("completed")
+            assert sb3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"".join(parts)
+        else:
+            seen.add(complete)
+            assert complete == "400 InvalidPart", complete
+            assert isinstance(again, dict), again
+    assert seen
