@@ -54,8 +54,13 @@ _MAX_QUEUED = 100_000
 PING_EVERY = 1.0
 SILENT_AFTER = 3.0
 PUBLISH_TIMEOUT = 2.0
-# While the subscription is down: how often what events decided is decided again.
+# While the subscription is down, or another node has gone silent: how often what events
+# decided is decided again.
 CUT_OFF_EVERY = 1.0
+# Each node says it is there this often; one not heard for SILENT_AFTER may be cut off with
+# events it cannot send, until FORGET_AFTER (then it is taken for stopped).
+BEAT_EVERY = 1.0
+FORGET_AFTER = 60.0
 
 
 class RedisEventRelay:
@@ -75,6 +80,8 @@ class RedisEventRelay:
         publish_timeout: float = PUBLISH_TIMEOUT,
         max_queued: int = _MAX_QUEUED,
         cut_off_every: float = CUT_OFF_EVERY,
+        beat_every: float = BEAT_EVERY,
+        forget_after: float = FORGET_AFTER,
     ) -> None:
         self.bus = bus
         self.client = client
@@ -86,6 +93,13 @@ class RedisEventRelay:
         self.silent_after = silent_after
         self.publish_timeout = publish_timeout
         self.cut_off_every = cut_off_every
+        self.beat_every = beat_every
+        self.forget_after = forget_after
+        # When each other node was last heard (loop time), and which of them are silent.
+        self._heard: dict[str, float] = {}
+        self._silent: set[str] = set()
+        self._silence_decided = 0.0
+        self._beat = _control_message(self.node_id, "beat")
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(max_queued)
         # Events dropped since the last gap marker went out (see the module's doc).
         self._lost = False
@@ -119,6 +133,7 @@ class RedisEventRelay:
         self._tasks = [
             asyncio.create_task(self._send_forever()),
             asyncio.create_task(self._receive_forever()),
+            asyncio.create_task(self._beat_forever()),
         ]
         await asyncio.wait_for(self._subscribed.wait(), timeout)
 
@@ -129,9 +144,18 @@ class RedisEventRelay:
                 # Before what is queued: the others decide again from the database, which
                 # holds every dropped event's commit already.
                 self._lost = False
-                await self._publish(json.dumps({"node": self.node_id, "gap": True}).encode())
+                await self._publish(_control_message(self.node_id, "gap"))
             await self._publish(payload)
-            self.sent += 1
+            if payload is not self._beat:
+                self.sent += 1
+
+    async def _beat_forever(self) -> None:
+        """Queued behind our events: a node that hears our beat has heard them all. The
+        first goes at once, so the others know us from our start."""
+        while True:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._outbox.put_nowait(self._beat)
+            await asyncio.sleep(self.beat_every)
 
     async def _publish(self, payload: bytes) -> None:
         while True:
@@ -166,6 +190,7 @@ class RedisEventRelay:
                             self._confirmed()
                     if now - heard >= self.silent_after:
                         raise aioredis.TimeoutError(f"nothing heard for {now - heard:.1f} s")
+                    self._check_others(now)
                     if now - pinged >= self.ping_every:
                         pinged = now
                         await asyncio.wait_for(pubsub.ping(), self.ping_every)
@@ -188,6 +213,28 @@ class RedisEventRelay:
             return
         self._gap("subscribed again")
 
+    def _heard_from(self, node: str) -> None:
+        self._heard[node] = asyncio.get_running_loop().time()
+        if node in self._silent:
+            self._silent.discard(node)
+            log.warning("event relay: node %s heard again", node)
+
+    def _check_others(self, now: float) -> None:
+        """Another node not heard for `silent_after` may be the one cut off: a revocation
+        made there is committed but its event cannot leave it, and our own subscription
+        never broke. Decide again from the database every `cut_off_every` seconds until
+        it is heard again (its events then arrive) or `forget_after` has passed."""
+        for node, heard in list(self._heard.items()):
+            if now - heard >= self.forget_after:
+                del self._heard[node]
+                self._silent.discard(node)
+            elif now - heard >= self.silent_after and node not in self._silent:
+                self._silent.add(node)
+                log.warning("event relay: node %s silent; deciding again until heard", node)
+        if self._silent and now - self._silence_decided >= self.cut_off_every:
+            self._silence_decided = now
+            self._decide_while_cut_off()
+
     def _decide_while_cut_off(self) -> None:
         """Cut off from the channel, we hear no revocation another node makes: decide again
         from the database (which holds each one's commit) every `cut_off_every` seconds
@@ -207,14 +254,24 @@ class RedisEventRelay:
         try:
             sender, event = decode_event(raw)
         except ValueError:
-            gap_from = _gap_sender(raw)
-            if gap_from is None:
+            control = _control_sender(raw)
+            if control is None:
                 log.warning("event relay: ignoring a malformed message")
-            elif gap_from != self.node_id:
-                self._gap(f"node {gap_from} dropped events")
+                return
+            node, kind = control
+            if node == self.node_id:
+                return
+            if kind == "bye":  # stopped: nothing more to wait for
+                self._heard.pop(node, None)
+                self._silent.discard(node)
+                return
+            self._heard_from(node)
+            if kind == "gap":
+                self._gap(f"node {node} dropped events")
             return
         if sender == self.node_id:
             return
+        self._heard_from(sender)
         self.received += 1
         self._relaying = True
         try:
@@ -225,6 +282,8 @@ class RedisEventRelay:
     async def close(self, drain_timeout: float = 2.0) -> None:
         """Send what is queued (bounded), then stop."""
         deadline = asyncio.get_running_loop().time() + drain_timeout
+        with contextlib.suppress(asyncio.QueueFull):
+            self._outbox.put_nowait(_control_message(self.node_id, "bye"))
         while not self._outbox.empty() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
         for task in self._tasks:
@@ -236,13 +295,20 @@ class RedisEventRelay:
             await self.client.aclose()
 
 
-def _gap_sender(raw: bytes) -> str | None:
-    """The node a gap marker came from, or None if raw is not one."""
+def _control_message(node: str, kind: str) -> bytes:
+    """A message of the relay's own: a gap marker, a beat or a goodbye."""
+    return json.dumps({"node": node, kind: True}).encode()
+
+
+def _control_sender(raw: bytes) -> tuple[str, str] | None:
+    """(node, "gap" | "beat" | "bye") of a relay's own message, or None if raw is not one."""
     try:
         body = json.loads(raw)
     except ValueError:
         return None
-    if not isinstance(body, dict) or body.get("gap") is not True:
+    if not isinstance(body, dict) or not isinstance(node := body.get("node"), str):
         return None
-    node = body.get("node")
-    return node if isinstance(node, str) else None
+    for kind in ("gap", "beat", "bye"):
+        if body.get(kind) is True:
+            return node, kind
+    return None

@@ -1100,3 +1100,66 @@ def test_a_completion_racing_a_part_uploaded_again_on_the_other_node_joins_the_n
             assert complete == "400 InvalidPart", complete
             assert isinstance(again, dict), again
     assert seen
+
+
+def test_a_revocation_made_on_a_node_cut_off_from_redis_stops_the_other_node(
+    cluster: tuple[Cluster, str],  # noqa: F811
+    proxy: CuttableProxy,  # noqa: F811
+) -> None:
+    """The mirror case: B is cut off and the revocation is made through B. Its commit is in
+    the database, its event cannot leave B, and A's own subscription never broke: A must
+    still stop serving the object, not go on until B is back on Redis."""
+    c, _ = cluster
+    a = c.start("a")
+    b = _start_b_through(c, proxy)
+    sa3, sb3 = make_client(a.endpoint), make_client(b.endpoint)
+    sa3.create_bucket(Bucket="mirror")
+    sa3.put_object(Bucket="mirror", Key="k", Body=os.urandom(100_000), ACL="public-read")
+    ih = info_hash_of(sa3.get_object_torrent(Bucket="mirror", Key="k")["Body"].read())
+    deadline = time.monotonic() + 5
+    while not all(served := _served_on(a, "mirror", "k", ih).values()):
+        assert time.monotonic() < deadline, served
+        time.sleep(0.1)
+    proxy.cut()
+    time.sleep(1.0)
+    sb3.put_object_acl(Bucket="mirror", Key="k", ACL="private")
+    changed = time.monotonic()
+    while any(served := _served_on(a, "mirror", "k", ih).values()):
+        assert time.monotonic() - changed < 6.0, f"A serves what B revoked: {served}"
+        time.sleep(0.1)
+
+
+def test_a_node_that_falls_silent_is_decided_around_one_that_said_goodbye_is_not(
+    redis_server: Engine,
+) -> None:
+    from s3torrent.events import EventBus
+    from s3torrent.events_redis import RedisEventRelay
+
+    async def run() -> tuple[int, int]:
+        url = f"redis://127.0.0.1:{redis_server.port}/{next(_redis_dbs) % 16}"
+        gaps: list[float] = []
+        watcher = RedisEventRelay.from_url(
+            EventBus(), url, node_id="watcher", on_gap=lambda: gaps.append(0)
+        )
+        leaving = RedisEventRelay.from_url(EventBus(), url, node_id="leaving")
+        for relay in (watcher, leaving):
+            await relay.start(5)
+        await asyncio.sleep(1.5)
+        await leaving.close()
+        await asyncio.sleep(4.0)
+        after_goodbye = len(gaps)
+        lost = RedisEventRelay.from_url(EventBus(), url, node_id="lost")
+        await lost.start(5)
+        await asyncio.sleep(1.5)
+        for task in lost._tasks:  # gone without a word: no beat, no goodbye
+            task.cancel()
+        await asyncio.sleep(5.0)
+        await lost.client.aclose()
+        await watcher.close()
+        return after_goodbye, len(gaps) - after_goodbye
+
+    import asyncio
+
+    after_goodbye, after_silence = asyncio.run(run())
+    assert after_goodbye == 0
+    assert after_silence >= 1
