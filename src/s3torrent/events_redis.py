@@ -26,6 +26,15 @@ stops it within about a second of being noticed (a refused or closed connection 
 silent one after `silent_after`), not when Redis is back. Until 2026-12-07 a node cut off
 went on seeding and web-seeding what another node revoked for as long as the cut lasted.
 
+The mirror case, a revocation made through a node that is cut off, reaches no other node:
+its commit is in the database but its event waits in that node's queue, and the others'
+subscriptions never broke. So every node queues a beat every `beat_every` seconds behind its
+events (a beat heard means the events before it were), and a node not heard from for
+`silent_after` makes the others decide again every `cut_off_every` seconds until it is heard
+again, or for `forget_after` (then it is taken for stopped; a node that stops says goodbye
+and is not waited for). Until 2026-12-07 the others went on tracking, seeding and web-seeding
+what such a node revoked for as long as its cut lasted.
+
 Events wait for Redis in a bounded queue (`max_queued`); one that does not fit is dropped,
 and the next message this node sends is a gap marker, on which every other node calls
 `on_gap` as above. Until 2026-12-07 a node that could not reach Redis for long enough
