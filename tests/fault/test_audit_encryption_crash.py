@@ -19,7 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import make_client, start_server
-from tests.fault.test_crash import ABSENT, KEYS, POOL, History
+from tests.fault.test_crash import ABSENT, KEYS, POOL, History, kill9_amid
 
 SSE_C_HTTP = {"S3TORRENT_ENCRYPTION__SSE_C_OVER_HTTP": "true"}
 # Every write seals with one of these; what a key holds says which (kept in its outcome).
@@ -119,22 +119,14 @@ def test_kill9_during_sse_c_writes_keeps_acknowledged_state(tmp_path: Path, seed
             **_ssec(CUSTOMER_KEYS[0]),
         )["ETag"]  # fmt: skip
         history = History()
-        stop = threading.Event()
-        threads = [
-            threading.Thread(target=_worker, args=(srv.endpoint, history, stop, seed * 100 + i))
-            for i in range(6)
-        ]
-        for t in threads:
-            t.start()
-        time.sleep(rng.uniform(0.5, 3.0))
-        deadline = time.monotonic() + 15
-        while not any(o.end is not None for o in history.ops) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        srv.kill9()
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
-        assert any(o.end is not None for o in history.ops), "nothing acknowledged before the kill"
+        kill9_amid(
+            srv,
+            history,
+            lambda stop, s: _worker(srv.endpoint, history, stop, s),
+            rng,
+            seed,
+            threads=6,
+        )
 
         srv.start()
         client = make_client(srv.endpoint)

@@ -16,6 +16,7 @@ import random
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,32 @@ def worker(endpoint: str, bucket: str, history: History, stop: threading.Event, 
         history.ack(op)
 
 
+def kill9_amid(
+    srv: Any,
+    history: History,
+    work: Callable[[threading.Event, int], None],
+    rng: random.Random,
+    seed: int,
+    threads: int,
+) -> None:
+    """Run `threads` writers (`work(stop, thread seed)`, recording in `history`), kill the
+    server with SIGKILL once at least one write was acknowledged (or after 15 s), then
+    stop and join them; fails if nothing was acknowledged."""
+    stop = threading.Event()
+    running = [threading.Thread(target=work, args=(stop, seed * 100 + i)) for i in range(threads)]
+    for t in running:
+        t.start()
+    time.sleep(rng.uniform(0.5, 3.0))
+    deadline = time.monotonic() + 15
+    while not any(o.end is not None for o in history.ops) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    srv.kill9()
+    stop.set()
+    for t in running:
+        t.join(timeout=60)
+    assert any(o.end is not None for o in history.ops), "nothing acknowledged before the kill"
+
+
 @pytest.mark.parametrize(
     ("seed", "fsync"),
     [(1, "true"), (2, "true"), (3, "false")],
@@ -113,25 +140,15 @@ def test_kill9_during_concurrent_writes_keeps_acknowledged_state(
         client = make_client(srv.endpoint)
         client.create_bucket(Bucket="crash")
         history = History()
-        stop = threading.Event()
-        threads = [
-            threading.Thread(
-                target=worker, args=(srv.endpoint, "crash", history, stop, seed * 100 + i)
-            )
-            for i in range(8)
-        ]
-        for t in threads:
-            t.start()
-        time.sleep(rng.uniform(0.5, 3.0))
-        deadline = time.monotonic() + 15
-        while not any(o.end is not None for o in history.ops) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        srv.kill9()
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
+        kill9_amid(
+            srv,
+            history,
+            lambda stop, s: worker(srv.endpoint, "crash", history, stop, s),
+            rng,
+            seed,
+            threads=8,
+        )
         acked = [o for o in history.ops if o.end is not None]
-        assert acked, "no write was acknowledged before the kill"
 
         srv.start()
         client = make_client(srv.endpoint)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import random
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from s3torrent.store.sealed_format import sealed_size
 from tests.conftest import make_client, start_server
-from tests.fault.test_crash import ABSENT, KEYS, History, worker
+from tests.fault.test_crash import ABSENT, KEYS, History, kill9_amid, worker
 
 
 @pytest.mark.parametrize("seed", [3])
@@ -27,24 +26,14 @@ def test_kill9_during_encrypted_writes_keeps_acknowledged_state(tmp_path: Path, 
         client = make_client(srv.endpoint)
         client.create_bucket(Bucket="crash")
         history = History()
-        stop = threading.Event()
-        threads = [
-            threading.Thread(
-                target=worker, args=(srv.endpoint, "crash", history, stop, seed * 100 + i)
-            )
-            for i in range(6)
-        ]
-        for t in threads:
-            t.start()
-        time.sleep(rng.uniform(0.5, 3.0))
-        deadline = time.monotonic() + 15
-        while not any(o.end is not None for o in history.ops) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        srv.kill9()
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
-        assert any(o.end is not None for o in history.ops), "nothing acknowledged before the kill"
+        kill9_amid(
+            srv,
+            history,
+            lambda stop, s: worker(srv.endpoint, "crash", history, stop, s),
+            rng,
+            seed,
+            threads=6,
+        )
 
         srv.start()
         client = make_client(srv.endpoint)
