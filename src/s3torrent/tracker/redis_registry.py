@@ -18,6 +18,7 @@ order announces from different nodes. Tests may pass clock="caller" to drive tim
 from __future__ import annotations
 
 import json
+import math
 import random
 from typing import Any, Literal
 
@@ -212,19 +213,26 @@ return {redis.call('SCARD', sd), redis.call('SCARD', lc), c[1] or '0', c[2] or '
 )
 
 # KEYS: reg sw pe ls sd lc npeers; ARGV: hash
+# ARGV: hash, how long (s) the swarm's keys are kept (parked) for a registration back.
 _DEREGISTER = """
 local reg, sw, pe, ls, sd, lc, np = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-redis.call('HDEL', reg, ARGV[1])
+if redis.call('HDEL', reg, ARGV[1]) == 0 then return 0 end
 local n = redis.call('HLEN', pe)
 if n > 0 then redis.call('DECRBY', np, n) end
-redis.call('DEL', sw, pe, ls, sd, lc)
+for _, k in ipairs({sw, pe, ls, sd, lc}) do redis.call('EXPIRE', k, ARGV[2]) end
 return n
 """
 
-# KEYS: reg sw; ARGV: hash ref origins
+# KEYS: reg sw pe ls sd lc npeers; ARGV: hash ref origins
 _REGISTER = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], 'origins', ARGV[3])
+local reg, sw, pe, ls, sd, lc, np = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+if redis.call('HSET', reg, ARGV[1], ARGV[2]) == 1 then
+  -- Registered anew: a parked swarm (deregistered, not yet expired) comes back whole.
+  for _, k in ipairs({sw, pe, ls, sd, lc}) do redis.call('PERSIST', k) end
+  local n = redis.call('HLEN', pe)
+  if n > 0 then redis.call('INCRBY', np, n) end
+end
+redis.call('HSET', sw, 'origins', ARGV[3])
 return 1
 """
 
@@ -315,11 +323,16 @@ class RedisRegistry:
     async def register(self, info_hash: bytes, meta: TorrentRef) -> None:
         keys = self._swarm_keys(info_hash)
         await self._register(
-            keys=keys[:2], args=[info_hash.hex(), _ref_json(meta), len(meta.origin_seeders)]
+            keys=keys, args=[info_hash.hex(), _ref_json(meta), len(meta.origin_seeders)]
         )
 
     async def deregister(self, info_hash: bytes) -> None:
-        await self._deregister(keys=self._swarm_keys(info_hash), args=[info_hash.hex()])
+        """Stop serving the torrent at once; its swarm's keys are kept (expiring after
+        `peer_ttl`, when its peers would have) for a registration that comes back: a
+        revocation that republishes at once (any change of the bucket's access) had
+        emptied the swarm, whose peers announce only every half hour."""
+        park = max(1, math.ceil(self._limits.peer_ttl))
+        await self._deregister(keys=self._swarm_keys(info_hash), args=[info_hash.hex(), park])
 
     async def is_registered(self, info_hash: bytes) -> bool:
         return bool(await self.client.hexists(self._reg, info_hash.hex()))  # type: ignore[misc]
