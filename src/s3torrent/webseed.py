@@ -146,6 +146,10 @@ class WebSeed:
         dropped = [-1]
 
         def cut_now() -> None:
+            if request.writer.output_size == 0:
+                # Nothing went out to the client yet (a request the owner holds): the
+                # owner's refusal is its answer, not a reset.
+                return
             dropped[0] = reset_transport(request.transport)
 
         token = self.reads.track(
