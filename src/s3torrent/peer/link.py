@@ -29,7 +29,6 @@ import socket
 from collections import deque
 from typing import TYPE_CHECKING
 
-from s3torrent.anonymous_reads import reset_on_close
 from s3torrent.peer import wire
 from s3torrent.peer.mse_stream import MseStream
 from s3torrent.peer.owed import ZEROS as _ZEROS
@@ -581,11 +580,7 @@ class PeerLink:
             self.collect()
             self.pump()
 
-    def close(self, reason: str, *, revoked: bool = False) -> None:
-        """Close the connection. `revoked`: the peer may no longer have the torrent, so the
-        close is a reset: a plain close let the kernel send what it held (up to a send
-        buffer, 4 MiB) at the peer's pace, and a slow peer went on receiving pieces of a
-        revoked object for seconds; the bytes dropped are taken off the metered ones."""
+    def close(self, reason: str) -> None:
         if self.closed:
             return
         self.closed = True
@@ -594,10 +589,6 @@ class PeerLink:
         self._no_write()
         if self._resolve_task is not None:
             self._resolve_task.cancel()
-        if revoked:
-            dropped = reset_on_close(self.sock)
-            if self.swarm is not None:
-                self.swarm.unsent(dropped)
         with contextlib.suppress(OSError):
             self.sock.close()
         self.out.clear()

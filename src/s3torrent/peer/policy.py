@@ -297,8 +297,7 @@ class SwarmPolicy:
         self._tracked = max(0, count)
 
     def tracked_browsers(self, count: int) -> None:
-        """How many browsers the WebSocket tracker has in this torrent's swarm (seeds
-        included): the only peers a browser asking the web seed can get pieces from."""
+        """How many browsers (seeds included) the WebSocket tracker has in the swarm."""
         self._browsers = max(0, count)
 
     def web_seed_alone(self, now: float) -> bool:
@@ -307,22 +306,10 @@ class SwarmPolicy:
             return True
         if self.mode != "auto":
             return False
-        # A client usually uses both channels (and announces): count the busiest, not their
-        # sum. Web seed clients are told apart by address when the peer wire or the tracker
-        # knows the swarm; otherwise (browsers: WebSocket tracker) each connection counts.
-        known = max(self.downloaders(), self._tracked)
-        if not known and self._browsers == 1:
-            # No swarm but one browser's (the asking one's, once it announced): what the web
-            # seed sent others is nowhere it can get it from. Counting connections, a
-            # browser after one that left (or a page reloaded) was refused every piece the
-            # other got, until web_seed_memory (60 s) released them. With no browser in it
-            # (web-seed-only clients, or a browser yet to announce) connections count.
-            return True
-        web = self.web_clients.downloading(now) if known else self.web_clients.connections(now)
-        # Seeds beside it do not count: a libtorrent refused by the web seed idles up to 5 s,
-        # and 8 leechers 0.5 s apart, each finishing before the next, took 2x as long (for
-        # 1.0 copies of the origin's instead of 2.9).
-        return max(known, web) <= 1
+        # A client uses both channels (and announces): count the busiest, not their sum.
+        # Seeds beside it do not count: a libtorrent refused by the web seed idles up to 5 s
+        # (8 leechers 0.5 s apart took 2x as long, for 1.0 copies instead of 2.9).
+        return self.web_clients.alone(now, max(self.downloaders(), self._tracked), self._browsers)
 
     def web_seed_allows(
         self,

@@ -309,7 +309,7 @@ class Seeder:
                 if self.public.admits(republished, link.ip):
                     link.pump()
                 else:
-                    link.close("no longer allowed for this peer", revoked=True)
+                    swarm.reset(link, "no longer allowed for this peer")
             swarm.schedule_decide()
             return
         self._drop_swarm(swarm)

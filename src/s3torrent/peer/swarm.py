@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from s3torrent.anonymous_reads import reset_on_close
 from s3torrent.config import SeederSettings
 from s3torrent.peer import wire
 from s3torrent.peer.opened_spans import INLINE_SPAN, OpenedSpans, span_for
@@ -432,10 +433,19 @@ class Swarm:
             except Exception:
                 log.exception("piece metering callback failed")
 
+    def reset(self, link: PeerLink, reason: str) -> None:
+        """Close the connection of a peer that may no longer have the torrent with a reset:
+        a plain close let the kernel send what it held (up to a send buffer, 4 MiB) at the
+        peer's pace, and a slow peer went on receiving pieces of a revoked object for
+        seconds. What the reset drops comes off the metered bytes (`unsent`)."""
+        if not link.closed:
+            self.unsent(reset_on_close(link.sock))
+        link.close(reason)
+
     def unsent(self, nbytes: int) -> None:
         """Bytes counted as sent (blocks_sent) that a reset dropped before they reached the
-        peer (PeerLink.close): off the metered bytes, so the usage report counts what peers
-        got (to within the 13-byte headers of the blocks among them)."""
+        peer (`reset`): off the metered bytes, so the usage report counts what peers got
+        (to within the 13-byte headers of the blocks among them)."""
         callback = self.seeder.on_piece_sent
         if callback is None or nbytes <= 0:
             return
@@ -448,7 +458,10 @@ class Swarm:
         self.closed = True
         self.wake()
         for link in list(self.links.values()):
-            link.close(reason, revoked=revoked)
+            if revoked:
+                self.reset(link, reason)
+            else:
+                link.close(reason)
         self.links.clear()
         self._links_by_peer.clear()
         self.source.close()

@@ -75,6 +75,22 @@ class WebClients:
         """Clients that asked within the window."""
         return sum(1 for c in self.clients.values() if now - c.seen < self.window)
 
+    def alone(self, now: float, known: int, browsers: int | None) -> bool:
+        """Whether one client downloads alone, where the peer wire or the tracker knows
+        `known` downloaders and the WebSocket tracker `browsers` (None: none here).
+
+        Web seed clients are told apart by address when the peer wire or the tracker knows
+        the swarm; otherwise (browsers) each connection counts, unless the WebSocket swarm
+        holds one browser (the asking one, once it announced): what the web seed sent others
+        is then nowhere it can get it from. Counting connections, a browser after one that
+        left (or a page reloaded) was refused every piece the other got, until
+        web_seed_memory (60 s) released them. With no browser there (web-seed-only
+        clients, or a browser yet to announce) connections count."""
+        if not known and browsers == 1:
+            return True
+        web = self.downloading(now) if known else self.connections(now)
+        return max(known, web) <= 1
+
     def connections(self, now: float) -> int:
         """Connections that asked within the window (a client without connections named
         counts as one): browsers behind one address are several of these."""
