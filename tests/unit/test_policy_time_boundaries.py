@@ -97,3 +97,8 @@ def test_a_time_matched_as_text_is_decided_again_every_second(condition: dict[st
         before = allowed
         boundary = next_time_boundary(bucket, now)
     assert changes >= 1
+
+
+def test_a_time_key_tested_for_presence_is_not_decided_again() -> None:
+    bucket = _Bucket(_policy({"Null": {"aws:CurrentTime": "false"}}))
+    assert next_time_boundary(bucket, START) is None

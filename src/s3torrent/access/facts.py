@@ -274,6 +274,8 @@ def may_torrent(bucket: StoredBucket, key: str, obj: StoredObject, ctx: RequestC
 
 
 _TIME_KEYS = frozenset({"aws:currenttime", "aws:epochtime"})
+# Operators whose answer on a time key never changes with the time (the key is always there).
+_TIMELESS_OPERATORS = frozenset({"Null", "Bool"})
 
 
 @lru_cache(maxsize=1024)
@@ -327,6 +329,7 @@ def policy_time_is_textual(text: str, bucket: str) -> bool:
     whole second: a wildcard (StringLike "2026-12-07T18:*") or a value naming no instant."""
     return any(
         condition.key in _TIME_KEYS
+        and condition.base not in _TIMELESS_OPERATORS
         and (
             condition.base in ("StringLike", "StringNotLike")
             or any(_instant(value) is None for value in condition.values)
