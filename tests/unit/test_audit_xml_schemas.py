@@ -12,6 +12,7 @@ from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.cors import CORS_SCHEMA
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.deletes import DELETE_SCHEMA
+from s3torrent.s3.ops.encryption import ENCRYPTION_SCHEMA
 from s3torrent.s3.ops.lock import (
     LEGAL_HOLD_SCHEMA,
     LOCK_CONFIGURATION_SCHEMA,
@@ -33,6 +34,7 @@ SCHEMAS: dict[str, tuple[str, s3xml.Schema]] = {
     "PutObjectTagging": ("Tagging", TAGGING_SCHEMA),
     "PutBucketTagging": ("Tagging", TAGGING_SCHEMA),
     "PutBucketCors": ("CORSConfiguration", CORS_SCHEMA),
+    "PutBucketEncryption": ("ServerSideEncryptionConfiguration", ENCRYPTION_SCHEMA),
     "PutBucketOwnershipControls": ("OwnershipControls", OWNERSHIP_SCHEMA),
     "PutBucketRequestPayment": ("RequestPaymentConfiguration", {"Payer": None}),
     "PutBucketLogging": ("BucketLoggingStatus", LOGGING_SCHEMA),

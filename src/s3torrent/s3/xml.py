@@ -190,3 +190,11 @@ def check_document(root: ET.Element, name: str, schema: Schema) -> None:
     if local(root.tag) != name:
         raise S3Error("MalformedXML")
     check_schema(root, schema)
+
+
+def check_once(el: ET.Element, names: Iterable[str]) -> None:
+    """MalformedXML when `el` holds one of `names` more than once: S3's schema allows each
+    once, and a handler reading the first would drop the next (a second SSEAlgorithm)."""
+    found = [local(c.tag) for c in el]
+    if any(found.count(name) > 1 for name in names):
+        raise S3Error("MalformedXML")

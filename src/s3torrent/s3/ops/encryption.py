@@ -14,24 +14,17 @@ from s3torrent.s3.ops.tagging import read_xml_body
 from s3torrent.s3.server import S3Request
 from s3torrent.s3.sse import BLOCKED_TYPES, BUCKET_ENCRYPTION
 
-# What a Rule may hold (S3's API, 2026-12); anything else is MalformedXML, never ignored.
-_RULE_ELEMENTS = frozenset(
-    {"ApplyServerSideEncryptionByDefault", "BucketKeyEnabled", "BlockedEncryptionTypes"}
-)
+# What a PutBucketEncryption body may hold (S3's API model, 2026-12); anything else is
+# MalformedXML, never ignored, and a Rule's elements come once each.
+ENCRYPTION_SCHEMA: s3xml.Schema = {
+    "Rule": {
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": None, "KMSMasterKeyID": None},
+        "BucketKeyEnabled": None,
+        "BlockedEncryptionTypes": {"EncryptionType": None},
+    }
+}
+_RULE_PARTS = ("ApplyServerSideEncryptionByDefault", "BucketKeyEnabled", "BlockedEncryptionTypes")
 _ENCRYPTION_TYPES = frozenset({"SSE-C", "NONE"})
-_DEFAULT_ELEMENTS = frozenset({"SSEAlgorithm", "KMSMasterKeyID"})
-
-
-def _only(element: Any, allowed: frozenset[str], repeated: frozenset[str] = frozenset()) -> None:
-    """MalformedXML unless element's children are among `allowed`, each once (but those
-    `repeated`): S3 validates the body against its schema, and an element read once and
-    skipped the next time (a second SSEAlgorithm) would store another configuration than
-    the one sent."""
-    names = [s3xml.local(c.tag) for c in element]
-    if any(n not in allowed for n in names):
-        raise S3Error("MalformedXML")
-    if any(names.count(n) > 1 for n in set(names) - repeated):
-        raise S3Error("MalformedXML")
 
 
 def _bucket_key(rule: Any) -> bool:
@@ -61,7 +54,6 @@ def _blocked_types(rule: Any) -> list[str] | None:
     element = s3xml.child(rule, "BlockedEncryptionTypes")
     if element is None:
         return None
-    _only(element, frozenset({"EncryptionType"}), repeated=frozenset({"EncryptionType"}))
     types = [(t.text or "").strip() for t in s3xml.children(element, "EncryptionType")]
     if any(t not in _ENCRYPTION_TYPES for t in types):
         raise S3Error("MalformedXML")
@@ -92,16 +84,17 @@ async def get_bucket_encryption(svc: S3Context, req: S3Request) -> web.StreamRes
 
 async def put_bucket_encryption(svc: S3Context, req: S3Request) -> web.StreamResponse:
     root = s3xml.parse(await read_xml_body(svc, req))
-    if s3xml.local(root.tag) != "ServerSideEncryptionConfiguration":
-        raise S3Error("MalformedXML")
-    _only(root, frozenset({"Rule"}))
+    s3xml.check_document(root, "ServerSideEncryptionConfiguration", ENCRYPTION_SCHEMA)
     rules = s3xml.children(root, "Rule")
     if len(rules) != 1:
         raise S3Error("MalformedXML")
-    _only(rules[0], _RULE_ELEMENTS)
+    s3xml.check_once(
+        rules[0],
+        ("ApplyServerSideEncryptionByDefault", "BucketKeyEnabled", "BlockedEncryptionTypes"),
+    )
     default = s3xml.child(rules[0], "ApplyServerSideEncryptionByDefault")
     if default is not None:
-        _only(default, _DEFAULT_ELEMENTS)
+        s3xml.check_once(default, ("SSEAlgorithm", "KMSMasterKeyID"))
     algorithm = s3xml.text(default, "SSEAlgorithm") if default is not None else None
     if algorithm is None:
         raise S3Error("MalformedXML")
