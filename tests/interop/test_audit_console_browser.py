@@ -9,7 +9,11 @@ Debian's chromium driven by Playwright for Python, as tests/interop/test_console
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -160,3 +164,62 @@ def test_hostile_keys_are_text_on_the_download_page(srv: LiveServer, browser: An
         assert page.locator("h1 *").count() == 0
         assert page.evaluate("window.__xss") is None
     assert page.dialogs == []
+
+
+# A bucket owner's HTML object opened in the console's own tab, after sign-in: it shares
+# the tab's sessionStorage, and it may fetch console pages. It reports what it found.
+SAME_TAB_THIEF = """<!doctype html><html><head><title>waiting</title></head><body><script>
+(async () => {
+  const kept = sessionStorage.getItem("s3torrent.console") || "";
+  const page = await (await fetch("/_console/buckets", { credentials: "include" })).text();
+  const wrap = (page.match(/data-wrap="([^"]*)"/) || [null, ""])[1];
+  document.title = "kept:" + kept + "|wrap:" + wrap;
+})();
+</script></body></html>"""
+
+
+def _signing_key_b64(secret: str, region: str = "us-east-1") -> str:
+    day = datetime.now(UTC).strftime("%Y%m%d")
+    key = ("AWS4" + secret).encode()
+    for part in (day, region, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return base64.b64encode(key).decode()
+
+
+def test_a_hostile_object_in_the_consoles_own_tab_finds_no_usable_key(
+    srv: LiveServer, browser: Any
+) -> None:
+    """The tab's sessionStorage is the object's to read: the console keeps the signing key
+    there only sealed, under a wrap key the object's fetch of a console page does not get
+    (Fetch Metadata says it is a script's fetch, not a navigation)."""
+    s3 = make_client(srv.endpoint)
+    s3.create_bucket(Bucket="same-tab-thief")
+    s3.put_object(
+        Bucket="same-tab-thief",
+        Key="index.html",
+        Body=SAME_TAB_THIEF.encode(),
+        ContentType="text/html",
+        ACL="public-read",
+    )
+    page = _page(browser)
+    page.goto(f"{srv.endpoint}/_console/")
+    page.fill("#access-key", ROOT_AK)
+    page.fill("#secret-key", ROOT_SK)
+    page.click("#signin button[type=submit]")
+    page.wait_for_url("**/_console/buckets")
+    page.wait_for_selector("#buckets")
+    # The session survives navigation between console pages.
+    page.goto(f"{srv.endpoint}/_console/objects?bucket=same-tab-thief")
+    page.wait_for_selector("#objects")
+    page.goto(f"{srv.endpoint}/same-tab-thief/index.html")
+    page.wait_for_function("document.title !== 'waiting'", timeout=10_000)
+    title = page.title()
+    kept, wrap = title.removeprefix("kept:").split("|wrap:")
+    assert kept, "the console keeps its session in the tab"
+    assert _signing_key_b64(ROOT_SK) not in kept
+    assert ROOT_AK not in kept and "accessKey" not in kept
+    assert wrap == "", title
+    # Back in the console, the user is still signed in.
+    page.goto(f"{srv.endpoint}/_console/buckets")
+    page.wait_for_selector("#buckets")
+    assert "same-tab-thief" in page.text_content("#buckets")

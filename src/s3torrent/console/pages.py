@@ -5,11 +5,22 @@ No page holds data nor reads credentials: the server answers every console path 
 way to anyone, so there is no second authentication path to get wrong. The headers still
 lock pages down (no framing, no inline script, no caching) because the page's script
 holds a signing key while it runs.
+
+Between pages the tab keeps that key in `sessionStorage`, which any page of this origin
+loaded in the same tab can read, and objects share the origin. So the key is kept
+encrypted there, under a wrap key that only a console page the browser navigated to can
+see: it lives in an HttpOnly cookie scoped to the console and is written into a page only
+when the request's Fetch Metadata (`Sec-Fetch-Dest: document`, `Sec-Fetch-Mode: navigate`,
+headers a script cannot set) says the browser is loading the page as a document. A
+hostile HTML object in the same tab reads ciphertext, and its own `fetch` of a console
+page gets the page without the wrap key. The wrap key authorizes nothing by itself.
 """
 
 from __future__ import annotations
 
 import html
+import re
+import secrets
 from dataclasses import dataclass
 from importlib import resources
 
@@ -50,6 +61,37 @@ SECURITY_HEADERS = {
 }
 
 
+# The cookie holding the tab's wrap key (an AES-256-GCM key, base64url without padding).
+WRAP_COOKIE = "s3torrent-console-wrap"
+_WRAP_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def navigated(request: web.BaseRequest) -> bool:
+    """Whether the browser loads this page as a top-level document by navigation, by the
+    Fetch Metadata only a browser sets (a script's fetch says `empty` and `cors` or
+    `same-origin`; a frame says `iframe`).
+
+    A request without Fetch Metadata counts as navigated: browsers send it only to
+    potentially trustworthy origins (HTTPS, localhost), so a console reached over plain
+    HTTP from another machine gets none, on navigations and scripts' fetches alike. There
+    the wrap key protects nothing, as the signing key on the wire does not either (README,
+    Web console: put the server behind HTTPS).
+    """
+    headers = request.headers
+    dest = headers.get("Sec-Fetch-Dest")
+    if dest is None:
+        return True
+    return dest == "document" and headers.get("Sec-Fetch-Mode") == "navigate"
+
+
+def wrap_key(request: web.BaseRequest) -> tuple[str, bool]:
+    """The wrap key the request's cookie holds, or a new one; and whether it is new."""
+    held = request.cookies.get(WRAP_COOKIE, "")
+    if _WRAP_SHAPE.fullmatch(held):
+        return held, False
+    return secrets.token_urlsafe(32), True
+
+
 def _static_files() -> dict[str, bytes]:
     """The package's static files, read once: a fixed set, so a path can never escape it."""
     root = resources.files("s3torrent.console") / "static"
@@ -60,7 +102,7 @@ def _static_files() -> dict[str, bytes]:
     }
 
 
-def page_html(path: str, region: str) -> str:
+def page_html(path: str, region: str, wrap: str | None = None) -> str:
     title = PAGES[path]
     name = "signin" if path == "/" else path.lstrip("/")
     nav = "".join(
@@ -68,6 +110,7 @@ def page_html(path: str, region: str) -> str:
         for p, t in PAGES.items()
         if p not in ("/", "/objects", "/object")
     )
+    wrap_attr = f' data-wrap="{wrap}"' if wrap is not None else ""
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -77,7 +120,7 @@ def page_html(path: str, region: str) -> str:
 <link rel="stylesheet" href="{PREFIX}/static/console.css">
 <script type="module" src="{PREFIX}/static/console.js"></script>
 </head>
-<body data-page="{name}" data-region="{html.escape(region)}" data-prefix="{PREFIX}">
+<body data-page="{name}" data-region="{html.escape(region)}" data-prefix="{PREFIX}"{wrap_attr}>
 <header>
 <strong>s3torrent</strong>
 <nav hidden>{nav}</nav>
@@ -104,11 +147,7 @@ class ConsolePages:
             return self._text("method not allowed", 405, {"Allow": "GET, HEAD"})
         path = request.path[len(PREFIX) :] or "/"
         if path in PAGES:
-            return web.Response(
-                text=page_html(path, self.region),
-                content_type="text/html",
-                headers=SECURITY_HEADERS,
-            )
+            return self._page(request, path)
         if path.startswith("/static/"):
             if self.static is None:
                 self.static = _static_files()
@@ -120,6 +159,29 @@ class ConsolePages:
                 headers = {**SECURITY_HEADERS, "Cache-Control": "no-cache"}
                 return web.Response(body=body, content_type=kind, headers=headers)
         return self._text("no such console page", 404)
+
+    def _page(self, request: web.Request, path: str) -> web.Response:
+        if not navigated(request):
+            text = page_html(path, self.region)
+            return web.Response(text=text, content_type="text/html", headers=SECURITY_HEADERS)
+        wrap, new = wrap_key(request)
+        response = web.Response(
+            text=page_html(path, self.region, wrap),
+            content_type="text/html",
+            headers=SECURITY_HEADERS,
+        )
+        if new:
+            # A session cookie (gone with the browser), sent only to console pages and
+            # never to another site's requests; never readable by a page's script.
+            response.set_cookie(
+                WRAP_COOKIE,
+                wrap,
+                path=PREFIX,
+                httponly=True,
+                samesite="Strict",
+                secure=request.secure,
+            )
+        return response
 
     @staticmethod
     def _text(text: str, status: int, extra: dict[str, str] | None = None) -> web.Response:

@@ -53,9 +53,61 @@ function page(path, query = {}) {
   return `${PREFIX}${path}${q ? "?" + q : ""}`;
 }
 
+// The tab's session (the day's signing key) between pages. sessionStorage is readable by
+// any page of this origin in this tab, objects included, so it holds the session only as
+// AES-GCM ciphertext under the wrap key the server wrote into this page (pages.py): a
+// page that was not navigated to as a document, such as an object's script fetching a
+// console page, is served without it.
+const WRAP = body.dataset.wrap || null;
+body.removeAttribute("data-wrap");
+let current = null;
+
 function session() {
+  return current;
+}
+
+function b64urlBytes(text) {
+  const b64 = text.replace(/-/g, "+").replace(/_/g, "/");
+  return Uint8Array.from(atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4)), (c) => c.charCodeAt(0));
+}
+
+function bytesB64(buf) {
+  return btoa(String.fromCharCode(...new Uint8Array(buf)));
+}
+
+async function wrapKey() {
+  if (!WRAP) {
+    throw new Error("this page was not loaded as a document with Fetch Metadata (Sec-Fetch-Dest): use a current browser");
+  }
+  return crypto.subtle.importKey("raw", b64urlBytes(WRAP), "AES-GCM", false, ["encrypt", "decrypt"]);
+}
+
+async function saveSession(s) {
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const plain = new TextEncoder().encode(JSON.stringify(s));
+  const sealed = await crypto.subtle.encrypt({ name: "AES-GCM", iv }, await wrapKey(), plain);
+  sessionStorage.setItem(STORE, JSON.stringify({ iv: bytesB64(iv), sealed: bytesB64(sealed) }));
+  current = s;
+}
+
+async function loadSession() {
   const raw = sessionStorage.getItem(STORE);
-  return raw ? JSON.parse(raw) : null;
+  if (!raw || !WRAP) return null;
+  try {
+    const { iv, sealed } = JSON.parse(raw);
+    const unb64 = (t) => Uint8Array.from(atob(t), (c) => c.charCodeAt(0));
+    const plain = await crypto.subtle.decrypt({ name: "AES-GCM", iv: unb64(iv) }, await wrapKey(), unb64(sealed));
+    return JSON.parse(new TextDecoder().decode(plain));
+  } catch {
+    // Another wrap key (the cookie was cleared) or an old plain session: sign in again.
+    sessionStorage.removeItem(STORE);
+    return null;
+  }
+}
+
+function dropSession() {
+  sessionStorage.removeItem(STORE);
+  current = null;
 }
 
 class ApiError extends Error {
@@ -108,7 +160,7 @@ function failure(err) {
 }
 
 function signOut(reason) {
-  sessionStorage.removeItem(STORE);
+  dropSession();
   location.assign(page("/", reason ? { reason } : {}));
 }
 
@@ -151,14 +203,14 @@ async function signinPage() {
     status.textContent = "Checking…";
     const s = await deriveSession(ak.value.trim(), sk.value, body.dataset.region);
     sk.value = "";
-    sessionStorage.setItem(STORE, JSON.stringify(s));
     try {
+      current = s;
       await call("GET", "/"); // ListBuckets: the keys are good if the API says so
       const info = await signedFetch(s, "GET", "/_admin/info");
-      sessionStorage.setItem(STORE, JSON.stringify({ ...s, admin: info.ok }));
+      await saveSession({ ...s, admin: info.ok });
       location.assign(page("/buckets"));
     } catch (err) {
-      sessionStorage.removeItem(STORE);
+      dropSession();
       status.className = "error";
       status.textContent = `Refused: ${err.message}`;
     }
@@ -557,6 +609,7 @@ const PAGES = {
 
 async function main() {
   const name = body.dataset.page;
+  current = await loadSession();
   const s = session();
   if (name !== "signin") {
     if (!s) {
