@@ -323,7 +323,8 @@ def test_for_all_values_on_request_tag_keys_sees_each_key(
         "Statement": [
             {
                 "Effect": "Allow",
-                **_bob_statement(bob, bucket, Action="s3:PutObject"),
+                # A write's tags need s3:PutObjectTagging too (PutObject's reference).
+                **_bob_statement(bob, bucket, Action=["s3:PutObject", "s3:PutObjectTagging"]),
                 "Condition": {
                     "ForAllValues:StringEquals": {"s3:RequestObjectTagKeys": ["team", "project"]}
                 },

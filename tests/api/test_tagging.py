@@ -134,7 +134,8 @@ def test_policy_tag_condition_keys(s3: Any, bob_s3: Any, bob: Any, bucket: str) 
             {
                 "Effect": "Allow",
                 "Principal": {"AWS": bob_arn},
-                "Action": "s3:PutObject",
+                # A write's tags need s3:PutObjectTagging too (PutObject's reference).
+                "Action": ["s3:PutObject", "s3:PutObjectTagging"],
                 "Resource": arn,
                 "Condition": {"StringEquals": {"s3:RequestObjectTag/owner": "bob"}},
             },

@@ -21,6 +21,7 @@ from s3torrent.s3.ops.objects import (
     REDIRECT_LOCATION,
     _etag_matches,
     _parse_http_date,
+    check_may_tag,
     check_redirect_location,
     may_also,
     precheck_write,
@@ -166,10 +167,12 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
             "Unknown tagging directive.",
             extra={"ArgumentName": "x-amz-tagging-directive", "ArgumentValue": tagging_directive},
         )
+    may = may_also(req)
     if tagging_directive == "REPLACE":
         tags = tagging.from_header(http.headers.get("x-amz-tagging", ""))
     else:
         tags = src.tags
+    check_may_tag(tags, may)
     requested_alg = http.headers.get("x-amz-checksum-algorithm")
     changes_something = (
         directive == "REPLACE"
@@ -202,7 +205,7 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         if REDIRECT_LOCATION in http.headers:
             headers[REDIRECT_LOCATION] = check_redirect_location(http.headers[REDIRECT_LOCATION])
     owner_id = write_owner(req, http.headers)
-    acl = requested_acl(http.headers, Owner(owner_id, req.principal.name or ""), bucket)
+    acl = requested_acl(http.headers, Owner(owner_id, req.principal.name or ""), bucket, may)
     # The requested algorithm, else the source's, else S3's default: a copy always has one.
     alg_name = requested_alg or src.checksum_algorithm
     algorithm = (
@@ -210,7 +213,7 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         if alg_name
         else checksums.DEFAULT_ALGORITHM
     )
-    lock = requested_lock(http.headers, bucket, req.now.timestamp(), may_also(req))
+    lock = requested_lock(http.headers, bucket, req.now.timestamp(), may)
     await precheck_write(svc, req, condition)
     sealing = (source_key, spec)
     obj = await copy_bytes(

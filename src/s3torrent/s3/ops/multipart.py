@@ -36,6 +36,7 @@ from s3torrent.s3.ops.copy import (
 )
 from s3torrent.s3.ops.lifecycle import abort_headers, expiration_headers
 from s3torrent.s3.ops.objects import (
+    check_may_tag,
     may_also,
     precheck_write,
     requested_acl,
@@ -139,7 +140,10 @@ async def create_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamR
     assert bucket is not None
     headers = req.http.headers
     owner_id = write_owner(req, headers)
-    acl = requested_acl(headers, Owner(owner_id, req.principal.name or ""), bucket)
+    may = may_also(req)
+    acl = requested_acl(headers, Owner(owner_id, req.principal.name or ""), bucket, may)
+    tags = tagging.from_header(headers["x-amz-tagging"]) if "x-amz-tagging" in headers else ()
+    check_may_tag(tags, may)
     alg, ctype = _requested_checksum(headers)
     upload_id, sealed = await sse.seal_upload(svc, req, bucket)
     up = md.Upload(
@@ -149,11 +153,11 @@ async def create_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamR
         owner_id=owner_id,
         initiated=time.time(),
         headers={**stored_headers(headers, svc.settings.limits.max_user_metadata), **sealed}
-        | versioning.upload_lock_headers(headers, bucket, req.now.timestamp(), may_also(req)),
+        | versioning.upload_lock_headers(headers, bucket, req.now.timestamp(), may),
         acl=authz.encode_acl(acl) if acl is not None else None,
         checksum_algorithm=alg,
         checksum_type=ctype,
-        tags=tagging.from_header(headers["x-amz-tagging"]) if "x-amz-tagging" in headers else (),
+        tags=tags,
     )
     await svc.meta.create_upload(up)
     resp_headers = sse.response_headers(sealed) | abort_headers(svc.settings, bucket, up)

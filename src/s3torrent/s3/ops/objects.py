@@ -16,6 +16,7 @@ from aiohttp import web
 from s3torrent.access import (
     ANONYMOUS,
     AccessControlList,
+    CanonicalUser,
     Owner,
     canned_acl,
     check_acl_allowed,
@@ -114,9 +115,17 @@ def check_redirect_location(value: str) -> str:
 
 
 def requested_acl(
-    headers: Mapping[str, str], owner: Owner, bucket: md.Bucket
+    headers: Mapping[str, str], owner: Owner, bucket: md.Bucket, may: Callable[[str], bool]
 ) -> AccessControlList | None:
-    """The ACL a write asks for via x-amz-acl or x-amz-grant-* (None: the default, private)."""
+    """The ACL a write asks for via x-amz-acl or x-amz-grant-* (None: the default, private).
+
+    `may` answers whether the writer may also take an action on the key (may_also): as S3's
+    PutObject reference has it, an ACL that grants anyone but the object's owner and the
+    bucket's owner anything needs s3:PutObjectAcl besides the write's own permission (else
+    403), so that a writer allowed s3:PutObject alone cannot make what it writes public (and
+    so served by the torrent channels). One that grants only those two (private,
+    bucket-owner-read, bucket-owner-full-control) widens nothing: AWS's example policy for
+    uploads with bucket-owner-full-control allows s3:PutObject alone."""
     bucket_owner = authz.owner_of(bucket)
     acl = grants_from_headers(headers, owner)
     if "x-amz-acl" in headers:
@@ -132,7 +141,24 @@ def requested_acl(
             else None
         )
         check_acl_allowed(acl, pab)
+        if _grants_beyond(acl, {acl.owner.id, bucket_owner.id}) and not may("s3:PutObjectAcl"):
+            raise S3Error("AccessDenied")
     return acl
+
+
+def _grants_beyond(acl: AccessControlList, ids: set[str]) -> bool:
+    """Whether the ACL grants anything to a grantee other than the canonical users `ids`."""
+    return any(
+        not isinstance(grant.grantee, CanonicalUser) or grant.grantee.id not in ids
+        for grant in acl.grants
+    )
+
+
+def check_may_tag(tags: md.Tags, may: Callable[[str], bool]) -> None:
+    """A write's own tags (x-amz-tagging, a copy's or a form's) need s3:PutObjectTagging
+    besides the write's own permission, as S3's PutObject reference has it (else 403)."""
+    if tags and not may("s3:PutObjectTagging"):
+        raise S3Error("AccessDenied")
 
 
 def object_headers(
@@ -332,8 +358,9 @@ async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
             "EntityTooLarge",
             extra={"ProposedSize": str(body.length), "MaxSizeAllowed": str(limits.max_put_size)},
         )
+    may = may_also(req)
     owner = Owner(write_owner(req, http.headers), req.principal.name or "")
-    acl = requested_acl(http.headers, owner, req.bucket)
+    acl = requested_acl(http.headers, owner, req.bucket, may)
     headers = stored_headers(http.headers, limits.max_user_metadata)
     condition = req.bound(write_condition(http.headers))
     tags = (
@@ -341,7 +368,8 @@ async def put_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         if "x-amz-tagging" in http.headers
         else ()
     )
-    lock = requested_lock(http.headers, req.bucket, req.now.timestamp(), may_also(req))
+    check_may_tag(tags, may)
+    lock = requested_lock(http.headers, req.bucket, req.now.timestamp(), may)
     if lock != NO_LOCK or default_retention(req.bucket) is not None:
         # As S3: a version that will be locked, by its headers or the bucket's default
         # retention, is taken only with a proof of its bytes' integrity.

@@ -39,7 +39,7 @@ from s3torrent.s3.body import (
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.lifecycle import expiration_headers
-from s3torrent.s3.ops.objects import requested_acl, stored_headers
+from s3torrent.s3.ops.objects import check_may_tag, requested_acl, stored_headers
 from s3torrent.s3.ops.ownership import write_owner
 from s3torrent.s3.refusals import refuse_acls, refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key
@@ -182,7 +182,7 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     acl_headers = {"x-amz-acl": fields["acl"]} if "acl" in fields else {}
     refuse_acls(Endpoint.PutObject, acl_headers, bucket.settings)
     owner = Owner(write_owner(req, acl_headers), principal.name or "")
-    acl = requested_acl(acl_headers, owner, bucket)
+    acl = requested_acl(acl_headers, owner, bucket, may)
     headers = stored_headers(fields, limits.max_user_metadata)
     _refuse_control_characters(fields, headers)
     tags = (
@@ -190,6 +190,7 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         if "tagging" in fields
         else ()
     )
+    check_may_tag(tags, may)
     checksum = _requested_checksum(fields)
     # As PutObject's header: the file's MD5 is checked against it (S3 documents the field).
     md5 = decode_content_md5(fields["content-md5"]) if "content-md5" in fields else None

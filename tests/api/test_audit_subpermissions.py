@@ -1,0 +1,160 @@
+"""Audit of the permissions a write implies besides its own action, with boto3 and browser
+forms against a live server, as S3's API reference states them: a PutObject (and a
+CopyObject, a CreateMultipartUpload, a form POST) that sets an ACL granting anyone but the
+object's and bucket's owners needs s3:PutObjectAcl, and one that sets tags needs
+s3:PutObjectTagging. A writer the bucket owner allowed s3:PutObject alone published its uploads to
+the world (public-read, then the torrent, tracker and seeder serve them)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from tests.api.test_object_lock import _code
+from tests.conftest import UserKeys, make_client
+
+_ALL_USERS = 'uri="http://acs.amazonaws.com/groups/global/AllUsers"'
+
+
+def _allow(s3: Any, bucket: str, user: UserKeys, actions: list[str], **cond: Any) -> None:
+    statement: dict[str, Any] = {
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::000000000000:user/{user.name}"},
+        "Action": actions,
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+    }
+    if cond:
+        statement["Condition"] = cond
+    s3.put_bucket_policy(
+        Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+    )
+
+
+def _denied(call: Any) -> None:
+    with pytest.raises(ClientError) as exc:
+        call()
+    assert _code(exc) == ("AccessDenied", 403)
+
+
+def _client(server: Any, user: UserKeys) -> Any:
+    return make_client(server.endpoint, user.access_key, user.secret_key, signature_version="s3v4")
+
+
+def _anonymous_status(server: Any, bucket: str, key: str, query: str = "") -> int:
+    return requests.get(f"{server.endpoint}/{bucket}/{key}{query}", timeout=10).status_code
+
+
+def _form_post(client: Any, bucket: str, key: str, fields: dict[str, str]) -> int:
+    form = client.generate_presigned_post(
+        bucket, key, Fields=fields, Conditions=[{k: v} for k, v in fields.items()], ExpiresIn=300
+    )
+    files = {"file": ("f", b"x")}
+    return requests.post(form["url"], data=form["fields"], files=files, timeout=10).status_code
+
+
+def test_a_public_acl_on_a_write_needs_put_object_acl(
+    s3: Any, server: Any, bob: UserKeys, bucket: str
+) -> None:
+    """A writer allowed s3:PutObject alone uploaded with x-amz-acl: public-read (or a grant
+    header to AllUsers) and the object was anonymously readable, its torrent served: S3 sets
+    an ACL with the write only for a requester also allowed s3:PutObjectAcl."""
+    bob_s3 = _client(server, bob)
+    _allow(s3, bucket, bob, ["s3:PutObject"])
+    s3.put_object(Bucket=bucket, Key="src", Body=b"s")
+    source = {"Bucket": bucket, "Key": "src"}
+    public = {"ACL": "public-read"}
+    granted = {"GrantRead": _ALL_USERS}
+    for acl in (public, granted):
+        _denied(lambda acl=acl: bob_s3.put_object(Bucket=bucket, Key="k", Body=b"x", **acl))
+        _denied(lambda acl=acl: bob_s3.create_multipart_upload(Bucket=bucket, Key="k", **acl))
+        _denied(
+            lambda acl=acl: bob_s3.copy_object(Bucket=bucket, Key="k", CopySource=source, **acl)
+        )
+    assert _form_post(bob_s3, bucket, "k", {"acl": "public-read"}) == 403
+    # Nothing was written, published or left in progress.
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="k")
+    assert _code(exc)[1] == 404
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert _anonymous_status(server, bucket, "k") == 403
+    assert _anonymous_status(server, bucket, "k", "?torrent") == 403
+
+
+def test_an_acl_for_the_owners_alone_needs_no_more_than_put_object(
+    s3: Any, server: Any, bob: UserKeys, bucket: str
+) -> None:
+    """An ACL that grants nobody but the object's owner and the bucket's owner anything
+    (private, bucket-owner-read, bucket-owner-full-control) widens nothing: AWS's own example
+    policy for cross-account uploads with bucket-owner-full-control allows s3:PutObject
+    alone, and such uploads keep working."""
+    bob_s3 = _client(server, bob)
+    _allow(s3, bucket, bob, ["s3:PutObject", "s3:AbortMultipartUpload"])
+    for canned in ("private", "bucket-owner-read", "bucket-owner-full-control"):
+        bob_s3.put_object(Bucket=bucket, Key=canned, Body=b"x", ACL=canned)
+        up = bob_s3.create_multipart_upload(Bucket=bucket, Key=canned, ACL=canned)
+        bob_s3.abort_multipart_upload(Bucket=bucket, Key=canned, UploadId=up["UploadId"])
+    assert _anonymous_status(server, bucket, "private") == 403
+
+
+def test_with_put_object_acl_the_write_sets_the_acl(
+    s3: Any, server: Any, bob: UserKeys, bucket: str
+) -> None:
+    """Allowed both, as in AWS's example policy conditioned on s3:x-amz-acl, the writer's
+    public-read upload is public, and its torrent is served to anyone."""
+    bob_s3 = _client(server, bob)
+    cond = {"StringEquals": {"s3:x-amz-acl": "public-read"}}
+    _allow(s3, bucket, bob, ["s3:PutObject", "s3:PutObjectAcl"], **cond)
+    bob_s3.put_object(Bucket=bucket, Key="k", Body=b"x", ACL="public-read")
+    assert _anonymous_status(server, bucket, "k") == 200
+    assert _anonymous_status(server, bucket, "k", "?torrent") == 200
+    assert _form_post(bob_s3, bucket, "f", {"acl": "public-read"}) == 204
+
+
+def test_tags_on_a_write_need_put_object_tagging(
+    s3: Any, server: Any, bob: UserKeys, bucket: str
+) -> None:
+    """S3 sets a write's tags (x-amz-tagging; a copy's REPLACE tagging; a form's `tagging`
+    field) only for a requester also allowed s3:PutObjectTagging."""
+    bob_s3 = _client(server, bob)
+    _allow(s3, bucket, bob, ["s3:PutObject", "s3:GetObject"])
+    s3.put_object(Bucket=bucket, Key="src", Body=b"s")
+    source = {"Bucket": bucket, "Key": "src"}
+    _denied(lambda: bob_s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="a=b"))
+    _denied(lambda: bob_s3.create_multipart_upload(Bucket=bucket, Key="k", Tagging="a=b"))
+    _denied(
+        lambda: bob_s3.copy_object(
+            Bucket=bucket, Key="k", CopySource=source, TaggingDirective="REPLACE", Tagging="a=b"
+        )
+    )
+    tagging = "<Tagging><TagSet><Tag><Key>a</Key><Value>b</Value></Tag></TagSet></Tagging>"
+    assert _form_post(bob_s3, bucket, "k", {"tagging": tagging}) == 403
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="k")
+    assert _code(exc)[1] == 404
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    # Without tags the writes are the ordinary ones; with the permission the tags are set.
+    bob_s3.put_object(Bucket=bucket, Key="plain", Body=b"x")
+    bob_s3.copy_object(Bucket=bucket, Key="plain2", CopySource=source, TaggingDirective="REPLACE")
+    _allow(s3, bucket, bob, ["s3:PutObject", "s3:PutObjectTagging"])
+    bob_s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="a=b")
+    assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == [{"Key": "a", "Value": "b"}]
+
+
+def test_the_owner_and_root_still_set_acls_and_tags(
+    s3: Any, server: Any, bob: UserKeys, bucket: str
+) -> None:
+    """The bucket's owner (here the root user) needs no policy for its own writes' ACLs and
+    tags; neither does a user writing to its own bucket."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x", ACL="public-read", Tagging="a=b")
+    assert _anonymous_status(server, bucket, "k") == 200
+    bob_s3 = _client(server, bob)
+    own = f"{bucket}-bob"
+    bob_s3.create_bucket(Bucket=own)
+    bob_s3.put_object(Bucket=own, Key="k", Body=b"x", ACL="public-read", Tagging="a=b")
+    bob_s3.copy_object(Bucket=own, Key="c", CopySource={"Bucket": own, "Key": "k"})
+    assert bob_s3.get_object_tagging(Bucket=own, Key="c")["TagSet"] == [{"Key": "a", "Value": "b"}]
+    assert _anonymous_status(server, own, "k") == 200
