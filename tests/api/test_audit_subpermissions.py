@@ -2,7 +2,8 @@
 forms against a live server, as S3's API reference states them: a PutObject (and a
 CopyObject, a CreateMultipartUpload, a form POST) that sets an ACL granting anyone but the
 object's and bucket's owners needs s3:PutObjectAcl, and one that sets tags needs
-s3:PutObjectTagging. A writer the bucket owner allowed s3:PutObject alone published its uploads to
+s3:PutObjectTagging; a copy that carries its source's tags needs s3:GetObjectTagging on the
+source too. A writer the bucket owner allowed s3:PutObject alone published its uploads to
 the world (public-read, then the torrent, tracker and seeder serve them)."""
 
 from __future__ import annotations
@@ -142,6 +143,36 @@ def test_tags_on_a_write_need_put_object_tagging(
     _allow(s3, bucket, bob, ["s3:PutObject", "s3:PutObjectTagging"])
     bob_s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="a=b")
     assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == [{"Key": "a", "Value": "b"}]
+
+
+def test_a_copy_carrying_its_sources_tags_needs_both_tagging_permissions(
+    s3: Any, server: Any, bob: UserKeys, bucket: str
+) -> None:
+    """A copy that keeps its source's tags (the default COPY directive) reads them from the
+    source and sets them on the copy: as on S3, it needs s3:GetObjectTagging on the source
+    and s3:PutObjectTagging on the destination. A reader allowed s3:GetObject alone copied a
+    tagged object and so read tags it could not read with GetObjectTagging."""
+    bob_s3 = _client(server, bob)
+    s3.put_object(Bucket=bucket, Key="tagged", Body=b"s", Tagging="secret=1")
+    s3.put_object(Bucket=bucket, Key="bare", Body=b"s")
+    tagged = {"Bucket": bucket, "Key": "tagged"}
+    _allow(s3, bucket, bob, ["s3:PutObject", "s3:GetObject", "s3:PutObjectTagging"])
+    _denied(lambda: bob_s3.copy_object(Bucket=bucket, Key="k", CopySource=tagged))
+    _allow(s3, bucket, bob, ["s3:PutObject", "s3:GetObject", "s3:GetObjectTagging"])
+    _denied(lambda: bob_s3.copy_object(Bucket=bucket, Key="k", CopySource=tagged))
+    # An untagged source needs neither; a REPLACE with no tags reads none.
+    bob_s3.copy_object(Bucket=bucket, Key="k", CopySource={"Bucket": bucket, "Key": "bare"})
+    bob_s3.copy_object(Bucket=bucket, Key="k", CopySource=tagged, TaggingDirective="REPLACE")
+    _allow(
+        s3,
+        bucket,
+        bob,
+        ["s3:PutObject", "s3:GetObject", "s3:GetObjectTagging", "s3:PutObjectTagging"],
+    )
+    bob_s3.copy_object(Bucket=bucket, Key="k", CopySource=tagged)
+    assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == [
+        {"Key": "secret", "Value": "1"}
+    ]
 
 
 def test_the_owner_and_root_still_set_acls_and_tags(

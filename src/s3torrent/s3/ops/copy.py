@@ -117,6 +117,20 @@ async def readable_source(svc: S3Context, req: S3Request) -> tuple[md.Bucket, md
     return bucket, obj
 
 
+def check_may_read_tags(req: S3Request, bucket: md.Bucket, src: md.ObjectVersion) -> None:
+    """A copy that keeps its source's tags reads them: as on S3, it needs
+    s3:GetObjectTagging on the source (s3:GetObjectVersionTagging when the source names its
+    version), else 403, so that a reader allowed s3:GetObject alone cannot learn them by
+    copying (the copy's own s3:PutObjectTagging is check_may_tag's)."""
+    if not src.tags:
+        return
+    named = parse_copy_source(req.http.headers["x-amz-copy-source"])[2] is not None
+    action = "s3:GetObjectVersionTagging" if named else "s3:GetObjectTagging"
+    ctx = req.access_context()
+    if not authz.may(req.principal, action, bucket, src.key, src, ctx).allowed:
+        raise S3Error("AccessDenied", resource=f"/{bucket.name}/{src.key}")
+
+
 def check_copy_conditions(headers: Mapping[str, str], obj: md.ObjectVersion) -> None:
     """x-amz-copy-source-if-*: any that fails is 412 (a match beats a stale date, as in S3)."""
     lm = int(obj.last_modified)
@@ -172,6 +186,7 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         tags = tagging.from_header(http.headers.get("x-amz-tagging", ""))
     else:
         tags = src.tags
+        check_may_read_tags(req, src_bucket, src)
     check_may_tag(tags, may)
     requested_alg = http.headers.get("x-amz-checksum-algorithm")
     changes_something = (
