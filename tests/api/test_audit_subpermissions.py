@@ -189,3 +189,32 @@ def test_the_owner_and_root_still_set_acls_and_tags(
     bob_s3.copy_object(Bucket=own, Key="c", CopySource={"Bucket": own, "Key": "k"})
     assert bob_s3.get_object_tagging(Bucket=own, Key="c")["TagSet"] == [{"Key": "a", "Value": "b"}]
     assert _anonymous_status(server, own, "k") == 200
+
+
+def test_object_attributes_need_the_read_permission_too(
+    s3: Any, server: Any, bob: UserKeys, bucket: str
+) -> None:
+    """GetObjectAttributes tells what a read would (ETag, size, the checksums of the bytes):
+    S3's reference asks s3:GetObject and s3:GetObjectAttributes for it, and for a named
+    version s3:GetObjectVersion and s3:GetObjectVersionAttributes. A requester allowed
+    s3:GetObjectAttributes alone read a private object's SHA-256; one allowed s3:GetObject
+    but not s3:GetObjectVersion read an old version's."""
+    bob_s3 = _client(server, bob)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    old = s3.put_object(Bucket=bucket, Key="k", Body=b"old", ChecksumAlgorithm="SHA256")
+    s3.put_object(Bucket=bucket, Key="k", Body=b"new", ChecksumAlgorithm="SHA256")
+    wanted = ["Checksum", "ObjectSize"]
+
+    def attributes(**version: str) -> Any:
+        return bob_s3.get_object_attributes(
+            Bucket=bucket, Key="k", ObjectAttributes=wanted, **version
+        )
+
+    _allow(s3, bucket, bob, ["s3:GetObjectAttributes", "s3:GetObjectVersionAttributes"])
+    _denied(attributes)
+    _denied(lambda: attributes(VersionId=old["VersionId"]))
+    _allow(s3, bucket, bob, ["s3:GetObject", "s3:GetObjectAttributes"])
+    assert attributes()["ObjectSize"] == 3
+    _denied(lambda: attributes(VersionId=old["VersionId"]))
+    _allow(s3, bucket, bob, ["s3:GetObjectVersion", "s3:GetObjectVersionAttributes"])
+    assert attributes(VersionId=old["VersionId"])["ObjectSize"] == 3

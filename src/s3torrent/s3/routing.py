@@ -240,6 +240,7 @@ VERSION_ACTIONS: Mapping[Endpoint, str] = {
     Endpoint.GetObjectTagging: "s3:GetObjectVersionTagging",
     Endpoint.PutObjectTagging: "s3:PutObjectVersionTagging",
     Endpoint.DeleteObjectTagging: "s3:DeleteObjectVersionTagging",
+    Endpoint.GetObjectAttributes: "s3:GetObjectVersionAttributes",
 }
 
 

@@ -20,6 +20,7 @@ from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import xml_response
 from s3torrent.s3.params import MAX_PARTS, capped_int
+from s3torrent.s3.routing import Endpoint
 from s3torrent.s3.server import S3Request
 from s3torrent.s3.versioning import version_headers
 from s3torrent.store import rows as md
@@ -114,13 +115,14 @@ def render_attributes(obj: md.ObjectVersion, ask: AttributesRequest) -> bytes:
     return s3xml.render("GetObjectAttributesResponse", values)
 
 
-def check_version_permission(req: S3Request) -> None:
-    """A request naming a version needs s3:GetObjectVersionAttributes as well, as in S3 (the
-    router's check was for s3:GetObjectAttributes)."""
-    if "versionId" not in req.query or req.bucket is None:
-        return
+def check_read_permission(req: S3Request) -> None:
+    """The attributes tell what a read would (ETag, size, the checksums of the bytes): as in
+    S3, they need s3:GetObject besides s3:GetObjectAttributes, and for a named version
+    s3:GetObjectVersion besides s3:GetObjectVersionAttributes (the router asked the second
+    of each pair, Endpoint.action_for; this asks the read a GET of the same would)."""
+    assert req.bucket is not None
     ctx = req.access_context()
-    action = "s3:GetObjectVersionAttributes"
+    action = Endpoint.GetObject.action_for(req.query)
     if not authz.may(req.principal, action, req.bucket, req.key, req.obj, ctx).allowed:
         raise S3Error("AccessDenied", resource=req.resource)
 
@@ -128,7 +130,7 @@ def check_version_permission(req: S3Request) -> None:
 async def get_object_attributes(svc: S3Context, req: S3Request) -> web.StreamResponse:
     obj = req.obj
     assert obj is not None
-    check_version_permission(req)
+    check_read_permission(req)
     ask = parse_attributes_request(req.http.headers)
     # An SSE-C object's attributes need its key, as its HEAD does (S3 documents both).
     await sse.read_key(svc, req, obj)
