@@ -218,3 +218,29 @@ def test_object_attributes_need_the_read_permission_too(
     _denied(lambda: attributes(VersionId=old["VersionId"]))
     _allow(s3, bucket, bob, ["s3:GetObjectVersion", "s3:GetObjectVersionAttributes"])
     assert attributes(VersionId=old["VersionId"])["ObjectSize"] == 3
+
+
+def test_the_tag_count_is_told_only_to_who_may_read_the_tags(
+    s3: Any, server: Any, bob: UserKeys, bucket: str
+) -> None:
+    """S3's GetObject and HeadObject give x-amz-tagging-count only "when you have the
+    relevant permission to read object tags": a reader allowed s3:GetObject alone (or anyone,
+    of a public-read object) learnt how many tags an object has."""
+    bob_s3 = _client(server, bob)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="a=1&b=2", ACL="public-read")
+
+    def counts(client: Any) -> set[str | None]:
+        seen = set()
+        for read in (client.head_object, client.get_object):
+            headers = read(Bucket=bucket, Key="k")["ResponseMetadata"]["HTTPHeaders"]
+            seen.add(headers.get("x-amz-tagging-count"))
+        return seen
+
+    assert counts(s3) == {"2"}  # the owner
+    anonymous = requests.get(f"{server.endpoint}/{bucket}/k", timeout=10)
+    assert anonymous.status_code == 200
+    assert "x-amz-tagging-count" not in anonymous.headers
+    _allow(s3, bucket, bob, ["s3:GetObject"])
+    assert counts(bob_s3) == {None}
+    _allow(s3, bucket, bob, ["s3:GetObject", "s3:GetObjectTagging"])
+    assert counts(bob_s3) == {"2"}

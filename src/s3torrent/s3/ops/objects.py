@@ -35,6 +35,7 @@ from s3torrent.s3.ops.ownership import write_owner
 from s3torrent.s3.params import ObjectReadParams
 from s3torrent.s3.quick import QuickHandOver, is_quick
 from s3torrent.s3.ranges import ByteRange, parse_range
+from s3torrent.s3.routing import Endpoint
 from s3torrent.s3.server import S3Request
 from s3torrent.s3.versioning import (
     NO_LOCK,
@@ -181,7 +182,9 @@ def object_headers(
     if obj.parts and read_params(req).part_number is not None:
         # S3 names the part count only to a request for one part.
         h["x-amz-mp-parts-count"] = str(len(obj.parts))
-    if obj.tags:
+    if obj.tags and may_also(req, obj)(Endpoint.GetObjectTagging.action_for(req.query)):
+        # As S3: told only to a reader that may read the tags (s3:GetObjectTagging, or
+        # s3:GetObjectVersionTagging for a named version), never to a reader of the bytes alone.
         h["x-amz-tagging-count"] = str(len(obj.tags))
     h.update(version_headers(req.bucket, obj))
     h.update(_readable_lock_headers(req, obj))
