@@ -244,3 +244,26 @@ def test_the_tag_count_is_told_only_to_who_may_read_the_tags(
     assert counts(bob_s3) == {None}
     _allow(s3, bucket, bob, ["s3:GetObject", "s3:GetObjectTagging"])
     assert counts(bob_s3) == {"2"}
+
+
+def test_a_bucket_write_grant_does_not_let_its_grantee_publish(
+    s3: Any, server: Any, bob: UserKeys, bucket: str
+) -> None:
+    """An ACL grant of WRITE on a bucket is s3:PutObject (and deletes) in S3's mapping of
+    ACL permissions to policy actions, never s3:PutObjectAcl: its grantee (a user, or anyone
+    under public-read-write) writes objects but cannot make them public with the write."""
+    bob_s3 = _client(server, bob)
+    owner_id = s3.get_bucket_acl(Bucket=bucket)["Owner"]["ID"]
+    bob_id = bob_s3.list_buckets()["Owner"]["ID"]
+    s3.put_bucket_acl(
+        Bucket=bucket, GrantFullControl=f'id="{owner_id}"', GrantWrite=f'id="{bob_id}"'
+    )
+    bob_s3.put_object(Bucket=bucket, Key="plain", Body=b"x")
+    _denied(lambda: bob_s3.put_object(Bucket=bucket, Key="k", Body=b"x", ACL="public-read"))
+    s3.put_bucket_acl(Bucket=bucket, ACL="public-read-write")
+    url = f"{server.endpoint}/{bucket}/anon"
+    assert requests.put(url, data=b"x", timeout=10).status_code == 200
+    published = requests.put(url, data=b"x", headers={"x-amz-acl": "public-read"}, timeout=10)
+    assert published.status_code == 403
+    s3.put_bucket_acl(Bucket=bucket, ACL="private")
+    assert _anonymous_status(server, bucket, "anon") == 403
