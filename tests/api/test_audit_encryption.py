@@ -333,38 +333,41 @@ def _v4_presigned_with_query(srv: LiveServer, path: str, query: str) -> str:
     return str(req.url)
 
 
-def test_a_presigned_url_whose_query_carries_encryption_headers_is_refused(
+def test_a_presigned_url_whose_query_carries_encryption_headers_is_obeyed(
     enc_server: LiveServer, es3: Any, ebucket: str
 ) -> None:
     """boto3's default presigner (SigV2) moves every x-amz-* header into the URL's query
     string, signed; SDKs hoist them into SigV4 URLs too, and S3 obeys them as headers. This
     server read headers only: a presigned PUT that asked for SSE-C (or SSE-S3, or
     public-read) stored the body in plaintext (private), answered 200, and the uploader
-    believed it encrypted under its key. Such a URL is now refused (501 NotImplemented,
-    naming the parameter, never its value) and stores nothing; the same uploads with the
-    headers sent as headers (SigV4 keeps them signed headers) are sealed."""
+    believed it encrypted under its key; it was then refused (501). The signed parameters
+    are now headers for the request (auth.query_headers): the uploads are sealed as asked
+    (tests/api/test_audit_presigned_headers.py has the rest)."""
     key = os.urandom(32)
     presigner = _v2_presigner(enc_server)
     for name, params in (
         ("ssec", _ssec(key)),
         ("sse", {"ServerSideEncryption": "AES256"}),
-        ("acl", {"ACL": "public-read"}),
     ):
         url = presigner.generate_presigned_url(
             "put_object", Params={"Bucket": ebucket, "Key": name, **params}, ExpiresIn=300
         )
         assert "AWSAccessKeyId=" in url and "x-amz-" in url
         r = requests.put(url, data=b"secret body", timeout=30)
-        assert r.status_code == 501 and "<Code>NotImplemented</Code>" in r.text, (name, r.text)
-        assert "x-amz-" in r.text and base64.b64encode(key).decode() not in r.text
-        with pytest.raises(ClientError) as exc:
-            es3.head_object(Bucket=ebucket, Key=name)
-        assert _code(exc)[1] == 404, name
+        assert r.status_code == 200, (name, r.text)
+    with pytest.raises(ClientError) as exc:
+        es3.head_object(Bucket=ebucket, Key="ssec")
+    assert _code(exc)[1] == 400
+    assert es3.get_object(Bucket=ebucket, Key="ssec", **_ssec(key))["Body"].read() == (
+        b"secret body"
+    )
+    assert es3.head_object(Bucket=ebucket, Key="sse")["ServerSideEncryption"] == "AES256"
     url = _v4_presigned_with_query(
         enc_server, f"/{ebucket}/v4", "x-amz-server-side-encryption=AES256"
     )
     r = requests.put(url, data=b"secret body", timeout=30)
-    assert r.status_code == 501 and "<Code>NotImplemented</Code>" in r.text, r.text
+    assert r.status_code == 200, r.text
+    assert es3.head_object(Bucket=ebucket, Key="v4")["ServerSideEncryption"] == "AES256"
     # What the SigV4 presigner makes of the same parameters: signed headers, sent as such.
     v4 = make_client(enc_server.endpoint, signature_version="s3v4")
     url = v4.generate_presigned_url(
@@ -479,14 +482,15 @@ def test_a_customer_key_in_a_url_is_never_written_to_the_access_log(
         "get_object", Params={"Bucket": ebucket, "Key": "c", **_ssec(key)}, ExpiresIn=300
     )
     assert "customer-key=" in presigned
-    refused = requests.get(presigned, timeout=30)  # 501: refused before the bucket is read
+    obeyed = requests.get(presigned, timeout=30)  # the key in its signed query: read
+    assert obeyed.status_code == 200, obeyed.text
     # Signed in its header, the key in the query: the bucket's own logs have this one.
     url = f"{enc_server.endpoint}/{ebucket}/c?x-amz-server-side-encryption-customer-key=" + quote(
         encoded, safe=""
     )
     signed = requests.get(url, headers=sign_request("GET", url), timeout=30)
     assert signed.status_code == 400, signed.text
-    ids = [r.headers["x-amz-request-id"] for r in (refused, signed)]
+    ids = [r.headers["x-amz-request-id"] for r in (obeyed, signed)]
     assert enc_server.log_path is not None
     server_log = enc_server.log_path
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from s3torrent.access import ANONYMOUS, Principal
 from s3torrent.s3 import sigv2, sigv4
+from s3torrent.s3.errors import S3Error
 from s3torrent.s3.quick import is_quick
 from s3torrent.store.users import UserDirectory
 
@@ -100,6 +102,69 @@ async def authenticate(
     if memo_key is not None and verified.valid_between is not None:
         _remember(memo_key, user.secret_key, verified)
     return _principal(user.canonical_id, user.name, user.is_root), verified
+
+
+# A presigned URL's x-amz-* query parameters that are not a header moved there: SigV4's own
+# (its auth, and a session token naming temporary credentials), and x-amz-content-sha256,
+# which S3 does not read from the query (the signature's payload hash is the header's).
+_QUERY_OWN: Final = frozenset(
+    {
+        "x-amz-algorithm",
+        "x-amz-credential",
+        "x-amz-date",
+        "x-amz-expires",
+        "x-amz-signedheaders",
+        "x-amz-signature",
+        "x-amz-security-token",
+        "x-amz-content-sha256",
+    }
+)
+# Headers read before the request is authenticated (the router picks CopyObject or
+# UploadPartCopy by x-amz-copy-source): from a query, they would reach a handler routed
+# without them, so they stay refused there.
+_NOT_FROM_QUERY: Final = "x-amz-copy-source"
+
+
+def query_headers(
+    query_pairs: Sequence[tuple[str, str]], headers: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """The headers a verified presigned URL carries in its query string: its x-amz-*
+    parameters (names lower-cased) but SigV4's own, which S3 obeys as headers (boto3's SigV2
+    presigner moves every x-amz-* header there; SDKs hoist them into SigV4 URLs).
+
+    Only call this once the signature checked out: SigV4 signs the whole query, SigV2 signs
+    the x-amz-* parameters among its canonical x-amz-* headers (sigv2.verify_request), so
+    every one returned was signed. A name sent twice (twice in the query, or in the query
+    and as a header, which both signatures sign as one joined value) is refused, as a
+    repeated header is (sigv4.refuse_repeated_headers): neither value is picked."""
+    hoisted: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for name, value in query_pairs:
+        lowered = name.lower()
+        if not lowered.startswith("x-amz-") or lowered in _QUERY_OWN:
+            continue
+        if lowered.startswith(_NOT_FROM_QUERY):
+            raise S3Error(
+                "NotImplemented",
+                f"The header {lowered} is not implemented in a presigned URL's query string; "
+                "send it as a header.",
+            )
+        if lowered in seen or lowered in headers:
+            raise S3Error(
+                "InvalidArgument",
+                f"The header {lowered} was sent more than once; send it once.",
+                extra={"ArgumentName": lowered},
+            )
+        seen.add(lowered)
+        hoisted.append((lowered, value))
+    return hoisted
+
+
+def with_query_headers(request: web.Request, hoisted: Sequence[tuple[str, str]]) -> web.Request:
+    """`request` as its handlers see it: the headers it was sent with and `hoisted`."""
+    headers = CIMultiDict(request.headers)
+    headers.extend(hoisted)
+    return request.clone(headers=headers)
 
 
 # Presigned SigV4 requests that checked out, by the request exactly as received: method,

@@ -10,7 +10,7 @@ section is this table, rendered by `markdown_table` (a unit test keeps the two e
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,42 +186,6 @@ def refuse_unsupported(
     expected = headers.get("x-amz-expected-bucket-owner")
     if expected is not None and bucket_owner_id is not None:
         check_expected_owner(expected, bucket_owner_id)
-
-
-# A presigned URL's x-amz-* query parameters that are not a header moved there: SigV4's own
-# (its auth, and a session token naming temporary credentials), and x-amz-content-sha256,
-# which S3 does not read from the query.
-_QUERY_OWN = frozenset(
-    {
-        "x-amz-algorithm",
-        "x-amz-credential",
-        "x-amz-date",
-        "x-amz-expires",
-        "x-amz-signedheaders",
-        "x-amz-signature",
-        "x-amz-security-token",
-        "x-amz-content-sha256",
-    }
-)
-
-
-def refuse_query_headers(query_pairs: Sequence[tuple[str, str]], presigned: bool) -> None:
-    """NotImplemented for a presigned URL whose query string carries x-amz-* headers (boto3's
-    SigV2 presigner moves every one there, SDKs hoist them into SigV4 URLs; signed either
-    way, and S3 obeys them as headers). This server reads headers only: such a URL asking
-    for SSE-C, SSE-S3, an ACL or metadata would store a plaintext, private object and answer
-    200. Only the names are said, never a value (one may be a customer key)."""
-    if not presigned:
-        return
-    hoisted = sorted(
-        {n for n, _ in query_pairs if n[:6].lower() == "x-amz-" and n.lower() not in _QUERY_OWN}
-    )
-    if hoisted:
-        raise S3Error(
-            "NotImplemented",
-            "Headers in a presigned URL's query string are not implemented; send them as "
-            f"headers (signed, as SigV4 presigners do): {', '.join(hoisted)[:256]}",
-        )
 
 
 @functools.cache

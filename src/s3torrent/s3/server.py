@@ -24,12 +24,12 @@ from s3torrent.forwarding import client_address, client_secure
 from s3torrent.metering.meter import CLIENT_CLOSED, EXTRA_ROUTE, REQUEST_ID, S3_REQUEST
 from s3torrent.s3 import tagging, versioning
 from s3torrent.s3.access_log import ERROR_CODE, redact_signatures
-from s3torrent.s3.auth import authenticate
+from s3torrent.s3.auth import authenticate, query_headers, with_query_headers
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error, s3_error_of
 from s3torrent.s3.params import NO_PARAMS, Params, parse_params
 from s3torrent.s3.quick import QuickHandOver, is_quick
-from s3torrent.s3.refusals import refuse_acls, refuse_query_headers, refuse_unsupported
+from s3torrent.s3.refusals import refuse_acls, refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key, parse_target, route
 from s3torrent.s3.sigv4 import VerifiedAuth
 from s3torrent.s3.versioning import lock_condition_values
@@ -723,12 +723,17 @@ class S3Application:
             now=now,
             virtual_host_bucket=target.bucket if target.virtual_host else None,
         )
-        refuse_query_headers(query_pairs, req.auth is not None and req.auth.presigned)
+        if req.auth is not None and req.auth.presigned:
+            # Signed headers in a presigned URL's query are headers for everything after.
+            hoisted = query_headers(query_pairs, request.headers)
+            if hoisted:
+                req.http = with_query_headers(request, hoisted)
         await self._authorize(req)
         # What changes S3's semantics and is not acted on is refused, before any body is read.
         owner = req.bucket.owner_id if req.bucket is not None else None
-        refuse_unsupported(endpoint, request.headers, query, owner)
-        refuse_acls(endpoint, request.headers, req.bucket.settings if req.bucket else None)
+        headers = req.http.headers
+        refuse_unsupported(endpoint, headers, query, owner)
+        refuse_acls(endpoint, headers, req.bucket.settings if req.bucket else None)
         handler = self.handlers.get(endpoint)
         if handler is None:
             raise S3Error("NotImplemented", f"{endpoint.op} is not implemented.")
