@@ -234,3 +234,34 @@ def test_what_is_not_implemented_stays_refused_from_the_query(
     with pytest.raises(ClientError) as exc:
         ps3.head_object(Bucket=pbucket, Key="dst")
     assert _code(exc)[1] == 404
+
+
+def test_a_sigv2_presigned_put_holds_the_body_to_its_signed_content_md5(
+    srv: LiveServer, ps3: Any, pbucket: str
+) -> None:
+    """boto3's SigV2 presigner also moves Content-MD5 and Content-Type into the query, and the
+    server signed them from there (when not sent as headers): a URL presigned for one body
+    (its MD5 signed, so that nothing else can be uploaded with it) took any body, stored with
+    no Content-Type. Signed there, they are now the request's headers: another body is 400
+    BadDigest, the intended one is stored with the signed type."""
+    intended = b"intended"
+    md5 = base64.b64encode(hashlib.md5(intended).digest()).decode()
+    url = make_client(srv.endpoint).generate_presigned_url(
+        "put_object",
+        Params={"Bucket": pbucket, "Key": "k", "ContentMD5": md5, "ContentType": "text/plain"},
+        ExpiresIn=300,
+    )
+    assert "content-md5=" in url and "AWSAccessKeyId=" in url
+    r = requests.put(url, data=b"something else", timeout=30)
+    assert r.status_code == 400 and "<Code>BadDigest</Code>" in r.text, r.text
+    with pytest.raises(ClientError) as exc:
+        ps3.head_object(Bucket=pbucket, Key="k")
+    assert _code(exc)[1] == 404
+    assert requests.put(url, data=intended, timeout=30).status_code == 200
+    head = ps3.head_object(Bucket=pbucket, Key="k")
+    assert head["ContentType"] == "text/plain" and head["ContentLength"] == len(intended)
+    # Sent as headers too, the headers are what is signed (and the query's are not read).
+    r = requests.put(
+        url, data=intended, headers={"Content-MD5": md5, "Content-Type": "text/plain"}, timeout=30
+    )
+    assert r.status_code == 200, r.text

@@ -125,12 +125,18 @@ _QUERY_OWN: Final = frozenset(
 _NOT_FROM_QUERY: Final = "x-amz-copy-source"
 
 
+# What SigV2 signs from a presigned URL's query when the request does not send it as a
+# header (boto3's SigV2 presigner moves both there): sigv2.verify_request reads these names.
+_SIGV2_CONTENT: Final = ("content-md5", "content-type")
+
+
 def query_headers(
-    query_pairs: Sequence[tuple[str, str]], headers: Mapping[str, str]
+    query_pairs: Sequence[tuple[str, str]], headers: Mapping[str, str], *, sigv2: bool
 ) -> list[tuple[str, str]]:
     """The headers a verified presigned URL carries in its query string: its x-amz-*
     parameters (names lower-cased) but SigV4's own, which S3 obeys as headers (boto3's SigV2
-    presigner moves every x-amz-* header there; SDKs hoist them into SigV4 URLs).
+    presigner moves every x-amz-* header there; SDKs hoist them into SigV4 URLs), and with
+    `sigv2` the Content-MD5 and Content-Type it signed from there.
 
     Only call this once the signature checked out: SigV4 signs the whole query, SigV2 signs
     the x-amz-* parameters among its canonical x-amz-* headers (sigv2.verify_request), so
@@ -141,6 +147,13 @@ def query_headers(
     seen: set[str] = set()
     for name, value in query_pairs:
         lowered = name.lower()
+        if sigv2 and name in _SIGV2_CONTENT and name not in headers:
+            # Signed as the header when the header is sent; then this one is not read.
+            if name in seen:
+                raise _sent_twice(name)
+            seen.add(name)
+            hoisted.append((name, value))
+            continue
         if not lowered.startswith("x-amz-") or lowered in _QUERY_OWN:
             continue
         if lowered.startswith(_NOT_FROM_QUERY):
@@ -150,14 +163,18 @@ def query_headers(
                 "send it as a header.",
             )
         if lowered in seen or lowered in headers:
-            raise S3Error(
-                "InvalidArgument",
-                f"The header {lowered} was sent more than once; send it once.",
-                extra={"ArgumentName": lowered},
-            )
+            raise _sent_twice(lowered)
         seen.add(lowered)
         hoisted.append((lowered, value))
     return hoisted
+
+
+def _sent_twice(name: str) -> S3Error:
+    return S3Error(
+        "InvalidArgument",
+        f"The header {name} was sent more than once; send it once.",
+        extra={"ArgumentName": name},
+    )
 
 
 def with_query_headers(request: web.Request, hoisted: Sequence[tuple[str, str]]) -> web.Request:

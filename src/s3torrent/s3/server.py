@@ -725,7 +725,7 @@ class S3Application:
         )
         if req.auth is not None and req.auth.presigned:
             # Signed headers in a presigned URL's query are headers for everything after.
-            hoisted = query_headers(query_pairs, request.headers)
+            hoisted = query_headers(query_pairs, request.headers, sigv2=not req.auth.scope)
             if hoisted:
                 req.http = with_query_headers(request, hoisted)
         await self._authorize(req)
