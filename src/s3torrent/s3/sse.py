@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -18,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from s3torrent.s3.errors import S3Error
 from s3torrent.store import rows as md
@@ -322,9 +325,98 @@ class SealedWrite:
             return plain_etag(md5)
         return plain_etag(hmac.new(self._data_key, _ETAG_LABEL + md5, "sha256").digest()[:16])
 
+    def checksum(self, value: str | None) -> str | None:
+        """A checksum of what this write stored, as kept at rest: SSE-C, sealed under the
+        data key (seal_checksum); otherwise as it is."""
+        return seal_under(self._data_key if self._customer else None, value)
+
 
 # What the data key of an SSE-C write authenticates to make its ETag (domain separation).
 _ETAG_LABEL = b"s3torrent sse-c etag\x00"
+
+# ---- checksums of SSE-C plaintext, kept sealed ----
+
+# A sealed checksum at rest: this prefix (which no plain value, base64 with perhaps "-N",
+# has), then base64 of a random nonce and the AES-GCM ciphertext and tag of the value.
+_SEALED_CHECKSUM = "sealed:"
+_CHECKSUM_LABEL = b"s3torrent sse-c checksum"
+_NONCE = 12
+
+
+def _checksum_cipher(data_key: bytes) -> AESGCM:
+    # Its own key, derived from the data key: the data key's nonces are the chunks'.
+    return AESGCM(hmac.new(data_key, _CHECKSUM_LABEL, "sha256").digest())
+
+
+def seal_checksum(data_key: bytes, value: str) -> str:
+    """`value` (a checksum of SSE-C plaintext) as kept at rest: encrypted under a key only
+    the customer's key derives, so that the database tells nothing of the content. At most
+    111 characters for the longest value (a COMPOSITE SHA-256 of 10,000 parts)."""
+    nonce = secrets.token_bytes(_NONCE)
+    box = _checksum_cipher(data_key).encrypt(nonce, value.encode(), _CHECKSUM_LABEL)
+    return _SEALED_CHECKSUM + base64.b64encode(nonce + box).decode()
+
+
+def open_checksum(data_key: bytes | None, value: str | None) -> str | None:
+    """A stored checksum as the customer reads it: a sealed one opened with `data_key`
+    (None without it), a plain one (any version's but SSE-C's, and an SSE-C version's
+    written before checksums were sealed) as it is."""
+    if value is None or not value.startswith(_SEALED_CHECKSUM):
+        return value
+    if data_key is None:
+        return None
+    raw = base64.b64decode(value[len(_SEALED_CHECKSUM) :])
+    try:
+        plain = _checksum_cipher(data_key).decrypt(raw[:_NONCE], raw[_NONCE:], _CHECKSUM_LABEL)
+    except InvalidTag:
+        log.error("a sealed checksum failed authentication")
+        raise S3Error("InternalError") from None
+    return plain.decode()
+
+
+def _is_sealed_checksum(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(_SEALED_CHECKSUM)
+
+
+async def open_checksums(
+    svc: S3Context, obj: md.ObjectVersion, customer: CustomerKey | None
+) -> md.ObjectVersion:
+    """`obj` with its checksums (the object's and its parts') opened with the customer's
+    key (as read_key checked it); obj itself when none is sealed."""
+    parts = obj.parts or []
+    if not _is_sealed_checksum(obj.checksum_value) and not any(
+        _is_sealed_checksum(p.get("checksum")) for p in parts
+    ):
+        return obj
+    sealing = svc.store.sealing
+    data_key = None
+    if customer is not None and sealing is not None:
+        data_key = sealing.data_key(await sealing.record_of(obj.version_id), customer)
+    return dataclasses.replace(
+        obj,
+        checksum_value=open_checksum(data_key, obj.checksum_value),
+        parts=[_opened_part(p, data_key) for p in parts] if obj.parts is not None else None,
+    )
+
+
+def _opened_part(part: dict[str, Any], data_key: bytes | None) -> dict[str, Any]:
+    if not _is_sealed_checksum(part.get("checksum")):
+        return part
+    opened = {k: v for k, v in part.items() if k != "checksum"}
+    value = open_checksum(data_key, part["checksum"])
+    return opened if value is None else {**opened, "checksum": value}
+
+
+def seal_under(data_key: bytes | None, value: str | None) -> str | None:
+    """`value` sealed under an SSE-C `data_key` (check_completion_key's), or as it is."""
+    if data_key is None or value is None:
+        return value
+    return seal_checksum(data_key, value)
+
+
+def checksum_at_rest(sealed: SealedWrite | None, value: str | None) -> str | None:
+    """How a new object's or part's checksum `value` is kept, sealed as `sealed`."""
+    return sealed.checksum(value) if sealed is not None else value
 
 
 def plain_etag(md5: bytes) -> str:
@@ -408,27 +500,29 @@ async def part_writer(
     return SealedWrite("", data_key, prefix=number, customer=mode == SSE_C)
 
 
-async def check_completion_key(svc: S3Context, req: S3Request, up: md.Upload) -> None:
+async def check_completion_key(svc: S3Context, req: S3Request, up: md.Upload) -> bytes | None:
     """CompleteMultipartUpload's and ListParts' SSE-C headers. S3 asks for them only when the
     upload has a checksum algorithm (its checksums are sealed with the key); when sent they
     must be the upload's own key, and for an upload that is not SSE-C they are refused,
-    never ignored."""
+    never ignored. Returns the SSE-C upload's data key when its key was sent (what its
+    parts' checksums are sealed under: open_checksum, seal_checksum), else None."""
     customer = customer_key(svc, req)
     if seal_mode(up.headers) != SSE_C:
         if customer is not None:
             raise S3Error("InvalidRequest", _NOT_APPLICABLE)
-        return
+        return None
     if customer is None:
         if up.checksum_algorithm:
             raise S3Error("InvalidRequest", _PARTS_NEED_KEY)
-        return
+        return None
     sealing = svc.store.sealing
     if sealing is None:
         raise S3Error("InternalError")
     try:
-        await sealing.upload_key(up.upload_id, customer)
+        data_key, _record = await sealing.upload_key(up.upload_id, customer)
     except KeyMismatch:
         raise S3Error("InvalidArgument", _KEY_MISMATCH) from None
+    return data_key
 
 
 async def join_parts(

@@ -133,7 +133,8 @@ async def get_object_attributes(svc: S3Context, req: S3Request) -> web.StreamRes
     check_read_permission(req)
     ask = parse_attributes_request(req.http.headers)
     # An SSE-C object's attributes need its key, as its HEAD does (S3 documents both).
-    await sse.read_key(svc, req, obj)
+    customer = await sse.read_key(svc, req, obj)
+    obj = await sse.open_checksums(svc, obj, customer)
     headers = {
         "Last-Modified": s3xml.http_date(obj.last_modified),
         **version_headers(req.bucket, obj),

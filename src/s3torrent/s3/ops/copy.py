@@ -231,16 +231,16 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     lock = requested_lock(http.headers, bucket, req.now.timestamp(), may)
     await precheck_write(svc, req, condition)
     sealing = (source_key, spec)
-    obj = await copy_bytes(
+    obj, checksum = await copy_bytes(
         svc, req, src, headers, owner_id, acl, algorithm, condition, tags, sealing, lock
     )
     result: dict[str, Any] = {
         "ETag": obj.etag,
         "LastModified": s3xml.iso8601(obj.last_modified),
     }
-    if obj.checksum_algorithm and obj.checksum_value:
+    if obj.checksum_algorithm and checksum:
         result["ChecksumType"] = obj.checksum_type
-        result[f"Checksum{obj.checksum_algorithm}"] = obj.checksum_value
+        result[f"Checksum{obj.checksum_algorithm}"] = checksum
     resp_headers = {
         **written_version_headers(bucket, obj),
         **sse.response_headers(obj.headers),
@@ -262,10 +262,11 @@ async def copy_bytes(
     tags: md.Tags = (),
     sealing: tuple[CustomerKey | None, SealSpec | None] = (None, None),
     lock: RequestedLock = NO_LOCK,
-) -> md.ObjectVersion:
+) -> tuple[md.ObjectVersion, str | None]:
     """One pass over the source: the new blob, its MD5, checksum and torrent pieces together;
     committed if `condition` holds for the destination key. `sealing`: the source's SSE-C
-    key, and how the copy is to be encrypted."""
+    key, and how the copy is to be encrypted. Returns the version and its checksum (as the
+    answer tells it: an SSE-C copy keeps it sealed)."""
     store = svc.store
     source_key, spec = sealing
     checksum = checksums.new_checksum(algorithm) if algorithm is not None else None
@@ -285,6 +286,7 @@ async def copy_bytes(
     except FileNotFoundError as exc:
         # The source was overwritten or deleted while we copied it.
         raise S3Error("NoSuchKey", extra={"Key": src.key}) from exc
+    value = checksum.b64() if checksum is not None else None
     obj = md.ObjectVersion(
         bucket=req.bucket_name,
         key=req.key,
@@ -296,7 +298,7 @@ async def copy_bytes(
         headers=headers,
         acl=authz.encode_acl(acl) if acl is not None else None,
         checksum_algorithm=algorithm.value if algorithm is not None else None,
-        checksum_value=checksum.b64() if checksum is not None else None,
+        checksum_value=sse.checksum_at_rest(sealed, value),
         checksum_type="FULL_OBJECT" if checksum is not None else None,
         tags=tags,
         lock_mode=lock[0],
@@ -306,4 +308,4 @@ async def copy_bytes(
     )
     hashes = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
     committed = await store.publish_version(obj, hashes, condition)
-    return committed.version
+    return committed.version, value

@@ -9,6 +9,7 @@ hashing) keeps addressing one blob per version.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -239,7 +240,8 @@ async def upload_part(svc: S3Context, req: S3Request) -> web.StreamResponse:
     )
     value = own.b64() if own is not None else (sent.value if sent and upload_alg else None)
     etag = sse.etag_of(sealed, stored.md5)
-    part = md.Part(up.upload_id, number, blob_id, stored.size, etag, time.time(), value)
+    at_rest = sse.checksum_at_rest(sealed, value)
+    part = md.Part(up.upload_id, number, blob_id, stored.size, etag, time.time(), at_rest)
     await _record_part(svc, up, part)
     headers = {"ETag": part.etag, **_checksum_headers(up, value)}
     headers |= sse.response_headers(up.headers)
@@ -302,7 +304,8 @@ async def upload_part_copy(svc: S3Context, req: S3Request) -> web.StreamResponse
         raise S3Error("NoSuchKey", extra={"Key": src.key}) from exc
     value = own.b64()
     etag = sse.etag_of(sealed, stored.md5)
-    part = md.Part(up.upload_id, number, blob_id, stored.size, etag, time.time(), value)
+    at_rest = sse.checksum_at_rest(sealed, value)
+    part = md.Part(up.upload_id, number, blob_id, stored.size, etag, time.time(), at_rest)
     await _record_part(svc, up, part)
     result = {
         "ETag": part.etag,
@@ -405,6 +408,13 @@ def _chosen_parts(
                 },
             )
     return chosen
+
+
+def _kept_part(part: md.Part, data_key: bytes | None) -> dict[str, Any]:
+    """A part as its version keeps it: its size and checksum (an SSE-C upload's sealed under
+    `data_key`, check_completion_key's)."""
+    checksum = sse.seal_under(data_key, part.checksum_value)
+    return {"size": part.size, **({"checksum": checksum} if checksum else {})}
 
 
 def multipart_etag(parts: list[md.Part]) -> str:
@@ -527,7 +537,15 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     _verify_xml_digests(req.http.headers, body.payload_hash, raw)
     root = s3xml.parse(raw)
     requested = _requested_parts(root, up)
-    stored = {p.part_number: p for p in await svc.meta.list_parts(up.upload_id)}
+    # An SSE-C upload's part checksums are sealed: opened with its key, when sent (without
+    # it, they are not known, and the object gets no checksum of its default algorithm).
+    data_key = await sse.check_completion_key(svc, req, up)
+    stored = {
+        p.part_number: dataclasses.replace(
+            p, checksum_value=sse.open_checksum(data_key, p.checksum_value)
+        )
+        for p in await svc.meta.list_parts(up.upload_id)
+    }
     try:
         parts = _chosen_parts(up.upload_id, requested, stored)
     except S3Error as exc:
@@ -540,7 +558,6 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     algorithm, checksum_type = object_checksum_kind(up)
     _check_sent_checksum(req.http.headers, up, checksum)
     _check_part_checksums_named(up, requested)
-    await sse.check_completion_key(svc, req, up)
     await precheck_write(svc, req, condition)
     store = svc.store
     version_id = store.new_version_id()
@@ -564,12 +581,9 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         acl=up.acl,
         tags=up.tags,
         checksum_algorithm=algorithm.value if checksum else None,
-        checksum_value=checksum,
+        checksum_value=sse.seal_under(data_key, checksum),
         checksum_type=checksum_type if checksum else None,
-        parts=[
-            {"size": p.size, **({"checksum": p.checksum_value} if p.checksum_value else {})}
-            for p in parts
-        ],
+        parts=[_kept_part(p, data_key) for p in parts],
     )
     joined = {p.part_number: p.blob_id for p in parts}
     result: dict[str, Any] = {
@@ -578,11 +592,14 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         "Key": up.key,
         "ETag": obj.etag,
     }
+    # The answer a retry gets is kept in the database: an SSE-C object's without its
+    # checksum, which is kept sealed.
+    kept = s3xml.render("CompleteMultipartUploadResult", result) if data_key else None
     if checksum:
         result[f"Checksum{algorithm.value}"] = checksum
         result["ChecksumType"] = checksum_type
     answer = s3xml.render("CompleteMultipartUploadResult", result)
-    receipt = md.UploadReceipt(up.upload_id, up.bucket, up.key, _parts_digest(root), answer)
+    receipt = md.UploadReceipt(up.upload_id, up.bucket, up.key, _parts_digest(root), kept or answer)
     try:
         committed, released = await svc.meta.complete_upload(
             obj, up.upload_id, joined, condition, receipt
@@ -665,7 +682,7 @@ def _initiator(svc: S3Context, up: md.Upload) -> dict[str, str]:
 async def list_parts(svc: S3Context, req: S3Request) -> web.StreamResponse:
     up = await _upload(svc, req)
     # The SSE-C headers S3 takes here, checked as a completion's (they were ignored).
-    await sse.check_completion_key(svc, req, up)
+    data_key = await sse.check_completion_key(svc, req, up)
     marker = upload_params(req).part_number_marker
     max_parts = upload_params(req).max_parts
     rows = await svc.meta.list_parts(up.upload_id, marker, max_parts + 1)
@@ -685,7 +702,7 @@ async def list_parts(svc: S3Context, req: S3Request) -> web.StreamResponse:
                 "LastModified": s3xml.iso8601(p.last_modified),
                 "ETag": p.etag,
                 "Size": p.size,
-                **_checksum_fields(up, p.checksum_value),
+                **_checksum_fields(up, sse.open_checksum(data_key, p.checksum_value)),
             }
             for p in rows
         ],

@@ -192,9 +192,7 @@ def object_headers(
         # As S3: the current version's expiry, announced only to a read that names no
         # version (a noncurrent version is never expired by the Expiration action).
         h.update(expiration_headers(svc.settings, req.bucket, obj))
-    if obj.checksum_algorithm and req.http.headers.get("x-amz-checksum-mode", "").upper() == (
-        "ENABLED"
-    ):
+    if obj.checksum_algorithm and _wants_checksum(req):
         h.update(_checksum_of_answer(req, obj, whole))
     overrides = read_params(req).overrides
     if overrides:
@@ -219,6 +217,11 @@ def _readable_lock_headers(req: S3Request, obj: md.ObjectVersion) -> dict[str, s
         retention=obj.lock_mode is not None and may("s3:GetObjectRetention"),
         legal_hold=obj.legal_hold and may("s3:GetObjectLegalHold"),
     )
+
+
+def _wants_checksum(req: S3Request) -> bool:
+    """A GET or HEAD with ChecksumMode ENABLED: the answer tells the stored checksum."""
+    return req.http.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
 
 
 def _checksum_of_answer(req: S3Request, obj: md.ObjectVersion, whole: bool) -> dict[str, str]:
@@ -467,7 +470,7 @@ async def store_body(
         headers=headers,
         acl=acl_text,
         checksum_algorithm=checksum.algorithm if checksum else None,
-        checksum_value=checksum.value if checksum else None,
+        checksum_value=sse.checksum_at_rest(sealed, checksum.value) if checksum else None,
         checksum_type="FULL_OBJECT" if checksum else None,
         inline=inline,
         tags=tags,
@@ -521,6 +524,8 @@ async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.Str
     obj = req.obj
     assert obj is not None
     customer = await sse.read_key(svc, req, obj)
+    if obj.checksum_algorithm and _wants_checksum(req):
+        obj = await sse.open_checksums(svc, obj, customer)
     check_conditions(req.http.headers, obj)
     rng: ByteRange | None
     part_number = read_params(req).part_number

@@ -495,7 +495,9 @@ async def _store_file(
         headers=headers,
         acl=authz.encode_acl(acl) if acl is not None else None,
         checksum_algorithm=stored_checksum.algorithm if stored_checksum else None,
-        checksum_value=stored_checksum.value if stored_checksum else None,
+        checksum_value=(
+            sse.checksum_at_rest(sealed, stored_checksum.value) if stored_checksum else None
+        ),
         checksum_type="FULL_OBJECT" if stored_checksum else None,
         inline=inline,
         tags=tags,
