@@ -152,7 +152,7 @@ def query_headers(
             if name in seen:
                 raise _sent_twice(name)
             seen.add(name)
-            hoisted.append((name, value))
+            hoisted.append((name, _header_value(name, value)))
             continue
         if not lowered.startswith("x-amz-") or lowered in _QUERY_OWN:
             continue
@@ -165,8 +165,23 @@ def query_headers(
         if lowered in seen or lowered in headers:
             raise _sent_twice(lowered)
         seen.add(lowered)
-        hoisted.append((lowered, value))
+        hoisted.append((lowered, _header_value(lowered, value)))
     return hoisted
+
+
+def _header_value(name: str, value: str) -> str:
+    """`value` as a header holds it: trimmed, as SigV2 signs it (str.strip, in
+    sigv2.canonical_amz_headers and string_to_sign), so that whitespace added around a
+    signed value (which SigV2 leaves signed) is not obeyed; refused when no header could
+    hold it: a line break would end the header (stored, a Content-Type holding one made
+    every later GET fail), as for response-*."""
+    if "\r" in value or "\n" in value:
+        raise S3Error(
+            "InvalidArgument",
+            f"Header value cannot be represented using ISO-8859-1: {name}",
+            extra={"ArgumentName": name},
+        )
+    return value.strip()
 
 
 def _sent_twice(name: str) -> S3Error:
