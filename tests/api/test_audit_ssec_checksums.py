@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from s3torrent.s3 import sse
-from tests.api.test_encryption import SSE_C_HTTP, _code, _ssec
+from tests.api.test_encryption import SSE_C_HTTP, _code, _form_post, _ssec, _ssec_fields
 from tests.conftest import LiveServer, make_client, start_server
 
 MiB = 1024 * 1024
@@ -105,7 +105,13 @@ def test_checksums_of_sse_c_plaintext_are_sealed_in_the_database(srv: LiveServer
         Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "sha"},
         CopySourceSSECustomerAlgorithm="AES256", CopySourceSSECustomerKey=key, **c,
     )  # fmt: skip
-    for name in ("sha", "default", "mp-SHA256", "mp-None", "copy"):
+    # A form upload (POST Object), its SHA-256 named as a field.
+    fields = {**_ssec_fields(key), "x-amz-checksum-sha256": _sha256_b64(b"form body")}
+    presigned = cs3.generate_presigned_post(
+        bucket, "form", Fields=fields, Conditions=[{k: v} for k, v in fields.items()]
+    )
+    assert _form_post(presigned, b"form body").status_code == 204
+    for name in ("sha", "default", "mp-SHA256", "mp-None", "copy", "form"):
         head = cs3.head_object(Bucket=bucket, Key=name, ChecksumMode="ENABLED", **c)
         assert _values(head), name
         seen |= _values(head)
@@ -117,9 +123,9 @@ def test_checksums_of_sse_c_plaintext_are_sealed_in_the_database(srv: LiveServer
             seen |= _values(part)
     head = cs3.head_object(Bucket=bucket, Key="sha", ChecksumMode="ENABLED", **c)
     assert head["ChecksumSHA256"] == _sha256_b64(small)
-    assert cs3.head_object(Bucket=bucket, Key="copy", ChecksumMode="ENABLED", **c)[
-        "ChecksumSHA256"
-    ] == _sha256_b64(small)
+    for name, body in (("copy", small), ("form", b"form body")):
+        got = cs3.head_object(Bucket=bucket, Key=name, ChecksumMode="ENABLED", **c)
+        assert got["ChecksumSHA256"] == _sha256_b64(body), name
     whole = cs3.get_object_attributes(
         Bucket=bucket, Key="mp-SHA256", ObjectAttributes=["ObjectParts"], **encoded
     )["ObjectParts"]["Parts"]
