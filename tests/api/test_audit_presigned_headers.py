@@ -306,3 +306,34 @@ def test_what_sigv2_does_not_sign_of_a_value_is_not_obeyed(
     r = requests.put(padded, data=b"x", timeout=30)
     assert r.status_code == 200, r.text
     assert ps3.head_object(Bucket=pbucket, Key="k")["Metadata"] == {"colour": "blue"}
+
+
+def test_a_bucket_policy_sees_the_headers_of_the_query(
+    srv: LiveServer, ps3: Any, pbucket: str
+) -> None:
+    """A condition on s3:x-amz-acl (or any header's key) is tested on the headers a
+    presigned URL's query carries, as on headers: moving x-amz-acl into the query does not
+    get a public-read object past a policy that denies it."""
+    import json
+
+    from tests.conftest import add_user
+
+    bob = add_user(srv, f"pbob{os.getpid()}")
+    arn = f"arn:aws:s3:::{pbucket}/*"
+    statements = [
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:PutObject", "Resource": arn},
+        {
+            "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": arn,
+            "Condition": {"StringEquals": {"s3:x-amz-acl": "public-read"}},
+        },
+    ]  # fmt: skip
+    policy = {"Version": "2012-10-17", "Statement": statements}
+    ps3.put_bucket_policy(Bucket=pbucket, Policy=json.dumps(policy))
+    presigner = make_client(srv.endpoint, bob.access_key, bob.secret_key)
+    for params in ({"ACL": "public-read"}, {}):
+        url = presigner.generate_presigned_url(
+            "put_object", Params={"Bucket": pbucket, "Key": "p", **params}, ExpiresIn=300
+        )
+        r = requests.put(url, data=b"x", timeout=30)
+        assert r.status_code == (403 if params else 200), (params, r.text)
+    assert not _public_read(ps3, pbucket, "p")
