@@ -130,6 +130,8 @@ class Decision:
     reason: str
     explicit_deny: bool = False
     """True when a policy statement denied it (not merely nothing allowed it)."""
+    by_acl: bool = False
+    """True when an ACL grant allowed it (no policy statement, no ownership)."""
 
 
 def condition_keys(principal: Principal, ctx: RequestContext) -> dict[str, Sequence[str]]:
@@ -268,5 +270,5 @@ def decide(
     ignore_public = pab is not None and pab.ignore_public_acls
     granted = _acl_grant(acl, principal, needed, ignore_public)
     if granted is not None:
-        return Decision(True, granted)
+        return Decision(True, granted, by_acl=True)
     return Decision(False, f"no grant: {needed.value} on the {scope.value} is not granted")

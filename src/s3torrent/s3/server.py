@@ -88,6 +88,8 @@ class S3Request:
     obj: md.ObjectVersion | None = None
     # Bytes of the body sent, for metering and the logs (None: as the response says).
     body_sent: int | None = None
+    # Whether an ACL grant (not a policy, not ownership) allowed the request's own action.
+    allowed_by_acl: bool = False
 
     @property
     def bucket_name(self) -> str:
@@ -799,6 +801,7 @@ class S3Application:
         decision = authz.may(req.principal, ep.action_for(req.query), bucket, key, req.obj, ctx)
         if not decision.allowed:
             raise S3Error("AccessDenied", resource=req.resource)
+        req.allowed_by_acl = decision.by_acl
         if req.obj is not None and req.obj.delete_marker:
             # A delete marker named by its version id: it has no data, ACL or tags.
             raise versioning.marker_not_allowed(req.obj, req.resource, req.http.method)

@@ -18,6 +18,8 @@ from s3torrent.access import (
     AccessControlList,
     CanonicalUser,
     Owner,
+    Principal,
+    RequestContext,
     canned_acl,
     check_acl_allowed,
     grants_from_headers,
@@ -309,17 +311,45 @@ def write_condition(headers: Mapping[str, str]) -> WriteCondition:
     )
 
 
+# What a write may set of its object besides its bytes, with the write's own permission
+# when an ACL grant allowed the write (write_extras).
+_WRITE_EXTRAS = frozenset({"s3:putobjectacl", "s3:putobjecttagging"})
+
+
 def may_also(req: S3Request, obj: md.ObjectVersion | None = None) -> Callable[[str], bool]:
     """Whether req's principal may also take an action on req's key (its version `obj`,
-    when the request has one): a write's object lock headers need their own permissions
-    besides the write's (versioning.requested_lock), and a read is told a version's lock
-    settings only with theirs."""
+    when the request has one): a write's object lock headers, ACL and tags need their own
+    permissions besides the write's (versioning.requested_lock, requested_acl,
+    check_may_tag), and a read is told a version's lock settings only with theirs."""
     bucket = req.bucket
     assert bucket is not None
-    ctx = req.access_context()
+    return write_extras(
+        req.principal, bucket, req.key, obj, req.access_context(), req.allowed_by_acl
+    )
+
+
+def write_extras(
+    principal: Principal,
+    bucket: md.Bucket,
+    key: str,
+    obj: md.ObjectVersion | None,
+    ctx: RequestContext,
+    write_by_acl: bool,
+) -> Callable[[str], bool]:
+    """`may_also` for a principal whose write was decided already (`write_by_acl`: by an
+    ACL grant).
+
+    A bucket ACL's WRITE grant is S3's older model, which knows no finer permission: the
+    grantee's upload may set the ACL and tags of the object it creates (and so owns), as
+    S3 and ceph's s3-tests (anonymous form uploads into a public-read-write bucket) have
+    it; a policy's explicit Deny of the action still refuses them. A write a policy allowed
+    needs the policy to allow s3:PutObjectAcl and s3:PutObjectTagging too."""
 
     def may(action: str) -> bool:
-        return authz.may(req.principal, action, bucket, req.key, obj, ctx).allowed
+        decision = authz.may(principal, action, bucket, key, obj, ctx)
+        if decision.allowed:
+            return True
+        return write_by_acl and action.lower() in _WRITE_EXTRAS and not decision.explicit_deny
 
     return may
 

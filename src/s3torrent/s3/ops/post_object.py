@@ -39,7 +39,7 @@ from s3torrent.s3.body import (
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.lifecycle import expiration_headers
-from s3torrent.s3.ops.objects import check_may_tag, requested_acl, stored_headers
+from s3torrent.s3.ops.objects import check_may_tag, requested_acl, stored_headers, write_extras
 from s3torrent.s3.ops.ownership import write_owner
 from s3torrent.s3.refusals import refuse_acls, refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key
@@ -170,11 +170,10 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     req.principal = principal
     ctx = _context(req, fields)
 
-    def may(action: str) -> bool:
-        return authz.may(principal, action, bucket, key, None, ctx).allowed
-
-    if not may("s3:PutObject"):
+    write = authz.may(principal, "s3:PutObject", bucket, key, None, ctx)
+    if not write.allowed:
         raise S3Error("AccessDenied", resource=req.resource)
+    may = write_extras(principal, bucket, key, None, ctx, write.by_acl)
     # The form's fields are this upload's headers: refused as a PutObject's would be.
     refuse_unsupported(Endpoint.PutObject, _AsHeaders(fields), {}, bucket.owner_id)
     # The `acl` field is PutObject's x-amz-acl, under the bucket's Object Ownership alike:
