@@ -423,22 +423,38 @@ def test_a_reused_bucket_name_does_not_show_the_last_owner_s_traffic(
     assert status == 200 and [o["key"] for o in body["objects"]] == [secret_key]
 
 
-def test_a_user_s_usage_of_a_bucket_starts_in_the_hour_it_was_created() -> None:
-    """The hourly counters have no owner: those of the hours before the current bucket
-    was created are an earlier owner's (the hour itself may hold both: kept, so an owner
-    never loses their own first hour)."""
+def test_a_user_s_usage_of_a_bucket_is_that_bucket_s_only() -> None:
+    """The hourly counters say which bucket of the name they count (its created_at): an
+    earlier owner's, of the hours before and of the hour the name was taken alike, are
+    not shown to the bucket's user (until late 2026-12-07 that hour's were)."""
     from s3torrent.metering.savings_history import savings_history
     from s3torrent.metering.usage import UsageQuery, usage_records
     from s3torrent.store.usage_rows import HourlyUsage, SwarmHour
 
-    created = 1_800_000_000 - 1_800_000_000 % 3600
+    created = 1_800_000_000.5
+    hour = 1_800_000_000 - 1_800_000_000 % 3600
+    earlier = created - 4000.0
+    web = "GetObject-WebSeed"
     hours = [
-        HourlyUsage(created - 3600, "b", "GetObject", 1, 500, 0, 0.0),
-        HourlyUsage(created, "b", "GetObject", 1, 7, 0, 0.0),
+        HourlyUsage(hour - 3600, "b", web, 1, 500, 0, 0.0, earlier),
+        HourlyUsage(hour, "b", web, 1, 300, 0, 0.0, earlier),
+        HourlyUsage(hour, "b", web, 1, 7, 0, 0.0, created),
     ]
-    swarms = [SwarmHour(created - 3600, "b", 1, 900, 0), SwarmHour(created, "b", 1, 11, 0)]
-    mine = UsageQuery(by="hour", since={"b": created})
-    assert {r.start for r in usage_records(hours, mine)} == {created}
-    assert [p.start for p in savings_history(hours, swarms, mine)] == [created]
+    swarms = [
+        SwarmHour(hour - 3600, "b", 1, 900, 0, earlier),
+        SwarmHour(hour, "b", 1, 11, 0, created),
+    ]
+    mine = UsageQuery(by="hour", created={"b": created})
+    assert [
+        (r.start, r.value) for r in usage_records(hours, mine) if r.usage_type.endswith("Bytes")
+    ] == [(hour, 7)]
+    assert [(p.start, p.web_seed_bytes) for p in savings_history(hours, swarms, mine)] == [
+        (hour, 7)
+    ]
     everything = UsageQuery(by="hour")
-    assert {r.start for r in usage_records(hours, everything)} == {created - 3600, created}
+    whole = [
+        (r.start, r.value)
+        for r in usage_records(hours, everything)
+        if r.usage_type.endswith("Bytes")
+    ]
+    assert whole == [(hour - 3600, 500), (hour, 307)]

@@ -264,4 +264,4 @@ def test_bytes_a_reset_dropped_leave_the_metrics_counter_growing() -> None:
     assert meter.bytes_total[(OP_BITTORRENT, "out")] == 100_000
     [(requests, out, _in)] = meter.pending.usage.values()
     assert (requests, out) == (7, 60_000)
-    assert meter.pending.objects[("b", "k", OP_BITTORRENT)] == [7, 60_000]
+    assert meter.pending.objects[("b", None, "k", OP_BITTORRENT)] == [7, 60_000]

@@ -283,10 +283,10 @@ def test_the_directory_refuses_bad_names_duplicates_and_the_root(
 
 def test_usage_flushes_add_up_and_read_back_by_bucket(meta: SqlMetadataStore) -> None:
     counts = UsageCounts()
-    counts.usage[(H, "b1", "GetObject")] = [1, 10, 0]
-    counts.usage[(H, "b2", "PutObject")] = [1, 0, 5]
-    counts.storage[(H, "b1")] = 2.5
-    counts.objects[("b1", "k", "GetObject")] = [1, 10]
+    counts.usage[(H, "b1", None, "GetObject")] = [1, 10, 0]
+    counts.usage[(H, "b2", None, "PutObject")] = [1, 0, 5]
+    counts.storage[(H, "b1", None)] = 2.5
+    counts.objects[("b1", None, "k", "GetObject")] = [1, 10]
     counts.swarms[(H, "ab" * 20)] = ("b1", "k", [1, 100, 200])
 
     async def scenario() -> None:

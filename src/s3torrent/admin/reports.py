@@ -38,26 +38,29 @@ _TEXT = {"csv": "text/csv", "table": "text/plain"}
 
 @dataclass(frozen=True, slots=True)
 class _Scope:
-    """What a report may cover: buckets (None: all), and per bucket the hour its current
-    incarnation began (None: the name's whole history, for root and admins)."""
+    """What a report may cover: buckets (None: all), and per bucket name the created_at of
+    the bucket that has it, whose counts alone it shows (None: the name's whole history,
+    for root and admins)."""
 
     buckets: frozenset[str] | None
-    since: dict[str, int] | None
+    created: dict[str, float] | None
 
 
 async def _scope(call: AdminCall) -> _Scope:
     """The buckets the report may cover, narrowed to ?bucket= if given.
 
-    A user's report covers each bucket since the hour it was created: usage is stored by
-    name, and a name another user's deleted bucket had is free to take (until 2026-12-07
-    its new owner's report showed the earlier owner's object keys and traffic)."""
+    A user's report covers the counts of each bucket that has the name now: usage is
+    stored by name, and a name another user's deleted bucket had is free to take (until
+    2026-12-07 its new owner's report showed the earlier owner's object keys and traffic,
+    and then still the traffic of a key both used and the earlier owner's counts of the
+    hour the name was taken)."""
     wanted = call.query.get("bucket") or None
     if call.user is not None and call.user.administers:
         return _Scope(None if wanted is None else frozenset({wanted}), None)
     request = call.request
     ctx = facts.context(datetime.now(UTC), client_address(request), client_secure(request))
     allowed = {
-        b.name: int(b.created_at) - int(b.created_at) % 3600
+        b.name: b.created_at
         for b in await call.svc.meta.list_buckets(None)
         if facts.may(call.principal, REPORT_ACTION, b, None, None, ctx).allowed
     }
@@ -109,7 +112,7 @@ async def _query(call: AdminCall) -> UsageQuery:
             end=parse_time(params["to"]) if params.get("to") else None,
             buckets=scope.buckets,
             by="hour" if by == "hour" else "day",
-            since=scope.since,
+            created=scope.created,
         )
     except ReportError as exc:
         raise S3Error("InvalidArgument", str(exc)) from None
@@ -135,7 +138,8 @@ async def savings(call: AdminCall) -> web.StreamResponse:
         buckets=scope.buckets,
         key=key,
         price_per_gb=price,
-        current_only=scope.since is not None,
+        current_only=scope.created is not None,
+        created=scope.created,
     )
     if fmt == "csv":
         return web.Response(text=savings_csv(items), content_type=_TEXT[fmt])

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from s3torrent.failures import logged_failure
+from s3torrent.store.usage_rows import NO_BUCKET, Created, UsageCounts
 from s3torrent.store.usage_rows import OP_STORAGE as OP_STORAGE
-from s3torrent.store.usage_rows import UsageCounts
 
 if TYPE_CHECKING:
     from s3torrent.publication import PublicTorrents
@@ -90,10 +90,10 @@ HOUR = 3600
 # one by one until then, 8 bytes each.
 FOLD_EVERY = 65536
 
-# Requests recorded alike in one hour (bucket, operation, status, object key or None), added
-# up as they come: requests, bytes out, bytes in, and the latencies of requests counted
-# one at a time (Meter.record).
-_Alike = tuple[str, str, int, "str | None"]
+# Requests recorded alike in one hour (bucket, its created_at if known, operation, status,
+# object key or None), added up as they come: requests, bytes out, bytes in, and the
+# latencies of requests counted one at a time (Meter.record).
+_Alike = tuple[str, Created, str, int, "str | None"]
 _Sums = list[Any]  # [requests, bytes out, bytes in, list of seconds]
 
 
@@ -160,7 +160,8 @@ class Meter:
         self.flushes = 0
         self.flush_failures = 0
         self.last_flush_seconds = 0.0
-        self._storage_sizes: dict[str, int] = {}
+        # The last sample's stored bytes per bucket: (name, created_at) -> bytes.
+        self._storage_sizes: dict[tuple[str, float], int] = {}
         self._storage_at: float | None = None
         self._swarm_seen: dict[bytes, tuple[int, int, int]] = {}
         # Swarm counters kept outside the tracker registry, in this process only (the
@@ -185,9 +186,12 @@ class Meter:
         seconds: float,
         key: str | None = None,
         count: int = 1,
+        created: Created = None,
     ) -> None:
         """One request at the edge (or `count` alike, `bytes_out` in all); key names the
-        object whose bytes went out, if any.
+        object whose bytes went out, if any; `created` is the bucket's created_at, which
+        tells its usage from that of an earlier bucket of the name (None: the bucket that
+        has the name when the counts are stored, see usage_queries.add_counts).
 
         Added at once to the sums of the requests alike in this hour (one dict lookup and
         three additions; its latency appended), and into the counters in one pass when they
@@ -197,7 +201,7 @@ class Meter:
         now = self.clock()
         if not self._hour <= now < self._hour_end:
             self._start_hour(now)
-        alike = (bucket, operation, status, key)
+        alike = (bucket, created, operation, status, key)
         sums = self._alike.get(alike)
         if sums is None:
             sums = self._alike[alike] = [0, 0, 0, []]
@@ -239,13 +243,13 @@ class Meter:
             self._latency,
         )
         slot = functools.partial(bisect.bisect_left, LATENCY_BOUNDS)
-        for (bucket, operation, status, key), (
+        for (bucket, created, operation, status, key), (
             count,
             bytes_out,
             bytes_in,
             seconds,
         ) in alike.items():
-            ukey = (hour, bucket, operation)
+            ukey = (hour, bucket, created, operation)
             c = usage.get(ukey)
             if c is None:
                 c = usage[ukey] = [0, 0, 0]
@@ -253,7 +257,7 @@ class Meter:
             c[1] += bytes_out
             c[2] += bytes_in
             if key is not None:
-                okey = (bucket, key, operation)
+                okey = (bucket, created, key, operation)
                 o = objects.get(okey)
                 if o is None:
                     o = objects[okey] = [0, 0]
@@ -315,13 +319,15 @@ class Meter:
 
     # ---- sampling ----
 
-    def add_byte_hours(self, bucket: str, size: int, start: float, end: float) -> None:
+    def add_byte_hours(
+        self, bucket: str, size: int, start: float, end: float, created: Created = None
+    ) -> None:
         """Account `size` bytes stored from start to end, split at hour boundaries."""
         t = start
         while t < end:
             h = hour_of(t)
             stop = min(end, h + HOUR)
-            k = (h, bucket)
+            k = (h, bucket, created)
             self.pending.storage[k] = self.pending.storage.get(k, 0.0) + size * (stop - t) / HOUR
             t = stop
 
@@ -342,13 +348,14 @@ class Meter:
         return held
 
     async def sample_storage(self) -> None:
-        """Read each bucket's stored bytes; bill the previous sample's sizes up to now."""
-        sizes = await self.meta.bucket_sizes()
+        """Read each bucket's stored bytes; bill the previous sample's sizes up to now, to
+        the bucket they were of (its name may have another bucket now)."""
+        sizes = await self.meta.bucket_sizes_created()
         now = self.clock()
         if self._storage_at is not None:
-            for bucket, size in self._storage_sizes.items():
+            for (bucket, created), size in self._storage_sizes.items():
                 if size:
-                    self.add_byte_hours(bucket, size, self._storage_at, now)
+                    self.add_byte_hours(bucket, size, self._storage_at, now, created)
         self._storage_sizes = sizes
         self._storage_at = now
 
@@ -495,15 +502,18 @@ def _record(
         return
     operation = s3req.endpoint.op
     bucket_row = s3req.bucket
+    created: Created = None
     if bucket_row is not None:
-        bucket = bucket_row.name
+        bucket, created = bucket_row.name, bucket_row.created_at
     elif operation == "CreateBucket" and status < 300:
-        bucket = s3req.target.bucket
+        bucket = s3req.target.bucket  # the bucket just created has the name
     else:
         # No such bucket (or refused before it was looked up): nobody's usage.
-        bucket = ""
+        bucket, created = "", NO_BUCKET
     if operation in PER_OBJECT and (status < 300 or status == CLIENT_CLOSED):
         key = s3req.target.key
     sent = s3req.body_sent
     bytes_out = sent if sent is not None else body_bytes_sent(request, response, None)
-    meter.record(bucket, operation, status, bytes_out, request.content.total_bytes, seconds, key)
+    meter.record(
+        bucket, operation, status, bytes_out, request.content.total_bytes, seconds, key, 1, created
+    )

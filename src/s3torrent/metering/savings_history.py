@@ -69,12 +69,12 @@ def savings_history(
     sums: dict[tuple[int, str], list[int]] = {}
     for h in hours:
         channel = _CHANNELS.get(h.operation)
-        if channel is None or not h.bytes_out or not q.shows(h.bucket, h.hour):
+        if channel is None or not h.bytes_out or not q.shows(h.bucket, h.bucket_created):
             continue
         acc = sums.setdefault((h.hour - h.hour % period, h.bucket), [0, 0, 0, 0])
         acc[channel] += h.bytes_out
     for s in swarms:
-        if s.downloaded and q.shows(s.bucket, s.hour):
+        if s.downloaded and q.shows(s.bucket, s.bucket_created):
             acc = sums.setdefault((s.hour - s.hour % period, s.bucket), [0, 0, 0, 0])
             acc[3] += s.downloaded
     return [

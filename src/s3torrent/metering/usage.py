@@ -86,14 +86,15 @@ class UsageQuery:
     buckets: frozenset[str] | None = None
     by: Granularity = "day"
     # Usage is stored by bucket name, and a deleted bucket's name may be taken by another
-    # user: per bucket, the first hour of its current incarnation (the hour it was created
-    # in), before which a user's report shows nothing. None: every stored hour (root and
-    # admins, whose reports cover the name's whole history).
-    since: Mapping[str, int] | None = None
+    # user: per name, the created_at of the bucket that has it now, whose stored counts
+    # alone a user's report shows (each row says which bucket of its name it counts,
+    # `bucket_created`). None: every bucket of the name (root and admins, whose reports
+    # cover the name's whole history).
+    created: Mapping[str, float] | None = None
 
-    def shows(self, bucket: str, hour: int) -> bool:
-        """Whether the stored hour of `bucket` belongs in this report."""
-        return self.since is None or hour >= self.since.get(bucket, 0)
+    def shows(self, bucket: str, created: float) -> bool:
+        """Whether counts of the bucket `bucket` created at `created` belong in this report."""
+        return self.created is None or self.created.get(bucket) == created
 
     def __post_init__(self) -> None:
         if self.by not in PERIOD:
@@ -147,7 +148,7 @@ def usage_records(hours: Iterable[HourlyUsage], q: UsageQuery) -> list[UsageReco
     period = PERIOD[q.by]
     sums: dict[tuple[int, str, str], list[float]] = {}
     for h in hours:
-        if not q.shows(h.bucket, h.hour):
+        if not q.shows(h.bucket, h.bucket_created):
             continue
         start = h.hour - h.hour % period
         acc = sums.setdefault((start, h.bucket, h.operation), [0, 0, 0, 0.0])
@@ -315,27 +316,38 @@ async def load_savings(
     key: str | None = None,
     price_per_gb: float = 0.09,
     current_only: bool = False,
+    created: Mapping[str, float] | None = None,
 ) -> list[ObjectSavings]:
     """One entry per object with origin or swarm traffic, in bucket and key order;
-    `current_only`: only keys that are objects now (a user's report: the traffic of a
-    reused bucket name's earlier objects, and their keys, were another owner's)."""
+    `current_only`: only keys that are objects now; `created`: per bucket name, only the
+    counts of the bucket created then (a user's report: a reused bucket name's earlier
+    objects, their keys and their traffic, were another owner's)."""
     if price_per_gb < 0:
         raise ReportError("the price per GB cannot be negative")
-    return savings(await meta.traffic(buckets, key, current_only), price_per_gb)
+    return savings(await meta.traffic(buckets, key, current_only), price_per_gb, created)
 
 
-def savings(traffic: Traffic, price_per_gb: float) -> list[ObjectSavings]:
-    """The savings of each object in traffic, in bucket and key order."""
+def savings(
+    traffic: Traffic, price_per_gb: float, created: Mapping[str, float] | None = None
+) -> list[ObjectSavings]:
+    """The savings of each object in traffic, in bucket and key order; with `created`,
+    of the counts of those buckets (name: created_at) only, else of every bucket a name had."""
     acc: dict[tuple[str, str], dict[str, int]] = {}
+
+    def add(e: dict[str, int], name: str, value: int) -> None:
+        e[name] = e.get(name, 0) + value
+
     for t in traffic.objects:
-        e = acc.setdefault((t.bucket, t.key), {})
-        e[t.operation + ".requests"] = t.requests
-        e[t.operation + ".bytes"] = t.bytes_out
+        if created is None or created.get(t.bucket) == t.bucket_created:
+            e = acc.setdefault((t.bucket, t.key), {})
+            add(e, t.operation + ".requests", t.requests)
+            add(e, t.operation + ".bytes", t.bytes_out)
     for w in traffic.swarms:
-        e = acc.setdefault((w.bucket, w.key), {})
-        e["completed"] = w.completed
-        e["downloaded"] = w.downloaded
-        e["uploaded"] = w.uploaded
+        if created is None or created.get(w.bucket) == w.bucket_created:
+            e = acc.setdefault((w.bucket, w.key), {})
+            add(e, "completed", w.completed)
+            add(e, "downloaded", w.downloaded)
+            add(e, "uploaded", w.uploaded)
     return [
         ObjectSavings(
             bucket=bucket,

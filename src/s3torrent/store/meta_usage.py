@@ -15,6 +15,8 @@ class UsageMetadata(Protocol):
 
     async def bucket_sizes(self) -> dict[str, int]: ...
 
+    async def bucket_sizes_created(self) -> dict[tuple[str, float], int]: ...
+
     async def hold_lease(self, name: str, holder: str, now: float, ttl: float) -> bool: ...
 
     async def hourly_usage(
@@ -38,6 +40,10 @@ class SqlUsage(SqlStoreBase):
     async def bucket_sizes(self) -> dict[str, int]:
         """Stored bytes per bucket: current versions plus parts of unfinished uploads."""
         return await self.db.read(uq.bucket_sizes)
+
+    async def bucket_sizes_created(self) -> dict[tuple[str, float], int]:
+        """bucket_sizes by (name, created_at) of the bucket that has the name now."""
+        return await self.db.read(uq.bucket_sizes_created)
 
     async def hold_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
         """Take or renew the lease `name` for holder until now + ttl (False: another holds it)."""

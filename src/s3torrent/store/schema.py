@@ -224,6 +224,17 @@ lifecycle_cursors = sa.Table(
 
 # ---- metering (written by s3torrent.metering.meter, read by s3torrent.metering.usage) ----
 
+
+def _bucket_created(*, primary_key: bool) -> sa.Column[float]:
+    """Which bucket of the row's name the counts are of: its `created_at` (revision 0015).
+    A deleted bucket's name may be taken again, by another owner; a user's report shows the
+    rows of the bucket that has the name now only. 0: no bucket had the name when the
+    counts were stored, or counts stored before the revision that could not be told apart."""
+    return sa.Column(
+        "bucket_created", sa.Float, primary_key=primary_key, nullable=False, server_default="0"
+    )
+
+
 # Requests and bytes per bucket, hour (epoch seconds of its start) and operation; the channel
 # is part of the operation name (GetObject, GetObjectTorrent, GetObject-BitTorrent, ...).
 # Storage is the operation "StandardStorage" with byte_hours.
@@ -232,6 +243,7 @@ usage_hourly = sa.Table(
     meta,
     sa.Column("hour", sa.BigInteger, primary_key=True),
     sa.Column("bucket", sa.String(63), primary_key=True),
+    _bucket_created(primary_key=True),
     sa.Column("operation", sa.String(64), primary_key=True),
     sa.Column("requests", sa.BigInteger, nullable=False, default=0),
     sa.Column("bytes_out", sa.BigInteger, nullable=False, default=0),
@@ -239,11 +251,13 @@ usage_hourly = sa.Table(
     sa.Column("byte_hours", sa.Float, nullable=False, default=0.0),
 )
 
-# Object bytes the origin sent, per object and channel, since the object was first served.
+# Object bytes the origin sent, per object (of one bucket of the name) and channel, since the
+# object was first served.
 usage_objects = sa.Table(
     "usage_objects",
     meta,
     sa.Column("bucket", sa.String(63), primary_key=True),
+    _bucket_created(primary_key=True),
     sa.Column("key", sa.LargeBinary, primary_key=True),
     sa.Column("operation", sa.String(64), primary_key=True),
     sa.Column("requests", sa.BigInteger, nullable=False, default=0),
@@ -258,6 +272,7 @@ usage_swarms = sa.Table(
     sa.Column("hour", sa.BigInteger, primary_key=True),
     sa.Column("info_hash", sa.String(40), primary_key=True),
     sa.Column("bucket", sa.String(63), nullable=False),
+    _bucket_created(primary_key=False),
     sa.Column("key", sa.LargeBinary, nullable=False),
     sa.Column("completed", sa.BigInteger, nullable=False, default=0),
     sa.Column("uploaded", sa.BigInteger, nullable=False, default=0),

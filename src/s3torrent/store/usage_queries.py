@@ -3,12 +3,14 @@ the storage samples read."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from s3torrent.store.schema import (
+    buckets,
     object_versions,
     objects,
     parts,
@@ -19,7 +21,9 @@ from s3torrent.store.schema import (
 )
 from s3torrent.store.sql import Prepared
 from s3torrent.store.usage_rows import (
+    NO_BUCKET,
     OP_STORAGE,
+    Created,
     HourlyUsage,
     ObjectTraffic,
     SwarmHour,
@@ -47,34 +51,85 @@ def bucket_sizes(conn: Connection) -> dict[str, int]:
     return sizes
 
 
+def bucket_sizes_created(conn: Connection) -> dict[tuple[str, float], int]:
+    """bucket_sizes, each of (name, created_at) of the bucket that has the name (NO_BUCKET:
+    none, such as the name of a bucket being deleted)."""
+    sizes = bucket_sizes(conn)
+    created = buckets_created(conn, sizes)
+    return {(name, created.get(name, NO_BUCKET)): size for name, size in sizes.items()}
+
+
+def buckets_created(conn: Connection, names: Iterable[str]) -> dict[str, float]:
+    """The created_at of the bucket that has each of these names, where one has it."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+    q = sa.select(buckets.c.name, buckets.c.created_at).where(buckets.c.name.in_(wanted))
+    return {name: float(created) for name, created in conn.execute(q)}
+
+
 def add_counts(conn: Connection, p: UsageCounts) -> None:
-    """Add one flush's counters to the usage tables (upserts: many nodes may add at once)."""
-    usage_rows: dict[tuple[int, str, str], dict[str, Any]] = {}
-    for (hour, bucket, op), (reqs, out, in_) in p.usage.items():
-        usage_rows[(hour, bucket, op)] = {
-            "hour": hour, "bucket": bucket, "operation": op,
-            "requests": reqs, "bytes_out": out, "bytes_in": in_, "byte_hours": 0.0,
-        }  # fmt: skip
-    for (hour, bucket), byte_hours in p.storage.items():
-        usage_rows[(hour, bucket, OP_STORAGE)] = {
-            "hour": hour, "bucket": bucket, "operation": OP_STORAGE,
-            "requests": 0, "bytes_out": 0, "bytes_in": 0, "byte_hours": byte_hours,
-        }  # fmt: skip
+    """Add one flush's counters to the usage tables (upserts: many nodes may add at once).
+
+    Counts of a channel that did not know which bucket of the name they are of (created
+    None) are of the bucket that has the name now, read in this transaction: a bucket
+    deleted and created again by another owner within one flush interval is the only case
+    where they may be the earlier bucket's."""
+    unknown = {k[1] for k in p.usage if k[2] is None}
+    unknown.update(k[0] for k in p.objects if k[1] is None)
+    unknown.update(k[1] for k in p.storage if k[2] is None)
+    unknown.update(bucket for bucket, _key, _counts in p.swarms.values())
+    now = buckets_created(conn, unknown)
+
+    def of(bucket: str, created: Created) -> float:
+        return now.get(bucket, NO_BUCKET) if created is None else created
+
+    usage_rows: dict[tuple[int, str, float, str], dict[str, Any]] = {}
+    for (hour, bucket, created, op), (reqs, out, in_) in p.usage.items():
+        row = usage_rows.setdefault(
+            (hour, bucket, of(bucket, created), op),
+            {
+                "hour": hour, "bucket": bucket, "bucket_created": of(bucket, created),
+                "operation": op, "requests": 0, "bytes_out": 0, "bytes_in": 0,
+                "byte_hours": 0.0,
+            },
+        )  # fmt: skip
+        row["requests"] += reqs
+        row["bytes_out"] += out
+        row["bytes_in"] += in_
+    for (hour, bucket, created), byte_hours in p.storage.items():
+        row = usage_rows.setdefault(
+            (hour, bucket, of(bucket, created), OP_STORAGE),
+            {
+                "hour": hour, "bucket": bucket, "bucket_created": of(bucket, created),
+                "operation": OP_STORAGE, "requests": 0, "bytes_out": 0, "bytes_in": 0,
+                "byte_hours": 0.0,
+            },
+        )  # fmt: skip
+        row["byte_hours"] += byte_hours
     _upsert_add(
         conn,
         usage_hourly,
         list(usage_rows.values()),
-        ("hour", "bucket", "operation"),
+        ("hour", "bucket", "bucket_created", "operation"),
         ("requests", "bytes_out", "bytes_in", "byte_hours"),
     )
+    object_rows: dict[tuple[str, float, str, str], dict[str, Any]] = {}
+    for (b, created, k, op), (r, o) in p.objects.items():
+        row = object_rows.setdefault(
+            (b, of(b, created), k, op),
+            {
+                "bucket": b, "bucket_created": of(b, created), "key": k.encode("utf-8"),
+                "operation": op, "requests": 0, "bytes_out": 0,
+            },
+        )  # fmt: skip
+        row["requests"] += r
+        row["bytes_out"] += o
     _upsert_add(
         conn,
         usage_objects,
-        [
-            {"bucket": b, "key": k.encode("utf-8"), "operation": op, "requests": r, "bytes_out": o}
-            for (b, k, op), (r, o) in p.objects.items()
-        ],
-        ("bucket", "key", "operation"),
+        list(object_rows.values()),
+        ("bucket", "bucket_created", "key", "operation"),
         ("requests", "bytes_out"),
     )
     _upsert_add(
@@ -85,6 +140,7 @@ def add_counts(conn: Connection, p: UsageCounts) -> None:
                 "hour": hour,
                 "info_hash": ih,
                 "bucket": b,
+                "bucket_created": of(b, None),
                 "key": k.encode("utf-8"),
                 "completed": v[0],
                 "uploaded": v[1],
@@ -148,7 +204,7 @@ def hourly_usage(
     t = usage_hourly
     stmt = sa.select(
         t.c.hour, t.c.bucket, t.c.operation, t.c.requests, t.c.bytes_out, t.c.bytes_in,
-        t.c.byte_hours,
+        t.c.byte_hours, t.c.bucket_created,
     )  # fmt: skip
     if start is not None:
         stmt = stmt.where(t.c.hour >= start - start % 3600)
@@ -157,8 +213,8 @@ def hourly_usage(
     if buckets is not None:
         stmt = stmt.where(t.c.bucket.in_(sorted(buckets)))
     return [
-        HourlyUsage(int(hour), bucket, op, int(reqs), int(out), int(in_), float(bh))
-        for hour, bucket, op, reqs, out, in_, bh in conn.execute(stmt)
+        HourlyUsage(int(hour), bucket, op, int(reqs), int(out), int(in_), float(bh), float(cr))
+        for hour, bucket, op, reqs, out, in_, bh, cr in conn.execute(stmt)
     ]
 
 
@@ -173,7 +229,8 @@ def swarm_hours(
         sa.func.sum(s.c.completed),
         sa.func.sum(s.c.downloaded),
         sa.func.sum(s.c.uploaded),
-    ).group_by(s.c.hour, s.c.bucket)
+        s.c.bucket_created,
+    ).group_by(s.c.hour, s.c.bucket, s.c.bucket_created)
     if start is not None:
         stmt = stmt.where(s.c.hour >= start - start % 3600)
     if end is not None:
@@ -181,8 +238,8 @@ def swarm_hours(
     if buckets is not None:
         stmt = stmt.where(s.c.bucket.in_(sorted(buckets)))
     return [
-        SwarmHour(int(hour), bucket, int(done or 0), int(down or 0), int(up or 0))
-        for hour, bucket, done, down, up in conn.execute(stmt)
+        SwarmHour(int(hour), bucket, int(done or 0), int(down or 0), int(up or 0), float(cr))
+        for hour, bucket, done, down, up, cr in conn.execute(stmt)
     ]
 
 
@@ -194,14 +251,17 @@ def traffic(
     if buckets is not None and not buckets:
         return Traffic([], [])
     o, s = usage_objects, usage_swarms
-    q_obj = sa.select(o.c.bucket, o.c.key, o.c.operation, o.c.requests, o.c.bytes_out)
+    q_obj = sa.select(
+        o.c.bucket, o.c.key, o.c.operation, o.c.requests, o.c.bytes_out, o.c.bucket_created
+    )
     q_swarm = sa.select(
         s.c.bucket,
         s.c.key,
         sa.func.sum(s.c.completed),
         sa.func.sum(s.c.downloaded),
         sa.func.sum(s.c.uploaded),
-    ).group_by(s.c.bucket, s.c.key)
+        s.c.bucket_created,
+    ).group_by(s.c.bucket, s.c.key, s.c.bucket_created)
     if buckets is not None:
         q_obj = q_obj.where(o.c.bucket.in_(sorted(buckets)))
         q_swarm = q_swarm.where(s.c.bucket.in_(sorted(buckets)))
@@ -214,8 +274,8 @@ def traffic(
         q_swarm = q_swarm.where(sa.exists().where(c.c.bucket == s.c.bucket, c.c.key == s.c.key))
     return Traffic(
         objects=[
-            ObjectTraffic(bucket, bytes(k).decode("utf-8"), op, int(reqs), int(out))
-            for bucket, k, op, reqs, out in conn.execute(q_obj)
+            ObjectTraffic(bucket, bytes(k).decode("utf-8"), op, int(reqs), int(out), float(cr))
+            for bucket, k, op, reqs, out, cr in conn.execute(q_obj)
         ],
         swarms=[
             SwarmTraffic(
@@ -224,7 +284,8 @@ def traffic(
                 int(completed or 0),
                 int(downloaded or 0),
                 int(uploaded or 0),
+                float(cr),
             )
-            for bucket, k, completed, downloaded, uploaded in conn.execute(q_swarm)
+            for bucket, k, completed, downloaded, uploaded, cr in conn.execute(q_swarm)
         ],
     )

@@ -8,17 +8,25 @@ from dataclasses import dataclass, field
 OP_STORAGE = "StandardStorage"
 
 
+# Which bucket of a name counts are of: its `created_at` (schema._bucket_created). None:
+# the bucket that has the name when the counts are stored (a channel that does not hold the
+# bucket's row: the seeder, the web seed, the swarm samples); NO_BUCKET: none has it.
+Created = float | None
+NO_BUCKET = 0.0
+
+
 @dataclass(slots=True)
 class UsageCounts:
     """Counters gathered by one node since its last flush (added to the tables' counts)."""
 
-    # (hour, bucket, operation) -> [requests, bytes_out, bytes_in]
-    usage: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)
-    # (bucket, key, operation) -> [requests, bytes_out]
-    objects: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
-    # (hour, bucket) -> byte-hours
-    storage: dict[tuple[int, str], float] = field(default_factory=dict)
-    # (hour, info-hash hex) -> (bucket, key, [completed, uploaded, downloaded])
+    # (hour, bucket, created, operation) -> [requests, bytes_out, bytes_in]
+    usage: dict[tuple[int, str, Created, str], list[int]] = field(default_factory=dict)
+    # (bucket, created, key, operation) -> [requests, bytes_out]
+    objects: dict[tuple[str, Created, str, str], list[int]] = field(default_factory=dict)
+    # (hour, bucket, created) -> byte-hours
+    storage: dict[tuple[int, str, Created], float] = field(default_factory=dict)
+    # (hour, info-hash hex) -> (bucket, key, [completed, uploaded, downloaded]), of the
+    # bucket that has the name when stored
     swarms: dict[tuple[int, str], tuple[str, str, list[int]]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
@@ -53,6 +61,7 @@ class HourlyUsage:
     bytes_out: int
     bytes_in: int
     byte_hours: float
+    bucket_created: float = NO_BUCKET
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +73,7 @@ class ObjectTraffic:
     operation: str
     requests: int
     bytes_out: int
+    bucket_created: float = NO_BUCKET
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +85,7 @@ class SwarmTraffic:
     completed: int
     downloaded: int
     uploaded: int
+    bucket_created: float = NO_BUCKET
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,7 @@ class SwarmHour:
     completed: int
     downloaded: int
     uploaded: int
+    bucket_created: float = NO_BUCKET
 
 
 @dataclass(frozen=True, slots=True)
