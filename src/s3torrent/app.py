@@ -432,6 +432,12 @@ class Node:
                 self.svc.executor, self.svc.store.cleanup_orphans
             )
             await self.svc.meta.drop_unreferenced_seal_records()
+        elif role.restarted:
+            # The others write meanwhile: only what writers that died left (its
+            # predecessor's uploads cut short), before this one serves.
+            await asyncio.get_running_loop().run_in_executor(
+                self.svc.executor, self.svc.store.cleanup_abandoned
+            )
         if self.svc.relay is not None:
             await self.svc.relay.start()
         await self._start_seeder()

@@ -66,7 +66,9 @@ class Role:
     count: int = 1
     restarted: bool = False
     """A worker started again by the supervisor while the others run: start-up clean-ups
-    that assume no other process is writing (orphan blobs) are skipped."""
+    that assume no other process is writing (orphan blobs, every temporary blob) are
+    skipped; the temporary blobs of writers that ended are removed (ObjectStore.
+    cleanup_abandoned)."""
 
     @property
     def owner(self) -> bool:

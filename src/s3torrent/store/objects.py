@@ -460,6 +460,15 @@ class ObjectStore:
             log.info("startup cleanup: %d temporary and %d orphan blobs removed", tmp, orphans)
         return tmp, orphans
 
+    def cleanup_abandoned(self) -> int:
+        """At the start of a worker started again while the others write: drop temporary
+        blobs of writers that died (its predecessor's uploads cut short). Orphan blobs are
+        left to a fresh start: a live worker's blob is stored a moment before its row is."""
+        tmp = self.blobs.clean_abandoned()
+        if tmp:
+            log.info("startup cleanup: %d temporary blobs of ended writers removed", tmp)
+        return tmp
+
 
 def now() -> float:
     return time.time()

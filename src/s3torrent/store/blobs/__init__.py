@@ -45,7 +45,13 @@ class BlobStore(Protocol):
     def list_ids(self) -> list[str]: ...
 
     def clean_temporary(self) -> int:
-        """Remove blobs of writes that never committed (after a crash); return how many."""
+        """Remove blobs of writes that never committed (after a crash); return how many.
+        Only where no other process of the node writes (a fresh start)."""
+        ...
+
+    def clean_abandoned(self) -> int:
+        """Remove blobs of writes that never committed whose writer is gone (a worker that
+        died), while the node's other processes write; return how many."""
         ...
 
     def prepare(self) -> None:

@@ -37,10 +37,32 @@ def close_when_idle(fd: int, pending: concurrent.futures.Future[Any] | None) -> 
     pending.add_done_callback(lambda _: os.close(fd))
 
 
+def _temporary_name() -> str:
+    """A temporary blob's file name: the writing process's id, then a random part (a worker
+    started again cleans what its dead predecessor left, `clean_abandoned`)."""
+    return f"{os.getpid()}-{secrets.token_hex(12)}.part"
+
+
+def _writer_gone(name: str) -> bool:
+    """Whether the process that named this temporary file has ended: False while it (or a
+    process with its id) runs, and for a name without an id (written before they had one:
+    left to a fresh start's clean-up)."""
+    pid, sep, _ = name.partition("-")
+    if not sep or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it runs, as another user
+    return False
+
+
 class LocalBlobWriter:
     def __init__(self, store: LocalBlobStore) -> None:
         self._store = store
-        self.tmp_path = store.tmp_dir / f"{secrets.token_hex(12)}.part"
+        self.tmp_path = store.tmp_dir / _temporary_name()
         self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.size = 0
 
@@ -130,4 +152,14 @@ class LocalBlobStore:
         for p in self.tmp_dir.iterdir():
             p.unlink(missing_ok=True)
             n += 1
+        return n
+
+    def clean_abandoned(self) -> int:
+        """The temporary files of writers that have ended: a live process's write in
+        progress (its process runs) is never touched."""
+        n = 0
+        for p in self.tmp_dir.iterdir():
+            if _writer_gone(p.name):
+                p.unlink(missing_ok=True)
+                n += 1
         return n

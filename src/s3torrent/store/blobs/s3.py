@@ -392,6 +392,11 @@ class S3BlobStore:
             if item["LastModified"].timestamp() < cutoff
         ]
 
+    def clean_abandoned(self) -> int:
+        """As at any start: the grace period (orphan_grace) already spares the writes in
+        progress of other processes, of this node and of every other node."""
+        return self.clean_temporary()
+
     def clean_temporary(self) -> int:
         """Abort unfinished multipart uploads and drop temporary blobs past the grace period."""
         cutoff = self._clock() - self.orphan_grace

@@ -1,0 +1,126 @@
+"""`serve --workers 2`: a worker killed with SIGKILL in the middle of an upload, started
+again alone by the supervisor, cleans up what it left (the upload's temporary blob) at its
+start, as a fresh start of the server does, and nothing of the other worker's upload,
+which goes on and completes byte-exact."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.api.test_workers import connect_to, wait_restarted, worker_of
+from tests.conftest import LiveServer, make_client, sign_request, start_server
+
+BUCKET = "restarts"
+SIZE = 4 << 20  # well above the inline size: the body goes to a temporary blob file
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> Iterator[LiveServer]:
+    srv = start_server(tmp_path, workers=2)
+    yield srv
+    srv.stop()
+
+
+def _start_upload(
+    srv: LiveServer, index: int, key: str, body: bytes
+) -> tuple[http.client.HTTPConnection, int]:
+    """A PUT of `body` on a connection to worker `index`, of which only the first MiB is
+    sent; (the connection, the worker's pid)."""
+    conn = connect_to(srv, index)
+    _, pid = worker_of(conn)
+    path = f"/{BUCKET}/{key}"
+    headers = sign_request("PUT", srv.endpoint + path, {"Content-Length": str(len(body))}, body)
+    conn.putrequest("PUT", path, skip_accept_encoding=True)
+    for name, value in headers.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    conn.send(body[: 1 << 20])
+    return conn, pid
+
+
+def _temporary_files_of(pid: int, tmp_dir: Path) -> set[str]:
+    """The files in tmp_dir that process pid has open."""
+    names = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = Path(os.readlink(fd))
+        except OSError:
+            continue
+        if target.parent == tmp_dir:
+            names.add(target.name)
+    return names
+
+
+def _until(probe: object, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_restarted_worker_cleans_its_own_leftovers_and_none_of_the_others(
+    two: LiveServer,
+) -> None:
+    """Before: only a fresh start of the server cleaned temporary blobs (the owner's, with
+    no other worker running); a worker started again alone cleaned nothing, and each one
+    killed mid-upload left its partial body in tmp/ until the next restart of everything."""
+    s3 = make_client(two.endpoint)
+    s3.create_bucket(Bucket=BUCKET)
+    tmp_dir = two.data_dir / "tmp"
+    doomed_body, kept_body = os.urandom(SIZE), os.urandom(SIZE)
+    doomed, doomed_pid = _start_upload(two, 1, "doomed", doomed_body)
+    kept, kept_pid = _start_upload(two, 0, "kept", kept_body)
+    _until(lambda: _temporary_files_of(doomed_pid, tmp_dir), "worker 1's temporary blob")
+    _until(lambda: _temporary_files_of(kept_pid, tmp_dir), "worker 0's temporary blob")
+    [doomed_file] = _temporary_files_of(doomed_pid, tmp_dir)
+    [kept_file] = _temporary_files_of(kept_pid, tmp_dir)
+
+    os.kill(doomed_pid, signal.SIGKILL)
+    wait_restarted(two, 1, doomed_pid)
+    # The new worker 1 serves only once its start-up clean-up is done.
+    left = {p.name for p in tmp_dir.iterdir()}
+    assert doomed_file not in left, "the killed worker's partial upload was left behind"
+    assert kept_file in left, "the restarted worker removed a live worker's upload"
+
+    kept.send(kept_body[1 << 20 :])
+    response = kept.getresponse()
+    assert response.status == 200, response.read()
+    response.read()
+    got = s3.get_object(Bucket=BUCKET, Key="kept")["Body"].read()
+    assert got == kept_body
+    assert list(tmp_dir.iterdir()) == []
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert keys == ["kept"]
+    doomed.close()
+    kept.close()
+
+
+def test_only_temporary_blobs_of_ended_writers_are_abandoned(tmp_path: Path) -> None:
+    """A live process's write (this one's), and a file named before names had a writer,
+    stay; the file of a process that has ended goes."""
+    import subprocess
+    import sys
+
+    from s3torrent.store.blobs.local import LocalBlobStore
+
+    store = LocalBlobStore(tmp_path)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    live = store.new_writer()
+    live.write(b"in flight")
+    for name in (f"{ended.stdout.strip()}-0123abcd.part", "0123456789abcdef01234567.part"):
+        (store.tmp_dir / name).write_bytes(b"x")
+    assert store.clean_abandoned() == 1
+    assert sorted(p.name for p in store.tmp_dir.iterdir()) == sorted(
+        [live.tmp_path.name, "0123456789abcdef01234567.part"]
+    )
+    live.commit("v1")
+    assert store.read("v1", 0, 100) == b"in flight"
