@@ -124,3 +124,42 @@ def test_only_temporary_blobs_of_ended_writers_are_abandoned(tmp_path: Path) -> 
     )
     live.commit("v1")
     assert store.read("v1", 0, 100) == b"in flight"
+
+
+def test_bytes_served_while_the_workers_drain_are_in_the_report_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM: each worker finishes the answers under way, then writes its last counts;
+    what both workers sent during the drain is in the usage report of the next start,
+    once (no count lost with a worker, none added twice)."""
+    from tests.api.test_metering import admin_totals
+
+    srv = start_server(tmp_path, workers=2)
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket=BUCKET)
+        # Larger than the socket buffers hold: each answer is under way at the SIGTERM.
+        size = 32 << 20
+        body = os.urandom(size)
+        s3.put_object(Bucket=BUCKET, Key="big", Body=body)
+        readers = []
+        for index in (0, 1):
+            conn = connect_to(srv, index)
+            url = f"{srv.endpoint}/{BUCKET}/big"
+            conn.request("GET", f"/{BUCKET}/big", headers=sign_request("GET", url))
+            response = conn.getresponse()
+            assert response.status == 200
+            readers.append((conn, response, response.read(1 << 20)))
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGTERM)
+        for conn, response, first in readers:
+            assert first + response.read() == body
+            conn.close()
+        assert srv.stop() == 0
+        srv.start()
+        totals = admin_totals(srv, BUCKET)
+        assert totals[("GetObject", "Requests-Tier2")] == 2
+        assert totals[("GetObject", "DataTransfer-Out-Bytes")] == 2 * size
+        assert totals[("PutObject", "DataTransfer-In-Bytes")] == size
+    finally:
+        srv.stop()
