@@ -163,3 +163,50 @@ def test_bytes_served_while_the_workers_drain_are_in_the_report_after_a_restart(
         assert totals[("PutObject", "DataTransfer-In-Bytes")] == size
     finally:
         srv.stop()
+
+
+def test_a_peer_s_transfer_is_not_counted_again_by_an_owner_started_again(
+    tmp_path: Path,
+) -> None:
+    """The tracker's registry lives in the owner worker: one started again has an empty
+    one. A peer's counters are "since it started the torrent"; its next announce (no
+    `started` event) used to be counted in full as new, so every byte the swarm had
+    reported before counted twice in the usage tables and the savings report."""
+    import hashlib
+
+    from fastbencode import bdecode, bencode  # type: ignore[attr-defined]
+
+    from tests.api.test_metering import admin_get, announce, fetch
+
+    srv = start_server(tmp_path, workers=2)
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(Bucket=BUCKET, Key="obj", Body=os.urandom(50_000), ACL="public-read")
+        info = dict(bdecode(fetch(f"{srv.endpoint}/{BUCKET}/obj?torrent")))
+        ih = hashlib.sha1(bencode(info[b"info"])).digest()
+        peer = b"-XX0001-restartpeer1"
+        r = announce(srv, ih, peer, uploaded=0, downloaded=0, left=50_000, event="started")
+        assert b"failure reason" not in r, r
+        announce(srv, ih, peer, uploaded=0, downloaded=40_000, left=10_000)
+
+        def swarm() -> tuple[int, int]:
+            objects = admin_get(srv, f"/_admin/savings?bucket={BUCKET}&key=obj")["objects"]
+            return sum(o["swarm_downloaded"] for o in objects), sum(
+                o["swarm_completed"] for o in objects
+            )
+
+        _until(lambda: swarm() == (40_000, 0), "the first announces to be counted")
+        owner = connect_to(srv, 0)
+        _, pid = worker_of(owner)
+        owner.close()
+        os.kill(pid, signal.SIGKILL)
+        wait_restarted(srv, 0, pid)
+        r = announce(srv, ih, peer, uploaded=0, downloaded=50_000, left=0, event="completed")
+        assert b"failure reason" not in r, r
+        _until(lambda: swarm()[1] == 1, "the completion to be counted")
+        # What the peer reported before the restart is not counted again; what it
+        # downloaded between its last announce and the restart is not known (a lower bound).
+        assert swarm() == (40_000, 1)
+    finally:
+        srv.stop()

@@ -301,13 +301,17 @@ def test_register_again_keeps_swarm_and_updates_origins() -> None:
 
 def test_transfer_sums_use_deltas_and_survive_counter_restarts() -> None:
     registry = make()
-    ok(registry, req(1, uploaded=100, downloaded=10))
+    started = AnnounceEvent.STARTED
+    ok(registry, req(1, uploaded=100, downloaded=10, event=started))
     ok(registry, req(1, uploaded=150, downloaded=30))
     ok(registry, req(1, uploaded=20, downloaded=5))  # the client restarted its counters
-    ok(registry, req(2, uploaded=1, downloaded=1))
+    ok(registry, req(2, uploaded=1, downloaded=1, event=started))
     ok(registry, req(2, uploaded=4, downloaded=2, event=AnnounceEvent.STOPPED))
+    # First seen without `started` (this registry is newer than its counters): a baseline.
+    ok(registry, req(3, uploaded=500, downloaded=700))
+    ok(registry, req(3, uploaded=501, downloaded=710))
     stats = run(registry.stats(HASH))
-    assert (stats.uploaded, stats.downloaded) == (150 + 20 + 4, 30 + 5 + 2)
+    assert (stats.uploaded, stats.downloaded) == (150 + 20 + 4 + 1, 30 + 5 + 2 + 10)
 
 
 def test_moved_peer_needs_its_key() -> None:

@@ -148,7 +148,11 @@ if not peer then
   if redis.call('HLEN', pe) >= maxpt or tonumber(redis.call('GET', np) or '0') >= maxtot then
     warning = 'full'
   else
-    peer = {ip = ip, port = port, left = left, key = key, up = 0, down = 0, done = '0'}
+    -- Counters of a peer first seen without `started` are its baseline (registry.py, _Peer).
+    local base_up, base_down = up, down
+    if event == 'started' then base_up, base_down = 0, 0 end
+    peer = {ip = ip, port = port, left = left, key = key, up = base_up, down = base_down,
+            done = '0'}
     redis.call('INCR', np)
   end
 end
@@ -382,11 +386,8 @@ class RedisRegistry:
             req.key if req.key is not None else "",
             req.uploaded,
             req.downloaded,
-            "stopped"
-            if req.event is AnnounceEvent.STOPPED
-            else "completed"
-            if req.event is AnnounceEvent.COMPLETED
-            else "",
+            # The events the script tells apart (paused is a regular announce).
+            req.event.value if req.event is not AnnounceEvent.PAUSED else "",
             numwant,
             self._now(now),
             lim.peer_ttl,

@@ -121,8 +121,13 @@ class _Peer:
         self.left = req.left
         self.key = req.key
         self.last_seen = now
-        self.uploaded = 0
-        self.downloaded = 0
+        # A peer's counters are "since it started the torrent": one first seen without the
+        # `started` event (after this registry started again, or after it expired here)
+        # has counted bytes some earlier registry may have summed. They are its baseline:
+        # only what it reports beyond them is new (a lower bound, as the savings are).
+        fresh = req.event is AnnounceEvent.STARTED
+        self.uploaded = 0 if fresh else req.uploaded
+        self.downloaded = 0 if fresh else req.downloaded
         self.completed = False
         # The swarm's seeders or leechers, whichever lists this peer (None until updated).
         self.group: _PeerGroup | None = None
