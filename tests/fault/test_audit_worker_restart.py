@@ -210,3 +210,54 @@ def test_a_peer_s_transfer_is_not_counted_again_by_an_owner_started_again(
         assert swarm() == (40_000, 1)
     finally:
         srv.stop()
+
+
+def test_a_browser_that_reconnects_is_not_counted_again(tmp_path: Path) -> None:
+    """WebTorrent announces again when its WebSocket comes back (a dropped connection, an
+    owner started again) with its totals since it started and no event; the WebSocket
+    tracker had forgotten the peer with its socket and counted them all again."""
+    import asyncio
+
+    import aiohttp
+
+    from tests.api.test_metering import admin_get
+    from tests.api.test_tracker_ws import announce, info_hash, receive, ws_url
+
+    srv = start_server(tmp_path)
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(Bucket=BUCKET, Key="f.bin", Body=os.urandom(50_000), ACL="public-read")
+        ih = info_hash(s3, BUCKET, "f.bin")
+        peer = b"-WW0001-browserpeer1"
+
+        def swarm() -> tuple[int, int]:
+            objects = admin_get(srv, f"/_admin/savings?bucket={BUCKET}")["objects"]
+            return sum(o["swarm_downloaded"] for o in objects), sum(
+                o["swarm_completed"] for o in objects
+            )
+
+        def update(**values: object) -> dict[str, object]:
+            message = announce(ih, peer, **values)
+            del message["event"]  # a regular announce: WebTorrent sends no event
+            return message
+
+        async def browse(*messages: dict[str, object]) -> None:
+            async with aiohttp.ClientSession() as session:
+                ws = await session.ws_connect(ws_url(srv))
+                for message in messages:
+                    await ws.send_json(message)
+                    assert "failure reason" not in (answer := await receive(ws)), answer
+                await ws.close()
+
+        asyncio.run(browse(announce(ih, peer), update(downloaded=40_000, left=10_000)))
+        _until(lambda: swarm() == (40_000, 0), "the first announces to be counted")
+        # The socket is gone; the browser comes back with its totals.
+        done = announce(ih, peer, downloaded=50_000, left=0, event="completed")
+        asyncio.run(browse(update(downloaded=45_000, left=5_000), done))
+        _until(lambda: swarm()[1] == 1, "the completion to be counted")
+        # What it reported on its first socket is not counted again; what it got between
+        # the two sockets' first announces is not known (a lower bound).
+        assert swarm() == (45_000, 1)
+    finally:
+        srv.stop()

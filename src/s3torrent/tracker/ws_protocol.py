@@ -352,6 +352,11 @@ class WsTracker:
                 return [Send(conn, failure("too many torrents on one socket", "announce"))]
             swarm = self._swarms.setdefault(info_hash, swarm)
             known = swarm[peer_id] = _Peer(conn, seeding=False)
+            if request.event != "started":
+                # Totals since the browser started the torrent, first seen here on this
+                # socket (WebTorrent announces so when its socket comes back): counted
+                # before, or not known to be new; they are its baseline (registry._Peer).
+                known.uploaded, known.downloaded = request.uploaded, request.downloaded
             state.memberships.add((info_hash, peer_id))
         seeding = request.left == 0
         if seeding and not known.completed and request.event == "completed":
