@@ -5,6 +5,7 @@ samples across a name taken again."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,25 +160,33 @@ def test_counts_that_did_not_know_their_bucket_go_to_the_one_that_has_the_name(
     tmp_path: Path,
 ) -> None:
     """The seeder, the web seed and the swarm samples record by name: their counts go to
-    the bucket of the name when flushed (none: 0), while the S3 edge's say which one."""
+    the bucket that had the name when they began to be gathered (none: 0), while the S3
+    edge's say which one. Counts gathered while the name's bucket was created (perhaps
+    after one of another owner was deleted) go to no bucket, not to the new one."""
     db = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}")
     try:
         meta = SqlMetadataStore(db, EventBus())
-        m = Meter(meta, clock=lambda: H + 10.0)
+        clock = [time.time()]
+        m = Meter(meta, clock=lambda: clock[0])
 
-        async def go() -> None:
-            await meta.create_bucket("x", "ben", "us-east-1", None)
+        async def go() -> float:
+            created = (await meta.create_bucket("x", "ben", "us-east-1", None)).created_at
+            m.on_piece_sent("x", "k", 1)  # gathered since before the bucket was created
+            await m.flush()
+            clock[0] = created + 1
+            await m.flush()  # an empty flush: the next counts are gathered from now on
             m.on_piece_sent("x", "k", 100)
             m.record("x", "GetObject", 200, 5, 0, 0.0, "k", 1, 12.5)  # an earlier bucket's
             m.on_piece_sent("nobody", "k", 3)
             await m.flush()
+            return created
 
-        asyncio.run(go())
-        [bucket] = asyncio.run(meta.list_buckets(None))
+        created = asyncio.run(go())
         assert _created(db, md.usage_objects) == [
             ("nobody", 0.0, 3),
+            ("x", 0.0, 1),
             ("x", 12.5, 5),
-            ("x", bucket.created_at, 100),
+            ("x", created, 100),
         ]
     finally:
         db.close()

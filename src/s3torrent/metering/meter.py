@@ -152,7 +152,7 @@ class Meter:
         self._recorded = 0
         self._hour = 0
         self._hour_end = -1.0
-        self._pending = Pending()
+        self._pending = Pending(started=clock())
         # Cumulative since start, for /metrics.
         self._requests_total: dict[tuple[str, int], int] = {}
         self._bytes_total: dict[tuple[str, str], int] = {}
@@ -428,7 +428,7 @@ class Meter:
 
     async def flush(self) -> None:
         """Write everything counted so far in one transaction; on failure keep it for later."""
-        batch, self._pending = self.pending, Pending()
+        batch, self._pending = self.pending, Pending(started=self.clock())
         if not batch:
             return
         started = time.perf_counter()

@@ -72,9 +72,11 @@ def add_counts(conn: Connection, p: UsageCounts) -> None:
     """Add one flush's counters to the usage tables (upserts: many nodes may add at once).
 
     Counts of a channel that did not know which bucket of the name they are of (created
-    None) are of the bucket that has the name now, read in this transaction: a bucket
-    deleted and created again by another owner within one flush interval is the only case
-    where they may be the earlier bucket's."""
+    None: the seeder, the web seed, the swarm samples) are of the bucket that has the name
+    now, read in this transaction, if it had it when the counts began to be gathered
+    (`started`). A bucket created since may have taken the name from one deleted
+    meanwhile: such counts go to no bucket (root's and admins' reports), never to an
+    owner they may not be of."""
     unknown = {k[1] for k in p.usage if k[2] is None}
     unknown.update(k[0] for k in p.objects if k[1] is None)
     unknown.update(k[1] for k in p.storage if k[2] is None)
@@ -82,7 +84,10 @@ def add_counts(conn: Connection, p: UsageCounts) -> None:
     now = buckets_created(conn, unknown)
 
     def of(bucket: str, created: Created) -> float:
-        return now.get(bucket, NO_BUCKET) if created is None else created
+        if created is not None:
+            return created
+        current = now.get(bucket, NO_BUCKET)
+        return current if current <= p.started else NO_BUCKET
 
     usage_rows: dict[tuple[int, str, float, str], dict[str, Any]] = {}
     for (hour, bucket, created, op), (reqs, out, in_) in p.usage.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 # The operation under which stored bytes are counted (as byte-hours).
@@ -28,12 +29,16 @@ class UsageCounts:
     # (hour, info-hash hex) -> (bucket, key, [completed, uploaded, downloaded]), of the
     # bucket that has the name when stored
     swarms: dict[tuple[int, str], tuple[str, str, list[int]]] = field(default_factory=dict)
+    # When these counts began to be gathered (wall clock): those of unknown bucket (created
+    # None) were recorded since. Infinity: not known (taken as after every creation).
+    started: float = math.inf
 
     def __bool__(self) -> bool:
         return bool(self.usage or self.objects or self.storage or self.swarms)
 
     def merge(self, other: UsageCounts) -> None:
         """Add other's counts to ours (a failed flush's counts go back to the next one)."""
+        self.started = min(self.started, other.started)
         for k, v in other.usage.items():
             mine = self.usage.setdefault(k, [0, 0, 0])
             for i in range(3):

@@ -134,7 +134,8 @@ async def create_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
         settings = {**(settings or {}), BUCKET_TAGS: [list(t) for t in tags]}
 
     try:
-        await svc.meta.create_bucket(name, p.canonical_id, region, acl_text, settings)
+        # The request's bucket from now on: its usage is this bucket's (meter._record).
+        req.bucket = await svc.meta.create_bucket(name, p.canonical_id, region, acl_text, settings)
     except BucketAlreadyExists as exc:
         if exc.owner_id != p.canonical_id:
             raise S3Error(
@@ -144,6 +145,7 @@ async def create_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
         same_acl = acl_text is None or (existing is not None and existing.acl == acl_text)
         if region == "us-east-1" and same_acl:
             # AWS's legacy behaviour in us-east-1: creating a bucket you own succeeds again.
+            req.bucket = existing
             return web.Response(status=200, headers={"Location": f"/{name}"})
         code = "BucketAlreadyOwnedByYou" if same_acl else "BucketAlreadyExists"
         raise S3Error(code, resource=f"/{name}", extra={"BucketName": name}) from None
