@@ -57,6 +57,8 @@ _MAX_CONSIDER_ATTEMPTS = 3
 _EPOCH_SLOTS = 4096
 _UNPUBLISHABLE_MAX = 65536
 _DECISIONS_MAX = 65536
+# Decisions on a swarm's peers per loop turn when a publication drops those it refuses.
+_DECISIONS_PER_TURN = 256
 # Re-decide a little after a policy's time boundary, so the clock is surely past it.
 _BOUNDARY_SLACK = 0.05
 # loop.call_later's longest useful delay; a later boundary is re-scheduled on the way.
@@ -271,6 +273,9 @@ class PublicTorrents:
             try:
                 for sid in info.swarm_ids:
                     await self._register(sid, ref)
+                facts_ = self._facts.get(info.version_id)
+                if facts_ is not None:
+                    await self._drop_refused_peers(info, facts_)
             except Exception:
                 unregistered += 1  # Redis away: a pass a second while cut off, one line each
         if unregistered:
@@ -577,6 +582,9 @@ class PublicTorrents:
         ref = self._ref(info)
         for sid in info.swarm_ids:
             await self._register(sid, ref)
+        # A swarm kept over a revocation (parked, or shared in Redis) comes back with peers
+        # admitted on older facts: unlisted before any announce is admitted on these ones.
+        await self._drop_refused_peers(info, (bucket, obj))
         self.by_version[obj.version_id] = info
         self._facts[obj.version_id] = (bucket, obj)
         for sid in info.swarm_ids:
@@ -587,6 +595,38 @@ class PublicTorrents:
             except Exception:
                 log.exception("publication listener failed")
         return info
+
+    async def _drop_refused_peers(
+        self, info: TorrentInfo, facts_: tuple[md.Bucket, md.ObjectVersion]
+    ) -> int:
+        """Unlist, from the registry's swarms of this publication, the peers that announced
+        from an address the decision on facts_ now refuses (a bucket policy narrowed to other
+        networks, or a time condition that now denies some): each was admitted on older
+        facts, and the tracker hands out no address it would not admit. Only where the
+        decision depends on the source at all: otherwise it is every peer's or none's, and
+        a refused torrent is not published. Returns how many were unlisted."""
+        if not facts.depends_on_source(facts_[0]):
+            return 0
+        dropped = 0
+        # Decided here, not through admits's cache: these facts may be outdated by an event
+        # while this yields, and that cache must hold only decisions on published facts.
+        decided: dict[str, bool] = {}
+        for sid in info.swarm_ids:
+            refused: dict[bytes, str] = {}
+            sources = await self.registry.peer_sources(sid)
+            for n, (peer_id, source) in enumerate(sources.items()):
+                allowed = decided.get(source)
+                if allowed is None:
+                    allowed = decided[source] = self._allowed(facts_, source, (), datetime.now(UTC))
+                if not allowed:
+                    refused[peer_id] = source
+                if n % _DECISIONS_PER_TURN == _DECISIONS_PER_TURN - 1:
+                    await asyncio.sleep(0)  # a swarm of thousands: let announces in between
+            if refused:
+                dropped += await self.registry.drop_peers(sid, refused)
+        if dropped:
+            log.info("%s/%s: %d peers no longer admitted unlisted", info.bucket, info.key, dropped)
+        return dropped
 
     async def may_hold(self, event: Event) -> bool:
         """Whether some process may hold a publication that this revoking event (of this
@@ -638,7 +678,7 @@ class PublicTorrents:
         facts_ = self._facts.get(info.version_id)
         if facts_ is None:
             return False
-        bucket, obj = facts_
+        bucket = facts_[0]
         source = source_ip if facts.depends_on_source(bucket) else None
         heard = facts.header_values(bucket, headers) if headers is not None else ()
         key = (info.version_id, source, heard)
@@ -647,14 +687,25 @@ class PublicTorrents:
         if cached is not None and now_mono < cached[1]:
             return cached[0]
         now = datetime.now(UTC)
-        ctx = facts.context(now, source_ip, False, **dict(heard))
-        allowed = torrent_refusal(self.settings.torrent, bucket, obj, ctx) is None
+        allowed = self._allowed(facts_, source_ip, heard, now)
         boundary = facts.next_time_boundary(bucket, now)
         until = now_mono + (boundary - now).total_seconds() if boundary is not None else math.inf
         if len(self._decisions) >= _DECISIONS_MAX:
             self._decisions.clear()
         self._decisions[key] = (allowed, until)
         return allowed
+
+    def _allowed(
+        self,
+        facts_: tuple[md.Bucket, md.ObjectVersion],
+        source_ip: str | None,
+        heard: tuple[tuple[str, str], ...],
+        now: datetime,
+    ) -> bool:
+        """`admits`'s decision itself, uncached, on these rows."""
+        bucket, obj = facts_
+        ctx = facts.context(now, source_ip, False, **dict(heard))
+        return torrent_refusal(self.settings.torrent, bucket, obj, ctx) is None
 
     async def admit(
         self,
@@ -769,6 +820,12 @@ class ResolvingRegistry:
 
     async def registered(self) -> list[bytes]:
         return await self.inner.registered()
+
+    async def peer_sources(self, info_hash: bytes) -> dict[bytes, str]:
+        return await self.inner.peer_sources(info_hash)
+
+    async def drop_peers(self, info_hash: bytes, peers: Mapping[bytes, str]) -> int:
+        return await self.inner.drop_peers(info_hash, peers)
 
     def sweep(self, now: float) -> int:
         return self.inner.sweep(now)

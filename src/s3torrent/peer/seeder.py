@@ -247,7 +247,7 @@ class Seeder:
         swarm = self.swarm_of(info)
         if swarm is not None:
             stopped = req.event == "stopped"
-            swarm.announced_by(req.peer_id, req.left, stopped, self.clock(), req.ip)
+            swarm.announced_by(req.peer_id, req.left, stopped, self.clock(), req.ip, req.source_ip)
 
     def _drop_swarm(self, swarm: Swarm) -> None:
         if self.swarms.get(swarm.info.version_id) is swarm:
@@ -310,6 +310,10 @@ class Seeder:
                     link.pump()
                 else:
                     swarm.reset(link, "no longer allowed for this peer")
+            # So is each peer the tracker heard from: one it would no longer admit is no longer
+            # listed to the others (PublicTorrents._drop_refused_peers), and what it holds
+            # must not keep the policy from serving them.
+            swarm.forget_refused(lambda source: self.public.admits(republished, source))
             swarm.schedule_decide()
             return
         self._drop_swarm(swarm)

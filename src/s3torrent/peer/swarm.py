@@ -238,6 +238,8 @@ class Swarm:
         self._decide_scheduled = False
         # Peer ids the tracker heard from (not stopped): when, and whether as a seed.
         self.announced: dict[bytes, tuple[float, bool]] = {}
+        # ... and where each announced from (its source address, as the tracker decided it).
+        self.announced_from: dict[bytes, str] = {}
         # Peers that left the origin (or never came) whose pieces still count: peer id ->
         # the policy's key for them (negative keys for peers we never connected to).
         self.remembered: dict[bytes, int] = {}
@@ -301,25 +303,30 @@ class Swarm:
         ]
 
     def announced_by(
-        self, peer_id: bytes, left: int, stopped: bool, now: float, address: str | None = None
+        self,
+        peer_id: bytes,
+        left: int,
+        stopped: bool,
+        now: float,
+        address: str | None = None,
+        source: str | None = None,
     ) -> None:
         """The tracker heard from a peer of this torrent (left: bytes it still lacks), at
-        `address`."""
+        `address` (where its peers reach it), from `source` (where the announce came from:
+        what the access decision goes by; `address` if None)."""
         if address is not None:
             if not stopped:
                 self.announcers[address] = peer_id
             elif self.announcers.get(address) == peer_id:
                 del self.announcers[address]
         if stopped:
-            self.announced.pop(peer_id, None)
-            key = self.remembered.pop(peer_id, None)
-            if key is not None:
-                self.policy.forget(key)
-                self.tstats.remembered = len(self.remembered)
-                self.schedule_decide()
+            self._forget_announced(peer_id)
             return
         seed = left == 0
         self.announced[peer_id] = (now, seed)
+        origin = source if source is not None else address
+        if origin is not None:
+            self.announced_from[peer_id] = origin
         if not seed:
             return  # a leecher's news is its last-heard time, kept above
         links = self._links_by_peer.get(peer_id)
@@ -340,6 +347,30 @@ class Swarm:
                 self.schedule_decide()
         self.tstats.remembered = len(self.remembered)
 
+    def _forget_announced(self, peer_id: bytes, *, decide: bool = True) -> None:
+        """The peer left the swarm (stopped, or may no longer be in it): its pieces no
+        longer count (`decide`: the policy decides again; expiry runs within a decision)."""
+        self.announced.pop(peer_id, None)
+        self.announced_from.pop(peer_id, None)
+        key = self.remembered.pop(peer_id, None)
+        if key is not None:
+            self.policy.forget(key)
+            self.tstats.remembered = len(self.remembered)
+            if decide:
+                self.schedule_decide()
+
+    def forget_refused(self, admits: Callable[[str], bool]) -> int:
+        """Forget the peers the tracker heard from at a source `admits` now refuses (a
+        policy that started denying their network): the tracker no longer lists them to
+        the others, so what they hold is not out there for them. How many were."""
+        refused = [pid for pid, source in self.announced_from.items() if not admits(source)]
+        for peer_id in refused:
+            self._forget_announced(peer_id)
+        for address, peer_id in list(self.announcers.items()):
+            if peer_id not in self.announced:
+                del self.announcers[address]
+        return len(refused)
+
     def expire_remembered(self, now: float) -> None:
         """Forget peers the tracker stopped hearing from."""
         if now < self._next_expiry:
@@ -347,11 +378,7 @@ class Swarm:
         self._next_expiry = now + 1.0
         for peer_id, (seen, _seed) in list(self.announced.items()):
             if now - seen >= REMOTE_PEER_TTL:
-                del self.announced[peer_id]
-                key = self.remembered.pop(peer_id, None)
-                if key is not None:
-                    self.policy.forget(key)
-                    self.tstats.remembered = len(self.remembered)
+                self._forget_announced(peer_id, decide=False)
         for address, peer_id in list(self.announcers.items()):
             if peer_id not in self.announced:
                 del self.announcers[address]

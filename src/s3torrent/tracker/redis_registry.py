@@ -3,7 +3,8 @@
 Per torrent (hex info-hash H, prefix P):
   P:reg            hash  H -> TorrentRef as JSON (the set of registered torrents)
   P:sw:{H}         hash  completed, uploaded, downloaded, origins (counters)
-  P:pe:{H}         hash  peer_id -> packed peer (ip, port, left, key, uploaded, downloaded, done)
+  P:pe:{H}         hash  peer_id -> packed peer (ip, port, left, key, uploaded, downloaded, done,
+                         source: where it announced from when not ip, else empty)
   P:ls:{H}         zset  peer_id by last announce time (expiry pops the low end)
   P:sd:{H} P:lc:{H} sets of seeding / leeching peer ids (uniform sampling: SRANDMEMBER)
   P:npeers         count of peers in all swarms (the global bound)
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -49,10 +51,15 @@ local function unpack_peer(s)
   local f = {}
   for v in string.gmatch(s, '([^\\t]*)\\t?') do f[#f + 1] = v end
   return {ip = f[1], port = f[2], left = tonumber(f[3]), key = f[4],
-          up = tonumber(f[5]), down = tonumber(f[6]), done = f[7]}
+          up = tonumber(f[5]), down = tonumber(f[6]), done = f[7], src = f[8] or ''}
 end
 local function pack_peer(p)
-  return table.concat({p.ip, p.port, int(p.left), p.key, int(p.up), int(p.down), p.done}, '\\t')
+  return table.concat(
+    {p.ip, p.port, int(p.left), p.key, int(p.up), int(p.down), p.done, p.src}, '\\t')
+end
+local function source_of(p)
+  if p.src ~= '' then return p.src end
+  return p.ip
 end
 local function remove_peer(pe, ls, sd, lc, np, pid)
   redis.call('HDEL', pe, pid)
@@ -70,7 +77,7 @@ end
 
 # KEYS: reg sw pe ls sd lc npeers rate
 # ARGV: hash peer_id ip port left key uploaded downloaded event numwant now ttl
-#       max_per_torrent max_total rate burst
+#       max_per_torrent max_total rate burst seed exact_limit source
 _ANNOUNCE = (
     _CLOCK
     + """
@@ -85,6 +92,8 @@ local rate, burst = tonumber(ARGV[15]), tonumber(ARGV[16])
 -- SRANDMEMBER with a count favours members in short hash chains; swarms up to this size are
 -- sampled exactly uniformly instead (partial Fisher-Yates, seeded by the caller).
 local exact_limit = tonumber(ARGV[18])
+-- Where the announce came from when that is not ip (else empty): what a re-decision goes by.
+local src = ARGV[19]
 -- Redis resets Lua's math.random for every script, so use our own generator (Park-Miller,
 -- exact in Lua's doubles), seeded by the caller on each call.
 local state = tonumber(ARGV[17]) % 2147483646 + 1
@@ -152,7 +161,7 @@ if not peer then
     local base_up, base_down = up, down
     if event == 'started' then base_up, base_down = 0, 0 end
     peer = {ip = ip, port = port, left = left, key = key, up = base_up, down = base_down,
-            done = '0'}
+            done = '0', src = src}
     redis.call('INCR', np)
   end
 end
@@ -163,7 +172,7 @@ if peer then
     peer.done = '1'
     redis.call('HINCRBY', sw, 'completed', 1)
   end
-  peer.ip, peer.port, peer.left = ip, port, left
+  peer.ip, peer.port, peer.left, peer.src = ip, port, left, src
   if key ~= '' then peer.key = key end
   redis.call('HSET', pe, pid, pack_peer(peer))
   redis.call('ZADD', ls, now, pid)
@@ -240,6 +249,24 @@ redis.call('HSET', sw, 'origins', ARGV[3])
 return 1
 """
 
+# KEYS: reg sw pe ls sd lc npeers; ARGV: hash, then peer id and source pairs
+_DROP = (
+    _CLOCK
+    + """
+local reg, sw, pe, ls, sd, lc, np = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+if redis.call('HEXISTS', reg, ARGV[1]) == 0 then return 0 end
+local dropped = 0
+for i = 2, #ARGV, 2 do
+  local packed = redis.call('HGET', pe, ARGV[i])
+  if packed and source_of(unpack_peer(packed)) == ARGV[i + 1] then
+    remove_peer(pe, ls, sd, lc, np, ARGV[i])
+    dropped = dropped + 1
+  end
+end
+return dropped
+"""
+)
+
 _FAILURES = {
     "unregistered": UNREGISTERED_TORRENT,
     "rate": RATE_LIMITED,
@@ -269,6 +296,16 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _source_of(packed: str) -> str:
+    """Where a packed peer (see the module's docstring) last announced from."""
+    fields = packed.split("\t")
+    return fields[7] if len(fields) > 7 and fields[7] else fields[0]
+
+
+# Peers unlisted per script call: a long script blocks every other Redis client.
+_DROP_BATCH = 500
+
+
 # Swarms up to this many seeds (or leechers) are sampled exactly uniformly.
 EXACT_SAMPLE_LIMIT = 2048
 
@@ -294,6 +331,7 @@ class RedisRegistry:
         self._scrape = client.register_script(_SCRAPE)
         self._deregister = client.register_script(_DEREGISTER)
         self._register = client.register_script(_REGISTER)
+        self._drop = client.register_script(_DROP)
 
     @classmethod
     def from_url(cls, url: str, limits: RegistryLimits | None = None, **kw: Any) -> RedisRegistry:
@@ -397,6 +435,7 @@ class RedisRegistry:
             lim.rate_burst,
             self._rng.randrange(1 << 31),
             EXACT_SAMPLE_LIMIT,
+            req.source if req.source is not None else "",
         ]
         row = await self._announce(keys=keys, args=args)
         if _text(row[0]) == "F":
@@ -407,6 +446,27 @@ class RedisRegistry:
         if req.event is AnnounceEvent.STOPPED:
             return AnnounceResult(complete, incomplete, ())
         return AnnounceResult(complete, incomplete, self._peers(req, ref, row[5]), warning)
+
+    async def peer_sources(self, info_hash: bytes) -> dict[bytes, str]:
+        if not await self.is_registered(info_hash):
+            return {}
+        sources: dict[bytes, str] = {}
+        async for peer_id, packed in self.client.hscan_iter(
+            self._swarm_keys(info_hash)[2], count=1000
+        ):
+            sources[bytes(peer_id)] = _source_of(_text(packed))
+        return sources
+
+    async def drop_peers(self, info_hash: bytes, peers: Mapping[bytes, str]) -> int:
+        keys = self._swarm_keys(info_hash)
+        pairs = list(peers.items())
+        dropped = 0
+        for start in range(0, len(pairs), _DROP_BATCH):
+            args: list[bytes | str] = [info_hash.hex()]
+            for peer_id, source in pairs[start : start + _DROP_BATCH]:
+                args += (peer_id, source)
+            dropped += int(await self._drop(keys=keys, args=args))
+        return dropped
 
     def _peers(
         self, req: AnnounceRequest, ref: TorrentRef, flat: list[Any]

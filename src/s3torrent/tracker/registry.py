@@ -11,6 +11,7 @@ import ipaddress
 import math
 import random
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple, Protocol
@@ -84,6 +85,14 @@ class TrackerRegistry(Protocol):
 
     async def registered(self) -> list[bytes]: ...
 
+    async def peer_sources(self, info_hash: bytes) -> dict[bytes, str]:
+        """Where each listed peer of a registered torrent last announced from (peer id ->
+        source address: what the access decision goes by); empty if not registered."""
+
+    async def drop_peers(self, info_hash: bytes, peers: Mapping[bytes, str]) -> int:
+        """Unlist these peers (peer id -> the source `peer_sources` gave) of a registered
+        torrent, each only if it still announces from that source; how many were."""
+
     def sweep(self, now: float) -> int:
         """Drop peers not seen for two intervals (a no-op where the engine expires them)."""
         ...
@@ -112,6 +121,7 @@ class _Peer:
         "key",
         "last_seen",
         "left",
+        "source",
         "uploaded",
     )
 
@@ -120,6 +130,8 @@ class _Peer:
         self.address = PeerAddress(req.ip, req.port, req.peer_id)
         self.left = req.left
         self.key = req.key
+        # Where it announced from when that is not `address.ip` (AnnounceRequest.source).
+        self.source = req.source
         self.last_seen = now
         # A peer's counters are "since it started the torrent": one first seen without the
         # `started` event (after this registry started again, or after it expired here)
@@ -377,6 +389,24 @@ class MemoryRegistry:
     async def close(self) -> None:
         """Nothing to release: the swarms live in this process."""
 
+    async def peer_sources(self, info_hash: bytes) -> dict[bytes, str]:
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            return {}
+        return {peer_id: _source_of(peer) for peer_id, peer in swarm.peers.items()}
+
+    async def drop_peers(self, info_hash: bytes, peers: Mapping[bytes, str]) -> int:
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            return 0
+        dropped = 0
+        for peer_id, source in peers.items():
+            peer = swarm.peers.get(peer_id)
+            if peer is not None and _source_of(peer) == source:
+                self._remove(swarm, peer_id)
+                dropped += 1
+        return dropped
+
     def sweep(self, now: float) -> int:
         """Drop every peer not seen for `peer_ttl`; returns how many were dropped."""
         return sum(self._expire(swarm, now) for swarm in self._swarms.values())
@@ -449,6 +479,7 @@ class MemoryRegistry:
         if moved:
             address = peer.address = PeerAddress(req.ip, req.port, peer_id)
         peer.left = left
+        peer.source = req.source
         if req.key is not None:
             peer.key = req.key
         peer.last_seen = now
@@ -522,6 +553,10 @@ class MemoryRegistry:
         for origin in origins:
             chosen.insert(_index_below(self._rng, len(chosen) + 1), origin)
         return tuple(chosen)
+
+
+def _source_of(peer: _Peer) -> str:
+    return peer.address.ip if peer.source is None else peer.source
 
 
 def _same_peer(peer: _Peer, req: AnnounceRequest) -> bool:
