@@ -1,4 +1,5 @@
-"""Events across nodes: the local EventBus relayed through one Redis pub/sub channel.
+"""Events across nodes: the local EventBus relayed through one Redis pub/sub channel (one per
+database number: `events_channel`).
 
 Every event published on this node's bus goes out as JSON (with our node id); every event
 another node sent is published on our bus, so its subscribers (revocation, the seeder's
@@ -72,6 +73,19 @@ BEAT_EVERY = 1.0
 FORGET_AFTER = 60.0
 
 
+CHANNEL = "s3t:events"
+
+
+def events_channel(client: aioredis.Redis, base: str = CHANNEL) -> str:
+    """The relay's channel for the database `client` selected. Pub/sub channels are one
+    namespace for a whole Redis server, whatever database a client selected (keys are per
+    database): two deployments on one server told apart by their database numbers
+    (redis://host/1, redis://host/2) heard each other's events and beats until 2026-12-07.
+    Database 0 keeps the name it had, so nodes upgraded one by one still hear each other."""
+    db = int(client.connection_pool.connection_kwargs.get("db") or 0)
+    return base if db == 0 else f"{base}:db{db}"
+
+
 class RedisEventRelay:
     """Subscribe it to the bus, `start()` it, and events flow both ways."""
 
@@ -80,7 +94,7 @@ class RedisEventRelay:
         bus: EventBus,
         client: aioredis.Redis,
         *,
-        channel: str = "s3t:events",
+        channel: str | None = None,
         node_id: str | None = None,
         reconnect_delay: float = 0.5,
         on_gap: Callable[[], None] | None = None,
@@ -94,7 +108,7 @@ class RedisEventRelay:
     ) -> None:
         self.bus = bus
         self.client = client
-        self.channel = channel
+        self.channel = channel if channel is not None else events_channel(client)
         self.node_id = node_id or secrets.token_hex(8)
         self.reconnect_delay = reconnect_delay
         self.on_gap = on_gap

@@ -1,5 +1,17 @@
-"""The registry tests of tests/unit/test_audit_swarm_denied.py (peer sources, unlisting the
-peers a new decision refuses) run here against RedisRegistry on a real Redis."""
+"""Two deployments on one Redis server, told apart by their database numbers
+(redis://host/1 and redis://host/2), share nothing: keys are per database, and the event
+relay's pub/sub channel, which is one namespace for the whole server whatever database a
+client selected, is named after the database too.
+
+Until 2026-12-07 both deployments published on `s3t:events`: each heard the other's events
+(an AccessChanged of a bucket of the same name revoked and decided again its torrents, a
+gap marker made every node decide everything again) and beats (a node of the other
+deployment that stopped without a goodbye was taken for one cut off: every node decided
+again every second for a minute).
+
+Also: the registry tests of tests/unit/test_audit_swarm_denied.py (peer sources, unlisting
+the peers a new decision refuses) run here against RedisRegistry.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +22,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from s3torrent.events import AccessChanged, Event, EventBus
+from s3torrent.events_redis import RedisEventRelay
 from s3torrent.tracker.registry import RegistryLimits, TorrentRef
 from tests.scale.engines import Engine
 from tests.scale.test_redis_registry import PerLoopRedisRegistry
@@ -17,6 +31,71 @@ from tests.unit import test_audit_swarm_denied as denied_tests
 from tests.unit import test_tracker_registry as memory_tests
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def _url(redis_server: Engine, db: int) -> str:
+    return redis_server.url.rsplit("/", 1)[0] + f"/{db}"
+
+
+class Deployment:
+    """One node's event bus and its relay on database `db`, recording what it hears."""
+
+    def __init__(self, url: str) -> None:
+        self.bus = EventBus()
+        self.heard: list[Event] = []
+        self.gaps = 0
+        self.bus.subscribe(self.heard.append)
+        self.relay = RedisEventRelay.from_url(self.bus, url, on_gap=self._gap)
+
+    def _gap(self) -> None:
+        self.gaps += 1
+
+
+async def _two_deployments(redis_server: Engine) -> None:
+    one, one_too = Deployment(_url(redis_server, 1)), Deployment(_url(redis_server, 1))
+    two, two_too = Deployment(_url(redis_server, 2)), Deployment(_url(redis_server, 2))
+    deployments = (one, one_too, two, two_too)
+    for d in deployments:
+        await d.relay.start()
+    try:
+        event = AccessChanged("photos", None)
+        one.bus.publish(event)
+        # The other node of the same deployment hears it, and one's first beat: the control.
+        async with asyncio.timeout(10):
+            while event not in one_too.heard or one.relay.node_id not in one_too.relay._heard:
+                await asyncio.sleep(0.02)
+        # Redis ran one's publishes before this one (they were heard already), and writes
+        # a subscriber's messages in the order it ran them: once two hears the marker it
+        # has heard whatever of one's it ever will.
+        marker = AccessChanged("marker", None)
+        two_too.bus.publish(marker)
+        async with asyncio.timeout(10):
+            while marker not in two.heard:
+                await asyncio.sleep(0.02)
+        assert two.heard == [marker]
+        assert one.relay.node_id not in two.relay._heard
+        assert one.relay.channel != two.relay.channel
+    finally:
+        for d in deployments:
+            await d.relay.close()
+
+
+def test_deployments_on_two_databases_do_not_hear_each_other(redis_server: Engine) -> None:
+    asyncio.run(_two_deployments(redis_server))
+
+
+def test_database_zero_keeps_its_channel(redis_server: Engine) -> None:
+    """Nodes of one deployment on database 0 (the default) keep the channel they had, so a
+    deployment upgraded node by node still hears itself."""
+
+    async def channel() -> str:
+        relay = RedisEventRelay.from_url(EventBus(), _url(redis_server, 0))
+        try:
+            return relay.channel
+        finally:
+            await relay.client.aclose()
+
+    assert asyncio.run(channel()) == "s3t:events"
 
 
 # ---- the unit tests of unlisting refused peers, against RedisRegistry ----
