@@ -10,12 +10,15 @@ deployment that stopped without a goodbye was taken for one cut off: every node 
 again every second for a minute).
 
 Also: the registry tests of tests/unit/test_audit_swarm_denied.py (peer sources, unlisting
-the peers a new decision refuses) run here against RedisRegistry.
+the peers a new decision refuses) run here against RedisRegistry, and two nodes sharing
+the registry unlist a peer a narrowed policy denies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +28,9 @@ import redis.asyncio as aioredis
 from s3torrent.events import AccessChanged, Event, EventBus
 from s3torrent.events_redis import RedisEventRelay
 from s3torrent.tracker.registry import RegistryLimits, TorrentRef
+from tests.conftest import make_client
 from tests.scale.engines import Engine
+from tests.scale.test_nodes import Cluster, cluster, info_hash_of  # noqa: F401
 from tests.scale.test_redis_registry import PerLoopRedisRegistry
 from tests.unit import test_audit_swarm_denied as denied_tests
 from tests.unit import test_tracker_registry as memory_tests
@@ -146,3 +151,34 @@ def test_a_peer_stored_before_sources_were_is_taken_at_its_ip(redis_server: Engi
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+# ---- unlisting refused peers across two nodes sharing the registry in Redis ----
+
+
+def test_a_narrowed_policy_on_one_node_unlists_denied_peers_on_the_other(
+    cluster: tuple[Cluster, str],  # noqa: F811
+) -> None:
+    """The swarm lives in Redis: a peer announced through node A from a network the policy
+    now denies is not handed out by node B either."""
+    from tests.api.test_audit_swarm_denied import ASKING, DENIED, KEPT, _announce, _peers, _policy
+
+    c, _ = cluster
+    a, b = c.start("a"), c.start("b")
+    sa3 = make_client(a.endpoint)
+    bucket = "narrowed"
+    sa3.create_bucket(Bucket=bucket)
+    sa3.put_object(Bucket=bucket, Key="k", Body=os.urandom(300_000))
+    sa3.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, "127.0.0.0/8"))
+    ih = info_hash_of(sa3.get_object_torrent(Bucket=bucket, Key="k")["Body"].read())
+    _peers(_announce(a, ih, DENIED, 51001, left=0))
+    _peers(_announce(b, ih, KEPT, 51002, left=0))
+    assert {(DENIED, 51001), (KEPT, 51002)} <= _peers(_announce(b, ih, ASKING, 51003, 100))
+    sa3.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, "127.0.0.0/29"))
+    deadline = time.monotonic() + 5
+    # B hears of the change through Redis (the event relay): bounded, not instant.
+    while (DENIED, 51001) in (after := _peers(_announce(b, ih, ASKING, 51003, 100))):
+        assert time.monotonic() < deadline, after
+        time.sleep(0.05)
+    assert (KEPT, 51002) in after
+    assert (DENIED, 51001) not in _peers(_announce(a, ih, ASKING, 51003, 100))
