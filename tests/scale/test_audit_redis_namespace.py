@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from s3torrent.events import AccessChanged, Event, EventBus
 from s3torrent.events_redis import RedisEventRelay
 from s3torrent.tracker.registry import RegistryLimits, TorrentRef
-from tests.conftest import make_client
+from tests.conftest import LiveServer, free_port, make_client
 from tests.scale.engines import Engine
 from tests.scale.test_nodes import Cluster, cluster, info_hash_of  # noqa: F401
 from tests.scale.test_redis_registry import PerLoopRedisRegistry
@@ -187,3 +187,57 @@ def test_a_narrowed_policy_on_one_node_unlists_denied_peers_on_the_other(
             assert time.monotonic() < deadline, (node.endpoint, answer)
             time.sleep(0.05)
         assert (KEPT, 51002) in _peers(answer)
+
+
+def test_every_worker_of_a_node_on_redis_decides_a_narrowed_policy_again(
+    cluster: tuple[Cluster, str],  # noqa: F811
+) -> None:
+    """With Redis every worker answers announces from its own decisions, cached per torrent
+    and source: the change, made through one worker, must reach every other one's cache
+    (through Redis: no worker hears another's events any other way), within a second."""
+    from tests.api.test_audit_swarm_denied import ASKING, DENIED, KEPT, _announce, _peers, _policy
+
+    c, _ = cluster
+    data = c.tmp / "a"
+    data.mkdir(parents=True, exist_ok=True)
+    c.nodes["a"] = LiveServer(
+        data_dir=data,
+        port=free_port(),
+        peer_port=c.peer_ports["a"],
+        env={**c.env, "S3TORRENT_NODE_ID": "node-a"},
+        workers=2,
+    )
+    a = c.start("a")
+    s3 = make_client(a.endpoint)
+    bucket = "narrowed-workers"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=os.urandom(300_000))
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, "127.0.0.0/8"))
+    ih = info_hash_of(s3.get_object_torrent(Bucket=bucket, Key="k")["Body"].read())
+    # Every announce on a new connection: the kernel spreads them over both workers, and
+    # each caches the denied source's "allowed".
+    for _ in range(10):
+        _peers(_announce(a, ih, DENIED, 51001, left=0))
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, "127.0.0.0/29"))
+    changed = time.monotonic()
+    refused_in_a_row = 0
+    while refused_in_a_row < 20:
+        assert time.monotonic() - changed < 1.5, "a worker still admits the denied source"
+        answer = _announce(a, ih, DENIED, 51001, left=0)
+        refused = answer.get(b"failure reason") == b"unregistered torrent"
+        refused_in_a_row = refused_in_a_row + 1 if refused else 0
+    _admitted(a, ih, KEPT, 51002, left=0)
+    assert (DENIED, 51001) not in _peers(_admitted(a, ih, ASKING, 51003, left=100))
+
+
+def _admitted(node: LiveServer, ih: bytes, source: str, port: int, left: int) -> dict[bytes, Any]:
+    """An allowed peer's announce, once admitted: right after a change of access, a node
+    on Redis may answer "unregistered torrent" while its processes (and the other nodes)
+    revoke and publish again the shared registration (bounded: 5 s)."""
+    from tests.api.test_audit_swarm_denied import _announce
+
+    deadline = time.monotonic() + 5
+    while b"failure reason" in (answer := _announce(node, ih, source, port, left)):
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.05)
+    return answer
