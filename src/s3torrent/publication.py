@@ -310,6 +310,16 @@ class PublicTorrents:
             self.revoke(info.version_id)
             self._spawn_consider(info.version_id, self.consider_version(info.version_id))
             return False
+        if self._facts.get(info.version_id) != (bucket, current):
+            # Its rows changed while events were missed, yet it is public still (a policy
+            # narrowed to other networks, say): do what the missed event would have done,
+            # revoke and decide again, so that every peer it admitted (the seeder's
+            # connections, browsers, the swarm) is decided again with its own address.
+            # Until 2026-12-07 the rows were only swapped: a peer from a network the change
+            # denies went on downloading from the seeder while it stayed connected.
+            self.revoke(info.version_id)
+            self._spawn_consider(info.version_id, self.consider_version(info.version_id))
+            return False
         self._facts[info.version_id] = (bucket, current)
         self._decisions.clear()
         self._schedule_boundary(bucket)

@@ -31,6 +31,7 @@ from s3torrent.tracker.registry import RegistryLimits, TorrentRef
 from tests.conftest import LiveServer, free_port, make_client
 from tests.scale.engines import Engine
 from tests.scale.test_nodes import Cluster, cluster, info_hash_of  # noqa: F401
+from tests.scale.test_redis_gap import CuttableProxy, _start_b_through, proxy  # noqa: F401
 from tests.scale.test_redis_registry import PerLoopRedisRegistry
 from tests.unit import test_audit_swarm_denied as denied_tests
 from tests.unit import test_tracker_registry as memory_tests
@@ -241,3 +242,43 @@ def _admitted(node: LiveServer, ih: bytes, source: str, port: int, left: int) ->
         assert time.monotonic() < deadline, answer
         time.sleep(0.05)
     return answer
+
+
+# ---- a change of access missed in a gap, that keeps the torrent public for some ----
+
+
+def test_a_node_back_from_a_gap_decides_each_peer_again(
+    cluster: tuple[Cluster, str],  # noqa: F811
+    proxy: CuttableProxy,  # noqa: F811
+) -> None:
+    """A policy narrowed on A while B is cut off from Redis: B's event never comes, and B
+    decides its publications again from the database (while cut off, and once back). The
+    torrent is still public (to the networks still allowed), so B kept it published, and
+    until 2026-12-07 nothing decided B's seeder connections again: a peer from the network
+    now denied went on downloading from B's seeder for as long as it stayed connected."""
+    from tests.api.test_audit_swarm_denied import DENIED, _policy
+    from tests.interop.test_seeder_per_peer_revocation import _raw_peer_from
+
+    c, _ = cluster
+    c.env["S3TORRENT_SEEDER__ENABLED"] = "true"
+    a = c.start("a")
+    b = _start_b_through(c, proxy)
+    sa3 = make_client(a.endpoint)
+    bucket = "gap-narrowed"
+    sa3.create_bucket(Bucket=bucket)
+    sa3.put_object(Bucket=bucket, Key="k", Body=os.urandom(2 * 1024 * 1024))
+    sa3.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, "127.0.0.0/8"))
+    ih = info_hash_of(sa3.get_object_torrent(Bucket=bucket, Key="k")["Body"].read())
+    denied = _raw_peer_from(b, DENIED)
+    allowed = _raw_peer_from(b, "127.0.0.2")
+    try:
+        assert denied.handshake(ih) and allowed.handshake(ih)
+        proxy.cut()
+        time.sleep(0.5)
+        sa3.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, "127.0.0.0/29"))
+        time.sleep(1.5)
+        proxy.restore()
+        assert denied.closed_by_peer(timeout=6.0), "B's seeder still serves the denied peer"
+    finally:
+        denied.close()
+        allowed.close()
