@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from s3torrent.tracker.protocol import AnnounceRequest
-from s3torrent.tracker.registry import AnnounceResult
+from s3torrent.tracker.protocol import AnnounceEvent, AnnounceRequest
+from s3torrent.tracker.registry import PEER_ID_IN_USE, AnnounceFailure, AnnounceResult
 from tests.conftest import make_client, node_in_process
 from tests.unit import test_tracker_registry as base
 
@@ -73,6 +73,24 @@ def test_an_unregistered_torrent_drops_nothing() -> None:
     base.ok(registry, base.req(1, ip="10.2.0.1"))
     base.run(registry.deregister(base.HASH))
     assert base.run(registry.drop_peers(base.HASH, {base.pid(1): "10.2.0.1"})) == 0
+
+
+def test_naming_a_peers_address_does_not_make_another_host_that_peer() -> None:
+    """Under trust_ip_param a client names the `ip` its peers reach it at: that address is
+    its word, not where it is. Until 2026-12-07 the registry took a peer id announced with
+    the same `ip` for the same peer whatever its key, so any host that learnt a peer's id
+    (non-compact answers carry them) could stop it (unlisted for half an hour) or move it
+    elsewhere by naming its address. Only the same source, or the peer's key, proves it."""
+    registry = base.make()
+    base.ok(registry, base.req(1, ip="10.1.0.1", key=b"secret"))
+    for event in (AnnounceEvent.STOPPED, AnnounceEvent.NONE):
+        forged = _from(1, "10.6.6.6", ip="10.1.0.1", key=b"guess", event=event)
+        assert base.run(registry.announce(forged, 0.0)) == AnnounceFailure(PEER_ID_IN_USE)
+    forged = _from(1, "10.6.6.6", ip="10.1.0.1", key=b"guess")._replace(port=7000)
+    assert isinstance(base.run(registry.announce(forged, 0.0)), AnnounceFailure)
+    assert {(p.ip, p.port) for p in base.ok(registry, base.req(2)).peers} == {("10.1.0.1", 6881)}
+    # The peer itself, from where it announced, naming another address for its peers: fine.
+    base.ok(registry, _from(1, "10.1.0.1", ip="192.0.2.1"))
 
 
 # ---- with the real decision: a node in this process, its bucket policy narrowed ----

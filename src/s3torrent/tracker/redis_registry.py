@@ -132,7 +132,10 @@ local packed = redis.call('HGET', pe, pid)
 local peer = nil
 if packed then
   peer = unpack_peer(packed)
-  if not (peer.ip == ip or peer.key == '' or (key ~= '' and peer.key == key)) then
+  -- The same host is the same source (not the same ip, which a client may name).
+  local from = src
+  if from == '' then from = ip end
+  if not (source_of(peer) == from or peer.key == '' or (key ~= '' and peer.key == key)) then
     return {'F', 'inuse'}
   end
 end

@@ -561,9 +561,11 @@ def _source_of(peer: _Peer) -> str:
 
 def _same_peer(peer: _Peer, req: AnnounceRequest) -> bool:
     # BEP 3 `key` lets a client prove it is the same peer after its address changed; without
-    # it, another host could stop or move someone else's peer by reusing the peer id.
+    # it, another host could stop or move someone else's peer by reusing the peer id. The
+    # same host is the same source, not the same `ip`: under trust_ip_param that is only the
+    # address a client names (until 2026-12-07 naming a peer's address made one that peer).
     return (
-        peer.address.ip == req.ip
+        _source_of(peer) == req.source_ip
         or (peer.key is not None and peer.key == req.key)
         or peer.key is None
     )
