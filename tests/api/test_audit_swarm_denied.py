@@ -115,3 +115,38 @@ def test_a_newly_denied_peer_is_not_handed_to_the_others(
 def _remembered(server: LiveServer, ih: bytes) -> int:
     torrent = seeder_stats(server.endpoint)["torrents"].get(ih.hex(), {})
     return int(torrent.get("remembered", 0))
+
+
+@pytest.fixture(scope="module")
+def trusting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    srv = start_server(
+        tmp_path_factory.mktemp("trust-ip"), env={"S3TORRENT_TRACKER__TRUST_IP_PARAM": "true"}
+    )
+    yield srv
+    srv.stop()
+
+
+def test_naming_a_peers_address_does_not_stop_that_peer(trusting: LiveServer) -> None:
+    """Under trust_ip_param another host names a listed peer's address and its peer id (a
+    compact=0 answer told it) to stop it: refused, and the peer stays listed."""
+    s3 = make_client(trusting.endpoint)
+    bucket = "trust-ip"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="data.bin", Body=os.urandom(300_000), ACL="public-read")
+    ih = info_hash_v1(fetch_torrent(trusting.endpoint, bucket, "data.bin"))
+    victim = quote_from_bytes(b"-VV0001-" + os.urandom(12))
+
+    def announce(source: str, extra: str) -> dict[bytes, Any]:
+        query = f"info_hash={quote_from_bytes(ih)}&uploaded=0&downloaded=0&compact=1&{extra}"
+        status, body = http_get(f"{trusting.endpoint}/announce?{query}", source)
+        assert status == 200, body
+        answer: dict[bytes, Any] = bdecode(body)
+        return answer
+
+    _peers(announce(KEPT, f"peer_id={victim}&key=secret&left=0&port=51002"))
+    forged = announce(
+        DENIED, f"peer_id={victim}&key=guess&ip={KEPT}&left=0&port=51002&event=stopped"
+    )
+    assert forged.get(b"failure reason") == b"peer id in use from another address", forged
+    asking = quote_from_bytes(os.urandom(20))
+    assert (KEPT, 51002) in _peers(announce(ASKING, f"peer_id={asking}&left=100&port=51003"))
