@@ -150,3 +150,65 @@ def test_naming_a_peers_address_does_not_stop_that_peer(trusting: LiveServer) ->
     assert forged.get(b"failure reason") == b"peer id in use from another address", forged
     asking = quote_from_bytes(os.urandom(20))
     assert (KEPT, 51002) in _peers(announce(ASKING, f"peer_id={asking}&left=100&port=51003"))
+
+
+def test_a_handshake_during_the_grace_does_not_spare_a_denied_connection(
+    server: LiveServer,
+) -> None:
+    """A revocation suspends the seeder's swarm, and after a short grace decides each of its
+    connections again if the torrent came back. Until 2026-12-07 a handshake of an allowed
+    peer within that grace (any busy swarm has one) resumed the swarm itself, and the
+    decision after the grace found nothing suspended: the connection of a peer the change
+    denies went on for as long as it lasted."""
+    from tests.interop.test_seeder_per_peer_revocation import _raw_peer_from
+
+    s3 = make_client(server.endpoint)
+    bucket = f"grace-{server.workers}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="data.bin", Body=os.urandom(2 * 1024 * 1024))
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, "127.0.0.0/8"))
+    ih = info_hash_v1(fetch_torrent(server.endpoint, bucket, "data.bin"))
+    denied, kept = _raw_peer_from(server, DENIED), _raw_peer_from(server, KEPT)
+    newcomer = None
+    try:
+        assert denied.handshake(ih) and kept.handshake(ih)
+        s3.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, "127.0.0.0/29"))
+        newcomer = _raw_peer_from(server, ASKING)
+        assert newcomer.handshake(ih)
+        assert denied.closed_by_peer(timeout=2.0), "the denied peer is still served"
+        assert not kept.closed_by_peer(timeout=0.5)
+    finally:
+        for peer in (denied, kept, newcomer):
+            if peer is not None:
+                peer.close()
+
+
+def test_a_handshake_that_finds_the_last_connection_denied_is_served(server: LiveServer) -> None:
+    """The same, with the denied peer the swarm's only connection: deciding it again within
+    the newcomer's handshake empties the swarm, which the newcomer must not be left in."""
+    from s3torrent.peer import wire
+    from tests.interop.test_seeder_per_peer_revocation import _raw_peer_from
+
+    s3 = make_client(server.endpoint)
+    bucket = f"grace-last-{server.workers}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="data.bin", Body=os.urandom(2 * 1024 * 1024))
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, "127.0.0.0/8"))
+    ih = info_hash_v1(fetch_torrent(server.endpoint, bucket, "data.bin"))
+    denied = _raw_peer_from(server, DENIED)
+    newcomer = None
+    try:
+        assert denied.handshake(ih)
+        s3.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, "127.0.0.0/29"))
+        newcomer = _raw_peer_from(server, ASKING)
+        newcomer.sock.settimeout(5)
+        assert newcomer.handshake(ih)
+        newcomer.send(wire.Interested())
+        newcomer.read_until(wire.Unchoke.MSG_ID)
+        newcomer.send(wire.Request(0, 0, 16 * 1024))
+        assert len(newcomer.read_until(wire.Piece.MSG_ID)) >= 16 * 1024
+        assert denied.closed_by_peer(timeout=2.0)
+    finally:
+        for peer in (denied, newcomer):
+            if peer is not None:
+                peer.close()

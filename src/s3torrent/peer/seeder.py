@@ -222,11 +222,12 @@ class Seeder:
 
     def _swarm_for(self, info: TorrentInfo, now: float) -> Swarm | None:
         swarm = self.swarms.get(info.version_id)
+        if swarm is not None and swarm.suspended:
+            # It was republished (we only get here with a currently public info). Deciding
+            # its peers again may leave it empty and drop it: then a new one is made.
+            self._resume(swarm, info)
+            swarm = self.swarms.get(info.version_id)
         if swarm is not None:
-            if swarm.suspended:
-                # It was republished (we only get here with a currently public info).
-                swarm.suspended = False
-                swarm.info = info
             return swarm
         swarm = Swarm(self, info, now)
         self.swarms[info.version_id] = swarm
@@ -300,24 +301,31 @@ class Seeder:
             (i for i in current if i is not None and i.version_id == swarm.info.version_id), None
         )
         if republished is not None:
-            swarm.suspended = False
-            swarm.info = republished
-            for link in list(swarm.links.values()):
-                # Public again, but perhaps not to this peer (a policy that now denies its
-                # network, or a time condition that does): each connection is decided again
-                # with its own address, as its handshake was.
-                if self.public.admits(republished, link.ip):
-                    link.pump()
-                else:
-                    swarm.reset(link, "no longer allowed for this peer")
-            # So is each peer the tracker heard from: one it would no longer admit is no longer
-            # listed to the others (PublicTorrents._drop_refused_peers), and what it holds
-            # must not keep the policy from serving them.
-            swarm.forget_refused(lambda source: self.public.admits(republished, source))
-            swarm.schedule_decide()
+            self._resume(swarm, republished)
             return
         self._drop_swarm(swarm)
         swarm.close("revoked", revoked=True)
+
+    def _resume(self, swarm: Swarm, info: TorrentInfo) -> None:
+        """A suspended swarm's torrent is published again (found so after the grace, or by
+        a handshake within it): serve it again, each peer decided again on the new facts.
+        Until 2026-12-07 a handshake within the grace resumed the swarm as it was, and the
+        check after the grace, finding nothing suspended, decided no connection again."""
+        swarm.suspended = False
+        swarm.info = info
+        for link in list(swarm.links.values()):
+            # Public again, but perhaps not to this peer (a policy that now denies its
+            # network, or a time condition that does): each connection is decided again
+            # with its own address, as its handshake was.
+            if self.public.admits(info, link.ip):
+                link.pump()
+            else:
+                swarm.reset(link, "no longer allowed for this peer")
+        # So is each peer the tracker heard from: one it would no longer admit is no longer
+        # listed to the others (PublicTorrents._drop_refused_peers), and what it holds
+        # must not keep the policy from serving them.
+        swarm.forget_refused(lambda source: self.public.admits(info, source))
+        swarm.schedule_decide()
 
     # ------------------------------------------------------------------ timers
 
