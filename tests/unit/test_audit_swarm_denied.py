@@ -172,3 +172,47 @@ def test_the_seeder_forgets_announced_peers_by_their_source() -> None:
         assert swarm.tstats.remembered == 1
 
     asyncio.run(scenario())
+
+
+def test_a_time_boundary_unlists_the_peers_it_now_denies(tmp_path: Path) -> None:
+    """Nothing is written when a policy's time window for some networks ends: the node's own
+    timer decides the torrent again, and the swarm kept over it loses those networks' peers."""
+    asyncio.run(asyncio.wait_for(_window_ends(tmp_path), 120))
+
+
+async def _window_ends(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    async with node_in_process(tmp_path / "data") as (node, endpoint):
+        s3 = make_client(endpoint)
+        bucket = "window"
+        end = int(time.time()) + 3
+        until = datetime.fromtimestamp(end, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        allow = json.loads(_policy(bucket, "10.1.0.0/16"))
+        window = dict(allow["Statement"][0])
+        window["Condition"] = {
+            "IpAddress": {"aws:SourceIp": "10.0.0.0/8"},
+            "DateLessThan": {"aws:CurrentTime": until},
+        }
+        allow["Statement"].append(window)
+        await asyncio.to_thread(s3.create_bucket, Bucket=bucket)
+        await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="k", Body=os.urandom(MiB))
+        await asyncio.to_thread(s3.put_bucket_policy, Bucket=bucket, Policy=json.dumps(allow))
+        info = await node.svc.public.consider(await node.svc.meta.object(bucket, "k"))
+        assert info is not None
+        tracker = node.svc.tracker._registry
+        ih = info.swarm_ids[0]
+
+        async def peers_of_4() -> set[bytes | None]:
+            result = await tracker.announce(_from(4, "10.1.0.4", info_hash=ih), 0.0)
+            assert isinstance(result, AnnounceResult), result
+            return base.ids(result)
+
+        for n, source in ((1, "10.1.0.1"), (2, "10.2.0.2")):
+            admitted = await tracker.announce(_from(n, source, info_hash=ih, left=0), 0.0)
+            assert isinstance(admitted, AnnounceResult), admitted
+        assert time.time() < end, "too slow to set up before the window ended"
+        assert await peers_of_4() == {base.pid(1), base.pid(2)}
+        async with asyncio.timeout(max(0.0, end - time.time()) + 3):
+            while await peers_of_4() != {base.pid(1)}:
+                await asyncio.sleep(0.1)
