@@ -64,8 +64,8 @@ def nodes(
         "S3TORRENT_METERING__FLUSH_INTERVAL": "0.2",
     }
     c = Cluster(tmp, env)
-    # Node ids of their own: Redis pub/sub channels ignore the database number, and these
-    # nodes outlive the module's tests, whose clusters name theirs node-a and node-b.
+    # Node ids of their own: these nodes outlive the module's tests, whose clusters name
+    # theirs node-a and node-b (and may share the Redis database).
     c.peer_ports = {"module-a": c.peer_ports["a"], "module-b": c.peer_ports["b"]}
     try:
         yield c.start("module-a"), c.start("module-b")
