@@ -1,8 +1,9 @@
 """LifecycleConfiguration XML <-> lifecycle.rules values (the S3 edge's half of lifecycle).
 
-Structural faults (unknown shape, a non-integer Days, a Filter with two conditions outside
-And) are MalformedXML here; S3's semantic rules are `lifecycle.rules.validate`'s. Transitions
-are refused with NotImplemented: this server has one storage class.
+Structural faults (an element S3's schema does not have, or has once given twice, a
+non-integer Days, a Filter with two conditions outside And) are MalformedXML here; S3's
+semantic rules are `lifecycle.rules.validate`'s. Transitions are refused with
+NotImplemented: this server has one storage class.
 """
 
 from __future__ import annotations
@@ -27,18 +28,32 @@ from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.errors import S3Error
 
 _TRANSITIONS = ("Transition", "NoncurrentVersionTransition")
-_RULE_ELEMENTS = frozenset(
-    {
-        "ID",
-        "Filter",
-        "Prefix",
-        "Status",
-        "Expiration",
-        "NoncurrentVersionExpiration",
-        "AbortIncompleteMultipartUpload",
-        *_TRANSITIONS,
-    }
-)
+
+# S3's schema, element by element: the children each may hold and how many times (None: any
+# number). Anything else is MalformedXML, never skipped: a misspelt or repeated condition
+# or action dropped silently would make a rule expire more than it says.
+Shape = dict[str, int | None]
+_ROOT: Shape = {"Rule": None}
+_RULE: Shape = {
+    "ID": 1,
+    "Filter": 1,
+    "Prefix": 1,
+    "Status": 1,
+    "Expiration": 1,
+    "NoncurrentVersionExpiration": 1,
+    "AbortIncompleteMultipartUpload": 1,
+}
+_CONDITIONS: Shape = {
+    "Prefix": 1,
+    "Tag": None,
+    "ObjectSizeGreaterThan": 1,
+    "ObjectSizeLessThan": 1,
+}
+_FILTER: Shape = {**_CONDITIONS, "And": 1}
+_TAG: Shape = {"Key": 1, "Value": 1}
+_EXPIRATION: Shape = {"Days": 1, "Date": 1, "ExpiredObjectDeleteMarker": 1}
+_NONCURRENT: Shape = {"NoncurrentDays": 1, "NewerNoncurrentVersions": 1}
+_ABORT: Shape = {"DaysAfterInitiation": 1}
 
 
 def _malformed(why: str) -> S3Error:
@@ -47,6 +62,20 @@ def _malformed(why: str) -> S3Error:
         "The XML you provided was not well-formed or did not validate against our published "
         f"schema ({why})",
     )
+
+
+def _shaped(el: ET.Element, shape: Shape) -> ET.Element:
+    """The element, if its children are ones `shape` allows, each at most as often."""
+    seen: dict[str, int] = {}
+    for c in el:
+        name = s3xml.local(c.tag)
+        if name not in shape:
+            raise _malformed(f"unknown element {name} in {s3xml.local(el.tag)}")
+        seen[name] = seen.get(name, 0) + 1
+        most = shape[name]
+        if most is not None and seen[name] > most:
+            raise _malformed(f"{name} given more than once in {s3xml.local(el.tag)}")
+    return el
 
 
 def _int(el: ET.Element, name: str) -> int | None:
@@ -70,6 +99,7 @@ def _date(raw: str) -> float:
 
 
 def _tag(el: ET.Element) -> tuple[str, str]:
+    _shaped(el, _TAG)
     key, value = s3xml.text(el, "Key"), s3xml.text(el, "Value")
     if key is None or value is None:
         raise _malformed("a Tag needs a Key and a Value")
@@ -77,6 +107,7 @@ def _tag(el: ET.Element) -> tuple[str, str]:
 
 
 def _conditions(el: ET.Element) -> dict[str, Any]:
+    _shaped(el, _CONDITIONS)
     prefix = s3xml.text(el, "Prefix")
     return {
         "prefix": prefix,
@@ -94,6 +125,7 @@ def _filter(rule: ET.Element) -> RuleFilter:
         return RuleFilter(prefix=legacy or "", form=form)
     if legacy is not None:
         raise _malformed("a Rule has either Prefix or Filter, not both")
+    _shaped(el, _FILTER)
     and_el = s3xml.child(el, "And")
     if and_el is not None:
         if len(el) != 1:
@@ -116,6 +148,7 @@ def _filter(rule: ET.Element) -> RuleFilter:
 
 
 def _expiration(el: ET.Element) -> Expiration:
+    _shaped(el, _EXPIRATION)
     days = _int(el, "Days")
     raw_date = s3xml.text(el, "Date")
     marker = s3xml.text(el, "ExpiredObjectDeleteMarker")
@@ -140,8 +173,7 @@ def _rule(el: ET.Element) -> LifecycleRule:
                 f"Lifecycle {name} is not implemented: this server has one storage class "
                 "(STANDARD), so there is nothing to transition to.",
             )
-        if name not in _RULE_ELEMENTS:
-            raise _malformed(f"unknown Rule element {name}")
+    _shaped(el, _RULE)
     status = s3xml.text(el, "Status")
     if status not in ("Enabled", "Disabled"):
         raise _malformed("Status is Enabled or Disabled")
@@ -149,6 +181,7 @@ def _rule(el: ET.Element) -> LifecycleRule:
     nc = s3xml.child(el, "NoncurrentVersionExpiration")
     noncurrent: NoncurrentExpiration | None = None
     if nc is not None:
+        _shaped(nc, _NONCURRENT)
         days = _int(nc, "NoncurrentDays")
         if days is None:
             raise _malformed("NoncurrentVersionExpiration needs NoncurrentDays")
@@ -156,6 +189,7 @@ def _rule(el: ET.Element) -> LifecycleRule:
     abort = s3xml.child(el, "AbortIncompleteMultipartUpload")
     abort_days: int | None = None
     if abort is not None:
+        _shaped(abort, _ABORT)
         abort_days = _int(abort, "DaysAfterInitiation")
         if abort_days is None:
             raise _malformed("AbortIncompleteMultipartUpload needs DaysAfterInitiation")
@@ -177,6 +211,7 @@ def parse(body: bytes, transition_min_size: str = MIN_SIZE_DEFAULT) -> Lifecycle
     root = s3xml.parse(body)
     if s3xml.local(root.tag) != "LifecycleConfiguration":
         raise _malformed("the root element is LifecycleConfiguration")
+    _shaped(root, _ROOT)
     config = LifecycleConfiguration(
         tuple(_rule(r) for r in s3xml.children(root, "Rule")), transition_min_size
     )

@@ -1,0 +1,88 @@
+"""Audit of bucket lifecycle: the configuration's XML shape (an element S3's schema does not
+have, or one given twice, is S3's MalformedXML, never silently dropped so that a rule acts
+on more objects than it says), and the evaluator's edge cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from s3torrent.s3 import lifecycle_xml
+from s3torrent.s3.errors import S3Error
+
+
+def body(rule_inner: str, outer: str = "") -> bytes:
+    return (
+        f"<LifecycleConfiguration><Rule><ID>r</ID><Status>Enabled</Status>{rule_inner}"
+        f"</Rule>{outer}</LifecycleConfiguration>"
+    ).encode()
+
+
+DAYS = "<Expiration><Days>1</Days></Expiration>"
+
+
+@pytest.mark.parametrize(
+    "xml",
+    [
+        # A misspelt condition: dropped, the rule would expire the whole bucket.
+        body(f"<Filter><prefix>logs/</prefix></Filter>{DAYS}"),
+        body(f"<Filter><Tags><Key>a</Key><Value>b</Value></Tags></Filter>{DAYS}"),
+        body(
+            "<Filter><And><Prefix>logs/</Prefix><Tags><Key>a</Key><Value>b</Value></Tags>"
+            f"<Prefix2>x</Prefix2></And></Filter>{DAYS}"
+        ),
+        # Given twice: one of them was silently ignored.
+        body(f"<Filter><Prefix>logs/</Prefix></Filter><Filter><Prefix>x/</Prefix></Filter>{DAYS}"),
+        body(
+            f"<Filter><Prefix>logs/</Prefix></Filter>{DAYS}<Expiration><Days>9</Days></Expiration>"
+        ),
+        body(
+            "<Filter><And><Prefix>logs/</Prefix><Prefix>x/</Prefix>"
+            f"<Tag><Key>a</Key><Value>b</Value></Tag></And></Filter>{DAYS}"
+        ),
+        body(f"<Filter><Prefix>a</Prefix></Filter>{DAYS}<Status>Disabled</Status>"),
+        body(f"<ID>s</ID><Filter><Prefix>a</Prefix></Filter>{DAYS}"),
+        # Unknown elements inside an action or a tag.
+        body("<Filter><Prefix>a</Prefix></Filter><Expiration><Days>1</Days><Foo/></Expiration>"),
+        body(
+            "<Filter><Prefix>a</Prefix></Filter><NoncurrentVersionExpiration>"
+            "<NoncurrentDays>1</NoncurrentDays><NewerNoncurrentVersion>3"
+            "</NewerNoncurrentVersion></NoncurrentVersionExpiration>"
+        ),
+        body(
+            "<Filter><Prefix>a</Prefix></Filter><AbortIncompleteMultipartUpload>"
+            "<DaysAfterInitiation>1</DaysAfterInitiation><DaysAfterInitiation>2"
+            "</DaysAfterInitiation></AbortIncompleteMultipartUpload>"
+        ),
+        body(f"<Filter><Tag><Key>a</Key><Value>b</Value><Value>c</Value></Tag></Filter>{DAYS}"),
+        # An unknown element beside the rules.
+        body(f"<Filter><Prefix>a</Prefix></Filter>{DAYS}", outer="<Rules/>"),
+    ],
+)
+def test_elements_outside_s3s_schema_are_malformed_xml(xml: bytes) -> None:
+    with pytest.raises(S3Error) as exc:
+        lifecycle_xml.parse(xml)
+    assert exc.value.code == "MalformedXML", xml
+
+
+def test_the_well_formed_shapes_are_still_accepted() -> None:
+    config = lifecycle_xml.parse(
+        body(
+            "<Filter><And><Prefix>logs/</Prefix><Tag><Key>a</Key><Value>b</Value></Tag>"
+            "<Tag><Key>c</Key><Value>d</Value></Tag><ObjectSizeGreaterThan>1"
+            "</ObjectSizeGreaterThan><ObjectSizeLessThan>9</ObjectSizeLessThan></And></Filter>"
+            "<Expiration><Days>1</Days></Expiration><NoncurrentVersionExpiration>"
+            "<NoncurrentDays>2</NoncurrentDays><NewerNoncurrentVersions>3"
+            "</NewerNoncurrentVersions></NoncurrentVersionExpiration>"
+        )
+        + b""
+    )
+    (r,) = config.rules
+    assert r.filter.prefix == "logs/" and r.filter.tags == (("a", "b"), ("c", "d"))
+    assert (r.filter.size_greater_than, r.filter.size_less_than) == (1, 9)
+    # Namespaced, as boto3 sends it.
+    ns = lifecycle_xml.parse(
+        b'<LifecycleConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Rule>'
+        b"<ID>r</ID><Filter><Prefix>p/</Prefix></Filter><Status>Enabled</Status>"
+        b"<Expiration><Days>1</Days></Expiration></Rule></LifecycleConfiguration>"
+    )
+    assert ns.rules[0].filter.prefix == "p/"
