@@ -18,6 +18,9 @@ MAX_ID_LENGTH = 255
 MAX_PREFIX_LENGTH = 1024
 MAX_NEWER_NONCURRENT = 100
 DAY = 86400
+MAX_DAYS = 1_000_000
+"""The most days an action may count (about 2,700 years): creation + days must stay a date
+that x-amz-expiration and x-amz-abort-date can write (before the year 10000)."""
 
 Tags = tuple[tuple[str, str], ...]
 FilterForm = Literal["none", "prefix", "filter", "and"]
@@ -145,6 +148,13 @@ def _positive(value: int | None, what: str) -> None:
         raise LifecycleError("InvalidArgument", f"{what} must be a positive integer")
 
 
+def _days(value: int | None, what: str) -> None:
+    """A day count: positive, and small enough that the date it gives can be written."""
+    _positive(value, what)
+    if value is not None and value > MAX_DAYS:
+        raise LifecycleError("InvalidArgument", f"{what} must not exceed {MAX_DAYS}")
+
+
 def _validate_rule(rule: LifecycleRule) -> None:
     if len(rule.id) > MAX_ID_LENGTH:
         raise LifecycleError(
@@ -175,7 +185,7 @@ def _validate_rule(rule: LifecycleRule) -> None:
             "InvalidRequest", "At least one action needs to be specified in a rule"
         )
     if exp is not None:
-        _positive(exp.days, "'Days' for Expiration action")
+        _days(exp.days, "'Days' for Expiration action")
         if exp.date is not None and exp.date % DAY != 0:
             raise LifecycleError("InvalidArgument", "'Date' must be at midnight GMT")
         if exp.expired_object_delete_marker and f.tags:
@@ -184,7 +194,7 @@ def _validate_rule(rule: LifecycleRule) -> None:
             )
     nc = rule.noncurrent_expiration
     if nc is not None:
-        _positive(nc.noncurrent_days, "'NoncurrentDays' for NoncurrentVersionExpiration action")
+        _days(nc.noncurrent_days, "'NoncurrentDays' for NoncurrentVersionExpiration action")
         n = nc.newer_noncurrent_versions
         if n is not None and not 0 < n <= MAX_NEWER_NONCURRENT:
             raise LifecycleError(
@@ -193,7 +203,7 @@ def _validate_rule(rule: LifecycleRule) -> None:
                 f"positive integer up to {MAX_NEWER_NONCURRENT}",
             )
     if rule.abort_upload_days is not None:
-        _positive(
+        _days(
             rule.abort_upload_days,
             "'DaysAfterInitiation' for AbortIncompleteMultipartUpload action",
         )
