@@ -70,6 +70,8 @@ class LifecycleProgress:
     """Due, but overwritten (or deleted) since it was evaluated: left alone."""
     refused: int = 0
     """Due, but the store refused the delete (object lock, ...)."""
+    buckets_failed: int = 0
+    """Buckets a pass could not go through (an error, logged): the pass went on without."""
     last_pass_seconds: float = 0.0
     last_pass_finished: float = 0.0
 
@@ -144,11 +146,9 @@ class LifecycleWorker:
             if config is None or not config.enabled_rules:
                 continue
             buckets += 1
-            if config.object_rules and not await self._objects(bucket):
+            if not await self._bucket(bucket, config):
                 log.info("lifecycle: lease lost to another node; it goes on from the cursor")
                 return False
-            if config.aborts_uploads:
-                await self._uploads(bucket)
         p = self.progress
         p.passes += 1
         p.last_pass_seconds = time.monotonic() - started
@@ -168,6 +168,20 @@ class LifecycleWorker:
             done["refused"],
             p.last_pass_seconds,
         )
+        return True
+
+    async def _bucket(self, bucket: Bucket, config: LifecycleConfiguration) -> bool:
+        """One bucket's part of a pass; False if the lease was lost. An error in one bucket
+        (its rules, its rows) is logged and the pass goes on with the next: otherwise it would
+        end every pass at that bucket, and the buckets after it would never be processed."""
+        try:
+            if config.object_rules and not await self._objects(bucket):
+                return False
+            if config.aborts_uploads:
+                await self._uploads(bucket)
+        except Exception:
+            self.progress.buckets_failed += 1
+            log.exception("lifecycle: bucket %s failed; the pass goes on", bucket.name)
         return True
 
     async def _in_force(self, walked: Bucket) -> tuple[Bucket, LifecycleConfiguration] | None:

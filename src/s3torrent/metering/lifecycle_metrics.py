@@ -18,6 +18,7 @@ _COUNTERS = {
     "uploads_aborted": "Incomplete multipart uploads aborted by lifecycle rules.",
     "skipped_changed": "Due expiries left alone: the object changed since it was evaluated.",
     "refused": "Due expiries the store refused (object lock, ...).",
+    "buckets_failed": "Buckets a lifecycle pass could not go through (an error, logged).",
 }
 
 
