@@ -18,12 +18,14 @@ from s3torrent.lifecycle.rules import (
     Expiration,
     LifecycleConfiguration,
     LifecycleRule,
+    NoncurrentExpiration,
     RuleFilter,
     to_stored,
 )
 from s3torrent.lifecycle.worker import LifecycleWorker
 from s3torrent.s3 import lifecycle_xml
 from s3torrent.s3.errors import S3Error
+from s3torrent.store import lifecycle_queries
 from s3torrent.store.blobs.local import LocalBlobStore
 from s3torrent.store.metastore import SqlMetadataStore, open_metadata_store
 from s3torrent.store.objects import ObjectStore
@@ -156,5 +158,80 @@ def test_a_bucket_whose_rules_fail_does_not_stop_the_pass_for_the_others(
         assert await meta.object("bk", "k") is None  # expired
         assert await meta.object("aa", "k") is not None
         assert worker.progress.buckets_failed == 1
+
+    asyncio.run(scenario())
+
+
+# ---- a key with very many versions: a page reads a bounded number of them ----
+
+
+def vobj(bucket: str, key: str, i: int, made: float) -> ObjectVersion:
+    vid = f"{i:032d}"
+    return ObjectVersion(bucket, key, vid, 1, f'"{vid}"', made, "o", inline=b"x", versioned=True)
+
+
+async def versioned_bucket(meta: SqlMetadataStore, *rules: LifecycleRule) -> None:
+    await meta.create_bucket("bk", "o", "us-east-1", None)
+    await meta.set_bucket_setting("bk", "versioning", "Enabled")
+    await meta.set_bucket_setting("bk", "lifecycle", to_stored(LifecycleConfiguration(rules)))
+
+
+def test_a_page_reads_a_bounded_number_of_versions(
+    meta: SqlMetadataStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key with more versions than a page holds is read newest first up to the bound, and
+    the page ends before the next key (it comes in the next page); before, every version of
+    every key of a page was read into memory at once, a million for a key put a million times."""
+    monkeypatch.setattr(lifecycle_queries, "MAX_PAGE_VERSIONS", 20, raising=False)
+
+    async def scenario() -> None:
+        await versioned_bucket(meta, LifecycleRule("r", True, RuleFilter(), Expiration(days=1)))
+        for i in range(3):
+            await meta.commit_version(vobj("bk", "a", i, T0 + i))
+        for i in range(60):
+            await meta.commit_version(vobj("bk", "big", 100 + i, T0 + i))
+        for i in range(3):
+            await meta.commit_version(vobj("bk", "c", 200 + i, T0 + i))
+        await meta.commit_version(vobj("bk", "d", 300, T0))
+        seen: list[tuple[str, int]] = []
+        after: str | None = None
+        while True:
+            page = await meta.key_versions_page("bk", "", after, 10)
+            assert sum(len(vs) for _, vs in page.keys) <= 20 + 1  # + the current version
+            seen += [(k, len(vs)) for k, vs in page.keys]
+            if not page.truncated:
+                break
+            after = page.last
+        assert [k for k, _ in seen] == ["a", "big", "c", "d"]
+        counts = dict(seen)
+        assert counts["a"] == 3 and counts["c"] == 3 and counts["d"] == 1
+        # The newest versions of "big", the current one first.
+        assert 20 <= counts["big"] <= 21
+
+    asyncio.run(scenario())
+
+
+def test_noncurrent_versions_of_a_key_beyond_a_page_all_expire_pass_after_pass(
+    meta: SqlMetadataStore, store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle_queries, "MAX_PAGE_VERSIONS", 20, raising=False)
+    rule = LifecycleRule("nc", True, RuleFilter(), noncurrent_expiration=NoncurrentExpiration(1, 2))
+
+    async def scenario() -> None:
+        await versioned_bucket(meta, rule)
+        for i in range(70):
+            await meta.commit_version(vobj("bk", "big", i, T0 + i))
+        await meta.commit_version(vobj("bk", "z", 500, T0))
+        await meta.commit_version(vobj("bk", "z", 501, T0 + 1))
+        settings = LifecycleSettings(day_seconds=DAY, interval=1.0)
+        worker = LifecycleWorker(store, settings, "n1", lambda: T0 + 20 * DAY)
+        for _ in range(10):
+            assert await worker.run_pass()
+        # The current version and the 2 newest noncurrent ones stay; the 67 others went.
+        assert [v.version_id for v in await meta.key_versions("bk", "big")] == [
+            f"{i:032d}" for i in (69, 68, 67)
+        ]
+        assert worker.progress.noncurrent_versions_expired == 67, worker.progress
+        assert len(await meta.key_versions("bk", "z")) == 2  # one noncurrent, kept
 
     asyncio.run(scenario())

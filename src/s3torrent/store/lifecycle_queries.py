@@ -3,8 +3,9 @@
 A lifecycle pass over a versioned bucket must visit keys whose latest version is a delete
 marker (they have no `objects` row, so ListObjects never shows them): ExpiredObjectDeleteMarker
 and NoncurrentVersionExpiration act on exactly those. A page is the next `limit` distinct
-keys of both tables (each read by its primary key index from the cursor on), then all of
-those keys' versions in two range reads, never a query per key. Inline bytes are not read.
+keys of both tables (each read by its primary key index from the cursor on), then those
+keys' versions in two range reads, never a query per key, at most MAX_PAGE_VERSIONS of them.
+Inline bytes are not read.
 """
 
 from __future__ import annotations
@@ -44,37 +45,62 @@ def _first_keys(
     return [bytes(r[0]) for r in conn.execute(q.order_by(c.key).limit(n))]
 
 
-def _histories(conn: Connection, bucket: str, lo: bytes, hi: bytes) -> list[KeyHistory]:
-    """Every version of the keys lo..hi (inclusive), keys in byte order, newest first."""
-    cur = objects.c
-    current = {
-        bytes(r._mapping["key"]): ObjectVersion.from_row(r)
-        for r in conn.execute(
-            sa.select(*OBJECT_INFO_COLUMNS).where(
-                cur.bucket == bucket, cur.key >= lo, cur.key <= hi
-            )
-        )
-    }
+MAX_PAGE_VERSIONS = 10_000
+"""The most noncurrent versions and delete markers one page reads. A page ends before the
+key where it is reached; a key that has more on its own is read newest first up to it (so
+its current version, the newest noncurrent ones and their ages are exact, and its older
+versions are reached once the newer are gone). Memory stays bounded whatever a key holds."""
+
+
+def _histories(
+    conn: Connection, bucket: str, lo: bytes, hi: bytes, max_versions: int | None = None
+) -> tuple[list[KeyHistory], bool]:
+    """Every version of the keys lo..hi (inclusive), keys in byte order, newest first; with
+    `max_versions`, at most that many of `object_versions` (see MAX_PAGE_VERSIONS), and
+    whether that cut the range short."""
     h = object_versions.c
-    history: dict[bytes, list[ObjectVersion]] = {}
-    for r in conn.execute(
+    q = (
         sa.select(*_HISTORY_INFO)
         .where(h.bucket == bucket, h.key >= lo, h.key <= hi)
         .order_by(h.key, h.seq)  # seq ascending: newest first
-    ):
+    )
+    if max_versions is not None:
+        q = q.limit(max_versions + 1)
+    history: dict[bytes, list[ObjectVersion]] = {}
+    for r in conn.execute(q):
         history.setdefault(bytes(r._mapping["key"]), []).append(ObjectVersion.from_row(r))
+    cur = objects.c
+    upper = cur.key <= hi
+    cut = max_versions is not None and sum(map(len, history.values())) > max_versions
+    if cut:
+        # The last key read may have more versions than were read: unless it is the only
+        # key read (then it is read newest first, as far as the bound), the page ends
+        # before it.
+        last = max(history)
+        if len(history) > 1:
+            del history[last]
+            upper = cur.key < last
+        else:
+            history[last] = history[last][:max_versions]
+            upper = cur.key <= last
+    current = {
+        bytes(r._mapping["key"]): ObjectVersion.from_row(r)
+        for r in conn.execute(
+            sa.select(*OBJECT_INFO_COLUMNS).where(cur.bucket == bucket, cur.key >= lo, upper)
+        )
+    }
     out: list[KeyHistory] = []
     for kb in sorted(current.keys() | history.keys()):
         now_current = current.get(kb)
         versions = ([now_current] if now_current is not None else []) + history.get(kb, [])
         out.append((kb.decode("utf-8"), versions))
-    return out
+    return out, cut
 
 
 def key_history(conn: Connection, bucket: str, key: str) -> list[ObjectVersion]:
     """A key's versions, newest first (empty: the key has none)."""
     kb = key.encode("utf-8")
-    found = _histories(conn, bucket, kb, kb)
+    found, _ = _histories(conn, bucket, kb, kb)
     return found[0][1] if found else []
 
 
@@ -94,4 +120,5 @@ def history_page(
     if not keys:
         return [], False
     # Every key of either table between the first and the last is one of these keys.
-    return _histories(conn, bucket, keys[0], keys[-1]), truncated
+    found, cut = _histories(conn, bucket, keys[0], keys[-1], MAX_PAGE_VERSIONS)
+    return found, truncated or cut
