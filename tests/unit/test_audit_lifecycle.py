@@ -77,6 +77,12 @@ DAYS = "<Expiration><Days>1</Days></Expiration>"
             "</DaysAfterInitiation></AbortIncompleteMultipartUpload>"
         ),
         body(f"<Filter><Tag><Key>a</Key><Value>b</Value><Value>c</Value></Tag></Filter>{DAYS}"),
+        # A value holding elements (its text was read as empty, or its first part only).
+        body(f"<Filter><Prefix>logs/<x/>more</Prefix></Filter>{DAYS}"),
+        body("<Filter><Prefix>a</Prefix></Filter><Expiration><Days>1<x/></Days></Expiration>"),
+        body(
+            f"<Filter><Prefix>a</Prefix></Filter>{DAYS}".replace("<Filter>", "<Filter>", 1)
+        ).replace(b"<ID>r</ID>", b"<ID>" + b"<a>" * 1000 + b"</a>" * 1000 + b"</ID>"),
         # An unknown element beside the rules.
         body(f"<Filter><Prefix>a</Prefix></Filter>{DAYS}", outer="<Rules/>"),
     ],

@@ -54,6 +54,18 @@ _TAG: Shape = {"Key": 1, "Value": 1}
 _EXPIRATION: Shape = {"Days": 1, "Date": 1, "ExpiredObjectDeleteMarker": 1}
 _NONCURRENT: Shape = {"NoncurrentDays": 1, "NewerNoncurrentVersions": 1}
 _ABORT: Shape = {"DaysAfterInitiation": 1}
+_CONTAINERS = frozenset(
+    {
+        "Rule",
+        "Filter",
+        "And",
+        "Tag",
+        "Expiration",
+        "NoncurrentVersionExpiration",
+        "AbortIncompleteMultipartUpload",
+    }
+)
+"""The elements that hold elements; every other one holds a value (text) only."""
 
 
 def _malformed(why: str) -> S3Error:
@@ -75,6 +87,8 @@ def _shaped(el: ET.Element, shape: Shape) -> ET.Element:
         most = shape[name]
         if most is not None and seen[name] > most:
             raise _malformed(f"{name} given more than once in {s3xml.local(el.tag)}")
+        if len(c) and name not in _CONTAINERS:
+            raise _malformed(f"{name} holds a value, not elements")
     return el
 
 
