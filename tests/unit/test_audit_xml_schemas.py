@@ -11,6 +11,7 @@ from s3torrent.access.acl import ACL_SCHEMA
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.cors import CORS_SCHEMA
 from s3torrent.s3.errors import S3Error
+from s3torrent.s3.lifecycle_xml import LIFECYCLE_SCHEMA
 from s3torrent.s3.ops.deletes import DELETE_SCHEMA
 from s3torrent.s3.ops.encryption import ENCRYPTION_SCHEMA
 from s3torrent.s3.ops.lock import (
@@ -40,6 +41,7 @@ SCHEMAS: dict[str, tuple[str, s3xml.Schema]] = {
     "PutBucketLogging": ("BucketLoggingStatus", LOGGING_SCHEMA),
     "PutObjectAcl": ("AccessControlPolicy", ACL_SCHEMA),
     "PutBucketAcl": ("AccessControlPolicy", ACL_SCHEMA),
+    "PutBucketLifecycleConfiguration": ("LifecycleConfiguration", LIFECYCLE_SCHEMA),
 }
 
 

@@ -29,43 +29,42 @@ from s3torrent.s3.errors import S3Error
 
 _TRANSITIONS = ("Transition", "NoncurrentVersionTransition")
 
-# S3's schema, element by element: the children each may hold and how many times (None: any
-# number). Anything else is MalformedXML, never skipped: a misspelt or repeated condition
-# or action dropped silently would make a rule expire more than it says.
-Shape = dict[str, int | None]
-_ROOT: Shape = {"Rule": None}
-_RULE: Shape = {
-    "ID": 1,
-    "Filter": 1,
-    "Prefix": 1,
-    "Status": 1,
-    "Expiration": 1,
-    "NoncurrentVersionExpiration": 1,
-    "AbortIncompleteMultipartUpload": 1,
+# S3's schema (botocore's model: tests/unit/test_audit_xml_schemas.py). Anything else is
+# MalformedXML, never skipped: a misspelt condition or action dropped silently would make a
+# rule expire more than it says. Transitions are in it so that they get NotImplemented.
+_TAG_SCHEMA: s3xml.Schema = {"Key": None, "Value": None}
+_CONDITIONS_SCHEMA: s3xml.Schema = {
+    "Prefix": None,
+    "Tag": _TAG_SCHEMA,
+    "ObjectSizeGreaterThan": None,
+    "ObjectSizeLessThan": None,
 }
-_CONDITIONS: Shape = {
-    "Prefix": 1,
-    "Tag": None,
-    "ObjectSizeGreaterThan": 1,
-    "ObjectSizeLessThan": 1,
-}
-_FILTER: Shape = {**_CONDITIONS, "And": 1}
-_TAG: Shape = {"Key": 1, "Value": 1}
-_EXPIRATION: Shape = {"Days": 1, "Date": 1, "ExpiredObjectDeleteMarker": 1}
-_NONCURRENT: Shape = {"NoncurrentDays": 1, "NewerNoncurrentVersions": 1}
-_ABORT: Shape = {"DaysAfterInitiation": 1}
-_CONTAINERS = frozenset(
-    {
-        "Rule",
-        "Filter",
-        "And",
-        "Tag",
-        "Expiration",
-        "NoncurrentVersionExpiration",
-        "AbortIncompleteMultipartUpload",
+LIFECYCLE_SCHEMA: s3xml.Schema = {
+    "Rule": {
+        "ID": None,
+        "Filter": {**_CONDITIONS_SCHEMA, "And": _CONDITIONS_SCHEMA},
+        "Prefix": None,
+        "Status": None,
+        "Expiration": {"Days": None, "Date": None, "ExpiredObjectDeleteMarker": None},
+        "NoncurrentVersionExpiration": {"NoncurrentDays": None, "NewerNoncurrentVersions": None},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": None},
+        "Transition": {"Date": None, "Days": None, "StorageClass": None},
+        "NoncurrentVersionTransition": {
+            "NoncurrentDays": None,
+            "NewerNoncurrentVersions": None,
+            "StorageClass": None,
+        },
     }
-)
-"""The elements that hold elements; every other one holds a value (text) only."""
+}
+# What an element holds at most once (s3xml.check_once); the rest (Rule, And's Tag) repeat.
+_ONCE_IN_RULE = ("ID", "Filter", "Prefix", "Status", "Expiration",
+                 "NoncurrentVersionExpiration", "AbortIncompleteMultipartUpload")  # fmt: skip
+_ONCE_IN_FILTER = ("Prefix", "Tag", "ObjectSizeGreaterThan", "ObjectSizeLessThan", "And")
+_ONCE_IN_AND = ("Prefix", "ObjectSizeGreaterThan", "ObjectSizeLessThan")
+_ONCE_IN_TAG = ("Key", "Value")
+_ONCE_IN_EXPIRATION = ("Days", "Date", "ExpiredObjectDeleteMarker")
+_ONCE_IN_NONCURRENT = ("NoncurrentDays", "NewerNoncurrentVersions")
+_ONCE_IN_ABORT = ("DaysAfterInitiation",)
 
 
 def _malformed(why: str) -> S3Error:
@@ -74,22 +73,6 @@ def _malformed(why: str) -> S3Error:
         "The XML you provided was not well-formed or did not validate against our published "
         f"schema ({why})",
     )
-
-
-def _shaped(el: ET.Element, shape: Shape) -> ET.Element:
-    """The element, if its children are ones `shape` allows, each at most as often."""
-    seen: dict[str, int] = {}
-    for c in el:
-        name = s3xml.local(c.tag)
-        if name not in shape:
-            raise _malformed(f"unknown element {name} in {s3xml.local(el.tag)}")
-        seen[name] = seen.get(name, 0) + 1
-        most = shape[name]
-        if most is not None and seen[name] > most:
-            raise _malformed(f"{name} given more than once in {s3xml.local(el.tag)}")
-        if len(c) and name not in _CONTAINERS:
-            raise _malformed(f"{name} holds a value, not elements")
-    return el
 
 
 def _int(el: ET.Element, name: str) -> int | None:
@@ -113,15 +96,15 @@ def _date(raw: str) -> float:
 
 
 def _tag(el: ET.Element) -> tuple[str, str]:
-    _shaped(el, _TAG)
+    s3xml.check_once(el, _ONCE_IN_TAG)
     key, value = s3xml.text(el, "Key"), s3xml.text(el, "Value")
     if key is None or value is None:
         raise _malformed("a Tag needs a Key and a Value")
     return key, value
 
 
-def _conditions(el: ET.Element) -> dict[str, Any]:
-    _shaped(el, _CONDITIONS)
+def _conditions(el: ET.Element, once: tuple[str, ...]) -> dict[str, Any]:
+    s3xml.check_once(el, once)
     prefix = s3xml.text(el, "Prefix")
     return {
         "prefix": prefix,
@@ -139,15 +122,14 @@ def _filter(rule: ET.Element) -> RuleFilter:
         return RuleFilter(prefix=legacy or "", form=form)
     if legacy is not None:
         raise _malformed("a Rule has either Prefix or Filter, not both")
-    _shaped(el, _FILTER)
     and_el = s3xml.child(el, "And")
     if and_el is not None:
         if len(el) != 1:
             raise _malformed("Filter holds And alone")
-        c = _conditions(and_el)
+        c = _conditions(and_el, _ONCE_IN_AND)
         form = "and"
     else:
-        c = _conditions(el)
+        c = _conditions(el, _ONCE_IN_FILTER)
         given = (c["prefix"] is not None) + len(c["tags"]) + (c["gt"] is not None)
         if given + (c["lt"] is not None) > 1:
             raise _malformed("a Filter with several conditions needs And")
@@ -162,7 +144,7 @@ def _filter(rule: ET.Element) -> RuleFilter:
 
 
 def _expiration(el: ET.Element) -> Expiration:
-    _shaped(el, _EXPIRATION)
+    s3xml.check_once(el, _ONCE_IN_EXPIRATION)
     days = _int(el, "Days")
     raw_date = s3xml.text(el, "Date")
     marker = s3xml.text(el, "ExpiredObjectDeleteMarker")
@@ -187,7 +169,7 @@ def _rule(el: ET.Element) -> LifecycleRule:
                 f"Lifecycle {name} is not implemented: this server has one storage class "
                 "(STANDARD), so there is nothing to transition to.",
             )
-    _shaped(el, _RULE)
+    s3xml.check_once(el, _ONCE_IN_RULE)
     status = s3xml.text(el, "Status")
     if status not in ("Enabled", "Disabled"):
         raise _malformed("Status is Enabled or Disabled")
@@ -195,7 +177,7 @@ def _rule(el: ET.Element) -> LifecycleRule:
     nc = s3xml.child(el, "NoncurrentVersionExpiration")
     noncurrent: NoncurrentExpiration | None = None
     if nc is not None:
-        _shaped(nc, _NONCURRENT)
+        s3xml.check_once(nc, _ONCE_IN_NONCURRENT)
         days = _int(nc, "NoncurrentDays")
         if days is None:
             raise _malformed("NoncurrentVersionExpiration needs NoncurrentDays")
@@ -203,7 +185,7 @@ def _rule(el: ET.Element) -> LifecycleRule:
     abort = s3xml.child(el, "AbortIncompleteMultipartUpload")
     abort_days: int | None = None
     if abort is not None:
-        _shaped(abort, _ABORT)
+        s3xml.check_once(abort, _ONCE_IN_ABORT)
         abort_days = _int(abort, "DaysAfterInitiation")
         if abort_days is None:
             raise _malformed("AbortIncompleteMultipartUpload needs DaysAfterInitiation")
@@ -223,9 +205,7 @@ def parse(body: bytes, transition_min_size: str = MIN_SIZE_DEFAULT) -> Lifecycle
     """A PutBucketLifecycleConfiguration body (and its transition minimum size header) as a
     validated configuration (or S3's error)."""
     root = s3xml.parse(body)
-    if s3xml.local(root.tag) != "LifecycleConfiguration":
-        raise _malformed("the root element is LifecycleConfiguration")
-    _shaped(root, _ROOT)
+    s3xml.check_document(root, "LifecycleConfiguration", LIFECYCLE_SCHEMA)
     config = LifecycleConfiguration(
         tuple(_rule(r) for r in s3xml.children(root, "Rule")), transition_min_size
     )
