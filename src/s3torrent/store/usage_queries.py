@@ -90,28 +90,27 @@ def add_counts(conn: Connection, p: UsageCounts) -> None:
         return current if current <= p.started else NO_BUCKET
 
     usage_rows: dict[tuple[int, str, float, str], dict[str, Any]] = {}
-    for (hour, bucket, created, op), (reqs, out, in_) in p.usage.items():
-        row = usage_rows.setdefault(
-            (hour, bucket, of(bucket, created), op),
+
+    def row_of(hour: int, bucket: str, created: Created, op: str) -> dict[str, Any]:
+        """The hour's row of (bucket, op), counts summed into it (several of a name's
+        unknown generation may fall to one bucket)."""
+        generation = of(bucket, created)
+        return usage_rows.setdefault(
+            (hour, bucket, generation, op),
             {
-                "hour": hour, "bucket": bucket, "bucket_created": of(bucket, created),
+                "hour": hour, "bucket": bucket, "bucket_created": generation,
                 "operation": op, "requests": 0, "bytes_out": 0, "bytes_in": 0,
                 "byte_hours": 0.0,
             },
         )  # fmt: skip
+
+    for (hour, bucket, created, op), (reqs, out, in_) in p.usage.items():
+        row = row_of(hour, bucket, created, op)
         row["requests"] += reqs
         row["bytes_out"] += out
         row["bytes_in"] += in_
     for (hour, bucket, created), byte_hours in p.storage.items():
-        row = usage_rows.setdefault(
-            (hour, bucket, of(bucket, created), OP_STORAGE),
-            {
-                "hour": hour, "bucket": bucket, "bucket_created": of(bucket, created),
-                "operation": OP_STORAGE, "requests": 0, "bytes_out": 0, "bytes_in": 0,
-                "byte_hours": 0.0,
-            },
-        )  # fmt: skip
-        row["byte_hours"] += byte_hours
+        row_of(hour, bucket, created, OP_STORAGE)["byte_hours"] += byte_hours
     _upsert_add(
         conn,
         usage_hourly,
