@@ -86,21 +86,34 @@ def _page(browser: Any) -> Any:
     return page
 
 
+def _publish_page(srv: LiveServer, bucket: str, html: str) -> None:
+    """A bucket owner's public HTML object, `bucket`/index.html."""
+    s3 = make_client(srv.endpoint)
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(
+        Bucket=bucket,
+        Key="index.html",
+        Body=html.encode(),
+        ContentType="text/html",
+        ACL="public-read",
+    )
+
+
+def _sign_in(page: Any, srv: LiveServer) -> None:
+    page.goto(f"{srv.endpoint}/_console/")
+    page.fill("#access-key", ROOT_AK)
+    page.fill("#secret-key", ROOT_SK)
+    page.click("#signin button[type=submit]")
+    page.wait_for_url("**/_console/buckets")
+
+
 def test_a_hostile_object_cannot_reach_into_a_console_it_opens(
     srv: LiveServer, browser: Any
 ) -> None:
     """An HTML object is same-origin with the console: without a Cross-Origin-Opener-Policy
     the window it opens stays scriptable, and what the user types there (the secret) and
     what the console keeps (the day's signing key) are the object's to read and send."""
-    s3 = make_client(srv.endpoint)
-    s3.create_bucket(Bucket="hostile-site")
-    s3.put_object(
-        Bucket="hostile-site",
-        Key="index.html",
-        Body=THIEF.encode(),
-        ContentType="text/html",
-        ACL="public-read",
-    )
+    _publish_page(srv, "hostile-site", THIEF)
     page = _page(browser)
     page.goto(f"{srv.endpoint}/hostile-site/index.html")
     with page.expect_popup() as popup_info:
@@ -126,11 +139,7 @@ def test_hostile_keys_are_text_in_the_console(srv: LiveServer, browser: Any) -> 
     for key in HOSTILE_KEYS:
         s3.put_object(Bucket="hostile-keys", Key=key, Body=b"x", ACL="public-read")
     page = _page(browser)
-    page.goto(f"{srv.endpoint}/_console/")
-    page.fill("#access-key", ROOT_AK)
-    page.fill("#secret-key", ROOT_SK)
-    page.click("#signin button[type=submit]")
-    page.wait_for_url("**/_console/buckets")
+    _sign_in(page, srv)
     page.goto(f"{srv.endpoint}/_console/objects?bucket=hostile-keys")
     page.wait_for_selector("#objects")
     shown = page.text_content("#objects")
@@ -192,21 +201,9 @@ def test_a_hostile_object_in_the_consoles_own_tab_finds_no_usable_key(
     """The tab's sessionStorage is the object's to read: the console keeps the signing key
     there only sealed, under a wrap key the object's fetch of a console page does not get
     (Fetch Metadata says it is a script's fetch, not a navigation)."""
-    s3 = make_client(srv.endpoint)
-    s3.create_bucket(Bucket="same-tab-thief")
-    s3.put_object(
-        Bucket="same-tab-thief",
-        Key="index.html",
-        Body=SAME_TAB_THIEF.encode(),
-        ContentType="text/html",
-        ACL="public-read",
-    )
+    _publish_page(srv, "same-tab-thief", SAME_TAB_THIEF)
     page = _page(browser)
-    page.goto(f"{srv.endpoint}/_console/")
-    page.fill("#access-key", ROOT_AK)
-    page.fill("#secret-key", ROOT_SK)
-    page.click("#signin button[type=submit]")
-    page.wait_for_url("**/_console/buckets")
+    _sign_in(page, srv)
     page.wait_for_selector("#buckets")
     # The session survives navigation between console pages.
     page.goto(f"{srv.endpoint}/_console/objects?bucket=same-tab-thief")
