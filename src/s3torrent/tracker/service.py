@@ -28,6 +28,7 @@ from s3torrent.tracker.udp_protocol import (
     ACTION_ANNOUNCE,
     ACTION_SCRAPE,
     UDP_MAX_SCRAPE_HASHES,
+    UDP_REQUEST_ACTIONS,
     UdpAnnounce,
     UdpConnect,
     UdpScrape,
@@ -222,15 +223,15 @@ class TrackerService:
     async def handle_udp(self, packet: bytes, addr: tuple[str, int], now: float) -> bytes | None:
         """Answer one BEP 15 datagram; None means send nothing."""
         transaction_id = udp_transaction_id(packet)
-        if transaction_id is None:
-            return None  # too short to address an answer to
+        if transaction_id is None or udp_action(packet) not in UDP_REQUEST_ACTIONS:
+            return None  # too short to address an answer to, or no request (see _udp_error)
         try:
             return await self._handle_udp(packet, addr, now)
         except TrackerError as error:
-            return encode_udp_error(transaction_id, error.reason)
+            return _udp_error(packet, transaction_id, error.reason)
         except Exception:
             log.exception("udp tracker request failed")
-            return encode_udp_error(transaction_id, "internal error")
+            return _udp_error(packet, transaction_id, "internal error")
 
     def answer_udp_now(
         self, packet: bytes, addr: tuple[str, int], now: float
@@ -240,11 +241,11 @@ class TrackerService:
         registry never waits: nearly every datagram), else LATER for `handle_udp`. A
         coroutine per datagram, and the ones it awaits, were a third of an announce's cost."""
         transaction_id = udp_transaction_id(packet)
-        if transaction_id is None:
-            return None  # too short to address an answer to
+        action = None if transaction_id is None else udp_action(packet)
+        if transaction_id is None or action not in UDP_REQUEST_ACTIONS:
+            return None  # too short to address an answer to, or no request (see _udp_error)
         # What only `handle_udp` can answer goes to it unparsed, so nothing is parsed twice:
         # a scrape, and every announce when the registry waits (Redis).
-        action = udp_action(packet)
         if action == ACTION_SCRAPE or (action == ACTION_ANNOUNCE and self._announce_now is None):
             return LATER
         try:
@@ -257,10 +258,10 @@ class TrackerService:
                 return LATER
             return self._udp_announce_answer(request, addr, result)
         except TrackerError as error:
-            return encode_udp_error(transaction_id, error.reason)
+            return _udp_error(packet, transaction_id, error.reason)
         except Exception:
             log.exception("udp tracker request failed")
-            return encode_udp_error(transaction_id, "internal error")
+            return _udp_error(packet, transaction_id, "internal error")
 
     async def _handle_udp(self, packet: bytes, addr: tuple[str, int], now: float) -> bytes | None:
         request = self._udp_request(packet, addr, now)
@@ -291,7 +292,7 @@ class TrackerService:
         # The connection id proves the source address is real; without it our (bigger)
         # answers could be aimed at a spoofed victim.
         if not check_connection_id(s.udp_secret, addr, request.connection_id, now):
-            return encode_udp_error(request.transaction_id, "invalid connection id")
+            return _udp_error(packet, request.transaction_id, "invalid connection id")
         return request
 
     def _udp_announce_answer(
@@ -317,3 +318,12 @@ class TrackerService:
         # UDP answers are positional, so an unregistered hash must still take its slot.
         stats = [files.get(info_hash, _ZERO) for info_hash in request.request.info_hashes]
         return encode_udp_scrape(request.transaction_id, stats)
+
+
+def _udp_error(packet: bytes, transaction_id: int, reason: str) -> bytes:
+    """The error answer to `packet`, never longer than it: an error goes where the request
+    says it came from, which no connection id has proven yet (a malformed request, one with
+    a stale or forged id), so a longer one would make us an amplifier for spoofed sources
+    (a 16-byte request had got up to 67 bytes). The client still learns, by its transaction
+    id, that its request failed."""
+    return encode_udp_error(transaction_id, reason, within=len(packet))

@@ -31,6 +31,10 @@ ACTION_CONNECT: Final = 0
 ACTION_ANNOUNCE: Final = 1
 ACTION_SCRAPE: Final = 2
 ACTION_ERROR: Final = 3
+# The actions a client asks for. Anything else (an error, another tracker's answer, noise)
+# is never answered: two UDP services that answer each other's errors, or one tracker whose
+# answer comes back to itself, loop for ever on one datagram with a spoofed source.
+UDP_REQUEST_ACTIONS: Final = frozenset({ACTION_CONNECT, ACTION_ANNOUNCE, ACTION_SCRAPE})
 UDP_ANNOUNCE_SIZE: Final = 98
 # BEP 15: a scrape answer must fit one datagram, which caps a request at about 74 hashes.
 UDP_MAX_SCRAPE_HASHES: Final = 74
@@ -213,8 +217,10 @@ def encode_udp_scrape(transaction_id: int, stats: Sequence[ScrapeStats]) -> byte
     return bytes(out)
 
 
-def encode_udp_error(transaction_id: int, message: str) -> bytes:
-    return struct.pack(">iI", ACTION_ERROR, transaction_id) + message.encode("utf-8")
+def encode_udp_error(transaction_id: int, message: str, *, within: int | None = None) -> bytes:
+    """An error answer; with `within`, cut to that many bytes (the request's size)."""
+    answer = struct.pack(">iI", ACTION_ERROR, transaction_id) + message.encode("utf-8")
+    return answer if within is None else answer[:within]
 
 
 def _i32(value: int) -> int:
