@@ -166,3 +166,46 @@ def test_a_datagram_forged_from_the_trackers_own_address_does_not_loop() -> None
     # Before: the tracker answered "unknown action" to itself, read it as a request of
     # action "unkn" and answered again, for ever, from one forged datagram.
     assert len(seen) == 3, [p[:16] for p in seen]
+
+
+# --- listening on both families --------------------------------------------------------------
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def test_udp_tracker_listens_on_ipv4_and_ipv6_wildcards_at_one_port() -> None:
+    # The README's tracker.udp_listen = "0.0.0.0:6969,[::]:6969": before, '[::]' was
+    # dual-stack and the second bind failed (EADDRINUSE), so the server did not start.
+    if not _ipv6_loopback():
+        pytest.skip("::1 is not configured")
+    service = make_service()
+
+    async def scenario() -> None:
+        v4 = await start_udp_tracker(service, "0.0.0.0", 0)
+        port = v4.get_extra_info("sockname")[1]
+        try:
+            v6 = await start_udp_tracker(service, "::", port)
+        except OSError:
+            v4.close()
+            raise
+        loop = asyncio.get_running_loop()
+        try:
+            for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+                with socket.socket(family, socket.SOCK_DGRAM) as client:
+                    client.setblocking(False)
+                    client.connect((host, port))
+                    await loop.sock_sendall(client, struct.pack(">QiI", UDP_PROTOCOL_ID, 0, 4))
+                    answer = await asyncio.wait_for(loop.sock_recv(client, 64), 5)
+                    assert struct.unpack_from(">iI", answer) == (0, 4)
+        finally:
+            v4.close()
+            v6.close()
+
+    run(scenario())

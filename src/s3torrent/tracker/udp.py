@@ -151,6 +151,12 @@ async def start_udp_tracker(
     for af, kind, proto, _, address in infos:
         sock = socket.socket(af, kind, proto)
         try:
+            if af == socket.AF_INET6:
+                # As the TCP listeners (listeners.py, asyncio): '[::]' takes IPv6 only, so
+                # '0.0.0.0:6969,[::]:6969' binds both; dual-stack, '[::]' took the IPv4
+                # port too and the second address could not be bound (the server did not
+                # start).
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
         except OSError as exc:
             sock.close()
