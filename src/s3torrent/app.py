@@ -89,7 +89,12 @@ from s3torrent.torrent.catalog import TorrentCatalog
 from s3torrent.torrent.jobs import HashJobs
 from s3torrent.tracker import service as tracker_service
 from s3torrent.tracker.http import tracker_handler
-from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TrackerRegistry
+from s3torrent.tracker.registry import (
+    MemoryRegistry,
+    RegistryLimits,
+    TokenBuckets,
+    TrackerRegistry,
+)
 from s3torrent.tracker.relay import TrackerRelay
 from s3torrent.tracker.ws import WS_TRACKER_PATH, WebSocketTracker, websocket_tracker
 from s3torrent.tracker_listeners import TrackerListeners
@@ -187,6 +192,7 @@ def build_services(settings: Settings, role: Role | None = None) -> Services:
     else:
         registry = MemoryRegistry(limits)
     public = PublicTorrents(settings, meta, catalog, registry)
+    public.lookups = TokenBuckets(limits.rate_per_ip, limits.rate_burst, limits.rate_table_size)
     if redis_relay is not None:
         # A gap in the subscription (Redis restarted, the connection dropped): re-decide.
         redis_relay.on_gap = lambda: public.missed_events(shared_registry=True)
@@ -379,6 +385,9 @@ class Node:
         public, service = self.svc.public, self.svc.tracker
 
         async def admit(swarm_id: bytes, ip: str | None) -> bool:
+            # Within the address's lookup budget, as the HTTP and UDP tracker's.
+            if ip is not None and not public.may_look_up(swarm_id, ip):
+                return False
             return await public.admit(swarm_id, ip) is not None
 
         def client_ip(request: web.BaseRequest) -> str:

@@ -39,13 +39,16 @@ from s3torrent.torrent.catalog import (
 )
 from s3torrent.tracker.protocol import AnnounceRequest, ScrapeStats
 from s3torrent.tracker.registry import (
+    RATE_LIMITED,
     SWARM_FULL,
     UNREGISTERED_TORRENT,
     AnnounceFailure,
     AnnounceResult,
     SwarmStats,
+    TokenBuckets,
     TorrentRef,
     TrackerRegistry,
+    rate_limit_source,
 )
 
 log = logging.getLogger(__name__)
@@ -172,6 +175,10 @@ class PublicTorrents:
         # announce flood of random info-hashes costs a set lookup, not a database query each.
         self._unpublishable: set[bytes] = set()
         self._unpublishable_generation = 0
+        # The tracker transports' per-source budget of those database lookups (may_look_up;
+        # tracker.announce_rate_per_ip and burst, per IPv4 address or IPv6 /64). None:
+        # unbounded (the seeder and the web seed, behind their connection caps, never ask).
+        self.lookups: TokenBuckets | None = None
         # What each published torrent was decided on (its bucket and version rows); events
         # revoke and re-decide, so these never outlive their facts.
         self._facts: dict[str, tuple[md.Bucket, md.ObjectVersion]] = {}
@@ -650,6 +657,20 @@ class PublicTorrents:
             return await self.meta.torrent_marked(event.bucket, event.key)
         return True
 
+    def may_look_up(self, swarm_id: bytes, source_ip: str) -> bool:
+        """Whether a tracker client at source_ip (canonical) may have swarm_id decided now:
+        always if that needs no database query (published here, or known unpublishable
+        since the last event); else if its address's lookup budget allows one more.
+
+        Until 2026-12-07 lookups were unbounded, before any budget (the registry's announce
+        budget comes after the decision, scrapes had none): one UDP scrape of 74 random
+        hashes cost the owner, which answers every announce, 25 ms, so about 60 KB/s from
+        one address kept it busy; random hashes' announces and WebSocket scrapes did
+        likewise."""
+        if self.lookups is None or swarm_id in self.by_swarm or swarm_id in self._unpublishable:
+            return True
+        return self.lookups.allow(rate_limit_source(source_ip), time.monotonic())
+
     async def resolve(self, swarm_id: bytes) -> TorrentInfo | None:
         """The published torrent for a swarm id, publishing it now if it may be."""
         info = self.by_swarm.get(swarm_id)
@@ -788,6 +809,11 @@ class ResolvingRegistry:
     async def announce(self, req: AnnounceRequest, now: float) -> AnnounceResult | AnnounceFailure:
         # Every announce asks the one decision with where it came from and the time (not an
         # `ip` the client named: req.source_ip).
+        public = self.public
+        if req.info_hash not in public.by_swarm and not public.may_look_up(
+            req.info_hash, req.source_ip
+        ):
+            return AnnounceFailure(RATE_LIMITED)
         info = await self.public.admit(req.info_hash, req.source_ip)
         if info is None:
             return AnnounceFailure(UNREGISTERED_TORRENT)
@@ -816,8 +842,15 @@ class ResolvingRegistry:
 
     async def admitted(self, info_hashes: tuple[bytes, ...], source_ip: str) -> tuple[bytes, ...]:
         """The hashes among info_hashes whose torrents a client at source_ip may use now:
-        what a scrape answers for (the one decision per hash, as an announce's)."""
-        return tuple([h for h in info_hashes if await self.public.admit(h, source_ip)])
+        what a scrape answers for (the one decision per hash, as an announce's). A hash
+        beyond the source's lookup budget is left out, as an unknown one is."""
+        return tuple(
+            [
+                h
+                for h in info_hashes
+                if self.public.may_look_up(h, source_ip) and await self.public.admit(h, source_ip)
+            ]
+        )
 
     async def scrape(self, info_hashes: tuple[bytes, ...], now: float) -> dict[bytes, ScrapeStats]:
         for h in info_hashes:

@@ -5,7 +5,9 @@ tracker is the only way to the bytes."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import os
 import socket
 import struct
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote_from_bytes
 
+import aiohttp
 import pytest
 from fastbencode import bdecode, bencode  # type: ignore[attr-defined]
 
@@ -124,3 +127,91 @@ def test_an_ipv6_http_announce_gets_ipv6_peers_in_peers6(
         again = bdecode(r.read())
     first = socket.inet_pton(socket.AF_INET6, "::1") + struct.pack(">H", 51413)
     assert first in [again[b"peers6"][i : i + 18] for i in range(0, len(again[b"peers6"]), 18)]
+
+
+# --- what one address may make the tracker look up -----------------------------------------
+
+
+def _udp_ask(client: socket.socket, packet: bytes) -> bytes:
+    client.send(packet)
+    return client.recv(2048)
+
+
+def _udp_client(source: str, port: int) -> socket.socket:
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(10)
+    client.bind((source, 0))
+    client.connect(("127.0.0.1", port))
+    return client
+
+
+def _udp_connect(client: socket.socket) -> int:
+    answer = _udp_ask(client, struct.pack(">QiI", 0x41727101980, 0, 1))
+    return int(struct.unpack(">iIQ", answer)[2])
+
+
+async def _ws_scrape(srv: LiveServer, info_hash: bytes) -> object:
+    url = f"ws://127.0.0.1:{srv.port}/_tracker/ws"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        await ws.send_json({"action": "scrape", "info_hash": info_hash.decode("latin-1")})
+        answer = await ws.receive(timeout=10)
+        return json.loads(answer.data)["files"]
+
+
+def test_random_info_hashes_from_one_address_cost_a_bounded_number_of_lookups(
+    tmp_path: Path,
+) -> None:
+    s3 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s3.bind(("127.0.0.1", 0))
+    udp = int(s3.getsockname()[1])
+    s3.close()
+    data = tmp_path / "data"
+    data.mkdir()
+    srv = LiveServer(
+        data_dir=data,
+        port=free_port(),
+        peer_port=free_port(),
+        env={
+            "S3TORRENT_TRACKER__UDP_LISTEN": f"127.0.0.1:{udp}",
+            # A budget that does not refill within the test: what is spent stays spent.
+            "S3TORRENT_TRACKER__ANNOUNCE_RATE_PER_IP": "0.001",
+            "S3TORRENT_TRACKER__ANNOUNCE_RATE_BURST": "10",
+        },
+    )
+    srv.start()
+    try:
+        client = make_client(srv.endpoint)
+        client.create_bucket(Bucket="lookups")
+        client.put_object(Bucket="lookups", Key="o.bin", Body=b"x" * 50_000, ACL="public-read")
+        with urllib.request.urlopen(f"{srv.endpoint}/lookups/o.bin?torrent", timeout=10) as r:
+            info_hash = hashlib.sha1(bencode(bdecode(r.read())[b"info"])).digest()
+        # Started again, the server knows the torrent only from its database: the first
+        # request that names it has it looked up (PublicTorrents.resolve).
+        srv.stop()
+        srv.start()
+        with _udp_client("127.0.0.1", udp) as attacker, _udp_client("127.0.0.2", udp) as other:
+            cid = _udp_connect(attacker)
+            # 74 random hashes a datagram: each was a database query on the owner (25 ms
+            # a datagram), for as many datagrams as one address cared to send.
+            for tid in range(3):
+                flood = struct.pack(">QiI", cid, 2, 100 + tid) + os.urandom(20 * 74)
+                assert len(_udp_ask(attacker, flood)) == 8 + 12 * 74
+            # Its budget is spent: the torrent it names now is not looked up for it...
+            probe = struct.pack(">QiI", cid, 2, 7) + info_hash
+            assert struct.unpack(">iIiii", _udp_ask(attacker, probe)) == (2, 7, 0, 0, 0)
+            query = (
+                f"info_hash={quote_from_bytes(info_hash, safe='')}&peer_id=-XX0001-abcdefghijkl"
+                "&port=51413&uploaded=0&downloaded=0&left=50000"
+            )
+            with urllib.request.urlopen(f"{srv.endpoint}/announce?{query}", timeout=10) as r:
+                assert bdecode(r.read()) == {b"failure reason": b"rate limited"}
+            assert asyncio.run(_ws_scrape(srv, info_hash)) == {}  # browsers' tracker too
+            # ...while another address has it looked up and gets its swarm (the origin).
+            other_cid = _udp_connect(other)
+            probe = struct.pack(">QiI", other_cid, 2, 8) + info_hash
+            assert struct.unpack(">iIiii", _udp_ask(other, probe)) == (2, 8, 1, 0, 0)
+            # Once decided, the torrent costs no lookup: the first address has it too.
+            probe = struct.pack(">QiI", cid, 2, 9) + info_hash
+            assert struct.unpack(">iIiii", _udp_ask(attacker, probe)) == (2, 9, 1, 0, 0)
+    finally:
+        srv.stop()

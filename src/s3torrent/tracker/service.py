@@ -212,7 +212,9 @@ class TrackerService:
                 if not s.allow_full_scrape:
                     return encode_failure("full scrape not supported")
                 hashes = tuple(await self._registry.registered())
-            files = await self._scrape(hashes, remote_ip, now)
+            # Canonical, as an announce's source: the decision and the lookup budget
+            # (ResolvingRegistry) go by it.
+            files = await self._scrape(hashes, normalize_ip(remote_ip), now)
         except TrackerError as error:
             return encode_failure(error.reason)
         except Exception:
