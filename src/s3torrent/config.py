@@ -437,8 +437,13 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url
         host, port = self.http_host_port
-        if host in ("0.0.0.0", "::", ""):
+        # A wildcard's own family's loopback: '[::]' listens on IPv6 only (IPV6_V6ONLY, as
+        # asyncio does), so until 2026-12-07 its torrents named a tracker and a web seed
+        # at 127.0.0.1, where nothing listened, and so did the origin in peer lists.
+        if host in ("0.0.0.0", ""):
             host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{port}"

@@ -215,3 +215,37 @@ def test_random_info_hashes_from_one_address_cost_a_bounded_number_of_lookups(
             assert struct.unpack(">iIiii", _udp_ask(attacker, probe)) == (2, 9, 1, 0, 0)
     finally:
         srv.stop()
+
+
+def test_a_server_on_the_ipv6_wildcard_serves_torrents_a_client_can_use(tmp_path: Path) -> None:
+    # No public URL: the server names its own address. Before, '[::]' named 127.0.0.1 in
+    # the torrent's tracker, web seed and origin, where nothing listened (IPv6 only).
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    port, peer = free_port(), free_port()
+    srv = IPv6Server(
+        data_dir=data_dir,
+        port=port,
+        peer_port=peer,
+        extra_args=["--listen", f"[::]:{port}", "--peer-listen", f"[::]:{peer}"],
+    )
+    srv.start()
+    try:
+        data = os.urandom(1_000_000)
+        meta = _publish(srv, "wildcard6", data)
+        assert meta[b"announce"] == f"http://[::1]:{port}/announce".encode()
+        del meta[b"url-list"]  # the bytes come from the origin the tracker names
+        job = Job(
+            torrent=bencode(meta),
+            magnet=None,
+            name="v6.bin",
+            data=data,
+            workdir=tmp_path,
+            timeout=60,
+            address="::1",
+        )
+        assert DRIVERS["libtorrent"](job) == data
+    finally:
+        srv.stop()

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from s3torrent.config import Settings
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TorrentRef
 from s3torrent.tracker.service import LATER, TrackerService, TrackerSettings
 from s3torrent.tracker.udp import start_udp_tracker
@@ -209,3 +210,18 @@ def test_udp_tracker_listens_on_ipv4_and_ipv6_wildcards_at_one_port() -> None:
             v6.close()
 
     run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("listen", "url"),
+    [
+        ("[::]:9000", "http://[::1]:9000"),  # IPv6 only: its loopback is ::1
+        ("0.0.0.0:9000", "http://127.0.0.1:9000"),
+        (":9000", "http://127.0.0.1:9000"),  # both families
+        ("[::1]:9000", "http://[::1]:9000"),
+    ],
+)
+def test_a_wildcard_listener_names_a_loopback_of_its_own_family(listen: str, url: str) -> None:
+    # Before: '[::]' named 127.0.0.1, where nothing listens (the listener is IPv6 only):
+    # every torrent's announce URL, web seed and origin seeder pointed there.
+    assert Settings(listen=listen).base_url == url
