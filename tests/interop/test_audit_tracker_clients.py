@@ -102,6 +102,30 @@ def test_a_client_finds_the_seeder_over_the_udp_tracker_on_ipv6(
     assert DRIVERS[client](job) == data
 
 
+def test_qbittorrent_finds_the_seeder_over_the_http_tracker_on_ipv6(
+    server: IPv6Server, tmp_path: Path
+) -> None:
+    # test_ipv6.py has aria2 and libtorrent over the HTTP tracker; qBittorrent here.
+    why = missing("qbittorrent")
+    assert why is None, why
+    data = os.urandom(1_500_000)
+    meta = _publish(server, "http6-qbittorrent", data)
+    tracker = f"http://[::1]:{server.port}/announce".encode()
+    del meta[b"url-list"]
+    meta[b"announce"] = tracker
+    meta[b"announce-list"] = [[tracker]]
+    job = Job(
+        torrent=bencode(meta),
+        magnet=None,
+        name="v6.bin",
+        data=data,
+        workdir=tmp_path,
+        timeout=60,
+        address="::1",
+    )
+    assert DRIVERS["qbittorrent"](job) == data
+
+
 def test_an_ipv6_http_announce_gets_ipv6_peers_in_peers6(
     server: IPv6Server, tmp_path: Path
 ) -> None:
