@@ -93,6 +93,21 @@ def test_naming_a_peers_address_does_not_make_another_host_that_peer() -> None:
     base.ok(registry, _from(1, "10.1.0.1", ip="192.0.2.1"))
 
 
+def test_a_peer_that_announced_without_a_key_is_that_peer_from_its_source_only() -> None:
+    """A peer id is no secret (compact=0 answers and every handshake carry it). Until
+    2026-12-07 a peer that announced without a key was anyone's: another host could stop
+    it or list its own address in its place."""
+    registry = base.make()
+    base.ok(registry, base.req(1, ip="10.1.0.1"))
+    for event in (AnnounceEvent.STOPPED, AnnounceEvent.NONE):
+        forged = base.req(1, ip="10.6.6.6", event=event)
+        assert base.run(registry.announce(forged, 0.0)) == AnnounceFailure(PEER_ID_IN_USE)
+    assert {p.ip for p in base.ok(registry, base.req(2)).peers} == {"10.1.0.1"}
+    # From its own source it is the same peer, with or without a key now.
+    base.ok(registry, base.req(1, ip="10.1.0.1", event=AnnounceEvent.STOPPED))
+    assert {p.ip for p in base.ok(registry, base.req(2)).peers} == set()
+
+
 # ---- with the real decision: a node in this process, its bucket policy narrowed ----
 
 MiB = 1024 * 1024

@@ -131,13 +131,13 @@ def test_expiry_follows_the_oldest_peer_as_announces_move_it() -> None:
 
 def test_a_peer_that_turns_seed_and_back_is_listed_once_in_the_right_list() -> None:
     registry = make()
-    ok(registry, req(1, left=10))
-    ok(registry, req(1, left=0))
-    ok(registry, req(1, left=0, ip="10.9.9.9", key=None))  # moved while seeding
+    ok(registry, req(1, left=10, key=b"k1"))
+    ok(registry, req(1, left=0, key=b"k1"))
+    ok(registry, req(1, left=0, ip="10.9.9.9", key=b"k1"))  # moved while seeding (its key)
     seeds = ok(registry, req(2, left=10)).peers  # a leecher gets the seed, where it is now
     assert [(p.peer_id, p.ip) for p in seeds] == [(pid(1), "10.9.9.9")]
     assert ids(ok(registry, req(3, left=0))) == {pid(2)}  # a seed gets only leechers
-    ok(registry, req(1, left=5, ip="10.9.9.9"))  # a seed that lost data is a leecher again
+    ok(registry, req(1, left=5, ip="10.9.9.9", key=b"k1"))  # lost data: a leecher again
     stats = run(registry.stats(HASH))
     assert (stats.seeders, stats.leechers) == (1, 2)
     assert ids(ok(registry, req(3, left=0))) == {pid(1), pid(2)}

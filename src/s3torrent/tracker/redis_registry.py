@@ -135,7 +135,8 @@ if packed then
   -- The same host is the same source (not the same ip, which a client may name).
   local from = src
   if from == '' then from = ip end
-  if not (source_of(peer) == from or peer.key == '' or (key ~= '' and peer.key == key)) then
+  -- A peer that announced without a key is the same peer from its own source only.
+  if not (source_of(peer) == from or (peer.key ~= '' and peer.key == key)) then
     return {'F', 'inuse'}
   end
 end

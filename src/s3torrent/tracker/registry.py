@@ -564,8 +564,8 @@ def _same_peer(peer: _Peer, req: AnnounceRequest) -> bool:
     # it, another host could stop or move someone else's peer by reusing the peer id. The
     # same host is the same source, not the same `ip`: under trust_ip_param that is only the
     # address a client names (until 2026-12-07 naming a peer's address made one that peer).
-    return (
-        _source_of(peer) == req.source_ip
-        or (peer.key is not None and peer.key == req.key)
-        or peer.key is None
-    )
+    # A peer that announced without a key is the same peer from its own source only: any
+    # host had been that peer (its id is in `compact=0` answers and every handshake), and
+    # could stop it or list itself in its place. A keyless client whose address changes
+    # gets "peer id in use" until its old entry expires; the clients we test send a key.
+    return _source_of(peer) == req.source_ip or (peer.key is not None and peer.key == req.key)
