@@ -40,6 +40,7 @@ from s3torrent.peer.web_hold import held_agent, keep_holding
 from s3torrent.roles import client_connection
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ranges import parse_range
+from s3torrent.s3.validators import requested_range
 from s3torrent.store.objects import ObjectStore
 from s3torrent.store.sealed_format import TamperedBlob
 from s3torrent.torrent.catalog import WEB_SEED_PATH
@@ -192,7 +193,7 @@ class WebSeed:
         if obj is None or obj.size != info.hashes.length:
             return web.Response(status=404, text="no such object\n")
         try:
-            rng = parse_range(request.headers.get("Range"), obj.size)
+            rng = parse_range(requested_range(request.headers, obj), obj.size)
         except S3Error as err:
             return web.Response(status=err.status, headers=err.headers)
         start, count = (rng.start, rng.length) if rng is not None else (0, obj.size)

@@ -19,8 +19,6 @@ from s3torrent.s3.ops.buckets import xml_response
 from s3torrent.s3.ops.lifecycle import expiration_headers
 from s3torrent.s3.ops.objects import (
     REDIRECT_LOCATION,
-    _etag_matches,
-    _parse_http_date,
     check_may_tag,
     check_redirect_location,
     may_also,
@@ -32,6 +30,7 @@ from s3torrent.s3.ops.objects import (
 from s3torrent.s3.ops.ownership import write_owner
 from s3torrent.s3.refusals import check_expected_owner
 from s3torrent.s3.server import S3Request
+from s3torrent.s3.validators import etag_matches, parse_http_date
 from s3torrent.s3.versioning import (
     NO_LOCK,
     RequestedLock,
@@ -140,20 +139,20 @@ def check_copy_conditions(headers: Mapping[str, str], obj: md.ObjectVersion) -> 
 
     if_match = headers.get("x-amz-copy-source-if-match")
     if if_match is not None:
-        if not _etag_matches(if_match, obj.etag):
+        if not etag_matches(if_match, obj.etag):
             raise failed("If-Match")
     else:
         ius = headers.get("x-amz-copy-source-if-unmodified-since")
-        t = _parse_http_date(ius) if ius else None
+        t = parse_http_date(ius) if ius else None
         if t is not None and lm > t:
             raise failed("If-Unmodified-Since")
     if_none = headers.get("x-amz-copy-source-if-none-match")
     if if_none is not None:
-        if _etag_matches(if_none, obj.etag):
+        if etag_matches(if_none, obj.etag):
             raise failed("If-None-Match")
     else:
         ims = headers.get("x-amz-copy-source-if-modified-since")
-        t = _parse_http_date(ims) if ims else None
+        t = parse_http_date(ims) if ims else None
         if t is not None and lm <= t:
             raise failed("If-Modified-Since")
 

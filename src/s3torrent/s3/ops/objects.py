@@ -8,7 +8,6 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from aiohttp import web
@@ -39,6 +38,7 @@ from s3torrent.s3.quick import QuickHandOver, is_quick
 from s3torrent.s3.ranges import ByteRange, parse_range
 from s3torrent.s3.routing import Endpoint
 from s3torrent.s3.server import S3Request
+from s3torrent.s3.validators import etag_matches, parse_http_date, requested_range
 from s3torrent.s3.versioning import (
     NO_LOCK,
     RequestedLock,
@@ -255,39 +255,26 @@ def _canonical_header(name: str) -> str:
     return "-".join(p.capitalize() for p in name.split("-"))
 
 
-def _parse_http_date(value: str) -> float | None:
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-def _etag_matches(header: str, etag: str) -> bool:
-    wanted = [t.strip() for t in header.split(",")]
-    bare = etag.strip('"')
-    return any(t == "*" or t.strip('"') == bare for t in wanted)
-
-
 def check_conditions(headers: Mapping[str, str], obj: md.ObjectVersion) -> None:
     """If-Match / If-Unmodified-Since → 412; If-None-Match / If-Modified-Since → 304 (RFC 7232)."""
     lm = int(obj.last_modified)
     if_match = headers.get("If-Match")
     if if_match is not None:
-        if not _etag_matches(if_match, obj.etag):
+        if not etag_matches(if_match, obj.etag):
             raise S3Error("PreconditionFailed", extra={"Condition": "If-Match"})
     else:
         ius = headers.get("If-Unmodified-Since")
-        t = _parse_http_date(ius) if ius else None
+        t = parse_http_date(ius) if ius else None
         if t is not None and lm > t:
             raise S3Error("PreconditionFailed", extra={"Condition": "If-Unmodified-Since"})
     not_modified = {"ETag": obj.etag, "Last-Modified": s3xml.http_date(obj.last_modified)}
     if_none = headers.get("If-None-Match")
     if if_none is not None:
-        if _etag_matches(if_none, obj.etag):
+        if etag_matches(if_none, obj.etag):
             raise S3Error("NotModified", headers=not_modified)
     else:
         ims = headers.get("If-Modified-Since")
-        t = _parse_http_date(ims) if ims else None
+        t = parse_http_date(ims) if ims else None
         if t is not None and lm <= t:
             raise S3Error("NotModified", headers=not_modified)
 
@@ -562,7 +549,7 @@ async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.Str
     if part_number is not None:
         rng = part_range(part_number, req.http.headers, obj)
     else:
-        rng = parse_range(req.http.headers.get("Range"), obj.size)
+        rng = parse_range(requested_range(req.http.headers, obj), obj.size)
     headers = object_headers(svc, req, obj, whole=rng is None)
     status = 200
     offset, count = 0, obj.size

@@ -1,0 +1,103 @@
+"""Conditional and ranged reads on every path that serves an object's bytes: GetObject and
+HeadObject on the quick path (small objects) and through aiohttp (large ones, or a small
+one behind a request the quick path never takes), and the web seed."""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+from fastbencode import bdecode  # type: ignore[attr-defined]
+
+from tests.api.test_quick_reads import exchange
+from tests.conftest import LiveServer
+
+SMALL = os.urandom(4096)  # kept in its metadata row: answered by the quick path
+BIG = os.urandom(300_000)  # a blob file: its GET is streamed by aiohttp
+
+
+@pytest.fixture
+def public(s3: Any, bucket: str) -> str:
+    s3.put_object(Bucket=bucket, Key="small", Body=SMALL, ACL="public-read")
+    s3.put_object(Bucket=bucket, Key="big", Body=BIG, ACL="public-read")
+    return bucket
+
+
+def status_of(answer: tuple[bytes, bytes]) -> int:
+    return int(answer[0].split(b" ", 2)[1])
+
+
+def header_of(answer: tuple[bytes, bytes], name: str) -> str | None:
+    for line in answer[0].split(b"\r\n")[1:]:
+        field, _, value = line.partition(b":")
+        if field.strip().lower() == name.lower().encode():
+            return value.strip().decode()
+    return None
+
+
+def both_paths(
+    srv: LiveServer, method: str, target: str, headers: dict[str, str]
+) -> list[tuple[bytes, bytes]]:
+    """The answer of the quick path (when it takes the request) and of aiohttp (the same
+    request behind one the quick path never takes, so the connection is aiohttp's)."""
+    case = (method, target, headers)
+    (first,) = exchange(srv, [case])
+    _, behind = exchange(srv, [("GET", "/_health", {}), case])
+    return [first, behind]
+
+
+def web_seed_target(endpoint: str, bucket: str, key: str) -> str:
+    url = f"{endpoint}/{bucket}/{quote(key)}?torrent"
+    with urllib.request.urlopen(url, timeout=30) as r:
+        torrent = bdecode(r.read())
+    seeds = torrent[b"url-list"]
+    seed = seeds if isinstance(seeds, bytes) else seeds[0]
+    return urlsplit(seed.decode()).path + quote(key)
+
+
+@pytest.mark.parametrize("key", ["small", "big"])
+def test_a_stale_if_range_gets_the_whole_object(
+    server: LiveServer, s3: Any, public: str, key: str
+) -> None:
+    """A client resuming a download sends If-Range with what it had: if the object
+    changed since, the Range must be ignored and the whole new object sent (RFC 9110
+    13.1.5), or it splices the new object's tail onto the old one's head."""
+    data = SMALL if key == "small" else BIG
+    head = s3.head_object(Bucket=public, Key=key)
+    etag = head["ETag"]
+    modified = head["ResponseMetadata"]["HTTPHeaders"]["last-modified"]
+    target = f"/{public}/{key}"
+    rng = {"Range": "bytes=100-199"}
+    for validator in ('"0123456789abcdef0123456789abcdef"', f"W/{etag}", "not a validator",
+                      "Mon, 01 Jan 2001 00:00:00 GMT"):  # fmt: skip
+        for answer in both_paths(server, "GET", target, {**rng, "If-Range": validator}):
+            assert status_of(answer) == 200, validator
+            assert answer[1] == data, validator
+            assert header_of(answer, "Content-Range") is None
+        for answer in both_paths(server, "HEAD", target, {**rng, "If-Range": validator}):
+            assert status_of(answer) == 200, validator
+            assert header_of(answer, "Content-Length") == str(len(data))
+    for validator in (etag, modified):
+        for answer in both_paths(server, "GET", target, {**rng, "If-Range": validator}):
+            assert status_of(answer) == 206, validator
+            assert answer[1] == data[100:200]
+            assert header_of(answer, "Content-Range") == f"bytes 100-199/{len(data)}"
+
+
+def test_the_web_seed_honours_if_range(server: LiveServer, s3: Any, public: str) -> None:
+    """Each request on an object of its own: the web seed refuses a lone client a piece it
+    was sent a moment before (the offload policy), which is not what is tested here."""
+    s3.put_object(Bucket=public, Key="big2", Body=BIG, ACL="public-read")
+    etag = s3.head_object(Bucket=public, Key="big2")["ETag"]
+    rng = {"Range": "bytes=16384-32767"}
+    target = web_seed_target(server.endpoint, public, "big")
+    (stale,) = exchange(server, [("GET", target, {**rng, "If-Range": '"not-this-one"'})])
+    assert status_of(stale) == 200
+    assert stale[1] == BIG
+    target = web_seed_target(server.endpoint, public, "big2")
+    (fresh,) = exchange(server, [("GET", target, {**rng, "If-Range": etag})])
+    assert status_of(fresh) == 206
+    assert fresh[1] == BIG[16384:32768]

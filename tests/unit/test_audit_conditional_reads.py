@@ -1,0 +1,30 @@
+"""The validators conditional reads compare (s3/validators.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from s3torrent.s3.validators import if_range_holds
+
+ETAG = '"0123456789abcdef0123456789abcdef"'
+MODIFIED = 1_700_000_000.25  # Tue, 14 Nov 2023 22:13:20 GMT
+
+
+@pytest.mark.parametrize(
+    ("value", "holds"),
+    [
+        (ETAG, True),
+        (f" {ETAG} ", True),
+        (f"W/{ETAG}", False),  # a weak tag never holds: If-Range compares strongly
+        ('"ffffffffffffffffffffffffffffffff"', False),
+        (f"{ETAG}, {ETAG}", False),  # one validator, not a list
+        ("Tue, 14 Nov 2023 22:13:20 GMT", True),
+        ("Tue, 14 Nov 2023 22:13:21 GMT", False),  # later is not the same version
+        ("Tue, 14 Nov 2023 22:13:19 GMT", False),
+        ("0123456789abcdef0123456789abcdef", False),  # neither a tag nor a date
+        ("", False),
+        ("Tue, 14 Nov 99999 22:13:20 GMT", False),
+    ],
+)
+def test_if_range(value: str, holds: bool) -> None:
+    assert if_range_holds(value, ETAG, MODIFIED) is holds
