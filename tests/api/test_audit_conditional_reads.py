@@ -101,3 +101,29 @@ def test_the_web_seed_honours_if_range(server: LiveServer, s3: Any, public: str)
     (fresh,) = exchange(server, [("GET", target, {**rng, "If-Range": etag})])
     assert status_of(fresh) == 206
     assert fresh[1] == BIG[16384:32768]
+
+
+@pytest.mark.parametrize("key", ["small", "big"])
+def test_a_weak_tag_in_if_none_match_is_not_modified(
+    server: LiveServer, s3: Any, public: str, key: str
+) -> None:
+    """If-None-Match compares weakly (RFC 9110 13.1.2): a cache or CDN that weakened the
+    ETag it stored (as gzip-ing proxies do) and revalidates with `W/"..."` is told 304,
+    not sent the object again; If-Match compares strongly, so `W/"..."` fails it."""
+    etag = s3.head_object(Bucket=public, Key=key)["ETag"]
+    target = f"/{public}/{key}"
+    for method in ("GET", "HEAD"):
+        for answer in both_paths(server, method, target, {"If-None-Match": f'"x", W/{etag}'}):
+            assert status_of(answer) == 304, method
+            assert answer[1] == b""
+            assert header_of(answer, "ETag") == etag
+        for answer in both_paths(server, method, target, {"If-Match": f"W/{etag}"}):
+            assert status_of(answer) == 412, method
+    with pytest.raises(s3.exceptions.ClientError) as exc:
+        s3.copy_object(
+            Bucket=public,
+            Key="copy",
+            CopySource={"Bucket": public, "Key": key},
+            CopySourceIfNoneMatch=f"W/{etag}",
+        )
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from s3torrent.s3.validators import if_range_holds
+from s3torrent.s3.validators import etag_matches, if_range_holds
 
 ETAG = '"0123456789abcdef0123456789abcdef"'
 MODIFIED = 1_700_000_000.25  # Tue, 14 Nov 2023 22:13:20 GMT
@@ -28,3 +28,22 @@ MODIFIED = 1_700_000_000.25  # Tue, 14 Nov 2023 22:13:20 GMT
 )
 def test_if_range(value: str, holds: bool) -> None:
     assert if_range_holds(value, ETAG, MODIFIED) is holds
+
+
+@pytest.mark.parametrize(
+    ("header", "strong", "weak"),
+    [
+        (ETAG, True, True),
+        (ETAG.strip('"'), True, True),  # unquoted, as S3 takes it
+        (f"W/{ETAG}", False, True),
+        (f'"a", W/{ETAG}', False, True),
+        (f'W/"a", {ETAG}', True, True),
+        ("*", True, True),
+        ('"a", "b"', False, False),
+        ("W/*", False, False),
+        ("", False, False),
+    ],
+)
+def test_etag_comparison(header: str, strong: bool, weak: bool) -> None:
+    assert etag_matches(header, ETAG) is strong
+    assert etag_matches(header, ETAG, weak=True) is weak

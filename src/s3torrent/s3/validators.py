@@ -22,11 +22,22 @@ def parse_http_date(value: str) -> float | None:
         return None
 
 
-def etag_matches(header: str, etag: str) -> bool:
+def etag_matches(header: str, etag: str, *, weak: bool = False) -> bool:
     """Whether a list of entity tags (or `*`) names `etag` (a tag without its quotes is
-    taken as S3 takes it)."""
+    taken as S3 takes it). The strong comparison (If-Match: a weak tag `W/"..."` never
+    matches) unless `weak` (If-None-Match: `W/"x"` matches `"x"`, RFC 9110 8.8.3.2)."""
     bare = etag.strip('"')
-    return any(t == "*" or t.strip('"') == bare for t in (t.strip() for t in header.split(",")))
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag == "*":
+            return True
+        if tag.startswith(_WEAK):
+            if not weak:
+                continue
+            tag = tag[len(_WEAK) :]
+        if tag.strip('"') == bare:
+            return True
+    return False
 
 
 def if_range_holds(value: str, etag: str, last_modified: float) -> bool:

@@ -148,7 +148,7 @@ def check_copy_conditions(headers: Mapping[str, str], obj: md.ObjectVersion) -> 
             raise failed("If-Unmodified-Since")
     if_none = headers.get("x-amz-copy-source-if-none-match")
     if if_none is not None:
-        if etag_matches(if_none, obj.etag):
+        if etag_matches(if_none, obj.etag, weak=True):
             raise failed("If-None-Match")
     else:
         ims = headers.get("x-amz-copy-source-if-modified-since")

@@ -270,7 +270,7 @@ def check_conditions(headers: Mapping[str, str], obj: md.ObjectVersion) -> None:
     not_modified = {"ETag": obj.etag, "Last-Modified": s3xml.http_date(obj.last_modified)}
     if_none = headers.get("If-None-Match")
     if if_none is not None:
-        if etag_matches(if_none, obj.etag):
+        if etag_matches(if_none, obj.etag, weak=True):
             raise S3Error("NotModified", headers=not_modified)
     else:
         ims = headers.get("If-Modified-Since")
