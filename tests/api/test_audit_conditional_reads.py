@@ -127,3 +127,31 @@ def test_a_weak_tag_in_if_none_match_is_not_modified(
             CopySourceIfNoneMatch=f"W/{etag}",
         )
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+
+
+def test_copy_source_ranges_with_huge_or_foreign_numbers_are_refused(s3: Any, public: str) -> None:
+    """x-amz-copy-source-range of more digits than int() takes (4,300) was a 500, and
+    digits of other scripts were read as numbers (`bytes=0-١` copied two bytes)."""
+    upload = s3.create_multipart_upload(Bucket=public, Key="parts")["UploadId"]
+    cases = {
+        "bytes=0-" + "9" * 5000: "InvalidRange",
+        "bytes=" + "0" * 5000 + "-1": None,  # leading zeros: still bytes 0-1
+        "bytes=0-\u0661": "InvalidArgument",
+    }
+    for rng, code in cases.items():
+        args = {"Bucket": public, "Key": "parts", "UploadId": upload, "PartNumber": 1}
+        source = {"Bucket": public, "Key": "small"}
+        if code is None:
+            s3.upload_part_copy(**args, CopySource=source, CopySourceRange=rng)
+            continue
+        with pytest.raises(s3.exceptions.ClientError) as exc:
+            s3.upload_part_copy(**args, CopySource=source, CopySourceRange=rng)
+        assert exc.value.response["Error"]["Code"] == code, rng[:20]
+
+
+@pytest.mark.parametrize("key", ["small", "big"])
+def test_a_range_of_foreign_digits_is_ignored(server: LiveServer, public: str, key: str) -> None:
+    data = SMALL if key == "small" else BIG
+    for answer in both_paths(server, "GET", f"/{public}/{key}", {"Range": "bytes=\u0661-\u0663"}):
+        assert status_of(answer) == 200
+        assert answer[1] == data

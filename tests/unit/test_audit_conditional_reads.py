@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from s3torrent.s3.ranges import parse_range
 from s3torrent.s3.validators import etag_matches, if_range_holds
 
 ETAG = '"0123456789abcdef0123456789abcdef"'
@@ -47,3 +48,8 @@ def test_if_range(value: str, holds: bool) -> None:
 def test_etag_comparison(header: str, strong: bool, weak: bool) -> None:
     assert etag_matches(header, ETAG) is strong
     assert etag_matches(header, ETAG, weak=True) is weak
+
+
+@pytest.mark.parametrize("header", ["bytes=\u0661-\u0663", "bytes=0-\uff19", "bytes=-\u0663"])
+def test_only_ascii_digits_make_a_range(header: str) -> None:
+    assert parse_range(header, 10) is None

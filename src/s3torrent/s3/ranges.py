@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from s3torrent.s3.errors import S3Error
 
-_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
+# ASCII: \d would take any script's digits (int() reads them), which no client sends.
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
