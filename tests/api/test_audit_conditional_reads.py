@@ -155,3 +155,33 @@ def test_a_range_of_foreign_digits_is_ignored(server: LiveServer, public: str, k
     for answer in both_paths(server, "GET", f"/{public}/{key}", {"Range": "bytes=\u0661-\u0663"}):
         assert status_of(answer) == 200
         assert answer[1] == data
+
+
+@pytest.mark.parametrize("key", ["small", "big"])
+def test_a_304_carries_the_cache_headers_of_its_200(
+    server: LiveServer, s3: Any, s3v4: Any, public: str, key: str
+) -> None:
+    """RFC 9110 15.4.5: a 304 carries the Cache-Control and Expires its 200 would, since a
+    cache revalidating an entry takes them from it: without them a CDN kept the old max-age
+    of an object whose Cache-Control a copy onto itself had changed (its ETag stays)."""
+    data = SMALL if key == "small" else BIG
+    expires = "Wed, 21 Oct 2037 07:28:00 GMT"
+    s3.put_object(
+        Bucket=public, Key=key, Body=data, ACL="public-read",
+        CacheControl="max-age=600", Expires=expires,
+    )  # fmt: skip
+    etag = s3.head_object(Bucket=public, Key=key)["ETag"]
+    target = f"/{public}/{key}"
+    for method in ("GET", "HEAD"):
+        for answer in both_paths(server, method, target, {"If-None-Match": etag}):
+            assert status_of(answer) == 304
+            assert header_of(answer, "Cache-Control") == "max-age=600"
+            assert header_of(answer, "Expires") == expires
+            assert header_of(answer, "ETag") == etag
+    url = s3v4.generate_presigned_url(
+        "get_object", Params={"Bucket": public, "Key": key, "ResponseCacheControl": "no-store"}
+    )
+    target = "/" + url.split("/", 3)[3]
+    for answer in both_paths(server, "GET", target, {"If-None-Match": etag}):
+        assert status_of(answer) == 304
+        assert header_of(answer, "Cache-Control") == "no-store"

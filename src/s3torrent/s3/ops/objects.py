@@ -8,6 +8,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
@@ -255,8 +256,32 @@ def _canonical_header(name: str) -> str:
     return "-".join(p.capitalize() for p in name.split("-"))
 
 
-def check_conditions(headers: Mapping[str, str], obj: md.ObjectVersion) -> None:
-    """If-Match / If-Unmodified-Since → 412; If-None-Match / If-Modified-Since → 304 (RFC 7232)."""
+# What a 304 carries of what its 200 would (RFC 9110 15.4.5: a cache revalidating takes
+# these from it), besides the validators.
+_CACHE_HEADERS = ("Cache-Control", "Expires")
+_NO_OVERRIDES: Mapping[str, str] = MappingProxyType({})
+
+
+def not_modified_headers(
+    obj: md.ObjectVersion, overrides: Mapping[str, str] = _NO_OVERRIDES
+) -> dict[str, str]:
+    """The headers of a 304 for `obj`: its validators, and its Cache-Control and Expires as
+    the 200 would send them (response-cache-control and response-expires included)."""
+    out = {"ETag": obj.etag, "Last-Modified": s3xml.http_date(obj.last_modified)}
+    for name in _CACHE_HEADERS:
+        value = overrides.get(name, obj.headers.get(name.lower()))
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def check_conditions(
+    headers: Mapping[str, str],
+    obj: md.ObjectVersion,
+    overrides: Mapping[str, str] = _NO_OVERRIDES,
+) -> None:
+    """If-Match / If-Unmodified-Since → 412; If-None-Match / If-Modified-Since → 304 (RFC 7232)
+    with `not_modified_headers` (`overrides`: the request's response-* headers)."""
     lm = int(obj.last_modified)
     if_match = headers.get("If-Match")
     if if_match is not None:
@@ -267,16 +292,15 @@ def check_conditions(headers: Mapping[str, str], obj: md.ObjectVersion) -> None:
         t = parse_http_date(ius) if ius else None
         if t is not None and lm > t:
             raise S3Error("PreconditionFailed", extra={"Condition": "If-Unmodified-Since"})
-    not_modified = {"ETag": obj.etag, "Last-Modified": s3xml.http_date(obj.last_modified)}
     if_none = headers.get("If-None-Match")
     if if_none is not None:
         if etag_matches(if_none, obj.etag, weak=True):
-            raise S3Error("NotModified", headers=not_modified)
+            raise S3Error("NotModified", headers=not_modified_headers(obj, overrides))
     else:
         ims = headers.get("If-Modified-Since")
         t = parse_http_date(ims) if ims else None
         if t is not None and lm <= t:
-            raise S3Error("NotModified", headers=not_modified)
+            raise S3Error("NotModified", headers=not_modified_headers(obj, overrides))
 
 
 # ---- conditional writes ----
@@ -543,7 +567,7 @@ async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.Str
     customer = await sse.read_key(svc, req, obj)
     if obj.checksum_algorithm and _wants_checksum(req):
         obj = await sse.open_checksums(svc, obj, customer)
-    check_conditions(req.http.headers, obj)
+    check_conditions(req.http.headers, obj, read_params(req).overrides)
     rng: ByteRange | None
     part_number = read_params(req).part_number
     if part_number is not None:
