@@ -282,3 +282,32 @@ def test_hostile_ranges_and_tag_lists_are_answered_at_once(
             assert status_of(seeded) in (status, 503), str(headers)[:60]
             if status_of(seeded) == status != 400:
                 assert seeded[1] == body
+
+
+def test_an_invalid_read_is_refused_whatever_its_conditions(
+    server: LiveServer, s3: Any, s3v4: Any, public: str
+) -> None:
+    """RFC 9110 13.2.1: preconditions are ignored when the request without them would
+    fail. An anonymous GET with response-* overrides, and a Range with partNumber, are 400
+    InvalidRequest; a matching If-None-Match or a failing If-Match made them 304 or 412
+    (the 304 carrying the anonymous request's override)."""
+    etag = s3.head_object(Bucket=public, Key="small")["ETag"]
+
+    def part(method: str) -> str:
+        operation = "get_object" if method == "GET" else "head_object"
+        params = {"Bucket": public, "Key": "small", "PartNumber": 1}
+        return "/" + s3v4.generate_presigned_url(operation, Params=params).split("/", 3)[3]
+
+    cases = [
+        (lambda _: f"/{public}/small?response-cache-control=no-store", {}),
+        (part, {"Range": "bytes=0-1"}),
+    ]
+    for target, base in cases:
+        for condition in ({}, {"If-None-Match": etag}, {"If-Match": '"0"'},
+                          {"If-Modified-Since": FUTURE}):  # fmt: skip
+            for method in ("GET", "HEAD"):
+                headers = {**base, **condition}
+                for answer in both_paths(server, method, target(method), headers):
+                    assert status_of(answer) == 400, (target(method), condition, method)
+                    if method == "GET":
+                        assert b"<Code>InvalidRequest</Code>" in answer[1]

@@ -197,14 +197,7 @@ def object_headers(
         h.update(expiration_headers(svc.settings, req.bucket, obj))
     if obj.checksum_algorithm and _wants_checksum(req):
         h.update(_checksum_of_answer(req, obj, whole))
-    overrides = read_params(req).overrides
-    if overrides:
-        if req.principal.is_anonymous:
-            raise S3Error(
-                "InvalidRequest",
-                "Request specific response headers cannot be used for anonymous GET requests.",
-            )
-        h.update(overrides)
+    h.update(read_params(req).overrides)
     return h
 
 
@@ -546,10 +539,23 @@ def read_params(req: S3Request) -> ObjectReadParams:
     return params
 
 
-def part_range(number: int, headers: Mapping[str, str], obj: md.ObjectVersion) -> ByteRange | None:
-    """The bytes of one part of a multipart object (?partNumber=N); None: the whole object."""
-    if "Range" in headers:
+def check_read_request(req: S3Request) -> None:
+    """What makes a GET or HEAD invalid whatever its object (400 InvalidRequest), refused
+    before its conditions are evaluated: RFC 9110 13.2.1 has a server ignore preconditions
+    when the request without them would fail, and a 304 or 412 here had hidden the refusal
+    (an anonymous request's response-* overrides got a 304 carrying them)."""
+    params = read_params(req)
+    if params.overrides and req.principal.is_anonymous:
+        raise S3Error(
+            "InvalidRequest",
+            "Request specific response headers cannot be used for anonymous GET requests.",
+        )
+    if params.part_number is not None and "Range" in req.http.headers:
         raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query")
+
+
+def part_range(number: int, obj: md.ObjectVersion) -> ByteRange | None:
+    """The bytes of one part of a multipart object (?partNumber=N); None: the whole object."""
     sizes = [int(p["size"]) for p in obj.parts] if obj.parts else [obj.size]
     if not 1 <= number <= len(sizes):
         raise S3Error(
@@ -564,6 +570,7 @@ def part_range(number: int, headers: Mapping[str, str], obj: md.ObjectVersion) -
 async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.StreamResponse:
     obj = req.obj
     assert obj is not None
+    check_read_request(req)
     customer = await sse.read_key(svc, req, obj)
     if obj.checksum_algorithm and _wants_checksum(req):
         obj = await sse.open_checksums(svc, obj, customer)
@@ -571,7 +578,7 @@ async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.Str
     rng: ByteRange | None
     part_number = read_params(req).part_number
     if part_number is not None:
-        rng = part_range(part_number, req.http.headers, obj)
+        rng = part_range(part_number, obj)
     else:
         rng = parse_range(requested_range(req.http.headers, obj), obj.size)
     headers = object_headers(svc, req, obj, whole=rng is None)
