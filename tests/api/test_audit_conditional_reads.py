@@ -311,3 +311,49 @@ def test_an_invalid_read_is_refused_whatever_its_conditions(
                     assert status_of(answer) == 400, (target(method), condition, method)
                     if method == "GET":
                         assert b"<Code>InvalidRequest</Code>" in answer[1]
+
+
+def expected_copy_status(headers: dict[str, str], etag: str) -> int:
+    """CopyObject's documented rules: if-match true beats if-unmodified-since false (the
+    copy is made); if-none-match false with if-modified-since true is 412; every failing
+    copy-source condition is 412 (there is no 304 for a copy)."""
+    status = expected_status(headers, etag)
+    return 412 if status in (304, 412) else 200
+
+
+def test_copy_source_conditions_combine_as_s3_documents(s3: Any, public: str) -> None:
+    import itertools
+
+    etag = s3.head_object(Bucket=public, Key="small")["ETag"]
+    choices = {
+        "If-Match": [None, etag, '"0"'],
+        "If-Unmodified-Since": [None, PAST, FUTURE, "yesterday"],
+        "If-None-Match": [None, etag, '"0"'],
+        "If-Modified-Since": [None, PAST, FUTURE, "32 Foo 2020"],
+    }
+    upload = s3.create_multipart_upload(Bucket=public, Key="parts")["UploadId"]
+    # Sent as written (botocore would format a date argument itself, and refuse an invalid one).
+    sent: dict[str, str] = {}
+
+    def add_headers(request: Any, **_: Any) -> None:
+        for name, value in sent.items():
+            request.headers[f"x-amz-copy-source-{name.lower()}"] = value
+
+    copy_object = {"Bucket": public, "Key": "copy", "CopySource": f"{public}/small"}
+    part = {**copy_object, "Key": "parts", "UploadId": upload, "PartNumber": 1}
+    copies = [("copy_object", copy_object), ("upload_part_copy", part)]
+    s3.meta.events.register("before-sign.s3.*", add_headers)
+    try:
+        for values in itertools.product(*choices.values()):
+            headers = {k: v for k, v in zip(choices, values, strict=True) if v is not None}
+            want = expected_copy_status(headers, etag)
+            sent.clear()
+            sent.update(headers)
+            for operation, args in copies:
+                try:
+                    status = getattr(s3, operation)(**args)["ResponseMetadata"]["HTTPStatusCode"]
+                except s3.exceptions.ClientError as exc:
+                    status = exc.response["ResponseMetadata"]["HTTPStatusCode"]
+                assert status == want, headers
+    finally:
+        s3.meta.events.unregister("before-sign.s3.*", add_headers)
