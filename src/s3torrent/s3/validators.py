@@ -4,6 +4,7 @@ ETag and Last-Modified against If-Match, If-None-Match, the dates and If-Range."
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
@@ -15,9 +16,14 @@ _WEAK = "W/"
 
 def parse_http_date(value: str) -> float | None:
     """The time an HTTP date names; None for anything that is not a date (ignored, as RFC
-    9110 asks of If-Modified-Since and If-Unmodified-Since)."""
+    9110 asks of If-Modified-Since and If-Unmodified-Since). A date without a zone (the
+    asctime form RFC 9110 5.6.7 has recipients accept, or `-0000`) is GMT, as every HTTP
+    date is: the email parser leaves it naive, which Python reads in the server's zone."""
     try:
-        return parsedate_to_datetime(value).timestamp()
+        moment = parsedate_to_datetime(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
 
