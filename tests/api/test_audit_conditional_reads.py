@@ -357,3 +357,42 @@ def test_copy_source_conditions_combine_as_s3_documents(s3: Any, public: str) ->
                 assert status == want, headers
     finally:
         s3.meta.events.unregister("before-sign.s3.*", add_headers)
+
+
+def test_conditions_on_versions_and_delete_markers(
+    server: LiveServer, s3: Any, s3v4: Any, bucket: str
+) -> None:
+    """A read naming a version is conditioned on that version, not the current one; a
+    delete marker's 404 (current) and 405 (named) stand whatever the conditions say, with
+    their x-amz-delete-marker headers (RFC 9110 13.2.1: conditions are ignored when the
+    answer would be an error anyway)."""
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    old = s3.put_object(Bucket=bucket, Key="k", Body=b"old")
+    s3.put_object(Bucket=bucket, Key="k", Body=b"new")
+
+    def signed(method: str, **params: Any) -> str:
+        operation = "get_object" if method == "GET" else "head_object"
+        url = s3v4.generate_presigned_url(
+            operation, Params={"Bucket": bucket, "Key": "k", **params}
+        )
+        return "/" + url.split("/", 3)[3]
+
+    for method in ("GET", "HEAD"):
+        named = signed(method, VersionId=old["VersionId"])
+        cases = [
+            ({"If-Match": old["ETag"]}, 200),
+            ({"If-None-Match": old["ETag"]}, 304),
+            ({"If-Range": old["ETag"], "Range": "bytes=1-"}, 206),
+        ]
+        for headers, status in cases:
+            for answer in both_paths(server, method, named, headers):
+                assert status_of(answer) == status, (method, headers)
+                if method == "GET" and status != 304:
+                    assert answer[1] == b"old"[1 if status == 206 else 0 :]
+    marker = s3.delete_object(Bucket=bucket, Key="k")["VersionId"]
+    for method in ("GET", "HEAD"):
+        for target, status in ((signed(method), 404), (signed(method, VersionId=marker), 405)):
+            for condition in ({"If-None-Match": "*"}, {"If-Match": '"0"'}, {"If-Match": "*"}):
+                for answer in both_paths(server, method, target, condition):
+                    assert status_of(answer) == status, (method, condition)
+                    assert header_of(answer, "x-amz-delete-marker") == "true"
