@@ -396,3 +396,30 @@ def test_conditions_on_versions_and_delete_markers(
                 for answer in both_paths(server, method, target, condition):
                     assert status_of(answer) == status, (method, condition)
                     assert header_of(answer, "x-amz-delete-marker") == "true"
+
+
+@pytest.mark.parametrize("key", ["small", "big"])
+def test_part_one_of_an_object_uploaded_whole_is_a_range(
+    server: LiveServer, s3: Any, s3v4: Any, public: str, key: str
+) -> None:
+    """S3 answers ?partNumber=1 of an object uploaded in one piece as a range of all of
+    it: 206 with Content-Range (AWS's answer: `Content-Range: bytes 0-9/10` for 10
+    bytes), with its checksum when asked for; it was 200 without one here."""
+    data = SMALL if key == "small" else BIG
+    for method, operation in (("GET", "get_object"), ("HEAD", "head_object")):
+        params = {"Bucket": public, "Key": key, "PartNumber": 1}
+        url = s3v4.generate_presigned_url(operation, Params=params)
+        for answer in both_paths(server, method, "/" + url.split("/", 3)[3], {}):
+            assert status_of(answer) == 206
+            assert header_of(answer, "Content-Range") == f"bytes 0-{len(data) - 1}/{len(data)}"
+            assert header_of(answer, "Content-Length") == str(len(data))
+            assert header_of(answer, "x-amz-mp-parts-count") is None
+            if method == "GET":
+                assert answer[1] == data
+    head = s3.head_object(Bucket=public, Key=key, ChecksumMode="ENABLED")
+    stored = [name for name in head if name.startswith("Checksum") and name != "ChecksumType"]
+    assert stored
+    got = s3.get_object(Bucket=public, Key=key, PartNumber=1, ChecksumMode="ENABLED")
+    assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert got["Body"].read() == data
+    assert [got.get(name) for name in stored] == [head[name] for name in stored]

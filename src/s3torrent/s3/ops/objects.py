@@ -555,14 +555,18 @@ def check_read_request(req: S3Request) -> None:
 
 
 def part_range(number: int, obj: md.ObjectVersion) -> ByteRange | None:
-    """The bytes of one part of a multipart object (?partNumber=N); None: the whole object."""
+    """The bytes of one part of an object (?partNumber=N); None: the whole object, 200.
+
+    An object uploaded whole has one part, itself, which S3 answers as a range: 206 with
+    `Content-Range: bytes 0-<size - 1>/<size>` (it was a 200 without one here; a client
+    reading by parts takes the size from that header). An empty object has no range."""
     sizes = [int(p["size"]) for p in obj.parts] if obj.parts else [obj.size]
     if not 1 <= number <= len(sizes):
         raise S3Error(
             "InvalidPartNumber", "The requested partnumber is not satisfiable", status=416
         )
     if obj.parts is None:
-        return None
+        return ByteRange(0, obj.size - 1) if obj.size else None
     start = sum(sizes[: number - 1])
     return ByteRange(start, start + sizes[number - 1] - 1)
 
@@ -581,7 +585,9 @@ async def serve_object(svc: S3Context, req: S3Request, *, head: bool) -> web.Str
         rng = part_range(part_number, obj)
     else:
         rng = parse_range(requested_range(req.http.headers, obj), obj.size)
-    headers = object_headers(svc, req, obj, whole=rng is None)
+    # Part 1 of an object uploaded whole is all of it: its checksum describes that part.
+    whole = rng is None or (part_number is not None and obj.parts is None)
+    headers = object_headers(svc, req, obj, whole=whole)
     status = 200
     offset, count = 0, obj.size
     if rng is not None:
