@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
+from botocore.exceptions import ClientError
 from fastbencode import bdecode  # type: ignore[attr-defined]
 
 from tests.api.test_quick_reads import exchange
@@ -423,3 +424,22 @@ def test_part_one_of_an_object_uploaded_whole_is_a_range(
     assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
     assert got["Body"].read() == data
     assert [got.get(name) for name in stored] == [head[name] for name in stored]
+
+
+def test_copy_object_refuses_a_source_range(s3: Any, bucket: str) -> None:
+    """x-amz-copy-source-range is UploadPartCopy's: a CopyObject carrying it had copied the
+    whole object, not what its sender asked for."""
+    s3.put_object(Bucket=bucket, Key="src", Body=b"0123456789")
+
+    def add_range(request: Any, **_: Any) -> None:
+        request.headers["x-amz-copy-source-range"] = "bytes=0-3"
+
+    s3.meta.events.register_first("before-sign.s3.CopyObject", add_range)
+    try:
+        with pytest.raises(ClientError) as exc:
+            s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
+    finally:
+        s3.meta.events.unregister("before-sign.s3.CopyObject", add_range)
+    assert exc.value.response["Error"]["Code"] == "InvalidArgument"
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="dst")

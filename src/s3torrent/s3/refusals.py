@@ -113,6 +113,14 @@ REFUSALS: tuple[Refusal, ...] = (
         "NotImplemented",
         "Appending to an object is not implemented.",
     ),
+    # A range of the source is UploadPartCopy's alone: a CopyObject carrying it copied the
+    # whole object, which is not what its sender asked for.
+    Refusal(
+        "x-amz-copy-source-range",
+        frozenset({E.CopyObject}),
+        "InvalidArgument",
+        "x-amz-copy-source-range is for UploadPartCopy; CopyObject copies the whole object.",
+    ),
     # Every bucket is in the one namespace of this server, which is what "global" asks for.
     Refusal(
         "x-amz-bucket-namespace",
