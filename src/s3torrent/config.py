@@ -572,6 +572,13 @@ def _source(loc: tuple[int | str, ...], flags: Mapping[str, Any], config_file: P
     return str(config_file) if config_file is not None else "settings"
 
 
+def _is_secret(loc: tuple[int | str, ...]) -> bool:
+    """Whether the setting at loc may hold a secret (a key, or a URL with a password), whose
+    value an error message must not repeat: it would reach logs and terminals."""
+    names = [p for p in loc if isinstance(p, str)]
+    return bool(names) and ("secret" in names[-1] or names[-1].endswith("_url"))
+
+
 def _validation_problems(
     exc: ValidationError, flags: Mapping[str, Any], config_file: Path | None
 ) -> list[str]:
@@ -584,7 +591,8 @@ def _validation_problems(
             problems.append(msg)
             continue
         got = err.get("input")
-        shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+        hidden = isinstance(got, dict | list) or _is_secret(loc)
+        shown = "" if hidden else f" (got {got!r})"
         problems.append(f"{name} = {msg}{shown} [from {_source(loc, flags, config_file)}]")
     return problems
 
