@@ -41,14 +41,26 @@ def split_host_port(value: str, default_port: int) -> tuple[str, int]:
     return value, default_port
 
 
-class LimitSettings(BaseModel):
+class Section(BaseModel):
+    """A table of settings. Its numbers (sizes, counts, seconds) are never negative: a
+    negative limit would not be one."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _not_negative(cls, v: Any) -> Any:
+        if isinstance(v, int | float) and not isinstance(v, bool) and v < 0:
+            raise ValueError("Input should be greater than or equal to 0")
+        return v
+
+
+class LimitSettings(Section):
     max_put_size: int = 5 * GiB
     max_xml_body: int = 2 * MiB
     max_header_size: int = 16 * 1024
     max_user_metadata: int = 2048
     max_keys: int = 1000
     max_delete_objects: int = 1000
-    max_chunk_size: int = 16 * MiB
+    max_chunk_size: int = Field(default=16 * MiB, gt=0)
     shutdown_timeout: float = 30.0
     max_connections: int = 4096
     """Open client connections over every listener (S3, tracker, seeder) together; lowered
@@ -73,24 +85,24 @@ class LimitSettings(BaseModel):
     S3 (MaxPostPreDataLengthExceeded beyond)."""
 
 
-class StorageSettings(BaseModel):
+class StorageSettings(Section):
     fsync: bool = True
     """fsync every blob and metadata commit before acknowledging a write (power-loss safe).
     Off: blobs are not fsynced and SQLite commits with synchronous=NORMAL (PostgreSQL:
     synchronous_commit off); an acknowledged write still survives kill -9, not power loss."""
-    group_commit_max_ops: int = 256
+    group_commit_max_ops: int = Field(default=256, gt=0)
     inline_max_size: int = 32 * 1024
     """Objects up to this size are stored in their metadata row (0: always in a blob)."""
     blob_delete_delay: float = 2.0
     """Seconds to keep an overwritten version's blob for readers that looked it up already."""
     abandoned_upload_days: float = 7.0
     """Multipart uploads older than this many days are aborted and their parts removed."""
-    upload_cleanup_interval: float = 3600.0
+    upload_cleanup_interval: float = Field(default=3600.0, gt=0)
     reserve_bytes: int = 64 * MiB
     """Space kept in a reserve file in data_dir so deletes can commit on a full disk (0: none)."""
 
 
-class EncryptionSettings(BaseModel):
+class EncryptionSettings(Section):
     """Encryption at rest (SSE-S3, SSE-C); see the README's "Encryption" section."""
 
     default: Literal["none", "AES256"] = "none"
@@ -102,7 +114,7 @@ class EncryptionSettings(BaseModel):
     """The master key file (default: data_dir/sse-master-keys.json), created at first start."""
 
 
-class TorrentSettings(BaseModel):
+class TorrentSettings(Section):
     enabled: bool = True
     format: Literal["v1", "hybrid", "v2"] = "v1"
     max_object_size: int = 5 * GiB
@@ -119,10 +131,10 @@ class TorrentSettings(BaseModel):
     webtorrent npm package) for the download page `?torrent&format=html`; empty: the page
     says it is not configured."""
     hash_wait_timeout: float = 30.0
-    hash_workers: int = 2
+    hash_workers: int = Field(default=2, gt=0)
 
 
-class TrackerSettings(BaseModel):
+class TrackerSettings(Section):
     interval: int = 1800
     min_interval: int = 60
     max_numwant: int = 200
@@ -160,18 +172,18 @@ class TrackerSettings(BaseModel):
         return [split_host_port(a, 6969) for a in self.udp_listen.split(",") if a.strip()]
 
 
-class MeteringSettings(BaseModel):
+class MeteringSettings(Section):
     enabled: bool = True
     """Count requests and bytes per bucket, operation and channel (usage reports, /metrics)."""
-    flush_interval: float = 1.0
+    flush_interval: float = Field(default=1.0, gt=0)
     """Seconds between flushes of the in-memory counters; a crash loses at most one interval."""
-    storage_sample_interval: float = 300.0
+    storage_sample_interval: float = Field(default=300.0, gt=0)
     """Seconds between samples of each bucket's stored bytes (for TimedStorage-ByteHrs)."""
     metrics_listen: str | None = None
     """HOST:PORT of a separate HTTP listener serving Prometheus /metrics. Off if unset."""
 
 
-class SeederSettings(BaseModel):
+class SeederSettings(Section):
     """The origin seeder on the peer listener: bounds, and how much the origin sends."""
 
     enabled: bool = True
@@ -197,7 +209,7 @@ class SeederSettings(BaseModel):
     """Address advertised in peer lists (default: the host of the public URL)."""
     public_port: int | None = None
     """Port advertised in peer lists (default: the peer_listen port)."""
-    choke_interval: float = 5.0
+    choke_interval: float = Field(default=5.0, gt=0)
     unchoke_slots: int = 8
     alone_window: int = 16 * MiB
     """Bytes revealed ahead to a peer that downloads alone (auto mode)."""
@@ -238,7 +250,7 @@ class SeederSettings(BaseModel):
     every peer list (this node's own address is added if missing)."""
 
 
-class BlobSettings(BaseModel):
+class BlobSettings(Section):
     """The S3-compatible blob backend (used when blobs_url is s3://bucket/prefix)."""
 
     endpoint_url: str | None = None
@@ -264,15 +276,15 @@ class BlobSettings(BaseModel):
     max_attempts: int = Field(default=3, ge=1)
 
 
-class JobSettings(BaseModel):
-    claim_ttl: float = 30.0
+class JobSettings(Section):
+    claim_ttl: float = Field(default=30.0, gt=0)
     """Seconds a node's claim on a hashing job lasts without a heartbeat (then another node
     takes it over)."""
-    poll_interval: float = 5.0
+    poll_interval: float = Field(default=5.0, gt=0)
     """Seconds between looks for unclaimed or expired jobs."""
 
 
-class CorsSettings(BaseModel):
+class CorsSettings(Section):
     """Cross-origin requests from browsers, for buckets that set no CORS configuration."""
 
     public_default: bool = True
@@ -283,7 +295,7 @@ class CorsSettings(BaseModel):
     """Seconds a browser may cache the default rule's preflight answer."""
 
 
-class LifecycleSettings(BaseModel):
+class LifecycleSettings(Section):
     """The background worker that applies buckets' lifecycle rules."""
 
     enabled: bool = True
@@ -305,7 +317,7 @@ class LifecycleSettings(BaseModel):
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
-class LoggingSettings(BaseModel):
+class LoggingSettings(Section):
     """What the server writes about itself: the log level and the access log."""
 
     level: LogLevel = "INFO"

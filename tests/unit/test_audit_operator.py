@@ -29,3 +29,39 @@ def test_an_invalid_secret_is_named_but_never_shown(tmp_path: Path, toml: str, s
         load_settings(config)
     assert ("secret_key" in str(err.value)) or ("_url" in str(err.value))
     assert secret not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        "[limits]\nmax_put_size = -5\n",
+        "[limits]\nshutdown_timeout = -1.0\n",
+        "[storage]\ninline_max_size = -1\n",
+        "[seeder]\nmax_per_ip = -3\n",
+        "[tracker]\ninterval = -60\n",
+        "[torrent]\nmax_object_size = -1\n",
+        "[metering]\nflush_interval = 0\n",
+        "[storage]\nupload_cleanup_interval = 0\n",
+        "[jobs]\npoll_interval = 0\n",
+        "[seeder]\nchoke_interval = 0\n",
+        "[torrent]\nhash_workers = 0\n",
+        "[storage]\ngroup_commit_max_ops = 0\n",
+        "[limits]\nmax_chunk_size = 0\n",
+    ],
+)
+def test_a_negative_size_or_a_zero_period_is_refused(tmp_path: Path, toml: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(toml)
+    section, rest = toml.strip("[").split("]\n")
+    name = f"{section}.{rest.split(' =')[0]}"
+    with pytest.raises(SettingsError, match=rf"{name} = .*greater than"):
+        load_settings(config)
+
+
+def test_zero_where_zero_means_none_is_accepted(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        "[storage]\ninline_max_size = 0\nreserve_bytes = 0\n[seeder]\ncarry_upload_rate = 0\n"
+    )
+    settings = load_settings(config)
+    assert settings.storage.inline_max_size == 0 and settings.seeder.carry_upload_rate == 0
