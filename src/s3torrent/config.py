@@ -8,8 +8,16 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from s3torrent.forwarding import parse_networks
@@ -398,6 +406,21 @@ class Settings(BaseSettings):
         parse_networks(v)
         return v
 
+    @field_validator("metadata_url", "redis_url", "blobs_url")
+    @classmethod
+    def _url_kind(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # A URL the server cannot open would fail later, deep in a driver, without its name.
+        if v is None:
+            return v
+        allowed = URL_KINDS[str(info.field_name)]
+        parts = urlsplit(v)
+        # A file (sqlite:///path, unix:///path) or a host (postgresql://host/db, s3://bucket).
+        where = parts.path.strip("/") if parts.scheme in ("sqlite", "unix") else parts.netloc
+        if parts.scheme not in allowed or not where:
+            kinds = ", ".join(f"{k}://..." for k in allowed)
+            raise ValueError(f"expected a URL of one of: {kinds}")
+        return v
+
     @field_validator("public_url")
     @classmethod
     def _strip_slash(cls, v: str | None) -> str | None:
@@ -476,6 +499,13 @@ class Settings(BaseSettings):
 
 
 MIN_SECRET_LENGTH = 8
+
+# The URL schemes each URL setting can name (SQLAlchemy's, redis-py's, the S3 blob store's).
+URL_KINDS: dict[str, tuple[str, ...]] = {
+    "metadata_url": ("sqlite", "postgresql", "postgresql+psycopg"),
+    "redis_url": ("redis", "rediss", "unix"),
+    "blobs_url": ("s3",),
+}
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

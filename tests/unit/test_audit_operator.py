@@ -65,3 +65,38 @@ def test_zero_where_zero_means_none_is_accepted(tmp_path: Path) -> None:
     )
     settings = load_settings(config)
     assert settings.storage.inline_max_size == 0 and settings.seeder.carry_upload_rate == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("metadata_url", "postgres://u:pa55word@db/s3"),
+        ("metadata_url", "mysql://db/s3"),
+        ("metadata_url", "/var/lib/s3torrent/metadata.sqlite3"),
+        ("redis_url", "localhost:6379"),
+        ("redis_url", "http://u:pa55word@localhost:6379/0"),
+        ("blobs_url", "/srv/blobs"),
+        ("blobs_url", "s3:/bucket"),
+    ],
+)
+def test_a_url_of_an_unknown_kind_is_refused_with_the_kinds(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=rf"{name} = .*://") as err:
+        load_settings(None, **{name: value})
+    assert "pa55word" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("metadata_url", "sqlite:////var/lib/s3torrent/m.sqlite3"),
+        ("metadata_url", "postgresql://u:p@db/s3"),
+        ("metadata_url", "postgresql+psycopg://u:p@db/s3"),
+        ("redis_url", "redis://localhost:6379/0"),
+        ("redis_url", "rediss://:p@localhost:6380/1"),
+        ("redis_url", "unix:///run/redis.sock"),
+        ("blobs_url", "s3://bucket/prefix"),
+        ("blobs_url", "s3://bucket"),
+    ],
+)
+def test_the_url_kinds_the_server_opens_are_accepted(name: str, value: str) -> None:
+    assert getattr(load_settings(None, **{name: value}), name) == value
