@@ -14,12 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from s3torrent.admin import AdminApi, NodeFacts, seeder_stats_handler
 from s3torrent.anonymous_reads import AnonymousReads
-from s3torrent.config import Settings, split_host_port
+from s3torrent.config import Settings, StartupError, split_host_port
 from s3torrent.console import PREFIX as CONSOLE_PREFIX
 from s3torrent.console import ConsolePages
 from s3torrent.events import EventBus
@@ -404,6 +405,27 @@ class Node:
     async def _seeder_stats(self, request: web.Request) -> web.StreamResponse:
         return await seeder_stats_handler(self.context, self.seeder, request)
 
+    async def _start_relay(self) -> None:
+        """Events to and from the other workers or nodes; an unreachable Redis is a
+        StartupError naming redis_url (its host, not its password)."""
+        relay = self.svc.relay
+        if relay is None:
+            return
+        try:
+            await relay.start()
+        except TimeoutError:
+            from s3torrent.events_redis import RedisEventRelay
+
+            if self.settings.redis_url is None or not isinstance(relay, RedisEventRelay):
+                raise
+            url = urlsplit(self.settings.redis_url)
+            where = url.netloc.rpartition("@")[2] or url.path
+            reason = relay.last_error.rstrip(".") or "no answer"
+            raise StartupError(
+                f"cannot subscribe to Redis at {where} (redis_url): {reason}; "
+                "start Redis there or correct redis_url"
+            ) from None
+
     async def _start_seeder(self) -> None:
         # Before the HTTP listener: every torrent published from now on lists the origin.
         host, port = self.settings.peer_host_port
@@ -447,8 +469,7 @@ class Node:
             await asyncio.get_running_loop().run_in_executor(
                 self.svc.executor, self.svc.store.cleanup_abandoned
             )
-        if self.svc.relay is not None:
-            await self.svc.relay.start()
+        await self._start_relay()
         await self._start_seeder()
         relay = self.svc.relay
         outer: list[Wrapper] = []

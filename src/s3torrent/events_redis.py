@@ -129,6 +129,8 @@ class RedisEventRelay:
         self._relaying = False
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
+        self.last_error = ""
+        """Why the last subscription failed (for a start that timed out)."""
         self.sent = 0
         self.received = 0
         self.dropped = 0
@@ -218,6 +220,7 @@ class RedisEventRelay:
                         pinged = now
                         await asyncio.wait_for(pubsub.ping(), self.ping_every)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                self.last_error = str(exc)
                 log.warning("event relay: subscription lost (%s); events may be missed", exc)
                 if self._subscribed.is_set() and loop.time() - decided >= self.cut_off_every:
                     decided = loop.time()
