@@ -14,13 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from s3torrent.admin import AdminApi, NodeFacts, seeder_stats_handler
 from s3torrent.anonymous_reads import AnonymousReads
-from s3torrent.config import Settings, StartupError, split_host_port
+from s3torrent.config import Settings, StartupError, split_host_port, url_place
 from s3torrent.console import PREFIX as CONSOLE_PREFIX
 from s3torrent.console import ConsolePages
 from s3torrent.events import EventBus
@@ -125,6 +124,21 @@ class Services:
     relay: RedisEventRelay | EventHub | EventLink | None = None
 
 
+def _database_failure(settings: Settings, exc: Exception) -> StartupError | None:
+    """A driver's failure to open the metadata database as a StartupError naming
+    metadata_url and where it points (never its password), with the driver's first line."""
+    import sqlalchemy.exc
+
+    if not isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return None
+    where = url_place(settings.database_url)
+    reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc).__name__
+    return StartupError(
+        f"cannot open the metadata database at {where} (metadata_url): {reason}; "
+        "correct metadata_url, or make the database reachable"
+    )
+
+
 def build_services(settings: Settings, role: Role | None = None) -> Services:
     role = role or Role()
     check_extras(settings)
@@ -140,7 +154,10 @@ def build_services(settings: Settings, role: Role | None = None) -> Services:
         )
     except Exception as exc:
         if not storage_full(exc):
-            raise
+            failure = _database_failure(settings, exc)
+            if failure is None:
+                raise
+            raise failure from exc
         # No reserve was left to give back (storage.reserve_bytes 0, or lost in a crash).
         raise SystemExit(
             f"s3torrent: the disk holding {settings.data_dir} is too full to open the metadata "
@@ -418,8 +435,7 @@ class Node:
 
             if self.settings.redis_url is None or not isinstance(relay, RedisEventRelay):
                 raise
-            url = urlsplit(self.settings.redis_url)
-            where = url.netloc.rpartition("@")[2] or url.path
+            where = url_place(self.settings.redis_url)
             reason = relay.last_error.rstrip(".") or "no answer"
             raise StartupError(
                 f"cannot subscribe to Redis at {where} (redis_url): {reason}; "

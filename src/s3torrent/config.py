@@ -508,6 +508,13 @@ URL_KINDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def url_place(url: str) -> str:
+    """Where a URL setting points (host:port, or a file's path), without its credentials:
+    for messages and logs."""
+    parts = urlsplit(url)
+    return parts.netloc.rpartition("@")[2] or parts.path
+
+
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in override.items():

@@ -26,3 +26,26 @@ def test_an_unreachable_redis_is_named_not_a_bare_timeout(tmp_path: Path) -> Non
     assert_refused(result, "redis_url", f"127.0.0.1:{port}")
     assert "pa55word" not in result.stdout + result.stderr
     assert "TimeoutError" not in result.stderr
+
+
+def test_an_unopenable_sqlite_database_names_metadata_url(tmp_path: Path) -> None:
+    result = run_cli(
+        *serve_args(tmp_path / "data"),
+        cwd=tmp_path,
+        env={"S3TORRENT_METADATA_URL": f"sqlite:///{tmp_path}/missing/dir/m.sqlite3"},
+    )
+    assert_refused(result, "metadata_url", f"{tmp_path}/missing/dir/m.sqlite3")
+    assert "OperationalError" not in result.stderr and "sqlalche.me" not in result.stderr
+
+
+def test_an_unreachable_postgresql_names_metadata_url_not_its_password(tmp_path: Path) -> None:
+    port = _closed_port()
+    result = run_cli(
+        *serve_args(tmp_path / "data"),
+        cwd=tmp_path,
+        env={"S3TORRENT_METADATA_URL": f"postgresql+psycopg://u:pa55word@127.0.0.1:{port}/s3"},
+    )
+    assert_refused(result, "metadata_url", f"127.0.0.1:{port}")
+    assert "pa55word" not in result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and f"127.0.0.1:{port}" in last, result.stderr
