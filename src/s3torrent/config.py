@@ -36,6 +36,17 @@ def check_host_port(value: str) -> None:
         raise ValueError(f"port {port} is out of range (0-65535)")
 
 
+def checked_listen(value: Any) -> Any:
+    """A listener setting's validator: None, or a string check_host_port accepts (each of a
+    comma-separated list where several addresses are allowed is checked by the caller)."""
+    if value is None:
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f'expected a string "HOST:PORT", e.g. "127.0.0.1:{value}"')
+    check_host_port(value)
+    return value
+
+
 def split_host_port(value: str, default_port: int) -> tuple[str, int]:
     """Split 'host:port', '[v6]:port' or ':port' into its parts."""
     value = value.strip()
@@ -173,6 +184,18 @@ class TrackerSettings(Section):
     ws_max_peers_per_swarm: int = 1000
     ws_max_connections_per_ip: int = 32
 
+    _host_port = field_validator("http_listen", mode="before")(checked_listen)
+
+    @field_validator("udp_listen", mode="before")
+    @classmethod
+    def _udp_host_ports(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            for address in v.split(","):
+                if address.strip():
+                    check_host_port(address)
+            return v
+        return checked_listen(v)
+
     @property
     def udp_host_ports(self) -> list[tuple[str, int]]:
         if not self.udp_listen:
@@ -189,6 +212,8 @@ class MeteringSettings(Section):
     """Seconds between samples of each bucket's stored bytes (for TimedStorage-ByteHrs)."""
     metrics_listen: str | None = None
     """HOST:PORT of a separate HTTP listener serving Prometheus /metrics. Off if unset."""
+
+    _host_port = field_validator("metrics_listen", mode="before")(checked_listen)
 
 
 class SeederSettings(Section):
@@ -390,15 +415,7 @@ class Settings(BaseSettings):
     cors: CorsSettings = Field(default_factory=CorsSettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
 
-    @field_validator("listen", "peer_listen", mode="before")
-    @classmethod
-    def _host_port(cls, v: Any) -> Any:
-        if v is None:
-            return v
-        if not isinstance(v, str):
-            raise ValueError(f'expected a string "HOST:PORT", e.g. "127.0.0.1:{v}"')
-        check_host_port(v)
-        return v
+    _host_port = field_validator("listen", "peer_listen", mode="before")(checked_listen)
 
     @field_validator("trusted_proxies")
     @classmethod

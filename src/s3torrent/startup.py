@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from s3torrent.config import Settings, StartupError
+from s3torrent.config import Settings, StartupError, split_host_port
 from s3torrent.failures import logged_failure
 from s3torrent.s3.access_log import AccessLog
 from s3torrent.s3.server import FinishedHook
@@ -60,9 +60,9 @@ def listening(what: str, host: str, port: int, fix: str) -> Iterator[None]:
         raise StartupError(f"cannot listen for {what} on {host}:{port}: {reason}; {fix}") from exc
 
 
-def _try_bind(host: str, port: int) -> None:
-    """Bind (and release) a TCP socket on host:port as the listeners will (SO_REUSEADDR)."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+def _try_bind(host: str, port: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> None:
+    """Bind (and release) a socket on host:port as the listeners will (SO_REUSEADDR)."""
+    infos = socket.getaddrinfo(host or None, port, type=kind, flags=socket.AI_PASSIVE)
     family, kind, proto, _name, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -80,6 +80,20 @@ def preflight(settings: Settings) -> None:
         fix = "choose another with --peer-listen, or set seeder.enabled = false"
         with listening("BitTorrent peers", host, port, fix):
             _try_bind(host, port)
+    optional = [
+        ("the HTTP tracker", settings.tracker.http_listen, 6969, "tracker.http_listen"),
+    ]
+    if settings.metering.enabled:
+        metrics = settings.metering.metrics_listen
+        optional.append(("metrics", metrics, 9100, "metering.metrics_listen"))
+    for what, listen, default_port, name in optional:
+        if listen:
+            host, port = split_host_port(listen, default_port)
+            with listening(what, host, port, f"see {name}"):
+                _try_bind(host, port)
+    for host, port in settings.tracker.udp_host_ports:
+        with listening("the UDP tracker", host, port, "see tracker.udp_listen"):
+            _try_bind(host, port, socket.SOCK_DGRAM)
 
 
 def finished_hooks(hooks: list[FinishedHook]) -> FinishedHook | None:

@@ -49,3 +49,16 @@ def test_an_unreachable_postgresql_names_metadata_url_not_its_password(tmp_path:
     assert "pa55word" not in result.stdout + result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: ") and f"127.0.0.1:{port}" in last, result.stderr
+
+
+def test_a_tracker_address_that_cannot_be_bound_stops_before_keys_are_made(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    result = run_cli(
+        *serve_args(data),
+        cwd=tmp_path,
+        env={"S3TORRENT_TRACKER__HTTP_LISTEN": "no-such-host.invalid:7000"},
+    )
+    assert_refused(result, "tracker.http_listen", "no-such-host.invalid:7000")
+    assert not (data / "root-credentials.json").exists()

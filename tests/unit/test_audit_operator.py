@@ -100,3 +100,28 @@ def test_a_url_of_an_unknown_kind_is_refused_with_the_kinds(name: str, value: st
 )
 def test_the_url_kinds_the_server_opens_are_accepted(name: str, value: str) -> None:
     assert getattr(load_settings(None, **{name: value}), name) == value
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "value"),
+    [
+        ("tracker", "http_listen", "127.0.0.1:99999"),
+        ("tracker", "http_listen", "x:y"),
+        ("tracker", "udp_listen", "127.0.0.1:6969,127.0.0.1:99999"),
+        ("tracker", "udp_listen", "0.0.0.0:udp"),
+        ("metering", "metrics_listen", "x:y"),
+        ("metering", "metrics_listen", "[::1]:123456"),
+    ],
+)
+def test_every_listener_address_is_checked_by_name(section: str, name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=rf"{section}\.{name} = "):
+        load_settings(None, **{section: {name: value}})
+
+
+def test_valid_listener_addresses_pass() -> None:
+    settings = load_settings(
+        None,
+        tracker={"http_listen": "127.0.0.1:6970", "udp_listen": "0.0.0.0:6969,[::]:6969"},
+        metering={"metrics_listen": "[::1]:9100"},
+    )
+    assert settings.tracker.udp_host_ports == [("0.0.0.0", 6969), ("::", 6969)]
