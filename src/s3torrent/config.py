@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -62,7 +63,10 @@ def split_host_port(value: str, default_port: int) -> tuple[str, int]:
 
 class Section(BaseModel):
     """A table of settings. Its numbers (sizes, counts, seconds) are never negative: a
-    negative limit would not be one."""
+    negative limit would not be one. A key it does not know is an error, wherever the table
+    comes from (a JSON value such as S3TORRENT_LIMITS='{...}' included), never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
     @field_validator("*", mode="after")
     @classmethod

@@ -125,3 +125,17 @@ def test_valid_listener_addresses_pass() -> None:
         metering={"metrics_listen": "[::1]:9100"},
     )
     assert settings.tracker.udp_host_ports == [("0.0.0.0", 6969), ("::", 6969)]
+
+
+def test_an_unknown_key_in_a_json_table_from_the_environment_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A whole table as JSON in one variable: its keys are settings as much as the file's.
+    monkeypatch.setenv("S3TORRENT_LIMITS", '{"max_put_siz": 5}')
+    with pytest.raises(SettingsError, match="max_put_siz"):
+        load_settings(None)
+
+
+def test_a_json_table_from_the_environment_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S3TORRENT_LIMITS", '{"max_put_size": 5}')
+    assert load_settings(None).limits.max_put_size == 5
