@@ -465,6 +465,32 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _listeners_apart(self) -> Settings:
+        # Two of our own listeners on one port: the second fails to bind at start, blaming
+        # "address already in use" on a port the operator believes free.
+        used = self.tcp_listeners()
+        for i, (name, host, port) in enumerate(used):
+            for other, other_host, other_port in used[:i]:
+                if port == other_port and port != 0 and _hosts_meet(host, other_host):
+                    raise ValueError(
+                        f"{other} and {name} both listen on port {port} of {host}: "
+                        "give each listener a port of its own"
+                    )
+        return self
+
+    def tcp_listeners(self) -> list[tuple[str, str, int]]:
+        """(setting, host, port) of each TCP listener this node opens."""
+        out = [("listen", *self.http_host_port)]
+        if self.seeder.enabled:
+            out.append(("peer_listen", *self.peer_host_port))
+        if self.tracker.http_listen:
+            out.append(("tracker.http_listen", *split_host_port(self.tracker.http_listen, 6969)))
+        if self.metering.enabled and self.metering.metrics_listen:
+            metrics = split_host_port(self.metering.metrics_listen, 9100)
+            out.append(("metering.metrics_listen", *metrics))
+        return out
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -520,6 +546,14 @@ class Settings(BaseSettings):
 
 
 MIN_SECRET_LENGTH = 8
+
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+
+
+def _hosts_meet(a: str, b: str) -> bool:
+    """Whether listeners on hosts a and b would contend for a port (one is a wildcard)."""
+    return a == b or a in WILDCARD_HOSTS or b in WILDCARD_HOSTS
+
 
 # The URL schemes each URL setting can name (SQLAlchemy's, redis-py's, the S3 blob store's).
 URL_KINDS: dict[str, tuple[str, ...]] = {

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from s3torrent.config import Settings, StartupError, split_host_port
+from s3torrent.config import Settings, StartupError
 from s3torrent.failures import logged_failure
 from s3torrent.s3.access_log import AccessLog
 from s3torrent.s3.server import FinishedHook
@@ -69,28 +69,25 @@ def _try_bind(host: str, port: int, kind: socket.SocketKind = socket.SOCK_STREAM
         probe.bind(address)
 
 
+# What each TCP listener is called in a refusal to bind it, and the fix offered.
+LISTENER_WORDS = {
+    "listen": ("HTTP", "choose another with --listen"),
+    "peer_listen": (
+        "BitTorrent peers",
+        "choose another with --peer-listen, or set seeder.enabled = false",
+    ),
+    "tracker.http_listen": ("the HTTP tracker", "see tracker.http_listen"),
+    "metering.metrics_listen": ("metrics", "see metering.metrics_listen"),
+}
+
+
 def preflight(settings: Settings) -> None:
     """Fail before anything is created or written when a listener's address is taken (the
     listeners themselves bind later, after the data directory is opened)."""
-    host, port = settings.http_host_port
-    with listening("HTTP", host, port, "choose another with --listen"):
-        _try_bind(host, port)
-    if settings.seeder.enabled:
-        host, port = settings.peer_host_port
-        fix = "choose another with --peer-listen, or set seeder.enabled = false"
-        with listening("BitTorrent peers", host, port, fix):
+    for name, host, port in settings.tcp_listeners():
+        what, fix = LISTENER_WORDS[name]
+        with listening(what, host, port, fix):
             _try_bind(host, port)
-    optional = [
-        ("the HTTP tracker", settings.tracker.http_listen, 6969, "tracker.http_listen"),
-    ]
-    if settings.metering.enabled:
-        metrics = settings.metering.metrics_listen
-        optional.append(("metrics", metrics, 9100, "metering.metrics_listen"))
-    for what, listen, default_port, name in optional:
-        if listen:
-            host, port = split_host_port(listen, default_port)
-            with listening(what, host, port, f"see {name}"):
-                _try_bind(host, port)
     for host, port in settings.tracker.udp_host_ports:
         with listening("the UDP tracker", host, port, "see tracker.udp_listen"):
             _try_bind(host, port, socket.SOCK_DGRAM)

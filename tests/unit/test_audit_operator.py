@@ -139,3 +139,41 @@ def test_an_unknown_key_in_a_json_table_from_the_environment_is_refused(
 def test_a_json_table_from_the_environment_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("S3TORRENT_LIMITS", '{"max_put_size": 5}')
     assert load_settings(None).limits.max_put_size == 5
+
+
+@pytest.mark.parametrize(
+    ("flags", "names"),
+    [
+        ({"listen": "127.0.0.1:6881"}, ("listen", "peer_listen")),
+        ({"listen": "127.0.0.1:9000", "peer_listen": "0.0.0.0:9000"}, ("listen", "peer_listen")),
+        (
+            {"listen": "[::1]:9000", "tracker": {"http_listen": "[::]:9000"}},
+            ("listen", "tracker.http_listen"),
+        ),
+        (
+            {"peer_listen": "127.0.0.1:7000", "metering": {"metrics_listen": "127.0.0.1:7000"}},
+            ("peer_listen", "metering.metrics_listen"),
+        ),
+    ],
+)
+def test_two_listeners_on_one_port_are_refused_by_name(
+    flags: dict[str, object], names: tuple[str, str]
+) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(None, **flags)
+    assert all(name in str(err.value) for name in names), str(err.value)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"listen": "127.0.0.1:6881", "seeder": {"enabled": False}},
+        {"listen": "127.0.0.1:9000", "peer_listen": "127.0.0.2:9000"},
+        {
+            "listen": "127.0.0.1:7000",
+            "metering": {"metrics_listen": "127.0.0.1:7000", "enabled": False},
+        },
+    ],
+)
+def test_listeners_that_do_not_meet_are_accepted(flags: dict[str, object]) -> None:
+    load_settings(None, **flags)
