@@ -763,10 +763,12 @@ async def _serve_node(
         on_ready()
     access_key, secret_key, generated = node.root_generated
     if generated and announce:
+        # As environment variables the AWS CLI and SDKs read: pasted, `aws s3 ls` works.
         print(
             "Generated root credentials (stored in "
             f"{settings.data_dir / 'root-credentials.json'}, shown once):\n"
-            f"  AWS_ACCESS_KEY_ID={access_key}\n  AWS_SECRET_ACCESS_KEY={secret_key}",
+            f"  AWS_ACCESS_KEY_ID={access_key}\n  AWS_SECRET_ACCESS_KEY={secret_key}\n"
+            f"  AWS_ENDPOINT_URL={settings.base_url}\n  AWS_DEFAULT_REGION={settings.region}",
             flush=True,
         )
     try:

@@ -3,10 +3,14 @@ naming the setting, a non-zero exit and no traceback."""
 
 from __future__ import annotations
 
+import os
+import re
 import socket
+import subprocess
 from pathlib import Path
 
 from tests.api.test_startup_errors import assert_refused, run_cli, serve_args
+from tests.conftest import make_client, start_server
 
 
 def _closed_port() -> int:
@@ -62,3 +66,30 @@ def test_a_tracker_address_that_cannot_be_bound_stops_before_keys_are_made(
     )
     assert_refused(result, "tracker.http_listen", "no-such-host.invalid:7000")
     assert not (data / "root-credentials.json").exists()
+
+
+def test_the_first_start_prints_what_the_aws_cli_needs(tmp_path: Path) -> None:
+    """The block printed at the first start, pasted as environment variables, is enough for
+    `aws s3 ls`: keys, endpoint and region (no flag to guess)."""
+    srv = start_server(
+        tmp_path, env={"S3TORRENT_ROOT_ACCESS_KEY": "", "S3TORRENT_ROOT_SECRET_KEY": ""}
+    )
+    try:
+        assert srv.log_path is not None
+        printed = dict(re.findall(r"^  (AWS_[A-Z_]+)=(\S+)$", srv.log_path.read_text(), re.M))
+        assert printed.get("AWS_ENDPOINT_URL") == srv.endpoint, printed.keys()
+        keys = printed["AWS_ACCESS_KEY_ID"], printed["AWS_SECRET_ACCESS_KEY"]
+        make_client(srv.endpoint, *keys).create_bucket(Bucket="pasted")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(printed, AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+        listed = subprocess.run(
+            ["aws", "s3", "ls", "--cli-connect-timeout", "5", "--cli-read-timeout", "10"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "pasted" in listed.stdout
+    finally:
+        assert srv.stop() == 0
