@@ -48,6 +48,16 @@ def checked_listen(value: Any) -> Any:
     return value
 
 
+def announced_listen(value: Any) -> Any:
+    """checked_listen, for a listener whose port clients are given (in the public URL,
+    torrents, peer lists): port 0, any free port, would be announced as 0 and differ from
+    worker to worker."""
+    value = checked_listen(value)
+    if value is not None and split_host_port(value, 1)[1] == 0:
+        raise ValueError("port 0 (any free port) cannot be given to clients: choose a port")
+    return value
+
+
 def split_host_port(value: str, default_port: int) -> tuple[str, int]:
     """Split 'host:port', '[v6]:port' or ':port' into its parts."""
     value = value.strip()
@@ -188,7 +198,7 @@ class TrackerSettings(Section):
     ws_max_peers_per_swarm: int = 1000
     ws_max_connections_per_ip: int = 32
 
-    _host_port = field_validator("http_listen", mode="before")(checked_listen)
+    _host_port = field_validator("http_listen", mode="before")(announced_listen)
 
     @field_validator("udp_listen", mode="before")
     @classmethod
@@ -419,7 +429,7 @@ class Settings(BaseSettings):
     cors: CorsSettings = Field(default_factory=CorsSettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
 
-    _host_port = field_validator("listen", "peer_listen", mode="before")(checked_listen)
+    _host_port = field_validator("listen", "peer_listen", mode="before")(announced_listen)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -177,3 +177,17 @@ def test_two_listeners_on_one_port_are_refused_by_name(
 )
 def test_listeners_that_do_not_meet_are_accepted(flags: dict[str, object]) -> None:
     load_settings(None, **flags)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"listen": "127.0.0.1:0"},
+        {"peer_listen": "127.0.0.1:0"},
+        {"tracker": {"http_listen": "127.0.0.1:0"}},
+    ],
+)
+def test_port_zero_where_clients_are_given_the_port_is_refused(flags: dict[str, object]) -> None:
+    # Any free port: each worker would get its own, and torrents and the public URL say ":0".
+    with pytest.raises(SettingsError, match="port 0"):
+        load_settings(None, **flags)
