@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -660,6 +662,49 @@ def unknown_environment(environ: Mapping[str, str]) -> list[str]:
     return problems
 
 
+def _env_annotation(var: str) -> Any:
+    """The type of the setting an S3TORRENT_* variable names (None: no setting)."""
+    model: type[BaseModel] = Settings
+    parts = var[len(ENV_PREFIX) :].lower().split("__")
+    for depth, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        sub = field.annotation
+        if depth + 1 < len(parts) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            model = sub
+            continue
+        return sub
+    return None
+
+
+def _is_structured(annotation: Any) -> bool:
+    """Whether a setting of this type is read from the environment as JSON (pydantic-settings
+    decodes lists, dicts and tables so)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    origin = get_origin(annotation)
+    if origin in (list, dict, set, tuple):
+        return True
+    return origin in (Union, UnionType) and any(_is_structured(a) for a in get_args(annotation))
+
+
+def _not_json(environ: Mapping[str, str]) -> list[str]:
+    """S3TORRENT_* variables of a list or a table whose value is not JSON."""
+    problems = []
+    for var, value in environ.items():
+        if not var.upper().startswith(ENV_PREFIX) or not _is_structured(_env_annotation(var)):
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            problems.append(
+                f"{var} is not valid JSON: a list or a table from the environment is written "
+                """in JSON, e.g. S3TORRENT_TRUSTED_PROXIES='["10.0.0.5"]'"""
+            )
+    return problems
+
+
 def _read_toml(config_file: Path) -> dict[str, Any]:
     try:
         with config_file.open("rb") as fh:
@@ -721,6 +766,7 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     file_values = _read_toml(config_file) if config_file is not None else {}
     problems = [f"{config_file}: {p}" for p in unknown_keys(file_values)]
     problems += unknown_environment(os.environ)
+    problems += _not_json(os.environ)
     if problems:
         raise SettingsError("; ".join(problems))
     set_flags = {k: v for k, v in flags.items() if v is not None}

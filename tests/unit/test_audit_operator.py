@@ -191,3 +191,19 @@ def test_port_zero_where_clients_are_given_the_port_is_refused(flags: dict[str, 
     # Any free port: each worker would get its own, and torrents and the public URL say ":0".
     with pytest.raises(SettingsError, match="port 0"):
         load_settings(None, **flags)
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("S3TORRENT_LIMITS", "notjson"),
+        ("S3TORRENT_TRUSTED_PROXIES", "10.0.0.1"),
+        ("S3TORRENT_TORRENT__EXTRA_TRACKERS", "http://t.example/announce"),
+    ],
+)
+def test_a_list_or_table_variable_that_is_not_json_is_named(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError, match=rf"{var}\b.*JSON"):
+        load_settings(None)
