@@ -21,7 +21,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from s3torrent.forwarding import parse_networks
 
@@ -771,8 +776,9 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
         raise SettingsError("; ".join(problems))
     set_flags = {k: v for k, v in flags.items() if v is not None}
     try:
-        env_only = Settings()
-        env_set = env_only.model_dump(exclude_unset=True)
+        # The environment's values as given, judged only once merged: a rule across settings
+        # (a root key pair, listeners' ports) may have its parts in different places.
+        env_set = EnvSettingsSource(Settings)()
         merged = _deep_merge(_deep_merge(file_values, env_set), set_flags)
         return Settings.model_validate(merged) if merged else Settings()
     except ValidationError as exc:

@@ -207,3 +207,26 @@ def test_a_list_or_table_variable_that_is_not_json_is_named(
     monkeypatch.setenv(var, value)
     with pytest.raises(SettingsError, match=rf"{var}\b.*JSON"):
         load_settings(None)
+
+
+def test_a_key_pair_split_between_the_file_and_the_environment_is_one_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The access key in the settings file, the secret kept out of it in the environment.
+    config = tmp_path / "c.toml"
+    config.write_text('root_access_key = "AKIDEXAMPLE"\n')
+    monkeypatch.setenv("S3TORRENT_ROOT_SECRET_KEY", "s3cr3t-value-123")
+    settings = load_settings(config)
+    assert (settings.root_access_key, settings.root_secret_key) == (
+        "AKIDEXAMPLE",
+        "s3cr3t-value-123",
+    )
+
+
+def test_settings_are_judged_together_not_the_environment_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('peer_listen = "127.0.0.1:7000"\n')
+    monkeypatch.setenv("S3TORRENT_LISTEN", "127.0.0.1:6881")
+    assert load_settings(config).peer_host_port == ("127.0.0.1", 7000)
