@@ -73,6 +73,26 @@ def _publish(server: IPv6Server, bucket: str, data: bytes) -> dict[bytes, object
     return meta
 
 
+def _download_through(
+    tracker: bytes, meta: dict[bytes, object], client: str, data: bytes, workdir: Path
+) -> bytes:
+    """What `client` downloads over IPv6 with `tracker` as the torrent's only source of
+    peers (no web seed): the origin seeder must be found through it."""
+    del meta[b"url-list"]
+    meta[b"announce"] = tracker
+    meta[b"announce-list"] = [[tracker]]
+    job = Job(
+        torrent=bencode(meta),
+        magnet=None,
+        name="v6.bin",
+        data=data,
+        workdir=workdir,
+        timeout=60,
+        address="::1",
+    )
+    return DRIVERS[client](job)
+
+
 # Not aria2: it speaks UDP trackers only through its DHT socket ("udp is not supported yet"
 # with DHT off); test_ipv6.py has it over the HTTP tracker. Not transmission: it drops
 # loopback peers.
@@ -87,19 +107,7 @@ def test_a_client_finds_the_seeder_over_the_udp_tracker_on_ipv6(
     tracker = f"udp://[::1]:{udp_port}/announce".encode()
     tiers = meta[b"announce-list"]
     assert isinstance(tiers, list) and tracker in tiers[0]
-    del meta[b"url-list"]
-    meta[b"announce"] = tracker
-    meta[b"announce-list"] = [[tracker]]
-    job = Job(
-        torrent=bencode(meta),
-        magnet=None,
-        name="v6.bin",
-        data=data,
-        workdir=tmp_path,
-        timeout=60,
-        address="::1",
-    )
-    assert DRIVERS[client](job) == data
+    assert _download_through(tracker, meta, client, data, tmp_path) == data
 
 
 def test_qbittorrent_finds_the_seeder_over_the_http_tracker_on_ipv6(
@@ -111,19 +119,7 @@ def test_qbittorrent_finds_the_seeder_over_the_http_tracker_on_ipv6(
     data = os.urandom(1_500_000)
     meta = _publish(server, "http6-qbittorrent", data)
     tracker = f"http://[::1]:{server.port}/announce".encode()
-    del meta[b"url-list"]
-    meta[b"announce"] = tracker
-    meta[b"announce-list"] = [[tracker]]
-    job = Job(
-        torrent=bencode(meta),
-        magnet=None,
-        name="v6.bin",
-        data=data,
-        workdir=tmp_path,
-        timeout=60,
-        address="::1",
-    )
-    assert DRIVERS["qbittorrent"](job) == data
+    assert _download_through(tracker, meta, "qbittorrent", data, tmp_path) == data
 
 
 def test_an_ipv6_http_announce_gets_ipv6_peers_in_peers6(
