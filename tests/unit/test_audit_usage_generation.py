@@ -192,6 +192,41 @@ def test_counts_that_did_not_know_their_bucket_go_to_the_one_that_has_the_name(
         db.close()
 
 
+def test_a_new_buckets_first_torrent_bytes_are_its_own(tmp_path: Path) -> None:
+    """Torrent bytes of a bucket created in the middle of a flush interval come after its
+    creation: they are its own (they had gone to no bucket, so a user who published at once
+    never saw the first second of its swarm's origin bytes). Bytes of a name recorded
+    before its bucket was created (an earlier bucket's, deleted meanwhile) still go to no
+    bucket, and so does the rest of that name's interval."""
+    db = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    try:
+        meta = SqlMetadataStore(db, EventBus())
+        clock = [time.time() - 10]
+        m = Meter(meta, clock=lambda: clock[0])  # gathering since 10 s ago
+
+        async def go() -> tuple[float, float]:
+            fresh = (await meta.create_bucket("fresh", "ben", "us-east-1", None)).created_at
+            clock[0] = fresh + 0.1
+            m.on_piece_sent("fresh", "k", 7)  # its first swarm, at once
+            m.record("fresh", "GetObject-WebSeed", 200, 11, 0, 0.0, "k")
+            clock[0] = fresh - 5
+            m.on_piece_sent("reused", "k", 13)  # an earlier bucket of the name's last bytes
+            reused = (await meta.create_bucket("reused", "amy", "us-east-1", None)).created_at
+            clock[0] = reused + 0.1
+            m.on_piece_sent("reused", "k", 17)  # the new one's, in the same interval
+            await m.flush()
+            return fresh, reused
+
+        fresh, _ = asyncio.run(go())
+        assert _created(db, md.usage_objects) == [
+            ("fresh", fresh, 7),
+            ("fresh", fresh, 11),
+            ("reused", 0.0, 30),
+        ]
+    finally:
+        db.close()
+
+
 def test_stored_bytes_are_billed_to_the_bucket_they_were_of(tmp_path: Path) -> None:
     """A storage sample bills the previous sample's sizes up to now: to the bucket of the
     name at that sample, not to one that took the name since."""

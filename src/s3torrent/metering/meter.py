@@ -201,6 +201,8 @@ class Meter:
         now = self.clock()
         if not self._hour <= now < self._hour_end:
             self._start_hour(now)
+        if created is None and bucket not in self._pending.first_unknown:
+            self._pending.first_unknown[bucket] = now
         alike = (bucket, created, operation, status, key)
         sums = self._alike.get(alike)
         if sums is None:

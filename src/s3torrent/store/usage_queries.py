@@ -73,10 +73,13 @@ def add_counts(conn: Connection, p: UsageCounts) -> None:
 
     Counts of a channel that did not know which bucket of the name they are of (created
     None: the seeder, the web seed, the swarm samples) are of the bucket that has the name
-    now, read in this transaction, if it had it when the counts began to be gathered
-    (`started`). A bucket created since may have taken the name from one deleted
-    meanwhile: such counts go to no bucket (root's and admins' reports), never to an
-    owner they may not be of."""
+    now, read in this transaction, if it had it when the first of them was recorded
+    (`first_unknown`, else when the counts began to be gathered, `started`). A bucket
+    created after that may have taken the name from one deleted meanwhile: such counts go
+    to no bucket (root's and admins' reports), never to an owner they may not be of. A
+    new bucket's own first torrent bytes come after its creation, so they are its own:
+    with `started` alone, every new bucket's torrent traffic of its first flush interval
+    had gone to no bucket."""
     unknown = {k[1] for k in p.usage if k[2] is None}
     unknown.update(k[0] for k in p.objects if k[1] is None)
     unknown.update(k[1] for k in p.storage if k[2] is None)
@@ -87,7 +90,7 @@ def add_counts(conn: Connection, p: UsageCounts) -> None:
         if created is not None:
             return created
         current = now.get(bucket, NO_BUCKET)
-        return current if current <= p.started else NO_BUCKET
+        return current if current <= p.first_unknown.get(bucket, p.started) else NO_BUCKET
 
     usage_rows: dict[tuple[int, str, float, str], dict[str, Any]] = {}
 

@@ -32,6 +32,9 @@ class UsageCounts:
     # When these counts began to be gathered (wall clock): those of unknown bucket (created
     # None) were recorded since. Infinity: not known (taken as after every creation).
     started: float = math.inf
+    # Per bucket name, when its first count of unknown bucket was recorded (wall clock):
+    # a bucket that had the name by then is the one they are of (usage_queries.add_counts).
+    first_unknown: dict[str, float] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.usage or self.objects or self.storage or self.swarms)
@@ -39,6 +42,8 @@ class UsageCounts:
     def merge(self, other: UsageCounts) -> None:
         """Add other's counts to ours (a failed flush's counts go back to the next one)."""
         self.started = min(self.started, other.started)
+        for name, at in other.first_unknown.items():
+            self.first_unknown[name] = min(at, self.first_unknown.get(name, at))
         for k, v in other.usage.items():
             mine = self.usage.setdefault(k, [0, 0, 0])
             for i in range(3):
