@@ -469,7 +469,8 @@ def test_one_upload_completed_on_two_nodes_at_once_makes_one_object(
         body = got["Body"].read()
         assert got["ETag"] in [outcomes[i]["ETag"] for i in won], (outcomes, got["ETag"])
         assert body == b"".join(parts[: len(choices[won[0]])]) or body == b"".join(parts)
-        assert all(o in ("404 NoSuchUpload",) for i, o in enumerate(outcomes) if i not in won)
+        losers = [o for i, o in enumerate(outcomes) if i not in won]
+        assert all(o == "404 NoSuchUpload" for o in losers), outcomes
 
 
 def test_create_only_completions_on_two_nodes_have_exactly_one_winner(
