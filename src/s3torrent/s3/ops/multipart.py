@@ -48,7 +48,7 @@ from s3torrent.s3.ops.ownership import write_owner
 from s3torrent.s3.params import MAX_PARTS, UploadParams, ascii_int
 from s3torrent.s3.server import S3Request
 from s3torrent.store import rows as md
-from s3torrent.store.errors import NoSuchUpload, StoreError
+from s3torrent.store.errors import NoSuchUpload, PartChanged, StoreError
 from s3torrent.store.retention import default_retention
 
 log = logging.getLogger(__name__)
@@ -611,6 +611,11 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     except StoreError as exc:
         await _delete_blobs(svc, [version_id])
         if isinstance(exc, NoSuchUpload):
+            return await _lost_race(svc, req, up.upload_id, raw, exc)
+        if isinstance(exc, PartChanged) and await svc.meta.upload(up.upload_id) is None:
+            # Another node's completion committed while this one's transaction read the
+            # upload (no row lock on PostgreSQL) and then its parts: they are gone with the
+            # upload, not replaced. A lost race, as above (it had been InvalidPart).
             return await _lost_race(svc, req, up.upload_id, raw, exc)
         raise
     svc.store.release(committed.freed)
