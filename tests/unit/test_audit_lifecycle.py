@@ -141,12 +141,13 @@ def store(meta: SqlMetadataStore, tmp_path: Path) -> Iterator[ObjectStore]:
 def test_a_bucket_whose_rules_fail_does_not_stop_the_pass_for_the_others(
     meta: SqlMetadataStore, store: ObjectStore
 ) -> None:
-    """Bucket "aa" holds rules stored before today's validation (a day count no date can
-    hold): evaluating them raises. Before, the exception ended the pass, and every pass after
-    it, at that bucket: the buckets after it were never processed again."""
+    """Bucket "aa" holds rules its evaluation cannot read (a day count that is not a number,
+    as a damaged or hand-edited setting may hold): evaluating them raises. Before, the
+    exception ended the pass, and every pass after it, at that bucket: the buckets after it
+    were never processed again."""
     days_rule = LifecycleRule("r", True, RuleFilter(), Expiration(days=1))
     broken = json.loads(to_stored(LifecycleConfiguration((days_rule,))))
-    broken[0]["exp"]["days"] = 10**400
+    broken[0]["exp"]["days"] = "forever"
 
     async def scenario() -> None:
         for name in ("aa", "bk"):
@@ -241,3 +242,33 @@ def test_noncurrent_versions_of_a_key_beyond_a_page_all_expire_pass_after_pass(
         assert len(await meta.key_versions("bk", "z")) == 2  # one noncurrent, kept
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("days", [2_147_483_647, 10**18])
+def test_a_day_count_stored_before_its_bound_still_gives_writable_dates(days: int) -> None:
+    # Configurations stored before MAX_DAYS was checked may hold any S3 Integer; their
+    # x-amz-expiration and x-amz-abort-date must still be writable (an InternalError on
+    # every GET, HEAD and PUT of the bucket otherwise).
+    from s3torrent.lifecycle.evaluate import ObjectFacts, current_expiry, upload_abort_expiry
+    from s3torrent.lifecycle.rules import from_stored
+    from s3torrent.s3.xml import http_date
+
+    stored = json.dumps(
+        [
+            {
+                "id": "r",
+                "on": True,
+                "form": "filter",
+                "prefix": "",
+                "exp": {"days": days, "date": None, "eodm": None},
+                "abort": days,
+            }
+        ]
+    )
+    config = from_stored(stored)
+    expiry = current_expiry(config, ObjectFacts("k", 1, 1_765_000_000.0), 86400)
+    assert expiry is not None
+    assert http_date(expiry.at).endswith("GMT")
+    due = upload_abort_expiry(config, "k", 1_765_000_000.0, 86400)
+    assert due is not None
+    assert http_date(due.at).endswith("GMT")

@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from s3torrent.lifecycle.rules import LifecycleConfiguration, LifecycleRule, RuleFilter, Tags
+from s3torrent.lifecycle.rules import (
+    MAX_DAYS,
+    LifecycleConfiguration,
+    LifecycleRule,
+    RuleFilter,
+    Tags,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +69,12 @@ class VersionAction:
 
 
 def next_midnight(t: float, days: int, day_seconds: float) -> float:
-    """The first "midnight" after t + days (S3 rounds every day count up this way)."""
-    return (math.floor(t / day_seconds) + days + 1) * day_seconds
+    """The first "midnight" after t + days (S3 rounds every day count up this way).
+
+    A count beyond MAX_DAYS (only in a configuration stored before that bound was checked)
+    is taken as MAX_DAYS: both are never within the server's life, and only the bounded one
+    gives a date x-amz-expiration and x-amz-abort-date can write."""
+    return (math.floor(t / day_seconds) + min(days, MAX_DAYS) + 1) * day_seconds
 
 
 def matches(f: RuleFilter, key: str, size: int, tags: Tags) -> bool:
