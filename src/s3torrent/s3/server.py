@@ -353,10 +353,17 @@ _DECODED_MAX_CHARS = 256
 
 
 def _decoded(text: str) -> str:
+    """A query field's text, percent-decoded as UTF-8: bytes that are not UTF-8 are S3's
+    400 InvalidURI, as in the path (parse_target). They were replaced by U+FFFD, so that a
+    listing's prefix, delimiter or marker of such bytes listed from another string than the
+    one sent (and a signed request's canonical query differed from the client's)."""
     found = _DECODED.get(text)
     if found is not None:
         return found
-    value = unquote(text.replace("+", " "), errors="replace")
+    try:
+        value = unquote(text.replace("+", " "), errors="strict")
+    except UnicodeDecodeError as exc:
+        raise S3Error("InvalidURI", "Couldn't parse the specified URI.") from exc
     if len(text) <= _DECODED_MAX_CHARS:
         if len(_DECODED) >= _DECODED_MAX:
             _DECODED.clear()
