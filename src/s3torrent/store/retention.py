@@ -10,7 +10,9 @@ s3:BypassGovernanceRetention, checked at the S3 edge).
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
+from datetime import UTC, datetime
 
 from s3torrent.store.errors import ObjectLocked
 from s3torrent.store.rows import Bucket, ObjectVersion
@@ -61,8 +63,33 @@ def ensure_removable(version: ObjectVersion, now: float, bypass_governance: bool
     )
 
 
-def default_retention(bucket: Bucket) -> tuple[str, float] | None:
-    """The bucket's default retention rule: (mode, seconds), if it has one."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class DefaultRetention:
+    """A bucket's default retention rule: its mode and its period, in days or in years."""
+
+    mode: str
+    days: int | None
+    years: int | None
+
+    def until(self, now: float) -> float:
+        """The retain-until date of a version written at `now`: `days` whole days later,
+        or the same moment `years` calendar years later (a leap day counted where one
+        falls, so that N years never end before the date N years on; 29 February goes to
+        1 March of a year without one). It was 365 days a year: a rule of 4 years ended a
+        day before the calendar date the owner asked for."""
+        if self.days is not None:
+            return now + self.days * DAY
+        start = datetime.fromtimestamp(now, UTC)
+        year = start.year + (self.years or 0)
+        if start.month == 2 and start.day == 29 and not calendar.isleap(year):
+            end = start.replace(year=year, month=3, day=1)
+        else:
+            end = start.replace(year=year)
+        return end.timestamp()
+
+
+def default_retention(bucket: Bucket) -> DefaultRetention | None:
+    """The bucket's default retention rule, if it has one."""
     lock = bucket.settings.get("object_lock")
     if not isinstance(lock, dict):
         return None
@@ -75,9 +102,9 @@ def default_retention(bucket: Bucket) -> tuple[str, float] | None:
     if mode not in MODES:
         return None
     if isinstance(days, int):
-        return str(mode), days * DAY
+        return DefaultRetention(str(mode), days, None)
     if isinstance(years, int):
-        return str(mode), years * 365 * DAY
+        return DefaultRetention(str(mode), None, years)
     return None
 
 
@@ -93,8 +120,7 @@ def with_default_retention(obj: ObjectVersion, bucket: Bucket, now: float) -> Ob
     rule = default_retention(bucket)
     if rule is None:
         return obj
-    mode, seconds = rule
-    return dataclasses.replace(obj, lock_mode=mode, lock_until=retain_until(now + seconds))
+    return dataclasses.replace(obj, lock_mode=rule.mode, lock_until=retain_until(rule.until(now)))
 
 
 def check_retention_change(
