@@ -5,16 +5,23 @@ headers S3 requires on some requests."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import subprocess
+import zlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from tests.api.test_cli_tools import aws, ok
 from tests.api.test_object_lock import _code, _later
-from tests.conftest import UserKeys, sign_request
+from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, UserKeys, s3cmd_command, sign_request
 
 
 @pytest.fixture
@@ -164,3 +171,145 @@ def test_governance_retention_is_removed_only_with_the_bypass(
     assert s3.get_object_retention(Bucket=locked, Key="g", VersionId=vid)["Retention"]["Mode"] == (
         "GOVERNANCE"
     )
+
+
+# ---- the integrity header S3 requires ----
+
+_CORS = (
+    b"<CORSConfiguration><CORSRule><AllowedMethod>GET</AllowedMethod>"
+    b"<AllowedOrigin>*</AllowedOrigin></CORSRule></CORSConfiguration>"
+)
+_LIFECYCLE = (
+    b"<LifecycleConfiguration><Rule><ID>r</ID><Filter><Prefix>x/</Prefix></Filter>"
+    b"<Status>Enabled</Status><Expiration><Days>1</Days></Expiration></Rule>"
+    b"</LifecycleConfiguration>"
+)
+_LOCK_CONFIGURATION = (
+    b"<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled>"
+    b"</ObjectLockConfiguration>"
+)
+_RETENTION_DATE = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+# Each operation S3 requires Content-MD5 or a checksum on (that this server implements):
+# method, where (after the bucket), body.
+_STRICT = {
+    "DeleteObjects": ("POST", "?delete=", b"<Delete><Object><Key>k</Key></Object></Delete>"),
+    "PutBucketCors": ("PUT", "?cors=", _CORS),
+    "PutBucketLifecycleConfiguration": ("PUT", "?lifecycle=", _LIFECYCLE),
+    "PutObjectLockConfiguration": ("PUT", "?object-lock=", _LOCK_CONFIGURATION),
+    "PutObjectLegalHold": ("PUT", "/k?legal-hold=", b"<LegalHold><Status>OFF</Status></LegalHold>"),
+    "PutObjectRetention": (
+        "PUT",
+        "/k?retention=",
+        b"<Retention><Mode>GOVERNANCE</Mode><RetainUntilDate>"
+        + _RETENTION_DATE.encode()
+        + b"</RetainUntilDate></Retention>",
+    ),
+}
+
+
+def _send(server: Any, bucket: str, operation: str, headers: dict[str, str]) -> requests.Response:
+    method, where, body = _STRICT[operation]
+    url = f"{server.endpoint}/{bucket}{where}"
+    signed = sign_request(method, url, headers=headers, body=body)
+    return requests.request(method, url, data=body, headers=signed, timeout=5)
+
+
+def _crc32(body: bytes) -> str:
+    return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+
+
+@pytest.mark.parametrize("operation", list(_STRICT))
+def test_an_operation_that_requires_a_checksum_takes_only_one_with_a_value(
+    s3: Any, locked: str, server: Any, operation: str
+) -> None:
+    """Content-MD5 or an x-amz-checksum-<algorithm> value: x-amz-checksum-type, -algorithm
+    or -mode (which name no value) passed for the required header, and the body went
+    unchecked. A value that is sent is checked: a wrong CRC32 or MD5 is BadDigest."""
+    s3.put_object(Bucket=locked, Key="k", Body=b"x")
+    body = _STRICT[operation][2]
+    for header in (
+        {},
+        {"x-amz-checksum-type": "FULL_OBJECT"},
+        {"x-amz-checksum-algorithm": "CRC32"},
+        {"x-amz-checksum-mode": "ENABLED"},
+        {"x-amz-sdk-checksum-algorithm": "CRC32"},
+    ):
+        resp = _send(server, locked, operation, header)
+        assert resp.status_code == 400, (header, resp.content)
+        assert b"<Code>InvalidRequest</Code>" in resp.content, (header, resp.content)
+    wrong_md5 = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    for header in ({"x-amz-checksum-crc32": _crc32(b"other")}, {"Content-MD5": wrong_md5}):
+        resp = _send(server, locked, operation, header)
+        assert resp.status_code == 400, (header, resp.content)
+        assert b"<Code>BadDigest</Code>" in resp.content, (header, resp.content)
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    for header in (
+        {"x-amz-checksum-crc32": _crc32(body)},
+        {"x-amz-sdk-checksum-algorithm": "CRC32", "x-amz-checksum-crc32": _crc32(body)},
+        {"Content-MD5": md5},
+    ):
+        if operation == "DeleteObjects":
+            s3.put_object(Bucket=locked, Key="k", Body=b"x")
+        resp = _send(server, locked, operation, header)
+        assert resp.status_code == 200, (header, resp.content)
+
+
+def test_the_cli_s3cmd_and_rclone_send_a_checksum_where_one_is_required(
+    s3: Any, locked: str, server: LiveServer, tmp_path: Path
+) -> None:
+    """The clients' own requests pass the requirement: the AWS CLI (botocore) sends
+    x-amz-checksum-crc32 on each of these operations, s3cmd Content-MD5 on its multi-object
+    delete, CORS and lifecycle writes; rclone deletes one key at a time (DeleteObject)."""
+    for key in ("a", "b", "c"):
+        s3.put_object(Bucket=locked, Key=f"d/{key}", Body=b"x")
+    (tmp_path / "cors.json").write_text(
+        json.dumps({"CORSRules": [{"AllowedMethods": ["GET"], "AllowedOrigins": ["*"]}]})
+    )
+    rule = {"ID": "r", "Filter": {"Prefix": "x/"}, "Status": "Enabled", "Expiration": {"Days": 1}}
+    (tmp_path / "lc.json").write_text(json.dumps({"Rules": [rule]}))
+    s3api = ("s3api", "--bucket", locked)
+    for args in (
+        ("delete-objects", "--delete", "Objects=[{Key=d/a}]"),
+        ("put-bucket-cors", "--cors-configuration", f"file://{tmp_path / 'cors.json'}"),
+        ("put-bucket-lifecycle-configuration", "--lifecycle-configuration",
+         f"file://{tmp_path / 'lc.json'}"),
+        ("put-object-lock-configuration", "--object-lock-configuration",
+         "ObjectLockEnabled=Enabled"),
+        ("put-object-legal-hold", "--key", "d/b", "--legal-hold", "Status=OFF"),
+        ("put-object-retention", "--key", "d/b", "--retention",
+         f"Mode=GOVERNANCE,RetainUntilDate={_RETENTION_DATE}"),
+    ):  # fmt: skip
+        ok(aws(server, tmp_path, *s3api[:1], args[0], *s3api[1:], *args[1:]))
+    ok(aws(server, tmp_path, "s3", "rm", "--recursive", f"s3://{locked}/d/c"))
+    s3cmd = s3cmd_command(server.endpoint, tmp_path)
+    (tmp_path / "cors.xml").write_bytes(_CORS)
+    (tmp_path / "lc.xml").write_bytes(_LIFECYCLE)
+    plain = f"{locked}-p"
+    s3.create_bucket(Bucket=plain)
+    for key in ("a", "b"):
+        s3.put_object(Bucket=plain, Key=f"d/{key}", Body=b"x")
+    for args in (
+        ("setcors", str(tmp_path / "cors.xml"), f"s3://{plain}"),
+        ("setlifecycle", str(tmp_path / "lc.xml"), f"s3://{plain}"),
+        ("del", "--recursive", f"s3://{plain}/d/"),
+    ):
+        res = subprocess.run([*s3cmd, *args], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, (args, res.stderr)
+    assert "Contents" not in s3.list_objects_v2(Bucket=plain)
+    s3.put_object(Bucket=plain, Key="r/a", Body=b"x")
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    env |= {
+        "RCLONE_CONFIG_S3T_TYPE": "s3",
+        "RCLONE_CONFIG_S3T_PROVIDER": "Other",
+        "RCLONE_CONFIG_S3T_ACCESS_KEY_ID": ROOT_AK,
+        "RCLONE_CONFIG_S3T_SECRET_ACCESS_KEY": ROOT_SK,
+        "RCLONE_CONFIG_S3T_ENDPOINT": server.endpoint,
+        "RCLONE_CONFIG_S3T_REGION": "us-east-1",
+    }
+    res = subprocess.run(
+        ["rclone", "delete", f"s3t:{plain}/r"], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    assert "Contents" not in s3.list_objects_v2(Bucket=plain)
+    cors = s3.get_bucket_cors(Bucket=plain)["CORSRules"]
+    assert cors[0]["AllowedMethods"] == ["GET"]

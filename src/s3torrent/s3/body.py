@@ -33,24 +33,28 @@ _SDK_WITHOUT_CHECKSUM = (
 _SDK_OTHER = "Value for x-amz-sdk-checksum-algorithm header is invalid."
 
 
+def has_integrity_header(headers: Mapping[str, str]) -> bool:
+    """Whether the request carries something that checks its body: Content-MD5, an
+    x-amz-checksum-<algorithm> value, or a checksum announced for a trailer (x-amz-trailer,
+    which the body's decoder requires and RequestBody.verify checks). x-amz-checksum-type,
+    -algorithm and -mode name no value and check nothing (they counted), and
+    x-amz-sdk-checksum-algorithm only names the algorithm of one of these (a request with
+    it alone is refused by RequestBody)."""
+    names = [name.lower() for name in headers]
+    if "content-md5" in names or "x-amz-trailer" in names:
+        return True
+    return bool(checksums.checksum_headers(names))
+
+
 def require_integrity_header(headers: Mapping[str, str]) -> None:
     """The integrity header S3 requires on some configuration writes (DeleteObjects,
-    PutBucketCors, PutBucketLifecycleConfiguration): Content-MD5 or a checksum, sent as a
-    header (`x-amz-checksum-*`) or announced for a trailer (`x-amz-sdk-checksum-algorithm`,
-    `x-amz-trailer`). The SDKs and the CLI send one by themselves; RequestBody.verify checks
-    its value."""
-    for name in headers:
-        lname = name.lower()
-        if (
-            lname == "content-md5"
-            or lname.startswith("x-amz-checksum-")
-            or lname in ("x-amz-sdk-checksum-algorithm", "x-amz-trailer")
-        ):
-            return
-    raise S3Error(
-        "InvalidRequest",
-        "Missing required header for this request: Content-MD5 or x-amz-checksum-*",
-    )
+    PutBucketCors, PutBucketLifecycleConfiguration): has_integrity_header. The SDKs and the
+    CLI send one by themselves; RequestBody.verify checks its value."""
+    if not has_integrity_header(headers):
+        raise S3Error(
+            "InvalidRequest",
+            "Missing required header for this request: Content-MD5 or x-amz-checksum-*",
+        )
 
 
 def payload_hash_of(request: web.Request, auth: VerifiedAuth | None) -> str:

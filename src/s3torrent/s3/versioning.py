@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from s3torrent.s3 import xml as s3xml
+from s3torrent.s3.body import has_integrity_header
 from s3torrent.s3.errors import S3Error
 from s3torrent.store import rows as md
 from s3torrent.store.metastore import MetadataStore
@@ -125,16 +126,10 @@ def removal_headers(removed: md.Removed) -> dict[str, str]:
     return h
 
 
-def _has_integrity_header(headers: Mapping[str, str]) -> bool:
-    return any(
-        h == "content-md5" or h.startswith("x-amz-checksum-") or h == "x-amz-sdk-checksum-algorithm"
-        for h in (k.lower() for k in headers)
-    )
-
-
 def require_integrity_header(headers: Mapping[str, str], operation: str) -> None:
-    """S3 takes object lock settings only with Content-MD5 or a checksum of the body."""
-    if not _has_integrity_header(headers):
+    """S3 takes object lock settings only with Content-MD5 or a checksum of the body
+    (body.has_integrity_header)."""
+    if not has_integrity_header(headers):
         raise S3Error(
             "InvalidRequest",
             f"Content-MD5 OR x-amz-checksum- HTTP header is required for {operation} "
