@@ -313,3 +313,75 @@ def test_the_cli_s3cmd_and_rclone_send_a_checksum_where_one_is_required(
     assert "Contents" not in s3.list_objects_v2(Bucket=plain)
     cors = s3.get_bucket_cors(Bucket=plain)["CORSRules"]
     assert cors[0]["AllowedMethods"] == ["GET"]
+
+
+# ---- a legal hold: ON, OFF, or never set ----
+
+
+def _hold_header(client: Any, bucket: str, key: str, **version: str) -> set[str | None]:
+    """The x-amz-object-lock-legal-hold header HEAD and GET answer (None: none)."""
+    seen: set[str | None] = set()
+    for read in (client.head_object, client.get_object):
+        headers = read(Bucket=bucket, Key=key, **version)["ResponseMetadata"]["HTTPHeaders"]
+        seen.add(headers.get("x-amz-object-lock-legal-hold"))
+    return seen
+
+
+def test_a_legal_hold_never_set_is_not_reported(s3: Any, locked: str) -> None:
+    """S3's HeadObject reference: the header "is not returned if the specified version of
+    this object has never had a legal hold applied"; GetObjectLegalHold answers such a
+    version NoSuchObjectLockConfiguration. One set OFF, or ON then OFF, is told OFF. Every
+    version without a hold was reported OFF by GetObjectLegalHold."""
+    vid = s3.put_object(Bucket=locked, Key="k", Body=b"x")["VersionId"]
+    assert _hold_header(s3, locked, "k") == {None}
+    with pytest.raises(ClientError) as exc:
+        s3.get_object_legal_hold(Bucket=locked, Key="k")
+    assert _code(exc) == ("NoSuchObjectLockConfiguration", 404)
+    s3.put_object_legal_hold(Bucket=locked, Key="k", VersionId=vid, LegalHold={"Status": "OFF"})
+    assert _hold_header(s3, locked, "k") == {"OFF"}
+    assert s3.get_object_legal_hold(Bucket=locked, Key="k")["LegalHold"] == {"Status": "OFF"}
+    s3.put_object_legal_hold(Bucket=locked, Key="k", VersionId=vid, LegalHold={"Status": "ON"})
+    assert _hold_header(s3, locked, "k") == {"ON"}
+    s3.put_object_legal_hold(Bucket=locked, Key="k", VersionId=vid, LegalHold={"Status": "OFF"})
+    assert _hold_header(s3, locked, "k", VersionId=vid) == {"OFF"}
+    # A version written over it has no hold of its own; the older one keeps its OFF.
+    s3.put_object(Bucket=locked, Key="k", Body=b"y")
+    assert _hold_header(s3, locked, "k") == {None}
+    assert _hold_header(s3, locked, "k", VersionId=vid) == {"OFF"}
+
+
+def test_a_writes_own_legal_hold_off_is_reported_off(s3: Any, locked: str) -> None:
+    """x-amz-object-lock-legal-hold: OFF on PutObject, CopyObject or CreateMultipartUpload
+    sets the hold (OFF); without the header the new version has none."""
+    s3.put_object(Bucket=locked, Key="put", Body=b"x", ObjectLockLegalHoldStatus="OFF")
+    assert _hold_header(s3, locked, "put") == {"OFF"}
+    s3.copy_object(
+        Bucket=locked,
+        Key="copy",
+        CopySource={"Bucket": locked, "Key": "put"},
+        ObjectLockLegalHoldStatus="OFF",
+    )
+    assert _hold_header(s3, locked, "copy") == {"OFF"}
+    s3.copy_object(Bucket=locked, Key="plain", CopySource={"Bucket": locked, "Key": "put"})
+    assert _hold_header(s3, locked, "plain") == {None}
+    for status, told in (("OFF", "OFF"), (None, None)):
+        extra = {"ObjectLockLegalHoldStatus": status} if status else {}
+        up = s3.create_multipart_upload(Bucket=locked, Key="mp", **extra)["UploadId"]
+        part = s3.upload_part(Bucket=locked, Key="mp", UploadId=up, PartNumber=1, Body=b"p")
+        s3.complete_multipart_upload(
+            Bucket=locked,
+            Key="mp",
+            UploadId=up,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+        )
+        assert _hold_header(s3, locked, "mp") == {told}
+
+
+def test_a_legal_hold_off_is_told_only_to_who_may_read_it(
+    s3: Any, bob_s3: Any, bob: UserKeys, locked: str
+) -> None:
+    s3.put_object(Bucket=locked, Key="k", Body=b"x", ObjectLockLegalHoldStatus="OFF")
+    _allow(s3, locked, bob, ["s3:GetObject"])
+    assert _hold_header(bob_s3, locked, "k") == {None}
+    _allow(s3, locked, bob, ["s3:GetObject", "s3:GetObjectLegalHold"])
+    assert _hold_header(bob_s3, locked, "k") == {"OFF"}

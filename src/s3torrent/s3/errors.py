@@ -30,7 +30,10 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
         404,
         "Object Lock configuration does not exist for this bucket",
     ),
-    "NoSuchObjectLockConfiguration": (404, "The specified object does not have a ObjectLock"),
+    "NoSuchObjectLockConfiguration": (
+        404,
+        "The specified object does not have a ObjectLock configuration",
+    ),
     "InvalidRetentionPeriod": (400, "The retention period is not valid."),
     "IllegalVersioningConfigurationException": (
         400,

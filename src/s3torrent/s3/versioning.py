@@ -23,9 +23,10 @@ from s3torrent.store.retention import MODES, lock_enabled, retain_until
 
 _OUR_IDS = re.compile(r"^[0-9a-fv][0-9a-f]{31}$")
 MISSING_LOCK = "Bucket is missing Object Lock Configuration"
-# A write's own object lock settings: (mode, retain-until, legal hold).
-RequestedLock = tuple[str | None, float | None, bool]
-NO_LOCK: RequestedLock = (None, None, False)
+# A write's own object lock settings: (mode, retain-until, legal hold "ON" or "OFF" or None
+# when the write names none).
+RequestedLock = tuple[str | None, float | None, str | None]
+NO_LOCK: RequestedLock = (None, None, None)
 
 
 def parse_version_id(value: str, argument: str = "versionId") -> str:
@@ -74,8 +75,9 @@ def lock_headers(
     if retention and obj.lock_mode and obj.lock_until is not None:
         h["x-amz-object-lock-mode"] = obj.lock_mode
         h["x-amz-object-lock-retain-until-date"] = s3xml.iso8601(obj.lock_until)
-    if legal_hold and obj.legal_hold:
-        h["x-amz-object-lock-legal-hold"] = "ON"
+    status = obj.legal_hold_status
+    if legal_hold and status is not None:
+        h["x-amz-object-lock-legal-hold"] = status
     return h
 
 
@@ -206,7 +208,18 @@ def requested_lock(
         hold is not None and not may("s3:PutObjectLegalHold")
     ):
         raise S3Error("AccessDenied")
-    return mode, until, hold == "ON"
+    return mode, until, hold
+
+
+def lock_fields(lock: RequestedLock) -> dict[str, Any]:
+    """A write's lock settings as the new version's fields: a legal hold the write names,
+    ON or OFF, is one that was set (reported OFF, not left out)."""
+    return {
+        "lock_mode": lock[0],
+        "lock_until": lock[1],
+        "legal_hold": lock[2] == "ON",
+        "legal_hold_set": lock[2] is not None,
+    }
 
 
 # An upload in progress keeps its lock settings among its stored headers, under names no
@@ -223,8 +236,8 @@ def upload_lock_headers(
     if mode is not None and until is not None:
         out[_UPLOAD_LOCK[0]] = mode
         out[_UPLOAD_LOCK[1]] = repr(until)
-    if hold:
-        out[_UPLOAD_LOCK[2]] = "ON"
+    if hold is not None:
+        out[_UPLOAD_LOCK[2]] = hold
     return out
 
 
@@ -238,8 +251,11 @@ def split_upload_lock(headers: Mapping[str, str]) -> tuple[dict[str, str], dict[
     completed version's fields."""
     rest = {k: v for k, v in headers.items() if k not in _UPLOAD_LOCK}
     until = headers.get(_UPLOAD_LOCK[1])
-    return rest, {
-        "lock_mode": headers.get(_UPLOAD_LOCK[0]),
-        "lock_until": float(until) if until else None,
-        "legal_hold": _UPLOAD_LOCK[2] in headers,
-    }
+    # An upload created before OFF was kept has "ON" or nothing: the same answer.
+    return rest, lock_fields(
+        (
+            headers.get(_UPLOAD_LOCK[0]),
+            float(until) if until else None,
+            headers.get(_UPLOAD_LOCK[2]),
+        )
+    )

@@ -108,10 +108,21 @@ class ObjectVersion:
     lock_mode: str | None = None
     lock_until: float | None = None
     legal_hold: bool = False
+    # Whether a legal hold was ever set on the version (ON or OFF): S3 tells OFF only then.
+    legal_hold_set: bool = False
 
     @property
     def s3_version_id(self) -> str:
         return self.version_id if self.versioned else NULL_VERSION
+
+    @property
+    def legal_hold_status(self) -> str | None:
+        """ "ON", "OFF" (set, then taken off or put OFF), or None (never set): HeadObject and
+        GetObject leave their header out for a version that never had a legal hold, and
+        GetObjectLegalHold answers NoSuchObjectLockConfiguration."""
+        if self.legal_hold:
+            return "ON"
+        return "OFF" if self.legal_hold_set else None
 
     def to_row(self) -> dict[str, Any]:
         """The row of `objects` (a current version; never a delete marker)."""
@@ -135,6 +146,7 @@ class ObjectVersion:
             "lock_mode": self.lock_mode,
             "lock_until": self.lock_until,
             "legal_hold": self.legal_hold,
+            "legal_hold_set": self.legal_hold_set,
         }
 
     @classmethod
@@ -164,6 +176,7 @@ class ObjectVersion:
             lock_mode=m.get("lock_mode"),
             lock_until=m.get("lock_until"),
             legal_hold=bool(m.get("legal_hold", False)),
+            legal_hold_set=bool(m.get("legal_hold_set", False)),
         )
 
 
@@ -178,6 +191,7 @@ def version_reader(names: tuple[str, ...]) -> Callable[[Sequence[Any]], ObjectVe
     algo, value, ctype = i["checksum_algorithm"], i["checksum_value"], i["checksum_type"]
     parts, tags, versioned = i["parts"], i["tags"], i["versioned"]
     mode, until, hold = i["lock_mode"], i["lock_until"], i["legal_hold"]
+    hold_set = i["legal_hold_set"]
     marker, data = i.get("delete_marker"), i.get("inline_data")
     loads = json.loads
 
@@ -203,6 +217,7 @@ def version_reader(names: tuple[str, ...]) -> Callable[[Sequence[Any]], ObjectVe
             lock_mode=r[mode],
             lock_until=r[until],
             legal_hold=bool(r[hold]),
+            legal_hold_set=bool(r[hold_set]),
         )
 
     return make

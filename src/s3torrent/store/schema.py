@@ -67,6 +67,9 @@ def _version_columns() -> list[sa.Column[Any]]:
         sa.Column("lock_mode", sa.String(16), nullable=True),
         sa.Column("lock_until", sa.Float, nullable=True),
         sa.Column("legal_hold", sa.Boolean, nullable=False, server_default=sa.false()),
+        # Whether a legal hold was ever set, ON or OFF (revision 0016): S3 reports OFF only
+        # for a version whose hold was set, nothing for one that never had one.
+        sa.Column("legal_hold_set", sa.Boolean, nullable=False, server_default=sa.false()),
     ]
 
 

@@ -266,6 +266,7 @@ def add_delete_marker(
         headers="{}",
         versioned=versioned,
         legal_hold=False,
+        legal_hold_set=False,
         seq=_new_seq(conn, at),
         delete_marker=True,
     )

@@ -34,6 +34,7 @@ from s3torrent.s3.validators import etag_matches, parse_http_date
 from s3torrent.s3.versioning import (
     NO_LOCK,
     RequestedLock,
+    lock_fields,
     no_such_key,
     parse_version_id,
     requested_lock,
@@ -300,9 +301,7 @@ async def copy_bytes(
         checksum_value=sse.checksum_at_rest(sealed, value),
         checksum_type="FULL_OBJECT" if checksum is not None else None,
         tags=tags,
-        lock_mode=lock[0],
-        lock_until=lock[1],
-        legal_hold=lock[2],
+        **lock_fields(lock),
         versioned=req.bucket is not None and req.bucket.versioning == "Enabled",
     )
     hashes = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None

@@ -245,7 +245,10 @@ def _ask_again(req: S3Request, action: str, values: dict[str, str]) -> None:
 async def get_object_legal_hold(svc: S3Context, req: S3Request) -> web.StreamResponse:
     _locked_bucket(req)
     obj = _target(req)
-    status = "ON" if obj.legal_hold else "OFF"
+    status = obj.legal_hold_status
+    if status is None:
+        # Never set (S3: HeadObject leaves its header out; this answers as for a retention).
+        raise S3Error("NoSuchObjectLockConfiguration")
     return xml_response(s3xml.render("LegalHold", [("Status", status)]))
 
 
@@ -260,7 +263,7 @@ async def put_object_legal_hold(svc: S3Context, req: S3Request) -> web.StreamRes
         raise S3Error("MalformedXML")
     _ask_again(req, "s3:PutObjectLegalHold", {"s3:object-lock-legal-hold": status})
     changed = await svc.meta.update_version(
-        bucket.name, req.key, obj.s3_version_id, legal_hold=status == "ON"
+        bucket.name, req.key, obj.s3_version_id, legal_hold=status == "ON", legal_hold_set=True
     )
     _gone(req, changed)
     return web.Response(status=200, headers=version_headers(bucket, obj))

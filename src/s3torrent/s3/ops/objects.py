@@ -43,6 +43,7 @@ from s3torrent.s3.validators import etag_matches, parse_http_date, requested_ran
 from s3torrent.s3.versioning import (
     NO_LOCK,
     RequestedLock,
+    lock_fields,
     lock_headers,
     requested_lock,
     require_integrity_header,
@@ -205,13 +206,14 @@ def _readable_lock_headers(req: S3Request, obj: md.ObjectVersion) -> dict[str, s
     """The version's lock settings as S3 tells them to a GET or HEAD: the retention only to
     a requester with s3:GetObjectRetention, the legal hold only with s3:GetObjectLegalHold
     (a reader with s3:GetObject alone learns neither)."""
-    if obj.lock_mode is None and not obj.legal_hold:
+    hold = obj.legal_hold_status
+    if obj.lock_mode is None and hold is None:
         return {}
     may = may_also(req, obj)
     return lock_headers(
         obj,
         retention=obj.lock_mode is not None and may("s3:GetObjectRetention"),
-        legal_hold=obj.legal_hold and may("s3:GetObjectLegalHold"),
+        legal_hold=hold is not None and may("s3:GetObjectLegalHold"),
     )
 
 
@@ -508,9 +510,7 @@ async def store_body(
         checksum_type="FULL_OBJECT" if checksum else None,
         inline=inline,
         tags=tags,
-        lock_mode=lock[0],
-        lock_until=lock[1],
-        legal_hold=lock[2],
+        **lock_fields(lock),
         versioned=req.bucket is not None and req.bucket.versioning == "Enabled",
     )
     hashes = None

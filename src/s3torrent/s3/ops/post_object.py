@@ -48,6 +48,7 @@ from s3torrent.s3.sigv4 import is_sha256_hex
 from s3torrent.s3.versioning import (
     RequestedLock,
     lock_condition_values,
+    lock_fields,
     requested_lock,
     written_version_headers,
 )
@@ -500,9 +501,7 @@ async def _store_file(
         checksum_type="FULL_OBJECT" if stored_checksum else None,
         inline=inline,
         tags=tags,
-        lock_mode=lock[0],
-        lock_until=lock[1],
-        legal_hold=lock[2],
+        **lock_fields(lock),
         versioned=req.bucket is not None and req.bucket.versioning == "Enabled",
     )
     hashes = None
