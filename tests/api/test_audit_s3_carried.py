@@ -385,3 +385,29 @@ def test_a_legal_hold_off_is_told_only_to_who_may_read_it(
     assert _hold_header(bob_s3, locked, "k") == {None}
     _allow(s3, locked, bob, ["s3:GetObject", "s3:GetObjectLegalHold"])
     assert _hold_header(bob_s3, locked, "k") == {"OFF"}
+
+
+def test_governance_turns_compliance_only_with_the_bypass(s3: Any, locked: str) -> None:
+    """As S3 does (tested against it by ceph, rgw PR 42505): GOVERNANCE becomes COMPLIANCE,
+    even with a later date, only when governance is bypassed; COMPLIANCE never goes back."""
+    vid = s3.put_object(
+        Bucket=locked,
+        Key="g",
+        Body=b"gov",
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=_later(3600),
+    )["VersionId"]
+    later = {"Mode": "COMPLIANCE", "RetainUntilDate": _later(7200)}
+    with pytest.raises(ClientError) as exc:
+        s3.put_object_retention(Bucket=locked, Key="g", VersionId=vid, Retention=later)
+    assert _code(exc) == ("AccessDenied", 403)
+    s3.put_object_retention(
+        Bucket=locked, Key="g", VersionId=vid, Retention=later, BypassGovernanceRetention=True
+    )
+    back = {"Mode": "GOVERNANCE", "RetainUntilDate": _later(9000)}
+    with pytest.raises(ClientError) as exc:
+        s3.put_object_retention(
+            Bucket=locked, Key="g", VersionId=vid, Retention=back, BypassGovernanceRetention=True
+        )
+    assert _code(exc) == ("AccessDenied", 403)
+    assert s3.head_object(Bucket=locked, Key="g", VersionId=vid)["ObjectLockMode"] == "COMPLIANCE"
