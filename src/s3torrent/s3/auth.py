@@ -104,7 +104,7 @@ async def authenticate(
     return _principal(user.canonical_id, user.name, user.is_root), verified
 
 
-# A presigned URL's x-amz-* query parameters that are not a header moved there: SigV4's own
+# A request's x-amz-* query parameters that are not a header moved there: SigV4's own
 # (its auth, and a session token naming temporary credentials), and x-amz-content-sha256,
 # which S3 does not read from the query (the signature's payload hash is the header's).
 _QUERY_OWN: Final = frozenset(
@@ -131,18 +131,29 @@ _SIGV2_CONTENT: Final = ("content-md5", "content-type")
 
 
 def query_headers(
-    query_pairs: Sequence[tuple[str, str]], headers: Mapping[str, str], *, sigv2: bool
+    query_pairs: Sequence[tuple[str, str]],
+    headers: Mapping[str, str],
+    auth: sigv4.VerifiedAuth | None,
 ) -> list[tuple[str, str]]:
-    """The headers a verified presigned URL carries in its query string: its x-amz-*
-    parameters (names lower-cased) but SigV4's own, which S3 obeys as headers (boto3's SigV2
-    presigner moves every x-amz-* header there; SDKs hoist them into SigV4 URLs), and with
-    `sigv2` the Content-MD5 and Content-Type it signed from there.
+    """The headers a verified request carries in its query string: its x-amz-* parameters
+    (names lower-cased) but SigV4's own, which S3 obeys as headers (boto3's SigV2 presigner
+    moves every x-amz-* header there; SDKs hoist them into SigV4 URLs), and for a SigV2
+    presigned URL the Content-MD5 and Content-Type it signed from there.
 
-    Only call this once the signature checked out: SigV4 signs the whole query, SigV2 signs
-    the x-amz-* parameters among its canonical x-amz-* headers (sigv2.verify_request), so
-    every one returned was signed. A name sent twice (twice in the query, or in the query
-    and as a header, which both signatures sign as one joined value) is refused, as a
-    repeated header is (sigv4.refuse_repeated_headers): neither value is picked."""
+    Only call this once the signature checked out (`auth`; None for an anonymous request).
+    Only a signed parameter is obeyed: SigV4 signs the whole query (in the URL or under an
+    Authorization header alike), a SigV2 presigned URL signs its x-amz-* parameters among
+    its canonical x-amz-* headers (sigv2.verify_request). A SigV2 Authorization header signs
+    none of them and an anonymous request nothing: such a parameter is refused as an
+    unsigned x-amz-* header is, 403 AccessDenied naming it, never ignored (it asks for what
+    the request would not get: an ACL, a customer key, metadata). A name sent twice (twice
+    in the query, or in the query and as a header, which both signatures sign as one joined
+    value) is refused, as a repeated header is (sigv4.refuse_repeated_headers): neither
+    value is picked."""
+    sigv2 = auth is not None and auth.presigned and not auth.scope
+    if auth is None or not (auth.presigned or auth.scope):
+        _refuse_unsigned(query_pairs)
+        return []
     hoisted: list[tuple[str, str]] = []
     seen: set[str] = set()
     for name, value in query_pairs:
@@ -154,12 +165,12 @@ def query_headers(
             seen.add(name)
             hoisted.append((name, _header_value(name, value)))
             continue
-        if not lowered.startswith("x-amz-") or lowered in _QUERY_OWN:
+        if not _is_header(lowered):
             continue
         if lowered.startswith(_NOT_FROM_QUERY):
             raise S3Error(
                 "NotImplemented",
-                f"The header {lowered} is not implemented in a presigned URL's query string; "
+                f"The header {lowered} is not implemented in a request's query string; "
                 "send it as a header.",
             )
         if lowered in seen or lowered in headers:
@@ -167,6 +178,21 @@ def query_headers(
         seen.add(lowered)
         hoisted.append((lowered, _header_value(lowered, value)))
     return hoisted
+
+
+def _is_header(lowered: str) -> bool:
+    """Whether a query parameter (its name lower-cased) is an x-amz-* header moved there."""
+    return lowered.startswith("x-amz-") and lowered not in _QUERY_OWN
+
+
+def _refuse_unsigned(query_pairs: Sequence[tuple[str, str]]) -> None:
+    unsigned = sorted({n.lower() for n, _ in query_pairs if _is_header(n.lower())})
+    if unsigned:
+        raise S3Error(
+            "AccessDenied",
+            "There were headers present in the request which were not signed",
+            extra={"HeadersNotSigned": ", ".join(unsigned)},
+        )
 
 
 def _header_value(name: str, value: str) -> str:

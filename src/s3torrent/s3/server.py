@@ -732,11 +732,10 @@ class S3Application:
             now=now,
             virtual_host_bucket=target.bucket if target.virtual_host else None,
         )
-        if req.auth is not None and req.auth.presigned:
-            # Signed headers in a presigned URL's query are headers for everything after.
-            hoisted = query_headers(query_pairs, request.headers, sigv2=not req.auth.scope)
-            if hoisted:
-                req.http = with_query_headers(request, hoisted)
+        # Signed headers in the query are headers for everything after; unsigned ones, 403.
+        hoisted = query_headers(query_pairs, request.headers, req.auth)
+        if hoisted:
+            req.http = with_query_headers(request, hoisted)
         await self._authorize(req)
         # What changes S3's semantics and is not acted on is refused, before any body is read.
         owner = req.bucket.owner_id if req.bucket is not None else None

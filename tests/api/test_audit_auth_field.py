@@ -1,0 +1,129 @@
+"""Audit of request authentication (session 49): x-amz-* headers carried in the query of a
+header-signed or anonymous request, and an SSE-C completion's retry."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import botocore.auth
+import botocore.awsrequest
+import botocore.credentials
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from tests.api.test_audit_presigned_headers import _customer_query, _public_read
+from tests.api.test_encryption import SSE_C_HTTP, _code, _ssec
+from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, make_client, start_server
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = start_server(tmp_path_factory.mktemp("audit-auth"), env=SSE_C_HTTP)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def as3(srv: LiveServer) -> Any:
+    return make_client(srv.endpoint)
+
+
+_n = [0]
+
+
+@pytest.fixture
+def abucket(as3: Any) -> str:
+    _n[0] += 1
+    name = f"audit-auth-{os.getpid()}-{_n[0]}"
+    as3.create_bucket(Bucket=name)
+    return name
+
+
+def _signed(
+    srv: LiveServer,
+    method: str,
+    path: str,
+    query: dict[str, str],
+    body: bytes = b"",
+    v2: bool = False,
+) -> requests.Response:
+    """`method` on `path` with `query`, signed with an Authorization header (SigV4 signs the
+    whole query; SigV2 none of its x-amz-* parameters)."""
+    url = f"{srv.endpoint}{path}"
+    if query:
+        url += "?" + urlencode(query, quote_via=quote)
+    req = botocore.awsrequest.AWSRequest(method, url, data=body)
+    creds = botocore.credentials.Credentials(ROOT_AK, ROOT_SK)
+    if v2:
+        botocore.auth.HmacV1Auth(creds).add_auth(req)
+    else:
+        botocore.auth.S3SigV4Auth(creds, "s3", "us-east-1").add_auth(req)
+    prepared = req.prepare()
+    return requests.request(
+        method, prepared.url, data=body, headers=dict(prepared.headers), timeout=30
+    )
+
+
+def test_a_header_signed_sigv4_request_obeys_the_headers_its_signed_query_carries(
+    srv: LiveServer, as3: Any, abucket: str
+) -> None:
+    """A PUT signed with an Authorization header (SigV4 signs its whole query) whose query
+    asks for public-read, metadata and SSE-C had those ignored: the object was stored
+    private, plaintext, without the metadata, and 200 answered. They are obeyed now, as a
+    presigned URL's are."""
+    key = os.urandom(32)
+    query = {"x-amz-acl": "public-read", "x-amz-meta-colour": "blue", **_customer_query(key)}
+    r = _signed(srv, "PUT", f"/{abucket}/k", query, b"body")
+    assert r.status_code == 200, r.text
+    assert r.headers.get("x-amz-server-side-encryption-customer-algorithm") == "AES256"
+    with pytest.raises(ClientError) as exc:
+        as3.head_object(Bucket=abucket, Key="k")  # sealed: the key is needed
+    assert _code(exc)[1] == 400
+    head = as3.head_object(Bucket=abucket, Key="k", **_ssec(key))
+    assert head["Metadata"] == {"colour": "blue"}
+    assert _public_read(as3, abucket, "k")
+    # The customer key in a signed query reads it back too.
+    r = _signed(srv, "GET", f"/{abucket}/k", _customer_query(key))
+    assert r.status_code == 200 and r.content == b"body", r.text
+
+
+@pytest.mark.parametrize("how", ["sigv2-header", "anonymous"])
+def test_an_unsigned_header_in_the_query_is_refused_not_ignored(
+    srv: LiveServer, as3: Any, abucket: str, how: str
+) -> None:
+    """A SigV2 Authorization header signs none of the query's x-amz-* parameters and an
+    anonymous request signs nothing: a header there had been ignored (the PUT stored the
+    object private and plaintext, the GET answered as if it were not there). It is 403
+    AccessDenied naming it, as an unsigned x-amz-* header is, and nothing is stored."""
+    as3.put_bucket_policy(
+        Bucket=abucket,
+        Policy=(
+            '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*",'
+            f'"Action":["s3:GetObject","s3:PutObject"],"Resource":"arn:aws:s3:::{abucket}/*"}}]}}'
+        ),
+    )
+    as3.put_object(Bucket=abucket, Key="open", Body=b"open")
+    query = {"x-amz-acl": "public-read", "x-amz-meta-colour": "blue"}
+    path = f"/{abucket}/new"
+    if how == "anonymous":
+        url = f"{srv.endpoint}{path}?{urlencode(query)}"
+        put = requests.put(url, data=b"x", timeout=30)
+        get = requests.get(
+            f"{srv.endpoint}/{abucket}/open?x-amz-request-payer=requester", timeout=30
+        )
+        # Without the parameter the same anonymous requests are allowed.
+        assert requests.get(f"{srv.endpoint}/{abucket}/open", timeout=30).status_code == 200
+    else:
+        put = _signed(srv, "PUT", path, query, b"x", v2=True)
+        get = _signed(srv, "GET", f"/{abucket}/open", {"x-amz-request-payer": "requester"}, v2=True)
+        assert _signed(srv, "GET", f"/{abucket}/open", {}, v2=True).status_code == 200
+    assert put.status_code == 403 and "<Code>AccessDenied</Code>" in put.text, put.text
+    assert "<HeadersNotSigned>x-amz-acl, x-amz-meta-colour</HeadersNotSigned>" in put.text
+    assert get.status_code == 403 and "x-amz-request-payer" in get.text, get.text
+    with pytest.raises(ClientError) as exc:
+        as3.head_object(Bucket=abucket, Key="new")
+    assert _code(exc)[1] == 404
