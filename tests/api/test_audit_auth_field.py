@@ -127,3 +127,51 @@ def test_an_unsigned_header_in_the_query_is_refused_not_ignored(
     with pytest.raises(ClientError) as exc:
         as3.head_object(Bucket=abucket, Key="new")
     assert _code(exc)[1] == 404
+
+
+def _sse_answer(response: dict[str, Any]) -> dict[str, Any]:
+    headers = response["ResponseMetadata"]["HTTPHeaders"]
+    sse = {k: v for k, v in headers.items() if k.startswith("x-amz-server-side-encryption")}
+    keep = ("ETag", "ChecksumSHA256", "ChecksumType", "VersionId")
+    return {**{k: response.get(k) for k in keep}, **sse}
+
+
+@pytest.mark.parametrize("versioned", [False, True])
+def test_a_retried_sse_c_completion_answers_its_checksum_as_the_first_did(
+    as3: Any, abucket: str, versioned: bool
+) -> None:
+    """CompleteMultipartUpload of an SSE-C upload with a SHA-256, retried (its answer lost):
+    the retry was answered from the first completion's receipt without the object's checksum
+    (kept out, as it was in the clear) nor the SSE-C headers. The receipt keeps the checksum
+    sealed under the customer's key, so the retry with the key answers as the first did; with
+    another key it is refused as the first would have been, and without one it tells nothing
+    of the checksum."""
+    if versioned:
+        as3.put_bucket_versioning(Bucket=abucket, VersioningConfiguration={"Status": "Enabled"})
+    key = os.urandom(32)
+    c = _ssec(key)
+    up = as3.create_multipart_upload(Bucket=abucket, Key="mp", ChecksumAlgorithm="SHA256", **c)
+    part = as3.upload_part(
+        Bucket=abucket, Key="mp", UploadId=up["UploadId"], PartNumber=1, Body=b"secret part",
+        ChecksumAlgorithm="SHA256", **c,
+    )  # fmt: skip
+    parts = {
+        "Parts": [{"PartNumber": 1, "ETag": part["ETag"], "ChecksumSHA256": part["ChecksumSHA256"]}]
+    }
+
+    def complete(**extra: Any) -> dict[str, Any]:
+        return as3.complete_multipart_upload(  # type: ignore[no-any-return]
+            Bucket=abucket, Key="mp", UploadId=up["UploadId"], MultipartUpload=parts, **extra
+        )
+
+    first = complete(**c)
+    shape = _sse_answer(first)
+    assert shape["ChecksumSHA256"] and shape["ChecksumType"] == "COMPOSITE"
+    assert shape["x-amz-server-side-encryption-customer-algorithm"] == "AES256"
+    assert (shape["VersionId"] is not None) == versioned
+    assert _sse_answer(complete(**c)) == shape
+    with pytest.raises(ClientError) as exc:
+        complete(**_ssec(os.urandom(32)))
+    assert _code(exc) == ("InvalidArgument", 400)
+    keyless = complete()
+    assert keyless["ETag"] == first["ETag"] and "ChecksumSHA256" not in keyless

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -506,23 +507,61 @@ async def check_completion_key(svc: S3Context, req: S3Request, up: md.Upload) ->
     must be the upload's own key, and for an upload that is not SSE-C they are refused,
     never ignored. Returns the SSE-C upload's data key when its key was sent (what its
     parts' checksums are sealed under: open_checksum, seal_checksum), else None."""
+    return await _completion_key(
+        svc, req, up.headers, up.upload_id, needs_key=bool(up.checksum_algorithm)
+    )
+
+
+async def check_retry_key(
+    svc: S3Context, req: S3Request, version: md.ObjectVersion
+) -> bytes | None:
+    """A retried completion's SSE-C headers, checked as the completion checked them, against
+    the version it made (which has its upload's data key): the data key when the key was
+    sent, else None (the retry is then answered without the sealed checksum)."""
+    return await _completion_key(svc, req, version.headers, version.version_id, needs_key=False)
+
+
+async def _completion_key(
+    svc: S3Context, req: S3Request, headers: Mapping[str, str], owner: str, *, needs_key: bool
+) -> bytes | None:
     customer = customer_key(svc, req)
-    if seal_mode(up.headers) != SSE_C:
+    if seal_mode(headers) != SSE_C:
         if customer is not None:
             raise S3Error("InvalidRequest", _NOT_APPLICABLE)
         return None
     if customer is None:
-        if up.checksum_algorithm:
+        if needs_key:
             raise S3Error("InvalidRequest", _PARTS_NEED_KEY)
         return None
     sealing = svc.store.sealing
     if sealing is None:
         raise S3Error("InternalError")
     try:
-        data_key, _record = await sealing.upload_key(up.upload_id, customer)
+        data_key, _record = await sealing.upload_key(owner, customer)
     except KeyMismatch:
         raise S3Error("InvalidArgument", _KEY_MISMATCH) from None
     return data_key
+
+
+# A completion's answer as kept for its retry: an SSE-C object's checksum element sealed.
+_SEALED_ELEMENT = re.compile(rb"<(Checksum[A-Z0-9]+)>(sealed:[A-Za-z0-9+/=]+)</\1>")
+_CHECKSUM_TYPE = re.compile(rb"<ChecksumType>[A-Z_]+</ChecksumType>")
+
+
+def open_answer(data_key: bytes | None, answer: bytes) -> bytes:
+    """A completion's kept answer (XML) as its retry gets it: the sealed checksum opened with
+    `data_key` (check_retry_key's); without it, the checksum and its type left out."""
+    if not _SEALED_ELEMENT.search(answer):
+        return answer
+    if data_key is None:
+        return _CHECKSUM_TYPE.sub(b"", _SEALED_ELEMENT.sub(b"", answer))
+
+    def opened(match: re.Match[bytes]) -> bytes:
+        name, value = match.group(1), open_checksum(data_key, match.group(2).decode())
+        assert value is not None
+        return b"<%s>%s</%s>" % (name, value.encode(), name)
+
+    return _SEALED_ELEMENT.sub(opened, answer)
 
 
 async def join_parts(

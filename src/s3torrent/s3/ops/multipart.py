@@ -596,14 +596,17 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         "Key": up.key,
         "ETag": obj.etag,
     }
-    # The answer a retry gets is kept in the database: an SSE-C object's without its
-    # checksum, which is kept sealed.
-    kept = s3xml.render("CompleteMultipartUploadResult", result) if data_key else None
     if checksum:
         result[f"Checksum{algorithm.value}"] = checksum
         result["ChecksumType"] = checksum_type
     answer = s3xml.render("CompleteMultipartUploadResult", result)
-    receipt = md.UploadReceipt(up.upload_id, up.bucket, up.key, _parts_digest(root), kept or answer)
+    # The answer a retry gets is kept in the database: an SSE-C object's checksum sealed, as
+    # the object's is (sse.open_answer opens it for a retry with the key).
+    kept = answer
+    if data_key and checksum:
+        sealed = {**result, f"Checksum{algorithm.value}": sse.seal_checksum(data_key, checksum)}
+        kept = s3xml.render("CompleteMultipartUploadResult", sealed)
+    receipt = md.UploadReceipt(up.upload_id, up.bucket, up.key, _parts_digest(root), kept)
     try:
         committed, released = await svc.meta.complete_upload(
             obj, up.upload_id, joined, condition, receipt
@@ -635,7 +638,8 @@ async def _answer_retry(
     the client is retrying (its first answer was lost): answer what was answered then."""
     receipt = await _receipt(svc, req, upload_id)
     if receipt is not None:
-        answer = _receipt_answer(receipt, await body.read_all(svc.settings.limits.max_xml_body))
+        raw = await body.read_all(svc.settings.limits.max_xml_body)
+        answer = await _receipt_answer(svc, req, receipt, raw)
         if answer is not None:
             return answer
     raise S3Error("NoSuchUpload", resource=req.resource, extra={"UploadId": upload_id})
@@ -648,7 +652,7 @@ async def _lost_race(
     (another worker's, or the client's own retry) completed it with the same part list,
     answer what it answered, as S3 answers a repeated completion; else NoSuchUpload."""
     receipt = await _receipt(svc, req, upload_id)
-    answer = _receipt_answer(receipt, raw) if receipt is not None else None
+    answer = await _receipt_answer(svc, req, receipt, raw) if receipt is not None else None
     if answer is None:
         raise S3Error("NoSuchUpload", resource=req.resource, extra={"UploadId": upload_id}) from exc
     return answer
@@ -662,14 +666,35 @@ async def _receipt(svc: S3Context, req: S3Request, upload_id: str) -> md.UploadR
     return None
 
 
-def _receipt_answer(receipt: md.UploadReceipt, raw: bytes) -> web.StreamResponse | None:
-    """The completion's answer again, if `raw` asks for the part list it was given."""
+async def _receipt_answer(
+    svc: S3Context, req: S3Request, receipt: md.UploadReceipt, raw: bytes
+) -> web.StreamResponse | None:
+    """The completion's answer again, if `raw` asks for the part list it was given: its
+    body (an SSE-C object's checksum opened with the key the retry sends, checked as the
+    completion checked it), version id and encryption headers, as the first answer had
+    them. A version gone since (deleted, or the null version written over) has taken its
+    encryption headers and data key with it: then the answer is given without them."""
     if _parts_digest(s3xml.parse(raw)) != receipt.parts_digest:
         return None
     headers = {}
     if receipt.version_id is not None:
         headers["x-amz-version-id"] = receipt.version_id
-    return xml_response(receipt.result, headers=headers)
+    version = await _receipt_version(svc, receipt)
+    data_key = None
+    if version is not None:
+        data_key = await sse.check_retry_key(svc, req, version)
+        headers.update(sse.response_headers(version.headers))
+    return xml_response(sse.open_answer(data_key, receipt.result), headers=headers)
+
+
+async def _receipt_version(svc: S3Context, receipt: md.UploadReceipt) -> md.ObjectVersion | None:
+    """The version a completion made, while it is there (its ETag is the receipt's)."""
+    s3_version_id = receipt.version_id or md.NULL_VERSION
+    version = await svc.meta.object_version(receipt.bucket, receipt.key, s3_version_id)
+    etag = s3xml.text(s3xml.parse(receipt.result), "ETag")
+    if version is None or version.delete_marker or version.etag != etag:
+        return None
+    return version
 
 
 # ---- abort, list ----
