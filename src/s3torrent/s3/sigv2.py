@@ -233,6 +233,14 @@ def verify_request(
     elif {"Signature", "AWSAccessKeyId"} & query_names:
         if _SIGV4_QUERY_PARAMS & query_names:
             raise _only_one_mechanism(params.get("X-Amz-Algorithm", ""))
+        for name in _QUERY_AUTH_PARAMS:
+            if sum(1 for n, _ in query_pairs if n == name) > 1:
+                # One would be read and the other not (Signature is not signed itself).
+                raise S3Error(
+                    "InvalidArgument",
+                    f"The query parameter {name} was given more than once.",
+                    extra={"ArgumentName": name},
+                )
         if any(not params.get(name) for name in _QUERY_AUTH_PARAMS):
             raise S3Error(
                 "AccessDenied",

@@ -548,6 +548,12 @@ def _parse_query_auth(
 ) -> _SignedRequest:
     params: dict[str, str] = {}
     for name, value in query_pairs:
+        if name in params and name in PRESIGN_PARAMS:
+            # One would be read and the other not (X-Amz-Signature is not signed itself).
+            raise S3Error(
+                "AuthorizationQueryParametersError",
+                f"The query parameter {name} was given more than once.",
+            )
         params.setdefault(name, value)
     if any(name not in params for name in PRESIGN_PARAMS):
         raise S3Error(

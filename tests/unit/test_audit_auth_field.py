@@ -1,0 +1,53 @@
+"""Audit of request authentication (session 49): a presigned URL's own parameters given
+twice, the second accepted and ignored."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from s3torrent.s3 import sigv2
+from s3torrent.s3.errors import S3Error
+from tests.unit.test_sigv4 import ACCESS_KEY, SECRET, expect_error, lookup, presign, verify
+
+NOW = datetime(2026, 12, 8, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "name", ["X-Amz-Signature", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires"]
+)
+def test_a_sigv4_presigned_parameter_given_twice_is_refused(name: str) -> None:
+    """A presigned URL with X-Amz-Signature appended a second time (any value) verified:
+    the second was read by nobody (the signature is left out of what is signed, and the
+    first was taken). Each of SigV4's own parameters given twice is refused, never one
+    picked: AuthorizationQueryParametersError."""
+    method, path, query, headers = presign("GET", "k")
+    verify((method, path, query, headers))  # as signed
+    value = dict(query)[name]
+    twice = [*query, (name, "0" * 64 if name == "X-Amz-Signature" else value)]
+    error = expect_error("AuthorizationQueryParametersError", (method, path, twice, headers))
+    assert name in error.message
+
+
+def _v2_query(expires: str) -> list[tuple[str, str]]:
+    signature = sigv2.sign(SECRET, sigv2.string_to_sign("GET", "", "", expires, [], "/b/k"))
+    return [("AWSAccessKeyId", ACCESS_KEY), ("Expires", expires), ("Signature", signature)]
+
+
+@pytest.mark.parametrize("name", ["AWSAccessKeyId", "Expires", "Signature"])
+def test_a_sigv2_presigned_parameter_given_twice_is_refused(name: str) -> None:
+    """A SigV2 presigned URL with its Signature, Expires or AWSAccessKeyId given a second
+    time verified with the first and ignored the second: refused now, as SigV4's are."""
+    query = _v2_query(str(int(NOW.timestamp()) + 300))
+
+    def check(pairs: list[tuple[str, str]]) -> None:
+        sigv2.verify_request(
+            method="GET", raw_path="/b/k", query_pairs=pairs, headers=[("Host", "h")],
+            now=NOW, lookup_secret=lookup,
+        )  # fmt: skip
+
+    check(query)
+    with pytest.raises(S3Error) as info:
+        check([*query, (name, dict(query)[name])])
+    assert info.value.code == "InvalidArgument" and name in info.value.message
