@@ -175,3 +175,41 @@ def test_a_retried_sse_c_completion_answers_its_checksum_as_the_first_did(
     assert _code(exc) == ("InvalidArgument", 400)
     keyless = complete()
     assert keyless["ETag"] == first["ETag"] and "ChecksumSHA256" not in keyless
+
+
+class _FixedPayload(botocore.auth.S3SigV4Auth):
+    """SigV4 header signing with the x-amz-content-sha256 the test names."""
+
+    def __init__(self, payload: str) -> None:
+        creds = botocore.credentials.Credentials(ROOT_AK, ROOT_SK)
+        super().__init__(creds, "s3", "us-east-1")
+        self._payload = payload
+
+    def payload(self, request: Any) -> str:
+        return self._payload
+
+
+@pytest.mark.parametrize("declared", ["1_0", "+10", "0x0a"])
+def test_a_decoded_length_that_is_not_a_number_is_refused(
+    srv: LiveServer, as3: Any, abucket: str, declared: str
+) -> None:
+    """x-amz-decoded-content-length read with Python's int(): "1_0" and "+10" were taken as
+    10 and the upload stored. It is a count of bytes as S3 reads it, ASCII digits only:
+    anything else is 400 InvalidArgument."""
+    path = f"/{abucket}/chunked"
+    headers = {"Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": declared}
+    req = botocore.awsrequest.AWSRequest("PUT", f"{srv.endpoint}{path}", headers=headers)
+    _FixedPayload("STREAMING-UNSIGNED-PAYLOAD-TRAILER").add_auth(req)
+    body = b"a\r\n0123456789\r\n0\r\n\r\n"
+    r = requests.put(f"{srv.endpoint}{path}", data=body, headers=dict(req.headers), timeout=30)
+    assert r.status_code == 400 and "<Code>InvalidArgument</Code>" in r.text, r.text
+    with pytest.raises(ClientError) as exc:
+        as3.head_object(Bucket=abucket, Key="chunked")
+    assert _code(exc)[1] == 404
+    # As a number, the same upload is stored.
+    headers["x-amz-decoded-content-length"] = "10"
+    req = botocore.awsrequest.AWSRequest("PUT", f"{srv.endpoint}{path}", headers=headers)
+    _FixedPayload("STREAMING-UNSIGNED-PAYLOAD-TRAILER").add_auth(req)
+    r = requests.put(f"{srv.endpoint}{path}", data=body, headers=dict(req.headers), timeout=30)
+    assert r.status_code == 200, r.text
+    assert as3.get_object(Bucket=abucket, Key="chunked")["Body"].read() == b"0123456789"

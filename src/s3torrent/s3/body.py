@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ _SDK_WITHOUT_CHECKSUM = (
     "x-amz-trailer headers were found."
 )
 _SDK_OTHER = "Value for x-amz-sdk-checksum-algorithm header is invalid."
+_LENGTH = re.compile(r"[0-9]{1,19}")
 
 
 def has_integrity_header(headers: Mapping[str, str]) -> bool:
@@ -148,13 +150,10 @@ class RequestBody:
         raw = h.get(name)
         if raw is None:
             return None
-        try:
-            value = int(raw)
-        except ValueError as exc:
-            raise S3Error("InvalidArgument", f"Invalid {name}: {raw!r}") from exc
-        if value < 0:
-            raise S3Error("InvalidArgument", f"Invalid {name}: {raw!r}")
-        return value
+        # ASCII digits only: int() also reads "1_0", "+10" and other scripts' digits.
+        if not _LENGTH.fullmatch(raw.strip()):
+            raise S3Error("InvalidArgument", f"Invalid {name}: {raw[:32]!r}")
+        return int(raw)
 
     def _requested_checksum(self) -> checksums.ChecksumAlgorithm | None:
         h = self._request.headers
