@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import boto3
 import botocore.auth
 import botocore.awsrequest
 import botocore.credentials
@@ -213,3 +214,41 @@ def test_a_decoded_length_that_is_not_a_number_is_refused(
     r = requests.put(f"{srv.endpoint}{path}", data=body, headers=dict(req.headers), timeout=30)
     assert r.status_code == 200, r.text
     assert as3.get_object(Bucket=abucket, Key="chunked")["Body"].read() == b"0123456789"
+
+
+def test_a_request_naming_a_session_token_is_refused_not_ignored(
+    srv: LiveServer, as3: Any, abucket: str
+) -> None:
+    """x-amz-security-token names the temporary credentials (and their session policy) a
+    request is signed with. There are none here: signed with a user's key and a token
+    (header-signed, presigned, a form) or sent anonymously with one, the token had been
+    ignored and the request served under the key's full rights. It is 400 InvalidToken, as
+    S3 answers a token it does not know."""
+    as3.put_object(Bucket=abucket, Key="k", Body=b"k")
+    as3.put_object_acl(Bucket=abucket, Key="k", ACL="public-read")
+    creds = botocore.credentials.Credentials(ROOT_AK, ROOT_SK, "some-session-token")
+    url = f"{srv.endpoint}/{abucket}/k"
+    header = botocore.awsrequest.AWSRequest("GET", url)
+    botocore.auth.S3SigV4Auth(creds, "s3", "us-east-1").add_auth(header)
+    assert header.headers["X-Amz-Security-Token"] == "some-session-token"
+    query = botocore.awsrequest.AWSRequest("GET", url)
+    botocore.auth.S3SigV4QueryAuth(creds, "s3", "us-east-1", expires=300).add_auth(query)
+    assert "X-Amz-Security-Token=" in query.url
+    tokened = boto3.client(
+        "s3", endpoint_url=srv.endpoint, region_name="us-east-1", aws_access_key_id=ROOT_AK,
+        aws_secret_access_key=ROOT_SK, aws_session_token="some-session-token",
+    )  # fmt: skip
+    post = tokened.generate_presigned_post(abucket, "form")
+    assert "x-amz-security-token" in post["fields"]
+    answers = [
+        requests.get(url, headers=dict(header.headers), timeout=30),
+        requests.get(query.url, timeout=30),
+        requests.get(url, headers={"x-amz-security-token": "t"}, timeout=30),
+        requests.post(post["url"], data=post["fields"], files={"file": b"x"}, timeout=30),
+    ]
+    for r in answers:
+        assert r.status_code == 400 and "<Code>InvalidToken</Code>" in r.text, r.text
+    assert requests.get(url, timeout=30).status_code == 200
+    with pytest.raises(ClientError) as exc:
+        as3.head_object(Bucket=abucket, Key="form")
+    assert _code(exc)[1] == 404

@@ -64,6 +64,7 @@ async def authenticate(
             user = users.active_by_access_key(verified.access_key)
             if user is not None and user.secret_key == checked_with:
                 return _principal(user.canonical_id, user.name, user.is_root), verified
+    refuse_session_token(request.headers, query_pairs)
     headers = list(request.headers.items())
     if not sigv4.has_auth(headers, query_pairs):
         return ANONYMOUS, None
@@ -102,6 +103,20 @@ async def authenticate(
     if memo_key is not None and verified.valid_between is not None:
         _remember(memo_key, user.secret_key, verified)
     return _principal(user.canonical_id, user.name, user.is_root), verified
+
+
+SESSION_TOKEN: Final = "x-amz-security-token"
+
+
+def refuse_session_token(
+    fields: Mapping[str, str], query_pairs: Sequence[tuple[str, str]] = ()
+) -> None:
+    """x-amz-security-token (a header, a form field, or in the query) names the temporary
+    credentials a request is signed with, and the session policy that narrows them. There
+    are none here: any token is one S3 does not know, 400 InvalidToken, never ignored (the
+    request would be served under the key's full rights)."""
+    if SESSION_TOKEN in fields or any(n.lower() == SESSION_TOKEN for n, _ in query_pairs):
+        raise S3Error("InvalidToken")
 
 
 # A request's x-amz-* query parameters that are not a header moved there: SigV4's own

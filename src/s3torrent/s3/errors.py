@@ -48,6 +48,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
         "re-upload each part.",
     ),
     "ExpiredToken": (400, "The provided token has expired."),
+    "InvalidToken": (400, "The provided token is malformed or otherwise invalid."),
     "IncompleteBody": (
         400,
         "You did not provide the number of bytes specified by the Content-Length HTTP header.",

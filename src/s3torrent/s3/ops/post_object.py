@@ -28,6 +28,7 @@ from s3torrent.access import facts as authz
 from s3torrent.s3 import checksums, sse, tagging
 from s3torrent.s3 import post_policy as pp
 from s3torrent.s3 import xml as s3xml
+from s3torrent.s3.auth import refuse_session_token
 from s3torrent.s3.body import (
     READ_SIZE,
     StoredChecksum,
@@ -298,6 +299,7 @@ async def _signer(
     svc: S3Context, req: S3Request, fields: dict[str, str]
 ) -> tuple[Principal, pp.PostPolicy | None]:
     """Who signed the form's policy, and the policy (anonymous and none if unsigned)."""
+    refuse_session_token(fields)
     if not pp.is_signed(fields):
         if "policy" in fields:
             raise pp.missing_field("x-amz-signature")
