@@ -51,3 +51,28 @@ def test_a_sigv2_presigned_parameter_given_twice_is_refused(name: str) -> None:
     with pytest.raises(S3Error) as info:
         check([*query, (name, dict(query)[name])])
     assert info.value.code == "InvalidArgument" and name in info.value.message
+
+
+def _policy(*conditions: object) -> str:
+    import base64
+    import json
+
+    document = {"expiration": "2030-01-01T00:00:00.000Z", "conditions": list(conditions)}
+    return base64.b64encode(json.dumps(document).encode()).decode()
+
+
+def test_every_content_length_range_of_a_policy_holds() -> None:
+    """A policy naming content-length-range twice was held to the last one only (a file of
+    1 MB passed [0, 10] and [0, 1000000]): each condition of a policy must hold, so the
+    file's size is held to both, the range they share."""
+    from s3torrent.s3 import post_policy as pp
+
+    policy = pp.decode_policy(
+        _policy(["content-length-range", 0, 10], ["content-length-range", 5, 1000000])
+    )
+    assert policy.length_range == (5, 10)
+    pp.check_length(policy, 10)
+    for size, code in ((1000000, "EntityTooLarge"), (4, "EntityTooSmall")):
+        with pytest.raises(S3Error) as info:
+            pp.check_length(policy, size)
+        assert info.value.code == code

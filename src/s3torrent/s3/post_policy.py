@@ -98,7 +98,11 @@ def decode_policy(encoded: str) -> PostPolicy:
         elif isinstance(item, list):
             op = item[0].lower() if item and isinstance(item[0], str) else None
             if op == "content-length-range":
-                length_range = _length_range(item)
+                # Every condition holds: a second range narrows the first, never replaces it.
+                low, high = _length_range(item)
+                if length_range is not None:
+                    low, high = max(low, length_range[0]), min(high, length_range[1])
+                length_range = (low, high)
             elif op in ("eq", "starts-with"):
                 conditions.append(_field_condition(op, item))
             else:
