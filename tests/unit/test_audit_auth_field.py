@@ -76,3 +76,19 @@ def test_every_content_length_range_of_a_policy_holds() -> None:
         with pytest.raises(S3Error) as info:
             pp.check_length(policy, size)
         assert info.value.code == code
+
+
+@pytest.mark.parametrize("component", ["Credential", "SignedHeaders", "Signature"])
+def test_an_authorization_component_given_twice_is_refused(component: str) -> None:
+    """An Authorization header naming a component twice verified with the last and ignored
+    the first (a captured request with a `Signature=0...` put before its own was served):
+    AuthorizationHeaderMalformed, neither is picked."""
+    from tests.unit.test_sigv4 import sign_header
+
+    method, path, query, headers = sign_header("GET", "k")
+    verify((method, path, query, headers))
+    auth = dict(headers)["Authorization"]
+    scheme, _, rest = auth.partition(" ")
+    first = next(p for p in rest.split(", ") if p.startswith(component + "="))
+    doubled = [(n, f"{scheme} {first}, {rest}" if n == "Authorization" else v) for n, v in headers]
+    expect_error("AuthorizationHeaderMalformed", (method, path, query, doubled))

@@ -465,7 +465,14 @@ def _parse_header_auth(
     for part in rest.split(","):
         name, sep, component = part.strip().partition("=")
         if sep:
-            components[name.strip()] = component.strip()
+            name = name.strip()
+            if name in components:
+                # One would be read and the other not: neither is picked.
+                raise S3Error(
+                    "AuthorizationHeaderMalformed",
+                    f"{_HEADER_PREFIX}; the component {name[:32]} was given more than once.",
+                )
+            components[name] = component.strip()
     credential_text = components.get("Credential")
     signed_headers = components.get("SignedHeaders")
     signature = components.get("Signature")
