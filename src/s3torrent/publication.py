@@ -11,6 +11,7 @@ for an unknown swarm id looks the id up in the metadata database and publishes i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -591,6 +592,10 @@ class PublicTorrents:
             return None
         obj = current
         info = self.catalog.info_for(obj, hashes)
+        if info.bucket_created != bucket.created_at:
+            # The version is of this bucket: `current` has obj's version id, which no
+            # bucket that took the name since could hold.
+            info = dataclasses.replace(info, bucket_created=bucket.created_at)
         # Into the registry first, then into what admit() reads: an announce admitted here
         # must find its swarm registered (with Redis, register is a round trip during which
         # an announce used to be admitted and then refused as unregistered). A revocation

@@ -127,6 +127,7 @@ class WebSeed:
                     0,
                     time.perf_counter() - started,
                     info.key if ok else None,
+                    created=info.bucket_created,
                 )
 
     async def relay(
@@ -174,7 +175,10 @@ class WebSeed:
             self.reads.done(info.version_id, token)
             if dropped[0] > 0 and self.meter is not None:
                 # Counted by the owner when it went into the relay: no request of its own.
-                self.meter.record(info.bucket, OP_WEBSEED, 206, -dropped[0], 0, 0.0, info.key, 0)
+                self.meter.record(
+                    info.bucket, OP_WEBSEED, 206, -dropped[0], 0, 0.0, info.key, 0,
+                    info.bucket_created,
+                )  # fmt: skip
 
     async def _respond(
         self, request: web.Request, sent: list[int], admitted: list[TorrentInfo | None]

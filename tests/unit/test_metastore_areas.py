@@ -287,7 +287,7 @@ def test_usage_flushes_add_up_and_read_back_by_bucket(meta: SqlMetadataStore) ->
     counts.usage[(H, "b2", None, "PutObject")] = [1, 0, 5]
     counts.storage[(H, "b1", None)] = 2.5
     counts.objects[("b1", None, "k", "GetObject")] = [1, 10]
-    counts.swarms[(H, "ab" * 20)] = ("b1", "k", [1, 100, 200])
+    counts.swarms[(H, "ab" * 20)] = ("b1", None, "k", [1, 100, 200])
 
     async def scenario() -> None:
         await meta.add_usage(counts)

@@ -209,6 +209,7 @@ def test_storage_samples_bill_the_previous_size_until_now(
 class FakeInfo:
     bucket: str
     key: str
+    bucket_created: float | None = None
 
 
 @dataclass
@@ -286,12 +287,12 @@ def test_pending_merge_adds_everything() -> None:
     b.usage[(H, "b", None, "GetObject")] = [1, 1, 1]
     b.objects[("b", None, "k", "GetObject")] = [1, 5]
     b.storage[(H, "b", None)] = 2.5
-    b.swarms[(H, "ab")] = ("b", "k", [1, 2, 3])
+    b.swarms[(H, "ab")] = ("b", None, "k", [1, 2, 3])
     a.merge(b)
     assert a.usage == {(H, "b", None, "GetObject"): [2, 3, 4]}
     assert a.objects == {("b", None, "k", "GetObject"): [1, 5]}
     assert a.storage == {(H, "b", None): 2.5}
-    assert a.swarms == {(H, "ab"): ("b", "k", [1, 2, 3])}
+    assert a.swarms == {(H, "ab"): ("b", None, "k", [1, 2, 3])}
 
 
 # ---- report math ----

@@ -313,11 +313,14 @@ class Meter:
             self._fold()
         return self._latency
 
-    def on_piece_sent(self, bucket: str, key: str, nbytes: int, blocks: int = 1, /) -> None:
+    def on_piece_sent(
+        self, bucket: str, key: str, nbytes: int, blocks: int = 1, created: Created = None, /
+    ) -> None:
         """The seeder sent `blocks` piece messages (`nbytes` in all, summed by the seeder
-        per batch): as many anonymous GetObjects in the BitTorrent channel. Negative bytes
-        and no blocks: bytes counted before that a revocation's reset dropped (Swarm.unsent)."""
-        self.record(bucket, OP_BITTORRENT, 200, nbytes, 0, 0.0, key, blocks)
+        per batch) of the bucket created at `created`: as many anonymous GetObjects in the
+        BitTorrent channel. Negative bytes and no blocks: bytes counted before that a
+        revocation's reset dropped (Swarm.unsent)."""
+        self.record(bucket, OP_BITTORRENT, 200, nbytes, 0, 0.0, key, blocks, created)
 
     # ---- sampling ----
 
@@ -422,9 +425,11 @@ class Meter:
         delta = [n - b if n >= b else n for n, b in zip(now, before, strict=True)]
         if any(delta):
             k = (hour, info_hash.hex())
-            entry = self.pending.swarms.setdefault(k, (info.bucket, info.key, [0, 0, 0]))
+            entry = self.pending.swarms.setdefault(
+                k, (info.bucket, info.bucket_created, info.key, [0, 0, 0])
+            )
             for i in range(3):
-                entry[2][i] += delta[i]
+                entry[3][i] += delta[i]
 
     # ---- flushing ----
 

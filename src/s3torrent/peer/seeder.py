@@ -40,10 +40,14 @@ log = logging.getLogger(__name__)
 
 
 class PieceSent(Protocol):
-    """on_piece_sent(bucket, key, nbytes, blocks): `blocks` piece messages of `nbytes` in
-    all served (metering); called once per batch of blocks, not per block."""
+    """on_piece_sent(bucket, key, nbytes, blocks, created): `blocks` piece messages of
+    `nbytes` in all served (metering) of the bucket created at `created` (the
+    publication's TorrentInfo.bucket_created); called once per batch of blocks, not per
+    block."""
 
-    def __call__(self, bucket: str, key: str, nbytes: int, blocks: int = 1, /) -> None: ...
+    def __call__(
+        self, bucket: str, key: str, nbytes: int, blocks: int = 1, created: float | None = None, /
+    ) -> None: ...
 
 
 REVOCATION_GRACE = 0.5

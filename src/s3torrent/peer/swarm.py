@@ -455,8 +455,9 @@ class Swarm:
         stats.blocks_sent += count
         callback = self.seeder.on_piece_sent
         if callback is not None:
+            info = self.info
             try:
-                callback(self.info.bucket, self.info.key, total, count)
+                callback(info.bucket, info.key, total, count, info.bucket_created)
             except Exception:
                 log.exception("piece metering callback failed")
 
@@ -477,7 +478,8 @@ class Swarm:
         if callback is None or nbytes <= 0:
             return
         try:
-            callback(self.info.bucket, self.info.key, -nbytes, 0)
+            info = self.info
+            callback(info.bucket, info.key, -nbytes, 0, info.bucket_created)
         except Exception:
             log.exception("piece metering callback failed")
 

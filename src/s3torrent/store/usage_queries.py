@@ -71,9 +71,9 @@ def buckets_created(conn: Connection, names: Iterable[str]) -> dict[str, float]:
 def add_counts(conn: Connection, p: UsageCounts) -> None:
     """Add one flush's counters to the usage tables (upserts: many nodes may add at once).
 
-    Counts of a channel that did not know which bucket of the name they are of (created
-    None: the seeder, the web seed, the swarm samples) are of the bucket that has the name
-    now, read in this transaction, if it had it when the first of them was recorded
+    Counts recorded without knowing which bucket of the name they are of (created None:
+    CreateBucket's own) are of the bucket that has the name now, read in this
+    transaction, if it had it when the first of them was recorded
     (`first_unknown`, else when the counts began to be gathered, `started`). A bucket
     created after that may have taken the name from one deleted meanwhile: such counts go
     to no bucket (root's and admins' reports), never to an owner they may not be of. A
@@ -83,7 +83,9 @@ def add_counts(conn: Connection, p: UsageCounts) -> None:
     unknown = {k[1] for k in p.usage if k[2] is None}
     unknown.update(k[0] for k in p.objects if k[1] is None)
     unknown.update(k[1] for k in p.storage if k[2] is None)
-    unknown.update(bucket for bucket, _key, _counts in p.swarms.values())
+    unknown.update(
+        bucket for bucket, created, _key, _counts in p.swarms.values() if created is None
+    )
     now = buckets_created(conn, unknown)
 
     def of(bucket: str, created: Created) -> float:
@@ -147,13 +149,13 @@ def add_counts(conn: Connection, p: UsageCounts) -> None:
                 "hour": hour,
                 "info_hash": ih,
                 "bucket": b,
-                "bucket_created": of(b, None),
+                "bucket_created": of(b, created),
                 "key": k.encode("utf-8"),
                 "completed": v[0],
                 "uploaded": v[1],
                 "downloaded": v[2],
             }
-            for (hour, ih), (b, k, v) in p.swarms.items()
+            for (hour, ih), (b, created, k, v) in p.swarms.items()
         ],
         ("hour", "info_hash"),
         ("completed", "uploaded", "downloaded"),

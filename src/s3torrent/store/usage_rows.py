@@ -10,8 +10,10 @@ OP_STORAGE = "StandardStorage"
 
 
 # Which bucket of a name counts are of: its `created_at` (schema._bucket_created). None:
-# the bucket that has the name when the counts are stored (a channel that does not hold the
-# bucket's row: the seeder, the web seed, the swarm samples); NO_BUCKET: none has it.
+# the bucket that has the name when the counts are stored (a count recorded without the
+# bucket's row: CreateBucket's own); NO_BUCKET: none has it. The seeder, the web seed and
+# the swarm samples carry the created_at of the publication they served
+# (TorrentInfo.bucket_created).
 Created = float | None
 NO_BUCKET = 0.0
 
@@ -26,9 +28,8 @@ class UsageCounts:
     objects: dict[tuple[str, Created, str, str], list[int]] = field(default_factory=dict)
     # (hour, bucket, created) -> byte-hours
     storage: dict[tuple[int, str, Created], float] = field(default_factory=dict)
-    # (hour, info-hash hex) -> (bucket, key, [completed, uploaded, downloaded]), of the
-    # bucket that has the name when stored
-    swarms: dict[tuple[int, str], tuple[str, str, list[int]]] = field(default_factory=dict)
+    # (hour, info-hash hex) -> (bucket, created, key, [completed, uploaded, downloaded])
+    swarms: dict[tuple[int, str], tuple[str, Created, str, list[int]]] = field(default_factory=dict)
     # When these counts began to be gathered (wall clock): those of unknown bucket (created
     # None) were recorded since. Infinity: not known (taken as after every creation).
     started: float = math.inf
@@ -54,8 +55,8 @@ class UsageCounts:
             mo[1] += vo[1]
         for ks, vs in other.storage.items():
             self.storage[ks] = self.storage.get(ks, 0.0) + vs
-        for kw, (bucket, key, vw) in other.swarms.items():
-            mw = self.swarms.setdefault(kw, (bucket, key, [0, 0, 0]))[2]
+        for kw, (bucket, created, key, vw) in other.swarms.items():
+            mw = self.swarms.setdefault(kw, (bucket, created, key, [0, 0, 0]))[3]
             for i in range(3):
                 mw[i] += vw[i]
 

@@ -44,6 +44,10 @@ class TorrentInfo:
     last_modified: float
     # Encrypted at rest: its bytes are read and opened, never sent with sendfile.
     sealed: bool = False
+    # The created_at of the bucket the version is of, set by the publication that decided
+    # on it (None: not published): the seeder, the web seed and the swarm samples meter
+    # under it, so an earlier bucket's bytes never go to a later bucket of the name.
+    bucket_created: float | None = None
 
     @property
     def swarm_ids(self) -> tuple[bytes, ...]:

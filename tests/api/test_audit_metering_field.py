@@ -1,0 +1,142 @@
+"""Audit of metering in the field: a bucket name deleted and taken again by another user
+within one flush interval, its torrent bytes (seeder and web seed) of both buckets counted
+in that interval; and the admin swarm endpoint of such a name."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import sqlalchemy as sa
+
+from tests.api.test_admin_api import call
+from tests.api.test_metering import fetch, lt_download
+from tests.conftest import LiveServer, UserKeys, add_user, make_client, start_server
+
+NAME = "field-reused"
+KEY = "disk.img"
+
+
+@dataclass(frozen=True)
+class Generations:
+    """What the two buckets of NAME served in one flush interval, per channel."""
+
+    srv: LiveServer
+    ben: tuple[str, str]
+    first_created: float
+    second_created: float
+    first: tuple[int, int]  # (web seed bytes, seeder bytes) of root's bucket
+    second: tuple[int, int]  # of ben's
+
+
+def _user(srv: LiveServer, name: str) -> UserKeys:
+    keys = add_user(srv, name)
+    deadline = time.monotonic() + 10  # the server reloads users within 3 s
+    while call(srv, "GET", "/_admin/usage", keys=(keys.access_key, keys.secret_key))[0] != 200:
+        assert time.monotonic() < deadline, "the new user was never accepted"
+        time.sleep(0.3)
+    return keys
+
+
+def _serve_torrent(srv: LiveServer, s3: Any, data: bytes, dest: Path) -> tuple[int, int]:
+    """Create NAME, put KEY public, download its torrent from the web seed alone and then
+    from the seeder alone: (web seed bytes, seeder bytes)."""
+    s3.create_bucket(Bucket=NAME)
+    s3.put_object(Bucket=NAME, Key=KEY, Body=data, ACL="public-read")
+    torrent = fetch(f"{srv.endpoint}/{NAME}/{quote(KEY)}?torrent")
+    web = lt_download(torrent, dest / "ws", web_seed=True)
+    peer = lt_download(torrent, dest / "bt", web_seed=False, peer=("127.0.0.1", srv.peer_port))
+    assert web == peer == len(data)
+    return web, peer
+
+
+def _created_at(srv: LiveServer) -> float:
+    """The created_at of the bucket that has NAME now, as the metadata store holds it."""
+    db = sa.create_engine(f"sqlite:///{srv.data_dir / 'metadata.sqlite3'}")
+    try:
+        with db.connect() as conn:
+            row = conn.execute(
+                sa.text("SELECT created_at FROM buckets WHERE name = :n"), {"n": NAME}
+            )
+            return float(row.scalar_one())
+    finally:
+        db.dispose()
+
+
+@pytest.fixture(scope="module")
+def generations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generations]:
+    """Root's bucket NAME serves its torrent, is deleted, and ben's bucket NAME serves its
+    own, all in one flush interval (an hour; the server's shutdown flushes it)."""
+    if os.environ.get("S3TORRENT_TEST_METADATA") == "postgres":
+        pytest.skip("reads the SQLite metadata file")
+    tmp = tmp_path_factory.mktemp("audit-metering-field")
+    srv = start_server(tmp, env={"S3TORRENT_METERING__FLUSH_INTERVAL": "3600"})
+    try:
+        ben = _user(srv, "ben-field")
+        ben_keys = (ben.access_key, ben.secret_key)
+        root_s3 = make_client(srv.endpoint)
+        first = _serve_torrent(srv, root_s3, os.urandom(300_000), tmp / "g1")
+        first_created = _created_at(srv)
+        root_s3.delete_object(Bucket=NAME, Key=KEY)
+        root_s3.delete_bucket(Bucket=NAME)
+        ben_s3 = make_client(srv.endpoint, *ben_keys)
+        second = _serve_torrent(srv, ben_s3, os.urandom(200_000), tmp / "g2")
+        second_created = _created_at(srv)
+        assert second_created > first_created
+        srv.stop()  # the interval's counts are flushed at shutdown
+        srv.start()
+        yield Generations(srv, ben_keys, first_created, second_created, first, second)
+    finally:
+        srv.stop()
+
+
+def _savings(srv: LiveServer, keys: tuple[str, str] | None) -> dict[str, Any]:
+    kw = {} if keys is None else {"keys": keys}
+    status, body = call(srv, "GET", f"/_admin/savings?bucket={NAME}", **kw)
+    assert status == 200, body
+    [item] = [o for o in body["objects"] if o["key"] == KEY]
+    return dict(item)
+
+
+def test_torrent_bytes_of_a_name_taken_again_within_a_flush_go_to_their_own_bucket(
+    generations: Generations,
+) -> None:
+    """Before: the seeder and the web seed recorded by name, and a flush attributed such
+    counts to the bucket that had the name if it had it when the first was recorded: the
+    earlier bucket's last bytes came first, so every torrent byte of that interval, ben's
+    own too, went to no bucket: ben's report showed none of his swarm's origin bytes. Now
+    each count carries the bucket of the publication it served."""
+    g = generations
+    mine = _savings(g.srv, g.ben)
+    assert (mine["web_seed_bytes"], mine["seeder_bytes"]) == g.second
+    assert mine["web_seed_requests"] >= 1 and mine["seeder_requests"] >= 1
+    everything = _savings(g.srv, None)  # root: the name's whole history, each byte once
+    assert everything["web_seed_bytes"] == g.first[0] + g.second[0]
+    assert everything["seeder_bytes"] == g.first[1] + g.second[1]
+
+    db = sa.create_engine(f"sqlite:///{g.srv.data_dir / 'metadata.sqlite3'}")
+    try:
+        with db.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT bucket_created, operation, bytes_out FROM usage_objects"
+                    " WHERE bucket = :n AND operation LIKE 'GetObject-%'"
+                ),
+                {"n": NAME},
+            )
+            by_generation = {(float(c), op): int(b) for c, op, b in rows}
+    finally:
+        db.dispose()
+    # The earlier bucket's bytes are its own too (root's records), not no bucket's.
+    assert by_generation == {
+        (g.first_created, "GetObject-WebSeed"): g.first[0],
+        (g.first_created, "GetObject-BitTorrent"): g.first[1],
+        (g.second_created, "GetObject-WebSeed"): g.second[0],
+        (g.second_created, "GetObject-BitTorrent"): g.second[1],
+    }

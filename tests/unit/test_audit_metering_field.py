@@ -1,0 +1,59 @@
+"""Audit of metering in the field (unit level): swarm samples of a bucket name taken again
+within one flush interval."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from s3torrent.events import EventBus
+from s3torrent.metering.meter import Meter
+from s3torrent.store import metadata as md
+from s3torrent.store.database import Database
+from s3torrent.store.metastore import SqlMetadataStore
+from s3torrent.tracker.registry import SwarmStats
+from tests.unit.test_meter import FakeInfo, FakePublic, FakeRegistry
+
+
+def test_swarm_samples_go_to_the_bucket_of_the_publication(tmp_path: Path) -> None:
+    """Before: a swarm sample was stored under the bucket that had the name at the flush,
+    if it had it since the counts began to be gathered: a sample of a deleted bucket's
+    torrent, flushed after another bucket took the name, went to no bucket (and one of the
+    new bucket's own torrents too). Now it carries its publication's bucket."""
+    db = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    try:
+        meta = SqlMetadataStore(db, EventBus())
+        old_ih, new_ih = b"\x01" * 20, b"\x02" * 20
+        registry = FakeRegistry({old_ih: SwarmStats(0, 0, 0, 0, 0)})
+        public = FakePublic(registry, {})
+        m = Meter(meta, public=public)  # type: ignore[arg-type]
+
+        async def go() -> tuple[float, float]:
+            first = (await meta.create_bucket("x", "amy", "us-east-1", None)).created_at
+            public.by_swarm[old_ih] = FakeInfo("x", "k", first)
+            await m.sample_swarms()  # the baseline
+            registry.stats_by_hash[old_ih] = SwarmStats(1, 0, 0, 0, 700)
+            await m.sample_swarms()
+            await meta.delete_bucket("x")
+            second = (await meta.create_bucket("x", "ben", "us-east-1", None)).created_at
+            public.by_swarm[new_ih] = FakeInfo("x", "k", second)
+            registry.stats_by_hash[new_ih] = SwarmStats(0, 0, 0, 0, 0)
+            await m.sample_swarms()
+            registry.stats_by_hash[new_ih] = SwarmStats(1, 0, 0, 0, 300)
+            await m.sample_swarms()
+            await m.flush()
+            return first, second
+
+        first, second = asyncio.run(go())
+        t = md.usage_swarms
+        stored = db.read_sync(
+            lambda c: sorted(
+                (float(r[0]), int(r[1]))
+                for r in c.execute(sa.select(t.c.bucket_created, t.c.downloaded))
+            )
+        )
+        assert stored == [(first, 700), (second, 300)]
+    finally:
+        db.close()
