@@ -140,3 +140,17 @@ def test_torrent_bytes_of_a_name_taken_again_within_a_flush_go_to_their_own_buck
         (g.second_created, "GetObject-WebSeed"): g.second[0],
         (g.second_created, "GetObject-BitTorrent"): g.second[1],
     }
+
+
+def test_the_swarm_endpoint_shows_the_bucket_that_has_the_name(generations: Generations) -> None:
+    """Before: the admin swarm endpoint added up the metered bytes of every bucket the name
+    had, so the console showed ben's object with root's earlier object's origin bytes, unlike
+    every usage report of the bucket. Now its counts are the current bucket's, and the name's
+    history is apart (`name_history`)."""
+    g = generations
+    status, doc = call(g.srv, "GET", f"/_admin/torrent/swarm?bucket={NAME}&key={quote(KEY)}")
+    assert status == 200, doc
+    mine = _savings(g.srv, g.ben)
+    assert doc["origin_bytes"] == sum(g.second) == mine["origin_bytes"]
+    assert doc["peer_bytes"] == mine["offloaded_bytes"]
+    assert doc["name_history"]["origin_bytes"] == sum(g.first) + sum(g.second)

@@ -297,9 +297,21 @@ _SCHEMAS: dict[str, Any] = {
                     "bytes_sent": {"type": "integer"},
                 },
             },
-            "origin_bytes": {"type": "integer", "description": "Metered: GET, web seed, seeder"},
+            "origin_bytes": {
+                "type": "integer",
+                "description": "Metered: GET, web seed, seeder (the bucket that has the name)",
+            },
             "peer_bytes": {"type": "integer", "description": "Metered: what peers delivered"},
             "swarm_downloaded": {"type": "integer"},
+            "name_history": {
+                "type": "object",
+                "description": "The same metered counts over every bucket the name had",
+                "properties": {
+                    "origin_bytes": {"type": "integer"},
+                    "peer_bytes": {"type": "integer"},
+                    "swarm_downloaded": {"type": "integer"},
+                },
+            },
         },
     },
 }

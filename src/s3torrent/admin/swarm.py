@@ -4,7 +4,8 @@ what the origin seeder sent, and the metered origin and swarm bytes.
 The torrent state alone (torrents.py) says whether peers could share the object; this says
 whether they do, right now, from the three places that know: the tracker registry (peers
 announcing), the seeder (pieces it sent) and the meter (bytes by channel, from the savings
-report).
+report): of the bucket that has the name now, as its owner's reports show them, and apart
+(`name_history`) of every bucket the name had.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from s3torrent.admin.call import AdminCall
 from s3torrent.admin.torrents import sealing_of, torrent_report
-from s3torrent.metering.usage import load_savings
+from s3torrent.metering.usage import ObjectSavings, savings
 from s3torrent.s3.errors import S3Error
 
 
@@ -64,16 +65,27 @@ async def show_swarm(call: AdminCall) -> web.StreamResponse:
     if report is None:
         raise S3Error("NoSuchKey", f"no such object: {bucket}/{key}")
     hex_hashes = [report[k] for k in ("info_hash_v1", "info_hash_v2") if k in report]
-    items = await load_savings(svc.meta, buckets=frozenset({bucket}), key=key)
-    mine = [i for i in items if i.key == key]
+    row = await svc.meta.bucket(bucket)
+    if row is None:
+        raise S3Error("NoSuchKey", f"no such object: {bucket}/{key}")
+    traffic = await svc.meta.traffic(frozenset({bucket}), key, False)
     body: dict[str, Any] = {
         "bucket": bucket,
         "key": key,
         "state": report["state"],
         "tracker": await _tracker_counts(call, hex_hashes),
         "seeder": _seeder_counts(call, hex_hashes),
+        **_metered(savings(traffic, 0.0, {bucket: row.created_at}), key),
+        "name_history": _metered(savings(traffic, 0.0), key),
+    }
+    return web.json_response(body)
+
+
+def _metered(items: list[ObjectSavings], key: str) -> dict[str, int]:
+    """The metered bytes of the key among items (one bucket's, or a name's history)."""
+    mine = [i for i in items if i.key == key]
+    return {
         "origin_bytes": sum(i.origin_bytes for i in mine),
         "peer_bytes": sum(i.offloaded_bytes for i in mine),
         "swarm_downloaded": sum(i.swarm_downloaded for i in mine),
     }
-    return web.json_response(body)
