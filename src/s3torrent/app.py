@@ -573,6 +573,7 @@ class Node:
         self._tasks.append(asyncio.create_task(self._sweep_tracker()))
         if owner:  # clean-ups of the node's data: once per machine
             self._tasks.append(asyncio.create_task(self._sweep_seal_records()))
+            self._tasks.append(asyncio.create_task(self._sweep_orphan_blobs()))
             self._tasks.append(
                 asyncio.create_task(expire_uploads_forever(self.svc.store, self.settings.storage))
             )
@@ -626,6 +627,17 @@ class Node:
             await asyncio.sleep(self.settings.storage.upload_cleanup_interval)
             with logged_failure(log, "encryption key record cleanup"):
                 await self.svc.meta.drop_unreferenced_seal_records(time.time() - 3600)
+
+    async def _sweep_orphan_blobs(self) -> None:
+        """Blobs no row references, put in place long enough ago that no write in flight
+        can be theirs (ObjectStore.sweep_orphans): what a worker that died left."""
+        storage = self.settings.storage
+        while True:
+            await asyncio.sleep(storage.upload_cleanup_interval)
+            with logged_failure(log, "orphan blob sweep"):
+                await asyncio.get_running_loop().run_in_executor(
+                    self.svc.executor, self.svc.store.sweep_orphans, storage.orphan_grace
+                )
 
     def reopen_logs(self) -> None:
         """SIGUSR1: the access log file is opened again by its name (log rotation)."""

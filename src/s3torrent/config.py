@@ -138,6 +138,12 @@ class StorageSettings(Section):
     abandoned_upload_days: float = 7.0
     """Multipart uploads older than this many days are aborted and their parts removed."""
     upload_cleanup_interval: float = Field(default=3600.0, gt=0)
+    """Seconds between the clean-ups of abandoned uploads and of orphan blobs."""
+    orphan_grace: float = Field(default=3600.0, gt=0)
+    """Seconds a blob no metadata row references is left for a write in flight (its blob is
+    put in place a moment before its row is committed, on any worker or node) before the
+    periodic sweep removes it; two sweeps in a row must find it so. What a worker killed
+    between the two left is so removed while the others serve."""
     reserve_bytes: int = 64 * MiB
     """Space kept in a reserve file in data_dir so deletes can commit on a full disk (0: none)."""
 

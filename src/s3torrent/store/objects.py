@@ -76,6 +76,9 @@ class ObjectStore:
         self.blobs = blobs
         self.executor = executor
         self.blob_delete_delay = blob_delete_delay
+        # Blobs the last sweep_orphans found old and unreferenced: removed if the next
+        # finds them so again.
+        self._sweep_suspects: set[str] = set()
         # The data directory's full-disk state (None: nothing local to fill, e.g. S3 blobs).
         self.space = space
         self._pending_deletes: set[asyncio.TimerHandle] = set()
@@ -450,15 +453,36 @@ class ObjectStore:
     def cleanup_orphans(self) -> tuple[int, int]:
         """At start: drop temporary blobs and blobs that no metadata row references."""
         tmp = self.blobs.clean_temporary()
-        referenced = self.meta.referenced_blob_ids()
-        orphans = 0
-        for vid in self.blobs.list_ids():
-            if vid not in referenced:
-                self.blobs.delete(vid)
-                orphans += 1
+        orphans = self._unreferenced(self.blobs.list_ids())
+        for vid in orphans:
+            self.blobs.delete(vid)
         if tmp or orphans:
-            log.info("startup cleanup: %d temporary and %d orphan blobs removed", tmp, orphans)
-        return tmp, orphans
+            log.info("startup cleanup: %d temporary and %d orphan blobs removed", tmp, len(orphans))
+        return tmp, len(orphans)
+
+    def _unreferenced(self, ids: list[str]) -> set[str]:
+        """Those of these blob ids no metadata row references (read after they were listed:
+        a row committed meanwhile counts)."""
+        if not ids:
+            return set()
+        return set(ids) - self.meta.referenced_blob_ids()
+
+    def sweep_orphans(self, grace: float) -> int:
+        """While others write: drop the blobs that no metadata row references, put in place
+        more than `grace` seconds ago and found so by the previous sweep too; return how
+        many. A blob is renamed into place a moment before its row is committed, so one
+        younger than the grace may be a write in flight, of any process or node; older and
+        unreferenced twice in a row, it is one a writer that died left (a worker killed
+        between its rename and its commit, or before its delete of a blob it had freed),
+        which until 2026-12-08 stayed until a fresh start of the whole server."""
+        suspects = self._unreferenced(self.blobs.list_ids(older_than=time.time() - grace))
+        doomed = suspects & self._sweep_suspects
+        self._sweep_suspects = suspects - doomed
+        for vid in doomed:
+            self.blobs.delete(vid)
+        if doomed:
+            log.info("orphan sweep: %d blobs no row references removed", len(doomed))
+        return len(doomed)
 
     def cleanup_abandoned(self) -> int:
         """At the start of a worker started again while the others write: drop temporary

@@ -42,7 +42,10 @@ class BlobStore(Protocol):
 
     def delete(self, version_id: str) -> None: ...
 
-    def list_ids(self) -> list[str]: ...
+    def list_ids(self, older_than: float | None = None) -> list[str]:
+        """The committed blobs' ids; with `older_than` (epoch seconds), only of blobs put
+        in place before then (a backend may leave out younger ones of its own accord)."""
+        ...
 
     def clean_temporary(self) -> int:
         """Remove blobs of writes that never committed (after a crash); return how many.

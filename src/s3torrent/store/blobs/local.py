@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +142,20 @@ class LocalBlobStore:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path_for(version_id))
 
-    def list_ids(self) -> list[str]:
-        return [p.name for p in self.blob_dir.glob("*/*/*") if p.is_file()]
+    def list_ids(self, older_than: float | None = None) -> list[str]:
+        """Blob ids; with `older_than`, of files renamed into place (their change time,
+        which the rename sets) and last written before it."""
+        ids = []
+        for p in self.blob_dir.glob("*/*/*"):
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if older_than is None or max(st.st_ctime, st.st_mtime) < older_than:
+                ids.append(p.name)
+        return ids
 
     def prepare(self) -> None:
         """Nothing to create: the directories exist from the constructor on."""

@@ -381,10 +381,12 @@ class S3BlobStore:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             yield from page.get("Contents", [])
 
-    def list_ids(self) -> list[str]:
+    def list_ids(self, older_than: float | None = None) -> list[str]:
         """Blob ids older than the grace period (younger ones may be another node's write
-        between its blob commit and its metadata commit)."""
+        between its blob commit and its metadata commit), and than `older_than`."""
         cutoff = self._clock() - self.orphan_grace
+        if older_than is not None:
+            cutoff = min(cutoff, older_than)
         base = f"{self.prefix}blobs/"
         return [
             item["Key"][len(base) :]
