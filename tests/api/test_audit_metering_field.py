@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
+from botocore.exceptions import ClientError
 
 from tests.api.test_admin_api import call
 from tests.api.test_metering import fetch, lt_download
@@ -154,3 +156,64 @@ def test_the_swarm_endpoint_shows_the_bucket_that_has_the_name(generations: Gene
     assert doc["origin_bytes"] == sum(g.second) == mine["origin_bytes"]
     assert doc["peer_bytes"] == mine["offloaded_bytes"]
     assert doc["name_history"]["origin_bytes"] == sum(g.first) + sum(g.second)
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    s = start_server(tmp_path_factory.mktemp("audit-metering-field-plain"))
+    yield s
+    s.stop()
+
+
+def _usage(
+    srv: LiveServer, bucket: str, keys: tuple[str, str] | None
+) -> dict[tuple[str, str], float]:
+    kw = {} if keys is None else {"keys": keys}
+    status, body = call(srv, "GET", f"/_admin/usage?bucket={bucket}&by=hour", **kw)
+    assert status == 200, body
+    out: dict[tuple[str, str], float] = {}
+    for r in body["rows"]:
+        k = (r["Operation"], r["UsageType"])
+        out[k] = out.get(k, 0) + r["UsageValue"]
+    return out
+
+
+def test_access_denied_to_others_is_not_billed_to_the_owner(plain: LiveServer) -> None:
+    """S3 bills a bucket owner no AccessDenied (403) of a request from outside the owner's
+    account, nor any 5XX answer (Billing for Amazon S3 error responses). Before: every 403
+    an anonymous caller or another user got on a private bucket was in its owner's report
+    (a request and its error body's bytes): anyone could inflate a private bucket's usage
+    without bounds. Now such requests are counted apart from the bucket (root and admins
+    still see them under its name); the owner's own requests, errors included, are billed."""
+    carol = _user(plain, "carol-field")
+    dave = _user(plain, "dave-field")
+    c_keys, d_keys = (carol.access_key, carol.secret_key), (dave.access_key, dave.secret_key)
+    bucket = "private-field"
+    c_s3 = make_client(plain.endpoint, *c_keys)
+    c_s3.create_bucket(Bucket=bucket)
+    c_s3.put_object(Bucket=bucket, Key="secret", Body=b"x" * 100)
+    url = f"{plain.endpoint}/{bucket}/secret"
+    for _ in range(3):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            fetch(url)
+        assert err.value.code == 403
+    d_s3 = make_client(plain.endpoint, *d_keys)
+    for _ in range(2):
+        with pytest.raises(ClientError) as denied:
+            d_s3.get_object(Bucket=bucket, Key="secret")
+        assert denied.value.response["Error"]["Code"] == "AccessDenied"
+    with pytest.raises(ClientError):
+        c_s3.get_object(Bucket=bucket, Key="missing")  # her own 404: billed, as S3 does
+    assert c_s3.get_object(Bucket=bucket, Key="secret")["Body"].read() == b"x" * 100
+
+    def everything() -> float:
+        return _usage(plain, bucket, None).get(("GetObject", "Requests-Tier2"), 0)
+
+    deadline = time.monotonic() + 15
+    while everything() < 7:
+        assert time.monotonic() < deadline, _usage(plain, bucket, None)
+        time.sleep(0.3)
+    assert everything() == 7  # root: every request on the name
+    mine = _usage(plain, bucket, c_keys)
+    assert mine[("GetObject", "Requests-Tier2")] == 2
+    assert mine[("GetObject", "DataTransfer-Out-Bytes")] < 100 + 1000  # her 404's body too

@@ -9,7 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from s3torrent.events import EventBus
-from s3torrent.metering.meter import Meter
+from s3torrent.metering.meter import CLIENT_CLOSED, Meter, billed_to_owner
 from s3torrent.store import metadata as md
 from s3torrent.store.database import Database
 from s3torrent.store.metastore import SqlMetadataStore
@@ -57,3 +57,17 @@ def test_swarm_samples_go_to_the_bucket_of_the_publication(tmp_path: Path) -> No
         assert stored == [(first, 700), (second, 300)]
     finally:
         db.close()
+
+
+def test_refusals_s3_does_not_bill_are_not_the_owner_s() -> None:
+    """5XX answers and AccessDenied to anyone but the owner are not billed to the bucket's
+    owner (S3's "Billing for Amazon S3 error responses"); the rest is, a client that went
+    away mid-answer (499) included."""
+    owner, other = "a" * 64, "b" * 64
+    assert not billed_to_owner(403, None, owner)
+    assert not billed_to_owner(403, other, owner)
+    assert billed_to_owner(403, owner, owner)
+    for status in (500, 503):
+        assert not billed_to_owner(status, owner, owner)
+    for status in (200, 206, 304, 404, 412, 416, CLIENT_CLOSED):
+        assert billed_to_owner(status, None, owner)
