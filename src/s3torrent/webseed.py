@@ -35,7 +35,7 @@ from aiohttp import web
 from s3torrent.anonymous_reads import AnonymousReads, cut_transport, reset_transport
 from s3torrent.corking import corked
 from s3torrent.forwarding import client_address
-from s3torrent.metering.meter import CLIENT_CLOSED, OP_WEBSEED
+from s3torrent.metering.meter import CLIENT_CLOSED, OP_WEBSEED, billed_to_owner
 from s3torrent.peer.web_hold import held_agent, keep_holding
 from s3torrent.roles import client_connection
 from s3torrent.s3.errors import S3Error
@@ -43,6 +43,7 @@ from s3torrent.s3.ranges import parse_range
 from s3torrent.s3.validators import requested_range
 from s3torrent.store.objects import ObjectStore
 from s3torrent.store.sealed_format import TamperedBlob
+from s3torrent.store.usage_rows import NO_BUCKET
 from s3torrent.torrent.catalog import WEB_SEED_PATH
 
 if TYPE_CHECKING:
@@ -119,6 +120,7 @@ class WebSeed:
             info = admitted[0]
             if self.meter is not None and info is not None:
                 ok = status < 300 or status == CLIENT_CLOSED
+                billed = billed_to_owner(status, by_owner=False)  # anonymous
                 self.meter.record(
                     info.bucket,
                     OP_WEBSEED,
@@ -127,7 +129,7 @@ class WebSeed:
                     0,
                     time.perf_counter() - started,
                     info.key if ok else None,
-                    created=info.bucket_created,
+                    created=info.bucket_created if billed else NO_BUCKET,
                 )
 
     async def relay(

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 import sqlalchemy as sa
 from botocore.exceptions import ClientError
+from fastbencode import bdecode  # type: ignore[attr-defined]
 
 from tests.api.test_admin_api import call
 from tests.api.test_metering import fetch, lt_download
@@ -217,3 +218,37 @@ def test_access_denied_to_others_is_not_billed_to_the_owner(plain: LiveServer) -
     mine = _usage(plain, bucket, c_keys)
     assert mine[("GetObject", "Requests-Tier2")] == 2
     assert mine[("GetObject", "DataTransfer-Out-Bytes")] < 100 + 1000  # her 404's body too
+
+
+def test_web_seed_refusals_are_not_billed_as_pieces(plain: LiveServer) -> None:
+    """The web seed refuses (503, Retry-After) a range whose first piece the swarm has
+    already. Before: each refusal was in the owner's report as a GetObject-WebSeed request,
+    so any client could inflate it at no cost to the origin; S3 bills no 5XX answer. Now
+    only the answers that carried pieces are the owner's (root still sees every request)."""
+    from tests.api.test_webseed_refusal import _get
+
+    erin = _user(plain, "erin-field")
+    e_keys = (erin.access_key, erin.secret_key)
+    bucket = "webseed-field"
+    e_s3 = make_client(plain.endpoint, *e_keys)
+    e_s3.create_bucket(Bucket=bucket)
+    data = os.urandom(1 << 20)
+    e_s3.put_object(Bucket=bucket, Key="w.bin", Body=data, ACL="public-read")
+    meta = bdecode(fetch(f"{plain.endpoint}/{bucket}/w.bin?torrent"))
+    [url] = [u.decode() for u in meta[b"url-list"]]
+    piece = int(meta[b"info"][b"piece length"])
+    assert _get(url, 0, piece - 1) == (206, data[:piece])
+    for _ in range(3):
+        assert _get(url, 0, piece - 1)[0] == 503
+
+    def everything() -> float:
+        return _usage(plain, bucket, None).get(("GetObject-WebSeed", "Requests-Tier2"), 0)
+
+    deadline = time.monotonic() + 15
+    while everything() < 4:
+        assert time.monotonic() < deadline, _usage(plain, bucket, None)
+        time.sleep(0.3)
+    assert everything() == 4
+    mine = _usage(plain, bucket, e_keys)
+    assert mine[("GetObject-WebSeed", "Requests-Tier2")] == 1
+    assert mine[("GetObject-WebSeed", "DataTransfer-Out-Bytes")] == piece

@@ -493,15 +493,14 @@ def edge_recorder(
     return functools.partial(_record, meter)
 
 
-def billed_to_owner(status: int, caller: str | None, owner: str) -> bool:
-    """Whether S3 bills a bucket's owner for a request of `caller` (canonical id, None:
-    anonymous) answered with `status`: not a 5XX answer, nor an AccessDenied (403) of a
-    request from outside the owner's account (since 2024, "Billing for Amazon S3 error
-    responses"). Until 2026-12-08 both were in the owner's report, so anyone could inflate
-    a private bucket's usage without bounds with requests it refused."""
-    if status >= 500:
-        return False
-    return status != 403 or caller == owner
+def billed_to_owner(status: int, *, by_owner: bool) -> bool:
+    """Whether S3 bills a bucket's owner for a request answered with `status` (`by_owner`:
+    the owner made it): not a 5XX answer, nor an AccessDenied (403) of a request from
+    outside the owner's account (since 2024, "Billing for Amazon S3 error responses").
+    Until 2026-12-08 both were in the owner's report, so anyone could inflate a private
+    bucket's usage without bounds with requests it refused, and the web seed's refusals
+    (503, the swarm has the piece) were billed as pieces."""
+    return status < 500 and (status != 403 or by_owner)
 
 
 def _record(
@@ -523,7 +522,8 @@ def _record(
     created: Created = None
     if bucket_row is not None:
         bucket, created = bucket_row.name, bucket_row.created_at
-        if not billed_to_owner(status, s3req.principal.canonical_id, bucket_row.owner_id):
+        by_owner = s3req.principal.canonical_id == bucket_row.owner_id
+        if not billed_to_owner(status, by_owner=by_owner):
             created = NO_BUCKET  # counted under the name (admins see it), not the bucket's
     elif operation == "CreateBucket" and status < 300:
         bucket = s3req.target.bucket  # the bucket just created has the name
