@@ -4,6 +4,7 @@ within one flush interval."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -69,3 +70,53 @@ def test_refusals_s3_does_not_bill_are_not_the_owner_s() -> None:
         assert not billed_to_owner(status, by_owner=True)
     for status in (200, 206, 304, 404, 412, 416, CLIENT_CLOSED):
         assert billed_to_owner(status, by_owner=False)
+
+
+def test_the_orphan_sweep_removes_only_blobs_unreferenced_and_old_twice(tmp_path: Path) -> None:
+    """A blob no row names goes at the second sweep that finds it older than the grace; one
+    younger than the grace (a write in flight) is not even listed, and one a row names, or
+    whose row was committed between the two sweeps, stays."""
+    import concurrent.futures
+    import os
+
+    from s3torrent.store.blobs.local import LocalBlobStore
+    from s3torrent.store.objects import ObjectStore
+
+    db = Database(f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    pool = concurrent.futures.ThreadPoolExecutor(2)
+    try:
+        meta = SqlMetadataStore(db, EventBus())
+        blobs = LocalBlobStore(tmp_path / "data", fsync=False)
+        store = ObjectStore(meta, blobs, executor=pool)
+
+        def blob(vid: str) -> None:
+            w = blobs.new_writer()
+            w.write(b"x" * 10)
+            w.commit(vid)
+
+        def row(vid: str) -> None:
+            db.write_sync(
+                lambda c: c.execute(
+                    md.objects.insert(),
+                    [md.ObjectVersion("b", vid, vid, 10, '"e"', 0.0, "o").to_row()],
+                )
+            )
+
+        for vid in ("orphan", "named", "late"):
+            blob(vid)
+        row("named")
+        # Just after the last of them was put in place (file times are coarse: a tick).
+        old = os.stat(blobs.path_for("late")).st_ctime + 1e-6
+        assert store.sweep_orphans(3600.0) == 0  # all younger than the grace
+        assert store.sweep_orphans(0.0) == 0  # first found: suspects only
+        row("late")  # its row comes between the two sweeps
+        time.sleep(0.05)
+        blob("young")  # put in place after the first sweep
+        assert sorted(blobs.list_ids(older_than=old)) == ["late", "named", "orphan"]
+        assert store.sweep_orphans(0.0) == 1
+        assert sorted(blobs.list_ids()) == ["late", "named", "young"]
+        assert store.sweep_orphans(0.0) == 1  # "young", found by the last sweep too
+        assert sorted(blobs.list_ids()) == ["late", "named"]
+    finally:
+        pool.shutdown()
+        db.close()
