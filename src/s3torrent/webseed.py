@@ -40,7 +40,8 @@ from s3torrent.peer.web_hold import held_agent, keep_holding
 from s3torrent.roles import client_connection
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ranges import parse_range
-from s3torrent.s3.validators import requested_range
+from s3torrent.s3.validators import raise_failed_condition, requested_range
+from s3torrent.s3.xml import http_date
 from s3torrent.store.objects import ObjectStore
 from s3torrent.store.sealed_format import TamperedBlob
 from s3torrent.store.usage_rows import NO_BUCKET
@@ -198,7 +199,11 @@ class WebSeed:
         obj = await self.store.meta.object_by_version(info.version_id)
         if obj is None or obj.size != info.hashes.length:
             return web.Response(status=404, text="no such object\n")
+        validators = {"ETag": obj.etag, "Last-Modified": http_date(obj.last_modified)}
         try:
+            # Its conditions as a GET of the object's own URL has them evaluated (RFC 9110
+            # 13.2.1), before the offload policy: a 304 or 412 costs the origin nothing.
+            raise_failed_condition(request.headers, obj.etag, obj.last_modified, lambda: validators)
             rng = parse_range(requested_range(request.headers, obj), obj.size)
         except S3Error as err:
             return web.Response(status=err.status, headers=err.headers)
@@ -206,7 +211,7 @@ class WebSeed:
         headers = {
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",
-            "ETag": obj.etag,
+            **validators,
         }
         status = 200
         if rng is not None:

@@ -30,7 +30,7 @@ from s3torrent.s3.ops.objects import (
 from s3torrent.s3.ops.ownership import write_owner
 from s3torrent.s3.refusals import check_expected_owner
 from s3torrent.s3.server import S3Request
-from s3torrent.s3.validators import etag_matches, parse_http_date
+from s3torrent.s3.validators import failed_condition
 from s3torrent.s3.versioning import (
     NO_LOCK,
     RequestedLock,
@@ -45,6 +45,8 @@ from s3torrent.store.conditions import NO_CONDITION, WriteCondition
 from s3torrent.store.sealing import CustomerKey, SealSpec
 
 MAX_COPY_SIZE = 5 * 1024**3
+# The prefix of the copy source's conditions (x-amz-copy-source-if-match, ...).
+_COPY_SOURCE = "x-amz-copy-source-"
 
 _ILLEGAL_SELF_COPY = (
     "This copy request is illegal because it is trying to copy an object to itself without "
@@ -133,29 +135,9 @@ def check_may_read_tags(req: S3Request, bucket: md.Bucket, src: md.ObjectVersion
 
 def check_copy_conditions(headers: Mapping[str, str], obj: md.ObjectVersion) -> None:
     """x-amz-copy-source-if-*: any that fails is 412 (a match beats a stale date, as in S3)."""
-    lm = int(obj.last_modified)
-
-    def failed(name: str) -> S3Error:
-        return S3Error("PreconditionFailed", extra={"Condition": f"x-amz-copy-source-{name}"})
-
-    if_match = headers.get("x-amz-copy-source-if-match")
-    if if_match is not None:
-        if not etag_matches(if_match, obj.etag):
-            raise failed("If-Match")
-    else:
-        ius = headers.get("x-amz-copy-source-if-unmodified-since")
-        t = parse_http_date(ius) if ius else None
-        if t is not None and lm > t:
-            raise failed("If-Unmodified-Since")
-    if_none = headers.get("x-amz-copy-source-if-none-match")
-    if if_none is not None:
-        if etag_matches(if_none, obj.etag, weak=True):
-            raise failed("If-None-Match")
-    else:
-        ims = headers.get("x-amz-copy-source-if-modified-since")
-        t = parse_http_date(ims) if ims else None
-        if t is not None and lm <= t:
-            raise failed("If-Modified-Since")
+    failed = failed_condition(headers, obj.etag, obj.last_modified, prefix=_COPY_SOURCE)
+    if failed is not None:
+        raise S3Error("PreconditionFailed", extra={"Condition": _COPY_SOURCE + failed})
 
 
 async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:

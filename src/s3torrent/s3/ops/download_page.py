@@ -12,8 +12,6 @@ from __future__ import annotations
 import html
 import json
 
-from aiohttp import web
-
 from s3torrent.torrent.catalog import TorrentInfo
 
 # The page's own script: it reads its configuration from the JSON block, never from markup.
@@ -187,9 +185,10 @@ web seed as the fallback.</p>
 """
 
 
-def download_page_response(
-    info: TorrentInfo, webtorrent_url: str, ice_servers: list[str] | None, head: bool
-) -> web.StreamResponse:
+def download_page_answer(
+    info: TorrentInfo, webtorrent_url: str, ice_servers: list[str] | None
+) -> tuple[bytes, dict[str, str]]:
+    """The page's body and its headers."""
     body = download_page(info, webtorrent_url, ice_servers).encode("utf-8")
     headers = {
         "Content-Type": "text/html; charset=utf-8",
@@ -197,8 +196,4 @@ def download_page_response(
         "Cache-Control": "no-cache",
         "X-Content-Type-Options": "nosniff",
     }
-    if head:
-        resp = web.StreamResponse(status=200, headers=headers)
-        resp.content_length = len(body)
-        return resp
-    return web.Response(status=200, body=body, headers=headers)
+    return body, headers

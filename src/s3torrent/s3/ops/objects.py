@@ -39,7 +39,7 @@ from s3torrent.s3.quick import QuickHandOver, is_quick
 from s3torrent.s3.ranges import ByteRange, parse_range
 from s3torrent.s3.routing import Endpoint
 from s3torrent.s3.server import S3Request
-from s3torrent.s3.validators import etag_matches, parse_http_date, requested_range
+from s3torrent.s3.validators import raise_failed_condition, requested_range
 from s3torrent.s3.versioning import (
     NO_LOCK,
     RequestedLock,
@@ -275,27 +275,11 @@ def check_conditions(
     obj: md.ObjectVersion,
     overrides: Mapping[str, str] = _NO_OVERRIDES,
 ) -> None:
-    """If-Match / If-Unmodified-Since → 412; If-None-Match / If-Modified-Since → 304 (RFC 7232)
+    """If-Match / If-Unmodified-Since → 412; If-None-Match / If-Modified-Since → 304 (RFC 9110)
     with `not_modified_headers` (`overrides`: the request's response-* headers)."""
-    lm = int(obj.last_modified)
-    if_match = headers.get("If-Match")
-    if if_match is not None:
-        if not etag_matches(if_match, obj.etag):
-            raise S3Error("PreconditionFailed", extra={"Condition": "If-Match"})
-    else:
-        ius = headers.get("If-Unmodified-Since")
-        t = parse_http_date(ius) if ius else None
-        if t is not None and lm > t:
-            raise S3Error("PreconditionFailed", extra={"Condition": "If-Unmodified-Since"})
-    if_none = headers.get("If-None-Match")
-    if if_none is not None:
-        if etag_matches(if_none, obj.etag, weak=True):
-            raise S3Error("NotModified", headers=not_modified_headers(obj, overrides))
-    else:
-        ims = headers.get("If-Modified-Since")
-        t = parse_http_date(ims) if ims else None
-        if t is not None and lm <= t:
-            raise S3Error("NotModified", headers=not_modified_headers(obj, overrides))
+    raise_failed_condition(
+        headers, obj.etag, obj.last_modified, lambda: not_modified_headers(obj, overrides)
+    )
 
 
 # ---- conditional writes ----

@@ -12,9 +12,10 @@ from aiohttp import web
 from s3torrent.publication import Refusal, torrent_refusal
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
-from s3torrent.s3.ops.download_page import download_page_response
+from s3torrent.s3.ops.download_page import download_page_answer
 from s3torrent.s3.params import ObjectReadParams
 from s3torrent.s3.server import S3Request
+from s3torrent.s3.validators import raise_failed_condition
 from s3torrent.torrent.catalog import (
     MagnetForm,
     TorrentInfo,
@@ -128,22 +129,40 @@ async def get_object_torrent(svc: S3Context, req: S3Request) -> web.StreamRespon
     assert isinstance(params, ObjectReadParams)
     if params.torrent_format == "html":
         torrent = svc.settings.torrent
-        return download_page_response(
-            info,
-            torrent.webtorrent_script_url,
-            torrent.webtorrent_ice_servers,
-            head=req.http.method == "HEAD",
+        body, headers = download_page_answer(
+            info, torrent.webtorrent_script_url, torrent.webtorrent_ice_servers
         )
-    if params.torrent_format == "magnet":
+    elif params.torrent_format == "magnet":
         form = magnet_form(params.magnet_form, info)
-        text = svc.torrents.magnet(info, base, req.bucket.settings, form) + "\n"
-        return web.Response(text=text, content_type="text/plain")
-    body = svc.torrents.torrent_file(info, base, req.bucket.settings)
-    headers = {
-        "Content-Type": "application/x-bittorrent",
-        "Content-Disposition": content_disposition(info.name),
-        "ETag": '"' + hashlib.md5(body).hexdigest() + '"',
-    }
+        body = (svc.torrents.magnet(info, base, req.bucket.settings, form) + "\n").encode()
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+    else:
+        body = svc.torrents.torrent_file(info, base, req.bucket.settings)
+        headers = {
+            "Content-Type": "application/x-bittorrent",
+            "Content-Disposition": content_disposition(info.name),
+        }
+    return conditional_answer(req, body, headers)
+
+
+# What a 304 of a generated document carries of its 200 (RFC 9110 15.4.5).
+_NOT_MODIFIED = ("ETag", "Cache-Control")
+
+
+def conditional_answer(req: S3Request, body: bytes, headers: dict[str, str]) -> web.StreamResponse:
+    """A generated document's answer (a .torrent, a magnet link, the download page) under
+    the request's conditions: its ETag is its body's MD5, so a cache revalidating it with
+    If-None-Match is told 304 while it is unchanged, and If-Match fails with 412 once it
+    changed. It has no Last-Modified (it changes with the bucket's settings and the node's
+    address as well as with the object), so the date conditions are ignored (RFC 9110
+    13.1.3, 13.1.4)."""
+    etag = '"' + hashlib.md5(body).hexdigest() + '"'
+    headers["ETag"] = etag
+
+    def not_modified() -> dict[str, str]:
+        return {k: v for k in _NOT_MODIFIED if (v := headers.get(k)) is not None}
+
+    raise_failed_condition(req.http.headers, etag, None, not_modified)
     if req.http.method == "HEAD":
         # A StreamResponse: web.Response refuses an explicit Content-Length without a body.
         resp = web.StreamResponse(status=200, headers=headers)

@@ -1,0 +1,116 @@
+"""Reads and what a browser touches (audit h7, 2026-12-08): the web seed's and `?torrent`'s
+conditional requests, Range syntax on both read paths, PutBucketCors validation and browser
+form uploads (POST Object) with fields that change what is stored."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from tests.api.test_audit_conditional_reads import (
+    BIG,
+    FUTURE,
+    PAST,
+    expected_status,
+    header_of,
+    status_of,
+    web_seed_target,
+)
+from tests.api.test_quick_reads import exchange
+from tests.conftest import LiveServer
+
+
+@pytest.fixture
+def public(s3: Any, bucket: str) -> str:
+    s3.put_object(Bucket=bucket, Key="big", Body=BIG, ACL="public-read")
+    return bucket
+
+
+# ---- conditions on the web seed and on ?torrent ----
+
+
+def test_the_web_seed_evaluates_every_precondition(
+    server: LiveServer, s3: Any, public: str
+) -> None:
+    """The web seed answers with the object's ETag (and honoured If-Range) but ignored
+    If-Match, If-None-Match and the dates: a cache revalidating a web-seed URL was sent the
+    whole object again, and a client that asked for a range only if the object was still
+    the one it knew (If-Match) was sent another one's bytes. Now the same evaluation as a
+    GET of the object (HEAD, which the offload policy never refuses, for the matrix)."""
+    head = s3.head_object(Bucket=public, Key="big")
+    etag = head["ETag"]
+    target = web_seed_target(server.endpoint, public, "big")
+    choices = {
+        "If-Match": [None, etag, '"0"', "*"],
+        "If-Unmodified-Since": [None, PAST, FUTURE],
+        "If-None-Match": [None, etag, '"0"'],
+        "If-Modified-Since": [None, PAST, FUTURE],
+        "Range": [None, "bytes=5-9"],
+    }
+    for values in itertools.product(*choices.values()):
+        headers = {k: v for k, v in zip(choices, values, strict=True) if v is not None}
+        want = expected_status(headers, etag)
+        (answer,) = exchange(server, [("HEAD", target, headers)])
+        assert status_of(answer) == want, headers
+        if want == 304:
+            assert header_of(answer, "ETag") == etag
+            assert (
+                header_of(answer, "Last-Modified")
+                == head["ResponseMetadata"]["HTTPHeaders"]["last-modified"]
+            )
+    # GET: a 304 has no body, a 412 sends none of the object.
+    (fresh,) = exchange(server, [("GET", target, {"If-None-Match": etag})])
+    assert status_of(fresh) == 304 and fresh[1] == b""
+    (stale,) = exchange(server, [("GET", target, {"If-Match": '"0"', "Range": "bytes=0-9"})])
+    assert status_of(stale) == 412 and BIG[:10] not in stale[1]
+    (modified,) = exchange(server, [("GET", target, {"If-Modified-Since": FUTURE})])
+    assert status_of(modified) == 304 and modified[1] == b""
+
+
+def torrent_target(bucket: str, key: str, form: str = "") -> str:
+    return f"/{bucket}/{key}?torrent{form}"
+
+
+def test_a_torrent_file_revalidates_by_its_etag(server: LiveServer, public: str) -> None:
+    """`?torrent` sent an ETag (the .torrent's MD5) but ignored If-None-Match: a cache
+    revalidating the torrent file was sent it whole every time. Now If-None-Match gives 304
+    and If-Match that fails 412; the file has no Last-Modified (it changes with bucket
+    settings, not with the object alone), so the date conditions are ignored (RFC 9110
+    13.1.3, 13.1.4: a resource without a modification date)."""
+    target = torrent_target(public, "big")
+    (first,) = exchange(server, [("GET", target, {})])
+    assert status_of(first) == 200
+    etag = header_of(first, "ETag")
+    assert etag is not None and header_of(first, "Last-Modified") is None
+    for method in ("GET", "HEAD"):
+        (again,) = exchange(server, [(method, target, {"If-None-Match": f'"x", {etag}'})])
+        assert status_of(again) == 304, method
+        assert again[1] == b"" and header_of(again, "ETag") == etag
+        (weak,) = exchange(server, [(method, target, {"If-None-Match": f"W/{etag}"})])
+        assert status_of(weak) == 304, method
+        (other,) = exchange(server, [(method, target, {"If-None-Match": '"0"'})])
+        assert status_of(other) == 200, method
+        (failed,) = exchange(server, [(method, target, {"If-Match": '"0"'})])
+        assert status_of(failed) == 412, method
+        (held,) = exchange(server, [(method, target, {"If-Match": etag})])
+        assert status_of(held) == 200, method
+        for date in ({"If-Modified-Since": FUTURE}, {"If-Unmodified-Since": PAST}):
+            (ignored,) = exchange(server, [(method, target, date)])
+            assert status_of(ignored) == 200, (method, date)
+    (body,) = exchange(server, [("GET", target, {"If-None-Match": '"0"'})])
+    assert body[1] == first[1]
+
+
+@pytest.mark.parametrize("form", ["&format=magnet", "&format=html"])
+def test_the_other_torrent_forms_revalidate_too(server: LiveServer, public: str, form: str) -> None:
+    target = torrent_target(public, "big", form)
+    (first,) = exchange(server, [("GET", target, {})])
+    assert status_of(first) == 200
+    etag = header_of(first, "ETag")
+    assert etag is not None
+    (again,) = exchange(server, [("GET", target, {"If-None-Match": etag})])
+    assert status_of(again) == 304 and again[1] == b""
+    (failed,) = exchange(server, [("GET", target, {"If-Match": '"0"'})])
+    assert status_of(failed) == 412
