@@ -129,6 +129,35 @@ def _code(r: requests.Response) -> str:
     return r.text.split("<Code>")[1].split("</Code>")[0]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("If-None-Match", "*"),
+        ("If-Match", '"d41d8cd98f00b204e9800998ecf8427e"'),
+        ("x-amz-grant-read", 'uri="http://acs.amazonaws.com/groups/global/AllUsers"'),
+        ("x-amz-grant-full-control", 'id="someone"'),
+        ("x-amz-tagging", "a=b"),
+    ],
+)
+def test_form_fields_a_form_does_not_act_on_are_refused(
+    s3: Any, s3v4: Any, bucket: str, field: str, value: str
+) -> None:
+    """A PutObject header sent as a form field that POST Object does not act on was
+    accepted and ignored (a signed policy may name any field): `If-None-Match: *` meant to
+    create the key only if absent overwrote it, a grant or tags asked for were not given.
+    S3 documents none of them for forms; they are refused (NotImplemented), and nothing is
+    stored."""
+    s3.put_object(Bucket=bucket, Key="kept", Body=b"original")
+    p = s3v4.generate_presigned_post(
+        bucket, "kept", Fields={field: value}, Conditions=[{field: value}]
+    )
+    r = _post_form(p, b"replaced")
+    assert r.status_code == 501, r.text
+    assert _code(r) == "NotImplemented"
+    assert field.lower() in r.text.lower()
+    assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"original"
+
+
 def test_a_flood_of_fields_and_a_huge_field_name_are_bounded(
     s3v4: Any, server: LiveServer, bucket: str
 ) -> None:

@@ -178,6 +178,7 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     may = write_extras(principal, bucket, key, None, ctx, write.by_acl)
     # The form's fields are this upload's headers: refused as a PutObject's would be.
     refuse_unsupported(Endpoint.PutObject, _AsHeaders(fields), {}, bucket.owner_id)
+    _refuse_fields_not_taken(fields)
     # The `acl` field is PutObject's x-amz-acl, under the bucket's Object Ownership alike:
     # refused where ACLs are disabled, and naming who owns what the form writes.
     acl_headers = {"x-amz-acl": fields["acl"]} if "acl" in fields else {}
@@ -225,6 +226,30 @@ def _refuse_control_characters(fields: Mapping[str, str], headers: Mapping[str, 
                 "InvalidArgument",
                 f"POST form field {name} holds a control character.",
                 extra={"ArgumentName": name},
+            )
+
+
+# PutObject's headers that a form does not act on as fields (S3 documents none of them for
+# POST Object, and a signed policy may name any field): each asks for something the upload
+# would not do (create only if absent, a grant, tags), so it is refused, never ignored.
+_NOT_TAKEN = {
+    "if-match": "POST Object takes no If-Match condition; use PutObject.",
+    "if-none-match": "POST Object takes no If-None-Match condition; use PutObject.",
+    "x-amz-tagging": "POST Object takes its tags in the tagging field, as XML.",
+}
+_GRANT_PREFIX = "x-amz-grant-"
+
+
+def _refuse_fields_not_taken(fields: Mapping[str, str]) -> None:
+    for name in fields:
+        message = _NOT_TAKEN.get(name)
+        if message is None and name.startswith(_GRANT_PREFIX):
+            message = "POST Object takes no x-amz-grant-* field; use the acl field."
+        if message is not None:
+            raise S3Error(
+                "NotImplemented",
+                message,
+                extra={"ArgumentName": name[:64], "ArgumentValue": fields[name][:64]},
             )
 
 
