@@ -24,6 +24,9 @@ MAX_ID_LENGTH = 255
 METHODS = ("GET", "PUT", "HEAD", "POST", "DELETE")
 # An HTTP header name (RFC 9110's token): what Access-Control-Expose-Headers lists.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# MaxAgeSeconds: at most 10 ASCII digits (then compared with the largest 32-bit integer).
+_DIGITS = re.compile(r"[0-9]{1,10}", re.ASCII)
+MAX_AGE = 2**31 - 1
 SETTING = "cors"  # the bucket setting the configuration is stored under
 
 # What every CORS answer varies by, so that caches keep one answer per origin and request.
@@ -161,14 +164,7 @@ def _parse_rule(element: Any) -> CorsRule:
     if rule_id is not None and len(rule_id) > MAX_ID_LENGTH:
         raise S3Error("InvalidArgument", "ID length should not exceed allowed limit of 255")
     max_age_text = s3xml.text(element, "MaxAgeSeconds")
-    max_age: int | None = None
-    if max_age_text is not None:
-        try:
-            max_age = int(max_age_text.strip())
-        except ValueError:
-            raise S3Error("MalformedXML") from None
-        if max_age < 0:
-            raise S3Error("MalformedXML")
+    max_age = _max_age(max_age_text) if max_age_text is not None else None
     return CorsRule(
         allowed_origins=origins,
         allowed_methods=methods,
@@ -177,6 +173,16 @@ def _parse_rule(element: Any) -> CorsRule:
         max_age_seconds=max_age,
         id=rule_id,
     )
+
+
+def _max_age(text: str) -> int:
+    """MaxAgeSeconds, an Integer in S3's model (32 bits, not negative): ASCII digits only
+    (int() takes any script's digits and `1_000`), and no more than 2^31 - 1, which a
+    Java or Go SDK reading GetBucketCors's answer could not hold."""
+    text = text.strip()
+    if not _DIGITS.fullmatch(text) or int(text) > MAX_AGE:
+        raise S3Error("MalformedXML")
+    return int(text)
 
 
 def render_configuration(rules: Sequence[CorsRule]) -> bytes:
