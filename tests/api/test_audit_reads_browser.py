@@ -281,3 +281,15 @@ def test_range_forms_answer_alike_on_both_paths(server: LiveServer, s3: Any, buc
                 (answer,) = exchange(server, [("HEAD", seed, {"Range": rng})])
                 assert status_of(answer) == status_of(quick), (key, rng)
                 assert header_of(answer, "Content-Range") == header_of(quick, "Content-Range")
+
+
+@pytest.mark.parametrize("query", ["&format=json", "&format=MAGNET", "&format=", "&magnet=btmh"])
+def test_a_torrent_form_the_server_does_not_have_is_refused(
+    server: LiveServer, public: str, query: str
+) -> None:
+    """`format=` names the form of the answer (magnet, html) and `magnet=` the magnet's
+    hash; another value, or `magnet=` without `format=magnet`, was answered with the
+    .torrent file, which is not what the client asked for."""
+    (answer,) = exchange(server, [("GET", torrent_target(public, "big", query), {})])
+    assert status_of(answer) == 400, answer
+    assert b"<Code>InvalidArgument</Code>" in answer[1]

@@ -121,12 +121,34 @@ def magnet_form(value: str | None, info: TorrentInfo) -> MagnetForm:
     )
 
 
+# The forms of `?torrent` besides the .torrent file (`format=`).
+_FORMATS = (None, "magnet", "html")
+
+
+def check_torrent_form(params: ObjectReadParams) -> None:
+    """`format=` and `magnet=` name what is answered: another value, or `magnet=` without
+    `format=magnet`, is refused rather than answered with the .torrent file."""
+    if params.torrent_format not in _FORMATS:
+        raise S3Error(
+            "InvalidArgument",
+            "format must be magnet or html (or absent, for the .torrent file).",
+            extra={"ArgumentName": "format", "ArgumentValue": params.torrent_format[:64]},
+        )
+    if params.magnet_form is not None and params.torrent_format != "magnet":
+        raise S3Error(
+            "InvalidArgument",
+            "magnet applies to format=magnet only.",
+            extra={"ArgumentName": "magnet", "ArgumentValue": params.magnet_form[:64]},
+        )
+
+
 async def get_object_torrent(svc: S3Context, req: S3Request) -> web.StreamResponse:
+    params = req.params
+    assert isinstance(params, ObjectReadParams)
+    check_torrent_form(params)
     info = await torrent_info(svc, req)
     assert req.bucket is not None
     base = svc.settings.base_url
-    params = req.params
-    assert isinstance(params, ObjectReadParams)
     if params.torrent_format == "html":
         torrent = svc.settings.torrent
         body, headers = download_page_answer(
