@@ -160,6 +160,29 @@ def test_form_fields_a_form_does_not_act_on_are_refused(
     assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"original"
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"If-None-Match": "*"},
+        {"If-Match": '"d41d8cd98f00b204e9800998ecf8427e"'},
+        {"If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"},
+    ],
+)
+def test_a_form_upload_with_a_condition_header_is_refused(
+    s3: Any, s3v4: Any, bucket: str, header: dict[str, str]
+) -> None:
+    """The same conditions sent as the POST request's own headers (fetch() can set them)
+    were ignored too: `If-None-Match: *` overwrote the key. Their target would be the
+    bucket's URL, not the key the form names; refused before the form is read."""
+    s3.put_object(Bucket=bucket, Key="kept", Body=b"original")
+    p = s3v4.generate_presigned_post(bucket, "kept")
+    r = requests.post(
+        p["url"], data=p["fields"], files={"file": ("f", b"replaced")}, headers=header, timeout=30
+    )
+    assert r.status_code == 501 and _code(r) == "NotImplemented", r.text
+    assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"original"
+
+
 def test_a_flood_of_fields_and_a_huge_field_name_are_bounded(
     s3v4: Any, server: LiveServer, bucket: str
 ) -> None:

@@ -146,6 +146,7 @@ async def post_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
             "PreconditionFailed",
             extra={"Condition": "Bucket POST must be of the enclosure-type multipart/form-data"},
         )
+    _refuse_condition_headers(req.http.headers)
     limits = svc.settings.limits
     form = await _read_form(req, limits.max_post_form_size, limits.body_read_timeout)
     fields = form.fields
@@ -238,6 +239,21 @@ _NOT_TAKEN = {
     "x-amz-tagging": "POST Object takes its tags in the tagging field, as XML.",
 }
 _GRANT_PREFIX = "x-amz-grant-"
+
+
+# A POST request's own conditions: their target is the bucket's URL, not the key the form
+# names, and PutObject's (If-None-Match: *, If-Match) are not taken on a form either.
+_CONDITION_HEADERS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
+
+
+def _refuse_condition_headers(headers: Mapping[str, str]) -> None:
+    for name in _CONDITION_HEADERS:
+        if name in headers:
+            raise S3Error(
+                "NotImplemented",
+                f"POST Object takes no {name} condition; use PutObject.",
+                extra={"ArgumentName": name, "ArgumentValue": headers[name][:64]},
+            )
 
 
 def _refuse_fields_not_taken(fields: Mapping[str, str]) -> None:
