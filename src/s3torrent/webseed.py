@@ -199,7 +199,14 @@ class WebSeed:
         obj = await self.store.meta.object_by_version(info.version_id)
         if obj is None or obj.size != info.hashes.length:
             return web.Response(status=404, text="no such object\n")
-        validators = {"ETag": obj.etag, "Last-Modified": http_date(obj.last_modified)}
+        validators = {
+            "ETag": obj.etag,
+            "Last-Modified": http_date(obj.last_modified),
+            # A cache may keep an answer but must ask again before each use: a revocation
+            # then reaches it (the question is admitted first), where a heuristic freshness
+            # from Last-Modified (RFC 9111 4.2.2) would have let a shared cache serve it on.
+            "Cache-Control": "no-cache",
+        }
         try:
             # Its conditions as a GET of the object's own URL has them evaluated (RFC 9110
             # 13.2.1), before the offload policy: a 304 or 412 costs the origin nothing.

@@ -316,3 +316,21 @@ def test_a_torrent_form_the_server_does_not_have_is_refused(
     (answer,) = exchange(server, [("GET", torrent_target(public, "big", query), {})])
     assert status_of(answer) == 400, answer
     assert b"<Code>InvalidArgument</Code>" in answer[1]
+
+
+def test_web_seed_answers_are_revalidated_by_caches(
+    server: LiveServer, s3: Any, public: str
+) -> None:
+    """Since its answers carry Last-Modified (for If-Range and If-Modified-Since), a cache
+    could give them a heuristic freshness (RFC 9111 4.2.2: a tenth of their age) and serve
+    them on after a revocation. `Cache-Control: no-cache` on every answer, 304s included,
+    has a cache ask again, and the question is admitted (or refused) first."""
+    etag = s3.head_object(Bucket=public, Key="big")["ETag"]
+    target = web_seed_target(server.endpoint, public, "big")
+    for headers in ({}, {"Range": "bytes=0-9"}, {"If-None-Match": etag}):
+        (answer,) = exchange(server, [("HEAD", target, headers)])
+        assert status_of(answer) in (200, 206, 304), headers
+        assert header_of(answer, "Cache-Control") == "no-cache", headers
+    s3.put_object_acl(Bucket=public, Key="big", ACL="private")
+    (revalidated,) = exchange(server, [("HEAD", target, {"If-None-Match": etag})])
+    assert status_of(revalidated) == 403
