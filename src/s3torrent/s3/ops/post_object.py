@@ -230,20 +230,15 @@ def _refuse_control_characters(fields: Mapping[str, str], headers: Mapping[str, 
             )
 
 
-# PutObject's headers that a form does not act on as fields (S3 documents none of them for
-# POST Object, and a signed policy may name any field): each asks for something the upload
-# would not do (create only if absent, a grant, tags), so it is refused, never ignored.
-_NOT_TAKEN = {
-    "if-match": "POST Object takes no If-Match condition; use PutObject.",
-    "if-none-match": "POST Object takes no If-None-Match condition; use PutObject.",
-    "x-amz-tagging": "POST Object takes its tags in the tagging field, as XML.",
-}
-_GRANT_PREFIX = "x-amz-grant-"
-
-
-# A POST request's own conditions: their target is the bucket's URL, not the key the form
-# names, and PutObject's (If-None-Match: *, If-Match) are not taken on a form either.
+# A form does not take PutObject's conditions (If-None-Match: *, If-Match), as fields or as
+# the POST request's own headers (whose target would be the bucket's URL, not the key the
+# form names): refused, never ignored (the date conditions are refused on PutObject too).
 _CONDITION_HEADERS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
+# Other PutObject headers a form does not act on as fields (S3 documents none of them for
+# POST Object, and a signed policy may name any field): each asks for something the upload
+# would not do (a grant, tags in the header's form), so it is refused, never ignored.
+_TAGGING_HEADER = "x-amz-tagging"
+_GRANT_PREFIX = "x-amz-grant-"
 
 
 def _refuse_condition_headers(headers: Mapping[str, str]) -> None:
@@ -256,17 +251,20 @@ def _refuse_condition_headers(headers: Mapping[str, str]) -> None:
             )
 
 
-def _refuse_fields_not_taken(fields: Mapping[str, str]) -> None:
+def _refuse_fields_not_taken(fields: dict[str, str]) -> None:
+    _refuse_condition_headers(_AsHeaders(fields))
     for name in fields:
-        message = _NOT_TAKEN.get(name)
-        if message is None and name.startswith(_GRANT_PREFIX):
+        if name == _TAGGING_HEADER:
+            message = "POST Object takes its tags in the tagging field, as XML."
+        elif name.startswith(_GRANT_PREFIX):
             message = "POST Object takes no x-amz-grant-* field; use the acl field."
-        if message is not None:
-            raise S3Error(
-                "NotImplemented",
-                message,
-                extra={"ArgumentName": name[:64], "ArgumentValue": fields[name][:64]},
-            )
+        else:
+            continue
+        raise S3Error(
+            "NotImplemented",
+            message,
+            extra={"ArgumentName": name[:64], "ArgumentValue": fields[name][:64]},
+        )
 
 
 async def _read_form(req: S3Request, budget: int, read_timeout: float) -> _FormRead:
