@@ -388,11 +388,12 @@ class PublicTorrents:
                 for t in self.by_version.values()
                 if t.bucket == event.bucket and (event.key is None or t.key == event.key)
             ]
+            # Revoked here at once, but left in the registry until decided again: those
+            # still public come back at once, the rest are deregistered then (_decide_kept).
             for t in affected:
-                self.revoke(t.version_id)
-            # Those still public come back at once; the rest stay revoked.
+                self.revoke(t.version_id, keep_registered=True)
             for t in affected:
-                self._spawn_consider(t.version_id, self.consider_version(t.version_id))
+                self._spawn_consider(t.version_id, self._decide_kept(t))
             if event.key is not None:
                 self._spawn_consider(
                     (event.bucket, event.key), self.consider_key(event.bucket, event.key)
@@ -448,7 +449,9 @@ class PublicTorrents:
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 
-    def revoke(self, version_id: str) -> None:
+    def revoke(self, version_id: str, *, keep_registered: bool = False) -> None:
+        """Stop admitting anything for this version here at once and tell the listeners;
+        with keep_registered, its swarm ids stay in the registry (_decide_kept)."""
         info = self.by_version.pop(version_id, None)
         self._facts.pop(version_id, None)
         self.catalog.forget(version_id)
@@ -456,12 +459,36 @@ class PublicTorrents:
             return
         for sid in info.swarm_ids:
             self.by_swarm.pop(sid, None)
-            self._deregister(sid)
+            if not keep_registered:
+                self._deregister(sid)
         for listener in self._revoked_listeners:
             try:
                 listener(info)
             except Exception:
                 log.exception("revocation listener failed")
+
+    async def _decide_kept(self, revoked: TorrentInfo) -> TorrentInfo | None:
+        """Decide again a torrent revoked by a change of access and left registered: what
+        is still public is published again; what is not, or could not be decided, is
+        deregistered then.
+
+        Nothing is admitted on the revoked publication meanwhile: this process's announces
+        (and every other node's, each revoking on the same event) are decided by `admit`,
+        which finds it unpublished and decides on fresh rows. The registry is left alone
+        because a registry in Redis is every node's: a deregistration by one node while
+        the others still admitted the torrent answered their announces "unregistered
+        torrent" (one in six announces of a tight loop on two nodes during PutBucketPolicy
+        calls that kept the object public, until 2026-12-08), and the swarm, which must not
+        be lost with a change that keeps it public, was at the mercy of that race."""
+        info: TorrentInfo | None = None
+        try:
+            info = await self.consider_version(revoked.version_id)
+            return info
+        finally:
+            kept = set(info.swarm_ids) if info is not None else set()
+            for sid in revoked.swarm_ids:
+                if sid not in kept and sid not in self.by_swarm:
+                    self._deregister(sid)
 
     def _deregister(self, sid: bytes) -> None:
         """Take sid out of the registry, after any deregistration of it still under way, in
