@@ -104,18 +104,34 @@ EVENT_TYPES: dict[str, type[Any]] = {
 _COMPACT = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def encode_event(event: Event, node_id: str) -> bytes:
-    body = {"node": node_id, "type": type(event).__name__, "event": relayed_fields(event)}
+def encode_event(event: Event, node_id: str, instance: str | None = None) -> bytes:
+    """The wire form; `instance` names the sending process (events_redis: two processes
+    under one node id must not take each other's events for their own)."""
+    body: dict[str, object] = {
+        "node": node_id,
+        "type": type(event).__name__,
+        "event": relayed_fields(event),
+    }
+    if instance is not None:
+        body["inst"] = instance
     return _COMPACT(body).encode()
 
 
 def decode_event(raw: bytes | str) -> tuple[str, Event]:
     """(sender node id, event); ValueError for anything that is not one of ours."""
+    sender, _, event = decode_event_from(raw)
+    return sender, event
+
+
+def decode_event_from(raw: bytes | str) -> tuple[str, str | None, Event]:
+    """(sender node id, sending process's instance or None, event); ValueError for
+    anything that is not one of ours."""
     try:
         body = json.loads(raw)
         cls = EVENT_TYPES[body["type"]]
-        return str(body["node"]), cls(**body["event"])
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        instance = body.get("inst")
+        return str(body["node"]), None if instance is None else str(instance), cls(**body["event"])
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not an s3torrent event: {exc}") from exc
 
 

@@ -41,6 +41,16 @@ and the next message this node sends is a gap marker, on which every other node 
 `on_gap` as above. Until 2026-12-07 a node that could not reach Redis for long enough
 dropped its events silently: the other nodes, whose own subscriptions never broke, kept
 serving what those events revoked.
+
+A node tells its own messages from the others' by its process's `instance`, not by its
+node id alone, and claims its node id in Redis (`P:node:ID`, renewed with every beat and
+expiring `silent_after` + `beat_every` after the last): a node started under an id another
+running node holds (a copied data directory, whose `node-id` came with it, or the same
+S3TORRENT_NODE_ID twice) waits for the claim to expire, as a crashed predecessor's does,
+and refuses to start if it is renewed. Until 2026-12-08 such twins started, and each
+ignored the other's events as its own: a revocation made through one never reached the
+other. A twin that still meets us (the claim lost with a Redis restart, or an older
+version that sends no instance) is logged as an error and its events are applied.
 """
 
 from __future__ import annotations
@@ -49,13 +59,15 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import secrets
 from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from s3torrent.events import Event, EventBus, decode_event, encode_event
+from s3torrent.config import StartupError
+from s3torrent.events import Event, EventBus, decode_event_from, encode_event
 from s3torrent.failures import logged_failure
 
 log = logging.getLogger(__name__)
@@ -74,6 +86,21 @@ FORGET_AFTER = 60.0
 
 
 CHANNEL = "s3t:events"
+# The key a running node's claim of its node id lives under (NODE_CLAIM + node id).
+NODE_CLAIM = "s3t:node:"
+# Takes the claim (KEYS[1]) for instance ARGV[1] for ARGV[2] ms if free or ours; returns the
+# other holder's instance if another holds it.
+_CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+# Gives the claim up if it is still ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def events_channel(client: aioredis.Redis, base: str = CHANNEL) -> str:
@@ -110,6 +137,13 @@ class RedisEventRelay:
         self.client = client
         self.channel = channel if channel is not None else events_channel(client)
         self.node_id = node_id or secrets.token_hex(8)
+        # This process: what tells our own messages from those of another process that
+        # has our node id (see the module's doc).
+        self.instance = secrets.token_hex(8)
+        self._claim_key = NODE_CLAIM + self.node_id
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
+        self._twins: set[str | None] = set()
         self.reconnect_delay = reconnect_delay
         self.on_gap = on_gap
         self.ping_every = ping_every
@@ -122,7 +156,7 @@ class RedisEventRelay:
         self._heard: dict[str, float] = {}
         self._silent: set[str] = set()
         self._silence_decided = 0.0
-        self._beat = _control_message(self.node_id, "beat")
+        self._beat = _control_message(self.node_id, "beat", self.instance)
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(max_queued)
         # Events dropped since the last gap marker went out (see the module's doc).
         self._lost = False
@@ -145,15 +179,22 @@ class RedisEventRelay:
         if self._relaying:
             return  # came from another node: do not echo it back
         try:
-            self._outbox.put_nowait(encode_event(event, self.node_id))
+            self._outbox.put_nowait(encode_event(event, self.node_id, self.instance))
         except asyncio.QueueFull:
             if not self._lost:
                 log.warning("event relay: queue full; dropping events (the others will re-decide)")
             self.dropped += 1
             self._lost = True
 
+    @property
+    def claim_ttl(self) -> float:
+        """How long our claim of the node id outlives our last beat."""
+        return self.silent_after + self.beat_every
+
     async def start(self, timeout: float = 10.0) -> None:
-        """Start relaying; returns once subscribed (bounded by timeout)."""
+        """Claim the node id, then start relaying; returns once subscribed (bounded by
+        timeout). StartupError if another running node holds our node id."""
+        await self._claim_node_id(timeout)
         self.bus.subscribe(self.on_event)
         self._tasks = [
             asyncio.create_task(self._send_forever()),
@@ -169,7 +210,7 @@ class RedisEventRelay:
                 # Before what is queued: the others decide again from the database, which
                 # holds every dropped event's commit already.
                 self._lost = False
-                await self._publish(_control_message(self.node_id, "gap"))
+                await self._publish(_control_message(self.node_id, "gap", self.instance))
             await self._publish(payload)
             if payload is not self._beat:
                 self.sent += 1
@@ -180,7 +221,56 @@ class RedisEventRelay:
         while True:
             with contextlib.suppress(asyncio.QueueFull):
                 self._outbox.put_nowait(self._beat)
+            await self._renew_claim()
             await asyncio.sleep(self.beat_every)
+
+    async def _try_claim(self) -> str | None:
+        """Take or renew our claim of the node id; the other holder's instance, if any."""
+        held = await asyncio.wait_for(
+            self._claim(
+                keys=[self._claim_key],
+                args=[self.instance, max(1, math.ceil(self.claim_ttl * 1000))],
+            ),
+            self.publish_timeout,
+        )
+        return None if held is None else _text(held)
+
+    async def _claim_node_id(self, timeout: float) -> None:
+        """Take the node id's claim, waiting for one that is not renewed (a predecessor
+        that crashed) to expire; StartupError if it is renewed (another running node)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.claim_ttl + 0.5
+        try:
+            async with asyncio.timeout(max(timeout, self.claim_ttl + 1.0)):
+                while (held := await self._try_claim()) is not None:
+                    if loop.time() >= deadline:
+                        raise StartupError(_twin_refusal(self.node_id, held))
+                    await asyncio.sleep(min(0.2, self.beat_every))
+        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+            self.last_error = str(exc)
+            raise TimeoutError(self.last_error) from exc
+
+    async def _renew_claim(self) -> None:
+        try:
+            held = await self._try_claim()
+        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError, TimeoutError):
+            return  # Redis out of reach: the subscription's own checks deal with it
+        if held is not None:
+            self._twin(held)
+
+    def _twin(self, instance: str | None) -> None:
+        """Another process runs under our node id: say so (once per process); its messages
+        are taken as another node's, never ignored as ours."""
+        if instance in self._twins:
+            return
+        self._twins.add(instance)
+        log.error(
+            "event relay: another running process uses this node id %r (%s); its events "
+            "are applied here, but hashing claims and leases are not safe: %s",
+            self.node_id,
+            f"instance {instance}" if instance else "an older version",
+            _TWIN_ADVICE,
+        )
 
     async def _publish(self, payload: bytes) -> None:
         while True:
@@ -278,15 +368,17 @@ class RedisEventRelay:
 
     def _deliver(self, raw: bytes) -> None:
         try:
-            sender, event = decode_event(raw)
+            sender, instance, event = decode_event_from(raw)
         except ValueError:
             control = _control_sender(raw)
             if control is None:
                 log.warning("event relay: ignoring a malformed message")
                 return
-            node, kind = control
+            node, kind, instance = control
             if node == self.node_id:
-                return
+                if instance == self.instance:
+                    return
+                self._twin(instance)
             if kind == "bye":  # stopped: nothing more to wait for
                 self._heard.pop(node, None)
                 self._silent.discard(node)
@@ -296,7 +388,9 @@ class RedisEventRelay:
                 self._gap(f"node {node} dropped events")
             return
         if sender == self.node_id:
-            return
+            if instance == self.instance:
+                return
+            self._twin(instance)
         self._heard_from(sender)
         self.received += 1
         self._relaying = True
@@ -309,7 +403,7 @@ class RedisEventRelay:
         """Send what is queued (bounded), then stop."""
         deadline = asyncio.get_running_loop().time() + drain_timeout
         with contextlib.suppress(asyncio.QueueFull):
-            self._outbox.put_nowait(_control_message(self.node_id, "bye"))
+            self._outbox.put_nowait(_control_message(self.node_id, "bye", self.instance))
         while not self._outbox.empty() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
         for task in self._tasks:
@@ -317,24 +411,48 @@ class RedisEventRelay:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError), logged_failure(log, "event relay"):
                 await task
+        with logged_failure(log, "event relay: giving up the node id's claim"):
+            await asyncio.wait_for(
+                self._release(keys=[self._claim_key], args=[self.instance]), self.publish_timeout
+            )
         with logged_failure(log, "event relay: closing the Redis client"):
             await self.client.aclose()
 
 
-def _control_message(node: str, kind: str) -> bytes:
+_TWIN_ADVICE = (
+    "give each node its own S3TORRENT_NODE_ID, or, on a node whose data directory is a "
+    "copy of another's, delete data_dir/node-id so that it makes one of its own"
+)
+
+
+def _twin_refusal(node_id: str, holder: str) -> str:
+    return (
+        f"the node id {node_id!r} is in use by another running s3torrent node on this Redis "
+        f"(instance {holder}); two nodes under one id ignore each other's events, "
+        f"revocations included: {_TWIN_ADVICE}"
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _control_message(node: str, kind: str, instance: str) -> bytes:
     """A message of the relay's own: a gap marker, a beat or a goodbye."""
-    return json.dumps({"node": node, kind: True}).encode()
+    return json.dumps({"node": node, kind: True, "inst": instance}).encode()
 
 
-def _control_sender(raw: bytes) -> tuple[str, str] | None:
-    """(node, "gap" | "beat" | "bye") of a relay's own message, or None if raw is not one."""
+def _control_sender(raw: bytes) -> tuple[str, str, str | None] | None:
+    """(node, "gap" | "beat" | "bye", sending instance or None) of a relay's own message,
+    or None if raw is not one."""
     try:
         body = json.loads(raw)
     except ValueError:
         return None
     if not isinstance(body, dict) or not isinstance(node := body.get("node"), str):
         return None
+    instance = body.get("inst")
     for kind in ("gap", "beat", "bye"):
         if body.get(kind) is True:
-            return node, kind
+            return node, kind, instance if isinstance(instance, str) else None
     return None

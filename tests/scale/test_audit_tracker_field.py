@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 
-from tests.conftest import make_client
+from s3torrent.config import StartupError
+from s3torrent.events import EventBus, ObjectDeleted, encode_event
+from s3torrent.events_redis import RedisEventRelay
+from tests.conftest import LiveServer, free_port, make_client
 from tests.scale.engines import Engine
 from tests.scale.test_nodes import Cluster, announce, info_hash_of
 from tests.scale.test_nodes import cluster as _cluster  # noqa: F401 (the fixture)
@@ -94,3 +100,108 @@ def test_policy_change_that_keeps_public_never_unregisters_on_any_node(
         while b"failure reason" not in announce(node, ih, peer, 40000 + peer):
             assert time.monotonic() < deadline, f"{node.endpoint} still serves a revoked torrent"
             time.sleep(0.02)
+
+
+# ---- nodes sharing a node id (a copied data directory) -------------------------------------
+
+
+def _relay(redis_server: Engine, db: int, node_id: str, **kw: object) -> RedisEventRelay:
+    url = f"redis://127.0.0.1:{redis_server.port}/{db}"
+    return RedisEventRelay.from_url(EventBus(), url, node_id=node_id, **kw)  # type: ignore[arg-type]
+
+
+def test_a_second_node_under_a_running_nodes_id_is_refused_at_start(
+    redis_server: Engine,
+) -> None:
+    async def run() -> str:
+        first = _relay(redis_server, 9, "twin")
+        await first.start(5)
+        second = _relay(redis_server, 9, "twin")
+        try:
+            with pytest.raises(StartupError) as refused:
+                await second.start(5)
+        finally:
+            await first.close()
+        # Given up at a clean stop: the next node under that id starts at once.
+        third = _relay(redis_server, 9, "twin")
+        started = asyncio.get_running_loop().time()
+        await third.start(5)
+        assert asyncio.get_running_loop().time() - started < 1.0
+        await third.close()
+        return str(refused.value)
+
+    message = asyncio.run(run())
+    assert "'twin' is in use by another running s3torrent node" in message
+    assert "data_dir/node-id" in message
+
+
+def test_a_node_restarted_after_a_crash_takes_its_id_back(redis_server: Engine) -> None:
+    async def run() -> float:
+        crashed = _relay(redis_server, 10, "phoenix")
+        await crashed.start(5)
+        for task in crashed._tasks:  # killed: no goodbye, its claim is left to expire
+            task.cancel()
+        again = _relay(redis_server, 10, "phoenix")
+        started = asyncio.get_running_loop().time()
+        await again.start(10)
+        took = asyncio.get_running_loop().time() - started
+        await again.close()
+        return took
+
+    assert asyncio.run(run()) < 5.0
+
+
+def test_events_of_another_process_under_our_id_are_applied_not_ignored(
+    redis_server: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A twin that met us anyway (its claim lost with a Redis restart, or an older
+    version): its revocations reach our bus, and the clash is logged as an error."""
+
+    async def run() -> list[object]:
+        relay = _relay(redis_server, 11, "clone")
+        heard: list[object] = []
+        relay.bus.subscribe(heard.append)
+        await relay.start(5)
+        twin = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{redis_server.port}/11")
+        await twin.publish(
+            relay.channel, encode_event(ObjectDeleted("b", "k", "v1"), "clone", "another")
+        )
+        await twin.publish(relay.channel, encode_event(ObjectDeleted("b", "k", "v2"), "clone"))
+        # Our own messages are still ours.
+        relay.bus.publish(ObjectDeleted("b", "k", "mine"))
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(heard) < 3 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        await twin.aclose()
+        await relay.close()
+        return heard
+
+    with caplog.at_level(logging.ERROR, logger="s3torrent.events_redis"):
+        heard = asyncio.run(run())
+    versions = [getattr(e, "version_id", None) for e in heard]
+    assert sorted(versions) == ["mine", "v1", "v2"]  # ours once: not echoed back
+    assert "another running process uses this node id 'clone'" in caplog.text
+
+
+def test_a_node_started_on_a_copy_of_another_nodes_data_directory_is_refused(
+    nodes: Cluster, tmp_path: Path
+) -> None:
+    a = nodes.start("a")
+    clone_dir = tmp_path / "clone"
+    clone_dir.mkdir()
+    # No S3TORRENT_NODE_ID: each takes its id from its data directory's node-id file.
+    a.stop(timeout=20)
+    del a.env["S3TORRENT_NODE_ID"]
+    (a.data_dir / "node-id").write_text("copied-node\n")
+    (clone_dir / "node-id").write_text("copied-node\n")
+    a.start(timeout=60)
+    env = {k: v for k, v in a.env.items()}
+    clone = LiveServer(data_dir=clone_dir, port=free_port(), peer_port=free_port(), env=env)
+    try:
+        with pytest.raises(RuntimeError) as refused:
+            clone.start(timeout=60)
+    finally:
+        if clone.proc is not None and clone.proc.poll() is None:
+            clone.stop(timeout=20)
+    assert "'copied-node' is in use by another running s3torrent node" in str(refused.value)
