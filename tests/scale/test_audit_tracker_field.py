@@ -9,17 +9,24 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote_from_bytes
 
 import pytest
 import redis.asyncio
+from fastbencode import bdecode  # type: ignore[attr-defined]
 
 from s3torrent.config import StartupError
 from s3torrent.events import EventBus, ObjectDeleted, encode_event
 from s3torrent.events_redis import RedisEventRelay
+from s3torrent.tracker.redis_registry import RedisRegistry
+from s3torrent.tracker.registry import RegistryLimits
+from s3torrent.tracker.service import TrackerService, TrackerSettings
 from tests.conftest import LiveServer, free_port, make_client
 from tests.scale.engines import Engine
 from tests.scale.test_nodes import Cluster, announce, info_hash_of
 from tests.scale.test_nodes import cluster as _cluster  # noqa: F401 (the fixture)
+from tests.unit.test_audit_tracker_field import HASH, mostly_ipv4_swarm, udp_announce
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -205,3 +212,38 @@ def test_a_node_started_on_a_copy_of_another_nodes_data_directory_is_refused(
         if clone.proc is not None and clone.proc.poll() is None:
             clone.stop(timeout=20)
     assert "'copied-node' is in use by another running s3torrent node" in str(refused.value)
+
+
+# ---- peers of the asker's family (BEP 7, BEP 15) in the shared registry ---------------------
+
+
+def test_redis_registry_answers_an_ipv6_udp_announce_with_the_ipv6_peers(
+    redis_server: Engine,
+) -> None:
+    async def run() -> tuple[bytes, bytes, dict[bytes, Any]]:
+        client = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{redis_server.port}/12")
+        await client.flushdb()
+        registry = RedisRegistry(
+            client, RegistryLimits(rate_burst=1e9, rate_per_ip=1e9), clock="caller"
+        )
+        await mostly_ipv4_swarm(registry)
+        service = TrackerService(registry, TrackerSettings(udp_secret=b"k" * 32))
+        six = await udp_announce(service, ("2001:db8:ffff::1", 5000), 10)
+        four = await udp_announce(service, ("192.0.2.7", 5000), 10)
+        asker = b"-FT0001-" + b"\xff" * 12
+        query = (
+            f"info_hash={quote_from_bytes(HASH, safe='')}"
+            f"&peer_id={quote_from_bytes(asker, safe='')}"
+            "&port=6881&uploaded=0&downloaded=0&left=10&compact=1&numwant=10&key=zz"
+        ).encode()
+        http = dict(bdecode(await service.handle_http_announce(query, "2001:db8:ffff::2", 0.0)))
+        stats = await registry.stats(HASH)
+        await registry.close()
+        assert (stats.seeders, stats.leechers) == (203, 2)
+        return six, four, http
+
+    six, four, http = asyncio.run(run())
+    assert len(six) == 3 * 18
+    assert len(four) == 10 * 6
+    assert len(http[b"peers6"]) == 3 * 18
+    assert len(http[b"peers"]) == 7 * 6

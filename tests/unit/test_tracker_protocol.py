@@ -195,6 +195,7 @@ def test_announce_fields_keep_the_order_the_parsers_build_them_in() -> None:
         "trackerid",
         "warnings",
         "source",
+        "family_only",
     )
 
 

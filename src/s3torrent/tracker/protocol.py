@@ -68,6 +68,9 @@ class AnnounceRequest(NamedTuple):
     # Where the announce came from when that is not `ip`: an `ip` the client named, believed
     # under trust_ip_param, is only where its peers reach it. None: `ip` is where it came from.
     source: str | None = None
+    # Peers of the source's family only (a UDP answer carries one family, BEP 15); else
+    # that family first and the other after it (an HTTP answer's `peers` and `peers6`).
+    family_only: bool = False
 
     @property
     def source_ip(self) -> str:

@@ -6,7 +6,9 @@ Per torrent (hex info-hash H, prefix P):
   P:pe:{H}         hash  peer_id -> packed peer (ip, port, left, key, uploaded, downloaded, done,
                          source: where it announced from when not ip, else empty)
   P:ls:{H}         zset  peer_id by last announce time (expiry pops the low end)
-  P:sd:{H} P:lc:{H} sets of seeding / leeching peer ids (uniform sampling: SRANDMEMBER)
+  P:sd:{H} P:lc:{H} sets of seeding / leeching IPv4 peer ids (uniform sampling: SRANDMEMBER)
+  P:sd6:{H} P:lc6:{H} the same of IPv6 peers (an answer takes the asker's family first, and
+                   a UDP one that family only: BEP 15)
   P:npeers         count of peers in all swarms (the global bound)
   P:rt:SOURCE      token bucket of one announce source (expires when full again)
 
@@ -26,7 +28,13 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
-from s3torrent.tracker.protocol import AnnounceEvent, AnnounceRequest, PeerAddress, ScrapeStats
+from s3torrent.tracker.protocol import (
+    AnnounceEvent,
+    AnnounceRequest,
+    PeerAddress,
+    ScrapeStats,
+    is_ipv6,
+)
 from s3torrent.tracker.registry import (
     PEER_ID_IN_USE,
     RATE_LIMITED,
@@ -61,28 +69,31 @@ local function source_of(p)
   if p.src ~= '' then return p.src end
   return p.ip
 end
-local function remove_peer(pe, ls, sd, lc, np, pid)
+-- sets: a swarm's {seeds, leechers, IPv6 seeds, IPv6 leechers}
+local function remove_peer(pe, ls, sets, np, pid)
   redis.call('HDEL', pe, pid)
   redis.call('ZREM', ls, pid)
-  redis.call('SREM', sd, pid)
-  redis.call('SREM', lc, pid)
+  for _, s in ipairs(sets) do redis.call('SREM', s, pid) end
   redis.call('DECR', np)
 end
-local function expire(pe, ls, sd, lc, np, deadline)
+local function expire(pe, ls, sets, np, deadline)
   local dead = redis.call('ZRANGEBYSCORE', ls, '-inf', '(' .. deadline, 'LIMIT', 0, 1000)
-  for _, pid in ipairs(dead) do remove_peer(pe, ls, sd, lc, np, pid) end
+  for _, pid in ipairs(dead) do remove_peer(pe, ls, sets, np, pid) end
   return #dead
 end
+local function is6(ip) return string.find(ip, ':', 1, true) ~= nil end
 """
 
-# KEYS: reg sw pe ls sd lc npeers rate
+# KEYS: reg sw pe ls sd lc npeers sd6 lc6 rate
 # ARGV: hash peer_id ip port left key uploaded downloaded event numwant now ttl
-#       max_per_torrent max_total rate burst seed exact_limit source
+#       max_per_torrent max_total rate burst seed exact_limit source family_only
 _ANNOUNCE = (
     _CLOCK
     + """
 local reg, sw, pe, ls, sd, lc, np, rt = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
-  KEYS[7], KEYS[8]
+  KEYS[7], KEYS[10]
+local sd6, lc6 = KEYS[8], KEYS[9]
+local sets = {sd, lc, sd6, lc6}
 local ih, pid, ip, port = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local left, key = tonumber(ARGV[5]), ARGV[6]
 local up, down, event, numwant = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
@@ -94,6 +105,9 @@ local rate, burst = tonumber(ARGV[15]), tonumber(ARGV[16])
 local exact_limit = tonumber(ARGV[18])
 -- Where the announce came from when that is not ip (else empty): what a re-decision goes by.
 local src = ARGV[19]
+-- The asker's family (where it announced from), and whether to answer with it alone.
+local asker6 = is6(src ~= '' and src or ip)
+local family_only = ARGV[20] == '1'
 -- Redis resets Lua's math.random for every script, so use our own generator (Park-Miller,
 -- exact in Lua's doubles), seeded by the caller on each call.
 local state = tonumber(ARGV[17]) % 2147483646 + 1
@@ -127,7 +141,7 @@ if event ~= 'stopped' then
   redis.call('EXPIRE', rt, math.ceil(burst / math.max(rate, 0.001)) + 1)
   if not allowed then return {'F', 'rate'} end
 end
-expire(pe, ls, sd, lc, np, now - ttl)
+expire(pe, ls, sets, np, now - ttl)
 local packed = redis.call('HGET', pe, pid)
 local peer = nil
 if packed then
@@ -152,9 +166,10 @@ local origins = tonumber(redis.call('HGET', sw, 'origins') or '0')
 if event == 'stopped' then
   if peer then
     account(peer)
-    remove_peer(pe, ls, sd, lc, np, pid)
+    remove_peer(pe, ls, sets, np, pid)
   end
-  return {'R', redis.call('SCARD', sd) + origins, redis.call('SCARD', lc), ref, '', {}}
+  return {'R', redis.call('SCARD', sd) + redis.call('SCARD', sd6) + origins,
+          redis.call('SCARD', lc) + redis.call('SCARD', lc6), ref, '', {}}
 end
 local warning = ''
 if not peer then
@@ -180,18 +195,29 @@ if peer then
   if key ~= '' then peer.key = key end
   redis.call('HSET', pe, pid, pack_peer(peer))
   redis.call('ZADD', ls, now, pid)
-  if left == 0 then
-    redis.call('SREM', lc, pid)
-    redis.call('SADD', sd, pid)
-  else
-    redis.call('SREM', sd, pid)
-    redis.call('SADD', lc, pid)
+  local group = lc
+  if left == 0 then group = sd end
+  if is6(ip) then
+    group = lc6
+    if left == 0 then group = sd6 end
   end
+  for _, s in ipairs(sets) do
+    if s ~= group then redis.call('SREM', s, pid) end
+  end
+  redis.call('SADD', group, pid)
 end
-local complete, incomplete = redis.call('SCARD', sd) + origins, redis.call('SCARD', lc)
+local complete = redis.call('SCARD', sd) + redis.call('SCARD', sd6) + origins
+local incomplete = redis.call('SCARD', lc) + redis.call('SCARD', lc6)
 local chosen, n = {}, 0
-local groups = {lc}
-if left > 0 then groups = {sd, lc} end
+-- Leechers want seeds first, seeds only leechers; the asker's family first, the other one
+-- only to fill an answer that carries both.
+local mine, other = {sd, lc}, {sd6, lc6}
+if asker6 then mine, other = {sd6, lc6}, {sd, lc} end
+local groups = {mine[1], mine[2], other[1], other[2]}
+if family_only then groups = {mine[1], mine[2]} end
+if left == 0 then
+  if family_only then groups = {mine[2]} else groups = {mine[2], other[2]} end
+end
 for _, g in ipairs(groups) do
   if n >= numwant then break end
   local ids = sample(g, numwant - n + 1)
@@ -200,7 +226,8 @@ for _, g in ipairs(groups) do
       local p = redis.call('HGET', pe, id)
       if p then
         local q = unpack_peer(p)
-        if not (q.ip == ip and q.port == port) then
+        -- (A set of an older version may hold either family.)
+        if not (q.ip == ip and q.port == port) and not (family_only and is6(q.ip) ~= asker6) then
           n = n + 1
           chosen[#chosen + 1] = id
           chosen[#chosen + 1] = q.ip
@@ -214,38 +241,40 @@ return {'R', complete, incomplete, ref, warning, chosen}
 """
 )
 
-# KEYS: reg sw pe ls sd lc npeers; ARGV: hash now ttl
+# KEYS: reg sw pe ls sd lc npeers sd6 lc6; ARGV: hash now ttl
 _SCRAPE = (
     _CLOCK
     + """
 local reg, sw, pe, ls, sd, lc, np = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local sets = {sd, lc, KEYS[8], KEYS[9]}
 if redis.call('HEXISTS', reg, ARGV[1]) == 0 then return false end
 if tonumber(ARGV[3]) >= 0 then
-  expire(pe, ls, sd, lc, np, clock(ARGV[2]) - tonumber(ARGV[3]))
+  expire(pe, ls, sets, np, clock(ARGV[2]) - tonumber(ARGV[3]))
 end
 local c = redis.call('HMGET', sw, 'completed', 'uploaded', 'downloaded', 'origins')
-return {redis.call('SCARD', sd), redis.call('SCARD', lc), c[1] or '0', c[2] or '0',
+return {redis.call('SCARD', sd) + redis.call('SCARD', KEYS[8]),
+        redis.call('SCARD', lc) + redis.call('SCARD', KEYS[9]), c[1] or '0', c[2] or '0',
         c[3] or '0', c[4] or '0'}
 """
 )
 
-# KEYS: reg sw pe ls sd lc npeers; ARGV: hash
+# KEYS: reg sw pe ls sd lc npeers sd6 lc6
 # ARGV: hash, how long (s) the swarm's keys are kept (parked) for a registration back.
 _DEREGISTER = """
 local reg, sw, pe, ls, sd, lc, np = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 if redis.call('HDEL', reg, ARGV[1]) == 0 then return 0 end
 local n = redis.call('HLEN', pe)
 if n > 0 then redis.call('DECRBY', np, n) end
-for _, k in ipairs({sw, pe, ls, sd, lc}) do redis.call('EXPIRE', k, ARGV[2]) end
+for _, k in ipairs({sw, pe, ls, sd, lc, KEYS[8], KEYS[9]}) do redis.call('EXPIRE', k, ARGV[2]) end
 return n
 """
 
-# KEYS: reg sw pe ls sd lc npeers; ARGV: hash ref origins
+# KEYS: reg sw pe ls sd lc npeers sd6 lc6; ARGV: hash ref origins
 _REGISTER = """
 local reg, sw, pe, ls, sd, lc, np = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 if redis.call('HSET', reg, ARGV[1], ARGV[2]) == 1 then
   -- Registered anew: a parked swarm (deregistered, not yet expired) comes back whole.
-  for _, k in ipairs({sw, pe, ls, sd, lc}) do redis.call('PERSIST', k) end
+  for _, k in ipairs({sw, pe, ls, sd, lc, KEYS[8], KEYS[9]}) do redis.call('PERSIST', k) end
   local n = redis.call('HLEN', pe)
   if n > 0 then redis.call('INCRBY', np, n) end
 end
@@ -253,17 +282,18 @@ redis.call('HSET', sw, 'origins', ARGV[3])
 return 1
 """
 
-# KEYS: reg sw pe ls sd lc npeers; ARGV: hash, then peer id and source pairs
+# KEYS: reg sw pe ls sd lc npeers sd6 lc6; ARGV: hash, then peer id and source pairs
 _DROP = (
     _CLOCK
     + """
 local reg, sw, pe, ls, sd, lc, np = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local sets = {sd, lc, KEYS[8], KEYS[9]}
 if redis.call('HEXISTS', reg, ARGV[1]) == 0 then return 0 end
 local dropped = 0
 for i = 2, #ARGV, 2 do
   local packed = redis.call('HGET', pe, ARGV[i])
   if packed and source_of(unpack_peer(packed)) == ARGV[i + 1] then
-    remove_peer(pe, ls, sd, lc, np, ARGV[i])
+    remove_peer(pe, ls, sets, np, ARGV[i])
     dropped = dropped + 1
   end
 end
@@ -359,6 +389,8 @@ class RedisRegistry:
             f"{p}:sd:{{{h}}}",
             f"{p}:lc:{{{h}}}",
             f"{p}:npeers",
+            f"{p}:sd6:{{{h}}}",
+            f"{p}:lc6:{{{h}}}",
         ]
 
     def _now(self, now: float) -> float:
@@ -440,6 +472,7 @@ class RedisRegistry:
             self._rng.randrange(1 << 31),
             EXACT_SAMPLE_LIMIT,
             req.source if req.source is not None else "",
+            1 if req.family_only else 0,
         ]
         row = await self._announce(keys=keys, args=args)
         if _text(row[0]) == "F":
@@ -476,6 +509,9 @@ class RedisRegistry:
         self, req: AnnounceRequest, ref: TorrentRef, flat: list[Any]
     ) -> tuple[PeerAddress, ...]:
         origins = [PeerAddress(ip, port) for ip, port in ref.origin_seeders]
+        if req.family_only:  # those of the asker's family (see the announce script)
+            ipv6 = is_ipv6(req.source_ip)
+            origins = [o for o in origins if is_ipv6(o.ip) == ipv6]
         origin_addresses = {(o.ip, o.port) for o in origins}
         wanted = max(0, req.numwant - len(origins))
         chosen: list[PeerAddress] = []

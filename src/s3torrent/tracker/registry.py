@@ -21,6 +21,7 @@ from s3torrent.tracker.protocol import (
     AnnounceRequest,
     PeerAddress,
     ScrapeStats,
+    is_ipv6,
     pack_compact_peer,
 )
 
@@ -226,24 +227,34 @@ def _peer_id(address: PeerAddress) -> bytes:
 
 
 class _Swarm:
+    """One torrent's peers, in groups by role and address family: a UDP answer carries one
+    family (BEP 15), and a sample of both whose other family was then dropped left an IPv6
+    client of a mostly IPv4 swarm with no peers (until 2026-12-08)."""
+
     __slots__ = (
         "completed",
         "downloaded",
         "expires_at",
         "leechers",
+        "leechers6",
         "origin_entries",
         "origins",
+        "origins_by_family",
         "peers",
         "ref",
         "seeders",
+        "seeders6",
         "uploaded",
     )
 
     def __init__(self, ref: TorrentRef) -> None:
         # Ordered by last announce (moved to the end on each one), so expiry pops the front.
         self.peers: OrderedDict[bytes, _Peer] = OrderedDict()
+        # IPv4 peers; the IPv6 ones in seeders6 and leechers6.
         self.seeders = _PeerGroup()
         self.leechers = _PeerGroup()
+        self.seeders6 = _PeerGroup()
+        self.leechers6 = _PeerGroup()
         self.completed = 0
         self.uploaded = 0
         self.downloaded = 0
@@ -257,11 +268,29 @@ class _Swarm:
         # Built once per registration, not per announce: every peer list carries them.
         self.origins = tuple(PeerAddress(ip, port) for ip, port in ref.origin_seeders)
         self.origin_entries = frozenset(o.compact for o in self.origins if o.compact)
+        # (IPv4, IPv6): the origins an answer of one family carries.
+        self.origins_by_family = (
+            tuple(o for o in self.origins if not is_ipv6(o.ip)),
+            tuple(o for o in self.origins if is_ipv6(o.ip)),
+        )
+
+    @property
+    def seeding(self) -> int:
+        return len(self.seeders) + len(self.seeders6)
+
+    @property
+    def leeching(self) -> int:
+        return len(self.leechers) + len(self.leechers6)
+
+    def group_for(self, ip: str, left: int) -> _PeerGroup:
+        if ":" in ip:  # canonical: ":" tells the family
+            return self.seeders6 if left == 0 else self.leechers6
+        return self.seeders if left == 0 else self.leechers
 
     def scrape_stats(self) -> ScrapeStats:
         return ScrapeStats(
-            complete=len(self.seeders) + len(self.ref.origin_seeders),
-            incomplete=len(self.leechers),
+            complete=self.seeding + len(self.ref.origin_seeders),
+            incomplete=self.leeching,
             downloaded=self.completed,
         )
 
@@ -371,8 +400,8 @@ class MemoryRegistry:
         swarm = self._swarms[info_hash]
         return SwarmStats(
             completed=swarm.completed,
-            seeders=len(swarm.seeders),
-            leechers=len(swarm.leechers),
+            seeders=swarm.seeding,
+            leechers=swarm.leeching,
             uploaded=swarm.uploaded,
             downloaded=swarm.downloaded,
         )
@@ -434,7 +463,7 @@ class MemoryRegistry:
             if peer is not None:
                 self._account_transfer(swarm, peer, req)
                 self._remove(swarm, req.peer_id)
-            return AnnounceResult(len(swarm.seeders) + complete_origins, len(swarm.leechers), ())
+            return AnnounceResult(swarm.seeding + complete_origins, swarm.leeching, ())
         warning = None
         if peer is None:
             peer = self._admit(swarm, req, now)
@@ -447,9 +476,7 @@ class MemoryRegistry:
         else:
             own = pack_compact_peer(req.ip, req.port)
         peers = self._pick_peers(swarm, req, own)
-        return AnnounceResult(
-            len(swarm.seeders) + complete_origins, len(swarm.leechers), peers, warning
-        )
+        return AnnounceResult(swarm.seeding + complete_origins, swarm.leeching, peers, warning)
 
     def _admit(self, swarm: _Swarm, req: AnnounceRequest, now: float) -> _Peer | None:
         # When full, the newcomer is not remembered but is still answered with peers.
@@ -487,7 +514,7 @@ class MemoryRegistry:
         if expires < swarm.expires_at:  # only if the clock went back
             swarm.expires_at = expires
         swarm.peers.move_to_end(peer_id)
-        group = swarm.seeders if left == 0 else swarm.leechers
+        group = swarm.group_for(address.ip, left)
         if peer.group is not group:
             if peer.group is not None:
                 peer.group.discard(peer_id)
@@ -530,18 +557,30 @@ class MemoryRegistry:
     def _pick_peers(
         self, swarm: _Swarm, req: AnnounceRequest, own: bytes
     ) -> tuple[PeerAddress, ...]:
-        origins = swarm.origins
+        ipv6 = ":" in req.source_ip  # the asker's family (canonical: ":" tells it)
+        origins = swarm.origins_by_family[ipv6] if req.family_only else swarm.origins
         wanted = max(0, req.numwant - len(origins))
         # Neither the requester (`own`: its address, whatever its peer id) nor an origin,
         # which is added below anyway. Compact entries are equal exactly when ip and port are.
         excluded = swarm.origin_entries | {own} if swarm.origin_entries else {own}
         # Leechers want seeds first; seeds only need leechers, another seed gives them nothing.
-        groups = (swarm.seeders, swarm.leechers) if req.left > 0 else (swarm.leechers,)
+        # The asker's family first; the other one only to fill an answer that carries both.
+        groups: tuple[_PeerGroup, ...]
+        if ipv6:
+            groups = (swarm.seeders6, swarm.leechers6, swarm.seeders, swarm.leechers)
+        else:
+            groups = (swarm.seeders, swarm.leechers, swarm.seeders6, swarm.leechers6)
+        if req.family_only:
+            groups = groups[:2]
+        if req.left == 0:
+            groups = groups[1::2]
         chosen: list[PeerAddress] = []
         for group in groups:
             missing = wanted - len(chosen)
             if missing <= 0:
                 break
+            if not group:
+                continue
             # One spare covers the requester itself being in this group.
             items, compacts = group.sample(missing + 1, self._rng)
             if excluded.isdisjoint(compacts):

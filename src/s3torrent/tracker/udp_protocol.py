@@ -168,6 +168,7 @@ def _parse_udp_announce(
         None,  # trackerid
         (),  # warnings
         source,
+        True,  # family_only: the answer carries the socket's family alone
     )
     return UdpAnnounce(connection_id, transaction_id, request)
 

@@ -1,0 +1,100 @@
+"""The tracker as clients meet it in the field: families of peers (BEP 7, BEP 15) and UDP
+connection ids across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+from urllib.parse import quote_from_bytes
+
+from fastbencode import bdecode  # type: ignore[attr-defined]
+
+from s3torrent.tracker.protocol import AnnounceEvent, AnnounceRequest
+from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TorrentRef, TrackerRegistry
+from s3torrent.tracker.service import TrackerService, TrackerSettings
+from s3torrent.tracker.udp_protocol import UDP_PROTOCOL_ID
+
+T = TypeVar("T")
+HASH = bytes(range(100, 120))
+SECRET = b"k" * 32
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _peer_id(n: int) -> bytes:
+    return b"-FT0001-" + n.to_bytes(12, "big")
+
+
+async def mostly_ipv4_swarm(registry: TrackerRegistry, v4: int = 200, v6: int = 3) -> None:
+    """A swarm of `v4` IPv4 seeds and `v6` IPv6 seeds, as most public swarms are."""
+    await registry.register(HASH, TorrentRef("b", "k", "v"))
+    for n in range(v4 + v6):
+        ip = f"10.0.{n // 250}.{n % 250 + 1}" if n < v4 else f"2001:db8::{n:x}"
+        req = AnnounceRequest(
+            HASH, _peer_id(n), ip, 6881, 0, 0, 0, AnnounceEvent.STARTED, 0, True, True,
+            b"key" + bytes([n % 256]), None,
+        )  # fmt: skip
+        result = await registry.announce(req, 0.0)
+        assert not hasattr(result, "reason"), result
+
+
+def _memory() -> MemoryRegistry:
+    return MemoryRegistry(RegistryLimits(rate_burst=1e9, rate_per_ip=1e9), random.Random(5))
+
+
+async def udp_announce(
+    service: TrackerService, addr: tuple[str, int], numwant: int, now: float = 0.0
+) -> bytes:
+    connect = await service.handle_udp(struct.pack(">QiI", UDP_PROTOCOL_ID, 0, 1), addr, now)
+    assert connect is not None
+    connection_id = struct.unpack(">iIQ", connect)[2]
+    packet = struct.pack(
+        ">QiI20s20sqqqiIIiH",
+        connection_id, 1, 2, HASH, _peer_id(9999), 0, 100, 0, 2, 0, 7, numwant, 6881,
+    )  # fmt: skip
+    answer = await service.handle_udp(packet, addr, now)
+    assert answer is not None and struct.unpack(">i", answer[:4])[0] == 1, answer
+    return answer[20:]
+
+
+def test_ipv6_udp_announce_in_a_mostly_ipv4_swarm_gets_the_ipv6_peers() -> None:
+    """BEP 15: an IPv6 announce is answered with 18-byte IPv6 peers. The sample was taken
+    from both families and the IPv4 ones dropped: in a swarm of 200 IPv4 and 3 IPv6 seeds,
+    numwant 10 got about 0.15 IPv6 peers on average."""
+
+    async def scenario() -> tuple[bytes, bytes]:
+        registry = _memory()
+        await mostly_ipv4_swarm(registry)
+        service = TrackerService(registry, TrackerSettings(udp_secret=SECRET))
+        six = await udp_announce(service, ("2001:db8:ffff::1", 5000), 10)
+        four = await udp_announce(service, ("192.0.2.7", 5000), 10)
+        return six, four
+
+    six, four = run(scenario())
+    assert len(six) == 3 * 18  # every IPv6 peer there is
+    assert len(four) == 10 * 6  # numwant, all IPv4
+
+
+def test_http_announce_prefers_its_own_family_and_fills_with_the_other() -> None:
+    """BEP 7: `peers6` beside `peers`. numwant bounds both lists together; the asker's own
+    family comes first (an IPv6-only client in a mostly-IPv4 swarm had got mostly IPv4)."""
+
+    async def scenario() -> dict[bytes, Any]:
+        registry = _memory()
+        await mostly_ipv4_swarm(registry)
+        service = TrackerService(registry, TrackerSettings(udp_secret=SECRET))
+        query = (
+            f"info_hash={quote_from_bytes(HASH, safe='')}"
+            f"&peer_id={quote_from_bytes(_peer_id(9998), safe='')}"
+            "&port=6881&uploaded=0&downloaded=0&left=10&compact=1&numwant=10&key=zz"
+        ).encode()
+        return dict(bdecode(await service.handle_http_announce(query, "2001:db8:ffff::2", 0.0)))
+
+    body = scenario_body = run(scenario())
+    assert len(body[b"peers6"]) == 3 * 18, scenario_body
+    assert len(body[b"peers"]) == 7 * 6  # the rest of numwant, IPv4
