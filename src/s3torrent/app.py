@@ -96,6 +96,7 @@ from s3torrent.tracker.registry import (
     TrackerRegistry,
 )
 from s3torrent.tracker.relay import TrackerRelay
+from s3torrent.tracker.udp_protocol import derive_udp_secret
 from s3torrent.tracker.ws import WS_TRACKER_PATH, WebSocketTracker, websocket_tracker
 from s3torrent.tracker_listeners import TrackerListeners
 from s3torrent.webseed import WEB_SEED_PREFIX, WebSeed
@@ -246,6 +247,8 @@ def build_services(settings: Settings, role: Role | None = None) -> Services:
             trusted_proxies=frozenset([*ts.trusted_proxies, *settings.trusted_proxies]),
             max_scrape_hashes=ts.max_scrape_hashes,
         ),
+        # Connection ids any worker or node gives are checked on the others: one clock.
+        id_clock=time.time,
     )
     # Revocation first, then new jobs: a subscriber order that keeps revocation synchronous.
     events.subscribe(public.on_event)
@@ -596,6 +599,10 @@ class Node:
                 await self.metrics.start(metrics_host, metrics_port)
         # Only now, with every listener up: a start that fails generates nothing.
         self.root_generated = self.ensure_root()
+        # Keyed alike on every worker and node (the root user's secret is in the database
+        # they share), so an id one of them gave is valid on the others behind one UDP
+        # address, and after a restart (tests/scale/test_audit_tracker_field.py).
+        self.svc.tracker.key_connection_ids(derive_udp_secret(self.root_generated[1]))
         self._ready = True
         if owner:
             log.info(

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +26,8 @@ from s3torrent.events_redis import RedisEventRelay
 from s3torrent.tracker.redis_registry import RedisRegistry
 from s3torrent.tracker.registry import RegistryLimits
 from s3torrent.tracker.service import TrackerService, TrackerSettings
-from tests.conftest import LiveServer, free_port, make_client
+from s3torrent.tracker.udp_protocol import UDP_PROTOCOL_ID
+from tests.conftest import LiveServer, free_port, make_client, start_server
 from tests.scale.engines import Engine
 from tests.scale.test_nodes import Cluster, announce, info_hash_of
 from tests.scale.test_nodes import cluster as _cluster  # noqa: F401 (the fixture)
@@ -247,3 +252,90 @@ def test_redis_registry_answers_an_ipv6_udp_announce_with_the_ipv6_peers(
     assert len(four) == 10 * 6
     assert len(http[b"peers6"]) == 3 * 18
     assert len(http[b"peers"]) == 7 * 6
+
+
+# ---- UDP connection ids across nodes ---------------------------------------------------------
+
+
+def udp_exchange(port: int, packet: bytes, host: str = "127.0.0.1") -> bytes:
+    """One BEP 15 request and its answer (bounded: 5 s)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(packet, (host, port))
+        answer, _ = sock.recvfrom(2048)
+    return answer
+
+
+def udp_connection_id(port: int) -> int:
+    answer = udp_exchange(port, struct.pack(">QiI", UDP_PROTOCOL_ID, 0, 1))
+    return int(struct.unpack(">iIQ", answer)[2])
+
+
+def udp_announce_on(port: int, connection_id: int, info_hash: bytes, peer: int) -> bytes:
+    packet = struct.pack(
+        ">QiI20s20sqqqiIIiH",
+        connection_id, 1, 2, info_hash, f"-UT0001-{peer:012d}".encode(), 0, 100, 0, 2, 0,
+        peer, -1, 40000 + peer,
+    )  # fmt: skip
+    return udp_exchange(port, packet)
+
+
+def test_a_udp_connection_id_from_one_node_is_accepted_by_the_other(nodes: Cluster) -> None:
+    """Nodes behind one UDP address without affinity (a load balancer spreading datagrams):
+    a client connects through one and announces through the other. Each node had keyed its
+    ids with a random secret of its process (and timed them by its monotonic clock), so the
+    other answered "invalid connection id" to every such announce."""
+    udp = {}
+    for name in ("a", "b"):
+        udp[name] = free_port()
+        nodes.env["S3TORRENT_TRACKER__UDP_LISTEN"] = f"127.0.0.1:{udp[name]}"
+        nodes.start(name)
+    sa3 = make_client(nodes.nodes["a"].endpoint)
+    sa3.create_bucket(Bucket="udp")
+    sa3.put_object(Bucket="udp", Key="k", Body=b"x" * 100_000, ACL="public-read")
+    ih = info_hash_of(sa3.get_object_torrent(Bucket="udp", Key="k")["Body"].read())
+    for peer, (given_by, used_on) in enumerate((("a", "b"), ("b", "a")), start=1):
+        cid = udp_connection_id(udp[given_by])
+        answer = udp_announce_on(udp[used_on], cid, ih, peer)
+        assert struct.unpack(">i", answer[:4])[0] == 1, answer
+    # ... and after a restart of the node that gave it.
+    cid = udp_connection_id(udp["a"])
+    nodes.nodes["a"].stop(timeout=20)
+    nodes.nodes["a"].start(timeout=60)
+    answer = udp_announce_on(udp["a"], cid, ih, 3)
+    assert struct.unpack(">i", answer[:4])[0] == 1, answer
+
+
+def test_udp_connection_ids_survive_the_owner_worker_started_again(tmp_path: Path) -> None:
+    """`serve --workers 2`: the UDP tracker is the owner worker's (no SO_REUSEPORT across
+    workers: one registry). An owner killed and started again by the supervisor had a new
+    random key, so every client's id was refused until it connected again."""
+    from tests.api.test_workers import connect_to, wait_restarted, worker_of
+
+    udp = free_port()
+    srv = start_server(
+        tmp_path, env={"S3TORRENT_TRACKER__UDP_LISTEN": f"127.0.0.1:{udp}"}, workers=2
+    )
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="udp")
+        s3.put_object(Bucket="udp", Key="k", Body=b"x" * 100_000, ACL="public-read")
+        ih = info_hash_of(s3.get_object_torrent(Bucket="udp", Key="k")["Body"].read())
+        cid = udp_connection_id(udp)
+        assert struct.unpack(">i", udp_announce_on(udp, cid, ih, 1)[:4])[0] == 1
+        owner = connect_to(srv, 0)
+        _, pid = worker_of(owner)
+        owner.close()
+        os.kill(pid, signal.SIGKILL)
+        wait_restarted(srv, 0, pid)
+        answer = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the new owner's UDP port answers
+            try:
+                answer = udp_announce_on(udp, cid, ih, 2)
+                break
+            except TimeoutError:
+                continue
+        assert struct.unpack(">i", answer[:4])[0] == 1, answer
+    finally:
+        srv.stop()

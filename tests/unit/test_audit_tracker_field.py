@@ -15,7 +15,7 @@ from fastbencode import bdecode  # type: ignore[attr-defined]
 from s3torrent.tracker.protocol import AnnounceEvent, AnnounceRequest
 from s3torrent.tracker.registry import MemoryRegistry, RegistryLimits, TorrentRef, TrackerRegistry
 from s3torrent.tracker.service import TrackerService, TrackerSettings
-from s3torrent.tracker.udp_protocol import UDP_PROTOCOL_ID
+from s3torrent.tracker.udp_protocol import UDP_PROTOCOL_ID, derive_udp_secret
 
 T = TypeVar("T")
 HASH = bytes(range(100, 120))
@@ -98,3 +98,64 @@ def test_http_announce_prefers_its_own_family_and_fills_with_the_other() -> None
     body = scenario_body = run(scenario())
     assert len(body[b"peers6"]) == 3 * 18, scenario_body
     assert len(body[b"peers"]) == 7 * 6  # the rest of numwant, IPv4
+
+
+# ---- UDP connection ids across workers and nodes --------------------------------------------
+
+
+def _udp_service(wall: list[float], shared: str | None) -> TrackerService:
+    registry = _memory()
+    run(registry.register(HASH, TorrentRef("b", "k", "v")))
+    service = TrackerService(registry, TrackerSettings(), id_clock=lambda: wall[0])
+    if shared is not None:
+        service.key_connection_ids(derive_udp_secret(shared))
+    return service
+
+
+def _connect(service: TrackerService, addr: tuple[str, int], now: float) -> int:
+    answer = run(service.handle_udp(struct.pack(">QiI", UDP_PROTOCOL_ID, 0, 1), addr, now))
+    assert answer is not None
+    return int(struct.unpack(">iIQ", answer)[2])
+
+
+def _announce_action(
+    service: TrackerService, addr: tuple[str, int], connection_id: int, now: float
+) -> int:
+    packet = struct.pack(
+        ">QiI20s20sqqqiIIiH",
+        connection_id, 1, 2, HASH, _peer_id(1), 0, 100, 0, 2, 0, 7, -1, 6881,
+    )  # fmt: skip
+    answer = run(service.handle_udp(packet, addr, now))
+    assert answer is not None
+    return int(struct.unpack(">i", answer[:4])[0])
+
+
+def test_a_connection_id_one_process_gave_is_valid_on_another_of_the_deployment() -> None:
+    """Two nodes (or an owner worker and its restarted successor) behind one UDP address:
+    keyed alike (derived from the root user's secret, which every one of them reads from the
+    shared database) and timed by the wall clock, not each one's monotonic clock."""
+    addr = ("192.0.2.10", 6881)
+    wall = [1_765_000_000.0]
+    a, b = _udp_service(wall, "root-secret"), _udp_service(wall, "root-secret")
+    cid = _connect(a, addr, now=12.0)  # A's monotonic clock
+    assert _announce_action(b, addr, cid, now=987_654.0) == 1  # B's: another timeline
+    wall[0] += 119.0  # still valid two minutes on (BEP 15)
+    assert _announce_action(b, addr, cid, now=987_773.0) == 1
+    wall[0] += 90.0  # and not for ever
+    assert _announce_action(b, addr, cid, now=987_863.0) == 3
+    # A node whose clock is a little behind the one that gave the id takes it too.
+    wall[0] = 1_765_000_000.0
+    fresh = _connect(a, addr, now=13.0)
+    wall[0] -= 30.0
+    assert _announce_action(b, addr, fresh, now=987_654.0) == 1
+    # Keyed otherwise (another deployment), or from another address: refused.
+    assert _announce_action(_udp_service(wall, "other-root"), addr, fresh, now=1.0) == 3
+    assert _announce_action(b, ("192.0.2.11", 6881), fresh, now=1.0) == 3
+
+
+def test_unkeyed_processes_refuse_each_others_ids() -> None:
+    """What it was: each process's random key (TrackerSettings' default)."""
+    addr = ("192.0.2.10", 6881)
+    wall = [1_765_000_000.0]
+    a, b = _udp_service(wall, None), _udp_service(wall, None)
+    assert _announce_action(b, addr, _connect(a, addr, now=0.0), now=0.0) == 3

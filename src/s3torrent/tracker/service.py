@@ -71,20 +71,32 @@ class TrackerSettings:
     max_scrape_hashes: int = 64
     # A full scrape lists every public torrent at once; off unless an operator wants it.
     allow_full_scrape: bool = False
-    # Keys the UDP connection ids. Nodes behind one UDP address must share it.
+    # Keys the UDP connection ids until `TrackerService.key_connection_ids` (app: a key
+    # every worker and node derives alike).
     udp_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
 
 class TrackerService:
     """Parses, asks the registry, encodes. Never raises: every input gets an answer body."""
 
-    def __init__(self, registry: TrackerRegistry, settings: TrackerSettings | None = None):
+    def __init__(
+        self,
+        registry: TrackerRegistry,
+        settings: TrackerSettings | None = None,
+        *,
+        id_clock: Callable[[], float] | None = None,
+    ):
+        """id_clock: the time UDP connection ids are made and checked by, where it must be
+        one every process agrees on (the wall clock: an id another node gave, whose
+        monotonic clock is its own); None: the `now` each call is given."""
         self._registry = registry
         # The registry's announce without a coroutine, where it has one (None: it would wait).
         self._announce_now: (
             Callable[[AnnounceRequest, float], AnnounceResult | AnnounceFailure | None] | None
         ) = getattr(registry, "announce_now", None)
         self._settings = settings or TrackerSettings()
+        self._udp_secret = self._settings.udp_secret
+        self._id_clock = id_clock
         self._proxies = TrustedProxies(self._settings.trusted_proxies)
         # The hashes among those asked whose torrents a client at an address may use now,
         # where the registry decides access (ResolvingRegistry.admitted); None: all.
@@ -95,6 +107,11 @@ class TrackerService:
     @property
     def settings(self) -> TrackerSettings:
         return self._settings
+
+    def key_connection_ids(self, secret: bytes) -> None:
+        """Key UDP connection ids with `secret` from now on (udp_protocol.derive_udp_secret:
+        one that every worker and node of the deployment holds alike)."""
+        self._udp_secret = secret
 
     def client_ip(self, peer_ip: str, forwarded_for: str | None) -> str:
         """The client's address: the socket peer, or the nearest untrusted X-Forwarded-For hop."""
@@ -288,12 +305,13 @@ class TrackerService:
             default_numwant=s.default_numwant,
             max_scrape_hashes=UDP_MAX_SCRAPE_HASHES,
         )
+        when = now if self._id_clock is None else self._id_clock()
         if isinstance(request, UdpConnect):
-            connection_id = make_connection_id(s.udp_secret, addr, now)
+            connection_id = make_connection_id(self._udp_secret, addr, when)
             return encode_udp_connect(request.transaction_id, connection_id)
         # The connection id proves the source address is real; without it our (bigger)
         # answers could be aimed at a spoofed victim.
-        if not check_connection_id(s.udp_secret, addr, request.connection_id, now):
+        if not check_connection_id(self._udp_secret, addr, request.connection_id, when):
             return _udp_error(packet, request.transaction_id, "invalid connection id")
         return request
 

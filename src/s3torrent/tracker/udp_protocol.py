@@ -232,9 +232,19 @@ def _i32(value: int) -> int:
 # --- UDP connection ids --------------------------------------------------------------------
 
 CONNECTION_ID_BUCKET_SECONDS: Final = 60
-# Current bucket plus two before it: an id is accepted for at least 120 s (BEP 15 asks for two
-# minutes) and at most 180 s.
-_CONNECTION_ID_BUCKETS_ACCEPTED: Final = 3
+# The buckets accepted, by age: the two before the current one, so an id is accepted for at
+# least 120 s (BEP 15 asks for two minutes) and at most 180 s; and the next one, since an id
+# may come from another node, whose (wall) clock may be a little ahead of ours.
+_CONNECTION_ID_AGES_ACCEPTED: Final = (-1, 0, 1, 2)
+_SECRET_PURPOSE: Final = b"s3torrent BEP 15 connection ids"
+
+
+def derive_udp_secret(shared: str) -> bytes:
+    """The key of connection ids, derived from a secret every process of a deployment holds
+    alike (the root user's secret key, in the metadata database): an id one worker or node
+    gave is then valid on every other one behind the same UDP address, and across
+    restarts. One-way: neither the ids nor the key tell anything of that secret."""
+    return hmac.new(shared.encode("utf-8"), _SECRET_PURPOSE, hashlib.sha256).digest()
 
 
 def _connection_id_for(secret: bytes, addr: tuple[str, int], bucket: int) -> int:
@@ -275,5 +285,5 @@ def check_connection_id(
 def _accepted_ids(secret: bytes, ip: str, bucket: int) -> tuple[bytes, ...]:
     return tuple(
         _connection_id(secret, ip, bucket - age).to_bytes(8, "big")
-        for age in range(_CONNECTION_ID_BUCKETS_ACCEPTED)
+        for age in _CONNECTION_ID_AGES_ACCEPTED
     )
