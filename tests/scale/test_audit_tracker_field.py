@@ -23,6 +23,7 @@ from fastbencode import bdecode  # type: ignore[attr-defined]
 from s3torrent.config import StartupError
 from s3torrent.events import EventBus, ObjectDeleted, encode_event
 from s3torrent.events_redis import RedisEventRelay
+from s3torrent.tracker.protocol import AnnounceEvent, AnnounceRequest
 from s3torrent.tracker.redis_registry import RedisRegistry
 from s3torrent.tracker.registry import RegistryLimits
 from s3torrent.tracker.service import TrackerService, TrackerSettings
@@ -31,7 +32,12 @@ from tests.conftest import LiveServer, free_port, make_client, start_server
 from tests.scale.engines import Engine
 from tests.scale.test_nodes import Cluster, announce, info_hash_of
 from tests.scale.test_nodes import cluster as _cluster  # noqa: F401 (the fixture)
-from tests.unit.test_audit_tracker_field import HASH, mostly_ipv4_swarm, udp_announce
+from tests.unit.test_audit_tracker_field import (
+    HASH,
+    dual_stack_client,
+    mostly_ipv4_swarm,
+    udp_announce,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -244,14 +250,16 @@ def test_redis_registry_answers_an_ipv6_udp_announce_with_the_ipv6_peers(
         http = dict(bdecode(await service.handle_http_announce(query, "2001:db8:ffff::2", 0.0)))
         stats = await registry.stats(HASH)
         await registry.close()
-        assert (stats.seeders, stats.leechers) == (203, 2)
+        # The UDP asker announced over both families: an entry in each.
+        assert (stats.seeders, stats.leechers) == (203, 3)
         return six, four, http
 
     six, four, http = asyncio.run(run())
     assert len(six) == 3 * 18
     assert len(four) == 10 * 6
-    assert len(http[b"peers6"]) == 3 * 18
-    assert len(http[b"peers"]) == 7 * 6
+    # The 3 IPv6 seeds and the UDP asker's IPv6 entry, then IPv4 peers up to numwant.
+    assert len(http[b"peers6"]) == 4 * 18
+    assert len(http[b"peers"]) == 6 * 6
 
 
 # ---- UDP connection ids across nodes ---------------------------------------------------------
@@ -339,3 +347,34 @@ def test_udp_connection_ids_survive_the_owner_worker_started_again(tmp_path: Pat
         assert struct.unpack(">i", answer[:4])[0] == 1, answer
     finally:
         srv.stop()
+
+
+def test_redis_registry_lists_a_dual_stack_client_in_both_families_counted_once(
+    redis_server: Engine,
+) -> None:
+    async def run() -> dict[str, Any]:
+        client = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{redis_server.port}/13")
+        await client.flushdb()
+        registry = RedisRegistry(
+            client, RegistryLimits(rate_burst=1e9, rate_per_ip=1e9), clock="caller"
+        )
+        seen = await dual_stack_client(registry)
+        # Its IPv4 entry stops: the IPv6 one counts from its last totals on.
+        await registry.announce(_stopped("192.0.2.1", 1, 40001), 3.0)
+        await registry.announce(_stopped("2001:db8::1", 1, 40002, up=6000), 3.0)
+        seen["after"] = (await registry.stats(HASH)).uploaded
+        await registry.close()
+        return seen
+
+    seen = asyncio.run(run())
+    assert seen["198.51.100.2"] == {("192.0.2.1", 40001)}
+    assert seen["2001:db8::2"] == {("2001:db8::1", 40002)}
+    assert seen["counters"] == (4000, 1)
+    assert seen["after"] == 5000
+
+
+def _stopped(ip: str, peer: int, port: int, up: int = 5000) -> AnnounceRequest:
+    return AnnounceRequest(
+        HASH, b"-FT0001-" + peer.to_bytes(12, "big"), ip, port, up, 0, 0,
+        AnnounceEvent.STOPPED, 0, True, True, b"samekey", None,
+    )  # fmt: skip

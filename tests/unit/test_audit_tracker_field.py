@@ -159,3 +159,52 @@ def test_unkeyed_processes_refuse_each_others_ids() -> None:
     wall = [1_765_000_000.0]
     a, b = _udp_service(wall, None), _udp_service(wall, None)
     assert _announce_action(b, addr, _connect(a, addr, now=0.0), now=0.0) == 3
+
+
+# ---- a dual-stack client announces over each family ------------------------------------------
+
+
+def _announce(
+    ip: str,
+    peer: int,
+    *,
+    left: int = 100,
+    up: int = 0,
+    key: bytes = b"samekey",
+    port: int = 6881,
+    family_only: bool = False,
+) -> AnnounceRequest:
+    return AnnounceRequest(
+        HASH, _peer_id(peer), ip, port, up, 0, left, AnnounceEvent.NONE, 50, True, True, key, None,
+        (), None, family_only,
+    )  # fmt: skip
+
+
+async def dual_stack_client(registry: TrackerRegistry) -> dict[str, Any]:
+    """libtorrent 2.1 announces from each of its listen sockets: the same peer id and key,
+    over IPv4 and over IPv6, each socket with its own port."""
+    await registry.register(HASH, TorrentRef("b", "k", "v"))
+    seen: dict[str, Any] = {}
+    for ip, port in (("192.0.2.1", 40001), ("2001:db8::1", 40002)):
+        result = await registry.announce(_announce(ip, 1, up=1000, port=port), 0.0)
+        assert not hasattr(result, "reason"), result
+    # It finishes: both announce its totals and left=0.
+    for ip, port in (("192.0.2.1", 40001), ("2001:db8::1", 40002)):
+        await registry.announce(_announce(ip, 1, left=0, up=5000, port=port), 1.0)
+    for asker, ip in ((2, "198.51.100.2"), (3, "2001:db8::2")):
+        # Over UDP: the asker's family alone.
+        asking = _announce(ip, asker, key=b"k%d" % asker, family_only=True)
+        result = await registry.announce(asking, 2.0)
+        seen[ip] = {(p.ip, p.port) for p in getattr(result, "peers", ())}
+    stats = await registry.stats(HASH)
+    seen["counters"] = (stats.uploaded, stats.completed)
+    return seen
+
+
+def test_a_dual_stack_client_is_listed_in_both_families_and_counted_once() -> None:
+    """Keyed by peer id alone, each announce moved the client's one entry to its own
+    family: IPv4 peers did not find it after its IPv6 announce, and the other way round."""
+    seen = run(dual_stack_client(_memory()))
+    assert seen["198.51.100.2"] == {("192.0.2.1", 40001)}
+    assert seen["2001:db8::2"] == {("2001:db8::1", 40002)}
+    assert seen["counters"] == (4000, 1)  # once: from its first totals (a baseline) on

@@ -3,8 +3,11 @@
 Per torrent (hex info-hash H, prefix P):
   P:reg            hash  H -> TorrentRef as JSON (the set of registered torrents)
   P:sw:{H}         hash  completed, uploaded, downloaded, origins (counters)
-  P:pe:{H}         hash  peer_id -> packed peer (ip, port, left, key, uploaded, downloaded, done,
-                         source: where it announced from when not ip, else empty)
+  P:pe:{H}         hash  entry id -> packed peer (ip, port, left, key, uploaded, downloaded, done,
+                         source: where it announced from when not ip, else empty, accounts:
+                         1 unless the other family's entry of the same client counts)
+                         (an entry per peer id and family, as registry.entry_id: the peer id,
+                         and "6" after it for an IPv6 address)
   P:ls:{H}         zset  peer_id by last announce time (expiry pops the low end)
   P:sd:{H} P:lc:{H} sets of seeding / leeching IPv4 peer ids (uniform sampling: SRANDMEMBER)
   P:sd6:{H} P:lc6:{H} the same of IPv6 peers (an answer takes the asker's family first, and
@@ -29,6 +32,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from s3torrent.tracker.protocol import (
+    PEER_ID_LENGTH,
     AnnounceEvent,
     AnnounceRequest,
     PeerAddress,
@@ -59,11 +63,17 @@ local function unpack_peer(s)
   local f = {}
   for v in string.gmatch(s, '([^\\t]*)\\t?') do f[#f + 1] = v end
   return {ip = f[1], port = f[2], left = tonumber(f[3]), key = f[4],
-          up = tonumber(f[5]), down = tonumber(f[6]), done = f[7], src = f[8] or ''}
+          up = tonumber(f[5]), down = tonumber(f[6]), done = f[7], src = f[8] or '',
+          acc = f[9] or '1'}
 end
 local function pack_peer(p)
   return table.concat(
-    {p.ip, p.port, int(p.left), p.key, int(p.up), int(p.down), p.done, p.src}, '\\t')
+    {p.ip, p.port, int(p.left), p.key, int(p.up), int(p.down), p.done, p.src, p.acc}, '\\t')
+end
+-- The same peer id's entry in the other family (registry._sibling_id).
+local function sibling_of(entry)
+  if #entry > 20 then return string.sub(entry, 1, 20) end
+  return entry .. '6'
 end
 local function source_of(p)
   if p.src ~= '' then return p.src end
@@ -71,10 +81,23 @@ local function source_of(p)
 end
 -- sets: a swarm's {seeds, leechers, IPv6 seeds, IPv6 leechers}
 local function remove_peer(pe, ls, sets, np, pid)
+  local packed = redis.call('HGET', pe, pid)
   redis.call('HDEL', pe, pid)
   redis.call('ZREM', ls, pid)
   for _, s in ipairs(sets) do redis.call('SREM', s, pid) end
   redis.call('DECR', np)
+  if packed and unpack_peer(packed).acc == '1' then
+    -- The other family's entry of the same client counts from its last totals on.
+    local other = sibling_of(pid)
+    local sp = redis.call('HGET', pe, other)
+    if sp then
+      local q = unpack_peer(sp)
+      if q.acc ~= '1' then
+        q.acc = '1'
+        redis.call('HSET', pe, other, pack_peer(q))
+      end
+    end
+  end
 end
 local function expire(pe, ls, sets, np, deadline)
   local dead = redis.call('ZRANGEBYSCORE', ls, '-inf', '(' .. deadline, 'LIMIT', 0, 1000)
@@ -94,7 +117,10 @@ local reg, sw, pe, ls, sd, lc, np, rt = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS
   KEYS[7], KEYS[10]
 local sd6, lc6 = KEYS[8], KEYS[9]
 local sets = {sd, lc, sd6, lc6}
-local ih, pid, ip, port = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ih, peer_id, ip, port = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- This peer id's entry for ip's family.
+local pid = peer_id
+if is6(ip) then pid = peer_id .. '6' end
 local left, key = tonumber(ARGV[5]), ARGV[6]
 local up, down, event, numwant = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
 local now = clock(ARGV[11])
@@ -155,6 +181,10 @@ if packed then
   end
 end
 local function account(p)
+  if p.acc ~= '1' then
+    p.up, p.down = up, down  -- its baseline, should it take over (remove_peer)
+    return
+  end
   local du, dd = up - p.up, down - p.down
   if du < 0 then du = up end
   if dd < 0 then dd = down end
@@ -179,8 +209,12 @@ if not peer then
     -- Counters of a peer first seen without `started` are its baseline (registry.py, _Peer).
     local base_up, base_down = up, down
     if event == 'started' then base_up, base_down = 0, 0 end
+    -- The other family's entry of the same client (its key) counts its reports.
+    local acc = '1'
+    local sp = redis.call('HGET', pe, sibling_of(pid))
+    if sp and key ~= '' and unpack_peer(sp).key == key then acc = '0' end
     peer = {ip = ip, port = port, left = left, key = key, up = base_up, down = base_down,
-            done = '0', src = src}
+            done = '0', src = src, acc = acc}
     redis.call('INCR', np)
   end
 end
@@ -189,7 +223,7 @@ if peer then
   local finished = event == 'completed' or (peer.left > 0 and left == 0)
   if finished and peer.done == '0' then
     peer.done = '1'
-    redis.call('HINCRBY', sw, 'completed', 1)
+    if peer.acc == '1' then redis.call('HINCRBY', sw, 'completed', 1) end
   end
   peer.ip, peer.port, peer.left, peer.src = ip, port, left, src
   if key ~= '' then peer.key = key end
@@ -518,7 +552,9 @@ class RedisRegistry:
         for i in range(0, len(flat), 3):
             if len(chosen) >= wanted:
                 break
-            peer_id, ip, port = bytes(flat[i]), _text(flat[i + 1]), int(flat[i + 2])
+            # An entry id: the peer id (and "6" for an IPv6 entry).
+            peer_id = bytes(flat[i])[:PEER_ID_LENGTH]
+            ip, port = _text(flat[i + 1]), int(flat[i + 2])
             if (ip, port) in origin_addresses:
                 continue
             chosen.append(PeerAddress(ip, port, peer_id))

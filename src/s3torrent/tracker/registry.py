@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import NamedTuple, Protocol
 
 from s3torrent.tracker.protocol import (
+    PEER_ID_LENGTH,
     AnnounceEvent,
     AnnounceRequest,
     PeerAddress,
@@ -87,11 +88,12 @@ class TrackerRegistry(Protocol):
     async def registered(self) -> list[bytes]: ...
 
     async def peer_sources(self, info_hash: bytes) -> dict[bytes, str]:
-        """Where each listed peer of a registered torrent last announced from (peer id ->
-        source address: what the access decision goes by); empty if not registered."""
+        """Where each listed peer of a registered torrent last announced from (entry id,
+        `entry_id` -> source address: what the access decision goes by); empty if not
+        registered."""
 
     async def drop_peers(self, info_hash: bytes, peers: Mapping[bytes, str]) -> int:
-        """Unlist these peers (peer id -> the source `peer_sources` gave) of a registered
+        """Unlist these peers (entry id -> the source `peer_sources` gave) of a registered
         torrent, each only if it still announces from that source; how many were."""
 
     def sweep(self, now: float) -> int:
@@ -113,8 +115,27 @@ class RegistryLimits:
     rate_table_size: int = 65536
 
 
+# A swarm keeps one entry per peer id and address family: a dual-stack client (libtorrent
+# 2 announces from each of its listen sockets, with one peer id and one key) is listed to
+# IPv4 peers at its IPv4 address and to IPv6 ones at its IPv6 address, each where it
+# announced from. Keyed by peer id alone, each of its announces moved its one entry to the
+# other family (until 2026-12-08). An IPv6 entry's id is the peer id and this byte.
+_IPV6_ENTRY = b"6"
+
+
+def entry_id(peer_id: bytes, ip: str) -> bytes:
+    """The id of a peer's entry for address `ip` (canonical: ":" tells the family)."""
+    return peer_id + _IPV6_ENTRY if ":" in ip else peer_id
+
+
+def _sibling_id(entry: bytes) -> bytes:
+    """The id of the same peer id's entry in the other family."""
+    return entry[:-1] if len(entry) > PEER_ID_LENGTH else entry + _IPV6_ENTRY
+
+
 class _Peer:
     __slots__ = (
+        "accounts",
         "address",
         "completed",
         "downloaded",
@@ -144,6 +165,10 @@ class _Peer:
         self.completed = False
         # The swarm's seeders or leechers, whichever lists this peer (None until updated).
         self.group: _PeerGroup | None = None
+        # Whether its reports add to the swarm's transfer and completion counters: not
+        # those of the other family's entry of a client listed already (the same peer id
+        # and key), which reports the same totals; it takes over when that entry goes.
+        self.accounts = True
 
 
 def _index_below(rng: random.Random, bound: int) -> int:
@@ -422,17 +447,17 @@ class MemoryRegistry:
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             return {}
-        return {peer_id: _source_of(peer) for peer_id, peer in swarm.peers.items()}
+        return {entry: _source_of(peer) for entry, peer in swarm.peers.items()}
 
     async def drop_peers(self, info_hash: bytes, peers: Mapping[bytes, str]) -> int:
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             return 0
         dropped = 0
-        for peer_id, source in peers.items():
-            peer = swarm.peers.get(peer_id)
+        for entry, source in peers.items():
+            peer = swarm.peers.get(entry)
             if peer is not None and _source_of(peer) == source:
-                self._remove(swarm, peer_id)
+                self._remove(swarm, entry)
                 dropped += 1
         return dropped
 
@@ -455,22 +480,24 @@ class MemoryRegistry:
             return AnnounceFailure(RATE_LIMITED)
         if now >= swarm.expires_at:
             self._expire(swarm, now)
-        peer = swarm.peers.get(req.peer_id)
+        entry = req.peer_id + _IPV6_ENTRY if ":" in req.ip else req.peer_id  # entry_id
+        peer = swarm.peers.get(entry)
         if peer is not None and not _same_peer(peer, req):
             return AnnounceFailure(PEER_ID_IN_USE)
         complete_origins = len(swarm.origins)
         if req.event is AnnounceEvent.STOPPED:
             if peer is not None:
-                self._account_transfer(swarm, peer, req)
-                self._remove(swarm, req.peer_id)
+                if peer.accounts:
+                    self._account_transfer(swarm, peer, req)
+                self._remove(swarm, entry)
             return AnnounceResult(swarm.seeding + complete_origins, swarm.leeching, ())
         warning = None
         if peer is None:
-            peer = self._admit(swarm, req, now)
+            peer = self._admit(swarm, req, entry, now)
             if peer is None:
                 warning = SWARM_FULL
         if peer is not None:
-            self._update(swarm, req.peer_id, peer, req, now)
+            self._update(swarm, entry, peer, req, now)
             # The requester's own entry, packed already (its address is the request's now).
             own = peer.address.compact
         else:
@@ -478,7 +505,7 @@ class MemoryRegistry:
         peers = self._pick_peers(swarm, req, own)
         return AnnounceResult(swarm.seeding + complete_origins, swarm.leeching, peers, warning)
 
-    def _admit(self, swarm: _Swarm, req: AnnounceRequest, now: float) -> _Peer | None:
+    def _admit(self, swarm: _Swarm, req: AnnounceRequest, entry: bytes, now: float) -> _Peer | None:
         # When full, the newcomer is not remembered but is still answered with peers.
         if (
             len(swarm.peers) >= self._limits.max_peers_per_torrent
@@ -486,21 +513,30 @@ class MemoryRegistry:
         ):
             return None
         peer = _Peer(req, now)
-        swarm.peers[req.peer_id] = peer
+        sibling = swarm.peers.get(_sibling_id(entry))
+        if sibling is not None and sibling.key is not None and sibling.key == req.key:
+            peer.accounts = False  # the same client, counted by its other entry
+        swarm.peers[entry] = peer
         self._peer_count += 1
         swarm.expires_at = min(swarm.expires_at, now + self._limits.peer_ttl)
         return peer
 
     def _update(
-        self, swarm: _Swarm, peer_id: bytes, peer: _Peer, req: AnnounceRequest, now: float
+        self, swarm: _Swarm, entry: bytes, peer: _Peer, req: AnnounceRequest, now: float
     ) -> None:
-        self._account_transfer(swarm, peer, req)
+        peer_id = req.peer_id
         left = req.left
         finished = req.event is AnnounceEvent.COMPLETED or (peer.left > 0 and left == 0)
-        if finished and not peer.completed:
-            # Some clients never send `completed`; the leecher -> seed transition counts too.
+        if peer.accounts:
+            self._account_transfer(swarm, peer, req)
+            if finished and not peer.completed:
+                # Some clients never send `completed`; the leecher -> seed transition too.
+                swarm.completed += 1
+        else:  # its totals are its baseline, should it take over (_remove)
+            peer.uploaded = req.uploaded
+            peer.downloaded = req.downloaded
+        if finished:
             peer.completed = True
-            swarm.completed += 1
         address = peer.address
         moved = address.port != req.port or address.ip != req.ip
         if moved:
@@ -513,7 +549,7 @@ class MemoryRegistry:
         expires = now + self._limits.peer_ttl
         if expires < swarm.expires_at:  # only if the clock went back
             swarm.expires_at = expires
-        swarm.peers.move_to_end(peer_id)
+        swarm.peers.move_to_end(entry)
         group = swarm.group_for(address.ip, left)
         if peer.group is not group:
             if peer.group is not None:
@@ -534,11 +570,15 @@ class MemoryRegistry:
         peer.uploaded = req.uploaded
         peer.downloaded = req.downloaded
 
-    def _remove(self, swarm: _Swarm, peer_id: bytes) -> None:
-        peer = swarm.peers.pop(peer_id)
+    def _remove(self, swarm: _Swarm, entry: bytes) -> None:
+        peer = swarm.peers.pop(entry)
         if peer.group is not None:
-            peer.group.discard(peer_id)
+            peer.group.discard(_peer_id(peer.address))
         self._peer_count -= 1
+        if peer.accounts:
+            sibling = swarm.peers.get(_sibling_id(entry))
+            if sibling is not None:
+                sibling.accounts = True  # from its last totals on (a lower bound)
 
     def _expire(self, swarm: _Swarm, now: float) -> int:
         ttl = self._limits.peer_ttl
@@ -546,11 +586,11 @@ class MemoryRegistry:
         dropped = 0
         swarm.expires_at = math.inf
         while swarm.peers:
-            peer_id, peer = next(iter(swarm.peers.items()))
+            entry, peer = next(iter(swarm.peers.items()))
             if peer.last_seen >= deadline:
                 swarm.expires_at = peer.last_seen + ttl
                 break
-            self._remove(swarm, peer_id)
+            self._remove(swarm, entry)
             dropped += 1
         return dropped
 
