@@ -480,15 +480,16 @@ class PublicTorrents:
         torrent" (one in six announces of a tight loop on two nodes during PutBucketPolicy
         calls that kept the object public, until 2026-12-08), and the swarm, which must not
         be lost with a change that keeps it public, was at the mercy of that race."""
-        info: TorrentInfo | None = None
         try:
             info = await self.consider_version(revoked.version_id)
-            return info
-        finally:
-            kept = set(info.swarm_ids) if info is not None else set()
-            for sid in revoked.swarm_ids:
-                if sid not in kept and sid not in self.by_swarm:
-                    self._deregister(sid)
+        except Exception:  # not a cancellation (a stop): that leaves the registry be
+            log.exception("%s/%s: deciding again failed; unregistered", revoked.bucket, revoked.key)
+            info = None
+        kept = set(info.swarm_ids) if info is not None else set()
+        for sid in revoked.swarm_ids:
+            if sid not in kept and sid not in self.by_swarm:
+                self._deregister(sid)
+        return info
 
     def _deregister(self, sid: bytes) -> None:
         """Take sid out of the registry, after any deregistration of it still under way, in
