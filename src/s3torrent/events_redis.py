@@ -43,7 +43,7 @@ dropped its events silently: the other nodes, whose own subscriptions never brok
 serving what those events revoked.
 
 A node tells its own messages from the others' by its process's `instance`, not by its
-node id alone, and claims its node id in Redis (`P:node:ID`, renewed with every beat and
+node id alone, and claims its node id in Redis (`s3t:node:ID`, renewed with every beat and
 expiring `silent_after` + `beat_every` after the last): a node started under an id another
 running node holds (a copied data directory, whose `node-id` came with it, or the same
 S3TORRENT_NODE_ID twice) waits for the claim to expire, as a crashed predecessor's does,
