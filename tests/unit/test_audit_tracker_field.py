@@ -208,3 +208,28 @@ def test_a_dual_stack_client_is_listed_in_both_families_and_counted_once() -> No
     assert seen["198.51.100.2"] == {("192.0.2.1", 40001)}
     assert seen["2001:db8::2"] == {("2001:db8::1", 40002)}
     assert seen["counters"] == (4000, 1)  # once: from its first totals (a baseline) on
+
+
+def test_bep7_ipv4_and_ipv6_parameters_list_no_address_even_under_trust_ip_param() -> None:
+    """An address a client names but did not announce from is unverified: listed, it would
+    aim the swarm's connections at whoever holds it. A dual-stack client is listed in each
+    family by announcing over each (libtorrent does), at an address its connection proves."""
+
+    async def scenario() -> tuple[set[str], dict[bytes, Any]]:
+        registry = _memory()
+        await registry.register(HASH, TorrentRef("b", "k", "v"))
+        service = TrackerService(registry, TrackerSettings(udp_secret=SECRET, trust_ip_param=True))
+        query = (
+            f"info_hash={quote_from_bytes(HASH, safe='')}"
+            f"&peer_id={quote_from_bytes(_peer_id(1), safe='')}"
+            "&port=6881&uploaded=0&downloaded=0&left=10&compact=1&key=aa"
+            "&ipv6=2001%3Adb8%3A%3A99&ipv4=203.0.113.9&ipv6=2001%3Adb8%3A%3A98"
+        ).encode()
+        body = dict(bdecode(await service.handle_http_announce(query, "192.0.2.1", 0.0)))
+        asker = _announce("2001:db8::2", 2, key=b"k2")
+        result = await registry.announce(asker, 1.0)
+        return {p.ip for p in getattr(result, "peers", ())}, body
+
+    listed, body = run(scenario())
+    assert b"failure reason" not in body, body
+    assert listed == {"192.0.2.1"}  # where it announced from, and nothing it named
