@@ -49,6 +49,7 @@ from s3torrent.probes import health_handler, metrics_handler
 from s3torrent.provision import (
     hold_data_dir,
     open_sealing,
+    open_user_secrets,
     persistent_node_id,
     secure_data_dir,
     space_reserve,
@@ -177,6 +178,7 @@ def build_services(settings: Settings, role: Role | None = None) -> Services:
         space=space,
     )
     store.sealing = open_sealing(settings, meta, blobs)
+    open_user_secrets(meta, store.sealing.keys)
     users = UserDirectory(meta)
     users.load()
     catalog = TorrentCatalog(settings.torrent)
@@ -469,6 +471,7 @@ class Node:
         root, generated = self.svc.users.ensure_root(
             self.settings.data_dir, self.settings.root_access_key, self.settings.root_secret_key
         )
+        assert root.secret_key is not None  # just stored, sealed by this node's key
         return root.access_key, root.secret_key, generated
 
     async def start(self) -> None:

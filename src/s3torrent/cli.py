@@ -147,7 +147,9 @@ def _metadata(settings: Settings) -> Iterator[MetadataStore]:
 def _users(ctx: click.Context) -> Iterator[UserDirectory]:
     from s3torrent.store.users import UserDirectory, UserError
 
-    with _metadata(resolve_settings(ctx)) as meta:
+    settings = resolve_settings(ctx)
+    with _metadata(settings) as meta:
+        _open_user_secrets(settings, meta)
         users = UserDirectory(meta)
         users.load()
         try:
@@ -156,7 +158,21 @@ def _users(ctx: click.Context) -> Iterator[UserDirectory]:
             raise click.ClickException(str(exc)) from exc
 
 
-def _print_keys(name: str, canonical_id: str, access_key: str, secret_key: str) -> None:
+def _open_user_secrets(settings: Settings, meta: MetadataStore, keys: Any = None) -> None:
+    """Users' secret keys sealed and opened as the server does (the master key file made
+    here if this is the data directory's first use); refused as the server's start is."""
+    from s3torrent.config import StartupError
+    from s3torrent.provision import master_keys, open_user_secrets
+
+    try:
+        open_user_secrets(meta, keys or master_keys(settings, meta))
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _print_keys(name: str, canonical_id: str, access_key: str, secret_key: str | None) -> None:
+    if secret_key is None:  # sealed a moment ago, it does not open: nothing to print
+        raise click.ClickException(f"the new secret key of {name} does not open (see the log)")
     click.echo(
         f"name={name}\ncanonical_id={canonical_id}\naccess_key={access_key}\n"
         f"secret_key={secret_key}"
@@ -509,14 +525,23 @@ def _master_keys(settings: Settings) -> Any:
 def key_show(ctx: click.Context) -> None:
     """The master key file, its keys (never their bytes) and which one wraps new keys."""
     settings = resolve_settings(ctx)
+    from s3torrent.store.user_secrets import secret_key_ids
+
     keys = _master_keys(settings)
     with _metadata(settings) as meta:
         in_use = asyncio.run(meta.seal_key_ids())
+        sealing_secrets = secret_key_ids(meta.stored_user_secrets_now())
     click.echo(f"file: {keys.path}")
     for key_id in keys.key_ids:
         state = "current" if key_id == keys.current else "retired"
-        used = "wraps data keys" if key_id in in_use else "wraps nothing"
-        click.echo(f"{key_id}\t{state}\t{used}")
+        uses = [
+            what
+            for what, used in (("data keys", in_use), ("user secret keys", sealing_secrets))
+            if key_id in used
+        ]
+        click.echo(
+            f"{key_id}\t{state}\t{'wraps ' + ' and '.join(uses) if uses else 'wraps nothing'}"
+        )
 
 
 @key.command("rotate")
@@ -533,13 +558,15 @@ def key_rotate(ctx: click.Context) -> None:
     settings = resolve_settings(ctx)
     keys = _master_keys(settings)
     with _metadata(settings) as meta:
+        _open_user_secrets(settings, meta, keys)
         sealing = Sealing(meta, open_blob_store(settings), keys)
         try:
-            rewrapped, dropped = asyncio.run(sealing.rotate())
+            rewrapped, resealed, dropped = asyncio.run(sealing.rotate())
         except MasterKeyError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(
         f"master key {keys.current} is current; {rewrapped} data keys re-wrapped, "
+        f"{resealed} user secret keys re-sealed, "
         f"{dropped} unused retired keys removed from {keys.path}"
     )
 

@@ -19,6 +19,7 @@ from s3torrent.store.master_key import MASTER_KEY_FILE, MasterKeyError, MasterKe
 from s3torrent.store.metastore import MetadataStore
 from s3torrent.store.sealing import Sealing
 from s3torrent.store.space import SpaceReserve
+from s3torrent.store.user_secrets import UserSecrets, secret_key_ids
 
 log = logging.getLogger("s3torrent")
 
@@ -184,15 +185,66 @@ def space_reserve(settings: Settings) -> SpaceReserve | None:
 
 def open_sealing(settings: Settings, meta: MetadataStore, blobs: BlobStore) -> Sealing:
     """Encryption at rest: the master key file (made, mode 0600, at the first start)."""
+    return Sealing(meta, blobs, master_keys(settings, meta))
+
+
+def master_keys(settings: Settings, meta: MetadataStore) -> MasterKeys:
+    """The master key file's ring, made (mode 0600) if there is none and nothing needs one."""
     path = settings.encryption.master_key_file or settings.data_dir / MASTER_KEY_FILE
-    if not path.exists() and meta.seal_key_ids_now():
-        # A new key would open nothing: better no start than objects silently lost.
-        raise StartupError(
-            f"the master key file {path} is missing, but encrypted objects need it: "
-            "restore it from a backup (see the README's Encryption section)"
-        )
+    if not path.exists():
+        needed = []
+        if meta.seal_key_ids_now():
+            needed.append("encrypted objects")
+        if secret_key_ids(meta.stored_user_secrets_now()):
+            needed.append("the users' sealed secret keys")
+        if needed:
+            # A new key would open nothing: better no start than data silently lost.
+            raise StartupError(
+                f"the master key file {path} is missing, but {' and '.join(needed)} need it: "
+                "restore it from a backup (see the README's Encryption section)"
+            )
     try:
-        keys = MasterKeys.load_or_create(path)
+        return MasterKeys.load_or_create(path)
     except MasterKeyError as exc:
         raise StartupError(str(exc)) from exc
-    return Sealing(meta, blobs, keys)
+
+
+def open_user_secrets(meta: MetadataStore, keys: MasterKeys) -> None:
+    """Users' secret keys sealed by `keys` from now on (store/user_secrets.py); refused when
+    the database's sealed secrets do not open with them (another node's or an old master
+    key file: every signed request would be refused). Secrets still stored in the clear (a
+    database of an earlier version) are sealed now, each only if it is still the value
+    read (several workers or nodes may do this at once)."""
+    user_secrets = UserSecrets(keys)
+    stored = meta.stored_user_secrets_now()
+    if user_secrets.opens_any(stored) is False:
+        ids = ", ".join(sorted(secret_key_ids(stored)))
+        raise StartupError(
+            f"the master key file {keys.path} does not open the users' secret keys in the "
+            f"database (sealed under master key {ids}): start with the master key file they "
+            "were sealed with (nodes sharing a database share it: encryption.master_key_file)"
+        )
+    try:
+        resealed = user_secrets.resealed(stored, clear_only=True)
+    except MasterKeyError as exc:
+        raise StartupError(str(exc)) from exc
+    sealed = 0
+    for canonical_id, old, new in resealed:
+        sealed += meta.replace_user_secret_now(canonical_id, old, new)
+    if sealed:
+        log.info("sealed %d users' secret keys stored in the clear", sealed)
+        _scrub(meta)
+    meta.user_secrets = user_secrets
+
+
+def _scrub(meta: MetadataStore) -> None:
+    """The clear secrets just overwritten out of the database file and its WAL too (SQLite
+    keeps overwritten bytes in free space until it reuses it), once, when they are sealed."""
+    try:
+        meta.scrub_now()
+    except Exception as exc:  # another process busy with the file: warn, and serve
+        log.warning(
+            "could not rewrite the database after sealing the secret keys (%s): the clear "
+            "ones may stay in its free space until it is reused; run VACUUM on it",
+            exc,
+        )

@@ -35,7 +35,12 @@ def test_create_only_writers_on_two_nodes_have_exactly_one_winner(
                 data_dir=data,
                 port=free_port(),
                 peer_port=free_port(),
-                env={"S3TORRENT_METADATA_URL": pg_url, "S3TORRENT_NODE_ID": f"node-{name}"},
+                env={
+                    "S3TORRENT_METADATA_URL": pg_url,
+                    "S3TORRENT_NODE_ID": f"node-{name}",
+                    # Nodes of one database share the master key file.
+                    "S3TORRENT_ENCRYPTION__MASTER_KEY_FILE": str(tmp_path / "master-keys.json"),
+                },
             )
             node.start(timeout=60)
             nodes.append(node)

@@ -33,6 +33,8 @@ def lifecycle_counters(node: LiveServer) -> dict[str, float]:
 def two_nodes(tmp_path: Path, pg_url: str) -> Iterator[tuple[LiveServer, LiveServer]]:
     env = {
         "S3TORRENT_METADATA_URL": pg_url,
+        # Nodes of one database share the master key file.
+        "S3TORRENT_ENCRYPTION__MASTER_KEY_FILE": str(tmp_path / "master-keys.json"),
         "S3TORRENT_LIFECYCLE__DAY_SECONDS": "1",
         "S3TORRENT_LIFECYCLE__INTERVAL": "0.2",
         "S3TORRENT_LIFECYCLE__BATCH_SIZE": "50",

@@ -31,6 +31,8 @@ class Cluster:
     def __init__(self, tmp: Path, env: dict[str, str]) -> None:
         self.tmp = tmp
         self.env = env
+        # Nodes of one database share the master key file (it seals the users' secrets).
+        self.env.setdefault("S3TORRENT_ENCRYPTION__MASTER_KEY_FILE", str(tmp / "master-keys.json"))
         self.nodes: dict[str, LiveServer] = {}
         self.peer_ports = {name: free_port() for name in ("a", "b")}
         self.env["S3TORRENT_SEEDER__PEER_ADDRESSES"] = (

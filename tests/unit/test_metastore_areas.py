@@ -13,8 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from s3torrent.events import AccessChanged, Event, EventBus, ObjectWritten, TorrentHashed
+from s3torrent.provision import open_user_secrets
 from s3torrent.store import hash_queries, queries
 from s3torrent.store.errors import BucketNotEmpty
+from s3torrent.store.master_key import MasterKeys
 from s3torrent.store.meta_users import UserExists
 from s3torrent.store.metastore import SqlMetadataStore, open_metadata_store
 from s3torrent.store.rows import ObjectVersion, Part, TorrentHashes, Upload, UploadReceipt, User
@@ -31,6 +33,8 @@ def meta(tmp_path: Path) -> Iterator[SqlMetadataStore]:
     """SQLite; a fresh PostgreSQL database with S3TORRENT_TEST_METADATA=postgres."""
     url = metadata_env().get("S3TORRENT_METADATA_URL", f"sqlite:///{tmp_path / 'm.sqlite3'}")
     store = open_metadata_store(url, EventBus())
+    # Users' secrets are sealed with the master keys, as the server's start sets them up.
+    open_user_secrets(store, MasterKeys.load_or_create(tmp_path / "keys.json"))
     yield store
     store.close()
 

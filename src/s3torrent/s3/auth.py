@@ -99,7 +99,7 @@ async def authenticate(
             region=region,
         )
     user = users.active_by_access_key(verified.access_key)
-    assert user is not None  # verify_request found its secret
+    assert user is not None and user.secret_key is not None  # verify_request found it
     if memo_key is not None and verified.valid_between is not None:
         _remember(memo_key, user.secret_key, verified)
     return _principal(user.canonical_id, user.name, user.is_root), verified

@@ -115,6 +115,16 @@ class Database:
         with self.engine.connect().execution_options(sqlite_begin="") as conn:
             return fn(conn)
 
+    def scrub_sync(self) -> None:
+        """SQLite: rewrite the file without its free space (VACUUM) and empty the WAL, so
+        that bytes overwritten or deleted are gone from it, not only unreachable (blocking:
+        at start). Nothing on PostgreSQL, whose old row versions are its own to reclaim."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        with self.engine.connect().execution_options(sqlite_begin="") as conn:
+            conn.exec_driver_sql("VACUUM")
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
     # ---- writes ----
 
     async def write(self, fn: Callable[[Connection], T]) -> T:

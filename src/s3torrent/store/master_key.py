@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MASTER_KEY_FILE = "sse-master-keys.json"
 _WRAP_AAD = b"s3torrent data key v1"
@@ -134,13 +136,24 @@ class MasterKeys:
         sealed = AESGCM(self._keys[self.current]).encrypt(nonce, data_key, _WRAP_AAD)
         return WrappedKey(self.current, nonce + sealed)
 
-    def unwrap(self, wrapped: WrappedKey) -> bytes:
-        key = self._keys.get(wrapped.key_id)
+    def _key(self, key_id: str) -> bytes:
+        key = self._keys.get(key_id)
         if key is None:
             self.refresh()
-            key = self._keys.get(wrapped.key_id)
+            key = self._keys.get(key_id)
         if key is None:
-            raise MasterKeyError(f"master key {wrapped.key_id} is not in {self.path}")
+            raise MasterKeyError(f"master key {key_id} is not in {self.path}")
+        return key
+
+    def derive(self, key_id: str, purpose: bytes) -> bytes:
+        """A 256-bit key for one purpose only (HKDF-SHA256 of master key `key_id`, the
+        purpose as its info): what it seals never opens with the master key itself or with
+        another purpose's key."""
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose)
+        return hkdf.derive(self._key(key_id))
+
+    def unwrap(self, wrapped: WrappedKey) -> bytes:
+        key = self._key(wrapped.key_id)
         try:
             return AESGCM(key).decrypt(wrapped.blob[:_NONCE], wrapped.blob[_NONCE:], _WRAP_AAD)
         except InvalidTag:

@@ -2,16 +2,27 @@
 
 Reading all users and setting the root's keys block (they run at start, or on a worker
 thread for the periodic reload); the rest is async like every other store method.
+
+Secret keys are sealed on their way in and opened on their way out (store/user_secrets.py,
+`user_secrets`, set at start with the master keys): the users table never holds one in the
+clear, and every User handed out holds it opened (None if it does not open).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
+
+from sqlalchemy.engine import Connection
 
 from s3torrent.store import user_queries as uq
 from s3torrent.store.meta_base import SqlStoreBase
 from s3torrent.store.rows import User
 from s3torrent.store.user_queries import UserExists
+from s3torrent.store.user_secrets import SecretOwner, UserSecrets
+
+# A user's (canonical id, access key, secret as stored).
+StoredSecret = tuple[str, str, str]
 
 __all__ = ["SqlUsers", "UserExists", "UserMetadata"]
 
@@ -37,18 +48,67 @@ class UserMetadata(Protocol):
 
     def ensure_root(self, new_root: User) -> User: ...
 
+    user_secrets: UserSecrets | None
+
+    def stored_user_secrets_now(self) -> list[StoredSecret]: ...
+
+    async def stored_user_secrets(self) -> list[StoredSecret]: ...
+
+    def replace_user_secret_now(self, canonical_id: str, old: str, new: str) -> bool: ...
+
+    async def replace_user_secret(self, canonical_id: str, old: str, new: str) -> bool: ...
+
+    def scrub_now(self) -> None: ...
+
 
 class SqlUsers(SqlStoreBase):
+    user_secrets: UserSecrets | None = None
+
+    def _secrets(self) -> UserSecrets:
+        if self.user_secrets is None:
+            raise RuntimeError("users' secret keys are read or written before the master key")
+        return self.user_secrets
+
+    def _opened(self, user: User) -> User:
+        """The user as stored, its secret opened (None if it does not open)."""
+        assert user.secret_key is not None  # a stored row always has one
+        owner = SecretOwner(user.canonical_id, user.access_key)
+        # Built field by field: dataclasses.replace costs 5x as much, on every periodic
+        # reload of every user.
+        return User(
+            user.canonical_id,
+            user.name,
+            user.access_key,
+            self._secrets().open(owner, user.secret_key),
+            user.is_root,
+            user.created_at,
+            user.disabled,
+            user.is_admin,
+        )
+
+    def _sealed(self, user: User) -> User:
+        """The user as it is stored: its secret sealed."""
+        assert user.secret_key is not None  # a new user's keys were just made
+        owner = SecretOwner(user.canonical_id, user.access_key)
+        return dataclasses.replace(user, secret_key=self._secrets().seal(owner, user.secret_key))
+
     def all_users(self) -> list[User]:
         """Every user (blocking: at start, or on a worker thread)."""
-        return self.db.read_sync(uq.all_users)
+        stored = self.db.read_sync(uq.all_users)
+        users = [self._opened(u) for u in stored]
+        self._secrets().forget_all_but(
+            (SecretOwner(u.canonical_id, u.access_key), u.secret_key or "") for u in stored
+        )
+        return users
 
     async def user_by_access_key(self, access_key: str) -> User | None:
-        return await self.db.read(lambda c: uq.user_by_access_key(c, access_key))
+        user = await self.db.read(lambda c: uq.user_by_access_key(c, access_key))
+        return self._opened(user) if user is not None else None
 
     async def add_user(self, user: User) -> None:
         """Store a new user; UserExists if the name is taken."""
-        await self.db.write(lambda c: uq.add_user(c, user))
+        sealed = self._sealed(user)
+        await self.db.write(lambda c: uq.add_user(c, sealed))
 
     async def remove_user(self, name: str) -> bool:
         """Remove the user `name` (False: there is none); their keys stop working."""
@@ -63,18 +123,67 @@ class SqlUsers(SqlStoreBase):
         disabled: bool | None = None,
         is_admin: bool | None = None,
     ) -> User | None:
-        """Change the given fields of the user `name` (None: there is none)."""
-        return await self.db.write(
-            lambda c: uq.update_user(
+        """Change the given fields of the user `name` (None: there is none). The access key
+        and the secret change together (the sealed secret is bound to its access key)."""
+        if (access_key is None) != (secret_key is None):
+            raise ValueError("a user's access key and secret key change together")
+
+        def txn(c: Connection) -> User | None:
+            sealed = None
+            if access_key is not None and secret_key is not None:
+                user = uq.user_by_name(c, name)
+                if user is None:
+                    return None
+                owner = SecretOwner(user.canonical_id, access_key)
+                sealed = self._secrets().seal(owner, secret_key)
+            return uq.update_user(
                 c,
                 name,
                 access_key=access_key,
-                secret_key=secret_key,
+                secret_key=sealed,
                 disabled=disabled,
                 is_admin=is_admin,
             )
-        )
+
+        user = await self.db.write(txn)
+        return self._opened(user) if user is not None else None
 
     def ensure_root(self, new_root: User) -> User:
-        """Set the root user's keys to new_root's, creating it if needed (blocking: at start)."""
-        return self.db.write_sync(lambda c: uq.ensure_root(c, new_root))
+        """Set the root user's keys to new_root's, creating it (as new_root) if needed
+        (blocking: at start). Keys already stored are not written again."""
+
+        def txn(c: Connection) -> User:
+            root = uq.root_user(c)
+            if root is None:
+                uq.add_user(c, self._sealed(new_root))
+            elif (
+                root.access_key != new_root.access_key
+                or self._opened(root).secret_key != new_root.secret_key
+            ):
+                again = dataclasses.replace(new_root, canonical_id=root.canonical_id)
+                stored = self._sealed(again).secret_key
+                assert stored is not None
+                uq.set_root_keys(c, new_root.access_key, stored)
+            made = uq.root_user(c)
+            assert made is not None
+            return made
+
+        return self._opened(self.db.write_sync(txn))
+
+    def stored_user_secrets_now(self) -> list[StoredSecret]:
+        """Every user's secret as stored (blocking: at start, before the loop runs)."""
+        return self.db.read_sync(uq.stored_secrets)
+
+    async def stored_user_secrets(self) -> list[StoredSecret]:
+        return await self.db.read(uq.stored_secrets)
+
+    def replace_user_secret_now(self, canonical_id: str, old: str, new: str) -> bool:
+        """Store `new` for the user's secret if it is still stored as `old` (blocking)."""
+        return self.db.write_sync(lambda c: uq.replace_secret(c, canonical_id, old, new))
+
+    async def replace_user_secret(self, canonical_id: str, old: str, new: str) -> bool:
+        return await self.db.write(lambda c: uq.replace_secret(c, canonical_id, old, new))
+
+    def scrub_now(self) -> None:
+        """What was overwritten gone from the database file too (blocking: at start)."""
+        self.db.scrub_sync()

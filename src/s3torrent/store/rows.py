@@ -272,10 +272,14 @@ POLICY_USERS = "policy_users"
 
 @dataclass(frozen=True, slots=True)
 class User:
+    """A user. `secret_key` is the secret in the clear (as the metadata store hands it
+    out: store/user_secrets.py), None when its sealed value does not open (its keys are
+    refused); only inside the store's queries does it hold the stored, sealed value."""
+
     canonical_id: str
     name: str
     access_key: str
-    secret_key: str
+    secret_key: str | None
     is_root: bool
     created_at: float
     disabled: bool = False

@@ -53,6 +53,7 @@ from s3torrent.store.sealed_format import (
     nonce,
     open_chunk,
 )
+from s3torrent.store.user_secrets import secret_key_ids
 
 log = logging.getLogger(__name__)
 # Per I/O thread: the buffer sealed bytes are read into.
@@ -427,12 +428,14 @@ class Sealing:
 
     # ---- rotation and cleanup ----
 
-    async def rotate(self, batch: int = 500) -> tuple[int, int]:
-        """A new master key and every SSE-S3 data key re-wrapped by it; retired keys that
-        nothing is wrapped by (the previous rotations') leave the file. Returns (re-wrapped,
-        keys dropped)."""
+    async def rotate(self, batch: int = 500) -> tuple[int, int, int]:
+        """A new master key, every SSE-S3 data key re-wrapped by it and every user's secret
+        key sealed again under it (meta.user_secrets); retired keys that nothing is wrapped
+        by (the previous rotations') leave the file. Returns (re-wrapped, re-sealed, keys
+        dropped)."""
         retired = set(self.keys.key_ids) - {self.keys.current}
         in_use = await self.meta.seal_key_ids()
+        in_use |= secret_key_ids(await self.meta.stored_user_secrets())
         unused = retired - in_use
         self.keys.drop(unused)
         current = self.keys.add_new()
@@ -448,4 +451,16 @@ class Sealing:
                 rewrapped.append(dataclasses.replace(r, key_id=w.key_id, wrapped_key=w.blob))
             await self.meta.rewrap_seal_records(rewrapped)
             done += len(rewrapped)
-        return done, len(unused)
+        return done, await self._reseal_user_secrets(), len(unused)
+
+    async def _reseal_user_secrets(self) -> int:
+        """Every user's secret key sealed under the current master key (one that does not
+        open stays as it is, and keeps its master key in the file)."""
+        user_secrets = self.meta.user_secrets
+        if user_secrets is None:
+            raise RuntimeError("rotation needs the users' secret keys opened first")
+        stored = await self.meta.stored_user_secrets()
+        resealed = 0
+        for canonical_id, old, new in user_secrets.resealed(stored, clear_only=False):
+            resealed += await self.meta.replace_user_secret(canonical_id, old, new)
+        return resealed

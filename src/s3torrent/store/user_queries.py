@@ -86,15 +86,31 @@ def remove_user(conn: Connection, name: str) -> bool:
     return bool(conn.execute(users.delete().where(users.c.name == name)).rowcount)
 
 
-def ensure_root(conn: Connection, new_root: User) -> User:
-    """Give the root user new_root's keys, creating it (as new_root) if there is none."""
-    is_root = users.c.is_root.is_(True)
-    if conn.execute(sa.select(users.c.canonical_id).where(is_root)).first() is None:
-        add_user(conn, new_root)
-    else:
-        conn.execute(
-            users.update()
-            .where(is_root)
-            .values(access_key=new_root.access_key, secret_key=new_root.secret_key)
-        )
-    return User.from_row(conn.execute(sa.select(users).where(is_root)).one())
+def root_user(conn: Connection) -> User | None:
+    row = conn.execute(sa.select(users).where(users.c.is_root.is_(True))).first()
+    return User.from_row(row) if row is not None else None
+
+
+def set_root_keys(conn: Connection, access_key: str, secret_key: str) -> None:
+    conn.execute(
+        users.update()
+        .where(users.c.is_root.is_(True))
+        .values(access_key=access_key, secret_key=secret_key)
+    )
+
+
+def stored_secrets(conn: Connection) -> list[tuple[str, str, str]]:
+    """Every user's (canonical id, access key, stored secret)."""
+    stmt = sa.select(users.c.canonical_id, users.c.access_key, users.c.secret_key)
+    return [(r[0], r[1], r[2]) for r in conn.execute(stmt)]
+
+
+def replace_secret(conn: Connection, canonical_id: str, old: str, new: str) -> bool:
+    """The user's stored secret `old` becomes `new`; False if it is not `old` any more (the
+    keys were rotated, or another node sealed it first): nothing is overwritten then."""
+    stmt = (
+        users.update()
+        .where(users.c.canonical_id == canonical_id, users.c.secret_key == old)
+        .values(secret_key=new)
+    )
+    return bool(conn.execute(stmt).rowcount)

@@ -1,0 +1,129 @@
+"""Users' secret keys sealed on nodes that share PostgreSQL: the table (what a dump or a
+replica holds) has no secret in the clear; every node sharing the master key file opens them,
+through a rotation too; a node started with another master key file refuses to start, in one
+line naming its file, instead of answering every signed request with 403."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from botocore.exceptions import ClientError
+
+from s3torrent.store.master_key import MasterKeys
+from tests.api.test_admin_api import call
+from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, add_user, free_port, make_client
+
+pytestmark = pytest.mark.timeout(240)
+
+
+class Nodes:
+    """Nodes on one PostgreSQL database, each with its own data directory."""
+
+    def __init__(self, tmp: Path, pg_url: str) -> None:
+        self.tmp, self.pg_url = tmp, pg_url
+        self.shared_keys = tmp / "master-keys.json"
+        self.started: list[LiveServer] = []
+
+    def node(self, name: str, key_file: Path | None = None) -> LiveServer:
+        data = self.tmp / name
+        data.mkdir(exist_ok=True)
+        node = LiveServer(
+            data_dir=data,
+            port=free_port(),
+            peer_port=free_port(),
+            env={
+                "S3TORRENT_METADATA_URL": self.pg_url,
+                "S3TORRENT_NODE_ID": f"node-{name}",
+                "S3TORRENT_ENCRYPTION__MASTER_KEY_FILE": str(key_file or self.shared_keys),
+            },
+        )
+        self.started.append(node)
+        return node
+
+    def stop(self) -> None:
+        for node in self.started:
+            node.stop()
+
+    def stored(self) -> dict[str, str]:
+        engine = sa.create_engine(self.pg_url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.text("SELECT name, secret_key FROM users")).all()
+        finally:
+            engine.dispose()
+        return {str(r[0]): str(r[1]) for r in rows}
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, pg_url: str) -> Iterator[Nodes]:
+    n = Nodes(tmp_path, pg_url)
+    try:
+        yield n
+    finally:
+        n.stop()
+
+
+def signs(node: LiveServer, ak: str, sk: str) -> bool:
+    try:
+        make_client(node.endpoint, ak, sk).list_buckets()
+    except ClientError as exc:
+        assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        return False
+    return True
+
+
+def test_nodes_sharing_the_key_file_open_every_secret_and_the_table_holds_none(
+    nodes: Nodes,
+) -> None:
+    a, b = nodes.node("a"), nodes.node("b")
+    a.start(timeout=60)
+    b.start(timeout=60)
+    status, made = call(a, "POST", "/_admin/users", {"name": "nina"})
+    assert status == 201, made
+    olaf = add_user(b, "olaf")  # the CLI, offline, with node b's settings
+    stored = nodes.stored()
+    assert set(stored) == {"root", "nina", "olaf"}
+    assert all(v.startswith("s3ts1:") for v in stored.values()), stored
+    for secret in (ROOT_SK, made["secret_key"], olaf.secret_key):
+        assert not any(secret in v for v in stored.values())
+    for node in (a, b):
+        assert signs(node, made["access_key"], made["secret_key"])
+        assert signs(node, olaf.access_key, olaf.secret_key)
+        assert signs(node, ROOT_AK, ROOT_SK)
+    # A rotation through one node's CLI: both nodes keep opening every secret.
+    rotated = a.cli("key", "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    current = MasterKeys.load(nodes.shared_keys).current
+    assert all(v.startswith(f"s3ts1:{current}:") for v in nodes.stored().values())
+    b.stop()
+    b.start(timeout=60)
+    for node in (a, b):
+        assert signs(node, olaf.access_key, olaf.secret_key)
+        assert signs(node, ROOT_AK, ROOT_SK)
+
+
+def test_a_node_with_another_master_key_file_refuses_to_start(nodes: Nodes, tmp_path: Path) -> None:
+    a = nodes.node("a")
+    a.start(timeout=60)
+    stored = nodes.stored()
+    # Its own key file, made at its start (none given): the database's secrets need the shared one.
+    own = tmp_path / "c" / "own-keys.json"
+    c = nodes.node("c", key_file=own)
+    with pytest.raises(RuntimeError, match="server exited") as exc:
+        c.start(timeout=60)
+    c.proc = None
+    said = str(exc.value)
+    assert f"the master key file {own} is missing" in said and "Traceback" not in said
+    # Another ring that exists: refused as not opening the secrets.
+    MasterKeys.load_or_create(own)
+    with pytest.raises(RuntimeError, match="server exited") as exc:
+        c.start(timeout=60)
+    c.proc = None
+    said = str(exc.value)
+    assert f"the master key file {own} does not open the users' secret keys" in said
+    assert "Traceback" not in said and ROOT_SK not in said
+    assert nodes.stored() == stored  # the refused node wrote nothing
+    assert signs(a, ROOT_AK, ROOT_SK)
