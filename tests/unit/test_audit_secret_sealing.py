@@ -260,3 +260,26 @@ def test_rotation_reseals_every_secret_and_keeps_the_key_a_damaged_one_names(
     meta.user_secrets = None
     open_user_secrets(meta, fresh)
     assert [u.secret_key for u in meta.all_users()] == ["lou" * 10, "max" * 10]
+
+
+# ---- the master key file made at the first start ----
+
+
+def test_a_key_file_made_by_another_process_meanwhile_is_taken_not_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two nodes (or a node and the CLI) start on a shared key file at once: both see no
+    file, and the second one's new ring must not replace the first one's, whose key may
+    already seal a secret or a data key."""
+    path = tmp_path / "keys.json"
+    first = MasterKeys.load_or_create(path)
+    sealed = UserSecrets(first).seal(ALICE, SECRET)
+    real_exists = Path.exists
+    # The second process checked before the first one's file was there.
+    monkeypatch.setattr(Path, "exists", lambda p: False if p == path else real_exists(p))
+    second = MasterKeys.load_or_create(path)
+    monkeypatch.undo()
+    assert second.current == first.current
+    assert MasterKeys.load(path).current == first.current
+    assert UserSecrets(MasterKeys.load(path)).open(ALICE, sealed) == SECRET
+    assert [p.name for p in tmp_path.iterdir()] == ["keys.json"]  # no temporary file left

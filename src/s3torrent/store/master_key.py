@@ -70,12 +70,33 @@ class MasterKeys:
 
     @classmethod
     def load_or_create(cls, path: Path) -> MasterKeys:
-        """The ring in `path`, made (with one fresh key, mode 0600) if there is none."""
+        """The ring in `path`, made (with one fresh key, mode 0600) if there is none. Made
+        exclusively: when another process (a node sharing the file, the CLI) makes it at
+        the same moment, its ring is taken, never replaced by a second one."""
         if path.exists():
             return cls.load(path)
         ring = cls(path, "", {})
-        ring.add_new()
+        ring._add_key()
+        if not ring._create():
+            return cls.load(path)
         return ring
+
+    def _create(self) -> bool:
+        """Write the ring as a new file at self.path; False if one is there already."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        self._write(tmp)
+        try:
+            os.link(tmp, self.path)  # fails, rather than replaces, if the file exists
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: as before, the last one wins
+            os.rename(tmp, self.path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        self._seen = self._stat()
+        self._sync_dir()
+        return True
 
     @classmethod
     def load(cls, path: Path) -> MasterKeys:
@@ -95,10 +116,14 @@ class MasterKeys:
 
     def add_new(self) -> str:
         """A fresh current key, saved before it wraps anything."""
+        key_id = self._add_key()
+        self.save()
+        return key_id
+
+    def _add_key(self) -> str:
         key_id = secrets.token_hex(8)
         self._keys[key_id] = AESGCM.generate_key(bit_length=256)
         self.current = key_id
-        self.save()
         return key_id
 
     def drop(self, key_ids: set[str]) -> None:
@@ -109,11 +134,18 @@ class MasterKeys:
 
     def save(self) -> None:
         """Write the ring atomically (temp file, fsync, rename), readable by its owner only."""
+        tmp = self.path.with_suffix(".tmp")
+        self._write(tmp)
+        os.rename(tmp, self.path)
+        self._seen = self._stat()
+        self._sync_dir()
+
+    def _write(self, tmp: Path) -> None:
+        """The ring in file `tmp` (synced), readable by its owner only."""
         doc = {
             "current": self.current,
             "keys": {k: base64.b64encode(v).decode() for k, v in self._keys.items()},
         }
-        tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, json.dumps(doc, indent=1).encode())
@@ -121,8 +153,8 @@ class MasterKeys:
         finally:
             os.close(fd)
         os.chmod(tmp, 0o600)
-        os.rename(tmp, self.path)
-        self._seen = self._stat()
+
+    def _sync_dir(self) -> None:
         with contextlib.suppress(OSError):
             dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
             try:
