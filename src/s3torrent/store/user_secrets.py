@@ -36,6 +36,7 @@ from s3torrent.store.master_key import MasterKeyError, MasterKeys
 log = logging.getLogger(__name__)
 
 SEALED_PREFIX = "s3ts1:"
+_UNKNOWN = object()
 _PURPOSE = b"s3torrent user secret key v1"
 _NONCE = 12
 
@@ -89,8 +90,10 @@ class UserSecrets:
         """The secret a stored value holds; None (logged once) if it does not open: the
         user's keys are then refused as unknown."""
         memo = (owner, stored)
-        if memo in self._opened:
-            return self._opened[memo]
+        # One read of the dict: a reload may swap it for another meanwhile (forget_all_but).
+        known = self._opened.get(memo, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known if isinstance(known, str) else None
         try:
             secret = self.open_strictly(owner, stored)
         except MasterKeyError as exc:
