@@ -283,3 +283,41 @@ def test_a_key_file_made_by_another_process_meanwhile_is_taken_not_replaced(
     assert MasterKeys.load(path).current == first.current
     assert UserSecrets(MasterKeys.load(path)).open(ALICE, sealed) == SECRET
     assert [p.name for p in tmp_path.iterdir()] == ["keys.json"]  # no temporary file left
+
+
+def test_a_database_of_revision_0015_with_clear_secrets_is_migrated_and_sealed(
+    tmp_path: Path, keys: MasterKeys
+) -> None:
+    """An earlier version's file: revision 0015, secrets in the clear. The migration widens
+    the column (its table copied on SQLite) and the start seals them; no byte of a clear
+    secret is left in the file or its WAL, not even in free space."""
+    from alembic import command
+
+    from s3torrent.store import migrations
+    from s3torrent.store.schema import create_engine
+
+    db_path = tmp_path / "m.sqlite3"
+    engine = create_engine(f"sqlite:///{db_path}")
+    with engine.begin() as conn:
+        command.upgrade(migrations.alembic_config(conn), "0015")
+    engine.dispose()
+    clear = {"root": "R" * 40, "olga": "O" * 40}
+    db = sqlite3.connect(db_path)
+    with db:
+        for i, (name, secret) in enumerate(clear.items()):
+            db.execute(
+                "INSERT INTO users (canonical_id, name, access_key, secret_key, is_root,"
+                " created_at, disabled, is_admin) VALUES (?, ?, ?, ?, ?, 1.0, 0, 0)",
+                (f"{name}-id", name, f"AK{name.upper()}", secret, i == 0),
+            )
+    db.close()
+    store = open_metadata_store(f"sqlite:///{db_path}", EventBus())
+    try:
+        open_user_secrets(store, keys)
+        assert {u.name: u.secret_key for u in store.all_users()} == clear
+        raw = b"".join(p.read_bytes() for p in tmp_path.glob("m.sqlite3*"))
+        for secret in clear.values():
+            assert secret.encode() not in raw
+        assert all(raw_secret(tmp_path, n).startswith(SEALED_PREFIX) for n in clear)
+    finally:
+        store.close()
