@@ -127,3 +127,28 @@ def test_a_node_with_another_master_key_file_refuses_to_start(nodes: Nodes, tmp_
     assert "Traceback" not in said and ROOT_SK not in said
     assert nodes.stored() == stored  # the refused node wrote nothing
     assert signs(a, ROOT_AK, ROOT_SK)
+
+
+def test_clear_secrets_on_postgres_are_sealed_by_the_next_start_and_every_node_opens_them(
+    nodes: Nodes,
+) -> None:
+    a, b = nodes.node("a"), nodes.node("b")
+    a.start(timeout=60)
+    b.start(timeout=60)
+    pia = add_user(a, "pia")
+    b.stop()
+    # As an earlier version stored it (a mixed state: root stays sealed).
+    engine = sa.create_engine(nodes.pg_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE users SET secret_key = :s WHERE name = 'pia'"), {"s": pia.secret_key}
+        )
+    engine.dispose()
+    root_sealed = nodes.stored()["root"]
+    b.start(timeout=60)
+    stored = nodes.stored()
+    assert stored["pia"].startswith("s3ts1:") and pia.secret_key not in stored["pia"]
+    assert stored["root"] == root_sealed
+    for node in (a, b):
+        assert signs(node, pia.access_key, pia.secret_key)
+        assert signs(node, ROOT_AK, ROOT_SK)
