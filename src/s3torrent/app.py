@@ -79,6 +79,7 @@ from s3torrent.startup import (
     record_config_file,
 )
 from s3torrent.store.blobs import open_blob_store
+from s3torrent.store.master_key import MasterKeyError
 from s3torrent.store.metastore import MetadataStore, open_metadata_store
 from s3torrent.store.migrations import HEAD as SCHEMA_REVISION
 from s3torrent.store.objects import ObjectStore
@@ -468,9 +469,14 @@ class Node:
             self.svc.public.origin_seeders = tuple(origins)
 
     def ensure_root(self) -> tuple[str, str, bool]:
-        root, generated = self.svc.users.ensure_root(
-            self.settings.data_dir, self.settings.root_access_key, self.settings.root_secret_key
-        )
+        try:
+            root, generated = self.svc.users.ensure_root(
+                self.settings.data_dir,
+                self.settings.root_access_key,
+                self.settings.root_secret_key,
+            )
+        except MasterKeyError as exc:  # the root's secret sealed under another key file
+            raise StartupError(str(exc)) from None
         assert root.secret_key is not None  # just stored, sealed by this node's key
         return root.access_key, root.secret_key, generated
 

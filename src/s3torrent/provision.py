@@ -213,24 +213,13 @@ def open_user_secrets(meta: MetadataStore, keys: MasterKeys) -> None:
     """Users' secret keys sealed by `keys` from now on (store/user_secrets.py); refused when
     the database's sealed secrets do not open with them (another node's or an old master
     key file: every signed request would be refused). Secrets still stored in the clear (a
-    database of an earlier version) are sealed now, each only if it is still the value
-    read (several workers or nodes may do this at once)."""
+    database of an earlier version) are sealed now, in the same transaction as that check
+    (several workers or nodes may start at once)."""
     user_secrets = UserSecrets(keys)
-    stored = meta.stored_user_secrets_now()
-    if user_secrets.opens_any(stored) is False:
-        ids = ", ".join(sorted(secret_key_ids(stored)))
-        raise StartupError(
-            f"the master key file {keys.path} does not open the users' secret keys in the "
-            f"database (sealed under master key {ids}): start with the master key file they "
-            "were sealed with (nodes sharing a database share it: encryption.master_key_file)"
-        )
     try:
-        resealed = user_secrets.resealed(stored, clear_only=True)
+        sealed = meta.seal_clear_user_secrets_now(user_secrets)
     except MasterKeyError as exc:
         raise StartupError(str(exc)) from exc
-    sealed = 0
-    for canonical_id, old, new in resealed:
-        sealed += meta.replace_user_secret_now(canonical_id, old, new)
     if sealed:
         log.info("sealed %d users' secret keys stored in the clear", sealed)
         _scrub(meta)

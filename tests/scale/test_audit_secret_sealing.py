@@ -5,6 +5,7 @@ line naming its file, instead of answering every signed request with 403."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,3 +153,75 @@ def test_clear_secrets_on_postgres_are_sealed_by_the_next_start_and_every_node_o
     for node in (a, b):
         assert signs(node, pia.access_key, pia.secret_key)
         assert signs(node, ROOT_AK, ROOT_SK)
+
+
+def test_a_start_with_other_keys_racing_the_sealing_of_clear_secrets_is_refused(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """An earlier version's table (secrets in the clear); node A seals it at its start while
+    node B, with another key file, starts at the same moment. B's check and sealing are one
+    transaction on the locked rows: it waits for A's, then sees A's sealed values and is
+    refused, instead of passing on the clear rows it read first and serving 403s."""
+    import threading
+
+    from s3torrent.config import StartupError
+    from s3torrent.events import EventBus
+    from s3torrent.provision import open_user_secrets
+    from s3torrent.store.metastore import open_metadata_store
+    from s3torrent.store.rows import User
+    from s3torrent.store.user_secrets import UserSecrets
+
+    keys_a = MasterKeys.load_or_create(tmp_path / "a.json")
+    keys_b = MasterKeys.load_or_create(tmp_path / "b.json")
+    store = open_metadata_store(pg_url, EventBus())
+    engine = sa.create_engine(pg_url)
+    try:
+        open_user_secrets(store, keys_a)
+        import asyncio
+
+        for name in ("quinn", "rita"):
+            asyncio.run(store.add_user(User(f"{name}-id", name, f"AK{name}", name * 8, False, 1.0)))
+        with engine.begin() as conn:  # as an earlier version stored them
+            conn.execute(sa.text("UPDATE users SET secret_key = 'clear-' || name"))
+        outcome: list[BaseException | None] = []
+        with engine.connect() as a:
+            tx = a.begin()  # node A's sealing, holding the rows
+            rows = a.execute(
+                sa.text("SELECT canonical_id, access_key, secret_key FROM users FOR UPDATE")
+            ).all()
+            for cid, _old, new in UserSecrets(keys_a).resealed(
+                [(r[0], r[1], r[2]) for r in rows], clear_only=True
+            ):
+                a.execute(
+                    sa.text("UPDATE users SET secret_key = :n WHERE canonical_id = :c"),
+                    {"n": new, "c": cid},
+                )
+
+            def start_b() -> None:
+                other = open_metadata_store(pg_url, EventBus())
+                try:
+                    open_user_secrets(other, keys_b)
+                    outcome.append(None)
+                except StartupError as exc:
+                    outcome.append(exc)
+                finally:
+                    other.close()
+
+            b = threading.Thread(target=start_b)
+            b.start()
+            deadline = time.monotonic() + 30
+            with engine.connect() as watch:  # B waits for A's row locks
+                while not watch.execute(
+                    sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                ).scalar():
+                    assert time.monotonic() < deadline and b.is_alive() and not outcome
+                    time.sleep(0.05)
+            tx.commit()
+        b.join(30)
+        assert not b.is_alive()
+        assert outcome and isinstance(outcome[0], StartupError), outcome
+        assert "does not open the users' secret keys" in str(outcome[0])
+        assert all(v.startswith("s3ts1:") for v in Nodes(tmp_path, pg_url).stored().values())
+    finally:
+        engine.dispose()
+        store.close()

@@ -17,7 +17,7 @@ from s3torrent.config import StartupError
 from s3torrent.events import EventBus
 from s3torrent.provision import open_user_secrets
 from s3torrent.store.blobs.local import LocalBlobStore
-from s3torrent.store.master_key import MasterKeys
+from s3torrent.store.master_key import MasterKeyError, MasterKeys
 from s3torrent.store.metastore import SqlMetadataStore, open_metadata_store
 from s3torrent.store.rows import User
 from s3torrent.store.sealing import Sealing
@@ -207,7 +207,7 @@ def test_a_clear_secret_changed_meanwhile_is_not_overwritten(
     asyncio.run(meta.add_user(user("ida")))
     set_raw_secret(tmp_path, "ida", "old-clear")
     # Another node rotated ida's keys between our read and our write: ours loses.
-    assert not meta.replace_user_secret_now("ida-id", "other-value", "s3ts1:x:y")
+    assert not asyncio.run(meta.replace_user_secret("ida-id", "other-value", "s3ts1:x:y"))
     assert raw_secret(tmp_path, "ida") == "old-clear"
 
 
@@ -321,3 +321,26 @@ def test_a_database_of_revision_0015_with_clear_secrets_is_migrated_and_sealed(
         assert all(raw_secret(tmp_path, n).startswith(SEALED_PREFIX) for n in clear)
     finally:
         store.close()
+
+
+def test_a_node_with_other_keys_does_not_overwrite_the_root_another_node_sealed(
+    tmp_path: Path, keys: MasterKeys
+) -> None:
+    """Two nodes with different key files start at once on an empty database: both pass
+    the start's check (nothing sealed yet), the first stores root. The second must refuse,
+    not seal root again under its own key, which the first node cannot open."""
+    url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
+    first, second = open_metadata_store(url, EventBus()), open_metadata_store(url, EventBus())
+    try:
+        open_user_secrets(first, keys)
+        open_user_secrets(second, MasterKeys.load_or_create(tmp_path / "other.json"))
+        root = User("root-id", "root", "AKROOT", "rootsecret", True, 1.0)
+        first.ensure_root(root)
+        stored = raw_secret(tmp_path, "root")
+        with pytest.raises(MasterKeyError, match=r"other\.json"):
+            second.ensure_root(root)
+        assert raw_secret(tmp_path, "root") == stored
+        assert [u.secret_key for u in first.all_users()] == ["rootsecret"]
+    finally:
+        first.close()
+        second.close()

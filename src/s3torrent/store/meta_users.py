@@ -54,7 +54,7 @@ class UserMetadata(Protocol):
 
     async def stored_user_secrets(self) -> list[StoredSecret]: ...
 
-    def replace_user_secret_now(self, canonical_id: str, old: str, new: str) -> bool: ...
+    def seal_clear_user_secrets_now(self, user_secrets: UserSecrets) -> int: ...
 
     async def replace_user_secret(self, canonical_id: str, old: str, new: str) -> bool: ...
 
@@ -154,6 +154,11 @@ class SqlUsers(SqlStoreBase):
 
         def txn(c: Connection) -> User:
             root = uq.root_user(c)
+            if root is not None:
+                assert root.secret_key is not None  # a stored row always has one
+                # Sealed by another node's master key (started at the same moment on a new
+                # database, with its own key file): refused, not sealed over.
+                self._secrets().check_ours(root.secret_key)
             if root is None:
                 uq.add_user(c, self._sealed(new_root))
             elif (
@@ -177,9 +182,19 @@ class SqlUsers(SqlStoreBase):
     async def stored_user_secrets(self) -> list[StoredSecret]:
         return await self.db.read(uq.stored_secrets)
 
-    def replace_user_secret_now(self, canonical_id: str, old: str, new: str) -> bool:
-        """Store `new` for the user's secret if it is still stored as `old` (blocking)."""
-        return self.db.write_sync(lambda c: uq.replace_secret(c, canonical_id, old, new))
+    def seal_clear_user_secrets_now(self, user_secrets: UserSecrets) -> int:
+        """Check that `user_secrets` opens the sealed secrets (MasterKeyError if none
+        opens), then seal those stored in the clear; how many (blocking: at start). One
+        transaction with the rows locked: a node starting at the same moment with other keys
+        sees these sealed and is refused, rather than sealing some rows under its own key."""
+
+        def txn(c: Connection) -> int:
+            stored = uq.stored_secrets(c, lock=True)
+            user_secrets.check_opens(stored)
+            resealed = user_secrets.resealed(stored, clear_only=True)
+            return sum(uq.replace_secret(c, cid, old, new) for cid, old, new in resealed)
+
+        return self.db.write_sync(txn)
 
     async def replace_user_secret(self, canonical_id: str, old: str, new: str) -> bool:
         return await self.db.write(lambda c: uq.replace_secret(c, canonical_id, old, new))

@@ -99,9 +99,12 @@ def set_root_keys(conn: Connection, access_key: str, secret_key: str) -> None:
     )
 
 
-def stored_secrets(conn: Connection) -> list[tuple[str, str, str]]:
-    """Every user's (canonical id, access key, stored secret)."""
+def stored_secrets(conn: Connection, *, lock: bool = False) -> list[tuple[str, str, str]]:
+    """Every user's (canonical id, access key, stored secret); with `lock`, their rows
+    locked until the transaction ends (PostgreSQL; SQLite's writer holds the whole file)."""
     stmt = sa.select(users.c.canonical_id, users.c.access_key, users.c.secret_key)
+    if lock:
+        stmt = stmt.with_for_update()
     return [(r[0], r[1], r[2]) for r in conn.execute(stmt)]
 
 

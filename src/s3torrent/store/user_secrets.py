@@ -25,7 +25,7 @@ import base64
 import binascii
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -155,19 +155,37 @@ class UserSecrets:
             out.append((canonical_id, value, new))
         return out
 
-    def opens_any(self, stored: Iterable[tuple[str, str, str]]) -> bool | None:
-        """Whether any sealed value opens with these keys; None if none is sealed."""
-        seen = False
-        for canonical_id, access_key, value in stored:
-            if not is_sealed(value):
-                continue
-            seen = True
+    def check_opens(self, stored: Sequence[tuple[str, str, str]]) -> None:
+        """MasterKeyError, naming the file, if values are sealed and none opens with these
+        keys: another node's or an old master key file, with which every signed request
+        would be refused. (One value that does not open only costs its user.)"""
+        sealed = [s for s in stored if is_sealed(s[2])]
+        for canonical_id, access_key, value in sealed:
             try:
                 self.open_strictly(SecretOwner(canonical_id, access_key), value)
             except MasterKeyError:
                 continue
-            return True
-        return False if seen else None
+            return
+        if sealed:
+            raise self._not_ours(", ".join(sorted(secret_key_ids(sealed))))
+
+    def check_ours(self, stored: str) -> None:
+        """MasterKeyError if `stored` is sealed under a master key this file does not hold
+        (the value may be another node's, which must not be overwritten)."""
+        key_id = sealed_key_id(stored)
+        if key_id is None or key_id in self.keys.key_ids:
+            return
+        self.keys.refresh()
+        if key_id not in self.keys.key_ids:
+            raise self._not_ours(key_id)
+
+    def _not_ours(self, key_ids: str) -> MasterKeyError:
+        return MasterKeyError(
+            f"the master key file {self.keys.path} does not open the users' secret keys in "
+            f"the database (sealed under master key {key_ids}): start with the master key "
+            "file they were sealed with (nodes sharing a database share it: "
+            "encryption.master_key_file)"
+        )
 
 
 def secret_key_ids(stored: Iterable[tuple[str, str, str]]) -> set[str]:
