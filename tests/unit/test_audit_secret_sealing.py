@@ -344,3 +344,18 @@ def test_a_node_with_other_keys_does_not_overwrite_the_root_another_node_sealed(
     finally:
         first.close()
         second.close()
+
+
+def test_a_damaged_key_id_is_never_repeated_in_a_log_line_or_a_refusal(
+    keys: MasterKeys, caplog: pytest.LogCaptureFixture
+) -> None:
+    box = UserSecrets(keys)
+    sealed = box.seal(ALICE, SECRET)
+    injected = SEALED_PREFIX + "x\nFAKE LOG LINE" + sealed[len(SEALED_PREFIX) + 16 :]
+    with caplog.at_level(logging.ERROR, "s3torrent.store.user_secrets"):
+        assert box.open(ALICE, injected) is None
+    assert "FAKE" not in caplog.text and "names no master key" in caplog.text
+    assert sealed_key_id(injected) is None
+    with pytest.raises(MasterKeyError) as exc:
+        box.check_opens([("alice-id", "AKALICE", injected)])
+    assert "FAKE" not in str(exc.value) and "\n" not in str(exc.value)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SEALED_PREFIX = "s3ts1:"
 _UNKNOWN = object()
+_KEY_ID = re.compile(r"[0-9a-f]{16}")  # as MasterKeys names its keys
 _PURPOSE = b"s3torrent user secret key v1"
 _NONCE = 12
 
@@ -57,10 +59,12 @@ def is_sealed(stored: str) -> bool:
 
 
 def sealed_key_id(stored: str) -> str | None:
-    """The master key a sealed value names (None for a clear one)."""
+    """The master key a sealed value names (None for a clear one, or a damaged one that
+    names none: what it holds there is never repeated in a log line or a refusal)."""
     if not is_sealed(stored):
         return None
-    return stored[len(SEALED_PREFIX) :].split(":", 1)[0]
+    key_id = stored[len(SEALED_PREFIX) :].split(":", 1)[0]
+    return key_id if _KEY_ID.fullmatch(key_id) else None
 
 
 class UserSecrets:
@@ -112,7 +116,10 @@ class UserSecrets:
         """As `open`, but MasterKeyError when the value does not open (nothing remembered)."""
         if not is_sealed(stored):
             return stored
-        key_id, _, blob = stored[len(SEALED_PREFIX) :].partition(":")
+        key_id = sealed_key_id(stored)
+        if key_id is None:
+            raise MasterKeyError("the sealed value names no master key")
+        blob = stored[len(SEALED_PREFIX) + len(key_id) + 1 :]
         try:
             raw = base64.b64decode(blob + "=" * (-len(blob) % 4), altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
@@ -167,7 +174,7 @@ class UserSecrets:
                 continue
             return
         if sealed:
-            raise self._not_ours(", ".join(sorted(secret_key_ids(sealed))))
+            raise self._not_ours(", ".join(sorted(secret_key_ids(sealed))) or "(damaged)")
 
     def check_ours(self, stored: str) -> None:
         """MasterKeyError if `stored` is sealed under a master key this file does not hold
