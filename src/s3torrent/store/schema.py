@@ -18,7 +18,7 @@ users = sa.Table(
     sa.Column("canonical_id", sa.String(64), primary_key=True),
     sa.Column("name", sa.String(128), nullable=False, unique=True),
     sa.Column("access_key", sa.String(128), nullable=False, unique=True),
-    # Sealed (store/user_secrets.py): a 40-character secret takes 115 (revision 0016).
+    # Sealed (store/user_secrets.py): a 40-character secret takes 115 (revision 0017).
     sa.Column("secret_key", sa.String(512), nullable=False),
     sa.Column("is_root", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.Float, nullable=False),

@@ -6,8 +6,8 @@ for a longer root secret from the settings. The column was 128 characters (Postg
 enforces it; SQLite does not). The secrets themselves are sealed at the next start, which
 has the master key (provision.open_user_secrets), not here.
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
-down_revision = "0015"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
