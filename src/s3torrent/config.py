@@ -265,6 +265,14 @@ class SeederSettings(Section):
     max_request_length: int = 128 * 1024
     write_high_water: int = 256 * 1024
     """Control bytes queued for one peer above which we stop reading from it."""
+    input_rate: int = Field(default=16 * 1024, ge=0)
+    """Bytes/s a peer may send us beyond what the bytes we send it earn (one in 256, for its
+    requests and HAVEs): past it we stop reading from it for a while, and a peer with more
+    than 16 KiB waiting in its socket then is closed. A seed needs little input, and each
+    small message costs the loop about a microsecond a byte: four peers flooding keep-alives
+    slowed a downloader fivefold. 0: no bound."""
+    input_burst: int = Field(default=128 * 1024, ge=4096)
+    """Bytes a peer may send at once (its handshakes and bitfield) before `input_rate`."""
     public_host: str | None = None
     """Address advertised in peer lists (default: the host of the public URL)."""
     public_port: int | None = None

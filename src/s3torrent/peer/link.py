@@ -30,9 +30,11 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from s3torrent.peer import wire
+from s3torrent.peer.input_allowance import InputAllowance
 from s3torrent.peer.mse_stream import MseStream
 from s3torrent.peer.owed import ZEROS as _ZEROS
 from s3torrent.peer.owed import OwedBlock, consume, gather, pread, read_runs, release, unread
+from s3torrent.peer.owed import prefetch as prefetch_spans
 from s3torrent.torrent.catalog import TorrentInfo
 
 if TYPE_CHECKING:
@@ -44,12 +46,10 @@ __all__ = ["OwedBlock", "PeerLink"]
 log = logging.getLogger(__name__)
 
 FEED_SLICE = 1024  # bytes of peer input per state-machine call: bounds replies per step
-RECV_SIZE = 64 * 1024
 MAX_QUEUED_BLOCKS = 4  # blocks handed to the socket path per peer at a time
 # Blocks in memory (a plain blob's blocks read in runs, a sealed blob's opened spans) go
 # out several to one sendmsg (owed.py): this many queued per peer.
 MAX_BATCHED_BLOCKS = 32
-PREFETCH_SCAN = 256  # queued requests looked at for spans to open ahead
 BLOCKS_PER_PUMP = 64  # then yield to other connections (fairness on fast links)
 
 
@@ -90,6 +90,8 @@ class PeerLink:
         self._pump_scheduled = False
         self._resolve_task: asyncio.Task[None] | None = None
         self.mse: MseStream | None = seeder.mse_stream()
+        s = seeder.settings
+        self.input = InputAllowance(s.input_rate, s.input_burst, now)  # input_allowance.py
         self._resume_reading()
 
     # ---------------------------------------------------------------- reading
@@ -106,11 +108,14 @@ class PeerLink:
 
     def _on_readable(self) -> None:
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.input.recv(self.sock, self.seeder.clock())
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self.close(f"recv: {exc}")
+            return
+        if data is None:  # over its input allowance: read again at the next tick
+            self._pause_reading()
             return
         if not data:
             self.close("peer closed")
@@ -332,20 +337,8 @@ class PeerLink:
                 out.append(OwedBlock(index, begin, length, offset, valid))
                 self.blocks_queued += 1
         if spans is not None and spans.open_now is None:
-            self._prefetch(swarm)  # spans opened in threads: start them before they are due
-
-    def _prefetch(self, swarm: Swarm) -> None:
-        """Open the spans under the blocks queued and the requests behind them ahead of
-        need, so a span is ready when its first block's turn comes."""
-        source = swarm.source
-        for item in self.out:
-            if isinstance(item, OwedBlock) and item.data is None:
-                source.prefetch(item.offset)
-        piece_length = swarm.view.piece_length
-        for n, (index, begin, _length) in enumerate(self.queue):
-            if n >= PREFETCH_SCAN:
-                break
-            source.prefetch(index * piece_length + begin)
+            # Spans opened in threads: start them before they are due.
+            prefetch_spans(swarm.source, self.out, self.queue, swarm.view.piece_length)
 
     def _flush(self, budget: int) -> int:
         """Write queued bytes until the socket is full; the number of blocks finished, or -1."""
@@ -407,6 +400,7 @@ class PeerLink:
         swarm (which sums them per piece for the policy and once for metering)."""
         self.blocks_queued -= len(blocks)
         now = self.seeder.clock()
+        self.input.sent(sum(b.length for b in blocks), now)
         self.conn.pieces_sent([(b.index, b.begin, b.length) for b in blocks], now)
         if self.swarm is not None:
             self.swarm.blocks_sent(self, blocks, now)
@@ -579,6 +573,8 @@ class PeerLink:
             self.conn.send_keepalive(now)
             self.collect()
             self.pump()
+        if not (self.reading or self.unfed or self.deciding):
+            self._resume_reading()  # it waited on its input allowance
 
     def close(self, reason: str) -> None:
         if self.closed:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from s3torrent.peer import wire
 
@@ -25,6 +26,7 @@ __all__ = [
     "consume",
     "gather",
     "pread",
+    "prefetch",
     "read_runs",
     "release",
     "unread",
@@ -33,6 +35,7 @@ __all__ = [
 BATCH_BYTES = 512 * 1024  # per sendmsg
 BATCH_PARTS = 64  # buffers per sendmsg (well under IOV_MAX)
 ZEROS = bytes(wire.BLOCK_SIZE * 8)  # implied tail padding is sent in slices of this
+PREFETCH_SCAN = 256  # queued requests looked at for spans to open ahead
 
 
 @dataclass(slots=True)
@@ -174,3 +177,24 @@ def unread(offset: int, length: int) -> memoryview | None:
     """`gather`'s `ready` for a plain file: its blocks are in memory once `read_runs`
     read them, never otherwise."""
     return None
+
+
+class Prefetcher(Protocol):
+    def prefetch(self, offset: int) -> None: ...
+
+
+def prefetch(
+    source: Prefetcher,
+    out: Iterable[object],
+    queue: Iterable[tuple[int, int, int]],
+    piece_length: int,
+) -> None:
+    """Open the spans under the blocks queued (`out`) and the requests behind them
+    (`queue`) ahead of need, so a span is ready when its first block's turn comes."""
+    for item in out:
+        if isinstance(item, OwedBlock) and item.data is None:
+            source.prefetch(item.offset)
+    for n, (index, begin, _length) in enumerate(queue):
+        if n >= PREFETCH_SCAN:
+            break
+        source.prefetch(index * piece_length + begin)
