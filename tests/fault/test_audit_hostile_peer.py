@@ -225,6 +225,10 @@ def test_harmless_oddities_are_ignored_and_the_peer_still_served(
             p.send(wire.Extended(wire.UT_METADATA_ID, bencode({b"msg_type": 0, b"piece": piece})))
             reply = p.read_until(wire.Extended.MSG_ID)
             assert reply[0] == 7 and b"8:msg_typei2e" in reply, reply[:80]
+        # A large (under the 17 KiB cap) extension handshake naming extensions we never
+        # heard of: parsed and ignored.
+        names = {b"x_%05d" % i: 100 + i % 100 for i in range(1000)}
+        p.send(wire.Extended(0, bencode({b"m": names, b"v": b"x" * 500})))
         # DHT port messages and keep-alives mean nothing to us.
         p.send_raw(wire.encode_message(wire.Port(6881)) * 100 + bytes(4) * 100)
         p.send(wire.Request(2, 0, PIECE))
