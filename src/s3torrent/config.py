@@ -271,7 +271,7 @@ class SeederSettings(Section):
     than 16 KiB waiting in its socket then is closed. A seed needs little input, and each
     small message costs the loop about a microsecond a byte: four peers flooding keep-alives
     slowed a downloader fivefold. 0: no bound."""
-    input_burst: int = Field(default=128 * 1024, ge=4096)
+    input_burst: int = Field(default=64 * 1024, ge=4096)
     """Bytes a peer may send at once (its handshakes and bitfield) before `input_rate`."""
     public_host: str | None = None
     """Address advertised in peer lists (default: the host of the public URL)."""
