@@ -188,11 +188,13 @@ def mix(
     return copies
 
 
-# Six clients each fed by the origin would cost six copies; on a quiet machine these mixes
-# cost 1.05-1.3 (the swarm_field benchmark's eight-client mix: 1.03). The slack is for a
-# loaded machine, where a client the swarm gives nothing for a second is fed by the
-# origin, by design.
-MAX_COPIES = 1.6
+# Six clients each fed by the origin cost six copies; the behaviour this guards against
+# cost nearly four. Here (a loaded 2-core machine) these mixes cost 1.04-1.40 copies in
+# fourteen runs, the first client alone taking one copy (whichever starts first: rtorrent or
+# aria2 from the seeder, or aria2 from the web seed) and the rest ~0.1 each while their
+# peers' unchoke rounds come; once 2.04 (aria2 took its copy from the web seed, then the
+# seeder sent 1.04 more). The bound leaves room for that outlier, not for a copy a client.
+MAX_COPIES = 2.5
 
 
 def test_a_mixed_swarm_started_together_costs_the_origin_about_one_copy(
