@@ -109,12 +109,13 @@ def install(path: str) -> None:
 
     respond = webseed.WebSeed._respond
 
-    async def counted_respond(self: Any, request: Any, sent: list[int]) -> Any:
-        response, info = await respond(self, request, sent)
+    async def counted_respond(self: Any, request: Any, sent: list[int], admitted: list[Any]) -> Any:
+        response = await respond(self, request, sent, admitted)
+        info = admitted[0]
         if response.status == 503 and info is not None:
             agent = client_of_agent(request.headers.get("User-Agent", ""))
             _add(info.key, f"refused {agent}@{request.remote}", 0, 1)
-        return response, info
+        return response
 
     webseed.WebSeed._respond = counted_respond  # type: ignore[method-assign]
     threading.Thread(target=_dump, args=(path,), daemon=True).start()
