@@ -319,3 +319,15 @@ def public_read_policy(bucket: str) -> str:
         "Resource": f"arn:aws:s3:::{bucket}/*",
     }
     return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+def host_ipv4() -> str | None:
+    """This host's non-loopback IPv4 address, or None (Transmission drops every 127.0.0.0/8
+    peer a tracker names, so what it must reach listens there)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent; this only picks a route
+        except OSError:
+            return None
+        ip = str(s.getsockname()[0])
+    return None if ip.startswith("127.") else ip

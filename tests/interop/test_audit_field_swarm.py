@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -30,6 +29,7 @@ import pytest
 from tests.conftest import LiveServer, free_port, make_client, start_server
 from tests.interop import clients
 from tests.interop.test_webseed_offload import fetch, info_hash_hex, signed_fetch
+from tests.seeding import host_ipv4
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -62,16 +62,6 @@ def addresses() -> Iterator[tuple[str, ...]]:
     finally:
         for ip in added:
             _ip_addr("del", ip)
-
-
-def host_ipv4() -> str | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # no packet is sent
-        except OSError:
-            return None
-        ip = str(s.getsockname()[0])
-    return None if ip.startswith("127.") else ip
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import struct
 import time
 import urllib.request
@@ -26,6 +25,7 @@ from tests.seeding import (
     RawPeer,
     aria2_download,
     fetch_torrent,
+    host_ipv4,
     info_hash_v1,
     lt_add,
     lt_download,
@@ -111,17 +111,6 @@ def test_aria2_downloads_from_the_seeder_alone(
     aria2_download(
         tmp_path / "t.torrent", tmp_path / "out", "aria.bin", data, tmp_path, free_port()
     )
-
-
-def host_ipv4() -> str | None:
-    """This host's non-loopback IPv4 address (transmission ignores 127/8 peers)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # no packet is sent
-        except OSError:
-            return None
-        ip = str(s.getsockname()[0])
-    return None if ip.startswith("127.") else ip
 
 
 @pytest.mark.skipif(shutil.which("transmission-cli") is None, reason="transmission-cli missing")

@@ -24,7 +24,7 @@ import pytest
 from fastbencode import bdecode, bencode
 
 from tests.conftest import LiveServer, free_port, make_client, start_server
-from tests.seeding import aria2_download, transmission_download
+from tests.seeding import aria2_download, host_ipv4, transmission_download
 
 lt = pytest.importorskip("libtorrent")
 
@@ -89,17 +89,6 @@ def info_bytes(torrent: bytes) -> bytes:
     # Our torrents are canonical bencode, so re-encoding the decoded info dict is the exact
     # byte range the info-hash covers.
     return bytes(bencode(bdecode(torrent)[b"info"]))
-
-
-def host_ipv4() -> str | None:
-    """A non-loopback IPv4 address of this machine, or None."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("10.255.255.255", 1))  # no packet is sent; this only picks a route
-        except OSError:
-            return None
-        ip = str(s.getsockname()[0])
-    return None if ip.startswith("127.") else ip
 
 
 def lt_session(port: int, announce_ip: str | None = None) -> Any:
