@@ -41,7 +41,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
             "S3TORRENT_LIMITS__MAX_CONNECTIONS_PER_IP": "1000",
             "S3TORRENT_SEEDER__HANDSHAKE_TIMEOUT": "3",
             # No input bound (peer/input_allowance.py closes these floods early): the
-            # bounds behind it must hold on their own (test_audit_hostile_peer.py has it on).
+            # bounds behind it must hold on their own (test_audit_peer_floods.py has it on).
             "S3TORRENT_SEEDER__INPUT_RATE": "0",
         },
     )
