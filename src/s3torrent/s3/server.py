@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from s3torrent.access import ANONYMOUS, AccessError, Principal, RequestContext
+from s3torrent.access import ANONYMOUS, AccessError, Decision, Principal, RequestContext
 from s3torrent.access import facts as authz
 from s3torrent.forwarding import client_address, client_secure
 from s3torrent.metering.meter import CLIENT_CLOSED, EXTRA_ROUTE, REQUEST_ID, S3_REQUEST
@@ -64,6 +64,10 @@ _READS_EXISTING_OBJECT = {
 }
 
 # What the quick path (s3/quick.py) answers; anything else is handed to aiohttp.
+# What an upload's initiator may do to its own upload without being granted it (S3's
+# "Multipart upload API and permissions"), as the bucket owner may: an explicit Deny still binds.
+_INITIATOR_MAY = frozenset({Endpoint.AbortMultipartUpload, Endpoint.ListParts})
+
 _QUICK_ENDPOINTS = frozenset({Endpoint.GetObject, Endpoint.HeadObject, Endpoint.PutObject})
 
 
@@ -750,6 +754,19 @@ class S3Application:
             request[_CONTINUED] = True
         return await handler(self.svc, req)
 
+    async def _initiator_may(self, req: S3Request, decision: Decision) -> bool:
+        """Whether a refused request is an upload's initiator aborting it or listing its
+        parts, which S3 allows by default (not against an explicit Deny)."""
+        who = req.principal.canonical_id
+        if req.endpoint not in _INITIATOR_MAY or decision.explicit_deny or who is None:
+            return False
+        up = await self.svc.meta.upload(req.query.get("uploadId", ""))
+        return (
+            up is not None
+            and (up.bucket, up.key) == (req.bucket_name, req.target.key)
+            and up.initiator_id == who
+        )
+
     async def _authorize(self, req: S3Request) -> None:
         """Load the bucket (and object) and ask the one access decision."""
         ep = req.endpoint
@@ -805,7 +822,7 @@ class S3Application:
                 raise await versioning.no_such_key(self.svc.meta, bucket, req.key, req.resource)
         ctx = req.access_context()
         decision = authz.may(req.principal, ep.action_for(req.query), bucket, key, req.obj, ctx)
-        if not decision.allowed:
+        if not decision.allowed and not await self._initiator_may(req, decision):
             raise S3Error("AccessDenied", resource=req.resource)
         req.allowed_by_acl = decision.by_acl
         if req.obj is not None and req.obj.delete_marker:

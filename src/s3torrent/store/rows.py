@@ -347,6 +347,10 @@ class Removed:
 
 # ---- multipart uploads ----
 
+INITIATOR_HEADER = "X-Initiator"
+"""Kept with an upload's headers: who created it, when not its object's owner-to-be (the
+bucket owner, under BucketOwnerEnforced). Never carried to the completed object."""
+
 
 @dataclass(frozen=True, slots=True)
 class Upload:
@@ -378,6 +382,11 @@ class Upload:
             checksum_type=m["checksum_type"],
             tags=decode_tags(m.get("tags")),
         )
+
+    @property
+    def initiator_id(self) -> str:
+        """Who created the upload (an upload kept before it was recorded: its owner)."""
+        return self.headers.get(INITIATOR_HEADER, self.owner_id)
 
 
 @dataclass(frozen=True, slots=True)

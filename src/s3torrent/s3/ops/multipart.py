@@ -147,6 +147,7 @@ async def create_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamR
     check_may_tag(tags, may)
     alg, ctype = _requested_checksum(headers)
     upload_id, sealed = await sse.seal_upload(svc, req, bucket)
+    initiator = req.principal.canonical_id
     up = md.Upload(
         upload_id=upload_id,
         bucket=bucket.name,
@@ -154,7 +155,8 @@ async def create_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamR
         owner_id=owner_id,
         initiated=time.time(),
         headers={**stored_headers(headers, svc.settings.limits.max_user_metadata), **sealed}
-        | versioning.upload_lock_headers(headers, bucket, req.now.timestamp(), may),
+        | versioning.upload_lock_headers(headers, bucket, req.now.timestamp(), may)
+        | ({md.INITIATOR_HEADER: initiator} if initiator and initiator != owner_id else {}),
         acl=authz.encode_acl(acl) if acl is not None else None,
         checksum_algorithm=alg,
         checksum_type=ctype,
@@ -572,6 +574,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         # Completed, aborted (or a part replaced) while we joined the parts.
         return await _lost_race(svc, req, up.upload_id, raw, exc)
     headers, lock = versioning.split_upload_lock(up.headers)
+    headers.pop(md.INITIATOR_HEADER, None)
     obj = md.ObjectVersion(
         bucket=up.bucket,
         key=up.key,
@@ -710,7 +713,8 @@ async def abort_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamRe
 
 
 def _initiator(svc: S3Context, up: md.Upload) -> dict[str, str]:
-    return owner_xml(svc, up.owner_id)
+    """Who created the upload, as ListParts and ListMultipartUploads name its Initiator."""
+    return owner_xml(svc, up.initiator_id)
 
 
 async def list_parts(svc: S3Context, req: S3Request) -> web.StreamResponse:

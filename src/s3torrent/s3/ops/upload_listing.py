@@ -49,7 +49,7 @@ async def list_multipart_uploads(svc: S3Context, req: S3Request) -> web.StreamRe
             {
                 "Key": enc(up.key),
                 "UploadId": up.upload_id,
-                "Initiator": owner_xml(svc, up.owner_id),
+                "Initiator": owner_xml(svc, up.initiator_id),
                 "Owner": owner_xml(svc, up.owner_id),
                 "StorageClass": up.headers.get("x-amz-storage-class", "STANDARD"),
                 "Initiated": s3xml.iso8601(up.initiated),
