@@ -113,3 +113,32 @@ def test_the_initiator_mark_does_not_reach_the_object(
     head = s3.head_object(Bucket=bucket, Key="k")
     assert head["Metadata"] == {"m": "1"}
     assert not [h for h in head["ResponseMetadata"]["HTTPHeaders"] if "initiator" in h.lower()]
+
+
+@pytest.mark.parametrize("sent", ["1_0", "+10", "10.0"])
+def test_a_malformed_expected_object_size_is_refused(s3: Any, bucket: str, sent: str) -> None:
+    """x-amz-mp-object-size is a size: ASCII digits. int() also read "1_0" and "+10" as 10,
+    so a malformed check passed as the right one."""
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="sized")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="sized", UploadId=uid, PartNumber=1, Body=b"x" * 10)[
+        "ETag"
+    ]
+
+    def add_header(request: Any, **_: Any) -> None:
+        request.headers["x-amz-mp-object-size"] = sent
+
+    s3.meta.events.register("before-sign.s3.CompleteMultipartUpload", add_header)
+    try:
+        with pytest.raises(ClientError) as exc:
+            s3.complete_multipart_upload(
+                Bucket=bucket,
+                Key="sized",
+                UploadId=uid,
+                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+            )
+    finally:
+        s3.meta.events.unregister("before-sign.s3.CompleteMultipartUpload", add_header)
+    assert _code(exc) == "InvalidRequest"
+    assert [
+        p["PartNumber"] for p in s3.list_parts(Bucket=bucket, Key="sized", UploadId=uid)["Parts"]
+    ] == [1]

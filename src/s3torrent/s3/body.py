@@ -35,6 +35,13 @@ _SDK_OTHER = "Value for x-amz-sdk-checksum-algorithm header is invalid."
 _LENGTH = re.compile(r"[0-9]{1,19}")
 
 
+def ascii_length(raw: str) -> int | None:
+    """A byte count sent in a header, if it is one: ASCII digits only (int() also reads
+    "1_0", "+10" and other scripts' digits)."""
+    text = raw.strip()
+    return int(text) if _LENGTH.fullmatch(text) else None
+
+
 def has_integrity_header(headers: Mapping[str, str]) -> bool:
     """Whether the request carries something that checks its body: Content-MD5, an
     x-amz-checksum-<algorithm> value, or a checksum announced for a trailer (x-amz-trailer,
@@ -150,10 +157,10 @@ class RequestBody:
         raw = h.get(name)
         if raw is None:
             return None
-        # ASCII digits only: int() also reads "1_0", "+10" and other scripts' digits.
-        if not _LENGTH.fullmatch(raw.strip()):
+        length = ascii_length(raw)
+        if length is None:
             raise S3Error("InvalidArgument", f"Invalid {name}: {raw[:32]!r}")
-        return int(raw)
+        return length
 
     def _requested_checksum(self) -> checksums.ChecksumAlgorithm | None:
         h = self._request.headers

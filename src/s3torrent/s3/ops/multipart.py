@@ -25,7 +25,7 @@ from s3torrent.access import Owner
 from s3torrent.access import facts as authz
 from s3torrent.s3 import checksums, sse, tagging, versioning
 from s3torrent.s3 import xml as s3xml
-from s3torrent.s3.body import RequestBody, sha256_mismatch
+from s3torrent.s3.body import RequestBody, ascii_length, sha256_mismatch
 from s3torrent.s3.checksums import DEFAULT_ALGORITHM, ChecksumAlgorithm
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
@@ -761,12 +761,9 @@ def _check_expected_size(raw: str | None, parts: Sequence[md.Part]) -> None:
     if raw is None:
         return
     total = sum(p.size for p in parts)
-    try:
-        expected = int(raw.strip())
-    except ValueError:
-        raise S3Error(
-            "InvalidRequest", "Value for x-amz-mp-object-size header is invalid."
-        ) from None
+    expected = ascii_length(raw)
+    if expected is None:
+        raise S3Error("InvalidRequest", "Value for x-amz-mp-object-size header is invalid.")
     if expected != total:
         raise S3Error(
             "InvalidRequest",
