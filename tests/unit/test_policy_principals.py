@@ -110,9 +110,11 @@ def test_an_allow_to_our_account_grants_its_users_not_anonymous(account: str) ->
     assert not may_get(ANONYMOUS, text)
 
 
-def test_not_principal_our_account_reaches_only_anonymous() -> None:
+def test_not_principal_our_account_alone_spares_no_user() -> None:
+    """IAM evaluates the account and then the user: a NotPrincipal Deny naming only the
+    account still denies its users (tests/unit/test_audit_policy_semantics.py)."""
     text = policy("Deny", {"AWS": ACCOUNT_ID}, field="NotPrincipal")
-    assert may_get(BOB, text, PUBLIC_READ)
+    assert not may_get(BOB, text, PUBLIC_READ)
     assert not may_get(ANONYMOUS, text, PUBLIC_READ)
 
 

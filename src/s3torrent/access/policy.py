@@ -83,8 +83,27 @@ class PrincipalSet:
     bound: frozenset[tuple[str, str]] | None = None
 
     def matches(self, principal: Principal) -> bool:
+        """Whether a Principal element names `principal` (its account covers its users)."""
         if self.everyone or (self.account and not principal.is_anonymous):
             return True
+        return self._names_itself(principal)
+
+    def excludes(self, principal: Principal, *, every_identity: bool) -> bool:
+        """Whether a NotPrincipal element leaves `principal` out of its statement.
+
+        A user has two identities, itself and our account, and IAM evaluates both (the
+        account first): a Deny spares a user only when both are listed (`every_identity`;
+        IAM: "you must also specify the account ARN of the not-denied principal"), an
+        Allow leaves out a user either names. Each reading is the narrower grant, never a
+        wider one; the anonymous caller, in no account, is left out only by "*"."""
+        if self.everyone:
+            return True
+        if principal.is_anonymous:
+            return False
+        itself = self._names_itself(principal) or (principal.is_root and self.account)
+        return itself and self.account if every_identity else itself or self.account
+
+    def _names_itself(self, principal: Principal) -> bool:
         if principal.canonical_id is not None and principal.canonical_id in self.canonical_ids:
             return True
         if principal.arn is None or principal.arn not in self.arns:
@@ -462,7 +481,11 @@ def statement_applies(
     context: Mapping[str, Sequence[str]],
 ) -> bool:
     """Whether the statement covers this principal, action, resource and request context."""
-    if statement.principals.matches(principal) == statement.not_principal:
+    if statement.not_principal:
+        every_identity = statement.effect == "Deny"
+        if statement.principals.excludes(principal, every_identity=every_identity):
+            return False
+    elif not statement.principals.matches(principal):
         return False
     action_hit = any(p.matches(action) for p in statement.action_patterns)
     if action_hit == statement.not_action:
