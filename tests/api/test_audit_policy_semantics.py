@@ -58,3 +58,56 @@ def test_a_not_principal_deny_spares_only_a_user_listed_with_its_account(
     s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     assert bob_s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"data"
     assert _anon_get(server, bucket, "k") == 403
+
+
+def test_a_retention_cap_in_a_policy_holds_for_a_date_in_basic_form(
+    server: LiveServer, s3: Any, bob: UserKeys, bob_s3: Any
+) -> None:
+    """A policy lets bob write with retention, but denies a retain-until date past 2030.
+    Before, bob sent `x-amz-object-lock-retain-until-date: 20991231`: the Deny read it as
+    epoch seconds (1970) and did not apply, the operation read it as 2099-12-31 and locked
+    the version until then. Now the operation refuses a date the policy reads otherwise."""
+    name = f"lockcap-{bob.name}"
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    resource = f"arn:aws:s3:::{name}/*"
+    allow = {
+        "Effect": "Allow",
+        "Principal": {"AWS": user_arn(bob.name)},
+        "Action": ["s3:PutObject", "s3:PutObjectRetention"],
+        "Resource": resource,
+    }
+    cap = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:PutObject",
+        "Resource": resource,
+        "Condition": {
+            "DateGreaterThan": {"s3:object-lock-retain-until-date": "2030-01-01T00:00:00Z"}
+        },
+    }
+    policy = {"Version": "2012-10-17", "Statement": [allow, cap]}
+    s3.put_bucket_policy(Bucket=name, Policy=json.dumps(policy))
+
+    def put(until: str) -> int:
+        def headers(request: Any, **_: Any) -> None:
+            request.headers["x-amz-object-lock-mode"] = "GOVERNANCE"
+            request.headers["x-amz-object-lock-retain-until-date"] = until
+
+        event = "before-sign.s3.PutObject"
+        bob_s3.meta.events.register(event, headers)
+        try:
+            return _status(lambda: bob_s3.put_object(Bucket=name, Key="k", Body=b"x"))
+        finally:
+            bob_s3.meta.events.unregister(event, headers)
+
+    assert put("2099-12-31T00:00:00Z") == 403
+    assert put("20991231") == 400
+    assert put("2029-12-31T00:00:00Z") == 200
+    assert not [
+        v
+        for v in s3.list_object_versions(Bucket=name).get("Versions", [])
+        if s3.get_object_retention(Bucket=name, Key="k", VersionId=v["VersionId"])["Retention"][
+            "RetainUntilDate"
+        ].year
+        > 2030
+    ]

@@ -25,7 +25,9 @@ from s3torrent.access import (
     parse_policy,
     user_arn,
 )
-from s3torrent.access.conditions import condition_holds, parse_condition_block
+from s3torrent.access.conditions import condition_holds, parse_condition_block, parse_date
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.versioning import parse_lock_date
 
 ALICE = Principal.user("a" * 64, "alice")  # owns bucket "b"
 BOB = Principal.user("b" * 64, "bob")
@@ -136,3 +138,89 @@ def test_a_not_principal_allow_never_grants_a_listed_identity(listed: dict[str, 
 def test_a_not_principal_star_deny_denies_nobody_and_allow_grants_nobody() -> None:
     assert _may(BOB, _doc(_stmt("Deny", NotPrincipal={"AWS": "*"})))
     assert not _may(ANONYMOUS, _doc(_stmt("Allow", NotPrincipal={"AWS": "*"})), object_acl=PRIVATE)
+
+
+# --- NotAction, NotResource, Deny over Allow -----------------------------------------------
+
+
+def test_not_action_and_not_resource_with_allow_and_deny() -> None:
+    allow_but_delete = _doc(_stmt("Allow", NotAction="s3:DeleteObject"))
+    assert _may(BOB, allow_but_delete, object_acl=PRIVATE)
+    assert not _may(BOB, allow_but_delete, action="s3:DeleteObject", object_acl=PRIVATE)
+    deny_all_but_get = _doc(_stmt("Allow", Action="s3:*"), _stmt("Deny", NotAction=["s3:Get*"]))
+    assert _may(BOB, deny_all_but_get, object_acl=PRIVATE)
+    assert not _may(BOB, deny_all_but_get, action="s3:PutObject")
+    allow_outside = _doc(_stmt("Allow", NotResource="arn:aws:s3:::b/private/*"))
+    assert _may(BOB, allow_outside, object_acl=PRIVATE)
+    assert not _may(BOB, allow_outside, key="private/x", object_acl=PRIVATE)
+    deny_outside = _doc(_stmt("Deny", NotResource="arn:aws:s3:::b/public/*"))
+    assert not _may(ANONYMOUS, deny_outside)
+    assert _may(ANONYMOUS, deny_outside, key="public/x")
+
+
+def test_an_explicit_deny_in_any_statement_beats_every_allow() -> None:
+    text = _doc(
+        _stmt("Allow", Principal={"AWS": user_arn("bob")}),
+        _stmt("Allow"),
+        _stmt("Deny", Principal={"AWS": user_arn("bob")}, Resource="arn:aws:s3:::b/k"),
+    )
+    assert not _may(BOB, text)
+    assert _may(CAROL, text)
+    assert _may(BOB, text, key="other")
+
+
+@pytest.mark.parametrize("pair", [("Action", "NotAction"), ("Resource", "NotResource")])
+def test_an_element_and_its_not_form_together_are_malformed(pair: tuple[str, str]) -> None:
+    statement = _stmt("Allow")
+    statement[pair[0]] = "*" if pair[0] == "Action" else "arn:aws:s3:::b/*"
+    statement[pair[1]] = "s3:PutObject" if pair[0] == "Action" else "arn:aws:s3:::b/x"
+    _malformed(_doc(statement))
+
+
+def test_actions_are_case_insensitive_resources_case_sensitive_and_star_crosses_slashes() -> None:
+    text = _doc(_stmt("Allow", Action="S3:getOBJECT", Resource="arn:aws:s3:::b/Docs/*.pdf"))
+    assert _may(BOB, text, key="Docs/a/b/c.pdf", object_acl=PRIVATE)
+    assert not _may(BOB, text, key="docs/a.pdf", object_acl=PRIVATE)
+    single = _doc(_stmt("Allow", Resource="arn:aws:s3:::b/d?c"))
+    assert _may(BOB, single, key="d/c", object_acl=PRIVATE)
+    assert not _may(BOB, single, key="dc", object_acl=PRIVATE)
+
+
+@pytest.mark.parametrize(
+    "principal", ["*", {"AWS": "*"}, {"AWS": ["*"]}], ids=["star", "aws-star", "aws-list"]
+)
+def test_every_form_of_everyone_includes_anonymous(principal: Any) -> None:
+    assert _may(ANONYMOUS, _doc(_stmt("Allow", Principal=principal)), object_acl=PRIVATE)
+
+
+# --- a request's date: one reading for the policy and the operation ----------------------------
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        pytest.param("20991231", id="basic-date-digits"),
+        pytest.param("2099-12-31T00:00:00." + "1" * 60 + "+00:00", id="long"),
+    ],
+)
+def test_a_retain_until_date_the_policy_cannot_read_is_refused(sent: str) -> None:
+    """A Deny capping retention (DateGreaterThan s3:object-lock-retain-until-date) read
+    "20991231" as epoch seconds (1970) and a 86-character date as no date, so it did not
+    apply, while the operation read both as 2099 and locked the object until then. Now the
+    operation refuses what the policy cannot read as the same instant."""
+    cap = {"DateGreaterThan": {"s3:object-lock-retain-until-date": "2030-01-01T00:00:00Z"}}
+    assert not _holds(cap, {"s3:object-lock-retain-until-date": [sent]})
+    with pytest.raises(S3Error) as caught:
+        parse_lock_date(sent)
+    assert caught.value.code == "InvalidArgument"
+
+
+@pytest.mark.parametrize(
+    "sent", ["2099-12-31T00:00:00Z", "2099-12-31T00:00:00.5+02:00", " 2099-12-31T00:00:00 "]
+)
+def test_a_retain_until_date_means_to_the_policy_what_it_means_to_the_operation(
+    sent: str,
+) -> None:
+    cap = {"DateGreaterThan": {"s3:object-lock-retain-until-date": "2030-01-01T00:00:00Z"}}
+    assert _holds(cap, {"s3:object-lock-retain-until-date": [sent]})
+    assert parse_lock_date(sent) == parse_date(sent).timestamp()

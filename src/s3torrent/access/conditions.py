@@ -28,18 +28,38 @@ def _parse_number(value: str) -> float:
     return number
 
 
-def parse_date(value: str) -> datetime:
-    """An ISO 8601 date/time or epoch seconds, as IAM accepts them; naive values are UTC."""
+def _epoch(text: str) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(int(text), tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _bounded(value: str) -> str:
     text = value.strip()
     if len(text) > _MAX_DATE_OR_ADDRESS:
         raise ValueError("too long for a date")
-    try:
-        moment = datetime.fromtimestamp(int(text), tz=UTC)
-    except (ValueError, OverflowError, OSError):
-        moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment
+    return text
+
+
+def parse_timestamp(value: str) -> datetime:
+    """An ISO 8601 date/time as a request carries one (a retain-until date); naive is UTC.
+
+    What parse_date reads as the same instant and nothing else: the digits of a basic date
+    ("20991231") are epoch seconds to a Date condition, so a date a request gives both an
+    operation and a policy must not be read otherwise by the operation (a Deny capping the
+    date would not see the date the operation keeps)."""
+    text = _bounded(value)
+    if _epoch(text) is not None:
+        raise ValueError("epoch seconds, not a date")
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def parse_date(value: str) -> datetime:
+    """An ISO 8601 date/time or epoch seconds, as IAM accepts them; naive values are UTC."""
+    moment = _epoch(_bounded(value))
+    return moment if moment is not None else parse_timestamp(value)
 
 
 _IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from s3torrent.access.conditions import parse_timestamp
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import has_integrity_header
 from s3torrent.s3.errors import S3Error
@@ -140,12 +141,12 @@ def require_integrity_header(headers: Mapping[str, str], operation: str) -> None
 
 
 def parse_lock_date(value: str) -> float:
+    """A retain-until date, read as a bucket policy's Date conditions read it (a policy may
+    cap it: s3:object-lock-retain-until-date); one they would read otherwise is refused."""
     try:
-        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        dt = parse_timestamp(value)
     except ValueError as exc:
         raise S3Error("InvalidArgument", "The retain until date is not valid.") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
     return retain_until(dt.timestamp())
 
 
