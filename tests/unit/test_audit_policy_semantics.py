@@ -27,6 +27,7 @@ from s3torrent.access import (
 )
 from s3torrent.access.conditions import condition_holds, parse_condition_block, parse_date
 from s3torrent.s3.errors import S3Error
+from s3torrent.s3.server import condition_values
 from s3torrent.s3.versioning import parse_lock_date
 
 ALICE = Principal.user("a" * 64, "alice")  # owns bucket "b"
@@ -224,3 +225,30 @@ def test_a_retain_until_date_means_to_the_policy_what_it_means_to_the_operation(
     cap = {"DateGreaterThan": {"s3:object-lock-retain-until-date": "2030-01-01T00:00:00Z"}}
     assert _holds(cap, {"s3:object-lock-retain-until-date": [sent]})
     assert parse_lock_date(sent) == parse_date(sent).timestamp()
+
+
+# --- s3:x-amz-copy-source: the source the copy reads ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sent", "seen"),
+    [
+        ("b/secret/k", "b/secret/k"),
+        ("/b/secret/k", "b/secret/k"),
+        ("b/%73ecret/k", "b/secret/k"),
+        ("/b/secret/a%20b?versionId=v1", "b/secret/a b?versionId=v1"),
+    ],
+)
+def test_the_copy_source_key_is_the_source_the_copy_reads(sent: str, seen: str) -> None:
+    """A Deny on copies from b/secret/* (StringLike s3:x-amz-copy-source) saw the header as
+    sent, while the copy reads it URL-decoded with its leading "/" optional: "/b/secret/k"
+    or "b/%73ecret/k" copied the secret past the Deny. The key now holds the source as the
+    copy reads it, bucket/key (and ?versionId=), as the policy examples write it."""
+    values = condition_values({}, {"x-amz-copy-source": sent})
+    assert values["s3:x-amz-copy-source"] == seen
+    deny = {"StringLike": {"s3:x-amz-copy-source": "b/secret/*"}}
+    assert _holds(deny, {"s3:x-amz-copy-source": [str(values["s3:x-amz-copy-source"])]})
+
+
+def test_a_copy_source_the_copy_refuses_is_left_as_sent() -> None:
+    assert condition_values({}, {"x-amz-copy-source": "nokey"}) == {"s3:x-amz-copy-source": "nokey"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote
 
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.routing import Endpoint
@@ -358,3 +359,25 @@ _UPLOAD_ENDPOINTS = frozenset(
 _OBJECT_READ_ENDPOINTS = frozenset(
     {Endpoint.GetObject, Endpoint.HeadObject, Endpoint.GetObjectTorrent}
 )
+
+
+def parse_copy_source(value: str) -> tuple[str, str, str | None]:
+    """x-amz-copy-source → (bucket, key, versionId or None); URL-encoded, leading / optional."""
+    path, _, query = value.partition("?")
+    try:
+        path = unquote(path, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise S3Error(
+            "InvalidArgument",
+            "Invalid copy source encoding",
+            extra={"ArgumentName": "x-amz-copy-source"},
+        ) from exc
+    bucket, _, key = path.lstrip("/").partition("/")
+    if not bucket or not key:
+        raise S3Error(
+            "InvalidArgument",
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+            extra={"ArgumentName": "x-amz-copy-source", "ArgumentValue": value},
+        )
+    version_id = dict(parse_qsl(query)).get("versionId") if query else None
+    return bucket, key, version_id

@@ -27,7 +27,7 @@ from s3torrent.s3.access_log import ERROR_CODE, redact_signatures
 from s3torrent.s3.auth import authenticate, query_headers, with_query_headers
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error, s3_error_of
-from s3torrent.s3.params import NO_PARAMS, Params, parse_params
+from s3torrent.s3.params import NO_PARAMS, Params, parse_copy_source, parse_params
 from s3torrent.s3.quick import QuickHandOver, is_quick
 from s3torrent.s3.refusals import refuse_acls, refuse_unsupported
 from s3torrent.s3.routing import Endpoint, Target, check_key, parse_target, route
@@ -201,6 +201,9 @@ def condition_values(
         value = headers.get(header)
         if value:
             values[key] = value
+    source = headers.get("x-amz-copy-source")
+    if source:
+        values["s3:x-amz-copy-source"] = _copy_source_value(source)
     version = q.get("versionId")
     if version:
         values["s3:versionid"] = version
@@ -211,6 +214,19 @@ def condition_values(
             tags = tagging.from_header(sent)
             values.update(tagging.request_tag_values(tags))
     return values
+
+
+def _copy_source_value(sent: str) -> str:
+    """s3:x-amz-copy-source: the source as the copy reads it (URL-decoded, without the
+    optional leading "/"), `bucket/key` or `bucket/key?versionId=...` as S3's policy
+    examples write it; a Deny on `bucket/secret/*` must not miss `/bucket/%73ecret/k`,
+    the same object to the copy. One the copy refuses is left as sent."""
+    try:
+        bucket, key, version_id = parse_copy_source(sent)
+    except S3Error:
+        return sent
+    version = "" if version_id is None else f"?versionId={version_id}"
+    return f"{bucket}/{key}{version}"
 
 
 def signature_values(

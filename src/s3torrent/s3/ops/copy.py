@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 
@@ -28,6 +27,7 @@ from s3torrent.s3.ops.objects import (
     write_condition,
 )
 from s3torrent.s3.ops.ownership import write_owner
+from s3torrent.s3.params import parse_copy_source
 from s3torrent.s3.refusals import check_expected_owner
 from s3torrent.s3.server import S3Request
 from s3torrent.s3.validators import failed_condition
@@ -53,28 +53,6 @@ _ILLEGAL_SELF_COPY = (
     "changing the object's metadata, storage class, website redirect location or encryption "
     "attributes."
 )
-
-
-def parse_copy_source(value: str) -> tuple[str, str, str | None]:
-    """x-amz-copy-source → (bucket, key, versionId or None); URL-encoded, leading / optional."""
-    path, _, query = value.partition("?")
-    try:
-        path = unquote(path, errors="strict")
-    except UnicodeDecodeError as exc:
-        raise S3Error(
-            "InvalidArgument",
-            "Invalid copy source encoding",
-            extra={"ArgumentName": "x-amz-copy-source"},
-        ) from exc
-    bucket, _, key = path.lstrip("/").partition("/")
-    if not bucket or not key:
-        raise S3Error(
-            "InvalidArgument",
-            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
-            extra={"ArgumentName": "x-amz-copy-source", "ArgumentValue": value},
-        )
-    version_id = dict(parse_qsl(query)).get("versionId") if query else None
-    return bucket, key, version_id
 
 
 def copy_source_version_headers(src_bucket: md.Bucket, src: md.ObjectVersion) -> dict[str, str]:
