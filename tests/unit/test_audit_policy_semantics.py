@@ -252,3 +252,143 @@ def test_the_copy_source_key_is_the_source_the_copy_reads(sent: str, seen: str) 
 
 def test_a_copy_source_the_copy_refuses_is_left_as_sent() -> None:
     assert condition_values({}, {"x-amz-copy-source": "nokey"}) == {"s3:x-amz-copy-source": "nokey"}
+
+
+# --- condition operators, as IAM documents them --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("block", "context", "holds"),
+    [
+        # StringLike: `*` and `?` match any character, a newline included.
+        ({"StringLike": {"aws:UserAgent": "a*b"}}, {"aws:useragent": ["a\nx\nb"]}, True),
+        ({"StringLike": {"aws:UserAgent": "a?b"}}, {"aws:useragent": ["a\nb"]}, True),
+        ({"StringLike": {"aws:UserAgent": "A*"}}, {"aws:useragent": ["abc"]}, False),
+        ({"StringEqualsIgnoreCase": {"aws:UserAgent": "ABC"}}, {"aws:useragent": ["abc"]}, True),
+        ({"NumericLessThan": {"s3:max-keys": "10"}}, {"s3:max-keys": ["5"]}, True),
+        ({"NumericLessThan": {"s3:max-keys": "10"}}, {"s3:max-keys": ["x"]}, False),
+        (
+            {"DateLessThan": {"aws:CurrentTime": "2030-01-01T00:00:00Z"}},
+            {"aws:currenttime": ["2026-01-01T00:00:00Z"]},
+            True,
+        ),
+        ({"DateLessThan": {"aws:EpochTime": 1900000000}}, {"aws:epochtime": ["1765000000"]}, True),
+        ({"Bool": {"aws:SecureTransport": "false"}}, {"aws:securetransport": ["false"]}, True),
+        ({"Bool": {"aws:SecureTransport": False}}, {}, False),
+        ({"IpAddress": {"aws:SourceIp": "2001:db8::/32"}}, {"aws:sourceip": ["2001:db8::1"]}, True),
+        (
+            {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
+            {"aws:sourceip": ["::ffff:10.1.2.3"]},
+            True,
+        ),
+        (
+            {"NotIpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
+            {"aws:sourceip": ["::ffff:10.1.2.3"]},
+            False,
+        ),
+        (
+            {"ArnLike": {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT_ID}:user/a*"}},
+            {"aws:principalarn": [user_arn("alice")]},
+            True,
+        ),
+        ({"Null": {"s3:x-amz-acl": "true"}}, {}, True),
+        ({"Null": {"s3:x-amz-acl": "false"}}, {}, False),
+        # A missing key: a positive operator fails, a negated one holds, IfExists holds.
+        ({"StringEquals": {"aws:Referer": "x"}}, {}, False),
+        ({"StringNotEquals": {"aws:Referer": "x"}}, {}, True),
+        ({"NotIpAddress": {"aws:SourceIp": "10.0.0.0/8"}}, {}, True),
+        ({"StringEqualsIfExists": {"aws:Referer": "x"}}, {}, True),
+        ({"NumericLessThanIfExists": {"s3:max-keys": "10"}}, {}, True),
+        ({"NumericLessThanIfExists": {"s3:max-keys": "10"}}, {"s3:max-keys": ["50"]}, False),
+        # Values are ORed (a negated operator: none of them), keys ANDed.
+        ({"StringEquals": {"aws:Referer": ["x", "y"]}}, {"aws:referer": ["y"]}, True),
+        ({"StringNotEquals": {"aws:Referer": ["x", "y"]}}, {"aws:referer": ["y"]}, False),
+        (
+            {"StringEquals": {"aws:Referer": "x", "aws:UserAgent": "u"}},
+            {"aws:referer": ["x"], "aws:useragent": ["v"]},
+            False,
+        ),
+        # Set operators: ForAllValues holds on an empty set, ForAnyValue does not.
+        ({"ForAllValues:StringEquals": {"aws:TagKeys": ["a"]}}, {"aws:tagkeys": []}, True),
+        ({"ForAllValues:StringEquals": {"aws:TagKeys": ["a"]}}, {}, True),
+        ({"ForAnyValue:StringEquals": {"aws:TagKeys": ["a"]}}, {"aws:tagkeys": []}, False),
+        ({"ForAnyValue:StringEquals": {"aws:TagKeys": ["a"]}}, {}, False),
+        ({"ForAllValues:StringEquals": {"aws:TagKeys": ["a", "b"]}}, {"aws:tagkeys": ["a"]}, True),
+        (
+            {"ForAllValues:StringEquals": {"aws:TagKeys": ["a", "b"]}},
+            {"aws:tagkeys": ["a", "c"]},
+            False,
+        ),
+        ({"ForAnyValue:StringEquals": {"aws:TagKeys": ["a"]}}, {"aws:tagkeys": ["x", "a"]}, True),
+        (
+            {"ForAnyValue:StringNotEquals": {"aws:TagKeys": ["a"]}},
+            {"aws:tagkeys": ["a", "x"]},
+            True,
+        ),
+        # A key of a namespace this server has no facts of is missing, as in IAM.
+        ({"StringEquals": {"ec2:ResourceTag/x": "y"}}, {}, False),
+        ({"StringNotEqualsIfExists": {"ec2:ResourceTag/x": "y"}}, {}, True),
+    ],
+)
+def test_condition_operators(
+    block: dict[str, Any], context: dict[str, list[str]], holds: bool
+) -> None:
+    assert _holds(block, context) is holds
+
+
+@pytest.mark.parametrize(
+    "operator",
+    [
+        "StringEqualz",
+        "stringequals",
+        "ForSomeValues:StringEquals",
+        "NullIfExists",
+        "ForAnyValue:Null",
+        "IfExists",
+        "BinaryNotEquals",
+    ],
+)
+def test_an_operator_not_implemented_is_malformed_never_ignored(operator: str) -> None:
+    """A Deny whose condition were skipped would deny everything or nothing: refused."""
+    value = "true" if "Null" in operator else "x"
+    _malformed(_doc(_stmt("Deny", Condition={operator: {"aws:Referer": value}})))
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {"IpAddress": {"aws:SourceIp": "10.0.0.300/8"}},
+        {"NumericEquals": {"s3:max-keys": "ten"}},
+        {"DateLessThan": {"aws:CurrentTime": "tomorrow"}},
+        {"Bool": {"aws:SecureTransport": "yes"}},
+        {"ArnLike": {"aws:PrincipalArn": "user/bob"}},
+        {"StringEquals": {"aws:Referer": []}},
+        {"StringEquals": {"aws:Referer": {"a": "b"}}},
+        {"StringEquals": {"aws:NoSuchGlobalKey": "x"}},
+        {"StringEquals": {"s3:NoSuchKey": "x"}},
+    ],
+)
+def test_a_condition_value_or_key_iam_refuses_is_malformed(condition: dict[str, Any]) -> None:
+    _malformed(_doc(_stmt("Deny", Condition=condition)))
+
+
+# --- the document ----------------------------------------------------------------------------
+
+
+def test_document_limits() -> None:
+    _malformed(_doc())
+    _malformed(_doc(_stmt("Allow", Sid="A"), _stmt("Deny", Sid="A")))
+    _malformed(_doc(_stmt("Allow"), version="2012-10-18"))
+    big = _stmt("Allow", Resource=[f"arn:aws:s3:::b/{i:05d}-" + "x" * 90 for i in range(200)])
+    assert len(_doc(big)) > 20 * 1024
+    _malformed(_doc(big))
+
+
+def test_variables_are_substituted_only_in_2012_10_17() -> None:
+    resource = "arn:aws:s3:::b/home/${aws:username}/*"
+    modern = _doc(_stmt("Allow", Resource=resource))
+    assert _may(BOB, modern, key="home/bob/f", object_acl=PRIVATE)
+    assert not _may(BOB, modern, key="home/carol/f", object_acl=PRIVATE)
+    old = _doc(_stmt("Allow", Resource=resource), version="2008-10-17")
+    assert not _may(BOB, old, key="home/bob/f", object_acl=PRIVATE)
+    assert _may(BOB, old, key="home/${aws:username}/f", object_acl=PRIVATE)
