@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 import pytest
@@ -160,3 +161,43 @@ def test_a_deny_on_a_copy_source_holds_however_the_source_is_written(
     s3.put_object(Bucket=bucket, Key="public/k", Body=b"p")
     bob_s3.copy_object(Bucket=bucket, Key="out", CopySource=f"/{bucket}/public/k")
     assert s3.get_object(Bucket=bucket, Key="out")["Body"].read() == b"p"
+
+
+def test_a_deny_on_replacing_metadata_holds_in_any_case(
+    s3: Any, bucket: str, bob: UserKeys, bob_s3: Any
+) -> None:
+    """bob may copy, but a Deny forbids copies that replace the metadata. Before,
+    MetadataDirective "replace" (which the copy obeys as REPLACE) passed the Deny."""
+    s3.put_object(Bucket=bucket, Key="src", Body=b"s", Metadata={"origin": "kept"})
+    resource = f"arn:aws:s3:::{bucket}/*"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": user_arn(bob.name)},
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": resource,
+            },
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": resource,
+                "Condition": {"StringEquals": {"s3:x-amz-metadata-directive": "REPLACE"}},
+            },
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    for directive in ("REPLACE", "replace"):
+        copy = partial(
+            bob_s3.copy_object,
+            Bucket=bucket,
+            Key="dst",
+            CopySource=f"{bucket}/src",
+            MetadataDirective=directive,
+        )
+        assert _status(copy) == 403
+    assert _status(lambda: s3.head_object(Bucket=bucket, Key="dst")) == 404
+    bob_s3.copy_object(Bucket=bucket, Key="dst", CopySource=f"{bucket}/src")
+    assert s3.head_object(Bucket=bucket, Key="dst")["Metadata"] == {"origin": "kept"}

@@ -392,3 +392,11 @@ def test_variables_are_substituted_only_in_2012_10_17() -> None:
     old = _doc(_stmt("Allow", Resource=resource), version="2008-10-17")
     assert not _may(BOB, old, key="home/bob/f", object_acl=PRIVATE)
     assert _may(BOB, old, key="home/${aws:username}/f", object_acl=PRIVATE)
+
+
+@pytest.mark.parametrize("sent", ["REPLACE", "replace", "Replace"])
+def test_the_metadata_directive_key_is_the_directive_the_copy_obeys(sent: str) -> None:
+    """CopyObject reads x-amz-metadata-directive in any case; a Deny on REPLACE saw
+    "replace" as sent and did not apply to the copy that replaced the metadata."""
+    values = condition_values({}, {"x-amz-metadata-directive": sent})
+    assert values["s3:x-amz-metadata-directive"] == "REPLACE"

@@ -200,10 +200,8 @@ def condition_values(
     for header, key in _HEADER_CONDITION_KEYS:
         value = headers.get(header)
         if value:
-            values[key] = value
-    source = headers.get("x-amz-copy-source")
-    if source:
-        values["s3:x-amz-copy-source"] = _copy_source_value(source)
+            read = _AS_OBEYED.get(header)
+            values[key] = value if read is None else read(value)
     version = q.get("versionId")
     if version:
         values["s3:versionid"] = version
@@ -337,6 +335,14 @@ _HEADER_CONDITION_KEYS = (
     # aws:UserAgent, aws:Referer: as the web seed's decision has them.
     *authz.REQUEST_HEADER_KEYS,
 )
+
+# Headers an operation reads otherwise than as sent: their condition keys hold the value
+# it obeys, or a Deny on that value misses a spelling that means the same to it.
+_AS_OBEYED: Mapping[str, Callable[[str], str]] = {
+    "x-amz-copy-source": _copy_source_value,
+    # CopyObject reads the directive in any case.
+    "x-amz-metadata-directive": str.upper,
+}
 
 _CONTINUED: web.RequestKey[bool] = web.RequestKey("s3torrent.continued", bool)
 
