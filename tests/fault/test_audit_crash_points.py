@@ -440,3 +440,77 @@ def test_kill9_of_key_rotate_midway_loses_no_data_key(tmp_path: Path) -> None:
         assert len(listed.stdout.strip().splitlines()) <= 3, listed.stdout
     finally:
         srv.stop()
+
+
+@pytest.mark.timeout(400)
+def test_kill9_during_a_lifecycle_expiration_pass(tmp_path: Path) -> None:
+    """A lifecycle pass (current versions expire into delete markers, noncurrent ones are
+    removed) killed at random moments, in small steps: no row is left naming a removed
+    blob, and the passes after the restarts finish the work: no version is left, each key
+    at most one delete marker, and no blob is left without its row."""
+    rng = random.Random(int(time.time()) + 5)
+    env = {
+        "S3TORRENT_LIFECYCLE__DAY_SECONDS": "1",
+        "S3TORRENT_LIFECYCLE__INTERVAL": "0.3",
+        "S3TORRENT_LIFECYCLE__BATCH_SIZE": "20",
+        "S3TORRENT_SEEDER__ENABLED": "false",
+    }
+    srv = start_server(tmp_path, env=env, workers=2)
+    try:
+        s3 = make_client(srv.endpoint, max_pool_connections=16)
+        s3.create_bucket(Bucket="lcy")
+        s3.put_bucket_versioning(Bucket="lcy", VersioningConfiguration={"Status": "Enabled"})
+        keys = [f"e/{i:04d}" for i in range(300)]
+
+        def put_keys(part: list[str]) -> None:
+            c = make_client(srv.endpoint)
+            for i, key in enumerate(part):
+                for v in range(2):
+                    body = f"{key}:{v}".encode() * (1 if i % 3 else 3000)
+                    c.put_object(Bucket="lcy", Key=key, Body=body)
+
+        loaders = [threading.Thread(target=put_keys, args=(keys[j::4],)) for j in range(4)]
+        for t in loaders:
+            t.start()
+        for t in loaders:
+            t.join(120)
+        s3.put_bucket_lifecycle_configuration(
+            Bucket="lcy",
+            LifecycleConfiguration={
+                "Rules": [
+                    {
+                        "ID": "all",
+                        "Status": "Enabled",
+                        "Filter": {"Prefix": "e/"},
+                        "Expiration": {"Days": 1},
+                        "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+                    }
+                ]
+            },
+        )
+        time.sleep(1.2)  # a "day" passes: everything is due
+        for _ in range(3):
+            time.sleep(rng.uniform(0.2, 1.5))
+            srv.kill9()
+            # Stopped: every blob a row names is there (a pass removes a row, then its blob).
+            files, referenced = _stored_blobs(srv)
+            assert referenced <= files, referenced - files
+            srv.start()
+        s3 = make_client(srv.endpoint)
+        deadline = time.monotonic() + 120
+        while s3.list_object_versions(Bucket="lcy").get("Versions"):
+            assert time.monotonic() < deadline, "the passes after the restarts did not finish"
+            time.sleep(0.5)
+        srv.stop()
+        _no_strays(srv)
+        srv.start()
+        s3 = make_client(srv.endpoint)
+        markers: list[dict[str, Any]] = []
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket="lcy"):
+            assert not page.get("Versions")
+            markers += page.get("DeleteMarkers", [])
+        assert len({m["Key"] for m in markers}) == len(markers)
+        assert {m["Key"] for m in markers} <= set(keys)
+        assert all(m["IsLatest"] for m in markers)
+    finally:
+        srv.stop()
