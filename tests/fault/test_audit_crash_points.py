@@ -514,3 +514,77 @@ def test_kill9_during_a_lifecycle_expiration_pass(tmp_path: Path) -> None:
         assert all(m["IsLatest"] for m in markers)
     finally:
         srv.stop()
+
+
+def _seal_owners(srv: LiveServer) -> tuple[set[str], set[str], set[str]]:
+    """(key record owners, versions, uploads) of a stopped server's database."""
+    import sqlite3
+
+    db = sqlite3.connect(srv.data_dir / "metadata.sqlite3")
+    try:
+        records = {r[0] for r in db.execute("SELECT owner FROM sse_keys")}
+        versions = {r[0] for r in db.execute("SELECT version_id FROM objects")}
+        versions |= {
+            r[0]
+            for r in db.execute("SELECT version_id FROM object_versions WHERE NOT delete_marker")
+        }
+        uploads = {r[0] for r in db.execute("SELECT upload_id FROM uploads")}
+    finally:
+        db.close()
+    return records, versions, uploads
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("delay", [0.0, 0.1, 0.3, 0.6])
+def test_kill9_amid_an_sse_s3_multipart_completion(tmp_path: Path, delay: float) -> None:
+    """A sealed (SSE-S3) upload of 30 MiB completed in a versioned bucket and killed
+    `delay` s after: after the restart the upload is completed or completable (a retry
+    answers or completes it), the object opens whole, every version and upload has its
+    key record and no record is left without its version or upload."""
+    srv = start_server(tmp_path, env={"S3TORRENT_ENCRYPTION__DEFAULT": "AES256"}, workers=2)
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="sem")
+        s3.put_bucket_versioning(Bucket="sem", VersioningConfiguration={"Status": "Enabled"})
+        old = os.urandom(MIB)
+        s3.put_object(Bucket="sem", Key="mp", Body=old)
+        parts = [os.urandom(6 * MIB) for _ in range(5)]
+        up = s3.create_multipart_upload(Bucket="sem", Key="mp")["UploadId"]
+        listed = [
+            {
+                "PartNumber": n,
+                "ETag": s3.upload_part(Bucket="sem", Key="mp", UploadId=up, PartNumber=n, Body=b)[
+                    "ETag"
+                ],
+            }
+            for n, b in enumerate(parts, 1)
+        ]
+        c = make_client(srv.endpoint, read_timeout=60)
+        answer = _kill_amid(
+            srv,
+            lambda: c.complete_multipart_upload(
+                Bucket="sem", Key="mp", UploadId=up, MultipartUpload={"Parts": listed}
+            ),
+            delay,
+        )
+        srv.stop()
+        records, versions, uploads = _seal_owners(srv)
+        assert versions | uploads <= records, (versions | uploads) - records
+        assert records <= versions | uploads, records - versions - uploads
+        _no_strays(srv)
+        srv.start()
+        s3 = make_client(srv.endpoint)
+        retried = s3.complete_multipart_upload(
+            Bucket="sem", Key="mp", UploadId=up, MultipartUpload={"Parts": listed}
+        )
+        if isinstance(answer, dict):
+            assert retried["ETag"] == answer["ETag"]
+            assert retried["VersionId"] == answer["VersionId"]
+        got = s3.get_object(Bucket="sem", Key="mp")
+        assert got["ServerSideEncryption"] == "AES256"
+        assert got["Body"].read() == b"".join(parts)
+        versions_listed = _every_version_reads_back(s3, "sem")
+        assert len(versions_listed) == 2, versions_listed
+        assert not s3.list_multipart_uploads(Bucket="sem").get("Uploads")
+    finally:
+        srv.stop()
