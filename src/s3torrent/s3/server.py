@@ -422,6 +422,24 @@ def query_pairs_of(raw_query: str) -> list[tuple[str, str]]:
 # inside the handler, a plain one after the middleware returned. The second of them to
 # finish drops the link, so reference counting frees the request as soon as it is answered.
 # (A request cut short before either leaves the cycle to the collector, as before.)
+def _headers_sent(request: web.Request) -> bool:
+    """Whether this request's answer already went out (a streamed body under way)."""
+    exchange: _Exchange | None = request.get(_EXCHANGE)
+    return exchange is not None and exchange.headers_done
+
+
+def _cut_streamed_answer(request: web.Request, err: S3Error) -> None:
+    """A failure after a streamed answer's headers (the blob backend failing mid-GET): the
+    client must see the body cut short, so the connection is aborted. Answering with the
+    error instead wrote its status line and XML into the body, where a client counting
+    Content-Length took them for the object's last bytes; its prepare on the aborted
+    transport now fails, and aiohttp drops it."""
+    log.warning("%s %s: cut mid-body: %s", request.method, request.path[:200], err.code)
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
 class _Exchange:
     """What the middleware keeps of one request it handles: whether an extra route (not
     S3) took it, and which of the S3Request's last two readers are done. An object set once
@@ -658,6 +676,8 @@ class S3Application:
             # broken pipe): nobody to answer, nothing for the operator to act on, and the
             # bytes it did receive are metered as a client abort (499).
             log.debug("%s %s: client connection lost", request.method, request.path)
+            if _headers_sent(request) and request.transport is not None:
+                request.transport.abort()  # never an answer inside a streamed one's body
             return web.Response(status=CLIENT_CLOSED)
         except TimeoutError:
             raise
@@ -685,6 +705,8 @@ class S3Application:
     @staticmethod
     def _error(request: web.Request, err: S3Error, rid: str) -> web.Response:
         request[ERROR_CODE] = err.code  # for the access log: a HEAD's answer has no body
+        if _headers_sent(request):
+            _cut_streamed_answer(request, err)
         resp = error_response(err, rid, request.path, request.method == "HEAD")
         if _awaits_continue(request):
             # Refused before `100 Continue`: the client may or may not send its body, so the
