@@ -43,6 +43,7 @@ class FaultProxy:
         self.trigger: tuple[bytes, str] | None = None
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
+        self._short: set[socket.socket] = set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def set_mode(self, mode: str) -> None:
@@ -84,13 +85,36 @@ class FaultProxy:
                 if self.mode != "pass":
                     continue  # hung: swallowed
                 trigger = self.trigger
+                if not up and src in self._short:
+                    self._send_short(src, dst, data)
+                    return
                 if up and trigger is not None and trigger[0] in data:
+                    if trigger[1] == "short":
+                        self._short.add(dst)
+                        dst.sendall(data)
+                        continue
                     if trigger[1] == "reset":
                         self._reset(src)
                         self._reset(dst)
                         return
                     continue  # hung: this request is never answered
                 dst.sendall(data)
+
+    def _send_short(self, src: socket.socket, dst: socket.socket, data: bytes) -> None:
+        """Relay the answer with half its body, framed as whole (Content-Length halved)."""
+        while b"\r\n\r\n" not in data:
+            data += src.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        found = re.search(rb"(?i)content-length: *(\d+)", head)
+        assert found is not None
+        length = int(found.group(1))
+        while len(body) < length:
+            body += src.recv(65536)
+        half = length // 2
+        head = head.replace(found.group(0), b"Content-Length: %d" % half)
+        dst.sendall(head + b"\r\n\r\n" + body[:half])
+        self._reset(src)
+        self._reset(dst)
 
     def close(self) -> None:
         self.listener.close()
@@ -223,6 +247,29 @@ def test_a_backend_failing_on_the_last_chunk_never_completes_the_body_with_other
     assert took < 20, f"the connection stayed open {took:.0f} s after the failure"
     proxy.trigger = None
     assert s3.get_object(Bucket="tail", Key="k")["Body"].read() == data
+
+
+@pytest.mark.parametrize("span", ["bytes=600000-600099", "bytes=0-2097151"])
+def test_a_short_body_from_the_backend_is_a_server_error_and_never_cached(
+    node: tuple[LiveServer, str], proxy: FaultProxy, span: str
+) -> None:
+    """The backend answers a ranged GET with half the bytes asked for, framed as whole (a
+    broken proxy or backend). Before, the blob store took the half block for the end of the
+    blob and kept it in its read cache: the GET answered NoSuchKey (the object is there),
+    and every later read of that block failed until the cache evicted it."""
+    srv, _ = node
+    s3 = _client(srv)
+    s3.create_bucket(Bucket="short")
+    data = os.urandom(3 * MiB)
+    s3.put_object(Bucket="short", Key="k", Body=data)
+    proxy.trigger = (b"bytes=0-", "short")
+    with pytest.raises(ClientError) as failed:
+        s3.get_object(Bucket="short", Key="k", Range=span)["Body"].read()
+    assert failed.value.response["Error"]["Code"] in ("InternalError", "ServiceUnavailable")
+    proxy.trigger = None
+    first, last = (int(n) for n in span.removeprefix("bytes=").split("-"))
+    got = s3.get_object(Bucket="short", Key="k", Range=span)["Body"].read()
+    assert got == data[first : last + 1]
 
 
 def test_a_range_get_failing_at_the_backend_is_an_error_not_a_short_body(

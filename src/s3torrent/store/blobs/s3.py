@@ -90,6 +90,20 @@ def _error_code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
+def _check_range(content_range: str | None, offset: int, data: bytes) -> None:
+    """That a ranged GET's body is the range asked for, whole: a backend (or a proxy) that
+    ignored the Range or cut the body under a matching Content-Length would otherwise
+    hand back other bytes, or a short block taken for the blob's end (and cached)."""
+    from botocore.exceptions import IncompleteReadError
+
+    first, _, last = (content_range or "").removeprefix("bytes ").partition("/")[0].partition("-")
+    if not (first.isdigit() and last.isdigit()) or int(first) != offset:
+        raise IncompleteReadError(actual_bytes=len(data), expected_bytes=-1)
+    expected = int(last) - int(first) + 1
+    if len(data) != expected:
+        raise IncompleteReadError(actual_bytes=len(data), expected_bytes=expected)
+
+
 class S3BlobWriter:
     """One blob on its way to the backend, in parts of at most `part_size` bytes."""
 
@@ -344,9 +358,11 @@ class S3BlobStore:
             raise
         body = resp["Body"]
         try:
-            return bytes(body.read())
+            data = bytes(body.read())
         finally:
             body.close()
+        _check_range(resp.get("ContentRange"), offset, data)
+        return data
 
     def copy_within(self, src_key: str, dst_key: str, size: int) -> None:
         """Copy inside the backend (CopyObject; multipart copy above 5 GiB)."""
