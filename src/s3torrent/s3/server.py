@@ -414,14 +414,6 @@ def query_pairs_of(raw_query: str) -> list[tuple[str, str]]:
     return pairs
 
 
-# The S3Request refers to its aiohttp request (S3Request.http) and the request to it
-# (S3_REQUEST): a reference cycle, which only the cyclic collector would free, and with it
-# the whole request (headers, rows, writer; some two dozen objects a request). Its last two
-# readers are the finished hooks (metering, logs: end of the middleware) and the CORS
-# headers (on_response_prepare), which come in either order: a streamed answer is prepared
-# inside the handler, a plain one after the middleware returned. The second of them to
-# finish drops the link, so reference counting frees the request as soon as it is answered.
-# (A request cut short before either leaves the cycle to the collector, as before.)
 def _headers_sent(request: web.Request) -> bool:
     """Whether this request's answer already went out (a streamed body under way)."""
     exchange: _Exchange | None = request.get(_EXCHANGE)
@@ -440,6 +432,14 @@ def _cut_streamed_answer(request: web.Request, err: S3Error) -> None:
         transport.abort()
 
 
+# The S3Request refers to its aiohttp request (S3Request.http) and the request to it
+# (S3_REQUEST): a reference cycle, which only the cyclic collector would free, and with it
+# the whole request (headers, rows, writer; some two dozen objects a request). Its last two
+# readers are the finished hooks (metering, logs: end of the middleware) and the CORS
+# headers (on_response_prepare), which come in either order: a streamed answer is prepared
+# inside the handler, a plain one after the middleware returned. The second of them to
+# finish drops the link, so reference counting frees the request as soon as it is answered.
+# (A request cut short before either leaves the cycle to the collector, as before.)
 class _Exchange:
     """What the middleware keeps of one request it handles: whether an extra route (not
     S3) took it, and which of the S3Request's last two readers are done. An object set once
