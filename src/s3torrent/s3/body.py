@@ -11,7 +11,6 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from aiohttp import web
 from s3torrent.s3 import checksums
 from s3torrent.s3.chunked import AwsChunkedDecoder
 from s3torrent.s3.errors import S3Error
+from s3torrent.s3.numbers import ascii_int
 from s3torrent.s3.sigv4 import VerifiedAuth, is_sha256_hex, parse_payload_hash
 
 READ_SIZE = 256 * 1024
@@ -32,14 +32,13 @@ _SDK_WITHOUT_CHECKSUM = (
     "x-amz-trailer headers were found."
 )
 _SDK_OTHER = "Value for x-amz-sdk-checksum-algorithm header is invalid."
-_LENGTH = re.compile(r"[0-9]{1,19}")
+_LENGTH_DIGITS = 19  # a 64-bit byte count
 
 
 def ascii_length(raw: str) -> int | None:
     """A byte count sent in a header, if it is one: ASCII digits only (int() also reads
     "1_0", "+10" and other scripts' digits)."""
-    text = raw.strip()
-    return int(text) if _LENGTH.fullmatch(text) else None
+    return ascii_int(raw.strip(), _LENGTH_DIGITS)
 
 
 def has_integrity_header(headers: Mapping[str, str]) -> bool:

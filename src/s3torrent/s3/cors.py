@@ -15,6 +15,7 @@ from typing import Any
 
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.errors import S3Error
+from s3torrent.s3.numbers import ascii_int
 
 MAX_RULES = 100
 # S3: "The document is limited to 64 KB in size." Every answer to a request with an Origin
@@ -24,8 +25,6 @@ MAX_ID_LENGTH = 255
 METHODS = ("GET", "PUT", "HEAD", "POST", "DELETE")
 # An HTTP header name (RFC 9110's token): what Access-Control-Expose-Headers lists.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# MaxAgeSeconds: at most 10 ASCII digits (then compared with the largest 32-bit integer).
-_DIGITS = re.compile(r"[0-9]{1,10}", re.ASCII)
 MAX_AGE = 2**31 - 1
 SETTING = "cors"  # the bucket setting the configuration is stored under
 
@@ -179,10 +178,10 @@ def _max_age(text: str) -> int:
     """MaxAgeSeconds, an Integer in S3's model (32 bits, not negative): ASCII digits only
     (int() takes any script's digits and `1_000`), and no more than 2^31 - 1, which a
     Java or Go SDK reading GetBucketCors's answer could not hold."""
-    text = text.strip()
-    if not _DIGITS.fullmatch(text) or int(text) > MAX_AGE:
+    value = ascii_int(text.strip())
+    if value is None or value > MAX_AGE:
         raise S3Error("MalformedXML")
-    return int(text)
+    return value
 
 
 def render_configuration(rules: Sequence[CorsRule]) -> bytes:

@@ -13,13 +13,11 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote
 
 from s3torrent.s3.errors import S3Error
+from s3torrent.s3.numbers import ascii_int
 from s3torrent.s3.routing import Endpoint
 from s3torrent.s3.versioning import parse_version_id
 
 MAX_PARTS = 10_000
-# Longest integer accepted in a query parameter (2**31 - 1 has 10 digits).
-_MAX_DIGITS = 10
-_ASCII_DIGITS = frozenset("0123456789")
 
 RESPONSE_OVERRIDES = {
     "response-content-type": "Content-Type",
@@ -29,13 +27,6 @@ RESPONSE_OVERRIDES = {
     "response-content-disposition": "Content-Disposition",
     "response-content-encoding": "Content-Encoding",
 }
-
-
-def ascii_int(raw: str) -> int | None:
-    """raw as a non-negative integer if it is 1..10 ASCII digits, else None."""
-    if not raw or len(raw) > _MAX_DIGITS or not _ASCII_DIGITS.issuperset(raw):
-        return None
-    return int(raw)
 
 
 def capped_int(query: Mapping[str, str], name: str, default: int, maximum: int) -> int:

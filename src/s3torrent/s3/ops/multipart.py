@@ -29,6 +29,7 @@ from s3torrent.s3.body import RequestBody, ascii_length, sha256_mismatch
 from s3torrent.s3.checksums import DEFAULT_ALGORITHM, ChecksumAlgorithm
 from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
+from s3torrent.s3.numbers import ascii_int
 from s3torrent.s3.ops.buckets import owner_xml, xml_response
 from s3torrent.s3.ops.copy import (
     check_copy_conditions,
@@ -45,7 +46,7 @@ from s3torrent.s3.ops.objects import (
     write_condition,
 )
 from s3torrent.s3.ops.ownership import write_owner
-from s3torrent.s3.params import MAX_PARTS, UploadParams, ascii_int
+from s3torrent.s3.params import MAX_PARTS, UploadParams
 from s3torrent.s3.server import S3Request
 from s3torrent.store import rows as md
 from s3torrent.store.errors import NoSuchUpload, PartChanged, StoreError
