@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from s3torrent.access.acl import (
@@ -81,6 +81,10 @@ _LOCKOUT_PROOF_ACTIONS = frozenset(
     {"s3:getbucketpolicy", "s3:putbucketpolicy", "s3:deletebucketpolicy"}
 )
 
+# What the initiator of a multipart upload may do to that upload without being granted it,
+# as the bucket owner may (S3's "Multipart upload API and permissions"); a Deny still binds.
+_INITIATOR_ACTIONS = frozenset({"s3:abortmultipartupload", "s3:listmultipartuploadparts"})
+
 # The object owner's implicit rights on its own object (FULL_CONTROL comes only from a grant).
 _OBJECT_OWNER_IMPLICIT = frozenset({Permission.READ_ACP, Permission.WRITE_ACP})
 
@@ -99,18 +103,21 @@ class Resource:
 
 @dataclass(frozen=True, slots=True)
 class RequestContext:
-    """What a request brings to condition keys; `values` holds the rest (s3:prefix, ...)."""
+    """What a request brings to condition keys; `values` holds the rest (s3:prefix, ...).
+
+    `upload_initiator`: the canonical id of whoever started the multipart upload the request
+    names (ListParts, AbortMultipartUpload), when that upload is of the request's bucket and
+    key; None for any other request."""
 
     now: datetime
     source_ip: str | None = None
     secure_transport: bool = False
     values: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
+    upload_initiator: str | None = None
 
     def with_values(self, values: Mapping[str, str | Sequence[str]]) -> RequestContext:
         """This context with these condition values too (replacing any of the same name)."""
-        return RequestContext(
-            self.now, self.source_ip, self.secure_transport, {**self.values, **values}
-        )
+        return replace(self, values={**self.values, **values})
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +216,8 @@ def decide(
     facts: AccessFacts,
     ctx: RequestContext,
 ) -> Decision:
-    """Decide one request: explicit Deny, root, owners, policy Allow, ACL grants, else deny.
+    """Decide one request: explicit Deny, root, owners and an upload's initiator, policy
+    Allow, ACL grants, else deny.
 
     The root user is the administrator: it is allowed everything and no policy binds it.
     """
@@ -234,6 +242,12 @@ def decide(
     owns_object = _object_owner(facts) == principal.canonical_id
     if is_bucket_owner and (owns_object or not _touches_object_data(action_key, resource)):
         return Decision(True, "bucket owner")
+    if (
+        action_key in _INITIATOR_ACTIONS
+        and principal.canonical_id is not None
+        and principal.canonical_id == ctx.upload_initiator
+    ):
+        return Decision(True, "upload initiator")
     if action_key in OWNER_ONLY_ACTIONS:
         return Decision(False, "only the bucket owner may do this")
 

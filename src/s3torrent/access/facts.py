@@ -13,6 +13,7 @@ import ipaddress
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
@@ -254,7 +255,7 @@ def with_object_tags(ctx: RequestContext, tags: Sequence[tuple[str, str]]) -> Re
     }
     for tag_key, tag_value in tags:
         values[f"s3:ExistingObjectTag/{tag_key}"] = tag_value
-    return RequestContext(ctx.now, ctx.source_ip, ctx.secure_transport, values)
+    return replace(ctx, values=values)
 
 
 def context(

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from s3torrent.access import ANONYMOUS, AccessError, Decision, Principal, RequestContext
+from s3torrent.access import ANONYMOUS, AccessError, Principal, RequestContext
 from s3torrent.access import facts as authz
 from s3torrent.forwarding import client_address, client_secure
 from s3torrent.metering.meter import CLIENT_CLOSED, EXTRA_ROUTE, REQUEST_ID, S3_REQUEST
@@ -63,11 +63,11 @@ _READS_EXISTING_OBJECT = {
     Endpoint.PutObjectLegalHold,
 }
 
-# What the quick path (s3/quick.py) answers; anything else is handed to aiohttp.
-# What an upload's initiator may do to its own upload without being granted it (S3's
-# "Multipart upload API and permissions"), as the bucket owner may: an explicit Deny still binds.
-_INITIATOR_MAY = frozenset({Endpoint.AbortMultipartUpload, Endpoint.ListParts})
+# Requests naming a multipart upload whose initiator the access decision is told of (what
+# the initiator may do without a grant is the decision's: access.decision._INITIATOR_ACTIONS).
+_NAMES_AN_UPLOAD = frozenset({Endpoint.AbortMultipartUpload, Endpoint.ListParts})
 
+# What the quick path (s3/quick.py) answers; anything else is handed to aiohttp.
 _QUICK_ENDPOINTS = frozenset({Endpoint.GetObject, Endpoint.HeadObject, Endpoint.PutObject})
 
 
@@ -94,6 +94,9 @@ class S3Request:
     body_sent: int | None = None
     # Whether an ACL grant (not a policy, not ownership) allowed the request's own action.
     allowed_by_acl: bool = False
+    # Who started the multipart upload the request names, in its bucket and key (None: no
+    # such upload, or a request naming none); a fact of the access decision's context.
+    upload_initiator: str | None = None
 
     @property
     def bucket_name(self) -> str:
@@ -140,7 +143,9 @@ class S3Request:
         values = _ConditionValues(
             self.query, self.http.headers, self.auth, self.now, OBJECT_CREATION.get(self.endpoint)
         )
-        return RequestContext(self.now, self.source_ip, self.secure, values)
+        return RequestContext(
+            self.now, self.source_ip, self.secure, values, upload_initiator=self.upload_initiator
+        )
 
 
 class _ConditionValues(Mapping[str, str | list[str]]):
@@ -798,18 +803,13 @@ class S3Application:
             request[_CONTINUED] = True
         return await handler(self.svc, req)
 
-    async def _initiator_may(self, req: S3Request, decision: Decision) -> bool:
-        """Whether a refused request is an upload's initiator aborting it or listing its
-        parts, which S3 allows by default (not against an explicit Deny)."""
-        who = req.principal.canonical_id
-        if req.endpoint not in _INITIATOR_MAY or decision.explicit_deny or who is None:
-            return False
+    async def _upload_initiator(self, req: S3Request) -> str | None:
+        """Who started the upload the request names, when it is an upload of the request's
+        bucket and key (another's id names no upload there)."""
         up = await self.svc.meta.upload(req.query.get("uploadId", ""))
-        return (
-            up is not None
-            and (up.bucket, up.key) == (req.bucket_name, req.target.key)
-            and up.initiator_id == who
-        )
+        if up is None or (up.bucket, up.key) != (req.bucket_name, req.target.key):
+            return None
+        return up.initiator_id
 
     async def _authorize(self, req: S3Request) -> None:
         """Load the bucket (and object) and ask the one access decision."""
@@ -864,9 +864,11 @@ class S3Application:
                     if marker is not None:
                         raise versioning.marker_not_allowed(marker, req.resource, "PUT")
                 raise await versioning.no_such_key(self.svc.meta, bucket, req.key, req.resource)
+        if ep in _NAMES_AN_UPLOAD:
+            req.upload_initiator = await self._upload_initiator(req)
         ctx = req.access_context()
         decision = authz.may(req.principal, ep.action_for(req.query), bucket, key, req.obj, ctx)
-        if not decision.allowed and not await self._initiator_may(req, decision):
+        if not decision.allowed:
             raise S3Error("AccessDenied", resource=req.resource)
         req.allowed_by_acl = decision.by_acl
         if req.obj is not None and req.obj.delete_marker:
