@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from s3torrent.access.variables import Template, parse_template
+from s3torrent.access.variables import Template, Text, parse_template
 from s3torrent.access.wildcard import WildcardPattern
 
 # No date or IP address is longer than this; a longer request value is simply not one, and
@@ -104,10 +104,69 @@ def _lower(value: str) -> str:
     return value.lower()
 
 
-def _validate_arn(value: str) -> WildcardPattern:
-    if value != "*" and not value.startswith("arn:"):
+# An ARN's parts: arn:partition:service:region:account:resource (the resource may hold colons).
+_ARN_PARTS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class ArnPattern:
+    """An ARN condition's value as IAM matches it: each of the six colon-separated parts on
+    its own, so a `*` or `?` never crosses a colon, except in the resource part (the last,
+    which may hold colons itself). `parts` empty: the value "*", any ARN."""
+
+    parts: tuple[WildcardPattern, ...]
+
+    @classmethod
+    def compile_parts(cls, parts: Sequence[Text]) -> ArnPattern | None:
+        """The pattern of these (text, wild) parts, as WildcardPattern.compile_parts takes
+        them, split at colons; None when they make fewer than six parts (no ARN)."""
+        pieces: list[list[Text]] = [[]]
+        for text, wild in parts:
+            chunks = text.split(":", _ARN_PARTS - len(pieces))
+            pieces[-1].append((chunks[0], wild))
+            pieces += [[(chunk, wild)] for chunk in chunks[1:]]
+        if len(pieces) != _ARN_PARTS:
+            return None
+        return cls(tuple(WildcardPattern.compile_parts(piece) for piece in pieces))
+
+    @property
+    def cost(self) -> int:
+        return sum(part.cost for part in self.parts)
+
+    def matches(self, arn: str) -> bool:
+        if not self.parts:
+            return True
+        parts = arn.split(":", _ARN_PARTS - 1)
+        return len(parts) == _ARN_PARTS and all(
+            pattern.matches(part) for pattern, part in zip(self.parts, parts, strict=True)
+        )
+
+
+_ANY_ARN = ArnPattern(())
+
+
+def _validate_arn(value: str) -> ArnPattern:
+    if value == "*":
+        return _ANY_ARN
+    pattern = ArnPattern.compile_parts(((value, True),)) if value.startswith("arn:") else None
+    if pattern is None:
+        raise ValueError(f"not an ARN (arn:partition:service:region:account:resource): {value}")
+    return pattern
+
+
+def _stored_arn(value: str) -> WildcardPattern:
+    """An ARN value of a policy stored before ARNs were matched part by part: the whole
+    text as one wildcard, as it was read then."""
+    if not value.startswith("arn:"):
         raise ValueError(f"not an ARN: {value}")
     return WildcardPattern.compile(value)
+
+
+def _arn_of(template: Template, context: Mapping[str, Sequence[str]]) -> ArnPattern | None:
+    """An ARN condition's value with its variables resolved (their values literal text); None
+    when a variable has no value or the result is no ARN: it matches nothing."""
+    parts = template.resolve(context)
+    return None if parts is None else ArnPattern.compile_parts(parts)
 
 
 def _like(context: Any, pattern: Any) -> bool:
@@ -136,6 +195,9 @@ class _Operator:
     compare: Callable[[Any, Any], bool]
     negated: bool
     prepare_variable: Callable[[Template, Mapping[str, Sequence[str]]], object] | None = None
+    prepare_stored: Callable[[str], object] | None = None
+    """How a stored policy reads a value `prepare_policy` refuses, one accepted before the
+    grammar narrowed: as it was read then (None: there is no such value)."""
 
 
 def _num(test: Callable[[float, float], bool], negated: bool = False) -> _Operator:
@@ -155,8 +217,8 @@ _STRING = _Operator(_identity, _identity, _equal, False, Template.text)
 _STRING_NOT = _Operator(_identity, _identity, _equal, True, Template.text)
 _LIKE = _Operator(WildcardPattern.compile, _identity, _like, False, Template.pattern)
 _LIKE_NOT = _Operator(WildcardPattern.compile, _identity, _like, True, Template.pattern)
-_ARN = _Operator(_validate_arn, _identity, _like, False, Template.pattern)
-_ARN_NOT = _Operator(_validate_arn, _identity, _like, True, Template.pattern)
+_ARN = _Operator(_validate_arn, _identity, _like, False, _arn_of, _stored_arn)
+_ARN_NOT = _Operator(_validate_arn, _identity, _like, True, _arn_of, _stored_arn)
 
 _OPERATORS: dict[str, _Operator] = {
     "StringEquals": _STRING,
@@ -221,11 +283,25 @@ def _scalar(value: object) -> str:
     raise ConditionError(f"condition values must be strings, numbers or booleans: {value!r}")
 
 
-def parse_condition_block(block: object, *, variables: bool = False) -> tuple[Condition, ...]:
+def _prepare(spec: _Operator, value: str, strict: bool) -> object:
+    """A policy value as `spec` compares it; not `strict` (a stored policy): a value the
+    grammar has since narrowed out keeps the reading it was stored with."""
+    try:
+        return spec.prepare_policy(value)
+    except ValueError:
+        if strict or spec.prepare_stored is None:
+            raise
+        return spec.prepare_stored(value)
+
+
+def parse_condition_block(
+    block: object, *, variables: bool = False, strict: bool = True
+) -> tuple[Condition, ...]:
     """Turn a statement's Condition object into conditions, raising ConditionError.
 
     variables: read policy variables in the values of string and ARN operators (a
-    2012-10-17 policy); elsewhere `${...}` is text."""
+    2012-10-17 policy); elsewhere `${...}` is text. strict: PutBucketPolicy's grammar; a
+    stored policy is read as it was accepted (_Operator.prepare_stored)."""
     if not isinstance(block, dict):
         raise ConditionError("Condition must be an object")
     conditions: list[Condition] = []
@@ -254,7 +330,7 @@ def parse_condition_block(block: object, *, variables: bool = False) -> tuple[Co
                         if variables and spec.prepare_variable is not None
                         else None
                     )
-                    prepared.append(spec.prepare_policy(value) if template is None else None)
+                    prepared.append(_prepare(spec, value, strict) if template is None else None)
                 except ValueError as exc:
                     raise ConditionError(
                         f"Invalid value {value!r} for condition {operator} on {key}: {exc}"

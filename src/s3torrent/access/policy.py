@@ -14,6 +14,7 @@ from s3torrent.access.actions import (
     is_s3_condition_key,
 )
 from s3torrent.access.conditions import (
+    ArnPattern,
     Condition,
     ConditionError,
     condition_holds,
@@ -280,7 +281,7 @@ def _parse_statement(
     resources = tuple(_check_resource(r, bucket) for r in _string_list(raw, resource_field))
     try:
         conditions = (
-            parse_condition_block(raw["Condition"], variables=variables)
+            parse_condition_block(raw["Condition"], variables=variables, strict=strict)
             if "Condition" in raw
             else ()
         )
@@ -346,9 +347,9 @@ def _wildcard_cost(statements: Sequence[Statement]) -> int:
     patterns += [p for s in statements for c in s.conditions for p in c.prepared]
     patterns += [t for s in statements for c in s.conditions for t in c.templates]
     return sum(
-        p.cost if isinstance(p, WildcardPattern) else p.worst_case().cost
+        p.worst_case().cost if isinstance(p, Template) else p.cost
         for p in patterns
-        if isinstance(p, WildcardPattern | Template)
+        if isinstance(p, WildcardPattern | ArnPattern | Template)
     )
 
 

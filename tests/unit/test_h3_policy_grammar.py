@@ -1,0 +1,110 @@
+"""The policy grammar as IAM reads it: ARN conditions per colon-separated part, and
+condition values IAM would refuse refused at PutBucketPolicy (MalformedPolicy), not read
+leniently into something the owner did not write."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from s3torrent.access import AccessError, parse_policy
+from s3torrent.access.conditions import condition_holds, parse_condition_block
+from s3torrent.access.principals import ACCOUNT_ID, user_arn
+
+
+def _holds(block: dict[str, Any], context: dict[str, list[str]]) -> bool:
+    (condition,) = parse_condition_block(block, variables=True)
+    return condition_holds(condition, context)
+
+
+def _policy(condition: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:GetObject",
+                    "Resource": "arn:aws:s3:::b/*",
+                    "Condition": condition,
+                }
+            ],
+        }
+    )
+
+
+def _malformed(condition: dict[str, Any]) -> None:
+    with pytest.raises(AccessError) as exc:
+        parse_policy(_policy(condition), bucket="b")
+    assert exc.value.code == "MalformedPolicy"
+
+
+# --- ArnLike / ArnNotLike: each of the six colon-separated parts on its own ------------------
+
+BOB_ARN = user_arn("bob")  # arn:aws:iam::000000000000:user/bob
+
+
+@pytest.mark.parametrize(
+    ("pattern", "arn", "expected"),
+    [
+        (f"arn:aws:iam::{ACCOUNT_ID}:user/*", BOB_ARN, True),
+        ("arn:aws:iam::*:user/b?b", BOB_ARN, True),
+        ("arn:aws:*:*:*:*", BOB_ARN, True),
+        # A `*` in one part does not reach into the next.
+        ("arn:*::*:*:*", "arn:aws:iam::0:a:b", False),
+        ("arn:aws:*:*:*:user/*", "arn:aws:iam::1:x:user/bob", False),
+        ("arn:aws:iam::?:user/bob", BOB_ARN, False),
+        # The resource part may hold colons, and its wildcards cross them.
+        ("arn:aws:sns:*:*:topic:*", "arn:aws:sns:us-east-1:1:topic:sub:x", True),
+        ("arn:aws:sns:*:*:*", "arn:aws:sns:us-east-1:1:topic:sub:x", True),
+        ("arn:aws:sns:*:*:topic:s?b:x", "arn:aws:sns:us-east-1:1:topic:sub:x", True),
+        # A request value that is no ARN (fewer parts) matches nothing.
+        ("arn:aws:iam::*:*", "arn:aws:iam::1", False),
+        ("*", BOB_ARN, True),
+    ],
+)
+def test_arn_like_matches_part_by_part(pattern: str, arn: str, expected: bool) -> None:
+    context = {"aws:principalarn": [arn]}
+    assert _holds({"ArnLike": {"aws:PrincipalArn": pattern}}, context) is expected
+    assert _holds({"ArnNotLike": {"aws:PrincipalArn": pattern}}, context) is not expected
+    assert _holds({"ArnEquals": {"aws:PrincipalArn": pattern}}, context) is expected
+
+
+@pytest.mark.parametrize("pattern", ["arn:aws:iam::*", "arn:*", "arn:aws:iam:*:user/bob"])
+def test_an_arn_value_with_fewer_than_six_parts_is_malformed(pattern: str) -> None:
+    """One would match no ARN at all: a Deny holding it would deny nobody."""
+    _malformed({"ArnLike": {"aws:PrincipalArn": pattern}})
+    _malformed({"ArnNotEquals": {"aws:PrincipalArn": pattern}})
+
+
+def test_a_variable_in_an_arn_value_is_split_into_parts_after_it_is_resolved() -> None:
+    block = {"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:user/${aws:username}"}}
+    context = {"aws:principalarn": [BOB_ARN], "aws:username": ["bob"]}
+    assert _holds(block, context)
+    assert not _holds(block, {**context, "aws:username": ["alice"]})
+    # A variable's value is text: its `*` is no wildcard, in any part.
+    assert not _holds(block, {**context, "aws:username": ["*"]})
+    whole = {"ArnLike": {"aws:PrincipalArn": "${aws:PrincipalArn}"}}
+    assert _holds(whole, context)
+
+
+def test_arn_patterns_count_against_the_wildcard_cost_bound() -> None:
+    from s3torrent.access.policy import MAX_WILDCARD_COST
+
+    values = [f"arn:aws:iam::*:*w{i}*" for i in range(MAX_WILDCARD_COST + 1)]
+    with pytest.raises(AccessError) as exc:
+        parse_policy(_policy({"ArnLike": {"aws:PrincipalArn": values}}), bucket="b")
+    assert "too costly" in exc.value.message
+
+
+def test_a_stored_arn_value_keeps_the_reading_it_was_stored_with() -> None:
+    """A policy stored before ARNs were matched part by part still reads (not every
+    request on its bucket refused)."""
+    policy = parse_policy(
+        _policy({"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*"}}), bucket="b", strict=False
+    )
+    (condition,) = policy.statements[0].conditions
+    assert condition_holds(condition, {"aws:principalarn": [BOB_ARN]})
