@@ -108,3 +108,45 @@ def test_a_stored_arn_value_keeps_the_reading_it_was_stored_with() -> None:
     )
     (condition,) = policy.statements[0].conditions
     assert condition_holds(condition, {"aws:principalarn": [BOB_ARN]})
+
+
+# --- Numeric values: an integer or a decimal, as IAM's operators compare them -----------------
+
+
+@pytest.mark.parametrize(
+    "value", ["1_0", "+5", " 5", "5 ", "inf", "Infinity", "NaN", "1e3", "0x10", "\u0665", "", ".5"]
+)
+def test_a_numeric_value_iam_would_refuse_is_malformed(value: str) -> None:
+    _malformed({"NumericLessThan": {"s3:max-keys": value}})
+    _malformed({"NumericNotEquals": {"s3:max-keys": [value]}})
+
+
+@pytest.mark.parametrize(
+    ("value", "sent", "expected"),
+    [
+        ("10", "9", True),
+        (10, "9", True),
+        ("1.5", "1", True),
+        (1.5, "2", False),
+        ("-3", "-4", True),
+        # Compared exactly: as floats these two are one number.
+        ("9007199254740993", "9007199254740992", True),
+    ],
+)
+def test_numeric_values_compare_exactly(value: Any, sent: str, expected: bool) -> None:
+    context = {"s3:max-keys": [sent]}
+    assert _holds({"NumericLessThan": {"s3:max-keys": value}}, context) is expected
+
+
+@pytest.mark.parametrize("sent", ["1_0", "+10", " 10", "10.0e0", "\u0661\u0660"])
+def test_a_request_value_that_is_no_number_matches_no_numeric_value(sent: str) -> None:
+    context = {"s3:max-keys": [sent]}
+    assert not _holds({"NumericEquals": {"s3:max-keys": "10"}}, context)
+    assert _holds({"NumericNotEquals": {"s3:max-keys": "10"}}, context)
+
+
+def test_a_stored_numeric_value_keeps_the_reading_it_was_stored_with() -> None:
+    text = _policy({"NumericLessThan": {"s3:max-keys": "1_0"}})
+    (condition,) = parse_policy(text, bucket="b", strict=False).statements[0].conditions
+    assert condition_holds(condition, {"s3:max-keys": ["9"]})
+    assert not condition_holds(condition, {"s3:max-keys": ["10"]})

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from s3torrent.access.variables import Template, Text, parse_template
@@ -21,11 +23,25 @@ class ConditionError(ValueError):
     """A condition that cannot be parsed; the policy parser turns it into MalformedPolicy."""
 
 
-def _parse_number(value: str) -> float:
+# An integer or a decimal, as IAM's numeric operators take them: ASCII digits, a minus sign
+# and a fraction at most. float() also took "1_0", "+5", " 5", "1e3", "inf" and other
+# scripts' digits, and compared as binary floats (2**53 + 1 was 2**53).
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
+def _parse_number(value: str) -> Decimal:
+    if len(value) > _MAX_DATE_OR_ADDRESS or not _NUMBER.fullmatch(value):
+        raise ValueError(f"not an integer or a decimal number: {value!r}")
+    return Decimal(value)
+
+
+def _stored_number(value: str) -> Decimal:
+    """A numeric value of a policy stored before numbers were read strictly, as float()
+    read it then."""
     number = float(value)
     if math.isnan(number):
         raise ValueError("NaN")
-    return number
+    return Decimal(number)
 
 
 def _epoch(text: str) -> datetime | None:
@@ -200,8 +216,8 @@ class _Operator:
     grammar narrowed: as it was read then (None: there is no such value)."""
 
 
-def _num(test: Callable[[float, float], bool], negated: bool = False) -> _Operator:
-    return _Operator(_parse_number, _parse_number, test, negated)
+def _num(test: Callable[[Decimal, Decimal], bool], negated: bool = False) -> _Operator:
+    return _Operator(_parse_number, _parse_number, test, negated, None, _stored_number)
 
 
 def _date(test: Callable[[datetime, datetime], bool], negated: bool = False) -> _Operator:
