@@ -150,3 +150,51 @@ def test_a_stored_numeric_value_keeps_the_reading_it_was_stored_with() -> None:
     (condition,) = parse_policy(text, bucket="b", strict=False).statements[0].conditions
     assert condition_holds(condition, {"s3:max-keys": ["9"]})
     assert not condition_holds(condition, {"s3:max-keys": ["10"]})
+
+
+# --- Date values: epoch seconds or the W3C profile of ISO 8601 -------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1_900_000_000",  # int() took it as epoch seconds
+        "+1900000000",
+        "\u0661\u0669\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660",
+        "2030-01-01 00:00:00Z",  # a space for the T
+        "20300101T000000Z",  # ISO 8601's basic format
+        "2030-W01-1",  # a week date
+        "2030-01-01T00",  # an hour alone
+        "2030-01-01T00:00:00+0100",  # an offset without its colon
+        "2030-01-01T00:00:00,5Z",
+        "2030-13-01",
+        "tomorrow",
+    ],
+)
+def test_a_date_value_iam_would_refuse_is_malformed(value: str) -> None:
+    _malformed({"DateLessThan": {"aws:CurrentTime": value}})
+
+
+@pytest.mark.parametrize(
+    ("value", "now", "expected"),
+    [
+        ("2030-01-01T00:00:00Z", "2029-12-31T23:59:59Z", True),
+        ("2030-01-01T01:00:00+01:00", "2030-01-01T00:00:00Z", False),
+        ("2030-01-01T00:00:00.500Z", "2030-01-01T00:00:00Z", True),
+        ("2030-01-01T00:00Z", "2029-12-31T23:59:59Z", True),
+        ("2030-01-01", "2029-12-31T23:59:59Z", True),
+        ("1893456000", "2029-12-31T23:59:59Z", True),
+        (1893456000, "2030-01-01T00:00:00Z", False),
+    ],
+)
+def test_date_values_iam_takes(value: Any, now: str, expected: bool) -> None:
+    parse_policy(_policy({"DateLessThan": {"aws:CurrentTime": value}}), bucket="b")
+    assert _holds({"DateLessThan": {"aws:CurrentTime": value}}, {"aws:currenttime": [now]}) is (
+        expected
+    )
+
+
+def test_a_stored_date_value_keeps_the_reading_it_was_stored_with() -> None:
+    text = _policy({"DateLessThan": {"aws:CurrentTime": "2030-01-01 00:00:00Z"}})
+    (condition,) = parse_policy(text, bucket="b", strict=False).statements[0].conditions
+    assert condition_holds(condition, {"aws:currenttime": ["2029-12-31T23:59:59Z"]})

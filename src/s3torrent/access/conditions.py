@@ -78,6 +78,24 @@ def parse_date(value: str) -> datetime:
     return moment if moment is not None else parse_timestamp(value)
 
 
+# A policy's date, as IAM takes one: epoch seconds or the W3C profile of ISO 8601 (a date,
+# or a date and a time to the minute, second or a fraction of it, with its zone). Python's
+# readers also took "1_900_000_000", "+1900000000", other scripts' digits, a space for the
+# T, the basic and week formats and an hour alone.
+_POLICY_DATE = re.compile(
+    r"[0-9]+|[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:Z|[+-][0-9]{2}:[0-9]{2})?)?"
+)
+
+
+def _policy_date(value: str) -> datetime:
+    """A Date condition's value in a policy (a request's is read by parse_date, as an
+    operation reads it)."""
+    if len(value) > _MAX_DATE_OR_ADDRESS or not _POLICY_DATE.fullmatch(value):
+        raise ValueError(f"not epoch seconds or a W3C ISO 8601 date: {value!r}")
+    return parse_date(value)
+
+
 _IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
@@ -221,7 +239,7 @@ def _num(test: Callable[[Decimal, Decimal], bool], negated: bool = False) -> _Op
 
 
 def _date(test: Callable[[datetime, datetime], bool], negated: bool = False) -> _Operator:
-    return _Operator(parse_date, parse_date, test, negated)
+    return _Operator(_policy_date, parse_date, test, negated, None, parse_date)
 
 
 def _lower_text(template: Template, context: Mapping[str, Sequence[str]]) -> str | None:
