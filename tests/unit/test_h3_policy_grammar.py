@@ -198,3 +198,46 @@ def test_a_stored_date_value_keeps_the_reading_it_was_stored_with() -> None:
     text = _policy({"DateLessThan": {"aws:CurrentTime": "2030-01-01 00:00:00Z"}})
     (condition,) = parse_policy(text, bucket="b", strict=False).statements[0].conditions
     assert condition_holds(condition, {"aws:currenttime": ["2029-12-31T23:59:59Z"]})
+
+
+# --- IpAddress values: CIDR blocks ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "10.0.0.0/0.0.0.255",  # a host mask, which Python read as /24
+        "10.0.0.0/255.0.0.0",  # a netmask
+        "10.0.0.0/08",
+        "fe80::1%eth0/64",  # a scope
+        "10.0.0.0/33",
+        " 10.0.0.0/8",
+    ],
+)
+def test_an_ip_value_that_is_no_cidr_block_is_malformed(value: str) -> None:
+    _malformed({"IpAddress": {"aws:SourceIp": value}})
+    _malformed({"NotIpAddress": {"aws:SourceIp": value}})
+
+
+@pytest.mark.parametrize(
+    ("value", "sent", "expected"),
+    [
+        ("10.0.0.0/8", "10.1.2.3", True),
+        ("10.0.0.0/8", "::ffff:10.1.2.3", True),
+        ("10.1.2.3", "10.1.2.3", True),
+        ("10.1.2.3", "10.1.2.4", False),
+        ("::ffff:10.0.0.0/104", "10.9.9.9", True),
+        ("2001:db8::/32", "2001:db8::1", True),
+        ("2001:db8::/32", "10.0.0.1", False),
+        ("0.0.0.0/0", "2001:db8::1", False),
+    ],
+)
+def test_ip_values_iam_takes(value: str, sent: str, expected: bool) -> None:
+    parse_policy(_policy({"IpAddress": {"aws:SourceIp": value}}), bucket="b")
+    assert _holds({"IpAddress": {"aws:SourceIp": value}}, {"aws:sourceip": [sent]}) is expected
+
+
+def test_a_stored_ip_value_keeps_the_reading_it_was_stored_with() -> None:
+    text = _policy({"IpAddress": {"aws:SourceIp": "10.0.0.0/255.0.0.0"}})
+    (condition,) = parse_policy(text, bucket="b", strict=False).statements[0].conditions
+    assert condition_holds(condition, {"aws:sourceip": ["10.2.3.4"]})

@@ -110,6 +110,19 @@ def network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return parsed
 
 
+# A CIDR block's prefix length: decimal digits without a leading zero. ip_network also took a
+# netmask or a host mask there (10.0.0.0/0.0.0.255 was read as /24) and a zone (%eth0).
+_PREFIX_LENGTH = re.compile(r"0|[1-9][0-9]{0,2}")
+
+
+def _policy_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An IpAddress condition's value in a policy: an address or a CIDR block (RFC 4632)."""
+    address, slash, prefix = value.partition("/")
+    if "%" in address or (slash and not _PREFIX_LENGTH.fullmatch(prefix)):
+        raise ValueError(f"not an IP address or a CIDR block: {value!r}")
+    return network(value)
+
+
 def _ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     if len(value) > _MAX_DATE_OR_ADDRESS:
         raise ValueError("too long for an IP address")
@@ -275,8 +288,8 @@ _OPERATORS: dict[str, _Operator] = {
     "DateGreaterThanEquals": _date(lambda a, b: a >= b),
     "Bool": _Operator(_bool_value, _bool_value, _equal, False),
     "BinaryEquals": _Operator(_identity, _identity, _equal, False),
-    "IpAddress": _Operator(network, _ip_address, _ip_in, False),
-    "NotIpAddress": _Operator(network, _ip_address, _ip_in, True),
+    "IpAddress": _Operator(_policy_network, _ip_address, _ip_in, False, None, network),
+    "NotIpAddress": _Operator(_policy_network, _ip_address, _ip_in, True, None, network),
     # ArnEquals takes wildcards exactly like ArnLike does.
     "ArnEquals": _ARN,
     "ArnLike": _ARN,
