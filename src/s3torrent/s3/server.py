@@ -807,9 +807,7 @@ class S3Application:
         """Who started the upload the request names, when it is an upload of the request's
         bucket and key (another's id names no upload there)."""
         up = await self.svc.meta.upload(req.query.get("uploadId", ""))
-        if up is None or (up.bucket, up.key) != (req.bucket_name, req.target.key):
-            return None
-        return up.initiator_id
+        return up.initiator_id if up is not None and up.is_at(req.bucket_name, req.key) else None
 
     async def _authorize(self, req: S3Request) -> None:
         """Load the bucket (and object) and ask the one access decision."""

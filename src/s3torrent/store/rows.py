@@ -383,6 +383,10 @@ class Upload:
             tags=decode_tags(m.get("tags")),
         )
 
+    def is_at(self, bucket: str, key: str) -> bool:
+        """Whether this is an upload of this bucket's key (an upload id names no other)."""
+        return self.bucket == bucket and self.key == key
+
     @property
     def initiator_id(self) -> str:
         """Who created the upload (an upload kept before it was recorded: its owner)."""

@@ -69,7 +69,7 @@ def upload_params(req: S3Request) -> UploadParams:
 async def _upload(svc: S3Context, req: S3Request) -> md.Upload:
     upload_id = upload_params(req).upload_id
     up = await svc.meta.upload(upload_id) if upload_id else None
-    if up is None or up.bucket != req.bucket_name or up.key != req.key:
+    if up is None or not up.is_at(req.bucket_name, req.key):
         raise S3Error("NoSuchUpload", resource=req.resource, extra={"UploadId": upload_id})
     return up
 
@@ -537,7 +537,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         max_chunk_size=limits.max_chunk_size,
         read_timeout=limits.body_read_timeout,
     )
-    if up is None or up.bucket != req.bucket_name or up.key != req.key:
+    if up is None or not up.is_at(req.bucket_name, req.key):
         return await _answer_retry(svc, req, body, upload_id)
     raw = await body.read_all(limits.max_xml_body)
     # Not body.verify(): here x-amz-checksum-* describes the object, not this XML body.
