@@ -241,3 +241,29 @@ def test_a_stored_ip_value_keeps_the_reading_it_was_stored_with() -> None:
     text = _policy({"IpAddress": {"aws:SourceIp": "10.0.0.0/255.0.0.0"}})
     (condition,) = parse_policy(text, bucket="b", strict=False).statements[0].conditions
     assert condition_holds(condition, {"aws:sourceip": ["10.2.3.4"]})
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "user/${aws:username}",  # no ARN, as "user/bob" is none
+        "arn:aws:iam::${aws:username}",  # four colons: never six parts
+        "${aws:username}:*",
+    ],
+)
+def test_an_arn_value_with_variables_that_is_never_an_arn_is_malformed(pattern: str) -> None:
+    """Such a value matches nothing whoever asks: a Deny holding it would deny nobody."""
+    _malformed({"ArnLike": {"aws:PrincipalArn": pattern}})
+    _malformed({"ArnNotEquals": {"aws:PrincipalArn": pattern}})
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "${aws:PrincipalArn}",
+        "arn:aws:iam::${aws:PrincipalAccount}:user/${aws:username}",
+        "arn:aws:iam::*:user/${aws:username, 'nobody'}",
+    ],
+)
+def test_an_arn_value_with_variables_that_makes_an_arn_is_taken(pattern: str) -> None:
+    parse_policy(_policy({"ArnLike": {"aws:PrincipalArn": pattern}}), bucket="b")

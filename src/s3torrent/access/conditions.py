@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from s3torrent.access.variables import Template, Text, parse_template
+from s3torrent.access.principals import user_arn
+from s3torrent.access.variables import VARIABLE_KEYS, Template, Text, parse_template
 from s3torrent.access.wildcard import WildcardPattern
 
 # No date or IP address is longer than this; a longer request value is simply not one, and
@@ -209,6 +210,21 @@ def _stored_arn(value: str) -> WildcardPattern:
     return WildcardPattern.compile(value)
 
 
+# A value of each key a policy variable may name, of its shape: only aws:PrincipalArn's
+# holds colons.
+_VARIABLE_SAMPLES: Mapping[str, Sequence[str]] = {
+    key: [user_arn("sample") if key == "aws:principalarn" else "sample"] for key in VARIABLE_KEYS
+}
+
+
+def _check_arn_template(template: Template) -> None:
+    """An ARN value with variables must make an ARN once they are resolved: one that never
+    does (user/${aws:username}, arn:aws:iam::${aws:username}) would match nothing."""
+    text = template.text(_VARIABLE_SAMPLES)
+    assert text is not None  # every key has its sample
+    _validate_arn(text)
+
+
 def _arn_of(template: Template, context: Mapping[str, Sequence[str]]) -> ArnPattern | None:
     """An ARN condition's value with its variables resolved (their values literal text); None
     when a variable has no value or the result is no ARN: it matches nothing."""
@@ -245,6 +261,9 @@ class _Operator:
     prepare_stored: Callable[[str], object] | None = None
     """How a stored policy reads a value `prepare_policy` refuses, one accepted before the
     grammar narrowed: as it was read then (None: there is no such value)."""
+    check_template: Callable[[Template], object] | None = None
+    """Refuses (ValueError) a value with variables that no request could resolve into a
+    value of this operator; None: any may."""
 
 
 def _num(test: Callable[[Decimal, Decimal], bool], negated: bool = False) -> _Operator:
@@ -264,8 +283,10 @@ _STRING = _Operator(_identity, _identity, _equal, False, Template.text)
 _STRING_NOT = _Operator(_identity, _identity, _equal, True, Template.text)
 _LIKE = _Operator(WildcardPattern.compile, _identity, _like, False, Template.pattern)
 _LIKE_NOT = _Operator(WildcardPattern.compile, _identity, _like, True, Template.pattern)
-_ARN = _Operator(_validate_arn, _identity, _like, False, _arn_of, _stored_arn)
-_ARN_NOT = _Operator(_validate_arn, _identity, _like, True, _arn_of, _stored_arn)
+_ARN = _Operator(_validate_arn, _identity, _like, False, _arn_of, _stored_arn, _check_arn_template)
+_ARN_NOT = _Operator(
+    _validate_arn, _identity, _like, True, _arn_of, _stored_arn, _check_arn_template
+)
 
 _OPERATORS: dict[str, _Operator] = {
     "StringEquals": _STRING,
@@ -377,6 +398,8 @@ def parse_condition_block(
                         if variables and spec.prepare_variable is not None
                         else None
                     )
+                    if template is not None and strict and spec.check_template is not None:
+                        spec.check_template(template)
                     prepared.append(_prepare(spec, value, strict) if template is None else None)
                 except ValueError as exc:
                     raise ConditionError(
