@@ -161,8 +161,12 @@ def scan_uploads(
     limit: int,
 ) -> tuple[list[Upload | str], bool]:
     """Up to `limit` entries (an upload, or a common prefix string) and whether there are
-    more. A common prefix is one seek past all of its uploads, whatever their number."""
+    more. A common prefix is one seek past all of its uploads, whatever their number.
+    A limit of 0 is an empty last page, as max-keys=0 is: "more" with no entry to page on
+    from would have a client ask for the same page again, forever."""
     entries: list[Upload | str] = []
+    if limit == 0:
+        return entries, False
     km: bytes | None = key_marker.encode() if key_marker else None
     um: str | None = upload_id_marker if key_marker else None
     if key_marker and common_prefix(key_marker, prefix, delimiter) == key_marker:

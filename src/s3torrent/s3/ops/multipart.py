@@ -724,7 +724,9 @@ async def list_parts(svc: S3Context, req: S3Request) -> web.StreamResponse:
     data_key = await sse.check_completion_key(svc, req, up)
     marker = upload_params(req).part_number_marker
     max_parts = upload_params(req).max_parts
-    rows = await svc.meta.list_parts(up.upload_id, marker, max_parts + 1)
+    # max-parts=0 is an empty last page, as max-keys=0 is: "truncated" with the marker it
+    # was sent as the next one would have a client ask for the same page again, forever.
+    rows = await svc.meta.list_parts(up.upload_id, marker, max_parts + 1) if max_parts else []
     truncated = len(rows) > max_parts
     rows = rows[:max_parts]
     result: dict[str, Any] = {
