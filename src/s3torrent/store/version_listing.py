@@ -169,7 +169,15 @@ def list_versions_page(
     # part of this listing (nor of what a policy on s3:prefix allowed).
     if km is not None and version_id_marker and km.startswith(pfx):
         position = _marker_position(conn, bucket, km, version_id_marker)
-        if position is not None:
+        if position is None:
+            # The marker's version is gone, deleted since the page that named it (a client
+            # emptying a bucket deletes each page's versions before asking for the next):
+            # its place is unknown, so the key is listed again from its newest version. A
+            # page that repeats versions loses none; going on after the whole key left the
+            # rest of its versions out of the listing.
+            current.seek(km, None)
+            history.seek(pfx, km, _CURRENT)
+        else:
             mid_key = km
             history.seek(pfx, km, position)
     count = 0
