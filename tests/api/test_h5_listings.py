@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+import pytest
+from botocore.exceptions import ClientError
 
 from tests.conftest import ROOT_AK, ROOT_SK, LiveServer
 
@@ -77,3 +79,30 @@ def test_a_version_marker_that_is_gone_lists_the_rest_of_its_key(s3: Any, bucket
     )
     listed = [(v["VersionId"], v["IsLatest"]) for v in rest["Versions"]]
     assert listed == [(ids[4], True), (ids[2], False), (ids[1], False), (ids[0], False)]
+
+
+@pytest.mark.parametrize("token", ["!!!!", "%%", "YQ==!!", "Y Q==", "YR==", "YQ"])
+def test_a_malformed_continuation_token_is_refused(s3: Any, bucket: str, token: str) -> None:
+    """A token is what the server wrote: anything else is S3's 400 InvalidArgument. Base64
+    was decoded leniently, dropping what is not base64 and the padding's stray bits: "!!!!"
+    listed from the start and "YQ==!!" (a token with bytes appended) as "YQ==" did."""
+    s3.put_object(Bucket=bucket, Key="a", Body=b"")
+    with pytest.raises(ClientError) as exc:
+        s3.list_objects_v2(Bucket=bucket, ContinuationToken=token)
+    assert exc.value.response["Error"]["Code"] == "InvalidArgument"
+    with pytest.raises(ClientError) as exc:
+        s3.list_buckets(MaxBuckets=1, ContinuationToken=token)
+    assert exc.value.response["Error"]["Code"] == "InvalidArgument"
+
+
+def test_the_tokens_the_server_writes_are_taken_back(s3: Any, bucket: str) -> None:
+    keys = ["a", "a b+c%", "é\U0001f600", "z" * 1024]
+    for key in keys:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"")
+    listed: list[str] = []
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, PaginationConfig={"PageSize": 1}
+    )
+    for page in pages:
+        listed += [o["Key"] for o in page.get("Contents", [])]
+    assert listed == sorted(keys, key=lambda k: k.encode())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +18,7 @@ from s3torrent.s3.ops.ownership import ownership_on_create
 from s3torrent.s3.params import BucketListParams
 from s3torrent.s3.routing import check_bucket_name
 from s3torrent.s3.server import S3Request
+from s3torrent.s3.tokens import decode_token, encode_token
 from s3torrent.store.errors import BucketAlreadyExists, BucketNotEmpty
 from s3torrent.store.rows import Tags
 
@@ -48,7 +47,7 @@ async def list_buckets(svc: S3Context, req: S3Request) -> web.StreamResponse:
     rows = await svc.meta.list_buckets(owner_filter)
     params = req.params
     assert isinstance(params, BucketListParams)
-    after = _decode_bucket_token(params.continuation_token) if params.continuation_token else ""
+    after = decode_token(params.continuation_token) if params.continuation_token else ""
     rows = [
         b
         for b in rows
@@ -59,7 +58,7 @@ async def list_buckets(svc: S3Context, req: S3Request) -> web.StreamResponse:
     token = None
     if params.max_buckets is not None and len(rows) > params.max_buckets:
         rows = rows[: params.max_buckets]
-        token = _encode_bucket_token(rows[-1].name)
+        token = encode_token(rows[-1].name)
     body = s3xml.render(
         "ListAllMyBucketsResult",
         {
@@ -79,21 +78,6 @@ async def list_buckets(svc: S3Context, req: S3Request) -> web.StreamResponse:
         },
     )
     return xml_response(body)
-
-
-def _encode_bucket_token(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode("ascii")
-
-
-def _decode_bucket_token(token: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii")
-    except (binascii.Error, UnicodeError, ValueError) as exc:
-        raise S3Error(
-            "InvalidArgument",
-            "The continuation token provided is incorrect",
-            extra={"ArgumentName": "continuation-token"},
-        ) from exc
 
 
 async def create_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:

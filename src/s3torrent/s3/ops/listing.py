@@ -6,8 +6,6 @@ the pages before it, and a common prefix is skipped with one seek past all its k
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +18,7 @@ from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import display_name, owner_xml, xml_response
 from s3torrent.s3.params import ListParams
 from s3torrent.s3.server import S3Request
+from s3torrent.s3.tokens import decode_token, encode_token
 from s3torrent.store import rows as md
 
 
@@ -110,26 +109,11 @@ async def list_objects(svc: S3Context, req: S3Request) -> web.StreamResponse:
     return xml_response(s3xml.render("ListBucketResult", children))
 
 
-def _encode_token(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode("utf-8")).decode("ascii")
-
-
-def _decode_token(token: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
-    except (binascii.Error, UnicodeError, ValueError) as exc:
-        raise S3Error(
-            "InvalidArgument",
-            "The continuation token provided is incorrect",
-            extra={"ArgumentName": "continuation-token"},
-        ) from exc
-
-
 async def list_objects_v2(svc: S3Context, req: S3Request) -> web.StreamResponse:
     p = list_params(req)
     token = p.continuation_token
     start_after = p.start_after
-    after: str | None = _decode_token(token) if token else (start_after or None)
+    after: str | None = decode_token(token) if token else (start_after or None)
     fetch_owner = p.fetch_owner
     page = await svc.meta.list_page(req.bucket_name, p.prefix, p.delimiter, after, p.max_keys)
     children: list[tuple[str, Any]] = [
@@ -145,7 +129,7 @@ async def list_objects_v2(svc: S3Context, req: S3Request) -> web.StreamResponse:
     if token is not None:
         children.append(("ContinuationToken", token))
     if page.truncated and page.last is not None:
-        children.append(("NextContinuationToken", _encode_token(page.last)))
+        children.append(("NextContinuationToken", encode_token(page.last)))
     if start_after:
         children.append(("StartAfter", _enc(start_after, p.url_encode)))
     children += [("Contents", _contents(svc, page.objects, p.url_encode, fetch_owner))]
