@@ -85,6 +85,10 @@ _LOCKOUT_PROOF_ACTIONS = frozenset(
 # as the bucket owner may (S3's "Multipart upload API and permissions"); a Deny still binds.
 _INITIATOR_ACTIONS = frozenset({"s3:abortmultipartupload", "s3:listmultipartuploadparts"})
 
+# What a write that a bucket ACL's WRITE grant allowed may also set of the object it creates
+# (S3's older model knows no finer permission); a Deny still binds.
+_WRITE_BY_ACL_EXTRAS = frozenset({"s3:putobjectacl", "s3:putobjecttagging"})
+
 # The object owner's implicit rights on its own object (FULL_CONTROL comes only from a grant).
 _OBJECT_OWNER_IMPLICIT = frozenset({Permission.READ_ACP, Permission.WRITE_ACP})
 
@@ -107,13 +111,16 @@ class RequestContext:
 
     `upload_initiator`: the canonical id of whoever started the multipart upload the request
     names (ListParts, AbortMultipartUpload), when that upload is of the request's bucket and
-    key; None for any other request."""
+    key; None for any other request. `write_by_acl`: the request is a write that an ACL
+    grant (not a policy, not ownership) allowed, asking whether it may also set its new
+    object's ACL and tags."""
 
     now: datetime
     source_ip: str | None = None
     secure_transport: bool = False
     values: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
     upload_initiator: str | None = None
+    write_by_acl: bool = False
 
     def with_values(self, values: Mapping[str, str | Sequence[str]]) -> RequestContext:
         """This context with these condition values too (replacing any of the same name)."""
@@ -248,6 +255,8 @@ def decide(
         and principal.canonical_id == ctx.upload_initiator
     ):
         return Decision(True, "upload initiator")
+    if ctx.write_by_acl and action_key in _WRITE_BY_ACL_EXTRAS:
+        return Decision(True, "with a write an ACL grant allowed")
     if action_key in OWNER_ONLY_ACTIONS:
         return Decision(False, "only the bucket owner may do this")
 

@@ -301,11 +301,6 @@ def write_condition(headers: Mapping[str, str]) -> WriteCondition:
     )
 
 
-# What a write may set of its object besides its bytes, with the write's own permission
-# when an ACL grant allowed the write (write_extras).
-_WRITE_EXTRAS = frozenset({"s3:putobjectacl", "s3:putobjecttagging"})
-
-
 def may_also(req: S3Request, obj: md.ObjectVersion | None = None) -> Callable[[str], bool]:
     """Whether req's principal may also take an action on req's key (its version `obj`,
     when the request has one): a write's object lock headers, ACL and tags need their own
@@ -333,13 +328,13 @@ def write_extras(
     grantee's upload may set the ACL and tags of the object it creates (and so owns), as
     S3 and ceph's s3-tests (anonymous form uploads into a public-read-write bucket) have
     it; a policy's explicit Deny of the action still refuses them. A write a policy allowed
-    needs the policy to allow s3:PutObjectAcl and s3:PutObjectTagging too."""
+    needs the policy to allow s3:PutObjectAcl and s3:PutObjectTagging too. Which extras
+    the grant brings is the one decision's (`RequestContext.write_by_acl`)."""
+    if write_by_acl:
+        ctx = dataclasses.replace(ctx, write_by_acl=True)
 
     def may(action: str) -> bool:
-        decision = authz.may(principal, action, bucket, key, obj, ctx)
-        if decision.allowed:
-            return True
-        return write_by_acl and action.lower() in _WRITE_EXTRAS and not decision.explicit_deny
+        return authz.may(principal, action, bucket, key, obj, ctx).allowed
 
     return may
 
