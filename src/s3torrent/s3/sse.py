@@ -572,7 +572,6 @@ async def join_parts(
     if seal_mode(up.headers) is None or svc.store.sealing is None:
         return [(p.blob_id, p.size) for p in parts]
     sealing = svc.store.sealing
-    record = await sealing.record_of(up.upload_id)
     segments = [Segment(p.part_number, p.size) for p in parts]
-    await sealing.record_joined(record, version_id, segments)
+    await sealing.record_joined(up.upload_id, version_id, segments)
     return [(p.blob_id, sealed_size(p.size)) for p in parts]

@@ -46,17 +46,25 @@ class WrappedKey:
 class MasterKeys:
     """The key ring: one current key (wraps new data keys) and the retired ones (unwrap)."""
 
-    def __init__(self, path: Path, current: str, keys: dict[str, bytes]) -> None:
+    def __init__(
+        self, path: Path, current: str, keys: dict[str, bytes], seen: tuple[int, int] | None = None
+    ) -> None:
         self.path = path
         self.current = current
         self._keys = dict(keys)
-        self._seen = self._stat()
+        # The file's identity when it was read (taken before reading it: a file that
+        # changed meanwhile is read again at the next refresh, never taken as this one).
+        self._seen = self._stat() if seen is None else seen
 
     def _stat(self) -> tuple[int, int]:
+        return self._stat_of(self.path)
+
+    @staticmethod
+    def _stat_of(path: Path) -> tuple[int, int]:
         # The inode too: a rotation writes a new file and renames it over the old one, and
         # may land in the same timestamp tick as the last load (mtime alone then misses it).
         try:
-            st = self.path.stat()
+            st = path.stat()
         except OSError:
             return (0, 0)
         return (st.st_ino, st.st_mtime_ns)
@@ -100,6 +108,7 @@ class MasterKeys:
 
     @classmethod
     def load(cls, path: Path) -> MasterKeys:
+        seen = cls._stat_of(path)
         try:
             doc = json.loads(path.read_text())
             keys = {str(k): base64.b64decode(v) for k, v in doc["keys"].items()}
@@ -108,7 +117,7 @@ class MasterKeys:
             raise MasterKeyError(f"cannot read the master key file {path}: {exc}") from exc
         if current not in keys or any(len(k) != 32 for k in keys.values()):
             raise MasterKeyError(f"the master key file {path} is damaged")
-        return cls(path, current, keys)
+        return cls(path, current, keys, seen)
 
     @property
     def key_ids(self) -> tuple[str, ...]:
@@ -161,6 +170,17 @@ class MasterKeys:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
+
+    def is_current(self, key_id: str) -> bool:
+        """Whether `key_id` is the file's current key now (read again if it changed).
+
+        A writer asks this after storing what it wrapped or sealed with `key_id`: a key
+        leaves the file only in a rotation after the one that retired it, and that one
+        drops only keys no stored record names; so what was stored while its key was still
+        current is seen by the rotation that would drop it, and what is not (the key was
+        retired meanwhile) is wrapped again by its writer, which still holds the data key."""
+        self.refresh()
+        return key_id == self.current
 
     def wrap(self, data_key: bytes) -> WrappedKey:
         self.refresh()

@@ -109,6 +109,18 @@ class SqlUsers(SqlStoreBase):
         """Store a new user; UserExists if the name is taken."""
         sealed = self._sealed(user)
         await self.db.write(lambda c: uq.add_user(c, sealed))
+        await self._settle(user, sealed.secret_key)
+
+    async def _settle(self, user: User, stored: str | None) -> None:
+        """The user's secret, just stored as `stored`, sealed again until what is stored
+        names the current master key (UserSecrets.fresher); a value changed meanwhile by
+        someone else (a key rotation, the user's keys rotated) is theirs to settle."""
+        assert user.secret_key is not None and stored is not None
+        owner = SecretOwner(user.canonical_id, user.access_key)
+        while (new := self._secrets().fresher(owner, user.secret_key, stored)) is not None:
+            if not await self.replace_user_secret(owner.canonical_id, stored, new):
+                return
+            stored = new
 
     async def remove_user(self, name: str) -> bool:
         """Remove the user `name` (False: there is none); their keys stop working."""
@@ -146,7 +158,12 @@ class SqlUsers(SqlStoreBase):
             )
 
         user = await self.db.write(txn)
-        return self._opened(user) if user is not None else None
+        if user is None:
+            return None
+        opened = self._opened(user)
+        if secret_key is not None:
+            await self._settle(dataclasses.replace(opened, secret_key=secret_key), user.secret_key)
+        return opened
 
     def ensure_root(self, new_root: User) -> User:
         """Set the root user's keys to new_root's, creating it (as new_root) if needed

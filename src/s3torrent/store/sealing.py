@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from s3torrent.store import rows as md
 from s3torrent.store.blobs import BlobStore
 from s3torrent.store.blobs.local import close_when_idle, open_for_reading
-from s3torrent.store.master_key import MasterKeys, WrappedKey
+from s3torrent.store.master_key import MasterKeyError, MasterKeys, WrappedKey
 from s3torrent.store.meta_sealing import SSE_C, SSE_S3, SealRecord
 from s3torrent.store.metastore import MetadataStore
 from s3torrent.store.sealed_format import (
@@ -68,6 +68,8 @@ _READ_SPAN = 32 * CHUNK
 _RECENT_CHUNKS = 32
 # What a block read opens at once: its chunk and the next three (256 KiB).
 _READ_AHEAD = 4 * CHUNK
+# How often a sealed record is read again when the master key it names was just dropped.
+_REREADS = 3
 
 __all__ = ["SSE_C", "SSE_S3", "TamperedBlob"]
 
@@ -375,15 +377,27 @@ class Sealing:
     async def seal_writer_for(self, blob_id: str, spec: SealSpec) -> tuple[bytes, Any]:
         """A data key for blob `blob_id`, its record stored first (durable before the version)."""
         record, data_key = self.new_record(blob_id, spec)
-        await self.meta.put_seal_record(record)
-        return data_key, record
+        return data_key, await self._store(record, data_key)
 
     async def record_joined(
-        self, upload_record: SealRecord, version_id: str, segments: Sequence[Segment]
+        self, upload_id: str, version_id: str, segments: Sequence[Segment]
     ) -> None:
-        """The record of a version joined from an upload's parts (same data key)."""
-        joined = dataclasses.replace(upload_record, owner=version_id, segments=tuple(segments))
-        await self.meta.put_seal_record(joined)
+        """The record of a version joined from upload `upload_id`'s parts (same data key)."""
+        record, data_key = await self._opened(upload_id, None, need_key=False)
+        joined = dataclasses.replace(record, owner=version_id, segments=tuple(segments))
+        await self._store(joined, data_key)
+
+    async def _store(self, record: SealRecord, data_key: bytes | None) -> SealRecord:
+        """Store `record`; an SSE-S3 one whose master key was retired before it was stored
+        is wrapped again by the current key and stored again (MasterKeys.is_current), so
+        no rotation can drop a key it is stored under. Returns the record as stored."""
+        while True:
+            await self.meta.put_seal_record(record)
+            if record.key_id is None or self.keys.is_current(record.key_id):
+                return record
+            assert data_key is not None
+            wrapped = self.keys.wrap(data_key)
+            record = dataclasses.replace(record, key_id=wrapped.key_id, wrapped_key=wrapped.blob)
 
     # ---- reads ----
 
@@ -415,16 +429,36 @@ class Sealing:
             self.data_key(await self.record_of(obj.version_id), customer)
 
     async def reader(self, obj: md.ObjectVersion, customer: CustomerKey | None) -> PlainReader:
-        record = await self.record_of(obj.version_id)
-        key = self.data_key(record, customer)
+        record, key = await self._opened(obj.version_id, customer)
+        assert key is not None
         return PlainReader(self.blobs, obj, key, record.layout(obj.size))
 
     async def upload_key(
         self, upload_id: str, customer: CustomerKey | None
     ) -> tuple[bytes, SealRecord]:
         """The data key every part of a sealed upload is sealed with."""
-        record = await self.record_of(upload_id)
-        return self.data_key(record, customer), record
+        record, key = await self._opened(upload_id, customer)
+        assert key is not None
+        return key, record
+
+    async def _opened(
+        self, owner: str, customer: CustomerKey | None, *, need_key: bool = True
+    ) -> tuple[SealRecord, bytes | None]:
+        """`owner`'s record and data key (None: an SSE-C record, when not `need_key`). A
+        record read just before rotations re-wrapped it and dropped the key it named is
+        read again (bounded), rather than failing a read or a write that is in order."""
+        record = await self.record_of(owner)
+        if record.mode != SSE_S3 and not need_key:
+            return record, None
+        for _ in range(_REREADS):
+            try:
+                return record, self.data_key(record, customer)
+            except MasterKeyError:
+                again = await self.record_of(owner)
+                if again == record:
+                    raise
+                record = again
+        return record, self.data_key(record, customer)
 
     # ---- rotation and cleanup ----
 

@@ -90,6 +90,15 @@ class UserSecrets:
         blob = base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
         return f"{SEALED_PREFIX}{key_id}:{blob}"
 
+    def fresher(self, owner: SecretOwner, secret: str, stored: str) -> str | None:
+        """`secret` sealed again when `stored` (just written) is sealed under a master key
+        retired meanwhile, for its writer to store in its place (MasterKeys.is_current: a
+        rotation could otherwise drop that key before it sees the value); else None."""
+        key_id = sealed_key_id(stored)
+        if key_id is None or self.keys.is_current(key_id):
+            return None
+        return self.seal(owner, secret)
+
     def open(self, owner: SecretOwner, stored: str) -> str | None:
         """The secret a stored value holds; None (logged once) if it does not open: the
         user's keys are then refused as unknown."""
