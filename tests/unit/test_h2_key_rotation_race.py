@@ -180,6 +180,26 @@ def test_a_user_made_across_two_rotations_keeps_a_secret_that_opens(
         fresh.close()
 
 
+def test_a_rotation_by_a_process_holding_an_old_key_file_keeps_the_newer_keys(
+    meta: SqlMetadataStore, sealing: Sealing, keyfile: Path, tmp_path: Path, url: str
+) -> None:
+    """Two `key rotate` runs at once: the second loaded the file before the first saved its
+    new key. Before, the second wrote back its own (old) ring: the first's new key, which
+    by then wrapped every data key, left the file."""
+
+    async def put() -> bytes:
+        data_key, _record = await sealing.seal_writer_for("blob-2", SealSpec(SSE_S3))
+        return data_key
+
+    data_key = asyncio.run(put())
+    stale = MasterKeys.load(keyfile)  # the second process, started a moment before
+    rotate_elsewhere(url, keyfile, tmp_path)  # the first one
+    asyncio.run(Sealing(meta, LocalBlobStore(tmp_path / "blobs"), stale).rotate())
+    stored = asyncio.run(meta.seal_record("blob-2"))
+    assert opens_with_the_file(keyfile, stored) == data_key
+    assert len(MasterKeys.load(keyfile).key_ids) >= 2
+
+
 def test_back_to_back_rotations_still_drop_what_nothing_is_wrapped_by(
     meta: SqlMetadataStore, sealing: Sealing, keyfile: Path
 ) -> None:

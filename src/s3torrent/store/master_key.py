@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,10 +73,26 @@ class MasterKeys:
 
     def refresh(self) -> None:
         """Take the file's keys again if it changed (a rotation by the CLI)."""
-        if self._stat() == self._seen:
-            return
+        if self._stat() != self._seen:
+            self._reload()
+
+    def _reload(self) -> None:
         fresh = MasterKeys.load(self.path)
         self.current, self._keys, self._seen = fresh.current, fresh._keys, fresh._seen
+
+    @contextlib.contextmanager
+    def rotating(self) -> Iterator[None]:
+        """Held for a whole rotation (blocking): one at a time across processes (a lock
+        file beside the key file), with the ring read again once it is held. Two `key
+        rotate` runs at once had each written back the ring it loaded, the second dropping
+        the key the first had just re-wrapped every data key with."""
+        fd = os.open(self.path.with_name(f".{self.path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._reload()
+            yield
+        finally:
+            os.close(fd)  # the lock goes with it (and with the process, if it is killed)
 
     @classmethod
     def load_or_create(cls, path: Path) -> MasterKeys:

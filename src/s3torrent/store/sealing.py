@@ -466,7 +466,11 @@ class Sealing:
         """A new master key, every SSE-S3 data key re-wrapped by it and every user's secret
         key sealed again under it (meta.user_secrets); retired keys that nothing is wrapped
         by (the previous rotations') leave the file. Returns (re-wrapped, re-sealed, keys
-        dropped)."""
+        dropped). One at a time, with the key file as it is then (MasterKeys.rotating)."""
+        with self.keys.rotating():
+            return await self._rotate(batch)
+
+    async def _rotate(self, batch: int) -> tuple[int, int, int]:
         retired = set(self.keys.key_ids) - {self.keys.current}
         in_use = await self.meta.seal_key_ids()
         in_use |= secret_key_ids(await self.meta.stored_user_secrets())
