@@ -210,3 +210,27 @@ def test_back_to_back_rotations_still_drop_what_nothing_is_wrapped_by(
     assert dropped == 1
     assert set(MasterKeys.load(keyfile).key_ids) == {second, sealing.keys.current}
     assert first not in MasterKeys.load(keyfile).key_ids
+
+
+def test_a_rotation_saved_while_a_worker_reads_the_key_file_is_seen_at_the_next_refresh(
+    keyfile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file replaced between a worker's read of it and its note of which file it read:
+    before, the note was the new file's, the keys the old one's, and the worker kept the old
+    ring for good (a data key or a secret sealed under the new key then failed on it)."""
+    real_read = Path.read_text
+    rotated: list[str] = []
+    pending = [True]
+
+    def read_then_rotate(self: Path, *args: Any, **kwargs: Any) -> str:
+        text = real_read(self, *args, **kwargs)
+        if self == keyfile and pending:
+            pending.clear()
+            rotated.append(MasterKeys.load(keyfile).add_new())
+        return text
+
+    monkeypatch.setattr(Path, "read_text", read_then_rotate)
+    ring = MasterKeys.load(keyfile)
+    assert rotated and ring.current != rotated[0]  # it read the file as it was
+    ring.refresh()
+    assert ring.current == rotated[0] and ring.is_current(rotated[0])
