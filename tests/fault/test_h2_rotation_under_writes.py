@@ -221,3 +221,63 @@ def test_back_to_back_rotations_amid_sealed_writes_lose_nothing(tmp_path: Path) 
         _check(srv, load)
     finally:
         srv.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_sealed_put_outlasting_the_key_record_sweep_grace_keeps_its_key(
+    tmp_path: Path,
+) -> None:
+    """A sealed PUT still sending its body when the hourly sweep of key records of gone
+    versions runs more than an hour after the PUT began (the sweep is called here as the
+    server calls it then). Before, the PUT stored its record when it began, the sweep took
+    it for one of a write that died, and the PUT then committed a version with no key: an
+    acknowledged object that never read back."""
+    import asyncio
+    import http.client
+    import time
+    from urllib.parse import urlsplit
+
+    from s3torrent.events import EventBus
+    from s3torrent.store.metastore import open_metadata_store
+
+    srv = start_server(tmp_path)
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_bucket_encryption(
+            Bucket=BUCKET,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+        )
+        body = os.urandom(3 * MIB)
+        url = urlsplit(
+            s3.generate_presigned_url(
+                "put_object", Params={"Bucket": BUCKET, "Key": "slow"}, ExpiresIn=600
+            )
+        )
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+        conn.putrequest("PUT", f"{url.path}?{url.query}")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        conn.send(body[:MIB])
+        # The server is writing the blob (its temporary file is there).
+        deadline = time.monotonic() + 20
+        while not any((srv.data_dir / "tmp").iterdir()):
+            assert time.monotonic() < deadline, "the write did not begin"
+            time.sleep(0.05)
+        db = srv.data_dir / "metadata.sqlite3"
+        meta = open_metadata_store(f"sqlite:///{db}", EventBus())
+        try:  # the sweep an hour later
+            asyncio.run(meta.drop_unreferenced_seal_records(time.time() + 1))
+        finally:
+            meta.close()
+        conn.send(body[MIB:])
+        answer = conn.getresponse()
+        assert answer.status == 200, answer.read()
+        conn.close()
+        got = s3.get_object(Bucket=BUCKET, Key="slow")
+        assert got["ServerSideEncryption"] == "AES256"
+        assert got["Body"].read() == body
+    finally:
+        srv.stop()

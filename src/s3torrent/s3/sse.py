@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from s3torrent.s3.errors import S3Error
 from s3torrent.store import rows as md
 from s3torrent.store.master_key import MasterKeyError
+from s3torrent.store.meta_sealing import SealRecord
 from s3torrent.store.sealed_format import Segment, seal, sealed_size
 from s3torrent.store.sealing import (
     SSE_C,
@@ -34,6 +35,7 @@ from s3torrent.store.sealing import (
     CustomerKey,
     KeyMismatch,
     KeyRequired,
+    Sealing,
     SealingWriter,
     SealSpec,
     TamperedBlob,
@@ -300,16 +302,32 @@ async def send_sealed(
 
 
 class SealedWrite:
-    """A write's blob id and data key, its key material already stored; `customer`: the
-    data key is derived from an SSE-C customer key."""
+    """A write's blob id and data key; `customer`: the data key is derived from an SSE-C
+    customer key. `record`: a new version's key material, stored by `keep_key` right
+    before the version is committed (None: a part's, whose upload's record is stored)."""
 
     def __init__(
-        self, blob_id: str, data_key: bytes, prefix: int = 0, *, customer: bool = False
+        self,
+        blob_id: str,
+        data_key: bytes,
+        prefix: int = 0,
+        *,
+        customer: bool = False,
+        record: SealRecord | None = None,
     ) -> None:
         self.blob_id = blob_id
         self._data_key = data_key
         self._prefix = prefix
         self._customer = customer
+        self.record = record
+
+    async def keep_key(self, sealing: Sealing) -> None:
+        """The version's key material stored, as the last step before its commit. Not when
+        the write begins: the sweep of records no version names (Sealing's callers in
+        app.py) gives writes an hour, and a PUT sending its body for longer had its record
+        taken for one of a write that died, then committed a version nothing opened."""
+        assert self.record is not None
+        await sealing.store_record(self.record, self._data_key)
 
     def wrap(self, writer: Any) -> Any:
         return SealingWriter(writer, self._data_key, self._prefix)
@@ -450,11 +468,21 @@ async def prepare_sealed(
     if sealing is None:
         raise S3Error("InternalError")
     blob_id = svc.store.new_version_id()
-    data_key, _record = await sealing.seal_writer_for(blob_id, spec)
+    record, data_key = sealing.new_record(blob_id, spec)
     # An SSE-C object never has a torrent: its piece hashes could only leak its content.
     kept = None if spec.mode == SSE_C else hasher
-    sealed = SealedWrite(blob_id, data_key, customer=spec.mode == SSE_C)
+    sealed = SealedWrite(blob_id, data_key, customer=spec.mode == SSE_C, record=record)
     return {**headers, **spec.headers()}, kept, sealed
+
+
+async def keep_key(svc: S3Context, sealed: SealedWrite | None) -> None:
+    """A new version's key material stored (SealedWrite.keep_key), if it is sealed: the
+    writes of prepare_sealed call it right before they commit the version."""
+    if sealed is not None:
+        sealing = svc.store.sealing
+        if sealing is None:
+            raise S3Error("InternalError")
+        await sealed.keep_key(sealing)
 
 
 # ---- multipart uploads: every part sealed with the upload's data key ----

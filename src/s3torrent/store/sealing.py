@@ -375,9 +375,9 @@ class Sealing:
         return record, _sse_c_data_key(spec.customer.key, salt)
 
     async def seal_writer_for(self, blob_id: str, spec: SealSpec) -> tuple[bytes, Any]:
-        """A data key for blob `blob_id`, its record stored first (durable before the version)."""
+        """A data key for blob (or upload) `blob_id`, its record stored now."""
         record, data_key = self.new_record(blob_id, spec)
-        return data_key, await self._store(record, data_key)
+        return data_key, await self.store_record(record, data_key)
 
     async def record_joined(
         self, upload_id: str, version_id: str, segments: Sequence[Segment]
@@ -385,9 +385,9 @@ class Sealing:
         """The record of a version joined from upload `upload_id`'s parts (same data key)."""
         record, data_key = await self._opened(upload_id, None, need_key=False)
         joined = dataclasses.replace(record, owner=version_id, segments=tuple(segments))
-        await self._store(joined, data_key)
+        await self.store_record(joined, data_key)
 
-    async def _store(self, record: SealRecord, data_key: bytes | None) -> SealRecord:
+    async def store_record(self, record: SealRecord, data_key: bytes | None) -> SealRecord:
         """Store `record`; an SSE-S3 one whose master key was retired before it was stored
         is wrapped again by the current key and stored again (MasterKeys.is_current), so
         no rotation can drop a key it is stored under. Returns the record as stored."""

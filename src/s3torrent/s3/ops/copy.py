@@ -265,5 +265,6 @@ async def copy_bytes(
         versioned=req.bucket is not None and req.bucket.versioning == "Enabled",
     )
     hashes = svc.torrents.record_hashes(obj, torrent_hasher) if torrent_hasher else None
+    await sse.keep_key(svc, sealed)
     committed = await store.publish_version(obj, hashes, condition)
     return committed.version, value

@@ -497,6 +497,7 @@ async def store_body(
         hashes = svc.torrents.hashes_to_store(obj, read_hashes[0])
     elif torrent_hasher is not None:
         hashes = svc.torrents.record_hashes(obj, torrent_hasher)
+    await sse.keep_key(svc, sealed)
     committed = await store.publish_version(obj, hashes, condition)
     return committed.version, checksum
 

@@ -557,6 +557,7 @@ async def _store_file(
         and inline is None  # a small object is hashed when its torrent is first asked for
     ):
         hashes = svc.torrents.record_hashes(obj, hasher)
+    await sse.keep_key(svc, sealed)
     committed = await store.publish_version(obj, hashes, req.bound())
     return committed.version, stored_checksum
 
