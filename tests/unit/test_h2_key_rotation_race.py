@@ -234,3 +234,36 @@ def test_a_rotation_saved_while_a_worker_reads_the_key_file_is_seen_at_the_next_
     assert rotated and ring.current != rotated[0]  # it read the file as it was
     ring.refresh()
     assert ring.current == rotated[0] and ring.is_current(rotated[0])
+
+
+def test_a_record_read_just_before_two_rotations_is_read_again_not_failed(
+    meta: SqlMetadataStore,
+    sealing: Sealing,
+    url: str,
+    keyfile: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An UploadPart (or a GET) read its upload's record, then two rotations re-wrapped it
+    and dropped the key the copy it read names: the record is read again, never a 500."""
+
+    async def start() -> bytes:
+        data_key, _record = await sealing.seal_writer_for("upload-2", SealSpec(SSE_S3))
+        return data_key
+
+    data_key = asyncio.run(start())
+    stale = asyncio.run(meta.seal_record("upload-2"))
+    rotate_elsewhere(url, keyfile, tmp_path, times=2)
+    assert stale is not None and stale.key_id not in MasterKeys.load(keyfile).key_ids
+    real = meta.seal_record
+    reads: list[str] = []
+
+    async def read(owner: str) -> SealRecord | None:
+        reads.append(owner)
+        return stale if len(reads) == 1 else await real(owner)
+
+    monkeypatch.setattr(meta, "seal_record", read)
+    # A worker started after the rotations: its ring never held the dropped key.
+    fresh = Sealing(meta, LocalBlobStore(tmp_path / "blobs"), MasterKeys.load(keyfile))
+    got, record = asyncio.run(fresh.upload_key("upload-2", None))
+    assert got == data_key and record.key_id != stale.key_id and len(reads) == 2
