@@ -5,8 +5,12 @@ SSE-S3 objects are sealed with a random data key of their own; only that key, wr
 keys live in one JSON file in the data directory (mode 0600), created at the first start.
 Rotation adds a new current key and re-wraps every data key with it (objects are not
 re-encrypted). The retired key stays in the file until the next rotation, which drops every
-retired key nothing is wrapped by: a server that wrapped a key with it in the moment the
-rotation ran can still open it. A running server re-reads the file when it changes.
+retired key nothing stored is wrapped by. A writer that stored what it wrapped checks that
+its key is still current (`is_current`), and if a rotation retired it meanwhile wraps again
+with the current key: so a key is never dropped while anything stored or about to be
+stored needs it, however the writes and rotations interleave. Rotations run one at a time
+(`rotating`: a lock file beside the key file). A running server re-reads the file when it
+changes.
 Without this file the encrypted objects cannot be read by anyone: back it up with the
 database, and again after every rotation.
 """
