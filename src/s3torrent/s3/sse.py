@@ -324,8 +324,9 @@ class SealedWrite:
     async def keep_key(self, sealing: Sealing) -> None:
         """The version's key material stored, as the last step before its commit. Not when
         the write begins: the sweep of records no version names (app.py,
-        `_sweep_seal_records`) gives writes an hour, and a PUT sending its body for longer had its record
-        taken for one of a write that died, then committed a version nothing opened."""
+        `_sweep_seal_records`) gives writes an hour, and a PUT sending its body for longer
+        had its record taken for one of a write that died, then committed a version
+        nothing opened."""
         assert self.record is not None
         await sealing.store_record(self.record, self._data_key)
 
