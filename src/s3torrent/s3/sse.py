@@ -593,14 +593,20 @@ def open_answer(data_key: bytes | None, answer: bytes) -> bytes:
     return _SEALED_ELEMENT.sub(opened, answer)
 
 
-async def join_parts(
-    svc: S3Context, up: md.Upload, version_id: str, parts: Sequence[md.Part]
-) -> list[tuple[str, int]]:
-    """CompleteMultipartUpload: the part blobs to join, with their sizes at rest; for a
-    sealed upload, the new version's key material is stored first (before its commit)."""
-    if seal_mode(up.headers) is None or svc.store.sealing is None:
+def join_parts(up: md.Upload, parts: Sequence[md.Part]) -> list[tuple[str, int]]:
+    """CompleteMultipartUpload: the part blobs to join, with their sizes at rest."""
+    if seal_mode(up.headers) is None:
         return [(p.blob_id, p.size) for p in parts]
-    sealing = svc.store.sealing
-    segments = [Segment(p.part_number, p.size) for p in parts]
-    await sealing.record_joined(up.upload_id, version_id, segments)
     return [(p.blob_id, sealed_size(p.size)) for p in parts]
+
+
+async def keep_joined_key(
+    svc: S3Context, up: md.Upload, version_id: str, parts: Sequence[md.Part]
+) -> None:
+    """CompleteMultipartUpload of a sealed upload: the new version's key material, stored
+    once its parts are joined, right before its commit (as SealedWrite.keep_key: a join
+    that copies a large object may outlast the sweep's hour)."""
+    if seal_mode(up.headers) is None or svc.store.sealing is None:
+        return
+    segments = [Segment(p.part_number, p.size) for p in parts]
+    await svc.store.sealing.record_joined(up.upload_id, version_id, segments)

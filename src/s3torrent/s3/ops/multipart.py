@@ -569,8 +569,8 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     store = svc.store
     version_id = store.new_version_id()
     try:
-        segments = await sse.join_parts(svc, up, version_id, parts)
-        await store.concat_blobs(segments, version_id)
+        await store.concat_blobs(sse.join_parts(up, parts), version_id)
+        await sse.keep_joined_key(svc, up, version_id, parts)
     except FileNotFoundError as exc:
         # Completed, aborted (or a part replaced) while we joined the parts.
         return await _lost_race(svc, req, up.upload_id, raw, exc)
