@@ -65,16 +65,20 @@ def unheld(
 
 
 def remote_only(
-    policy: SwarmPolicy, peer: PeerRecord, limit: int, exclude: Iterable[int] = ()
+    policy: SwarmPolicy, peer: PeerRecord, limit: int, now: float, exclude: Iterable[int] = ()
 ) -> list[int]:
     """Up to `limit` pieces the peer lacks and was not shown that only departed peers hold
-    and nobody is assigned, in random order."""
+    and nobody is assigned, in random order; not those only newcomers hold (departed for
+    less than `remote_newcomer_grace`: they have yet to meet the swarm)."""
     skip = set(exclude)
     held, avail, assigned = policy.remote_held, policy.availability, policy.assigned_count
+    grace = policy.settings.remote_newcomer_grace
+    newcomers = [p.has for p in policy.departed.values() if now - p.remote_since < grace]
     found = [
         i
         for i in range(policy.piece_count)
         if held[i] and avail[i] == held[i] and not assigned[i] and not peer.has[i]
         if i not in peer.revealed and i not in skip
+        if not newcomers or held[i] > sum(has[i] for has in newcomers)
     ]
     return policy.rng.sample(found, min(limit, len(found)))

@@ -154,6 +154,7 @@ class SwarmPolicy:
             self._unspread_by.pop(index, None)
         peer.unspread.clear()
         if remember:
+            peer.remote_since = now
             self.departed[key] = peer
             self._depart_pieces(peer)
             return
@@ -177,6 +178,7 @@ class SwarmPolicy:
             self.departed[key] = peer
         elif peer.has_count >= self.piece_count:
             return False
+        peer.remote_since = now
         for index in range(self.piece_count):
             if not peer.has[index]:
                 peer.has[index] = 1
@@ -495,10 +497,11 @@ class SwarmPolicy:
         # Pieces only departed peers hold (the tracker still lists them, or they never said
         # they left) go to a peer the swarm gave nothing for `remote_grace`: a seed that quit
         # without a `stopped` announce is remembered for an hour, and nobody else has them.
+        # Not those only a newcomer holds (remote_newcomer_grace): it has yet to meet them.
         want = room - len(batch)
         remote = self.departed and now - peer.swarm_progress >= self.settings.remote_grace
         if want > 0 and remote and not gated:
-            batch += piece_choice.remote_only(self, peer, want, batch)
+            batch += piece_choice.remote_only(self, peer, want, now, batch)
         # Stalled: nothing from anyone for a while. Starved: its pieces from us are all in
         # and the swarm gave it nothing meanwhile (the peers we count on may not serve it):
         # it gets what no other connected peer holds (it needs that from us anyway), and

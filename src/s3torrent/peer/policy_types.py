@@ -45,6 +45,12 @@ class PolicySettings:
     # Pieces only departed peers hold go to a peer the swarm gave nothing for this long
     # (a seed that left without a `stopped` announce stays remembered for an hour).
     remote_grace: float = 1.0
+    # ... and only once a departed peer holding them has been one this long: a seed that
+    # just announced (aria2, done from the web seed before its first announce) or a peer
+    # that just left the origin has not met the swarm yet. Counted from the peer's join,
+    # the grace had run out already, and a mixed swarm started together got 0.2-1 copy
+    # more from the origin (audit h1).
+    remote_newcomer_grace: float = 3.0
     carry_rate: int = 1024 * 1024  # bytes/s; 0: no cap
     # An assignment (a fresh piece revealed to one peer) that makes no progress for this
     # many stall timeouts stops blocking other peers from getting the piece.
@@ -114,6 +120,9 @@ class PeerRecord:
     delivered: dict[int, int] = field(default_factory=dict)
     # When it last got a piece from the swarm (not from us).
     swarm_progress: float = 0.0
+    # Departed: when it last became the holder of pieces nobody connected may have
+    # (it left the origin, or announced itself a seed).
+    remote_since: float = 0.0
 
     def complete(self, piece_count: int) -> bool:
         return self.has_count >= piece_count
