@@ -298,7 +298,7 @@ class WebSeed:
         count: int,
         sent: list[int],
         cut: list[bool],
-        client: object = None,
+        client: str | None = None,
         peer_wire: bool = True,
     ) -> None:
         piece_length = info.hashes.piece_length
@@ -313,6 +313,9 @@ class WebSeed:
                 # that keeps the object public must not cut anyone); a closed swarm at once.
                 if cut[0] or (swarm is not None and swarm.closed):
                     raise _Cut
+                # A peer wire of the client's that connected meanwhile makes it one client
+                # with its peer-wire self (policy.web_seed_alone), not another beside it.
+                peer_wire = peer_wire or (swarm is not None and bool(swarm.links_of(client)))
                 stop = self._allowed_run(swarm, piece_length, pos, end, client, peer_wire)
                 if stop == pos:
                     raise _Cut
@@ -388,7 +391,7 @@ class WebSeed:
                 policy.web_seed_refused(client, now, index)  # cut there
                 break
             piece_end = min((index + 1) * piece_length, end)
-            policy.web_seed_sent(index, piece_end - stop, now, client=client)
+            policy.web_seed_sent(index, piece_end - stop, now, client=client, peer_wire=peer_wire)
             swarm.tstats.web_seed_bytes += piece_end - stop
             stop = piece_end
         return stop

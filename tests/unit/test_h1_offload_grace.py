@@ -97,3 +97,41 @@ def test_a_leecher_leaving_the_origin_counts_as_new_too() -> None:
     p.peer_left(1, 2.0, remember=True)
     assert not revealed_to(p.update(2.5), 2) & {0, 1, 2, 3}
     assert revealed_to(p.update(2.01 + p.settings.remote_newcomer_grace), 2) & {0, 1, 2, 3}
+
+
+# Started together, aria2 may still be on the web seed (no peer wire to us yet) when
+# rtorrent joins the peer wire. The web seed counted the busiest channel only (a client uses
+# both), so each was "alone": rtorrent got the alone window of fresh pieces revealed while the
+# web seed went on sending aria2 every piece, those too (0.5 copies more in one run).
+
+
+def test_a_web_seed_client_without_a_peer_wire_is_not_alone_beside_a_peer_wire_peer() -> None:
+    p = policy(pieces=512)  # 32 MiB: more than rtorrent's alone window
+    p.web_seed_request("aria2", 0.0)
+    p.peer_joined(1, 0.08, super_seed=True)  # rtorrent, from another address
+    revealed = revealed_to(p.update(0.08), 1)
+    assert revealed
+    taken = next(iter(revealed))
+    # Before: allowed (alone), and the piece went out twice.
+    assert not p.web_seed_allows(taken, 0.1, client="aria2", peer_wire=False)
+    # What nobody holds or was given still goes to aria2 from the web seed.
+    free = next(i for i in range(p.piece_count) if i not in revealed)
+    assert p.web_seed_allows(free, 0.1, client="aria2", peer_wire=False)
+
+
+def test_a_lone_client_on_both_channels_still_gets_anything_from_the_web_seed() -> None:
+    """Its peer wire comes from its own address (peer_wire): one client, alone."""
+    p = policy()
+    p.web_seed_request("libtorrent", 0.0)
+    p.peer_joined(1, 0.0, super_seed=True)
+    revealed = revealed_to(p.update(0.0), 1)
+    assert all(p.web_seed_allows(i, 0.1, client="libtorrent", peer_wire=True) for i in revealed)
+
+
+def test_a_lone_web_seed_only_client_still_gets_anything() -> None:
+    p = policy()
+    p.web_seed_request("aria2", 0.0)
+    for index in range(p.piece_count):
+        assert p.web_seed_allows(index, 0.0, client="aria2", peer_wire=False)
+        p.web_seed_sent(index, PIECE, 0.0, client="aria2", peer_wire=False)
+    assert p.web_clients.rescued == 0  # sent because alone, not as a rescue

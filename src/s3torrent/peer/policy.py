@@ -302,11 +302,17 @@ class SwarmPolicy:
         """How many browsers (seeds included) the WebSocket tracker has in the swarm."""
         self._browsers = max(0, count)
 
-    def web_seed_alone(self, now: float) -> bool:
-        """Whether one client downloads alone (mode auto), so the web seed sends it anything."""
+    def web_seed_alone(self, now: float, *, apart: bool = False) -> bool:
+        """Whether one client downloads alone (mode auto), so the web seed sends it anything.
+        `apart`: the asking client has no peer-wire connection to us, so a peer downloading
+        on the peer wire is another client."""
         if self.mode == "fastest":
             return True
         if self.mode != "auto":
+            return False
+        if apart and self.downloaders():
+            # Counted as one client (the busiest channel), aria2 alone on the web seed and
+            # rtorrent alone on the peer wire were each sent the object (audit h1).
             return False
         # A client uses both channels (and announces): count the busiest, not their sum.
         # Seeds beside it do not count: a libtorrent refused by the web seed idles up to 5 s
@@ -327,7 +333,7 @@ class SwarmPolicy:
         be starving for it (web_seed_patience)."""
         if not 0 <= index < self.piece_count:
             return False
-        if self.web_seed_alone(now):
+        if self.web_seed_alone(now, apart=not peer_wire):
             return True
         if continuing and index in self.web_held:
             return True
@@ -349,8 +355,11 @@ class SwarmPolicy:
         if 0 <= index < self.piece_count:
             self.web_clients.refused(client, index, now)
 
-    def web_seed_sent(self, index: int, nbytes: int, now: float, *, client: object = None) -> None:
-        """The web seed sent bytes of this piece: it is taken until a peer reports it."""
+    def web_seed_sent(
+        self, index: int, nbytes: int, now: float, *, client: object = None, peer_wire: bool = True
+    ) -> None:
+        """The web seed sent bytes of this piece: it is taken until a peer reports it
+        (`client` and `peer_wire` as for web_seed_allows)."""
         self.web_seed_bytes += nbytes
         if not 0 <= index < self.piece_count:
             return
@@ -358,7 +367,7 @@ class SwarmPolicy:
             self.assigned_count[index] == 0 or index in self.web_held
         )
         if client is not None:
-            rescue = not fresh and not self.web_seed_alone(now)
+            rescue = not fresh and not self.web_seed_alone(now, apart=not peer_wire)
             self.web_clients.served(client, index, nbytes, now, rescue=rescue)
         self.origin_copies[index] += nbytes
         if index not in self.web_held and self.availability[index] == 0:
