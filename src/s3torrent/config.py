@@ -303,6 +303,9 @@ class SeederSettings(Section):
     """Seconds a peer the swarm gives nothing waits before the pieces only departed peers
     hold come from us: a seed that quit without a `stopped` announce stays remembered (by
     the tracker, and so by the offload policy) for two announce intervals."""
+    remote_newcomer_grace: float = Field(default=3.0, ge=0)
+    """... and only once a departed peer holding them has been one this long: a client that
+    just finished from the web seed and announced itself a seed has yet to meet the swarm."""
     web_seed_hold_agents: list[str] = Field(default_factory=lambda: ["WebTorrent/"])
     """User-Agent prefixes of clients whose web-seed requests wait, unanswered, while their
     peer-wire connection to us serves them (peer/web_hold.py): a web seed that answers

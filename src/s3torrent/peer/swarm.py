@@ -85,6 +85,7 @@ def policy_settings(s: SeederSettings) -> PolicySettings:
         endgame_window=s.endgame_window,
         endgame_stall_timeout=s.endgame_stall_timeout,
         remote_grace=s.remote_grace,
+        remote_newcomer_grace=s.remote_newcomer_grace,
         carry_rate=s.carry_upload_rate,
     )
 
