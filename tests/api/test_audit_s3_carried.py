@@ -21,7 +21,13 @@ from botocore.exceptions import ClientError
 
 from tests.api.test_cli_tools import aws, ok
 from tests.api.test_object_lock import _code, _later
-from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, UserKeys, s3cmd_command, sign_request
+from tests.conftest import (
+    LiveServer,
+    UserKeys,
+    rclone_env,
+    s3cmd_command,
+    sign_request,
+)
 
 
 @pytest.fixture
@@ -297,15 +303,7 @@ def test_the_cli_s3cmd_and_rclone_send_a_checksum_where_one_is_required(
         assert res.returncode == 0, (args, res.stderr)
     assert "Contents" not in s3.list_objects_v2(Bucket=plain)
     s3.put_object(Bucket=plain, Key="r/a", Body=b"x")
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    env |= {
-        "RCLONE_CONFIG_S3T_TYPE": "s3",
-        "RCLONE_CONFIG_S3T_PROVIDER": "Other",
-        "RCLONE_CONFIG_S3T_ACCESS_KEY_ID": ROOT_AK,
-        "RCLONE_CONFIG_S3T_SECRET_ACCESS_KEY": ROOT_SK,
-        "RCLONE_CONFIG_S3T_ENDPOINT": server.endpoint,
-        "RCLONE_CONFIG_S3T_REGION": "us-east-1",
-    }
+    env = rclone_env(server.endpoint)
     res = subprocess.run(
         ["rclone", "delete", f"s3t:{plain}/r"], capture_output=True, text=True, timeout=120, env=env
     )

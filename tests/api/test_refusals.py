@@ -25,7 +25,7 @@ from s3torrent.access.principals import ACCOUNT_ID
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.refusals import REFUSALS, Refusal
 from s3torrent.s3.routing import Endpoint
-from tests.conftest import LiveServer, s3cmd_command, sign_request
+from tests.conftest import LiveServer, rclone_env, s3cmd_command, sign_request
 
 _names = itertools.count()
 
@@ -228,18 +228,7 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> str:
     reason="rclone is not installed (scripts/test.sh installs it and requires it)",
 )
 def test_rclone_default_flow_passes(server: LiveServer, s3: Any, tmp_path: Path) -> None:
-    from tests.conftest import ROOT_AK, ROOT_SK
-
-    # rclone's AWS SDK reads a CA bundle named in the environment even for plain http.
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    env |= {
-        "RCLONE_CONFIG_S3T_TYPE": "s3",
-        "RCLONE_CONFIG_S3T_PROVIDER": "Other",
-        "RCLONE_CONFIG_S3T_ACCESS_KEY_ID": ROOT_AK,
-        "RCLONE_CONFIG_S3T_SECRET_ACCESS_KEY": ROOT_SK,
-        "RCLONE_CONFIG_S3T_ENDPOINT": server.endpoint,
-        "RCLONE_CONFIG_S3T_REGION": "us-east-1",
-    }
+    env = rclone_env(server.endpoint)
     src = tmp_path / "src"
     src.mkdir()
     (src / "small.txt").write_bytes(b"small file\n")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.api.test_cli_tools import aws, ok
-from tests.conftest import ROOT_AK, ROOT_SK, LiveServer
+from tests.conftest import LiveServer, rclone_env
 
 
 def test_aws_cli_versioning_flow(server: LiveServer, s3: Any, bucket: str, tmp_path: Path) -> None:
@@ -45,15 +45,7 @@ def test_rclone_lists_old_versions(server: LiveServer, s3: Any, bucket: str) -> 
     s3.put_object(Bucket=bucket, Key="dir/a.txt", Body=b"second!")
     s3.put_object(Bucket=bucket, Key="b.txt", Body=b"b")
     s3.delete_object(Bucket=bucket, Key="b.txt")
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    env |= {
-        "RCLONE_CONFIG_S3T_TYPE": "s3",
-        "RCLONE_CONFIG_S3T_PROVIDER": "Other",
-        "RCLONE_CONFIG_S3T_ACCESS_KEY_ID": ROOT_AK,
-        "RCLONE_CONFIG_S3T_SECRET_ACCESS_KEY": ROOT_SK,
-        "RCLONE_CONFIG_S3T_ENDPOINT": server.endpoint,
-        "RCLONE_CONFIG_S3T_REGION": "us-east-1",
-    }
+    env = rclone_env(server.endpoint)
     res = subprocess.run(
         ["rclone", "ls", "--s3-versions", f"s3t:{bucket}"],
         capture_output=True, text=True, timeout=120, env=env,

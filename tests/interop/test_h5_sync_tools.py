@@ -7,7 +7,6 @@ nothing."""
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT_AK, ROOT_SK, LiveServer, aws_cli
+from tests.conftest import LiveServer, aws_cli, rclone_env
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(600)]
 
@@ -86,15 +85,7 @@ def test_aws_s3_sync_round_trips_awkward_names_and_a_second_run_is_idle(
 
 
 def _rclone(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    env |= {
-        "RCLONE_CONFIG_S3T_TYPE": "s3",
-        "RCLONE_CONFIG_S3T_PROVIDER": "Other",
-        "RCLONE_CONFIG_S3T_ACCESS_KEY_ID": ROOT_AK,
-        "RCLONE_CONFIG_S3T_SECRET_ACCESS_KEY": ROOT_SK,
-        "RCLONE_CONFIG_S3T_ENDPOINT": server.endpoint,
-        "RCLONE_CONFIG_S3T_REGION": "us-east-1",
-    }
+    env = rclone_env(server.endpoint)
     return subprocess.run(
         ["rclone", "--retries", "1", "--low-level-retries", "1", "--stats", "0", *args],
         capture_output=True,
