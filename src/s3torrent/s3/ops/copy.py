@@ -173,8 +173,10 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         headers = stored_headers(http.headers, limits.max_user_metadata)
     else:
         headers = dict(src.headers)
-        # The website redirect is the source's own: S3 copies it only when it is sent.
-        headers.pop("x-amz-website-redirect-location", None)
+        # The website redirect and the storage class are the source's own: S3 copies
+        # neither (a copy is STANDARD unless x-amz-storage-class is sent).
+        headers.pop(REDIRECT_LOCATION, None)
+        headers.pop("x-amz-storage-class", None)
         if "x-amz-storage-class" in http.headers:
             headers["x-amz-storage-class"] = http.headers["x-amz-storage-class"]
         if REDIRECT_LOCATION in http.headers:
