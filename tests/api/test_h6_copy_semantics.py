@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from tests.conftest import LiveServer, sign_request
+
 
 def test_copy_without_storage_class_is_standard(s3: Any, bucket: str) -> None:
     """S3: "If the x-amz-storage-class header is not used, the copied object will be stored
@@ -16,3 +22,31 @@ def test_copy_without_storage_class_is_standard(s3: Any, bucket: str) -> None:
     assert listed["StorageClass"] == "STANDARD"
     s3.copy_object(Bucket=bucket, Key="kept", CopySource=source, StorageClass="REDUCED_REDUNDANCY")
     assert s3.head_object(Bucket=bucket, Key="kept")["StorageClass"] == "REDUCED_REDUNDANCY"
+
+
+def _copy_raw(server: LiveServer, bucket: str, key: str, source: str) -> requests.Response:
+    """A CopyObject whose x-amz-copy-source is sent exactly as given (SDKs encode theirs)."""
+    url = f"{server.endpoint}/{bucket}/{key}"
+    headers = sign_request("PUT", url, {"x-amz-copy-source": source})
+    return requests.put(url, headers=headers, timeout=30)
+
+
+def test_copy_source_query_other_than_version_id_is_refused(
+    s3: Any, bucket: str, server: LiveServer
+) -> None:
+    """The copy source's query names a version and nothing else: a misspelt `versionid`,
+    an empty versionId or another parameter had been dropped, and the current version
+    copied instead of the one asked for; each is now InvalidArgument, as an empty
+    ?versionId= is on a GET."""
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    old = s3.put_object(Bucket=bucket, Key="k", Body=b"old")["VersionId"]
+    s3.put_object(Bucket=bucket, Key="k", Body=b"new")
+    for query in (f"versionid={old}", "versionId=", "versionId", f"versionId={old}&x=1", "x=1"):
+        resp = _copy_raw(server, bucket, "dst", f"/{bucket}/k?{query}")
+        assert resp.status_code == 400, (query, resp.text)
+        assert "<Code>InvalidArgument</Code>" in resp.text, (query, resp.text)
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="dst")
+    resp = _copy_raw(server, bucket, "dst", f"/{bucket}/k?versionId={old}")
+    assert resp.status_code == 200, resp.text
+    assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == b"old"

@@ -370,5 +370,21 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
             "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
             extra={"ArgumentName": "x-amz-copy-source", "ArgumentValue": value},
         )
-    version_id = dict(parse_qsl(query)).get("versionId") if query else None
-    return bucket, key, version_id
+    return bucket, key, _copy_source_version(query, value)
+
+
+def _copy_source_version(query: str, value: str) -> str | None:
+    """The versionId a copy source's query names, its one parameter: any other (a misspelt
+    `versionid`, a second parameter) is refused rather than dropped, since dropping it
+    copies the current version instead of the one asked for. An empty versionId is kept
+    for parse_version_id to refuse."""
+    if not query:
+        return None
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if len(pairs) != 1 or pairs[0][0] != "versionId":
+        raise S3Error(
+            "InvalidArgument",
+            "The copy source may name a version (?versionId=) and nothing else",
+            extra={"ArgumentName": "x-amz-copy-source", "ArgumentValue": value},
+        )
+    return pairs[0][1]
