@@ -50,3 +50,26 @@ def test_copy_source_query_other_than_version_id_is_refused(
     resp = _copy_raw(server, bucket, "dst", f"/{bucket}/k?versionId={old}")
     assert resp.status_code == 200, resp.text
     assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == b"old"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("MetadataDirective", "replace"),
+        ("MetadataDirective", "copy"),
+        ("TaggingDirective", "replace"),
+        ("TaggingDirective", "Copy"),
+    ],
+)
+def test_a_directive_is_upper_case_as_on_s3(s3: Any, bucket: str, field: str, value: str) -> None:
+    """COPY and REPLACE are S3's directive values, case and all: S3 answers `copy` with
+    InvalidArgument "Unknown metadata directive."; a lower-case one had been taken as its
+    upper-case value, and the sent value was told back upper-cased."""
+    s3.put_object(Bucket=bucket, Key="src", Body=b"x", Metadata={"a": "b"})
+    source = {"Bucket": bucket, "Key": "src"}
+    with pytest.raises(ClientError) as exc:
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource=source, **{field: value})
+    error = exc.value.response["Error"]
+    assert (error["Code"], error.get("ArgumentValue")) == ("InvalidArgument", value)
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="dst")

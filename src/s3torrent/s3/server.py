@@ -345,7 +345,8 @@ _HEADER_CONDITION_KEYS = (
 # it obeys, or a Deny on that value misses a spelling that means the same to it.
 _AS_OBEYED: Mapping[str, Callable[[str], str]] = {
     "x-amz-copy-source": _copy_source_value,
-    # CopyObject reads the directive in any case.
+    # CopyObject refuses a directive not in upper case (as S3 does); a Deny on REPLACE
+    # still answers `replace` first, as the directive it spells.
     "x-amz-metadata-directive": str.upper,
 }
 

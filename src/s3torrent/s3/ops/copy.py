@@ -118,6 +118,20 @@ def check_copy_conditions(headers: Mapping[str, str], obj: md.ObjectVersion) -> 
         raise S3Error("PreconditionFailed", extra={"Condition": _COPY_SOURCE + failed})
 
 
+def _directive(headers: Mapping[str, str], what: str) -> str:
+    """x-amz-metadata-directive or x-amz-tagging-directive (`what`): COPY (the default) or
+    REPLACE, in S3's case: S3 refuses `copy` as an unknown directive, as this does."""
+    name = f"x-amz-{what}-directive"
+    value = headers.get(name, "COPY")
+    if value not in ("COPY", "REPLACE"):
+        raise S3Error(
+            "InvalidArgument",
+            f"Unknown {what} directive.",
+            extra={"ArgumentName": name, "ArgumentValue": value},
+        )
+    return value
+
+
 async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     bucket = req.bucket
     assert bucket is not None
@@ -127,20 +141,8 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
     source_key = await sse.read_key(svc, req, src, sse.COPY_SOURCE_CUSTOMER)
     spec = sse.write_spec(svc, req, bucket)
     check_copy_conditions(http.headers, src)
-    directive = http.headers.get("x-amz-metadata-directive", "COPY").upper()
-    if directive not in ("COPY", "REPLACE"):
-        raise S3Error(
-            "InvalidArgument",
-            "Unknown metadata directive.",
-            extra={"ArgumentName": "x-amz-metadata-directive", "ArgumentValue": directive},
-        )
-    tagging_directive = http.headers.get("x-amz-tagging-directive", "COPY").upper()
-    if tagging_directive not in ("COPY", "REPLACE"):
-        raise S3Error(
-            "InvalidArgument",
-            "Unknown tagging directive.",
-            extra={"ArgumentName": "x-amz-tagging-directive", "ArgumentValue": tagging_directive},
-        )
+    directive = _directive(http.headers, "metadata")
+    tagging_directive = _directive(http.headers, "tagging")
     may = may_also(req)
     if tagging_directive == "REPLACE":
         tags = tagging.from_header(http.headers.get("x-amz-tagging", ""))
