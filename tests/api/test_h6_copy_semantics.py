@@ -8,6 +8,8 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from s3torrent.s3.errors import S3Error
+from s3torrent.s3.ops.copy import MAX_COPY_SIZE, check_copy_size
 from tests.conftest import LiveServer, sign_request
 
 
@@ -73,3 +75,15 @@ def test_a_directive_is_upper_case_as_on_s3(s3: Any, bucket: str, field: str, va
     assert (error["Code"], error.get("ArgumentValue")) == ("InvalidArgument", value)
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="dst")
+
+
+def test_a_copy_source_over_5_gib_is_refused_before_it_is_read() -> None:
+    """S3 copies at most 5 GiB in one CopyObject (and one UploadPartCopy range): the check
+    both run, at its edge, without a 5 GiB object."""
+    check_copy_size(MAX_COPY_SIZE)
+    check_copy_size(0)
+    with pytest.raises(S3Error) as exc:
+        check_copy_size(MAX_COPY_SIZE + 1)
+    assert (exc.value.code, exc.value.status) == ("InvalidRequest", 400)
+    assert str(MAX_COPY_SIZE) in exc.value.message
+    assert MAX_COPY_SIZE == 5 * 1024**3

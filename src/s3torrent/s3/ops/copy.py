@@ -111,6 +111,17 @@ def check_may_read_tags(req: S3Request, bucket: md.Bucket, src: md.ObjectVersion
         raise S3Error("AccessDenied", resource=f"/{bucket.name}/{src.key}")
 
 
+def check_copy_size(size: int, limit: int = MAX_COPY_SIZE) -> None:
+    """What a copy reads (CopyObject: the source; UploadPartCopy: its range) is at most
+    5 GiB, else S3's InvalidRequest, before a byte is read."""
+    if size > limit:
+        raise S3Error(
+            "InvalidRequest",
+            "The specified copy source is larger than the maximum allowable size for a copy "
+            f"source: {limit}",
+        )
+
+
 def check_copy_conditions(headers: Mapping[str, str], obj: md.ObjectVersion) -> None:
     """x-amz-copy-source-if-*: any that fails is 412 (a match beats a stale date, as in S3)."""
     failed = failed_condition(headers, obj.etag, obj.last_modified, prefix=_COPY_SOURCE)
@@ -164,12 +175,7 @@ async def copy_object(svc: S3Context, req: S3Request) -> web.StreamResponse:
         current = await svc.meta.object(bucket.name, req.key)
         if current is not None and current.version_id == src.version_id:
             raise S3Error("InvalidRequest", _ILLEGAL_SELF_COPY)
-    if src.size > MAX_COPY_SIZE:
-        raise S3Error(
-            "InvalidRequest",
-            "The specified copy source is larger than the maximum allowable size for a copy "
-            f"source: {MAX_COPY_SIZE}",
-        )
+    check_copy_size(src.size)
     limits = svc.settings.limits
     if directive == "REPLACE":
         headers = stored_headers(http.headers, limits.max_user_metadata)

@@ -33,6 +33,7 @@ from s3torrent.s3.numbers import ascii_int
 from s3torrent.s3.ops.buckets import owner_xml, xml_response
 from s3torrent.s3.ops.copy import (
     check_copy_conditions,
+    check_copy_size,
     copy_source_version_headers,
     readable_source,
 )
@@ -289,12 +290,7 @@ async def upload_part_copy(svc: S3Context, req: S3Request) -> web.StreamResponse
     source_key = await sse.read_key(svc, req, src, sse.COPY_SOURCE_CUSTOMER)
     check_copy_conditions(req.http.headers, src)
     offset, length = _copy_range(req.http.headers, src.size)
-    if length > MAX_PART_SIZE:
-        raise S3Error(
-            "InvalidRequest",
-            f"The specified copy source is larger than the maximum allowable size for a "
-            f"copy source: {MAX_PART_SIZE}",
-        )
+    check_copy_size(length, MAX_PART_SIZE)
     upload_alg = ChecksumAlgorithm(up.checksum_algorithm) if up.checksum_algorithm else None
     own = checksums.new_checksum(upload_alg or DEFAULT_ALGORITHM)  # as upload_part's
     store = svc.store
