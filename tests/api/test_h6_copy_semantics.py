@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 import requests
+from botocore import UNSIGNED
 from botocore.exceptions import ClientError
 
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.copy import MAX_COPY_SIZE, check_copy_size
-from tests.conftest import LiveServer, sign_request
+from tests.conftest import LiveServer, make_client, sign_request
 
 
 def test_copy_without_storage_class_is_standard(s3: Any, bucket: str) -> None:
@@ -87,3 +89,44 @@ def test_a_copy_source_over_5_gib_is_refused_before_it_is_read() -> None:
     assert (exc.value.code, exc.value.status) == ("InvalidRequest", 400)
     assert str(MAX_COPY_SIZE) in exc.value.message
     assert MAX_COPY_SIZE == 5 * 1024**3
+
+
+def test_an_anonymous_copy_is_refused_even_where_anyone_may_read_and_write(
+    s3: Any, bucket: str, server: LiveServer
+) -> None:
+    """S3: "All copy requests must be authenticated" (CopyObject and UploadPartCopy), and
+    it answers an anonymous one 403 "Anonymous users cannot copy objects" even when the
+    source is public and the destination publicly writable. Here anyone allowed
+    s3:GetObject and s3:PutObject could have the server copy up to 5 GiB per unsigned
+    request."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": f"arn:aws:s3:::{bucket}/*",
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    s3.put_object(Bucket=bucket, Key="src", Body=b"public bytes")
+    anonymous = make_client(server.endpoint, signature_version=UNSIGNED)
+    # The policy does let anyone read and write: a plain anonymous PUT is fine.
+    anonymous.put_object(Bucket=bucket, Key="written", Body=b"w")
+    source = {"Bucket": bucket, "Key": "src"}
+    with pytest.raises(ClientError) as exc:
+        anonymous.copy_object(Bucket=bucket, Key="dst", CopySource=source)
+    assert exc.value.response["Error"]["Code"] == "AccessDenied"
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="dst")
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    with pytest.raises(ClientError) as exc:
+        anonymous.upload_part_copy(
+            Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1, CopySource=source
+        )
+    assert exc.value.response["Error"]["Code"] == "AccessDenied"
+    assert s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload).get("Parts", []) == []
+    s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload)

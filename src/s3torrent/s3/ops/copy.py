@@ -64,7 +64,12 @@ def copy_source_version_headers(src_bucket: md.Bucket, src: md.ObjectVersion) ->
 
 
 async def readable_source(svc: S3Context, req: S3Request) -> tuple[md.Bucket, md.ObjectVersion]:
-    """The copy source, if it exists and the caller may read it (the one access decision)."""
+    """The copy source, if it exists and the caller may read it (the one access decision).
+    As on S3, every copy (CopyObject, UploadPartCopy) must be signed: an anonymous one is
+    refused whatever a policy or ACL grants anyone, since one unsigned request would have
+    the server copy up to 5 GiB."""
+    if req.principal.is_anonymous:
+        raise S3Error("AccessDenied", "Anonymous users cannot copy objects.  Please authenticate.")
     name, key, version_id = parse_copy_source(req.http.headers["x-amz-copy-source"])
     if version_id is not None:
         parse_version_id(version_id, "x-amz-copy-source")
