@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ from botocore.exceptions import ClientError
 
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.copy import MAX_COPY_SIZE, check_copy_size
-from tests.conftest import LiveServer, make_client, sign_request
+from tests.api.test_tracker_http import announce, announce_query, failure_within, peer_id
+from tests.conftest import LiveServer, UserKeys, make_client, sign_request
+from tests.seeding import fetch_torrent, info_hash_v1
 
 
 def test_copy_without_storage_class_is_standard(s3: Any, bucket: str) -> None:
@@ -130,3 +133,70 @@ def test_an_anonymous_copy_is_refused_even_where_anyone_may_read_and_write(
     assert exc.value.response["Error"]["Code"] == "AccessDenied"
     assert s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload).get("Parts", []) == []
     s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload)
+
+
+def test_a_copys_torrent_follows_the_destinations_readability(
+    s3: Any, bucket: str, server: LiveServer
+) -> None:
+    """A copy's torrent is the destination's to decide: a public copy of a private object
+    is announced, a private copy over a public object revokes the old torrent at once, and
+    so does a self-copy that drops the public grant (REPLACE, no ACL)."""
+    s3.put_object(Bucket=bucket, Key="pub", Body=os.urandom(40_000), ACL="public-read")
+    old = info_hash_v1(fetch_torrent(server.endpoint, bucket, "pub"))
+    assert b"failure reason" not in announce(server, announce_query(old, peer_id(1), 6001))
+    s3.put_object(Bucket=bucket, Key="priv", Body=os.urandom(40_000))
+    private = {"Bucket": bucket, "Key": "priv"}
+    s3.copy_object(Bucket=bucket, Key="pub", CopySource=private)
+    assert failure_within(server, old, 1.0) == "unregistered torrent"
+    s3.copy_object(Bucket=bucket, Key="open", CopySource=private, ACL="public-read")
+    opened = info_hash_v1(fetch_torrent(server.endpoint, bucket, "open"))
+    assert b"failure reason" not in announce(server, announce_query(opened, peer_id(2), 6002))
+    again = {"Bucket": bucket, "Key": "open"}
+    s3.copy_object(Bucket=bucket, Key="open", CopySource=again, MetadataDirective="REPLACE")
+    assert failure_within(server, opened, 1.0) == "unregistered torrent"
+
+
+def test_a_source_read_is_one_decision_of_acl_and_policy(
+    s3: Any, bucket: str, bob: UserKeys, bob_s3: Any
+) -> None:
+    """bob copies root's object into his own bucket: refused until the object's ACL grants
+    him READ, then allowed (the copy is his), then refused again by a bucket policy Deny
+    the ACL cannot outweigh, for CopyObject and UploadPartCopy alike."""
+    mine = f"{bucket}-bob"
+    bob_s3.create_bucket(Bucket=mine)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"secret")
+    source = {"Bucket": bucket, "Key": "k"}
+    with pytest.raises(ClientError) as exc:
+        bob_s3.copy_object(Bucket=mine, Key="c", CopySource=source)
+    assert exc.value.response["Error"]["Code"] == "AccessDenied"
+    bob_id = bob_s3.list_buckets()["Owner"]["ID"]
+    root_id = s3.get_bucket_acl(Bucket=bucket)["Owner"]["ID"]
+    s3.put_object_acl(
+        Bucket=bucket, Key="k", GrantRead=f"id={bob_id}", GrantFullControl=f"id={root_id}"
+    )
+    bob_s3.copy_object(Bucket=mine, Key="c", CopySource=source)
+    assert bob_s3.get_object(Bucket=mine, Key="c")["Body"].read() == b"secret"
+    assert bob_s3.get_object_acl(Bucket=mine, Key="c")["Owner"]["ID"] == bob_id
+    deny = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/k",
+    }
+    policy = {"Version": "2012-10-17", "Statement": [deny]}
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    upload = bob_s3.create_multipart_upload(Bucket=mine, Key="m")["UploadId"]
+    try:
+        with pytest.raises(ClientError) as exc:
+            bob_s3.copy_object(Bucket=mine, Key="c2", CopySource=source)
+        assert exc.value.response["Error"]["Code"] == "AccessDenied"
+        with pytest.raises(ClientError) as exc:
+            bob_s3.upload_part_copy(
+                Bucket=mine, Key="m", UploadId=upload, PartNumber=1, CopySource=source
+            )
+        assert exc.value.response["Error"]["Code"] == "AccessDenied"
+    finally:
+        s3.delete_bucket_policy(Bucket=bucket)
+        bob_s3.abort_multipart_upload(Bucket=mine, Key="m", UploadId=upload)
+        bob_s3.delete_object(Bucket=mine, Key="c")
+        bob_s3.delete_bucket(Bucket=mine)
