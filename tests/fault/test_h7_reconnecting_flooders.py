@@ -22,9 +22,12 @@ from tests.conftest import LiveServer, make_client, start_server
 from tests.seeding import (
     fetch_torrent,
     info_hash_v1,
+    lt_add,
     lt_download,
+    lt_session,
     seeder_stats,
     sha256,
+    wait_for,
     without_web_seed,
 )
 
@@ -126,3 +129,33 @@ def test_reconnecting_gains_a_flooder_no_new_input_burst(
     assert received < BURST + RATE * attacked_for + 30 * KiB + 64 * KiB, (received, attacked_for)
     # A shared, loaded 2-core machine: slack for its noise, not for a flood's share.
     assert attacked < 1.5 * baseline + 1.0, (baseline, attacked)
+
+
+def test_one_client_with_many_torrents_is_not_starved_by_sharing_its_address(
+    live: LiveServer, tmp_path: Path
+) -> None:
+    """libtorrent opens one connection per torrent: eight torrents from one address share
+    that address's unearned input (handshakes, extension handshakes, bitfields, the first
+    requests) and are each read on what their own downloads earn, so all finish promptly,
+    none of them closed as a flood."""
+    s3 = make_client(live.endpoint)
+    s3.create_bucket(Bucket="h7-many")
+    datas = [os.urandom(2 * MiB) for _ in range(8)]
+    torrents = []
+    for n, data in enumerate(datas):
+        s3.put_object(Bucket="h7-many", Key=f"part{n}.bin", Body=data, ACL="public-read")
+        torrents.append(without_web_seed(fetch_torrent(live.endpoint, "h7-many", f"part{n}.bin")))
+    accepted_before = seeder_stats(live.endpoint)["accepted"]
+    session = lt_session()
+    handles = [lt_add(session, tmp_path, torrent=t) for t in torrents]
+    try:
+        wait_for(lambda: all(h.status().is_seeding for h in handles), "all eight", timeout=30)
+        names = [h.status().name for h in handles]
+    finally:
+        for handle in handles:
+            session.remove_torrent(handle)
+        del session
+    for name, data in zip(names, datas, strict=True):
+        assert sha256((tmp_path / name).read_bytes()) == sha256(data)
+    # One connection per torrent: none was closed and made again.
+    assert seeder_stats(live.endpoint)["accepted"] - accepted_before == len(torrents)

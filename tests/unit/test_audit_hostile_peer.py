@@ -7,9 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from s3torrent.peer.input_allowance import FLOOD_BACKLOG, InputAllowance, InputFlood
+from s3torrent.peer.input_allowance import FLOOD_BACKLOG, InputAllowance, InputFlood, InputSources
 
 KiB = 1024
+
+
+def allowance_of(rate: int, burst: int) -> InputAllowance:
+    """One connection, alone from its source."""
+    return InputAllowance(InputSources(rate, burst), "192.0.2.1")
 
 
 @pytest.fixture
@@ -25,7 +30,7 @@ def test_a_peer_within_its_burst_is_read_in_full(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     ours, peer = pair
-    allowance = InputAllowance(16 * KiB, 128 * KiB, now=0.0)
+    allowance = allowance_of(16 * KiB, 128 * KiB)
     peer.sendall(bytes(100 * KiB))
     got = 0
     while got < 100 * KiB:
@@ -38,7 +43,7 @@ def test_past_its_allowance_a_peer_waits_and_then_is_read_at_the_rate(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     ours, peer = pair
-    allowance = InputAllowance(16 * KiB, 8 * KiB, now=0.0)
+    allowance = allowance_of(16 * KiB, 8 * KiB)
     peer.sendall(bytes(8 * KiB + FLOOD_BACKLOG))  # its burst and no more than the backlog
     assert len(allowance.recv(ours, 0.0) or b"") == 8 * KiB
     assert allowance.recv(ours, 0.0) is None  # spent: not read now
@@ -50,7 +55,7 @@ def test_a_peer_that_keeps_sending_past_its_allowance_is_a_flood(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     ours, peer = pair
-    allowance = InputAllowance(16 * KiB, 8 * KiB, now=0.0)
+    allowance = allowance_of(16 * KiB, 8 * KiB)
     peer.sendall(bytes(8 * KiB + FLOOD_BACKLOG + 1))
     assert allowance.recv(ours, 0.0)
     with pytest.raises(InputFlood):
@@ -61,19 +66,19 @@ def test_bytes_we_send_earn_input_and_tiny_blocks_earn_none(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     ours, peer = pair
-    allowance = InputAllowance(16 * KiB, 8 * KiB, now=0.0)
+    allowance = allowance_of(16 * KiB, 8 * KiB)
     peer.sendall(bytes(9 * KiB))
     assert allowance.recv(ours, 0.0)
     for _ in range(1000):
-        allowance.sent(1, 0.0)  # a thousand 1-byte blocks
+        allowance.sent(1)  # a thousand 1-byte blocks
     assert allowance.recv(ours, 0.0) is None
-    allowance.sent(64 * 16 * KiB, 0.0)  # 64 blocks of 16 KiB: 4 KiB of requests and HAVEs
+    allowance.sent(64 * 16 * KiB)  # 64 blocks of 16 KiB: 4 KiB of requests and HAVEs
     assert allowance.recv(ours, 0.0) == bytes(KiB)
 
 
 def test_no_rate_means_no_bound(pair: tuple[socket.socket, socket.socket]) -> None:
     ours, peer = pair
-    allowance = InputAllowance(0, 8 * KiB, now=0.0)
+    allowance = allowance_of(0, 8 * KiB)
     peer.sendall(bytes(200 * KiB))
     got = 0
     while got < 200 * KiB:

@@ -1,7 +1,13 @@
 """How much of a peer's input the seeder reads: a seed needs little (requests, HAVEs), and
 each small message costs the loop about a microsecond a byte, so a peer's input is read at
 a bounded rate beyond what the bytes we send it earn, and a peer that keeps sending past
-that is closed (`seeder.input_rate`, `seeder.input_burst`)."""
+that is closed (`seeder.input_rate`, `seeder.input_burst`).
+
+The rate and burst belong to the peer's source (an IPv4 address, an IPv6 /64: the
+per-client key of `admission.client_key`), shared by its connections and remembered after
+they close until refilled, so a peer that reconnects gets no new burst. What our sending
+earns stays with the connection it went to: a downloader's requests never wait on another
+connection from its address (a NAT's neighbour) spending the shared part."""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import termios
 
 from s3torrent.peer.token_bucket import TokenBucket
 
-__all__ = ["InputAllowance", "InputFlood"]
+__all__ = ["InputAllowance", "InputFlood", "InputSources"]
 
 RECV_SIZE = 64 * 1024
 # Peer input that the bytes we send it earn, one byte per this many (64 per 16 KiB block;
@@ -23,6 +29,10 @@ MIN_READ = 1024  # below this much allowance, wait for more rather than recv a s
 # Input waiting in a peer's socket once its allowance is spent, past which it is closed: a
 # peer we serve keeps at most its `reqq` requests (250: 4 KiB) and a few HAVEs unread.
 FLOOD_BACKLOG = 16 * 1024
+# Sources whose allowance is remembered (least recently read dropped first, a few hundred
+# bytes each): well above the seeder's connection cap, so that only sources idle for a
+# while are forgotten before they have refilled.
+SOURCES_REMEMBERED = 8192
 
 
 class InputFlood(ConnectionError):
@@ -38,29 +48,75 @@ def unread(sock: socket.socket) -> int:
     return int.from_bytes(buf, sys.byteorder)
 
 
+class InputSources:
+    """Each source's unearned input: `rate` bytes/s (0: unbounded), `burst` at once.
+
+    A source's bucket is shared by its connections and outlives them: it is forgotten once
+    full again (a new one would be the same), or past `size` sources, least recently read
+    first (an attacker needs that many addresses busy at once to be forgotten early).
+    """
+
+    __slots__ = ("_buckets", "burst", "rate", "size")
+
+    def __init__(self, rate: float, burst: float, size: int = SOURCES_REMEMBERED) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.size = size
+        # Insertion order is recency: popping and inserting again moves a source to the end.
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def bucket(self, source: str, now: float) -> TokenBucket:
+        """`source`'s bucket (full when new), now its most recently used."""
+        buckets = self._buckets
+        bucket = buckets.pop(source, None)
+        if bucket is None:
+            bucket = TokenBucket(self.rate, self.burst, now)
+        buckets[source] = bucket
+        self._forget_oldest(now)
+        return bucket
+
+    def _forget_oldest(self, now: float) -> None:
+        """Drop the least recently used buckets while full again or past `size`: one check
+        per call when nothing is to be dropped."""
+        buckets = self._buckets
+        while len(buckets) > 1:
+            oldest = next(iter(buckets))
+            if len(buckets) <= self.size and buckets[oldest].level(now) < self.burst:
+                return
+            del buckets[oldest]
+
+
 class InputAllowance:
-    """`rate` bytes/s of peer input (0: unbounded), `burst` at once, plus what we send earns."""
+    """One connection's input: what its source may send unearned (`InputSources`), plus
+    what the bytes we send this connection earn (at most a burst of it kept)."""
 
-    __slots__ = ("_bucket",)
+    __slots__ = ("_earned", "_source", "_sources")
 
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self._bucket = TokenBucket(rate, burst, now)
+    def __init__(self, sources: InputSources, source: str) -> None:
+        self._sources = sources
+        self._source = source
+        self._earned = 0
 
     def recv(self, sock: socket.socket, now: float) -> bytes | None:
         """The peer's next bytes as `sock.recv` gives them (b"": it closed); None while
         it is over its allowance (read again later). InputFlood: close the peer."""
-        size = RECV_SIZE
-        if self._bucket.rate > 0:
-            level = self._bucket.level(now)
-            if level < MIN_READ:
-                if unread(sock) > FLOOD_BACKLOG:
-                    raise InputFlood("input past its allowance")
-                return None
-            size = min(size, int(level))
-        data = sock.recv(size)
-        self._bucket.charge(len(data), now)
+        if self._sources.rate <= 0:
+            return sock.recv(RECV_SIZE)
+        bucket = self._sources.bucket(self._source, now)
+        level = self._earned + bucket.level(now)
+        if level < MIN_READ:
+            if unread(sock) > FLOOD_BACKLOG:
+                raise InputFlood("input past its allowance")
+            return None
+        data = sock.recv(min(RECV_SIZE, int(level)))
+        from_earned = min(self._earned, len(data))
+        self._earned -= from_earned
+        bucket.charge(len(data) - from_earned, now)
         return data
 
-    def sent(self, nbytes: int, now: float) -> None:
-        """`nbytes` of blocks went to the peer: they earn it input."""
-        self._bucket.charge(-(nbytes // EARNED_PER), now)
+    def sent(self, nbytes: int) -> None:
+        """`nbytes` of blocks went to the peer: they earn this connection input."""
+        self._earned = min(int(self._sources.burst), self._earned + nbytes // EARNED_PER)

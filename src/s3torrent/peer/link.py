@@ -29,6 +29,7 @@ import socket
 from collections import deque
 from typing import TYPE_CHECKING
 
+from s3torrent.admission import client_key
 from s3torrent.peer import wire
 from s3torrent.peer.input_allowance import InputAllowance
 from s3torrent.peer.mse_stream import MseStream
@@ -90,8 +91,7 @@ class PeerLink:
         self._pump_scheduled = False
         self._resolve_task: asyncio.Task[None] | None = None
         self.mse: MseStream | None = seeder.mse_stream()
-        s = seeder.settings
-        self.input = InputAllowance(s.input_rate, s.input_burst, now)  # input_allowance.py
+        self.input = InputAllowance(seeder.input_sources, client_key(ip))  # input_allowance.py
         self._resume_reading()
 
     # ---------------------------------------------------------------- reading
@@ -400,7 +400,7 @@ class PeerLink:
         swarm (which sums them per piece for the policy and once for metering)."""
         self.blocks_queued -= len(blocks)
         now = self.seeder.clock()
-        self.input.sent(sum(b.length for b in blocks), now)
+        self.input.sent(sum(b.length for b in blocks))
         self.conn.pieces_sent([(b.index, b.begin, b.length) for b in blocks], now)
         if self.swarm is not None:
             self.swarm.blocks_sent(self, blocks, now)

@@ -25,6 +25,7 @@ from s3torrent.admission import Evictability
 from s3torrent.config import SeederSettings, Settings
 from s3torrent.listeners import ConnectionGate, Listener, Slot
 from s3torrent.peer import wire
+from s3torrent.peer.input_allowance import InputSources
 from s3torrent.peer.link import PeerLink
 from s3torrent.peer.mse import Established, obfuscated_swarm_id
 from s3torrent.peer.mse_stream import MseStream
@@ -123,6 +124,8 @@ class Seeder:
         self.stats = SeederStats()
         self.links: dict[int, PeerLink] = {}
         self.per_ip: dict[str, int] = {}
+        # Each source's input allowance, shared by its connections (peer/input_allowance.py).
+        self.input_sources = InputSources(settings.input_rate, settings.input_burst)
         self.swarms: dict[str, Swarm] = {}  # by version id
         self.address: tuple[str, int] | None = None
         # The process's connection gate admits (or evicts) every peer connection, so peers,
