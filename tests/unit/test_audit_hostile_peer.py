@@ -14,7 +14,7 @@ KiB = 1024
 
 def allowance_of(rate: int, burst: int) -> InputAllowance:
     """One connection, alone from its source."""
-    return InputAllowance(InputSources(rate, burst), "192.0.2.1")
+    return InputAllowance(InputSources(rate, burst), "192.0.2.1", 0.0)
 
 
 @pytest.fixture

@@ -5,9 +5,13 @@ that is closed (`seeder.input_rate`, `seeder.input_burst`).
 
 The rate and burst belong to the peer's source (an IPv4 address, an IPv6 /64: the
 per-client key of `admission.client_key`), shared by its connections and remembered after
-they close until refilled, so a peer that reconnects gets no new burst. What our sending
-earns stays with the connection it went to: a downloader's requests never wait on another
-connection from its address (a NAT's neighbour) spending the shared part."""
+they close until refilled, so a peer that reconnects gets no new burst. The source's bucket
+holds a burst and refills at the rate for each of its open connections (at least one): the
+clients of a swarm behind one address (a NAT, a lab on loopback) each keep their own share
+for the HAVEs of pieces they got from each other, while closing and opening a connection
+adds nothing to the bucket's level. What our sending earns stays with the connection it
+went to: a downloader's requests never wait on another connection from its address (a
+NAT's neighbour) spending the shared part."""
 
 from __future__ import annotations
 
@@ -49,14 +53,15 @@ def unread(sock: socket.socket) -> int:
 
 
 class InputSources:
-    """Each source's unearned input: `rate` bytes/s (0: unbounded), `burst` at once.
+    """Each source's unearned input: `rate` bytes/s (0: unbounded), `burst` at once, for
+    each of its open connections (`opened`, `closed`; at least one).
 
     A source's bucket is shared by its connections and outlives them: it is forgotten once
     full again (a new one would be the same), or past `size` sources, least recently read
     first (an attacker needs that many addresses busy at once to be forgotten early).
     """
 
-    __slots__ = ("_buckets", "burst", "rate", "size")
+    __slots__ = ("_buckets", "_open", "burst", "rate", "size")
 
     def __init__(self, rate: float, burst: float, size: int = SOURCES_REMEMBERED) -> None:
         self.rate = rate
@@ -64,16 +69,42 @@ class InputSources:
         self.size = size
         # Insertion order is recency: popping and inserting again moves a source to the end.
         self._buckets: dict[str, TokenBucket] = {}
+        # Open connections per source (a source with none is not in it).
+        self._open: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+    def opened(self, source: str, now: float) -> None:
+        """A connection from `source` opened: its bucket holds (and refills) one share more,
+        from its level as it is (a reconnection gains nothing)."""
+        self._open[source] = self._open.get(source, 0) + 1
+        self._resize(source, now)
+
+    def closed(self, source: str, now: float) -> None:
+        """A connection from `source` closed: one share less (its level kept, up to that)."""
+        left = self._open.get(source, 0) - 1
+        if left > 0:
+            self._open[source] = left
+        else:
+            self._open.pop(source, None)
+        self._resize(source, now)
+
+    def _resize(self, source: str, now: float) -> None:
+        bucket = self._buckets.get(source)
+        if bucket is not None:
+            bucket.level(now)  # refilled at the old size up to now
+            shares = max(1, self._open.get(source, 0))
+            bucket.rate, bucket.burst = self.rate * shares, self.burst * shares
+            bucket.level(now)  # clipped to the new size
 
     def bucket(self, source: str, now: float) -> TokenBucket:
         """`source`'s bucket (full when new), now its most recently used."""
         buckets = self._buckets
         bucket = buckets.pop(source, None)
         if bucket is None:
-            bucket = TokenBucket(self.rate, self.burst, now)
+            shares = max(1, self._open.get(source, 0))
+            bucket = TokenBucket(self.rate * shares, self.burst * shares, now)
         buckets[source] = bucket
         self._forget_oldest(now)
         return bucket
@@ -84,7 +115,7 @@ class InputSources:
         buckets = self._buckets
         while len(buckets) > 1:
             oldest = next(iter(buckets))
-            if len(buckets) <= self.size and buckets[oldest].level(now) < self.burst:
+            if len(buckets) <= self.size and buckets[oldest].level(now) < buckets[oldest].burst:
                 return
             del buckets[oldest]
 
@@ -93,12 +124,20 @@ class InputAllowance:
     """One connection's input: what its source may send unearned (`InputSources`), plus
     what the bytes we send this connection earn (at most a burst of it kept)."""
 
-    __slots__ = ("_earned", "_source", "_sources")
+    __slots__ = ("_earned", "_open", "_source", "_sources")
 
-    def __init__(self, sources: InputSources, source: str) -> None:
+    def __init__(self, sources: InputSources, source: str, now: float) -> None:
         self._sources = sources
         self._source = source
         self._earned = 0
+        self._open = True
+        sources.opened(source, now)
+
+    def close(self, now: float) -> None:
+        """The connection closed: its source's share goes with it (once)."""
+        if self._open:
+            self._open = False
+            self._sources.closed(self._source, now)
 
     def recv(self, sock: socket.socket, now: float) -> bytes | None:
         """The peer's next bytes as `sock.recv` gives them (b"": it closed); None while

@@ -91,7 +91,7 @@ class PeerLink:
         self._pump_scheduled = False
         self._resolve_task: asyncio.Task[None] | None = None
         self.mse: MseStream | None = seeder.mse_stream()
-        self.input = InputAllowance(seeder.input_sources, client_key(ip))  # input_allowance.py
+        self.input = InputAllowance(seeder.input_sources, client_key(ip), seeder.clock())
         self._resume_reading()
 
     # ---------------------------------------------------------------- reading
@@ -580,6 +580,7 @@ class PeerLink:
         if self.closed:
             return
         self.closed = True
+        self.input.close(self.seeder.clock())
         log.debug("peer %s:%d closed: %s", self.ip, self.key, reason)
         self._pause_reading()
         self._no_write()
