@@ -474,7 +474,12 @@ class ObjectStore:
         younger than the grace may be a write in flight, of any process or node; older and
         unreferenced twice in a row, it is one a writer that died left (a worker killed
         between its rename and its commit, or before its delete of a blob it had freed),
-        which until 2026-12-08 stayed until a fresh start of the whole server."""
+        which until 2026-12-08 stayed until a fresh start of the whole server. Also what
+        failed writes left past the grace (an S3 backend's multipart upload whose abort
+        failed too, which had stayed, paid for, until a fresh start as well)."""
+        failed = self.blobs.clean_failed()
+        if failed:
+            log.info("orphan sweep: %d unfinished writes of failed uploads removed", failed)
         suspects = self._unreferenced(self.blobs.list_ids(older_than=time.time() - grace))
         doomed = suspects & self._sweep_suspects
         self._sweep_suspects = suspects - doomed

@@ -57,6 +57,11 @@ class BlobStore(Protocol):
         died), while the node's other processes write; return how many."""
         ...
 
+    def clean_failed(self) -> int:
+        """Remove what writes that failed left (their abort failed too) once they are past
+        the grace period, while every process of every node writes; return how many."""
+        ...
+
     def prepare(self) -> None:
         """Create what the backend needs before the first write (an S3 bucket); blocking."""
         ...

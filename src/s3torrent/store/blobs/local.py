@@ -167,6 +167,11 @@ class LocalBlobStore:
             n += 1
         return n
 
+    def clean_failed(self) -> int:
+        """Nothing: a failed write's abort unlinks its temporary file, and an ended writer's
+        goes at its worker's restart (clean_abandoned)."""
+        return 0
+
     def clean_abandoned(self) -> int:
         """The temporary files of writers that have ended: a live process's write in
         progress (its process runs) is never touched."""

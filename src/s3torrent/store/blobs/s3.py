@@ -415,6 +415,11 @@ class S3BlobStore:
         progress of other processes, of this node and of every other node."""
         return self.clean_temporary()
 
+    def clean_failed(self) -> int:
+        """A failed write whose abort met the same failure left an unfinished multipart
+        upload: the grace period spares every write in flight, so this runs while serving."""
+        return self.clean_temporary()
+
     def clean_temporary(self) -> int:
         """Abort unfinished multipart uploads and drop temporary blobs past the grace period."""
         cutoff = self._clock() - self.orphan_grace

@@ -1,0 +1,195 @@
+"""Audit h4: s3torrent on an S3 blob backend (moto) behind a fault proxy that fails chosen
+requests: reset, a 503 SlowDown answer, or the backend's reply lost after it did the work.
+A failed write leaves no row and nothing in the backend past the orphan sweep's bound
+(storage.orphan_grace and two sweeps), and every failure reaches the client bounded."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tests.conftest import LiveServer, free_port, make_client
+from tests.scale import engines
+from tests.scale.test_audit_blob_backend import FaultProxy
+
+MiB = 1024 * 1024
+GRACE = 2.0  # storage.orphan_grace of these servers
+SWEEP_EVERY = 0.5  # storage.upload_cleanup_interval
+SLOW_DOWN = (
+    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n"
+    b"Connection: close\r\n\r\n%s"
+)
+SLOW_DOWN_XML = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"
+
+
+class RuleProxy(FaultProxy):
+    """FaultProxy whose requests to the backend meet rules: each (bytes, action) applies to
+    a request containing the bytes. `reset` resets it; `slowdown` answers 503 SlowDown
+    without asking the backend; `lost` lets the backend do it and then resets the
+    connection instead of relaying the answer (a reply lost on the way back)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.rules: list[tuple[bytes, str]] = []
+        self.hits: dict[bytes, int] = {}
+        self._lose: set[socket.socket] = set()
+        super().__init__(target_port)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, up: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if not up:
+                    if src in self._lose:
+                        self._reset(src)
+                        self._reset(dst)
+                        return
+                    dst.sendall(data)
+                    continue
+                action = self._match(data)
+                if action == "reset":
+                    self._reset(src)
+                    self._reset(dst)
+                    return
+                if action == "slowdown":
+                    src.sendall(SLOW_DOWN % (len(SLOW_DOWN_XML), SLOW_DOWN_XML))
+                    self._reset(dst)
+                    with contextlib.suppress(OSError):
+                        src.shutdown(socket.SHUT_RDWR)
+                    return
+                if action == "lost":
+                    self._lose.add(dst)
+                dst.sendall(data)
+
+    def _match(self, data: bytes) -> str | None:
+        for needle, action in list(self.rules):
+            if needle in data:
+                self.hits[needle] = self.hits.get(needle, 0) + 1
+                return action
+        return None
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[engines.Engine]:
+    try:
+        engine = engines.start_moto()
+    except RuntimeError as exc:
+        pytest.skip(f"moto_server unavailable: {exc}")
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture
+def proxy(moto: engines.Engine) -> Iterator[RuleProxy]:
+    p = RuleProxy(moto.port)
+    yield p
+    p.close()
+
+
+def _backend(moto: engines.Engine) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=moto.url,
+        aws_access_key_id="moto",
+        aws_secret_access_key="moto",
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}),
+    )
+
+
+def _node(tmp_path: Path, proxy: RuleProxy, bucket: str, name: str) -> LiveServer:
+    srv = LiveServer(
+        data_dir=tmp_path / name,
+        port=free_port(),
+        peer_port=free_port(),
+        env={
+            "S3TORRENT_BLOBS_URL": f"s3://{bucket}/d",
+            "S3TORRENT_BLOBS__ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}",
+            "S3TORRENT_BLOBS__ACCESS_KEY": "moto",
+            "S3TORRENT_BLOBS__SECRET_KEY": "moto",
+            "S3TORRENT_BLOBS__CONNECT_TIMEOUT": "1",
+            "S3TORRENT_BLOBS__READ_TIMEOUT": "2",
+            "S3TORRENT_BLOBS__MAX_ATTEMPTS": "2",
+            "S3TORRENT_STORAGE__ORPHAN_GRACE": str(GRACE),
+            "S3TORRENT_BLOBS__ORPHAN_GRACE": str(GRACE),
+            "S3TORRENT_STORAGE__UPLOAD_CLEANUP_INTERVAL": str(SWEEP_EVERY),
+        },
+    )
+    (tmp_path / name).mkdir()
+    srv.start(timeout=60)
+    return srv
+
+
+@pytest.fixture
+def bucket(tmp_path: Path) -> str:
+    return f"h4-{os.getpid()}-{tmp_path.name[-10:].lower().replace('_', '-')}"
+
+
+@pytest.fixture
+def node(tmp_path: Path, proxy: RuleProxy, bucket: str) -> Iterator[LiveServer]:
+    srv = _node(tmp_path, proxy, bucket, "n")
+    try:
+        yield srv
+    finally:
+        srv.stop(timeout=20)
+
+
+def _client(srv: LiveServer) -> Any:
+    return make_client(srv.endpoint, read_timeout=60)
+
+
+def _until(probe: Callable[[], object], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.1)
+
+
+def _backend_state(moto: engines.Engine, bucket: str) -> tuple[list[str], list[str]]:
+    """The backend's blob keys and its unfinished multipart uploads' keys."""
+    backend = _backend(moto)
+    keys = [o["Key"] for o in backend.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    uploads = [u["Key"] for u in backend.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+    return keys, uploads
+
+
+def _put_failing(s3: Any, bucket: str, key: str, body: bytes) -> float:
+    started = time.monotonic()
+    with pytest.raises((ClientError, BotoCoreError)) as failed:
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    if isinstance(failed.value, ClientError):
+        code = failed.value.response["Error"]["Code"]
+        assert code in ("ServiceUnavailable", "InternalError", "SlowDown"), code
+    return time.monotonic() - started
+
+
+# The sweep's bound: the grace, then two sweeps in a row; plus a margin for a loaded machine.
+SWEPT_WITHIN = GRACE + 4 * SWEEP_EVERY + 15
+
+
+def test_a_failed_write_whose_abort_also_failed_is_swept_while_serving(
+    node: LiveServer, proxy: RuleProxy, moto: engines.Engine, bucket: str
+) -> None:
+    """The second part of a 12 MiB PUT fails at the backend, and so does the abort of its
+    multipart upload. Before, what the write left (an unfinished multipart upload holding
+    its first 8 MiB part) was aborted only at a fresh start of the whole server: a server
+    that ran on kept paying for it. Now the periodic sweep aborts it past the grace."""
+    s3 = _client(node)
+    s3.create_bucket(Bucket="bkt")
+    proxy.rules = [(b"partNumber=2", "reset"), (b"DELETE ", "reset")]
+    took = _put_failing(s3, "bkt", "k", os.urandom(12 * MiB))
+    assert took < 30
+    assert proxy.hits.get(b"DELETE "), "the writer never tried to abort its upload"
+    assert _backend_state(moto, bucket)[1], "the proxy failed to keep the upload alive"
+    proxy.rules = []
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket="bkt", Key="k")
+    _until(lambda: not _backend_state(moto, bucket)[1], "the upload's abort", SWEPT_WITHIN)
