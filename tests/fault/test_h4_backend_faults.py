@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -34,9 +35,9 @@ SLOW_DOWN_XML = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.
 
 class RuleProxy(FaultProxy):
     """FaultProxy whose requests to the backend meet rules: each (bytes, action) applies to
-    a request containing the bytes. `reset` resets it; `slowdown` answers 503 SlowDown
-    without asking the backend; `lost` lets the backend do it and then resets the
-    connection instead of relaying the answer (a reply lost on the way back)."""
+    a request the bytes (a regular expression) are found in. `reset` resets it; `slowdown`
+    answers 503 SlowDown without asking the backend; `lost` lets the backend do it and
+    then resets the connection instead of relaying the answer (a reply lost on the way back)."""
 
     def __init__(self, target_port: int) -> None:
         self.rules: list[tuple[bytes, str]] = []
@@ -71,7 +72,7 @@ class RuleProxy(FaultProxy):
 
     def _match(self, data: bytes) -> str | None:
         for needle, action in list(self.rules):
-            if needle in data:
+            if re.search(needle, data):
                 self.hits[needle] = self.hits.get(needle, 0) + 1
                 return action
         return None
@@ -116,7 +117,7 @@ def _node(tmp_path: Path, proxy: RuleProxy, bucket: str, name: str) -> LiveServe
             "S3TORRENT_BLOBS__ACCESS_KEY": "moto",
             "S3TORRENT_BLOBS__SECRET_KEY": "moto",
             "S3TORRENT_BLOBS__CONNECT_TIMEOUT": "1",
-            "S3TORRENT_BLOBS__READ_TIMEOUT": "2",
+            "S3TORRENT_BLOBS__READ_TIMEOUT": "5",
             "S3TORRENT_BLOBS__MAX_ATTEMPTS": "2",
             "S3TORRENT_STORAGE__ORPHAN_GRACE": str(GRACE),
             "S3TORRENT_BLOBS__ORPHAN_GRACE": str(GRACE),
@@ -193,3 +194,147 @@ def test_a_failed_write_whose_abort_also_failed_is_swept_while_serving(
     with pytest.raises(ClientError):
         s3.head_object(Bucket="bkt", Key="k")
     _until(lambda: not _backend_state(moto, bucket)[1], "the upload's abort", SWEPT_WITHIN)
+
+
+COMPLETE = rb"^POST [^ ]*\?uploadId="  # CompleteMultipartUpload (not CreateMultipartUpload)
+SINGLE_PUT = rb"^PUT [^ ?]* "  # a PutObject (not a part)
+
+
+def _swept(moto: engines.Engine, bucket: str) -> Callable[[], bool]:
+    """Whether the backend holds nothing but the blobs rows name: none here."""
+    return lambda: _backend_state(moto, bucket) == ([], [])
+
+
+@pytest.mark.parametrize(("size", "needle"), [(12 * MiB, COMPLETE), (100_000, SINGLE_PUT)])
+def test_a_write_whose_backend_reply_was_lost_is_whole_or_absent_and_swept(
+    node: LiveServer, proxy: RuleProxy, moto: engines.Engine, bucket: str, size: int, needle: bytes
+) -> None:
+    """The backend completes the blob's upload (or PUT) and its answer is lost: the client
+    gets its object whole, or an error, no row, and the blob is gone within the bound."""
+    s3 = _client(node)
+    s3.create_bucket(Bucket="lost")
+    data = os.urandom(size)
+    proxy.rules = [(needle, "lost")]
+    started = time.monotonic()
+    try:
+        s3.put_object(Bucket="lost", Key="k", Body=data)
+        acknowledged = True
+    except (ClientError, BotoCoreError):
+        acknowledged = False
+    assert time.monotonic() - started < 30
+    assert proxy.hits.get(needle), "the proxy lost no reply"
+    proxy.rules = []
+    if acknowledged:
+        assert s3.get_object(Bucket="lost", Key="k")["Body"].read() == data
+        return
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket="lost", Key="k")
+    _until(_swept(moto, bucket), "the orphan blob's sweep", SWEPT_WITHIN)
+
+
+@pytest.mark.parametrize("needle", [rb"^GET ", rb"^PUT "])
+def test_a_backend_answering_slow_down_is_a_bounded_retryable_error(
+    node: LiveServer, proxy: RuleProxy, needle: bytes
+) -> None:
+    s3 = _client(node)
+    s3.create_bucket(Bucket="slow")
+    old = os.urandom(2 * MiB)
+    s3.put_object(Bucket="slow", Key="k", Body=old)
+    proxy.rules = [(needle, "slowdown")]
+    started = time.monotonic()
+    with pytest.raises(ClientError) as failed:
+        if needle == rb"^GET ":
+            s3.get_object(Bucket="slow", Key="k")["Body"].read()
+        else:
+            s3.put_object(Bucket="slow", Key="k", Body=os.urandom(2 * MiB))
+    assert time.monotonic() - started < 30
+    assert proxy.hits[needle] >= 2, "the backend client did not retry a SlowDown"
+    error = failed.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 503, error
+    assert error["Error"]["Code"] in ("SlowDown", "ServiceUnavailable"), error
+    proxy.rules = []
+    assert s3.get_object(Bucket="slow", Key="k")["Body"].read() == old
+
+
+@pytest.mark.parametrize("action", ["reset", "lost"])
+def test_a_copy_failing_midway_leaves_the_old_object_whole(
+    node: LiveServer, proxy: RuleProxy, moto: engines.Engine, bucket: str, action: str
+) -> None:
+    """CopyObject of a 12 MiB object over an existing key fails midway at the backend: its
+    read of the source at 6 MiB, its upload's second part, its completion."""
+    s3 = _client(node)
+    s3.create_bucket(Bucket="copy")
+    src, old = os.urandom(12 * MiB), os.urandom(7 * MiB)
+    s3.put_object(Bucket="copy", Key="src", Body=src)
+    s3.put_object(Bucket="copy", Key="dst", Body=old)
+    before = set(_backend_state(moto, bucket)[0])
+    for needle in (rb"(?i)range: bytes=6291456-", rb"partNumber=2", COMPLETE):
+        proxy.rules = [(needle, action)]
+        started = time.monotonic()
+        try:
+            s3.copy_object(Bucket="copy", Key="dst", CopySource={"Bucket": "copy", "Key": "src"})
+            copied = True
+        except (ClientError, BotoCoreError):
+            copied = False
+        assert time.monotonic() - started < 30
+        assert proxy.hits.get(needle), f"the proxy met no {needle!r}"
+        proxy.rules = []
+        got = s3.get_object(Bucket="copy", Key="dst")["Body"].read()
+        if copied:
+            assert got == src
+            return
+        assert got == old, "a failed copy changed the object"
+        assert s3.get_object(Bucket="copy", Key="src")["Body"].read() == src
+    _until(
+        lambda: (
+            set(_backend_state(moto, bucket)[0]) == before and not _backend_state(moto, bucket)[1]
+        ),
+        "the failed copies' leftovers swept",
+        SWEPT_WITHIN,
+    )
+
+
+@pytest.mark.parametrize("action", ["reset", "lost"])
+def test_a_completion_failing_midway_keeps_the_upload_and_a_retry_completes_it(
+    node: LiveServer, proxy: RuleProxy, moto: engines.Engine, bucket: str, action: str
+) -> None:
+    """CompleteMultipartUpload joins the parts inside the backend (UploadPartCopy): the
+    second part's copy fails or its reply is lost. The client gets an error and no object,
+    the upload stays complete-able, and a retry gives the whole object."""
+    s3 = _client(node)
+    s3.create_bucket(Bucket="mpu")
+    parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(MiB)]
+    up = s3.create_multipart_upload(Bucket="mpu", Key="k")["UploadId"]
+    done = {
+        "Parts": [
+            {
+                "PartNumber": n,
+                "ETag": s3.upload_part(Bucket="mpu", Key="k", UploadId=up, PartNumber=n, Body=body)[
+                    "ETag"
+                ],
+            }
+            for n, body in enumerate(parts, start=1)
+        ]
+    }
+    needle = rb"(?s)partNumber=2.*(?i:x-amz-copy-source)"
+    proxy.rules = [(needle, action)]
+    started = time.monotonic()
+    try:
+        s3.complete_multipart_upload(Bucket="mpu", Key="k", UploadId=up, MultipartUpload=done)
+        completed = True
+    except (ClientError, BotoCoreError):
+        completed = False
+    assert time.monotonic() - started < 30
+    assert proxy.hits.get(needle), "the proxy met no part copy"
+    proxy.rules = []
+    if not completed:
+        with pytest.raises(ClientError):
+            s3.head_object(Bucket="mpu", Key="k")
+        s3.complete_multipart_upload(Bucket="mpu", Key="k", UploadId=up, MultipartUpload=done)
+    assert s3.get_object(Bucket="mpu", Key="k")["Body"].read() == b"".join(parts)
+    # One blob for the object, the parts' blobs gone, no upload left once swept.
+    _until(
+        lambda: len(_backend_state(moto, bucket)[0]) == 1 and not _backend_state(moto, bucket)[1],
+        "the failed completion's leftovers swept",
+        SWEPT_WITHIN,
+    )

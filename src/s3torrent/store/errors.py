@@ -98,7 +98,8 @@ class NoSuchUser(StoreError):
 def engine_unreachable(exc: BaseException) -> bool:
     """Whether exc means a shared engine could not be reached or dropped the connection: the
     PostgreSQL server (psycopg's OperationalError, as SQLAlchemy wraps it: refused, reset,
-    shut down) or the S3 blob backend (botocore's connection and timeout errors). A
+    shut down) or the S3 blob backend (botocore's connection and timeout errors, and its
+    5xx answers once the client's retries ran out: 503 SlowDown, 500 InternalError). A
     condition of the service, not of the request: the client may try again."""
     if getattr(exc, "connection_invalidated", False):
         return True  # SQLAlchemy found the connection gone (its dialect's is_disconnect)
@@ -108,6 +109,9 @@ def engine_unreachable(exc: BaseException) -> bool:
 
         return isinstance(inner, psycopg.OperationalError)
     botocore_errors = sys.modules.get("botocore.exceptions")
-    return botocore_errors is not None and isinstance(
-        exc, botocore_errors.ConnectionError | botocore_errors.HTTPClientError
-    )
+    if botocore_errors is None:
+        return False
+    if isinstance(exc, botocore_errors.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return isinstance(status, int) and status >= 500
+    return isinstance(exc, botocore_errors.ConnectionError | botocore_errors.HTTPClientError)
