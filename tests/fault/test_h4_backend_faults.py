@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tests.conftest import LiveServer, free_port, make_client
 from tests.scale import engines
 from tests.scale.test_audit_blob_backend import FaultProxy
+from tests.seeding import fetch_torrent, lt_add, lt_session, put_public, sha256, without_web_seed
 
 MiB = 1024 * 1024
 GRACE = 2.0  # storage.orphan_grace of these servers
@@ -37,7 +38,8 @@ class RuleProxy(FaultProxy):
     """FaultProxy whose requests to the backend meet rules: each (bytes, action) applies to
     a request the bytes (a regular expression) are found in. `reset` resets it; `slowdown`
     answers 503 SlowDown without asking the backend; `lost` lets the backend do it and
-    then resets the connection instead of relaying the answer (a reply lost on the way back)."""
+    then resets the connection instead of relaying the answer (a reply lost on the way
+    back); `hang` never answers; `short` relays half the answer's body, framed as whole."""
 
     def __init__(self, target_port: int) -> None:
         self.rules: list[tuple[bytes, str]] = []
@@ -49,6 +51,9 @@ class RuleProxy(FaultProxy):
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
                 if not up:
+                    if src in self._short:
+                        self._send_short(src, dst, data)
+                        return
                     if src in self._lose:
                         self._reset(src)
                         self._reset(dst)
@@ -66,6 +71,10 @@ class RuleProxy(FaultProxy):
                     with contextlib.suppress(OSError):
                         src.shutdown(socket.SHUT_RDWR)
                     return
+                if action == "hang":
+                    continue  # never answered
+                if action == "short":
+                    self._short.add(dst)
                 if action == "lost":
                     self._lose.add(dst)
                 dst.sendall(data)
@@ -338,3 +347,51 @@ def test_a_completion_failing_midway_keeps_the_upload_and_a_retry_completes_it(
         "the failed completion's leftovers swept",
         SWEPT_WITHIN,
     )
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("action", ["short", "reset", "hang", "slowdown"])
+def test_the_seeder_never_sends_a_bad_block_and_recovers_with_the_backend(
+    node: LiveServer, proxy: RuleProxy, tmp_path: Path, action: str
+) -> None:
+    """libtorrent downloads a public object from the seeder alone while the backend fails
+    every read of the object's third MiB (the seeder's aligned 1 MiB read-ahead block).
+    No piece may fail its hash, the download stalls short of that block, and once the
+    backend answers again the same download completes with the object's bytes."""
+    import libtorrent as lt
+
+    s3 = _client(node)
+    s3.create_bucket(Bucket="seed")
+    data = os.urandom(6 * MiB + 4321)
+    put_public(s3, "seed", "obj", data)
+    torrent = without_web_seed(fetch_torrent(node.endpoint, "seed", "obj"))
+    needle = rb"(?i)range: bytes=2097152-"
+    proxy.rules = [(needle, action)]
+    session = lt_session(alert_mask=lt.alert.category_t.all_categories)
+    handle = lt_add(session, tmp_path / "dl", torrent=torrent)
+    failed: list[str] = []
+
+    def progress() -> Any:
+        for alert in session.pop_alerts():
+            if isinstance(alert, lt.hash_failed_alert):
+                failed.append(alert.message())
+        return handle.status()
+
+    try:
+        _until(lambda: proxy.hits.get(needle, 0) >= 1, "the seeder's failing reads", 60)
+        status = progress()
+        assert not status.is_seeding, "the download finished without the failing block"
+        proxy.rules = []
+        seeder = ("127.0.0.1", node.peer_port)
+        deadline = time.monotonic() + 120
+        while not (status := progress()).is_seeding:
+            assert time.monotonic() < deadline, f"no recovery: {status.progress:.2f} done"
+            if not status.num_peers:
+                handle.connect_peer(seeder)  # as a re-announce would hand it back
+            time.sleep(0.3)
+        assert not failed, failed
+        assert status.total_failed_bytes == 0
+        got = (tmp_path / "dl" / status.name).read_bytes()
+        assert sha256(got) == sha256(data)
+    finally:
+        session.remove_torrent(handle)
