@@ -45,12 +45,19 @@ class RuleProxy(FaultProxy):
         self.rules: list[tuple[bytes, str]] = []
         self.hits: dict[bytes, int] = {}
         self._lose: set[socket.socket] = set()
+        self._listing: set[socket.socket] = set()
+        # When each multipart upload was started (by key): moto lists every upload as
+        # initiated in 2010, so the grace period would spare none of them.
+        self.initiated: dict[bytes, float] = {}
         super().__init__(target_port)
 
     def _pump(self, src: socket.socket, dst: socket.socket, up: bool) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
                 if not up:
+                    if src in self._listing:
+                        self._listing.discard(src)
+                        data = self._dated(src, data)
                     if src in self._short:
                         self._send_short(src, dst, data)
                         return
@@ -60,6 +67,7 @@ class RuleProxy(FaultProxy):
                         return
                     dst.sendall(data)
                     continue
+                self._note(data, dst)
                 action = self._match(data)
                 if action == "reset":
                     self._reset(src)
@@ -78,6 +86,35 @@ class RuleProxy(FaultProxy):
                 if action == "lost":
                     self._lose.add(dst)
                 dst.sendall(data)
+
+    def _note(self, request: bytes, upstream: socket.socket) -> None:
+        created = re.match(rb"POST /[^/ ]+/([^ ?]+)\?uploads[ &=]", request)
+        if created:
+            self.initiated[created.group(1)] = time.time()
+        if re.match(rb"GET /[^/ ?]+/?\?[^ ]*\buploads\b", request):
+            self._listing.add(upstream)
+
+    def _dated(self, src: socket.socket, data: bytes) -> bytes:
+        """A ListMultipartUploads answer with each upload's Initiated as the proxy saw it
+        (the same length: Content-Length holds)."""
+        while b"\r\n\r\n" not in data:
+            data += src.recv(65536)
+        found = re.search(rb"(?i)content-length: *(\d+)", data.partition(b"\r\n\r\n")[0])
+        assert found is not None
+        while len(data.partition(b"\r\n\r\n")[2]) < int(found.group(1)):
+            data += src.recv(65536)
+
+        def dated(upload: re.Match[bytes]) -> bytes:
+            key = re.search(rb"<Key>([^<]*)</Key>", upload.group(0))
+            when = self.initiated.get(key.group(1) if key else b"", time.time())
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(when)).encode()
+            return re.sub(
+                rb"<Initiated>[^<]*</Initiated>",
+                b"<Initiated>" + stamp + b"</Initiated>",
+                upload.group(0),
+            )
+
+        return re.sub(rb"(?s)<Upload>.*?</Upload>", dated, data)
 
     def _match(self, data: bytes) -> str | None:
         for needle, action in list(self.rules):
@@ -203,6 +240,7 @@ def test_a_failed_write_whose_abort_also_failed_is_swept_while_serving(
     with pytest.raises(ClientError):
         s3.head_object(Bucket="bkt", Key="k")
     _until(lambda: not _backend_state(moto, bucket)[1], "the upload's abort", SWEPT_WITHIN)
+    assert time.time() - max(proxy.initiated.values()) >= GRACE, "swept within the grace"
 
 
 COMPLETE = rb"^POST [^ ]*\?uploadId="  # CompleteMultipartUpload (not CreateMultipartUpload)
