@@ -20,6 +20,7 @@ connections, which is what the worker threads need.
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 import time
@@ -420,14 +421,34 @@ class S3BlobStore:
         upload: the grace period spares every write in flight, so this runs while serving."""
         return self.clean_temporary()
 
+    def _idle_since(self, upload: dict[str, Any]) -> float:
+        """When an unfinished multipart upload last received a part (its start if none): a
+        write in flight sends one every part_size bytes, however long it has been going."""
+        last: float = upload["Initiated"].timestamp()
+        paginator = self.client.get_paginator("list_parts")
+        pages = paginator.paginate(
+            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+        try:
+            for page in pages:
+                for part in page.get("Parts", []):
+                    last = max(last, part["LastModified"].timestamp())
+        except Exception as exc:
+            if _error_code(exc) != "NoSuchUpload":
+                raise
+            return math.inf  # completed or aborted meanwhile: nothing to abort
+        return last
+
     def clean_temporary(self) -> int:
-        """Abort unfinished multipart uploads and drop temporary blobs past the grace period."""
+        """Abort unfinished multipart uploads and drop temporary blobs past the grace period:
+        uploads started before it that received no part since (another node's upload
+        taking longer than the grace is still in flight)."""
         cutoff = self._clock() - self.orphan_grace
         removed = 0
         paginator = self.client.get_paginator("list_multipart_uploads")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
             for up in page.get("Uploads", []):
-                if up["Initiated"].timestamp() < cutoff:
+                if up["Initiated"].timestamp() < cutoff and self._idle_since(up) < cutoff:
                     try:
                         self.client.abort_multipart_upload(
                             Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
