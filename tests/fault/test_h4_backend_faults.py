@@ -488,3 +488,23 @@ def test_an_upload_still_receiving_parts_outlives_the_grace(
     idle.write(os.urandom(8 * MiB))
     assert sweep_at(120) == 1, "an upload idle past the grace was left"
     assert not _backend_state(moto, bucket)[1]
+
+
+def test_a_completion_whose_reply_was_lost_once_is_acknowledged(
+    node: LiveServer, proxy: RuleProxy, moto: engines.Engine, bucket: str
+) -> None:
+    """The backend completes the blob's multipart upload and the answer is lost; the
+    backend client retries, and the backend answers NoSuchUpload, as S3 does for an upload
+    completed already (moto completes it again). Before, the write failed (500
+    InternalError), though the blob was whole in the backend, and the blob stayed until
+    the sweep; now the writer finds its blob there, whole (the multipart ETag of exactly
+    its parts), and the write is acknowledged."""
+    s3 = _client(node)
+    s3.create_bucket(Bucket="once")
+    data = os.urandom(12 * MiB)
+    proxy.rules = [(COMPLETE, "lost_once"), (COMPLETE + b"[^ ]* ", "nosuchupload")]
+    s3.put_object(Bucket="once", Key="k", Body=data)
+    assert proxy.hits.get(COMPLETE, 0) >= 2, "the completion was not tried again"
+    proxy.rules = []
+    assert s3.get_object(Bucket="once", Key="k")["Body"].read() == data
+    assert len(_backend_state(moto, bucket)[0]) == 1

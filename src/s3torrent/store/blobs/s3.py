@@ -20,6 +20,7 @@ connections, which is what the worker threads need.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
 import threading
@@ -103,6 +104,16 @@ def _check_range(content_range: str | None, offset: int, data: bytes) -> None:
     expected = int(last) - int(first) + 1
     if len(data) != expected:
         raise IncompleteReadError(actual_bytes=len(data), expected_bytes=expected)
+
+
+def _multipart_etag(parts: list[dict[str, Any]]) -> str | None:
+    """The ETag S3 gives the object these parts complete: the MD5 of their MD5s, and how
+    many there are (None if a part's ETag is no MD5)."""
+    try:
+        digests = b"".join(bytes.fromhex(str(p["ETag"]).strip('"')) for p in parts)
+    except ValueError:
+        return None
+    return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(parts)}"
 
 
 class S3BlobWriter:
@@ -197,16 +208,36 @@ class S3BlobWriter:
         if self._buf:
             self._upload_part(bytes(self._buf))
             self._buf.clear()
-        store.client.complete_multipart_upload(
-            Bucket=store.bucket,
-            Key=self.key,
-            UploadId=self._upload_id,
-            MultipartUpload={"Parts": self._parts},
-        )
+        try:
+            store.client.complete_multipart_upload(
+                Bucket=store.bucket,
+                Key=self.key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        except Exception:
+            if not self._completed_already():
+                raise
         self._upload_id = None
         if self.key != target:
             store.copy_within(self.key, target, self.size)
             store.client.delete_object(Bucket=store.bucket, Key=self.key)
+
+    def _completed_already(self) -> bool:
+        """Whether the key holds this upload completed: the backend did complete it and its
+        answer was lost, so the retry met an upload that is no more (NoSuchUpload). The key
+        is this writer's alone (a fresh version id), and the multipart ETag names exactly
+        these parts."""
+        try:
+            head = self._client.head_object(Bucket=self._store.bucket, Key=self.key)
+        except Exception:
+            return False
+        expected = _multipart_etag(self._parts)
+        return bool(
+            expected is not None
+            and head.get("ContentLength") == self.size
+            and str(head.get("ETag", "")).strip('"') == expected
+        )
 
     def abort(self) -> None:
         self._buf.clear()
