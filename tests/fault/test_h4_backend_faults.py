@@ -508,3 +508,26 @@ def test_a_completion_whose_reply_was_lost_once_is_acknowledged(
     proxy.rules = []
     assert s3.get_object(Bucket="once", Key="k")["Body"].read() == data
     assert len(_backend_state(moto, bucket)[0]) == 1
+
+
+def test_a_lost_create_multipart_answer_doubles_no_write_and_its_twin_is_swept(
+    node: LiveServer, proxy: RuleProxy, moto: engines.Engine, bucket: str
+) -> None:
+    """CreateMultipartUpload is not idempotent: the backend started an upload, its answer
+    was lost, and the retry started a second one. The write goes on with the second; the
+    first, never to receive a part, is aborted within the sweep's bound."""
+    s3 = _client(node)
+    s3.create_bucket(Bucket="twin")
+    data = os.urandom(12 * MiB)
+    create = rb"^POST [^ ]*\?uploads"
+    proxy.rules = [(create, "lost_once")]
+    s3.put_object(Bucket="twin", Key="k", Body=data)
+    assert proxy.hits.get(create, 0) >= 2, "the creation was not tried again"
+    proxy.rules = []
+    assert s3.get_object(Bucket="twin", Key="k")["Body"].read() == data
+    _until(
+        lambda: len((state := _backend_state(moto, bucket))[0]) == 1 and not state[1],
+        "the lost upload's abort",
+        SWEPT_WITHIN,
+    )
+    assert s3.get_object(Bucket="twin", Key="k")["Body"].read() == data
