@@ -168,23 +168,27 @@ def _backend(moto: engines.Engine) -> Any:
     )
 
 
+def _node_env(proxy: RuleProxy, bucket: str) -> dict[str, str]:
+    return {
+        "S3TORRENT_BLOBS_URL": f"s3://{bucket}/d",
+        "S3TORRENT_BLOBS__ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}",
+        "S3TORRENT_BLOBS__ACCESS_KEY": "moto",
+        "S3TORRENT_BLOBS__SECRET_KEY": "moto",
+        "S3TORRENT_BLOBS__CONNECT_TIMEOUT": "1",
+        "S3TORRENT_BLOBS__READ_TIMEOUT": "5",
+        "S3TORRENT_BLOBS__MAX_ATTEMPTS": "2",
+        "S3TORRENT_STORAGE__ORPHAN_GRACE": str(GRACE),
+        "S3TORRENT_BLOBS__ORPHAN_GRACE": str(GRACE),
+        "S3TORRENT_STORAGE__UPLOAD_CLEANUP_INTERVAL": str(SWEEP_EVERY),
+    }
+
+
 def _node(tmp_path: Path, proxy: RuleProxy, bucket: str, name: str) -> LiveServer:
     srv = LiveServer(
         data_dir=tmp_path / name,
         port=free_port(),
         peer_port=free_port(),
-        env={
-            "S3TORRENT_BLOBS_URL": f"s3://{bucket}/d",
-            "S3TORRENT_BLOBS__ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}",
-            "S3TORRENT_BLOBS__ACCESS_KEY": "moto",
-            "S3TORRENT_BLOBS__SECRET_KEY": "moto",
-            "S3TORRENT_BLOBS__CONNECT_TIMEOUT": "1",
-            "S3TORRENT_BLOBS__READ_TIMEOUT": "5",
-            "S3TORRENT_BLOBS__MAX_ATTEMPTS": "2",
-            "S3TORRENT_STORAGE__ORPHAN_GRACE": str(GRACE),
-            "S3TORRENT_BLOBS__ORPHAN_GRACE": str(GRACE),
-            "S3TORRENT_STORAGE__UPLOAD_CLEANUP_INTERVAL": str(SWEEP_EVERY),
-        },
+        env=_node_env(proxy, bucket),
     )
     (tmp_path / name).mkdir()
     srv.start(timeout=60)
@@ -531,3 +535,62 @@ def test_a_lost_create_multipart_answer_doubles_no_write_and_its_twin_is_swept(
         SWEPT_WITHIN,
     )
     assert s3.get_object(Bucket="twin", Key="k")["Body"].read() == data
+
+
+@pytest.fixture(scope="module")
+def shared_engines() -> Iterator[tuple[engines.Engine, engines.Engine]]:
+    try:
+        postgres = engines.start_postgres()
+    except RuntimeError as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    try:
+        redis = engines.start_redis()
+    except RuntimeError as exc:
+        postgres.stop()
+        pytest.skip(f"Redis unavailable: {exc}")
+    yield postgres, redis
+    redis.stop()
+    postgres.stop()
+
+
+@pytest.mark.timeout(240)
+def test_the_read_cache_of_two_nodes_never_serves_a_replaced_or_failed_block(
+    tmp_path: Path,
+    proxy: RuleProxy,
+    bucket: str,
+    shared_engines: tuple[engines.Engine, engines.Engine],
+) -> None:
+    """Two nodes on one database and one backend bucket, each with its read cache (1 MiB
+    blocks by version id). Node b caches a block; node a overwrites the object, then
+    deletes it; a read of b failing at the backend (short, framed as whole) in between.
+    b never answers with a replaced version's bytes, nor a failed read's, nor a deleted
+    object's."""
+    from tests.scale.test_nodes import Cluster
+
+    postgres, redis = shared_engines
+    pg_url = engines.create_database(postgres, f"h4_{os.getpid()}_{tmp_path.name[-6:]}")
+    env = dict(_node_env(proxy, bucket))
+    env["S3TORRENT_METADATA_URL"] = pg_url
+    env["S3TORRENT_REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0"
+    cluster = Cluster(tmp_path, env)
+    try:
+        a, b = (_client(cluster.start(name)) for name in ("a", "b"))
+        a.create_bucket(Bucket="two")
+        span = "bytes=100-16483"  # a seeder-sized read: served from the 1 MiB block cache
+        old = os.urandom(3 * MiB)
+        a.put_object(Bucket="two", Key="k", Body=old)
+        assert b.get_object(Bucket="two", Key="k", Range=span)["Body"].read() == old[100:16484]
+        new = os.urandom(3 * MiB)
+        a.put_object(Bucket="two", Key="k", Body=new)
+        proxy.rules = [(rb"(?i)range: bytes=0-", "short")]
+        with pytest.raises(ClientError):
+            b.get_object(Bucket="two", Key="k", Range=span)["Body"].read()
+        proxy.rules = []
+        assert b.get_object(Bucket="two", Key="k", Range=span)["Body"].read() == new[100:16484]
+        assert b.get_object(Bucket="two", Key="k")["Body"].read() == new
+        a.delete_object(Bucket="two", Key="k")
+        with pytest.raises(ClientError) as gone:
+            b.get_object(Bucket="two", Key="k", Range=span)
+        assert gone.value.response["Error"]["Code"] == "NoSuchKey"
+    finally:
+        cluster.stop()
