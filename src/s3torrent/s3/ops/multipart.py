@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from s3torrent.access import Owner
+from s3torrent.access import Owner, check_acl_allowed
 from s3torrent.access import facts as authz
 from s3torrent.s3 import checksums, sse, tagging, versioning
 from s3torrent.s3 import xml as s3xml
@@ -42,6 +42,7 @@ from s3torrent.s3.ops.objects import (
     check_may_tag,
     may_also,
     precheck_write,
+    public_access_block,
     requested_acl,
     stored_headers,
     write_condition,
@@ -522,6 +523,15 @@ def _parts_digest(root: Any) -> str:
     return h.hexdigest()
 
 
+def _check_upload_acl(up: md.Upload, bucket: md.Bucket | None) -> None:
+    """The ACL an upload was started with becomes the object's at the completion, under the
+    bucket's Block Public Access as it is now: a public one set since is AccessDenied, as
+    PutObject with that ACL would be (the upload stays, to be aborted or retried)."""
+    assert bucket is not None
+    if up.acl is not None:
+        check_acl_allowed(authz.decode_acl(up.acl), public_access_block(bucket))
+
+
 async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamResponse:
     condition = req.bound(write_condition(req.http.headers))
     upload_id = upload_params(req).upload_id
@@ -536,6 +546,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     if up is None or not up.is_at(req.bucket_name, req.key):
         return await _answer_retry(svc, req, body, upload_id)
     raw = await body.read_all(limits.max_xml_body)
+    _check_upload_acl(up, req.bucket)
     # Not body.verify(): here x-amz-checksum-* describes the object, not this XML body.
     _verify_xml_digests(req.http.headers, body.payload_hash, raw)
     root = s3xml.parse(raw)

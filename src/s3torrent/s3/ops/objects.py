@@ -19,6 +19,7 @@ from s3torrent.access import (
     CanonicalUser,
     Owner,
     Principal,
+    PublicAccessBlock,
     RequestContext,
     canned_acl,
     check_acl_allowed,
@@ -140,15 +141,17 @@ def requested_acl(
             )
         acl = canned_acl(headers["x-amz-acl"], owner=owner, bucket_owner=bucket_owner)
     if acl is not None:
-        pab = (
-            authz.decode_public_access_block(bucket.public_access_block)
-            if bucket.public_access_block
-            else None
-        )
-        check_acl_allowed(acl, pab)
+        check_acl_allowed(acl, public_access_block(bucket))
         if _grants_beyond(acl, {acl.owner.id, bucket_owner.id}) and not may("s3:PutObjectAcl"):
             raise S3Error("AccessDenied")
     return acl
+
+
+def public_access_block(bucket: md.Bucket) -> PublicAccessBlock | None:
+    """The bucket's Block Public Access switches (None: none set)."""
+    if not bucket.public_access_block:
+        return None
+    return authz.decode_public_access_block(bucket.public_access_block)
 
 
 def _grants_beyond(acl: AccessControlList, ids: set[str]) -> bool:
