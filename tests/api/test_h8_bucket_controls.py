@@ -58,3 +58,38 @@ def test_block_public_acls_refuses_completing_an_upload_started_public(
     s3.delete_public_access_block(Bucket=bucket)
     _complete(s3, bucket, "m", upload_id, etag)
     assert _anon_status(server, bucket, "m") == 200
+
+
+def _let_bob_write_public(s3: Any, bucket: str, bob: Any) -> None:
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/{bob.name}"},
+        "Action": ["s3:PutObject", "s3:PutObjectAcl"],
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+    }
+    policy = {"Version": "2012-10-17", "Statement": [statement]}
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+
+
+def _owner_id(s3: Any, bucket: str, key: str) -> str:
+    return str(s3.get_object_acl(Bucket=bucket, Key=key)["Owner"]["ID"])
+
+
+def test_upload_completed_under_bucket_owner_enforced_is_the_bucket_owners(
+    server: LiveServer, s3: Any, bob_s3: Any, bob: Any, bucket: str
+) -> None:
+    _let_bob_write_public(s3, bucket, bob)
+    upload_id, etag = _start_upload(bob_s3, bucket, "m", ACL="public-read")
+    s3.put_bucket_ownership_controls(
+        Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    )
+    _complete(bob_s3, bucket, "m", upload_id, etag)
+    root_id = str(s3.list_buckets()["Owner"]["ID"])
+    assert _owner_id(s3, bucket, "m") == root_id
+    # ACLs enabled again: what was written while they were off stays the bucket owner's,
+    # private, never the writer's with the public ACL its upload was started with.
+    s3.delete_bucket_ownership_controls(Bucket=bucket)
+    assert _owner_id(s3, bucket, "m") == root_id
+    grants = s3.get_object_acl(Bucket=bucket, Key="m")["Grants"]
+    assert all(g["Grantee"].get("URI") != _ALL_USERS for g in grants)
+    assert _anon_status(server, bucket, "m") == 403

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from s3torrent.access import Owner, check_acl_allowed
 from s3torrent.access import facts as authz
+from s3torrent.access.ownership import acls_disabled
 from s3torrent.s3 import checksums, sse, tagging, versioning
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody, ascii_length, sha256_mismatch
@@ -523,13 +524,22 @@ def _parts_digest(root: Any) -> str:
     return h.hexdigest()
 
 
-def _check_upload_acl(up: md.Upload, bucket: md.Bucket | None) -> None:
-    """The ACL an upload was started with becomes the object's at the completion, under the
-    bucket's Block Public Access as it is now: a public one set since is AccessDenied, as
-    PutObject with that ACL would be (the upload stays, to be aborted or retried)."""
+def _object_owner_and_acl(up: md.Upload, bucket: md.Bucket | None) -> tuple[str, str | None]:
+    """The owner and ACL of the object a completion makes, under the bucket's controls as
+    they are now (the object is made now, not when its upload began).
+
+    With ACLs disabled (BucketOwnerEnforced) the bucket owner owns it, with no ACL of its
+    own (private): as every write made while ACLs are off, so that enabling them again
+    never hands it back to its writer with the ACL the upload was started with. Otherwise
+    the upload's owner and ACL, the ACL checked against Block Public Access: a public one
+    set since the upload began is AccessDenied, as PutObject with it would be (the upload
+    stays, to be aborted or completed once the block is lifted)."""
     assert bucket is not None
+    if acls_disabled(bucket.settings):
+        return bucket.owner_id, None
     if up.acl is not None:
         check_acl_allowed(authz.decode_acl(up.acl), public_access_block(bucket))
+    return up.owner_id, up.acl
 
 
 async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamResponse:
@@ -546,7 +556,7 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
     if up is None or not up.is_at(req.bucket_name, req.key):
         return await _answer_retry(svc, req, body, upload_id)
     raw = await body.read_all(limits.max_xml_body)
-    _check_upload_acl(up, req.bucket)
+    owner_id, acl = _object_owner_and_acl(up, req.bucket)
     # Not body.verify(): here x-amz-checksum-* describes the object, not this XML body.
     _verify_xml_digests(req.http.headers, body.payload_hash, raw)
     root = s3xml.parse(raw)
@@ -590,10 +600,10 @@ async def complete_multipart_upload(svc: S3Context, req: S3Request) -> web.Strea
         size=sum(p.size for p in parts),
         etag=multipart_etag(parts),
         last_modified=time.time(),
-        owner_id=up.owner_id,
+        owner_id=owner_id,
         headers=headers,
         **lock,
-        acl=up.acl,
+        acl=acl,
         tags=up.tags,
         checksum_algorithm=algorithm.value if checksum else None,
         checksum_value=sse.seal_under(data_key, checksum),
