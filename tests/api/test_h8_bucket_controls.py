@@ -5,6 +5,7 @@ completion), not when its upload began."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -93,3 +94,42 @@ def test_upload_completed_under_bucket_owner_enforced_is_the_bucket_owners(
     grants = s3.get_object_acl(Bucket=bucket, Key="m")["Grants"]
     assert all(g["Grantee"].get("URI") != _ALL_USERS for g in grants)
     assert _anon_status(server, bucket, "m") == 403
+
+
+def _error(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
+    err = exc.value.response
+    return str(err["Error"]["Code"]), int(err["ResponseMetadata"]["HTTPStatusCode"])
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        {"ObjectOwnership": "BucketOwnerEnforced"},
+        {"ObjectLockEnabledForBucket": True},
+        {"CreateBucketConfiguration": {"Tags": [{"Key": "team", "Value": "a"}]}},
+    ],
+    ids=["ownership", "object-lock", "tags"],
+)
+def test_recreating_own_bucket_with_controls_it_lacks_is_refused(
+    server: LiveServer, s3: Any, bucket: str, asked: dict[str, Any]
+) -> None:
+    """us-east-1's legacy 200 for creating one's own bucket again must not tell a caller
+    that asked for ACLs off, object lock or tags that the bucket has them when it has not."""
+    s3.put_object(Bucket=bucket, Key="pub", Body=b"x", ACL="public-read")
+    with pytest.raises(ClientError) as exc:
+        s3.create_bucket(Bucket=bucket, **asked)
+    assert _error(exc) == ("BucketAlreadyOwnedByYou", 409)
+    assert _anon_status(server, bucket, "pub") == 200
+    assert s3.get_bucket_versioning(Bucket=bucket).get("Status") is None
+
+
+def test_recreating_own_bucket_with_the_controls_it_has_is_the_legacy_200(s3: Any) -> None:
+    name = f"{s3.list_buckets()['Owner']['ID'][:8]}-h8-same-{int(time.time() * 1000) % 10**8}"
+    asked: dict[str, Any] = {"ObjectOwnership": "BucketOwnerEnforced"}
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True, **asked)
+    try:
+        again = s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True, **asked)
+        assert again["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert s3.create_bucket(Bucket=name)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    finally:
+        s3.delete_bucket(Bucket=name)

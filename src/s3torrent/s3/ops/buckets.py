@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -9,6 +10,7 @@ from aiohttp import web
 from s3torrent.access import Owner, canned_acl, check_acl_allowed, grants_from_headers
 from s3torrent.access import facts as authz
 from s3torrent.access.ownership import SETTING as OWNERSHIP_SETTING
+from s3torrent.access.ownership import effective_ownership
 from s3torrent.s3 import tagging
 from s3torrent.s3 import xml as s3xml
 from s3torrent.s3.body import RequestBody
@@ -20,10 +22,13 @@ from s3torrent.s3.routing import check_bucket_name
 from s3torrent.s3.server import S3Request
 from s3torrent.s3.tokens import decode_token, encode_token
 from s3torrent.store.errors import BucketAlreadyExists, BucketNotEmpty
-from s3torrent.store.rows import Tags
+from s3torrent.store.retention import lock_enabled
+from s3torrent.store.rows import Bucket, Tags
 
 # The bucket setting holding its tags (ops/tagging.py reads and writes it).
 BUCKET_TAGS = "tags"
+# The bucket setting holding its object lock (ops/lock.py reads and writes it).
+LOCK_SETTING = "object_lock"
 
 
 def xml_response(
@@ -128,12 +133,32 @@ async def create_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
         existing = await svc.meta.bucket(name)
         same_acl = acl_text is None or (existing is not None and existing.acl == acl_text)
         if region == "us-east-1" and same_acl:
+            if existing is not None and not _has_settings(existing, settings):
+                # A 200 would tell the caller the bucket has them (ACLs off, a lock, tags).
+                raise S3Error(
+                    "BucketAlreadyOwnedByYou", resource=f"/{name}", extra={"BucketName": name}
+                ) from None
             # AWS's legacy behaviour in us-east-1: creating a bucket you own succeeds again.
             req.bucket = existing
             return web.Response(status=200, headers={"Location": f"/{name}"})
         code = "BucketAlreadyOwnedByYou" if same_acl else "BucketAlreadyExists"
         raise S3Error(code, resource=f"/{name}", extra={"BucketName": name}) from None
     return web.Response(status=200, headers={"Location": f"/{name}"})
+
+
+def _has_settings(existing: Bucket, asked: Mapping[str, Any] | None) -> bool:
+    """Whether a bucket already has every setting a CreateBucket asks for: its ownership
+    rule in force, object lock enabled (with whatever default rule), the same tags."""
+    for setting, value in (asked or {}).items():
+        if setting == OWNERSHIP_SETTING:
+            held = effective_ownership(existing.settings).value == value
+        elif setting == LOCK_SETTING:
+            held = lock_enabled(existing)
+        else:
+            held = existing.settings.get(setting) == value
+        if not held:
+            return False
+    return True
 
 
 # What a CreateBucketConfiguration may hold for a general purpose bucket; its <Location> and
@@ -190,7 +215,7 @@ def _lock_at_creation(value: str | None) -> dict[str, Any] | None:
             "x-amz-bucket-object-lock-enabled must be true or false",
             extra={"ArgumentName": "x-amz-bucket-object-lock-enabled"},
         )
-    return {"versioning": "Enabled", "object_lock": {"enabled": True, "default": None}}
+    return {"versioning": "Enabled", LOCK_SETTING: {"enabled": True, "default": None}}
 
 
 async def head_bucket(svc: S3Context, req: S3Request) -> web.StreamResponse:
