@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from s3torrent.store import queries as q
 from s3torrent.store import version_queries as vq
 from s3torrent.store.conditions import NO_CONDITION, WriteCondition
-from s3torrent.store.errors import NoSuchBucket, NoSuchUpload, PartChanged
+from s3torrent.store.errors import NoSuchUpload, PartChanged
 from s3torrent.store.listing import common_prefix, past_all
 from s3torrent.store.meta_base import SqlStoreBase
 from s3torrent.store.rows import Committed, ObjectVersion, Part, Upload, UploadReceipt
@@ -21,7 +21,7 @@ SCAN_BATCH = 1000
 
 
 class UploadMetadata(Protocol):
-    async def create_upload(self, up: Upload) -> None: ...
+    async def create_upload(self, up: Upload, created_at: float | None = None) -> None: ...
 
     async def upload(self, upload_id: str) -> Upload | None: ...
 
@@ -60,10 +60,14 @@ class UploadMetadata(Protocol):
 
 
 class SqlUploads(SqlStoreBase):
-    async def create_upload(self, up: Upload) -> None:
+    async def create_upload(self, up: Upload, created_at: float | None = None) -> None:
+        """Start an upload; NoSuchBucket if its bucket is gone or (`created_at` given: the
+        bucket the request was authorized against) is another bucket of its name since."""
+
         def txn(conn: Connection) -> None:
-            if q.get_bucket(conn, up.bucket) is None:
-                raise NoSuchBucket(up.bucket)
+            WriteCondition(bucket_created=created_at).check_bucket(
+                up.bucket, q.get_bucket(conn, up.bucket)
+            )
             q.insert_upload(conn, up)
 
         await self.db.write(txn)

@@ -166,7 +166,7 @@ async def create_multipart_upload(svc: S3Context, req: S3Request) -> web.StreamR
         checksum_type=ctype,
         tags=tags,
     )
-    await svc.meta.create_upload(up)
+    await svc.meta.create_upload(up, req.bucket_created)
     resp_headers = sse.response_headers(sealed) | abort_headers(svc.settings, bucket, up)
     if alg and ctype:
         resp_headers |= {"x-amz-checksum-algorithm": alg, "x-amz-checksum-type": ctype}
