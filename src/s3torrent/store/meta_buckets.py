@@ -16,7 +16,7 @@ from s3torrent.store.conditions import WriteCondition
 from s3torrent.store.errors import BucketAlreadyExists, BucketNotEmpty, NoSuchUser
 from s3torrent.store.meta_base import SqlStoreBase
 from s3torrent.store.rows import POLICY_USERS, Bucket
-from s3torrent.store.schema import buckets
+from s3torrent.store.schema import buckets, lifecycle_cursors
 
 # Rows of each kind one step of a bucket's deletion drops (SqlBuckets.delete_bucket).
 DELETE_BUCKET_BATCH: Final = 1000
@@ -135,6 +135,9 @@ class SqlBuckets(SqlStoreBase):
             if more:
                 return blob_ids, False
             conn.execute(buckets.delete().where(buckets.c.name == name))
+            # Where its last lifecycle pass got to: not where the next bucket of the name
+            # (maybe another owner's) begins its first.
+            conn.execute(lifecycle_cursors.delete().where(lifecycle_cursors.c.bucket == name))
             return blob_ids, True
 
         blob_ids, gone = await self.db.write(txn)

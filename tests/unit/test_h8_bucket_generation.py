@@ -1,7 +1,11 @@
-"""CreateMultipartUpload carries the creation time of the bucket it was authorized against,
-as every other write does: bucket names are global and reusable at once, so an upload
-authorized against a bucket deleted and created again by someone else before its row was
-written must not be started in the new bucket (its initiator could complete it there)."""
+"""A bucket name is global and reusable at once: what a request authorized against one
+bucket does, and what a deleted bucket leaves behind, must not reach the next bucket of
+its name (maybe another owner's).
+
+CreateMultipartUpload carries the creation time of the bucket it was authorized against,
+as every other write does: an upload authorized against a bucket deleted and created again
+by someone else before its row was written must not be started in the new bucket (its
+initiator could complete it there)."""
 
 from __future__ import annotations
 
@@ -48,6 +52,25 @@ def test_an_upload_is_not_started_in_a_bucket_created_again(meta: SqlMetadataSto
         )
         assert await meta.upload("h8-up-2") is not None
         await meta.abort_upload("h8-up-2")
+        await meta.delete_bucket(name)
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_bucket_created_again_starts_its_lifecycle_from_its_first_key(
+    meta: SqlMetadataStore,
+) -> None:
+    """A deleted bucket's lifecycle cursor (where its last pass got to) goes with it: the
+    next bucket of its name, maybe another owner's, must not begin its first pass after a
+    key of the old one (every key before it would wait a whole pass to be evaluated)."""
+
+    async def scenario() -> None:
+        name = f"h8-cursor-{time.time_ns()}"
+        await meta.create_bucket(name, FIRST_OWNER, "us-east-1", None)
+        await meta.save_lifecycle_cursor(name, "m/half-way")
+        await meta.delete_bucket(name)
+        await meta.create_bucket(name, SECOND_OWNER, "us-east-1", None)
+        assert await meta.lifecycle_cursor(name) is None
         await meta.delete_bucket(name)
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
