@@ -24,8 +24,7 @@ def _valid_chars(text: str) -> bool:
 def validate(tags: Tags, limit: int) -> Tags:
     """The tags if they meet S3's rules, else S3's error for the first one they break."""
     if len(tags) > limit:
-        what = "Object" if limit == MAX_OBJECT_TAGS else "Bucket"
-        raise S3Error("BadRequest", f"{what} tags cannot be greater than {limit}", status=400)
+        raise _too_many(limit)
     seen: set[str] = set()
     for key, value in tags:
         if not key or len(key) > MAX_KEY_LENGTH or not _valid_chars(key):
@@ -42,9 +41,19 @@ def validate(tags: Tags, limit: int) -> Tags:
     return tags
 
 
+def _too_many(limit: int) -> S3Error:
+    what = "Object" if limit == MAX_OBJECT_TAGS else "Bucket"
+    return S3Error("BadRequest", f"{what} tags cannot be greater than {limit}", status=400)
+
+
 def from_header(value: str) -> Tags:
-    """`x-amz-tagging: k1=v1&k2=v2` (URL query encoding), validated for an object."""
-    pairs = parse_qsl(value, keep_blank_values=True, max_num_fields=MAX_OBJECT_TAGS + 1)
+    """`x-amz-tagging: k1=v1&k2=v2` (URL query encoding), validated for an object. The
+    parser stops past one field more than the limit, with a ValueError: S3's 400, as for
+    exactly one more."""
+    try:
+        pairs = parse_qsl(value, keep_blank_values=True, max_num_fields=MAX_OBJECT_TAGS + 1)
+    except ValueError:
+        raise _too_many(MAX_OBJECT_TAGS) from None
     return validate(tuple(pairs), MAX_OBJECT_TAGS)
 
 
