@@ -44,3 +44,56 @@ def test_a_tagging_header_of_many_tags_is_s3s_400(s3: Any, bucket: str, count: i
         )
     assert _code(exc) == ("BadRequest", 400)
     assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 1
+
+
+def test_a_tag_header_a_copy_ignores_grants_no_tag_condition(
+    s3: Any, bob_s3: Any, bob: UserKeys, bucket: str
+) -> None:
+    """A copy under the default COPY directive takes its source's tags and ignores
+    x-amz-tagging, so the header's tags are not the request's: until 2026-12-08 they were
+    put in the decision's s3:RequestObjectTag values all the same, and a user allowed to
+    write only objects tagged owner=bob sent `x-amz-tagging: owner=bob` with a copy of an
+    object tagged owner=eve, and wrote an object tagged owner=eve."""
+    bob_arn = f"arn:aws:iam::{ACCOUNT_ID}:user/{bob.name}"
+    arn = f"arn:aws:s3:::{bucket}/*"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": bob_arn},
+                "Action": ["s3:GetObject", "s3:GetObjectTagging"],
+                "Resource": arn,
+            },
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": bob_arn},
+                "Action": ["s3:PutObject", "s3:PutObjectTagging"],
+                "Resource": arn,
+                "Condition": {"StringEquals": {"s3:RequestObjectTag/owner": "bob"}},
+            },
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    s3.put_object(Bucket=bucket, Key="eves", Body=b"e", Tagging="owner=eve")
+    source = {"Bucket": bucket, "Key": "eves"}
+    for directive in ("COPY", None):
+        extra = {"TaggingDirective": directive} if directive else {}
+        with pytest.raises(ClientError) as exc:
+            bob_s3.copy_object(
+                Bucket=bucket, Key="laundered", CopySource=source, Tagging="owner=bob", **extra
+            )
+        assert _code(exc) == ("AccessDenied", 403)
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="laundered")
+    # The tags it names are the ones it writes under REPLACE: allowed, and written.
+    bob_s3.copy_object(
+        Bucket=bucket,
+        Key="retagged",
+        CopySource=source,
+        Tagging="owner=bob",
+        TaggingDirective="REPLACE",
+    )
+    assert s3.get_object_tagging(Bucket=bucket, Key="retagged")["TagSet"] == [
+        {"Key": "owner", "Value": "bob"}
+    ]

@@ -210,13 +210,23 @@ def condition_values(
     version = q.get("versionId")
     if version:
         values["s3:versionid"] = version
-    sent = headers.get("x-amz-tagging")
+    sent = _tagging_taken(headers)
     if sent is not None:
         # Malformed tags are refused by the operation itself; here they just add nothing.
         with contextlib.suppress(S3Error):
             tags = tagging.from_header(sent)
             values.update(tagging.request_tag_values(tags))
     return values
+
+
+def _tagging_taken(headers: Mapping[str, str]) -> str | None:
+    """The x-amz-tagging header of a request that writes its tags. A copy writes them only
+    under `x-amz-tagging-directive: REPLACE` (else its source's, and UploadPartCopy none):
+    a header it ignores must not meet a policy's s3:RequestObjectTag condition."""
+    copies = "x-amz-copy-source" in headers
+    if copies and headers.get("x-amz-tagging-directive") != "REPLACE":
+        return None
+    return headers.get("x-amz-tagging")
 
 
 def _copy_source_value(sent: str) -> str:
