@@ -97,3 +97,78 @@ def test_a_tag_header_a_copy_ignores_grants_no_tag_condition(
     assert s3.get_object_tagging(Bucket=bucket, Key="retagged")["TagSet"] == [
         {"Key": "owner", "Value": "bob"}
     ]
+
+
+def _bob_policy(bucket: str, bob: UserKeys, *statements: dict[str, Any]) -> str:
+    bob_arn = f"arn:aws:iam::{ACCOUNT_ID}:user/{bob.name}"
+    arn = f"arn:aws:s3:::{bucket}/*"
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Principal": {"AWS": bob_arn}, "Resource": arn, **s} for s in statements
+            ],
+        }
+    )
+
+
+def test_tag_keys_differing_in_case_meet_an_allow_only_if_both_do(
+    s3: Any, bob_s3: Any, bob: UserKeys, bucket: str
+) -> None:
+    """S3's tag keys are case-sensitive and a condition key's name is not, so the tags
+    owner=eve and Owner=bob give s3:RequestObjectTag/owner two values. Until 2026-12-08 a
+    plain operator held when any value met it: a user allowed to write only owner=bob
+    wrote owner=eve beside Owner=bob, by PutObject and by PutObjectTagging."""
+    allowed_owner = {"StringEquals": {"s3:RequestObjectTag/owner": "bob"}}
+    s3.put_bucket_policy(
+        Bucket=bucket,
+        Policy=_bob_policy(
+            bucket,
+            bob,
+            {"Effect": "Allow", "Action": "s3:GetObject"},
+            {
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:PutObjectTagging"],
+                "Condition": allowed_owner,
+            },
+        ),
+    )
+    with pytest.raises(ClientError) as exc:
+        bob_s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="owner=eve&Owner=bob")
+    assert _code(exc) == ("AccessDenied", 403)
+    bob_s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="owner=bob&Owner=bob")
+    both = {"TagSet": [{"Key": "owner", "Value": "eve"}, {"Key": "Owner", "Value": "bob"}]}
+    with pytest.raises(ClientError) as exc:
+        bob_s3.put_object_tagging(Bucket=bucket, Key="k", Tagging=both)
+    assert _code(exc) == ("AccessDenied", 403)
+    assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == [
+        {"Key": "owner", "Value": "bob"},
+        {"Key": "Owner", "Value": "bob"},
+    ]
+
+
+def test_a_negated_deny_on_a_tag_holds_when_one_of_its_case_variants_differs(
+    s3: Any, bob_s3: Any, bob: UserKeys, bucket: str
+) -> None:
+    """A Deny with StringNotEquals on s3:RequestObjectTag/owner refuses a write whose
+    owner tag is not bob. Until 2026-12-08 a negated operator held only when every value
+    differed, so owner=eve beside Owner=bob escaped the Deny."""
+    s3.put_bucket_policy(
+        Bucket=bucket,
+        Policy=_bob_policy(
+            bucket,
+            bob,
+            {"Effect": "Allow", "Action": ["s3:PutObject", "s3:PutObjectTagging"]},
+            {
+                "Effect": "Deny",
+                "Action": "s3:PutObject",
+                "Condition": {"StringNotEquals": {"s3:RequestObjectTag/owner": "bob"}},
+            },
+        ),
+    )
+    bob_s3.put_object(Bucket=bucket, Key="ok", Body=b"x", Tagging="owner=bob")
+    with pytest.raises(ClientError) as exc:
+        bob_s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="owner=eve&Owner=bob")
+    assert _code(exc) == ("AccessDenied", 403)
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="k")

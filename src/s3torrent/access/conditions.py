@@ -449,11 +449,17 @@ def _value_matches(condition: Condition, policy_values: Sequence[object], value:
     return not hit if operator.negated else hit
 
 
-def condition_holds(condition: Condition, context: Mapping[str, Sequence[str]]) -> bool:
-    """Evaluate one condition against the request's (lower-cased) condition keys.
+def condition_holds(
+    condition: Condition, context: Mapping[str, Sequence[str]], *, deny: bool = False
+) -> bool:
+    """Evaluate one condition of an Allow statement (`deny`: of a Deny) against the
+    request's (lower-cased) condition keys.
 
     A missing key fails a positive operator and satisfies a negated one, as IAM documents;
-    `...IfExists` makes a missing key satisfy any operator.
+    `...IfExists` makes a missing key satisfy any operator. A key given several values to a
+    plain operator (tags whose keys differ only in case, Env and env, are one condition
+    key) is read against the request: an Allow holds only when every value meets it, a Deny
+    when any does, so no value slips past either by hiding behind another.
     """
     present = context.get(condition.key)
     if condition.base == "Null":
@@ -470,6 +476,5 @@ def condition_holds(condition: Condition, context: Mapping[str, Sequence[str]]) 
         return all(_value_matches(condition, policy, value) for value in present)
     if condition.set_operator == "ForAnyValue":
         return any(_value_matches(condition, policy, value) for value in present)
-    if condition.negated:
-        return all(_value_matches(condition, policy, value) for value in present)
-    return any(_value_matches(condition, policy, value) for value in present)
+    meets = (_value_matches(condition, policy, value) for value in present)
+    return any(meets) if deny else all(meets)

@@ -496,7 +496,8 @@ def statement_applies(
     )
     if resource_hit == statement.not_resource:
         return False
-    return all(condition_holds(c, context) for c in statement.conditions)
+    deny = statement.effect == "Deny"
+    return all(condition_holds(c, context, deny=deny) for c in statement.conditions)
 
 
 # --- "public" as S3's Block Public Access defines it -------------------------------------------
