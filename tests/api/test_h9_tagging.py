@@ -10,7 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from s3torrent.access import ACCOUNT_ID
-from tests.conftest import UserKeys
+from tests.conftest import LiveServer, UserKeys, make_client
 
 
 def _code(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
@@ -172,3 +172,43 @@ def test_a_negated_deny_on_a_tag_holds_when_one_of_its_case_variants_differs(
     assert _code(exc) == ("AccessDenied", 403)
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="k")
+
+
+def _with_header(client: Any, operation: str, name: str, value: str) -> None:
+    """Send `name: value` (signed) on every `operation` call of client from now on."""
+
+    def add(request: Any, **_: Any) -> None:
+        request.headers[name] = value
+
+    client.meta.events.register(f"before-sign.s3.{operation}", add)
+
+
+def test_a_tag_header_on_put_object_tagging_grants_no_tag_condition(
+    server: LiveServer, s3: Any, bob: UserKeys, bucket: str
+) -> None:
+    """PutObjectTagging sets the tags of its body; an x-amz-tagging header it carries is
+    not read. Until 2026-12-08 the header's tags were the request's all the same, beside
+    the body's: a user allowed to tag only with owner=bob sent `x-amz-tagging: owner=bob`
+    and a body tagging the object classification=public, without the owner tag."""
+    s3.put_bucket_policy(
+        Bucket=bucket,
+        Policy=_bob_policy(
+            bucket,
+            bob,
+            {
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:PutObjectTagging"],
+                "Condition": {"StringEquals": {"s3:RequestObjectTag/owner": "bob"}},
+            },
+        ),
+    )
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="owner=bob")
+    sly = make_client(server.endpoint, bob.access_key, bob.secret_key)
+    _with_header(sly, "PutObjectTagging", "x-amz-tagging", "owner=bob")
+    public = {"TagSet": [{"Key": "classification", "Value": "public"}]}
+    with pytest.raises(ClientError) as exc:
+        sly.put_object_tagging(Bucket=bucket, Key="k", Tagging=public)
+    assert _code(exc) == ("AccessDenied", 403)
+    assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == [
+        {"Key": "owner", "Value": "bob"}
+    ]

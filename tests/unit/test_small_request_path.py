@@ -181,9 +181,9 @@ def test_condition_values_are_worked_out_only_when_read_and_from_the_snapshot() 
     query = {"prefix": "logs/", "versionId": "v1"}
     _CountingHeaders.lookups = 0
     now = datetime(2026, 12, 7, tzinfo=UTC)
-    lazy = server._ConditionValues(query, headers, None, now)
+    lazy = server._ConditionValues(query, headers, None, now, tagged=True)
     assert _CountingHeaders.lookups == 0
-    eager = server.condition_values(query, headers)
+    eager = server.condition_values(query, headers, tagged=True)
     reads = _CountingHeaders.lookups
     assert reads > 0
     assert dict(lazy) == eager

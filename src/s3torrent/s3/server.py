@@ -141,7 +141,12 @@ class S3Request:
     def access_context(self) -> RequestContext:
         """The context the access decision is asked with: time, source, condition values."""
         values = _ConditionValues(
-            self.query, self.http.headers, self.auth, self.now, OBJECT_CREATION.get(self.endpoint)
+            self.query,
+            self.http.headers,
+            self.auth,
+            self.now,
+            OBJECT_CREATION.get(self.endpoint),
+            tagged=self.endpoint in _TAGGED_BY_HEADER,
         )
         return RequestContext(
             self.now, self.source_ip, self.secure, values, upload_initiator=self.upload_initiator
@@ -154,7 +159,7 @@ class _ConditionValues(Mapping[str, str | list[str]]):
     bucket policy reads them, and most buckets have none: for them a GET or HEAD no longer
     looks up a dozen headers it never uses."""
 
-    __slots__ = ("_auth", "_creation", "_headers", "_now", "_query", "_values")
+    __slots__ = ("_auth", "_creation", "_headers", "_now", "_query", "_tagged", "_values")
 
     def __init__(
         self,
@@ -163,17 +168,20 @@ class _ConditionValues(Mapping[str, str | list[str]]):
         auth: VerifiedAuth | None,
         now: datetime,
         creation: str | None = None,
+        *,
+        tagged: bool = False,
     ) -> None:
         self._query = query
         self._headers = headers
         self._auth = auth
         self._now = now
         self._creation = creation
+        self._tagged = tagged
         self._values: dict[str, str | list[str]] | None = None
 
     def _all(self) -> dict[str, str | list[str]]:
         if self._values is None:
-            self._values = condition_values(self._query, self._headers)
+            self._values = condition_values(self._query, self._headers, tagged=self._tagged)
             until = self._headers.get("x-amz-object-lock-retain-until-date")
             if until:
                 self._values.update(lock_condition_values(None, until, self._now))
@@ -194,10 +202,11 @@ class _ConditionValues(Mapping[str, str | list[str]]):
 
 
 def condition_values(
-    q: Mapping[str, str], headers: Mapping[str, str]
+    q: Mapping[str, str], headers: Mapping[str, str], *, tagged: bool = False
 ) -> dict[str, str | list[str]]:
     """The condition values of a request with this query and these headers (an object's
-    own, s3:ExistingObjectTag, are the decision's: access.facts.may)."""
+    own, s3:ExistingObjectTag, are the decision's: access.facts.may); `tagged`: of a
+    request that sets the tags of its x-amz-tagging header (_TAGGED_BY_HEADER)."""
     values: dict[str, str | list[str]] = {}
     for name in ("prefix", "delimiter", "max-keys"):
         if name in q:
@@ -210,7 +219,7 @@ def condition_values(
     version = q.get("versionId")
     if version:
         values["s3:versionid"] = version
-    sent = _tagging_taken(headers)
+    sent = _tagging_taken(headers) if tagged else None
     if sent is not None:
         # Malformed tags are refused by the operation itself; here they just add nothing.
         with contextlib.suppress(S3Error):
@@ -221,8 +230,8 @@ def condition_values(
 
 def _tagging_taken(headers: Mapping[str, str]) -> str | None:
     """The x-amz-tagging header of a request that writes its tags. A copy writes them only
-    under `x-amz-tagging-directive: REPLACE` (else its source's, and UploadPartCopy none):
-    a header it ignores must not meet a policy's s3:RequestObjectTag condition."""
+    under `x-amz-tagging-directive: REPLACE` (else its source's): a header it ignores must
+    not meet a policy's s3:RequestObjectTag condition."""
     copies = "x-amz-copy-source" in headers
     if copies and headers.get("x-amz-tagging-directive") != "REPLACE":
         return None
@@ -304,6 +313,13 @@ def error_response(err: S3Error, request_id: str, resource: str, head: bool) -> 
 # s3:ObjectCreationOperation of the operations S3 authorizes as s3:PutObject: "true" for the
 # ones that create an object (what a policy requiring If-None-Match tests), "false" for the
 # multipart steps before the completion, which take no conditional header.
+# The requests whose x-amz-tagging header sets the tags of what they write, so fills
+# s3:RequestObjectTag (a form's `tagging` field: post_object; PutObjectTagging's body: its
+# handler). Any other request's header sets nothing, so must meet no tag condition.
+_TAGGED_BY_HEADER = frozenset(
+    {Endpoint.PutObject, Endpoint.CopyObject, Endpoint.CreateMultipartUpload}
+)
+
 OBJECT_CREATION: Mapping[Endpoint, str] = {
     Endpoint.PutObject: "true",
     Endpoint.CopyObject: "true",
