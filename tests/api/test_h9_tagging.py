@@ -212,3 +212,49 @@ def test_a_tag_header_on_put_object_tagging_grants_no_tag_condition(
     assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == [
         {"Key": "owner", "Value": "bob"}
     ]
+
+
+def test_put_object_tagging_is_decided_on_the_tags_of_its_body(
+    s3: Any, bob_s3: Any, bob: UserKeys, bucket: str
+) -> None:
+    """S3's user guide allows s3:PutObjectTagging on a condition on the tags it sets
+    (s3:RequestObjectTag/<key>). Until 2026-12-08 the decision asked before the body was
+    read had none of its tags, and its refusal was final: such an Allow was never met, and
+    a Deny for a tag left out (Null) refused even a body that had it."""
+    s3.put_bucket_policy(
+        Bucket=bucket,
+        Policy=_bob_policy(
+            bucket,
+            bob,
+            {
+                "Effect": "Allow",
+                "Action": "s3:PutObjectTagging",
+                "Condition": {"StringEquals": {"s3:RequestObjectTag/owner": "bob"}},
+            },
+            {
+                "Effect": "Deny",
+                "Action": "s3:PutObjectTagging",
+                "Condition": {"Null": {"s3:RequestObjectTag/team": "true"}},
+            },
+        ),
+    )
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+
+    def tag(**tags: str) -> None:
+        tag_set = [{"Key": k, "Value": v} for k, v in tags.items()]
+        bob_s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": tag_set})
+
+    tag(owner="bob", team="web")
+    assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == [
+        {"Key": "owner", "Value": "bob"},
+        {"Key": "team", "Value": "web"},
+    ]
+    for refused in ({"owner": "eve", "team": "web"}, {"owner": "bob"}, {}):
+        with pytest.raises(ClientError) as exc:
+            tag(**refused)
+        assert _code(exc) == ("AccessDenied", 403)
+    # What the policy does not allow at all stays refused, body or not.
+    with pytest.raises(ClientError) as exc:
+        bob_s3.delete_object_tagging(Bucket=bucket, Key="k")
+    assert _code(exc) == ("AccessDenied", 403)
+    assert len(s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"]) == 2

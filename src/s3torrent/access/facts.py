@@ -391,6 +391,18 @@ def tests_object_tags(text: str, bucket: str) -> bool:
     return any(key.startswith(_OBJECT_TAG_KEY) for key in policy_condition_keys(text, bucket))
 
 
+_REQUEST_TAG_KEY = "s3:requestobjecttag"
+
+
+def tests_request_tags(bucket: StoredBucket) -> bool:
+    """Whether the bucket's policy tests the tags a request sets (s3:RequestObjectTag/<key>,
+    s3:RequestObjectTagKeys): a PutObjectTagging is then decided on its body's."""
+    if not bucket.policy:
+        return False
+    keys = policy_condition_keys(bucket.policy, bucket.name)
+    return any(key.startswith(_REQUEST_TAG_KEY) for key in keys)
+
+
 # Request headers whose condition keys a policy may test on any HTTP request, REST's or the
 # web seed's (s3.server.condition_values fills them for REST): (header, condition key).
 REQUEST_HEADER_KEYS = (("User-Agent", "aws:UserAgent"), ("Referer", "aws:Referer"))

@@ -11,7 +11,7 @@ from s3torrent.s3.context import S3Context
 from s3torrent.s3.errors import S3Error
 from s3torrent.s3.ops.buckets import BUCKET_TAGS, xml_response
 from s3torrent.s3.server import S3Request
-from s3torrent.s3.versioning import version_gone, version_headers
+from s3torrent.s3.versioning import marker_not_allowed, version_gone, version_headers
 
 
 async def read_xml_body(svc: S3Context, req: S3Request, limit: int | None = None) -> bytes:
@@ -46,6 +46,10 @@ async def put_object_tagging(svc: S3Context, req: S3Request) -> web.StreamRespon
     action = req.endpoint.action_for(req.query)
     if not authz.may(req.principal, action, req.bucket, req.key, obj, asked).allowed:
         raise S3Error("AccessDenied", resource=req.resource)
+    if obj.delete_marker:
+        # Named by its version id; the edge leaves this to the decision above when the
+        # bucket's policy tests request tags (S3Server._authorize).
+        raise marker_not_allowed(obj, req.resource, "PUT")
     if not await svc.meta.set_object_tags(obj, tags):
         raise version_gone(req.resource, req.key, req.query.get("versionId"))
     return web.Response(status=200, headers=version_headers(req.bucket, obj))
