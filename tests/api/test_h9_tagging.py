@@ -258,3 +258,39 @@ def test_put_object_tagging_is_decided_on_the_tags_of_its_body(
         bob_s3.delete_object_tagging(Bucket=bucket, Key="k")
     assert _code(exc) == ("AccessDenied", 403)
     assert len(s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"]) == 2
+
+
+def test_a_delete_marker_decided_on_its_body_is_refused_after_the_decision(
+    s3: Any, bob_s3: Any, bob: UserKeys, bucket: str
+) -> None:
+    """Where PutObjectTagging is decided on its body (the policy tests request tags), a
+    delete marker named by its version id is S3's 405 to whoever is allowed, and told to
+    no one who is not."""
+    s3.put_bucket_policy(
+        Bucket=bucket,
+        Policy=_bob_policy(
+            bucket,
+            bob,
+            {
+                "Effect": "Allow",
+                "Action": "s3:PutObjectVersionTagging",
+                "Condition": {"StringEquals": {"s3:RequestObjectTag/owner": "bob"}},
+            },
+        ),
+    )
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    marker = s3.delete_object(Bucket=bucket, Key="k")["VersionId"]
+
+    def tag(client: Any, owner: str) -> None:
+        tag_set = {"TagSet": [{"Key": "owner", "Value": owner}]}
+        client.put_object_tagging(Bucket=bucket, Key="k", VersionId=marker, Tagging=tag_set)
+
+    for client, owner, expected in (
+        (bob_s3, "eve", ("AccessDenied", 403)),
+        (bob_s3, "bob", ("MethodNotAllowed", 405)),
+        (s3, "eve", ("MethodNotAllowed", 405)),
+    ):
+        with pytest.raises(ClientError) as exc:
+            tag(client, owner)
+        assert _code(exc) == expected
