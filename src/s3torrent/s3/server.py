@@ -310,9 +310,6 @@ def error_response(err: S3Error, request_id: str, resource: str, head: bool) -> 
     return resp
 
 
-# s3:ObjectCreationOperation of the operations S3 authorizes as s3:PutObject: "true" for the
-# ones that create an object (what a policy requiring If-None-Match tests), "false" for the
-# multipart steps before the completion, which take no conditional header.
 # The requests whose x-amz-tagging header sets the tags of what they write, so fills
 # s3:RequestObjectTag (a form's `tagging` field: post_object; PutObjectTagging's body: its
 # handler). Any other request's header sets nothing, so must meet no tag condition.
@@ -320,6 +317,9 @@ _TAGGED_BY_HEADER = frozenset(
     {Endpoint.PutObject, Endpoint.CopyObject, Endpoint.CreateMultipartUpload}
 )
 
+# s3:ObjectCreationOperation of the operations S3 authorizes as s3:PutObject: "true" for the
+# ones that create an object (what a policy requiring If-None-Match tests), "false" for the
+# multipart steps before the completion, which take no conditional header.
 OBJECT_CREATION: Mapping[Endpoint, str] = {
     Endpoint.PutObject: "true",
     Endpoint.CopyObject: "true",
