@@ -88,9 +88,13 @@ class DefaultRetention:
         return end.timestamp()
 
 
+# The bucket setting holding its object lock: enabled, and an optional default rule.
+LOCK_SETTING = "object_lock"
+
+
 def default_retention(bucket: Bucket) -> DefaultRetention | None:
     """The bucket's default retention rule, if it has one."""
-    lock = bucket.settings.get("object_lock")
+    lock = bucket.settings.get(LOCK_SETTING)
     if not isinstance(lock, dict):
         return None
     rule = lock.get("default")
@@ -109,7 +113,7 @@ def default_retention(bucket: Bucket) -> DefaultRetention | None:
 
 
 def lock_enabled(bucket: Bucket) -> bool:
-    lock = bucket.settings.get("object_lock")
+    lock = bucket.settings.get(LOCK_SETTING)
     return isinstance(lock, dict) and bool(lock.get("enabled"))
 
 

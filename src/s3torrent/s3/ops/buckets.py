@@ -22,13 +22,11 @@ from s3torrent.s3.routing import check_bucket_name
 from s3torrent.s3.server import S3Request
 from s3torrent.s3.tokens import decode_token, encode_token
 from s3torrent.store.errors import BucketAlreadyExists, BucketNotEmpty
-from s3torrent.store.retention import lock_enabled
+from s3torrent.store.retention import LOCK_SETTING, lock_enabled
 from s3torrent.store.rows import Bucket, Tags
 
 # The bucket setting holding its tags (ops/tagging.py reads and writes it).
 BUCKET_TAGS = "tags"
-# The bucket setting holding its object lock (ops/lock.py reads and writes it).
-LOCK_SETTING = "object_lock"
 
 
 def xml_response(

@@ -31,7 +31,7 @@ from s3torrent.s3.versioning import (
     version_headers,
 )
 from s3torrent.store import rows as md
-from s3torrent.store.retention import MODES, lock_enabled
+from s3torrent.store.retention import LOCK_SETTING, MODES, lock_enabled
 
 # The longest default retention S3 accepts.
 _MAX_DAYS = 36500
@@ -113,7 +113,7 @@ async def get_object_lock_configuration(svc: S3Context, req: S3Request) -> web.S
     if not lock_enabled(req.bucket):
         raise S3Error("ObjectLockConfigurationNotFoundError", extra={"BucketName": req.bucket_name})
     children: list[tuple[str, Any]] = [("ObjectLockEnabled", "Enabled")]
-    rule = req.bucket.settings["object_lock"].get("default")
+    rule = req.bucket.settings[LOCK_SETTING].get("default")
     if isinstance(rule, dict):
         retention: dict[str, Any] = {"Mode": rule["mode"]}
         if rule.get("days") is not None:
@@ -167,7 +167,7 @@ async def put_object_lock_configuration(svc: S3Context, req: S3Request) -> web.S
         default = {"mode": mode, "days": days, "years": years}
     # Decided again on the bucket as the write reads it: a suspension of versioning racing.
     await svc.meta.set_bucket_setting(
-        req.bucket_name, "object_lock", lock_settings(default), req.bucket_created, _may_lock
+        req.bucket_name, LOCK_SETTING, lock_settings(default), req.bucket_created, _may_lock
     )
     return web.Response(status=200)
 
