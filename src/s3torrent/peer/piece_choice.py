@@ -82,3 +82,33 @@ def remote_only(
         if not newcomers or held[i] > sum(has[i] for has in newcomers)
     ]
     return policy.rng.sample(found, min(limit, len(found)))
+
+
+def rescue(
+    policy: SwarmPolicy, peer: PeerRecord, want: int, now: float, exclude: Iterable[int]
+) -> list[int]:
+    """Up to `want` pieces for a peer the swarm is not serving. Stalled: nothing from anyone
+    for a while (`endgame_stall_timeout` once it lacks at most `endgame_window`, else
+    `stall_timeout`): the rarest it lacks. Starved: its pieces from us are all in and the
+    swarm gave it nothing meanwhile (the peers we count on may not serve it): what no other
+    connected peer holds (it needs that from us anyway), and what they hold one window per
+    `swarm_stall_timeout`, not at our full pace. Neither: none."""
+    settings = policy.settings
+    lacking = (policy.piece_count - peer.has_count) * policy.piece_length
+    endgame = lacking <= settings.endgame_window
+    timeout = settings.endgame_stall_timeout if endgame else settings.stall_timeout
+    stalled = now - peer.last_progress >= timeout
+    starved = not peer.assigned and now - peer.swarm_progress >= settings.swarm_stall_timeout
+    if not (stalled or starved):
+        return []
+    if stalled:
+        chosen = rarest_lacking(policy, peer, want, exclude)
+    else:
+        ranked = rarest_lacking(policy, peer, policy.piece_count, exclude)
+        chosen = unheld(policy.peers.values(), peer, ranked, want)
+        if not chosen:
+            chosen = ranked[:want]
+            peer.swarm_progress = now
+    if chosen:
+        peer.last_progress = now
+    return chosen

@@ -511,33 +511,9 @@ class SwarmPolicy:
         remote = self.departed and now - peer.swarm_progress >= self.settings.remote_grace
         if want > 0 and remote and not gated:
             batch += piece_choice.remote_only(self, peer, want, now, batch)
-        # Stalled: nothing from anyone for a while. Starved: its pieces from us are all in
-        # and the swarm gave it nothing meanwhile (the peers we count on may not serve it):
-        # it gets what no other connected peer holds (it needs that from us anyway), and
-        # what they hold one window per swarm_stall_timeout, not at our full pace.
-        lacking = (self.piece_count - peer.has_count) * self.piece_length
-        timeout = (
-            self.settings.endgame_stall_timeout
-            if lacking <= self.settings.endgame_window
-            else self.settings.stall_timeout
-        )
-        stalled = now - peer.last_progress >= timeout
-        starved = (
-            not peer.assigned and now - peer.swarm_progress >= self.settings.swarm_stall_timeout
-        )
         want = room - len(batch)
-        if want > 0 and (stalled or starved):
-            if stalled:
-                rescue = piece_choice.rarest_lacking(self, peer, want, batch)
-            else:
-                ranked = piece_choice.rarest_lacking(self, peer, self.piece_count, batch)
-                rescue = piece_choice.unheld(self.peers.values(), peer, ranked, want)
-                if not rescue:
-                    rescue = ranked[:want]
-                    peer.swarm_progress = now
-            if rescue:
-                peer.last_progress = now
-            batch += rescue
+        if want > 0:
+            batch += piece_choice.rescue(self, peer, want, now, batch)
         self._assign_batch(peer, batch, now, actions)
 
     def _assign_batch(
